@@ -1,0 +1,161 @@
+"""The configuration as frozen, typed dataclasses; `agent.config.loader` builds them from TOML.
+
+Defaults live here and only here. Every field maps to one TOML key of the same name; the reference
+is docs/configuration.md and the commented examples in examples/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.events import AlarmKind, Priority
+
+DeviceKind = Literal["wearable", "equipment"]
+Transport = Literal["simulator", "serial", "ble", "replay", "modbus"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    id: str
+    site: str
+    heartbeat_interval_s: float = 30.0
+    state_dir: Path = Path("/var/lib/edge-agent")  # session counter, calibration, pseudonym key
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    ca_file: Path | None = None  # None: the system trust store
+    cert_file: Path | None = None  # client certificate (mutual TLS)
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    username: str
+    password_file: Path  # the password is read from this file, never written in the config
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    host: str
+    port: int
+    tls: TlsConfig | None  # None for mqtt://, set for mqtts://
+    topic_prefix: str = "edge"
+    client_id: str = ""  # "" means the gateway id
+    auth: AuthConfig | None = None
+    insecure: bool = False  # must be true to use plain mqtt:// to a non-loopback host
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600  # the broker keeps our session (and our QoS 1 state) this long
+    max_inflight: int = 20
+    heartbeat_expiry_s: int = 120  # a heartbeat older than this is worthless to the receiver
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    path: Path
+    max_bytes: int = 64 * 1024 * 1024
+    warn_fraction: float = 0.8  # raise the technical "outbox_filling" alarm at this fill level
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeConfig:
+    """An injected episode for a simulated device: ground truth for tests and demos."""
+
+    condition: str
+    start_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    seed: int = 0
+    speed: float = 1.0  # simulated seconds per real second
+    ecg: bool = False  # also stream a 250 Hz ECG lead (wearables only)
+    episodes: tuple[EpisodeConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SerialConfig:
+    port: str  # prefer a stable /dev/serial/by-id/... path
+    baudrate: int = 115200
+    protocol: Literal["frames", "csv", "jsonl"] = "frames"
+    channels: tuple[str, ...] = ()  # for csv/jsonl: the declared channel map, in column order
+
+
+@dataclass(frozen=True, slots=True)
+class BleConfig:
+    address: str = ""
+    name: str = ""
+    service_uuid: str = ""
+    profiles: tuple[str, ...] = ("heart_rate",)  # heart_rate, plx, thermometer, blood_pressure, battery, polar_pmd
+    connect_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    path: Path
+    speed: float = 1.0  # 0 means as fast as possible
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    id: str  # local name; only its pseudonym leaves the gateway
+    kind: DeviceKind
+    transport: Transport
+    patient: str = ""  # patient identifier, if any: never published, only pseudonymised
+    lost_after_s: float = 30.0  # no data this long raises the technical "device_lost" alarm
+    simulator: SimulatorConfig | None = None
+    serial: SerialConfig | None = None
+    ble: BleConfig | None = None
+    replay: ReplayConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """One detector over one stream name (e.g. "vitals") of every device that has it."""
+
+    id: str
+    type: str  # "limit", "robust_z", ... (see agent.detectors.registry)
+    stream: str
+    channels: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)  # checked by the detector type itself
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRuleConfig:
+    """Turns one detector's scores into alarm episodes through the alarm state machine."""
+
+    condition: str
+    detector: str  # a DetectorConfig.id
+    priority: Priority = Priority.MEDIUM
+    kind: AlarmKind = AlarmKind.PHYSIOLOGICAL
+    min_duration_s: float = 10.0  # abnormal this long before the alarm starts
+    confirm_n: int = 1  # N of the last M hops must exceed (N-of-M confirmation)
+    confirm_m: int = 1
+    clear_after_s: float = 10.0  # normal this long before the alarm ends
+    hysteresis: float = 0.0  # fraction of the threshold: clearing needs score <= threshold * (1 - h)
+    cooldown_s: float = 60.0  # after an end, the same alarm cannot restart for this long
+    escalate_after_s: float | None = None  # still active this long: raise one priority level
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    key_file: Path | None = None  # per-site HMAC key (0600); None: <state_dir>/pseudonym.key
+    raw_snippets: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    gateway: GatewayConfig
+    mqtt: MqttConfig
+    outbox: OutboxConfig
+    devices: tuple[DeviceConfig, ...]
+    detectors: tuple[DetectorConfig, ...] = ()
+    alarms: tuple[AlarmRuleConfig, ...] = ()
+    privacy: PrivacyConfig = PrivacyConfig()
+    source_path: Path | None = None  # the file this came from, for messages
+    digest: str = ""  # sha256 of the file's bytes: the config hash carried by alarms

@@ -1,0 +1,197 @@
+"""Events the gateway sends upstream: alarm episodes and heartbeats, with their versioned JSON payloads.
+
+Each alarm episode has one id (UUIDv7) shared by its start, update and end events, so the receiver
+can group them and drop redelivered duplicates by ``(id, phase, seq)``. The payload schema is documented
+in docs/payloads.md; bump `ALARM_SCHEMA` / `HEARTBEAT_SCHEMA` on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+ALARM_SCHEMA = "edge-agent/alarm/1"
+HEARTBEAT_SCHEMA = "edge-agent/heartbeat/1"
+
+
+class Priority(enum.StrEnum):
+    """IEC 60601-1-8 alarm priorities; the outbox drains higher priorities first."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for HIGH: lower ranks drain first."""
+        return {"high": 0, "medium": 1, "low": 2}[self.value]
+
+
+class AlarmKind(enum.StrEnum):
+    PHYSIOLOGICAL = "physiological"  # about the patient or the machine being watched
+    TECHNICAL = "technical"  # about the monitoring itself: sensor off, signal lost, outbox filling
+
+
+class Phase(enum.StrEnum):
+    START = "start"
+    UPDATE = "update"  # escalation or a new peak while active
+    END = "end"
+
+
+def iso_time(unix_s: float) -> str:
+    """RFC 3339 UTC with milliseconds, the form every timestamp in a payload takes."""
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why an alarm fired, in terms a clinician or an engineer can check."""
+
+    detector: str
+    score: float
+    threshold: float
+    top_channels: tuple[tuple[str, float], ...] = ()
+    baseline: Mapping[str, float] = field(default_factory=dict)
+    signal_quality: str = "ok"
+    text: str = ""  # one readable sentence, e.g. "hr 142 bpm above limit 120 bpm for 12 s"
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "score": _round(self.score),
+            "threshold": _round(self.threshold),
+            "top_channels": [{"channel": c, "contribution": _round(v)} for c, v in self.top_channels],
+            "baseline": {k: _round(v) for k, v in self.baseline.items()},
+            "signal_quality": self.signal_quality,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """One transition of one alarm episode."""
+
+    id: str  # UUIDv7 of the episode
+    seq: int  # 0 for start, counting up through updates to end
+    phase: Phase
+    gateway: str
+    device: str  # pseudonym, never the configured device id or a patient id
+    stream: str  # stream name within the device (e.g. "vitals"), not the device-qualified id
+    condition: str  # e.g. "tachycardia", "sensor_off", "outbox_filling"
+    priority: Priority
+    kind: AlarmKind
+    onset_time: float  # Unix seconds the condition began (first abnormal sample)
+    detection_time: float  # Unix seconds the agent confirmed it
+    value: float  # the measured value (or score) that crossed
+    threshold: float
+    unit: str
+    explanation: Explanation
+    end_time: float | None = None
+    config_hash: str = ""
+    model_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if self.seq < 0:
+            raise ValueError("seq must be >= 0")
+        if (self.phase is Phase.END) != (self.end_time is not None):
+            raise ValueError("end_time is set exactly on END events")
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "schema": ALARM_SCHEMA,
+            "id": self.id,
+            "seq": self.seq,
+            "phase": self.phase.value,
+            "gateway": self.gateway,
+            "device": self.device,
+            "stream": self.stream,
+            "condition": self.condition,
+            "priority": self.priority.value,
+            "kind": self.kind.value,
+            "onset_time": iso_time(self.onset_time),
+            "detection_time": iso_time(self.detection_time),
+            "end_time": None if self.end_time is None else iso_time(self.end_time),
+            "value": _round(self.value),
+            "threshold": _round(self.threshold),
+            "unit": self.unit,
+            "explanation": self.explanation.to_payload(),
+            "config_hash": self.config_hash,
+            "model_hash": self.model_hash,
+        }
+
+    def to_json(self) -> bytes:
+        return encode(self.to_payload())
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    device: str  # pseudonym
+    last_seen: float | None  # Unix seconds of the last reading, None if never
+    rate_hz: float  # readings per second over the last heartbeat interval
+    gaps: int  # data gaps detected since start
+    bad_frames: int  # undecodable frames/bytes counted by the decoder since start
+    connected: bool
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "last_seen": None if self.last_seen is None else iso_time(self.last_seen),
+            "rate_hz": _round(self.rate_hz),
+            "gaps": self.gaps,
+            "bad_frames": self.bad_frames,
+            "connected": self.connected,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    gateway: str
+    time: float
+    uptime_s: float
+    session: int  # increments on every agent start; the birth and Will messages carry it too
+    devices: tuple[DeviceHealth, ...]
+    outbox_depth: int
+    oldest_undelivered_age_s: float | None
+    active_alarms: int
+    models: Mapping[str, str] = field(default_factory=dict)  # model name -> version/sha256 prefix
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+    temperature_c: float | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "schema": HEARTBEAT_SCHEMA,
+            "gateway": self.gateway,
+            "time": iso_time(self.time),
+            "uptime_s": round(self.uptime_s, 1),
+            "session": self.session,
+            "devices": [d.to_payload() for d in self.devices],
+            "outbox_depth": self.outbox_depth,
+            "oldest_undelivered_age_s": (
+                None if self.oldest_undelivered_age_s is None else round(self.oldest_undelivered_age_s, 1)
+            ),
+            "active_alarms": self.active_alarms,
+            "models": dict(self.models),
+            "cpu_percent": None if self.cpu_percent is None else round(self.cpu_percent, 1),
+            "rss_bytes": self.rss_bytes,
+            "temperature_c": None if self.temperature_c is None else round(self.temperature_c, 1),
+        }
+
+    def to_json(self) -> bytes:
+        return encode(self.to_payload())
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; NaN/inf are refused (they are not JSON)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _round(value: float) -> float | None:
+    """Payload numbers: 4 significant decimals is plenty and keeps messages short; non-finite -> null."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    return round(float(value), 4)
