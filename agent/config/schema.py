@@ -121,6 +121,7 @@ class DetectorConfig:
     type: str  # "limit", "robust_z", ... (see agent.detectors.registry)
     stream: str
     channels: tuple[str, ...]
+    rate_hz: float = 1.0  # samples per second of the stream: converts window_s / hop_s to samples
     params: Mapping[str, Any] = field(default_factory=dict)  # checked by the detector type itself
 
 

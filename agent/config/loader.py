@@ -1,0 +1,348 @@
+"""Load a TOML file into `AgentConfig`, reporting every problem with its key path.
+
+Structure checks (types, ranges, unknown keys, files readable) happen here; cross-references
+(alarm → detector, duplicate ids) after the whole file is read. Detector parameters are checked
+by each detector type when the pipeline is built (`agent.pipeline.build`), which `check-config` runs too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.config.reader import Table, describe
+from agent.config.schema import (
+    AgentConfig,
+    AlarmRuleConfig,
+    AuthConfig,
+    BleConfig,
+    DetectorConfig,
+    DeviceConfig,
+    EpisodeConfig,
+    GatewayConfig,
+    MqttConfig,
+    OutboxConfig,
+    PrivacyConfig,
+    ReplayConfig,
+    SerialConfig,
+    SimulatorConfig,
+    TlsConfig,
+)
+from agent.errors import ConfigError, ConfigErrors
+from agent.events import AlarmKind, Priority
+
+TRANSPORTS = ("simulator", "serial", "ble", "replay", "modbus")
+KINDS = ("wearable", "equipment")
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and check `path`; raises `ConfigErrors` listing every problem found."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigErrors(source, [ConfigError("", f"cannot read config file: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigErrors(source, [ConfigError("", "not UTF-8 text")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigErrors(source, [ConfigError("", f"not valid TOML: {exc}")]) from None
+    return parse_config(data, base_dir=path.resolve().parent, source=source,
+                        digest=hashlib.sha256(raw).hexdigest())
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path, source: str = "<config>",
+                 digest: str = "") -> AgentConfig:
+    problems: list[ConfigError] = []
+    root = Table(data, "", problems, base_dir)
+    gateway = _gateway(root.table("gateway", required=True))
+    mqtt = _mqtt(root.table("mqtt", required=True))
+    outbox = _outbox(root.table("outbox", required=True))
+    devices = tuple(_device(t) for t in root.tables("devices"))
+    detectors = tuple(_detector(t) for t in root.tables("detectors"))
+    alarms = tuple(_alarm(t) for t in root.tables("alarms"))
+    privacy = _privacy(root.table("privacy"))
+    root.finish()
+    _cross_check(root, devices, detectors, alarms)
+    if problems:
+        raise ConfigErrors(source, problems)
+    assert gateway and mqtt and outbox  # guaranteed when no problem was recorded
+    return AgentConfig(gateway, mqtt, outbox, devices, detectors, alarms, privacy,
+                       source_path=Path(source), digest=digest)
+
+
+def _gateway(t: Table | None) -> GatewayConfig | None:
+    if t is None:
+        return None
+    cfg = GatewayConfig(
+        id=t.name("id"),
+        site=t.name("site"),
+        heartbeat_interval_s=t.float("heartbeat_interval_s", 30.0, positive=True),
+        state_dir=_dir(t, "state_dir", Path("/var/lib/edge-agent")),
+    )
+    t.finish()
+    return cfg
+
+
+def _dir(t: Table, key: str, default: Path) -> Path:
+    value = t.str(key, str(default))
+    return (t.base_dir / Path(value).expanduser()).resolve() if isinstance(value, str) else default
+
+
+def _mqtt(t: Table | None) -> MqttConfig | None:
+    if t is None:
+        return None
+    url = t.str("url")
+    host, port, secure = _broker_url(t, url) if isinstance(url, str) else ("", 0, False)
+    tls_table = t.table("tls")
+    tls: TlsConfig | None = None
+    if tls_table is not None:
+        tls = TlsConfig(
+            ca_file=tls_table.file("ca_file", None),
+            cert_file=tls_table.file("cert_file", None),
+            key_file=tls_table.file("key_file", None),
+        )
+        if (tls.cert_file is None) != (tls.key_file is None):
+            tls_table.problem(None, "cert_file and key_file go together (client certificate and its key)")
+        tls_table.finish()
+        if not secure and host:
+            tls_table.problem(None, "TLS files given but the url is mqtt://; use mqtts://")
+    elif secure:
+        tls = TlsConfig()
+    auth_table = t.table("auth")
+    auth = None
+    if auth_table is not None:
+        auth = AuthConfig(username=auth_table.str("username"), password_file=auth_table.file("password_file"))
+        auth_table.finish()
+    insecure = t.bool("insecure", False)
+    if host and not secure and not insecure and not _is_loopback(host):
+        t.problem("url", f"plain mqtt:// to non-loopback host '{host}' would send data unencrypted; "
+                         "use mqtts:// or set mqtt.insecure = true")
+    cfg = MqttConfig(
+        host=host,
+        port=port,
+        tls=tls,
+        topic_prefix=t.name("topic_prefix", "edge"),
+        client_id=t.str("client_id", ""),
+        auth=auth,
+        insecure=insecure,
+        keepalive_s=t.int("keepalive_s", 30, minimum=5, maximum=65535),
+        session_expiry_s=t.int("session_expiry_s", 7 * 24 * 3600, minimum=0, maximum=0xFFFFFFFF),
+        max_inflight=t.int("max_inflight", 20, minimum=1, maximum=65535),
+        heartbeat_expiry_s=t.int("heartbeat_expiry_s", 120, minimum=1),
+    )
+    t.finish()
+    return cfg
+
+
+def _broker_url(t: Table, url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        t.problem("url", f"expected mqtt://host:port or mqtts://host:port, got {describe(url)}")
+        return "", 0, False
+    try:
+        port = parts.port
+    except ValueError:
+        t.problem("url", f"bad port in {describe(url)}")
+        return "", 0, False
+    if not parts.hostname:
+        t.problem("url", f"no host in {describe(url)}")
+        return "", 0, False
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        t.problem("url", f"expected only scheme, host and port (credentials go in [mqtt.auth]), got {describe(url)}")
+    secure = parts.scheme == "mqtts"
+    return parts.hostname, port or (8883 if secure else 1883), secure
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _outbox(t: Table | None) -> OutboxConfig | None:
+    if t is None:
+        return None
+    path = t.str("path")
+    cfg = OutboxConfig(
+        path=(t.base_dir / Path(path).expanduser()).resolve() if isinstance(path, str) else Path(),
+        max_bytes=t.int("max_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
+        warn_fraction=t.float("warn_fraction", 0.8, minimum=0.1, maximum=1.0),
+    )
+    t.finish()
+    return cfg
+
+
+def _device(t: Table) -> DeviceConfig:
+    kind = t.str("kind", choices=KINDS)
+    transport = t.str("transport", choices=TRANSPORTS)
+    sections = {name: t.table(name) for name in ("simulator", "serial", "ble", "replay")}
+    for name, section in sections.items():
+        if section is not None and name != transport:
+            t.problem(name, f"section given but transport is {describe(transport)}")
+    if transport in sections and sections[transport] is None and transport not in ("simulator",):
+        t.problem(transport, f"missing (transport {describe(transport)} needs a [{t.path}.{transport}] table)")
+    device_id = t.name("id")
+    cfg = DeviceConfig(
+        id=device_id,
+        kind=kind,
+        transport=transport,
+        patient=t.str("patient", ""),
+        lost_after_s=t.float("lost_after_s", 30.0, positive=True),
+        simulator=_simulator(sections["simulator"], kind, device_id) if transport == "simulator" else None,
+        serial=_serial(sections["serial"]),
+        ble=_ble(sections["ble"]),
+        replay=_replay(sections["replay"]),
+    )
+    t.finish()
+    return cfg
+
+
+def _simulator(t: Table | None, kind: str | None, device_id: str | None) -> SimulatorConfig:
+    if t is None:
+        return SimulatorConfig()
+    episodes = []
+    for e in t.tables("episodes"):
+        condition = e.str("condition")
+        if isinstance(condition, str) and kind in KINDS:
+            valid = _conditions_for(kind)
+            if valid and condition not in valid:
+                e.problem("condition", f"unknown for a {kind}: {describe(condition)} "
+                                       f"(one of {', '.join(sorted(valid))})")
+        episodes.append(EpisodeConfig(condition=condition, start_s=e.float("start_s", minimum=0.0),
+                                      duration_s=e.float("duration_s", positive=True)))
+        e.finish()
+    cfg = SimulatorConfig(
+        seed=t.int("seed", 0),
+        speed=t.float("speed", 1.0, positive=True),
+        ecg=t.bool("ecg", False),
+        episodes=tuple(episodes),
+    )
+    if cfg.ecg and kind == "equipment":
+        t.problem("ecg", "only a wearable can stream ECG")
+    t.finish()
+    return cfg
+
+
+def _conditions_for(kind: str) -> frozenset[str]:
+    from agent.simulation import CONDITIONS_BY_KIND  # the simulator owns the list of episodes it can play
+
+    return frozenset(CONDITIONS_BY_KIND.get(kind, ()))
+
+
+def _serial(t: Table | None) -> SerialConfig | None:
+    if t is None:
+        return None
+    cfg = SerialConfig(
+        port=t.str("port"),
+        baudrate=t.int("baudrate", 115200, minimum=300, maximum=12_000_000),
+        protocol=t.str("protocol", "frames", choices=("frames", "csv", "jsonl")),
+        channels=t.strs("channels", ()),
+    )
+    if cfg.protocol in ("csv", "jsonl") and not cfg.channels:
+        t.problem("channels", f"protocol {describe(cfg.protocol)} needs the channel map, e.g. [\"hr\", \"spo2\"]")
+    t.finish()
+    return cfg
+
+
+def _ble(t: Table | None) -> BleConfig | None:
+    if t is None:
+        return None
+    cfg = BleConfig(
+        address=t.str("address", ""),
+        name=t.str("name", ""),
+        service_uuid=t.str("service_uuid", ""),
+        profiles=t.strs("profiles", ("heart_rate",)),
+        connect_timeout_s=t.float("connect_timeout_s", 20.0, positive=True),
+    )
+    if not (cfg.address or cfg.name or cfg.service_uuid):
+        t.problem(None, "give at least one of address, name or service_uuid to find the device")
+    t.finish()
+    return cfg
+
+
+def _replay(t: Table | None) -> ReplayConfig | None:
+    if t is None:
+        return None
+    cfg = ReplayConfig(path=t.file("path"), speed=t.float("speed", 1.0, minimum=0.0))
+    t.finish()
+    return cfg
+
+
+def _detector(t: Table) -> DetectorConfig:
+    params = t.raw("params", {})
+    if not isinstance(params, dict):
+        t.problem("params", f"expected a table, got {describe(params)}")
+        params = {}
+    cfg = DetectorConfig(
+        id=t.name("id"),
+        type=t.str("type"),
+        stream=t.name("stream"),
+        channels=t.strs("channels"),
+        rate_hz=t.float("rate_hz", 1.0, positive=True),
+        params=params,
+    )
+    if cfg.channels == ():
+        t.problem("channels", "must name at least one channel")
+    t.finish()
+    return cfg
+
+
+def _alarm(t: Table) -> AlarmRuleConfig:
+    escalate = t.float("escalate_after_s", None, positive=True) if t.has("escalate_after_s") else None
+    cfg = AlarmRuleConfig(
+        condition=t.name("condition"),
+        detector=t.str("detector"),
+        priority=Priority(t.str("priority", "medium", choices=[p.value for p in Priority])),
+        kind=AlarmKind(t.str("kind", "physiological", choices=[k.value for k in AlarmKind])),
+        min_duration_s=t.float("min_duration_s", 10.0, minimum=0.0),
+        confirm_n=t.int("confirm_n", 1, minimum=1),
+        confirm_m=t.int("confirm_m", 1, minimum=1),
+        clear_after_s=t.float("clear_after_s", 10.0, minimum=0.0),
+        hysteresis=t.float("hysteresis", 0.0, minimum=0.0, maximum=1.0),
+        cooldown_s=t.float("cooldown_s", 60.0, minimum=0.0),
+        escalate_after_s=escalate,
+        unit=t.str("unit", ""),
+    )
+    if cfg.confirm_n > cfg.confirm_m:
+        t.problem("confirm_n", f"must not exceed confirm_m ({cfg.confirm_m}), got {cfg.confirm_n}")
+    t.finish()
+    return cfg
+
+
+def _privacy(t: Table | None) -> PrivacyConfig:
+    if t is None:
+        return PrivacyConfig()
+    cfg = PrivacyConfig(key_file=t.file("key_file", None, readable=False), raw_snippets=t.bool("raw_snippets", False))
+    t.finish()
+    return cfg
+
+
+def _cross_check(root: Table, devices: tuple[DeviceConfig, ...], detectors: tuple[DetectorConfig, ...],
+                 alarms: tuple[AlarmRuleConfig, ...]) -> None:
+    for key, ids in (("devices", [d.id for d in devices]), ("detectors", [d.id for d in detectors])):
+        for value, count in Counter(ids).items():
+            if count > 1 and value:
+                first = ids.index(value)
+                second = ids.index(value, first + 1)
+                root.problems.append(ConfigError(f"{key}[{second}].id",
+                                                 f"duplicate id {describe(value)} (also {key}[{first}])"))
+    if not devices:
+        root.problem("devices", "no device configured: add at least one [[devices]] table")
+    known = {d.id for d in detectors}
+    for i, alarm in enumerate(alarms):
+        if isinstance(alarm.detector, str) and alarm.detector not in known:
+            root.problems.append(ConfigError(
+                f"alarms[{i}].detector",
+                f"no detector with id {describe(alarm.detector)} (known: {', '.join(sorted(known)) or 'none'})",
+            ))

@@ -1,0 +1,169 @@
+"""A checked reader over one TOML table that collects every problem with its key path.
+
+Reading never stops at the first mistake: a wrong value records a `ConfigError` and yields a
+placeholder, so `check-config` can list all problems of a file at once, one line each.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+def describe(value: object) -> str:
+    """How a bad value is shown in a message: strings quoted, tables and arrays by kind."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+class Table:
+    """One TOML table at `path`; each getter marks its key as known and checks its type."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, problems: list[ConfigError], base_dir: Path):
+        self.data = data
+        self.path = path
+        self.problems = problems
+        self.base_dir = base_dir
+        self._known: set[str] = set()
+
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def problem(self, key: str | None, message: str) -> None:
+        self.problems.append(ConfigError(self.path if key is None else self.key_path(key), message))
+
+    def has(self, key: str) -> bool:
+        self._known.add(key)
+        return key in self.data
+
+    def _get(self, key: str, default: Any, expected: str, accept: Callable[[Any], bool]) -> Any:
+        self._known.add(key)
+        if key not in self.data:
+            if default is REQUIRED:
+                self.problem(key, f"missing (expected {expected})")
+            return None if default is REQUIRED else default
+        value = self.data[key]
+        if not accept(value):
+            self.problem(key, f"expected {expected}, got {describe(value)}")
+            return None if default is REQUIRED else default
+        return value
+
+    def str(self, key: str, default: Any = REQUIRED, *, choices: Sequence[str] | None = None) -> Any:
+        value = self._get(key, default, "a string", lambda v: isinstance(v, str))
+        if value is None or value is default:
+            return value
+        if choices is not None and value not in choices:
+            self.problem(key, f"expected one of {', '.join(choices)}, got {describe(value)}")
+            return None if default is REQUIRED else default
+        if not value.strip() and default is REQUIRED:
+            self.problem(key, "must not be empty")
+        return value
+
+    def name(self, key: str, default: Any = REQUIRED) -> Any:
+        """An identifier that may appear in topics and stream ids: no spaces, '/', '+' or '#'."""
+        value = self.str(key, default)
+        if isinstance(value, str) and value and any(c in value for c in " /+#\t\n"):
+            self.problem(key, f"must not contain spaces, '/', '+' or '#', got {describe(value)}")
+        return value
+
+    def int(self, key: str, default: Any = REQUIRED, *, minimum: int | None = None,
+            maximum: int | None = None) -> Any:
+        value = self._get(key, default, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+        return self._bounded(key, value, default, minimum, maximum)
+
+    def float(self, key: str, default: Any = REQUIRED, *, minimum: float | None = None,
+              maximum: float | None = None, positive: bool = False) -> Any:
+        value = self._get(
+            key, default, "a number",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+        )
+        if value is not None and value is not default and positive and value <= 0:
+            self.problem(key, f"must be greater than 0, got {describe(value)}")
+            return None if default is REQUIRED else default
+        value = self._bounded(key, value, default, minimum, maximum)
+        return float(value) if isinstance(value, int | float) else value
+
+    def _bounded(self, key: str, value: Any, default: Any, minimum: float | None, maximum: float | None) -> Any:
+        if value is None or value is default:
+            return value
+        if minimum is not None and value < minimum:
+            self.problem(key, f"must be at least {minimum}, got {describe(value)}")
+            return None if default is REQUIRED else default
+        if maximum is not None and value > maximum:
+            self.problem(key, f"must be at most {maximum}, got {describe(value)}")
+            return None if default is REQUIRED else default
+        return value
+
+    def bool(self, key: str, default: Any = REQUIRED) -> Any:
+        return self._get(key, default, "true or false", lambda v: isinstance(v, bool))
+
+    def strs(self, key: str, default: Any = REQUIRED) -> Any:
+        value = self._get(
+            key, default, "an array of strings",
+            lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        )
+        return tuple(value) if isinstance(value, list) else value
+
+    def file(self, key: str, default: Any = REQUIRED, *, readable: bool = True) -> Any:
+        """A path relative to the config file's folder; checked readable when `readable`."""
+        value = self.str(key, default)
+        if not isinstance(value, str) or value is default:
+            return value
+        path = (self.base_dir / Path(value).expanduser()).resolve()
+        if readable:
+            if not path.is_file():
+                self.problem(key, f"file not found: {path}")
+            elif not os.access(path, os.R_OK):
+                self.problem(key, f"file not readable: {path}")
+        return path
+
+    def table(self, key: str, *, required: bool = False) -> Table | None:
+        value = self._get(key, REQUIRED if required else None, "a table", lambda v: isinstance(v, Mapping))
+        return None if value is None else Table(value, self.key_path(key), self.problems, self.base_dir)
+
+    def tables(self, key: str) -> list[Table]:
+        """An array of tables, `[[key]]`; each element's path is ``key[i]``."""
+        value = self._get(key, [], "an array of tables", lambda v: isinstance(v, list))
+        tables = []
+        for i, item in enumerate(value):
+            if isinstance(item, Mapping):
+                tables.append(Table(item, f"{self.key_path(key)}[{i}]", self.problems, self.base_dir))
+            else:
+                self.problems.append(ConfigError(f"{self.key_path(key)}[{i}]",
+                                                 f"expected a table, got {describe(item)}"))
+        return tables
+
+    def raw(self, key: str, default: Any = REQUIRED) -> Any:
+        """A value handed on unchecked (e.g. a detector's params, checked by the detector type)."""
+        return self._get(key, default, "a value", lambda v: True)
+
+    def finish(self) -> None:
+        """Report keys nobody asked for: almost always a typo."""
+        for key in self.data:
+            if key not in self._known:
+                close = difflib.get_close_matches(key, sorted(self._known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.problem(key, f"unknown key{hint}")
