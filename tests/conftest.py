@@ -1,0 +1,50 @@
+"""Shared pytest fixtures. Each fixture owns one real resource; add yours with a small edit below.
+
+`mosquitto` starts a real, private mosquitto broker on a free 127.0.0.1 port for one test. The tests
+need the binary: when it is missing they FAIL (with the install command), they never skip, because a
+skipped uplink test would hide exactly the failures it exists to catch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.localbroker import LocalBroker, find_mosquitto
+
+BrokerFactory = Callable[..., LocalBroker]
+
+
+def _require_mosquitto() -> None:
+    if find_mosquitto() is None:
+        pytest.fail(
+            "the mosquitto broker is required by the tests and was not found on PATH or in /usr/sbin: "
+            "apt-get install mosquitto",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[BrokerFactory]:
+    """Factory for started mosquitto brokers with options (persistence, users, acl, tls, ...)."""
+    _require_mosquitto()
+    brokers: list[LocalBroker] = []
+
+    def make(**options: Any) -> LocalBroker:
+        options.setdefault("workdir", tmp_path / f"broker{len(brokers)}")
+        broker = LocalBroker(backend="mosquitto", **options)
+        brokers.append(broker)
+        return broker.start()
+
+    yield make
+    for broker in brokers:
+        broker.close()
+
+
+@pytest.fixture
+def mosquitto(make_broker: BrokerFactory) -> LocalBroker:
+    """A started private mosquitto broker (plain listener, anonymous), stopped after the test."""
+    return make_broker()
