@@ -1,0 +1,97 @@
+"""The `edge-agent` command: run, demo, check-config.
+
+Configuration problems print one line per problem (``file: key.path: what is wrong``) on stderr
+and exit with code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.errors import AgentError, ConfigError, ConfigErrors
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-json", action="store_true", help="structured JSON log lines")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent with a configuration file")
+    run.add_argument("--config", "-c", type=Path, required=True)
+
+    check = sub.add_parser("check-config", help="check a configuration file and exit (0 ok, 2 bad)")
+    check.add_argument("config", type=Path)
+
+    demo = sub.add_parser("demo", help="the whole job on this machine: broker, simulated devices, agent, receiver")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument("--config", type=Path, default=None, help="a config to demo instead of the embedded default")
+    demo.add_argument("--speed", type=float, default=None, help="simulated seconds per real second")
+
+    args = parser.parse_args(argv)
+    from agent.logs import configure_logging
+
+    configure_logging(args.log_level, json_lines=args.log_json)
+    try:
+        if args.command == "check-config":
+            return _check(args.config)
+        if args.command == "run":
+            return _run(args.config)
+        return _demo(args.duration, args.config, args.speed)
+    except ConfigErrors as exc:
+        return _config_failure(exc.source, exc.errors)
+    except ConfigError as exc:
+        return _config_failure(str(getattr(args, "config", "") or "config"), [exc])
+    except AgentError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config_failure(source: str, errors: Sequence[ConfigError]) -> int:
+    for error in errors:
+        print(f"{source}: {error}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _check(path: Path) -> int:
+    from agent.config import load_config
+    from agent.daemon import preflight
+
+    config = load_config(path)
+    preflight(config)
+    devices = ", ".join(f"{d.id} ({d.kind}, {d.transport})" for d in config.devices)
+    print(f"{path}: ok — gateway {config.gateway.id}, {len(config.devices)} device(s): {devices}; "
+          f"{len(config.detectors)} detector(s), {len(config.alarms)} alarm rule(s)")
+    return 0
+
+
+def _run(path: Path) -> int:
+    from agent.config import load_config
+    from agent.daemon import Agent, preflight
+
+    config = load_config(path)
+    preflight(config)
+    logging.getLogger("agent").info("starting gateway agent, config sha256 %s", config.digest[:16])
+    asyncio.run(Agent(config).run_until_signalled())
+    return 0
+
+
+def _demo(duration: float | None, config: Path | None, speed: float | None) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(duration=duration, config_path=config, speed=speed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The pipeline of DESIGN.md from readings to alarm events, built from the configuration.
+
+Readings → quality gate → per-stream windows → detectors (vectorised over streams) → alarm books.
+One `StreamPipeline` per stream name that some detector watches; readings of streams nobody
+watches are only counted. Building it runs every detector's own parameter checks, so a bad
+detector table is refused at start-up (and by `check-config`) with its key path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agent.alarms import AlarmBook
+from agent.config.schema import AgentConfig
+from agent.detectors.base import Detector
+from agent.detectors.registry import build_detector
+from agent.errors import ConfigError, ConfigErrors
+from agent.events import AlarmEvent
+from agent.pipeline.stream import StreamPipeline
+from agent.pipeline.technical import QualityAlarms
+from agent.readings import Reading
+
+
+def build_detectors(config: AgentConfig) -> list[Detector]:
+    """Every configured detector, or `ConfigErrors` with all of their parameter problems."""
+    detectors: list[Detector] = []
+    problems: list[ConfigError] = []
+    for spec in config.detectors:
+        try:
+            detectors.append(build_detector(spec, spec.rate_hz))
+        except ConfigError as exc:
+            problems.append(exc)
+    if problems:
+        raise ConfigErrors(str(config.source_path or "<config>"), problems)
+    return detectors
+
+
+class Pipeline:
+    def __init__(self, config: AgentConfig, pseudonym: Callable[[str], str]) -> None:
+        self.config = config
+        config_hash = config.digest[:16]
+        gateway = config.gateway.id
+        detectors = build_detectors(config)
+        books: dict[str, list[AlarmBook]] = {d.id: [] for d in detectors}
+        for rule in config.alarms:
+            detector = next(d for d in detectors if d.id == rule.detector)
+            books[rule.detector].append(AlarmBook(rule, gateway, config_hash, detector.channels))
+        by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}
+        for spec, detector in zip(config.detectors, detectors, strict=True):
+            by_stream.setdefault(spec.stream, []).append((detector, books[detector.id]))
+        self.streams = {
+            name: StreamPipeline(name, watched, QualityAlarms(gateway, config_hash), pseudonym)
+            for name, watched in by_stream.items()
+        }
+        self.detectors = detectors
+        self.unwatched_samples = 0
+
+    def ingest(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
+        """Feed readings in arrival order; returns the alarm events they caused, in order."""
+        events: list[AlarmEvent] = []
+        for reading in readings:
+            stream = self.streams.get(reading.stream.split("/", 1)[-1])
+            if stream is None:
+                self.unwatched_samples += reading.n_samples
+                continue
+            events += stream.ingest(reading)
+        for stream in self.streams.values():
+            events += stream.flush()
+        return events
+
+    def active_alarms(self) -> int:
+        return sum(
+            book.active_count() for s in self.streams.values() for w in s.watches for book in w.books
+        ) + sum(s.quality_alarms.active_count() for s in self.streams.values())
+
+    def detector_state(self) -> dict[str, Any]:
+        """Calibrated thresholds and baselines of every detector, to persist across restarts."""
+        return {d.id: d.state() for d in self.detectors}
+
+    def load_detector_state(self, state: dict[str, Any]) -> None:
+        for detector in self.detectors:
+            if detector.id in state:
+                detector.load_state(state[detector.id])

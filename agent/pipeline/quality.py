@@ -1,0 +1,72 @@
+"""The quality gate: readings a detector must not trust become NaN, and their flags are kept.
+
+Two sources of doubt: the device's own flags (sensor contact lost, PLX "questionable", motion) and
+values outside what the sensor can physically report (e.g. HR 0 or 400 bpm from a strap sliding
+off). Gated samples count as missing for detectors, so they can never raise a physiological alarm;
+the pipeline turns persistent poor quality into a technical alarm instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.readings import FloatArray, Quality, Reading
+
+# What sensors can physically report; outside this a value is a fault, not a patient or machine state.
+PHYSICAL_RANGES: Mapping[str, tuple[float, float]] = {
+    "hr": (20.0, 300.0),  # bpm
+    "spo2": (50.0, 100.0),  # %
+    "skin_temp": (20.0, 45.0),  # °C
+    "rr": (0.2, 3.0),  # s between beats (300..20 bpm)
+    "ecg": (-10.0, 10.0),  # mV
+    "vibration_rms": (0.0, 100.0),  # mm/s
+    "bearing_temp": (-40.0, 200.0),  # °C
+    "motor_current": (0.0, 1000.0),  # A
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Gated:
+    """A reading's values restricted to `channels`, with untrusted samples set to NaN."""
+
+    values: FloatArray  # (n, len(channels))
+    quality: Quality  # the reading's flags plus OUT_OF_RANGE if any sample was out of range
+    bad_samples: int  # samples (rows) that carry any flag
+
+
+class QualityGate:
+    def __init__(self, channels: tuple[str, ...], ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES):
+        self.channels = channels
+        inf = float("inf")
+        self._low = np.array([ranges.get(c, (-inf, inf))[0] for c in channels])
+        self._high = np.array([ranges.get(c, (-inf, inf))[1] for c in channels])
+        self._columns: dict[tuple[str, ...], list[int] | None] = {}
+
+    def apply(self, reading: Reading) -> Gated:
+        values = self._select(reading)
+        quality = reading.quality
+        if quality:  # the device itself says the block is untrustworthy
+            return Gated(np.full_like(values, np.nan), quality, values.shape[0])
+        outside = (values < self._low) | (values > self._high)
+        if not outside.any():
+            return Gated(values, quality, 0)
+        values = np.where(outside, np.nan, values)  # per value: a bad SpO2 must not hide a good HR
+        return Gated(values, quality | Quality.OUT_OF_RANGE, int(outside.any(axis=1).sum()))
+
+    def _select(self, reading: Reading) -> FloatArray:
+        """The reading's columns in this gate's channel order; channels it lacks are NaN."""
+        columns = self._columns.get(reading.channels)
+        if reading.channels not in self._columns:
+            index = {c: i for i, c in enumerate(reading.channels)}
+            columns = None if reading.channels == self.channels else [index.get(c, -1) for c in self.channels]
+            self._columns[reading.channels] = columns
+        if columns is None:
+            return reading.values
+        out = np.full((reading.n_samples, len(self.channels)), np.nan)
+        for j, i in enumerate(columns):
+            if i >= 0:
+                out[:, j] = reading.values[:, i]
+        return out

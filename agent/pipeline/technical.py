@@ -1,0 +1,81 @@
+"""Technical alarms about the monitoring itself: sensor off, poor signal, low battery, device lost.
+
+They reuse the alarm state machine with fixed rules: the "score" is 1 while the condition holds
+(or the seconds of silence, for a lost device), so minimum duration, clearing and cooldown behave
+exactly as for physiological alarms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from agent.alarms import AlarmBook, StreamRef
+from agent.config.schema import AlarmRuleConfig
+from agent.detectors.base import ScoreBlock
+from agent.events import AlarmEvent, AlarmKind, Priority
+from agent.readings import Quality
+
+# condition -> (flags that mean it, priority)
+QUALITY_CONDITIONS: dict[str, tuple[Quality, Priority]] = {
+    "sensor_off": (Quality.NO_CONTACT, Priority.MEDIUM),
+    "signal_poor": (Quality.OUT_OF_RANGE | Quality.ARTIFACT | Quality.MOTION, Priority.LOW),
+    "battery_low": (Quality.LOW_BATTERY, Priority.LOW),
+    "device_fault": (Quality.DEVICE_FAULT, Priority.MEDIUM),
+}
+
+
+def technical_rule(condition: str, priority: Priority, min_duration_s: float, clear_after_s: float) -> AlarmRuleConfig:
+    return AlarmRuleConfig(
+        condition=condition, detector=f"builtin.{condition}", priority=priority, kind=AlarmKind.TECHNICAL,
+        min_duration_s=min_duration_s, clear_after_s=clear_after_s, cooldown_s=30.0,
+    )
+
+
+class QualityAlarms:
+    """Signal-quality conditions of one stream name, fed with each reading's flags."""
+
+    def __init__(self, gateway: str, config_hash: str, min_duration_s: float = 10.0, clear_after_s: float = 10.0):
+        self._alarms = {
+            condition: (flags, ThresholdAlarm(condition, priority, gateway, config_hash, min_duration_s,
+                                              clear_after_s))
+            for condition, (flags, priority) in QUALITY_CONDITIONS.items()
+        }
+
+    def observe(self, ref: StreamRef, quality: Quality, time: float) -> list[AlarmEvent]:
+        events: list[AlarmEvent] = []
+        for flags, alarm in self._alarms.values():
+            events += alarm.check([ref], [1.0 if quality & flags else 0.0], [0.5], time)
+        return events
+
+    def active_count(self) -> int:
+        return sum(alarm.active_count() for _, alarm in self._alarms.values())
+
+
+class ThresholdAlarm:
+    """A gateway-side condition measured as a number against a limit: "device_lost" (seconds of
+    silence vs lost_after_s), "outbox_filling" (fill fraction vs warn level), "publish_refused"."""
+
+    def __init__(self, condition: str, priority: Priority, gateway: str, config_hash: str,
+                 min_duration_s: float = 0.0, clear_after_s: float = 0.0) -> None:
+        rule = technical_rule(condition, priority, min_duration_s, clear_after_s)
+        self._book = AlarmBook(rule, gateway, config_hash, (condition,))
+
+    def check(self, refs: Sequence[StreamRef], values: Sequence[float], limits: Sequence[float],
+              now: float) -> list[AlarmEvent]:
+        n = len(refs)
+        if n == 0:
+            return []
+        block = ScoreBlock(
+            scores=np.asarray(values, dtype=np.float64),
+            thresholds=np.asarray(limits, dtype=np.float64),
+            contributions=np.ones((n, 1)),
+            observed=np.asarray(values, dtype=np.float64),
+            limits=np.asarray(limits, dtype=np.float64),
+            baseline=np.full((n, 1), np.nan),
+        )
+        return self._book.update(list(refs), block, np.full(n, now), np.ones(n, dtype=bool), ["ok"] * n)
+
+    def active_count(self) -> int:
+        return self._book.active_count()

@@ -1,0 +1,92 @@
+"""Per-stream sliding windows kept in one numpy array for all streams of the same name.
+
+Each stream owns a row ("slot") of a (slots, 2*W, C) buffer and appends at its own write position;
+when a row fills, its newest W samples are shifted to the front (amortised O(1) per sample). A
+window is then a contiguous view `buf[slot, pos-W:pos]`, and the windows of many streams are taken
+with one fancy index. Gaps in time become NaN rows so windows keep their time meaning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.readings import FloatArray
+
+IntArray = npt.NDArray[np.int64]
+
+
+class StreamWindows:
+    """Windows of `window` samples over `channels` for a growing set of streams."""
+
+    def __init__(self, channels: tuple[str, ...], window: int, max_gap_fill: int | None = None) -> None:
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.channels = channels
+        self.window = window
+        self.max_gap_fill = window if max_gap_fill is None else max_gap_fill
+        self._cap = 2 * window
+        self._buf: FloatArray = np.full((0, self._cap, len(channels)), np.nan)
+        self._pos: IntArray = np.zeros(0, dtype=np.int64)
+        self._filled: IntArray = np.zeros(0, dtype=np.int64)  # samples seen, capped at window
+        self._last_time: FloatArray = np.zeros(0)
+        self._slots: dict[str, int] = {}
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._slots)
+
+    def slot(self, stream: str) -> int:
+        """The stream's row, created on first sight."""
+        slot = self._slots.get(stream)
+        if slot is None:
+            slot = len(self._slots)
+            self._slots[stream] = slot
+            grow = max(4, len(self._slots))  # grow geometrically to keep appends cheap
+            if slot >= self._buf.shape[0]:
+                self._buf = np.concatenate([self._buf, np.full((grow, self._cap, len(self.channels)), np.nan)])
+                self._pos = np.concatenate([self._pos, np.zeros(grow, dtype=np.int64)])
+                self._filled = np.concatenate([self._filled, np.zeros(grow, dtype=np.int64)])
+                self._last_time = np.concatenate([self._last_time, np.full(grow, np.nan)])
+        return slot
+
+    def append(self, slot: int, samples: FloatArray, first_time: float, period_s: float) -> int:
+        """Append (n, C) samples; returns how many rows were added (samples plus NaN gap fill)."""
+        added = 0
+        last = self._last_time[slot]
+        if period_s > 0 and np.isfinite(last):
+            missing = round((first_time - last) / period_s) - 1
+            if missing > 0:
+                fill = min(missing, self.max_gap_fill)
+                added += self._write(slot, np.full((fill, samples.shape[1]), np.nan))
+        added += self._write(slot, samples)
+        self._last_time[slot] = first_time + (samples.shape[0] - 1) * period_s
+        return added
+
+    def _write(self, slot: int, rows: FloatArray) -> int:
+        n = rows.shape[0]
+        if n >= self.window:  # only the newest `window` rows can ever be read
+            rows = rows[-self.window:]
+        pos = int(self._pos[slot])
+        if pos + rows.shape[0] > self._cap:
+            keep = self.window - rows.shape[0]
+            self._buf[slot, :keep] = self._buf[slot, pos - keep:pos] if keep > 0 else self._buf[slot, :0]
+            pos = keep
+        self._buf[slot, pos:pos + rows.shape[0]] = rows
+        self._pos[slot] = pos + rows.shape[0]
+        self._filled[slot] = min(self.window, int(self._filled[slot]) + n)
+        return n
+
+    def ready(self, slots: IntArray) -> npt.NDArray[np.bool_]:
+        """Which of `slots` have seen a full window yet."""
+        return self._filled[slots] >= self.window
+
+    def windows(self, slots: IntArray, length: int | None = None) -> FloatArray:
+        """(len(slots), length, C) newest windows, oldest sample first; a copy."""
+        length = self.window if length is None else length
+        ends = self._pos[slots]
+        index = ends[:, None] - length + np.arange(length)[None, :]
+        # Rows not yet filled have negative indices: read them as missing.
+        out = self._buf[slots[:, None], np.maximum(index, 0)]
+        out[index < 0] = np.nan
+        return out

@@ -1,0 +1,58 @@
+"""Pseudonyms: device and patient identifiers never leave the gateway.
+
+Each identifier is replaced by a keyed HMAC-SHA256 of it under a per-site secret key, kept in a
+0600 file. The same id maps to the same pseudonym across restarts (so the central side can follow a
+device over time), but nobody without the key can map a pseudonym back or test a guessed id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+KEY_BYTES = 32
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The site key at `path`; created (0600) on first use. A key readable by others is refused."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError("privacy.key_file", f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+        key = path.read_bytes()
+        if len(key) < 16:
+            raise ConfigError("privacy.key_file", f"{path} holds {len(key)} bytes; a key needs at least 16")
+        return key
+    except OSError as exc:
+        raise ConfigError("privacy.key_file", f"cannot create {path}: {exc.strerror}") from None
+    key = secrets.token_bytes(KEY_BYTES)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+    return key
+
+
+class Pseudonymizer:
+    """Maps local identifiers to stable, unlinkable pseudonyms like ``"d-5k2x7q9m4r1t"``."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, identifier: str, prefix: str = "d") -> str:
+        cache_key = f"{prefix}:{identifier}"
+        pseudonym = self._cache.get(cache_key)
+        if pseudonym is None:
+            digest = hmac.new(self._key, cache_key.encode(), hashlib.sha256).digest()
+            pseudonym = f"{prefix}-{base64.b32encode(digest[:10]).decode().lower()}"
+            self._cache[cache_key] = pseudonym
+        return pseudonym

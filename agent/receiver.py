@@ -1,0 +1,111 @@
+"""A central-side subscriber that prints what gateways send, readably: used by `edge-agent demo`.
+
+It is what an operator's console would show: each alarm event as one line (time, phase, priority,
+condition, device, value vs threshold, why), heartbeats as a short health line, and the gateway's
+online/offline status. Duplicates redelivered by QoS 1 are dropped by (id, seq).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+PHASE_MARK = {"start": "▲ START", "update": "◆ UPDATE", "end": "▼ END"}
+
+
+def format_alarm(p: dict[str, Any]) -> str:
+    when = _clock(p["end_time"] if p["phase"] == "end" else p["detection_time"])
+    unit = f" {p['unit']}" if p.get("unit") else ""
+    value, limit = p.get("value"), p.get("threshold")
+    measure = f"{_num(value)}{unit} vs {_num(limit)}{unit}" if value is not None else "n/a"
+    why = p["explanation"].get("text") or p["explanation"].get("detector", "")
+    return (f"{when}  {PHASE_MARK.get(p['phase'], p['phase']):9} {p['priority'].upper():6} {p['kind'][:4]:4}  "
+            f"{p['condition']:18} {p['device']}/{p['stream']:8} {measure:24} {why}")
+
+
+def format_heartbeat(p: dict[str, Any]) -> str:
+    devices = ", ".join(f"{d['device']} {d['rate_hz']:.1f}/s" for d in p["devices"])
+    rss = f"{p['rss_bytes'] / 2**20:.0f} MB" if p.get("rss_bytes") else "?"
+    return (f"{_clock(p['time'])}  ♥ heartbeat {p['gateway']} session {p['session']} up {p['uptime_s']:.0f} s: "
+            f"{devices}; outbox {p['outbox_depth']}, active alarms {p['active_alarms']}, "
+            f"cpu {p['cpu_percent']}%, rss {rss}")
+
+
+def format_status(p: dict[str, Any]) -> str:
+    clean = "" if p.get("state") == "online" else (" (clean stop)" if p.get("clean") else " (connection lost: Will)")
+    return f"          ● gateway {p.get('gateway', '?')} session {p.get('session')} is {p.get('state')}{clean}"
+
+
+class Receiver:
+    """Subscribes to every gateway under `prefix` and calls `show(line)` for each message."""
+
+    def __init__(self, host: str, port: int, prefix: str, show: Callable[[str], None] = print) -> None:
+        self.prefix = prefix
+        self.show = show
+        self.alarms: list[dict[str, Any]] = []
+        self.heartbeats: list[dict[str, Any]] = []
+        self._seen: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-demo-receiver",
+                                   protocol=mqtt.MQTTv5)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._host, self._port = host, port
+
+    def start(self) -> Receiver:
+        self._client.connect(self._host, self._port)
+        self._client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        client.subscribe([(f"{self.prefix}/+/+/{leaf}", 1) for leaf in ("alarm", "heartbeat", "status")])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        self.subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            payload = json.loads(message.payload)
+        except ValueError:
+            self.show(f"          ? undecodable message on {message.topic}")
+            return
+        leaf = message.topic.rsplit("/", 1)[-1]
+        with self._lock:
+            if leaf == "alarm":
+                key = (payload["id"], payload["seq"])
+                if key in self._seen:
+                    return  # QoS 1 redelivery
+                self._seen.add(key)
+                self.alarms.append(payload)
+                line = format_alarm(payload)
+            elif leaf == "heartbeat":
+                self.heartbeats.append(payload)
+                line = format_heartbeat(payload)
+            else:
+                payload.setdefault("gateway", message.topic.split("/")[-2])
+                line = format_status(payload)
+        self.show(line)
+
+
+def _clock(iso: str) -> str:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4g}"

@@ -1,0 +1,38 @@
+"""Sources: async context managers and async iterators of readings, one per configured device.
+
+`open_source` picks the implementation by transport. Every source's driver (serial port, BLE
+client, simulator clock) can be passed in, so tests use emulators and fakes without patching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from agent.config.schema import DeviceConfig
+from agent.errors import ConfigError
+from agent.readings import Reading
+
+
+class Source(AbstractAsyncContextManager["Source"], Protocol):
+    def __aiter__(self) -> AsyncIterator[Reading]: ...
+
+
+AVAILABLE_TRANSPORTS = ("simulator",)
+
+
+def check_transport(device: DeviceConfig, index: int) -> None:
+    if device.transport not in AVAILABLE_TRANSPORTS:
+        raise ConfigError(f"devices[{index}].transport",
+                          f"transport {device.transport!r} is not available in this build "
+                          f"(available: {', '.join(AVAILABLE_TRANSPORTS)})")
+
+
+def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Source:
+    """The source for `device`; the caller enters it with ``async with``."""
+    if device.transport == "simulator":
+        from agent.simulation import SimulatorSource
+
+        return SimulatorSource(device, start_time=start_time)
+    raise ConfigError(f"devices.{device.id}.transport", f"transport {device.transport!r} is not available")
