@@ -1,0 +1,131 @@
+"""The simulator as a source: plays a device's generated readings at `speed` times real time, forever.
+
+Generators produce fixed 60 s chunks of readings in time order, so an endless run holds one chunk at a
+time. The source paces against its `clock`: a reading `s` simulated seconds after `start_time` is released
+no earlier than `s / speed` real seconds after the first one, and it only sleeps when it is more than
+`MIN_SLEEP_S` ahead, so at high speed readings go out in batches between sleeps instead of one sleep per
+sample. Speed 0 means as fast as possible (yielding to the event loop every `UNPACED_BATCH` readings).
+`simulate` runs the same generator without sleeping, for tests and evaluation, so both deliver the same
+readings; only `monotonic` differs (gateway monotonic time at emission for the source, simulated seconds
+for `simulate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from types import TracebackType
+from typing import Protocol
+
+from agent.config.schema import DeviceConfig
+from agent.errors import ConfigError
+from agent.readings import Reading
+from agent.simulation.episodes import GroundTruth, validate_simulator
+from agent.simulation.wearable import WearableGenerator
+
+MIN_SLEEP_S = 0.02
+UNPACED_BATCH = 256
+
+
+class ChunkGenerator(Protocol):
+    """What `SimulatorSource` needs from a device model."""
+
+    chunk_s: float
+    ground_truth: list[GroundTruth]
+
+    def chunk(self, index: int) -> list[Reading]: ...
+
+
+def make_generator(device: DeviceConfig, start_time: float) -> ChunkGenerator:
+    """The generator for `device`'s kind; raises `ConfigError` for a bad simulator section."""
+    validate_simulator(device)
+    if device.kind == "equipment":
+        raise ConfigError(f"devices.{device.id}.kind", "equipment simulation is not available yet")
+    return WearableGenerator(device, start_time)
+
+
+def simulate(
+    device: DeviceConfig, duration_s: float, start_time: float
+) -> tuple[list[Reading], list[GroundTruth]]:
+    """All readings of the first `duration_s` simulated seconds, and the ground truth of that span.
+
+    Ground-truth episodes starting after the span are left out; those running past its end are cut there.
+    """
+    generator = make_generator(device, start_time)
+    end = start_time + duration_s
+    readings: list[Reading] = []
+    for index in range(math.ceil(duration_s / generator.chunk_s)):
+        readings.extend(r for r in generator.chunk(index) if r.wall_time < end)
+    truth = [replace(g, end=min(g.end, end)) for g in generator.ground_truth if g.start < end]
+    return readings, truth
+
+
+class SimulatorSource:
+    """Async context manager and async iterator of the readings of one simulated device."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        *,
+        start_time: float | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        validate_simulator(device)
+        assert device.simulator is not None  # checked just above
+        self.device = device
+        self.speed = device.simulator.speed
+        self.start_time = clock() if start_time is None else start_time
+        self._clock = clock
+        self._sleep = sleep
+        self._generator = make_generator(device, self.start_time)
+        self._pending: deque[Reading] = deque()
+        self._next_chunk = 0
+        self._real_start: float | None = None
+        self._emitted = 0
+        self._closed = False
+
+    @property
+    def ground_truth(self) -> list[GroundTruth]:
+        """Every configured episode in wall time (including those not reached yet)."""
+        return list(self._generator.ground_truth)
+
+    async def __aenter__(self) -> SimulatorSource:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        self._pending.clear()
+
+    def __aiter__(self) -> SimulatorSource:
+        return self
+
+    async def __anext__(self) -> Reading:
+        if self._closed:
+            raise StopAsyncIteration
+        while not self._pending:  # a chunk can be empty (a dropout covering it)
+            self._pending.extend(self._generator.chunk(self._next_chunk))
+            self._next_chunk += 1
+        reading = self._pending.popleft()
+        if self._real_start is None:
+            self._real_start = self._clock()
+        if self.speed > 0:
+            due = self._real_start + (reading.wall_time - self.start_time) / self.speed
+            ahead = due - self._clock()
+            if ahead > MIN_SLEEP_S:
+                await self._sleep(ahead)
+        elif self._emitted % UNPACED_BATCH == UNPACED_BATCH - 1:
+            await self._sleep(0.0)
+        self._emitted += 1
+        if self._closed:  # closed while we slept
+            raise StopAsyncIteration
+        return replace(reading, monotonic=time.monotonic())
