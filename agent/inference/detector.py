@@ -1,0 +1,206 @@
+"""AutoencoderDetector: the reconstruction error of a shipped model as a streaming detector.
+
+All streams' complete windows go to the backend in one batch per call (one session run for S streams).
+A window with any missing sample gets no verdict (NaN) rather than a score made up from imputed values.
+
+Optional per-stream adaptation (`adapt_rows` > 0), the gateway form of SKAB's "calibrate on each file's
+first rows": the first `adapt_rows` samples of each stream are kept; once complete, the stream gets its own
+per-channel mean/scale (replacing the card's normalisation) and its own threshold, `threshold_margin` times
+the `threshold_quantile` of the model's scores over those rows. Until then the stream has no verdict.
+Scores may be smoothed causally per stream (`smooth_rows`: the mean of the last k scores), which suits
+slow process faults whose single-window error is noisy. Everything here depends on past data only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
+from agent.errors import ConfigError
+from agent.inference.backend import BackendName, LoadedModel, Precision, load_model
+
+_MIN_SCALE_FRACTION = 0.05  # an adapted scale never drops below this share of the card's (flat channels)
+
+
+class AutoencoderDetector(StreamingDetector):
+    type_name = "autoencoder"
+
+    def __init__(
+        self,
+        id: str,
+        model: LoadedModel,
+        *,
+        hop: int | None = None,
+        threshold: float | None = None,
+        adapt_rows: int = 0,
+        threshold_quantile: float = 0.99,
+        threshold_margin: float = 1.0,
+        smooth_rows: int = 1,
+    ) -> None:
+        card = model.card
+        super().__init__(id, card.channels, card.window, hop or card.hop, threshold or card.threshold)
+        if adapt_rows and adapt_rows < card.window + 1:
+            raise ConfigError(f"detectors.{id}.params.adapt_rows", f"must exceed the window ({card.window})")
+        self.model = model
+        self.adapt_rows = adapt_rows
+        self.quantile = threshold_quantile
+        self.margin = threshold_margin
+        self.smooth_rows = max(1, smooth_rows)
+        self.reset_streams()
+
+    @classmethod
+    def from_params(
+        cls, id: str, channels: Sequence[str], params: Mapping[str, Any], base_dir: Path = Path()
+    ) -> AutoencoderDetector:
+        """Build from DetectorConfig params: model (dir), backend, precision, public_key and the above."""
+        if "model" not in params:
+            raise ConfigError(
+                f"detectors.{id}.params.model", "an autoencoder detector needs a model directory"
+            )
+        key = params.get("public_key")
+        model = load_model(
+            base_dir / str(params["model"]),
+            backend=_choice(id, params, "backend", ("auto", "onnx", "tflite")),  # type: ignore[arg-type]
+            precision=_choice(id, params, "precision", ("int8", "fp32")),  # type: ignore[arg-type]
+            channels=tuple(channels),
+            public_key=base_dir / str(key) if key else None,
+        )
+        return cls(
+            id,
+            model,
+            hop=params.get("hop"),
+            threshold=params.get("threshold"),
+            adapt_rows=int(params.get("adapt_rows", 0)),
+            threshold_quantile=float(params.get("threshold_quantile", 0.99)),
+            threshold_margin=float(params.get("threshold_margin", 1.0)),
+            smooth_rows=int(params.get("smooth_rows", 1)),
+        )
+
+    # -- per-stream state --------------------------------------------------------------------------------
+
+    def reset_streams(self) -> None:
+        c = len(self.channels)
+        self._seen = np.zeros(0, np.int64)  # samples received per slot (capped at adapt_rows)
+        self._rows = np.zeros((0, self.adapt_rows, c))  # the adaptation rows per slot
+        self._mean = np.zeros((0, c))
+        self._scale = np.ones((0, c))
+        self._thr = np.zeros(0)
+        self._recent = np.full((0, self.smooth_rows), np.nan)  # last raw scores per slot, newest last
+
+    def _grow(self, n_slots: int) -> None:
+        have = self._seen.shape[0]
+        if n_slots <= have:
+            return
+        extra = n_slots - have
+        c = len(self.channels)
+        self._seen = np.concatenate([self._seen, np.zeros(extra, np.int64)])
+        self._rows = np.concatenate([self._rows, np.zeros((extra, self.adapt_rows, c))])
+        self._mean = np.concatenate([self._mean, np.tile(np.asarray(self.model.card.mean), (extra, 1))])
+        self._scale = np.concatenate([self._scale, np.tile(np.asarray(self.model.card.scale), (extra, 1))])
+        self._thr = np.concatenate([self._thr, np.full(extra, self.threshold)])
+        self._recent = np.concatenate([self._recent, np.full((extra, self.smooth_rows), np.nan)])
+
+    def stream_state(self) -> dict[str, Any]:
+        ready = np.flatnonzero(self._seen >= self.adapt_rows) if self.adapt_rows else np.zeros(0, np.int64)
+        return {
+            str(int(s)): {
+                "mean": self._mean[s].tolist(),
+                "scale": self._scale[s].tolist(),
+                "threshold": self._thr[s],
+            }
+            for s in ready
+        }
+
+    def load_stream_state(self, state: Mapping[str, Any]) -> None:
+        for slot_text, entry in state.items():
+            slot = int(slot_text)
+            self._grow(slot + 1)
+            self._mean[slot] = entry["mean"]
+            self._scale[slot] = entry["scale"]
+            self._thr[slot] = float(entry["threshold"])
+            self._seen[slot] = self.adapt_rows
+
+    # -- scoring -----------------------------------------------------------------------------------------
+
+    def _adapt(self, block: WindowBlock) -> None:
+        """Collect the newest rows of streams still adapting; finish the ones that have enough."""
+        slots = block.slots
+        new = block.values[:, -block.hop :, :]
+        finished = []
+        for i, slot in enumerate(slots):
+            have = int(self._seen[slot])
+            if have >= self.adapt_rows:
+                continue
+            take = new[i][: self.adapt_rows - have]
+            take = take[~np.isnan(take).any(axis=1)]
+            self._rows[slot, have : have + len(take)] = take
+            self._seen[slot] = have + len(take)
+            if self._seen[slot] >= self.adapt_rows:
+                finished.append(int(slot))
+        for slot in finished:
+            rows = self._rows[slot]
+            floor = _MIN_SCALE_FRACTION * np.asarray(self.model.card.scale)
+            self._mean[slot] = rows.mean(axis=0)
+            self._scale[slot] = np.maximum(rows.std(axis=0), floor)
+            windows = sliding_window_view(rows, self.window, axis=0).transpose(0, 2, 1)
+            scores = self._model_scores(windows, np.full(len(windows), slot))[0]
+            if self.smooth_rows > 1:
+                kernel = np.ones(self.smooth_rows) / self.smooth_rows
+                scores = np.convolve(scores, kernel, mode="valid")
+            self._thr[slot] = self.margin * float(np.quantile(scores, self.quantile))
+
+    def _model_scores(
+        self, windows: FloatArray, slots: np.ndarray[Any, Any]
+    ) -> tuple[FloatArray, FloatArray]:
+        """Raw (B, W, C) windows of the given slots -> scores and contributions, in one backend call."""
+        x = ((windows - self._mean[slots, None, :]) / self._scale[slots, None, :]).astype(np.float32)
+        recon = self.model.backend.run(x)
+        err = (recon.astype(np.float64) - x) ** 2
+        contributions = err.mean(axis=1) / err.shape[2]
+        return contributions.sum(axis=1), contributions
+
+    def score(self, block: WindowBlock) -> ScoreBlock:
+        n, c = block.n_streams, len(self.channels)
+        self._grow(int(block.slots.max()) + 1 if n else 0)
+        if self.adapt_rows:
+            self._adapt(block)
+        ready = ~np.isnan(block.values).any(axis=(1, 2))
+        if self.adapt_rows:
+            ready &= self._seen[block.slots] >= self.adapt_rows
+        scores = np.full(n, np.nan)
+        contributions = np.zeros((n, c))
+        rows = np.flatnonzero(ready)
+        if rows.size:
+            scores[rows], contributions[rows] = self._model_scores(block.values[rows], block.slots[rows])
+        if self.smooth_rows > 1:
+            recent = self._recent[block.slots]
+            recent = np.concatenate([recent[:, 1:], scores[:, None]], axis=1)
+            self._recent[block.slots] = recent
+            with np.errstate(invalid="ignore"):
+                smoothed = recent.mean(axis=1)  # NaN until k scores: no verdict from a partial mean
+            scores = np.where(ready, smoothed, np.nan)
+        return ScoreBlock(
+            scores=scores,
+            thresholds=self._thr[block.slots].copy(),
+            contributions=shares(contributions),
+            observed=np.full(n, np.nan),
+            limits=np.full(n, np.nan),
+            baseline=self._mean[block.slots].copy(),
+        )
+
+
+def _choice(id: str, params: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = str(params.get(key, allowed[0]))
+    if value not in allowed:
+        raise ConfigError(
+            f"detectors.{id}.params.{key}", f"must be one of {', '.join(allowed)}, got {value!r}"
+        )
+    return value
+
+
+__all__ = ["AutoencoderDetector", "BackendName", "Precision"]

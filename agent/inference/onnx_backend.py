@@ -1,0 +1,61 @@
+"""ONNX Runtime backend: one single-threaded CPU session per model.
+
+The gateway shares two cores with the sources, uplink and other detectors, so the session runs on one
+intra-op and one inter-op thread with sequential execution; batching all streams' windows into one call
+is what buys throughput. The model is handed over as bytes already checked against the card, never
+re-read from disk. io-binding is not used: for inputs of a few kB on CPU it measured no gain (see
+docs/benchmarks.md), and plain `run` keeps the code obvious.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.errors import ModelError
+from agent.inference.card import ModelCard
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self) -> None:
+        self._session: object | None = None
+        self._input = ""
+        self._model = "-"
+
+    def load(self, model_bytes: bytes, card: ModelCard) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError(
+                card.name, "onnxruntime is not installed: pip install 'edge-agent[onnx]'"
+            ) from None
+        self._model = card.name
+        if not model_bytes.startswith(b"\x08"):  # field 1 (ir_version, varint) opens every ONNX ModelProto
+            raise ModelError(card.name, f"not an ONNX model (starts with {model_bytes[:8]!r})")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelError(card.name, f"ONNX Runtime cannot load the model: {exc}") from None
+        inputs = session.get_inputs()
+        shape = inputs[0].shape
+        if len(inputs) != 1 or len(shape) != 3 or shape[1:] != [card.window, len(card.channels)]:
+            raise ModelError(
+                card.name,
+                f"ONNX input {inputs[0].name}{shape} does not match the card (batch, {card.window},"
+                f" {len(card.channels)})",
+            )
+        self._session = session
+        self._input = inputs[0].name
+
+    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self._session is None:
+            raise ModelError(self._model, "run() before load()")
+        out = self._session.run(None, {self._input: np.ascontiguousarray(batch, np.float32)})  # type: ignore[attr-defined]
+        return np.asarray(out[0], np.float32)
