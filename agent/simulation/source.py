@@ -22,9 +22,9 @@ from types import TracebackType
 from typing import Protocol
 
 from agent.config.schema import DeviceConfig
-from agent.errors import ConfigError
 from agent.readings import Reading
 from agent.simulation.episodes import GroundTruth, validate_simulator
+from agent.simulation.equipment import EquipmentGenerator
 from agent.simulation.wearable import WearableGenerator
 
 MIN_SLEEP_S = 0.02
@@ -44,7 +44,7 @@ def make_generator(device: DeviceConfig, start_time: float) -> ChunkGenerator:
     """The generator for `device`'s kind; raises `ConfigError` for a bad simulator section."""
     validate_simulator(device)
     if device.kind == "equipment":
-        raise ConfigError(f"devices.{device.id}.kind", "equipment simulation is not available yet")
+        return EquipmentGenerator(device, start_time)
     return WearableGenerator(device, start_time)
 
 
