@@ -1,0 +1,409 @@
+"""MQTT v5 uplink: drains the outbox to the broker with QoS 1 and deletes only on a success PUBACK.
+
+Strategy:
+- paho-mqtt 2.x (callback API v2) runs its own network thread (`loop_start`), which also reconnects.
+  Every paho callback is handed to the asyncio loop at ONE place, `_from_paho`, through
+  `call_soon_threadsafe`; all state (the in-flight map, the outbox, the counters) is touched on the
+  loop thread only. The one thing done in paho's thread is choosing the next reconnect delay: capped
+  exponential backoff with jitter, set on paho just before it waits.
+- Persistent session: clean_start=False with SessionExpiryInterval, so the broker keeps our
+  subscriptions and QoS 1 state across reconnects; paho keeps unacknowledged PUBLISHes of the same
+  client object and resends them (DUP) after a reconnect, so in-flight rows are not taken twice.
+  A new process requeues the rows its predecessor left in flight (duplicates are possible, losses
+  are not: receivers drop duplicates by event id).
+- Flow: `run()` takes at most `window` rows from the outbox (config.max_inflight, capped by the
+  broker's Receive Maximum, one slot kept for status messages), publishes them, and takes more as
+  PUBACKs free the window; it sleeps until `notify()` (after a put) or a short poll.
+  A PUBACK reason < 0x80 deletes the row; >= 0x80 (e.g. 0x87 Not authorized) marks it refused and
+  calls `on_refused` so the agent raises a technical alarm.
+- Status: a retained birth on every connect and a retained Will, both carrying the session counter;
+  `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
+- Security: TLS verifies the server by default; plain MQTT to a non-loopback host is refused unless
+  `insecure` is set. The password is read from `auth.password_file`, never from the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from agent.config.schema import MqttConfig
+from agent.errors import ConfigError
+from agent.events import encode, iso_time
+from agent.outbox import Outbox, OutboxItem
+from agent.uplink.topics import Topics
+
+STATUS_SCHEMA = "edge-agent/status/1"
+LOCAL_REFUSAL = 0x83  # "Implementation specific error": paho itself rejected the message (too large)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkCounters:
+    connected: bool
+    published: int  # outbox items handed to the MQTT client (resends by paho not counted)
+    delivered: int  # success PUBACKs
+    refused: int  # PUBACKs with reason >= 0x80
+    connects: int  # successful CONNACKs
+    reconnects: int  # successful CONNACKs after the first
+    inflight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A message received on the command topic; answer it with `MqttUplink.respond`."""
+
+    topic: str
+    payload: bytes
+    response_topic: str | None
+    correlation_data: bytes | None
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_password(config: MqttConfig) -> str | None:
+    if config.auth is None:
+        return None
+    try:
+        return config.auth.password_file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(
+            "mqtt.auth.password_file", f"cannot read {config.auth.password_file}: {exc}"
+        ) from exc
+
+
+class MqttUplink:
+    """One MQTT v5 connection for one gateway; `await run()` in a task, `await stop()` to end."""
+
+    def __init__(
+        self,
+        mqtt: MqttConfig,
+        topics: Topics,
+        outbox: Outbox,
+        session: int,
+        *,
+        on_refused: Callable[[OutboxItem, int], None] | None = None,
+        on_command: Callable[[Command], None] | None = None,
+        poll_s: float = 1.0,
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if mqtt.tls is None and not mqtt.insecure and not is_loopback(mqtt.host):
+            raise ConfigError(
+                "mqtt.host",
+                f"plain mqtt:// to non-loopback host {mqtt.host!r} sends alarms in clear text; "
+                "use mqtts:// or set mqtt.insecure = true",
+            )
+        if mqtt.max_inflight < 2:
+            raise ConfigError(
+                "mqtt.max_inflight", "must be at least 2 (one slot is kept for status messages)"
+            )
+        self.config = mqtt
+        self.topics = topics
+        self.outbox = outbox
+        self.session = session
+        self.on_refused = on_refused
+        self.on_command = on_command
+        self.poll_s = poll_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self._clock = clock
+        self.client_id = mqtt.client_id or topics.gateway
+
+        # Loop-thread state.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._connected = False
+        self._window = mqtt.max_inflight - 1
+        self._inflight: dict[int, OutboxItem] = {}
+        self._status_waiters: dict[int, asyncio.Future[int]] = {}
+        self._published = self._delivered = self._refused = self._connects = 0
+        # Paho-thread state: consecutive failed attempts, for the backoff.
+        self._failures = 0
+
+        self._client = self._make_client(read_password(mqtt))
+
+    # -- public surface ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def counters(self) -> UplinkCounters:
+        return UplinkCounters(
+            self._connected,
+            self._published,
+            self._delivered,
+            self._refused,
+            self._connects,
+            max(0, self._connects - 1),
+            len(self._inflight),
+        )
+
+    def notify(self) -> None:
+        """Something was put in the outbox: drain now rather than at the next poll (loop thread)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Connect (retrying forever) and drain the outbox until `stop()`."""
+        self._loop = asyncio.get_running_loop()
+        self.outbox.requeue_inflight()  # rows a previous process left in flight: this client holds none
+        props = _properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        self._client.connect_async(
+            self.config.host,
+            self.config.port,
+            keepalive=self.config.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+        while not self._stopping:
+            self._pump()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+
+    async def stop(self, timeout_s: float = 3.0) -> None:
+        """Clean stop: retained offline status (waiting up to `timeout_s` for its PUBACK), DISCONNECT."""
+        self._stopping = True
+        self._wake.set()
+        if self._connected:
+            payload = self._status("offline", clean=True)
+            waiter = self._publish_status(payload)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout_s)
+            # A normal disconnection (reason 0) tells the broker not to send the Will.
+            self._client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection"))
+        await asyncio.to_thread(self._client.loop_stop)
+        self._connected = False
+
+    def respond(self, command: Command, payload: bytes) -> None:
+        """Answer a command (QoS 1) on its ResponseTopic, or on the gateway's response topic."""
+        props = _properties(PacketTypes.PUBLISH)
+        if command.correlation_data is not None:
+            props.CorrelationData = command.correlation_data
+        self._client.publish(command.response_topic or self.topics.response, payload, qos=1, properties=props)
+
+    # -- the drain --------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        if not self._connected or self._stopping:
+            return
+        room = self._window - len(self._inflight)
+        while room > 0:
+            items = self.outbox.take(room)
+            if not items:
+                return
+            for item in items:
+                self._publish(item)
+            room = self._window - len(self._inflight)
+
+    def _publish(self, item: OutboxItem) -> None:
+        props = _properties(PacketTypes.PUBLISH)
+        expiry = item.remaining_expiry(self._clock())
+        if expiry is not None:
+            props.MessageExpiryInterval = expiry
+        try:
+            info = self._client.publish(item.topic, item.payload, qos=1, retain=False, properties=props)
+        except ValueError as exc:  # payload or topic paho will never send
+            log.error("outbox item %s cannot be published: %s", item.id, exc)
+            self._refuse(item, LOCAL_REFUSAL)
+            return
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            # Not queued by paho (queue full): back to pending, retried on the next pump.
+            self.outbox.requeue(item.id)
+            return
+        # NO_CONN still queues a QoS 1 message in paho, which sends it after the reconnect.
+        self._inflight[info.mid] = item
+        self._published += 1
+
+    def _refuse(self, item: OutboxItem, reason: int) -> None:
+        self.outbox.refused(item.id, reason)
+        self._refused += 1
+        if self.on_refused is not None:
+            try:
+                self.on_refused(item, reason)
+            except Exception:
+                log.exception("on_refused callback failed for %s", item.id)
+
+    # -- paho callbacks, on the loop thread -------------------------------------------------------
+
+    def _on_connected(self, reason: int, session_present: bool, receive_maximum: int | None) -> None:
+        if reason >= 0x80:
+            log.warning(
+                "broker %s:%s refused the connection: 0x%02x", self.config.host, self.config.port, reason
+            )
+            return
+        self._connected = True
+        self._connects += 1
+        if receive_maximum is not None:
+            self._window = max(1, min(self.config.max_inflight, receive_maximum) - 1)
+        log.info(
+            "connected to %s:%s (session present: %s, window %d)",
+            self.config.host,
+            self.config.port,
+            session_present,
+            self._window,
+        )
+        self._publish_status(self._status("online"))
+        if self.on_command is not None:
+            self._client.subscribe(self.topics.command, options=SubscribeOptions(qos=1, noLocal=True))
+        self._wake.set()
+
+    def _on_disconnected(self, reason: int) -> None:
+        if self._connected and not self._stopping:
+            log.warning("disconnected from %s:%s: 0x%02x", self.config.host, self.config.port, reason)
+        self._connected = False
+
+    def _on_puback(self, mid: int, reason: int) -> None:
+        waiter = self._status_waiters.pop(mid, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(reason)
+            return
+        item = self._inflight.pop(mid, None)
+        if item is None:
+            return  # a command response
+        if reason < 0x80:
+            self.outbox.delivered(item.id)
+            self._delivered += 1
+        else:
+            log.error("broker refused %s on %s: 0x%02x", item.id, item.topic, reason)
+            self._refuse(item, reason)
+        self._wake.set()
+
+    def _on_message(self, command: Command) -> None:
+        if command.topic == self.topics.response or self.on_command is None:
+            return
+        try:
+            self.on_command(command)
+        except Exception:
+            log.exception("command handler failed for %s", command.topic)
+
+    # -- status messages --------------------------------------------------------------------------
+
+    def _status(self, state: str, *, clean: bool | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "schema": STATUS_SCHEMA,
+            "state": state,
+            "gateway": self.topics.gateway,
+            "session": self.session,
+        }
+        if clean is not None:
+            body["clean"] = clean
+        if state == "online" or clean:
+            body["time"] = iso_time(self._clock())
+        return encode(body)
+
+    def _publish_status(self, payload: bytes) -> asyncio.Future[int]:
+        assert self._loop is not None
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        info = self._client.publish(self.topics.status, payload, qos=1, retain=True)
+        self._status_waiters[info.mid] = waiter
+        return waiter
+
+    # -- paho setup and the bridge ----------------------------------------------------------------
+
+    def _make_client(self, password: str | None) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=True,
+        )
+        if self.config.auth is not None:
+            client.username_pw_set(self.config.auth.username, password)
+        tls = self.config.tls
+        if tls is not None:
+            if (tls.cert_file is None) != (tls.key_file is None):
+                raise ConfigError("mqtt.tls", "cert_file and key_file go together (mutual TLS)")
+            client.tls_set(
+                ca_certs=None if tls.ca_file is None else str(tls.ca_file),
+                certfile=None if tls.cert_file is None else str(tls.cert_file),
+                keyfile=None if tls.key_file is None else str(tls.key_file),
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.will_set(self.topics.status, self._status("offline", clean=False), qos=1, retain=True)
+        client.max_inflight_messages_set(self.config.max_inflight)
+        client.max_queued_messages_set(0)  # our window bounds what we hand over
+        self._set_backoff(client)
+        client.on_connect = self._paho_connect
+        client.on_connect_fail = self._paho_connect_fail
+        client.on_disconnect = self._paho_disconnect
+        client.on_publish = self._paho_publish
+        client.on_message = self._paho_message
+        return client
+
+    def _from_paho(self, handler: Callable[..., None], *args: Any) -> None:
+        """THE bridge from paho's network thread to the asyncio loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
+                loop.call_soon_threadsafe(handler, *args)
+
+    def _set_backoff(self, client: paho.Client) -> None:
+        """Next reconnect delay (paho thread): equal-jitter capped exponential backoff."""
+        base = min(self.backoff_max_s, self.backoff_min_s * 2 ** min(max(0, self._failures - 1), 30))
+        delay = base / 2 + random.random() * base / 2
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # paho sleeps floats fine
+
+    def _paho_connect(
+        self, client: paho.Client, _u: Any, flags: Any, reason: ReasonCode, props: Properties | None
+    ) -> None:
+        receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        if reason.value < 0x80:
+            self._failures = 0
+        self._from_paho(self._on_connected, reason.value, bool(flags.session_present), receive_maximum)
+
+    def _paho_connect_fail(self, client: paho.Client, _u: Any) -> None:
+        self._failures += 1
+        self._set_backoff(client)
+        self._from_paho(self._on_disconnected, 0x88)  # 0x88 Server unavailable
+
+    def _paho_disconnect(
+        self, client: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Properties | None
+    ) -> None:
+        self._failures += 1
+        self._set_backoff(client)
+        self._from_paho(self._on_disconnected, reason.value)
+
+    def _paho_publish(
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _props: Properties | None
+    ) -> None:
+        self._from_paho(self._on_puback, mid, reason.value)
+
+    def _paho_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        command = Command(message.topic, bytes(message.payload), response_topic, correlation)
+        self._from_paho(self._on_message, command)
