@@ -59,6 +59,7 @@ class GroundTruth:
     device: str
     start: float
     end: float
+    channel: str = ""  # stuck_sensor: the channel that froze; "" for the others
 
 
 def validate_simulator(device: DeviceConfig) -> None:
@@ -88,11 +89,23 @@ def validate_simulator(device: DeviceConfig) -> None:
             raise ConfigError(f"{key}.duration_s", f"must be > 0, got {episode.duration_s}")
 
 
-def ground_truth(device: DeviceConfig, start_time: float) -> list[GroundTruth]:
-    """The configured episodes of `device` as wall-time ground truth, in configuration order."""
+def ground_truth(
+    device: DeviceConfig, start_time: float, stuck_channels: list[str] | None = None
+) -> list[GroundTruth]:
+    """The configured episodes of `device` as wall-time ground truth, in configuration order.
+
+    `stuck_channels` names the frozen channel of each stuck_sensor episode, in order.
+    """
     episodes = device.simulator.episodes if device.simulator else ()
+    stuck = iter(stuck_channels or ())
     return [
-        GroundTruth(e.condition, device.id, start_time + e.start_s, start_time + e.start_s + e.duration_s)
+        GroundTruth(
+            e.condition,
+            device.id,
+            start_time + e.start_s,
+            start_time + e.start_s + e.duration_s,
+            next(stuck, "") if e.condition == "stuck_sensor" else "",
+        )
         for e in episodes
     ]
 

@@ -90,7 +90,6 @@ class EquipmentGenerator:
         self.start_time = start_time
         self.seed = device.simulator.seed
         episodes = device.simulator.episodes
-        self.ground_truth: list[GroundTruth] = ground_truth(device, start_time)
         self.params = MachineParams.draw(self.seed)
         self.faults: list[Fault] = []
         for i, ep in enumerate(episodes):
@@ -101,6 +100,9 @@ class EquipmentGenerator:
                 self.faults.append(Fault(ep, 1.0, float(rng.uniform(8.0, 15.0))))
         self.dropout = Dropout.of(episodes)
         self.stuck = StuckChannels.of(self.seed, episodes, MACHINE_CHANNELS)
+        self.ground_truth: list[GroundTruth] = ground_truth(
+            device, start_time, self.stuck.channel_names(MACHINE_CHANNELS)
+        )
         self.stream = stream_id(device.id, "machine")
         first = np.zeros(1)
         self._thermal = float(self._heat_input(first, self._load(first))[0])  # start warm, at steady state

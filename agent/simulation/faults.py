@@ -67,9 +67,9 @@ class StuckChannels:
         ]
         return cls(chosen)
 
-    def channel_of(self, number: int) -> int:
-        """Index of the channel frozen by the `number`-th stuck_sensor episode."""
-        return self.episodes[number][1]
+    def channel_names(self, channels: tuple[str, ...]) -> list[str]:
+        """The frozen channel of each stuck_sensor episode, in order."""
+        return [channels[ch] for _, ch in self.episodes]
 
     def apply(self, t: FloatArray, values: FloatArray) -> None:
         """Freeze `values[:, channel]` in place over each episode; `t` must be increasing."""

@@ -81,7 +81,6 @@ class WearableGenerator:
         self.start_time = start_time
         self.seed = device.simulator.seed
         episodes = device.simulator.episodes
-        self.ground_truth: list[GroundTruth] = ground_truth(device, start_time)
         self.with_ecg = device.simulator.ecg
         self.vitals = VitalsParams.draw(self.seed)
         self.ecg_params = ecg.EcgParams.draw(self.seed)
@@ -97,6 +96,9 @@ class WearableGenerator:
         self.af = [ep for ep in episodes if ep.condition == "af"]
         self.dropout = Dropout.of(episodes)
         self.stuck = StuckChannels.of(self.seed, episodes, VITALS_CHANNELS)
+        self.ground_truth: list[GroundTruth] = ground_truth(
+            device, start_time, self.stuck.channel_names(VITALS_CHANNELS)
+        )
         self.streams = {
             name: stream_id(device.id, name)
             for name in ("vitals", "rr", *(("ecg",) if self.with_ecg else ()))
@@ -105,6 +107,11 @@ class WearableGenerator:
         self._beats: FloatArray = self.heart.generate(-CHUNK_S, 0.0, -1)
         self._beats_until_chunk = 0  # next beat chunk to generate
         self._next_chunk = 0
+
+    @property
+    def buffered_beats(self) -> int:
+        """Beats held between chunks (look-ahead plus history): bounded however long the run."""
+        return len(self._beats)
 
     def chunk(self, index: int) -> list[Reading]:
         """Every reading in simulated seconds [index * 60, (index + 1) * 60), in time order."""

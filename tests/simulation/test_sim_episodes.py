@@ -79,12 +79,13 @@ def test_dropout_has_no_readings_and_marks_the_gap() -> None:
 
 
 def test_stuck_sensor_freezes_one_vitals_channel() -> None:
-    readings, _ = simulate(wearable(3, ("stuck_sensor", 100, 120)), 300, START)
+    readings, truth = simulate(wearable(3, ("stuck_sensor", 100, 120)), 300, START)
     v = series(readings, "w1/vitals")
     during = v.between(100, 220).values
     frozen = [j for j in range(3) if np.ptp(during[:, j]) == 0]
     assert len(frozen) == 1
     j = frozen[0]
+    assert truth[0].channel == v.channels[j]
     assert during[0, j] == v.between(99, 100).values[0, j]  # held at the last value before the episode
     assert np.ptp(v.between(220, 300).values[:, j]) > 0
 

@@ -64,9 +64,10 @@ def test_temperature_drift() -> None:
 
 
 def test_stuck_sensor_holds_the_last_value() -> None:
-    readings, _ = simulate(equipment(5, ("stuck_sensor", 90, 100)), 300, START)
+    readings, truth = simulate(equipment(5, ("stuck_sensor", 90, 100)), 300, START)
     m = series(readings, "pump7/machine")
     during = m.between(90, 190).values
     frozen = [j for j in range(3) if np.ptp(during[:, j]) == 0]
     assert len(frozen) == 1
+    assert truth[0].channel == m.channels[frozen[0]]
     assert during[0, frozen[0]] == m.between(89, 90).values[0, frozen[0]]

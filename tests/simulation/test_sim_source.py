@@ -78,3 +78,20 @@ def test_unpaced_speed_zero_and_close_stops_iteration() -> None:
         return n
 
     assert asyncio.run(run()) == 2000
+
+
+def test_source_skips_chunks_lost_to_a_long_dropout() -> None:
+    device = wearable(1, ("dropout", 50, 200), speed=0.0)
+
+    async def run() -> list[Reading]:
+        out: list[Reading] = []
+        async with SimulatorSource(device, start_time=START) as source:
+            async for reading in source:
+                out.append(reading)
+                if reading.wall_time >= START + 300:
+                    break
+        return out
+
+    times = np.array([r.wall_time - START for r in asyncio.run(run())])
+    assert not np.any((times >= 50) & (times < 250))
+    assert times.max() >= 300 and np.all(np.diff(times) >= 0)
