@@ -1,0 +1,373 @@
+"""`AlarmBook`: the alarm episodes of one rule over many streams, stepped once per hop.
+
+Per-stream machine state lives in numpy arrays indexed by a row per `StreamRef`, so one `update` computes
+the inputs of `agent.alarms.machine` for all streams at once and steps the transition table vectorised;
+Python only runs for the few streams whose step produced an event. Episode identity (UUIDv7 id, next seq,
+priority) and the machine state survive restarts through `state()` / `load_state()`, so an alarm that was
+active before a restart ends later under the same id.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.alarms import explain
+from agent.alarms.machine import TIME_SLACK_S, Action, AlarmState, Inputs, clear_level, step
+from agent.config.schema import AlarmRuleConfig
+from agent.detectors.base import BoolArray, FloatArray, IntArray, ScoreBlock
+from agent.errors import ConfigError
+from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
+from agent.ids import uuid7
+
+MAX_CONFIRM_M = 62  # the N-of-M history is a bit mask in an int64
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    device_pseudonym: str
+    stream: str
+
+
+@dataclass(slots=True)
+class _Episode:
+    """Identity of one confirmed episode (mutable: seq and priority move on)."""
+
+    id: str
+    next_seq: int
+    priority: Priority
+
+
+def raised(priority: Priority) -> Priority:
+    return {Priority.LOW: Priority.MEDIUM, Priority.MEDIUM: Priority.HIGH}.get(priority, Priority.HIGH)
+
+
+class AlarmBook:
+    _FLOAT_FIELDS = (
+        "onset",
+        "detection",
+        "clear_since",
+        "cooldown_until",
+        "peak_score",
+        "peak_observed",
+        "threshold",
+    )
+
+    def __init__(
+        self,
+        rule: AlarmRuleConfig,
+        gateway: str,
+        config_hash: str,
+        channels: tuple[str, ...],
+        model_hash: str = "",
+    ) -> None:
+        where = f"alarms.{rule.condition}"
+        if not 1 <= rule.confirm_n <= rule.confirm_m <= MAX_CONFIRM_M:
+            raise ConfigError(
+                f"{where}.confirm_n",
+                f"need 1 <= confirm_n <= confirm_m <= {MAX_CONFIRM_M}, "
+                f"got {rule.confirm_n} of {rule.confirm_m}",
+            )
+        for key in ("min_duration_s", "clear_after_s", "hysteresis", "cooldown_s"):
+            if not getattr(rule, key) >= 0:
+                raise ConfigError(f"{where}.{key}", f"expected a number >= 0, got {getattr(rule, key)!r}")
+        if rule.escalate_after_s is not None and not rule.escalate_after_s > 0:
+            problem = f"expected a positive number, got {rule.escalate_after_s}"
+            raise ConfigError(f"{where}.escalate_after_s", problem)
+        self.rule = rule
+        self.gateway = gateway
+        self.config_hash = config_hash
+        self.model_hash = model_hash
+        self.channels = channels
+        self._rows: dict[StreamRef, int] = {}
+        self._refs: list[StreamRef] = []
+        self._episodes: dict[int, _Episode] = {}
+        self._state = np.zeros(0, dtype=np.int64)
+        self._history = np.zeros(0, dtype=np.int64)
+        self._can_escalate = np.zeros(0, dtype=bool)
+        self._peak_limit = np.zeros(0)
+        self._peak_channel = np.zeros(0, dtype=np.int64)
+        self._f: dict[str, FloatArray] = {name: np.zeros(0) for name in self._FLOAT_FIELDS}
+
+    # -- rows ------------------------------------------------------------------------------------------
+
+    def _row_indices(self, streams: Sequence[StreamRef]) -> IntArray:
+        rows = np.empty(len(streams), dtype=np.int64)
+        for i, ref in enumerate(streams):
+            row = self._rows.get(ref)
+            if row is None:
+                row = self._add_row(ref)
+            rows[i] = row
+        return rows
+
+    def _add_row(self, ref: StreamRef) -> int:
+        row = len(self._refs)
+        self._rows[ref] = row
+        self._refs.append(ref)
+        if row >= self._state.size:  # grow by doubling so adding streams stays cheap
+            size = max(8, 2 * self._state.size)
+            grow = size - self._state.size
+            self._state = np.concatenate([self._state, np.zeros(grow, dtype=np.int64)])
+            self._history = np.concatenate([self._history, np.zeros(grow, dtype=np.int64)])
+            self._can_escalate = np.concatenate([self._can_escalate, np.zeros(grow, dtype=bool)])
+            self._peak_limit = np.concatenate([self._peak_limit, np.full(grow, np.nan)])
+            self._peak_channel = np.concatenate([self._peak_channel, np.zeros(grow, dtype=np.int64)])
+            for name, arr in self._f.items():
+                fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
+                self._f[name] = np.concatenate([arr, np.full(grow, fill)])
+        return row
+
+    # -- stepping --------------------------------------------------------------------------------------
+
+    def update(
+        self,
+        streams: Sequence[StreamRef],
+        scores: ScoreBlock,
+        times: FloatArray,
+        quality_ok: BoolArray,
+        quality_text: Sequence[str],
+    ) -> list[AlarmEvent]:
+        """Advance every listed stream by one hop; the events to send, in stream order."""
+        n = len(streams)
+        if not (scores.scores.shape == times.shape == quality_ok.shape == (n,) and len(quality_text) == n):
+            raise ValueError(f"alarm {self.rule.condition}: {n} streams but score/time/quality sizes differ")
+        rule = self.rule
+        rows = self._row_indices(streams)
+        f = self._f
+        states = self._state[rows]
+        t = np.asarray(times, dtype=np.float64)
+        sc = scores.scores
+        # Poor-quality hops cannot start or confirm a physiological alarm; technical rules ignore quality.
+        technical = rule.kind is AlarmKind.TECHNICAL
+        hit = scores.exceeded & (np.ones(n, dtype=bool) if technical else np.asarray(quality_ok, dtype=bool))
+
+        mask = (1 << rule.confirm_m) - 1
+        history = ((self._history[rows] << 1) | hit.astype(np.int64)) & mask
+        self._history[rows] = history
+        count = np.bitwise_count(history)
+
+        pending = states == AlarmState.PENDING
+        onset = np.where(pending, f["onset"][rows], t)
+        clearing = states == AlarmState.CLEARING
+        clear_since = np.where(clearing, f["clear_since"][rows], t)
+        with np.errstate(invalid="ignore"):
+            clear = ~(sc > clear_level(scores.thresholds, rule.hysteresis))
+        escalate_after = math.inf if rule.escalate_after_s is None else rule.escalate_after_s
+        inputs = Inputs(
+            hit=hit,
+            confirmed=count >= rule.confirm_n,
+            matured=t - onset >= rule.min_duration_s - TIME_SLACK_S,
+            quiet=count == 0,
+            clear=clear,
+            abnormal=~clear,
+            cleared=t - clear_since >= rule.clear_after_s - TIME_SLACK_S,
+            cooled=t >= f["cooldown_until"][rows] - TIME_SLACK_S,
+            escalate_due=self._can_escalate[rows]
+            & (t - f["detection"][rows] >= escalate_after - TIME_SLACK_S),
+        )
+        new_states, actions = step(states, inputs)
+
+        began = (states == AlarmState.NORMAL) & (new_states != AlarmState.NORMAL)
+        f["onset"][rows[began]] = t[began]
+        f["peak_score"][rows[began]] = -math.inf
+        to_clearing = (states == AlarmState.ACTIVE) & (new_states == AlarmState.CLEARING)
+        f["clear_since"][rows[to_clearing]] = t[to_clearing]
+        f["clear_since"][rows[clearing & (new_states == AlarmState.ACTIVE)]] = np.nan
+        live = (new_states != AlarmState.NORMAL) | (actions == Action.END)
+        self._track_peak(rows, live, scores)
+        f["threshold"][rows] = scores.thresholds
+        ending = actions == Action.END
+        end_times = np.where(ending, clear_since, np.nan)
+        f["cooldown_until"][rows[ending]] = end_times[ending] + rule.cooldown_s
+        self._state[rows] = new_states
+
+        events: list[AlarmEvent] = []
+        for i in np.flatnonzero(actions != Action.NONE).tolist():
+            action = Action(int(actions[i]))
+            events.append(self._event(int(rows[i]), action, scores, i, float(t[i]), quality_text[i]))
+        return events
+
+    def _track_peak(self, rows: IntArray, live: BoolArray, scores: ScoreBlock) -> None:
+        f = self._f
+        with np.errstate(invalid="ignore"):
+            better = live & (scores.scores > f["peak_score"][rows])
+        r = rows[better]
+        f["peak_score"][r] = scores.scores[better]
+        f["peak_observed"][r] = scores.observed[better]
+        self._peak_limit[r] = scores.limits[better]
+        self._peak_channel[r] = np.argmax(np.nan_to_num(scores.contributions[better], nan=0.0), axis=1)
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def _event(
+        self, row: int, action: Action, scores: ScoreBlock, i: int, t: float, quality: str
+    ) -> AlarmEvent:
+        rule = self.rule
+        f = self._f
+        onset = float(f["onset"][row])
+        if action is Action.START:
+            episode = _Episode(str(uuid7()), 0, rule.priority)
+            self._episodes[row] = episode
+            f["detection"][row] = t
+            self._can_escalate[row] = rule.escalate_after_s is not None and rule.priority is not Priority.HIGH
+        episode = self._episodes[row]
+        detection = float(f["detection"][row])
+        channel = int(np.argmax(np.nan_to_num(scores.contributions[i], nan=0.0)))
+        observed, limit = float(scores.observed[i]), float(scores.limits[i])
+        score, threshold = float(scores.scores[i]), float(scores.thresholds[i])
+        end_time: float | None = None
+        if action is Action.ESCALATE:
+            episode.priority = raised(episode.priority)
+            self._can_escalate[row] = False
+        if action is Action.END:
+            end_time = float(f["clear_since"][row]) if math.isfinite(f["clear_since"][row]) else t
+            channel = int(self._peak_channel[row])
+            observed, limit = float(f["peak_observed"][row]), float(self._peak_limit[row])
+            score = float(f["peak_score"][row])
+        phrase = explain.crossing(
+            self._detector_name(), self.channels[channel], observed, limit, score, threshold, rule.unit
+        )
+        if action is Action.START:
+            text = f"{phrase} for {explain.seconds(t - onset)}"
+        elif action is Action.ESCALATE:
+            text = f"{phrase}; active {explain.seconds(t - detection)}, raised to {episode.priority.value}"
+        else:
+            assert end_time is not None
+            text = f"peak {phrase}; ended after {explain.seconds(end_time - onset)}"
+        measured = explain.has_measure(observed, limit)
+        event = AlarmEvent(
+            id=episode.id,
+            seq=episode.next_seq,
+            phase={Action.START: Phase.START, Action.ESCALATE: Phase.UPDATE, Action.END: Phase.END}[action],
+            gateway=self.gateway,
+            device=self._refs[row].device_pseudonym,
+            stream=self._refs[row].stream,
+            condition=rule.condition,
+            priority=episode.priority,
+            kind=rule.kind,
+            onset_time=onset,
+            detection_time=detection,
+            value=observed if measured else score,
+            threshold=limit if measured else threshold,
+            unit=rule.unit,
+            explanation=Explanation(
+                detector=rule.detector,
+                score=score,
+                threshold=threshold,
+                top_channels=explain.top_channels(self.channels, scores.contributions[i]),
+                baseline=explain.baseline_map(self.channels, scores.baseline[i]),
+                signal_quality=quality,
+                text=text,
+            ),
+            end_time=end_time,
+            config_hash=self.config_hash,
+            model_hash=self.model_hash,
+        )
+        episode.next_seq += 1
+        if action is Action.END:
+            del self._episodes[row]
+            f["clear_since"][row] = np.nan
+            self._can_escalate[row] = False
+        return event
+
+    def _detector_name(self) -> str:
+        return self.rule.detector
+
+    # -- queries and shutdown --------------------------------------------------------------------------
+
+    def active_count(self) -> int:
+        states = self._state[: len(self._refs)]
+        return int(np.count_nonzero((states == AlarmState.ACTIVE) | (states == AlarmState.CLEARING)))
+
+    def state_of(self, stream: StreamRef) -> AlarmState:
+        row = self._rows.get(stream)
+        return AlarmState.NORMAL if row is None else AlarmState(int(self._state[row]))
+
+    def close_all(self, time: float, streams: Sequence[StreamRef] | None = None) -> list[AlarmEvent]:
+        """End every confirmed episode (of `streams`, default all) at `time`, without cooldown.
+
+        Not for shutdown (alarms stay active across restarts): for removed streams and tests.
+        """
+        targets = self._refs if streams is None else [s for s in streams if s in self._rows]
+        events: list[AlarmEvent] = []
+        for ref in targets:
+            row = self._rows[ref]
+            if row in self._episodes:
+                self._f["clear_since"][row] = time
+                n_ch = len(self.channels)
+                last = ScoreBlock(
+                    np.array([self._f["peak_score"][row]]),
+                    np.array([self._f["threshold"][row]]),
+                    np.zeros((1, n_ch)),
+                    np.array([np.nan]),
+                    np.array([np.nan]),
+                    np.full((1, n_ch), np.nan),
+                )
+                events.append(self._event(row, Action.END, last, 0, time, "ok"))
+            self._state[row] = AlarmState.NORMAL
+            self._history[row] = 0
+        return events
+
+    # -- persistence ---------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able: every stream not in a fresh NORMAL state, with its episode id and next seq."""
+        rows = []
+        for ref, row in self._rows.items():
+            if self._state[row] == AlarmState.NORMAL and not math.isfinite(self._f["cooldown_until"][row]):
+                continue
+            item: dict[str, Any] = {
+                "device": ref.device_pseudonym,
+                "stream": ref.stream,
+                "state": AlarmState(int(self._state[row])).name,
+                "history": int(self._history[row]),
+                "can_escalate": bool(self._can_escalate[row]),
+                "peak_limit": _json(self._peak_limit[row]),
+                "peak_channel": int(self._peak_channel[row]),
+            }
+            item.update({name: _json(self._f[name][row]) for name in self._FLOAT_FIELDS})
+            episode = self._episodes.get(row)
+            if episode is not None:
+                item["episode"] = {
+                    "id": episode.id,
+                    "next_seq": episode.next_seq,
+                    "priority": episode.priority.value,
+                }
+            rows.append(item)
+        return {"condition": self.rule.condition, "streams": rows}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore `state()`; ConfigError names the offending entry."""
+        where = f"state.alarms.{self.rule.condition}"
+        if state.get("condition") != self.rule.condition:
+            raise ConfigError(f"{where}.condition", f"state is for {state.get('condition')!r}")
+        for k, item in enumerate(state.get("streams", [])):
+            try:
+                row = self._row_indices([StreamRef(str(item["device"]), str(item["stream"]))])[0]
+                self._state[row] = AlarmState[item["state"]]
+                self._history[row] = int(item["history"])
+                self._can_escalate[row] = bool(item["can_escalate"])
+                self._peak_limit[row] = _unjson(item["peak_limit"], np.nan)
+                self._peak_channel[row] = int(item["peak_channel"])
+                for name in self._FLOAT_FIELDS:
+                    fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
+                    self._f[name][row] = _unjson(item[name], fill)
+                episode = item.get("episode")
+                if episode is not None:
+                    self._episodes[row] = _Episode(
+                        str(episode["id"]), int(episode["next_seq"]), Priority(episode["priority"])
+                    )
+            except (KeyError, ValueError, TypeError) as exc:
+                raise ConfigError(f"{where}.streams[{k}]", f"unreadable alarm state: {exc!r}") from exc
+
+
+def _json(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _unjson(value: Any, missing: float) -> float:
+    return missing if value is None else float(value)

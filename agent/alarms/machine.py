@@ -1,0 +1,112 @@
+"""The alarm state machine as a transition table, stepped for many streams at once.
+
+Per (rule, stream) the state is NORMAL, PENDING, ACTIVE or CLEARING. Each hop the inputs below are computed
+as boolean arrays over streams, then the rows of `TABLE` are tried in order: a stream takes the first row
+whose `source` is its state and whose guards are all true, moves to `target` and performs `action`
+(START, ESCALATE and END become events in `agent.alarms.book`). A stream that matches no row stays put.
+
+Inputs, for one hop at time t:
+- hit: score > threshold, and (for physiological rules) the hop's signal quality was OK
+- confirmed: at least N of the last M hops were hits (N-of-M confirmation)
+- matured: t - onset >= min_duration (onset is the first hit of the pending episode, or t itself)
+- quiet: none of the last M hops was a hit (a pending episode is abandoned)
+- clear: score <= clear level, where clear level is threshold * (1 - hysteresis), or threshold - hysteresis
+  as an absolute margin when the threshold is 0; a NaN score (no verdict) counts as clear
+- abnormal: not clear
+- cleared: t - clear_since >= clear_after (clear_since is the first clear hop, or t itself)
+- cooled: t >= cooldown_until (set to end time + cooldown after every END)
+- escalate_due: escalation configured, not yet done, priority below HIGH, t - detection >= escalate_after
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+TIME_SLACK_S = 1e-6  # durations compare with this slack: 10 hops of 1 s are 10 s despite float rounding
+
+
+class AlarmState(enum.IntEnum):
+    NORMAL = 0
+    PENDING = 1
+    ACTIVE = 2
+    CLEARING = 3
+
+
+class Action(enum.IntEnum):
+    NONE = 0
+    START = 1  # the episode is confirmed: START event
+    ESCALATE = 2  # priority raised one level: UPDATE event
+    END = 3  # the episode is over: END event, cooldown begins
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    source: AlarmState
+    guards: tuple[str, ...]  # names of `Inputs` fields that must all be true
+    target: AlarmState
+    action: Action
+
+
+S = AlarmState
+TABLE: tuple[Transition, ...] = (
+    # No minimum duration and N-of-M already met by this hit: confirm at once.
+    Transition(S.NORMAL, ("hit", "cooled", "confirmed", "matured"), S.ACTIVE, Action.START),
+    Transition(S.NORMAL, ("hit", "cooled"), S.PENDING, Action.NONE),
+    Transition(S.PENDING, ("hit", "confirmed", "matured"), S.ACTIVE, Action.START),
+    Transition(S.PENDING, ("quiet",), S.NORMAL, Action.NONE),
+    # No clear delay: end at the first clear hop.
+    Transition(S.ACTIVE, ("clear", "cleared"), S.NORMAL, Action.END),
+    Transition(S.ACTIVE, ("clear",), S.CLEARING, Action.NONE),
+    Transition(S.ACTIVE, ("escalate_due",), S.ACTIVE, Action.ESCALATE),
+    Transition(S.CLEARING, ("abnormal",), S.ACTIVE, Action.NONE),
+    Transition(S.CLEARING, ("cleared",), S.NORMAL, Action.END),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    hit: BoolArray
+    confirmed: BoolArray
+    matured: BoolArray
+    quiet: BoolArray
+    clear: BoolArray
+    abnormal: BoolArray
+    cleared: BoolArray
+    cooled: BoolArray
+    escalate_due: BoolArray
+
+
+def step(states: IntArray, inputs: Inputs) -> tuple[IntArray, IntArray]:
+    """(next states, actions) for every stream; the first matching row of `TABLE` wins."""
+    next_states = states.copy()
+    actions = np.zeros_like(states)
+    pending = np.ones(states.shape, dtype=bool)  # not yet matched by an earlier row
+    for row in TABLE:
+        match = pending & (states == row.source)
+        for guard in row.guards:
+            match &= getattr(inputs, guard)
+        next_states[match] = row.target
+        actions[match] = row.action
+        pending &= ~match
+    return next_states, actions
+
+
+def clear_level(thresholds: npt.NDArray[np.float64], hysteresis: float) -> npt.NDArray[np.float64]:
+    """The score a hop must be at or below to count as clear (see the module docstring)."""
+    return np.where(thresholds == 0.0, -hysteresis, thresholds - hysteresis * np.abs(thresholds))
+
+
+def table_markdown() -> str:
+    """The transition table as a Markdown table (kept in docs/detectors.md; a test checks they agree)."""
+    lines = ["| from | when | to | action |", "|---|---|---|---|"]
+    for row in TABLE:
+        guards = " and ".join(row.guards)
+        lines.append(f"| {row.source.name} | {guards} | {row.target.name} | {row.action.name} |")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Detector types by name, and `build_detector` which validates a config's params and builds one.
+
+Each type is a class with `from_config(config, rate_hz)`; adding a type means adding it to `TYPES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from agent.config.schema import DetectorConfig
+from agent.detectors.base import StreamingDetector
+from agent.detectors.limit import LimitDetector
+from agent.detectors.robust_z import RobustZDetector
+from agent.errors import ConfigError
+
+Factory = Callable[[DetectorConfig, float], StreamingDetector]
+
+TYPES: Mapping[str, Factory] = MappingProxyType(
+    {
+        "limit": LimitDetector.from_config,
+        "robust_z": RobustZDetector.from_config,
+    }
+)
+
+
+def build_detector(config: DetectorConfig, rate_hz: float) -> StreamingDetector:
+    """A detector of `config.type` over a stream sampled at `rate_hz`; ConfigError names the bad key."""
+    factory = TYPES.get(config.type)
+    if factory is None:
+        known = ", ".join(sorted(TYPES))
+        problem = f'unknown detector type "{config.type}" (known: {known})'
+        raise ConfigError(f"detectors.{config.id}.type", problem)
+    return factory(config, rate_hz)

@@ -1,0 +1,195 @@
+"""AlarmBook: the transition table driven by score series, one feature per test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from alarm_drive import STREAM, T0, block, drive, new_book, rule
+
+from agent.alarms import AlarmBook, AlarmState, StreamRef
+from agent.alarms.machine import TABLE, Action, table_markdown
+from agent.errors import ConfigError
+from agent.events import AlarmKind, Phase, Priority
+from agent.ids import uuid7_time_ms
+
+HI, LO = 5.0, 0.0
+
+
+@pytest.mark.parametrize(
+    ("series", "states"),
+    [
+        # min_duration 2 s, clear_after 2 s: NORMAL -> PENDING -> ACTIVE -> CLEARING -> NORMAL
+        (
+            [LO, HI, HI, HI, LO, LO, LO],
+            ["NORMAL", "PENDING", "PENDING", "ACTIVE", "CLEARING", "CLEARING", "NORMAL"],
+        ),
+        # a short burst never confirms: PENDING falls back to NORMAL
+        ([HI, HI, LO, LO], ["PENDING", "PENDING", "NORMAL", "NORMAL"]),
+        # a dip while clearing goes back to ACTIVE
+        (
+            [HI, HI, HI, LO, HI, LO, LO, LO],
+            ["PENDING", "PENDING", "ACTIVE", "CLEARING", "ACTIVE", "CLEARING", "CLEARING", "NORMAL"],
+        ),
+    ],
+)
+def test_transitions_follow_the_table(series: list[float], states: list[str]) -> None:
+    book = new_book(rule(min_duration_s=2.0, clear_after_s=2.0))
+    seen = []
+    for k, value in enumerate(series):
+        drive(book, [value], start=T0 + k)
+        seen.append(book.state_of(STREAM).name)
+    assert seen == states
+
+
+def test_one_clean_episode_gives_one_start_and_one_end_with_the_same_id() -> None:
+    book = new_book(rule(min_duration_s=3.0, clear_after_s=2.0))
+    events = drive(book, [LO] * 5 + [HI] * 10 + [LO] * 10)
+    phases = [e.phase for _, e in events]
+    assert phases == [Phase.START, Phase.END]
+    (k0, start), (k1, end) = events
+    assert start.id == end.id and [start.seq, end.seq] == [0, 1]
+    assert uuid7_time_ms(__import__("uuid").UUID(start.id)) > 0
+    assert start.onset_time == T0 + 5 and start.detection_time == T0 + 8 and k0 == 8
+    assert end.end_time == T0 + 15 and k1 == 17  # condition ended at the first clear hop, confirmed 2 s later
+    assert end.onset_time == start.onset_time
+    assert "for 3 s" in start.explanation.text and "ended after 10 s" in end.explanation.text
+    json.loads(start.to_json())
+    assert book.active_count() == 0
+
+
+def test_min_duration_delays_start_by_that_long() -> None:
+    for min_duration in (0.0, 4.0, 9.0):
+        book = new_book(rule(min_duration_s=min_duration))
+        events = drive(book, [HI] * 20)
+        assert [k for k, _ in events] == [int(min_duration)]
+
+
+def test_n_of_m_confirms_on_the_nth_hit_and_tolerates_gaps() -> None:
+    book = new_book(rule(confirm_n=3, confirm_m=5))
+    events = drive(book, [HI, LO, HI, LO, HI, HI])
+    assert [(k, e.phase) for k, e in events] == [(4, Phase.START)]
+    book = new_book(rule(confirm_n=3, confirm_m=5))
+    assert drive(book, [HI, LO, LO, LO, HI, LO, LO, LO, HI, LO]) == []  # never 3 within 5
+
+
+def test_hysteresis_prevents_chattering_around_the_threshold() -> None:
+    rng = np.random.default_rng(7)
+    # the score hovers around the threshold 10 after one clear rise: +-0.5 noise
+    series = list(np.r_[np.full(5, 2.0), 10.0 + rng.uniform(-0.5, 0.5, 200), np.full(5, 2.0)])
+
+    def episodes(h: float) -> int:
+        book = new_book(rule(hysteresis=h))
+        return sum(e.phase is Phase.START for _, e in drive(book, series, threshold=10.0))
+
+    assert episodes(0.0) > 20  # without hysteresis it chatters
+    assert episodes(0.1) == 1  # clearing needs <= 9, never reached until the end
+
+
+def test_hysteresis_with_threshold_zero_is_an_absolute_margin() -> None:
+    series = [1.0, -0.5, 0.5, -0.5, 0.5, -3.0]
+    book = new_book(rule(hysteresis=2.0))
+    events = drive(book, series, threshold=0.0)
+    assert [(k, e.phase) for k, e in events] == [(0, Phase.START), (5, Phase.END)]
+
+
+def test_cooldown_blocks_a_restart_for_that_long() -> None:
+    series = [HI, LO, HI, HI, LO, LO, LO, LO, LO, LO, HI]
+    book = new_book(rule(cooldown_s=9.0))
+    events = drive(book, series)
+    assert [(k, e.phase) for k, e in events] == [(0, Phase.START), (1, Phase.END), (10, Phase.START)]
+    book = new_book(rule(cooldown_s=0.0))
+    starts = [k for k, e in drive(book, series) if e.phase is Phase.START]
+    assert starts == [0, 2, 10]
+
+
+def test_escalation_emits_one_update_with_a_higher_priority() -> None:
+    book = new_book(rule(priority=Priority.LOW, escalate_after_s=5.0))
+    events = drive(book, [HI] * 30 + [LO])
+    assert [(k, e.phase, e.priority, e.seq) for k, e in events] == [
+        (0, Phase.START, Priority.LOW, 0),
+        (5, Phase.UPDATE, Priority.MEDIUM, 1),
+        (30, Phase.END, Priority.MEDIUM, 2),
+    ]
+    assert len({e.id for _, e in events}) == 1
+    book = new_book(rule(priority=Priority.HIGH, escalate_after_s=5.0))
+    assert [e.phase for _, e in drive(book, [HI] * 30)] == [Phase.START]  # nothing above HIGH
+
+
+def test_poor_quality_blocks_a_physiological_start_but_not_a_technical_one() -> None:
+    quality = [False] * 10 + [True] * 5
+    book = new_book(rule(min_duration_s=2.0))
+    events = drive(book, [HI] * 15, quality=quality)
+    assert [(k, e.phase) for k, e in events] == [(12, Phase.START)]
+    assert events[0][1].onset_time == T0 + 10
+    # a poor hop in PENDING does not count towards confirmation
+    book = new_book(rule(min_duration_s=2.0))
+    events = drive(book, [HI] * 6, quality=[True, False, True, True, True, True])
+    assert [k for k, _ in events] == [4]
+    book = new_book(rule(min_duration_s=2.0, kind=AlarmKind.TECHNICAL))
+    assert [k for k, _ in drive(book, [HI] * 15, quality=quality)] == [2]
+
+
+def test_many_streams_step_independently_in_one_call() -> None:
+    book = new_book(rule())
+    streams = [StreamRef(f"dev-{i}", "vitals") for i in range(50)]
+    ok = np.ones(50, dtype=bool)
+    first = book.update(
+        streams, block([HI if i % 2 else LO for i in range(50)]), np.full(50, T0), ok, ["ok"] * 50
+    )
+    assert sorted(e.device for e in first) == sorted(f"dev-{i}" for i in range(1, 50, 2))
+    assert book.active_count() == 25
+    # a call with only some streams leaves the others alone
+    second = book.update(streams[:2], block([HI, LO]), np.full(2, T0 + 1), ok[:2], ["ok"] * 2)
+    assert [(e.device, e.phase) for e in second] == [("dev-0", Phase.START), ("dev-1", Phase.END)]
+    assert book.active_count() == 25
+    ends = book.close_all(T0 + 2)
+    assert len(ends) == 25 and all(e.phase is Phase.END and e.end_time == T0 + 2 for e in ends)
+    assert book.active_count() == 0
+
+
+def test_state_round_trip_keeps_the_episode_id_across_a_restart() -> None:
+    r = rule(clear_after_s=3.0, escalate_after_s=10.0)
+    book = new_book(r)
+    ((_, start),) = drive(book, [HI] * 4)
+    saved = json.loads(json.dumps(book.state()))
+    restarted = new_book(r)
+    restarted.load_state(saved)
+    assert restarted.active_count() == 1
+    events = drive(restarted, [HI] * 8 + [LO] * 4, start=T0 + 4)
+    assert [(e.phase, e.seq, e.id) for _, e in events] == [
+        (Phase.UPDATE, 1, start.id),
+        (Phase.END, 2, start.id),
+    ]
+    assert events[0][0] == 6  # escalation due 10 s after the original detection at T0
+
+
+def test_nan_scores_count_as_clear_and_never_start() -> None:
+    book = new_book(rule(clear_after_s=2.0))
+    events = drive(book, [np.nan, HI, np.nan, np.nan, np.nan])
+    assert [(k, e.phase) for k, e in events] == [(1, Phase.START), (4, Phase.END)]
+
+
+def test_bad_rules_are_config_errors_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"alarms\.high_score\.confirm_n"):
+        new_book(rule(confirm_n=3, confirm_m=2))
+    with pytest.raises(ConfigError, match=r"alarms\.high_score\.cooldown_s"):
+        new_book(rule(cooldown_s=-1.0))
+    with pytest.raises(ConfigError, match=r"state\.alarms\.high_score"):
+        new_book(rule()).load_state({"condition": "high_score", "streams": [{"device": "d"}]})
+
+
+def test_table_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "detectors.md").read_text()
+    assert table_markdown() in doc
+    assert {row.action for row in TABLE} == set(Action)
+    assert {row.source for row in TABLE} == set(AlarmState)
+
+
+def test_book_rejects_mismatched_sizes() -> None:
+    book: AlarmBook = new_book(rule())
+    with pytest.raises(ValueError, match="sizes differ"):
+        book.update([STREAM], block([1.0, 2.0]), np.array([T0]), np.array([True]), ["ok"])
