@@ -115,7 +115,6 @@ class _Run:
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
 
     async def serve(self, stopping: asyncio.Event, sim_start_time: float | None) -> None:
-        await self.uplink.start()
         sources = [asyncio.create_task(self._pump(d, sim_start_time), name=f"source {i}")
                    for i, d in enumerate(self.cfg.devices)]
         workers = [

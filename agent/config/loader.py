@@ -309,7 +309,7 @@ def _alarm(t: Table) -> AlarmRuleConfig:
         confirm_n=t.int("confirm_n", 1, minimum=1),
         confirm_m=t.int("confirm_m", 1, minimum=1),
         clear_after_s=t.float("clear_after_s", 10.0, minimum=0.0),
-        hysteresis=t.float("hysteresis", 0.0, minimum=0.0, maximum=1.0),
+        hysteresis=t.float("hysteresis", 0.0, minimum=0.0),
         cooldown_s=t.float("cooldown_s", 60.0, minimum=0.0),
         escalate_after_s=escalate,
         unit=t.str("unit", ""),

@@ -137,7 +137,9 @@ class AlarmRuleConfig:
     confirm_n: int = 1  # N of the last M hops must exceed (N-of-M confirmation)
     confirm_m: int = 1
     clear_after_s: float = 10.0  # normal this long before the alarm ends
-    hysteresis: float = 0.0  # fraction of the threshold: clearing needs score <= threshold * (1 - h)
+    # Clearing needs score <= threshold * (1 - h); for a threshold of 0 (limit detectors, whose score
+    # is the distance past the limit in the channel's unit) h is an absolute margin in that unit.
+    hysteresis: float = 0.0
     cooldown_s: float = 60.0  # after an end, the same alarm cannot restart for this long
     escalate_after_s: float | None = None  # still active this long: raise one priority level
     unit: str = ""

@@ -122,7 +122,7 @@ def central(mosquitto: LocalBroker) -> Iterator[Central]:
 @pytest.fixture
 def agent_process(tmp_path: Path, mosquitto: LocalBroker) -> Iterator[subprocess.Popen[str]]:
     config = tmp_path / "agent.toml"
-    config.write_text(CONFIG.format(port=mosquitto.port))
+    config.write_text(CONFIG.replace("{port}", str(mosquitto.port)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
@@ -157,7 +157,9 @@ def test_tachycardia_episode_gives_one_start_one_end_heartbeats_and_a_will(
         assert event["threshold"] == 120 and event["value"] > 120
         assert event["device"].startswith("d-") and event["device"] != "wearable-bed-4"
         assert event["explanation"]["detector"] == "hr-high"
-        assert event["explanation"]["top_channels"][0]["channel"] == "hr"
+    assert start["explanation"]["top_channels"][0]["channel"] == "hr"
+    assert start["explanation"]["text"].startswith("hr ") and "above limit 120 bpm" in start["explanation"]["text"]
+    assert "peak" in end["explanation"]["text"]
     # Onset to end spans the injected episode (60 simulated s) within the ramps and confirmation times.
     onset = _unix(start["onset_time"])
     assert _unix(start["detection_time"]) - onset >= 10 - 1e-3  # minimum duration before confirming
