@@ -24,8 +24,6 @@ from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, Wind
 from agent.errors import ConfigError
 from agent.inference.backend import BackendName, LoadedModel, Precision, load_model
 
-_MIN_SCALE_FRACTION = 0.05  # an adapted scale never drops below this share of the card's (flat channels)
-
 
 class AutoencoderDetector(StreamingDetector):
     type_name = "autoencoder"
@@ -41,6 +39,7 @@ class AutoencoderDetector(StreamingDetector):
         threshold_quantile: float = 0.99,
         threshold_margin: float = 1.0,
         smooth_rows: int = 1,
+        min_scale_fraction: float = 0.1,
     ) -> None:
         card = model.card
         super().__init__(id, card.channels, card.window, hop or card.hop, threshold or card.threshold)
@@ -51,6 +50,9 @@ class AutoencoderDetector(StreamingDetector):
         self.quantile = threshold_quantile
         self.margin = threshold_margin
         self.smooth_rows = max(1, smooth_rows)
+        # An adapted scale never drops below this share of the card's: a channel that happened to be flat
+        # during adaptation (quantised accelerometer RMS) must not turn its noise into huge z-values.
+        self.min_scale_fraction = min_scale_fraction
         self.reset_streams()
 
     @classmethod
@@ -79,6 +81,7 @@ class AutoencoderDetector(StreamingDetector):
             threshold_quantile=float(params.get("threshold_quantile", 0.99)),
             threshold_margin=float(params.get("threshold_margin", 1.0)),
             smooth_rows=int(params.get("smooth_rows", 1)),
+            min_scale_fraction=float(params.get("min_scale_fraction", 0.1)),
         )
 
     # -- per-stream state --------------------------------------------------------------------------------
@@ -129,14 +132,14 @@ class AutoencoderDetector(StreamingDetector):
 
     def _adapt(self, block: WindowBlock) -> None:
         """Collect the newest rows of streams still adapting; finish the ones that have enough."""
-        slots = block.slots
-        new = block.values[:, -block.hop :, :]
         finished = []
-        for i, slot in enumerate(slots):
+        for i, slot in enumerate(block.slots):
             have = int(self._seen[slot])
             if have >= self.adapt_rows:
                 continue
-            take = new[i][: self.adapt_rows - have]
+            # A stream's first window brings all its rows; later ones only the `hop` newest.
+            new = block.values[i] if have == 0 else block.values[i, -block.hop :]
+            take = new[: self.adapt_rows - have]
             take = take[~np.isnan(take).any(axis=1)]
             self._rows[slot, have : have + len(take)] = take
             self._seen[slot] = have + len(take)
@@ -144,7 +147,7 @@ class AutoencoderDetector(StreamingDetector):
                 finished.append(int(slot))
         for slot in finished:
             rows = self._rows[slot]
-            floor = _MIN_SCALE_FRACTION * np.asarray(self.model.card.scale)
+            floor = self.min_scale_fraction * np.asarray(self.model.card.scale)
             self._mean[slot] = rows.mean(axis=0)
             self._scale[slot] = np.maximum(rows.std(axis=0), floor)
             windows = sliding_window_view(rows, self.window, axis=0).transpose(0, 2, 1)

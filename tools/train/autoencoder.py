@@ -5,10 +5,9 @@
 Steps: windows from normal data -> PyTorch (CPU) dense or 1-D conv autoencoder -> ONNX fp32 (opset 17,
 dynamic batch) -> ONNX int8 -> TFLite fp32 and int8 written from the same weights (dense only, see
 tflite_writer) -> threshold from held-out normal windows -> card.json with sha256 of every artifact.
-The int8 choice is measured, not assumed: `compare_quantizations` reports fp32-vs-int8 score correlation
-and alarm-flag agreement for dynamic and static (QDQ, calibrated on normal data) quantization on test
-windows that include anomalies, and the dynamic model is shipped because static calibration on normal
-data clips the activations of anomalous windows (their scores saturate; see docs/models.md).
+The int8 choice is measured, not assumed: `quantize.compare` reports fp32-vs-int8 score correlation and
+alarm-flag agreement of each int8 variant on test windows that include anomalies, at batch 1 and in mixed
+batches of 64, and the variant with the best worst-case flag agreement is shipped (see docs/models.md).
 SKAB- and MIT-BIH-specific data preparation lives in tools/train/skab.py and tools/train/ecg.py.
 """
 
@@ -20,7 +19,6 @@ import hashlib
 import importlib.metadata
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 from torch import nn
 
+from tools.train import quantize
 from tools.train.tflite_writer import DenseLayer, build_dense_autoencoder
 
 F32 = NDArray[np.float32]
@@ -153,74 +152,6 @@ def export_onnx(model: nn.Module, path: Path, window: int, channels: int) -> Non
     )
 
 
-def quantize_onnx(fp32: Path, out: Path, mode: str, calibration: F32 | None = None) -> None:
-    """mode "dynamic": int8 weights, activations quantized per call; "static": QDQ calibrated (MinMax)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre))
-        if mode == "dynamic":
-            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True)
-            return
-        assert calibration is not None
-
-        class Reader(CalibrationDataReader):  # type: ignore[misc]
-            def __init__(self, data: F32) -> None:
-                self.it = iter(np.array_split(data, max(1, len(data) // 256)))
-
-            def get_next(self) -> dict[str, F32] | None:
-                nxt = next(self.it, None)
-                return None if nxt is None else {"windows": nxt}
-
-        quantize_static(
-            str(pre),
-            str(out),
-            Reader(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-        )
-
-
-def onnx_scores(path: Path, x: F32) -> NDArray[np.float64]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    recon = np.concatenate(
-        [sess.run(None, {"windows": c})[0] for c in np.array_split(x, max(1, len(x) // 4096))]
-    )
-    return np.asarray(((recon.astype(np.float64) - x) ** 2).mean(axis=(1, 2)))
-
-
-def agreement(ref: NDArray[np.float64], other: NDArray[np.float64], threshold: float) -> dict[str, float]:
-    """How faithful quantized scores are: Pearson/Spearman correlation, flag agreement, relative error."""
-
-    def ranks(a: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.argsort(np.argsort(a)).astype(np.float64)
-
-    flags_ref, flags = ref > threshold, other > threshold
-    return {
-        "pearson": float(np.corrcoef(ref, other)[0, 1]),
-        "spearman": float(np.corrcoef(ranks(ref), ranks(other))[0, 1]),
-        "flag_agreement": float(np.mean(flags_ref == flags)),
-        "flags_fp32": int(flags_ref.sum()),
-        "flags_int8": int(flags.sum()),
-        "median_rel_error": float(np.median(np.abs(other - ref) / np.maximum(ref, 1e-12))),
-        "score_p999_ratio": float(np.quantile(other, 0.999) / np.quantile(ref, 0.999)),
-    }
-
-
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -280,10 +211,14 @@ def build_artifacts(
     stem = spec.name
     files = {"onnx_fp32": f"{stem}.fp32.onnx", "onnx_int8": f"{stem}.int8.onnx"}
     export_onnx(model, out / files["onnx_fp32"], spec.window, len(spec.channels))
-    val_scores = onnx_scores(out / files["onnx_fp32"], val_x)
+    val_scores = quantize.onnx_scores(out / files["onnx_fp32"], val_x)
     threshold = float(np.quantile(val_scores, spec.threshold_quantile))
-    quant = compare_quantizations(out / files["onnx_fp32"], train_x, test_x, threshold)
-    quantize_onnx(out / files["onnx_fp32"], out / files["onnx_int8"], "dynamic")
+    quant = quantize.compare(out / files["onnx_fp32"], train_x, test_x, threshold)
+    chosen = quantize.choose(quant)
+    print(f"shipping int8 variant '{chosen}' (best worst-case flag agreement with fp32)")
+    quantize.quantize(
+        out / files["onnx_fp32"], out / files["onnx_int8"], chosen, quantize.calibration_sample(train_x)
+    )
     if isinstance(model, DenseAE):
         for key, int8 in (("tflite_fp32", False), ("tflite_int8", True)):
             files[key] = f"{stem}.{key.split('_')[1]}.tflite"
@@ -316,7 +251,7 @@ def build_artifacts(
             "final_val_loss": history[-1]["val_loss"],
         },
         "quantization": {
-            "shipped": "dynamic (int8 weights per channel, activations quantized per call)",
+            "shipped": chosen,
             "comparison_on_test_windows": quant,
         },
         "metrics": extra_metrics or {},
@@ -332,21 +267,6 @@ def build_artifacts(
 
 def write_card(out: Path, card: dict[str, Any]) -> None:
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-
-
-def compare_quantizations(fp32: Path, calib_x: F32, test_x: F32, threshold: float) -> dict[str, Any]:
-    """fp32 vs dynamic int8 vs static QDQ int8 (MinMax on normal data) scores on the test windows."""
-    ref = onnx_scores(fp32, test_x)
-    result: dict[str, Any] = {"test_windows": len(test_x), "threshold": threshold}
-    rng = np.random.default_rng(0)
-    calib = calib_x[rng.choice(len(calib_x), min(len(calib_x), 2048), replace=False)]
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("dynamic", "static"):
-            path = Path(tmp) / f"{mode}.onnx"
-            quantize_onnx(fp32, path, mode, calib)
-            result[mode] = agreement(ref, onnx_scores(path, test_x), threshold)
-            print(f"int8 {mode:7s}: " + ", ".join(f"{k} {v:.4g}" for k, v in result[mode].items()))
-    return result
 
 
 def digest_arrays(*arrays: NDArray[Any]) -> str:
