@@ -111,10 +111,10 @@ class EquipmentGenerator:
     def _load(self, t: FloatArray) -> FloatArray:
         """Load in [0, 1]: a level per cycle, ramped from the previous cycle's level."""
         cycle = np.floor(t / self.params.cycle_s).astype(np.int64)
-        numbers = np.unique(np.concatenate((cycle, cycle - 1)))
-        levels = {int(c): self._cycle_level(int(c)) for c in numbers}
-        current = np.array([levels[int(c)] for c in cycle])
-        previous = np.array([levels[int(c) - 1] for c in cycle])
+        numbers = np.unique(np.concatenate((cycle, cycle - 1)))  # two or three cycles per chunk
+        levels = np.array([self._cycle_level(int(c)) for c in numbers])
+        current = levels[np.searchsorted(numbers, cycle)]
+        previous = levels[np.searchsorted(numbers, cycle - 1)]
         ramp = np.clip((t - cycle * self.params.cycle_s) / LOAD_RAMP_S, 0.0, 1.0)
         load: FloatArray = previous + (current - previous) * ramp
         return load
