@@ -236,3 +236,20 @@ def pick_rows(matrix: FloatArray, column: IntArray) -> FloatArray:
     """matrix[i, column[i]] for every row i."""
     picked: FloatArray = np.take_along_axis(matrix, column[:, None], axis=1)[:, 0]
     return picked
+
+
+def max_over_channels(per_channel: FloatArray) -> tuple[FloatArray, IntArray]:
+    """(score, top channel) per row: the largest non-NaN entry; NaN score where the row has none."""
+    filled = np.where(np.isnan(per_channel), -np.inf, per_channel)
+    top = np.argmax(filled, axis=1)
+    best = pick_rows(filled, top)
+    return np.where(np.isneginf(best) & np.isnan(per_channel).all(axis=1), np.nan, best), top
+
+
+def newest_valid(samples: FloatArray) -> FloatArray:
+    """The last non-NaN value along axis 1 of (S, N) or (S, N, C) samples, NaN where there is none."""
+    valid = ~np.isnan(samples)
+    last = samples.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
+    picked = np.take_along_axis(samples, np.expand_dims(last, 1), axis=1)[:, 0]
+    out: FloatArray = np.where(valid.any(axis=1), picked, np.nan)
+    return out

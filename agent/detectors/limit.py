@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock, newest_valid
 from agent.detectors.params import ParamReader
 
 
@@ -58,7 +58,7 @@ class LimitDetector(StreamingDetector):
         valid = ~np.isnan(over)
         any_valid = valid.any(axis=1)
         scores = np.where(any_valid, np.max(np.where(valid, over, -np.inf), axis=1), np.nan)
-        newest = _newest_valid(new, valid)
+        newest = newest_valid(new)
         upper = (newest - self.above) >= (self.below - newest)
         limits = np.where(np.isnan(newest), np.nan, np.where(upper, self.above, self.below))
         limits = np.where(np.isfinite(limits), limits, np.nan)
@@ -74,10 +74,3 @@ class LimitDetector(StreamingDetector):
 
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """Clinical limits are settings, not learned: nothing to calibrate (see docs/detectors.md)."""
-
-
-def _newest_valid(samples: FloatArray, valid: np.ndarray) -> FloatArray:
-    """The last non-NaN sample of each row, NaN when the row has none."""
-    last = samples.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
-    picked = samples[np.arange(samples.shape[0]), last]
-    return np.where(valid.any(axis=1), picked, np.nan)

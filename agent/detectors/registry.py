@@ -10,7 +10,12 @@ from types import MappingProxyType
 
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import StreamingDetector
+from agent.detectors.cusum import CusumDetector
+from agent.detectors.dropout import DropoutDetector
+from agent.detectors.ewma import EwmaDetector
+from agent.detectors.flatline import FlatlineDetector
 from agent.detectors.limit import LimitDetector
+from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
 from agent.errors import ConfigError
 
@@ -20,6 +25,11 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
     {
         "limit": LimitDetector.from_config,
         "robust_z": RobustZDetector.from_config,
+        "ewma": EwmaDetector.from_config,
+        "cusum": CusumDetector.from_config,
+        "rate_of_change": RateOfChangeDetector.from_config,
+        "flatline": FlatlineDetector.from_config,
+        "dropout": DropoutDetector.from_config,
     }
 )
 

@@ -45,3 +45,13 @@ def robust_baseline(history: FloatArray, min_valid: float, min_scale: float) -> 
     scale = np.maximum(np.nan_to_num(mad * MAD_TO_SIGMA, nan=0.0), floor)
     enough = count >= max(1.0, min_valid * history.shape[1])
     return RobustBaseline(np.where(enough, median, np.nan), scale, enough)
+
+
+def standardized_hop(
+    values: FloatArray, hop: int, min_valid: float, min_scale: float
+) -> tuple[FloatArray, RobustBaseline]:
+    """Residuals (S, hop, C) of the newest `hop` samples in robust-z units, and the baseline of the rest."""
+    hop = min(hop, values.shape[1] - 1)
+    base = robust_baseline(values[:, :-hop, :], min_valid, min_scale)
+    residuals = (values[:, -hop:, :] - base.median[:, None, :]) / base.scale[:, None, :]
+    return residuals, base

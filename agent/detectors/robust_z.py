@@ -12,7 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock, pick_rows, shares
+from agent.detectors.base import (
+    ScoreBlock,
+    StreamingDetector,
+    WindowBlock,
+    max_over_channels,
+    pick_rows,
+    shares,
+)
 from agent.detectors.params import ParamReader
 from agent.detectors.robust import robust_baseline
 
@@ -62,9 +69,8 @@ class RobustZDetector(StreamingDetector):
         absz = np.abs(z)
         valid = ~np.isnan(absz)
         per_channel = np.where(valid.any(axis=1), np.max(np.where(valid, absz, -np.inf), axis=1), np.nan)
-        has = ~np.isnan(per_channel).all(axis=1)
-        top = np.argmax(np.where(np.isnan(per_channel), -np.inf, per_channel), axis=1)
-        scores = np.where(has, pick_rows(np.nan_to_num(per_channel, nan=-np.inf), top), np.nan)
+        scores, top = max_over_channels(per_channel)
+        has = ~np.isnan(scores)
         # The value shown is the new sample of the top channel that scored highest, against the z limit.
         at = np.argmax(np.where(valid, absz, -np.inf)[np.arange(n), :, top], axis=1)
         observed = np.where(has, new[np.arange(n), at, top], np.nan)

@@ -1,0 +1,157 @@
+"""The contract every registered detector type keeps, checked by one parametrised suite.
+
+Causality, vectorisation over streams, calibration to a target false-alarm rate on fresh normal data,
+state round trip, and NaN handling. Each case builds the detector through `build_detector` at 2 Hz with a
+2-sample hop so the hop loops are exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+from detector_drive import ar1, normal_block, run, scores_of
+
+from agent.config.schema import DetectorConfig
+from agent.detectors import TYPES, ScoreBlock, StreamingDetector, build_detector
+
+RATE = 2.0
+HOP_S = 1.0
+CHANNELS = ("x", "y")
+
+# type -> (channels, params, calibration is two-sided)
+# Two-sided: calibration sets the threshold to the quantile, so the fresh-data rate must be near the target.
+# One-sided: limits are clinical and flatline/dropout only ever desensitise, so the rate must not exceed it.
+CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], bool]] = {
+    "limit": (("x",), {"above": 73.0, "below": 67.0}, False),
+    "robust_z": (CHANNELS, {"window_s": 15.0}, True),
+    "ewma": (CHANNELS, {"window_s": 15.0, "alpha": 0.3}, True),
+    "cusum": (CHANNELS, {"window_s": 15.0}, True),
+    "rate_of_change": (CHANNELS, {"max_rate": {"x": 1.0, "y": 2.0}}, True),
+    "flatline": (CHANNELS, {"window_s": 10.0, "epsilon": 0.05}, False),
+    "dropout": (CHANNELS, {"window_s": 10.0, "max_missing": 0.3}, False),
+}
+TOLERANCE = 0.5  # calibrated false-alarm rate on fresh data within +-50% of the target (documented)
+
+
+def test_every_registered_type_is_covered() -> None:
+    assert set(CASES) == set(TYPES)
+
+
+def build(type_: str) -> StreamingDetector:
+    channels, params, _ = CASES[type_]
+    return build_detector(
+        DetectorConfig(f"{type_}_c", type_, "s", channels, params={**params, "hop_s": HOP_S}), RATE
+    )
+
+
+def series(type_: str, seed: int, streams: int = 3, length: int = 240) -> np.ndarray:
+    """AR(1) normal data with anomalies every detector reacts to: a jump, a stuck stretch, a gap."""
+    channels = CASES[type_][0]
+    rng = np.random.default_rng(seed)
+    values = ar1(rng, (streams, length, len(channels)))
+    values[0, 60:90] += 8.0
+    values[1, 100:140] = values[1, 100]
+    values[2, 150:190] = np.nan
+    values[rng.random(values.shape) < 0.05] = np.nan
+    return values
+
+
+def assert_blocks_equal(a: list[ScoreBlock], b: list[ScoreBlock]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        for field in ("scores", "thresholds", "contributions", "observed", "limits", "baseline"):
+            np.testing.assert_allclose(
+                getattr(x, field), getattr(y, field), rtol=1e-12, atol=1e-12, equal_nan=True
+            )
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_causal_future_data_never_changes_past_scores(type_: str) -> None:
+    values = series(type_, seed=1)
+    cut = 120  # samples 0..cut-1 are the past
+    changed = values.copy()
+    rng = np.random.default_rng(99)
+    changed[:, cut:] = rng.normal(500.0, 50.0, changed[:, cut:].shape)
+    changed[:, cut + 5 : cut + 30] = np.nan
+    full = run(build(type_), values, rate=RATE)
+    altered = run(build(type_), changed, rate=RATE)
+    prefix = run(build(type_), values[:, :cut], rate=RATE)
+    d = build(type_)
+    past = cut // d.hop  # hops whose newest sample is before `cut`
+    assert_blocks_equal(full[:past], altered[:past])
+    assert_blocks_equal(full[:past], prefix)
+    assert not np.allclose(scores_of(full[past:]), scores_of(altered[past:]), equal_nan=True)
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_vectorised_over_streams_equals_one_stream_at_a_time(type_: str) -> None:
+    values = series(type_, seed=2, streams=5)
+    slots = np.array([7, 0, 3, 12, 1])  # any stable slot numbers
+    together = run(build(type_), values, slots=slots, rate=RATE)
+    for i in range(values.shape[0]):
+        alone = run(build(type_), values[i : i + 1], slots=np.array([0]), rate=RATE)
+        assert_blocks_equal([b.rows(np.array([i])) for b in together], alone)
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_calibration_reaches_the_target_false_alarm_rate_on_fresh_normal_data(type_: str) -> None:
+    channels, _, two_sided = CASES[type_]
+    target_per_hour = 36.0  # one exceedance per 100 hops of 1 s
+    train = ar1(np.random.default_rng(10), (40, 1600, len(channels)))
+    fresh = ar1(np.random.default_rng(11), (40, 1600, len(channels)))
+    train[:, ::97] = np.nan  # a normal link drops a few samples
+    fresh[:, ::89] = np.nan
+    detector = build(type_)
+    detector.calibrate(normal_block(train), target_per_hour, HOP_S)
+    blocks = run(detector, fresh, rate=RATE)[detector.window // detector.hop :]  # skip the warm-up
+    exceed = np.array([b.exceeded for b in blocks])
+    hours = exceed.size * HOP_S / 3600.0
+    rate = exceed.sum() / hours
+    assert rate <= target_per_hour * (1 + TOLERANCE)
+    if two_sided:
+        assert rate >= target_per_hour * (1 - TOLERANCE)
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_state_round_trip_gives_identical_scores(type_: str) -> None:
+    values = series(type_, seed=3)
+    original = build(type_)
+    original.calibrate(
+        normal_block(ar1(np.random.default_rng(4), (5, 400, len(CASES[type_][0])))), 100.0, HOP_S
+    )
+    half = 100
+    run(original, values[:, :half], rate=RATE)
+    saved = json.loads(json.dumps(original.state(), allow_nan=False))
+    restored = build(type_)
+    restored.load_state(saved)
+    assert restored.threshold == original.threshold
+    # continue both from the same point: windows that straddle the restart see the same samples
+    tail = values[:, half - original.window :]
+    first = run(original, tail, rate=RATE)[original.window // original.hop :]
+    second = run(restored, tail, rate=RATE)[original.window // original.hop :]
+    assert_blocks_equal(first, second)
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_nan_everywhere_never_raises_or_warns(type_: str) -> None:
+    channels = CASES[type_][0]
+    rng = np.random.default_rng(5)
+    values = ar1(rng, (6, 120, len(channels)))
+    values[0] = np.nan  # a stream that never delivered
+    values[1, :, 0] = np.nan  # one dead channel
+    values[2, rng.random(120) < 0.9] = np.nan  # mostly missing
+    values[3, 50:] = np.nan  # went silent
+    values[4, ::2] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blocks = run(build(type_), values, rate=RATE)
+    for b in blocks:
+        assert b.scores.shape == b.thresholds.shape == b.observed.shape == b.limits.shape == (6,)
+        assert b.contributions.shape == b.baseline.shape == (6, len(channels))
+        assert not np.isinf(b.scores).any()
+        assert (b.contributions >= 0).all() and np.isfinite(b.contributions).all()
+        assert not b.exceeded[np.isnan(b.scores)].any()
