@@ -22,7 +22,8 @@ EXIT_CONFIG = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="default INFO; WARNING for the demo, whose receiver already shows every alarm")
     parser.add_argument("--log-json", action="store_true", help="structured JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -40,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from agent.logs import configure_logging
 
-    configure_logging(args.log_level, json_lines=args.log_json)
+    default_level = "WARNING" if args.command == "demo" else "INFO"
+    configure_logging(args.log_level or default_level, json_lines=args.log_json)
     try:
         if args.command == "check-config":
             return _check(args.config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -21,13 +22,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 PHASE_MARK = {"start": "▲ START", "update": "◆ UPDATE", "end": "▼ END"}
 
 
-def format_alarm(p: dict[str, Any]) -> str:
-    when = _clock(p["end_time"] if p["phase"] == "end" else p["detection_time"])
+def format_alarm(p: dict[str, Any], received: float | None = None) -> str:
+    """One line; the left column is when it arrived, the event's own time is added when it differs
+    (events delivered late after an outage, or a simulation running faster than real time)."""
+    event_time = p["end_time"] if p["phase"] == "end" else p["detection_time"]
+    when = _clock(event_time) if received is None else time.strftime("%H:%M:%S", time.localtime(received))
+    if received is not None and abs(_unix(event_time) - received) > 5:
+        when += f" [event {_clock(event_time)}]"
     unit = f" {p['unit']}" if p.get("unit") else ""
     value, limit = p.get("value"), p.get("threshold")
     measure = f"{_num(value)}{unit} vs {_num(limit)}{unit}" if value is not None else "n/a"
     why = p["explanation"].get("text") or p["explanation"].get("detector", "")
-    return (f"{when}  {PHASE_MARK.get(p['phase'], p['phase']):9} {p['priority'].upper():6} {p['kind'][:4]:4}  "
+    return (f"{when:8}  {PHASE_MARK.get(p['phase'], p['phase']):9} {p['priority'].upper():6} {p['kind'][:4]:4}  "
             f"{p['condition']:18} {p['device']}/{p['stream']:8} {measure:24} {why}")
 
 
@@ -93,7 +99,7 @@ class Receiver:
                     return  # QoS 1 redelivery
                 self._seen.add(key)
                 self.alarms.append(payload)
-                line = format_alarm(payload)
+                line = format_alarm(payload, received=time.time())
             elif leaf == "heartbeat":
                 self.heartbeats.append(payload)
                 line = format_heartbeat(payload)
@@ -101,6 +107,10 @@ class Receiver:
                 payload.setdefault("gateway", message.topic.split("/")[-2])
                 line = format_status(payload)
         self.show(line)
+
+
+def _unix(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _clock(iso: str) -> str:
