@@ -168,3 +168,19 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     code = main(["check-config", str(tmp_path / "nope.toml")])
     assert code == 2
     assert "cannot read config file" in capsys.readouterr().err
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_pump_room_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLES / "pump-room.toml")]) == 0
+
+
+def test_ward_example_is_valid_once_its_secret_files_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (EXAMPLES / "ward-wearables.toml").read_text()
+    for name in ("ca.pem", "gw-ward3-01.crt", "gw-ward3-01.key", "mqtt.password"):
+        (tmp_path / name).write_text("x")
+        text = text.replace(f"/etc/edge-agent/{name}", str(tmp_path / name))
+    text = text.replace("/var/lib/edge-agent", str(tmp_path / "state"))
+    assert main(["check-config", str(write(tmp_path, text))]) == 0, capsys.readouterr().err
