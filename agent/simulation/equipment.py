@@ -167,7 +167,7 @@ class EquipmentGenerator:
                 self.start_time + float(t[i]),
                 float(t[i]),
                 0.0,
-                Quality(quality[i]),
+                Quality(int(quality[i])),
             )
             for i in np.flatnonzero(keep)
         ]

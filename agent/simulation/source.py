@@ -59,8 +59,15 @@ def simulate(
     end = start_time + duration_s
     readings: list[Reading] = []
     for index in range(math.ceil(duration_s / generator.chunk_s)):
-        readings.extend(r for r in generator.chunk(index) if r.wall_time < end)
-    truth = [replace(g, end=min(g.end, end)) for g in generator.ground_truth if g.start < end]
+        readings.extend(r for r in generator.chunk(index) if r.monotonic < duration_s)  # simulated s
+    assert device.simulator is not None  # validated by make_generator
+    # decide in simulated seconds: start_time + start_s can round onto the end of the span
+    episodes = device.simulator.episodes
+    truth = [
+        replace(g, end=min(g.end, end))
+        for g, e in zip(generator.ground_truth, episodes, strict=True)
+        if e.start_s < duration_s
+    ]
     return readings, truth
 
 

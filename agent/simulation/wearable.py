@@ -174,7 +174,7 @@ class WearableGenerator:
                 self.start_time + float(t[i]),
                 float(t[i]),
                 0.0,
-                Quality(quality[i]),
+                Quality(int(quality[i])),
             )
             for i in np.flatnonzero(keep)
         ]
@@ -198,7 +198,7 @@ class WearableGenerator:
                 self.start_time + float(t[i]),
                 float(t[i]),
                 0.0,
-                Quality(quality[i]),
+                Quality(int(quality[i])),
             )
             for i in np.flatnonzero(keep)
         ]
@@ -236,7 +236,7 @@ class WearableGenerator:
                 self.start_time + float(starts[i]),
                 float(starts[i]),
                 ecg.ECG_PERIOD_S,
-                Quality(quality[i]),
+                Quality(int(quality[i])),
             )
             for i in np.flatnonzero(keep)
         ]
