@@ -14,16 +14,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.errors import AgentError, ConfigError, ConfigErrors
+from agent.errors import AgentError, ConfigError, InvalidConfigError
 
 EXIT_CONFIG = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="edge-agent", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
-    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="default INFO; WARNING for the demo, whose receiver already shows every alarm")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO; WARNING for the demo, whose receiver already shows every alarm",
+    )
     parser.add_argument("--log-json", action="store_true", help="structured JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -33,9 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="check a configuration file and exit (0 ok, 2 bad)")
     check.add_argument("config", type=Path)
 
-    demo = sub.add_parser("demo", help="the whole job on this machine: broker, simulated devices, agent, receiver")
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
-    demo.add_argument("--config", type=Path, default=None, help="a config to demo instead of the embedded default")
+    demo = sub.add_parser(
+        "demo", help="the whole job on this machine: broker, simulated devices, agent, receiver"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
+    demo.add_argument(
+        "--config", type=Path, default=None, help="a config to demo instead of the embedded default"
+    )
     demo.add_argument("--speed", type=float, default=None, help="simulated seconds per real second")
 
     args = parser.parse_args(argv)
@@ -49,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args.config)
         return _demo(args.duration, args.config, args.speed)
-    except ConfigErrors as exc:
+    except InvalidConfigError as exc:
         return _config_failure(exc.source, exc.errors)
     except ConfigError as exc:
         return _config_failure(str(getattr(args, "config", "") or "config"), [exc])
@@ -73,8 +85,10 @@ def _check(path: Path) -> int:
     config = load_config(path)
     preflight(config)
     devices = ", ".join(f"{d.id} ({d.kind}, {d.transport})" for d in config.devices)
-    print(f"{path}: ok — gateway {config.gateway.id}, {len(config.devices)} device(s): {devices}; "
-          f"{len(config.detectors)} detector(s), {len(config.alarms)} alarm rule(s)")
+    print(
+        f"{path}: ok — gateway {config.gateway.id}, {len(config.devices)} device(s): {devices}; "
+        f"{len(config.detectors)} detector(s), {len(config.alarms)} alarm rule(s)"
+    )
     return 0
 
 

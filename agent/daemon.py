@@ -11,16 +11,14 @@ state saved, and a clean "offline" status is published.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 from agent.alarms import StreamRef
 from agent.config.schema import AgentConfig
-from agent.errors import ConfigError, ConfigErrors
+from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
 from agent.health import Health, board_temperature_c, rss_bytes
 from agent.outbox import Outbox
@@ -53,10 +51,10 @@ def preflight(config: AgentConfig) -> None:
             problems.append(exc)
     try:
         build_detectors(config)
-    except ConfigErrors as exc:
+    except InvalidConfigError as exc:
         problems += exc.errors
     if problems:
-        raise ConfigErrors(str(config.source_path or "<config>"), problems)
+        raise InvalidConfigError(str(config.source_path or "<config>"), problems)
 
 
 class Agent:
@@ -85,8 +83,14 @@ class Agent:
         outbox = Outbox(cfg.outbox)
         uplink = MqttUplink(cfg.mqtt, topics, outbox, session)
         run = _Run(cfg, topics, pipeline, health, outbox, uplink, session, pseudonym)
-        log.info("session %d: %d device(s), %d detector(s), uplink %s:%d", session, len(cfg.devices),
-                 len(pipeline.detectors), cfg.mqtt.host, cfg.mqtt.port)
+        log.info(
+            "session %d: %d device(s), %d detector(s), uplink %s:%d",
+            session,
+            len(cfg.devices),
+            len(pipeline.detectors),
+            cfg.mqtt.host,
+            cfg.mqtt.port,
+        )
         try:
             await run.serve(self.stopping, self._sim_start_time)
         finally:
@@ -97,8 +101,17 @@ class Agent:
 class _Run:
     """One session of the agent: the tasks and the state they share."""
 
-    def __init__(self, cfg: AgentConfig, topics: Topics, pipeline: Pipeline, health: Health, outbox: Outbox,
-                 uplink: MqttUplink, session: int, pseudonym: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        topics: Topics,
+        pipeline: Pipeline,
+        health: Health,
+        outbox: Outbox,
+        uplink: MqttUplink,
+        session: int,
+        pseudonym: Pseudonymizer,
+    ) -> None:
         self.cfg = cfg
         self.topics = topics
         self.pipeline = pipeline
@@ -115,8 +128,10 @@ class _Run:
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
 
     async def serve(self, stopping: asyncio.Event, sim_start_time: float | None) -> None:
-        sources = [asyncio.create_task(self._pump(d, sim_start_time), name=f"source {i}")
-                   for i, d in enumerate(self.cfg.devices)]
+        sources = [
+            asyncio.create_task(self._pump(d, sim_start_time), name=f"source {i}")
+            for i, d in enumerate(self.cfg.devices)
+        ]
         workers = [
             asyncio.create_task(self._process(), name="pipeline"),
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
@@ -159,8 +174,12 @@ class _Run:
                 raise
             except Exception as exc:  # a source must never take the agent down
                 self.health.set_counters(device.id, connected=False)
-                log.warning("source %s failed (%s); retrying in %.0f s",
-                            self.device_refs[self.cfg.devices.index(device)].device, type(exc).__name__, delay)
+                log.warning(
+                    "source %s failed (%s); retrying in %.0f s",
+                    self.device_refs[self.cfg.devices.index(device)].device_pseudonym,
+                    type(exc).__name__,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
@@ -187,8 +206,14 @@ class _Run:
             return
         for event in events:
             self.outbox.put_alarm(event, self.topics.alarm)
-            log.info("alarm %s %s %s on %s/%s", event.phase.value, event.priority.value, event.condition,
-                     event.device, event.stream)
+            log.info(
+                "alarm %s %s %s on %s/%s",
+                event.phase.value,
+                event.priority.value,
+                event.condition,
+                event.device,
+                event.stream,
+            )
         self.uplink.notify()
 
     async def _heartbeats(self) -> None:
@@ -222,10 +247,15 @@ class _Run:
             now, mono = time.time(), time.monotonic()
             devices = self.cfg.devices
             events = self.device_lost.check(
-                self.device_refs, [self.health.silence_s(d.id, mono) for d in devices],
-                [d.lost_after_s for d in devices], now)
+                self.device_refs,
+                [self.health.silence_s(d.id, mono) for d in devices],
+                [d.lost_after_s for d in devices],
+                now,
+            )
             events += self.outbox_filling.check(
-                [self.gateway_ref], [self.outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now)
+                [self.gateway_ref], [self.outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now
+            )
             events += self.publish_refused.check(
-                [self.gateway_ref], [float(self.outbox.refused_count())], [0.5], now)
+                [self.gateway_ref], [float(self.outbox.refused_count())], [0.5], now
+            )
             self.publish(events)

@@ -35,7 +35,9 @@ def demo_config(workdir: Path, port: int, speed: float | None, config_path: Path
     devices = config.devices
     if speed is not None:
         devices = tuple(
-            dataclasses.replace(d, simulator=dataclasses.replace(d.simulator, speed=speed)) if d.simulator else d
+            dataclasses.replace(d, simulator=dataclasses.replace(d.simulator, speed=speed))
+            if d.simulator
+            else d
             for d in devices
         )
     return dataclasses.replace(
@@ -52,9 +54,11 @@ def run_demo(*, duration: float | None, config_path: Path | None, speed: float |
         workdir = Path(tmp)
         config = demo_config(workdir, broker.port, speed, config_path)
         preflight(config)
-        print(f"edge-agent demo: broker {broker.backend} on {broker.url}; gateway {config.gateway.id} with "
-              f"{len(config.devices)} simulated device(s); "
-              f"{'Ctrl-C to stop' if duration is None else f'stopping after {duration:g} s'}")
+        print(
+            f"edge-agent demo: broker {broker.backend} on {broker.url}; gateway {config.gateway.id} with "
+            f"{len(config.devices)} simulated device(s); "
+            f"{'Ctrl-C to stop' if duration is None else f'stopping after {duration:g} s'}"
+        )
         print("device ids and patient ids never leave the gateway: the receiver sees pseudonyms (d-…)\n")
         receiver = Receiver("127.0.0.1", broker.port, config.mqtt.topic_prefix, show=_print).start()
         receiver.subscribed.wait(5)
@@ -63,7 +67,8 @@ def run_demo(*, duration: float | None, config_path: Path | None, speed: float |
         finally:
             time.sleep(0.5)  # let the receiver print the offline status
             receiver.stop()
-        print(f"\ndemo ended: {len(receiver.alarms)} alarm event(s), {len(receiver.heartbeats)} heartbeat(s) received")
+        alarms, beats = len(receiver.alarms), len(receiver.heartbeats)
+        print(f"\ndemo ended: {alarms} alarm event(s), {beats} heartbeat(s) received")
     return 0
 
 

@@ -16,7 +16,7 @@ class ConfigError(AgentError):
         self.problem = problem
 
 
-class ConfigErrors(AgentError):
+class InvalidConfigError(AgentError):
     """Every problem found in one configuration file, reported together (one line each)."""
 
     def __init__(self, source: str, errors: list[ConfigError]) -> None:

@@ -51,8 +51,14 @@ class Health:
         if reading.quality & Quality.GAP:
             stats.gaps += 1
 
-    def set_counters(self, device_id: str, *, bad_frames: int | None = None, gaps: int | None = None,
-                     connected: bool | None = None) -> None:
+    def set_counters(
+        self,
+        device_id: str,
+        *,
+        bad_frames: int | None = None,
+        gaps: int | None = None,
+        connected: bool | None = None,
+    ) -> None:
         """Counters kept by a source's decoder or driver, copied in as they change."""
         stats = self.devices[device_id]
         if bad_frames is not None:
@@ -78,14 +84,16 @@ class Health:
         self._last_beat = now
         report = []
         for stats in self.devices.values():
-            report.append(DeviceHealth(
-                device=stats.pseudonym,
-                last_seen=stats.last_seen_wall,
-                rate_hz=stats.readings_since_beat / interval,
-                gaps=stats.gaps,
-                bad_frames=stats.bad_frames,
-                connected=stats.connected,
-            ))
+            report.append(
+                DeviceHealth(
+                    device=stats.pseudonym,
+                    last_seen=stats.last_seen_wall,
+                    rate_hz=stats.readings_since_beat / interval,
+                    gaps=stats.gaps,
+                    bad_frames=stats.bad_frames,
+                    connected=stats.connected,
+                )
+            )
             stats.readings_since_beat = 0
         return tuple(report)
 
@@ -106,8 +114,7 @@ def _cpu_seconds() -> tuple[float, float]:
 def rss_bytes() -> int | None:
     """Current resident set size from /proc (peak RSS from getrusage as a fallback)."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

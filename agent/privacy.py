@@ -24,13 +24,7 @@ def load_or_create_key(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError("privacy.key_file", f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-        key = path.read_bytes()
-        if len(key) < 16:
-            raise ConfigError("privacy.key_file", f"{path} holds {len(key)} bytes; a key needs at least 16")
-        return key
+        return _read_key(path)
     except OSError as exc:
         raise ConfigError("privacy.key_file", f"cannot create {path}: {exc.strerror}") from None
     key = secrets.token_bytes(KEY_BYTES)
@@ -38,6 +32,16 @@ def load_or_create_key(path: Path) -> bytes:
         f.write(key)
         f.flush()
         os.fsync(f.fileno())
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError("privacy.key_file", f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise ConfigError("privacy.key_file", f"{path} holds {len(key)} bytes; a key needs at least 16")
     return key
 
 

@@ -33,21 +33,31 @@ def format_alarm(p: dict[str, Any], received: float | None = None) -> str:
     value, limit = p.get("value"), p.get("threshold")
     measure = f"{_num(value)}{unit} vs {_num(limit)}{unit}" if value is not None else "n/a"
     why = p["explanation"].get("text") or p["explanation"].get("detector", "")
-    return (f"{when:8}  {PHASE_MARK.get(p['phase'], p['phase']):9} {p['priority'].upper():6} {p['kind'][:4]:4}  "
-            f"{p['condition']:18} {p['device']}/{p['stream']:8} {measure:24} {why}")
+    return (
+        f"{when:8}  {PHASE_MARK.get(p['phase'], p['phase']):9} {p['priority'].upper():6} {p['kind'][:4]:4}  "
+        f"{p['condition']:18} {p['device']}/{p['stream']:8} {measure:24} {why}"
+    )
 
 
 def format_heartbeat(p: dict[str, Any]) -> str:
     devices = ", ".join(f"{d['device']} {d['rate_hz']:.1f}/s" for d in p["devices"])
     rss = f"{p['rss_bytes'] / 2**20:.0f} MB" if p.get("rss_bytes") else "?"
-    return (f"{_clock(p['time'])}  ♥ heartbeat {p['gateway']} session {p['session']} up {p['uptime_s']:.0f} s: "
-            f"{devices}; outbox {p['outbox_depth']}, active alarms {p['active_alarms']}, "
-            f"cpu {p['cpu_percent']}%, rss {rss}")
+    return (
+        f"{_clock(p['time'])}  ♥ heartbeat {p['gateway']} session {p['session']} up {p['uptime_s']:.0f} s: "
+        f"{devices}; outbox {p['outbox_depth']}, active alarms {p['active_alarms']}, "
+        f"cpu {p['cpu_percent']}%, rss {rss}"
+    )
 
 
 def format_status(p: dict[str, Any]) -> str:
-    clean = "" if p.get("state") == "online" else (" (clean stop)" if p.get("clean") else " (connection lost: Will)")
-    return f"          ● gateway {p.get('gateway', '?')} session {p.get('session')} is {p.get('state')}{clean}"
+    clean = (
+        ""
+        if p.get("state") == "online"
+        else (" (clean stop)" if p.get("clean") else " (connection lost: Will)")
+    )
+    return (
+        f"          ● gateway {p.get('gateway', '?')} session {p.get('session')} is {p.get('state')}{clean}"
+    )
 
 
 class Receiver:
@@ -61,8 +71,9 @@ class Receiver:
         self._seen: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-demo-receiver",
-                                   protocol=mqtt.MQTTv5)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="edge-demo-receiver", protocol=mqtt.MQTTv5
+        )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -77,12 +88,24 @@ class Receiver:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                    properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         client.subscribe([(f"{self.prefix}/+/+/{leaf}", 1) for leaf in ("alarm", "heartbeat", "status")])
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
-                      properties: Properties | None) -> None:
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -33,7 +33,7 @@ from agent.config.schema import (
     SimulatorConfig,
     TlsConfig,
 )
-from agent.errors import ConfigError, ConfigErrors
+from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmKind, Priority
 
 TRANSPORTS = ("simulator", "serial", "ble", "replay", "modbus")
@@ -41,25 +41,29 @@ KINDS = ("wearable", "equipment")
 
 
 def load_config(path: str | Path) -> AgentConfig:
-    """Read and check `path`; raises `ConfigErrors` listing every problem found."""
+    """Read and check `path`; raises `InvalidConfigError` listing every problem found."""
     path = Path(path)
     source = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigErrors(source, [ConfigError("", f"cannot read config file: {exc.strerror}")]) from None
+        raise InvalidConfigError(
+            source, [ConfigError("", f"cannot read config file: {exc.strerror}")]
+        ) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigErrors(source, [ConfigError("", "not UTF-8 text")]) from None
+        raise InvalidConfigError(source, [ConfigError("", "not UTF-8 text")]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigErrors(source, [ConfigError("", f"not valid TOML: {exc}")]) from None
-    return parse_config(data, base_dir=path.resolve().parent, source=source,
-                        digest=hashlib.sha256(raw).hexdigest())
+        raise InvalidConfigError(source, [ConfigError("", f"not valid TOML: {exc}")]) from None
+    return parse_config(
+        data, base_dir=path.resolve().parent, source=source, digest=hashlib.sha256(raw).hexdigest()
+    )
 
 
-def parse_config(data: dict[str, Any], *, base_dir: Path, source: str = "<config>",
-                 digest: str = "") -> AgentConfig:
+def parse_config(
+    data: dict[str, Any], *, base_dir: Path, source: str = "<config>", digest: str = ""
+) -> AgentConfig:
     problems: list[ConfigError] = []
     root = Table(data, "", problems, base_dir)
     gateway = _gateway(root.table("gateway", required=True))
@@ -72,10 +76,11 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: str = "<config
     root.finish()
     _cross_check(root, devices, detectors, alarms)
     if problems:
-        raise ConfigErrors(source, problems)
+        raise InvalidConfigError(source, problems)
     assert gateway and mqtt and outbox  # guaranteed when no problem was recorded
-    return AgentConfig(gateway, mqtt, outbox, devices, detectors, alarms, privacy,
-                       source_path=Path(source), digest=digest)
+    return AgentConfig(
+        gateway, mqtt, outbox, devices, detectors, alarms, privacy, source_path=Path(source), digest=digest
+    )
 
 
 def _gateway(t: Table | None) -> GatewayConfig | None:
@@ -84,7 +89,7 @@ def _gateway(t: Table | None) -> GatewayConfig | None:
     cfg = GatewayConfig(
         id=t.name("id"),
         site=t.name("site"),
-        heartbeat_interval_s=t.float("heartbeat_interval_s", 30.0, positive=True),
+        heartbeat_interval_s=t.number("heartbeat_interval_s", 30.0, positive=True),
         state_dir=_dir(t, "state_dir", Path("/var/lib/edge-agent")),
     )
     t.finish()
@@ -92,14 +97,14 @@ def _gateway(t: Table | None) -> GatewayConfig | None:
 
 
 def _dir(t: Table, key: str, default: Path) -> Path:
-    value = t.str(key, str(default))
+    value = t.text(key, str(default))
     return (t.base_dir / Path(value).expanduser()).resolve() if isinstance(value, str) else default
 
 
 def _mqtt(t: Table | None) -> MqttConfig | None:
     if t is None:
         return None
-    url = t.str("url")
+    url = t.text("url")
     host, port, secure = _broker_url(t, url) if isinstance(url, str) else ("", 0, False)
     tls_table = t.table("tls")
     tls: TlsConfig | None = None
@@ -119,24 +124,29 @@ def _mqtt(t: Table | None) -> MqttConfig | None:
     auth_table = t.table("auth")
     auth = None
     if auth_table is not None:
-        auth = AuthConfig(username=auth_table.str("username"), password_file=auth_table.file("password_file"))
+        auth = AuthConfig(
+            username=auth_table.text("username"), password_file=auth_table.file("password_file")
+        )
         auth_table.finish()
-    insecure = t.bool("insecure", False)
+    insecure = t.flag("insecure", False)
     if host and not secure and not insecure and not _is_loopback(host):
-        t.problem("url", f"plain mqtt:// to non-loopback host '{host}' would send data unencrypted; "
-                         "use mqtts:// or set mqtt.insecure = true")
+        t.problem(
+            "url",
+            f"plain mqtt:// to non-loopback host '{host}' would send data unencrypted; "
+            "use mqtts:// or set mqtt.insecure = true",
+        )
     cfg = MqttConfig(
         host=host,
         port=port,
         tls=tls,
         topic_prefix=t.name("topic_prefix", "edge"),
-        client_id=t.str("client_id", ""),
+        client_id=t.text("client_id", ""),
         auth=auth,
         insecure=insecure,
-        keepalive_s=t.int("keepalive_s", 30, minimum=5, maximum=65535),
-        session_expiry_s=t.int("session_expiry_s", 7 * 24 * 3600, minimum=0, maximum=0xFFFFFFFF),
-        max_inflight=t.int("max_inflight", 20, minimum=1, maximum=65535),
-        heartbeat_expiry_s=t.int("heartbeat_expiry_s", 120, minimum=1),
+        keepalive_s=t.integer("keepalive_s", 30, minimum=5, maximum=65535),
+        session_expiry_s=t.integer("session_expiry_s", 7 * 24 * 3600, minimum=0, maximum=0xFFFFFFFF),
+        max_inflight=t.integer("max_inflight", 20, minimum=1, maximum=65535),
+        heartbeat_expiry_s=t.integer("heartbeat_expiry_s", 120, minimum=1),
     )
     t.finish()
     return cfg
@@ -156,7 +166,9 @@ def _broker_url(t: Table, url: str) -> tuple[str, int, bool]:
         t.problem("url", f"no host in {describe(url)}")
         return "", 0, False
     if parts.path not in ("", "/") or parts.query or parts.username:
-        t.problem("url", f"expected only scheme, host and port (credentials go in [mqtt.auth]), got {describe(url)}")
+        t.problem(
+            "url", f"expected only scheme, host and port (credentials go in [mqtt.auth]), got {describe(url)}"
+        )
     secure = parts.scheme == "mqtts"
     return parts.hostname, port or (8883 if secure else 1883), secure
 
@@ -173,32 +185,34 @@ def _is_loopback(host: str) -> bool:
 def _outbox(t: Table | None) -> OutboxConfig | None:
     if t is None:
         return None
-    path = t.str("path")
+    path = t.text("path")
     cfg = OutboxConfig(
         path=(t.base_dir / Path(path).expanduser()).resolve() if isinstance(path, str) else Path(),
-        max_bytes=t.int("max_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
-        warn_fraction=t.float("warn_fraction", 0.8, minimum=0.1, maximum=1.0),
+        max_bytes=t.integer("max_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
+        warn_fraction=t.number("warn_fraction", 0.8, minimum=0.1, maximum=1.0),
     )
     t.finish()
     return cfg
 
 
 def _device(t: Table) -> DeviceConfig:
-    kind = t.str("kind", choices=KINDS)
-    transport = t.str("transport", choices=TRANSPORTS)
+    kind = t.text("kind", choices=KINDS)
+    transport = t.text("transport", choices=TRANSPORTS)
     sections = {name: t.table(name) for name in ("simulator", "serial", "ble", "replay")}
     for name, section in sections.items():
         if section is not None and name != transport:
             t.problem(name, f"section given but transport is {describe(transport)}")
     if transport in sections and sections[transport] is None and transport not in ("simulator",):
-        t.problem(transport, f"missing (transport {describe(transport)} needs a [{t.path}.{transport}] table)")
+        t.problem(
+            transport, f"missing (transport {describe(transport)} needs a [{t.path}.{transport}] table)"
+        )
     device_id = t.name("id")
     cfg = DeviceConfig(
         id=device_id,
         kind=kind,
         transport=transport,
-        patient=t.str("patient", ""),
-        lost_after_s=t.float("lost_after_s", 30.0, positive=True),
+        patient=t.text("patient", ""),
+        lost_after_s=t.number("lost_after_s", 30.0, positive=True),
         simulator=_simulator(sections["simulator"], kind, device_id) if transport == "simulator" else None,
         serial=_serial(sections["serial"]),
         ble=_ble(sections["ble"]),
@@ -213,19 +227,26 @@ def _simulator(t: Table | None, kind: str | None, device_id: str | None) -> Simu
         return SimulatorConfig()
     episodes = []
     for e in t.tables("episodes"):
-        condition = e.str("condition")
+        condition = e.text("condition")
         if isinstance(condition, str) and kind in KINDS:
             valid = _conditions_for(kind)
             if valid and condition not in valid:
-                e.problem("condition", f"unknown for a {kind}: {describe(condition)} "
-                                       f"(one of {', '.join(sorted(valid))})")
-        episodes.append(EpisodeConfig(condition=condition, start_s=e.float("start_s", minimum=0.0),
-                                      duration_s=e.float("duration_s", positive=True)))
+                e.problem(
+                    "condition",
+                    f"unknown for a {kind}: {describe(condition)} (one of {', '.join(sorted(valid))})",
+                )
+        episodes.append(
+            EpisodeConfig(
+                condition=condition,
+                start_s=e.number("start_s", minimum=0.0),
+                duration_s=e.number("duration_s", positive=True),
+            )
+        )
         e.finish()
     cfg = SimulatorConfig(
-        seed=t.int("seed", 0),
-        speed=t.float("speed", 1.0, positive=True),
-        ecg=t.bool("ecg", False),
+        seed=t.integer("seed", 0),
+        speed=t.number("speed", 1.0, positive=True),
+        ecg=t.flag("ecg", False),
         episodes=tuple(episodes),
     )
     if cfg.ecg and kind == "equipment":
@@ -244,13 +265,13 @@ def _serial(t: Table | None) -> SerialConfig | None:
     if t is None:
         return None
     cfg = SerialConfig(
-        port=t.str("port"),
-        baudrate=t.int("baudrate", 115200, minimum=300, maximum=12_000_000),
-        protocol=t.str("protocol", "frames", choices=("frames", "csv", "jsonl")),
-        channels=t.strs("channels", ()),
+        port=t.text("port"),
+        baudrate=t.integer("baudrate", 115200, minimum=300, maximum=12_000_000),
+        protocol=t.text("protocol", "frames", choices=("frames", "csv", "jsonl")),
+        channels=t.texts("channels", ()),
     )
     if cfg.protocol in ("csv", "jsonl") and not cfg.channels:
-        t.problem("channels", f"protocol {describe(cfg.protocol)} needs the channel map, e.g. [\"hr\", \"spo2\"]")
+        t.problem("channels", f'protocol {describe(cfg.protocol)} needs the channel map, e.g. ["hr", "spo2"]')
     t.finish()
     return cfg
 
@@ -259,11 +280,11 @@ def _ble(t: Table | None) -> BleConfig | None:
     if t is None:
         return None
     cfg = BleConfig(
-        address=t.str("address", ""),
-        name=t.str("name", ""),
-        service_uuid=t.str("service_uuid", ""),
-        profiles=t.strs("profiles", ("heart_rate",)),
-        connect_timeout_s=t.float("connect_timeout_s", 20.0, positive=True),
+        address=t.text("address", ""),
+        name=t.text("name", ""),
+        service_uuid=t.text("service_uuid", ""),
+        profiles=t.texts("profiles", ("heart_rate",)),
+        connect_timeout_s=t.number("connect_timeout_s", 20.0, positive=True),
     )
     if not (cfg.address or cfg.name or cfg.service_uuid):
         t.problem(None, "give at least one of address, name or service_uuid to find the device")
@@ -274,7 +295,7 @@ def _ble(t: Table | None) -> BleConfig | None:
 def _replay(t: Table | None) -> ReplayConfig | None:
     if t is None:
         return None
-    cfg = ReplayConfig(path=t.file("path"), speed=t.float("speed", 1.0, minimum=0.0))
+    cfg = ReplayConfig(path=t.file("path"), speed=t.number("speed", 1.0, minimum=0.0))
     t.finish()
     return cfg
 
@@ -286,10 +307,10 @@ def _detector(t: Table) -> DetectorConfig:
         params = {}
     cfg = DetectorConfig(
         id=t.name("id"),
-        type=t.str("type"),
+        type=t.text("type"),
         stream=t.name("stream"),
-        channels=t.strs("channels"),
-        rate_hz=t.float("rate_hz", 1.0, positive=True),
+        channels=t.texts("channels"),
+        rate_hz=t.number("rate_hz", 1.0, positive=True),
         params=params,
     )
     if cfg.channels == ():
@@ -299,20 +320,20 @@ def _detector(t: Table) -> DetectorConfig:
 
 
 def _alarm(t: Table) -> AlarmRuleConfig:
-    escalate = t.float("escalate_after_s", None, positive=True) if t.has("escalate_after_s") else None
+    escalate = t.number("escalate_after_s", None, positive=True) if t.has("escalate_after_s") else None
     cfg = AlarmRuleConfig(
         condition=t.name("condition"),
-        detector=t.str("detector"),
-        priority=Priority(t.str("priority", "medium", choices=[p.value for p in Priority])),
-        kind=AlarmKind(t.str("kind", "physiological", choices=[k.value for k in AlarmKind])),
-        min_duration_s=t.float("min_duration_s", 10.0, minimum=0.0),
-        confirm_n=t.int("confirm_n", 1, minimum=1),
-        confirm_m=t.int("confirm_m", 1, minimum=1),
-        clear_after_s=t.float("clear_after_s", 10.0, minimum=0.0),
-        hysteresis=t.float("hysteresis", 0.0, minimum=0.0),
-        cooldown_s=t.float("cooldown_s", 60.0, minimum=0.0),
+        detector=t.text("detector"),
+        priority=Priority(t.text("priority", "medium", choices=[p.value for p in Priority])),
+        kind=AlarmKind(t.text("kind", "physiological", choices=[k.value for k in AlarmKind])),
+        min_duration_s=t.number("min_duration_s", 10.0, minimum=0.0),
+        confirm_n=t.integer("confirm_n", 1, minimum=1),
+        confirm_m=t.integer("confirm_m", 1, minimum=1),
+        clear_after_s=t.number("clear_after_s", 10.0, minimum=0.0),
+        hysteresis=t.number("hysteresis", 0.0, minimum=0.0),
+        cooldown_s=t.number("cooldown_s", 60.0, minimum=0.0),
         escalate_after_s=escalate,
-        unit=t.str("unit", ""),
+        unit=t.text("unit", ""),
     )
     if cfg.confirm_n > cfg.confirm_m:
         t.problem("confirm_n", f"must not exceed confirm_m ({cfg.confirm_m}), got {cfg.confirm_n}")
@@ -323,26 +344,41 @@ def _alarm(t: Table) -> AlarmRuleConfig:
 def _privacy(t: Table | None) -> PrivacyConfig:
     if t is None:
         return PrivacyConfig()
-    cfg = PrivacyConfig(key_file=t.file("key_file", None, readable=False), raw_snippets=t.bool("raw_snippets", False))
+    cfg = PrivacyConfig(
+        key_file=t.file("key_file", None, readable=False), raw_snippets=t.flag("raw_snippets", False)
+    )
     t.finish()
     return cfg
 
 
-def _cross_check(root: Table, devices: tuple[DeviceConfig, ...], detectors: tuple[DetectorConfig, ...],
-                 alarms: tuple[AlarmRuleConfig, ...]) -> None:
+def _cross_check(
+    root: Table,
+    devices: tuple[DeviceConfig, ...],
+    detectors: tuple[DetectorConfig, ...],
+    alarms: tuple[AlarmRuleConfig, ...],
+) -> None:
     for key, ids in (("devices", [d.id for d in devices]), ("detectors", [d.id for d in detectors])):
         for value, count in Counter(ids).items():
             if count > 1 and value:
                 first = ids.index(value)
                 second = ids.index(value, first + 1)
-                root.problems.append(ConfigError(f"{key}[{second}].id",
-                                                 f"duplicate id {describe(value)} (also {key}[{first}])"))
+                root.problems.append(
+                    ConfigError(
+                        f"{key}[{second}].id", f"duplicate id {describe(value)} (also {key}[{first}])"
+                    )
+                )
     if not devices:
         root.problem("devices", "no device configured: add at least one [[devices]] table")
     known = {d.id for d in detectors}
     for i, alarm in enumerate(alarms):
         if isinstance(alarm.detector, str) and alarm.detector not in known:
-            root.problems.append(ConfigError(
-                f"alarms[{i}].detector",
-                f"no detector with id {describe(alarm.detector)} (known: {', '.join(sorted(known)) or 'none'})",
-            ))
+            root.problems.append(
+                ConfigError(
+                    f"alarms[{i}].detector",
+                    f"no detector with id {describe(alarm.detector)} (known: {_listing(known)})",
+                )
+            )
+
+
+def _listing(names: set[str]) -> str:
+    return ", ".join(sorted(names)) or "none"

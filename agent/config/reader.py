@@ -71,7 +71,7 @@ class Table:
             return None if default is REQUIRED else default
         return value
 
-    def str(self, key: str, default: Any = REQUIRED, *, choices: Sequence[str] | None = None) -> Any:
+    def text(self, key: str, default: Any = REQUIRED, *, choices: Sequence[str] | None = None) -> Any:
         value = self._get(key, default, "a string", lambda v: isinstance(v, str))
         if value is None or value is default:
             return value
@@ -84,20 +84,32 @@ class Table:
 
     def name(self, key: str, default: Any = REQUIRED) -> Any:
         """An identifier that may appear in topics and stream ids: no spaces, '/', '+' or '#'."""
-        value = self.str(key, default)
+        value = self.text(key, default)
         if isinstance(value, str) and value and any(c in value for c in " /+#\t\n"):
             self.problem(key, f"must not contain spaces, '/', '+' or '#', got {describe(value)}")
         return value
 
-    def int(self, key: str, default: Any = REQUIRED, *, minimum: int | None = None,
-            maximum: int | None = None) -> Any:
-        value = self._get(key, default, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+    def integer(
+        self, key: str, default: Any = REQUIRED, *, minimum: int | None = None, maximum: int | None = None
+    ) -> Any:
+        value = self._get(
+            key, default, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+        )
         return self._bounded(key, value, default, minimum, maximum)
 
-    def float(self, key: str, default: Any = REQUIRED, *, minimum: float | None = None,
-              maximum: float | None = None, positive: bool = False) -> Any:
+    def number(
+        self,
+        key: str,
+        default: Any = REQUIRED,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        positive: bool = False,
+    ) -> Any:
         value = self._get(
-            key, default, "a number",
+            key,
+            default,
+            "a number",
             lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
         )
         if value is not None and value is not default and positive and value <= 0:
@@ -106,7 +118,9 @@ class Table:
         value = self._bounded(key, value, default, minimum, maximum)
         return float(value) if isinstance(value, int | float) else value
 
-    def _bounded(self, key: str, value: Any, default: Any, minimum: float | None, maximum: float | None) -> Any:
+    def _bounded(
+        self, key: str, value: Any, default: Any, minimum: float | None, maximum: float | None
+    ) -> Any:
         if value is None or value is default:
             return value
         if minimum is not None and value < minimum:
@@ -117,19 +131,21 @@ class Table:
             return None if default is REQUIRED else default
         return value
 
-    def bool(self, key: str, default: Any = REQUIRED) -> Any:
+    def flag(self, key: str, default: Any = REQUIRED) -> Any:
         return self._get(key, default, "true or false", lambda v: isinstance(v, bool))
 
-    def strs(self, key: str, default: Any = REQUIRED) -> Any:
+    def texts(self, key: str, default: Any = REQUIRED) -> Any:
         value = self._get(
-            key, default, "an array of strings",
+            key,
+            default,
+            "an array of strings",
             lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
         )
         return tuple(value) if isinstance(value, list) else value
 
     def file(self, key: str, default: Any = REQUIRED, *, readable: bool = True) -> Any:
         """A path relative to the config file's folder; checked readable when `readable`."""
-        value = self.str(key, default)
+        value = self.text(key, default)
         if not isinstance(value, str) or value is default:
             return value
         path = (self.base_dir / Path(value).expanduser()).resolve()
@@ -152,8 +168,9 @@ class Table:
             if isinstance(item, Mapping):
                 tables.append(Table(item, f"{self.key_path(key)}[{i}]", self.problems, self.base_dir))
             else:
-                self.problems.append(ConfigError(f"{self.key_path(key)}[{i}]",
-                                                 f"expected a table, got {describe(item)}"))
+                self.problems.append(
+                    ConfigError(f"{self.key_path(key)}[{i}]", f"expected a table, got {describe(item)}")
+                )
         return tables
 
     def raw(self, key: str, default: Any = REQUIRED) -> Any:

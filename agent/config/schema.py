@@ -90,7 +90,9 @@ class BleConfig:
     address: str = ""
     name: str = ""
     service_uuid: str = ""
-    profiles: tuple[str, ...] = ("heart_rate",)  # heart_rate, plx, thermometer, blood_pressure, battery, polar_pmd
+    profiles: tuple[str, ...] = (
+        "heart_rate",
+    )  # heart_rate, plx, thermometer, blood_pressure, battery, polar_pmd
     connect_timeout_s: float = 20.0
 
 

@@ -15,7 +15,7 @@ from agent.alarms import AlarmBook
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector
 from agent.detectors.registry import build_detector
-from agent.errors import ConfigError, ConfigErrors
+from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.technical import QualityAlarms
@@ -23,7 +23,7 @@ from agent.readings import Reading
 
 
 def build_detectors(config: AgentConfig) -> list[Detector]:
-    """Every configured detector, or `ConfigErrors` with all of their parameter problems."""
+    """Every configured detector, or `InvalidConfigError` with all of their parameter problems."""
     detectors: list[Detector] = []
     problems: list[ConfigError] = []
     for spec in config.detectors:
@@ -32,7 +32,7 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
         except ConfigError as exc:
             problems.append(exc)
     if problems:
-        raise ConfigErrors(str(config.source_path or "<config>"), problems)
+        raise InvalidConfigError(str(config.source_path or "<config>"), problems)
     return detectors
 
 

@@ -38,7 +38,9 @@ class Gated:
 
 
 class QualityGate:
-    def __init__(self, channels: tuple[str, ...], ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES):
+    def __init__(
+        self, channels: tuple[str, ...], ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES
+    ):
         self.channels = channels
         inf = float("inf")
         self._low = np.array([ranges.get(c, (-inf, inf))[0] for c in channels])

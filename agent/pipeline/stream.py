@@ -34,8 +34,13 @@ class _Watch:
 
 
 class StreamPipeline:
-    def __init__(self, name: str, detectors: Sequence[tuple[Detector, list[AlarmBook]]],
-                 quality_alarms: QualityAlarms, pseudonym: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        detectors: Sequence[tuple[Detector, list[AlarmBook]]],
+        quality_alarms: QualityAlarms,
+        pseudonym: Callable[[str], str],
+    ) -> None:
         self.name = name
         channels: list[str] = []
         for detector, _ in detectors:
@@ -43,7 +48,9 @@ class StreamPipeline:
         self.channels = tuple(channels)
         self.gate = QualityGate(self.channels)
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors))
-        self.watches = [_Watch(d, books, np.zeros(0, np.int64), np.zeros(0, np.int64)) for d, books in detectors]
+        self.watches = [
+            _Watch(d, books, np.zeros(0, np.int64), np.zeros(0, np.int64)) for d, books in detectors
+        ]
         self._columns = {d.id: np.array([self.channels.index(c) for c in d.channels]) for d, _ in detectors}
         self.quality_alarms = quality_alarms
         self._pseudonym = pseudonym

@@ -26,20 +26,31 @@ QUALITY_CONDITIONS: dict[str, tuple[Quality, Priority]] = {
 }
 
 
-def technical_rule(condition: str, priority: Priority, min_duration_s: float, clear_after_s: float) -> AlarmRuleConfig:
+def technical_rule(
+    condition: str, priority: Priority, min_duration_s: float, clear_after_s: float
+) -> AlarmRuleConfig:
     return AlarmRuleConfig(
-        condition=condition, detector=f"builtin.{condition}", priority=priority, kind=AlarmKind.TECHNICAL,
-        min_duration_s=min_duration_s, clear_after_s=clear_after_s, cooldown_s=30.0,
+        condition=condition,
+        detector=f"builtin.{condition}",
+        priority=priority,
+        kind=AlarmKind.TECHNICAL,
+        min_duration_s=min_duration_s,
+        clear_after_s=clear_after_s,
+        cooldown_s=30.0,
     )
 
 
 class QualityAlarms:
     """Signal-quality conditions of one stream name, fed with each reading's flags."""
 
-    def __init__(self, gateway: str, config_hash: str, min_duration_s: float = 10.0, clear_after_s: float = 10.0):
+    def __init__(
+        self, gateway: str, config_hash: str, min_duration_s: float = 10.0, clear_after_s: float = 10.0
+    ):
         self._alarms = {
-            condition: (flags, ThresholdAlarm(condition, priority, gateway, config_hash, min_duration_s,
-                                              clear_after_s))
+            condition: (
+                flags,
+                ThresholdAlarm(condition, priority, gateway, config_hash, min_duration_s, clear_after_s),
+            )
             for condition, (flags, priority) in QUALITY_CONDITIONS.items()
         }
 
@@ -57,13 +68,21 @@ class ThresholdAlarm:
     """A gateway-side condition measured as a number against a limit: "device_lost" (seconds of
     silence vs lost_after_s), "outbox_filling" (fill fraction vs warn level), "publish_refused"."""
 
-    def __init__(self, condition: str, priority: Priority, gateway: str, config_hash: str,
-                 min_duration_s: float = 0.0, clear_after_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        condition: str,
+        priority: Priority,
+        gateway: str,
+        config_hash: str,
+        min_duration_s: float = 0.0,
+        clear_after_s: float = 0.0,
+    ) -> None:
         rule = technical_rule(condition, priority, min_duration_s, clear_after_s)
         self._book = AlarmBook(rule, gateway, config_hash, (condition,))
 
-    def check(self, refs: Sequence[StreamRef], values: Sequence[float], limits: Sequence[float],
-              now: float) -> list[AlarmEvent]:
+    def check(
+        self, refs: Sequence[StreamRef], values: Sequence[float], limits: Sequence[float], now: float
+    ) -> list[AlarmEvent]:
         n = len(refs)
         if n == 0:
             return []

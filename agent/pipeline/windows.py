@@ -44,7 +44,9 @@ class StreamWindows:
             self._slots[stream] = slot
             grow = max(4, len(self._slots))  # grow geometrically to keep appends cheap
             if slot >= self._buf.shape[0]:
-                self._buf = np.concatenate([self._buf, np.full((grow, self._cap, len(self.channels)), np.nan)])
+                self._buf = np.concatenate(
+                    [self._buf, np.full((grow, self._cap, len(self.channels)), np.nan)]
+                )
                 self._pos = np.concatenate([self._pos, np.zeros(grow, dtype=np.int64)])
                 self._filled = np.concatenate([self._filled, np.zeros(grow, dtype=np.int64)])
                 self._last_time = np.concatenate([self._last_time, np.full(grow, np.nan)])
@@ -64,15 +66,15 @@ class StreamWindows:
         return added
 
     def _write(self, slot: int, rows: FloatArray) -> int:
-        n = rows.shape[0]
+        n = int(rows.shape[0])
         if n >= self.window:  # only the newest `window` rows can ever be read
-            rows = rows[-self.window:]
+            rows = rows[-self.window :]
         pos = int(self._pos[slot])
         if pos + rows.shape[0] > self._cap:
             keep = self.window - rows.shape[0]
-            self._buf[slot, :keep] = self._buf[slot, pos - keep:pos] if keep > 0 else self._buf[slot, :0]
+            self._buf[slot, :keep] = self._buf[slot, pos - keep : pos] if keep > 0 else self._buf[slot, :0]
             pos = keep
-        self._buf[slot, pos:pos + rows.shape[0]] = rows
+        self._buf[slot, pos : pos + rows.shape[0]] = rows
         self._pos[slot] = pos + rows.shape[0]
         self._filled[slot] = min(self.window, int(self._filled[slot]) + n)
         return n
@@ -87,6 +89,6 @@ class StreamWindows:
         ends = self._pos[slots]
         index = ends[:, None] - length + np.arange(length)[None, :]
         # Rows not yet filled have negative indices: read them as missing.
-        out = self._buf[slots[:, None], np.maximum(index, 0)]
+        out: FloatArray = self._buf[slots[:, None], np.maximum(index, 0)]
         out[index < 0] = np.nan
         return out

@@ -24,9 +24,11 @@ AVAILABLE_TRANSPORTS = ("simulator",)
 
 def check_transport(device: DeviceConfig, index: int) -> None:
     if device.transport not in AVAILABLE_TRANSPORTS:
-        raise ConfigError(f"devices[{index}].transport",
-                          f"transport {device.transport!r} is not available in this build "
-                          f"(available: {', '.join(AVAILABLE_TRANSPORTS)})")
+        raise ConfigError(
+            f"devices[{index}].transport",
+            f"transport {device.transport!r} is not available in this build "
+            f"(available: {', '.join(AVAILABLE_TRANSPORTS)})",
+        )
 
 
 def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Source:

@@ -70,47 +70,96 @@ def test_good_config_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "ok" in out and "2 device(s)" in out
     config = load_config(tmp_path / "agent.toml")
     assert config.mqtt.host == "127.0.0.1" and config.mqtt.port == 1883 and config.mqtt.tls is None
-    assert config.devices[0].simulator is not None and config.devices[0].simulator.episodes[0].duration_s == 120
+    assert (
+        config.devices[0].simulator is not None and config.devices[0].simulator.episodes[0].duration_s == 120
+    )
     assert config.gateway.state_dir == (tmp_path / "state").resolve()
     assert len(config.digest) == 64
 
 
 BAD_CASES = [
     pytest.param(
-        GOOD.replace('transport = "simulator"\n\n[[detectors]]',
-                     'transport = "serial"\n[devices.serial]\nport = "/dev/ttyUSB0"\nbaudrate = "fast"\n\n[[detectors]]'),
-        'devices[1].serial.baudrate: expected an integer, got "fast"', id="wrong-type"),
-    pytest.param(GOOD.replace('heartbeat_interval_s = 30', 'heartbeat_interval_s = 30\nheartbeat_s = 5'),
-                 "gateway.heartbeat_s: unknown key (did you mean 'heartbeat_interval_s'?)", id="unknown-key"),
-    pytest.param(GOOD.replace('[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n', ''),
-                 "mqtt: missing (expected a table)", id="missing-broker"),
-    pytest.param(GOOD.replace('mqtt://127.0.0.1:1883', 'http://broker:80'),
-                 'mqtt.url: expected mqtt://host:port or mqtts://host:port, got "http://broker:80"', id="bad-url-scheme"),
-    pytest.param(GOOD.replace('mqtt://127.0.0.1:1883', 'mqtt://127.0.0.1:99999'),
-                 'mqtt.url: bad port in "mqtt://127.0.0.1:99999"', id="bad-url-port"),
-    pytest.param(GOOD.replace('heartbeat_interval_s = 30', 'heartbeat_interval_s = -5'),
-                 "gateway.heartbeat_interval_s: must be greater than 0, got -5", id="negative-rate"),
-    pytest.param(GOOD.replace('seed = 1', 'seed = 1\nspeed = -2.0'),
-                 "devices[0].simulator.speed: must be greater than 0, got -2.0", id="negative-speed"),
-    pytest.param(GOOD.replace('id = "pump-1"', 'id = "wearable-1"'),
-                 'devices[1].id: duplicate id "wearable-1" (also devices[0])', id="duplicate-device"),
-    pytest.param(GOOD.replace('[mqtt]\nurl = "mqtt://127.0.0.1:1883"',
-                              '[mqtt]\nurl = "mqtts://broker.example.org:8883"\n[mqtt.tls]\nca_file = "missing-ca.pem"'),
-                 "mqtt.tls.ca_file: file not found: ", id="unreadable-tls-file"),
-    pytest.param(GOOD.replace('mqtt://127.0.0.1:1883', 'mqtt://broker.example.org:1883'),
-                 "mqtt.url: plain mqtt:// to non-loopback host 'broker.example.org' would send data unencrypted",
-                 id="plaintext-remote"),
-    pytest.param(GOOD.replace('detector = "hr-high"', 'detector = "hr-hi"'),
-                 'alarms[0].detector: no detector with id "hr-hi" (known: hr-high)', id="dangling-detector"),
-    pytest.param(GOOD.replace('condition = "tachycardia", start_s', 'condition = "bearing_wear", start_s'),
-                 'devices[0].simulator.episodes[0].condition: unknown for a wearable: "bearing_wear"',
-                 id="episode-for-wrong-kind"),
-    pytest.param(GOOD.replace('kind = "equipment"', 'kind = "toaster"'),
-                 'devices[1].kind: expected one of wearable, equipment, got "toaster"', id="bad-choice"),
-    pytest.param(GOOD.replace('params = { above = 120 }', 'params = { above = "high" }'),
-                 "detectors.hr-high.params.above", id="bad-detector-param"),
-    pytest.param(GOOD.replace('id = "gw-1"', 'id = "gw/1"'),
-                 "gateway.id: must not contain spaces, '/', '+' or '#', got \"gw/1\"", id="topic-unsafe-id"),
+        GOOD.replace(
+            'transport = "simulator"\n\n[[detectors]]',
+            'transport = "serial"\n[devices.serial]\nport = "/dev/ttyUSB0"\n'
+            'baudrate = "fast"\n\n[[detectors]]',
+        ),
+        'devices[1].serial.baudrate: expected an integer, got "fast"',
+        id="wrong-type",
+    ),
+    pytest.param(
+        GOOD.replace("heartbeat_interval_s = 30", "heartbeat_interval_s = 30\nheartbeat_s = 5"),
+        "gateway.heartbeat_s: unknown key (did you mean 'heartbeat_interval_s'?)",
+        id="unknown-key",
+    ),
+    pytest.param(
+        GOOD.replace('[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n', ""),
+        "mqtt: missing (expected a table)",
+        id="missing-broker",
+    ),
+    pytest.param(
+        GOOD.replace("mqtt://127.0.0.1:1883", "http://broker:80"),
+        'mqtt.url: expected mqtt://host:port or mqtts://host:port, got "http://broker:80"',
+        id="bad-url-scheme",
+    ),
+    pytest.param(
+        GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:99999"),
+        'mqtt.url: bad port in "mqtt://127.0.0.1:99999"',
+        id="bad-url-port",
+    ),
+    pytest.param(
+        GOOD.replace("heartbeat_interval_s = 30", "heartbeat_interval_s = -5"),
+        "gateway.heartbeat_interval_s: must be greater than 0, got -5",
+        id="negative-rate",
+    ),
+    pytest.param(
+        GOOD.replace("seed = 1", "seed = 1\nspeed = -2.0"),
+        "devices[0].simulator.speed: must be greater than 0, got -2.0",
+        id="negative-speed",
+    ),
+    pytest.param(
+        GOOD.replace('id = "pump-1"', 'id = "wearable-1"'),
+        'devices[1].id: duplicate id "wearable-1" (also devices[0])',
+        id="duplicate-device",
+    ),
+    pytest.param(
+        GOOD.replace(
+            '[mqtt]\nurl = "mqtt://127.0.0.1:1883"',
+            '[mqtt]\nurl = "mqtts://broker.example.org:8883"\n[mqtt.tls]\nca_file = "missing-ca.pem"',
+        ),
+        "mqtt.tls.ca_file: file not found: ",
+        id="unreadable-tls-file",
+    ),
+    pytest.param(
+        GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://broker.example.org:1883"),
+        "mqtt.url: plain mqtt:// to non-loopback host 'broker.example.org' would send data unencrypted",
+        id="plaintext-remote",
+    ),
+    pytest.param(
+        GOOD.replace('detector = "hr-high"', 'detector = "hr-hi"'),
+        'alarms[0].detector: no detector with id "hr-hi" (known: hr-high)',
+        id="dangling-detector",
+    ),
+    pytest.param(
+        GOOD.replace('condition = "tachycardia", start_s', 'condition = "bearing_wear", start_s'),
+        'devices[0].simulator.episodes[0].condition: unknown for a wearable: "bearing_wear"',
+        id="episode-for-wrong-kind",
+    ),
+    pytest.param(
+        GOOD.replace('kind = "equipment"', 'kind = "toaster"'),
+        'devices[1].kind: expected one of wearable, equipment, got "toaster"',
+        id="bad-choice",
+    ),
+    pytest.param(
+        GOOD.replace("params = { above = 120 }", 'params = { above = "high" }'),
+        "detectors.hr-high.params.above",
+        id="bad-detector-param",
+    ),
+    pytest.param(
+        GOOD.replace('id = "gw-1"', 'id = "gw/1"'),
+        "gateway.id: must not contain spaces, '/', '+' or '#', got \"gw/1\"",
+        id="topic-unsafe-id",
+    ),
     pytest.param("[gateway\nid=1", "not valid TOML", id="not-toml"),
 ]
 
@@ -127,8 +176,11 @@ def test_bad_config_is_refused_with_one_line_naming_the_key(
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = GOOD.replace('heartbeat_interval_s = 30', 'heartbeat_interval_s = "often"').replace(
-        'kind = "equipment"', 'kind = "toaster"').replace('priority = "medium"', 'priority = "urgent"')
+    text = (
+        GOOD.replace("heartbeat_interval_s = 30", 'heartbeat_interval_s = "often"')
+        .replace('kind = "equipment"', 'kind = "toaster"')
+        .replace('priority = "medium"', 'priority = "urgent"')
+    )
     code, lines = check(tmp_path, text, capsys)
     assert code == 2
     assert len(lines) == 3
@@ -143,7 +195,9 @@ def test_unreadable_tls_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
     secret.chmod(0)
     text = GOOD.replace(
         '[mqtt]\nurl = "mqtt://127.0.0.1:1883"',
-        '[mqtt]\nurl = "mqtts://127.0.0.1:8883"\n[mqtt.tls]\ncert_file = "client.key"\nkey_file = "client.key"')
+        '[mqtt]\nurl = "mqtts://127.0.0.1:8883"\n[mqtt.tls]\n'
+        'cert_file = "client.key"\nkey_file = "client.key"',
+    )
     import os
 
     if os.geteuid() == 0:
@@ -156,11 +210,17 @@ def test_unreadable_tls_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_run_refuses_bad_config_before_starting_anything(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace('mqtt://127.0.0.1:1883', 'mqtt://127.0.0.1:notaport'))
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    path = write(tmp_path, GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:notaport"))
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f'{path}: mqtt.url: bad port in "mqtt://127.0.0.1:notaport"']
+    assert result.stderr.strip().splitlines() == [
+        f'{path}: mqtt.url: bad port in "mqtt://127.0.0.1:notaport"'
+    ]
     assert not (tmp_path / "state").exists()  # nothing was started or created
 
 
@@ -177,7 +237,9 @@ def test_pump_room_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(EXAMPLES / "pump-room.toml")]) == 0
 
 
-def test_ward_example_is_valid_once_its_secret_files_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ward_example_is_valid_once_its_secret_files_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = (EXAMPLES / "ward-wearables.toml").read_text()
     for name in ("ca.pem", "gw-ward3-01.crt", "gw-ward3-01.key", "mqtt.password"):
         (tmp_path / name).write_text("x")

@@ -67,9 +67,25 @@ unit = "bpm"
 """
 
 ALARM_FIELDS = {
-    "schema", "id", "seq", "phase", "gateway", "device", "stream", "condition", "priority", "kind",
-    "onset_time", "detection_time", "end_time", "value", "threshold", "unit", "explanation",
-    "config_hash", "model_hash",
+    "schema",
+    "id",
+    "seq",
+    "phase",
+    "gateway",
+    "device",
+    "stream",
+    "condition",
+    "priority",
+    "kind",
+    "onset_time",
+    "detection_time",
+    "end_time",
+    "value",
+    "threshold",
+    "unit",
+    "explanation",
+    "config_hash",
+    "model_hash",
 }
 EXPLANATION_FIELDS = {"detector", "score", "threshold", "top_channels", "baseline", "signal_quality", "text"}
 
@@ -125,7 +141,10 @@ def agent_process(tmp_path: Path, mosquitto: LocalBroker) -> Iterator[subprocess
     config.write_text(CONFIG.replace("{port}", str(mosquitto.port)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     yield proc
@@ -158,7 +177,10 @@ def test_tachycardia_episode_gives_one_start_one_end_heartbeats_and_a_will(
         assert event["device"].startswith("d-") and event["device"] != "wearable-bed-4"
         assert event["explanation"]["detector"] == "hr-high"
     assert start["explanation"]["top_channels"][0]["channel"] == "hr"
-    assert start["explanation"]["text"].startswith("hr ") and "above limit 120 bpm" in start["explanation"]["text"]
+    assert (
+        start["explanation"]["text"].startswith("hr ")
+        and "above limit 120 bpm" in start["explanation"]["text"]
+    )
     assert "peak" in end["explanation"]["text"]
     # Onset to end spans the injected episode (60 simulated s) within the ramps and confirmation times.
     onset = _unix(start["onset_time"])
