@@ -202,6 +202,7 @@ def build_artifacts(
     used only to measure how faithfully each quantization keeps the fp32 scores.
     """
     out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)  # weight initialisation: the same data gives the same model
     model = build_model(spec)
     print(
         f"training {spec.architecture} autoencoder {spec.name}: {len(train_x)} windows of {spec.window}x"

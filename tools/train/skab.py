@@ -141,7 +141,8 @@ def evaluate(
 
 def report(r: dict[str, Any]) -> dict[str, Any]:
     print(
-        f"{r['backend']:6s} {r['precision']} {r['detector_params']}: F1 {r['f1']:.3f}  FAR {r['far_percent']:.1f} %"
+        f"{r['backend']:6s} {r['precision']} {r['detector_params']}:"
+        f" F1 {r['f1']:.3f}  FAR {r['far_percent']:.1f} %"
         f"  MAR {r['mar_percent']:.1f} %  ({r['replay_seconds']} s)"
     )
     return r

@@ -19,7 +19,8 @@ import flatbuffers
 import numpy as np
 from numpy.typing import NDArray
 
-# Enum values from schema.fbs (checked against the `tflite` package in tests/inference).
+# Enum values from schema.fbs; a wrong one makes LiteRT reject the file or compute something else,
+# which tests/inference/test_tflite_writer.py would catch against a numpy reference.
 _FLOAT32, _INT32, _INT8 = 0, 2, 9
 _OP_FULLY_CONNECTED, _OP_RESHAPE = 9, 22
 _OPT_FULLY_CONNECTED, _OPT_RESHAPE = 8, 17

@@ -1,0 +1,146 @@
+"""AutoencoderDetector on the real pump model: batched streams, missing data, per-stream adaptation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.detectors.base import Detector, ScoreBlock, WindowBlock
+from agent.errors import ConfigError, ModelError
+from agent.inference import load_model
+from agent.inference.card import ModelCard
+from agent.inference.detector import AutoencoderDetector
+
+ADAPT = 120
+
+
+def _series(card: ModelCard, n_streams: int, rows: int, seed: int) -> np.ndarray:
+    """Per-stream operating points (offset means) with noise; stream i gets a 6-sigma step on channel
+    i % 8 from row 200 on."""
+    rng = np.random.default_rng(seed)
+    mean, scale = np.asarray(card.mean), np.asarray(card.scale)
+    offsets = rng.normal(0, 2, (n_streams, 1, 8)) * scale
+    x = mean + offsets + 0.5 * scale * rng.standard_normal((n_streams, rows, 8))
+    for i in range(n_streams):
+        x[i, 200:, i % 8] += 6 * scale[i % 8]
+    return x
+
+
+def _run(detector: AutoencoderDetector, series: np.ndarray, slots: np.ndarray) -> list[ScoreBlock]:
+    w = detector.window
+    out = []
+    for t in range(w - 1, series.shape[1]):
+        block = WindowBlock(series[:, t - w + 1 : t + 1], slots, np.full(len(slots), float(t)), hop=1)
+        out.append(detector.score(block))
+    return out
+
+
+@pytest.fixture
+def detector(pump_dir: Path) -> AutoencoderDetector:
+    return AutoencoderDetector(
+        "pump",
+        load_model(pump_dir, backend="onnx"),
+        hop=1,
+        adapt_rows=ADAPT,
+        smooth_rows=5,
+        threshold_margin=3.0,
+    )
+
+
+def test_is_a_detector(detector: AutoencoderDetector) -> None:
+    assert isinstance(detector, Detector)
+    assert detector.window == detector.model.card.window
+
+
+def test_streams_batched_together_score_as_if_alone(
+    detector: AutoencoderDetector, pump_card: ModelCard, pump_dir: Path
+) -> None:
+    series = _series(pump_card, 5, 260, seed=1)
+    calls: list[int] = []
+    run = detector.model.backend.run
+
+    def counting_run(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return run(batch)
+
+    detector.model.backend.run = counting_run  # type: ignore[method-assign]
+    together = _run(detector, series, np.arange(5))
+    scoring_calls = [n for n in calls if n == 5]
+    assert len(scoring_calls) == 260 - ADAPT + 1  # one call per hop for all five streams, from row ADAPT-1
+    for i in range(5):
+        alone = AutoencoderDetector(
+            "pump",
+            load_model(pump_dir, backend="onnx"),
+            hop=1,
+            adapt_rows=ADAPT,
+            smooth_rows=5,
+            threshold_margin=3.0,
+        )
+        single = _run(alone, series[i : i + 1], np.array([7]))  # another slot number: state is per slot
+        np.testing.assert_allclose([b.scores[i] for b in together], [b.scores[0] for b in single], rtol=1e-5)
+        np.testing.assert_allclose(together[-1].thresholds[i], single[-1].thresholds[0], rtol=1e-6)
+
+
+def test_adaptation_then_detection(detector: AutoencoderDetector, pump_card: ModelCard) -> None:
+    series = _series(pump_card, 8, 300, seed=2)
+    blocks = _run(detector, series, np.arange(8))
+    t0 = detector.window - 1
+    scores = np.array([b.scores for b in blocks])  # (time, stream)
+    assert np.isnan(scores[: ADAPT - t0 - 1]).all()  # no verdict while a stream adapts
+    thresholds = blocks[-1].thresholds
+    assert (thresholds > 0).all() and len(set(np.round(thresholds, 9))) == 8  # one threshold per stream
+    normal = scores[ADAPT + 5 - t0 : 200 - t0]
+    step = scores[200 + 10 - t0 :]
+    assert (normal > thresholds).mean() < 0.05
+    assert (step > thresholds).mean() > 0.95
+    # the alarm explanation points at the stepped channel
+    last = blocks[-1]
+    np.testing.assert_allclose(last.contributions.sum(axis=1), 1.0)
+    assert (last.contributions.argmax(axis=1) == np.arange(8)).sum() >= 6
+    np.testing.assert_allclose(last.baseline, series[:, :ADAPT].mean(axis=1), rtol=1e-9)
+
+
+def test_missing_samples_give_no_verdict(pump_dir: Path, pump_card: ModelCard) -> None:
+    detector = AutoencoderDetector("pump", load_model(pump_dir, backend="tflite"))
+    x = np.tile(np.asarray(pump_card.mean), (3, pump_card.window, 1))
+    x[1, 4, 2] = np.nan
+    result = detector.score(WindowBlock(x, np.arange(3), np.zeros(3), hop=1))
+    assert np.isnan(result.scores[1]) and np.isfinite(result.scores[[0, 2]]).all()
+    assert (result.contributions[1] == 0).all()
+    assert not result.exceeded[1]
+
+
+def test_adapted_state_survives_a_restart(
+    detector: AutoencoderDetector, pump_card: ModelCard, pump_dir: Path
+) -> None:
+    series = _series(pump_card, 3, ADAPT + 20, seed=3)
+    before = _run(detector, series, np.arange(3))[-1]
+    state: dict[str, Any] = detector.state()
+    fresh = AutoencoderDetector(
+        "pump", load_model(pump_dir, backend="onnx"), hop=1, adapt_rows=ADAPT, threshold_margin=3.0
+    )
+    fresh.load_state(state)
+    w = pump_card.window
+    block = WindowBlock(series[:, -w:], np.arange(3), np.zeros(3), hop=1)
+    after = fresh.score(block)
+    np.testing.assert_allclose(after.thresholds, before.thresholds)
+    assert np.isfinite(after.scores).all()  # no second adaptation period after a restart
+
+
+def test_from_params_checks_config(pump_dir: Path, pump_card: ModelCard) -> None:
+    base = pump_dir.parent
+    made = AutoencoderDetector.from_params(
+        "pump", pump_card.channels, {"model": "pump", "adapt_rows": 400}, base
+    )
+    assert made.adapt_rows == 400 and made.model.artifact_key == "onnx_int8"
+    with pytest.raises(ConfigError, match=r"detectors\.pump\.params\.model"):
+        AutoencoderDetector.from_params("pump", pump_card.channels, {}, base)
+    with pytest.raises(ConfigError, match=r"detectors\.pump\.params\.backend: must be one of"):
+        AutoencoderDetector.from_params(
+            "pump", pump_card.channels, {"model": "pump", "backend": "cuda"}, base
+        )
+    with pytest.raises(ModelError, match="model pump: model expects channels"):
+        AutoencoderDetector.from_params("pump", ("hr", "spo2"), {"model": "pump"}, base)
