@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from agent.config.schema import DetectorConfig
 from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.errors import ConfigError
 from agent.inference.backend import BackendName, LoadedModel, Precision, load_model
@@ -83,6 +84,21 @@ class AutoencoderDetector(StreamingDetector):
             smooth_rows=int(params.get("smooth_rows", 1)),
             min_scale_fraction=float(params.get("min_scale_fraction", 0.1)),
         )
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, rate_hz: float) -> AutoencoderDetector:
+        """Registry entry point: params as in `from_params`, plus `hop_s` (seconds) converted at `rate_hz`.
+
+        A relative `model` / `public_key` path is taken from the daemon's working directory."""
+        params = dict(config.params)
+        if "hop_s" in params:
+            hop_s = params.pop("hop_s")
+            if not isinstance(hop_s, int | float) or isinstance(hop_s, bool) or hop_s <= 0:
+                raise ConfigError(
+                    f"detectors.{config.id}.params.hop_s", f"must be a positive number, got {hop_s!r}"
+                )
+            params["hop"] = max(1, round(float(hop_s) * rate_hz))
+        return cls.from_params(config.id, config.channels, params)
 
     # -- per-stream state --------------------------------------------------------------------------------
 

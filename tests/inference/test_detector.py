@@ -144,3 +144,26 @@ def test_from_params_checks_config(pump_dir: Path, pump_card: ModelCard) -> None
         )
     with pytest.raises(ModelError, match="model pump: model expects channels"):
         AutoencoderDetector.from_params("pump", ("hr", "spo2"), {"model": "pump"}, base)
+
+
+def test_from_config_for_the_registry(pump_dir: Path, pump_card: ModelCard) -> None:
+    from agent.config.schema import DetectorConfig
+
+    config = DetectorConfig(
+        id="pump_ae",
+        type="autoencoder",
+        stream="equipment",
+        channels=pump_card.channels,
+        params={"model": str(pump_dir), "backend": "tflite", "precision": "fp32", "hop_s": 5.0},
+    )
+    detector = AutoencoderDetector.from_config(config, rate_hz=1.0)
+    assert detector.hop == 5 and detector.model.artifact_key == "tflite_fp32"
+    bad = DetectorConfig(
+        id="pump_ae",
+        type="autoencoder",
+        stream="equipment",
+        channels=pump_card.channels,
+        params={"model": str(pump_dir), "hop_s": -1},
+    )
+    with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.hop_s"):
+        AutoencoderDetector.from_config(bad, rate_hz=1.0)
