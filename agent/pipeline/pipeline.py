@@ -47,10 +47,14 @@ class Pipeline:
             detector = next(d for d in detectors if d.id == rule.detector)
             books[rule.detector].append(AlarmBook(rule, gateway, config_hash, detector.channels))
         by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}
+        rates: dict[str, float] = {}
         for spec, detector in zip(config.detectors, detectors, strict=True):
             by_stream.setdefault(spec.stream, []).append((detector, books[detector.id]))
+            rates[spec.stream] = max(rates.get(spec.stream, 0.0), spec.rate_hz)
         self.streams = {
-            name: StreamPipeline(name, watched, QualityAlarms(gateway, config_hash), pseudonym)
+            name: StreamPipeline(
+                name, watched, QualityAlarms(gateway, config_hash), pseudonym, 1.0 / rates[name]
+            )
             for name, watched in by_stream.items()
         }
         self.detectors = detectors

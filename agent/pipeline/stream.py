@@ -40,8 +40,10 @@ class StreamPipeline:
         detectors: Sequence[tuple[Detector, list[AlarmBook]]],
         quality_alarms: QualityAlarms,
         pseudonym: Callable[[str], str],
+        nominal_period_s: float,
     ) -> None:
         self.name = name
+        self.nominal_period_s = nominal_period_s
         channels: list[str] = []
         for detector, _ in detectors:
             channels += [c for c in detector.channels if c not in channels]
@@ -65,7 +67,8 @@ class StreamPipeline:
         if any(w.new[slot] >= w.detector.hop for w in self.watches):
             events += self.flush()
         gated = self.gate.apply(reading)
-        added = self.windows.append(slot, gated.values, reading.wall_time, reading.period_s)
+        period = reading.period_s or self.nominal_period_s  # single samples: the stream's nominal rate
+        added = self.windows.append(slot, gated.values, reading.wall_time, period)
         self._last_time[slot] = reading.end_time
         self.samples += reading.n_samples
         self.gated_samples += gated.bad_samples

@@ -15,6 +15,8 @@ from agent.readings import FloatArray
 
 IntArray = npt.NDArray[np.int64]
 
+GAP_PERIODS = 2.5  # a silence longer than this many sample periods is a gap
+
 
 class StreamWindows:
     """Windows of `window` samples over `channels` for a growing set of streams."""
@@ -53,13 +55,15 @@ class StreamWindows:
         return slot
 
     def append(self, slot: int, samples: FloatArray, first_time: float, period_s: float) -> int:
-        """Append (n, C) samples; returns how many rows were added (samples plus NaN gap fill)."""
+        """Append (n, C) samples spaced `period_s` apart; returns how many rows were added (samples
+        plus NaN gap fill). A silence longer than `GAP_PERIODS` periods is filled with NaN rows, so
+        a dropout stays visible in the window; shorter jitter (or an irregular stream) is not."""
         added = 0
         last = self._last_time[slot]
         if period_s > 0 and np.isfinite(last):
-            missing = round((first_time - last) / period_s) - 1
-            if missing > 0:
-                fill = min(missing, self.max_gap_fill)
+            periods = (first_time - last) / period_s
+            if periods > GAP_PERIODS:
+                fill = min(round(periods) - 1, self.max_gap_fill)
                 added += self._write(slot, np.full((fill, samples.shape[1]), np.nan))
         added += self._write(slot, samples)
         self._last_time[slot] = first_time + (samples.shape[0] - 1) * period_s

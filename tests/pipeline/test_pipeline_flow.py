@@ -1,0 +1,118 @@
+"""The pipeline from readings to alarm events, in process, on simulated devices."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import AgentConfig, parse_config
+from agent.config.schema import EpisodeConfig, SimulatorConfig
+from agent.events import AlarmKind, Phase
+from agent.pipeline import Pipeline
+from agent.readings import Quality, Reading
+from agent.simulation import simulate
+
+CONFIG = {
+    "gateway": {"id": "gw", "site": "s"},
+    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+    "outbox": {"path": "outbox.sqlite"},
+    "devices": [
+        {"id": f"wearable-{i}", "kind": "wearable", "transport": "simulator", "simulator": {"seed": i}}
+        for i in range(3)
+    ],
+    "detectors": [
+        {"id": "hr-high", "type": "limit", "stream": "vitals", "channels": ["hr"], "params": {"above": 120}}
+    ],
+    "alarms": [
+        {
+            "condition": "tachycardia",
+            "detector": "hr-high",
+            "min_duration_s": 10,
+            "clear_after_s": 10,
+            "hysteresis": 5,
+            "unit": "bpm",
+        }
+    ],
+}
+
+
+def config(tmp_path: Path, episodes: dict[int, tuple[EpisodeConfig, ...]]) -> AgentConfig:
+    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    devices = tuple(
+        dataclasses.replace(d, simulator=SimulatorConfig(seed=i, episodes=episodes.get(i, ())))
+        for i, d in enumerate(cfg.devices)
+    )
+    return dataclasses.replace(cfg, devices=devices)
+
+
+def interleaved(cfg: AgentConfig, duration_s: float) -> list[Reading]:
+    """All devices' readings merged in time order, as the daemon's queue would see them."""
+    readings = [r for d in cfg.devices for r in simulate(d, duration_s, 1_000_000.0)[0]]
+    return sorted(readings, key=lambda r: r.wall_time)
+
+
+def test_only_the_device_with_the_episode_alarms_once(tmp_path: Path) -> None:
+    cfg = config(tmp_path, {1: (EpisodeConfig("tachycardia", 60, 90),)})
+    pipeline = Pipeline(cfg, lambda device, prefix="d": f"{prefix}-{device}")
+    events = pipeline.ingest(interleaved(cfg, 240))
+    physiological = [e for e in events if e.kind is AlarmKind.PHYSIOLOGICAL]
+    assert [e.phase for e in physiological] == [Phase.START, Phase.END]
+    assert {e.device for e in physiological} == {"d-wearable-1"}
+    start, end = physiological
+    assert 1_000_060 <= start.onset_time <= 1_000_080  # the simulator ramps up over ~10-20 s
+    assert end.end_time is not None and 1_000_140 <= end.end_time <= 1_000_170
+
+
+def test_batching_of_the_input_does_not_change_the_alarms(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path, {0: (EpisodeConfig("tachycardia", 50, 60),), 2: (EpisodeConfig("tachycardia", 90, 40),)}
+    )
+    readings = interleaved(cfg, 200)
+    whole = Pipeline(cfg, str).ingest(readings)
+    one_by_one_pipeline = Pipeline(cfg, str)
+    one_by_one = [e for r in readings for e in one_by_one_pipeline.ingest([r])]
+
+    def key(events: list) -> list[tuple[str, str, float]]:  # type: ignore[type-arg]
+        return [(e.device, e.phase.value, e.onset_time) for e in events]
+
+    assert key(whole) == key(one_by_one)
+    assert len([e for e in whole if e.phase is Phase.START]) == 2
+
+
+def test_contact_loss_raises_a_technical_alarm_not_a_physiological_one(tmp_path: Path) -> None:
+    cfg = config(tmp_path, {0: (EpisodeConfig("contact_loss", 30, 40),)})
+    events = Pipeline(cfg, str).ingest(interleaved(cfg, 120))
+    assert [(e.condition, e.phase) for e in events] == [
+        ("sensor_off", Phase.START),
+        ("sensor_off", Phase.END),
+    ]
+    assert all(e.kind is AlarmKind.TECHNICAL for e in events)
+
+
+def test_flagged_tachycardia_values_cannot_raise_the_physiological_alarm(tmp_path: Path) -> None:
+    cfg = config(tmp_path, {})
+    pipeline = Pipeline(cfg, str)
+    flagged = [
+        Reading(
+            "wearable-0/vitals",
+            ("hr", "spo2", "skin_temp"),
+            np.array([[150.0, 97, 34]]),
+            t,
+            t,
+            0.0,
+            Quality.MOTION,
+        )
+        for t in np.arange(0.0, 60.0)
+    ]
+    events = pipeline.ingest(flagged)
+    assert all(e.kind is AlarmKind.TECHNICAL for e in events)
+    assert [e.condition for e in events] == ["signal_poor"]
+
+
+def test_unwatched_streams_are_counted_not_processed(tmp_path: Path) -> None:
+    cfg = config(tmp_path, {})
+    pipeline = Pipeline(cfg, str)
+    rr = Reading("wearable-0/rr", ("rr",), np.array([[0.8]]), 0.0, 0.0)
+    assert pipeline.ingest([rr]) == [] and pipeline.unwatched_samples == 1

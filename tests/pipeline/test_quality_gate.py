@@ -1,0 +1,34 @@
+"""The quality gate: device flags and physically impossible values become missing, and are counted."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.pipeline.quality import QualityGate
+from agent.readings import Quality, Reading
+
+
+def reading(values: list[list[float]], channels: tuple[str, ...], quality: Quality = Quality.OK) -> Reading:
+    return Reading("d/vitals", channels, np.array(values, dtype=float), 0.0, 0.0, 1.0, quality)
+
+
+def test_good_values_pass_unchanged() -> None:
+    gated = QualityGate(("hr", "spo2")).apply(reading([[72, 98]], ("hr", "spo2")))
+    assert gated.values.tolist() == [[72, 98]] and gated.quality is Quality.OK and gated.bad_samples == 0
+
+
+def test_device_flag_hides_the_whole_block() -> None:
+    gated = QualityGate(("hr",)).apply(reading([[72], [73]], ("hr",), Quality.NO_CONTACT))
+    assert np.isnan(gated.values).all() and gated.quality & Quality.NO_CONTACT and gated.bad_samples == 2
+
+
+def test_out_of_range_value_is_hidden_without_hiding_its_neighbours() -> None:
+    gated = QualityGate(("hr", "spo2")).apply(reading([[0, 97], [75, 140]], ("hr", "spo2")))
+    assert np.isnan(gated.values[0, 0]) and gated.values[0, 1] == 97
+    assert gated.values[1, 0] == 75 and np.isnan(gated.values[1, 1])
+    assert gated.quality & Quality.OUT_OF_RANGE and gated.bad_samples == 2
+
+
+def test_channels_are_selected_by_name_and_missing_ones_are_nan() -> None:
+    gated = QualityGate(("spo2", "hr", "resp")).apply(reading([[72, 98]], ("hr", "spo2")))
+    assert gated.values[0, :2].tolist() == [98, 72] and np.isnan(gated.values[0, 2])
