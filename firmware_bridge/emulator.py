@@ -150,6 +150,11 @@ class SerialDeviceEmulator:
     def send_event(self, event: Event, time_us: int) -> None:
         self.send(event, time_us)
 
+    def skip_sequence(self, count: int) -> None:
+        """Consume `count` sequence numbers without sending: the receiver must report a gap."""
+        with self._lock:
+            self._seq = (self._seq + count) & 0xFFFF
+
     def inject_garbage(self, data: bytes) -> None:
         with self._lock:
             self._write(data)

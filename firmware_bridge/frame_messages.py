@@ -177,9 +177,21 @@ class DataBlock:
     samples: npt.NDArray[np.signedinteger[Any]] = field(repr=False)
 
     def __post_init__(self) -> None:
-        arr = np.asarray(self.samples, dtype=self.sample_type.dtype)
+        dtype = self.sample_type.dtype
+        src = np.asarray(self.samples)
+        if src.dtype == dtype:
+            arr = src.view()  # own view: freezing it must not freeze the caller's array
+        elif src.size and not np.issubdtype(src.dtype, np.integer):
+            raise PayloadError(f"samples must be integers, got {src.dtype}")
+        else:
+            info = np.iinfo(dtype)
+            if src.size and (src.min() < info.min or src.max() > info.max):
+                raise PayloadError(f"samples outside the {self.sample_type.name} range")
+            arr = src.astype(dtype)
         if arr.ndim != 2 or arr.shape[1] != len(self.channels) or not self.channels:
             raise PayloadError(f"samples must be (n, {len(self.channels)}) with ≥1 channel, got {arr.shape}")
+        if len(set(self.channels)) != len(self.channels):
+            raise PayloadError(f"channel listed twice in {self.channels}")
         if arr.shape[0] > 0xFFFF:
             raise PayloadError("at most 65535 samples per block")
         arr.flags.writeable = False  # a frozen value must not change under a reader's feet

@@ -42,7 +42,7 @@ def data_blocks(draw: st.DrawFn, max_samples: int = 40) -> DataBlock:
     n = draw(st.integers(0, max_samples))
     info = np.iinfo(stype.dtype)
     values = draw(st.lists(st.integers(int(info.min), int(info.max)), min_size=n * n_ch, max_size=n * n_ch))
-    channels = tuple(draw(st.lists(st.integers(0, 255), min_size=n_ch, max_size=n_ch)))
+    channels = tuple(draw(st.lists(st.integers(0, 255), min_size=n_ch, max_size=n_ch, unique=True)))
     first = draw(st.integers(0, 2**64 - 1))
     return DataBlock(first, stype, channels, np.array(values, dtype=np.int64).reshape(n, n_ch))
 

@@ -23,6 +23,7 @@ from firmware_bridge.frame_messages import (
     Event,
     EventKind,
     Hello,
+    PayloadError,
     SampleType,
 )
 from firmware_bridge.physical import channel_names, sample_times_us, to_physical
@@ -149,3 +150,15 @@ def test_to_physical_rejects_undeclared_channel_and_wrong_type() -> None:
         to_physical(DataBlock(0, SampleType.INT16, (3,), np.zeros((1, 1), dtype=np.int16)), hello)
     with pytest.raises(ChannelMapError, match="INT32"):
         to_physical(DataBlock(0, SampleType.INT32, (0,), np.zeros((1, 1), dtype=np.int32)), hello)
+
+
+def test_data_block_validates_samples_without_touching_the_callers_array() -> None:
+    mine = np.array([[1, 2]], dtype=np.int16)
+    block = DataBlock(0, SampleType.INT16, (0, 1), mine)
+    assert mine.flags.writeable and not block.samples.flags.writeable
+    with pytest.raises(PayloadError, match="range"):
+        DataBlock(0, SampleType.INT16, (0,), np.array([[40000]]))
+    with pytest.raises(PayloadError, match="integers"):
+        DataBlock(0, SampleType.INT16, (0,), np.array([[1.5]]))
+    with pytest.raises(PayloadError, match="twice"):
+        DataBlock(0, SampleType.INT16, (1, 1), np.zeros((1, 2), dtype=np.int16))
