@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from firmware_bridge.errors import GattDecodeError
 from firmware_bridge.gatt.polar_pmd import (
@@ -124,3 +126,25 @@ def test_acc_delta_compressed_frame() -> None:
 def test_pmd_data_malformed(value: str) -> None:
     with pytest.raises(GattDecodeError, match="PMD data"):
         decode_pmd_data(h(value))
+
+
+def _delta_encode(samples: np.ndarray, block: int) -> bytes:
+    """Test-side PMD delta encoder: 16-bit reference, then blocks of bit-packed signed deltas."""
+    out = bytearray(samples[0].astype("<i2").tobytes())
+    deltas = np.diff(samples, axis=0)
+    for start in range(0, len(deltas), block):
+        chunk = deltas[start : start + block]
+        width = max(1, int(max(abs(int(chunk.min())), abs(int(chunk.max())) + 1)).bit_length() + 1)
+        bits = ((chunk.reshape(-1, 1) >> np.arange(width)) & 1).astype(np.uint8).ravel()
+        out += bytes((width, len(chunk))) + np.packbits(bits, bitorder="little").tobytes()
+    return bytes(out)
+
+
+@given(
+    st.lists(st.tuples(*[st.integers(-8000, 8000)] * 3), min_size=1, max_size=60),
+    st.integers(1, 20),
+)
+def test_acc_delta_frames_round_trip(rows: list[tuple[int, int, int]], block: int) -> None:
+    samples = np.array(rows, dtype=np.int64)
+    value = bytes.fromhex(f"02 {TS} 81") + _delta_encode(samples, block)
+    np.testing.assert_array_equal(decode_pmd_data(value).samples, samples)
