@@ -97,12 +97,13 @@ def test_vectorised_over_streams_equals_one_stream_at_a_time(type_: str) -> None
         assert_blocks_equal([b.rows(np.array([i])) for b in together], alone)
 
 
+@pytest.mark.parametrize("phi", [0.0, 0.7], ids=["gaussian", "ar1"])
 @pytest.mark.parametrize("type_", sorted(CASES))
-def test_calibration_reaches_the_target_false_alarm_rate_on_fresh_normal_data(type_: str) -> None:
+def test_calibration_reaches_the_target_false_alarm_rate_on_fresh_normal_data(type_: str, phi: float) -> None:
     channels, _, two_sided = CASES[type_]
     target_per_hour = 36.0  # one exceedance per 100 hops of 1 s
-    train = ar1(np.random.default_rng(10), (40, 1600, len(channels)))
-    fresh = ar1(np.random.default_rng(11), (40, 1600, len(channels)))
+    train = ar1(np.random.default_rng(10), (40, 1600, len(channels)), phi=phi)
+    fresh = ar1(np.random.default_rng(11), (40, 1600, len(channels)), phi=phi)
     train[:, ::97] = np.nan  # a normal link drops a few samples
     fresh[:, ::89] = np.nan
     detector = build(type_)
