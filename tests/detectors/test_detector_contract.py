@@ -16,7 +16,7 @@ import pytest
 from detector_drive import ar1, normal_block, run, scores_of
 
 from agent.config.schema import DetectorConfig
-from agent.detectors import TYPES, ScoreBlock, StreamingDetector, build_detector
+from agent.detectors import TYPES, ScoreBlock, StreamingDetector, WindowBlock, build_detector
 
 RATE = 2.0
 HOP_S = 1.0
@@ -156,3 +156,13 @@ def test_nan_everywhere_never_raises_or_warns(type_: str) -> None:
         assert not np.isinf(b.scores).any()
         assert (b.contributions >= 0).all() and np.isfinite(b.contributions).all()
         assert not b.exceeded[np.isnan(b.scores)].any()
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_an_empty_block_gives_empty_scores(type_: str) -> None:
+    d = build(type_)
+    channels = len(CASES[type_][0])
+    out = d.score(
+        WindowBlock(np.zeros((0, d.window, channels)), np.zeros(0, dtype=np.int64), np.zeros(0), d.hop)
+    )
+    assert out.scores.shape == (0,) and out.contributions.shape == (0, channels)
