@@ -101,3 +101,12 @@ def test_sign_model_tool_round_trip(pump_copy: Path, tmp_path: Path) -> None:
     sign(pump_copy, priv)
     assert len(verify(pump_copy, pub)) == 4
     load_model(pump_copy, backend="tflite", public_key=pub)
+
+
+@pytest.mark.parametrize("model", ["pump", "ecg-beat"])
+def test_shipped_models_verify_with_the_shipped_public_key(pump_dir: Path, model: str) -> None:
+    models = pump_dir.parent
+    for backend in ("onnx", "tflite"):
+        load_model(
+            models / model, backend=backend, precision="int8", public_key=models / "edge-agent-models.pub"
+        )  # type: ignore[arg-type]

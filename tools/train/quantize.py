@@ -130,12 +130,13 @@ def onnx_scores(path: Path, x: F32, batch: int = 4096) -> NDArray[np.float64]:
 
 
 def agreement(ref: NDArray[np.float64], other: NDArray[np.float64], threshold: float) -> dict[str, float]:
-    """Pearson/Spearman correlation, flag agreement at `threshold`, median relative error."""
+    """Pearson/Spearman correlation, flag agreement at `threshold`, relative error overall and at the top."""
 
     def ranks(a: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.argsort(np.argsort(a)).astype(np.float64)
 
     flags_ref, flags = ref > threshold, other > threshold
+    top = ref >= np.quantile(ref, 0.99)
     return {
         "pearson": float(np.corrcoef(ref, other)[0, 1]),
         "spearman": float(np.corrcoef(ranks(ref), ranks(other))[0, 1]),
@@ -143,6 +144,8 @@ def agreement(ref: NDArray[np.float64], other: NDArray[np.float64], threshold: f
         "flags_fp32": int(flags_ref.sum()),
         "flags_int8": int(flags.sum()),
         "median_rel_error": float(np.median(np.abs(other - ref) / np.maximum(ref, 1e-12))),
+        # < 1: the most anomalous windows score lower in int8 than in fp32 (saturation / clipping)
+        "top1pct_score_ratio": float(np.median(other[top] / ref[top])),
     }
 
 
@@ -172,7 +175,8 @@ def compare(fp32: Path, calib_x: F32, test_x: F32, threshold: float) -> dict[str
             b1, b64 = entry["batch_1"], entry["batch_64_mixed"]
             print(
                 f"int8 {variant:13s} batch 1: pearson {b1['pearson']:.4f} spearman {b1['spearman']:.4f} "
-                f"flags agree {100 * b1['flag_agreement']:.2f} % | batch 64 mixed: flags agree "
+                f"flags agree {100 * b1['flag_agreement']:.2f} % top-1% ratio {b1['top1pct_score_ratio']:.3f}"
+                f" | batch 64 mixed: flags agree "
                 f"{100 * b64['flag_agreement']:.2f} %, spearman {b64['spearman']:.4f}"
             )
     return result
