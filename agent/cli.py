@@ -39,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="check a configuration file and exit (0 ok, 2 bad)")
     check.add_argument("config", type=Path)
 
+    status = sub.add_parser("status", help="the running agent's health (or its last heartbeat)")
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", "-c", type=Path, help="the agent's config file (finds its state_dir)")
+    where.add_argument("--state-dir", type=Path, help="the agent's state folder")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+
     demo = sub.add_parser(
         "demo", help="the whole job on this machine: broker, simulated devices, agent, receiver"
     )
@@ -60,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.config)
         if args.command == "run":
             return _run(args.config)
+        if args.command == "status":
+            return _status(args.config, args.state_dir, args.json)
         return _demo(args.duration, args.config, args.speed)
     except InvalidConfigError as exc:
         return _config_failure(exc.source, exc.errors)
@@ -100,6 +108,22 @@ def _run(path: Path) -> int:
     preflight(config)
     logging.getLogger("agent").info("starting gateway agent, config sha256 %s", config.digest[:16])
     asyncio.run(Agent(config).run_until_signalled())
+    return 0
+
+
+def _status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> int:
+    import json
+
+    from agent.config import load_config
+    from agent.status import read_status, render
+
+    folder = state_dir if state_dir is not None else load_config(config_path or Path()).gateway.state_dir
+    found = read_status(folder)
+    if found is None:
+        print(f"edge-agent status: no running agent and no heartbeat yet in {folder}", file=sys.stderr)
+        return 1
+    source, status = found
+    print(json.dumps(status, indent=1) if as_json else render(source, status))
     return 0
 
 

@@ -4,20 +4,27 @@ Everything runs in one asyncio loop. Sources push readings into a bounded queue;
 them in batches through the pipeline and commits the resulting alarm events to the outbox, which
 is the only road to the broker. A monitor task raises gateway-side technical alarms (device lost,
 outbox filling, publish refused) and a heartbeat task reports health at the configured interval.
-On stop: sources close, queued readings are processed, alarms flushed to the outbox, detector
-state saved, and a clean "offline" status is published.
+
+Signals: SIGTERM/SIGINT stop (sources close, queued readings are processed, alarms committed,
+state saved, a clean "offline" status published, exit 0). SIGHUP reloads the config file: a bad
+file is refused with a log line per problem and the running config stays; a good one replaces
+the session, carrying active alarm episodes over by rule. Under systemd the agent reports READY,
+and WATCHDOG only while its pipeline loop keeps turning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.alarms import StreamRef
-from agent.config.schema import AgentConfig
+from agent.config import load_config
+from agent.config.schema import AgentConfig, DeviceConfig
 from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
 from agent.health import Health, board_temperature_c, rss_bytes
@@ -28,6 +35,8 @@ from agent.privacy import Pseudonymizer, load_or_create_key
 from agent.readings import Reading
 from agent.sources import check_transport, open_source
 from agent.state import ensure_state_dir, next_session, read_json, write_json
+from agent.status import LAST_HEARTBEAT, StatusServer
+from agent.systemd import notify, watchdog_period_s
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
 
@@ -35,6 +44,8 @@ log = logging.getLogger("agent")
 
 QUEUE_READINGS = 10_000  # bounded: a stalled pipeline makes sources wait instead of eating memory
 MONITOR_PERIOD_S = 1.0
+PIPELINE_TICK_S = 1.0  # the pipeline loop turns at least this often, idle or not (watchdog proof of life)
+STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding the watchdog
 
 
 def preflight(config: AgentConfig) -> None:
@@ -62,27 +73,35 @@ class Agent:
         self.config = config
         self._sim_start_time = sim_start_time
         self.stopping = asyncio.Event()
+        self.reloading = asyncio.Event()
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reloading.set)
         await self.run()
 
     async def run(self) -> None:
-        cfg = self.config
+        """Run sessions until stopped; each accepted reload starts a new session."""
+        carried: dict[str, Any] = {}
+        while True:
+            self.reloading.clear()
+            carried = await self._session(self.config, carried)
+            if self.stopping.is_set():
+                return
+
+    async def _session(self, cfg: AgentConfig, carried_alarms: dict[str, Any]) -> dict[str, Any]:
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
         session = next_session(state_dir)
         pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / "pseudonym.key"))
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         pipeline = Pipeline(cfg, pseudonym)
-        pipeline.load_detector_state(read_json(state_dir / "detectors.json") or {})
-        health = Health()
-        for device in cfg.devices:
-            health.add_device(device.id, pseudonym(device.id), device.lost_after_s)
+        saved = read_json(state_dir / "pipeline.json") or {}
+        pipeline.load_state(saved.get("detectors", {}), carried_alarms or saved.get("alarms", {}))
         outbox = Outbox(cfg.outbox)
         uplink = MqttUplink(cfg.mqtt, topics, outbox, session)
-        run = _Run(cfg, topics, pipeline, health, outbox, uplink, session, pseudonym)
+        run = _Session(cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir)
         log.info(
             "session %d: %d device(s), %d detector(s), uplink %s:%d",
             session,
@@ -92,13 +111,34 @@ class Agent:
             cfg.mqtt.port,
         )
         try:
-            await run.serve(self.stopping, self._sim_start_time)
+            await run.serve(self, self._sim_start_time)
         finally:
-            write_json(state_dir / "detectors.json", pipeline.detector_state())
+            run.save_state()
             outbox.close()
+        return pipeline.alarm_state()
+
+    def try_reload(self) -> bool:
+        """Load and check the config file again; keep the running one if the new one is bad."""
+        path = self.config.source_path
+        if path is None:
+            log.error("reload refused: the running config did not come from a file")
+            return False
+        try:
+            new = load_config(path)
+            preflight(new)
+        except InvalidConfigError as exc:
+            for problem in exc.errors:
+                log.error("reload refused, keeping the running config: %s: %s", path, problem)
+            return False
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s: %s", path, exc)
+            return False
+        log.info("reloading config %s (sha256 %s)", path, new.digest[:16])
+        self.config = new
+        return True
 
 
-class _Run:
+class _Session:
     """One session of the agent: the tasks and the state they share."""
 
     def __init__(
@@ -106,19 +146,22 @@ class _Run:
         cfg: AgentConfig,
         topics: Topics,
         pipeline: Pipeline,
-        health: Health,
         outbox: Outbox,
         uplink: MqttUplink,
         session: int,
         pseudonym: Pseudonymizer,
+        state_dir: Path,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
         self.pipeline = pipeline
-        self.health = health
         self.outbox = outbox
         self.uplink = uplink
         self.session = session
+        self.state_dir = state_dir
+        self.health = Health()
+        for device in cfg.devices:
+            self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s)
         self.queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_READINGS)
         gateway, digest = cfg.gateway.id, cfg.digest[:16]
         self.device_lost = ThresholdAlarm("device_lost", Priority.MEDIUM, gateway, digest)
@@ -126,8 +169,12 @@ class _Run:
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
+        self.pipeline_tick = time.monotonic()
+        self.last_heartbeat: dict[str, Any] = {}
+        self.status = StatusServer(state_dir, self.snapshot)
 
-    async def serve(self, stopping: asyncio.Event, sim_start_time: float | None) -> None:
+    async def serve(self, agent: Agent, sim_start_time: float | None) -> None:
+        await self.status.start()
         sources = [
             asyncio.create_task(self._pump(d, sim_start_time), name=f"source {i}")
             for i, d in enumerate(self.cfg.devices)
@@ -136,32 +183,47 @@ class _Run:
             asyncio.create_task(self._process(), name="pipeline"),
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._monitor(), name="monitor"),
-            asyncio.create_task(self.uplink.run(), name="uplink"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
         ]
-        stop_wait = asyncio.create_task(stopping.wait())
-        await asyncio.wait([stop_wait, *workers], return_when=asyncio.FIRST_COMPLETED)
-        for task in workers:
-            if task.done() and task.exception() is not None:
-                log.error("task %s failed: %r", task.get_name(), task.exception())
+        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
+        notify("READY=1", f"STATUS=session {self.session}, {len(self.cfg.devices)} device(s)")
+        await self._until_stop_or_accepted_reload(agent, [*workers, uplink])
+        notify("STOPPING=1" if agent.stopping.is_set() else "RELOADING=1")
         for task in sources:
             task.cancel()
         await asyncio.gather(*sources, return_exceptions=True)
-        self.workers_stop(workers[:3])
-        await asyncio.gather(*workers[:3], return_exceptions=True)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         self._commit(self._drain_queue())  # nothing already read is lost
         await self.uplink.stop()
-        workers[3].cancel()
-        await asyncio.gather(workers[3], stop_wait, return_exceptions=True)
-        stop_wait.cancel()
+        uplink.cancel()
+        await asyncio.gather(uplink, return_exceptions=True)
+        await self.status.close()
 
-    @staticmethod
-    def workers_stop(tasks: list[asyncio.Task[Any]]) -> None:
-        for task in tasks:
-            task.cancel()
+    async def _until_stop_or_accepted_reload(self, agent: Agent, tasks: list[asyncio.Task[Any]]) -> None:
+        while True:
+            stop = asyncio.create_task(agent.stopping.wait())
+            reload = asyncio.create_task(agent.reloading.wait())
+            done, _ = await asyncio.wait([stop, reload, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reload.cancel()
+            for task in tasks:
+                if task in done:
+                    # A worker must never end on its own: report it, then stop (systemd restarts us).
+                    log.error("task %s ended unexpectedly: %r", task.get_name(), task.exception())
+                    agent.stopping.set()
+                    return
+            if agent.stopping.is_set():
+                return
+            agent.reloading.clear()
+            if agent.try_reload():
+                return
 
-    async def _pump(self, device: Any, sim_start_time: float | None) -> None:
-        """Move one device's readings into the queue; a failing source is restarted with backoff."""
+    async def _pump(self, device: DeviceConfig, sim_start_time: float | None) -> None:
+        """Move one device's readings into the queue; a failing source is reopened with backoff."""
         delay = 1.0
+        ref = self.device_refs[self.cfg.devices.index(device)]
         while True:
             try:
                 async with open_source(device, start_time=sim_start_time) as source:
@@ -176,7 +238,7 @@ class _Run:
                 self.health.set_counters(device.id, connected=False)
                 log.warning(
                     "source %s failed (%s); retrying in %.0f s",
-                    self.device_refs[self.cfg.devices.index(device)].device_pseudonym,
+                    ref.device_pseudonym,
                     type(exc).__name__,
                     delay,
                 )
@@ -185,9 +247,12 @@ class _Run:
 
     async def _process(self) -> None:
         while True:
-            batch = [await self.queue.get()]
-            batch += self._drain_queue(limit=2_000)
-            self._commit(batch)
+            self.pipeline_tick = time.monotonic()
+            try:
+                first = await asyncio.wait_for(self.queue.get(), PIPELINE_TICK_S)
+            except TimeoutError:
+                continue
+            self._commit([first, *self._drain_queue(limit=2_000)])
 
     def _drain_queue(self, limit: int | None = None) -> list[Reading]:
         batch: list[Reading] = []
@@ -219,14 +284,13 @@ class _Run:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.gateway.heartbeat_interval_s)
-            stats = self.outbox.stats()
             beat = Heartbeat(
                 gateway=self.cfg.gateway.id,
                 time=time.time(),
                 uptime_s=self.health.uptime_s(),
                 session=self.session,
                 devices=self.health.device_report(),
-                outbox_depth=stats.depth,
+                outbox_depth=self.outbox.depth(),
                 oldest_undelivered_age_s=self.outbox.oldest_age(),
                 active_alarms=self.pipeline.active_alarms() + self._technical_active(),
                 models={},
@@ -236,6 +300,9 @@ class _Run:
             )
             self.outbox.put_heartbeat(beat, self.topics.heartbeat, self.cfg.mqtt.heartbeat_expiry_s)
             self.uplink.notify()
+            self.last_heartbeat = beat.to_payload()
+            write_json(self.state_dir / LAST_HEARTBEAT, self.last_heartbeat)
+            self.save_state()  # calibration and active episodes survive a crash, one interval old at most
 
     def _technical_active(self) -> int:
         return sum(a.active_count() for a in (self.device_lost, self.outbox_filling, self.publish_refused))
@@ -259,3 +326,45 @@ class _Run:
                 [self.gateway_ref], [float(self.outbox.refused_count())], [0.5], now
             )
             self.publish(events)
+
+    async def _watchdog(self) -> None:
+        """Feed systemd's watchdog only while the pipeline loop turns: a stall means a restart."""
+        period = watchdog_period_s()
+        if period is None:
+            await asyncio.Event().wait()  # not under a systemd watchdog: nothing to feed
+            return
+        while True:
+            await asyncio.sleep(period)
+            stalled_for = time.monotonic() - self.pipeline_tick
+            if stalled_for < STALL_AFTER_S:
+                notify("WATCHDOG=1")
+            else:
+                log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
+
+    def save_state(self) -> None:
+        state = {"detectors": self.pipeline.detector_state(), "alarms": self.pipeline.alarm_state()}
+        with contextlib.suppress(OSError):  # a full disk must not stop alarms; the outbox reports it
+            write_json(self.state_dir / "pipeline.json", state)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `edge-agent status` shows: the last heartbeat plus live uplink and outbox figures."""
+        counters = self.uplink.counters()
+        stats = self.outbox.stats()
+        return {
+            "heartbeat": self.last_heartbeat or {"gateway": self.cfg.gateway.id, "session": self.session},
+            "uplink": {
+                "connected": counters.connected,
+                "delivered": counters.delivered,
+                "refused": counters.refused,
+                "reconnects": counters.reconnects,
+                "inflight": counters.inflight,
+            },
+            "outbox": {
+                "depth": stats.depth,
+                "refused": stats.refused,
+                "size_bytes": stats.size_bytes,
+                "evicted": stats.evicted,
+            },
+            "queue": self.queue.qsize(),
+            "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),
+        }

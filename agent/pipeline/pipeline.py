@@ -43,9 +43,12 @@ class Pipeline:
         gateway = config.gateway.id
         detectors = build_detectors(config)
         books: dict[str, list[AlarmBook]] = {d.id: [] for d in detectors}
+        self._books: dict[str, AlarmBook] = {}
         for rule in config.alarms:
             detector = next(d for d in detectors if d.id == rule.detector)
-            books[rule.detector].append(AlarmBook(rule, gateway, config_hash, detector.channels))
+            book = AlarmBook(rule, gateway, config_hash, detector.channels)
+            books[rule.detector].append(book)
+            self._books[f"{rule.detector}/{rule.condition}"] = book
         by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}
         rates: dict[str, float] = {}
         for spec, detector in zip(config.detectors, detectors, strict=True):
@@ -82,7 +85,16 @@ class Pipeline:
         """Calibrated thresholds and baselines of every detector, to persist across restarts."""
         return {d.id: d.state() for d in self.detectors}
 
-    def load_detector_state(self, state: dict[str, Any]) -> None:
+    def alarm_state(self) -> dict[str, Any]:
+        """Open alarm episodes (and cooldowns) per rule, keyed "detector/condition"."""
+        return {key: book.state() for key, book in self._books.items()}
+
+    def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
+        """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are
+        dropped, so an active episode continues with its id only while its rule does."""
         for detector in self.detectors:
-            if detector.id in state:
-                detector.load_state(state[detector.id])
+            if detector.id in detectors:
+                detector.load_state(detectors[detector.id])
+        for key, book in self._books.items():
+            if key in alarms:
+                book.load_state(alarms[key])

@@ -157,7 +157,7 @@ def test_tachycardia_episode_gives_one_start_one_end_heartbeats_and_a_will(
     central: Central, agent_process: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     # The episode ends at 90 simulated s (4.5 s real at 20x) and clears 10 simulated s later.
-    ended = central.wait_for(lambda: any(p["phase"] == "end" for p in central.of("alarm")), timeout=60)
+    ended = central.wait_for(lambda: any(p["phase"] == "end" for p in central.of("alarm")), timeout=120)
     assert agent_process.poll() is None, agent_process.stdout.read() if agent_process.stdout else ""
     assert ended, f"no END event; alarms so far: {central.of('alarm')}"
     time.sleep(2.0)  # anything extra that would arrive late (a second episode, a duplicate start)

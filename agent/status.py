@@ -1,0 +1,96 @@
+"""`edge-agent status`: the running agent's health, from its local socket or its last heartbeat.
+
+The daemon serves one JSON document per connection on a unix socket in its state folder (0600,
+so only the service user and root can read it), and also writes each heartbeat to
+`last-heartbeat.json` there; `status` prefers the live socket and falls back to that file when the
+agent is not running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SOCKET_NAME = "agent.sock"
+LAST_HEARTBEAT = "last-heartbeat.json"
+
+
+class StatusServer:
+    """Answers every connection on `<state_dir>/agent.sock` with `snapshot()` as JSON."""
+
+    def __init__(self, state_dir: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.path = state_dir / SOCKET_NAME
+        self._snapshot = snapshot
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # left by a killed predecessor
+        self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
+        self.path.chmod(0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(self._snapshot(), default=str).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+def read_status(state_dir: Path, timeout_s: float = 2.0) -> tuple[str, dict[str, Any]] | None:
+    """("live", status) from the socket, ("last heartbeat", payload) from the file, or None."""
+    with contextlib.suppress(OSError, ValueError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(state_dir / SOCKET_NAME))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return "live", json.loads(data)
+    with contextlib.suppress(OSError, ValueError):
+        return "last heartbeat", json.loads((state_dir / LAST_HEARTBEAT).read_text())
+    return None
+
+
+def render(source: str, status: dict[str, Any]) -> str:
+    """A readable multi-line report of a status snapshot (live) or a heartbeat payload (file)."""
+    beat = status.get("heartbeat", status)
+    lines = [
+        f"edge-agent status ({source}) — gateway {beat.get('gateway')}, session {beat.get('session')}, "
+        f"up {beat.get('uptime_s', 0):.0f} s, at {beat.get('time')}"
+    ]
+    uplink = status.get("uplink")
+    if uplink:
+        lines.append(
+            f"  uplink: {'connected' if uplink.get('connected') else 'DISCONNECTED'}, "
+            f"{uplink.get('delivered', 0)} delivered, {uplink.get('refused', 0)} refused, "
+            f"{uplink.get('reconnects', 0)} reconnects"
+        )
+    age = beat.get("oldest_undelivered_age_s")
+    lines.append(f"  outbox: {beat.get('outbox_depth')} waiting" + (f", oldest {age:.0f} s" if age else ""))
+    lines.append(f"  alarms active: {beat.get('active_alarms')}")
+    lines.append(
+        f"  cpu {beat.get('cpu_percent')}%, rss {(beat.get('rss_bytes') or 0) / 2**20:.0f} MB, "
+        f"board {beat.get('temperature_c') or '?'} °C"
+    )
+    models = beat.get("models") or {}
+    lines.append("  models: " + (", ".join(f"{k} {v}" for k, v in models.items()) or "none"))
+    for device in beat.get("devices", []):
+        seen = device.get("last_seen") or "never"
+        lines.append(
+            f"  device {device['device']}: {'connected' if device['connected'] else 'not connected'}, "
+            f"{device['rate_hz']:.1f} readings/s, last seen {seen}, gaps {device['gaps']}, "
+            f"bad frames {device['bad_frames']}"
+        )
+    return "\n".join(lines)
