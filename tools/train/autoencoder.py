@@ -53,7 +53,8 @@ class DenseAE(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0], self.window, self.channels)
+        out: torch.Tensor = self.net(x.reshape(x.shape[0], -1))
+        return out.reshape(x.shape[0], self.window, self.channels)
 
     def dense_layers(self) -> list[DenseLayer]:
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
@@ -85,7 +86,8 @@ class ConvAE(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dec(self.enc(x.transpose(1, 2))).transpose(1, 2)
+        out: torch.Tensor = self.dec(self.enc(x.transpose(1, 2)))
+        return out.transpose(1, 2)
 
 
 def make_windows(rows: NDArray[Any], window: int, stride: int = 1) -> F32:
@@ -125,7 +127,7 @@ def train(
             inp = xb + noise * torch.randn_like(xb) if noise else xb
             loss = nn.functional.mse_loss(model(inp), xb)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             total += loss.item() * len(xb)
         sched.step()

@@ -171,13 +171,9 @@ def compare(fp32: Path, calib_x: F32, test_x: F32, threshold: float) -> dict[str
         for variant in VARIANTS:
             path = Path(tmp) / f"{variant}.onnx"
             quantize(fp32, path, variant, calib)
-            entry = {
-                "batch_1": agreement(ref, onnx_scores(path, test_x, batch=1), threshold),
-                "batch_64_mixed": agreement(ref_shuffled, onnx_scores(path, shuffled, batch=64), threshold),
-                "bytes": path.stat().st_size,
-            }
-            result[variant] = entry
-            b1, b64 = entry["batch_1"], entry["batch_64_mixed"]
+            b1 = agreement(ref, onnx_scores(path, test_x, batch=1), threshold)
+            b64 = agreement(ref_shuffled, onnx_scores(path, shuffled, batch=64), threshold)
+            result[variant] = {"batch_1": b1, "batch_64_mixed": b64, "bytes": path.stat().st_size}
             print(
                 f"int8 {variant:13s} batch 1: pearson {b1['pearson']:.4f} spearman {b1['spearman']:.4f} "
                 f"flags agree {100 * b1['flag_agreement']:.2f} % top-1% ratio {b1['top1pct_score_ratio']:.3f}"

@@ -72,7 +72,7 @@ def experiments(root: Path) -> list[Experiment]:
 def standardise(rows: NDArray[np.float64], floor: NDArray[np.float64]) -> NDArray[np.float64]:
     """Standardise by the first CALIBRATION_ROWS rows, as AutoencoderDetector(adapt_rows=400) does."""
     head = rows[:CALIBRATION_ROWS]
-    return (rows - head.mean(axis=0)) / np.maximum(head.std(axis=0), floor)
+    return np.asarray((rows - head.mean(axis=0)) / np.maximum(head.std(axis=0), floor))
 
 
 def training_pieces(root: Path, exps: Sequence[Experiment]) -> list[NDArray[np.float64]]:
@@ -132,7 +132,7 @@ def evaluate(
         s, th = trace[:, CALIBRATION_ROWS:]
         flags.append(np.nan_to_num(s, nan=-np.inf) > th)
         labels.append(e.labels[CALIBRATION_ROWS:])
-    result = pooled_metrics(np.concatenate(flags), np.concatenate(labels))
+    result: dict[str, Any] = dict(pooled_metrics(np.concatenate(flags), np.concatenate(labels)))
     result.update(
         backend=backend, precision=precision, detector_params=params, replay_seconds=round(seconds, 1)
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import flatbuffers
+import flatbuffers  # type: ignore[import-untyped]
 import numpy as np
 from numpy.typing import NDArray
 
