@@ -7,14 +7,15 @@ exactly as for physiological alarms.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from agent.alarms import AlarmBook, StreamRef
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import ScoreBlock
-from agent.events import AlarmEvent, AlarmKind, Priority
+from agent.events import AlarmEvent, AlarmKind, Phase, Priority
 from agent.readings import Quality
 
 # condition -> (flags that mean it, priority)
@@ -24,6 +25,33 @@ QUALITY_CONDITIONS: dict[str, tuple[Quality, Priority]] = {
     "battery_low": (Quality.LOW_BATTERY, Priority.LOW),
     "device_fault": (Quality.DEVICE_FAULT, Priority.MEDIUM),
 }
+
+
+# What each condition means, for the alarm's one-line explanation: f(value, limit) -> phrase.
+DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
+    "sensor_off": lambda v, lim: "no sensor contact (electrode or strap off)",
+    "signal_poor": lambda v, lim: "signal unusable: out of range, artifact or motion",
+    "battery_low": lambda v, lim: "device battery low",
+    "device_fault": lambda v, lim: "the device reports a fault",
+    "device_lost": lambda v, lim: f"no data from the device for {v:.0f} s (limit {lim:.0f} s)",
+    "outbox_filling": lambda v, lim: (
+        f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
+    ),
+    "publish_refused": lambda v, lim: f"{v:.0f} message(s) refused by the broker (ACL or size); kept aside",
+}
+
+
+def describe(event: AlarmEvent) -> AlarmEvent:
+    """The event with a readable explanation of the technical condition instead of score vs threshold."""
+    what = DESCRIPTIONS[event.condition](event.value, event.threshold)
+    held_s = event.detection_time - event.onset_time
+    if event.phase is Phase.START:
+        text = f"{what}, for {held_s:.0f} s" if held_s >= 1 else what
+    elif event.phase is Phase.END:
+        text = f"cleared: {what}; lasted {(event.end_time or event.onset_time) - event.onset_time:.0f} s"
+    else:
+        text = f"{what}; priority now {event.priority.value}"
+    return dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))
 
 
 def technical_rule(
@@ -94,7 +122,8 @@ class ThresholdAlarm:
             limits=np.asarray(limits, dtype=np.float64),
             baseline=np.full((n, 1), np.nan),
         )
-        return self._book.update(list(refs), block, np.full(n, now), np.ones(n, dtype=bool), ["ok"] * n)
+        events = self._book.update(list(refs), block, np.full(n, now), np.ones(n, dtype=bool), ["ok"] * n)
+        return [describe(e) for e in events]
 
     def active_count(self) -> int:
         return self._book.active_count()
