@@ -64,6 +64,7 @@ class AlarmBook:
         config_hash: str,
         channels: tuple[str, ...],
         model_hash: str = "",
+        quantity: str = "",
     ) -> None:
         where = f"alarms.{rule.condition}"
         if not 1 <= rule.confirm_n <= rule.confirm_m <= MAX_CONFIRM_M:
@@ -83,6 +84,7 @@ class AlarmBook:
         self.config_hash = config_hash
         self.model_hash = model_hash
         self.channels = channels
+        self.quantity = quantity  # what `observed` measures, for the sentence: the detector's `quantity`
         self._rows: dict[StreamRef, int] = {}
         self._refs: list[StreamRef] = []
         self._episodes: dict[int, _Episode] = {}
@@ -229,7 +231,7 @@ class AlarmBook:
             observed, limit = float(f["peak_observed"][row]), float(self._peak_limit[row])
             score = float(f["peak_score"][row])
         phrase = explain.crossing(
-            self._detector_name(), self.channels[channel], observed, limit, score, threshold, rule.unit
+            rule.detector, self.channels[channel], observed, limit, score, threshold, rule.unit, self.quantity
         )
         if action is Action.START:
             text = f"{phrase} for {explain.seconds(t - onset)}"
@@ -273,9 +275,6 @@ class AlarmBook:
             f["clear_since"][row] = np.nan
             self._can_escalate[row] = False
         return event
-
-    def _detector_name(self) -> str:
-        return self.rule.detector
 
     # -- queries and shutdown --------------------------------------------------------------------------
 

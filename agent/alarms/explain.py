@@ -30,13 +30,21 @@ def has_measure(observed: float, limit: float) -> bool:
 
 
 def crossing(
-    detector: str, channel: str, observed: float, limit: float, score: float, threshold: float, unit: str
+    detector: str,
+    channel: str,
+    observed: float,
+    limit: float,
+    score: float,
+    threshold: float,
+    unit: str,
+    quantity: str = "",
 ) -> str:
-    """The core phrase, without duration: "hr 142 bpm above limit 120 bpm"."""
+    """The core phrase, without duration: "hr 142 bpm above limit 120 bpm", "hr range 0 bpm below ..."."""
     if has_measure(observed, limit):
         side = "above" if observed > limit else "below"
         suffix = f" {unit}" if unit else ""
-        return f"{channel} {fmt(observed)}{suffix} {side} limit {fmt(limit)}{suffix}"
+        what = f"{channel} {quantity}" if quantity else channel
+        return f"{what} {fmt(observed)}{suffix} {side} limit {fmt(limit)}{suffix}"
     return f"{detector} score {fmt(score)} above threshold {fmt(threshold)}"
 
 

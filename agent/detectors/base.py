@@ -105,6 +105,7 @@ class StreamingDetector(ABC):
     """Common machinery; subclasses implement `score` and, if stateful, the per-slot state hooks."""
 
     type_name: str = ""
+    quantity: str = ""  # what ScoreBlock.observed measures when it is not the value itself ("range", ...)
 
     def __init__(self, id: str, channels: tuple[str, ...], window: int, hop: int, threshold: float) -> None:
         if hop > window:

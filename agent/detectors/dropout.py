@@ -24,6 +24,7 @@ from agent.detectors.params import ParamReader
 
 class DropoutDetector(StreamingDetector):
     type_name = "dropout"
+    quantity = "missing fraction"
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> DropoutDetector:

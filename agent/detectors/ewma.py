@@ -29,6 +29,7 @@ from agent.detectors.robust import standardized_hop
 
 class EwmaDetector(StreamingDetector):
     type_name = "ewma"
+    quantity = "smoothed level"
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ MAX_FLATNESS = 1e6
 
 class FlatlineDetector(StreamingDetector):
     type_name = "flatline"
+    quantity = "range"
 
     def __init__(
         self,

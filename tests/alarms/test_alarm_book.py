@@ -193,3 +193,20 @@ def test_book_rejects_mismatched_sizes() -> None:
     book: AlarmBook = new_book(rule())
     with pytest.raises(ValueError, match="sizes differ"):
         book.update([STREAM], block([1.0, 2.0]), np.array([T0]), np.array([True]), ["ok"])
+
+
+def test_the_sentence_names_what_a_detector_measures() -> None:
+    from agent.config.schema import DetectorConfig
+    from agent.detectors import WindowBlock, build_detector
+
+    detector = build_detector(
+        DetectorConfig("stuck", "flatline", "vitals", ("hr",), params={"epsilon": 0.5}), 1.0
+    )
+    book = AlarmBook(
+        rule(kind=AlarmKind.TECHNICAL, unit="bpm"), "gw", "cfg", ("hr",), quantity=detector.quantity
+    )
+    values = np.full((1, detector.window, 1), 72.0)
+    scores = detector.score(WindowBlock(values, np.array([0]), np.array([T0]), 1))
+    (event,) = book.update([STREAM], scores, np.array([T0]), np.array([False]), ["motion"])
+    assert event.explanation.text == "hr range 0 bpm below limit 0.5 bpm for 0 s"
+    assert event.explanation.signal_quality == "motion"
