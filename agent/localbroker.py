@@ -165,6 +165,16 @@ class LocalBroker:
         """Crash the broker (SIGKILL): nothing is saved, sockets drop at once."""
         self._signal(signal.SIGKILL, 10.0)
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open but nothing is read or answered."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo `pause()` (SIGCONT)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def restart(self, *, kill: bool = False) -> None:
         """Stop (or kill) and start again on the same port, with the same persistence db."""
         if kill:

@@ -50,7 +50,7 @@ class Subscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username is not None:
             self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type,unused-ignore]
+        self.client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type,unused-ignore]
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message
