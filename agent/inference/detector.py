@@ -13,6 +13,7 @@ slow process faults whose single-window error is noisy. Everything here depends 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,14 @@ class AutoencoderDetector(StreamingDetector):
             params["hop"] = max(1, round(float(hop_s) * rate_hz))
         return cls.from_params(config.id, config.channels, params)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> AutoencoderDetector:
+        """A copy with its own per-stream state that shares the loaded model: runtime sessions cannot be
+        copied, and need not be (scoring does not change them). Used by calibration's scratch replay."""
+        clone = copy.copy(self)
+        for name in ("_seen", "_rows", "_mean", "_scale", "_thr", "_recent"):
+            setattr(clone, name, getattr(self, name).copy())
+        return clone
+
     # -- per-stream state --------------------------------------------------------------------------------
 
     def reset_streams(self) -> None:
@@ -108,7 +117,7 @@ class AutoencoderDetector(StreamingDetector):
         self._rows = np.zeros((0, self.adapt_rows, c))  # the adaptation rows per slot
         self._mean = np.zeros((0, c))
         self._scale = np.ones((0, c))
-        self._thr = np.zeros(0)
+        self._thr = np.zeros(0)  # per-slot adapted thresholds; NaN: use the detector's threshold
         self._recent = np.full((0, self.smooth_rows), np.nan)  # last raw scores per slot, newest last
 
     def _grow(self, n_slots: int) -> None:
@@ -121,7 +130,7 @@ class AutoencoderDetector(StreamingDetector):
         self._rows = np.concatenate([self._rows, np.zeros((extra, self.adapt_rows, c))])
         self._mean = np.concatenate([self._mean, np.tile(np.asarray(self.model.card.mean), (extra, 1))])
         self._scale = np.concatenate([self._scale, np.tile(np.asarray(self.model.card.scale), (extra, 1))])
-        self._thr = np.concatenate([self._thr, np.full(extra, self.threshold)])
+        self._thr = np.concatenate([self._thr, np.full(extra, np.nan)])  # NaN: not adapted
         self._recent = np.concatenate([self._recent, np.full((extra, self.smooth_rows), np.nan)])
 
     def stream_state(self) -> dict[str, Any]:
@@ -130,7 +139,7 @@ class AutoencoderDetector(StreamingDetector):
             str(int(s)): {
                 "mean": self._mean[s].tolist(),
                 "scale": self._scale[s].tolist(),
-                "threshold": self._thr[s],
+                "threshold": float(self._thr[s]),
             }
             for s in ready
         }
@@ -205,7 +214,7 @@ class AutoencoderDetector(StreamingDetector):
             scores = np.where(ready, smoothed, np.nan)
         return ScoreBlock(
             scores=scores,
-            thresholds=self._thr[block.slots].copy(),
+            thresholds=np.where(np.isnan(self._thr[block.slots]), self.threshold, self._thr[block.slots]),
             contributions=shares(contributions),
             observed=np.full(n, np.nan),
             limits=np.full(n, np.nan),

@@ -167,3 +167,30 @@ def test_from_config_for_the_registry(pump_dir: Path, pump_card: ModelCard) -> N
     )
     with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.hop_s"):
         AutoencoderDetector.from_config(bad, rate_hz=1.0)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_calibration_reaches_the_target_rate(pump_dir: Path, pump_card: ModelCard, backend: str) -> None:
+    """Tolerance: on fresh normal data the exceedance rate is within a factor of 2 of the target."""
+    detector = AutoencoderDetector("pump", load_model(pump_dir, backend=backend))  # type: ignore[arg-type]
+    mean, scale = np.asarray(pump_card.mean), np.asarray(pump_card.scale)
+    rng = np.random.default_rng(4)
+
+    def normal(n: int) -> np.ndarray:
+        return mean + 0.5 * scale * rng.standard_normal((2, n, 8))
+
+    target_per_hour = 60.0  # one per minute at a hop of 1 s: p = 1/60 per hop
+    detector.calibrate(WindowBlock(normal(3000), np.arange(2), np.zeros(2), hop=1), target_per_hour, 1.0)
+    blocks = _run(detector, normal(3000), np.arange(2))
+    rate = np.mean([b.exceeded for b in blocks]) * 3600
+    assert target_per_hour / 2 <= rate <= target_per_hour * 2
+    assert detector.model.backend is not None  # the scratch replay shared, not copied, the runtime
+
+
+def test_recalibration_applies_to_streams_already_seen(pump_dir: Path, pump_card: ModelCard) -> None:
+    detector = AutoencoderDetector("pump", load_model(pump_dir))
+    x = np.tile(np.asarray(pump_card.mean), (2, pump_card.window, 1))
+    block = WindowBlock(x, np.arange(2), np.zeros(2), hop=1)
+    assert (detector.score(block).thresholds == pump_card.threshold).all()
+    detector.load_state({"type": "autoencoder", "id": "pump", "threshold": 0.5, "streams": {}})
+    assert (detector.score(block).thresholds == 0.5).all()
