@@ -8,7 +8,8 @@ first rows": the first `adapt_rows` samples of each stream are kept; once comple
 per-channel mean/scale (replacing the card's normalisation) and its own threshold, `threshold_margin` times
 the `threshold_quantile` of the model's scores over those rows. Until then the stream has no verdict.
 Scores may be smoothed causally per stream (`smooth_rows`: the mean of the last k scores), which suits
-slow process faults whose single-window error is noisy. Everything here depends on past data only.
+slow process faults whose single-window error is noisy; a window without verdict leaves the next k
+smoothed scores without verdict too, rather than averaging fewer scores against the same threshold. Everything here depends on past data only.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ class AutoencoderDetector(StreamingDetector):
         self.quantile = threshold_quantile
         self.margin = threshold_margin
         self.smooth_rows = max(1, smooth_rows)
+        if adapt_rows and adapt_rows - card.window + 1 < self.smooth_rows + 20:
+            raise ConfigError(
+                f"detectors.{id}.params.adapt_rows",
+                f"{adapt_rows} rows give {adapt_rows - card.window + 1} windows: too few to set a threshold"
+                f" over scores smoothed by {self.smooth_rows} (need smooth_rows + 20)",
+            )
         # An adapted scale never drops below this share of the card's: a channel that happened to be flat
         # during adaptation (quantised accelerometer RMS) must not turn its noise into huge z-values.
         self.min_scale_fraction = min_scale_fraction

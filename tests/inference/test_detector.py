@@ -194,3 +194,8 @@ def test_recalibration_applies_to_streams_already_seen(pump_dir: Path, pump_card
     assert (detector.score(block).thresholds == pump_card.threshold).all()
     detector.load_state({"type": "autoencoder", "id": "pump", "threshold": 0.5, "streams": {}})
     assert (detector.score(block).thresholds == 0.5).all()
+
+
+def test_adaptation_too_short_for_the_smoothing_is_a_config_error(pump_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"detectors\.pump\.params\.adapt_rows: 50 rows give 41 windows"):
+        AutoencoderDetector("pump", load_model(pump_dir), adapt_rows=50, smooth_rows=30)
