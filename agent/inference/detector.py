@@ -9,7 +9,8 @@ per-channel mean/scale (replacing the card's normalisation) and its own threshol
 the `threshold_quantile` of the model's scores over those rows. Until then the stream has no verdict.
 Scores may be smoothed causally per stream (`smooth_rows`: the mean of the last k scores), which suits
 slow process faults whose single-window error is noisy; a window without verdict leaves the next k
-smoothed scores without verdict too, rather than averaging fewer scores against the same threshold. Everything here depends on past data only.
+smoothed scores without verdict too, rather than averaging fewer scores against the same threshold.
+Everything here depends on past data only.
 """
 
 from __future__ import annotations
