@@ -89,6 +89,7 @@ class Detector(Protocol):
     channels: tuple[str, ...]
     window: int  # samples per window the detector needs
     hop: int  # score every `hop` new samples
+    quantity: str  # what ScoreBlock.observed measures when it is not the value itself; "" if it is
 
     def score(self, block: WindowBlock) -> ScoreBlock: ...
 

@@ -46,7 +46,7 @@ class Pipeline:
         self._books: dict[str, AlarmBook] = {}
         for rule in config.alarms:
             detector = next(d for d in detectors if d.id == rule.detector)
-            book = AlarmBook(rule, gateway, config_hash, detector.channels)
+            book = AlarmBook(rule, gateway, config_hash, detector.channels, quantity=detector.quantity)
             books[rule.detector].append(book)
             self._books[f"{rule.detector}/{rule.condition}"] = book
         by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}

@@ -79,7 +79,11 @@ class StreamPipeline:
         return events
 
     def flush(self) -> list[AlarmEvent]:
-        """Score every stream with a full hop of new samples, one detector call per detector."""
+        """Score every stream with at least a hop of new samples, one detector call per detector.
+
+        A block of readings may carry more than one hop (a 130-sample ECG frame against a hop of 8):
+        the detector is told the true number of new samples, so none goes unseen; streams with
+        different counts are scored in separate calls (almost always there is one count)."""
         events: list[AlarmEvent] = []
         for watch in self.watches:
             detector = watch.detector
@@ -87,20 +91,25 @@ class StreamPipeline:
             if due.size == 0:
                 continue
             due = due[self.windows.ready(due)]
-            if due.size == 0:
-                continue
-            values = self.windows.windows(due, detector.window)[:, :, self._columns[detector.id]]
-            times = self._last_time[due]
-            block = WindowBlock(values=values, slots=due, end_times=times, hop=detector.hop)
-            scores = detector.score(block)
-            flags = watch.flags[due]
-            watch.new[due] = 0
-            watch.flags[due] = 0
-            quality_ok = flags == 0
-            quality_text = [Quality(int(f)).describe() for f in flags]
-            refs = [self._refs[s] for s in due]
-            for book in watch.books:
-                events += book.update(refs, scores, times, quality_ok, quality_text)
+            new = np.minimum(watch.new[due], detector.window)
+            for count in np.unique(new):
+                events += self._score(watch, due[new == count], int(count))
+        return events
+
+    def _score(self, watch: _Watch, due: npt.NDArray[np.int64], new_samples: int) -> list[AlarmEvent]:
+        detector = watch.detector
+        values = self.windows.windows(due, detector.window)[:, :, self._columns[detector.id]]
+        times = self._last_time[due]
+        scores = detector.score(WindowBlock(values=values, slots=due, end_times=times, hop=new_samples))
+        flags = watch.flags[due]
+        watch.new[due] = 0
+        watch.flags[due] = 0
+        quality_ok = flags == 0
+        quality_text = [Quality(int(f)).describe() for f in flags]
+        refs = [self._refs[s] for s in due]
+        events: list[AlarmEvent] = []
+        for book in watch.books:
+            events += book.update(refs, scores, times, quality_ok, quality_text)
         return events
 
     def _slot(self, stream: str) -> int:
