@@ -7,8 +7,10 @@ process holding that one runtime and model costs (RSS after load and a batch-102
 over a bare Python + numpy process). Latency: the median of `runs` runs, each the median of 300 calls at
 batch 1, in µs, through `LoadedModel.backend.run` (the path the detector takes). Throughput: windows/s
 at batch 64 and 1024, median of runs. For ONNX the batch-1 and batch-64 latencies are also measured
-with io-binding, which is how the ONNX backend's "no io-binding" choice was made. Single-threaded
-runtimes, as on the gateway. Figures are machine-dependent; record them with the machine description.
+with io-binding, which is how the ONNX backend's "no io-binding" choice was made. Detector hop: µs per
+`AutoencoderDetector.score` call for 1, 32 and 256 streams (everything the gateway does per hop).
+Single-threaded runtimes, as on the gateway. Figures are machine-dependent: record them with the
+machine description.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _rss_kib() -> int:
     return 0
 
 
-def _time_calls(fn: Any, x: np.ndarray, calls: int) -> float:
+def _time_calls(fn: Any, x: Any, calls: int) -> float:
     """Median seconds per call over `calls` calls."""
     times = []
     for _ in range(calls):
@@ -76,9 +78,32 @@ def measure(model_dir: Path, backend: str, precision: str, runs: int) -> dict[st
     }
     if backend == "onnx":
         result.update(_iobinding(model, x1, x64, runs))
+    result.update(_detector_hop(model, runs))
     result["rss_mib"] = _rss_kib() / 1024
     result["rss_over_bare_mib"] = (_rss_kib() - rss_base) / 1024
     return result
+
+
+def _detector_hop(model: Any, runs: int) -> dict[str, float]:
+    """µs per `AutoencoderDetector.score` call (one hop) for 1, 32 and 256 streams: the gateway's cost,
+    normalisation, the one batched backend call, scoring and the ScoreBlock included."""
+    from agent.detectors.base import WindowBlock
+    from agent.inference.detector import AutoencoderDetector
+
+    card = model.card
+    out = {}
+    rng = np.random.default_rng(1)
+    for streams in (1, 32, 256):
+        detector = AutoencoderDetector(card.name, model)
+        x = np.asarray(card.mean) + np.asarray(card.scale) * rng.standard_normal(
+            (streams, card.window, len(card.channels))
+        )
+        block = WindowBlock(x, np.arange(streams), np.zeros(streams), hop=1)
+        detector.score(block)
+        out[f"detector_hop_{streams}_us"] = statistics.median(
+            _time_calls(detector.score, block, 200) * 1e6 for _ in range(runs)
+        )
+    return out
 
 
 def _iobinding(model: Any, x1: np.ndarray, x64: np.ndarray, runs: int) -> dict[str, float]:
@@ -159,6 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" {r['iobinding_latency_b1_us']:.1f} |"
                 f" {r['throughput_b64_wps']:,.0f} | {r['iobinding_throughput_b64_wps']:,.0f} |"
             )
+    print()
+    print("| model | artifact | detector hop, 1 stream µs | 32 streams µs | 256 streams µs |")
+    print("|---|---|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['artifact']} | {r['detector_hop_1_us']:.0f} |"
+            f" {r['detector_hop_32_us']:.0f} | {r['detector_hop_256_us']:.0f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -199,3 +199,14 @@ def test_recalibration_applies_to_streams_already_seen(pump_dir: Path, pump_card
 def test_adaptation_too_short_for_the_smoothing_is_a_config_error(pump_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"detectors\.pump\.params\.adapt_rows: 50 rows give 41 windows"):
         AutoencoderDetector("pump", load_model(pump_dir), adapt_rows=50, smooth_rows=30)
+
+
+def test_causal_future_data_never_changes_past_scores(pump_dir: Path, pump_card: ModelCard) -> None:
+    series = _series(pump_card, 3, 260, seed=5)
+
+    def scores(rows: int) -> np.ndarray:
+        d = AutoencoderDetector("pump", load_model(pump_dir), hop=1, adapt_rows=ADAPT, smooth_rows=5)
+        return np.array([b.scores for b in _run(d, series[:, :rows], np.arange(3))])
+
+    short, long = scores(180), scores(260)
+    np.testing.assert_array_equal(long[: len(short)], short)
