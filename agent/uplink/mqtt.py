@@ -186,11 +186,20 @@ class MqttUplink:
             properties=props,
         )
         self._client.loop_start()
-        while not self._stopping:
-            self._pump()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            self._wake.clear()
+        try:
+            while not self._stopping:
+                self._pump()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                self._wake.clear()
+        finally:
+            if not self._stopping:
+                # Cancelled without stop(): end paho's thread (no clean offline; the Will tells the
+                # truth once the connection drops) so no orphan thread keeps reconnecting.
+                self._stopping = True
+                self._connected = False
+                self._client.loop_stop()
+                self._client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
 
     async def stop(self, timeout_s: float = 3.0) -> None:
         """Clean stop: retained offline status (waiting up to `timeout_s` for its PUBACK), DISCONNECT."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -214,3 +215,28 @@ def test_missing_password_file_is_a_config_error(mosquitto: LocalBroker, tmp_pat
     with pytest.raises(ConfigError) as info:
         MqttUplink(config, TOPICS, Outbox(OutboxConfig(tmp_path / "o.db")), 1)
     assert info.value.path == "mqtt.auth.password_file"
+
+
+def test_cancelled_run_ends_paho_and_lets_the_will_speak(mosquitto: LocalBroker, tmp_path: Path) -> None:
+    sub = Subscriber(mosquitto, TOPICS.status)
+    uplink = MqttUplink(mqtt_config(mosquitto), TOPICS, Outbox(OutboxConfig(tmp_path / "o.db")), 5)
+
+    async def main() -> None:
+        task = asyncio.create_task(uplink.run())
+        for _ in range(200):
+            if uplink.connected:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    try:
+        messages = sub.wait_for(lambda ms: any(m.json()["state"] == "offline" for m in ms), timeout=5)
+    finally:
+        sub.close()
+    assert [m.json()["state"] for m in messages] == ["online", "offline"]
+    assert messages[1].json()["clean"] is False and messages[1].json()["session"] == 5
+    # No orphan network thread left reconnecting.
+    assert not any(t.name == "paho-mqtt-client-gw1" for t in threading.enumerate())
