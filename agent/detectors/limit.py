@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock, newest_valid
+from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.params import ParamReader
 
 
@@ -57,8 +57,10 @@ class LimitDetector(StreamingDetector):
         over = np.maximum(new - self.above, self.below - new)  # signed distance past the nearer limit
         valid = ~np.isnan(over)
         any_valid = valid.any(axis=1)
-        scores = np.where(any_valid, np.max(np.where(valid, over, -np.inf), axis=1), np.nan)
-        newest = newest_valid(new)
+        masked = np.where(valid, over, -np.inf)
+        worst = np.argmax(masked, axis=1)  # the sample furthest past (or closest to) a limit in this hop
+        scores = np.where(any_valid, masked[np.arange(n), worst], np.nan)
+        newest = np.where(any_valid, new[np.arange(n), worst], np.nan)
         upper = (newest - self.above) >= (self.below - newest)
         limits = np.where(np.isnan(newest), np.nan, np.where(upper, self.above, self.below))
         limits = np.where(np.isfinite(limits), limits, np.nan)

@@ -22,6 +22,8 @@ from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
 from agent.readings import Quality, Reading
 
+MAX_BLOCK_SAMPLES = 256
+
 
 @dataclass(slots=True)
 class _Watch:
@@ -49,7 +51,9 @@ class StreamPipeline:
             channels += [c for c in detector.channels if c not in channels]
         self.channels = tuple(channels)
         self.gate = QualityGate(self.channels)
-        self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors))
+        # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
+        # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
+        self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
         self.watches = [
             _Watch(d, books, np.zeros(0, np.int64), np.zeros(0, np.int64)) for d, books in detectors
         ]
@@ -81,24 +85,27 @@ class StreamPipeline:
     def flush(self) -> list[AlarmEvent]:
         """Score every stream with at least a hop of new samples, one detector call per detector.
 
-        A block of readings may carry more than one hop (a 130-sample ECG frame against a hop of 8):
-        the detector is told the true number of new samples, so none goes unseen; streams with
-        different counts are scored in separate calls (almost always there is one count)."""
+        A block of readings may carry more than one hop (25 ECG samples against a hop of 8): the
+        detector then gets its window extended by the extra new samples and is told how many are
+        new, so none goes unseen. Streams with different counts are scored in separate calls
+        (almost always there is one count)."""
         events: list[AlarmEvent] = []
         for watch in self.watches:
             detector = watch.detector
             due = np.flatnonzero(watch.new >= detector.hop)
             if due.size == 0:
                 continue
-            due = due[self.windows.ready(due)]
-            new = np.minimum(watch.new[due], detector.window)
+            due = due[self.windows.ready(due, detector.window)]
+            most = self.windows.window - detector.window + detector.hop  # what the buffer can show
+            new = np.minimum(watch.new[due], most)
             for count in np.unique(new):
                 events += self._score(watch, due[new == count], int(count))
         return events
 
     def _score(self, watch: _Watch, due: npt.NDArray[np.int64], new_samples: int) -> list[AlarmEvent]:
         detector = watch.detector
-        values = self.windows.windows(due, detector.window)[:, :, self._columns[detector.id]]
+        length = detector.window + new_samples - detector.hop
+        values = self.windows.windows(due, length)[:, :, self._columns[detector.id]]
         times = self._last_time[due]
         scores = detector.score(WindowBlock(values=values, slots=due, end_times=times, hop=new_samples))
         flags = watch.flags[due]

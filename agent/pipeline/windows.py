@@ -83,9 +83,9 @@ class StreamWindows:
         self._filled[slot] = min(self.window, int(self._filled[slot]) + n)
         return n
 
-    def ready(self, slots: IntArray) -> npt.NDArray[np.bool_]:
-        """Which of `slots` have seen a full window yet."""
-        return self._filled[slots] >= self.window
+    def ready(self, slots: IntArray, length: int | None = None) -> npt.NDArray[np.bool_]:
+        """Which of `slots` have seen `length` samples (default: the full window) yet."""
+        return self._filled[slots] >= (self.window if length is None else length)
 
     def windows(self, slots: IntArray, length: int | None = None) -> FloatArray:
         """(len(slots), length, C) newest windows, oldest sample first; a copy."""

@@ -26,7 +26,7 @@ def test_score_is_how_far_past_the_limit_the_worst_new_sample_is() -> None:
         d, [[100, 110, 130, 125], [60, 50, 35, 45], [100, 100, 100, 100], [130, np.nan, np.nan, np.nan]], 4
     )
     np.testing.assert_allclose(out.scores, [10.0, 5.0, -20.0, 10.0])
-    np.testing.assert_allclose(out.observed, [125, 45, 100, 130])  # newest valid sample
+    np.testing.assert_allclose(out.observed, [130, 35, 100, 130])  # the sample that gave the score
     np.testing.assert_allclose(out.limits, [120, 40, 120, 120])
     assert out.exceeded.tolist() == [True, True, False, True]
     np.testing.assert_allclose(out.contributions[:, 0], [1, 1, 0, 1])

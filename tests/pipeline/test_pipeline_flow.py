@@ -116,3 +116,33 @@ def test_unwatched_streams_are_counted_not_processed(tmp_path: Path) -> None:
     pipeline = Pipeline(cfg, str)
     rr = Reading("wearable-0/rr", ("rr",), np.array([[0.8]]), 0.0, 0.0)
     assert pipeline.ingest([rr]) == [] and pipeline.unwatched_samples == 1
+
+
+def test_a_spike_inside_a_multi_sample_block_is_seen(tmp_path: Path) -> None:
+    """25-sample ECG blocks against a 1-sample hop: every sample of the block is new and scored."""
+    raw = {
+        **CONFIG,
+        "detectors": [
+            {
+                "id": "ecg-high",
+                "type": "limit",
+                "stream": "ecg",
+                "channels": ["ecg"],
+                "rate_hz": 250,
+                "params": {"above": 5.0, "hop_s": 0.004},
+            }
+        ],
+        "alarms": [
+            {"condition": "ecg_saturated", "detector": "ecg-high", "min_duration_s": 0, "clear_after_s": 0}
+        ],
+    }
+    pipeline = Pipeline(parse_config(raw, base_dir=tmp_path), str)
+    blocks = []
+    for k in range(8):
+        values = np.zeros((25, 1))
+        if k == 5:
+            values[10, 0] = 8.0  # one sample, mid-block
+        blocks.append(Reading("wearable-0/ecg", ("ecg",), values, k * 0.1, k * 0.1, 0.004))
+    events = pipeline.ingest(blocks)
+    assert [(e.condition, e.phase) for e in events][:1] == [("ecg_saturated", Phase.START)]
+    assert events[0].value == 8.0
