@@ -95,7 +95,14 @@ class StreamPipeline:
             due = np.flatnonzero(watch.new >= detector.hop)
             if due.size == 0:
                 continue
-            due = due[self.windows.ready(due, detector.window)]
+            ready = self.windows.ready(due, detector.window)
+            if not ready.all():
+                # Samples before a full window can never be judged: forget them, or a warming-up
+                # stream would trigger a flush (scoring only its neighbours) on every reading.
+                waiting = due[~ready]
+                watch.new[waiting] = 0
+                watch.flags[waiting] = 0
+                due = due[ready]
             most = self.windows.window - detector.window + detector.hop  # what the buffer can show
             new = np.minimum(watch.new[due], most)
             for count in np.unique(new):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agent.alarms import AlarmBook, StreamRef
+from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import ScoreBlock
 from agent.events import AlarmEvent, AlarmKind, Phase, Priority
@@ -81,11 +81,25 @@ class QualityAlarms:
             )
             for condition, (flags, priority) in QUALITY_CONDITIONS.items()
         }
+        self._engaged: set[StreamRef] = set()  # streams with some condition not NORMAL
 
     def observe(self, ref: StreamRef, quality: Quality, time: float) -> list[AlarmEvent]:
+        # An OK reading of a stream whose conditions are all NORMAL with an empty hit history steps
+        # nothing (the technical rules confirm on 1 of 1 hops), so it skips the books: that is almost
+        # every reading, and a book update costs ~100 µs while this test costs ~0.1 µs.
+        if not quality and ref not in self._engaged:
+            return []
         events: list[AlarmEvent] = []
+        engaged = False
         for flags, alarm in self._alarms.values():
-            events += alarm.check([ref], [1.0 if quality & flags else 0.0], [0.5], time)
+            hit = bool(quality & flags)
+            if hit or alarm.state_of(ref) is not AlarmState.NORMAL:
+                events += alarm.check([ref], [1.0 if hit else 0.0], [0.5], time)
+                engaged = engaged or hit or alarm.state_of(ref) is not AlarmState.NORMAL
+        if engaged:
+            self._engaged.add(ref)
+        else:
+            self._engaged.discard(ref)
         return events
 
     def active_count(self) -> int:
@@ -127,3 +141,6 @@ class ThresholdAlarm:
 
     def active_count(self) -> int:
         return self._book.active_count()
+
+    def state_of(self, ref: StreamRef) -> AlarmState:
+        return self._book.state_of(ref)
