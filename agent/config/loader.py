@@ -312,6 +312,7 @@ def _detector(t: Table) -> DetectorConfig:
         channels=t.texts("channels"),
         rate_hz=t.number("rate_hz", 1.0, positive=True),
         params=params,
+        base_dir=t.base_dir,
     )
     if cfg.channels == ():
         t.problem("channels", "must name at least one channel")

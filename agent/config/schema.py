@@ -125,6 +125,7 @@ class DetectorConfig:
     channels: tuple[str, ...]
     rate_hz: float = 1.0  # samples per second of the stream: converts window_s / hop_s to samples
     params: Mapping[str, Any] = field(default_factory=dict)  # checked by the detector type itself
+    base_dir: Path = Path()  # the config file's folder: relative paths in params (a model) start here
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,25 @@ class ParamReader:
             raise self.fail(key, f"expected {kind}, got {show(value)}")
         return float(value)
 
+    def text(self, key: str, default: str, *, choices: tuple[str, ...] | None = None) -> str:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {show(value)}")
+        if choices is not None and value not in choices:
+            raise self.fail(key, f"expected one of {', '.join(choices)}, got {show(value)}")
+        return value
+
+    def count(self, key: str, default: int) -> int:
+        """A whole number >= 0 (e.g. rows)."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise self.fail(key, f"expected a whole number >= 0, got {show(value)}")
+        return value
+
     def positive(self, key: str, default: float) -> float:
         value = self.number(key, default, positive=True)
         assert value is not None  # default is a number

@@ -18,6 +18,7 @@ from agent.detectors.limit import LimitDetector
 from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
 from agent.errors import ConfigError
+from agent.inference.detector import AutoencoderDetector
 
 Factory = Callable[[DetectorConfig, float], StreamingDetector]
 
@@ -30,6 +31,7 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "rate_of_change": RateOfChangeDetector.from_config,
         "flatline": FlatlineDetector.from_config,
         "dropout": DropoutDetector.from_config,
+        "autoencoder": AutoencoderDetector.from_config,
     }
 )
 

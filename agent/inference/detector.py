@@ -25,6 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
+from agent.detectors.params import ParamReader
 from agent.errors import ConfigError
 from agent.inference.backend import BackendName, LoadedModel, Precision, load_model
 
@@ -96,18 +97,28 @@ class AutoencoderDetector(StreamingDetector):
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> AutoencoderDetector:
-        """Registry entry point: params as in `from_params`, plus `hop_s` (seconds) converted at `rate_hz`.
-
-        A relative `model` / `public_key` path is taken from the daemon's working directory."""
-        params = dict(config.params)
-        if "hop_s" in params:
-            hop_s = params.pop("hop_s")
-            if not isinstance(hop_s, int | float) or isinstance(hop_s, bool) or hop_s <= 0:
-                raise ConfigError(
-                    f"detectors.{config.id}.params.hop_s", f"must be a positive number, got {hop_s!r}"
-                )
-            params["hop"] = max(1, round(float(hop_s) * rate_hz))
-        return cls.from_params(config.id, config.channels, params)
+        """Registry entry point: every param checked (unknown keys refused), `hop_s` converted at
+        `rate_hz`; relative `model` / `public_key` paths start at the config file's folder."""
+        reader = ParamReader(config, rate_hz)
+        model = reader.text("model", "")
+        if not model:
+            raise reader.fail("model", "an autoencoder detector needs a model directory")
+        hop_s = reader.number("hop_s", None, positive=True)
+        params: dict[str, Any] = {
+            "model": model,
+            "backend": reader.text("backend", "auto", choices=("auto", "onnx", "tflite")),
+            "precision": reader.text("precision", "int8", choices=("int8", "fp32")),
+            "public_key": reader.text("public_key", "") or None,
+            "hop": None if hop_s is None else max(1, round(hop_s * rate_hz)),
+            "threshold": reader.number("threshold", None, positive=True),
+            "adapt_rows": reader.count("adapt_rows", 0),
+            "threshold_quantile": reader.fraction("threshold_quantile", 0.99),
+            "threshold_margin": reader.positive("threshold_margin", 1.0),
+            "smooth_rows": max(1, reader.count("smooth_rows", 1)),
+            "min_scale_fraction": reader.fraction("min_scale_fraction", 0.1),
+        }
+        reader.finish()
+        return cls.from_params(config.id, config.channels, params, config.base_dir)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AutoencoderDetector:
         """A copy with its own per-stream state that shares the loaded model: runtime sessions cannot be

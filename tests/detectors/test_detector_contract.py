@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from detector_drive import ar1, normal_block, run, scores_of
 from agent.config.schema import DetectorConfig
 from agent.detectors import TYPES, ScoreBlock, StreamingDetector, WindowBlock, build_detector
 
+PUMP_MODEL = Path(__file__).resolve().parents[2] / "models" / "pump"
+PUMP_CHANNELS = tuple(json.loads((PUMP_MODEL / "card.json").read_text())["channels"])
 RATE = 2.0
 HOP_S = 1.0
 CHANNELS = ("x", "y")
@@ -33,6 +36,8 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], bool]] = {
     "rate_of_change": (CHANNELS, {"max_rate": {"x": 1.0, "y": 2.0}}, True),
     "flatline": (CHANNELS, {"window_s": 10.0, "epsilon": 0.05}, False),
     "dropout": (CHANNELS, {"window_s": 10.0, "max_missing": 0.3}, False),
+    # The shipped pump autoencoder (8 channels) with its card normalisation.
+    "autoencoder": (PUMP_CHANNELS, {"model": str(PUMP_MODEL), "precision": "fp32"}, True),
 }
 TOLERANCE = 0.5  # calibrated false-alarm rate on fresh data within +-50% of the target (documented)
 
