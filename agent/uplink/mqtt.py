@@ -142,6 +142,7 @@ class MqttUplink:
         self._wake = asyncio.Event()
         self._stopping = False
         self._connected = False
+        self._commands_ready = False
         self._window = mqtt.max_inflight - 1
         self._inflight: dict[int, OutboxItem] = {}
         self._status_waiters: dict[int, asyncio.Future[int]] = {}
@@ -156,6 +157,11 @@ class MqttUplink:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def commands_ready(self) -> bool:
+        """The broker acknowledged the command subscription (only with an `on_command` handler)."""
+        return self._commands_ready
 
     def counters(self) -> UplinkCounters:
         return UplinkCounters(
@@ -288,6 +294,11 @@ class MqttUplink:
             self._client.subscribe(self.topics.command, options=SubscribeOptions(qos=1, noLocal=True))
         self._wake.set()
 
+    def _on_subscribed(self, granted: bool) -> None:
+        if not granted:
+            log.error("broker refused the command subscription %s", self.topics.command)
+        self._commands_ready = granted
+
     def _on_disconnected(self, reason: int) -> None:
         if self._connected and not self._stopping:
             log.warning("disconnected from %s:%s: 0x%02x", self.config.host, self.config.port, reason)
@@ -370,6 +381,7 @@ class MqttUplink:
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
+        client.on_subscribe = self._paho_subscribe
         return client
 
     def _from_paho(self, handler: Callable[..., None], *args: Any) -> None:
@@ -409,6 +421,11 @@ class MqttUplink:
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _props: Properties | None
     ) -> None:
         self._from_paho(self._on_puback, mid, reason.value)
+
+    def _paho_subscribe(
+        self, _c: paho.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _props: Properties | None
+    ) -> None:
+        self._from_paho(self._on_subscribed, all(r.value < 0x80 for r in reasons))
 
     def _paho_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         props = getattr(message, "properties", None)

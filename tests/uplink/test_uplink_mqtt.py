@@ -14,7 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from uplink_probe import Received, Subscriber, mqtt_config
 
 from agent.config.schema import AuthConfig, OutboxConfig
@@ -22,7 +26,7 @@ from agent.errors import ConfigError
 from agent.events import DeviceHealth, Heartbeat
 from agent.localbroker import LocalBroker
 from agent.outbox import Kind, Outbox, OutboxItem
-from agent.uplink.mqtt import MqttUplink
+from agent.uplink.mqtt import Command, MqttUplink
 from agent.uplink.topics import Topics
 
 BrokerFactory = Callable[..., LocalBroker]
@@ -123,7 +127,7 @@ AGENT = textwrap.dedent(
     from pathlib import Path
     from agent.config.schema import MqttConfig, OutboxConfig
     from agent.outbox import Outbox
-    from agent.uplink.mqtt import MqttUplink
+    from agent.uplink.mqtt import Command, MqttUplink
     from agent.uplink.topics import Topics
 
     async def main() -> None:
@@ -240,3 +244,43 @@ def test_cancelled_run_ends_paho_and_lets_the_will_speak(mosquitto: LocalBroker,
     assert messages[1].json()["clean"] is False and messages[1].json()["session"] == 5
     # No orphan network thread left reconnecting.
     assert not any(t.name == "paho-mqtt-client-gw1" for t in threading.enumerate())
+
+
+def test_commands_are_delivered_and_answered_on_their_response_topic(
+    mosquitto: LocalBroker, tmp_path: Path
+) -> None:
+    answers = Subscriber(mosquitto, "backend/answers")
+    commands: list[Command] = []
+    outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
+    uplink: MqttUplink
+
+    def on_command(command: Command) -> None:
+        commands.append(command)
+        uplink.respond(command, b'{"ok":true}')
+
+    uplink = MqttUplink(mqtt_config(mosquitto), TOPICS, outbox, 1, on_command=on_command, backoff_min_s=0.1)
+
+    async def body() -> None:
+        for _ in range(200):
+            if uplink.commands_ready:
+                break
+            await asyncio.sleep(0.05)
+        sender = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        sender.connect(mosquitto.host, mosquitto.port)
+        sender.loop_start()
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = "backend/answers"
+        props.CorrelationData = b"req-1"
+        sender.publish(f"{TOPICS.root}/cmd/status", b"{}", qos=1, properties=props).wait_for_publish(5)
+        sender.loop_stop()
+        sender.disconnect()
+        await asyncio.to_thread(answers.wait_for, lambda ms: len(ms) >= 1)
+
+    asyncio.run(with_uplink(uplink, body))
+    answers.close()
+    (command,) = commands
+    assert command.topic == "edge/site1/gw1/cmd/status"
+    assert (command.response_topic, command.correlation_data) == ("backend/answers", b"req-1")
+    (answer,) = answers.snapshot()
+    assert answer.payload == b'{"ok":true}'
+    assert bytes.fromhex(answer.properties["CorrelationData"]) == b"req-1"
