@@ -293,7 +293,7 @@ class _Session:
                 outbox_depth=self.outbox.depth(),
                 oldest_undelivered_age_s=self.outbox.oldest_age(),
                 active_alarms=self.pipeline.active_alarms() + self._technical_active(),
-                models={},
+                models=self.pipeline.models(),
                 cpu_percent=self.health.cpu_percent(),
                 rss_bytes=rss_bytes(),
                 temperature_c=board_temperature_c(),

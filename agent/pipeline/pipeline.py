@@ -17,9 +17,18 @@ from agent.detectors.base import Detector
 from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent
+from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.technical import QualityAlarms
 from agent.readings import Reading
+
+
+def model_version(detector: Detector) -> str:
+    """ "1.0.0 3fa9c1e2b7d0" for a learned detector (card version, artifact sha256 prefix); "" otherwise."""
+    if not isinstance(detector, AutoencoderDetector):
+        return ""
+    card = detector.model.card
+    return f"{card.version} {card.artifact(detector.model.artifact_key).sha256[:12]}"
 
 
 def build_detectors(config: AgentConfig) -> list[Detector]:
@@ -46,7 +55,14 @@ class Pipeline:
         self._books: dict[str, AlarmBook] = {}
         for rule in config.alarms:
             detector = next(d for d in detectors if d.id == rule.detector)
-            book = AlarmBook(rule, gateway, config_hash, detector.channels, quantity=detector.quantity)
+            book = AlarmBook(
+                rule,
+                gateway,
+                config_hash,
+                detector.channels,
+                quantity=detector.quantity,
+                model_hash=model_version(detector).rsplit(" ", 1)[-1],
+            )
             books[rule.detector].append(book)
             self._books[f"{rule.detector}/{rule.condition}"] = book
         by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}
@@ -80,6 +96,12 @@ class Pipeline:
         return sum(
             book.active_count() for s in self.streams.values() for w in s.watches for book in w.books
         ) + sum(s.quality_alarms.active_count() for s in self.streams.values())
+
+    def models(self) -> dict[str, str]:
+        """Model name -> "version sha256-prefix" of every learned detector, for the heartbeat."""
+        return {
+            d.model.card.name: model_version(d) for d in self.detectors if isinstance(d, AutoencoderDetector)
+        }
 
     def detector_state(self) -> dict[str, Any]:
         """Calibrated thresholds and baselines of every detector, to persist across restarts."""

@@ -146,3 +146,47 @@ def test_a_spike_inside_a_multi_sample_block_is_seen(tmp_path: Path) -> None:
     events = pipeline.ingest(blocks)
     assert [(e.condition, e.phase) for e in events][:1] == [("ecg_saturated", Phase.START)]
     assert events[0].value == 8.0
+
+
+def test_the_shipped_pump_autoencoder_runs_in_the_pipeline(tmp_path: Path) -> None:
+    import json
+
+    model_dir = Path(__file__).resolve().parents[2] / "models" / "pump"
+    card = json.loads((model_dir / "card.json").read_text())
+    channels = card["channels"]
+    mean, scale = np.array(card["normalisation"]["mean"]), np.array(card["normalisation"]["scale"])
+    raw = {
+        **CONFIG,
+        "devices": [{"id": "pump-1", "kind": "equipment", "transport": "simulator"}],
+        "detectors": [
+            {
+                "id": "pump-ae",
+                "type": "autoencoder",
+                "stream": "pump",
+                "channels": channels,
+                "params": {"model": str(model_dir), "precision": "int8"},
+            }
+        ],
+        "alarms": [
+            {"condition": "pump_anomaly", "detector": "pump-ae", "min_duration_s": 5, "clear_after_s": 10}
+        ],
+    }
+    pipeline = Pipeline(parse_config(raw, base_dir=tmp_path), lambda device, prefix="d": f"{prefix}-{device}")
+    rng = np.random.default_rng(5)
+    hot = channels.index("Temperature")
+    readings = []
+    for t in range(300):
+        values = mean + rng.normal(0.0, 0.3, len(channels)) * scale
+        if 150 <= t < 200:
+            values[hot] += 12 * scale[hot]  # the motor overheats for 50 s
+        readings.append(Reading("pump-1/pump", tuple(channels), values[None, :], float(t), float(t)))
+    events = pipeline.ingest(readings)
+    assert [(e.condition, e.phase) for e in events] == [
+        ("pump_anomaly", Phase.START),
+        ("pump_anomaly", Phase.END),
+    ]
+    start = events[0]
+    assert 150 <= start.onset_time <= 160 and start.explanation.top_channels[0][0] == "Temperature"
+    shas = {a["sha256"][:12] for key, a in card["artifacts"].items() if key.endswith("int8")}
+    assert start.model_hash in shas  # the int8 artifact of whichever runtime is installed
+    assert list(pipeline.models()) == ["pump"]
