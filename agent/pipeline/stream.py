@@ -8,8 +8,10 @@ on how readings happen to be batched on the way in.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +35,33 @@ class _Watch:
     books: list[AlarmBook]
     new: npt.NDArray[np.int64]  # new samples per slot since the last score
     flags: npt.NDArray[np.int64]  # OR of quality flags per slot since the last score
+
+
+class _QualityTexts(Sequence[str]):
+    """Each scored stream's quality flags as text, worded only for the rows a book turns into an
+    event (a few per thousand hops): wording every row was the largest cost of a flush."""
+
+    __slots__ = ("_flags",)
+
+    def __init__(self, flags: npt.NDArray[np.int64]) -> None:
+        self._flags = flags
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [_describe(int(f)) for f in self._flags[index]]
+        return _describe(int(self._flags[index]))
+
+
+@functools.cache
+def _describe(flags: int) -> str:
+    return Quality(flags).describe()
 
 
 class StreamPipeline:
@@ -119,7 +148,7 @@ class StreamPipeline:
         watch.new[due] = 0
         watch.flags[due] = 0
         quality_ok = flags == 0
-        quality_text = [Quality(int(f)).describe() for f in flags]
+        quality_text = _QualityTexts(flags)
         refs = [self._refs[s] for s in due]
         events: list[AlarmEvent] = []
         for book in watch.books:
