@@ -18,9 +18,17 @@ from agent.detectors.limit import LimitDetector
 from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
 from agent.errors import ConfigError
-from agent.inference.detector import AutoencoderDetector
 
 Factory = Callable[[DetectorConfig, float], StreamingDetector]
+
+
+def _autoencoder(config: DetectorConfig, rate_hz: float) -> StreamingDetector:
+    # Imported on use: `agent.inference.detector` imports `agent.detectors`, so a top-level import here
+    # made `import agent.inference` fail (circular), and configs without a model skip its import cost.
+    from agent.inference.detector import AutoencoderDetector
+
+    return AutoencoderDetector.from_config(config, rate_hz)
+
 
 TYPES: Mapping[str, Factory] = MappingProxyType(
     {
@@ -31,7 +39,7 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "rate_of_change": RateOfChangeDetector.from_config,
         "flatline": FlatlineDetector.from_config,
         "dropout": DropoutDetector.from_config,
-        "autoencoder": AutoencoderDetector.from_config,
+        "autoencoder": _autoencoder,
     }
 )
 
