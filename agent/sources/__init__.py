@@ -19,7 +19,7 @@ class Source(AbstractAsyncContextManager["Source"], Protocol):
     def __aiter__(self) -> AsyncIterator[Reading]: ...
 
 
-AVAILABLE_TRANSPORTS = ("simulator",)
+AVAILABLE_TRANSPORTS = ("simulator", "serial")
 
 
 def check_transport(device: DeviceConfig, index: int) -> None:
@@ -37,4 +37,8 @@ def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Sou
         from agent.simulation import SimulatorSource
 
         return SimulatorSource(device, start_time=start_time)
+    if device.transport == "serial":
+        from agent.sources.serial import SerialSource
+
+        return SerialSource(device)
     raise ConfigError(f"devices.{device.id}.transport", f"transport {device.transport!r} is not available")

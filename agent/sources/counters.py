@@ -1,0 +1,37 @@
+"""Counters a source keeps about its link, read by the daemon for the heartbeat.
+
+Every device source exposes ``stats -> SourceStats``: a frozen snapshot, cheap to take, so the daemon
+can copy it into `agent.health.Health.set_counters` whenever it likes without locking. `bad_frames`
+counts input the decoder rejected (corrupt frames, bad lines, undecodable GATT values); `gaps` counts
+gap episodes (device sequence gaps and reconnects after data had flowed); `reconnects` counts links
+re-established after a loss. `errors` breaks link failures down by kind (e.g. ``"out_of_slots"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    connected: bool = False
+    readings: int = 0
+    bytes_in: int = 0  # bytes received from the device (serial) or notification payload bytes (BLE)
+    bad_frames: int = 0
+    gaps: int = 0
+    reconnects: int = 0
+    errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@runtime_checkable
+class HasStats(Protocol):
+    @property
+    def stats(self) -> SourceStats: ...
+
+
+def source_stats(source: object) -> SourceStats | None:
+    """The counters of `source`, or None for a source that keeps none (the simulator)."""
+    return source.stats if isinstance(source, HasStats) else None

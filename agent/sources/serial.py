@@ -1,0 +1,281 @@
+"""Serial source: a device on a (USB) serial port speaking the frame protocol, CSV or JSON lines.
+
+I/O strategy: the port is opened non-blocking (pyserial ``timeout=0``) and we wait for readability
+with ``loop.add_reader`` on its file descriptor, then read whatever the kernel holds. We chose this
+over a blocking read in an executor thread because it needs no thread per device, cancellation
+(shutdown, reload) is immediate instead of waiting out a read timeout, and bytes are only read when
+the consumer asks for the next reading, so a slow pipeline applies back-pressure to the kernel
+buffer rather than to an unbounded queue of ours. pyserial still does the port setup (termios,
+exclusive ``flock``) and turns the Linux unplug signature (readable but no data, or EIO) into
+`SerialException`.
+
+Unplug and reconnect. Any `SerialException`/`OSError` from open, read or write closes the port;
+the source then waits a jittered, growing delay (`Backoff`) and reopens the same configured path,
+forever. Configure a stable path (``/dev/serial/by-id/usb-…``): it reappears under the same name
+when the adapter re-enumerates as another ``ttyUSBn``. The backoff is reset once data flows again.
+The daemon raises the technical ``device_lost`` alarm from the silence (``lost_after_s``); the
+source itself never raises for link trouble or bad bytes, which are counted in `stats`.
+
+After every (re)open of a frame-protocol port the source sends COMMAND SEND_HELLO, and repeats it
+every `HELLO_RETRY_S` while no HELLO is known: a device that kept running while its cable was out
+will not reboot to announce itself. The last HELLO is kept across reconnects (firmware that ignores
+commands still streams usable DATA) and replaced by any new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from types import MappingProxyType, TracebackType
+from typing import Protocol
+
+from agent.config.schema import DeviceConfig, SerialConfig
+from agent.errors import ConfigError
+from agent.readings import Reading
+from agent.sources.backoff import Backoff, BackoffPolicy
+from agent.sources.counters import SourceStats
+from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
+from firmware_bridge import NEED_DATA, CsvLineDecoder, FrameDecoder, JsonLineDecoder, encode_frame
+from firmware_bridge.frame_messages import Command, CommandCode
+
+log = logging.getLogger("agent.sources.serial")
+
+READ_CHUNK = 65536
+HELLO_RETRY_S = 1.0
+IDLE_WAKE_S = 1.0  # wake up this often without data, to resend SEND_HELLO when needed
+
+
+class SerialPort(Protocol):
+    """What the source needs from a port: pyserial's `Serial` opened with ``timeout=0``."""
+
+    def fileno(self) -> int: ...
+    def read(self, size: int = 1) -> bytes: ...
+    def write(self, data: bytes, /) -> int | None: ...
+    def close(self) -> None: ...
+
+
+PortOpener = Callable[[SerialConfig], SerialPort]
+
+
+def open_pyserial(config: SerialConfig) -> SerialPort:
+    """Open `config.port` non-blocking and exclusive (a second agent on the port fails to open)."""
+    import serial
+
+    port: SerialPort = serial.Serial(config.port, config.baudrate, timeout=0, write_timeout=0, exclusive=True)
+    return port
+
+
+def _link_errors() -> tuple[type[BaseException], ...]:
+    import serial
+
+    return (serial.SerialException, OSError)
+
+
+def _write_timeout() -> type[BaseException]:
+    import serial
+
+    timeout: type[BaseException] = serial.SerialTimeoutException  # a SerialException: "buffer full"
+    return timeout
+
+
+class SerialSource:
+    """Async context manager and async iterator of one serial device's readings."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        *,
+        open_port: PortOpener = open_pyserial,
+        backoff: BackoffPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if device.serial is None:
+            raise ConfigError(f"devices.{device.id}.serial", "transport serial needs a [serial] table")
+        self.device = device
+        self.config = device.serial
+        self._open_port = open_port
+        self._backoff = Backoff(backoff)
+        self._clock = clock
+        self._errors = _link_errors()
+        self._write_full = _write_timeout()
+        self._port: SerialPort | None = None
+        self._pending: deque[Reading] = deque()
+        self._closed = False
+        self._ever_open = False
+        self._readings = 0
+        self._reconnects = 0
+        self._link_failures = 0
+        self._open_failures = 0
+        self._bad_frames_before = 0  # bad frames of decoders of earlier connections
+        self._bytes_before = 0
+        self._hello_sent_at = -1e9
+        default = DEFAULT_STREAM[device.kind]
+        self._frames = FrameReadings(device.id, default, clock)
+        self._lines = LineReadings(device.id, default, self.config.channels)
+        self._decoder: FrameDecoder | CsvLineDecoder | JsonLineDecoder = self._new_decoder()
+
+    def _new_decoder(self) -> FrameDecoder | CsvLineDecoder | JsonLineDecoder:
+        if self.config.protocol == "csv":
+            return CsvLineDecoder(self.config.channels)
+        if self.config.protocol == "jsonl":
+            return JsonLineDecoder(self.config.channels)
+        return FrameDecoder()
+
+    @property
+    def connected(self) -> bool:
+        return self._port is not None
+
+    @property
+    def stats(self) -> SourceStats:
+        dec = self._decoder.stats
+        bad = self._bad_frames_before + dec.rejected + self._frames.bad_blocks
+        gaps = self._frames.gaps + self._lines.gaps
+        errors = {
+            "open_failures": self._open_failures,
+            "link_failures": self._link_failures,
+            "waiting_hello": self._frames.waiting_hello,
+            "device_faults": self._frames.faults,
+        }
+        return SourceStats(
+            connected=self.connected,
+            readings=self._readings,
+            bytes_in=self._bytes_before + dec.bytes_in,
+            bad_frames=bad,
+            gaps=gaps,
+            reconnects=self._reconnects,
+            errors=MappingProxyType(errors),
+        )
+
+    async def __aenter__(self) -> SerialSource:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closed = True
+        self._close_port()
+
+    def __aiter__(self) -> SerialSource:
+        return self
+
+    async def __anext__(self) -> Reading:
+        while not self._closed:
+            if self._pending:
+                self._readings += 1
+                return self._pending.popleft()
+            if self._port is None:
+                await self._open()
+                continue
+            data = await self._read_some(self._port)
+            if data:
+                self._decode(data)
+        raise StopAsyncIteration
+
+    async def _open(self) -> None:
+        """Open the port, retrying with backoff until it opens or the source is closed."""
+        while not self._closed:
+            try:
+                port = self._open_port(self.config)
+            except self._errors as exc:
+                self._open_failures += 1
+                delay = self._backoff.next_delay()
+                log.debug(
+                    "%s: cannot open %s (%s); retry in %.2f s", self.device.id, self.config.port, exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._port = port
+            if self._ever_open:
+                self._reconnects += 1
+                self._frames.link_restarted()
+                self._lines.link_restarted()
+            self._ever_open = True
+            log.info("%s: serial port %s open", self.device.id, self.config.port)
+            self._request_hello(force=True)
+            return
+
+    def _close_port(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(*self._errors):
+                port.close()
+
+    def _link_lost(self, reason: object) -> None:
+        self._link_failures += 1
+        log.warning("%s: serial link lost (%s); reopening %s", self.device.id, reason, self.config.port)
+        self._close_port()
+        # a fresh decoder: the partial frame of the old link must not glue onto the new one
+        self._bad_frames_before += self._decoder.stats.rejected
+        self._bytes_before += self._decoder.stats.bytes_in
+        self._decoder = self._new_decoder()
+
+    async def _read_some(self, port: SerialPort) -> bytes:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def on_readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        try:
+            fd = port.fileno()
+            loop.add_reader(fd, on_readable)
+        except self._errors as exc:
+            self._link_lost(exc)
+            return await self._pause_after_loss()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready, IDLE_WAKE_S)
+        finally:
+            loop.remove_reader(fd)
+        try:
+            data = port.read(READ_CHUNK) if ready.done() else b""
+        except self._errors as exc:
+            self._link_lost(exc)
+            return await self._pause_after_loss()
+        if not data:
+            self._maybe_request_hello()
+        return data
+
+    async def _pause_after_loss(self) -> bytes:
+        await asyncio.sleep(self._backoff.next_delay())
+        return b""
+
+    def _decode(self, data: bytes) -> None:
+        monotonic = time.monotonic()
+        decoder = self._decoder
+        decoder.feed(data)
+        if isinstance(decoder, FrameDecoder):
+            while (frame := decoder.next_frame()) is not NEED_DATA:
+                reading = self._frames.take(frame, monotonic)
+                if reading is not None:
+                    self._pending.append(reading)
+            self._maybe_request_hello()
+        else:
+            wall = self._clock()
+            while (sample := decoder.next_frame()) is not NEED_DATA:
+                self._pending.append(self._lines.take(sample, wall, monotonic))
+        if self._pending:
+            self._backoff.reset()  # the link has proved itself
+
+    def _maybe_request_hello(self) -> None:
+        if self.config.protocol == "frames" and self._frames.hello is None:
+            self._request_hello(force=False)
+
+    def _request_hello(self, *, force: bool) -> None:
+        if self.config.protocol != "frames" or self._port is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._hello_sent_at < HELLO_RETRY_S:
+            return
+        self._hello_sent_at = now
+        try:
+            self._port.write(encode_frame(Command(CommandCode.SEND_HELLO), 0, 0))
+        except self._write_full:  # the device is not reading its input: it will send HELLO or not
+            log.debug("%s: SEND_HELLO not written, output buffer full", self.device.id)
+        except self._errors as exc:
+            self._link_lost(exc)
