@@ -18,6 +18,9 @@ Strategy:
   calls `on_refused` so the agent raises a technical alarm.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
+- A plain loopback broker is probed first (`speaks_v5`); one that refuses MQTT v5 (the demo's embedded
+  amqtt) gets MQTT 3.1.1: no reason codes, no expiry, same persistent session and QoS 1. Never a
+  remote broker: under 3.1.1 an ACL refusal is indistinguishable from a delivery.
 - Security: TLS verifies the server by default; plain MQTT to a non-loopback host is refused unless
   `insecure` is set. The password is read from `auth.password_file`, never from the config.
 """
@@ -29,6 +32,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -85,6 +89,33 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def speaks_v5(host: str, port: int, timeout_s: float = 3.0) -> bool | None:
+    """Whether the broker answers an MQTT v5 CONNECT (any reason code but "unsupported protocol").
+
+    A bare CONNECT without a Will: a 3.1.1-only broker (amqtt) refuses it at once, whereas a real
+    CONNECT with a Will makes amqtt misparse the v5 properties and stall. None: no answer.
+    """
+    # CONNECT: "MQTT", level 5, clean start, keepalive 5 s, no properties, empty client id.
+    connect = bytes([0x10, 13, 0, 4, *b"MQTT", 5, 0x02, 0, 5, 0, 0, 0])
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(connect)
+            answer = b""
+            while len(answer) < 4:
+                chunk = sock.recv(4 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes([0xE0, 0]))  # DISCONNECT
+    except OSError:
+        return None
+    if len(answer) < 4 or answer[0] != 0x20:
+        return None
+    # 0x84 is v5's "Unsupported protocol version"; 0x01 is the same refusal in a 3.1.1 CONNACK.
+    return answer[3] not in (0x01, 0x84)
 
 
 def read_password(config: MqttConfig) -> str | None:
@@ -150,7 +181,9 @@ class MqttUplink:
         # Paho-thread state: consecutive failed attempts, for the backoff.
         self._failures = 0
 
-        self._client = self._make_client(read_password(mqtt))
+        self._v5 = True
+        self._password = read_password(mqtt)
+        self._client = self._make_client()
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -182,16 +215,14 @@ class MqttUplink:
         """Connect (retrying forever) and drain the outbox until `stop()`."""
         self._loop = asyncio.get_running_loop()
         self.outbox.requeue_inflight()  # rows a previous process left in flight: this client holds none
-        props = _properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        self._client.connect_async(
-            self.config.host,
-            self.config.port,
-            keepalive=self.config.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
-        self._client.loop_start()
+        local = self.config.tls is None and is_loopback(self.config.host)
+        if local and await asyncio.to_thread(speaks_v5, self.config.host, self.config.port) is False:
+            # The demo's embedded amqtt broker speaks 3.1.1 only. Never done for a remote broker:
+            # 3.1.1 has no PUBACK reason codes, so an ACL refusal would look like a delivery.
+            log.warning("local broker does not speak MQTT v5: using MQTT 3.1.1")
+            self._v5 = False
+            self._client = self._make_client()
+        self._start_client()
         try:
             while not self._stopping:
                 self._pump()
@@ -205,7 +236,12 @@ class MqttUplink:
                 self._stopping = True
                 self._connected = False
                 self._client.loop_stop()
-                self._client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+                if self._v5:
+                    self._client.disconnect(
+                        ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+                    )
+                elif (sock := self._client.socket()) is not None:
+                    sock.close()  # MQTT 3.1.1 has no "disconnect with Will": drop the connection instead
 
     async def stop(self, timeout_s: float = 3.0) -> None:
         """Clean stop: retained offline status (waiting up to `timeout_s` for its PUBACK), DISCONNECT."""
@@ -226,7 +262,8 @@ class MqttUplink:
         props = _properties(PacketTypes.PUBLISH)
         if command.correlation_data is not None:
             props.CorrelationData = command.correlation_data
-        self._client.publish(command.response_topic or self.topics.response, payload, qos=1, properties=props)
+        topic = command.response_topic or self.topics.response
+        self._client.publish(topic, payload, qos=1, properties=props if self._v5 else None)
 
     # -- the drain --------------------------------------------------------------------------------
 
@@ -248,7 +285,9 @@ class MqttUplink:
         if expiry is not None:
             props.MessageExpiryInterval = expiry
         try:
-            info = self._client.publish(item.topic, item.payload, qos=1, retain=False, properties=props)
+            info = self._client.publish(
+                item.topic, item.payload, qos=1, retain=False, properties=props if self._v5 else None
+            )
         except ValueError as exc:  # payload or topic paho will never send
             log.error("outbox item %s cannot be published: %s", item.id, exc)
             self._refuse(item, LOCAL_REFUSAL)
@@ -291,7 +330,10 @@ class MqttUplink:
         )
         self._publish_status(self._status("online"))
         if self.on_command is not None:
-            self._client.subscribe(self.topics.command, options=SubscribeOptions(qos=1, noLocal=True))
+            if self._v5:
+                self._client.subscribe(self.topics.command, options=SubscribeOptions(qos=1, noLocal=True))
+            else:
+                self._client.subscribe(self.topics.command, qos=1)
         self._wake.set()
 
     def _on_subscribed(self, granted: bool) -> None:
@@ -353,15 +395,16 @@ class MqttUplink:
 
     # -- paho setup and the bridge ----------------------------------------------------------------
 
-    def _make_client(self, password: str | None) -> paho.Client:
+    def _make_client(self) -> paho.Client:
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=paho.MQTTv5,
+            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
+            clean_session=None if self._v5 else False,  # 3.1.1: a persistent session
             reconnect_on_failure=True,
         )
         if self.config.auth is not None:
-            client.username_pw_set(self.config.auth.username, password)
+            client.username_pw_set(self.config.auth.username, self._password)
         tls = self.config.tls
         if tls is not None:
             if (tls.cert_file is None) != (tls.key_file is None):
@@ -383,6 +426,22 @@ class MqttUplink:
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
         return client
+
+    def _start_client(self) -> None:
+        """Connect asynchronously (paho retries until it succeeds) and start paho's network thread."""
+        if self._v5:
+            props = _properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.config.session_expiry_s
+            self._client.connect_async(
+                self.config.host,
+                self.config.port,
+                keepalive=self.config.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        self._client.loop_start()
 
     def _from_paho(self, handler: Callable[..., None], *args: Any) -> None:
         """THE bridge from paho's network thread to the asyncio loop."""
@@ -418,16 +477,16 @@ class MqttUplink:
         self._from_paho(self._on_disconnected, reason.value)
 
     def _paho_publish(
-        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _props: Properties | None
+        self, client: paho.Client, _u: Any, mid: int, reason: ReasonCode, _props: Properties | None
     ) -> None:
         self._from_paho(self._on_puback, mid, reason.value)
 
     def _paho_subscribe(
-        self, _c: paho.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _props: Properties | None
+        self, client: paho.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _props: Properties | None
     ) -> None:
         self._from_paho(self._on_subscribed, all(r.value < 0x80 for r in reasons))
 
-    def _paho_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+    def _paho_message(self, client: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)

@@ -26,7 +26,7 @@ from agent.errors import ConfigError
 from agent.events import DeviceHealth, Heartbeat
 from agent.localbroker import LocalBroker
 from agent.outbox import Kind, Outbox, OutboxItem
-from agent.uplink.mqtt import Command, MqttUplink
+from agent.uplink.mqtt import Command, MqttUplink, speaks_v5
 from agent.uplink.topics import Topics
 
 BrokerFactory = Callable[..., LocalBroker]
@@ -127,7 +127,7 @@ AGENT = textwrap.dedent(
     from pathlib import Path
     from agent.config.schema import MqttConfig, OutboxConfig
     from agent.outbox import Outbox
-    from agent.uplink.mqtt import Command, MqttUplink
+    from agent.uplink.mqtt import Command, MqttUplink, speaks_v5
     from agent.uplink.topics import Topics
 
     async def main() -> None:
@@ -284,3 +284,28 @@ def test_commands_are_delivered_and_answered_on_their_response_topic(
     (answer,) = answers.snapshot()
     assert answer.payload == b'{"ok":true}'
     assert bytes.fromhex(answer.properties["CorrelationData"]) == b"req-1"
+
+
+def test_falls_back_to_mqtt_311_for_a_local_broker_without_v5(tmp_path: Path) -> None:
+    outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
+    for n in range(5):
+        outbox.put(alarm_item(n))
+    with LocalBroker(workdir=tmp_path / "amqtt", backend="amqtt") as broker:  # MQTT 3.1.1 only
+        uplink = MqttUplink(mqtt_config(broker), TOPICS, outbox, 1, backoff_min_s=0.1)
+
+        async def body() -> None:
+            for _ in range(300):
+                if outbox.depth() == 0:
+                    return
+                await asyncio.sleep(0.05)
+
+        asyncio.run(with_uplink(uplink, body))
+    assert outbox.depth() == 0 and outbox.refused_count() == 0
+    assert uplink.counters().delivered == 5 and uplink.counters().connects == 1
+
+
+def test_v5_probe_tells_mosquitto_from_a_311_only_broker(mosquitto: LocalBroker, tmp_path: Path) -> None:
+    assert speaks_v5(mosquitto.host, mosquitto.port) is True
+    with LocalBroker(workdir=tmp_path / "amqtt", backend="amqtt") as amqtt:
+        assert speaks_v5(amqtt.host, amqtt.port) is False
+    assert speaks_v5("127.0.0.1", amqtt.port, timeout_s=1) is None  # nobody listening
