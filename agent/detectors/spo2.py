@@ -1,0 +1,118 @@
+"""SpO2 desaturation events (a drop of >= 3 % from a rolling baseline lasting >= 10 s) and their index.
+
+The window (`baseline_s` + `duration_s`, 300 + 10 s by default) is split in two: the older part gives
+the baseline, its `baseline_quantile` (0.9: an upper quantile, so the baseline is the patient's usual
+saturation and a slow slide or a desaturation already under way does not drag it down), and the newest
+`duration_s` samples are the candidate event. The score is the *smallest* drop below the baseline over
+those newest samples — baseline minus their maximum — so it exceeds the threshold (3 percentage points)
+only when every sample of the last `duration_s` seconds is that far down: the minimum duration is part of
+the score, and the alarm machine needs no extra delay. NaN samples (gated) never count as low: a hop
+whose recent part is mostly missing gives no verdict.
+
+The oxygen desaturation index (ODI, events per hour) counts rising edges of that condition per stream
+slot, over the hours the stream was scored; `desaturation_index(slots)` gives it to the heartbeat or a
+report. Counts persist with the detector state.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from agent.config.schema import DetectorConfig
+from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.params import ParamReader
+
+
+class DesaturationDetector(StreamingDetector):
+    type_name = "spo2_desaturation"
+    quantity = "drop below baseline"
+
+    def __init__(
+        self,
+        id: str,
+        channels: tuple[str, ...],
+        window: int,
+        hop: int,
+        threshold: float,
+        duration: int,
+        rate_hz: float,
+        baseline_quantile: float = 0.9,
+        min_valid: float = 0.8,
+    ) -> None:
+        super().__init__(id, channels, window, hop, threshold)
+        self.duration = duration  # samples that must all be down
+        self.rate_hz = rate_hz
+        self.baseline_quantile = baseline_quantile
+        self.min_valid = min_valid
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, rate_hz: float) -> DesaturationDetector:
+        reader = ParamReader(config, rate_hz)
+        reader.channel_count(exactly=1)
+        duration = reader.samples("duration_s", 10.0, minimum=1)
+        baseline = reader.samples("baseline_s", 300.0, minimum=3)
+        hop = reader.samples("hop_s", 1.0)
+        if hop > duration:
+            raise reader.fail("hop_s", f"must not exceed duration_s ({duration} samples), got {hop}")
+        detector = cls(
+            config.id,
+            config.channels,
+            baseline + duration,
+            hop,
+            threshold=reader.positive("drop", 3.0),
+            duration=duration,
+            rate_hz=reader.rate_hz,
+            baseline_quantile=reader.fraction("baseline_quantile", 0.9),
+            min_valid=reader.fraction("min_valid", 0.8),
+        )
+        reader.finish()
+        return detector
+
+    def drop(self, spo2: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(sustained drop, baseline) of each row of (S, W) SpO2 samples, oldest first."""
+        older, recent = spo2[:, : -self.duration], spo2[:, -self.duration :]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN
+            baseline = np.nanquantile(older, self.baseline_quantile, axis=1)
+            highest = np.nanmax(recent, axis=1)
+        base_ok = (~np.isnan(older)).mean(axis=1) >= 0.5
+        recent_ok = (~np.isnan(recent)).mean(axis=1) >= self.min_valid
+        drop = np.where(base_ok & recent_ok, baseline - highest, np.nan)
+        return drop, baseline
+
+    def score(self, block: WindowBlock) -> ScoreBlock:
+        n = block.n_streams
+        scores, baseline = self.drop(block.values[:, -self.window :, 0])
+        self._count_events(block.slots, scores, min(block.hop, block.values.shape[1]))
+        has = ~np.isnan(scores)
+        return ScoreBlock(
+            scores=scores,
+            thresholds=self._thresholds(n),
+            contributions=np.where(has & (scores > self.threshold), 1.0, 0.0)[:, None],
+            observed=np.where(has, baseline - scores, np.nan),  # the SpO2 held for duration_s
+            limits=np.where(has, baseline - self.threshold, np.nan),
+            baseline=baseline[:, None],
+        )
+
+    def _count_events(self, slots: IntArray, scores: FloatArray, hop: int) -> None:
+        """Rising edges of drop > threshold, and scored time, per slot (for the ODI)."""
+        inside = self._slot_state("inside", slots, 0.0)[:, 0]
+        events = self._slot_state("events", slots, 0.0)[:, 0]
+        seconds = self._slot_state("seconds", slots, 0.0)[:, 0]
+        has = ~np.isnan(scores)
+        now = has & (scores > self.threshold)
+        events = events + (now & (inside == 0))
+        inside = np.where(has, now, inside).astype(np.float64)
+        seconds = seconds + np.where(has, hop / self.rate_hz, 0.0)
+        self._store("inside", slots, inside[:, None])
+        self._store("events", slots, events[:, None])
+        self._store("seconds", slots, seconds[:, None])
+
+    def desaturation_index(self, slots: IntArray) -> FloatArray:
+        """Oxygen desaturation index (events per scored hour) of each slot; NaN before any scored time."""
+        events = self._slot_state("events", slots, 0.0)[:, 0]
+        hours = self._slot_state("seconds", slots, 0.0)[:, 0] / 3600.0
+        out: FloatArray = np.divide(events, hours, out=np.full(len(slots), np.nan), where=hours > 0)
+        return out

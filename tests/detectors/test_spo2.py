@@ -1,0 +1,104 @@
+"""SpO2 desaturation: >= 3 points below the rolling baseline for >= 10 s, and the index per hour."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from detector_drive import run, scores_of
+
+from agent.config.schema import DetectorConfig
+from agent.detectors.spo2 import DesaturationDetector
+from agent.errors import ConfigError
+
+
+def make(**params: Any) -> DesaturationDetector:
+    config = DetectorConfig("desat", "spo2_desaturation", "vitals", ("spo2",), params=params)
+    return DesaturationDetector.from_config(config, 1.0)
+
+
+def quiet(rng: np.random.Generator, n: int, level: float = 97.0) -> np.ndarray:
+    """Pulse-oximeter SpO2 at 1 Hz: whole percent readings around a steady level."""
+    return np.rint(level + rng.normal(0, 0.6, n))
+
+
+def dip(spo2: np.ndarray, start: int, length: int, depth: float) -> None:
+    spo2[start : start + length] -= depth
+
+
+def scores(detector: DesaturationDetector, spo2: np.ndarray) -> np.ndarray:
+    return scores_of(run(detector, spo2[None, :, None]))[:, 0]
+
+
+def test_a_sustained_drop_fires_after_10_s_and_a_short_one_never() -> None:
+    rng = np.random.default_rng(1)
+    spo2 = quiet(rng, 1200)
+    dip(spo2, 400, 30, 5.0)  # 30 s at 92 %: an event
+    dip(spo2, 800, 7, 5.0)  # 7 s: too short
+    d = make()
+    s = scores(d, spo2)
+    above = np.flatnonzero(s > d.threshold)
+    assert above.size > 0
+    assert 400 + 9 <= above[0] <= 400 + 12  # all of the last 10 s down
+    assert above[-1] < 430 + 2
+    assert not (s[790:830] > d.threshold).any()
+    assert not (s[320:400] > d.threshold).any()
+
+
+def test_a_drop_of_less_than_3_points_is_not_an_event() -> None:
+    spo2 = np.full(900, 97.0)
+    dip(spo2, 400, 60, 2.0)
+    d = make()
+    assert np.nanmax(scores(d, spo2)) == pytest.approx(2.0)
+    assert d.desaturation_index(np.array([0]))[0] == 0.0
+
+
+def test_the_index_counts_events_per_hour() -> None:
+    rng = np.random.default_rng(2)
+    spo2 = quiet(rng, 3600)
+    for start in range(400, 3600, 400):  # 8 events in the hour
+        dip(spo2, start, 25, 4.5)
+    d = make()
+    s = scores_of(run(d, spo2[None, :, None]))[:, 0]
+    odi = d.desaturation_index(np.array([0]))[0]
+    scored_hours = np.isfinite(s).sum() / 3600.0  # one scored second per hop with a verdict
+    assert 0.9 < scored_hours < 1.0
+    assert odi == pytest.approx(8 / scored_hours, rel=1e-9)
+
+
+def test_gated_samples_are_not_low_and_a_mostly_missing_stretch_has_no_verdict() -> None:
+    spo2 = np.full(700, 97.0)
+    spo2[400:430] = np.nan  # probe off: no reading, not a desaturation
+    d = make()
+    s = scores(d, spo2)
+    assert not (s > d.threshold).any()
+    assert np.isnan(s[420])
+
+
+def test_the_baseline_follows_a_new_steady_level() -> None:
+    rng = np.random.default_rng(3)
+    spo2 = np.concatenate([quiet(rng, 400, 97.0), quiet(rng, 1200, 93.0)])
+    d = make()
+    s = scores(d, spo2)
+    assert (s[400:500] > d.threshold).any()  # the fall itself is a desaturation
+    assert not (s[1000:] > d.threshold).any()  # 93 % for 10 minutes is the new baseline
+
+
+def test_state_round_trip_keeps_the_index() -> None:
+    rng = np.random.default_rng(4)
+    spo2 = quiet(rng, 1000)
+    dip(spo2, 500, 20, 6.0)
+    d = make()
+    run(d, spo2[None, :, None], slots=np.array([3]))
+    restored = make()
+    restored.load_state(json.loads(json.dumps(d.state())))
+    slots = np.array([3])
+    assert restored.desaturation_index(slots)[0] == d.desaturation_index(slots)[0] > 0
+
+
+def test_hop_longer_than_the_duration_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        make(duration_s=5, hop_s=10)
+    assert err.value.path == "detectors.desat.params.hop_s"
