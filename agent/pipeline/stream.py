@@ -3,7 +3,11 @@
 Readings are gated and appended to per-stream windows; each detector scores every stream that has
 `hop` new samples, all such streams in one vectorised call; each alarm rule's book turns the scores
 into episodes. Scoring is flushed before a stream would receive a second hop, so alarms do not depend
-on how readings happen to be batched on the way in.
+on how readings happen to be batched on the way in. Technical (signal-quality) alarms are noted per
+reading and stepped at each flush, all streams of a flush in one book update.
+
+The per-reading path is the hot one (a 250 Hz ECG stream in 8-sample frames is 31 readings/s): it
+does a few dictionary and small-array operations and never touches an alarm book.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ class StreamPipeline:
         for watch in self.watches:
             watch.new[slot] += added
             watch.flags[slot] |= int(gated.quality)
-        events += self.quality_alarms.observe(self._refs[slot], gated.quality, reading.end_time)
+        self.quality_alarms.observe(self._refs[slot], gated.quality, reading.end_time)
         return events
 
     def flush(self) -> list[AlarmEvent]:
@@ -118,7 +122,7 @@ class StreamPipeline:
         detector then gets its window extended by the extra new samples and is told how many are
         new, so none goes unseen. Streams with different counts are scored in separate calls
         (almost always there is one count)."""
-        events: list[AlarmEvent] = []
+        events = self.quality_alarms.drain()
         for watch in self.watches:
             detector = watch.detector
             due = np.flatnonzero(watch.new >= detector.hop)
