@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from agent.config.schema import DetectorConfig
+from agent.detectors.af import AtrialFibrillationDetector
 from agent.detectors.base import StreamingDetector
 from agent.detectors.cusum import CusumDetector
 from agent.detectors.dropout import DropoutDetector
@@ -17,6 +18,8 @@ from agent.detectors.flatline import FlatlineDetector
 from agent.detectors.limit import LimitDetector
 from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
+from agent.detectors.spo2 import DesaturationDetector
+from agent.detectors.vibration import VibrationDetector
 from agent.errors import ConfigError
 
 Factory = Callable[[DetectorConfig, float], StreamingDetector]
@@ -40,6 +43,9 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "flatline": FlatlineDetector.from_config,
         "dropout": DropoutDetector.from_config,
         "autoencoder": _autoencoder,
+        "af": AtrialFibrillationDetector.from_config,
+        "spo2_desaturation": DesaturationDetector.from_config,
+        "vibration": VibrationDetector.from_config,
     }
 )
 

@@ -16,6 +16,7 @@ each axis's share of the velocity energy is its contribution. Stateless: each wi
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -130,7 +131,9 @@ class VibrationDetector(StreamingDetector):
 
     def features(self, values: FloatArray) -> VibrationFeatures:
         """Features of (S, W, C) acceleration windows (NaN samples are treated as the window mean)."""
-        mean = np.nanmean(values, axis=1, keepdims=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN axis has no mean
+            mean = np.nanmean(values, axis=1, keepdims=True)
         centred = np.nan_to_num(values - mean)
         rms = np.sqrt(np.mean(centred**2, axis=1))
         peak = np.max(np.abs(centred), axis=1)

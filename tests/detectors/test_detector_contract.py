@@ -38,6 +38,10 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], bool]] = {
     "dropout": (CHANNELS, {"window_s": 10.0, "max_missing": 0.3}, False),
     # The shipped pump autoencoder (8 channels) with its card normalisation.
     "autoencoder": (PUMP_CHANNELS, {"model": str(PUMP_MODEL), "precision": "fp32"}, True),
+    # Domain detectors, with their units bent to AR(1) data around 70 (RR bounds, zones, ISO band).
+    "af": (("x",), {"min_rr_s": 1.0, "max_rr_s": 1000.0, "window_beats": 16}, True),
+    "spo2_desaturation": (("x",), {"baseline_s": 20.0, "duration_s": 2.0}, False),
+    "vibration": (CHANNELS, {"window_s": 16.0, "iso_low_hz": 0.1, "zone_boundaries": [1e5, 2e5, 4e5]}, False),
 }
 TOLERANCE = 0.5  # calibrated false-alarm rate on fresh data within +-50% of the target (documented)
 
