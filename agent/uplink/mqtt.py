@@ -18,41 +18,42 @@ Strategy:
   calls `on_refused` so the agent raises a technical alarm.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
-- A plain loopback broker is probed first (`speaks_v5`); one that refuses MQTT v5 (the demo's embedded
-  amqtt) gets MQTT 3.1.1: no reason codes, no expiry, same persistent session and QoS 1. Never a
-  remote broker: under 3.1.1 an ACL refusal is indistinguishable from a delivery.
-- Security: TLS verifies the server by default; plain MQTT to a non-loopback host is refused unless
-  `insecure` is set. The password is read from `auth.password_file`, never from the config.
+- Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
+  fallback for the demo's local amqtt broker, backoff) live in `agent.uplink.connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import random
-import socket
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config.schema import MqttConfig
-from agent.errors import ConfigError
-from agent.events import encode, iso_time
 from agent.outbox import Outbox, OutboxItem
+from agent.uplink.connection import (
+    backoff_delay,
+    check_transport,
+    connect_async,
+    is_loopback,
+    new_client,
+    new_properties,
+    read_password,
+    speaks_v5,
+    status_payload,
+)
 from agent.uplink.topics import Topics
 
-STATUS_SCHEMA = "edge-agent/status/1"
 LOCAL_REFUSAL = 0x83  # "Implementation specific error": paho itself rejected the message (too large)
 log = logging.getLogger(__name__)
 
@@ -78,57 +79,6 @@ class Command:
     correlation_data: bytes | None
 
 
-def _properties(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def speaks_v5(host: str, port: int, timeout_s: float = 3.0) -> bool | None:
-    """Whether the broker answers an MQTT v5 CONNECT (any reason code but "unsupported protocol").
-
-    A bare CONNECT without a Will: a 3.1.1-only broker (amqtt) refuses it at once, whereas a real
-    CONNECT with a Will makes amqtt misparse the v5 properties and stall. None: no answer.
-    """
-    # CONNECT: "MQTT", level 5, clean start, keepalive 5 s, no properties, empty client id.
-    connect = bytes([0x10, 13, 0, 4, *b"MQTT", 5, 0x02, 0, 5, 0, 0, 0])
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(connect)
-            answer = b""
-            while len(answer) < 4:
-                chunk = sock.recv(4 - len(answer))
-                if not chunk:
-                    break
-                answer += chunk
-            with contextlib.suppress(OSError):
-                sock.sendall(bytes([0xE0, 0]))  # DISCONNECT
-    except OSError:
-        return None
-    if len(answer) < 4 or answer[0] != 0x20:
-        return None
-    # 0x84 is v5's "Unsupported protocol version"; 0x01 is the same refusal in a 3.1.1 CONNACK.
-    return answer[3] not in (0x01, 0x84)
-
-
-def read_password(config: MqttConfig) -> str | None:
-    if config.auth is None:
-        return None
-    try:
-        return config.auth.password_file.read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(
-            "mqtt.auth.password_file", f"cannot read {config.auth.password_file}: {exc}"
-        ) from exc
-
-
 class MqttUplink:
     """One MQTT v5 connection for one gateway; `await run()` in a task, `await stop()` to end."""
 
@@ -146,16 +96,7 @@ class MqttUplink:
         backoff_max_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if mqtt.tls is None and not mqtt.insecure and not is_loopback(mqtt.host):
-            raise ConfigError(
-                "mqtt.host",
-                f"plain mqtt:// to non-loopback host {mqtt.host!r} sends alarms in clear text; "
-                "use mqtts:// or set mqtt.insecure = true",
-            )
-        if mqtt.max_inflight < 2:
-            raise ConfigError(
-                "mqtt.max_inflight", "must be at least 2 (one slot is kept for status messages)"
-            )
+        check_transport(mqtt)
         self.config = mqtt
         self.topics = topics
         self.outbox = outbox
@@ -259,7 +200,7 @@ class MqttUplink:
 
     def respond(self, command: Command, payload: bytes) -> None:
         """Answer a command (QoS 1) on its ResponseTopic, or on the gateway's response topic."""
-        props = _properties(PacketTypes.PUBLISH)
+        props = new_properties(PacketTypes.PUBLISH)
         if command.correlation_data is not None:
             props.CorrelationData = command.correlation_data
         topic = command.response_topic or self.topics.response
@@ -280,7 +221,7 @@ class MqttUplink:
             room = self._window - len(self._inflight)
 
     def _publish(self, item: OutboxItem) -> None:
-        props = _properties(PacketTypes.PUBLISH)
+        props = new_properties(PacketTypes.PUBLISH)
         expiry = item.remaining_expiry(self._clock())
         if expiry is not None:
             props.MessageExpiryInterval = expiry
@@ -374,17 +315,7 @@ class MqttUplink:
     # -- status messages --------------------------------------------------------------------------
 
     def _status(self, state: str, *, clean: bool | None = None) -> bytes:
-        body: dict[str, Any] = {
-            "schema": STATUS_SCHEMA,
-            "state": state,
-            "gateway": self.topics.gateway,
-            "session": self.session,
-        }
-        if clean is not None:
-            body["clean"] = clean
-        if state == "online" or clean:
-            body["time"] = iso_time(self._clock())
-        return encode(body)
+        return status_payload(self.topics.gateway, self.session, state, self._clock(), clean=clean)
 
     def _publish_status(self, payload: bytes) -> asyncio.Future[int]:
         assert self._loop is not None
@@ -396,28 +327,14 @@ class MqttUplink:
     # -- paho setup and the bridge ----------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
-            clean_session=None if self._v5 else False,  # 3.1.1: a persistent session
-            reconnect_on_failure=True,
+        client = new_client(
+            self.config,
+            self.client_id,
+            v5=self._v5,
+            password=self._password,
+            will_topic=self.topics.status,
+            will=self._status("offline", clean=False),
         )
-        if self.config.auth is not None:
-            client.username_pw_set(self.config.auth.username, self._password)
-        tls = self.config.tls
-        if tls is not None:
-            if (tls.cert_file is None) != (tls.key_file is None):
-                raise ConfigError("mqtt.tls", "cert_file and key_file go together (mutual TLS)")
-            client.tls_set(
-                ca_certs=None if tls.ca_file is None else str(tls.ca_file),
-                certfile=None if tls.cert_file is None else str(tls.cert_file),
-                keyfile=None if tls.key_file is None else str(tls.key_file),
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        client.will_set(self.topics.status, self._status("offline", clean=False), qos=1, retain=True)
-        client.max_inflight_messages_set(self.config.max_inflight)
-        client.max_queued_messages_set(0)  # our window bounds what we hand over
         self._set_backoff(client)
         client.on_connect = self._paho_connect
         client.on_connect_fail = self._paho_connect_fail
@@ -428,19 +345,7 @@ class MqttUplink:
         return client
 
     def _start_client(self) -> None:
-        """Connect asynchronously (paho retries until it succeeds) and start paho's network thread."""
-        if self._v5:
-            props = _properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.config.session_expiry_s
-            self._client.connect_async(
-                self.config.host,
-                self.config.port,
-                keepalive=self.config.keepalive_s,
-                clean_start=False,
-                properties=props,
-            )
-        else:
-            self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        connect_async(self._client, self.config, v5=self._v5)
         self._client.loop_start()
 
     def _from_paho(self, handler: Callable[..., None], *args: Any) -> None:
@@ -451,9 +356,8 @@ class MqttUplink:
                 loop.call_soon_threadsafe(handler, *args)
 
     def _set_backoff(self, client: paho.Client) -> None:
-        """Next reconnect delay (paho thread): equal-jitter capped exponential backoff."""
-        base = min(self.backoff_max_s, self.backoff_min_s * 2 ** min(max(0, self._failures - 1), 30))
-        delay = base / 2 + random.random() * base / 2
+        """Next reconnect delay (paho thread), set on paho just before it waits."""
+        delay = backoff_delay(self._failures, self.backoff_min_s, self.backoff_max_s)
         client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # paho sleeps floats fine
 
     def _paho_connect(

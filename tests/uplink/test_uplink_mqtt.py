@@ -26,7 +26,8 @@ from agent.errors import ConfigError
 from agent.events import DeviceHealth, Heartbeat
 from agent.localbroker import LocalBroker
 from agent.outbox import Kind, Outbox, OutboxItem
-from agent.uplink.mqtt import Command, MqttUplink, speaks_v5
+from agent.uplink.connection import speaks_v5
+from agent.uplink.mqtt import Command, MqttUplink
 from agent.uplink.topics import Topics
 
 BrokerFactory = Callable[..., LocalBroker]
@@ -127,7 +128,7 @@ AGENT = textwrap.dedent(
     from pathlib import Path
     from agent.config.schema import MqttConfig, OutboxConfig
     from agent.outbox import Outbox
-    from agent.uplink.mqtt import Command, MqttUplink, speaks_v5
+    from agent.uplink.mqtt import MqttUplink
     from agent.uplink.topics import Topics
 
     async def main() -> None:

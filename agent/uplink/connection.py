@@ -1,0 +1,160 @@
+"""How the gateway connects to its broker: transport checks, credentials, TLS, the Will, the protocol
+version and the reconnect backoff. `agent.uplink.mqtt` uses these to build and drive its paho client.
+
+Strategy: everything decided before the first byte is sent lives here as small functions, so each rule
+is checked once and can be tested without a broker:
+- plain MQTT to a non-loopback host is a configuration error unless `insecure` is set; TLS always
+  verifies the server (system trust store or `tls.ca_file`), with an optional client certificate;
+- the password comes from `auth.password_file` (one trailing newline stripped), never the config;
+- MQTT v5 with clean_start=False and SessionExpiryInterval; MQTT 3.1.1 (persistent session) only for
+  a plain loopback broker that `speaks_v5` proves cannot do v5 (the demo's embedded amqtt);
+- reconnect delays grow exponentially to a cap, each drawn in [1/2, 1] x the step ("equal jitter"),
+  so a fleet of gateways does not reconnect in lockstep after a broker restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import random
+import socket
+import ssl
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config.schema import MqttConfig
+from agent.errors import ConfigError
+from agent.events import encode, iso_time
+
+STATUS_SCHEMA = "edge-agent/status/1"
+
+
+def new_properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(config: MqttConfig) -> None:
+    """ConfigError for a connection the agent must not make."""
+    if config.tls is None and not config.insecure and not is_loopback(config.host):
+        raise ConfigError(
+            "mqtt.host",
+            f"plain mqtt:// to non-loopback host {config.host!r} sends alarms in clear text; "
+            "use mqtts:// or set mqtt.insecure = true",
+        )
+    if config.tls is not None and (config.tls.cert_file is None) != (config.tls.key_file is None):
+        raise ConfigError("mqtt.tls", "cert_file and key_file go together (mutual TLS)")
+    if config.max_inflight < 2:
+        raise ConfigError("mqtt.max_inflight", "must be at least 2 (one slot is kept for status messages)")
+
+
+def read_password(config: MqttConfig) -> str | None:
+    if config.auth is None:
+        return None
+    try:
+        return config.auth.password_file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(
+            "mqtt.auth.password_file", f"cannot read {config.auth.password_file}: {exc}"
+        ) from exc
+
+
+def speaks_v5(host: str, port: int, timeout_s: float = 3.0) -> bool | None:
+    """Whether the broker answers an MQTT v5 CONNECT (any reason code but "unsupported protocol").
+
+    A bare CONNECT without a Will: a 3.1.1-only broker (amqtt) refuses it at once, whereas a real
+    CONNECT with a Will makes amqtt misparse the v5 properties and stall. None: no answer.
+    """
+    # CONNECT: "MQTT", level 5, clean start, keepalive 5 s, no properties, empty client id.
+    connect = bytes([0x10, 13, 0, 4, *b"MQTT", 5, 0x02, 0, 5, 0, 0, 0])
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(connect)
+            answer = b""
+            while len(answer) < 4:
+                chunk = sock.recv(4 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes([0xE0, 0]))  # DISCONNECT
+    except OSError:
+        return None
+    if len(answer) < 4 or answer[0] != 0x20:
+        return None
+    # 0x84 is v5's "Unsupported protocol version"; 0x01 is the same refusal in a 3.1.1 CONNACK.
+    return answer[3] not in (0x01, 0x84)
+
+
+def status_payload(gateway: str, session: int, state: str, now: float, *, clean: bool | None = None) -> bytes:
+    """Birth (`online`), Will (`offline`, clean false, no time: it is written at connect) or clean stop."""
+    body: dict[str, object] = {
+        "schema": STATUS_SCHEMA,
+        "state": state,
+        "gateway": gateway,
+        "session": session,
+    }
+    if clean is not None:
+        body["clean"] = clean
+    if state == "online" or clean:
+        body["time"] = iso_time(now)
+    return encode(body)
+
+
+def backoff_delay(
+    failures: int, min_s: float, max_s: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Delay before the next attempt after `failures` consecutive failures (1 = the first)."""
+    step = min(max_s, min_s * 2.0 ** min(max(0, failures - 1), 30))
+    return step / 2 + rand() * step / 2
+
+
+def new_client(
+    config: MqttConfig, client_id: str, *, v5: bool, password: str | None, will_topic: str, will: bytes
+) -> paho.Client:
+    """A configured, not yet connected paho client (callback API v2) with the retained QoS 1 Will."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        clean_session=None if v5 else False,  # 3.1.1: a persistent session
+        reconnect_on_failure=True,
+    )
+    if config.auth is not None:
+        client.username_pw_set(config.auth.username, password)
+    tls = config.tls
+    if tls is not None:
+        client.tls_set(
+            ca_certs=None if tls.ca_file is None else str(tls.ca_file),
+            certfile=None if tls.cert_file is None else str(tls.cert_file),
+            keyfile=None if tls.key_file is None else str(tls.key_file),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    client.will_set(will_topic, will, qos=1, retain=True)
+    client.max_inflight_messages_set(config.max_inflight)
+    client.max_queued_messages_set(0)  # the uplink's window bounds what it hands over
+    return client
+
+
+def connect_async(client: paho.Client, config: MqttConfig, *, v5: bool) -> None:
+    """Ask paho to connect (it retries until it succeeds once its loop runs)."""
+    if v5:
+        props = new_properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = config.session_expiry_s
+        client.connect_async(
+            config.host, config.port, keepalive=config.keepalive_s, clean_start=False, properties=props
+        )
+    else:
+        client.connect_async(config.host, config.port, keepalive=config.keepalive_s)
