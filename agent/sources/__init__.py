@@ -19,7 +19,7 @@ class Source(AbstractAsyncContextManager["Source"], Protocol):
     def __aiter__(self) -> AsyncIterator[Reading]: ...
 
 
-AVAILABLE_TRANSPORTS = ("simulator", "serial")
+AVAILABLE_TRANSPORTS = ("simulator", "serial", "ble")
 
 
 def check_transport(device: DeviceConfig, index: int) -> None:
@@ -41,4 +41,8 @@ def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Sou
         from agent.sources.serial import SerialSource
 
         return SerialSource(device)
+    if device.transport == "ble":
+        from agent.sources.ble import BleSource
+
+        return BleSource(device)
     raise ConfigError(f"devices.{device.id}.transport", f"transport {device.transport!r} is not available")

@@ -1,0 +1,354 @@
+"""BLE source: find a wearable, connect, subscribe to its health profiles, and keep doing so.
+
+A supervisor task runs the link: scan (address, name and/or advertised service UUID, all given
+criteria must match) → connect within `connect_timeout_s` → subscribe to every configured profile's
+characteristic → watch. The watch ends when bleak reports a disconnect, or when the device has been
+silent for `lost_after_s` while nominally connected (a stale link is cheaper to rebuild than to
+trust). Then: back off with jitter and start again from the scan, so every reconnect re-subscribes
+(BlueZ forgets notifications with the link). The daemon raises ``device_lost`` from the silence; a
+device that stopped advertising just leaves the source scanning, disconnected, counting
+``not_found``: a clean device-lost state, never an exception.
+
+Connecting goes through bleak-retry-connector's `establish_connection` (the default `Connector`),
+which already retries the transient BlueZ/ESPHome failures (connection aborted by local, out of
+connection slots) with the waits they need; what it finally raises is classified into the
+`stats.errors` counters and its own backoff hint (`calculate_backoff_time`) is a lower bound for
+ours. Scanner and connector are constructor arguments: tests pass a fake radio whose client raises
+bleak's real exception types, with no patching.
+
+Notifications arrive as callbacks on the event loop and are decoded at once (firmware_bridge.gatt);
+readings go through a bounded queue to the consumer. The first reading of each stream after a
+reconnect carries Quality.GAP; see `agent.sources.ble_profiles` for channels and quality flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from types import MappingProxyType, TracebackType
+from typing import Any, Protocol
+
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakDeviceNotFoundError, BleakError
+
+from agent.config.schema import BleConfig, DeviceConfig
+from agent.errors import ConfigError
+from agent.readings import Reading
+from agent.sources.backoff import Backoff, BackoffPolicy
+from agent.sources.ble_profiles import Profile, ProfileReadings, profiles_for
+from agent.sources.counters import SourceStats
+from firmware_bridge.errors import GattDecodeError
+
+log = logging.getLogger("agent.sources.ble")
+
+QUEUE_READINGS = 4096
+SCAN_TIMEOUT_S = 10.0
+
+
+class GattClient(Protocol):
+    """The part of `bleak.BleakClient` the source uses."""
+
+    async def start_notify(self, char_specifier: str, callback: Callable[[Any, bytearray], None]) -> None: ...
+    async def read_gatt_char(self, char_specifier: str) -> bytearray: ...
+    async def disconnect(self) -> Any: ...
+
+
+class DeviceFinder(Protocol):
+    async def find(self, config: BleConfig, timeout_s: float) -> BLEDevice | None: ...
+
+
+Connector = Callable[[BLEDevice, Callable[[], None]], Awaitable[GattClient]]
+
+
+def matches(config: BleConfig, device: BLEDevice, adv: AdvertisementData) -> bool:
+    """True when the advertisement fits every criterion given in `config`."""
+    if config.address and device.address.lower() != config.address.lower():
+        return False
+    if config.name and config.name not in (adv.local_name, device.name):
+        return False
+    if config.service_uuid:
+        wanted = _full_uuid(config.service_uuid)
+        return wanted in {_full_uuid(u) for u in adv.service_uuids}
+    return True
+
+
+def _full_uuid(uuid: str) -> str:
+    uuid = uuid.lower().removeprefix("0x")
+    return f"0000{uuid}-0000-1000-8000-00805f9b34fb" if len(uuid) == 4 else uuid
+
+
+class BleakFinder:
+    """Scans with `bleak.BleakScanner` until a matching advertisement or the timeout."""
+
+    async def find(self, config: BleConfig, timeout_s: float) -> BLEDevice | None:
+        from bleak import BleakScanner
+
+        found: BLEDevice | None = await BleakScanner.find_device_by_filter(
+            lambda d, ad: matches(config, d, ad), timeout=timeout_s
+        )
+        return found
+
+
+def retry_connector(client_class: type[Any] | None = None, max_attempts: int = 3) -> Connector:
+    """Connect with bleak-retry-connector's `establish_connection` (default client: its cached one)."""
+
+    async def connect(device: BLEDevice, on_disconnect: Callable[[], None]) -> GattClient:
+        from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
+
+        client: GattClient = await establish_connection(
+            client_class or BleakClientWithServiceCache,
+            device,
+            device.name or device.address,
+            disconnected_callback=lambda _client: on_disconnect(),
+            max_attempts=max_attempts,
+        )
+        return client
+
+    return connect
+
+
+def classify(exc: BaseException) -> str:
+    """The `stats.errors` key of a failed connection attempt."""
+    from bleak_retry_connector import (
+        OUT_OF_SLOTS_ERRORS,
+        BleakAbortedError,
+        BleakNotFoundError,
+        BleakOutOfConnectionSlotsError,
+    )
+
+    text = str(exc)
+    if isinstance(exc, BleakOutOfConnectionSlotsError) or any(e in text for e in OUT_OF_SLOTS_ERRORS):
+        return "out_of_slots"
+    if isinstance(exc, BleakAbortedError) or "abort" in text:
+        return "aborted"
+    if isinstance(exc, BleakNotFoundError | BleakDeviceNotFoundError):
+        return "not_found"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, BleakError):
+        return "connect_failed"
+    return "driver_error"
+
+
+def _backoff_hint(exc: BaseException) -> float:
+    from bleak_retry_connector import calculate_backoff_time
+
+    return calculate_backoff_time(exc) if isinstance(exc, Exception) else 0.0
+
+
+class BleSource:
+    """Async context manager and async iterator of one BLE device's readings."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        *,
+        finder: DeviceFinder | None = None,
+        connector: Connector | None = None,
+        backoff: BackoffPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        scan_timeout_s: float = SCAN_TIMEOUT_S,
+    ) -> None:
+        if device.ble is None:
+            raise ConfigError(f"devices.{device.id}.ble", "transport ble needs a [ble] table")
+        self.device = device
+        self.config = device.ble
+        self.profiles = profiles_for(self.config.profiles, f"devices.{device.id}.ble.profiles")
+        self._finder = finder or BleakFinder()
+        self._connector = connector or retry_connector()
+        self._backoff = Backoff(backoff)
+        self._clock = clock
+        self._scan_timeout_s = scan_timeout_s
+        self._assembler = ProfileReadings(device.id, self.profiles)
+        self._queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_READINGS)
+        self._task: asyncio.Task[None] | None = None
+        self._errors: Counter[str] = Counter()
+        self._connected = False
+        self._ever_connected = False
+        self._reconnects = 0
+        self._readings = 0
+        self._bytes_in = 0
+        self._bad_frames = 0
+        self._last_data = time.monotonic()
+        self._client_generation = 0
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            connected=self._connected,
+            readings=self._readings,
+            bytes_in=self._bytes_in,
+            bad_frames=self._bad_frames,
+            gaps=self._assembler.gaps,
+            reconnects=self._reconnects,
+            errors=MappingProxyType(dict(self._errors)),
+        )
+
+    @property
+    def battery_percent(self) -> int | None:
+        return self._assembler.battery_percent
+
+    async def __aenter__(self) -> BleSource:
+        self._task = asyncio.create_task(self._supervise(), name=f"ble {self.device.id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def __aiter__(self) -> BleSource:
+        return self
+
+    async def __anext__(self) -> Reading:
+        if not self._queue.empty():
+            return self._taken(self._queue.get_nowait())
+        task = self._task
+        if task is None:
+            raise StopAsyncIteration
+        getter = asyncio.ensure_future(self._queue.get())
+        try:
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return self._taken(getter.result())
+        task.result()  # the supervisor never ends on its own; if it did, say why
+        raise StopAsyncIteration
+
+    def _taken(self, reading: Reading) -> Reading:
+        self._readings += 1
+        return reading
+
+    async def _supervise(self) -> None:
+        while True:
+            device = await self._find()
+            if device is None:
+                self._errors["not_found"] += 1
+                await asyncio.sleep(self._backoff.next_delay())
+                continue
+            client, disconnected = await self._connect(device)
+            if client is None:
+                continue
+            self._connected = True
+            if self._ever_connected:
+                self._reconnects += 1
+                self._assembler.link_restarted()
+            self._ever_connected = True
+            log.info(
+                "%s: BLE connected to %s, %d profile(s)", self.device.id, device.address, len(self.profiles)
+            )
+            try:
+                await self._watch(disconnected)
+            finally:
+                self._connected = False
+                self._client_generation += 1  # late notifications of this client are ignored
+                await self._disconnect_quietly(client)
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _find(self) -> BLEDevice | None:
+        try:
+            return await self._finder.find(self.config, self._scan_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # adapter gone, BlueZ restarting: keep trying
+            self._errors["scan_failed"] += 1
+            log.warning("%s: BLE scan failed: %r", self.device.id, exc)
+            return None
+
+    async def _connect(self, device: BLEDevice) -> tuple[GattClient | None, asyncio.Event]:
+        disconnected = asyncio.Event()
+        client: GattClient | None = None
+        generation = self._client_generation
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                client = await self._connector(device, disconnected.set)
+                await self._subscribe(client, generation)
+        except asyncio.CancelledError:
+            if client is not None:
+                await self._disconnect_quietly(client)
+            raise
+        except Exception as exc:  # bleak backends raise BleakError, TimeoutError, EOFError, KeyError...
+            kind = classify(exc)
+            self._errors[kind] += 1
+            delay = self._backoff.next_delay(at_least=_backoff_hint(exc))
+            log.warning("%s: BLE connect failed (%s: %s); retry in %.1f s", self.device.id, kind, exc, delay)
+            if client is not None:
+                await self._disconnect_quietly(client)
+            await asyncio.sleep(delay)
+            return None, disconnected
+        self._last_data = time.monotonic()
+        return client, disconnected
+
+    async def _subscribe(self, client: GattClient, generation: int) -> None:
+        for profile in self.profiles:
+            callback = self._callback(profile, generation)
+            if profile.required:
+                await client.start_notify(profile.characteristic, callback)
+                continue
+            try:  # battery: read once, then notifications if the device offers them
+                callback(None, await client.read_gatt_char(profile.characteristic))
+                await client.start_notify(profile.characteristic, callback)
+            except BleakError as exc:
+                log.debug("%s: optional %s not available: %s", self.device.id, profile.name, exc)
+
+    def _callback(self, profile: Profile, generation: int) -> Callable[[Any, bytearray], None]:
+        def on_value(_sender: Any, data: bytearray) -> None:
+            if generation != self._client_generation:
+                return
+            self._on_value(profile, bytes(data))
+
+        return on_value
+
+    def _on_value(self, profile: Profile, data: bytes) -> None:
+        self._bytes_in += len(data)
+        monotonic = time.monotonic()
+        self._last_data = monotonic
+        try:
+            update = profile.decode(data)
+        except GattDecodeError as exc:
+            self._bad_frames += 1
+            log.debug("%s: %s", self.device.id, exc)
+            return
+        self._backoff.reset()  # data flows: the link has proved itself
+        for reading in self._assembler.take(profile, update, self._clock(), monotonic):
+            try:
+                self._queue.put_nowait(reading)
+            except asyncio.QueueFull:
+                self._errors["overflow"] += 1
+
+    async def _watch(self, disconnected: asyncio.Event) -> None:
+        """Return when the link drops or goes silent for `lost_after_s`."""
+        limit = self.device.lost_after_s
+        while True:
+            remaining = self._last_data + limit - time.monotonic()
+            if remaining <= 0:
+                self._errors["silent"] += 1
+                log.warning("%s: BLE link silent for %.0f s; reconnecting", self.device.id, limit)
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await disconnected.wait()
+            if disconnected.is_set():
+                self._errors["dropped"] += 1
+                log.warning("%s: BLE device disconnected; reconnecting", self.device.id)
+                return
+
+    async def _disconnect_quietly(self, client: GattClient) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                await client.disconnect()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # already gone: nothing to do
+            log.debug("%s: disconnect: %r", self.device.id, exc)

@@ -1,0 +1,226 @@
+"""BLE health profiles → readings: which characteristic each profile notifies, and how its decoded
+values (firmware_bridge.gatt) become channels and quality flags.
+
+Streams. The vital-sign profiles share one ``"vitals"`` stream, as the simulator's wearable does, so
+detectors see one row per second with every channel: heart_rate → ``hr``; plx → ``spo2``, ``pr``;
+thermometer → ``temp`` (°C). The first configured of heart_rate, plx, thermometer *paces* the stream:
+each of its notifications emits a row; the other profiles' latest values are held into that row
+until they are older than their `hold_s` (then NaN, which the pipeline sees as missing). RR intervals
+go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival), blood
+pressure to ``"bp"`` (one reading per cuff measurement). battery only sets LOW_BATTERY below
+`LOW_BATTERY_PERCENT`.
+
+Quality. NO_CONTACT when the Heart Rate sensor-contact feature is supported and contact is not
+detected, or PLX reports the sensor off/unconnected/displaced; ARTIFACT for PLX questionable or
+invalid measurements and BP body movement / irregular pulse. A decode failure raises
+`GattDecodeError`, which the source counts as a bad frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.errors import ConfigError
+from agent.readings import Quality, Reading, stream_id
+from firmware_bridge.gatt.battery import BATTERY_LEVEL_UUID, decode_battery_level
+from firmware_bridge.gatt.blood_pressure import (
+    BLOOD_PRESSURE_MEASUREMENT_UUID,
+    BloodPressureStatus,
+    decode_blood_pressure_measurement,
+)
+from firmware_bridge.gatt.heart_rate import HEART_RATE_MEASUREMENT_UUID, decode_heart_rate_measurement
+from firmware_bridge.gatt.pulse_oximeter import (
+    PLX_CONTINUOUS_UUID,
+    PlxDeviceSensorStatus,
+    PlxMeasurementStatus,
+    decode_plx_continuous,
+)
+from firmware_bridge.gatt.thermometer import TEMPERATURE_MEASUREMENT_UUID, decode_temperature_measurement
+
+LOW_BATTERY_PERCENT = 15
+KPA_TO_MMHG = 7.500615
+_OFF_SENSOR = (
+    PlxDeviceSensorStatus.SENSOR_UNCONNECTED_TO_USER
+    | PlxDeviceSensorStatus.SENSOR_DISCONNECTED
+    | PlxDeviceSensorStatus.SENSOR_DISPLACED
+)
+_BAD_PLX = PlxMeasurementStatus.QUESTIONABLE_MEASUREMENT | PlxMeasurementStatus.INVALID_MEASUREMENT
+_BAD_BP = (
+    BloodPressureStatus.BODY_MOVEMENT
+    | BloodPressureStatus.IRREGULAR_PULSE
+    | BloodPressureStatus.CUFF_TOO_LOOSE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What one notification says: channel values (NaN = not measured) and quality."""
+
+    values: Mapping[str, float] = field(default_factory=dict)
+    quality: Quality = Quality.OK
+    rr_s: tuple[float, ...] = ()
+    battery_percent: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    characteristic: str  # 128-bit UUID as bleak names it
+    channels: tuple[str, ...]  # channels it contributes to "vitals" (or "bp")
+    decode: Callable[[bytes], Update]  # raises GattDecodeError
+    hold_s: float = 5.0  # a held value older than this is missing
+    stream: str = "vitals"
+    required: bool = True  # False: a device without it is still usable (battery)
+
+
+def _heart_rate(value: bytes) -> Update:
+    m = decode_heart_rate_measurement(value)
+    no_contact = m.sensor_contact_supported and not m.sensor_contact
+    return Update({"hr": float(m.bpm)}, Quality.NO_CONTACT if no_contact else Quality.OK, m.rr_intervals_s)
+
+
+def _plx(value: bytes) -> Update:
+    m = decode_plx_continuous(value)
+    quality = Quality.OK
+    if m.device_sensor_status is not None and m.device_sensor_status & _OFF_SENSOR:
+        quality |= Quality.NO_CONTACT
+    if m.measurement_status is not None and m.measurement_status & _BAD_PLX:
+        quality |= Quality.ARTIFACT
+    return Update({"spo2": m.normal.spo2_percent, "pr": m.normal.pulse_rate_bpm}, quality)
+
+
+def _thermometer(value: bytes) -> Update:
+    return Update({"temp": decode_temperature_measurement(value).celsius})
+
+
+def _blood_pressure(value: bytes) -> Update:
+    m = decode_blood_pressure_measurement(value)
+    k = KPA_TO_MMHG if m.unit == "kPa" else 1.0
+    bad = m.status is not None and bool(m.status & _BAD_BP)
+    values = {"systolic": m.systolic * k, "diastolic": m.diastolic * k, "map": m.mean_arterial * k}
+    return Update(values, Quality.ARTIFACT if bad else Quality.OK)
+
+
+def _battery(value: bytes) -> Update:
+    return Update(battery_percent=decode_battery_level(value))
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("heart_rate", HEART_RATE_MEASUREMENT_UUID, ("hr",), _heart_rate),
+        Profile("plx", PLX_CONTINUOUS_UUID, ("spo2", "pr"), _plx),
+        Profile("thermometer", TEMPERATURE_MEASUREMENT_UUID, ("temp",), _thermometer, hold_s=120.0),
+        Profile(
+            "blood_pressure",
+            BLOOD_PRESSURE_MEASUREMENT_UUID,
+            ("systolic", "diastolic", "map"),
+            _blood_pressure,
+            stream="bp",
+        ),
+        Profile("battery", BATTERY_LEVEL_UUID, (), _battery, required=False),
+    )
+}
+PACING_ORDER = ("heart_rate", "plx", "thermometer")
+
+
+def profiles_for(names: Sequence[str], key: str) -> tuple[Profile, ...]:
+    """The profiles named in the config, in order; raises ConfigError naming an unknown one."""
+    unknown = [n for n in names if n not in PROFILES]
+    if unknown:
+        raise ConfigError(
+            key, f"BLE profile(s) not supported: {', '.join(unknown)} (known: {', '.join(PROFILES)})"
+        )
+    return tuple(PROFILES[n] for n in dict.fromkeys(names))
+
+
+class ProfileReadings:
+    """Turns profile updates of one device into readings (see the module docstring)."""
+
+    def __init__(self, device_id: str, profiles: Sequence[Profile]) -> None:
+        self.device_id = device_id
+        vitals = [p for p in profiles if p.stream == "vitals"]
+        self.channels = tuple(c for p in vitals for c in p.channels)
+        pacers = [n for n in PACING_ORDER if any(p.name == n for p in vitals)]
+        self.pacer = pacers[0] if pacers else None
+        self._held: dict[str, tuple[float, float, Quality]] = {}  # channel → (value, monotonic, quality)
+        self._hold_s = {c: p.hold_s for p in vitals for c in p.channels}
+        self._gap_streams: set[str] = set()
+        self._had_data = False
+        self.battery_percent: int | None = None
+        self.gaps = 0
+
+    def link_restarted(self) -> None:
+        """After a reconnect: the next reading of each stream carries GAP; held values are dropped."""
+        self._held.clear()
+        if self._had_data:
+            self.gaps += 1
+            self._gap_streams = {"vitals", "rr", "bp"}
+
+    def take(self, profile: Profile, update: Update, wall_time: float, monotonic: float) -> list[Reading]:
+        if update.battery_percent is not None:
+            self.battery_percent = update.battery_percent
+        out: list[Reading] = []
+        if profile.stream == "bp":
+            out.append(
+                self._reading(
+                    "bp",
+                    profile.channels,
+                    [update.values[c] for c in profile.channels],
+                    wall_time,
+                    monotonic,
+                    update.quality,
+                )
+            )
+        elif profile.channels:
+            for name, value in update.values.items():
+                self._held[name] = (value, monotonic, update.quality)
+            if profile.name == self.pacer:
+                out.append(self._vitals(wall_time, monotonic))
+        if update.rr_s:
+            out += self._rr(update, wall_time, monotonic)
+        if out:
+            self._had_data = True
+        return out
+
+    def _vitals(self, wall_time: float, monotonic: float) -> Reading:
+        row: list[float] = []
+        quality = Quality.OK
+        for channel in self.channels:
+            held = self._held.get(channel)
+            if held is None or monotonic - held[1] > self._hold_s[channel]:
+                row.append(math.nan)
+                continue
+            row.append(held[0])
+            quality |= held[2]
+        return self._reading("vitals", self.channels, row, wall_time, monotonic, quality)
+
+    def _rr(self, update: Update, wall_time: float, monotonic: float) -> list[Reading]:
+        # the last interval ended at (about) the notification; earlier ones before it
+        ends = wall_time - np.concatenate((np.cumsum(update.rr_s[::-1])[::-1][1:], [0.0]))
+        return [
+            self._reading("rr", ("rr",), [rr], float(end), monotonic, update.quality & Quality.NO_CONTACT)
+            for rr, end in zip(update.rr_s, ends, strict=True)
+        ]
+
+    def _reading(
+        self,
+        stream: str,
+        channels: tuple[str, ...],
+        row: Sequence[float],
+        wall: float,
+        mono: float,
+        q: Quality,
+    ) -> Reading:
+        if stream in self._gap_streams:
+            self._gap_streams.discard(stream)
+            q |= Quality.GAP
+        if self.battery_percent is not None and self.battery_percent < LOW_BATTERY_PERCENT:
+            q |= Quality.LOW_BATTERY
+        values = np.array([row], dtype=np.float64)
+        values.flags.writeable = False
+        return Reading(stream_id(self.device_id, stream), channels, values, wall, mono, 0.0, q)

@@ -1,0 +1,213 @@
+"""BLE source against a fake radio raising bleak's real errors, through the real establish_connection."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakDBusError, BleakError
+from bleak_retry_connector import BleakOutOfConnectionSlotsError
+from fake_ble import ADDRESS, BATTERY_UUID, HR_UUID, PLX_UUID, FakeFinder, FakeRadio, hr_measurement
+
+from agent.config.schema import BleConfig, DeviceConfig
+from agent.errors import ConfigError
+from agent.readings import Quality, Reading
+from agent.sources import open_source
+from agent.sources.backoff import BackoffPolicy
+from agent.sources.ble import BleSource, classify, matches, retry_connector
+
+FAST = BackoffPolicy(initial_s=0.02, max_s=0.2)
+DEADLINE_S = 20.0
+
+
+def ble_device(
+    profiles: tuple[str, ...] = ("heart_rate", "battery"), lost_after_s: float = 30.0, timeout_s: float = 1.5
+) -> DeviceConfig:
+    return DeviceConfig(
+        id="bed-3-strap",
+        kind="wearable",
+        transport="ble",
+        lost_after_s=lost_after_s,
+        ble=BleConfig(address=ADDRESS, profiles=profiles, connect_timeout_s=timeout_s),
+    )
+
+
+def source_for(radio: FakeRadio, device: DeviceConfig | None = None) -> BleSource:
+    return BleSource(
+        device or ble_device(),
+        finder=FakeFinder(radio),
+        connector=retry_connector(radio.client_class()),
+        backoff=FAST,
+    )
+
+
+async def next_reading(source: BleSource) -> Reading:
+    async with asyncio.timeout(DEADLINE_S):
+        return await anext(source)
+
+
+def test_heart_rate_payloads_become_vitals_and_rr_readings() -> None:
+    radio = FakeRadio(battery=10)
+
+    async def main() -> None:
+        async with source_for(radio) as source:
+            await radio.wait_subscribed(1)
+            radio.notify(HR_UUID, hr_measurement(72, contact=True, rr_ticks=(1024, 512)))
+            vitals, rr1, rr2 = [await next_reading(source) for _ in range(3)]
+            assert vitals.stream == "bed-3-strap/vitals" and vitals.channels == ("hr",)
+            assert vitals.values[0, 0] == 72.0
+            assert vitals.quality == Quality.LOW_BATTERY  # battery read at connect: 10 %
+            assert (rr1.stream, rr1.values[0, 0], rr2.values[0, 0]) == ("bed-3-strap/rr", 1.0, 0.5)
+            assert rr2.wall_time - rr1.wall_time == pytest.approx(0.5)
+            radio.notify(HR_UUID, hr_measurement(300, contact=False, energy_kj=12))  # u16 value, no contact
+            off = await next_reading(source)
+            assert off.values[0, 0] == 300.0 and off.quality & Quality.NO_CONTACT
+            radio.notify(HR_UUID, b"\x10\x48\x00")  # RR flag with an odd-length RR field: malformed
+            radio.notify(HR_UUID, hr_measurement(70, contact=None))  # contact feature not supported
+            ok = await next_reading(source)
+            assert ok.values[0, 0] == 70.0 and not ok.quality & Quality.NO_CONTACT
+            stats = source.stats
+            assert stats.bad_frames == 1 and stats.connected and source.battery_percent == 10
+            assert {uuid for _, uuid in radio.subscriptions} == {HR_UUID, BATTERY_UUID}
+
+    asyncio.run(main())
+
+
+def test_drop_after_30_s_of_notifications_reconnects_resubscribes_and_flags_gap() -> None:
+    radio = FakeRadio()
+
+    async def main() -> None:
+        async with source_for(radio) as source:
+            await radio.wait_subscribed(1)
+            first: list[Reading] = []
+            for second in range(30):  # 30 s of 1 Hz notifications, accelerated
+                radio.notify(HR_UUID, hr_measurement(60 + second))
+                first.append(await next_reading(source))
+            radio.drop()
+            await radio.wait_subscribed(2)  # re-scanned, reconnected and subscribed again
+            radio.notify(HR_UUID, hr_measurement(95))
+            after = await next_reading(source)
+            assert [r.values[0, 0] for r in first] == [60.0 + s for s in range(30)]
+            assert all(r.quality == Quality.OK for r in first)
+            assert after.values[0, 0] == 95.0 and after.quality == Quality.GAP
+            radio.notify(HR_UUID, hr_measurement(96))
+            assert (await next_reading(source)).quality == Quality.OK
+            stats = source.stats
+            assert stats.reconnects == 1 and stats.gaps == 1 and stats.errors["dropped"] == 1
+            assert [c for c, u in radio.subscriptions if u == HR_UUID] == [1, 2]
+
+    asyncio.run(main())
+
+
+def test_connection_aborts_are_retried_by_establish_connection_then_by_the_source() -> None:
+    radio = FakeRadio()
+    abort = BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort-by-local"])
+    # two aborts: establish_connection retries them itself (transient, 0.25 s each)
+    radio.failures.extend([abort, abort])
+
+    async def main() -> None:
+        # connect_timeout_s covers establish_connection's own retries: 9 x 0.25 s must fit
+        async with source_for(radio, ble_device(timeout_s=5.0)) as source:
+            await radio.wait_subscribed(1)
+            assert radio.attempts == 3 and not source.stats.errors
+            radio.drop()
+            # then a run of aborts beyond its transient budget: it raises BleakAbortedError to us
+            radio.failures.extend([abort] * 9)
+            await radio.wait_subscribed(2)
+            assert source.stats.errors["aborted"] == 1 and source.stats.reconnects == 1
+
+    asyncio.run(main())
+
+
+def test_out_of_slots_waits_and_reconnects() -> None:
+    radio = FakeRadio()
+    # as an ESPHome proxy reports it; establish_connection backs off 4 s and retries itself
+    radio.failures.append(BleakError("Error connecting: no available connection slots"))
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(timeout_s=8.0)) as source:
+            await radio.wait_subscribed(1)
+            assert radio.attempts == 2 and not source.stats.errors  # handled inside establish_connection
+            radio.notify(HR_UUID, hr_measurement(80))
+            assert (await next_reading(source)).values[0, 0] == 80.0
+
+    asyncio.run(main())
+    assert classify(BleakOutOfConnectionSlotsError("x - y: out of connection slots")) == "out_of_slots"
+
+
+def test_connect_timeout_and_device_gone_end_in_a_clean_lost_state_then_recover() -> None:
+    radio = FakeRadio()
+    radio.hang_connects = 1  # the first connect never completes: our connect_timeout_s cuts it
+
+    async def main() -> None:
+        async with source_for(radio) as source:
+            await radio.wait_subscribed(1)
+            assert source.stats.errors["timeout"] == 1
+            radio.notify(HR_UUID, hr_measurement(65))
+            assert (await next_reading(source)).quality == Quality.OK
+            radio.advertising = False  # walked out of range
+            radio.drop()
+            await asyncio.sleep(0.5)
+            stats = source.stats
+            assert not stats.connected and stats.errors["not_found"] >= 2  # scanning, not failing
+            radio.advertising = True
+            await radio.wait_subscribed(2)
+            radio.notify(HR_UUID, hr_measurement(66))
+            back = await next_reading(source)
+            assert back.quality == Quality.GAP and source.stats.connected
+
+    asyncio.run(main())
+
+
+def test_silent_link_is_rebuilt() -> None:
+    radio = FakeRadio()
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(lost_after_s=0.3)) as source:
+            await radio.wait_subscribed(1)
+            await radio.wait_subscribed(2)  # no notification for 0.3 s: disconnect and reconnect
+            assert source.stats.errors["silent"] >= 1
+
+    asyncio.run(main())
+
+
+def test_plx_held_into_the_heart_rate_paced_vitals_row() -> None:
+    radio = FakeRadio()
+    # PLX Continuous: flags 0x08 (device and sensor status present), SpO2 97.0, PR 71 (SFLOAT,
+    # exponent 0), status u24 with SENSOR_DISPLACED (bit 13)
+    plx = (
+        bytes([0x08])
+        + (97).to_bytes(2, "little")
+        + (71).to_bytes(2, "little")
+        + (1 << 13).to_bytes(3, "little")
+    )
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(("heart_rate", "plx"))) as source:
+            await radio.wait_subscribed(1, PLX_UUID)
+            radio.notify(HR_UUID, hr_measurement(75))
+            alone = await next_reading(source)
+            assert alone.channels == ("hr", "spo2", "pr") and math.isnan(alone.values[0, 1])
+            radio.notify(PLX_UUID, plx)
+            radio.notify(HR_UUID, hr_measurement(76))
+            row = await next_reading(source)
+            np.testing.assert_array_equal(row.values, [[76.0, 97.0, 71.0]])
+            assert row.quality == Quality.NO_CONTACT  # the oximeter's sensor is displaced
+
+    asyncio.run(main())
+
+
+def test_matching_and_config_checks() -> None:
+    device = BLEDevice(ADDRESS, "H10", {})
+    adv = AdvertisementData("Polar H10 1234", {}, {}, ["0000180d-0000-1000-8000-00805f9b34fb"], None, -60, ())
+    assert matches(BleConfig(address=ADDRESS.lower()), device, adv)
+    assert matches(BleConfig(name="Polar H10 1234", service_uuid="180D"), device, adv)
+    assert not matches(BleConfig(service_uuid="1822"), device, adv)
+    assert not matches(BleConfig(address="00:11:22:33:44:55"), device, adv)
+    with pytest.raises(ConfigError, match="polar_pmd"):
+        BleSource(ble_device(("heart_rate", "polar_pmd")))
+    assert isinstance(open_source(ble_device()), BleSource)
