@@ -12,7 +12,8 @@ Strategy:
   the rows in flight; rows found in flight when the file is opened (a crash) go back to pending.
   Heartbeats past their expiry are dropped instead of sent.
 - A broker refusal (reason code >= 0x80) sets the row aside as "refused": kept, counted, never
-  retried automatically and never deleted, so a misconfigured ACL cannot silently eat alarms.
+  retried automatically (`retry_refused` is the operator's action) and never deleted, so a
+  misconfigured ACL cannot silently eat alarms (a refused heartbeat can still be evicted for room).
 - The outbox is bounded in payload bytes (`max_bytes`, counting topic + payload + a fixed row
   overhead). When a put would pass the bound, the oldest heartbeats are evicted first. Alarms are
   never evicted: if only alarms remain, a new heartbeat is refused and a new alarm is still stored
