@@ -12,8 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.readings import FloatArray, Quality, Reading
+
+IntArray = npt.NDArray[np.int64]
 
 # What sensors can physically report; outside this a value is a fault, not a patient or machine state.
 PHYSICAL_RANGES: Mapping[str, tuple[float, float]] = {
@@ -45,30 +48,45 @@ class QualityGate:
         inf = float("inf")
         self._low = np.array([ranges.get(c, (-inf, inf))[0] for c in channels])
         self._high = np.array([ranges.get(c, (-inf, inf))[1] for c in channels])
-        self._columns: dict[tuple[str, ...], list[int] | None] = {}
+        self._plans: dict[tuple[str, ...], tuple[IntArray | None, bool]] = {}
 
     def apply(self, reading: Reading) -> Gated:
-        values = self._select(reading)
+        return Gated(*self.screen(reading))
+
+    def screen(self, reading: Reading) -> tuple[FloatArray, Quality, int]:
+        """`apply` without the wrapper object, for the per-reading path: (values, quality, bad rows)."""
+        plan = self._plans.get(reading.channels)
+        if plan is None:
+            plan = self._plan(reading.channels)
+        columns, complete = plan
+        if columns is None:
+            values = reading.values
+        elif complete:
+            values = reading.values[:, columns]
+        else:
+            values = self._select(reading, columns)
         quality = reading.quality
         if quality:  # the device itself says the block is untrustworthy
-            return Gated(np.full_like(values, np.nan), quality, values.shape[0])
+            return np.full_like(values, np.nan), quality, values.shape[0]
         outside = (values < self._low) | (values > self._high)
         if not outside.any():
-            return Gated(values, quality, 0)
+            return values, quality, 0
         values = np.where(outside, np.nan, values)  # per value: a bad SpO2 must not hide a good HR
-        return Gated(values, quality | Quality.OUT_OF_RANGE, int(outside.any(axis=1).sum()))
+        return values, quality | Quality.OUT_OF_RANGE, int(outside.any(axis=1).sum())
 
-    def _select(self, reading: Reading) -> FloatArray:
+    def _plan(self, channels: tuple[str, ...]) -> tuple[IntArray | None, bool]:
+        """Where each of the gate's channels sits in readings with `channels` (-1: missing; None when
+        the tuples are equal), and whether all are present. Planned once per distinct tuple."""
+        index = {c: i for i, c in enumerate(channels)}
+        columns = None if channels == self.channels else np.array([index.get(c, -1) for c in self.channels])
+        plan = (columns, columns is None or bool((columns >= 0).all()))
+        self._plans[channels] = plan
+        return plan
+
+    def _select(self, reading: Reading, columns: IntArray) -> FloatArray:
         """The reading's columns in this gate's channel order; channels it lacks are NaN."""
-        columns = self._columns.get(reading.channels)
-        if reading.channels not in self._columns:
-            index = {c: i for i, c in enumerate(reading.channels)}
-            columns = None if reading.channels == self.channels else [index.get(c, -1) for c in self.channels]
-            self._columns[reading.channels] = columns
-        if columns is None:
-            return reading.values
         out = np.full((reading.n_samples, len(self.channels)), np.nan)
-        for j, i in enumerate(columns):
+        for j, i in enumerate(columns.tolist()):
             if i >= 0:
                 out[:, j] = reading.values[:, i]
         return out

@@ -28,6 +28,8 @@ from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
 from agent.readings import Quality, Reading
 
+IntArray = npt.NDArray[np.int64]
+
 MAX_BLOCK_SAMPLES = 256
 
 
@@ -37,8 +39,19 @@ class _Watch:
 
     detector: Detector
     books: list[AlarmBook]
-    new: npt.NDArray[np.int64]  # new samples per slot since the last score
-    flags: npt.NDArray[np.int64]  # OR of quality flags per slot since the last score
+    columns: IntArray | None  # the detector's channels among the stream's; None: all, in order
+
+
+@dataclass(slots=True)
+class _HopGroup:
+    """The watches that score on the same hop. They always come due together (a due stream is reset
+    whether it was scored or was still filling its window), so they share one set of counters and a
+    reading updates one counter per group rather than one per detector."""
+
+    hop: int
+    watches: list[_Watch]
+    new: IntArray  # new samples per slot since the last score
+    flags: IntArray  # OR of quality flags per slot since the last score
 
 
 class _QualityTexts(Sequence[str]):
@@ -47,7 +60,7 @@ class _QualityTexts(Sequence[str]):
 
     __slots__ = ("_flags",)
 
-    def __init__(self, flags: npt.NDArray[np.int64]) -> None:
+    def __init__(self, flags: IntArray) -> None:
         self._flags = flags
 
     def __len__(self) -> int:
@@ -87,32 +100,48 @@ class StreamPipeline:
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
-        self.watches = [
-            _Watch(d, books, np.zeros(0, np.int64), np.zeros(0, np.int64)) for d, books in detectors
-        ]
-        self._columns = {d.id: np.array([self.channels.index(c) for c in d.channels]) for d, _ in detectors}
+        self.watches = [_Watch(d, books, self._column_index(d.channels)) for d, books in detectors]
+        groups: dict[int, _HopGroup] = {}
+        for watch in self.watches:
+            hop = watch.detector.hop
+            groups.setdefault(hop, _HopGroup(hop, [], np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            groups[hop].watches.append(watch)
+        self._groups = list(groups.values())
         self.quality_alarms = quality_alarms
         self._pseudonym = pseudonym
+        self._slots: dict[str, int] = {}
         self._refs: list[StreamRef] = []
         self._last_time = np.zeros(0)
         self.samples = 0
         self.gated_samples = 0
 
+    def _column_index(self, channels: tuple[str, ...]) -> IntArray | None:
+        if channels == self.channels:
+            return None
+        return np.array([self.channels.index(c) for c in channels], dtype=np.int64)
+
     def ingest(self, reading: Reading) -> list[AlarmEvent]:
+        slot = self._slots.get(reading.stream)
+        if slot is None:
+            slot = self._add_slot(reading.stream)
         events: list[AlarmEvent] = []
-        slot = self._slot(reading.stream)
-        if any(w.new[slot] >= w.detector.hop for w in self.watches):
-            events += self.flush()
-        gated = self.gate.apply(reading)
+        for group in self._groups:
+            if group.new[slot] >= group.hop:
+                events = self.flush()
+                break
+        values, quality, bad = self.gate.screen(reading)
+        n = values.shape[0]
         period = reading.period_s or self.nominal_period_s  # single samples: the stream's nominal rate
-        added = self.windows.append(slot, gated.values, reading.wall_time, period)
-        self._last_time[slot] = reading.end_time
-        self.samples += reading.n_samples
-        self.gated_samples += gated.bad_samples
-        for watch in self.watches:
-            watch.new[slot] += added
-            watch.flags[slot] |= int(gated.quality)
-        self.quality_alarms.observe(self._refs[slot], gated.quality, reading.end_time)
+        added = self.windows.append(slot, values, reading.wall_time, period)
+        end_time = reading.wall_time + (n - 1) * reading.period_s
+        self._last_time[slot] = end_time
+        self.samples += n
+        self.gated_samples += bad
+        for group in self._groups:
+            group.new[slot] += added
+            if quality:
+                group.flags[slot] |= int(quality)
+        self.quality_alarms.observe(self._refs[slot], quality, end_time)
         return events
 
     def flush(self) -> list[AlarmEvent]:
@@ -121,54 +150,64 @@ class StreamPipeline:
         A block of readings may carry more than one hop (25 ECG samples against a hop of 8): the
         detector then gets its window extended by the extra new samples and is told how many are
         new, so none goes unseen. Streams with different counts are scored in separate calls
-        (almost always there is one count)."""
+        (almost always there is one count). Samples that arrived before a stream's window was full
+        can never be judged and are forgotten, or a warming-up stream would trigger a flush
+        (scoring only its neighbours) on every reading."""
         events = self.quality_alarms.drain()
-        for watch in self.watches:
-            detector = watch.detector
-            due = np.flatnonzero(watch.new >= detector.hop)
+        for group in self._groups:
+            due = np.flatnonzero(group.new >= group.hop)
             if due.size == 0:
                 continue
-            ready = self.windows.ready(due, detector.window)
-            if not ready.all():
-                # Samples before a full window can never be judged: forget them, or a warming-up
-                # stream would trigger a flush (scoring only its neighbours) on every reading.
-                waiting = due[~ready]
-                watch.new[waiting] = 0
-                watch.flags[waiting] = 0
-                due = due[ready]
-            most = self.windows.window - detector.window + detector.hop  # what the buffer can show
-            new = np.minimum(watch.new[due], most)
-            for count in np.unique(new):
-                events += self._score(watch, due[new == count], int(count))
+            counts = group.new[due]
+            flags = group.flags[due]
+            group.new[due] = 0
+            group.flags[due] = 0
+            for watch in group.watches:
+                detector = watch.detector
+                ready = self.windows.ready(due, detector.window)
+                if ready.all():
+                    slots, new, why = due, counts, flags
+                else:
+                    slots, new, why = due[ready], counts[ready], flags[ready]
+                    if slots.size == 0:
+                        continue
+                most = self.windows.window - detector.window + detector.hop  # what the buffer can show
+                new = np.minimum(new, most)
+                first = int(new[0])
+                if (new == first).all():
+                    events += self._score(watch, slots, first, why)
+                    continue
+                for count in np.unique(new):
+                    pick = new == count
+                    events += self._score(watch, slots[pick], int(count), why[pick])
         return events
 
-    def _score(self, watch: _Watch, due: npt.NDArray[np.int64], new_samples: int) -> list[AlarmEvent]:
+    def _score(self, watch: _Watch, due: IntArray, new_samples: int, flags: IntArray) -> list[AlarmEvent]:
         detector = watch.detector
         length = detector.window + new_samples - detector.hop
-        values = self.windows.windows(due, length)[:, :, self._columns[detector.id]]
+        values = self.windows.windows(due, length)
+        if watch.columns is not None:
+            values = values[:, :, watch.columns]
         times = self._last_time[due]
         scores = detector.score(WindowBlock(values=values, slots=due, end_times=times, hop=new_samples))
-        flags = watch.flags[due]
-        watch.new[due] = 0
-        watch.flags[due] = 0
         quality_ok = flags == 0
         quality_text = _QualityTexts(flags)
-        refs = [self._refs[s] for s in due]
+        refs = [self._refs[s] for s in due.tolist()]
         events: list[AlarmEvent] = []
         for book in watch.books:
             events += book.update(refs, scores, times, quality_ok, quality_text)
         return events
 
-    def _slot(self, stream: str) -> int:
+    def _add_slot(self, stream: str) -> int:
         slot = self.windows.slot(stream)
-        if slot == len(self._refs):
-            device, name = stream.split("/", 1)
-            self._refs.append(StreamRef(self._pseudonym(device), name))
-            size = len(self._refs)
-            for watch in self.watches:
-                watch.new = np.resize(watch.new, size)
-                watch.new[slot] = 0
-                watch.flags = np.resize(watch.flags, size)
-                watch.flags[slot] = 0
-            self._last_time = np.resize(self._last_time, size)
+        self._slots[stream] = slot
+        device, name = stream.split("/", 1)
+        self._refs.append(StreamRef(self._pseudonym(device), name))
+        size = self._last_time.shape[0]
+        if slot >= size:  # grow geometrically: adding the n-th stream must not copy n counters
+            grow = max(8, size)
+            for group in self._groups:
+                group.new = np.concatenate([group.new, np.zeros(grow, np.int64)])
+                group.flags = np.concatenate([group.flags, np.zeros(grow, np.int64)])
+            self._last_time = np.concatenate([self._last_time, np.zeros(grow)])
         return slot

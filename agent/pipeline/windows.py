@@ -8,6 +8,8 @@ with one fancy index. Gaps in time become NaN rows so windows keep their time me
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -31,7 +33,8 @@ class StreamWindows:
         self._buf: FloatArray = np.full((0, self._cap, len(channels)), np.nan)
         self._pos: IntArray = np.zeros(0, dtype=np.int64)
         self._filled: IntArray = np.zeros(0, dtype=np.int64)  # samples seen, capped at window
-        self._last_time: FloatArray = np.zeros(0)
+        self._filled_list: list[int] = []  # the same, for reading one slot at a time
+        self._last_time: list[float] = []  # per slot; read one at a time, so a list is cheapest
         self._slots: dict[str, int] = {}
 
     @property
@@ -51,7 +54,8 @@ class StreamWindows:
                 )
                 self._pos = np.concatenate([self._pos, np.zeros(grow, dtype=np.int64)])
                 self._filled = np.concatenate([self._filled, np.zeros(grow, dtype=np.int64)])
-                self._last_time = np.concatenate([self._last_time, np.full(grow, np.nan)])
+                self._filled_list += [0] * grow
+                self._last_time += [math.nan] * grow
         return slot
 
     def append(self, slot: int, samples: FloatArray, first_time: float, period_s: float) -> int:
@@ -60,11 +64,9 @@ class StreamWindows:
         a dropout stays visible in the window; shorter jitter (or an irregular stream) is not."""
         added = 0
         last = self._last_time[slot]
-        if period_s > 0 and np.isfinite(last):
-            periods = (first_time - last) / period_s
-            if periods > GAP_PERIODS:
-                fill = min(round(periods) - 1, self.max_gap_fill)
-                added += self._write(slot, np.full((fill, samples.shape[1]), np.nan))
+        if period_s > 0 and (first_time - last) / period_s > GAP_PERIODS:  # False while last is NaN
+            fill = min(round((first_time - last) / period_s) - 1, self.max_gap_fill)
+            added += self._write(slot, np.full((fill, samples.shape[1]), np.nan))
         added += self._write(slot, samples)
         self._last_time[slot] = first_time + (samples.shape[0] - 1) * period_s
         return added
@@ -73,14 +75,18 @@ class StreamWindows:
         n = int(rows.shape[0])
         if n >= self.window:  # only the newest `window` rows can ever be read
             rows = rows[-self.window :]
+        m = rows.shape[0]
         pos = int(self._pos[slot])
-        if pos + rows.shape[0] > self._cap:
-            keep = self.window - rows.shape[0]
+        if pos + m > self._cap:
+            keep = self.window - m
             self._buf[slot, :keep] = self._buf[slot, pos - keep : pos] if keep > 0 else self._buf[slot, :0]
             pos = keep
-        self._buf[slot, pos : pos + rows.shape[0]] = rows
-        self._pos[slot] = pos + rows.shape[0]
-        self._filled[slot] = min(self.window, int(self._filled[slot]) + n)
+        self._buf[slot, pos : pos + m] = rows
+        self._pos[slot] = pos + m
+        filled = self._filled_list[slot]
+        if filled < self.window:  # `_filled` (for vectorised `ready`) only changes while warming up
+            filled = self._filled_list[slot] = min(self.window, filled + n)
+            self._filled[slot] = filled
         return n
 
     def ready(self, slots: IntArray, length: int | None = None) -> npt.NDArray[np.bool_]:
