@@ -1,4 +1,4 @@
-"""The `edge-agent` command: run, demo, check-config.
+"""The `edge-agent` command: run, demo, check-config, status, record.
 
 Configuration problems print one line per problem (``file: key.path: what is wrong``) on stderr
 and exit with code 2 before anything starts.
@@ -45,6 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.add_argument("--state-dir", type=Path, help="the agent's state folder")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    record = sub.add_parser("record", help="record the configured devices' raw readings for training")
+    record.add_argument("--config", "-c", type=Path, required=True)
+    record.add_argument("--out", "-o", type=Path, required=True, help="folder for the rotating files")
+    record.add_argument("--device", action="append", default=None, help="device id (repeat; default all)")
+    record.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    record.add_argument("--max-file-mb", type=float, default=16.0, help="size of one file (default 16)")
+    record.add_argument("--max-files", type=int, default=8, help="files kept, oldest deleted (default 8)")
+    record.add_argument("--gzip", action="store_true", help="compress the files")
+
     demo = sub.add_parser(
         "demo", help="the whole job on this machine: broker, simulated devices, agent, receiver"
     )
@@ -68,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.config)
         if args.command == "status":
             return _status(args.config, args.state_dir, args.json)
+        if args.command == "record":
+            return _record(args)
         return _demo(args.duration, args.config, args.speed)
     except InvalidConfigError as exc:
         return _config_failure(exc.source, exc.errors)
@@ -124,6 +135,35 @@ def _status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
         return 1
     source, status = found
     print(json.dumps(status, indent=1) if as_json else render(source, status))
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.sources import check_transport
+    from agent.sources.record import ReadingRecorder, record_devices
+
+    config = load_config(args.config)
+    wanted = args.device or [d.id for d in config.devices]
+    unknown = sorted(set(wanted) - {d.id for d in config.devices})
+    if unknown:
+        raise ConfigError("--device", f"no device with id {', '.join(unknown)} in {args.config}")
+    devices = [d for d in config.devices if d.id in wanted]
+    for i, device in enumerate(config.devices):
+        if device in devices:
+            check_transport(device, i)
+    try:
+        recorder = ReadingRecorder(
+            args.out,
+            max_file_bytes=int(args.max_file_mb * 1024 * 1024),
+            max_files=args.max_files,
+            compress=args.gzip,
+        )
+    except ValueError as exc:
+        raise ConfigError("--max-file-mb/--max-files", str(exc)) from None
+    with recorder:
+        count = asyncio.run(record_devices(devices, recorder, duration_s=args.duration))
+    print(f"recorded {count} readings of {len(devices)} device(s) into {args.out}")
     return 0
 
 

@@ -19,7 +19,7 @@ class Source(AbstractAsyncContextManager["Source"], Protocol):
     def __aiter__(self) -> AsyncIterator[Reading]: ...
 
 
-AVAILABLE_TRANSPORTS = ("simulator", "serial", "ble")
+AVAILABLE_TRANSPORTS = ("simulator", "serial", "ble", "replay")
 
 
 def check_transport(device: DeviceConfig, index: int) -> None:
@@ -45,4 +45,8 @@ def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Sou
         from agent.sources.ble import BleSource
 
         return BleSource(device)
+    if device.transport == "replay":
+        from agent.sources.replay import ReplaySource
+
+        return ReplaySource(device)
     raise ConfigError(f"devices.{device.id}.transport", f"transport {device.transport!r} is not available")
