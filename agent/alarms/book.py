@@ -97,6 +97,11 @@ class AlarmBook:
 
     # -- rows ------------------------------------------------------------------------------------------
 
+    def row_of(self, stream: StreamRef) -> int:
+        """The stream's row (created on first sight): callers that score the same streams over and
+        over keep it and pass `rows=` to `update`, which then skips a dictionary lookup per stream."""
+        return int(self._row_indices([stream])[0])
+
     def _row_indices(self, streams: Sequence[StreamRef]) -> IntArray:
         rows = np.empty(len(streams), dtype=np.int64)
         for i, ref in enumerate(streams):
@@ -132,13 +137,15 @@ class AlarmBook:
         times: FloatArray,
         quality_ok: BoolArray,
         quality_text: Sequence[str],
+        rows: IntArray | None = None,
     ) -> list[AlarmEvent]:
-        """Advance every listed stream by one hop; the events to send, in stream order."""
+        """Advance every listed stream by one hop; the events to send, in stream order. `rows`, if
+        given, are the streams' `row_of` values."""
         n = len(streams)
         if not (scores.scores.shape == times.shape == quality_ok.shape == (n,) and len(quality_text) == n):
             raise ValueError(f"alarm {self.rule.condition}: {n} streams but score/time/quality sizes differ")
         rule = self.rule
-        rows = self._row_indices(streams)
+        rows = self._row_indices(streams) if rows is None else rows
         f = self._f
         states = self._state[rows]
         t = np.asarray(times, dtype=np.float64)

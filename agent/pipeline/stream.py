@@ -40,6 +40,7 @@ class _Watch:
     detector: Detector
     books: list[AlarmBook]
     columns: IntArray | None  # the detector's channels among the stream's; None: all, in order
+    rows: list[IntArray]  # per book: each slot's row in that book
 
 
 @dataclass(slots=True)
@@ -100,7 +101,10 @@ class StreamPipeline:
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
-        self.watches = [_Watch(d, books, self._column_index(d.channels)) for d, books in detectors]
+        self.watches = [
+            _Watch(d, books, self._column_index(d.channels), [np.zeros(0, np.int64) for _ in books])
+            for d, books in detectors
+        ]
         groups: dict[int, _HopGroup] = {}
         for watch in self.watches:
             hop = watch.detector.hop
@@ -194,20 +198,26 @@ class StreamPipeline:
         quality_text = _QualityTexts(flags)
         refs = [self._refs[s] for s in due.tolist()]
         events: list[AlarmEvent] = []
-        for book in watch.books:
-            events += book.update(refs, scores, times, quality_ok, quality_text)
+        for book, rows in zip(watch.books, watch.rows, strict=True):
+            events += book.update(refs, scores, times, quality_ok, quality_text, rows[due])
         return events
 
     def _add_slot(self, stream: str) -> int:
         slot = self.windows.slot(stream)
         self._slots[stream] = slot
         device, name = stream.split("/", 1)
-        self._refs.append(StreamRef(self._pseudonym(device), name))
+        ref = StreamRef(self._pseudonym(device), name)
+        self._refs.append(ref)
         size = self._last_time.shape[0]
         if slot >= size:  # grow geometrically: adding the n-th stream must not copy n counters
             grow = max(8, size)
             for group in self._groups:
                 group.new = np.concatenate([group.new, np.zeros(grow, np.int64)])
                 group.flags = np.concatenate([group.flags, np.zeros(grow, np.int64)])
+            for watch in self.watches:
+                watch.rows = [np.concatenate([r, np.zeros(grow, np.int64)]) for r in watch.rows]
             self._last_time = np.concatenate([self._last_time, np.zeros(grow)])
+        for watch in self.watches:
+            for book, rows in zip(watch.books, watch.rows, strict=True):
+                rows[slot] = book.row_of(ref)
         return slot
