@@ -25,6 +25,8 @@ from agent.config.schema import (
     DeviceConfig,
     EpisodeConfig,
     GatewayConfig,
+    ModbusConfig,
+    ModbusRegisterConfig,
     MqttConfig,
     OutboxConfig,
     PrivacyConfig,
@@ -198,7 +200,7 @@ def _outbox(t: Table | None) -> OutboxConfig | None:
 def _device(t: Table) -> DeviceConfig:
     kind = t.text("kind", choices=KINDS)
     transport = t.text("transport", choices=TRANSPORTS)
-    sections = {name: t.table(name) for name in ("simulator", "serial", "ble", "replay")}
+    sections = {name: t.table(name) for name in ("simulator", "serial", "ble", "replay", "modbus")}
     for name, section in sections.items():
         if section is not None and name != transport:
             t.problem(name, f"section given but transport is {describe(transport)}")
@@ -217,6 +219,7 @@ def _device(t: Table) -> DeviceConfig:
         serial=_serial(sections["serial"]),
         ble=_ble(sections["ble"]),
         replay=_replay(sections["replay"]),
+        modbus=_modbus(sections["modbus"]),
     )
     t.finish()
     return cfg
@@ -288,6 +291,49 @@ def _ble(t: Table | None) -> BleConfig | None:
     )
     if not (cfg.address or cfg.name or cfg.service_uuid):
         t.problem(None, "give at least one of address, name or service_uuid to find the device")
+    from agent.sources.ble_profiles import PROFILES  # the BLE source owns the profiles it can read
+
+    unknown = [p for p in cfg.profiles if p not in PROFILES]
+    if unknown:
+        t.problem("profiles", f"not supported: {', '.join(unknown)} (one of {', '.join(PROFILES)})")
+    t.finish()
+    return cfg
+
+
+def _modbus(t: Table | None) -> ModbusConfig | None:
+    if t is None:
+        return None
+    registers = []
+    for r in t.tables("registers"):
+        registers.append(
+            ModbusRegisterConfig(
+                name=r.name("name"),
+                address=r.integer("address", minimum=0, maximum=0xFFFF),
+                table=r.text("table", "holding", choices=("holding", "input")),
+                type=r.text("type", "uint16", choices=("uint16", "int16", "uint32", "int32", "float32")),
+                scale=r.number("scale", 1.0),
+                offset=r.number("offset", 0.0),
+            )
+        )
+        r.finish()
+    cfg = ModbusConfig(
+        registers=tuple(registers),
+        host=t.text("host", ""),
+        port=t.integer("port", 502, minimum=1, maximum=65535),
+        serial_port=t.text("serial_port", ""),
+        baudrate=t.integer("baudrate", 19200, minimum=300, maximum=12_000_000),
+        unit=t.integer("unit", 1, minimum=0, maximum=247),
+        poll_interval_s=t.number("poll_interval_s", 1.0, positive=True),
+        timeout_s=t.number("timeout_s", 1.0, positive=True),
+        word_order=t.text("word_order", "big", choices=("big", "little")),
+    )
+    if bool(cfg.host) == bool(cfg.serial_port):
+        t.problem(None, "give exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
+    if not registers:
+        t.problem("registers", 'list at least one register, e.g. { name = "temp", address = 0 }')
+    names = [r.name for r in registers]
+    if len(set(names)) != len(names):
+        t.problem("registers", f"register names must be unique, got {names}")
     t.finish()
     return cfg
 

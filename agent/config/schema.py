@@ -96,6 +96,36 @@ class BleConfig:
     connect_timeout_s: float = 20.0
 
 
+ModbusRegisterType = Literal["uint16", "int16", "uint32", "int32", "float32"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusRegisterConfig:
+    """One channel read from Modbus: physical = raw * scale + offset."""
+
+    name: str  # channel name, e.g. "vibration_rms"
+    address: int  # 0-based register address, as on the wire
+    table: Literal["holding", "input"] = "holding"
+    type: ModbusRegisterType = "uint16"  # 32-bit types take two registers
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusConfig:
+    """Modbus TCP (`host`) or RTU (`serial_port`) polling of one unit."""
+
+    registers: tuple[ModbusRegisterConfig, ...]
+    host: str = ""
+    port: int = 502
+    serial_port: str = ""  # RTU: prefer a stable /dev/serial/by-id/... path
+    baudrate: int = 19200
+    unit: int = 1  # Modbus device id (slave address)
+    poll_interval_s: float = 1.0
+    timeout_s: float = 1.0
+    word_order: Literal["big", "little"] = "big"  # order of the two registers of a 32-bit value
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayConfig:
     path: Path
@@ -113,6 +143,7 @@ class DeviceConfig:
     serial: SerialConfig | None = None
     ble: BleConfig | None = None
     replay: ReplayConfig | None = None
+    modbus: ModbusConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ class Source(AbstractAsyncContextManager["Source"], Protocol):
     def __aiter__(self) -> AsyncIterator[Reading]: ...
 
 
-AVAILABLE_TRANSPORTS = ("simulator", "serial", "ble", "replay")
+AVAILABLE_TRANSPORTS = ("simulator", "serial", "ble", "replay", "modbus")
 
 
 def check_transport(device: DeviceConfig, index: int) -> None:
@@ -49,4 +49,8 @@ def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Sou
         from agent.sources.replay import ReplaySource
 
         return ReplaySource(device)
+    if device.transport == "modbus":
+        from agent.sources.modbus import ModbusSource
+
+        return ModbusSource(device)
     raise ConfigError(f"devices.{device.id}.transport", f"transport {device.transport!r} is not available")
