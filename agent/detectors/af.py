@@ -7,12 +7,14 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
 
 1. Artifacts: RR outside [min_rr_s, max_rr_s] (a missed or doubled beat, 24-240 bpm by default) or
    quality-gated (NaN) is dropped, together with the differences that touch it.
-2. Heart-rate trend: the median RR of the whole window (`window_beats`, 32 by default) — robust to the
+2. Heart-rate trend: the median RR of the whole window (`window_beats`, 16 by default) — robust to the
    ectopic beats themselves, so no recursion is needed and the detector stays stateless.
 3. Ectopic beats: a premature beat followed by a compensatory pause (RR ratio to the trend below
    1 - `ectopic_prematurity`, the next above 1 + it, the two summing to about two trend intervals) is the
    signature of a PVC/PAC; both intervals are removed from the irregularity estimate. Bigeminy then
-   leaves no differences at all, which gives no verdict rather than a false AF call.
+   leaves no differences at all, which gives no verdict rather than a false AF call. Alternation the
+   pair rule misses (Petrėnas' bigeminal suppression): when the median lag-2 difference is below
+   `bigeminy_ratio` (0.3) times the lag-1 one, the rhythm is bigeminal, not random, and gets no verdict.
 4. Irregularity: the median of |ΔRR| / trend over the last `irregularity_beats` (8) clean differences.
    The median of 8 makes a lone surviving ectopic or artifact unable to move the score.
 5. Bias: on sinus rhythm the median |ΔRR|/RR is not zero (respiratory sinus arrhythmia, RR jitter of
@@ -31,7 +33,7 @@ import warnings
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.params import ParamReader
 
 REFERENCE_RR_S = 0.8  # the bias is stated at 75 bpm and scaled with the RR trend
@@ -51,6 +53,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         irregularity_beats: int = 8,
         ectopic_prematurity: float = 0.12,
         bias: float = 0.0,
+        bigeminy_ratio: float = 0.3,
         min_rr_s: float = 0.25,
         max_rr_s: float = 2.5,
     ) -> None:
@@ -58,6 +61,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.irregularity_beats = irregularity_beats
         self.ectopic_prematurity = ectopic_prematurity
         self.bias = bias
+        self.bigeminy_ratio = bigeminy_ratio
         self.min_rr_s = min_rr_s
         self.max_rr_s = max_rr_s
 
@@ -68,7 +72,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         irregularity = reader.count("irregularity_beats", 8)
         if irregularity < 3:
             raise reader.fail("irregularity_beats", f"expected at least 3, got {irregularity}")
-        window = reader.count("window_beats", 32)
+        window = reader.count("window_beats", 16)
         if window < irregularity + 2:
             raise reader.fail("window_beats", f"must exceed irregularity_beats + 1, got {window}")
         # One score per beat by default; `hop_s` (at the stream's nominal beat rate) like other detectors.
@@ -88,6 +92,7 @@ class AtrialFibrillationDetector(StreamingDetector):
             irregularity_beats=irregularity,
             ectopic_prematurity=reader.fraction("ectopic_prematurity", 0.12),
             bias=reader.number("bias", 0.0) or 0.0,
+            bigeminy_ratio=reader.number("bigeminy_ratio", 0.3) or 0.0,
             min_rr_s=min_rr,
             max_rr_s=max_rr,
         )
@@ -111,15 +116,15 @@ class AtrialFibrillationDetector(StreamingDetector):
         ectopic[:, :-1] |= pair
         ectopic[:, 1:] |= pair
         clean = np.where(ectopic, np.nan, ratio)
-        diffs = np.abs(np.diff(clean, axis=1))  # NaN wherever either side is missing or ectopic
-        valid = ~np.isnan(diffs)
-        # Keep the newest `irregularity_beats` clean differences of each row.
-        from_newest = np.cumsum(valid[:, ::-1], axis=1)[:, ::-1]
-        keep = valid & (from_newest <= self.irregularity_beats)
-        enough = keep.sum(axis=1) >= (self.irregularity_beats + 1) // 2
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # rows with no clean difference: NaN
-            median = np.nanmedian(np.where(keep, diffs, np.nan), axis=1)
+        median, count = _newest_median(np.abs(np.diff(clean, axis=1)), self.irregularity_beats)
+        enough = count >= (self.irregularity_beats + 1) // 2
+        # Bigeminal suppression: alternating short-long intervals (ectopy the pair rule missed) have large
+        # lag-1 but small lag-2 differences; AF has both about equal.
+        lag1, _ = _newest_median(np.abs(ratio[:, 1:] - ratio[:, :-1]), self.irregularity_beats)
+        lag2, _ = _newest_median(np.abs(ratio[:, 2:] - ratio[:, :-2]), self.irregularity_beats)
+        with np.errstate(invalid="ignore"):
+            bigeminal = lag2 < self.bigeminy_ratio * lag1
+        enough &= ~bigeminal
         score = median - self.bias * trend / REFERENCE_RR_S
         return np.where(enough, score, np.nan), trend
 
@@ -136,3 +141,15 @@ class AtrialFibrillationDetector(StreamingDetector):
             limits=np.where(has, self.threshold, np.nan),
             baseline=trend[:, None],
         )
+
+
+def _newest_median(diffs: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
+    """Median of the newest `k` non-NaN entries of each row, and how many there were."""
+    valid = ~np.isnan(diffs)
+    from_newest = np.cumsum(valid[:, ::-1], axis=1)[:, ::-1]
+    keep = valid & (from_newest <= k)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows with nothing kept: NaN
+        median = np.nanmedian(np.where(keep, diffs, np.nan), axis=1)
+    count: IntArray = keep.sum(axis=1).astype(np.int64)
+    return median, count
