@@ -43,6 +43,7 @@ from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.ble_profiles import Profile, ProfileReadings, profiles_for
 from agent.sources.counters import SourceStats
 from firmware_bridge.errors import GattDecodeError
+from firmware_bridge.gatt.polar_pmd import decode_control_point_response
 
 log = logging.getLogger("agent.sources.ble")
 
@@ -55,6 +56,7 @@ class GattClient(Protocol):
 
     async def start_notify(self, char_specifier: str, callback: Callable[[Any, bytearray], None]) -> None: ...
     async def read_gatt_char(self, char_specifier: str) -> bytearray: ...
+    async def write_gatt_char(self, char_specifier: str, data: bytes, response: bool = ...) -> None: ...
     async def disconnect(self) -> Any: ...
 
 
@@ -293,6 +295,11 @@ class BleSource:
     async def _subscribe(self, client: GattClient, generation: int) -> None:
         for profile in self.profiles:
             callback = self._callback(profile, generation)
+            if profile.control_point:  # indications on first, or the start answer is lost
+                await client.start_notify(profile.control_point, self._control_callback(profile, generation))
+                await client.start_notify(profile.characteristic, callback)
+                await client.write_gatt_char(profile.control_point, profile.start_command, response=True)
+                continue
             if profile.required:
                 await client.start_notify(profile.characteristic, callback)
                 continue
@@ -310,18 +317,35 @@ class BleSource:
 
         return on_value
 
+    def _control_callback(self, profile: Profile, generation: int) -> Callable[[Any, bytearray], None]:
+        def on_answer(_sender: Any, data: bytearray) -> None:
+            if generation != self._client_generation:
+                return
+            try:
+                answer = decode_control_point_response(bytes(data))
+            except GattDecodeError as exc:
+                self._bad_frames += 1
+                log.debug("%s: %s", self.device.id, exc)
+                return
+            if not answer.ok:
+                self._errors[f"{profile.name}_refused"] += 1
+                log.warning("%s: %s start refused: %s", self.device.id, profile.name, answer.status)
+
+        return on_answer
+
     def _on_value(self, profile: Profile, data: bytes) -> None:
         self._bytes_in += len(data)
         monotonic = time.monotonic()
         self._last_data = monotonic
         try:
             update = profile.decode(data)
-        except GattDecodeError as exc:
+            readings = self._assembler.take(profile, update, self._clock(), monotonic)
+        except ValueError as exc:  # GattDecodeError, or values no reading can hold: count, go on
             self._bad_frames += 1
             log.debug("%s: %s", self.device.id, exc)
             return
         self._backoff.reset()  # data flows: the link has proved itself
-        for reading in self._assembler.take(profile, update, self._clock(), monotonic):
+        for reading in readings:
             try:
                 self._queue.put_nowait(reading)
             except asyncio.QueueFull:

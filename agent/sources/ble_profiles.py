@@ -8,7 +8,9 @@ each of its notifications emits a row; the other profiles' latest values are hel
 until they are older than their `hold_s` (then NaN, which the pipeline sees as missing). RR intervals
 go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival), blood
 pressure to ``"bp"`` (one reading per cuff measurement). battery only sets LOW_BATTERY below
-`LOW_BATTERY_PERCENT`.
+`LOW_BATTERY_PERCENT`. polar_pmd starts the Polar H10's ECG (130 Hz) through the PMD control point
+after subscribing, and each data frame becomes one ``"ecg"`` block (mV; the frame's last sample at
+its arrival time). Its accelerometer is not requested yet.
 
 Quality. NO_CONTACT when the Heart Rate sensor-contact feature is supported and contact is not
 detected, or PLX reports the sensor off/unconnected/displaced; ARTIFACT for PLX questionable or
@@ -23,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.errors import ConfigError
 from agent.readings import Quality, Reading, stream_id
@@ -33,6 +36,13 @@ from firmware_bridge.gatt.blood_pressure import (
     decode_blood_pressure_measurement,
 )
 from firmware_bridge.gatt.heart_rate import HEART_RATE_MEASUREMENT_UUID, decode_heart_rate_measurement
+from firmware_bridge.gatt.polar_pmd import (
+    PMD_CONTROL_POINT_UUID,
+    PMD_DATA_UUID,
+    PmdMeasurement,
+    decode_pmd_data,
+    ecg_start_request,
+)
 from firmware_bridge.gatt.pulse_oximeter import (
     PLX_CONTINUOUS_UUID,
     PlxDeviceSensorStatus,
@@ -42,6 +52,7 @@ from firmware_bridge.gatt.pulse_oximeter import (
 from firmware_bridge.gatt.thermometer import TEMPERATURE_MEASUREMENT_UUID, decode_temperature_measurement
 
 LOW_BATTERY_PERCENT = 15
+POLAR_ECG_HZ = 130
 KPA_TO_MMHG = 7.500615
 _OFF_SENSOR = (
     PlxDeviceSensorStatus.SENSOR_UNCONNECTED_TO_USER
@@ -64,6 +75,8 @@ class Update:
     quality: Quality = Quality.OK
     rr_s: tuple[float, ...] = ()
     battery_percent: int | None = None
+    waveform: npt.NDArray[np.float64] | None = None  # (n, 1) block for the "ecg" stream
+    waveform_rate_hz: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,8 @@ class Profile:
     hold_s: float = 5.0  # a held value older than this is missing
     stream: str = "vitals"
     required: bool = True  # False: a device without it is still usable (battery)
+    control_point: str = ""  # written with `start_command` after subscribing (Polar PMD)
+    start_command: bytes = b""
 
 
 def _heart_rate(value: bytes) -> Update:
@@ -105,6 +120,13 @@ def _blood_pressure(value: bytes) -> Update:
     return Update(values, Quality.ARTIFACT if bad else Quality.OK)
 
 
+def _polar_ecg(value: bytes) -> Update:
+    frame = decode_pmd_data(value)
+    if frame.measurement is not PmdMeasurement.ECG:
+        return Update()  # another PMD stream someone else started: not ours to read
+    return Update(waveform=frame.samples[:, :1] / 1000.0, waveform_rate_hz=float(POLAR_ECG_HZ))
+
+
 def _battery(value: bytes) -> Update:
     return Update(battery_percent=decode_battery_level(value))
 
@@ -123,6 +145,15 @@ PROFILES: dict[str, Profile] = {
             stream="bp",
         ),
         Profile("battery", BATTERY_LEVEL_UUID, (), _battery, required=False),
+        Profile(
+            "polar_pmd",
+            PMD_DATA_UUID,
+            (),
+            _polar_ecg,
+            stream="ecg",
+            control_point=PMD_CONTROL_POINT_UUID,
+            start_command=ecg_start_request(POLAR_ECG_HZ),
+        ),
     )
 }
 PACING_ORDER = ("heart_rate", "plx", "thermometer")
@@ -159,7 +190,7 @@ class ProfileReadings:
         self._held.clear()
         if self._had_data:
             self.gaps += 1
-            self._gap_streams = {"vitals", "rr", "bp"}
+            self._gap_streams = {"vitals", "rr", "bp", "ecg"}
 
     def take(self, profile: Profile, update: Update, wall_time: float, monotonic: float) -> list[Reading]:
         if update.battery_percent is not None:
@@ -183,6 +214,8 @@ class ProfileReadings:
                 out.append(self._vitals(wall_time, monotonic))
         if update.rr_s:
             out += self._rr(update, wall_time, monotonic)
+        if update.waveform is not None and update.waveform.shape[0]:
+            out.append(self._waveform(update.waveform, update.waveform_rate_hz, wall_time, monotonic))
         if out:
             self._had_data = True
         return out
@@ -207,20 +240,31 @@ class ProfileReadings:
             for rr, end in zip(update.rr_s, ends, strict=True)
         ]
 
+    def _waveform(
+        self, samples: npt.NDArray[np.float64], rate_hz: float, wall: float, mono: float
+    ) -> Reading:
+        period = 1.0 / rate_hz
+        first = wall - (samples.shape[0] - 1) * period  # the frame's last sample arrived just now
+        return self._reading("ecg", ("ecg",), samples, first, mono, Quality.OK, period)
+
     def _reading(
         self,
         stream: str,
         channels: tuple[str, ...],
-        row: Sequence[float],
+        rows: Sequence[float] | npt.NDArray[np.float64],
         wall: float,
         mono: float,
         q: Quality,
+        period: float = 0.0,
     ) -> Reading:
         if stream in self._gap_streams:
             self._gap_streams.discard(stream)
             q |= Quality.GAP
         if self.battery_percent is not None and self.battery_percent < LOW_BATTERY_PERCENT:
             q |= Quality.LOW_BATTERY
-        values = np.array([row], dtype=np.float64)
+        values = np.array(rows, dtype=np.float64).reshape(-1, len(channels))
         values.flags.writeable = False
-        return Reading(stream_id(self.device_id, stream), channels, values, wall, mono, 0.0, q)
+        n = values.shape[0]
+        return Reading(
+            stream_id(self.device_id, stream), channels, values, wall, mono, period if n > 1 else 0.0, q
+        )

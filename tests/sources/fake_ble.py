@@ -20,6 +20,8 @@ from agent.config.schema import BleConfig
 HR_UUID = "00002a37-0000-1000-8000-00805f9b34fb"
 PLX_UUID = "00002a5f-0000-1000-8000-00805f9b34fb"
 BATTERY_UUID = "00002a19-0000-1000-8000-00805f9b34fb"
+PMD_CP_UUID = "fb005c81-02e7-f387-1cad-8acd2d8df0c8"
+PMD_DATA_UUID = "fb005c82-02e7-f387-1cad-8acd2d8df0c8"
 ADDRESS = "C4:7C:8D:6A:12:34"
 
 
@@ -66,6 +68,7 @@ class FakeRadio:
         self.connects = 0  # successful connects
         self.attempts = 0
         self.subscriptions: list[tuple[int, str]] = []  # (connect number, characteristic)
+        self.writes: list[tuple[str, bytes]] = []
         self.client: Any = None
         self.subscribed = asyncio.Event()
 
@@ -103,6 +106,12 @@ class FakeRadio:
             async def read_gatt_char(self, uuid: str) -> bytearray:
                 assert uuid == BATTERY_UUID
                 return bytearray([radio.battery])
+
+            async def write_gatt_char(self, uuid: str, data: bytes, response: bool = False) -> None:
+                assert self.is_connected and response
+                radio.writes.append((uuid, bytes(data)))
+                if uuid == PMD_CP_UUID:  # Polar answers on the control point: F0, op, type, success
+                    self.callbacks[PMD_CP_UUID](None, bytearray([0xF0, data[0], data[1], 0x00, 0x00]))
 
             async def disconnect(self) -> bool:
                 self.is_connected = False

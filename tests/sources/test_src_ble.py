@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 
 import numpy as np
 import pytest
@@ -11,7 +12,17 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakDBusError, BleakError
 from bleak_retry_connector import BleakOutOfConnectionSlotsError
-from fake_ble import ADDRESS, BATTERY_UUID, HR_UUID, PLX_UUID, FakeFinder, FakeRadio, hr_measurement
+from fake_ble import (
+    ADDRESS,
+    BATTERY_UUID,
+    HR_UUID,
+    PLX_UUID,
+    PMD_CP_UUID,
+    PMD_DATA_UUID,
+    FakeFinder,
+    FakeRadio,
+    hr_measurement,
+)
 
 from agent.config.schema import BleConfig, DeviceConfig
 from agent.errors import ConfigError
@@ -19,6 +30,7 @@ from agent.readings import Quality, Reading
 from agent.sources import open_source
 from agent.sources.backoff import BackoffPolicy
 from agent.sources.ble import BleSource, classify, matches, retry_connector
+from agent.sources.ble_profiles import PROFILES
 
 FAST = BackoffPolicy(initial_s=0.02, max_s=0.2)
 DEADLINE_S = 20.0
@@ -208,6 +220,72 @@ def test_matching_and_config_checks() -> None:
     assert matches(BleConfig(name="Polar H10 1234", service_uuid="180D"), device, adv)
     assert not matches(BleConfig(service_uuid="1822"), device, adv)
     assert not matches(BleConfig(address="00:11:22:33:44:55"), device, adv)
-    with pytest.raises(ConfigError, match="polar_pmd"):
-        BleSource(ble_device(("heart_rate", "polar_pmd")))
+    with pytest.raises(ConfigError, match="glucose"):
+        BleSource(ble_device(("heart_rate", "glucose")))
     assert isinstance(open_source(ble_device()), BleSource)
+
+
+def pmd_ecg_frame(microvolts: list[int], timestamp_ns: int = 599_000_000_000_000_000) -> bytes:
+    """PMD data: measurement type 0 (ECG), u64 timestamp, frame type 0, 3-byte signed µV samples."""
+    head = bytes([0x00]) + timestamp_ns.to_bytes(8, "little") + bytes([0x00])
+    return head + b"".join(v.to_bytes(3, "little", signed=True) for v in microvolts)
+
+
+def test_polar_pmd_ecg_is_started_after_every_connect_and_decoded() -> None:
+    radio = FakeRadio()
+    start_ecg_130hz_14bit = bytes.fromhex("0200000182000101 0e00".replace(" ", ""))
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(("heart_rate", "polar_pmd"))) as source:
+            await radio.wait_subscribed(1, PMD_DATA_UUID)
+            assert radio.writes == [(PMD_CP_UUID, start_ecg_130hz_14bit)]
+            assert radio.subscriptions.index((1, PMD_CP_UUID)) < radio.subscriptions.index((1, PMD_DATA_UUID))
+            samples = [(-1) ** i * (100 * i) for i in range(73)]  # one H10 frame: 73 samples
+            radio.notify(PMD_DATA_UUID, pmd_ecg_frame(samples))
+            ecg = await next_reading(source)
+            assert ecg.stream == "bed-3-strap/ecg" and ecg.channels == ("ecg",) and ecg.n_samples == 73
+            assert ecg.period_s == pytest.approx(1 / 130)
+            np.testing.assert_allclose(ecg.values[:, 0], np.array(samples) / 1000.0)
+            radio.notify(PMD_DATA_UUID, b"\x00\x01")  # truncated frame: counted
+            assert source.stats.bad_frames == 1
+            radio.drop()
+            await radio.wait_subscribed(2, PMD_DATA_UUID)
+            assert len(radio.writes) == 2  # ECG restarted on the new link
+            radio.notify(PMD_DATA_UUID, pmd_ecg_frame([5, 6]))
+            again = await next_reading(source)
+            assert again.quality == Quality.GAP and again.n_samples == 2
+
+    asyncio.run(main())
+
+
+def test_fuzz_random_notification_payloads_never_raise() -> None:
+    radio = FakeRadio()
+    rng = random.Random(7)
+    profiles = ("heart_rate", "plx", "thermometer", "blood_pressure", "polar_pmd")
+    uuids = [PROFILES[p].characteristic for p in profiles]
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(profiles)) as source:
+            await radio.wait_subscribed(1, PMD_DATA_UUID)
+
+            async def until_marker() -> int:
+                count = 0
+                while True:
+                    reading = await next_reading(source)
+                    count += 1
+                    if reading.stream == "bed-3-strap/vitals" and reading.values[0, 0] == 61.0:
+                        return count
+
+            consumer = asyncio.ensure_future(until_marker())
+            for i in range(4000):
+                radio.notify(rng.choice(uuids), rng.randbytes(rng.randrange(0, 40)))
+                if i % 10 == 0:
+                    await asyncio.sleep(0)  # let the consumer drain: the queue is bounded
+            radio.notify(HR_UUID, hr_measurement(61))
+            assert await consumer > 0
+            assert "overflow" not in source.stats.errors
+            stats = source.stats
+            assert stats.connected and stats.reconnects == 0 and stats.bad_frames > 1000
+            assert stats.bytes_in > 50_000
+
+    asyncio.run(main())
