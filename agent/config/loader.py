@@ -341,7 +341,10 @@ def _modbus(t: Table | None) -> ModbusConfig | None:
 def _replay(t: Table | None) -> ReplayConfig | None:
     if t is None:
         return None
-    cfg = ReplayConfig(path=t.file("path"), speed=t.number("speed", 1.0, minimum=0.0))
+    path = t.file("path", readable=False)  # a recording file or a folder of rotated files
+    if isinstance(path, Path) and not (path.is_file() or path.is_dir()):
+        t.problem("path", f"no recording file or folder: {path}")
+    cfg = ReplayConfig(path=path, speed=t.number("speed", 1.0, minimum=0.0))
     t.finish()
     return cfg
 
