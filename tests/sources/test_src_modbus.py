@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import select
 import socket
 import struct
+import threading
+import tty
 from pathlib import Path
 
 import pytest
-from pymodbus.server import ModbusTcpServer
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from agent.config.loader import parse_config
@@ -157,3 +163,65 @@ def test_read_planning_and_config(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="exactly one of host") as caught:
         parse_config({**base, "devices": [device]}, base_dir=tmp_path)
     assert "at least one register" in str(caught.value)
+
+
+class PtyBridge:
+    """Two pseudo-terminals joined back to back (a null-modem cable): RTU server on one, us on the other."""
+
+    def __init__(self) -> None:
+        self.masters: list[int] = []
+        self.paths: list[str] = []
+        self._slaves: list[int] = []
+        for _ in range(2):
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            self.masters.append(master)
+            self.paths.append(os.ttyname(slave))
+            self._slaves.append(slave)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        a, b = self.masters
+        while not self._stop.is_set():
+            ready, _, _ = select.select([a, b], [], [], 0.05)
+            for fd in ready:
+                with contextlib.suppress(OSError):
+                    os.write(b if fd == a else a, os.read(fd, 4096))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for fd in self.masters + self._slaves:
+            os.close(fd)
+
+
+def test_rtu_polling_over_a_pty_pair() -> None:
+    bridge = PtyBridge()
+    server_port, our_port = bridge.paths
+
+    async def main() -> None:
+        words = [0, 0, *TEMP_WORDS, (-7) & 0xFFFF]
+        device = SimDevice(id=3, simdata=[SimData(0, values=words, datatype=DataType.REGISTERS)])
+        server = ModbusSerialServer(device, framer=FramerType.RTU, port=server_port, baudrate=19200)
+        await server.serve_forever(background=True)
+        config = ModbusConfig(
+            REGISTERS[1:], serial_port=our_port, unit=3, poll_interval_s=0.05, timeout_s=1.0
+        )
+        try:
+            async with ModbusSource(
+                DeviceConfig(id="chiller-2", kind="equipment", transport="modbus", modbus=config),
+                backoff=FAST,
+            ) as source:
+                readings = await take(source, 3)
+            assert all(r.stream == "chiller-2/machine" for r in readings)
+            assert readings[-1].channels == ("bearing_temp", "motor_current")
+            assert readings[-1].values.tolist() == [[41.5, -2.5]]
+        finally:
+            await server.shutdown()  # type: ignore[no-untyped-call]
+
+    try:
+        asyncio.run(main())
+    finally:
+        bridge.close()
