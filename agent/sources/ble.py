@@ -17,7 +17,7 @@ ours. Scanner and connector are constructor arguments: tests pass a fake radio w
 bleak's real exception types, with no patching.
 
 Notifications arrive as callbacks on the event loop and are decoded at once (firmware_bridge.gatt);
-readings go through a bounded queue to the consumer. The first reading of each stream after a
+readings wait in a bounded deque for the consumer. The first reading of each stream after a
 reconnect carries Quality.GAP; see `agent.sources.ble_profiles` for channels and quality flags.
 """
 
@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol
@@ -167,7 +167,8 @@ class BleSource:
         self._clock = clock
         self._scan_timeout_s = scan_timeout_s
         self._assembler = ProfileReadings(device.id, self.profiles)
-        self._queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_READINGS)
+        self._pending: deque[Reading] = deque()
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._errors: Counter[str] = Counter()
         self._connected = False
@@ -212,25 +213,23 @@ class BleSource:
         return self
 
     async def __anext__(self) -> Reading:
-        if not self._queue.empty():
-            return self._taken(self._queue.get_nowait())
-        task = self._task
-        if task is None:
-            raise StopAsyncIteration
-        getter = asyncio.ensure_future(self._queue.get())
-        try:
-            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return self._taken(getter.result())
-        task.result()  # the supervisor never ends on its own; if it did, say why
-        raise StopAsyncIteration
-
-    def _taken(self, reading: Reading) -> Reading:
+        # readings wait in a deque and an Event says "more came": a consumer cancelled while it waits
+        # (shutdown, wait_for) can never lose a reading already taken off a queue
+        while not self._pending:
+            task = self._task
+            if task is None:
+                raise StopAsyncIteration
+            if task.done():
+                task.result()  # the supervisor never ends on its own; if it did, say why
+                raise StopAsyncIteration
+            self._arrived.clear()
+            waiter = asyncio.ensure_future(self._arrived.wait())
+            try:
+                await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
         self._readings += 1
-        return reading
+        return self._pending.popleft()
 
     async def _supervise(self) -> None:
         while True:
@@ -346,10 +345,12 @@ class BleSource:
             return
         self._backoff.reset()  # data flows: the link has proved itself
         for reading in readings:
-            try:
-                self._queue.put_nowait(reading)
-            except asyncio.QueueFull:
+            if len(self._pending) >= QUEUE_READINGS:  # the consumer stalled: drop, and say so
                 self._errors["overflow"] += 1
+                continue
+            self._pending.append(reading)
+        if readings:
+            self._arrived.set()
 
     async def _watch(self, disconnected: asyncio.Event) -> None:
         """Return when the link drops or goes silent for `lost_after_s`."""
