@@ -44,6 +44,7 @@ log = logging.getLogger("agent")
 
 QUEUE_READINGS = 10_000  # bounded: a stalled pipeline makes sources wait instead of eating memory
 MONITOR_PERIOD_S = 1.0
+MIN_TURN_S = 0.01  # at most 100 pipeline turns a second (adds at most 10 ms to an alarm's latency)
 PIPELINE_TICK_S = 1.0  # the pipeline loop turns at least this often, idle or not (watchdog proof of life)
 STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding the watchdog
 
@@ -246,12 +247,19 @@ class _Session:
                 delay = min(delay * 2, 60.0)
 
     async def _process(self) -> None:
+        last_turn = 0.0
         while True:
             self.pipeline_tick = time.monotonic()
             try:
                 first = await asyncio.wait_for(self.queue.get(), PIPELINE_TICK_S)
             except TimeoutError:
                 continue
+            # Each turn costs a flush of every detector, whatever the batch size: readings that arrive
+            # within MIN_TURN_S of the previous turn wait for the next one, scored together.
+            wait = last_turn + MIN_TURN_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            last_turn = time.monotonic()
             self._commit([first, *self._drain_queue(limit=2_000)])
 
     def _drain_queue(self, limit: int | None = None) -> list[Reading]:
