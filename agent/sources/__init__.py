@@ -1,11 +1,14 @@
 """Sources: async context managers and async iterators of readings, one per configured device.
 
-`open_source` picks the implementation by transport. Every source's driver (serial port, BLE
-client, simulator clock) can be passed in, so tests use emulators and fakes without patching.
+`open_source` picks the implementation by transport (simulator, serial, ble, modbus, replay; see
+docs/sources.md). Every source's driver (serial port, BLE client, Modbus client, simulator clock) can
+be passed in, so tests use emulators and fakes without patching. Device sources expose link counters
+as ``stats``; `agent.sources.counters.source_stats(source)` reads them (None for the simulator).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -28,6 +31,11 @@ def check_transport(device: DeviceConfig, index: int) -> None:
             f"devices[{index}].transport",
             f"transport {device.transport!r} is not available in this build "
             f"(available: {', '.join(AVAILABLE_TRANSPORTS)})",
+        )
+    if device.transport == "modbus" and importlib.util.find_spec("pymodbus") is None:
+        raise ConfigError(
+            f"devices[{index}].transport",
+            "transport 'modbus' needs pymodbus: pip install 'edge-agent[modbus]'",
         )
 
 
