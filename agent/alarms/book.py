@@ -157,6 +157,11 @@ class AlarmBook:
         mask = (1 << rule.confirm_m) - 1
         history = ((self._history[rows] << 1) | hit.astype(np.int64)) & mask
         self._history[rows] = history
+        if not hit.any() and not states.any():
+            # All NORMAL and no hit (the usual hop): every transition out of NORMAL needs a hit, so
+            # nothing moves; only the threshold is kept, skipping the table and the peak tracking.
+            f["threshold"][rows] = scores.thresholds
+            return []
         count = np.bitwise_count(history)
 
         pending = states == AlarmState.PENDING
