@@ -1,0 +1,165 @@
+"""Command line of the pipeline benchmark; `python -m tools.bench --help`.
+
+    python -m tools.bench throughput   # µs/sample, streams per core, real-rate CPU share, runtime ratio
+    python -m tools.bench latency      # arrival -> PUBACK at 50 % load through a real mosquitto
+    python -m tools.bench rss          # peak RSS with 100 streams, a fresh process per runtime
+    python -m tools.bench soak --minutes 10   # the daemon with faults: RSS, fds, threads every 30 s
+    python -m tools.bench startup      # start-up to first inference, and import time
+
+Every command prints a Markdown table (and `--json` the raw figures). Absolute figures depend on the
+machine; ratios are measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.scenarios import workload
+    from tools.bench.throughput import flat_out, real_rate, runtime_ratio
+
+    out: dict[str, Any] = {}
+    vitals = workload("vitals", args.vitals_streams, 60.0 + args.vitals_seconds)
+    runs = [flat_out(vitals, 60.0) for _ in range(args.runs)]
+    us = _median([r.us_per_sample for r in runs])
+    out["vitals"] = {
+        "streams": args.vitals_streams,
+        "timed_samples": runs[0].samples,
+        "us_per_sample_runs": [round(r.us_per_sample, 2) for r in runs],
+        "us_per_sample": round(us, 2),
+        "samples_per_s_per_core": round(1e6 / us),
+        "events": runs[0].events,
+    }
+    print(f"vitals flat out: {us:.2f} µs/sample -> {1e6 / us:,.0f} samples/s per core", file=sys.stderr)
+    ecg = workload("ecg", args.ecg_streams, 4.0 + args.ecg_seconds)
+    by_backend: dict[str, Any] = {}
+    for backend in args.backends:
+        runs = [flat_out(ecg, 4.0, backend) for _ in range(args.runs)]
+        us = _median([r.us_per_sample for r in runs])
+        by_backend[backend] = {
+            "streams": args.ecg_streams,
+            "timed_samples": runs[0].samples,
+            "us_per_sample_runs": [round(r.us_per_sample, 3) for r in runs],
+            "us_per_sample": round(us, 3),
+            "us_per_reading": round(_median([r.us_per_reading for r in runs]), 2),
+            "streams_per_core": round(1e6 / (us * 250.0)),
+        }
+        ratios = [runtime_ratio(ecg, 4.0, backend) for _ in range(args.runs)]
+        by_backend[backend]["runtime_ratio"] = {
+            "windows": ratios[0].windows,
+            "batches": ratios[0].batches,
+            "mean_batch": round(ratios[0].windows / ratios[0].batches, 1),
+            "agent_us_per_window": round(_median([1e6 * r.agent_cpu_s / r.windows for r in ratios]), 3),
+            "scoring_us_per_window": round(_median([1e6 * r.scoring_cpu_s / r.windows for r in ratios]), 3),
+            "bare_us_per_window": round(_median([1e6 * r.bare_cpu_s / r.windows for r in ratios]), 3),
+            "ratio_whole_agent": round(_median([r.ratio for r in ratios]), 4),
+            "ratio_scoring_path": round(_median([r.scoring_ratio for r in ratios]), 4),
+        }
+        print(f"ecg {backend}: {by_backend[backend]}", file=sys.stderr)
+    out["ecg"] = by_backend
+    if args.real_seconds > 0:
+        load = workload("vitals", args.real_vitals_streams, 60.0 + args.real_seconds)
+        share, us = real_rate(load, 60.0)
+        out["vitals_real_rate"] = {
+            "streams": args.real_vitals_streams,
+            "core_share": round(share, 4),
+            "us_per_sample": round(us, 2),
+        }
+        load = workload("ecg", args.real_ecg_streams, 4.0 + args.real_seconds)
+        share, us = real_rate(load, 4.0, args.backends[0])
+        out["ecg_real_rate"] = {
+            "streams": args.real_ecg_streams,
+            "core_share": round(share, 4),
+            "us_per_sample": round(us, 3),
+        }
+    return out
+
+
+def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.latency import measure_latency
+
+    return measure_latency(args.load, args.seconds, args.probes_per_s, args.streams, args.faults)
+
+
+def cmd_rss(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.memory import rss_per_backend
+
+    return rss_per_backend(args.streams, args.seconds, args.backends)
+
+
+def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.memory import soak
+
+    return soak(args.minutes, args.devices, args.every_s)
+
+
+def cmd_startup(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.startup import measure_startup
+
+    return measure_startup(args.runs, args.backends)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("throughput", help="flat-out and real-rate throughput, runtime ratio")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--vitals-streams", type=int, default=2000)
+    p.add_argument("--vitals-seconds", type=float, default=30.0, help="timed simulated seconds")
+    p.add_argument("--ecg-streams", type=int, default=500)
+    p.add_argument("--ecg-seconds", type=float, default=8.0, help="timed simulated seconds")
+    p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
+    p.add_argument("--real-seconds", type=float, default=20.0, help="0 skips the real-rate runs")
+    p.add_argument("--real-vitals-streams", type=int, default=5000)
+    p.add_argument("--real-ecg-streams", type=int, default=500)
+    p.set_defaults(fn=cmd_throughput)
+
+    p = sub.add_parser("latency", help="sample arrival to PUBACK at a fraction of capacity")
+    p.add_argument("--load", type=float, default=0.5, help="fraction of the flat-out capacity")
+    p.add_argument("--streams", type=int, default=0, help="vitals streams (0: from --load)")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--probes-per-s", type=float, default=10.0)
+    p.add_argument("--faults", action="store_true", help="with the fault episodes (an alarm storm)")
+    p.set_defaults(fn=cmd_latency)
+
+    p = sub.add_parser("rss", help="peak RSS with N streams, one fresh process per runtime")
+    p.add_argument("--streams", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=70.0)
+    p.add_argument("--backends", nargs="+", default=["tflite", "onnx"])
+    p.set_defaults(fn=cmd_rss)
+
+    p = sub.add_parser("soak", help="run the daemon with simulated faults; sample RSS, fds, threads")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--devices", type=int, default=100)
+    p.add_argument("--every-s", type=float, default=30.0)
+    p.set_defaults(fn=cmd_soak)
+
+    p = sub.add_parser("startup", help="start-up to first inference, and import time")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
+    p.set_defaults(fn=cmd_startup)
+
+    args = parser.parse_args(argv)
+    result = args.fn(args)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
