@@ -80,14 +80,21 @@ class Pipeline:
         self.unwatched_samples = 0
 
     def ingest(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
-        """Feed readings in arrival order; returns the alarm events they caused, in order."""
-        events: list[AlarmEvent] = []
+        """Feed readings in arrival order; returns the alarm events they caused, in order for each
+        stream name (each stream name's readings are taken as one batch, in their arrival order)."""
+        batches: dict[str, list[Reading]] = {}
         for reading in readings:
-            stream = self.streams.get(reading.stream.split("/", 1)[-1])
-            if stream is None:
-                self.unwatched_samples += reading.n_samples
-                continue
-            events += stream.ingest(reading)
+            name = reading.stream.split("/", 1)[-1]
+            batch = batches.get(name)
+            if batch is None:
+                if name not in self.streams:
+                    self.unwatched_samples += reading.n_samples
+                    continue
+                batch = batches[name] = []
+            batch.append(reading)
+        events: list[AlarmEvent] = []
+        for name, batch in batches.items():
+            events += self.streams[name].ingest_many(batch)
         for stream in self.streams.values():
             events += stream.flush()
         return events

@@ -8,7 +8,7 @@ the pipeline turns persistent poor quality into a technical alarm instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +73,50 @@ class QualityGate:
             return values, quality, 0
         values = np.where(outside, np.nan, values)  # per value: a bad SpO2 must not hide a good HR
         return values, quality | Quality.OUT_OF_RANGE, int(outside.any(axis=1).sum())
+
+    def screen_many(self, readings: Sequence[Reading]) -> tuple[Sequence[FloatArray], list[int], list[int]]:
+        """`screen` for many readings at once: (values, quality flags, bad rows), one entry each.
+
+        Readings with the same channels and length (the usual batch) are stacked and checked with a
+        few array operations for all of them; a per-reading check costs more than the check itself.
+        Anything else falls back to `screen` one by one."""
+        first = readings[0]
+        channels, n = first.channels, first.n_samples
+        if len(readings) < 4 or any(r.channels != channels or r.n_samples != n for r in readings):
+            screened = [self.screen(r) for r in readings]
+            return [v for v, _, _ in screened], [int(q) for _, q, _ in screened], [b for _, _, b in screened]
+        plan = self._plans.get(channels)
+        if plan is None:
+            plan = self._plan(channels)
+        columns, complete = plan
+        stacked = np.stack([r.values for r in readings])  # (k, n, C of the readings)
+        if columns is None:
+            values = stacked
+        elif complete:
+            values = stacked[:, :, columns]
+        else:
+            values = np.full((len(readings), n, len(self.channels)), np.nan)
+            for j, i in enumerate(columns.tolist()):
+                if i >= 0:
+                    values[:, :, j] = stacked[:, :, i]
+        quality = [int(r.quality) for r in readings]
+        bad = [0] * len(readings)
+        outside = (values < self._low) | (values > self._high)
+        if outside.any():
+            rows_out: npt.NDArray[np.bool_] = np.asarray(outside.any(axis=2))  # (k, n)
+            values = np.where(outside, np.nan, values)  # per value: a bad SpO2 must not hide a good HR
+            for i in np.flatnonzero(rows_out.any(axis=1)).tolist():
+                quality[i] |= Quality.OUT_OF_RANGE
+                bad[i] = int(rows_out[i].sum())
+        flagged = [i for i, r in enumerate(readings) if r.quality]
+        if flagged:  # the device itself says these blocks are untrustworthy
+            if values is stacked:
+                values = values.copy()
+            values[flagged] = np.nan
+            for i in flagged:
+                quality[i] = int(readings[i].quality)
+                bad[i] = n
+        return list(values), quality, bad
 
     def _plan(self, channels: tuple[str, ...]) -> tuple[IntArray | None, bool]:
         """Where each of the gate's channels sits in readings with `channels` (-1: missing; None when

@@ -26,7 +26,7 @@ from agent.events import AlarmEvent
 from agent.pipeline.quality import QualityGate
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
-from agent.readings import Quality, Reading
+from agent.readings import FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
 
@@ -125,6 +125,20 @@ class StreamPipeline:
         return np.array([self.channels.index(c) for c in channels], dtype=np.int64)
 
     def ingest(self, reading: Reading) -> list[AlarmEvent]:
+        values, quality, bad = self.gate.screen(reading)
+        return self._ingest(reading, values, int(quality), bad)
+
+    def ingest_many(self, readings: Sequence[Reading]) -> list[AlarmEvent]:
+        """`ingest` each reading in order, with the quality gate applied to all of them at once."""
+        if not readings:
+            return []
+        values, quality, bad = self.gate.screen_many(readings)
+        events: list[AlarmEvent] = []
+        for i, reading in enumerate(readings):
+            events += self._ingest(reading, values[i], quality[i], bad[i])
+        return events
+
+    def _ingest(self, reading: Reading, values: FloatArray, quality: int, bad: int) -> list[AlarmEvent]:
         slot = self._slots.get(reading.stream)
         if slot is None:
             slot = self._add_slot(reading.stream)
@@ -133,7 +147,6 @@ class StreamPipeline:
             if group.new[slot] >= group.hop:
                 events = self.flush()
                 break
-        values, quality, bad = self.gate.screen(reading)
         n = values.shape[0]
         period = reading.period_s or self.nominal_period_s  # single samples: the stream's nominal rate
         added = self.windows.append(slot, values, reading.wall_time, period)
@@ -144,7 +157,7 @@ class StreamPipeline:
         for group in self._groups:
             group.new[slot] += added
             if quality:
-                group.flags[slot] |= int(quality)
+                group.flags[slot] |= quality
         self.quality_alarms.observe(self._refs[slot], quality, end_time)
         return events
 

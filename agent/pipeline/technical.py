@@ -82,10 +82,10 @@ class QualityAlarms:
             for condition, (flags, priority) in QUALITY_CONDITIONS.items()
         }
         self._engaged: set[StreamRef] = set()  # streams with some condition not NORMAL
-        self._pending: list[tuple[StreamRef, Quality, float]] = []  # noted since the last drain
+        self._pending: list[tuple[StreamRef, int, float]] = []  # flags noted since the last drain
         self._noted: set[StreamRef] = set()  # streams in `_pending`
 
-    def observe(self, ref: StreamRef, quality: Quality, time: float) -> None:
+    def observe(self, ref: StreamRef, quality: int, time: float) -> None:
         """Note one reading's flags; the books are stepped by `drain()`, once per flush.
 
         An OK reading of a stream whose conditions are all NORMAL (with an empty hit history: the
@@ -100,7 +100,7 @@ class QualityAlarms:
         stream's readings are taken in order), one vectorised update per condition and round."""
         if not self._pending:
             return []
-        rounds: list[list[tuple[StreamRef, Quality, float]]] = []
+        rounds: list[list[tuple[StreamRef, int, float]]] = []
         seen: dict[StreamRef, int] = {}
         for item in self._pending:
             k = seen.get(item[0], 0)

@@ -1,0 +1,50 @@
+"""The batched quality gate (`screen_many`) gives exactly what the per-reading gate (`screen`) gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.pipeline.quality import QualityGate
+from agent.readings import Quality, Reading
+
+
+def _readings(rng: np.random.Generator, channels: tuple[str, ...], n: int, count: int) -> list[Reading]:
+    out = []
+    for i in range(count):
+        values = rng.normal(80.0, 60.0, size=(n, len(channels)))  # hr/spo2 often outside their ranges
+        quality = Quality.NO_CONTACT if rng.random() < 0.2 else Quality.OK
+        out.append(Reading(f"d{i}/vitals", channels, values, 1e6 + i, 0.0, 0.01 if n > 1 else 0.0, quality))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("channels", "n"),
+    [
+        (("hr", "spo2"), 1),  # the gate's own channels
+        (("spo2", "skin_temp", "hr"), 1),  # a superset in another order
+        (("hr",), 3),  # a channel missing: NaN
+        (("hr", "spo2"), 5),
+    ],
+)
+def test_screen_many_equals_screen(channels: tuple[str, ...], n: int) -> None:
+    gate = QualityGate(("hr", "spo2"))
+    readings = _readings(np.random.default_rng(len(channels) * 10 + n), channels, n, 40)
+    values, quality, bad = gate.screen_many(readings)
+    assert any(q & Quality.OUT_OF_RANGE for q in quality)  # the case under test happens
+    for i, reading in enumerate(readings):
+        one_values, one_quality, one_bad = gate.screen(reading)
+        np.testing.assert_array_equal(values[i], one_values)
+        assert quality[i] == int(one_quality)
+        assert bad[i] == one_bad
+
+
+def test_mixed_shapes_fall_back_to_one_by_one() -> None:
+    gate = QualityGate(("hr", "spo2"))
+    rng = np.random.default_rng(1)
+    readings = _readings(rng, ("hr", "spo2"), 1, 5) + _readings(rng, ("hr", "spo2"), 2, 5)
+    values, quality, bad = gate.screen_many(readings)
+    for i, reading in enumerate(readings):
+        one_values, one_quality, one_bad = gate.screen(reading)
+        np.testing.assert_array_equal(values[i], one_values)
+        assert (quality[i], bad[i]) == (int(one_quality), one_bad)
