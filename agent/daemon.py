@@ -33,6 +33,7 @@ from agent.pipeline import Pipeline, build_detectors
 from agent.pipeline.technical import ThresholdAlarm
 from agent.privacy import Pseudonymizer, load_or_create_key
 from agent.readings import Reading
+from agent.remote import RemoteCommands
 from agent.sources import check_transport, open_source
 from agent.state import ensure_state_dir, next_session, read_json, write_json
 from agent.status import LAST_HEARTBEAT, StatusServer
@@ -101,8 +102,20 @@ class Agent:
         saved = read_json(state_dir / "pipeline.json") or {}
         pipeline.load_state(saved.get("detectors", {}), carried_alarms or saved.get("alarms", {}))
         outbox = Outbox(cfg.outbox)
-        uplink = MqttUplink(cfg.mqtt, topics, outbox, session)
-        run = _Session(cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir)
+        remote = None
+        if cfg.remote.enabled:  # remote management (agent.remote): commands on {root}/cmd/<name>
+            remote = RemoteCommands(
+                cfg,
+                topics,
+                state_dir,
+                pseudonym,
+                check_reload=self.check_reload,
+                request_reload=self.reloading.set,  # the SIGHUP road
+            )
+        uplink = MqttUplink(
+            cfg.mqtt, topics, outbox, session, on_command=remote.submit if remote is not None else None
+        )
+        run = _Session(cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote)
         log.info(
             "session %d: %d device(s), %d detector(s), uplink %s:%d",
             session,
@@ -117,6 +130,19 @@ class Agent:
             run.save_state()
             outbox.close()
         return pipeline.alarm_state()
+
+    def check_reload(self) -> list[str]:
+        """What `try_reload` would refuse in the config file now, one line each; nothing is switched."""
+        path = self.config.source_path
+        if path is None:
+            return ["the running config did not come from a file"]
+        try:
+            preflight(load_config(path))
+        except InvalidConfigError as exc:
+            return [f"{path}: {problem}" for problem in exc.errors]
+        except ConfigError as exc:
+            return [f"{path}: {exc}"]
+        return []
 
     def try_reload(self) -> bool:
         """Load and check the config file again; keep the running one if the new one is bad."""
@@ -152,6 +178,7 @@ class _Session:
         session: int,
         pseudonym: Pseudonymizer,
         state_dir: Path,
+        remote: RemoteCommands | None = None,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -173,6 +200,9 @@ class _Session:
         self.pipeline_tick = time.monotonic()
         self.last_heartbeat: dict[str, Any] = {}
         self.status = StatusServer(state_dir, self.snapshot)
+        self.remote = remote
+        if remote is not None:
+            remote.bind(uplink.respond, self.snapshot)
 
     async def serve(self, agent: Agent, sim_start_time: float | None) -> None:
         await self.status.start()
@@ -197,6 +227,8 @@ class _Session:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         self._commit(self._drain_queue())  # nothing already read is lost
+        if self.remote is not None:
+            await self.remote.close()  # running commands are answered before the uplink stops
         await self.uplink.stop()
         uplink.cancel()
         await asyncio.gather(uplink, return_exceptions=True)
@@ -272,6 +304,8 @@ class _Session:
         for reading in readings:
             self.health.saw(reading)
         self.publish(self.pipeline.ingest(readings))
+        if self.remote is not None:
+            self.remote.feed(readings)
 
     def publish(self, events: list[AlarmEvent]) -> None:
         """Commit alarm events to the outbox (durably, before anything is sent) and wake the uplink."""

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from agent.config.reader import Table, describe
 from agent.config.schema import (
+    REMOTE_COMMANDS,
     AgentConfig,
     AlarmRuleConfig,
     AuthConfig,
@@ -30,6 +31,7 @@ from agent.config.schema import (
     MqttConfig,
     OutboxConfig,
     PrivacyConfig,
+    RemoteConfig,
     ReplayConfig,
     SerialConfig,
     SimulatorConfig,
@@ -75,13 +77,23 @@ def parse_config(
     detectors = tuple(_detector(t) for t in root.tables("detectors"))
     alarms = tuple(_alarm(t) for t in root.tables("alarms"))
     privacy = _privacy(root.table("privacy"))
+    remote = _remote(root.table("remote"), devices)
     root.finish()
     _cross_check(root, devices, detectors, alarms)
     if problems:
         raise InvalidConfigError(source, problems)
     assert gateway and mqtt and outbox  # guaranteed when no problem was recorded
     return AgentConfig(
-        gateway, mqtt, outbox, devices, detectors, alarms, privacy, source_path=Path(source), digest=digest
+        gateway,
+        mqtt,
+        outbox,
+        devices,
+        detectors,
+        alarms,
+        privacy,
+        source_path=Path(source),
+        digest=digest,
+        remote=remote,
     )
 
 
@@ -397,6 +409,47 @@ def _privacy(t: Table | None) -> PrivacyConfig:
     cfg = PrivacyConfig(
         key_file=t.file("key_file", None, readable=False), raw_snippets=t.flag("raw_snippets", False)
     )
+    t.finish()
+    return cfg
+
+
+def _remote(t: Table | None, devices: tuple[DeviceConfig, ...]) -> RemoteConfig:
+    if t is None:
+        return RemoteConfig()
+    models_dir = t.text("models_dir", "")
+    cfg = RemoteConfig(
+        enabled=t.flag("enabled", False),
+        public_key_file=t.file("public_key_file", None),
+        model_public_key_file=t.file("model_public_key_file", None),
+        allow_unsigned=t.flag("allow_unsigned", False),
+        models_dir=(t.base_dir / Path(models_dir).expanduser()).resolve()
+        if isinstance(models_dir, str) and models_dir
+        else None,
+        allowed_commands=t.texts("allowed_commands", REMOTE_COMMANDS),
+        max_age_s=t.number("max_age_s", 60.0, minimum=1.0, maximum=3600.0),
+        max_bundle_bytes=t.integer("max_bundle_bytes", 16 * 1024 * 1024, minimum=1024),
+        max_snippet_s=t.number("max_snippet_s", 30.0, positive=True, maximum=300.0),
+        snippet_devices=t.texts("snippet_devices", ()),
+    )
+    if isinstance(cfg.allowed_commands, tuple):
+        unknown = [c for c in cfg.allowed_commands if c not in REMOTE_COMMANDS]
+        if unknown:
+            t.problem(
+                "allowed_commands", f"unknown: {', '.join(unknown)} (one of {', '.join(REMOTE_COMMANDS)})"
+            )
+    if cfg.enabled and cfg.public_key_file is None and not cfg.allow_unsigned:
+        t.problem(
+            "public_key_file",
+            "remote commands need a signing key (Ed25519 PEM); set allow_unsigned = true to rely on"
+            " broker ACLs alone",
+        )
+    if cfg.public_key_file is not None and cfg.allow_unsigned:
+        t.problem("allow_unsigned", "contradicts public_key_file (signed commands are required with a key)")
+    if isinstance(cfg.snippet_devices, tuple):
+        known = {d.id for d in devices}
+        missing = [d for d in cfg.snippet_devices if d not in known]
+        if missing:
+            t.problem("snippet_devices", f"no device with id {', '.join(map(describe, missing))}")
     t.finish()
     return cfg
 

@@ -185,6 +185,25 @@ class PrivacyConfig:
     raw_snippets: bool = False
 
 
+REMOTE_COMMANDS = ("status", "reload", "models/list", "models/activate", "models/install", "snippet")
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    """Remote management over MQTT (docs/remote-management.md); off unless `enabled`."""
+
+    enabled: bool = False
+    public_key_file: Path | None = None  # Ed25519 PEM: commands must carry a signature by its private key
+    model_public_key_file: Path | None = None  # verifies model bundles; None: public_key_file
+    allow_unsigned: bool = False  # accept unsigned commands (no public_key_file): broker ACLs alone guard
+    models_dir: Path | None = None  # <name>/<version>/ + <name>/current; None: <state_dir>/models
+    allowed_commands: tuple[str, ...] = REMOTE_COMMANDS
+    max_age_s: float = 60.0  # a command's issued_at must be this close to the gateway clock
+    max_bundle_bytes: int = 16 * 1024 * 1024  # larger command payloads are refused unread
+    max_snippet_s: float = 30.0
+    snippet_devices: tuple[str, ...] = ()  # device ids allowed raw snippets; () = all (if privacy allows)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     gateway: GatewayConfig
@@ -196,3 +215,4 @@ class AgentConfig:
     privacy: PrivacyConfig = PrivacyConfig()
     source_path: Path | None = None  # the file this came from, for messages
     digest: str = ""  # sha256 of the file's bytes: the config hash carried by alarms
+    remote: RemoteConfig = RemoteConfig()

@@ -1,0 +1,237 @@
+"""The managed models directory: signed bundles in, one active version per model, no rollback by replay.
+
+Layout: `<models_dir>/<name>/<version>/` holds a card, its artifacts and `signature.json` (the format of
+`agent.inference.signing`); `<models_dir>/<name>/current` is a symlink to the active version, and a
+detector whose `model` param names `.../<name>/current` runs whatever is active after the next reload.
+A flat `<models_dir>/<name>/card.json` (the shipped layout) is listed as unmanaged and never touched.
+
+A bundle is JSON: {"card": {...}, "files": {file name: base64}, "signature": {signature.json}}. Install
+checks, in order: size (done by the caller on the raw payload), plain file names, the card (strict
+parse), exactly the card's artifacts present with their sha256, the version is a dotted number newer
+than the active one and not on disk already (so a replayed old bundle cannot roll the gateway back),
+and every artifact's Ed25519 signature. It writes into a hidden temporary folder beside the target,
+fsyncs, verifies the written copy, then renames it into place: a crash leaves the old state or the new
+one. Activation verifies the on-disk version again, then swaps `current` with an atomic rename.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ModelError
+from agent.inference.card import CARD_FILE, ModelCard, load_card, parse_card
+from agent.inference.signing import SIGNATURE_FILE, verify_model
+from agent.remote.envelope import CommandRefusedError
+
+CURRENT = "current"
+_VERSION = re.compile(r"^\d{1,9}(\.\d{1,9}){0,3}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str
+    version: str
+    active: bool
+    managed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "active": self.active, "managed": self.managed}
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'1.10.2' -> (1, 10, 2); only dotted numbers compare unambiguously, so nothing else is accepted."""
+    if not isinstance(text, str) or not _VERSION.match(text):
+        raise CommandRefusedError("refused", "model version must be dotted numbers, e.g. 1.2.0")
+    parts = tuple(int(p) for p in text.split("."))
+    return parts + (0,) * (4 - len(parts))  # 1.2 == 1.2.0
+
+
+def _plain_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..", CURRENT):
+        raise CommandRefusedError("bad_request", f"{what} must be a plain file name ([A-Za-z0-9._-], <= 64)")
+    return name
+
+
+def pack_bundle(model_dir: Path) -> dict[str, Any]:
+    """A model folder (card, artifacts, signature.json) as a bundle document (operator/tools side)."""
+    card = load_card(model_dir)
+    files = {
+        a.file: base64.b64encode((model_dir / a.file).read_bytes()).decode("ascii")
+        for a in card.artifacts.values()
+    }
+    signature = json.loads((model_dir / SIGNATURE_FILE).read_text(encoding="utf-8"))
+    return {"card": dict(card.raw), "files": files, "signature": signature}
+
+
+class ModelStore:
+    """List, install and activate models under one directory; verification with `public_key`."""
+
+    def __init__(self, root: Path, public_key: Path | None) -> None:
+        self.root = root
+        self.public_key = public_key
+
+    def active_version(self, name: str) -> str | None:
+        link = self.root / name / CURRENT
+        if not link.is_symlink():
+            return None
+        return link.readlink().name
+
+    def entries(self) -> list[ModelEntry]:
+        found: list[ModelEntry] = []
+        if not self.root.is_dir():
+            return found
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if (folder / CARD_FILE).is_file():  # the shipped, flat layout
+                version = _card_version(folder)
+                if version is not None:
+                    found.append(ModelEntry(folder.name, version, active=True, managed=False))
+                continue
+            active = self.active_version(folder.name)
+            for sub in sorted(folder.iterdir()):
+                if sub.is_dir() and not sub.is_symlink() and (sub / CARD_FILE).is_file():
+                    found.append(ModelEntry(folder.name, sub.name, sub.name == active, managed=True))
+        return found
+
+    # -- activation -------------------------------------------------------------------------------
+
+    def activate(self, name: object, version: object) -> str | None:
+        """Point `current` at an on-disk, verified version; returns the previously active version."""
+        name = _plain_name(name, "name")
+        version = _plain_name(version, "version")
+        folder = self.root / name / version
+        if not (folder / CARD_FILE).is_file() or (self.root / name / CARD_FILE).exists():
+            raise CommandRefusedError("refused", "no such managed model version on this gateway")
+        card = self._verify_folder(folder)
+        if card.name != name or card.version != version:
+            raise CommandRefusedError("refused", "the card's name/version do not match the folder")
+        previous = self.active_version(name)
+        self._point_current(name, version)
+        return previous
+
+    def _point_current(self, name: str, version: str) -> None:
+        link = self.root / name / CURRENT
+        tmp = self.root / name / f".{CURRENT}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(version)  # relative: the models dir may move
+        tmp.replace(link)
+        _fsync_dir(link.parent)
+
+    def restore(self, name: str, previous: str | None) -> None:
+        """Undo an activation (the new version failed the reload check)."""
+        if previous is None:
+            (self.root / name / CURRENT).unlink(missing_ok=True)
+        else:
+            self._point_current(name, previous)
+
+    def _verify_folder(self, folder: Path) -> ModelCard:
+        if self.public_key is None:
+            raise CommandRefusedError(
+                "refused", "no model public key configured: cannot tell signed from unsigned"
+            )
+        try:
+            card = load_card(folder)
+            for artifact in card.artifacts.values():
+                data = (folder / artifact.file).read_bytes()
+                if hashlib.sha256(data).hexdigest() != artifact.sha256:
+                    raise ModelError(card.name, f"{artifact.file} does not match its card")
+                verify_model(folder, card, artifact.file, data, self.public_key)
+        except ModelError as exc:
+            raise CommandRefusedError("refused", exc.reason) from None
+        except OSError as exc:
+            raise CommandRefusedError("refused", f"model files unreadable: {exc.strerror or exc}") from None
+        return card
+
+    # -- installation -----------------------------------------------------------------------------
+
+    def install(self, bundle: object) -> ModelCard:
+        """Check and write a bundle as `<name>/<version>/`; it is not activated here."""
+        if not isinstance(bundle, Mapping):
+            raise CommandRefusedError("bad_request", "'bundle' must be an object with card, files, signature")
+        raw_card, files, signature = bundle.get("card"), bundle.get("files"), bundle.get("signature")
+        if not isinstance(raw_card, dict) or not isinstance(files, dict) or not isinstance(signature, dict):
+            raise CommandRefusedError("bad_request", "'bundle' needs objects 'card', 'files' and 'signature'")
+        try:
+            card = parse_card(raw_card, "bundle")
+        except ModelError as exc:
+            raise CommandRefusedError("refused", f"bad model card: {exc.reason}") from None
+        name, version = _plain_name(card.name, "card name"), _plain_name(card.version, "card version")
+        expected = {a.file for a in card.artifacts.values()}
+        if set(files) != expected:
+            raise CommandRefusedError("refused", "the bundle's files are not exactly the card's artifacts")
+        blobs = {_plain_name(f, "file name"): _b64(files[f]) for f in sorted(files)}
+        if (self.root / name / CARD_FILE).exists():
+            raise CommandRefusedError("refused", "this model is in the unmanaged (flat) layout here")
+        self._check_newer(name, version)
+        if self.public_key is None:
+            raise CommandRefusedError(
+                "refused", "no model public key configured: unsigned bundles are refused"
+            )
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder))
+        try:
+            for file_name, data in blobs.items():
+                _write_synced(tmp / file_name, data)
+            _write_synced(tmp / CARD_FILE, json.dumps(raw_card, indent=2).encode("utf-8"))
+            _write_synced(tmp / SIGNATURE_FILE, json.dumps(signature, indent=2).encode("utf-8"))
+            self._verify_folder(tmp)  # the copy on disk is what gets checked, and later loaded
+            self._check_newer(name, version)  # nothing raced us
+            tmp.rename(folder / version)
+            _fsync_dir(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return card
+
+    def _check_newer(self, name: str, version: str) -> None:
+        new = parse_version(version)
+        if (self.root / name / version).exists():
+            raise CommandRefusedError("refused", "this version is already installed")
+        active = self.active_version(name)
+        if active is not None and new <= parse_version(active):
+            raise CommandRefusedError(
+                "refused", "version is not newer than the active one (anti-rollback); activate it instead"
+            )
+
+
+def _b64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise CommandRefusedError("bad_request", "bundle files must be base64 strings")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise CommandRefusedError("bad_request", "a bundle file is not valid base64") from None
+
+
+def _card_version(folder: Path) -> str | None:
+    try:
+        return load_card(folder).version
+    except ModelError:
+        return None
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

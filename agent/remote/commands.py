@@ -1,0 +1,208 @@
+"""Remote commands: authenticate, check, dispatch and answer each message of `{root}/cmd/<name>`.
+
+Strategy: `RemoteCommands.submit` is the uplink's `on_command` (called on the asyncio loop). It starts
+one task per command (at most MAX_PENDING at once; more are answered "busy"), so a snippet that waits
+for data or a bundle being verified never holds up the pipeline. Each task runs the same gauntlet:
+the topic must be this gateway's command topic with a known name, the payload within size, the
+envelope's signature valid (`agent.remote.envelope`), the body aimed at this gateway and this command,
+the command in `remote.allowed_commands`, and the command fresh and never seen before. Only then is
+it dispatched. Every outcome is answered on the request's ResponseTopic (or `{root}/cmd/response`)
+with its CorrelationData, as an `edge-agent/response/1` document. Refusals are logged by code and
+command name only: no identifiers, topics or values reach the log.
+
+Reloads take the SIGHUP road: the new file is checked here first (so problems can be answered), then
+the agent's reload event is set and the session's own `try_reload` switches over. Model activation
+checks the reload with the new `current` link in place and puts the old link back if it is refused.
+Slow or blocking work (JSON of a large bundle, signatures, file writes, the reload check, which loads
+models) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.config.schema import REMOTE_COMMANDS, AgentConfig
+from agent.errors import ModelError
+from agent.inference.signing import load_public_key
+from agent.readings import Reading
+from agent.remote.bundles import ModelStore
+from agent.remote.envelope import CommandRefusedError, ReplayGuard, check_body, open_envelope, response
+from agent.remote.snippets import SnippetTaps
+from agent.uplink.mqtt import Command
+from agent.uplink.topics import Topics
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 4  # commands running at once (snippets wait for data); more are answered "busy"
+Respond = Callable[[Command, bytes], None]
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class RemoteCommands:
+    """The command handler of one session. `bind` the uplink's `respond` and the status snapshot."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        topics: Topics,
+        state_dir: Path,
+        pseudonym: Callable[[str], str],
+        *,
+        check_reload: Callable[[], list[str]],
+        request_reload: Callable[[], None],
+    ) -> None:
+        remote = cfg.remote
+        self.cfg = cfg
+        self.topics = topics
+        self.key: Ed25519PublicKey | None = (
+            _load_key(remote.public_key_file) if remote.public_key_file is not None else None
+        )
+        self.store = ModelStore(
+            remote.models_dir or state_dir / "models", remote.model_public_key_file or remote.public_key_file
+        )
+        self.guard = ReplayGuard(state_dir, remote.max_age_s)
+        self.snippets = SnippetTaps(cfg, pseudonym)
+        self._check_reload = check_reload
+        self._request_reload = request_reload
+        self._respond: Respond | None = None
+        self._snapshot: Snapshot | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._prefix = f"{topics.root}/cmd/"
+
+    def bind(self, respond: Respond, snapshot: Snapshot) -> None:
+        self._respond = respond
+        self._snapshot = snapshot
+
+    def feed(self, readings: list[Reading]) -> None:
+        """Every batch the pipeline saw (for snippets); nearly free when no snippet is open."""
+        self.snippets.feed(readings)
+
+    def submit(self, command: Command) -> None:
+        """The uplink's `on_command` (asyncio loop thread): run the command in its own task."""
+        if len(self._tasks) >= MAX_PENDING:
+            log.warning("remote command refused: busy")
+            self._answer(command, None, error=CommandRefusedError("busy", "too many commands in progress"))
+            return
+        task = asyncio.get_running_loop().create_task(self._handle(command), name="remote command")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """End with the session: running commands are answered "interrupted"."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the gauntlet -----------------------------------------------------------------------------
+
+    async def _handle(self, command: Command) -> None:
+        name: str | None = None
+        try:
+            name = self._name(command.topic)
+            if len(command.payload) > self.cfg.remote.max_bundle_bytes:
+                raise CommandRefusedError(
+                    "too_large", f"payload over {self.cfg.remote.max_bundle_bytes} bytes"
+                )
+            doc, signed = await asyncio.to_thread(open_envelope, command.payload, self.key)
+            if not signed and not self.cfg.remote.allow_unsigned:
+                raise CommandRefusedError("bad_signature", "unsigned commands are not accepted")
+            nonce, issued_at, args = check_body(doc, target=self.topics.root, command=name)
+            if name not in self.cfg.remote.allowed_commands:
+                raise CommandRefusedError("not_allowed", "this command is not allowed on this gateway")
+            self.guard.admit(nonce, issued_at)
+            log.info("remote command %s accepted", name)
+            result = await self._dispatch(name, args)
+        except CommandRefusedError as exc:
+            log.warning("remote command %s refused: %s", name or "(unknown)", exc.code)
+            self._answer(command, name, error=exc)
+            return
+        except asyncio.CancelledError:
+            self._answer(command, name, error=CommandRefusedError("interrupted", "the session ended first"))
+            raise
+        except Exception as exc:  # a command must never take the session down
+            log.error("remote command %s failed: %s", name or "(unknown)", type(exc).__name__)
+            self._answer(command, name, error=CommandRefusedError("failed", type(exc).__name__))
+            return
+        self._answer(command, name, result=result)
+
+    def _name(self, topic: str) -> str:
+        if not topic.startswith(self._prefix):
+            raise CommandRefusedError("bad_topic", "not this gateway's command topic")
+        name = topic[len(self._prefix) :]
+        if name not in REMOTE_COMMANDS:
+            raise CommandRefusedError("unknown_command", f"known commands: {', '.join(REMOTE_COMMANDS)}")
+        return name
+
+    def _answer(
+        self,
+        command: Command,
+        name: str | None,
+        *,
+        result: Any = None,
+        error: CommandRefusedError | None = None,
+    ) -> None:
+        if self._respond is None:
+            return
+        try:
+            self._respond(command, response(name, result=result, error=error))
+        except ValueError:  # a response topic paho will not publish to (wildcards)
+            log.warning("remote command %s: response topic unusable", name or "(unknown)")
+
+    # -- the commands -----------------------------------------------------------------------------
+
+    async def _dispatch(self, name: str, args: Mapping[str, Any]) -> Any:
+        if name == "status":
+            return self._snapshot() if self._snapshot is not None else {}
+        if name == "reload":
+            await self._reload_checked()
+            return {"accepted": True}
+        if name == "models/list":
+            entries = await asyncio.to_thread(self.store.entries)
+            return {"models": [e.to_json() for e in entries]}
+        if name == "models/activate":
+            return await self._activate(args.get("name"), args.get("version"), args.get("reload", True))
+        if name == "models/install":
+            card = await asyncio.to_thread(self.store.install, args.get("bundle"))
+            log.info("remote: model installed (%s)", card.version)
+            result: dict[str, Any] = {"name": card.name, "version": card.version, "installed": True}
+            if args.get("activate", False):
+                result["activation"] = await self._activate(card.name, card.version, args.get("reload", True))
+            return result
+        if name == "snippet":
+            return await self.snippets.record(args)
+        raise CommandRefusedError("unknown_command", "no handler")  # REMOTE_COMMANDS and this list disagree
+
+    async def _reload_checked(self) -> None:
+        problems = await asyncio.to_thread(self._check_reload)
+        if problems:
+            raise CommandRefusedError(
+                "refused", "the config file was refused; the running one stays", problems
+            )
+        self._request_reload()
+
+    async def _activate(self, name: object, version: object, reload: object) -> dict[str, Any]:
+        previous = await asyncio.to_thread(self.store.activate, name, version)
+        assert isinstance(name, str)  # activate checked it
+        if reload is not False:
+            try:
+                await self._reload_checked()
+            except CommandRefusedError:
+                await asyncio.to_thread(self.store.restore, name, previous)
+                raise
+        log.info("remote: model activated")
+        return {"name": name, "version": version, "previous": previous, "reloading": reload is not False}
+
+
+def _load_key(path: Path) -> Ed25519PublicKey:
+    try:
+        return load_public_key(path, "remote commands")
+    except ModelError as exc:
+        from agent.errors import ConfigError
+
+        raise ConfigError("remote.public_key_file", exc.reason) from None

@@ -1,0 +1,196 @@
+"""The wire format of remote commands: signed envelopes in, versioned responses out, replays refused.
+
+Strategy: a command is a small JSON *body* ({"schema", "target", "command", "issued_at", "nonce",
+"args"}). With a public key configured the payload is an envelope {"signed": <the body as a JSON
+text>, "signature": <base64 Ed25519>} and the signature covers a domain tag plus the exact UTF-8 bytes
+of that text, so no canonical JSON form is needed and any language can sign. The body binds itself to
+one gateway (`target` is the topic root `{prefix}/{site}/{gateway}`) and to one command (it must name
+the command of the topic it came on), so a signed command cannot be redirected to another gateway or
+turned into another command. Freshness: `issued_at` must be within `max_age_s` of the gateway clock
+and each `nonce` is accepted once; nonces are kept (atomically, in the state dir) for twice that age,
+so neither a restart nor a reload reopens the window for a replay.
+
+Every refusal is a `CommandRefusedError` with a stable `code`; the messages never quote payload values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.errors import AgentError
+from agent.state import read_json, write_json
+
+COMMAND_SCHEMA = "edge-agent/command/1"
+RESPONSE_SCHEMA = "edge-agent/response/1"
+DOMAIN = b"edge-agent command v1\n"
+NONCE_FILE = "remote-nonces.json"
+MAX_NONCES = 4096  # accepted commands remembered at once; more within one window are refused
+_NONCE_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+
+
+class CommandRefusedError(AgentError):
+    """A command the gateway will not run. `code` is the response's error code."""
+
+    def __init__(self, code: str, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.problems = problems or []  # e.g. why a reload was refused, one line each
+
+
+@dataclass(frozen=True, slots=True)
+class CommandBody:
+    """An authenticated, fresh command, ready to dispatch."""
+
+    command: str
+    nonce: str
+    issued_at: float
+    args: Mapping[str, Any] = field(default_factory=dict)
+    signed: bool = False
+
+
+def sign_command(
+    key: Ed25519PrivateKey,
+    target: str,
+    command: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    issued_at: float | None = None,
+    nonce: str | None = None,
+) -> bytes:
+    """The payload to publish on `{target}/cmd/{command}` (operator side; the key never is on a gateway)."""
+    body = json.dumps(
+        {
+            "schema": COMMAND_SCHEMA,
+            "target": target,
+            "command": command,
+            "issued_at": time.time() if issued_at is None else issued_at,
+            "nonce": nonce or base64.urlsafe_b64encode(_random(18)).decode().rstrip("="),
+            "args": dict(args or {}),
+        },
+        separators=(",", ":"),
+    )
+    signature = key.sign(DOMAIN + body.encode("utf-8"))
+    return json.dumps({"signed": body, "signature": base64.b64encode(signature).decode()}).encode()
+
+
+def _random(n: int) -> bytes:
+    import secrets
+
+    return secrets.token_bytes(n)
+
+
+def open_envelope(payload: bytes, key: Ed25519PublicKey | None) -> tuple[dict[str, Any], bool]:
+    """The command body and whether it was signature-checked; unsigned bodies only when `key` is None."""
+    doc = _json_object(payload, "payload")
+    if "signed" in doc or "signature" in doc:
+        text, encoded = doc.get("signed"), doc.get("signature")
+        if not isinstance(text, str) or not isinstance(encoded, str):
+            raise CommandRefusedError(
+                "bad_request", "an envelope needs string fields 'signed' and 'signature'"
+            )
+        if key is None:
+            # No key to check with: the signature proves nothing, the body is taken as unsigned.
+            return _json_object(text.encode("utf-8"), "signed"), False
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+            key.verify(signature, DOMAIN + text.encode("utf-8"))
+        except (binascii.Error, ValueError, InvalidSignature):
+            raise CommandRefusedError(
+                "bad_signature", "the signature does not verify with the configured key"
+            ) from None
+        return _json_object(text.encode("utf-8"), "signed"), True
+    if key is not None:
+        raise CommandRefusedError("bad_signature", "unsigned command, and a public key is configured")
+    return doc, False
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CommandRefusedError("bad_request", f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise CommandRefusedError("bad_request", f"{what} must be a JSON object")
+    return doc
+
+
+def check_body(doc: Mapping[str, Any], *, target: str, command: str) -> tuple[str, float, Mapping[str, Any]]:
+    """Schema, target, command and field types: (nonce, issued_at, args)."""
+    if doc.get("schema") != COMMAND_SCHEMA:
+        raise CommandRefusedError("bad_request", f"'schema' must be {COMMAND_SCHEMA!r}")
+    if doc.get("target") != target:
+        raise CommandRefusedError("bad_request", "'target' does not name this gateway")
+    if doc.get("command") != command:
+        raise CommandRefusedError("bad_request", "'command' does not match the topic it was sent on")
+    issued_at = doc.get("issued_at")
+    if isinstance(issued_at, bool) or not isinstance(issued_at, int | float) or not math.isfinite(issued_at):
+        raise CommandRefusedError("bad_request", "'issued_at' must be Unix seconds")
+    nonce = doc.get("nonce")
+    if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128 or not set(nonce) <= _NONCE_CHARS:
+        raise CommandRefusedError("bad_request", "'nonce' must be 16-128 characters of [A-Za-z0-9_-]")
+    args = doc.get("args", {})
+    if not isinstance(args, dict):
+        raise CommandRefusedError("bad_request", "'args' must be a JSON object")
+    return nonce, float(issued_at), args
+
+
+class ReplayGuard:
+    """Accepts each nonce once and only fresh commands; remembers nonces across restarts."""
+
+    def __init__(self, state_dir: Path, max_age_s: float, clock: Any = time.time) -> None:
+        self.path = state_dir / NONCE_FILE
+        self.max_age_s = max_age_s
+        self._clock = clock
+        saved = read_json(self.path) or {}
+        self._seen: dict[str, float] = {
+            k: float(v) for k, v in saved.items() if isinstance(k, str) and isinstance(v, int | float)
+        }
+
+    def admit(self, nonce: str, issued_at: float) -> None:
+        """Raise CommandRefusedError for a stale or replayed command; otherwise remember its nonce."""
+        now = self._clock()
+        if abs(now - issued_at) > self.max_age_s:
+            raise CommandRefusedError(
+                "stale", f"issued_at is more than {self.max_age_s:g} s from the gateway clock"
+            )
+        horizon = now - 2 * self.max_age_s
+        self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+        if nonce in self._seen:
+            raise CommandRefusedError("replayed", "this nonce was already used")
+        if len(self._seen) >= MAX_NONCES:
+            raise CommandRefusedError("busy", "too many commands within the freshness window")
+        self._seen[nonce] = issued_at
+        write_json(self.path, dict(self._seen))
+
+
+def response(command: str | None, *, result: Any = None, error: CommandRefusedError | None = None) -> bytes:
+    """A response document (schema edge-agent/response/1) as bytes."""
+    doc: dict[str, Any] = {"schema": RESPONSE_SCHEMA, "command": command, "ok": error is None}
+    if error is None:
+        doc["result"] = result if result is not None else {}
+    else:
+        doc["error"] = {"code": error.code, "message": error.message}
+        if error.problems:
+            doc["error"]["problems"] = error.problems
+    doc["time"] = round(time.time(), 3)
+    return json.dumps(doc, separators=(",", ":"), default=_jsonable).encode("utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
