@@ -28,7 +28,9 @@ class RobustBaseline:
 def nan_median(values: FloatArray, axis: int = 1) -> tuple[FloatArray, FloatArray]:
     """(median, count of valid samples) along `axis`; median NaN where no sample is valid."""
     ordered = np.sort(values, axis=axis)
-    count = np.sum(~np.isnan(values), axis=axis)
+    # Summing booleans along a middle axis with a short last axis (S, N, C) is strided and ~6x slower
+    # than along a contiguous last axis: lay the axis out last first (a cheap boolean copy).
+    count = np.ascontiguousarray(~np.isnan(np.moveaxis(values, axis, -1))).sum(axis=-1)
     last = np.maximum(count - 1, 0)
     lo = np.take_along_axis(ordered, np.expand_dims(last // 2, axis), axis=axis)
     hi = np.take_along_axis(ordered, np.expand_dims((last + 1) // 2, axis), axis=axis)
