@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for per-series replays")
     parser.add_argument("--limit", type=int, default=0, help="only the first N series (a quick look)")
     parser.add_argument(
-        "--calibrate-rows", type=int, default=None, help="baseline rows per series (skab: 400)"
+        "--calibrate-rows",
+        type=int,
+        default=None,
+        help="baseline rows per series (default: skab 400, nab its probation rows, others none)",
     )
     parser.add_argument("--target-fa-per-hour", type=float, default=1.0, help="calibration target")
     parser.add_argument("--hours", type=float, default=24.0, help="simulator: hours per device")
