@@ -81,8 +81,9 @@ class QualityGate:
         few array operations for all of them; a per-reading check costs more than the check itself.
         Anything else falls back to `screen` one by one."""
         first = readings[0]
-        channels, n = first.channels, first.n_samples
-        if len(readings) < 4 or any(r.channels != channels or r.n_samples != n for r in readings):
+        channels, shape = first.channels, first.values.shape
+        n = shape[0]
+        if len(readings) < 4 or any(r.values.shape != shape or r.channels != channels for r in readings):
             screened = [self.screen(r) for r in readings]
             return [v for v, _, _ in screened], [int(q) for _, q, _ in screened], [b for _, _, b in screened]
         plan = self._plans.get(channels)
