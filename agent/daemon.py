@@ -33,7 +33,7 @@ from agent.pipeline import Pipeline, build_detectors
 from agent.pipeline.technical import ThresholdAlarm
 from agent.privacy import Pseudonymizer, load_or_create_key
 from agent.readings import Reading
-from agent.remote import RemoteCommands
+from agent.remote import RemoteCommands, check_remote
 from agent.sources import check_transport, open_source
 from agent.state import ensure_state_dir, next_session, read_json, write_json
 from agent.status import LAST_HEARTBEAT, StatusServer
@@ -66,6 +66,7 @@ def preflight(config: AgentConfig) -> None:
         build_detectors(config)
     except InvalidConfigError as exc:
         problems += exc.errors
+    problems += check_remote(config)
     if problems:
         raise InvalidConfigError(str(config.source_path or "<config>"), problems)
 

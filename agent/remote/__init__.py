@@ -5,7 +5,7 @@
 """
 
 from agent.remote.bundles import ModelStore, pack_bundle
-from agent.remote.commands import RemoteCommands
+from agent.remote.commands import RemoteCommands, check_remote
 from agent.remote.envelope import COMMAND_SCHEMA, RESPONSE_SCHEMA, CommandRefusedError, sign_command
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CommandRefusedError",
     "ModelStore",
     "RemoteCommands",
+    "check_remote",
     "pack_bundle",
     "sign_command",
 ]

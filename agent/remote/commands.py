@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.config.schema import REMOTE_COMMANDS, AgentConfig
-from agent.errors import ModelError
+from agent.errors import ConfigError, ModelError
 from agent.inference.signing import load_public_key
 from agent.readings import Reading
 from agent.remote.bundles import ModelStore
@@ -199,10 +199,25 @@ class RemoteCommands:
         return {"name": name, "version": version, "previous": previous, "reloading": reload is not False}
 
 
-def _load_key(path: Path) -> Ed25519PublicKey:
+def _load_key(path: Path, key: str = "remote.public_key_file") -> Ed25519PublicKey:
     try:
         return load_public_key(path, "remote commands")
     except ModelError as exc:
-        from agent.errors import ConfigError
+        raise ConfigError(key, exc.reason) from None
 
-        raise ConfigError("remote.public_key_file", exc.reason) from None
+
+def check_remote(cfg: AgentConfig) -> list[ConfigError]:
+    """The [remote] problems only visible by reading its key files (for preflight / check-config)."""
+    problems: list[ConfigError] = []
+    if not cfg.remote.enabled:
+        return problems
+    for key, path in (
+        ("remote.public_key_file", cfg.remote.public_key_file),
+        ("remote.model_public_key_file", cfg.remote.model_public_key_file),
+    ):
+        if path is not None:
+            try:
+                _load_key(path, key)
+            except ConfigError as exc:
+                problems.append(exc)
+    return problems

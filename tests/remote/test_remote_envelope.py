@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config.loader import parse_config
 from agent.errors import InvalidConfigError
-from agent.remote.commands import RemoteCommands
+from agent.remote.commands import RemoteCommands, check_remote
 from agent.remote.envelope import (
     CommandRefusedError,
     ReplayGuard,
@@ -95,6 +95,7 @@ def test_remote_table_is_checked(tmp_path: Path) -> None:
     key.write_text("-")
     cfg = parse_config({**BASE, "remote": {"enabled": True, "public_key_file": "ops.pub"}}, base_dir=tmp_path)
     assert cfg.remote.enabled and cfg.remote.public_key_file == key.resolve()
+    assert [e.path for e in check_remote(cfg)] == ["remote.public_key_file"]  # "-" is not a PEM key
     assert parse_config(BASE, base_dir=tmp_path).remote.enabled is False
     bad = {"enabled": True, "allowed_commands": ["status", "shell"], "snippet_devices": ["nope"]}
     with pytest.raises(InvalidConfigError) as info:
