@@ -16,6 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -25,6 +26,7 @@ from agent.daemon import Agent
 from agent.localbroker import LocalBroker
 from agent.privacy import Pseudonymizer, load_or_create_key
 from agent.remote import ModelStore, pack_bundle, sign_command
+from agent.remote.client import main as client_main
 from agent.uplink.connection import new_properties
 
 from .conftest import signed_model
@@ -303,3 +305,25 @@ def bundle_at(tmp_path: Path, backend: Backend, version: str) -> dict[str, Any]:
 
 def _port(config_text: str) -> int:
     return int(config_text.split("127.0.0.1:", 1)[1].split('"', 1)[0])
+
+
+def test_the_operator_client_sends_and_prints_the_answer(
+    running: tuple[Path, Backend, dict[str, Any]],
+    tmp_path: Path,
+    mosquitto: LocalBroker,
+    private_key: Ed25519PrivateKey,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key_file = tmp_path / "ops.key"
+    key_file.write_bytes(
+        private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    common = ["--root", ROOT, "--key", str(key_file), "--url", f"mqtt://127.0.0.1:{mosquitto.port}"]
+    assert client_main(["send", "models/list", *common]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ok"] and printed["result"]["models"][0]["version"] == "1.0.0"
+    bundle_dir = signed_model(tmp_path / "build" / "0.1.0", "0.1.0", private_key)
+    assert client_main(["send", "models/install", *common, "--bundle", str(bundle_dir)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "refused"  # older than the active one

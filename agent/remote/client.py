@@ -1,0 +1,121 @@
+"""Operator-side command line: sign a command, send it over MQTT v5 and print the gateway's response.
+
+    python -m agent.remote.client send --url mqtt://broker:1883 --root edge/lab/gw-1 --key ops.key status
+    python -m agent.remote.client send ... models/install --bundle build/ecg-beat --args '{"activate": true}'
+    python -m agent.remote.client sign --root edge/lab/gw-1 --key ops.key status > cmd.json  # mosquitto_pub
+
+`send` publishes on `{root}/cmd/<name>` (QoS 1) with a fresh ResponseTopic and CorrelationData, waits
+for the answer carrying that correlation data and prints it; exit status 0 if it says ok, 1 if not, 2
+on timeout. The private key stays on the operator's machine; this module is never used by the agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+
+from agent.remote.bundles import pack_bundle
+from agent.remote.envelope import sign_command
+from agent.uplink.connection import new_properties
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SystemExit(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def build_payload(args: argparse.Namespace) -> bytes:
+    command_args: dict[str, Any] = json.loads(args.args) if args.args else {}
+    if args.bundle is not None:
+        command_args["bundle"] = pack_bundle(args.bundle)
+    return sign_command(load_private_key(args.key), args.root, args.command, command_args)
+
+
+def send(args: argparse.Namespace, payload: bytes) -> dict[str, Any] | None:
+    url = urlsplit(args.url)
+    correlation = uuid.uuid4().bytes
+    reply_topic = f"{args.reply_prefix}/{uuid.uuid4().hex}"
+    answer: dict[str, Any] = {}
+    got = threading.Event()
+    ready = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if getattr(msg.properties, "CorrelationData", None) == correlation:
+            answer.update(json.loads(msg.payload))
+            got.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if url.scheme == "mqtts":
+        client.tls_set(ca_certs=args.cafile, certfile=args.cert, keyfile=args.cert_key)
+    if args.username:
+        password = Path(args.password_file).read_text().strip() if args.password_file else None
+        client.username_pw_set(args.username, password)
+    client.on_message = on_message
+    client.on_subscribe = lambda *_a: ready.set()
+    client.connect(url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883))
+    client.loop_start()
+    try:
+        client.subscribe(reply_topic, qos=1)
+        if not ready.wait(args.timeout):
+            return None
+        props = new_properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = reply_topic
+        props.CorrelationData = correlation
+        client.publish(f"{args.root}/cmd/{args.command}", payload, qos=1, properties=props)
+        return answer if got.wait(args.timeout) else None
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="sign and send edge-agent remote commands")
+    sub = p.add_subparsers(dest="action", required=True)
+    for action in ("send", "sign"):
+        s = sub.add_parser(action)
+        s.add_argument(
+            "command", help="status, reload, models/list, models/activate, models/install, snippet"
+        )
+        s.add_argument("--root", required=True, help="the gateway's topic root {prefix}/{site}/{gateway}")
+        s.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM) of the operator")
+        s.add_argument("--args", default="", help="the command's arguments as a JSON object")
+        s.add_argument("--bundle", type=Path, help="models/install: a signed model folder to pack")
+        if action == "send":
+            s.add_argument("--url", required=True, help="mqtt://host:port or mqtts://host:port")
+            s.add_argument("--cafile")
+            s.add_argument("--cert")
+            s.add_argument("--cert-key")
+            s.add_argument("--username")
+            s.add_argument("--password-file")
+            s.add_argument("--reply-prefix", default="edge-ops/replies")
+            s.add_argument("--timeout", type=float, default=30.0)
+    args = p.parse_args(argv)
+    payload = build_payload(args)
+    if args.action == "sign":
+        sys.stdout.write(payload.decode() + "\n")
+        return 0
+    answer = send(args, payload)
+    if answer is None:
+        print("no response within the timeout", file=sys.stderr)
+        return 2
+    print(json.dumps(answer, indent=2))
+    return 0 if answer.get("ok") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
