@@ -17,6 +17,7 @@ report. Counts persist with the detector state.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -119,3 +120,11 @@ class DesaturationDetector(StreamingDetector):
         hours = self._slot_state("seconds", slots, 0.0)[:, 0] / 3600.0
         out: FloatArray = np.divide(events, hours, out=np.full(len(slots), np.nan), where=hours > 0)
         return out
+
+    def desaturation_indices(self, streams: Sequence[str]) -> dict[str, float]:
+        """ODI per stream id, given the stream ids in slot order (a stream pipeline's
+        `windows.streams`); streams not scored yet are left out. For the heartbeat or a report."""
+        if not streams:
+            return {}
+        odi = self.desaturation_index(np.arange(len(streams), dtype=np.int64))
+        return {name: float(v) for name, v in zip(streams, odi, strict=True) if np.isfinite(v)}

@@ -102,3 +102,14 @@ def test_hop_longer_than_the_duration_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         make(duration_s=5, hop_s=10)
     assert err.value.path == "detectors.desat.params.hop_s"
+
+
+def test_indices_by_stream_for_the_heartbeat() -> None:
+    rng = np.random.default_rng(5)
+    spo2 = np.stack([quiet(rng, 1200), quiet(rng, 1200)])
+    dip(spo2[1], 600, 30, 6.0)
+    d = make()
+    run(d, spo2[:, :, None])
+    odi = d.desaturation_indices(["a/vitals", "b/vitals", "c/vitals"])
+    assert odi["a/vitals"] == 0.0 and odi["b/vitals"] > 0
+    assert "c/vitals" not in odi  # never scored
