@@ -132,7 +132,7 @@ def test_replay_goes_through_the_pipeline_and_records_its_scores(tmp_path: Path)
 
 
 def test_the_cli_scores_a_nab_format_corpus_end_to_end(tmp_path: Path) -> None:
-    """A two-series corpus in NAB's layout: a spike inside the labelled window is found, the report says so."""
+    """Two series in NAB's layout: the spike inside each labelled window is found and reported."""
     from tools.evaluate.__main__ import main
 
     root = tmp_path / "nab"
