@@ -18,9 +18,10 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
 4. Irregularity: the median of |ΔRR| / trend over the last `irregularity_beats` (8) clean differences.
    The median of 8 makes a lone surviving ectopic or artifact unable to move the score.
 5. Bias: on sinus rhythm the median |ΔRR|/RR is not zero (respiratory sinus arrhythmia, RR jitter of
-   a beat detector) and it grows at low heart rates. The score subtracts an optional `bias` (the typical
-   sinus irregularity, 0 by default) scaled by trend/0.8 s, so one threshold can serve slow and fast
-   hearts; the threshold (0.04 by default) was chosen on training subjects (docs/evaluation.md).
+   a beat detector), and RSA is larger at slow rates. The score subtracts an optional `bias` (the
+   typical sinus irregularity, 0 by default) scaled by trend/0.8 s. The default threshold 0.04 was
+   chosen looking at the CPSC-2021 sample; docs/evaluation.md and docs/benchmarks.md say how well it
+   holds when chosen per held-out subject.
 
 The score of a call is that of the newest beat, computed from the window's past beats only, so each beat
 is decided from past RR as it arrives. Stateless: the window is the state.
