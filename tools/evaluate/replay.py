@@ -17,6 +17,7 @@ import numpy as np
 
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, ScoreBlock, WindowBlock
+from agent.errors import ConfigError
 from agent.events import AlarmEvent, Phase
 from agent.pipeline import Pipeline
 from agent.readings import Reading
@@ -31,6 +32,7 @@ class Replayed:
     scores: dict[str, FloatArray]  # detector id -> (T,) score at each sample (NaN: none)
     thresholds: dict[str, float]
     events: list[AlarmEvent] = field(default_factory=list)
+    uncalibrated: list[str] = field(default_factory=list)  # detectors left at their configured threshold
 
     @property
     def starts(self) -> FloatArray:
@@ -79,13 +81,21 @@ def _tap(detector: Detector, sink: list[tuple[FloatArray, FloatArray]]) -> None:
     object.__setattr__(detector, "score", tapped)
 
 
-def calibrate(pipeline: Pipeline, series: Series, rows: int, target_per_hour: float, hop_s: float) -> None:
-    """Calibrate every detector on the series' first `rows` samples (its baseline period)."""
+def calibrate(
+    pipeline: Pipeline, series: Series, rows: int, target_per_hour: float, hop_s: float
+) -> list[str]:
+    """Calibrate every detector on the series' first `rows` samples (its baseline period); returns the
+    ids of detectors that could not be (baseline shorter than their window): they keep their config."""
+    skipped = []
     for detector in pipeline.detectors:
         columns = [series.channels.index(c) for c in detector.channels]
         normal = series.values[None, :rows, columns]
         block = WindowBlock(normal, np.zeros(1, np.int64), series.times[rows - 1 : rows].copy(), 1)
-        detector.calibrate(block, target_per_hour, hop_s * detector.hop)
+        try:
+            detector.calibrate(block, target_per_hour, hop_s * detector.hop)
+        except ConfigError:
+            skipped.append(detector.id)
+    return skipped
 
 
 def replay(
@@ -103,8 +113,9 @@ def replay(
     rates = {d.rate_hz for d in config.detectors}
     config = dataclasses.replace(config, devices=())
     pipeline = Pipeline(config, lambda device: device)
+    uncalibrated = []
     if calibrate_rows:
-        calibrate(pipeline, series, calibrate_rows, target_per_hour, 1.0 / max(rates))
+        uncalibrated = calibrate(pipeline, series, calibrate_rows, target_per_hour, 1.0 / max(rates))
     sinks: dict[str, list[tuple[FloatArray, FloatArray]]] = {}
     for detector in pipeline.detectors:
         _tap(detector, sinks.setdefault(detector.id, []))
@@ -120,4 +131,4 @@ def replay(
             out[index[ok]] = values[ok]
         scores[detector_id] = out
     thresholds = {d.id: float(getattr(d, "threshold", np.nan)) for d in pipeline.detectors}
-    return Replayed(series, scores, thresholds, events)
+    return Replayed(series, scores, thresholds, events, uncalibrated)

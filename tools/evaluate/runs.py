@@ -34,7 +34,10 @@ from tools.evaluate.report import plot_series, table
 
 def _replay_job(job: tuple[Path, Series, int, float]) -> Replayed:
     config_path, series, rows, target = job
-    return replay(load_config(config_path), series, calibrate_rows=rows, target_per_hour=target)
+    try:
+        return replay(load_config(config_path), series, calibrate_rows=rows, target_per_hour=target)
+    except Exception as exc:  # agent errors do not pickle back from a worker: say which series failed
+        raise RuntimeError(f"{series.name}: {type(exc).__name__}: {exc}") from None
 
 
 def _replay_all(args: argparse.Namespace, series: list[Series], rows: int = 0) -> list[Replayed]:
@@ -118,6 +121,11 @@ def run_nab(args: argparse.Namespace) -> str:
         f"{events.median_delay_s:.0f} rows after the window opens, {events.false_alarms} starts outside "
         f"windows ({events.false_alarms / max(1, len(results)):.1f} per series).",
     ]
+    skipped = sum(1 for r in results if r.uncalibrated)
+    lines.append(
+        f"Calibrated on each series' probation rows at {args.target_fa_per_hour:g} exceedances/h; "
+        f"{skipped} series had a probation shorter than a window and kept the configured thresholds."
+    )
     lines += _plots(args, results, lambda r: (r.ensemble(), 1.0, "ensemble score / threshold"))
     return "\n".join(lines)
 
