@@ -9,8 +9,9 @@ is not counted). µs per sample = CPU / samples; streams
 per core = 10^6 / (µs per sample × samples per second of one stream).
 
 Real rate: a loop releases each reading at its simulated time (speed 1) and ingests whatever is due,
-like the daemon's pipeline task turning on its queue; the figure is CPU seconds per wall second, i.e.
-the share of one core those N streams cost, and µs per sample at that (small-batch) regime.
+like the daemon's pipeline task turning on its queue (at most once every `MIN_TURN_S`); the figure
+is CPU seconds per wall second, i.e. the share of one core those N streams cost, and µs per sample
+at that (small-batch) regime.
 
 Runtime ratio: during a flat-out run every batch handed to the backend is recorded; afterwards the
 same batches are replayed through the bare `backend.run` and timed the same way. Windows per CPU
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.daemon import MIN_TURN_S
 from agent.health import Health
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline import Pipeline
@@ -121,7 +123,7 @@ def real_rate(load: Workload, warmup_s: float, backend: str = "onnx") -> tuple[f
         health = Health()
         first = _warm(pipeline, health, load, warmup_s)
         cpu, samples = 0.0, 0
-        real0 = time.monotonic()
+        real0 = last_turn = time.monotonic()
         t_first: float | None = None
         for chunk in load.chunks(first, load.steps, max(1, round(1.0 / load.step_s))):
             if t_first is None:
@@ -138,8 +140,12 @@ def real_rate(load: Workload, warmup_s: float, backend: str = "onnx") -> tuple[f
                     cpu += spent
                     samples += sum(r.n_samples for r in chunk[i:j])
                     i = j
+                    last_turn = time.monotonic()
                 if i < len(chunk):
-                    ahead = chunk[i].wall_time - t_first - (time.monotonic() - real0)
+                    # Like the daemon's pipeline task: wait for the next reading, and turn at most
+                    # every MIN_TURN_S.
+                    due = real0 + chunk[i].wall_time - t_first
+                    ahead = max(due, last_turn + MIN_TURN_S) - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
         wall = time.monotonic() - real0
