@@ -6,8 +6,9 @@
     python -m tools.bench soak --minutes 10   # the daemon with faults: RSS, fds, threads every 30 s
     python -m tools.bench startup      # start-up to first inference, and import time
 
-Every command prints a Markdown table (and `--json` the raw figures). Absolute figures depend on the
-machine; ratios are measured side by side in one run.
+Every command prints its figures as JSON on stdout (progress on stderr). Absolute figures depend on
+the machine; ratios are measured side by side in one run. Results and commands: docs/benchmarks.md
+("Pipeline performance"); profiles and fixes: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -115,7 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("throughput", help="flat-out and real-rate throughput, runtime ratio")

@@ -58,7 +58,6 @@ def _status(pid: int | str = "self") -> dict[str, int]:
 
 def rss_child(backend: str, streams: int, seconds: float) -> dict[str, Any]:
     """Runs in the fresh child process."""
-    from agent.config import parse_config
     from agent.outbox import Outbox
     from agent.pipeline import Pipeline
     from agent.uplink.mqtt import MqttUplink
@@ -71,7 +70,6 @@ def rss_child(backend: str, streams: int, seconds: float) -> dict[str, Any]:
         cfg = dataclasses.replace(
             vitals, detectors=vitals.detectors + ecg.detectors, alarms=vitals.alarms + ecg.alarms
         )
-        del parse_config
         pipeline = Pipeline(cfg, _pseudonym)
         outbox = Outbox(cfg.outbox)
         uplink = MqttUplink(cfg.mqtt, Topics(cfg.mqtt.topic_prefix, "lab", "gw-bench"), outbox, 1)

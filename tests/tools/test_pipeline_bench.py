@@ -1,0 +1,42 @@
+"""tools/bench drives the real pipeline: tiny runs count what they fed and find what they injected.
+
+No timing is asserted (speed claims live in docs/benchmarks.md); these check that the benchmark measures
+the work it says it measures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tools.bench.scenarios import DISTINCT_SEEDS, ECG_HOP, workload
+from tools.bench.throughput import flat_out, runtime_ratio
+
+
+def test_workload_is_time_ordered_and_tiles_every_stream() -> None:
+    load = workload("vitals", 20, 12.0)
+    readings = load.readings(0, load.steps)
+    times = np.array([r.wall_time for r in readings])
+    assert np.all(np.diff(times) >= 0)
+    assert {r.stream for r in readings} == {f"dev{s:05d}/vitals" for s in range(20)}
+    assert len(readings) == 20 * load.steps
+    # copies of one seed play from different points: not all the same value at the same step
+    first_step = [r.values[0, 0] for r in load.readings(5, 6)[: 2 * DISTINCT_SEEDS]]
+    assert len(set(first_step)) > DISTINCT_SEEDS // 2
+
+
+def test_flat_out_counts_the_timed_samples_only() -> None:
+    load = workload("vitals", 10, 70.0)
+    result = flat_out(load, 60.0)
+    assert result.samples == 10 * (load.steps - load.step_of(60.0))
+    assert result.readings == result.samples  # vitals: one sample per reading
+    assert result.cpu_s > 0
+
+
+def test_ecg_runs_the_model_once_per_frame_and_the_ratio_compares_the_same_batches() -> None:
+    load = workload("ecg", 4, 3.0)
+    assert all(r.n_samples == ECG_HOP and r.channels == ("MLII",) for r in load.readings(0, 5))
+    ratio = runtime_ratio(load, 1.0)
+    timed_frames = 4 * (load.steps - load.step_of(1.0))
+    # a window per frame, except frames of a stream whose window has gaps or no contact (no verdict)
+    assert 0.5 * timed_frames <= ratio.windows <= timed_frames
+    assert 0 < ratio.bare_cpu_s < ratio.agent_cpu_s
