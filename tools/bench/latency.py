@@ -115,12 +115,16 @@ async def _run(
     for j, s in enumerate(quiet[: per_step * timed_steps]):
         probes[(s, first + 1 + j // per_step)] = True
 
+    probe_readings: set[int] = set()  # id() of the probe readings, to stamp their arrival
+
     def alter(s: int, k: int, r: Reading) -> Reading:
         if (s, k) not in probes:
             return r
         values = r.values.copy()
         values[0, r.channels.index("hr")] = PROBE_HR
-        return Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s, r.quality)
+        probe = Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s, r.quality)
+        probe_readings.add(id(probe))
+        return probe
 
     arrivals: dict[tuple[str, float], float] = {}
 
@@ -140,12 +144,16 @@ async def _run(
         i = 0
         while i < len(readings):
             now = time.monotonic() - real0
+            queue = session.queue
             while i < len(readings) and readings[i].wall_time - t_first <= now:
                 r = readings[i]
-                device = r.device
-                if (int(device[3:]), k) in probes:
-                    arrivals[(pseudonym(device), r.end_time)] = time.monotonic()
-                await session.queue.put(r)
+                if id(r) in probe_readings:
+                    probe_readings.discard(id(r))  # ids are reused once a reading is freed
+                    arrivals[(pseudonym(r.device), r.end_time)] = time.monotonic()
+                if queue.full():
+                    await queue.put(r)
+                else:
+                    queue.put_nowait(r)
                 i += 1
             max_queue = max(max_queue, session.queue.qsize())
             if i < len(readings):

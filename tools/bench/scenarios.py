@@ -156,25 +156,28 @@ class Workload:
         """Every stream's readings of steps [first, last), in time order; `alter(stream index, step,
         reading)` may replace any of them (latency probes)."""
         out: list[Reading] = []
-        replace = dataclasses.replace
         seeds, steps = self._per_seed, self.steps
         for k in range(first, min(last, steps)):
             base = seeds[0][k].wall_time
             for s in self._order:
                 r = seeds[s % DISTINCT_SEEDS][(k + self._shifts[s]) % steps]
-                r = replace(r, stream=self._names[s], wall_time=base + self._offsets[s])
+                r = Reading(
+                    self._names[s], r.channels, r.values, base + self._offsets[s], 0.0, r.period_s, r.quality
+                )
                 out.append(r if alter is None else alter(s, k, r))
         return out
 
     def step_slice(self, k: int, lo: int, hi: int, alter: Alter | None = None) -> list[Reading]:
         """The readings of step `k` at positions [lo, hi) of its time order (for feeding at real
         rate without making up a whole step at once)."""
-        seeds, steps, replace = self._per_seed, self.steps, dataclasses.replace
+        seeds, steps = self._per_seed, self.steps
         base = seeds[0][k].wall_time
         out = []
         for s in self._order[lo:hi]:
             r = seeds[s % DISTINCT_SEEDS][(k + self._shifts[s]) % steps]
-            r = replace(r, stream=self._names[s], wall_time=base + self._offsets[s])
+            r = Reading(
+                self._names[s], r.channels, r.values, base + self._offsets[s], 0.0, r.period_s, r.quality
+            )
             out.append(r if alter is None else alter(s, k, r))
         return out
 
