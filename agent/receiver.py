@@ -3,6 +3,10 @@
 It is what an operator's console would show: each alarm event as one line (time, phase, priority,
 condition, device, value vs threshold, why), heartbeats as a short health line, and the gateway's
 online/offline status. Duplicates redelivered by QoS 1 are dropped by (id, seq).
+
+It speaks MQTT v5 unless `speaks_v5` finds that the broker cannot (the demo's embedded amqtt broker
+speaks 3.1.1 only); a subscriber loses nothing by falling back, unlike the uplink, which needs v5's
+PUBACK reason codes and so falls back only for a loopback broker.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.uplink.connection import speaks_v5
 
 PHASE_MARK = {"start": "▲ START", "update": "◆ UPDATE", "end": "▼ END"}
 
@@ -71,20 +77,28 @@ class Receiver:
         self._seen: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="edge-demo-receiver", protocol=mqtt.MQTTv5
-        )
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
+        self.protocol: int | None = None  # mqtt.MQTTv5 or mqtt.MQTTv311, chosen by `start()`
+        self._client: mqtt.Client | None = None
         self._host, self._port = host, port
 
     def start(self) -> Receiver:
-        self._client.connect(self._host, self._port)
-        self._client.loop_start()
+        """Connect (v5, or 3.1.1 when the broker proves it cannot do v5) and subscribe in the background."""
+        v5 = speaks_v5(self._host, self._port) is not False  # no answer: let connect() report the error
+        self.protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="edge-demo-receiver", protocol=self.protocol
+        )
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        client.connect(self._host, self._port)
+        client.loop_start()
         return self
 
     def stop(self) -> None:
+        if self._client is None:
+            return
         self._client.disconnect()
         self._client.loop_stop()
 
