@@ -3,7 +3,8 @@
 Everything runs in one asyncio loop. Sources push readings into a bounded queue; one task takes
 them in batches through the pipeline and commits the resulting alarm events to the outbox, which
 is the only road to the broker. A monitor task raises gateway-side technical alarms (device lost,
-outbox filling, publish refused) and a heartbeat task reports health at the configured interval.
+outbox filling, publish refused) and copies each open source's own counters (bad frames, reconnects,
+link up or down) into the device health; a heartbeat task reports health at the configured interval.
 
 Signals: SIGTERM/SIGINT stop (sources close, queued readings are processed, alarms committed,
 state saved, a clean "offline" status published, exit 0). SIGHUP reloads the config file: a bad
@@ -27,14 +28,15 @@ from agent.config import load_config
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
-from agent.health import Health, board_temperature_c, rss_bytes
+from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline, build_detectors
 from agent.pipeline.technical import ThresholdAlarm
 from agent.privacy import Pseudonymizer, load_or_create_key
 from agent.readings import Reading
 from agent.remote import RemoteCommands, check_remote
-from agent.sources import check_transport, open_source
+from agent.sources import Source, check_transport, open_source
+from agent.sources.counters import source_stats
 from agent.state import ensure_state_dir, next_session, read_json, write_json
 from agent.status import LAST_HEARTBEAT, StatusServer
 from agent.systemd import notify, watchdog_period_s
@@ -192,6 +194,7 @@ class _Session:
         for device in cfg.devices:
             self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s)
         self.queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_READINGS)
+        self.sources: dict[str, Source] = {}  # device id -> its open source, for its counters
         gateway, digest = cfg.gateway.id, cfg.digest[:16]
         self.device_lost = ThresholdAlarm("device_lost", Priority.MEDIUM, gateway, digest)
         self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
@@ -261,15 +264,19 @@ class _Session:
         while True:
             try:
                 async with open_source(device, start_time=sim_start_time) as source:
-                    self.health.set_counters(device.id, connected=True)
+                    self.sources[device.id] = source
+                    self.health.source_opened(device.id)
+                    self._copy_source_stats(device.id)
                     async for reading in source:
                         await self.queue.put(reading)
                         delay = 1.0
+                    self._source_closed(device.id)
                 return  # a finite source (replay) ended
             except asyncio.CancelledError:
+                self._source_closed(device.id)
                 raise
             except Exception as exc:  # a source must never take the agent down
-                self.health.set_counters(device.id, connected=False)
+                self._source_closed(device.id)
                 log.warning(
                     "source %s failed (%s); retrying in %.0f s",
                     ref.device_pseudonym,
@@ -294,6 +301,22 @@ class _Session:
                 await asyncio.sleep(wait)
             last_turn = time.monotonic()
             self._commit([first, *self._drain_queue(limit=2_000)])
+
+    def _copy_source_stats(self, device_id: str) -> None:
+        source = self.sources.get(device_id)
+        if source is not None:
+            self.health.copy_source_stats(device_id, source_stats(source))
+
+    def _source_closed(self, device_id: str) -> None:
+        self._copy_source_stats(device_id)  # its last counts become the base of the next source's
+        self.sources.pop(device_id, None)
+        self.health.source_closed(device_id)
+
+    def _sync_health(self) -> None:
+        """Copy what the sources and detectors keep into the device health."""
+        for device_id in self.sources:
+            self._copy_source_stats(device_id)
+        self.health.set_desaturation_indices(desaturation_indices(self.pipeline.streams.values()))
 
     def _drain_queue(self, limit: int | None = None) -> list[Reading]:
         batch: list[Reading] = []
@@ -327,6 +350,7 @@ class _Session:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.gateway.heartbeat_interval_s)
+            self._sync_health()
             beat = Heartbeat(
                 gateway=self.cfg.gateway.id,
                 time=time.time(),
@@ -351,9 +375,11 @@ class _Session:
         return sum(a.active_count() for a in (self.device_lost, self.outbox_filling, self.publish_refused))
 
     async def _monitor(self) -> None:
-        """Gateway-side technical alarms, checked once a second."""
+        """Gateway-side technical alarms and the sources' counters, checked once a second."""
         while True:
             await asyncio.sleep(MONITOR_PERIOD_S)
+            for device_id in self.sources:
+                self._copy_source_stats(device_id)
             now, mono = time.time(), time.monotonic()
             devices = self.cfg.devices
             events = self.device_lost.check(

@@ -2,7 +2,8 @@
 
 Each alarm episode has one id (UUIDv7) shared by its start, update and end events, so the receiver
 can group them and drop redelivered duplicates by ``(id, phase, seq)``. The payload schema is documented
-in docs/payloads.md; bump `ALARM_SCHEMA` / `HEARTBEAT_SCHEMA` on any incompatible change.
+in docs/payloads.md; bump `ALARM_SCHEMA` / `HEARTBEAT_SCHEMA` on any incompatible change. A new optional
+field is not one: receivers ignore fields they do not know.
 """
 
 from __future__ import annotations
@@ -135,16 +136,23 @@ class DeviceHealth:
     gaps: int  # data gaps detected since start
     bad_frames: int  # undecodable frames/bytes counted by the decoder since start
     connected: bool
+    # Optional fields, added within heartbeat/1 (receivers ignore fields they do not know):
+    reconnects: int = 0  # links re-established after a loss, since start
+    desaturation_index_per_h: float | None = None  # ODI; only with a spo2_desaturation detector
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "device": self.device,
             "last_seen": None if self.last_seen is None else iso_time(self.last_seen),
             "rate_hz": _round(self.rate_hz),
             "gaps": self.gaps,
             "bad_frames": self.bad_frames,
             "connected": self.connected,
+            "reconnects": self.reconnects,
         }
+        if self.desaturation_index_per_h is not None:
+            payload["desaturation_index_per_h"] = _round(self.desaturation_index_per_h)
+        return payload
 
 
 @dataclass(frozen=True, slots=True)

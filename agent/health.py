@@ -1,8 +1,13 @@
 """What the heartbeat reports: per-device last-seen, rate, gaps and bad frames, plus process figures.
 
-Sources report readings and decoder counters here; the daemon builds a `Heartbeat` from it at each
-interval. CPU and memory come from /proc (Linux), the board temperature from the thermal zone
-where one is readable; nothing needs psutil.
+Readings are counted here as the pipeline takes them; a source's own counters (`SourceStats`: bad
+frames, reconnects, whether its link is up) are copied in by the daemon's monitor every second and
+before each heartbeat. A source that keeps such counters is the only judge of `connected`: a reading
+still queued from before an unplug must not mark the device connected again. The daemon may reopen a
+failed source, which starts from zero: the counters of earlier sources are kept as a base, so the
+heartbeat's counts only grow. The daemon builds a `Heartbeat` from all this at each interval. CPU and
+memory come from /proc (Linux), the board temperature from the thermal zone where one is readable;
+nothing needs psutil.
 """
 
 from __future__ import annotations
@@ -10,11 +15,18 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from agent.detectors.spo2 import DesaturationDetector
 from agent.events import DeviceHealth
 from agent.readings import Quality, Reading
+from agent.sources.counters import SourceStats
+
+if TYPE_CHECKING:
+    from agent.pipeline.stream import StreamPipeline
 
 
 @dataclass(slots=True)
@@ -26,8 +38,14 @@ class DeviceStats:
     readings_since_beat: int = 0
     gaps: int = 0
     bad_frames: int = 0
+    reconnects: int = 0
     connected: bool = False
     since_monotonic: float = field(default_factory=time.monotonic)
+    link_reported: bool = False  # the open source keeps its own `connected`: readings do not set it
+    sources_opened: int = 0
+    bad_frames_before: int = 0  # of sources closed earlier in this session
+    reconnects_before: int = 0
+    desaturation_index_per_h: float | None = None
 
 
 class Health:
@@ -47,7 +65,8 @@ class Health:
         stats.last_seen_wall = reading.end_time
         stats.last_seen_monotonic = reading.monotonic
         stats.readings_since_beat += 1
-        stats.connected = True
+        if not stats.link_reported:
+            stats.connected = True
         if reading.quality & Quality.GAP:
             stats.gaps += 1
 
@@ -58,6 +77,7 @@ class Health:
         bad_frames: int | None = None,
         gaps: int | None = None,
         connected: bool | None = None,
+        reconnects: int | None = None,
     ) -> None:
         """Counters kept by a source's decoder or driver, copied in as they change."""
         stats = self.devices[device_id]
@@ -67,6 +87,42 @@ class Health:
             stats.gaps = gaps
         if connected is not None:
             stats.connected = connected
+        if reconnects is not None:
+            stats.reconnects = reconnects
+
+    def source_opened(self, device_id: str) -> None:
+        """The daemon opened (or, after a failure, reopened: a reconnect) the device's source."""
+        stats = self.devices[device_id]
+        if stats.sources_opened:
+            stats.reconnects_before += 1
+        stats.sources_opened += 1
+        stats.reconnects = stats.reconnects_before
+
+    def copy_source_stats(self, device_id: str, source: SourceStats | None) -> None:
+        """Take an open source's own counters; None (the simulator keeps none): open means connected."""
+        stats = self.devices[device_id]
+        if source is None:
+            stats.link_reported = False
+            stats.connected = True
+            return
+        stats.link_reported = True
+        stats.connected = source.connected
+        stats.bad_frames = stats.bad_frames_before + source.bad_frames
+        stats.reconnects = stats.reconnects_before + source.reconnects
+
+    def source_closed(self, device_id: str) -> None:
+        """The device's source ended or failed (copy its last counters first): not connected, and its
+        counts become the base of the next source's."""
+        stats = self.devices[device_id]
+        stats.connected = False
+        stats.link_reported = False
+        stats.bad_frames_before = stats.bad_frames
+        stats.reconnects_before = stats.reconnects
+
+    def set_desaturation_indices(self, by_device: Mapping[str, float]) -> None:
+        """Oxygen desaturation index (events/h) per device id; devices left out carry none."""
+        for device_id, stats in self.devices.items():
+            stats.desaturation_index_per_h = by_device.get(device_id)
 
     def silence_s(self, device_id: str, now_monotonic: float) -> float:
         """Seconds since the device last delivered anything (since start if never)."""
@@ -92,6 +148,8 @@ class Health:
                     gaps=stats.gaps,
                     bad_frames=stats.bad_frames,
                     connected=stats.connected,
+                    reconnects=stats.reconnects,
+                    desaturation_index_per_h=stats.desaturation_index_per_h,
                 )
             )
             stats.readings_since_beat = 0
@@ -103,6 +161,20 @@ class Health:
         before, self._last_cpu = self._last_cpu, now
         elapsed = now[0] - before[0]
         return 100.0 * (now[1] - before[1]) / elapsed if elapsed > 0 else 0.0
+
+
+def desaturation_indices(streams: Iterable[StreamPipeline]) -> dict[str, float]:
+    """ODI (events per scored hour) per device id, from every spo2_desaturation detector of the
+    pipeline; where two detectors score the same device, the first configured one wins. Devices no
+    such detector has scored yet are left out."""
+    by_device: dict[str, float] = {}
+    for stream in streams:
+        for watch in stream.watches:
+            if isinstance(watch.detector, DesaturationDetector):
+                odi = watch.detector.desaturation_indices(stream.windows.streams)
+                for stream_id, value in odi.items():
+                    by_device.setdefault(stream_id.split("/", 1)[0], value)
+    return by_device
 
 
 def _cpu_seconds() -> tuple[float, float]:
