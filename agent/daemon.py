@@ -335,8 +335,8 @@ class _Session:
         """Commit alarm events to the outbox (durably, before anything is sent) and wake the uplink."""
         if not events:
             return
+        self.outbox.put_alarms(events, self.topics.alarm)  # one transaction, one fsync per turn
         for event in events:
-            self.outbox.put_alarm(event, self.topics.alarm)
             log.info(
                 "alarm %s %s %s on %s/%s",
                 event.phase.value,

@@ -22,6 +22,7 @@ from agent.config.schema import (
     AlarmRuleConfig,
     AuthConfig,
     BleConfig,
+    CalibrationConfig,
     DetectorConfig,
     DeviceConfig,
     EpisodeConfig,
@@ -374,9 +375,23 @@ def _detector(t: Table) -> DetectorConfig:
         rate_hz=t.number("rate_hz", 1.0, positive=True),
         params=params,
         base_dir=t.base_dir,
+        calibration=_calibration(t.table("calibration")),
     )
     if cfg.channels == ():
         t.problem("channels", "must name at least one channel")
+    t.finish()
+    return cfg
+
+
+def _calibration(t: Table | None) -> CalibrationConfig | None:
+    """`calibration = { baseline_s, target_false_alarms_per_hour }`; whether the detector type has anything
+    to calibrate, and whether the baseline is long enough for its hop, is checked when it is built."""
+    if t is None:
+        return None
+    cfg = CalibrationConfig(
+        baseline_s=t.number("baseline_s", positive=True),
+        target_false_alarms_per_hour=t.number("target_false_alarms_per_hour", positive=True),
+    )
     t.finish()
     return cfg
 

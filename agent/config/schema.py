@@ -147,6 +147,14 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CalibrationConfig:
+    """Live calibration of one detector on the gateway (docs/detectors.md, "Calibration on the gateway")."""
+
+    baseline_s: float  # seconds of stream data that passed the quality gate to learn from
+    target_false_alarms_per_hour: float  # score exceedances per stream per hour on normal data
+
+
+@dataclass(frozen=True, slots=True)
 class DetectorConfig:
     """One detector over one stream name (e.g. "vitals") of every device that has it."""
 
@@ -157,6 +165,7 @@ class DetectorConfig:
     rate_hz: float = 1.0  # samples per second of the stream: converts window_s / hop_s to samples
     params: Mapping[str, Any] = field(default_factory=dict)  # checked by the detector type itself
     base_dir: Path = Path()  # the config file's folder: relative paths in params (a model) start here
+    calibration: CalibrationConfig | None = None  # None: the configured threshold is kept
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,10 +177,23 @@ class StreamingDetector(ABC):
         """
         try:
             scores = replay_scores(self._scratch(), normal, self.window, self.hop, hop_seconds)
-            learned = threshold_for_rate(scores, target_false_alarms_per_hour, hop_seconds)
+            self.calibrate_from_scores(scores, target_false_alarms_per_hour, hop_seconds)
         except ValueError as exc:
             raise ConfigError(f"detectors.{self.id}", f"cannot calibrate: {exc}") from exc
+
+    def calibrate_from_scores(
+        self, scores: FloatArray, target_false_alarms_per_hour: float, hop_seconds: float
+    ) -> float:
+        """Set the threshold from normal scores already collected (one per hop, NaN = no verdict), as
+        `calibrate` does after its replay; returns the learned threshold before `_calibrated` combines
+        it with the configured one. ValueError when the scores cannot set one (too few finite)."""
+        learned = threshold_for_rate(scores, target_false_alarms_per_hour, hop_seconds)
         self.threshold = self._calibrated(learned)
+        return learned
+
+    def calibration_refusal(self) -> str:
+        """Why calibration would change nothing for this detector; "" when it learns a threshold."""
+        return ""
 
     def _calibrated(self, learned: float) -> float:
         """Hook: how a learned threshold combines with the configured one (default: replace it)."""

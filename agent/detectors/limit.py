@@ -76,3 +76,6 @@ class LimitDetector(StreamingDetector):
 
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """Clinical limits are settings, not learned: nothing to calibrate (see docs/detectors.md)."""
+
+    def calibration_refusal(self) -> str:
+        return "its limits are clinical settings, never learned"

@@ -100,6 +100,9 @@ class DesaturationDetector(StreamingDetector):
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """A desaturation is a clinical definition (>= 3 points for >= 10 s): nothing to learn."""
 
+    def calibration_refusal(self) -> str:
+        return "a desaturation is a clinical definition (a drop of >= 3 points for >= 10 s), never learned"
+
     def _count_events(self, slots: IntArray, scores: FloatArray, hop: int) -> None:
         """Rising edges of drop > threshold, and scored time, per slot (for the ODI)."""
         inside = self._slot_state("inside", slots, 0.0)[:, 0]

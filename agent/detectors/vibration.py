@@ -182,6 +182,9 @@ class VibrationDetector(StreamingDetector):
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """ISO zones are a standard's settings, not learned: nothing to calibrate."""
 
+    def calibration_refusal(self) -> str:
+        return "its ISO 10816 zone boundaries are a standard's settings, never learned"
+
 
 def _bands(reader: ParamReader, config: DetectorConfig, nyquist: float) -> tuple[tuple[float, float], ...]:
     """`bands = [[lo, hi], ...]` in Hz, each inside (0, Nyquist]."""

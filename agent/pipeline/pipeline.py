@@ -13,11 +13,12 @@ from typing import Any
 
 from agent.alarms import AlarmBook
 from agent.config.schema import AgentConfig
-from agent.detectors.base import Detector
+from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent
 from agent.inference.detector import AutoencoderDetector
+from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.technical import QualityAlarms
 from agent.readings import Reading
@@ -32,14 +33,20 @@ def model_version(detector: Detector) -> str:
 
 
 def build_detectors(config: AgentConfig) -> list[Detector]:
-    """Every configured detector, or `InvalidConfigError` with all of their parameter problems."""
+    """Every configured detector, or `InvalidConfigError` with all of their parameter and
+    calibration problems."""
     detectors: list[Detector] = []
     problems: list[ConfigError] = []
     for spec in config.detectors:
         try:
-            detectors.append(build_detector(spec, spec.rate_hz))
+            detector = build_detector(spec, spec.rate_hz)
         except ConfigError as exc:
             problems.append(exc)
+            continue
+        problem = calibration_problem(spec, detector)
+        if problem is not None:
+            problems.append(problem)
+        detectors.append(detector)
     if problems:
         raise InvalidConfigError(str(config.source_path or "<config>"), problems)
     return detectors
@@ -65,6 +72,18 @@ class Pipeline:
             )
             books[rule.detector].append(book)
             self._books[f"{rule.detector}/{rule.condition}"] = book
+        # Each detector's configuration digest and configured threshold: a saved threshold is only
+        # taken back for the same configuration. Detectors with a `calibration` table learn live.
+        self._digests = {
+            spec.id: config_digest(spec, model_version(detector))
+            for spec, detector in zip(config.detectors, detectors, strict=True)
+        }
+        self._configured = {d.id: d.threshold for d in detectors if isinstance(d, StreamingDetector)}
+        self.calibrations = {
+            spec.id: LiveCalibration(detector, spec.calibration, spec.rate_hz, self._digests[spec.id])
+            for spec, detector in zip(config.detectors, detectors, strict=True)
+            if spec.calibration is not None and isinstance(detector, StreamingDetector)
+        }
         by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}
         rates: dict[str, float] = {}
         for spec, detector in zip(config.detectors, detectors, strict=True):
@@ -72,7 +91,12 @@ class Pipeline:
             rates[spec.stream] = max(rates.get(spec.stream, 0.0), spec.rate_hz)
         self.streams = {
             name: StreamPipeline(
-                name, watched, QualityAlarms(gateway, config_hash), pseudonym, 1.0 / rates[name]
+                name,
+                watched,
+                QualityAlarms(gateway, config_hash),
+                pseudonym,
+                1.0 / rates[name],
+                self.calibrations,
             )
             for name, watched in by_stream.items()
         }
@@ -111,8 +135,20 @@ class Pipeline:
         }
 
     def detector_state(self) -> dict[str, Any]:
-        """Calibrated thresholds and baselines of every detector, to persist across restarts."""
-        return {d.id: d.state() for d in self.detectors}
+        """Calibrated thresholds and baselines of every detector, to persist across restarts, each
+        with its configuration digest and, once calibrated live, the calibration result."""
+        out: dict[str, Any] = {}
+        for d in self.detectors:
+            entry = d.state() | {"config_digest": self._digests[d.id]}
+            calibration = self.calibrations.get(d.id)
+            if calibration is not None and (result := calibration.state()) is not None:
+                entry["calibration"] = result
+            out[d.id] = entry
+        return out
+
+    def calibration_status(self) -> dict[str, dict[str, Any]]:
+        """Detector id -> live calibration progress or result, for the heartbeat and `status`."""
+        return {key: calibration.status() for key, calibration in self.calibrations.items()}
 
     def alarm_state(self) -> dict[str, Any]:
         """Open alarm episodes (and cooldowns) per rule, keyed "detector/condition"."""
@@ -122,8 +158,20 @@ class Pipeline:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are
         dropped, so an active episode continues with its id only while its rule does."""
         for detector in self.detectors:
-            if detector.id in detectors:
-                detector.load_state(detectors[detector.id])
+            saved = detectors.get(detector.id)
+            if saved is None:
+                continue
+            detector.load_state(saved)
+            digest = saved.get("config_digest") if isinstance(saved, dict) else None
+            if (
+                digest is not None
+                and digest != self._digests[detector.id]
+                and isinstance(detector, StreamingDetector)
+            ):  # saved under another configuration: its threshold is not this one's
+                detector.threshold = self._configured[detector.id]
+            calibration = self.calibrations.get(detector.id)
+            if calibration is not None:
+                calibration.restore(saved.get("calibration") if isinstance(saved, dict) else None)
         for key, book in self._books.items():
             if key in alarms:
                 book.load_state(alarms[key])

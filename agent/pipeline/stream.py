@@ -13,7 +13,7 @@ does a few dictionary and small-array operations and never touches an alarm book
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -23,6 +23,7 @@ import numpy.typing as npt
 from agent.alarms import AlarmBook, StreamRef
 from agent.detectors.base import Detector, WindowBlock
 from agent.events import AlarmEvent
+from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
@@ -41,6 +42,7 @@ class _Watch:
     books: list[AlarmBook]
     columns: IntArray | None  # the detector's channels among the stream's; None: all, in order
     rows: list[IntArray]  # per book: each slot's row in that book
+    calibration: LiveCalibration | None = None  # set while/after the detector learns live
 
 
 @dataclass(slots=True)
@@ -90,6 +92,7 @@ class StreamPipeline:
         quality_alarms: QualityAlarms,
         pseudonym: Callable[[str], str],
         nominal_period_s: float,
+        calibrations: Mapping[str, LiveCalibration] | None = None,
     ) -> None:
         self.name = name
         self.nominal_period_s = nominal_period_s
@@ -101,8 +104,15 @@ class StreamPipeline:
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
+        calibrations = calibrations or {}
         self.watches = [
-            _Watch(d, books, self._column_index(d.channels), [np.zeros(0, np.int64) for _ in books])
+            _Watch(
+                d,
+                books,
+                self._column_index(d.channels),
+                [np.zeros(0, np.int64) for _ in books],
+                calibrations.get(d.id),
+            )
             for d, books in detectors
         ]
         groups: dict[int, _HopGroup] = {}
@@ -210,9 +220,13 @@ class StreamPipeline:
         quality_ok = flags == 0
         quality_text = _QualityTexts(flags)
         refs = [self._refs[s] for s in due.tolist()]
+        learning = watch.calibration if watch.calibration is not None and watch.calibration.learning else None
         events: list[AlarmEvent] = []
         for book, rows in zip(watch.books, watch.rows, strict=True):
             events += book.update(refs, scores, times, quality_ok, quality_text, rows[due])
+        if learning is not None:  # after the books: these scores were judged by the configured threshold
+            learning.note_events(events)
+            learning.observe(due, values[:, -new_samples:], scores.scores, times)
         return events
 
     def _add_slot(self, stream: str) -> int:

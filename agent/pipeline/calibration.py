@@ -1,0 +1,291 @@
+"""Live calibration: a detector with a `calibration` table learns its threshold on the gateway.
+
+While the baseline runs, every score the detector gives live is kept (one float per stream and hop,
+never raw windows) and the detector keeps alarming with its configured threshold: a missed alarm is
+the worst failure, so learning never silences anything. The baseline is counted in stream time of
+data that passed the quality gate (new samples with at least one of the detector's channels valid,
+divided by the configured `rate_hz`), per stream: a gap, a disconnected device or a gated-out stretch
+adds nothing. It is complete when one of the detector's streams has `baseline_s` of such data; every
+stream's scores are in the sample, so more devices give a larger sample, not a shorter period.
+
+Then the threshold is set with `threshold_for_rate` (through the detector's `_calibrated` hook, which
+may only raise the configured one) at the mean stream time per collected score, logged, and kept in
+the detector's saved state with a digest of its configuration; a changed configuration (type,
+stream, channels, rate, params, calibration target, model version) makes the saved threshold void
+and learning starts again. A restart during the baseline starts the baseline again: the partial
+sample is not saved, because the state is written at every heartbeat and a long baseline's scores
+would be rewritten to flash every interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agent.config.schema import CalibrationConfig, DetectorConfig
+from agent.detectors.base import FloatArray, IntArray, StreamingDetector
+from agent.detectors.calibration import MIN_EXCEEDANCES, exceedance_probability
+from agent.errors import ConfigError
+from agent.events import AlarmEvent, Phase, iso_time
+from agent.inference.detector import AutoencoderDetector
+
+log = logging.getLogger(__name__)
+
+# Per detector: 200 000 float64 scores are 1.6 MB (55 h of one stream at a 1 s hop, or 1 h of 55
+# streams). Beyond that the sample is thinned to every 2nd, 4th, ... score: a systematic sample of
+# the same score distribution, so the quantile stays unbiased and memory stays bounded.
+MAX_BASELINE_SCORES = 200_000
+
+
+def config_digest(spec: DetectorConfig, model_version: str = "") -> str:
+    """A digest of everything that decides a detector's scores and its calibration target."""
+    payload = {
+        "type": spec.type,
+        "stream": spec.stream,
+        "channels": list(spec.channels),
+        "rate_hz": spec.rate_hz,
+        "params": spec.params,
+        "calibration": None
+        if spec.calibration is None
+        else [spec.calibration.baseline_s, spec.calibration.target_false_alarms_per_hour],
+        "model": model_version,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def calibration_problem(spec: DetectorConfig, detector: StreamingDetector) -> ConfigError | None:
+    """Why `spec.calibration` cannot work for this detector, with its key path; None when it can."""
+    cal = spec.calibration
+    if cal is None:
+        return None
+    where = f"detectors.{spec.id}.calibration"
+    refusal = detector.calibration_refusal()
+    if not refusal and isinstance(detector, AutoencoderDetector) and detector.adapt_rows:
+        refusal = "per-stream adaptation (params.adapt_rows) already sets each stream's own threshold"
+    if refusal:
+        return ConfigError(
+            where, f"nothing to calibrate for a {spec.type} detector: {refusal}; remove this key"
+        )
+    hop_s = detector.hop / spec.rate_hz
+    try:
+        exceedance_probability(cal.target_false_alarms_per_hour, hop_s)
+    except ValueError:
+        return ConfigError(
+            f"{where}.target_false_alarms_per_hour",
+            f"{cal.target_false_alarms_per_hour:g}/h at one score per {hop_s:g} s would alarm on every "
+            f"score; must be below {3600.0 / hop_s:g}",
+        )
+    if cal.baseline_s / hop_s < MIN_EXCEEDANCES:
+        return ConfigError(
+            f"{where}.baseline_s",
+            f"{cal.baseline_s:g} s gives {math.floor(cal.baseline_s / hop_s)} score(s) at one per "
+            f"{hop_s:g} s; calibration needs at least {MIN_EXCEEDANCES}: use baseline_s >= "
+            f"{MIN_EXCEEDANCES * hop_s:g}",
+        )
+    return None
+
+
+class ScoreSample:
+    """Scores appended in time order, at most `capacity` kept: when full, every second one is dropped
+    and from then on only every `stride`-th arriving score is kept."""
+
+    def __init__(self, capacity: int = MAX_BASELINE_SCORES) -> None:
+        self.capacity = capacity
+        self.stride = 1
+        self.seen = 0
+        self._data = np.empty(min(capacity, 4096))
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, scores: FloatArray) -> None:
+        index = self.seen + np.arange(scores.size)
+        self.seen += scores.size
+        kept = scores[index % self.stride == 0] if self.stride > 1 else scores
+        while kept.size:
+            if self._size == self.capacity:
+                self._data[: self._size // 2] = self._data[: self._size : 2][: self._size // 2]
+                self._size //= 2
+                self.stride *= 2
+                kept = kept[::2]
+                continue
+            if self._size + kept.size > self._data.size:
+                grown = np.empty(min(self.capacity, max(2 * self._data.size, self._size + kept.size)))
+                grown[: self._size] = self._data[: self._size]
+                self._data = grown
+            take = min(kept.size, self.capacity - self._size)
+            self._data[self._size : self._size + take] = kept[:take]
+            self._size += take
+            kept = kept[take:]
+
+    def values(self) -> FloatArray:
+        return self._data[: self._size]
+
+
+class LiveCalibration:
+    """The baseline of one detector: progress, collected scores, and the calibrated result."""
+
+    def __init__(
+        self, detector: StreamingDetector, config: CalibrationConfig, rate_hz: float, digest: str
+    ) -> None:
+        self.detector = detector
+        self.config = config
+        self.rate_hz = rate_hz
+        self.digest = digest
+        self.configured_threshold = detector.threshold
+        self.learning = True
+        self.calibrated_at: float | None = None  # Unix time of the newest sample of the baseline
+        self.learned: float | None = None  # before `_calibrated` combined it with the configured one
+        self.scores_used = 0
+        self._restart()
+
+    def _restart(self) -> None:
+        self._sample = ScoreSample()
+        self._valid_s = np.zeros(8)  # per slot: stream seconds of gated-in data behind scored hops
+        self._scored_samples = 0  # stream samples behind the collected scores (gated or not)
+        self.alarms_during_baseline = 0
+
+    @property
+    def progress(self) -> float:
+        if not self.learning:
+            return 1.0
+        return min(1.0, float(self._valid_s.max()) / self.config.baseline_s)
+
+    def observe(self, slots: IntArray, new: FloatArray, scores: FloatArray, end_times: FloatArray) -> None:
+        """One scoring call while learning: `new` (S, k, C) are the samples new in it, `scores` (S,).
+
+        For a causal detector the scores it gives live, hop after hop, are exactly those
+        `replay_scores` would give on the same recording (its windows slide at the same hop, and a
+        score depends only on its window and earlier state), so calibrating from them is
+        `StreamingDetector.calibrate` without keeping the recording."""
+        if slots.size == 0:
+            return
+        valid = (~np.isnan(new)).any(axis=2).sum(axis=1)  # (S,) samples with a channel past the gate
+        top = int(slots.max())
+        if top >= self._valid_s.size:
+            self._valid_s = np.concatenate([self._valid_s, np.zeros(max(top + 1, 2 * self._valid_s.size))])
+        self._valid_s[slots] += valid / self.rate_hz
+        self._sample.add(np.asarray(scores, dtype=np.float64))
+        self._scored_samples += new.shape[1] * slots.size
+        if self._valid_s.max() >= self.config.baseline_s:
+            self._complete(float(end_times.max()))
+
+    def note_events(self, events: list[AlarmEvent]) -> None:
+        """Alarms raised (with the configured threshold) while learning: their scores are in the
+        sample and raise the learned threshold, so the count is shown and logged."""
+        self.alarms_during_baseline += sum(1 for e in events if e.phase is Phase.START)
+
+    def _complete(self, at: float) -> None:
+        scores = self._sample.values()
+        seconds_per_score = self._scored_samples / self._sample.seen / self.rate_hz
+        target = self.config.target_false_alarms_per_hour
+        try:
+            learned = self.detector.calibrate_from_scores(scores, target, seconds_per_score)
+        except ValueError as exc:  # e.g. almost every hop without a verdict: keep alarming, learn again
+            log.warning(
+                "detector %s: baseline complete but no threshold can be set (%s); keeping the configured"
+                " threshold and learning again",
+                self.detector.id,
+                exc,
+            )
+            self._restart()
+            return
+        self.learning = False
+        self.learned = learned
+        self.calibrated_at = at
+        self.scores_used = self._sample.seen
+        log.info(
+            "detector %s calibrated: threshold %.4g (configured %.4g, learned %.4g) from %d scores, "
+            "target %g false alarms/h per stream",
+            self.detector.id,
+            self.detector.threshold,
+            self.configured_threshold,
+            learned,
+            self.scores_used,
+            target,
+        )
+        if self.alarms_during_baseline:
+            log.warning(
+                "detector %s: %d alarm(s) started during its baseline; their scores raised the learned "
+                "threshold (change its calibration table to learn again)",
+                self.detector.id,
+                self.alarms_during_baseline,
+            )
+        self._sample = ScoreSample(capacity=2)  # free the scores; only the result is kept
+
+    # -- persistence and status ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any] | None:
+        """The calibrated result for the detector's saved state; None while learning (not saved)."""
+        if self.learning:
+            return None
+        return {
+            "digest": self.digest,
+            "threshold": self.detector.threshold,
+            "learned": self.learned,
+            "at": self.calibrated_at,
+            "scores": self.scores_used,
+            "alarms_during_baseline": self.alarms_during_baseline,
+        }
+
+    def restore(self, saved: Any) -> None:
+        """Take a saved result back if it belongs to this configuration; otherwise the configured
+        threshold applies (whatever `Detector.load_state` restored) and the baseline starts again."""
+        self.learning = True
+        self.detector.threshold = self.configured_threshold
+        self._restart()
+        if not isinstance(saved, Mapping) or saved.get("digest") != self.digest:
+            return
+        threshold, at = saved.get("threshold"), saved.get("at")
+        if not (_finite(threshold) and _finite(at)):
+            log.warning("detector %s: unreadable saved calibration ignored; learning again", self.detector.id)
+            return
+        self.detector.threshold = float(threshold)  # type: ignore[arg-type]  # checked by _finite
+        self.learning = False
+        self.calibrated_at = float(at)  # type: ignore[arg-type]
+        self.learned = float(saved["learned"]) if _finite(saved.get("learned")) else None
+        self.scores_used = int(saved["scores"]) if _finite(saved.get("scores")) else 0
+        self.alarms_during_baseline = (
+            int(saved["alarms_during_baseline"]) if _finite(saved.get("alarms_during_baseline")) else 0
+        )
+
+    def status(self) -> dict[str, Any]:
+        """For the heartbeat and `edge-agent status`."""
+        if self.learning:
+            return {
+                "state": "learning",
+                "progress": round(self.progress, 4),
+                "baseline_s": self.config.baseline_s,
+                "alarms_during_baseline": self.alarms_during_baseline,
+            }
+        assert self.calibrated_at is not None
+        return {
+            "state": "calibrated",
+            "threshold": _rounded(self.detector.threshold),
+            "configured_threshold": _rounded(self.configured_threshold),
+            "at": iso_time(self.calibrated_at),
+            "alarms_during_baseline": self.alarms_during_baseline,
+        }
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _rounded(value: float) -> float | None:
+    return float(f"{value:.6g}") if math.isfinite(value) else None
+
+
+def describe(status: Mapping[str, Any]) -> str:
+    """ "learning 37 %" or "calibrated threshold 4.21 at 2026-11-29T10:00:00.000Z" (one detector)."""
+    if status.get("state") == "learning":
+        return f"learning {100.0 * float(status.get('progress', 0.0)):.0f} %"
+    return f"calibrated threshold {status.get('threshold')} at {status.get('at')}"
