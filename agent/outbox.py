@@ -19,6 +19,15 @@ Strategy:
   never evicted: if only alarms remain, a new heartbeat is refused and a new alarm is still stored
   past the bound. Each put returns a `PutResult` saying when the fill level crosses `warn_fraction`,
   so the caller raises the technical alarm "outbox_filling" once per crossing.
+- `put_many` commits a batch (one turn's alarms) in one transaction: one fsync for the lot, and a
+  crash leaves all of them or none. `put` is `put_many` of one.
+- Encryption at rest (optional, `encryption_key_file`): payloads are sealed with AES-256-GCM
+  (`agent.sealing`), bound to their row's id and topic. `take()` opens them; a row that fails to open
+  (wrong key, tampered, sealed but no key configured) is never sent and never deleted: it is set aside
+  as "undecryptable", counted, and an error naming the outbox file is logged. Reopening the outbox
+  puts such rows back to pending, so a restart with the right key delivers them. Plaintext rows found
+  when the outbox is opened with a key (written before encryption was switched on) are sealed in
+  place, with ``secure_delete`` on and the WAL truncated, so no plaintext copy stays in the files.
 - Threading: one thread (the asyncio loop) is meant to use an Outbox; paho's callbacks are bridged to
   that thread by the uplink. A lock still guards the connection so misuse cannot corrupt it. Calls
   block for one SQLite commit (an fsync for alarms), acceptable at alarm rates.
@@ -27,10 +36,11 @@ Strategy:
 from __future__ import annotations
 
 import enum
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,8 +48,11 @@ from agent.config.schema import OutboxConfig
 from agent.errors import AgentError
 from agent.events import AlarmEvent, AlarmKind, Heartbeat
 from agent.ids import uuid7
+from agent.sealing import KEY_SETTING, SEAL_OVERHEAD, Sealer, SealError, load_or_create_key
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2  # 2: the "sealed" column and the "undecryptable" state
 ROW_OVERHEAD = 64  # bytes counted per row on top of topic + payload: ids, ranks, times
 HEARTBEAT_RANK = 3  # after every alarm priority (0 HIGH .. 2 LOW)
 
@@ -54,6 +67,7 @@ class State(enum.StrEnum):
     PENDING = "pending"
     INFLIGHT = "inflight"
     REFUSED = "refused"
+    UNDECRYPTABLE = "undecryptable"  # sealed payload that does not open with the configured key
 
 
 class OutboxError(AgentError):
@@ -108,11 +122,14 @@ class OutboxStats:
     evicted: int  # heartbeats evicted since open
     expired: int  # heartbeats dropped past their expiry since open
     rejected: int  # heartbeats not stored because only alarms filled the outbox, since open
+    undecryptable: int = 0  # rows set aside because their payload does not decrypt (in the file now)
 
 
 _COLUMNS = "id, topic, payload, kind, rank, created, expiry_s, attempts, state, reason_code"
-_DDL = """
-CREATE TABLE IF NOT EXISTS outbox (
+_SELECT = f"{_COLUMNS}, sealed"
+_V1_COLUMNS = f"seq, {_COLUMNS}, size"
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     topic TEXT NOT NULL,
@@ -122,13 +139,37 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL,
     expiry_s INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'inflight', 'refused')),
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'inflight', 'refused', 'undecryptable')),
     reason_code INTEGER,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    sealed INTEGER NOT NULL DEFAULT 0 CHECK (sealed IN (0, 1))
 );
+"""
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (state, rank, created, seq);
 CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (kind, seq);
 """
+# name 'cleartext': the file was written without a key since it was last scrubbed, so free pages
+# may still hold plaintext payloads of delivered rows.
+_META = "CREATE TABLE IF NOT EXISTS outbox_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+# Version 1 had no "sealed" column and a CHECK without 'undecryptable': SQLite cannot alter a CHECK,
+# so the table is rebuilt (rows, seq order and sizes kept) in one transaction.
+_MIGRATE_V1 = f"""
+BEGIN IMMEDIATE;
+DROP INDEX IF EXISTS outbox_drain;
+DROP INDEX IF EXISTS outbox_evict;
+{_TABLE.format(name="outbox_v2")};
+INSERT INTO outbox_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v2 RENAME TO outbox;
+{_INDEXES}
+{_META}
+INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1');
+PRAGMA user_version={SCHEMA_VERSION};
+COMMIT;
+"""
+_LIVE = "state IN ('pending', 'inflight')"  # rows still on their way to the broker
 
 
 class Outbox:
@@ -140,59 +181,99 @@ class Outbox:
         self._clock = clock
         self._lock = threading.Lock()
         self._sync = ""
-        self._evicted = self._expired = self._rejected = 0
+        self._evicted = self._expired = self._rejected = self._undecryptable = 0
+        key_file = config.encryption_key_file
+        self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Deleted rows are overwritten with zeros, not just freed: a delivered payload does not
+            # linger in free pages (the default of some SQLite builds only; made explicit here).
+            self._db.execute("PRAGMA secure_delete=ON")
             self._set_sync("FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version == 1:
+                self._db.executescript(_MIGRATE_V1)
+            elif version not in (0, SCHEMA_VERSION):
                 raise OutboxError(self.path, f"schema version {version}, this agent knows {SCHEMA_VERSION}")
-            self._db.executescript(_DDL)
+            self._db.executescript(_TABLE.format(name="outbox") + _INDEXES + _META)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # A crash leaves rows in flight with nobody waiting for their PUBACK: send them again.
-            self._db.execute("UPDATE outbox SET state='pending' WHERE state='inflight'")
+            # Rows set aside as undecryptable get another chance: the key may have been put right.
+            self._db.execute("UPDATE outbox SET state='pending' WHERE state IN ('inflight', 'undecryptable')")
+            if self._sealer is not None:
+                self._scrub_cleartext(self._sealer)
+            else:
+                self._db.execute("INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1')")
+                self._report_sealed_without_key()
             self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
         except sqlite3.Error as exc:
             raise OutboxError(self.path, str(exc)) from exc
         self._warned = self.fill_fraction() >= config.warn_fraction
 
+    @property
+    def encrypted(self) -> bool:
+        """Payloads are sealed at rest (an `encryption_key_file` is configured)."""
+        return self._sealer is not None
+
     # -- writing ----------------------------------------------------------------------------------
 
     def put(self, item: OutboxItem) -> PutResult:
         """Commit `item` durably (idempotent by id), making room by evicting old heartbeats."""
+        return self.put_many([item])[0]
+
+    def put_many(self, items: Sequence[OutboxItem]) -> list[PutResult]:
+        """Commit `items` in one transaction: all of them or none, one fsync if any is an alarm.
+
+        Idempotent by id like `put` (an id already stored, or repeated in `items`, is stored once);
+        one `PutResult` per item, in order, each seeing the items before it.
+        """
+        if not items:
+            return []
         with self._lock:
-            evicted = 0
-            stored = True
-            size_before = self._size
-            self._begin("NORMAL" if item.kind is Kind.HEARTBEAT else "FULL")
+            before = (self._size, self._evicted, self._rejected)
+            outcomes: list[tuple[bool, int, float]] = []
+            heartbeats_only = all(i.kind is Kind.HEARTBEAT for i in items)
+            self._begin("NORMAL" if heartbeats_only else "FULL")
             try:
-                if self._size + item.size > self.config.max_bytes:
-                    evicted = self._evict_heartbeats(self._size + item.size - self.config.max_bytes)
-                if item.kind is Kind.HEARTBEAT and self._size + item.size > self.config.max_bytes:
-                    stored = False  # only alarms left: they win
-                    self._rejected += 1
-                if stored:
-                    self._insert(item)
+                for item in items:
+                    need = self._stored_size(item)
+                    evicted = 0
+                    stored = True
+                    if self._size + need > self.config.max_bytes:
+                        evicted = self._evict_heartbeats(self._size + need - self.config.max_bytes)
+                    if item.kind is Kind.HEARTBEAT and self._size + need > self.config.max_bytes:
+                        stored = False  # only alarms left: they win
+                        self._rejected += 1
+                    if stored:
+                        self._insert(item)
+                    outcomes.append((stored, evicted, self._fill()))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
-                self._size = size_before
+                self._size, self._evicted, self._rejected = before
                 raise
-            fill = self._fill()
-            warn = fill >= self.config.warn_fraction
-            crossed = warn and not self._warned
-            self._warned = warn
-            return PutResult(stored, evicted, fill, warn, crossed)
+            results = []
+            for stored, evicted, fill in outcomes:
+                warn = fill >= self.config.warn_fraction
+                results.append(PutResult(stored, evicted, fill, warn, warn and not self._warned))
+                self._warned = warn
+            return results
 
     def put_alarm(self, event: AlarmEvent, topic: str) -> PutResult:
         """Queue one alarm event; its outbox id is ``{episode id}:{seq}``, unique per transition."""
+        return self.put(self._alarm_item(event, topic))
+
+    def put_alarms(self, events: Sequence[AlarmEvent], topic: str) -> list[PutResult]:
+        """Queue alarm events (one pipeline turn's) in one transaction, like `put_many`."""
+        return self.put_many([self._alarm_item(e, topic) for e in events])
+
+    def _alarm_item(self, event: AlarmEvent, topic: str) -> OutboxItem:
         kind = Kind.TECHNICAL if event.kind is AlarmKind.TECHNICAL else Kind.ALARM
-        item = OutboxItem(
+        return OutboxItem(
             f"{event.id}:{event.seq}", topic, event.to_json(), kind, event.priority.rank, self._clock()
         )
-        return self.put(item)
 
     def put_heartbeat(self, hb: Heartbeat, topic: str, expiry_s: int) -> PutResult:
         item = OutboxItem(
@@ -201,24 +282,46 @@ class Outbox:
         return self.put(item)
 
     def take(self, limit: int) -> list[OutboxItem]:
-        """Up to `limit` pending items in drain order, now marked in flight (attempts counted)."""
+        """Up to `limit` pending items in drain order, now marked in flight (attempts counted).
+
+        Payloads are returned decrypted; a row whose payload does not decrypt is set aside instead
+        (state "undecryptable", never sent, never deleted) and an error naming the file is logged.
+        """
         if limit <= 0:
             return []
         with self._lock:
             self._drop_expired()
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE state='pending' ORDER BY rank, created, seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-            if not rows:
-                return []
-            items = [_item(r) for r in rows]
+            items: list[OutboxItem] = []
+            unopened: list[str] = []
             self._begin("NORMAL")  # a lost state change only means one more attempt
-            self._db.executemany(
-                "UPDATE outbox SET state='inflight', attempts=attempts+1 WHERE id=?", [(i.id,) for i in items]
-            )
-            self._db.execute("COMMIT")
-            return [replace(i, state=State.INFLIGHT, attempts=i.attempts + 1) for i in items]
+            try:
+                while len(items) < limit:
+                    rows = self._db.execute(
+                        f"SELECT {_SELECT} FROM outbox WHERE state='pending' "
+                        "ORDER BY rank, created, seq LIMIT ?",
+                        (limit - len(items),),
+                    ).fetchall()
+                    if not rows:
+                        break
+                    for row in rows:
+                        try:
+                            item = self._open(row)
+                        except SealError:
+                            unopened.append(str(row[0]))
+                            self._db.execute("UPDATE outbox SET state='undecryptable' WHERE id=?", (row[0],))
+                            continue
+                        self._db.execute(
+                            "UPDATE outbox SET state='inflight', attempts=attempts+1 WHERE id=?", (item.id,)
+                        )
+                        items.append(replace(item, state=State.INFLIGHT, attempts=item.attempts + 1))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if unopened:
+                self._undecryptable += len(unopened)
+                log.error("%s", self._undecryptable_error(len(unopened)))
+            return items
 
     def delivered(self, item_id: str) -> None:
         """The broker acknowledged the item with a success code: forget it."""
@@ -256,21 +359,27 @@ class Outbox:
     # -- reading ----------------------------------------------------------------------------------
 
     def get(self, item_id: str) -> OutboxItem | None:
+        """The item with its payload decrypted; `OutboxError` if it does not decrypt."""
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id=?", (item_id,)).fetchone()
-        return None if row is None else _item(row)
+            row = self._db.execute(f"SELECT {_SELECT} FROM outbox WHERE id=?", (item_id,)).fetchone()
+        return None if row is None else self._open_or_raise(row)
 
     def refused_items(self) -> list[OutboxItem]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE state='refused' ORDER BY seq"
+                f"SELECT {_SELECT} FROM outbox WHERE state='refused' ORDER BY seq"
             ).fetchall()
-        return [_item(r) for r in rows]
+        return [self._open_or_raise(r) for r in rows]
 
     def depth(self) -> int:
-        """Items not yet delivered (pending or in flight); refused items are counted apart."""
+        """Items not yet delivered (pending or in flight); refused and undecryptable rows are apart."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE state!='refused'").fetchone()[0])
+            return int(self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_LIVE}").fetchone()[0])
+
+    def undecryptable_count(self) -> int:
+        """Rows set aside because their payload does not decrypt with the configured key (or none)."""
+        with self._lock:
+            return self._count_undecryptable()
 
     def refused_count(self) -> int:
         with self._lock:
@@ -279,7 +388,7 @@ class Outbox:
     def oldest_age(self, now: float | None = None) -> float | None:
         """Age in seconds of the oldest undelivered (not refused) item, None when there is none."""
         with self._lock:
-            oldest = self._db.execute("SELECT MIN(created) FROM outbox WHERE state!='refused'").fetchone()[0]
+            oldest = self._db.execute(f"SELECT MIN(created) FROM outbox WHERE {_LIVE}").fetchone()[0]
         if oldest is None:
             return None
         return max(0.0, (self._clock() if now is None else now) - float(oldest))
@@ -293,7 +402,13 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         return OutboxStats(
-            self.depth(), self.refused_count(), self._size, self._evicted, self._expired, self._rejected
+            self.depth(),
+            self.refused_count(),
+            self._size,
+            self._evicted,
+            self._expired,
+            self._rejected,
+            self.undecryptable_count(),
         )
 
     def integrity_check(self) -> str:
@@ -316,13 +431,19 @@ class Outbox:
     def _fill(self) -> float:
         return self._size / self.config.max_bytes if self.config.max_bytes > 0 else 1.0
 
+    def _stored_size(self, item: OutboxItem) -> int:
+        return item.size + (SEAL_OVERHEAD if self._sealer is not None else 0)
+
     def _insert(self, item: OutboxItem) -> None:
+        sealer = self._sealer
+        payload = item.payload if sealer is None else sealer.seal(item.payload, item.id, item.topic)
+        size = self._stored_size(item)
         cur = self._db.execute(
-            f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, size, sealed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 item.id,
                 item.topic,
-                item.payload,
+                payload,
                 item.kind.value,
                 item.rank,
                 item.created,
@@ -330,11 +451,77 @@ class Outbox:
                 item.attempts,
                 item.state.value,
                 item.reason_code,
-                item.size,
+                size,
+                int(sealer is not None),
             ),
         )
         if cur.rowcount:
-            self._size += item.size
+            self._size += size
+
+    def _open(self, row: tuple[object, ...]) -> OutboxItem:
+        """The row as an item with its payload in clear; `SealError` when it cannot be opened."""
+        item = _item(row[:-1])
+        if not row[-1]:
+            return item  # written in clear (no key configured then)
+        if self._sealer is None:
+            raise SealError("sealed, but no key is configured")
+        return replace(item, payload=self._sealer.open(item.payload, item.id, item.topic))
+
+    def _open_or_raise(self, row: tuple[object, ...]) -> OutboxItem:
+        try:
+            return self._open(row)
+        except SealError:
+            raise self._undecryptable_error(1) from None
+
+    def _undecryptable_error(self, count: int) -> OutboxError:
+        why = (
+            f"the key in {KEY_SETTING} does not open them (another key, or the rows were altered)"
+            if self._sealer is not None
+            else f"they are encrypted but no {KEY_SETTING} is configured"
+        )
+        return OutboxError(
+            self.path,
+            f"{count} row(s) cannot be decrypted: {why}; set aside, not sent, not deleted "
+            f"({self._count_undecryptable()} in the file; retried at the next start)",
+        )
+
+    def _count_undecryptable(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE state='undecryptable'").fetchone()[0])
+
+    def _scrub_cleartext(self, sealer: Sealer) -> None:
+        """Seal rows written in clear before a key was configured, then rewrite the file (VACUUM) and
+        empty the WAL, so no plaintext payload stays in free pages or old frames."""
+        rows = self._db.execute("SELECT id, topic, payload FROM outbox WHERE sealed=0").fetchall()
+        flagged = self._db.execute("SELECT 1 FROM outbox_meta WHERE name='cleartext'").fetchone()
+        if not rows and not flagged:
+            return
+        self._begin("FULL")
+        try:
+            for item_id, topic, payload in rows:
+                self._db.execute(
+                    "UPDATE outbox SET payload=?, sealed=1, size=size+? WHERE id=?",
+                    (sealer.seal(bytes(payload), str(item_id), str(topic)), SEAL_OVERHEAD, item_id),
+                )
+            self._db.execute("DELETE FROM outbox_meta WHERE name='cleartext'")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info("outbox %s: sealed %d row(s) written before encryption was configured", self.path, len(rows))
+
+    def _report_sealed_without_key(self) -> None:
+        sealed = int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE sealed=1").fetchone()[0])
+        if sealed:
+            log.error(
+                "%s",
+                OutboxError(
+                    self.path,
+                    f"{sealed} row(s) are encrypted but no {KEY_SETTING} is configured: "
+                    "they will be set aside, not sent",
+                ),
+            )
 
     def _begin(self, sync: str) -> None:
         self._set_sync(sync)  # outside the transaction: SQLite ignores it inside one

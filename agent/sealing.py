@@ -1,0 +1,115 @@
+"""Encryption at rest of outbox payloads: AES-256-GCM under a per-site key kept in a 0600 file.
+
+Strategy:
+- One key file, 32 bytes, written either raw (exactly 32 bytes) or as text: 64 hex digits or 44
+  base64 characters (a trailing newline is fine). Lengths tell the three forms apart. A new key is
+  written as base64 text, so an operator can `cat` it into a password manager or a provisioning tool.
+- The file is created (0600, base64) when it does not exist, like the pseudonym key: turning the
+  feature on is one config line. A key file readable by group or others is refused, never used.
+- Every payload is sealed with a fresh random 96-bit nonce (``nonce || ciphertext || tag``) and the
+  row's id and topic as associated data: a sealed payload copied into another row, or a row whose id
+  or topic was edited, fails to open instead of being sent under the wrong id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from agent.errors import ConfigError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SEAL_OVERHEAD = NONCE_BYTES + TAG_BYTES  # stored bytes added to each payload
+KEY_SETTING = "outbox.encryption_key_file"
+
+
+class SealError(Exception):
+    """A sealed payload could not be opened: wrong key, edited bytes, or moved to another row."""
+
+
+def parse_key(data: bytes) -> bytes | None:
+    """The 32-byte key held by a key file's bytes (raw, hex or base64), None when it holds none."""
+    if len(data) == KEY_BYTES:
+        return data
+    text = data.strip()
+    if len(text) == 2 * KEY_BYTES:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == KEY_BYTES else None
+
+
+def key_file_problem(path: Path) -> str | None:
+    """Why an existing key file cannot be used (loose mode, wrong content), None when it is fine."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            return f"{path} is readable by group or others (mode {mode:o}); chmod 600 it"
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if parse_key(data) is None:
+        return (
+            f"{path} holds no AES-256 key: expected 32 raw bytes, 64 hex digits or 44 base64 "
+            f"characters, found {len(data)} bytes"
+        )
+    return None
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The outbox key at `path`; created (0600, base64 text) when absent. Problems raise `ConfigError`."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        problem = key_file_problem(path)
+        if problem is not None:
+            raise ConfigError(KEY_SETTING, problem) from None
+        key = parse_key(path.read_bytes())
+        assert key is not None  # key_file_problem checked it
+        return key
+    except OSError as exc:
+        raise ConfigError(KEY_SETTING, f"cannot create {path}: {exc.strerror}") from None
+    key = secrets.token_bytes(KEY_BYTES)
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64encode(key) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return key
+
+
+class Sealer:
+    """Seals and opens outbox payloads under one key, bound to their row's id and topic."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"an AES-256 key has {KEY_BYTES} bytes, got {len(key)}")
+        self._aead = AESGCM(key)
+
+    def seal(self, payload: bytes, row_id: str, topic: str) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, payload, _associated(row_id, topic))
+
+    def open(self, sealed: bytes, row_id: str, topic: str) -> bytes:
+        if len(sealed) < SEAL_OVERHEAD:
+            raise SealError("sealed payload too short")
+        try:
+            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _associated(row_id, topic))
+        except InvalidTag:
+            raise SealError("authentication failed") from None
+
+
+def _associated(row_id: str, topic: str) -> bytes:
+    return row_id.encode() + b"\x00" + topic.encode()
