@@ -205,7 +205,15 @@ def _outbox(t: Table | None) -> OutboxConfig | None:
         path=(t.base_dir / Path(path).expanduser()).resolve() if isinstance(path, str) else Path(),
         max_bytes=t.integer("max_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
         warn_fraction=t.number("warn_fraction", 0.8, minimum=0.1, maximum=1.0),
+        encryption_key_file=t.file("encryption_key_file", None, readable=False),
     )
+    key_file = cfg.encryption_key_file
+    if key_file is not None and key_file.exists():  # an absent key file is created at start-up
+        from agent.sealing import key_file_problem  # cryptography is imported only when configured
+
+        problem = key_file_problem(key_file)
+        if problem is not None:
+            t.problem("encryption_key_file", problem)
     t.finish()
     return cfg
 

@@ -58,6 +58,7 @@ class OutboxConfig:
     path: Path
     max_bytes: int = 64 * 1024 * 1024
     warn_fraction: float = 0.8  # raise the technical "outbox_filling" alarm at this fill level
+    encryption_key_file: Path | None = None  # AES-256-GCM key sealing payloads at rest; None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
