@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from cryptography import x509
@@ -22,7 +22,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config.schema import AuthConfig, MqttConfig, TlsConfig
-from agent.localbroker import LocalBroker
+
+
+class BrokerAddress(Protocol):
+    """Where a broker listens: a LocalBroker, or a broker a test starts from its own config."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
 
 
 @dataclass
@@ -42,24 +51,32 @@ class Subscriber:
 
     def __init__(
         self,
-        broker: LocalBroker,
+        broker: BrokerAddress,
         topic_filter: str,
         *,
         client_id: str = "",
         persistent: bool = False,
         username: str | None = None,
         password: str | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         self.messages: list[Received] = []
+        self.granted: list[int] = []  # SUBACK reason codes (>= 0x80: refused)
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.connects = 0
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username is not None:
             self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set(
+                ca_certs=None if tls.ca_file is None else str(tls.ca_file),
+                certfile=None if tls.cert_file is None else str(tls.cert_file),
+                keyfile=None if tls.key_file is None else str(tls.key_file),
+            )
         self.client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type,unused-ignore]
         self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.topic_filter = topic_filter
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -70,7 +87,7 @@ class Subscriber:
         )
         self.client.loop_start()
         if not self._subscribed.wait(10):
-            raise TimeoutError(f"subscriber could not subscribe on {broker.url}")
+            raise TimeoutError(f"subscriber could not subscribe on {broker.host}:{broker.port}")
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         self.connects += 1
@@ -78,6 +95,10 @@ class Subscriber:
             client.subscribe(self.topic_filter, qos=1)
         else:
             self._subscribed.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
+        self.granted.extend(int(r.value) for r in reasons)
+        self._subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         props: dict[str, Any] = {}
@@ -107,19 +128,21 @@ class Subscriber:
 
 
 def mqtt_config(
-    broker: LocalBroker,
+    broker: BrokerAddress,
     *,
     tls: TlsConfig | None = None,
     auth: AuthConfig | None = None,
     host: str | None = None,
+    port: int | None = None,
+    client_id: str = "gw1",
     max_inflight: int = 20,
 ) -> MqttConfig:
     return MqttConfig(
         host=host or broker.host,
-        port=broker.port,
+        port=broker.port if port is None else port,
         tls=tls,
         topic_prefix="edge",
-        client_id="gw1",
+        client_id=client_id,
         auth=auth,
         keepalive_s=10,
         session_expiry_s=600,
@@ -137,75 +160,105 @@ class TlsMaterial:
     client_key: Path
 
 
-def make_tls_material(directory: Path, name: str = "test") -> TlsMaterial:
-    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
+@dataclass(frozen=True)
+class Issued:
+    """A certificate and its private key, as PEM files."""
 
-    def key() -> ec.EllipticCurvePrivateKey:
-        return ec.generate_private_key(ec.SECP256R1())
+    cert: Path
+    key: Path
 
-    def write_key(k: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-        path.write_bytes(
-            k.private_bytes(
+
+class Pki:
+    """A throw-away certificate authority (EC P-256) that writes what it issues into `directory`.
+
+    Certificates are valid from 5 minutes ago for a day unless `valid_from` / `valid_until` say
+    otherwise, so a test can make an expired one (`valid_until` in the past) from the same CA.
+    """
+
+    def __init__(self, directory: Path, name: str = "test") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        ca = (
+            self._builder(self._name, self._key, now - datetime.timedelta(minutes=5), now + _DAY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        self.ca = directory / "ca.pem"
+        self.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def _builder(
+        self,
+        subject: x509.Name,
+        key: ec.EllipticCurvePrivateKey,
+        valid_from: datetime.datetime,
+        valid_until: datetime.datetime,
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid_from)
+            .not_valid_after(valid_until)
+        )
+
+    def issue(
+        self,
+        common_name: str,
+        *,
+        stem: str | None = None,
+        server: bool = False,
+        valid_from: datetime.datetime | None = None,
+        valid_until: datetime.datetime | None = None,
+    ) -> Issued:
+        """A client certificate with CN `common_name` (with `server`: a server certificate for
+        127.0.0.1 and localhost), written as `<stem>.pem` and `<stem>.key`."""
+        now = datetime.datetime.now(datetime.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        builder = self._builder(
+            subject,
+            key,
+            valid_from or now - datetime.timedelta(minutes=5),
+            valid_until or now + _DAY,
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+        cert = builder.sign(self._key, hashes.SHA256())
+        stem = stem or common_name
+        cert_path, key_path = self.directory / f"{stem}.pem", self.directory / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
-        return path
+        key_path.chmod(0o600)
+        return Issued(cert_path, key_path)
 
-    def cert(
-        subject: str,
-        k: ec.EllipticCurvePrivateKey,
-        issuer: x509.Name | None,
-        signer: ec.EllipticCurvePrivateKey,
-    ) -> x509.CertificateBuilder:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        return (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer or name)
-            .public_key(k.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
 
-    ca_key = key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
-    ca = (
-        cert(f"{name} CA", ca_key, None, ca_key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = key()
-    server = (
-        cert("127.0.0.1", server_key, ca_name, ca_key)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    client_key = key()
-    client = (
-        cert("gw1", client_key, ca_name, ca_key)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (directory / "server.pem").write_bytes(server.public_bytes(pem))
-    (directory / "client.pem").write_bytes(client.public_bytes(pem))
-    return TlsMaterial(
-        ca=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=write_key(server_key, directory / "server.key"),
-        client_cert=directory / "client.pem",
-        client_key=write_key(client_key, directory / "client.key"),
-    )
+_DAY = datetime.timedelta(days=1)
+
+
+def make_tls_material(directory: Path, name: str = "test") -> TlsMaterial:
+    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate (CN gw1)."""
+    pki = Pki(directory, name)
+    server = pki.issue("127.0.0.1", stem="server", server=True)
+    client = pki.issue("gw1", stem="client")
+    return TlsMaterial(pki.ca, server.cert, server.key, client.cert, client.key)
