@@ -364,6 +364,7 @@ class _Session:
                 cpu_percent=self.health.cpu_percent(),
                 rss_bytes=rss_bytes(),
                 temperature_c=board_temperature_c(),
+                calibration=self.pipeline.calibration_status(),
             )
             self.outbox.put_heartbeat(beat, self.topics.heartbeat, self.cfg.mqtt.heartbeat_expiry_s)
             self.uplink.notify()
@@ -421,6 +422,7 @@ class _Session:
         stats = self.outbox.stats()
         return {
             "heartbeat": self.last_heartbeat or {"gateway": self.cfg.gateway.id, "session": self.session},
+            "calibration": self.pipeline.calibration_status(),  # live, between heartbeats too
             "uplink": {
                 "connected": counters.connected,
                 "delivered": counters.delivered,

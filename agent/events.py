@@ -169,9 +169,12 @@ class Heartbeat:
     cpu_percent: float | None = None
     rss_bytes: int | None = None
     temperature_c: float | None = None
+    # Optional, within heartbeat/1: detector id -> live calibration progress or result (only detectors
+    # with a `calibration` table; see agent.pipeline.calibration.LiveCalibration.status)
+    calibration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "schema": HEARTBEAT_SCHEMA,
             "gateway": self.gateway,
             "time": iso_time(self.time),
@@ -188,6 +191,9 @@ class Heartbeat:
             "rss_bytes": self.rss_bytes,
             "temperature_c": None if self.temperature_c is None else round(self.temperature_c, 1),
         }
+        if self.calibration:
+            payload["calibration"] = {key: dict(value) for key, value in self.calibration.items()}
+        return payload
 
     def to_json(self) -> bytes:
         return encode(self.to_payload())

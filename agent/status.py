@@ -63,6 +63,13 @@ def read_status(state_dir: Path, timeout_s: float = 2.0) -> tuple[str, dict[str,
     return None
 
 
+def describe_calibration(progress: dict[str, Any]) -> str:
+    """One detector's live calibration (agent.pipeline.calibration.LiveCalibration.status) as text."""
+    if progress.get("state") == "learning":
+        return f"learning {100.0 * float(progress.get('progress', 0.0)):.0f} %"
+    return f"calibrated threshold {progress.get('threshold')} at {progress.get('at')}"
+
+
 def render(source: str, status: dict[str, Any]) -> str:
     """A readable multi-line report of a status snapshot (live) or a heartbeat payload (file)."""
     beat = status.get("heartbeat", status)
@@ -86,6 +93,9 @@ def render(source: str, status: dict[str, Any]) -> str:
     )
     models = beat.get("models") or {}
     lines.append("  models: " + (", ".join(f"{k} {v}" for k, v in models.items()) or "none"))
+    calibration = status.get("calibration") or beat.get("calibration") or {}
+    for detector, progress in calibration.items():  # "learning 37 %" / "calibrated threshold X at <time>"
+        lines.append(f"  calibration {detector}: {describe_calibration(progress)}")
     for device in beat.get("devices", []):
         seen = device.get("last_seen") or "never"
         lines.append(

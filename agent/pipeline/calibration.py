@@ -282,10 +282,3 @@ def _finite(value: Any) -> bool:
 
 def _rounded(value: float) -> float | None:
     return float(f"{value:.6g}") if math.isfinite(value) else None
-
-
-def describe(status: Mapping[str, Any]) -> str:
-    """ "learning 37 %" or "calibrated threshold 4.21 at 2026-11-29T10:00:00.000Z" (one detector)."""
-    if status.get("state") == "learning":
-        return f"learning {100.0 * float(status.get('progress', 0.0)):.0f} %"
-    return f"calibrated threshold {status.get('threshold')} at {status.get('at')}"

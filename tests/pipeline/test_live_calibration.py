@@ -15,10 +15,11 @@ import pytest
 from agent.config import AgentConfig, parse_config
 from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.registry import build_detector
-from agent.events import Phase, iso_time
+from agent.events import Heartbeat, Phase, encode, iso_time
 from agent.pipeline import Pipeline
-from agent.pipeline.calibration import ScoreSample, describe
+from agent.pipeline.calibration import ScoreSample
 from agent.readings import Quality, Reading
+from agent.status import describe_calibration, render
 
 STREAMS = 12  # scoring is vectorised over streams: many streams make a long sample cheap
 WINDOW_S = 60
@@ -127,7 +128,7 @@ def test_the_baseline_sets_the_threshold_replay_calibration_gives(
     status = pipeline.calibration_status()["hr-change"]
     assert status["state"] == "learning" and robust.threshold == configured
     assert status["progress"] == pytest.approx((BASELINE_S // 2 - WINDOW_S + WINDOW_S) / BASELINE_S, abs=0.01)
-    assert describe(status) == f"learning {100 * status['progress']:.0f} %"
+    assert describe_calibration(status) == f"learning {100 * status['progress']:.0f} %"
     feed(pipeline, baseline[:, WINDOW_S + BASELINE_S // 2 :], T0 + WINDOW_S + BASELINE_S // 2)
     status = pipeline.calibration_status()["hr-change"]
     assert status["state"] == "calibrated"
@@ -139,7 +140,9 @@ def test_the_baseline_sets_the_threshold_replay_calibration_gives(
     assert robust.threshold != pytest.approx(configured, rel=0.05)
     assert pipeline.calibrations["hr-change"].scores_used == STREAMS * BASELINE_S
     assert status["at"] == iso_time(T0 + last)
-    assert describe(status).startswith(f"calibrated threshold {status['threshold']} at 1970-01-12T")
+    assert describe_calibration(status).startswith(
+        f"calibrated threshold {status['threshold']} at 1970-01-12T"
+    )
     # dropout learned ~0 missing on clean data; its hook keeps the (higher) configured max_missing.
     assert detector(pipeline, "hr-dropout").threshold == 0.5
     assert pipeline.calibration_status()["hr-dropout"]["state"] == "calibrated"
@@ -273,3 +276,20 @@ def test_the_score_sample_is_bounded_and_evenly_thinned() -> None:
     assert len(sample) <= 8 and sample.seen == 100
     assert sample.values().tolist() == np.arange(0.0, 100.0, sample.stride).tolist()
     assert sample.stride == 16
+
+
+def test_heartbeat_and_status_show_calibration(tmp_path: Path, baseline: np.ndarray) -> None:
+    pipeline = Pipeline(config(tmp_path), str)
+    feed(pipeline, baseline[:, :300], T0)
+    beat = Heartbeat("gw", T0, 1.0, 1, (), 0, None, 0, calibration=pipeline.calibration_status())
+    payload = json.loads(encode(beat.to_payload()))
+    assert payload["calibration"]["hr-change"]["state"] == "learning"
+    learning = f"{100 * (300 - WINDOW_S) / BASELINE_S:.0f} %"
+    assert f"  calibration hr-change: learning {learning}" in render("last heartbeat", payload).splitlines()
+    feed(pipeline, baseline[:, 300:], T0 + 300)
+    live = {"heartbeat": payload, "calibration": pipeline.calibration_status()}  # the daemon's snapshot
+    threshold = live["calibration"]["hr-change"]["threshold"]
+    at = iso_time(T0 + WINDOW_S + BASELINE_S - 2)
+    line = f"  calibration hr-change: calibrated threshold {threshold} at {at}"
+    assert line in render("live", live).splitlines()
+    assert "calibration" not in Heartbeat("gw", T0, 1.0, 1, (), 0, None, 0).to_payload()
