@@ -29,10 +29,11 @@ from agent.config.schema import AgentConfig, DeviceConfig
 from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
+from agent.logs import redact_identifiers
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline, build_detectors
 from agent.pipeline.technical import ThresholdAlarm
-from agent.privacy import Pseudonymizer, load_or_create_key
+from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
 from agent.readings import Reading
 from agent.remote import RemoteCommands, check_remote
 from agent.sources import Source, check_transport, open_source
@@ -100,6 +101,7 @@ class Agent:
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
         session = next_session(state_dir)
         pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / "pseudonym.key"))
+        redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         pipeline = Pipeline(cfg, pseudonym)
         saved = read_json(state_dir / "pipeline.json") or {}

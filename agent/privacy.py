@@ -12,8 +12,10 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
+from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
 
 KEY_BYTES = 32
@@ -60,3 +62,21 @@ class Pseudonymizer:
             pseudonym = f"{prefix}-{base64.b32encode(digest[:10]).decode().lower()}"
             self._cache[cache_key] = pseudonym
         return pseudonym
+
+
+def stand_ins(devices: Iterable[DeviceConfig], pseudonym: Pseudonymizer) -> dict[str, str]:
+    """Each identifier a device's config holds (id, patient, serial port, BLE address and name),
+    mapped to what a log line may show instead: the device's pseudonym (`agent.logs` redaction)."""
+    names: dict[str, str] = {}
+    for device in devices:
+        ref = pseudonym(device.id)
+        names[device.id] = ref
+        if device.patient:
+            names[device.patient] = pseudonym(device.patient, "p")
+        if device.serial is not None:
+            names[device.serial.port] = f"{ref}:port"
+        if device.ble is not None:
+            for value in (device.ble.address, device.ble.name):
+                if value:
+                    names[value] = f"{ref}:ble"
+    return names

@@ -1,0 +1,69 @@
+"""The log handler's safety net: identifiers of the running config never reach a log line, whatever
+the logger, letter case or traceback; their pseudonyms are shown instead."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from agent.config.schema import BleConfig, DeviceConfig, SerialConfig
+from agent.logs import configure_logging, redact_identifiers
+from agent.privacy import Pseudonymizer, stand_ins
+
+DEVICES = (
+    DeviceConfig(
+        id="bed-1",
+        kind="wearable",
+        transport="serial",
+        patient="MRN-4711",
+        serial=SerialConfig(port="/dev/ttyX9"),
+    ),
+    DeviceConfig(id="bed-10", kind="wearable", transport="ble", ble=BleConfig(address="AA:BB:CC:DD:EE:FF")),
+    DeviceConfig(id="p2", kind="equipment", transport="simulator"),
+)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging("DEBUG", json_lines=True)
+    stream = io.StringIO()
+    root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    yield stream
+    redact_identifiers({})
+    root.handlers[:], _ = saved
+    root.setLevel(saved[1])
+
+
+def test_identifiers_are_replaced_by_pseudonyms_in_messages_and_tracebacks(captured: io.StringIO) -> None:
+    pseudonym = Pseudonymizer(b"k" * 32)
+    names = stand_ins(DEVICES, pseudonym)
+    redact_identifiers(names)
+    log = logging.getLogger("agent.sources.any")
+    log.warning("%s: serial port %s open", "bed-1", "/dev/ttyX9")
+    log.info("BED-10 connected to aa:bb:cc:dd:ee:ff for patient mrn-4711")  # case variants, no args
+    try:
+        raise OSError("cannot open /dev/ttyX9 for bed-10")
+    except OSError:
+        log.exception("failed")
+    log.info("p2 is too short to redact safely: up2date")
+
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    text = json.dumps(lines).lower()
+    for identifier in ("bed-1", "bed-10", "mrn-4711", "/dev/ttyx9", "aa:bb:cc:dd:ee:ff"):
+        assert identifier not in text, identifier
+    bed1, bed10 = pseudonym("bed-1"), pseudonym("bed-10")
+    assert lines[0]["message"] == f"{bed1}: serial port {bed1}:port open"
+    assert lines[1]["message"] == f"{bed10} connected to {bed10}:ble for patient {pseudonym('MRN-4711', 'p')}"
+    assert f"cannot open {bed1}:port for {bed10}" in lines[2]["exception"]  # longest id first
+    assert lines[3]["message"] == "p2 is too short to redact safely: up2date"
+
+
+def test_without_registered_identifiers_lines_are_untouched(captured: io.StringIO) -> None:
+    logging.getLogger("agent").info("bed-1 %d", 5)
+    assert json.loads(captured.getvalue())["message"] == "bed-1 5"
