@@ -618,3 +618,85 @@ def test_example_config_refuses_clients_without_credentials(
         counters = uplink.counters()
         assert (counters.connects, counters.published) == (0, 0), what
         assert outbox.depth() == 1 and outbox.refused_count() == 0, what
+
+
+def test_example_config_disconnects_a_client_sending_an_oversized_packet(
+    example_broker: ExampleBroker, tmp_path: Path
+) -> None:
+    """max_packet_size: told to v5 clients in the CONNACK; a bigger PUBLISH costs the client its
+    connection and is forwarded to nobody."""
+    broker = example_broker
+    limit = int(
+        next(
+            line.split()[1] for line in broker.config_text.splitlines() if line.startswith("max_packet_size")
+        )
+    )
+    central = Subscriber(
+        broker.services, "edge/#", username="central", password="pw-central", tls=broker.tls_for()
+    )
+    cert = broker.pki.issue("gw1")
+    connack: dict[str, Any] = {}
+    disconnects: list[int] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw1", protocol=paho.MQTTv5)
+    client.tls_set(ca_certs=str(broker.pki.ca), certfile=str(cert.cert), keyfile=str(cert.key))
+    client.on_connect = lambda _c, _u, _f, rc, props: connack.update(rc=rc.value, props=props)
+    client.on_disconnect = lambda _c, _u, _f, rc, _p: disconnects.append(int(rc.value))
+    client.connect(broker.gateways.host, broker.gateways.port)
+    client.loop_start()
+    try:
+        client.publish(GW1.alarm, b"x" * limit, qos=1)  # payload alone = limit: packet > limit
+        deadline = time.monotonic() + 8
+        while not disconnects and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert connack["rc"] == 0 and connack["props"].MaximumPacketSize == limit
+    # mosquitto 2.0.11 closes the connection without a DISCONNECT packet: paho reports 0x80.
+    assert disconnects and disconnects[0] >= 0x80
+    # Barrier: the gateway's next, ordinary alarm; the oversized one never reached central.
+    outbox = Outbox(OutboxConfig(tmp_path / "gw1.db"))
+    outbox.put(alarm("a1", GW1))
+    uplink = uplink_for(mqtt_config(broker.gateways, tls=broker.tls_for(cert)), GW1, outbox)
+
+    async def body() -> None:
+        await wait_until(lambda: "a1" in ids_on(central, GW1.alarm), "the ordinary alarm delivered")
+
+    drive([uplink], body)
+    central.close()
+    assert [len(m.payload) for m in central.snapshot() if m.topic == GW1.alarm] == [len(b'{"id": "a1"}')]
+
+
+def test_example_config_ties_the_client_id_to_the_certificate(
+    example_broker: ExampleBroker, tmp_path: Path
+) -> None:
+    """gw2 connecting with gw1's client id does not take over gw1's session (use_username_as_clientid)."""
+    broker = example_broker
+    central = Subscriber(
+        broker.services, "edge/#", username="central", password="pw-central", tls=broker.tls_for()
+    )
+    outboxes = {name: Outbox(OutboxConfig(tmp_path / f"{name}.db")) for name in ("gw1", "gw2")}
+    outboxes["gw1"].put(alarm("a1", GW1))
+    outboxes["gw2"].put(alarm("b1", GW2))
+    gw1 = uplink_for(
+        mqtt_config(broker.gateways, tls=broker.tls_for(broker.pki.issue("gw1"))), GW1, outboxes["gw1"]
+    )
+    gw2_as_gw1 = mqtt_config(broker.gateways, tls=broker.tls_for(broker.pki.issue("gw2")), client_id="gw1")
+    gw2 = uplink_for(gw2_as_gw1, GW2, outboxes["gw2"])
+
+    async def body() -> None:
+        await wait_until(lambda: ids_on(central, GW1.alarm) == ["a1"], "gw1 delivers")
+        task = asyncio.create_task(gw2.run())
+        await wait_until(lambda: ids_on(central, GW2.alarm) == ["b1"], "gw2 delivers")
+        # Had gw2 taken over gw1's client id, gw1 would have been disconnected and would
+        # reconnect before delivering this one.
+        outboxes["gw1"].put(alarm("a2", GW1))
+        gw1.notify()
+        await wait_until(lambda: ids_on(central, GW1.alarm) == ["a1", "a2"], "gw1 delivers again")
+        await gw2.stop(timeout_s=1.0)
+        await asyncio.wait_for(task, 10)
+
+    drive([gw1], body)
+    central.close()
+    assert gw1.counters().reconnects == 0 and gw2.counters().reconnects == 0
+    assert outboxes["gw1"].depth() == 0 and outboxes["gw2"].depth() == 0
