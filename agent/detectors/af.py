@@ -7,37 +7,64 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
 
 1. Artifacts: RR outside [min_rr_s, max_rr_s] (a missed or doubled beat, 24-240 bpm by default) or
    quality-gated (NaN) is dropped, together with the differences that touch it.
-2. Heart-rate trend: the median RR of the whole window (`window_beats`, 16 by default) — robust to the
-   ectopic beats themselves, so no recursion is needed and the detector stays stateless.
+2. Heart-rate trend: the median RR of the context (`window_beats`, 16 by default) — robust to the
+   ectopic beats themselves, so no recursion is needed.
 3. Ectopic beats: a premature beat followed by a compensatory pause (RR ratio to the trend below
    1 - `ectopic_prematurity`, the next above 1 + it, the two summing to about two trend intervals) is the
    signature of a PVC/PAC; both intervals are removed from the irregularity estimate. Bigeminy then
    leaves no differences at all, which gives no verdict rather than a false AF call. Alternation the
    pair rule misses (Petrėnas' bigeminal suppression): when the median lag-2 difference is below
    `bigeminy_ratio` (0.3) times the lag-1 one, the rhythm is bigeminal, not random, and gets no verdict.
-4. Irregularity: the median of |ΔRR| / trend over the last `irregularity_beats` (8) clean differences.
+4. Two-level rhythms: blocked premature beats, 2:1 block or trigeminy switch the RR between two
+   discrete levels in an irregular order, which neither rule above catches. The context's RR ratios are
+   split into the two clusters that minimise the within-cluster variance (an exact 1-D 2-means over the
+   sorted values); when that leaves less than `two_level_fraction` (0.12) of the variance, at least
+   `TWO_LEVEL_MIN_BEATS` intervals sit in each level and the rhythm switches level at least
+   `TWO_LEVEL_MIN_SWITCHES` times, the irregularity is measured on the residuals from the two levels
+   (what is left once the pattern is explained), not on the raw intervals. AF spreads its intervals
+   continuously, so its residual irregularity stays high; 0 turns the rule off.
+5. Irregularity: the median of |ΔRR| / trend over the last `irregularity_beats` (8) clean differences.
    The median of 8 makes a lone surviving ectopic or artifact unable to move the score.
-5. Bias: on sinus rhythm the median |ΔRR|/RR is not zero (respiratory sinus arrhythmia, RR jitter of
-   a beat detector), and RSA is larger at slow rates. The score subtracts an optional `bias` (the
-   typical sinus irregularity, 0 by default) scaled by trend/0.8 s. The default threshold 0.04 was
-   chosen looking at the CPSC-2021 sample; docs/evaluation.md and docs/benchmarks.md say how well it
-   holds when chosen per held-out subject.
+6. Heart rate: AF conducts fast and RSA is larger at slow rates, so the score may weigh the rate:
+   irregularity x (0.8 s / trend) ** `rate_exponent` (0 by default: no weighting), minus an optional
+   `bias` (the typical sinus irregularity, 0 by default) scaled by trend/0.8 s. `rate_exponent` and the
+   threshold are fitted by `python -m tools.evaluate.af_fit` (tools/evaluate/af_fit.py), leave one
+   subject out, on the CPSC-2021 sample; docs/benchmarks.md has the numbers.
 
-The score of a call is that of the newest beat, computed from the window's past beats only, so each beat
-is decided from past RR as it arrives. Stateless: the window is the state.
+Verdicts start after `verdict_beats` beats (`irregularity_beats` + 1 = 9 by default): that is the
+detector's window, so the pipeline scores a stream from its 9th beat; the older beats of the
+`window_beats` context are kept per stream (state `history`, persisted like other detector state). Until
+the context is full the trend and the two-level test see fewer beats. `verdict_beats = window_beats` gives
+the earlier stateless behaviour (no verdict before 16 beats). The history assumes each call's window
+continues the previous one by `hop` beats, as the pipeline delivers them.
+
+Parameters (all optional): `threshold` 0.04, `window_beats` 16, `irregularity_beats` 8, `verdict_beats`
+irregularity_beats + 1, `hop_beats` 1, `ectopic_prematurity` 0.12, `bigeminy_ratio` 0.3,
+`two_level_fraction` 0.12, `rate_exponent` 0, `bias` 0, `min_rr_s` 0.25, `max_rr_s` 2.5. Migration from
+the earlier detector: every old key keeps its meaning; the old behaviour is `verdict_beats =
+window_beats`, `two_level_fraction = 0`.
+
+The score of a call is that of the newest beat, computed from the context's past beats only, so each
+beat is decided from past RR as it arrives.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.params import ParamReader
+from agent.errors import ConfigError
 
-REFERENCE_RR_S = 0.8  # the bias is stated at 75 bpm and scaled with the RR trend
+REFERENCE_RR_S = 0.8  # the bias and the rate weighting are stated at 75 bpm
+TWO_LEVEL_MIN_BEATS = 3  # intervals in the smaller level before a two-level rhythm is believed
+TWO_LEVEL_MIN_SWITCHES = 4  # level changes in the context: a pattern, not one step in rate
+HISTORY = "history"  # per-stream state key: the context's beats older than the window
 
 
 class AtrialFibrillationDetector(StreamingDetector):
@@ -57,6 +84,9 @@ class AtrialFibrillationDetector(StreamingDetector):
         bigeminy_ratio: float = 0.3,
         min_rr_s: float = 0.25,
         max_rr_s: float = 2.5,
+        context_beats: int | None = None,
+        two_level_fraction: float = 0.12,
+        rate_exponent: float = 0.0,
     ) -> None:
         super().__init__(id, channels, window, hop, threshold)
         self.irregularity_beats = irregularity_beats
@@ -65,6 +95,10 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.bigeminy_ratio = bigeminy_ratio
         self.min_rr_s = min_rr_s
         self.max_rr_s = max_rr_s
+        self.context_beats = window if context_beats is None else max(context_beats, window)
+        self.two_level_fraction = two_level_fraction
+        self.rate_exponent = rate_exponent
+        self._history: FloatArray = np.full((0, self.context_beats), np.nan)
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> AtrialFibrillationDetector:
@@ -73,21 +107,31 @@ class AtrialFibrillationDetector(StreamingDetector):
         irregularity = reader.count("irregularity_beats", 8)
         if irregularity < 3:
             raise reader.fail("irregularity_beats", f"expected at least 3, got {irregularity}")
-        window = reader.count("window_beats", 16)
-        if window < irregularity + 2:
-            raise reader.fail("window_beats", f"must exceed irregularity_beats + 1, got {window}")
+        context = reader.count("window_beats", 16)
+        if context < irregularity + 2:
+            raise reader.fail("window_beats", f"must exceed irregularity_beats + 1, got {context}")
+        verdict = reader.count("verdict_beats", irregularity + 1)
+        if not irregularity + 1 <= verdict <= context:
+            span = f"irregularity_beats + 1 ({irregularity + 1}) .. window_beats ({context})"
+            raise reader.fail("verdict_beats", f"expected {span}, got {verdict}")
         # One score per beat by default; `hop_s` (at the stream's nominal beat rate) like other detectors.
         hop = reader.count("hop_beats", 0) or reader.samples("hop_s", 1.0 / reader.rate_hz)
-        if not 1 <= hop <= window:
-            raise reader.fail("hop_beats", f"expected 1..window_beats ({window}), got {hop}")
+        if not 1 <= hop <= verdict:
+            raise reader.fail("hop_beats", f"expected 1..verdict_beats ({verdict}), got {hop}")
         min_rr = reader.positive("min_rr_s", 0.25)
         max_rr = reader.positive("max_rr_s", 2.5)
         if max_rr <= min_rr:
             raise reader.fail("max_rr_s", f"must exceed min_rr_s ({min_rr:g}), got {max_rr:g}")
+        two_level = reader.number("two_level_fraction", 0.12) or 0.0
+        if not 0.0 <= two_level < 1.0:
+            raise reader.fail("two_level_fraction", f"expected 0 (off) .. below 1, got {two_level:g}")
+        exponent = reader.number("rate_exponent", 0.0) or 0.0
+        if not 0.0 <= exponent <= 4.0:
+            raise reader.fail("rate_exponent", f"expected 0 .. 4, got {exponent:g}")
         detector = cls(
             config.id,
             config.channels,
-            window,
+            verdict,
             hop,
             threshold=reader.positive("threshold", 0.04),
             irregularity_beats=irregularity,
@@ -96,9 +140,14 @@ class AtrialFibrillationDetector(StreamingDetector):
             bigeminy_ratio=reader.number("bigeminy_ratio", 0.3) or 0.0,
             min_rr_s=min_rr,
             max_rr_s=max_rr,
+            context_beats=context,
+            two_level_fraction=two_level,
+            rate_exponent=exponent,
         )
         reader.finish()
         return detector
+
+    # -- scoring -----------------------------------------------------------------------------------------
 
     def irregularity(self, rr: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(score, RR trend) of the newest beat of each row of (S, W) RR intervals in seconds."""
@@ -126,12 +175,21 @@ class AtrialFibrillationDetector(StreamingDetector):
         with np.errstate(invalid="ignore"):
             bigeminal = lag2 < self.bigeminy_ratio * lag1
         enough &= ~bigeminal
-        score = median - self.bias * trend / REFERENCE_RR_S
+        if self.two_level_fraction > 0:
+            patterned, residual = _two_levels(ratio, self.two_level_fraction)
+            within, _ = _newest_median(
+                np.abs(np.diff(np.where(ectopic, np.nan, residual), axis=1)), self.irregularity_beats
+            )
+            median = np.where(patterned, within, median)
+        with np.errstate(all="ignore"):
+            score = (
+                median * (REFERENCE_RR_S / trend) ** self.rate_exponent - self.bias * trend / REFERENCE_RR_S
+            )
         return np.where(enough, score, np.nan), trend
 
     def score(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
-        rr = block.values[:, -self.window :, 0]
+        rr = self._context(block)
         scores, trend = self.irregularity(rr)
         has = ~np.isnan(scores)
         return ScoreBlock(
@@ -142,6 +200,62 @@ class AtrialFibrillationDetector(StreamingDetector):
             limits=np.where(has, self.threshold, np.nan),
             baseline=trend[:, None],
         )
+
+    # -- the context: the window plus the stream's older beats ---------------------------------------------
+
+    def _context(self, block: WindowBlock) -> FloatArray:
+        """(S, context_beats) newest RR of each stream: remembered older beats, then the block's window."""
+        values = block.values[:, :, 0]
+        if self.context_beats == self.window:
+            return values[:, -self.window :]
+        slots = block.slots
+        if slots.size == 0:
+            return np.full((0, self.context_beats), np.nan)
+        self._grow(int(slots.max()) + 1)
+        before = self._history[slots]
+        # The block's first (length - hop) beats were already the newest of the previous call.
+        overlap = min(values.shape[1] - min(block.hop, values.shape[1]), self.context_beats)
+        older = before[:, : self.context_beats - overlap]
+        context = np.concatenate([older, values], axis=1)[:, -self.context_beats :]
+        self._history[slots] = context
+        return context
+
+    def _grow(self, need: int) -> None:
+        size = self._history.shape[0]
+        if need > size:
+            grown = np.full((max(need, 2 * size, 8), self.context_beats), np.nan)
+            grown[:size] = self._history
+            self._history = grown
+
+    def reset_streams(self) -> None:
+        super().reset_streams()
+        self._history = np.full((0, self.context_beats), np.nan)
+
+    def stream_state(self) -> dict[str, Any]:
+        out = super().stream_state()
+        if self.context_beats > self.window:
+            out[HISTORY] = [
+                [None if np.isnan(v) else float(v) for v in row] for row in self._history.tolist()
+            ]
+        return out
+
+    def load_stream_state(self, state: Mapping[str, Any]) -> None:
+        rest = {k: v for k, v in state.items() if k != HISTORY}
+        super().load_stream_state(rest)
+        rows = state.get(HISTORY)
+        if rows is None:
+            self._history = np.full((0, self.context_beats), np.nan)
+            return
+        where = f"state.detectors.{self.id}.streams.{HISTORY}"
+        try:
+            table = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(where, f"unreadable: {exc}") from exc
+        if table.size == 0:
+            table = np.full((0, self.context_beats), np.nan)
+        if table.ndim != 2 or table.shape[1] != self.context_beats:
+            raise ConfigError(where, f"expected rows of {self.context_beats} beats, got shape {table.shape}")
+        self._history = table
 
 
 def _newest_median(diffs: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
@@ -154,3 +268,41 @@ def _newest_median(diffs: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
         median = np.nanmedian(np.where(keep, diffs, np.nan), axis=1)
     count: IntArray = keep.sum(axis=1).astype(np.int64)
     return median, count
+
+
+def _two_levels(ratio: FloatArray, max_fraction: float) -> tuple[np.ndarray, FloatArray]:
+    """(rows that alternate between two RR levels, residual of each interval from its level's mean).
+
+    Exact 1-D 2-means: over the sorted values every split point is tried at once with cumulative sums.
+    """
+    s, w = ratio.shape
+    ordered = np.sort(ratio, axis=1)  # NaN last
+    n = (~np.isnan(ratio)).sum(axis=1)
+    filled = np.nan_to_num(ordered)
+    csum, csq = np.cumsum(filled, axis=1), np.cumsum(filled**2, axis=1)
+    rows = np.arange(s)
+    last = np.maximum(n - 1, 0)
+    total, total_sq = csum[rows, last][:, None], csq[rows, last][:, None]
+    low_n = np.arange(1, w + 1)[None, :]
+    high_n = n[:, None] - low_n
+    with np.errstate(all="ignore"):
+        low_mean = csum / low_n
+        high_mean = (total - csum) / high_n
+        sse = (csq - low_n * low_mean**2) + ((total_sq - csq) - high_n * high_mean**2)
+        sse = np.where(high_n >= 1, sse, np.inf)
+        best = np.argmin(sse, axis=1)
+        spread = total_sq[:, 0] - total[:, 0] ** 2 / np.maximum(n, 1)
+        fraction = sse[rows, best] / spread
+    split = ordered[rows, best]
+    high = ratio > split[:, None]
+    valid = ~np.isnan(ratio)
+    centre = np.where(high, high_mean[rows, best][:, None], low_mean[rows, best][:, None])
+    switches = ((high[:, 1:] != high[:, :-1]) & valid[:, 1:] & valid[:, :-1]).sum(axis=1)
+    minority = np.minimum(best + 1, n - best - 1)
+    with np.errstate(invalid="ignore"):
+        patterned = (
+            (fraction < max_fraction)
+            & (minority >= TWO_LEVEL_MIN_BEATS)
+            & (switches >= TWO_LEVEL_MIN_SWITCHES)
+        )
+    return patterned, ratio - centre

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from detector_drive import run, scores_of
+from detector_drive import T0, run, scores_of
 
+from agent.config import parse_config
 from agent.config.schema import DetectorConfig
 from agent.detectors.af import AtrialFibrillationDetector
+from agent.detectors.base import ScoreBlock, WindowBlock
 from agent.errors import ConfigError
+from agent.events import Phase
+from agent.pipeline import Pipeline
+from agent.readings import Reading
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mitdb" / "200_beats_0-60s.csv"
 
@@ -133,3 +139,118 @@ def test_alternation_the_pair_rule_misses_is_suppressed_as_bigeminal() -> None:
     plain = make(ectopic_prematurity=0.001, bigeminy_ratio=0.0)
     assert np.nanmax(scores(plain, rr)[20:]) > d.threshold  # irregular beat to beat...
     assert not (scores(d, rr)[20:] > d.threshold).any()  # ...but regular every other beat
+
+
+def two_level(rng: np.random.Generator, n: int, rr: float = 1.0, long: float = 1.55) -> np.ndarray:
+    """Blocked premature beats: sinus intervals and pauses of ~1.55 sinus intervals in an irregular order
+    (CPSC-2021 subject 35's pattern), with 2 % jitter."""
+    pauses = rng.random(n) < 0.4
+    return rr * np.where(pauses, long, 1.0) * (1 + rng.normal(0, 0.02, n))
+
+
+def test_a_two_level_rhythm_is_measured_within_its_levels_and_stays_quiet() -> None:
+    rng = np.random.default_rng(7)
+    rr = two_level(rng, 300)
+    d = make()
+    plain = make(two_level_fraction=0.0)  # the earlier detector: raw irregularity only
+    s, raw = scores(d, rr), scores(plain, rr)
+    assert np.mean(raw[20:] > d.threshold) > 0.3  # irregular beat to beat, no ectopic pairs...
+    assert np.mean(s[20:] > d.threshold) < 0.05  # ...but only two levels: not AF
+    af_after = scores(d, np.concatenate([rr, af(rng, 200)]))
+    assert np.mean(af_after[320:] > d.threshold) > 0.9  # AF after it is still AF
+
+
+def test_a_short_window_with_remembered_beats_scores_like_the_full_context() -> None:
+    """The pipeline scores a stream once `window` beats arrived: 9 by default, the older beats of the
+    16-beat context are remembered per stream, so scores equal the stateless 16-beat window's."""
+    rng = np.random.default_rng(8)
+    rr = np.concatenate([af(rng, 40), two_level(rng, 40), sinus(rng, 40)])[None, :]
+    early = make()  # verdict_beats defaults to irregularity_beats + 1
+    late = make(verdict_beats=16)  # the earlier behaviour: stateless, window = context
+    assert early.window == 9 and late.window == 16
+    np.testing.assert_array_equal(slide(early, rr, range(8, 120))[7:], slide(late, rr, range(15, 120)))
+
+
+def slide(detector: AtrialFibrillationDetector, rr: np.ndarray, ends: range) -> np.ndarray:
+    """Scores of the windows of `rr` (S, T) ending at each beat of `ends`, one new beat per call."""
+    out = []
+    for end in ends:
+        window = rr[:, end - detector.window + 1 : end + 1, None]
+        block = WindowBlock(np.ascontiguousarray(window), np.arange(rr.shape[0]), np.full(rr.shape[0], T0), 1)
+        out.append(detector.score(block).scores)
+    return np.array(out)
+
+
+def test_remembered_beats_survive_a_state_round_trip() -> None:
+    rng = np.random.default_rng(9)
+    rr = np.stack([np.concatenate([sinus(rng, 30), af(rng, 30)]), two_level(rng, 60)])
+    original = make()
+    slide(original, rr, range(8, 40))
+    restored = make()
+    restored.load_state(json.loads(json.dumps(original.state(), allow_nan=False)))
+    first, second = slide(original, rr, range(40, 60)), slide(restored, rr, range(40, 60))
+    np.testing.assert_array_equal(first, second)
+    fresh = slide(make(), rr, range(40, 60))  # the same windows without the remembered beats
+    assert not np.array_equal(first[:4], fresh[:4], equal_nan=True)
+
+
+def test_rate_exponent_weighs_the_same_irregularity_by_heart_rate() -> None:
+    rng = np.random.default_rng(10)
+    shape = af(rng, 200, rr=1.0)
+    fast, slow = scores(make(rate_exponent=2.0), 0.5 * shape), scores(make(rate_exponent=2.0), 1.0 * shape)
+    plain_fast, plain_slow = scores(make(), 0.5 * shape), scores(make(), 1.0 * shape)
+    np.testing.assert_allclose(plain_fast, plain_slow, equal_nan=True)  # |ΔRR|/RR is scale-free
+    np.testing.assert_allclose(np.nanmedian(fast / slow), 4.0, rtol=0.01)  # (0.8/0.5)^2 / (0.8/1.0)^2
+
+
+def test_pipeline_scores_an_rr_stream_from_its_ninth_beat(tmp_path: Path) -> None:
+    config = {
+        "gateway": {"id": "gw", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "outbox": {"path": "outbox.sqlite"},
+        "devices": [{"id": "dev", "kind": "wearable", "transport": "simulator"}],
+        "detectors": [{"id": "af", "type": "af", "stream": "rr", "channels": ["rr"]}],
+        "alarms": [{"condition": "atrial_fibrillation", "detector": "af", "min_duration_s": 5}],
+    }
+    p = Pipeline(parse_config(config, base_dir=tmp_path), lambda device: f"p-{device}")
+    (detector,) = p.detectors
+    seen: list[float] = []
+    original = detector.score
+
+    def tapped(block: WindowBlock) -> ScoreBlock:
+        out = original(block)
+        seen.extend(out.scores.tolist())
+        return out
+
+    object.__setattr__(detector, "score", tapped)
+    rng = np.random.default_rng(11)
+    rr = af(rng, 60)
+    beats = T0 + np.cumsum(rr)
+    started = [
+        e
+        for e in p.ingest(
+            [
+                Reading.single("dev/rr", {"rr": float(v)}, float(t), float(t - T0))
+                for v, t in zip(rr, beats, strict=True)
+            ]
+        )
+        if e.phase is Phase.START
+    ]
+    assert len(seen) == 60 - 8  # one verdict per beat from the 9th on
+    assert np.isfinite(seen[0]) and seen[0] > detector.threshold
+    assert len(started) == 1 and started[0].detection_time <= beats[8] + 5.0 + 2.0
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"verdict_beats": 8}, "verdict_beats"),  # fewer than irregularity_beats + 1
+        ({"verdict_beats": 17}, "verdict_beats"),  # more than window_beats
+        ({"two_level_fraction": 1.0}, "two_level_fraction"),
+        ({"rate_exponent": -1.0}, "rate_exponent"),
+    ],
+)
+def test_bad_new_params_name_their_key(params: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        make(**params)
+    assert err.value.path == f"detectors.af.params.{key}"
