@@ -8,6 +8,11 @@ divided by the configured `rate_hz`), per stream: a gap, a disconnected device o
 adds nothing. It is complete when one of the detector's streams has `baseline_s` of such data; every
 stream's scores are in the sample, so more devices give a larger sample, not a shorter period.
 
+Scores of a stream during an alarm episode of one of the detector's rules (from its onset to its end)
+are left out when the baseline completes: a genuine event in the baseline must not teach the detector
+that events are normal (one 30 s episode on one of 12 streams raised a 0.5/h threshold ninefold).
+Hops above the threshold that the alarm machine does not confirm stay in.
+
 Then the threshold is set with `threshold_for_rate` (through the detector's `_calibrated` hook, which
 may only raise the configured one) at the mean stream time per collected score, logged, and kept in
 the detector's saved state with a digest of its configuration; a changed configuration (type,
@@ -37,10 +42,10 @@ from agent.inference.detector import AutoencoderDetector
 
 log = logging.getLogger(__name__)
 
-# Per detector: 200 000 float64 scores are 1.6 MB (55 h of one stream at a 1 s hop, or 1 h of 55
-# streams). Beyond that the sample is thinned to every 2nd, 4th, ... score: a systematic sample of
-# the same score distribution, so the quantile stays unbiased and memory stays bounded.
-MAX_BASELINE_SCORES = 200_000
+# Per detector: 131 072 scores, each with its time and stream slot, are 3.1 MB (36 h of one stream at
+# a 1 s hop, or 1 h of 36 streams). Beyond that the sample is thinned to every 2nd, 4th, ... score: a
+# systematic sample of the same score distribution, so the quantile stays unbiased and memory bounded.
+MAX_BASELINE_SCORES = 131_072
 
 
 def config_digest(spec: DetectorConfig, model_version: str = "") -> str:
@@ -93,40 +98,50 @@ def calibration_problem(spec: DetectorConfig, detector: StreamingDetector) -> Co
 
 
 class ScoreSample:
-    """Scores appended in time order, at most `capacity` kept: when full, every second one is dropped
-    and from then on only every `stride`-th arriving score is kept."""
+    """Rows of (score, time, slot) appended in time order, at most `capacity` (even) kept: when full,
+    every second row is dropped and from then on only every `stride`-th arriving row is kept."""
 
     def __init__(self, capacity: int = MAX_BASELINE_SCORES) -> None:
         self.capacity = capacity
         self.stride = 1
         self.seen = 0
-        self._data = np.empty(min(capacity, 4096))
+        self._data = np.empty((min(capacity, 4096), 3))
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def add(self, scores: FloatArray) -> None:
+    def add(self, scores: FloatArray, times: FloatArray | None = None, slots: IntArray | None = None) -> None:
+        rows = np.empty((scores.size, 3))
+        rows[:, 0] = scores
+        rows[:, 1] = np.nan if times is None else times
+        rows[:, 2] = -1 if slots is None else slots
         index = self.seen + np.arange(scores.size)
         self.seen += scores.size
-        kept = scores[index % self.stride == 0] if self.stride > 1 else scores
-        while kept.size:
+        kept = rows[index % self.stride == 0] if self.stride > 1 else rows
+        while kept.shape[0]:
             if self._size == self.capacity:
                 self._data[: self._size // 2] = self._data[: self._size : 2][: self._size // 2]
                 self._size //= 2
                 self.stride *= 2
                 kept = kept[::2]
                 continue
-            if self._size + kept.size > self._data.size:
-                grown = np.empty(min(self.capacity, max(2 * self._data.size, self._size + kept.size)))
+            if self._size + kept.shape[0] > self._data.shape[0]:
+                size = min(self.capacity, max(2 * self._data.shape[0], self._size + kept.shape[0]))
+                grown = np.empty((size, 3))
                 grown[: self._size] = self._data[: self._size]
                 self._data = grown
-            take = min(kept.size, self.capacity - self._size)
+            take = min(kept.shape[0], self.capacity - self._size)
             self._data[self._size : self._size + take] = kept[:take]
             self._size += take
             kept = kept[take:]
 
     def values(self) -> FloatArray:
+        """The kept scores, in arrival order."""
+        return self._data[: self._size, 0]
+
+    def rows(self) -> FloatArray:
+        """(n, 3): score, end time of its window, stream slot."""
         return self._data[: self._size]
 
 
@@ -152,6 +167,8 @@ class LiveCalibration:
         self._valid_s = np.zeros(8)  # per slot: stream seconds of gated-in data behind scored hops
         self._scored_samples = 0  # stream samples behind the collected scores (gated or not)
         self.alarms_during_baseline = 0
+        self._open: dict[tuple[int, str], float] = {}  # (slot, condition) -> onset of an open episode
+        self._episodes: list[tuple[int, float, float]] = []  # (slot, onset, end) of ended episodes
 
     @property
     def progress(self) -> float:
@@ -173,18 +190,40 @@ class LiveCalibration:
         if top >= self._valid_s.size:
             self._valid_s = np.concatenate([self._valid_s, np.zeros(max(top + 1, 2 * self._valid_s.size))])
         self._valid_s[slots] += valid / self.rate_hz
-        self._sample.add(np.asarray(scores, dtype=np.float64))
+        self._sample.add(np.asarray(scores, dtype=np.float64), end_times, slots)
         self._scored_samples += new.shape[1] * slots.size
         if self._valid_s.max() >= self.config.baseline_s:
             self._complete(float(end_times.max()))
 
-    def note_events(self, events: list[AlarmEvent]) -> None:
-        """Alarms raised (with the configured threshold) while learning: their scores are in the
-        sample and raise the learned threshold, so the count is shown and logged."""
-        self.alarms_during_baseline += sum(1 for e in events if e.phase is Phase.START)
+    def note_events(self, events: list[AlarmEvent], slot_of: Mapping[tuple[str, str], int]) -> None:
+        """Alarm events of the detector's rules while learning (raised with the configured threshold);
+        `slot_of` maps (device pseudonym, stream name) to the stream's slot. Episodes are left out of
+        the sample when the baseline completes."""
+        for event in events:
+            slot = slot_of.get((event.device, event.stream))
+            if slot is None:
+                continue
+            key = (slot, event.condition)
+            if event.phase is Phase.START:
+                self.alarms_during_baseline += 1
+                self._open[key] = event.onset_time
+            elif event.phase is Phase.END and key in self._open:
+                onset = self._open.pop(key)
+                end = event.end_time if event.end_time is not None else event.detection_time
+                self._episodes.append((slot, onset, end))
+
+    def _normal_scores(self) -> FloatArray:
+        """The collected scores outside every alarm episode (open ones run to the end)."""
+        rows = self._sample.rows()
+        keep = np.ones(rows.shape[0], dtype=bool)
+        episodes = self._episodes + [(slot, onset, math.inf) for (slot, _), onset in self._open.items()]
+        for slot, onset, end in episodes:
+            keep &= ~((rows[:, 2] == slot) & (rows[:, 1] >= onset) & (rows[:, 1] <= end))
+        normal: FloatArray = rows[keep, 0]
+        return normal
 
     def _complete(self, at: float) -> None:
-        scores = self._sample.values()
+        scores = self._normal_scores()
         seconds_per_score = self._scored_samples / self._sample.seen / self.rate_hz
         target = self.config.target_false_alarms_per_hour
         try:
@@ -202,6 +241,7 @@ class LiveCalibration:
         self.learned = learned
         self.calibrated_at = at
         self.scores_used = self._sample.seen
+        left_out = len(self._sample) - scores.size
         log.info(
             "detector %s calibrated: threshold %.4g (configured %.4g, learned %.4g) from %d scores, "
             "target %g false alarms/h per stream",
@@ -214,10 +254,10 @@ class LiveCalibration:
         )
         if self.alarms_during_baseline:
             log.warning(
-                "detector %s: %d alarm(s) started during its baseline; their scores raised the learned "
-                "threshold (change its calibration table to learn again)",
+                "detector %s: %d alarm episode(s) during its baseline; their %d score(s) were left out",
                 self.detector.id,
                 self.alarms_during_baseline,
+                left_out,
             )
         self._sample = ScoreSample(capacity=2)  # free the scores; only the result is kept
 

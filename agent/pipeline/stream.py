@@ -225,7 +225,9 @@ class StreamPipeline:
         for book, rows in zip(watch.books, watch.rows, strict=True):
             events += book.update(refs, scores, times, quality_ok, quality_text, rows[due])
         if learning is not None:  # after the books: these scores were judged by the configured threshold
-            learning.note_events(events)
+            if events:
+                slot_of = {(r.device_pseudonym, r.stream): s for r, s in zip(refs, due.tolist(), strict=True)}
+                learning.note_events(events, slot_of)
             learning.observe(due, values[:, -new_samples:], scores.scores, times)
         return events
 

@@ -14,6 +14,7 @@ import pytest
 
 from agent.config import AgentConfig, parse_config
 from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.calibration import replay_scores
 from agent.detectors.registry import build_detector
 from agent.events import Heartbeat, Phase, encode, iso_time
 from agent.pipeline import Pipeline
@@ -183,6 +184,35 @@ def test_alarms_are_raised_while_learning(tmp_path: Path, baseline: np.ndarray) 
     assert detector(pipeline, "hr-change").threshold == configured  # judged by the configured threshold
     status = pipeline.calibration_status()["hr-change"]
     assert status["state"] == "learning" and status["alarms_during_baseline"] == 1
+
+
+def test_an_episode_in_the_baseline_is_left_out_of_the_sample(tmp_path: Path, baseline: np.ndarray) -> None:
+    """At a rare target the tail decides the threshold: one episode must not lift it out of reach."""
+    cfg = config(tmp_path, raw_config(target_false_alarms_per_hour=0.5))
+    pipeline = Pipeline(cfg, str)
+    hr = baseline.copy()
+    hr[1, 200:230] = 190.0
+    events = [e for e in feed(pipeline, hr, T0) if e.condition == "hr_change"]
+    assert [(e.phase, e.device) for e in events] == [(Phase.START, "w1"), (Phase.END, "w1")]
+    onset, end = events[0].onset_time, events[1].end_time
+    assert end is not None
+    status = pipeline.calibration_status()["hr-change"]
+    assert status["state"] == "calibrated" and status["alarms_during_baseline"] == 1
+    # Offline: the same baseline replayed, the episode's hops of stream w1 removed.
+    last = WINDOW_S - 1 + BASELINE_S - 1
+    fresh = build_detector(cfg.detectors[0], 1.0)
+    block = WindowBlock(hr[:, : last + 1, None], np.arange(STREAMS), np.full(STREAMS, T0 + last), 1)
+    scores = replay_scores(fresh, block, fresh.window, fresh.hop, 1.0)  # (hops, streams)
+    times = T0 + WINDOW_S - 1 + np.arange(scores.shape[0])
+    in_episode = (times >= onset) & (times <= end)
+    assert 30 <= np.count_nonzero(in_episode) <= 90  # onset to end, clear_after_s included
+    everything = copy.deepcopy(fresh)
+    everything.calibrate_from_scores(scores, 0.5, 1.0)
+    scores[in_episode, 1] = np.nan  # NaN = left out (never an exceedance); dropped below
+    kept = scores[~np.isnan(scores)]
+    fresh.calibrate_from_scores(kept, 0.5, 1.0)
+    assert detector(pipeline, "hr-change").threshold == pytest.approx(fresh.threshold, rel=1e-12)
+    assert everything.threshold > 3 * fresh.threshold  # what the episode would have done
 
 
 def test_gated_data_and_gaps_do_not_count_as_baseline(tmp_path: Path, baseline: np.ndarray) -> None:
