@@ -75,8 +75,9 @@ def calibration_problem(spec: DetectorConfig, detector: StreamingDetector) -> Co
     if not refusal and isinstance(detector, AutoencoderDetector) and detector.adapt_rows:
         refusal = "per-stream adaptation (params.adapt_rows) already sets each stream's own threshold"
     if refusal:
+        article = "an" if spec.type[:1] in ("a", "e", "i", "o", "u") else "a"
         return ConfigError(
-            where, f"nothing to calibrate for a {spec.type} detector: {refusal}; remove this key"
+            where, f"nothing to calibrate for {article} {spec.type} detector: {refusal}; remove this key"
         )
     hop_s = detector.hop / spec.rate_hz
     try:

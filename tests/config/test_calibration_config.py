@@ -142,3 +142,28 @@ def test_detectors_with_nothing_to_calibrate_refuse_the_key(
     assert where == "detectors.hr-high.calibration"
     assert problem.startswith(f"nothing to calibrate for a {kind} detector: {reason}")
     assert problem.endswith("; remove this key")
+
+
+PUMP_MODEL = Path(__file__).resolve().parents[2] / "models" / "pump"
+
+
+@pytest.mark.parametrize("adapt_rows", [0, 200])
+def test_an_autoencoder_calibrates_unless_it_adapts_per_stream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], adapt_rows: int
+) -> None:
+    import json
+
+    channels = json.loads((PUMP_MODEL / "card.json").read_text())["channels"]
+    second = (
+        f'id = "pump-ae"\ntype = "autoencoder"\nstream = "pump"\nchannels = {json.dumps(channels)}\n'
+        f'params = {{ model = "{PUMP_MODEL}", adapt_rows = {adapt_rows} }}\n{GOOD}'
+    )
+    code, errors = check(tmp_path, text(second=second), capsys)
+    if adapt_rows == 0:
+        assert (code, errors) == (0, [])
+    else:
+        assert code == 2 and len(errors) == 1, errors
+        assert errors[0].endswith(
+            "detectors.pump-ae.calibration: nothing to calibrate for an autoencoder detector: per-stream "
+            "adaptation (params.adapt_rows) already sets each stream's own threshold; remove this key"
+        )
