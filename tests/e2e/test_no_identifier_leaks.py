@@ -6,7 +6,8 @@ Everything an identifier could escape through is collected: every message on `#`
 payloads), the process's stdout and stderr, the outbox file (database, WAL and shared memory, also
 while the broker is frozen so rows wait in it) and `last-heartbeat.json`. No identifier may appear in
 any of them, in any letter case; the devices' pseudonyms must appear, so the search is known to look
-at the right bytes.
+at the right bytes. A second run with `encryption_key_file` checks that the daemon creates the key (0600)
+and that rows waiting in the outbox hold no payload in clear, yet arrive intact.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -294,3 +296,100 @@ def test_no_device_or_patient_identifier_leaves_the_gateway(
 
 def found_in(haystack: bytes, pseudonyms: set[str]) -> set[str]:
     return {p for p in pseudonyms if p.encode() in haystack}
+
+
+ENCRYPTED_CONFIG = """
+[gateway]
+id = "gw-sealed"
+site = "ward-9"
+heartbeat_interval_s = 0.5
+state_dir = "state"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+
+[outbox]
+path = "state/outbox.sqlite"
+encryption_key_file = "state/outbox.key"
+
+[[devices]]
+id = "bed7-monitor-xyz"
+kind = "wearable"
+transport = "simulator"
+patient = "PATIENT-JANE-DOE-4711"
+[devices.simulator]
+seed = 3
+speed = {speed}
+episodes = [{{ condition = "tachycardia", start_s = 40, duration_s = 40 }}]
+
+[[detectors]]
+id = "hr-high"
+type = "limit"
+stream = "vitals"
+channels = ["hr"]
+params = {{ above = 120 }}
+
+[[alarms]]
+condition = "tachycardia"
+detector = "hr-high"
+priority = "medium"
+min_duration_s = 5
+clear_after_s = 5
+unit = "bpm"
+"""
+
+
+def outbox_kinds(state: Path) -> list[str]:
+    """The kinds of the rows in the live outbox, read through SQLite (read-only)."""
+    try:
+        db = sqlite3.connect(f"file:{state / 'outbox.sqlite'}?mode=ro", uri=True, timeout=5)
+        try:
+            return [str(r[0]) for r in db.execute("SELECT kind FROM outbox")]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+
+
+def test_with_encryption_at_rest_the_daemon_creates_the_key_and_the_outbox_holds_no_payload_in_clear(
+    tmp_path: Path, mosquitto: LocalBroker
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(ENCRYPTED_CONFIG.format(port=mosquitto.port, speed=SPEED))
+    state = tmp_path / "state"
+    everything = Everything(mosquitto)
+    log = (tmp_path / "agent.log").open("wb")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "--log-json", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(lambda: bool(everything.payloads("heartbeat")), 20, "the first heartbeat")
+        # Frozen broker: the episode's alarm and the heartbeats wait in the (encrypted) outbox.
+        mosquitto.pause()
+        try:
+            wait_for(lambda: "alarm" in outbox_kinds(state), 30, "an alarm row waiting in the outbox")
+            frozen = outbox_bytes(state)
+        finally:
+            mosquitto.resume()
+        wait_for(lambda: bool(everything.payloads("alarm")), 20, "the alarm delivered after the thaw")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+        log.close()
+        everything.close()
+
+    key_file = state / "outbox.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    pseudonym = Pseudonymizer((state / "pseudonym.key").read_bytes())("bed7-monitor-xyz")
+    alarm = everything.payloads("alarm")[0]
+    assert alarm["device"] == pseudonym and alarm["condition"] == "tachycardia"  # opened intact
+    assert pseudonym.encode() not in frozen and b"tachycardia" not in frozen and b'"uptime_s"' not in frozen
+    assert pseudonym.encode() in everything.raw()
+    assert not leaks(frozen + everything.raw() + (tmp_path / "agent.log").read_bytes())
