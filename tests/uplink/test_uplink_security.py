@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -269,10 +270,9 @@ def test_fleet_acl_keeps_other_gateways_topics_unreadable_and_uncommandable(
     spy_all.wait_for(lambda ms: any(m.topic == barrier for m in ms))
     assert [m.topic for m in spy_all.snapshot()] == [barrier]
     assert spy_gw2.snapshot() == []
-    print("GRANTED", spy_gw2.granted, spy_all.granted)
-    # mosquitto's acl_file grants the SUBSCRIBE and checks read access per message at delivery;
-    # either way gw1 never receives gw2's data.
-    assert all(rc < 0x80 for rc in spy_gw2.granted) or spy_gw2.granted == [NOT_AUTHORIZED]
+    # mosquitto 2.0's acl_file grants the SUBSCRIBE itself (a SUBACK did come back) and checks read
+    # access per message at delivery: what matters is that nothing of gw2's was delivered.
+    assert len(spy_gw2.granted) == 1 and len(spy_all.granted) == 1
     # Nor may gw1 send gw2 a command (only the central user writes command topics).
     reason = publish_as(broker.host, broker.port, f"{GW2.root}/cmd/reload", username="gw1", password="pw-gw1")
     assert reason == NOT_AUTHORIZED
@@ -636,14 +636,24 @@ def test_example_config_disconnects_a_client_sending_an_oversized_packet(
     )
     cert = broker.pki.issue("gw1")
     connack: dict[str, Any] = {}
+    connected = threading.Event()
     disconnects: list[int] = []
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw1", protocol=paho.MQTTv5)
+
+    def on_connect(_c: paho.Client, _u: Any, _f: Any, rc: Any, props: Any) -> None:
+        connack.update(rc=rc.value, props=props)
+        connected.set()
+
+    # One connection only: no automatic reconnect that would send the oversized message again.
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id="gw1", protocol=paho.MQTTv5, reconnect_on_failure=False
+    )
     client.tls_set(ca_certs=str(broker.pki.ca), certfile=str(cert.cert), keyfile=str(cert.key))
-    client.on_connect = lambda _c, _u, _f, rc, props: connack.update(rc=rc.value, props=props)
+    client.on_connect = on_connect
     client.on_disconnect = lambda _c, _u, _f, rc, _p: disconnects.append(int(rc.value))
     client.connect(broker.gateways.host, broker.gateways.port)
     client.loop_start()
     try:
+        assert connected.wait(8), "no CONNACK"
         client.publish(GW1.alarm, b"x" * limit, qos=1)  # payload alone = limit: packet > limit
         deadline = time.monotonic() + 8
         while not disconnects and time.monotonic() < deadline:
