@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from uplink_probe import make_tls_material, mqtt_config
+import pytest
+from uplink_probe import Pki, make_tls_material, mqtt_config
 
 from agent.config.schema import OutboxConfig, TlsConfig
 from agent.localbroker import BrokerTls, LocalBroker
@@ -61,3 +63,21 @@ def test_server_certificate_from_an_unknown_ca_is_refused(make_broker: BrokerFac
     assert uplink.counters().connects == 0
     assert outbox.depth() == 1  # still waiting, not lost
     assert "unknown ca" in broker.log_tail(200)  # the client rejected the server's chain
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_server_certificate_for_another_host_name_is_refused(
+    insecure: bool, make_broker: BrokerFactory, tmp_path: Path
+) -> None:
+    """Host-name verification is on: a certificate from the trusted CA, but for another name, is
+    refused; `mqtt.insecure` (which only permits plain mqtt:// to remote hosts) does not change that."""
+    pki = Pki(tmp_path / "pki")
+    wrong_name = pki.issue("broker.example", stem="server", server=True, hosts=("broker.example",))
+    broker = make_broker(tls=BrokerTls(pki.ca, wrong_name.cert, wrong_name.key))
+    outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
+    outbox.put(OutboxItem("ev1", TOPICS.alarm, b"{}", Kind.ALARM, 0, 0.0))
+    config = replace(mqtt_config(broker, tls=TlsConfig(ca_file=pki.ca)), insecure=insecure)
+    uplink = MqttUplink(config, TOPICS, outbox, 1, backoff_min_s=0.1)
+    run_for(uplink, lambda: "bad certificate" in broker.log_tail(200), 8.0)
+    assert "bad certificate" in broker.log_tail(200)  # the agent aborted the handshake
+    assert uplink.counters().connects == 0 and outbox.depth() == 1

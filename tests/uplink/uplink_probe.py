@@ -215,11 +215,12 @@ class Pki:
         *,
         stem: str | None = None,
         server: bool = False,
+        hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
         valid_from: datetime.datetime | None = None,
         valid_until: datetime.datetime | None = None,
     ) -> Issued:
-        """A client certificate with CN `common_name` (with `server`: a server certificate for
-        127.0.0.1 and localhost), written as `<stem>.pem` and `<stem>.key`."""
+        """A client certificate with CN `common_name` (with `server`: a server certificate whose
+        subjectAltName lists `hosts`), written as `<stem>.pem` and `<stem>.key`."""
         now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -231,9 +232,7 @@ class Pki:
         )
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
+                x509.SubjectAlternativeName([_alt_name(host) for host in hosts]),
                 critical=False,
             ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         else:
@@ -254,6 +253,13 @@ class Pki:
 
 
 _DAY = datetime.timedelta(days=1)
+
+
+def _alt_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def make_tls_material(directory: Path, name: str = "test") -> TlsMaterial:
