@@ -15,7 +15,9 @@ Strategy:
   broker's Receive Maximum, one slot kept for status messages), publishes them, and takes more as
   PUBACKs free the window; it sleeps until `notify()` (after a put) or a short poll.
   A PUBACK reason < 0x80 deletes the row; >= 0x80 (e.g. 0x87 Not authorized) marks it refused and
-  calls `on_refused` so the agent raises a technical alarm.
+  calls `on_refused` so the agent raises a technical alarm. A row larger than the broker's
+  Maximum Packet Size (from its CONNACK) is refused the same way (0x95) without being sent: the
+  broker would drop the connection and paho would resend it forever, blocking every row behind it.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
 - Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
@@ -55,6 +57,7 @@ from agent.uplink.connection import (
 from agent.uplink.topics import Topics
 
 LOCAL_REFUSAL = 0x83  # "Implementation specific error": paho itself rejected the message (too large)
+PACKET_TOO_LARGE = 0x95
 log = logging.getLogger(__name__)
 
 
@@ -116,6 +119,7 @@ class MqttUplink:
         self._connected = False
         self._commands_ready = False
         self._window = mqtt.max_inflight - 1
+        self._max_packet: int | None = None  # the broker's Maximum Packet Size, when it sets one
         self._inflight: dict[int, OutboxItem] = {}
         self._status_waiters: dict[int, asyncio.Future[int]] = {}
         self._published = self._delivered = self._refused = self._connects = 0
@@ -225,6 +229,17 @@ class MqttUplink:
         expiry = item.remaining_expiry(self._clock())
         if expiry is not None:
             props.MessageExpiryInterval = expiry
+        if self._max_packet is not None:
+            size = publish_packet_size(item.topic, item.payload, props if self._v5 else None)
+            if size > self._max_packet:
+                log.error(
+                    "outbox item %s is %d bytes, over the broker's maximum packet size %d",
+                    item.id,
+                    size,
+                    self._max_packet,
+                )
+                self._refuse(item, PACKET_TOO_LARGE)
+                return
         try:
             info = self._client.publish(
                 item.topic, item.payload, qos=1, retain=False, properties=props if self._v5 else None
@@ -252,7 +267,9 @@ class MqttUplink:
 
     # -- paho callbacks, on the loop thread -------------------------------------------------------
 
-    def _on_connected(self, reason: int, session_present: bool, receive_maximum: int | None) -> None:
+    def _on_connected(
+        self, reason: int, session_present: bool, receive_maximum: int | None, max_packet: int | None
+    ) -> None:
         if reason >= 0x80:
             log.warning(
                 "broker %s:%s refused the connection: 0x%02x", self.config.host, self.config.port, reason
@@ -262,6 +279,7 @@ class MqttUplink:
         self._connects += 1
         if receive_maximum is not None:
             self._window = max(1, min(self.config.max_inflight, receive_maximum) - 1)
+        self._max_packet = max_packet
         log.info(
             "connected to %s:%s (session present: %s, window %d)",
             self.config.host,
@@ -364,9 +382,12 @@ class MqttUplink:
         self, client: paho.Client, _u: Any, flags: Any, reason: ReasonCode, props: Properties | None
     ) -> None:
         receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        max_packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
         if reason.value < 0x80:
             self._failures = 0
-        self._from_paho(self._on_connected, reason.value, bool(flags.session_present), receive_maximum)
+        self._from_paho(
+            self._on_connected, reason.value, bool(flags.session_present), receive_maximum, max_packet
+        )
 
     def _paho_connect_fail(self, client: paho.Client, _u: Any) -> None:
         self._failures += 1
@@ -396,3 +417,12 @@ class MqttUplink:
         correlation = getattr(props, "CorrelationData", None)
         command = Command(message.topic, bytes(message.payload), response_topic, correlation)
         self._from_paho(self._on_message, command)
+
+
+def publish_packet_size(topic: str, payload: bytes, props: Properties | None) -> int:
+    """Bytes of the QoS 1 PUBLISH packet paho will send (MQTT v5 3.3; `props` None for 3.1.1)."""
+    remaining = 2 + len(topic.encode()) + 2 + len(payload)  # topic name, packet id, payload
+    if props is not None:
+        remaining += len(props.pack())  # type: ignore[no-untyped-call]  # property length + properties
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining

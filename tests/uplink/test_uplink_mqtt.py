@@ -27,7 +27,7 @@ from agent.events import DeviceHealth, Heartbeat
 from agent.localbroker import LocalBroker
 from agent.outbox import Kind, Outbox, OutboxItem
 from agent.uplink.connection import speaks_v5
-from agent.uplink.mqtt import Command, MqttUplink
+from agent.uplink.mqtt import Command, MqttUplink, publish_packet_size
 from agent.uplink.topics import Topics
 
 BrokerFactory = Callable[..., LocalBroker]
@@ -310,3 +310,49 @@ def test_v5_probe_tells_mosquitto_from_a_311_only_broker(mosquitto: LocalBroker,
     with LocalBroker(workdir=tmp_path / "amqtt", backend="amqtt") as amqtt:
         assert speaks_v5(amqtt.host, amqtt.port) is False
     assert speaks_v5("127.0.0.1", amqtt.port, timeout_s=1) is None  # nobody listening
+
+
+def test_an_item_over_the_brokers_packet_limit_is_refused_unsent_and_does_not_block_the_rest(
+    make_broker: BrokerFactory, tmp_path: Path
+) -> None:
+    limit = 2000
+    broker = make_broker(extra_config=f"max_packet_size {limit}\n")
+    outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
+    refusals: list[tuple[str, int]] = []
+    uplink = MqttUplink(
+        mqtt_config(broker),
+        TOPICS,
+        outbox,
+        1,
+        on_refused=lambda item, rc: refusals.append((item.id, rc)),
+        backoff_min_s=0.1,
+    )
+
+    def sized(item_id: str, priority: int, packet_bytes: int) -> OutboxItem:
+        """An alarm whose PUBLISH packet is exactly `packet_bytes` long."""
+        overhead = publish_packet_size(TOPICS.alarm, b"", Properties(PacketTypes.PUBLISH))
+        # The remaining-length field grows by one byte past 127: both sizes here are past it.
+        payload = b"x" * (packet_bytes - overhead - 1)
+        item = OutboxItem(item_id, TOPICS.alarm, payload, Kind.ALARM, priority, 1_700_000_000.0)
+        assert publish_packet_size(item.topic, item.payload, Properties(PacketTypes.PUBLISH)) == packet_bytes
+        return item
+
+    at_the_limit = sized("at-the-limit", 1, limit)
+    outbox.put(sized("too-big", 0, limit + 1))  # first in line: the highest priority
+    outbox.put(at_the_limit)
+    outbox.put(alarm_item(3))
+    sub = Subscriber(broker, "edge/site1/gw1/alarm")
+
+    async def body() -> None:
+        for _ in range(200):
+            if uplink.counters().delivered + uplink.counters().refused >= 3:
+                return
+            await asyncio.sleep(0.05)
+
+    asyncio.run(with_uplink(uplink, body))
+    assert refusals == [("too-big", 0x95)]
+    assert [item.id for item in outbox.refused_items()] == ["too-big"]
+    assert uplink.counters().delivered == 2 and uplink.counters().connects == 1  # no reconnect loop
+    got = sub.wait_for(lambda got: len(got) >= 2, 5.0)
+    sub.close()
+    assert sorted(m.payload for m in got) == sorted([at_the_limit.payload, alarm_item(3).payload])
