@@ -101,6 +101,7 @@ def render(source: str, status: dict[str, Any]) -> str:
         lines.append(
             f"  device {device['device']}: {'connected' if device['connected'] else 'not connected'}, "
             f"{device['rate_hz']:.1f} readings/s, last seen {seen}, gaps {device['gaps']}, "
-            f"bad frames {device['bad_frames']}"
+            f"bad frames {device['bad_frames']}, reconnects {device.get('reconnects', 0)}"
+            + (f", ODI {odi:.1f}/h" if (odi := device.get("desaturation_index_per_h")) is not None else "")
         )
     return "\n".join(lines)
