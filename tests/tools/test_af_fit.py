@@ -1,0 +1,46 @@
+"""tools.evaluate.af_fit: the rate exponent and threshold are chosen on the given subjects only, and each
+grid point is a real pipeline replay with the exponent applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tools.evaluate.af_fit import _job, choose
+from tools.evaluate.datasets import T0, Series
+
+CPSC_CONFIG = Path(__file__).resolve().parents[2] / "tools" / "evaluate" / "configs" / "cpsc.toml"
+
+
+def beats(group: str, labels: np.ndarray, rr: np.ndarray | None = None) -> Series:
+    rr = np.full(len(labels), 0.8) if rr is None else rr
+    times = T0 + np.cumsum(rr)
+    return Series(f"rec_{group}", group, ("rr",), times, rr[:, None], labels)
+
+
+def test_choose_uses_only_the_subjects_it_is_given() -> None:
+    truth = np.array([False] * 50 + [True] * 50)
+    series = [beats("1", truth), beats("2", truth), beats("3", truth)]
+    clean = np.where(truth, 1.0, 0.0)
+    wrong = np.where(truth, 0.0, 1.0)
+    scores = {
+        0.0: [clean, clean, wrong],  # separates subjects 1 and 2, inverted on 3
+        1.0: [wrong, wrong, clean],  # the reverse
+    }
+    fit = choose(scores, series, {"1", "2"})
+    assert fit.exponent == 0.0 and fit.youden == 2.0
+    assert 0.0 <= fit.threshold < 1.0
+    assert choose(scores, series, {"3"}).exponent == 1.0
+
+
+def test_each_grid_point_is_a_pipeline_replay_with_that_rate_exponent() -> None:
+    rng = np.random.default_rng(3)
+    rr = rng.gamma(25.0, 0.5 / 25.0, 80)  # irregular, fast (RR trend ~0.5 s)
+    series = beats("1", np.ones(80, dtype=bool), rr)
+    flat, weighted = _job((CPSC_CONFIG, 0.0, series)), _job((CPSC_CONFIG, 2.0, series))
+    assert np.isnan(flat[:8]).all() and np.isnan(weighted[:8]).all()  # the pipeline waits for 9 beats
+    ratio = weighted[8:] / flat[8:]
+    ratio = ratio[np.isfinite(ratio)]
+    assert ratio.size > 50
+    assert 1.8 < np.median(ratio) < 3.6  # (0.8 s / ~0.5 s) ** 2 ≈ 2.6
