@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent import state_journal
 from agent.alarms import StreamRef
 from agent.config import load_config
 from agent.config.schema import AgentConfig, DeviceConfig
@@ -30,7 +31,7 @@ from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
 from agent.logs import redact_identifiers
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxError
 from agent.pipeline import Pipeline, build_detectors
 from agent.pipeline.technical import ThresholdAlarm
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
@@ -104,9 +105,10 @@ class Agent:
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         pipeline = Pipeline(cfg, pseudonym)
-        saved = read_json(state_dir / "pipeline.json") or {}
-        pipeline.load_state(saved.get("detectors", {}), carried_alarms or saved.get("alarms", {}))
         outbox = Outbox(cfg.outbox)
+        state_journal.recover(state_dir, lambda item_id: _in_outbox(outbox, item_id))  # after a crash
+        saved = read_json(state_dir / state_journal.STATE_FILE) or {}
+        pipeline.load_state(saved.get("detectors", {}), carried_alarms or saved.get("alarms", {}))
         remote = None
         if cfg.remote.enabled:  # remote management (agent.remote): commands on {root}/cmd/<name>
             remote = RemoteCommands(
@@ -337,7 +339,12 @@ class _Session:
         """Commit alarm events to the outbox (durably, before anything is sent) and wake the uplink."""
         if not events:
             return
+        # The episodes' new state is saved with the events, crash-consistently (agent.state_journal).
+        pending = self._write_pending([f"{e.id}:{e.seq}" for e in events])  # the outbox's alarm ids
         self.outbox.put_alarms(events, self.topics.alarm)  # one transaction, one fsync per turn
+        if pending:
+            with contextlib.suppress(OSError):
+                state_journal.promote_pending(self.state_dir)
         for event in events:
             log.info(
                 "alarm %s %s %s on %s/%s",
@@ -414,9 +421,19 @@ class _Session:
                 log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
 
     def save_state(self) -> None:
-        state = {"detectors": self.pipeline.detector_state(), "alarms": self.pipeline.alarm_state()}
         with contextlib.suppress(OSError):  # a full disk must not stop alarms; the outbox reports it
-            write_json(self.state_dir / "pipeline.json", state)
+            write_json(self.state_dir / state_journal.STATE_FILE, self._state())
+            state_journal.discard_pending(self.state_dir)
+
+    def _state(self) -> dict[str, Any]:
+        return {"detectors": self.pipeline.detector_state(), "alarms": self.pipeline.alarm_state()}
+
+    def _write_pending(self, outbox_ids: list[str]) -> bool:
+        try:
+            state_journal.write_pending(self.state_dir, self._state(), outbox_ids)
+        except OSError:
+            return False  # the events still go out; the state is saved at the next heartbeat
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         """What `edge-agent status` shows: the last heartbeat plus live uplink and outbox figures."""
@@ -441,3 +458,10 @@ class _Session:
             "queue": self.queue.qsize(),
             "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),
         }
+
+
+def _in_outbox(outbox: Outbox, item_id: str) -> bool:
+    try:
+        return outbox.get(item_id) is not None
+    except OutboxError:  # present, but its payload does not decrypt: still committed
+        return True
