@@ -38,7 +38,10 @@ def test_each_grid_point_is_a_pipeline_replay_with_that_rate_exponent() -> None:
     rng = np.random.default_rng(3)
     rr = rng.gamma(25.0, 0.5 / 25.0, 80)  # irregular, fast (RR trend ~0.5 s)
     series = beats("1", np.ones(80, dtype=bool), rr)
-    flat, weighted = _job((CPSC_CONFIG, 0.0, series)), _job((CPSC_CONFIG, 2.0, series))
+    flat, weighted = (
+        _job((CPSC_CONFIG, {"rate_exponent": 0.0}, series)),
+        _job((CPSC_CONFIG, {"rate_exponent": 2.0}, series)),
+    )
     assert np.isnan(flat[:8]).all() and np.isnan(weighted[:8]).all()  # the pipeline waits for 9 beats
     ratio = weighted[8:] / flat[8:]
     ratio = ratio[np.isfinite(ratio)]
