@@ -251,10 +251,10 @@ class AtrialFibrillationDetector(StreamingDetector):
             table = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
         except (TypeError, ValueError) as exc:
             raise ConfigError(where, f"unreadable: {exc}") from exc
-        if table.size == 0:
-            table = np.full((0, self.context_beats), np.nan)
         if table.ndim != 2 or table.shape[1] != self.context_beats:
-            raise ConfigError(where, f"expected rows of {self.context_beats} beats, got shape {table.shape}")
+            # Saved under another window_beats (or empty): the remembered beats are only a warm-up cache,
+            # so streams simply warm up again rather than refusing the restart.
+            table = np.full((0, self.context_beats), np.nan)
         self._history = table
 
 

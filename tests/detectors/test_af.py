@@ -254,3 +254,18 @@ def test_bad_new_params_name_their_key(params: dict[str, Any], key: str) -> None
     with pytest.raises(ConfigError) as err:
         make(**params)
     assert err.value.path == f"detectors.af.params.{key}"
+
+
+def test_remembered_beats_from_another_context_length_are_dropped_and_unreadable_ones_named() -> None:
+    rng = np.random.default_rng(12)
+    rr = af(rng, 40)[None, :]
+    longer = make(window_beats=24)
+    slide(longer, rr, range(8, 30))
+    restored = make()  # window_beats 16: the saved 24-beat rows do not fit
+    restored.load_state(json.loads(json.dumps(longer.state(), allow_nan=False)))
+    np.testing.assert_array_equal(slide(restored, rr, range(30, 40)), slide(make(), rr, range(30, 40)))
+    saved = make().state()
+    saved["streams"] = {"history": [["not a number"] * 16]}
+    with pytest.raises(ConfigError) as err:
+        make().load_state(saved)
+    assert err.value.path == "state.detectors.af.streams.history"
