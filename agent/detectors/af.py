@@ -15,14 +15,15 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
    leaves no differences at all, which gives no verdict rather than a false AF call. Alternation the
    pair rule misses (Petrėnas' bigeminal suppression): when the median lag-2 difference is below
    `bigeminy_ratio` (0.3) times the lag-1 one, the rhythm is bigeminal, not random, and gets no verdict.
-4. Two-level rhythms: blocked premature beats, 2:1 block or trigeminy switch the RR between two
+4. Two-level rhythms: blocked premature beats, intermittent block or trigeminy switch the RR between two
    discrete levels in an irregular order, which neither rule above catches. The context's RR ratios are
    split into the two clusters that minimise the within-cluster variance (an exact 1-D 2-means over the
    sorted values); when that leaves less than `two_level_fraction` (0.12) of the variance, at least
    `TWO_LEVEL_MIN_BEATS` intervals sit in each level and the rhythm switches level at least
    `TWO_LEVEL_MIN_SWITCHES` times, the irregularity is measured on the residuals from the two levels
    (what is left once the pattern is explained), not on the raw intervals. AF spreads its intervals
-   continuously, so its residual irregularity stays high; 0 turns the rule off.
+   continuously, so its residual irregularity stays high; 0 turns the rule off. The rule and its
+   constants were designed looking at the CPSC-2021 sample (its subject 35), see docs/evaluation.md.
 5. Irregularity: the median of |ΔRR| / trend over the last `irregularity_beats` (8) clean differences.
    The median of 8 makes a lone surviving ectopic or artifact unable to move the score.
 6. Heart rate: AF conducts fast and RSA is larger at slow rates, so the score may weigh the rate:
@@ -38,11 +39,11 @@ the context is full the trend and the two-level test see fewer beats. `verdict_b
 the earlier stateless behaviour (no verdict before 16 beats). The history assumes each call's window
 continues the previous one by `hop` beats, as the pipeline delivers them.
 
-Parameters (all optional): `threshold` 0.04, `window_beats` 16, `irregularity_beats` 8, `verdict_beats`
-irregularity_beats + 1, `hop_beats` 1, `ectopic_prematurity` 0.12, `bigeminy_ratio` 0.3,
-`two_level_fraction` 0.12, `rate_exponent` 0, `bias` 0, `min_rr_s` 0.25, `max_rr_s` 2.5. Migration from
-the earlier detector: every old key keeps its meaning; the old behaviour is `verdict_beats =
-window_beats`, `two_level_fraction = 0`.
+Parameters (all optional): `threshold` 0.04 (for `rate_exponent` 0; configs/cpsc.toml ships 0.06 with
+2), `window_beats` 16, `irregularity_beats` 8, `verdict_beats` irregularity_beats + 1, `hop_beats` 1,
+`ectopic_prematurity` 0.12, `bigeminy_ratio` 0.3, `two_level_fraction` 0.12, `rate_exponent` 0, `bias` 0,
+`min_rr_s` 0.25, `max_rr_s` 2.5. Migration from the earlier detector: every old key keeps its meaning;
+the old behaviour is `verdict_beats = window_beats`, `two_level_fraction = 0`.
 
 The score of a call is that of the newest beat, computed from the context's past beats only, so each
 beat is decided from past RR as it arrives.
