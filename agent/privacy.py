@@ -10,40 +10,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
 from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
+from agent.keyfile import create_private, read_private
 
 KEY_BYTES = 32
+KEY_SETTING = "privacy.key_file"
 
 
 def load_or_create_key(path: Path) -> bytes:
     """The site key at `path`; created (0600) on first use. A key readable by others is refused."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key(path)
-    except OSError as exc:
-        raise ConfigError("privacy.key_file", f"cannot create {path}: {exc.strerror}") from None
     key = secrets.token_bytes(KEY_BYTES)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-        f.flush()
-        os.fsync(f.fileno())
-    return key
-
-
-def _read_key(path: Path) -> bytes:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError("privacy.key_file", f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-    key = path.read_bytes()
+    if create_private(path, key, KEY_SETTING):
+        return key
+    key = read_private(path, KEY_SETTING)
     if len(key) < 16:
-        raise ConfigError("privacy.key_file", f"{path} holds {len(key)} bytes; a key needs at least 16")
+        raise ConfigError(KEY_SETTING, f"{path} holds {len(key)} bytes; a key needs at least 16")
     return key
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent.errors import ConfigError
+from agent.keyfile import create_private, private_file_problem, read_private
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -54,10 +54,10 @@ def parse_key(data: bytes) -> bytes | None:
 
 def key_file_problem(path: Path) -> str | None:
     """Why an existing key file cannot be used (loose mode, wrong content), None when it is fine."""
+    problem = private_file_problem(path)
+    if problem is not None:
+        return problem
     try:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            return f"{path} is readable by group or others (mode {mode:o}); chmod 600 it"
         data = path.read_bytes()
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror}"
@@ -71,23 +71,15 @@ def key_file_problem(path: Path) -> str | None:
 
 def load_or_create_key(path: Path) -> bytes:
     """The outbox key at `path`; created (0600, base64 text) when absent. Problems raise `ConfigError`."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        problem = key_file_problem(path)
-        if problem is not None:
-            raise ConfigError(KEY_SETTING, problem) from None
-        key = parse_key(path.read_bytes())
-        assert key is not None  # key_file_problem checked it
-        return key
-    except OSError as exc:
-        raise ConfigError(KEY_SETTING, f"cannot create {path}: {exc.strerror}") from None
     key = secrets.token_bytes(KEY_BYTES)
-    with os.fdopen(fd, "wb") as f:
-        f.write(base64.b64encode(key) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return key
+    if create_private(path, base64.b64encode(key) + b"\n", KEY_SETTING):
+        return key
+    problem = key_file_problem(path)
+    if problem is not None:
+        raise ConfigError(KEY_SETTING, problem)
+    parsed = parse_key(read_private(path, KEY_SETTING))
+    assert parsed is not None  # key_file_problem checked it
+    return parsed
 
 
 class Sealer:

@@ -23,7 +23,7 @@ def test_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pseudonym.key"
     path.write_bytes(os.urandom(32))
     path.chmod(0o644)
-    with pytest.raises(ConfigError, match=r"privacy\.key_file: .* readable by others"):
+    with pytest.raises(ConfigError, match=r"privacy\.key_file: .* readable by group or others"):
         load_or_create_key(path)
 
 

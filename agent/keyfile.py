@@ -1,0 +1,46 @@
+"""Secret key files (the pseudonym key, the outbox key): created 0600 on first use, and refused when
+group or others can read them, so a key is never used after it may have leaked on the gateway."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+
+def create_private(path: Path, data: bytes, setting: str) -> bool:
+    """Write `data` durably to a new 0600 file at `path`; False when the file already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def private_file_problem(path: Path) -> str | None:
+    """Why an existing secret file must not be used (readable by others, unreadable), or None."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if mode & 0o077:
+        return f"{path} is readable by group or others (mode {mode:o}); chmod 600 it"
+    return None
+
+
+def read_private(path: Path, setting: str) -> bytes:
+    """The bytes of an existing secret file; `ConfigError` naming `setting` when it must not be used."""
+    problem = private_file_problem(path)
+    if problem is None:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            problem = f"cannot read {path}: {exc.strerror}"
+    raise ConfigError(setting, problem)
