@@ -31,7 +31,7 @@ from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
 from agent.logs import redact_identifiers
-from agent.outbox import Outbox, OutboxError
+from agent.outbox import Outbox
 from agent.pipeline import Pipeline, build_detectors
 from agent.pipeline.technical import ThresholdAlarm
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
@@ -106,9 +106,10 @@ class Agent:
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         pipeline = Pipeline(cfg, pseudonym)
         outbox = Outbox(cfg.outbox)
-        state_journal.recover(state_dir, lambda item_id: _in_outbox(outbox, item_id))  # after a crash
         saved = read_json(state_dir / state_journal.STATE_FILE) or {}
-        pipeline.load_state(saved.get("detectors", {}), carried_alarms or saved.get("alarms", {}))
+        # Episodes committed with events since the last full save live in the outbox (agent.state_journal).
+        alarms = carried_alarms or state_journal.saved_alarms(saved, outbox.note(state_journal.NOTE))
+        pipeline.load_state(saved.get("detectors", {}), alarms)
         remote = None
         if cfg.remote.enabled:  # remote management (agent.remote): commands on {root}/cmd/<name>
             remote = RemoteCommands(
@@ -123,6 +124,7 @@ class Agent:
             cfg.mqtt, topics, outbox, session, on_command=remote.submit if remote is not None else None
         )
         run = _Session(cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote)
+        run.save_state()  # folds the outbox's episode note into pipeline.json before new notes replace it
         log.info(
             "session %d: %d device(s), %d detector(s), uplink %s:%d",
             session,
@@ -194,6 +196,7 @@ class _Session:
         self.uplink = uplink
         self.session = session
         self.state_dir = state_dir
+        self.journal = state_journal.EpisodeJournal(cfg.alarms)
         self.health = Health()
         for device in cfg.devices:
             self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s)
@@ -339,12 +342,8 @@ class _Session:
         """Commit alarm events to the outbox (durably, before anything is sent) and wake the uplink."""
         if not events:
             return
-        # The episodes' new state is saved with the events, crash-consistently (agent.state_journal).
-        pending = self._write_pending([f"{e.id}:{e.seq}" for e in events])  # the outbox's alarm ids
-        self.outbox.put_alarms(events, self.topics.alarm)  # one transaction, one fsync per turn
-        if pending:
-            with contextlib.suppress(OSError):
-                state_journal.promote_pending(self.state_dir)
+        # One transaction, one fsync per turn; the episodes these events imply are committed with them.
+        self.outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events))
         for event in events:
             log.info(
                 "alarm %s %s %s on %s/%s",
@@ -421,19 +420,11 @@ class _Session:
                 log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
 
     def save_state(self) -> None:
+        state = {"detectors": self.pipeline.detector_state(), "alarms": self.pipeline.alarm_state()}
         with contextlib.suppress(OSError):  # a full disk must not stop alarms; the outbox reports it
-            write_json(self.state_dir / state_journal.STATE_FILE, self._state())
-            state_journal.discard_pending(self.state_dir)
-
-    def _state(self) -> dict[str, Any]:
-        return {"detectors": self.pipeline.detector_state(), "alarms": self.pipeline.alarm_state()}
-
-    def _write_pending(self, outbox_ids: list[str]) -> bool:
-        try:
-            state_journal.write_pending(self.state_dir, self._state(), outbox_ids)
-        except OSError:
-            return False  # the events still go out; the state is saved at the next heartbeat
-        return True
+            write_json(self.state_dir / state_journal.STATE_FILE, state)
+            self.journal.saved_in_full()
+            self.outbox.drop_note(state_journal.NOTE)
 
     def snapshot(self) -> dict[str, Any]:
         """What `edge-agent status` shows: the last heartbeat plus live uplink and outbox figures."""
@@ -458,10 +449,3 @@ class _Session:
             "queue": self.queue.qsize(),
             "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),
         }
-
-
-def _in_outbox(outbox: Outbox, item_id: str) -> bool:
-    try:
-        return outbox.get(item_id) is not None
-    except OutboxError:  # present, but its payload does not decrypt: still committed
-        return True

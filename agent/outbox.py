@@ -35,6 +35,7 @@ Strategy:
 
 from __future__ import annotations
 
+import base64
 import enum
 import logging
 import sqlite3
@@ -152,6 +153,7 @@ CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (kind, seq);
 """
 # name 'cleartext': the file was written without a key since it was last scrubbed, so free pages
 # may still hold plaintext payloads of delivered rows.
+_SEALED_NOTE = "sealed:"  # prefix of a note stored sealed (base64 of the AES-GCM box)
 _META = "CREATE TABLE IF NOT EXISTS outbox_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 # Version 1 had no "sealed" column and a CHECK without 'undecryptable': SQLite cannot alter a CHECK,
 # so the table is rebuilt (rows, seq order and sizes kept) in one transaction.
@@ -223,11 +225,14 @@ class Outbox:
         """Commit `item` durably (idempotent by id), making room by evicting old heartbeats."""
         return self.put_many([item])[0]
 
-    def put_many(self, items: Sequence[OutboxItem]) -> list[PutResult]:
+    def put_many(
+        self, items: Sequence[OutboxItem], *, note: tuple[str, str] | None = None
+    ) -> list[PutResult]:
         """Commit `items` in one transaction: all of them or none, one fsync if any is an alarm.
 
         Idempotent by id like `put` (an id already stored, or repeated in `items`, is stored once);
-        one `PutResult` per item, in order, each seeing the items before it.
+        one `PutResult` per item, in order, each seeing the items before it. `note` (name, text) is
+        stored in the same transaction (see `note`): the caller's record of what these items imply.
         """
         if not items:
             return []
@@ -249,6 +254,10 @@ class Outbox:
                     if stored:
                         self._insert(item)
                     outcomes.append((stored, evicted, self._fill()))
+                if note is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO outbox_meta VALUES (?, ?)", self._note_row(*note)
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -265,9 +274,42 @@ class Outbox:
         """Queue one alarm event; its outbox id is ``{episode id}:{seq}``, unique per transition."""
         return self.put(self._alarm_item(event, topic))
 
-    def put_alarms(self, events: Sequence[AlarmEvent], topic: str) -> list[PutResult]:
+    def put_alarms(
+        self, events: Sequence[AlarmEvent], topic: str, *, note: tuple[str, str] | None = None
+    ) -> list[PutResult]:
         """Queue alarm events (one pipeline turn's) in one transaction, like `put_many`."""
-        return self.put_many([self._alarm_item(e, topic) for e in events])
+        return self.put_many([self._alarm_item(e, topic) for e in events], note=note)
+
+    def note(self, name: str) -> str | None:
+        """The text last stored under `name` with `put_many(..., note=...)`; None if there is none, or
+        if it is sealed and does not open with this outbox's key."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM outbox_meta WHERE name=?", (f"note:{name}",)).fetchone()
+        if row is None:
+            return None
+        value = str(row[0])
+        if not value.startswith(_SEALED_NOTE):
+            return value
+        if self._sealer is None:
+            return None
+        try:
+            return self._sealer.open(
+                base64.b64decode(value[len(_SEALED_NOTE) :]), f"note:{name}", ""
+            ).decode()
+        except (SealError, ValueError):
+            return None
+
+    def _note_row(self, name: str, text: str) -> tuple[str, str]:
+        """A note is sealed like the payloads when the outbox is encrypted at rest."""
+        key = f"note:{name}"
+        if self._sealer is None:
+            return key, text
+        return key, _SEALED_NOTE + base64.b64encode(self._sealer.seal(text.encode(), key, "")).decode()
+
+    def drop_note(self, name: str) -> None:
+        with self._lock:
+            self._set_sync("NORMAL")
+            self._db.execute("DELETE FROM outbox_meta WHERE name=?", (f"note:{name}",))
 
     def _alarm_item(self, event: AlarmEvent, topic: str) -> OutboxItem:
         kind = Kind.TECHNICAL if event.kind is AlarmKind.TECHNICAL else Kind.ALARM

@@ -1,66 +1,94 @@
-"""Saved alarm episodes that agree with the outbox after a crash (kill -9, power cut).
+"""Saved alarm episodes that agree with the outbox after a crash (kill -9, power cut), at no extra fsync.
 
-The events of one pipeline turn are committed to the outbox in one SQLite transaction; the episodes
-(ids, next seq, machine state) live in `pipeline.json`. Two separate writes leave a window whatever
-their order: saving after the commit, a crash in between restarts from episodes one turn old (an
-episode whose start was already sent is forgotten and never ends; one that ended ends again under the
-same id); saving before it, the saved episodes run ahead of what was sent (an end without its start).
+The full pipeline state (`pipeline.json`: detector baselines and every stream's alarm machine) is
+saved with each heartbeat; at tens of thousands of streams it is far too big to write per pipeline
+turn. But a crash between an event's outbox commit and that save brings the agent back with episodes
+older than what it sent: an episode whose start was sent is forgotten and never ends, or one that
+ended ends again under the same `{id}:{seq}` with other content.
 
-So a turn writes its new state first as `pipeline.pending.json`, naming the turn's outbox ids, then
-commits the events, then renames the pending file over `pipeline.json`. At start-up a pending file
-left by a crash is taken when its events are in the outbox (the commit happened; none of them can
-have been delivered and deleted yet, because the rename follows the commit with no await between) and
-dropped when they are not (the crash came before the commit). Writes are atomic and fsynced.
+So every turn that commits events also records the episode rows those events imply (id, next seq,
+active or ended, onset and detection times, peak), derived from the events alone, so the cost is per event,
+not per stream. The record holds every row changed since the last full save, and it is written as a
+note in the SAME outbox transaction as the events: after any crash the note and the events are both
+there or both missing. A full save makes the note redundant, so it is dropped. At start-up the note's
+rows are laid over the alarm state of `pipeline.json` before it is loaded. Then a full save follows,
+so the next note starts empty without losing a row.
+
+When the outbox is encrypted at rest, it seals the note like the payloads.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.state import read_json, write_json
+from agent.config.schema import AlarmRuleConfig
+from agent.events import AlarmEvent, Phase, Priority
 
+NOTE = "episodes"  # the outbox note's name
 STATE_FILE = "pipeline.json"
-PENDING_FILE = "pipeline.pending.json"
-IDS_KEY = "journal_outbox_ids"  # in the pending file (and, harmlessly, the state it becomes)
 
 
-def write_pending(state_dir: Path, state: dict[str, Any], outbox_ids: Sequence[str]) -> None:
-    """Step 1, before the commit: the state the turn leads to and the ids the commit will hold."""
-    write_json(state_dir / PENDING_FILE, {**state, IDS_KEY: list(outbox_ids)})
+class EpisodeJournal:
+    """The episode rows changed by events since the last full save of the pipeline state."""
+
+    def __init__(self, rules: Sequence[AlarmRuleConfig]) -> None:
+        # Per pipeline alarm book ("detector/condition"): its cooldown and whether it escalates.
+        self.rules = {
+            f"{r.detector}/{r.condition}": (r.cooldown_s, r.escalate_after_s is not None) for r in rules
+        }
+        self._rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def note(self, events: Sequence[AlarmEvent]) -> tuple[str, str]:
+        """The outbox note to commit with `events`: every row changed since the last full save."""
+        for event in events:
+            key = f"{event.explanation.detector}/{event.condition}"
+            self._rows[(key, event.device, event.stream)] = self._row(key, event)
+        return NOTE, json.dumps([{"key": key, **row} for (key, _, _), row in self._rows.items()])
+
+    def saved_in_full(self) -> None:
+        """`pipeline.json` now holds every row: start over (the caller drops the outbox note)."""
+        self._rows.clear()
+
+    def _row(self, key: str, event: AlarmEvent) -> dict[str, Any]:
+        """The row `AlarmBook.load_state` takes, as the event leaves it."""
+        cooldown_s, escalates = self.rules.get(key, (0.0, False))
+        ended = event.phase is Phase.END
+        row: dict[str, Any] = {
+            "condition": event.condition,
+            "device": event.device,
+            "stream": event.stream,
+            "state": "NORMAL" if ended else "ACTIVE",
+            "history": 0,
+            "can_escalate": escalates and event.phase is Phase.START and event.priority is not Priority.HIGH,
+            "peak_limit": event.threshold,
+            "peak_channel": 0,
+            "onset": event.onset_time,
+            "detection": event.detection_time,
+            "clear_since": None,
+            "cooldown_until": (event.end_time or event.detection_time) + cooldown_s if ended else None,
+            "peak_score": event.explanation.score,
+            "peak_observed": event.value,
+            "threshold": event.explanation.threshold,
+        }
+        if not ended:
+            row["episode"] = {"id": event.id, "next_seq": event.seq + 1, "priority": event.priority.value}
+        return row
 
 
-def promote_pending(state_dir: Path) -> None:
-    """Step 3, right after the commit: the pending state becomes the saved state (atomic rename)."""
-    (state_dir / PENDING_FILE).replace(state_dir / STATE_FILE)
-    dir_fd = os.open(state_dir, os.O_RDONLY)
+def saved_alarms(saved: Mapping[str, Any], note: str | None) -> dict[str, Any]:
+    """The alarm state of `pipeline.json` (`saved`) with the rows of the outbox note laid over it."""
+    alarms: dict[str, Any] = {k: dict(v) for k, v in (saved.get("alarms") or {}).items()}
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def discard_pending(state_dir: Path) -> None:
-    """A full save supersedes a pending file a failed rename may have left."""
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / PENDING_FILE).unlink()
-
-
-def recover(state_dir: Path, in_outbox: Callable[[str], bool]) -> bool:
-    """At start-up: take a crash's pending state if its commit happened, drop it otherwise.
-
-    Returns True when the pending state was taken.
-    """
-    path = state_dir / PENDING_FILE
-    if not path.exists():
-        return False
-    pending = read_json(path)
-    ids = pending.get(IDS_KEY) if pending is not None else None
-    if isinstance(ids, list) and any(in_outbox(str(i)) for i in ids):
-        promote_pending(state_dir)
-        return True
-    discard_pending(state_dir)
-    return False
+        rows = json.loads(note) if note else []
+    except ValueError:
+        rows = []
+    for row in rows if isinstance(rows, list) else []:
+        row = dict(row)
+        key, condition = str(row.pop("key")), str(row.pop("condition"))
+        book = alarms.setdefault(key, {"condition": condition, "streams": []})
+        where = (row["device"], row["stream"])
+        book["streams"] = [s for s in book.get("streams", []) if (s.get("device"), s.get("stream")) != where]
+        book["streams"].append(row)
+    return alarms

@@ -23,6 +23,9 @@ from typing import Any
 
 from uplink_probe import Received
 
+from agent import state_journal
+from agent.state import read_json
+
 ALARM_KINDS = ("alarm", "technical")
 
 
@@ -176,12 +179,19 @@ def started_not_ended(messages: Iterable[Received]) -> set[str]:
     return started - {str(e["id"]) for e in events if e["phase"] == "end"}
 
 
-def active_episodes(state_dir: Path) -> set[str]:
-    """Episode ids the agent's saved alarm state (pipeline.json) holds as still running."""
-    state = json.loads((state_dir / "pipeline.json").read_text())
+def active_episodes(state_dir: Path, outbox_path: Path) -> set[str]:
+    """Episode ids a restarted agent would load as still running: `pipeline.json` with the episode
+    note of the outbox (committed with the events since the last full save) laid over it."""
+    db = sqlite3.connect(f"{outbox_path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    try:
+        name = f"note:{state_journal.NOTE}"
+        row = db.execute("SELECT value FROM outbox_meta WHERE name=?", (name,)).fetchone()
+    finally:
+        db.close()
+    saved = read_json(state_dir / state_journal.STATE_FILE) or {}
     return {
         str(stream["episode"]["id"])
-        for book in state.get("alarms", {}).values()
+        for book in state_journal.saved_alarms(saved, None if row is None else str(row[0])).values()
         for stream in book.get("streams", [])
         if stream.get("episode")
     }
