@@ -181,7 +181,8 @@ def started_not_ended(messages: Iterable[Received]) -> set[str]:
 
 def active_episodes(state_dir: Path, outbox_path: Path) -> set[str]:
     """Episode ids a restarted agent would load as still running: `pipeline.json` with the episode
-    note of the outbox (committed with the events since the last full save) laid over it."""
+    note of the outbox (committed with the events since the last full save) laid over it. The note is
+    read as stored: for an outbox without encryption at rest (sealed notes are not opened here)."""
     db = sqlite3.connect(f"{outbox_path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
     try:
         name = f"note:{state_journal.NOTE}"
