@@ -6,8 +6,13 @@ the work it says it measures.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import numpy as np
 
+from agent.localbroker import LocalBroker
+from tools.bench.latency import timed_run
 from tools.bench.scenarios import DISTINCT_SEEDS, ECG_HOP, workload
 from tools.bench.throughput import flat_out, runtime_ratio
 
@@ -40,3 +45,12 @@ def test_ecg_runs_the_model_once_per_frame_and_the_ratio_compares_the_same_batch
     # a window per frame, except frames of a stream whose window has gaps or no contact (no verdict)
     assert 0.5 * timed_frames <= ratio.windows <= timed_frames
     assert 0 < ratio.bare_cpu_s < ratio.agent_cpu_s
+
+
+def test_latency_run_times_every_probe_from_arrival_to_puback(mosquitto: LocalBroker, tmp_path: Path) -> None:
+    result = asyncio.run(
+        timed_run(tmp_path, mosquitto.port, streams=200, seconds=3.0, probes_per_s=4, faults=False)
+    )
+    assert result["probes"] >= 8
+    assert result["probes_acked"] == result["probes"]  # each probe's alarm committed and acknowledged
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]

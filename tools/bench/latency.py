@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,12 @@ class TimedOutbox(Outbox):
         self.events: dict[str, AlarmEvent] = {}
         self.acked: dict[str, float] = {}
 
-    def put_alarm(self, event: AlarmEvent, topic: str) -> PutResult:
-        self.events[f"{event.id}:{event.seq}"] = event
-        return super().put_alarm(event, topic)
+    def put_alarms(
+        self, events: Sequence[AlarmEvent], topic: str, *, note: tuple[str, str] | None = None
+    ) -> list[PutResult]:
+        for event in events:  # the daemon commits each turn's alarms with this one call
+            self.events[f"{event.id}:{event.seq}"] = event
+        return super().put_alarms(events, topic, note=note)
 
     def delivered(self, item_id: str) -> None:
         self.acked[item_id] = time.monotonic()
@@ -76,7 +80,7 @@ def measure_latency(
         streams = max(100, round(load_fraction * cap))
     print(f"capacity {cap:,.0f} samples/s per core -> {streams} streams at 1 Hz", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
-        result = asyncio.run(_run(Path(tmp), broker.port, streams, seconds, probes_per_s, faults))
+        result = asyncio.run(timed_run(Path(tmp), broker.port, streams, seconds, probes_per_s, faults))
     result.update(
         {
             "capacity_samples_per_s": round(cap),
@@ -89,7 +93,7 @@ def measure_latency(
     return result
 
 
-async def _run(
+async def timed_run(
     workdir: Path, port: int, streams: int, seconds: float, probes_per_s: float, faults: bool
 ) -> dict[str, Any]:
     cfg = vitals_config(workdir, port, instant=True)
