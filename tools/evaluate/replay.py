@@ -82,17 +82,24 @@ def _tap(detector: Detector, sink: list[tuple[FloatArray, FloatArray]]) -> None:
 
 
 def calibrate(
-    pipeline: Pipeline, series: Series, rows: int, target_per_hour: float, hop_s: float
+    pipeline: Pipeline,
+    series: Series,
+    rows: int,
+    target_per_hour: float,
+    hop_s: float,
+    own_targets: dict[str, float] | None = None,
 ) -> list[str]:
-    """Calibrate every detector on the series' first `rows` samples (its baseline period); returns the
-    ids of detectors that could not be (baseline shorter than their window): they keep their config."""
+    """Calibrate every detector on the series' first `rows` samples (its baseline period) at
+    `target_per_hour`, or at its own target in `own_targets`; returns the ids of detectors that could
+    not be (baseline shorter than their window): they keep their config."""
     skipped = []
     for detector in pipeline.detectors:
+        target = (own_targets or {}).get(detector.id, target_per_hour)
         columns = [series.channels.index(c) for c in detector.channels]
         normal = series.values[None, :rows, columns]
         block = WindowBlock(normal, np.zeros(1, np.int64), series.times[rows - 1 : rows].copy(), 1)
         try:
-            detector.calibrate(block, target_per_hour, hop_s * detector.hop)
+            detector.calibrate(block, target, hop_s * detector.hop)
         except ConfigError:
             skipped.append(detector.id)
     return skipped
@@ -112,10 +119,20 @@ def replay(
     stream = streams.pop()
     rates = {d.rate_hz for d in config.detectors}
     config = dataclasses.replace(config, devices=())
+    own_targets = {
+        d.id: d.calibration.target_false_alarms_per_hour for d in config.detectors if d.calibration
+    }
+    if calibrate_rows:
+        # A detector's own `calibration` target replaces `target_per_hour`, on the dataset's calibration
+        # rows instead of its baseline_s: the pipeline must not learn again live.
+        detectors = tuple(dataclasses.replace(d, calibration=None) for d in config.detectors)
+        config = dataclasses.replace(config, detectors=detectors)
     pipeline = Pipeline(config, lambda device: device)
     uncalibrated = []
     if calibrate_rows:
-        uncalibrated = calibrate(pipeline, series, calibrate_rows, target_per_hour, 1.0 / max(rates))
+        uncalibrated = calibrate(
+            pipeline, series, calibrate_rows, target_per_hour, 1.0 / max(rates), own_targets
+        )
     sinks: dict[str, list[tuple[FloatArray, FloatArray]]] = {}
     for detector in pipeline.detectors:
         _tap(detector, sinks.setdefault(detector.id, []))
