@@ -124,6 +124,7 @@ class Agent:
             cfg.mqtt, topics, outbox, session, on_command=remote.submit if remote is not None else None
         )
         run = _Session(cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote)
+        run.load_gateway_alarms(alarms)
         run.save_state()  # folds the outbox's episode note into pipeline.json before new notes replace it
         log.info(
             "session %d: %d device(s), %d detector(s), uplink %s:%d",
@@ -138,7 +139,7 @@ class Agent:
         finally:
             run.save_state()
             outbox.close()
-        return pipeline.alarm_state()
+        return run.alarm_state()
 
     def check_reload(self) -> list[str]:
         """What `try_reload` would refuse in the config file now, one line each; nothing is switched."""
@@ -206,6 +207,13 @@ class _Session:
         self.device_lost = ThresholdAlarm("device_lost", Priority.MEDIUM, gateway, digest)
         self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
+        self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
+        self.gateway_alarms = (
+            self.device_lost,
+            self.outbox_filling,
+            self.publish_refused,
+            self.outbox_unreadable,
+        )
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
         self.pipeline_tick = time.monotonic()
@@ -381,7 +389,18 @@ class _Session:
             self.save_state()  # calibration and active episodes survive a crash, one interval old at most
 
     def _technical_active(self) -> int:
-        return sum(a.active_count() for a in (self.device_lost, self.outbox_filling, self.publish_refused))
+        return sum(a.active_count() for a in self.gateway_alarms)
+
+    def alarm_state(self) -> dict[str, Any]:
+        """Every open episode: the pipeline's and the gateway's own technical alarms."""
+        return self.pipeline.alarm_state() | {a.key: a.state() for a in self.gateway_alarms}
+
+    def load_gateway_alarms(self, alarms: dict[str, Any]) -> None:
+        """Restore the gateway alarms of `alarm_state()`: an episode open at a restart keeps its id
+        and ends when its condition clears, rather than being raised again under a new one."""
+        for alarm in self.gateway_alarms:
+            if alarm.key in alarms:
+                alarm.load_state(alarms[alarm.key])
 
     async def _monitor(self) -> None:
         """Gateway-side technical alarms and the sources' counters, checked once a second."""
@@ -389,21 +408,26 @@ class _Session:
             await asyncio.sleep(MONITOR_PERIOD_S)
             for device_id in self.sources:
                 self._copy_source_stats(device_id)
-            now, mono = time.time(), time.monotonic()
-            devices = self.cfg.devices
-            events = self.device_lost.check(
-                self.device_refs,
-                [self.health.silence_s(d.id, mono) for d in devices],
-                [d.lost_after_s for d in devices],
-                now,
-            )
-            events += self.outbox_filling.check(
-                [self.gateway_ref], [self.outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now
-            )
-            events += self.publish_refused.check(
-                [self.gateway_ref], [float(self.outbox.refused_count())], [0.5], now
-            )
-            self.publish(events)
+            self.check_gateway(time.time(), time.monotonic())
+
+    def check_gateway(self, now: float, now_monotonic: float) -> None:
+        """Step the gateway's technical alarms (silent devices, the outbox) and commit their events."""
+        devices = self.cfg.devices
+        events = self.device_lost.check(
+            self.device_refs,
+            [self.health.silence_s(d.id, now_monotonic) for d in devices],
+            [d.lost_after_s for d in devices],
+            now,
+        )
+        outbox = self.outbox
+        events += self.outbox_filling.check(
+            [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now
+        )
+        events += self.publish_refused.check([self.gateway_ref], [float(outbox.refused_count())], [0.5], now)
+        events += self.outbox_unreadable.check(
+            [self.gateway_ref], [float(outbox.undecryptable_count())], [0.5], now
+        )
+        self.publish(events)
 
     async def _watchdog(self) -> None:
         """Feed systemd's watchdog only while the pipeline loop turns: a stall means a restart."""
@@ -420,7 +444,7 @@ class _Session:
                 log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
 
     def save_state(self) -> None:
-        state = {"detectors": self.pipeline.detector_state(), "alarms": self.pipeline.alarm_state()}
+        state = {"detectors": self.pipeline.detector_state(), "alarms": self.alarm_state()}
         with contextlib.suppress(OSError):  # a full disk must not stop alarms; the outbox reports it
             write_json(self.state_dir / state_journal.STATE_FILE, state)
             self.journal.saved_in_full()

@@ -151,8 +151,14 @@ class Pipeline:
         return {key: calibration.status() for key, calibration in self.calibrations.items()}
 
     def alarm_state(self) -> dict[str, Any]:
-        """Open alarm episodes (and cooldowns) per rule, keyed "detector/condition"."""
-        return {key: book.state() for key, book in self._books.items()}
+        """Open alarm episodes (and cooldowns) per rule, keyed "detector/condition", with the signal-
+        quality alarms of every stream name (one key per condition, rows of all stream names)."""
+        state = {key: book.state() for key, book in self._books.items()}
+        for stream in self.streams.values():
+            for key, book in stream.quality_alarms.state().items():
+                merged = state.setdefault(key, {"condition": book["condition"], "streams": []})
+                merged["streams"] = merged["streams"] + book["streams"]
+        return state
 
     def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are
@@ -175,3 +181,5 @@ class Pipeline:
         for key, book in self._books.items():
             if key in alarms:
                 book.load_state(alarms[key])
+        for name, stream in self.streams.items():
+            stream.quality_alarms.load_state(alarms, name)

@@ -8,7 +8,8 @@ exactly as for physiological alarms.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,9 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
     ),
     "publish_refused": lambda v, lim: f"{v:.0f} message(s) refused by the broker (ACL or size); kept aside",
+    "outbox_unreadable": lambda v, lim: (
+        f"{v:.0f} outbox message(s) cannot be decrypted (wrong outbox key?); kept aside, not sent"
+    ),
 }
 
 
@@ -131,6 +135,23 @@ class QualityAlarms:
     def active_count(self) -> int:
         return sum(alarm.active_count() for _, alarm in self._alarms.values())
 
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Each condition's saved book, keyed like the pipeline's alarm books."""
+        return {alarm.key: alarm.state() for _, alarm in self._alarms.values()}
+
+    def load_state(self, alarms: Mapping[str, Any], stream: str) -> None:
+        """Restore this stream name's rows of `state()` (books of all stream names share a key)."""
+        restored: set[StreamRef] = set()
+        for _, alarm in self._alarms.values():
+            if alarm.key in alarms:
+                restored.update(alarm.load_state(alarms[alarm.key], stream))
+        # An episode still open must be stepped by the stream's OK readings, or it would never end.
+        self._engaged = {
+            ref
+            for ref in restored
+            if any(alarm.state_of(ref) is not AlarmState.NORMAL for _, alarm in self._alarms.values())
+        }
+
 
 class ThresholdAlarm:
     """A gateway-side condition measured as a number against a limit: "device_lost" (seconds of
@@ -176,3 +197,17 @@ class ThresholdAlarm:
 
     def state_of(self, ref: StreamRef) -> AlarmState:
         return self._book.state_of(ref)
+
+    @property
+    def key(self) -> str:
+        """The key of this alarm's state among the saved alarm books ("builtin.<condition>/<condition>")."""
+        return f"{self._book.rule.detector}/{self._book.rule.condition}"
+
+    def state(self) -> dict[str, Any]:
+        return self._book.state()
+
+    def load_state(self, state: Mapping[str, Any], stream: str | None = None) -> list[StreamRef]:
+        """Restore `state()`, only the rows of stream name `stream` when given; the streams restored."""
+        rows = [r for r in state.get("streams", []) if stream is None or r.get("stream") == stream]
+        self._book.load_state({**state, "streams": rows})
+        return [StreamRef(str(r["device"]), str(r["stream"])) for r in rows]

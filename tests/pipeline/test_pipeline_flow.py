@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,22 @@ def test_contact_loss_raises_a_technical_alarm_not_a_physiological_one(tmp_path:
         ("sensor_off", Phase.END),
     ]
     assert all(e.kind is AlarmKind.TECHNICAL for e in events)
+
+
+def test_an_open_quality_alarm_survives_a_restart_and_ends_under_its_id(tmp_path: Path) -> None:
+    cfg = config(tmp_path, {0: (EpisodeConfig("contact_loss", 30, 40),)})
+    readings = interleaved(cfg, 120)
+    # After the contact came back, before the alarm clears: only OK readings follow the restart.
+    split = next(i for i, r in enumerate(readings) if r.wall_time >= 1_000_073)
+    before = Pipeline(cfg, str)
+    (start,) = before.ingest(readings[:split])
+    saved = json.loads(json.dumps(before.alarm_state()))  # as pipeline.json holds it
+    after = Pipeline(cfg, str)
+    after.load_state({}, saved)
+    assert after.active_alarms() == 1
+    (end,) = after.ingest(readings[split:])
+    assert (start.condition, start.phase, end.phase) == ("sensor_off", Phase.START, Phase.END)
+    assert end.id == start.id and end.seq == start.seq + 1
 
 
 def test_flagged_tachycardia_values_cannot_raise_the_physiological_alarm(tmp_path: Path) -> None:

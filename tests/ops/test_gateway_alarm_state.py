@@ -1,0 +1,70 @@
+"""The gateway's own technical alarms (device_lost, outbox_filling, ...) keep their open episodes
+across a restart: saved with the pipeline's state, restored by the next session, ended under one id."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from agent.config import parse_config
+from agent.daemon import _Session
+from agent.events import Phase
+from agent.outbox import Kind, Outbox, OutboxItem
+from agent.pipeline import Pipeline
+from agent.privacy import Pseudonymizer
+from agent.uplink.mqtt import MqttUplink
+from agent.uplink.topics import Topics
+
+CONFIG = {
+    "gateway": {"id": "gw", "site": "s"},
+    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+    "outbox": {"path": "outbox.sqlite"},
+    "devices": [{"id": "bed-4", "kind": "wearable", "transport": "simulator", "lost_after_s": 30}],
+}
+
+
+def session(tmp_path: Path, config: dict[str, Any] = CONFIG) -> _Session:
+    cfg = parse_config(config, base_dir=tmp_path)
+    pseudonym = Pseudonymizer(b"k" * 32)
+    topics = Topics("edge", "s", "gw")
+    outbox = Outbox(cfg.outbox)
+    uplink = MqttUplink(cfg.mqtt, topics, outbox, 1)  # never run: no connection is made
+    return _Session(cfg, topics, Pipeline(cfg, pseudonym), outbox, uplink, 1, pseudonym, tmp_path)
+
+
+def test_an_open_device_lost_episode_is_restored_and_ends_under_its_id(tmp_path: Path) -> None:
+    first = session(tmp_path)
+    (start,) = first.device_lost.check(first.device_refs, [45.0], [30.0], 1_000.0)
+    assert (start.condition, start.phase) == ("device_lost", Phase.START)
+    saved = json.loads(json.dumps(first.alarm_state()))  # as pipeline.json holds it
+    assert first.device_lost.key in saved
+
+    second = session(tmp_path)
+    second.load_gateway_alarms(saved)
+    assert second._technical_active() == 1
+    assert second.device_lost.check(second.device_refs, [50.0], [30.0], 1_010.0) == []  # still the same one
+    (end,) = second.device_lost.check(second.device_refs, [0.0], [30.0], 1_020.0)
+    assert end.phase is Phase.END and end.id == start.id and end.seq == start.seq + 1
+
+
+def test_rows_the_outbox_key_cannot_open_raise_outbox_unreadable(tmp_path: Path) -> None:
+    sealed = {**CONFIG, "outbox": {"path": "outbox.sqlite", "encryption_key_file": "outbox.key"}}
+    with Outbox(parse_config(sealed, base_dir=tmp_path).outbox) as outbox:  # creates the key
+        outbox.put(OutboxItem("ev1", "edge/s/gw/alarm", b"{}", Kind.ALARM, 0, 1_000.0))
+    key_file = tmp_path / "outbox.key"
+    key_file.unlink()  # the key is lost and replaced: the waiting row cannot be opened any more
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, base64.b64encode(os.urandom(32)))
+    os.close(fd)
+
+    run = session(tmp_path, sealed)
+    assert run.outbox.take(10) == []  # the uplink's take finds the row unreadable and sets it aside
+    run.check_gateway(2_000.0, 0.0)
+    assert run.outbox.undecryptable_count() == 1
+    (item,) = run.outbox.take(10)  # the alarm about it is sealed under the new key and readable
+    alarm = json.loads(item.payload)
+    assert (alarm["condition"], alarm["phase"], alarm["priority"]) == ("outbox_unreadable", "start", "high")
+    assert "cannot be decrypted" in alarm["explanation"]["text"]
