@@ -123,7 +123,8 @@ def run_nab(args: argparse.Namespace) -> str:
     ]
     skipped = sum(1 for r in results if r.uncalibrated)
     lines.append(
-        f"Calibrated on each series' probation rows at {args.target_fa_per_hour:g} exceedances/h; "
+        f"Calibrated on each series' probation rows at {args.target_fa_per_hour:g} exceedances/h "
+        "(or a detector's own calibration target); "
         f"{skipped} series had a probation shorter than a window and kept the configured thresholds."
     )
     lines += _plots(args, results, lambda r: (r.ensemble(), 1.0, "ensemble score / threshold"))
