@@ -108,7 +108,7 @@ class Agent:
         outbox = Outbox(cfg.outbox)
         saved = read_json(state_dir / state_journal.STATE_FILE) or {}
         # Episodes committed with events since the last full save live in the outbox (agent.state_journal).
-        alarms = carried_alarms or state_journal.saved_alarms(saved, outbox.note(state_journal.NOTE))
+        alarms = carried_alarms or state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))
         pipeline.load_state(saved.get("detectors", {}), alarms)
         remote = None
         if cfg.remote.enabled:  # remote management (agent.remote): commands on {root}/cmd/<name>
@@ -125,7 +125,8 @@ class Agent:
         )
         run = _Session(cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote)
         run.load_gateway_alarms(alarms)
-        run.save_state()  # folds the outbox's episode note into pipeline.json before new notes replace it
+        run.journal.generation = str(saved.get(state_journal.GENERATION, ""))  # until the save below
+        run.save_state()  # folds the outbox's episode notes into pipeline.json and drops them
         log.info(
             "session %d: %d device(s), %d detector(s), uplink %s:%d",
             session,
@@ -444,11 +445,16 @@ class _Session:
                 log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
 
     def save_state(self) -> None:
-        state = {"detectors": self.pipeline.detector_state(), "alarms": self.alarm_state()}
+        generation = state_journal.new_generation()
+        state = {
+            "detectors": self.pipeline.detector_state(),
+            "alarms": self.alarm_state(),
+            state_journal.GENERATION: generation,
+        }
         with contextlib.suppress(OSError):  # a full disk must not stop alarms; the outbox reports it
             write_json(self.state_dir / state_journal.STATE_FILE, state)
-            self.journal.saved_in_full()
-            self.outbox.drop_note(state_journal.NOTE)
+            self.journal.generation = generation  # durable: later notes build on this save
+            self.outbox.drop_notes(state_journal.NOTE)
 
     def snapshot(self) -> dict[str, Any]:
         """What `edge-agent status` shows: the last heartbeat plus live uplink and outbox figures."""

@@ -36,6 +36,7 @@ Strategy:
 from __future__ import annotations
 
 import base64
+import contextlib
 import enum
 import logging
 import sqlite3
@@ -184,6 +185,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._sync = ""
         self._evicted = self._expired = self._rejected = self._undecryptable = 0
+        self._next_note: dict[str, int] = {}
         key_file = config.encryption_key_file
         self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
         try:
@@ -232,7 +234,7 @@ class Outbox:
 
         Idempotent by id like `put` (an id already stored, or repeated in `items`, is stored once);
         one `PutResult` per item, in order, each seeing the items before it. `note` (name, text) is
-        stored in the same transaction (see `note`): the caller's record of what these items imply.
+        appended in the same transaction (see `notes`): the caller's record of what these items imply.
         """
         if not items:
             return []
@@ -255,9 +257,7 @@ class Outbox:
                         self._insert(item)
                     outcomes.append((stored, evicted, self._fill()))
                 if note is not None:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO outbox_meta VALUES (?, ?)", self._note_row(*note)
-                    )
+                    self._db.execute("INSERT INTO outbox_meta VALUES (?, ?)", self._note_row(*note))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -280,36 +280,45 @@ class Outbox:
         """Queue alarm events (one pipeline turn's) in one transaction, like `put_many`."""
         return self.put_many([self._alarm_item(e, topic) for e in events], note=note)
 
-    def note(self, name: str) -> str | None:
-        """The text last stored under `name` with `put_many(..., note=...)`; None if there is none, or
-        if it is sealed and does not open with this outbox's key."""
+    def notes(self, name: str) -> list[str]:
+        """The texts stored under `name` with `put_many(..., note=...)` since `drop_notes`, oldest
+        first; a sealed one that does not open with this outbox's key is left out."""
+        prefix = f"note:{name}:"
         with self._lock:
-            row = self._db.execute("SELECT value FROM outbox_meta WHERE name=?", (f"note:{name}",)).fetchone()
-        if row is None:
-            return None
-        value = str(row[0])
-        if not value.startswith(_SEALED_NOTE):
-            return value
-        if self._sealer is None:
-            return None
-        try:
-            return self._sealer.open(
-                base64.b64decode(value[len(_SEALED_NOTE) :]), f"note:{name}", ""
-            ).decode()
-        except (SealError, ValueError):
-            return None
+            rows = self._db.execute(
+                "SELECT name, value FROM outbox_meta WHERE substr(name, 1, ?) = ? ORDER BY name",
+                (len(prefix), prefix),
+            ).fetchall()
+        texts = []
+        for key, value in rows:
+            if not str(value).startswith(_SEALED_NOTE):
+                texts.append(str(value))
+            elif self._sealer is not None:
+                with contextlib.suppress(SealError, ValueError):
+                    sealed = base64.b64decode(str(value)[len(_SEALED_NOTE) :])
+                    texts.append(self._sealer.open(sealed, str(key), "").decode())
+        return texts
 
     def _note_row(self, name: str, text: str) -> tuple[str, str]:
-        """A note is sealed like the payloads when the outbox is encrypted at rest."""
-        key = f"note:{name}"
+        """Notes are appended (each turn writes only its own), sealed like the payloads when the
+        outbox is encrypted at rest."""
+        prefix = f"note:{name}:"
+        if name not in self._next_note:  # numbered on from what a previous process left
+            last = self._db.execute(
+                "SELECT MAX(name) FROM outbox_meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchone()[0]
+            self._next_note[name] = 0 if last is None else int(str(last)[len(prefix) :]) + 1
+        key = f"{prefix}{self._next_note[name]:012d}"
+        self._next_note[name] += 1  # a rolled-back number is skipped: order is all that matters
         if self._sealer is None:
             return key, text
         return key, _SEALED_NOTE + base64.b64encode(self._sealer.seal(text.encode(), key, "")).decode()
 
-    def drop_note(self, name: str) -> None:
+    def drop_notes(self, name: str) -> None:
+        prefix = f"note:{name}:"
         with self._lock:
             self._set_sync("NORMAL")
-            self._db.execute("DELETE FROM outbox_meta WHERE name=?", (f"note:{name}",))
+            self._db.execute("DELETE FROM outbox_meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
 
     def _alarm_item(self, event: AlarmEvent, topic: str) -> OutboxItem:
         kind = Kind.TECHNICAL if event.kind is AlarmKind.TECHNICAL else Kind.ALARM

@@ -47,7 +47,7 @@ def restarted_book(state_dir: Path, outbox: Outbox) -> AlarmBook:
     saved = json.loads((state_dir / state_journal.STATE_FILE).read_text())
     book = AlarmBook(RULE, "gw", "cfg", ("hr",))
     book.load_state(
-        state_journal.saved_alarms(saved, outbox.note(state_journal.NOTE))[KEY]
+        state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))[KEY]
     )  # raises if malformed
     return book
 
@@ -81,23 +81,38 @@ def test_an_ended_episode_stays_ended_with_its_cooldown_after_its_events_were_de
     assert end[0].end_time is not None and row["cooldown_until"] == end[0].end_time + RULE.cooldown_s
 
 
-def test_a_full_save_makes_the_note_redundant(tmp_path: Path) -> None:
+def test_each_turn_appends_only_its_own_rows_and_a_drop_empties_the_notes(tmp_path: Path) -> None:
     with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:
         journal = state_journal.EpisodeJournal([RULE])
+        start, end = [event(Phase.START, 0)], [event(Phase.END, 1)]
+        outbox.put_alarms(start, "edge/s/gw/alarm", note=journal.note(start))
+        outbox.put_alarms(end, "edge/s/gw/alarm", note=journal.note(end))
+        notes = outbox.notes(state_journal.NOTE)
+        assert [[r["state"] for r in json.loads(n)["rows"]] for n in notes] == [["ACTIVE"], ["NORMAL"]]
+        outbox.drop_notes(state_journal.NOTE)
+        assert outbox.notes(state_journal.NOTE) == []
+    with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:  # numbering goes on after a restart
+        later = [event(Phase.START, 0, episode="01a2-ep2")]
+        outbox.put_alarms(start, "edge/s/gw/alarm", note=journal.note(start))
+        outbox.put_alarms(later, "edge/s/gw/alarm", note=journal.note(later))
+        ids = [json.loads(n)["rows"][0]["episode"]["id"] for n in outbox.notes(state_journal.NOTE)]
+    assert ids == ["01a2-ep1", "01a2-ep2"]
+
+
+def test_notes_older_than_the_last_full_save_are_ignored(tmp_path: Path) -> None:
+    """A crash after a full save but before its notes were dropped (or a drop the disk lost)."""
+    with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:
+        journal = state_journal.EpisodeJournal([RULE], generation="g1")
         start = [event(Phase.START, 0)]
         outbox.put_alarms(start, "edge/s/gw/alarm", note=journal.note(start))
-        journal.saved_in_full()
-        outbox.drop_note(state_journal.NOTE)
-        assert outbox.note(state_journal.NOTE) is None
+        # The episode ended and a full save (generation g2) recorded it; the g1 note is still there.
+        saved = {"alarms": {KEY: {"condition": "tachycardia", "streams": []}}, state_journal.GENERATION: "g2"}
+        assert state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE)) == saved["alarms"]
+        journal.generation = "g2"
         later = [event(Phase.START, 0, episode="01a2-ep2")]
         outbox.put_alarms(later, "edge/s/gw/alarm", note=journal.note(later))
-        note = outbox.note(state_journal.NOTE)
-    assert note is not None and [r["episode"]["id"] for r in json.loads(note)] == ["01a2-ep2"]
-
-
-def test_an_unreadable_note_changes_nothing() -> None:
-    assert state_journal.saved_alarms(OLD, '[{"key": ') == OLD["alarms"]
-    assert state_journal.saved_alarms(OLD, None) == OLD["alarms"]
+        [row] = state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))[KEY]["streams"]
+    assert row["episode"]["id"] == "01a2-ep2"
 
 
 def test_with_encryption_at_rest_the_note_is_sealed_and_opens(tmp_path: Path) -> None:
@@ -110,7 +125,7 @@ def test_with_encryption_at_rest_the_note_is_sealed_and_opens(tmp_path: Path) ->
     assert STREAM.device_pseudonym.encode() not in on_disk
     assert b'"episode"' not in on_disk and b"tachycardia" not in on_disk
     with Outbox(config) as outbox:
-        note = outbox.note(state_journal.NOTE)
-    assert note is not None and json.loads(note)[0]["episode"]["id"] == "01a2-ep1"
+        [note] = outbox.notes(state_journal.NOTE)
+    assert json.loads(note)["rows"][0]["episode"]["id"] == "01a2-ep1"
     with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as keyless:  # a sealed note without the key
-        assert keyless.note(state_journal.NOTE) is None
+        assert keyless.notes(state_journal.NOTE) == []

@@ -181,18 +181,20 @@ def started_not_ended(messages: Iterable[Received]) -> set[str]:
 
 def active_episodes(state_dir: Path, outbox_path: Path) -> set[str]:
     """Episode ids a restarted agent would load as still running: `pipeline.json` with the episode
-    note of the outbox (committed with the events since the last full save) laid over it. The note is
+    notes of the outbox (committed with the events since the last full save) laid over it. Notes are
     read as stored: for an outbox without encryption at rest (sealed notes are not opened here)."""
     db = sqlite3.connect(f"{outbox_path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
     try:
-        name = f"note:{state_journal.NOTE}"
-        row = db.execute("SELECT value FROM outbox_meta WHERE name=?", (name,)).fetchone()
+        prefix = f"note:{state_journal.NOTE}:"
+        rows = db.execute(
+            "SELECT value FROM outbox_meta WHERE substr(name, 1, ?) = ? ORDER BY name", (len(prefix), prefix)
+        ).fetchall()
     finally:
         db.close()
     saved = read_json(state_dir / state_journal.STATE_FILE) or {}
     return {
         str(stream["episode"]["id"])
-        for book in state_journal.saved_alarms(saved, None if row is None else str(row[0])).values()
+        for book in state_journal.saved_alarms(saved, [str(r[0]) for r in rows]).values()
         for stream in book.get("streams", [])
         if stream.get("episode")
     }
