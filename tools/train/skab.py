@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.detectors.base import WindowBlock
+from agent.detectors.base import StreamingDetector, WindowBlock
 from agent.inference.backend import load_model
 from agent.inference.detector import AutoencoderDetector
 from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays, make_windows, write_card
@@ -81,7 +81,7 @@ def training_pieces(root: Path, exps: Sequence[Experiment]) -> list[NDArray[np.f
     return [p for p in pieces if len(p) >= CALIBRATION_ROWS] + [e.values[:CALIBRATION_ROWS] for e in exps]
 
 
-def replay(detector: AutoencoderDetector, exps: Sequence[Experiment]) -> list[NDArray[np.float64]]:
+def replay(detector: StreamingDetector, exps: Sequence[Experiment]) -> list[NDArray[np.float64]]:
     """Every experiment as one stream of the detector, one block per row; returns (scores, thresholds)."""
     w = detector.window
     longest = max(len(e.values) for e in exps)
@@ -167,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--window", type=int, default=20)
     p.add_argument("--hidden", default="64,8")
+    p.add_argument("--architecture", choices=("dense", "conv"), default="dense")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--smooth", type=int, default=1, help="detector smooth_rows")
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             CHANNELS,
             args.window,
             1,
-            "dense",
+            args.architecture,
             tuple(int(h) for h in args.hidden.split(",")),
             args.epochs,
             args.noise,
