@@ -21,6 +21,7 @@ from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
 from agent.detectors.spo2 import DesaturationDetector
 from agent.detectors.vibration import VibrationDetector
+from agent.detectors.window_pca import WindowPcaDetector
 from agent.errors import ConfigError
 
 Factory = Callable[[DetectorConfig, float], StreamingDetector]
@@ -48,6 +49,7 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "spo2_desaturation": DesaturationDetector.from_config,
         "vibration": VibrationDetector.from_config,
         "new_extreme": NewExtremeDetector.from_config,
+        "window_pca": WindowPcaDetector.from_config,
     }
 )
 

@@ -44,6 +44,13 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], bool]] = {
     "vibration": (CHANNELS, {"window_s": 16.0, "iso_low_hz": 0.1, "zone_boundaries": [1e5, 2e5, 4e5]}, False),
     # Nothing to calibrate (a fraction of the stream's own range): new records of normal data stay rare.
     "new_extreme": (CHANNELS, {"warmup_s": 50.0}, False),
+    # Per-stream thresholds, 3 x q95 of each stream's own first 80 samples (nothing to calibrate): rare on
+    # normal data.
+    "window_pca": (
+        CHANNELS,
+        {"window_s": 3.0, "adapt_rows": 80, "smooth_rows": 3, "threshold_margin": 3.0},
+        False,
+    ),
 }
 TOLERANCE = 0.5  # calibrated false-alarm rate on fresh data within +-50% of the target (documented)
 
