@@ -24,6 +24,7 @@ import numpy as np
 
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import (
+    FloatArray,
     ScoreBlock,
     StreamingDetector,
     WindowBlock,
@@ -85,29 +86,35 @@ class NewExtremeDetector(StreamingDetector):
         low = self._slot_state("low", block.slots, np.nan)  # NaN until a sample: survives JSON
         high = self._slot_state("high", block.slots, np.nan)
         seen = self._slot_state("seen", block.slots, 0.0)
-        peak = np.full(low.shape, -np.inf)
-        at_peak = np.full(low.shape, np.nan)  # the sample that scored highest
-        bound = np.full(low.shape, np.nan)  # the old record it was measured against
-        limit = np.full(low.shape, np.nan)
-        for i in range(new.shape[1]):  # sequential in time, vectorised over streams and channels
-            x = new[:, i, :]
-            ok = ~np.isnan(x)
-            ready = ok & (seen >= self.warmup)
-            with np.errstate(invalid="ignore"):  # NaN before the first sample, masked below
-                floor = np.maximum(self.min_scale, RELATIVE_FLOOR * np.maximum(np.abs(low), np.abs(high)))
-                span = np.maximum(high - low, floor)
-                up, down = (x - high) / span, (low - x) / span
-            stat = np.where(ready, np.maximum(up, down), -np.inf)
-            higher = stat > peak
-            upward = up >= down
-            at_peak = np.where(higher, x, at_peak)
-            bound = np.where(higher, np.where(upward, high, low), bound)
-            tolerance = self.threshold * span
-            limit = np.where(higher, np.where(upward, high + tolerance, low - tolerance), limit)
-            peak = np.maximum(peak, stat)
-            low = np.where(ok, np.fmin(low, x), low)
-            high = np.where(ok, np.fmax(high, x), high)
-            seen = seen + ok
+        # The record before each new sample: the stored range extended by the samples before it
+        # (fmin/fmax skip NaN), so the hop is scored at once rather than sample by sample.
+        ok = ~np.isnan(new)
+        run_low = np.fmin.accumulate(np.concatenate([low[:, None], new], axis=1), axis=1)
+        run_high = np.fmax.accumulate(np.concatenate([high[:, None], new], axis=1), axis=1)
+        before_low, before_high = run_low[:, :-1], run_high[:, :-1]
+        ready = ok & (seen[:, None] + np.cumsum(ok, axis=1) - ok >= self.warmup)
+        with np.errstate(invalid="ignore"):  # NaN before the first sample, masked by `ready`
+            floor = np.maximum(
+                self.min_scale, RELATIVE_FLOOR * np.maximum(np.abs(before_low), np.abs(before_high))
+            )
+            span = np.maximum(before_high - before_low, floor)
+            up, down = (new - before_high) / span, (before_low - new) / span
+        stat = np.where(ready, np.maximum(up, down), -np.inf)  # (S, hop, C)
+        first_max = np.argmax(stat, axis=1)[:, None]  # the earliest sample with the highest score
+
+        def at_max(values: FloatArray) -> FloatArray:
+            return np.take_along_axis(values, first_max, axis=1)[:, 0]
+
+        peak = at_max(stat)
+        scored = np.isfinite(peak)
+        upward = at_max(up) >= at_max(down)
+        tolerance = self.threshold * at_max(span)
+        at_peak = np.where(scored, at_max(new), np.nan)  # the sample that scored highest
+        record_high, record_low = at_max(before_high), at_max(before_low)
+        bound = np.where(scored, np.where(upward, record_high, record_low), np.nan)  # the old record
+        limit = np.where(scored, np.where(upward, record_high + tolerance, record_low - tolerance), np.nan)
+        low, high = run_low[:, -1], run_high[:, -1]
+        seen = seen + ok.sum(axis=1)
         self._store("low", block.slots, low)
         self._store("high", block.slots, high)
         self._store("seen", block.slots, seen)
