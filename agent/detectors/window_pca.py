@@ -21,6 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
+from agent.detectors.adaptation import adaptation_quantile, collect_rows
 from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.params import ParamReader
 from agent.errors import ConfigError
@@ -167,18 +168,8 @@ class WindowPcaDetector(StreamingDetector):
         self._recent[slot] = scores[-self.smooth_rows :]
 
     def _adapt(self, block: WindowBlock) -> None:
-        for i, slot in enumerate(block.slots):
-            have = int(self._seen[slot])
-            if have >= self.adapt_rows:
-                continue
-            # A stream's first window brings all its rows; later ones only the `hop` newest.
-            new = block.values[i] if have == 0 else block.values[i, -block.hop :]
-            take = new[: self.adapt_rows - have]
-            take = take[~np.isnan(take).any(axis=1)]
-            self._rows[slot, have : have + len(take)] = take
-            self._seen[slot] = have + len(take)
-            if self._seen[slot] >= self.adapt_rows:
-                self._fit(int(slot))
+        for slot in collect_rows(block, self._rows, self._seen, self.adapt_rows):
+            self._fit(slot)
 
     def score(self, block: WindowBlock) -> ScoreBlock:
         n, c = block.n_streams, len(self.channels)
@@ -219,9 +210,3 @@ def fit_window_pca(
     flat = sliding_window_view(z, window, axis=0).transpose(0, 2, 1).reshape(-1, window * rows.shape[1])
     _, vectors = np.linalg.eigh(np.cov(flat.T))  # ascending eigenvalues
     return mean, scale, np.ascontiguousarray(vectors[:, ::-1][:, :components])
-
-
-def adaptation_quantile(scores: FloatArray, smooth_rows: int, quantile: float) -> float:
-    """The `quantile` of the adaptation windows' scores, smoothed as live scores are."""
-    smoothed = np.convolve(scores, np.ones(smooth_rows) / smooth_rows, mode="valid")
-    return float(np.quantile(smoothed, quantile))

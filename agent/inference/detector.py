@@ -24,6 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
+from agent.detectors.adaptation import adaptation_quantile, collect_rows
 from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.params import ParamReader
 from agent.errors import ConfigError
@@ -176,30 +177,14 @@ class AutoencoderDetector(StreamingDetector):
 
     def _adapt(self, block: WindowBlock) -> None:
         """Collect the newest rows of streams still adapting; finish the ones that have enough."""
-        finished = []
-        for i, slot in enumerate(block.slots):
-            have = int(self._seen[slot])
-            if have >= self.adapt_rows:
-                continue
-            # A stream's first window brings all its rows; later ones only the `hop` newest.
-            new = block.values[i] if have == 0 else block.values[i, -block.hop :]
-            take = new[: self.adapt_rows - have]
-            take = take[~np.isnan(take).any(axis=1)]
-            self._rows[slot, have : have + len(take)] = take
-            self._seen[slot] = have + len(take)
-            if self._seen[slot] >= self.adapt_rows:
-                finished.append(int(slot))
-        for slot in finished:
+        for slot in collect_rows(block, self._rows, self._seen, self.adapt_rows):
             rows = self._rows[slot]
             floor = self.min_scale_fraction * np.asarray(self.model.card.scale)
             self._mean[slot] = rows.mean(axis=0)
             self._scale[slot] = np.maximum(rows.std(axis=0), floor)
             windows = sliding_window_view(rows, self.window, axis=0).transpose(0, 2, 1)
             scores = self._model_scores(windows, np.full(len(windows), slot))[0]
-            if self.smooth_rows > 1:
-                kernel = np.ones(self.smooth_rows) / self.smooth_rows
-                scores = np.convolve(scores, kernel, mode="valid")
-            self._thr[slot] = self.margin * float(np.quantile(scores, self.quantile))
+            self._thr[slot] = self.margin * adaptation_quantile(scores, self.smooth_rows, self.quantile)
 
     def _model_scores(
         self, windows: FloatArray, slots: np.ndarray[Any, Any]

@@ -12,7 +12,8 @@ from detector_drive import run, scores_of
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.window_pca import WindowPcaDetector, adaptation_quantile, fit_window_pca
+from agent.detectors.adaptation import adaptation_quantile
+from agent.detectors.window_pca import WindowPcaDetector, fit_window_pca
 from agent.errors import ConfigError
 
 CHANNELS = ("a", "b", "c")

@@ -28,7 +28,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from agent.detectors.window_pca import WindowPcaDetector, adaptation_quantile, fit_window_pca
+from agent.detectors.adaptation import adaptation_quantile
+from agent.detectors.window_pca import WindowPcaDetector, fit_window_pca
 from tools.train.skab import (
     CALIBRATION_ROWS,
     CHANNELS,
