@@ -14,10 +14,10 @@ PVC score works on ECG beats the pipeline has no detector for (see `tools.evalua
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from tools.evaluate import runs
+from tools.evaluate.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,10 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset != "mitdb" and args.config is None:
         parser.error(f"--config is required for --dataset {args.dataset}")
     args.out.mkdir(parents=True, exist_ok=True)
-    text = runs.DATASETS[args.dataset](args)
-    (args.out / "report.md").write_text(text + "\n")
-    print(text)
-    print(f"\nreport: {args.out / 'report.md'}", file=sys.stderr)
+    write_report(args.out, runs.DATASETS[args.dataset](args))
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from agent.config.loader import load_config
 from tools.evaluate.datasets import FloatArray, Series, load_cpsc, load_mitdb
 from tools.evaluate.metrics import PointMetrics
 from tools.evaluate.replay import replay
-from tools.evaluate.report import table
+from tools.evaluate.report import table, write_report
 from tools.evaluate.runs import _youden_threshold
 
 EXPONENTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)  # fixed in advance, not searched further
@@ -171,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.config, args.mitdb_data, args.jobs, BEFORE, f"the earlier detector ({BEFORE})"
             ),
         ]
-    text = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.md").write_text(text + "\n")
-    print(text)
-    print(f"\nreport: {args.out / 'report.md'}", file=sys.stderr)
+    write_report(args.out, "\n".join(lines))
     return 0
 
 

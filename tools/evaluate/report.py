@@ -6,6 +6,7 @@ its threshold, the labelled windows shaded, and the alarm starts the pipeline ra
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,3 +63,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_report(out: Path, text: str) -> None:
+    """Write `out`/report.md and print the report, with where it went on stderr."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+    print(f"\nreport: {out / 'report.md'}", file=sys.stderr)
