@@ -29,6 +29,7 @@ from typing import Any
 
 from agent.config.schema import AlarmRuleConfig
 from agent.events import AlarmEvent, Phase, Priority
+from agent.pipeline.technical import BUILTIN_PREFIX, TECHNICAL_COOLDOWN_S
 
 NOTE = "episodes"  # the outbox notes' name
 STATE_FILE = "pipeline.json"
@@ -62,7 +63,8 @@ class EpisodeJournal:
 
     def _row(self, key: str, event: AlarmEvent) -> dict[str, Any]:
         """The row `AlarmBook.load_state` takes, as the event leaves it."""
-        cooldown_s, escalates = self.rules.get(key, (0.0, False))
+        builtin = (TECHNICAL_COOLDOWN_S if key.startswith(BUILTIN_PREFIX) else 0.0, False)
+        cooldown_s, escalates = self.rules.get(key, builtin)
         ended = event.phase is Phase.END
         row: dict[str, Any] = {
             "condition": event.condition,

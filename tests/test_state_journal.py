@@ -13,6 +13,7 @@ from agent.alarms.machine import AlarmState
 from agent.config.schema import AlarmRuleConfig, OutboxConfig
 from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
 from agent.outbox import Outbox
+from agent.pipeline.technical import TECHNICAL_COOLDOWN_S, ThresholdAlarm
 
 RULE = AlarmRuleConfig(condition="tachycardia", detector="hr-high", cooldown_s=30.0)
 KEY = "hr-high/tachycardia"
@@ -129,3 +130,22 @@ def test_with_encryption_at_rest_the_note_is_sealed_and_opens(tmp_path: Path) ->
     assert json.loads(note)["rows"][0]["episode"]["id"] == "01a2-ep1"
     with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as keyless:  # a sealed note without the key
         assert keyless.notes(state_journal.NOTE) == []
+
+
+def test_a_builtin_technical_alarm_keeps_its_30_s_cooldown_through_a_crash(tmp_path: Path) -> None:
+    lost = ThresholdAlarm("device_lost", Priority.MEDIUM, "gw", "cfg")
+    ref = StreamRef("d-abc", "device")
+    start = lost.check([ref], [45.0], [30.0], 1_000.0)
+    end = lost.check([ref], [0.0], [30.0], 1_010.0)
+    assert [e.phase for e in start + end] == [Phase.START, Phase.END]
+    journal = state_journal.EpisodeJournal([RULE])  # configured rules only: built-ins are known anyway
+    with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:
+        outbox.put_alarms(start, "edge/s/gw/alarm", note=journal.note(start))
+        outbox.put_alarms(end, "edge/s/gw/alarm", note=journal.note(end))
+        alarms = state_journal.saved_alarms({}, outbox.notes(state_journal.NOTE))  # killed before a save
+    [row] = alarms[lost.key]["streams"]
+    assert row["cooldown_until"] == 1_010.0 + TECHNICAL_COOLDOWN_S
+    restarted = ThresholdAlarm("device_lost", Priority.MEDIUM, "gw", "cfg")
+    restarted.load_state(alarms[lost.key])
+    assert restarted.check([ref], [45.0], [30.0], 1_020.0) == []  # still cooling down
+    assert [e.phase for e in restarted.check([ref], [45.0], [30.0], 1_041.0)] == [Phase.START]

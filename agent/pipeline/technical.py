@@ -58,17 +58,21 @@ def describe(event: AlarmEvent) -> AlarmEvent:
     return dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))
 
 
+TECHNICAL_COOLDOWN_S = 30.0  # every built-in technical rule's cooldown
+BUILTIN_PREFIX = "builtin."  # built-in rules' detector names: "builtin.<condition>"
+
+
 def technical_rule(
     condition: str, priority: Priority, min_duration_s: float, clear_after_s: float
 ) -> AlarmRuleConfig:
     return AlarmRuleConfig(
         condition=condition,
-        detector=f"builtin.{condition}",
+        detector=f"{BUILTIN_PREFIX}{condition}",
         priority=priority,
         kind=AlarmKind.TECHNICAL,
         min_duration_s=min_duration_s,
         clear_after_s=clear_after_s,
-        cooldown_s=30.0,
+        cooldown_s=TECHNICAL_COOLDOWN_S,
     )
 
 
