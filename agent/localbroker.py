@@ -43,12 +43,14 @@ class LocalBrokerError(AgentError):
 
 @dataclass(frozen=True, slots=True)
 class BrokerTls:
-    """Server side of a TLS listener (PEM files). `require_certificate` turns on mutual TLS."""
+    """Server side of a TLS listener (PEM files). `require_certificate` turns on mutual TLS;
+    `crlfile` refuses the client certificates a CA revoked."""
 
     cafile: Path
     certfile: Path
     keyfile: Path
     require_certificate: bool = False
+    crlfile: Path | None = None
 
 
 def find_mosquitto() -> Path | None:
@@ -284,6 +286,8 @@ class LocalBroker:
                 f"keyfile {self.tls.keyfile}",
                 f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
             ]
+            if self.tls.crlfile is not None:
+                lines.append(f"crlfile {self.tls.crlfile}")
         if self.extra_config:
             lines.append(self.extra_config)
         conf = self.workdir / "mosquitto.conf"

@@ -6,6 +6,7 @@
 - Authentication: anonymous clients and wrong passwords are refused; the outbox keeps the item.
 - Certificates: an expired client certificate is refused by the broker, an expired server
   certificate by the agent; the item waits in the outbox and goes out once the certificate is renewed.
+  A revoked client certificate (the broker's CRL) is refused while other gateways keep delivering.
 - The example `deploy/mosquitto/mosquitto.conf` started as-is, only ports and file paths substituted.
 
 A refusal is awaited on a barrier (the uplink's own log line naming the CONNACK reason, or the
@@ -411,6 +412,54 @@ def test_expired_client_certificate_is_refused_by_the_broker(
 
     drive([allowed], deliver)
     assert allowed.counters().delivered == 1
+
+
+def test_revoked_client_certificate_is_refused_and_the_fleet_keeps_delivering(
+    make_broker: BrokerFactory, tmp_path: Path
+) -> None:
+    """A stolen gateway: the CA revokes its certificate (mosquitto `crlfile`); its alarms cannot go
+    in, the other gateways' still do. A broker reads the CRL when it starts: revoking a gateway means
+    a new CRL and a broker restart, which also drops the revoked gateway's open connection."""
+    pki = Pki(tmp_path / "pki")
+    server = pki.issue("127.0.0.1", stem="server", server=True)
+    gw1, gw2 = pki.issue("gw1"), pki.issue("gw2")
+    crl = pki.revoke()  # nothing revoked yet
+    broker = make_broker(
+        tls=BrokerTls(pki.ca, server.cert, server.key, require_certificate=True, crlfile=crl)
+    )
+    outboxes = {name: Outbox(OutboxConfig(tmp_path / f"{name}.db")) for name in ("gw1", "gw2")}
+    uplinks = {
+        name: uplink_for(
+            mqtt_config(broker, tls=TlsConfig(ca_file=pki.ca, cert_file=c.cert, key_file=c.key)),
+            topics,
+            outboxes[name],
+        )
+        for name, c, topics in (("gw1", gw1, GW1), ("gw2", gw2, GW2))
+    }
+
+    async def before() -> None:
+        for name in ("gw1", "gw2"):
+            outboxes[name].put(alarm(f"{name}-before", GW1 if name == "gw1" else GW2))
+        await wait_until(lambda: all(o.depth() == 0 for o in outboxes.values()), "both deliver")
+
+    drive(list(uplinks.values()), before)
+
+    pki.revoke(gw1)  # gw1 reported stolen
+    broker.restart()
+    restarted = {
+        name: uplink_for(u.config, t, outboxes[name]) for (name, u), t in zip(uplinks.items(), (GW1, GW2))
+    }
+
+    async def after() -> None:
+        outboxes["gw1"].put(alarm("gw1-after", GW1))
+        outboxes["gw2"].put(alarm("gw2-after", GW2))
+        await wait_until(lambda: outboxes["gw2"].depth() == 0, "gw2 still delivers")
+        await wait_until(broker_log_has(broker.log_path, VERIFY_FAILED, 2), "broker rejects gw1's cert")
+
+    drive(list(restarted.values()), after)
+    assert restarted["gw1"].counters().connects == 0 and restarted["gw1"].counters().published == 0
+    assert outboxes["gw1"].depth() == 1  # the stolen gateway's alarm never left it
+    assert restarted["gw2"].counters().delivered == 1
 
 
 def test_expired_server_certificate_is_refused_by_the_agent(

@@ -251,6 +251,24 @@ class Pki:
         key_path.chmod(0o600)
         return Issued(cert_path, key_path)
 
+    def revoke(self, *revoked: Issued) -> Path:
+        """A CRL signed by this CA listing `revoked` (none: an empty CRL), written as `crl.pem`."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self._name)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + _DAY)
+        )
+        for issued in revoked:
+            serial = x509.load_pem_x509_certificate(issued.cert.read_bytes()).serial_number
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+        path = self.directory / "crl.pem"
+        path.write_bytes(builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        return path
+
 
 _DAY = datetime.timedelta(days=1)
 
