@@ -29,6 +29,7 @@ from agent.config import load_config
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
+from agent.gc_pacing import CollectorPacer
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
 from agent.logs import redact_identifiers
 from agent.outbox import Outbox
@@ -39,7 +40,8 @@ from agent.readings import Reading
 from agent.remote import RemoteCommands, check_remote
 from agent.sources import Source, check_transport, open_source
 from agent.sources.counters import source_stats
-from agent.state import ensure_state_dir, next_session, read_json, write_json
+from agent.state import ensure_state_dir, next_session, write_json
+from agent.state_file import read_state, write_state
 from agent.status import LAST_HEARTBEAT, StatusServer
 from agent.systemd import notify, watchdog_period_s
 from agent.uplink.mqtt import MqttUplink
@@ -81,8 +83,10 @@ class Agent:
         self._sim_start_time = sim_start_time
         self.stopping = asyncio.Event()
         self.reloading = asyncio.Event()
+        self.gc_pacer: CollectorPacer | None = None  # process-wide: only the daemon process turns it on
 
     async def run_until_signalled(self) -> None:
+        self.gc_pacer = CollectorPacer()  # this process is the daemon: keep full GC passes off alarms
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -106,7 +110,7 @@ class Agent:
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         pipeline = Pipeline(cfg, pseudonym)
         outbox = Outbox(cfg.outbox)
-        saved = read_json(state_dir / state_journal.STATE_FILE) or {}
+        saved = read_state(state_dir / state_journal.STATE_FILE, outbox.sealer) or {}
         # Episodes committed with events since the last full save live in the outbox (agent.state_journal).
         alarms = carried_alarms or state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))
         pipeline.load_state(saved.get("detectors", {}), alarms)
@@ -123,7 +127,9 @@ class Agent:
         uplink = MqttUplink(
             cfg.mqtt, topics, outbox, session, on_command=remote.submit if remote is not None else None
         )
-        run = _Session(cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote)
+        run = _Session(
+            cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote, self.gc_pacer
+        )
         run.load_gateway_alarms(alarms)
         run.journal.generation = str(saved.get(state_journal.GENERATION, ""))  # until the save below
         run.save_state()  # folds the outbox's episode notes into pipeline.json and drops them
@@ -190,8 +196,10 @@ class _Session:
         pseudonym: Pseudonymizer,
         state_dir: Path,
         remote: RemoteCommands | None = None,
+        gc_pacer: CollectorPacer | None = None,
     ) -> None:
         self.cfg = cfg
+        self.gc_pacer = gc_pacer
         self.topics = topics
         self.pipeline = pipeline
         self.outbox = outbox
@@ -306,6 +314,8 @@ class _Session:
         last_turn = 0.0
         while True:
             self.pipeline_tick = time.monotonic()
+            if self.gc_pacer is not None:
+                self.gc_pacer.tick()  # between turns, so a collection never splits one
             try:
                 first = await asyncio.wait_for(self.queue.get(), PIPELINE_TICK_S)
             except TimeoutError:
@@ -452,7 +462,7 @@ class _Session:
             state_journal.GENERATION: generation,
         }
         with contextlib.suppress(OSError):  # a full disk must not stop alarms; the outbox reports it
-            write_json(self.state_dir / state_journal.STATE_FILE, state)
+            write_state(self.state_dir / state_journal.STATE_FILE, state, self.outbox.sealer)
             self.journal.generation = generation  # durable: later notes build on this save
             self.outbox.drop_notes(state_journal.NOTE)
 

@@ -221,6 +221,11 @@ class Outbox:
         """Payloads are sealed at rest (an `encryption_key_file` is configured)."""
         return self._sealer is not None
 
+    @property
+    def sealer(self) -> Sealer | None:
+        """The outbox's key, for the gateway's other files holding patient values (`agent.state_file`)."""
+        return self._sealer
+
     # -- writing ----------------------------------------------------------------------------------
 
     def put(self, item: OutboxItem) -> PutResult:

@@ -1,0 +1,63 @@
+"""The pipeline's saved state (`pipeline.json`), sealed at rest when the outbox is.
+
+`pipeline.json` holds what the detectors learned (per-stream baselines: heart-rate, SpO2 and pump
+levels) and every open alarm episode with its peak value, i.e. patient values. When an outbox
+`encryption_key_file` is configured the same key seals this file too: `pipeline.json.sealed` holds
+``nonce || AES-256-GCM(json) || tag`` bound to the file's name, and a plaintext `pipeline.json` left by
+an earlier run without encryption is read once and then removed.
+
+Nothing is lost silently: a sealed file that does not open (another key, edited bytes) or that cannot be
+opened because encryption was turned off is moved aside as `<name>.unreadable`, logged, and the agent
+starts from a fresh state (detectors learn again; open episodes are not continued).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from agent.sealing import Sealer, SealError
+from agent.state import read_json, write_atomic, write_json
+
+log = logging.getLogger("agent.state")
+
+SEALED_SUFFIX = ".sealed"
+UNREADABLE_SUFFIX = ".unreadable"
+
+
+def sealed_path(path: Path) -> Path:
+    return path.with_name(path.name + SEALED_SUFFIX)
+
+
+def write_state(path: Path, value: dict[str, Any], sealer: Sealer | None) -> None:
+    """Write atomically; sealed (and any plaintext copy removed) when `sealer` is given."""
+    if sealer is None:
+        write_json(path, value)
+        return
+    data = json.dumps(value, sort_keys=True).encode()
+    write_atomic(sealed_path(path), sealer.seal(data, path.name, "state"))
+    path.unlink(missing_ok=True)  # only once the sealed copy is durable
+
+
+def read_state(path: Path, sealer: Sealer | None) -> dict[str, Any] | None:
+    """The saved state (sealed or plain, whichever this configuration and the disk hold), else None."""
+    sealed = sealed_path(path)
+    if sealed.exists():
+        if sealer is None:
+            _set_aside(sealed, "it is sealed but outbox.encryption_key_file is not configured")
+        else:
+            try:
+                value = json.loads(sealer.open(sealed.read_bytes(), path.name, "state"))
+            except (SealError, ValueError) as exc:
+                _set_aside(sealed, f"it does not open with the configured key ({exc})")
+            else:
+                return value if isinstance(value, dict) else None
+    return read_json(path)  # plaintext: no encryption, or the first start after turning it on
+
+
+def _set_aside(sealed: Path, why: str) -> None:
+    aside = sealed.with_name(sealed.name + UNREADABLE_SUFFIX)
+    sealed.replace(aside)
+    log.error("saved pipeline state %s moved to %s: %s; starting from a fresh state", sealed, aside, why)
