@@ -89,7 +89,9 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
     from tools.bench.latency import measure_latency
 
-    return measure_latency(args.load, args.seconds, args.probes_per_s, args.streams, args.faults)
+    return measure_latency(
+        args.load, args.seconds, args.probes_per_s, args.streams, args.faults, args.gc_pacing == "on"
+    )
 
 
 def cmd_rss(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--probes-per-s", type=float, default=10.0)
     p.add_argument("--faults", action="store_true", help="with the fault episodes (an alarm storm)")
+    p.add_argument(
+        "--gc-pacing", choices=("on", "off"), default="on", help="the daemon's GC pacing (agent.gc_pacing)"
+    )
     p.set_defaults(fn=cmd_latency)
 
     p = sub.add_parser("rss", help="peak RSS with N streams, one fresh process per runtime")

@@ -10,6 +10,10 @@ Load: the flat-out capacity of the vitals pipeline is measured first (samples pe
 then plays `load` × capacity streams at 1 Hz. The windows are warmed (60 s simulated, straight through
 the pipeline) before the clock starts, so every detector is scoring.
 
+GC: the daemon process paces the garbage collector (`agent.gc_pacing`); so does this run unless
+`gc_pacing` is off, with one settle pass after the warm-up, as a daemon that has run for 30 s has had.
+Every collection during the timed run is recorded (count and longest pause per generation).
+
 Probes: `probes_per_s` times a second, one quiet stream reports HR 150 bpm for one sample. The
 latency config starts alarms on the first abnormal hop (min_duration 0), so that sample's tachycardia
 START is what gets committed and published; the outbox's `delivered` call, made when the PUBACK comes
@@ -19,6 +23,7 @@ back, stops the clock. Percentiles are over all probes of the run.
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -31,6 +36,7 @@ import numpy as np
 
 from agent.daemon import _Session
 from agent.events import AlarmEvent, Phase
+from agent.gc_pacing import CollectorPacer
 from agent.localbroker import LocalBroker
 from agent.outbox import Outbox, PutResult
 from agent.pipeline import Pipeline
@@ -66,6 +72,35 @@ class TimedOutbox(Outbox):
         super().delivered(item_id)
 
 
+class CollectorPauses:
+    """Every garbage collection while recording: its generation and how long it took."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.recording = False
+        self._start = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self.recording:
+            self.pauses[info["generation"]].append(1e3 * (time.perf_counter() - self._start))
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._note)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {
+            f"gen{g}": {
+                "count": len(p),
+                "max_ms": round(max(p, default=0.0), 1),
+                "total_ms": round(sum(p), 1),
+            }
+            for g, p in self.pauses.items()
+        }
+
+
 def capacity(streams: int = 2000) -> float:
     """Vitals samples per CPU second, flat out (median of 3 short runs)."""
     load = workload("vitals", streams, WARMUP_S + 10.0)
@@ -73,20 +108,28 @@ def capacity(streams: int = 2000) -> float:
 
 
 def measure_latency(
-    load_fraction: float, seconds: float, probes_per_s: float, streams: int, faults: bool = False
+    load_fraction: float,
+    seconds: float,
+    probes_per_s: float,
+    streams: int,
+    faults: bool = False,
+    gc_pacing: bool = True,
 ) -> dict[str, Any]:
     cap = capacity()
     if streams <= 0:
         streams = max(100, round(load_fraction * cap))
     print(f"capacity {cap:,.0f} samples/s per core -> {streams} streams at 1 Hz", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
-        result = asyncio.run(timed_run(Path(tmp), broker.port, streams, seconds, probes_per_s, faults))
+        result = asyncio.run(
+            timed_run(Path(tmp), broker.port, streams, seconds, probes_per_s, faults, gc_pacing)
+        )
     result.update(
         {
             "capacity_samples_per_s": round(cap),
             "load_fraction": load_fraction,
             "streams": streams,
             "faults": faults,
+            "gc_pacing": gc_pacing,
             "alarm_events_per_s": round(result["alarm_events"] / result["seconds"], 1),
         }
     )
@@ -94,7 +137,13 @@ def measure_latency(
 
 
 async def timed_run(
-    workdir: Path, port: int, streams: int, seconds: float, probes_per_s: float, faults: bool
+    workdir: Path,
+    port: int,
+    streams: int,
+    seconds: float,
+    probes_per_s: float,
+    faults: bool,
+    gc_pacing: bool = True,
 ) -> dict[str, Any]:
     cfg = vitals_config(workdir, port, instant=True)
     load = workload("vitals", streams, WARMUP_S + seconds + 2.0, faults)
@@ -105,11 +154,15 @@ async def timed_run(
     uplink = MqttUplink(cfg.mqtt, topics, outbox, 1)
     state_dir = workdir / "state"
     state_dir.mkdir()
-    session = _Session(cfg, topics, pipeline, outbox, uplink, 1, pseudonym, state_dir)
+    pacer = CollectorPacer() if gc_pacing else None
+    session = _Session(cfg, topics, pipeline, outbox, uplink, 1, pseudonym, state_dir, gc_pacer=pacer)
 
     first = load.step_of(WARMUP_S)
     for k in range(0, first, 10):  # warm the windows straight through the pipeline
         pipeline.ingest(load.readings(k, min(k + 10, first)))
+    if pacer is not None:
+        pacer.settle()
+    collections = CollectorPauses()
 
     # One probe per quiet stream, spread over the timed steps.
     quiet = [s for s in range(streams) if s % DISTINCT_SEEDS in QUIET_SEEDS]
@@ -139,6 +192,7 @@ async def timed_run(
         await asyncio.sleep(0.05)
     process_task = asyncio.create_task(session._process())
 
+    collections.recording = True
     cpu0, real0 = time.process_time(), time.monotonic()
     t_first = START_TIME + first * load.step_s  # simulated time of the first timed step
     max_queue = 0
@@ -164,6 +218,7 @@ async def timed_run(
                 await asyncio.sleep(max(0.0, readings[i].wall_time - t_first - (time.monotonic() - real0)))
     wall = time.monotonic() - real0
     cpu = time.process_time() - cpu0
+    collections.close()
     await asyncio.sleep(3.0)  # let the last PUBACKs come back
     process_task.cancel()
     await asyncio.gather(process_task, return_exceptions=True)
@@ -191,4 +246,5 @@ async def timed_run(
         "process_cpu_share": round(cpu / wall, 3),
         "max_queue": max_queue,
         "seconds": round(wall, 1),
+        "gc": collections.summary(),
     }
