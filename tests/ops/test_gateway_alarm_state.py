@@ -7,32 +7,12 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import Any
+
+from daemon_session import CONFIG, session
 
 from agent.config import parse_config
-from agent.daemon import _Session
 from agent.events import Phase
 from agent.outbox import Kind, Outbox, OutboxItem
-from agent.pipeline import Pipeline
-from agent.privacy import Pseudonymizer
-from agent.uplink.mqtt import MqttUplink
-from agent.uplink.topics import Topics
-
-CONFIG = {
-    "gateway": {"id": "gw", "site": "s"},
-    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-    "outbox": {"path": "outbox.sqlite"},
-    "devices": [{"id": "bed-4", "kind": "wearable", "transport": "simulator", "lost_after_s": 30}],
-}
-
-
-def session(tmp_path: Path, config: dict[str, Any] = CONFIG) -> _Session:
-    cfg = parse_config(config, base_dir=tmp_path)
-    pseudonym = Pseudonymizer(b"k" * 32)
-    topics = Topics("edge", "s", "gw")
-    outbox = Outbox(cfg.outbox)
-    uplink = MqttUplink(cfg.mqtt, topics, outbox, 1)  # never run: no connection is made
-    return _Session(cfg, topics, Pipeline(cfg, pseudonym), outbox, uplink, 1, pseudonym, tmp_path)
 
 
 def test_an_open_device_lost_episode_is_restored_and_ends_under_its_id(tmp_path: Path) -> None:

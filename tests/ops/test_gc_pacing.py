@@ -9,16 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_session import session
 
-from agent.config import parse_config
-from agent.daemon import _Session
 from agent.gc_pacing import CollectorPacer
-from agent.outbox import Outbox
-from agent.pipeline import Pipeline
-from agent.privacy import Pseudonymizer
 from agent.simulation import simulate
-from agent.uplink.mqtt import MqttUplink
-from agent.uplink.topics import Topics
 
 
 class Clock:
@@ -108,24 +102,9 @@ class CountingPacer(CollectorPacer):
 
 
 def test_the_daemon_pipeline_loop_ticks_its_pacer_between_turns(tmp_path: Path) -> None:
-    cfg = parse_config(
-        {
-            "gateway": {"id": "gw", "site": "s"},
-            "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-            "outbox": {"path": "outbox.sqlite"},
-            "devices": [{"id": "bed-4", "kind": "wearable", "transport": "simulator"}],
-        },
-        base_dir=tmp_path,
-    )
-    pseudonym = Pseudonymizer(b"k" * 32)
-    topics = Topics("edge", "s", "gw")
-    outbox = Outbox(cfg.outbox)
-    uplink = MqttUplink(cfg.mqtt, topics, outbox, 1)  # never run: no connection is made
     pacer = CountingPacer()
-    run = _Session(
-        cfg, topics, Pipeline(cfg, pseudonym), outbox, uplink, 1, pseudonym, tmp_path, gc_pacer=pacer
-    )
-    readings, _ = simulate(cfg.devices[0], 3.0, 1_000_000.0)
+    run = session(tmp_path, gc_pacer=pacer)
+    readings, _ = simulate(run.cfg.devices[0], 3.0, 1_000_000.0)
     assert readings
 
     async def turns() -> None:
@@ -138,5 +117,5 @@ def test_the_daemon_pipeline_loop_ticks_its_pacer_between_turns(tmp_path: Path) 
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(turns())
-    outbox.close()
+    run.outbox.close()
     assert pacer.ticks >= len(readings)

@@ -8,17 +8,11 @@ import secrets
 from pathlib import Path
 
 import pytest
+from daemon_session import CONFIG, session
 
-from agent.config import parse_config
-from agent.daemon import _Session
-from agent.outbox import Outbox
-from agent.pipeline import Pipeline
-from agent.privacy import Pseudonymizer
 from agent.sealing import Sealer
 from agent.state import write_json
 from agent.state_file import read_state, sealed_path, write_state
-from agent.uplink.mqtt import MqttUplink
-from agent.uplink.topics import Topics
 
 STATE = {"detectors": {"hr": {"baseline": [72.125]}}, "alarms": {"hr/tachycardia": {"peak": 151.375}}}
 
@@ -78,23 +72,11 @@ def test_without_a_key_the_state_stays_plain_json(tmp_path: Path) -> None:
 
 
 def test_the_daemon_saves_its_state_sealed_when_the_outbox_is_encrypted(tmp_path: Path) -> None:
-    cfg = parse_config(
-        {
-            "gateway": {"id": "gw", "site": "s"},
-            "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-            "outbox": {"path": "outbox.sqlite", "encryption_key_file": "outbox.key"},
-            "devices": [{"id": "bed-4", "kind": "wearable", "transport": "simulator"}],
-        },
-        base_dir=tmp_path,
-    )
-    pseudonym = Pseudonymizer(b"k" * 32)
-    topics = Topics("edge", "s", "gw")
-    outbox = Outbox(cfg.outbox)
-    uplink = MqttUplink(cfg.mqtt, topics, outbox, 1)  # never run: no connection is made
-    run = _Session(cfg, topics, Pipeline(cfg, pseudonym), outbox, uplink, 1, pseudonym, tmp_path)
+    sealed = {**CONFIG, "outbox": {"path": "outbox.sqlite", "encryption_key_file": "outbox.key"}}
+    run = session(tmp_path, sealed)
     run.save_state()
-    outbox.close()
+    run.outbox.close()
     assert not (tmp_path / "pipeline.json").exists()
-    assert outbox.sealer is not None
-    saved = read_state(tmp_path / "pipeline.json", outbox.sealer)
+    assert run.outbox.sealer is not None
+    saved = read_state(tmp_path / "pipeline.json", run.outbox.sealer)
     assert saved is not None and set(saved) >= {"detectors", "alarms", "journal"}
