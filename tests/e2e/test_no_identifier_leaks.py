@@ -7,7 +7,8 @@ payloads), the process's stdout and stderr, the outbox file (database, WAL and s
 while the broker is frozen so rows wait in it) and `last-heartbeat.json`. No identifier may appear in
 any of them, in any letter case; the devices' pseudonyms must appear, so the search is known to look
 at the right bytes. A second run with `encryption_key_file` checks that the daemon creates the key (0600)
-and that rows waiting in the outbox hold no payload in clear, yet arrive intact.
+and that rows waiting in the outbox hold no payload in clear, yet arrive intact, and that the saved
+pipeline state is sealed too.
 """
 
 from __future__ import annotations
@@ -393,3 +394,7 @@ def test_with_encryption_at_rest_the_daemon_creates_the_key_and_the_outbox_holds
     assert pseudonym.encode() not in frozen and b"tachycardia" not in frozen and b'"uptime_s"' not in frozen
     assert pseudonym.encode() in everything.raw()
     assert not leaks(frozen + everything.raw() + (tmp_path / "agent.log").read_bytes())
+    # The saved pipeline state (episodes, baselines) is sealed with the same key.
+    assert not (state / "pipeline.json").exists()
+    sealed_state = (state / "pipeline.json.sealed").read_bytes()
+    assert pseudonym.encode() not in sealed_state and b"tachycardia" not in sealed_state
