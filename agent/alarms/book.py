@@ -328,9 +328,12 @@ class AlarmBook:
     def state(self) -> dict[str, Any]:
         """JSON-able: every stream not in a fresh NORMAL state, with its episode id and next seq."""
         rows = []
-        for ref, row in self._rows.items():
-            if self._state[row] == AlarmState.NORMAL and not math.isfinite(self._f["cooldown_until"][row]):
-                continue
+        n = len(self._refs)
+        # Only streams off a fresh NORMAL, found with numpy: a Python pass over every row ran on the event
+        # loop with each heartbeat's save and took 2.8 s at 30,000 vitals streams (8 books).
+        keep = (self._state[:n] != AlarmState.NORMAL) | np.isfinite(self._f["cooldown_until"][:n])
+        for row in np.flatnonzero(keep).tolist():
+            ref = self._refs[row]
             item: dict[str, Any] = {
                 "device": ref.device_pseudonym,
                 "stream": ref.stream,

@@ -2,9 +2,11 @@
 
 The daemon's `_Session` is assembled as `Agent` does it (Pipeline, Outbox, MqttUplink, the session's
 pipeline task `_process`, which drains the queue in batches, commits events to the outbox with fsync and
-wakes the uplink), against a private mosquitto from `LocalBroker`. Only the sources are replaced: a
-feeder task puts every simulated vitals reading into the session's queue at its due time (speed 1, with
-the streams' phases spread over the second). A reading's *arrival* is the moment it enters the queue.
+wakes the uplink, and its heartbeat task, which every `heartbeat_interval_s` (30 s) also saves the whole
+pipeline state on the same event loop), against a private mosquitto from `LocalBroker`. Only the
+sources are replaced: a feeder task puts every simulated vitals reading into the session's queue at its
+due time (speed 1, with the streams' phases spread over the second). A reading's *arrival* is the
+moment it enters the queue.
 
 Load: the flat-out capacity of the vitals pipeline is measured first (samples per CPU second); the run
 then plays `load` × capacity streams at 1 Hz. The windows are warmed (60 s simulated, straight through
@@ -191,6 +193,7 @@ async def timed_run(
             break
         await asyncio.sleep(0.05)
     process_task = asyncio.create_task(session._process())
+    heartbeat_task = asyncio.create_task(session._heartbeats())  # with the full state save, as the daemon
 
     collections.recording = True
     cpu0, real0 = time.process_time(), time.monotonic()
@@ -221,7 +224,8 @@ async def timed_run(
     collections.close()
     await asyncio.sleep(3.0)  # let the last PUBACKs come back
     process_task.cancel()
-    await asyncio.gather(process_task, return_exceptions=True)
+    heartbeat_task.cancel()
+    await asyncio.gather(process_task, heartbeat_task, return_exceptions=True)
     await uplink.stop()
     uplink_task.cancel()
     await asyncio.gather(uplink_task, return_exceptions=True)
