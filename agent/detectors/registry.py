@@ -11,6 +11,7 @@ from types import MappingProxyType
 from agent.config.schema import DetectorConfig
 from agent.detectors.af import AtrialFibrillationDetector
 from agent.detectors.base import StreamingDetector
+from agent.detectors.context import ContextDetector
 from agent.detectors.cusum import CusumDetector
 from agent.detectors.dropout import DropoutDetector
 from agent.detectors.ewma import EwmaDetector
@@ -50,6 +51,7 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "vibration": VibrationDetector.from_config,
         "new_extreme": NewExtremeDetector.from_config,
         "window_pca": WindowPcaDetector.from_config,
+        "context": ContextDetector.from_config,
     }
 )
 

@@ -1,0 +1,105 @@
+"""The context detector (CAD OSE re-implemented): encoding, learning a pattern, surprises, warm-up, rest
+period, memory cap, state and config errors. Synthetic data only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from detector_drive import make, run, scores_of
+
+from agent.detectors.context import NEGATIVE_FACT, ContextDetector, level_facts
+from agent.detectors.context_memory import ContextMemory
+from agent.errors import ConfigError
+
+
+def test_level_facts_name_each_bit_and_extend_beyond_the_range() -> None:
+    assert level_facts(5, 3) == (1, 2, 5)  # bits 1, 0, 1 (least significant first): 2i + bit
+    assert level_facts(0, 3) == (0, 2, 4)
+    assert level_facts(9, 3) == (1, 2, 4, 7)  # above the top level: a fourth bit the range never used
+    assert level_facts(-1, 3) == (1, 2, 4, NEGATIVE_FACT)
+
+
+def pattern(repeats: int) -> np.ndarray:
+    return np.tile(np.array([0.0, 2.0, 5.0, 7.0, 5.0, 2.0]), repeats)
+
+
+def scores(values: np.ndarray, **params: object) -> np.ndarray:
+    detector = make("context", **{"warmup_s": 12.0, "rest_s": 0.0, **params})
+    return scores_of(run(detector, values[None, :, None]))[:, 0]
+
+
+def test_a_repeating_pattern_becomes_predicted_and_a_break_in_it_is_a_surprise() -> None:
+    values = pattern(40)
+    values[200] = 0.0  # the pattern says 5 here, the value stays inside the learned range
+    out = scores(values)
+    assert np.isnan(out[:11]).all()  # warm-up: no verdict
+    assert (out[100:200] == 0.0).all()  # learned: every sample predicted
+    assert out[200] > 0.5  # unpredicted, and most contexts that were sure failed
+    assert out[215:].max() < 0.25  # back on the pattern: at most a little doubt
+
+
+def test_a_value_beyond_the_warm_up_range_is_a_surprise() -> None:
+    values = pattern(40)
+    values[150] = 20.0
+    out = scores(values)
+    assert out[150] > 0.75 and (out[100:150] == 0.0).all()
+
+
+def test_the_rest_period_silences_the_samples_after_a_high_score() -> None:
+    values = pattern(40)
+    values[150] = 20.0
+    values[155] = -20.0
+    loud = scores(values)
+    quiet = scores(values, rest_s=10.0)
+    assert loud[155] > 0.75
+    assert quiet[150] == loud[150] and (quiet[151:161] == 0.0).all()
+
+
+def test_the_memory_stops_growing_at_its_cap() -> None:
+    rng = np.random.default_rng(0)
+    memory = ContextMemory(max_contexts=40)
+    for level in rng.integers(0, 8, 500):
+        memory.step(level_facts(int(level), 3))
+    assert memory.size == 40
+    detector = make("context", max_contexts=40, warmup_s=20.0)
+    run(detector, rng.normal(size=(1, 500, 1)))
+    assert isinstance(detector, ContextDetector)
+    assert detector._streams[(0, 0)].memory is not None
+    assert detector._streams[(0, 0)].memory.size == 40
+
+
+def test_memory_json_round_trip_continues_identically() -> None:
+    rng = np.random.default_rng(1)
+    levels = [int(v) for v in rng.integers(0, 4, 300)]
+    first = ContextMemory()
+    for level in levels[:200]:
+        first.step(level_facts(level, 3))
+    second = ContextMemory.from_json(json.loads(json.dumps(first.to_json())), 7, 15, 1_000_000)
+    assert [first.step(level_facts(v, 3)) for v in levels[200:]] == [
+        second.step(level_facts(v, 3)) for v in levels[200:]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"threshold": 1.5}, "threshold"),
+        ({"bits": 0}, "bits"),
+        ({"range_margin": -0.1}, "range_margin"),
+        ({"rest_s": -1.0}, "rest_s"),
+        ({"max_contexts": 0}, "max_contexts"),
+        ({"treshold": 0.5}, "treshold"),
+    ],
+)
+def test_bad_params_name_their_key(params: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        make("context", **params)
+    assert err.value.path == f"detectors.context_1.params.{key}"
+
+
+def test_calibration_is_refused_and_leaves_the_threshold() -> None:
+    detector = make("context", threshold=0.8)
+    assert detector.calibration_refusal()
+    assert detector.threshold == 0.8
