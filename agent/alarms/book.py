@@ -327,23 +327,27 @@ class AlarmBook:
 
     def state(self) -> dict[str, Any]:
         """JSON-able: every stream not in a fresh NORMAL state, with its episode id and next seq."""
-        rows = []
         n = len(self._refs)
-        # Only streams off a fresh NORMAL, found with numpy: a Python pass over every row ran on the event
-        # loop with each heartbeat's save and took 2.8 s at 30,000 vitals streams (8 books).
+        # This runs on the event loop with every heartbeat's save. The rows to save are found with numpy
+        # and their fields converted a column at a time: a per-row pass with numpy scalars took 2.8 s
+        # at 30,000 vitals streams (8 books).
         keep = (self._state[:n] != AlarmState.NORMAL) | np.isfinite(self._f["cooldown_until"][:n])
-        for row in np.flatnonzero(keep).tolist():
+        rows = np.flatnonzero(keep)
+        names = [s.name for s in AlarmState]
+        columns: dict[str, list[Any]] = {
+            "state": [names[code] for code in self._state[rows].tolist()],
+            "history": self._history[rows].tolist(),
+            "can_escalate": self._can_escalate[rows].tolist(),
+            "peak_limit": [_json(v) for v in self._peak_limit[rows].tolist()],
+            "peak_channel": self._peak_channel[rows].tolist(),
+        }
+        for name in self._FLOAT_FIELDS:
+            columns[name] = [_json(v) for v in self._f[name][rows].tolist()]
+        items = []
+        for i, row in enumerate(rows.tolist()):
             ref = self._refs[row]
-            item: dict[str, Any] = {
-                "device": ref.device_pseudonym,
-                "stream": ref.stream,
-                "state": AlarmState(int(self._state[row])).name,
-                "history": int(self._history[row]),
-                "can_escalate": bool(self._can_escalate[row]),
-                "peak_limit": _json(self._peak_limit[row]),
-                "peak_channel": int(self._peak_channel[row]),
-            }
-            item.update({name: _json(self._f[name][row]) for name in self._FLOAT_FIELDS})
+            item: dict[str, Any] = {"device": ref.device_pseudonym, "stream": ref.stream}
+            item.update({name: column[i] for name, column in columns.items()})
             episode = self._episodes.get(row)
             if episode is not None:
                 item["episode"] = {
@@ -351,8 +355,8 @@ class AlarmBook:
                     "next_seq": episode.next_seq,
                     "priority": episode.priority.value,
                 }
-            rows.append(item)
-        return {"condition": self.rule.condition, "streams": rows}
+            items.append(item)
+        return {"condition": self.rule.condition, "streams": items}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore `state()`; ConfigError names the offending entry."""
