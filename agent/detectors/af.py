@@ -32,6 +32,17 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
    threshold are fitted by `python -m tools.evaluate.af_fit` (tools/evaluate/af_fit.py), leave one
    subject out, on the CPSC-2021 sample; docs/benchmarks.md has the numbers.
 
+7. Rate steps (`rate_step`, 0 = off): AF in paroxysms starts with an abrupt shortening of the RR and
+   ends with a pause and a slower sinus rhythm, and a 16-beat context straddling the change keeps the old
+   rhythm's trend and differences for about 8 beats (the lag behind each boundary). When the median of
+   `RATE_STEP_BEATS` (3) intervals differs from the median of the 3 before them by more than `rate_step`
+   in log ratio (0.5: a 65 % change), the beats before the newest such step are dropped and the score
+   (trend, ectopic pairs, irregularity, weighting) is measured on the beats after it alone, at least
+   `min_differences` clean differences; with fewer, or when the whole context shows an ectopic pattern
+   that explains a step (an ectopic pair among the newest `irregularity_beats` intervals, bigeminal
+   alternation, a two-level rhythm), the whole context is used as without the rule. `rate_step` is fitted
+   with `rate_exponent` by af_fit, leave one subject out.
+
 Verdicts start after `verdict_beats` beats (`irregularity_beats` + 1 = 9 by default): that is the
 detector's window, so the pipeline scores a stream from its 9th beat; the older beats of the
 `window_beats` context are kept per stream (state `history`, persisted like other detector state). Until
@@ -39,11 +50,16 @@ the context is full the trend and the two-level test see fewer beats. `verdict_b
 the earlier stateless behaviour (no verdict before 16 beats). The history assumes each call's window
 continues the previous one by `hop` beats, as the pipeline delivers them.
 
-Parameters (all optional): `threshold` 0.04 (for `rate_exponent` 0; configs/cpsc.toml ships 0.06 with
-2), `window_beats` 16, `irregularity_beats` 8, `verdict_beats` irregularity_beats + 1, `hop_beats` 1,
-`ectopic_prematurity` 0.12, `bigeminy_ratio` 0.3, `two_level_fraction` 0.12, `rate_exponent` 0, `bias` 0,
-`min_rr_s` 0.25, `max_rr_s` 2.5. Migration from the earlier detector: every old key keeps its meaning;
-the old behaviour is `verdict_beats = window_beats`, `two_level_fraction = 0`.
+A verdict needs `min_differences` clean differences ((`irregularity_beats` + 1) // 2 = 4 by default);
+`verdict_beats` may be as low as `min_differences` + 1, so a stream can be judged from its first beats
+(configs/cpsc.toml: from the 3rd beat, 2 differences) while later beats still use the full context.
+
+Parameters (all optional): `threshold` 0.04 (for `rate_exponent` 0; configs/cpsc.toml ships its own
+with 2), `window_beats` 16, `irregularity_beats` 8, `min_differences` (irregularity_beats + 1) // 2,
+`verdict_beats` irregularity_beats + 1, `hop_beats` 1, `ectopic_prematurity` 0.12, `bigeminy_ratio` 0.3,
+`two_level_fraction` 0.12, `rate_exponent` 0, `rate_step` 0, `bias` 0, `min_rr_s` 0.25, `max_rr_s` 2.5.
+Migration from the earlier detector: every old key keeps its meaning; the old behaviour is
+`verdict_beats = window_beats`, `two_level_fraction = 0` (and `rate_step` 0, the default).
 
 The score of a call is that of the newest beat, computed from the context's past beats only, so each
 beat is decided from past RR as it arrives.
@@ -53,12 +69,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.base import BoolArray, FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.params import ParamReader
 from agent.errors import ConfigError
 
@@ -66,6 +83,7 @@ REFERENCE_RR_S = 0.8  # the bias and the rate weighting are stated at 75 bpm
 TWO_LEVEL_MIN_BEATS = 3  # intervals in the smaller level before a two-level rhythm is believed
 TWO_LEVEL_MIN_SWITCHES = 4  # level changes in the context: a pattern, not one step in rate
 HISTORY = "history"  # per-stream state key: the context's beats older than the window
+RATE_STEP_BEATS = 3  # a rate step compares the median of this many intervals with the same before them
 
 
 class AtrialFibrillationDetector(StreamingDetector):
@@ -88,6 +106,8 @@ class AtrialFibrillationDetector(StreamingDetector):
         context_beats: int | None = None,
         two_level_fraction: float = 0.12,
         rate_exponent: float = 0.0,
+        min_differences: int | None = None,
+        rate_step: float = 0.0,
     ) -> None:
         super().__init__(id, channels, window, hop, threshold)
         self.irregularity_beats = irregularity_beats
@@ -99,6 +119,8 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.context_beats = window if context_beats is None else max(context_beats, window)
         self.two_level_fraction = two_level_fraction
         self.rate_exponent = rate_exponent
+        self.min_differences = (irregularity_beats + 1) // 2 if min_differences is None else min_differences
+        self.rate_step = rate_step
         self._history: FloatArray = np.full((0, self.context_beats), np.nan)
 
     @classmethod
@@ -111,9 +133,13 @@ class AtrialFibrillationDetector(StreamingDetector):
         context = reader.count("window_beats", 16)
         if context < irregularity + 2:
             raise reader.fail("window_beats", f"must exceed irregularity_beats + 1, got {context}")
+        needed = reader.count("min_differences", (irregularity + 1) // 2)
+        if not 2 <= needed <= irregularity:
+            span = f"2 .. irregularity_beats ({irregularity})"
+            raise reader.fail("min_differences", f"expected {span}, got {needed}")
         verdict = reader.count("verdict_beats", irregularity + 1)
-        if not irregularity + 1 <= verdict <= context:
-            span = f"irregularity_beats + 1 ({irregularity + 1}) .. window_beats ({context})"
+        if not needed + 1 <= verdict <= context:
+            span = f"min_differences + 1 ({needed + 1}) .. window_beats ({context})"
             raise reader.fail("verdict_beats", f"expected {span}, got {verdict}")
         # One score per beat by default; `hop_s` (at the stream's nominal beat rate) like other detectors.
         hop = reader.count("hop_beats", 0) or reader.samples("hop_s", 1.0 / reader.rate_hz)
@@ -129,6 +155,9 @@ class AtrialFibrillationDetector(StreamingDetector):
         exponent = reader.number("rate_exponent", 0.0) or 0.0
         if not 0.0 <= exponent <= 4.0:
             raise reader.fail("rate_exponent", f"expected 0 .. 4, got {exponent:g}")
+        step = reader.number("rate_step", 0.0) or 0.0
+        if not 0.0 <= step <= 2.0:
+            raise reader.fail("rate_step", f"expected 0 (off) .. 2 (log ratio), got {step:g}")
         detector = cls(
             config.id,
             config.channels,
@@ -144,6 +173,8 @@ class AtrialFibrillationDetector(StreamingDetector):
             context_beats=context,
             two_level_fraction=two_level,
             rate_exponent=exponent,
+            min_differences=needed,
+            rate_step=step,
         )
         reader.finish()
         return detector
@@ -153,6 +184,17 @@ class AtrialFibrillationDetector(StreamingDetector):
     def irregularity(self, rr: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(score, RR trend) of the newest beat of each row of (S, W) RR intervals in seconds."""
         rr = np.where((rr >= self.min_rr_s) & (rr <= self.max_rr_s), rr, np.nan)
+        whole = self._measure(rr)
+        if self.rate_step <= 0:
+            return whole.score, whole.trend
+        after = self._measure(_after_rate_step(rr, self.rate_step))
+        # A step that an ectopic pattern explains is no rhythm change; too few beats after it: no verdict
+        # of its own. Rows without a step measure the same beats twice.
+        use = ~np.isnan(after.score) & ~whole.patterned
+        return np.where(use, after.score, whole.score), np.where(use, after.trend, whole.trend)
+
+    def _measure(self, rr: FloatArray) -> _Measured:
+        """Score, trend and ectopic-pattern flag of each row of (S, W) in-range RR intervals (NaN gaps)."""
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             trend = np.nanmedian(rr, axis=1)
@@ -168,7 +210,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         ectopic[:, 1:] |= pair
         clean = np.where(ectopic, np.nan, ratio)
         median, count = _newest_median(np.abs(np.diff(clean, axis=1)), self.irregularity_beats)
-        enough = count >= (self.irregularity_beats + 1) // 2
+        enough = count >= self.min_differences
         # Bigeminal suppression: alternating short-long intervals (ectopy the pair rule missed) have large
         # lag-1 but small lag-2 differences; AF has both about equal.
         lag1, _ = _newest_median(np.abs(ratio[:, 1:] - ratio[:, :-1]), self.irregularity_beats)
@@ -176,17 +218,19 @@ class AtrialFibrillationDetector(StreamingDetector):
         with np.errstate(invalid="ignore"):
             bigeminal = lag2 < self.bigeminy_ratio * lag1
         enough &= ~bigeminal
+        patterned = bigeminal | pair[:, -self.irregularity_beats :].any(axis=1)
         if self.two_level_fraction > 0:
-            patterned, residual = _two_levels(ratio, self.two_level_fraction)
+            two_level, residual = _two_levels(ratio, self.two_level_fraction)
             within, _ = _newest_median(
                 np.abs(np.diff(np.where(ectopic, np.nan, residual), axis=1)), self.irregularity_beats
             )
-            median = np.where(patterned, within, median)
+            median = np.where(two_level, within, median)
+            patterned |= two_level
         with np.errstate(all="ignore"):
             score = (
                 median * (REFERENCE_RR_S / trend) ** self.rate_exponent - self.bias * trend / REFERENCE_RR_S
             )
-        return np.where(enough, score, np.nan), trend
+        return _Measured(np.where(enough, score, np.nan), trend, patterned)
 
     def score(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
@@ -257,6 +301,33 @@ class AtrialFibrillationDetector(StreamingDetector):
             # so streams simply warm up again rather than refusing the restart.
             table = np.full((0, self.context_beats), np.nan)
         self._history = table
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    score: FloatArray  # NaN: no verdict
+    trend: FloatArray  # median RR (s)
+    patterned: BoolArray  # an ectopic pattern (pair, bigeminy, two levels) explains the irregularity
+
+
+def _after_rate_step(rr: FloatArray, step: float) -> FloatArray:
+    """`rr` with the beats before each row's newest rate step blanked (NaN); rows without one unchanged.
+
+    A step at beat j: the median of beats j .. j+2 and of beats j-3 .. j-1 differ by more than `step` in
+    log ratio. Medians of 3, so one ectopic beat or artifact makes no step.
+    """
+    n = RATE_STEP_BEATS
+    w = rr.shape[1]
+    if w < 2 * n:
+        return rr
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no step there
+        level = np.nanmedian(np.lib.stride_tricks.sliding_window_view(rr, n, axis=1), axis=2)
+        change = np.abs(np.log(level[:, n:] / level[:, : w - 2 * n + 1]))
+    stepped = np.nan_to_num(change, nan=0.0) > step  # column i: a step at beat i + n
+    newest = stepped.shape[1] - 1 - np.argmax(stepped[:, ::-1], axis=1) + n
+    first = np.where(stepped.any(axis=1), newest, 0)
+    return np.where(np.arange(w)[None, :] >= first[:, None], rr, np.nan)
 
 
 def _newest_median(diffs: FloatArray, k: int) -> tuple[FloatArray, IntArray]:

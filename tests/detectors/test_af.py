@@ -12,7 +12,7 @@ from detector_drive import T0, run, scores_of
 
 from agent.config import parse_config
 from agent.config.schema import DetectorConfig
-from agent.detectors.af import AtrialFibrillationDetector
+from agent.detectors.af import AtrialFibrillationDetector, _after_rate_step
 from agent.detectors.base import ScoreBlock, WindowBlock
 from agent.errors import ConfigError
 from agent.events import Phase
@@ -244,7 +244,10 @@ def test_pipeline_scores_an_rr_stream_from_its_ninth_beat(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("params", "key"),
     [
-        ({"verdict_beats": 8}, "verdict_beats"),  # fewer than irregularity_beats + 1
+        ({"verdict_beats": 4}, "verdict_beats"),  # fewer than min_differences + 1
+        ({"min_differences": 1}, "min_differences"),
+        ({"min_differences": 9}, "min_differences"),  # more than irregularity_beats
+        ({"rate_step": -0.1}, "rate_step"),
         ({"verdict_beats": 17}, "verdict_beats"),  # more than window_beats
         ({"two_level_fraction": 1.0}, "two_level_fraction"),
         ({"rate_exponent": -1.0}, "rate_exponent"),
@@ -269,3 +272,62 @@ def test_remembered_beats_from_another_context_length_are_dropped_and_unreadable
     with pytest.raises(ConfigError) as err:
         make().load_state(saved)
     assert err.value.path == "state.detectors.af.streams.history"
+
+
+STEPPED = {"rate_exponent": 2.0, "threshold": 0.057, "min_differences": 2, "verdict_beats": 3}
+
+
+def test_verdicts_from_the_third_beat_with_two_differences() -> None:
+    rng = np.random.default_rng(13)
+    rr = af(rng, 40, rr=0.45)
+    s = scores(make(**STEPPED), rr)
+    assert np.isnan(s[:2]).all()  # window = verdict_beats = 3
+    assert np.isfinite(s[2:]).mean() > 0.9 and (s[2:6] > STEPPED["threshold"]).any()
+
+
+def test_a_rate_step_judges_af_onset_and_offset_on_the_new_rhythm_alone() -> None:
+    """Sinus at 0.85 s, fast AF at 0.45 s, sinus again (10 streams): cutting the context at the rate step
+    drops the old rhythm's differences and trend, so onset and offset are seen sooner (never later) while
+    sinus stays quiet."""
+    threshold = STEPPED["threshold"]
+    streams = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        streams.append(np.concatenate([sinus(rng, 60, 0.85), af(rng, 60, 0.45), sinus(rng, 60, 0.85)]))
+    rr = np.stack(streams)[:, :, None]
+    lags = {}
+    for name, detector in (("cut", make(rate_step=0.5, **STEPPED)), ("whole", make(**STEPPED))):
+        s = scores_of(run(detector, rr)).T  # (streams, beats)
+        assert np.nanmax(s[:, 5:60]) < threshold and np.nanmax(s[:, 130:]) < threshold
+        onset = np.argmax(s[:, 60:80] > threshold, axis=1)  # beats after AF onset to the first verdict
+        above = s[:, 120:140] > threshold
+        offset = np.where(above.any(axis=1), 20 - np.argmax(above[:, ::-1], axis=1), 0)  # beats still AF
+        lags[name] = (onset, offset)
+    assert (lags["cut"][0] <= lags["whole"][0]).all() and (lags["cut"][1] <= lags["whole"][1]).all()
+    assert lags["cut"][0].sum() < 0.6 * lags["whole"][0].sum()
+    assert lags["cut"][1].sum() < 0.8 * lags["whole"][1].sum()
+
+
+def test_a_rate_step_an_ectopic_pattern_explains_does_not_cut_the_context() -> None:
+    """A two-level rhythm (pauses of 1.8 intervals) makes rate steps; measured after the newest step alone
+    its few beats look random, but the whole context shows two levels, so the context is not cut."""
+    rng = np.random.default_rng(0)
+    rr = two_level(rng, 300, rr=0.9, long=1.8)
+    detector = make(rate_step=0.5, **STEPPED)
+    contexts = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.full(15, np.nan), rr]), 16)
+    after_step_alone = detector._measure(_after_rate_step(contexts, 0.5)).score
+    assert np.mean(after_step_alone[20:] > detector.threshold) > 0.2
+    assert np.mean(scores(detector, rr)[20:] > detector.threshold) < 0.02
+
+
+def test_rate_steps_are_found_between_medians_of_three_so_one_ectopic_beat_is_none() -> None:
+    rr = np.full((3, 16), 0.8)
+    rr[0, 10:] = 0.45  # a step at beat 10: medians of 3 see it at beats 9, 10 and 11, the newest is kept
+    rr[1, 8] = 0.4  # one premature beat and its pause
+    rr[1, 9] = 1.2
+    rr[2, 4:] = 1.4  # an older step (at beat 4, seen up to beat 5), nothing newer
+    out = _after_rate_step(rr, 0.5)
+    assert np.isnan(out[0, :11]).all() and np.isfinite(out[0, 11:]).all()
+    np.testing.assert_array_equal(out[1], rr[1])
+    assert np.isnan(out[2, :5]).all() and np.isfinite(out[2, 5:]).all()
+    np.testing.assert_array_equal(_after_rate_step(rr, 0.7)[0], rr[0])  # log(0.8 / 0.45) = 0.58 < 0.7
