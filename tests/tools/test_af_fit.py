@@ -1,5 +1,5 @@
-"""tools.evaluate.af_fit: the rate exponent and threshold are chosen on the given subjects only, and each
-grid point is a real pipeline replay with the exponent applied."""
+"""tools.evaluate.af_fit: the rate exponent, rate step and threshold are chosen on the given subjects only,
+and each grid point is a real pipeline replay with the exponent and step applied."""
 
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ def test_choose_uses_only_the_subjects_it_is_given() -> None:
     clean = np.where(truth, 1.0, 0.0)
     wrong = np.where(truth, 0.0, 1.0)
     scores = {
-        0.0: [clean, clean, wrong],  # separates subjects 1 and 2, inverted on 3
-        1.0: [wrong, wrong, clean],  # the reverse
+        (0.0, 0.0): [clean, clean, wrong],  # separates subjects 1 and 2, inverted on 3
+        (1.0, 0.5): [wrong, wrong, clean],  # the reverse
     }
     fit = choose(scores, series, {"1", "2"})
-    assert fit.exponent == 0.0 and fit.youden == 2.0
+    assert (fit.exponent, fit.step) == (0.0, 0.0) and fit.youden == 2.0
     assert 0.0 <= fit.threshold < 1.0
-    assert choose(scores, series, {"3"}).exponent == 1.0
+    assert (choose(scores, series, {"3"}).exponent, choose(scores, series, {"3"}).step) == (1.0, 0.5)
 
 
 def test_each_grid_point_is_a_pipeline_replay_with_that_rate_exponent() -> None:
@@ -42,8 +42,20 @@ def test_each_grid_point_is_a_pipeline_replay_with_that_rate_exponent() -> None:
         _job((CPSC_CONFIG, {"rate_exponent": 0.0}, series)),
         _job((CPSC_CONFIG, {"rate_exponent": 2.0}, series)),
     )
-    assert np.isnan(flat[:8]).all() and np.isnan(weighted[:8]).all()  # the pipeline waits for 9 beats
-    ratio = weighted[8:] / flat[8:]
+    assert np.isnan(flat[:2]).all() and np.isnan(weighted[:2]).all()  # the pipeline waits for 3 beats
+    ratio = weighted[2:] / flat[2:]
     ratio = ratio[np.isfinite(ratio)]
     assert ratio.size > 50
     assert 1.8 < np.median(ratio) < 3.6  # (0.8 s / ~0.5 s) ** 2 ≈ 2.6
+
+
+def test_each_grid_point_replays_with_its_rate_step() -> None:
+    rng = np.random.default_rng(4)
+    rr = np.concatenate([np.full(40, 0.85) + rng.normal(0, 0.01, 40), rng.gamma(25.0, 0.45 / 25.0, 40)])
+    series = beats("1", np.arange(80) >= 40, rr)
+    whole, cut = (
+        _job((CPSC_CONFIG, {"rate_exponent": 2.0, "rate_step": 0.0}, series)),
+        _job((CPSC_CONFIG, {"rate_exponent": 2.0, "rate_step": 0.5}, series)),
+    )
+    np.testing.assert_array_equal(whole[:40], cut[:40])  # no step yet: the same beats measured
+    assert not np.allclose(whole[40:50], cut[40:50], equal_nan=True)  # after the step: the new rhythm alone

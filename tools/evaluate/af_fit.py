@@ -1,13 +1,15 @@
-"""Fit the af detector's rate weighting and threshold on the CPSC-2021 sample, leave one subject out.
+"""Fit the af detector's rate weighting, rate step and threshold on the CPSC-2021 sample, leave one
+subject out.
 
     python -m tools.evaluate.af_fit --config tools/evaluate/configs/cpsc.toml --out eval/af-fit
 
-The af score is the RR irregularity times (0.8 s / RR trend) ** `rate_exponent` (agent/detectors/af.py).
-For every exponent of a fixed grid the whole sample is replayed through the pipeline with that exponent
-(the config's other params unchanged), so every score is one the daemon would compute. Then, for each of
-the six subjects, the exponent and threshold with the best Youden index (Se + Sp) on the other five
-subjects' beats are chosen and applied to the held-out subject; the pooled counts over the six held-out
-subjects are the headline. The same choice made on all six subjects is what a config should ship
+The af score is the RR irregularity times (0.8 s / RR trend) ** `rate_exponent`, measured after the
+newest rate step larger than `rate_step` (0: off; agent/detectors/af.py). For every (exponent, step) pair
+of a fixed grid the whole sample is replayed through the pipeline with those two params (the config's
+other params unchanged), so every score is one the daemon would compute. Then, for each of the six
+subjects, the pair and threshold with the best Youden index (Se + Sp) on the other five subjects' beats
+are chosen and applied to the held-out subject; the pooled counts over the six held-out subjects are the
+headline. The same choice made on all six subjects is what a config should ship
 (printed at the end); its scores on those subjects are optimistic and are not reported as a result.
 
 `--mitdb` adds an external check on data never used for fitting: the MIT-BIH subset has no AF (sinus
@@ -32,16 +34,37 @@ from tools.evaluate.report import table, write_report
 from tools.evaluate.runs import _youden_threshold
 
 EXPONENTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)  # fixed in advance, not searched further
+# Log-ratio rate steps, 0 = off. Fixed after exploring 0.25-0.7 on all six subjects (docs/benchmarks.md).
+STEPS = (0.0, 0.4, 0.5, 0.6, 0.7)
+Setting = tuple[float, float]  # (rate_exponent, rate_step)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Choice:
     exponent: float
+    step: float
     threshold: float
     youden: float  # Se + Sp on the subjects it was chosen on
 
 
-BEFORE = {"verdict_beats": 16, "two_level_fraction": 0.0, "rate_exponent": 0.0, "threshold": 0.04}
+FOLD_COLUMNS = ["held-out subject", "AF beats", "non-AF beats", "rate_exponent", "rate_step", "threshold"]
+FOLD_COLUMNS += ["Se", "Sp"]
+BEFORE = {
+    "verdict_beats": 16,
+    "min_differences": 4,
+    "two_level_fraction": 0.0,
+    "rate_exponent": 0.0,
+    "rate_step": 0.0,
+    "threshold": 0.04,
+}
+# The config shipped before rate steps and verdicts from the 3rd beat (its own all-subject fit).
+PREVIOUS = {
+    "verdict_beats": 9,
+    "min_differences": 4,
+    "rate_exponent": 2.0,
+    "rate_step": 0.0,
+    "threshold": 0.06,
+}
 
 
 def _job(job: tuple[Path, dict[str, float], Series]) -> FloatArray:
@@ -57,30 +80,31 @@ def _job(job: tuple[Path, dict[str, float], Series]) -> FloatArray:
     return scores
 
 
-def scores_by_exponent(config: Path, series: list[Series], jobs: int) -> dict[float, list[FloatArray]]:
-    """{exponent: per-series af scores} from pipeline replays."""
-    work = [(config, {"rate_exponent": e}, s) for e in EXPONENTS for s in series]
+def scores_by_setting(config: Path, series: list[Series], jobs: int) -> dict[Setting, list[FloatArray]]:
+    """{(exponent, step): per-series af scores} from pipeline replays."""
+    settings = [(e, step) for e in EXPONENTS for step in STEPS]
+    work = [(config, {"rate_exponent": e, "rate_step": step}, s) for e, step in settings for s in series]
     if jobs > 1:
         with Pool(jobs) as pool:
             flat = pool.map(_job, work, chunksize=1)
     else:
         flat = [_job(w) for w in work]
     n = len(series)
-    return {e: flat[i * n : (i + 1) * n] for i, e in enumerate(EXPONENTS)}
+    return {k: flat[i * n : (i + 1) * n] for i, k in enumerate(settings)}
 
 
-def choose(scores: dict[float, list[FloatArray]], series: list[Series], groups: set[str]) -> Choice:
-    """Exponent and threshold with the best Youden index over the beats of `groups`."""
+def choose(scores: dict[Setting, list[FloatArray]], series: list[Series], groups: set[str]) -> Choice:
+    """Exponent, step and threshold with the best Youden index over the beats of `groups`."""
     picked = [i for i, s in enumerate(series) if s.group in groups]
     truth = np.concatenate([series[i].labels for i in picked])
-    best = Choice(0.0, float("nan"), -1.0)
-    for exponent, per_series in scores.items():
+    best = Choice(0.0, 0.0, float("nan"), -1.0)
+    for (exponent, step), per_series in scores.items():
         s = np.concatenate([per_series[i] for i in picked])
         t = _youden_threshold(s, truth)
         m = PointMetrics.of(np.nan_to_num(s, nan=-np.inf) > t, truth)
         j = m.sensitivity + m.specificity
         if j > best.youden:
-            best = Choice(exponent, t, j)
+            best = Choice(exponent, step, t, j)
     return best
 
 
@@ -120,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mitdb-data", type=Path, default=None, help="MIT-BIH subset folder")
     args = parser.parse_args(argv)
     series = load_cpsc(args.data)
-    scores = scores_by_exponent(args.config, series, args.jobs)
+    scores = scores_by_setting(args.config, series, args.jobs)
     groups = sorted({s.group for s in series}, key=int)
     rows, total = [], PointMetrics(0, 0, 0, 0)
     for g in groups:
         fit = choose(scores, series, set(groups) - {g})
         held = [i for i, s in enumerate(series) if s.group == g]
-        s = np.concatenate([scores[fit.exponent][i] for i in held])
+        s = np.concatenate([scores[fit.exponent, fit.step][i] for i in held])
         truth = np.concatenate([series[i].labels for i in held])
         m = PointMetrics.of(np.nan_to_num(s, nan=-np.inf) > fit.threshold, truth)
         total += m
@@ -136,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 int(truth.sum()),
                 int((~truth).sum()),
                 fit.exponent,
+                fit.step,
                 fit.threshold,
                 m.sensitivity,
                 m.specificity,
@@ -143,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     shipped = choose(scores, series, set(groups))
     lines = [
-        f"# af: rate exponent and threshold fitted leave-one-subject-out — `{args.config}`",
+        f"# af: rate exponent, rate step and threshold fitted leave-one-subject-out — `{args.config}`",
         "",
-        f"{len(series)} records, {len(groups)} subjects; exponent grid {list(EXPONENTS)}; each held-out "
-        "subject is scored with the exponent and threshold chosen (Youden) on the other five.",
+        f"{len(series)} records, {len(groups)} subjects; exponent grid {list(EXPONENTS)}, rate step grid "
+        f"{list(STEPS)}; each held-out subject is scored with the exponent, step and threshold chosen "
+        "(Youden) on the other five.",
         "",
         table(
-            ["held-out subject", "AF beats", "non-AF beats", "rate_exponent", "threshold", "Se", "Sp"], rows
+            FOLD_COLUMNS,
+            rows,
         ),
         "",
         table(
@@ -158,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
         f"Fit on all {len(groups)} subjects (what a config ships; optimistic on these subjects): "
-        f"rate_exponent = {shipped.exponent:g}, threshold = {shipped.threshold:.4g}.",
+        f"rate_exponent = {shipped.exponent:g}, rate_step = {shipped.step:g}, "
+        f"threshold = {shipped.threshold:.4g}.",
     ]
     if args.mitdb:
         lines += [
@@ -166,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             "External check, MIT-BIH subset (12 records, no AF: every flagged beat is a false positive):",
             "",
             external_specificity(args.config, args.mitdb_data, args.jobs, {}, f"`{args.config}` as given"),
+            external_specificity(
+                args.config, args.mitdb_data, args.jobs, PREVIOUS, f"the previous config ({PREVIOUS})"
+            ),
             external_specificity(
                 args.config, args.mitdb_data, args.jobs, BEFORE, f"the earlier detector ({BEFORE})"
             ),
