@@ -37,11 +37,13 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
    rhythm's trend and differences for about 8 beats (the lag behind each boundary). When the median of
    `RATE_STEP_BEATS` (3) intervals differs from the median of the 3 before them by more than `rate_step`
    in log ratio (0.5: a 65 % change), the beats before the newest such step are dropped and the score
-   (trend, ectopic pairs, irregularity, weighting) is measured on the beats after it alone, at least
-   `min_differences` clean differences; with fewer, or when the whole context shows an ectopic pattern
-   that explains a step (an ectopic pair among the newest `irregularity_beats` intervals, bigeminal
-   alternation, a two-level rhythm), the whole context is used as without the rule. `rate_step` is fitted
-   with `rate_exponent` by af_fit, leave one subject out.
+   (trend, ectopic pairs, irregularity, weighting) is measured on the beats after it alone. A clean step
+   is seen at three beats in a row and the newest is kept, so the new rhythm's first beat is dropped too.
+   The whole context is used, as without the rule, when fewer than `min_differences` clean differences
+   follow the step, or when the whole context shows an ectopic pattern that explains a step (an ectopic
+   pair among the newest `irregularity_beats` intervals, bigeminal alternation, a two-level rhythm).
+   `rate_step` is fitted with `rate_exponent` by af_fit, leave one subject out; the rule, its medians of
+   3 and its veto were designed looking at the CPSC-2021 sample (docs/benchmarks.md).
 
 Verdicts start after `verdict_beats` beats (`irregularity_beats` + 1 = 9 by default): that is the
 detector's window, so the pipeline scores a stream from its 9th beat; the older beats of the
