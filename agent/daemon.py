@@ -317,7 +317,10 @@ class _Session:
             if self.gc_pacer is not None:
                 self.gc_pacer.tick()  # between turns, so a collection never splits one
             try:
-                first = await asyncio.wait_for(self.queue.get(), PIPELINE_TICK_S)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as a reading
+                # arrives, and the daemon then never stops (asyncio.timeout does not).
+                async with asyncio.timeout(PIPELINE_TICK_S):
+                    first = await self.queue.get()
             except TimeoutError:
                 continue
             # Each turn costs a flush of every detector, whatever the batch size: readings that arrive

@@ -101,7 +101,8 @@ class SnippetTaps:
         self._taps.append(tap)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tap.done.wait(), seconds)
+                async with asyncio.timeout(seconds):  # not wait_for: see agent.daemon._process
+                    await tap.done.wait()
         finally:
             tap.done.set()
             self._taps.remove(tap)

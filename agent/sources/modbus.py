@@ -197,7 +197,8 @@ class ModbusSource:
     async def _connect(self) -> None:
         client = self._factory(self.config)
         try:
-            ok = await asyncio.wait_for(client.connect(), self.config.timeout_s + 1.0)
+            async with asyncio.timeout(self.config.timeout_s + 1.0):  # not wait_for: agent.daemon._process
+                ok = await client.connect()
         except (OSError, TimeoutError) as exc:
             log.debug("%s: modbus connect: %r", self.device.id, exc)
             ok = False

@@ -199,7 +199,8 @@ async def record_devices(
             await done
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done, duration_s)
+                async with asyncio.timeout(duration_s):  # not wait_for: see agent.daemon._process
+                    await done
     finally:
         for task in tasks:
             task.cancel()

@@ -229,7 +229,8 @@ class SerialSource:
             return await self._pause_after_loss()
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready, IDLE_WAKE_S)
+                async with asyncio.timeout(IDLE_WAKE_S):  # not wait_for: see agent.daemon._process
+                    await ready
         finally:
             loop.remove_reader(fd)
         try:

@@ -172,7 +172,8 @@ class MqttUplink:
             while not self._stopping:
                 self._pump()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                    async with asyncio.timeout(self.poll_s):  # not wait_for: see agent.daemon._process
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             if not self._stopping:
@@ -196,7 +197,8 @@ class MqttUplink:
             payload = self._status("offline", clean=True)
             waiter = self._publish_status(payload)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await waiter
             # A normal disconnection (reason 0) tells the broker not to send the Will.
             self._client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection"))
         await asyncio.to_thread(self._client.loop_stop)
