@@ -12,11 +12,16 @@ the memory so it starts with what they taught, and verdicts start with the next 
 the learned range get levels below 0 or above 2^bits - 1, whose facts the memory has never seen, so they
 score as surprises (no clipping).
 
+The memory only grows (about 300 bytes per context in CPython; NAB's series reach 3,000 - 11,000 contexts
+in 4,000 - 22,000 rows). When a stream's memory reaches `max_contexts` it starts over: a fresh memory
+learns from the next `warmup_s` samples without verdicts (the range is kept), rather than freezing, since
+a memory that cannot add contexts can no longer score a surprise above 0.5.
+
 After a raw score >= `rest_level` (0.75 in CAD OSE) the detector reports 0 for the next `rest_s` of
 samples (CAD OSE's rest period, probation / 5 on NAB): one event, one verdict. Score = the reported
 value, in [0, 1]; threshold = `threshold`. Nothing to calibrate (a `calibration` table is refused): the
-score is a share of the stream's own memory. The memory grows with every new transition (`max_contexts`
-caps it per stream and channel) and lives in `state()`, so a restart keeps what was learned.
+score is a share of the stream's own memory. The memory lives in `state()`, so a restart keeps what was
+learned.
 
 Cost is a Python loop over streams and samples (the memory is a dict-based structure per stream).
 """
@@ -59,6 +64,7 @@ class _Stream:
         self.step = math.nan  # value span of one level
         self.memory: ContextMemory | None = None
         self.since_high = 1  # raw scores since the last one >= rest_level, counting that one (CAD OSE: 1)
+        self.relearning = 0  # samples left without verdict after the memory started over
 
 
 class ContextDetector(StreamingDetector):
@@ -73,13 +79,13 @@ class ContextDetector(StreamingDetector):
         threshold: float,
         *,
         warmup: int = 300,
-        range_margin: float = 0.0,
+        range_margin: float = 0.5,
         bits: int = 3,
         rest: int = 150,
         rest_level: float = 0.75,
         max_left_facts: int = 7,
         max_active: int = 15,
-        max_contexts: int = 200_000,
+        max_contexts: int = 20_000,
         min_scale: float = 1e-3,
     ) -> None:
         super().__init__(id, channels, hop, hop, threshold)
@@ -103,7 +109,7 @@ class ContextDetector(StreamingDetector):
         assert threshold is not None  # has a default
         if not 0 <= threshold <= 1:
             raise reader.fail("threshold", f"expected a score in [0, 1], got {threshold:g}")
-        range_margin = reader.number("range_margin", 0.0)
+        range_margin = reader.number("range_margin", 0.5)
         assert range_margin is not None
         if range_margin < 0:
             raise reader.fail("range_margin", f"expected a fraction of the span >= 0, got {range_margin:g}")
@@ -118,7 +124,7 @@ class ContextDetector(StreamingDetector):
         assert rest_level is not None
         if not 0 <= rest_level <= 1:
             raise reader.fail("rest_level", f"expected a score in [0, 1], got {rest_level:g}")
-        max_contexts = reader.count("max_contexts", 200_000)
+        max_contexts = reader.count("max_contexts", 20_000)
         if max_contexts < 1:
             raise reader.fail("max_contexts", "expected at least 1")
         detector = cls(
@@ -189,7 +195,13 @@ class ContextDetector(StreamingDetector):
                     self._learn_range(stream)
                 continue
             reported = self._step(stream, value)
-            best = reported if math.isnan(best) else max(best, reported)
+            if stream.memory.size >= self.max_contexts:
+                stream.memory = ContextMemory(self.max_left_facts, self.max_active, self.max_contexts)
+                stream.relearning = self.warmup
+            elif stream.relearning:
+                stream.relearning -= 1
+            else:
+                best = reported if math.isnan(best) else max(best, reported)
         return best
 
     def _learn_range(self, stream: _Stream) -> None:
@@ -224,6 +236,7 @@ class ContextDetector(StreamingDetector):
                 "low": stream.low if stream.memory is not None else None,
                 "step": stream.step if stream.memory is not None else None,
                 "since_high": stream.since_high,
+                "relearning": stream.relearning,
                 "memory": None if stream.memory is None else stream.memory.to_json(),
             }
             for (slot, channel), stream in self._streams.items()
@@ -240,6 +253,7 @@ class ContextDetector(StreamingDetector):
                 stream = _Stream()
                 stream.warmup = [float(v) for v in saved["warmup"]]
                 stream.since_high = int(saved["since_high"])
+                stream.relearning = int(saved.get("relearning", 0))
                 if saved["memory"] is not None:
                     stream.low, stream.step = float(saved["low"]), float(saved["step"])
                     stream.memory = ContextMemory.from_json(
@@ -249,18 +263,3 @@ class ContextDetector(StreamingDetector):
                 raise ConfigError(where, f"unreadable: {exc}") from exc
             streams[(slot, channel)] = stream
         self._streams = streams
-
-
-def raw_scores(values: FloatArray, low: float, high: float, bits: int = 3, rest: int = 0) -> FloatArray:
-    """Reported scores of one series over a fixed range [low, high], as NAB runs CAD OSE (its range is
-    the whole series' min and max): for offline comparison, not for the gateway."""
-    detector = ContextDetector("offline", ("value",), 1, 0.75, warmup=1, bits=bits, rest=rest)
-    stream = _Stream()
-    span = high - low if high > low else float(2**bits - 1)
-    stream.low, stream.step = low, span / (2**bits - 1)
-    stream.memory = ContextMemory()
-    out = np.full(len(values), np.nan)
-    for i, value in enumerate(values.tolist()):
-        if not math.isnan(value):
-            out[i] = detector._step(stream, value)
-    return out

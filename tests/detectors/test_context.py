@@ -26,7 +26,7 @@ def pattern(repeats: int) -> np.ndarray:
 
 
 def scores(values: np.ndarray, **params: object) -> np.ndarray:
-    detector = make("context", **{"warmup_s": 12.0, "rest_s": 0.0, **params})
+    detector = make("context", **{"warmup_s": 12.0, "rest_s": 0.0, "range_margin": 0.0, **params})
     return scores_of(run(detector, values[None, :, None]))[:, 0]
 
 
@@ -63,11 +63,16 @@ def test_the_memory_stops_growing_at_its_cap() -> None:
     for level in rng.integers(0, 8, 500):
         memory.step(level_facts(int(level), 3))
     assert memory.size == 40
-    detector = make("context", max_contexts=40, warmup_s=20.0)
-    run(detector, rng.normal(size=(1, 500, 1)))
+
+
+def test_a_full_memory_starts_over_and_relearns_without_verdicts() -> None:
+    detector = make("context", max_contexts=60, warmup_s=20.0, rest_s=0.0)
+    out = scores_of(run(detector, np.random.default_rng(2).normal(size=(1, 400, 1))))[:, 0]
     assert isinstance(detector, ContextDetector)
-    assert detector._streams[(0, 0)].memory is not None
-    assert detector._streams[(0, 0)].memory.size == 40
+    memory = detector._streams[(0, 0)].memory
+    assert memory is not None and memory.size < 60
+    silent = np.flatnonzero(np.isnan(out[20:])) + 20  # the rows relearning after each restart
+    assert len(silent) >= 20 and np.isfinite(out[20 : silent[0]]).all()
 
 
 def test_memory_json_round_trip_continues_identically() -> None:
