@@ -446,9 +446,7 @@ def test_revoked_client_certificate_is_refused_and_the_fleet_keeps_delivering(
 
     pki.revoke(gw1)  # gw1 reported stolen
     broker.restart()
-    restarted = {
-        name: uplink_for(u.config, t, outboxes[name]) for (name, u), t in zip(uplinks.items(), (GW1, GW2))
-    }
+    restarted = {name: uplink_for(u.config, u.topics, outboxes[name]) for name, u in uplinks.items()}
 
     async def after() -> None:
         outboxes["gw1"].put(alarm("gw1-after", GW1))
