@@ -105,25 +105,13 @@ class ContextDetector(StreamingDetector):
         reader = ParamReader(config, rate_hz)
         reader.channel_count()
         hop = reader.samples("hop_s", 1.0)
-        threshold = reader.number("threshold", 0.75)
-        assert threshold is not None  # has a default
-        if not 0 <= threshold <= 1:
-            raise reader.fail("threshold", f"expected a score in [0, 1], got {threshold:g}")
-        range_margin = reader.number("range_margin", 0.5)
-        assert range_margin is not None
-        if range_margin < 0:
-            raise reader.fail("range_margin", f"expected a fraction of the span >= 0, got {range_margin:g}")
+        threshold = reader.bounded("threshold", 0.75, 0.0, 1.0)
+        range_margin = reader.bounded("range_margin", 0.5, 0.0)  # a fraction of the warm-up's span
         bits = reader.count("bits", 3)
         if not 1 <= bits <= 16:
             raise reader.fail("bits", f"expected 1 to 16 bits, got {bits}")
-        rest_s = reader.number("rest_s", 150.0)
-        assert rest_s is not None
-        if rest_s < 0:
-            raise reader.fail("rest_s", f"expected a duration >= 0, got {rest_s:g}")
-        rest_level = reader.number("rest_level", 0.75)
-        assert rest_level is not None
-        if not 0 <= rest_level <= 1:
-            raise reader.fail("rest_level", f"expected a score in [0, 1], got {rest_level:g}")
+        rest_s = reader.bounded("rest_s", 150.0, 0.0)
+        rest_level = reader.bounded("rest_level", 0.75, 0.0, 1.0)
         max_contexts = reader.count("max_contexts", 20_000)
         if max_contexts < 1:
             raise reader.fail("max_contexts", "expected at least 1")

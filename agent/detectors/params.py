@@ -85,6 +85,20 @@ class ParamReader:
             raise self.fail(key, f"expected a fraction in (0, 1], got {show(value)}")
         return value
 
+    def bounded(self, key: str, default: float, low: float = -math.inf, high: float = math.inf) -> float:
+        """A number within [low, high] (an infinite end is no bound)."""
+        value = self.number(key, default)
+        assert value is not None  # has a default
+        if not low <= value <= high:
+            if math.isinf(high):
+                wanted = f"a number >= {low:g}"
+            elif math.isinf(low):
+                wanted = f"a number <= {high:g}"
+            else:
+                wanted = f"a number in [{low:g}, {high:g}]"
+            raise self.fail(key, f"expected {wanted}, got {show(value)}")
+        return value
+
     def samples(self, key: str, default_s: float, *, minimum: int = 1) -> int:
         """A duration in seconds converted to a whole number of samples at the stream's rate."""
         seconds = self.positive(key, default_s)

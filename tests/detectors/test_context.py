@@ -108,3 +108,10 @@ def test_calibration_is_refused_and_leaves_the_threshold() -> None:
     detector = make("context", threshold=0.8)
     assert detector.calibration_refusal()
     assert detector.threshold == 0.8
+
+
+def test_an_out_of_range_param_says_the_range() -> None:
+    with pytest.raises(ConfigError, match=r"expected a number in \[0, 1\], got 1.5"):
+        make("context", threshold=1.5)
+    with pytest.raises(ConfigError, match=r"expected a number >= 0, got -1"):
+        make("context", rest_s=-1.0)
