@@ -18,9 +18,6 @@ import binascii
 import secrets
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from agent.errors import ConfigError
 from agent.keyfile import create_private, private_file_problem, read_private
 
@@ -88,6 +85,9 @@ class Sealer:
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"an AES-256 key has {KEY_BYTES} bytes, got {len(key)}")
+        # Imported here, as in agent.inference.signing: ~8 MB of RSS, paid only when encryption is on.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key)
 
     def seal(self, payload: bytes, row_id: str, topic: str) -> bytes:
@@ -97,6 +97,8 @@ class Sealer:
     def open(self, sealed: bytes, row_id: str, topic: str) -> bytes:
         if len(sealed) < SEAL_OVERHEAD:
             raise SealError("sealed payload too short")
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _associated(row_id, topic))
         except InvalidTag:

@@ -14,13 +14,15 @@ import binascii
 import hashlib
 import json
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from agent.errors import ModelError
 from agent.inference.card import ModelCard, canonical_json
+
+# cryptography costs ~8 MB of RSS: it is imported where keys are used, so a gateway without model
+# signatures, remote commands or outbox encryption never loads it.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNATURE_FILE = "signature.json"
 _DOMAIN = b"edge-agent model signature v1\n"
@@ -38,11 +40,16 @@ def signed_message(file_name: str, artifact: bytes, card: ModelCard) -> bytes:
 
 
 def public_key_fingerprint(key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()
 
 
 def load_public_key(path: Path, model: str) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except OSError as exc:
@@ -87,6 +94,8 @@ def verify_model(model_dir: Path, card: ModelCard, file_name: str, artifact: byt
         raise ModelError(card.name, f"unsigned: {SIGNATURE_FILE} has no signature for {file_name}") from None
     except (OSError, ValueError, TypeError, binascii.Error) as exc:
         raise ModelError(card.name, f"{path} is unreadable: {exc}") from None
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(signature, signed_message(file_name, artifact, card))
     except InvalidSignature:

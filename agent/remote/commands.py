@@ -23,15 +23,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from agent.config.schema import REMOTE_COMMANDS, AgentConfig
 from agent.errors import ConfigError, ModelError
 from agent.inference.signing import load_public_key
 from agent.readings import Reading
 from agent.remote.bundles import ModelStore
+
+if TYPE_CHECKING:  # cryptography is imported where keys are used (see agent.inference.signing)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.remote.envelope import CommandRefusedError, ReplayGuard, check_body, open_envelope, response
 from agent.remote.snippets import SnippetTaps
 from agent.uplink.mqtt import Command

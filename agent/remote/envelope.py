@@ -23,13 +23,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import AgentError
 from agent.state import read_json, write_json
+
+if TYPE_CHECKING:  # cryptography is imported where keys are used (see agent.inference.signing)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 COMMAND_SCHEMA = "edge-agent/command/1"
 RESPONSE_SCHEMA = "edge-agent/response/1"
@@ -103,6 +103,8 @@ def open_envelope(payload: bytes, key: Ed25519PublicKey | None) -> tuple[dict[st
         if key is None:
             # No key to check with: the signature proves nothing, the body is taken as unsigned.
             return _json_object(text.encode("utf-8"), "signed"), False
+        from cryptography.exceptions import InvalidSignature
+
         try:
             signature = base64.b64decode(encoded, validate=True)
             key.verify(signature, DOMAIN + text.encode("utf-8"))
