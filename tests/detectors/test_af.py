@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,20 @@ from agent.readings import Reading
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mitdb" / "200_beats_0-60s.csv"
 
 
+# The mechanism tests below were written for the unweighted score: they pin the earlier defaults
+# (the shipped defaults, fitted on CPSC, are checked on their own).
+UNWEIGHTED = {
+    "threshold": 0.04,
+    "rate_exponent": 0.0,
+    "rate_step": 0.0,
+    "min_differences": 4,
+    "verdict_beats": 9,
+}
+
+
 def make(**params: Any) -> AtrialFibrillationDetector:
     return AtrialFibrillationDetector.from_config(
-        DetectorConfig("af", "af", "rr", ("rr",), params=params), 1.2
+        DetectorConfig("af", "af", "rr", ("rr",), params=UNWEIGHTED | params), 1.2
     )
 
 
@@ -203,7 +215,7 @@ def test_rate_exponent_weighs_the_same_irregularity_by_heart_rate() -> None:
     np.testing.assert_allclose(np.nanmedian(fast / slow), 4.0, rtol=0.01)  # (0.8/0.5)^2 / (0.8/1.0)^2
 
 
-def test_pipeline_scores_an_rr_stream_from_its_ninth_beat(tmp_path: Path) -> None:
+def test_pipeline_scores_an_rr_stream_from_its_third_beat_by_default(tmp_path: Path) -> None:
     config = {
         "gateway": {"id": "gw", "site": "s"},
         "mqtt": {"url": "mqtt://127.0.0.1:1883"},
@@ -236,9 +248,10 @@ def test_pipeline_scores_an_rr_stream_from_its_ninth_beat(tmp_path: Path) -> Non
         )
         if e.phase is Phase.START
     ]
-    assert len(seen) == 60 - 8  # one verdict per beat from the 9th on
-    assert np.isfinite(seen[0]) and seen[0] > detector.threshold
-    assert len(started) == 1 and started[0].detection_time <= beats[8] + 5.0 + 2.0
+    assert len(seen) == 60 - 2  # with the defaults, one call per beat from the 3rd on
+    first = int(np.flatnonzero(np.isfinite(seen))[0])  # a verdict needs 2 clean differences
+    assert first <= 2 and seen[first] > detector.threshold
+    assert len(started) == 1 and started[0].detection_time <= beats[2 + first] + 5.0 + 2.0
 
 
 @pytest.mark.parametrize(
@@ -331,3 +344,21 @@ def test_rate_steps_are_found_between_medians_of_three_so_one_ectopic_beat_is_no
     np.testing.assert_array_equal(out[1], rr[1])
     assert np.isnan(out[2, :5]).all() and np.isfinite(out[2, 5:]).all()
     np.testing.assert_array_equal(_after_rate_step(rr, 0.7)[0], rr[0])  # log(0.8 / 0.45) = 0.58 < 0.7
+
+
+def test_the_defaults_are_the_settings_fitted_on_cpsc() -> None:
+    default = AtrialFibrillationDetector.from_config(DetectorConfig("af", "af", "rr", ("rr",)), 1.2)
+    shipped = cpsc_af_params()
+    assert default.threshold == pytest.approx(shipped["threshold"], abs=5e-4)
+    assert default.rate_exponent == shipped["rate_exponent"]
+    assert default.rate_step == shipped["rate_step"]
+    assert default.min_differences == shipped["min_differences"]
+    assert default.window == shipped["verdict_beats"]
+
+
+def cpsc_af_params() -> dict[str, Any]:
+    """The af params of tools/evaluate/configs/cpsc.toml (the af_fit result the defaults follow)."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "evaluate" / "configs" / "cpsc.toml"
+    config = tomllib.loads(path.read_text())
+    (af_config,) = [d for d in config["detectors"] if d["type"] == "af"]
+    return dict(af_config["params"])
