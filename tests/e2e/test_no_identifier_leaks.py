@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy.typing as npt
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from waiting import wait_until
 
 from agent.localbroker import LocalBroker
 from agent.privacy import Pseudonymizer
@@ -179,14 +179,6 @@ class Everything:
         self.client.loop_stop()
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.05)
-
-
 def outbox_bytes(state: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(state.glob("outbox.sqlite*")))
 
@@ -231,7 +223,7 @@ def test_no_device_or_patient_identifier_leaves_the_gateway(
     )
     outbox_while_frozen = b""
     try:
-        wait_for(lambda: (state / "pseudonym.key").exists(), 20, "the agent to create its pseudonym key")
+        wait_until(lambda: (state / "pseudonym.key").exists(), 20, "the agent to create its pseudonym key")
         pseudonym = Pseudonymizer((state / "pseudonym.key").read_bytes())
         expected = {pseudonym(device_id) for device_id in DEVICES}
 
@@ -246,7 +238,7 @@ def test_no_device_or_patient_identifier_leaves_the_gateway(
             return rates[0] if rates else 0.0
 
         # Both wearables go through an episode (start and end); the serial monitor is read.
-        wait_for(
+        wait_until(
             lambda: (
                 {a["device"] for a in everything.payloads("alarm") if a["phase"] == "end"}
                 >= expected - {pseudonym(SERIAL_DEVICE)}
@@ -254,12 +246,12 @@ def test_no_device_or_patient_identifier_leaves_the_gateway(
             90,
             "an episode start and end on both simulated wearables",
         )
-        wait_for(lambda: heartbeat_devices() == expected and serial_rate() > 0, 30, "heartbeats for all 3")
+        wait_until(lambda: heartbeat_devices() == expected and serial_rate() > 0, 30, "heartbeats for all 3")
 
         # Freeze the broker: heartbeats wait in the outbox, so its file holds real rows to search.
         mosquitto.pause()
         try:
-            wait_for(lambda: expected <= found_in(outbox_bytes(state), expected), 20, "rows in the outbox")
+            wait_until(lambda: expected <= found_in(outbox_bytes(state), expected), 20, "rows in the outbox")
             outbox_while_frozen = outbox_bytes(state)
         finally:
             mosquitto.resume()
@@ -368,15 +360,15 @@ def test_with_encryption_at_rest_the_daemon_creates_the_key_and_the_outbox_holds
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait_for(lambda: bool(everything.payloads("heartbeat")), 20, "the first heartbeat")
+        wait_until(lambda: bool(everything.payloads("heartbeat")), 20, "the first heartbeat")
         # Frozen broker: the episode's alarm and the heartbeats wait in the (encrypted) outbox.
         mosquitto.pause()
         try:
-            wait_for(lambda: "alarm" in outbox_kinds(state), 30, "an alarm row waiting in the outbox")
+            wait_until(lambda: "alarm" in outbox_kinds(state), 30, "an alarm row waiting in the outbox")
             frozen = outbox_bytes(state)
         finally:
             mosquitto.resume()
-        wait_for(lambda: bool(everything.payloads("alarm")), 20, "the alarm delivered after the thaw")
+        wait_until(lambda: bool(everything.payloads("alarm")), 20, "the alarm delivered after the thaw")
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(30) == 0
     finally:

@@ -33,9 +33,9 @@ from daemon_harness import (
     pairing_problems,
     read_outbox,
     started_not_ended,
-    wait_until,
 )
 from uplink_probe import Subscriber
+from waiting import wait_until
 
 from agent.localbroker import LocalBroker, free_port
 

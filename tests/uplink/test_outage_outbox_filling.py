@@ -25,9 +25,9 @@ from daemon_harness import (
     alarm_key,
     of_leaf,
     read_outbox,
-    wait_until,
 )
 from uplink_probe import Received, Subscriber
+from waiting import wait_until
 
 from agent.localbroker import LocalBroker
 from agent.status import read_status
