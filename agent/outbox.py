@@ -217,13 +217,9 @@ class Outbox:
         self._warned = self.fill_fraction() >= config.warn_fraction
 
     @property
-    def encrypted(self) -> bool:
-        """Payloads are sealed at rest (an `encryption_key_file` is configured)."""
-        return self._sealer is not None
-
-    @property
     def sealer(self) -> Sealer | None:
-        """The outbox's key, for the gateway's other files holding patient values (`agent.state_file`)."""
+        """The outbox's key when payloads are sealed at rest (an `encryption_key_file` is configured),
+        also used for the gateway's other files holding patient values (`agent.state_file`)."""
         return self._sealer
 
     # -- writing ----------------------------------------------------------------------------------

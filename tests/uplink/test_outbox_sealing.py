@@ -68,7 +68,7 @@ def test_sealed_outbox_holds_no_plaintext_and_round_trips_across_reopen(tmp_path
     events = [alarm(n) for n in range(20)]
     payloads = {f"{e.id}:0": e.to_json() for e in events}
     with open_box(tmp_path, key_file) as box:
-        assert box.encrypted
+        assert box.sealer is not None
         box.put_alarms(events, TOPIC)
         for e in events:
             assert e.id.encode() in payloads[f"{e.id}:0"]  # the id is inside the payload too
@@ -93,7 +93,7 @@ def test_without_a_key_the_same_check_finds_the_plaintext(tmp_path: Path) -> Non
     """The control for the test above: the byte search does find payloads written in clear."""
     event = alarm(0)
     with open_box(tmp_path, None) as box:
-        assert not box.encrypted
+        assert box.sealer is None
         box.put_alarms([event], TOPIC)
     on_disk = file_bytes(tmp_path)
     assert PSEUDONYM.encode() in on_disk and b"tachycardia" in on_disk and quoted(event.id) in on_disk
