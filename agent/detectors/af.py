@@ -241,7 +241,7 @@ class AtrialFibrillationDetector(StreamingDetector):
             )
         return _Measured(np.where(enough, score, np.nan), trend, patterned)
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         rr = self._context(block)
         scores, trend = self.irregularity(rr)

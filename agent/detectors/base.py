@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -103,10 +103,13 @@ class Detector(Protocol):
 
 
 class StreamingDetector(ABC):
-    """Common machinery; subclasses implement `score` and, if stateful, the per-slot state hooks."""
+    """Common machinery; subclasses implement `score_hop` and, if stateful, the per-slot state hooks."""
 
     type_name: str = ""
     quantity: str = ""  # what ScoreBlock.observed measures when it is not the value itself ("range", ...)
+    # True where `score_hop` already judges a block of several hops as its worst hop would be judged
+    # (it looks at every new sample), so such blocks need not be split.
+    judges_whole_frames: bool = False
 
     def __init__(self, id: str, channels: tuple[str, ...], window: int, hop: int, threshold: float) -> None:
         if hop > window:
@@ -120,8 +123,21 @@ class StreamingDetector(ABC):
         self.threshold = float(threshold)
         self._slots: dict[str, FloatArray] = {}
 
+    def score(self, block: WindowBlock) -> ScoreBlock:
+        """Judge the block's new samples. A block may carry several hops: a device frame longer than the
+        hop (a Polar H10 sends 73 ECG samples at once), or a gap filled with NaN. Unless the detector
+        judges whole frames itself, such a block is split into the hop-sized blocks that a hop-by-hop
+        feed would have given, so every window is scored and per-stream state steps exactly as it would
+        hop by hop; the frame's verdict is its worst hop's (`worst_of`)."""
+        if block.hop < 2 * self.hop or self.judges_whole_frames:
+            return self.score_hop(block)
+        return worst_of([self.score_hop(part) for part in split_frame(block, self.window, self.hop)])
+
     @abstractmethod
-    def score(self, block: WindowBlock) -> ScoreBlock: ...
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
+        """Score one hop: the newest `block.hop` samples are new, at least `hop` and (unless
+        `judges_whole_frames`) fewer than twice it; the block may be longer than the window by the
+        new samples beyond one hop."""
 
     # -- per-stream state: named (slots, C) arrays grown on demand, empty for stateless detectors ------
 
@@ -233,6 +249,41 @@ class StreamingDetector(ABC):
 
     def _thresholds(self, n: int) -> FloatArray:
         return np.full(n, self.threshold)
+
+
+def split_frame(block: WindowBlock, window: int, hop: int) -> list[WindowBlock]:
+    """The hop-sized blocks, oldest first, that a hop-by-hop feed would have given for `block`.
+
+    Whole hops are counted back from the newest sample; the oldest block also carries the remainder
+    (fewer than `hop` samples), as a hop-by-hop feed whose hop boundaries fell there would. The parts keep
+    the frame's end times: detectors judge samples, not times."""
+    length = block.values.shape[1]
+    count = max(1, min(block.hop // hop, (length - window) // hop + 1))
+    parts = []
+    for back in range(count - 1, -1, -1):  # hops between this part's newest sample and the frame's
+        end = length - back * hop
+        new = hop if back < count - 1 else block.hop - (count - 1) * hop
+        start = max(0, end - (window + new - hop))
+        parts.append(WindowBlock(block.values[:, start:end], block.slots, block.end_times, new))
+    return parts
+
+
+def worst_of(blocks: Sequence[ScoreBlock]) -> ScoreBlock:
+    """Per stream, the verdict of its most abnormal block (blocks in time order): the highest score
+    above its threshold, else the highest score; on ties and when no block has a verdict, the newest."""
+    if len(blocks) == 1:
+        return blocks[0]
+    scores = np.stack([b.scores for b in blocks])  # (k, S)
+    with np.errstate(invalid="ignore"):
+        exceeded = scores > np.stack([b.thresholds for b in blocks])
+    key = np.where(np.isnan(scores), -np.inf, scores)
+    rank = np.where(exceeded.any(axis=0), np.where(exceeded, key, -np.inf), key)
+    newest_first = rank[::-1]
+    pick = len(blocks) - 1 - np.argmax(newest_first, axis=0)  # argmax takes the first of equals
+    columns = np.arange(scores.shape[1])
+    fields = ("scores", "thresholds", "contributions", "observed", "limits", "baseline")
+    picked = [np.stack([getattr(b, name) for b in blocks])[pick, columns] for name in fields]
+    return ScoreBlock(*picked)
 
 
 def _json_float(value: float) -> float | None:

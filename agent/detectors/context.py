@@ -69,6 +69,7 @@ class _Stream:
 
 class ContextDetector(StreamingDetector):
     type_name = "context"
+    judges_whole_frames = True  # every new sample is judged; the frame gets its worst
     quantity = "context anomaly"  # observed is the reported score, not a value of the channel
 
     def __init__(
@@ -141,7 +142,7 @@ class ContextDetector(StreamingDetector):
 
     # -- scoring --------------------------------------------------------------------------------------
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n, channels = block.n_streams, len(self.channels)
         new = block.values[:, -min(block.hop, block.values.shape[1]) :, :]  # (S, hop, C)
         per_channel = np.full((n, channels), np.nan)

@@ -73,7 +73,7 @@ class CusumDetector(StreamingDetector):
         clone.threshold = math.inf  # calibrate on uncapped sums: the learned threshold may exceed today's cap
         return clone
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         residuals, base = standardized_hop(block.values, block.hop, self.min_valid, self.min_scale)
         up = self._slot_state("up", block.slots, 0.0)

@@ -37,7 +37,7 @@ class DropoutDetector(StreamingDetector):
         reader.finish()
         return cls(config.id, config.channels, window, hop, threshold=max_missing)
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         missing = np.isnan(block.values).mean(axis=1)  # (S, C)
         scores, top = max_over_channels(missing)

@@ -69,7 +69,7 @@ class EwmaDetector(StreamingDetector):
         reader.finish()
         return detector
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         residuals, base = standardized_hop(block.values, block.hop, self.min_valid, self.min_scale)
         z = self._slot_state("z", block.slots, 0.0)

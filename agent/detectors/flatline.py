@@ -64,7 +64,7 @@ class FlatlineDetector(StreamingDetector):
         reader.finish()
         return detector
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n, width, _ = block.values.shape
         values = block.values
         valid = ~np.isnan(values)

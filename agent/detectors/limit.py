@@ -20,6 +20,7 @@ from agent.detectors.params import ParamReader
 
 class LimitDetector(StreamingDetector):
     type_name = "limit"
+    judges_whole_frames = True  # every new sample is judged; the frame gets its worst
 
     def __init__(
         self, id: str, channels: tuple[str, ...], window: int, hop: int, above: float, below: float
@@ -50,7 +51,7 @@ class LimitDetector(StreamingDetector):
             -math.inf if below is None else below,
         )
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         hop = min(block.hop, block.values.shape[1])
         new = block.values[:, -hop:, 0]  # (S, hop)

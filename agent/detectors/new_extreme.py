@@ -39,6 +39,7 @@ RELATIVE_FLOOR = 0.01  # the range is at least 1 % of the largest magnitude seen
 
 class NewExtremeDetector(StreamingDetector):
     type_name = "new_extreme"
+    judges_whole_frames = True  # every new sample is judged; the frame gets its worst
     quantity = ""  # observed is the value itself, against the old record plus the tolerance
 
     def __init__(
@@ -80,7 +81,7 @@ class NewExtremeDetector(StreamingDetector):
     def calibration_refusal(self) -> str:
         return "its threshold is a fraction of each stream's own range, and its warm-up is the baseline"
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         new = block.values[:, -min(block.hop, block.values.shape[1]) :, :]  # (S, hop, C)
         low = self._slot_state("low", block.slots, np.nan)  # NaN until a sample: survives JSON

@@ -60,7 +60,7 @@ class RateOfChangeDetector(StreamingDetector):
         reader.finish()
         return detector
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n, width, _ = block.values.shape
         hop = min(block.hop, width // 2)
         now = _mean(block.values[:, -hop:, :])

@@ -60,7 +60,7 @@ class RobustZDetector(StreamingDetector):
         reader.finish()
         return detector
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n, width, _ = block.values.shape
         hop = min(block.hop, width - 1)
         base = robust_baseline(block.values[:, :-hop, :], self.min_valid, self.min_scale)

@@ -83,7 +83,7 @@ class DesaturationDetector(StreamingDetector):
         drop = np.where(base_ok & recent_ok, baseline - highest, np.nan)
         return drop, baseline
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         scores, baseline = self.drop(block.values[:, -self.window :, 0])
         self._count_events(block.slots, scores, min(block.hop, block.values.shape[1]))

@@ -162,7 +162,7 @@ class VibrationDetector(StreamingDetector):
         )
         return zones
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
         values = block.values[:, -self.window :, :]
         enough = (~np.isnan(values)).mean(axis=(1, 2)) >= 0.9  # a gappy window has no spectrum

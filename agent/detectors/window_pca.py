@@ -171,18 +171,19 @@ class WindowPcaDetector(StreamingDetector):
         for slot in collect_rows(block, self._rows, self._seen, self.adapt_rows):
             self._fit(slot)
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n, c = block.n_streams, len(self.channels)
         self._grow(int(block.slots.max()) + 1 if n else 0)
         was_ready = self._seen[block.slots] >= self.adapt_rows
         self._adapt(block)
         # A row used for adaptation gets no verdict: it is part of the stream's definition of normal.
-        ready = was_ready & ~np.isnan(block.values).any(axis=(1, 2))
+        windows = block.values[:, -self.window :]  # a hop plus a remainder: the newest window
+        ready = was_ready & ~np.isnan(windows).any(axis=(1, 2))
         raw = np.full(n, np.nan)
         contributions = np.zeros((n, c))
         rows = np.flatnonzero(ready)
         if rows.size:
-            err = self._residuals(block.values[rows], block.slots[rows]) ** 2
+            err = self._residuals(windows[rows], block.slots[rows]) ** 2
             contributions[rows] = err.sum(axis=1)
             raw[rows] = contributions[rows].sum(axis=1)
         recent = np.concatenate([self._recent[block.slots][:, 1:], raw[:, None]], axis=1)

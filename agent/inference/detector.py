@@ -196,19 +196,20 @@ class AutoencoderDetector(StreamingDetector):
         contributions = err.mean(axis=1) / err.shape[2]
         return contributions.sum(axis=1), contributions
 
-    def score(self, block: WindowBlock) -> ScoreBlock:
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n, c = block.n_streams, len(self.channels)
         self._grow(int(block.slots.max()) + 1 if n else 0)
         if self.adapt_rows:
             self._adapt(block)
-        ready = ~np.isnan(block.values).any(axis=(1, 2))
+        windows = block.values[:, -self.window :]  # a hop plus a remainder: the newest window
+        ready = ~np.isnan(windows).any(axis=(1, 2))
         if self.adapt_rows:
             ready &= self._seen[block.slots] >= self.adapt_rows
         scores = np.full(n, np.nan)
         contributions = np.zeros((n, c))
         rows = np.flatnonzero(ready)
         if rows.size:
-            scores[rows], contributions[rows] = self._model_scores(block.values[rows], block.slots[rows])
+            scores[rows], contributions[rows] = self._model_scores(windows[rows], block.slots[rows])
         if self.smooth_rows > 1:
             recent = self._recent[block.slots]
             recent = np.concatenate([recent[:, 1:], scores[:, None]], axis=1)

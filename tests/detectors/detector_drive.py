@@ -20,17 +20,25 @@ def make(
 
 
 def run(
-    detector: StreamingDetector, values: np.ndarray, slots: np.ndarray | None = None, rate: float = RATE
+    detector: StreamingDetector,
+    values: np.ndarray,
+    slots: np.ndarray | None = None,
+    rate: float = RATE,
+    frame: int | None = None,
 ) -> list[ScoreBlock]:
-    """Feed the long series `values` (S, T, C) hop by hop, windows padded with NaN before the start."""
+    """Feed the long series `values` (S, T, C) hop by hop, windows padded with NaN before the start.
+    `frame`: new samples per call instead (a device frame longer than the hop); each block then holds
+    the window plus the new samples beyond one hop, as the pipeline hands it over."""
     n, total, channels = values.shape
     slots = np.arange(n) if slots is None else slots
-    padded = np.concatenate([np.full((n, detector.window, channels), np.nan), values], axis=1)
+    step = frame or detector.hop
+    length = detector.window + step - detector.hop
+    padded = np.concatenate([np.full((n, length, channels), np.nan), values], axis=1)
     out = []
-    for end in range(detector.hop, total + 1, detector.hop):
-        window = padded[:, end : end + detector.window]
+    for end in range(step, total + 1, step):
+        window = padded[:, end : end + length]
         times = np.full(n, T0 + (end - 1) / rate)
-        out.append(detector.score(WindowBlock(np.ascontiguousarray(window), slots, times, detector.hop)))
+        out.append(detector.score(WindowBlock(np.ascontiguousarray(window), slots, times, step)))
     return out
 
 

@@ -18,6 +18,7 @@ from detector_drive import ar1, normal_block, run, scores_of
 
 from agent.config.schema import DetectorConfig
 from agent.detectors import TYPES, ScoreBlock, StreamingDetector, WindowBlock, build_detector
+from agent.detectors.base import worst_of
 
 PUMP_MODEL = Path(__file__).resolve().parents[2] / "models" / "pump"
 PUMP_CHANNELS = tuple(json.loads((PUMP_MODEL / "card.json").read_text())["channels"])
@@ -178,6 +179,34 @@ def test_nan_everywhere_never_raises_or_warns(type_: str) -> None:
         assert not np.isinf(b.scores).any()
         assert (b.contributions >= 0).all() and np.isfinite(b.contributions).all()
         assert not b.exceeded[np.isnan(b.scores)].any()
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_a_frame_of_several_hops_is_judged_by_its_worst_hop(type_: str) -> None:
+    # A device frame longer than the hop (Polar H10: 73 ECG samples) reaches the detector in one block.
+    values = series(type_, seed=6)
+    hops = 3
+    hop_by_hop = run(build(type_), values, rate=RATE)
+    d = build(type_)
+    framed = run(d, values, rate=RATE, frame=hops * d.hop)
+    expected = [worst_of(hop_by_hop[i : i + hops]) for i in range(0, hops * len(framed), hops)]
+    if d.judges_whole_frames:  # its own reading of a frame: the same verdicts, its own explanations
+        np.testing.assert_allclose(scores_of(framed), scores_of(expected), equal_nan=True)
+        np.testing.assert_array_equal([b.exceeded for b in framed], [b.exceeded for b in expected])
+    else:  # split into hops: exactly the hop-by-hop verdicts
+        assert_blocks_equal(framed, expected)
+    assert np.isfinite(scores_of(framed)).any()  # there were verdicts to compare
+
+
+@pytest.mark.parametrize("type_", sorted(CASES))
+def test_a_frame_with_a_part_hop_is_scored_whole(type_: str) -> None:
+    values = series(type_, seed=7)
+    d = build(type_)
+    framed = run(d, values, rate=RATE, frame=3 * d.hop + 1)  # hop boundaries fall inside frames
+    channels = len(CASES[type_][0])
+    for b in framed:
+        assert b.scores.shape == (3,) and b.contributions.shape == (3, channels)
+    assert np.isfinite(scores_of(framed)).any()
 
 
 @pytest.mark.parametrize("type_", sorted(CASES))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.config import AgentConfig, parse_config
 from agent.config.schema import EpisodeConfig, SimulatorConfig
@@ -165,7 +166,9 @@ def test_a_spike_inside_a_multi_sample_block_is_seen(tmp_path: Path) -> None:
     assert events[0].value == 8.0
 
 
-def test_the_shipped_pump_autoencoder_runs_in_the_pipeline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows_per_reading", [1, 5], ids=["row-by-row", "frames-of-5"])
+def test_the_shipped_pump_autoencoder_runs_in_the_pipeline(tmp_path: Path, rows_per_reading: int) -> None:
+    # Frames of 5 rows against the model's 1-row hop: each frame's windows are all scored.
     import json
 
     model_dir = Path(__file__).resolve().parents[2] / "models" / "pump"
@@ -191,12 +194,12 @@ def test_the_shipped_pump_autoencoder_runs_in_the_pipeline(tmp_path: Path) -> No
     pipeline = Pipeline(parse_config(raw, base_dir=tmp_path), lambda device, prefix="d": f"{prefix}-{device}")
     rng = np.random.default_rng(5)
     hot = channels.index("Temperature")
-    readings = []
-    for t in range(300):
-        values = mean + rng.normal(0.0, 0.3, len(channels)) * scale
-        if 150 <= t < 200:
-            values[hot] += 12 * scale[hot]  # the motor overheats for 50 s
-        readings.append(Reading("pump-1/pump", tuple(channels), values[None, :], float(t), float(t)))
+    rows = mean + rng.normal(0.0, 0.3, (300, len(channels))) * scale
+    rows[150:200, hot] += 12 * scale[hot]  # the motor overheats for 50 s
+    readings = [
+        Reading("pump-1/pump", tuple(channels), rows[t : t + rows_per_reading], float(t), float(t), 1.0)
+        for t in range(0, 300, rows_per_reading)
+    ]
     events = pipeline.ingest(readings)
     assert [(e.condition, e.phase) for e in events] == [
         ("pump_anomaly", Phase.START),
