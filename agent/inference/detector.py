@@ -10,6 +10,11 @@ the `threshold_quantile` of the model's scores over those rows. Until then the s
 Scores may be smoothed causally per stream (`smooth_rows`: the mean of the last k scores), which suits
 slow process faults whose single-window error is noisy; a window without verdict leaves the next k
 smoothed scores without verdict too, rather than averaging fewer scores against the same threshold.
+Optional per-stream subspace removal (`pca_fraction` > 0, needs adaptation): each stream also fits the
+principal subspace of its standardised adaptation windows (as `window_pca` does) and the model sees only
+the window's residual off that subspace — the part the stream's own linear structure cannot explain — so
+a model trained on such residuals (tools/train/skab_head.py) scores what is left after each stream's own
+correlations are taken out. With the model reconstructing nothing, the score is window_pca's Q statistic.
 Everything here depends on past data only.
 """
 
@@ -27,6 +32,7 @@ from agent.config.schema import DetectorConfig
 from agent.detectors.adaptation import adaptation_quantile, collect_rows
 from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.params import ParamReader
+from agent.detectors.window_pca import fit_window_pca
 from agent.errors import ConfigError
 from agent.inference.backend import BackendName, LoadedModel, Precision, load_model
 
@@ -46,6 +52,7 @@ class AutoencoderDetector(StreamingDetector):
         threshold_margin: float = 1.0,
         smooth_rows: int = 1,
         min_scale_fraction: float = 0.1,
+        pca_fraction: float = 0.0,
     ) -> None:
         card = model.card
         super().__init__(id, card.channels, card.window, hop or card.hop, threshold or card.threshold)
@@ -65,6 +72,21 @@ class AutoencoderDetector(StreamingDetector):
         # An adapted scale never drops below this share of the card's: a channel that happened to be flat
         # during adaptation (quantised accelerometer RMS) must not turn its noise into huge z-values.
         self.min_scale_fraction = min_scale_fraction
+        dims = card.window * len(card.channels)
+        self.pca_fraction = pca_fraction
+        self.components = round(pca_fraction * dims)
+        if pca_fraction and not (adapt_rows and 1 <= self.components < dims):
+            raise ConfigError(
+                f"detectors.{id}.params.pca_fraction",
+                f"keeps {self.components} of {dims} directions; needs adapt_rows > 0, at least 1 kept"
+                " and at least 1 left",
+            )
+        if self.components and adapt_rows - card.window + 1 < dims:
+            raise ConfigError(
+                f"detectors.{id}.params.adapt_rows",
+                f"{adapt_rows} rows give {adapt_rows - card.window + 1} windows: too few to fit the"
+                f" {dims}-dimensional subspace that pca_fraction asks for",
+            )
         self.reset_streams()
 
     @classmethod
@@ -94,6 +116,7 @@ class AutoencoderDetector(StreamingDetector):
             threshold_margin=float(params.get("threshold_margin", 1.0)),
             smooth_rows=int(params.get("smooth_rows", 1)),
             min_scale_fraction=float(params.get("min_scale_fraction", 0.1)),
+            pca_fraction=float(params.get("pca_fraction", 0.0)),
         )
 
     @classmethod
@@ -117,6 +140,7 @@ class AutoencoderDetector(StreamingDetector):
             "threshold_margin": reader.positive("threshold_margin", 1.0),
             "smooth_rows": max(1, reader.count("smooth_rows", 1)),
             "min_scale_fraction": reader.fraction("min_scale_fraction", 0.1),
+            "pca_fraction": reader.bounded("pca_fraction", 0.0, 0.0, 1.0),
         }
         reader.finish()
         return cls.from_params(config.id, config.channels, params, config.base_dir)
@@ -125,7 +149,7 @@ class AutoencoderDetector(StreamingDetector):
         """A copy with its own per-stream state that shares the loaded model: runtime sessions cannot be
         copied, and need not be (scoring does not change them). Used by calibration's scratch replay."""
         clone = copy.copy(self)
-        for name in ("_seen", "_rows", "_mean", "_scale", "_thr", "_recent"):
+        for name in ("_seen", "_rows", "_mean", "_scale", "_basis", "_thr", "_recent"):
             setattr(clone, name, getattr(self, name).copy())
         return clone
 
@@ -137,6 +161,7 @@ class AutoencoderDetector(StreamingDetector):
         self._rows = np.zeros((0, self.adapt_rows, c))  # the adaptation rows per slot
         self._mean = np.zeros((0, c))
         self._scale = np.ones((0, c))
+        self._basis = np.zeros((0, self.window * c, self.components))  # per-slot subspace (pca_fraction)
         self._thr = np.zeros(0)  # per-slot adapted thresholds; NaN: use the detector's threshold
         self._recent = np.full((0, self.smooth_rows), np.nan)  # last raw scores per slot, newest last
 
@@ -150,6 +175,7 @@ class AutoencoderDetector(StreamingDetector):
         self._rows = np.concatenate([self._rows, np.zeros((extra, self.adapt_rows, c))])
         self._mean = np.concatenate([self._mean, np.tile(np.asarray(self.model.card.mean), (extra, 1))])
         self._scale = np.concatenate([self._scale, np.tile(np.asarray(self.model.card.scale), (extra, 1))])
+        self._basis = np.concatenate([self._basis, np.zeros((extra, *self._basis.shape[1:]))])
         self._thr = np.concatenate([self._thr, np.full(extra, np.nan)])  # NaN: not adapted
         self._recent = np.concatenate([self._recent, np.full((extra, self.smooth_rows), np.nan)])
 
@@ -161,13 +187,22 @@ class AutoencoderDetector(StreamingDetector):
                 "scale": self._scale[s].tolist(),
                 "threshold": float(self._thr[s]),
             }
+            | ({"basis": self._basis[s].tolist()} if self.components else {})
             for s in ready
         }
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         for slot_text, entry in state.items():
             slot = int(slot_text)
+            basis = np.asarray(entry.get("basis", np.zeros((0, 0))), np.float64)
+            if self.components and basis.shape != self._basis.shape[1:]:
+                raise ConfigError(
+                    f"state.detectors.{self.id}.streams.{slot_text}.basis",
+                    f"expected shape {self._basis.shape[1:]}, got {basis.shape}",
+                )
             self._grow(slot + 1)
+            if self.components:
+                self._basis[slot] = basis
             self._mean[slot] = entry["mean"]
             self._scale[slot] = entry["scale"]
             self._thr[slot] = float(entry["threshold"])
@@ -182,6 +217,8 @@ class AutoencoderDetector(StreamingDetector):
             floor = self.min_scale_fraction * np.asarray(self.model.card.scale)
             self._mean[slot] = rows.mean(axis=0)
             self._scale[slot] = np.maximum(rows.std(axis=0), floor)
+            if self.components:
+                self._basis[slot] = fit_window_pca(rows, self.window, self.components, floor)[2]
             windows = sliding_window_view(rows, self.window, axis=0).transpose(0, 2, 1)
             scores = self._model_scores(windows, np.full(len(windows), slot))[0]
             self._thr[slot] = self.margin * adaptation_quantile(scores, self.smooth_rows, self.quantile)
@@ -190,7 +227,10 @@ class AutoencoderDetector(StreamingDetector):
         self, windows: FloatArray, slots: np.ndarray[Any, Any]
     ) -> tuple[FloatArray, FloatArray]:
         """Raw (B, W, C) windows of the given slots -> scores and contributions, in one backend call."""
-        x = ((windows - self._mean[slots, None, :]) / self._scale[slots, None, :]).astype(np.float32)
+        z = (windows - self._mean[slots, None, :]) / self._scale[slots, None, :]
+        if self.components:
+            z = pca_residual(z, self._basis[slots])
+        x = z.astype(np.float32)
         recon = self.model.backend.run(x)
         err = (recon.astype(np.float64) - x) ** 2
         contributions = err.mean(axis=1) / err.shape[2]
@@ -227,6 +267,15 @@ class AutoencoderDetector(StreamingDetector):
         )
 
 
+def pca_residual(z: FloatArray, basis: FloatArray) -> FloatArray:
+    """Standardised (B, W, C) windows minus their projection on each one's (B, W*C, K) subspace, whose
+    directions are flattened time-major as `fit_window_pca` returns them."""
+    flat = z.reshape(len(z), -1)
+    coef = np.einsum("bd,bdk->bk", flat, basis)
+    residual: FloatArray = flat - np.einsum("bk,bdk->bd", coef, basis)
+    return residual.reshape(z.shape)
+
+
 def _choice(id: str, params: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = str(params.get(key, allowed[0]))
     if value not in allowed:
@@ -236,4 +285,4 @@ def _choice(id: str, params: Mapping[str, Any], key: str, allowed: tuple[str, ..
     return value
 
 
-__all__ = ["AutoencoderDetector", "BackendName", "Precision"]
+__all__ = ["AutoencoderDetector", "BackendName", "Precision", "pca_residual"]

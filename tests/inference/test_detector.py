@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +212,94 @@ def test_causal_future_data_never_changes_past_scores(pump_dir: Path, pump_card:
 
     short, long = scores(180), scores(260)
     np.testing.assert_array_equal(long[: len(short)], short)
+
+
+# -- per-stream subspace removal (pca_fraction) ------------------------------------------------------------
+
+
+def _pca_detector(pump_dir: Path, **kw: Any) -> AutoencoderDetector:
+    return AutoencoderDetector(
+        "pump", load_model(pump_dir, backend="onnx"), hop=1, adapt_rows=ADAPT, smooth_rows=5, **kw
+    )
+
+
+def test_pca_fraction_feeds_the_model_each_streams_residual(pump_dir: Path, pump_card: ModelCard) -> None:
+    detector = _pca_detector(pump_dir, pca_fraction=0.5)
+    seen: list[np.ndarray] = []
+    run = detector.model.backend.run
+
+    def capturing_run(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.copy())
+        return run(batch)
+
+    detector.model.backend.run = capturing_run  # type: ignore[method-assign]
+    series = _series(pump_card, 2, ADAPT + 5, seed=6)
+    _run(detector, series, np.arange(2))
+    adaptation = [b for b in seen if len(b) == ADAPT - detector.window + 1]  # stream 0's, then stream 1's
+    assert len(adaptation) == 2 and detector.components == 40
+    for slot, fed in enumerate(adaptation):
+        flat = fed.reshape(len(fed), -1).astype(np.float64)
+        basis = detector._basis[slot]
+        np.testing.assert_allclose(flat @ basis, 0.0, atol=1e-4)  # nothing left along the stream's subspace
+        z = (series[slot, :ADAPT] - detector._mean[slot]) / detector._scale[slot]
+        windows = np.lib.stride_tricks.sliding_window_view(z, detector.window, axis=0).transpose(0, 2, 1)
+        # the subspace holds at least half of the adaptation windows' energy (it keeps half the directions)
+        assert (flat**2).sum() < 0.5 * (windows**2).sum()
+
+
+def test_pca_fraction_streams_batched_together_score_as_if_alone(
+    pump_dir: Path, pump_card: ModelCard
+) -> None:
+    series = _series(pump_card, 3, 200, seed=7)
+    together = _run(_pca_detector(pump_dir, pca_fraction=0.5), series, np.arange(3))
+    for i in range(3):
+        alone = _run(_pca_detector(pump_dir, pca_fraction=0.5), series[i : i + 1], np.array([4]))
+        np.testing.assert_allclose([b.scores[i] for b in together], [b.scores[0] for b in alone], rtol=1e-5)
+    scores = np.array([b.scores for b in together])
+    assert np.isfinite(scores[-50:]).all() and (scores[-50:] > together[-1].thresholds).mean() > 0.5  # step
+
+
+def test_pca_fraction_state_round_trips_and_copies(pump_dir: Path, pump_card: ModelCard) -> None:
+    series = _series(pump_card, 2, ADAPT + 30, seed=8)
+    detector = _pca_detector(pump_dir, pca_fraction=0.25, threshold_margin=3.0)
+    _run(detector, series[:, : ADAPT + 10], np.arange(2))
+    clone = copy.deepcopy(detector)
+    clone._basis[:] = 0.0
+    assert np.abs(detector._basis).sum() > 0  # the copy's state is its own
+    state: dict[str, Any] = json.loads(json.dumps(detector.state()))  # as the state file stores it
+    fresh = _pca_detector(pump_dir, pca_fraction=0.25, threshold_margin=3.0)
+    fresh.load_state(state)
+    np.testing.assert_allclose(fresh._basis, detector._basis)
+    w = detector.window
+    for t in range(ADAPT + 10, ADAPT + 30):
+        block = WindowBlock(series[:, t - w + 1 : t + 1], np.arange(2), np.zeros(2), hop=1)
+        a, b = detector.score(block), fresh.score(block)
+        np.testing.assert_allclose(b.thresholds, a.thresholds)
+        # smoothing restarts after a restart; the raw scores (5 rows on) are the same
+        if t >= ADAPT + 14:
+            np.testing.assert_allclose(b.scores, a.scores, rtol=1e-6)
+    state["streams"]["0"]["basis"] = [[0.0]]
+    with pytest.raises(ConfigError, match=r"state\.detectors\.pump\.streams\.0\.basis"):
+        _pca_detector(pump_dir, pca_fraction=0.25).load_state(state)
+
+
+def test_pca_fraction_config_errors_name_the_key(pump_dir: Path, pump_card: ModelCard) -> None:
+    from agent.config.schema import DetectorConfig
+
+    def config(**params: Any) -> DetectorConfig:
+        return DetectorConfig(
+            id="pump_ae",
+            type="autoencoder",
+            stream="equipment",
+            channels=pump_card.channels,
+            params={"model": str(pump_dir), **params},
+        )
+
+    made = AutoencoderDetector.from_config(config(adapt_rows=400, pca_fraction=0.5), rate_hz=1.0)
+    assert made.components == 40
+    assert AutoencoderDetector.from_config(config(adapt_rows=400), rate_hz=1.0).components == 0
+    for params in ({"adapt_rows": 400, "pca_fraction": 1.0}, {"pca_fraction": 0.5}, {"pca_fraction": -0.1}):
+        with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.pca_fraction"):
+            AutoencoderDetector.from_config(config(**params), rate_hz=1.0)
+    with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.adapt_rows: 60 rows give 51"):
+        AutoencoderDetector.from_config(config(adapt_rows=60, pca_fraction=0.5), rate_hz=1.0)
