@@ -45,9 +45,11 @@ class QualityGate:
         self, channels: tuple[str, ...], ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES
     ):
         self.channels = channels
-        inf = float("inf")
-        self._low = np.array([ranges.get(c, (-inf, inf))[0] for c in channels])
-        self._high = np.array([ranges.get(c, (-inf, inf))[1] for c in channels])
+        # A channel without a known range still has one: the finite numbers. An infinity (a float field
+        # a device filled with garbage) is then out of range at no extra cost on the per-reading path.
+        largest = float(np.finfo(np.float64).max)
+        self._low = np.array([max(ranges.get(c, (-largest, largest))[0], -largest) for c in channels])
+        self._high = np.array([min(ranges.get(c, (-largest, largest))[1], largest) for c in channels])
         self._plans: dict[tuple[str, ...], tuple[IntArray | None, bool]] = {}
 
     def apply(self, reading: Reading) -> Gated:

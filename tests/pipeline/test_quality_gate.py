@@ -32,3 +32,11 @@ def test_out_of_range_value_is_hidden_without_hiding_its_neighbours() -> None:
 def test_channels_are_selected_by_name_and_missing_ones_are_nan() -> None:
     gated = QualityGate(("spo2", "hr", "resp")).apply(reading([[72, 98]], ("hr", "spo2")))
     assert gated.values[0, :2].tolist() == [98, 72] and np.isnan(gated.values[0, 2])
+
+
+def test_an_infinity_is_out_of_range_on_a_channel_without_a_known_range() -> None:
+    gate = QualityGate(("pressure", "hr"))  # no physical range is known for "pressure"
+    block = reading([[float("inf"), 72], [2.5, 75], [-float("inf"), float("inf")]], ("pressure", "hr"))
+    for values, quality, bad in (gate.screen(block), *zip(*gate.screen_many([block] * 4), strict=True)):
+        assert np.isnan(values[0, 0]) and values[1].tolist() == [2.5, 75] and np.isnan(values[2]).all()
+        assert quality & Quality.OUT_OF_RANGE and bad == 2
