@@ -25,6 +25,9 @@ import numpy.typing as npt
 from agent.detectors.calibration import replay_scores, threshold_for_rate
 from agent.errors import ConfigError
 
+# A device frame (Polar H10: 73 ECG samples, 9 hops of 8) is split hop by hop up to this many parts.
+MAX_FRAME_HOPS = 16
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -128,16 +131,17 @@ class StreamingDetector(ABC):
         hop (a Polar H10 sends 73 ECG samples at once), or a gap filled with NaN. Unless the detector
         judges whole frames itself, such a block is split into the hop-sized blocks that a hop-by-hop
         feed would have given, so every window is scored and per-stream state steps exactly as it would
-        hop by hop; the frame's verdict is its worst hop's (`worst_of`)."""
+        hop by hop; the frame's verdict is its worst hop's (`worst_of`). At most `MAX_FRAME_HOPS` parts:
+        beyond that (a long gap filled with NaN) the oldest part takes the rest in one call."""
         if block.hop < 2 * self.hop or self.judges_whole_frames:
             return self.score_hop(block)
         return worst_of([self.score_hop(part) for part in split_frame(block, self.window, self.hop)])
 
     @abstractmethod
     def score_hop(self, block: WindowBlock) -> ScoreBlock:
-        """Score one hop: the newest `block.hop` samples are new, at least `hop` and (unless
-        `judges_whole_frames`) fewer than twice it; the block may be longer than the window by the
-        new samples beyond one hop."""
+        """Score one hop: the newest `block.hop` samples are new, at least `hop` and, unless
+        `judges_whole_frames` or the oldest part of a frame of more than `MAX_FRAME_HOPS` hops, fewer
+        than twice it; the block is longer than the window by the new samples beyond one hop."""
 
     # -- per-stream state: named (slots, C) arrays grown on demand, empty for stateless detectors ------
 
@@ -255,10 +259,11 @@ def split_frame(block: WindowBlock, window: int, hop: int) -> list[WindowBlock]:
     """The hop-sized blocks, oldest first, that a hop-by-hop feed would have given for `block`.
 
     Whole hops are counted back from the newest sample; the oldest block also carries the remainder
-    (fewer than `hop` samples), as a hop-by-hop feed whose hop boundaries fell there would. The parts keep
+    (fewer than `hop` samples), as a hop-by-hop feed whose hop boundaries fell there would, and any hops
+    beyond `MAX_FRAME_HOPS` (a reconnect after a long gap must not cost hundreds of calls). The parts keep
     the frame's end times: detectors judge samples, not times."""
     length = block.values.shape[1]
-    count = max(1, min(block.hop // hop, (length - window) // hop + 1))
+    count = max(1, min(block.hop // hop, (length - window) // hop + 1, MAX_FRAME_HOPS))
     parts = []
     for back in range(count - 1, -1, -1):  # hops between this part's newest sample and the frame's
         end = length - back * hop

@@ -18,7 +18,7 @@ from detector_drive import ar1, normal_block, run, scores_of
 
 from agent.config.schema import DetectorConfig
 from agent.detectors import TYPES, ScoreBlock, StreamingDetector, WindowBlock, build_detector
-from agent.detectors.base import worst_of
+from agent.detectors.base import MAX_FRAME_HOPS, worst_of
 
 PUMP_MODEL = Path(__file__).resolve().parents[2] / "models" / "pump"
 PUMP_CHANNELS = tuple(json.loads((PUMP_MODEL / "card.json").read_text())["channels"])
@@ -207,6 +207,19 @@ def test_a_frame_with_a_part_hop_is_scored_whole(type_: str) -> None:
     for b in framed:
         assert b.scores.shape == (3,) and b.contributions.shape == (3, channels)
     assert np.isfinite(scores_of(framed)).any()
+
+
+def test_a_long_gap_costs_a_bounded_number_of_calls() -> None:
+    d = build("robust_z")
+    calls = []
+    score_hop = d.score_hop
+    d.score_hop = lambda block: calls.append(block.hop) or score_hop(block)  # type: ignore[method-assign]
+    gap = 200 * d.hop + 1  # a reconnect after a long dropout: NaN rows up to the new sample
+    values = np.full((1, d.window + gap - d.hop, 2), np.nan)
+    values[0, -1] = 70.0
+    out = d.score(WindowBlock(values, np.array([0]), np.array([0.0]), gap))
+    assert len(calls) == MAX_FRAME_HOPS and sum(calls) == gap and calls[-1] == d.hop
+    assert out.scores.shape == (1,)
 
 
 @pytest.mark.parametrize("type_", sorted(CASES))
