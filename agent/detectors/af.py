@@ -68,7 +68,6 @@ beat is decided from past RR as it arrives.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +77,7 @@ import numpy as np
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import BoolArray, FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.params import ParamReader
+from agent.detectors.robust import nan_median
 from agent.errors import ConfigError
 
 REFERENCE_RR_S = 0.8  # the bias and the rate weighting are stated at 75 bpm
@@ -204,9 +204,7 @@ class AtrialFibrillationDetector(StreamingDetector):
 
     def _measure(self, rr: FloatArray) -> _Measured:
         """Score, trend and ectopic-pattern flag of each row of (S, W) in-range RR intervals (NaN gaps)."""
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            trend = np.nanmedian(rr, axis=1)
+        trend, _ = nan_median(rr)
         ratio = rr / trend[:, None]
         # Ectopic pair: premature interval k, compensatory interval k+1, together about two trend RRs.
         p = self.ectopic_prematurity
@@ -329,9 +327,8 @@ def _after_rate_step(rr: FloatArray, step: float) -> FloatArray:
     w = rr.shape[1]
     if w < 2 * n:
         return rr
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no step there
-        level = np.nanmedian(np.lib.stride_tricks.sliding_window_view(rr, n, axis=1), axis=2)
+    level, _ = nan_median(np.lib.stride_tricks.sliding_window_view(rr, n, axis=1), axis=2)
+    with np.errstate(all="ignore"):  # all-NaN windows: no step there
         change = np.abs(np.log(level[:, n:] / level[:, : w - 2 * n + 1]))
     stepped = np.nan_to_num(change, nan=0.0) > step  # column i: a step at beat i + n
     newest = stepped.shape[1] - 1 - np.argmax(stepped[:, ::-1], axis=1) + n
@@ -344,9 +341,7 @@ def _newest_median(diffs: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
     valid = ~np.isnan(diffs)
     from_newest = np.cumsum(valid[:, ::-1], axis=1)[:, ::-1]
     keep = valid & (from_newest <= k)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows with nothing kept: NaN
-        median = np.nanmedian(np.where(keep, diffs, np.nan), axis=1)
+    median, _ = nan_median(np.where(keep, diffs, np.nan))  # rows with nothing kept: NaN
     count: IntArray = keep.sum(axis=1).astype(np.int64)
     return median, count
 

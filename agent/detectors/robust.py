@@ -28,6 +28,11 @@ class RobustBaseline:
 def nan_median(values: FloatArray, axis: int = 1) -> tuple[FloatArray, FloatArray]:
     """(median, count of valid samples) along `axis`; median NaN where no sample is valid."""
     ordered = np.sort(values, axis=axis)
+    if values.ndim == 2 and axis in (1, -1):  # (S, N), e.g. RR contexts: plain indexing costs less
+        count2 = (~np.isnan(values)).sum(axis=1)
+        rows, last2 = np.arange(values.shape[0]), np.maximum(count2 - 1, 0)
+        middle = (ordered[rows, last2 // 2] + ordered[rows, (last2 + 1) // 2]) / 2.0
+        return np.where(count2 > 0, middle, np.nan), count2.astype(np.float64)
     # Summing booleans along a middle axis with a short last axis (S, N, C) is strided and ~6x slower
     # than along a contiguous last axis: lay the axis out last first (a cheap boolean copy).
     count = np.ascontiguousarray(~np.isnan(np.moveaxis(values, axis, -1))).sum(axis=-1)
