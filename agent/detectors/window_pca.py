@@ -150,11 +150,7 @@ class WindowPcaDetector(StreamingDetector):
     def _residuals(self, windows: FloatArray, slots: np.ndarray[Any, Any]) -> FloatArray:
         """(B, W, C) raw windows -> (B, W, C) standardised residuals off each slot's normal subspace."""
         z = (windows - self._mean[slots, None, :]) / self._scale[slots, None, :]
-        flat = z.reshape(len(z), -1)
-        basis = self._basis[slots]
-        coef = np.einsum("bd,bdk->bk", flat, basis)
-        residual: FloatArray = flat - np.einsum("bk,bdk->bd", coef, basis)
-        return residual.reshape(z.shape)
+        return pca_residual(z, self._basis[slots])
 
     def _fit(self, slot: int) -> None:
         rows = self._rows[slot]
@@ -198,6 +194,15 @@ class WindowPcaDetector(StreamingDetector):
             limits=np.full(n, np.nan),
             baseline=np.where(was_ready[:, None], self._mean[block.slots], np.nan),
         )
+
+
+def pca_residual(z: FloatArray, basis: FloatArray) -> FloatArray:
+    """Standardised (B, W, C) windows minus their projection on each one's (B, W*C, K) subspace, whose
+    directions are flattened time-major as `fit_window_pca` returns them."""
+    flat = z.reshape(len(z), -1)
+    coef = np.einsum("bd,bdk->bk", flat, basis)
+    residual: FloatArray = flat - np.einsum("bk,bdk->bd", coef, basis)
+    return residual.reshape(z.shape)
 
 
 def fit_window_pca(

@@ -32,7 +32,7 @@ from agent.config.schema import DetectorConfig
 from agent.detectors.adaptation import adaptation_quantile, collect_rows
 from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.params import ParamReader
-from agent.detectors.window_pca import fit_window_pca
+from agent.detectors.window_pca import fit_window_pca, pca_residual
 from agent.errors import ConfigError
 from agent.inference.backend import BackendName, LoadedModel, Precision, load_model
 
@@ -267,15 +267,6 @@ class AutoencoderDetector(StreamingDetector):
         )
 
 
-def pca_residual(z: FloatArray, basis: FloatArray) -> FloatArray:
-    """Standardised (B, W, C) windows minus their projection on each one's (B, W*C, K) subspace, whose
-    directions are flattened time-major as `fit_window_pca` returns them."""
-    flat = z.reshape(len(z), -1)
-    coef = np.einsum("bd,bdk->bk", flat, basis)
-    residual: FloatArray = flat - np.einsum("bk,bdk->bd", coef, basis)
-    return residual.reshape(z.shape)
-
-
 def _choice(id: str, params: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = str(params.get(key, allowed[0]))
     if value not in allowed:
@@ -285,4 +276,4 @@ def _choice(id: str, params: Mapping[str, Any], key: str, allowed: tuple[str, ..
     return value
 
 
-__all__ = ["AutoencoderDetector", "BackendName", "Precision", "pca_residual"]
+__all__ = ["AutoencoderDetector", "BackendName", "Precision"]

@@ -31,9 +31,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from agent.detectors.adaptation import adaptation_quantile
-from agent.detectors.window_pca import fit_window_pca
+from agent.detectors.window_pca import fit_window_pca, pca_residual
 from agent.inference.backend import load_model
-from agent.inference.detector import AutoencoderDetector, pca_residual
+from agent.inference.detector import AutoencoderDetector
 from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays
 from tools.train.skab import (
     CALIBRATION_ROWS,
