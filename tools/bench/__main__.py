@@ -30,19 +30,21 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
     from tools.bench.throughput import flat_out, real_rate, runtime_ratio
 
     out: dict[str, Any] = {}
-    vitals = workload("vitals", args.vitals_streams, 60.0 + args.vitals_seconds)
-    runs = [flat_out(vitals, 60.0) for _ in range(args.runs)]
-    us = _median([r.us_per_sample for r in runs])
-    out["vitals"] = {
-        "streams": args.vitals_streams,
-        "timed_samples": runs[0].samples,
-        "us_per_sample_runs": [round(r.us_per_sample, 2) for r in runs],
-        "us_per_sample": round(us, 2),
-        "samples_per_s_per_core": round(1e6 / us),
-        "events": runs[0].events,
-    }
-    print(f"vitals flat out: {us:.2f} µs/sample -> {1e6 / us:,.0f} samples/s per core", file=sys.stderr)
-    ecg = workload("ecg", args.ecg_streams, 4.0 + args.ecg_seconds)
+    if args.vitals_streams > 0:
+        vitals = workload("vitals", args.vitals_streams, 60.0 + args.vitals_seconds)
+        runs = [flat_out(vitals, 60.0) for _ in range(args.runs)]
+        us = _median([r.us_per_sample for r in runs])
+        out["vitals"] = {
+            "streams": args.vitals_streams,
+            "timed_samples": runs[0].samples,
+            "us_per_sample_runs": [round(r.us_per_sample, 2) for r in runs],
+            "us_per_sample": round(us, 2),
+            "samples_per_s_per_core": round(1e6 / us),
+            "events": runs[0].events,
+        }
+        print(f"vitals flat out: {us:.2f} µs/sample -> {1e6 / us:,.0f} samples/s per core", file=sys.stderr)
+    ecg = workload("ecg", args.ecg_streams, 4.0 + args.ecg_seconds, frame=args.ecg_frame)
+    out["ecg_frame_samples"] = args.ecg_frame
     by_backend: dict[str, Any] = {}
     for backend in args.backends:
         runs = [flat_out(ecg, 4.0, backend) for _ in range(args.runs)]
@@ -76,7 +78,7 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
             "core_share": round(share, 4),
             "us_per_sample": round(us, 2),
         }
-        load = workload("ecg", args.real_ecg_streams, 4.0 + args.real_seconds)
+        load = workload("ecg", args.real_ecg_streams, 4.0 + args.real_seconds, frame=args.ecg_frame)
         share, us = real_rate(load, 4.0, args.backends[0])
         out["ecg_real_rate"] = {
             "streams": args.real_ecg_streams,
@@ -122,10 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("throughput", help="flat-out and real-rate throughput, runtime ratio")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--vitals-streams", type=int, default=2000)
+    p.add_argument("--vitals-streams", type=int, default=2000, help="0 skips the vitals runs")
     p.add_argument("--vitals-seconds", type=float, default=30.0, help="timed simulated seconds")
     p.add_argument("--ecg-streams", type=int, default=500)
     p.add_argument("--ecg-seconds", type=float, default=8.0, help="timed simulated seconds")
+    p.add_argument("--ecg-frame", type=int, default=8, help="ECG samples per reading (the model's hop is 8)")
     p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
     p.add_argument("--real-seconds", type=float, default=20.0, help="0 skips the real-rate runs")
     p.add_argument("--real-vitals-streams", type=int, default=5000)

@@ -7,8 +7,9 @@
   sliding 64-sample window every 8 samples. ecg-beat was trained on beat-centred, resampled windows, so
   its scores on a sliding window mean nothing clinically: the workload measures the compute path with the
   real model shape and runtime, not detection. The simulator's 25-sample ECG blocks are re-cut into
-  8-sample readings (32 ms frames) because the pipeline scores at most once per reading: with 25-sample
-  readings the model would run every 25 samples, not every 8.
+  readings of `frame` samples, by default 8 (32 ms frames, one hop each: the figures before 2026-11-29
+  were taken so); a longer frame is split into hops by the detector, as a Polar H10's 73-sample frames
+  are, and costs fewer readings per window.
 
 Readings are simulated for a few distinct seeds and tiled to N streams by renaming the device, which
 keeps generation cheap; each copy plays its seed's recording from its own starting point (wrapping
@@ -127,17 +128,19 @@ class Workload:
     """N streams of one kind, tiled from DISTINCT_SEEDS simulated devices and produced step by step, so
     a run over thousands of streams never holds more than one chunk of readings."""
 
-    def __init__(self, kind: str, streams: int, seconds: float, faults: bool = True) -> None:
+    def __init__(
+        self, kind: str, streams: int, seconds: float, faults: bool = True, frame: int = ECG_HOP
+    ) -> None:
         ecg = kind == "ecg"
         episodes = (ECG_EPISODES if ecg else VITALS_EPISODES) if faults else {}
         per_seed = _simulated(ecg, seconds, episodes)
         if ecg:
-            per_seed = [_recut_ecg(r, ECG_HOP) for r in per_seed]
+            per_seed = [_recut_ecg(r, frame) for r in per_seed]
         steps = min(len(r) for r in per_seed)
         self.name = kind
         self.streams = streams
         self.rate_hz = ECG_HZ if ecg else 1.0  # samples per second of one stream
-        self.step_s = ECG_HOP / ECG_HZ if ecg else 1.0  # one reading per stream per step
+        self.step_s = frame / ECG_HZ if ecg else 1.0  # one reading per stream per step
         self.steps = steps
         self._per_seed = [r[:steps] for r in per_seed]
         # Devices are not phase-locked: each stream is offset by a fraction of a step (golden ratio).
@@ -202,22 +205,23 @@ def _simulated(
     return out
 
 
-def _recut_ecg(readings: Sequence[Reading], hop: int) -> list[Reading]:
-    """Contiguous 25-sample blocks re-cut into `hop`-sample readings on channel "MLII"."""
+def _recut_ecg(readings: Sequence[Reading], frame: int) -> list[Reading]:
+    """Contiguous 25-sample blocks re-cut into `frame`-sample readings on channel "MLII"."""
     period = 1.0 / ECG_HZ
     values = np.concatenate([r.values for r in readings])
     quality = np.concatenate([np.full(r.n_samples, int(r.quality), np.int64) for r in readings])
     t0 = readings[0].wall_time
     out = []
-    for i in range(0, values.shape[0] - hop + 1, hop):
-        flags = Quality(int(np.bitwise_or.reduce(quality[i : i + hop])))
+    for i in range(0, values.shape[0] - frame + 1, frame):
+        flags = Quality(int(np.bitwise_or.reduce(quality[i : i + frame])))
         out.append(
-            Reading("x/ecg", ("MLII",), values[i : i + hop].copy(), t0 + i * period, 0.0, period, flags)
+            Reading("x/ecg", ("MLII",), values[i : i + frame].copy(), t0 + i * period, 0.0, period, flags)
         )
     return out
 
 
-def workload(kind: str, streams: int, seconds: float, faults: bool = True) -> Workload:
+def workload(kind: str, streams: int, seconds: float, faults: bool = True, frame: int = ECG_HOP) -> Workload:
     """`streams` streams of `kind` ("vitals" or "ecg") for `seconds` simulated seconds; `faults`:
-    with the episodes above (about half the streams go through one within a recording)."""
-    return Workload(kind, streams, seconds, faults)
+    with the episodes above (about half the streams go through one within a recording); `frame`: ECG
+    samples per reading."""
+    return Workload(kind, streams, seconds, faults, frame)
