@@ -18,7 +18,8 @@ re-anchored when the two clocks disagree by more than `REANCHOR_S` (device reset
 
 Quality. GAP on the first block of each stream after a sequence gap or a reconnect; DEVICE_FAULT
 on blocks within `FAULT_HOLD_S` (device time) after an EVENT FAULT, LOW_BATTERY likewise after
-BATTERY_LOW. A DATA block naming channels the HELLO did not declare is counted as a bad frame.
+BATTERY_LOW. A DATA block naming channels the HELLO did not declare, or holding several samples
+while HELLO declared no usable rate (0, negative, NaN, inf), is counted as a bad frame.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class FrameReadings:
             return None
         rate = self.hello.channels[message.channels[0]].rate_hz
         period = 1.0 / rate if rate > 0 else 0.0
+        if values.shape[0] > 1 and not 0.0 < period < math.inf:
+            # a block of samples needs a spacing; HELLO declared a rate of 0, < 0, NaN or inf
+            self.bad_blocks += 1
+            return None
         stream = self.default_stream if rate <= WAVEFORM_HZ else waveform_stream(names)
         wall = self._wall_time(frame.device_time_us, message.first_sample_us, values.shape[0], period)
         quality = self._quality(stream, message.first_sample_us)

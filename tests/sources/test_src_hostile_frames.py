@@ -1,0 +1,68 @@
+"""Frames with a correct CRC but absurd contents (a firmware bug, not line noise) must be counted and
+survived by the serial source, never raised out of it: a raising source is torn down and reopened by the
+daemon, which loses its counters and whatever else the same read held."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from src_pty import PtyDevice, serial_device, take
+
+from agent.sources.backoff import BackoffPolicy
+from agent.sources.serial import SerialSource
+from agent.sources.serial_frames import FrameReadings
+from firmware_bridge import Frame, encode_frame
+from firmware_bridge.frame_messages import ChannelSpec, DataBlock, Hello, SampleType
+
+FAST = BackoffPolicy(initial_s=0.05, max_s=0.5)
+
+
+def hello(rate_hz: float) -> Hello:
+    return Hello("emu-1", (1, 0, 0), (ChannelSpec("ecg", "mV", SampleType.INT16, rate_hz, 0.001),))
+
+
+def block(n: int, t_us: int = 0) -> DataBlock:
+    return DataBlock(t_us, SampleType.INT16, (0,), np.arange(n).reshape(n, 1))
+
+
+@pytest.mark.parametrize("rate", [0.0, -250.0, math.nan, math.inf, -math.inf])
+def test_a_block_without_a_usable_rate_is_a_bad_block(rate: float) -> None:
+    readings = FrameReadings("dev", "vitals", lambda: 1.8e9)
+    assert readings.take(Frame(0, 0, hello(rate)), 1.0) is None
+    assert readings.take(Frame(1, 0, block(25)), 1.0) is None  # raised ValueError (period_s 0) before
+    assert readings.bad_blocks == 1
+    single = readings.take(Frame(2, 0, block(1)), 1.0)  # one sample needs no spacing: still delivered
+    assert single is not None and single.n_samples == 1
+
+
+@pytest.fixture
+def pty(tmp_path: Path) -> Iterator[PtyDevice]:
+    dev = PtyDevice(tmp_path / "usb-Acme_Monitor_0001-if00-port0")
+    yield dev
+    dev.unplug()
+
+
+def test_the_source_survives_a_hello_with_a_nan_rate(pty: PtyDevice) -> None:
+    pty.plug()
+
+    async def main() -> None:
+        source = SerialSource(serial_device(pty.link), backoff=FAST)
+        async with source:
+            pending = asyncio.ensure_future(take(source, 1))
+            async with asyncio.timeout(10):
+                while not source.stats.connected:
+                    await asyncio.sleep(0.01)
+            wire = encode_frame(hello(math.nan), 0, 0) + encode_frame(block(25), 1, 0)
+            wire += encode_frame(hello(250.0), 2, 0) + encode_frame(block(25, 100_000), 3, 100_000)
+            pty.write(wire)
+            (reading,) = await pending
+            assert reading.n_samples == 25 and reading.period_s == pytest.approx(1 / 250)
+            stats = source.stats
+            assert stats.bad_frames == 1 and stats.reconnects == 0 and stats.connected
+
+    asyncio.run(main())
