@@ -8,7 +8,8 @@ stream (``"machine"`` for equipment, ``"vitals"`` for a wearable).
 
 Polls are scheduled on a fixed grid (``start + k * poll_interval_s``); a poll that overruns skips the
 grid points it missed instead of bursting to catch up. An exception response (illegal address, busy
-device) is counted as a bad frame and that poll emits nothing. A lost connection (pymodbus
+device) or a response with fewer registers than requested is counted as a bad frame and that poll
+emits nothing. A lost connection (pymodbus
 `ConnectionException`/`ModbusIOException`, OSError) closes the client, which is then reopened
 with our jittered backoff; pymodbus's own reconnect loop is disabled so there is one policy for
 every source. The first reading after a reconnect carries Quality.GAP. The client is built by a
@@ -251,6 +252,10 @@ class ModbusSource:
                     self._errors["exception_responses"] += 1
                     return None
                 words = response.registers
+                if len(words) < span.count:  # a unit answering with fewer registers than asked
+                    self._bad += 1
+                    self._errors["short_responses"] += 1
+                    return None
                 for index, register in span.registers:
                     start = register.address - span.address
                     row[index] = decode_registers(
