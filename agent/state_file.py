@@ -7,8 +7,9 @@ levels) and every open alarm episode with its peak value, i.e. patient values. W
 an earlier run without encryption is read once and then removed.
 
 Nothing is lost silently: a sealed file that does not open (another key, edited bytes) or that cannot be
-opened because encryption was turned off is moved aside as `<name>.unreadable`, logged, and the agent
-starts from a fresh state (detectors learn again; open episodes are not continued).
+opened because encryption was turned off, and a plaintext file that is not a JSON object (truncated,
+damaged bytes), is moved aside as `<name>.unreadable`, logged, and the agent starts from a fresh state
+(detectors learn again; open episodes are not continued).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.sealing import Sealer, SealError
-from agent.state import read_json, write_atomic, write_json
+from agent.state import write_atomic, write_json
 
 log = logging.getLogger("agent.state")
 
@@ -54,10 +55,24 @@ def read_state(path: Path, sealer: Sealer | None) -> dict[str, Any] | None:
                 _set_aside(sealed, f"it does not open with the configured key ({exc})")
             else:
                 return value if isinstance(value, dict) else None
-    return read_json(path)  # plaintext: no encryption, or the first start after turning it on
+    return _read_plain(path)  # plaintext: no encryption, or the first start after turning it on
 
 
-def _set_aside(sealed: Path, why: str) -> None:
-    aside = sealed.with_name(sealed.name + UNREADABLE_SUFFIX)
-    sealed.replace(aside)
-    log.error("saved pipeline state %s moved to %s: %s; starting from a fresh state", sealed, aside, why)
+def _read_plain(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (ValueError, RecursionError) as exc:  # truncated, not UTF-8, absurdly nested: a damaged file
+        _set_aside(path, f"it is not JSON ({type(exc).__name__})")
+        return None
+    if not isinstance(value, dict):
+        _set_aside(path, "it is not a JSON object")
+        return None
+    return value
+
+
+def _set_aside(saved: Path, why: str) -> None:
+    aside = saved.with_name(saved.name + UNREADABLE_SUFFIX)
+    saved.replace(aside)
+    log.error("saved pipeline state %s moved to %s: %s; starting from a fresh state", saved, aside, why)
