@@ -250,7 +250,7 @@ class AutoencoderDetector(StreamingDetector):
         scores = np.full(n, np.nan)
         contributions = np.zeros((n, c))
         rows = np.flatnonzero(ready)
-        if rows.size == n:  # the usual case: no copy of the windows to pick rows
+        if rows.size == n > 0:  # the usual case: no copy of the windows to pick rows
             scores, contributions = self._model_scores(windows, block.slots)
         elif rows.size:
             scores[rows], contributions[rows] = self._model_scores(windows[rows], block.slots[rows])
