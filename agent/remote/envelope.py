@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import AgentError
-from agent.state import read_json, write_json
+from agent.state import write_json
 
 if TYPE_CHECKING:  # cryptography is imported where keys are used (see agent.inference.signing)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+log = logging.getLogger(__name__)
 
 COMMAND_SCHEMA = "edge-agent/command/1"
 RESPONSE_SCHEMA = "edge-agent/response/1"
@@ -102,7 +105,7 @@ def open_envelope(payload: bytes, key: Ed25519PublicKey | None) -> tuple[dict[st
             )
         if key is None:
             # No key to check with: the signature proves nothing, the body is taken as unsigned.
-            return _json_object(text.encode("utf-8"), "signed"), False
+            return _json_object(text, "signed"), False
         from cryptography.exceptions import InvalidSignature
 
         try:
@@ -112,16 +115,16 @@ def open_envelope(payload: bytes, key: Ed25519PublicKey | None) -> tuple[dict[st
             raise CommandRefusedError(
                 "bad_signature", "the signature does not verify with the configured key"
             ) from None
-        return _json_object(text.encode("utf-8"), "signed"), True
+        return _json_object(text, "signed"), True
     if key is not None:
         raise CommandRefusedError("bad_signature", "unsigned command, and a public key is configured")
     return doc, False
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
+def _json_object(data: bytes | str, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # also bad UTF-8, a 5,000-digit number, deep nesting
         raise CommandRefusedError("bad_request", f"{what} is not JSON") from None
     if not isinstance(doc, dict):
         raise CommandRefusedError("bad_request", f"{what} must be a JSON object")
@@ -155,10 +158,25 @@ class ReplayGuard:
         self.path = state_dir / NONCE_FILE
         self.max_age_s = max_age_s
         self._clock = clock
-        saved = read_json(self.path) or {}
-        self._seen: dict[str, float] = {
-            k: float(v) for k, v in saved.items() if isinstance(k, str) and isinstance(v, int | float)
-        }
+        self._not_before = -math.inf  # commands issued at or before this time are refused (see _load)
+        self._seen = self._load()
+
+    def _load(self) -> dict[str, float]:
+        try:
+            saved = json.loads(self.path.read_bytes())
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+            return {
+                k: float(v) for k, v in saved.items() if isinstance(k, str) and isinstance(v, int | float)
+            }
+        except FileNotFoundError:
+            return {}
+        except (ValueError, RecursionError, OverflowError):
+            # Which nonces were used is unknown, so any command issued until now may be a replay; refusing
+            # those closes the window (an unguarded start raised here, and the agent could not start).
+            self._not_before = self._clock()
+            log.error("remote: %s is damaged; commands issued before now are refused", self.path)
+            return {}
 
     def admit(self, nonce: str, issued_at: float) -> None:
         """Raise CommandRefusedError for a stale or replayed command; otherwise remember its nonce."""
@@ -167,6 +185,8 @@ class ReplayGuard:
             raise CommandRefusedError(
                 "stale", f"issued_at is more than {self.max_age_s:g} s from the gateway clock"
             )
+        if issued_at <= self._not_before:
+            raise CommandRefusedError("stale", "issued before the gateway lost its record of used nonces")
         horizon = now - 2 * self.max_age_s
         self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
         if nonce in self._seen:
