@@ -51,6 +51,7 @@ log = logging.getLogger("agent")
 
 QUEUE_READINGS = 10_000  # bounded: a stalled pipeline makes sources wait instead of eating memory
 MONITOR_PERIOD_S = 1.0
+DETECTOR_CLEAR_S = 60.0  # detector_failing ends after this long without a failure
 MIN_TURN_S = 0.01  # at most 100 pipeline turns a second (adds at most 10 ms to an alarm's latency)
 PIPELINE_TICK_S = 1.0  # the pipeline loop turns at least this often, idle or not (watchdog proof of life)
 STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding the watchdog
@@ -217,14 +218,23 @@ class _Session:
         self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
+        # Cleared after a minute without failures, so a detector failing now and then does not flap.
+        self.detector_failing = ThresholdAlarm(
+            "detector_failing", Priority.HIGH, gateway, digest, clear_after_s=DETECTOR_CLEAR_S
+        )
         self.gateway_alarms = (
             self.device_lost,
             self.outbox_filling,
             self.publish_refused,
             self.outbox_unreadable,
+            self.detector_failing,
         )
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
+        self.detector_refs = {
+            d.id: StreamRef(pseudonym(gateway, "g"), f"detector:{d.id}") for d in cfg.detectors
+        }
+        self._failures_seen = pipeline.detector_failures()
         self.pipeline_tick = time.monotonic()
         self.last_heartbeat: dict[str, Any] = {}
         self.status = StatusServer(state_dir, self.snapshot)
@@ -440,6 +450,12 @@ class _Session:
         events += self.publish_refused.check([self.gateway_ref], [float(outbox.refused_count())], [0.5], now)
         events += self.outbox_unreadable.check(
             [self.gateway_ref], [float(outbox.undecryptable_count())], [0.5], now
+        )
+        failures = self.pipeline.detector_failures()
+        new_failures = [float(failures[d] - self._failures_seen.get(d, 0)) for d in self.detector_refs]
+        self._failures_seen = failures
+        events += self.detector_failing.check(
+            list(self.detector_refs.values()), new_failures, [0.5] * len(new_failures), now
         )
         self.publish(events)
 

@@ -123,6 +123,14 @@ class Pipeline:
             events += stream.flush()
         return events
 
+    def detector_failures(self) -> dict[str, int]:
+        """Detector id -> scoring calls that raised since start (every detector, zeros included)."""
+        totals = {d.id: 0 for d in self.detectors}
+        for stream in self.streams.values():
+            for detector_id, count in stream.detector_failures.items():
+                totals[detector_id] += count
+        return totals
+
     def active_alarms(self) -> int:
         return sum(
             book.active_count() for s in self.streams.values() for w in s.watches for book in w.books

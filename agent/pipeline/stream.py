@@ -13,6 +13,8 @@ does a few dictionary and small-array operations and never touches an alarm book
 from __future__ import annotations
 
 import functools
+import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -32,6 +34,8 @@ from agent.readings import FloatArray, Quality, Reading
 IntArray = npt.NDArray[np.int64]
 
 MAX_BLOCK_SAMPLES = 256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -128,6 +132,7 @@ class StreamPipeline:
         self._last_time = np.zeros(0)
         self.samples = 0
         self.gated_samples = 0
+        self.detector_failures: Counter[str] = Counter()  # detector id -> calls that raised
 
     def _column_index(self, channels: tuple[str, ...]) -> IntArray | None:
         if channels == self.channels:
@@ -216,7 +221,17 @@ class StreamPipeline:
         if watch.columns is not None:
             values = values[:, :, watch.columns]
         times = self._last_time[due]
-        scores = detector.score(WindowBlock(values=values, slots=due, end_times=times, hop=new_samples))
+        try:
+            scores = detector.score(WindowBlock(values=values, slots=due, end_times=times, hop=new_samples))
+        except Exception as exc:
+            # One detector's bug must not take every other detector and stream down with it (a crashed
+            # turn restarts the gateway, and the same data crash it again): these streams get no verdict
+            # from it this hop, and the gateway raises a technical alarm (detector_failing).
+            self.detector_failures[detector.id] += 1
+            log.error(
+                "detector %s failed (%s): no verdict this hop", detector.id, type(exc).__name__, exc_info=True
+            )
+            return []
         quality_ok = flags == 0
         quality_text = _QualityTexts(flags)
         refs = [self._refs[s] for s in due.tolist()]
