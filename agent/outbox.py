@@ -196,6 +196,11 @@ class Outbox:
             # linger in free pages (the default of some SQLite builds only; made explicit here).
             self._db.execute("PRAGMA secure_delete=ON")
             self._set_sync("FULL")
+            # A damaged file (bad flash sectors, a torn write) is refused here, naming the file, rather
+            # than surfacing later as a raw SQLite error from a put or take that stops the agent mid-run.
+            verdict = str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0])
+            if verdict != "ok":
+                raise OutboxError(self.path, f"the file is damaged ({verdict[:200]})")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 1:
                 self._db.executescript(_MIGRATE_V1)
@@ -212,7 +217,7 @@ class Outbox:
                 self._db.execute("INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1')")
                 self._report_sealed_without_key()
             self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema may not even be UTF-8
             raise OutboxError(self.path, str(exc)) from exc
         self._warned = self.fill_fraction() >= config.warn_fraction
 

@@ -1,0 +1,61 @@
+"""A damaged outbox file is refused when it is opened, with an error naming the file.
+
+Before: a damaged index opened fine and `take` silently skipped the rows it no longer reached (or raised a
+raw SQLite error mid-run, stopping the agent), and a schema whose text is not UTF-8 raised
+UnicodeDecodeError instead of OutboxError (a traceback at start instead of a message)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.config.schema import OutboxConfig
+from agent.outbox import Kind, Outbox, OutboxError, OutboxItem
+
+ROWS = 300
+
+
+def written_outbox(path: Path) -> None:
+    with Outbox(OutboxConfig(path)) as outbox:
+        for i in range(ROWS):
+            kind = Kind.HEARTBEAT if i % 2 else Kind.ALARM
+            outbox.put(OutboxItem(f"id{i}", "edge/s/gw/alarm", b"p" * 200, kind, i % 4, 1000.0 + i))
+    with sqlite3.connect(path) as db:  # everything into the main file, as after a clean stop
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def test_an_outbox_with_a_damaged_index_is_refused_not_drained_short(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    written_outbox(path)
+    with sqlite3.connect(path) as db:
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name='outbox_drain'").fetchone()
+        (page,) = db.execute("PRAGMA page_size").fetchone()
+    data = bytearray(path.read_bytes())
+    start = (root - 1) * page
+    data[start + 100 : start + page] = bytes(page - 100)  # the drain index's cells gone, header kept
+    path.write_bytes(bytes(data))
+    with pytest.raises(OutboxError) as info:  # opened before, and take() returned 148 of 300 rows
+        Outbox(OutboxConfig(path))
+    assert info.value.path == path and "damaged" in info.value.reason
+
+
+def test_an_outbox_whose_schema_is_not_utf8_is_an_outbox_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    written_outbox(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"CREATE INDEX outbox_evict ON outbox (kind, seq)")
+    data[at + 40] = 0xB0
+    path.write_bytes(bytes(data))
+    with pytest.raises(OutboxError) as info:
+        Outbox(OutboxConfig(path))
+    assert info.value.path == path
+
+
+def test_a_sound_outbox_opens_and_drains_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    written_outbox(path)
+    with Outbox(OutboxConfig(path)) as outbox:
+        assert outbox.integrity_check() == "ok"
+        assert len(outbox.take(ROWS + 10)) == ROWS
