@@ -113,7 +113,7 @@ def _gateway(t: Table | None) -> GatewayConfig | None:
 
 def _dir(t: Table, key: str, default: Path) -> Path:
     value = t.text(key, str(default))
-    return (t.base_dir / Path(value).expanduser()).resolve() if isinstance(value, str) else default
+    return (t.resolved(key, value) or default) if isinstance(value, str) else default
 
 
 def _mqtt(t: Table | None) -> MqttConfig | None:
@@ -202,7 +202,7 @@ def _outbox(t: Table | None) -> OutboxConfig | None:
         return None
     path = t.text("path")
     cfg = OutboxConfig(
-        path=(t.base_dir / Path(path).expanduser()).resolve() if isinstance(path, str) else Path(),
+        path=(t.resolved("path", path) or Path()) if isinstance(path, str) else Path(),
         max_bytes=t.integer("max_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
         warn_fraction=t.number("warn_fraction", 0.8, minimum=0.1, maximum=1.0),
         encryption_key_file=t.file("encryption_key_file", None, readable=False),
@@ -445,7 +445,7 @@ def _remote(t: Table | None, devices: tuple[DeviceConfig, ...]) -> RemoteConfig:
         public_key_file=t.file("public_key_file", None),
         model_public_key_file=t.file("model_public_key_file", None),
         allow_unsigned=t.flag("allow_unsigned", False),
-        models_dir=(t.base_dir / Path(models_dir).expanduser()).resolve()
+        models_dir=t.resolved("models_dir", models_dir)
         if isinstance(models_dir, str) and models_dir
         else None,
         allowed_commands=t.texts("allowed_commands", REMOTE_COMMANDS),
@@ -495,7 +495,7 @@ def _cross_check(
                 )
     if not devices:
         root.problem("devices", "no device configured: add at least one [[devices]] table")
-    known = {d.id for d in detectors}
+    known = {d.id for d in detectors if isinstance(d.id, str)}  # a wrong-typed id is already a problem
     for i, alarm in enumerate(alarms):
         if isinstance(alarm.detector, str) and alarm.detector not in known:
             root.problems.append(

@@ -148,13 +148,26 @@ class Table:
         value = self.text(key, default)
         if not isinstance(value, str) or value is default:
             return value
-        path = (self.base_dir / Path(value).expanduser()).resolve()
-        if readable:
-            if not path.is_file():
+        path = self.resolved(key, value)
+        if path is None:
+            return None if default is REQUIRED else default
+        try:
+            if readable and not path.is_file():
                 self.problem(key, f"file not found: {path}")
-            elif not os.access(path, os.R_OK):
+            elif readable and not os.access(path, os.R_OK):
                 self.problem(key, f"file not readable: {path}")
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            self.problem(key, f"not a usable path: {exc.strerror}")
         return path
+
+    def resolved(self, key: str, value: str) -> Path | None:
+        """`value` as an absolute path relative to the config file's folder; None (a problem recorded)
+        for a text no file system takes, such as one holding a NUL character."""
+        try:
+            return (self.base_dir / Path(value).expanduser()).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            self.problem(key, f"not a usable path: {exc}")
+            return None
 
     def table(self, key: str, *, required: bool = False) -> Table | None:
         value = self._get(key, REQUIRED if required else None, "a table", lambda v: isinstance(v, Mapping))
