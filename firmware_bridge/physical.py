@@ -6,6 +6,8 @@ from the block's first-sample time and the channel rate; no per-sample Python ob
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -26,10 +28,15 @@ def _checked_specs(block: DataBlock, hello: Hello) -> None:
                 f"channel {spec.name!r} declared {spec.sample_type.name}, "
                 f"DATA carries {block.sample_type.name}",
             )
+        if not (math.isfinite(spec.scale) and math.isfinite(spec.offset)):  # f32 fields can hold NaN/inf
+            raise ChannelMapError(
+                hello.device_id, f"channel {spec.name!r} declared a non-finite scale or offset"
+            )
 
 
 def to_physical(block: DataBlock, hello: Hello) -> npt.NDArray[np.float64]:
-    """`(n_samples, n_channels)` float64 array in each channel's unit. Raises ChannelMapError."""
+    """`(n_samples, n_channels)` float64 array in each channel's unit, always finite. Raises
+    ChannelMapError (also for a channel whose declared scale or offset is NaN or infinite)."""
     _checked_specs(block, hello)
     specs = [hello.channels[i] for i in block.channels]
     scale = np.array([s.scale for s in specs], dtype=np.float64)

@@ -40,6 +40,14 @@ def test_a_block_without_a_usable_rate_is_a_bad_block(rate: float) -> None:
     assert single is not None and single.n_samples == 1
 
 
+def test_a_block_of_a_channel_with_an_infinite_scale_is_a_bad_block() -> None:
+    readings = FrameReadings("dev", "vitals", lambda: 1.8e9)
+    spec = ChannelSpec("hr", "bpm", SampleType.INT16, 1.0, math.inf)
+    readings.take(Frame(0, 0, Hello("emu-1", (1, 0, 0), (spec,))), 1.0)
+    assert readings.take(Frame(1, 0, block(1)), 1.0) is None  # was a reading of 0 × inf = NaN
+    assert readings.bad_blocks == 1
+
+
 @pytest.fixture
 def pty(tmp_path: Path) -> Iterator[PtyDevice]:
     dev = PtyDevice(tmp_path / "usb-Acme_Monitor_0001-if00-port0")
