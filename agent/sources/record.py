@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -150,23 +151,32 @@ class ReadingRecorder:
 
 
 def read_recording(path: Path) -> Iterator[Reading]:
-    """Every reading in a recording file or folder, in order; a corrupt line is skipped and logged."""
+    """Every reading in a recording file or folder, in order; a corrupt line is skipped and logged, and so
+    is the rest of a file that cannot be read on (a truncated or damaged gzip stream)."""
     for file in recording_files(path):
-        opener = gzip.open if file.name.endswith(".gz") else open
-        with opener(file, "rt", encoding="utf-8") as text:
-            first = text.readline()
+        try:
+            yield from _read_file(file)
+        except (EOFError, OSError, zlib.error) as exc:  # raised by the read; not by the consumer
+            log.warning("%s: unreadable from here on, rest of the file skipped (%s)", file, exc)
+
+
+def _read_file(file: Path) -> Iterator[Reading]:
+    opener = gzip.open if file.name.endswith(".gz") else open
+    # errors="replace": a damaged byte spoils its own line (skipped below), not the rest of the file
+    with opener(file, "rt", encoding="utf-8", errors="replace") as text:
+        first = text.readline()
+        try:
+            ok = json.loads(first).get("format") == FORMAT
+        except (ValueError, AttributeError, RecursionError):
+            ok = False
+        if not ok:
+            log.warning("%s: not an edge-agent recording, skipped", file)
+            return
+        for number, line in enumerate(text, start=2):
             try:
-                ok = json.loads(first).get("format") == FORMAT
-            except (ValueError, AttributeError):
-                ok = False
-            if not ok:
-                log.warning("%s: not an edge-agent recording, skipped", file)
-                continue
-            for number, line in enumerate(text, start=2):
-                try:
-                    yield decode_reading(line)
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("%s:%d: bad recorded reading skipped (%s)", file, number, exc)
+                yield decode_reading(line)
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                log.warning("%s:%d: bad recorded reading skipped (%s)", file, number, exc)
 
 
 async def record_devices(
