@@ -1,6 +1,7 @@
 """Frames with a correct CRC but absurd contents (a firmware bug, not line noise) must be counted and
-survived by the serial source, never raised out of it: a raising source is torn down and reopened by the
-daemon, which loses its counters and whatever else the same read held."""
+survived by the serial source, never raised out of it: the daemon tears a raising source down and reopens
+it after 1 to 60 s, so the link is down meanwhile, the rest of that read is dropped, the bad block itself
+is never counted, and the device's next such block does it again."""
 
 from __future__ import annotations
 
