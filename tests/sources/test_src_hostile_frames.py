@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from src_pty import PtyDevice, serial_device, take
 
 from agent.sources.backoff import BackoffPolicy
@@ -47,6 +49,41 @@ def test_a_block_of_a_channel_with_an_infinite_scale_is_a_bad_block() -> None:
     readings.take(Frame(0, 0, Hello("emu-1", (1, 0, 0), (spec,))), 1.0)
     assert readings.take(Frame(1, 0, block(1)), 1.0) is None  # was a reading of 0 × inf = NaN
     assert readings.bad_blocks == 1
+
+
+floats32 = st.floats(width=32)  # NaN and infinities included: HELLO's fields are raw float32
+names = st.sampled_from(["hr", "spo2", "ecg", "acc_x", "acc_y", "", "a/b"])
+specs = st.builds(ChannelSpec, names, st.just("u"), st.sampled_from(SampleType), floats32, floats32, floats32)
+hellos = st.builds(Hello, st.just("emu-1"), st.just((1, 0, 0)), st.lists(specs, max_size=4).map(tuple))
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> DataBlock:
+    stype = draw(st.sampled_from(SampleType))
+    channels = tuple(draw(st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True)))
+    n = draw(st.integers(0, 30))
+    info = np.iinfo(stype.dtype)
+    raw = draw(
+        st.lists(
+            st.integers(int(info.min), int(info.max)), min_size=n * len(channels), max_size=n * len(channels)
+        )
+    )
+    samples = np.array(raw, dtype=np.int64).reshape(n, len(channels))
+    return DataBlock(draw(st.integers(0, 2**64 - 1)), stype, channels, samples)
+
+
+@given(hellos, st.lists(st.tuples(blocks(), st.integers(0, 2**64 - 1), st.integers(0, 3)), max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_any_hello_and_data_give_finite_evenly_spaced_readings_or_bad_blocks(
+    hello: Hello, frames: list[tuple[DataBlock, int, int]]
+) -> None:
+    readings = FrameReadings("dev", "vitals", lambda: 1.8e9)
+    assert readings.take(Frame(0, 0, hello), 1.0) is None
+    for seq, (data, device_us, gap) in enumerate(frames, start=1):
+        reading = readings.take(Frame(seq, device_us, data, gap), 1.0)  # must not raise
+        if reading is not None:
+            assert np.isfinite(reading.values).all()
+            assert reading.n_samples <= 1 or 0.0 < reading.period_s < math.inf
 
 
 @pytest.fixture
