@@ -41,7 +41,7 @@ from agent.remote import RemoteCommands, check_remote
 from agent.sources import Source, check_transport, open_source
 from agent.sources.counters import source_stats
 from agent.state import ensure_state_dir, next_session, write_json
-from agent.state_file import read_state, write_state
+from agent.state_file import read_state, set_aside_state, write_state
 from agent.status import LAST_HEARTBEAT, StatusServer
 from agent.systemd import notify, watchdog_period_s
 from agent.uplink.mqtt import MqttUplink
@@ -109,12 +109,9 @@ class Agent:
         pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / "pseudonym.key"))
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
-        pipeline = Pipeline(cfg, pseudonym)
         outbox = Outbox(cfg.outbox)
-        saved = read_state(state_dir / state_journal.STATE_FILE, outbox.sealer) or {}
-        # Episodes committed with events since the last full save live in the outbox (agent.state_journal).
-        alarms = carried_alarms or state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))
-        pipeline.load_state(saved.get("detectors", {}), alarms)
+        state_path = state_dir / state_journal.STATE_FILE
+        saved = read_state(state_path, outbox.sealer) or {}
         remote = None
         if cfg.remote.enabled:  # remote management (agent.remote): commands on {root}/cmd/<name>
             remote = RemoteCommands(
@@ -128,11 +125,28 @@ class Agent:
         uplink = MqttUplink(
             cfg.mqtt, topics, outbox, session, on_command=remote.submit if remote is not None else None
         )
-        run = _Session(
-            cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote, self.gc_pacer
-        )
-        run.load_gateway_alarms(alarms)
-        run.journal.generation = str(saved.get(state_journal.GENERATION, ""))  # until the save below
+
+        def restored(saved: dict[str, Any], alarms: dict[str, Any]) -> _Session:
+            pipeline = Pipeline(cfg, pseudonym)
+            pipeline.load_state(saved.get("detectors", {}), alarms)
+            run = _Session(
+                cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote, self.gc_pacer
+            )
+            run.load_gateway_alarms(alarms)
+            run.journal.generation = str(saved.get(state_journal.GENERATION, ""))  # until the save below
+            return run
+
+        try:
+            # Episodes committed with events since the last full save live in the outbox (state_journal).
+            alarms = carried_alarms or state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))
+            run = restored(saved, alarms)
+        except Exception as exc:  # JSON of the wrong shape (a version change, a hand edit): start fresh
+            # rather than never start; the file is kept aside for whoever wants to look at it.
+            # The key of what failed, never the message: it may quote a saved (patient) value.
+            where = f" at {exc.path}" if isinstance(exc, ConfigError) else ""
+            set_aside_state(state_path, f"it cannot be restored ({type(exc).__name__}{where})")
+            run = restored({}, {})
+        pipeline = run.pipeline
         run.save_state()  # folds the outbox's episode notes into pipeline.json and drops them
         log.info(
             "session %d: %d device(s), %d detector(s), uplink %s:%d",

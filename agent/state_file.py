@@ -72,6 +72,14 @@ def _read_plain(path: Path) -> dict[str, Any] | None:
     return value
 
 
+def set_aside_state(path: Path, why: str) -> None:
+    """Move the saved state (sealed and/or plain) aside as `.unreadable`: it read as JSON but could not be
+    restored (wrong types after a version change or a hand edit), and the agent starts fresh."""
+    for saved in (sealed_path(path), path):
+        if saved.exists():
+            _set_aside(saved, why)
+
+
 def _set_aside(saved: Path, why: str) -> None:
     aside = saved.with_name(saved.name + UNREADABLE_SUFFIX)
     saved.replace(aside)

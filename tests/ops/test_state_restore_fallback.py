@@ -1,0 +1,94 @@
+"""A saved pipeline.json that is valid JSON but cannot be restored (wrong types after a version change or a
+hand edit) is set aside, and the agent starts from a fresh state. Before, the restore raised out of the
+session's start: the agent never started, and systemd restarted it into the same file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.daemon import Agent
+from agent.localbroker import LocalBroker
+from agent.status import read_status
+
+CONFIG = """
+[gateway]
+id = "gw-restore"
+site = "lab"
+heartbeat_interval_s = 0.3
+state_dir = "state"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+
+[outbox]
+path = "state/outbox.sqlite"
+
+[[devices]]
+id = "bed-9"
+kind = "wearable"
+transport = "simulator"
+
+[[detectors]]
+id = "hr-high"
+type = "limit"
+stream = "vitals"
+channels = ["hr"]
+params = {{ above = 120 }}
+
+[[alarms]]
+condition = "tachycardia"
+detector = "hr-high"
+"""
+
+WRONG_SHAPES = {
+    "threshold_text": {"detectors": {"hr-high": {"type": "limit", "id": "hr-high", "threshold": "high"}}},
+    "alarm_row_text": {
+        "alarms": {
+            "hr-high/tachycardia": {"condition": "tachycardia", "streams": [{"device": "d", "history": "x"}]}
+        }
+    },
+    "alarms_a_list": {"alarms": [1, 2, 3]},
+    "detectors_a_number": {"detectors": 7},
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_SHAPES))
+def test_a_state_that_cannot_be_restored_is_set_aside_and_the_agent_runs(
+    name: str, mosquitto: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(CONFIG.format(port=mosquitto.port))
+    config = load_config(config_file)
+    state_dir = config.gateway.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    damaged = json.dumps(WRONG_SHAPES[name]).encode()
+    (state_dir / "pipeline.json").write_bytes(damaged)
+    agent = Agent(config)
+
+    async def main() -> None:
+        runner = asyncio.create_task(agent.run())
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15.0
+            while loop.time() < deadline and not runner.done():
+                status = await asyncio.to_thread(read_status, state_dir)
+                if status is not None and status[0] == "live":
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"the agent never served its status; runner done: {runner.done()}")
+        finally:
+            agent.stopping.set()
+            await runner
+
+    with caplog.at_level(logging.ERROR, logger="agent.state"):
+        asyncio.run(main())
+    assert (state_dir / "pipeline.json.unreadable").read_bytes() == damaged  # kept, byte for byte
+    assert "cannot be restored" in caplog.text and "fresh state" in caplog.text
+    saved = json.loads((state_dir / "pipeline.json").read_text())  # the fresh session saved its own
+    assert saved["detectors"]["hr-high"]["type"] == "limit"
