@@ -109,7 +109,7 @@ class Agent:
         pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / "pseudonym.key"))
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
-        outbox = Outbox(cfg.outbox)
+        outbox, damaged_outbox = Outbox.open_or_replace(cfg.outbox)
         state_path = state_dir / state_journal.STATE_FILE
         saved = read_state(state_path, outbox.sealer) or {}
         remote = None
@@ -134,6 +134,7 @@ class Agent:
             )
             run.load_gateway_alarms(alarms)
             run.journal.generation = str(saved.get(state_journal.GENERATION, ""))  # until the save below
+            run.outbox_was_replaced = damaged_outbox is not None  # raised as outbox_damaged
             return run
 
         try:
@@ -232,6 +233,8 @@ class _Session:
         self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
+        self.outbox_damaged = ThresholdAlarm("outbox_damaged", Priority.HIGH, gateway, digest)
+        self.outbox_was_replaced = False  # this start found the outbox file damaged and replaced it
         # Cleared after a minute without failures, so a detector failing now and then does not flap.
         self.detector_failing = ThresholdAlarm(
             "detector_failing", Priority.HIGH, gateway, digest, clear_after_s=DETECTOR_CLEAR_S
@@ -241,6 +244,7 @@ class _Session:
             self.outbox_filling,
             self.publish_refused,
             self.outbox_unreadable,
+            self.outbox_damaged,
             self.detector_failing,
         )
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
@@ -465,6 +469,9 @@ class _Session:
         events += self.outbox_unreadable.check(
             [self.gateway_ref], [float(outbox.undecryptable_count())], [0.5], now
         )
+        # Once: the alarm starts at the first check and ends at the next (it reports what this start did).
+        replaced, self.outbox_was_replaced = self.outbox_was_replaced, False
+        events += self.outbox_damaged.check([self.gateway_ref], [float(replaced)], [0.5], now)
         failures = self.pipeline.detector_failures()
         new_failures = [float(failures[d] - self._failures_seen.get(d, 0)) for d in self.detector_refs]
         self._failures_seen = failures

@@ -81,6 +81,11 @@ class OutboxError(AgentError):
         self.reason = reason
 
 
+class OutboxDamagedError(OutboxError):
+    """The file's bytes are damaged (failed integrity check, not a database, unreadable schema), as
+    opposed to a file the agent may not open or a disk that is full."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     """One message waiting for (or refused by) the broker. `id` survives restarts and replays."""
@@ -200,7 +205,8 @@ class Outbox:
             # than surfacing later as a raw SQLite error from a put or take that stops the agent mid-run.
             verdict = str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0])
             if verdict != "ok":
-                raise OutboxError(self.path, f"the file is damaged ({verdict[:200]})")
+                self._db.close()
+                raise OutboxDamagedError(self.path, f"the file is damaged ({verdict[:200]})")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 1:
                 self._db.executescript(_MIGRATE_V1)
@@ -218,8 +224,35 @@ class Outbox:
                 self._report_sealed_without_key()
             self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
         except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema may not even be UTF-8
-            raise OutboxError(self.path, str(exc)) from exc
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            # Plain DatabaseError is what SQLite says of damaged bytes ("file is not a database",
+            # "malformed"); its subclasses (unable to open, read-only, locked, disk full) are not damage.
+            damaged = isinstance(exc, UnicodeDecodeError) or type(exc) is sqlite3.DatabaseError
+            raise (OutboxDamagedError if damaged else OutboxError)(self.path, str(exc)) from exc
         self._warned = self.fill_fraction() >= config.warn_fraction
+
+    @classmethod
+    def open_or_replace(cls, config: OutboxConfig) -> tuple[Outbox, Path | None]:
+        """Open the outbox; a damaged file is moved aside (with its WAL) and a fresh one opened, so a bad
+        sector costs what was waiting in it, not the gateway. Returns the outbox and where the damaged
+        file went (None when it was sound); its rows may be recoverable with `sqlite3 <file> .recover`."""
+        try:
+            return cls(config), None
+        except OutboxDamagedError as exc:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            aside = config.path.with_name(f"{config.path.name}.damaged-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                part = config.path.with_name(config.path.name + suffix)
+                if part.exists():
+                    part.replace(aside.with_name(aside.name + suffix))
+            log.error(
+                "outbox %s is damaged (%s): moved to %s, starting an empty one",
+                config.path,
+                exc.reason,
+                aside,
+            )
+            return cls(config), aside
 
     @property
     def sealer(self) -> Sealer | None:

@@ -39,6 +39,10 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
     ),
     "publish_refused": lambda v, lim: f"{v:.0f} message(s) refused by the broker (ACL or size); kept aside",
+    "outbox_damaged": lambda v, lim: (
+        "the outbox file was damaged and was set aside at start; the messages waiting in it were not"
+        " sent (the gateway log names the file, which sqlite3 .recover may salvage)"
+    ),
     "detector_failing": lambda v, lim: (
         f"the detector raised an error {v:.0f} time(s) in the last second; its streams get no verdict"
         " from it (see the gateway log)"

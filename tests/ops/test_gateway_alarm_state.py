@@ -48,3 +48,16 @@ def test_rows_the_outbox_key_cannot_open_raise_outbox_unreadable(tmp_path: Path)
     alarm = json.loads(item.payload)
     assert (alarm["condition"], alarm["phase"], alarm["priority"]) == ("outbox_unreadable", "start", "high")
     assert "cannot be decrypted" in alarm["explanation"]["text"]
+
+
+def test_a_replaced_damaged_outbox_is_reported_once(tmp_path: Path) -> None:
+    run = session(tmp_path)
+    run.outbox_was_replaced = True  # as Agent._session sets it after Outbox.open_or_replace
+    run.check_gateway(3_000.0, 0.0)
+    run.check_gateway(3_001.0, 0.0)
+    events = [json.loads(item.payload) for item in run.outbox.take(10)]
+    assert sorted((e["condition"], e["phase"], e["priority"]) for e in events) == [
+        ("outbox_damaged", "end", "high"),
+        ("outbox_damaged", "start", "high"),
+    ]
+    assert "set aside" in next(e for e in events if e["phase"] == "start")["explanation"]["text"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.config.schema import OutboxConfig
-from agent.outbox import Kind, Outbox, OutboxError, OutboxItem
+from agent.outbox import Kind, Outbox, OutboxDamagedError, OutboxError, OutboxItem
 
 ROWS = 300
 
@@ -59,3 +59,38 @@ def test_a_sound_outbox_opens_and_drains_every_row(tmp_path: Path) -> None:
     with Outbox(OutboxConfig(path)) as outbox:
         assert outbox.integrity_check() == "ok"
         assert len(outbox.take(ROWS + 10)) == ROWS
+
+
+def damage_index(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name='outbox_drain'").fetchone()
+        (page,) = db.execute("PRAGMA page_size").fetchone()
+    data = bytearray(path.read_bytes())
+    data[(root - 1) * page + 100 : root * page] = bytes(page - 100)
+    path.write_bytes(bytes(data))
+
+
+def test_the_agent_sets_a_damaged_outbox_aside_and_opens_a_fresh_one(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    written_outbox(path)
+    damage_index(path)
+    damaged = path.read_bytes()
+    outbox, aside = Outbox.open_or_replace(OutboxConfig(path))
+    with outbox:
+        assert aside is not None and aside.name.startswith("outbox.sqlite.damaged-")
+        assert aside.read_bytes() == damaged  # kept for recovery, byte for byte
+        assert outbox.take(10) == []
+        outbox.put(OutboxItem("new", "edge/s/gw/alarm", b"p", Kind.ALARM, 0, 2000.0))
+        assert [i.id for i in outbox.take(10)] == ["new"]
+    sound, none = Outbox.open_or_replace(OutboxConfig(path))  # the fresh file is sound: left as it is
+    with sound:
+        assert none is None and len(sound.take(10)) == 1
+
+
+def test_an_outbox_that_cannot_be_opened_is_not_taken_for_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    path.mkdir()  # not a file at all: an error to report, not bytes to set aside
+    with pytest.raises(OutboxError) as info:
+        Outbox.open_or_replace(OutboxConfig(path))
+    assert not isinstance(info.value, OutboxDamagedError)
+    assert path.is_dir() and list(tmp_path.iterdir()) == [path]

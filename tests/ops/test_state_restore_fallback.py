@@ -1,6 +1,7 @@
-"""A saved pipeline.json that is valid JSON but cannot be restored (wrong types after a version change or a
-hand edit) is set aside, and the agent starts from a fresh state. Before, the restore raised out of the
-session's start: the agent never started, and systemd restarted it into the same file."""
+"""Damaged files in the state folder cost what they held, not the gateway: a saved pipeline.json that is
+valid JSON but cannot be restored (wrong types after a version change or a hand edit) and a damaged
+outbox are set aside, and the agent starts fresh. Before, both stopped the session's start: the agent
+never ran, and systemd restarted it into the same files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
+from agent.config import AgentConfig, load_config
 from agent.daemon import Agent
 from agent.localbroker import LocalBroker
 from agent.status import read_status
@@ -46,6 +47,30 @@ condition = "tachycardia"
 detector = "hr-high"
 """
 
+
+def run_until_live(config: AgentConfig) -> None:
+    """Run the agent until it serves its live status (it started), then stop it."""
+    agent = Agent(config)
+    state_dir = config.gateway.state_dir
+
+    async def main() -> None:
+        runner = asyncio.create_task(agent.run())
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15.0
+            while loop.time() < deadline and not runner.done():
+                status = await asyncio.to_thread(read_status, state_dir)
+                if status is not None and status[0] == "live":
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"the agent never served its status; runner done: {runner.done()}")
+        finally:
+            agent.stopping.set()
+            await runner
+
+    asyncio.run(main())
+
+
 WRONG_SHAPES = {
     "threshold_text": {"detectors": {"hr-high": {"type": "limit", "id": "hr-high", "threshold": "high"}}},
     "alarm_row_text": {
@@ -69,26 +94,24 @@ def test_a_state_that_cannot_be_restored_is_set_aside_and_the_agent_runs(
     state_dir.mkdir(parents=True, exist_ok=True)
     damaged = json.dumps(WRONG_SHAPES[name]).encode()
     (state_dir / "pipeline.json").write_bytes(damaged)
-    agent = Agent(config)
-
-    async def main() -> None:
-        runner = asyncio.create_task(agent.run())
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15.0
-            while loop.time() < deadline and not runner.done():
-                status = await asyncio.to_thread(read_status, state_dir)
-                if status is not None and status[0] == "live":
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"the agent never served its status; runner done: {runner.done()}")
-        finally:
-            agent.stopping.set()
-            await runner
-
     with caplog.at_level(logging.ERROR, logger="agent.state"):
-        asyncio.run(main())
+        run_until_live(config)
     assert (state_dir / "pipeline.json.unreadable").read_bytes() == damaged  # kept, byte for byte
     assert "cannot be restored" in caplog.text and "fresh state" in caplog.text
     saved = json.loads((state_dir / "pipeline.json").read_text())  # the fresh session saved its own
     assert saved["detectors"]["hr-high"]["type"] == "limit"
+
+
+def test_a_damaged_outbox_is_set_aside_and_the_agent_runs(
+    mosquitto: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(CONFIG.format(port=mosquitto.port))
+    config = load_config(config_file)
+    state_dir = config.gateway.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "outbox.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)  # garbage
+    with caplog.at_level(logging.ERROR, logger="agent.outbox"):
+        run_until_live(config)  # it used to stop at start, naming the file, and systemd to restart it
+    (aside,) = state_dir.glob("outbox.sqlite.damaged-*")
+    assert aside.read_bytes().startswith(b"SQLite format 3\x00") and "is damaged" in caplog.text
