@@ -206,15 +206,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         """Score, trend and ectopic-pattern flag of each row of (S, W) in-range RR intervals (NaN gaps)."""
         trend, _ = nan_median(rr)
         ratio = rr / trend[:, None]
-        # Ectopic pair: premature interval k, compensatory interval k+1, together about two trend RRs.
-        p = self.ectopic_prematurity
-        short = ratio[:, :-1] < 1.0 - p
-        long = ratio[:, 1:] > 1.0 + p
-        compensated = np.abs(ratio[:, :-1] + ratio[:, 1:] - 2.0) < 2.0 * p
-        pair = short & long & compensated
-        ectopic = np.zeros(ratio.shape, dtype=bool)
-        ectopic[:, :-1] |= pair
-        ectopic[:, 1:] |= pair
+        pair, ectopic = ectopic_pairs(ratio, self.ectopic_prematurity)
         clean = np.where(ectopic, np.nan, ratio)
         median, count = _newest_median(np.abs(np.diff(clean, axis=1)), self.irregularity_beats)
         enough = count >= self.min_differences
@@ -315,6 +307,21 @@ class _Measured:
     score: FloatArray  # NaN: no verdict
     trend: FloatArray  # median RR (s)
     patterned: BoolArray  # an ectopic pattern (pair, bigeminy, two levels) explains the irregularity
+
+
+def ectopic_pairs(ratio: FloatArray, prematurity: float) -> tuple[BoolArray, BoolArray]:
+    """(pair starts (S, W-1), beats in a pair (S, W)) of RR intervals given as ratios to the trend.
+
+    Ectopic pair: premature interval k, compensatory interval k+1, together about two trend RRs."""
+    p = prematurity
+    short = ratio[:, :-1] < 1.0 - p
+    long = ratio[:, 1:] > 1.0 + p
+    compensated = np.abs(ratio[:, :-1] + ratio[:, 1:] - 2.0) < 2.0 * p
+    pair: BoolArray = short & long & compensated
+    ectopic = np.zeros(ratio.shape, dtype=bool)
+    ectopic[:, :-1] |= pair
+    ectopic[:, 1:] |= pair
+    return pair, ectopic
 
 
 def _after_rate_step(rr: FloatArray, step: float) -> FloatArray:

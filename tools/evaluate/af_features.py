@@ -17,8 +17,15 @@ import warnings
 
 import numpy as np
 
-from agent.detectors.af import AtrialFibrillationDetector, _after_rate_step, _newest_median, _two_levels
+from agent.detectors.af import (
+    AtrialFibrillationDetector,
+    _after_rate_step,
+    _newest_median,
+    _two_levels,
+    ectopic_pairs,
+)
 from agent.detectors.base import FloatArray
+from agent.detectors.robust import nan_median
 
 FLOOR = 1e-3  # log features: irregularities below 0.1 % of the trend all count as "regular"
 NAMES = (
@@ -99,18 +106,9 @@ def _log(values: FloatArray, missing: float = FLOOR) -> FloatArray:
 
 def _parts(detector: AtrialFibrillationDetector, rr: FloatArray) -> dict[str, FloatArray]:
     """The detector's `_measure` on (T, W) in-range RR, keeping its intermediates (no verdict masking)."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        trend = np.nanmedian(rr, axis=1)
+    trend, _ = nan_median(rr)
     ratio = rr / trend[:, None]
-    p = detector.ectopic_prematurity
-    short = ratio[:, :-1] < 1.0 - p
-    long = ratio[:, 1:] > 1.0 + p
-    compensated = np.abs(ratio[:, :-1] + ratio[:, 1:] - 2.0) < 2.0 * p
-    pair = short & long & compensated
-    ectopic = np.zeros(ratio.shape, dtype=bool)
-    ectopic[:, :-1] |= pair
-    ectopic[:, 1:] |= pair
+    pair, ectopic = ectopic_pairs(ratio, detector.ectopic_prematurity)
     clean = np.where(ectopic, np.nan, ratio)
     k = detector.irregularity_beats
     diffs = np.abs(np.diff(clean, axis=1))
