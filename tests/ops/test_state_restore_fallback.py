@@ -48,6 +48,15 @@ detector = "hr-high"
 """
 
 
+def agent_config(tmp_path: Path, port: int) -> AgentConfig:
+    """The config above against the broker on `port`, with its state folder made."""
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(CONFIG.format(port=port))
+    config = load_config(config_file)
+    config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+    return config
+
+
 def run_until_live(config: AgentConfig) -> None:
     """Run the agent until it serves its live status (it started), then stop it."""
     agent = Agent(config)
@@ -87,11 +96,8 @@ WRONG_SHAPES = {
 def test_a_state_that_cannot_be_restored_is_set_aside_and_the_agent_runs(
     name: str, mosquitto: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config_file = tmp_path / "agent.toml"
-    config_file.write_text(CONFIG.format(port=mosquitto.port))
-    config = load_config(config_file)
+    config = agent_config(tmp_path, mosquitto.port)
     state_dir = config.gateway.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
     damaged = json.dumps(WRONG_SHAPES[name]).encode()
     (state_dir / "pipeline.json").write_bytes(damaged)
     with caplog.at_level(logging.ERROR, logger="agent.state"):
@@ -105,11 +111,8 @@ def test_a_state_that_cannot_be_restored_is_set_aside_and_the_agent_runs(
 def test_a_damaged_outbox_is_set_aside_and_the_agent_runs(
     mosquitto: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config_file = tmp_path / "agent.toml"
-    config_file.write_text(CONFIG.format(port=mosquitto.port))
-    config = load_config(config_file)
+    config = agent_config(tmp_path, mosquitto.port)
     state_dir = config.gateway.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "outbox.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)  # garbage
     with caplog.at_level(logging.ERROR, logger="agent.outbox"):
         run_until_live(config)  # it used to stop at start, naming the file, and systemd to restart it
