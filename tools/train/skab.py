@@ -27,7 +27,6 @@ from numpy.typing import NDArray
 from agent.detectors.base import StreamingDetector, WindowBlock
 from agent.inference.backend import load_model
 from agent.inference.detector import AutoencoderDetector
-from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays, make_windows, write_card
 
 CHANNELS = (
     "Accelerometer1RMS",
@@ -162,6 +161,10 @@ def floors(exps: Sequence[Experiment]) -> dict[str, dict[str, float]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Training needs torch (the "train" extra); the data and replay helpers above do not, so the test
+    # suite can import them on a machine without it.
+    from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays, make_windows, write_card
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--skab", type=Path, required=True, help="SKAB data folder (anomaly-free/, valve1/, ...)")
     p.add_argument("--out", type=Path, required=True)

@@ -34,7 +34,6 @@ from agent.detectors.adaptation import adaptation_quantile
 from agent.detectors.window_pca import fit_window_pca, pca_residual
 from agent.inference.backend import load_model
 from agent.inference.detector import AutoencoderDetector
-from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays
 from tools.train.skab import (
     CALIBRATION_ROWS,
     CHANNELS,
@@ -63,6 +62,8 @@ def residual_windows(
 def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np.float64]) -> None:
     """Train on residual windows; the card's normalisation is anomaly-free.csv's, whose spread times
     --floor is the per-channel scale floor (the detector's min_scale_fraction)."""
+    from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays  # torch: "train" extra only
+
     floor = args.floor * free.std(axis=0)
     pieces = training_pieces(args.skab, exps)
     windows = np.concatenate([residual_windows(p, args.window, args.components, floor) for p in pieces])
