@@ -28,6 +28,11 @@ Strategy:
   puts such rows back to pending, so a restart with the right key delivers them. Plaintext rows found
   when the outbox is opened with a key (written before encryption was switched on) are sealed in
   place, with ``secure_delete`` on and the WAL truncated, so no plaintext copy stays in the files.
+- Damaged rows: SQLite does not check cell contents, so a bad sector can leave a row whose text is not
+  UTF-8 (or a cell of the wrong type) in a file that passes ``integrity_check``. Text is read leniently
+  (bad bytes kept as lone surrogates) and `take()` sets such a row aside exactly like an undecryptable
+  one (same state, same count, same alarm), naming it by its ``seq``; every other row is still sent in
+  order. A note that is not UTF-8 is left out, like one that does not open.
 - Threading: one thread (the asyncio loop) is meant to use an Outbox; paho's callbacks are bridged to
   that thread by the uplink. A lock still guards the connection so misuse cannot corrupt it. Calls
   block for one SQLite commit (an fsync for alarms), acceptable at alarm rates.
@@ -45,6 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeGuard
 
 from agent.config.schema import OutboxConfig
 from agent.errors import AgentError
@@ -69,7 +75,10 @@ class State(enum.StrEnum):
     PENDING = "pending"
     INFLIGHT = "inflight"
     REFUSED = "refused"
-    UNDECRYPTABLE = "undecryptable"  # sealed payload that does not open with the configured key
+    # Set aside, never sent: a sealed payload that does not open with the configured key, or a row whose
+    # cells are damaged (not UTF-8, wrong type). One state for both: a new one needs a table rebuild
+    # (SQLite cannot alter a CHECK) for a label; the log tells the two apart.
+    UNDECRYPTABLE = "undecryptable"
 
 
 class OutboxError(AgentError):
@@ -129,11 +138,11 @@ class OutboxStats:
     evicted: int  # heartbeats evicted since open
     expired: int  # heartbeats dropped past their expiry since open
     rejected: int  # heartbeats not stored because only alarms filled the outbox, since open
-    undecryptable: int = 0  # rows set aside because their payload does not decrypt (in the file now)
+    undecryptable: int = 0  # rows set aside because they do not decrypt or are damaged (in the file now)
 
 
 _COLUMNS = "id, topic, payload, kind, rank, created, expiry_s, attempts, state, reason_code"
-_SELECT = f"{_COLUMNS}, sealed"
+_SELECT = f"seq, {_COLUMNS}, sealed"
 _V1_COLUMNS = f"seq, {_COLUMNS}, size"
 _TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -160,6 +169,7 @@ CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (kind, seq);
 # name 'cleartext': the file was written without a key since it was last scrubbed, so free pages
 # may still hold plaintext payloads of delivered rows.
 _SEALED_NOTE = "sealed:"  # prefix of a note stored sealed (base64 of the AES-GCM box)
+_NOTE_DIGITS = 12  # a note's name: note:<name>:<12-digit number>
 _META = "CREATE TABLE IF NOT EXISTS outbox_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 # Version 1 had no "sealed" column and a CHECK without 'undecryptable': SQLite cannot alter a CHECK,
 # so the table is rebuilt (rows, seq order and sizes kept) in one transaction.
@@ -196,6 +206,7 @@ class Outbox:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.text_factory = _lenient_text
             self._db.execute("PRAGMA journal_mode=WAL")
             # Deleted rows are overwritten with zeros, not just freed: a delivered payload does not
             # linger in free pages (the default of some SQLite builds only; made explicit here).
@@ -321,7 +332,7 @@ class Outbox:
 
     def notes(self, name: str) -> list[str]:
         """The texts stored under `name` with `put_many(..., note=...)` since `drop_notes`, oldest
-        first; a sealed one that does not open with this outbox's key is left out."""
+        first; a sealed one that does not open with this outbox's key, or a damaged one, is left out."""
         prefix = f"note:{name}:"
         with self._lock:
             rows = self._db.execute(
@@ -330,7 +341,9 @@ class Outbox:
             ).fetchall()
         texts = []
         for key, value in rows:
-            if not str(value).startswith(_SEALED_NOTE):
+            if not _is_text(value):
+                log.error("%s", OutboxError(self.path, f"note {key!r} is damaged (not UTF-8): left out"))
+            elif not str(value).startswith(_SEALED_NOTE):
                 texts.append(str(value))
             elif self._sealer is not None:
                 with contextlib.suppress(SealError, ValueError):
@@ -343,11 +356,13 @@ class Outbox:
         outbox is encrypted at rest."""
         prefix = f"note:{name}:"
         if name not in self._next_note:  # numbered on from what a previous process left
-            last = self._db.execute(
-                "SELECT MAX(name) FROM outbox_meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+            last = self._db.execute(  # well-formed names only: a damaged one cannot be numbered on from
+                "SELECT MAX(name) FROM outbox_meta WHERE substr(name, 1, ?) = ? AND length(name) = ? "
+                "AND substr(name, ?) NOT GLOB '*[^0-9]*'",
+                (len(prefix), prefix, len(prefix) + _NOTE_DIGITS, len(prefix) + 1),
             ).fetchone()[0]
             self._next_note[name] = 0 if last is None else int(str(last)[len(prefix) :]) + 1
-        key = f"{prefix}{self._next_note[name]:012d}"
+        key = f"{prefix}{self._next_note[name]:0{_NOTE_DIGITS}d}"
         self._next_note[name] += 1  # a rolled-back number is skipped: order is all that matters
         if self._sealer is None:
             return key, text
@@ -374,15 +389,17 @@ class Outbox:
     def take(self, limit: int) -> list[OutboxItem]:
         """Up to `limit` pending items in drain order, now marked in flight (attempts counted).
 
-        Payloads are returned decrypted; a row whose payload does not decrypt is set aside instead
-        (state "undecryptable", never sent, never deleted) and an error naming the file is logged.
+        Payloads are returned decrypted; a row whose payload does not decrypt, or whose cells are damaged,
+        is set aside instead (state "undecryptable", never sent, never deleted) and an error naming the
+        file is logged.
         """
         if limit <= 0:
             return []
         with self._lock:
             self._drop_expired()
             items: list[OutboxItem] = []
-            unopened: list[str] = []
+            unopened: list[int] = []
+            damaged: list[int] = []
             self._begin("NORMAL")  # a lost state change only means one more attempt
             try:
                 while len(items) < limit:
@@ -396,9 +413,10 @@ class Outbox:
                     for row in rows:
                         try:
                             item = self._open(row)
-                        except SealError:
-                            unopened.append(str(row[0]))
-                            self._db.execute("UPDATE outbox SET state='undecryptable' WHERE id=?", (row[0],))
+                        except (SealError, _DamagedRowError) as exc:
+                            (damaged if isinstance(exc, _DamagedRowError) else unopened).append(int(row[0]))
+                            # by seq: a damaged id may not even be text
+                            self._db.execute("UPDATE outbox SET state='undecryptable' WHERE seq=?", (row[0],))
                             continue
                         self._db.execute(
                             "UPDATE outbox SET state='inflight', attempts=attempts+1 WHERE id=?", (item.id,)
@@ -411,13 +429,17 @@ class Outbox:
             if unopened:
                 self._undecryptable += len(unopened)
                 log.error("%s", self._undecryptable_error(len(unopened)))
+            if damaged:
+                log.error("%s", self._damaged_error(damaged))
             return items
 
     def delivered(self, item_id: str) -> None:
         """The broker acknowledged the item with a success code: forget it."""
         with self._lock:
             self._set_sync("NORMAL")
-            row = self._db.execute("DELETE FROM outbox WHERE id=? RETURNING size", (item_id,)).fetchone()
+            row = self._db.execute(
+                "DELETE FROM outbox WHERE id=? RETURNING CAST(size AS INTEGER)", (item_id,)
+            ).fetchone()
             if row is not None:
                 self._size -= int(row[0])
 
@@ -467,7 +489,8 @@ class Outbox:
             return int(self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_LIVE}").fetchone()[0])
 
     def undecryptable_count(self) -> int:
-        """Rows set aside because their payload does not decrypt with the configured key (or none)."""
+        """Rows set aside because their payload does not decrypt with the configured key (or none), or
+        because their cells are damaged."""
         with self._lock:
             return self._count_undecryptable()
 
@@ -478,7 +501,9 @@ class Outbox:
     def oldest_age(self, now: float | None = None) -> float | None:
         """Age in seconds of the oldest undelivered (not refused) item, None when there is none."""
         with self._lock:
-            oldest = self._db.execute(f"SELECT MIN(created) FROM outbox WHERE {_LIVE}").fetchone()[0]
+            oldest = self._db.execute(  # a damaged (text) time is not a time
+                f"SELECT MIN(created) FROM outbox WHERE {_LIVE} AND typeof(created) IN ('real', 'integer')"
+            ).fetchone()[0]
         if oldest is None:
             return None
         return max(0.0, (self._clock() if now is None else now) - float(oldest))
@@ -549,8 +574,9 @@ class Outbox:
             self._size += size
 
     def _open(self, row: tuple[object, ...]) -> OutboxItem:
-        """The row as an item with its payload in clear; `SealError` when it cannot be opened."""
-        item = _item(row[:-1])
+        """The row (`_SELECT`) as an item with its payload in clear; `SealError` when it cannot be opened,
+        `_DamagedRowError` when its cells are damaged."""
+        item = _item(row[1:-1])
         if not row[-1]:
             return item  # written in clear (no key configured then)
         if self._sealer is None:
@@ -562,6 +588,17 @@ class Outbox:
             return self._open(row)
         except SealError:
             raise self._undecryptable_error(1) from None
+        except _DamagedRowError:
+            raise self._damaged_error([int(row[0])]) from None  # type: ignore[call-overload]
+
+    def _damaged_error(self, seqs: Sequence[int]) -> OutboxError:
+        shown = ", ".join(str(s) for s in seqs[:10]) + (", ..." if len(seqs) > 10 else "")
+        return OutboxError(
+            self.path,
+            f"{len(seqs)} row(s) are damaged (text that is not UTF-8 or a value of the wrong type; seq "
+            f"{shown}): set aside, not sent, not deleted ({self._count_undecryptable()} row(s) set aside "
+            "in the file in all; retried at the next start)",
+        )
 
     def _undecryptable_error(self, count: int) -> OutboxError:
         why = (
@@ -581,7 +618,13 @@ class Outbox:
     def _scrub_cleartext(self, sealer: Sealer) -> None:
         """Seal rows written in clear before a key was configured, then rewrite the file (VACUUM) and
         empty the WAL, so no plaintext payload stays in free pages or old frames."""
-        rows = self._db.execute("SELECT id, topic, payload FROM outbox WHERE sealed=0").fetchall()
+        rows = [  # a damaged row is left as it is: take() sets it aside
+            (item_id, topic, payload)
+            for item_id, topic, payload in self._db.execute(
+                "SELECT id, topic, payload FROM outbox WHERE sealed=0"
+            )
+            if _is_text(item_id) and _is_text(topic) and isinstance(payload, bytes)
+        ]
         flagged = self._db.execute("SELECT 1 FROM outbox_meta WHERE name='cleartext'").fetchone()
         if not rows and not flagged:
             return
@@ -625,17 +668,18 @@ class Outbox:
     def _evict_heartbeats(self, need: int) -> int:
         """Delete the oldest not-in-flight heartbeats until `need` bytes are freed (or none are left)."""
         freed = count = 0
-        rows = self._db.execute(
-            "SELECT id, size FROM outbox WHERE kind='heartbeat' AND state!='inflight' ORDER BY seq"
+        rows = self._db.execute(  # by seq, not id: a damaged id may not even be text
+            "SELECT seq, CAST(size AS INTEGER) FROM outbox WHERE kind='heartbeat' AND state!='inflight' "
+            "ORDER BY seq"
         )
-        victims: list[str] = []
-        for item_id, size in rows:
+        victims: list[int] = []
+        for seq, size in rows:
             if freed >= need:
                 break
-            victims.append(item_id)
+            victims.append(int(seq))
             freed += int(size)
             count += 1
-        self._db.executemany("DELETE FROM outbox WHERE id=?", [(v,) for v in victims])
+        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(v,) for v in victims])
         self._size -= freed
         self._evicted += count
         return count
@@ -644,24 +688,52 @@ class Outbox:
         self._set_sync("NORMAL")
         rows = self._db.execute(
             "DELETE FROM outbox WHERE kind='heartbeat' AND state='pending' AND expiry_s IS NOT NULL "
-            "AND created + expiry_s <= ? RETURNING size",
+            "AND created + expiry_s <= ? RETURNING CAST(size AS INTEGER)",
             (self._clock(),),
         ).fetchall()
         self._size -= sum(int(r[0]) for r in rows)
         self._expired += len(rows)
 
 
+class _DamagedRowError(Exception):
+    """A row's cells are not what this module writes: bytes damaged on disk."""
+
+
+def _lenient_text(raw: bytes) -> str:
+    """Text cells as read from the file. SQLite does not check that they are UTF-8, and the default
+    decoding raises on the whole query, so one damaged row would stop every read that meets it; its
+    bad bytes are kept as lone surrogates instead, which `_is_text` refuses."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _is_text(value: object) -> TypeGuard[str]:
+    """A text cell that was valid UTF-8 on disk (see `_lenient_text`)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _item(row: tuple[object, ...]) -> OutboxItem:
+    """The row's cells as an item; `_DamagedRowError` when a cell is not what `_insert` writes."""
     item_id, topic, payload, kind, rank, created, expiry_s, attempts, state, reason_code = row
-    return OutboxItem(
-        id=str(item_id),
-        topic=str(topic),
-        payload=bytes(payload),  # type: ignore[call-overload]
-        kind=Kind(str(kind)),
-        rank=int(rank),  # type: ignore[call-overload]
-        created=float(created),  # type: ignore[arg-type]
-        expiry_s=None if expiry_s is None else int(expiry_s),  # type: ignore[call-overload]
-        attempts=int(attempts),  # type: ignore[call-overload]
-        state=State(str(state)),
-        reason_code=None if reason_code is None else int(reason_code),  # type: ignore[call-overload]
-    )
+    if not (_is_text(item_id) and _is_text(topic) and isinstance(payload, bytes)):
+        raise _DamagedRowError
+    try:  # a kind or state out of its enum, a number that is text: damage too
+        return OutboxItem(
+            id=item_id,
+            topic=topic,
+            payload=payload,
+            kind=Kind(str(kind)),
+            rank=int(rank),  # type: ignore[call-overload]
+            created=float(created),  # type: ignore[arg-type]
+            expiry_s=None if expiry_s is None else int(expiry_s),  # type: ignore[call-overload]
+            attempts=int(attempts),  # type: ignore[call-overload]
+            state=State(str(state)),
+            reason_code=None if reason_code is None else int(reason_code),  # type: ignore[call-overload]
+        )
+    except (ValueError, TypeError) as exc:
+        raise _DamagedRowError from exc

@@ -48,7 +48,8 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         " from it (see the gateway log)"
     ),
     "outbox_unreadable": lambda v, lim: (
-        f"{v:.0f} outbox message(s) cannot be decrypted (wrong outbox key?); kept aside, not sent"
+        f"{v:.0f} outbox message(s) cannot be decrypted (wrong outbox key?) or are damaged in the file"
+        " (see the gateway log); kept aside, not sent"
     ),
 }
 
