@@ -3,7 +3,9 @@
 Strategy: `RemoteCommands.submit` is the uplink's `on_command` (called on the asyncio loop). It starts
 one task per command (at most MAX_PENDING at once; more are answered "busy"), so a snippet that waits
 for data or a bundle being verified never holds up the pipeline. Each task runs the same gauntlet:
-the topic must be this gateway's command topic with a known name, the payload within size, the
+the topic must be this gateway's command topic with a known name, the payload within that command's
+size (`payload_limit`: checked on the raw bytes, before any parsing, since the signature can only be
+checked after the envelope's JSON is parsed, and 16 MB of small JSON values cost about 400 MB), the
 envelope's signature valid (`agent.remote.envelope`), the body aimed at this gateway and this command,
 the command in `remote.allowed_commands`, and the command fresh and never seen before. Only then is
 it dispatched. Every outcome is answered on the request's ResponseTopic (or `{root}/cmd/response`)
@@ -41,6 +43,13 @@ from agent.uplink.topics import Topics
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 4  # commands running at once (snippets wait for data); more are answered "busy"
+# Every command but a bundle is a signed envelope of a few hundred bytes (about 450 with the signature):
+# a payload over this is refused unread.
+MAX_COMMAND_BYTES = 32 * 1024
+BUNDLE_COMMAND = "models/install"  # the only command that carries a large payload: a model bundle
+# A bundle's payload is the bundle's JSON plus its envelope: the other fields, the signature and the
+# escaping of the bundle's quotes in the signed text (about 450 bytes for the shipped models).
+BUNDLE_ENVELOPE_BYTES = MAX_COMMAND_BYTES
 Respond = Callable[[Command, bytes], None]
 Snapshot = Callable[[], dict[str, Any]]
 
@@ -106,10 +115,9 @@ class RemoteCommands:
         name: str | None = None
         try:
             name = self._name(command.topic)
-            if len(command.payload) > self.cfg.remote.max_bundle_bytes:
-                raise CommandRefusedError(
-                    "too_large", f"payload over {self.cfg.remote.max_bundle_bytes} bytes"
-                )
+            limit = payload_limit(name, self.cfg.remote.max_bundle_bytes)
+            if len(command.payload) > limit:
+                raise CommandRefusedError("too_large", f"payload over {limit} bytes")
             doc, signed = await asyncio.to_thread(open_envelope, command.payload, self.key)
             if not signed and not self.cfg.remote.allow_unsigned:
                 raise CommandRefusedError("bad_signature", "unsigned commands are not accepted")
@@ -198,6 +206,12 @@ class RemoteCommands:
                 raise
         log.info("remote: model activated")
         return {"name": name, "version": version, "previous": previous, "reloading": reload is not False}
+
+
+def payload_limit(name: str, max_bundle_bytes: int) -> int:
+    """The largest payload command `name` may have: a bundle of `max_bundle_bytes` in its envelope for
+    the bundle command, `MAX_COMMAND_BYTES` for any other."""
+    return max_bundle_bytes + BUNDLE_ENVELOPE_BYTES if name == BUNDLE_COMMAND else MAX_COMMAND_BYTES
 
 
 def _load_key(path: Path, key: str = "remote.public_key_file") -> Ed25519PublicKey:
