@@ -10,6 +10,11 @@ turned into another command. Freshness: `issued_at` must be within `max_age_s` o
 and each `nonce` is accepted once; nonces are kept (atomically, in the state dir) for twice that age,
 so neither a restart nor a reload reopens the window for a replay.
 
+With a key configured the envelope is read by a scanner that accepts only its shape, an object of the
+two string members, and stops where the payload leaves it: nothing but those two strings is built
+before the signature is checked (a JSON parser turns 16 MB of `{}` into about 400 MB). An envelope
+with other members is refused.
+
 Every refusal is a `CommandRefusedError` with a stable `code`; the messages never quote payload values.
 """
 
@@ -20,6 +25,7 @@ import binascii
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +46,9 @@ DOMAIN = b"edge-agent command v1\n"
 NONCE_FILE = "remote-nonces.json"
 MAX_NONCES = 4096  # accepted commands remembered at once; more within one window are refused
 _NONCE_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+_ENVELOPE_KEYS = frozenset({"signed", "signature"})
+_SPACE = re.compile(r"[ \t\n\r]*")  # JSON whitespace
+_DECODER = json.JSONDecoder()
 
 
 class CommandRefusedError(AgentError):
@@ -96,16 +105,8 @@ def _random(n: int) -> bytes:
 
 def open_envelope(payload: bytes, key: Ed25519PublicKey | None) -> tuple[dict[str, Any], bool]:
     """The command body and whether it was signature-checked; unsigned bodies only when `key` is None."""
-    doc = _json_object(payload, "payload")
-    if "signed" in doc or "signature" in doc:
-        text, encoded = doc.get("signed"), doc.get("signature")
-        if not isinstance(text, str) or not isinstance(encoded, str):
-            raise CommandRefusedError(
-                "bad_request", "an envelope needs string fields 'signed' and 'signature'"
-            )
-        if key is None:
-            # No key to check with: the signature proves nothing, the body is taken as unsigned.
-            return _json_object(text, "signed"), False
+    if key is not None:
+        text, encoded = _envelope_text(_envelope_members(payload))
         from cryptography.exceptions import InvalidSignature
 
         try:
@@ -116,9 +117,79 @@ def open_envelope(payload: bytes, key: Ed25519PublicKey | None) -> tuple[dict[st
                 "bad_signature", "the signature does not verify with the configured key"
             ) from None
         return _json_object(text, "signed"), True
-    if key is not None:
-        raise CommandRefusedError("bad_signature", "unsigned command, and a public key is configured")
+    doc = _json_object(payload, "payload")
+    if "signed" in doc or "signature" in doc:
+        # No key to check with: the signature proves nothing, the body is taken as unsigned.
+        return _json_object(_envelope_text(doc)[0], "signed"), False
     return doc, False
+
+
+def _envelope_text(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """(signed text, encoded signature) of an envelope."""
+    text, encoded = doc.get("signed"), doc.get("signature")
+    if not isinstance(text, str) or not isinstance(encoded, str):
+        raise CommandRefusedError("bad_request", "an envelope needs string fields 'signed' and 'signature'")
+    return text, encoded
+
+
+def _envelope_members(payload: bytes) -> dict[str, str]:
+    """The members of an envelope, read without building anything else: refused where the payload stops
+    being a JSON object of 'signed' and 'signature' strings."""
+    try:
+        text = payload.decode(json.detect_encoding(payload), "surrogatepass")  # as json.loads reads bytes
+    except UnicodeDecodeError:
+        raise CommandRefusedError("bad_request", "payload is not JSON") from None
+    at = _skip(text, 0)
+    if text[at : at + 1] != "{":
+        raise CommandRefusedError("bad_request", "payload must be a JSON object")
+    members: dict[str, str] = {}
+    at = _skip(text, at + 1)
+    end = at + 1 if text[at : at + 1] == "}" else None
+    while end is None:
+        name, at = _string(text, at)
+        if name not in _ENVELOPE_KEYS:  # the rest is not read: it may not even be JSON
+            raise CommandRefusedError(
+                "bad_signature",
+                "not a signed envelope (only 'signed' and 'signature'), and a public key is configured",
+            )
+        at = _skip(text, at)
+        if text[at : at + 1] != ":":
+            raise CommandRefusedError("bad_request", "payload is not JSON")
+        at = _skip(text, at + 1)
+        if text[at : at + 1] != '"':
+            raise CommandRefusedError(
+                "bad_request", "an envelope needs string fields 'signed' and 'signature'"
+            )
+        members[name], at = _string(text, at)
+        at = _skip(text, at)
+        if text[at : at + 1] == "}":
+            end = at + 1
+        elif text[at : at + 1] == ",":
+            at = _skip(text, at + 1)
+        else:
+            raise CommandRefusedError("bad_request", "payload is not JSON")
+    if _skip(text, end) != len(text):
+        raise CommandRefusedError("bad_request", "payload is not JSON")
+    if not members:
+        raise CommandRefusedError("bad_signature", "unsigned command, and a public key is configured")
+    return members
+
+
+def _skip(text: str, at: int) -> int:
+    """Past the JSON whitespace at `at`."""
+    space = _SPACE.match(text, at)
+    return at if space is None else space.end()
+
+
+def _string(text: str, at: int) -> tuple[str, int]:
+    """The JSON string at `at` and the index after it; only a string is decoded, never another value."""
+    if text[at : at + 1] != '"':
+        raise CommandRefusedError("bad_request", "payload is not JSON")
+    try:
+        value, end = _DECODER.raw_decode(text, at)
+    except ValueError:  # a control character, a bad escape, no closing quote
+        raise CommandRefusedError("bad_request", "payload is not JSON") from None
+    return str(value), end
 
 
 def _json_object(data: bytes | str, what: str) -> dict[str, Any]:
