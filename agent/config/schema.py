@@ -209,7 +209,7 @@ class RemoteConfig:
     models_dir: Path | None = None  # <name>/<version>/ + <name>/current; None: <state_dir>/models
     allowed_commands: tuple[str, ...] = REMOTE_COMMANDS
     max_age_s: float = 60.0  # a command's issued_at must be this close to the gateway clock
-    max_bundle_bytes: int = 16 * 1024 * 1024  # larger command payloads are refused unread
+    max_bundle_bytes: int = 16 * 1024 * 1024  # a larger models/install payload (+ 32 KiB) is refused unread
     max_snippet_s: float = 30.0
     snippet_devices: tuple[str, ...] = ()  # device ids allowed raw snippets; () = all (if privacy allows)
 
