@@ -34,6 +34,9 @@ from agent.readings import FloatArray, Quality, Reading
 IntArray = npt.NDArray[np.int64]
 
 MAX_BLOCK_SAMPLES = 256
+# Shorter runs of a round go through `_ingest`: the array operations of a run cost ~35 µs and save ~2 µs
+# a reading, so they break even at about 32 readings (vitals, 2,000 streams; docs/performance.md, 11).
+MIN_ROUND = 48
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,18 @@ class _QualityTexts(Sequence[str]):
         return _describe(int(self._flags[index]))
 
 
+@dataclass(slots=True)
+class _Round:
+    """Readings of distinct streams, each a single sample, with what `ingest_many` has of them."""
+
+    readings: Sequence[Reading]
+    values: Sequence[FloatArray]  # gated, (1, C) each
+    quality: Sequence[int]
+    bad: Sequence[int]
+    slots: IntArray
+    times: FloatArray
+
+
 @functools.cache
 def _describe(flags: int) -> str:
     return Quality(flags).describe()
@@ -129,6 +144,9 @@ class StreamPipeline:
         self._pseudonym = pseudonym
         self._slots: dict[str, int] = {}
         self._refs: list[StreamRef] = []
+        self._slot_of_ref: dict[StreamRef, int] = {}
+        self._refs_unique = True  # False once two streams share a reference (the same pseudonym)
+        self.rounds = True  # False: every reading through `_ingest` (the reference the tests compare with)
         self._last_time = np.zeros(0)
         self.samples = 0
         self.gated_samples = 0
@@ -144,14 +162,123 @@ class StreamPipeline:
         return self._ingest(reading, values, int(quality), bad)
 
     def ingest_many(self, readings: Sequence[Reading]) -> list[AlarmEvent]:
-        """`ingest` each reading in order, with the quality gate applied to all of them at once."""
+        """`ingest` each reading in order, with the quality gate applied to all of them at once.
+
+        With `rounds` on, a run of single samples of distinct, known streams (a round: the usual
+        backlog of 1 Hz wearables) is written with a few array operations, and those of its readings
+        that need a flush or a gap fill first go through `_ingest` at their place; the effects are
+        those of `_ingest` reading by reading (tests/pipeline/test_rounds.py)."""
         if not readings:
             return []
         values, quality, bad = self.gate.screen_many(readings)
         events: list[AlarmEvent] = []
-        for i, reading in enumerate(readings):
-            events += self._ingest(reading, values[i], quality[i], bad[i])
+        if not self.rounds:
+            for i, reading in enumerate(readings):
+                events += self._ingest(reading, values[i], quality[i], bad[i])
+            return events
+        i, count = 0, len(readings)
+        while i < count:
+            if len(values[i]) != 1:  # a device frame (ECG): never in a round, so not even looked for one
+                events += self._ingest(readings[i], values[i], quality[i], bad[i])
+                i += 1
+                continue
+            slots = self._round(readings, values, i)
+            if len(slots) >= MIN_ROUND:
+                events += self._ingest_round(readings, values, quality, bad, i, np.array(slots, np.int64))
+                i += len(slots)
+                continue
+            end = i + max(1, len(slots))  # too short to pay for the array set-up (or a new stream)
+            for k in range(i, end):
+                events += self._ingest(readings[k], values[k], quality[k], bad[k])
+            i = end
         return events
+
+    def _round(self, readings: Sequence[Reading], values: Sequence[FloatArray], first: int) -> list[int]:
+        """The slots of the longest run from `first` of single samples of known streams, each stream
+        at most once."""
+        seen: dict[int, None] = {}  # in order
+        get = self._slots.get
+        for k in range(first, len(readings)):
+            if len(values[k]) != 1:
+                break
+            slot = get(readings[k].stream)
+            if slot is None or slot in seen:
+                break
+            seen[slot] = None
+        return list(seen)
+
+    def _ingest_round(
+        self,
+        readings: Sequence[Reading],
+        values: Sequence[FloatArray],
+        quality: Sequence[int],
+        bad: Sequence[int],
+        first: int,
+        slots: IntArray,
+    ) -> list[AlarmEvent]:
+        """`_ingest` of the round `readings[first : first + len(slots)]`, in order: a reading that
+        needs a flush or a gap fill through `_ingest` itself, the runs between it appended at once.
+        As no stream is twice in a round, taking earlier readings cannot change whether a later one
+        needs a gap fill, and can only clear its need of a flush (by flushing)."""
+        end = first + len(slots)
+        run = readings[first:end]
+        times = np.array([r.wall_time for r in run], dtype=np.float64)
+        periods = np.array([r.period_s or self.nominal_period_s for r in run], dtype=np.float64)
+        this = _Round(run, values[first:end], quality[first:end], bad[first:end], slots, times)
+        continues = self.windows.continues(slots, times, periods)
+        due = np.zeros(len(slots), dtype=bool)  # needs a flush before its sample
+        for group in self._groups:
+            due |= group.new[slots] >= group.hop
+        stops = np.flatnonzero(~continues | due).tolist()
+        events: list[AlarmEvent] = []
+        start = 0
+        while stops:
+            stop = stops.pop(0)
+            self._append_run(this, start, stop)
+            events += self._ingest(run[stop], this.values[stop], this.quality[stop], this.bad[stop])
+            if due[stop]:  # that flush reset every due counter: only gaps stop the rest
+                stops = [k for k in stops if not continues[k]]
+            start = stop + 1
+        self._append_run(this, start, len(slots))
+        return events
+
+    def _append_run(self, this: _Round, start: int, stop: int) -> None:
+        """`_ingest` of `this.readings[start:stop]`, none of which needs a flush or a gap fill: one
+        window write and one update of each counter."""
+        if stop - start < MIN_ROUND:
+            for k in range(start, stop):
+                self._ingest(this.readings[k], this.values[k], this.quality[k], this.bad[k])
+            return
+        slots, times = this.slots[start:stop], this.times[start:stop]
+        flags = np.array(this.quality[start:stop], dtype=np.int64)
+        self.windows.append_rows(slots, np.concatenate(this.values[start:stop]), times)
+        self._last_time[slots] = times
+        self.samples += stop - start
+        self.gated_samples += sum(this.bad[start:stop])
+        for group in self._groups:
+            group.new[slots] += 1
+            group.flags[slots] |= flags
+        noted = flags != 0  # what `QualityAlarms.observe` would not drop: flagged readings,
+        noted |= self._watched(slots)  # and those of streams it watches
+        for k in (start + np.flatnonzero(noted)).tolist():
+            reading = this.readings[k]
+            end_time = reading.wall_time + 0 * reading.period_s  # as `_ingest` has it for one sample
+            self.quality_alarms.observe(self._refs[int(this.slots[k])], this.quality[k], end_time)
+
+    def _watched(self, slots: IntArray) -> npt.NDArray[np.bool_]:
+        """Which of `slots` (distinct) have a stream `QualityAlarms.observe` notes even when OK. A
+        reference costs a Python-level hash to look up, so the smaller side is looked up: the watched
+        streams (a few engaged ones, usually) or the slots."""
+        if not self._refs_unique:  # two devices under one pseudonym: any reading may step the other's row
+            return np.ones(len(slots), dtype=bool)
+        watching = self.quality_alarms.watching()
+        if len(watching) > len(slots):
+            refs = self._refs
+            return np.fromiter((refs[s] in watching for s in slots.tolist()), dtype=bool, count=len(slots))
+        mask = np.zeros(len(self._refs), dtype=bool)
+        mask[[self._slot_of_ref[r] for r in watching if r in self._slot_of_ref]] = True
+        watched: npt.NDArray[np.bool_] = mask[slots]
+        return watched
 
     def _ingest(self, reading: Reading, values: FloatArray, quality: int, bad: int) -> list[AlarmEvent]:
         slot = self._slots.get(reading.stream)
@@ -252,6 +379,8 @@ class StreamPipeline:
         device, name = stream.split("/", 1)
         ref = StreamRef(self._pseudonym(device), name)
         self._refs.append(ref)
+        self._refs_unique = self._refs_unique and ref not in self._slot_of_ref
+        self._slot_of_ref.setdefault(ref, slot)
         size = self._last_time.shape[0]
         if slot >= size:  # grow geometrically: adding the n-th stream must not copy n counters
             grow = max(8, size)

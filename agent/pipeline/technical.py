@@ -112,6 +112,11 @@ class QualityAlarms:
             self._pending.append((ref, quality, time))
             self._noted.add(ref)
 
+    def watching(self) -> set[StreamRef]:
+        """The streams whose OK readings `observe` notes too (some condition engaged, or noted since
+        the last drain), so a caller with many OK readings can skip the rest without asking."""
+        return self._engaged | self._noted
+
     def drain(self) -> list[AlarmEvent]:
         """Step the books with every noted reading, in rounds where each stream appears once (so each
         stream's readings are taken in order), one vectorised update per condition and round."""

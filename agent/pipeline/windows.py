@@ -89,6 +89,40 @@ class StreamWindows:
             self._filled[slot] = filled
         return n
 
+    def continues(self, slots: IntArray, times: FloatArray, periods: FloatArray) -> npt.NDArray[np.bool_]:
+        """Which single samples at `times` (spaced `periods` in their streams) `append` would write with
+        no gap fill after a known previous sample: those `append_rows` may take. Same arithmetic as
+        `append`; an unknown (NaN) last time or a period that is not finite and positive says False."""
+        last = np.array([self._last_time[s] for s in slots.tolist()])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            steps = (times - last) / periods
+        # A NaN step (no last time) compares False.
+        ok: npt.NDArray[np.bool_] = np.isfinite(periods) & (periods > 0) & (steps <= GAP_PERIODS)
+        return ok
+
+    def append_rows(self, slots: IntArray, rows: FloatArray, times: FloatArray) -> None:
+        """`append` one sample to each of `slots` at once: `rows` (k, C), `slots` distinct, and each
+        sample one `continues` allowed (no gap fill). A row that would run past the buffer first has
+        its newest `window - 1` samples shifted to the front, as `_write` does."""
+        pos = self._pos[slots]
+        full = pos >= self._cap
+        if full.any():  # once every `window` samples of a stream: a few rows per round
+            keep = self.window - 1
+            wrap = slots[full][:, None]
+            self._buf[wrap, np.arange(keep)] = self._buf[wrap, self._cap - keep + np.arange(keep)]
+            pos[full] = keep
+        self._buf[slots, pos] = rows
+        self._pos[slots] = pos + 1
+        filled = self._filled[slots]
+        warming = filled < self.window
+        if warming.any():
+            grown = slots[warming]
+            self._filled[grown] = filled[warming] + 1
+            for slot, count in zip(grown.tolist(), (filled[warming] + 1).tolist(), strict=True):
+                self._filled_list[slot] = count
+        for slot, time in zip(slots.tolist(), times.tolist(), strict=True):
+            self._last_time[slot] = time
+
     def ready(self, slots: IntArray, length: int | None = None) -> npt.NDArray[np.bool_]:
         """Which of `slots` have seen `length` samples (default: the full window) yet."""
         return self._filled[slots] >= (self.window if length is None else length)

@@ -1,0 +1,250 @@
+"""Rounds of single samples written at once (`StreamPipeline.rounds`) give exactly what `_ingest` gives
+reading by reading: the same alarm events (every field), detector and alarm state, sample counters
+and windows, for the benchmark's vitals workload and for odd readings (gaps, a clock going back,
+repeats, NaN, flags, multi-sample frames, streams appearing mid-batch), in batches of many sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.config import AgentConfig, parse_config
+from agent.pipeline import Pipeline
+from agent.pipeline.stream import MIN_ROUND
+from agent.pipeline.windows import StreamWindows
+from agent.readings import Quality, Reading
+from tools.bench.scenarios import vitals_config, workload
+
+# Batch sizes fed in turn: single readings, runs shorter and longer than MIN_ROUND, one round of 300
+# streams and a reading either side of it, and the daemon's drain.
+BATCHES = (1, 3, MIN_ROUND - 1, MIN_ROUND, 40, 299, 300, 301, 777, 2001)
+CHANNELS = ("hr", "spo2", "skin_temp")
+
+
+@dataclasses.dataclass
+class Outcome:
+    events: list[dict[str, Any]]
+    detectors: dict[str, Any]
+    alarms: dict[str, Any]
+    counters: tuple[int, int]
+    windows: np.ndarray[Any, Any]
+    ready: np.ndarray[Any, Any]
+    rows_in_rounds: int  # samples written by `append_rows`
+    wraps: int  # of them, samples that first shifted their row to the buffer's front
+
+
+def run(
+    config: AgentConfig,
+    readings: Sequence[Reading],
+    rounds: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    pseudonym: Callable[[str], str] = lambda d: f"p-{d}",
+) -> Outcome:
+    # Episode ids numbered in creation order (they are random UUIDv7s), so two runs compare.
+    counter = itertools.count()
+    monkeypatch.setattr("agent.alarms.book.uuid7", lambda: uuid.UUID(int=next(counter)))
+    rows = [0, 0]
+    append_rows = StreamWindows.append_rows
+
+    def counting(self: StreamWindows, slots: Any, values: Any, times: Any) -> None:
+        rows[0] += len(slots)
+        rows[1] += int((self._pos[slots] >= 2 * self.window).sum())
+        append_rows(self, slots, values, times)
+
+    monkeypatch.setattr(StreamWindows, "append_rows", counting)
+    pipeline = Pipeline(config, pseudonym)
+    stream = pipeline.streams["vitals"]
+    stream.rounds = rounds
+    events = []
+    i = 0
+    for size in itertools.cycle(BATCHES):
+        if i >= len(readings):
+            break
+        events += pipeline.ingest(readings[i : i + size])
+        i += size
+    slots = np.arange(len(stream.windows.streams), dtype=np.int64)
+    return Outcome(
+        [dataclasses.asdict(e) for e in events],
+        pipeline.detector_state(),
+        pipeline.alarm_state(),
+        (stream.samples, stream.gated_samples),
+        stream.windows.windows(slots),
+        stream.windows.ready(slots),
+        rows[0],
+        rows[1],
+    )
+
+
+def assert_same(fast: Outcome, slow: Outcome) -> None:
+    assert len(fast.events) == len(slow.events)
+    np.testing.assert_equal(fast.events, slow.events)  # NaN equals NaN here, unlike in ==
+    np.testing.assert_equal(fast.detectors, slow.detectors)
+    np.testing.assert_equal(fast.alarms, slow.alarms)
+    assert fast.counters == slow.counters
+    np.testing.assert_array_equal(fast.windows, slow.windows)
+    np.testing.assert_array_equal(fast.ready, slow.ready)
+
+
+def _gapped(readings: list[Reading]) -> list[Reading]:
+    """Some streams drop out for a few seconds (the workload has no gaps of its own)."""
+    return [
+        r for i, r in enumerate(readings) if not (int(r.stream[3:8]) % 7 == 0 and 40 <= (i // 300) % 60 < 44)
+    ]
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_vitals_workload_is_the_same_through_rounds(
+    gaps: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = workload("vitals", 300, 120)
+    readings = load.readings(0, load.steps)
+    if gaps:
+        readings = _gapped(readings)
+    config = vitals_config(tmp_path)
+    fast = run(config, readings, True, monkeypatch)
+    slow = run(config, readings, False, monkeypatch)
+    assert_same(fast, slow)
+    assert len(fast.events) > 20  # physiological and technical alarms happened
+    assert any(e["kind"] == "technical" for e in fast.events)
+    assert fast.rows_in_rounds > 0.8 * len(readings)  # the rounds did the work
+    assert slow.rows_in_rounds == 0
+
+
+def odd_config(tmp_path: Path, above: float = 76.0, z: float = 4.0) -> AgentConfig:
+    """A limit detector scoring every sample and a robust z-score every 3: two hop groups."""
+    raw = {
+        "gateway": {"id": "gw", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "outbox": {"path": "outbox.sqlite"},
+        "devices": [{"id": "dev", "kind": "wearable", "transport": "simulator"}],
+        "detectors": [
+            {"id": "hi", "type": "limit", "stream": "vitals", "channels": ["hr"], "params": {"above": above}},
+            {
+                "id": "z",
+                "type": "robust_z",
+                "stream": "vitals",
+                "channels": ["hr", "spo2"],
+                "params": {"window_s": 20, "hop_s": 3, "threshold": z},
+            },
+        ],
+        "alarms": [
+            {"condition": "high", "detector": "hi", "min_duration_s": 2, "clear_after_s": 2},
+            {"condition": "odd", "detector": "z", "min_duration_s": 0, "clear_after_s": 3},
+        ],
+    }
+    return parse_config(raw, base_dir=tmp_path)
+
+
+def odd_rounds(seed: int, streams: int = 48, steps: int = 400, lost_every: int = 3) -> list[Reading]:
+    """Rounds of 1 Hz readings, now and then in another order, with the odd kinds of
+    tests/detectors/test_odd_readings.py mixed in; stream s starts at step s, so streams appear in the
+    middle of batches; every `lost_every`-th stream loses contact for steps 60-84."""
+    rng = np.random.default_rng(seed)
+    clock = [1.8e9 + s * 0.37 for s in range(streams)]
+    out = []
+    for step in range(steps):
+        order = rng.permutation(streams) if rng.random() < 0.1 else range(streams)  # now and then shuffled
+        for s in list(order):
+            if step < s or rng.random() < 0.02:  # not yet, or a missed reading
+                continue
+            for _ in range(2 if rng.random() < 0.01 else 1):  # sometimes sent twice
+                n = 1 if rng.random() < 0.98 else int(rng.choice([2, 3, 7]))
+                values = 70 + rng.normal(0, 3, (n, len(CHANNELS)))
+                kind = rng.random()
+                if kind < 0.03:
+                    values[:] = np.nan
+                elif kind < 0.06:
+                    values[rng.random(values.shape) < 0.5] = np.nan
+                elif kind < 0.07:
+                    values[:] = 1e12
+                elif kind < 0.08:
+                    values[0, 0] = np.inf
+                kind = rng.random()
+                period = 1.0 if n > 1 else 0.0
+                if n == 1 and kind < 0.02:
+                    period = float(rng.choice([0.5, 2.0, -1.0, math.inf]))  # a period of its own
+                kind = rng.random()
+                gap = n * 1.0
+                if kind < 0.02:
+                    gap += rng.uniform(2, 40)  # a dropout
+                elif kind < 0.03:
+                    gap = -rng.uniform(0, 10)  # the device clock goes back
+                elif kind < 0.04:
+                    gap = 0.0  # the same time again
+                clock[s] += gap
+                flags = Quality(int(rng.choice([1, 2, 8, 32]))) if rng.random() < 0.05 else Quality.OK
+                if s % lost_every == 0 and 60 <= step < 85:
+                    flags |= Quality.NO_CONTACT
+                out.append(Reading(f"dev{s:02d}/vitals", CHANNELS, values, clock[s], 0.0, period, flags))
+    return out
+
+
+def test_odd_readings_are_the_same_through_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.pipeline.stream.MIN_ROUND", 8)  # more and shorter runs of both kinds
+    readings = odd_rounds(seed=7)
+    config = odd_config(tmp_path)
+    fast = run(config, readings, True, monkeypatch)
+    slow = run(config, readings, False, monkeypatch)
+    assert_same(fast, slow)
+    singles = sum(r.n_samples == 1 for r in readings)
+    assert 0.5 * singles < fast.rows_in_rounds < singles  # rounds, and readings they left to `_ingest`
+    assert fast.wraps > 0
+    assert len(fast.events) > 20
+    assert any(e["condition"] == "sensor_off" for e in fast.events)
+    assert fast.counters[1] > 0
+
+
+def test_streams_sharing_a_pseudonym_are_noted_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two devices under one pseudonym share alarm rows: each reading of either may step the other's
+    quality alarm. (The physiological books do not take two streams of one reference in one update,
+    with or without rounds, so their rules here never fire.)"""
+    monkeypatch.setattr("agent.pipeline.stream.MIN_ROUND", 8)
+    readings = odd_rounds(seed=8, steps=120, lost_every=1)
+    config = odd_config(tmp_path, above=1e6, z=1e6)
+    fast = run(config, readings, True, monkeypatch, lambda d: "one")
+    slow = run(config, readings, False, monkeypatch, lambda d: "one")
+    assert_same(fast, slow)
+    assert fast.rows_in_rounds > 0
+    assert any(e["condition"] == "sensor_off" for e in fast.events)
+
+
+def test_append_rows_equals_append_across_the_buffer_end() -> None:
+    """One sample per stream per round through both, over many wraps of a small buffer."""
+    rng = np.random.default_rng(3)
+    one, many = StreamWindows(("a", "b"), 3), StreamWindows(("a", "b"), 3)
+    for name in "pqrst":
+        one.slot(name), many.slot(name)
+    slots = np.arange(5, dtype=np.int64)
+    t = 100.0
+    for step in range(40):
+        picked = slots[rng.random(5) < 0.7]
+        rows = rng.normal(size=(picked.size, 2))
+        t += 1.0
+        for k, slot in enumerate(picked.tolist()):
+            one.append(slot, rows[k : k + 1], t, 1.0)
+        if step == 0:  # the first sample of a stream has no last time: not one `append_rows` may take
+            assert not many.continues(picked, np.full(picked.size, t), np.ones(picked.size)).any()
+            for k, slot in enumerate(picked.tolist()):
+                many.append(slot, rows[k : k + 1], t, 1.0)
+            continue
+        times = np.full(picked.size, t)
+        ok = many.continues(picked, times, np.ones(picked.size))
+        for k, slot in enumerate(picked.tolist()):
+            if not ok[k]:
+                many.append(slot, rows[k : k + 1], t, 1.0)
+        many.append_rows(picked[ok], rows[ok], times[ok])
+        for length in (1, 3):
+            np.testing.assert_array_equal(many.windows(slots, length), one.windows(slots, length))
+        np.testing.assert_array_equal(many.ready(slots), one.ready(slots))
+        assert (
+            many.continues(slots, np.full(5, t + 1), np.ones(5)).tolist()
+            == one.continues(slots, np.full(5, t + 1), np.ones(5)).tolist()
+        )
