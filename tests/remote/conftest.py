@@ -20,6 +20,15 @@ from agent.inference.card import load_card
 from agent.inference.signing import sign_artifacts
 from agent.remote.bundles import pack_bundle
 
+ROOT = "edge/lab/gw-1"  # the command topics' root of the gateway below
+# A minimal gateway config for command tests; each test adds its [remote] table.
+BASE: dict[str, Any] = {
+    "gateway": {"id": "gw-1", "site": "lab"},
+    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+    "outbox": {"path": "outbox.sqlite"},
+    "devices": [{"id": "w1", "kind": "wearable", "transport": "simulator"}],
+}
+
 ECG_BEAT = Path(__file__).resolve().parents[2] / "models" / "ecg-beat"
 BundleFactory = Callable[..., dict[str, Any]]
 

@@ -25,7 +25,7 @@ from agent.remote.envelope import (
 from agent.uplink.mqtt import Command
 from agent.uplink.topics import Topics
 
-ROOT = "edge/lab/gw-1"
+from .conftest import BASE, ROOT
 
 
 def code_of(call: Any, *args: Any, **kwargs: Any) -> str:
@@ -80,14 +80,6 @@ def test_responses_follow_the_versioned_schema() -> None:
     err = json.loads(response(None, error=CommandRefusedError("refused", "no", ["p1"])))
     assert err["ok"] is False and err["error"] == {"code": "refused", "message": "no", "problems": ["p1"]}
     assert "result" not in err
-
-
-BASE: dict[str, Any] = {
-    "gateway": {"id": "gw-1", "site": "lab"},
-    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-    "outbox": {"path": "outbox.sqlite"},
-    "devices": [{"id": "w1", "kind": "wearable", "transport": "simulator"}],
-}
 
 
 def test_remote_table_is_checked(tmp_path: Path) -> None:

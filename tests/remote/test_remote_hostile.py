@@ -19,13 +19,8 @@ from agent.remote.envelope import CommandRefusedError, ReplayGuard
 from agent.uplink.mqtt import Command
 from agent.uplink.topics import Topics
 
-ROOT = "edge/lab/gw-1"
-BASE: dict[str, Any] = {
-    "gateway": {"id": "gw-1", "site": "lab"},
-    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-    "outbox": {"path": "outbox.sqlite"},
-    "devices": [{"id": "w1", "kind": "wearable", "transport": "simulator"}],
-}
+from .conftest import BASE, ROOT
+
 COMMANDS = ("status", "reload", "models/list", "models/activate", "models/install", "snippet")
 ODD: list[Any] = [None, True, 0, -1, 1e308, 10**30, "", "x" * 20, [], [1], {}, {"a": {"b": []}}, "..", 1.5]
 

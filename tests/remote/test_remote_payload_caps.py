@@ -21,15 +21,7 @@ from agent.remote.envelope import sign_command
 from agent.uplink.mqtt import Command
 from agent.uplink.topics import Topics
 
-from .conftest import BundleFactory
-
-ROOT = "edge/lab/gw-1"
-BASE: dict[str, Any] = {
-    "gateway": {"id": "gw-1", "site": "lab"},
-    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-    "outbox": {"path": "outbox.sqlite"},
-    "devices": [{"id": "w1", "kind": "wearable", "transport": "simulator"}],
-}
+from .conftest import BASE, ROOT, BundleFactory
 
 
 def run_signed(
