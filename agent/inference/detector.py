@@ -145,6 +145,11 @@ class AutoencoderDetector(StreamingDetector):
         reader.finish()
         return cls.from_params(config.id, config.channels, params, config.base_dir)
 
+    def calibration_refusal(self) -> str:
+        if self.adapt_rows:
+            return "per-stream adaptation (params.adapt_rows) already sets each stream's own threshold"
+        return ""
+
     def __deepcopy__(self, memo: dict[int, Any]) -> AutoencoderDetector:
         """A copy with its own per-stream state that shares the loaded model: runtime sessions cannot be
         copied, and need not be (scoring does not change them). Used by calibration's scratch replay."""

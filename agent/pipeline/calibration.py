@@ -38,7 +38,6 @@ from agent.detectors.base import FloatArray, IntArray, StreamingDetector
 from agent.detectors.calibration import MIN_EXCEEDANCES, exceedance_probability
 from agent.errors import ConfigError
 from agent.events import AlarmEvent, Phase, iso_time
-from agent.inference.detector import AutoencoderDetector
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,6 @@ def calibration_problem(spec: DetectorConfig, detector: StreamingDetector) -> Co
         return None
     where = f"detectors.{spec.id}.calibration"
     refusal = detector.calibration_refusal()
-    if not refusal and isinstance(detector, AutoencoderDetector) and detector.adapt_rows:
-        refusal = "per-stream adaptation (params.adapt_rows) already sets each stream's own threshold"
     if refusal:
         article = "an" if spec.type[:1] in ("a", "e", "i", "o", "u") else "a"
         return ConfigError(
