@@ -250,7 +250,7 @@ class _Session:
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
         self.detector_refs = {
-            d.id: StreamRef(pseudonym(gateway, "g"), f"detector:{d.id}") for d in cfg.detectors
+            d.id: StreamRef(self.gateway_ref.device_pseudonym, f"detector:{d.id}") for d in cfg.detectors
         }
         self._failures_seen = pipeline.detector_failures()
         self.pipeline_tick = time.monotonic()
