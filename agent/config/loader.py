@@ -160,7 +160,7 @@ def _mqtt(t: Table | None) -> MqttConfig | None:
         insecure=insecure,
         keepalive_s=t.integer("keepalive_s", 30, minimum=5, maximum=65535),
         session_expiry_s=t.integer("session_expiry_s", 7 * 24 * 3600, minimum=0, maximum=0xFFFFFFFF),
-        max_inflight=t.integer("max_inflight", 20, minimum=1, maximum=65535),
+        max_inflight=t.integer("max_inflight", 20, minimum=2, maximum=65535),
         heartbeat_expiry_s=t.integer("heartbeat_expiry_s", 120, minimum=1),
     )
     t.finish()
