@@ -54,3 +54,18 @@ def test_latency_run_times_every_probe_from_arrival_to_puback(mosquitto: LocalBr
     assert result["probes"] >= 8
     assert result["probes_acked"] == result["probes"]  # each probe's alarm committed and acknowledged
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+def test_rss_child_counts_the_gateway_not_the_benchs_simulated_input() -> None:
+    """The peak is reset after the input is made, so the simulator's transient peak is not counted,
+    and the input's resident share is reported beside it."""
+    from tools.bench.memory import _reset_peak_rss, _status, rss_per_backend
+
+    ballast = np.ones(40 * 2**20 // 8)  # 40 MB touched, then freed: raises VmHWM
+    del ballast
+    assert _status()["VmHWM"] - _status()["VmRSS"] > 30 * 1024
+    _reset_peak_rss()
+    assert _status()["VmHWM"] - _status()["VmRSS"] < 5 * 1024
+    figures = rss_per_backend(5, 5.0, ["onnx"])["onnx"]  # a fresh child, as the bench runs it
+    assert figures["input_mb"] >= 0
+    assert abs(figures["peak_rss_mb"] - figures["input_mb"] - figures["peak_without_input_mb"]) <= 0.15
