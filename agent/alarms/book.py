@@ -215,6 +215,17 @@ class AlarmBook:
         self._peak_limit[r] = scores.limits[better]
         self._peak_channel[r] = np.argmax(np.nan_to_num(scores.contributions[better], nan=0.0), axis=1)
 
+    def shift_times(self, delta: float, streams: Sequence[StreamRef] | None = None) -> None:
+        """The wall clock the times of `streams` (default all) were read from stepped by `delta` seconds
+        (NTP, an admin): move their stored instants (onset, detection, clear start, cooldown end) with
+        it, so minimum duration, clearing, cooldown and escalation count the seconds that really passed."""
+        if streams is None:
+            rows = np.arange(len(self._refs))
+        else:
+            rows = np.array([self._rows[s] for s in streams if s in self._rows], dtype=np.int64)
+        for name in ("onset", "detection", "clear_since", "cooldown_until"):
+            self._f[name][rows] += delta  # NaN and -inf (never set) stay as they are
+
     # -- events ----------------------------------------------------------------------------------------
 
     def _event(

@@ -134,6 +134,11 @@ class ScoreSample:
             self._size += take
             kept = kept[take:]
 
+    def shift_times(self, slot: int, delta: float) -> None:
+        """Move the times of the slot's rows by `delta` seconds (its clock stepped)."""
+        rows = self._data[: self._size]
+        rows[rows[:, 2] == slot, 1] += delta
+
     def values(self) -> FloatArray:
         """The kept scores, in arrival order."""
         return self._data[: self._size, 0]
@@ -209,6 +214,14 @@ class LiveCalibration:
                 onset = self._open.pop(key)
                 end = event.end_time if event.end_time is not None else event.detection_time
                 self._episodes.append((slot, onset, end))
+
+    def shift_times(self, slot: int, delta: float) -> None:
+        """The clock of the slot's readings stepped by `delta` s: the times its collected scores and
+        alarm episodes were noted at move with it, so episodes still leave out the right scores."""
+        self._sample.shift_times(slot, delta)
+        for key in [k for k in self._open if k[0] == slot]:
+            self._open[key] += delta
+        self._episodes = [(s, a + delta, b + delta) if s == slot else (s, a, b) for s, a, b in self._episodes]
 
     def _normal_scores(self) -> FloatArray:
         """The collected scores outside every alarm episode (open ones run to the end)."""

@@ -8,6 +8,8 @@ detector table is refused at start-up (and by `check-config`) with its key path.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,6 +24,8 @@ from agent.pipeline.calibration import LiveCalibration, calibration_problem, con
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.technical import QualityAlarms
 from agent.readings import Reading
+
+log = logging.getLogger(__name__)
 
 
 def model_version(detector: Detector) -> str:
@@ -53,8 +57,17 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
 
 
 class Pipeline:
-    def __init__(self, config: AgentConfig, pseudonym: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        pseudonym: Callable[[str], str],
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self._clock = clock  # the gateway's wall and monotonic clocks: see `StreamPipeline._clock_stepped`
+        self._monotonic = monotonic
         config_hash = config.digest[:16]
         gateway = config.gateway.id
         detectors = build_detectors(config)
@@ -117,11 +130,24 @@ class Pipeline:
                 batch = batches[name] = []
             batch.append(reading)
         events: list[AlarmEvent] = []
+        offset = self._clock() - self._monotonic()
+        steps = self.clock_steps()
         for name, batch in batches.items():
-            events += self.streams[name].ingest_many(batch)
+            stream = self.streams[name]
+            stream.gateway_offset = offset
+            events += stream.ingest_many(batch)
+        if self.clock_steps() > steps:
+            log.warning(
+                "the gateway clock stepped: the alarm timers and windows of %d stream(s) moved with it",
+                self.clock_steps() - steps,
+            )
         for stream in self.streams.values():
             events += stream.flush()
         return events
+
+    def clock_steps(self) -> int:
+        """Streams whose times were moved for a step of the gateway clock, since start."""
+        return sum(s.clock_steps for s in self.streams.values())
 
     def detector_failures(self) -> dict[str, int]:
         """Detector id -> scoring calls that raised since start (every detector, zeros included)."""

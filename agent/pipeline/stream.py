@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.alarms import AlarmBook, StreamRef
+from agent.clock import CLOCK_STEP_S
 from agent.detectors.base import Detector, WindowBlock
 from agent.events import AlarmEvent
 from agent.pipeline.calibration import LiveCalibration
@@ -96,6 +97,7 @@ class _Round:
     bad: Sequence[int]
     slots: IntArray
     times: FloatArray
+    offsets: FloatArray  # wall - monotonic of each reading
 
 
 @functools.cache
@@ -148,6 +150,12 @@ class StreamPipeline:
         self._refs_unique = True  # False once two streams share a reference (the same pseudonym)
         self.rounds = True  # False: every reading through `_ingest` (the reference the tests compare with)
         self._last_time = np.zeros(0)
+        # Per slot, wall - monotonic of its last reading; with the gateway's own (set by `Pipeline`
+        # before each batch), a step of the wall clock between two readings of a stream is told from
+        # a silence or from samples going back (agent.clock).
+        self._offsets = np.zeros(0)
+        self.gateway_offset = np.nan
+        self.clock_steps = 0  # streams whose times were moved for a clock step, since start
         self.samples = 0
         self.gated_samples = 0
         self.detector_failures: Counter[str] = Counter()  # detector id -> calls that raised
@@ -224,8 +232,9 @@ class StreamPipeline:
         run = readings[first:end]
         times = np.array([r.wall_time for r in run], dtype=np.float64)
         periods = np.array([r.period_s or self.nominal_period_s for r in run], dtype=np.float64)
-        this = _Round(run, values[first:end], quality[first:end], bad[first:end], slots, times)
-        continues = self.windows.continues(slots, times, periods)
+        offsets = times - np.array([r.monotonic for r in run], dtype=np.float64)
+        this = _Round(run, values[first:end], quality[first:end], bad[first:end], slots, times, offsets)
+        continues = self.windows.continues(slots, times, periods) & ~self._stepped(slots, offsets)
         due = np.zeros(len(slots), dtype=bool)  # needs a flush before its sample
         for group in self._groups:
             due |= group.new[slots] >= group.hop
@@ -253,6 +262,7 @@ class StreamPipeline:
         flags = np.array(this.quality[start:stop], dtype=np.int64)
         self.windows.append_rows(slots, np.concatenate(this.values[start:stop]), times)
         self._last_time[slots] = times
+        self._offsets[slots] = this.offsets[start:stop]
         self.samples += stop - start
         self.gated_samples += sum(this.bad[start:stop])
         for group in self._groups:
@@ -284,15 +294,21 @@ class StreamPipeline:
         slot = self._slots.get(reading.stream)
         if slot is None:
             slot = self._add_slot(reading.stream)
+        n = values.shape[0]
+        end_time = reading.wall_time + (n - 1) * reading.period_s
+        offset = end_time - reading.monotonic
+        last_offset = self._offsets[slot]
+        self._offsets[slot] = offset
+        # NaN (a new stream, no gateway clock) compares False
+        if abs(offset - last_offset) > CLOCK_STEP_S and abs(offset - self.gateway_offset) <= CLOCK_STEP_S:
+            self._clock_stepped(slot, offset - last_offset)
         events: list[AlarmEvent] = []
         for group in self._groups:
             if group.new[slot] >= group.hop:
                 events = self.flush()
                 break
-        n = values.shape[0]
         period = reading.period_s or self.nominal_period_s  # single samples: the stream's nominal rate
         added = self.windows.append(slot, values, reading.wall_time, period)
-        end_time = reading.wall_time + (n - 1) * reading.period_s
         self._last_time[slot] = end_time
         self.samples += n
         self.gated_samples += bad
@@ -302,6 +318,32 @@ class StreamPipeline:
                 group.flags[slot] |= quality
         self.quality_alarms.observe(self._refs[slot], quality, end_time)
         return events
+
+    def _stepped(self, slots: IntArray, offsets: FloatArray) -> npt.NDArray[np.bool_]:
+        """Which readings (of distinct `slots`, with wall - monotonic `offsets`) show a step of the
+        gateway's wall clock since their stream's last reading: `_ingest` moves the stream's times."""
+        with np.errstate(invalid="ignore"):
+            stepped: npt.NDArray[np.bool_] = (np.abs(offsets - self._offsets[slots]) > CLOCK_STEP_S) & (
+                np.abs(offsets - self.gateway_offset) <= CLOCK_STEP_S
+            )
+        return stepped
+
+    def _clock_stepped(self, slot: int, delta: float) -> None:
+        """The stream's readings now carry the gateway clock stepped by `delta` s (NTP's first sync,
+        an admin): it went from a clock frame its last reading was in to the gateway's current one.
+        Everything kept in its wall time moves with it, so the step is neither a silence (windows of
+        NaN, a dropout alarm, every timer run out) nor samples going back (timers frozen for as long
+        as the step), and the episodes' times are told in the clock the gateway has now."""
+        self.windows.shift_time(slot, delta)
+        self._last_time[slot] += delta
+        ref = self._refs[slot]
+        for watch in self.watches:
+            for book in watch.books:
+                book.shift_times(delta, [ref])
+            if watch.calibration is not None:
+                watch.calibration.shift_times(slot, delta)
+        self.quality_alarms.shift_times(ref, delta)
+        self.clock_steps += 1
 
     def flush(self) -> list[AlarmEvent]:
         """Score every stream with at least a hop of new samples, one detector call per detector.
@@ -390,6 +432,7 @@ class StreamPipeline:
             for watch in self.watches:
                 watch.rows = [np.concatenate([r, np.zeros(grow, np.int64)]) for r in watch.rows]
             self._last_time = np.concatenate([self._last_time, np.zeros(grow)])
+            self._offsets = np.concatenate([self._offsets, np.full(grow, np.nan)])
         for watch in self.watches:
             for book, rows in zip(watch.books, watch.rows, strict=True):
                 rows[slot] = book.row_of(ref)

@@ -150,6 +150,12 @@ class QualityAlarms:
                     self._engaged.discard(ref)
         return events
 
+    def shift_times(self, ref: StreamRef, delta: float) -> None:
+        """The clock of `ref`'s readings stepped by `delta` s: its timers and noted times move with it."""
+        for _, alarm in self._alarms.values():
+            alarm.shift_times(delta, [ref])
+        self._pending = [(r, q, t + delta if r == ref else t) for r, q, t in self._pending]
+
     def active_count(self) -> int:
         return sum(alarm.active_count() for _, alarm in self._alarms.values())
 
@@ -209,6 +215,10 @@ class ThresholdAlarm:
         times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,)).copy()
         events = self._book.update(list(refs), block, times, np.ones(n, dtype=bool), ["ok"] * n)
         return [describe(e) for e in events]
+
+    def shift_times(self, delta: float, refs: Sequence[StreamRef] | None = None) -> None:
+        """The wall clock stepped by `delta` s: the timers of `refs` (default all) move with it."""
+        self._book.shift_times(delta, refs)
 
     def active_count(self) -> int:
         return self._book.active_count()

@@ -71,6 +71,11 @@ class StreamWindows:
         self._last_time[slot] = first_time + (samples.shape[0] - 1) * period_s
         return added
 
+    def shift_time(self, slot: int, delta: float) -> None:
+        """The clock of the slot's readings stepped by `delta` s: its last sample time moves with it, so
+        the step is neither taken for a silence (NaN fill) nor for samples going back."""
+        self._last_time[slot] += delta
+
     def _write(self, slot: int, rows: FloatArray) -> int:
         n = int(rows.shape[0])
         if n >= self.window:  # only the newest `window` rows can ever be read

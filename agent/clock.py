@@ -1,0 +1,31 @@
+"""Steps of the gateway's wall clock (docs/robustness.md, "The gateway clock jumps").
+
+A gateway without a real-time clock boots at the last saved time or at 1970 and is stepped forward by
+hours or years when NTP first syncs, possibly long after the agent started; an admin or NTP may also
+step it back. Timestamps that leave the gateway stay wall clock (what the receiver expects), but the
+timers kept in wall time (alarm minimum duration, clearing, cooldown; window gaps) must count the
+seconds that really passed: a step is noticed as a change of `wall - monotonic`, and the stored
+instants are moved by it.
+"""
+
+from __future__ import annotations
+
+# A change of (wall - monotonic) larger than this is a clock step. NTP slews smaller offsets, so a step
+# is usually far larger; readings stamped on arrival stay within a few seconds of the gateway clock
+# (a serial device's own clock is re-anchored past 2 s, a BLE frame spans under a second).
+CLOCK_STEP_S = 10.0
+
+
+class ClockSteps:
+    """Notices steps of a wall clock, given (wall, monotonic) pairs read together now and then."""
+
+    def __init__(self) -> None:
+        self._offset: float | None = None
+
+    def step(self, wall: float, monotonic: float) -> float:
+        """Seconds the wall clock stepped since the previous pair (0.0 when it did not)."""
+        offset = wall - monotonic
+        last, self._offset = self._offset, offset
+        if last is None or abs(offset - last) <= CLOCK_STEP_S:
+            return 0.0
+        return offset - last
