@@ -409,3 +409,58 @@ def test_default_cells_are_read_as_the_values_they_state(cell: str, value: Any) 
 def test_prose_is_not_taken_for_a_value() -> None:
     with pytest.raises(ValueError):
         parse_default("gateway id")
+
+
+# -- the README's summary table ------------------------------------------------------------------------
+
+README = ROOT / "README.md"
+
+
+def readme_keys(markdown: str) -> dict[str, set[str]]:
+    """{section: keys} from the README's "| table | keys |" summary; `key = …` counts as `key`."""
+    summary = markdown[markdown.index("| table | keys |") :]
+    sections: dict[str, set[str]] = {}
+    for line in summary.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        table_cell, keys_cell = _cells(line)[:2]
+        section = re.fullmatch(r"`\[\[?([A-Za-z_.]+)\]\]?`", table_cell)
+        assert section, f"README summary row without a `[table]`: {table_cell}"
+        depth, top_level = 0, []
+        for part in re.split(r"(`[^`]*`)", keys_cell):  # keys outside parentheses; inside them are values
+            if part.startswith("`") and depth == 0:
+                top_level.append(part.strip("`"))
+            elif not part.startswith("`"):
+                depth += part.count("(") - part.count(")")
+        sections[section.group(1)] = {
+            m.group(1) for k in top_level if (m := re.fullmatch(r"([a-z_]+)( = .*)?", k))
+        }
+    return sections
+
+
+def test_the_readme_summary_names_every_key_and_no_other(loaded: Loaded) -> None:
+    own_sections = set(documented_keys(CONFIGURATION_MD.read_text()))
+    inline = {"episodes", "registers", "calibration"}  # sub-tables the README shows inline, `key = [...]`
+    problems = []
+    for section, keys in sorted(readme_keys(README.read_text()).items()):
+        if section not in loaded.asked:
+            problems.append(f"README [{section}]: the loader reads no such table")
+        code_keys = {
+            key
+            for key, code_key in loaded.asked.get(section, {}).items()
+            if key in inline or not (code_key.expected in TABLE_KINDS and f"{section}.{key}" in own_sections)
+        }
+        problems += [f"README [{section}] {k}: the loader does not read it" for k in sorted(keys - code_keys)]
+        problems += [
+            f"README [{section}] {k}: read by the loader, not in the README" for k in sorted(code_keys - keys)
+        ]
+    assert problems == []
+
+
+def test_the_readme_lists_every_detector_type() -> None:
+    from agent.detectors.registry import TYPES
+
+    row = next(line for line in README.read_text().splitlines() if line.startswith("| `[[detectors]]` |"))
+    listed = re.search(r"`type` \(([^)]*)\)", row)
+    assert listed is not None
+    assert sorted(t.strip() for t in listed.group(1).split(",")) == sorted(TYPES)
