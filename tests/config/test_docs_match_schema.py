@@ -52,8 +52,8 @@ def _cells(row: str) -> list[str]:
     return [p.strip().replace("\\|", "|") for p in parts]
 
 
-def documented_keys(markdown: str) -> dict[str, dict[str, str]]:
-    """{section: {key: default cell}} from every key table under a `[section]` heading."""
+def documented_keys(markdown: str, column: str = "default") -> dict[str, dict[str, str]]:
+    """{section: {key: its `column` cell}} from every key table under a `[section]` heading."""
     sections: dict[str, dict[str, str]] = {}
     section: str | None = None
     in_table = False
@@ -69,13 +69,13 @@ def documented_keys(markdown: str) -> dict[str, dict[str, str]]:
         elif in_table and section is not None and line.startswith("|"):
             if set(line) <= set("|- "):
                 continue
-            key_cell, _type, default_cell, _meaning = _cells(line)[:4]
+            key_cell, type_cell, default_cell, _meaning = _cells(line)[:4]
             keys = re.findall(r"`([A-Za-z_]+)`", key_cell)
             defaults = [default_cell] if len(keys) == 1 else [d.strip() for d in default_cell.split(",")]
             assert len(defaults) == len(keys), f"[{section}] row {key_cell}: one default per key"
             for key, default in zip(keys, defaults, strict=True):
                 assert key not in sections[section], f"[{section}] documents {key} twice"
-                sections[section][key] = default
+                sections[section][key] = default if column == "default" else type_cell
         else:
             in_table = False
     return sections
@@ -236,10 +236,33 @@ detector = "hr"
 
 
 @dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The kind of a number and the range the loader accepts (None: unbounded on that side)."""
+
+    kind: str  # "int" or "number"
+    low: float | None
+    low_exclusive: bool  # "> low" rather than ">= low"
+    high: float | None
+
+
+def documented_bounds(type_cell: str) -> Bounds:
+    """`int 5–65535`, `number > 0`, `number > 0, ≤ 300`, `int ≥ 1, N ≤ M`, `0.1–1` as a `Bounds`."""
+    kind = "int" if type_cell.startswith("int") else "number"
+    value = r"(-?\d+(?:\.\d+)?)"
+    span = re.search(rf"{value}–{value}", type_cell)
+    above = re.search(rf"([>≥]) {value}", type_cell)
+    below = re.search(rf"≤ {value}", type_cell)
+    low = float(span.group(1)) if span else float(above.group(2)) if above else None
+    high = float(span.group(2)) if span else float(below.group(1)) if below else None
+    return Bounds(kind, low, bool(above and above.group(1) == ">"), high)
+
+
+@dataclasses.dataclass(frozen=True)
 class Loaded:
     data: dict[str, Any]  # the fixture file's TOML
     config: AgentConfig  # what the loader built from it
     asked: dict[str, dict[str, CodeKey]]  # every key the loader asked for, per section
+    bounds: dict[tuple[str, str], Bounds]  # (section, key) of every number the loader checks
 
 
 @pytest.fixture
@@ -258,10 +281,26 @@ def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loaded:
         asked.setdefault(_section(self.path), {}).setdefault(key, CodeKey(None, "a value, when present"))
         return original_has(self, key)
 
+    bounds: dict[tuple[str, str], Bounds] = {}
+    original_integer, original_number = Table.integer, Table.number
+
+    def recording_integer(self: Table, key: str, default: Any = REQUIRED, **limits: Any) -> Any:
+        low, high = limits.get("minimum"), limits.get("maximum")
+        bounds.setdefault((_section(self.path), key), Bounds("int", low, False, high))
+        return original_integer(self, key, default, **limits)
+
+    def recording_number(self: Table, key: str, default: Any = REQUIRED, **limits: Any) -> Any:
+        positive = limits.get("positive", False)
+        low = 0 if positive else limits.get("minimum")
+        bounds.setdefault((_section(self.path), key), Bounds("number", low, positive, limits.get("maximum")))
+        return original_number(self, key, default, **limits)
+
     monkeypatch.setattr(Table, "_get", recording_get)
     monkeypatch.setattr(Table, "has", recording_has)
+    monkeypatch.setattr(Table, "integer", recording_integer)
+    monkeypatch.setattr(Table, "number", recording_number)
     data = tomllib.loads(_full_config(tmp_path))
-    return Loaded(data, parse_config(data, base_dir=tmp_path), asked)
+    return Loaded(data, parse_config(data, base_dir=tmp_path), asked, bounds)
 
 
 def _objects(value: Any, data: Any, parts: list[str]) -> Iterator[tuple[Any, Mapping[str, Any]]]:
@@ -464,3 +503,37 @@ def test_the_readme_lists_every_detector_type() -> None:
     listed = re.search(r"`type` \(([^)]*)\)", row)
     assert listed is not None
     assert sorted(t.strip() for t in listed.group(1).split(",")) == sorted(TYPES)
+
+
+def test_documented_number_ranges_are_the_loaders(loaded: Loaded) -> None:
+    """The type column's kind (int / number) and range of every number the loader range-checks."""
+    types = documented_keys(CONFIGURATION_MD.read_text(), column="type")
+    problems = []
+    for (section, key), code in sorted(loaded.bounds.items()):
+        cell = types.get(section, {}).get(key)
+        if cell is None:
+            continue  # undocumented keys are reported by the key test
+        stated = documented_bounds(cell)
+        as_float = Bounds(
+            code.kind,
+            None if code.low is None else float(code.low),
+            code.low_exclusive,
+            None if code.high is None else float(code.high),
+        )
+        if stated.kind != code.kind and not (stated.kind == "number" and not cell.startswith("number")):
+            problems.append(f"[{section}] {key}: docs say {cell!r}, the loader reads {code.kind}")
+        if (stated.low, stated.low_exclusive, stated.high) != (
+            as_float.low,
+            as_float.low_exclusive,
+            as_float.high,
+        ):
+            problems.append(f"[{section}] {key}: docs say {cell!r}, the loader accepts {code}")
+    assert problems == []
+
+
+def test_range_cells_are_read_as_written() -> None:
+    assert documented_bounds("int 5–65535") == Bounds("int", 5.0, False, 65535.0)
+    assert documented_bounds("number > 0, ≤ 300") == Bounds("number", 0.0, True, 300.0)
+    assert documented_bounds("int ≥ 1, N ≤ M") == Bounds("int", 1.0, False, None)
+    assert documented_bounds("0.1–1") == Bounds("number", 0.1, False, 1.0)
+    assert documented_bounds("number") == Bounds("number", None, False, None)
