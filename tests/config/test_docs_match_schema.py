@@ -263,6 +263,7 @@ class Loaded:
     config: AgentConfig  # what the loader built from it
     asked: dict[str, dict[str, CodeKey]]  # every key the loader asked for, per section
     bounds: dict[tuple[str, str], Bounds]  # (section, key) of every number the loader checks
+    choices: dict[tuple[str, str], tuple[str, ...]]  # (section, key) of every text with a fixed set of values
 
 
 @pytest.fixture
@@ -297,10 +298,19 @@ def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loaded:
 
     monkeypatch.setattr(Table, "_get", recording_get)
     monkeypatch.setattr(Table, "has", recording_has)
+    accepted_values: dict[tuple[str, str], tuple[str, ...]] = {}
+    original_text = Table.text
+
+    def recording_text(self: Table, key: str, default: Any = REQUIRED, *, choices: Any = None) -> Any:
+        if choices is not None:
+            accepted_values.setdefault((_section(self.path), key), tuple(choices))
+        return original_text(self, key, default, choices=choices)
+
+    monkeypatch.setattr(Table, "text", recording_text)
     monkeypatch.setattr(Table, "integer", recording_integer)
     monkeypatch.setattr(Table, "number", recording_number)
     data = tomllib.loads(_full_config(tmp_path))
-    return Loaded(data, parse_config(data, base_dir=tmp_path), asked, bounds)
+    return Loaded(data, parse_config(data, base_dir=tmp_path), asked, bounds, accepted_values)
 
 
 def _objects(value: Any, data: Any, parts: list[str]) -> Iterator[tuple[Any, Mapping[str, Any]]]:
@@ -537,3 +547,17 @@ def test_range_cells_are_read_as_written() -> None:
     assert documented_bounds("int ≥ 1, N ≤ M") == Bounds("int", 1.0, False, None)
     assert documented_bounds("0.1–1") == Bounds("number", 0.1, False, 1.0)
     assert documented_bounds("number") == Bounds("number", None, False, None)
+
+
+def test_documented_choices_are_the_loaders(loaded: Loaded) -> None:
+    """A type cell `a` | `b` lists exactly the values the loader accepts for that key."""
+    types = documented_keys(CONFIGURATION_MD.read_text(), column="type")
+    problems = []
+    for (section, key), accepted in sorted(loaded.choices.items()):
+        cell = types.get(section, {}).get(key)
+        if cell is None:
+            continue  # undocumented keys are reported by the key test
+        stated = re.findall(r"`([^`]+)`", cell) if "|" in cell else []
+        if sorted(stated) != sorted(accepted):
+            problems.append(f"[{section}] {key}: docs say {cell!r}, the loader accepts {accepted}")
+    assert problems == []
