@@ -25,6 +25,7 @@ from typing import Any
 
 from agent import state_journal
 from agent.alarms import StreamRef
+from agent.clock import ClockSteps
 from agent.config import load_config
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.errors import ConfigError, InvalidConfigError
@@ -253,6 +254,7 @@ class _Session:
             d.id: StreamRef(self.gateway_ref.device_pseudonym, f"detector:{d.id}") for d in cfg.detectors
         }
         self._failures_seen = pipeline.detector_failures()
+        self._clock_steps = ClockSteps()  # the gateway alarms' timers follow steps of the wall clock
         self.pipeline_tick = time.monotonic()
         self.last_heartbeat: dict[str, Any] = {}
         self.status = StatusServer(state_dir, self.snapshot)
@@ -450,7 +452,18 @@ class _Session:
             await asyncio.sleep(MONITOR_PERIOD_S)
             for device_id in self.sources:
                 self._copy_source_stats(device_id)
-            self.check_gateway(time.time(), time.monotonic())
+            now, now_monotonic = time.time(), time.monotonic()
+            self.follow_clock(now, now_monotonic)
+            self.check_gateway(now, now_monotonic)
+
+    def follow_clock(self, now: float, now_monotonic: float) -> None:
+        """Move the gateway alarms' timers (kept in wall time) with a step of the wall clock noticed
+        since the previous call, so a step is neither a cooldown that never ends nor one run out."""
+        stepped = self._clock_steps.step(now, now_monotonic)
+        if stepped:
+            log.warning("the gateway clock stepped by %+.0f s: the gateway alarms' timers follow it", stepped)
+            for alarm in self.gateway_alarms:
+                alarm.shift_times(stepped)
 
     def check_gateway(self, now: float, now_monotonic: float) -> None:
         """Step the gateway's technical alarms (silent devices, the outbox) and commit their events."""

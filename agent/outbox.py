@@ -10,6 +10,8 @@ Strategy:
   power cut means a duplicate delivery, which receivers drop by id.
 - `take()` drains alarms first (HIGH, MEDIUM, LOW, then oldest first) and heartbeats last, and marks
   the rows in flight; rows found in flight when the file is opened (a crash) go back to pending.
+  An alarm's `created` is never earlier than that of an alarm put before it, so a step back of the
+  wall clock cannot send an episode's END before its START.
   Heartbeats past their expiry are dropped instead of sent.
 - A broker refusal (reason code >= 0x80) sets the row aside as "refused": kept, counted, never
   retried automatically (`retry_refused` is the operator's action) and never deleted, so a
@@ -44,6 +46,7 @@ import base64
 import contextlib
 import enum
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -118,7 +121,8 @@ class OutboxItem:
         """Whole seconds left before the message is worthless (>= 1 while alive), None if it never expires."""
         if self.expiry_s is None:
             return None
-        return max(1, int(self.created + self.expiry_s - now))
+        # At most `expiry_s`: after the wall clock stepped back, `created` is in the future.
+        return max(1, min(self.expiry_s, int(self.created + self.expiry_s - now)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +238,11 @@ class Outbox:
                 self._db.execute("INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1')")
                 self._report_sealed_without_key()
             self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+            newest = self._db.execute(
+                "SELECT MAX(created) FROM outbox WHERE kind != 'heartbeat' "
+                "AND typeof(created) IN ('real', 'integer')"
+            ).fetchone()[0]
+            self._alarms_created = -math.inf if newest is None else float(newest)  # see `put_many`
         except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema may not even be UTF-8
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._db.close()
@@ -295,6 +304,8 @@ class Outbox:
             self._begin("NORMAL" if heartbeats_only else "FULL")
             try:
                 for item in items:
+                    if item.kind is not Kind.HEARTBEAT:
+                        item = self._after_earlier_alarms(item)
                     need = self._stored_size(item)
                     evicted = 0
                     stored = True
@@ -319,6 +330,14 @@ class Outbox:
                 results.append(PutResult(stored, evicted, fill, warn, warn and not self._warned))
                 self._warned = warn
             return results
+
+    def _after_earlier_alarms(self, item: OutboxItem) -> OutboxItem:
+        """`item` with `created` no earlier than any alarm's put before it: alarms drain oldest first,
+        and after the wall clock stepped back (NTP, an admin) a later one would otherwise go first."""
+        if item.created < self._alarms_created:
+            item = replace(item, created=self._alarms_created)
+        self._alarms_created = item.created
+        return item
 
     def put_alarm(self, event: AlarmEvent, topic: str) -> PutResult:
         """Queue one alarm event; its outbox id is ``{episode id}:{seq}``, unique per transition."""
