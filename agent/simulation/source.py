@@ -1,8 +1,11 @@
 """The simulator as a source: plays a device's generated readings at `speed` times real time, forever.
 
 Generators produce fixed 60 s chunks of readings in time order, so an endless run holds one chunk at a
-time. The source paces against its `clock`: a reading `s` simulated seconds after `start_time` is released
-no earlier than `s / speed` real seconds after the first one, and it only sleeps when it is more than
+time. The source paces against a monotonic clock (`time.monotonic`; the wall `clock` only sets
+`start_time`, so a step of the gateway's wall clock neither floods the agent with the readings of the
+skipped hours nor silences the device for as long as a step back): a reading `s` simulated seconds after
+`start_time` is released no earlier than `s / speed` real seconds after the first one, and it only sleeps
+when it is more than
 `MIN_SLEEP_S` ahead, so at high speed readings go out in batches between sleeps instead of one sleep per
 sample. Speed 0 means as fast as possible (yielding to the event loop every `UNPACED_BATCH` readings).
 `simulate` runs the same generator without sleeping, for tests and evaluation, so both deliver the same
@@ -81,13 +84,15 @@ class SimulatorSource:
         start_time: float | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         validate_simulator(device)
         assert device.simulator is not None  # checked just above
         self.device = device
         self.speed = device.simulator.speed
         self.start_time = clock() if start_time is None else start_time
-        self._clock = clock
+        # The pacing clock: monotonic, unless a test gives one clock for both (its simulated time).
+        self._pace_clock = monotonic or (time.monotonic if clock is time.time else clock)
         self._sleep = sleep
         self._generator = make_generator(device, self.start_time)
         self._pending: deque[Reading] = deque()
@@ -124,10 +129,10 @@ class SimulatorSource:
             self._next_chunk += 1
         reading = self._pending.popleft()
         if self._real_start is None:
-            self._real_start = self._clock()
+            self._real_start = self._pace_clock()
         if self.speed > 0:
             due = self._real_start + (reading.wall_time - self.start_time) / self.speed
-            ahead = due - self._clock()
+            ahead = due - self._pace_clock()
             if ahead > MIN_SLEEP_S:
                 await self._sleep(ahead)
         elif self._emitted % UNPACED_BATCH == UNPACED_BATCH - 1:
