@@ -13,12 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from agent.config import parse_config
 from agent.events import AlarmEvent, AlarmKind, Phase
 from agent.pipeline import Pipeline
 from agent.readings import Quality, Reading
+from agent.sources.serial_frames import FrameReadings
+from firmware_bridge import Frame
+from firmware_bridge.frame_messages import ChannelSpec, DataBlock, Hello, SampleType
 
 DAY_S = 86_400.0
 NOW = 1_764_000_000.0  # late 2025: the clock NTP sets
@@ -246,3 +250,34 @@ def test_a_gap_in_recorded_times_is_still_a_gap(tmp_path: Path) -> None:
         ("vitals_missing", Phase.END, AlarmKind.TECHNICAL),
     ]
     assert pipeline.clock_steps() == 0
+
+
+@pytest.mark.parametrize("step", [3 * DAY_S, -3_600.0], ids=["forward-3d", "back-1h"])
+def test_a_serial_device_stamping_its_own_time_follows_the_step(tmp_path: Path, step: float) -> None:
+    """A serial device's samples carry its own clock, anchored to the gateway's (agent.sources.serial_frames):
+    the anchor moves when the two disagree by over 2 s, so after a step the readings carry the gateway
+    clock the pipeline compares them with. Right before the fix for the source; the chain is the point."""
+    clocks = Clocks(SAVED)
+    pipeline = Pipeline(
+        parse_config(CONFIG, base_dir=tmp_path), str, clock=clocks.wall, monotonic=clocks.monotonic
+    )
+    frames = FrameReadings("bed-0", "vitals", clocks.wall)
+    spec = ChannelSpec("hr", "bpm", SampleType.INT16, 1.0, 1.0)
+    assert frames.take(Frame(0, 0, Hello("emu-1", (1, 0, 0), (spec,))), clocks.mono) is None
+    events: list[AlarmEvent] = []
+    walls: list[float] = []
+    gateway: list[float] = []
+    for k in range(150):
+        clocks.mono += 1.0
+        if k == 60:
+            clocks.step(step)
+        t_us = k * 1_000_000
+        block = DataBlock(t_us, SampleType.INT16, (0,), np.array([[75]]))
+        reading = frames.take(Frame(k + 1, t_us, block), clocks.mono)
+        assert reading is not None
+        walls.append(reading.wall_time)
+        gateway.append(clocks.wall())
+        events += pipeline.ingest([reading])
+    assert walls == pytest.approx(gateway)  # the gateway clock at the time, before and after the step
+    assert events == []
+    assert pipeline.clock_steps() == 1
