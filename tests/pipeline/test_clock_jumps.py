@@ -281,3 +281,44 @@ def test_a_serial_device_stamping_its_own_time_follows_the_step(tmp_path: Path, 
     assert walls == pytest.approx(gateway)  # the gateway clock at the time, before and after the step
     assert events == []
     assert pipeline.clock_steps() == 1
+
+
+def test_a_step_while_learning_leaves_the_learned_threshold_as_it_would_be(tmp_path: Path) -> None:
+    """Scores inside an alarm episode are left out of a live calibration's baseline by time: a step back
+    inside the episode must not let its scores after the step in (they would raise the threshold)."""
+    raw = {
+        **CONFIG,
+        "detectors": [
+            {
+                "id": "hr-change",
+                "type": "robust_z",
+                "stream": "vitals",
+                "channels": ["hr"],
+                "params": {"window_s": 60, "hop_s": 1},
+                "calibration": {"baseline_s": 600, "target_false_alarms_per_hour": 36},
+            }
+        ],
+        "alarms": [{"condition": "hr_change", "detector": "hr-change", "min_duration_s": 5, "cooldown_s": 0}],
+    }
+    rng = np.random.default_rng(7)
+    hr = 70.0 + rng.normal(0.0, 3.0, 900)
+    hr[300:400] += 40.0  # an episode while learning
+
+    def learned(step: float) -> float:
+        clocks = Clocks(NOW)
+        pipeline = Pipeline(
+            parse_config(raw, base_dir=tmp_path), str, clock=clocks.wall, monotonic=clocks.monotonic
+        )
+        events: list[AlarmEvent] = []
+        for k, value in enumerate(hr):
+            clocks.mono += 1.0
+            if k == 330:
+                clocks.step(step)
+            reading = Reading.single("bed-0/vitals", {"hr": float(value)}, clocks.wall(), clocks.mono)
+            events += pipeline.ingest([reading])
+        calibration = pipeline.calibrations["hr-change"]
+        assert not calibration.learning and calibration.learned is not None
+        assert [e.phase for e in events][:2] == [Phase.START, Phase.END]
+        return calibration.learned
+
+    assert learned(-3_600.0) == learned(0.0)
