@@ -17,7 +17,7 @@ from daemon_session import CONFIG, session
 
 from agent.config.schema import OutboxConfig
 from agent.daemon import _Session
-from agent.detectors.base import ScoreBlock, WindowBlock
+from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock
 from agent.outbox import HEARTBEAT_RANK, Kind, Outbox, OutboxItem
 from agent.readings import Reading
 from agent.remote.envelope import CommandRefusedError, ReplayGuard
@@ -88,6 +88,7 @@ def test_a_forward_step_does_not_cut_the_clear_delay_of_detector_failing(tmp_pat
     }
     run = session(tmp_path, config)
     (z,) = run.pipeline.detectors
+    assert isinstance(z, StreamingDetector)
     score_hop = z.score_hop
 
     def broken(block: WindowBlock) -> ScoreBlock:

@@ -174,7 +174,7 @@ def test_a_forward_step_does_not_end_a_clearing_alarm(tmp_path: Path, devices: i
     end = events[-1]
     assert end.id == start.id
     # Times are the wall clock at the time; the episode's onset is told in the clock the gateway has now.
-    assert end.end_time == pytest.approx(clear_from + 1, abs=1.5)
+    assert end.end_time is not None and end.end_time == pytest.approx(clear_from + 1, abs=1.5)
     assert end.onset_time == pytest.approx(start.onset_time + 3 * DAY_S)
     assert end.end_time - end.onset_time == pytest.approx(20 + 10 + 10 + 5, abs=2)
     assert "ended after 4" in end.explanation.text  # 45 s or so, not three days
