@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -121,11 +121,25 @@ def backoff_delay(
     return step / 2 + rand() * step / 2
 
 
+class RecordingClient(paho.Client):
+    """paho's client, keeping the exception of its last failed connection attempt: paho's own
+    `on_connect_fail` is told that an attempt failed, not why (DNS, refused, TLS)."""
+
+    last_connect_error: OSError | None = None  # set and read in paho's network thread only
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # what paho's loop catches before calling on_connect_fail
+            self.last_connect_error = exc
+            raise
+
+
 def new_client(
     config: MqttConfig, client_id: str, *, v5: bool, password: str | None, will_topic: str, will: bytes
-) -> paho.Client:
+) -> RecordingClient:
     """A configured, not yet connected paho client (callback API v2) with the retained QoS 1 Will."""
-    client = paho.Client(
+    client = RecordingClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,

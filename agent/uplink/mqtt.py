@@ -18,6 +18,11 @@ Strategy:
   calls `on_refused` so the agent raises a technical alarm. A row larger than the broker's
   Maximum Packet Size (from its CONNACK) is refused the same way (0x95) without being sent: the
   broker would drop the connection and paho would resend it forever, blocking every row behind it.
+- Trouble is told once, in words: a failed connection attempt (DNS, refused, TLS, a CONNACK
+  refusal) is logged when its cause first appears or changes, then as a reminder every `REMIND_S`,
+  never once per retry; the sentence (`agent.uplink.problems`) names the broker address and the
+  config key to check, and stays in `counters().problem` for `edge-agent status` until a connect
+  succeeds. A refused PUBLISH is logged once per topic and reason code per connection.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
 - Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
@@ -54,8 +59,16 @@ from agent.uplink.connection import (
     speaks_v5,
     status_payload,
 )
+from agent.uplink.problems import (
+    describe_connect_error,
+    describe_connect_refusal,
+    describe_early_close,
+    describe_publish_refusal,
+    reason_name,
+)
 from agent.uplink.topics import Topics
 
+REMIND_S = 600.0  # an unchanged connection problem is logged again this often, not at every retry
 LOCAL_REFUSAL = 0x83  # "Implementation specific error": paho itself rejected the message (too large)
 PACKET_TOO_LARGE = 0x95
 log = logging.getLogger(__name__)
@@ -70,6 +83,9 @@ class UplinkCounters:
     connects: int  # successful CONNACKs
     reconnects: int  # successful CONNACKs after the first
     inflight: int
+    problem: str | None = None  # why the broker cannot be reached, while it cannot
+    failed_attempts: int = 0  # connection attempts failed since the last successful one
+    down_for_s: float | None = None  # seconds without a connection (since the start or the loss)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +139,12 @@ class MqttUplink:
         self._inflight: dict[int, OutboxItem] = {}
         self._status_waiters: dict[int, asyncio.Future[int]] = {}
         self._published = self._delivered = self._refused = self._connects = 0
+        self._problem: str | None = None
+        self._problem_logged_at = -REMIND_S
+        self._failed_attempts = 0
+        self._down_since: float | None = time.monotonic()  # monotonic; None while connected
+        self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
+        self._refusals_told: set[tuple[str, int]] = set()  # (topic, reason) logged this connection
         # Paho-thread state: consecutive failed attempts, for the backoff.
         self._failures = 0
 
@@ -150,6 +172,9 @@ class MqttUplink:
             self._connects,
             max(0, self._connects - 1),
             len(self._inflight),
+            None if self._connected else self._problem,
+            self._failed_attempts,
+            None if self._down_since is None else round(time.monotonic() - self._down_since, 1),
         )
 
     def notify(self) -> None:
@@ -258,6 +283,22 @@ class MqttUplink:
         self._inflight[info.mid] = item
         self._published += 1
 
+    def _tell_refusal(self, item: OutboxItem, reason: int) -> None:
+        """Log a refused PUBLISH once per topic and reason per connection (the count is in status)."""
+        told = (item.topic, reason)
+        if told in self._refusals_told:
+            log.debug("broker refused %s %s on %s: 0x%02x", item.kind, item.id, item.topic, reason)
+            return
+        self._refusals_told.add(told)
+        why = describe_publish_refusal(reason, item.topic, self.config, self.client_id)
+        log.error(
+            "broker refused %s %s: %s. It is kept aside in the outbox, not sent again until "
+            "`edge-agent retry-refused` after the fix; further refusals of this kind are counted, not logged",
+            item.kind,
+            item.id,
+            why,
+        )
+
     def _refuse(self, item: OutboxItem, reason: int) -> None:
         self.outbox.refused(item.id, reason)
         self._refused += 1
@@ -273,19 +314,28 @@ class MqttUplink:
         self, reason: int, session_present: bool, receive_maximum: int | None, max_packet: int | None
     ) -> None:
         if reason >= 0x80:
-            log.warning(
-                "broker %s:%s refused the connection: 0x%02x", self.config.host, self.config.port, reason
-            )
+            self._refused_connect = True
+            self._connect_failed(describe_connect_refusal(reason, self.config))
             return
+        recovered = ""
+        if self._failed_attempts and self._down_since is not None:
+            recovered = (
+                f" after {self._failed_attempts} failed attempt(s) over "
+                f"{time.monotonic() - self._down_since:.0f} s"
+            )
         self._connected = True
         self._connects += 1
+        self._problem, self._failed_attempts, self._down_since = None, 0, None
+        self._problem_logged_at = -REMIND_S
+        self._refusals_told.clear()
         if receive_maximum is not None:
             self._window = max(1, min(self.config.max_inflight, receive_maximum) - 1)
         self._max_packet = max_packet
         log.info(
-            "connected to %s:%s (session present: %s, window %d)",
+            "connected to %s:%s%s (session present: %s, window %d)",
             self.config.host,
             self.config.port,
+            recovered,
             session_present,
             self._window,
         )
@@ -303,9 +353,53 @@ class MqttUplink:
         self._commands_ready = granted
 
     def _on_disconnected(self, reason: int) -> None:
-        if self._connected and not self._stopping:
-            log.warning("disconnected from %s:%s: 0x%02x", self.config.host, self.config.port, reason)
+        if self._stopping:
+            self._connected = False
+            return
+        if self._connected:
+            self._connected = False
+            self._down_since = time.monotonic()
+            log.warning(
+                "disconnected from %s:%s: 0x%02x %s; reconnecting, messages wait in the outbox",
+                self.config.host,
+                self.config.port,
+                reason,
+                reason_name(PacketTypes.DISCONNECT, reason),
+            )
+        elif self._refused_connect:
+            self._refused_connect = False  # the close that follows a refused CONNECT: already told
+        else:
+            self._connect_failed(describe_early_close(reason, self.config))
+
+    def _on_connect_failed(self, problem: str) -> None:
         self._connected = False
+        if not self._stopping:
+            self._connect_failed(problem)
+
+    def _connect_failed(self, problem: str) -> None:
+        """One failed connection attempt: log its cause when new or changed, else every REMIND_S."""
+        now = time.monotonic()
+        self._failed_attempts += 1
+        if self._down_since is None:
+            self._down_since = now
+        down_for = now - self._down_since
+        changed = problem != self._problem
+        self._problem = problem
+        if not changed and now - self._problem_logged_at < REMIND_S:
+            return
+        self._problem_logged_at = now
+        waiting = self.outbox.depth()
+        if changed:
+            log.warning("uplink: %s; retrying, %d message(s) wait in the outbox", problem, waiting)
+        else:
+            log.warning(
+                "uplink still not connected after %d attempt(s) in %.0f s: %s; "
+                "%d message(s) wait in the outbox",
+                self._failed_attempts,
+                down_for,
+                problem,
+                waiting,
+            )
 
     def _on_puback(self, mid: int, reason: int) -> None:
         waiter = self._status_waiters.pop(mid, None)
@@ -320,7 +414,7 @@ class MqttUplink:
             self.outbox.delivered(item.id)
             self._delivered += 1
         else:
-            log.error("broker refused %s on %s: 0x%02x", item.id, item.topic, reason)
+            self._tell_refusal(item, reason)
             self._refuse(item, reason)
         self._wake.set()
 
@@ -394,7 +488,13 @@ class MqttUplink:
     def _paho_connect_fail(self, client: paho.Client, _u: Any) -> None:
         self._failures += 1
         self._set_backoff(client)
-        self._from_paho(self._on_disconnected, 0x88)  # 0x88 Server unavailable
+        error = getattr(client, "last_connect_error", None)
+        problem = (
+            describe_connect_error(error, self.config)
+            if error is not None
+            else f"cannot connect to {self.config.host}:{self.config.port}"
+        )
+        self._from_paho(self._on_connect_failed, problem)
 
     def _paho_disconnect(
         self, client: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Properties | None
