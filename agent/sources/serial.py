@@ -16,6 +16,13 @@ when the adapter re-enumerates as another ``ttyUSBn``. The backoff is reset once
 The daemon raises the technical ``device_lost`` alarm from the silence (``lost_after_s``); the
 source itself never raises for link trouble or bad bytes, which are counted in `stats`.
 
+What the operator is told: a port that does not open is logged when the cause first appears or
+changes (no such file, permission denied, held by another program, not a serial device), with what
+to fix, then again every `REMIND_S` while it lasts, never once per retry; the open after failures
+says how many there were. A link that delivers bytes of which nothing decodes (a wrong baud rate
+or protocol) is logged once per connection naming `serial.baudrate` and `serial.protocol`; the
+rejected input itself is only counted (`stats.bad_frames`), never logged byte by byte.
+
 After every (re)open of a frame-protocol port the source sends COMMAND SEND_HELLO, and repeats it
 every `HELLO_RETRY_S` while no HELLO is known: a device that kept running while its cable was out
 will not reboot to announce itself. The last HELLO is kept across reconnects (firmware that ignores
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections import deque
@@ -47,6 +55,22 @@ log = logging.getLogger("agent.sources.serial")
 READ_CHUNK = 65536
 HELLO_RETRY_S = 1.0
 IDLE_WAKE_S = 1.0  # wake up this often without data, to resend SEND_HELLO when needed
+REMIND_S = 600.0  # a port that still does not open is logged again this often
+UNDECODABLE_BYTES = 4096  # this much input without one good frame or line: say so (once per link)
+
+# errno of a failed open -> what the operator should do about it
+OPEN_HINTS = {
+    errno.ENOENT: "no such device file: is the device plugged in, and is serial.port right? "
+    "(a /dev/serial/by-id/... path survives re-plugging)",
+    errno.EACCES: "permission denied: the agent's user needs read and write access to the port "
+    "(add it to the port's group, usually 'dialout', or a udev rule) and restart the agent",
+    errno.EPERM: "permission denied: the agent's user may not open the port",
+    errno.EAGAIN: "another program holds the port (it is opened exclusively): stop that program",
+    errno.EBUSY: "the port is busy: another program holds it",
+    errno.ENXIO: "the device file exists but no device answers behind it: re-plug the device",
+    errno.ENODEV: "the device file exists but no device answers behind it: re-plug the device",
+    errno.ENOTTY: "it is not a serial device: check serial.port",
+}
 
 
 class SerialPort(Protocol):
@@ -113,6 +137,10 @@ class SerialSource:
         self._bad_frames_before = 0  # bad frames of decoders of earlier connections
         self._bytes_before = 0
         self._hello_sent_at = -1e9
+        self._open_problem: str | None = None  # the last open failure told, while it lasts
+        self._open_problem_told_at = -REMIND_S
+        self._failed_opens = 0  # since the last successful open
+        self._undecodable_told = False  # this link's "nothing decodes" was logged
         default = DEFAULT_STREAM[device.kind]
         self._frames = FrameReadings(device.id, default, clock)
         self._lines = LineReadings(device.id, default, self.config.channels)
@@ -182,10 +210,9 @@ class SerialSource:
                 port = self._open_port(self.config)
             except self._errors as exc:
                 self._open_failures += 1
+                self._failed_opens += 1
                 delay = self._backoff.next_delay()
-                log.debug(
-                    "%s: cannot open %s (%s); retry in %.2f s", self.device.id, self.config.port, exc, delay
-                )
+                self._tell_open_failure(exc, delay)
                 await asyncio.sleep(delay)
                 continue
             self._port = port
@@ -194,9 +221,34 @@ class SerialSource:
                 self._frames.link_restarted()
                 self._lines.link_restarted()
             self._ever_open = True
-            log.info("%s: serial port %s open", self.device.id, self.config.port)
+            after = f" (after {self._failed_opens} failed attempt(s))" if self._failed_opens else ""
+            log.info("%s: serial port %s open%s", self.device.id, self.config.port, after)
+            self._failed_opens, self._open_problem = 0, None
+            self._open_problem_told_at = -REMIND_S
+            self._undecodable_told = False
             self._request_hello(force=True)
             return
+
+    def _tell_open_failure(self, exc: BaseException, delay: float) -> None:
+        """Log why the port does not open when that is news (first time, other cause, or REMIND_S)."""
+        code = getattr(exc, "errno", None)
+        problem = OPEN_HINTS.get(code, str(exc)) if isinstance(code, int) else str(exc)
+        now = time.monotonic()
+        if problem == self._open_problem and now - self._open_problem_told_at < REMIND_S:
+            port = self.config.port
+            log.debug("%s: cannot open %s (%s); retry in %.2f s", self.device.id, port, exc, delay)
+            return
+        again = " still" if problem == self._open_problem else ""
+        self._open_problem, self._open_problem_told_at = problem, now
+        log.warning(
+            "%s:%s cannot open serial port %s (serial.port): %s; retrying every %.0f s at most, "
+            "the other devices are not affected",
+            self.device.id,
+            again,
+            self.config.port,
+            problem,
+            self._backoff.policy.max_s,
+        )
 
     def _close_port(self) -> None:
         port, self._port = self._port, None
@@ -262,6 +314,25 @@ class SerialSource:
                 self._pending.append(self._lines.take(sample, wall, monotonic))
         if self._pending:
             self._backoff.reset()  # the link has proved itself
+        self._maybe_tell_undecodable()
+
+    def _maybe_tell_undecodable(self) -> None:
+        """Once per link: bytes keep coming and not one frame or line decodes (baud rate, protocol)."""
+        stats = self._decoder.stats
+        if self._undecodable_told or stats.frames or stats.bytes_in < UNDECODABLE_BYTES:
+            return
+        self._undecodable_told = True
+        log.warning(
+            "%s: %d bytes from %s and nothing decodes as serial.protocol %r (%d rejected): check "
+            "serial.baudrate (%d) and serial.protocol against what the device sends; bad input is "
+            "counted as bad frames, not logged",
+            self.device.id,
+            stats.bytes_in,
+            self.config.port,
+            self.config.protocol,
+            stats.rejected,
+            self.config.baudrate,
+        )
 
     def _maybe_request_hello(self) -> None:
         if self.config.protocol == "frames" and self._frames.hello is None:
