@@ -1,7 +1,9 @@
-"""The `edge-agent` command: run, demo, check-config, status, record.
+"""The `edge-agent` command: run, demo, check-config, status, record, retry-refused.
 
 Configuration problems print one line per problem (``file: key.path: what is wrong``) on stderr
-and exit with code 2 before anything starts.
+and exit with code 2 before anything starts; so does a model a detector cannot load (``file: model
+<name>: what is wrong``). Log lines name devices by pseudonym only; `status --config` shows each
+device's configured id next to its pseudonym (it reads the site key), to tell which one a line means.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.errors import AgentError, ConfigError, InvalidConfigError
+from agent.errors import AgentError, ConfigError, InvalidConfigError, ModelError
 
 EXIT_CONFIG = 2
 
@@ -44,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.add_argument("--config", "-c", type=Path, help="the agent's config file (finds its state_dir)")
     where.add_argument("--state-dir", type=Path, help="the agent's state folder")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    retry = sub.add_parser(
+        "retry-refused",
+        help="after fixing the broker (ACL, topic), send again the messages it refused (kept aside)",
+    )
+    retry.add_argument("--config", "-c", type=Path, required=True)
 
     record = sub.add_parser("record", help="record the configured devices' raw readings for training")
     record.add_argument("--config", "-c", type=Path, required=True)
@@ -79,11 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.config, args.state_dir, args.json)
         if args.command == "record":
             return _record(args)
+        if args.command == "retry-refused":
+            return _retry_refused(args.config)
         return _demo(args.duration, args.config, args.speed)
     except InvalidConfigError as exc:
         return _config_failure(exc.source, exc.errors)
     except ConfigError as exc:
         return _config_failure(str(getattr(args, "config", "") or "config"), [exc])
+    except ModelError as exc:  # a detector's model: as much a configuration problem as a bad key
+        print(f"{getattr(args, 'config', '') or 'config'}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except AgentError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1
@@ -126,16 +139,52 @@ def _status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
     import json
 
     from agent.config import load_config
-    from agent.status import read_status, render
+    from agent.status import device_names, read_status, render
 
-    folder = state_dir if state_dir is not None else load_config(config_path or Path()).gateway.state_dir
+    config = load_config(config_path) if config_path is not None else None
+    folder = state_dir if state_dir is not None else config.gateway.state_dir if config else Path()
     found = read_status(folder)
     if found is None:
         print(f"edge-agent status: no running agent and no heartbeat yet in {folder}", file=sys.stderr)
         return 1
     source, status = found
-    print(json.dumps(status, indent=1) if as_json else render(source, status))
+    names = device_names(config) if config is not None else {}
+    print(json.dumps(status, indent=1) if as_json else render(source, status, names))
     return 0
+
+
+def _retry_refused(config_path: Path) -> int:
+    from agent.config import load_config
+
+    path = load_config(config_path).outbox.path
+    count = _requeue_refused(path)
+    print(
+        f"{count} refused message(s) in {path} are waiting to be sent again; a running agent sends "
+        "them within a second (`edge-agent status` shows whether the broker takes them now)"
+    )
+    return 0
+
+
+def _requeue_refused(path: Path) -> int:
+    """Refused rows back to pending, in the outbox file a running agent may hold open (WAL allows it).
+
+    Plain SQL rather than `Outbox(...)`: opening an Outbox also requeues the rows in flight (a second
+    send by the running agent) and creates a missing key file. Same statement as `Outbox.retry_refused`.
+    """
+    import sqlite3
+
+    if not path.is_file():
+        raise ConfigError("outbox.path", f"no outbox at {path}")
+    try:
+        db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        try:
+            return db.execute(
+                "UPDATE outbox SET state='pending', reason_code=NULL WHERE state='refused'"
+            ).rowcount
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise ConfigError("outbox.path", f"cannot update {path}: {exc}") from None
 
 
 def _record(args: argparse.Namespace) -> int:

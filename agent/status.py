@@ -14,7 +14,10 @@ import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.config.schema import AgentConfig
 
 SOCKET_NAME = "agent.sock"
 LAST_HEARTBEAT = "last-heartbeat.json"
@@ -63,6 +66,24 @@ def read_status(state_dir: Path, timeout_s: float = 2.0) -> tuple[str, dict[str,
     return None
 
 
+def device_names(config: AgentConfig) -> dict[str, str]:
+    """Pseudonym -> configured device id, for a reader who may read the site key (else empty).
+
+    Logs and heartbeats name devices by pseudonym only; the operator at the gateway, who has the
+    config and the key anyway, needs to know which device a line is about. Never creates the key.
+    """
+    from agent.errors import ConfigError
+    from agent.keyfile import read_private
+    from agent.privacy import KEY_SETTING, Pseudonymizer
+
+    key_file = config.privacy.key_file or config.gateway.state_dir / "pseudonym.key"
+    try:
+        pseudonym = Pseudonymizer(read_private(key_file, KEY_SETTING))
+    except ConfigError:
+        return {}
+    return {pseudonym(device.id): device.id for device in config.devices}
+
+
 def describe_calibration(progress: dict[str, Any]) -> str:
     """One detector's live calibration (agent.pipeline.calibration.LiveCalibration.status) as text."""
     if progress.get("state") == "learning":
@@ -70,8 +91,9 @@ def describe_calibration(progress: dict[str, Any]) -> str:
     return f"calibrated threshold {progress.get('threshold')} at {progress.get('at')}"
 
 
-def render(source: str, status: dict[str, Any]) -> str:
-    """A readable multi-line report of a status snapshot (live) or a heartbeat payload (file)."""
+def render(source: str, status: dict[str, Any], names: dict[str, str] | None = None) -> str:
+    """A readable multi-line report of a status snapshot (live) or a heartbeat payload (file);
+    `names` (pseudonym -> device id, see `device_names`) adds each device's configured id."""
     beat = status.get("heartbeat", status)
     lines = [
         f"edge-agent status ({source}) — gateway {beat.get('gateway')}, session {beat.get('session')}, "
@@ -84,6 +106,14 @@ def render(source: str, status: dict[str, Any]) -> str:
             f"{uplink.get('delivered', 0)} delivered, {uplink.get('refused', 0)} refused, "
             f"{uplink.get('reconnects', 0)} reconnects"
         )
+        if not uplink.get("connected") and uplink.get("problem"):
+            down = uplink.get("down_for_s")
+            lines.append(
+                f"    for {down or 0:.0f} s, {uplink.get('failed_attempts', 0)} failed attempt(s): "
+                f"{uplink['problem']}"
+            )
+        if (status.get("outbox") or {}).get("refused"):
+            lines.append("    refused messages stay aside: fix the broker, then `edge-agent retry-refused`")
     age = beat.get("oldest_undelivered_age_s")
     lines.append(f"  outbox: {beat.get('outbox_depth')} waiting" + (f", oldest {age:.0f} s" if age else ""))
     lines.append(f"  alarms active: {beat.get('active_alarms')}")
@@ -98,8 +128,10 @@ def render(source: str, status: dict[str, Any]) -> str:
         lines.append(f"  calibration {detector}: {describe_calibration(progress)}")
     for device in beat.get("devices", []):
         seen = device.get("last_seen") or "never"
+        known = (names or {}).get(device["device"])
+        label = f"{known} ({device['device']})" if known else device["device"]
         lines.append(
-            f"  device {device['device']}: {'connected' if device['connected'] else 'not connected'}, "
+            f"  device {label}: {'connected' if device['connected'] else 'not connected'}, "
             f"{device['rate_hz']:.1f} readings/s, last seen {seen}, gaps {device['gaps']}, "
             f"bad frames {device['bad_frames']}, reconnects {device.get('reconnects', 0)}"
             + (f", ODI {odi:.1f}/h" if (odi := device.get("desaturation_index_per_h")) is not None else "")
