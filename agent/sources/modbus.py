@@ -14,16 +14,22 @@ emits nothing. A lost connection (pymodbus
 with our jittered backoff; pymodbus's own reconnect loop is disabled so there is one policy for
 every source. The first reading after a reconnect carries Quality.GAP. The client is built by a
 passed-in factory, so tests can point it at pymodbus's server on loopback or a pty.
+
+A unit that cannot be reached is told once per outage (pymodbus logs the socket error itself),
+naming the configured address and keys, and again every `REMIND_S` while it lasts; the connect
+after failures says how many there were.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol
 
@@ -38,6 +44,7 @@ from agent.sources.counters import SourceStats
 log = logging.getLogger("agent.sources.modbus")
 
 MAX_REGISTERS_PER_READ = 125
+REMIND_S = 600.0  # a unit still unreachable is logged again this often, not at every retry
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
 _WIDTH = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "float32": 2}
 
@@ -159,6 +166,8 @@ class ModbusSource:
         self._next_poll: float | None = None
         self._errors: Counter[str] = Counter()
         self._readings = self._bad = self._gaps = self._reconnects = 0
+        self._failed_connects = 0  # since the last successful connect
+        self._failure_told_at: float | None = None  # monotonic; None: this outage not told yet
 
     @property
     def stats(self) -> SourceStats:
@@ -206,6 +215,8 @@ class ModbusSource:
         if not ok or not client.connected:
             client.close()
             self._errors["connect_failed"] += 1
+            self._failed_connects += 1
+            self._tell_connect_failure()
             await asyncio.sleep(self._backoff.next_delay())
             return
         self._client = client
@@ -216,7 +227,38 @@ class ModbusSource:
                 self._gap_next = True
         self._ever_connected = True
         self._next_poll = None
-        log.info("%s: modbus connected", self.device.id)
+        after = f" (after {self._failed_connects} failed attempt(s))" if self._failed_connects else ""
+        log.info("%s: modbus connected%s", self.device.id, after)
+        self._failed_connects, self._failure_told_at = 0, None
+
+    def _tell_connect_failure(self) -> None:
+        """Log an unreachable unit at the first failure of an outage, then every REMIND_S."""
+        now = time.monotonic()
+        if self._failure_told_at is not None and now - self._failure_told_at < REMIND_S:
+            return
+        self._failure_told_at = now
+        log.warning(
+            "%s: cannot connect to the Modbus unit at %s: %s; retrying every %.0f s at most, "
+            "the other devices are not affected",
+            self.device.id,
+            self._where(),
+            self._hint(),
+            self._backoff.policy.max_s,
+        )
+
+    def _where(self) -> str:
+        if self.config.host:
+            return f"{self.config.host}:{self.config.port} (modbus.host, modbus.port)"
+        return f"{self.config.serial_port} (modbus.serial_port)"
+
+    def _hint(self) -> str:
+        if not self.config.host:
+            port = Path(self.config.serial_port)
+            if not port.exists():
+                return "no such device file: is the adapter plugged in, and is modbus.serial_port right?"
+            if not os.access(port, os.R_OK | os.W_OK):
+                return "permission denied: the agent's user needs read and write access to the port"
+        return "is the unit powered and reachable, and its address right? (pymodbus logs the cause)"
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None
