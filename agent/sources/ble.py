@@ -16,6 +16,10 @@ connection slots) with the waits they need; what it finally raises is classified
 ours. Scanner and connector are constructor arguments: tests pass a fake radio whose client raises
 bleak's real exception types, with no patching.
 
+What the operator is told: a scan that fails (no BlueZ, no adapter, adapter off), a device not
+found, or a connection refused is logged when its cause first appears or changes, with what to do,
+then every 10 minutes while it lasts (`LinkTrouble`), never once per retry.
+
 Notifications arrive as callbacks on the event loop and are decoded at once (firmware_bridge.gatt);
 readings wait in a bounded deque for the consumer. The first reading of each stream after a
 reconnect carries Quality.GAP; see `agent.sources.ble_profiles` for channels and quality flags.
@@ -42,6 +46,7 @@ from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.ble_profiles import Profile, ProfileReadings, profiles_for
 from agent.sources.counters import SourceStats
+from agent.sources.problems import LinkTrouble, Tell
 from firmware_bridge.errors import GattDecodeError
 from firmware_bridge.gatt.polar_pmd import decode_control_point_response
 
@@ -137,6 +142,24 @@ def classify(exc: BaseException) -> str:
     return "driver_error"
 
 
+def describe_scan_failure(exc: BaseException) -> str:
+    """Why bleak could not scan, in words that say what to check on the gateway."""
+    text = str(exc)
+    if isinstance(exc, FileNotFoundError | ConnectionRefusedError):  # the system D-Bus socket
+        return (
+            "the system D-Bus is not reachable: is dbus running, and bluetoothd? (systemctl status bluetooth)"
+        )
+    if "No Bluetooth adapters" in text:
+        return f"{text.rstrip('.')}: is the adapter plugged in and enabled? (rfkill list, bluetoothctl list)"
+    if "org.bluez.Error.NotReady" in text:
+        return "the Bluetooth adapter is off: bluetoothctl power on (and rfkill unblock bluetooth)"
+    if "ServiceUnknown" in text or ("org.bluez" in text and "not provided" in text):
+        return "bluetoothd is not running: systemctl start bluetooth"
+    if "AccessDenied" in text or "NotPermitted" in text or isinstance(exc, PermissionError):
+        return "BlueZ refuses the agent's user: give it access (group 'bluetooth' or a D-Bus policy)"
+    return f"{type(exc).__name__}: {text}"
+
+
 def _backoff_hint(exc: BaseException) -> float:
     from bleak_retry_connector import calculate_backoff_time
 
@@ -179,6 +202,7 @@ class BleSource:
         self._bad_frames = 0
         self._last_data = time.monotonic()
         self._client_generation = 0
+        self._trouble = LinkTrouble()  # failed attempts of the current outage, and what was logged
 
     @property
     def stats(self) -> SourceStats:
@@ -235,7 +259,6 @@ class BleSource:
         while True:
             device = await self._find()
             if device is None:
-                self._errors["not_found"] += 1
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             client, disconnected = await self._connect(device)
@@ -247,7 +270,11 @@ class BleSource:
                 self._assembler.link_restarted()
             self._ever_connected = True
             log.info(
-                "%s: BLE connected to %s, %d profile(s)", self.device.id, device.address, len(self.profiles)
+                "%s: BLE connected to %s, %d profile(s)%s",
+                self.device.id,
+                device.address,
+                len(self.profiles),
+                self._trouble.recovered(),
             )
             try:
                 await self._watch(disconnected)
@@ -259,13 +286,38 @@ class BleSource:
 
     async def _find(self) -> BLEDevice | None:
         try:
-            return await self._finder.find(self.config, self._scan_timeout_s)
+            found = await self._finder.find(self.config, self._scan_timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # adapter gone, BlueZ restarting: keep trying
             self._errors["scan_failed"] += 1
-            log.warning("%s: BLE scan failed: %r", self.device.id, exc)
+            self._tell("cannot scan for BLE devices", describe_scan_failure(exc))
             return None
+        if found is None:
+            self._errors["not_found"] += 1
+            config = self.config
+            criteria = {"address": config.address, "name": config.name, "service_uuid": config.service_uuid}
+            wanted = " and ".join(f"ble.{key} = {value!r}" for key, value in criteria.items() if value)
+            self._tell(
+                f"not found in a {self._scan_timeout_s:.0f} s scan",
+                f"is it on, in range and not held by another gateway or phone, and is {wanted} right?",
+            )
+        return found
+
+    def _tell(self, what: str, cause: str) -> None:
+        """Log a link problem when it is news for this outage (see `LinkTrouble`)."""
+        tell = self._trouble.failed(f"{what}: {cause}")
+        if tell is Tell.QUIET:
+            return
+        again = " still" if tell is Tell.REMINDER else ""
+        log.warning(
+            "%s:%s %s: %s; retrying every %.0f s at most, the other devices are not affected",
+            self.device.id,
+            again,
+            what,
+            cause,
+            self._backoff.policy.max_s,
+        )
 
     async def _connect(self, device: BLEDevice) -> tuple[GattClient | None, asyncio.Event]:
         disconnected = asyncio.Event()
@@ -283,7 +335,8 @@ class BleSource:
             kind = classify(exc)
             self._errors[kind] += 1
             delay = self._backoff.next_delay(at_least=_backoff_hint(exc))
-            log.warning("%s: BLE connect failed (%s: %s); retry in %.1f s", self.device.id, kind, exc, delay)
+            log.debug("%s: BLE connect failed (%s: %s); retry in %.1f s", self.device.id, kind, exc, delay)
+            self._tell(f"found, but the BLE connection failed ({kind})", f"{type(exc).__name__}: {exc}")
             if client is not None:
                 await self._disconnect_quietly(client)
             await asyncio.sleep(delay)

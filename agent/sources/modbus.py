@@ -16,8 +16,8 @@ every source. The first reading after a reconnect carries Quality.GAP. The clien
 passed-in factory, so tests can point it at pymodbus's server on loopback or a pty.
 
 A unit that cannot be reached is told once per outage (pymodbus logs the socket error itself),
-naming the configured address and keys, and again every `REMIND_S` while it lasts; the connect
-after failures says how many there were.
+naming the configured address and keys, and again every 10 minutes while it lasts (`LinkTrouble`);
+the connect after failures says how many there were.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from agent.errors import ConfigError
 from agent.readings import Quality, Reading, stream_id
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
+from agent.sources.problems import LinkTrouble, Tell
 
 log = logging.getLogger("agent.sources.modbus")
 
 MAX_REGISTERS_PER_READ = 125
-REMIND_S = 600.0  # a unit still unreachable is logged again this often, not at every retry
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
 _WIDTH = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "float32": 2}
 
@@ -166,8 +166,7 @@ class ModbusSource:
         self._next_poll: float | None = None
         self._errors: Counter[str] = Counter()
         self._readings = self._bad = self._gaps = self._reconnects = 0
-        self._failed_connects = 0  # since the last successful connect
-        self._failure_told_at: float | None = None  # monotonic; None: this outage not told yet
+        self._trouble = LinkTrouble()  # failed connects of the current outage, and what was logged
 
     @property
     def stats(self) -> SourceStats:
@@ -215,7 +214,6 @@ class ModbusSource:
         if not ok or not client.connected:
             client.close()
             self._errors["connect_failed"] += 1
-            self._failed_connects += 1
             self._tell_connect_failure()
             await asyncio.sleep(self._backoff.next_delay())
             return
@@ -227,22 +225,19 @@ class ModbusSource:
                 self._gap_next = True
         self._ever_connected = True
         self._next_poll = None
-        after = f" (after {self._failed_connects} failed attempt(s))" if self._failed_connects else ""
-        log.info("%s: modbus connected%s", self.device.id, after)
-        self._failed_connects, self._failure_told_at = 0, None
+        log.info("%s: modbus connected%s", self.device.id, self._trouble.recovered())
 
     def _tell_connect_failure(self) -> None:
         """Log an unreachable unit at the first failure of an outage, then every REMIND_S."""
-        now = time.monotonic()
-        if self._failure_told_at is not None and now - self._failure_told_at < REMIND_S:
+        hint = self._hint()
+        if self._trouble.failed(hint) is Tell.QUIET:
             return
-        self._failure_told_at = now
         log.warning(
             "%s: cannot connect to the Modbus unit at %s: %s; retrying every %.0f s at most, "
             "the other devices are not affected",
             self.device.id,
             self._where(),
-            self._hint(),
+            hint,
             self._backoff.policy.max_s,
         )
 

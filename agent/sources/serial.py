@@ -18,10 +18,10 @@ source itself never raises for link trouble or bad bytes, which are counted in `
 
 What the operator is told: a port that does not open is logged when the cause first appears or
 changes (no such file, permission denied, held by another program, not a serial device), with what
-to fix, then again every `REMIND_S` while it lasts, never once per retry; the open after failures
-says how many there were. A link that delivers bytes of which nothing decodes (a wrong baud rate
-or protocol) is logged once per connection naming `serial.baudrate` and `serial.protocol`; the
-rejected input itself is only counted (`stats.bad_frames`), never logged byte by byte.
+to fix, then again every 10 minutes while it lasts (`LinkTrouble`), never once per retry; the open
+after failures says how many there were. A link that delivers bytes of which nothing decodes (a
+wrong baud rate or protocol) is logged once per connection naming `serial.baudrate` and
+`serial.protocol`; the rejected input itself is only counted (`stats.bad_frames`), never logged.
 
 After every (re)open of a frame-protocol port the source sends COMMAND SEND_HELLO, and repeats it
 every `HELLO_RETRY_S` while no HELLO is known: a device that kept running while its cable was out
@@ -46,6 +46,7 @@ from agent.errors import ConfigError
 from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
+from agent.sources.problems import LinkTrouble, Tell
 from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
 from firmware_bridge import NEED_DATA, CsvLineDecoder, FrameDecoder, JsonLineDecoder, encode_frame
 from firmware_bridge.frame_messages import Command, CommandCode
@@ -55,7 +56,6 @@ log = logging.getLogger("agent.sources.serial")
 READ_CHUNK = 65536
 HELLO_RETRY_S = 1.0
 IDLE_WAKE_S = 1.0  # wake up this often without data, to resend SEND_HELLO when needed
-REMIND_S = 600.0  # a port that still does not open is logged again this often
 UNDECODABLE_BYTES = 4096  # this much input without one good frame or line: say so (once per link)
 
 # errno of a failed open -> what the operator should do about it
@@ -137,9 +137,7 @@ class SerialSource:
         self._bad_frames_before = 0  # bad frames of decoders of earlier connections
         self._bytes_before = 0
         self._hello_sent_at = -1e9
-        self._open_problem: str | None = None  # the last open failure told, while it lasts
-        self._open_problem_told_at = -REMIND_S
-        self._failed_opens = 0  # since the last successful open
+        self._trouble = LinkTrouble()  # failed opens of the current outage, and what was logged
         self._undecodable_told = False  # this link's "nothing decodes" was logged
         default = DEFAULT_STREAM[device.kind]
         self._frames = FrameReadings(device.id, default, clock)
@@ -210,7 +208,6 @@ class SerialSource:
                 port = self._open_port(self.config)
             except self._errors as exc:
                 self._open_failures += 1
-                self._failed_opens += 1
                 delay = self._backoff.next_delay()
                 self._tell_open_failure(exc, delay)
                 await asyncio.sleep(delay)
@@ -221,10 +218,7 @@ class SerialSource:
                 self._frames.link_restarted()
                 self._lines.link_restarted()
             self._ever_open = True
-            after = f" (after {self._failed_opens} failed attempt(s))" if self._failed_opens else ""
-            log.info("%s: serial port %s open%s", self.device.id, self.config.port, after)
-            self._failed_opens, self._open_problem = 0, None
-            self._open_problem_told_at = -REMIND_S
+            log.info("%s: serial port %s open%s", self.device.id, self.config.port, self._trouble.recovered())
             self._undecodable_told = False
             self._request_hello(force=True)
             return
@@ -233,13 +227,12 @@ class SerialSource:
         """Log why the port does not open when that is news (first time, other cause, or REMIND_S)."""
         code = getattr(exc, "errno", None)
         problem = OPEN_HINTS.get(code, str(exc)) if isinstance(code, int) else str(exc)
-        now = time.monotonic()
-        if problem == self._open_problem and now - self._open_problem_told_at < REMIND_S:
+        tell = self._trouble.failed(problem)
+        if tell is Tell.QUIET:
             port = self.config.port
             log.debug("%s: cannot open %s (%s); retry in %.2f s", self.device.id, port, exc, delay)
             return
-        again = " still" if problem == self._open_problem else ""
-        self._open_problem, self._open_problem_told_at = problem, now
+        again = " still" if tell is Tell.REMINDER else ""
         log.warning(
             "%s:%s cannot open serial port %s (serial.port): %s; retrying every %.0f s at most, "
             "the other devices are not affected",
