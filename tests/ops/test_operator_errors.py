@@ -246,3 +246,26 @@ def test_a_model_that_does_not_load_is_a_config_error_naming_the_file(
         assert line.startswith(f"{config}: ")
         assert line.endswith(f"model no-such-model: no model card at {card}")
     assert not (tmp_path / "state").exists()  # refused before anything started
+
+
+def run_briefly(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_state_dir_that_cannot_be_created_stops_the_start_with_one_line_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = write_config(tmp_path, 1)
+    config.write_text(config.read_text().replace('state_dir = "state"', 'state_dir = "a-file/state"'))
+    result = run_briefly(config)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if " INFO " not in line]
+    assert errors == [
+        f"{config}: gateway.state_dir: cannot create {tmp_path / 'a-file' / 'state'}: Not a directory"
+    ]
