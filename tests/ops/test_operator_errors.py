@@ -269,3 +269,25 @@ def test_a_state_dir_that_cannot_be_created_stops_the_start_with_one_line_naming
     assert errors == [
         f"{config}: gateway.state_dir: cannot create {tmp_path / 'a-file' / 'state'}: Not a directory"
     ]
+
+
+def test_status_shows_why_the_uplink_is_down_and_what_to_do_with_refused_messages() -> None:
+    from agent.status import render
+
+    snapshot = {
+        "heartbeat": {"gateway": "gw-op", "session": 3, "devices": []},
+        "uplink": {
+            "connected": False,
+            "problem": "cannot resolve the broker host 'mqtt.example' (Name or service not known): check ...",
+            "failed_attempts": 7,
+            "down_for_s": 95.4,
+        },
+        "outbox": {"depth": 4, "refused": 2},
+    }
+    lines = render("live", snapshot).splitlines()
+    assert lines[1].startswith("  uplink: DISCONNECTED")
+    assert lines[2] == (
+        "    for 95 s, 7 failed attempt(s): cannot resolve the broker host 'mqtt.example' "
+        "(Name or service not known): check ..."
+    )
+    assert lines[3] == "    refused messages stay aside: fix the broker, then `edge-agent retry-refused`"

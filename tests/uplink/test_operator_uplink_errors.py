@@ -187,3 +187,22 @@ def test_an_acl_refusal_is_logged_once_per_topic_naming_client_user_topic_and_th
     assert f"the broker's ACL must let client 'gw1' (user 'gw1') publish to {TOPICS.alarm}" in error
     assert "edge-agent retry-refused" in error
     assert uplink.counters().refused == 3
+
+
+def test_a_problem_that_lasts_is_told_again_as_a_reminder_not_at_every_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.uplink.mqtt.REMIND_S", 0.5)  # ten minutes in the field
+    port = free_port()
+    uplink = fast_uplink(mqtt_config(Address("127.0.0.1", port)), outbox_with_alarm(tmp_path))
+
+    async def body() -> None:
+        await asyncio.sleep(1.2)
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        drive(uplink, body)
+    warnings = uplink_lines(caplog, logging.WARNING)
+    attempts = uplink.counters().failed_attempts
+    assert 2 <= len(warnings) <= 3 < attempts  # the first line and a reminder per 0.5 s, of many attempts
+    assert warnings[0].startswith("uplink: nothing accepts connections")
+    assert warnings[1].startswith("uplink still not connected after ") and "connection refused" in warnings[1]
