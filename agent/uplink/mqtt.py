@@ -406,6 +406,10 @@ class MqttUplink:
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(reason)
+            if reason >= 0x80 and (self.topics.status, reason) not in self._refusals_told:
+                self._refusals_told.add((self.topics.status, reason))
+                why = describe_publish_refusal(reason, self.topics.status, self.config, self.client_id)
+                log.error("broker refused the gateway's online/offline status: %s", why)
             return
         item = self._inflight.pop(mid, None)
         if item is None:

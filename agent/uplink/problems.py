@@ -51,6 +51,11 @@ def describe_connect_error(exc: BaseException, config: MqttConfig) -> str:
             f"TLS handshake with {where} failed ({exc.reason or exc}): check that this port is a TLS "
             "listener (mqtts://) and the files in [mqtt.tls]"
         )
+    if isinstance(exc, ConnectionResetError) and config.tls is not None:
+        return (
+            f"{where} reset the connection during the TLS handshake: is this port a TLS listener? "
+            "(a plain one wants mqtt://); check mqtt.url"
+        )
     if isinstance(exc, ConnectionRefusedError):
         return (
             f"nothing accepts connections at {where} (connection refused): is the broker running, "
@@ -102,11 +107,14 @@ def describe_connect_refusal(code: int, config: MqttConfig) -> str:
 
 def describe_early_close(code: int, config: MqttConfig) -> str:
     """The connection ended before the broker answered CONNECT (no CONNACK)."""
-    hint = (
-        "is this port a TLS listener that wants mqtts://? check mqtt.url"
-        if config.tls is None
-        else "see the broker's log"
-    )
+    if config.tls is None:
+        hint = "is this port a TLS listener that wants mqtts://? check mqtt.url"
+    elif config.tls.cert_file is None:
+        hint = (
+            "does the broker want a client certificate (mqtt.tls.cert_file, key_file)? see the broker's log"
+        )
+    else:
+        hint = "is the client certificate mqtt.tls.cert_file one the broker trusts? see the broker's log"
     name = reason_name(PacketTypes.DISCONNECT, code)
     return f"{broker_address(config)} closed the connection before accepting it ({name}): {hint}"
 

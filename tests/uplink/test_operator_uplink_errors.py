@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from uplink_probe import Pki, mqtt_config
+from uplink_probe import Pki, make_tls_material, mqtt_config
 
 from agent.config.schema import AuthConfig, MqttConfig, OutboxConfig, TlsConfig
 from agent.localbroker import BrokerTls, LocalBroker, free_port
@@ -206,3 +206,50 @@ def test_a_problem_that_lasts_is_told_again_as_a_reminder_not_at_every_retry(
     assert 2 <= len(warnings) <= 3 < attempts  # the first line and a reminder per 0.5 s, of many attempts
     assert warnings[0].startswith("uplink: nothing accepts connections")
     assert warnings[1].startswith("uplink still not connected after ") and "connection refused" in warnings[1]
+
+
+@pytest.mark.parametrize(
+    "mistake", ["mqtt:// to a TLS port", "mqtts:// to a plain port", "no client certificate"]
+)
+def test_a_scheme_or_certificate_that_does_not_fit_the_listener_is_named(
+    mistake: str, make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pki = make_tls_material(tmp_path / "pki")
+    if mistake == "mqtts:// to a plain port":
+        config = mqtt_config(make_broker(), tls=TlsConfig(ca_file=pki.ca))
+        expected = "reset the connection during the TLS handshake: is this port a TLS listener?"
+    else:
+        broker = make_broker(tls=BrokerTls(pki.ca, pki.server_cert, pki.server_key, require_certificate=True))
+        tls = None if mistake == "mqtt:// to a TLS port" else TlsConfig(ca_file=pki.ca)
+        config = mqtt_config(broker, tls=tls)
+        expected = "closed the connection before accepting it (Unspecified error): " + (
+            "is this port a TLS listener that wants mqtts://?"
+            if tls is None
+            else "does the broker want a client certificate"
+        )
+    uplink = fails_several_times(config, outbox_with_alarm(tmp_path), caplog)
+    (warning,) = uplink_lines(caplog, logging.WARNING)
+    assert expected in warning
+    assert uplink.counters().connects == 0
+
+
+def test_a_status_topic_the_acl_refuses_is_named_once(
+    make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker(
+        allow_anonymous=False, users={"gw1": "pw"}, acl=f"user gw1\ntopic write {TOPICS.alarm}\n"
+    )
+    outbox = outbox_with_alarm(tmp_path)
+    uplink = fast_uplink(mqtt_config(broker, auth=password_file_for(tmp_path, "gw1", "pw")), outbox)
+
+    async def body() -> None:
+        await until(lambda: outbox.depth() == 0, "the alarm delivered")
+        await until(lambda: bool(uplink_lines(caplog, logging.ERROR)), "the refused birth told")
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        drive(uplink, body)
+    (error,) = uplink_lines(caplog, logging.ERROR)
+    assert error == (
+        "broker refused the gateway's online/offline status: 0x87 Not authorized: the broker's ACL must let "
+        f"client 'gw1' (user 'gw1') publish to {TOPICS.status}"
+    )
