@@ -106,6 +106,17 @@ def _write_timeout() -> type[BaseException]:
     return timeout
 
 
+def _errno_of(exc: BaseException) -> int | None:
+    """The errno behind a failed open; pyserial drops it when termios refuses a non-tty (ENOTTY)."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int):
+        return code
+    inner = exc.__cause__ or exc.__context__
+    if inner is not None and inner.args and isinstance(inner.args[0], int):
+        return int(inner.args[0])
+    return None
+
+
 class SerialSource:
     """Async context manager and async iterator of one serial device's readings."""
 
@@ -225,8 +236,8 @@ class SerialSource:
 
     def _tell_open_failure(self, exc: BaseException, delay: float) -> None:
         """Log why the port does not open when that is news (first time, other cause, or REMIND_S)."""
-        code = getattr(exc, "errno", None)
-        problem = OPEN_HINTS.get(code, str(exc)) if isinstance(code, int) else str(exc)
+        code = _errno_of(exc)
+        problem = OPEN_HINTS.get(code, str(exc)) if code is not None else str(exc)
         tell = self._trouble.failed(problem)
         if tell is Tell.QUIET:
             port = self.config.port

@@ -83,3 +83,32 @@ def test_bytes_that_do_not_decode_are_counted_and_told_once_naming_baud_rate_and
     assert "nothing decodes as serial.protocol 'frames'" in warning
     assert "check serial.baudrate (115200) and serial.protocol" in warning
     assert lines(caplog, logging.INFO) == [f"bed-7: serial port {pty.link} open"]  # nothing per bad frame
+
+
+@pytest.mark.parametrize("mistake", ["held by another program", "not a serial device"])
+def test_a_port_that_cannot_be_used_says_why(
+    mistake: str, pty: PtyDevice, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import serial
+
+    pty.plug()
+    holder = serial.Serial(str(pty.link), exclusive=True) if mistake == "held by another program" else None
+    path = pty.link if holder is not None else tmp_path / "notes.txt"
+    path.touch()
+
+    async def main() -> None:
+        source = SerialSource(serial_device(path), backoff=FAST)
+        async with source:
+            reader = asyncio.ensure_future(anext(source))
+            await until(lambda: source.stats.errors["open_failures"] >= 5)
+            reader.cancel()
+
+    try:
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            asyncio.run(main())
+    finally:
+        if holder is not None:
+            holder.close()
+    (warning,) = lines(caplog, logging.WARNING)
+    expected = "another program holds the port" if holder is not None else "it is not a serial device"
+    assert f"cannot open serial port {path} (serial.port): {expected}" in warning
