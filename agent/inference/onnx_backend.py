@@ -9,11 +9,27 @@ docs/benchmarks.md), and plain `run` keeps the code obvious.
 
 from __future__ import annotations
 
+import importlib
+import os
+from types import ModuleType
+
 import numpy as np
 from numpy.typing import NDArray
 
 from agent.errors import ModelError
 from agent.inference.card import ModelCard
+
+# onnxruntime >= 1.29 on Linux sends usage telemetry to Microsoft by default (1DS: a device id and a
+# SQLite cache under ~/.cache/Microsoft, DNS lookups of mobile.events.data.microsoft.com). A gateway on a
+# hospital network must not call out to a third party, so it is off unless the operator set the
+# variable. It is read once, when the runtime initialises: it must be set before the import.
+TELEMETRY_SWITCH = "ORT_DISABLE_TELEMETRY"
+
+
+def import_onnxruntime() -> ModuleType:
+    """`onnxruntime`, with its telemetry off unless `ORT_DISABLE_TELEMETRY` was set by the operator."""
+    os.environ.setdefault(TELEMETRY_SWITCH, "1")
+    return importlib.import_module("onnxruntime")
 
 
 class OnnxBackend:
@@ -26,7 +42,7 @@ class OnnxBackend:
 
     def load(self, model_bytes: bytes, card: ModelCard) -> None:
         try:
-            import onnxruntime as ort
+            ort = import_onnxruntime()
         except ImportError:
             raise ModelError(
                 card.name, "onnxruntime is not installed: pip install 'edge-agent[onnx]'"

@@ -25,6 +25,8 @@ import onnx
 from numpy.typing import NDArray
 from onnx import helper, numpy_helper
 
+from agent.inference.onnx_backend import import_onnxruntime
+
 F32 = NDArray[np.float32]
 VARIANTS = ("dynamic", "static_normal", "static_tails", "weights")
 
@@ -77,6 +79,7 @@ def weight_only_int8(fp32: Path, out: Path) -> None:
 
 
 def quantize(fp32: Path, out: Path, variant: str, calibration: F32) -> None:
+    import_onnxruntime()  # telemetry off before the quantizer's sessions start
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -123,7 +126,7 @@ def quantize(fp32: Path, out: Path, variant: str, calibration: F32) -> None:
 
 
 def onnx_scores(path: Path, x: F32, batch: int = 4096) -> NDArray[np.float64]:
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
