@@ -139,13 +139,14 @@ def _status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
     import json
 
     from agent.config import load_config
-    from agent.status import device_names, read_status, render
+    from agent.status import access_problem, device_names, read_status, render
 
     config = load_config(config_path) if config_path is not None else None
     folder = state_dir if state_dir is not None else config.gateway.state_dir if config else Path()
     found = read_status(folder)
     if found is None:
-        print(f"edge-agent status: no running agent and no heartbeat yet in {folder}", file=sys.stderr)
+        why = access_problem(folder) or f"no running agent and no heartbeat yet in {folder}"
+        print(f"edge-agent status: {why}", file=sys.stderr)
         return 1
     source, status = found
     names = device_names(config) if config is not None else {}

@@ -84,6 +84,23 @@ def device_names(config: AgentConfig) -> dict[str, str]:
     return {pseudonym(device.id): device.id for device in config.devices}
 
 
+def access_problem(state_dir: Path) -> str | None:
+    """Why this user cannot see the agent's status in `state_dir` (the folder is 0700, the socket
+    0600: only the service user and root), or None. Without it, "no running agent" would mislead."""
+    import os
+
+    for path in (state_dir, state_dir / SOCKET_NAME):
+        needed = (os.R_OK | os.W_OK) if path.is_socket() else (os.R_OK | os.X_OK)
+        if path.exists() and not os.access(path, needed):
+            return (
+                f"{path} is not accessible to this user: run `edge-agent status` as root or as the "
+                "agent's service user (sudo -u edge-agent ...)"
+            )
+    if not state_dir.exists() and state_dir.parent.exists() and not os.access(state_dir.parent, os.X_OK):
+        return f"{state_dir.parent} is not accessible to this user: run as root or as the agent's user"
+    return None
+
+
 def describe_calibration(progress: dict[str, Any]) -> str:
     """One detector's live calibration (agent.pipeline.calibration.LiveCalibration.status) as text."""
     if progress.get("state") == "learning":

@@ -291,3 +291,37 @@ def test_status_shows_why_the_uplink_is_down_and_what_to_do_with_refused_message
         "(Name or service not known): check ..."
     )
     assert lines[3] == "    refused messages stay aside: fix the broker, then `edge-agent retry-refused`"
+
+
+def test_status_run_by_a_user_who_may_not_read_the_state_dir_says_so_not_that_no_agent_runs(
+    tmp_path: Path,
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    (state_dir / "last-heartbeat.json").write_text('{"gateway": "gw-op"}')
+    if os.geteuid() == 0:
+        os.chown(state_dir, 65534, 65534)  # the service user's folder; root below drops its override
+    else:
+        state_dir.chmod(0)
+    try:
+        result = subprocess.run(
+            [
+                *without_file_permission_override(),
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "status",
+                "--state-dir",
+                str(state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        state_dir.chmod(0o700)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"edge-agent status: {state_dir} is not accessible to this user: run `edge-agent status` as root "
+        "or as the agent's service user (sudo -u edge-agent ...)"
+    )
