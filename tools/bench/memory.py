@@ -277,12 +277,21 @@ def _soak_config(workdir: Path, port: int, devices: int, recordings: list[Path])
     return "\n".join(lines) + "\n"
 
 
+def _io(pid: int) -> dict[str, int]:
+    """/proc/<pid>/io: `wchar` (bytes handed to write()) and `write_bytes` (bytes sent to the block
+    device, what wears an SD card)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return {"wchar": int(fields["wchar"]), "write_bytes": int(fields["write_bytes"])}
+
+
 def _sample(pid: int) -> dict[str, float]:
-    status = _status(pid)
+    status, io = _status(pid), _io(pid)
     return {
         "rss_mb": round(status["VmRSS"] / 1024, 1),
         "threads": status["Threads"],
         "fds": sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()),
+        "written_mb": round(io["write_bytes"] / 2**20, 2),
+        "wchar_mb": round(io["wchar"] / 2**20, 2),
     }
 
 
@@ -345,9 +354,19 @@ def soak(minutes: float, devices: int, every_s: float) -> dict[str, Any]:
         }
         if half
         else {},
+        "written_mb_per_h": _per_hour(half, "written_mb"),
+        "wchar_mb_per_h": _per_hour(half, "wchar_mb"),
         "alarm_log_lines": alarms,
         "log_tail": tail[-5:],
     }
+
+
+def _per_hour(samples: list[dict[str, float]], key: str) -> float | None:
+    """The growth rate of a cumulative counter over `samples`, per hour (the agent's log, written to
+    a file here, counts too; under systemd it goes to the journal instead)."""
+    if len(samples) < 2 or samples[-1]["t_s"] == samples[0]["t_s"]:
+        return None
+    return round((samples[-1][key] - samples[0][key]) / (samples[-1]["t_s"] - samples[0]["t_s"]) * 3600, 1)
 
 
 def _cpu_s(pid: int) -> float:
