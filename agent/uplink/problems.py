@@ -20,6 +20,7 @@ from agent.config.schema import MqttConfig
 
 HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH
 IP_ADDRESS_MISMATCH = 64  # OpenSSL X509_V_ERR_IP_ADDRESS_MISMATCH
+KEEPALIVE_TIMEOUT = 0x8D  # the DISCONNECT reason paho reports when its own keepalive ran out
 CREDENTIAL_REFUSALS = (0x86, 0x87, 0x8C)  # bad user name or password, not authorized, bad auth method
 
 
@@ -107,6 +108,11 @@ def describe_connect_refusal(code: int, config: MqttConfig) -> str:
 
 def describe_early_close(code: int, config: MqttConfig) -> str:
     """The connection ended before the broker answered CONNECT (no CONNACK)."""
+    if code == KEEPALIVE_TIMEOUT:  # paho gave up: the port took the connection and said nothing
+        return (
+            f"{broker_address(config)} took the connection but never answered CONNECT (within "
+            f"{config.keepalive_s} s): is it an MQTT broker's port? check mqtt.url"
+        )
     if config.tls is None:
         hint = "is this port a TLS listener that wants mqtts://? check mqtt.url"
     elif config.tls.cert_file is None:

@@ -7,8 +7,11 @@ itself once the problem is fixed. Real mosquitto brokers, real TLS handshakes, r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -253,3 +256,34 @@ def test_a_status_topic_the_acl_refuses_is_named_once(
         "broker refused the gateway's online/offline status: 0x87 Not authorized: the broker's ACL must let "
         f"client 'gw1' (user 'gw1') publish to {TOPICS.status}"
     )
+
+
+def test_a_port_that_takes_the_connection_but_never_answers_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a wrong port looks like behind a firewall or proxy that accepts every TCP connection."""
+    held: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.1)
+        port = server.getsockname()[1]
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    held.append(server.accept()[0])
+
+        acceptor = threading.Thread(target=accept, daemon=True)
+        acceptor.start()
+        config = replace(mqtt_config(Address("127.0.0.1", port)), keepalive_s=1)
+        try:
+            uplink = fails_several_times(config, outbox_with_alarm(tmp_path), caplog, attempts=2)
+        finally:
+            stop.set()
+            acceptor.join(5)
+            for connection in held:
+                connection.close()
+    (warning,) = uplink_lines(caplog, logging.WARNING)
+    assert f"mqtt://127.0.0.1:{port} took the connection but never answered CONNECT (within 1 s)" in warning
+    assert "is it an MQTT broker's port? check mqtt.url" in warning
+    assert uplink.counters().connects == 0 and held
