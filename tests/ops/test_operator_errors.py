@@ -100,8 +100,11 @@ class AgentRun:
         return [line for line in self.lines if text in line]
 
     def wait_for(self, text: str, timeout_s: float = 30.0) -> str:
-        wait_until(lambda: bool(self.having(text)) or self.proc.poll() is not None, timeout_s, repr(text))
-        assert self.having(text), "\n".join(self.lines)
+        """The first log line holding `text`; fails with the whole log if none comes in time."""
+        deadline = time.monotonic() + timeout_s
+        while not self.having(text) and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.having(text), f"no {text!r} in the log:\n" + "\n".join(self.lines)
         return self.having(text)[0]
 
     def stop(self) -> int:
@@ -211,6 +214,7 @@ def test_an_alarm_the_acl_refuses_waits_aside_and_is_delivered_after_the_fix_and
         assert f"the broker's ACL must let client 'gw-op' (user 'gw') publish to {TOPIC}/alarm" in refused
         assert "edge-agent retry-refused" in refused
         wait_until(lambda: "refused messages stay aside" in status(config), 20, "the hint in status")
+        agent.wait_for("alarm start high publish_refused")  # the gateway's technical alarm
 
         (broker.workdir / "acl").write_text(acl_without_alarms.replace("/heartbeat\n", "/#\n"))
         assert broker.pid is not None
@@ -222,6 +226,7 @@ def test_an_alarm_the_acl_refuses_waits_aside_and_is_delivered_after_the_fix_and
         )
         wait_until(lambda: status_json(config)["outbox"]["refused"] == 0, 20, "nothing refused left")
         assert "refused messages stay aside" not in status(config)
+        agent.wait_for("alarm end high publish_refused")  # the technical alarm ends by itself
     finally:
         code = agent.stop()
         central.disconnect()
