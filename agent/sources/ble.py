@@ -42,11 +42,11 @@ from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from agent.config.schema import BleConfig, DeviceConfig
 from agent.errors import ConfigError
+from agent.link_trouble import LinkTrouble, Tell
 from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.ble_profiles import Profile, ProfileReadings, profiles_for
 from agent.sources.counters import SourceStats
-from agent.sources.problems import LinkTrouble, Tell
 from firmware_bridge.errors import GattDecodeError
 from firmware_bridge.gatt.polar_pmd import decode_control_point_response
 

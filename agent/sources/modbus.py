@@ -37,10 +37,10 @@ import numpy as np
 
 from agent.config.schema import DeviceConfig, ModbusConfig, ModbusRegisterConfig
 from agent.errors import ConfigError
+from agent.link_trouble import LinkTrouble, Tell
 from agent.readings import Quality, Reading, stream_id
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
-from agent.sources.problems import LinkTrouble, Tell
 
 log = logging.getLogger("agent.sources.modbus")
 

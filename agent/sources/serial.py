@@ -43,10 +43,10 @@ from typing import Protocol
 
 from agent.config.schema import DeviceConfig, SerialConfig
 from agent.errors import ConfigError
+from agent.link_trouble import LinkTrouble, Tell
 from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
-from agent.sources.problems import LinkTrouble, Tell
 from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
 from firmware_bridge import NEED_DATA, CsvLineDecoder, FrameDecoder, JsonLineDecoder, encode_frame
 from firmware_bridge.frame_messages import Command, CommandCode

@@ -19,10 +19,11 @@ Strategy:
   Maximum Packet Size (from its CONNACK) is refused the same way (0x95) without being sent: the
   broker would drop the connection and paho would resend it forever, blocking every row behind it.
 - Trouble is told once, in words: a failed connection attempt (DNS, refused, TLS, a CONNACK
-  refusal) is logged when its cause first appears or changes, then as a reminder every `REMIND_S`,
-  never once per retry; the sentence (`agent.uplink.problems`) names the broker address and the
-  config key to check, and stays in `counters().problem` for `edge-agent status` until a connect
-  succeeds. A refused PUBLISH is logged once per topic and reason code per connection.
+  refusal) is logged when its cause first appears or changes, then as a reminder every `REMIND_S`
+  (`agent.link_trouble`), never once per retry; the sentence (`agent.uplink.problems`) names the
+  broker address and the config key to check, and stays in `counters().problem` for
+  `edge-agent status` until a connect succeeds. A refused PUBLISH is logged once per topic and
+  reason code per connection.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
 - Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
@@ -47,6 +48,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config.schema import MqttConfig
+from agent.link_trouble import LinkTrouble, Tell
 from agent.outbox import Outbox, OutboxItem
 from agent.uplink.connection import (
     backoff_delay,
@@ -139,9 +141,7 @@ class MqttUplink:
         self._inflight: dict[int, OutboxItem] = {}
         self._status_waiters: dict[int, asyncio.Future[int]] = {}
         self._published = self._delivered = self._refused = self._connects = 0
-        self._problem: str | None = None
-        self._problem_logged_at = -REMIND_S
-        self._failed_attempts = 0
+        self._trouble = LinkTrouble(REMIND_S)  # failed attempts of this outage, and what was logged
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
         self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
         self._refusals_told: set[tuple[str, int]] = set()  # (topic, reason) logged this connection
@@ -172,8 +172,8 @@ class MqttUplink:
             self._connects,
             max(0, self._connects - 1),
             len(self._inflight),
-            None if self._connected else self._problem,
-            self._failed_attempts,
+            None if self._connected else self._trouble.cause,
+            self._trouble.failures,
             None if self._down_since is None else round(time.monotonic() - self._down_since, 1),
         )
 
@@ -317,22 +317,16 @@ class MqttUplink:
             self._refused_connect = True
             self._connect_failed(describe_connect_refusal(reason, self.config))
             return
-        recovered = ""
-        if self._failed_attempts and self._down_since is not None:
-            recovered = (
-                f" after {self._failed_attempts} failed attempt(s) over "
-                f"{time.monotonic() - self._down_since:.0f} s"
-            )
+        recovered = self._trouble.recovered()
         self._connected = True
         self._connects += 1
-        self._problem, self._failed_attempts, self._down_since = None, 0, None
-        self._problem_logged_at = -REMIND_S
+        self._down_since = None
         self._refusals_told.clear()
         if receive_maximum is not None:
             self._window = max(1, min(self.config.max_inflight, receive_maximum) - 1)
         self._max_packet = max_packet
         log.info(
-            "connected to %s:%s%s (session present: %s, window %d)",
+            "connected to %s:%s%s; session present: %s, window %d",
             self.config.host,
             self.config.port,
             recovered,
@@ -378,25 +372,20 @@ class MqttUplink:
 
     def _connect_failed(self, problem: str) -> None:
         """One failed connection attempt: log its cause when new or changed, else every REMIND_S."""
-        now = time.monotonic()
-        self._failed_attempts += 1
         if self._down_since is None:
-            self._down_since = now
-        down_for = now - self._down_since
-        changed = problem != self._problem
-        self._problem = problem
-        if not changed and now - self._problem_logged_at < REMIND_S:
+            self._down_since = time.monotonic()
+        tell = self._trouble.failed(problem)
+        if tell is Tell.QUIET:
             return
-        self._problem_logged_at = now
         waiting = self.outbox.depth()
-        if changed:
+        if tell is Tell.NEW:
             log.warning("uplink: %s; retrying, %d message(s) wait in the outbox", problem, waiting)
         else:
             log.warning(
                 "uplink still not connected after %d attempt(s) in %.0f s: %s; "
                 "%d message(s) wait in the outbox",
-                self._failed_attempts,
-                down_for,
+                self._trouble.failures,
+                time.monotonic() - self._down_since,
                 problem,
                 waiting,
             )

@@ -176,7 +176,7 @@ def test_a_serial_port_the_agent_may_not_open_is_named_the_others_run_and_it_ope
 
         device_file.chmod(mode)  # the fix: the port is readable again
         opened = agent.wait_for("open (after ", timeout_s=40)  # backoff reaches 30 s at most
-        assert "failed attempt(s))" in opened
+        assert "failed attempt(s) over " in opened
         os.write(master, b"72,97\n" * 5)
         wait_until(
             lambda: "connected, " in status(config).split("monitor-bed-4")[1].splitlines()[0],

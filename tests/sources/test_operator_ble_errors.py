@@ -71,7 +71,7 @@ def test_a_gateway_without_bluez_is_told_once_and_the_strap_joins_once_it_runs(
     assert "cannot scan for BLE devices: the system D-Bus is not reachable" in warning
     assert "systemctl status bluetooth" in warning and "the other devices are not affected" in warning
     (connected,) = lines(caplog, logging.INFO)
-    assert "BLE connected to" in connected and "failed attempt(s))" in connected
+    assert "BLE connected to" in connected and "failed attempt(s) over " in connected
 
 
 def test_a_strap_that_does_not_advertise_is_named_by_its_configured_address(
@@ -88,4 +88,4 @@ def test_a_strap_that_does_not_advertise_is_named_by_its_configured_address(
     assert "not found in a 10 s scan: is it on, in range and not held by another gateway or phone" in warning
     assert f"ble.address = '{ADDRESS}' right?" in warning
     (connected,) = lines(caplog, logging.INFO)
-    assert "failed attempt(s))" in connected
+    assert "failed attempt(s) over " in connected

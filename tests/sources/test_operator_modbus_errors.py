@@ -51,7 +51,7 @@ def test_a_unit_that_answers_late_is_told_once_and_polled_when_it_answers(
     assert f"cannot connect to the Modbus unit at 127.0.0.1:{port} (modbus.host, modbus.port)" in warning
     assert "the other devices are not affected" in warning
     (connected,) = lines(caplog, logging.INFO)
-    assert connected.startswith("pump-4: modbus connected (after ") and "failed attempt(s))" in connected
+    assert connected.startswith("pump-4: modbus connected (after ") and "failed attempt(s) over " in connected
 
 
 def test_a_missing_rtu_port_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -57,7 +57,10 @@ def test_a_missing_port_is_told_once_and_opened_when_the_device_is_plugged_in(
     assert f"cannot open serial port {pty.link} (serial.port): no such device file" in warning
     assert "is the device plugged in" in warning and "other devices are not affected" in warning
     (opened,) = lines(caplog, logging.INFO)
-    assert opened.startswith(f"bed-7: serial port {pty.link} open (after ") and "failed attempt(s))" in opened
+    assert (
+        opened.startswith(f"bed-7: serial port {pty.link} open (after ")
+        and "failed attempt(s) over " in opened
+    )
 
 
 def test_bytes_that_do_not_decode_are_counted_and_told_once_naming_baud_rate_and_protocol(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.sources.problems import REMIND_S, LinkTrouble, Tell
+from agent.link_trouble import REMIND_S, LinkTrouble, Tell
 
 
 def test_a_cause_is_told_when_new_changed_or_due_for_a_reminder_and_recovery_counts_the_attempts() -> None:
@@ -15,6 +15,9 @@ def test_a_cause_is_told_when_new_changed_or_due_for_a_reminder_and_recovery_cou
     assert trouble.failed("no such device file") is Tell.REMINDER
     assert trouble.failed("permission denied") is Tell.NEW  # another cause: at once
     assert trouble.failed("permission denied") is Tell.QUIET
-    assert trouble.recovered() == " (after 7 failed attempt(s))"
+    now[0] = REMIND_S + 30
+    assert trouble.cause == "permission denied"
+    assert trouble.recovered() == " (after 7 failed attempt(s) over 630 s)"
+    assert trouble.cause is None
     assert trouble.recovered() == ""
     assert trouble.failed("permission denied") is Tell.NEW  # a new outage is told again
