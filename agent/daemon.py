@@ -532,6 +532,9 @@ class _Session:
                 "refused": counters.refused,
                 "reconnects": counters.reconnects,
                 "inflight": counters.inflight,
+                "problem": counters.problem,  # why the broker cannot be reached, while it cannot
+                "failed_attempts": counters.failed_attempts,
+                "down_for_s": counters.down_for_s,
             },
             "outbox": {
                 "depth": stats.depth,

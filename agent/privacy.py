@@ -61,6 +61,8 @@ def stand_ins(devices: Iterable[DeviceConfig], pseudonym: Pseudonymizer) -> dict
             names[device.patient] = pseudonym(device.patient, "p")
         if device.serial is not None:
             names[device.serial.port] = f"{ref}:port"
+        if device.modbus is not None and device.modbus.serial_port:  # an RTU adapter's by-id path
+            names[device.modbus.serial_port] = f"{ref}:port"
         if device.ble is not None:
             for value in (device.ble.address, device.ble.name):
                 if value:

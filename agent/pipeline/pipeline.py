@@ -17,7 +17,7 @@ from agent.alarms import AlarmBook
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
-from agent.errors import ConfigError, InvalidConfigError
+from agent.errors import ConfigError, InvalidConfigError, ModelError
 from agent.events import AlarmEvent
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
@@ -46,6 +46,9 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
             detector = build_detector(spec, spec.rate_hz)
         except ConfigError as exc:
             problems.append(exc)
+            continue
+        except ModelError as exc:  # a missing or wrong model: listed like a bad key, and a reload refused
+            problems.append(ConfigError(f"detectors.{spec.id}.params.model", str(exc)))
             continue
         problem = calibration_problem(spec, detector)
         if problem is not None:
