@@ -8,8 +8,11 @@ Strategy:
   heartbeat follows). The pragma is switched per transaction; a FULL commit fsyncs the whole WAL,
   so a cheaper earlier commit never weakens a later alarm. Deletions use NORMAL: losing one on a
   power cut means a duplicate delivery, which receivers drop by id.
-- `take()` drains alarms first (HIGH, MEDIUM, LOW, then oldest first) and heartbeats last, and marks
-  the rows in flight; rows found in flight when the file is opened (a crash) go back to pending.
+- `take()` drains alarms first (HIGH, MEDIUM, LOW, then oldest first) and heartbeats last. The rows
+  it hands out are in flight in memory only, never taken twice, never evicted or expired: writing the
+  state cost a commit per row and nothing needs it, since every row is pending again when the file is
+  opened (after a crash). The next put marks the rows still in flight in the file, for whoever looks
+  at it; on a working link the PUBACK comes first, so that is rare.
   An alarm's `created` is never earlier than that of an alarm put before it, so a step back of the
   wall clock cannot send an episode's END before its START.
   Heartbeats past their expiry are dropped instead of sent.
@@ -35,6 +38,10 @@ Strategy:
   (bad bytes kept as lone surrogates) and `take()` sets such a row aside exactly like an undecryptable
   one (same state, same count, same alarm), naming it by its ``seq``; every other row is still sent in
   order. A note that is not UTF-8 is left out, like one that does not open.
+- Writes to the disk (an SD card wears out): the commits per event are the put and the delete (see
+  `DELETE_AT` for deleting in batches, riding on the next put); new files use `PAGE_SIZE` pages,
+  since every WAL frame is a whole page. docs/durability.md ("Writes to the disk") has the figures
+  of `python -m tools.bench disk`.
 - Threading: one thread (the asyncio loop) is meant to use an Outbox; paho's callbacks are bridged to
   that thread by the uplink. A lock still guards the connection so misuse cannot corrupt it. Calls
   block for one SQLite commit (an fsync for alarms), acceptable at alarm rates.
@@ -50,7 +57,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeGuard
@@ -66,6 +73,17 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 2: the "sealed" column and the "undecryptable" state
 ROW_OVERHEAD = 64  # bytes counted per row on top of topic + payload: ids, ranks, times
 HEARTBEAT_RANK = 3  # after every alarm priority (0 HIGH .. 2 LOW)
+# Acknowledged rows are deleted once DELETE_AT of them wait, else with the next put, or by `take` once
+# the oldest has waited DELETE_AFTER_S (by the outbox's clock). 1: each PUBACK is its own commit, so a
+# crash never re-sends a row whose `delivered` returned. Batches (e.g. 256) save that commit per event
+# (docs/durability.md, "Writes to the disk"), at the price of re-sending, after a crash, what was
+# acknowledged in the last DELETE_AFTER_S: duplicates, which receivers drop by id.
+DELETE_AT = 1
+DELETE_AFTER_S = 1.0
+# The page size of a new file (an existing file keeps its own). Each WAL frame is a whole page, and a
+# commit writes one per page it touches; 1024 writes about a third of the bytes of SQLite's default
+# 4096 per alarm (docs/durability.md, "Writes to the disk").
+PAGE_SIZE = 4096
 
 
 class Kind(enum.StrEnum):
@@ -145,6 +163,16 @@ class OutboxStats:
     undecryptable: int = 0  # rows set aside because they do not decrypt or are damaged (in the file now)
 
 
+@dataclass(slots=True)
+class _Taken:
+    """A row handed out by `take` and not yet delivered, refused or requeued (kept in memory only)."""
+
+    seq: int
+    size: int
+    attempts: int
+    marked: bool = False  # the file says "inflight" (a later commit carried the mark)
+
+
 _COLUMNS = "id, topic, payload, kind, rank, created, expiry_s, attempts, state, reason_code"
 _SELECT = f"seq, {_COLUMNS}, sealed"
 _V1_COLUMNS = f"seq, {_COLUMNS}, size"
@@ -205,12 +233,16 @@ class Outbox:
         self._sync = ""
         self._evicted = self._expired = self._rejected = self._undecryptable = 0
         self._next_note: dict[str, int] = {}
+        self._inflight: dict[str, _Taken] = {}  # by id: handed out by `take`, awaiting the broker
+        self._delivered: dict[str, int] = {}  # id -> seq: acknowledged, deleted with the next batch
+        self._delivered_since = 0.0  # the clock when the oldest of `_delivered` was acknowledged
         key_file = config.encryption_key_file
         self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.text_factory = _lenient_text
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect on an existing file
             self._db.execute("PRAGMA journal_mode=WAL")
             # Deleted rows are overwritten with zeros, not just freed: a delivered payload does not
             # linger in free pages (the default of some SQLite builds only; made explicit here).
@@ -301,27 +333,25 @@ class Outbox:
             before = (self._size, self._evicted, self._rejected)
             outcomes: list[tuple[bool, int, float]] = []
             heartbeats_only = all(i.kind is Kind.HEARTBEAT for i in items)
-            self._begin("NORMAL" if heartbeats_only else "FULL")
             try:
-                for item in items:
-                    if item.kind is not Kind.HEARTBEAT:
-                        item = self._after_earlier_alarms(item)
-                    need = self._stored_size(item)
-                    evicted = 0
-                    stored = True
-                    if self._size + need > self.config.max_bytes:
-                        evicted = self._evict_heartbeats(self._size + need - self.config.max_bytes)
-                    if item.kind is Kind.HEARTBEAT and self._size + need > self.config.max_bytes:
-                        stored = False  # only alarms left: they win
-                        self._rejected += 1
-                    if stored:
-                        self._insert(item)
-                    outcomes.append((stored, evicted, self._fill()))
-                if note is not None:
-                    self._db.execute("INSERT INTO outbox_meta VALUES (?, ?)", self._note_row(*note))
-                self._db.execute("COMMIT")
+                with self._transaction("NORMAL" if heartbeats_only else "FULL", mark=True):
+                    for item in items:
+                        if item.kind is not Kind.HEARTBEAT:
+                            item = self._after_earlier_alarms(item)
+                        need = self._stored_size(item)
+                        evicted = 0
+                        stored = True
+                        if self._size + need > self.config.max_bytes:
+                            evicted = self._evict_heartbeats(self._size + need - self.config.max_bytes)
+                        if item.kind is Kind.HEARTBEAT and self._size + need > self.config.max_bytes:
+                            stored = False  # only alarms left: they win
+                            self._rejected += 1
+                        if stored:
+                            self._insert(item)
+                        outcomes.append((stored, evicted, self._fill()))
+                    if note is not None:
+                        self._db.execute("INSERT INTO outbox_meta VALUES (?, ?)", self._note_row(*note))
             except BaseException:
-                self._db.execute("ROLLBACK")
                 self._size, self._evicted, self._rejected = before
                 raise
             results = []
@@ -389,8 +419,7 @@ class Outbox:
 
     def drop_notes(self, name: str) -> None:
         prefix = f"note:{name}:"
-        with self._lock:
-            self._set_sync("NORMAL")
+        with self._lock, self._transaction("NORMAL"):
             self._db.execute("DELETE FROM outbox_meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
 
     def _alarm_item(self, event: AlarmEvent, topic: str) -> OutboxItem:
@@ -406,7 +435,7 @@ class Outbox:
         return self.put(item)
 
     def take(self, limit: int) -> list[OutboxItem]:
-        """Up to `limit` pending items in drain order, now marked in flight (attempts counted).
+        """Up to `limit` pending items in drain order, now in flight (in memory; attempts counted).
 
         Payloads are returned decrypted; a row whose payload does not decrypt, or whose cells are damaged,
         is set aside instead (state "undecryptable", never sent, never deleted) and an error naming the
@@ -415,36 +444,23 @@ class Outbox:
         if limit <= 0:
             return []
         with self._lock:
-            self._drop_expired()
-            items: list[OutboxItem] = []
-            unopened: list[int] = []
-            damaged: list[int] = []
-            self._begin("NORMAL")  # a lost state change only means one more attempt
-            try:
-                while len(items) < limit:
-                    rows = self._db.execute(
-                        f"SELECT {_SELECT} FROM outbox WHERE state='pending' "
-                        "ORDER BY rank, created, seq LIMIT ?",
-                        (limit - len(items),),
-                    ).fetchall()
-                    if not rows:
-                        break
-                    for row in rows:
-                        try:
-                            item = self._open(row)
-                        except (SealError, _DamagedRowError) as exc:
-                            (damaged if isinstance(exc, _DamagedRowError) else unopened).append(int(row[0]))
-                            # by seq: a damaged id may not even be text
-                            self._db.execute("UPDATE outbox SET state='undecryptable' WHERE seq=?", (row[0],))
-                            continue
-                        self._db.execute(
-                            "UPDATE outbox SET state='inflight', attempts=attempts+1 WHERE id=?", (item.id,)
-                        )
-                        items.append(replace(item, state=State.INFLIGHT, attempts=item.attempts + 1))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            due = bool(self._delivered) and (
+                len(self._delivered) >= DELETE_AT
+                or abs(self._clock() - self._delivered_since) >= DELETE_AFTER_S  # a clock step too
+            )
+            # Writes only to delete rows (delivered or expired) or to set rows aside.
+            with self._transaction("NORMAL", delete=due):
+                self._drop_expired()
+                found, unopened, damaged = self._scan_pending(limit)
+                self._db.executemany(  # by seq: a damaged id may not even be text
+                    "UPDATE outbox SET state='undecryptable' WHERE seq=?", [(q,) for q in unopened + damaged]
+                )
+            items = []
+            for item, seq, size in found:
+                # In memory only: every row is pending again when the file is next opened, and on a
+                # working link the PUBACK comes before anything else is written (see `_write_back`).
+                self._inflight[item.id] = _Taken(seq, size, item.attempts + 1)
+                items.append(replace(item, state=State.INFLIGHT, attempts=item.attempts + 1))
             if unopened:
                 self._undecryptable += len(unopened)
                 log.error("%s", self._undecryptable_error(len(unopened)))
@@ -452,19 +468,65 @@ class Outbox:
                 log.error("%s", self._damaged_error(damaged))
             return items
 
+    def _scan_pending(self, limit: int) -> tuple[list[tuple[OutboxItem, int, int]], list[int], list[int]]:
+        """Up to `limit` pending rows in drain order, opened, with their seq and stored size, skipping
+        those in flight and those delivered but not yet deleted; and the seqs of the rows that do not
+        open and of the damaged ones met on the way."""
+        found: list[tuple[OutboxItem, int, int]] = []
+        unopened: list[int] = []
+        damaged: list[int] = []
+        rows = self._db.execute(
+            f"SELECT {_SELECT}, CAST(size AS INTEGER) FROM outbox WHERE state='pending' "
+            "ORDER BY rank, created, seq"
+        )
+        try:
+            for row in rows:
+                if row[1] in self._inflight or row[1] in self._delivered:
+                    continue
+                try:
+                    found.append((self._open(row[:-1]), int(row[0]), int(row[-1])))
+                except SealError:
+                    unopened.append(int(row[0]))
+                except _DamagedRowError:
+                    damaged.append(int(row[0]))
+                if len(found) >= limit:
+                    break
+        finally:
+            rows.close()
+        return found, unopened, damaged
+
     def delivered(self, item_id: str) -> None:
-        """The broker acknowledged the item with a success code: forget it."""
+        """The broker acknowledged the item with a success code: forget it.
+
+        A row taken by this outbox is forgotten at once (never taken again, not counted, `get` is None)
+        and deleted once `DELETE_AT` acknowledgements wait (1: now), else with the next put, by `take`
+        after `DELETE_AFTER_S`, or at `close`. A crash before that sends it again at the next start (a
+        duplicate, which receivers drop by id).
+        """
         with self._lock:
-            self._set_sync("NORMAL")
-            row = self._db.execute(
-                "DELETE FROM outbox WHERE id=? RETURNING CAST(size AS INTEGER)", (item_id,)
-            ).fetchone()
-            if row is not None:
-                self._size -= int(row[0])
+            if item_id in self._delivered:
+                return  # a second acknowledgement of the same row
+            taken = self._inflight.pop(item_id, None)
+            if taken is None:  # not handed out by this outbox: delete it now
+                self._set_sync("NORMAL")
+                row = self._db.execute(
+                    "DELETE FROM outbox WHERE id=? RETURNING CAST(size AS INTEGER)", (item_id,)
+                ).fetchone()
+                if row is not None:
+                    self._size -= int(row[0])
+                return
+            if not self._delivered:
+                self._delivered_since = self._clock()
+            self._delivered[item_id] = taken.seq
+            self._size -= taken.size
+            if len(self._delivered) >= DELETE_AT:
+                with self._transaction("NORMAL"):  # a lost deletion means a duplicate, dropped by id
+                    pass
 
     def refused(self, item_id: str, reason_code: int) -> None:
         """The broker refused the item (PUBACK reason >= 0x80): keep it aside, never delete it."""
         with self._lock:
+            self._inflight.pop(item_id, None)
             self._set_sync("FULL")
             self._db.execute(
                 "UPDATE outbox SET state='refused', reason_code=? WHERE id=?", (reason_code, item_id)
@@ -473,12 +535,17 @@ class Outbox:
     def requeue(self, item_id: str) -> None:
         """Put an in-flight item back to pending (its publish could not be handed to the client)."""
         with self._lock:
-            self._db.execute("UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'", (item_id,))
+            taken = self._inflight.pop(item_id, None)
+            if taken is not None:
+                self._requeue([taken])
 
     def requeue_inflight(self) -> int:
         """Every in-flight item back to pending, for a new MQTT client that holds none of them."""
         with self._lock:
-            return self._db.execute("UPDATE outbox SET state='pending' WHERE state='inflight'").rowcount
+            taken = list(self._inflight.values())
+            self._inflight.clear()
+            self._requeue(taken)
+            return len(taken)
 
     def retry_refused(self) -> int:
         """Operator action after fixing the broker side: refused items go back to pending."""
@@ -492,8 +559,14 @@ class Outbox:
     def get(self, item_id: str) -> OutboxItem | None:
         """The item with its payload decrypted; `OutboxError` if it does not decrypt."""
         with self._lock:
+            if item_id in self._delivered:
+                return None
             row = self._db.execute(f"SELECT {_SELECT} FROM outbox WHERE id=?", (item_id,)).fetchone()
-        return None if row is None else self._open_or_raise(row)
+        if row is None:
+            return None
+        item = self._open_or_raise(row)
+        taken = self._inflight.get(item.id)
+        return item if taken is None else replace(item, state=State.INFLIGHT, attempts=taken.attempts)
 
     def refused_items(self) -> list[OutboxItem]:
         with self._lock:
@@ -504,8 +577,9 @@ class Outbox:
 
     def depth(self) -> int:
         """Items not yet delivered (pending or in flight); refused and undecryptable rows are apart."""
-        with self._lock:
-            return int(self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_LIVE}").fetchone()[0])
+        with self._lock:  # delivered rows wait in the file for their batched delete: not counted
+            count = int(self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_LIVE}").fetchone()[0])
+            return count - len(self._delivered)
 
     def undecryptable_count(self) -> int:
         """Rows set aside because their payload does not decrypt with the configured key (or none), or
@@ -520,9 +594,16 @@ class Outbox:
     def oldest_age(self, now: float | None = None) -> float | None:
         """Age in seconds of the oldest undelivered (not refused) item, None when there is none."""
         with self._lock:
-            oldest = self._db.execute(  # a damaged (text) time is not a time
-                f"SELECT MIN(created) FROM outbox WHERE {_LIVE} AND typeof(created) IN ('real', 'integer')"
-            ).fetchone()[0]
+            live = f"{_LIVE} AND typeof(created) IN ('real', 'integer')"  # a damaged time is not a time
+            if not self._delivered:
+                oldest = self._db.execute(f"SELECT MIN(created) FROM outbox WHERE {live}").fetchone()[0]
+            else:  # a delivered row waiting for its batched delete is not undelivered
+                rows = self._db.execute(f"SELECT seq, created FROM outbox WHERE {live} ORDER BY created")
+                try:
+                    delivered = set(self._delivered.values())
+                    oldest = next((created for seq, created in rows if seq not in delivered), None)
+                finally:
+                    rows.close()
         if oldest is None:
             return None
         return max(0.0, (self._clock() if now is None else now) - float(oldest))
@@ -551,7 +632,12 @@ class Outbox:
             return "; ".join(str(r[0]) for r in self._db.execute("PRAGMA integrity_check").fetchall())
 
     def close(self) -> None:
+        """Close the file, deleting the delivered rows and marking those still in flight first."""
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # a full or failing disk: they are sent again
+                if self._delivered or not all(t.marked for t in self._inflight.values()):
+                    with self._transaction("NORMAL", mark=True):
+                        pass
             self._db.close()
 
     def __enter__(self) -> Outbox:
@@ -675,6 +761,51 @@ class Outbox:
                 ),
             )
 
+    def _write_back(self, *, mark: bool) -> Callable[[], None]:
+        """In the current transaction: delete the delivered rows, and with `mark` (puts, close) mark
+        the rows still in flight as such in the file. The marks are for whoever looks at the file
+        (a test, an operator): nothing reads them back, and every row is pending again at the next
+        open. On a working link the PUBACK comes before the next put, so rows are rarely marked.
+        Returns what to call once the transaction is committed."""
+        delivered = list(self._delivered.values())
+        unmarked = [t for t in self._inflight.values() if not t.marked] if mark else []
+        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(q,) for q in delivered])
+        self._db.executemany(
+            "UPDATE outbox SET state='inflight', attempts=? WHERE seq=? AND state='pending'",
+            [(t.attempts, t.seq) for t in unmarked],
+        )
+
+        def committed() -> None:  # the lock is held from here to the commit: nothing was added
+            self._delivered.clear()
+            for taken in unmarked:
+                taken.marked = True
+
+        return committed
+
+    @contextlib.contextmanager
+    def _transaction(self, sync: str, *, delete: bool = True, mark: bool = False) -> Iterator[None]:
+        """One write transaction, carrying the pending deletions (unless `delete` is False) and the
+        in-flight marks (with `mark`; see `_write_back`): they cost no commit of their own."""
+        self._begin(sync)
+        try:
+            written_back = self._write_back(mark=mark) if delete else _nothing
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        written_back()
+
+    def _requeue(self, taken: Sequence[_Taken]) -> None:
+        """Rows no longer in flight: the file says pending again, with the attempts made."""
+        if taken:
+            with self._transaction("NORMAL"):
+                self._db.executemany(
+                    "UPDATE outbox SET state='pending', attempts=? WHERE seq=? "
+                    "AND state IN ('pending', 'inflight')",
+                    [(t.attempts, t.seq) for t in taken],
+                )
+
     def _begin(self, sync: str) -> None:
         self._set_sync(sync)  # outside the transaction: SQLite ignores it inside one
         self._db.execute("BEGIN IMMEDIATE")
@@ -688,13 +819,15 @@ class Outbox:
         """Delete the oldest not-in-flight heartbeats until `need` bytes are freed (or none are left)."""
         freed = count = 0
         rows = self._db.execute(  # by seq, not id: a damaged id may not even be text
-            "SELECT seq, CAST(size AS INTEGER) FROM outbox WHERE kind='heartbeat' AND state!='inflight' "
+            "SELECT seq, id, CAST(size AS INTEGER) FROM outbox WHERE kind='heartbeat' AND state!='inflight' "
             "ORDER BY seq"
         )
         victims: list[int] = []
-        for seq, size in rows:
+        for seq, item_id, size in rows:
             if freed >= need:
                 break
+            if item_id in self._inflight or item_id in self._delivered:
+                continue  # on its way, or already acknowledged and no longer counted
             victims.append(int(seq))
             freed += int(size)
             count += 1
@@ -704,14 +837,22 @@ class Outbox:
         return count
 
     def _drop_expired(self) -> None:
-        self._set_sync("NORMAL")
-        rows = self._db.execute(
-            "DELETE FROM outbox WHERE kind='heartbeat' AND state='pending' AND expiry_s IS NOT NULL "
-            "AND created + expiry_s <= ? RETURNING CAST(size AS INTEGER)",
-            (self._clock(),),
-        ).fetchall()
-        self._size -= sum(int(r[0]) for r in rows)
+        rows = [  # not those in flight (their PUBACK is awaited) nor those delivered (not counted)
+            (seq, size)
+            for seq, item_id, size in self._db.execute(
+                "SELECT seq, id, CAST(size AS INTEGER) FROM outbox WHERE kind='heartbeat' "
+                "AND state='pending' AND expiry_s IS NOT NULL AND created + expiry_s <= ?",
+                (self._clock(),),
+            ).fetchall()
+            if item_id not in self._inflight and item_id not in self._delivered
+        ]
+        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(seq,) for seq, _ in rows])
+        self._size -= sum(int(size) for _, size in rows)
         self._expired += len(rows)
+
+
+def _nothing() -> None:
+    pass
 
 
 class _DamagedRowError(Exception):

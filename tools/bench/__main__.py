@@ -5,6 +5,7 @@
     python -m tools.bench rss          # peak RSS with 100 streams, a fresh process per runtime
     python -m tools.bench soak --minutes 10   # the daemon with faults: RSS, fds, threads every 30 s
     python -m tools.bench startup      # start-up to first inference, and import time
+    python -m tools.bench disk         # bytes the outbox writes per alarm event and per heartbeat
 
 Every command prints its figures as JSON on stdout (progress on stderr). Absolute figures depend on
 the machine; ratios are measured side by side in one run. Results and commands: docs/benchmarks.md
@@ -114,6 +115,12 @@ def cmd_startup(args: argparse.Namespace) -> dict[str, Any]:
     return measure_startup(args.runs, args.backends)
 
 
+def cmd_disk(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.disk import disk_report
+
+    return disk_report(args.events, args.heartbeats, args.devices, args.rate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
@@ -162,6 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
     p.set_defaults(fn=cmd_startup)
+
+    p = sub.add_parser("disk", help="bytes the outbox writes to the disk per alarm event and heartbeat")
+    p.add_argument("--events", type=int, default=1200, help="alarm events, one per pipeline turn")
+    p.add_argument("--heartbeats", type=int, default=80)
+    p.add_argument("--devices", type=int, default=100, help="devices reported in each heartbeat")
+    p.add_argument("--rate", type=float, default=0.5, help="alarm events per simulated second")
+    p.set_defaults(fn=cmd_disk)
 
     args = parser.parse_args(argv)
     result = args.fn(args)
