@@ -75,7 +75,15 @@ def batched(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outbox_module, "DELETE_AT", 256)
 
 
-def test_take_writes_nothing_and_the_next_put_marks_the_rows_still_in_flight(tmp_path: Path) -> None:
+@pytest.fixture
+def unbatched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each acknowledged row deleted in its own commit (`DELETE_AT` 1)."""
+    monkeypatch.setattr(outbox_module, "DELETE_AT", 1)
+
+
+def test_take_writes_nothing_and_the_next_put_marks_the_rows_still_in_flight(
+    tmp_path: Path, unbatched: None
+) -> None:
     clock = Clock()
     box = open_box(tmp_path / "o.db", clock)
     for n in range(3):
@@ -112,7 +120,7 @@ def test_requeued_rows_are_pending_again_with_their_attempts(tmp_path: Path) -> 
     assert [(i.id, i.attempts) for i in box.take(5)] == [("a", 3), ("b", 2)]
 
 
-def test_heartbeats_in_flight_are_neither_evicted_nor_expired(tmp_path: Path) -> None:
+def test_heartbeats_in_flight_are_neither_evicted_nor_expired(tmp_path: Path, unbatched: None) -> None:
     clock = Clock()
     box = open_box(tmp_path / "o.db", clock, max_bytes=400)
     for n in range(3):
