@@ -131,8 +131,9 @@ def _run(path: Path) -> int:
     config = load_config(path)
     preflight(config)
     logging.getLogger("agent").info("starting gateway agent, config sha256 %s", config.digest[:16])
-    asyncio.run(Agent(config).run_until_signalled())
-    return 0
+    agent = Agent(config)
+    asyncio.run(agent.run_until_signalled())
+    return 0 if agent.failed is None else 1  # systemd's Restart=on-failure restarts only on a failure
 
 
 def _status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> int:

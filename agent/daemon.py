@@ -32,6 +32,7 @@ from agent.errors import ConfigError, InvalidConfigError
 from agent.events import AlarmEvent, Heartbeat, Priority
 from agent.gc_pacing import CollectorPacer
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
+from agent.held_alarms import WRITE_ERRORS, HeldAlarms
 from agent.logs import redact_identifiers
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline, build_detectors
@@ -85,6 +86,7 @@ class Agent:
         self._sim_start_time = sim_start_time
         self.stopping = asyncio.Event()
         self.reloading = asyncio.Event()
+        self.failed: str | None = None  # the worker that ended on its own: the process exits non-zero
         self.gc_pacer: CollectorPacer | None = None  # process-wide: only the daemon process turns it on
 
     async def run_until_signalled(self) -> None:
@@ -224,6 +226,11 @@ class _Session:
         self.session = session
         self.state_dir = state_dir
         self.journal = state_journal.EpisodeJournal(cfg.alarms)
+        # One transaction, one fsync per turn; the episodes the events imply are committed with them.
+        self.held = HeldAlarms(
+            lambda events: outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events)),
+            str(cfg.outbox.path),
+        )
         self.health = Health()
         for device in cfg.devices:
             self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s)
@@ -235,6 +242,7 @@ class _Session:
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
         self.outbox_damaged = ThresholdAlarm("outbox_damaged", Priority.HIGH, gateway, digest)
+        self.outbox_unwritable = ThresholdAlarm("outbox_unwritable", Priority.HIGH, gateway, digest)
         self.outbox_was_replaced = False  # this start found the outbox file damaged and replaced it
         # Cleared after a minute without failures, so a detector failing now and then does not flap.
         self.detector_failing = ThresholdAlarm(
@@ -246,6 +254,7 @@ class _Session:
             self.publish_refused,
             self.outbox_unreadable,
             self.outbox_damaged,
+            self.outbox_unwritable,
             self.detector_failing,
         )
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
@@ -302,7 +311,13 @@ class _Session:
             for task in tasks:
                 if task in done:
                     # A worker must never end on its own: report it, then stop (systemd restarts us).
-                    log.error("task %s ended unexpectedly: %r", task.get_name(), task.exception())
+                    log.error(
+                        "task %s ended unexpectedly: %r; stopping with exit status 1, for the service "
+                        "manager to restart the agent",
+                        task.get_name(),
+                        task.exception(),
+                    )
+                    agent.failed = task.get_name()
                     agent.stopping.set()
                     return
             if agent.stopping.is_set():
@@ -390,13 +405,14 @@ class _Session:
         if self.remote is not None:
             self.remote.feed(readings)
 
-    def publish(self, events: list[AlarmEvent]) -> None:
-        """Commit alarm events to the outbox (durably, before anything is sent) and wake the uplink."""
-        if not events:
+    def publish(self, events: list[AlarmEvent], *, retry_held: bool = False) -> None:
+        """Commit alarm events to the outbox (durably, before anything is sent) and wake the uplink.
+        While the outbox cannot be written they are held (agent.held_alarms); `retry_held` tries the
+        held ones even when there is nothing new (the monitor, once a second)."""
+        if not events and not (retry_held and self.held.count):
             return
-        # One transaction, one fsync per turn; the episodes these events imply are committed with them.
-        self.outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events))
-        for event in events:
+        committed = self.held.commit(events)
+        for event in committed:
             log.info(
                 "alarm %s %s %s on %s/%s",
                 event.phase.value,
@@ -426,10 +442,13 @@ class _Session:
                 temperature_c=board_temperature_c(),
                 calibration=self.pipeline.calibration_status(),
             )
-            self.outbox.put_heartbeat(beat, self.topics.heartbeat, self.cfg.mqtt.heartbeat_expiry_s)
-            self.uplink.notify()
             self.last_heartbeat = beat.to_payload()
-            write_json(self.state_dir / LAST_HEARTBEAT, self.last_heartbeat)
+            # A full disk loses this heartbeat (a newer one follows), never the agent: see held_alarms.
+            with contextlib.suppress(*WRITE_ERRORS):
+                self.outbox.put_heartbeat(beat, self.topics.heartbeat, self.cfg.mqtt.heartbeat_expiry_s)
+                self.uplink.notify()
+            with contextlib.suppress(OSError):
+                write_json(self.state_dir / LAST_HEARTBEAT, self.last_heartbeat)
             self.save_state()  # calibration and active episodes survive a crash, one interval old at most
 
     def _technical_active(self) -> int:
@@ -485,13 +504,15 @@ class _Session:
         # Once: the alarm starts at the first check and ends at the next (it reports what this start did).
         replaced, self.outbox_was_replaced = self.outbox_was_replaced, False
         events += self.outbox_damaged.check([self.gateway_ref], [float(replaced)], [0.5], now)
+        # Raised while alarm events wait in memory; sent once the outbox takes writes again.
+        events += self.outbox_unwritable.check([self.gateway_ref], [float(self.held.count)], [0.5], now)
         failures = self.pipeline.detector_failures()
         new_failures = [float(failures[d] - self._failures_seen.get(d, 0)) for d in self.detector_refs]
         self._failures_seen = failures
         events += self.detector_failing.check(
             list(self.detector_refs.values()), new_failures, [0.5] * len(new_failures), now
         )
-        self.publish(events)
+        self.publish(events, retry_held=True)
 
     async def _watchdog(self) -> None:
         """Feed systemd's watchdog only while the pipeline loop turns: a stall means a restart."""
@@ -514,7 +535,7 @@ class _Session:
             "alarms": self.alarm_state(),
             state_journal.GENERATION: generation,
         }
-        with contextlib.suppress(OSError):  # a full disk must not stop alarms; the outbox reports it
+        with contextlib.suppress(*WRITE_ERRORS):  # a full disk must not stop alarms (held_alarms)
             write_state(self.state_dir / state_journal.STATE_FILE, state, self.outbox.sealer)
             self.journal.generation = generation  # durable: later notes build on this save
             self.outbox.drop_notes(state_journal.NOTE)
@@ -541,6 +562,7 @@ class _Session:
                 "refused": stats.refused,
                 "size_bytes": stats.size_bytes,
                 "evicted": stats.evicted,
+                "held_in_memory": self.held.count,  # alarm events the outbox could not take yet
             },
             "queue": self.queue.qsize(),
             "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),

@@ -133,6 +133,9 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
             lines.append("    refused messages stay aside: fix the broker, then `edge-agent retry-refused`")
     age = beat.get("oldest_undelivered_age_s")
     lines.append(f"  outbox: {beat.get('outbox_depth')} waiting" + (f", oldest {age:.0f} s" if age else ""))
+    held = (status.get("outbox") or {}).get("held_in_memory")
+    if held:
+        lines.append(f"    {held} alarm event(s) held in memory: the outbox cannot be written (a full disk?)")
     lines.append(f"  alarms active: {beat.get('active_alarms')}")
     lines.append(
         f"  cpu {beat.get('cpu_percent')}%, rss {(beat.get('rss_bytes') or 0) / 2**20:.0f} MB, "

@@ -47,6 +47,10 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         f"the detector raised an error {v:.0f} time(s) in the last second; its streams get no verdict"
         " from it (see the gateway log)"
     ),
+    "outbox_unwritable": lambda v, lim: (
+        f"the outbox cannot be written (a full disk?): {v:.0f} alarm event(s) were held in memory"
+        " until it could (see the gateway log)"
+    ),
     "outbox_unreadable": lambda v, lim: (
         f"{v:.0f} outbox message(s) cannot be decrypted (wrong outbox key?) or are damaged in the file"
         " (see the gateway log); kept aside, not sent"
