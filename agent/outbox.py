@@ -58,7 +58,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeGuard
 
@@ -84,6 +84,10 @@ DELETE_AFTER_S = 1.0
 # commit writes one per page it touches; 1024 writes about a third of the bytes of SQLite's default
 # 4096 per alarm (docs/durability.md, "Writes to the disk").
 PAGE_SIZE = 4096
+# How often `take` looks through every pending heartbeat for expired ones (by the outbox's clock). The
+# heartbeats it hands out are checked one by one, so an expired one is never sent; the full look costs
+# reading each heartbeat's overflow pages (its expiry is stored after the payload).
+EXPIRED_SCAN_S = 30.0
 
 
 class Kind(enum.StrEnum):
@@ -173,6 +177,17 @@ class _Taken:
     marked: bool = False  # the file says "inflight" (a later commit carried the mark)
 
 
+@dataclass(slots=True)
+class _Scan:
+    """What `take` met in drain order: rows to hand out (item, seq, stored size), the seqs of rows that
+    do not open and of damaged ones, and expired heartbeats (seq, stored size)."""
+
+    found: list[tuple[OutboxItem, int, int]] = field(default_factory=list)
+    unopened: list[int] = field(default_factory=list)
+    damaged: list[int] = field(default_factory=list)
+    expired: list[tuple[int, int]] = field(default_factory=list)
+
+
 _COLUMNS = "id, topic, payload, kind, rank, created, expiry_s, attempts, state, reason_code"
 _SELECT = f"seq, {_COLUMNS}, sealed"
 _V1_COLUMNS = f"seq, {_COLUMNS}, size"
@@ -236,6 +251,7 @@ class Outbox:
         self._inflight: dict[str, _Taken] = {}  # by id: handed out by `take`, awaiting the broker
         self._delivered: dict[str, int] = {}  # id -> seq: acknowledged, deleted with the next batch
         self._delivered_since = 0.0  # the clock when the oldest of `_delivered` was acknowledged
+        self._expired_scan_at = -math.inf  # the clock at the last full look for expired heartbeats
         key_file = config.encryption_key_file
         self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
         try:
@@ -450,8 +466,13 @@ class Outbox:
             )
             # Writes only to delete rows (delivered or expired) or to set rows aside.
             with self._transaction("NORMAL", delete=due):
-                self._drop_expired()
-                found, unopened, damaged = self._scan_pending(limit)
+                now = self._clock()
+                if abs(now - self._expired_scan_at) >= EXPIRED_SCAN_S:  # a clock step too
+                    self._drop_expired()
+                    self._expired_scan_at = now
+                scan = self._scan_pending(limit, now)
+                found, unopened, damaged = scan.found, scan.unopened, scan.damaged
+                self._drop(scan.expired)
                 self._db.executemany(  # by seq: a damaged id may not even be text
                     "UPDATE outbox SET state='undecryptable' WHERE seq=?", [(q,) for q in unopened + damaged]
                 )
@@ -468,13 +489,10 @@ class Outbox:
                 log.error("%s", self._damaged_error(damaged))
             return items
 
-    def _scan_pending(self, limit: int) -> tuple[list[tuple[OutboxItem, int, int]], list[int], list[int]]:
-        """Up to `limit` pending rows in drain order, opened, with their seq and stored size, skipping
-        those in flight and those delivered but not yet deleted; and the seqs of the rows that do not
-        open and of the damaged ones met on the way."""
-        found: list[tuple[OutboxItem, int, int]] = []
-        unopened: list[int] = []
-        damaged: list[int] = []
+    def _scan_pending(self, limit: int, now: float) -> _Scan:
+        """Up to `limit` pending rows in drain order, skipping those in flight and those delivered but
+        not yet deleted, and what was met on the way (see `_Scan`)."""
+        scan = _Scan()
         rows = self._db.execute(
             f"SELECT {_SELECT}, CAST(size AS INTEGER) FROM outbox WHERE state='pending' "
             "ORDER BY rank, created, seq"
@@ -483,17 +501,28 @@ class Outbox:
             for row in rows:
                 if row[1] in self._inflight or row[1] in self._delivered:
                     continue
+                seq, size = int(row[0]), int(row[-1])
                 try:
-                    found.append((self._open(row[:-1]), int(row[0]), int(row[-1])))
+                    item = self._open(row[:-1])
                 except SealError:
-                    unopened.append(int(row[0]))
+                    scan.unopened.append(seq)
+                    continue
                 except _DamagedRowError:
-                    damaged.append(int(row[0]))
-                if len(found) >= limit:
+                    scan.damaged.append(seq)
+                    continue
+                if (
+                    item.kind is Kind.HEARTBEAT
+                    and item.expiry_s is not None
+                    and item.created + item.expiry_s <= now
+                ):
+                    scan.expired.append((seq, size))
+                    continue
+                scan.found.append((item, seq, size))
+                if len(scan.found) >= limit:
                     break
         finally:
             rows.close()
-        return found, unopened, damaged
+        return scan
 
     def delivered(self, item_id: str) -> None:
         """The broker acknowledged the item with a success code: forget it.
@@ -836,6 +865,12 @@ class Outbox:
         self._evicted += count
         return count
 
+    def _drop(self, expired: Sequence[tuple[int, int]]) -> None:
+        """Delete expired heartbeats, by (seq, stored size)."""
+        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(seq,) for seq, _ in expired])
+        self._size -= sum(size for _, size in expired)
+        self._expired += len(expired)
+
     def _drop_expired(self) -> None:
         rows = [  # not those in flight (their PUBACK is awaited) nor those delivered (not counted)
             (seq, size)
@@ -846,9 +881,7 @@ class Outbox:
             ).fetchall()
             if item_id not in self._inflight and item_id not in self._delivered
         ]
-        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(seq,) for seq, _ in rows])
-        self._size -= sum(int(size) for _, size in rows)
-        self._expired += len(rows)
+        self._drop([(int(seq), int(size)) for seq, size in rows])
 
 
 def _nothing() -> None:

@@ -313,3 +313,24 @@ def test_a_crash_before_the_batched_delete_sends_the_rows_again_and_loses_none(t
     assert not remaining & deleted  # a committed delete is not undone...
     assert len(remaining & acked) <= 1  # ...and the row acknowledged after the last put comes back
     assert len(remaining - put) <= 1  # at most the put the kill interrupted after its commit
+
+
+def test_expired_heartbeats_are_never_handed_out_and_the_full_look_is_paced(tmp_path: Path) -> None:
+    """`take` checks each heartbeat it would hand out; the look through every heartbeat (which reads
+    their overflow pages) runs at most every EXPIRED_SCAN_S."""
+    clock = Clock()
+    box = open_box(tmp_path / "o.db", clock)
+    box.put(item("a0", T0))
+    box.put(item("a1", T0 + 1))
+    box.put(item("hb", T0, Kind.HEARTBEAT, expiry_s=10))
+    assert [i.id for i in box.take(1)] == ["a0"]  # the full look, at T0: nothing expired yet
+    clock.t = T0 + 11
+    assert [i.id for i in box.take(1)] == ["a1"]  # the heartbeat expired, but no look is due...
+    assert box.stats().expired == 0
+    assert box.take(5) == []  # ...and the scan that reaches it drops it instead of handing it out
+    assert box.stats().expired == 1 and box.get("hb") is None
+    box.put(item("hb2", T0 + 11, Kind.HEARTBEAT, expiry_s=10))
+    box.put(item("a2", T0 + 11))
+    clock.t = T0 + 11 + outbox_module.EXPIRED_SCAN_S
+    assert [i.id for i in box.take(1)] == ["a2"]  # the full look is due: hb2 goes though not reached
+    assert box.stats().expired == 2 and box.get("hb2") is None
