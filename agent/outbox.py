@@ -78,12 +78,12 @@ HEARTBEAT_RANK = 3  # after every alarm priority (0 HIGH .. 2 LOW)
 # crash never re-sends a row whose `delivered` returned. Batches (e.g. 256) save that commit per event
 # (docs/durability.md, "Writes to the disk"), at the price of re-sending, after a crash, what was
 # acknowledged in the last DELETE_AFTER_S: duplicates, which receivers drop by id.
-DELETE_AT = 1
+DELETE_AT = 256
 DELETE_AFTER_S = 1.0
 # The page size of a new file (an existing file keeps its own). Each WAL frame is a whole page, and a
 # commit writes one per page it touches; 1024 writes about a third of the bytes of SQLite's default
 # 4096 per alarm (docs/durability.md, "Writes to the disk").
-PAGE_SIZE = 4096
+PAGE_SIZE = 1024
 # How often `take` looks through every pending heartbeat for expired ones (by the outbox's clock). The
 # heartbeats it hands out are checked one by one, so an expired one is never sent; the full look costs
 # reading each heartbeat's overflow pages (its expiry is stored after the payload).
@@ -772,7 +772,7 @@ class Outbox:
             self._db.execute("DELETE FROM outbox_meta WHERE name='cleartext'")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -821,9 +821,15 @@ class Outbox:
             yield
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         written_back()
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if any is still open: SQLite rolls back by itself on some
+        errors ("database or disk is full"), and a ROLLBACK then would raise over the real error."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _requeue(self, taken: Sequence[_Taken]) -> None:
         """Rows no longer in flight: the file says pending again, with the attempts made."""

@@ -212,6 +212,13 @@ def test_sealed_rows_opened_without_a_key_are_set_aside_not_sent_as_ciphertext(
 def test_plaintext_rows_are_sealed_and_scrubbed_when_a_key_is_configured(tmp_path: Path) -> None:
     delivered, pending = alarm(0), alarm(1)
     beat = b'{"hb": "' + PSEUDONYM.encode() + b'"}'
+    # A file with 4 KiB pages (SQLite's default, the outbox's before it used 1 KiB): the deleted row
+    # shares its page with the others, so SQLite does not rebuild the page and its bytes stay behind.
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("CREATE TABLE scratch (x)")  # the page size of a file is set by its first write
+        db.execute("DROP TABLE scratch")
+    db.close()
     with open_box(tmp_path, None) as box:
         box.put_alarms([delivered, pending], TOPIC)
         box.put(OutboxItem("hb-1", "edge/site/gw/heartbeat", beat, Kind.HEARTBEAT, 3, 1_700_000_000.0))
