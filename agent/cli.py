@@ -171,18 +171,18 @@ def _requeue_refused(path: Path) -> int:
     """Refused rows back to pending, in the outbox file a running agent may hold open (WAL allows it).
 
     Plain SQL rather than `Outbox(...)`: opening an Outbox also requeues the rows in flight (a second
-    send by the running agent) and creates a missing key file. Same statement as `Outbox.retry_refused`.
+    send by the running agent) and creates a missing key file. The statement is `Outbox.retry_refused`'s.
     """
     import sqlite3
+
+    from agent.outbox import RETRY_REFUSED
 
     if not path.is_file():
         raise ConfigError("outbox.path", f"no outbox at {path}")
     try:
         db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         try:
-            return db.execute(
-                "UPDATE outbox SET state='pending', reason_code=NULL WHERE state='refused'"
-            ).rowcount
+            return db.execute(RETRY_REFUSED).rowcount
         finally:
             db.close()
     except sqlite3.Error as exc:

@@ -10,10 +10,30 @@ instants are moved by it.
 
 from __future__ import annotations
 
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+
 # A change of (wall - monotonic) larger than this is a clock step. NTP slews smaller offsets, so a step
 # is usually far larger; readings stamped on arrival stay within a few seconds of the gateway clock
 # (a serial device's own clock is re-anchored past 2 s, a BLE frame spans under a second).
 CLOCK_STEP_S = 10.0
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@overload
+def stepped_to_gateway(offset: float, last: float, gateway: float) -> bool: ...
+@overload
+def stepped_to_gateway(offset: FloatArray, last: FloatArray, gateway: float) -> BoolArray: ...
+def stepped_to_gateway(offset: Any, last: Any, gateway: float) -> Any:  # the overloads above
+    """Whether a reading stamped with `offset` (its wall - monotonic) after one stamped with `last`
+    shows a step of the gateway clock: the offset moved by more than CLOCK_STEP_S, to the gateway's
+    own (`gateway`). Readings stamped in another clock (a replay, a recording) never match it. NaN (no
+    earlier reading, no gateway clock yet) says no. Floats or arrays alike."""
+    return (abs(offset - last) > CLOCK_STEP_S) & (abs(offset - gateway) <= CLOCK_STEP_S)
 
 
 class ClockSteps:

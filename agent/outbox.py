@@ -88,6 +88,8 @@ PAGE_SIZE = 1024
 # heartbeats it hands out are checked one by one, so an expired one is never sent; the full look costs
 # reading each heartbeat's overflow pages (its expiry is stored after the payload).
 EXPIRED_SCAN_S = 30.0
+# The operator's action after fixing the broker side (`Outbox.retry_refused`, `edge-agent retry-refused`).
+RETRY_REFUSED = "UPDATE outbox SET state='pending', reason_code=NULL WHERE state='refused'"
 
 
 class Kind(enum.StrEnum):
@@ -499,7 +501,7 @@ class Outbox:
         )
         try:
             for row in rows:
-                if row[1] in self._inflight or row[1] in self._delivered:
+                if self._handed_out(row[1]):
                     continue
                 seq, size = int(row[0]), int(row[-1])
                 try:
@@ -579,9 +581,7 @@ class Outbox:
     def retry_refused(self) -> int:
         """Operator action after fixing the broker side: refused items go back to pending."""
         with self._lock:
-            return self._db.execute(
-                "UPDATE outbox SET state='pending', reason_code=NULL WHERE state='refused'"
-            ).rowcount
+            return self._db.execute(RETRY_REFUSED).rowcount
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -861,7 +861,7 @@ class Outbox:
         for seq, item_id, size in rows:
             if freed >= need:
                 break
-            if item_id in self._inflight or item_id in self._delivered:
+            if self._handed_out(item_id):
                 continue  # on its way, or already acknowledged and no longer counted
             victims.append(int(seq))
             freed += int(size)
@@ -870,6 +870,11 @@ class Outbox:
         self._size -= freed
         self._evicted += count
         return count
+
+    def _handed_out(self, item_id: object) -> bool:
+        """The row is in flight, or acknowledged and waiting for its batched delete: not to be taken,
+        evicted or expired."""
+        return item_id in self._inflight or item_id in self._delivered
 
     def _drop(self, expired: Sequence[tuple[int, int]]) -> None:
         """Delete expired heartbeats, by (seq, stored size)."""
@@ -885,7 +890,7 @@ class Outbox:
                 "AND state='pending' AND expiry_s IS NOT NULL AND created + expiry_s <= ?",
                 (self._clock(),),
             ).fetchall()
-            if item_id not in self._inflight and item_id not in self._delivered
+            if not self._handed_out(item_id)
         ]
         self._drop([(int(seq), int(size)) for seq, size in rows])
 

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.alarms import AlarmBook, StreamRef
-from agent.clock import CLOCK_STEP_S
+from agent.clock import stepped_to_gateway
 from agent.detectors.base import Detector, WindowBlock
 from agent.events import AlarmEvent
 from agent.pipeline.calibration import LiveCalibration
@@ -299,8 +299,7 @@ class StreamPipeline:
         offset = end_time - reading.monotonic
         last_offset = self._offsets[slot]
         self._offsets[slot] = offset
-        # NaN (a new stream, no gateway clock) compares False
-        if abs(offset - last_offset) > CLOCK_STEP_S and abs(offset - self.gateway_offset) <= CLOCK_STEP_S:
+        if stepped_to_gateway(offset, last_offset, self.gateway_offset):
             self._clock_stepped(slot, offset - last_offset)
         events: list[AlarmEvent] = []
         for group in self._groups:
@@ -323,8 +322,8 @@ class StreamPipeline:
         """Which readings (of distinct `slots`, with wall - monotonic `offsets`) show a step of the
         gateway's wall clock since their stream's last reading: `_ingest` moves the stream's times."""
         with np.errstate(invalid="ignore"):
-            stepped: npt.NDArray[np.bool_] = (np.abs(offsets - self._offsets[slots]) > CLOCK_STEP_S) & (
-                np.abs(offsets - self.gateway_offset) <= CLOCK_STEP_S
+            stepped: npt.NDArray[np.bool_] = stepped_to_gateway(
+                offsets, self._offsets[slots], self.gateway_offset
             )
         return stepped
 

@@ -48,7 +48,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config.schema import MqttConfig
-from agent.link_trouble import LinkTrouble, Tell
+from agent.link_trouble import REMIND_S, LinkTrouble, Tell  # REMIND_S: tests shorten it here
 from agent.outbox import Outbox, OutboxItem
 from agent.uplink.connection import (
     backoff_delay,
@@ -70,7 +70,6 @@ from agent.uplink.problems import (
 )
 from agent.uplink.topics import Topics
 
-REMIND_S = 600.0  # an unchanged connection problem is logged again this often, not at every retry
 LOCAL_REFUSAL = 0x83  # "Implementation specific error": paho itself rejected the message (too large)
 PACKET_TOO_LARGE = 0x95
 log = logging.getLogger(__name__)
