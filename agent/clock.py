@@ -33,6 +33,8 @@ def stepped_to_gateway(offset: Any, last: Any, gateway: float) -> Any:  # the ov
     shows a step of the gateway clock: the offset moved by more than CLOCK_STEP_S, to the gateway's
     own (`gateway`). Readings stamped in another clock (a replay, a recording) never match it. NaN (no
     earlier reading, no gateway clock yet) says no. Floats or arrays alike."""
+    if isinstance(offset, float):  # one reading, on the per-reading path: stop at the usual "no"
+        return abs(offset - last) > CLOCK_STEP_S and abs(offset - gateway) <= CLOCK_STEP_S
     return (abs(offset - last) > CLOCK_STEP_S) & (abs(offset - gateway) <= CLOCK_STEP_S)
 
 
