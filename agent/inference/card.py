@@ -42,6 +42,9 @@ class ModelCard:
     mean: tuple[float, ...]  # per channel, subtracted before the model
     scale: tuple[float, ...]  # per channel, divided after subtracting the mean
     threshold: float  # on the mean squared reconstruction error of a normalised window
+    # Share of each stream's principal window subspace taken off before the model (0: the model sees the
+    # standardised window itself). A property of the training data, so the detector must match it.
+    pca_fraction: float
     training_data_sha256: str
     metrics: Mapping[str, Any]
     artifacts: Mapping[str, Artifact]
@@ -141,12 +144,23 @@ def parse_card(raw: Mapping[str, Any], fallback_name: str) -> ModelCard:
         mean=norm.floats("normalisation", "mean", len(channels)),
         scale=norm.floats("normalisation", "scale", len(channels), positive=True),
         threshold=threshold,
+        pca_fraction=_pca_fraction(str(name), raw.get("preprocessing", {})),
         training_data_sha256=training.get("sha256", str),
         metrics=f.get("metrics", dict),
         artifacts=artifacts,
         runtimes={str(k): str(v) for k, v in runtimes.items()},
         raw=raw,
     )
+
+
+def _pca_fraction(model: str, preprocessing: Any) -> float:
+    """`preprocessing.pca_fraction`, optional (absent: 0); any other preprocessing key is documentation."""
+    value = preprocessing.get("pca_fraction", 0.0) if isinstance(preprocessing, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ModelError(
+            model, f"card field 'preprocessing.pca_fraction' must be a number in [0, 1), got {value!r}"
+        )
+    return float(value)
 
 
 def load_card(model_dir: Path) -> ModelCard:

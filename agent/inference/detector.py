@@ -52,7 +52,7 @@ class AutoencoderDetector(StreamingDetector):
         threshold_margin: float = 1.0,
         smooth_rows: int = 1,
         min_scale_fraction: float = 0.1,
-        pca_fraction: float = 0.0,
+        pca_fraction: float | None = None,
     ) -> None:
         card = model.card
         super().__init__(id, card.channels, card.window, hop or card.hop, threshold or card.threshold)
@@ -73,6 +73,14 @@ class AutoencoderDetector(StreamingDetector):
         # during adaptation (quantised accelerometer RMS) must not turn its noise into huge z-values.
         self.min_scale_fraction = min_scale_fraction
         dims = card.window * len(card.channels)
+        if pca_fraction is None:
+            pca_fraction = card.pca_fraction
+        elif pca_fraction != card.pca_fraction:  # the model would score inputs unlike any it was trained on
+            raise ConfigError(
+                f"detectors.{id}.params.pca_fraction",
+                f"model {card.name} was trained on windows with pca_fraction {card.pca_fraction:g}"
+                f" (its card's preprocessing), got {pca_fraction:g}; leave the key out to use the card's",
+            )
         self.pca_fraction = pca_fraction
         self.components = round(pca_fraction * dims)
         if pca_fraction and not (adapt_rows and 1 <= self.components < dims):
@@ -116,7 +124,7 @@ class AutoencoderDetector(StreamingDetector):
             threshold_margin=float(params.get("threshold_margin", 1.0)),
             smooth_rows=int(params.get("smooth_rows", 1)),
             min_scale_fraction=float(params.get("min_scale_fraction", 0.1)),
-            pca_fraction=float(params.get("pca_fraction", 0.0)),
+            pca_fraction=None if params.get("pca_fraction") is None else float(params["pca_fraction"]),
         )
 
     @classmethod
@@ -140,7 +148,7 @@ class AutoencoderDetector(StreamingDetector):
             "threshold_margin": reader.positive("threshold_margin", 1.0),
             "smooth_rows": max(1, reader.count("smooth_rows", 1)),
             "min_scale_fraction": reader.fraction("min_scale_fraction", 0.1),
-            "pca_fraction": reader.bounded("pca_fraction", 0.0, 0.0, 1.0),
+            "pca_fraction": reader.number("pca_fraction", None),  # None: the card's
         }
         reader.finish()
         return cls.from_params(config.id, config.channels, params, config.base_dir)

@@ -40,6 +40,11 @@ PROSE_DEFAULTS: dict[tuple[str, str], tuple[str, Any, str]] = {
     ("af", "verdict_beats"): ("min_differences + 1", 3, "computed from min_differences (default 2)"),
     ("autoencoder", "hop_s"): ("card's hop", None, "None takes the model card's hop"),
     ("autoencoder", "threshold"): ("card's", None, "None takes the model card's threshold"),
+    ("autoencoder", "pca_fraction"): (
+        "card's `preprocessing.pca_fraction`, 0 if none; another value is refused; needs `adapt_rows` when > 0",
+        None,
+        "None takes the model card's pca_fraction",
+    ),
     ("autoencoder", "public_key"): ("none", "", '"" means no model key'),
     ("vibration", "zone_boundaries"): ("the class's", UNSTATED, "read raw; absent: machine_class's zones"),
     (

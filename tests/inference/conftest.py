@@ -22,6 +22,12 @@ def pump_card(pump_dir: Path) -> ModelCard:
     return load_card(pump_dir)
 
 
+@pytest.fixture(scope="session")
+def residual_dir() -> Path:
+    """models/pump-residual: trained on each stream's window residual (card preprocessing.pca_fraction)."""
+    return MODELS / "pump-residual"
+
+
 @pytest.fixture
 def pump_copy(tmp_path: Path, pump_dir: Path) -> Path:
     """A writable copy of models/pump for tests that alter or sign files."""

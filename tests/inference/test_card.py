@@ -70,6 +70,21 @@ def test_invalid_field_is_explained(pump_dir: Path, path: tuple[str, ...], value
         parse_card(raw, "pump")
 
 
+def test_preprocessing_pca_fraction_is_read_and_checked(pump_dir: Path, residual_dir: Path) -> None:
+    assert load_card(pump_dir).pca_fraction == 0.0  # no preprocessing block: the window itself
+    assert load_card(residual_dir).pca_fraction == 0.5
+    raw = _raw(pump_dir)
+    raw["preprocessing"] = {"beat_window_s": [-0.25, 0.4]}  # other keys are documentation only
+    assert parse_card(raw, "pump").pca_fraction == 0.0
+    for bad in (1.0, -0.1, "0.5", True, None):
+        raw["preprocessing"] = {"pca_fraction": bad}
+        with pytest.raises(ModelError, match=r"'preprocessing\.pca_fraction' must be a number in \[0, 1\)"):
+            parse_card(raw, "pump")
+    raw["preprocessing"] = [0.5]
+    with pytest.raises(ModelError, match=r"'preprocessing\.pca_fraction'"):
+        parse_card(raw, "pump")
+
+
 def test_missing_and_corrupt_card_files(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no model card"):
         load_card(tmp_path)

@@ -217,14 +217,15 @@ def test_causal_future_data_never_changes_past_scores(pump_dir: Path, pump_card:
 # -- per-stream subspace removal (pca_fraction) ------------------------------------------------------------
 
 
-def _pca_detector(pump_dir: Path, **kw: Any) -> AutoencoderDetector:
+def _pca_detector(residual_dir: Path, **kw: Any) -> AutoencoderDetector:
+    """The shipped residual model; its card sets pca_fraction 0.5 (24 of 48 directions)."""
     return AutoencoderDetector(
-        "pump", load_model(pump_dir, backend="onnx"), hop=1, adapt_rows=ADAPT, smooth_rows=5, **kw
+        "pump", load_model(residual_dir, backend="onnx"), hop=1, adapt_rows=ADAPT, smooth_rows=5, **kw
     )
 
 
-def test_pca_fraction_feeds_the_model_each_streams_residual(pump_dir: Path, pump_card: ModelCard) -> None:
-    detector = _pca_detector(pump_dir, pca_fraction=0.5)
+def test_pca_fraction_feeds_the_model_each_streams_residual(residual_dir: Path, pump_card: ModelCard) -> None:
+    detector = _pca_detector(residual_dir)
     seen: list[np.ndarray] = []
     run = detector.model.backend.run
 
@@ -236,7 +237,7 @@ def test_pca_fraction_feeds_the_model_each_streams_residual(pump_dir: Path, pump
     series = _series(pump_card, 2, ADAPT + 5, seed=6)
     _run(detector, series, np.arange(2))
     adaptation = [b for b in seen if len(b) == ADAPT - detector.window + 1]  # stream 0's, then stream 1's
-    assert len(adaptation) == 2 and detector.components == 40
+    assert len(adaptation) == 2 and detector.components == 24  # from the card, not from a param
     for slot, fed in enumerate(adaptation):
         flat = fed.reshape(len(fed), -1).astype(np.float64)
         basis = detector._basis[slot]
@@ -248,26 +249,26 @@ def test_pca_fraction_feeds_the_model_each_streams_residual(pump_dir: Path, pump
 
 
 def test_pca_fraction_streams_batched_together_score_as_if_alone(
-    pump_dir: Path, pump_card: ModelCard
+    residual_dir: Path, pump_card: ModelCard
 ) -> None:
-    series = _series(pump_card, 3, 200, seed=7)
-    together = _run(_pca_detector(pump_dir, pca_fraction=0.5), series, np.arange(3))
+    series = _series(pump_card, 3, 200 + 60, seed=7)
+    together = _run(_pca_detector(residual_dir), series, np.arange(3))
     for i in range(3):
-        alone = _run(_pca_detector(pump_dir, pca_fraction=0.5), series[i : i + 1], np.array([4]))
+        alone = _run(_pca_detector(residual_dir), series[i : i + 1], np.array([4]))
         np.testing.assert_allclose([b.scores[i] for b in together], [b.scores[0] for b in alone], rtol=1e-5)
     scores = np.array([b.scores for b in together])
     assert np.isfinite(scores[-50:]).all() and (scores[-50:] > together[-1].thresholds).mean() > 0.5  # step
 
 
-def test_pca_fraction_state_round_trips_and_copies(pump_dir: Path, pump_card: ModelCard) -> None:
+def test_pca_fraction_state_round_trips_and_copies(residual_dir: Path, pump_card: ModelCard) -> None:
     series = _series(pump_card, 2, ADAPT + 30, seed=8)
-    detector = _pca_detector(pump_dir, pca_fraction=0.25, threshold_margin=3.0)
+    detector = _pca_detector(residual_dir, threshold_margin=3.0)
     _run(detector, series[:, : ADAPT + 10], np.arange(2))
     clone = copy.deepcopy(detector)
     clone._basis[:] = 0.0
     assert np.abs(detector._basis).sum() > 0  # the copy's state is its own
     state: dict[str, Any] = json.loads(json.dumps(detector.state()))  # as the state file stores it
-    fresh = _pca_detector(pump_dir, pca_fraction=0.25, threshold_margin=3.0)
+    fresh = _pca_detector(residual_dir, threshold_margin=3.0)
     fresh.load_state(state)
     np.testing.assert_allclose(fresh._basis, detector._basis)
     w = detector.window
@@ -280,26 +281,36 @@ def test_pca_fraction_state_round_trips_and_copies(pump_dir: Path, pump_card: Mo
             np.testing.assert_allclose(b.scores, a.scores, rtol=1e-6)
     state["streams"]["0"]["basis"] = [[0.0]]
     with pytest.raises(ConfigError, match=r"state\.detectors\.pump\.streams\.0\.basis"):
-        _pca_detector(pump_dir, pca_fraction=0.25).load_state(state)
+        _pca_detector(residual_dir).load_state(state)
 
 
-def test_pca_fraction_config_errors_name_the_key(pump_dir: Path, pump_card: ModelCard) -> None:
+def test_pca_fraction_comes_from_the_card_and_errors_name_the_key(
+    pump_dir: Path, residual_dir: Path, pump_card: ModelCard
+) -> None:
     from agent.config.schema import DetectorConfig
 
-    def config(**params: Any) -> DetectorConfig:
+    def config(model: Path, **params: Any) -> DetectorConfig:
         return DetectorConfig(
             id="pump_ae",
             type="autoencoder",
             stream="equipment",
             channels=pump_card.channels,
-            params={"model": str(pump_dir), **params},
+            params={"model": str(model), **params},
         )
 
-    made = AutoencoderDetector.from_config(config(adapt_rows=400, pca_fraction=0.5), rate_hz=1.0)
-    assert made.components == 40
-    assert AutoencoderDetector.from_config(config(adapt_rows=400), rate_hz=1.0).components == 0
-    for params in ({"adapt_rows": 400, "pca_fraction": 1.0}, {"pca_fraction": 0.5}, {"pca_fraction": -0.1}):
-        with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.pca_fraction"):
-            AutoencoderDetector.from_config(config(**params), rate_hz=1.0)
-    with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.adapt_rows: 60 rows give 51"):
-        AutoencoderDetector.from_config(config(adapt_rows=60, pca_fraction=0.5), rate_hz=1.0)
+    assert AutoencoderDetector.from_config(config(residual_dir, adapt_rows=400), rate_hz=1.0).components == 24
+    stated = AutoencoderDetector.from_config(config(residual_dir, adapt_rows=400, pca_fraction=0.5), 1.0)
+    assert stated.components == 24
+    assert AutoencoderDetector.from_config(config(pump_dir, adapt_rows=400), rate_hz=1.0).components == 0
+    # a value other than the card's would feed the model inputs unlike its training data
+    for model, params in (
+        (residual_dir, {"adapt_rows": 400, "pca_fraction": 0.25}),
+        (residual_dir, {"adapt_rows": 400, "pca_fraction": 0}),
+        (pump_dir, {"adapt_rows": 400, "pca_fraction": 0.5}),
+    ):
+        with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.pca_fraction: model pump"):
+            AutoencoderDetector.from_config(config(model, **params), rate_hz=1.0)
+    with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.pca_fraction: keeps 24 of 48"):
+        AutoencoderDetector.from_config(config(residual_dir), rate_hz=1.0)  # no adapt_rows: no subspace
+    with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.adapt_rows: 40 rows give 35"):
+        AutoencoderDetector.from_config(config(residual_dir, adapt_rows=40), rate_hz=1.0)

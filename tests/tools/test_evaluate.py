@@ -177,3 +177,28 @@ def test_the_cli_scores_a_nab_format_corpus_end_to_end(tmp_path: Path) -> None:
     fixed = float(standard.split("|")[2])
     assert fixed > 50.0  # both windows hit early, few false alarms (null is 0, perfect 100)
     assert "2/2 windows hit" in report
+
+
+def test_per_stream_adapted_thresholds_judge_the_ensemble() -> None:
+    """An autoencoder with adapt_rows judges each stream by its own threshold, not the card's: the replay
+    must compare every score with the threshold it was judged against (tools/evaluate/configs/skab-residual
+    .toml, the shipped pump-residual model, on a synthetic pump with a step)."""
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "tools" / "evaluate" / "configs" / "skab-residual.toml")
+    card = json.loads((root / "models" / "pump-residual" / "card.json").read_text(encoding="utf-8"))
+    mean, scale = np.asarray(card["normalisation"]["mean"]), np.asarray(card["normalisation"]["scale"])
+    rng = np.random.default_rng(4)
+    values = mean + 0.5 * scale * rng.standard_normal((700, 8))
+    values[550:, [1, 4]] += 4 * scale[[1, 4]]
+    labels = np.zeros(700, bool)
+    labels[550:] = True
+    times = T0 + np.arange(700, dtype=np.float64)
+    channels = tuple(config.detectors[0].channels)
+    result = replay(config, Series("p", "g", channels, times, values, labels, [(times[550], times[-1])]))
+    score, judged = result.scores["pump_ae"], result.judged_against["pump_ae"]
+    live = np.isfinite(score)
+    assert live[450:].all() and not live[:400].any()  # a verdict once the pump's 400 rows are learnt
+    assert np.isfinite(judged[live]).all() and not np.isclose(judged[live], card["threshold"]).any()
+    flagged = np.nan_to_num(result.ensemble()) > 1.0
+    np.testing.assert_array_equal(flagged, live & (np.nan_to_num(score) > judged))
+    assert flagged[560:].mean() > 0.9 and flagged[450:550].mean() < 0.1

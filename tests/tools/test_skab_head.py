@@ -1,8 +1,7 @@
 """tools/train/skab_head: its grid-search shortcut decides every row as the live AutoencoderDetector does.
 
-Synthetic streams (not SKAB data, which is GPL and stays out of the repository) scored by the shipped pump
-model with per-stream subspace removal; the model need not be trained on residuals for the decisions of
-the shortcut and the detector to have to agree.
+Synthetic streams (not SKAB data, which is GPL and stays out of the repository) scored by the shipped
+models/pump-residual, which the tool builds.
 """
 
 from __future__ import annotations
@@ -15,12 +14,12 @@ from agent.inference.card import load_card
 from tools.train.skab import CALIBRATION_ROWS, CHANNELS, Experiment
 from tools.train.skab_head import decide, live_flags, model_scores
 
-PUMP = Path(__file__).resolve().parents[2] / "models" / "pump"
+MODEL = Path(__file__).resolve().parents[2] / "models" / "pump-residual"
 FLOOR_FRACTION = 0.5
 
 
 def _experiments() -> list[Experiment]:
-    card = load_card(PUMP)
+    card = load_card(MODEL)
     mean, scale = np.asarray(card.mean), np.asarray(card.scale)
     rng = np.random.default_rng(11)
     out = []
@@ -35,13 +34,13 @@ def _experiments() -> list[Experiment]:
 
 def test_shortcut_decides_as_the_live_detector() -> None:
     exps = _experiments()
-    window = load_card(PUMP).window
-    components = 40  # half of the 80 window values
-    floor = FLOOR_FRACTION * np.asarray(load_card(PUMP).scale)
-    ae, _ = model_scores(PUMP, exps, window, components, floor)
+    window = load_card(MODEL).window
+    components = 24  # half of the 48 window values, as the card's preprocessing says
+    floor = FLOOR_FRACTION * np.asarray(load_card(MODEL).scale)
+    ae, _ = model_scores(MODEL, exps, window, components, floor)
     for smooth, quantile, margin in ((1, 0.95, 1.0), (5, 0.99, 1.5)):
         params = {"smooth_rows": smooth, "threshold_quantile": quantile, "threshold_margin": margin}
-        live = live_flags(PUMP, exps, params, "onnx", "int8", 0.5, FLOOR_FRACTION)
+        live = live_flags(MODEL, exps, params, "onnx", "int8", 0.5, FLOOR_FRACTION)
         searched = [decide(r, window, smooth, quantile, margin) for r in ae]
         for a, b, e in zip(searched, live, exps, strict=True):
             assert len(a) == len(e.values) - CALIBRATION_ROWS

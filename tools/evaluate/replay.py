@@ -30,7 +30,10 @@ DEVICE = "eval-device"
 class Replayed:
     series: Series
     scores: dict[str, FloatArray]  # detector id -> (T,) score at each sample (NaN: none)
-    thresholds: dict[str, float]
+    thresholds: dict[str, float]  # detector id -> its configured or calibrated threshold
+    # detector id -> (T,) the threshold each score was judged against: a per-stream adapted one
+    # (autoencoder adapt_rows, window_pca) differs from the detector's own
+    judged_against: dict[str, FloatArray] = field(default_factory=dict)
     events: list[AlarmEvent] = field(default_factory=list)
     uncalibrated: list[str] = field(default_factory=list)  # detectors left at their configured threshold
 
@@ -47,11 +50,11 @@ class Replayed:
 
     def ensemble(self) -> FloatArray:
         """Per-sample max over detectors of score / threshold (> 1 where any detector exceeds)."""
-        parts = [
-            s / self.thresholds[d]
-            for d, s in self.scores.items()
-            if np.isfinite(self.thresholds[d]) and self.thresholds[d] > 0
-        ]
+        parts = []
+        for d, s in self.scores.items():
+            limit = self.judged_against.get(d, np.full(len(s), self.thresholds[d]))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                parts.append(np.where(np.isfinite(limit) & (limit > 0), s / limit, np.nan))
         if not parts:
             return np.full(len(self.series.times), np.nan)
         with np.errstate(invalid="ignore"):
@@ -70,12 +73,12 @@ def readings(series: Series, stream: str, period_s: float = 0.0) -> Iterator[Rea
         yield Reading(ident, series.channels, row[None, :], float(t), float(t) - t0, period_s)
 
 
-def _tap(detector: Detector, sink: list[tuple[FloatArray, FloatArray]]) -> None:
+def _tap(detector: Detector, sink: list[tuple[FloatArray, FloatArray, FloatArray]]) -> None:
     original = detector.score
 
     def tapped(block: WindowBlock) -> ScoreBlock:
         out = original(block)
-        sink.append((block.end_times.copy(), out.scores.copy()))
+        sink.append((block.end_times.copy(), out.scores.copy(), out.thresholds.copy()))
         return out
 
     object.__setattr__(detector, "score", tapped)
@@ -133,19 +136,23 @@ def replay(
         uncalibrated = calibrate(
             pipeline, series, calibrate_rows, target_per_hour, 1.0 / max(rates), own_targets
         )
-    sinks: dict[str, list[tuple[FloatArray, FloatArray]]] = {}
+    sinks: dict[str, list[tuple[FloatArray, FloatArray, FloatArray]]] = {}
     for detector in pipeline.detectors:
         _tap(detector, sinks.setdefault(detector.id, []))
     events = pipeline.ingest(readings(series, stream))
     scores: dict[str, FloatArray] = {}
+    judged_against: dict[str, FloatArray] = {}
     for detector_id, sink in sinks.items():
         out = np.full(len(series.times), np.nan)
-        for times, values in sink:
+        limits = np.full(len(series.times), np.nan)
+        for times, values, thresholds_at in sink:
             index = np.searchsorted(series.times, times)
             ok = (index < len(series.times)) & np.isclose(
                 series.times[np.minimum(index, len(series.times) - 1)], times
             )
             out[index[ok]] = values[ok]
+            limits[index[ok]] = thresholds_at[ok]
         scores[detector_id] = out
+        judged_against[detector_id] = limits
     thresholds = {d.id: float(getattr(d, "threshold", np.nan)) for d in pipeline.detectors}
-    return Replayed(series, scores, thresholds, events, uncalibrated)
+    return Replayed(series, scores, thresholds, judged_against, events, uncalibrated)

@@ -62,7 +62,12 @@ def residual_windows(
 def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np.float64]) -> None:
     """Train on residual windows; the card's normalisation is anomaly-free.csv's, whose spread times
     --floor is the per-channel scale floor (the detector's min_scale_fraction)."""
-    from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays  # torch: "train" extra only
+    from tools.train.autoencoder import (  # torch: "train" extra only
+        ModelSpec,
+        build_artifacts,
+        digest_arrays,
+        write_card,
+    )
 
     floor = args.floor * free.std(axis=0)
     pieces = training_pieces(args.skab, exps)
@@ -74,7 +79,7 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
     )
     hidden = tuple(int(h) for h in args.hidden.split(","))
     spec = ModelSpec("pump-residual", "1.0.0", CHANNELS, args.window, 1, "dense", hidden, args.epochs)
-    build_artifacts(
+    _, card = build_artifacts(
         spec,
         windows[order[n_val:]],
         windows[order[:n_val]],
@@ -90,6 +95,12 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
             f"AutoencoderDetector(pca_fraction={args.components / (args.window * len(CHANNELS)):g})"
         ),
     )
+    # The model's input contract: the detector takes pca_fraction from here and refuses another value.
+    card["preprocessing"] = {
+        "pca_fraction": args.components / (args.window * len(CHANNELS)),
+        "subspace": f"each stream's own, fitted on its first {CALIBRATION_ROWS} rows (detector adapt_rows)",
+    }
+    write_card(args.out, card)
 
 
 def model_scores(
@@ -258,7 +269,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_metrics(args.out, results, args.floor)
     return 0
+
+
+def write_metrics(out: Path, results: dict[str, Any], floor_fraction: float) -> None:
+    """The card's metrics: the held-out figures, and the operating point to configure (chosen on all 34
+    experiments, as a deployment would choose it; its own figure on them is optimistic)."""
+    from tools.train.autoencoder import write_card  # torch: "train" extra only
+
+    keys = ("f1", "far_percent", "mar_percent")
+    card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    card["metrics"] = {
+        "skab_causal_onnx_int8_cross_fitted": {
+            k: round(results["cross_fitted_onnx_int8"]["pooled"][k], 4) for k in keys
+        },
+        "skab_causal_onnx_int8_leave_one_folder_out": {
+            k: round(results["leave_one_folder_out"]["pooled"][k], 4) for k in keys
+        },
+        "skab_causal_onnx_int8_all_34_optimistic": {
+            k: round(results["all_34_optimistic"][k], 4) for k in keys
+        },
+        "detector_params": {
+            "adapt_rows": CALIBRATION_ROWS,
+            "min_scale_fraction": floor_fraction,
+            **results["all_34_optimistic"]["params"],
+        },
+    }
+    write_card(out, card)
 
 
 if __name__ == "__main__":
