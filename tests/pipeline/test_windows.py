@@ -68,3 +68,13 @@ def test_many_streams_match_a_naive_reference(blocks: list[tuple[int, int]], win
         got = windows.windows(np.array([slot]))[0, :, 0]
         expected = ([np.nan] * window + seen)[-window:]
         np.testing.assert_array_equal(got, np.array(expected))
+    # Many slots in one call, in any order and with repeats, for every length up to the window: a
+    # stream that has seen fewer samples reads NaN before them, never its neighbour's row.
+    slots = np.array([windows.slot(f"dev{s}/s") for s in (2, 0, 1, 0)], dtype=np.int64)
+    names = [int(name[3]) for name in windows.streams]
+    for length in range(1, window + 1):
+        many = windows.windows(slots, length)
+        assert many.shape == (4, length, 1)
+        for row, slot in enumerate(slots.tolist()):
+            expected = ([np.nan] * window + history[names[slot]])[-length:]
+            np.testing.assert_array_equal(many[row, :, 0], np.array(expected))
