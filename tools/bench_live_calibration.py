@@ -1,18 +1,15 @@
 """Cost of live calibration while a detector learns: the same readings through the Pipeline with and without
 a `calibration` table (100 streams x 600 s of 1 Hz heart rate, robust_z, best of 3).
 
-    python tools/bench_live_calibration.py
+    python -m tools.bench_live_calibration
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline"))
-
-import test_live_calibration as live  # the test's data generator and config
+from tests.pipeline import test_live_calibration as live  # the test's data generator and config
 
 STREAMS = 100
 

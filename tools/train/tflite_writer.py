@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import flatbuffers  # type: ignore[import-untyped]
+import flatbuffers
 import numpy as np
 from numpy.typing import NDArray
 
