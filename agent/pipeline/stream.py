@@ -17,7 +17,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,7 @@ from agent.clock import stepped_to_gateway
 from agent.detectors.base import Detector, WindowBlock
 from agent.events import AlarmEvent
 from agent.pipeline.calibration import LiveCalibration
-from agent.pipeline.quality import QualityGate
+from agent.pipeline.quality import QualityGate, Screened
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
 from agent.readings import FloatArray, Quality, Reading
@@ -92,7 +92,7 @@ class _Round:
     """Readings of distinct streams, each a single sample, with what `ingest_many` has of them."""
 
     readings: Sequence[Reading]
-    values: Sequence[FloatArray]  # gated, (1, C) each
+    values: Screened  # gated, (1, C) each
     quality: Sequence[int]
     bad: Sequence[int]
     slots: IntArray
@@ -185,12 +185,13 @@ class StreamPipeline:
                 events += self._ingest(reading, values[i], quality[i], bad[i])
             return events
         i, count = 0, len(readings)
+        singles = isinstance(values, np.ndarray) and values.shape[1] == 1  # all single samples
         while i < count:
-            if len(values[i]) != 1:  # a device frame (ECG): never in a round, so not even looked for one
+            if not singles and len(values[i]) != 1:  # a device frame (ECG): never in a round
                 events += self._ingest(readings[i], values[i], quality[i], bad[i])
                 i += 1
                 continue
-            slots = self._round(readings, values, i)
+            slots = self._round(readings, values, i, singles)
             if len(slots) >= MIN_ROUND:
                 events += self._ingest_round(readings, values, quality, bad, i, np.array(slots, np.int64))
                 i += len(slots)
@@ -201,15 +202,18 @@ class StreamPipeline:
             i = end
         return events
 
-    def _round(self, readings: Sequence[Reading], values: Sequence[FloatArray], first: int) -> list[int]:
+    def _round(self, readings: Sequence[Reading], values: Screened, first: int, singles: bool) -> list[int]:
         """The slots of the longest run from `first` of single samples of known streams, each stream
-        at most once."""
-        seen: dict[int, None] = {}  # in order
+        at most once. `singles`: every reading is a single sample."""
+        end = len(readings)
+        if not singles:
+            end = next((k for k in range(first, end) if len(values[k]) != 1), end)
         get = self._slots.get
-        for k in range(first, len(readings)):
-            if len(values[k]) != 1:
-                break
-            slot = get(readings[k].stream)
+        slots = [get(r.stream) for r in readings[first:end]]
+        if None not in slots and len(set(slots)) == len(slots):  # the usual backlog: all of it
+            return cast(list[int], slots)  # no None in it
+        seen: dict[int, None] = {}  # in order
+        for slot in slots:
             if slot is None or slot in seen:
                 break
             seen[slot] = None
@@ -218,7 +222,7 @@ class StreamPipeline:
     def _ingest_round(
         self,
         readings: Sequence[Reading],
-        values: Sequence[FloatArray],
+        values: Screened,
         quality: Sequence[int],
         bad: Sequence[int],
         first: int,
@@ -260,7 +264,9 @@ class StreamPipeline:
             return
         slots, times = this.slots[start:stop], this.times[start:stop]
         flags = np.array(this.quality[start:stop], dtype=np.int64)
-        self.windows.append_rows(slots, np.concatenate(this.values[start:stop]), times)
+        values = this.values[start:stop]
+        rows = values.reshape(stop - start, -1) if isinstance(values, np.ndarray) else np.concatenate(values)
+        self.windows.append_rows(slots, rows, times)
         self._last_time[slots] = times
         self._offsets[slots] = this.offsets[start:stop]
         self.samples += stop - start

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,29 @@ def test_mixed_shapes_fall_back_to_one_by_one() -> None:
         one_values, one_quality, one_bad = gate.screen(reading)
         np.testing.assert_array_equal(values[i], one_values)
         assert (quality[i], bad[i]) == (int(one_quality), one_bad)
+
+
+def test_lengths_that_only_add_up_fall_back() -> None:
+    """A 0-sample and a 2-sample reading among single samples: as many rows as readings, but not one
+    each. Readings with equal channel tuples that are distinct objects are still checked at once."""
+    gate = QualityGate(("hr", "spo2"))
+    rng = np.random.default_rng(2)
+    singles = _readings(rng, ("hr", "spo2"), 1, 6)
+    empty = Reading("e/vitals", ("hr", "spo2"), np.zeros((0, 2)), 1e6, 0.0, 0.0)
+    double = _readings(rng, ("hr", "spo2"), 2, 1)
+    copies = [dataclasses.replace(r, channels=(*r.channels,)) for r in singles]
+    assert copies[0].channels is not copies[1].channels
+    for readings, at_once in (
+        ([*singles[:3], empty, *double, *singles[3:]], False),
+        (copies, True),
+        ([*singles[:3], *_readings(rng, ("spo2", "hr"), 1, 3)], False),
+    ):
+        before = [r.values.copy() for r in readings]
+        values, quality, bad = gate.screen_many(readings)
+        assert isinstance(values, np.ndarray) == at_once
+        assert len(values) == len(quality) == len(bad) == len(readings)
+        for i, reading in enumerate(readings):
+            one_values, one_quality, one_bad = gate.screen(reading)
+            np.testing.assert_array_equal(values[i], one_values)
+            assert (quality[i], bad[i]) == (int(one_quality), one_bad)
+            np.testing.assert_array_equal(reading.values, before[i])  # the readings' own arrays untouched
