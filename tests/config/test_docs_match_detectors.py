@@ -41,7 +41,8 @@ PROSE_DEFAULTS: dict[tuple[str, str], tuple[str, Any, str]] = {
     ("autoencoder", "hop_s"): ("card's hop", None, "None takes the model card's hop"),
     ("autoencoder", "threshold"): ("card's", None, "None takes the model card's threshold"),
     ("autoencoder", "pca_fraction"): (
-        "card's `preprocessing.pca_fraction`, 0 if none; another value is refused; needs `adapt_rows` when > 0",
+        "card's `preprocessing.pca_fraction`, 0 if none; another value is refused;"
+        " needs `adapt_rows` when > 0",
         None,
         "None takes the model card's pca_fraction",
     ),
