@@ -52,7 +52,7 @@ def _windows_of(times: FloatArray, labels: BoolArray) -> list[tuple[float, float
 
 def load_cpsc(root: Path | None = None) -> list[Series]:
     """Every record: RR per beat, label = the beat lies inside an "(AFIB" ... "(N" rhythm episode."""
-    import wfdb  # type: ignore[import-untyped]  # tools-only dependency
+    import wfdb  # tools-only dependency (evaluate extra)
 
     folder = (root or SHARED / "ECG" / "cpsc2021_sample").resolve()
     out: list[Series] = []
