@@ -87,6 +87,29 @@ class _QualityTexts(Sequence[str]):
         return _describe(int(self._flags[index]))
 
 
+class _Refs(Sequence[StreamRef]):
+    """The references of scored slots, looked up only for the rows that are read: a book given its
+    rows reads a reference only to word an event (a few per thousand hops)."""
+
+    __slots__ = ("_refs", "_slots")
+
+    def __init__(self, refs: list[StreamRef], slots: IntArray) -> None:
+        self._refs = refs
+        self._slots = slots
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @overload
+    def __getitem__(self, index: int) -> StreamRef: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[StreamRef]: ...
+    def __getitem__(self, index: int | slice) -> StreamRef | Sequence[StreamRef]:
+        if isinstance(index, slice):
+            return [self._refs[s] for s in self._slots[index].tolist()]
+        return self._refs[int(self._slots[index])]
+
+
 @dataclass(slots=True)
 class _Round:
     """Readings of distinct streams, each a single sample, with what `ingest_many` has of them."""
@@ -148,6 +171,8 @@ class StreamPipeline:
         self._refs: list[StreamRef] = []
         self._slot_of_ref: dict[StreamRef, int] = {}
         self._refs_unique = True  # False once two streams share a reference (the same pseudonym)
+        # Per slot, whether its stream is in `quality_alarms.engaged`, brought up to date by `_watched`
+        self._engaged = np.zeros(0, dtype=bool)
         self.rounds = True  # False: every reading through `_ingest` (the reference the tests compare with)
         self._last_time = np.zeros(0)
         # Per slot, wall - monotonic of its last reading; with the gateway's own (set by `Pipeline`
@@ -282,18 +307,31 @@ class StreamPipeline:
             self.quality_alarms.observe(self._refs[int(this.slots[k])], this.quality[k], end_time)
 
     def _watched(self, slots: IntArray) -> npt.NDArray[np.bool_]:
-        """Which of `slots` (distinct) have a stream `QualityAlarms.observe` notes even when OK. A
-        reference costs a Python-level hash to look up, so the smaller side is looked up: the watched
-        streams (a few engaged ones, usually) or the slots."""
+        """Which of `slots` (distinct) have a stream `QualityAlarms.observe` notes even when OK: engaged
+        ones, from a mask per slot kept up to date with the streams whose engagement changed (in a storm
+        thousands are engaged; a reference costs a Python-level hash to look up), and those noted since
+        the last flush, looking up the smaller side."""
         if not self._refs_unique:  # two devices under one pseudonym: any reading may step the other's row
             return np.ones(len(slots), dtype=bool)
-        watching = self.quality_alarms.watching()
-        if len(watching) > len(slots):
+        alarms = self.quality_alarms
+        engaged, slot_of = alarms.engaged, self._slot_of_ref
+        changed = alarms.take_engaged_changes()  # a few streams a flush, in a storm
+        if changed is None:
+            self._engaged[:] = False
+            changed = list(engaged)
+        for ref in changed:
+            slot = slot_of.get(ref)
+            if slot is not None:
+                self._engaged[slot] = ref in engaged
+        watched: npt.NDArray[np.bool_] = self._engaged[slots]
+        noted = alarms.noted  # since the last flush: usually none, or a few flagged streams
+        if len(noted) > len(slots):
             refs = self._refs
-            return np.fromiter((refs[s] in watching for s in slots.tolist()), dtype=bool, count=len(slots))
-        mask = np.zeros(len(self._refs), dtype=bool)
-        mask[[self._slot_of_ref[r] for r in watching if r in self._slot_of_ref]] = True
-        watched: npt.NDArray[np.bool_] = mask[slots]
+            watched |= np.fromiter((refs[s] in noted for s in slots.tolist()), dtype=bool, count=len(slots))
+        elif noted:
+            mask = np.zeros(len(self._refs), dtype=bool)
+            mask[[slot_of[r] for r in noted if r in slot_of]] = True
+            watched |= mask[slots]
         return watched
 
     def _ingest(self, reading: Reading, values: FloatArray, quality: int, bad: int) -> list[AlarmEvent]:
@@ -408,7 +446,7 @@ class StreamPipeline:
             return []
         quality_ok = flags == 0
         quality_text = _QualityTexts(flags)
-        refs = [self._refs[s] for s in due.tolist()]
+        refs = _Refs(self._refs, due)
         learning = watch.calibration if watch.calibration is not None and watch.calibration.learning else None
         events: list[AlarmEvent] = []
         for book, rows in zip(watch.books, watch.rows, strict=True):
@@ -438,6 +476,8 @@ class StreamPipeline:
                 watch.rows = [np.concatenate([r, np.zeros(grow, np.int64)]) for r in watch.rows]
             self._last_time = np.concatenate([self._last_time, np.zeros(grow)])
             self._offsets = np.concatenate([self._offsets, np.full(grow, np.nan)])
+            self._engaged = np.concatenate([self._engaged, np.zeros(grow, dtype=bool)])
+        self._engaged[slot] = ref in self.quality_alarms.engaged  # a restored episode
         for watch in self.watches:
             for book, rows in zip(watch.books, watch.rows, strict=True):
                 rows[slot] = book.row_of(ref)

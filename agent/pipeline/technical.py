@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,7 @@ def describe(event: AlarmEvent) -> AlarmEvent:
     return dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))
 
 
+MAX_CHANGES_KEPT = 10_000  # `take_engaged_changes` then says "any"
 TECHNICAL_COOLDOWN_S = 30.0  # every built-in technical rule's cooldown
 BUILTIN_PREFIX = "builtin."  # built-in rules' detector names: "builtin.<condition>"
 
@@ -97,12 +99,18 @@ class QualityAlarms:
     ):
         self._alarms = {
             condition: (
-                flags,
+                int(flags),  # a plain int: `int & Quality` would go through enum.Flag's Python code
                 ThresholdAlarm(condition, priority, gateway, config_hash, min_duration_s, clear_after_s),
             )
             for condition, (flags, priority) in QUALITY_CONDITIONS.items()
         }
-        self._engaged: set[StreamRef] = set()  # streams with some condition not NORMAL
+        # Per condition, the streams whose book is not NORMAL: a mirror of the books' states, kept by
+        # `drain` for the streams it steps (a book changes no other) and by `load_state`.
+        self._abnormal: dict[str, set[StreamRef]] = {condition: set() for condition in self._alarms}
+        self._engaged: set[StreamRef] = set()  # streams with some condition not NORMAL: the union
+        # Streams whose engagement changed since `take_engaged_changes` (None: any may have), for a
+        # caller that keeps its own copy of `_engaged` as a mask over its streams.
+        self._changed: list[StreamRef] | None = []
         self._pending: list[tuple[StreamRef, int, float]] = []  # flags noted since the last drain
         self._noted: set[StreamRef] = set()  # streams in `_pending`
 
@@ -121,6 +129,22 @@ class QualityAlarms:
         the last drain), so a caller with many OK readings can skip the rest without asking."""
         return self._engaged | self._noted
 
+    @property
+    def engaged(self) -> AbstractSet[StreamRef]:
+        """The streams with some condition not NORMAL (`observe` notes their OK readings)."""
+        return self._engaged
+
+    @property
+    def noted(self) -> AbstractSet[StreamRef]:
+        """The streams noted since the last drain (`observe` notes their OK readings too)."""
+        return self._noted
+
+    def take_engaged_changes(self) -> list[StreamRef] | None:
+        """The streams that entered or left `engaged` since the last call (in any order, maybe twice),
+        or None when any may have (restored state, or too many to keep a list of)."""
+        changed, self._changed = self._changed, []
+        return changed
+
     def drain(self) -> list[AlarmEvent]:
         """Step the books with every noted reading, in rounds where each stream appears once (so each
         stream's readings are taken in order), one vectorised update per condition and round."""
@@ -137,21 +161,40 @@ class QualityAlarms:
         self._pending = []
         self._noted = set()
         events: list[AlarmEvent] = []
+        abnormal_sets = self._abnormal.values()
         for batch in rounds:
-            for flags, alarm in self._alarms.values():
+            stepped: set[StreamRef] = set()
+            for condition, (flags, alarm) in self._alarms.items():
+                # A book steps a stream with a reading that has its flags, or while it is not NORMAL.
+                abnormal = self._abnormal[condition]
                 due = [
                     (ref, 1.0 if quality & flags else 0.0, time)
                     for ref, quality, time in batch
-                    if quality & flags or alarm.state_of(ref) is not AlarmState.NORMAL
+                    if quality & flags or ref in abnormal
                 ]
-                if due:
-                    refs, values, times = zip(*due, strict=True)
-                    events += alarm.check(refs, values, [0.5] * len(refs), times)
-            for ref, _, _ in batch:
-                if any(alarm.state_of(ref) is not AlarmState.NORMAL for _, alarm in self._alarms.values()):
-                    self._engaged.add(ref)
+                if not due:
+                    continue
+                refs, values, times = zip(*due, strict=True)
+                events += alarm.check(refs, values, [0.5] * len(refs), times)
+                for ref in refs:
+                    if alarm.state_of(ref) is AlarmState.NORMAL:
+                        abnormal.discard(ref)
+                    else:
+                        abnormal.add(ref)
+                stepped.update(refs)
+            # A stream no book stepped is NORMAL in all of them, so it was not engaged and is not now.
+            engaged, changed = self._engaged, self._changed
+            for ref in stepped:
+                if any(ref in refs_of for refs_of in abnormal_sets) is (ref in engaged):
+                    continue
+                if ref in engaged:
+                    engaged.discard(ref)
                 else:
-                    self._engaged.discard(ref)
+                    engaged.add(ref)
+                if changed is not None:
+                    changed.append(ref)
+            if changed is not None and len(changed) > MAX_CHANGES_KEPT:  # nobody has been asking
+                self._changed = None
         return events
 
     def shift_times(self, ref: StreamRef, delta: float) -> None:
@@ -168,17 +211,19 @@ class QualityAlarms:
         return {alarm.key: alarm.state() for _, alarm in self._alarms.values()}
 
     def load_state(self, alarms: Mapping[str, Any], stream: str) -> None:
-        """Restore this stream name's rows of `state()` (books of all stream names share a key)."""
+        """Restore this stream name's rows of `state()` (books of all stream names share a key), into
+        fresh books (a restart)."""
         restored: set[StreamRef] = set()
         for _, alarm in self._alarms.values():
             if alarm.key in alarms:
                 restored.update(alarm.load_state(alarms[alarm.key], stream))
         # An episode still open must be stepped by the stream's OK readings, or it would never end.
-        self._engaged = {
-            ref
-            for ref in restored
-            if any(alarm.state_of(ref) is not AlarmState.NORMAL for _, alarm in self._alarms.values())
-        }
+        for condition, (_, alarm) in self._alarms.items():
+            self._abnormal[condition] = {
+                ref for ref in restored if alarm.state_of(ref) is not AlarmState.NORMAL
+            }
+        self._engaged = set().union(*self._abnormal.values())
+        self._changed = None
 
 
 class ThresholdAlarm:
