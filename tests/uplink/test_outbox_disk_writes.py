@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import agent.outbox as outbox_module
+import agent.outbox.draining as draining_module  # DELETE_AT, DELETE_AFTER_S, EXPIRED_SCAN_S are read there
+import agent.outbox.store as store_module  # PAGE_SIZE is read there
 from agent.config.schema import OutboxConfig
 from agent.outbox import HEARTBEAT_RANK, ROW_OVERHEAD, Kind, Outbox, OutboxItem, State
 
@@ -72,13 +73,13 @@ def open_box(path: Path, clock: Clock, max_bytes: int = 1 << 20) -> Outbox:
 @pytest.fixture
 def batched(monkeypatch: pytest.MonkeyPatch) -> None:
     """Acknowledged rows deleted in batches, as with `DELETE_AT` above 1."""
-    monkeypatch.setattr(outbox_module, "DELETE_AT", 256)
+    monkeypatch.setattr(draining_module, "DELETE_AT", 256)
 
 
 @pytest.fixture
 def unbatched(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each acknowledged row deleted in its own commit (`DELETE_AT` 1)."""
-    monkeypatch.setattr(outbox_module, "DELETE_AT", 1)
+    monkeypatch.setattr(draining_module, "DELETE_AT", 1)
 
 
 def test_take_writes_nothing_and_the_next_put_marks_the_rows_still_in_flight(
@@ -177,11 +178,11 @@ def test_a_new_file_uses_small_pages_and_an_existing_file_keeps_its_own(
         with sqlite3.connect(path) as db:
             return int(db.execute("PRAGMA page_size").fetchone()[0])
 
-    monkeypatch.setattr(outbox_module, "PAGE_SIZE", 4096)
+    monkeypatch.setattr(store_module, "PAGE_SIZE", 4096)
     old = open_box(tmp_path / "old.db", Clock())
     old.put(item("kept", T0))
     old.close()
-    monkeypatch.setattr(outbox_module, "PAGE_SIZE", 1024)
+    monkeypatch.setattr(store_module, "PAGE_SIZE", 1024)
     new = open_box(tmp_path / "new.db", Clock())
     new.put(item("a", T0, size=3000))  # an overflowing row too
     assert page_size(tmp_path / "new.db") == 1024
@@ -238,10 +239,10 @@ def test_batched_deletes_go_with_the_next_put_or_after_delete_after_s_or_at_clos
         commits.append(watcher.count())
     assert commits == [1] * 10  # the put only: each delete rode on the next put
     assert set(watcher.rows()) == {"e9"}
-    clock.t = T0 + 0.9 + outbox_module.DELETE_AFTER_S / 2
+    clock.t = T0 + 0.9 + draining_module.DELETE_AFTER_S / 2
     box.take(5)
     assert watcher.count() == 0  # too soon
-    clock.t = T0 + 0.9 + outbox_module.DELETE_AFTER_S + 0.01
+    clock.t = T0 + 0.9 + draining_module.DELETE_AFTER_S + 0.01
     box.take(5)  # the uplink polls at least once a second
     assert watcher.count() == 1 and not watcher.rows()
     box.put(item("last", clock.t))
@@ -253,7 +254,7 @@ def test_batched_deletes_go_with_the_next_put_or_after_delete_after_s_or_at_clos
 
 
 def test_delete_at_bounds_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(outbox_module, "DELETE_AT", 3)
+    monkeypatch.setattr(draining_module, "DELETE_AT", 3)
     box = open_box(tmp_path / "o.db", Clock())
     box.put_many([item(f"a{n}", T0 + n) for n in range(5)])
     watcher = Watcher(tmp_path / "o.db")
@@ -273,10 +274,10 @@ def test_a_crash_before_the_batched_delete_sends_the_rows_again_and_loses_none(t
         """
         import sys, time
         from pathlib import Path
-        import agent.outbox as outbox_module
+        import agent.outbox.draining as draining_module
         from agent.config.schema import OutboxConfig
         from agent.outbox import Kind, Outbox, OutboxItem
-        outbox_module.DELETE_AT = 256
+        draining_module.DELETE_AT = 256
         box = Outbox(OutboxConfig(Path(sys.argv[1]), 1 << 30, 0.8))
         acknowledged = []
         n = 0
@@ -331,6 +332,6 @@ def test_expired_heartbeats_are_never_handed_out_and_the_full_look_is_paced(tmp_
     assert box.stats().expired == 1 and box.get("hb") is None
     box.put(item("hb2", T0 + 11, Kind.HEARTBEAT, expiry_s=10))
     box.put(item("a2", T0 + 11))
-    clock.t = T0 + 11 + outbox_module.EXPIRED_SCAN_S
+    clock.t = T0 + 11 + draining_module.EXPIRED_SCAN_S
     assert [i.id for i in box.take(1)] == ["a2"]  # the full look is due: hb2 goes though not reached
     assert box.stats().expired == 2 and box.get("hb2") is None

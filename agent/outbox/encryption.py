@@ -1,0 +1,120 @@
+"""Encryption at rest: payloads sealed in the file, plaintext scrubbed, rows that do not open set aside.
+
+Strategy: with an `encryption_key_file`, payloads are sealed with AES-256-GCM (`agent.sealing`), bound to
+their row's id and topic. `take()` opens them; a row that fails to open (wrong key, tampered, sealed but
+no key configured) is never sent and never deleted: it is set aside as "undecryptable", counted, and an
+error naming the outbox file is logged. Reopening the outbox puts such rows back to pending, so a
+restart with the right key delivers them. Plaintext rows found when the outbox is opened with a key
+(written before encryption was switched on) are sealed in place, with ``secure_delete`` on and the WAL
+truncated, so no plaintext copy stays in the files. A damaged row (`agent.outbox.rows`) is set aside
+the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from agent.outbox.items import OutboxError, OutboxItem
+from agent.outbox.rows import _DamagedRowError, _is_text, _item
+from agent.outbox.transactions import _Transactions
+from agent.sealing import KEY_SETTING, SEAL_OVERHEAD, Sealer, SealError
+
+log = logging.getLogger("agent.outbox")
+
+
+class _Encryption(_Transactions):
+    """Sealing and opening payloads, and the rows set aside because they do not open or are damaged."""
+
+    @property
+    def sealer(self) -> Sealer | None:
+        """The outbox's key when payloads are sealed at rest (an `encryption_key_file` is configured),
+        also used for the gateway's other files holding patient values (`agent.state_file`)."""
+        return self._sealer
+
+    def _stored_size(self, item: OutboxItem) -> int:
+        return item.size + (SEAL_OVERHEAD if self._sealer is not None else 0)
+
+    def _open(self, row: tuple[object, ...]) -> OutboxItem:
+        """The row (`_SELECT`) as an item with its payload in clear; `SealError` when it cannot be opened,
+        `_DamagedRowError` when its cells are damaged."""
+        item = _item(row[1:-1])
+        if not row[-1]:
+            return item  # written in clear (no key configured then)
+        if self._sealer is None:
+            raise SealError("sealed, but no key is configured")
+        return replace(item, payload=self._sealer.open(item.payload, item.id, item.topic))
+
+    def _open_or_raise(self, row: tuple[object, ...]) -> OutboxItem:
+        try:
+            return self._open(row)
+        except SealError:
+            raise self._undecryptable_error(1) from None
+        except _DamagedRowError:
+            raise self._damaged_error([int(row[0])]) from None  # type: ignore[call-overload]
+
+    def _damaged_error(self, seqs: Sequence[int]) -> OutboxError:
+        shown = ", ".join(str(s) for s in seqs[:10]) + (", ..." if len(seqs) > 10 else "")
+        return OutboxError(
+            self.path,
+            f"{len(seqs)} row(s) are damaged (text that is not UTF-8 or a value of the wrong type; seq "
+            f"{shown}): set aside, not sent, not deleted ({self._count_undecryptable()} row(s) set aside "
+            "in the file in all; retried at the next start)",
+        )
+
+    def _undecryptable_error(self, count: int) -> OutboxError:
+        why = (
+            f"the key in {KEY_SETTING} does not open them (another key, or the rows were altered)"
+            if self._sealer is not None
+            else f"they are encrypted but no {KEY_SETTING} is configured"
+        )
+        return OutboxError(
+            self.path,
+            f"{count} row(s) cannot be decrypted: {why}; set aside, not sent, not deleted "
+            f"({self._count_undecryptable()} in the file; retried at the next start)",
+        )
+
+    def _count_undecryptable(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE state='undecryptable'").fetchone()[0])
+
+    def _scrub_cleartext(self, sealer: Sealer) -> None:
+        """Seal rows written in clear before a key was configured, then rewrite the file (VACUUM) and
+        empty the WAL, so no plaintext payload stays in free pages or old frames."""
+        rows = [  # a damaged row is left as it is: take() sets it aside
+            (item_id, topic, payload)
+            for item_id, topic, payload in self._db.execute(
+                "SELECT id, topic, payload FROM outbox WHERE sealed=0"
+            )
+            if _is_text(item_id) and _is_text(topic) and isinstance(payload, bytes)
+        ]
+        flagged = self._db.execute("SELECT 1 FROM outbox_meta WHERE name='cleartext'").fetchone()
+        if not rows and not flagged:
+            return
+        self._begin("FULL")
+        try:
+            for item_id, topic, payload in rows:
+                self._db.execute(
+                    "UPDATE outbox SET payload=?, sealed=1, size=size+? WHERE id=?",
+                    (sealer.seal(bytes(payload), str(item_id), str(topic)), SEAL_OVERHEAD, item_id),
+                )
+            self._db.execute("DELETE FROM outbox_meta WHERE name='cleartext'")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info("outbox %s: sealed %d row(s) written before encryption was configured", self.path, len(rows))
+
+    def _report_sealed_without_key(self) -> None:
+        sealed = int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE sealed=1").fetchone()[0])
+        if sealed:
+            log.error(
+                "%s",
+                OutboxError(
+                    self.path,
+                    f"{sealed} row(s) are encrypted but no {KEY_SETTING} is configured: "
+                    "they will be set aside, not sent",
+                ),
+            )

@@ -1,0 +1,217 @@
+"""The `Outbox`: opening its file, replacing a damaged one, counts and stats, closing.
+
+Strategy: `Outbox.__init__` sets the file up in one pass (WAL, ``secure_delete``, the sync pragma), refuses
+a damaged file naming it (``integrity_check``), migrates or refuses an old or newer schema
+(`agent.outbox.schema`), puts every row in flight or set aside back to pending (a crash leaves rows in
+flight with nobody waiting for their PUBACK), and seals or flags plaintext (`agent.outbox.encryption`).
+`open_or_replace` moves a damaged file aside and starts an empty one, so a bad sector costs what was
+waiting in it, not the gateway. New files use `PAGE_SIZE` pages, since every WAL frame is a whole page
+(docs/durability.md, "Writes to the disk"). Writing and draining are the mixins `agent.outbox.writing`
+and `agent.outbox.draining`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from agent.config.schema import OutboxConfig
+from agent.outbox.draining import _Draining
+from agent.outbox.items import OutboxDamagedError, OutboxError, OutboxItem, OutboxStats, State
+from agent.outbox.rows import _lenient_text
+from agent.outbox.schema import _INDEXES, _LIVE, _META, _MIGRATE_V1, _SELECT, _TABLE, SCHEMA_VERSION
+from agent.outbox.transactions import _Taken
+from agent.outbox.writing import _Writing
+from agent.sealing import Sealer, load_or_create_key
+
+log = logging.getLogger("agent.outbox")
+
+# The page size of a new file (an existing file keeps its own). Each WAL frame is a whole page, and a
+# commit writes one per page it touches; 1024 writes about a third of the bytes of SQLite's default
+# 4096 per alarm (docs/durability.md, "Writes to the disk").
+PAGE_SIZE = 1024
+
+
+class Outbox(_Writing, _Draining):
+    """A bounded, durable, prioritised queue of messages for the broker."""
+
+    def __init__(self, config: OutboxConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.path = config.path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sync = ""
+        self._evicted = self._expired = self._rejected = self._undecryptable = 0
+        self._next_note: dict[str, int] = {}
+        self._inflight: dict[str, _Taken] = {}  # by id: handed out by `take`, awaiting the broker
+        self._delivered: dict[str, int] = {}  # id -> seq: acknowledged, deleted with the next batch
+        self._delivered_since = 0.0  # the clock when the oldest of `_delivered` was acknowledged
+        self._expired_scan_at = -math.inf  # the clock at the last full look for expired heartbeats
+        key_file = config.encryption_key_file
+        self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.text_factory = _lenient_text
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect on an existing file
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Deleted rows are overwritten with zeros, not just freed: a delivered payload does not
+            # linger in free pages (the default of some SQLite builds only; made explicit here).
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._set_sync("FULL")
+            # A damaged file (bad flash sectors, a torn write) is refused here, naming the file, rather
+            # than surfacing later as a raw SQLite error from a put or take that stops the agent mid-run.
+            verdict = str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0])
+            if verdict != "ok":
+                self._db.close()
+                raise OutboxDamagedError(self.path, f"the file is damaged ({verdict[:200]})")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:
+                self._db.executescript(_MIGRATE_V1)
+            elif version not in (0, SCHEMA_VERSION):
+                raise OutboxError(self.path, f"schema version {version}, this agent knows {SCHEMA_VERSION}")
+            self._db.executescript(_TABLE.format(name="outbox") + _INDEXES + _META)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # A crash leaves rows in flight with nobody waiting for their PUBACK: send them again.
+            # Rows set aside as undecryptable get another chance: the key may have been put right.
+            self._db.execute("UPDATE outbox SET state='pending' WHERE state IN ('inflight', 'undecryptable')")
+            if self._sealer is not None:
+                self._scrub_cleartext(self._sealer)
+            else:
+                self._db.execute("INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1')")
+                self._report_sealed_without_key()
+            self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+            newest = self._db.execute(
+                "SELECT MAX(created) FROM outbox WHERE kind != 'heartbeat' "
+                "AND typeof(created) IN ('real', 'integer')"
+            ).fetchone()[0]
+            self._alarms_created = -math.inf if newest is None else float(newest)  # see `put_many`
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema may not even be UTF-8
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            # Plain DatabaseError is what SQLite says of damaged bytes ("file is not a database",
+            # "malformed"); its subclasses (unable to open, read-only, locked, disk full) are not damage.
+            damaged = isinstance(exc, UnicodeDecodeError) or type(exc) is sqlite3.DatabaseError
+            raise (OutboxDamagedError if damaged else OutboxError)(self.path, str(exc)) from exc
+        self._warned = self.fill_fraction() >= config.warn_fraction
+
+    @classmethod
+    def open_or_replace(cls, config: OutboxConfig) -> tuple[Outbox, Path | None]:
+        """Open the outbox; a damaged file is moved aside (with its WAL) and a fresh one opened, so a bad
+        sector costs what was waiting in it, not the gateway. Returns the outbox and where the damaged
+        file went (None when it was sound); its rows may be recoverable with `sqlite3 <file> .recover`."""
+        try:
+            return cls(config), None
+        except OutboxDamagedError as exc:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            aside = config.path.with_name(f"{config.path.name}.damaged-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                part = config.path.with_name(config.path.name + suffix)
+                if part.exists():
+                    part.replace(aside.with_name(aside.name + suffix))
+            log.error(
+                "outbox %s is damaged (%s): moved to %s, starting an empty one",
+                config.path,
+                exc.reason,
+                aside,
+            )
+            return cls(config), aside
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def get(self, item_id: str) -> OutboxItem | None:
+        """The item with its payload decrypted; `OutboxError` if it does not decrypt."""
+        with self._lock:
+            if item_id in self._delivered:
+                return None
+            row = self._db.execute(f"SELECT {_SELECT} FROM outbox WHERE id=?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        item = self._open_or_raise(row)
+        taken = self._inflight.get(item.id)
+        return item if taken is None else replace(item, state=State.INFLIGHT, attempts=taken.attempts)
+
+    def refused_items(self) -> list[OutboxItem]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_SELECT} FROM outbox WHERE state='refused' ORDER BY seq"
+            ).fetchall()
+        return [self._open_or_raise(r) for r in rows]
+
+    def depth(self) -> int:
+        """Items not yet delivered (pending or in flight); refused and undecryptable rows are apart."""
+        with self._lock:  # delivered rows wait in the file for their batched delete: not counted
+            count = int(self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_LIVE}").fetchone()[0])
+            return count - len(self._delivered)
+
+    def undecryptable_count(self) -> int:
+        """Rows set aside because their payload does not decrypt with the configured key (or none), or
+        because their cells are damaged."""
+        with self._lock:
+            return self._count_undecryptable()
+
+    def refused_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE state='refused'").fetchone()[0])
+
+    def oldest_age(self, now: float | None = None) -> float | None:
+        """Age in seconds of the oldest undelivered (not refused) item, None when there is none."""
+        with self._lock:
+            live = f"{_LIVE} AND typeof(created) IN ('real', 'integer')"  # a damaged time is not a time
+            if not self._delivered:
+                oldest = self._db.execute(f"SELECT MIN(created) FROM outbox WHERE {live}").fetchone()[0]
+            else:  # a delivered row waiting for its batched delete is not undelivered
+                rows = self._db.execute(f"SELECT seq, created FROM outbox WHERE {live} ORDER BY created")
+                try:
+                    delivered = set(self._delivered.values())
+                    oldest = next((created for seq, created in rows if seq not in delivered), None)
+                finally:
+                    rows.close()
+        if oldest is None:
+            return None
+        return max(0.0, (self._clock() if now is None else now) - float(oldest))
+
+    def size_bytes(self) -> int:
+        """Bytes counted against `max_bytes` (topic + payload + row overhead), refused rows included."""
+        return self._size
+
+    def fill_fraction(self) -> float:
+        return self._fill()
+
+    def stats(self) -> OutboxStats:
+        return OutboxStats(
+            self.depth(),
+            self.refused_count(),
+            self._size,
+            self._evicted,
+            self._expired,
+            self._rejected,
+            self.undecryptable_count(),
+        )
+
+    def integrity_check(self) -> str:
+        """SQLite's verdict on the file: "ok" when sound."""
+        with self._lock:
+            return "; ".join(str(r[0]) for r in self._db.execute("PRAGMA integrity_check").fetchall())
+
+    def close(self) -> None:
+        """Close the file, deleting the delivered rows and marking those still in flight first."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # a full or failing disk: they are sent again
+                if self._delivered or not all(t.marked for t in self._inflight.values()):
+                    with self._transaction("NORMAL", mark=True):
+                        pass
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,123 @@
+"""The state an outbox keeps, and its write transactions: what is durable when.
+
+Strategy:
+- Every event is committed before it is published and deleted only after the broker acknowledges
+  it with an MQTT v5 PUBACK success code. Alarms are committed with ``synchronous=FULL`` (fsync on
+  commit: an acknowledged `put_alarm` survives a power cut); heartbeats with ``synchronous=NORMAL``
+  (WAL: survives a process crash, may be lost on a power cut, which costs nothing because a newer
+  heartbeat follows). The pragma is switched per transaction; a FULL commit fsyncs the whole WAL,
+  so a cheaper earlier commit never weakens a later alarm. Deletions use NORMAL: losing one on a
+  power cut means a duplicate delivery, which receivers drop by id.
+- A write transaction carries what waits in memory for a commit: the deletions of acknowledged rows
+  and, with puts and `close`, the marks of rows still in flight (`_write_back`), so they cost no
+  commit of their own.
+- Threading: one thread (the asyncio loop) is meant to use an Outbox; paho's callbacks are bridged to
+  that thread by the uplink. A lock still guards the connection so misuse cannot corrupt it. Calls
+  block for one SQLite commit (an fsync for alarms), acceptable at alarm rates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config.schema import OutboxConfig
+from agent.sealing import Sealer
+
+
+@dataclass(slots=True)
+class _Taken:
+    """A row handed out by `take` and not yet delivered, refused or requeued (kept in memory only)."""
+
+    seq: int
+    size: int
+    attempts: int
+    marked: bool = False  # the file says "inflight" (a later commit carried the mark)
+
+
+class _Transactions:
+    """What an `Outbox` keeps (set by `Outbox.__init__`) and the write transactions its parts share.
+    The methods are internals, called with the lock held."""
+
+    config: OutboxConfig
+    path: Path
+    _clock: Callable[[], float]
+    _lock: threading.Lock
+    _db: sqlite3.Connection
+    _sync: str  # the synchronous pragma in force
+    _sealer: Sealer | None
+    _size: int  # bytes counted against `max_bytes`
+    _evicted: int
+    _expired: int
+    _rejected: int
+    _undecryptable: int
+    _next_note: dict[str, int]
+    _inflight: dict[str, _Taken]
+    _delivered: dict[str, int]
+    _delivered_since: float
+    _expired_scan_at: float
+    _alarms_created: float
+    _warned: bool
+
+    def _handed_out(self, item_id: object) -> bool:
+        """The row is in flight, or acknowledged and waiting for its batched delete: not to be taken,
+        evicted or expired."""
+        return item_id in self._inflight or item_id in self._delivered
+
+    def _write_back(self, *, mark: bool) -> Callable[[], None]:
+        """In the current transaction: delete the delivered rows, and with `mark` (puts, close) mark
+        the rows still in flight as such in the file. The marks are for whoever looks at the file
+        (a test, an operator): nothing reads them back, and every row is pending again at the next
+        open. On a working link the PUBACK comes before the next put, so rows are rarely marked.
+        Returns what to call once the transaction is committed."""
+        delivered = list(self._delivered.values())
+        unmarked = [t for t in self._inflight.values() if not t.marked] if mark else []
+        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(q,) for q in delivered])
+        self._db.executemany(
+            "UPDATE outbox SET state='inflight', attempts=? WHERE seq=? AND state='pending'",
+            [(t.attempts, t.seq) for t in unmarked],
+        )
+
+        def committed() -> None:  # the lock is held from here to the commit: nothing was added
+            self._delivered.clear()
+            for taken in unmarked:
+                taken.marked = True
+
+        return committed
+
+    @contextlib.contextmanager
+    def _transaction(self, sync: str, *, delete: bool = True, mark: bool = False) -> Iterator[None]:
+        """One write transaction, carrying the pending deletions (unless `delete` is False) and the
+        in-flight marks (with `mark`; see `_write_back`): they cost no commit of their own."""
+        self._begin(sync)
+        try:
+            written_back = self._write_back(mark=mark) if delete else _nothing
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        written_back()
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if any is still open: SQLite rolls back by itself on some
+        errors ("database or disk is full"), and a ROLLBACK then would raise over the real error."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _begin(self, sync: str) -> None:
+        self._set_sync(sync)  # outside the transaction: SQLite ignores it inside one
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _set_sync(self, mode: str) -> None:
+        if mode != self._sync:
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._sync = mode
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,156 @@
+"""Writing: puts, batched puts, and the bound in bytes with the eviction of heartbeats.
+
+Strategy:
+- The outbox is bounded in payload bytes (`max_bytes`, counting topic + payload + a fixed row
+  overhead). When a put would pass the bound, the oldest heartbeats are evicted first. Alarms are
+  never evicted: if only alarms remain, a new heartbeat is refused and a new alarm is still stored
+  past the bound. Each put returns a `PutResult` saying when the fill level crosses `warn_fraction`,
+  so the caller raises the technical alarm "outbox_filling" once per crossing.
+- `put_many` commits a batch (one turn's alarms) in one transaction: one fsync for the lot, and a
+  crash leaves all of them or none. `put` is `put_many` of one.
+- An alarm's `created` is never earlier than that of an alarm put before it, so a step back of the
+  wall clock cannot send an episode's END before its START.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from agent.events import AlarmEvent, AlarmKind, Heartbeat
+from agent.ids import uuid7
+from agent.outbox.encryption import _Encryption
+from agent.outbox.items import HEARTBEAT_RANK, Kind, OutboxItem, PutResult
+from agent.outbox.notes import _Notes
+from agent.outbox.schema import _COLUMNS
+
+
+class _Writing(_Notes, _Encryption):
+    """Putting items (and notes) in the file within its bound."""
+
+    def put(self, item: OutboxItem) -> PutResult:
+        """Commit `item` durably (idempotent by id), making room by evicting old heartbeats."""
+        return self.put_many([item])[0]
+
+    def put_many(
+        self, items: Sequence[OutboxItem], *, note: tuple[str, str] | None = None
+    ) -> list[PutResult]:
+        """Commit `items` in one transaction: all of them or none, one fsync if any is an alarm.
+
+        Idempotent by id like `put` (an id already stored, or repeated in `items`, is stored once);
+        one `PutResult` per item, in order, each seeing the items before it. `note` (name, text) is
+        appended in the same transaction (see `notes`): the caller's record of what these items imply.
+        """
+        if not items:
+            return []
+        with self._lock:
+            before = (self._size, self._evicted, self._rejected)
+            outcomes: list[tuple[bool, int, float]] = []
+            heartbeats_only = all(i.kind is Kind.HEARTBEAT for i in items)
+            try:
+                with self._transaction("NORMAL" if heartbeats_only else "FULL", mark=True):
+                    for item in items:
+                        if item.kind is not Kind.HEARTBEAT:
+                            item = self._after_earlier_alarms(item)
+                        need = self._stored_size(item)
+                        evicted = 0
+                        stored = True
+                        if self._size + need > self.config.max_bytes:
+                            evicted = self._evict_heartbeats(self._size + need - self.config.max_bytes)
+                        if item.kind is Kind.HEARTBEAT and self._size + need > self.config.max_bytes:
+                            stored = False  # only alarms left: they win
+                            self._rejected += 1
+                        if stored:
+                            self._insert(item)
+                        outcomes.append((stored, evicted, self._fill()))
+                    if note is not None:
+                        self._db.execute("INSERT INTO outbox_meta VALUES (?, ?)", self._note_row(*note))
+            except BaseException:
+                self._size, self._evicted, self._rejected = before
+                raise
+            results = []
+            for stored, evicted, fill in outcomes:
+                warn = fill >= self.config.warn_fraction
+                results.append(PutResult(stored, evicted, fill, warn, warn and not self._warned))
+                self._warned = warn
+            return results
+
+    def _after_earlier_alarms(self, item: OutboxItem) -> OutboxItem:
+        """`item` with `created` no earlier than any alarm's put before it: alarms drain oldest first,
+        and after the wall clock stepped back (NTP, an admin) a later one would otherwise go first."""
+        if item.created < self._alarms_created:
+            item = replace(item, created=self._alarms_created)
+        self._alarms_created = item.created
+        return item
+
+    def put_alarm(self, event: AlarmEvent, topic: str) -> PutResult:
+        """Queue one alarm event; its outbox id is ``{episode id}:{seq}``, unique per transition."""
+        return self.put(self._alarm_item(event, topic))
+
+    def put_alarms(
+        self, events: Sequence[AlarmEvent], topic: str, *, note: tuple[str, str] | None = None
+    ) -> list[PutResult]:
+        """Queue alarm events (one pipeline turn's) in one transaction, like `put_many`."""
+        return self.put_many([self._alarm_item(e, topic) for e in events], note=note)
+
+    def _alarm_item(self, event: AlarmEvent, topic: str) -> OutboxItem:
+        kind = Kind.TECHNICAL if event.kind is AlarmKind.TECHNICAL else Kind.ALARM
+        return OutboxItem(
+            f"{event.id}:{event.seq}", topic, event.to_json(), kind, event.priority.rank, self._clock()
+        )
+
+    def put_heartbeat(self, hb: Heartbeat, topic: str, expiry_s: int) -> PutResult:
+        item = OutboxItem(
+            str(uuid7()), topic, hb.to_json(), Kind.HEARTBEAT, HEARTBEAT_RANK, self._clock(), expiry_s
+        )
+        return self.put(item)
+
+    # -- internals (lock held) --------------------------------------------------------------------
+
+    def _fill(self) -> float:
+        return self._size / self.config.max_bytes if self.config.max_bytes > 0 else 1.0
+
+    def _insert(self, item: OutboxItem) -> None:
+        sealer = self._sealer
+        payload = item.payload if sealer is None else sealer.seal(item.payload, item.id, item.topic)
+        size = self._stored_size(item)
+        cur = self._db.execute(
+            f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, size, sealed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                item.id,
+                item.topic,
+                payload,
+                item.kind.value,
+                item.rank,
+                item.created,
+                item.expiry_s,
+                item.attempts,
+                item.state.value,
+                item.reason_code,
+                size,
+                int(sealer is not None),
+            ),
+        )
+        if cur.rowcount:
+            self._size += size
+
+    def _evict_heartbeats(self, need: int) -> int:
+        """Delete the oldest not-in-flight heartbeats until `need` bytes are freed (or none are left)."""
+        freed = count = 0
+        rows = self._db.execute(  # by seq, not id: a damaged id may not even be text
+            "SELECT seq, id, CAST(size AS INTEGER) FROM outbox WHERE kind='heartbeat' AND state!='inflight' "
+            "ORDER BY seq"
+        )
+        victims: list[int] = []
+        for seq, item_id, size in rows:
+            if freed >= need:
+                break
+            if self._handed_out(item_id):
+                continue  # on its way, or already acknowledged and no longer counted
+            victims.append(int(seq))
+            freed += int(size)
+            count += 1
+        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(v,) for v in victims])
+        self._size -= freed
+        self._evicted += count
+        return count
