@@ -229,20 +229,38 @@ class StreamPipeline:
 
     def _round(self, readings: Sequence[Reading], values: Screened, first: int, singles: bool) -> list[int]:
         """The slots of the longest run from `first` of single samples of known streams, each stream
-        at most once. `singles`: every reading is a single sample."""
-        end = len(readings)
-        if not singles:
-            end = next((k for k in range(first, end) if len(values[k]) != 1), end)
+        at most once. `singles`: every reading is a single sample.
+
+        Looked up in chunks that double while they hold only known, new streams (a list and a set for
+        each), so a round costs about one dictionary lookup a reading and a run cut short (a stream
+        seen for the first time) looks at no more than the first chunk."""
         get = self._slots.get
-        slots = [get(r.stream) for r in readings[first:end]]
-        if None not in slots and len(set(slots)) == len(slots):  # the usual backlog: all of it
-            return cast(list[int], slots)  # no None in it
-        seen: dict[int, None] = {}  # in order
-        for slot in slots:
-            if slot is None or slot in seen:
+        slots: list[int] = []
+        seen: set[int] = set()
+        k, size = first, 64
+        while True:
+            end = min(len(readings), k + size)
+            if not singles:  # a device frame ends the run
+                end = next((m for m in range(k, end) if len(values[m]) != 1), end)
+            if end <= k:
                 break
-            seen[slot] = None
-        return list(seen)
+            chunk = [get(r.stream) for r in readings[k:end]]
+            if None not in chunk:
+                known = cast(list[int], chunk)
+                distinct = set(known)
+                if len(distinct) == len(known) and seen.isdisjoint(distinct):
+                    slots += known
+                    seen |= distinct
+                    k += len(known)
+                    size *= 2
+                    continue
+            for slot in chunk:  # the run ends in this chunk: at its first unknown or repeated stream
+                if slot is None or slot in seen:
+                    break
+                seen.add(slot)
+                slots.append(slot)
+            break
+        return slots
 
     def _ingest_round(
         self,

@@ -295,3 +295,31 @@ def test_restored_episodes_are_the_same_through_rounds(
     np.testing.assert_equal(fast_events, slow_events)
     np.testing.assert_equal(fast_alarms, slow_alarms)
     assert any(e["condition"] == "sensor_off" and e["phase"].value == "end" for e in fast_events)
+
+
+class CountingDict(dict[str, int]):
+    """The stream pipeline's slot table, counting lookups."""
+
+    gets = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        CountingDict.gets += 1
+        return super().get(key, default)
+
+
+def test_looking_for_rounds_costs_a_few_lookups_a_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of 5,000 streams never seen before (the daemon's first turns after a start, or the
+    bench's warm-up of 600,000 readings) has no round until their second reading: each reading goes
+    through `_ingest`, and looking for a round after it must not look through the rest of the batch."""
+    load = workload("vitals", 5000, 3)
+    readings = load.readings(0, 2)
+    pipeline = Pipeline(vitals_config(tmp_path), lambda d: f"p-{d}")
+    stream = pipeline.streams["vitals"]
+    stream._slots = CountingDict()
+    monkeypatch.setattr(CountingDict, "gets", 0)
+    pipeline.ingest(readings)
+    assert len(stream._slots) == 5000
+    assert CountingDict.gets < 100 * len(readings)  # ~64 per new stream, then 1 per reading of a round
+    assert stream.samples == len(readings)
