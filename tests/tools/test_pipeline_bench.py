@@ -7,11 +7,14 @@ the work it says it measures.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.localbroker import LocalBroker
+from tools.bench.__main__ import main as bench_main
 from tools.bench.latency import timed_run
 from tools.bench.scenarios import DISTINCT_SEEDS, ECG_HOP, workload
 from tools.bench.throughput import flat_out, runtime_ratio
@@ -35,6 +38,16 @@ def test_flat_out_counts_the_timed_samples_only() -> None:
     assert result.samples == 10 * (load.steps - load.step_of(60.0))
     assert result.readings == result.samples  # vitals: one sample per reading
     assert result.cpu_s > 0
+
+
+def test_throughput_of_vitals_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--ecg-streams 0` skips the ECG runs (the storm comparisons of docs/benchmarks.md time vitals only)."""
+    argv = ["throughput", "--runs", "1", "--vitals-streams", "30", "--vitals-seconds", "3"]
+    assert bench_main([*argv, "--ecg-streams", "0", "--real-seconds", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"vitals"}
+    assert out["vitals"]["timed_samples"] == 30 * 3
+    assert out["vitals"]["us_per_sample"] > 0
 
 
 def test_ecg_runs_the_model_once_per_frame_and_the_ratio_compares_the_same_batches() -> None:

@@ -44,10 +44,12 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
             "events": runs[0].events,
         }
         print(f"vitals flat out: {us:.2f} µs/sample -> {1e6 / us:,.0f} samples/s per core", file=sys.stderr)
-    ecg = workload("ecg", args.ecg_streams, 4.0 + args.ecg_seconds, frame=args.ecg_frame)
-    out["ecg_frame_samples"] = args.ecg_frame
     by_backend: dict[str, Any] = {}
-    for backend in args.backends:
+    backends = args.backends if args.ecg_streams > 0 else []
+    if backends:
+        ecg = workload("ecg", args.ecg_streams, 4.0 + args.ecg_seconds, frame=args.ecg_frame)
+        out["ecg_frame_samples"] = args.ecg_frame
+    for backend in backends:
         runs = [flat_out(ecg, 4.0, backend) for _ in range(args.runs)]
         us = _median([r.us_per_sample for r in runs])
         by_backend[backend] = {
@@ -70,7 +72,8 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
             "ratio_scoring_path": round(_median([r.scoring_ratio for r in ratios]), 4),
         }
         print(f"ecg {backend}: {by_backend[backend]}", file=sys.stderr)
-    out["ecg"] = by_backend
+    if by_backend:
+        out["ecg"] = by_backend
     if args.real_seconds > 0:
         load = workload("vitals", args.real_vitals_streams, 60.0 + args.real_seconds)
         share, us = real_rate(load, 60.0)
@@ -133,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--vitals-streams", type=int, default=2000, help="0 skips the vitals runs")
     p.add_argument("--vitals-seconds", type=float, default=30.0, help="timed simulated seconds")
-    p.add_argument("--ecg-streams", type=int, default=500)
+    p.add_argument("--ecg-streams", type=int, default=500, help="0 skips the ECG runs")
     p.add_argument("--ecg-seconds", type=float, default=8.0, help="timed simulated seconds")
     p.add_argument("--ecg-frame", type=int, default=8, help="ECG samples per reading (the model's hop is 8)")
     p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
