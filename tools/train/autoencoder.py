@@ -1,6 +1,8 @@
 """Train a window autoencoder on normal data and write a deployable model directory, in one command.
 
     python -m tools.train.autoencoder --data normal.csv --channels a,b,c --window 30 --out models/mine
+    python -m tools.train.autoencoder --data run1.csv run2.csv --channels a,b,c --window 6 \
+        --pca-fraction 0.5 --adapt-rows 400 --out models/mine-residual     # on each run's window residual
 
 Steps: windows from normal data -> PyTorch (CPU) dense or 1-D conv autoencoder -> ONNX fp32 (opset 17,
 dynamic batch) -> ONNX int8 -> TFLite fp32 and int8 written from the same weights (dense only, see
@@ -8,7 +10,11 @@ tflite_writer) -> threshold from held-out normal windows -> card.json with sha25
 The int8 choice is measured, not assumed: `quantize.compare` reports fp32-vs-int8 score correlation and
 alarm-flag agreement of each int8 variant on test windows that include anomalies, at batch 1 and in mixed
 batches of 64, and the variant with the best worst-case flag agreement is shipped (see docs/models.md).
-SKAB- and MIT-BIH-specific data preparation lives in tools/train/skab.py and tools/train/ecg.py.
+With `--pca-fraction`, each CSV file is one stream's run and the model is trained on what each run's
+own principal window subspace (fitted on its first `--adapt-rows` rows) leaves, as
+`AutoencoderDetector` feeds it on the gateway (tools/train/residuals.py); the card says so
+(`preprocessing.pca_fraction`), and the detector must then adapt on as many rows.
+SKAB- and MIT-BIH-specific data preparation lives in tools/train/skab.py, skab_head.py and ecg.py.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from tools.train import quantize
+from tools.train.residuals import residual_preprocessing, residual_windows
 from tools.train.tflite_writer import DenseLayer, build_dense_autoencoder
 
 F32 = NDArray[np.float32]
@@ -293,16 +300,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hidden", default="64,16")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--delimiter", default=",")
+    p.add_argument(
+        "--pca-fraction",
+        type=float,
+        default=0.0,
+        help="train on each file's window residual off this share of its principal subspace (0: off)",
+    )
+    p.add_argument(
+        "--adapt-rows", type=int, default=400, help="with --pca-fraction: each run's rows to adapt on"
+    )
+    p.add_argument(
+        "--min-scale-fraction",
+        type=float,
+        default=0.5,
+        help="with --pca-fraction: a run's scale never below this share of the whole data's spread",
+    )
     args = p.parse_args(argv)
     channels = tuple(args.channels.split(","))
     series = []
     for path in args.data:
         header = path.read_text(encoding="utf-8").splitlines()[0].split(args.delimiter)
+        missing = [c for c in channels if c not in header]
+        if missing:
+            p.error(f"{path}: no column {', '.join(missing)} (has: {', '.join(header)})")
         cols = [header.index(c) for c in channels]
         series.append(np.loadtxt(path, delimiter=args.delimiter, skiprows=1, usecols=cols, ndmin=2))
     rows = np.concatenate(series)
     mean, scale = rows.mean(axis=0), np.maximum(rows.std(axis=0), 1e-6)
-    windows = np.concatenate([make_windows((s - mean) / scale, args.window) for s in series])
+    if args.pca_fraction:
+        if not 0 < args.pca_fraction < 1:
+            p.error(f"--pca-fraction must be in (0, 1), got {args.pca_fraction}")
+        components = round(args.pca_fraction * args.window * len(channels))
+        try:
+            windows = np.concatenate(
+                [
+                    residual_windows(
+                        s, args.window, components, args.min_scale_fraction * scale, args.adapt_rows
+                    )
+                    for s in series
+                ]
+            )
+        except ValueError as exc:
+            p.error(str(exc))
+    else:
+        windows = np.concatenate([make_windows((s - mean) / scale, args.window) for s in series])
     rng = np.random.default_rng(0)
     order = rng.permutation(len(windows))
     n_val = max(1, len(windows) // 5)
@@ -319,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tuple(int(h) for h in args.hidden.split(",")),
         args.epochs,
     )
-    build_artifacts(
+    _, card = build_artifacts(
         spec,
         train_x,
         val_x,
@@ -330,6 +371,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_sha256=digest_arrays(rows),
         data_description=", ".join(p.name for p in args.data),
     )
+    if args.pca_fraction:
+        card["preprocessing"] = residual_preprocessing(
+            components / (args.window * len(channels)), args.adapt_rows
+        )
+        write_card(args.out, card)
+        print(
+            f"configure the detector with adapt_rows = {args.adapt_rows}, min_scale_fraction ="
+            f" {args.min_scale_fraction:g} (the card's threshold does not apply: each stream sets its own)"
+        )
     print(f"wrote {args.out}/card.json")
     return 0
 

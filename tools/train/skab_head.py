@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from agent.detectors.adaptation import adaptation_quantile
-from agent.detectors.window_pca import fit_window_pca, pca_residual
 from agent.inference.backend import load_model
 from agent.inference.detector import AutoencoderDetector
+from tools.train.residuals import residual_preprocessing, residual_windows
 from tools.train.skab import (
     CALIBRATION_ROWS,
     CHANNELS,
@@ -49,16 +48,6 @@ Scores = list[NDArray[np.float64]]  # per experiment, the raw score of the windo
 BACKENDS = (("onnx", "int8"), ("onnx", "fp32"), ("tflite", "int8"), ("tflite", "fp32"))
 
 
-def residual_windows(
-    values: NDArray[np.float64], window: int, components: int, floor: NDArray[np.float64]
-) -> NDArray[np.float32]:
-    """Every (W, C) window of a piece as the detector feeds it to the model: standardised by the piece's
-    first 400 rows and taken off their principal subspace."""
-    mean, scale, basis = fit_window_pca(values[:CALIBRATION_ROWS], window, components, floor)
-    z = sliding_window_view((values - mean) / scale, window, axis=0).transpose(0, 2, 1)
-    return pca_residual(z, np.broadcast_to(basis, (len(z), *basis.shape))).astype(np.float32)
-
-
 def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np.float64]) -> None:
     """Train on residual windows; the card's normalisation is anomaly-free.csv's, whose spread times
     --floor is the per-channel scale floor (the detector's min_scale_fraction)."""
@@ -71,11 +60,13 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
 
     floor = args.floor * free.std(axis=0)
     pieces = training_pieces(args.skab, exps)
-    windows = np.concatenate([residual_windows(p, args.window, args.components, floor) for p in pieces])
+    windows = np.concatenate(
+        [residual_windows(p, args.window, args.components, floor, CALIBRATION_ROWS) for p in pieces]
+    )
     order = np.random.default_rng(0).permutation(len(windows))
     n_val = len(windows) // 5
     test = np.concatenate(
-        [residual_windows(e.values, args.window, args.components, floor)[::5] for e in exps]
+        [residual_windows(e.values, args.window, args.components, floor, CALIBRATION_ROWS)[::5] for e in exps]
     )
     hidden = tuple(int(h) for h in args.hidden.split(","))
     spec = ModelSpec("pump-residual", "1.0.0", CHANNELS, args.window, 1, "dense", hidden, args.epochs)
@@ -96,10 +87,9 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
         ),
     )
     # The model's input contract: the detector takes pca_fraction from here and refuses another value.
-    card["preprocessing"] = {
-        "pca_fraction": args.components / (args.window * len(CHANNELS)),
-        "subspace": f"each stream's own, fitted on its first {CALIBRATION_ROWS} rows (detector adapt_rows)",
-    }
+    card["preprocessing"] = residual_preprocessing(
+        args.components / (args.window * len(CHANNELS)), CALIBRATION_ROWS
+    )
     write_card(args.out, card)
 
 
@@ -110,7 +100,7 @@ def model_scores(
     model = load_model(model_dir, backend="onnx", precision="int8", channels=CHANNELS)
     ae, control = [], []
     for e in exps:
-        x = residual_windows(e.values, window, components, floor)
+        x = residual_windows(e.values, window, components, floor, CALIBRATION_ROWS)
         err = (model.backend.run(x).astype(np.float64) - x) ** 2
         dims = x.shape[1] * x.shape[2]
         pad = np.full(window - 1, np.nan)
