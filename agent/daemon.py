@@ -1,62 +1,44 @@
-"""The running agent: sources → pipeline → outbox → uplink, plus heartbeats and technical alarms.
+"""The running agent: sessions one after the other, signals, and config reloads.
 
-Everything runs in one asyncio loop. Sources push readings into a bounded queue; one task takes
-them in batches through the pipeline and commits the resulting alarm events to the outbox, which
-is the only road to the broker. A monitor task raises gateway-side technical alarms (device lost,
-outbox filling, publish refused) and copies each open source's own counters (bad frames, reconnects,
-link up or down) into the device health; a heartbeat task reports health at the configured interval.
+Strategy: `Agent` runs one session (`agent.session`: the tasks and the state they share) at a time;
+each accepted reload ends the running session and starts a new one, carrying active alarm episodes
+over by rule.
 
 Signals: SIGTERM/SIGINT stop (sources close, queued readings are processed, alarms committed,
 state saved, a clean "offline" status published, exit 0). SIGHUP reloads the config file: a bad
 file is refused with a log line per problem and the running config stays; a good one replaces
-the session, carrying active alarm episodes over by rule. Under systemd the agent reports READY,
-and WATCHDOG only while its pipeline loop keeps turning.
+the session. `preflight` finds what a start or a reload would refuse without starting anything
+(`check-config`, and each reload).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import time
-from pathlib import Path
 from typing import Any
 
 from agent import state_journal
-from agent.alarms import StreamRef
-from agent.clock import ClockSteps
 from agent.config import load_config
-from agent.config.schema import AgentConfig, DeviceConfig
+from agent.config.schema import AgentConfig
 from agent.errors import ConfigError, InvalidConfigError
-from agent.events import AlarmEvent, Heartbeat, Priority
 from agent.gc_pacing import CollectorPacer
-from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
-from agent.held_alarms import WRITE_ERRORS, HeldAlarms
 from agent.logs import redact_identifiers
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline, build_detectors
-from agent.pipeline.technical import ThresholdAlarm
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
-from agent.readings import Reading
 from agent.remote import RemoteCommands, check_remote
-from agent.sources import Source, check_transport, open_source
-from agent.sources.counters import source_stats
-from agent.state import ensure_state_dir, next_session, write_json
-from agent.state_file import read_state, set_aside_state, write_state
-from agent.status import LAST_HEARTBEAT, StatusServer
-from agent.systemd import notify, watchdog_period_s
+from agent.session import MIN_TURN_S, _Session
+from agent.sources import check_transport
+from agent.state import ensure_state_dir, next_session
+from agent.state_file import read_state, set_aside_state
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
 
-log = logging.getLogger("agent")
+# Importable from here as before the split: tools.bench reads MIN_TURN_S and builds a _Session.
+__all__ = ["MIN_TURN_S", "Agent", "_Session", "preflight"]
 
-QUEUE_READINGS = 10_000  # bounded: a stalled pipeline makes sources wait instead of eating memory
-MONITOR_PERIOD_S = 1.0
-DETECTOR_CLEAR_S = 60.0  # detector_failing ends after this long without a failure
-MIN_TURN_S = 0.01  # at most 100 pipeline turns a second (adds at most 10 ms to an alarm's latency)
-PIPELINE_TICK_S = 1.0  # the pipeline loop turns at least this often, idle or not (watchdog proof of life)
-STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding the watchdog
+log = logging.getLogger("agent")
 
 
 def preflight(config: AgentConfig) -> None:
@@ -199,371 +181,3 @@ class Agent:
         log.info("reloading config %s (sha256 %s)", path, new.digest[:16])
         self.config = new
         return True
-
-
-class _Session:
-    """One session of the agent: the tasks and the state they share."""
-
-    def __init__(
-        self,
-        cfg: AgentConfig,
-        topics: Topics,
-        pipeline: Pipeline,
-        outbox: Outbox,
-        uplink: MqttUplink,
-        session: int,
-        pseudonym: Pseudonymizer,
-        state_dir: Path,
-        remote: RemoteCommands | None = None,
-        gc_pacer: CollectorPacer | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.gc_pacer = gc_pacer
-        self.topics = topics
-        self.pipeline = pipeline
-        self.outbox = outbox
-        self.uplink = uplink
-        self.session = session
-        self.state_dir = state_dir
-        self.journal = state_journal.EpisodeJournal(cfg.alarms)
-        # One transaction, one fsync per turn; the episodes the events imply are committed with them.
-        self.held = HeldAlarms(
-            lambda events: outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events)),
-            str(cfg.outbox.path),
-        )
-        self.health = Health()
-        for device in cfg.devices:
-            self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s)
-        self.queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_READINGS)
-        self.sources: dict[str, Source] = {}  # device id -> its open source, for its counters
-        gateway, digest = cfg.gateway.id, cfg.digest[:16]
-        self.device_lost = ThresholdAlarm("device_lost", Priority.MEDIUM, gateway, digest)
-        self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
-        self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
-        self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
-        self.outbox_damaged = ThresholdAlarm("outbox_damaged", Priority.HIGH, gateway, digest)
-        self.outbox_unwritable = ThresholdAlarm("outbox_unwritable", Priority.HIGH, gateway, digest)
-        self.outbox_was_replaced = False  # this start found the outbox file damaged and replaced it
-        # Cleared after a minute without failures, so a detector failing now and then does not flap.
-        self.detector_failing = ThresholdAlarm(
-            "detector_failing", Priority.HIGH, gateway, digest, clear_after_s=DETECTOR_CLEAR_S
-        )
-        self.gateway_alarms = (
-            self.device_lost,
-            self.outbox_filling,
-            self.publish_refused,
-            self.outbox_unreadable,
-            self.outbox_damaged,
-            self.outbox_unwritable,
-            self.detector_failing,
-        )
-        self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
-        self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
-        self.detector_refs = {
-            d.id: StreamRef(self.gateway_ref.device_pseudonym, f"detector:{d.id}") for d in cfg.detectors
-        }
-        self._failures_seen = pipeline.detector_failures()
-        self._clock_steps = ClockSteps()  # the gateway alarms' timers follow steps of the wall clock
-        self.pipeline_tick = time.monotonic()
-        self.last_heartbeat: dict[str, Any] = {}
-        self.status = StatusServer(state_dir, self.snapshot)
-        self.remote = remote
-        if remote is not None:
-            remote.bind(uplink.respond, self.snapshot)
-
-    async def serve(self, agent: Agent, sim_start_time: float | None) -> None:
-        await self.status.start()
-        sources = [
-            asyncio.create_task(self._pump(d, sim_start_time), name=f"source {i}")
-            for i, d in enumerate(self.cfg.devices)
-        ]
-        workers = [
-            asyncio.create_task(self._process(), name="pipeline"),
-            asyncio.create_task(self._heartbeats(), name="heartbeats"),
-            asyncio.create_task(self._monitor(), name="monitor"),
-            asyncio.create_task(self._watchdog(), name="watchdog"),
-        ]
-        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
-        notify("READY=1", f"STATUS=session {self.session}, {len(self.cfg.devices)} device(s)")
-        await self._until_stop_or_accepted_reload(agent, [*workers, uplink])
-        notify("STOPPING=1" if agent.stopping.is_set() else "RELOADING=1")
-        for task in sources:
-            task.cancel()
-        await asyncio.gather(*sources, return_exceptions=True)
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        self._commit(self._drain_queue())  # nothing already read is lost
-        if self.remote is not None:
-            await self.remote.close()  # running commands are answered before the uplink stops
-        await self.uplink.stop()
-        uplink.cancel()
-        await asyncio.gather(uplink, return_exceptions=True)
-        await self.status.close()
-
-    async def _until_stop_or_accepted_reload(self, agent: Agent, tasks: list[asyncio.Task[Any]]) -> None:
-        while True:
-            stop = asyncio.create_task(agent.stopping.wait())
-            reload = asyncio.create_task(agent.reloading.wait())
-            done, _ = await asyncio.wait([stop, reload, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            reload.cancel()
-            for task in tasks:
-                if task in done:
-                    # A worker must never end on its own: report it, then stop (systemd restarts us).
-                    log.error(
-                        "task %s ended unexpectedly: %r; stopping with exit status 1, for the service "
-                        "manager to restart the agent",
-                        task.get_name(),
-                        task.exception(),
-                    )
-                    agent.failed = task.get_name()
-                    agent.stopping.set()
-                    return
-            if agent.stopping.is_set():
-                return
-            agent.reloading.clear()
-            if agent.try_reload():
-                return
-
-    async def _pump(self, device: DeviceConfig, sim_start_time: float | None) -> None:
-        """Move one device's readings into the queue; a failing source is reopened with backoff."""
-        delay = 1.0
-        ref = self.device_refs[self.cfg.devices.index(device)]
-        while True:
-            try:
-                async with open_source(device, start_time=sim_start_time) as source:
-                    self.sources[device.id] = source
-                    self.health.source_opened(device.id)
-                    self._copy_source_stats(device.id)
-                    async for reading in source:
-                        await self.queue.put(reading)
-                        delay = 1.0
-                    self._source_closed(device.id)
-                return  # a finite source (replay) ended
-            except asyncio.CancelledError:
-                self._source_closed(device.id)
-                raise
-            except Exception as exc:  # a source must never take the agent down
-                self._source_closed(device.id)
-                log.warning(
-                    "source %s failed (%s); retrying in %.0f s",
-                    ref.device_pseudonym,
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
-
-    async def _process(self) -> None:
-        last_turn = 0.0
-        while True:
-            self.pipeline_tick = time.monotonic()
-            if self.gc_pacer is not None:
-                self.gc_pacer.tick()  # between turns, so a collection never splits one
-            try:
-                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as a reading
-                # arrives, and the daemon then never stops (asyncio.timeout does not).
-                async with asyncio.timeout(PIPELINE_TICK_S):
-                    first = await self.queue.get()
-            except TimeoutError:
-                continue
-            # Each turn costs a flush of every detector, whatever the batch size: readings that arrive
-            # within MIN_TURN_S of the previous turn wait for the next one, scored together.
-            wait = last_turn + MIN_TURN_S - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            last_turn = time.monotonic()
-            self._commit([first, *self._drain_queue(limit=2_000)])
-
-    def _copy_source_stats(self, device_id: str) -> None:
-        source = self.sources.get(device_id)
-        if source is not None:
-            self.health.copy_source_stats(device_id, source_stats(source))
-
-    def _source_closed(self, device_id: str) -> None:
-        self._copy_source_stats(device_id)  # its last counts become the base of the next source's
-        self.sources.pop(device_id, None)
-        self.health.source_closed(device_id)
-
-    def _sync_health(self) -> None:
-        """Copy what the sources and detectors keep into the device health."""
-        for device_id in self.sources:
-            self._copy_source_stats(device_id)
-        self.health.set_desaturation_indices(desaturation_indices(self.pipeline.streams.values()))
-
-    def _drain_queue(self, limit: int | None = None) -> list[Reading]:
-        batch: list[Reading] = []
-        while not self.queue.empty() and (limit is None or len(batch) < limit):
-            batch.append(self.queue.get_nowait())
-        return batch
-
-    def _commit(self, readings: list[Reading]) -> None:
-        for reading in readings:
-            self.health.saw(reading)
-        self.publish(self.pipeline.ingest(readings))
-        if self.remote is not None:
-            self.remote.feed(readings)
-
-    def publish(self, events: list[AlarmEvent], *, retry_held: bool = False) -> None:
-        """Commit alarm events to the outbox (durably, before anything is sent) and wake the uplink.
-        While the outbox cannot be written they are held (agent.held_alarms); `retry_held` tries the
-        held ones even when there is nothing new (the monitor, once a second)."""
-        if not events and not (retry_held and self.held.count):
-            return
-        committed = self.held.commit(events)
-        for event in committed:
-            log.info(
-                "alarm %s %s %s on %s/%s",
-                event.phase.value,
-                event.priority.value,
-                event.condition,
-                event.device,
-                event.stream,
-            )
-        self.uplink.notify()
-
-    async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.gateway.heartbeat_interval_s)
-            self._sync_health()
-            beat = Heartbeat(
-                gateway=self.cfg.gateway.id,
-                time=time.time(),
-                uptime_s=self.health.uptime_s(),
-                session=self.session,
-                devices=self.health.device_report(),
-                outbox_depth=self.outbox.depth(),
-                oldest_undelivered_age_s=self.outbox.oldest_age(),
-                active_alarms=self.pipeline.active_alarms() + self._technical_active(),
-                models=self.pipeline.models(),
-                cpu_percent=self.health.cpu_percent(),
-                rss_bytes=rss_bytes(),
-                temperature_c=board_temperature_c(),
-                calibration=self.pipeline.calibration_status(),
-            )
-            self.last_heartbeat = beat.to_payload()
-            # A full disk loses this heartbeat (a newer one follows), never the agent: see held_alarms.
-            with contextlib.suppress(*WRITE_ERRORS):
-                self.outbox.put_heartbeat(beat, self.topics.heartbeat, self.cfg.mqtt.heartbeat_expiry_s)
-                self.uplink.notify()
-            with contextlib.suppress(OSError):
-                write_json(self.state_dir / LAST_HEARTBEAT, self.last_heartbeat)
-            self.save_state()  # calibration and active episodes survive a crash, one interval old at most
-
-    def _technical_active(self) -> int:
-        return sum(a.active_count() for a in self.gateway_alarms)
-
-    def alarm_state(self) -> dict[str, Any]:
-        """Every open episode: the pipeline's and the gateway's own technical alarms."""
-        return self.pipeline.alarm_state() | {a.key: a.state() for a in self.gateway_alarms}
-
-    def load_gateway_alarms(self, alarms: dict[str, Any]) -> None:
-        """Restore the gateway alarms of `alarm_state()`: an episode open at a restart keeps its id
-        and ends when its condition clears, rather than being raised again under a new one."""
-        for alarm in self.gateway_alarms:
-            if alarm.key in alarms:
-                alarm.load_state(alarms[alarm.key])
-
-    async def _monitor(self) -> None:
-        """Gateway-side technical alarms and the sources' counters, checked once a second."""
-        while True:
-            await asyncio.sleep(MONITOR_PERIOD_S)
-            for device_id in self.sources:
-                self._copy_source_stats(device_id)
-            now, now_monotonic = time.time(), time.monotonic()
-            self.follow_clock(now, now_monotonic)
-            self.check_gateway(now, now_monotonic)
-
-    def follow_clock(self, now: float, now_monotonic: float) -> None:
-        """Move the gateway alarms' timers (kept in wall time) with a step of the wall clock noticed
-        since the previous call, so a step is neither a cooldown that never ends nor one run out."""
-        stepped = self._clock_steps.step(now, now_monotonic)
-        if stepped:
-            log.warning("the gateway clock stepped by %+.0f s: the gateway alarms' timers follow it", stepped)
-            for alarm in self.gateway_alarms:
-                alarm.shift_times(stepped)
-
-    def check_gateway(self, now: float, now_monotonic: float) -> None:
-        """Step the gateway's technical alarms (silent devices, the outbox) and commit their events."""
-        devices = self.cfg.devices
-        events = self.device_lost.check(
-            self.device_refs,
-            [self.health.silence_s(d.id, now_monotonic) for d in devices],
-            [d.lost_after_s for d in devices],
-            now,
-        )
-        outbox = self.outbox
-        events += self.outbox_filling.check(
-            [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now
-        )
-        events += self.publish_refused.check([self.gateway_ref], [float(outbox.refused_count())], [0.5], now)
-        events += self.outbox_unreadable.check(
-            [self.gateway_ref], [float(outbox.undecryptable_count())], [0.5], now
-        )
-        # Once: the alarm starts at the first check and ends at the next (it reports what this start did).
-        replaced, self.outbox_was_replaced = self.outbox_was_replaced, False
-        events += self.outbox_damaged.check([self.gateway_ref], [float(replaced)], [0.5], now)
-        # Raised while alarm events wait in memory; sent once the outbox takes writes again.
-        events += self.outbox_unwritable.check([self.gateway_ref], [float(self.held.count)], [0.5], now)
-        failures = self.pipeline.detector_failures()
-        new_failures = [float(failures[d] - self._failures_seen.get(d, 0)) for d in self.detector_refs]
-        self._failures_seen = failures
-        events += self.detector_failing.check(
-            list(self.detector_refs.values()), new_failures, [0.5] * len(new_failures), now
-        )
-        self.publish(events, retry_held=True)
-
-    async def _watchdog(self) -> None:
-        """Feed systemd's watchdog only while the pipeline loop turns: a stall means a restart."""
-        period = watchdog_period_s()
-        if period is None:
-            await asyncio.Event().wait()  # not under a systemd watchdog: nothing to feed
-            return
-        while True:
-            await asyncio.sleep(period)
-            stalled_for = time.monotonic() - self.pipeline_tick
-            if stalled_for < STALL_AFTER_S:
-                notify("WATCHDOG=1")
-            else:
-                log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
-
-    def save_state(self) -> None:
-        generation = state_journal.new_generation()
-        state = {
-            "detectors": self.pipeline.detector_state(),
-            "alarms": self.alarm_state(),
-            state_journal.GENERATION: generation,
-        }
-        with contextlib.suppress(*WRITE_ERRORS):  # a full disk must not stop alarms (held_alarms)
-            write_state(self.state_dir / state_journal.STATE_FILE, state, self.outbox.sealer)
-            self.journal.generation = generation  # durable: later notes build on this save
-            self.outbox.drop_notes(state_journal.NOTE)
-
-    def snapshot(self) -> dict[str, Any]:
-        """What `edge-agent status` shows: the last heartbeat plus live uplink and outbox figures."""
-        counters = self.uplink.counters()
-        stats = self.outbox.stats()
-        return {
-            "heartbeat": self.last_heartbeat or {"gateway": self.cfg.gateway.id, "session": self.session},
-            "calibration": self.pipeline.calibration_status(),  # live, between heartbeats too
-            "uplink": {
-                "connected": counters.connected,
-                "delivered": counters.delivered,
-                "refused": counters.refused,
-                "reconnects": counters.reconnects,
-                "inflight": counters.inflight,
-                "problem": counters.problem,  # why the broker cannot be reached, while it cannot
-                "failed_attempts": counters.failed_attempts,
-                "down_for_s": counters.down_for_s,
-            },
-            "outbox": {
-                "depth": stats.depth,
-                "refused": stats.refused,
-                "size_bytes": stats.size_bytes,
-                "evicted": stats.evicted,
-                "held_in_memory": self.held.count,  # alarm events the outbox could not take yet
-            },
-            "queue": self.queue.qsize(),
-            "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),
-        }
