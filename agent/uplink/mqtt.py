@@ -5,7 +5,8 @@ Strategy:
   Every paho callback is handed to the asyncio loop at ONE place, `_from_paho`, through
   `call_soon_threadsafe`; all state (the in-flight map, the outbox, the counters) is touched on the
   loop thread only. The one thing done in paho's thread is choosing the next reconnect delay: capped
-  exponential backoff with jitter, set on paho just before it waits.
+  exponential backoff with jitter, set on paho just before it waits. The paho side (the client, its
+  callbacks, the bridge) is `agent.uplink.paho_bridge`.
 - Persistent session: clean_start=False with SessionExpiryInterval, so the broker keeps our
   subscriptions and QoS 1 state across reconnects; paho keeps unacknowledged PUBLISHes of the same
   client object and resends them (DUP) after a reconnect, so in-flight rows are not taken twice.
@@ -38,12 +39,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -51,24 +49,24 @@ from agent.config.schema import MqttConfig
 from agent.link_trouble import REMIND_S, LinkTrouble, Tell  # REMIND_S: tests shorten it here
 from agent.outbox import Outbox, OutboxItem
 from agent.uplink.connection import (
-    backoff_delay,
     check_transport,
-    connect_async,
     is_loopback,
-    new_client,
     new_properties,
     read_password,
     speaks_v5,
     status_payload,
 )
+from agent.uplink.paho_bridge import Command, _PahoBridge, publish_packet_size
 from agent.uplink.problems import (
-    describe_connect_error,
     describe_connect_refusal,
     describe_early_close,
     describe_publish_refusal,
     reason_name,
 )
 from agent.uplink.topics import Topics
+
+# Importable from here as before the split (agent.remote and tests import Command from here).
+__all__ = ["Command", "MqttUplink", "UplinkCounters", "publish_packet_size"]
 
 LOCAL_REFUSAL = 0x83  # "Implementation specific error": paho itself rejected the message (too large)
 PACKET_TOO_LARGE = 0x95
@@ -89,17 +87,7 @@ class UplinkCounters:
     down_for_s: float | None = None  # seconds without a connection (since the start or the loss)
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A message received on the command topic; answer it with `MqttUplink.respond`."""
-
-    topic: str
-    payload: bytes
-    response_topic: str | None
-    correlation_data: bytes | None
-
-
-class MqttUplink:
+class MqttUplink(_PahoBridge):
     """One MQTT v5 connection for one gateway; `await run()` in a task, `await stop()` to end."""
 
     def __init__(
@@ -196,7 +184,7 @@ class MqttUplink:
             while not self._stopping:
                 self._pump()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_s):  # not wait_for: see agent.daemon._process
+                    async with asyncio.timeout(self.poll_s):  # not wait_for: see agent.session._process
                         await self._wake.wait()
                 self._wake.clear()
         finally:
@@ -429,94 +417,3 @@ class MqttUplink:
         info = self._client.publish(self.topics.status, payload, qos=1, retain=True)
         self._status_waiters[info.mid] = waiter
         return waiter
-
-    # -- paho setup and the bridge ----------------------------------------------------------------
-
-    def _make_client(self) -> paho.Client:
-        client = new_client(
-            self.config,
-            self.client_id,
-            v5=self._v5,
-            password=self._password,
-            will_topic=self.topics.status,
-            will=self._status("offline", clean=False),
-        )
-        self._set_backoff(client)
-        client.on_connect = self._paho_connect
-        client.on_connect_fail = self._paho_connect_fail
-        client.on_disconnect = self._paho_disconnect
-        client.on_publish = self._paho_publish
-        client.on_message = self._paho_message
-        client.on_subscribe = self._paho_subscribe
-        return client
-
-    def _start_client(self) -> None:
-        connect_async(self._client, self.config, v5=self._v5)
-        self._client.loop_start()
-
-    def _from_paho(self, handler: Callable[..., None], *args: Any) -> None:
-        """THE bridge from paho's network thread to the asyncio loop."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
-                loop.call_soon_threadsafe(handler, *args)
-
-    def _set_backoff(self, client: paho.Client) -> None:
-        """Next reconnect delay (paho thread), set on paho just before it waits."""
-        delay = backoff_delay(self._failures, self.backoff_min_s, self.backoff_max_s)
-        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # paho sleeps floats fine
-
-    def _paho_connect(
-        self, client: paho.Client, _u: Any, flags: Any, reason: ReasonCode, props: Properties | None
-    ) -> None:
-        receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
-        max_packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
-        if reason.value < 0x80:
-            self._failures = 0
-        self._from_paho(
-            self._on_connected, reason.value, bool(flags.session_present), receive_maximum, max_packet
-        )
-
-    def _paho_connect_fail(self, client: paho.Client, _u: Any) -> None:
-        self._failures += 1
-        self._set_backoff(client)
-        error = getattr(client, "last_connect_error", None)
-        problem = (
-            describe_connect_error(error, self.config)
-            if error is not None
-            else f"cannot connect to {self.config.host}:{self.config.port}"
-        )
-        self._from_paho(self._on_connect_failed, problem)
-
-    def _paho_disconnect(
-        self, client: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Properties | None
-    ) -> None:
-        self._failures += 1
-        self._set_backoff(client)
-        self._from_paho(self._on_disconnected, reason.value)
-
-    def _paho_publish(
-        self, client: paho.Client, _u: Any, mid: int, reason: ReasonCode, _props: Properties | None
-    ) -> None:
-        self._from_paho(self._on_puback, mid, reason.value)
-
-    def _paho_subscribe(
-        self, client: paho.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _props: Properties | None
-    ) -> None:
-        self._from_paho(self._on_subscribed, all(r.value < 0x80 for r in reasons))
-
-    def _paho_message(self, client: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
-        props = getattr(message, "properties", None)
-        response_topic = getattr(props, "ResponseTopic", None)
-        correlation = getattr(props, "CorrelationData", None)
-        command = Command(message.topic, bytes(message.payload), response_topic, correlation)
-        self._from_paho(self._on_message, command)
-
-
-def publish_packet_size(topic: str, payload: bytes, props: Properties | None) -> int:
-    """Bytes of the QoS 1 PUBLISH packet paho will send (MQTT v5 3.3; `props` None for 3.1.1)."""
-    remaining = 2 + len(topic.encode()) + 2 + len(payload)  # topic name, packet id, payload
-    if props is not None:
-        remaining += len(props.pack())  # type: ignore[no-untyped-call]  # property length + properties
-    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
-    return 1 + length_bytes + remaining
