@@ -101,7 +101,7 @@ class SnippetTaps:
         self._taps.append(tap)
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):  # not wait_for: see agent.daemon._process
+                async with asyncio.timeout(seconds):  # not wait_for: see agent.session._process
                     await tap.done.wait()
         finally:
             tap.done.set()

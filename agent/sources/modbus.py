@@ -206,7 +206,7 @@ class ModbusSource:
     async def _connect(self) -> None:
         client = self._factory(self.config)
         try:
-            async with asyncio.timeout(self.config.timeout_s + 1.0):  # not wait_for: agent.daemon._process
+            async with asyncio.timeout(self.config.timeout_s + 1.0):  # not wait_for: agent.session._process
                 ok = await client.connect()
         except (OSError, TimeoutError) as exc:
             log.debug("%s: modbus connect: %r", self.device.id, exc)

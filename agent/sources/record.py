@@ -209,7 +209,7 @@ async def record_devices(
             await done
         else:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(duration_s):  # not wait_for: see agent.daemon._process
+                async with asyncio.timeout(duration_s):  # not wait_for: see agent.session._process
                     await done
     finally:
         for task in tasks:

@@ -285,7 +285,7 @@ class SerialSource:
             return await self._pause_after_loss()
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(IDLE_WAKE_S):  # not wait_for: see agent.daemon._process
+                async with asyncio.timeout(IDLE_WAKE_S):  # not wait_for: see agent.session._process
                     await ready
         finally:
             loop.remove_reader(fd)
