@@ -91,6 +91,22 @@ def technical_rule(
     )
 
 
+def noted_rounds(
+    pending: Sequence[tuple[StreamRef, int, float]],
+) -> list[list[tuple[StreamRef, int, float]]]:
+    """Noted (stream, flags, time) in rounds where each stream appears once: its k-th reading goes to
+    round k, so stepping the rounds in order takes each stream's readings in order."""
+    rounds: list[list[tuple[StreamRef, int, float]]] = []
+    seen: dict[StreamRef, int] = {}
+    for item in pending:
+        k = seen.get(item[0], 0)
+        seen[item[0]] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(item)
+    return rounds
+
+
 class QualityAlarms:
     """Signal-quality conditions of one stream name, fed with each reading's flags."""
 
@@ -150,14 +166,7 @@ class QualityAlarms:
         stream's readings are taken in order), one vectorised update per condition and round."""
         if not self._pending:
             return []
-        rounds: list[list[tuple[StreamRef, int, float]]] = []
-        seen: dict[StreamRef, int] = {}
-        for item in self._pending:
-            k = seen.get(item[0], 0)
-            seen[item[0]] = k + 1
-            if k == len(rounds):
-                rounds.append([])
-            rounds[k].append(item)
+        rounds = noted_rounds(self._pending)
         self._pending = []
         self._noted = set()
         events: list[AlarmEvent] = []

@@ -16,7 +16,7 @@ import pytest
 
 from agent.alarms import AlarmState, StreamRef
 from agent.events import AlarmEvent
-from agent.pipeline.technical import QualityAlarms
+from agent.pipeline.technical import QualityAlarms, noted_rounds
 from agent.readings import Quality
 
 FLAGS = (
@@ -33,14 +33,7 @@ class ReferenceAlarms(QualityAlarms):
     """Every noted reading checked against every book, and engagement asked of every book."""
 
     def drain(self) -> list[AlarmEvent]:
-        rounds: list[list[tuple[StreamRef, int, float]]] = []
-        seen: dict[StreamRef, int] = {}
-        for item in self._pending:
-            k = seen.get(item[0], 0)
-            seen[item[0]] = k + 1
-            if k == len(rounds):
-                rounds.append([])
-            rounds[k].append(item)
+        rounds = noted_rounds(self._pending)  # unchanged: the rounds are not what is compared
         self._pending = []
         self._noted = set()
         events: list[AlarmEvent] = []
