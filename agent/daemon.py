@@ -28,15 +28,14 @@ from agent.outbox import Outbox
 from agent.pipeline import Pipeline, build_detectors
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
 from agent.remote import RemoteCommands, check_remote
-from agent.session import MIN_TURN_S, _Session
+from agent.session import _Session
 from agent.sources import check_transport
 from agent.state import ensure_state_dir, next_session
 from agent.state_file import read_state, set_aside_state
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
 
-# Importable from here as before the split: tools.bench reads MIN_TURN_S and builds a _Session.
-__all__ = ["MIN_TURN_S", "Agent", "_Session", "preflight"]
+__all__ = ["Agent", "preflight"]
 
 log = logging.getLogger("agent")
 

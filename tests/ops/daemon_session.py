@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import parse_config
-from agent.daemon import _Session
 from agent.gc_pacing import CollectorPacer
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.privacy import Pseudonymizer
+from agent.session import _Session
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
 

@@ -16,11 +16,11 @@ import pytest
 from daemon_session import CONFIG, session
 
 from agent.config.schema import OutboxConfig
-from agent.daemon import _Session
 from agent.detectors.base import ScoreBlock, StreamingDetector, WindowBlock
 from agent.outbox import HEARTBEAT_RANK, Kind, Outbox, OutboxItem
 from agent.readings import Reading
 from agent.remote.envelope import CommandRefusedError, ReplayGuard
+from agent.session import _Session
 
 DAY_S = 86_400.0
 NOW = 1_764_000_000.0

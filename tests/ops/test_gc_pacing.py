@@ -32,6 +32,7 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def thawed() -> Iterator[None]:
+    gc.unfreeze()  # another test in this process (a benchmark's pacer) may have frozen objects
     yield
     gc.unfreeze()  # the pacer changes process-wide state; leave the test process as it was
     gc.collect()

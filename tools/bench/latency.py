@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from agent.daemon import _Session
 from agent.events import AlarmEvent, Phase
 from agent.gc_pacing import CollectorPacer
 from agent.localbroker import LocalBroker
@@ -44,6 +43,7 @@ from agent.outbox import Outbox, PutResult
 from agent.pipeline import Pipeline
 from agent.privacy import Pseudonymizer
 from agent.readings import Reading
+from agent.session import _Session
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
 from tools.bench.scenarios import DISTINCT_SEEDS, QUIET_SEEDS, START_TIME, vitals_config, workload

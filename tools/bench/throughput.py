@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.daemon import MIN_TURN_S
 from agent.health import Health
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline import Pipeline
 from agent.readings import Reading
+from agent.session import MIN_TURN_S
 from tools.bench.scenarios import Workload, ecg_config, vitals_config
 
 BATCH = 2_001  # the daemon takes one reading, then drains up to 2,000 more
