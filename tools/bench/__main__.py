@@ -6,6 +6,7 @@
     python -m tools.bench soak --minutes 10   # the daemon with faults: RSS, fds, threads every 30 s
     python -m tools.bench startup      # start-up to first inference, and import time
     python -m tools.bench disk         # bytes the outbox writes per alarm event and per heartbeat
+    python -m tools.bench save --streams 45000   # the heartbeat's state save in an alarm storm
 
 Every command prints its figures as JSON on stdout (progress on stderr). Absolute figures depend on
 the machine; ratios are measured side by side in one run. Results and commands: docs/benchmarks.md
@@ -124,6 +125,12 @@ def cmd_disk(args: argparse.Namespace) -> dict[str, Any]:
     return disk_report(args.events, args.heartbeats, args.devices, args.rate)
 
 
+def cmd_save(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.save import save_cost
+
+    return save_cost(args.streams, args.runs, sealed=args.sealed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
@@ -179,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=100, help="devices reported in each heartbeat")
     p.add_argument("--rate", type=float, default=0.5, help="alarm events per simulated second")
     p.set_defaults(fn=cmd_disk)
+
+    p = sub.add_parser("save", help="the heartbeat's full state save (build + write) in an alarm storm")
+    p.add_argument("--streams", type=int, default=45000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--sealed", action="store_true", help="encrypted at rest (outbox encryption_key_file)")
+    p.set_defaults(fn=cmd_save)
 
     args = parser.parse_args(argv)
     result = args.fn(args)
