@@ -17,7 +17,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast, overload
+from typing import TypeVar, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ from agent.pipeline.windows import StreamWindows
 from agent.readings import FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
+T = TypeVar("T")
 
 MAX_BLOCK_SAMPLES = 256
 # Shorter runs of a round go through `_ingest`: the array operations of a run cost ~35 µs and save ~2 µs
@@ -65,49 +66,28 @@ class _HopGroup:
     flags: IntArray  # OR of quality flags per slot since the last score
 
 
-class _QualityTexts(Sequence[str]):
-    """Each scored stream's quality flags as text, worded only for the rows a book turns into an
-    event (a few per thousand hops): wording every row was the largest cost of a flush."""
+class _LazyRows(Sequence[T]):
+    """A scored hop's per-row values worked out only for the rows read: a book reads one only to word an
+    event (a few per thousand hops). Used for the streams' quality flags as text (wording every row was
+    the largest cost of a flush) and for their references."""
 
-    __slots__ = ("_flags",)
+    __slots__ = ("_keys", "_value")
 
-    def __init__(self, flags: IntArray) -> None:
-        self._flags = flags
-
-    def __len__(self) -> int:
-        return len(self._flags)
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[str]: ...
-    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
-        if isinstance(index, slice):
-            return [_describe(int(f)) for f in self._flags[index]]
-        return _describe(int(self._flags[index]))
-
-
-class _Refs(Sequence[StreamRef]):
-    """The references of scored slots, looked up only for the rows that are read: a book given its
-    rows reads a reference only to word an event (a few per thousand hops)."""
-
-    __slots__ = ("_refs", "_slots")
-
-    def __init__(self, refs: list[StreamRef], slots: IntArray) -> None:
-        self._refs = refs
-        self._slots = slots
+    def __init__(self, keys: IntArray, value: Callable[[int], T]) -> None:
+        self._keys = keys
+        self._value = value
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._keys)
 
     @overload
-    def __getitem__(self, index: int) -> StreamRef: ...
+    def __getitem__(self, index: int) -> T: ...
     @overload
-    def __getitem__(self, index: slice) -> Sequence[StreamRef]: ...
-    def __getitem__(self, index: int | slice) -> StreamRef | Sequence[StreamRef]:
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
         if isinstance(index, slice):
-            return [self._refs[s] for s in self._slots[index].tolist()]
-        return self._refs[int(self._slots[index])]
+            return [self._value(k) for k in self._keys[index].tolist()]
+        return self._value(int(self._keys[index]))
 
 
 @dataclass(slots=True)
@@ -463,8 +443,8 @@ class StreamPipeline:
             )
             return []
         quality_ok = flags == 0
-        quality_text = _QualityTexts(flags)
-        refs = _Refs(self._refs, due)
+        quality_text = _LazyRows(flags, _describe)
+        refs = _LazyRows(due, self._refs.__getitem__)
         learning = watch.calibration if watch.calibration is not None and watch.calibration.learning else None
         events: list[AlarmEvent] = []
         for book, rows in zip(watch.books, watch.rows, strict=True):
