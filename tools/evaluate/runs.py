@@ -277,7 +277,7 @@ def run_cpsc(args: argparse.Namespace) -> str:
 # -- SKAB ----------------------------------------------------------------------------------------------
 
 
-def _active(r: Replayed) -> np.ndarray:
+def alarm_active(r: Replayed) -> np.ndarray:
     """Rows inside an alarm episode of the pipeline (START .. END, or to the end of the file)."""
     t = r.series.times
     active = np.zeros(len(t), dtype=bool)
@@ -304,7 +304,7 @@ def run_skab(args: argparse.Namespace) -> str:
     alarms, points = PointMetrics(0, 0, 0, 0), PointMetrics(0, 0, 0, 0)
     for r in results:
         keep = np.arange(len(r.series.times)) >= rows_cal
-        alarms += PointMetrics.of(_active(r)[keep], r.series.labels[keep])
+        alarms += PointMetrics.of(alarm_active(r)[keep], r.series.labels[keep])
         points += PointMetrics.of((np.nan_to_num(r.ensemble()) > 1.0)[keep], r.series.labels[keep])
     free = _replay_all(args, load_skab(args.data, anomaly_free=True), rows_cal)[0]
     judged = free.series.times[rows_cal:]
