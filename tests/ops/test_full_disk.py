@@ -12,17 +12,13 @@ Restart=on-failure did not even restart it) and the events of that turn were gon
 from __future__ import annotations
 
 import asyncio
-import json
 import resource
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 from daemon_session import session
-from paho.mqtt.enums import CallbackAPIVersion
 from test_operator_errors import AgentRun, status_json
+from uplink_probe import Subscriber
 from waiting import wait_until
 
 from agent.daemon import Agent
@@ -66,33 +62,10 @@ clear_after_s = 5
 """
 
 
-class Central:
-    """A subscriber to the gateway's alarm topic, keeping (condition, phase) of what arrives."""
-
-    def __init__(self, broker: LocalBroker) -> None:
-        self.alarms: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, *_: c.subscribe("edge/lab/gw-disk/alarm", qos=1)
-        self.client.on_subscribe = lambda *_: ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert ready.wait(10), "the central subscriber could not subscribe"
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        payload = json.loads(msg.payload)
-        with self._lock:
-            self.alarms.append((payload["condition"], payload["phase"]))
-
-    def of(self, condition: str) -> list[str]:
-        with self._lock:
-            return [phase for c, phase in self.alarms if c == condition]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+def phases(central: Subscriber, condition: str) -> list[str]:
+    """The phases of `condition`'s alarm events the central side has received, in order."""
+    events = [m.json() for m in central.snapshot()]
+    return [e["phase"] for e in events if e["condition"] == condition]
 
 
 def _file_size_limit(pid: int, soft: int) -> None:
@@ -108,7 +81,7 @@ def test_a_full_disk_holds_the_alarms_in_memory_and_loses_none_once_space_is_bac
     make_broker: Callable[..., LocalBroker], tmp_path: Path
 ) -> None:
     broker = make_broker()
-    central = Central(broker)
+    central = Subscriber(broker, "edge/lab/gw-disk/alarm")
     config = tmp_path / "agent.toml"
     config.write_text(CONFIG.format(port=broker.port))
     agent = AgentRun(config)
@@ -119,14 +92,16 @@ def test_a_full_disk_holds_the_alarms_in_memory_and_loses_none_once_space_is_bac
         # The episode (10 s in at 20x speed) starts and ends while nothing can be written.
         agent.wait_for("cannot write the outbox")
         _until(lambda: status_json(config)["outbox"]["held_in_memory"] >= 2, agent, "START and END held")
-        assert central.of("tachycardia") == []
+        assert phases(central, "tachycardia") == []
         told = "".join(agent.having("cannot write the outbox"))
         assert "alarm event(s) held in memory" in told
         assert "disk" in told and "cannot rollback" not in told  # SQLite's own words, not a follow-on error
 
         _file_size_limit(agent.proc.pid, resource.RLIM_INFINITY)  # space is back
-        _until(lambda: central.of("tachycardia") == ["start", "end"], agent, "the held episode delivered")
-        _until(lambda: central.of("outbox_unwritable") == ["start", "end"], agent, "outbox_unwritable")
+        _until(
+            lambda: phases(central, "tachycardia") == ["start", "end"], agent, "the held episode delivered"
+        )
+        _until(lambda: phases(central, "outbox_unwritable") == ["start", "end"], agent, "outbox_unwritable")
         assert agent.having("takes writes again")
         assert status_json(config)["outbox"]["held_in_memory"] == 0
         assert agent.stop() == 0
