@@ -27,8 +27,8 @@ from tools.evaluate.datasets import load_skab
 from tools.evaluate.metrics import PointMetrics
 from tools.evaluate.replay import replay
 from tools.evaluate.runs import alarm_active
+from tools.train.skab import CALIBRATION_ROWS
 
-CALIBRATION_ROWS = 400
 HALVES = ("valve1", "other+valve2")
 
 
