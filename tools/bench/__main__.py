@@ -1,7 +1,8 @@
 """Command line of the pipeline benchmark; `python -m tools.bench --help`.
 
     python -m tools.bench throughput   # µs/sample, streams per core, real-rate CPU share, runtime ratio
-    python -m tools.bench latency      # arrival -> PUBACK at 50 % load through a real mosquitto
+    python -m tools.bench latency      # arrival -> PUBACK at 50 % of the daemon's capacity, real mosquitto
+    python -m tools.bench capacity     # the most 1 Hz vitals streams the whole daemon sustains
     python -m tools.bench rss          # peak RSS with 100 streams, a fresh process per runtime
     python -m tools.bench soak --minutes 10   # the daemon with faults: RSS, fds, threads every 30 s
     python -m tools.bench startup      # start-up to first inference, and import time
@@ -97,7 +98,28 @@ def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
     from tools.bench.latency import measure_latency
 
     return measure_latency(
-        args.load, args.seconds, args.probes_per_s, args.streams, args.faults, args.gc_pacing == "on"
+        args.load,
+        args.seconds,
+        args.probes_per_s,
+        args.streams,
+        args.faults,
+        args.gc_pacing == "on",
+        base=args.capacity,
+        daemon_streams=args.daemon_streams,
+    )
+
+
+def cmd_capacity(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.capacity import daemon_capacity
+
+    return daemon_capacity(
+        faults=args.faults,
+        gc_pacing=args.gc_pacing == "on",
+        seconds=args.seconds,
+        start=args.start,
+        tolerance=args.tolerance,
+        max_trials=args.max_trials,
+        max_lag_s=args.max_lag_s,
     )
 
 
@@ -153,7 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(fn=cmd_throughput)
 
     p = sub.add_parser("latency", help="sample arrival to PUBACK at a fraction of capacity")
-    p.add_argument("--load", type=float, default=0.5, help="fraction of the flat-out capacity")
+    p.add_argument("--load", type=float, default=0.5, help="fraction of the --capacity")
+    p.add_argument(
+        "--capacity",
+        choices=("daemon", "pipeline"),
+        default="daemon",
+        help="load base: the whole daemon's sustained streams (searched first, as `capacity` does) "
+        "or the pipeline's flat-out samples per CPU second (the definition before 2026-11-30)",
+    )
+    p.add_argument(
+        "--daemon-streams", type=int, default=0, help="the daemon's capacity if known (skips the search)"
+    )
     p.add_argument("--streams", type=int, default=0, help="vitals streams (0: from --load)")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--probes-per-s", type=float, default=10.0)
@@ -162,6 +194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--gc-pacing", choices=("on", "off"), default="on", help="the daemon's GC pacing (agent.gc_pacing)"
     )
     p.set_defaults(fn=cmd_latency)
+
+    p = sub.add_parser("capacity", help="the most 1 Hz vitals streams the whole daemon sustains")
+    p.add_argument("--faults", action="store_true", help="with the fault episodes (an alarm storm)")
+    p.add_argument("--seconds", type=float, default=35.0, help="real seconds per trial (a heartbeat at 30)")
+    p.add_argument("--start", type=int, default=0, help="first trial's streams (0: 0.4 x pipeline capacity)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="stop when the bracket is this narrow")
+    p.add_argument("--max-trials", type=int, default=7)
+    p.add_argument("--max-lag-s", type=float, default=1.0, help="latest a reading may be done after due")
+    p.add_argument(
+        "--gc-pacing", choices=("on", "off"), default="on", help="the daemon's GC pacing (agent.gc_pacing)"
+    )
+    p.set_defaults(fn=cmd_capacity)
 
     p = sub.add_parser("rss", help="peak RSS with N streams, one fresh process per runtime")
     p.add_argument("--streams", type=int, default=100)

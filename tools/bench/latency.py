@@ -3,14 +3,17 @@
 The daemon's `_Session` is assembled as `Agent` does it (Pipeline, Outbox, MqttUplink, the session's
 pipeline task `_process`, which drains the queue in batches, commits events to the outbox with fsync and
 wakes the uplink, and its heartbeat task, which every `heartbeat_interval_s` (30 s) also saves the whole
-pipeline state on the same event loop), against a private mosquitto from `LocalBroker`. Only the
-sources are replaced: a feeder task puts every simulated vitals reading into the session's queue at its
-due time (speed 1, with the streams' phases spread over the second). A reading's *arrival* is the
-moment it enters the queue.
+pipeline state), against a private mosquitto from `LocalBroker` (`running_daemon`). Only the sources are
+replaced: a feeder task (`play`) puts every simulated vitals reading into the session's queue at its due
+time (speed 1, with the streams' phases spread over the second). A reading's *arrival* is the moment it
+enters the queue. `tools.bench.capacity` drives the same assembly to find the daemon's capacity.
 
-Load: the flat-out capacity of the vitals pipeline is measured first (samples per CPU second); the run
-then plays `load` × capacity streams at 1 Hz. The windows are warmed (60 s simulated, straight through
-the pipeline) before the clock starts, so every detector is scoring.
+Load: `load` × a capacity, in 1 Hz streams. The base is the whole daemon's capacity (`base="daemon"`:
+the most streams this assembly sustains at real rate, `tools.bench.capacity`) or, as before 2026-11-30,
+the pipeline's alone (`base="pipeline"`: flat-out vitals samples per CPU second, without the outbox,
+paho, the feeder or the state save). The pipeline figure is always measured and reported beside it. The
+windows are warmed (60 s simulated, straight through the pipeline) before the clock starts, so every
+detector is scoring.
 
 GC: the daemon process paces the garbage collector (`agent.gc_pacing`); so does this run unless
 `gc_pacing` is off, with one settle pass after the warm-up, as a daemon that has run for 30 s has had.
@@ -25,18 +28,21 @@ back, stops the clock. Percentiles are over all probes of the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from agent.events import AlarmEvent, Phase
+from agent.config.schema import AgentConfig
+from agent.events import AlarmEvent, Heartbeat, Phase
 from agent.gc_pacing import CollectorPacer
 from agent.localbroker import LocalBroker
 from agent.outbox import Outbox, PutResult
@@ -46,12 +52,23 @@ from agent.readings import Reading
 from agent.session import _Session
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
-from tools.bench.scenarios import DISTINCT_SEEDS, QUIET_SEEDS, START_TIME, vitals_config, workload
+from tools.bench.scenarios import (
+    DISTINCT_SEEDS,
+    QUIET_SEEDS,
+    START_TIME,
+    Alter,
+    Workload,
+    vitals_config,
+    workload,
+)
 from tools.bench.throughput import flat_out
 
 WARMUP_S = 60.0
 PROBE_HR = 150.0
 SLICE = 500  # readings made up at a time by the feeder, just before they are due
+PUBACK_GRACE_S = 3.0  # after the last reading, time for the last PUBACKs to come back
+
+Base = Literal["daemon", "pipeline"]
 
 
 class TimedOutbox(Outbox):
@@ -61,6 +78,7 @@ class TimedOutbox(Outbox):
         super().__init__(*args, **kwargs)
         self.events: dict[str, AlarmEvent] = {}
         self.acked: dict[str, float] = {}
+        self.heartbeats = 0
 
     def put_alarms(
         self, events: Sequence[AlarmEvent], topic: str, *, note: tuple[str, str] | None = None
@@ -69,9 +87,32 @@ class TimedOutbox(Outbox):
             self.events[f"{event.id}:{event.seq}"] = event
         return super().put_alarms(events, topic, note=note)
 
+    def put_heartbeat(self, hb: Heartbeat, topic: str, expiry_s: int) -> PutResult:
+        self.heartbeats += 1  # each heartbeat also saves the whole pipeline state
+        return super().put_heartbeat(hb, topic, expiry_s)
+
     def delivered(self, item_id: str) -> None:
         self.acked[item_id] = time.monotonic()
         super().delivered(item_id)
+
+
+class LagPipeline(Pipeline):
+    """The real pipeline, noting how late each batch is done once `schedule` is set: the time from the
+    due time of the batch's first (oldest) reading to the end of its ingest."""
+
+    def __init__(self, config: AgentConfig, pseudonym: Callable[[str], str]) -> None:
+        super().__init__(config, pseudonym)
+        self.schedule: tuple[float, float] | None = None  # (monotonic start, simulated time at start)
+        self.lags: list[tuple[float, float]] = []  # (seconds since start, lag in seconds) per batch
+
+    def ingest(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
+        batch = readings if isinstance(readings, list) else list(readings)
+        events = super().ingest(batch)
+        if self.schedule is not None and batch:
+            real0, t0 = self.schedule
+            since = time.monotonic() - real0
+            self.lags.append((since, since - (batch[0].wall_time - t0)))
+        return events
 
 
 class CollectorPauses:
@@ -90,7 +131,8 @@ class CollectorPauses:
             self.pauses[info["generation"]].append(1e3 * (time.perf_counter() - self._start))
 
     def close(self) -> None:
-        gc.callbacks.remove(self._note)
+        if self._note in gc.callbacks:
+            gc.callbacks.remove(self._note)
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {
@@ -103,55 +145,49 @@ class CollectorPauses:
         }
 
 
-def capacity(streams: int = 2000) -> float:
-    """Vitals samples per CPU second, flat out (median of 3 short runs)."""
+def pipeline_capacity(streams: int = 2000) -> float:
+    """Vitals samples per CPU second through the pipeline alone, flat out (median of 3 short runs)."""
     load = workload("vitals", streams, WARMUP_S + 10.0)
     return statistics.median(flat_out(load, WARMUP_S).samples_per_s for _ in range(3))
 
 
-def measure_latency(
-    load_fraction: float,
-    seconds: float,
-    probes_per_s: float,
-    streams: int,
-    faults: bool = False,
-    gc_pacing: bool = True,
-) -> dict[str, Any]:
-    cap = capacity()
-    if streams <= 0:
-        streams = max(100, round(load_fraction * cap))
-    print(f"capacity {cap:,.0f} samples/s per core -> {streams} streams at 1 Hz", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
-        result = asyncio.run(
-            timed_run(Path(tmp), broker.port, streams, seconds, probes_per_s, faults, gc_pacing)
-        )
-    result.update(
-        {
-            "capacity_samples_per_s": round(cap),
-            "load_fraction": load_fraction,
-            "streams": streams,
-            "faults": faults,
-            "gc_pacing": gc_pacing,
-            "alarm_events_per_s": round(result["alarm_events"] / result["seconds"], 1),
-        }
-    )
-    return result
+capacity = pipeline_capacity  # the name before the daemon's capacity existed
 
 
-async def timed_run(
-    workdir: Path,
-    port: int,
-    streams: int,
-    seconds: float,
-    probes_per_s: float,
-    faults: bool,
-    gc_pacing: bool = True,
-) -> dict[str, Any]:
+@dataclass
+class Daemon:
+    """The daemon's session assembled for a bench run: warmed, its tasks running, not yet fed."""
+
+    load: Workload
+    pipeline: LagPipeline
+    outbox: TimedOutbox
+    session: _Session
+    pseudonym: Pseudonymizer
+    first: int  # the first timed step; the steps before it went straight through the pipeline
+    collections: CollectorPauses = field(default_factory=CollectorPauses)
+
+
+@dataclass(frozen=True)
+class Played:
+    """What the feeder saw: wall and process CPU seconds from the first due reading to the last put,
+    and the deepest the session's queue got."""
+
+    wall_s: float
+    cpu_s: float
+    max_queue: int
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    workdir: Path, port: int, streams: int, seconds: float, faults: bool, gc_pacing: bool = True
+) -> AsyncIterator[Daemon]:
+    """The session with `streams` vitals streams (`seconds` of them to play after the warm-up) and its
+    uplink, pipeline and heartbeat tasks running against the broker on `port`; stopped on exit."""
     cfg = vitals_config(workdir, port, instant=True)
     load = workload("vitals", streams, WARMUP_S + seconds + 2.0, faults)
     pseudonym = Pseudonymizer(b"k" * 32)
     topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
-    pipeline = Pipeline(cfg, pseudonym)
+    pipeline = LagPipeline(cfg, pseudonym)
     outbox = TimedOutbox(cfg.outbox)
     uplink = MqttUplink(cfg.mqtt, topics, outbox, 1)
     state_dir = workdir / "state"
@@ -164,28 +200,7 @@ async def timed_run(
         pipeline.ingest(load.readings(k, min(k + 10, first)))
     if pacer is not None:
         pacer.settle()
-    collections = CollectorPauses()
-
-    # One probe per quiet stream, spread over the timed steps.
-    quiet = [s for s in range(streams) if s % DISTINCT_SEEDS in QUIET_SEEDS]
-    per_step = max(1, round(probes_per_s * load.step_s))
-    timed_steps = int(seconds / load.step_s)
-    probes: dict[tuple[int, int], bool] = {}
-    for j, s in enumerate(quiet[: per_step * timed_steps]):
-        probes[(s, first + 1 + j // per_step)] = True
-
-    probe_readings: set[int] = set()  # id() of the probe readings, to stamp their arrival
-
-    def alter(s: int, k: int, r: Reading) -> Reading:
-        if (s, k) not in probes:
-            return r
-        values = r.values.copy()
-        values[0, r.channels.index("hr")] = PROBE_HR
-        probe = Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s, r.quality)
-        probe_readings.add(id(probe))
-        return probe
-
-    arrivals: dict[tuple[str, float], float] = {}
+    daemon = Daemon(load, pipeline, outbox, session, pseudonym, first)
 
     uplink_task = asyncio.create_task(uplink.run())
     for _ in range(100):
@@ -194,12 +209,38 @@ async def timed_run(
         await asyncio.sleep(0.05)
     process_task = asyncio.create_task(session._process())
     heartbeat_task = asyncio.create_task(session._heartbeats())  # with the full state save, as the daemon
+    try:
+        yield daemon
+    finally:
+        daemon.collections.close()
+        process_task.cancel()
+        heartbeat_task.cancel()
+        await asyncio.gather(process_task, heartbeat_task, return_exceptions=True)
+        await uplink.stop()
+        uplink_task.cancel()
+        await asyncio.gather(uplink_task, return_exceptions=True)
+        outbox.close()
 
-    collections.recording = True
+
+async def play(
+    daemon: Daemon,
+    steps: int,
+    alter: Alter | None = None,
+    marked: set[int] | None = None,
+    arrived: Callable[[Reading], None] | None = None,
+) -> Played:
+    """Put `steps` steps of every stream into the session's queue, each reading at its due time, from
+    the first timed step on. `alter` may replace readings as they are made; `arrived` is called as each
+    reading whose id() is in `marked` enters the queue (ids are dropped once seen: they are reused once
+    a reading is freed). Batches are timed from the first due reading on (`LagPipeline.lags`)."""
+    load, session, first = daemon.load, daemon.session, daemon.first
+    marked = marked if marked is not None else set()
+    daemon.collections.recording = True
     cpu0, real0 = time.process_time(), time.monotonic()
     t_first = START_TIME + first * load.step_s  # simulated time of the first timed step
+    daemon.pipeline.schedule = (real0, t_first)
     max_queue = 0
-    slices = [(k, lo) for k in range(first, first + timed_steps + 1) for lo in range(0, streams, SLICE)]
+    slices = [(k, lo) for k in range(first, first + steps) for lo in range(0, load.streams, SLICE)]
     for k, lo in slices:
         readings = load.step_slice(k, lo, lo + SLICE, alter)
         i = 0
@@ -208,9 +249,10 @@ async def timed_run(
             queue = session.queue
             while i < len(readings) and readings[i].wall_time - t_first <= now:
                 r = readings[i]
-                if id(r) in probe_readings:
-                    probe_readings.discard(id(r))  # ids are reused once a reading is freed
-                    arrivals[(pseudonym(r.device), r.end_time)] = time.monotonic()
+                if marked and id(r) in marked:
+                    marked.discard(id(r))
+                    if arrived is not None:
+                        arrived(r)
                 if queue.full():
                     await queue.put(r)
                 else:
@@ -219,17 +261,96 @@ async def timed_run(
             max_queue = max(max_queue, session.queue.qsize())
             if i < len(readings):
                 await asyncio.sleep(max(0.0, readings[i].wall_time - t_first - (time.monotonic() - real0)))
-    wall = time.monotonic() - real0
-    cpu = time.process_time() - cpu0
-    collections.close()
-    await asyncio.sleep(3.0)  # let the last PUBACKs come back
-    process_task.cancel()
-    heartbeat_task.cancel()
-    await asyncio.gather(process_task, heartbeat_task, return_exceptions=True)
-    await uplink.stop()
-    uplink_task.cancel()
-    await asyncio.gather(uplink_task, return_exceptions=True)
-    outbox.close()
+    played = Played(time.monotonic() - real0, time.process_time() - cpu0, max_queue)
+    daemon.collections.recording = False
+    return played
+
+
+def measure_latency(
+    load_fraction: float,
+    seconds: float,
+    probes_per_s: float,
+    streams: int,
+    faults: bool = False,
+    gc_pacing: bool = True,
+    base: Base = "daemon",
+    daemon_streams: int = 0,
+) -> dict[str, Any]:
+    """The latency run at `streams` streams, or at `load_fraction` of the `base` capacity. The daemon's
+    capacity is searched for first (with the same `faults`) unless `daemon_streams` gives it or
+    `streams` or `base="pipeline"` make it unneeded."""
+    cap = pipeline_capacity()
+    print(f"pipeline capacity {cap:,.0f} samples/s per core", file=sys.stderr)
+    search: dict[str, Any] | None = None
+    if daemon_streams <= 0 and streams <= 0 and base == "daemon":
+        from tools.bench.capacity import daemon_capacity  # it builds on this module
+
+        search = daemon_capacity(faults=faults, gc_pacing=gc_pacing, pipeline_samples_per_s=cap)
+        daemon_streams = search["streams"]
+    if streams <= 0:
+        whole = daemon_streams if base == "daemon" else cap
+        streams = max(100, round(load_fraction * whole))
+    print(f"-> {streams} streams at 1 Hz (load base: {base})", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
+        result = asyncio.run(
+            timed_run(Path(tmp), broker.port, streams, seconds, probes_per_s, faults, gc_pacing)
+        )
+    result.update(
+        {
+            "pipeline_capacity_samples_per_s": round(cap),
+            "daemon_capacity_streams": daemon_streams or None,  # 1 Hz streams, so samples/s as well
+            "load_base": base,
+            "load_fraction": load_fraction,
+            "streams": streams,
+            "faults": faults,
+            "gc_pacing": gc_pacing,
+            "alarm_events_per_s": round(result["alarm_events"] / result["seconds"], 1),
+        }
+    )
+    if search is not None:
+        result["daemon_capacity_search"] = search
+    return result
+
+
+async def timed_run(
+    workdir: Path,
+    port: int,
+    streams: int,
+    seconds: float,
+    probes_per_s: float,
+    faults: bool,
+    gc_pacing: bool = True,
+) -> dict[str, Any]:
+    async with running_daemon(workdir, port, streams, seconds, faults, gc_pacing) as daemon:
+        load, first = daemon.load, daemon.first
+        # One probe per quiet stream, spread over the timed steps.
+        quiet = [s for s in range(streams) if s % DISTINCT_SEEDS in QUIET_SEEDS]
+        per_step = max(1, round(probes_per_s * load.step_s))
+        timed_steps = int(seconds / load.step_s)
+        probes: dict[tuple[int, int], bool] = {}
+        for j, s in enumerate(quiet[: per_step * timed_steps]):
+            probes[(s, first + 1 + j // per_step)] = True
+
+        probe_readings: set[int] = set()  # id() of the probe readings, to stamp their arrival
+
+        def alter(s: int, k: int, r: Reading) -> Reading:
+            if (s, k) not in probes:
+                return r
+            values = r.values.copy()
+            values[0, r.channels.index("hr")] = PROBE_HR
+            probe = Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s, r.quality)
+            probe_readings.add(id(probe))
+            return probe
+
+        arrivals: dict[tuple[str, float], float] = {}
+
+        def arrived(r: Reading) -> None:
+            arrivals[(daemon.pseudonym(r.device), r.end_time)] = time.monotonic()
+
+        played = await play(daemon, timed_steps + 1, alter, probe_readings, arrived)
+        daemon.collections.close()
+        await asyncio.sleep(PUBACK_GRACE_S)  # let the last PUBACKs come back
+    outbox = daemon.outbox
 
     latencies = []
     for item_id, event in outbox.events.items():
@@ -247,8 +368,9 @@ async def timed_run(
         "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
         "max_ms": round(float(lat.max()), 2) if lat.size else None,
         "alarm_events": len(outbox.events),
-        "process_cpu_share": round(cpu / wall, 3),
-        "max_queue": max_queue,
-        "seconds": round(wall, 1),
-        "gc": collections.summary(),
+        "process_cpu_share": round(played.cpu_s / played.wall_s, 3),
+        "max_queue": played.max_queue,
+        "seconds": round(played.wall_s, 1),
+        "heartbeats": outbox.heartbeats,
+        "gc": daemon.collections.summary(),
     }

@@ -1,0 +1,208 @@
+"""The whole daemon's capacity: the most 1 Hz vitals streams it sustains at real rate.
+
+`tools.bench.latency` plays a load of 1 Hz streams through the daemon's own session (pipeline, outbox
+commit with fsync, paho to a real mosquitto, the heartbeat with its full state save) and asks for its
+latency at "50 % load". Fifty per cent of what? The pipeline's flat-out throughput (samples per CPU
+second, `latency.pipeline_capacity`) leaves out everything else the daemon does per reading and per
+event: the queue, the outbox, paho's thread, the state save, and the sources (here the bench's feeder,
+which makes up every reading as a source would parse it). Half of the pipeline's capacity was most of the
+daemon's: 0.8–0.9 of a core, the queue at its bound.
+
+This module measures the 100 % that "50 % load" should be relative to, on the same assembly
+(`latency.running_daemon`, fed by `latency.play`), with or without the fault episodes:
+
+- A **trial** plays N streams at real rate for `seconds` (default 35: the heartbeat and its state save,
+  every 30 s, fall inside it). The daemon *sustains* N when no reading waited more than `max_lag_s`
+  (1 s) from its due time to the end of the pipeline turn that took it (`LagPipeline.lags`). A reading
+  put late by a busy feeder counts from its due time, so the feeder's own delays count too. An
+  overload of ε makes the lag grow by ε seconds a second, so a 35 s trial catches ε above about 3 %;
+  a smaller one needs a longer trial (`--seconds`).
+- A **search** finds the largest sustained N: from `start`, up by the first trial's CPU share
+  (N / share, the point where the process would use one core, at least +10 %, at most ×2) until a trial
+  fails, or down by ×0.7 until one passes; then bisection until the bracket is within `tolerance`
+  (5 %) or `max_trials` ran. The capacity is the largest sustained N below the smallest failed one.
+
+Why real rate and not a flat-out feed through the same queue (samples per wall second): the workload is
+1 Hz streams, and "load" is how many of them. A time-compressed feed makes each stream report many
+times a second, so the alarm rate, the events per turn, the turns per reading and the heartbeat's share
+per reading all change with the compression: it measures a different mix. At real rate every one of them
+is what N real streams give, and "sustained" is the property the latency run needs (its queue does not
+grow). Trials are noisy on a shared VM; take the median of several searches.
+
+Every trial warms its own fresh pipeline (60 simulated seconds straight through it, as the latency run
+does), so a trial at 70,000 streams costs about a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.localbroker import LocalBroker
+from tools.bench.latency import pipeline_capacity, play, running_daemon
+
+TRIAL_S = 35.0  # a heartbeat (every 30 s) and its state save fall inside each trial
+MAX_LAG_S = 1.0  # a reading done later than this after its due time: not sustained
+START_SHARE = 0.4  # the first trial: this share of the pipeline's flat-out capacity, in streams
+GRAIN = 100  # streams are tried in multiples of this
+UP_MIN, UP_MAX, DOWN = 1.1, 2.0, 0.7  # steps of the search before a bracket is found
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One real-rate run of `streams` streams through the daemon."""
+
+    streams: int
+    sustained: bool
+    max_lag_s: float  # the latest any reading was done after its due time
+    p99_lag_s: float  # over the pipeline turns
+    final_lag_s: float  # the median lag of the last 5 s: a backlog still growing shows here
+    cpu_share: float  # process CPU seconds per wall second while feeding
+    max_queue: int
+    heartbeats: int  # each with the full state save
+    alarm_events_per_s: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Search:
+    """The trials in the order run; the capacity is the largest sustained N below the smallest failed
+    one (0 if none was sustained)."""
+
+    trials: tuple[Trial, ...]
+    streams: int
+    failed_at: int | None  # the smallest failed N (None: none failed, the capacity is a lower bound)
+
+
+def _grain(n: float) -> int:
+    return max(GRAIN, round(n / GRAIN) * GRAIN)
+
+
+def next_streams(passed: Trial | None, failed: Trial | None) -> int:
+    """The next N to try, given the largest sustained and the smallest failed trial so far."""
+    if passed is None and failed is None:
+        raise ValueError("no trial yet")
+    if failed is None:
+        assert passed is not None
+        guess = passed.streams / max(passed.cpu_share, 1e-3)  # where the process would use one core
+        return _grain(min(max(guess, UP_MIN * passed.streams), UP_MAX * passed.streams))
+    if passed is None:
+        return _grain(DOWN * failed.streams)
+    return _grain((passed.streams + failed.streams) / 2)
+
+
+def search(
+    trial: Callable[[int], Trial],
+    start: int,
+    *,
+    tolerance: float = 0.05,
+    max_trials: int = 7,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> Search:
+    """The largest N that `trial` finds sustained, searched as the module docstring says."""
+    trials: list[Trial] = []
+    passed: Trial | None = None
+    failed: Trial | None = None
+    n = _grain(start)
+    while len(trials) < max_trials:
+        t = trial(n)
+        trials.append(t)
+        verdict = "sustained" if t.sustained else "NOT sustained"
+        log(
+            f"trial {len(trials)}: {t.streams} streams {verdict}: max lag {t.max_lag_s:.2f} s, "
+            f"p99 {t.p99_lag_s:.3f} s, cpu {t.cpu_share:.2f}, max queue {t.max_queue}"
+        )
+        if t.sustained and (passed is None or t.streams > passed.streams):
+            passed = t
+        if not t.sustained and (failed is None or t.streams < failed.streams):
+            failed = t
+        if passed and failed and failed.streams - passed.streams <= max(GRAIN, tolerance * passed.streams):
+            break
+        n = next_streams(passed, failed)
+        if any(x.streams == n for x in trials):
+            break  # the bracket is down to the grain
+    return Search(
+        tuple(trials), passed.streams if passed else 0, failed.streams if failed is not None else None
+    )
+
+
+async def trial_run(
+    workdir: Path,
+    port: int,
+    streams: int,
+    seconds: float = TRIAL_S,
+    faults: bool = False,
+    gc_pacing: bool = True,
+    max_lag_s: float = MAX_LAG_S,
+) -> Trial:
+    """Play `streams` streams for `seconds` through the daemon at real rate; sustained or not."""
+    async with running_daemon(workdir, port, streams, seconds, faults, gc_pacing) as daemon:
+        played = await play(daemon, int(seconds / daemon.load.step_s))
+    lags = daemon.pipeline.lags
+    values = sorted(lag for _, lag in lags)
+    last = [lag for since, lag in lags if since >= played.wall_s - 5.0]
+    worst = values[-1] if values else float("inf")  # no turn at all: nothing was processed
+    return Trial(
+        streams=streams,
+        sustained=worst <= max_lag_s,
+        max_lag_s=round(worst, 3),
+        p99_lag_s=round(values[min(len(values) - 1, int(0.99 * len(values)))], 3) if values else worst,
+        final_lag_s=round(statistics.median(last), 3) if last else worst,
+        cpu_share=round(played.cpu_s / played.wall_s, 3),
+        max_queue=played.max_queue,
+        heartbeats=daemon.outbox.heartbeats,
+        alarm_events_per_s=round(len(daemon.outbox.events) / played.wall_s, 1),
+        seconds=round(played.wall_s, 1),
+    )
+
+
+def daemon_capacity(
+    faults: bool = False,
+    gc_pacing: bool = True,
+    seconds: float = TRIAL_S,
+    start: int = 0,
+    tolerance: float = 0.05,
+    max_trials: int = 7,
+    max_lag_s: float = MAX_LAG_S,
+    pipeline_samples_per_s: float = 0.0,
+) -> dict[str, Any]:
+    """Search the daemon's capacity against a private mosquitto; `start` 0: START_SHARE of the
+    pipeline's flat-out capacity (measured here unless given)."""
+    if pipeline_samples_per_s <= 0:
+        pipeline_samples_per_s = pipeline_capacity()
+    if start <= 0:
+        start = _grain(START_SHARE * pipeline_samples_per_s)
+    print(
+        f"daemon capacity search from {start} streams (pipeline {pipeline_samples_per_s:,.0f} samples/s)",
+        file=sys.stderr,
+    )
+    with LocalBroker() as broker:
+
+        def trial(n: int) -> Trial:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = asyncio.run(
+                    trial_run(Path(tmp), broker.port, n, seconds, faults, gc_pacing, max_lag_s)
+                )
+            gc.unfreeze()  # the pacer froze this trial's pipeline; let it go before the next one
+            gc.collect()
+            return result
+
+        found = search(trial, start, tolerance=tolerance, max_trials=max_trials)
+    return {
+        "streams": found.streams,
+        "samples_per_s": found.streams,  # vitals: one sample per stream per second
+        "failed_at": found.failed_at,
+        "share_of_pipeline_capacity": round(found.streams / pipeline_samples_per_s, 3),
+        "pipeline_capacity_samples_per_s": round(pipeline_samples_per_s),
+        "faults": faults,
+        "trial_seconds": seconds,
+        "max_lag_s": max_lag_s,
+        "trials": [asdict(t) for t in found.trials],
+    }
