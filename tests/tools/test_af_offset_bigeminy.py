@@ -19,6 +19,7 @@ from tools.evaluate.af_offset import (
     PAIRS_AFTER,
     check_replica,
     newest_step,
+    offset_causes,
     report,
     rules,
     shipped,
@@ -113,3 +114,17 @@ def test_the_report_runs_its_folds() -> None:
     single = (r.ratio == 1) & (r.below == 1)
     text = report("t", config, records, records[:1], {BASELINE: shipped}, [(BASELINE, BASELINE, single)])
     assert "| shipped rule |" in text and "held-out subject" in text
+
+
+def test_offset_causes_account_for_every_false_beat_after_an_offset() -> None:
+    config = load_config(CPSC_CONFIG)
+    records = [series(str(k), rhythm(k)) for k in (1, 2, 3)]
+    causes, seen, offsets = offset_causes(config, records)
+    detector = af_detector(config, (2.0, 0.5))
+    flagged = 0
+    for s in records:
+        score = shipped(detector, contexts(s.values[:, 0], 16))
+        tail = slice(120, 140)  # the 20 beats after the offset
+        flagged += int(((np.nan_to_num(score[tail], nan=0.0) > 0.057) & ~s.labels[tail]).sum())
+    assert offsets == 3 and 0 <= seen <= 3
+    assert sum(causes.values()) == flagged

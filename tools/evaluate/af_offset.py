@@ -40,9 +40,11 @@ from agent.detectors.robust import nan_median
 from tools.evaluate.af_features import _parts, contexts
 from tools.evaluate.af_fit import EXPONENTS, STEPS
 from tools.evaluate.af_hysteresis import (
+    AFTER_OFFSET,
     BELOW_BEATS,
     ENTER_GRID,
     ERROR_CLASSES,
+    NEAR_BOUNDARY,
     RATIOS,
     Grid,
     Rules,
@@ -250,6 +252,52 @@ def load(args: argparse.Namespace) -> tuple[AgentConfig, list[Series], list[Seri
     return load_config(args.config), load_cpsc(args.data), mit
 
 
+OFFSET_CAUSES = (
+    "no rate step in the context",
+    "newest step is a speeding one (the onset)",
+    "slowing step, cut vetoed by an ectopic pattern",
+    "slowing step, too few differences after it (whole context scored)",
+    "slowing step, the beats after it score above threshold",
+)
+
+
+def offset_causes(config: AgentConfig, series: list[Series]) -> tuple[dict[str, int], int, int]:
+    """Why the shipped config flags beats in the AFTER_OFFSET beats after each AF offset, by OFFSET_CAUSES;
+    and how many offsets have a slowing step detected within NEAR_BOUNDARY beats, of how many. The config's
+    own γ, step and threshold (fitted on all six subjects): a description, not a held-out result."""
+    (spec,) = [d for d in config.detectors if d.type == "af"]
+    setting = (float(spec.params["rate_exponent"]), float(spec.params["rate_step"]))
+    threshold = float(spec.params["threshold"])
+    causes = dict.fromkeys(OFFSET_CAUSES, 0)
+    seen = offsets = 0
+    for s in series:
+        detector = af_detector(config, setting)
+        ctx = contexts(s.values[:, 0], detector.context_beats)
+        rr = np.where((ctx >= detector.min_rr_s) & (ctx <= detector.max_rr_s), ctx, np.nan)
+        score = shipped(detector, ctx)
+        whole = detector._measure(rr)
+        cut, slowing = newest_step(rr, detector.rate_step)
+        after = detector._measure(cut)
+        stepped = np.isnan(cut).sum(axis=1) > np.isnan(rr).sum(axis=1)
+        for off in np.flatnonzero(np.diff(s.labels.astype(np.int8)) == -1) + 1:
+            offsets += 1
+            seen += int(slowing[off : off + NEAR_BOUNDARY].any())
+            for i in range(int(off), min(int(off) + AFTER_OFFSET, int(s.labels.size))):
+                if s.labels[i] or not np.nan_to_num(score[i], nan=-np.inf) > threshold:
+                    continue
+                if not stepped[i]:
+                    causes[OFFSET_CAUSES[0]] += 1
+                elif not slowing[i]:
+                    causes[OFFSET_CAUSES[1]] += 1
+                elif whole.patterned[i]:
+                    causes[OFFSET_CAUSES[2]] += 1
+                elif np.isnan(after.score[i]):
+                    causes[OFFSET_CAUSES[3]] += 1
+                else:
+                    causes[OFFSET_CAUSES[4]] += 1
+    return causes, seen, offsets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser_args = arguments(
         "python -m tools.evaluate.af_offset", __doc__.split("\n\n")[0], "eval-af-offset", argv
@@ -267,7 +315,17 @@ def main(argv: list[str] | None = None) -> int:
         (f"hysteresis (exit ratio and m fitted) {PAIRS_AFTER}", PAIRS_AFTER, r.below >= 1),
     ]
     title = f"af: a direction-aware rate step (AF offsets), leave one subject out — `{parser_args.config}`"
-    write_report(parser_args.out, report(title, config, series, mit, {v: variant(v) for v in VARIANTS}, rows))
+    text = report(title, config, series, mit, {v: variant(v) for v in VARIANTS}, rows)
+    causes, seen, offsets = offset_causes(config, series)
+    diagnosis = [
+        "",
+        "# Why beats after AF offsets are flagged (the config as given, fitted on all six: descriptive)",
+        "",
+        f"A slowing rate step is detected within {NEAR_BOUNDARY} beats of {seen} of the {offsets} offsets.",
+        "",
+        table([f"false beats in the {AFTER_OFFSET} after an offset", "beats"], list(causes.items())),
+    ]
+    write_report(parser_args.out, text + "\n" + "\n".join(diagnosis))
     return 0
 
 
