@@ -13,8 +13,9 @@ This module measures the 100 % that "50 % load" should be relative to, on the sa
 
 - A **trial** plays N streams at real rate for `seconds` (default 35: the heartbeat and its state save,
   every 30 s, fall inside it). The daemon *sustains* N when no reading waited more than `max_lag_s`
-  (1 s) from its due time to the end of the pipeline turn that took it (`LagPipeline.lags`). A reading
-  put late by a busy feeder counts from its due time, so the feeder's own delays count too. An
+  (1 s) from its due time to the end of the pipeline turn that took it (`LagPipeline.lags`), the
+  backlog left when the feeding ends included (it must be gone within 2 × `max_lag_s`). A reading put
+  late by a busy feeder counts from its due time, so the feeder's own delays count too. An
   overload of ε makes the lag grow by ε seconds a second, so a 35 s trial catches ε above about 3 %;
   a smaller one needs a longer trial (`--seconds`).
 - A **search** finds the largest sustained N: from `start`, up by the first trial's CPU share
@@ -40,6 +41,7 @@ import gc
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,10 +147,17 @@ async def trial_run(
     """Play `streams` streams for `seconds` through the daemon at real rate; sustained or not."""
     async with running_daemon(workdir, port, streams, seconds, faults, gc_pacing) as daemon:
         played = await play(daemon, int(seconds / daemon.load.step_s))
+        # The backlog left in the queue counts too: its readings' lags are noted as they are taken.
+        queue, deadline = daemon.session.queue, time.monotonic() + 2 * max_lag_s
+        while not queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        left = queue.qsize()
+        await asyncio.sleep(0.1)  # the turn that took the last of them ends
     lags = daemon.pipeline.lags
     values = sorted(lag for _, lag in lags)
     last = [lag for since, lag in lags if since >= played.wall_s - 5.0]
-    worst = values[-1] if values else float("inf")  # no turn at all: nothing was processed
+    # No turn at all, or a backlog still there well after the last reading was due: not sustained.
+    worst = values[-1] if values and not left else float("inf")
     return Trial(
         streams=streams,
         sustained=worst <= max_lag_s,
