@@ -117,7 +117,8 @@ class Agent:
                 cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote, self.gc_pacer
             )
             run.load_gateway_alarms(alarms)
-            run.journal.generation = str(saved.get(state_journal.GENERATION, ""))  # until the save below
+            # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.
+            outbox.number_notes_after(state_journal.NOTE, state_journal.notes_included(saved))
             run.outbox_was_replaced = damaged_outbox is not None  # raised as outbox_damaged
             return run
 

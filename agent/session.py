@@ -38,7 +38,7 @@ from agent.remote import RemoteCommands
 from agent.sources import Source, open_source
 from agent.sources.counters import source_stats
 from agent.state import write_json
-from agent.state_file import write_state
+from agent.state_saver import StateSaver, StateSnapshot
 from agent.status import LAST_HEARTBEAT, StatusServer
 from agent.systemd import notify, watchdog_period_s
 from agent.uplink.mqtt import MqttUplink
@@ -82,6 +82,7 @@ class _Session:
         self.session = session
         self.state_dir = state_dir
         self.journal = state_journal.EpisodeJournal(cfg.alarms)
+        self.saver = StateSaver(state_dir / state_journal.STATE_FILE, outbox)
         # One transaction, one fsync per turn; the episodes the events imply are committed with them.
         self.held = HeldAlarms(
             lambda events: outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events)),
@@ -305,7 +306,8 @@ class _Session:
                 self.uplink.notify()
             with contextlib.suppress(OSError):
                 write_json(self.state_dir / LAST_HEARTBEAT, self.last_heartbeat)
-            self.save_state()  # calibration and active episodes survive a crash, one interval old at most
+            # Calibration and active episodes survive a crash, one interval old at most.
+            await self.saver.save_in_thread(self.state_snapshot())
 
     def _technical_active(self) -> int:
         return sum(a.active_count() for a in self.gateway_alarms)
@@ -384,17 +386,14 @@ class _Session:
             else:
                 log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
 
+    def state_snapshot(self) -> StateSnapshot:
+        """What `pipeline.json` saves, copied on the event loop (see `agent.state_saver`)."""
+        gateway = {a.key: [a.snapshot()] for a in self.gateway_alarms}
+        return self.saver.snapshot(self.pipeline.detector_state(), self.pipeline.alarm_snapshot() | gateway)
+
     def save_state(self) -> None:
-        generation = state_journal.new_generation()
-        state = {
-            "detectors": self.pipeline.detector_state(),
-            "alarms": self.alarm_state(),
-            state_journal.GENERATION: generation,
-        }
-        with contextlib.suppress(*WRITE_ERRORS):  # a full disk must not stop alarms (held_alarms)
-            write_state(self.state_dir / state_journal.STATE_FILE, state, self.outbox.sealer)
-            self.journal.generation = generation  # durable: later notes build on this save
-            self.outbox.drop_notes(state_journal.NOTE)
+        """Save `pipeline.json` now, on the event loop (start-up and shutdown)."""
+        self.saver.save(self.state_snapshot())
 
     def snapshot(self) -> dict[str, Any]:
         """What `edge-agent status` shows: the last heartbeat plus live uplink and outbox figures."""

@@ -8,14 +8,20 @@ ended ends again under the same `{id}:{seq}` with other content.
 
 So every turn that commits events also records the episode rows those events imply (id, next seq,
 active or ended, onset and detection times, peak), derived from the events alone, so the cost is per event,
-not per stream. The record is appended as a note in the SAME outbox transaction as the events: after
-any crash the note and the events are both there or both missing. Each turn writes only its own rows
-(rewriting every row changed since the last save cost ~10 ms per turn at 1,000 rows in an alarm
-storm). A full save makes the notes redundant, so they are dropped; each full save also starts a new
-generation, recorded in `pipeline.json` and carried by the notes written after it, so notes that
-outlive their save (a crash before the drop) are recognised as older and ignored. At start-up the
-rows of the current generation's notes are laid, oldest first, over the alarm state of
-`pipeline.json` before it is loaded; then a full save follows.
+not per stream. The record is appended as a numbered note in the SAME outbox transaction as the events:
+after any crash the note and the events are both there or both missing. Each turn writes only its own
+rows (rewriting every row changed since the last save cost ~10 ms per turn at 1,000 rows in an alarm
+storm).
+
+A full save records the number of the last note its state includes (`journal` in `pipeline.json`);
+once the save is durable, the notes up to that number are dropped. The save is built on the event loop
+and written in a thread, so turns go on committing notes meanwhile: those are numbered above the mark and
+stay, and a save that fails leaves every note in place. Notes that outlive their save (a crash before
+the drop) are at or below the mark and ignored. At start-up the rows of the notes above the mark are
+laid, oldest first, over the alarm state of `pipeline.json` before it is loaded, and the outbox numbers
+later notes above the mark (even if it was replaced and starts empty); then a full save follows. With no
+saved state (none yet, or an unreadable file set aside) every note is laid over an empty one, so the
+episodes they record still end under their own ids.
 
 When the outbox is encrypted at rest, it seals the note like the payloads.
 """
@@ -23,7 +29,6 @@ When the outbox is encrypted at rest, it seals the note like the payloads.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,25 +38,23 @@ from agent.pipeline.technical import BUILTIN_PREFIX, TECHNICAL_COOLDOWN_S
 
 NOTE = "episodes"  # the outbox notes' name
 STATE_FILE = "pipeline.json"
-GENERATION = "journal"  # key in pipeline.json: the generation of the notes written after that save
+JOURNAL = "journal"  # key in pipeline.json: the number of the last note the saved state includes
 
 
-def new_generation() -> str:
-    """A fresh generation for a full save to record. Notes carry the generation of the save they
-    follow, so notes left over from before a save (a crash before they were dropped, or a drop the disk
-    lost) are never laid over the newer state."""
-    return secrets.token_hex(8)
+def notes_included(saved: Mapping[str, Any]) -> int:
+    """The number of the last note `saved` (a `pipeline.json`) includes; -1 when it has none."""
+    mark = saved.get(JOURNAL)
+    return mark if isinstance(mark, int) and not isinstance(mark, bool) else -1
 
 
 class EpisodeJournal:
     """The episode rows implied by each turn's events, as outbox notes."""
 
-    def __init__(self, rules: Sequence[AlarmRuleConfig], generation: str = "") -> None:
+    def __init__(self, rules: Sequence[AlarmRuleConfig]) -> None:
         # Per pipeline alarm book ("detector/condition"): its cooldown and whether it escalates.
         self.rules = {
             f"{r.detector}/{r.condition}": (r.cooldown_s, r.escalate_after_s is not None) for r in rules
         }
-        self.generation = generation  # that of the last durable full save: see `new_generation`
 
     def note(self, events: Sequence[AlarmEvent]) -> tuple[str, str]:
         """The outbox note to commit with `events`: the rows they change, in order."""
@@ -59,7 +62,7 @@ class EpisodeJournal:
         for event in events:
             key = f"{event.explanation.detector}/{event.condition}"
             rows.append({"key": key, **self._row(key, event)})
-        return NOTE, json.dumps({"generation": self.generation, "rows": rows})
+        return NOTE, json.dumps({"rows": rows})
 
     def _row(self, key: str, event: AlarmEvent) -> dict[str, Any]:
         """The row `AlarmBook.load_state` takes, as the event leaves it."""
@@ -88,16 +91,20 @@ class EpisodeJournal:
         return row
 
 
-def saved_alarms(saved: Mapping[str, Any], notes: Sequence[str]) -> dict[str, Any]:
-    """The alarm state of `pipeline.json` (`saved`) with the rows of the outbox notes written after
-    it laid over it, oldest first (an unreadable note, or one from an older generation, changes nothing)."""
+def saved_alarms(saved: Mapping[str, Any], notes: Sequence[tuple[int, str]]) -> dict[str, Any]:
+    """The alarm state of `pipeline.json` (`saved`) with the rows of the outbox notes (number, text)
+    written after it laid over it, oldest first (an unreadable note changes nothing)."""
     alarms: dict[str, Any] = {k: dict(v) for k, v in (saved.get("alarms") or {}).items()}
-    generation = str(saved.get(GENERATION, ""))
-    for note in notes:
+    legacy = saved.get(JOURNAL) if isinstance(saved.get(JOURNAL), str) else None
+    included = notes_included(saved)
+    for number, note in notes:
         try:
             record = json.loads(note)
-            rows = record["rows"] if record["generation"] == generation else []
-        except (ValueError, TypeError, KeyError):
+            if legacy is not None:  # saved before notes were numbered: the notes of its generation
+                rows = record["rows"] if record.get("generation") == legacy else []
+            else:
+                rows = record["rows"] if number > included else []
+        except (ValueError, TypeError, KeyError, AttributeError):
             continue
         for row in rows if isinstance(rows, list) else []:
             row = dict(row)

@@ -89,31 +89,48 @@ def test_each_turn_appends_only_its_own_rows_and_a_drop_empties_the_notes(tmp_pa
         outbox.put_alarms(start, "edge/s/gw/alarm", note=journal.note(start))
         outbox.put_alarms(end, "edge/s/gw/alarm", note=journal.note(end))
         notes = outbox.notes(state_journal.NOTE)
-        assert [[r["state"] for r in json.loads(n)["rows"]] for n in notes] == [["ACTIVE"], ["NORMAL"]]
+        assert [n for n, _ in notes] == [0, 1]
+        assert [[r["state"] for r in json.loads(t)["rows"]] for _, t in notes] == [["ACTIVE"], ["NORMAL"]]
         outbox.drop_notes(state_journal.NOTE)
         assert outbox.notes(state_journal.NOTE) == []
     with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:  # numbering goes on after a restart
         later = [event(Phase.START, 0, episode="01a2-ep2")]
         outbox.put_alarms(start, "edge/s/gw/alarm", note=journal.note(start))
         outbox.put_alarms(later, "edge/s/gw/alarm", note=journal.note(later))
-        ids = [json.loads(n)["rows"][0]["episode"]["id"] for n in outbox.notes(state_journal.NOTE)]
+        ids = [json.loads(t)["rows"][0]["episode"]["id"] for _, t in outbox.notes(state_journal.NOTE)]
     assert ids == ["01a2-ep1", "01a2-ep2"]
 
 
-def test_notes_older_than_the_last_full_save_are_ignored(tmp_path: Path) -> None:
+def test_notes_the_last_full_save_includes_are_ignored(tmp_path: Path) -> None:
     """A crash after a full save but before its notes were dropped (or a drop the disk lost)."""
     with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:
-        journal = state_journal.EpisodeJournal([RULE], generation="g1")
+        journal = state_journal.EpisodeJournal([RULE])
         start = [event(Phase.START, 0)]
         outbox.put_alarms(start, "edge/s/gw/alarm", note=journal.note(start))
-        # The episode ended and a full save (generation g2) recorded it; the g1 note is still there.
-        saved = {"alarms": {KEY: {"condition": "tachycardia", "streams": []}}, state_journal.GENERATION: "g2"}
+        # The episode ended and a full save that includes note 0 recorded it; note 0 is still there.
+        saved = {"alarms": {KEY: {"condition": "tachycardia", "streams": []}}, state_journal.JOURNAL: 0}
         assert state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE)) == saved["alarms"]
-        journal.generation = "g2"
         later = [event(Phase.START, 0, episode="01a2-ep2")]
         outbox.put_alarms(later, "edge/s/gw/alarm", note=journal.note(later))
         [row] = state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))[KEY]["streams"]
     assert row["episode"]["id"] == "01a2-ep2"
+
+
+def test_a_state_saved_before_notes_were_numbered_takes_the_notes_of_its_generation(tmp_path: Path) -> None:
+    """pipeline.json and notes left by the previous version (a random generation instead of a number)."""
+    start, later = [event(Phase.START, 0)], [event(Phase.START, 0, episode="01a2-ep2")]
+    with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:
+        for events, generation in ((start, "g1"), (later, "g2")):
+            rows = json.loads(state_journal.EpisodeJournal([RULE]).note(events)[1])["rows"]
+            outbox.put_alarms(
+                events,
+                "edge/s/gw/alarm",
+                note=(state_journal.NOTE, json.dumps({"generation": generation, "rows": rows})),
+            )
+        saved = {"alarms": OLD["alarms"], state_journal.JOURNAL: "g2"}
+        [row] = state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))[KEY]["streams"]
+    assert row["episode"]["id"] == "01a2-ep2"
+    assert state_journal.notes_included(saved) == -1  # the start-up save then numbers from what is there
 
 
 def test_with_encryption_at_rest_the_note_is_sealed_and_opens(tmp_path: Path) -> None:
@@ -126,7 +143,7 @@ def test_with_encryption_at_rest_the_note_is_sealed_and_opens(tmp_path: Path) ->
     assert STREAM.device_pseudonym.encode() not in on_disk
     assert b'"episode"' not in on_disk and b"tachycardia" not in on_disk
     with Outbox(config) as outbox:
-        [note] = outbox.notes(state_journal.NOTE)
+        [(_, note)] = outbox.notes(state_journal.NOTE)
     assert json.loads(note)["rows"][0]["episode"]["id"] == "01a2-ep1"
     with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as keyless:  # a sealed note without the key
         assert keyless.notes(state_journal.NOTE) == []

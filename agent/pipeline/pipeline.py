@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agent.alarms import AlarmBook
+from agent.alarms import AlarmBook, BookSnapshot, merged_state
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
@@ -190,12 +190,15 @@ class Pipeline:
     def alarm_state(self) -> dict[str, Any]:
         """Open alarm episodes (and cooldowns) per rule, keyed "detector/condition", with the signal-
         quality alarms of every stream name (one key per condition, rows of all stream names)."""
-        state = {key: book.state() for key, book in self._books.items()}
+        return merged_state(self.alarm_snapshot())
+
+    def alarm_snapshot(self) -> dict[str, list[BookSnapshot]]:
+        """`alarm_state()` before its conversion to JSON: cheap copies to convert off the event loop."""
+        books = {key: [book.snapshot()] for key, book in self._books.items()}
         for stream in self.streams.values():
-            for key, book in stream.quality_alarms.state().items():
-                merged = state.setdefault(key, {"condition": book["condition"], "streams": []})
-                merged["streams"] = merged["streams"] + book["streams"]
-        return state
+            for key, book in stream.quality_alarms.snapshot().items():
+                books.setdefault(key, []).append(book)
+        return books
 
     def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.alarms import AlarmBook, AlarmState, StreamRef
+from agent.alarms import AlarmBook, AlarmState, BookSnapshot, StreamRef
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import ScoreBlock
 from agent.events import AlarmEvent, AlarmKind, Phase, Priority
@@ -219,6 +219,10 @@ class QualityAlarms:
         """Each condition's saved book, keyed like the pipeline's alarm books."""
         return {alarm.key: alarm.state() for _, alarm in self._alarms.values()}
 
+    def snapshot(self) -> dict[str, BookSnapshot]:
+        """`state()` before its conversion to JSON (see `AlarmBook.snapshot`)."""
+        return {alarm.key: alarm.snapshot() for _, alarm in self._alarms.values()}
+
     def load_state(self, alarms: Mapping[str, Any], stream: str) -> None:
         """Restore this stream name's rows of `state()` (books of all stream names share a key), into
         fresh books (a restart)."""
@@ -291,6 +295,9 @@ class ThresholdAlarm:
 
     def state(self) -> dict[str, Any]:
         return self._book.state()
+
+    def snapshot(self) -> BookSnapshot:
+        return self._book.snapshot()
 
     def load_state(self, state: Mapping[str, Any], stream: str | None = None) -> list[StreamRef]:
         """Restore `state()`, only the rows of stream name `stream` when given; the streams restored."""

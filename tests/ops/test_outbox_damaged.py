@@ -173,11 +173,11 @@ def test_a_note_whose_text_is_not_utf8_is_left_out(tmp_path: Path) -> None:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     damage_text(path, b"second-note")
     with Outbox(OutboxConfig(path)) as outbox:
-        assert outbox.notes("episodes") == ["first-note", "third-note"]
+        assert outbox.notes("episodes") == [(0, "first-note"), (2, "third-note")]
         outbox.put_many(
             [OutboxItem("n3", "edge/s/gw/alarm", b"p", Kind.ALARM, 0, 1000.0)], note=("episodes", "4th")
         )
-        assert outbox.notes("episodes") == ["first-note", "third-note", "4th"]
+        assert outbox.notes("episodes") == [(0, "first-note"), (2, "third-note"), (3, "4th")]
 
 
 def test_a_damaged_row_raises_the_outbox_unreadable_alarm(tmp_path: Path) -> None:

@@ -177,14 +177,17 @@ def active_episodes(state_dir: Path, outbox_path: Path) -> set[str]:
     try:
         prefix = f"note:{state_journal.NOTE}:"
         rows = db.execute(
-            "SELECT value FROM outbox_meta WHERE substr(name, 1, ?) = ? ORDER BY name", (len(prefix), prefix)
+            "SELECT name, value FROM outbox_meta WHERE substr(name, 1, ?) = ? ORDER BY name",
+            (len(prefix), prefix),
         ).fetchall()
     finally:
         db.close()
     saved = read_json(state_dir / state_journal.STATE_FILE) or {}
     return {
         str(stream["episode"]["id"])
-        for book in state_journal.saved_alarms(saved, [str(r[0]) for r in rows]).values()
+        for book in state_journal.saved_alarms(
+            saved, [(int(n[len(prefix) :]), str(v)) for n, v in rows]
+        ).values()
         for stream in book.get("streams", [])
         if stream.get("episode")
     }

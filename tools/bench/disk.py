@@ -169,7 +169,7 @@ def outbox_writes(
                 box.take(WINDOW)  # the wake-up after the PUBACK
                 commits.check()
             if what == "heartbeat":
-                box.drop_notes(NOTE)  # after the full save of pipeline.json
+                box.drop_notes(NOTE, through=box.last_note(NOTE))  # after the full save of pipeline.json
                 commits.check()
             wal = path.with_name(path.name + "-wal")
             wal_max = max(wal_max, wal.stat().st_size if wal.exists() else 0)

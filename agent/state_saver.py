@@ -1,0 +1,81 @@
+"""The full save of `pipeline.json`, off the event loop, without losing a journal note.
+
+At tens of thousands of streams in an alarm storm the saved state is megabytes; built, encoded and
+written on the event loop with each heartbeat it held the pipeline for ~200 ms (75,000 streams), longer
+than any other step, and set the latency's tail. So a save is split in two:
+
+- on the event loop, a `StateSnapshot`: the detectors' state, copies of the alarm books' rows
+  (`AlarmBook.snapshot`: a few array copies) and the number of the last journal note committed so far,
+  which the copied state includes (notes and books only change on the loop);
+- in a thread, the rest: the books' rows as JSON, the encoding (in pieces, so the loop gets the GIL
+  between them: `encode_state`), sealing, the fsynced write and then dropping the notes up to that
+  number (`agent.state_journal`). Notes committed meanwhile are numbered above it and stay; a write that
+  fails drops nothing.
+
+Saves are written one at a time and in the order their snapshots were taken: a snapshot older than one
+already written is skipped, so a shutdown's last save is never overwritten by a heartbeat's slower one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import state_journal
+from agent.alarms import BookSnapshot, merged_state
+from agent.held_alarms import WRITE_ERRORS
+from agent.outbox import Outbox
+from agent.state_file import write_state
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """What one save writes, independent of the live pipeline."""
+
+    detectors: dict[str, Any]
+    alarms: dict[str, list[BookSnapshot]]
+    notes_included: int  # the number of the last journal note this state includes
+    taken: int  # the order in which snapshots were taken
+
+    def state(self) -> dict[str, Any]:
+        """The JSON-able content of `pipeline.json`."""
+        return {
+            "detectors": self.detectors,
+            "alarms": merged_state(self.alarms),
+            state_journal.JOURNAL: self.notes_included,
+        }
+
+
+class StateSaver:
+    """Writes `StateSnapshot`s to `path` and drops the journal notes each one includes."""
+
+    def __init__(self, path: Path, outbox: Outbox) -> None:
+        self.path = path
+        self.outbox = outbox
+        self._count = itertools.count()
+        self._lock = threading.Lock()  # one write at a time: they share the temporary file
+        self._written = -1  # `taken` of the last snapshot written
+
+    def snapshot(self, detectors: dict[str, Any], alarms: dict[str, list[BookSnapshot]]) -> StateSnapshot:
+        """Call on the event loop, where notes are committed: the state and the note number agree."""
+        included = self.outbox.last_note(state_journal.NOTE)
+        return StateSnapshot(detectors, alarms, included, next(self._count))
+
+    def save(self, snapshot: StateSnapshot) -> None:
+        """Write `snapshot` (on the calling thread) unless a later one was written already. A full disk
+        loses this save, not the agent: the notes stay until a later save succeeds (held_alarms)."""
+        with self._lock:
+            if snapshot.taken < self._written:
+                return
+            with contextlib.suppress(*WRITE_ERRORS):
+                write_state(self.path, snapshot.state(), self.outbox.sealer)
+                self._written = snapshot.taken
+                self.outbox.drop_notes(state_journal.NOTE, through=snapshot.notes_included)
+
+    async def save_in_thread(self, snapshot: StateSnapshot) -> None:
+        await asyncio.to_thread(self.save, snapshot)
