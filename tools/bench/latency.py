@@ -219,6 +219,7 @@ async def running_daemon(
         await uplink.stop()
         uplink_task.cancel()
         await asyncio.gather(uplink_task, return_exceptions=True)
+        session.save_state()  # as the daemon ends a session; it also waits for a heartbeat's save thread
         outbox.close()
 
 
