@@ -16,7 +16,7 @@ import pytest
 
 from agent.localbroker import LocalBroker
 from tools.bench.__main__ import main as bench_main
-from tools.bench.capacity import GRAIN, Trial, next_streams, search, trial_run
+from tools.bench.capacity import GRAIN, Trial, judge, next_streams, search, trial_run
 
 
 def fake(capacity: int, share_per_stream: float = 1e-5) -> tuple[Callable[[int], Trial], list[int]]:
@@ -78,10 +78,33 @@ def test_search_logs_every_trial() -> None:
     assert "4000 streams sustained" in lines[0] and "NOT sustained" in lines[1]
 
 
+def steady(seconds: float = 35.0, lag: float = 0.02, per_s: int = 50) -> list[tuple[float, float]]:
+    return [(i / per_s, lag) for i in range(int(seconds * per_s))]
+
+
+def test_judge_passes_a_steady_lag_and_a_stall_that_drains() -> None:
+    assert judge(steady(), 35.0, 0, 1.0).sustained
+    # the heartbeat's stall at 29 s: 0.6 s of backlog, drained by 33 s
+    stall = [(t, lag + max(0.0, 0.6 - 0.15 * (t - 29.0)) if t >= 29.0 else lag) for t, lag in steady()]
+    verdict = judge(stall, 35.0, 0, 1.0)
+    assert verdict.sustained and verdict.worst == pytest.approx(0.62) and verdict.growth < 0.01
+
+
+def test_judge_fails_a_creeping_backlog_a_stall_and_a_backlog_left() -> None:
+    creeping = [(t, lag + 0.02 * t) for t, lag in steady()]  # 2 % overload: 0.7 s after 35 s
+    verdict = judge(creeping, 35.0, 0, 1.0)
+    assert verdict.worst < 1.0 and not verdict.sustained and verdict.growth > 0.5
+    stalled = [*steady(), (35.0, 1.5)]
+    assert not judge(stalled, 35.0, 0, 1.0).sustained
+    assert not judge(steady(), 35.0, 1, 1.0).sustained  # readings still queued after the drain
+    assert not judge([], 35.0, 0, 1.0).sustained  # nothing processed at all
+
+
 def test_real_trial_judges_by_the_lag_of_every_batch(mosquitto: LocalBroker, tmp_path: Path) -> None:
     easy = asyncio.run(trial_run(tmp_path / "a", mosquitto.port, 300, seconds=3.0))
     assert easy.sustained and 0 < easy.max_lag_s <= 1.0
     assert easy.p99_lag_s <= easy.max_lag_s and easy.final_lag_s <= easy.max_lag_s
+    assert easy.growth_s <= 0.1
     assert 2.5 <= easy.seconds <= 4.0 and 0 < easy.cpu_share < 1.0
     # The same run judged by a bound no real batch meets: not sustained.
     strict = asyncio.run(trial_run(tmp_path / "b", mosquitto.port, 300, seconds=2.0, max_lag_s=0.0))
