@@ -14,7 +14,8 @@ from agent import state_file, state_journal, state_saver
 from agent.alarms import StreamRef
 from agent.config.schema import OutboxConfig
 from agent.events import AlarmEvent, Priority
-from agent.outbox import Outbox
+from agent.outbox import Kind, Outbox, OutboxItem
+from agent.outbox import notes as notes_module
 from agent.pipeline.technical import ThresholdAlarm
 from agent.state_file import read_state
 from agent.state_saver import StateSaver
@@ -138,4 +139,22 @@ def test_the_state_is_encoded_in_pieces_exactly_as_one_call_would(
         "e": [[]] * 5,
     }
     expected = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-    assert state_file.encode_state(value) == expected
+    pieces: list[None] = []
+    assert state_file.encode_state(value, lambda: pieces.append(None)) == expected
+    assert (len(pieces) > 0) == (chunk < 7)  # given way between pieces, only where there are pieces
+
+
+def test_notes_are_dropped_in_batches_up_to_the_number_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notes_module, "DROP_BATCH", 2)
+    with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:
+        for i in range(7):
+            item = OutboxItem(f"n{i}", TOPIC, b"p", Kind.ALARM, 0, 1000.0)
+            outbox.put_many([item], note=(state_journal.NOTE, f"note {i}"))
+        outbox.put_many([OutboxItem("other", TOPIC, b"p", Kind.ALARM, 0, 1000.0)], note=("other", "kept"))
+        outbox.drop_notes(state_journal.NOTE, through=4)
+        assert outbox.notes(state_journal.NOTE) == [(5, "note 5"), (6, "note 6")]
+        outbox.drop_notes(state_journal.NOTE)
+        assert outbox.notes(state_journal.NOTE) == []
+        assert outbox.notes("other") == [(0, "kept")]

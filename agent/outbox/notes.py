@@ -24,6 +24,7 @@ log = logging.getLogger("agent.outbox")
 
 _SEALED_NOTE = "sealed:"  # prefix of a note stored sealed (base64 of the AES-GCM box)
 _NOTE_DIGITS = 12  # a note's name: note:<name>:<12-digit number>
+DROP_BATCH = 500  # notes dropped per transaction
 
 
 class _Notes(_Transactions):
@@ -86,18 +87,22 @@ class _Notes(_Transactions):
         return key, _SEALED_NOTE + base64.b64encode(self._sealer.seal(text.encode(), key, "")).decode()
 
     def drop_notes(self, name: str, through: int | None = None) -> None:
-        """Drop the notes under `name`: all of them, or those numbered up to `through`."""
+        """Drop the notes under `name`: all of them, or those numbered up to `through`. In batches of
+        `DROP_BATCH`, the lock let go between them: the state saver's thread drops an alarm storm's
+        notes (12,000 rows, 90 ms in one transaction) while the event loop commits alarms."""
         prefix = f"note:{name}:"
-        with self._lock, self._transaction("NORMAL"):
-            if through is None:
-                self._db.execute(
-                    "DELETE FROM outbox_meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
-                )
-            else:  # 12-digit numbers sort as text
-                self._db.execute(
-                    "DELETE FROM outbox_meta WHERE substr(name, 1, ?) = ? AND name <= ?",
-                    (len(prefix), prefix, f"{prefix}{through:0{_NOTE_DIGITS}d}"),
-                )
+        if through is None:  # every name that starts with the prefix sorts below "note:<name>;"
+            below, bound = "<", f"note:{name};"
+        else:  # 12-digit numbers sort as text
+            below, bound = "<=", f"{prefix}{through:0{_NOTE_DIGITS}d}"
+        dropped = DROP_BATCH
+        while dropped == DROP_BATCH:
+            with self._lock, self._transaction("NORMAL"):
+                dropped = self._db.execute(
+                    "DELETE FROM outbox_meta WHERE name IN (SELECT name FROM outbox_meta "
+                    f"WHERE name >= ? AND name {below} ? ORDER BY name LIMIT ?)",
+                    (prefix, bound, DROP_BATCH),
+                ).rowcount
 
 
 def _number(key: str, prefix: str) -> int | None:
