@@ -335,10 +335,21 @@ class _Session:
 
     def follow_clock(self, now: float, now_monotonic: float) -> None:
         """Move the gateway alarms' timers (kept in wall time) with a step of the wall clock noticed
-        since the previous call, so a step is neither a cooldown that never ends nor one run out."""
+        since the previous call, so a step is neither a cooldown that never ends nor one run out; and
+        the alarm events this run queued before the step, so they are sent in the corrected clock."""
         stepped = self._clock_steps.step(now, now_monotonic)
+        try:
+            moved = self.outbox.follow_clock(stepped, now)
+        except WRITE_ERRORS as exc:  # a full or failing disk: they are sent as stamped, never lost
+            log.error("queued alarm events keep their times: the outbox cannot be written (%s)", exc)
+            moved = 0
         if stepped:
-            log.warning("the gateway clock stepped by %+.0f s: the gateway alarms' timers follow it", stepped)
+            log.warning(
+                "the gateway clock stepped by %+.0f s: the gateway alarms' timers follow it, and %d alarm "
+                "event(s) queued before it were moved by it",
+                stepped,
+                moved,
+            )
             for alarm in self.gateway_alarms:
                 alarm.shift_times(stepped)
 

@@ -13,10 +13,12 @@ what it guarantees):
 - `writing`: puts and batched puts, the bound in bytes, the eviction of heartbeats.
 - `draining`: `take` in drain order, rows in flight, acknowledgements and batched deletes, refusals,
   expired heartbeats.
+- `restamping`: the alarms this outbox queued before a step of the wall clock, moved by the step.
 - `store`: the `Outbox` itself: opening the file, replacing a damaged one, counts, closing.
 
-The parts are mixins of one class: `Outbox(_Writing, _Draining)`, `_Writing(_Notes, _Encryption)`,
-`_Draining(_Encryption)`, all on `_Transactions`, which declares the state `Outbox.__init__` sets.
+The parts are mixins of one class: `Outbox(_Writing, _Draining, _Restamping)`,
+`_Writing(_Notes, _Encryption)`, `_Draining(_Encryption)`, `_Restamping(_Encryption)`, all on
+`_Transactions`, which declares the state `Outbox.__init__` sets.
 
 The tunables are read in the module that defines them (`draining.DELETE_AT`, `store.PAGE_SIZE`, ...):
 a test changes them there; the names re-exported here are copies, and setting them changes nothing.

@@ -25,6 +25,7 @@ from pathlib import Path
 from agent.config.schema import OutboxConfig
 from agent.outbox.draining import _Draining
 from agent.outbox.items import OutboxDamagedError, OutboxError, OutboxItem, OutboxStats, State
+from agent.outbox.restamping import _Restamping
 from agent.outbox.rows import _lenient_text
 from agent.outbox.schema import _INDEXES, _LIVE, _META, _MIGRATE_V1, _SELECT, _TABLE, SCHEMA_VERSION
 from agent.outbox.transactions import _Taken
@@ -39,7 +40,7 @@ log = logging.getLogger("agent.outbox")
 PAGE_SIZE = 1024
 
 
-class Outbox(_Writing, _Draining):
+class Outbox(_Writing, _Draining, _Restamping):
     """A bounded, durable, prioritised queue of messages for the broker."""
 
     def __init__(self, config: OutboxConfig, *, clock: Callable[[], float] = time.time) -> None:
@@ -93,6 +94,9 @@ class Outbox(_Writing, _Draining):
                 "AND typeof(created) IN ('real', 'integer')"
             ).fetchone()[0]
             self._alarms_created = -math.inf if newest is None else float(newest)  # see `put_many`
+            # Rows above this seq are this outbox's: a step of the clock moves them (`restamping`).
+            self._seq_at_open = self._steady_seq = self._highest_seq()
+            self._created_at_open = self._alarms_created
         except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema may not even be UTF-8
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._db.close()

@@ -1,0 +1,122 @@
+"""Restamping: alarm events queued before a step of the gateway's wall clock are moved by the step.
+
+Strategy: a gateway without a real-time clock boots in the wrong time and NTP steps it at its first
+sync, which in an offline clinic may come days later, when the link is back (docs/robustness.md, "The
+gateway clock jumps"). The session notices a step (`agent.clock.ClockSteps`) and calls `follow_clock`
+once a second, with the step (0.0 most of the time). On a step, every alarm row this outbox committed
+before it that is still pending gets its payload's wall times (`_TIMES`) and its `created` moved by the
+step, re-sealed when the outbox is encrypted, all in one FULL transaction: the drain order and the
+heartbeat's `oldest_undelivered_age_s` follow, and a restart keeps the correction. Two steps add up.
+
+Which rows: those with a `seq` above the highest at open (this outbox's: the clock of an earlier
+process's rows cannot be known), up to the highest seen at the previous `follow_clock` (certainly before
+the step). A row put since then (the second in which the step happened) is judged by its `created`:
+before the step if it is nearer the clock before it (`now - step`) than the clock now. Rows in flight or
+acknowledged keep their bytes (a re-send must be byte-identical for the receiver's dedup by id); rows
+refused or set aside, heartbeats (they expire on their own) and rows that do not open are left as they are.
+
+Order: an alarm's `created` is never earlier than that of one put before it (`agent.outbox.writing`).
+Going through this outbox's alarm rows in `seq` order, each `created` is kept at or above the one before
+it and above every alarm of the file at open; the clamp of later puts (`_alarms_created`) follows.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from agent.events import encode
+from agent.outbox.encryption import _Encryption
+from agent.outbox.rows import _is_text
+from agent.sealing import SealError
+
+# The absolute wall times of an alarm payload (`AlarmEvent.to_payload`); the rest are values or durations.
+_TIMES = ("onset_time", "detection_time", "end_time")
+
+
+def restamped(payload: bytes, step: float) -> bytes:
+    """The alarm payload with its wall times moved by `step` seconds (to the millisecond, as written) and
+    every other byte as it was. `ValueError` (or `OverflowError`) when it is not such a payload."""
+    doc = json.loads(payload)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    shift = timedelta(milliseconds=round(step * 1000))
+    for name in _TIMES:
+        value = doc.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{name} is not a time")
+        moved = datetime.fromisoformat(value) + shift  # the form of `agent.events.iso_time`
+        doc[name] = moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return encode(doc)
+
+
+class _Restamping(_Encryption):
+    """Moving the times of this outbox's queued alarms by a step of the wall clock."""
+
+    _seq_at_open: int  # the highest seq in the file when it was opened: rows above are this outbox's
+    _steady_seq: int  # the highest seq at the previous `follow_clock`: rows up to it predate a step now
+    _created_at_open: float  # the latest `created` of an alarm in the file when it was opened
+
+    def follow_clock(self, step: float, now: float) -> int:
+        """Called once a second with the step of the wall clock noticed since the previous call (0.0:
+        none) and the wall clock now. On a step, this outbox's pending alarm rows put before it are moved
+        by it, durably (see the module's docstring). Returns how many were moved."""
+        with self._lock:
+            if not step:
+                self._steady_seq = self._highest_seq()
+                return 0
+            with self._transaction("FULL"):  # alarms: the correction survives a power cut
+                moved = self._restamp(step, now)
+            self._steady_seq = self._highest_seq()
+            return moved
+
+    # -- internals (lock held) --------------------------------------------------------------------
+
+    def _highest_seq(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
+
+    def _restamp(self, step: float, now: float) -> int:
+        rows = self._db.execute(
+            "SELECT seq, id, topic, payload, created, state, sealed FROM outbox "
+            "WHERE seq > ? AND kind != 'heartbeat' AND typeof(created) IN ('real', 'integer') ORDER BY seq",
+            (self._seq_at_open,),
+        ).fetchall()
+        floor = self._created_at_open
+        moved = 0
+        for seq, item_id, topic, payload, created, state, sealed in rows:
+            before_step = seq <= self._steady_seq or abs(created - (now - step)) < abs(created - now)
+            new_payload = None
+            if before_step and state == "pending" and not self._handed_out(item_id):
+                new_payload = self._restamped_cell(item_id, topic, payload, bool(sealed), step)
+            new_created = max(floor, created + step if new_payload is not None else created)
+            floor = new_created
+            if new_payload is not None:
+                self._db.execute(
+                    "UPDATE outbox SET payload=?, created=?, size=size+? WHERE seq=?",
+                    (new_payload, new_created, len(new_payload) - len(payload), seq),
+                )
+                self._size += len(new_payload) - len(payload)
+                moved += 1
+            elif new_created != created:  # kept after the rows moved before it (the drain order)
+                self._db.execute("UPDATE outbox SET created=? WHERE seq=?", (new_created, seq))
+        self._alarms_created = floor  # the latest `created` of an alarm left in the file
+        return moved
+
+    def _restamped_cell(
+        self, item_id: object, topic: object, payload: object, sealed: bool, step: float
+    ) -> bytes | None:
+        """The stored payload moved by `step`, sealed again if it was; None when it does not open (a
+        damaged row, another key: `take` sets it aside) or is not an alarm payload."""
+        if not (_is_text(item_id) and _is_text(topic) and isinstance(payload, bytes)):
+            return None
+        sealer = self._sealer
+        if sealed and sealer is None:
+            return None
+        try:
+            clear = sealer.open(payload, item_id, topic) if sealed and sealer is not None else payload
+            moved = restamped(clear, step)
+        except (SealError, ValueError, OverflowError, UnicodeDecodeError):
+            return None
+        return sealer.seal(moved, item_id, topic) if sealed and sealer is not None else moved
