@@ -22,7 +22,7 @@ from daemon_session import CONFIG
 from agent.config import parse_config
 from agent.config.schema import OutboxConfig
 from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
-from agent.outbox import Outbox
+from agent.outbox import Outbox, restamping
 from agent.outbox.restamping import restamped
 from agent.pipeline import Pipeline
 from agent.privacy import Pseudonymizer
@@ -256,6 +256,24 @@ def test_a_row_put_in_the_second_of_the_step_is_judged_by_its_created(tmp_path: 
             f"{before.id}:0": moved(before, step).to_json(),
             f"{after.id}:1": after.to_json(),
         }
+
+
+def test_past_the_limit_none_are_moved_and_an_error_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(restamping, "MOVE_AT_MOST", 1)
+    clock = Clock(BOOT)
+    with open_box(tmp_path, clock) as box:
+        box.follow_clock(0.0, clock())
+        box.put_alarm(start := event(0, clock()), TOPIC)
+        box.put_alarm(end := event(1, clock() + 5.0, Phase.END), TOPIC)
+        clock.t += 10.0
+        box.follow_clock(0.0, clock())
+        clock.t += DAY_S
+        with caplog.at_level(logging.ERROR, logger="agent.outbox"):
+            assert box.follow_clock(DAY_S, clock()) == 0
+        assert "2 queued alarm events predate" in caplog.text
+        assert sent(box) == {f"{start.id}:0": start.to_json(), f"{end.id}:1": end.to_json()}
 
 
 def test_the_session_moves_the_queued_alarms_when_it_notices_the_step(
