@@ -8,6 +8,7 @@
     python -m tools.bench startup      # start-up to first inference, and import time
     python -m tools.bench disk         # bytes the outbox writes per alarm event and per heartbeat
     python -m tools.bench save --streams 45000   # the heartbeat's state save in an alarm storm
+    python -m tools.bench restamp --alarms 10000  # a clock step over alarms waiting in the outbox
 
 Every command prints its figures as JSON on stdout (progress on stderr). Absolute figures depend on
 the machine; ratios are measured side by side in one run. Results and commands: docs/benchmarks.md
@@ -153,6 +154,12 @@ def cmd_save(args: argparse.Namespace) -> dict[str, Any]:
     return save_cost(args.streams, args.runs, sealed=args.sealed)
 
 
+def cmd_restamp(args: argparse.Namespace) -> dict[str, Any]:
+    from tools.bench.restamp import restamp_cost
+
+    return restamp_cost(args.alarms, args.runs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
@@ -231,11 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=0.5, help="alarm events per simulated second")
     p.set_defaults(fn=cmd_disk)
 
-    p = sub.add_parser("save", help="the heartbeat's full state save (build + write) in an alarm storm")
+    p = sub.add_parser("save", help="the heartbeat's state save in an alarm storm: on the loop, in a thread")
     p.add_argument("--streams", type=int, default=45000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--sealed", action="store_true", help="encrypted at rest (outbox encryption_key_file)")
     p.set_defaults(fn=cmd_save)
+
+    p = sub.add_parser("restamp", help="a step of the gateway clock over alarms waiting in the outbox")
+    p.add_argument("--alarms", type=int, default=10000)
+    p.add_argument("--runs", type=int, default=5)
+    p.set_defaults(fn=cmd_restamp)
 
     args = parser.parse_args(argv)
     result = args.fn(args)
