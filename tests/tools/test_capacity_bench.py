@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +106,7 @@ def test_real_trial_judges_by_the_lag_of_every_batch(mosquitto: LocalBroker, tmp
     assert easy.sustained and 0 < easy.max_lag_s <= 1.0
     assert easy.p99_lag_s <= easy.max_lag_s and easy.final_lag_s <= easy.max_lag_s
     assert easy.growth_s <= 0.1
+    assert -0.1 <= easy.others_cpu <= (os.cpu_count() or 1)  # the other processes' cores
     assert 2.5 <= easy.seconds <= 4.0 and 0 < easy.cpu_share < 1.0
     # The same run judged by a bound no real batch meets: not sustained.
     strict = asyncio.run(trial_run(tmp_path / "b", mosquitto.port, 300, seconds=2.0, max_lag_s=0.0))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,7 @@ class Trial:
     alarm_events_per_s: float
     seconds: float
     growth_s: float = 0.0  # the lag's floor over the last 5 s less its floor early in the trial
+    others_cpu: float = 0.0  # cores the machine's other processes used meanwhile (/proc/stat; nan: unknown)
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def search(
         log(
             f"trial {len(trials)}: {t.streams} streams {verdict}: max lag {t.max_lag_s:.2f} s, "
             f"p99 {t.p99_lag_s:.3f} s, floor growth {t.growth_s:.3f} s, cpu {t.cpu_share:.2f}, "
-            f"max queue {t.max_queue}"
+            f"max queue {t.max_queue}, other processes {t.others_cpu:.2f} cores"
         )
         if t.sustained and (passed is None or t.streams > passed.streams):
             passed = t
@@ -177,6 +179,17 @@ def judge(lags: Sequence[tuple[float, float]], wall_s: float, left: int, max_lag
     )
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds every process on this machine has used since boot (/proc/stat), nan if unreadable: a
+    trial that fails while others took a core says more about the machine than about the daemon."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait (user..steal)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 async def trial_run(
     workdir: Path,
     port: int,
@@ -188,7 +201,9 @@ async def trial_run(
 ) -> Trial:
     """Play `streams` streams for `seconds` through the daemon at real rate; sustained or not."""
     async with running_daemon(workdir, port, streams, seconds, faults, gc_pacing) as daemon:
+        busy0 = machine_cpu_s()
         played = await play(daemon, int(seconds / daemon.load.step_s))
+        others = (machine_cpu_s() - busy0) / played.wall_s - played.cpu_s / played.wall_s
         # The backlog left in the queue counts too: its readings' lags are noted as they are taken.
         queue, deadline = daemon.session.queue, time.monotonic() + 2 * max_lag_s
         while not queue.empty() and time.monotonic() < deadline:
@@ -208,6 +223,7 @@ async def trial_run(
         alarm_events_per_s=round(len(daemon.outbox.events) / played.wall_s, 1),
         seconds=round(played.wall_s, 1),
         growth_s=round(lag.growth, 3),
+        others_cpu=round(others, 2),
     )
 
 
