@@ -129,3 +129,4 @@ def test_latency_reports_both_capacities(capsys: pytest.CaptureFixture[str]) -> 
     assert out["streams"] == 200 and out["load_base"] == "daemon"  # 50 % of the given 400
     assert out["daemon_capacity_streams"] == 400 and out["pipeline_capacity_samples_per_s"] > 1000
     assert out["probes_acked"] == out["probes"] > 0
+    assert -0.1 <= out["other_processes_cpu"] <= (os.cpu_count() or 1)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.localbroker import LocalBroker
-from tools.bench.latency import pipeline_capacity, play, running_daemon
+from tools.bench.latency import machine_cpu_s, pipeline_capacity, play, running_daemon
 
 TRIAL_S = 35.0  # a heartbeat (every 30 s) and its state save fall inside each trial
 MAX_LAG_S = 1.0  # a reading done later than this after its due time: not sustained
@@ -177,17 +176,6 @@ def judge(lags: Sequence[tuple[float, float]], wall_s: float, left: int, max_lag
         statistics.median(last) if last else worst,
         growth,
     )
-
-
-def machine_cpu_s() -> float:
-    """CPU seconds every process on this machine has used since boot (/proc/stat), nan if unreadable: a
-    trial that fails while others took a core says more about the machine than about the daemon."""
-    try:
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan")
-    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait (user..steal)
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 async def trial_run(
