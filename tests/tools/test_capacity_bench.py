@@ -53,7 +53,7 @@ def test_search_climbs_by_the_cpu_share_not_blindly() -> None:
     passed = Trial(50_000, True, 0.1, 0.05, 0.02, 0.8, 10, 1, 0.0, 35.0)
     assert next_streams(passed, None) == 62_500  # 50,000 / 0.8
     busy = Trial(50_000, True, 0.1, 0.05, 0.02, 1.0, 10, 1, 0.0, 35.0)
-    assert next_streams(busy, None) == 55_000  # at least +10 %
+    assert next_streams(busy, None) == 62_500  # at least +25 %
     failed = Trial(50_000, False, 3.0, 2.0, 2.0, 1.0, 10_000, 1, 0.0, 35.0)
     assert next_streams(None, failed) == 35_000
     assert next_streams(passed, dataclasses.replace(failed, streams=60_000)) == 55_000
