@@ -53,7 +53,7 @@ def _io() -> dict[str, int]:
     return {"write_bytes": int(fields["write_bytes"]), "wchar": int(fields["wchar"])}
 
 
-def _alarm(n: int, t: float) -> AlarmEvent:
+def alarm_event(n: int, t: float) -> AlarmEvent:
     """The n-th event of a run: episodes of three transitions (start, update, end)."""
     seq = n % 3
     phase = (Phase.START, Phase.UPDATE, Phase.END)[seq]
@@ -150,7 +150,7 @@ def outbox_writes(
         for t, what, n in timeline:
             clock.t = t
             if what == "alarm":
-                event = _alarm(n, t)
+                event = alarm_event(n, t)
                 note = journal.note([event])
                 box.put_alarms([event], ALARM_TOPIC, note=note)
                 sizes.setdefault("alarm_payload", len(event.to_json()))

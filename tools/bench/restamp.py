@@ -3,8 +3,9 @@
 A gateway without a real-time clock queues alarms in the clock it booted with until NTP steps it; the
 outbox then moves the times of every alarm this run queued (`agent/outbox/restamping.py`), in one FULL
 transaction on the event loop. Each run fills a fresh outbox (in the system's temp directory) with
-`alarms` tachycardia STARTs of 557-byte payloads, times the per-second call without a step (200 calls,
-median), then one step of +3 days. Plain and sealed (outbox encryption at rest). Medians of `runs`.
+`alarms` tachycardia events (the disk bench's episodes of start, update and end), times the per-second
+call without a step (200 calls, median), then one step of +3 days. Plain and sealed (outbox encryption
+at rest). Medians of `runs`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.schema import OutboxConfig
-from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
 from agent.outbox import Outbox
+from tools.bench.disk import alarm_event
 
 BOOT = 1_700_000_000.0  # the clock the gateway booted with
 STEP_S = 3 * 86_400.0  # NTP's first sync, three days later
@@ -36,26 +37,6 @@ def restamp_cost(alarms: int, runs: int = 5) -> dict[str, Any]:
     return result
 
 
-def _alarm(i: int, at: float) -> AlarmEvent:
-    return AlarmEvent(
-        f"0190a0b0-0000-7000-8000-{i:012d}",
-        0,
-        Phase.START,
-        "gw",
-        "p-1",
-        "vitals",
-        "tachycardia",
-        Priority.HIGH,
-        AlarmKind.PHYSIOLOGICAL,
-        at - 8,
-        at,
-        142.25,
-        120.0,
-        "bpm",
-        Explanation("limit", 142.25, 120.0, text="hr 142 bpm above 120 bpm for 8 s"),
-    )
-
-
 def _one_run(alarms: int, sealed: bool) -> tuple[float, float]:
     """(median seconds of a call without a step, seconds of the step)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +46,7 @@ def _one_run(alarms: int, sealed: bool) -> tuple[float, float]:
         with Outbox(config, clock=lambda: now[0]) as outbox:
             outbox.follow_clock(0.0, now[0])
             for start in range(0, alarms, 500):
-                batch = [_alarm(i, now[0] + i) for i in range(start, min(alarms, start + 500))]
+                batch = [alarm_event(i, now[0] + i) for i in range(start, min(alarms, start + 500))]
                 outbox.put_alarms(batch, "edge/s/gw/alarm")
             ticks = []
             for _ in range(TICKS):
