@@ -49,6 +49,7 @@ from tools.evaluate.af_hysteresis import (
     ERROR_CLASSES,
     NEAR_BOUNDARY,
     RATIOS,
+    SUMMARY_COLUMNS,
     Grid,
     Rules,
     Setting,
@@ -330,20 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_report(parser_args.out, text + "\n" + "\n".join(diagnosis))
     return 0
-
-
-SUMMARY_COLUMNS = [
-    "variant",
-    "Se",
-    "Sp",
-    "PPV",
-    "missed AF",
-    "false AF",
-    "Se / Sp, Sp≥0.97 rule",
-    "MIT-BIH Sp",
-    "onset delay (beats)",
-    "false beats in the 20 after offsets",
-]
 
 
 if __name__ == "__main__":
