@@ -445,15 +445,13 @@ def merged_state(
 ) -> dict[str, Any]:
     """The saved alarm state: per key ("detector/condition"), the rows of all its books' snapshots
     (the signal-quality alarms keep one book per stream name under one key)."""
-    state: dict[str, Any] = {}
-    for key, books in snapshots.items():
-        saved = [book.state(between) for book in books]
-        if saved:
-            state[key] = {
-                "condition": saved[0]["condition"],
-                "streams": [r for s in saved for r in s["streams"]],
-            }
-    return state
+    return {
+        key: {
+            "condition": books[0].condition,
+            "streams": [row for book in books for row in book.state(between)["streams"]],
+        }
+        for key, books in snapshots.items()
+    }
 
 
 def _json(value: float) -> float | None:
