@@ -75,7 +75,16 @@ from typing import Any
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import BoolArray, FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.base import (
+    BoolArray,
+    FloatArray,
+    IntArray,
+    ScoreBlock,
+    StreamingDetector,
+    WindowBlock,
+    float_rows,
+    json_rows,
+)
 from agent.detectors.params import ParamReader
 from agent.detectors.robust import nan_median
 from agent.errors import ConfigError
@@ -278,9 +287,7 @@ class AtrialFibrillationDetector(StreamingDetector):
     def stream_state(self) -> dict[str, Any]:
         out = super().stream_state()
         if self.context_beats > self.window:
-            out[HISTORY] = [
-                [None if np.isnan(v) else float(v) for v in row] for row in self._history.tolist()
-            ]
+            out[HISTORY] = json_rows(self._history)
         return out
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
@@ -292,7 +299,7 @@ class AtrialFibrillationDetector(StreamingDetector):
             return
         where = f"state.detectors.{self.id}.streams.{HISTORY}"
         try:
-            table = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
+            table = float_rows(rows)
         except (TypeError, ValueError) as exc:
             raise ConfigError(where, f"unreadable: {exc}") from exc
         if table.ndim != 2 or table.shape[1] != self.context_beats:

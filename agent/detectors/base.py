@@ -166,17 +166,14 @@ class StreamingDetector(ABC):
 
     def stream_state(self) -> dict[str, Any]:
         """JSON-able per-slot state: each table as nested lists, NaN as null."""
-        return {
-            name: [[_json_float(v) for v in row] for row in table.tolist()]
-            for name, table in self._slots.items()
-        }
+        return {name: json_rows(table) for name, table in self._slots.items()}
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         """Inverse of `stream_state`."""
         tables: dict[str, FloatArray] = {}
         for name, rows in state.items():
             try:
-                table = np.array([[np.nan if v is None else float(v) for v in row] for row in rows])
+                table = float_rows(rows)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"state.detectors.{self.id}.streams.{name}", f"unreadable: {exc}") from exc
             if table.ndim != 2 or table.shape[1] != len(self.channels):
@@ -293,6 +290,20 @@ def worst_of(blocks: Sequence[ScoreBlock]) -> ScoreBlock:
 
 def _json_float(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+def json_rows(table: FloatArray) -> list[list[float | None]]:
+    """A 2-D table as nested lists for JSON, non-finite values as None. Vectorised: one conversion
+    call per value cost ~0.7 us, 300 ms on the event loop for 45,000 streams x 3 channels x 3 tables."""
+    rows: list[list[float | None]] = table.tolist()
+    for r, c in zip(*np.nonzero(~np.isfinite(table)), strict=True):
+        rows[r][c] = None
+    return rows
+
+
+def float_rows(rows: Any) -> FloatArray:
+    """Inverse of `json_rows`: None is NaN. TypeError / ValueError when a row is not numbers."""
+    return np.array(rows, dtype=float)
 
 
 def shares(parts: FloatArray) -> FloatArray:

@@ -18,7 +18,7 @@ from detector_drive import ar1, normal_block, run, scores_of
 
 from agent.config.schema import DetectorConfig
 from agent.detectors import TYPES, ScoreBlock, StreamingDetector, WindowBlock, build_detector
-from agent.detectors.base import MAX_FRAME_HOPS, worst_of
+from agent.detectors.base import MAX_FRAME_HOPS, float_rows, json_rows, worst_of
 
 PUMP_MODEL = Path(__file__).resolve().parents[2] / "models" / "pump"
 PUMP_CHANNELS = tuple(json.loads((PUMP_MODEL / "card.json").read_text())["channels"])
@@ -230,3 +230,15 @@ def test_an_empty_block_gives_empty_scores(type_: str) -> None:
         WindowBlock(np.zeros((0, d.window, channels)), np.zeros(0, dtype=np.int64), np.zeros(0), d.hop)
     )
     assert out.scores.shape == (0,) and out.contributions.shape == (0, channels)
+
+
+def test_state_tables_convert_to_json_and_back_value_for_value() -> None:
+    table = np.array([[1.5, np.nan, -0.0], [np.inf, -np.inf, 1e-300], [3.0, 2.0**60, -7.25]])
+    rows = json_rows(table)
+    assert rows == [[1.5, None, -0.0], [None, None, 1e-300], [3.0, 2.0**60, -7.25]]
+    assert json.loads(json.dumps(rows, allow_nan=False)) == rows
+    back = float_rows(rows)
+    finite = np.isfinite(table)
+    assert np.array_equal(back[finite], table[finite]) and np.isnan(back[~finite]).all()
+    with pytest.raises(ValueError):
+        float_rows([[1.0, "not a number"]])
