@@ -165,6 +165,7 @@ class Heartbeat:
     outbox_depth: int
     oldest_undelivered_age_s: float | None
     active_alarms: int
+    outbox_refused: int = 0  # events the broker refused, kept aside until `edge-agent retry-refused`
     models: Mapping[str, str] = field(default_factory=dict)  # model name -> version/sha256 prefix
     cpu_percent: float | None = None
     rss_bytes: int | None = None
@@ -185,6 +186,7 @@ class Heartbeat:
             "oldest_undelivered_age_s": (
                 None if self.oldest_undelivered_age_s is None else round(self.oldest_undelivered_age_s, 1)
             ),
+            "outbox_refused": self.outbox_refused,
             "active_alarms": self.active_alarms,
             "models": dict(self.models),
             "cpu_percent": None if self.cpu_percent is None else round(self.cpu_percent, 1),

@@ -133,11 +133,13 @@ class Health:
     def uptime_s(self) -> float:
         return time.monotonic() - self._started
 
-    def device_report(self) -> tuple[DeviceHealth, ...]:
-        """Per-device health since the previous report (rates reset on each call)."""
+    def device_report(self, reset: bool = True) -> tuple[DeviceHealth, ...]:
+        """Per-device health since the previous report; the rates restart from here unless not `reset`
+        (a look between heartbeats: `edge-agent status` before the first one)."""
         now = time.monotonic()
         interval = max(now - self._last_beat, 1e-6)
-        self._last_beat = now
+        if reset:
+            self._last_beat = now
         report = []
         for stats in self.devices.values():
             report.append(
@@ -152,13 +154,16 @@ class Health:
                     desaturation_index_per_h=stats.desaturation_index_per_h,
                 )
             )
-            stats.readings_since_beat = 0
+            if reset:
+                stats.readings_since_beat = 0
         return tuple(report)
 
-    def cpu_percent(self) -> float:
-        """Process CPU use since the previous call, in % of one core."""
+    def cpu_percent(self, reset: bool = True) -> float:
+        """Process CPU use since the previous call (that reset), in % of one core."""
         now = _cpu_seconds()
-        before, self._last_cpu = self._last_cpu, now
+        before = self._last_cpu
+        if reset:
+            self._last_cpu = now
         elapsed = now[0] - before[0]
         return 100.0 * (now[1] - before[1]) / elapsed if elapsed > 0 else 0.0
 

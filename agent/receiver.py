@@ -50,7 +50,9 @@ def format_heartbeat(p: dict[str, Any]) -> str:
     rss = f"{p['rss_bytes'] / 2**20:.0f} MB" if p.get("rss_bytes") else "?"
     return (
         f"{_clock(p['time'])}  ♥ heartbeat {p['gateway']} session {p['session']} up {p['uptime_s']:.0f} s: "
-        f"{devices}; outbox {p['outbox_depth']}, active alarms {p['active_alarms']}, "
+        f"{devices}; outbox {p['outbox_depth']}"
+        + (f" ({refused} REFUSED by the broker)" if (refused := p.get("outbox_refused")) else "")
+        + f", active alarms {p['active_alarms']}, "
         f"cpu {p['cpu_percent']}%, rss {rss}"
     )
 

@@ -280,25 +280,30 @@ class _Session:
             )
         self.uplink.notify()
 
+    def _heartbeat(self, reset: bool = True) -> Heartbeat:
+        """The gateway's health now; per-interval figures (rates, CPU) restart unless not `reset`."""
+        self._sync_health()
+        return Heartbeat(
+            gateway=self.cfg.gateway.id,
+            time=time.time(),
+            uptime_s=self.health.uptime_s(),
+            session=self.session,
+            devices=self.health.device_report(reset),
+            outbox_depth=self.outbox.depth(),
+            oldest_undelivered_age_s=self.outbox.oldest_age(),
+            outbox_refused=self.outbox.refused_count(),
+            active_alarms=self.pipeline.active_alarms() + self._technical_active(),
+            models=self.pipeline.models(),
+            cpu_percent=self.health.cpu_percent(reset),
+            rss_bytes=rss_bytes(),
+            temperature_c=board_temperature_c(),
+            calibration=self.pipeline.calibration_status(),
+        )
+
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.gateway.heartbeat_interval_s)
-            self._sync_health()
-            beat = Heartbeat(
-                gateway=self.cfg.gateway.id,
-                time=time.time(),
-                uptime_s=self.health.uptime_s(),
-                session=self.session,
-                devices=self.health.device_report(),
-                outbox_depth=self.outbox.depth(),
-                oldest_undelivered_age_s=self.outbox.oldest_age(),
-                active_alarms=self.pipeline.active_alarms() + self._technical_active(),
-                models=self.pipeline.models(),
-                cpu_percent=self.health.cpu_percent(),
-                rss_bytes=rss_bytes(),
-                temperature_c=board_temperature_c(),
-                calibration=self.pipeline.calibration_status(),
-            )
+            beat = self._heartbeat()
             self.last_heartbeat = beat.to_payload()
             # A full disk loses this heartbeat (a newer one follows), never the agent: see held_alarms.
             with contextlib.suppress(*WRITE_ERRORS):
@@ -411,7 +416,8 @@ class _Session:
         counters = self.uplink.counters()
         stats = self.outbox.stats()
         return {
-            "heartbeat": self.last_heartbeat or {"gateway": self.cfg.gateway.id, "session": self.session},
+            # Before the session's first heartbeat: the same figures, looked at now.
+            "heartbeat": self.last_heartbeat or self._heartbeat(reset=False).to_payload(),
             "calibration": self.pipeline.calibration_status(),  # live, between heartbeats too
             "uplink": {
                 "connected": counters.connected,

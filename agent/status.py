@@ -132,14 +132,20 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
         if (status.get("outbox") or {}).get("refused"):
             lines.append("    refused messages stay aside: fix the broker, then `edge-agent retry-refused`")
     age = beat.get("oldest_undelivered_age_s")
-    lines.append(f"  outbox: {beat.get('outbox_depth')} waiting" + (f", oldest {age:.0f} s" if age else ""))
+    refused = beat.get("outbox_refused")
+    lines.append(
+        f"  outbox: {beat.get('outbox_depth')} waiting"
+        + (f", oldest {age:.0f} s" if age else "")
+        + (f", {refused} refused by the broker" if refused else "")
+    )
     held = (status.get("outbox") or {}).get("held_in_memory")
     if held:
         lines.append(f"    {held} alarm event(s) held in memory: the outbox cannot be written (a full disk?)")
     lines.append(f"  alarms active: {beat.get('active_alarms')}")
+    board = beat.get("temperature_c")
     lines.append(
-        f"  cpu {beat.get('cpu_percent')}%, rss {(beat.get('rss_bytes') or 0) / 2**20:.0f} MB, "
-        f"board {beat.get('temperature_c') or '?'} °C"
+        f"  cpu {beat.get('cpu_percent')}%, rss {(beat.get('rss_bytes') or 0) / 2**20:.0f} MB"
+        + (f", board {board} °C" if board is not None else "")
     )
     models = beat.get("models") or {}
     lines.append("  models: " + (", ".join(f"{k} {v}" for k, v in models.items()) or "none"))
