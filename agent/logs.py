@@ -15,11 +15,13 @@ import re
 import time
 from collections.abc import Mapping
 
+from agent.events import iso_time
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": iso_time(record.created),  # UTC with milliseconds, as the payloads' times
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
@@ -67,3 +70,20 @@ def test_identifiers_are_replaced_by_pseudonyms_in_messages_and_tracebacks(captu
 def test_without_registered_identifiers_lines_are_untouched(captured: io.StringIO) -> None:
     logging.getLogger("agent").info("bed-1 %d", 5)
     assert json.loads(captured.getvalue())["message"] == "bed-1 5"
+
+
+def test_json_lines_carry_utc_times_with_milliseconds_as_the_payloads_do(
+    captured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")  # a local zone must not leak into the line
+    time.tzset()
+    try:
+        before = time.time()
+        logging.getLogger("agent").info("tick")
+        stamp = json.loads(captured.getvalue())["time"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    logged = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    assert before - 0.002 <= logged <= time.time() + 0.002
