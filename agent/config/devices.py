@@ -68,7 +68,7 @@ def _simulator(t: Table | None, kind: str | None, device_id: str | None) -> Simu
             if valid and condition not in valid:
                 e.problem(
                     "condition",
-                    f"unknown for a {kind}: {describe(condition)} (one of {', '.join(sorted(valid))})",
+                    f"unknown for kind {kind!r}: {describe(condition)} (one of {', '.join(sorted(valid))})",
                 )
         episodes.append(
             EpisodeConfig(

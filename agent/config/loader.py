@@ -161,6 +161,10 @@ def _mqtt(t: Table | None) -> MqttConfig | None:
 
 def _broker_url(t: Table, url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url)
+    if "@" in parts.netloc:  # never echo it: the error line goes to the journal
+        shown = describe(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl())
+        t.problem("url", f"credentials do not go in the URL: put them in [mqtt.auth] (got {shown})")
+        return "", 0, False
     if parts.scheme not in ("mqtt", "mqtts"):
         t.problem("url", f"expected mqtt://host:port or mqtts://host:port, got {describe(url)}")
         return "", 0, False
@@ -172,10 +176,8 @@ def _broker_url(t: Table, url: str) -> tuple[str, int, bool]:
     if not parts.hostname:
         t.problem("url", f"no host in {describe(url)}")
         return "", 0, False
-    if parts.path not in ("", "/") or parts.query or parts.username:
-        t.problem(
-            "url", f"expected only scheme, host and port (credentials go in [mqtt.auth]), got {describe(url)}"
-        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        t.problem("url", f"expected only scheme, host and port, without a path or query, got {describe(url)}")
     secure = parts.scheme == "mqtts"
     return parts.hostname, port or (8883 if secure else 1883), secure
 

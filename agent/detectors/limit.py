@@ -35,13 +35,13 @@ class LimitDetector(StreamingDetector):
         reader.channel_count(exactly=1)
         above = reader.number("above", None)
         below = reader.number("below", None)
+        hop = reader.samples("hop_s", 1.0)
+        window = reader.samples("window_s", hop / reader.rate_hz, minimum=hop)
+        reader.finish()  # first: a misspelt `above` is named as such, not as a missing limit
         if above is None and below is None:
             raise reader.fail("above", "expected `above` and/or `below` (the limits), got neither")
         if above is not None and below is not None and below >= above:
             raise reader.fail("below", f"must be less than above ({above:g}), got {below:g}")
-        hop = reader.samples("hop_s", 1.0)
-        window = reader.samples("window_s", hop / reader.rate_hz, minimum=hop)
-        reader.finish()
         return cls(
             config.id,
             config.channels,

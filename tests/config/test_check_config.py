@@ -107,6 +107,21 @@ BAD_CASES = [
         'mqtt.url: bad port in "mqtt://127.0.0.1:99999"',
         id="bad-url-port",
     ),
+    pytest.param(  # the password must not reach the journal through the error line
+        GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://gw:s3cret@127.0.0.1:1883"),
+        'mqtt.url: credentials do not go in the URL: put them in [mqtt.auth] (got "mqtt://***@127.0.0.1:1883")',
+        id="credentials-in-url",
+    ),
+    pytest.param(
+        GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:1883/edge"),
+        'mqtt.url: expected only scheme, host and port, without a path or query, got "mqtt://127.0.0.1:1883/edge"',
+        id="path-in-url",
+    ),
+    pytest.param(
+        GOOD.replace("params = { above = 120 }", "params = { abovee = 120 }"),
+        "detectors.hr-high.params.abovee: unknown parameter for a limit detector",
+        id="misspelt-limit",
+    ),
     pytest.param(
         GOOD.replace("heartbeat_interval_s = 30", "heartbeat_interval_s = -5"),
         "gateway.heartbeat_interval_s: must be greater than 0, got -5",
@@ -142,7 +157,7 @@ BAD_CASES = [
     ),
     pytest.param(
         GOOD.replace('condition = "tachycardia", start_s', 'condition = "bearing_wear", start_s'),
-        'devices[0].simulator.episodes[0].condition: unknown for a wearable: "bearing_wear"',
+        "devices[0].simulator.episodes[0].condition: unknown for kind 'wearable': \"bearing_wear\"",
         id="episode-for-wrong-kind",
     ),
     pytest.param(
@@ -173,6 +188,7 @@ def test_bad_config_is_refused_with_one_line_naming_the_key(
     assert len(lines) == 1, lines
     assert lines[0].startswith(str(tmp_path / "agent.toml") + ": ")
     assert expected in lines[0]
+    assert "s3cret" not in lines[0]
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
