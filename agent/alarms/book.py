@@ -255,6 +255,9 @@ class AlarmBook:
             self._can_escalate[row] = False
         if action is Action.END:
             end_time = float(f["clear_since"][row]) if math.isfinite(f["clear_since"][row]) else t
+            # Data times that went back past the onset (a simulator restarted by a reload, a device
+            # clock reset) must not give a back end an episode that ends before it began.
+            end_time = max(end_time, onset)
             channel = int(self._peak_channel[row])
             observed, limit = float(f["peak_observed"][row]), float(self._peak_limit[row])
             score = float(f["peak_score"][row])

@@ -59,6 +59,17 @@ def test_one_clean_episode_gives_one_start_and_one_end_with_the_same_id() -> Non
     assert book.active_count() == 0
 
 
+def test_an_episode_never_ends_before_its_onset_when_data_times_go_back() -> None:
+    # A reload restarts a simulator's timeline; a device may reset its clock: the carried episode's
+    # clearing readings then carry times before its onset.
+    book = new_book(rule())
+    (_, start), *_ = drive(book, [HI] * 3, start=T0 + 600)
+    (_, end), *_ = drive(book, [LO] * 3, start=T0)
+    assert end.phase is Phase.END and end.id == start.id
+    assert end.end_time is not None and end.end_time >= end.onset_time == T0 + 600
+    assert "ended after -" not in end.explanation.text
+
+
 def test_min_duration_delays_start_by_that_long() -> None:
     for min_duration in (0.0, 4.0, 9.0):
         book = new_book(rule(min_duration_s=min_duration))
