@@ -100,7 +100,7 @@ class ReadingRecorder:
         self.compress = compress
         self.written = 0
         self.dropped = 0  # lines longer than a whole file
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # raw vitals: the agent's user only
         existing = [int(m.group(1)) for p in directory.iterdir() if (m := _NAME.match(p.name))]
         self._index = max(existing, default=0)
         self._file: BinaryIO | None = None
@@ -143,6 +143,7 @@ class ReadingRecorder:
         path = self.directory / f"readings-{self._index:06d}{suffix}"
         # the file stays open across write() calls until the next rotation or close()
         file = cast(BinaryIO, gzip.open(path, "wb") if self.compress else path.open("wb"))  # noqa: SIM115
+        path.chmod(0o600)  # before the first byte: recordings hold raw patient data
         file.write(header)
         self._file = file
         self._size = len(header)

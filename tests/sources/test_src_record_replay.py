@@ -54,6 +54,7 @@ def test_record_then_replay_gives_back_identical_readings(tmp_path: Path, compre
         for r in readings:
             recorder.write(r)
     assert len(recording_files(tmp_path)) > 1  # rotation happened; order is kept across files
+    assert {f.stat().st_mode & 0o777 for f in recording_files(tmp_path)} == {0o600}  # raw patient data
 
     async def replay() -> list[Reading]:
         async with open_source(replay_device(tmp_path)) as source:
