@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -58,7 +59,9 @@ class Outbox(_Writing, _Draining, _Restamping):
         key_file = config.encryption_key_file
         self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # alarms are patient data: the agent's user only
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.text_factory = _lenient_text
             self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect on an existing file

@@ -136,3 +136,12 @@ def test_sigkilled_batch_writer_leaves_whole_batches_only(tmp_path: Path) -> Non
     assert set(per_batch.values()) == {BATCH}  # no batch is partly there
     assert acknowledged <= set(per_batch)  # every batch whose put_many returned survived
     assert len(set(per_batch) - acknowledged) <= 4  # at most the one each kill cut after its commit
+
+
+def test_a_new_outbox_and_its_folder_are_the_agents_users_only(tmp_path: Path) -> None:
+    path = tmp_path / "new-folder" / "outbox.sqlite"  # outside any state_dir: nothing else protects it
+    with open_box(path) as box:
+        box.put_many([item("a1")])
+        files = [path, path.with_name(path.name + "-wal")]
+        assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
+    assert path.parent.stat().st_mode & 0o777 == 0o700
