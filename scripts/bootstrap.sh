@@ -29,11 +29,17 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating virtualenv $VENV"
     python3 -m venv "$VENV"
 fi
-stamp="$VENV/.edge-agent-$EXTRAS-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-12)"
-if [ ! -f "$stamp" ]; then
+# One stamp per extra and pyproject.toml: "demo" after "dev,demo" installs nothing again.
+stamps=()
+for extra in ${EXTRAS//,/ }; do
+    stamps+=("$VENV/.edge-agent-$extra-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-12)")
+done
+missing=0
+for stamp in "${stamps[@]}"; do [ -f "$stamp" ] || missing=1; done
+if [ "$missing" -eq 1 ]; then
     echo "==> installing edge-agent[$EXTRAS] into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
-    touch "$stamp"
+    touch "${stamps[@]}"
 fi
 export PATH="$VENV/bin:$PATH"
