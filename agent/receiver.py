@@ -38,6 +38,8 @@ def format_alarm(p: dict[str, Any], received: float | None = None) -> str:
     unit = f" {p['unit']}" if p.get("unit") else ""
     value, limit = p.get("value"), p.get("threshold")
     measure = f"{_num(value)}{unit} vs {_num(limit)}{unit}" if value is not None else "n/a"
+    if p["kind"] == "technical" and not unit:
+        measure = ""  # a condition's score against its trigger level ("1 vs 0.5"): the text says it
     why = p["explanation"].get("text") or p["explanation"].get("detector", "")
     return (
         f"{when:8}  {PHASE_MARK.get(p['phase'], p['phase']):9} {p['priority'].upper():6} {p['kind'][:4]:4}  "

@@ -56,3 +56,29 @@ def test_heartbeat_line() -> None:
     )
     line = format_heartbeat(beat.to_payload())
     assert "session 3" in line and "d-abc 1.0/s" in line and "outbox 2" in line and "50 MB" in line
+    assert "REFUSED" not in line
+    refused = format_heartbeat({**beat.to_payload(), "outbox_refused": 2})
+    assert "outbox 2 (2 REFUSED by the broker)" in refused
+
+
+def test_a_technical_alarm_shows_its_sentence_not_its_trigger_score() -> None:
+    event = AlarmEvent(
+        id="0190f1c2-0000-7000-8000-000000000001",
+        seq=0,
+        phase=Phase.START,
+        gateway="gw",
+        device="d-abc",
+        stream="vitals",
+        condition="sensor_off",
+        priority=Priority.MEDIUM,
+        kind=AlarmKind.TECHNICAL,
+        onset_time=1_700_000_000.0,
+        detection_time=1_700_000_010.0,
+        value=1.0,
+        threshold=0.5,
+        unit="",
+        explanation=Explanation("quality", 1.0, 0.5, (), text="no sensor contact for 10 s"),
+    )
+    line = format_alarm(event.to_payload(), received=1_700_000_010.5)
+    assert "sensor_off" in line and "no sensor contact for 10 s" in line
+    assert "1 vs 0.5" not in line
