@@ -165,7 +165,6 @@ class Heartbeat:
     outbox_depth: int
     oldest_undelivered_age_s: float | None
     active_alarms: int
-    outbox_refused: int = 0  # events the broker refused, kept aside until `edge-agent retry-refused`
     models: Mapping[str, str] = field(default_factory=dict)  # model name -> version/sha256 prefix
     cpu_percent: float | None = None
     rss_bytes: int | None = None
@@ -173,6 +172,7 @@ class Heartbeat:
     # Optional, within heartbeat/1: detector id -> live calibration progress or result (only detectors
     # with a `calibration` table; see agent.pipeline.calibration.LiveCalibration.status)
     calibration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    outbox_refused: int = 0  # events the broker refused, kept aside until `edge-agent retry-refused`
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
