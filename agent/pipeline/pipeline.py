@@ -160,6 +160,15 @@ class Pipeline:
                 totals[detector_id] += count
         return totals
 
+    def missing_channels(self) -> dict[str, list[str]]:
+        """Detector id -> its channels that readings of its stream arrived without, since start (each
+        logged once; `agent.pipeline.wiring`). Empty when every detector gets all its channels."""
+        out: dict[str, list[str]] = {}
+        for stream in self.streams.values():
+            for detector_id, channel in sorted(stream.missing.seen):
+                out.setdefault(detector_id, []).append(channel)
+        return out
+
     def active_alarms(self) -> int:
         return sum(
             book.active_count() for s in self.streams.values() for w in s.watches for book in w.books

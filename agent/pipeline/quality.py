@@ -8,7 +8,7 @@ the pipeline turns persistent poor quality into a technical alarm instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,9 +44,14 @@ class Gated:
 
 class QualityGate:
     def __init__(
-        self, channels: tuple[str, ...], ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES
+        self,
+        channels: tuple[str, ...],
+        ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES,
+        *,
+        on_missing: Callable[[tuple[str, ...]], None] | None = None,
     ):
         self.channels = channels
+        self._on_missing = on_missing  # told once per channel tuple that lacks some of `channels`
         # A channel without a known range still has one: the finite numbers. An infinity (a float field
         # a device filled with garbage) is then out of range at no extra cost on the per-reading path.
         largest = float(np.finfo(np.float64).max)
@@ -135,6 +140,8 @@ class QualityGate:
         columns = None if channels == self.channels else np.array([index.get(c, -1) for c in self.channels])
         plan = (columns, columns is None or bool((columns >= 0).all()))
         self._plans[channels] = plan
+        if not plan[1] and self._on_missing is not None:
+            self._on_missing(channels)
         return plan
 
     def _select(self, reading: Reading, columns: IntArray) -> FloatArray:

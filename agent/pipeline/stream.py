@@ -30,6 +30,7 @@ from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
+from agent.pipeline.wiring import MissingChannels
 from agent.readings import FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
@@ -124,7 +125,8 @@ class StreamPipeline:
         for detector, _ in detectors:
             channels += [c for c in detector.channels if c not in channels]
         self.channels = tuple(channels)
-        self.gate = QualityGate(self.channels)
+        self.missing = MissingChannels(name, [(d.id, d.channels) for d, _ in detectors])
+        self.gate = QualityGate(self.channels, on_missing=self.missing.arrived)
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)

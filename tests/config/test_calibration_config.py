@@ -27,6 +27,14 @@ id = "wearable-1"
 kind = "wearable"
 transport = "simulator"
 
+# Names its streams and channels in its HELLO, so the "pump" and "vibration" streams below may be wired.
+[[devices]]
+id = "bench-1"
+kind = "equipment"
+transport = "serial"
+[devices.serial]
+port = "/dev/ttyUSB0"
+
 [[detectors]]
 id = "hr-change"
 type = "robust_z"

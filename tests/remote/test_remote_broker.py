@@ -59,6 +59,16 @@ id = "wearable-2"
 kind = "wearable"
 transport = "simulator"
 
+# What the "beats" detector watches (the MIT-BIH lead "MLII", which no simulator produces): a recording,
+# empty here, as the test is about the commands, not about the beats.
+[[devices]]
+id = "ecg-recording"
+kind = "wearable"
+transport = "replay"
+lost_after_s = 3600
+[devices.replay]
+path = "recordings"
+
 [[detectors]]
 id = "beats"
 type = "autoencoder"
@@ -162,6 +172,7 @@ def setup(
     store.activate("ecg-beat", "1.0.0")
     config = tmp_path / "agent.toml"
     config.write_text(CONFIG.format(port=mosquitto.port, allowed=ALL))
+    (tmp_path / "recordings").mkdir()
     backend = Backend(mosquitto.port, private_key)
     yield config, backend
     backend.close()

@@ -1,0 +1,165 @@
+"""Detectors against what the devices produce: a stream or channel no device sends is a typo, not a silence.
+
+A detector binds to a stream name and channels by text (`agent.pipeline.pipeline`); a reading without
+one of its channels is gated to NaN (missing) and a stream nobody sends is simply never scored, so a
+misspelled `channels = ["hrr"]` would watch nothing and raise no alarm, ever.
+
+Before start (`check_wiring`, for `agent.daemon.preflight`: check-config, run, reload). Each device
+says what it can produce (`produces`), from the code that makes its readings: the simulator's kinds,
+a CSV/JSON-lines serial device's or a Modbus unit's configured channel map (on the kind's default
+stream), the BLE profiles' streams and channels. A detector whose stream none of them produces, or one
+of whose channels none of them produces on that stream, is a `ConfigError` naming the key, with a
+"did you mean" when a produced name is close. A device that names its streams and channels only at run
+time (the serial frame protocol's HELLO, a replay's recording) may send anything: with one configured,
+nothing is checked before start and the run-time warning is what is left.
+
+At run time (`MissingChannels`, kept by each `StreamPipeline`): the first time readings of a watched
+stream arrive without one of a detector's channels (a device unknowable before start, or one of two
+kinds of device sharing a stream name), one warning per (detector, stream name, channel) names the
+three, never a device or a value, and the triple is kept for the status (`Pipeline.missing_channels`).
+The check runs once per distinct channel tuple (the quality gate's plan), not per reading.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.config.schema import AgentConfig, DeviceConfig
+from agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Produces:
+    """What one device can send: stream name -> channels; `open`: it may send any stream with any
+    channels, named only at run time (then `streams` is empty)."""
+
+    streams: dict[str, frozenset[str]]
+    open: bool = False
+
+
+def produces(device: DeviceConfig) -> Produces:
+    """The streams and channels `device` can produce, as far as its configuration tells."""
+    if device.transport == "simulator":
+        return _simulated(device)
+    if device.transport == "ble" and device.ble is not None:
+        return _ble(device.ble.profiles)
+    from agent.sources.serial_frames import DEFAULT_STREAM  # the kind's stream for line and Modbus data
+
+    stream = DEFAULT_STREAM.get(device.kind)
+    if device.transport == "serial" and device.serial is not None and device.serial.protocol != "frames":
+        return Produces({stream: frozenset(device.serial.channels)}) if stream else Produces({}, open=True)
+    if device.transport == "modbus" and device.modbus is not None and stream:
+        return Produces({stream: frozenset(r.name for r in device.modbus.registers)})
+    # The frame protocol's channels come with the device's HELLO and its waveform streams are named
+    # after them; a replay sends whatever was recorded: anything is possible.
+    return Produces({}, open=True)
+
+
+def _simulated(device: DeviceConfig) -> Produces:
+    if device.kind == "equipment":
+        from agent.simulation.equipment import MACHINE_CHANNELS
+
+        return Produces({"machine": frozenset(MACHINE_CHANNELS)})
+    from agent.simulation.wearable import VITALS_CHANNELS
+
+    streams: dict[str, frozenset[str]] = {"vitals": frozenset(VITALS_CHANNELS), "rr": frozenset({"rr"})}
+    if device.simulator is not None and device.simulator.ecg:
+        streams["ecg"] = frozenset({"ecg"})
+    return Produces(streams)
+
+
+def _ble(profiles: Sequence[str]) -> Produces:
+    from agent.sources.ble_profiles import PROFILES  # how each profile's notifications become readings
+
+    streams: dict[str, set[str]] = {}
+    for name in profiles:
+        profile = PROFILES.get(name)
+        if profile is None:  # refused by the loader already
+            continue
+        if profile.channels:
+            streams.setdefault(profile.stream, set()).update(profile.channels)
+        if name == "heart_rate":  # its RR intervals, one reading per beat
+            streams.setdefault("rr", set()).add("rr")
+        if name == "polar_pmd":  # the ECG frames
+            streams.setdefault("ecg", set()).add("ecg")
+    return Produces({stream: frozenset(channels) for stream, channels in streams.items()})
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """' (did you mean "hr"?)' for the closest of `known` (case ignored: "SpO2" finds "spo2"), or ""."""
+    by_folded = {k.casefold(): k for k in sorted(known)}
+    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1)
+    return f' (did you mean "{by_folded[close[0]]}"?)' if close else ""
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def check_wiring(config: AgentConfig) -> list[ConfigError]:
+    """A `ConfigError` for each detector stream or channel that no configured device can produce,
+    where what the devices produce is known before start (see the module docstring)."""
+    streams: dict[str, frozenset[str]] = {}
+    for device in config.devices:
+        output = produces(device)
+        if output.open:  # it may send any stream with any channels: the run-time warning must do
+            return []
+        for name, channels in output.streams.items():
+            streams[name] = streams.get(name, frozenset()) | channels
+    problems: list[ConfigError] = []
+    for spec in config.detectors:
+        produced = streams.get(spec.stream)
+        if produced is None:
+            problems.append(
+                ConfigError(
+                    f"detectors.{spec.id}.stream",
+                    f'no configured device produces a stream "{spec.stream}"'
+                    f"{did_you_mean(spec.stream, streams)} (they produce: {_names(streams)})",
+                )
+            )
+            continue
+        for channel in spec.channels:
+            if channel not in produced:
+                problems.append(
+                    ConfigError(
+                        f"detectors.{spec.id}.channels",
+                        f'no configured device produces a channel "{channel}" on stream "{spec.stream}"'
+                        f"{did_you_mean(channel, produced)} (it has: {_names(produced)})",
+                    )
+                )
+    return problems
+
+
+class MissingChannels:
+    """The run-time check of one stream name: readings that arrived without a detector's channel."""
+
+    def __init__(self, stream: str, watched: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        self.stream = stream
+        self._watched = watched  # (detector id, its channels)
+        self.seen: set[tuple[str, str]] = set()  # (detector id, channel) already warned about
+
+    def arrived(self, channels: tuple[str, ...]) -> None:
+        """Readings of this stream came with `channels` (a tuple seen for the first time): warn once per
+        (detector, channel) they lack. Only names from the configuration and the readings' channel
+        names are logged: no device, no value."""
+        present = set(channels)
+        for detector_id, wanted in self._watched:
+            for channel in wanted:
+                if channel in present or (detector_id, channel) in self.seen:
+                    continue
+                self.seen.add((detector_id, channel))
+                log.warning(
+                    'detector %s watches channel "%s" of stream "%s", but readings of that stream arrived'
+                    " without it (their channels: %s): the detector sees it as missing there, and cannot"
+                    " alarm on it (check detectors.%s.channels against the device)",
+                    detector_id,
+                    channel,
+                    self.stream,
+                    _names(channels),
+                    detector_id,
+                )

@@ -1,0 +1,221 @@
+"""Detector streams and channels against what the configured devices produce (agent.pipeline.wiring):
+the audit's typos found before start with their key and a "did you mean", and at run time a channel that
+does not arrive logged once per (detector, stream, channel)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.config import AgentConfig, load_config, parse_config
+from agent.pipeline import Pipeline
+from agent.pipeline.wiring import check_wiring, did_you_mean, produces
+from agent.readings import Reading
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "agent" / "defaults" / "demo.toml"
+PUMP_ROOM = ROOT / "examples" / "pump-room.toml"
+
+
+def edited(tmp_path: Path, source: Path, old: str, new: str) -> AgentConfig:
+    text = source.read_text()
+    assert old in text
+    path = tmp_path / "agent.toml"
+    path.write_text(text.replace(old, new))
+    return load_config(path)
+
+
+# The audit's finding 3: each of these passed check-config and then never raised an alarm.
+AUDIT = [
+    pytest.param(DEMO, 'channels = ["hr"]', 'channels = ["hrr"]', "channels", "hrr", "hr", id="hrr"),
+    pytest.param(DEMO, 'channels = ["spo2"]', 'channels = ["SpO2"]', "channels", "SpO2", "spo2", id="SpO2"),
+    pytest.param(
+        PUMP_ROOM, 'stream = "machine"', 'stream = "machin"', "stream", "machin", "machine", id="machin"
+    ),
+    pytest.param(
+        PUMP_ROOM,
+        'channels = ["vibration_rms"]',
+        'channels = ["vibration_rmss"]',
+        "channels",
+        "vibration_rmss",
+        "vibration_rms",
+        id="vibration_rmss",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "old", "new", "key", "typo", "meant"), AUDIT)
+def test_the_audits_typos_are_found_with_the_key_and_a_did_you_mean(
+    tmp_path: Path, source: Path, old: str, new: str, key: str, typo: str, meant: str
+) -> None:
+    config = edited(tmp_path, source, old, new)
+    problems = check_wiring(config)
+    assert problems, "a detector bound to nothing must not pass"
+    bound = {d.id for d in config.detectors if typo in (d.stream, *d.channels)}
+    assert {p.path for p in problems} == {f"detectors.{d}.{key}" for d in bound}
+    for problem in problems:
+        assert f'"{typo}"' in problem.problem
+        assert f'(did you mean "{meant}"?)' in problem.problem
+
+
+def test_a_wrong_stream_names_what_the_devices_produce(tmp_path: Path) -> None:
+    config = edited(tmp_path, DEMO, 'stream = "machine"', 'stream = "pump"')
+    assert [str(p) for p in check_wiring(config)] == [
+        f'detectors.{d}.stream: no configured device produces a stream "pump" (they produce: machine, rr,'
+        " vitals)"
+        for d in ("vibration-high", "machine-robust-z")
+    ]
+
+
+@pytest.mark.parametrize("source", [DEMO, PUMP_ROOM], ids=["demo", "pump-room"])
+def test_the_shipped_configs_are_wired(source: Path) -> None:
+    assert check_wiring(load_config(source)) == []
+
+
+def test_the_ward_example_is_wired(tmp_path: Path) -> None:
+    text = (ROOT / "examples" / "ward-wearables.toml").read_text()
+    for name in ("ca.pem", "gw-ward3-01.crt", "gw-ward3-01.key", "mqtt.password"):
+        (tmp_path / name).write_text("x")
+        text = text.replace(f"/etc/edge-agent/{name}", str(tmp_path / name))
+    (tmp_path / "agent.toml").write_text(text)
+    assert check_wiring(load_config(tmp_path / "agent.toml")) == []
+
+
+BASE: dict[str, Any] = {
+    "gateway": {"id": "gw", "site": "s"},
+    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+    "outbox": {"path": "outbox.sqlite"},
+}
+
+
+def config(tmp_path: Path, devices: list[dict[str, Any]], stream: str, channels: list[str]) -> AgentConfig:
+    table = BASE | {
+        "devices": devices,
+        "detectors": [
+            {"id": "d", "type": "limit", "stream": stream, "channels": channels, "params": {"above": 1}}
+        ],
+    }
+    return parse_config(table, base_dir=tmp_path)
+
+
+def wearable(**simulator: Any) -> dict[str, Any]:
+    return {"id": "w", "kind": "wearable", "transport": "simulator", "simulator": simulator}
+
+
+def line_device(kind: str, *channels: str) -> dict[str, Any]:
+    serial = {"port": "/dev/ttyX", "protocol": "csv", "channels": list(channels)}
+    return {"id": "s", "kind": kind, "transport": "serial", "serial": serial}
+
+
+def ble(*profiles: str) -> dict[str, Any]:
+    table: dict[str, Any] = {"name": "strap"} | ({"profiles": list(profiles)} if profiles else {})
+    return {"id": "b", "kind": "wearable", "transport": "ble", "ble": table}
+
+
+MODBUS = {
+    "id": "m",
+    "kind": "equipment",
+    "transport": "modbus",
+    "modbus": {"host": "10.0.0.5", "registers": [{"name": "vibration_rms", "address": 0}]},
+}
+
+
+@pytest.mark.parametrize(
+    ("device", "stream", "channels", "wired"),
+    [
+        (wearable(), "rr", ["rr"], True),
+        (wearable(), "ecg", ["ecg"], False),  # only with simulator.ecg = true
+        (wearable(ecg=True), "ecg", ["ecg"], True),
+        (wearable(ecg=True), "ecg", ["MLII"], False),  # the MIT-BIH lead name of the shipped ECG model
+        (line_device("equipment", "flow", "temp"), "machine", ["temp"], True),
+        (line_device("equipment", "flow", "temp"), "machine", ["pressure"], False),
+        (line_device("wearable", "hr"), "machine", ["hr"], False),  # a wearable's lines are "vitals"
+        (MODBUS, "machine", ["vibration_rms"], True),
+        (ble("heart_rate", "plx", "blood_pressure", "polar_pmd"), "vitals", ["hr", "spo2", "pr"], True),
+        (ble("heart_rate", "plx", "blood_pressure", "polar_pmd"), "ecg", ["ecg"], True),
+        (ble(), "vitals", ["spo2"], False),  # heart_rate alone
+        (ble(), "rr", ["rr"], True),
+        (ble("blood_pressure"), "bp", ["systolic", "map"], True),
+        (ble("blood_pressure"), "vitals", ["hr"], False),
+    ],
+)
+def test_each_transport_says_what_it_produces(
+    tmp_path: Path, device: dict[str, Any], stream: str, channels: list[str], wired: bool
+) -> None:
+    assert (check_wiring(config(tmp_path, [device], stream, channels)) == []) == wired
+
+
+def test_a_device_that_names_its_channels_at_run_time_leaves_everything_unchecked(tmp_path: Path) -> None:
+    """The frame protocol's HELLO (and a replay's recording) may bring any stream and channel."""
+    frames = {"id": "f", "kind": "wearable", "transport": "serial", "serial": {"port": "/dev/ttyX"}}
+    assert produces(parse_config(BASE | {"devices": [frames]}, base_dir=tmp_path).devices[0]).open
+    assert check_wiring(config(tmp_path, [wearable(), frames], "vitalz", ["hrr"])) == []
+    recording = tmp_path / "readings-000001.jsonl"
+    recording.write_text("")
+    replay = {"id": "r", "kind": "wearable", "transport": "replay", "replay": {"path": str(recording)}}
+    assert check_wiring(config(tmp_path, [replay], "ecg", ["MLII"])) == []
+
+
+def test_a_channel_one_device_of_the_stream_produces_is_enough(tmp_path: Path) -> None:
+    assert check_wiring(config(tmp_path, [ble("heart_rate"), wearable()], "vitals", ["spo2"])) == []
+
+
+def test_did_you_mean_ignores_case_and_stays_quiet_when_nothing_is_close() -> None:
+    assert did_you_mean("SpO2", ["hr", "spo2"]) == ' (did you mean "spo2"?)'
+    assert did_you_mean("pressure", ["hr", "spo2"]) == ""
+
+
+def pseudonym(device: str) -> str:
+    return f"p-{device}"
+
+
+def vitals(device: str, channels: tuple[str, ...], t: float) -> Reading:
+    return Reading(f"{device}/vitals", channels, np.full((1, len(channels)), 80.0), t, t)
+
+
+def test_a_channel_that_does_not_arrive_is_logged_once_per_detector_and_channel(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = BASE | {
+        "devices": [wearable()],
+        "detectors": [
+            {
+                "id": "hr-high",
+                "type": "limit",
+                "stream": "vitals",
+                "channels": ["hrr"],
+                "params": {"above": 120},
+            },
+            {
+                "id": "both",
+                "type": "robust_z",
+                "stream": "vitals",
+                "channels": ["hrr", "spo2"],
+                "params": {"window_s": 10, "hop_s": 1},
+            },
+        ],
+    }
+    pipeline = Pipeline(parse_config(table, base_dir=tmp_path), pseudonym)
+    assert pipeline.missing_channels() == {}
+    caplog.set_level(logging.WARNING, logger="agent.pipeline.wiring")
+    for second in range(30):  # two devices, two channel layouts, readings one by one and in batches
+        pipeline.ingest([vitals("bed-7", ("hr", "spo2", "skin_temp"), 1e6 + second)])
+        pipeline.ingest([vitals(f"bed-{k}", ("hr", "spo2"), 1e6 + second) for k in range(60)])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert all('channel "hrr" of stream "vitals"' in w for w in warnings)
+    assert {w.split()[1] for w in warnings} == {"hr-high", "both"}
+    assert "detectors.hr-high.channels" in warnings[0] + warnings[1]
+    assert not any("bed-" in w or "80" in w for w in warnings)  # no device, no value
+    assert pipeline.missing_channels() == {"both": ["hrr"], "hr-high": ["hrr"]}
+
+
+def test_skab_evaluation_config_is_not_a_configuration_to_run() -> None:
+    """tools/evaluate feeds SKAB's pump channels itself and never opens the simulator device, nor runs
+    the preflight: the file would watch nothing under `edge-agent run`, which refuses it for that."""
+    problems = check_wiring(load_config(ROOT / "tools" / "evaluate" / "configs" / "skab.toml"))
+    assert {p.path for p in problems} == {"detectors.z.stream", "detectors.ewma.stream"}
