@@ -202,3 +202,99 @@ def test_per_stream_adapted_thresholds_judge_the_ensemble() -> None:
     flagged = np.nan_to_num(result.ensemble()) > 1.0
     np.testing.assert_array_equal(flagged, live & (np.nan_to_num(score) > judged))
     assert flagged[560:].mean() > 0.9 and flagged[450:550].mean() < 0.1
+
+
+# -- simulator --episodes: pumps with injected faults (tools.evaluate.sim_episodes) ----------------------
+
+
+def test_pump_episodes_alternate_after_an_hour_and_fit_the_run() -> None:
+    from tools.evaluate.sim_episodes import pump_episodes
+
+    six = pump_episodes(6.0, 1800.0)
+    assert [(e.condition, e.start_s) for e in six] == [
+        ("bearing_wear", 3600.0),
+        ("temperature_drift", 9000.0),
+        ("bearing_wear", 14400.0),
+        ("temperature_drift", 19800.0),  # ends at 21600 s: exactly the end of the run, still in
+    ]
+    assert all(e.duration_s == 1800.0 for e in six)
+    assert pump_episodes(1.4, 1800.0) == ()  # no room after the baseline hour
+
+
+def test_a_start_inside_an_episode_or_within_the_grace_detects_it_and_others_are_false() -> None:
+    from agent.simulation import GroundTruth
+    from tools.evaluate.sim_episodes import RuleTally
+
+    truth = [
+        GroundTruth("bearing_wear", "p", T0 + 3600, T0 + 5400),
+        GroundTruth("temperature_drift", "p", T0 + 9000, T0 + 10800),
+    ]
+    tally = RuleTally()
+    # before both (false), twice in the wear episode (first is the delay), 30 s after the drift's end
+    # (inside the 60 s grace), and 61 s after the wear's end (false)
+    starts = [T0 + 100, T0 + 3700, T0 + 4000, T0 + 5461, T0 + 10830]
+    tally.add(starts, truth, (T0, T0 + 6 * 3600), grace_s=60.0)
+    assert tally.delays == {"bearing_wear": [100.0], "temperature_drift": [1830.0]}
+    assert tally.false_starts == 2
+    assert tally.outside_hours == pytest.approx(6 - 2 * 1860 / 3600)
+    assert tally.row("bearing_wear") == ("1/1", "100", "100")
+    tally.add([], truth, (T0, T0 + 6 * 3600), grace_s=60.0)
+    assert tally.row("temperature_drift") == ("1/2", "1830", "1830")
+
+
+EPISODE_CONFIG = """
+[gateway]
+id = "t"
+site = "t"
+state_dir = "{dir}"
+[[devices]]
+id = "eval-device"
+kind = "equipment"
+transport = "simulator"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[outbox]
+path = "{dir}/outbox.sqlite"
+[[detectors]]
+id = "always"
+type = "limit"
+stream = "machine"
+channels = ["motor_current"]
+params = {{ above = 0 }}
+[[detectors]]
+id = "hr"
+type = "limit"
+stream = "vitals"
+channels = ["hr"]
+params = {{ above = 120 }}
+[[alarms]]
+condition = "current_on"
+detector = "always"
+min_duration_s = 0
+clear_after_s = 5
+[[alarms]]
+condition = "tachycardia"
+detector = "hr"
+"""
+
+
+def test_the_cli_reports_pump_rules_with_episodes(tmp_path: Path) -> None:
+    """One pump, 2.5 h: a bearing_wear and a temperature_drift episode. A rule that fires on the first
+    sample and never clears detects neither and has one false start; the wearable's rule is not listed."""
+    from tools.evaluate.__main__ import main
+
+    config = tmp_path / "agent.toml"
+    config.write_text(EPISODE_CONFIG.format(dir=tmp_path))
+    out = tmp_path / "report"
+    argv = ["--config", str(config), "--dataset", "simulator", "--episodes", "--hours", "2.5"]
+    argv += ["--devices", "1", "--seed-base", "5", "--episode-s", "600", "--out", str(out)]
+    assert main(argv) == 0
+    report = (out / "report.md").read_text()
+    assert "bearing_wear at 60 min, temperature_drift at 130 min" in report
+    assert "within 60 s after its end" in report
+    rows = [line for line in report.splitlines() if line.startswith("| current_on |")]
+    assert len(rows) == 1 and "tachycardia" not in report
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "0/1" and cells[4] == "0/1"
+    assert cells[7] == "1"  # the one start, at the run's first sample
+    assert float(cells[8]) == pytest.approx(2.5 - 2 * 660 / 3600, abs=0.01)

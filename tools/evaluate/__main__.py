@@ -5,6 +5,8 @@
     python -m tools.evaluate --config tools/evaluate/configs/skab.toml --dataset skab --out eval/skab
     python -m tools.evaluate --dataset mitdb --out eval/mitdb
     python -m tools.evaluate --config tools/evaluate/configs/wearable.toml --dataset simulator --hours 24
+    python -m tools.evaluate --config tools/evaluate/configs/wearable.toml --dataset simulator --episodes \
+        --hours 6 --devices 10
 
 Every dataset except mitdb goes through `agent.pipeline.Pipeline` (see `tools.evaluate.replay`); mitdb's
 PVC score works on ECG beats the pipeline has no detector for (see `tools.evaluate.pvc`). The report is
@@ -41,6 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-fa-per-hour", type=float, default=1.0, help="calibration target")
     parser.add_argument("--hours", type=float, default=24.0, help="simulator: hours per device")
     parser.add_argument("--devices", type=int, default=4, help="simulator: devices (seeds)")
+    parser.add_argument("--seed-base", type=int, default=1000, help="simulator: first seed")
+    parser.add_argument(
+        "--episodes",
+        action="store_true",
+        help="simulator: pumps only, with bearing_wear and temperature_drift episodes (detections, delays)",
+    )
+    parser.add_argument("--episode-s", type=float, default=1800.0, help="simulator --episodes: length")
+    parser.add_argument(
+        "--grace-s",
+        type=float,
+        default=60.0,
+        help="simulator --episodes: an alarm start this long after an episode's end still detects it",
+    )
     parser.add_argument("--plots", type=int, default=4, help="series to plot")
     args = parser.parse_args(argv)
     if args.dataset != "mitdb" and args.config is None:

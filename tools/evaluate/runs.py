@@ -6,7 +6,9 @@ score / threshold). CPSC-2021: AF per beat from the pipeline's af scores, the th
 other subjects (leave-one-subject-out) beside the config's fixed one; onset delay of alarm starts.
 SKAB: per file, calibration on its first rows, then per-row F1/FAR/MAR of alarm-active rows, pooled; the
 anomaly-free run gives false alarms per hour. MIT-BIH: per-beat PVC ROC-AUC (tools.evaluate.pvc).
-Simulator: false alarms per hour over long normal stretches of simulated wearables and pumps.
+Simulator: false alarms per hour over long normal stretches of simulated wearables and pumps; with
+--episodes, pumps with injected faults instead: detections, delays and false alarms per rule
+(tools.evaluate.sim_episodes).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from agent.config.loader import load_config
 from agent.config.schema import DeviceConfig, SimulatorConfig
 from agent.events import AlarmKind, Phase
 from agent.pipeline import Pipeline
-from tools.evaluate import nab_score, pvc
+from tools.evaluate import nab_score, pvc, sim_episodes
 from tools.evaluate.datasets import T0, FloatArray, Series, load_cpsc, load_mitdb, load_nab, load_skab
 from tools.evaluate.metrics import EventMetrics, PointMetrics, event_metrics, roc_auc
 from tools.evaluate.replay import Replayed, replay
@@ -414,12 +416,16 @@ def run_simulator(args: argparse.Namespace) -> str:
     from agent.simulation import simulate
 
     config = load_config(args.config)
+    if args.episodes:
+        seeds = [args.seed_base + i for i in range(args.devices)]
+        tallies = sim_episodes.evaluate_pumps(config, seeds, args.hours, args.episode_s, args.grace_s)
+        return sim_episodes.report(str(args.config), tallies, seeds, args.hours, args.episode_s, args.grace_s)
     rows = []
     total_starts, total_hours = 0, 0.0
     for kind in ("wearable", "equipment"):
         for seed in range(args.devices):
             device = DeviceConfig(
-                f"{kind}-{seed}", kind, "simulator", simulator=SimulatorConfig(seed=1000 + seed)
+                f"{kind}-{seed}", kind, "simulator", simulator=SimulatorConfig(seed=args.seed_base + seed)
             )
             readings, _ = simulate(device, args.hours * 3600.0, T0)
             pipeline = Pipeline(config, lambda d: d)
