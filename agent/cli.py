@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,26 +23,77 @@ EXIT_CONFIG = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="edge-agent", description=__doc__.splitlines()[0] if __doc__ else None
-    )
-    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
-    parser.add_argument(
+    """The command's exit code. A reader that stops early (`edge-agent status | head -1`) ends it
+    quietly: the rest of the output goes nowhere, with no traceback (exit code 1, as Python's
+    documentation advises for a broken pipe)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a broken pipe can still be caught, rather than at exit
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe or socket broke: that one is a real error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush at exit must not fail again
+        return 1
+    return code
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # no file descriptor (a test's captured stdout)
+        return False
+
+
+def _global_options(*, after_command: bool) -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (`edge-agent run -c F --log-json`).
+    The copies after the name default to SUPPRESS, so they never undo what was given before it."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "--log-level",
-        default=None,
+        default=argparse.SUPPRESS if after_command else None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default INFO; WARNING for the demo, whose receiver already shows every alarm",
     )
-    parser.add_argument("--log-json", action="store_true", help="structured JSON log lines")
+    options.add_argument(
+        "--log-json",
+        action="store_true",
+        default=argparse.SUPPRESS if after_command else False,
+        help="structured JSON log lines",
+    )
+    return options
+
+
+CONFIG_HELP = "the agent's configuration file (TOML)"
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        parents=[_global_options(after_command=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = [_global_options(after_command=True)]
 
-    run = sub.add_parser("run", help="run the agent with a configuration file")
-    run.add_argument("--config", "-c", type=Path, required=True)
+    run = sub.add_parser("run", parents=common, help="run the agent with a configuration file")
+    run.add_argument("--config", "-c", type=Path, required=True, help=CONFIG_HELP)
 
-    check = sub.add_parser("check-config", help="check a configuration file and exit (0 ok, 2 bad)")
-    check.add_argument("config", type=Path)
+    check = sub.add_parser(
+        "check-config", parents=common, help="check a configuration file and exit (0 ok, 2 bad)"
+    )
+    check.add_argument("config", type=Path, nargs="?", help=CONFIG_HELP + "; or give it with -c/--config")
+    check.add_argument("--config", "-c", type=Path, dest="config_option", metavar="CONFIG", help=CONFIG_HELP)
 
-    status = sub.add_parser("status", help="the running agent's health (or its last heartbeat)")
+    status = sub.add_parser(
+        "status", parents=common, help="the running agent's health (or its last heartbeat)"
+    )
     where = status.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", "-c", type=Path, help="the agent's config file (finds its state_dir)")
     where.add_argument("--state-dir", type=Path, help="the agent's state folder")
@@ -49,12 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     retry = sub.add_parser(
         "retry-refused",
+        parents=common,
         help="after fixing the broker (ACL, topic), send again the messages it refused (kept aside)",
     )
-    retry.add_argument("--config", "-c", type=Path, required=True)
+    retry.add_argument("--config", "-c", type=Path, required=True, help=CONFIG_HELP)
 
-    record = sub.add_parser("record", help="record the configured devices' raw readings for training")
-    record.add_argument("--config", "-c", type=Path, required=True)
+    record = sub.add_parser(
+        "record", parents=common, help="record the configured devices' raw readings for training"
+    )
+    record.add_argument("--config", "-c", type=Path, required=True, help=CONFIG_HELP)
     record.add_argument("--out", "-o", type=Path, required=True, help="folder for the rotating files")
     record.add_argument("--device", action="append", default=None, help="device id (repeat; default all)")
     record.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
@@ -63,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     record.add_argument("--gzip", action="store_true", help="compress the files")
 
     demo = sub.add_parser(
-        "demo", help="the whole job on this machine: broker, simulated devices, agent, receiver"
+        "demo",
+        parents=common,
+        help="the whole job on this machine: broker, simulated devices, agent, receiver",
     )
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
@@ -74,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--speed", type=float, default=None, help="simulated seconds per real second")
 
     args = parser.parse_args(argv)
+    if args.command == "check-config":
+        if args.config is not None and args.config_option is not None and args.config != args.config_option:
+            check.error("give the configuration file once: as the argument or with --config")
+        args.config = args.config or args.config_option
+        if args.config is None:
+            check.error("the configuration file is required (edge-agent check-config FILE)")
     from agent.logs import configure_logging
 
     default_level = "WARNING" if args.command == "demo" else "INFO"

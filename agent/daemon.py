@@ -7,8 +7,11 @@ over by rule.
 Signals: SIGTERM/SIGINT stop (sources close, queued readings are processed, alarms committed,
 state saved, a clean "offline" status published, exit 0). SIGHUP reloads the config file: a bad
 file is refused with a log line per problem and the running config stays; a good one replaces
-the session. `preflight` finds what a start or a reload would refuse without starting anything
-(`check-config`, and each reload).
+the session. `preflight` (agent.preflight) finds what a start or a reload would refuse without
+starting anything (`check-config`, and each reload). Should a reloaded config still fail while its
+session is set up (before it serves), the agent logs why and runs the previous config again; only
+the first start ends the process on such a failure. Each stop ends with one log line: clean, with
+the outbox's figures, or the error.
 """
 
 from __future__ import annotations
@@ -16,20 +19,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from agent import state_journal
 from agent.config import load_config
 from agent.config.schema import AgentConfig
-from agent.errors import ConfigError, InvalidConfigError
+from agent.errors import AgentError, ConfigError, InvalidConfigError
 from agent.gc_pacing import CollectorPacer
 from agent.logs import redact_identifiers
 from agent.outbox import Outbox
-from agent.pipeline import Pipeline, build_detectors
+from agent.pipeline import Pipeline
+from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
-from agent.remote import RemoteCommands, check_remote
+from agent.remote import RemoteCommands
 from agent.session import _Session
-from agent.sources import check_transport
 from agent.state import ensure_state_dir, next_session
 from agent.state_file import read_state, set_aside_state
 from agent.uplink.mqtt import MqttUplink
@@ -40,25 +44,15 @@ __all__ = ["Agent", "preflight"]
 log = logging.getLogger("agent")
 
 
-def preflight(config: AgentConfig) -> None:
-    """Everything `run` would refuse, found without starting anything (for `check-config`)."""
-    problems: list[ConfigError] = []
-    try:
-        Topics(config.mqtt.topic_prefix, config.gateway.site, config.gateway.id)
-    except ConfigError as exc:
-        problems.append(exc)
-    for i, device in enumerate(config.devices):
-        try:
-            check_transport(device, i)
-        except ConfigError as exc:
-            problems.append(exc)
-    try:
-        build_detectors(config)
-    except InvalidConfigError as exc:
-        problems += exc.errors
-    problems += check_remote(config)
-    if problems:
-        raise InvalidConfigError(str(config.source_path or "<config>"), problems)
+def start_failure(exc: BaseException) -> str:
+    """A set-up or stop failure in one line: the key or file, then the problem."""
+    if isinstance(exc, InvalidConfigError):
+        return "; ".join(str(problem) for problem in exc.errors)
+    if isinstance(exc, AgentError):
+        return str(exc)  # a ConfigError reads "key: problem", a ModelError "model name: problem"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Agent:
@@ -79,21 +73,59 @@ class Agent:
         await self.run()
 
     async def run(self) -> None:
-        """Run sessions until stopped; each accepted reload starts a new session."""
+        """Run sessions until stopped; each accepted reload starts a new session. A reloaded config
+        whose session fails during its set-up gives way to the config that ran before it."""
         carried: dict[str, Any] = {}
+        running: AgentConfig | None = None  # the config of the last session that started
         while True:
             self.reloading.clear()
-            carried = await self._session(self.config, carried)
+            try:
+                run = self._start(self.config, carried)
+            except Exception as exc:
+                if running is None or running is self.config:
+                    raise  # the first start (or the previous config itself) fails: nothing to go back to
+                log.error("reload failed at start: %s; going back to the previous config", start_failure(exc))
+                self.config = running
+                continue
+            running = self.config
+            carried = await self._serve(run)
             if self.stopping.is_set():
                 return
 
-    async def _session(self, cfg: AgentConfig, carried_alarms: dict[str, Any]) -> dict[str, Any]:
+    def _start(self, cfg: AgentConfig, carried_alarms: dict[str, Any]) -> _Session:
+        """Set up a session (state, keys, outbox, uplink, pipeline) without serving it yet."""
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
         session = next_session(state_dir)
-        pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / "pseudonym.key"))
+        pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / DEFAULT_PRIVACY_KEY))
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         outbox, damaged_outbox = Outbox.open_or_replace(cfg.outbox)
+        try:
+            run = self._restore(cfg, carried_alarms, state_dir, session, pseudonym, topics, outbox)
+        except BaseException:
+            outbox.close()  # a failed set-up leaves no file open: the previous config opens it again
+            raise
+        run.outbox_was_replaced = damaged_outbox is not None  # raised as outbox_damaged
+        log.info(
+            "session %d: %d device(s), %d detector(s), uplink %s:%d",
+            session,
+            len(cfg.devices),
+            len(run.pipeline.detectors),
+            cfg.mqtt.host,
+            cfg.mqtt.port,
+        )
+        return run
+
+    def _restore(
+        self,
+        cfg: AgentConfig,
+        carried_alarms: dict[str, Any],
+        state_dir: Path,
+        session: int,
+        pseudonym: Pseudonymizer,
+        topics: Topics,
+        outbox: Outbox,
+    ) -> _Session:
         state_path = state_dir / state_journal.STATE_FILE
         saved = read_state(state_path, outbox.sealer) or {}
         remote = None
@@ -119,7 +151,6 @@ class Agent:
             run.load_gateway_alarms(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.
             outbox.number_notes_after(state_journal.NOTE, state_journal.notes_included(saved))
-            run.outbox_was_replaced = damaged_outbox is not None  # raised as outbox_damaged
             return run
 
         try:
@@ -129,25 +160,50 @@ class Agent:
         except Exception as exc:  # JSON of the wrong shape (a version change, a hand edit): start fresh
             # rather than never start; the file is kept aside for whoever wants to look at it.
             # The key of what failed, never the message: it may quote a saved (patient) value.
+            # Only once a fresh start works: should the config itself fail (a model, after a reload),
+            # the file is not to blame and the previous config restores it.
             where = f" at {exc.path}" if isinstance(exc, ConfigError) else ""
-            set_aside_state(state_path, f"it cannot be restored ({type(exc).__name__}{where})")
             run = restored({}, {})
-        pipeline = run.pipeline
+            set_aside_state(state_path, f"it cannot be restored ({type(exc).__name__}{where})")
         run.save_state()  # folds the outbox's episode notes into pipeline.json and drops them
-        log.info(
-            "session %d: %d device(s), %d detector(s), uplink %s:%d",
-            session,
-            len(cfg.devices),
-            len(pipeline.detectors),
-            cfg.mqtt.host,
-            cfg.mqtt.port,
-        )
+        return run
+
+    async def _serve(self, run: _Session) -> dict[str, Any]:
+        """Serve a set-up session until a stop or an accepted reload; its alarm episodes to carry over."""
+        ending: str | None = None
         try:
-            await run.serve(self, self._sim_start_time)
-        finally:
-            run.save_state()
-            outbox.close()
+            try:
+                await run.serve(self, self._sim_start_time)
+            finally:
+                run.save_state()
+                if self.stopping.is_set():
+                    ending = self._ending(run)
+                run.outbox.close()
+        except Exception as exc:
+            if self.stopping.is_set():
+                log.error("stop failed: %s", start_failure(exc))
+            raise
+        if ending is not None:
+            log.log(
+                logging.INFO if self.failed is None and not run.held.count else logging.ERROR, "%s", ending
+            )
         return run.alarm_state()
+
+    def _ending(self, run: _Session) -> str:
+        """The stop's log line: what the session delivered and what waits on disk for the next start."""
+        stats = run.outbox.stats()
+        figures = (
+            f"session {run.session}, {run.uplink.counters().delivered} message(s) delivered, "
+            f"outbox depth {stats.depth} ({stats.refused} refused)"
+        )
+        if run.held.count:
+            return (
+                f"stopped with {run.held.count} alarm event(s) the outbox could not take: they are lost; "
+                + figures
+            )
+        if self.failed is not None:
+            return f"stopped after task {self.failed} ended unexpectedly; {figures}"
+        return f"stopped cleanly: {figures}"
 
     def check_reload(self) -> list[str]:
         """What `try_reload` would refuse in the config file now, one line each; nothing is switched."""

@@ -4,6 +4,7 @@ group or others can read them, so a key is never used after it may have leaked o
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from agent.errors import ConfigError
@@ -22,6 +23,21 @@ def create_private(path: Path, data: bytes, setting: str) -> bool:
         f.flush()
         os.fsync(f.fileno())
     return True
+
+
+def create_problem(path: Path) -> str | None:
+    """Why `create_private` could not create `path` now, or None; looks only (for `preflight`).
+    `create_private` makes no folder: the file's folder must already be one this process writes in."""
+    folder = path.parent
+    try:
+        is_folder = stat.S_ISDIR(folder.stat().st_mode)
+    except OSError as exc:
+        return f"cannot create {path}: its folder {folder}: {exc.strerror}"
+    if not is_folder:
+        return f"cannot create {path}: {folder} is not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {folder} is not writable"
+    return None
 
 
 def private_file_problem(path: Path) -> str | None:

@@ -27,6 +27,12 @@ def load_or_create_key(path: Path) -> bytes:
     key = secrets.token_bytes(KEY_BYTES)
     if create_private(path, key, KEY_SETTING):
         return key
+    return read_key(path)
+
+
+def read_key(path: Path) -> bytes:
+    """The existing site key at `path`, refused (naming `privacy.key_file`) when readable by others or
+    too short. Changes nothing: `preflight` checks an existing key with it, as the start-up does."""
     key = read_private(path, KEY_SETTING)
     if len(key) < 16:
         raise ConfigError(KEY_SETTING, f"{path} holds {len(key)} bytes; a key needs at least 16")

@@ -6,21 +6,59 @@ it, so the central side can tell a restart (new session) from a reconnect (same 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
 
 
-def ensure_state_dir(path: Path) -> Path:
+def folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be, or be made (`mkdir -p`), a folder this process writes in; None when it can.
+
+    Looks only: the folder itself when it exists, else its nearest existing ancestor. The start-up
+    (`ensure_state_dir`) and `preflight` both ask this, so they refuse the same folders.
+    """
+    for folder in (path, *path.parents):
+        try:
+            mode = folder.stat().st_mode
+        except OSError:  # absent, or a stat refused: look further up
+            if _is_link(folder):  # a dangling link: mkdir would fail on it
+                return f"cannot create {path}: {folder} is a broken symbolic link"
+            continue
+        if not stat.S_ISDIR(mode):
+            if folder == path:
+                return f"{path} is not a directory"
+            return f"cannot create {path}: {os.strerror(errno.ENOTDIR)}"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            if folder == path:
+                return f"{path} is not writable"
+            return f"cannot create {path}: {os.strerror(errno.EACCES)} ({folder} is not writable)"
+        return None
+    return None
+
+
+def _is_link(path: Path) -> bool:
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise ConfigError("gateway.state_dir", f"cannot create {path}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK):
-        raise ConfigError("gateway.state_dir", f"{path} is not writable")
+        return stat.S_ISLNK(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def ensure_state_dir(path: Path) -> Path:
+    problem = folder_problem(path)
+    if problem is None:
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            problem = f"cannot create {path}: {exc.strerror}"
+        else:
+            problem = folder_problem(path)
+    if problem is not None:
+        raise ConfigError("gateway.state_dir", problem)
     return path
 
 

@@ -20,13 +20,14 @@ import random
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config.schema import MqttConfig
+from agent.config.schema import MqttConfig, TlsConfig
 from agent.errors import ConfigError
 from agent.events import encode, iso_time
 
@@ -58,6 +59,81 @@ def check_transport(config: MqttConfig) -> None:
         raise ConfigError("mqtt.tls", "cert_file and key_file go together (mutual TLS)")
     if config.max_inflight < 2:
         raise ConfigError("mqtt.max_inflight", "must be at least 2 (one slot is kept for status messages)")
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The client's TLS context, as paho's `tls_set` builds it (TLS client, the server verified against
+    `ca_file` or the system store, the broker's name checked), with the files loaded here so that a bad
+    one is a `ConfigError` naming its key and file rather than a bare `ssl.SSLError`. `preflight` asks
+    `tls_problems`, the same loading: `check-config` and a reload refuse what the uplink would fail on.
+    """
+    context, problems = _load_tls(tls)
+    if problems:
+        raise problems[0]
+    return context
+
+
+def tls_problems(tls: TlsConfig) -> list[ConfigError]:
+    """Every problem `tls_context` would raise the first of (each TLS file is tried)."""
+    return _load_tls(tls)[1]
+
+
+def _load_tls(tls: TlsConfig) -> tuple[ssl.SSLContext, list[ConfigError]]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    problems: list[ConfigError] = []
+    if tls.cert_file is not None:
+        try:
+            _load_client_chain(context, tls.cert_file, tls.key_file)
+        except ConfigError as exc:
+            problems.append(exc)
+    try:
+        if tls.ca_file is None:
+            context.load_default_certs()
+        else:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+    except ssl.SSLError as exc:
+        why = f"{tls.ca_file} holds no PEM certificate ({_why(exc)})"
+        problems.append(ConfigError("mqtt.tls.ca_file", why))
+    except OSError as exc:
+        why = f"cannot read {tls.ca_file}: {exc.strerror or exc}"
+        problems.append(ConfigError("mqtt.tls.ca_file", why))
+    return context, problems
+
+
+def _load_client_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path | None) -> None:
+    """The client certificate and its key into `context`; each failure names the file at fault."""
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:  # the certificate alone first: a failure of the pair below is then the key's
+        probe.load_verify_locations(cafile=str(cert_file))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            "mqtt.tls.cert_file", f"{cert_file} holds no PEM certificate ({_why(exc)})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError("mqtt.tls.cert_file", f"cannot read {cert_file}: {exc.strerror or exc}") from None
+    setting, named = (
+        ("mqtt.tls.key_file", key_file) if key_file is not None else ("mqtt.tls.cert_file", cert_file)
+    )
+    try:
+        # An encrypted key would make OpenSSL ask for its pass phrase on the terminal: refuse it instead.
+        context.load_cert_chain(str(cert_file), None if key_file is None else str(key_file), _no_pass_phrase)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(setting, f"{named} is not the key of the certificate in {cert_file}") from None
+        raise ConfigError(
+            setting, f"{named} holds no usable PEM private key (unencrypted) ({_why(exc)})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot read {named}: {exc.strerror or exc}") from None
+
+
+def _no_pass_phrase() -> str:
+    return ""  # an encrypted key then fails to load: the agent has no pass phrase to give
+
+
+def _why(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason in words ("no certificate or crl found"), without the `_ssl.c` line."""
+    return str(exc.reason or exc).lower().replace("_", " ")
 
 
 def read_password(config: MqttConfig) -> str | None:
@@ -148,14 +224,9 @@ def new_client(
     )
     if config.auth is not None:
         client.username_pw_set(config.auth.username, password)
-    tls = config.tls
-    if tls is not None:
-        client.tls_set(
-            ca_certs=None if tls.ca_file is None else str(tls.ca_file),
-            certfile=None if tls.cert_file is None else str(tls.cert_file),
-            keyfile=None if tls.key_file is None else str(tls.key_file),
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
+    if config.tls is not None:
+        client.tls_set_context(tls_context(config.tls))
+        client.tls_insecure_set(False)  # verify the broker's name too (what tls_set did)
     client.will_set(will_topic, will, qos=1, retain=True)
     client.max_inflight_messages_set(config.max_inflight)
     client.max_queued_messages_set(0)  # the uplink's window bounds what it hands over

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from uplink_probe import make_tls_material
 
 from agent.cli import main
 from agent.config import load_config
@@ -257,8 +258,14 @@ def test_ward_example_is_valid_once_its_secret_files_exist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = (EXAMPLES / "ward-wearables.toml").read_text()
-    for name in ("ca.pem", "gw-ward3-01.crt", "gw-ward3-01.key", "mqtt.password"):
-        (tmp_path / name).write_text("x")
-        text = text.replace(f"/etc/edge-agent/{name}", str(tmp_path / name))
+    tls = make_tls_material(tmp_path / "pki")  # check-config loads the TLS files as the uplink does
+    (tmp_path / "mqtt.password").write_text("x")
+    for name, path in (
+        ("ca.pem", tls.ca),
+        ("gw-ward3-01.crt", tls.client_cert),
+        ("gw-ward3-01.key", tls.client_key),
+        ("mqtt.password", tmp_path / "mqtt.password"),
+    ):
+        text = text.replace(f"/etc/edge-agent/{name}", str(path))
     text = text.replace("/var/lib/edge-agent", str(tmp_path / "state"))
     assert main(["check-config", str(write(tmp_path, text))]) == 0, capsys.readouterr().err

@@ -1,0 +1,169 @@
+"""What a start or a reload would refuse, found without starting, creating or changing anything.
+
+`check-config`, `run` (before the first session) and every reload (SIGHUP, the remote `reload`
+command) call `preflight`, so what a session start would refuse is refused before anything starts.
+
+Strategy: each check asks the start-up's own code, never a copy of its rules: the same functions
+(`Topics`, `build_detectors`, the uplink's `check_transport`, `read_password` and `tls_problems`, the
+privacy key's `read_key`). Where the start-up acts, a look-only prediction next to the code that acts:
+`agent.state.folder_problem` (which `ensure_state_dir` also asks first) for the folders it makes,
+`agent.keyfile.create_problem` for the key files `create_private` makes. Every check returns its
+problems as `ConfigError`s naming the key; `preflight` raises them together. A new check is one more
+function in `CHECKS`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.config.schema import AgentConfig
+from agent.errors import ConfigError, InvalidConfigError
+from agent.keyfile import create_problem
+from agent.pipeline import build_detectors
+from agent.privacy import KEY_SETTING as PRIVACY_KEY_SETTING
+from agent.privacy import read_key
+from agent.remote import check_remote
+from agent.sources import check_transport as check_source
+from agent.state import folder_problem
+from agent.status import SOCKET_NAME
+from agent.uplink import connection
+from agent.uplink.topics import Topics
+
+__all__ = ["CHECKS", "preflight"]
+
+Check = Callable[[AgentConfig], list[ConfigError]]
+UNIX_PATH_MAX = 107  # bytes of an AF_UNIX socket path on Linux (108 with the final NUL)
+DEFAULT_PRIVACY_KEY = "pseudonym.key"  # in gateway.state_dir, when privacy.key_file is not set
+
+
+def preflight(config: AgentConfig) -> None:
+    """`InvalidConfigError` with every problem a session start would meet with `config`."""
+    problems = [problem for check in CHECKS for problem in check(config)]
+    if problems:
+        raise InvalidConfigError(str(config.source_path or "<config>"), problems)
+
+
+def _topics(config: AgentConfig) -> list[ConfigError]:
+    try:
+        Topics(config.mqtt.topic_prefix, config.gateway.site, config.gateway.id)
+    except ConfigError as exc:
+        return [exc]
+    return []
+
+
+def _sources(config: AgentConfig) -> list[ConfigError]:
+    problems: list[ConfigError] = []
+    for i, device in enumerate(config.devices):
+        try:
+            check_source(device, i)
+        except ConfigError as exc:
+            problems.append(exc)
+    return problems
+
+
+def _detectors(config: AgentConfig) -> list[ConfigError]:
+    try:
+        build_detectors(config)
+    except InvalidConfigError as exc:
+        return exc.errors
+    return []
+
+
+def _uplink(config: AgentConfig) -> list[ConfigError]:
+    """What `MqttUplink` checks and loads when it is made: the transport rules, the password file and
+    the TLS files (read and parsed as the connection will: a file that is no PEM, a key that is not
+    the certificate's)."""
+    mqtt = config.mqtt
+    problems: list[ConfigError] = []
+    for step in (connection.check_transport, connection.read_password):
+        try:
+            step(mqtt)
+        except ConfigError as exc:
+            problems.append(exc)
+    if mqtt.tls is not None:
+        problems += connection.tls_problems(mqtt.tls)
+    return problems
+
+
+def _state_dir(config: AgentConfig) -> list[ConfigError]:
+    state_dir = config.gateway.state_dir
+    problem = folder_problem(state_dir)
+    if problem is not None:
+        return [ConfigError("gateway.state_dir", problem)]
+    socket_path = os.fsencode(state_dir / SOCKET_NAME)
+    if len(socket_path) > UNIX_PATH_MAX:
+        return [
+            ConfigError(
+                "gateway.state_dir",
+                f"{state_dir} is too long a path for the status socket {SOCKET_NAME} in it "
+                f"({len(socket_path)} bytes with the name; at most {UNIX_PATH_MAX})",
+            )
+        ]
+    return []
+
+
+def _privacy_key(config: AgentConfig) -> list[ConfigError]:
+    """An existing key as the start-up reads it (mode, length); an absent one: can it be created."""
+    path = config.privacy.key_file or config.gateway.state_dir / DEFAULT_PRIVACY_KEY
+    return _key_file(config, path, PRIVACY_KEY_SETTING, read_key)
+
+
+def _outbox(config: AgentConfig) -> list[ConfigError]:
+    """The outbox's folder (made with its parents when absent) and, when encrypted, an absent key's
+    folder (an existing key is checked by the loader)."""
+    problems: list[ConfigError] = []
+    folder = config.outbox.path.parent
+    if not _made_at_start(config, folder) and (problem := folder_problem(folder)) is not None:
+        problems.append(ConfigError("outbox.path", problem))
+    key_file = config.outbox.encryption_key_file
+    if key_file is not None:
+        problems += _key_file(config, key_file, "outbox.encryption_key_file", None)
+    return problems
+
+
+def _key_file(
+    config: AgentConfig, path: Path, setting: str, read: Callable[[Path], object] | None
+) -> list[ConfigError]:
+    try:
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        # Created at start-up, in a folder that must exist by then (no folder is made for a key file).
+        if _made_at_start(config, path.parent):
+            return []
+        problem = create_problem(path)
+        return [] if problem is None else [ConfigError(setting, problem)]
+    except OSError:
+        pass  # there, or not visible: reading it says which
+    if read is not None:
+        try:
+            read(path)
+        except ConfigError as exc:
+            return [exc]
+    return []
+
+
+def _made_at_start(config: AgentConfig, folder: Path) -> bool:
+    """Whether the start-up creates `folder` before anything goes in it: the state folder and its
+    missing parents (whether it can is `_state_dir`'s problem)."""
+    state_dir = config.gateway.state_dir
+    if folder != state_dir and folder not in state_dir.parents:
+        return False
+    try:
+        folder.stat()
+    except OSError:
+        return True
+    return False
+
+
+CHECKS: tuple[Check, ...] = (
+    _topics,
+    _sources,
+    _detectors,
+    check_remote,
+    _uplink,
+    _state_dir,
+    _privacy_key,
+    _outbox,
+)
