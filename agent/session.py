@@ -436,6 +436,7 @@ class _Session:
                 "evicted": stats.evicted,
                 "held_in_memory": self.held.count,  # alarm events the outbox could not take yet
             },
+            "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
             "queue": self.queue.qsize(),
             "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),
         }

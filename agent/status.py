@@ -147,6 +147,10 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
         f"  cpu {beat.get('cpu_percent')}%, rss {(beat.get('rss_bytes') or 0) / 2**20:.0f} MB"
         + (f", board {board} °C" if board is not None else "")
     )
+    for detector, channels in (status.get("missing_channels") or {}).items():
+        lines.append(
+            f"  detector {detector}: its stream arrives without {', '.join(channels)}: check its `channels`"
+        )
     models = beat.get("models") or {}
     lines.append("  models: " + (", ".join(f"{k} {v}" for k, v in models.items()) or "none"))
     calibration = status.get("calibration") or beat.get("calibration") or {}

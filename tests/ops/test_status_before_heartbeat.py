@@ -40,3 +40,9 @@ def test_the_heartbeat_counts_the_events_the_broker_refused(tmp_path: Path) -> N
     beat = run._heartbeat().to_payload()
     assert (beat["outbox_depth"], beat["outbox_refused"]) == (0, 1)
     assert "0 waiting, 1 refused by the broker" in render("file", beat)
+
+
+def test_status_names_a_detector_whose_channel_never_arrives() -> None:
+    text = render("live", {"heartbeat": {"gateway": "gw"}, "missing_channels": {"hr-high": ["hrr"]}})
+    assert "detector hr-high: its stream arrives without hrr: check its `channels`" in text
+    assert "detector" not in render("live", {"heartbeat": {"gateway": "gw"}, "missing_channels": {}})
