@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -133,7 +134,9 @@ def _no_pass_phrase() -> str:
 
 def _why(exc: ssl.SSLError) -> str:
     """OpenSSL's reason in words ("no certificate or crl found"), without the `_ssl.c` line."""
-    return str(exc.reason or exc).lower().replace("_", " ")
+    if exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc.strerror or exc))
 
 
 def read_password(config: MqttConfig) -> str | None:

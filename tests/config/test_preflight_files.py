@@ -265,3 +265,24 @@ def test_key_files_to_create_in_the_state_dir_pass(
     code, lines = check(config, capsys)
     assert (code, lines) == (0, [])
     assert not (tmp_path / "state").exists()
+
+
+def test_an_encrypted_client_key_is_refused_without_asking_for_a_pass_phrase(
+    tmp_path: Path, pki: TlsMaterial, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pki.client_key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pass phrase"),
+        )
+    )
+    encrypted.chmod(0o600)
+    code, lines = check(tls_config(tmp_path, pki.ca, pki.client_cert, encrypted), capsys)
+    assert code == 2
+    (line,) = lines
+    assert f": mqtt.tls.key_file: {encrypted} holds no usable PEM private key (unencrypted)" in line
