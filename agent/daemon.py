@@ -44,8 +44,8 @@ __all__ = ["Agent", "preflight"]
 log = logging.getLogger("agent")
 
 
-def start_failure(exc: BaseException) -> str:
-    """A set-up or stop failure in one line: the key or file, then the problem."""
+def failure_line(exc: BaseException) -> str:
+    """A failed reload, set-up or stop in one line: the key or file, then the problem."""
     if isinstance(exc, InvalidConfigError):
         return "; ".join(str(problem) for problem in exc.errors)
     if isinstance(exc, AgentError):
@@ -84,7 +84,7 @@ class Agent:
             except Exception as exc:
                 if running is None or running is self.config:
                     raise  # the first start (or the previous config itself) fails: nothing to go back to
-                log.error("reload failed at start: %s; going back to the previous config", start_failure(exc))
+                log.error("reload failed at start: %s; going back to the previous config", failure_line(exc))
                 self.config = running
                 continue
             running = self.config
@@ -175,19 +175,24 @@ class Agent:
             try:
                 await run.serve(self, self._sim_start_time)
             finally:
-                run.save_state()
-                if self.stopping.is_set():
-                    ending = self._ending(run)
-                run.outbox.close()
+                ending = self._end(run)
         except Exception as exc:
             if self.stopping.is_set():
-                log.error("stop failed: %s", start_failure(exc))
+                log.error("stop failed: %s", failure_line(exc))
             raise
         if ending is not None:
             log.log(
                 logging.INFO if self.failed is None and not run.held.count else logging.ERROR, "%s", ending
             )
         return run.alarm_state()
+
+    def _end(self, run: _Session) -> str | None:
+        """Save the session's state and close its outbox (always); the stop's log line when stopping."""
+        try:
+            run.save_state()
+            return self._ending(run) if self.stopping.is_set() else None
+        finally:
+            run.outbox.close()
 
     def _ending(self, run: _Session) -> str:
         """The stop's log line: what the session delivered and what waits on disk for the next start."""
@@ -216,6 +221,8 @@ class Agent:
             return [f"{path}: {problem}" for problem in exc.errors]
         except ConfigError as exc:
             return [f"{path}: {exc}"]
+        except Exception as exc:  # as try_reload: a refusal, never an end of the agent
+            return [f"{path}: {failure_line(exc)}"]
         return []
 
     def try_reload(self) -> bool:
@@ -233,6 +240,9 @@ class Agent:
             return False
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s: %s", path, exc)
+            return False
+        except Exception as exc:  # whatever the check meets, the running agent must not end on it
+            log.error("reload refused, keeping the running config: %s: %s", path, failure_line(exc))
             return False
         log.info("reloading config %s (sha256 %s)", path, new.digest[:16])
         self.config = new

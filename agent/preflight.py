@@ -15,6 +15,7 @@ function in `CHECKS`.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,12 +112,22 @@ def _privacy_key(config: AgentConfig) -> list[ConfigError]:
 
 
 def _outbox(config: AgentConfig) -> list[ConfigError]:
-    """The outbox's folder (made with its parents when absent) and, when encrypted, an absent key's
-    folder (an existing key is checked by the loader)."""
+    """The outbox's folder (made with its parents when absent), an existing outbox file SQLite must
+    open for writing, and, when encrypted, an absent key's folder (an existing key is the loader's)."""
     problems: list[ConfigError] = []
-    folder = config.outbox.path.parent
+    path = config.outbox.path
+    folder = path.parent
     if not _made_at_start(config, folder) and (problem := folder_problem(folder)) is not None:
         problems.append(ConfigError("outbox.path", problem))
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        pass  # absent (created at start) or in a folder already named above
+    else:
+        if not stat.S_ISREG(mode):
+            problems.append(ConfigError("outbox.path", f"{path} is not a file"))
+        elif not os.access(path, os.R_OK | os.W_OK):
+            problems.append(ConfigError("outbox.path", f"{path} is not readable and writable by this user"))
     key_file = config.outbox.encryption_key_file
     if key_file is not None:
         problems += _key_file(config, key_file, "outbox.encryption_key_file", None)

@@ -286,3 +286,12 @@ def test_an_encrypted_client_key_is_refused_without_asking_for_a_pass_phrase(
     assert code == 2
     (line,) = lines
     assert f": mqtt.tls.key_file: {encrypted} holds no usable PEM private key (unencrypted)" in line
+
+
+def test_an_outbox_path_that_is_a_folder_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "box" / "outbox.sqlite").mkdir(parents=True)
+    code, lines = check(write_config(tmp_path, outbox="box/outbox.sqlite"), capsys)
+    assert code == 2
+    assert lines == [
+        f"{tmp_path / 'agent.toml'}: outbox.path: {tmp_path / 'box' / 'outbox.sqlite'} is not a file"
+    ]

@@ -204,3 +204,56 @@ def test_the_first_start_still_fails_on_a_set_up_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         asyncio.run(agent.run())
     assert caught.value.path == "gateway.state_dir"
+
+
+def test_a_stop_that_fails_says_so_in_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_lines: Lines
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(CONFIG.format(port=no_broker_port()))
+    agent = Agent(load_config(config))
+
+    def disk_gone(self: object) -> None:
+        raise OSError(5, "Input/output error", str(tmp_path / "state" / "pipeline.json"))
+
+    async def main() -> None:
+        task = asyncio.create_task(agent.run())
+        await until(lambda: agent_lines.have("session 1:"), "the first session")
+        monkeypatch.setattr("agent.session._Session.save_state", disk_gone)
+        agent.stopping.set()
+        with pytest.raises(OSError):
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(main())
+    assert agent_lines.lines[-1] == (
+        f"ERROR stop failed: {tmp_path / 'state' / 'pipeline.json'}: Input/output error"
+    )
+
+
+def test_a_reload_check_that_meets_an_unexpected_error_refuses_the_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_lines: Lines
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(CONFIG.format(port=no_broker_port()))
+    agent = Agent(load_config(config))
+
+    def broken_check(config: object) -> None:
+        raise RuntimeError("a check that went wrong")
+
+    async def main() -> None:
+        task = asyncio.create_task(agent.run())
+        await until(lambda: agent_lines.have("session 1:"), "the first session")
+        monkeypatch.setattr(daemon, "preflight", broken_check)
+        agent.reloading.set()
+        await until(lambda: agent_lines.have("reload refused"), "the refusal")
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        agent.stopping.set()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(main())
+    assert (
+        f"ERROR reload refused, keeping the running config: {config}: RuntimeError: a check that went wrong"
+        in agent_lines.lines
+    )
+    assert agent_lines.lines[-1].startswith("INFO stopped cleanly: session 1, ")
