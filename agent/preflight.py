@@ -23,6 +23,7 @@ from agent.config.schema import AgentConfig
 from agent.errors import ConfigError, InvalidConfigError
 from agent.keyfile import create_problem
 from agent.pipeline import build_detectors
+from agent.pipeline.wiring import check_wiring
 from agent.privacy import KEY_SETTING as PRIVACY_KEY_SETTING
 from agent.privacy import read_key
 from agent.remote import check_remote
@@ -173,6 +174,7 @@ CHECKS: tuple[Check, ...] = (
     _sources,
     _detectors,
     check_remote,
+    check_wiring,
     _uplink,
     _state_dir,
     _privacy_key,

@@ -219,3 +219,16 @@ def test_skab_evaluation_config_is_not_a_configuration_to_run() -> None:
     the preflight: the file would watch nothing under `edge-agent run`, which refuses it for that."""
     problems = check_wiring(load_config(ROOT / "tools" / "evaluate" / "configs" / "skab.toml"))
     assert {p.path for p in problems} == {"detectors.z.stream", "detectors.ewma.stream"}
+
+
+def test_check_config_refuses_a_typoed_channel_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    text = DEMO.read_text().replace('channels = ["hr"]', 'channels = ["hrr"]')
+    (tmp_path / "agent.toml").write_text(text)
+    assert main(["check-config", str(tmp_path / "agent.toml")]) == 2
+    err = capsys.readouterr().err
+    assert 'detectors.hr-high.channels: no configured device produces a channel "hrr"' in err
+    assert '(did you mean "hr"?)' in err
