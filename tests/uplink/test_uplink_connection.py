@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.schema import MqttConfig, TlsConfig
+from agent.config.schema import MqttConfig, OutboxConfig, TlsConfig
 from agent.errors import ConfigError
 from agent.uplink.connection import backoff_delay, check_transport, is_loopback, status_payload
 
@@ -66,3 +66,16 @@ def test_transport_checks_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         check_transport(MqttConfig(host="127.0.0.1", port=1883, tls=None, max_inflight=1))
     assert info.value.path == "mqtt.max_inflight"
+
+
+def test_after_a_long_outage_the_uplink_tries_again_within_15_s(tmp_path: Path) -> None:
+    # Alarms queued during the outage wait for the first attempt after the broker returns.
+    from agent.outbox import Outbox
+    from agent.uplink.mqtt import MqttUplink
+    from agent.uplink.topics import Topics
+
+    config = MqttConfig(host="127.0.0.1", port=1883, tls=None)
+    with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:
+        uplink = MqttUplink(config, Topics("edge", "s", "gw"), outbox, 1)  # never run: no connection
+        waits = [backoff_delay(n, uplink.backoff_min_s, uplink.backoff_max_s) for n in range(1, 500)]
+    assert max(waits) <= 15.0 and min(waits[10:]) >= 7.5
