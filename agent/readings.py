@@ -19,7 +19,8 @@ FloatArray = npt.NDArray[np.float64]
 
 
 class Quality(enum.IntFlag):
-    """Signal-quality flags carried by a reading; any flag set makes it unfit for physiological alarms."""
+    """Signal-quality flags carried by a reading. Those in `INVALIDATING` make its samples unfit for
+    physiological alarms; GAP and LOW_BATTERY only inform (see `INVALIDATING`)."""
 
     OK = 0
     NO_CONTACT = enum.auto()  # BLE sensor-contact bit cleared, electrode off
@@ -34,6 +35,18 @@ class Quality(enum.IntFlag):
         """Readable list of the set flags, e.g. ``"no_contact+motion"``; ``"ok"`` when none."""
         names = [flag.name.lower() for flag in Quality if flag and flag in self and flag.name]
         return "+".join(names) or "ok"
+
+
+# The flags that say a reading's own samples are not valid: the quality gate makes them missing and a hop
+# that has them is no verdict for physiological alarms. GAP (samples missing *before* this block) and
+# LOW_BATTERY (a strap below 15 % may run for hours more with good data) say nothing about these samples,
+# so they are information only: the values count and alarm, and battery_low is still raised from the flag.
+# Until 2026-11-30 every flag invalidated: from 15 % battery nothing physiological could alarm, an active
+# tachycardia ended, and a GAP every few readings silently kept a 10 s episode from confirming (clinical
+# review, findings 2 and 4). MOTION stays invalidating (a moving wearer's HR/SpO2 are often artefact).
+INVALIDATING = (
+    Quality.NO_CONTACT | Quality.OUT_OF_RANGE | Quality.MOTION | Quality.ARTIFACT | Quality.DEVICE_FAULT
+)
 
 
 def stream_id(device: str, stream: str) -> str:

@@ -1,9 +1,11 @@
 """The quality gate: readings a detector must not trust become NaN, and their flags are kept.
 
-Two sources of doubt: the device's own flags (sensor contact lost, PLX "questionable", motion) and
-values outside what the sensor can physically report (e.g. HR 0 or 400 bpm from a strap sliding
-off). Gated samples count as missing for detectors, so they can never raise a physiological alarm;
-the pipeline turns persistent poor quality into a technical alarm instead.
+Two sources of doubt: the device's own flags that say its samples are invalid (`INVALIDATING`: sensor
+contact lost, PLX "questionable", motion, a device fault) and values outside what the sensor can report
+as a measurement (e.g. HR 0, a strap's "no value", or 400 bpm). Gated samples count as missing for
+detectors, so they can never raise a physiological alarm; the pipeline turns persistent poor quality into
+a technical alarm instead. GAP and LOW_BATTERY are kept on the reading but gate nothing: they say nothing
+about these samples (the battery_low technical alarm still comes from the flag).
 """
 
 from __future__ import annotations
@@ -14,18 +16,34 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.readings import FloatArray, Quality, Reading
+from agent.readings import INVALIDATING, FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
 # Screened values of many readings: one (k, n, C) array when they were checked at once, else a list.
 Screened = FloatArray | list[FloatArray]
 
-# What sensors can physically report; outside this a value is a fault, not a patient or machine state.
+# What sensors can report as a measurement; outside this a value is a fault, not a patient or machine state.
+# A gated value is no verdict: it can neither start nor confirm a physiological alarm, so a range must
+# never cut into what a patient getting worse can show. Until 2026-11-30 HR < 20 or > 300 bpm and SpO2
+# < 50 % were "faults": at HR 18 or SpO2 45 % an active bradycardia / spo2_low alarm ended and only a LOW
+# signal_poor was left (clinical review, finding 1). Now:
+# - hr, pr: 1..350 bpm. Bradycardia down to asystole-like rates and VT / 1:1 flutter / infant SVT are
+#   values. 0 is not: the Heart Rate Measurement's sensor-contact bits are optional (bit 2 "supported"
+#   may be 0, firmware_bridge/gatt/heart_rate.py), so a strap without them, or one still locking on,
+#   sends bpm 0 for "no value" with no NO_CONTACT flag; a 0 that alarmed would be a false bradycardia.
+#   It stays out of range (a signal_poor, and no verdict: an active episode is held, not ended).
+# - spo2: 1..100 %. Oximeters report values below 50 % (a real, severe hypoxaemia); 0 % is not a living
+#   patient's reading but a probe's "no value", as above.
+# - rr: 0.17..10 s between beats (350..6 bpm): a sinus pause or AV block of 3-10 s is a real interval.
+#   The AF detector drops intervals outside its own [min_rr_s, max_rr_s] as artefacts anyway.
+# - skin_temp: 0..50 °C, the sensor's span: a cold, shut-down periphery can read below 20 °C.
+# - "temp" (the BLE thermometer) has no range here: equipment registers are often named "temp" too.
 PHYSICAL_RANGES: Mapping[str, tuple[float, float]] = {
-    "hr": (20.0, 300.0),  # bpm
-    "spo2": (50.0, 100.0),  # %
-    "skin_temp": (20.0, 45.0),  # °C
-    "rr": (0.2, 3.0),  # s between beats (300..20 bpm)
+    "hr": (1.0, 350.0),  # bpm
+    "pr": (1.0, 350.0),  # bpm, the pulse oximeter's pulse rate
+    "spo2": (1.0, 100.0),  # %
+    "skin_temp": (0.0, 50.0),  # °C
+    "rr": (0.17, 10.0),  # s between beats (350..6 bpm)
     "ecg": (-10.0, 10.0),  # mV
     "vibration_rms": (0.0, 100.0),  # mm/s
     "bearing_temp": (-40.0, 200.0),  # °C
@@ -39,7 +57,7 @@ class Gated:
 
     values: FloatArray  # (n, len(channels))
     quality: Quality  # the reading's flags plus OUT_OF_RANGE if any sample was out of range
-    bad_samples: int  # samples (rows) that carry any flag
+    bad_samples: int  # samples (rows) made missing, wholly or in part
 
 
 class QualityGate:
@@ -75,7 +93,7 @@ class QualityGate:
         else:
             values = self._select(reading, columns)
         quality = reading.quality
-        if quality:  # the device itself says the block is untrustworthy
+        if quality & INVALIDATING:  # the device itself says the block is untrustworthy
             return np.full_like(values, np.nan), quality, values.shape[0]
         outside = (values < self._low) | (values > self._high)
         if not outside.any():
@@ -117,7 +135,7 @@ class QualityGate:
                 if i >= 0:
                     values[:, :, j] = stacked[:, :, i]
         quality = [int(r.quality) for r in readings]
-        flagged = [i for i, q in enumerate(quality) if q]  # the device's own flags, before ours
+        flagged = [i for i, q in enumerate(quality) if q & INVALIDATING]  # the device's own, before ours
         bad = [0] * count
         outside = (values < self._low) | (values > self._high)
         if outside.any():
