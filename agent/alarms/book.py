@@ -155,12 +155,17 @@ class AlarmBook:
         states = self._state[rows]
         t = np.asarray(times, dtype=np.float64)
         sc = scores.scores
-        # Poor-quality hops cannot start or confirm a physiological alarm; technical rules ignore quality.
+        # A hop without a verdict (no score, or for a physiological rule a poor-quality hop; technical
+        # rules ignore quality) says nothing about the condition: it can neither start nor confirm an
+        # episode, nor end or abandon one, and it is left out of the N-of-M history. A strap that loses
+        # contact during a tachycardia must not end it as if the patient had recovered.
         technical = rule.kind is AlarmKind.TECHNICAL
-        hit = scores.exceeded & (np.ones(n, dtype=bool) if technical else np.asarray(quality_ok, dtype=bool))
+        known = np.isfinite(sc) if technical else np.isfinite(sc) & np.asarray(quality_ok, dtype=bool)
+        hit = scores.exceeded & known
 
         mask = (1 << rule.confirm_m) - 1
-        history = ((self._history[rows] << 1) | hit.astype(np.int64)) & mask
+        before = self._history[rows]
+        history = np.where(known, ((before << 1) | hit.astype(np.int64)) & mask, before)
         self._history[rows] = history
         if not hit.any() and not states.any():
             # All NORMAL and no hit (the usual hop): every transition out of NORMAL needs a hit, so
@@ -174,15 +179,15 @@ class AlarmBook:
         clearing = states == AlarmState.CLEARING
         clear_since = np.where(clearing, f["clear_since"][rows], t)
         with np.errstate(invalid="ignore"):
-            clear = ~(sc > clear_level(scores.thresholds, rule.hysteresis))
+            above = sc > clear_level(scores.thresholds, rule.hysteresis)
         escalate_after = math.inf if rule.escalate_after_s is None else rule.escalate_after_s
         inputs = Inputs(
             hit=hit,
             confirmed=count >= rule.confirm_n,
             matured=t - onset >= rule.min_duration_s - TIME_SLACK_S,
             quiet=count == 0,
-            clear=clear,
-            abnormal=~clear,
+            clear=known & ~above,
+            abnormal=known & above,
             cleared=t - clear_since >= rule.clear_after_s - TIME_SLACK_S,
             cooled=t >= f["cooldown_until"][rows] - TIME_SLACK_S,
             escalate_due=self._can_escalate[rows]

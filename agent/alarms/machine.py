@@ -6,13 +6,16 @@ whose `source` is its state and whose guards are all true, moves to `target` and
 (START, ESCALATE and END become events in `agent.alarms.book`). A stream that matches no row stays put.
 
 Inputs, for one hop at time t:
-- hit: score > threshold, and (for physiological rules) the hop's signal quality was OK
-- confirmed: at least N of the last M hops were hits (N-of-M confirmation)
+- known: the hop has a verdict: a score, and for physiological rules OK signal quality. A hop that is not
+  known is none of hit, clear or abnormal and is left out of the N-of-M history, so a lost signal holds
+  every episode where it is (the technical rules report the signal) instead of ending it
+- hit: known and score > threshold
+- confirmed: at least N of the last M known hops were hits (N-of-M confirmation)
 - matured: t - onset >= min_duration (onset is the first hit of the pending episode, or t itself)
-- quiet: none of the last M hops was a hit (a pending episode is abandoned)
-- clear: score <= clear level, where clear level is threshold * (1 - hysteresis), or threshold - hysteresis
-  as an absolute margin when the threshold is 0; a NaN score (no verdict) counts as clear
-- abnormal: not clear
+- quiet: none of the last M known hops was a hit (a pending episode is abandoned)
+- clear: known and score <= clear level, where clear level is threshold * (1 - hysteresis), or
+  threshold - hysteresis as an absolute margin when the threshold is 0
+- abnormal: known and not clear
 - cleared: t - clear_since >= clear_after (clear_since is the first clear hop, or t itself)
 - cooled: t >= cooldown_until (set to end time + cooldown after every END)
 - escalate_due: escalation configured, not yet done, priority below HIGH, t - detection >= escalate_after
@@ -66,7 +69,7 @@ TABLE: tuple[Transition, ...] = (
     Transition(S.ACTIVE, ("clear",), S.CLEARING, Action.NONE),
     Transition(S.ACTIVE, ("escalate_due",), S.ACTIVE, Action.ESCALATE),
     Transition(S.CLEARING, ("abnormal",), S.ACTIVE, Action.NONE),
-    Transition(S.CLEARING, ("cleared",), S.NORMAL, Action.END),
+    Transition(S.CLEARING, ("clear", "cleared"), S.NORMAL, Action.END),
 )
 
 

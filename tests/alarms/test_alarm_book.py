@@ -134,10 +134,10 @@ def test_poor_quality_blocks_a_physiological_start_but_not_a_technical_one() -> 
     events = drive(book, [HI] * 15, quality=quality)
     assert [(k, e.phase) for k, e in events] == [(12, Phase.START)]
     assert events[0][1].onset_time == T0 + 10
-    # a poor hop in PENDING does not count towards confirmation
+    # a poor hop in PENDING neither counts towards confirmation nor abandons the episode
     book = new_book(rule(min_duration_s=2.0))
     events = drive(book, [HI] * 6, quality=[True, False, True, True, True, True])
-    assert [k for k, _ in events] == [4]
+    assert [k for k, _ in events] == [2] and events[0][1].onset_time == T0
     book = new_book(rule(min_duration_s=2.0, kind=AlarmKind.TECHNICAL))
     assert [k for k, _ in drive(book, [HI] * 15, quality=quality)] == [2]
 
@@ -176,10 +176,31 @@ def test_state_round_trip_keeps_the_episode_id_across_a_restart() -> None:
     assert events[0][0] == 6  # escalation due 10 s after the original detection at T0
 
 
-def test_nan_scores_count_as_clear_and_never_start() -> None:
+def test_a_hop_without_a_verdict_neither_starts_nor_ends_an_episode() -> None:
     book = new_book(rule(clear_after_s=2.0))
-    events = drive(book, [np.nan, HI, np.nan, np.nan, np.nan])
-    assert [(k, e.phase) for k, e in events] == [(1, Phase.START), (4, Phase.END)]
+    events = drive(book, [np.nan, HI, np.nan, np.nan, np.nan, np.nan, LO, LO, LO])
+    assert [(k, e.phase) for k, e in events] == [(1, Phase.START), (8, Phase.END)]
+    assert events[1][1].end_time == T0 + 6  # the first hop seen clear, not the first without a verdict
+
+
+def test_lost_contact_holds_an_active_alarm_which_goes_on_under_its_id() -> None:
+    # A tachycardia, 20 s of no contact (the gate blanks the values, quality not OK), contact back with
+    # the rate still high: one episode, no END while nothing could be measured (clinical audit, 1).
+    book = new_book(rule(min_duration_s=10.0, clear_after_s=10.0, cooldown_s=60.0))
+    series = [HI] * 40 + [np.nan] * 20 + [HI] * 30
+    quality = [True] * 40 + [False] * 20 + [True] * 30
+    events = drive(book, series, quality=quality)
+    assert [e.phase for _, e in events] == [Phase.START]
+    assert book.state_of(STREAM) is AlarmState.ACTIVE
+
+
+def test_lost_contact_while_clearing_ends_only_on_a_clear_verdict() -> None:
+    book = new_book(rule(clear_after_s=5.0))
+    events = drive(book, [HI] * 3 + [LO] * 2 + [np.nan] * 10 + [HI] * 2 + [LO] * 6)
+    # clearing at hop 3, unmeasured 5..14 (past clear_after_s: no END without a verdict), abnormal
+    # again at 15 (back to ACTIVE), clear from 17: END at 22, the same episode
+    assert [(k, e.phase) for k, e in events] == [(0, Phase.START), (22, Phase.END)]
+    assert events[0][1].id == events[1][1].id and events[1][1].end_time == T0 + 17
 
 
 def test_bad_rules_are_config_errors_naming_the_key() -> None:
