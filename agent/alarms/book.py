@@ -263,6 +263,9 @@ class AlarmBook:
             # Data times that went back past the onset (a simulator restarted by a reload, a device
             # clock reset) must not give a back end an episode that ends before it began.
             end_time = max(end_time, onset)
+        if action is not Action.START:
+            # The episode's worst so far: an escalation may come on a hop inside the hysteresis band
+            # ("hr 116 bpm below limit 120 bpm; raised to high" read as a contradiction).
             channel = int(self._peak_channel[row])
             observed, limit = float(f["peak_observed"][row]), float(self._peak_limit[row])
             score = float(f["peak_score"][row])
@@ -272,7 +275,8 @@ class AlarmBook:
         if action is Action.START:
             text = f"{phrase} for {explain.seconds(t - onset)}"
         elif action is Action.ESCALATE:
-            text = f"{phrase}; active {explain.seconds(t - detection)}, raised to {episode.priority.value}"
+            active = explain.seconds(t - detection)
+            text = f"peak {phrase}; active {active}, raised to {episode.priority.value}"
         else:
             assert end_time is not None
             text = f"peak {phrase}; ended after {explain.seconds(end_time - onset)}"

@@ -128,6 +128,14 @@ def test_escalation_emits_one_update_with_a_higher_priority() -> None:
     assert [e.phase for _, e in drive(book, [HI] * 30)] == [Phase.START]  # nothing above HIGH
 
 
+def test_an_escalation_inside_the_hysteresis_band_quotes_the_episodes_peak() -> None:
+    # 1.5 at the start, then 0.95: below the threshold 1 but above the clear level 0.9, still active
+    book = new_book(rule(priority=Priority.LOW, escalate_after_s=5.0, hysteresis=0.1))
+    _, (_, update) = drive(book, [1.5] + [0.95] * 6)
+    assert update.phase is Phase.UPDATE and update.value == 1.5
+    assert update.explanation.text.startswith("peak ") and "1.5" in update.explanation.text
+
+
 def test_poor_quality_blocks_a_physiological_start_but_not_a_technical_one() -> None:
     quality = [False] * 10 + [True] * 5
     book = new_book(rule(min_duration_s=2.0))
