@@ -2,12 +2,18 @@
 
 Detectors that report a measured value and a limit in the channel's unit (limit, robust_z, ...) read as
 "hr 142 bpm above limit 120 bpm for 12 s"; detectors without one fall back to score against threshold.
+A value is shown at its unit's display resolution (bpm and % whole, °C and mm/s to 0.1, as a monitor
+shows them), with more decimals only where the rounded value would not be on its side of the limit
+("spo2 89.6 % below limit 90 %", never "90 % below limit 90 %"); the event's `value` stays exact.
+Two detectors whose observed value needs its own sentence have one: the SpO2 desaturation ("spo2 drop to
+93 %, 3 points or more below its baseline 97 % (limit 94 %)") and AF ("RR irregularity 0.74 above limit
+0.057 (irregular rhythm, possible AF)"). Texts never carry device or patient ids.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -15,10 +21,62 @@ from agent.detectors.base import FloatArray
 
 TOP_CHANNELS = 3
 
+# Decimals a bedside monitor shows for a value in this unit (HR and SpO2 as whole numbers, temperatures
+# to 0.1). A unit not listed keeps `fmt`'s 4 significant digits.
+DISPLAY_DECIMALS: Mapping[str, int] = {
+    "bpm": 0,
+    "%": 0,
+    "mmHg": 0,
+    "ms": 0,
+    "/min": 0,
+    "°C": 1,
+    "degC": 1,
+    "C": 1,
+    "mm/s": 1,
+    "A": 1,
+    "kPa": 1,
+    "m/s2": 2,
+    "mV": 2,
+    "s": 2,
+}
+EXTRA_DECIMALS = 3  # at most this many more where the rounded value would sit on the limit
+# Quantities that are a level of the channel in its own unit, shown at the unit's resolution; others
+# ("range", "rate", "missing fraction", ...) keep 4 significant digits (a 0.5 bpm range limit is not 0).
+LEVELS = frozenset({"", "smoothed level", "velocity RMS"})
+# The `quantity` of agent.detectors.spo2.DesaturationDetector and agent.detectors.af.AtrialFibrillation-
+# Detector (a test checks they match): their sentences are worded below, not as "<channel> <quantity>".
+DESATURATION = "drop below baseline"
+RR_IRREGULARITY = "RR irregularity"
+
 
 def fmt(value: float) -> str:
     """Up to 4 significant digits, no trailing zeros: 142, 37.85, 0.0012."""
     return f"{value:.4g}"
+
+
+def _on_its_side(formats: Iterable[str], value: float, limit: float) -> str:
+    """`value` in the first format whose text is still strictly on `value`'s side of `limit` (and not
+    equal to it); `fmt` when none is."""
+    above = value > limit
+    for spec in formats:
+        text = format(value, spec)
+        shown = float(text)
+        if shown != limit and (shown > limit) == above:
+            return text
+    return fmt(value)
+
+
+def shown(value: float, unit: str, limit: float = math.nan) -> str:
+    """`value` at the display resolution of `unit`: "142" bpm, "37.9" °C; `fmt` for a unit not known.
+    With a `limit`, decimals are added (up to `EXTRA_DECIMALS`) until the text is on the value's side of
+    it: 89.64 % against 90 % is "89.6", 120.3 bpm against 120 is "120.3"."""
+    decimals = DISPLAY_DECIMALS.get(unit)
+    if decimals is None or not math.isfinite(value):
+        return fmt(value)
+    formats = [f".{d}f" for d in range(decimals, decimals + EXTRA_DECIMALS + 1)]
+    if not math.isfinite(limit):
+        return format(value, formats[0])
+    return _on_its_side(formats, value, limit)
 
 
 def seconds(value: float) -> str:
@@ -39,13 +97,24 @@ def crossing(
     unit: str,
     quantity: str = "",
 ) -> str:
-    """The core phrase, without duration: "hr 142 bpm above limit 120 bpm", "hr range 0 bpm below ..."."""
-    if has_measure(observed, limit):
-        side = "above" if observed > limit else "below"
-        suffix = f" {unit}" if unit else ""
-        what = f"{channel} {quantity}" if quantity else channel
-        return f"{what} {fmt(observed)}{suffix} {side} limit {fmt(limit)}{suffix}"
-    return f"{detector} score {fmt(score)} above threshold {fmt(threshold)}"
+    """The core phrase, without duration: "hr 142 bpm above limit 120 bpm", "hr range 0 bpm below ...".
+    The caller adds "for 10 s", "; active ..." or puts "peak " before it and "; ended after ..." after."""
+    if not has_measure(observed, limit):
+        return f"{detector} score {fmt(score)} above threshold {fmt(threshold)}"
+    suffix = f" {unit}" if unit else ""
+    if quantity == DESATURATION:  # observed: the SpO2 held for duration_s; limit: baseline - threshold
+        baseline = limit + threshold
+        return (
+            f"{channel} drop to {shown(observed, unit, limit)}{suffix}, {fmt(threshold)} points or more"
+            f" below its baseline {shown(baseline, unit)}{suffix} (limit {shown(limit, unit)}{suffix})"
+        )
+    if quantity == RR_IRREGULARITY:  # unitless: the median successive RR difference over the trend
+        irregularity = _on_its_side([".2g", ".3g", ".4g"], observed, limit)
+        return f"RR irregularity {irregularity} above limit {fmt(limit)} (irregular rhythm, possible AF)"
+    side = "above" if observed > limit else "below"
+    value = shown(observed, unit, limit) if quantity in LEVELS else fmt(observed)
+    what = f"{channel} {quantity}" if quantity else channel
+    return f"{what} {value}{suffix} {side} limit {fmt(limit)}{suffix}"
 
 
 def top_channels(channels: tuple[str, ...], contributions: FloatArray) -> tuple[tuple[str, float], ...]:
