@@ -133,6 +133,18 @@ class _Writing(_Notes, _Encryption):
         )
         if cur.rowcount:
             self._size += size
+            if item.kind is not Kind.HEARTBEAT:
+                self._drain_episode_in_order(item)
+
+    def _drain_episode_in_order(self, item: OutboxItem) -> None:
+        """An episode's events leave in seq order: its waiting events are raised to the newest one's
+        priority (which only rises), so after an outage an escalation's HIGH update does not overtake
+        its MEDIUM start; within a priority they go oldest first. Ids are ``{episode id}:{seq}``."""
+        episode = item.id.rpartition(":")[0]
+        self._db.execute(
+            "UPDATE outbox SET rank=? WHERE id >= ? AND id < ? AND rank > ? AND state='pending'",
+            (item.rank, f"{episode}:", f"{episode};", item.rank),  # ';' follows ':' in ASCII
+        )
 
     def _evict_heartbeats(self, need: int) -> int:
         """Delete the oldest not-in-flight heartbeats until `need` bytes are freed (or none are left)."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,20 @@ def test_take_drains_alarms_by_priority_then_age_and_heartbeats_last(tmp_path: P
     assert all(i.state is State.INFLIGHT and i.attempts == 1 for i in taken)
     assert box.take(10) == []  # in flight: not handed out twice
     assert box.depth() == 5
+
+
+def test_an_escalated_episode_leaves_in_seq_order_at_its_new_priority(tmp_path: Path, clock: Clock) -> None:
+    # Queued during an outage: a MEDIUM start, another MEDIUM alarm, then the first one's HIGH update.
+    # By priority alone the update would overtake its own start (integrator audit, finding 2).
+    box = open_box(tmp_path, clock)
+    start = alarm(Priority.MEDIUM)
+    box.put_alarm(start, "a")
+    clock.tick()
+    other = alarm(Priority.MEDIUM)
+    box.put_alarm(other, "a")
+    clock.tick()
+    box.put_alarm(replace(start, seq=1, phase=Phase.UPDATE, priority=Priority.HIGH), "a")
+    assert [i.id for i in box.take(10)] == [f"{start.id}:0", f"{start.id}:1", f"{other.id}:0"]
 
 
 def test_take_respects_limit(tmp_path: Path, clock: Clock) -> None:
