@@ -41,6 +41,10 @@ class HeldAlarms:
     def count(self) -> int:
         return len(self._held)
 
+    def events(self) -> list[AlarmEvent]:
+        """The held events, oldest first."""
+        return list(self._held)
+
     def commit(self, events: Sequence[AlarmEvent]) -> list[AlarmEvent]:
         """Commit the held events, then `events`, in one transaction. Returns what was committed now
         ([] when the write failed and everything is held)."""

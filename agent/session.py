@@ -84,6 +84,8 @@ class _Session:
         self.journal = state_journal.EpisodeJournal(cfg.alarms)
         self.saver = StateSaver(state_dir / state_journal.STATE_FILE, outbox)
         # One transaction, one fsync per turn; the episodes the events imply are committed with them.
+        self.heartbeat_unwritable = False  # the last heartbeat could not be written to the outbox
+        self._sent_directly: set[str] = set()  # "{id}:{seq}" of held events already sent directly
         self.held = HeldAlarms(
             lambda events: outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events)),
             str(cfg.outbox.path),
@@ -269,7 +271,10 @@ class _Session:
         if not events and not (retry_held and self.held.count):
             return
         committed = self.held.commit(events)
+        if self.held.count:
+            self._send_held_directly()
         for event in committed:
+            self._sent_directly.discard(f"{event.id}:{event.seq}")
             log.info(
                 "alarm %s %s %s on %s/%s",
                 event.phase.value,
@@ -278,6 +283,36 @@ class _Session:
                 event.device,
                 event.stream,
             )
+        self.uplink.notify()
+
+    def _send_held_directly(self) -> None:
+        """While the outbox cannot be written (a full SD card), alarm events wait in memory; with the
+        broker connected each is also sent once at once, so a full disk does not delay alarms."""
+        for event in self.held.events():
+            key = f"{event.id}:{event.seq}"
+            if key not in self._sent_directly and self.uplink.publish_now(self.topics.alarm, event.to_json()):
+                self._sent_directly.add(key)
+
+    def _put_heartbeat(self, beat: Heartbeat) -> None:
+        """Queue the heartbeat; if the outbox cannot be written, say so (once), raise
+        `outbox_unwritable` and send this heartbeat directly, so a full disk is not a silent gateway."""
+        expiry_s = self.cfg.mqtt.heartbeat_expiry_s
+        try:
+            self.outbox.put_heartbeat(beat, self.topics.heartbeat, expiry_s)
+        except WRITE_ERRORS as exc:
+            if not self.heartbeat_unwritable:
+                log.error(
+                    "cannot write the outbox %s (%s): heartbeats are sent directly while the broker is"
+                    " connected, and lost while it is not; free space on its disk",
+                    self.cfg.outbox.path,
+                    exc,
+                )
+            self.heartbeat_unwritable = True
+            self.uplink.publish_now(self.topics.heartbeat, beat.to_json(), expiry_s)
+            return
+        if self.heartbeat_unwritable:
+            log.warning("the outbox %s takes heartbeats again", self.cfg.outbox.path)
+        self.heartbeat_unwritable = False
         self.uplink.notify()
 
     def _heartbeat(self, reset: bool = True) -> Heartbeat:
@@ -305,10 +340,7 @@ class _Session:
             await asyncio.sleep(self.cfg.gateway.heartbeat_interval_s)
             beat = self._heartbeat()
             self.last_heartbeat = beat.to_payload()
-            # A full disk loses this heartbeat (a newer one follows), never the agent: see held_alarms.
-            with contextlib.suppress(*WRITE_ERRORS):
-                self.outbox.put_heartbeat(beat, self.topics.heartbeat, self.cfg.mqtt.heartbeat_expiry_s)
-                self.uplink.notify()
+            self._put_heartbeat(beat)  # a full disk never ends the agent: see held_alarms
             with contextlib.suppress(OSError):
                 write_json(self.state_dir / LAST_HEARTBEAT, self.last_heartbeat)
             # Calibration and active episodes survive a crash, one interval old at most.
@@ -378,8 +410,10 @@ class _Session:
         # Once: the alarm starts at the first check and ends at the next (it reports what this start did).
         replaced, self.outbox_was_replaced = self.outbox_was_replaced, False
         events += self.outbox_damaged.check([self.gateway_ref], [float(replaced)], [0.5], now)
-        # Raised while alarm events wait in memory; sent once the outbox takes writes again.
-        events += self.outbox_unwritable.check([self.gateway_ref], [float(self.held.count)], [0.5], now)
+        # Raised while alarm events wait in memory or a heartbeat could not be written; committed once
+        # the outbox takes writes again, and meanwhile sent directly (`_send_held_directly`).
+        unwritable = float(self.held.count > 0 or self.heartbeat_unwritable)
+        events += self.outbox_unwritable.check([self.gateway_ref], [unwritable], [0.5], now)
         failures = self.pipeline.detector_failures()
         new_failures = [float(failures[d] - self._failures_seen.get(d, 0)) for d in self.detector_refs]
         self._failures_seen = failures
@@ -435,6 +469,7 @@ class _Session:
                 "size_bytes": stats.size_bytes,
                 "evicted": stats.evicted,
                 "held_in_memory": self.held.count,  # alarm events the outbox could not take yet
+                "writable": not (self.held.count or self.heartbeat_unwritable),
             },
             "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
             "queue": self.queue.qsize(),

@@ -141,6 +141,8 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
     held = (status.get("outbox") or {}).get("held_in_memory")
     if held:
         lines.append(f"    {held} alarm event(s) held in memory: the outbox cannot be written (a full disk?)")
+    elif (status.get("outbox") or {}).get("writable") is False:
+        lines.append("    the outbox cannot be written (a full disk?): heartbeats are sent directly")
     lines.append(f"  alarms active: {beat.get('active_alarms')}")
     board = beat.get("temperature_c")
     lines.append(

@@ -49,8 +49,8 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         " from it (see the gateway log)"
     ),
     "outbox_unwritable": lambda v, lim: (
-        f"the outbox cannot be written (a full disk?): {v:.0f} alarm event(s) were held in memory"
-        " until it could (see the gateway log)"
+        "the outbox cannot be written (a full disk?): alarm events wait in memory until it can and"
+        " are sent directly while the broker is connected; heartbeats likewise (see the gateway log)"
     ),
     "outbox_unreadable": lambda v, lim: (
         f"{v:.0f} outbox message(s) cannot be decrypted (wrong outbox key?) or are damaged in the file"

@@ -228,6 +228,18 @@ class MqttUplink(_PahoBridge):
         topic = command.response_topic or self.topics.response
         self._client.publish(topic, payload, qos=1, properties=props if self._v5 else None)
 
+    def publish_now(self, topic: str, payload: bytes, expiry_s: int | None = None) -> bool:
+        """Send a message the outbox could not take (a full disk) once, now, if connected: QoS 1 but
+        untracked (not resent after a disconnect; the outbox sends its own copy once it takes writes,
+        which receivers drop as a duplicate). False when not connected."""
+        if not self._connected or self._stopping:
+            return False
+        props = new_properties(PacketTypes.PUBLISH)
+        if expiry_s is not None:
+            props.MessageExpiryInterval = expiry_s
+        self._client.publish(topic, payload, qos=1, properties=props if self._v5 else None)
+        return True
+
     # -- the drain --------------------------------------------------------------------------------
 
     def _pump(self) -> None:
