@@ -48,5 +48,5 @@ def test_hr_70_to_140_for_60_s_gives_exactly_one_episode_with_onset_near_truth()
     assert 0 <= start.detection_time - start.onset_time <= 10.0
     assert end_event.end_time is not None and abs(end_event.end_time - (T0 + truth_end)) <= 3.0
     assert start.value > 120 and start.threshold == 120 and start.unit == "bpm"
-    assert start.explanation.text.startswith(f"hr {start.value:.4g} bpm above limit 120 bpm for 5 s")
+    assert start.explanation.text.startswith(f"hr {start.value:.0f} bpm above limit 120 bpm for 5 s")
     assert start.explanation.top_channels == (("hr", 1.0),)
