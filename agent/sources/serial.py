@@ -20,8 +20,10 @@ What the operator is told: a port that does not open is logged when the cause fi
 changes (no such file, permission denied, held by another program, not a serial device), with what
 to fix, then again every 10 minutes while it lasts (`LinkTrouble`), never once per retry; the open
 after failures says how many there were. A link that delivers bytes of which nothing decodes (a
-wrong baud rate or protocol) is logged once per connection naming `serial.baudrate` and
-`serial.protocol`; the rejected input itself is only counted (`stats.bad_frames`), never logged.
+wrong baud rate, protocol or channel map) is logged once per connection naming `serial.baudrate` and
+`serial.protocol` (and `serial.channels` for lines), by the rule of `agent.sources.serial_undecodable`,
+the same for frames, CSV and JSON lines; the rejected input itself is only counted
+(`stats.bad_frames`), never logged.
 
 After every (re)open of a frame-protocol port the source sends COMMAND SEND_HELLO, and repeats it
 every `HELLO_RETRY_S` while no HELLO is known: a device that kept running while its cable was out
@@ -48,6 +50,7 @@ from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
 from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
+from agent.sources.serial_undecodable import UNDECODABLE_S, UndecodableInput
 from firmware_bridge import NEED_DATA, CsvLineDecoder, FrameDecoder, JsonLineDecoder, encode_frame
 from firmware_bridge.frame_messages import Command, CommandCode
 
@@ -56,7 +59,6 @@ log = logging.getLogger("agent.sources.serial")
 READ_CHUNK = 65536
 HELLO_RETRY_S = 1.0
 IDLE_WAKE_S = 1.0  # wake up this often without data, to resend SEND_HELLO when needed
-UNDECODABLE_BYTES = 4096  # this much input without one good frame or line: say so (once per link)
 
 # errno of a failed open -> what the operator should do about it
 OPEN_HINTS = {
@@ -127,6 +129,7 @@ class SerialSource:
         open_port: PortOpener = open_pyserial,
         backoff: BackoffPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        undecodable_after_s: float = UNDECODABLE_S,
     ) -> None:
         if device.serial is None:
             raise ConfigError(f"devices.{device.id}.serial", "transport serial needs a [serial] table")
@@ -149,7 +152,7 @@ class SerialSource:
         self._bytes_before = 0
         self._hello_sent_at = -1e9
         self._trouble = LinkTrouble()  # failed opens of the current outage, and what was logged
-        self._undecodable_told = False  # this link's "nothing decodes" was logged
+        self._undecodable = UndecodableInput(self.config, after_s=undecodable_after_s)
         default = DEFAULT_STREAM[device.kind]
         self._frames = FrameReadings(device.id, default, clock)
         self._lines = LineReadings(device.id, default, self.config.channels)
@@ -230,7 +233,7 @@ class SerialSource:
                 self._lines.link_restarted()
             self._ever_open = True
             log.info("%s: serial port %s open%s", self.device.id, self.config.port, self._trouble.recovered())
-            self._undecodable_told = False
+            self._undecodable.link_opened()
             self._request_hello(force=True)
             return
 
@@ -318,25 +321,7 @@ class SerialSource:
                 self._pending.append(self._lines.take(sample, wall, monotonic))
         if self._pending:
             self._backoff.reset()  # the link has proved itself
-        self._maybe_tell_undecodable()
-
-    def _maybe_tell_undecodable(self) -> None:
-        """Once per link: bytes keep coming and not one frame or line decodes (baud rate, protocol)."""
-        stats = self._decoder.stats
-        if self._undecodable_told or stats.frames or stats.bytes_in < UNDECODABLE_BYTES:
-            return
-        self._undecodable_told = True
-        log.warning(
-            "%s: %d bytes from %s and nothing decodes as serial.protocol %r (%d rejected): check "
-            "serial.baudrate (%d) and serial.protocol against what the device sends; bad input is "
-            "counted as bad frames, not logged",
-            self.device.id,
-            stats.bytes_in,
-            self.config.port,
-            self.config.protocol,
-            stats.rejected,
-            self.config.baudrate,
-        )
+        self._undecodable.check(self.device.id, decoder.stats, decoder.buffered, monotonic)
 
     def _maybe_request_hello(self) -> None:
         if self.config.protocol == "frames" and self._frames.hello is None:
