@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.readings import INVALIDATING, FloatArray, Quality, Reading
+from agent.readings import INVALIDATING_BITS, FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
 # Screened values of many readings: one (k, n, C) array when they were checked at once, else a list.
@@ -93,7 +93,7 @@ class QualityGate:
         else:
             values = self._select(reading, columns)
         quality = reading.quality
-        if quality & INVALIDATING:  # the device itself says the block is untrustworthy
+        if int(quality) & INVALIDATING_BITS:  # the device itself says the block is untrustworthy
             return np.full_like(values, np.nan), quality, values.shape[0]
         outside = (values < self._low) | (values > self._high)
         if not outside.any():
@@ -135,7 +135,7 @@ class QualityGate:
                 if i >= 0:
                     values[:, :, j] = stacked[:, :, i]
         quality = [int(r.quality) for r in readings]
-        flagged = [i for i, q in enumerate(quality) if q & INVALIDATING]  # the device's own, before ours
+        flagged = [i for i, q in enumerate(quality) if q & INVALIDATING_BITS]  # the device's own, before ours
         bad = [0] * count
         outside = (values < self._low) | (values > self._high)
         if outside.any():
