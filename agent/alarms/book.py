@@ -273,7 +273,9 @@ class AlarmBook:
             rule.detector, self.channels[channel], observed, limit, score, threshold, rule.unit, self.quantity
         )
         if action is Action.START:
-            text = f"{phrase} for {explain.seconds(t - onset)}"
+            # Confirmed on its first hop (no minimum duration: a detector that measures the duration
+            # itself, as spo2_desaturation does): no "for 0 s".
+            text = f"{phrase} for {explain.seconds(t - onset)}" if t - onset >= 0.5 else phrase
         elif action is Action.ESCALATE:
             active = explain.seconds(t - detection)
             text = f"peak {phrase}; active {active}, raised to {episode.priority.value}"

@@ -70,6 +70,11 @@ def test_an_episode_never_ends_before_its_onset_when_data_times_go_back() -> Non
     assert "ended after -" not in end.explanation.text
 
 
+def test_a_start_on_its_first_hop_does_not_say_for_0_s() -> None:
+    (_, start), *_ = drive(new_book(rule()), [HI])
+    assert start.phase is Phase.START and " for 0 s" not in start.explanation.text
+
+
 def test_min_duration_delays_start_by_that_long() -> None:
     for min_duration in (0.0, 4.0, 9.0):
         book = new_book(rule(min_duration_s=min_duration))
@@ -248,5 +253,5 @@ def test_the_sentence_names_what_a_detector_measures() -> None:
     values = np.full((1, detector.window, 1), 72.0)
     scores = detector.score(WindowBlock(values, np.array([0]), np.array([T0]), 1))
     (event,) = book.update([STREAM], scores, np.array([T0]), np.array([False]), ["motion"])
-    assert event.explanation.text == "hr range 0 bpm below limit 0.5 bpm for 0 s"
+    assert event.explanation.text == "hr range 0 bpm below limit 0.5 bpm"
     assert event.explanation.signal_quality == "motion"
