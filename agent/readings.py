@@ -50,6 +50,11 @@ INVALIDATING = (
 # The same as a plain int, for the per-reading paths: an IntFlag's `&` runs enum code (~1 µs a reading,
 # +10 % on the vitals pipeline); an int's is ~30 ns.
 INVALIDATING_BITS = int(INVALIDATING)
+# What makes a whole hop no verdict for the physiological rules of its stream: the device's own flags.
+# OUT_OF_RANGE is left out: the quality gate sets it for a value outside its channel's range and makes
+# that value missing, which already takes the verdict from the rules on that channel; a rule on another
+# channel must keep its own (an oximeter's SpO2 0, "no value", must not hide a tachycardia on a good HR).
+VOIDS_HOP_BITS = int(INVALIDATING & ~Quality.OUT_OF_RANGE)
 
 
 def stream_id(device: str, stream: str) -> str:

@@ -31,7 +31,7 @@ from agent.pipeline.quality import QualityGate, Screened
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
 from agent.pipeline.wiring import MissingChannels
-from agent.readings import INVALIDATING_BITS, FloatArray, Quality, Reading
+from agent.readings import VOIDS_HOP_BITS, FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
 T = TypeVar("T")
@@ -444,7 +444,7 @@ class StreamPipeline:
                 "detector %s failed (%s): no verdict this hop", detector.id, type(exc).__name__, exc_info=True
             )
             return []
-        quality_ok = (flags & INVALIDATING_BITS) == 0  # GAP and LOW_BATTERY inform; they do not void a hop
+        quality_ok = (flags & VOIDS_HOP_BITS) == 0  # GAP and LOW_BATTERY inform; OUT_OF_RANGE is per channel
         quality_text = _LazyRows(flags, _describe)
         refs = _LazyRows(due, self._refs.__getitem__)
         learning = watch.calibration if watch.calibration is not None and watch.calibration.learning else None

@@ -186,3 +186,12 @@ def test_hr_zero_without_a_contact_flag_is_no_value_not_a_bradycardia(tmp_path: 
     events = run(tmp_path, 100, lambda t: vitals(t, 0 if t >= 30 else 80))
     assert phys(events, "bradycardia") == []
     assert [e.phase for e in events if e.condition == "signal_poor"] == [Phase.START]
+
+
+def test_an_oximeters_no_value_does_not_hide_a_tachycardia_on_a_good_hr(tmp_path: Path) -> None:
+    """SpO2 0 ("no value") is gated for the spo2 rules only: the HR rules keep their verdicts, so a
+    tachycardia on a valid HR starts (the gate's OUT_OF_RANGE used to void the whole hop)."""
+    events = run(tmp_path, 100, lambda t: vitals(t, 150 if t >= 30 else 80, 0 if t >= 20 else 97))
+    assert phys(events, "tachycardia") == [(Phase.START, 40)]
+    assert phys(events, "spo2_low") == []
+    assert [e.phase for e in events if e.condition == "signal_poor"] == [Phase.START]
