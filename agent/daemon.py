@@ -36,6 +36,7 @@ from agent.remote import RemoteCommands
 from agent.session import _Session
 from agent.state import ensure_state_dir, next_session
 from agent.state_file import read_state, set_aside_state
+from agent.state_lock import StateLock
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
 
@@ -63,6 +64,7 @@ class Agent:
         self.reloading = asyncio.Event()
         self.failed: str | None = None  # the worker that ended on its own: the process exits non-zero
         self.gc_pacer: CollectorPacer | None = None  # process-wide: only the daemon process turns it on
+        self._state_lock: StateLock | None = None  # held from the first session's start to the stop
 
     async def run_until_signalled(self) -> None:
         self.gc_pacer = CollectorPacer()  # this process is the daemon: keep full GC passes off alarms
@@ -77,24 +79,41 @@ class Agent:
         whose session fails during its set-up gives way to the config that ran before it."""
         carried: dict[str, Any] = {}
         running: AgentConfig | None = None  # the config of the last session that started
-        while True:
-            self.reloading.clear()
-            try:
-                run = self._start(self.config, carried)
-            except Exception as exc:
-                if running is None or running is self.config:
-                    raise  # the first start (or the previous config itself) fails: nothing to go back to
-                log.error("reload failed at start: %s; going back to the previous config", failure_line(exc))
-                self.config = running
-                continue
-            running = self.config
-            carried = await self._serve(run)
-            if self.stopping.is_set():
-                return
+        try:
+            while True:
+                self.reloading.clear()
+                try:
+                    run = self._start(self.config, carried)
+                except Exception as exc:
+                    if running is None or running is self.config:
+                        raise  # the first start (or the previous config itself) fails: nothing to go back to
+                    log.error(
+                        "reload failed at start: %s; going back to the previous config", failure_line(exc)
+                    )
+                    self.config = running
+                    continue
+                running = self.config
+                carried = await self._serve(run)
+                if self.stopping.is_set():
+                    return
+        finally:
+            if self._state_lock is not None:
+                self._state_lock.release()
+                self._state_lock = None
+
+    def _lock(self, state_dir: Path) -> None:
+        """Hold `state_dir`'s lock (one agent per state folder), letting go of another folder's."""
+        if self._state_lock is not None and self._state_lock.state_dir == state_dir:
+            return
+        lock = StateLock(state_dir)  # ConfigError naming the folder when another agent holds it
+        if self._state_lock is not None:
+            self._state_lock.release()
+        self._state_lock = lock
 
     def _start(self, cfg: AgentConfig, carried_alarms: dict[str, Any]) -> _Session:
         """Set up a session (state, keys, outbox, uplink, pipeline) without serving it yet."""
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
+        self._lock(state_dir)
         session = next_session(state_dir)
         pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / DEFAULT_PRIVACY_KEY))
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line

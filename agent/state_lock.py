@@ -1,0 +1,47 @@
+"""One agent per state folder: an advisory lock held for the process's life.
+
+Two agents on one state folder (a manual `edge-agent run` beside the systemd service) share the
+outbox, `pipeline.json` and the MQTT client id: the broker hands the connection from one to the other
+every second and each overwrites the other's state. So the first takes an exclusive `flock` on
+`<state_dir>/agent.lock` (the kernel lets go when the process ends, however it ends) and a second is
+refused, naming the folder and the first one's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+LOCK_NAME = "agent.lock"
+
+
+class StateLock:
+    """The lock on one state folder; `release` lets it go (also when the process ends)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        path = state_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                "gateway.state_dir",
+                f"another edge-agent (pid {holder}) runs with {state_dir}: one agent per state folder "
+                "(stop it, or give this one its own state_dir)",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
