@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from agent.events import AlarmEvent, AlarmKind, DeviceHealth, Explanation, Heartbeat, Phase, Priority
 from agent.receiver import format_alarm, format_heartbeat
 
+TACHYCARDIA = AlarmEvent(
+    id="0190f1c2-0000-7000-8000-000000000000",
+    seq=0,
+    phase=Phase.START,
+    gateway="gw",
+    device="d-abc",
+    stream="vitals",
+    condition="tachycardia",
+    priority=Priority.MEDIUM,
+    kind=AlarmKind.PHYSIOLOGICAL,
+    onset_time=1_700_000_000.0,
+    detection_time=1_700_000_010.0,
+    value=142.0,
+    threshold=120.0,
+    unit="bpm",
+    explanation=Explanation(
+        "hr-high", 22.0, 0.0, (("hr", 1.0),), text="hr 142 bpm above limit 120 bpm for 10 s"
+    ),
+)
+
 
 def test_alarm_line_has_phase_priority_condition_device_measure_and_why() -> None:
-    event = AlarmEvent(
-        id="0190f1c2-0000-7000-8000-000000000000",
-        seq=0,
-        phase=Phase.START,
-        gateway="gw",
-        device="d-abc",
-        stream="vitals",
-        condition="tachycardia",
-        priority=Priority.MEDIUM,
-        kind=AlarmKind.PHYSIOLOGICAL,
-        onset_time=1_700_000_000.0,
-        detection_time=1_700_000_010.0,
-        value=142.0,
-        threshold=120.0,
-        unit="bpm",
-        explanation=Explanation(
-            "hr-high", 22.0, 0.0, (("hr", 1.0),), text="hr 142 bpm above limit 120 bpm for 10 s"
-        ),
-    )
-    line = format_alarm(event.to_payload(), received=1_700_000_010.5)
+    line = format_alarm(TACHYCARDIA.to_payload(), received=1_700_000_010.5)
     for part in (
         "START",
         "MEDIUM",
@@ -37,7 +40,7 @@ def test_alarm_line_has_phase_priority_condition_device_measure_and_why() -> Non
     ):
         assert part in line
     assert "[event" not in line  # delivered on time: one clock
-    late = format_alarm(event.to_payload(), received=1_700_003_600.0)
+    late = format_alarm(TACHYCARDIA.to_payload(), received=1_700_003_600.0)
     assert "[event" in late  # delivered an hour late: both clocks shown
 
 
@@ -62,18 +65,10 @@ def test_heartbeat_line() -> None:
 
 
 def test_a_technical_alarm_shows_its_sentence_not_its_trigger_score() -> None:
-    event = AlarmEvent(
-        id="0190f1c2-0000-7000-8000-000000000001",
-        seq=0,
-        phase=Phase.START,
-        gateway="gw",
-        device="d-abc",
-        stream="vitals",
+    event = replace(
+        TACHYCARDIA,
         condition="sensor_off",
-        priority=Priority.MEDIUM,
         kind=AlarmKind.TECHNICAL,
-        onset_time=1_700_000_000.0,
-        detection_time=1_700_000_010.0,
         value=1.0,
         threshold=0.5,
         unit="",
