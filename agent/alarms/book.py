@@ -98,6 +98,9 @@ class AlarmBook:
         self._can_escalate = np.zeros(0, dtype=bool)
         self._peak_limit = np.zeros(0)
         self._peak_channel = np.zeros(0, dtype=np.int64)
+        # Recurrences the cooldown held back since the last episode, told in the next START (not saved:
+        # a restart forgets the count, not an episode).
+        self._held_back = np.zeros(0, dtype=np.int64)
         self._f: dict[str, FloatArray] = {name: np.zeros(0) for name in self._FLOAT_FIELDS}
 
     # -- rows ------------------------------------------------------------------------------------------
@@ -128,6 +131,7 @@ class AlarmBook:
             self._can_escalate = np.concatenate([self._can_escalate, np.zeros(grow, dtype=bool)])
             self._peak_limit = np.concatenate([self._peak_limit, np.full(grow, np.nan)])
             self._peak_channel = np.concatenate([self._peak_channel, np.zeros(grow, dtype=np.int64)])
+            self._held_back = np.concatenate([self._held_back, np.zeros(grow, dtype=np.int64)])
             for name, arr in self._f.items():
                 fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
                 self._f[name] = np.concatenate([arr, np.full(grow, fill)])
@@ -167,6 +171,12 @@ class AlarmBook:
         before = self._history[rows]
         history = np.where(known, ((before << 1) | hit.astype(np.int64)) & mask, before)
         self._history[rows] = history
+        # A run of hits that ended inside the cooldown, unalarmed: counted, so the next START says how
+        # many recurrences the cooldown hid. (A run still going when the cooldown ends is alarmed then.)
+        run_ended = known & ~hit & ((before & 1) == 1) & (states == AlarmState.NORMAL)
+        if run_ended.any():
+            cooling = t < f["cooldown_until"][rows] - TIME_SLACK_S
+            np.add.at(self._held_back, rows[run_ended & cooling], 1)
         if not hit.any() and not states.any():
             # All NORMAL and no hit (the usual hop): every transition out of NORMAL needs a hit, so
             # nothing moves; only the threshold is kept, skipping the table and the peak tracking.
@@ -276,6 +286,9 @@ class AlarmBook:
             # Confirmed on its first hop (no minimum duration: a detector that measures the duration
             # itself, as spo2_desaturation does): no "for 0 s".
             text = f"{phrase} for {explain.seconds(t - onset)}" if t - onset >= 0.5 else phrase
+            if held := int(self._held_back[row]):
+                text += f"; {held} recurrence(s) during the cooldown after the previous episode not alarmed"
+                self._held_back[row] = 0
         elif action is Action.ESCALATE:
             active = explain.seconds(t - detection)
             text = f"peak {phrase}; active {active}, raised to {episode.priority.value}"

@@ -255,3 +255,17 @@ def test_the_sentence_names_what_a_detector_measures() -> None:
     (event,) = book.update([STREAM], scores, np.array([T0]), np.array([False]), ["motion"])
     assert event.explanation.text == "hr range 0 bpm below limit 0.5 bpm"
     assert event.explanation.signal_quality == "motion"
+
+
+def test_recurrences_the_cooldown_held_back_are_told_in_the_next_start() -> None:
+    # Runs of 5 hits with 5 clear hops between, a 30 s cooldown: the runs inside it are not alarmed,
+    # and the next START says how many (clinical review, finding 5: they used to vanish).
+    book = new_book(rule(min_duration_s=2.0, clear_after_s=1.0, cooldown_s=30.0))
+    events = drive(book, ([HI] * 5 + [LO] * 5) * 6)
+    starts = [e for _, e in events if e.phase is Phase.START]
+    assert len(starts) == 2
+    assert "recurrence" not in starts[0].explanation.text
+    assert (
+        "; 2 recurrence(s) during the cooldown after the previous episode not alarmed"
+        in starts[1].explanation.text
+    )
