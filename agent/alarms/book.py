@@ -173,10 +173,11 @@ class AlarmBook:
         self._history[rows] = history
         # A run of hits that ended inside the cooldown, unalarmed: counted, so the next START says how
         # many recurrences the cooldown hid. (A run still going when the cooldown ends is alarmed then.)
-        run_ended = known & ~hit & ((before & 1) == 1) & (states == AlarmState.NORMAL)
-        if run_ended.any():
-            cooling = t < f["cooldown_until"][rows] - TIME_SLACK_S
-            np.add.at(self._held_back, rows[run_ended & cooling], 1)
+        if before.any():  # the usual hop follows no hit at all: one test
+            run_ended = known & ~hit & ((before & 1) == 1) & (states == AlarmState.NORMAL)
+            if run_ended.any():
+                cooling = t < f["cooldown_until"][rows] - TIME_SLACK_S
+                np.add.at(self._held_back, rows[run_ended & cooling], 1)
         if not hit.any() and not states.any():
             # All NORMAL and no hit (the usual hop): every transition out of NORMAL needs a hit, so
             # nothing moves; only the threshold is kept, skipping the table and the peak tracking.
