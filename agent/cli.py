@@ -128,7 +128,12 @@ def _main(argv: Sequence[str] | None) -> int:
     demo.add_argument(
         "--config", type=Path, default=None, help="a config to demo instead of the embedded default"
     )
-    demo.add_argument("--speed", type=float, default=None, help="simulated seconds per real second")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="simulated seconds per real second (default: the config's; 10 in the demo's own; 1: real time)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "check-config":
