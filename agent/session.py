@@ -288,8 +288,9 @@ class _Session:
     def _send_held_directly(self) -> None:
         """While the outbox cannot be written (a full SD card), alarm events wait in memory; with the
         broker connected each is also sent once at once, so a full disk does not delay alarms."""
-        for event in self.held.events():
-            key = f"{event.id}:{event.seq}"
+        held = {f"{event.id}:{event.seq}": event for event in self.held.events()}
+        self._sent_directly &= held.keys()  # forget events no longer held (dropped past the cap)
+        for key, event in held.items():
             if key not in self._sent_directly and self.uplink.publish_now(self.topics.alarm, event.to_json()):
                 self._sent_directly.add(key)
 
