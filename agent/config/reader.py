@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -194,6 +194,14 @@ class Table:
         """Report keys nobody asked for: almost always a typo."""
         for key in self.data:
             if key not in self._known:
-                close = difflib.get_close_matches(key, sorted(self._known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                close = closest(key, self._known)
+                hint = f" (did you mean '{close}'?)" if close else ""
                 self.problem(key, f"unknown key{hint}")
+
+
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The name of `known` closest to `word` (case ignored: "SpO2" finds "spo2"), or None: the "did you
+    mean" of an unknown key, and of a detector's stream or channel no device produces."""
+    by_folded = {k.casefold(): k for k in sorted(known)}
+    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1)
+    return by_folded[close[0]] if close else None

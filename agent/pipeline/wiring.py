@@ -4,7 +4,7 @@ A detector binds to a stream name and channels by text (`agent.pipeline.pipeline
 one of its channels is gated to NaN (missing) and a stream nobody sends is simply never scored, so a
 misspelled `channels = ["hrr"]` would watch nothing and raise no alarm, ever.
 
-Before start (`check_wiring`, for `agent.daemon.preflight`: check-config, run, reload). Each device
+Before start (`check_wiring`, one of `agent.preflight`'s checks: check-config, run, reload). Each device
 says what it can produce (`produces`), from the code that makes its readings: the simulator's kinds,
 a CSV/JSON-lines serial device's or a Modbus unit's configured channel map (on the kind's default
 stream), the BLE profiles' streams and channels. A detector whose stream none of them produces, or one
@@ -22,11 +22,11 @@ The check runs once per distinct channel tuple (the quality gate's plan), not pe
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from agent.config.reader import closest
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.errors import ConfigError
 
@@ -91,10 +91,9 @@ def _ble(profiles: Sequence[str]) -> Produces:
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
-    """' (did you mean "hr"?)' for the closest of `known` (case ignored: "SpO2" finds "spo2"), or ""."""
-    by_folded = {k.casefold(): k for k in sorted(known)}
-    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1)
-    return f' (did you mean "{by_folded[close[0]]}"?)' if close else ""
+    """' (did you mean "hr"?)' for the closest of `known` (`closest`: case ignored), or ""."""
+    close = closest(word, known)
+    return f' (did you mean "{close}"?)' if close else ""
 
 
 def _names(names: Iterable[str]) -> str:
