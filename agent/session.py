@@ -285,6 +285,11 @@ class _Session:
             )
         self.uplink.notify()
 
+    @property
+    def outbox_writable(self) -> bool:
+        """False while alarm events wait in memory or the last heartbeat could not be written."""
+        return not (self.held.count or self.heartbeat_unwritable)
+
     def _send_held_directly(self) -> None:
         """While the outbox cannot be written (a full SD card), alarm events wait in memory; with the
         broker connected each is also sent once at once, so a full disk does not delay alarms."""
@@ -413,7 +418,7 @@ class _Session:
         events += self.outbox_damaged.check([self.gateway_ref], [float(replaced)], [0.5], now)
         # Raised while alarm events wait in memory or a heartbeat could not be written; committed once
         # the outbox takes writes again, and meanwhile sent directly (`_send_held_directly`).
-        unwritable = float(self.held.count > 0 or self.heartbeat_unwritable)
+        unwritable = float(not self.outbox_writable)
         events += self.outbox_unwritable.check([self.gateway_ref], [unwritable], [0.5], now)
         failures = self.pipeline.detector_failures()
         new_failures = [float(failures[d] - self._failures_seen.get(d, 0)) for d in self.detector_refs]
@@ -470,7 +475,7 @@ class _Session:
                 "size_bytes": stats.size_bytes,
                 "evicted": stats.evicted,
                 "held_in_memory": self.held.count,  # alarm events the outbox could not take yet
-                "writable": not (self.held.count or self.heartbeat_unwritable),
+                "writable": self.outbox_writable,
             },
             "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
             "queue": self.queue.qsize(),

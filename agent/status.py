@@ -112,6 +112,7 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
     """A readable multi-line report of a status snapshot (live) or a heartbeat payload (file);
     `names` (pseudonym -> device id, see `device_names`) adds each device's configured id."""
     beat = status.get("heartbeat", status)
+    outbox = status.get("outbox") or {}  # live figures; a heartbeat file has none
     lines = [
         f"edge-agent status ({source}) — gateway {beat.get('gateway')}, session {beat.get('session')}, "
         f"up {beat.get('uptime_s', 0):.0f} s, at {beat.get('time')}"
@@ -129,7 +130,7 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
                 f"    for {down or 0:.0f} s, {uplink.get('failed_attempts', 0)} failed attempt(s): "
                 f"{uplink['problem']}"
             )
-        if (status.get("outbox") or {}).get("refused"):
+        if outbox.get("refused"):
             lines.append("    refused messages stay aside: fix the broker, then `edge-agent retry-refused`")
     age = beat.get("oldest_undelivered_age_s")
     refused = beat.get("outbox_refused")
@@ -138,10 +139,10 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
         + (f", oldest {age:.0f} s" if age else "")
         + (f", {refused} refused by the broker" if refused else "")
     )
-    held = (status.get("outbox") or {}).get("held_in_memory")
+    held = outbox.get("held_in_memory")
     if held:
         lines.append(f"    {held} alarm event(s) held in memory: the outbox cannot be written (a full disk?)")
-    elif (status.get("outbox") or {}).get("writable") is False:
+    elif outbox.get("writable") is False:
         lines.append("    the outbox cannot be written (a full disk?): heartbeats are sent directly")
     lines.append(f"  alarms active: {beat.get('active_alarms')}")
     board = beat.get("temperature_c")
