@@ -234,15 +234,7 @@ class Agent:
         path = self.config.source_path
         if path is None:
             return ["the running config did not come from a file"]
-        try:
-            preflight(load_config(path))
-        except InvalidConfigError as exc:
-            return [f"{path}: {problem}" for problem in exc.errors]
-        except ConfigError as exc:
-            return [f"{path}: {exc}"]
-        except Exception as exc:  # as try_reload: a refusal, never an end of the agent
-            return [f"{path}: {failure_line(exc)}"]
-        return []
+        return self._reload_candidate(path)[1]
 
     def try_reload(self) -> bool:
         """Load and check the config file again; keep the running one if the new one is bad."""
@@ -250,19 +242,25 @@ class Agent:
         if path is None:
             log.error("reload refused: the running config did not come from a file")
             return False
-        try:
-            new = load_config(path)
-            preflight(new)
-        except InvalidConfigError as exc:
-            for problem in exc.errors:
-                log.error("reload refused, keeping the running config: %s: %s", path, problem)
-            return False
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running config: %s: %s", path, exc)
-            return False
-        except Exception as exc:  # whatever the check meets, the running agent must not end on it
-            log.error("reload refused, keeping the running config: %s: %s", path, failure_line(exc))
+        new, problems = self._reload_candidate(path)
+        for problem in problems:
+            log.error("reload refused, keeping the running config: %s", problem)
+        if new is None:
             return False
         log.info("reloading config %s (sha256 %s)", path, new.digest[:16])
         self.config = new
         return True
+
+    def _reload_candidate(self, path: Path) -> tuple[AgentConfig | None, list[str]]:
+        """The file at `path` loaded and checked as a start would check it: (the config, []), or
+        (None, its problems, one "path: problem" line each)."""
+        try:
+            new = load_config(path)
+            preflight(new)
+        except InvalidConfigError as exc:
+            return None, [f"{path}: {problem}" for problem in exc.errors]
+        except ConfigError as exc:
+            return None, [f"{path}: {exc}"]
+        except Exception as exc:  # whatever the check meets is a refusal, never an end of the agent
+            return None, [f"{path}: {failure_line(exc)}"]
+        return new, []
