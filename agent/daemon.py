@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from agent.pipeline import Pipeline
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
 from agent.remote import RemoteCommands
+from agent.retired_episodes import retire
 from agent.session import _Session
 from agent.state import ensure_state_dir, next_session
 from agent.state_file import read_state, set_aside_state
@@ -163,13 +165,16 @@ class Agent:
 
         def restored(saved: dict[str, Any], alarms: dict[str, Any]) -> _Session:
             pipeline = Pipeline(cfg, pseudonym)
-            pipeline.load_state(saved.get("detectors", {}), alarms)
             run = _Session(
                 cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote, self.gc_pacer
             )
+            # Episodes of rules, devices or streams no longer configured end now, not never.
+            alarms, ended = retire(alarms, run.unsteppable, cfg.gateway.id, cfg.digest[:16], time.time())
+            pipeline.load_state(saved.get("detectors", {}), alarms)
             run.load_gateway_alarms(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.
             outbox.number_notes_after(state_journal.NOTE, state_journal.notes_included(saved))
+            run.publish(ended)
             return run
 
         try:

@@ -359,6 +359,19 @@ class _Session:
         """Every open episode: the pipeline's and the gateway's own technical alarms."""
         return self.pipeline.alarm_state() | {a.key: a.state() for a in self.gateway_alarms}
 
+    def unsteppable(self, key: str, ref: StreamRef) -> str | None:
+        """Why this session can never step saved alarm row `ref` of book `key` (None: it can), so an
+        episode open there is ended at restore (`agent.retired_episodes`)."""
+        if key not in {alarm.key for alarm in self.gateway_alarms}:
+            return self.pipeline.unsteppable(key, ref)
+        if ref.stream == "device" and ref not in self.device_refs:
+            return "its device is no longer configured"
+        if ref.stream.startswith("detector:") and ref not in self.detector_refs.values():
+            return "its detector is no longer configured"
+        if ref.stream == "uplink" and ref != self.gateway_ref:
+            return "the gateway's id changed"
+        return None
+
     def load_gateway_alarms(self, alarms: dict[str, Any]) -> None:
         """Restore the gateway alarms of `alarm_state()`: an episode open at a restart keeps its id
         and ends when its condition clears, rather than being raised again under a new one."""

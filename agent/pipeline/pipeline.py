@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agent.alarms import AlarmBook, BookSnapshot, merged_state
+from agent.alarms import AlarmBook, BookSnapshot, StreamRef, merged_state
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
@@ -22,7 +22,7 @@ from agent.events import AlarmEvent
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.stream import StreamPipeline
-from agent.pipeline.technical import QualityAlarms
+from agent.pipeline.technical import QUALITY_KEYS, QualityAlarms
 from agent.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,10 @@ class Pipeline:
             for spec, detector in zip(config.detectors, detectors, strict=True)
             if spec.calibration is not None and isinstance(detector, StreamingDetector)
         }
+        # What can step a saved alarm row (`unsteppable`): each rule's stream, the devices' pseudonyms.
+        stream_of = {spec.id: spec.stream for spec in config.detectors}
+        self._book_streams = {key: stream_of[book.rule.detector] for key, book in self._books.items()}
+        self._devices = {pseudonym(d.id) for d in config.devices}
         by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}
         rates: dict[str, float] = {}
         for spec, detector in zip(config.detectors, detectors, strict=True):
@@ -208,6 +212,20 @@ class Pipeline:
             for key, book in stream.quality_alarms.snapshot().items():
                 books.setdefault(key, []).append(book)
         return books
+
+    def unsteppable(self, key: str, ref: StreamRef) -> str | None:
+        """Why this configuration can never step the saved alarm row `ref` of book `key` (None: it can),
+        so an episode open there is ended at restore (`agent.retired_episodes`)."""
+        stream = self._book_streams.get(key)
+        if stream is None and key not in QUALITY_KEYS:
+            return "its rule is no longer configured (removed, or its detector or condition renamed)"
+        if ref.device_pseudonym not in self._devices:
+            return "its device is no longer configured"
+        if stream is None and ref.stream not in self.streams:  # a signal-quality book: any watched stream
+            return f"no detector watches its stream {ref.stream!r} any more"
+        if stream is not None and ref.stream != stream:
+            return f"its detector now watches stream {stream!r}"
+        return None
 
     def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are

@@ -28,7 +28,6 @@ QUALITY_CONDITIONS: dict[str, tuple[Quality, Priority]] = {
     "device_fault": (Quality.DEVICE_FAULT, Priority.MEDIUM),
 }
 
-
 # What each condition means, for the alarm's one-line explanation: f(value, limit) -> phrase.
 DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
     "sensor_off": lambda v, lim: "no sensor contact (electrode or strap off)",
@@ -75,6 +74,8 @@ def describe(event: AlarmEvent) -> AlarmEvent:
 MAX_CHANGES_KEPT = 10_000  # `take_engaged_changes` then says "any"
 TECHNICAL_COOLDOWN_S = 30.0  # every built-in technical rule's cooldown
 BUILTIN_PREFIX = "builtin."  # built-in rules' detector names: "builtin.<condition>"
+# The signal-quality books' keys among the saved alarm state (`ThresholdAlarm.key`).
+QUALITY_KEYS = frozenset(f"{BUILTIN_PREFIX}{c}/{c}" for c in QUALITY_CONDITIONS)
 
 
 def technical_rule(

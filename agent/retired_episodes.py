@@ -1,0 +1,104 @@
+"""Saved alarm episodes that the running configuration can no longer step get an END when restored.
+
+An episode open at a stop or a reload continues under its id while its rule (detector and condition),
+its device and its stream are still configured. When the new configuration removed or renamed one of
+them, nothing will ever step that episode again: until 2026-11-30 it was dropped silently and a back end
+that had its START held it open for good. Now each gets an END as the state is restored, saying why;
+its `end_time` is the restore (the condition was not judged after the last stop or reload), and its
+`signal_quality` is "unknown". The END is journaled like any event, so a crash before the next full
+save does not send it twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agent.alarms import StreamRef
+from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
+from agent.pipeline.technical import BUILTIN_PREFIX
+
+# (key "detector/condition", stream) -> why the running configuration cannot step it, or None if it can.
+Unsteppable = Callable[[str, StreamRef], str | None]
+
+
+def retire(
+    alarms: Mapping[str, Any],
+    unsteppable: Unsteppable,
+    gateway: str,
+    config_hash: str,
+    now: float,
+) -> tuple[dict[str, Any], list[AlarmEvent]]:
+    """Split saved alarm state (`Pipeline.alarm_state()` keys) into the rows the configuration can step,
+    and an END for every open episode among the others (rows without an episode are dropped)."""
+    kept: dict[str, Any] = {}
+    ended: list[AlarmEvent] = []
+    for key, book in alarms.items():
+        if not isinstance(book, Mapping):
+            kept[key] = book  # not ours to judge: the book's own load_state names the problem
+            continue
+        rows = []
+        for row in book.get("streams", []):
+            try:
+                ref = StreamRef(str(row["device"]), str(row["stream"]))
+            except (KeyError, TypeError):
+                rows.append(row)
+                continue
+            reason = unsteppable(key, ref)
+            if reason is None:
+                rows.append(row)
+            elif isinstance(row.get("episode"), Mapping):
+                condition = str(book.get("condition", ""))
+                try:
+                    ended.append(_end(key, condition, ref, row, reason, gateway, config_hash, now))
+                except (KeyError, ValueError, TypeError):  # an unreadable episode cannot be ended
+                    continue
+        kept[key] = {**book, "streams": rows}
+    return kept, ended
+
+
+def _end(
+    key: str,
+    condition: str,
+    ref: StreamRef,
+    row: Mapping[str, Any],
+    reason: str,
+    gateway: str,
+    config_hash: str,
+    now: float,
+) -> AlarmEvent:
+    episode = row["episode"]
+    detector = key.removesuffix(f"/{condition}")
+    onset = _number(row.get("onset"), now)
+    return AlarmEvent(
+        id=str(episode["id"]),
+        seq=int(episode["next_seq"]),
+        phase=Phase.END,
+        gateway=gateway,
+        device=ref.device_pseudonym,
+        stream=ref.stream,
+        condition=condition,
+        priority=Priority(episode["priority"]),
+        kind=AlarmKind.TECHNICAL if detector.startswith(BUILTIN_PREFIX) else AlarmKind.PHYSIOLOGICAL,
+        onset_time=onset,
+        detection_time=_number(row.get("detection"), onset),
+        value=_number(row.get("peak_observed"), math.nan),
+        threshold=_number(row.get("peak_limit"), math.nan),
+        unit="",  # the rule that knew it may be gone
+        explanation=Explanation(
+            detector=detector,
+            score=_number(row.get("peak_score"), math.nan),
+            threshold=_number(row.get("threshold"), math.nan),
+            signal_quality="unknown",
+            text=f"ended without a verdict: {reason} (the configuration changed)",
+        ),
+        end_time=max(now, onset),
+        config_hash=config_hash,
+    )
+
+
+def _number(value: Any, missing: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return missing
+    return float(value)

@@ -1,0 +1,159 @@
+"""An open alarm episode whose rule, device or stream the new configuration no longer has gets an END.
+
+Before, a reload or restart with the rule renamed (or the device replaced) dropped the saved episode
+silently: nothing could step it again, and the back end that had its START held it open for good.
+Here the real agent runs a simulated tachycardia; its rule is renamed by a SIGHUP reload, then its
+device replaced across a restart; each open episode must end under its id, once, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon_session import session
+from test_operator_errors import AgentRun
+from uplink_probe import Subscriber
+from waiting import wait_until
+
+from agent.alarms import StreamRef
+from agent.localbroker import LocalBroker
+from agent.retired_episodes import retire
+
+AGENT_CONFIG = """
+[gateway]
+id = "gw-retire"
+site = "lab"
+heartbeat_interval_s = 1
+state_dir = "state"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+
+[outbox]
+path = "state/outbox.sqlite"
+
+[[devices]]
+id = "{device}"
+kind = "wearable"
+transport = "simulator"
+[devices.simulator]
+seed = 5
+speed = 20.0
+episodes = [{{ condition = "tachycardia", start_s = 20, duration_s = 36000 }}]
+
+[[detectors]]
+id = "hr-high"
+type = "limit"
+stream = "vitals"
+channels = ["hr"]
+params = {{ above = 120 }}
+
+[[alarms]]
+condition = "{condition}"
+detector = "hr-high"
+min_duration_s = 2
+"""
+
+
+def events(central: Subscriber, **match: Any) -> list[dict[str, Any]]:
+    """Alarm events received, duplicates by (id, seq) dropped, those whose fields equal `match`."""
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for event in (m.json() for m in central.snapshot()):
+        if (event["id"], event["seq"]) not in seen and all(event[k] == v for k, v in match.items()):
+            seen.add((event["id"], event["seq"]))
+            out.append(event)
+    return out
+
+
+def test_renamed_rule_and_replaced_device_end_their_open_episodes_once(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-retire/alarm")
+    config = tmp_path / "agent.toml"
+
+    def write(device: str, condition: str) -> None:
+        config.write_text(AGENT_CONFIG.format(port=broker.port, device=device, condition=condition))
+
+    write("monitor-bed-5", "tachycardia")
+    agent = AgentRun(config)
+    try:
+        wait_until(lambda: events(central, condition="tachycardia", phase="start"), 30, "the START")
+        (start,) = events(central, condition="tachycardia", phase="start")
+
+        write("monitor-bed-5", "hr_above_120")  # the rule renamed: a reload
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the renamed rule's END")
+        (end,) = events(central, id=start["id"], phase="end")
+        assert end["seq"] == start["seq"] + 1 and end["priority"] == start["priority"]
+        assert (end["condition"], end["device"], end["stream"]) == ("tachycardia", start["device"], "vitals")
+        assert "rule is no longer configured" in end["explanation"]["text"]
+        assert end["explanation"]["signal_quality"] == "unknown"
+        assert end["end_time"] >= end["onset_time"] == start["onset_time"]
+        # The condition goes on, so the renamed rule raises its own episode.
+        wait_until(lambda: events(central, condition="hr_above_120", phase="start"), 30, "the new START")
+        (renamed,) = events(central, condition="hr_above_120", phase="start")
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+
+    write("monitor-bed-6", "hr_above_120")  # another patient's monitor: a restart
+    agent = AgentRun(config)
+    try:
+        wait_until(lambda: events(central, id=renamed["id"], phase="end"), 30, "the replaced device's END")
+        (gone,) = events(central, id=renamed["id"], phase="end")
+        assert "device is no longer configured" in gone["explanation"]["text"]
+        wait_until(lambda: len(events(central, condition="hr_above_120", phase="start")) == 2, 30, "bed 6")
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+
+    beats = Subscriber(broker, "edge/lab/gw-retire/heartbeat")
+    agent = AgentRun(config)  # the same config again: nothing more to end
+    try:
+        wait_until(lambda: len(beats.snapshot()) >= 3, 30, "three heartbeats after the last start")
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+    # Each retired once (a restart's simulator begins its timeline again, so bed 6's episode may end
+    # on its own, with a verdict, too).
+    retired = [
+        (e["id"], e["seq"])
+        for e in (m.json() for m in central.snapshot())
+        if e["phase"] == "end" and "configuration changed" in e["explanation"]["text"]
+    ]
+    assert retired == [(start["id"], start["seq"] + 1), (renamed["id"], renamed["seq"] + 1)]
+
+
+def test_rows_the_configuration_can_still_step_are_kept_and_closed_rows_dropped(tmp_path: Path) -> None:
+    run = session(tmp_path)
+    bed = run.device_refs[0].device_pseudonym
+    episode = {"id": "0192f0a0-0000-7000-8000-000000000001", "next_seq": 1, "priority": "medium"}
+    row = {"device": bed, "stream": "device", "state": "ACTIVE", "onset": 100.0, "detection": 130.0}
+    saved = {
+        run.device_lost.key: {
+            "condition": "device_lost",
+            "streams": [
+                {**row, "episode": episode, "peak_observed": 45.0, "peak_limit": 30.0},
+                {**row, "device": "gone-device", "episode": {**episode, "id": "e-2"}},
+                {**row, "device": "gone-too", "state": "PENDING"},  # no episode: nothing to end
+            ],
+        }
+    }
+    kept, ended = retire(json.loads(json.dumps(saved)), run.unsteppable, "gw", "cfg", 1_000.0)
+    assert [r["device"] for r in kept[run.device_lost.key]["streams"]] == [bed]
+    (end,) = ended
+    assert (end.id, end.seq, end.device, end.kind.value) == ("e-2", 1, "gone-device", "technical")
+    assert (end.onset_time, end.end_time) == (100.0, 1_000.0)
+    assert "device is no longer configured" in end.explanation.text
+    # The session's own check, as `restored` asks it for each book.
+    assert run.unsteppable(run.device_lost.key, StreamRef(bed, "device")) is None
+    assert run.unsteppable("old-detector/old_condition", StreamRef(bed, "vitals")) is not None
