@@ -25,13 +25,13 @@ from agent import state_journal
 from agent.alarms import StreamRef
 from agent.clock import ClockSteps
 from agent.config.schema import AgentConfig, DeviceConfig
-from agent.events import AlarmEvent, Heartbeat, Priority
+from agent.events import AlarmEvent, Heartbeat, Phase, Priority
 from agent.gc_pacing import CollectorPacer
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
 from agent.held_alarms import WRITE_ERRORS, HeldAlarms
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
-from agent.pipeline.technical import ThresholdAlarm
+from agent.pipeline.technical import ThresholdAlarm, blinding
 from agent.privacy import Pseudonymizer
 from agent.readings import Reading
 from agent.remote import RemoteCommands
@@ -359,6 +359,15 @@ class _Session:
         """Every open episode: the pipeline's and the gateway's own technical alarms."""
         return self.pipeline.alarm_state() | {a.key: a.state() for a in self.gateway_alarms}
 
+    def _blinding(self, event: AlarmEvent) -> AlarmEvent:
+        """A device_lost START while the device's physiological episodes are open takes their highest
+        priority and names them (`technical.blinding`)."""
+        if event.phase is not Phase.START:
+            return event
+        raised = blinding(event, self.pipeline.open_episodes(event.device))
+        self.device_lost.raise_priority(StreamRef(event.device, event.stream), raised.priority)
+        return raised
+
     def unsteppable(self, key: str, ref: StreamRef) -> str | None:
         """Why this session can never step saved alarm row `ref` of book `key` (None: it can), so an
         episode open there is ended at restore (`agent.retired_episodes`)."""
@@ -412,12 +421,15 @@ class _Session:
     def check_gateway(self, now: float, now_monotonic: float) -> None:
         """Step the gateway's technical alarms (silent devices, the outbox) and commit their events."""
         devices = self.cfg.devices
-        events = self.device_lost.check(
-            self.device_refs,
-            [self.health.silence_s(d.id, now_monotonic) for d in devices],
-            [d.lost_after_s for d in devices],
-            now,
-        )
+        events = [
+            self._blinding(event)
+            for event in self.device_lost.check(
+                self.device_refs,
+                [self.health.silence_s(d.id, now_monotonic) for d in devices],
+                [d.lost_after_s for d in devices],
+                now,
+            )
+        ]
         outbox = self.outbox
         events += self.outbox_filling.check(
             [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now

@@ -342,6 +342,19 @@ class AlarmBook:
         row = self._rows.get(stream)
         return AlarmState.NORMAL if row is None else AlarmState(int(self._state[row]))
 
+    def open_priority(self, stream: StreamRef) -> Priority | None:
+        """The priority of `stream`'s confirmed open episode, None when it has none."""
+        row = self._rows.get(stream)
+        episode = None if row is None else self._episodes.get(row)
+        return None if episode is None else episode.priority
+
+    def raise_priority(self, stream: StreamRef, priority: Priority) -> None:
+        """Raise `stream`'s open episode to `priority` (never lower it): its later events carry it."""
+        row = self._rows.get(stream)
+        episode = None if row is None else self._episodes.get(row)
+        if episode is not None and priority.rank < episode.priority.rank:
+            episode.priority = priority
+
     def close_all(self, time: float, streams: Sequence[StreamRef] | None = None) -> list[AlarmEvent]:
         """End every confirmed episode (of `streams`, default all) at `time`, without cooldown.
 

@@ -18,7 +18,7 @@ from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError, ModelError
-from agent.events import AlarmEvent
+from agent.events import AlarmEvent, Priority
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.stream import StreamPipeline
@@ -226,6 +226,15 @@ class Pipeline:
         if stream is not None and ref.stream != stream:
             return f"its detector now watches stream {stream!r}"
         return None
+
+    def open_episodes(self, device: str) -> list[tuple[str, Priority]]:
+        """The condition and priority of every confirmed open episode of device pseudonym `device`."""
+        found = []
+        for key, book in self._books.items():
+            priority = book.open_priority(StreamRef(device, self._book_streams[key]))
+            if priority is not None:
+                found.append((book.rule.condition, priority))
+        return found
 
     def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are

@@ -71,6 +71,28 @@ def describe(event: AlarmEvent) -> AlarmEvent:
     return dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))
 
 
+# Conditions that leave a stream's (or a device's) open physiological episodes without a verdict: they
+# are held, neither confirmed nor ended, until the signal is back (agent.pipeline.quality).
+BLINDING = frozenset({"sensor_off", "signal_poor", "device_fault", "device_lost"})
+
+
+def blinding(event: AlarmEvent, hidden: Sequence[tuple[str, Priority]]) -> AlarmEvent:
+    """A START of a BLINDING condition while physiological episodes are open (`hidden`: their conditions
+    and priorities) takes the highest of their priorities and names them. A LOW "signal unusable" that
+    stopped the judging of an active HIGH spo2_low read as a minor nuisance (clinical review, 2026-11-30);
+    IEC 60601-1-8 asks a technical alarm's priority to match what it keeps from being monitored."""
+    if event.phase is not Phase.START or event.condition not in BLINDING or not hidden:
+        return event
+    priority = min((p for _, p in hidden), key=lambda p: p.rank)
+    if event.priority.rank < priority.rank:
+        priority = event.priority
+    names = ", ".join(f"{condition} ({p.value})" for condition, p in hidden)
+    text = f"{event.explanation.text}; open and not judged meanwhile: {names}"
+    return dataclasses.replace(
+        event, priority=priority, explanation=dataclasses.replace(event.explanation, text=text)
+    )
+
+
 MAX_CHANGES_KEPT = 10_000  # `take_engaged_changes` then says "any"
 TECHNICAL_COOLDOWN_S = 30.0  # every built-in technical rule's cooldown
 BUILTIN_PREFIX = "builtin."  # built-in rules' detector names: "builtin.<condition>"
@@ -213,6 +235,10 @@ class QualityAlarms:
             alarm.shift_times(delta, [ref])
         self._pending = [(r, q, t + delta if r == ref else t) for r, q, t in self._pending]
 
+    def raise_priority(self, condition: str, ref: StreamRef, priority: Priority) -> None:
+        """Raise `ref`'s open `condition` episode to `priority` (see `blinding`)."""
+        self._alarms[condition][1].raise_priority(ref, priority)
+
     def active_count(self) -> int:
         return sum(alarm.active_count() for _, alarm in self._alarms.values())
 
@@ -282,6 +308,10 @@ class ThresholdAlarm:
     def shift_times(self, delta: float, refs: Sequence[StreamRef] | None = None) -> None:
         """The wall clock stepped by `delta` s: the timers of `refs` (default all) move with it."""
         self._book.shift_times(delta, refs)
+
+    def raise_priority(self, ref: StreamRef, priority: Priority) -> None:
+        """Raise `ref`'s open episode to `priority` (see `blinding`)."""
+        self._book.raise_priority(ref, priority)
 
     def active_count(self) -> int:
         return self._book.active_count()

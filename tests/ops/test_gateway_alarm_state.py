@@ -13,6 +13,7 @@ from daemon_session import CONFIG, session
 from agent.config import parse_config
 from agent.events import Phase
 from agent.outbox import Kind, Outbox, OutboxItem
+from agent.readings import Reading
 
 
 def test_an_open_device_lost_episode_is_restored_and_ends_under_its_id(tmp_path: Path) -> None:
@@ -61,3 +62,36 @@ def test_a_replaced_damaged_outbox_is_reported_once(tmp_path: Path) -> None:
         ("outbox_damaged", "start", "high"),
     ]
     assert "set aside" in next(e for e in events if e["phase"] == "start")["explanation"]["text"]
+
+
+def test_device_lost_over_an_open_alarm_takes_its_priority_and_names_it(tmp_path: Path) -> None:
+    """A silent device leaves its open physiological episodes unjudged: device_lost (MEDIUM) carries
+    the highest of their priorities to its END, and names them (technical.blinding)."""
+    watched = {
+        **CONFIG,
+        "detectors": [
+            {
+                "id": "hr-high",
+                "type": "limit",
+                "stream": "vitals",
+                "channels": ["hr"],
+                "params": {"above": 120},
+            }
+        ],
+        "alarms": [
+            {"condition": "tachycardia", "detector": "hr-high", "priority": "high", "min_duration_s": 5}
+        ],
+    }
+    run = session(tmp_path, watched)
+    for t in range(10):  # a confirmed tachycardia, then silence
+        run._commit([Reading.single("bed-4/vitals", {"hr": 150.0}, 1_000.0 + t, float(t))])
+    run.check_gateway(1_050.0, 50.0)  # 41 s of silence against lost_after_s 30
+    run.check_gateway(1_080.0, 80.0)
+    run._commit([Reading.single("bed-4/vitals", {"hr": 150.0}, 1_081.0, 81.0)])
+    run.check_gateway(1_082.0, 82.0)
+    lost = [
+        e for e in (json.loads(i.payload) for i in run.outbox.take(20)) if e["condition"] == "device_lost"
+    ]
+    assert [(e["phase"], e["priority"]) for e in lost] == [("start", "high"), ("end", "high")]
+    assert "open and not judged meanwhile: tachycardia (high)" in lost[0]["explanation"]["text"]
+    assert run.device_lost.check(run.device_refs, [45.0], [30.0], 1_200.0)[0].priority.value == "medium"
