@@ -64,6 +64,13 @@ def describe(event: AlarmEvent) -> AlarmEvent:
     held_s = event.detection_time - event.onset_time
     if event.phase is Phase.START:
         text = f"{what}, for {held_s:.0f} s" if held_s >= 1 else what
+    elif event.phase is Phase.END and event.condition == "device_lost":
+        # Two durations, each named: the longest silence measured and the alarm's own span (a reader
+        # took "no data for 40 s; lasted 25 s" for a contradiction).
+        text = (
+            f"cleared: data again after a silence of {event.value:.0f} s (limit {event.threshold:.0f} s);"
+            f" alarm lasted {(event.end_time or event.onset_time) - event.onset_time:.0f} s"
+        )
     elif event.phase is Phase.END:
         text = f"cleared: {what}; lasted {(event.end_time or event.onset_time) - event.onset_time:.0f} s"
     else:

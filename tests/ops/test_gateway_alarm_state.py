@@ -29,6 +29,9 @@ def test_an_open_device_lost_episode_is_restored_and_ends_under_its_id(tmp_path:
     assert second.device_lost.check(second.device_refs, [50.0], [30.0], 1_010.0) == []  # still the same one
     (end,) = second.device_lost.check(second.device_refs, [0.0], [30.0], 1_020.0)
     assert end.phase is Phase.END and end.id == start.id and end.seq == start.seq + 1
+    # Both durations named: the longest silence, and the alarm's own span (from its onset at 1,000).
+    text = "cleared: data again after a silence of 50 s (limit 30 s); alarm lasted 20 s"
+    assert end.explanation.text == text
 
 
 def test_rows_the_outbox_key_cannot_open_raise_outbox_unreadable(tmp_path: Path) -> None:
