@@ -34,7 +34,7 @@ from agent.pipeline import Pipeline
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
 from agent.remote import RemoteCommands
-from agent.retired_episodes import retire
+from agent.restored_episodes import add_downtime, retire
 from agent.session import _Session
 from agent.state import ensure_state_dir, next_session
 from agent.state_file import read_state, set_aside_state
@@ -169,7 +169,11 @@ class Agent:
                 cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote, self.gc_pacer
             )
             # Episodes of rules, devices or streams no longer configured end now, not never.
-            alarms, ended = retire(alarms, run.unsteppable, cfg.gateway.id, cfg.digest[:16], time.time())
+            now = time.time()
+            alarms, ended = retire(alarms, run.unsteppable, cfg.gateway.id, cfg.digest[:16], now)
+            saved_at = saved.get(state_journal.SAVED_AT)
+            if not carried_alarms and isinstance(saved_at, int | float):  # a start, not a reload
+                alarms = add_downtime(alarms, max(0.0, now - saved_at))
             pipeline.load_state(saved.get("detectors", {}), alarms)
             run.load_gateway_alarms(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.

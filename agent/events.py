@@ -94,6 +94,9 @@ class AlarmEvent:
     end_time: float | None = None
     config_hash: str = ""
     model_hash: str = ""
+    # Seconds of the episode during which no agent ran (stops and crashes it was restored across):
+    # nothing judged the condition then. Added within alarm/1; 0 for most episodes.
+    unjudged_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.seq < 0:
@@ -122,6 +125,7 @@ class AlarmEvent:
             "explanation": self.explanation.to_payload(),
             "config_hash": self.config_hash,
             "model_hash": self.model_hash,
+            "unjudged_s": _round(self.unjudged_s),
         }
 
     def to_json(self) -> bytes:

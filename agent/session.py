@@ -370,7 +370,7 @@ class _Session:
 
     def unsteppable(self, key: str, ref: StreamRef) -> str | None:
         """Why this session can never step saved alarm row `ref` of book `key` (None: it can), so an
-        episode open there is ended at restore (`agent.retired_episodes`)."""
+        episode open there is ended at restore (`agent.restored_episodes`)."""
         if key not in {alarm.key for alarm in self.gateway_alarms}:
             return self.pipeline.unsteppable(key, ref)
         if ref.stream == "device" and ref not in self.device_refs:

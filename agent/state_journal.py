@@ -39,6 +39,7 @@ from agent.pipeline.technical import BUILTIN_PREFIX, TECHNICAL_COOLDOWN_S
 NOTE = "episodes"  # the outbox notes' name
 STATE_FILE = "pipeline.json"
 JOURNAL = "journal"  # key in pipeline.json: the number of the last note the saved state includes
+SAVED_AT = "saved_at"  # key in pipeline.json: the wall time its state was taken
 
 
 def notes_included(saved: Mapping[str, Any]) -> int:
@@ -87,7 +88,12 @@ class EpisodeJournal:
             "threshold": event.explanation.threshold,
         }
         if not ended:
-            row["episode"] = {"id": event.id, "next_seq": event.seq + 1, "priority": event.priority.value}
+            row["episode"] = {
+                "id": event.id,
+                "next_seq": event.seq + 1,
+                "priority": event.priority.value,
+                "unjudged_s": event.unjudged_s,
+            }
         return row
 
 

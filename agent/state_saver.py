@@ -49,6 +49,7 @@ class StateSnapshot:
     alarms: dict[str, list[BookSnapshot]]
     notes_included: int  # the number of the last journal note this state includes
     taken: int  # the order in which snapshots were taken
+    taken_at: float  # wall time of the snapshot: a restart counts its open episodes' unjudged time from it
 
     def state(self, between: Callable[[], None] = _nothing) -> dict[str, Any]:
         """The JSON-able content of `pipeline.json`."""
@@ -56,6 +57,7 @@ class StateSnapshot:
             "detectors": self.detectors,
             "alarms": merged_state(self.alarms, between),
             state_journal.JOURNAL: self.notes_included,
+            state_journal.SAVED_AT: self.taken_at,
         }
 
 
@@ -72,7 +74,7 @@ class StateSaver:
     def snapshot(self, detectors: dict[str, Any], alarms: dict[str, list[BookSnapshot]]) -> StateSnapshot:
         """Call on the event loop, where notes are committed: the state and the note number agree."""
         included = self.outbox.last_note(state_journal.NOTE)
-        return StateSnapshot(detectors, alarms, included, next(self._count))
+        return StateSnapshot(detectors, alarms, included, next(self._count), time.time())
 
     def save(self, snapshot: StateSnapshot, between: Callable[[], None] = _nothing) -> None:
         """Write `snapshot` (on the calling thread) unless a later one was written already, calling

@@ -62,7 +62,8 @@ def test_a_committed_start_is_remembered_without_a_full_save(tmp_path: Path) -> 
     with Outbox(OutboxConfig(tmp_path / "outbox.sqlite")) as outbox:  # killed, restarted
         book = restarted_book(tmp_path, outbox)
     assert book.state_of(STREAM) is AlarmState.ACTIVE
-    assert book.state()["streams"][0]["episode"] == {"id": "01a2-ep1", "next_seq": 1, "priority": "medium"}
+    episode = {"id": "01a2-ep1", "next_seq": 1, "priority": "medium", "unjudged_s": 0.0}
+    assert book.state()["streams"][0]["episode"] == episode
 
 
 def test_an_ended_episode_stays_ended_with_its_cooldown_after_its_events_were_delivered(

@@ -45,6 +45,7 @@ class _Episode:
     id: str
     next_seq: int
     priority: Priority
+    unjudged_s: float = 0.0  # seconds of it with no agent running (restored across stops)
 
 
 def raised(priority: Priority) -> Priority:
@@ -296,6 +297,8 @@ class AlarmBook:
         else:
             assert end_time is not None
             text = f"peak {phrase}; ended after {explain.seconds(end_time - onset)}"
+        if action is not Action.START and episode.unjudged_s > 0:
+            text += explain.unjudged(episode.unjudged_s)
         measured = explain.has_measure(observed, limit)
         event = AlarmEvent(
             id=episode.id,
@@ -324,6 +327,7 @@ class AlarmBook:
             end_time=end_time,
             config_hash=self.config_hash,
             model_hash=self.model_hash,
+            unjudged_s=episode.unjudged_s,
         )
         episode.next_seq += 1
         if action is Action.END:
@@ -399,7 +403,7 @@ class AlarmBook:
         kept = at < len(rows)  # an episode's row is kept (it is not NORMAL)
         kept[kept] = rows[at[kept]] == episode_rows[kept]
         episodes = {
-            i: (e.id, e.next_seq, e.priority)
+            i: (e.id, e.next_seq, e.priority, e.unjudged_s)
             for i, (_, e), ok in zip(at.tolist(), held, kept.tolist(), strict=True)
             if ok
         }
@@ -434,7 +438,10 @@ class AlarmBook:
                 episode = item.get("episode")
                 if episode is not None:
                     self._episodes[row] = _Episode(
-                        str(episode["id"]), int(episode["next_seq"]), Priority(episode["priority"])
+                        str(episode["id"]),
+                        int(episode["next_seq"]),
+                        Priority(episode["priority"]),
+                        float(episode.get("unjudged_s", 0.0)),
                     )
             except (KeyError, ValueError, TypeError) as exc:
                 raise ConfigError(f"{where}.streams[{k}]", f"unreadable alarm state: {exc!r}") from exc
@@ -446,7 +453,8 @@ class BookSnapshot:
 
     condition: str
     refs: list[StreamRef]
-    episodes: dict[int, tuple[str, int, Priority]]  # position in `refs` -> id, next seq, priority
+    # position in `refs` -> id, next seq, priority, unjudged seconds
+    episodes: dict[int, tuple[str, int, Priority, float]]
     states: IntArray
     history: IntArray
     can_escalate: BoolArray
@@ -476,7 +484,12 @@ class BookSnapshot:
             item.update({name: column[i] for name, column in columns.items()})
             episode = self.episodes.get(i)
             if episode is not None:
-                item["episode"] = {"id": episode[0], "next_seq": episode[1], "priority": episode[2].value}
+                item["episode"] = {
+                    "id": episode[0],
+                    "next_seq": episode[1],
+                    "priority": episode[2].value,
+                    "unjudged_s": episode[3],
+                }
             items.append(item)
         return {"condition": self.condition, "streams": items}
 

@@ -83,6 +83,11 @@ def seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 else f"{value:.3g} s"
 
 
+def unjudged(seconds_stopped: float) -> str:
+    """The clause an update or end of an episode restored across a stop carries."""
+    return f"; not judged for about {seconds(seconds_stopped)} of it while no agent ran"
+
+
 def has_measure(observed: float, limit: float) -> bool:
     return math.isfinite(observed) and math.isfinite(limit)
 

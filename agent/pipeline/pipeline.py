@@ -215,7 +215,7 @@ class Pipeline:
 
     def unsteppable(self, key: str, ref: StreamRef) -> str | None:
         """Why this configuration can never step the saved alarm row `ref` of book `key` (None: it can),
-        so an episode open there is ended at restore (`agent.retired_episodes`)."""
+        so an episode open there is ended at restore (`agent.restored_episodes`)."""
         stream = self._book_streams.get(key)
         if stream is None and key not in QUALITY_KEYS:
             return "its rule is no longer configured (removed, or its detector or condition renamed)"

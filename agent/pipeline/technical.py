@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.alarms import AlarmBook, AlarmState, BookSnapshot, StreamRef
+from agent.alarms import AlarmBook, AlarmState, BookSnapshot, StreamRef, explain
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import ScoreBlock
 from agent.events import AlarmEvent, AlarmKind, Phase, Priority
@@ -75,6 +75,8 @@ def describe(event: AlarmEvent) -> AlarmEvent:
         text = f"cleared: {what}; lasted {(event.end_time or event.onset_time) - event.onset_time:.0f} s"
     else:
         text = f"{what}; priority now {event.priority.value}"
+    if event.phase is not Phase.START and event.unjudged_s > 0:
+        text += explain.unjudged(event.unjudged_s)
     return dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))
 
 

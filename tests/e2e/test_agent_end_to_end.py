@@ -86,6 +86,7 @@ ALARM_FIELDS = {
     "explanation",
     "config_hash",
     "model_hash",
+    "unjudged_s",
 }
 EXPLANATION_FIELDS = {"detector", "score", "threshold", "top_channels", "baseline", "signal_quality", "text"}
 

@@ -1,15 +1,16 @@
-"""An open alarm episode whose rule, device or stream the new configuration no longer has gets an END.
+"""Open alarm episodes across reloads and restarts (agent.restored_episodes), with the real agent.
 
-Before, a reload or restart with the rule renamed (or the device replaced) dropped the saved episode
-silently: nothing could step it again, and the back end that had its START held it open for good.
-Here the real agent runs a simulated tachycardia; its rule is renamed by a SIGHUP reload, then its
-device replaced across a restart; each open episode must end under its id, once, saying why.
+- One whose rule, device or stream the new configuration no longer has gets an END. Before, a reload or
+  restart with the rule renamed (or the device replaced) dropped the saved episode silently: nothing
+  could step it again, and the back end that had its START held it open for good.
+- One carried across a stop says, in its END, how long no agent judged it (`unjudged_s`).
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from waiting import wait_until
 
 from agent.alarms import StreamRef
 from agent.localbroker import LocalBroker
-from agent.retired_episodes import retire
+from agent.restored_episodes import add_downtime, retire
 
 AGENT_CONFIG = """
 [gateway]
@@ -157,3 +158,49 @@ def test_rows_the_configuration_can_still_step_are_kept_and_closed_rows_dropped(
     # The session's own check, as `restored` asks it for each book.
     assert run.unsteppable(run.device_lost.key, StreamRef(bed, "device")) is None
     assert run.unsteppable("old-detector/old_condition", StreamRef(bed, "vitals")) is not None
+
+
+def test_an_episode_carried_across_a_stop_says_how_long_no_agent_judged_it(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-retire/alarm")
+    config = tmp_path / "agent.toml"
+    config.write_text(AGENT_CONFIG.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
+    agent = AgentRun(config)
+    try:
+        wait_until(lambda: events(central, phase="start"), 30, "the START")
+        (start,) = events(central, phase="start")
+        assert start["unjudged_s"] == 0
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+    time.sleep(4.0)  # no agent runs
+    agent = AgentRun(config)  # the simulator starts its timeline again: normal HR, the episode ends
+    try:
+        wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the END after the restart")
+        (end,) = events(central, id=start["id"], phase="end")
+        assert 4.0 <= end["unjudged_s"] < 30.0
+        assert "while no agent ran" in end["explanation"]["text"]
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+
+
+def test_downtime_adds_to_every_open_episode_and_only_to_them() -> None:
+    episode = {"id": "e-1", "next_seq": 1, "priority": "high", "unjudged_s": 5.0}
+    saved = {
+        "hr-high/tachycardia": {
+            "condition": "tachycardia",
+            "streams": [
+                {"device": "d-1", "stream": "vitals", "state": "ACTIVE", "episode": episode},
+                {"device": "d-2", "stream": "vitals", "state": "PENDING"},
+                {"device": "d-3", "stream": "vitals", "state": "ACTIVE", "episode": {**episode, "id": "e-3"}},
+            ],
+        }
+    }
+    rows = add_downtime(saved, 60.0)["hr-high/tachycardia"]["streams"]
+    assert [r.get("episode", {}).get("unjudged_s") for r in rows] == [65.0, None, 65.0]
+    assert saved["hr-high/tachycardia"]["streams"][0]["episode"]["unjudged_s"] == 5.0  # not changed in place

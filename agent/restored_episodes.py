@@ -1,12 +1,16 @@
-"""Saved alarm episodes that the running configuration can no longer step get an END when restored.
+"""Saved alarm episodes as a start or a reload restores them: what the gap did to them.
 
 An episode open at a stop or a reload continues under its id while its rule (detector and condition),
-its device and its stream are still configured. When the new configuration removed or renamed one of
-them, nothing will ever step that episode again: until 2026-11-30 it was dropped silently and a back end
-that had its START held it open for good. Now each gets an END as the state is restored, saying why;
-its `end_time` is the restore (the condition was not judged after the last stop or reload), and its
-`signal_quality` is "unknown". The END is journaled like any event, so a crash before the next full
-save does not send it twice.
+its device and its stream are still configured.
+
+- When the new configuration removed or renamed one of them, nothing will ever step that episode again:
+  until 2026-11-30 it was dropped silently and a back end that had its START held it open for good. Now
+  it gets an END as the state is restored (`retire`), saying why; its `end_time` is the restore (the
+  condition was not judged after the last stop or reload), its `signal_quality` "unknown". The END is
+  journaled like any event, so a crash before the next full save does not send it twice.
+- Across a stop or crash (not a reload) an episode kept open spans time when no agent judged it; its
+  later events said nothing of it. Now the seconds since the state was saved are added to its
+  `unjudged_s` (`add_downtime`), which its update and end carry.
 """
 
 from __future__ import annotations
@@ -56,6 +60,24 @@ def retire(
                     continue
         kept[key] = {**book, "streams": rows}
     return kept, ended
+
+
+def add_downtime(alarms: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+    """`alarms` with `seconds` added to the `unjudged_s` of every open episode."""
+    out: dict[str, Any] = {}
+    for key, book in alarms.items():
+        if not isinstance(book, Mapping) or not isinstance(book.get("streams"), list):
+            out[key] = book
+            continue
+        rows = []
+        for row in book["streams"]:
+            episode = row.get("episode") if isinstance(row, Mapping) else None
+            if isinstance(episode, Mapping):
+                before = _number(episode.get("unjudged_s"), 0.0)
+                row = {**row, "episode": {**episode, "unjudged_s": before + seconds}}
+            rows.append(row)
+        out[key] = {**book, "streams": rows}
+    return out
 
 
 def _end(
