@@ -38,7 +38,7 @@ import contextlib
 import errno
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from types import MappingProxyType, TracebackType
 from typing import Protocol
@@ -49,6 +49,7 @@ from agent.link_trouble import LinkTrouble, Tell
 from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
+from agent.sources.decoder_counts import decoder_errors
 from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
 from agent.sources.serial_undecodable import UNDECODABLE_S, UndecodableInput
 from firmware_bridge import NEED_DATA, CsvLineDecoder, FrameDecoder, JsonLineDecoder, encode_frame
@@ -149,6 +150,7 @@ class SerialSource:
         self._link_failures = 0
         self._open_failures = 0
         self._bad_frames_before = 0  # bad frames of decoders of earlier connections
+        self._decoder_errors_before: Counter[str] = Counter()  # their kinds
         self._bytes_before = 0
         self._hello_sent_at = -1e9
         self._trouble = LinkTrouble()  # failed opens of the current outage, and what was logged
@@ -175,10 +177,13 @@ class SerialSource:
         bad = self._bad_frames_before + dec.rejected + self._frames.bad_blocks
         gaps = self._frames.gaps + self._lines.gaps
         errors = {
+            **(self._decoder_errors_before + Counter(decoder_errors(dec))),
             "open_failures": self._open_failures,
             "link_failures": self._link_failures,
             "waiting_hello": self._frames.waiting_hello,
             "device_faults": self._frames.faults,
+            "bad_blocks": self._frames.bad_blocks,  # DATA not matching the HELLO: in bad_frames too
+            "undecodable": self._undecodable.told,  # the 'nothing decodes' warnings logged
         }
         return SourceStats(
             connected=self.connected,
@@ -269,6 +274,7 @@ class SerialSource:
         self._close_port()
         # a fresh decoder: the partial frame of the old link must not glue onto the new one
         self._bad_frames_before += self._decoder.stats.rejected
+        self._decoder_errors_before.update(decoder_errors(self._decoder.stats))
         self._bytes_before += self._decoder.stats.bytes_in
         self._decoder = self._new_decoder()
 
