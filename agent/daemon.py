@@ -28,7 +28,7 @@ from agent.config import load_config
 from agent.config.schema import AgentConfig
 from agent.errors import AgentError, ConfigError, InvalidConfigError
 from agent.gc_pacing import CollectorPacer
-from agent.logs import redact_identifiers
+from agent.logs import redact_identifiers, scrub_identifiers
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
@@ -239,11 +239,14 @@ class Agent:
         return f"stopped cleanly: {figures}"
 
     def check_reload(self) -> list[str]:
-        """What `try_reload` would refuse in the config file now, one line each; nothing is switched."""
+        """What `try_reload` would refuse in the config file now, one line each; nothing is switched.
+        The lines go off the gateway (a remote `reload`'s answer): each names the file by its name only
+        and is scrubbed as a log line is (the running config's identifiers by their pseudonyms); the
+        refused file's own identifiers are never quoted (`agent.config.reader`)."""
         path = self.config.source_path
         if path is None:
             return ["the running config did not come from a file"]
-        return self._reload_candidate(path)[1]
+        return [f"{path.name}: {scrub_identifiers(p)}" for p in self._reload_candidate(path)[1]]
 
     def try_reload(self) -> bool:
         """Load and check the config file again; keep the running one if the new one is bad."""
@@ -253,7 +256,7 @@ class Agent:
             return False
         new, problems = self._reload_candidate(path)
         for problem in problems:
-            log.error("reload refused, keeping the running config: %s", problem)
+            log.error("reload refused, keeping the running config: %s: %s", path, problem)
         if new is None:
             return False
         log.info("reloading config %s (sha256 %s)", path, new.digest[:16])
@@ -262,14 +265,14 @@ class Agent:
 
     def _reload_candidate(self, path: Path) -> tuple[AgentConfig | None, list[str]]:
         """The file at `path` loaded and checked as a start would check it: (the config, []), or
-        (None, its problems, one "path: problem" line each)."""
+        (None, its problems, one "key: problem" line each)."""
         try:
             new = load_config(path)
             preflight(new)
         except InvalidConfigError as exc:
-            return None, [f"{path}: {problem}" for problem in exc.errors]
+            return None, [str(problem) for problem in exc.errors]
         except ConfigError as exc:
-            return None, [f"{path}: {exc}"]
+            return None, [str(exc)]
         except Exception as exc:  # whatever the check meets is a refusal, never an end of the agent
-            return None, [f"{path}: {failure_line(exc)}"]
+            return None, [failure_line(exc)]
         return new, []

@@ -40,12 +40,12 @@ def _device(t: Table) -> DeviceConfig:
         t.problem(
             transport, f"missing (transport {describe(transport)} needs a [{t.path}.{transport}] table)"
         )
-    device_id = t.name("id")
+    device_id = t.name("id", private=True)
     cfg = DeviceConfig(
         id=device_id,
         kind=kind,
         transport=transport,
-        patient=t.text("patient", ""),
+        patient=t.text("patient", "", private=True),
         lost_after_s=t.number("lost_after_s", 30.0, positive=True),
         simulator=_simulator(sections["simulator"], kind, device_id) if transport == "simulator" else None,
         serial=_serial(sections["serial"]),
@@ -100,7 +100,7 @@ def _serial(t: Table | None) -> SerialConfig | None:
     if t is None:
         return None
     cfg = SerialConfig(
-        port=t.text("port"),
+        port=t.text("port", private=True),
         baudrate=t.integer("baudrate", 115200, minimum=300, maximum=12_000_000),
         protocol=t.text("protocol", "frames", choices=("frames", "csv", "jsonl")),
         channels=t.texts("channels", ()),
@@ -115,8 +115,8 @@ def _ble(t: Table | None) -> BleConfig | None:
     if t is None:
         return None
     cfg = BleConfig(
-        address=t.text("address", ""),
-        name=t.text("name", ""),
+        address=t.text("address", "", private=True),
+        name=t.text("name", "", private=True),
         service_uuid=t.text("service_uuid", ""),
         profiles=t.texts("profiles", ("heart_rate",)),
         connect_timeout_s=t.number("connect_timeout_s", 20.0, positive=True),
@@ -152,7 +152,7 @@ def _modbus(t: Table | None) -> ModbusConfig | None:
         registers=tuple(registers),
         host=t.text("host", ""),
         port=t.integer("port", 502, minimum=1, maximum=65535),
-        serial_port=t.text("serial_port", ""),
+        serial_port=t.text("serial_port", "", private=True),
         baudrate=t.integer("baudrate", 19200, minimum=300, maximum=12_000_000),
         unit=t.integer("unit", 1, minimum=0, maximum=247),
         poll_interval_s=t.number("poll_interval_s", 1.0, positive=True),

@@ -294,7 +294,7 @@ def _remote(t: Table | None, devices: tuple[DeviceConfig, ...]) -> RemoteConfig:
         max_age_s=t.number("max_age_s", 60.0, minimum=1.0, maximum=3600.0),
         max_bundle_bytes=t.integer("max_bundle_bytes", 16 * 1024 * 1024, minimum=1024),
         max_snippet_s=t.number("max_snippet_s", 30.0, positive=True, maximum=300.0),
-        snippet_devices=t.texts("snippet_devices", ()),
+        snippet_devices=t.texts("snippet_devices", (), private=True),
     )
     if isinstance(cfg.allowed_commands, tuple):
         unknown = [c for c in cfg.allowed_commands if c not in REMOTE_COMMANDS]
@@ -312,9 +312,9 @@ def _remote(t: Table | None, devices: tuple[DeviceConfig, ...]) -> RemoteConfig:
         t.problem("allow_unsigned", "contradicts public_key_file (signed commands are required with a key)")
     if isinstance(cfg.snippet_devices, tuple):
         known = {d.id for d in devices}
-        missing = [d for d in cfg.snippet_devices if d not in known]
-        if missing:
-            t.problem("snippet_devices", f"no device with id {', '.join(map(describe, missing))}")
+        for i, device_id in enumerate(cfg.snippet_devices):
+            if device_id not in known:  # by position: a device id is not quoted (agent.config.reader)
+                t.problem(f"snippet_devices[{i}]", "no device with this id")
     t.finish()
     return cfg
 
@@ -330,10 +330,9 @@ def _cross_check(
             if count > 1 and value:
                 first = ids.index(value)
                 second = ids.index(value, first + 1)
+                shown = "" if key == "devices" else f" {describe(value)}"  # a device id is private
                 root.problems.append(
-                    ConfigError(
-                        f"{key}[{second}].id", f"duplicate id {describe(value)} (also {key}[{first}])"
-                    )
+                    ConfigError(f"{key}[{second}].id", f"duplicate id{shown} (also {key}[{first}])")
                 )
     if not devices:
         root.problem("devices", "no device configured: add at least one [[devices]] table")

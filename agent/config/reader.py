@@ -2,6 +2,11 @@
 
 Reading never stops at the first mistake: a wrong value records a `ConfigError` and yields a
 placeholder, so `check-config` can list all problems of a file at once, one line each.
+
+A problem quotes the bad value, except for the keys read as `private` (device ids, patient ids, serial
+ports, BLE addresses): their messages say only the key and the kind of value, because a refused file's
+identifiers are not yet known to the log redactor, and a remote `reload` sends its problems off the
+gateway.
 """
 
 from __future__ import annotations
@@ -26,17 +31,32 @@ class _Required:
 REQUIRED: Any = _Required()
 
 
-def describe(value: object) -> str:
-    """How a bad value is shown in a message: strings quoted, tables and arrays by kind."""
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def describe(value: object, *, private: bool = False) -> str:
+    """How a bad value is shown in a message: strings quoted, tables and arrays by kind; a `private`
+    value (one that may identify a patient or a device) by its kind only."""
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list):
         return "an array"
+    if private:
+        return _kind(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return repr(value)
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    return "a value of another type"
 
 
 class Table:
@@ -59,7 +79,15 @@ class Table:
         self._known.add(key)
         return key in self.data
 
-    def _get(self, key: str, default: Any, expected: str, accept: Callable[[Any], bool]) -> Any:
+    def _get(
+        self,
+        key: str,
+        default: Any,
+        expected: str,
+        accept: Callable[[Any], bool],
+        *,
+        private: bool = False,
+    ) -> Any:
         self._known.add(key)
         if key not in self.data:
             if default is REQUIRED:
@@ -67,26 +95,36 @@ class Table:
             return None if default is REQUIRED else default
         value = self.data[key]
         if not accept(value):
-            self.problem(key, f"expected {expected}, got {describe(value)}")
+            self.problem(key, f"expected {expected}, got {describe(value, private=private)}")
             return None if default is REQUIRED else default
         return value
 
-    def text(self, key: str, default: Any = REQUIRED, *, choices: Sequence[str] | None = None) -> Any:
-        value = self._get(key, default, "a string", lambda v: isinstance(v, str))
+    def text(
+        self,
+        key: str,
+        default: Any = REQUIRED,
+        *,
+        choices: Sequence[str] | None = None,
+        private: bool = False,
+    ) -> Any:
+        """A string; `private`: an identifier, never quoted in a problem (see the module's docstring)."""
+        value = self._get(key, default, "a string", lambda v: isinstance(v, str), private=private)
         if value is None or value is default:
             return value
         if choices is not None and value not in choices:
-            self.problem(key, f"expected one of {', '.join(choices)}, got {describe(value)}")
+            shown = describe(value, private=private)
+            self.problem(key, f"expected one of {', '.join(choices)}, got {shown}")
             return None if default is REQUIRED else default
         if not value.strip() and default is REQUIRED:
             self.problem(key, "must not be empty")
         return value
 
-    def name(self, key: str, default: Any = REQUIRED) -> Any:
+    def name(self, key: str, default: Any = REQUIRED, *, private: bool = False) -> Any:
         """An identifier that may appear in topics and stream ids: no spaces, '/', '+' or '#'."""
-        value = self.text(key, default)
+        value = self.text(key, default, private=private)
         if isinstance(value, str) and value and any(c in value for c in " /+#\t\n"):
-            self.problem(key, f"must not contain spaces, '/', '+' or '#', got {describe(value)}")
+            shown = "" if private else f", got {describe(value)}"
+            self.problem(key, f"must not contain spaces, '/', '+' or '#'{shown}")
         return value
 
     def integer(
@@ -134,12 +172,13 @@ class Table:
     def flag(self, key: str, default: Any = REQUIRED) -> Any:
         return self._get(key, default, "true or false", lambda v: isinstance(v, bool))
 
-    def texts(self, key: str, default: Any = REQUIRED) -> Any:
+    def texts(self, key: str, default: Any = REQUIRED, *, private: bool = False) -> Any:
         value = self._get(
             key,
             default,
             "an array of strings",
             lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+            private=private,
         )
         return tuple(value) if isinstance(value, list) else value
 

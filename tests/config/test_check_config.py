@@ -133,9 +133,9 @@ BAD_CASES = [
         "devices[0].simulator.speed: must be greater than 0, got -2.0",
         id="negative-speed",
     ),
-    pytest.param(
+    pytest.param(  # a device id is never quoted: see test_identifiers_are_never_quoted
         GOOD.replace('id = "pump-1"', 'id = "wearable-1"'),
-        'devices[1].id: duplicate id "wearable-1" (also devices[0])',
+        "devices[1].id: duplicate id (also devices[0])",
         id="duplicate-device",
     ),
     pytest.param(
@@ -190,6 +190,41 @@ def test_bad_config_is_refused_with_one_line_naming_the_key(
     assert lines[0].startswith(str(tmp_path / "agent.toml") + ": ")
     assert expected in lines[0]
     assert "s3cret" not in lines[0]
+
+
+# Values that may identify a patient or a device: a problem with one names the key and the kind of value,
+# never the value (a refused reload's problems reach the log and, for a remote reload, the broker).
+PRIVATE_CASES = [
+    ('id = "pump-1"', 'id = "wearable-1"', "devices[1].id: duplicate id (also devices[0])"),
+    ('id = "pump-1"', 'id = "MRN 0099999"', "devices[1].id: must not contain spaces, '/', '+' or '#'"),
+    (
+        'transport = "simulator"\n\n[[detectors]]',
+        'transport = "simulator"\npatient = 120099999\n\n[[detectors]]',
+        "devices[1].patient: expected a string, got an integer",
+    ),
+    ('id = "pump-1"', "id = 120099999", "devices[1].id: expected a string, got an integer"),
+    (
+        "[[detectors]]",
+        '[remote]\nallow_unsigned = true\nsnippet_devices = ["wearable-1", "MRN-0099999"]\n\n[[detectors]]',
+        "remote.snippet_devices[1]: no device with this id",
+    ),
+    (
+        'id = "pump-1"\nkind = "equipment"\ntransport = "simulator"',
+        'id = "pump-1"\nkind = "equipment"\ntransport = "serial"\n[devices.serial]\nport = 120099999',
+        "devices[1].serial.port: expected a string, got an integer",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), PRIVATE_CASES)
+def test_identifiers_are_never_quoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, expected: str
+) -> None:
+    assert GOOD.count(old) == 1
+    code, lines = check(tmp_path, GOOD.replace(old, new), capsys)
+    assert code == 2
+    assert [line.removeprefix(f"{tmp_path / 'agent.toml'}: ") for line in lines] == [expected]
+    assert not any(word in line for line in lines for word in ("MRN", "120099999", "wearable-1"))
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -272,9 +272,9 @@ def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loaded:
     asked: dict[str, dict[str, CodeKey]] = {}
     original_get = Table._get
 
-    def recording_get(self: Table, key: str, default: Any, expected: str, accept: Any) -> Any:
+    def recording_get(self: Table, key: str, default: Any, expected: str, accept: Any, **options: Any) -> Any:
         asked.setdefault(_section(self.path), {}).setdefault(key, CodeKey(default, expected))
-        return original_get(self, key, default, expected, accept)
+        return original_get(self, key, default, expected, accept, **options)
 
     original_has = Table.has
 
@@ -301,10 +301,12 @@ def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loaded:
     accepted_values: dict[tuple[str, str], tuple[str, ...]] = {}
     original_text = Table.text
 
-    def recording_text(self: Table, key: str, default: Any = REQUIRED, *, choices: Any = None) -> Any:
+    def recording_text(
+        self: Table, key: str, default: Any = REQUIRED, *, choices: Any = None, **options: Any
+    ) -> Any:
         if choices is not None:
             accepted_values.setdefault((_section(self.path), key), tuple(choices))
-        return original_text(self, key, default, choices=choices)
+        return original_text(self, key, default, choices=choices, **options)
 
     monkeypatch.setattr(Table, "text", recording_text)
     monkeypatch.setattr(Table, "integer", recording_integer)

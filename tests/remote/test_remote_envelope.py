@@ -93,7 +93,7 @@ def test_remote_table_is_checked(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfigError) as info:
         parse_config({**BASE, "remote": bad}, base_dir=tmp_path)
     paths = sorted(e.path for e in info.value.errors)
-    assert paths == ["remote.allowed_commands", "remote.public_key_file", "remote.snippet_devices"]
+    assert paths == ["remote.allowed_commands", "remote.public_key_file", "remote.snippet_devices[0]"]
 
 
 def test_foreign_topics_and_overload_are_answered_with_errors(tmp_path: Path) -> None:

@@ -1,0 +1,88 @@
+"""A refused reload tells what is wrong without naming a device or a patient: neither its answer on the
+broker (remote `reload`) nor its log lines (SIGHUP) quote an identifier of the running or the refused
+file, nor the config file's folder. The real agent and a real mosquitto, as in test_remote_broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_remote_broker import Backend, RunningAgent, setup, wait_for_status
+
+__all__ = ["setup"]  # the fixture, used here by name
+
+# Each patient id and device id of the running file, and the ones the refused files bring.
+IDENTIFIERS = ("wearable-1", "wearable-2", "MRN-0012345", "MRN-0099999", "120099999", "bed 9")
+
+PATIENTS = (
+    ('id = "wearable-1"\nkind = "wearable"\n', 'patient = "MRN-0012345"\n'),
+    ('id = "wearable-2"\nkind = "wearable"\n', 'patient = "MRN-0099999"\n'),
+)
+# Broken variants of the running file, each with the key its problem names.
+REFUSED = (
+    ('id = "wearable-2"', 'id = "wearable-1"', "devices[1].id: duplicate id (also devices[0])"),
+    ('patient = "MRN-0099999"', "patient = 120099999", "devices[1].patient: expected a string, got an"),
+    ('id = "wearable-2"', 'id = "bed 9"', "devices[1].id: must not contain spaces"),
+    ('snippet_devices = ["wearable-1"]', 'snippet_devices = ["MRN-0099999"]', "remote.snippet_devices[0]: "),
+)
+
+
+@pytest.fixture
+def with_patients(setup: tuple[Path, Backend]) -> Iterator[tuple[Path, Backend, RunningAgent]]:
+    config, backend = setup
+    text = config.read_text()
+    for device, patient in PATIENTS:
+        assert text.count(device) == 1
+        text = text.replace(device, device + patient)
+    config.write_text(text)
+    agent = RunningAgent(config)
+    try:
+        wait_for_status(backend, lambda r: r["heartbeat"].get("models", {}) != {})
+        yield config, backend, agent
+    finally:
+        agent.stop()
+
+
+def test_a_refused_remote_reload_names_keys_not_identifiers(
+    with_patients: tuple[Path, Backend, RunningAgent],
+) -> None:
+    config, backend, _agent = with_patients
+    good = config.read_text()
+    answers: list[dict[str, Any]] = []
+    for old, new, expected in REFUSED:
+        config.write_text(good.replace(old, new))
+        refused = backend.call("reload", timeout=30)
+        assert refused["error"]["code"] == "refused", refused
+        assert any(p.startswith(f"agent.toml: {expected}") for p in refused["error"]["problems"]), refused
+        answers.append(refused)
+    text = repr(answers)
+    assert [i for i in (*IDENTIFIERS, str(config.parent)) if i in text] == []
+
+
+def test_a_refused_sighup_reload_logs_keys_not_identifiers(
+    with_patients: tuple[Path, Backend, RunningAgent], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    config, _backend, running = with_patients
+    good = config.read_text()
+    for old, new, expected in REFUSED:
+        caplog.clear()
+        config.write_text(good.replace(old, new))
+        running.loop.call_soon_threadsafe(running.agent.reloading.set)
+        deadline = time.monotonic() + 20
+        while not (refusals := [m for m in messages(caplog) if "reload refused" in m]):
+            assert time.monotonic() < deadline, "no refusal logged"
+            time.sleep(0.1)
+        assert any(f"agent.toml: {expected}" in line for line in refusals), refusals
+        # Every line, not only the refusals: caplog sees them before the handler's redaction.
+        lines = messages(caplog)
+        assert [i for i in IDENTIFIERS if any(i in line for line in lines)] == []
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records]
