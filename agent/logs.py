@@ -1,10 +1,11 @@
 """Logging set-up: readable lines, or one JSON object per line for log collectors.
 
 Log lines never carry device ids, patient ids or measured values: code logs pseudonyms, condition
-codes and counts only. A rate limit per logger and message keeps a misbehaving device from
-filling the disk of a gateway that runs for months. As a safety net under that rule, the handler
-replaces every identifier the running config names (device and patient ids, serial ports, BLE
-addresses) by its pseudonym in each line and traceback (`redact_identifiers`), whatever the logger.
+codes and counts only. A rate limit per kind of line (`agent.log_rate`) keeps a misbehaving device
+or a command flood from filling the disk of a gateway that runs for months, and says what it held
+back. As a safety net under that rule, the handler replaces every identifier the running config
+names (device and patient ids, serial ports, BLE addresses) by its pseudonym in each line and
+traceback (`redact_identifiers`), whatever the logger.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Mapping
 
 from agent.events import iso_time
+from agent.log_rate import RateLimit
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,29 +30,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # redacted text
         return json.dumps(entry)
-
-
-class RateLimit(logging.Filter):
-    """At most `burst` records per (logger, message template) every `period_s`; the rest are counted."""
-
-    def __init__(self, burst: int = 20, period_s: float = 60.0) -> None:
-        super().__init__()
-        self.burst = burst
-        self.period_s = period_s
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
-        self.suppressed = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
-        now = time.monotonic()
-        start, count = self._seen.get(key, (now, 0))
-        if now - start > self.period_s:
-            start, count = now, 0
-        self._seen[key] = (start, count + 1)
-        if count < self.burst:
-            return True
-        self.suppressed += 1
-        return False
 
 
 class Redact(logging.Filter):
@@ -110,7 +88,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
         if json_lines
         else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
-    handler.addFilter(RateLimit())
+    handler.addFilter(RateLimit(report=handler.handle))  # its summaries pass the redaction too
     handler.addFilter(_REDACT)  # after the rate limit, which keys on the message template
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,0 +1,126 @@
+"""The log's rate limit keeps the remote-command audit trail: a flood of one command's lines never hides
+another command's accepted or refused line, and what it held back is told in one line when its period
+ends. The real handler (`configure_logging`) and the real `RemoteCommands`, fed signed commands."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.config.loader import parse_config
+from agent.log_rate import RateLimit
+from agent.logs import configure_logging, redact_identifiers
+from agent.remote import sign_command
+from agent.remote.commands import RemoteCommands
+from agent.uplink.mqtt import Command
+from agent.uplink.topics import Topics
+from tests.remote.conftest import BASE, ROOT
+
+PERIOD_S = 1.0  # the limit's period in these tests (60 s in the agent)
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[io.StringIO, RateLimit]]:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging("INFO", json_lines=True)
+    handler = root.handlers[0]
+    stream = io.StringIO()
+    handler.setStream(stream)  # type: ignore[attr-defined]
+    (limit,) = [f for f in handler.filters if isinstance(f, RateLimit)]
+    limit.period_s = PERIOD_S
+    yield stream, limit
+    redact_identifiers({})
+    root.handlers[:], _ = saved
+    root.setLevel(saved[1])
+
+
+def run(tmp_path: Path, key: Ed25519PrivateKey, payloads: list[tuple[str, bytes]]) -> list[str]:
+    """Each (command, payload) through `RemoteCommands`, one at a time; the answers' codes (or "ok")."""
+    public = tmp_path / "ops.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    cfg = parse_config({**BASE, "remote": {"enabled": True, "public_key_file": "ops.pub"}}, base_dir=tmp_path)
+    answers: list[str] = []
+    remote = RemoteCommands(
+        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+    )
+
+    def respond(_command: Command, payload: bytes) -> None:
+        doc = json.loads(payload)
+        answers.append("ok" if doc["ok"] else doc["error"]["code"])
+
+    remote.bind(respond, dict)
+
+    async def scenario() -> None:
+        for name, payload in payloads:
+            remote.submit(Command(f"{ROOT}/cmd/{name}", payload, "replies/ops", b"1"))
+            async with asyncio.timeout(5):
+                while remote._tasks:  # one at a time: none is answered "busy"
+                    await asyncio.sleep(0.001)
+        await remote.close()
+
+    asyncio.run(scenario())
+    return answers
+
+
+def messages(stream: io.StringIO) -> list[str]:
+    return [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+
+
+def test_a_flood_of_status_lines_does_not_hide_a_reload(
+    tmp_path: Path, captured: tuple[io.StringIO, RateLimit]
+) -> None:
+    stream, limit = captured
+    key = Ed25519PrivateKey.generate()
+    status = [("status", sign_command(key, ROOT, "status")) for _ in range(25)]
+    stale = [("status", sign_command(key, ROOT, "status", issued_at=time.time() - 600)) for _ in range(20)]
+    forged = ("reload", sign_command(Ed25519PrivateKey.generate(), ROOT, "reload"))
+    answers = run(tmp_path, key, [*status, ("reload", sign_command(key, ROOT, "reload")), *stale, forged])
+    assert answers == ["ok"] * 26 + ["stale"] * 20 + ["bad_signature"]
+
+    lines = messages(stream)
+    assert lines.count("remote command status accepted") == limit.burst  # 20 a period, 5 held back
+    assert "remote command reload accepted" in lines  # the same template as status: hidden before
+    assert lines.count("remote command status refused: stale") == limit.burst
+    assert "remote command reload refused: bad_signature" in lines  # the 41st refused line
+
+    # The period ends with no further line: a timer tells what was held back.
+    time.sleep(PERIOD_S + 0.5)
+    summaries = [line for line in messages(stream) if "suppressed" in line]
+    assert summaries == [
+        "5 similar line(s) suppressed in 1 s by the log's rate limit; "
+        "the last: remote command status accepted"
+    ]
+    assert limit.suppressed == 5
+
+
+def test_other_loggers_are_limited_by_template_and_told_once(
+    captured: tuple[io.StringIO, RateLimit],
+) -> None:
+    stream, limit = captured
+    log = logging.getLogger("agent.sources.test")
+    for i in range(limit.burst + 3):
+        log.warning("frame %d dropped", i)  # one kind, whatever the arguments
+    assert len(messages(stream)) == limit.burst
+    time.sleep(PERIOD_S + 0.1)  # the period ended: told (by the timer, or before the next line)
+    log.warning("frame %d dropped", 99)
+    lines = messages(stream)
+    assert lines[limit.burst :] == [
+        "3 similar line(s) suppressed in 1 s by the log's rate limit; the last: frame 22 dropped",
+        "frame 99 dropped",
+    ]
+    time.sleep(0.2)
+    assert len(messages(stream)) == limit.burst + 2  # told once
