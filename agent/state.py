@@ -2,18 +2,28 @@
 
 The session counter increments on every start; the birth message, the Will and heartbeats carry
 it, so the central side can tell a restart (new session) from a reconnect (same session).
+
+The state folder holds patient values (open episodes' peaks in `pipeline.json`, the heartbeat's
+device health): it is the agent's user's only. `ensure_state_dir` makes it 0700, also when it
+already exists with a wider mode (an admin's `mkdir -p` under umask 022) and the agent owns it;
+one it does not own is warned about by key. Each state file is written 0600, whatever the umask.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+
+log = logging.getLogger("agent.state")
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
 
 
 def folder_problem(path: Path) -> str | None:
@@ -49,23 +59,54 @@ def _is_link(path: Path) -> bool:
 
 
 def ensure_state_dir(path: Path) -> Path:
+    """`path` made (0700) when absent, and made 0700 when others may enter it; `ConfigError` naming
+    `gateway.state_dir` when it cannot be a folder this process writes in."""
     problem = folder_problem(path)
     if problem is None:
         try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
         except OSError as exc:
             problem = f"cannot create {path}: {exc.strerror}"
         else:
             problem = folder_problem(path)
     if problem is not None:
         raise ConfigError("gateway.state_dir", problem)
+    _make_private(path)
     return path
 
 
+def _make_private(path: Path) -> None:
+    """Take group and others' access to the state folder away, or say why it stays open."""
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return
+    if info.st_uid == os.geteuid():
+        try:
+            path.chmod(mode & ~0o077 | PRIVATE_FOLDER)
+        except OSError as exc:
+            log.warning(
+                "gateway.state_dir %s is mode %o and cannot be made 0700: %s", path, mode, exc.strerror
+            )
+        else:
+            log.warning("gateway.state_dir %s was mode %o, open to group or others: made 0700", path, mode)
+        return
+    log.warning(
+        "gateway.state_dir %s is mode %o and owned by another user (uid %d): group or others may read "
+        "the agent's state (patient values); chown it to the agent's user or chmod 700 it",
+        path,
+        mode,
+        info.st_uid,
+    )
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, then rename: a crash leaves the old file or the new one, never half of one."""
+    """Write, fsync, then rename: a crash leaves the old file or the new one, never half of one. The
+    file is 0600 whatever the umask (and whatever mode an older file had: it is replaced)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # a leftover temporary file keeps its mode through O_CREAT
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.sealing import Sealer, SealError
-from agent.state import write_atomic
+from agent.state import PRIVATE_FILE, write_atomic
 
 log = logging.getLogger("agent.state")
 
@@ -131,4 +131,5 @@ def set_aside_state(path: Path, why: str) -> None:
 def _set_aside(saved: Path, why: str) -> None:
     aside = saved.with_name(saved.name + UNREADABLE_SUFFIX)
     saved.replace(aside)
+    aside.chmod(PRIVATE_FILE)  # patient values, maybe written by a version that left them 0644
     log.error("saved pipeline state %s moved to %s: %s; starting from a fresh state", saved, aside, why)
