@@ -2,10 +2,14 @@
 
 Two sources of doubt: the device's own flags that say its samples are invalid (`INVALIDATING`: sensor
 contact lost, PLX "questionable", motion, a device fault) and values outside what the sensor can report
-as a measurement (e.g. HR 0, a strap's "no value", or 400 bpm). Gated samples count as missing for
-detectors, so they can never raise a physiological alarm; the pipeline turns persistent poor quality into
-a technical alarm instead. GAP and LOW_BATTERY are kept on the reading but gate nothing: they say nothing
-about these samples (the battery_low technical alarm still comes from the flag).
+as a measurement (e.g. HR 0, a strap's "no value", or 400 bpm), NaN included: a device's "no value" (an
+SFLOAT NaN/NRes, an empty CSV field, a JSON null) on a channel a detector watches is flagged OUT_OF_RANGE
+like SpO2 0, so a channel that stays blind while the device is connected raises signal_poor; a channel
+the reading does not have at all is missing, not flagged (`agent.pipeline.wiring` warns about it).
+Until 2026-11-30 NaN compared False and passed silently (audit finding 3). Gated samples count as
+missing for detectors, so they can never raise a physiological alarm; the pipeline turns persistent
+poor quality into a technical alarm instead. GAP and LOW_BATTERY are kept on the reading but gate
+nothing: they say nothing about these samples (the battery_low technical alarm still comes from the flag).
 """
 
 from __future__ import annotations
@@ -95,9 +99,15 @@ class QualityGate:
         quality = reading.quality
         if int(quality) & INVALIDATING_BITS:  # the device itself says the block is untrustworthy
             return np.full_like(values, np.nan), quality, values.shape[0]
-        outside = (values < self._low) | (values > self._high)
-        if not outside.any():
+        # NaN compares False both ways: "no value" (an SFLOAT NaN/NRes, an empty CSV field) is not inside
+        inside = (values >= self._low) & (values <= self._high)
+        if inside.all():
             return values, quality, 0
+        outside = ~inside
+        if columns is not None and not complete:  # a channel the reading lacks is missing (wiring.py)
+            outside[:, columns < 0] = False
+            if not outside.any():
+                return values, quality, 0
         values = np.where(outside, np.nan, values)  # per value: a bad SpO2 must not hide a good HR
         return values, quality | Quality.OUT_OF_RANGE, int(outside.any(axis=1).sum())
 
@@ -137,8 +147,11 @@ class QualityGate:
         quality = [int(r.quality) for r in readings]
         flagged = [i for i, q in enumerate(quality) if q & INVALIDATING_BITS]  # the device's own, before ours
         bad = [0] * count
-        outside = (values < self._low) | (values > self._high)
-        if outside.any():
+        inside = (values >= self._low) & (values <= self._high)  # NaN is not inside: see `screen`
+        outside = None if inside.all() else ~inside
+        if outside is not None and columns is not None and not complete:
+            outside[:, :, columns < 0] = False
+        if outside is not None and outside.any():
             rows_out: npt.NDArray[np.bool_] = np.asarray(outside.any(axis=2))  # (k, n)
             values = np.where(outside, np.nan, values)  # per value: a bad SpO2 must not hide a good HR
             for i in np.flatnonzero(rows_out.any(axis=1)).tolist():

@@ -31,7 +31,7 @@ QUALITY_CONDITIONS: dict[str, tuple[Quality, Priority]] = {
 # What each condition means, for the alarm's one-line explanation: f(value, limit) -> phrase.
 DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
     "sensor_off": lambda v, lim: "no sensor contact (electrode or strap off)",
-    "signal_poor": lambda v, lim: "signal unusable: out of range, artifact or motion",
+    "signal_poor": lambda v, lim: "signal unusable: out of range, no value, artifact or motion",
     "battery_low": lambda v, lim: "device battery low",
     "device_fault": lambda v, lim: "the device reports a fault",
     "device_lost": lambda v, lim: f"no data from the device for {v:.0f} s (limit {lim:.0f} s)",

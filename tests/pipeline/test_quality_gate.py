@@ -40,3 +40,24 @@ def test_an_infinity_is_out_of_range_on_a_channel_without_a_known_range() -> Non
     for values, quality, bad in (gate.screen(block), *zip(*gate.screen_many([block] * 4), strict=True)):
         assert np.isnan(values[0, 0]) and values[1].tolist() == [2.5, 75] and np.isnan(values[2]).all()
         assert quality & Quality.OUT_OF_RANGE and bad == 2
+
+
+def test_nan_on_a_watched_channel_is_no_value_and_flagged_per_value() -> None:
+    # a device's "no value" (SFLOAT NaN, an empty CSV field) on SpO2 is OUT_OF_RANGE like SpO2 0, so a
+    # channel that stays blind raises signal_poor; the good HR beside it stays (audit finding 3)
+    gate = QualityGate(("hr", "spo2"))
+    block = reading([[72, float("nan")], [73, 97]], ("hr", "spo2"))
+    for values, quality, bad in (gate.screen(block), *zip(*gate.screen_many([block] * 4), strict=True)):
+        assert values[0, 0] == 72 and np.isnan(values[0, 1]) and values[1].tolist() == [73, 97]
+        assert quality & Quality.OUT_OF_RANGE and bad == 1
+
+
+def test_a_channel_the_reading_lacks_is_missing_not_flagged() -> None:
+    # an HR strap sharing "vitals" with oximeters has no spo2 at all: not "no value", no signal_poor
+    gate = QualityGate(("hr", "spo2"))
+    block = reading([[72], [73]], ("hr",))
+    for values, quality, bad in (gate.screen(block), *zip(*gate.screen_many([block] * 4), strict=True)):
+        assert values[:, 0].tolist() == [72, 73] and np.isnan(values[:, 1]).all()
+        assert quality == Quality.OK and bad == 0
+    nan_hr = reading([[float("nan")]], ("hr",))  # but its own HR as NaN is flagged
+    assert gate.screen(nan_hr)[1] & Quality.OUT_OF_RANGE
