@@ -38,7 +38,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from bleak.backends.device import BLEDevice
-from bleak.exc import BleakError
+from bleak.exc import BleakCharacteristicNotFoundError, BleakError
 
 from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
@@ -51,6 +51,7 @@ from agent.sources.ble_radio import (
     Connector,
     DeviceFinder,
     GattClient,
+    MissingProfilesError,
     _backoff_hint,
     classify,
     describe_scan_failure,
@@ -68,6 +69,9 @@ log = logging.getLogger("agent.sources.ble")
 
 QUEUE_READINGS = 4096
 SCAN_TIMEOUT_S = 10.0
+_SPOT_CHECK_HINT = (
+    " (an oximeter that offers only PLX Spot-check, 0x2A5E, is not read: the agent reads PLX Continuous)"
+)
 
 
 class BleSource:
@@ -107,6 +111,8 @@ class BleSource:
         self._last_data = time.monotonic()
         self._client_generation = 0
         self._trouble = LinkTrouble()  # failed attempts of the current outage, and what was logged
+        self._missing_told: set[str] = set()  # configured profiles the device lacked, already logged
+        self._subscribed = 0  # profiles of the last subscription the device had
 
     @property
     def stats(self) -> SourceStats:
@@ -174,9 +180,10 @@ class BleSource:
                 self._assembler.link_restarted()
             self._ever_connected = True
             log.info(
-                "%s: BLE connected to %s, %d profile(s)%s",
+                "%s: BLE connected to %s, %d of %d profile(s)%s",
                 self.device.id,
                 device.address,
+                self._subscribed,
                 len(self.profiles),
                 self._trouble.recovered(),
             )
@@ -249,21 +256,61 @@ class BleSource:
         return client, disconnected
 
     async def _subscribe(self, client: GattClient, generation: int) -> None:
+        """Subscribe to every configured profile the device has. One it lacks (bleak's "characteristic
+        not found") is left out and told once, and the others work: until 2026-11-30 it failed the
+        whole connection, forever, and the HR of a strap configured with plx too was lost (audit
+        finding 6). A device with none of them is a configuration error, retried like a link one."""
+        present: list[Profile] = []
         for profile in self.profiles:
-            callback = self._callback(profile, generation)
-            if profile.control_point:  # indications on first, or the start answer is lost
-                await client.start_notify(profile.control_point, self._control_callback(profile, generation))
-                await client.start_notify(profile.characteristic, callback)
-                await client.write_gatt_char(profile.control_point, profile.start_command, response=True)
+            try:
+                await self._subscribe_one(client, profile, generation)
+            except BleakCharacteristicNotFoundError as exc:
+                self._lacks(profile, exc)
                 continue
-            if profile.required:
-                await client.start_notify(profile.characteristic, callback)
-                continue
-            try:  # battery: read once, then notifications if the device offers them
-                callback(None, await client.read_gatt_char(profile.characteristic))
-                await client.start_notify(profile.characteristic, callback)
-            except BleakError as exc:
-                log.debug("%s: optional %s not available: %s", self.device.id, profile.name, exc)
+            present.append(profile)
+        if not any(p.required for p in present):
+            names = ", ".join(p.name for p in self.profiles)
+            raise MissingProfilesError(
+                f"the device has none of the configured profiles ({names});"
+                f" check devices.{self.device.id}.ble.profiles"
+            )
+        self._assembler.use(present)
+        self._subscribed = len(present)
+
+    async def _subscribe_one(self, client: GattClient, profile: Profile, generation: int) -> None:
+        callback = self._callback(profile, generation)
+        if profile.control_point:  # indications on first, or the start answer is lost
+            await client.start_notify(profile.control_point, self._control_callback(profile, generation))
+            await client.start_notify(profile.characteristic, callback)
+            await client.write_gatt_char(profile.control_point, profile.start_command, response=True)
+            return
+        if profile.required:
+            await client.start_notify(profile.characteristic, callback)
+            return
+        try:  # battery: read once, then notifications if the device offers them
+            callback(None, await client.read_gatt_char(profile.characteristic))
+            await client.start_notify(profile.characteristic, callback)
+        except BleakError as exc:
+            log.debug("%s: optional %s not available: %s", self.device.id, profile.name, exc)
+
+    def _lacks(self, profile: Profile, exc: BleakCharacteristicNotFoundError) -> None:
+        """Count a configured profile the device does not have; log it the first time."""
+        self._errors["profile_missing"] += 1
+        if profile.name in self._missing_told:
+            return
+        self._missing_told.add(profile.name)
+        channels = ", ".join(profile.channels) or profile.stream
+        log.warning(
+            "%s: the device has no %s (%s): profile %r left out, so %s stay missing; the device's other"
+            " profiles are read. Check devices.%s.ble.profiles%s",
+            self.device.id,
+            profile.title or profile.name,
+            exc.char_specifier,
+            profile.name,
+            channels,
+            self.device.id,
+            _SPOT_CHECK_HINT if profile.name == "plx" else "",
+        )
 
     def _callback(self, profile: Profile, generation: int) -> Callable[[Any, bytearray], None]:
         def on_value(_sender: Any, data: bytearray) -> None:

@@ -13,8 +13,10 @@ after subscribing, and each data frame becomes one ``"ecg"`` block (mV; the fram
 its arrival time). Its accelerometer is not requested yet.
 
 Quality. NO_CONTACT when the Heart Rate sensor-contact feature is supported and contact is not
-detected, or PLX reports the sensor off/unconnected/displaced; ARTIFACT for PLX questionable or
-invalid measurements and BP body movement / irregular pulse. A decode failure raises
+detected, or PLX reports the sensor off/unconnected/displaced; every PLX status bit that says the
+value is not to be trusted gates it (`_PLX_*`: DEVICE_FAULT for a malfunction or an unknown sensor,
+ARTIFACT for a poor signal or a value that is not a settled live measurement, "measurement
+unavailable" makes SpO2 and PR NaN); ARTIFACT for BP body movement / irregular pulse. A decode failure raises
 `GattDecodeError`, which the source counts as a bad frame.
 """
 
@@ -47,6 +49,7 @@ from firmware_bridge.gatt.pulse_oximeter import (
     PLX_CONTINUOUS_UUID,
     PlxDeviceSensorStatus,
     PlxMeasurementStatus,
+    SpO2PR,
     decode_plx_continuous,
 )
 from firmware_bridge.gatt.thermometer import TEMPERATURE_MEASUREMENT_UUID, decode_temperature_measurement
@@ -54,12 +57,41 @@ from firmware_bridge.gatt.thermometer import TEMPERATURE_MEASUREMENT_UUID, decod
 LOW_BATTERY_PERCENT = 15
 POLAR_ECG_HZ = 130
 KPA_TO_MMHG = 7.500615
-_OFF_SENSOR = (
+# What each PLX status bit (Pulse Oximeter Service 1.0, 3.2.1.3 and 3.2.1.4) means for the sample; the
+# table with the reasons is in docs/sources.md ("PLX status bits"). Bits not named here inform only:
+# measurement ongoing, validated / fully qualified data, extended display update ongoing, and low
+# perfusion (oximeters stay usable at low perfusion and say poor/inadequate signal when they are not;
+# gating it would blind SpO2 in shock or cold peripheries, when it matters most).
+_PLX_NO_VALUE = PlxMeasurementStatus.MEASUREMENT_UNAVAILABLE  # spo2 and pr become NaN ("no value")
+_PLX_NOT_MEASURED = (  # a value, but not a live, settled measurement of this patient: ARTIFACT
+    PlxMeasurementStatus.EARLY_ESTIMATED_DATA
+    | PlxMeasurementStatus.DATA_FROM_STORAGE
+    | PlxMeasurementStatus.DATA_FOR_DEMONSTRATION
+    | PlxMeasurementStatus.DATA_FOR_TESTING
+    | PlxMeasurementStatus.CALIBRATION_ONGOING
+    | PlxMeasurementStatus.QUESTIONABLE_MEASUREMENT
+    | PlxMeasurementStatus.INVALID_MEASUREMENT
+)
+_PLX_BAD_SIGNAL = (  # the device doubts its own signal: ARTIFACT
+    PlxDeviceSensorStatus.SIGNAL_PROCESSING_IRREGULARITY
+    | PlxDeviceSensorStatus.INADEQUATE_SIGNAL
+    | PlxDeviceSensorStatus.POOR_SIGNAL
+    | PlxDeviceSensorStatus.ERRATIC_SIGNAL
+    | PlxDeviceSensorStatus.NONPULSATILE_SIGNAL
+    | PlxDeviceSensorStatus.QUESTIONABLE_PULSE
+    | PlxDeviceSensorStatus.SIGNAL_ANALYSIS_ONGOING
+    | PlxDeviceSensorStatus.SENSOR_INTERFERENCE
+)
+_PLX_OFF_SENSOR = (  # NO_CONTACT
     PlxDeviceSensorStatus.SENSOR_UNCONNECTED_TO_USER
     | PlxDeviceSensorStatus.SENSOR_DISCONNECTED
     | PlxDeviceSensorStatus.SENSOR_DISPLACED
 )
-_BAD_PLX = PlxMeasurementStatus.QUESTIONABLE_MEASUREMENT | PlxMeasurementStatus.INVALID_MEASUREMENT
+_PLX_FAULT = (  # DEVICE_FAULT
+    PlxDeviceSensorStatus.EQUIPMENT_MALFUNCTION
+    | PlxDeviceSensorStatus.SENSOR_MALFUNCTIONING
+    | PlxDeviceSensorStatus.UNKNOWN_SENSOR_CONNECTED
+)
 _BAD_BP = (
     BloodPressureStatus.BODY_MOVEMENT
     | BloodPressureStatus.IRREGULAR_PULSE
@@ -90,6 +122,7 @@ class Profile:
     required: bool = True  # False: a device without it is still usable (battery)
     control_point: str = ""  # written with `start_command` after subscribing (Polar PMD)
     start_command: bytes = b""
+    title: str = ""  # the characteristic as the spec names it, for the operator
 
 
 def _heart_rate(value: bytes) -> Update:
@@ -100,12 +133,25 @@ def _heart_rate(value: bytes) -> Update:
 
 def _plx(value: bytes) -> Update:
     m = decode_plx_continuous(value)
+    return _plx_update(m.normal, m.measurement_status, m.device_sensor_status)
+
+
+def _plx_update(
+    reading: SpO2PR, measurement: PlxMeasurementStatus | None, sensor: PlxDeviceSensorStatus | None
+) -> Update:
+    """SpO2 and pulse rate with the quality their status fields give them (see `_PLX_*` above)."""
     quality = Quality.OK
-    if m.device_sensor_status is not None and m.device_sensor_status & _OFF_SENSOR:
+    ms = int(measurement or 0)
+    ds = int(sensor or 0)
+    if ds & _PLX_OFF_SENSOR:
         quality |= Quality.NO_CONTACT
-    if m.measurement_status is not None and m.measurement_status & _BAD_PLX:
+    if ds & _PLX_FAULT:
+        quality |= Quality.DEVICE_FAULT
+    if ms & _PLX_NOT_MEASURED or ds & _PLX_BAD_SIGNAL:
         quality |= Quality.ARTIFACT
-    return Update({"spo2": m.normal.spo2_percent, "pr": m.normal.pulse_rate_bpm}, quality)
+    if ms & _PLX_NO_VALUE:
+        return Update({"spo2": math.nan, "pr": math.nan}, quality)
+    return Update({"spo2": reading.spo2_percent, "pr": reading.pulse_rate_bpm}, quality)
 
 
 def _thermometer(value: bytes) -> Update:
@@ -134,17 +180,33 @@ def _battery(value: bytes) -> Update:
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("heart_rate", HEART_RATE_MEASUREMENT_UUID, ("hr",), _heart_rate),
-        Profile("plx", PLX_CONTINUOUS_UUID, ("spo2", "pr"), _plx),
-        Profile("thermometer", TEMPERATURE_MEASUREMENT_UUID, ("temp",), _thermometer, hold_s=120.0),
+        Profile(
+            "heart_rate",
+            HEART_RATE_MEASUREMENT_UUID,
+            ("hr",),
+            _heart_rate,
+            title="Heart Rate Measurement (0x2A37)",
+        ),
+        Profile(
+            "plx", PLX_CONTINUOUS_UUID, ("spo2", "pr"), _plx, title="PLX Continuous Measurement (0x2A5F)"
+        ),
+        Profile(
+            "thermometer",
+            TEMPERATURE_MEASUREMENT_UUID,
+            ("temp",),
+            _thermometer,
+            hold_s=120.0,
+            title="Temperature Measurement (0x2A1C)",
+        ),
         Profile(
             "blood_pressure",
             BLOOD_PRESSURE_MEASUREMENT_UUID,
             ("systolic", "diastolic", "map"),
             _blood_pressure,
             stream="bp",
+            title="Blood Pressure Measurement (0x2A35)",
         ),
-        Profile("battery", BATTERY_LEVEL_UUID, (), _battery, required=False),
+        Profile("battery", BATTERY_LEVEL_UUID, (), _battery, required=False, title="Battery Level (0x2A19)"),
         Profile(
             "polar_pmd",
             PMD_DATA_UUID,
@@ -153,6 +215,7 @@ PROFILES: dict[str, Profile] = {
             stream="ecg",
             control_point=PMD_CONTROL_POINT_UUID,
             start_command=ecg_start_request(POLAR_ECG_HZ),
+            title="Polar PMD control point and data",
         ),
     )
 }
@@ -174,16 +237,22 @@ class ProfileReadings:
 
     def __init__(self, device_id: str, profiles: Sequence[Profile]) -> None:
         self.device_id = device_id
-        vitals = [p for p in profiles if p.stream == "vitals"]
-        self.channels = tuple(c for p in vitals for c in p.channels)
-        pacers = [n for n in PACING_ORDER if any(p.name == n for p in vitals)]
-        self.pacer = pacers[0] if pacers else None
         self._held: dict[str, tuple[float, float, Quality]] = {}  # channel → (value, monotonic, quality)
-        self._hold_s = {c: p.hold_s for p in vitals for c in p.channels}
         self._gap_streams: set[str] = set()
         self._had_data = False
         self.battery_percent: int | None = None
         self.gaps = 0
+        self.use(profiles)
+
+    def use(self, profiles: Sequence[Profile]) -> None:
+        """The profiles the device really has (set at each subscription): the `vitals` row holds only
+        their channels, so a configured profile the device lacks is a missing channel (the pipeline's
+        wiring check names it), not a "no value" that would raise signal_poor."""
+        vitals = [p for p in profiles if p.stream == "vitals"]
+        self.channels = tuple(c for p in vitals for c in p.channels)
+        pacers = [n for n in PACING_ORDER if any(p.name == n for p in vitals)]
+        self.pacer = pacers[0] if pacers else None
+        self._hold_s = {c: p.hold_s for p in vitals for c in p.channels}
 
     def link_restarted(self) -> None:
         """After a reconnect: the next reading of each stream carries GAP; held values are dropped."""

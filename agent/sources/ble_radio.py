@@ -87,6 +87,10 @@ def retry_connector(client_class: type[Any] | None = None, max_attempts: int = 3
     return connect
 
 
+class MissingProfilesError(Exception):
+    """The connected device has none of the configured profiles' characteristics."""
+
+
 def classify(exc: BaseException) -> str:
     """The `stats.errors` key of a failed connection attempt."""
     from bleak_retry_connector import (
@@ -96,6 +100,8 @@ def classify(exc: BaseException) -> str:
         BleakOutOfConnectionSlotsError,
     )
 
+    if isinstance(exc, MissingProfilesError):
+        return "no_profile"
     text = str(exc)
     if isinstance(exc, BleakOutOfConnectionSlotsError) or any(e in text for e in OUT_OF_SLOTS_ERRORS):
         return "out_of_slots"

@@ -2,7 +2,9 @@
 
 `FakeRadio.client_class()` is handed to the real bleak-retry-connector `establish_connection`, so
 its retry logic runs for real against connect() failures raised with bleak's own exception types.
-Heart Rate Measurement payloads are built here byte by byte from the Heart Rate Service spec.
+Heart Rate Measurement and PLX Continuous Measurement payloads are built here byte by byte from the
+Heart Rate and Pulse Oximeter Service specs. Characteristics in `FakeRadio.lacks` are absent from the
+peripheral: `start_notify` raises bleak's `BleakCharacteristicNotFoundError`, as `BleakClient` does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bleak.backends.device import BLEDevice
+from bleak.exc import BleakCharacteristicNotFoundError
 
 from agent.config.schema import BleConfig
 
@@ -23,6 +26,29 @@ BATTERY_UUID = "00002a19-0000-1000-8000-00805f9b34fb"
 PMD_CP_UUID = "fb005c81-02e7-f387-1cad-8acd2d8df0c8"
 PMD_DATA_UUID = "fb005c82-02e7-f387-1cad-8acd2d8df0c8"
 ADDRESS = "C4:7C:8D:6A:12:34"
+
+
+def sfloat(mantissa: int, exponent: int = 0) -> bytes:
+    """IEEE-11073 16-bit SFLOAT: 4-bit exponent over a 12-bit mantissa, both two's complement. The
+    special values are mantissas with exponent 0: NaN 0x07FF, NRes 0x0800, +INF 0x07FE, -INF 0x0802,
+    reserved 0x0801."""
+    return struct.pack("<H", ((exponent & 0xF) << 12) | (mantissa & 0x0FFF))
+
+
+def plx_continuous(
+    spo2: bytes | int, pr: bytes | int, *, measurement: int | None = None, sensor: int | None = None
+) -> bytes:
+    """PLX Continuous Measurement (0x2A5F): flags (bit 2 measurement status, bit 3 device and sensor
+    status present), SpO2 and PR SFLOATs, [measurement status u16], [device and sensor status u24]."""
+    flags = (0x04 if measurement is not None else 0) | (0x08 if sensor is not None else 0)
+    out = bytes([flags])
+    out += spo2 if isinstance(spo2, bytes) else sfloat(spo2)
+    out += pr if isinstance(pr, bytes) else sfloat(pr)
+    if measurement is not None:
+        out += struct.pack("<H", measurement)
+    if sensor is not None:
+        out += sensor.to_bytes(3, "little")
+    return out
 
 
 def hr_measurement(
@@ -71,6 +97,7 @@ class FakeRadio:
         self.writes: list[tuple[str, bytes]] = []
         self.client: Any = None
         self.subscribed = asyncio.Event()
+        self.lacks: set[str] = set()  # characteristics this peripheral does not have
 
     def client_class(self) -> type[Any]:
         radio = self
@@ -99,6 +126,8 @@ class FakeRadio:
 
             async def start_notify(self, uuid: str, callback: Callable[[Any, bytearray], None]) -> None:
                 assert self.is_connected
+                if uuid in radio.lacks:
+                    raise BleakCharacteristicNotFoundError(uuid)
                 self.callbacks[uuid] = callback
                 radio.subscriptions.append((radio.connects, uuid))
                 radio.subscribed.set()
