@@ -143,6 +143,9 @@ class DeviceHealth:
     # Optional fields, added within heartbeat/1 (receivers ignore fields they do not know):
     reconnects: int = 0  # links re-established after a loss, since start
     desaturation_index_per_h: float | None = None  # ODI; only with a spo2_desaturation detector
+    # The source's error counters by kind since start (agent.sources.counters.SourceStats.errors),
+    # non-zero kinds only: {} for a device without trouble.
+    errors: Mapping[str, int] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -153,6 +156,7 @@ class DeviceHealth:
             "bad_frames": self.bad_frames,
             "connected": self.connected,
             "reconnects": self.reconnects,
+            "errors": dict(self.errors),
         }
         if self.desaturation_index_per_h is not None:
             payload["desaturation_index_per_h"] = _round(self.desaturation_index_per_h)

@@ -1,13 +1,20 @@
-"""What the heartbeat reports: per-device last-seen, rate, gaps and bad frames, plus process figures.
+"""What the heartbeat reports: per-device last-seen, rate, gaps, bad frames and errors, plus process figures.
 
 Readings are counted here as the pipeline takes them; a source's own counters (`SourceStats`: bad
-frames, reconnects, whether its link is up) are copied in by the daemon's monitor every second and
-before each heartbeat. A source that keeps such counters is the only judge of `connected`: a reading
-still queued from before an unplug must not mark the device connected again. The daemon may reopen a
-failed source, which starts from zero: the counters of earlier sources are kept as a base, so the
-heartbeat's counts only grow. The daemon builds a `Heartbeat` from all this at each interval. CPU and
-memory come from /proc (Linux), the board temperature from the thermal zone where one is readable;
-nothing needs psutil.
+frames, reconnects, errors by kind, whether its link is up) are copied in by the daemon's monitor
+every second and before each heartbeat. A source that keeps such counters is the only judge of
+`connected`: a reading still queued from before an unplug must not mark the device connected again.
+The daemon may reopen a failed source, which starts from zero: the counters of earlier sources are
+kept as a base, so the heartbeat's counts only grow. The daemon builds a `Heartbeat` from all this at
+each interval. CPU and memory come from /proc (Linux), the board temperature from the thermal zone
+where one is readable; nothing needs psutil.
+
+Rate. `rate_hz` is readings per second of the time the device was connected within the interval, so
+a device reconnected 7 s before a heartbeat reads its real rate, not 7 readings spread over the whole
+interval. Connection changes are seen when the counters are copied (once a second) and placed more
+closely by the readings' arrival times (`DeviceStats.set_connected`); the time is at least
+`MIN_RATE_SPAN_S` (or the interval, if shorter), so one reading just after a reconnect is not read as
+a burst.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +35,8 @@ from agent.sources.counters import SourceStats
 
 if TYPE_CHECKING:
     from agent.pipeline.stream import StreamPipeline
+
+MIN_RATE_SPAN_S = 1.0  # the monitor's period: connection changes are known within this
 
 
 @dataclass(slots=True)
@@ -45,7 +55,48 @@ class DeviceStats:
     sources_opened: int = 0
     bad_frames_before: int = 0  # of sources closed earlier in this session
     reconnects_before: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # by kind, non-zero only, since start
+    errors_before: Counter[str] = field(default_factory=Counter)  # of sources closed earlier
     desaturation_index_per_h: float | None = None
+    up_s: float = 0.0  # connected seconds of the current interval, up to `up_since`
+    up_since: float | None = None  # monotonic start of the current connected stretch (or interval)
+    seen_up_at: float = 0.0  # when the link was last seen up
+    down_at: float = field(default_factory=time.monotonic)  # when it was last seen not connected
+    first_after_down: float | None = None  # arrival of the first reading since then
+
+    def set_connected(self, connected: bool, now: float) -> None:
+        """Follow the link state, accounting connected time for the rate. The copy that shows a change
+        comes up to a second late, so the readings' arrival times place it: a reading that arrived
+        after the link was seen down came over the new link (the stretch starts at the first such),
+        and a lost link was up until its last reading (or the last copy that saw it up)."""
+        if connected:
+            if self.up_since is None:
+                self.up_since = min(now, self.first_after_down or now)
+            self.seen_up_at = now
+        elif self.up_since is not None:
+            last = max(self.seen_up_at, self.last_seen_monotonic or 0.0, self.up_since)
+            self.up_s += min(last, now) - self.up_since
+            self.up_since = None
+            self.down_at = now
+            self.first_after_down = None
+        self.connected = connected
+
+    def arrived(self, monotonic: float) -> None:
+        """A reading arrived (at the source) at `monotonic` while the link is not known to be up."""
+        if self.first_after_down is None and monotonic >= self.down_at:
+            self.first_after_down = monotonic
+
+    def connected_s(self, now: float) -> float:
+        """Seconds connected in the current interval, up to `now`."""
+        return self.up_s + (now - self.up_since if self.up_since is not None else 0.0)
+
+    def new_interval(self, now: float) -> None:
+        self.readings_since_beat = 0
+        self.up_s = 0.0
+        if self.up_since is not None:
+            self.up_since = now
+        if self.first_after_down is not None:
+            self.first_after_down = max(self.first_after_down, now)
 
 
 class Health:
@@ -65,8 +116,10 @@ class Health:
         stats.last_seen_wall = reading.end_time
         stats.last_seen_monotonic = reading.monotonic
         stats.readings_since_beat += 1
-        if not stats.link_reported:
-            stats.connected = True
+        if stats.up_since is None:
+            stats.arrived(reading.monotonic)
+            if not stats.link_reported:
+                stats.set_connected(True, time.monotonic())
         if reading.quality & Quality.GAP:
             stats.gaps += 1
 
@@ -86,7 +139,7 @@ class Health:
         if gaps is not None:
             stats.gaps = gaps
         if connected is not None:
-            stats.connected = connected
+            stats.set_connected(connected, time.monotonic())
         if reconnects is not None:
             stats.reconnects = reconnects
 
@@ -101,23 +154,27 @@ class Health:
     def copy_source_stats(self, device_id: str, source: SourceStats | None) -> None:
         """Take an open source's own counters; None (the simulator keeps none): open means connected."""
         stats = self.devices[device_id]
+        now = time.monotonic()
         if source is None:
             stats.link_reported = False
-            stats.connected = True
+            stats.set_connected(True, now)
             return
         stats.link_reported = True
-        stats.connected = source.connected
+        stats.set_connected(source.connected, now)
         stats.bad_frames = stats.bad_frames_before + source.bad_frames
         stats.reconnects = stats.reconnects_before + source.reconnects
+        errors = stats.errors_before + Counter(source.errors)  # `+` keeps positive counts only
+        stats.errors = dict(sorted(errors.items()))
 
     def source_closed(self, device_id: str) -> None:
         """The device's source ended or failed (copy its last counters first): not connected, and its
         counts become the base of the next source's."""
         stats = self.devices[device_id]
-        stats.connected = False
+        stats.set_connected(False, time.monotonic())
         stats.link_reported = False
         stats.bad_frames_before = stats.bad_frames
         stats.reconnects_before = stats.reconnects
+        stats.errors_before = Counter(stats.errors)
 
     def set_desaturation_indices(self, by_device: Mapping[str, float]) -> None:
         """Oxygen desaturation index (events/h) per device id; devices left out carry none."""
@@ -142,20 +199,22 @@ class Health:
             self._last_beat = now
         report = []
         for stats in self.devices.values():
+            span = max(stats.connected_s(now), min(interval, MIN_RATE_SPAN_S))
             report.append(
                 DeviceHealth(
                     device=stats.pseudonym,
                     last_seen=stats.last_seen_wall,
-                    rate_hz=stats.readings_since_beat / interval,
+                    rate_hz=stats.readings_since_beat / span,
                     gaps=stats.gaps,
                     bad_frames=stats.bad_frames,
                     connected=stats.connected,
                     reconnects=stats.reconnects,
+                    errors=dict(stats.errors),
                     desaturation_index_per_h=stats.desaturation_index_per_h,
                 )
             )
             if reset:
-                stats.readings_since_beat = 0
+                stats.new_interval(now)
         return tuple(report)
 
     def cpu_percent(self, reset: bool = True) -> float:

@@ -169,4 +169,9 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
             f"bad frames {device['bad_frames']}, reconnects {device.get('reconnects', 0)}"
             + (f", ODI {odi:.1f}/h" if (odi := device.get("desaturation_index_per_h")) is not None else "")
         )
+        errors = device.get("errors") or {}  # a heartbeat written before errors were reported has none
+        if errors:
+            lines.append("    errors since start: " + ", ".join(f"{kind} {n}" for kind, n in errors.items()))
+            if errors.get("waiting_hello") and not device.get("last_seen"):
+                lines.append("    DATA arrives but no HELLO: every frame is dropped; reset the device")
     return "\n".join(lines)

@@ -52,6 +52,22 @@ def test_source_counters_are_copied_and_survive_a_reopened_source() -> None:
     assert (again.bad_frames, again.reconnects, again.connected) == (8, 3, True)
 
 
+def test_error_counters_by_kind_are_copied_non_zero_only_and_survive_a_reopened_source() -> None:
+    health = Health()
+    health.add_device("bed-1", "d-one", 30.0)
+    health.source_opened("bed-1")
+    assert health.device_report()[0].errors == {}
+    first = {"waiting_hello": 12, "bad_crc": 0, "open_failures": 1}
+    health.copy_source_stats("bed-1", SourceStats(connected=True, errors=first))
+    assert health.device_report()[0].errors == {"open_failures": 1, "waiting_hello": 12}
+    health.source_closed("bed-1")  # the daemon reopens a failed source, whose counts start from zero
+    health.source_opened("bed-1")
+    health.copy_source_stats("bed-1", SourceStats(connected=True, errors={"waiting_hello": 3, "bad_crc": 2}))
+    (again,) = health.device_report()
+    assert again.errors == {"bad_crc": 2, "open_failures": 1, "waiting_hello": 15}
+    assert again.to_payload()["errors"] == {"bad_crc": 2, "open_failures": 1, "waiting_hello": 15}
+
+
 def test_a_source_without_counters_is_connected_while_open() -> None:
     health = Health()
     health.add_device("sim", "d-sim", 30.0)
@@ -70,7 +86,7 @@ def test_optional_device_fields_are_additive_within_heartbeat_v1() -> None:
     beat = Heartbeat("gw", 1_700_000_000.0, 1.0, 1, (plain, with_odi), 0, None, 0).to_payload()
     assert beat["schema"] == "edge-agent/heartbeat/1"
     a, b = beat["devices"]
-    assert "desaturation_index_per_h" not in a and a["reconnects"] == 0
+    assert "desaturation_index_per_h" not in a and a["reconnects"] == 0 and a["errors"] == {}
     assert b["desaturation_index_per_h"] == 4.1235 and b["reconnects"] == 2
 
 

@@ -1,4 +1,5 @@
-"""`edge-agent status` text: each device line carries the source's counters and the ODI when scored."""
+"""`edge-agent status` text: each device line carries the source's counters and the ODI when scored,
+and a device with error counters a line of them."""
 
 from __future__ import annotations
 
@@ -30,3 +31,24 @@ def test_device_line_shows_reconnects_and_the_desaturation_index_only_where_scor
     )
     assert scored.endswith("gaps 2, bad frames 5, reconnects 4, ODI 7.2/h")
     assert unscored.endswith("bad frames 5, reconnects 0")  # a heartbeat from before the field existed
+
+
+def test_a_device_with_errors_gets_a_line_of_them_and_data_without_hello_is_named() -> None:
+    heartbeat = {
+        "devices": [
+            device(device="quiet", errors={}),
+            device(
+                device="pump", errors={"bad_crc": 3, "seq_backwards": 1}, last_seen="2026-11-30T03:00:00Z"
+            ),
+            device(device="mute", errors={"waiting_hello": 44}),
+            device(device="old"),  # a heartbeat from before errors were reported
+        ]
+    }
+    lines = render("last heartbeat", heartbeat).splitlines()
+    errors = [line for line in lines if "errors" in line]
+    assert errors == [
+        "    errors since start: bad_crc 3, seq_backwards 1",
+        "    errors since start: waiting_hello 44",
+    ]
+    assert lines[lines.index(errors[0]) - 1].startswith("  device pump:")
+    assert lines[lines.index(errors[1]) + 1].startswith("    DATA arrives but no HELLO")
