@@ -1,5 +1,6 @@
-"""Secret key files (the pseudonym key, the outbox key): created 0600 on first use, and refused when
-group or others can read them, so a key is never used after it may have leaked on the gateway."""
+"""Secret files (the pseudonym key, the outbox key, the broker password, the TLS client key): the keys
+the agent makes are created 0600 on first use, and every secret file is refused when group or others
+can read it, so a secret is never used after it may have leaked on the gateway."""
 
 from __future__ import annotations
 
@@ -43,9 +44,19 @@ def create_problem(path: Path) -> str | None:
 def private_file_problem(path: Path) -> str | None:
     """Why an existing secret file must not be used (readable by others, unreadable), or None."""
     try:
-        mode = path.stat().st_mode & 0o777
+        path.stat()
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror}"
+    return loose_mode_problem(path)
+
+
+def loose_mode_problem(path: Path) -> str | None:
+    """Why secret file `path` must not be used: group or others have access to it. None when they do
+    not, or when it cannot be looked at (its reader says why)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
     if mode & 0o077:
         return f"{path} is readable by group or others (mode {mode:o}); chmod 600 it"
     return None

@@ -6,6 +6,7 @@ is checked once and can be tested without a broker:
 - plain MQTT to a non-loopback host is a configuration error unless `insecure` is set; TLS always
   verifies the server (system trust store or `tls.ca_file`), with an optional client certificate;
 - the password comes from `auth.password_file` (one trailing newline stripped), never the config;
+  that file and the TLS client key are refused when group or others can read them (`agent.keyfile`);
 - MQTT v5 with clean_start=False and SessionExpiryInterval; MQTT 3.1.1 (persistent session) only for
   a plain loopback broker that `speaks_v5` proves cannot do v5 (the demo's embedded amqtt);
 - reconnect delays grow exponentially to a cap, each drawn in [1/2, 1] x the step ("equal jitter"),
@@ -31,6 +32,7 @@ from paho.mqtt.properties import Properties
 from agent.config.schema import MqttConfig, TlsConfig
 from agent.errors import ConfigError
 from agent.events import encode, iso_time
+from agent.keyfile import loose_mode_problem
 
 STATUS_SCHEMA = "edge-agent/status/1"
 
@@ -115,6 +117,8 @@ def _load_client_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path 
     setting, named = (
         ("mqtt.tls.key_file", key_file) if key_file is not None else ("mqtt.tls.cert_file", cert_file)
     )
+    if (loose := loose_mode_problem(named)) is not None:  # the gateway's private key
+        raise ConfigError(setting, loose)
     try:
         # An encrypted key would make OpenSSL ask for its pass phrase on the terminal: refuse it instead.
         context.load_cert_chain(str(cert_file), None if key_file is None else str(key_file), _no_pass_phrase)
@@ -140,14 +144,19 @@ def _why(exc: ssl.SSLError) -> str:
 
 
 def read_password(config: MqttConfig) -> str | None:
+    """The broker password (one trailing line end stripped); refused, as the other secret files are,
+    when group or others can read its file."""
     if config.auth is None:
         return None
+    path = config.auth.password_file
+    if (loose := loose_mode_problem(path)) is not None:
+        raise ConfigError("mqtt.auth.password_file", loose)
     try:
-        return config.auth.password_file.read_text().rstrip("\r\n")
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
-        raise ConfigError(
-            "mqtt.auth.password_file", f"cannot read {config.auth.password_file}: {exc}"
-        ) from exc
+        raise ConfigError("mqtt.auth.password_file", f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError("mqtt.auth.password_file", f"{path} is not UTF-8 text") from None
 
 
 def speaks_v5(host: str, port: int, timeout_s: float = 3.0) -> bool | None:

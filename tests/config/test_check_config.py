@@ -295,6 +295,7 @@ def test_ward_example_is_valid_once_its_secret_files_exist(
     text = (EXAMPLES / "ward-wearables.toml").read_text()
     tls = make_tls_material(tmp_path / "pki")  # check-config loads the TLS files as the uplink does
     (tmp_path / "mqtt.password").write_text("x")
+    (tmp_path / "mqtt.password").chmod(0o600)  # a secret others can read is refused
     for name, path in (
         ("ca.pem", tls.ca),
         ("gw-ward3-01.crt", tls.client_cert),

@@ -295,3 +295,35 @@ def test_an_outbox_path_that_is_a_folder_is_named(tmp_path: Path, capsys: pytest
     assert lines == [
         f"{tmp_path / 'agent.toml'}: outbox.path: {tmp_path / 'box' / 'outbox.sqlite'} is not a file"
     ]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+@pytest.mark.parametrize("setting", ["mqtt.auth.password_file", "mqtt.tls.key_file"])
+def test_a_broker_password_or_tls_key_others_can_read_is_refused_as_the_keys_are(
+    tmp_path: Path, pki: TlsMaterial, capsys: pytest.CaptureFixture[str], setting: str, mode: int
+) -> None:
+    if setting == "mqtt.auth.password_file":
+        secret = tmp_path / "mqtt.password"
+        secret.write_text("pw\n")
+        auth = f'[mqtt.auth]\nusername = "gw-1"\npassword_file = "{secret}"'
+        config = write_config(tmp_path, mqtt_extra=auth)
+    else:
+        secret = pki.client_key
+        config = tls_config(tmp_path, pki.ca, pki.client_cert, secret)
+    secret.chmod(mode)
+    code, lines = check(config, capsys)
+    assert code == 2
+    assert lines == [
+        f"{config}: {setting}: {secret} is readable by group or others (mode {mode:o}); chmod 600 it"
+    ]
+    # In the words of the outbox key's refusal (the loader's, so that one comes alone).
+    outbox_key = tmp_path / "outbox.key"
+    outbox_key.write_bytes(b"k" * 32)
+    outbox_key.chmod(mode)
+    with_key = config.read_text().replace("[outbox]\n", f'[outbox]\nencryption_key_file = "{outbox_key}"\n')
+    config.write_text(with_key)
+    loose = f"is readable by group or others (mode {mode:o}); chmod 600 it"
+    assert check(config, capsys) == (2, [f"{config}: outbox.encryption_key_file: {outbox_key} {loose}"])
+    secret.chmod(0o600)
+    outbox_key.chmod(0o600)
+    assert check(config, capsys) == (0, [])

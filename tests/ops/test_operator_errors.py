@@ -199,6 +199,7 @@ def test_an_alarm_the_acl_refuses_waits_aside_and_is_delivered_after_the_fix_and
     )
     broker = make_broker(allow_anonymous=False, users={"gw": "pw", "central": "c"}, acl=acl_without_alarms)
     (tmp_path / "gw.password").write_text("pw\n")
+    (tmp_path / "gw.password").chmod(0o600)  # a secret others can read is refused
     auth = '[mqtt.auth]\nusername = "gw"\npassword_file = "gw.password"'
     config = write_config(tmp_path, broker.port, mqtt_extra=auth)
     alarms: list[dict[str, Any]] = []

@@ -177,6 +177,7 @@ def test_acl_refusal_keeps_the_item_aside_and_calls_on_refused(
     broker = make_broker(allow_anonymous=False, users={"gw1": "pw\u00e9"}, acl=acl)
     password_file = tmp_path / "password"
     password_file.write_text("pw\u00e9\n")  # the trailing newline is not part of the password
+    password_file.chmod(0o600)  # a secret others can read is refused
     config = mqtt_config(broker, auth=AuthConfig("gw1", password_file))
     outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
     refusals: list[tuple[str, int]] = []
