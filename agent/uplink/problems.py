@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
+from datetime import UTC, datetime
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.schema import MqttConfig
 
+CERT_NOT_YET_VALID = 9  # OpenSSL X509_V_ERR_CERT_NOT_YET_VALID
+CERT_HAS_EXPIRED = 10  # OpenSSL X509_V_ERR_CERT_HAS_EXPIRED
 HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH
 IP_ADDRESS_MISMATCH = 64  # OpenSSL X509_V_ERR_IP_ADDRESS_MISMATCH
 KEEPALIVE_TIMEOUT = 0x8D  # the DISCONNECT reason paho reports when its own keepalive ran out
@@ -37,8 +41,9 @@ def broker_address(config: MqttConfig) -> str:
     return f"{scheme}://{config.host}:{config.port}"
 
 
-def describe_connect_error(exc: BaseException, config: MqttConfig) -> str:
-    """Why a connection attempt to the broker raised `exc` (DNS, TCP or TLS), and what to check."""
+def describe_connect_error(exc: BaseException, config: MqttConfig, now: float | None = None) -> str:
+    """Why a connection attempt to the broker raised `exc` (DNS, TCP or TLS), and what to check;
+    `now` (Unix time, the clock's by default): the gateway's date, told for a certificate's dates."""
     where = broker_address(config)
     if isinstance(exc, socket.gaierror):
         return (
@@ -46,7 +51,7 @@ def describe_connect_error(exc: BaseException, config: MqttConfig) -> str:
             "check the host name in mqtt.url and the gateway's DNS"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return _certificate_problem(exc, config)
+        return _certificate_problem(exc, config, time.time() if now is None else now)
     if isinstance(exc, ssl.SSLError):
         return (
             f"TLS handshake with {where} failed ({exc.reason or exc}): check that this port is a TLS "
@@ -69,7 +74,7 @@ def describe_connect_error(exc: BaseException, config: MqttConfig) -> str:
     return f"cannot connect to {where} ({type(exc).__name__}: {exc}): check mqtt.url and the network"
 
 
-def _certificate_problem(exc: ssl.SSLCertVerificationError, config: MqttConfig) -> str:
+def _certificate_problem(exc: ssl.SSLCertVerificationError, config: MqttConfig, now: float) -> str:
     where = broker_address(config)
     detail = exc.verify_message or str(exc)
     if exc.verify_code in (HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH):
@@ -79,6 +84,20 @@ def _certificate_problem(exc: ssl.SSLCertVerificationError, config: MqttConfig) 
         )
     ca_file = config.tls.ca_file if config.tls is not None else None
     trust = f"mqtt.tls.ca_file ({ca_file})" if ca_file is not None else "the system trust store"
+    # The date only: the line is logged again whenever its words change (agent.link_trouble).
+    today = f"the gateway's clock says {datetime.fromtimestamp(now, UTC):%Y-%m-%d} (UTC)"
+    if exc.verify_code == CERT_HAS_EXPIRED:
+        return (
+            f"the TLS certificate of {where} has expired ({detail}) and {today}: renew the broker's "
+            f"certificate (or the CA certificate in {trust}, if that is the one that expired); "
+            "if that date is wrong, set the gateway's clock (NTP)"
+        )
+    if exc.verify_code == CERT_NOT_YET_VALID:
+        return (
+            f"the TLS certificate of {where} is not valid yet ({detail}) and {today}: if that date is "
+            "wrong, set the gateway's clock (NTP; a gateway without a battery-backed clock starts at an "
+            "old date); otherwise the broker's certificate was issued to start later"
+        )
     return (
         f"the TLS certificate of {where} is not trusted ({detail}): "
         f"{trust} must hold the CA that signed the broker's certificate"
