@@ -268,8 +268,8 @@ class BleSource:
                 self._lacks(profile, exc)
                 continue
             present.append(profile)
-        if not any(p.required for p in present):
-            names = ", ".join(p.name for p in self.profiles)
+        if not any(p.required for p in present) and any(p.required for p in self.profiles):
+            names = ", ".join(p.name for p in self.profiles if p.required)
             raise MissingProfilesError(
                 f"the device has none of the configured profiles ({names});"
                 f" check devices.{self.device.id}.ble.profiles"
