@@ -12,19 +12,24 @@ than the active one and not on disk already (so a replayed old bundle cannot rol
 and every artifact's Ed25519 signature. It writes into a hidden temporary folder beside the target,
 fsyncs, verifies the written copy, then renames it into place: a crash leaves the old state or the new
 one. Activation verifies the on-disk version again, then swaps `current` with an atomic rename.
+Whoever changes the store holds `locked()` (an flock on `<models_dir>/.lock`) around the change and its
+checks, so concurrent commands, or a command still running when its session ends and the next
+session's, never interleave their swaps.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from agent.inference.signing import SIGNATURE_FILE, verify_model
 from agent.remote.envelope import CommandRefusedError
 
 CURRENT = "current"
+LOCK_FILE = ".lock"
 _VERSION = re.compile(r"^\d{1,9}(\.\d{1,9}){0,3}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -81,6 +87,18 @@ class ModelStore:
     def __init__(self, root: Path, public_key: Path | None) -> None:
         self.root = root
         self.public_key = public_key
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock (blocking): one install or activation, with its checks, at a time.
+        An flock, not a threading lock: each session has its own store object over the same folder."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def active_version(self, name: str) -> str | None:
         link = self.root / name / CURRENT

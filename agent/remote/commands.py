@@ -13,8 +13,9 @@ with its CorrelationData, as an `edge-agent/response/1` document. Refusals are l
 command name only: no identifiers, topics or values reach the log.
 
 Reloads take the SIGHUP road: the new file is checked here first (so problems can be answered), then
-the agent's reload event is set and the session's own `try_reload` switches over. Model activation
-checks the reload with the new `current` link in place and puts the old link back if it is refused.
+the agent's reload event is set and the session's own `try_reload` switches over. Model installs and
+activations are `agent.remote.activation`'s: each, with its reload check, whole in one worker thread
+under the store's lock; a session end waits for a running one, so its answer says what the disk holds.
 Slow or blocking work (JSON of a large bundle, signatures, file writes, the reload check, which loads
 models) runs in a worker thread.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ from agent.config.schema import REMOTE_COMMANDS, AgentConfig
 from agent.errors import ConfigError, ModelError
 from agent.inference.signing import load_public_key
 from agent.readings import Reading
+from agent.remote.activation import ModelChanges
 from agent.remote.bundles import ModelStore
 
 if TYPE_CHECKING:  # cryptography is imported where keys are used (see agent.inference.signing)
@@ -79,6 +82,7 @@ class RemoteCommands:
         self.guard = ReplayGuard(state_dir, remote.max_age_s)
         self.snippets = SnippetTaps(cfg, pseudonym)
         self._check_reload = check_reload
+        self.changes = ModelChanges(self.store, check_reload)
         self._request_reload = request_reload
         self._respond: Respond | None = None
         self._snapshot: Snapshot | None = None
@@ -104,7 +108,9 @@ class RemoteCommands:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """End with the session: running commands are answered "interrupted"."""
+        """End with the session: running commands are answered "interrupted" (a model change that
+        is under way is finished and answered as it ended; one not yet begun is refused)."""
+        self.changes.closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -175,14 +181,13 @@ class RemoteCommands:
             entries = await asyncio.to_thread(self.store.entries)
             return {"models": [e.to_json() for e in entries]}
         if name == "models/activate":
-            return await self._activate(args.get("name"), args.get("version"), args.get("reload", True))
+            reload = args.get("reload", True) is not False
+            change = partial(self.changes.activate, args.get("name"), args.get("version"), reload)
+            return self._reload_after(await _finished(change), reload)
         if name == "models/install":
-            card = await asyncio.to_thread(self.store.install, args.get("bundle"))
-            log.info("remote: model installed (%s)", card.version)
-            result: dict[str, Any] = {"name": card.name, "version": card.version, "installed": True}
-            if args.get("activate", False):
-                result["activation"] = await self._activate(card.name, card.version, args.get("reload", True))
-            return result
+            activate, reload = bool(args.get("activate", False)), args.get("reload", True) is not False
+            change = partial(self.changes.install, args.get("bundle"), activate, reload)
+            return self._reload_after(await _finished(change), activate and reload)
         if name == "snippet":
             return await self.snippets.record(args)
         raise CommandRefusedError("unknown_command", "no handler")  # REMOTE_COMMANDS and this list disagree
@@ -195,17 +200,23 @@ class RemoteCommands:
             )
         self._request_reload()
 
-    async def _activate(self, name: object, version: object, reload: object) -> dict[str, Any]:
-        previous = await asyncio.to_thread(self.store.activate, name, version)
-        assert isinstance(name, str)  # activate checked it
-        if reload is not False:
-            try:
-                await self._reload_checked()
-            except CommandRefusedError:
-                await asyncio.to_thread(self.store.restore, name, previous)
-                raise
-        log.info("remote: model activated")
-        return {"name": name, "version": version, "previous": previous, "reloading": reload is not False}
+    def _reload_after(self, result: dict[str, Any], reload: bool) -> dict[str, Any]:
+        """An accepted model change: the reload it asks for (its check already passed)."""
+        if reload and not self.changes.closing:
+            self._request_reload()
+        return result
+
+
+async def _finished(change: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a model change in a worker thread to its end. Cancelled (the session ends) while it runs,
+    it is not abandoned: the answer must say what it left on disk, so it is awaited and answered."""
+    future = asyncio.ensure_future(asyncio.to_thread(change))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if future.cancelled():
+            raise
+        return await future  # the task ends with the change's own answer
 
 
 def payload_limit(name: str, max_bundle_bytes: int) -> int:

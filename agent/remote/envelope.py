@@ -54,11 +54,19 @@ _DECODER = json.JSONDecoder()
 class CommandRefusedError(AgentError):
     """A command the gateway will not run. `code` is the response's error code."""
 
-    def __init__(self, code: str, message: str, problems: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        problems: list[str] | None = None,
+        *,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.problems = problems or []  # e.g. why a reload was refused, one line each
+        self.detail = dict(detail or {})  # what did happen, e.g. {"installed": true} (error fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +285,7 @@ def response(command: str | None, *, result: Any = None, error: CommandRefusedEr
         doc["error"] = {"code": error.code, "message": error.message}
         if error.problems:
             doc["error"]["problems"] = error.problems
+        doc["error"].update((k, v) for k, v in error.detail.items() if k not in doc["error"])
     doc["time"] = round(time.time(), 3)
     return json.dumps(doc, separators=(",", ":"), default=_jsonable).encode("utf-8")
 
