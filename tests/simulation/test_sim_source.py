@@ -65,6 +65,36 @@ def test_pacing_with_injected_clock_and_sleep() -> None:
     assert len(slept) < 400  # batched, not one sleep per reading
 
 
+def test_a_paced_source_behind_its_speed_still_gives_the_loop_its_turns() -> None:
+    """Generating slower than `speed` (the pacing clock always past the due time): before, the source
+    never suspended, so heartbeats, the uplink and SIGTERM waited for it."""
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    async def run() -> int:
+        ticker = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        late = iter(range(10**9))  # every look at the pacing clock is a second later: always behind
+        source = SimulatorSource(
+            wearable(1, speed=10.0), start_time=START, clock=lambda: START + next(late) * 1.0
+        )
+        n = 0
+        async with source:
+            async for _ in source:
+                n += 1
+                if n == 4 * 256:
+                    break
+        ticker.cancel()
+        return ticks
+
+    assert asyncio.run(run()) >= 3  # about one turn per UNPACED_BATCH readings
+
+
 def test_unpaced_speed_zero_and_close_stops_iteration() -> None:
     async def run() -> int:
         n = 0
