@@ -142,7 +142,7 @@ def _main(argv: Sequence[str] | None) -> int:
         args.config = args.config or args.config_option
         if args.config is None:
             check.error("the configuration file is required (edge-agent check-config FILE)")
-    from agent.logs import configure_logging
+    from agent.logs import configure_logging, flush_suppressed
 
     default_level = "WARNING" if args.command == "demo" else "INFO"
     configure_logging(args.log_level or default_level, json_lines=args.log_json)
@@ -170,6 +170,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        flush_suppressed()
 
 
 def _config_failure(source: str, errors: Sequence[ConfigError]) -> int:

@@ -6,7 +6,8 @@ For the audit loggers (remote commands: accepted, refused and why) a kind is als
 the command's name and the refusal's code, so a flood of garbage `status` commands never hides a
 `reload` that was accepted or refused for a bad signature. When a period in which lines of a kind
 were held back ends, one line says how many and shows the last of them; a timer writes it then, even
-when no line of that kind comes again.
+when no line of that kind comes again. At the end of the process `flush(everything=True)` tells the
+periods still open.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class RateLimit(logging.Filter):
             key = self._key(record)
             window = self._windows.get(key)
             if window is not None and now - window.start > self.period_s:
-                summaries += self._close(key, window)
+                summaries += self._close(key, window, now)
                 window = None
             if window is None:
                 if len(self._windows) >= MAX_KINDS:
@@ -80,12 +81,13 @@ class RateLimit(logging.Filter):
         self._emit(summaries)
         return passed
 
-    def flush(self) -> None:
-        """Report every period that has ended with lines held back (the timer calls this)."""
+    def flush(self, everything: bool = False) -> None:
+        """Report every period that has ended with lines held back (the timer calls this), or, with
+        `everything`, every period that held lines back (the process ends)."""
         with self._lock:
             self._timer = None
             now = time.monotonic()
-            summaries = self._close_ended(now)
+            summaries = self._close_ended(now, everything)
             pending = [w.start + self.period_s - now for w in self._windows.values() if w.held]
             if pending:
                 self._arm(min(pending))
@@ -98,22 +100,23 @@ class RateLimit(logging.Filter):
             return (record.name, template, ())
         return (record.name, template, tuple(str(a)[:MAX_ARG_CHARS] for a in record.args))
 
-    def _close_ended(self, now: float) -> list[logging.LogRecord]:
-        ended = [(k, w) for k, w in self._windows.items() if now - w.start > self.period_s]
-        return [summary for key, window in ended for summary in self._close(key, window)]
+    def _close_ended(self, now: float, everything: bool = False) -> list[logging.LogRecord]:
+        ended = [(k, w) for k, w in self._windows.items() if everything or now - w.start > self.period_s]
+        return [summary for key, window in ended for summary in self._close(key, window, now)]
 
-    def _close(self, key: Key, window: _Window) -> list[logging.LogRecord]:
+    def _close(self, key: Key, window: _Window, now: float) -> list[logging.LogRecord]:
         del self._windows[key]
         if window.last_held is None:
             return []
         last = window.last_held
+        span_s = min(max(now - window.start, 1.0), self.period_s)  # "in 0 s" would read as a glitch
         summary = logging.LogRecord(
             last.name,
             max(last.levelno, logging.WARNING),  # lines were lost: worth a warning whatever they were
             last.pathname,
             last.lineno,
             "%d similar line(s) suppressed in %.0f s by the log's rate limit; the last: %s",
-            (window.held, self.period_s, last.getMessage()),
+            (window.held, span_s, last.getMessage()),
             None,
         )
         summary.rate_limit_summary = True

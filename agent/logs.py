@@ -69,6 +69,7 @@ class Redact(logging.Filter):
 
 
 _REDACT = Redact()
+_LIMITS: list[RateLimit] = []  # the rate limit of the handler `configure_logging` set up last
 
 
 def redact_identifiers(stand_ins: Mapping[str, str]) -> None:
@@ -88,9 +89,17 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
         if json_lines
         else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
-    handler.addFilter(RateLimit(report=handler.handle))  # its summaries pass the redaction too
+    limit = RateLimit(report=handler.handle)  # its summaries pass the redaction too
+    _LIMITS[:] = [limit]
+    handler.addFilter(limit)
     handler.addFilter(_REDACT)  # after the rate limit, which keys on the message template
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("amqtt").setLevel(logging.WARNING)  # the demo's fallback broker is chatty
+
+
+def flush_suppressed() -> None:
+    """Tell what the rate limit holds back in periods not yet ended (the process is ending)."""
+    for limit in _LIMITS:
+        limit.flush(everything=True)

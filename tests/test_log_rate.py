@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config.loader import parse_config
 from agent.log_rate import RateLimit
-from agent.logs import configure_logging, redact_identifiers
+from agent.logs import configure_logging, flush_suppressed, redact_identifiers
 from agent.remote import sign_command
 from agent.remote.commands import RemoteCommands
 from agent.uplink.mqtt import Command
@@ -124,3 +124,16 @@ def test_other_loggers_are_limited_by_template_and_told_once(
     ]
     time.sleep(0.2)
     assert len(messages(stream)) == limit.burst + 2  # told once
+
+
+def test_what_is_held_back_when_the_process_ends_is_told(captured: tuple[io.StringIO, RateLimit]) -> None:
+    stream, limit = captured
+    limit.period_s = 60.0  # the agent's: no period ends within the test
+    log = logging.getLogger("agent.remote.commands")
+    for _ in range(limit.burst + 2):
+        log.info("remote command %s accepted", "status")
+    flush_suppressed()  # what `edge-agent` does as it returns
+    assert messages(stream)[limit.burst :] == [
+        "2 similar line(s) suppressed in 1 s by the log's rate limit; "
+        "the last: remote command status accepted"
+    ]
