@@ -34,7 +34,7 @@ from agent.pipeline import Pipeline
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
 from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
 from agent.remote import RemoteCommands
-from agent.restored_episodes import add_downtime, retire
+from agent.restored_episodes import add_downtime, retire, shift_timers
 from agent.session import _Session
 from agent.state import ensure_state_dir, next_session
 from agent.state_file import read_state, set_aside_state
@@ -45,6 +45,7 @@ from agent.uplink.topics import Topics
 __all__ = ["Agent", "preflight"]
 
 log = logging.getLogger("agent")
+CLOCK_BEHIND_SLACK_S = 1.0  # a start this far behind the state's save time found the clock stepped back
 
 
 def failure_line(exc: BaseException) -> str:
@@ -173,7 +174,15 @@ class Agent:
             alarms, ended = retire(alarms, run.unsteppable, cfg.gateway.id, cfg.digest[:16], now)
             saved_at = saved.get(state_journal.SAVED_AT)
             if not carried_alarms and isinstance(saved_at, int | float):  # a start, not a reload
-                alarms = add_downtime(alarms, max(0.0, now - saved_at))
+                if now < saved_at - CLOCK_BEHIND_SLACK_S:  # the clock went back while no agent ran
+                    log.warning(
+                        "the gateway clock is %.0f s behind the time the state was saved: the saved"
+                        " alarm timers (durations, cooldowns) move back with it",
+                        saved_at - now,
+                    )
+                    alarms = shift_timers(alarms, now - saved_at)
+                else:
+                    alarms = add_downtime(alarms, now - saved_at)
             pipeline.load_state(saved.get("detectors", {}), alarms)
             run.load_gateway_alarms(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.

@@ -11,6 +11,10 @@ its device and its stream are still configured.
 - Across a stop or crash (not a reload) an episode kept open spans time when no agent judged it; its
   later events said nothing of it. Now the seconds since the state was saved are added to its
   `unjudged_s` (`add_downtime`), which its update and end carry.
+- A start whose wall clock is behind the time the state was saved (a Pi without a real-time clock after
+  a power cut: fake-hwclock's last save, or 1970 until NTP) would restore timers in its future: a rule's
+  cooldown then silenced a real tachycardia for as long as the step (offline-clinic audit, finding 4).
+  The saved instants move back with the clock (`shift_timers`), as a step during a run moves them.
 """
 
 from __future__ import annotations
@@ -75,6 +79,26 @@ def add_downtime(alarms: Mapping[str, Any], seconds: float) -> dict[str, Any]:
             if isinstance(episode, Mapping):
                 before = _number(episode.get("unjudged_s"), 0.0)
                 row = {**row, "episode": {**episode, "unjudged_s": before + seconds}}
+            rows.append(row)
+        out[key] = {**book, "streams": rows}
+    return out
+
+
+TIMERS = ("onset", "detection", "clear_since", "cooldown_until")  # a saved row's instants (AlarmBook)
+
+
+def shift_timers(alarms: Mapping[str, Any], delta: float) -> dict[str, Any]:
+    """`alarms` with every row's saved instants moved by `delta` seconds."""
+    out: dict[str, Any] = {}
+    for key, book in alarms.items():
+        if not isinstance(book, Mapping) or not isinstance(book.get("streams"), list):
+            out[key] = book
+            continue
+        rows = []
+        for row in book["streams"]:
+            if isinstance(row, Mapping):
+                moved = {k: row[k] + delta for k in TIMERS if math.isfinite(_number(row.get(k), math.nan))}
+                row = {**row, **moved}
             rows.append(row)
         out[key] = {**book, "streams": rows}
     return out

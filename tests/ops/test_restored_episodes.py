@@ -204,3 +204,51 @@ def test_downtime_adds_to_every_open_episode_and_only_to_them() -> None:
     rows = add_downtime(saved, 60.0)["hr-high/tachycardia"]["streams"]
     assert [r.get("episode", {}).get("unjudged_s") for r in rows] == [65.0, None, 65.0]
     assert saved["hr-high/tachycardia"]["streams"][0]["episode"]["unjudged_s"] == 5.0  # not changed in place
+
+
+def test_a_start_with_the_clock_behind_the_saved_state_moves_its_timers_back(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    """A Pi without a real-time clock starts an hour behind after a power cut: a rule's saved cooldown
+    then lay an hour in its future and silenced a real tachycardia (offline-clinic audit, finding 4).
+    Here the saved state is moved an hour ahead instead, which is the same to the agent."""
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-retire/alarm")
+    config = tmp_path / "agent.toml"
+    cooling = AGENT_CONFIG.replace("min_duration_s = 2", "min_duration_s = 2\ncooldown_s = 1")
+    ending = cooling.replace("duration_s = 36000", "duration_s = 40")
+    config.write_text(ending.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
+    agent = AgentRun(config)
+    try:
+        wait_until(lambda: events(central, phase="end"), 30, "the first episode's END")
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+    state_file = tmp_path / "state" / "pipeline.json"
+    state = json.loads(state_file.read_text())
+    hour = 3600.0
+    state["saved_at"] += hour
+    for book in state["alarms"].values():
+        for row in book["streams"]:
+            for key in ("onset", "detection", "clear_since", "cooldown_until"):
+                if isinstance(row.get(key), float):
+                    row[key] += hour
+    assert any(
+        isinstance(row.get("cooldown_until"), float)
+        for book in state["alarms"].values()
+        for row in book["streams"]
+    ), "the saved state holds the rule's cooldown"
+    state_file.write_text(json.dumps(state))
+
+    # The simulator's timeline begins again, now with a tachycardia that lasts: once the rule's cooldown
+    # has passed (the first run's readings ran ahead of the wall clock at speed 20), it alarms again.
+    config.write_text(cooling.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
+    agent = AgentRun(config)
+    try:
+        agent.wait_for("behind the time the state was saved")
+        wait_until(lambda: len(events(central, phase="start")) == 2, 30, "the second episode's START")
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
