@@ -16,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 # A change of (wall - monotonic) larger than this is a clock step. NTP slews smaller offsets, so a step
-# is usually far larger; readings stamped on arrival stay within a few seconds of the gateway clock
-# (a serial device's own clock is re-anchored past 2 s, a BLE frame spans under a second).
+# is usually far larger. Readings stamped on arrival stay within a few seconds of the gateway clock (a
+# BLE frame spans under a second); a serial backlog keeps its real, past times (agent.sources.
+# serial_clock), so a stream's offset jumping to the gateway's counts as a step only when the gateway's
+# own offset stepped as well (`StreamPipeline.gateway_stepped_at`).
 CLOCK_STEP_S = 10.0
 
 FloatArray = npt.NDArray[np.float64]

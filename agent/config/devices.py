@@ -104,6 +104,7 @@ def _serial(t: Table | None) -> SerialConfig | None:
         baudrate=t.integer("baudrate", 115200, minimum=300, maximum=12_000_000),
         protocol=t.text("protocol", "frames", choices=("frames", "csv", "jsonl")),
         channels=t.texts("channels", ()),
+        rate_hz=t.number("rate_hz", 0.0, minimum=0.0),
     )
     if cfg.protocol in ("csv", "jsonl") and not cfg.channels:
         t.problem("channels", f'protocol {describe(cfg.protocol)} needs the channel map, e.g. ["hr", "spo2"]')

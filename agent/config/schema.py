@@ -84,6 +84,7 @@ class SerialConfig:
     baudrate: int = 115200
     protocol: Literal["frames", "csv", "jsonl"] = "frames"
     channels: tuple[str, ...] = ()  # for csv/jsonl: the declared channel map, in column order
+    rate_hz: float = 0.0  # for csv/jsonl: lines per second the device sends (0: unknown), to space a backlog
 
 
 @dataclass(frozen=True, slots=True)

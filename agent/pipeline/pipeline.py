@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent.alarms import AlarmBook, BookSnapshot, StreamRef, merged_state
+from agent.clock import CLOCK_STEP_S
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
@@ -122,6 +123,7 @@ class Pipeline:
         }
         self.detectors = detectors
         self.unwatched_samples = 0
+        self._gateway_offset = float("nan")  # the gateway's wall - monotonic at the last ingest
 
     def ingest(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
         """Feed readings in arrival order; returns the alarm events they caused, in order for each
@@ -137,7 +139,12 @@ class Pipeline:
                 batch = batches[name] = []
             batch.append(reading)
         events: list[AlarmEvent] = []
-        offset = self._clock() - self._monotonic()
+        monotonic = self._monotonic()
+        offset = self._clock() - monotonic
+        if abs(offset - self._gateway_offset) > CLOCK_STEP_S:  # the gateway clock stepped since the last
+            for stream in self.streams.values():
+                stream.gateway_stepped_at = monotonic
+        self._gateway_offset = offset
         steps = self.clock_steps()
         for name, batch in batches.items():
             stream = self.streams[name]

@@ -162,6 +162,11 @@ class StreamPipeline:
         # a silence or from samples going back (agent.clock).
         self._offsets = np.zeros(0)
         self.gateway_offset = np.nan
+        # Gateway monotonic time the gateway's own wall - monotonic last stepped (set by `Pipeline`): a
+        # stream's offset jumping to the gateway's is a step only if the gateway's stepped after the
+        # stream's last reading. A serial backlog keeps its real, past times (agent.sources.serial_clock),
+        # so the live reading after it jumps to the gateway's offset with no step of the clock.
+        self.gateway_stepped_at = -np.inf
         self.clock_steps = 0  # streams whose times were moved for a clock step, since start
         self.samples = 0
         self.gated_samples = 0
@@ -343,7 +348,10 @@ class StreamPipeline:
         offset = end_time - reading.monotonic
         last_offset = self._offsets[slot]
         self._offsets[slot] = offset
-        if stepped_to_gateway(offset, last_offset, self.gateway_offset):
+        if (
+            stepped_to_gateway(offset, last_offset, self.gateway_offset)
+            and self.gateway_stepped_at >= self._last_time[slot] - last_offset  # that reading's arrival
+        ):
             self._clock_stepped(slot, offset - last_offset)
         events: list[AlarmEvent] = []
         for group in self._groups:
@@ -366,8 +374,9 @@ class StreamPipeline:
         """Which readings (of distinct `slots`, with wall - monotonic `offsets`) show a step of the
         gateway's wall clock since their stream's last reading: `_ingest` moves the stream's times."""
         with np.errstate(invalid="ignore"):
-            stepped: npt.NDArray[np.bool_] = stepped_to_gateway(
-                offsets, self._offsets[slots], self.gateway_offset
+            last = self._offsets[slots]
+            stepped: npt.NDArray[np.bool_] = stepped_to_gateway(offsets, last, self.gateway_offset) & (
+                self.gateway_stepped_at >= self._last_time[slots] - last
             )
         return stepped
 

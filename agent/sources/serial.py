@@ -157,7 +157,7 @@ class SerialSource:
         self._undecodable = UndecodableInput(self.config, after_s=undecodable_after_s)
         default = DEFAULT_STREAM[device.kind]
         self._frames = FrameReadings(device.id, default, clock)
-        self._lines = LineReadings(device.id, default, self.config.channels)
+        self._lines = LineReadings(device.id, default, self.config.channels, self.config.rate_hz)
         self._decoder: FrameDecoder | CsvLineDecoder | JsonLineDecoder = self._new_decoder()
 
     def _new_decoder(self) -> FrameDecoder | CsvLineDecoder | JsonLineDecoder:
@@ -316,15 +316,16 @@ class SerialSource:
         decoder = self._decoder
         decoder.feed(data)
         if isinstance(decoder, FrameDecoder):
+            frames = []
             while (frame := decoder.next_frame()) is not NEED_DATA:
-                reading = self._frames.take(frame, monotonic)
-                if reading is not None:
-                    self._pending.append(reading)
+                frames.append(frame)
+            self._pending += self._frames.take_read(frames, monotonic)
             self._maybe_request_hello()
         else:
-            wall = self._clock()
+            samples = []
             while (sample := decoder.next_frame()) is not NEED_DATA:
-                self._pending.append(self._lines.take(sample, wall, monotonic))
+                samples.append(sample)
+            self._pending += self._lines.take(samples, self._clock(), monotonic)
         if self._pending:
             self._backoff.reset()  # the link has proved itself
         self._undecodable.check(self.device.id, decoder.stats, decoder.buffered, monotonic)

@@ -12,9 +12,11 @@ faster block is a waveform and is named after its channels (``"ecg"``; ``acc_x, 
 by their common part before ``_``). Firmware that keeps one rate per block (as the reference
 encoder does) therefore gets stable streams with a stable channel set.
 
-Clock. Wall time of a block = device time of its first sample + an offset fixed on the first DATA
-after a HELLO or reconnect (gateway wall clock minus the frame's device time). The offset is
-re-anchored when the two clocks disagree by more than `REANCHOR_S` (device reset, drift).
+Clock. A block's wall time comes from the device's own µs clock (`agent.sources.serial_clock`): its
+samples keep the device's spacing however late they are read (a stalled agent, a store-and-forward
+backlog), and the clock's anchor starts over only when the device's time goes back (a reboot) or a
+HELLO names another device. Lines carry no time: the lines of one read are spaced back from their
+arrival (`serial_clock.line_times`).
 
 Quality. GAP on the first block of each stream after a sequence gap or a reconnect; DEVICE_FAULT
 on blocks within `FAULT_HOLD_S` (device time) after an EVENT FAULT, LOW_BATTERY likewise after
@@ -26,16 +28,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from agent.readings import Quality, Reading, stream_id
+from agent.sources.serial_clock import DeviceClock, line_times, newest_in_runs
 from firmware_bridge import ChannelMapError, Frame, LineSample, channel_names, to_physical
 from firmware_bridge.frame_messages import DataBlock, Event, EventKind, Hello
 
 WAVEFORM_HZ = 10.0
-REANCHOR_S = 2.0
 FAULT_HOLD_S = 10.0
 WAITING_HELLO_TELL_S = 3.0  # DATA dropped this long for want of a HELLO is told: SEND_HELLO went unanswered
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
@@ -80,7 +82,7 @@ class FrameReadings:
         self.default_stream = default_stream
         self._clock = clock
         self.hello: Hello | None = None
-        self._offset_s: float | None = None
+        self.time = DeviceClock()
         self._gap_streams: set[str] | None = None  # None: every stream's next block is flagged GAP
         self._gap_all = False
         self._fault_until_us = -1
@@ -93,8 +95,31 @@ class FrameReadings:
         self._had_data = False
 
     def link_restarted(self) -> None:
-        """The link was lost and re-established: re-anchor the clock, flag the next blocks as GAP."""
-        self._offset_s = None
+        """The link was lost and re-established: flag the next blocks as GAP. The device's clock ran on
+        meanwhile, so its anchor is kept (what it held back keeps its real times)."""
+        if self._had_data:
+            self._mark_gap()
+
+    def _hello_changed(self, old: Hello, new: Hello) -> None:
+        """A HELLO unlike the last: a swapped device, or the same one re-flashed. Its clock is another
+        (the anchor starts over), what came before does not continue (GAP). The ids are not logged:
+        the device's own id may identify it and is not known to the log redactor."""
+        what = []
+        if new.device_id != old.device_id:
+            what.append("another device id")
+        if new.channels != old.channels:
+            names = ", ".join(c.name for c in new.channels) or "none"
+            what.append(f"another channel table ({names})")
+        if not what:
+            what.append(f"firmware {'.'.join(map(str, new.firmware))}")
+        log.warning(
+            "%s: the serial device announced %s: a swapped or re-flashed device? Its readings go on "
+            "under devices.%s, with the windows, calibration and open alarms of the one before",
+            self.device_id,
+            " and ".join(what),
+            self.device_id,
+        )
+        self.time.restart()
         if self._had_data:
             self._mark_gap()
 
@@ -103,15 +128,29 @@ class FrameReadings:
         self._gap_all = True
         self._gap_streams = set()
 
-    def take(self, frame: Frame, monotonic: float) -> Reading | None:
+    def take_read(self, frames: Sequence[Frame], monotonic: float) -> list[Reading]:
+        """The readings of the frames of one read (arrived together at `monotonic`), in order."""
+        newest = newest_in_runs([f.device_time_us for f in frames])
+        offset = self._clock() - monotonic  # one for the read: its blocks keep their exact spacing
+        return [
+            reading
+            for frame, newest_us in zip(frames, newest, strict=True)
+            if (reading := self.take(frame, monotonic, newest_us, offset)) is not None
+        ]
+
+    def take(
+        self, frame: Frame, monotonic: float, newest_us: int = 0, wall_minus_mono: float | None = None
+    ) -> Reading | None:
+        """The reading of one frame that arrived at `monotonic`, if it has one; `newest_us`: the newest
+        device time of frames read with it (`serial_clock.newest_in_runs`); `wall_minus_mono`: the
+        gateway's at that moment (default: read now)."""
         message = frame.message
         if isinstance(message, Hello):
             if self.hello is None and self.waiting_hello:
                 _tell_hello_after_drops(self.device_id, self.waiting_hello, self._first_drop_at is None)
-            if self.hello is not None and self._had_data and message != self.hello:
-                self._mark_gap()  # a different device or table: what came before does not continue
+            if self.hello is not None and message != self.hello and message.pack() != self.hello.pack():
+                self._hello_changed(self.hello, message)
             self.hello = message
-            self._offset_s = None
             return None
         if isinstance(message, Event):
             self._event(message, frame.device_time_us)
@@ -141,7 +180,13 @@ class FrameReadings:
             self.bad_blocks += 1
             return None
         stream = self.default_stream if rate <= WAVEFORM_HZ else waveform_stream(names)
-        wall = self._wall_time(frame.device_time_us, message.first_sample_us, values.shape[0], period)
+        first_us = message.first_sample_us
+        last_us = first_us + round((values.shape[0] - 1) * period * 1e6)
+        if wall_minus_mono is None:
+            wall_minus_mono = self._clock() - monotonic
+        wall = self.time.wall_time(
+            frame.device_time_us, first_us, last_us, monotonic, wall_minus_mono, newest_us
+        )
         quality = self._quality(stream, message.first_sample_us)
         self._had_data = True
         values.flags.writeable = False
@@ -174,35 +219,40 @@ class FrameReadings:
             quality |= Quality.LOW_BATTERY
         return quality
 
-    def _wall_time(self, frame_us: int, first_us: int, n: int, period: float) -> float:
-        now = self._clock()
-        end_s = frame_us / 1e6
-        if self._offset_s is None or abs(self._offset_s + end_s - now) > REANCHOR_S:
-            self._offset_s = now - end_s
-        wall = self._offset_s + first_us / 1e6
-        if not math.isfinite(wall):  # absurd device times: fall back to arrival time
-            wall = now - (n - 1) * period
-        return wall
-
 
 class LineReadings:
-    """CSV / JSON lines → one single-sample reading each on the default stream, stamped at arrival."""
+    """CSV / JSON lines → one single-sample reading each on the default stream. The lines of one read
+    are spaced back from its arrival (`serial_clock.line_times`) at `rate_hz` (0: unknown)."""
 
-    def __init__(self, device_id: str, default_stream: str, channels: Iterable[str]) -> None:
+    def __init__(
+        self, device_id: str, default_stream: str, channels: Iterable[str], rate_hz: float = 0.0
+    ) -> None:
         self.stream = stream_id(device_id, default_stream)
         self.channels = tuple(channels)
+        self.period_s = 1.0 / rate_hz if rate_hz > 0 else 0.0
         self._gap_next = False
         self._had_data = False
+        self._last_mono: float | None = None  # monotonic time given to the last line of this link
         self.gaps = 0
 
     def link_restarted(self) -> None:
+        self._last_mono = None  # what the device sent while the link was down was dropped at the open
         if self._had_data:
             self.gaps += 1
             self._gap_next = True
 
-    def take(self, sample: LineSample, wall_time: float, monotonic: float) -> Reading:
-        quality = Quality.GAP if self._gap_next else Quality.OK
-        self._gap_next = False
+    def take(self, samples: Sequence[LineSample], wall_time: float, monotonic: float) -> list[Reading]:
+        """Readings of the lines of one read, which arrived at `wall_time` / `monotonic`."""
+        if not samples:
+            return []
+        times = line_times(len(samples), monotonic, self._last_mono, self.period_s)
+        self._last_mono = times[-1]
+        offset = wall_time - monotonic
+        readings = []
+        for sample, at in zip(samples, times, strict=True):
+            quality = Quality.GAP if self._gap_next else Quality.OK
+            self._gap_next = False
+            values = np.array([sample.values], dtype=np.float64)
+            readings.append(Reading(self.stream, self.channels, values, offset + at, monotonic, 0.0, quality))
         self._had_data = True
-        values = np.array([sample.values], dtype=np.float64)
-        return Reading(self.stream, self.channels, values, wall_time, monotonic, 0.0, quality)
+        return readings
