@@ -12,7 +12,7 @@ where one is readable; nothing needs psutil.
 Rate. `rate_hz` is readings per second of the time the device was connected within the interval, so
 a device reconnected 7 s before a heartbeat reads its real rate, not 7 readings spread over the whole
 interval. Connection changes are seen when the counters are copied (once a second) and placed more
-closely by the readings' arrival times (`DeviceStats.set_connected`); the time is at least
+closely by the readings' arrival times (`DeviceStats.set_connected`). The time is at least
 `MIN_RATE_SPAN_S` (or the interval, if shorter), so one reading just after a reconnect is not read as
 a burst.
 """
