@@ -19,8 +19,13 @@ HELLO names another device. Lines carry no time: the lines of one read are space
 arrival (`serial_clock.line_times`).
 
 Quality. GAP on the first block of each stream after a sequence gap or a reconnect; DEVICE_FAULT
-on blocks within `FAULT_HOLD_S` (device time) after an EVENT FAULT, LOW_BATTERY likewise after
-BATTERY_LOW. A DATA block naming channels the HELLO did not declare, or holding several samples
+on blocks within `FAULT_HOLD_S` (device time) after an EVENT FAULT, LOW_BATTERY within
+`BATTERY_HOLD_S` after BATTERY_LOW; a device clock that starts over ends both. The holds outlast the
+signal-quality alarms' 10 s minimum duration (agent.pipeline.technical.QualityAlarms), so one event
+raises device_fault / battery_low: until 2026-11-30 the fault hold was those same 10 s, and a single
+FAULT gated 10 s of data and raised nothing (audit auddev, finding 4). Each fault and low battery is
+logged when it begins (its code and the state of charge; the fault's detail value is not logged, it
+may carry a measurement). A DATA block naming channels the HELLO did not declare, or holding several samples
 while HELLO declared no usable rate (0, negative, NaN, inf), is counted as a bad frame.
 """
 
@@ -38,7 +43,11 @@ from firmware_bridge import ChannelMapError, Frame, LineSample, channel_names, t
 from firmware_bridge.frame_messages import DataBlock, Event, EventKind, Hello
 
 WAVEFORM_HZ = 10.0
-FAULT_HOLD_S = 10.0
+# Device seconds the flags hold after one event: longer than the signal-quality alarms' 10 s minimum
+# duration plus a few reading periods (readings up to ~2.5 s apart), so one event raises the alarm.
+# LOW_BATTERY only informs (agent.readings.INVALIDATING), so its hold costs no data.
+FAULT_HOLD_S = 15.0
+BATTERY_HOLD_S = 60.0
 WAITING_HELLO_TELL_S = 3.0  # DATA dropped this long for want of a HELLO is told: SEND_HELLO went unanswered
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
 
@@ -87,6 +96,8 @@ class FrameReadings:
         self._gap_all = False
         self._fault_until_us = -1
         self._battery_until_us = -1
+        self._fault_code = -1  # of the fault being held, to log a new one
+        self._frame_us = -1  # device time of the last frame
         self.waiting_hello = 0  # DATA frames dropped for want of a HELLO
         self._first_drop_at: float | None = None  # monotonic; None once told (or before any drop)
         self.bad_blocks = 0  # DATA blocks that do not match the HELLO
@@ -152,6 +163,9 @@ class FrameReadings:
                 self._hello_changed(self.hello, message)
             self.hello = message
             return None
+        if frame.device_time_us < self._frame_us:  # the device's clock started over: a reboot
+            self._fault_until_us = self._battery_until_us = -1
+        self._frame_us = frame.device_time_us
         if isinstance(message, Event):
             self._event(message, frame.device_time_us)
             return None
@@ -201,12 +215,26 @@ class FrameReadings:
         )
 
     def _event(self, event: Event, device_time_us: int) -> None:
-        hold = device_time_us + int(FAULT_HOLD_S * 1e6)
         if event.kind is EventKind.FAULT:
             self.faults += 1
-            self._fault_until_us = hold
+            if device_time_us > self._fault_until_us or event.code != self._fault_code:
+                log.warning(
+                    "%s: the device reports a fault (code %d): its data is flagged device_fault and not "
+                    "judged for %.0f s, and the device_fault alarm is raised",
+                    self.device_id,
+                    event.code,
+                    FAULT_HOLD_S,
+                )
+            self._fault_code = event.code
+            self._fault_until_us = device_time_us + round(FAULT_HOLD_S * 1e6)
         elif event.kind is EventKind.BATTERY_LOW:
-            self._battery_until_us = hold
+            if device_time_us > self._battery_until_us:
+                log.warning(
+                    "%s: the device reports a low battery (%d %%): the battery_low alarm is raised",
+                    self.device_id,
+                    event.code,
+                )
+            self._battery_until_us = device_time_us + round(BATTERY_HOLD_S * 1e6)
 
     def _quality(self, stream: str, first_us: int) -> Quality:
         quality = Quality.OK

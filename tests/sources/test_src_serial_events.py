@@ -1,0 +1,146 @@
+"""What a serial device says about itself reaches the operator (audit auddev, findings 4 and 8).
+
+One EVENT FAULT or BATTERY_LOW raises its technical alarm and is logged; a duplicated frame is
+delivered once; a HELLO announcing another device is logged. Real pseudo-terminals, the real
+`SerialSource` and `Pipeline`. The device's blocks are written at once as a backlog with 1 s device
+spacing, which the source keeps (agent.sources.serial_clock), so 40 s of device time take no 40 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from src_pty import PtyDevice, serial_device, take
+
+from agent.config import parse_config
+from agent.events import AlarmEvent, Phase
+from agent.pipeline import Pipeline
+from agent.readings import Quality, Reading
+from agent.sources.serial import SerialSource
+from firmware_bridge import encode_frame
+from firmware_bridge.frame_messages import ChannelSpec, DataBlock, Event, EventKind, Hello, SampleType
+
+HELLO = Hello("pump-fw-1", (1, 0, 0), (ChannelSpec("hr", "bpm", SampleType.INT16, 1.0, 1.0),))
+
+
+def config(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "gateway": {"id": "gw", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "outbox": {"path": "outbox.sqlite"},
+        "devices": [
+            {
+                "id": "bed-7",
+                "kind": "wearable",
+                "transport": "serial",
+                "serial": {"port": str(tmp_path / "p")},
+            }
+        ],
+        "detectors": [
+            {
+                "id": "hr-high",
+                "type": "limit",
+                "stream": "vitals",
+                "channels": ["hr"],
+                "params": {"above": 120},
+            }
+        ],
+        "alarms": [{"condition": "tachycardia", "detector": "hr-high", "min_duration_s": 3, "unit": "bpm"}],
+    }
+
+
+@pytest.fixture
+def pty(tmp_path: Path) -> Iterator[PtyDevice]:
+    dev = PtyDevice(tmp_path / "usb-Acme_Pump_0001-if00-port0")
+    dev.plug()
+    yield dev
+    dev.unplug()
+
+
+def block(t_s: float, hr: int = 70) -> DataBlock:
+    t_us = round(t_s * 1e6)
+    return DataBlock(t_us, SampleType.INT16, (0,), np.array([[hr]]))
+
+
+def wire(messages: list[tuple[object, float]], first_seq: int = 0) -> bytes:
+    """Frames of (message, device seconds), numbered on from `first_seq`."""
+    out = b""
+    for seq, (message, t_s) in enumerate(messages, first_seq):
+        out += encode_frame(message, seq, round(t_s * 1e6))  # type: ignore[arg-type]
+    return out
+
+
+def run(pty: PtyDevice, writes: list[bytes], count: int) -> tuple[SerialSource, list[Reading]]:
+    """Open the source, then write each of `writes` once the previous readings are in; `count` readings."""
+
+    async def main() -> tuple[SerialSource, list[Reading]]:
+        async with SerialSource(serial_device(pty.link)) as source:
+            first = asyncio.ensure_future(take(source, 1))
+            async with asyncio.timeout(10):
+                while not source.stats.connected:
+                    await asyncio.sleep(0.01)
+            for data in writes:
+                pty.write(data)
+                await asyncio.sleep(0.2)
+            readings = [*await first, *await take(source, count - 1)]
+            return source, readings
+
+    return asyncio.run(main())
+
+
+def alarms(events: list[AlarmEvent]) -> list[tuple[str, Phase]]:
+    return [(e.condition, e.phase) for e in events]
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "condition", "told"),
+    [
+        (EventKind.FAULT, 7, "device_fault", "reports a fault (code 7)"),
+        (EventKind.BATTERY_LOW, 12, "battery_low", "reports a low battery (12 %)"),
+    ],
+)
+def test_one_fault_or_battery_event_raises_its_alarm_and_is_logged(
+    tmp_path: Path,
+    pty: PtyDevice,
+    caplog: pytest.LogCaptureFixture,
+    kind: EventKind,
+    code: int,
+    condition: str,
+    told: str,
+) -> None:
+    """90 s of 1 Hz blocks with one event at 5.5 s: the technical alarm starts (its minimum duration is
+    10 s, which a 10 s hold met only when a block fell on the event's second) and ends; the log names
+    the event once, without the fault's detail value (424242)."""
+    messages: list[tuple[object, float]] = [(HELLO, 0.0)]
+    messages += [(block(t), float(t)) for t in range(6)]
+    messages += [(Event(kind, code, 424242), 5.5)]
+    messages += [(block(t), float(t)) for t in range(6, 90)]
+    caplog.set_level(logging.WARNING, "agent.sources.serial")
+    source, readings = run(pty, [wire(messages)], 90)
+    pipeline = Pipeline(parse_config(config(tmp_path), base_dir=tmp_path), str)
+    events = pipeline.ingest(readings)
+    assert alarms(events) == [(condition, Phase.START), (condition, Phase.END)]
+    flag = Quality.DEVICE_FAULT if kind is EventKind.FAULT else Quality.LOW_BATTERY
+    assert sum(1 for r in readings if r.quality & flag) == (15 if kind is EventKind.FAULT else 60)
+    lines = [r.getMessage() for r in caplog.records if "reports" in r.getMessage()]
+    assert len(lines) == 1 and told in lines[0] and "424242" not in lines[0]
+    assert source.stats.errors.get("device_faults", 0) == (1 if kind is EventKind.FAULT else 0)
+
+
+def test_a_fault_repeated_while_held_is_logged_once_and_a_reboot_ends_the_hold(
+    tmp_path: Path, pty: PtyDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "agent.sources.serial")
+    messages: list[tuple[object, float]] = [(HELLO, 0.0), (block(0), 0.0)]
+    messages += [(Event(EventKind.FAULT, 7, 0), 100.0 + t) for t in range(0, 10, 2)]
+    messages += [(block(110), 110.0)]
+    rebooted: list[tuple[object, float]] = [(HELLO, 0.5), (block(1.0), 1.0)]
+    _, readings = run(pty, [wire(messages), wire(rebooted)], 3)
+    assert [r.quality & Quality.DEVICE_FAULT for r in readings] == [0, Quality.DEVICE_FAULT, 0]
+    assert sum("reports a fault" in r.getMessage() for r in caplog.records) == 1
