@@ -3,8 +3,11 @@
 `load_model` is the only way the agent gets a model: it reads the card, refuses a model whose channels or
 window do not match the stream, checks the artifact's sha256 against the card (a truncated or foreign file
 fails here, before any runtime parses it), verifies the Ed25519 signature when a public key is configured,
-and only then hands the bytes to a backend. Scores are computed here, not in the backends, so every
-runtime is judged by the same arithmetic: the mean squared reconstruction error of the normalised
+and only then hands the bytes to a backend (`load_artifact`), which checks the input shape against the
+card; one window of zeros is then run through it, so a model whose output is not a finite (batch,
+window, channels) reconstruction is refused at load, not met by the pipeline (an exception per block,
+or NaN scores that read as "no verdict" for good). Scores are computed here, not in the backends, so
+every runtime is judged by the same arithmetic: the mean squared reconstruction error of the normalised
 window, with per-channel contributions that sum to the score.
 """
 
@@ -145,5 +148,26 @@ def load_model(
         )
     if public_key is not None:
         verify_model(model_dir, card, artifact.file, data, public_key)
-    runtime.load(data, card)
+    load_artifact(runtime, data, card)
     return LoadedModel(card=card, backend=runtime, artifact_key=key)
+
+
+def load_artifact(runtime: InferenceBackend, data: bytes, card: ModelCard) -> None:
+    """Load `data` into `runtime` (which checks its input shape) and run one window of zeros (the card's
+    mean) through it: the output must be a finite reconstruction of the input's shape."""
+    runtime.load(data, card)
+    probe = np.zeros((1, card.window, len(card.channels)), dtype=np.float32)
+    try:
+        out = np.asarray(runtime.run(probe))
+    except ModelError:
+        raise
+    except Exception as exc:  # the runtimes' own error types, whatever they are
+        raise ModelError(card.name, f"{runtime.name} cannot run the model: {exc}") from None
+    if out.shape != probe.shape:
+        raise ModelError(
+            card.name,
+            f"{runtime.name} output {list(out.shape)} does not match the card (batch, {card.window},"
+            f" {len(card.channels)})",
+        )
+    if not np.isfinite(out).all():
+        raise ModelError(card.name, f"{runtime.name} output is not finite for a window of the card's mean")

@@ -11,7 +11,10 @@ parse), exactly the card's artifacts present with their sha256, the version is a
 than the active one and not on disk already (so a replayed old bundle cannot roll the gateway back),
 and every artifact's Ed25519 signature. It writes into a hidden temporary folder beside the target,
 fsyncs, verifies the written copy, then renames it into place: a crash leaves the old state or the new
-one. Activation verifies the on-disk version again, then swaps `current` with an atomic rename.
+one. Activation verifies the on-disk version again, then swaps `current` with an atomic rename. Both
+also load every artifact whose runtime is installed here, as a start would (`load_artifact`: input
+shape, one window through it, output shape), so a signed model that cannot run on this gateway is
+refused before it is written or made current, whether or not the config uses it yet.
 Whoever changes the store holds `locked()` (an flock on `<models_dir>/.lock`) around the change and its
 checks, so concurrent commands, or a command still running when its session ends and the next
 session's, never interleave their swaps.
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ModelError
+from agent.inference.backend import available_backends, load_artifact, load_backend
 from agent.inference.card import CARD_FILE, ModelCard, load_card, parse_card
 from agent.inference.signing import SIGNATURE_FILE, verify_model
 from agent.remote.envelope import CommandRefusedError
@@ -165,6 +169,7 @@ class ModelStore:
                 if hashlib.sha256(data).hexdigest() != artifact.sha256:
                     raise ModelError(card.name, f"{artifact.file} does not match its card")
                 verify_model(folder, card, artifact.file, data, self.public_key)
+            _check_loads(folder, card)
         except ModelError as exc:
             raise CommandRefusedError("refused", exc.reason) from None
         except OSError as exc:
@@ -222,6 +227,20 @@ class ModelStore:
             raise CommandRefusedError(
                 "refused", "version is not newer than the active one (anti-rollback); activate it instead"
             )
+
+
+def _check_loads(folder: Path, card: ModelCard) -> None:
+    """Each artifact loaded and run once by its runtime (the key's prefix: `onnx_int8` -> onnx), when
+    that runtime is installed; an artifact of a runtime this gateway lacks could never be loaded here."""
+    installed = available_backends()
+    for key, artifact in sorted(card.artifacts.items()):
+        runtime = key.partition("_")[0]
+        if runtime not in installed:
+            continue
+        try:
+            load_artifact(load_backend(runtime), (folder / artifact.file).read_bytes(), card)  # type: ignore[arg-type]
+        except ModelError as exc:
+            raise ModelError(card.name, f"{artifact.file}: {exc.reason}") from None
 
 
 def _b64(value: object) -> bytes:

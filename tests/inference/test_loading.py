@@ -13,6 +13,8 @@ from agent.errors import ModelError
 from agent.inference import available_backends, load_backend, load_model
 from agent.inference.card import ModelCard
 
+from .broken_models import onnx_not_a_reconstruction
+
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
 )
@@ -95,3 +97,19 @@ def test_batches_of_any_size_give_the_same_scores(pump_dir: Path, pump_card: Mod
     np.testing.assert_allclose(together, one_by_one, rtol=1e-5)
     np.testing.assert_allclose(contributions.sum(axis=1), together, rtol=1e-9)
     assert (contributions >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"), [("mean", r"output \[1, 10\] does not match"), ("nan", "output is not finite")]
+)
+def test_a_model_that_loads_but_does_not_reconstruct_is_refused_at_load(
+    pump_copy: Path, pump_card: ModelCard, kind: str, reason: str
+) -> None:
+    """Right input shape, sha256 matching its card: the probe window through it is what refuses it."""
+    path = pump_copy / pump_card.artifacts["onnx_fp32"].file
+    path.write_bytes(onnx_not_a_reconstruction(pump_card.window, len(pump_card.channels), kind))
+    raw = json.loads((pump_copy / "card.json").read_text(encoding="utf-8"))
+    raw["artifacts"]["onnx_fp32"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (pump_copy / "card.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(ModelError, match=rf"model pump: onnx {reason}"):
+        load_model(pump_copy, backend="onnx", precision="fp32")

@@ -1,7 +1,9 @@
 """Model activation is checked whatever `reload` says, one change at a time, and answered as the disk
 ends up: the real agent (in-process) and a real mosquitto, as in test_remote_broker, with the shipped
-ecg-beat model and a version of it that is validly signed but does not load (garbage artifacts whose
-sha256 the signed card states), as a broken build would ship."""
+ecg-beat model and two validly signed versions that must not become current: one for another ECG lead
+than the configured stream's (it loads; only the config check refuses it), and one whose artifacts are
+garbage with matching sha256 (an agent before the install-time load check installed such a version;
+a broken build ships one)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .test_remote_broker import ROOT, Backend, RunningAgent, setup, wait_for_sta
 
 __all__ = ["setup"]  # the fixture, used here by name
 
-GOOD, CORRUPT = "1.1.0", "2.0.0"
+GOOD, OTHER_LEAD, CORRUPT = "1.1.0", "2.0.0", "3.0.0"
 
 
 def corrupt_model(dest: Path, version: str, key: Ed25519PrivateKey) -> Path:
@@ -42,6 +44,17 @@ def corrupt_model(dest: Path, version: str, key: Ed25519PrivateKey) -> Path:
         artifact["sha256"] = hashlib.sha256(data).hexdigest()
         if "bytes" in artifact:
             artifact["bytes"] = len(data)
+    card_path.write_text(json.dumps(raw, indent=2))
+    sign_artifacts(folder, load_card(folder), key)
+    return folder
+
+
+def other_lead_model(dest: Path, version: str, key: Ed25519PrivateKey) -> Path:
+    """ecg-beat as if trained on lead V5: loads and runs, but not on the configured MLII stream."""
+    folder = Path(shutil.copytree(ECG_BEAT, dest))
+    card_path = folder / "card.json"
+    raw = json.loads(card_path.read_text())
+    raw["version"], raw["channels"] = version, ["V5"]
     card_path.write_text(json.dumps(raw, indent=2))
     sign_artifacts(folder, load_card(folder), key)
     return folder
@@ -63,11 +76,13 @@ def started(config: Path, backend: Backend) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def versions(setup: tuple[Path, Backend], tmp_path: Path) -> tuple[Path, Backend]:
-    """ecg-beat 1.0.0 active, with 1.1.0 (good) and 2.0.0 (signed, does not load) on disk."""
+    """ecg-beat 1.0.0 active, with 1.1.0 (good), 2.0.0 (another lead) and 3.0.0 (garbage) on disk."""
     config, backend = setup
     store = ModelStore(tmp_path / "models", tmp_path / "ops.pub")
     store.install(pack_bundle(signed_model(tmp_path / "build" / GOOD, GOOD, backend.key)))
-    store.install(pack_bundle(corrupt_model(tmp_path / "build" / CORRUPT, CORRUPT, backend.key)))
+    store.install(pack_bundle(other_lead_model(tmp_path / "build" / OTHER_LEAD, OTHER_LEAD, backend.key)))
+    # No install takes it now: put on disk as an install before the load check left it.
+    corrupt_model(tmp_path / "models" / "ecg-beat" / CORRUPT, CORRUPT, backend.key)
     return config, backend
 
 
@@ -102,9 +117,16 @@ def test_an_activation_without_reload_is_checked_and_a_version_that_does_not_loa
     config, backend = versions
     with started(config, backend) as first:
         before = first["result"]["heartbeat"]["session"]
-        refused = backend.call("models/activate", {"name": "ecg-beat", "version": CORRUPT, "reload": False})
+        # Loads, but the config's check (the start's own) refuses it: previous link kept.
+        refused = backend.call(
+            "models/activate", {"name": "ecg-beat", "version": OTHER_LEAD, "reload": False}
+        )
         assert refused["ok"] is False and refused["error"]["code"] == "refused", refused
-        assert any("not an ONNX model" in p for p in refused["error"]["problems"]), refused
+        assert any("model expects channels ['V5']" in p for p in refused["error"]["problems"]), refused
+        assert current(tmp_path) == "1.0.0"
+        # Does not load at all: refused before the link moves.
+        garbage = backend.call("models/activate", {"name": "ecg-beat", "version": CORRUPT, "reload": False})
+        assert garbage["error"]["code"] == "refused" and "not an ONNX model" in garbage["error"]["message"]
         assert current(tmp_path) == "1.0.0"
 
         # A good version with reload false: checked, current moves, no reload now.
@@ -135,7 +157,7 @@ def concurrent_trials(backend: Backend, tmp_path: Path) -> None:
     last = session(backend)
     for trial in range(6):
         reload = trial < 3  # the first three with the reload that ends the session
-        order = (GOOD, CORRUPT) if trial % 2 == 0 else (CORRUPT, GOOD)
+        order = (GOOD, OTHER_LEAD) if trial % 2 == 0 else (OTHER_LEAD, GOOD)
         sent = [
             (
                 version,
@@ -152,7 +174,7 @@ def concurrent_trials(backend: Backend, tmp_path: Path) -> None:
             for version in order
         ]
         answers = collect(backend, dict(sent))
-        bad, good = answers[CORRUPT], answers[GOOD]
+        bad, good = answers[OTHER_LEAD], answers[GOOD]
         assert bad["ok"] is False and bad["error"]["code"] in ("refused", "busy"), (trial, bad)
         link = current(tmp_path)
         if good["ok"]:
@@ -173,13 +195,13 @@ def test_an_install_whose_activation_is_refused_says_it_is_installed(
 ) -> None:
     config, backend = setup
     with started(config, backend):
-        bundle = pack_bundle(corrupt_model(tmp_path / "build" / CORRUPT, CORRUPT, backend.key))
+        bundle = pack_bundle(other_lead_model(tmp_path / "build" / OTHER_LEAD, OTHER_LEAD, backend.key))
         answer = backend.call("models/install", {"bundle": bundle, "activate": True}, timeout=30)
         assert answer["ok"] is False, answer
         error = answer["error"]
         assert error["code"] == "refused" and error["message"].startswith("installed, but not activated")
-        assert error["installed"] is True and (error["name"], error["version"]) == ("ecg-beat", CORRUPT)
-        assert any("not an ONNX model" in p for p in error["problems"]), error
+        assert error["installed"] is True and (error["name"], error["version"]) == ("ecg-beat", OTHER_LEAD)
+        assert any("model expects channels ['V5']" in p for p in error["problems"]), error
         assert current(tmp_path) == "1.0.0"
         listed = backend.call("models/list")["result"]["models"]
-        assert {"name": "ecg-beat", "version": CORRUPT, "active": False, "managed": True} in listed
+        assert {"name": "ecg-beat", "version": OTHER_LEAD, "active": False, "managed": True} in listed

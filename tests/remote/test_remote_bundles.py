@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from inference.broken_models import onnx_not_a_reconstruction
 
 from agent.inference import load_model
-from agent.remote.bundles import CURRENT, ModelStore, parse_version
+from agent.inference.card import load_card
+from agent.inference.signing import sign_artifacts
+from agent.remote.bundles import CURRENT, ModelStore, pack_bundle, parse_version
 from agent.remote.envelope import CommandRefusedError
 
-from .conftest import ECG_BEAT, BundleFactory
+from .conftest import ECG_BEAT, BundleFactory, signed_model
 
 
 def refused(call: Any, *args: Any) -> CommandRefusedError:
@@ -128,3 +135,32 @@ def test_versions_compare_numerically() -> None:
     assert parse_version("1.2") == parse_version("1.2.0")
     with pytest.raises(CommandRefusedError):
         parse_version("v1")
+
+
+@pytest.mark.parametrize(
+    ("key", "content", "reason"),
+    [
+        ("onnx_fp32", "mean", r"ecg-beat\.fp32\.onnx: onnx output \[1, 64\] does not match the card"),
+        ("tflite_int8", "garbage", r"ecg-beat\.int8\.tflite: not a TFLite model"),
+    ],
+)
+def test_a_signed_version_that_cannot_run_here_is_neither_installed_nor_activated(
+    tmp_path: Path, public_key_file: Path, private_key: Ed25519PrivateKey, key: str, content: str, reason: str
+) -> None:
+    """Validly signed, sha256 matching its card, but an artifact no runtime here can run (even one the
+    config does not use yet): refused at install and at activation, nothing written or swapped."""
+    folder = signed_model(tmp_path / "build", "1.1.0", private_key)
+    raw = json.loads((folder / "card.json").read_text())
+    data = onnx_not_a_reconstruction(64, 1, "mean") if content == "mean" else b"this is not a model" * 50
+    (folder / raw["artifacts"][key]["file"]).write_bytes(data)
+    raw["artifacts"][key].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (folder / "card.json").write_text(json.dumps(raw, indent=2))
+    sign_artifacts(folder, load_card(folder), private_key)
+    store = ModelStore(tmp_path / "models", public_key_file)
+    error = refused(store.install, pack_bundle(folder))
+    assert error.code == "refused" and re.search(reason, error.message), error.message
+    assert [p.name for p in (tmp_path / "models" / "ecg-beat").iterdir() if p.name != ".lock"] == []
+    # The same folder put on disk by hand (a copy, a restore) is not made current either.
+    shutil.copytree(folder, tmp_path / "models" / "ecg-beat" / "1.1.0")
+    assert re.search(reason, refused(store.activate, "ecg-beat", "1.1.0").message)
+    assert store.active_version("ecg-beat") is None
