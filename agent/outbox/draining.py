@@ -18,6 +18,7 @@ Strategy:
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -67,22 +68,24 @@ class _Draining(_Encryption):
         if limit <= 0:
             return []
         with self._lock:
-            due = bool(self._delivered) and (
-                len(self._delivered) >= DELETE_AT
-                or abs(self._clock() - self._delivered_since) >= DELETE_AFTER_S  # a clock step too
-            )
-            # Writes only to delete rows (delivered or expired) or to set rows aside.
-            with self._transaction("NORMAL", delete=due):
-                now = self._clock()
-                if abs(now - self._expired_scan_at) >= EXPIRED_SCAN_S:  # a clock step too
-                    self._drop_expired()
-                    self._expired_scan_at = now
-                scan = self._scan_pending(limit, now)
-                found, unopened, damaged = scan.found, scan.unopened, scan.damaged
-                self._drop(scan.expired)
-                self._db.executemany(  # by seq: a damaged id may not even be text
-                    "UPDATE outbox SET state='undecryptable' WHERE seq=?", [(q,) for q in unopened + damaged]
+            due = (
+                bool(self._delivered)
+                and self._write_back_due()
+                and (
+                    len(self._delivered) >= DELETE_AT
+                    or abs(self._clock() - self._delivered_since) >= DELETE_AFTER_S  # a clock step too
                 )
+            )
+            before = (self._size, self._expired)
+            try:
+                # Writes only to delete rows (delivered or expired) or to set rows aside.
+                with self._transaction("NORMAL", delete=due):
+                    scan = self._scan_and_drop(limit)
+            except sqlite3.OperationalError as exc:  # a full disk: hand rows out all the same
+                self._size, self._expired = before
+                self._write_failed(exc)
+                scan = self._scan_pending(limit, self._clock())  # reading only: nothing dropped or set aside
+            found, unopened, damaged = scan.found, scan.unopened, scan.damaged
             items = []
             for item, seq, size in found:
                 # In memory only: every row is pending again when the file is next opened, and on a
@@ -95,6 +98,19 @@ class _Draining(_Encryption):
             if damaged:
                 log.error("%s", self._damaged_error(damaged))
             return items
+
+    def _scan_and_drop(self, limit: int) -> _Scan:
+        """`_scan_pending`, dropping the expired heartbeats met (and all of them every `EXPIRED_SCAN_S`)
+        and setting aside the rows that do not open; in the caller's transaction."""
+        now = self._clock()
+        if abs(now - self._expired_scan_at) >= EXPIRED_SCAN_S:  # a clock step too
+            self._drop_expired()
+            self._expired_scan_at = now
+        scan = self._scan_pending(limit, now)
+        self._drop(scan.expired)
+        aside = scan.unopened + scan.damaged  # by seq: a damaged id may not even be text
+        self._db.executemany("UPDATE outbox SET state='undecryptable' WHERE seq=?", [(q,) for q in aside])
+        return scan
 
     def _scan_pending(self, limit: int, now: float) -> _Scan:
         """Up to `limit` pending rows in drain order, skipping those in flight and those delivered but
@@ -145,9 +161,14 @@ class _Draining(_Encryption):
             taken = self._inflight.pop(item_id, None)
             if taken is None:  # not handed out by this outbox: delete it now
                 self._set_sync("NORMAL")
-                row = self._db.execute(
-                    "DELETE FROM outbox WHERE id=? RETURNING CAST(size AS INTEGER)", (item_id,)
-                ).fetchone()
+                try:
+                    row = self._db.execute(
+                        "DELETE FROM outbox WHERE id=? RETURNING CAST(size AS INTEGER)", (item_id,)
+                    ).fetchone()
+                except sqlite3.OperationalError as exc:  # a full disk: a duplicate after a restart
+                    self._rollback()
+                    self._write_failed(exc)
+                    return
                 if row is not None:
                     self._size -= int(row[0])
                 return
@@ -155,18 +176,28 @@ class _Draining(_Encryption):
                 self._delivered_since = self._clock()
             self._delivered[item_id] = taken.seq
             self._size -= taken.size
-            if len(self._delivered) >= DELETE_AT:
-                with self._transaction("NORMAL"):  # a lost deletion means a duplicate, dropped by id
-                    pass
+            if len(self._delivered) >= DELETE_AT and self._write_back_due():
+                try:
+                    with self._transaction("NORMAL"):  # a lost deletion means a duplicate, dropped by id
+                        pass
+                except sqlite3.OperationalError as exc:  # a full disk: they wait (see `transactions`)
+                    self._write_failed(exc)
 
     def refused(self, item_id: str, reason_code: int) -> None:
         """The broker refused the item (PUBACK reason >= 0x80): keep it aside, never delete it."""
         with self._lock:
-            self._inflight.pop(item_id, None)
             self._set_sync("FULL")
-            self._db.execute(
-                "UPDATE outbox SET state='refused', reason_code=? WHERE id=?", (reason_code, item_id)
-            )
+            try:
+                self._db.execute(
+                    "UPDATE outbox SET state='refused', reason_code=? WHERE id=?", (reason_code, item_id)
+                )
+            except sqlite3.OperationalError as exc:
+                # A full disk: the row stays in flight in memory (not sent again) until the next
+                # connection requeues it, to be refused again and set aside then.
+                self._rollback()
+                self._write_failed(exc)
+                return
+            self._inflight.pop(item_id, None)
 
     def requeue(self, item_id: str) -> None:
         """Put an in-flight item back to pending (its publish could not be handed to the client)."""
@@ -192,13 +223,20 @@ class _Draining(_Encryption):
 
     def _requeue(self, taken: Sequence[_Taken]) -> None:
         """Rows no longer in flight: the file says pending again, with the attempts made."""
-        if taken:
+        if not taken:
+            return
+        try:
             with self._transaction("NORMAL"):
                 self._db.executemany(
                     "UPDATE outbox SET state='pending', attempts=? WHERE seq=? "
                     "AND state IN ('pending', 'inflight')",
                     [(t.attempts, t.seq) for t in taken],
                 )
+        except sqlite3.OperationalError as exc:
+            # A full disk: a row the file calls in flight would not be taken again; its mark is
+            # undone with the next write that works. The others are pending in the file already.
+            self._write_failed(exc)
+            self._requeue_later.update((t.seq, t.attempts) for t in taken if t.marked)
 
     def _drop(self, expired: Sequence[tuple[int, int]]) -> None:
         """Delete expired heartbeats, by (seq, stored size)."""

@@ -55,6 +55,8 @@ class Outbox(_Writing, _Draining, _Restamping):
         self._inflight: dict[str, _Taken] = {}  # by id: handed out by `take`, awaiting the broker
         self._delivered: dict[str, int] = {}  # id -> seq: acknowledged, deleted with the next batch
         self._delivered_since = 0.0  # the clock when the oldest of `_delivered` was acknowledged
+        self._write_failed_at: float | None = None  # see `transactions`: deletions wait on a full disk
+        self._requeue_later: dict[int, int] = {}
         self._expired_scan_at = -math.inf  # the clock at the last full look for expired heartbeats
         key_file = config.encryption_key_file
         self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))

@@ -19,6 +19,7 @@ Strategy:
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +28,11 @@ from pathlib import Path
 
 from agent.config.schema import OutboxConfig
 from agent.sealing import Sealer
+
+log = logging.getLogger("agent.outbox")
+
+# After a failed write of deletions (a full disk) the next try waits this long (by the outbox's clock).
+WRITE_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -59,6 +65,8 @@ class _Transactions:
     _inflight: dict[str, _Taken]
     _delivered: dict[str, int]
     _delivered_since: float
+    _write_failed_at: float | None  # the clock at the last failed write of deletions or marks
+    _requeue_later: dict[int, int]  # seq -> attempts: rows back to pending whose mark is not yet written
     _expired_scan_at: float
     _alarms_created: float
     _warned: bool
@@ -76,7 +84,12 @@ class _Transactions:
         Returns what to call once the transaction is committed."""
         delivered = list(self._delivered.values())
         unmarked = [t for t in self._inflight.values() if not t.marked] if mark else []
+        later = list(self._requeue_later.items())
         self._db.executemany("DELETE FROM outbox WHERE seq=?", [(q,) for q in delivered])
+        self._db.executemany(
+            "UPDATE outbox SET state='pending', attempts=? WHERE seq=? AND state='inflight'",
+            [(attempts, seq) for seq, attempts in later],
+        )
         self._db.executemany(
             "UPDATE outbox SET state='inflight', attempts=? WHERE seq=? AND state='pending'",
             [(t.attempts, t.seq) for t in unmarked],
@@ -84,8 +97,12 @@ class _Transactions:
 
         def committed() -> None:  # the lock is held from here to the commit: nothing was added
             self._delivered.clear()
+            self._requeue_later.clear()
             for taken in unmarked:
                 taken.marked = True
+            if self._write_failed_at is not None and (delivered or later):  # what had failed is written
+                self._write_failed_at = None
+                log.warning("the outbox %s takes writes again: acknowledged rows are deleted", self.path)
 
         return committed
 
@@ -102,6 +119,25 @@ class _Transactions:
             self._rollback()
             raise
         written_back()
+
+    def _write_back_due(self) -> bool:
+        """Whether waiting deletions may be tried now: not within `WRITE_RETRY_S` of a failed try (a
+        full disk is not hammered with a failing commit per PUBACK)."""
+        failed = self._write_failed_at
+        return failed is None or abs(self._clock() - failed) >= WRITE_RETRY_S  # a clock step too
+
+    def _write_failed(self, exc: sqlite3.OperationalError) -> None:
+        """A write of deletions or marks failed (a full disk): they wait in memory; told once."""
+        if self._write_failed_at is None:
+            log.error(
+                "cannot write the outbox %s (%s): %d acknowledged row(s) stay in the file for now and are "
+                "deleted once it takes writes again (after a restart before that they are sent again: "
+                "duplicates, dropped by id); sending goes on",
+                self.path,
+                exc,
+                len(self._delivered),
+            )
+        self._write_failed_at = self._clock()
 
     def _rollback(self) -> None:
         """Undo the open transaction, if any is still open: SQLite rolls back by itself on some
