@@ -494,6 +494,13 @@ class _Session:
                 "failed_attempts": counters.failed_attempts,
                 "down_for_s": counters.down_for_s,
             },
+            # A command flood's cost, bounded: what was dropped or left unanswered (remote-management.md).
+            "commands": {
+                "dropped": counters.commands_dropped,
+                "unanswered": self.remote.answers.unanswered if self.remote is not None else 0,
+                "answers_dropped": counters.answers_dropped,
+                "answers_refused": counters.answers_refused,
+            },
             "outbox": {
                 "depth": stats.depth,
                 "refused": stats.refused,

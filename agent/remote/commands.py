@@ -1,16 +1,20 @@
 """Remote commands: authenticate, check, dispatch and answer each message of `{root}/cmd/<name>`.
 
 Strategy: `RemoteCommands.submit` is the uplink's `on_command` (called on the asyncio loop). It starts
-one task per command (at most MAX_PENDING at once; more are answered "busy"), so a snippet that waits
-for data or a bundle being verified never holds up the pipeline. Each task runs the same gauntlet:
-the topic must be this gateway's command topic with a known name, the payload within that command's
-size (`payload_limit`: checked on the raw bytes, before any parsing, since the signature can only be
-checked after the envelope's JSON is parsed, and 16 MB of small JSON values cost about 400 MB), the
-envelope's signature valid (`agent.remote.envelope`), the body aimed at this gateway and this command,
-the command in `remote.allowed_commands`, and the command fresh and never seen before. Only then is
-it dispatched. Every outcome is answered on the request's ResponseTopic (or `{root}/cmd/response`)
-with its CorrelationData, as an `edge-agent/response/1` document. Refusals are logged by code and
-command name only: no identifiers, topics or values reach the log.
+one task per command (at most MAX_PENDING at once, and one payload over MAX_COMMAND_BYTES, a bundle;
+more are answered "busy"), so a snippet that waits for data or a bundle being verified never holds up
+the pipeline, and bundles are checked one at a time (each holds several copies of up to 16 MB). Each
+task runs the same gauntlet: the topic must be this gateway's command topic with a known name, the
+payload within that command's size (`payload_limit`: checked on the raw bytes, before any parsing, since
+the signature can only be checked after the envelope's JSON is parsed, and 16 MB of small JSON values
+cost about 400 MB), the envelope's signature valid (`agent.remote.envelope`), the body aimed at this
+gateway and this command, the command in `remote.allowed_commands`, and the command fresh and never seen
+before. Only then is it dispatched. Every outcome is answered on the request's ResponseTopic (or
+`{root}/cmd/response`) with its CorrelationData, as an `edge-agent/response/1` document; a ResponseTopic
+inside the fleet's topic tree (the gateway's own alarm, heartbeat, status topics) is refused
+(`Topics.may_answer_on`). Refusals are logged by code and command name only: no identifiers, topics or
+values reach the log; past a budget (`agent.remote.answer_budget`) they are counted instead of answered
+and logged.
 
 Reloads take the SIGHUP road: the new file is checked here first (so problems can be answered), then
 the agent's reload event is set and the session's own `try_reload` switches over. Model installs and
@@ -34,7 +38,9 @@ from agent.errors import ConfigError, ModelError
 from agent.inference.signing import load_public_key
 from agent.readings import Reading
 from agent.remote.activation import ModelChanges
+from agent.remote.answer_budget import AnswerBudget
 from agent.remote.bundles import ModelStore
+from agent.remote.heap_trim import trim_heap
 
 if TYPE_CHECKING:  # cryptography is imported where keys are used (see agent.inference.signing)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -87,6 +93,8 @@ class RemoteCommands:
         self._respond: Respond | None = None
         self._snapshot: Snapshot | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._large: set[asyncio.Task[None]] = set()  # those with a payload over MAX_COMMAND_BYTES
+        self.answers = AnswerBudget()
         self._prefix = f"{topics.root}/cmd/"
 
     def bind(self, respond: Respond, snapshot: Snapshot) -> None:
@@ -99,13 +107,18 @@ class RemoteCommands:
 
     def submit(self, command: Command) -> None:
         """The uplink's `on_command` (asyncio loop thread): run the command in its own task."""
-        if len(self._tasks) >= MAX_PENDING:
-            log.warning("remote command refused: busy")
-            self._answer(command, None, error=CommandRefusedError("busy", "too many commands in progress"))
+        large = len(command.payload) > MAX_COMMAND_BYTES
+        if len(self._tasks) >= MAX_PENDING or (large and self._large):
+            why = "a bundle is being checked" if large and self._large else "too many commands in progress"
+            self._refuse(command, None, CommandRefusedError("busy", why), authenticated=False)
             return
         task = asyncio.get_running_loop().create_task(self._handle(command), name="remote command")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if large:
+            self._large.add(task)
+            task.add_done_callback(self._large.discard)
+            task.add_done_callback(lambda _task: trim_heap())  # its copies freed: give them back
 
     async def close(self) -> None:
         """End with the session: running commands are answered "interrupted" (a model change that
@@ -114,12 +127,20 @@ class RemoteCommands:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.answers.close()
 
     # -- the gauntlet -----------------------------------------------------------------------------
 
     async def _handle(self, command: Command) -> None:
         name: str | None = None
+        authenticated = False
         try:
+            if command.response_topic and not self.topics.may_answer_on(command.response_topic):
+                raise CommandRefusedError(
+                    "bad_request",
+                    "the ResponseTopic must be this gateway's cmd/response or a topic outside the "
+                    "fleet's topic tree, without wildcards (answered on cmd/response instead)",
+                )
             name = self._name(command.topic)
             limit = payload_limit(name, self.cfg.remote.max_bundle_bytes)
             if len(command.payload) > limit:
@@ -127,6 +148,7 @@ class RemoteCommands:
             doc, signed = await asyncio.to_thread(open_envelope, command.payload, self.key)
             if not signed and not self.cfg.remote.allow_unsigned:
                 raise CommandRefusedError("bad_signature", "unsigned commands are not accepted")
+            authenticated = True  # signed, or unsigned where allow_unsigned accepts that
             nonce, issued_at, args = check_body(doc, target=self.topics.root, command=name)
             if name not in self.cfg.remote.allowed_commands:
                 raise CommandRefusedError("not_allowed", "this command is not allowed on this gateway")
@@ -134,8 +156,7 @@ class RemoteCommands:
             log.info("remote command %s accepted", name)
             result = await self._dispatch(name, args)
         except CommandRefusedError as exc:
-            log.warning("remote command %s refused: %s", name or "(unknown)", exc.code)
-            self._answer(command, name, error=exc)
+            self._refuse(command, name, exc, authenticated=authenticated)
             return
         except asyncio.CancelledError:
             self._answer(command, name, error=CommandRefusedError("interrupted", "the session ended first"))
@@ -153,6 +174,14 @@ class RemoteCommands:
         if name not in REMOTE_COMMANDS:
             raise CommandRefusedError("unknown_command", f"known commands: {', '.join(REMOTE_COMMANDS)}")
         return name
+
+    def _refuse(
+        self, command: Command, name: str | None, error: CommandRefusedError, *, authenticated: bool
+    ) -> None:
+        """Log and answer a refusal, within the answer budget; past it, only count it."""
+        if self.answers.allows(error.code, authenticated=authenticated):
+            log.warning("remote command %s refused: %s", name or "(unknown)", error.code)
+            self._answer(command, name, error=error)
 
     def _answer(
         self,

@@ -8,7 +8,9 @@ one gateway (`target` is the topic root `{prefix}/{site}/{gateway}`) and to one 
 the command of the topic it came on), so a signed command cannot be redirected to another gateway or
 turned into another command. Freshness: `issued_at` must be within `max_age_s` of the gateway clock
 and each `nonce` is accepted once; nonces are kept (atomically, in the state dir) for twice that age,
-so neither a restart nor a reload reopens the window for a replay.
+with the time before which they were forgotten (`complete_after`): a command issued at or before it is
+refused, so neither a restart nor a reload, not even one that widens `max_age_s`, reopens the window
+for a replay of a forgotten nonce.
 
 With a key configured the envelope is read by a scanner that accepts only its shape, an object of the
 two string members, and stops where the payload leaves it: nothing but those two strings is built
@@ -231,13 +233,19 @@ def check_body(doc: Mapping[str, Any], *, target: str, command: str) -> tuple[st
 
 
 class ReplayGuard:
-    """Accepts each nonce once and only fresh commands; remembers nonces across restarts."""
+    """Accepts each nonce once and only fresh commands; remembers nonces across restarts.
+
+    The file is `{"complete_after": t, "nonces": {nonce: issued_at}}`: every nonce accepted with an
+    `issued_at` after `t` is in it. Nonces are forgotten `2 * max_age_s` after their `issued_at`, which
+    moves `t` up; a command issued at or before `t` is refused as stale, whatever `max_age_s` is now.
+    Pruning by the current window alone let a reload that widened it accept a captured command again
+    (audit audsec, finding 4)."""
 
     def __init__(self, state_dir: Path, max_age_s: float, clock: Any = time.time) -> None:
         self.path = state_dir / NONCE_FILE
         self.max_age_s = max_age_s
         self._clock = clock
-        self._not_before = -math.inf  # commands issued at or before this time are refused (see _load)
+        self._complete_after = -math.inf  # commands issued at or before this time are refused
         self._seen = self._load()
 
     def _load(self) -> dict[str, float]:
@@ -245,15 +253,26 @@ class ReplayGuard:
             saved = json.loads(self.path.read_bytes())
             if not isinstance(saved, dict):
                 raise ValueError("not a JSON object")
+            nonces, after = saved.get("nonces"), saved.get("complete_after")
+            if isinstance(nonces, dict):
+                if after is not None:
+                    self._complete_after = _seconds(after)
+            else:
+                # The format before complete_after (a bare {nonce: issued_at}): what was pruned, and
+                # when, is unknown. Every nonce forgotten was issued before the oldest one kept and
+                # before the file's last write, so neither can let a forgotten one in.
+                nonces = saved
+                kept = [v for v in saved.values() if isinstance(v, int | float)]
+                self._complete_after = min([*kept, self.path.stat().st_mtime])
             return {
-                k: float(v) for k, v in saved.items() if isinstance(k, str) and isinstance(v, int | float)
+                k: float(v) for k, v in nonces.items() if isinstance(k, str) and isinstance(v, int | float)
             }
         except FileNotFoundError:
             return {}
         except (ValueError, RecursionError, OverflowError):
             # Which nonces were used is unknown, so any command issued until now may be a replay; refusing
             # those closes the window (an unguarded start raised here, and the agent could not start).
-            self._not_before = self._clock()
+            self._complete_after = self._clock()
             log.error("remote: %s is damaged; commands issued before now are refused", self.path)
             return {}
 
@@ -264,16 +283,26 @@ class ReplayGuard:
             raise CommandRefusedError(
                 "stale", f"issued_at is more than {self.max_age_s:g} s from the gateway clock"
             )
-        if issued_at <= self._not_before:
-            raise CommandRefusedError("stale", "issued before the gateway lost its record of used nonces")
+        if issued_at <= self._complete_after:
+            raise CommandRefusedError("stale", "issued before the oldest command the gateway remembers")
         horizon = now - 2 * self.max_age_s
-        self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+        if horizon > self._complete_after:
+            self._seen = {k: t for k, t in self._seen.items() if t > horizon}
+            self._complete_after = horizon
         if nonce in self._seen:
             raise CommandRefusedError("replayed", "this nonce was already used")
         if len(self._seen) >= MAX_NONCES:
             raise CommandRefusedError("busy", "too many commands within the freshness window")
         self._seen[nonce] = issued_at
-        write_json(self.path, dict(self._seen))
+        after = None if math.isinf(self._complete_after) else self._complete_after
+        write_json(self.path, {"complete_after": after, "nonces": dict(self._seen)})
+
+
+def _seconds(value: object) -> float:
+    """A saved time: a finite number (ValueError otherwise: the file is treated as damaged)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("complete_after is not a time")
+    return float(value)
 
 
 def response(command: str | None, *, result: Any = None, error: CommandRefusedError | None = None) -> bytes:

@@ -25,6 +25,12 @@ Strategy:
   broker address and the config key to check, and stays in `counters().problem` for
   `edge-agent status` until a connect succeeds. A refused PUBLISH is logged once per topic and
   reason code per connection.
+- Commands arrive through a bounded gate (`agent.uplink.command_gate`: a flood is dropped in paho's
+  thread, counted as `commands_dropped`). Their answers are QoS 1 PUBLISHes like the outbox's rows,
+  so at most `MAX_ANSWERS_PENDING` wait for their PUBACK at once (more are dropped and counted): a
+  flood of answers cannot queue in paho ahead of alarms and heartbeats. An answer goes to the request's
+  ResponseTopic only where `Topics.may_answer_on` allows (else to `{root}/cmd/response`); one the
+  broker refuses (its ACL on the ResponseTopic) is counted and logged at most every `REMIND_S`.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
 - Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
@@ -48,6 +54,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent.config.schema import MqttConfig
 from agent.link_trouble import REMIND_S, LinkTrouble, Tell  # REMIND_S: tests shorten it here
 from agent.outbox import Outbox, OutboxItem
+from agent.uplink.command_gate import CommandGate
 from agent.uplink.connection import (
     check_transport,
     is_loopback,
@@ -75,6 +82,9 @@ log = logging.getLogger(__name__)
 # that wait (attempts 7.5-15 s apart once the backoff is at it). With the jitter, 1,000 gateways retry
 # at about 90 connections a second, which a broker takes easily.
 RECONNECT_MAX_S = 15.0
+# Command answers sent and not yet acknowledged: their own small window, so that answers cannot fill
+# paho's queue ahead of the outbox's alarms and heartbeats (an alarm waits behind at most these).
+MAX_ANSWERS_PENDING = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,9 @@ class UplinkCounters:
     problem: str | None = None  # why the broker cannot be reached, while it cannot
     failed_attempts: int = 0  # connection attempts failed since the last successful one
     down_for_s: float | None = None  # seconds without a connection (since the start or the loss)
+    commands_dropped: int = 0  # commands the gate dropped unanswered (a flood: agent.uplink.command_gate)
+    answers_dropped: int = 0  # answers not sent: MAX_ANSWERS_PENDING already waited for their PUBACK
+    answers_refused: int = 0  # answers the broker refused (PUBACK >= 0x80: its ACL on the ResponseTopic)
 
 
 class MqttUplink(_PahoBridge):
@@ -136,6 +149,10 @@ class MqttUplink(_PahoBridge):
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
         self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
         self._refusals_told: set[tuple[str, int]] = set()  # (topic, reason) logged this connection
+        self._commands = CommandGate()
+        self._answers: dict[int, str] = {}  # mid -> topic of answers awaiting their PUBACK
+        self._answers_dropped = self._answers_refused = 0
+        self._answer_refusal_told = -float("inf")  # monotonic time of the last such warning
         # Paho-thread state: consecutive failed attempts, for the backoff.
         self._failures = 0
 
@@ -166,6 +183,9 @@ class MqttUplink(_PahoBridge):
             None if self._connected else self._trouble.cause,
             self._trouble.failures,
             None if self._down_since is None else round(time.monotonic() - self._down_since, 1),
+            commands_dropped=self._commands.dropped,
+            answers_dropped=self._answers_dropped,
+            answers_refused=self._answers_refused,
         )
 
     def notify(self) -> None:
@@ -221,12 +241,19 @@ class MqttUplink(_PahoBridge):
         self._connected = False
 
     def respond(self, command: Command, payload: bytes) -> None:
-        """Answer a command (QoS 1) on its ResponseTopic, or on the gateway's response topic."""
+        """Answer a command (QoS 1) on its ResponseTopic, where `Topics.may_answer_on` allows it, else on
+        the gateway's response topic; dropped (counted) while MAX_ANSWERS_PENDING await their PUBACK."""
+        if len(self._answers) >= MAX_ANSWERS_PENDING:
+            self._answers_dropped += 1
+            return
         props = new_properties(PacketTypes.PUBLISH)
         if command.correlation_data is not None:
             props.CorrelationData = command.correlation_data
-        topic = command.response_topic or self.topics.response
-        self._client.publish(topic, payload, qos=1, properties=props if self._v5 else None)
+        requested = command.response_topic
+        topic = requested if requested and self.topics.may_answer_on(requested) else self.topics.response
+        info = self._client.publish(topic, payload, qos=1, properties=props if self._v5 else None)
+        if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self._answers[info.mid] = topic
 
     def publish_now(self, topic: str, payload: bytes, expiry_s: int | None = None) -> bool:
         """Send a message the outbox could not take (a full disk) once, now, if connected: QoS 1 but
@@ -325,6 +352,7 @@ class MqttUplink(_PahoBridge):
         self._connects += 1
         self._down_since = None
         self._refusals_told.clear()
+        self._answers.clear()  # paho resends those still unacknowledged; the window starts afresh
         if receive_maximum is not None:
             self._window = max(1, min(self.config.max_inflight, receive_maximum) - 1)
         self._max_packet = max_packet
@@ -403,9 +431,14 @@ class MqttUplink(_PahoBridge):
                 why = describe_publish_refusal(reason, self.topics.status, self.config, self.client_id)
                 log.error("broker refused the gateway's online/offline status: %s", why)
             return
+        answer = self._answers.pop(mid, None)
+        if answer is not None:
+            if reason >= 0x80:
+                self._answer_refused(answer, reason)
+            return
         item = self._inflight.pop(mid, None)
         if item is None:
-            return  # a command response
+            return  # an answer sent before a reconnect, acknowledged after it
         if reason < 0x80:
             self.outbox.delivered(item.id)
             self._delivered += 1
@@ -414,13 +447,34 @@ class MqttUplink(_PahoBridge):
             self._refuse(item, reason)
         self._wake.set()
 
-    def _on_message(self, command: Command) -> None:
-        if command.topic == self.topics.response or self.on_command is None:
+    def _on_commands(self) -> None:
+        """The commands the gate let through since the last call (woken by paho's thread)."""
+        for command in self._commands.take():
+            if command.topic == self.topics.response or self.on_command is None:
+                continue
+            try:
+                self.on_command(command)
+            except Exception:
+                log.exception("command handler failed for %s", command.topic)
+
+    def _answer_refused(self, topic: str, reason: int) -> None:
+        """A command answer the broker refused: counted; told at most every REMIND_S (the operator who
+        asked got nothing, and the topic may be new for each request)."""
+        self._answers_refused += 1
+        now = time.monotonic()
+        if now - self._answer_refusal_told < REMIND_S:
             return
-        try:
-            self.on_command(command)
-        except Exception:
-            log.exception("command handler failed for %s", command.topic)
+        self._answer_refusal_told = now
+        why = describe_publish_refusal(reason, topic, self.config, self.client_id)
+        log.warning(
+            "broker refused the answer to a remote command: %s (the request's ResponseTopic: grant the "
+            "gateway write access there, or answer on %s); %d answer(s) refused so far, further ones "
+            "are counted in status and told at most every %.0f s",
+            why,
+            self.topics.response,
+            self._answers_refused,
+            REMIND_S,
+        )
 
     # -- status messages --------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Strategy: paho-mqtt 2.x (callback API v2) runs its own network thread (`loop_start`), which also
 reconnects. Every paho callback (`_paho_*`, the only code here run by paho's thread) is handed to the
-asyncio loop at ONE place, `_from_paho`, through `call_soon_threadsafe`; all state (the in-flight map,
-the outbox, the counters) is touched on the loop thread only, by the uplink's `_on_*` handlers
+asyncio loop at ONE place, `_from_paho`, through `call_soon_threadsafe` (received commands through
+the bounded `agent.uplink.command_gate` first, which wakes the loop once per batch); all state (the
+in-flight map, the outbox, the counters) is touched on the loop thread only, by the `_on_*` handlers
 (`agent.uplink.mqtt`). The one thing done in paho's thread is choosing the next reconnect delay: capped
 exponential backoff with jitter, set on paho just before it waits (`_failures` is paho-thread state).
 
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
@@ -29,6 +30,9 @@ from agent.config.schema import MqttConfig
 from agent.uplink.connection import backoff_delay, connect_async, new_client
 from agent.uplink.problems import describe_connect_error
 from agent.uplink.topics import Topics
+
+if TYPE_CHECKING:
+    from agent.uplink.command_gate import CommandGate
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class _PahoBridge:
     _password: str | None
     _client: paho.Client
     _failures: int  # paho-thread state: consecutive failed attempts, for the backoff
+    _commands: CommandGate  # received commands on their way to the loop (bounded: floods are dropped)
 
     # The loop-thread side, in `MqttUplink`.
     _status: Callable[..., bytes]
@@ -63,7 +68,7 @@ class _PahoBridge:
     _on_disconnected: Callable[[int], None]
     _on_puback: Callable[[int, int], None]
     _on_subscribed: Callable[[bool], None]
-    _on_message: Callable[[Command], None]
+    _on_commands: Callable[[], None]
 
     # -- paho setup and the bridge ----------------------------------------------------------------
 
@@ -145,7 +150,8 @@ class _PahoBridge:
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
         command = Command(message.topic, bytes(message.payload), response_topic, correlation)
-        self._from_paho(self._on_message, command)
+        if self._commands.offer(command):  # not one loop wake-up per message: see agent.uplink.command_gate
+            self._from_paho(self._on_commands)
 
 
 def publish_packet_size(topic: str, payload: bytes, props: Properties | None) -> int:

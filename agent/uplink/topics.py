@@ -69,5 +69,17 @@ class Topics:
 
     @property
     def response(self) -> str:
-        """Where command responses go (the request's ResponseTopic wins when it sets one)."""
+        """Where command responses go (the request's ResponseTopic wins when `may_answer_on` it)."""
         return f"{self.root}/cmd/response"
+
+    def may_answer_on(self, topic: str) -> bool:
+        """Whether a command's answer may go to `topic`, a request's ResponseTopic: this gateway's
+        `response` topic, or a topic name outside the fleet's `{prefix}/` tree. Inside the tree are the
+        alarm, heartbeat and status topics the gateway may write (its ACL grants `{prefix}/+/<id>/...`,
+        so any site's), where an answer would pose as an event; wildcards, `$` topics and NUL are no
+        topic names at all."""
+        if topic == self.response:
+            return True
+        if not topic or topic.startswith("$") or any(c in topic for c in "+#\x00"):
+            return False
+        return topic != self.prefix and not topic.startswith(self.prefix + "/")

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
+from uplink_probe import Subscriber
 
 from agent.config import load_config
 from agent.daemon import Agent
@@ -107,11 +108,13 @@ class Backend:
         corr = getattr(msg.properties, "CorrelationData", None)
         self.responses.put((msg.topic, corr, json.loads(msg.payload)))
 
-    def publish(self, name: str, payload: bytes, *, reply: bool = True) -> bytes:
+    def publish(
+        self, name: str, payload: bytes, *, reply: bool = True, reply_to: str = "replies/ops"
+    ) -> bytes:
         correlation = uuid.uuid4().bytes
         props = new_properties(PacketTypes.PUBLISH)
         if reply:
-            props.ResponseTopic = "replies/ops"
+            props.ResponseTopic = reply_to
         props.CorrelationData = correlation
         self.client.publish(f"{ROOT}/cmd/{name}", payload, qos=1, properties=props).wait_for_publish(5)
         return correlation
@@ -308,6 +311,28 @@ def test_forged_replayed_stale_old_and_unknown_commands_are_refused_and_logged(
         line for line in lines if "wearable" in line or "gw-" in line or pseudonym("wearable-2") in line
     ]
     assert leaked == []
+
+
+def test_a_response_topic_on_the_gateways_own_event_topics_is_refused(
+    running: tuple[Path, Backend, dict[str, Any]], mosquitto: LocalBroker
+) -> None:
+    """Answers posing as the gateway's alarms, heartbeats or status (audit audsec, finding 7): such a
+    ResponseTopic is refused as bad_request, answered on cmd/response; the command does not run."""
+    _config, backend, _first = running
+    events = Subscriber(mosquitto, f"{ROOT}/+")
+    try:
+        for leaf in ("alarm", "heartbeat", "status"):
+            payload = sign_command(backend.key, ROOT, "status")
+            answer = backend.answer(backend.publish("status", payload, reply_to=f"{ROOT}/{leaf}"))
+            assert answer["_topic"] == f"{ROOT}/cmd/response" and answer["error"]["code"] == "bad_request"
+            assert "ResponseTopic" in answer["error"]["message"]
+        elsewhere = backend.answer(backend.publish("status", b"{}", reply_to="edge/other-site/gw-r/alarm"))
+        assert elsewhere["_topic"] == f"{ROOT}/cmd/response"
+        assert backend.call("status")["_topic"] == "replies/ops"  # outside the fleet's tree: as asked
+    finally:
+        events.close()
+    posing = [m for m in events.snapshot() if b"edge-agent/response/1" in m.payload]
+    assert posing == []
 
 
 def bundle_at(tmp_path: Path, backend: Backend, version: str) -> dict[str, Any]:

@@ -71,7 +71,38 @@ def test_nonces_are_accepted_once_even_across_restarts(tmp_path: Path) -> None:
     assert code_of(restarted.admit, "c" * 16, now[0] + 61) == "stale"  # from the future: clock games
     now[0] += 500  # long after the window the nonce is forgotten, and the old command is stale anyway
     restarted.admit("d" * 16, now[0])
-    assert json.loads((tmp_path / "remote-nonces.json").read_text()) == {"d" * 16: now[0]}
+    saved = json.loads((tmp_path / "remote-nonces.json").read_text())
+    assert saved == {"complete_after": now[0] - 120, "nonces": {"d" * 16: now[0]}}
+
+
+def test_a_reload_that_widens_max_age_does_not_accept_a_forgotten_nonce_again(tmp_path: Path) -> None:
+    """Audit audsec, finding 4: nonces were pruned by the current max_age_s, so after a reload that
+    widened it, a captured command whose nonce had been forgotten was fresh again."""
+    now = [1_000_000.0]
+    guard = ReplayGuard(tmp_path, 5.0, clock=lambda: now[0])
+    captured = ("a" * 16, now[0])
+    guard.admit(*captured)
+    now[0] += 12  # past 2 x 5 s: the next accepted command forgets the captured nonce
+    guard.admit("b" * 16, now[0])
+    assert "a" * 16 not in json.loads((tmp_path / "remote-nonces.json").read_text())["nonces"]
+    reloaded = ReplayGuard(tmp_path, 600.0, clock=lambda: now[0])  # a reload (or restart) with 600 s
+    now[0] += 2
+    assert code_of(reloaded.admit, *captured) == "stale"  # it was "accepted" before
+    assert code_of(reloaded.admit, "b" * 16, now[0] - 2) == "replayed"
+    reloaded.admit("c" * 16, now[0] - 10)  # issued after the forgotten ones: fresh in the wider window
+
+
+def test_a_nonce_file_of_the_old_format_lets_no_forgotten_nonce_in(tmp_path: Path) -> None:
+    """The bare {nonce: issued_at} file of earlier versions says nothing of what it forgot: commands
+    issued before its oldest nonce (or its last write) are refused, later ones are taken."""
+    now = [1_000_000.0]
+    (tmp_path / "remote-nonces.json").write_text(json.dumps({"k" * 16: now[0] - 20}))
+    guard = ReplayGuard(tmp_path, 600.0, clock=lambda: now[0])
+    assert code_of(guard.admit, "f" * 16, now[0] - 30) == "stale"  # may have been forgotten
+    assert code_of(guard.admit, "k" * 16, now[0] - 20) == "stale"  # at the oldest kept: refused too
+    guard.admit("g" * 16, now[0] - 10)  # after it: taken, and the file moves to the new format
+    saved = json.loads((tmp_path / "remote-nonces.json").read_text())
+    assert saved == {"complete_after": now[0] - 20, "nonces": {"k" * 16: now[0] - 20, "g" * 16: now[0] - 10}}
 
 
 def test_responses_follow_the_versioned_schema() -> None:

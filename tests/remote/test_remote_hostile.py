@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agent.config.loader import parse_config
+from agent.remote.answer_budget import AnswerBudget
 from agent.remote.commands import RemoteCommands
 from agent.remote.envelope import CommandRefusedError, ReplayGuard
 from agent.uplink.mqtt import Command
@@ -33,6 +34,8 @@ def run_commands(tmp_path: Path, commands: list[Command]) -> list[dict[str, Any]
         cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
     )
     remote.bind(lambda _c, payload: answers.append(json.loads(payload)), dict)
+    # Every refusal answered: the answer budget (a flood's bound, test_remote_flood.py) is not tested here.
+    remote.answers = AnswerBudget(unauthenticated=(1e6, 10**6), authenticated=(1e6, 10**6))
 
     async def scenario() -> None:
         for command in commands:
@@ -122,4 +125,5 @@ def test_a_damaged_nonce_file_refuses_only_commands_issued_before_the_start(
     assert refused.value.code == "stale"
     now[0] += 1
     guard.admit("c" * 16, now[0])  # issued after the start: accepted, and remembered
-    assert json.loads((tmp_path / "remote-nonces.json").read_text()) == {"c" * 16: now[0]}
+    saved = json.loads((tmp_path / "remote-nonces.json").read_text())
+    assert saved == {"complete_after": now[0] - 1, "nonces": {"c" * 16: now[0]}}

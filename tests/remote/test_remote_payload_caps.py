@@ -104,3 +104,40 @@ def test_an_oversized_payload_is_refused_before_it_is_parsed(
     assert [a["error"]["code"] for a in answers] == ["too_large"] * 3
     assert parsed == []
     assert time.perf_counter() - started < 1.0
+
+
+def test_bundles_are_checked_one_at_a_time_and_the_rest_are_busy(
+    tmp_path: Path, public_key_file: Path, private_key: Ed25519PrivateKey
+) -> None:
+    """Each 16 MB bundle costs about 8 times its size while it is checked (audit audsec, finding 8: four
+    at once took the agent to 245 MB against the unit's MemoryMax=256M): a second payload over
+    MAX_COMMAND_BYTES arriving while one is checked is busy; small commands still run beside it."""
+    table = {"enabled": True, "public_key_file": str(public_key_file)}
+    cfg = parse_config({**BASE, "remote": table}, base_dir=tmp_path)
+    answers: list[dict[str, Any]] = []
+    handler = RemoteCommands(
+        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+    )
+    handler.bind(lambda _c, payload: answers.append(json.loads(payload)), lambda: {"up": True})
+    big = padded(sign_command(private_key, ROOT, "models/install", {"bundle": {}}), MAX_COMMAND_BYTES + 1)
+
+    async def scenario() -> None:
+        # Submitted in one loop turn: the first bundle runs, the next two are busy, the status runs.
+        for _ in range(3):
+            handler.submit(Command(f"{ROOT}/cmd/models/install", big, "r", b"b"))
+        handler.submit(Command(f"{ROOT}/cmd/status", sign_command(private_key, ROOT, "status"), "r", b"s"))
+        async with asyncio.timeout(10):
+            while handler._tasks:
+                await asyncio.sleep(0.001)
+        handler.submit(Command(f"{ROOT}/cmd/models/install", big, "r", b"b"))  # the first one ended
+        async with asyncio.timeout(10):
+            while handler._tasks:
+                await asyncio.sleep(0.001)
+        await handler.close()
+
+    asyncio.run(scenario())
+    codes = [a["error"]["code"] if not a["ok"] else "ok" for a in answers]
+    assert sorted(codes) == ["bad_request", "busy", "busy", "ok", "replayed"], codes  # {} is no bundle
+    assert codes[-1] == "replayed"  # the same signed payload again, checked this time
+    busy = [a for a in answers if not a["ok"] and a["error"]["code"] == "busy"]
+    assert all(a["error"]["message"] == "a bundle is being checked" for a in busy)

@@ -327,6 +327,50 @@ def test_fleet_acl_central_reads_every_gateway_and_commands_them(
     assert gw1.counters().refused == 0 and gw2.counters().refused == 0
 
 
+def test_answers_go_only_where_an_answer_may_go_and_a_refused_one_is_counted_and_told(
+    make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ResponseTopic on the gateway's own event topics is not used (audit audsec finding 7: answers to
+    unsigned garbage landed on the alarm topic); one the ACL does not grant the gateway is refused by
+    the broker, which the gateway now counts and tells once (finding 11: it was ignored)."""
+    broker = fleet_broker(make_broker)
+    central = Subscriber(broker, "edge/#", username="central", password=PASSWORDS["central"])
+    outbox = Outbox(OutboxConfig(tmp_path / "gw2.db"))
+    gw2: MqttUplink
+
+    def answer(command: Command) -> None:
+        gw2.respond(command, b'{"ok":false}')
+
+    gw2 = uplink_for(
+        mqtt_config(broker, auth=password_file(tmp_path, "gw2"), client_id="gw2"),
+        GW2,
+        outbox,
+        on_command=answer,
+    )
+    posing = [GW2.alarm, GW2.heartbeat, GW2.status, "edge/site9/gw2/alarm", f"{GW2.root}/cmd/x"]
+
+    async def body() -> None:
+        await wait_until(lambda: gw2.commands_ready, "gw2's command subscription")
+        for topic in posing:
+            await asyncio.to_thread(send_command, broker, f"{GW2.root}/cmd/status", topic)
+        await asyncio.to_thread(
+            central.wait_for, lambda ms: len([m for m in ms if m.topic == GW2.response]) == len(posing)
+        )
+        for n in (1, 2):  # outside the gateway's ACL grant: the broker refuses (0x87)
+            await asyncio.to_thread(send_command, broker, f"{GW2.root}/cmd/status", f"ops-private/r{n}")
+            await wait_until(lambda n=n: gw2.counters().answers_refused == n, "the refusal counted")
+
+    with caplog.at_level(logging.WARNING, logger="agent.uplink"):
+        drive([gw2], body)
+    central.close()
+    answers = [m.topic for m in central.snapshot() if m.payload == b'{"ok":false}']
+    assert answers == [GW2.response] * len(posing)  # none on the event topics: all on cmd/response
+    told = [r.getMessage() for r in caplog.records if "answer to a remote command" in r.getMessage()]
+    assert len(told) == 1, told  # the second refusal is counted, not logged again
+    assert "ops-private/r1" in told[0] and "0x87" in told[0] and "ACL" in told[0]
+    assert gw2.counters().answers_refused == 2 and gw2.counters().refused == 0
+
+
 def send_command(broker: LocalBroker, topic: str, response_topic: str | None) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.username_pw_set("central", PASSWORDS["central"])
