@@ -132,6 +132,13 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
             )
         if outbox.get("refused"):
             lines.append("    refused messages stay aside: fix the broker, then `edge-agent retry-refused`")
+    commands = status.get("commands") or {}  # remote commands: what a flood or an ACL cost
+    if any(commands.values()):
+        lines.append(
+            f"  remote commands: {commands.get('dropped', 0)} dropped on arrival, "
+            f"{commands.get('unanswered', 0)} refusals unanswered, {commands.get('answers_dropped', 0)} "
+            f"answers dropped, {commands.get('answers_refused', 0)} answers refused by the broker"
+        )
     age = beat.get("oldest_undelivered_age_s")
     refused = beat.get("outbox_refused")
     lines.append(

@@ -52,3 +52,15 @@ def test_a_device_with_errors_gets_a_line_of_them_and_data_without_hello_is_name
     ]
     assert lines[lines.index(errors[0]) - 1].startswith("  device pump:")
     assert lines[lines.index(errors[1]) + 1].startswith("    DATA arrives but no HELLO")
+
+
+def test_remote_command_counters_get_a_line_only_when_something_was_dropped_or_refused() -> None:
+    beat = {"gateway": "gw1", "session": 3, "uptime_s": 10, "devices": []}
+    quiet = {"dropped": 0, "unanswered": 0, "answers_dropped": 0, "answers_refused": 0}
+    assert "remote commands" not in render("live", {"heartbeat": beat, "commands": quiet})
+    flooded = quiet | {"dropped": 598614, "unanswered": 1171, "answers_refused": 2}
+    lines = render("live", {"heartbeat": beat, "commands": flooded}).splitlines()
+    assert (
+        "  remote commands: 598614 dropped on arrival, 1171 refusals unanswered, 0 answers dropped, "
+        "2 answers refused by the broker"
+    ) in lines
