@@ -71,7 +71,8 @@ class Reading:
     values: FloatArray
     wall_time: float  # Unix seconds of the first sample (device or gateway clock)
     monotonic: float  # gateway monotonic seconds at arrival, for rates and gaps
-    period_s: float = 0.0  # spacing of samples in the block; 0 for a single sample
+    period_s: float = 0.0  # spacing of samples in the block; a single sample's: the spacing its source
+    # declares for the stream (a serial HELLO's rate), or 0
     quality: Quality = Quality.OK
 
     def __post_init__(self) -> None:

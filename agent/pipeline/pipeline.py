@@ -106,6 +106,7 @@ class Pipeline:
         self._book_streams = {key: stream_of[book.rule.detector] for key, book in self._books.items()}
         self._devices = {pseudonym(d.id) for d in config.devices}
         by_stream: dict[str, list[tuple[Detector, list[AlarmBook]]]] = {}
+        rate_of = {spec.id: spec.rate_hz for spec in config.detectors}
         rates: dict[str, float] = {}
         for spec, detector in zip(config.detectors, detectors, strict=True):
             by_stream.setdefault(spec.stream, []).append((detector, books[detector.id]))
@@ -118,6 +119,7 @@ class Pipeline:
                 pseudonym,
                 1.0 / rates[name],
                 self.calibrations,
+                rate_of,
             )
             for name, watched in by_stream.items()
         }

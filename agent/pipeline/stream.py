@@ -30,7 +30,7 @@ from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
 from agent.pipeline.technical import BLINDING, QualityAlarms, blinding
 from agent.pipeline.windows import StreamWindows
-from agent.pipeline.wiring import MissingChannels
+from agent.pipeline.wiring import DeclaredRates, MissingChannels
 from agent.readings import VOIDS_HOP_BITS, FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
@@ -118,6 +118,7 @@ class StreamPipeline:
         pseudonym: Callable[[str], str],
         nominal_period_s: float,
         calibrations: Mapping[str, LiveCalibration] | None = None,
+        rates: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
         self.nominal_period_s = nominal_period_s
@@ -126,6 +127,11 @@ class StreamPipeline:
             channels += [c for c in detector.channels if c not in channels]
         self.channels = tuple(channels)
         self.missing = MissingChannels(name, [(d.id, d.channels) for d, _ in detectors])
+        # each detector's rate_hz (default: the nominal rate) against the spacing readings declare
+        rate_of = rates or {}
+        self.rates = DeclaredRates(
+            name, [(d.id, rate_of.get(d.id, 1.0 / nominal_period_s)) for d, _ in detectors]
+        )
         self.gate = QualityGate(self.channels, on_missing=self.missing.arrived)
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
@@ -265,7 +271,12 @@ class StreamPipeline:
         end = first + len(slots)
         run = readings[first:end]
         times = np.array([r.wall_time for r in run], dtype=np.float64)
-        periods = np.array([r.period_s or self.nominal_period_s for r in run], dtype=np.float64)
+        declared = np.array([r.period_s for r in run], dtype=np.float64)
+        novel = (declared != 0.0) & (declared != self.rates.last)
+        if novel.any():  # a spacing other than the last one looked at: rarely
+            for k in np.flatnonzero(novel).tolist():
+                self.rates.declared(run[k].stream, run[k].period_s)
+        periods = np.where(declared > 0.0, declared, self.nominal_period_s)
         offsets = times - np.array([r.monotonic for r in run], dtype=np.float64)
         this = _Round(run, values[first:end], quality[first:end], bad[first:end], slots, times, offsets)
         continues = self.windows.continues(slots, times, periods) & ~self._stepped(slots, offsets)
@@ -358,7 +369,10 @@ class StreamPipeline:
             if group.new[slot] >= group.hop:
                 events = self.flush()
                 break
-        period = reading.period_s or self.nominal_period_s  # single samples: the stream's nominal rate
+        period = reading.period_s
+        if period != self.rates.last and period:  # a spacing the device declares: its rate_hz agrees?
+            self.rates.declared(reading.stream, period)
+        period = period or self.nominal_period_s  # single samples without one: the stream's nominal rate
         added = self.windows.append(slot, values, reading.wall_time, period)
         self._last_time[slot] = end_time
         self.samples += n

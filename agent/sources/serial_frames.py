@@ -189,10 +189,11 @@ class FrameReadings:
             return None
         rate = self.hello.channels[message.channels[0]].rate_hz
         period = 1.0 / rate if rate > 0 else 0.0
-        if values.shape[0] > 1 and not 0.0 < period < math.inf:
-            # a block of samples needs a spacing; HELLO declared a rate of 0, < 0, NaN or inf
-            self.bad_blocks += 1
-            return None
+        if not 0.0 < period < math.inf:
+            if values.shape[0] > 1:  # a block of samples needs a spacing; HELLO's rate is 0, < 0, NaN or inf
+                self.bad_blocks += 1
+                return None
+            period = 0.0  # a single sample goes without one
         stream = self.default_stream if rate <= WAVEFORM_HZ else waveform_stream(names)
         first_us = message.first_sample_us
         last_us = first_us + round((values.shape[0] - 1) * period * 1e6)
@@ -210,7 +211,7 @@ class FrameReadings:
             values,
             wall,
             monotonic,
-            period if values.shape[0] > 1 else 0.0,
+            period,  # also for a single sample: the pipeline checks detectors' rate_hz against it
             quality,
         )
 

@@ -144,3 +144,68 @@ def test_a_fault_repeated_while_held_is_logged_once_and_a_reboot_ends_the_hold(
     _, readings = run(pty, [wire(messages), wire(rebooted)], 3)
     assert [r.quality & Quality.DEVICE_FAULT for r in readings] == [0, Quality.DEVICE_FAULT, 0]
     assert sum("reports a fault" in r.getMessage() for r in caplog.records) == 1
+
+
+def rate_config(tmp_path: Path, ecg_rate_hz: float) -> dict[str, Any]:
+    cfg = config(tmp_path)
+    cfg["detectors"] = [
+        *cfg["detectors"],
+        {
+            "id": "ecg-range",
+            "type": "limit",
+            "stream": "ecg",
+            "channels": ["ecg"],
+            "rate_hz": ecg_rate_hz,
+            "params": {"above": 10.0, "hop_s": 0.1},
+        },
+    ]
+    return cfg
+
+
+@pytest.mark.parametrize("ecg_rate_hz", [500.0, 250.0], ids=["wrong", "right"])
+def test_a_detector_rate_other_than_the_hello_rate_is_told_once(
+    tmp_path: Path, pty: PtyDevice, caplog: pytest.LogCaptureFixture, ecg_rate_hz: float
+) -> None:
+    """The emulator's HELLO declares ECG at 250 Hz and hr/spo2 at 1 Hz; detectors.ecg-range.rate_hz = 500
+    is told once, naming the key, the device and both rates; 250 and the 1 Hz vitals are not."""
+    caplog.set_level(logging.WARNING, "agent.pipeline.wiring")
+    pty.start()
+    pipeline = Pipeline(parse_config(rate_config(tmp_path, ecg_rate_hz), base_dir=tmp_path), str)
+
+    async def main() -> None:
+        async with SerialSource(serial_device(pty.link)) as source:
+            for _ in range(10):
+                pipeline.ingest(await take(source, 10))
+
+    asyncio.run(main())
+    told = [r.getMessage() for r in caplog.records]
+    if ecg_rate_hz == 250.0:
+        assert told == []
+        return
+    assert len(told) == 1
+    assert "detectors.ecg-range.rate_hz is 500 Hz" in told[0] and "device bed-7 declares 250 Hz" in told[0]
+    assert pipeline.streams["ecg"].rates.mismatches == {("ecg-range", 250.0): "bed-7"}
+
+
+def test_declared_rates_are_checked_on_the_rounds_path_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """60 devices' single samples declaring 2 Hz (the rounds of `ingest_many`) against rate_hz = 1:
+    one warning, naming the first; a device declaring 4 Hz among them gets its own."""
+    caplog.set_level(logging.WARNING, "agent.pipeline.wiring")
+    pipeline = Pipeline(parse_config(config(tmp_path), base_dir=tmp_path), str)
+    for k in range(5):
+        batch = [
+            Reading(
+                f"bed-{d}/vitals", ("hr",), np.array([[70.0]]), 1_800_000_000.0 + k / 2, 100.0 + k / 2, 0.5
+            )
+            for d in range(60)
+        ]
+        if k == 3:  # streams known by now: this batch is one round
+            batch[30] = Reading(
+                "bed-30/vitals", ("hr",), np.array([[70.0]]), batch[30].wall_time, 100.0, 0.25
+            )
+        pipeline.ingest(batch)
+    told = [r.getMessage() for r in caplog.records]
+    assert len(told) == 2
+    assert "device bed-0 declares 2 Hz" in told[0] and "device bed-30 declares 4 Hz" in told[1]
