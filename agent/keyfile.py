@@ -4,6 +4,7 @@ can read it, so a secret is never used after it may have leaked on the gateway."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -12,17 +13,24 @@ from agent.errors import ConfigError
 
 
 def create_private(path: Path, data: bytes, setting: str) -> bool:
-    """Write `data` durably to a new 0600 file at `path`; False when the file already exists."""
+    """Write `data` durably to a new 0600 file at `path`; False when the file already exists.
+    A write that fails (a full disk) removes the file again, so no empty key is left to block the next
+    start; the `ConfigError` then has the `OSError` as its cause."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
     except OSError as exc:
-        raise ConfigError(setting, f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        raise ConfigError(setting, f"cannot create {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise ConfigError(setting, f"cannot write {path}: {exc.strerror}") from exc
     return True
 
 

@@ -8,8 +8,11 @@ device over time), but nobody without the key can map a pseudonym back or test a
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,23 +23,62 @@ from agent.keyfile import create_private, read_private
 
 KEY_BYTES = 32
 KEY_SETTING = "privacy.key_file"
+log = logging.getLogger("agent.privacy")
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The site key at `path`; created (0600) on first use. A key readable by others is refused."""
+    """The site key at `path`; created (0600) on first use. A key readable by others is refused.
+
+    An empty file is replaced, with a log line: a power cut between its creation and its write leaves
+    one, and it never pseudonymised anything. A key that cannot be written for want of space (a full
+    disk at the first start) is used for this run only, with a log line: the gateway monitors anyway,
+    and its pseudonyms change once a key is saved."""
     key = secrets.token_bytes(KEY_BYTES)
-    if create_private(path, key, KEY_SETTING):
-        return key
-    return read_key(path)
+    for _ in range(2):
+        try:
+            if create_private(path, key, KEY_SETTING):
+                return key
+        except ConfigError as exc:
+            if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC):
+                raise
+            log.error(
+                "%s: %s; pseudonyms of this run come from a key kept in memory and change once a key "
+                "is saved: free space on the disk of %s",
+                KEY_SETTING,
+                exc.problem,
+                path.parent,
+            )
+            return key
+        existing = read_key(path)
+        if existing:
+            return existing
+        log.warning(
+            "%s: %s is empty (cut off while it was made): it never pseudonymised anything; a new key "
+            "replaces it",
+            KEY_SETTING,
+            path,
+        )
+        path.unlink()
+    return read_key(path)  # emptied again meanwhile: refused below as too short
 
 
 def read_key(path: Path) -> bytes:
     """The existing site key at `path`, refused (naming `privacy.key_file`) when readable by others or
-    too short. Changes nothing: `preflight` checks an existing key with it, as the start-up does."""
+    too short; an empty file reads as b"", which `load_or_create_key` replaces. Changes nothing:
+    `preflight` checks an existing key with it, as the start-up does."""
     key = read_private(path, KEY_SETTING)
-    if len(key) < 16:
-        raise ConfigError(KEY_SETTING, f"{path} holds {len(key)} bytes; a key needs at least 16")
+    if 0 < len(key) < 16 or (not key and not _replaceable(path)):
+        raise ConfigError(
+            KEY_SETTING,
+            f"{path} holds {len(key)} bytes; a key needs at least 16 (delete it for a new one to be made: "
+            "pseudonyms then change)",
+        )
     return key
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether an empty key file can be removed and made again (its folder is writable)."""
+    return os.access(path.parent, os.W_OK | os.X_OK)
 
 
 class Pseudonymizer:

@@ -11,6 +11,7 @@ one it does not own is warned about by key. Each state file is written 0600, wha
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -105,12 +106,17 @@ def write_atomic(path: Path, data: bytes) -> None:
     file is 0600 whatever the umask (and whatever mode an older file had: it is replaced)."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-    os.fchmod(fd, PRIVATE_FILE)  # a leftover temporary file keeps its mode through O_CREAT
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # a leftover temporary file keeps its mode through O_CREAT
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk leaves no empty temporary file behind
+            tmp.unlink()
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -119,23 +125,61 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def next_session(state_dir: Path) -> int:
-    """Increment and return the persistent session counter (1 on the first start)."""
+    """Increment and return the persistent session counter (1 on the first start).
+
+    Sessions must differ from the last one, which the last heartbeat (`last-heartbeat.json`) also
+    names: a damaged or missing counter goes on from there, with a log line, rather than repeat it.
+    A counter that cannot be written (a full disk) does not stop the start: this session still gets
+    its number, the log says so, and the next start may repeat it."""
     path = state_dir / "session"
+    last = _last_heartbeat_session(state_dir)
     try:
-        current = int(path.read_text().strip() or 0)
+        text = path.read_text()
     except FileNotFoundError:
-        current = 0
+        text = None
+    except (OSError, UnicodeDecodeError):
+        text = "?"
+    try:
+        current = int(text.strip()) if text is not None else 0
     except ValueError:
-        current = 0  # a damaged counter restarts; sessions only need to differ from the last one
-    session = current + 1
-    write_atomic(path, f"{session}\n".encode())
+        current = 0
+        log.warning(
+            "the session counter %s is damaged (%d byte(s)): counting on from session %d, the last "
+            "heartbeat's",
+            path,
+            len(text or ""),
+            last,
+        )
+    if text is None and last:
+        log.warning(
+            "the session counter %s is missing: counting on from session %d, the last heartbeat's", path, last
+        )
+    session = max(current, last) + 1
+    try:
+        write_atomic(path, f"{session}\n".encode())
+    except OSError as exc:
+        log.error(
+            "cannot save the session counter %s (%s): this is session %d, and a start before the disk "
+            "takes writes again may repeat it; free space on the disk of %s",
+            path,
+            exc.strerror,
+            session,
+            state_dir,
+        )
     return session
+
+
+def _last_heartbeat_session(state_dir: Path) -> int:
+    """The session the last saved heartbeat names (`agent.status.LAST_HEARTBEAT`), or 0."""
+    beat = read_json(state_dir / "last-heartbeat.json")
+    session = beat.get("session") if beat is not None else None
+    return session if isinstance(session, int) and not isinstance(session, bool) and session > 0 else 0
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # absent, unreadable, not UTF-8, not JSON
         return None
     return value if isinstance(value, dict) else None
 

@@ -36,8 +36,10 @@ class StateLock:
                 f"another edge-agent (pid {holder}) runs with {state_dir}: one agent per state folder "
                 "(stop it, or give this one its own state_dir)",
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        pid = f"{os.getpid()}\n".encode()
+        with contextlib.suppress(OSError):  # the pid is only for whoever is refused: a full disk is no reason
+            os.pwrite(fd, pid, 0)  # over the old one, in room the file already has
+            os.ftruncate(fd, len(pid))
         self._fd: int | None = fd
 
     def release(self) -> None:

@@ -65,7 +65,7 @@ class _Draining(_Encryption):
         is set aside instead (state "undecryptable", never sent, never deleted) and an error naming the
         file is logged.
         """
-        if limit <= 0:
+        if limit <= 0 or self._stand_in_tried_at is not None:  # a stand-in holds nothing (`store`)
             return []
         with self._lock:
             due = (

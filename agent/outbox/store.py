@@ -13,6 +13,7 @@ and `agent.outbox.draining`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from agent.outbox.items import OutboxDamagedError, OutboxError, OutboxItem, Outb
 from agent.outbox.restamping import _Restamping
 from agent.outbox.rows import _lenient_text
 from agent.outbox.schema import _INDEXES, _LIVE, _META, _MIGRATE_V1, _SELECT, _TABLE, SCHEMA_VERSION
-from agent.outbox.transactions import _Taken
+from agent.outbox.transactions import WRITE_RETRY_S, _Taken
 from agent.outbox.writing import _Writing
 from agent.sealing import Sealer, load_or_create_key
 
@@ -39,6 +40,30 @@ log = logging.getLogger("agent.outbox")
 # commit writes one per page it touches; 1024 writes about a third of the bytes of SQLite's default
 # 4096 per alarm (docs/durability.md, "Writes to the disk").
 PAGE_SIZE = 1024
+
+
+# Below this many free bytes, SQLite's "disk I/O error" is taken for a full disk: making the WAL index
+# (`-shm`, 32 KiB) of a file closed cleanly fails so, without a word of space.
+FULL_BELOW = 64 * 1024
+
+
+def _disk_full(exc: BaseException | None, folder: Path) -> bool:
+    """SQLite's "database or disk is full", the OS's ENOSPC, or SQLite's "disk I/O error" on a file
+    system with (almost) no room left in `folder`."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = exc.sqlite_errorcode & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return True
+    if code != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < FULL_BELOW
 
 
 class Outbox(_Writing, _Draining, _Restamping):
@@ -55,61 +80,145 @@ class Outbox(_Writing, _Draining, _Restamping):
         self._inflight: dict[str, _Taken] = {}  # by id: handed out by `take`, awaiting the broker
         self._delivered: dict[str, int] = {}  # id -> seq: acknowledged, deleted with the next batch
         self._delivered_since = 0.0  # the clock when the oldest of `_delivered` was acknowledged
+        self._expired_scan_at = -math.inf  # the clock at the last full look for expired heartbeats
         self._write_failed_at: float | None = None  # see `transactions`: deletions wait on a full disk
         self._requeue_later: dict[int, int] = {}
-        self._expired_scan_at = -math.inf  # the clock at the last full look for expired heartbeats
+        self._open_writes_pending = False  # the open's own writes wait for a disk that takes them
+        self._stand_in_tried_at: float | None = None  # not None: the file could not even be set up
+        self._stand_in_reason = ""
         key_file = config.encryption_key_file
         self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = self._connect(self.path)
+        except OutboxError as exc:
+            if not _disk_full(exc.__cause__, self.path.parent):
+                raise
+            # A full disk at a start: monitor all the same. Alarm events are held in memory and sent
+            # directly (agent.held_alarms), and the file is set up once the disk takes writes.
+            log.error(
+                "cannot set up the outbox %s (%s): alarm events are held in memory and sent directly while "
+                "the broker is connected, and it is set up once its disk takes writes again; free space on "
+                "its disk",
+                self.path,
+                exc.reason,
+            )
+            self._db = self._stand_in()
+            self._stand_in_tried_at, self._stand_in_reason = self._clock(), exc.reason
+        self._warned = self.fill_fraction() >= config.warn_fraction
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        """Open (or create) the file at `path` and set it up (see the module's docstring), and the
+        counts kept in memory. A damaged file raises `OutboxDamagedError`; a file that cannot be opened,
+        read or set up `OutboxError`, with the SQLite or OS error as its cause. The open's own writes
+        that can wait (rows back to pending, the plaintext flag) wait for a full disk, told once."""
+        db: sqlite3.Connection | None = None
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):  # alarms are patient data: the agent's user only
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.text_factory = _lenient_text
-            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect on an existing file
-            self._db.execute("PRAGMA journal_mode=WAL")
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            db = self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._sync = ""
+            db.text_factory = _lenient_text
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect on an existing file
+            db.execute("PRAGMA journal_mode=WAL")
             # Deleted rows are overwritten with zeros, not just freed: a delivered payload does not
             # linger in free pages (the default of some SQLite builds only; made explicit here).
-            self._db.execute("PRAGMA secure_delete=ON")
+            db.execute("PRAGMA secure_delete=ON")
             self._set_sync("FULL")
             # A damaged file (bad flash sectors, a torn write) is refused here, naming the file, rather
             # than surfacing later as a raw SQLite error from a put or take that stops the agent mid-run.
-            verdict = str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0])
+            verdict = str(db.execute("PRAGMA integrity_check(1)").fetchone()[0])
             if verdict != "ok":
-                self._db.close()
-                raise OutboxDamagedError(self.path, f"the file is damaged ({verdict[:200]})")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 1:
-                self._db.executescript(_MIGRATE_V1)
-            elif version not in (0, SCHEMA_VERSION):
-                raise OutboxError(self.path, f"schema version {version}, this agent knows {SCHEMA_VERSION}")
-            self._db.executescript(_TABLE.format(name="outbox") + _INDEXES + _META)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            # A crash leaves rows in flight with nobody waiting for their PUBACK: send them again.
-            # Rows set aside as undecryptable get another chance: the key may have been put right.
-            self._db.execute("UPDATE outbox SET state='pending' WHERE state IN ('inflight', 'undecryptable')")
-            if self._sealer is not None:
-                self._scrub_cleartext(self._sealer)
-            else:
-                self._db.execute("INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1')")
-                self._report_sealed_without_key()
-            self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
-            newest = self._db.execute(
-                "SELECT MAX(created) FROM outbox WHERE kind != 'heartbeat' "
-                "AND typeof(created) IN ('real', 'integer')"
-            ).fetchone()[0]
-            self._alarms_created = -math.inf if newest is None else float(newest)  # see `put_many`
-            # Rows above this seq are this outbox's: a step of the clock moves them (`restamping`).
-            self._seq_at_open = self._steady_seq = self._highest_seq()
-            self._created_at_open = self._alarms_created
-        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema may not even be UTF-8
-            with contextlib.suppress(AttributeError, sqlite3.Error):
-                self._db.close()
+                db.close()
+                raise OutboxDamagedError(path, f"the file is damaged ({verdict[:200]})")
+            self._create_schema(db)
+            try:
+                self._open_writes()
+            except sqlite3.OperationalError as exc:
+                if not _disk_full(exc, path.parent):
+                    raise
+                self._rollback()
+                self._open_writes_pending = True
+                log.error(
+                    "cannot write the outbox %s (%s): it is read and sent, new alarm events are held in "
+                    "memory and sent directly until its disk takes writes again; free space on its disk",
+                    path,
+                    exc,
+                )
+            self._count_at_open()
+        except (sqlite3.Error, UnicodeDecodeError, OSError) as exc:  # a damaged schema may not be UTF-8
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
             # Plain DatabaseError is what SQLite says of damaged bytes ("file is not a database",
             # "malformed"); its subclasses (unable to open, read-only, locked, disk full) are not damage.
             damaged = isinstance(exc, UnicodeDecodeError) or type(exc) is sqlite3.DatabaseError
-            raise (OutboxDamagedError if damaged else OutboxError)(self.path, str(exc)) from exc
-        self._warned = self.fill_fraction() >= config.warn_fraction
+            reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+            raise (OutboxDamagedError if damaged else OutboxError)(path, reason) from exc
+        return db
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 1:
+            db.executescript(_MIGRATE_V1)
+        elif version not in (0, SCHEMA_VERSION):
+            raise OutboxError(self.path, f"schema version {version}, this agent knows {SCHEMA_VERSION}")
+        db.executescript(_TABLE.format(name="outbox") + _INDEXES + _META)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _open_writes(self) -> None:
+        """What the open writes: a crash leaves rows in flight with nobody waiting for their PUBACK (sent
+        again); rows set aside as undecryptable get another chance (the key may have been put right);
+        plaintext is sealed or flagged (`encryption`). Also carried by the first write transaction
+        that works after a full disk refused them at the open (`_write_back`)."""
+        self._db.execute("UPDATE outbox SET state='pending' WHERE state IN ('inflight', 'undecryptable')")
+        if self._sealer is not None:
+            self._scrub_cleartext(self._sealer)
+        else:
+            self._db.execute("INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1')")
+            self._report_sealed_without_key()
+
+    def _count_at_open(self) -> None:
+        self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+        newest = self._db.execute(
+            "SELECT MAX(created) FROM outbox WHERE kind != 'heartbeat' "
+            "AND typeof(created) IN ('real', 'integer')"
+        ).fetchone()[0]
+        self._alarms_created = -math.inf if newest is None else float(newest)  # see `put_many`
+        # Rows above this seq are this outbox's: a step of the clock moves them (`restamping`).
+        self._seq_at_open = self._steady_seq = self._highest_seq()
+        self._created_at_open = self._alarms_created
+
+    def _stand_in(self) -> sqlite3.Connection:
+        """An empty outbox in memory that refuses every write (``query_only``): puts fail as on a full
+        disk, so alarm events are held and sent directly (agent.held_alarms), until `_set_up_again`."""
+        db = self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._sync = ""
+        db.text_factory = _lenient_text
+        self._create_schema(db)
+        self._count_at_open()
+        db.execute("PRAGMA query_only=ON")
+        return db
+
+    def _set_up_again(self) -> None:
+        """While a stand-in serves (the file could not be set up at the start), try the file once a
+        second (by the outbox's clock), from the puts; the stand-in holds nothing to carry over."""
+        tried = self._stand_in_tried_at
+        if tried is None or abs(self._clock() - tried) < WRITE_RETRY_S:  # a clock step too
+            return
+        self._stand_in_tried_at = self._clock()
+        stand_in = self._db
+        try:
+            self._connect(self.path)
+        except OutboxError as exc:
+            self._stand_in_reason = exc.reason
+            self._db, self._sync, self._open_writes_pending = stand_in, "", False
+            self._count_at_open()
+            return
+        stand_in.close()
+        self._stand_in_tried_at = None
+        self._warned = self._fill() >= self.config.warn_fraction
+        log.warning("the outbox %s is set up: its disk takes writes again", self.path)
 
     @classmethod
     def open_or_replace(cls, config: OutboxConfig) -> tuple[Outbox, Path | None]:

@@ -67,6 +67,9 @@ class _Transactions:
     _delivered_since: float
     _write_failed_at: float | None  # the clock at the last failed write of deletions or marks
     _requeue_later: dict[int, int]  # seq -> attempts: rows back to pending whose mark is not yet written
+    _open_writes_pending: bool  # the open's writes failed (a full disk): the next transaction carries them
+    _stand_in_tried_at: float | None  # not None while an empty stand-in in memory serves (`store`)
+    _stand_in_reason: str  # why the file could not be set up
     _expired_scan_at: float
     _alarms_created: float
     _warned: bool
@@ -85,6 +88,11 @@ class _Transactions:
         delivered = list(self._delivered.values())
         unmarked = [t for t in self._inflight.values() if not t.marked] if mark else []
         later = list(self._requeue_later.items())
+        opened = self._open_writes_pending
+        if opened:  # what the open could not write; nothing of this run is in flight or aside in the file
+            self._db.execute("UPDATE outbox SET state='pending' WHERE state IN ('inflight', 'undecryptable')")
+            if self._sealer is None:  # (plaintext to seal waits for the next open: it rewrites the file)
+                self._db.execute("INSERT OR REPLACE INTO outbox_meta VALUES ('cleartext', '1')")
         self._db.executemany("DELETE FROM outbox WHERE seq=?", [(q,) for q in delivered])
         self._db.executemany(
             "UPDATE outbox SET state='pending', attempts=? WHERE seq=? AND state='inflight'",
@@ -98,9 +106,13 @@ class _Transactions:
         def committed() -> None:  # the lock is held from here to the commit: nothing was added
             self._delivered.clear()
             self._requeue_later.clear()
+            if opened:
+                self._open_writes_pending = False
             for taken in unmarked:
                 taken.marked = True
-            if self._write_failed_at is not None and (delivered or later):  # what had failed is written
+            if self._write_failed_at is not None and (
+                delivered or later or opened
+            ):  # what had failed is written
                 self._write_failed_at = None
                 log.warning("the outbox %s takes writes again: acknowledged rows are deleted", self.path)
 
@@ -119,6 +131,9 @@ class _Transactions:
             self._rollback()
             raise
         written_back()
+
+    def _set_up_again(self) -> None:
+        """While a stand-in serves, try to set the file up (`Outbox._set_up_again`)."""
 
     def _write_back_due(self) -> bool:
         """Whether waiting deletions may be tried now: not within `WRITE_RETRY_S` of a failed try (a

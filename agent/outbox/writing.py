@@ -14,6 +14,7 @@ Strategy:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -44,6 +45,9 @@ class _Writing(_Notes, _Encryption):
         if not items:
             return []
         with self._lock:
+            self._set_up_again()
+            if self._stand_in_tried_at is not None:  # as a full disk fails a put (agent.held_alarms)
+                raise sqlite3.OperationalError(f"it could not be set up: {self._stand_in_reason}")
             before = (self._size, self._evicted, self._rejected)
             outcomes: list[tuple[bool, int, float]] = []
             heartbeats_only = all(i.kind is Kind.HEARTBEAT for i in items)

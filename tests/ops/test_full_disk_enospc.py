@@ -19,7 +19,10 @@ from test_operator_errors import AgentRun, status_json
 from uplink_probe import Subscriber
 from waiting import wait_until
 
+from agent.config.schema import OutboxConfig
+from agent.events import Heartbeat
 from agent.localbroker import LocalBroker
+from agent.outbox import DELETE_AT, Outbox
 
 
 @pytest.fixture
@@ -52,8 +55,9 @@ def test_a_disk_filling_under_a_connected_agent_never_ends_the_uplink(
         _alive(agent, lambda: len(beats.snapshot()) >= 2, "heartbeats delivered: an acknowledged row waits")
         filler = fill(disk)
 
-        # The batched delete of acknowledged heartbeats fails now: it waits, and sending goes on.
-        agent.wait_for("acknowledged row(s) stay in the file")
+        # The batched delete of acknowledged heartbeats fails now, when its WAL must grow (the outbox
+        # test below does it for sure): it waits, and sending goes on.
+        agent.wait_for("cannot write the outbox")
         full_since = len(beats.snapshot())
         _alive(agent, lambda: phases(central, "tachycardia") == ["start", "end"], "the episode sent directly")
         _alive(agent, lambda: phases(central, "outbox_unwritable") == ["start"], "outbox_unwritable sent")
@@ -63,11 +67,106 @@ def test_a_disk_filling_under_a_connected_agent_never_ends_the_uplink(
 
         filler.unlink()  # space is back: the held events are committed, the deletions written
         _alive(agent, lambda: copies(central, "tachycardia") == 4, "the outbox's copies delivered")
-        _alive(agent, lambda: phases(central, "outbox_unwritable") == ["start", "end"], "outbox_unwritable end")
-        _alive(agent, lambda: bool(agent.having("acknowledged rows are deleted")), "the deletions written")
+        _alive(agent, lambda: phases(central, "outbox_unwritable") == ["start", "end"], "its end")
         assert agent.stop() == 0
     finally:
         central.close()
         beats.close()
         if agent.proc.poll() is None:
             agent.proc.kill()
+
+
+def _tmp_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def _start_on_a_full_disk(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path, *, first_run: bool
+) -> None:
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-disk/alarm")
+    beats = Subscriber(broker, "edge/lab/gw-disk/heartbeat")
+    config = _config(tmp_path, disk, broker.port)
+    agent = None
+    try:
+        if first_run:  # a session ran and left its state; then the disk filled and the gateway restarted
+            agent = AgentRun(config)
+            _alive(agent, lambda: len(beats.snapshot()) >= 2, "a first session's heartbeats")
+            assert agent.stop() == 0
+        filler = fill(disk)
+        agent = AgentRun(config)
+        agent.wait_for("connected to")
+        told = "\n".join(agent.lines)
+        assert f"free space on the disk of {disk}/state" in told  # the session counter: named
+        assert "Traceback" not in told
+        _alive(agent, lambda: phases(central, "tachycardia") == ["start", "end"], "the episode sent directly")
+        _alive(agent, lambda: phases(central, "outbox_unwritable") == ["start"], "outbox_unwritable sent")
+        _alive(agent, lambda: len(beats.snapshot()) >= 4, "heartbeats sent directly")
+        assert _tmp_files(disk / "state") == []
+
+        filler.unlink()  # space is back: the outbox is written (set up first, if need be), sends its copies
+        _alive(agent, lambda: copies(central, "tachycardia") == 4, "the outbox's copies delivered")
+        _alive(agent, lambda: phases(central, "outbox_unwritable") == ["start", "end"], "its end")
+        assert status_json(config)["outbox"]["writable"] is True
+        assert agent.stop() == 0
+        assert not agent.having("Traceback") and not agent.having("ended unexpectedly")
+    finally:
+        central.close()
+        beats.close()
+        if agent is not None and agent.proc.poll() is None:
+            agent.proc.kill()
+
+
+def test_an_agent_restarted_on_a_full_disk_monitors_and_sends_alarms_directly(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path
+) -> None:
+    """The outbox file is there: it is read and sent; its open's own writes wait for space."""
+    _start_on_a_full_disk(make_broker, tmp_path, disk, first_run=True)
+
+
+def test_a_first_start_on_a_full_disk_monitors_and_sets_the_outbox_up_once_space_is_back(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path
+) -> None:
+    """No state folder yet: the outbox cannot even be set up (an empty stand-in serves), nor the
+    pseudonym key saved (one in memory serves this run)."""
+    _start_on_a_full_disk(make_broker, tmp_path, disk, first_run=False)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _beat(outbox: Outbox, n: int) -> None:
+    hb = Heartbeat("gw", 1_700_000_000.0 + n, 1.0, 1, (), 0, None, 0)
+    outbox.put_heartbeat(hb, "edge/s/gw/heartbeat", 3600)
+
+
+def test_acknowledged_rows_whose_deletion_a_full_disk_refuses_wait_and_are_deleted_later(disk: Path) -> None:
+    """At the outbox itself, for sure: the deletion needs the WAL to grow, the disk refuses it; `take` and
+    `delivered` (the uplink's loop and its PUBACK callback) go on, and the rows go once space is back."""
+    clock = _Clock()
+    outbox = Outbox(OutboxConfig(disk / "outbox.sqlite"), clock=clock)
+    try:
+        for n in range(DELETE_AT + 3):
+            _beat(outbox, n)
+        taken = outbox.take(DELETE_AT + 3)
+        filler = fill(disk)
+        for item in taken[:2]:
+            outbox.delivered(item.id)
+        clock.now += 2  # the batched delete is due in `take`
+        assert outbox.take(1) == []  # nothing pending that is not in flight: no error either
+        for item in taken[2:]:
+            outbox.delivered(item.id)  # DELETE_AT of them wait: the batch is tried here too
+        assert outbox.depth() == 0
+        filler.unlink()
+        clock.now += 2
+        outbox.take(1)  # deletes now
+        with outbox._lock:
+            left = outbox._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        assert left == 0
+    finally:
+        outbox.close()
