@@ -29,6 +29,7 @@ from agent.events import AlarmEvent, Heartbeat, Phase, Priority
 from agent.gc_pacing import CollectorPacer
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
 from agent.held_alarms import WRITE_ERRORS, HeldAlarms
+from agent.inference.detector import AutoencoderDetector
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.pipeline.technical import ThresholdAlarm, blinding
@@ -107,6 +108,12 @@ class _Session:
         self.detector_failing = ThresholdAlarm(
             "detector_failing", Priority.HIGH, gateway, digest, clear_after_s=DETECTOR_CLEAR_S
         )
+        # Held for the session: a detector runs on its model's previous version (agent.inference.managed).
+        self.model_fallback = ThresholdAlarm("model_fallback", Priority.MEDIUM, gateway, digest)
+        self._fallbacks = [
+            float(bool(d.model.fallback)) if isinstance(d, AutoencoderDetector) else 0.0
+            for d in pipeline.detectors
+        ]
         self.gateway_alarms = (
             self.device_lost,
             self.outbox_filling,
@@ -115,6 +122,7 @@ class _Session:
             self.outbox_damaged,
             self.outbox_unwritable,
             self.detector_failing,
+            self.model_fallback,
         )
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
@@ -451,6 +459,8 @@ class _Session:
         events += self.detector_failing.check(
             list(self.detector_refs.values()), new_failures, [0.5] * len(new_failures), now
         )
+        refs = [self.detector_refs[d.id] for d in self.pipeline.detectors]
+        events += self.model_fallback.check(refs, self._fallbacks, [0.5] * len(refs), now)
         self.publish(events, retry_held=True)
 
     async def _watchdog(self) -> None:

@@ -90,6 +90,7 @@ class LoadedModel:
     card: ModelCard
     backend: InferenceBackend
     artifact_key: str
+    fallback: str = ""  # why this is not the version asked for (agent.inference.managed), else ""
 
     def reconstruct(
         self, windows: NDArray[np.floating[Any]]

@@ -34,7 +34,8 @@ from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, Wind
 from agent.detectors.params import ParamReader
 from agent.detectors.window_pca import fit_window_pca, pca_residual
 from agent.errors import ConfigError
-from agent.inference.backend import BackendName, LoadedModel, Precision, load_model
+from agent.inference.backend import BackendName, LoadedModel, Precision
+from agent.inference.managed import load_managed
 
 
 class AutoencoderDetector(StreamingDetector):
@@ -107,7 +108,7 @@ class AutoencoderDetector(StreamingDetector):
                 f"detectors.{id}.params.model", "an autoencoder detector needs a model directory"
             )
         key = params.get("public_key")
-        model = load_model(
+        model = load_managed(
             base_dir / str(params["model"]),
             backend=_choice(id, params, "backend", ("auto", "onnx", "tflite")),  # type: ignore[arg-type]
             precision=_choice(id, params, "precision", ("int8", "fp32")),  # type: ignore[arg-type]

@@ -47,6 +47,10 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         f"the detector raised an error {v:.0f} time(s) in the last second; its streams get no verdict"
         " from it (see the gateway log)"
     ),
+    "model_fallback": lambda v, lim: (
+        "the detector's model (current version) does not load; it runs on the previous version (the"
+        " gateway log says why; activate a version that loads)"
+    ),
     "outbox_unwritable": lambda v, lim: (
         "the outbox cannot be written (a full disk?): alarm events wait in memory until it can and"
         " are sent directly while the broker is connected; heartbeats likewise (see the gateway log)"

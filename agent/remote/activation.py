@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from agent.inference.managed import strict
 from agent.remote.bundles import ModelStore
 from agent.remote.envelope import CommandRefusedError
 
@@ -71,13 +72,15 @@ class ModelChanges:
     def _activate(self, name: object, version: object, reload: bool) -> dict[str, Any]:
         previous = self.store.activate(name, version)
         assert isinstance(name, str)  # activate checked it
-        problems = self._check_reload()
+        with strict():  # the version itself must load: its predecessor loading proves nothing
+            problems = self._check_reload()
         if problems:
             self.store.restore(name, previous)
             log.warning("remote: model activation refused, the previous version stays")
             raise CommandRefusedError(
                 "refused", "the config file was refused with this version; the previous one stays", problems
             )
+        self.store.keep_previous(name, previous, str(version))
         log.info("remote: model activated")
         self._reload_pending = reload
         return {"name": name, "version": version, "previous": previous, "reloading": reload}

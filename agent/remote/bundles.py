@@ -3,6 +3,8 @@
 Layout: `<models_dir>/<name>/<version>/` holds a card, its artifacts and `signature.json` (the format of
 `agent.inference.signing`); `<models_dir>/<name>/current` is a symlink to the active version, and a
 detector whose `model` param names `.../<name>/current` runs whatever is active after the next reload.
+`<name>/previous` names the version an accepted activation replaced: what a start runs if `current`
+stops loading later (a damaged disk, a runtime upgrade; `agent.inference.managed`).
 A flat `<models_dir>/<name>/card.json` (the shipped layout) is listed as unmanaged and never touched.
 
 A bundle is JSON: {"card": {...}, "files": {file name: base64}, "signature": {signature.json}}. Install
@@ -40,10 +42,10 @@ from typing import Any
 from agent.errors import ModelError
 from agent.inference.backend import available_backends, load_artifact, load_backend
 from agent.inference.card import CARD_FILE, ModelCard, load_card, parse_card
+from agent.inference.managed import CURRENT, PREVIOUS
 from agent.inference.signing import SIGNATURE_FILE, verify_model
 from agent.remote.envelope import CommandRefusedError
 
-CURRENT = "current"
 LOCK_FILE = ".lock"
 _VERSION = re.compile(r"^\d{1,9}(\.\d{1,9}){0,3}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -142,9 +144,21 @@ class ModelStore:
         self._point_current(name, version)
         return previous
 
-    def _point_current(self, name: str, version: str) -> None:
-        link = self.root / name / CURRENT
-        tmp = self.root / name / f".{CURRENT}.tmp"
+    def keep_previous(self, name: str, previous: str | None, version: str) -> None:
+        """After an accepted activation: `<name>/previous` names the version it replaced, the one a
+        start falls back to if `current` stops loading (`agent.inference.managed`); unless that
+        version no longer verifies and loads itself (then the older `previous` is the better one)."""
+        if previous is None or previous == version:
+            return
+        try:
+            self._verify_folder(self.root / name / previous)
+        except CommandRefusedError:
+            return
+        self._point_current(name, previous, PREVIOUS)
+
+    def _point_current(self, name: str, version: str, link_name: str = CURRENT) -> None:
+        link = self.root / name / link_name
+        tmp = self.root / name / f".{link_name}.tmp"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(version)  # relative: the models dir may move
         tmp.replace(link)
