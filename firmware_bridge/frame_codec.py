@@ -9,12 +9,17 @@ The decoder splits its buffer on 0x00 and classifies each chunk exactly once: a 
 truncated / bad_crc / oversized / bad_version / bad_payload. Every byte fed ends up in one of
 `frame_bytes`, `garbage_bytes`, `delimiters` or `buffered`, which the fuzz tests check. COBS and the
 CRC run in C (`cobs` package, `binascii.crc_hqx`), so the Python cost per frame is a few calls.
+
+A good frame whose sequence number and device time repeat one of the last `RECENT_FRAMES` is a
+duplicate (a bridge that retransmits, a doubled USB packet): it is counted in `duplicates` (its bytes
+in `frame_bytes`) and dropped, so its samples do not enter a window twice. A HELLO is never one.
 """
 
 from __future__ import annotations
 
 import binascii
 import struct
+from collections import deque
 from dataclasses import dataclass
 
 from cobs import cobs  # type: ignore[import-untyped]
@@ -33,6 +38,7 @@ from firmware_bridge.frame_messages import (
 )
 
 SEQ_MODULO = 1 << 16
+RECENT_FRAMES = 16  # a frame repeated within this many is a duplicate, not a restart
 _CRC = struct.Struct("<H")
 
 
@@ -86,7 +92,8 @@ class FrameDecoderStats:
     bad_payload: int = 0  # CRC right but the payload breaks its layout: a sender bug
     seq_gaps: int = 0  # gap episodes
     lost_frames: int = 0  # frames missing in those gaps
-    seq_backwards: int = 0  # duplicate or restart without HELLO: sequence went back
+    seq_backwards: int = 0  # restart without HELLO: sequence went back
+    duplicates: int = 0  # a frame seen again (same sequence number and device time): dropped
 
     @property
     def rejected(self) -> int:
@@ -104,6 +111,7 @@ class FrameDecoder:
         self._pos = 0
         self._skipping = False  # inside an oversized chunk: drop bytes until the next delimiter
         self._next_seq: int | None = None
+        self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_FRAMES)  # (seq, time) accepted
         self.stats = FrameDecoderStats()
 
     @property
@@ -185,9 +193,14 @@ class FrameDecoder:
             stats.bad_payload += 1
             self._reject(chunk)
             return None
-        stats.frames += 1
         stats.frame_bytes += len(chunk)
-        return Frame(seq, time_us, message, self._track_seq(seq, isinstance(message, Hello)))
+        hello = isinstance(message, Hello)
+        if seq != self._next_seq and not hello and (seq, time_us) in self._recent:
+            stats.duplicates += 1  # a repeat (a retransmitting bridge, a doubled USB packet)
+            return None
+        self._recent.append((seq, time_us))
+        stats.frames += 1
+        return Frame(seq, time_us, message, self._track_seq(seq, hello))
 
     def _track_seq(self, seq: int, restart: bool) -> int:
         """Frames lost before `seq`; a HELLO starts a new run (the device has rebooted)."""

@@ -20,6 +20,7 @@ FRAME_KINDS = (
     "bad_payload",
     "seq_backwards",
     "lost_frames",
+    "duplicates",
 )
 LINE_KINDS = ("bad_lines", "oversized_lines")
 

@@ -73,6 +73,8 @@ OPEN_HINTS = {
     errno.ENXIO: "the device file exists but no device answers behind it: re-plug the device",
     errno.ENODEV: "the device file exists but no device answers behind it: re-plug the device",
     errno.ENOTTY: "it is not a serial device: check serial.port",
+    errno.EISDIR: "it is a directory, not a device file: check serial.port (the full path to the port, "
+    "e.g. /dev/serial/by-id/usb-...)",
 }
 
 

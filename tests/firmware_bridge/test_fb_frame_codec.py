@@ -122,11 +122,22 @@ def test_sequence_gap_with_wraparound_and_hello_restart() -> None:
         + encode_frame(ev, 2, 0)  # 0 and 1 lost across the wrap
         + encode_frame(hello, 0, 0)  # reboot: no gap reported
         + encode_frame(ev, 1, 0)
-        + encode_frame(ev, 1, 0)  # duplicate: backwards, not a gap
+        + encode_frame(ev, 1, 0)  # duplicate (same sequence number and time): dropped, not a gap
+        + encode_frame(ev, 1, 7)  # the sequence went back with another time: a restart without HELLO
     )
     frames, dec = decode_all(wire)
-    assert [f.gap_before for f in frames] == [0, 0, 2, 0, 0, 0]
-    assert (dec.stats.seq_gaps, dec.stats.lost_frames, dec.stats.seq_backwards) == (1, 2, 1)
+    assert [(f.seq, f.gap_before) for f in frames] == [
+        (0xFFFE, 0),
+        (0xFFFF, 0),
+        (2, 2),
+        (0, 0),
+        (1, 0),
+        (1, 0),
+    ]
+    assert frames[-1].device_time_us == 7
+    stats = dec.stats
+    assert (stats.seq_gaps, stats.lost_frames, stats.seq_backwards, stats.duplicates) == (1, 2, 1, 1)
+    assert stats.frames == 6 and stats.bytes_in == stats.frame_bytes + stats.delimiters
 
 
 def test_to_physical_applies_scale_and_offset_per_channel() -> None:

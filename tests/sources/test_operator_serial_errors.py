@@ -88,7 +88,7 @@ def test_bytes_that_do_not_decode_are_counted_and_told_once_naming_baud_rate_and
     assert lines(caplog, logging.INFO) == [f"bed-7: serial port {pty.link} open"]  # nothing per bad frame
 
 
-@pytest.mark.parametrize("mistake", ["held by another program", "not a serial device"])
+@pytest.mark.parametrize("mistake", ["held by another program", "not a serial device", "a directory"])
 def test_a_port_that_cannot_be_used_says_why(
     mistake: str, pty: PtyDevice, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -97,7 +97,11 @@ def test_a_port_that_cannot_be_used_says_why(
     pty.plug()
     holder = serial.Serial(str(pty.link), exclusive=True) if mistake == "held by another program" else None
     path = pty.link if holder is not None else tmp_path / "notes.txt"
-    path.touch()
+    if mistake == "a directory":  # serial.port = "/dev/serial/by-id/": the port's name left out
+        path = tmp_path / "by-id"
+        path.mkdir()
+    else:
+        path.touch()
 
     async def main() -> None:
         source = SerialSource(serial_device(path), backoff=FAST)
@@ -113,5 +117,9 @@ def test_a_port_that_cannot_be_used_says_why(
         if holder is not None:
             holder.close()
     (warning,) = lines(caplog, logging.WARNING)
-    expected = "another program holds the port" if holder is not None else "it is not a serial device"
+    expected = {
+        "held by another program": "another program holds the port",
+        "not a serial device": "it is not a serial device",
+        "a directory": "it is a directory, not a device file: check serial.port (the full path to the port",
+    }[mistake]
     assert f"cannot open serial port {path} (serial.port): {expected}" in warning

@@ -209,3 +209,33 @@ def test_declared_rates_are_checked_on_the_rounds_path_too(
     told = [r.getMessage() for r in caplog.records]
     assert len(told) == 2
     assert "device bed-0 declares 2 Hz" in told[0] and "device bed-30 declares 4 Hz" in told[1]
+
+
+def test_a_duplicated_frame_is_delivered_once_and_counted(pty: PtyDevice) -> None:
+    """Frames 1, 2, 2, 3 (the repeat with the same sequence number and device time): three readings,
+    each sample once, `errors["duplicates"]` 1, no sequence trouble."""
+    frames = wire([(HELLO, 0.0), (block(1, 71), 1.0), (block(2, 72), 2.0)])
+    frames += wire([(block(2, 72), 2.0)], first_seq=2) + wire([(block(3, 73), 3.0)], first_seq=3)
+    source, readings = run(pty, [frames], 3)
+    assert [r.values[0, 0] for r in readings] == [71.0, 72.0, 73.0]
+    assert source.stats.errors.get("duplicates") == 1 and "seq_backwards" not in source.stats.errors
+    assert source.stats.bad_frames == 0
+
+
+def test_a_hello_announcing_another_device_is_logged_and_restarts_the_clock(
+    pty: PtyDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pump swapped on the same port: its HELLO names another device id and channel table. One warning
+    says so (without either id: the log redactor does not know them), its first block is GAP, and its
+    clock (an hour behind the first pump's) is anchored afresh: its block is stamped at its arrival."""
+    caplog.set_level(logging.WARNING, "agent.sources.serial")
+    renamed = Hello("pump-fw-RENAMED", (1, 0, 0), (ChannelSpec("spo2", "%", SampleType.INT16, 1.0, 1.0),))
+    first = wire([(HELLO, 0.0), (block(3600.0), 3600.0), (block(3601.0), 3601.0)])
+    second = wire([(renamed, 0.0), (block(1.0, 97), 1.0)])
+    _, readings = run(pty, [first, second], 3)
+    assert [r.channels for r in readings] == [("hr",), ("hr",), ("spo2",)]
+    assert readings[2].quality == Quality.GAP
+    assert readings[2].wall_time > readings[1].wall_time  # not an hour back
+    (told,) = [r.getMessage() for r in caplog.records]
+    assert "announced another device id and another channel table (spo2)" in told
+    assert "pump-fw" not in told
