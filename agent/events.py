@@ -181,6 +181,9 @@ class Heartbeat:
     # with a `calibration` table; see agent.pipeline.calibration.LiveCalibration.status)
     calibration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     outbox_refused: int = 0  # events the broker refused, kept aside until `edge-agent retry-refused`
+    # Within heartbeat/1: heartbeats the outbox evicted or refused for room (its bound, or a disk down to
+    # the reserve kept for alarms), since its file was made: an outage's lost heartbeats, counted.
+    outbox_heartbeats_dropped: int = 0
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -195,6 +198,7 @@ class Heartbeat:
                 None if self.oldest_undelivered_age_s is None else round(self.oldest_undelivered_age_s, 1)
             ),
             "outbox_refused": self.outbox_refused,
+            "outbox_heartbeats_dropped": self.outbox_heartbeats_dropped,
             "active_alarms": self.active_alarms,
             "models": dict(self.models),
             "cpu_percent": None if self.cpu_percent is None else round(self.cpu_percent, 1),

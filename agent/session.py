@@ -312,7 +312,7 @@ class _Session:
         `outbox_unwritable` and send this heartbeat directly, so a full disk is not a silent gateway."""
         expiry_s = self.cfg.mqtt.heartbeat_expiry_s
         try:
-            self.outbox.put_heartbeat(beat, self.topics.heartbeat, expiry_s)
+            result = self.outbox.put_heartbeat(beat, self.topics.heartbeat, expiry_s)
         except WRITE_ERRORS as exc:
             if not self.heartbeat_unwritable:
                 log.error(
@@ -327,6 +327,8 @@ class _Session:
         if self.heartbeat_unwritable:
             log.warning("the outbox %s takes heartbeats again", self.cfg.outbox.path)
         self.heartbeat_unwritable = False
+        if not result.stored:  # refused for room (alarms fill it, or the disk's reserve): sent if connected
+            self.uplink.publish_now(self.topics.heartbeat, beat.to_json(), expiry_s)
         self.uplink.notify()
 
     def _heartbeat(self, reset: bool = True) -> Heartbeat:
@@ -341,6 +343,7 @@ class _Session:
             outbox_depth=self.outbox.depth(),
             oldest_undelivered_age_s=self.outbox.oldest_age(),
             outbox_refused=self.outbox.refused_count(),
+            outbox_heartbeats_dropped=self.outbox.heartbeats_dropped(),
             active_alarms=self.pipeline.active_alarms() + self._technical_active(),
             models=self.pipeline.models(),
             cpu_percent=self.health.cpu_percent(reset),

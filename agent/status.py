@@ -141,10 +141,12 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
         )
     age = beat.get("oldest_undelivered_age_s")
     refused = beat.get("outbox_refused")
+    dropped = beat.get("outbox_heartbeats_dropped")
     lines.append(
         f"  outbox: {beat.get('outbox_depth')} waiting"
         + (f", oldest {age:.0f} s" if age else "")
         + (f", {refused} refused by the broker" if refused else "")
+        + (f", {dropped} heartbeat(s) dropped for room so far" if dropped else "")
     )
     held = outbox.get("held_in_memory")
     if held:

@@ -11,6 +11,8 @@ what it guarantees):
 - `encryption`: payloads sealed at rest, plaintext scrubbed, rows that do not open set aside.
 - `notes`: the caller's records, committed with a batch of puts.
 - `writing`: puts and batched puts, the bound in bytes, the eviction of heartbeats.
+- `room`: the room on the disk itself: a reserve kept for alarms, and the warning on a `max_bytes` the
+  disk cannot hold.
 - `draining`: `take` in drain order, rows in flight, acknowledgements and batched deletes, refusals,
   expired heartbeats.
 - `restamping`: the alarms this outbox queued before a step of the wall clock, moved by the step.

@@ -28,10 +28,11 @@ from agent.config.schema import OutboxConfig
 from agent.outbox.draining import _Draining
 from agent.outbox.items import OutboxDamagedError, OutboxError, OutboxItem, OutboxStats, State
 from agent.outbox.restamping import _Restamping
+from agent.outbox.room import sizing_warning
 from agent.outbox.rows import _lenient_text
 from agent.outbox.schema import _INDEXES, _LIVE, _META, _MIGRATE_V1, _SELECT, _TABLE, SCHEMA_VERSION
 from agent.outbox.transactions import WRITE_RETRY_S, _Taken
-from agent.outbox.writing import _Writing
+from agent.outbox.writing import DROPPED, _Writing
 from agent.sealing import Sealer, load_or_create_key
 
 log = logging.getLogger("agent.outbox")
@@ -76,6 +77,9 @@ class Outbox(_Writing, _Draining, _Restamping):
         self._lock = threading.Lock()
         self._sync = ""
         self._evicted = self._expired = self._rejected = self._undecryptable = 0
+        self._dropped = 0
+        self._dropping_since: float | None = None
+        self._dropping_told = -math.inf
         self._next_note: dict[str, int] = {}
         self._inflight: dict[str, _Taken] = {}  # by id: handed out by `take`, awaiting the broker
         self._delivered: dict[str, int] = {}  # id -> seq: acknowledged, deleted with the next batch
@@ -105,6 +109,8 @@ class Outbox(_Writing, _Draining, _Restamping):
             self._db = self._stand_in()
             self._stand_in_tried_at, self._stand_in_reason = self._clock(), exc.reason
         self._warned = self.fill_fraction() >= config.warn_fraction
+        if (sizing := sizing_warning(config, self._size)) is not None:
+            log.warning("%s", sizing)
 
     def _connect(self, path: Path) -> sqlite3.Connection:
         """Open (or create) the file at `path` and set it up (see the module's docstring), and the
@@ -180,6 +186,8 @@ class Outbox(_Writing, _Draining, _Restamping):
 
     def _count_at_open(self) -> None:
         self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+        dropped = self._db.execute("SELECT value FROM outbox_meta WHERE name=?", (DROPPED,)).fetchone()
+        self._dropped = int(dropped[0]) if dropped is not None and str(dropped[0]).isdigit() else 0
         newest = self._db.execute(
             "SELECT MAX(created) FROM outbox WHERE kind != 'heartbeat' "
             "AND typeof(created) IN ('real', 'integer')"

@@ -58,6 +58,9 @@ class _Transactions:
     _sealer: Sealer | None
     _size: int  # bytes counted against `max_bytes`
     _evicted: int
+    _dropped: int  # heartbeats evicted or refused for room since the file was made (`writing.DROPPED`)
+    _dropping_since: float | None  # `_dropped` when the told streak of drops began; None: not dropping
+    _dropping_told: float  # time.monotonic() of the last "drops heartbeats" line
     _expired: int
     _rejected: int
     _undecryptable: int

@@ -10,11 +10,17 @@ Strategy:
   crash leaves all of them or none. `put` is `put_many` of one.
 - An alarm's `created` is never earlier than that of an alarm put before it, so a step back of the
   wall clock cannot send an episode's END before its START.
+- The disk itself bounds the outbox too (`agent.outbox.room`): while it is down to its reserve for
+  alarms, a heartbeat only replaces older ones and each alarm takes old heartbeats' room first.
+- Heartbeats evicted or refused for room are counted in the file (`DROPPED`, across starts; reported
+  in every heartbeat) and told in the log, once when dropping starts and once when it stops.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -23,7 +29,13 @@ from agent.ids import uuid7
 from agent.outbox.encryption import _Encryption
 from agent.outbox.items import HEARTBEAT_RANK, Kind, OutboxItem, PutResult
 from agent.outbox.notes import _Notes
+from agent.outbox.room import RESERVE_BYTES, disk_low
 from agent.outbox.schema import _COLUMNS
+
+log = logging.getLogger("agent.outbox")
+
+DROPPED = "heartbeats_dropped"  # outbox_meta: heartbeats evicted or refused for room, since the file was made
+TELL_DROPPING_S = 600.0  # at most one "drops heartbeats" line this often
 
 
 class _Writing(_Notes, _Encryption):
@@ -49,29 +61,38 @@ class _Writing(_Notes, _Encryption):
             if self._stand_in_tried_at is not None:  # as a full disk fails a put (agent.held_alarms)
                 raise sqlite3.OperationalError(f"it could not be set up: {self._stand_in_reason}")
             before = (self._size, self._evicted, self._rejected)
+            dropped_before = self._dropped
             outcomes: list[tuple[bool, int, float]] = []
             heartbeats_only = all(i.kind is Kind.HEARTBEAT for i in items)
+            low = disk_low(self.path.parent)  # the disk is down to its reserve for alarms (`room`)
             try:
                 with self._transaction("NORMAL" if heartbeats_only else "FULL", mark=True):
                     for item in items:
                         if item.kind is not Kind.HEARTBEAT:
                             item = self._after_earlier_alarms(item)
                         need = self._stored_size(item)
-                        evicted = 0
-                        stored = True
-                        if self._size + need > self.config.max_bytes:
-                            evicted = self._evict_heartbeats(self._size + need - self.config.max_bytes)
-                        if item.kind is Kind.HEARTBEAT and self._size + need > self.config.max_bytes:
-                            stored = False  # only alarms left: they win
-                            self._rejected += 1
+                        over = self._size + need - self.config.max_bytes
+                        if low:  # take the room of old heartbeats, not the disk's
+                            over = max(over, need)
+                        size_before = self._size
+                        evicted = self._evict_heartbeats(over) if over > 0 else 0
+                        freed = size_before - self._size
+                        stored = item.kind is not Kind.HEARTBEAT or (
+                            self._size + need <= self.config.max_bytes and (not low or freed >= need)
+                        )  # else only alarms are left to evict, or the disk has no room for it: alarms win
                         if stored:
                             self._insert(item)
+                        else:
+                            self._rejected += 1
                         outcomes.append((stored, evicted, self._fill()))
                     if note is not None:
                         self._db.execute("INSERT INTO outbox_meta VALUES (?, ?)", self._note_row(*note))
+                    self._count_dropped(self._evicted - before[1] + self._rejected - before[2])
             except BaseException:
                 self._size, self._evicted, self._rejected = before
+                self._dropped = dropped_before
                 raise
+            self._tell_dropping(self._dropped - dropped_before, outcomes, low)
             results = []
             for stored, evicted, fill in outcomes:
                 warn = fill >= self.config.warn_fraction
@@ -109,7 +130,46 @@ class _Writing(_Notes, _Encryption):
         )
         return self.put(item)
 
+    def heartbeats_dropped(self) -> int:
+        """Heartbeats evicted or refused for room since the file was made (kept in it, across starts)."""
+        return self._dropped
+
     # -- internals (lock held) --------------------------------------------------------------------
+
+    def _count_dropped(self, count: int) -> None:
+        """Add `count` to the file's count of heartbeats dropped for room, in the current transaction."""
+        if count:
+            self._dropped += count
+            self._db.execute(
+                "INSERT OR REPLACE INTO outbox_meta VALUES (?, ?)", (DROPPED, str(self._dropped))
+            )
+
+    def _tell_dropping(self, dropped: int, outcomes: list[tuple[bool, int, float]], low: bool) -> None:
+        """One line when heartbeats start being dropped for room (at most every `TELL_DROPPING_S`), one
+        when a heartbeat is stored again without dropping any: nothing else tells an outage's lost
+        heartbeats from a gateway that was off."""
+        if dropped:
+            now = time.monotonic()
+            if self._dropping_since is None and now - self._dropping_told >= TELL_DROPPING_S:
+                self._dropping_since, self._dropping_told = self._dropped - dropped, now
+                why = (
+                    f"its disk is down to the {RESERVE_BYTES // (1 << 20)} MiB kept for alarm events"
+                    if low
+                    else f"it is at outbox.max_bytes ({self.config.max_bytes} bytes)"
+                )
+                log.warning(
+                    "the outbox %s drops heartbeats, the oldest first, for room: %s. Alarm events are kept; "
+                    "heartbeats report the count as outbox_heartbeats_dropped",
+                    self.path,
+                    why,
+                )
+        elif self._dropping_since is not None and any(stored for stored, _, _ in outcomes):
+            log.info(
+                "the outbox %s stores heartbeats again without dropping any: %d dropped meanwhile",
+                self.path,
+                self._dropped - self._dropping_since,
+            )
+            self._dropping_since = None
 
     def _fill(self) -> float:
         return self._size / self.config.max_bytes if self.config.max_bytes > 0 else 1.0

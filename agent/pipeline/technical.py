@@ -75,6 +75,14 @@ def describe(event: AlarmEvent) -> AlarmEvent:
             f"cleared: data again after a silence of {event.value:.0f} s (limit {event.threshold:.0f} s);"
             f" alarm lasted {(event.end_time or event.onset_time) - event.onset_time:.0f} s"
         )
+    elif event.phase is Phase.END and event.condition == "outbox_filling":
+        # The START's "not draining" is no longer true at the END: it drained (an operator read the
+        # END's "the uplink is not draining" as the state now).
+        lasted = (event.end_time or event.onset_time) - event.onset_time
+        text = (
+            f"cleared: the outbox is below its warning level ({event.threshold:.0%}) again, after a peak of"
+            f" {event.value:.0%}; alarm lasted {lasted:.0f} s"
+        )
     elif event.phase is Phase.END:
         text = f"cleared: {what}; lasted {(event.end_time or event.onset_time) - event.onset_time:.0f} s"
     else:

@@ -31,11 +31,15 @@ def mount_small_disk(where: Path, size: str = SIZE) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def fill(disk: Path, name: str = "filler") -> Path:
-    """Write `disk/name` until the file system says ENOSPC (another program filling the card)."""
+def fill(disk: Path, name: str = "filler", *, leave: int = 0) -> Path:
+    """Write `disk/name` until the file system says ENOSPC (another program filling the card), or until
+    only `leave` bytes are free."""
     path = disk / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
+        if leave:
+            os.write(fd, b"\0" * max(0, free_bytes(disk) - leave))
+            return path
         for chunk in (1 << 16, 1 << 12, 1 << 9, 1):
             block = b"\0" * chunk
             while True:

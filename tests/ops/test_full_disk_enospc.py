@@ -13,21 +13,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from small_disk import fill, mount_small_disk
+from small_disk import fill, free_bytes, mount_small_disk
 from test_full_disk import CONFIG, copies, phases
 from test_operator_errors import AgentRun, status_json
 from uplink_probe import Subscriber
 from waiting import wait_until
 
 from agent.config.schema import OutboxConfig
-from agent.events import Heartbeat
+from agent.events import AlarmEvent, AlarmKind, Explanation, Heartbeat, Phase, Priority
 from agent.localbroker import LocalBroker
 from agent.outbox import DELETE_AT, Outbox
+from agent.outbox.room import RESERVE_BYTES
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     yield from mount_small_disk(tmp_path / "disk")
+
+
+@pytest.fixture
+def disk_8m(tmp_path: Path) -> Iterator[Path]:
+    yield from mount_small_disk(tmp_path / "disk", "8m")
 
 
 def _config(tmp_path: Path, disk: Path, port: int) -> Path:
@@ -170,3 +176,54 @@ def test_acknowledged_rows_whose_deletion_a_full_disk_refuses_wait_and_are_delet
         assert left == 0
     finally:
         outbox.close()
+
+
+def _alarm(n: int) -> AlarmEvent:
+    return AlarmEvent(
+        id=f"ep-{n:05d}",
+        seq=0,
+        phase=Phase.START,
+        gateway="gw",
+        device="d-x",
+        stream="vitals",
+        condition="spo2_low",
+        priority=Priority.HIGH,
+        kind=AlarmKind.PHYSIOLOGICAL,
+        onset_time=1_700_000_000.0 + n,
+        detection_time=1_700_000_010.0 + n,
+        value=85.0,
+        threshold=92.0,
+        unit="%",
+        explanation=Explanation(detector="limit", score=85.0, threshold=92.0),
+    )
+
+
+def test_heartbeats_of_an_outage_leave_the_disk_room_for_alarms_that_survive_a_power_cut(
+    disk_8m: Path,
+) -> None:
+    """The disk holds less than `max_bytes` (64 MiB by default): an outage's heartbeats stop taking room
+    once it is down to the reserve, the alarms after them are stored on disk, not held in memory."""
+    disk = disk_8m
+    fill(disk, leave=RESERVE_BYTES + (1 << 20))
+    path = disk / "outbox.sqlite"
+    clock = _Clock()
+    outbox = Outbox(OutboxConfig(path), clock=clock)
+    try:
+        for n in range(4000):  # about 2 MiB of heartbeats, the broker away
+            _beat(outbox, n)
+            clock.now += 1
+        assert outbox.heartbeats_dropped() > 0
+        assert free_bytes(disk) > RESERVE_BYTES - (1 << 20)  # at most the WAL's growth went into it
+        for n in range(300):  # an outage's alarms: each one stored, none raises "disk is full"
+            outbox.put_alarm(_alarm(n), "edge/s/gw/alarm")
+        dropped = outbox.heartbeats_dropped()
+    finally:
+        outbox.close()
+    reopened = Outbox(OutboxConfig(path), clock=clock)  # a power cut later: what is on disk
+    try:
+        with reopened._lock:
+            kinds = dict(reopened._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind").fetchall())
+        assert kinds["alarm"] == 300  # (they took the room of the heartbeats, which are gone)
+        assert reopened.heartbeats_dropped() == dropped  # counted across starts
+    finally:
+        reopened.close()

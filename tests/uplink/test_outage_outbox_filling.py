@@ -234,6 +234,15 @@ def test_outage_evicts_heartbeats_first_keeps_every_alarm_and_drains_alarms_firs
     filling = sorted((e["seq"], e["phase"]) for e in technical if e["condition"] == "outbox_filling")
     assert filling == [(0, "start"), (1, "end")], technical
     assert all(e["priority"] == "high" for e in technical if e["condition"] == "outbox_filling")
+    # The END says the outbox drained, not the START's "not draining" (audit audoff, finding 6).
+    end = next(e for e in technical if e["condition"] == "outbox_filling" and e["phase"] == "end")
+    assert "below its warning level" in end["explanation"]["text"], end["explanation"]
+    assert "not draining" not in end["explanation"]["text"]
+    # The outage's lost heartbeats are told: a log line, and a count in the heartbeats themselves.
+    log = agent.log_path.read_text(errors="replace")
+    assert log.count("drops heartbeats, the oldest first, for room") == 1, agent.log_tail()
+    dropped = [m.json().get("outbox_heartbeats_dropped") for m in of_leaf(received, "heartbeat")]
+    assert max(d for d in dropped if d is not None) >= status["outbox"]["evicted"] >= 10
 
     # Order of arrival after the outage: the alarms queued during it, then the heartbeats queued during it
     # (made before the reconnect). Resent heartbeats from before the outage may come first: those the agent
