@@ -204,11 +204,13 @@ def build_artifacts(
     data_sha256: str,
     data_description: str,
     extra_metrics: dict[str, Any] | None = None,
+    validation: str = "held-out normal windows",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train, export every artifact into `out`, write card.json; returns the torch model and the card dict.
 
     `train_x`/`val_x` are normalised normal windows; `test_x` are normalised windows including anomalies,
-    used only to measure how faithfully each quantization keeps the fp32 scores.
+    used only to measure how faithfully each quantization keeps the fp32 scores. `validation` says in the
+    card's threshold_rule where `val_x` came from (the default is the text the shipped models' cards carry).
     """
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)  # weight initialisation: the same data gives the same model
@@ -244,9 +246,7 @@ def build_artifacts(
         "channels": list(spec.channels),
         "normalisation": {"mean": [float(m) for m in mean], "scale": [float(s) for s in scale]},
         "threshold": threshold,
-        "threshold_rule": (
-            f"{spec.threshold_quantile} quantile of fp32 scores on {len(val_x)} held-out normal windows"
-        ),
+        "threshold_rule": (f"{spec.threshold_quantile} quantile of fp32 scores on {len(val_x)} {validation}"),
         "training_data": {
             "sha256": data_sha256,
             "description": data_description,
@@ -286,6 +286,109 @@ def digest_arrays(*arrays: NDArray[Any]) -> str:
     return h.hexdigest()
 
 
+class DataError(ValueError):
+    """A training file or channel the tool cannot use; the message names it and says what to do."""
+
+
+def read_columns(path: Path, channels: Sequence[str], delimiter: str) -> NDArray[np.float64]:
+    """The named columns of one CSV file with a header row, as (T, C) floats. A missing column, a field
+    that is not a finite number or an unreadable file is a `DataError` naming the file (and line)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()  # splitlines also ends CRLF lines (SKAB)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from exc
+    header = lines[0].split(delimiter) if lines else []
+    missing = [c for c in channels if c not in header]
+    if missing:
+        hint = f" (is the delimiter {delimiter!r} right? e.g. --delimiter ';')" if len(header) < 2 else ""
+        raise DataError(f"{path}: no column {', '.join(missing)} (has: {', '.join(header)}){hint}")
+    cols = [header.index(c) for c in channels]
+    try:
+        values = np.loadtxt(path, delimiter=delimiter, skiprows=1, usecols=cols, ndmin=2)
+    except ValueError as exc:
+        raise DataError(_first_bad_line(path, lines, cols, channels, delimiter) or f"{path}: {exc}") from exc
+    if not np.isfinite(values).all():
+        raise DataError(
+            _first_bad_line(path, lines, cols, channels, delimiter) or f"{path}: non-finite value"
+        )
+    return values
+
+
+def _first_bad_line(
+    path: Path, lines: Sequence[str], cols: Sequence[int], channels: Sequence[str], delimiter: str
+) -> str | None:
+    """Where loading failed, found again line by line (only on the error path)."""
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue  # np.loadtxt skips these too
+        fields = line.split(delimiter)
+        for col, name in zip(cols, channels, strict=True):
+            if col >= len(fields):
+                return f"{path}: line {number} has {len(fields)} fields, none for column {name!r}"
+            try:
+                ok = np.isfinite(float(fields[col]))
+            except ValueError:
+                ok = False
+            if not ok:
+                return f"{path}: line {number}, column {name!r}: {fields[col]!r} is not a finite number"
+    return None
+
+
+def channel_scale(
+    rows: NDArray[np.float64], channels: Sequence[str], floor_fraction: float
+) -> tuple[NDArray[np.float64], list[str]]:
+    """Each channel's standard deviation on the training rows, raised to `floor_fraction` of its mean
+    absolute value where that is larger; returns the scale and a line per raised channel.
+
+    A channel constant in the training data (std within float rounding of 0) would get a scale of ~0 and
+    then turn the smallest change into a score thousands of times the threshold: without a floor it is a
+    `DataError` naming it."""
+    std, typical = rows.std(axis=0), np.abs(rows).mean(axis=0)
+    scale, notes = std.copy(), []
+    for i, name in enumerate(channels):
+        floor = floor_fraction * typical[i]
+        if (std[i] == 0 or std[i] <= 1e-9 * typical[i]) and floor <= 0:
+            fix = (
+                "drop it from --channels"
+                if typical[i] == 0
+                else "drop it from --channels, or give --scale-floor (a share of its typical magnitude,"
+                " e.g. 0.01: a 1 % change is then one standard unit)"
+            )
+            raise DataError(
+                f"channel {name!r} is constant in the training data (every value {rows[0, i]:.6g}):"
+                f" the model would score any change in it as an extreme anomaly; {fix}"
+            )
+        if floor > std[i]:
+            scale[i] = floor
+            notes.append(
+                f"channel {name!r}: scale raised from its std {std[i]:.3g} to {floor:.3g}"
+                f" ({floor_fraction:g} of its mean absolute value {typical[i]:.3g})"
+            )
+    return scale, notes
+
+
+def tail_split(lengths: Sequence[int], window: int, paths: Sequence[Path]) -> list[tuple[int, int]]:
+    """Per file of `lengths[i]` rows: (training windows, validation windows). The threshold windows are
+    the last fifth of each file's windows, and the `window - 1` windows before them are used for neither,
+    so no row is in both sets: overlapping windows shuffled at random would put each validation
+    window's rows in training too, and the threshold would be in-sample (too low on later data)."""
+    out = []
+    for rows, path in zip(lengths, paths, strict=True):
+        n = rows - window + 1
+        n_val = max(1, n // 5)
+        n_train = n - n_val - (window - 1)
+        if n_train < 1:
+            need = window
+            while (m := need - window + 1) - max(1, m // 5) - (window - 1) < 1:
+                need += 1
+            raise DataError(
+                f"{path}: {rows} rows are too few to keep its last fifth for the threshold with a gap of a"
+                f" window before it: needs at least {need} rows (or give the threshold data with --val-data)"
+            )
+        out.append((n_train, n_val))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -299,7 +402,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--architecture", choices=("dense", "conv"), default="dense")
     p.add_argument("--hidden", default="64,16")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--delimiter", default=",")
+    p.add_argument("--delimiter", default=",", help="field separator (SKAB: ';')")
+    p.add_argument(
+        "--val-data",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="CSV files of later normal data for the threshold only (default: the last fifth of each"
+        " --data file, after a gap of a window)",
+    )
+    p.add_argument(
+        "--scale-floor",
+        type=float,
+        default=0.0,
+        help="each channel's scale at least this share of its mean absolute value (a constant channel is"
+        " refused without it)",
+    )
     p.add_argument(
         "--pca-fraction",
         type=float,
@@ -317,37 +435,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     channels = tuple(args.channels.split(","))
-    series = []
-    for path in args.data:
-        header = path.read_text(encoding="utf-8").splitlines()[0].split(args.delimiter)
-        missing = [c for c in channels if c not in header]
-        if missing:
-            p.error(f"{path}: no column {', '.join(missing)} (has: {', '.join(header)})")
-        cols = [header.index(c) for c in channels]
-        series.append(np.loadtxt(path, delimiter=args.delimiter, skiprows=1, usecols=cols, ndmin=2))
-    rows = np.concatenate(series)
-    mean, scale = rows.mean(axis=0), np.maximum(rows.std(axis=0), 1e-6)
+    try:
+        series = [read_columns(path, channels, args.delimiter) for path in args.data]
+        val_series = [read_columns(path, channels, args.delimiter) for path in args.val_data]
+        for path, s in zip([*args.data, *args.val_data], [*series, *val_series], strict=True):
+            if len(s) < args.window:
+                raise DataError(f"{path}: {len(s)} data rows, fewer than the window ({args.window})")
+        if val_series:
+            splits = [(len(s) - args.window + 1, 0) for s in series]
+            validation = (
+                f"normal windows of {', '.join(p.name for p in args.val_data)}, files not used in training"
+            )
+        else:
+            splits = tail_split([len(s) for s in series], args.window, args.data)
+            validation = (
+                f"normal windows: the last fifth of each training file's windows, after a gap of"
+                f" {args.window - 1} windows (no row in both)"
+            )
+        # mean and scale from the rows the training windows cover only
+        rows = np.concatenate(
+            [s[: n_train + args.window - 1] for s, (n_train, _) in zip(series, splits, strict=True)]
+        )
+        mean = rows.mean(axis=0)
+        scale, notes = channel_scale(rows, channels, args.scale_floor)
+    except DataError as exc:
+        p.error(str(exc))
+    for note in notes:
+        print(note)
     if args.pca_fraction:
         if not 0 < args.pca_fraction < 1:
             p.error(f"--pca-fraction must be in (0, 1), got {args.pca_fraction}")
         components = round(args.pca_fraction * args.window * len(channels))
         try:
-            windows = np.concatenate(
-                [
-                    residual_windows(
-                        s, args.window, components, args.min_scale_fraction * scale, args.adapt_rows
-                    )
-                    for s in series
-                ]
-            )
+            per_file = [
+                residual_windows(s, args.window, components, args.min_scale_fraction * scale, args.adapt_rows)
+                for s in [*series, *val_series]
+            ]
         except ValueError as exc:
             p.error(str(exc))
     else:
-        windows = np.concatenate([make_windows((s - mean) / scale, args.window) for s in series])
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(windows))
-    n_val = max(1, len(windows) // 5)
-    val_x, train_x = windows[order[:n_val]], windows[order[n_val:]]
+        per_file = [make_windows((s - mean) / scale, args.window) for s in [*series, *val_series]]
+    train_x = np.concatenate(
+        [w[:n_train] for w, (n_train, _) in zip(per_file[: len(series)], splits, strict=True)]
+    )
+    if val_series:
+        val_x = np.concatenate(per_file[len(series) :])
+    else:
+        val_x = np.concatenate(
+            [w[len(w) - n_val :] for w, (_, n_val) in zip(per_file[: len(series)], splits, strict=True)]
+        )
     # No labelled anomalies in a generic run: probe quantization with normal windows plus scaled copies.
     test_x = np.concatenate([val_x, val_x * 3.0]).astype(np.float32)
     spec = ModelSpec(
@@ -367,9 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_x,
         args.out,
         mean=mean,
-        scale=scale,
-        data_sha256=digest_arrays(rows),
-        data_description=", ".join(p.name for p in args.data),
+        scale=scale.tolist(),
+        data_sha256=digest_arrays(*series, *val_series),
+        data_description=", ".join(p.name for p in [*args.data, *args.val_data]),
+        validation=validation,
     )
     if args.pca_fraction:
         card["preprocessing"] = residual_preprocessing(
