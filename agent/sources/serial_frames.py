@@ -131,6 +131,7 @@ class FrameReadings:
             self.device_id,
         )
         self.time.restart()
+        self._fault_until_us = self._battery_until_us = -1  # the other device's, in its clock
         if self._had_data:
             self._mark_gap()
 

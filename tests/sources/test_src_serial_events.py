@@ -230,12 +230,13 @@ def test_a_hello_announcing_another_device_is_logged_and_restarts_the_clock(
     clock (an hour behind the first pump's) is anchored afresh: its block is stamped at its arrival."""
     caplog.set_level(logging.WARNING, "agent.sources.serial")
     renamed = Hello("pump-fw-RENAMED", (1, 0, 0), (ChannelSpec("spo2", "%", SampleType.INT16, 1.0, 1.0),))
-    first = wire([(HELLO, 0.0), (block(3600.0), 3600.0), (block(3601.0), 3601.0)])
-    second = wire([(renamed, 0.0), (block(1.0, 97), 1.0)])
+    fault = Event(EventKind.FAULT, 3, 0)
+    first = wire([(HELLO, 0.0), (block(3600.0), 3600.0), (block(3601.0), 3601.0), (fault, 3601.5)])
+    second = wire([(renamed, 0.0), (block(1.0, 97), 1.0)], first_seq=4)
     _, readings = run(pty, [first, second], 3)
     assert [r.channels for r in readings] == [("hr",), ("hr",), ("spo2",)]
-    assert readings[2].quality == Quality.GAP
+    assert readings[2].quality == Quality.GAP  # not DEVICE_FAULT: that was the other pump's
     assert readings[2].wall_time > readings[1].wall_time  # not an hour back
-    (told,) = [r.getMessage() for r in caplog.records]
+    (told,) = [r.getMessage() for r in caplog.records if "announced" in r.getMessage()]
     assert "announced another device id and another channel table (spo2)" in told
     assert "pump-fw" not in told
