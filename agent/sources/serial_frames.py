@@ -252,7 +252,8 @@ class FrameReadings:
 
 class LineReadings:
     """CSV / JSON lines → one single-sample reading each on the default stream. The lines of one read
-    are spaced back from its arrival (`serial_clock.line_times`) at `rate_hz` (0: unknown)."""
+    are spaced back from its arrival (`serial_clock.line_times`) at `rate_hz` (0: unknown), which the
+    readings also declare as their spacing, for the pipeline to check detectors' `rate_hz` against."""
 
     def __init__(
         self, device_id: str, default_stream: str, channels: Iterable[str], rate_hz: float = 0.0
@@ -283,6 +284,9 @@ class LineReadings:
             quality = Quality.GAP if self._gap_next else Quality.OK
             self._gap_next = False
             values = np.array([sample.values], dtype=np.float64)
-            readings.append(Reading(self.stream, self.channels, values, offset + at, monotonic, 0.0, quality))
+            reading = Reading(
+                self.stream, self.channels, values, offset + at, monotonic, self.period_s, quality
+            )
+            readings.append(reading)
         self._had_data = True
         return readings

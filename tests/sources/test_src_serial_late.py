@@ -190,6 +190,7 @@ def test_lines_read_late_are_spaced_back_from_their_arrival(
     times = np.array([r.wall_time for r in readings])
     assert len(readings) == device.sent == 35
     assert np.all(np.diff(times) > 0) and times[-1] <= time.time()
+    assert {r.period_s for r in readings} == {1 / rate_hz if rate_hz else 0.0}  # declared to the pipeline
     starts = [e for e in events if e.condition == "tachycardia" and e.phase is Phase.START]
     assert len(starts) == 1
     assert starts[0].onset_time == pytest.approx(device.onset, abs=0.5)
