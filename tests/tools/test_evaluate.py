@@ -12,7 +12,7 @@ import pytest
 
 from agent.config.loader import load_config
 from tools.evaluate import nab_score
-from tools.evaluate.datasets import T0, Series
+from tools.evaluate.datasets import SKAB_CHANNELS, T0, Series
 from tools.evaluate.metrics import PointMetrics, event_metrics, roc_auc
 from tools.evaluate.replay import replay
 
@@ -298,3 +298,40 @@ def test_the_cli_reports_pump_rules_with_episodes(tmp_path: Path) -> None:
     assert cells[1] == "0/1" and cells[4] == "0/1"
     assert cells[7] == "1"  # the one start, at the run's first sample
     assert float(cells[8]) == pytest.approx(2.5 - 2 * 660 / 3600, abs=0.01)
+
+
+def test_data_may_be_the_datasets_root_or_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--data ../shared/datasets` finds SKAB/data below it (audit audml finding 10); a folder without the
+    dataset is one usage line naming what was looked for, not a FileNotFoundError traceback."""
+    from tools.evaluate.__main__ import main
+    from tools.evaluate.datasets import dataset_folder, load_skab
+
+    data = tmp_path / "datasets" / "SKAB" / "data"
+    (data / "anomaly-free").mkdir(parents=True)
+    (data / "valve1").mkdir()
+    header = "datetime;" + ";".join(SKAB_CHANNELS) + ";anomaly;changepoint"
+    row = "2020-02-08 13:30:4{};" + ";".join(["1.0"] * len(SKAB_CHANNELS)) + ";{};0"
+    for path, label in ((data / "anomaly-free" / "anomaly-free.csv", 0), (data / "valve1" / "0.csv", 1)):
+        path.write_text("\r\n".join([header, *(row.format(i, label) for i in range(3))]) + "\r\n")
+    for given in (tmp_path / "datasets", tmp_path / "datasets" / "SKAB", data):
+        assert dataset_folder(given, "SKAB/data", "anomaly-free/anomaly-free.csv", "SKAB") == data
+    assert [s.name for s in load_skab(tmp_path / "datasets")] == ["valve1/0"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["--config", "x.toml", "--dataset", "skab", "--data", str(empty), "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"no SKAB data in {empty} (looked for anomaly-free/anomaly-free.csv there and in SKAB/data, data"
+            " below it): give --data the SKAB folder, e.g. ../shared/datasets/SKAB/data"
+        )
+    )

@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from tools.evaluate import runs
+from tools.evaluate.datasets import DatasetNotFoundError
 from tools.evaluate.report import write_report
 
 
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset != "mitdb" and args.config is None:
         parser.error(f"--config is required for --dataset {args.dataset}")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, runs.DATASETS[args.dataset](args))
+    try:
+        results = runs.DATASETS[args.dataset](args)
+    except DatasetNotFoundError as exc:
+        parser.error(str(exc))
+    write_report(args.out, results)
     return 0
 
 

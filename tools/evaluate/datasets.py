@@ -41,6 +41,27 @@ class Series:
         return float(self.times[-1] - self.times[0]) / 3600.0 if len(self.times) > 1 else 0.0
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset folder given (or the default) does not hold the dataset; the message says where to look."""
+
+
+def dataset_folder(root: Path | None, default: str, marker: str, name: str) -> Path:
+    """The dataset's folder: `root` itself, or `default` (a path under ../shared/datasets, e.g.
+    "SKAB/data") or one of its tails found below `root`, so the datasets root works too; the first that
+    holds `marker` (a glob). Otherwise one `DatasetNotFoundError` naming what was looked for."""
+    base = (root or SHARED).resolve()
+    parts = Path(default).parts
+    tails = [Path(*parts[i:]) for i in range(len(parts))]
+    candidates = [base / tail for tail in tails] if root is None else [base, *(base / t for t in tails)]
+    for folder in candidates:
+        if next(folder.glob(marker), None) is not None:
+            return folder
+    raise DatasetNotFoundError(
+        f"no {name} data in {base} (looked for {marker} there and in {', '.join(str(t) for t in tails)} below"
+        f" it): give --data the {name} folder, e.g. ../shared/datasets/{default}"
+    )
+
+
 def _windows_of(times: FloatArray, labels: BoolArray) -> list[tuple[float, float]]:
     edges = np.diff(np.concatenate([[0], labels.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
@@ -54,7 +75,7 @@ def load_cpsc(root: Path | None = None) -> list[Series]:
     """Every record: RR per beat, label = the beat lies inside an "(AFIB" ... "(N" rhythm episode."""
     import wfdb  # tools-only dependency (evaluate extra)
 
-    folder = (root or SHARED / "ECG" / "cpsc2021_sample").resolve()
+    folder = dataset_folder(root, "ECG/cpsc2021_sample", "*.hea", "CPSC-2021")
     out: list[Series] = []
     for header in sorted(folder.glob("*.hea")):
         record = header.stem
@@ -101,7 +122,7 @@ def _nab_time(text: str) -> float:
 def load_nab(root: Path | None = None) -> list[Series]:
     """Every NAB series, fed one row per second (NAB scores rows, not clock time): `times` are
     T0 + row index, and `extra["timestamp"]` keeps the original Unix times for the windows."""
-    folder = (root or SHARED / "NAB").resolve()
+    folder = dataset_folder(root, "NAB", "labels/combined_windows.json", "NAB")
     windows = json.loads((folder / "labels" / "combined_windows.json").read_text())
     out: list[Series] = []
     for path in sorted((folder / "data").glob("*/*.csv")):
@@ -148,7 +169,7 @@ SKAB_CHANNELS = (
 
 def load_skab(root: Path | None = None, *, anomaly_free: bool = False) -> list[Series]:
     """The 34 labelled experiments (or, with `anomaly_free`, the one run without anomalies)."""
-    folder = (root or SHARED / "SKAB" / "data").resolve()
+    folder = dataset_folder(root, "SKAB/data", "anomaly-free/anomaly-free.csv", "SKAB")
     paths = (
         [folder / "anomaly-free" / "anomaly-free.csv"]
         if anomaly_free
@@ -183,7 +204,7 @@ MITDB_FS = 360.0
 def load_mitdb(root: Path | None = None) -> list[Series]:
     """One series per record: RR per beat, label = PVC; `extra["ecg"]` the MLII signal (mV, 360 Hz) and
     `extra["r_peak"]` each beat's sample index into it."""
-    folder = (root or SHARED / "ECG" / "mitdb_tpcp_subset").resolve()
+    folder = dataset_folder(root, "ECG/mitdb_tpcp_subset", "*_beats.csv", "MIT-BIH")
     out: list[Series] = []
     for path in sorted(folder.glob("*_beats.csv")):
         record = path.name.split("_")[0]
