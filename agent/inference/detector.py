@@ -206,6 +206,7 @@ class AutoencoderDetector(StreamingDetector):
         }
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
+        c = len(self.channels)
         for slot_text, entry in state.items():
             slot = int(slot_text)
             basis = np.asarray(entry.get("basis", np.zeros((0, 0))), np.float64)
@@ -214,6 +215,12 @@ class AutoencoderDetector(StreamingDetector):
                     f"state.detectors.{self.id}.streams.{slot_text}.basis",
                     f"expected shape {self._basis.shape[1:]}, got {basis.shape}",
                 )
+            for key in ("mean", "scale"):  # saved for other channels: numpy would broadcast or fail
+                if np.shape(entry[key]) != (c,):
+                    raise ConfigError(
+                        f"state.detectors.{self.id}.streams.{slot_text}.{key}",
+                        f"expected {c} values, got shape {np.shape(entry[key])}",
+                    )
             self._grow(slot + 1)
             if self.components:
                 self._basis[slot] = basis

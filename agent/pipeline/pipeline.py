@@ -247,19 +247,14 @@ class Pipeline:
 
     def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are
-        dropped, so an active episode continues with its id only while its rule does."""
+        dropped, so an active episode continues with its id only while its rule does. Each detector is
+        restored on its own (`_restore_detector`): one that changed, or whose saved state does not fit
+        it, starts fresh while the others and every alarm episode are taken back."""
         for detector in self.detectors:
             saved = detectors.get(detector.id)
             if saved is None:
                 continue
-            detector.load_state(saved)
-            digest = saved.get("config_digest") if isinstance(saved, dict) else None
-            if (
-                digest is not None
-                and digest != self._digests[detector.id]
-                and isinstance(detector, StreamingDetector)
-            ):  # saved under another configuration: its threshold is not this one's
-                detector.threshold = self._configured[detector.id]
+            self._restore_detector(detector, saved)
             calibration = self.calibrations.get(detector.id)
             if calibration is not None:
                 calibration.restore(saved.get("calibration") if isinstance(saved, dict) else None)
@@ -268,3 +263,37 @@ class Pipeline:
                 book.load_state(alarms[key])
         for name, stream in self.streams.items():
             stream.quality_alarms.load_state(alarms, name)
+
+    def _restore_detector(self, detector: Detector, saved: Any) -> None:
+        """Take one detector's saved threshold and per-stream state back, only under the configuration
+        (and model version) it was saved with. After a change — a margin, the channels, a new model
+        activated — each stream's adapted mean, scale, threshold and subspace belong to the old one: kept,
+        a new model was judged against a quantile of the previous model's scores and a new margin never
+        took effect (audit audml, finding 1), so the detector starts again and its streams adapt anew.
+        Saved state that does not fit (a hand edit, another version's layout) costs this detector only;
+        before, its error set the whole file aside, every other baseline and open episode with it."""
+        assert isinstance(detector, StreamingDetector)  # every registered type is one
+        digest = saved.get("config_digest") if isinstance(saved, dict) else None
+        if digest is not None and digest != self._digests[detector.id]:
+            log.info(
+                "detector %s: its configuration or model changed since the state was saved; its saved"
+                " threshold and per-stream baselines are dropped and every stream starts again",
+                detector.id,
+            )
+            return
+        try:
+            if not isinstance(saved, dict):
+                raise TypeError("not a table")
+            detector.load_state(saved)
+        except (ConfigError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            detector.reset_streams()
+            detector.threshold = self._configured[detector.id]
+            # The key or kind of the problem, never its message: it may quote a saved (patient) value.
+            where = f" at {exc.path}" if isinstance(exc, ConfigError) else ""
+            log.warning(
+                "detector %s: its saved state does not fit it (%s%s); it starts fresh, the other"
+                " detectors and the alarm episodes are restored",
+                detector.id,
+                type(exc).__name__,
+                where,
+            )

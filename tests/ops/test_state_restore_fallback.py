@@ -81,7 +81,6 @@ def run_until_live(config: AgentConfig) -> None:
 
 
 WRONG_SHAPES = {
-    "threshold_text": {"detectors": {"hr-high": {"type": "limit", "id": "hr-high", "threshold": "high"}}},
     "alarm_row_text": {
         "alarms": {
             "hr-high/tachycardia": {"condition": "tachycardia", "streams": [{"device": "d", "history": "x"}]}
@@ -106,6 +105,23 @@ def test_a_state_that_cannot_be_restored_is_set_aside_and_the_agent_runs(
     assert "cannot be restored" in caplog.text and "fresh state" in caplog.text
     saved = json.loads((state_dir / "pipeline.json").read_text())  # the fresh session saved its own
     assert saved["detectors"]["hr-high"]["type"] == "limit"
+
+
+def test_one_detectors_state_that_does_not_fit_costs_that_detector_only(
+    mosquitto: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A detector's saved state of the wrong shape: it starts fresh, the file is not set aside (audit audml,
+    finding 2: the other detectors' baselines and the open episodes were lost with it)."""
+    config = agent_config(tmp_path, mosquitto.port)
+    state_dir = config.gateway.state_dir
+    damaged = {"detectors": {"hr-high": {"type": "limit", "id": "hr-high", "threshold": "high"}}}
+    (state_dir / "pipeline.json").write_text(json.dumps(damaged))
+    with caplog.at_level(logging.WARNING):
+        run_until_live(config)
+    assert not (state_dir / "pipeline.json.unreadable").exists()
+    assert "detector hr-high: its saved state does not fit it" in caplog.text
+    saved = json.loads((state_dir / "pipeline.json").read_text())
+    assert saved["detectors"]["hr-high"]["threshold"] == 0.0  # the configured one again (not "high")
 
 
 def test_a_damaged_outbox_is_set_aside_and_the_agent_runs(
