@@ -6,7 +6,8 @@
 
 `send` publishes on `{root}/cmd/<name>` (QoS 1) with a fresh ResponseTopic and CorrelationData, waits
 for the answer carrying that correlation data and prints it; exit status 0 if it says ok, 1 if not, 2
-on timeout. The private key stays on the operator's machine; this module is never used by the agent.
+on timeout or when a file or option cannot be used (one line naming it: a missing key, an invalid
+card). The private key stays on the operator's machine; this module is never used by the agent.
 """
 
 from __future__ import annotations
@@ -27,22 +28,46 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 
+from agent.errors import ModelError
 from agent.remote.bundles import pack_bundle
 from agent.remote.envelope import sign_command
 from agent.uplink.connection import new_properties
 
 
+class ClientError(Exception):
+    """Something the operator gave cannot be used: one line naming the file or option (no traceback)."""
+
+
+def _file_problem(exc: OSError, path: Path) -> str:
+    return f"{exc.filename or path}: {exc.strerror or exc}"
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ClientError(f"--key {_file_problem(exc, path)}") from None
+    except (ValueError, TypeError) as exc:
+        raise ClientError(f"--key {path}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SystemExit(f"{path} is not an Ed25519 private key")
+        raise ClientError(f"--key {path}: not an Ed25519 private key")
     return key
 
 
 def build_payload(args: argparse.Namespace) -> bytes:
-    command_args: dict[str, Any] = json.loads(args.args) if args.args else {}
+    try:
+        command_args = json.loads(args.args) if args.args else {}
+    except json.JSONDecodeError as exc:
+        raise ClientError(f"--args is not JSON ({exc})") from None
+    if not isinstance(command_args, dict):
+        raise ClientError("--args must be a JSON object, e.g. '{\"activate\": true}'")
     if args.bundle is not None:
-        command_args["bundle"] = pack_bundle(args.bundle)
+        try:
+            command_args["bundle"] = pack_bundle(args.bundle)
+        except OSError as exc:
+            raise ClientError(f"--bundle {_file_problem(exc, args.bundle)}") from None
+        except (ModelError, ValueError) as exc:  # an invalid card, signature.json not JSON
+            raise ClientError(f"--bundle {args.bundle / 'card.json'}: {exc}") from None
     return sign_command(load_private_key(args.key), args.root, args.command, command_args)
 
 
@@ -61,13 +86,22 @@ def send(args: argparse.Namespace, payload: bytes) -> dict[str, Any] | None:
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if url.scheme == "mqtts":
-        client.tls_set(ca_certs=args.cafile, certfile=args.cert, keyfile=args.cert_key)
+        try:
+            client.tls_set(ca_certs=args.cafile, certfile=args.cert, keyfile=args.cert_key)
+        except (OSError, ValueError) as exc:
+            raise ClientError(f"--cafile/--cert/--cert-key: {exc}") from None
     if args.username:
-        password = Path(args.password_file).read_text().strip() if args.password_file else None
+        try:
+            password = Path(args.password_file).read_text().strip() if args.password_file else None
+        except OSError as exc:
+            raise ClientError(f"--password-file {_file_problem(exc, Path(args.password_file))}") from None
         client.username_pw_set(args.username, password)
     client.on_message = on_message
     client.on_subscribe = lambda *_a: ready.set()
-    client.connect(url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883))
+    try:
+        client.connect(url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883))
+    except OSError as exc:
+        raise ClientError(f"--url {args.url}: cannot connect ({exc.strerror or exc})") from None
     client.loop_start()
     try:
         client.subscribe(reply_topic, qos=1)
@@ -84,7 +118,9 @@ def send(args: argparse.Namespace, payload: bytes) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="sign and send edge-agent remote commands")
+    p = argparse.ArgumentParser(
+        prog="python -m agent.remote.client", description="sign and send edge-agent remote commands"
+    )
     sub = p.add_subparsers(dest="action", required=True)
     for action in ("send", "sign"):
         s = sub.add_parser(action)
@@ -105,11 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             s.add_argument("--reply-prefix", default="edge-ops/replies")
             s.add_argument("--timeout", type=float, default=30.0)
     args = p.parse_args(argv)
-    payload = build_payload(args)
-    if args.action == "sign":
-        sys.stdout.write(payload.decode() + "\n")
-        return 0
-    answer = send(args, payload)
+    try:
+        payload = build_payload(args)
+        if args.action == "sign":
+            sys.stdout.write(payload.decode() + "\n")
+            return 0
+        answer = send(args, payload)
+    except ClientError as exc:
+        p.exit(2, f"{p.prog} {args.action}: {exc}\n")
     if answer is None:
         print("no response within the timeout", file=sys.stderr)
         return 2
