@@ -195,3 +195,13 @@ def choose(result: dict[str, Any]) -> str:
             result[v]["batch_1"]["flag_agreement"], result[v]["batch_64_mixed"]["flag_agreement"]
         ),
     )
+
+
+if __name__ == "__main__":
+    # Not a command: it measures and quantizes inside a training run, where the threshold and the
+    # normalisation are known. Say so instead of exiting 0 silently.
+    raise SystemExit(
+        "tools.train.quantize is used by the training tools and has no command of its own: train with"
+        " python -m tools.train.autoencoder (it writes the fp32 and int8 ONNX, TFLite and card.json);"
+        " a model trained elsewhere has no standalone quantize step yet (docs/models.md, Training)"
+    )
