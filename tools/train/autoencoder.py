@@ -40,6 +40,7 @@ from torch import nn
 from tools.train import quantize
 from tools.train.residuals import residual_preprocessing, residual_windows
 from tools.train.tflite_writer import DenseLayer, build_dense_autoencoder
+from tools.train.versioning import add_version_option
 
 F32 = NDArray[np.float32]
 OPSET = 17
@@ -433,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.5,
         help="with --pca-fraction: a run's scale never below this share of the whole data's spread",
     )
+    add_version_option(p)
     args = p.parse_args(argv)
     channels = tuple(args.channels.split(","))
     try:
@@ -488,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     test_x = np.concatenate([val_x, val_x * 3.0]).astype(np.float32)
     spec = ModelSpec(
         args.name or args.out.name,
-        "1.0.0",
+        args.version,
         channels,
         args.window,
         args.hop,

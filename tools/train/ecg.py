@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from agent.inference.beats import AFTER_S, BEFORE_S, POINTS, RR_HISTORY, beat_windows, prematurity
 from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays, write_card
 from tools.train.quantize import onnx_scores
+from tools.train.versioning import add_version_option
 
 FS = 360.0
 FOLD_A = ("100", "104", "106", "114", "119", "123")
@@ -145,14 +146,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--hidden", default="32,8")
+    add_version_option(p)
     args = p.parse_args(argv)
     records = {r: load_record(args.mitdb, r) for r in FOLD_A + FOLD_B}
     fold_a, fold_b = [records[r] for r in FOLD_A], [records[r] for r in FOLD_B]
-    scale_a = train_fold(args.mitdb, args.out, fold_a, fold_b, args.epochs, args.hidden, "1.0.0")
+    scale_a = train_fold(args.mitdb, args.out, fold_a, fold_b, args.epochs, args.hidden, args.version)
     s_ab = fold_scores(args.out, fold_a, fold_b, scale_a)  # the shipped model on fold B records
     with tempfile.TemporaryDirectory() as tmp:  # fold B's model only serves the cross-validation figure
         other = Path(tmp)
-        scale_b = train_fold(args.mitdb, other, fold_b, fold_a, args.epochs, args.hidden, "1.0.0-foldB")
+        scale_b = train_fold(
+            args.mitdb, other, fold_b, fold_a, args.epochs, args.hidden, f"{args.version}-foldB"
+        )
         s_ba = fold_scores(other, fold_b, fold_a, scale_b)
     pooled = {k: np.concatenate([s_ab[k], s_ba[k]]) for k in s_ab}
     results: dict[str, Any] = {

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from agent.detectors.base import StreamingDetector, WindowBlock
 from agent.inference.backend import load_model
 from agent.inference.detector import AutoencoderDetector
+from tools.train.versioning import add_version_option
 
 CHANNELS = (
     "Accelerometer1RMS",
@@ -181,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--alt", default="", help="alternative operating point: smooth,quantile,margin")
     p.add_argument("--evaluate-only", action="store_true", help="keep the trained model, re-run evaluation")
+    add_version_option(p)
     args = p.parse_args(argv)
     exps = experiments(args.skab)
     pieces = training_pieces(args.skab, exps)
@@ -201,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test = np.concatenate([make_windows(standardise(e.values, floor), args.window, 5) for e in exps])
         spec = ModelSpec(
             "pump",
-            "1.0.0",
+            args.version,
             CHANNELS,
             args.window,
             1,

@@ -43,6 +43,7 @@ from tools.train.skab import (
     training_pieces,
 )
 from tools.train.skab_pca import FAR_LIMIT, MARGINS, QUANTILES, SMOOTHS, metrics_of, summary
+from tools.train.versioning import add_version_option
 
 Scores = list[NDArray[np.float64]]  # per experiment, the raw score of the window ending at each row
 BACKENDS = (("onnx", "int8"), ("onnx", "fp32"), ("tflite", "int8"), ("tflite", "fp32"))
@@ -69,7 +70,7 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
         [residual_windows(e.values, args.window, args.components, floor, CALIBRATION_ROWS)[::5] for e in exps]
     )
     hidden = tuple(int(h) for h in args.hidden.split(","))
-    spec = ModelSpec("pump-residual", "1.0.0", CHANNELS, args.window, 1, "dense", hidden, args.epochs)
+    spec = ModelSpec("pump-residual", args.version, CHANNELS, args.window, 1, "dense", hidden, args.epochs)
     _, card = build_artifacts(
         spec,
         windows[order[n_val:]],
@@ -187,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--floor", type=float, default=0.5, help="scale floor, fraction of anomaly-free spread")
     p.add_argument("--evaluate-only", action="store_true", help="keep the trained model, re-run evaluation")
+    add_version_option(p)
     args = p.parse_args(argv)
     exps = experiments(args.skab)
     free, _ = read_csv(args.skab / "anomaly-free" / "anomaly-free.csv")

@@ -1,0 +1,44 @@
+"""`--version` of the training tools (audit audml, finding 8): every tool wrote "1.0.0", and a gateway's
+models/install refuses a version it already has, so a retrained model could not be installed without a
+hand edit of its signed card. Run as a user runs it: `main` on CSV files written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from tools.train import ecg, skab, skab_head
+from tools.train.autoencoder import main
+
+ARGS = ["--window", "5", "--hidden", "6,2", "--epochs", "1", "--channels", "a,b"]
+
+
+def normal_csv(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    rows = np.sin(np.arange(200)[:, None] / 5.0 + [0.0, 1.0]) + 0.1 * rng.standard_normal((200, 2))
+    path.write_text("a,b\n" + "\n".join(f"{x:.5f},{y:.5f}" for x, y in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_card_carries_the_version_given(tmp_path: Path) -> None:
+    data = normal_csv(tmp_path / "normal.csv")
+    assert main(["--data", str(data), "--out", str(tmp_path / "m"), *ARGS, "--version", "1.2.0"]) == 0
+    assert json.loads((tmp_path / "m" / "card.json").read_text())["version"] == "1.2.0"
+    assert main(["--data", str(data), "--out", str(tmp_path / "d"), *ARGS]) == 0
+    assert json.loads((tmp_path / "d" / "card.json").read_text())["version"] == "1.0.0"  # the default
+
+
+@pytest.mark.parametrize("tool", [main, skab.main, skab_head.main, ecg.main])
+def test_a_version_a_gateway_would_refuse_is_refused_before_training(
+    tool: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        tool(["--version", "banana"])  # type: ignore[operator]
+    assert exit_.value.code == 2
+    assert "'banana' is not dotted numbers, e.g. 1.2.0" in capsys.readouterr().err
