@@ -149,7 +149,10 @@ def load_model(
         )
     if public_key is not None:
         verify_model(model_dir, card, artifact.file, data, public_key)
-    load_artifact(runtime, data, card)
+    try:
+        load_artifact(runtime, data, card)
+    except ModelError as exc:  # name the file, as the install check does
+        raise ModelError(card.name, f"{artifact.file}: {exc.reason}") from None
     return LoadedModel(card=card, backend=runtime, artifact_key=key)
 
 

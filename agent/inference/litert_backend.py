@@ -58,7 +58,7 @@ class LiteRtBackend:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(card.name, f"LiteRT cannot load the model: {exc}") from None
         detail = interp.get_input_details()
-        shape = list(detail[0]["shape"])
+        shape = [int(d) for d in detail[0]["shape"]]  # plain ints in the message, not np.int32(...)
         if len(detail) != 1 or len(shape) != 3 or shape[1:] != [card.window, len(card.channels)]:
             raise ModelError(
                 card.name,

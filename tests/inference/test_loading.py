@@ -74,7 +74,8 @@ def test_foreign_file_with_matching_card_is_refused_by_the_runtime_check(
     raw["artifacts"][key]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (pump_copy / "card.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(
-        ModelError, match=r"model pump: (not an? (ONNX|TFLite) model|.*cannot load the model)"
+        ModelError,
+        match=r"model pump: pump\.fp32\.(onnx|tflite): (not an? (ONNX|TFLite) model|.*cannot load the model)",
     ):
         load_model(pump_copy, backend=backend, precision="fp32")  # type: ignore[arg-type]
 
@@ -111,5 +112,22 @@ def test_a_model_that_loads_but_does_not_reconstruct_is_refused_at_load(
     raw = json.loads((pump_copy / "card.json").read_text(encoding="utf-8"))
     raw["artifacts"]["onnx_fp32"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (pump_copy / "card.json").write_text(json.dumps(raw), encoding="utf-8")
-    with pytest.raises(ModelError, match=rf"model pump: onnx {reason}"):
+    with pytest.raises(ModelError, match=rf"model pump: pump\.fp32\.onnx: onnx {reason}"):
         load_model(pump_copy, backend="onnx", precision="fp32")
+
+
+@pytest.mark.parametrize(("backend", "suffix"), [("onnx", "onnx"), ("tflite", "tflite")])
+def test_a_card_window_the_artifact_does_not_take_names_the_file(
+    pump_copy: Path, backend: str, suffix: str
+) -> None:
+    """Start-up shape errors name the artifact file and print plain numbers (audit audml finding 11: the
+    TFLite one showed np.int32(1) and neither named the file)."""
+    raw = json.loads((pump_copy / "card.json").read_text(encoding="utf-8"))
+    raw["window"] = 30
+    (pump_copy / "card.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(ModelError) as exc:
+        load_model(pump_copy, backend=backend, precision="int8")  # type: ignore[arg-type]
+    message = str(exc.value)
+    assert message.startswith(f"model pump: pump.int8.{suffix}: ")
+    assert "10, 8] does not match the card (batch, 30, 8)" in message
+    assert "np." not in message
