@@ -1,8 +1,10 @@
 """A real small disk for tests of a full one: a tmpfs of a few MiB, filled by another file.
 
 A full file system is not something a process limit (RLIMIT_FSIZE, EFBIG) stands in for everywhere: it
-also refuses the writes that only reuse room, such as SQLite's WAL growing for a DELETE. Mounting needs
-root, so without it the tests that use `small_disk` are skipped (they say so).
+refuses the writes that a size limit lets through, such as SQLite's WAL growing for a DELETE. Mounting
+needs root. Without it, the test is run again in a child `pytest` inside a user and mount namespace
+(`unshare -Urm`: root there, so it mounts its own tmpfs), and the test here passes or fails with it;
+where unprivileged user namespaces are off too, it is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 SIZE = "4m"
+VIA_NAMESPACE = "SMALL_DISK_VIA_USER_NAMESPACE"  # "1": take the non-root road as root too (to test it)
 
 
-def mount_small_disk(where: Path, size: str = SIZE) -> Iterator[Path]:
-    """`where` as a tmpfs of `size` for the duration (root only: skipped otherwise)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a small real disk (tmpfs) needs root to mount")
+def mount_small_disk(request: pytest.FixtureRequest, where: Path, size: str = SIZE) -> Iterator[Path]:
+    """`where` as a tmpfs of `size` for the duration; without root, the test runs in a child in a user
+    namespace instead (see the module's docstring)."""
+    if os.geteuid() != 0 or os.environ.get(VIA_NAMESPACE) == "1":
+        _run_in_user_namespace(request)
+        return
     where.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], check=True)
     try:
@@ -56,3 +62,29 @@ def fill(disk: Path, name: str = "filler", *, leave: int = 0) -> Path:
 def free_bytes(disk: Path) -> int:
     info = os.statvfs(disk)
     return info.f_bavail * info.f_frsize
+
+
+def _run_in_user_namespace(request: pytest.FixtureRequest) -> None:
+    """Run this test in a child pytest under ``unshare -Urm``; pass or fail with it (never returns)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-Urm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("a small real disk (tmpfs) needs root, or unprivileged user namespaces (unshare -Urm)")
+    child = subprocess.run(
+        [
+            unshare,
+            "-Urm",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            request.node.nodeid,
+        ],
+        cwd=request.config.rootpath,
+        capture_output=True,
+        text=True,
+    )
+    if child.returncode != 0:
+        pytest.fail(f"in a user namespace (unshare -Urm):\n{child.stdout[-6000:]}{child.stderr[-2000:]}")
+    pytest.skip("passed in a child pytest in a user namespace (unshare -Urm), where it could mount its tmpfs")

@@ -27,13 +27,13 @@ from agent.outbox.room import RESERVE_BYTES
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    yield from mount_small_disk(tmp_path / "disk")
+def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    yield from mount_small_disk(request, tmp_path / "disk")
 
 
 @pytest.fixture
-def disk_8m(tmp_path: Path) -> Iterator[Path]:
-    yield from mount_small_disk(tmp_path / "disk", "8m")
+def disk_8m(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    yield from mount_small_disk(request, tmp_path / "disk", "8m")
 
 
 def _config(tmp_path: Path, disk: Path, port: int) -> Path:
