@@ -48,6 +48,7 @@ WAVEFORM_HZ = 10.0
 # LOW_BATTERY only informs (agent.readings.INVALIDATING), so its hold costs no data.
 FAULT_HOLD_S = 15.0
 BATTERY_HOLD_S = 60.0
+EARLY_BLOCKS = 10  # blocks in a row beginning half a period or more before the HELLO rate says
 WAITING_HELLO_TELL_S = 3.0  # DATA dropped this long for want of a HELLO is told: SEND_HELLO went unanswered
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
 
@@ -98,6 +99,9 @@ class FrameReadings:
         self._battery_until_us = -1
         self._fault_code = -1  # of the fault being held, to log a new one
         self._frame_us = -1  # device time of the last frame
+        self._last_block: dict[str, tuple[int, float]] = {}  # per stream: first sample µs, span µs
+        self._early: dict[str, int] = {}  # per stream, blocks in a row that began well before it ended
+        self._told_early: set[str] = set()
         self.waiting_hello = 0  # DATA frames dropped for want of a HELLO
         self._first_drop_at: float | None = None  # monotonic; None once told (or before any drop)
         self.bad_blocks = 0  # DATA blocks that do not match the HELLO
@@ -132,6 +136,8 @@ class FrameReadings:
         )
         self.time.restart()
         self._fault_until_us = self._battery_until_us = -1  # the other device's, in its clock
+        self._last_block.clear()
+        self._told_early.clear()
         if self._had_data:
             self._mark_gap()
 
@@ -204,6 +210,7 @@ class FrameReadings:
             frame.device_time_us, first_us, last_us, monotonic, wall_minus_mono, newest_us
         )
         quality = self._quality(stream, message.first_sample_us)
+        self._pace(stream, first_us, values.shape[0], period)
         self._had_data = True
         values.flags.writeable = False
         return Reading(
@@ -237,6 +244,36 @@ class FrameReadings:
                     event.code,
                 )
             self._battery_until_us = device_time_us + round(BATTERY_HOLD_S * 1e6)
+
+    def _pace(self, stream: str, first_us: int, n: int, period: float) -> None:
+        """Blocks that follow each other faster than the HELLO rate says (by the device's own clock):
+        `EARLY_BLOCKS` in a row are told once per stream and HELLO. The samples keep the declared spacing,
+        so the windows' and alarms' durations are off by the same factor (audit auddev, finding 5: a
+        1 Hz HELLO with 5 blocks a second went unsaid)."""
+        span_us = n * period * 1e6  # the block's samples, as declared
+        previous = self._last_block.get(stream)
+        self._last_block[stream] = (first_us, span_us)
+        if previous is None or period <= 0:
+            return
+        spacing_us = first_us - previous[0]
+        if not 0 <= spacing_us < previous[1] - period * 0.5e6:  # on time or late, or a reboot
+            self._early[stream] = 0
+            return
+        early = self._early[stream] = self._early.get(stream, 0) + 1
+        if early != EARLY_BLOCKS or stream in self._told_early:
+            return
+        self._told_early.add(stream)
+        log.warning(
+            '%s: blocks of stream "%s" begin every %.3g s by the device\'s clock, but its HELLO declares'
+            " %g Hz (%g sample(s) span %.3g s): the samples are taken as declared, so the stream's"
+            " durations are off; check the firmware's rate (docs/serial-protocol.md, HELLO)",
+            self.device_id,
+            stream,
+            spacing_us / 1e6,
+            1.0 / period,
+            n,
+            span_us / 1e6,
+        )
 
     def _quality(self, stream: str, first_us: int) -> Quality:
         quality = Quality.OK

@@ -168,7 +168,7 @@ def test_a_detector_rate_other_than_the_hello_rate_is_told_once(
 ) -> None:
     """The emulator's HELLO declares ECG at 250 Hz and hr/spo2 at 1 Hz; detectors.ecg-range.rate_hz = 500
     is told once, naming the key, the device and both rates; 250 and the 1 Hz vitals are not."""
-    caplog.set_level(logging.WARNING, "agent.pipeline.wiring")
+    caplog.set_level(logging.WARNING)
     pty.start()
     pipeline = Pipeline(parse_config(rate_config(tmp_path, ecg_rate_hz), base_dir=tmp_path), str)
 
@@ -178,7 +178,10 @@ def test_a_detector_rate_other_than_the_hello_rate_is_told_once(
                 pipeline.ingest(await take(source, 10))
 
     asyncio.run(main())
-    told = [r.getMessage() for r in caplog.records]
+    assert [
+        r for r in caplog.records if r.name == "agent.sources.serial"
+    ] == []  # the emulator keeps its rates
+    told = [r.getMessage() for r in caplog.records if r.name == "agent.pipeline.wiring"]
     if ecg_rate_hz == 250.0:
         assert told == []
         return
@@ -240,3 +243,27 @@ def test_a_hello_announcing_another_device_is_logged_and_restarts_the_clock(
     (told,) = [r.getMessage() for r in caplog.records if "announced" in r.getMessage()]
     assert "announced another device id and another channel table (spo2)" in told
     assert "pump-fw" not in told
+
+
+def test_blocks_faster_than_the_hello_rate_are_told_once(
+    pty: PtyDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HELLO says 1 Hz, the device sends a block every 0.2 s of its own clock (the audit's heartbeat
+    read rate_hz 4.98 and nothing said why): one warning after 10 such blocks, the readings go on."""
+    caplog.set_level(logging.WARNING, "agent.sources.serial")
+    messages: list[tuple[object, float]] = [(HELLO, 0.0)]
+    messages += [(block(k * 0.2), k * 0.2) for k in range(30)]
+    _, readings = run(pty, [wire(messages)], 30)
+    assert len(readings) == 30
+    (told,) = [r.getMessage() for r in caplog.records]
+    assert 'blocks of stream "vitals" begin every 0.2 s' in told and "HELLO declares 1 Hz" in told
+
+
+def test_blocks_at_the_hello_rate_are_not_told(pty: PtyDevice, caplog: pytest.LogCaptureFixture) -> None:
+    """1 Hz blocks with jitter, a lost frame and a reboot: nothing to tell."""
+    caplog.set_level(logging.WARNING, "agent.sources.serial")
+    times = [0.0, 1.02, 1.98, 3.0, 5.0, 6.01, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 0.5, 1.5, 2.5]
+    messages: list[tuple[object, float]] = [(HELLO, 0.0), *[(block(t), t) for t in times]]
+    _, readings = run(pty, [wire(messages)], len(times))
+    assert len(readings) == len(times)
+    assert [r.getMessage() for r in caplog.records] == []
