@@ -323,3 +323,29 @@ def test_heartbeat_and_status_show_calibration(tmp_path: Path, baseline: np.ndar
     line = f"  calibration hr-change: calibrated threshold {threshold} at {at}"
     assert line in render("live", live).splitlines()
     assert "calibration" not in Heartbeat("gw", T0, 1.0, 1, (), 0, None, 0).to_payload()
+
+
+def test_episodes_of_a_stricter_configured_threshold_stay_in_a_looser_targets_sample(
+    tmp_path: Path, baseline: np.ndarray
+) -> None:
+    """Audit audml finding 6: the configured threshold sits inside the tail a looser target keeps. Its
+    confirmed episodes during the baseline are normal tail; left out, they lowered the learned threshold
+    below the target's (36/h gave 68/h). The threshold learned with them is below the configured one, so
+    they stay in and the result is offline calibration on the whole baseline."""
+    last = WINDOW_S - 1 + BASELINE_S - 1
+    cfg0 = config(tmp_path)
+    probe = build_detector(cfg0.detectors[0], 1.0)
+    block = WindowBlock(baseline[:, : last + 1, None], np.arange(STREAMS), np.full(STREAMS, T0 + last), 1)
+    all_scores = replay_scores(probe, block, probe.window, probe.hop, 1.0)
+    strict = float(np.quantile(all_scores, 0.998))  # about 14 exceedances in the baseline's 7,200 scores
+    raw = raw_config()
+    raw["detectors"][0]["params"]["threshold"] = strict
+    raw["alarms"][0]["min_duration_s"] = 0  # every exceedance of the configured threshold is an episode
+    cfg = config(tmp_path, raw)
+    pipeline = Pipeline(cfg, str)
+    feed(pipeline, baseline[:, : last + 1], T0)
+    status = pipeline.calibration_status()["hr-change"]
+    assert status["state"] == "calibrated" and status["alarms_during_baseline"] >= 3
+    expected = replay_threshold(cfg, baseline[:, : last + 1])
+    assert expected < strict
+    assert detector(pipeline, "hr-change").threshold == pytest.approx(expected, rel=1e-12)
