@@ -4,6 +4,13 @@ The card is the contract between the training tools and the gateway. Parsing is 
 checked for presence and type, and any problem is one ModelError naming the model and the field, so a bad
 card stops the agent at start-up instead of producing meaningless scores later. The card also lists the
 sha256 of each artifact, so a truncated or swapped file is refused before a runtime ever parses it.
+
+Fields added on 2026-11-30 (`input`, and the documentation fields `licence`, `intended_use`, `limits`,
+`build`) are optional, because the shipped cards are signed and the signing key is not in the repository:
+a card made before then parses as before, a card that has them gets them checked. `input` says what a
+window is (consecutive samples of a stream, or one heart beat) and the sample rate the model was trained
+at; the detector refuses a stream that does not match it (`agent.inference.detector`). For cards without
+it, the ECG beat model's signed `preprocessing` (`beat_window_s`, `sample_rate_hz`) says the same.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from agent.errors import ModelError
 CARD_FILE = "card.json"
 # Artifact keys in the card; the part before "_" is the backend that runs it.
 ARTIFACT_KEYS = ("onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8")
+# What one window of the model is: "stream", `window` consecutive samples of a stream at `input.rate_hz`;
+# "beats", one heart beat cut around its R peak and resampled to `window` points (agent.inference.beats).
+INPUT_KINDS = ("stream", "beats")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,9 @@ class ModelCard:
     # standardised window itself). A property of the training data, so the detector must match it.
     pca_fraction: float
     training_data_sha256: str
+    # `input.kind` (INPUT_KINDS) and the sample rate the model was trained at (None: the card does not say).
+    input_kind: str
+    rate_hz: float | None
     metrics: Mapping[str, Any]
     artifacts: Mapping[str, Artifact]
     runtimes: Mapping[str, str]
@@ -74,16 +87,19 @@ def canonical_json(raw: Mapping[str, Any]) -> bytes:
 class _Fields:
     """Typed accessors that turn a missing or mistyped field into a ModelError naming it."""
 
-    def __init__(self, model: str, raw: Mapping[str, Any]) -> None:
+    def __init__(self, model: str, raw: Mapping[str, Any], prefix: str = "") -> None:
         self.model = model
         self.raw = raw
+        self.prefix = prefix  # "input.": the field names in messages are the card's paths
 
     def get(self, key: str, kind: type | tuple[type, ...]) -> Any:
         if key not in self.raw:
-            raise ModelError(self.model, f"card field '{key}' is missing")
+            raise ModelError(self.model, f"card field '{self.prefix}{key}' is missing")
         value = self.raw[key]
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise ModelError(self.model, f"card field '{key}' must be {_kind_name(kind)}, got {value!r}")
+            raise ModelError(
+                self.model, f"card field '{self.prefix}{key}' must be {_kind_name(kind)}, got {value!r}"
+            )
         return value
 
     def positive_int(self, key: str) -> int:
@@ -134,6 +150,8 @@ def parse_card(raw: Mapping[str, Any], fallback_name: str) -> ModelCard:
         raise ModelError(str(name), "card field 'artifacts' lists no model file")
     training = _Fields(str(name), f.get("training_data", dict))
     runtimes = f.get("runtimes", dict)
+    input_kind, rate_hz = _input(str(name), raw)
+    _check_documentation(f)
     return ModelCard(
         name=str(name),
         version=f.get("version", str),
@@ -146,6 +164,8 @@ def parse_card(raw: Mapping[str, Any], fallback_name: str) -> ModelCard:
         threshold=threshold,
         pca_fraction=_pca_fraction(str(name), raw.get("preprocessing", {})),
         training_data_sha256=training.get("sha256", str),
+        input_kind=input_kind,
+        rate_hz=rate_hz,
         metrics=f.get("metrics", dict),
         artifacts=artifacts,
         runtimes={str(k): str(v) for k, v in runtimes.items()},
@@ -161,6 +181,45 @@ def _pca_fraction(model: str, preprocessing: Any) -> float:
             model, f"card field 'preprocessing.pca_fraction' must be a number in [0, 1), got {value!r}"
         )
     return float(value)
+
+
+def _input(model: str, raw: Mapping[str, Any]) -> tuple[str, float | None]:
+    """`input.kind` and `input.rate_hz`, both required when `input` is present. A card without it (made
+    before 2026-11-30, signed) says the same through its preprocessing where it can: the ECG beat model's
+    `beat_window_s` and `sample_rate_hz`. Otherwise it is a stream model of unknown rate."""
+    if "input" not in raw:
+        pre = raw.get("preprocessing")
+        pre = pre if isinstance(pre, Mapping) else {}
+        rate = pre.get("sample_rate_hz")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+            rate = None
+        return ("beats" if "beat_window_s" in pre else "stream"), (None if rate is None else float(rate))
+    spec = _Fields(model, _Fields(model, raw).get("input", dict), "input.")
+    kind = spec.get("kind", str)
+    if kind not in INPUT_KINDS:
+        raise ModelError(
+            model, f"card field 'input.kind' must be one of {', '.join(INPUT_KINDS)}, got {kind!r}"
+        )
+    rate = float(spec.get("rate_hz", (int, float)))
+    if not math.isfinite(rate) or rate <= 0:
+        raise ModelError(model, f"card field 'input.rate_hz' must be a finite number > 0, got {rate}")
+    return kind, rate
+
+
+def _check_documentation(f: _Fields) -> None:
+    """The fields a card carries for the people who deploy it (docs/models.md): not used by the gateway,
+    but a card that has them must have them in the documented form."""
+    for key in ("licence", "intended_use"):
+        if key in f.raw:
+            f.get(key, str)
+    if "limits" in f.raw and not all(isinstance(v, str) for v in f.get("limits", list)):
+        raise ModelError(f.model, "card field 'limits' must be a list of strings")
+    if "build" in f.raw:
+        build = _Fields(f.model, f.get("build", dict), "build.")
+        build.get("command", str)
+        for key in ("tool", "commit"):
+            if key in build.raw:
+                build.get(key, str)
 
 
 def load_card(model_dir: Path) -> ModelCard:

@@ -16,6 +16,13 @@ the window's residual off that subspace — the part the stream's own linear str
 a model trained on such residuals (tools/train/skab_head.py) scores what is left after each stream's own
 correlations are taken out. With the model reconstructing nothing, the score is window_pca's Q statistic.
 Everything here depends on past data only.
+
+What a window is must match what the model was trained on (its card's `input`, agent.inference.card):
+`from_config` refuses a beat model (one R-aligned, resampled heart beat per window) on a stream unless the
+config says the stream carries beat windows (`params.input = "beats"`; no source of this agent cuts them
+from an ECG), and a stream model whose card states its sample rate on a detector of another `rate_hz`.
+Before (audit audml, findings 3 and 4), ecg-beat ran on a raw 360 Hz ECG and alarmed on a normal record
+from its first second, and a 1 Hz model ran on a 50 Hz stream.
 """
 
 from __future__ import annotations
@@ -35,7 +42,12 @@ from agent.detectors.params import ParamReader
 from agent.detectors.window_pca import fit_window_pca, pca_residual
 from agent.errors import ConfigError
 from agent.inference.backend import BackendName, LoadedModel, Precision
+from agent.inference.card import INPUT_KINDS, ModelCard
 from agent.inference.managed import load_managed
+
+# A detector's rate_hz may differ from the rate its model was trained at by this share (a device's nominal
+# rate against the training data's measured one), no more.
+RATE_TOLERANCE = 0.01
 
 
 class AutoencoderDetector(StreamingDetector):
@@ -151,8 +163,11 @@ class AutoencoderDetector(StreamingDetector):
             "min_scale_fraction": reader.fraction("min_scale_fraction", 0.1),
             "pca_fraction": reader.number("pca_fraction", None),  # None: the card's
         }
+        declared = reader.text("input", "stream", choices=INPUT_KINDS)
         reader.finish()
-        return cls.from_params(config.id, config.channels, params, config.base_dir)
+        detector = cls.from_params(config.id, config.channels, params, config.base_dir)
+        check_input(detector.model.card, config, rate_hz, declared)
+        return detector
 
     def calibration_refusal(self) -> str:
         if self.adapt_rows:
@@ -289,6 +304,37 @@ class AutoencoderDetector(StreamingDetector):
             observed=np.full(n, np.nan),
             limits=np.full(n, np.nan),
             baseline=self._mean[block.slots].copy(),
+        )
+
+
+def check_input(card: ModelCard, config: DetectorConfig, rate_hz: float, declared: str) -> None:
+    """ConfigError unless the detector's stream is what the model was trained on: the input kind the
+    config declares (`params.input`) is the card's, and a stream model's card rate (when it states one)
+    is the detector's `rate_hz` within RATE_TOLERANCE."""
+    where, stream = f"detectors.{config.id}", config.stream
+    if card.input_kind == "beats" and declared != "beats":
+        raise ConfigError(
+            f"{where}.params.model",
+            f"model {card.name} scores one heart beat per window (card input 'beats': a beat cut around its"
+            f" R peak and resampled to {card.window} points), not {card.window} consecutive samples of"
+            f" stream {stream!r}: on a raw ECG every window scores far above its threshold. No source of"
+            " this agent cuts beats from an ECG; only a stream that carries beat windows can feed it, and"
+            ' the config says so with params.input = "beats"',
+        )
+    if card.input_kind != declared:
+        raise ConfigError(
+            f"{where}.params.input",
+            f"model {card.name} scores {card.window} consecutive samples of a stream (card input"
+            f" 'stream'), not beat windows; remove params.input",
+        )
+    trained = card.rate_hz
+    if declared == "stream" and trained is not None and abs(rate_hz - trained) > RATE_TOLERANCE * trained:
+        raise ConfigError(
+            f"{where}.rate_hz",
+            f"model {card.name} was trained on samples at {trained:g} Hz (its card's input.rate_hz); this"
+            f" detector reads stream {stream!r} at {rate_hz:g} Hz, so each {card.window}-sample window would"
+            f" span {card.window / rate_hz:g} s instead of {card.window / trained:g} s. Set rate_hz to the"
+            f" stream's real rate, or use a model trained at {rate_hz:g} Hz",
         )
 
 

@@ -75,7 +75,7 @@ id = "beats"
 type = "autoencoder"
 stream = "beats"
 channels = ["MLII"]
-params = {{ model = "models/ecg-beat/current", public_key = "ops.pub", backend = "onnx" }}
+params = {{ model = "models/ecg-beat/current", public_key = "ops.pub", backend = "onnx", input = "beats" }}
 
 [privacy]
 raw_snippets = true

@@ -18,7 +18,18 @@ from agent.inference import load_model
 from tools.train.autoencoder import main, make_windows, read_columns, tail_split
 
 CHANNELS = ("a", "b", "c")
-SMALL = ["--window", "5", "--hidden", "6,2", "--epochs", "1", "--channels", ",".join(CHANNELS)]
+SMALL = [
+    "--window",
+    "5",
+    "--hidden",
+    "6,2",
+    "--epochs",
+    "1",
+    "--channels",
+    ",".join(CHANNELS),
+    "--rate-hz",
+    "1",
+]
 
 
 def write_csv(path: Path, values: np.ndarray, header: tuple[str, ...] = CHANNELS, sep: str = ",") -> Path:

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 from tools.train import ecg, skab, skab_head
 from tools.train.autoencoder import main
 
-ARGS = ["--window", "5", "--hidden", "6,2", "--epochs", "1", "--channels", "a,b"]
+ARGS = ["--window", "5", "--hidden", "6,2", "--epochs", "1", "--channels", "a,b", "--rate-hz", "1"]
 
 
 def normal_csv(path: Path) -> Path:
@@ -42,3 +42,31 @@ def test_a_version_a_gateway_would_refuse_is_refused_before_training(
         tool(["--version", "banana"])  # type: ignore[operator]
     assert exit_.value.code == 2
     assert "'banana' is not dotted numbers, e.g. 1.2.0" in capsys.readouterr().err
+
+
+def test_the_card_states_its_input_and_how_it_was_made(tmp_path: Path) -> None:
+    """Audit audml, findings 4 and 9: the rate the data was sampled at (the gateway checks a detector's
+    rate_hz against it), licence, intended use, limits, the build command, and the LiteRT int8 file's
+    faithfulness; the card loads with them."""
+    from agent.inference import load_model
+
+    data = normal_csv(tmp_path / "normal.csv")
+    argv = ["--data", str(data), "--out", str(tmp_path / "m"), *ARGS, "--licence", "CC0", "--limit", "lab"]
+    assert main(argv) == 0
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["input"] == {"kind": "stream", "rate_hz": 1.0}
+    assert card["licence"] == "CC0" and card["limits"] == ["trained on normal.csv only", "lab"]
+    assert card["build"]["command"].startswith("python -m tools.train.autoencoder --data ")
+    assert card["build"]["tool"] == "tools.train.autoencoder" and "--rate-hz 1" in card["build"]["command"]
+    litert = card["quantization"]["litert_int8"]
+    assert set(litert) == {"batch_1", "batch_64_mixed", "bytes"}
+    assert litert["batch_1"]["pearson"] > 0.99
+    loaded = load_model(tmp_path / "m", backend="onnx")
+    assert (loaded.card.input_kind, loaded.card.rate_hz) == ("stream", 1.0)
+
+
+def test_the_rate_is_required(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = normal_csv(tmp_path / "normal.csv")
+    with pytest.raises(SystemExit):
+        main(["--data", str(data), "--out", str(tmp_path / "m"), *ARGS[:-2]])
+    assert "--rate-hz" in capsys.readouterr().err

@@ -24,9 +24,11 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import shlex
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,12 +208,14 @@ def build_artifacts(
     data_description: str,
     extra_metrics: dict[str, Any] | None = None,
     validation: str = "held-out normal windows",
+    documentation: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train, export every artifact into `out`, write card.json; returns the torch model and the card dict.
 
     `train_x`/`val_x` are normalised normal windows; `test_x` are normalised windows including anomalies,
     used only to measure how faithfully each quantization keeps the fp32 scores. `validation` says in the
     card's threshold_rule where `val_x` came from (the default is the text the shipped models' cards carry).
+    `documentation` (`card_documentation`): the card's input, licence, intended use, limits and build.
     """
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)  # weight initialisation: the same data gives the same model
@@ -271,9 +275,82 @@ def build_artifacts(
             for k, f in files.items()
         },
         "runtimes": runtime_versions(),
+        **(documentation or {}),
     }
+    if "tflite_int8" in files:
+        card["quantization"]["litert_int8"] = litert_faithfulness(card, out, test_x, threshold)
     write_card(out, card)
     return model, card
+
+
+def card_documentation(
+    *,
+    input_kind: str,
+    rate_hz: float,
+    licence: str,
+    intended_use: str,
+    limits: Sequence[str],
+    tool: str,
+    argv: Sequence[str] | None,
+) -> dict[str, Any]:
+    """The card fields for whoever deploys the model (docs/models.md): what a window is and the rate
+    the data was sampled at (the detector checks both), licence, intended use, known limits, and the
+    command line and tools commit that built it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return {
+        "input": {"kind": input_kind, "rate_hz": float(rate_hz)},
+        "licence": licence,
+        "intended_use": intended_use,
+        "limits": list(limits),
+        "build": {"command": shlex.join(["python", "-m", tool, *args]), "tool": tool, "commit": _commit()},
+    }
+
+
+def _commit() -> str:
+    """The git commit of the tools, "" outside a checkout (a wheel) or without git."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def litert_faithfulness(card: dict[str, Any], out: Path, test_x: F32, threshold: float) -> dict[str, Any]:
+    """The LiteRT int8 file (dynamic-range, not the shipped ONNX variant) against ONNX fp32 on the
+    comparison windows, at batch 1 and in shuffled batches of 64, with the ONNX variants' figures."""
+    from agent.errors import ModelError
+    from agent.inference.card import parse_card
+    from agent.inference.litert_backend import LiteRtBackend
+
+    model = parse_card(card, card["name"])
+    backend = LiteRtBackend()
+    try:
+        backend.load((out / card["artifacts"]["tflite_int8"]["file"]).read_bytes(), model)
+    except ModelError as exc:  # no LiteRT runtime on this build machine: say so in the card
+        return {"not_measured": exc.reason}
+
+    def scores(x: F32, batch: int) -> NDArray[np.float64]:
+        recon = np.concatenate([backend.run(x[i : i + batch]) for i in range(0, len(x), batch)])
+        return np.asarray(((recon.astype(np.float64) - x) ** 2).mean(axis=(1, 2)))
+
+    fp32 = out / card["artifacts"]["onnx_fp32"]["file"]
+    shuffled = test_x[np.random.default_rng(0).permutation(len(test_x))]
+    return {
+        "batch_1": quantize.agreement(
+            quantize.onnx_scores(fp32, test_x, batch=1), scores(test_x, 1), threshold
+        ),
+        "batch_64_mixed": quantize.agreement(
+            quantize.onnx_scores(fp32, shuffled, batch=64), scores(shuffled, 64), threshold
+        ),
+        "bytes": card["artifacts"]["tflite_int8"]["bytes"],
+    }
 
 
 def write_card(out: Path, card: dict[str, Any]) -> None:
@@ -434,8 +511,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.5,
         help="with --pca-fraction: a run's scale never below this share of the whole data's spread",
     )
+    p.add_argument(
+        "--rate-hz",
+        type=float,
+        required=True,
+        help="samples per second of the data (the card's input.rate_hz: the gateway refuses the model on"
+        " a detector of another rate_hz)",
+    )
+    p.add_argument("--licence", default="", help="terms of the weights and of the training data (card)")
+    p.add_argument("--intended-use", default="", help="what the model is for (card intended_use)")
+    p.add_argument("--limit", action="append", default=[], help="a known limit (card limits; repeatable)")
     add_version_option(p)
     args = p.parse_args(argv)
+    if not 0 < args.rate_hz < float("inf"):
+        p.error(f"--rate-hz must be a number > 0, got {args.rate_hz}")
     channels = tuple(args.channels.split(","))
     try:
         series = [read_columns(path, channels, args.delimiter) for path in args.data]
@@ -509,6 +598,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_sha256=digest_arrays(*series, *val_series),
         data_description=", ".join(p.name for p in [*args.data, *args.val_data]),
         validation=validation,
+        documentation=card_documentation(
+            input_kind="stream",
+            rate_hz=args.rate_hz,
+            licence=args.licence,
+            intended_use=args.intended_use,
+            limits=[f"trained on {', '.join(p.name for p in args.data)} only", *args.limit],
+            tool="tools.train.autoencoder",
+            argv=argv,
+        ),
     )
     if args.pca_fraction:
         card["preprocessing"] = residual_preprocessing(

@@ -28,7 +28,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.inference.beats import AFTER_S, BEFORE_S, POINTS, RR_HISTORY, beat_windows, prematurity
-from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays, write_card
+from tools.train.autoencoder import (
+    ModelSpec,
+    build_artifacts,
+    card_documentation,
+    digest_arrays,
+    write_card,
+)
 from tools.train.quantize import onnx_scores
 from tools.train.versioning import add_version_option
 
@@ -133,6 +139,23 @@ def train_fold(
             "MIT-BIH Arrhythmia (ODC-By 1.0) lead MLII, normal beats of records "
             f"{', '.join(b.record for b in train_recs)}; beat window {BEFORE_S} s before to {AFTER_S} s"
             f" after R, resampled to {POINTS} points, minus median"
+        ),
+        documentation=card_documentation(
+            input_kind="beats",
+            rate_hz=FS,
+            licence="weights: Apache-2.0 (edge-agent); training data: MIT-BIH Arrhythmia Database, ODC-By"
+            " 1.0 (Moody & Mark 2001, PhysioNet)",
+            intended_use=(
+                "research: a score of how unlike a normal beat one ECG beat (lead MLII) looks, for PVC-like"
+                " beats, best combined with RR prematurity; one beat window per verdict"
+            ),
+            limits=[
+                "not a medical device; not validated for diagnosis",
+                f"normal beats of {len(train_recs)} MIT-BIH records only (lead MLII, 360 Hz)",
+                "needs beat windows cut around R peaks; the gateway does not detect R peaks",
+            ],
+            tool="tools.train.ecg",
+            argv=None,  # the command line this process runs
         ),
     )
     return scale

@@ -161,10 +161,29 @@ def floors(exps: Sequence[Experiment]) -> dict[str, dict[str, float]]:
     }
 
 
+INTENDED_USE = (
+    "predictive maintenance of a water pump like SKAB's testbed (8 channels at 1 Hz), with per-stream"
+    " adaptation on each stream's first 400 rows and the card's metrics.detector_params"
+)
+LIMITS = [
+    "trained and evaluated on one testbed (SKAB v0.9); not validated on other pumps or sensors",
+    "needs the per-stream adaptation (adapt_rows) it was evaluated with; the card threshold alone is not"
+    " validated",
+    "not for patient data",
+]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Training needs torch (the "train" extra); the data and replay helpers above do not, so the test
     # suite can import them on a machine without it.
-    from tools.train.autoencoder import ModelSpec, build_artifacts, digest_arrays, make_windows, write_card
+    from tools.train.autoencoder import (
+        ModelSpec,
+        build_artifacts,
+        card_documentation,
+        digest_arrays,
+        make_windows,
+        write_card,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--skab", type=Path, required=True, help="SKAB data folder (anomaly-free/, valve1/, ...)")
@@ -224,6 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_description=(
                 "SKAB v0.9 anomaly-free.csv + first 400 rows of each of the 34 experiments, "
                 "each piece standardised by its own first 400 rows"
+            ),
+            documentation=card_documentation(
+                input_kind="stream",
+                rate_hz=1.0,
+                licence="weights: Apache-2.0 (edge-agent); training data: SKAB v0.9, GPL-3.0"
+                " (https://github.com/waico/SKAB)",
+                intended_use=INTENDED_USE,
+                limits=LIMITS,
+                tool="tools.train.skab",
+                argv=argv,
             ),
         )
     results: dict[str, Any] = {

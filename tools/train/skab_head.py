@@ -36,6 +36,8 @@ from tools.train.residuals import residual_preprocessing, residual_windows
 from tools.train.skab import (
     CALIBRATION_ROWS,
     CHANNELS,
+    INTENDED_USE,
+    LIMITS,
     Experiment,
     experiments,
     read_csv,
@@ -55,6 +57,7 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
     from tools.train.autoencoder import (  # torch: "train" extra only
         ModelSpec,
         build_artifacts,
+        card_documentation,
         digest_arrays,
         write_card,
     )
@@ -85,6 +88,16 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
             f"standardised by its own first 400 rows and taken off the principal subspace of its windows "
             f"there ({args.components} of {args.window * len(CHANNELS)} directions): use with "
             f"AutoencoderDetector(pca_fraction={args.components / (args.window * len(CHANNELS)):g})"
+        ),
+        documentation=card_documentation(
+            input_kind="stream",
+            rate_hz=1.0,
+            licence="weights: Apache-2.0 (edge-agent); training data: SKAB v0.9, GPL-3.0"
+            " (https://github.com/waico/SKAB)",
+            intended_use=INTENDED_USE,
+            limits=LIMITS,
+            tool="tools.train.skab_head",
+            argv=None,  # the command line this process runs
         ),
     )
     # The model's input contract: the detector takes pca_fraction from here and refuses another value.
