@@ -10,7 +10,9 @@ state and every open alarm episode with it.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,12 @@ ROWS = 260  # at 1 Hz: past every detector's 120 adaptation rows, with scored wi
 
 
 def config(
-    tmp_path: Path, *, ae_margin: float = 3.0, pca_margin: float = 2.5, ae_channels: int = 8
+    tmp_path: Path,
+    *,
+    ae_margin: float = 3.0,
+    pca_margin: float = 2.5,
+    ae_channels: int = 8,
+    model: Path | None = None,
 ) -> AgentConfig:
     ae: dict[str, Any] = {
         "id": "pump_ae",
@@ -37,8 +44,7 @@ def config(
         "stream": "pump",
         "channels": list(PUMP.channels),
         "params": {
-            "model": str(MODELS / "pump"),
-            "public_key": str(MODELS / "edge-agent-models.pub"),
+            "model": str(model or MODELS / "pump"),
             "adapt_rows": 120,
             "smooth_rows": 5,
             "threshold_quantile": 0.95,
@@ -46,6 +52,8 @@ def config(
             "min_scale_fraction": 0.5,
         },
     }
+    if model is None:
+        ae["params"]["public_key"] = str(MODELS / "edge-agent-models.pub")
     if ae_channels != 8:  # the same id, now a model-free detector on fewer channels
         ae = {
             "id": "pump_ae",
@@ -127,16 +135,27 @@ def test_a_changed_margin_drops_each_streams_adaptation_so_it_takes_effect(tmp_p
     assert stream_thresholds(changed, "pump_pca")["0"] == pytest.approx(2 * adapted_pca, rel=1e-9)
 
 
-def test_a_new_model_version_drops_each_streams_adaptation(tmp_path: Path) -> None:
-    """The digest covers the model version (`models/activate` reloads with another one)."""
-    before = pipeline(config(tmp_path))
+def test_a_new_model_version_activated_drops_each_streams_adaptation(tmp_path: Path) -> None:
+    """A managed store's `current` link moved to another version (what models/activate does before its
+    reload): the same config, another model version in the digest."""
+    store = tmp_path / "models" / "pump"
+    for version in ("1.0.0", "1.1.0"):
+        folder = Path(shutil.copytree(MODELS / "pump", store / version))
+        card = json.loads((folder / "card.json").read_text())
+        (folder / "card.json").write_text(json.dumps(card | {"version": version}))
+        (folder / "signature.json").unlink()  # unsigned: this config names no public key
+    current = store / "current"
+    current.symlink_to("1.0.0")
+    before = pipeline(config(tmp_path, model=current))
     before.ingest(readings())
     saved = before.detector_state()
-    saved["pump_ae"]["config_digest"] = "0123456789abcdef"  # as saved under another model version
-    after = pipeline(config(tmp_path))
+    current.unlink()
+    current.symlink_to("1.1.0")
+    after = pipeline(config(tmp_path, model=current))
+    assert after.models()["pump"].startswith("1.1.0 ")
     after.load_state(saved, {})
-    assert stream_thresholds(after, "pump_ae") == {}
-    assert stream_thresholds(after, "pump_pca") != {}  # unchanged, kept
+    assert stream_thresholds(after, "pump_ae") == {}  # adapts again under 1.1.0
+    assert stream_thresholds(after, "pump_pca") == stream_thresholds(before, "pump_pca")  # unchanged
 
 
 def test_a_detector_whose_channels_changed_starts_fresh_and_the_rest_is_restored(
