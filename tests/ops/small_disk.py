@@ -69,19 +69,11 @@ def _run_in_user_namespace(request: pytest.FixtureRequest) -> None:
     unshare = shutil.which("unshare")
     if unshare is None or subprocess.run([unshare, "-Urm", "true"], capture_output=True).returncode != 0:
         pytest.skip("a small real disk (tmpfs) needs root, or unprivileged user namespaces (unshare -Urm)")
+    pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid]
     child = subprocess.run(
-        [
-            unshare,
-            "-Urm",
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            request.node.nodeid,
-        ],
+        [unshare, "-Urm", sys.executable, *pytest_args],
         cwd=request.config.rootpath,
+        env={k: v for k, v in os.environ.items() if k != VIA_NAMESPACE},  # root there: it mounts
         capture_output=True,
         text=True,
     )
