@@ -92,7 +92,7 @@ class _Writing(_Notes, _Encryption):
                 self._size, self._evicted, self._rejected = before
                 self._dropped = dropped_before
                 raise
-            self._tell_dropping(self._dropped - dropped_before, outcomes, low)
+            self._tell_dropping(self._dropped - dropped_before, items, outcomes, low)
             results = []
             for stored, evicted, fill in outcomes:
                 warn = fill >= self.config.warn_fraction
@@ -144,7 +144,9 @@ class _Writing(_Notes, _Encryption):
                 "INSERT OR REPLACE INTO outbox_meta VALUES (?, ?)", (DROPPED, str(self._dropped))
             )
 
-    def _tell_dropping(self, dropped: int, outcomes: list[tuple[bool, int, float]], low: bool) -> None:
+    def _tell_dropping(
+        self, dropped: int, items: Sequence[OutboxItem], outcomes: list[tuple[bool, int, float]], low: bool
+    ) -> None:
         """One line when heartbeats start being dropped for room (at most every `TELL_DROPPING_S`), one
         when a heartbeat is stored again without dropping any: nothing else tells an outage's lost
         heartbeats from a gateway that was off."""
@@ -163,7 +165,9 @@ class _Writing(_Notes, _Encryption):
                     self.path,
                     why,
                 )
-        elif self._dropping_since is not None and any(stored for stored, _, _ in outcomes):
+        elif self._dropping_since is not None and any(  # a heartbeat, not an alarm, tells it stopped
+            stored and i.kind is Kind.HEARTBEAT for i, (stored, _, _) in zip(items, outcomes, strict=True)
+        ):
             log.info(
                 "the outbox %s stores heartbeats again without dropping any: %d dropped meanwhile",
                 self.path,
