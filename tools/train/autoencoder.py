@@ -575,8 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_x = np.concatenate(
             [w[len(w) - n_val :] for w, (_, n_val) in zip(per_file[: len(series)], splits, strict=True)]
         )
-    # No labelled anomalies in a generic run: probe quantization with normal windows plus scaled copies.
-    test_x = np.concatenate([val_x, val_x * 3.0]).astype(np.float32)
+    # No labelled anomalies in a generic run: probe quantization with normal windows plus copies scaled by
+    # factors spread over 1..3, so their scores spread across the threshold and the flag agreement tells
+    # variants apart (copies all x3 were all far above it: "flags agree 100 %" for any variant).
+    factors = np.random.default_rng(0).uniform(1.0, 3.0, (len(val_x), 1, 1))
+    test_x = np.concatenate([val_x, val_x * factors]).astype(np.float32)
     spec = ModelSpec(
         args.name or args.out.name,
         args.version,
