@@ -56,7 +56,7 @@ def sizing_warning(config: OutboxConfig, stored_bytes: int | None = None) -> str
         return None
     return (
         f"outbox.max_bytes ({config.max_bytes / MIB:.1f} MiB) is more than the disk of {folder} has free "
-        f"({free / MIB:.1f} MiB, of which {RESERVE_BYTES // MIB} MiB are kept for alarm events): heartbeats "
+        f"({free / MIB:.1f} MiB) less the last {RESERVE_BYTES // MIB} MiB, kept for alarm events: heartbeats "
         "stop being stored, in an outage, once the disk is down to that reserve, before the bound; lower "
         "outbox.max_bytes below the free space, or free space (docs/configuration.md, outbox)"
     )
