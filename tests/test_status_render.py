@@ -64,3 +64,10 @@ def test_remote_command_counters_get_a_line_only_when_something_was_dropped_or_r
         "  remote commands: 598614 dropped on arrival, 1171 refusals unanswered, 0 answers dropped, "
         "2 answers refused by the broker"
     ) in lines
+
+
+def test_the_outbox_line_names_heartbeats_dropped_for_room_only_when_some_were() -> None:
+    beat = {"gateway": "gw1", "session": 3, "uptime_s": 10, "devices": [], "outbox_depth": 108}
+    assert "dropped" not in render("live", {"heartbeat": beat | {"outbox_heartbeats_dropped": 0}})
+    lines = render("live", {"heartbeat": beat | {"outbox_heartbeats_dropped": 367}}).splitlines()
+    assert "  outbox: 108 waiting, 367 heartbeat(s) dropped for room so far" in lines
