@@ -12,6 +12,15 @@ Variants (all via onnx / onnxruntime.quantization):
   weights, batch-independent, scores within rounding of fp32.
 `compare` reports, per variant, fp32-vs-int8 Pearson/Spearman score correlation, alarm-flag agreement
 at the card threshold, and for "dynamic" the same at batch 64 on shuffled windows (mixed streams).
+
+As a command, for a model trained elsewhere (its fp32 ONNX and the normalisation it was trained with):
+
+    python -m tools.train.quantize --onnx mine.onnx --channels a,b,c --mean 1,5,-2 --scale 0.5,2,1 \
+        --data later-normal.csv --rate-hz 1 --out models/mine
+
+writes the fp32 copy, the chosen int8 variant and card.json (threshold: a quantile of the fp32 scores on
+`--data`, which must be normal data the model was not trained on); no TFLite (tflite_writer needs the
+dense layers' weights from training). The result is loaded as a gateway would before it is reported.
 """
 
 from __future__ import annotations
@@ -197,11 +206,140 @@ def choose(result: dict[str, Any]) -> str:
     )
 
 
-if __name__ == "__main__":
-    # Not a command: it measures and quantizes inside a training run, where the threshold and the
-    # normalisation are known. Say so instead of exiting 0 silently.
-    raise SystemExit(
-        "tools.train.quantize is used by the training tools and has no command of its own: train with"
-        " python -m tools.train.autoencoder (it writes the fp32 and int8 ONNX, TFLite and card.json);"
-        " a model trained elsewhere has no standalone quantize step yet (docs/models.md, Training)"
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tools.train.quantize`: a model trained elsewhere -> int8 ONNX + card (module docstring
+    of tools/train/autoencoder.py for the steps; here without training and without TFLite)."""
+    import argparse
+    import shutil
+
+    from agent.errors import ModelError
+    from agent.inference import load_model
+    from tools.train.autoencoder import (
+        DataError,
+        card_documentation,
+        digest_arrays,
+        make_windows,
+        read_columns,
+        runtime_versions,
+        sha256_file,
+        write_card,
     )
+    from tools.train.versioning import add_version_option
+
+    p = argparse.ArgumentParser(
+        prog="python -m tools.train.quantize",
+        description="An fp32 ONNX autoencoder trained elsewhere -> int8 ONNX + card.json, threshold from"
+        " normal data it was not trained on",
+    )
+    p.add_argument("--onnx", type=Path, required=True, help="fp32 ONNX: input (batch, window, channels)")
+    p.add_argument("--channels", required=True, help="comma-separated column names, in model order")
+    p.add_argument("--mean", required=True, help="the normalisation the model was trained with: per channel")
+    p.add_argument("--scale", required=True, help="per channel; the model sees (x - mean) / scale")
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="CSV files of normal data the model was NOT trained on",
+    )
+    p.add_argument("--delimiter", default=",", help="field separator (SKAB: ';')")
+    p.add_argument("--rate-hz", type=float, required=True, help="samples per second of the data (card input)")
+    p.add_argument("--hop", type=int, default=1)
+    p.add_argument("--quantile", type=float, default=0.995, help="threshold: this quantile of the scores")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--licence", default="")
+    p.add_argument("--intended-use", default="")
+    p.add_argument("--limit", action="append", default=[], help="a known limit (card limits; repeatable)")
+    add_version_option(p)
+    args = p.parse_args(argv)
+    channels = tuple(args.channels.split(","))
+    try:
+        mean = [float(v) for v in args.mean.split(",")]
+        scale = [float(v) for v in args.scale.split(",")]
+    except ValueError as exc:
+        p.error(f"--mean/--scale: {exc}")
+    if len(mean) != len(channels) or len(scale) != len(channels):
+        p.error(f"--mean and --scale need {len(channels)} values each (one per channel)")
+    if not all(np.isfinite(mean)) or not all(np.isfinite(v) and v > 0 for v in scale):
+        p.error("--mean must be finite and --scale finite and > 0")
+    if not 0 < args.rate_hz < float("inf") or not 0.5 < args.quantile < 1:
+        p.error("--rate-hz must be > 0 and --quantile in (0.5, 1)")
+    ort = import_onnxruntime()
+    try:
+        inputs = ort.InferenceSession(str(args.onnx), providers=["CPUExecutionProvider"]).get_inputs()
+    except Exception as exc:  # onnxruntime's own error types
+        p.error(f"{args.onnx}: cannot be loaded by onnxruntime ({exc})")
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(shape) != 3 or not isinstance(shape[1], int) or shape[2] != len(channels):
+        p.error(f"{args.onnx}: input {shape} is not (batch, window, {len(channels)} channels)")
+    window: int = shape[1]
+    try:
+        series = [read_columns(path, channels, args.delimiter) for path in args.data]
+        for path, rows in zip(args.data, series, strict=True):
+            if len(rows) < window:
+                raise DataError(f"{path}: {len(rows)} data rows, fewer than the window ({window})")
+    except DataError as exc:
+        p.error(str(exc))
+    val_x = np.concatenate([make_windows((s - np.asarray(mean)) / np.asarray(scale), window) for s in series])
+    name = args.name or args.out.name
+    files = {"onnx_fp32": f"{name}.fp32.onnx", "onnx_int8": f"{name}.int8.onnx"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    fp32 = args.out / files["onnx_fp32"]
+    shutil.copyfile(args.onnx, fp32)
+    threshold = float(np.quantile(onnx_scores(fp32, val_x), args.quantile))
+    # No labelled anomalies: probe the int8 variants with the normal windows plus scaled copies.
+    test_x = np.concatenate([val_x, val_x * 3.0]).astype(np.float32)
+    quant = compare(fp32, val_x, test_x, threshold)
+    chosen = choose(quant)
+    print(f"shipping int8 variant '{chosen}' (best worst-case flag agreement with fp32)")
+    quantize(fp32, args.out / files["onnx_int8"], chosen, calibration_sample(val_x))
+    card: dict[str, Any] = {
+        "name": name,
+        "version": args.version,
+        "architecture": f"imported ONNX ({args.onnx.name}), trained elsewhere",
+        "window": window,
+        "hop": args.hop,
+        "channels": list(channels),
+        "normalisation": {"mean": mean, "scale": scale},
+        "threshold": threshold,
+        "threshold_rule": (
+            f"{args.quantile} quantile of fp32 scores on {len(val_x)} normal windows of"
+            f" {', '.join(p.name for p in args.data)}, given to tools.train.quantize as data the model was"
+            " not trained on"
+        ),
+        "training_data": {
+            "sha256": digest_arrays(*series),
+            "description": "threshold data only (training happened elsewhere): "
+            + ", ".join(p.name for p in args.data),
+            "val_windows": len(val_x),
+        },
+        "quantization": {"shipped": chosen, "comparison_on_test_windows": quant},
+        "metrics": {},
+        "artifacts": {
+            k: {"file": f, "sha256": sha256_file(args.out / f), "bytes": (args.out / f).stat().st_size}
+            for k, f in files.items()
+        },
+        "runtimes": runtime_versions(),
+        **card_documentation(
+            input_kind="stream",
+            rate_hz=args.rate_hz,
+            licence=args.licence,
+            intended_use=args.intended_use,
+            limits=["trained outside these tools; no TFLite artifact", *args.limit],
+            tool="tools.train.quantize",
+            argv=argv,
+        ),
+    }
+    write_card(args.out, card)
+    try:
+        for precision in ("fp32", "int8"):
+            load_model(args.out, backend="onnx", precision=precision)  # what a gateway checks at start
+    except ModelError as exc:
+        p.exit(1, f"{p.prog}: the written model does not load: {exc}\n")
+    print(f'wrote {args.out}/card.json (configure the detector with backend = "onnx")')
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
