@@ -468,7 +468,9 @@ def tail_split(lengths: Sequence[int], window: int, paths: Sequence[Path]) -> li
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tools.train.autoencoder", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument(
         "--data", type=Path, nargs="+", required=True, help="CSV files of normal data (header row)"
     )
