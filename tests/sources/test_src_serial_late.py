@@ -154,7 +154,7 @@ def test_frames_read_late_keep_the_device_time_and_the_episode_alarms(tmp_path: 
     readings, events = asyncio.run(main())
     times = np.array([r.wall_time for r in readings])
     assert len(readings) == device.sent == 35
-    np.testing.assert_allclose(times, device.walls, atol=0.05)  # when it was sent, not read
+    np.testing.assert_allclose(times, device.walls, atol=0.2)  # when it was sent, not read
     late = np.array([r.monotonic for r in readings]) == readings[-1].monotonic  # read together
     assert late.sum() > 15
     spacing = np.diff(device.times_us)[late[1:] & late[:-1]] / 1e6
