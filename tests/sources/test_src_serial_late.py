@@ -238,6 +238,11 @@ def test_the_device_clock_is_anchored_anew_only_when_it_goes_back() -> None:
     gateway.offset += 86_400.0  # NTP steps the gateway clock: the readings follow it
     assert stamp(frames, gateway, [(56, 1_001_000)]) == pytest.approx([0.0])
     assert frames.time.restarts == 2
+    walls = []
+    for k in range(20):  # device time going back 1.5 s a frame (the audit's s2): each at its arrival
+        gateway.mono += 1.0
+        walls += stamp(frames, gateway, [(57 + k, 30_000_000 - k * 1_500_000)])
+    assert walls == [0.0] * 20 and frames.time.restarts == 2 + 19  # the first went forward
 
 
 def test_a_device_clock_running_slow_is_followed() -> None:
