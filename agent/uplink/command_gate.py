@@ -5,7 +5,8 @@ Strategy: every command costs the loop a task, a thread hop and an answer. Hande
 all it takes) piled up in the loop's queue: 650 MB in 16 s, heartbeats stopped, an alarm 22 s late,
 and the loop's wake-up pipe so full that SIGTERM was lost (Python writes signals to the same pipe).
 Here paho's thread puts a command in a short queue and wakes the loop only when the queue was empty
-(one wake-up per batch, not per message). A command is dropped, counted and unanswered when
+(one wake-up per batch, not per message; one that could not be handed over, with no loop running, is
+given back by `wake_lost`, so the next command asks again). A command is dropped, counted and unanswered when
 - more than `rate_per_s` arrive a second (`burst` at once): far above what operators send, far
   below what costs the loop; or
 - `max_waiting` already wait for the loop, or the waiting ones hold `max_waiting_bytes` (a payload
@@ -65,6 +66,12 @@ class CommandGate:
                 return False
             self._woken = True
             return True
+
+    def wake_lost(self) -> None:
+        """The wake-up `offer` asked for never reached the loop (paho's thread): the next offer asks
+        again, and `take` still gets everything waiting."""
+        with self._lock:
+            self._woken = False
 
     def take(self) -> list[Command]:
         """Every waiting command, oldest first (loop thread)."""

@@ -449,8 +449,8 @@ class MqttUplink(_PahoBridge):
 
     def _on_commands(self) -> None:
         """The commands the gate let through since the last call (woken by paho's thread)."""
-        for command in self._commands.take():
-            if command.topic == self.topics.response or self.on_command is None:
+        for command in self._commands.take():  # answers on cmd/response stayed in paho's thread
+            if self.on_command is None:
                 continue
             try:
                 self.on_command(command)

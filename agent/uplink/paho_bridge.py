@@ -94,12 +94,15 @@ class _PahoBridge:
         connect_async(self._client, self.config, v5=self._v5)
         self._client.loop_start()
 
-    def _from_paho(self, handler: Callable[..., None], *args: Any) -> None:
-        """THE bridge from paho's network thread to the asyncio loop."""
+    def _from_paho(self, handler: Callable[..., None], *args: Any) -> bool:
+        """THE bridge from paho's network thread to the asyncio loop; False when there is no loop to
+        hand to (not yet running, or closed): the call is dropped."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
                 loop.call_soon_threadsafe(handler, *args)
+                return True
+        return False
 
     def _set_backoff(self, client: paho.Client) -> None:
         """Next reconnect delay (paho thread), set on paho just before it waits."""
@@ -146,12 +149,18 @@ class _PahoBridge:
         self._from_paho(self._on_subscribed, all(r.value < 0x80 for r in reasons))
 
     def _paho_message(self, client: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.topics.response:
+            # Answers on cmd/response (the command filter covers it) are nobody's command: over MQTT
+            # 3.1.1 (no noLocal) the gateway's own come back, and they must not use the gate's budget.
+            return
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
         command = Command(message.topic, bytes(message.payload), response_topic, correlation)
-        if self._commands.offer(command):  # not one loop wake-up per message: see agent.uplink.command_gate
-            self._from_paho(self._on_commands)
+        # Not one loop wake-up per message: see agent.uplink.command_gate. A wake-up that found no loop
+        # is given back, or the gate would wait for it forever and drop every command past MAX_WAITING.
+        if self._commands.offer(command) and not self._from_paho(self._on_commands):
+            self._commands.wake_lost()
 
 
 def publish_packet_size(topic: str, payload: bytes, props: Properties | None) -> int:

@@ -42,3 +42,11 @@ def test_no_more_than_the_rate_gets_through() -> None:
         now[0] += 0.1
     assert passed <= BURST + RATE_PER_S * 10 + 1
     assert gate.dropped == 100 * 1000 - passed
+
+
+def test_a_wake_up_that_never_reached_the_loop_is_asked_again() -> None:
+    gate = CommandGate()
+    assert gate.offer(command()) is True
+    gate.wake_lost()  # the bridge found no loop to hand it to
+    assert gate.offer(command()) is True  # without it, no wake-up again until MAX_WAITING, then drops
+    assert len(gate.take()) == 2
