@@ -182,7 +182,7 @@ class Agent:
                     )
                     alarms = shift_timers(alarms, now - saved_at)
                 else:
-                    alarms = add_downtime(alarms, now - saved_at)
+                    alarms = add_downtime(alarms, saved_at, now)
             pipeline.load_state(saved.get("detectors", {}), alarms)
             run.load_gateway_alarms(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.

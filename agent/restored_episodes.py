@@ -9,8 +9,9 @@ its device and its stream are still configured.
   condition was not judged after the last stop or reload), its `signal_quality` "unknown". The END is
   journaled like any event, so a crash before the next full save does not send it twice.
 - Across a stop or crash (not a reload) an episode kept open spans time when no agent judged it; its
-  later events said nothing of it. Now the seconds since the state was saved are added to its
-  `unjudged_s` (`add_downtime`), which its update and end carry.
+  later events said nothing of it. Now the seconds from the state's save (or the episode's detection,
+  if later: the journal recorded it after the save) to the start are added to its `unjudged_s`
+  (`add_downtime`), which its update and end carry.
 - A start whose wall clock is behind the time the state was saved (a Pi without a real-time clock after
   a power cut: fake-hwclock's last save, or 1970 until NTP) would restore timers in its future: a rule's
   cooldown then silenced a real tachycardia for as long as the step (offline-clinic audit, finding 4).
@@ -66,22 +67,19 @@ def retire(
     return kept, ended
 
 
-def add_downtime(alarms: Mapping[str, Any], seconds: float) -> dict[str, Any]:
-    """`alarms` with `seconds` added to the `unjudged_s` of every open episode."""
-    out: dict[str, Any] = {}
-    for key, book in alarms.items():
-        if not isinstance(book, Mapping) or not isinstance(book.get("streams"), list):
-            out[key] = book
-            continue
-        rows = []
-        for row in book["streams"]:
-            episode = row.get("episode") if isinstance(row, Mapping) else None
-            if isinstance(episode, Mapping):
-                before = _number(episode.get("unjudged_s"), 0.0)
-                row = {**row, "episode": {**episode, "unjudged_s": before + seconds}}
-            rows.append(row)
-        out[key] = {**book, "streams": rows}
-    return out
+def add_downtime(alarms: Mapping[str, Any], saved_at: float, now: float) -> dict[str, Any]:
+    """`alarms` (saved at `saved_at`) with the time to `now` added to each open episode's `unjudged_s`,
+    counted from its detection when that came after the save (an episode the journal recorded later)."""
+
+    def add(row: Mapping[str, Any]) -> Mapping[str, Any]:
+        episode = row.get("episode")
+        if not isinstance(episode, Mapping):
+            return row
+        since = max(saved_at, _number(row.get("detection"), saved_at))
+        unjudged = _number(episode.get("unjudged_s"), 0.0) + max(0.0, now - since)
+        return {**row, "episode": {**episode, "unjudged_s": unjudged}}
+
+    return _map_rows(alarms, add)
 
 
 TIMERS = ("onset", "detection", "clear_since", "cooldown_until")  # a saved row's instants (AlarmBook)
@@ -89,18 +87,25 @@ TIMERS = ("onset", "detection", "clear_since", "cooldown_until")  # a saved row'
 
 def shift_timers(alarms: Mapping[str, Any], delta: float) -> dict[str, Any]:
     """`alarms` with every row's saved instants moved by `delta` seconds."""
+
+    def shift(row: Mapping[str, Any]) -> Mapping[str, Any]:
+        moved = {k: row[k] + delta for k in TIMERS if math.isfinite(_number(row.get(k), math.nan))}
+        return {**row, **moved}
+
+    return _map_rows(alarms, shift)
+
+
+def _map_rows(
+    alarms: Mapping[str, Any], change: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+) -> dict[str, Any]:
+    """`alarms` with `change` applied to every readable row (anything else is left for load_state)."""
     out: dict[str, Any] = {}
     for key, book in alarms.items():
-        if not isinstance(book, Mapping) or not isinstance(book.get("streams"), list):
+        if isinstance(book, Mapping) and isinstance(book.get("streams"), list):
+            rows = [change(row) if isinstance(row, Mapping) else row for row in book["streams"]]
+            out[key] = {**book, "streams": rows}
+        else:
             out[key] = book
-            continue
-        rows = []
-        for row in book["streams"]:
-            if isinstance(row, Mapping):
-                moved = {k: row[k] + delta for k in TIMERS if math.isfinite(_number(row.get(k), math.nan))}
-                row = {**row, **moved}
-            rows.append(row)
-        out[key] = {**book, "streams": rows}
     return out
 
 

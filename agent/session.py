@@ -375,7 +375,7 @@ class _Session:
         priority and names them (`technical.blinding`)."""
         if event.phase is not Phase.START:
             return event
-        raised = blinding(event, self.pipeline.open_episodes(event.device))
+        raised = blinding(event, self.pipeline.unjudged_episodes(event.device))
         self.device_lost.raise_priority(StreamRef(event.device, event.stream), raised.priority)
         return raised
 

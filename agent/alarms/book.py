@@ -102,6 +102,9 @@ class AlarmBook:
         # Recurrences the cooldown held back since the last episode, told in the next START (not saved:
         # a restart forgets the count, not an episode).
         self._held_back = np.zeros(0, dtype=np.int64)
+        # Time of each stream's last hop with a verdict, kept while something is open (not saved: after a
+        # restart an open episode counts as unjudged until its next verdict). See `unjudged_priority`.
+        self._verdict_at = np.zeros(0)
         self._f: dict[str, FloatArray] = {name: np.zeros(0) for name in self._FLOAT_FIELDS}
 
     # -- rows ------------------------------------------------------------------------------------------
@@ -133,6 +136,7 @@ class AlarmBook:
             self._peak_limit = np.concatenate([self._peak_limit, np.full(grow, np.nan)])
             self._peak_channel = np.concatenate([self._peak_channel, np.zeros(grow, dtype=np.int64)])
             self._held_back = np.concatenate([self._held_back, np.zeros(grow, dtype=np.int64)])
+            self._verdict_at = np.concatenate([self._verdict_at, np.full(grow, -math.inf)])
             for name, arr in self._f.items():
                 fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
                 self._f[name] = np.concatenate([arr, np.full(grow, fill)])
@@ -185,6 +189,7 @@ class AlarmBook:
             f["threshold"][rows] = scores.thresholds
             return []
         count = np.bitwise_count(history)
+        self._verdict_at[rows[known]] = t[known]
 
         pending = states == AlarmState.PENDING
         onset = np.where(pending, f["onset"][rows], t)
@@ -346,11 +351,13 @@ class AlarmBook:
         row = self._rows.get(stream)
         return AlarmState.NORMAL if row is None else AlarmState(int(self._state[row]))
 
-    def open_priority(self, stream: StreamRef) -> Priority | None:
-        """The priority of `stream`'s confirmed open episode, None when it has none."""
+    def unjudged_priority(self, stream: StreamRef, since: float) -> Priority | None:
+        """The priority of `stream`'s confirmed open episode if it has had no verdict since `since`
+        (e.g. a technical condition's onset; math.inf: any open episode), else None."""
         row = self._rows.get(stream)
-        episode = None if row is None else self._episodes.get(row)
-        return None if episode is None else episode.priority
+        if row is None or row not in self._episodes or self._verdict_at[row] >= since:
+            return None
+        return self._episodes[row].priority
 
     def raise_priority(self, stream: StreamRef, priority: Priority) -> None:
         """Raise `stream`'s open episode to `priority` (never lower it): its later events carry it."""

@@ -9,6 +9,7 @@ detector table is refused at start-up (and by `check-config`) with its key path.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,11 +20,11 @@ from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError, ModelError
-from agent.events import AlarmEvent, Priority
+from agent.events import AlarmEvent, Phase, Priority
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.stream import StreamPipeline
-from agent.pipeline.technical import QUALITY_KEYS, QualityAlarms
+from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
 from agent.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class Pipeline:
             )
         for stream in self.streams.values():
             events += stream.flush()
-        return events
+        return [self._blinding(event) for event in events] if events else events
 
     def clock_steps(self) -> int:
         """Streams whose times were moved for a step of the gateway clock, since start."""
@@ -236,14 +237,32 @@ class Pipeline:
             return f"its detector now watches stream {stream!r}"
         return None
 
-    def open_episodes(self, device: str) -> list[tuple[str, Priority]]:
-        """The condition and priority of every confirmed open episode of device pseudonym `device`."""
+    def unjudged_episodes(
+        self, device: str, stream: str | None = None, since: float = math.inf
+    ) -> list[tuple[str, Priority]]:
+        """Condition and priority of every confirmed open episode of device pseudonym `device` (of
+        stream name `stream`, default all) without a verdict since `since` (default: any open one)."""
         found = []
         for key, book in self._books.items():
-            priority = book.open_priority(StreamRef(device, self._book_streams[key]))
-            if priority is not None:
-                found.append((book.rule.condition, priority))
+            name = self._book_streams[key]
+            if stream is None or name == stream:
+                priority = book.unjudged_priority(StreamRef(device, name), since)
+                if priority is not None:
+                    found.append((book.rule.condition, priority))
         return found
+
+    def _blinding(self, event: AlarmEvent) -> AlarmEvent:
+        """A signal-quality START whose condition kept open physiological episodes of its stream from
+        being judged since its onset takes their highest priority and names them (`technical.blinding`).
+        Only those without a verdict since: a "no value" on one channel does not blind a rule on another."""
+        if event.phase is not Phase.START or event.condition not in BLINDING:
+            return event
+        hidden = self.unjudged_episodes(event.device, event.stream, event.onset_time)
+        raised = blinding(event, hidden)
+        if raised is not event:
+            ref = StreamRef(event.device, event.stream)
+            self.streams[event.stream].quality_alarms.raise_priority(event.condition, ref, raised.priority)
+        return raised
 
     def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are

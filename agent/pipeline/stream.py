@@ -25,10 +25,10 @@ import numpy.typing as npt
 from agent.alarms import AlarmBook, StreamRef
 from agent.clock import stepped_to_gateway
 from agent.detectors.base import Detector, WindowBlock
-from agent.events import AlarmEvent, Phase
+from agent.events import AlarmEvent
 from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
-from agent.pipeline.technical import BLINDING, QualityAlarms, blinding
+from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
 from agent.pipeline.wiring import DeclaredRates, MissingChannels
 from agent.readings import VOIDS_HOP_BITS, FloatArray, Quality, Reading
@@ -420,7 +420,7 @@ class StreamPipeline:
         (almost always there is one count). Samples that arrived before a stream's window was full
         can never be judged and are forgotten, or a warming-up stream would trigger a flush
         (scoring only its neighbours) on every reading."""
-        events = [self._blinding(event) for event in self.quality_alarms.drain()]
+        events = self.quality_alarms.drain()
         for group in self._groups:
             due = np.flatnonzero(group.new >= group.hop)
             if due.size == 0:
@@ -480,22 +480,6 @@ class StreamPipeline:
                 learning.note_events(events, slot_of)
             learning.observe(due, values[:, -new_samples:], scores.scores, times)
         return events
-
-    def _blinding(self, event: AlarmEvent) -> AlarmEvent:
-        """A technical START that keeps open physiological episodes of its stream from being judged
-        takes their highest priority and names them (`technical.blinding`)."""
-        if event.phase is not Phase.START or event.condition not in BLINDING:
-            return event
-        ref = StreamRef(event.device, event.stream)
-        hidden = [
-            (book.rule.condition, priority)
-            for watch in self.watches
-            for book in watch.books
-            if (priority := book.open_priority(ref)) is not None
-        ]
-        raised = blinding(event, hidden)
-        self.quality_alarms.raise_priority(event.condition, ref, raised.priority)
-        return raised
 
     def _add_slot(self, stream: str) -> int:
         slot = self.windows.slot(stream)

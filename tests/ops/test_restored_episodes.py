@@ -166,7 +166,13 @@ def test_an_episode_carried_across_a_stop_says_how_long_no_agent_judged_it(
     broker = make_broker()
     central = Subscriber(broker, "edge/lab/gw-retire/alarm")
     config = tmp_path / "agent.toml"
-    config.write_text(AGENT_CONFIG.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
+    # At speed 1 the readings carry the wall clock's times, as a real device's do; the limit is set
+    # below the simulated patient's resting rate, so the episode starts within seconds.
+    real_time = AGENT_CONFIG.replace("speed = 20.0", "speed = 1.0").replace(
+        "min_duration_s = 2", "min_duration_s = 2\nclear_after_s = 1"
+    )
+    low_limit = real_time.replace("above = 120", "above = 40")
+    config.write_text(low_limit.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
     agent = AgentRun(config)
     try:
         wait_until(lambda: events(central, phase="start"), 30, "the START")
@@ -177,7 +183,9 @@ def test_an_episode_carried_across_a_stop_says_how_long_no_agent_judged_it(
         if agent.proc.poll() is None:
             agent.stop()
     time.sleep(4.0)  # no agent runs
-    agent = AgentRun(config)  # the simulator starts its timeline again: normal HR, the episode ends
+    # The rule's limit back at 120 bpm: the patient's resting rate is a clear verdict, the episode ends.
+    config.write_text(real_time.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
+    agent = AgentRun(config)
     try:
         wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the END after the restart")
         (end,) = events(central, id=start["id"], phase="end")
@@ -195,14 +203,35 @@ def test_downtime_adds_to_every_open_episode_and_only_to_them() -> None:
         "hr-high/tachycardia": {
             "condition": "tachycardia",
             "streams": [
-                {"device": "d-1", "stream": "vitals", "state": "ACTIVE", "episode": episode},
+                {
+                    "device": "d-1",
+                    "stream": "vitals",
+                    "state": "ACTIVE",
+                    "detection": 900.0,
+                    "episode": episode,
+                },
                 {"device": "d-2", "stream": "vitals", "state": "PENDING"},
-                {"device": "d-3", "stream": "vitals", "state": "ACTIVE", "episode": {**episode, "id": "e-3"}},
+                # detected after the save (the journal has it): counted from its detection
+                {
+                    "device": "d-3",
+                    "stream": "vitals",
+                    "state": "ACTIVE",
+                    "detection": 1_030.0,
+                    "episode": episode,
+                },
+                # detected after the start (a clock behind by less than the slack): nothing, never less
+                {
+                    "device": "d-4",
+                    "stream": "vitals",
+                    "state": "ACTIVE",
+                    "detection": 1_070.0,
+                    "episode": episode,
+                },
             ],
         }
     }
-    rows = add_downtime(saved, 60.0)["hr-high/tachycardia"]["streams"]
-    assert [r.get("episode", {}).get("unjudged_s") for r in rows] == [65.0, None, 65.0]
+    rows = add_downtime(saved, 1_000.0, 1_060.0)["hr-high/tachycardia"]["streams"]
+    assert [r.get("episode", {}).get("unjudged_s") for r in rows] == [65.0, None, 35.0, 5.0]
     assert saved["hr-high/tachycardia"]["streams"][0]["episode"]["unjudged_s"] == 5.0  # not changed in place
 
 

@@ -75,3 +75,42 @@ def test_signal_poor_with_nothing_open_keeps_its_own_priority(tmp_path: Path) ->
     poor_start, poor_end = of(events, "signal_poor")
     assert poor_start.priority is poor_end.priority is Priority.LOW
     assert "not judged" not in poor_start.explanation.text
+
+
+def test_no_value_on_one_channel_does_not_blind_a_rule_on_another(tmp_path: Path) -> None:
+    """Review of 2026-11-30: a thermometer gone quiet (NaN temp: 'no value') made signal_poor HIGH and
+    said a tachycardia on HR was 'not judged' while HR verdicts went on. Only episodes without a verdict
+    since the technical condition began are named and lend their priority."""
+    config = {
+        **CONFIG,
+        "detectors": [
+            {
+                "id": "hr-high",
+                "type": "limit",
+                "stream": "vitals",
+                "channels": ["hr"],
+                "params": {"above": 120},
+            },
+            {
+                "id": "temp-high",
+                "type": "limit",
+                "stream": "vitals",
+                "channels": ["temp"],
+                "params": {"above": 39},
+            },
+        ],
+        "alarms": [
+            {"condition": "tachycardia", "detector": "hr-high", "priority": "high", "min_duration_s": 10},
+            {"condition": "fever", "detector": "temp-high", "priority": "low", "min_duration_s": 10},
+        ],
+    }
+    p = Pipeline(parse_config(config, base_dir=tmp_path), lambda device, prefix="d": f"{prefix}-{device}")
+    events: list[AlarmEvent] = []
+    for t in range(120):
+        temp = 37.0 if t < 40 else float("nan")
+        reading = Reading.single("bed-1/vitals", {"hr": 150.0, "temp": temp}, T0 + t, float(t))
+        events += p.ingest([reading])
+    (tachycardia,) = of(events, "tachycardia")
+    (poor,) = of(events, "signal_poor")
+    assert tachycardia.detection_time < poor.detection_time
+    assert poor.priority is Priority.LOW and "not judged" not in poor.explanation.text
