@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.config.schema import REMOTE_COMMANDS, AgentConfig
 from agent.errors import ConfigError, ModelError
@@ -59,7 +59,14 @@ BUNDLE_COMMAND = "models/install"  # the only command that carries a large paylo
 # A bundle's payload is the bundle's JSON plus its envelope: the other fields, the signature and the
 # escaping of the bundle's quotes in the signed text (about 450 bytes for the shipped models).
 BUNDLE_ENVELOPE_BYTES = MAX_COMMAND_BYTES
-Respond = Callable[[Command, bytes], None]
+
+
+class Respond(Protocol):
+    """The uplink's `respond`: `authenticated` answers are never dropped (`MqttUplink.respond`)."""
+
+    def __call__(self, command: Command, payload: bytes, *, authenticated: bool) -> None: ...
+
+
 Snapshot = Callable[[], dict[str, Any]]
 
 
@@ -159,13 +166,16 @@ class RemoteCommands:
             self._refuse(command, name, exc, authenticated=authenticated)
             return
         except asyncio.CancelledError:
-            self._answer(command, name, error=CommandRefusedError("interrupted", "the session ended first"))
+            interrupted = CommandRefusedError("interrupted", "the session ended first")
+            self._answer(command, name, authenticated, error=interrupted)
             raise
         except Exception as exc:  # a command must never take the session down
             log.error("remote command %s failed: %s", name or "(unknown)", type(exc).__name__)
-            self._answer(command, name, error=CommandRefusedError("failed", type(exc).__name__))
+            self._answer(
+                command, name, authenticated, error=CommandRefusedError("failed", type(exc).__name__)
+            )
             return
-        self._answer(command, name, result=result)
+        self._answer(command, name, authenticated, result=result)
 
     def _name(self, topic: str) -> str:
         if not topic.startswith(self._prefix):
@@ -181,12 +191,13 @@ class RemoteCommands:
         """Log and answer a refusal, within the answer budget; past it, only count it."""
         if self.answers.allows(error.code, authenticated=authenticated):
             log.warning("remote command %s refused: %s", name or "(unknown)", error.code)
-            self._answer(command, name, error=error)
+            self._answer(command, name, authenticated, error=error)
 
     def _answer(
         self,
         command: Command,
         name: str | None,
+        authenticated: bool,
         *,
         result: Any = None,
         error: CommandRefusedError | None = None,
@@ -194,7 +205,8 @@ class RemoteCommands:
         if self._respond is None:
             return
         try:
-            self._respond(command, response(name, result=result, error=error))
+            payload = response(name, result=result, error=error)
+            self._respond(command, payload, authenticated=authenticated)
         except ValueError:  # a response topic paho will not publish to (wildcards)
             log.warning("remote command %s: response topic unusable", name or "(unknown)")
 

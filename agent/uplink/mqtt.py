@@ -26,11 +26,13 @@ Strategy:
   `edge-agent status` until a connect succeeds. A refused PUBLISH is logged once per topic and
   reason code per connection.
 - Commands arrive through a bounded gate (`agent.uplink.command_gate`: a flood is dropped in paho's
-  thread, counted as `commands_dropped`). Their answers are QoS 1 PUBLISHes like the outbox's rows,
-  so at most `MAX_ANSWERS_PENDING` wait for their PUBACK at once (more are dropped and counted): a
-  flood of answers cannot queue in paho ahead of alarms and heartbeats. An answer goes to the request's
-  ResponseTopic only where `Topics.may_answer_on` allows (else to `{root}/cmd/response`); one the
-  broker refuses (its ACL on the ResponseTopic) is counted and logged at most every `REMIND_S`.
+  thread, counted as `commands_dropped`). Their answers are QoS 1 PUBLISHes like the outbox's rows;
+  an answer to a command whose signature never verified is dropped (counted) while
+  `MAX_ANSWERS_PENDING` answers wait for their PUBACK, so a flood of answers cannot queue in paho
+  ahead of alarms and heartbeats; answers to authenticated commands, results or refusals, are always
+  sent. An answer goes to the request's ResponseTopic only where `Topics.may_answer_on` allows (else
+  to `{root}/cmd/response`); one the broker refuses (its ACL on the ResponseTopic) is counted and
+  logged at most every `REMIND_S`.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
 - Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
@@ -82,8 +84,10 @@ log = logging.getLogger(__name__)
 # that wait (attempts 7.5-15 s apart once the backoff is at it). With the jitter, 1,000 gateways retry
 # at about 90 connections a second, which a broker takes easily.
 RECONNECT_MAX_S = 15.0
-# Command answers sent and not yet acknowledged: their own small window, so that answers cannot fill
-# paho's queue ahead of the outbox's alarms and heartbeats (an alarm waits behind at most these).
+# Command answers sent and not yet acknowledged, past which answers to unauthenticated commands are
+# dropped: a flood of them cannot fill paho's queue ahead of the outbox's alarms and heartbeats. Answers
+# to authenticated commands are always sent (they count here): only a key holder can cause them, at
+# most the command gate's rate, and an operator must learn what a command did.
 MAX_ANSWERS_PENDING = 8
 
 
@@ -100,7 +104,7 @@ class UplinkCounters:
     failed_attempts: int = 0  # connection attempts failed since the last successful one
     down_for_s: float | None = None  # seconds without a connection (since the start or the loss)
     commands_dropped: int = 0  # commands the gate dropped unanswered (a flood: agent.uplink.command_gate)
-    answers_dropped: int = 0  # answers not sent: MAX_ANSWERS_PENDING already waited for their PUBACK
+    answers_dropped: int = 0  # unauthenticated commands' answers not sent: MAX_ANSWERS_PENDING waited
     answers_refused: int = 0  # answers the broker refused (PUBACK >= 0x80: its ACL on the ResponseTopic)
 
 
@@ -240,10 +244,12 @@ class MqttUplink(_PahoBridge):
         await asyncio.to_thread(self._client.loop_stop)
         self._connected = False
 
-    def respond(self, command: Command, payload: bytes) -> None:
+    def respond(self, command: Command, payload: bytes, *, authenticated: bool = False) -> None:
         """Answer a command (QoS 1) on its ResponseTopic, where `Topics.may_answer_on` allows it, else on
-        the gateway's response topic; dropped (counted) while MAX_ANSWERS_PENDING await their PUBACK."""
-        if len(self._answers) >= MAX_ANSWERS_PENDING:
+        the gateway's response topic. The answer of a command whose signature never verified is dropped
+        (counted) while MAX_ANSWERS_PENDING answers await their PUBACK; an `authenticated` one (its
+        result, or its refusal) is always sent."""
+        if not authenticated and len(self._answers) >= MAX_ANSWERS_PENDING:
             self._answers_dropped += 1
             return
         props = new_properties(PacketTypes.PUBLISH)

@@ -133,7 +133,7 @@ def test_foreign_topics_and_overload_are_answered_with_errors(tmp_path: Path) ->
     remote = RemoteCommands(
         cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
     )
-    remote.bind(lambda _c, payload: answers.append(json.loads(payload)), dict)
+    remote.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), dict)
 
     async def scenario() -> None:
         remote.submit(Command("edge/lab/gw-2/cmd/status", b"{}", "r", b"1"))

@@ -33,7 +33,7 @@ def run_commands(tmp_path: Path, commands: list[Command]) -> list[dict[str, Any]
     remote = RemoteCommands(
         cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
     )
-    remote.bind(lambda _c, payload: answers.append(json.loads(payload)), dict)
+    remote.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), dict)
     # Every refusal answered: the answer budget (a flood's bound, test_remote_flood.py) is not tested here.
     remote.answers = AnswerBudget(unauthenticated=(1e6, 10**6), authenticated=(1e6, 10**6))
 

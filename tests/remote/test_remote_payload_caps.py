@@ -33,7 +33,7 @@ def run_signed(
     handler = RemoteCommands(
         cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
     )
-    handler.bind(lambda _c, payload: answers.append(json.loads(payload)), lambda: {"up": True})
+    handler.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), lambda: {"up": True})
 
     async def scenario() -> None:
         for command in commands:
@@ -118,7 +118,7 @@ def test_bundles_are_checked_one_at_a_time_and_the_rest_are_busy(
     handler = RemoteCommands(
         cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
     )
-    handler.bind(lambda _c, payload: answers.append(json.loads(payload)), lambda: {"up": True})
+    handler.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), lambda: {"up": True})
     big = padded(sign_command(private_key, ROOT, "models/install", {"bundle": {}}), MAX_COMMAND_BYTES + 1)
 
     async def scenario() -> None:

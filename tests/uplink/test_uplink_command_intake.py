@@ -1,6 +1,7 @@
 """Received commands on their way from paho's thread to the loop, through a real broker: the gateway's
 own answers (they come back over MQTT 3.1.1, which has no noLocal) never use the gate's budget, and a
-wake-up that found no loop to hand to is asked for again (review finding 7)."""
+wake-up that found no loop to hand to is asked for again (review finding 7); an authenticated command's
+answer is sent however many refusals await their PUBACK (finding 6)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from uplink_probe import mqtt_config
+from uplink_probe import Subscriber, mqtt_config
 
 from agent.config.schema import OutboxConfig
 from agent.localbroker import LocalBroker
 from agent.outbox import Outbox
 from agent.uplink.command_gate import BURST
-from agent.uplink.mqtt import Command, MqttUplink
+from agent.uplink.mqtt import MAX_ANSWERS_PENDING, Command, MqttUplink
 from agent.uplink.topics import Topics
 
 TOPICS = Topics("edge", "site1", "gw1")
@@ -99,3 +100,32 @@ def test_a_command_before_the_loop_runs_does_not_stop_later_ones(
 
     asyncio.run(with_uplink(uplink, body))
     assert [c.topic for c in commands] == [f"{TOPICS.root}/cmd/status", f"{TOPICS.root}/cmd/reload"]
+
+
+def test_an_authenticated_answer_is_sent_while_refusals_fill_the_answer_window(
+    mosquitto: LocalBroker, tmp_path: Path
+) -> None:
+    """Review finding 6: with MAX_ANSWERS_PENDING refusals awaiting their PUBACK (a slow broker under an
+    unsigned flood), the operator's own answer was dropped too."""
+    answers = Subscriber(mosquitto, "backend/answers")
+    outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
+    uplink = MqttUplink(
+        mqtt_config(mosquitto), TOPICS, outbox, 1, on_command=lambda _c: None, backoff_min_s=0.1
+    )
+    request = Command(f"{TOPICS.root}/cmd/reload", b"{}", "backend/answers", b"req")
+
+    async def body() -> None:
+        mosquitto.pause()  # no PUBACK comes back: the window fills
+        try:
+            for _ in range(MAX_ANSWERS_PENDING + 1):
+                uplink.respond(request, b"refused", authenticated=False)
+            uplink.respond(request, b"ran", authenticated=True)
+        finally:
+            mosquitto.resume()
+        await asyncio.to_thread(answers.wait_for, lambda ms: any(m.payload == b"ran" for m in ms))
+
+    asyncio.run(with_uplink(uplink, body))
+    answers.close()
+    payloads = [m.payload for m in answers.snapshot()]
+    assert payloads.count(b"refused") == MAX_ANSWERS_PENDING and payloads.count(b"ran") == 1
+    assert uplink.counters().answers_dropped == 1
