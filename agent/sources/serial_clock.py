@@ -16,9 +16,16 @@ it may grow (a device clock running slow) by `SLEW` of the time that passed by b
 lesser), so a backlog read at once cannot drag it. The wall time is that monotonic time plus the
 gateway's current ``wall − monotonic``: a step of the gateway clock (NTP, an admin) moves every
 later reading with it (agent.clock). The offset is taken afresh when the device's clock starts
-over: its time goes backwards (a reboot: it counts µs since boot) or a HELLO announces another
-device. A device clock running ahead of the gateway's, or jumping forward, is pulled back to the
-arrival, so its blocks may go back in time across reads.
+over: its time goes backwards (a reboot: it counts µs since boot), a HELLO announces another
+device, or a HELLO is stamped well before the time the anchor expects at its arrival (`hello`). The
+last is the reboot that going back misses: a device off for longer than it had been up (unplugged
+an hour after 5 s of uptime) comes back with a time past its last one, and its live data would be
+stamped in the past by the whole outage (review of 2026-11-30, finding 3). Devices send HELLO at boot
+and the source asks for one at every open, and a frame's header is stamped when it is sent, so a
+running device's HELLO is on time while a rebooted one's is behind by the outage. A backlog the
+device held while the link was down keeps its real times: its HELLO is on time. A device clock
+running ahead of the gateway's, or jumping forward, is pulled back to the arrival, so its blocks may
+go back in time across reads.
 
 Lines (CSV, JSON) carry no time. `line_times` spaces the lines of one read over what the kernel held
 them for: at the configured line rate (``serial.rate_hz``), ending at the arrival, never before the
@@ -33,6 +40,9 @@ import math
 from collections.abc import Sequence
 
 SLEW = 0.02  # the offset grows by at most 2 % of the time passed: clocks that slow are broken anyway
+# A HELLO this much behind the anchor's expectation (beyond a SLEW-slow clock's lag) is a reboot: more
+# than a frame's way through a USB adapter and a busy agent's read, far less than a reboot's outage.
+HELLO_LATE_S = 1.0
 
 
 class DeviceClock:
@@ -43,11 +53,27 @@ class DeviceClock:
         self._frame_us = -1  # header time of the last block (per sender, it never goes back)
         self._end_s = 0.0  # device seconds of the last block's end
         self._arrival = 0.0  # gateway monotonic seconds it was read at
-        self.restarts = 0  # times the device clock started over (went back) after the first anchor
+        self.restarts = 0  # times the device clock started over (went back, a late HELLO) after an anchor
 
     def restart(self) -> None:
         """Another clock (another device): the next block sets the offset afresh."""
         self._offset = None
+
+    def hello(self, frame_us: int, arrival_mono: float, newest_us: int = 0) -> bool:
+        """A HELLO of the same device, sent at `frame_us` and read at `arrival_mono` (`newest_us`: as in
+        `wall_time`). True, and the next block sets the offset afresh, when the device's clock started
+        over: its time is behind what the anchor expects by more than a clock `SLEW` slow would lag
+        since the last block, plus `HELLO_LATE_S`."""
+        offset = self._offset
+        if offset is None:
+            return False
+        sent = max(frame_us, newest_us) / 1e6  # frames read with it had been sent too
+        behind = arrival_mono - offset - sent
+        if not behind > SLEW * max(0.0, arrival_mono - self._arrival) + HELLO_LATE_S:
+            return False
+        self.restarts += 1
+        self._offset = None
+        return True
 
     def wall_time(
         self,

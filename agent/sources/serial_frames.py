@@ -17,9 +17,10 @@ it), and blocks that come faster than that rate by the device's clock are told o
 
 Clock. A block's wall time comes from the device's own µs clock (`agent.sources.serial_clock`): its
 samples keep the device's spacing however late they are read (a stalled agent, a store-and-forward
-backlog), and the clock's anchor starts over only when the device's time goes back (a reboot) or a
-HELLO names another device. Lines carry no time: the lines of one read are spaced back from their
-arrival (`serial_clock.line_times`).
+backlog), and the clock's anchor starts over only when the device's time goes back (a reboot), a
+HELLO names another device, or a HELLO is stamped well before the anchor expects (a reboot while
+the link was down: `DeviceClock.hello`). Lines carry no time: the lines of one read are spaced back
+from their arrival (`serial_clock.line_times`).
 
 Quality. GAP on the first block of each stream after a sequence gap or a reconnect; DEVICE_FAULT
 on blocks within `FAULT_HOLD_S` (device time) after an EVENT FAULT, LOW_BATTERY within
@@ -114,7 +115,8 @@ class FrameReadings:
 
     def link_restarted(self) -> None:
         """The link was lost and re-established: flag the next blocks as GAP. The device's clock ran on
-        meanwhile, so its anchor is kept (what it held back keeps its real times)."""
+        meanwhile, so its anchor is kept (what it held back keeps its real times), unless its HELLO (the
+        source asks for one at the open) shows it rebooted (`DeviceClock.hello`)."""
         if self._had_data:
             self._mark_gap()
 
@@ -171,6 +173,8 @@ class FrameReadings:
                 _tell_hello_after_drops(self.device_id, self.waiting_hello, self._first_drop_at is None)
             if self.hello is not None and message != self.hello and message.pack() != self.hello.pack():
                 self._hello_changed(self.hello, message)
+            elif self.time.hello(frame.device_time_us, monotonic, newest_us):  # rebooted meanwhile
+                self._fault_until_us = self._battery_until_us = -1  # in the old clock
             self.hello = message
             return None
         if frame.device_time_us < self._frame_us:  # the device's clock started over: a reboot

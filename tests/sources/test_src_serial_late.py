@@ -293,3 +293,55 @@ def test_a_flushed_backlog_alarms_in_its_own_time_and_is_no_clock_step(tmp_path:
     starts = [e for e in events if e.condition == "tachycardia" and e.phase is Phase.START]
     assert len(starts) == 1 and starts[0].onset_time == pytest.approx(start + 100 * 0.2, abs=0.01)
     assert pipeline.clock_steps() == 0
+
+
+def hello_at(frames: FrameReadings, gateway: Gateway, t_us: int) -> None:
+    """The device's HELLO, stamped `t_us` when sent, read now (the answer to the open's SEND_HELLO)."""
+    assert frames.take_read([Frame(0, t_us, HELLO)], gateway.mono) == []
+
+
+def test_a_device_rebooted_while_unplugged_is_anchored_anew_by_its_hello() -> None:
+    """Review of 2026-11-30, finding 3: 5 s of uptime, an hour unplugged, power-cycled on the replug, read
+    again at an uptime of 20 s. Its time is past the last one, so going back does not tell the reboot;
+    the HELLO stamped an hour before the anchor expects it does, and its live data is stamped at its
+    arrival, not an hour in the past. A device that ran on (a backlog, a clock 1 % slow) keeps its anchor."""
+    gateway = Gateway()
+    frames = FrameReadings("bed-7", "vitals", gateway.wall)
+    hello_at(frames, gateway, 0)
+    for k in range(1, 6):
+        gateway.mono += 1.0
+        assert stamp(frames, gateway, [(k, k * 1_000_000)]) == pytest.approx([0.0])
+    frames.link_restarted()
+    gateway.mono += 3600.0 + 15.0
+    hello_at(frames, gateway, 20_000_000)
+    assert frames.time.restarts == 1
+    for k in range(6):
+        assert stamp(frames, gateway, [(k + 1, (20 + k) * 1_000_000)]) == pytest.approx([0.0])
+        gateway.mono += 1.0
+
+    # the same device runs on while unplugged for 60 s and holds them back: its HELLO is on time
+    frames.link_restarted()
+    gateway.mono += 60.0
+    now_us = (20 + 6 + 60) * 1_000_000
+    hello_at(frames, gateway, now_us)
+    held = stamp(frames, gateway, [(k + 1, now_us - (60 - k) * 1_000_000) for k in range(60)])
+    assert held == pytest.approx([-60.0 + k for k in range(60)], abs=0.05)  # their real, past times
+    assert frames.time.restarts == 1
+
+    # a clock 1 % slow, an hour unplugged: 36 s behind, within SLEW; a HELLO read late (with newer
+    # frames, after a stalled agent) is not behind either
+    frames.link_restarted()
+    gateway.mono += 3600.0
+    slow_us = now_us + round(3600 * 0.99e6)
+    hello_at(frames, gateway, slow_us)
+    gateway.mono += 5.0
+    read = [Frame(0, slow_us + 1_000_000, HELLO)] + [
+        Frame(
+            k + 1,
+            slow_us + (2 + k) * 1_000_000,
+            DataBlock(slow_us + (2 + k) * 1_000_000, SampleType.INT16, (0,), np.array([[70]])),
+        )
+        for k in range(4)
+    ]
+    frames.take_read(read, gateway.mono)
+    assert frames.time.restarts == 1
