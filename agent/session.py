@@ -192,6 +192,8 @@ class _Session:
             agent.reloading.clear()
             if agent.try_reload():
                 return
+            if self.remote is not None:  # a model change waiting for this reload must not wait forever
+                self.remote.changes.reload_refused()
 
     async def _pump(self, device: DeviceConfig, sim_start_time: float | None) -> None:
         """Move one device's readings into the queue; a failing source is reopened with backoff."""

@@ -13,6 +13,9 @@ commands never check each other's link and every answer matches the disk it leav
 accepted with a reload to follow, or the session ends (`closing`), a change still waiting for the lock
 is refused ("busy", nothing changed) rather than made: the reload reads the link (`try_reload`, on the
 loop, without this lock) and must find the one just checked, not one another command is checking.
+Should that reload be refused after all (the config file was edited since the check), the session
+goes on: the session tells `reload_refused`, which logs that the activated version is current but not
+running and takes changes again.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ class ModelChanges:
         self.store = store
         self._check_reload = check_reload
         self.closing = False  # set by the session's end (plain bools: read under the store's lock)
-        self._reload_pending = False  # an accepted change asked for a reload: the link must hold still
+        # An accepted change asked for a reload: the link must hold still. Its version, for the line
+        # `reload_refused` writes should the reload not happen.
+        self._reload_pending: str | None = None
+        self._reload_requested = False  # and the reload was asked for (loop thread)
 
     def activate(self, name: object, version: object, reload: bool) -> dict[str, Any]:
         """Point `current` at `version` if the config then loads; blocking (a worker thread)."""
@@ -63,8 +69,28 @@ class ModelChanges:
                 ) from None
             return result
 
+    def reload_requested(self) -> None:
+        """The reload an accepted change asked for is on its way (loop thread)."""
+        self._reload_requested = True
+
+    def reload_refused(self) -> None:
+        """The session's reload was refused (`Agent.try_reload`: the config file changed since the
+        check, or a model did), so the session goes on (loop thread). A change whose reload that was
+        is current on disk but not running: say so, and take changes again. (A refused SIGHUP reload
+        between a change's acceptance and its request is not its reload: that one is still to come.)"""
+        if not self._reload_requested:
+            return
+        version, self._reload_pending, self._reload_requested = self._reload_pending, None, False
+        if version is not None:
+            log.error(
+                "remote: model version %s is current but not running: the reload after its activation "
+                "was refused (see the reload's lines); the running detectors keep the version they "
+                "loaded until a reload or start succeeds",
+                version,
+            )
+
     def _open(self) -> None:
-        if self._reload_pending or self.closing:
+        if self._reload_pending is not None or self.closing:
             raise CommandRefusedError(
                 "busy", "a reload or stop is under way; nothing was changed: send it again after it"
             )
@@ -82,5 +108,6 @@ class ModelChanges:
             )
         self.store.keep_previous(name, previous, str(version))
         log.info("remote: model activated")
-        self._reload_pending = reload
+        if reload:
+            self._reload_pending = str(version)
         return {"name": name, "version": version, "previous": previous, "reloading": reload}

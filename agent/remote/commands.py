@@ -244,6 +244,7 @@ class RemoteCommands:
     def _reload_after(self, result: dict[str, Any], reload: bool) -> dict[str, Any]:
         """An accepted model change: the reload it asks for (its check already passed)."""
         if reload and not self.changes.closing:
+            self.changes.reload_requested()
             self._request_reload()
         return result
 
