@@ -161,7 +161,8 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
     )
     for detector, channels in (status.get("missing_channels") or {}).items():
         lines.append(
-            f"  detector {detector}: its stream arrives without {', '.join(channels)}: check its `channels`"
+            f"  detector {detector}: no reading of its stream has had {', '.join(channels)} so far:"
+            " check its `channels`"
         )
     models = beat.get("models") or {}
     lines.append("  models: " + (", ".join(f"{k} {v}" for k, v in models.items()) or "none"))

@@ -5,7 +5,8 @@ contact lost, PLX "questionable", motion, a device fault) and values outside wha
 as a measurement (e.g. HR 0, a strap's "no value", or 400 bpm), NaN included: a device's "no value" (an
 SFLOAT NaN/NRes, an empty CSV field, a JSON null) on a channel a detector watches is flagged OUT_OF_RANGE
 like SpO2 0, so a channel that stays blind while the device is connected raises signal_poor; a channel
-the reading does not have at all is missing, not flagged (`agent.pipeline.wiring` warns about it).
+the reading does not have at all is missing, not flagged (`agent.pipeline.wiring` warns about one that
+has never arrived; the BLE assembler leaves out a profile's channel until it reports and once it is stale).
 Until 2026-11-30 NaN compared False and passed silently (audit finding 3). Gated samples count as
 missing for detectors, so they can never raise a physiological alarm; the pipeline turns persistent
 poor quality into a technical alarm instead. GAP and LOW_BATTERY are kept on the reading but gate
@@ -73,7 +74,9 @@ class QualityGate:
         on_missing: Callable[[tuple[str, ...]], None] | None = None,
     ):
         self.channels = channels
-        self._on_missing = on_missing  # told once per channel tuple that lacks some of `channels`
+        # told once per distinct channel tuple readings arrive with (`wiring.MissingChannels` keeps which of
+        # `channels` never arrived: a BLE row lacks a slow profile's channel only until it reports)
+        self._on_missing = on_missing
         # A channel without a known range still has one: the finite numbers. An infinity (a float field
         # a device filled with garbage) is then out of range at no extra cost on the per-reading path.
         largest = float(np.finfo(np.float64).max)
@@ -171,7 +174,7 @@ class QualityGate:
         columns = None if channels == self.channels else np.array([index.get(c, -1) for c in self.channels])
         plan = (columns, columns is None or bool((columns >= 0).all()))
         self._plans[channels] = plan
-        if not plan[1] and self._on_missing is not None:
+        if self._on_missing is not None:
             self._on_missing(channels)
         return plan
 

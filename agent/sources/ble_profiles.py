@@ -5,7 +5,12 @@ Streams. The vital-sign profiles share one ``"vitals"`` stream, as the simulator
 detectors see one row per second with every channel: heart_rate → ``hr``; plx → ``spo2``, ``pr``;
 thermometer → ``temp`` (°C). The first configured of heart_rate, plx, thermometer *paces* the stream:
 each of its notifications emits a row; the other profiles' latest values are held into that row
-until they are older than their `hold_s` (then NaN, which the pipeline sees as missing). RR intervals
+until they are older than their `hold_s`. A channel whose profile has not reported since the link came
+up, or whose value is older than that, is left out of the row: the pipeline sees it as missing (no
+flag; a `dropout` detector tells when that lasts). A value the device itself reports as "no value" (an
+SFLOAT/FLOAT NaN, NRes or reserved value, PLX "measurement unavailable") stays in the row as NaN, which
+the quality gate flags (signal_poor when it lasts). So the row's channels vary; there are at most
+2^(channels) tuples, each built once (`_subsets`). RR intervals
 go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival), blood
 pressure to ``"bp"`` (one reading per cuff measurement). battery only sets LOW_BATTERY below
 `LOW_BATTERY_PERCENT`. polar_pmd starts the Polar H10's ECG (130 Hz) through the PMD control point
@@ -250,6 +255,9 @@ class ProfileReadings:
         wiring check names it), not a "no value" that would raise signal_poor."""
         vitals = [p for p in profiles if p.stream == "vitals"]
         self.channels = tuple(c for p in vitals for c in p.channels)
+        # the row's channels by bit mask of those present: the same tuple object for the same subset,
+        # so the pipeline's per-tuple plan and batch check find it at once
+        self._subsets: dict[int, tuple[str, ...]] = {(1 << len(self.channels)) - 1: self.channels}
         pacers = [n for n in PACING_ORDER if any(p.name == n for p in vitals)]
         self.pacer = pacers[0] if pacers else None
         self._hold_s = {c: p.hold_s for p in vitals for c in p.channels}
@@ -291,15 +299,20 @@ class ProfileReadings:
 
     def _vitals(self, wall_time: float, monotonic: float) -> Reading:
         row: list[float] = []
+        present = 0
         quality = Quality.OK
-        for channel in self.channels:
+        for bit, channel in enumerate(self.channels):
             held = self._held.get(channel)
             if held is None or monotonic - held[1] > self._hold_s[channel]:
-                row.append(math.nan)
-                continue
-            row.append(held[0])
+                continue  # not reported yet, or stale: missing, not a "no value" (the docstring)
+            row.append(held[0])  # NaN when the device said "no value": flagged downstream
+            present |= 1 << bit
             quality |= held[2]
-        return self._reading("vitals", self.channels, row, wall_time, monotonic, quality)
+        channels = self._subsets.get(present)  # never empty: the pacer's own values are fresh
+        if channels is None:
+            channels = tuple(c for i, c in enumerate(self.channels) if present >> i & 1)
+            self._subsets[present] = channels
+        return self._reading("vitals", channels, row, wall_time, monotonic, quality)
 
     def _rr(self, update: Update, wall_time: float, monotonic: float) -> list[Reading]:
         # the last interval ended at (about) the notification; earlier ones before it

@@ -44,5 +44,5 @@ def test_the_heartbeat_counts_the_events_the_broker_refused(tmp_path: Path) -> N
 
 def test_status_names_a_detector_whose_channel_never_arrives() -> None:
     text = render("live", {"heartbeat": {"gateway": "gw"}, "missing_channels": {"hr-high": ["hrr"]}})
-    assert "detector hr-high: its stream arrives without hrr: check its `channels`" in text
+    assert "detector hr-high: no reading of its stream has had hrr so far: check its `channels`" in text
     assert "detector" not in render("live", {"heartbeat": {"gateway": "gw"}, "missing_channels": {}})

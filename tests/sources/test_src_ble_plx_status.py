@@ -216,7 +216,7 @@ def test_spo2_no_value_for_long_raises_signal_poor_and_a_good_hr_is_still_judged
 
 
 def test_normal_data_raises_nothing(tmp_path: Path) -> None:
-    # the first rows come before the first PLX value (spo2 NaN for a second or two): no alarm from that
+    # the first rows come before the first PLX value (spo2 and pr missing from them): no alarm from that
     steps = seconds(2, HR72, None) + seconds(60, HR72, GOOD)
     events, _ = asyncio.run(run(config(tmp_path, ["heart_rate", "plx"]), FakeRadio(), steps))
     assert events == []
