@@ -44,10 +44,7 @@ from agent.errors import ConfigError
 from agent.inference.backend import BackendName, LoadedModel, Precision
 from agent.inference.card import INPUT_KINDS, ModelCard
 from agent.inference.managed import load_managed
-
-# A detector's rate_hz may differ from the rate its model was trained at by this share (a device's nominal
-# rate against the training data's measured one), no more.
-RATE_TOLERANCE = 0.01
+from agent.rates import rates_agree
 
 
 class AutoencoderDetector(StreamingDetector):
@@ -310,7 +307,8 @@ class AutoencoderDetector(StreamingDetector):
 def check_input(card: ModelCard, config: DetectorConfig, rate_hz: float, declared: str) -> None:
     """ConfigError unless the detector's stream is what the model was trained on: the input kind the
     config declares (`params.input`) is the card's, and a stream model's card rate (when it states one)
-    is the detector's `rate_hz` within RATE_TOLERANCE."""
+    is the detector's `rate_hz` within `agent.rates.RATE_TOLERANCE` (a device's nominal rate against the
+    training data's measured one)."""
     where, stream = f"detectors.{config.id}", config.stream
     if card.input_kind == "beats" and declared != "beats":
         raise ConfigError(
@@ -328,7 +326,7 @@ def check_input(card: ModelCard, config: DetectorConfig, rate_hz: float, declare
             f" 'stream'), not beat windows; remove params.input",
         )
     trained = card.rate_hz
-    if declared == "stream" and trained is not None and abs(rate_hz - trained) > RATE_TOLERANCE * trained:
+    if declared == "stream" and trained is not None and not rates_agree(rate_hz, trained):
         raise ConfigError(
             f"{where}.rate_hz",
             f"model {card.name} was trained on samples at {trained:g} Hz (its card's input.rate_hz); this"

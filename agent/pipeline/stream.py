@@ -167,6 +167,9 @@ class StreamPipeline:
         # before each batch), a step of the wall clock between two readings of a stream is told from
         # a silence or from samples going back (agent.clock).
         self._offsets = np.zeros(0)
+        # Per slot, the spacing its readings last declared (0: none yet): `rates` looks only at a change,
+        # so devices of one stream name declaring two rates cost no lookup per reading
+        self._spacing = np.zeros(0)
         self.gateway_offset = np.nan
         # Gateway monotonic time the gateway's own wall - monotonic last stepped (set by `Pipeline`): a
         # stream's offset jumping to the gateway's is a step only if the gateway's stepped after the
@@ -272,10 +275,11 @@ class StreamPipeline:
         run = readings[first:end]
         times = np.array([r.wall_time for r in run], dtype=np.float64)
         declared = np.array([r.period_s for r in run], dtype=np.float64)
-        novel = (declared != 0.0) & (declared != self.rates.last)
-        if novel.any():  # a spacing other than the last one looked at: rarely
+        novel = (declared != 0.0) & (declared != self._spacing[slots])
+        if novel.any():  # a stream's first spacing, or another one: rarely
             for k in np.flatnonzero(novel).tolist():
                 self.rates.declared(run[k].stream, run[k].period_s)
+            self._spacing[slots[novel]] = declared[novel]
         periods = np.where(declared > 0.0, declared, self.nominal_period_s)
         offsets = times - np.array([r.monotonic for r in run], dtype=np.float64)
         this = _Round(run, values[first:end], quality[first:end], bad[first:end], slots, times, offsets)
@@ -370,7 +374,8 @@ class StreamPipeline:
                 events = self.flush()
                 break
         period = reading.period_s
-        if period != self.rates.last and period:  # a spacing the device declares: its rate_hz agrees?
+        if period and period != self._spacing[slot]:  # a spacing new to the stream: its rate_hz agrees?
+            self._spacing[slot] = period
             self.rates.declared(reading.stream, period)
         period = period or self.nominal_period_s  # single samples without one: the stream's nominal rate
         added = self.windows.append(slot, values, reading.wall_time, period)
@@ -499,6 +504,7 @@ class StreamPipeline:
                 watch.rows = [np.concatenate([r, np.zeros(grow, np.int64)]) for r in watch.rows]
             self._last_time = np.concatenate([self._last_time, np.zeros(grow)])
             self._offsets = np.concatenate([self._offsets, np.full(grow, np.nan)])
+            self._spacing = np.concatenate([self._spacing, np.zeros(grow)])
             self._engaged = np.concatenate([self._engaged, np.zeros(grow, dtype=bool)])
         self._engaged[slot] = ref in self.quality_alarms.engaged  # a restored episode
         for watch in self.watches:

@@ -14,19 +14,17 @@ time (the serial frame protocol's HELLO, a replay's recording) may send anything
 nothing is checked before start and the run-time warning is what is left.
 
 At run time (`MissingChannels`, kept by each `StreamPipeline`): the first time readings of a watched
-stream arrive without one of a detector's channels that no reading of the stream has had yet (a device
-unknowable before start, one of two kinds of device sharing a stream name, or a BLE profile that has
-not reported yet: its channel is left out of the row until it does), one warning per (detector, stream
-name, channel) names the three, never a device or a value, and the triple is kept for the status
-(`Pipeline.missing_channels`) until a reading brings the channel (one INFO line then). A channel that
-has arrived once is no wiring problem: rows without it later (a stale BLE thermometer, a second kind
-of device) are neither warned about nor listed. The check runs once per distinct channel tuple (the
-quality gate's plan), not per reading.
+stream arrive without one of a detector's channels (a device unknowable before start, or one of two
+kinds of device sharing a stream name), one warning per (detector, stream name, channel) names the
+three, never a device or a value, and the triple is kept for the status (`Pipeline.missing_channels`).
+The check runs once per distinct channel tuple (the quality gate's plan), not per reading.
 
 Rates (`DeclaredRates`, kept by each `StreamPipeline`): a reading that declares its samples' spacing
 (a serial device's HELLO rate; a BLE or simulator block's) is compared with the `rate_hz` of each
-detector of its stream, once per spacing; a mismatch is one warning naming `detectors.<id>.rate_hz`,
-the first device seen declaring that rate and both rates.
+detector of its stream (`agent.rates.rates_agree`) when a stream's spacing is new to it (the stream
+pipeline keeps each device stream's last spacing, so devices declaring two rates cost nothing per
+reading) and the spacing new to the stream name; a mismatch is one warning naming
+`detectors.<id>.rate_hz`, the first device seen declaring that rate and both rates.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from dataclasses import dataclass
 from agent.config.reader import closest
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.errors import ConfigError
+from agent.rates import rates_agree
 
 log = logging.getLogger(__name__)
 
@@ -144,45 +143,27 @@ def check_wiring(config: AgentConfig) -> list[ConfigError]:
 
 
 class MissingChannels:
-    """The run-time check of one stream name: a detector's channels that readings arrived without and
-    that none has had since start (see the module docstring)."""
+    """The run-time check of one stream name: readings that arrived without a detector's channel."""
 
     def __init__(self, stream: str, watched: Sequence[tuple[str, tuple[str, ...]]]) -> None:
         self.stream = stream
         self._watched = watched  # (detector id, its channels)
-        self.seen: set[tuple[str, str]] = set()  # (detector id, channel) warned about, not arrived since
-        self._told: set[tuple[str, str]] = set()  # warned about once: never again
-        self._arrived: set[str] = set()  # channels some reading of this stream has had
+        self.seen: set[tuple[str, str]] = set()  # (detector id, channel) already warned about
 
     def arrived(self, channels: tuple[str, ...]) -> None:
         """Readings of this stream came with `channels` (a tuple seen for the first time): warn once per
-        (detector, channel) they lack that has never arrived; tell when a missing one arrives. Only names
-        from the configuration and the readings' channel names are logged: no device, no value."""
+        (detector, channel) they lack. Only names from the configuration and the readings' channel
+        names are logged: no device, no value."""
         present = set(channels)
-        self._arrived |= present
         for detector_id, wanted in self._watched:
             for channel in wanted:
-                key = (detector_id, channel)
-                if channel in present:
-                    if key in self.seen:
-                        self.seen.discard(key)
-                        log.info(
-                            'channel "%s" of stream "%s" arrived: detector %s sees it from now on',
-                            channel,
-                            self.stream,
-                            detector_id,
-                        )
+                if channel in present or (detector_id, channel) in self.seen:
                     continue
-                if channel in self._arrived or key in self._told:
-                    continue
-                self._told.add(key)
-                self.seen.add(key)
+                self.seen.add((detector_id, channel))
                 log.warning(
-                    'detector %s watches channel "%s" of stream "%s", but readings of that stream have not'
-                    " had it yet (their channels: %s): the detector sees it as missing, and cannot alarm on"
-                    " it, until it arrives (a device or BLE profile slower than the stream may not have"
-                    " reported yet; a line tells when it arrives). If it never does, check"
-                    " detectors.%s.channels against the device",
+                    'detector %s watches channel "%s" of stream "%s", but readings of that stream arrived'
+                    " without it (their channels: %s): the detector sees it as missing there, and cannot"
+                    " alarm on it (check detectors.%s.channels against the device)",
                     detector_id,
                     channel,
                     self.stream,
@@ -191,8 +172,7 @@ class MissingChannels:
                 )
 
 
-RATE_TOLERANCE = 0.01  # relative: a HELLO's f32 rate and a config's decimal agree far better
-MAX_RATES_KEPT = 10_000  # (stream, spacing) pairs remembered; past it a pair may be looked at again
+MAX_RATES_KEPT = 10_000  # spacings remembered; past it a spacing may be looked at again
 
 
 class DeclaredRates:
@@ -209,12 +189,13 @@ class DeclaredRates:
         self.stream = stream
         self._rates = rates  # (detector id, its rate_hz)
         self._looked: set[float] = set()  # spacings already compared
-        self.last = 0.0  # the spacing last looked at: the usual reading needs no lookup
-        self.mismatches: dict[tuple[str, float], str] = {}  # (detector id, declared Hz) -> first device
+        self.told: set[tuple[str, float]] = set()  # (detector id, declared Hz) warned about
+        self.calls = 0  # spacings new to a device stream: a few per device, not one per reading
 
     def declared(self, stream_id: str, period_s: float) -> None:
-        """Readings of `stream_id` ("device/stream") declare samples `period_s` apart (> 0)."""
-        self.last = period_s
+        """Readings of `stream_id` ("device/stream") declare samples `period_s` apart (> 0), another
+        spacing than that stream's last one."""
+        self.calls += 1
         if period_s in self._looked:
             return
         if len(self._looked) < MAX_RATES_KEPT:
@@ -222,12 +203,9 @@ class DeclaredRates:
         device = stream_id.split("/", 1)[0]
         declared_hz = 1.0 / period_s
         for detector_id, rate_hz in self._rates:
-            if (
-                abs(declared_hz / rate_hz - 1.0) <= RATE_TOLERANCE
-                or (detector_id, declared_hz) in self.mismatches
-            ):
+            if rates_agree(declared_hz, rate_hz) or (detector_id, declared_hz) in self.told:
                 continue
-            self.mismatches[(detector_id, declared_hz)] = device
+            self.told.add((detector_id, declared_hz))
             log.warning(
                 'detectors.%s.rate_hz is %g Hz, but device %s declares %g Hz on stream "%s": the'
                 " detector's windows and hops span other times than configured, and its rate-dependent"

@@ -187,7 +187,7 @@ def test_a_detector_rate_other_than_the_hello_rate_is_told_once(
         return
     assert len(told) == 1
     assert "detectors.ecg-range.rate_hz is 500 Hz" in told[0] and "device bed-7 declares 250 Hz" in told[0]
-    assert pipeline.streams["ecg"].rates.mismatches == {("ecg-range", 250.0): "bed-7"}
+    assert pipeline.streams["ecg"].rates.told == {("ecg-range", 250.0)}  # no device id kept
 
 
 def test_declared_rates_are_checked_on_the_rounds_path_too(
@@ -212,6 +212,29 @@ def test_declared_rates_are_checked_on_the_rounds_path_too(
     told = [r.getMessage() for r in caplog.records]
     assert len(told) == 2
     assert "device bed-0 declares 2 Hz" in told[0] and "device bed-30 declares 4 Hz" in told[1]
+
+
+@pytest.mark.parametrize("rounds", [True, False], ids=["rounds", "one-by-one"])
+def test_devices_declaring_two_rates_are_looked_at_once_per_device(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, rounds: bool
+) -> None:
+    """Two devices of one stream name declaring 1 Hz and 2 Hz, their readings interleaved: each device's
+    spacing is looked at once (review of 2026-11-30, finding 10: the last spacing looked at flipped and
+    every reading was looked at), and the 2 Hz one is told once."""
+    caplog.set_level(logging.WARNING, "agent.pipeline.wiring")
+    pipeline = Pipeline(parse_config(config(tmp_path), base_dir=tmp_path), str)
+    stream = pipeline.streams["vitals"]
+    stream.rounds = rounds
+    for k in range(50):
+        pipeline.ingest(
+            [
+                Reading(f"bed-{d}/vitals", ("hr",), np.array([[70.0]]), 1.8e9 + k, 100.0 + k, period)
+                for d, period in ((1, 1.0), (2, 0.5))
+            ]
+        )
+    assert stream.rates.calls == 2
+    assert stream.rates.told == {("hr-high", 2.0)}
+    assert len(caplog.records) == 1
 
 
 def test_a_duplicated_frame_is_delivered_once_and_counted(pty: PtyDevice) -> None:
