@@ -58,7 +58,7 @@ def run(tmp_path: Path, key: Ed25519PrivateKey, payloads: list[tuple[str, bytes]
         cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
     )
 
-    def respond(_command: Command, payload: bytes) -> None:
+    def respond(_command: Command, payload: bytes, *, authenticated: bool) -> None:
         doc = json.loads(payload)
         answers.append("ok" if doc["ok"] else doc["error"]["code"])
 
@@ -136,4 +136,28 @@ def test_what_is_held_back_when_the_process_ends_is_told(captured: tuple[io.Stri
     assert messages(stream)[limit.burst :] == [
         "2 similar line(s) suppressed in 1 s by the log's rate limit; "
         "the last: remote command status accepted"
+    ]
+
+
+def test_refusals_over_the_answer_budget_are_logged_and_summed_up_once(
+    tmp_path: Path, captured: tuple[io.StringIO, RateLimit]
+) -> None:
+    """Review finding 8: the answer budget decides answers only; every refusal reaches the log, whose
+    rate limit alone sums up what it held back (the budget had its own summary of the same lines)."""
+    stream, limit = captured
+    key = Ed25519PrivateKey.generate()
+    forged = [("reload", sign_command(Ed25519PrivateKey.generate(), ROOT, "reload")) for _ in range(30)]
+    answers = run(tmp_path, key, forged)
+    burst = 10  # UNAUTHENTICATED: 10 at once, then 1 a second
+    assert burst <= len(answers) <= burst + 2 and set(answers) == {"bad_signature"}
+
+    time.sleep(PERIOD_S + 0.5)  # the rate limit's period ends: its timer tells what it held back
+    lines = messages(stream)
+    assert lines.count("remote command reload refused: bad_signature") == limit.burst
+    told = [line for line in lines if "answer budget" in line]
+    assert len(told) == 1 and told[0].startswith("remote: refused commands arrive faster than the answer")
+    summaries = [line for line in lines if "suppressed" in line or "command(s) not answered" in line]
+    assert summaries == [
+        "10 similar line(s) suppressed in 1 s by the log's rate limit; "
+        "the last: remote command reload refused: bad_signature"
     ]

@@ -13,8 +13,8 @@ before. Only then is it dispatched. Every outcome is answered on the request's R
 `{root}/cmd/response`) with its CorrelationData, as an `edge-agent/response/1` document; a ResponseTopic
 inside the fleet's topic tree (the gateway's own alarm, heartbeat, status topics) is refused
 (`Topics.may_answer_on`). Refusals are logged by code and command name only: no identifiers, topics or
-values reach the log; past a budget (`agent.remote.answer_budget`) they are counted instead of answered
-and logged.
+values reach the log; past a budget (`agent.remote.answer_budget`) they are counted instead of answered,
+and logged all the same (the log's rate limit sums up a flood's lines).
 
 Reloads take the SIGHUP road: the new file is checked here first (so problems can be answered), then
 the agent's reload event is set and the session's own `try_reload` switches over. Model installs and
@@ -134,7 +134,6 @@ class RemoteCommands:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.answers.close()
 
     # -- the gauntlet -----------------------------------------------------------------------------
 
@@ -188,9 +187,9 @@ class RemoteCommands:
     def _refuse(
         self, command: Command, name: str | None, error: CommandRefusedError, *, authenticated: bool
     ) -> None:
-        """Log and answer a refusal, within the answer budget; past it, only count it."""
-        if self.answers.allows(error.code, authenticated=authenticated):
-            log.warning("remote command %s refused: %s", name or "(unknown)", error.code)
+        """Log a refusal, and answer it within the answer budget (past it, it is counted)."""
+        log.warning("remote command %s refused: %s", name or "(unknown)", error.code)
+        if self.answers.allows(authenticated=authenticated):
             self._answer(command, name, authenticated, error=error)
 
     def _answer(
