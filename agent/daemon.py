@@ -32,7 +32,7 @@ from agent.logs import redact_identifiers, scrub_identifiers
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
-from agent.privacy import Pseudonymizer, load_or_create_key, stand_ins
+from agent.privacy import Pseudonymizer, SiteKey, stand_ins
 from agent.remote import RemoteCommands
 from agent.restored_episodes import add_downtime, retire, shift_timers
 from agent.session import _Session
@@ -118,10 +118,11 @@ class Agent:
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
         self._lock(state_dir)
         session = next_session(state_dir)
-        pseudonym = Pseudonymizer(load_or_create_key(cfg.privacy.key_file or state_dir / DEFAULT_PRIVACY_KEY))
+        site_key = SiteKey(cfg.privacy.key_file or state_dir / DEFAULT_PRIVACY_KEY)  # a full disk: in memory
+        pseudonym = Pseudonymizer(site_key.key)
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
-        outbox, damaged_outbox = Outbox.open_or_replace(cfg.outbox)
+        outbox, damaged_outbox = Outbox.open_or_replace(cfg.outbox, save_first=site_key.save)
         try:
             run = self._restore(cfg, carried_alarms, state_dir, session, pseudonym, topics, outbox)
         except BaseException:

@@ -1,10 +1,16 @@
 """Secret files (the pseudonym key, the outbox key, the broker password, the TLS client key): the keys
 the agent makes are created 0600 on first use, and every secret file is refused when group or others
-can read it, so a secret is never used after it may have leaked on the gateway."""
+can read it, so a secret is never used after it may have leaked on the gateway.
+
+A key made while its file cannot be written for want of space (a full disk at the first start) serves
+from memory and is written, the same bytes, once the disk takes them (`agent.privacy.SiteKey`, the
+outbox's `_save_keys`): what was sealed or pseudonymised with it then still opens, or maps the same,
+after a restart. Nothing is sealed with an outbox key before its file holds it."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -32,6 +38,11 @@ def create_private(path: Path, data: bytes, setting: str) -> bool:
             path.unlink()
         raise ConfigError(setting, f"cannot write {path}: {exc.strerror}") from exc
     return True
+
+
+def no_space(exc: ConfigError) -> bool:
+    """Whether `create_private` failed for want of space (ENOSPC): the key may serve from memory."""
+    return isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
 
 
 def create_problem(path: Path) -> str | None:

@@ -8,46 +8,34 @@ device over time), but nobody without the key can map a pseudonym back or test a
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
-from agent.keyfile import create_private, read_private
+from agent.keyfile import create_private, no_space, read_private
 
 KEY_BYTES = 32
 KEY_SETTING = "privacy.key_file"
 log = logging.getLogger("agent.privacy")
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The site key at `path`; created (0600) on first use. A key readable by others is refused.
+def load_or_create_key(path: Path, key: bytes | None = None) -> bytes:
+    """The site key at `path`; created (0600) on first use, holding `key` (a fresh one by default). A
+    key readable by others is refused; a full disk raises `ConfigError` with the ENOSPC as its cause
+    (`SiteKey` then serves from memory).
 
     An empty file is replaced, with a log line: a power cut between its creation and its write leaves
-    one, and it never pseudonymised anything. A key that cannot be written for want of space (a full
-    disk at the first start) is used for this run only, with a log line: the gateway monitors anyway,
-    and its pseudonyms change once a key is saved."""
-    key = secrets.token_bytes(KEY_BYTES)
+    one, and it never pseudonymised anything."""
+    key = secrets.token_bytes(KEY_BYTES) if key is None else key
     for _ in range(2):
-        try:
-            if create_private(path, key, KEY_SETTING):
-                return key
-        except ConfigError as exc:
-            if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC):
-                raise
-            log.error(
-                "%s: %s; pseudonyms of this run come from a key kept in memory and change once a key "
-                "is saved: free space on the disk of %s",
-                KEY_SETTING,
-                exc.problem,
-                path.parent,
-            )
+        if create_private(path, key, KEY_SETTING):
             return key
         existing = read_key(path)
         if existing:
@@ -60,6 +48,58 @@ def load_or_create_key(path: Path) -> bytes:
         )
         path.unlink()
     return read_key(path)  # emptied again meanwhile: refused below as too short
+
+
+class SiteKey:
+    """The site key in use and its file (`load_or_create_key`). One that cannot be written for want of
+    space (a full disk at the first start) serves from memory, with a log line, and `save` writes the
+    same key once the disk takes it (the outbox calls it whenever it could write: its set-up, each save
+    of `pipeline.json`), so the next start keeps this run's pseudonyms and continues its episodes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()  # `save` runs in the state saver's thread too
+        made = secrets.token_bytes(KEY_BYTES)
+        self.unsaved = False  # the file does not hold `key` yet (a full disk)
+        try:
+            self.key = load_or_create_key(path, made)
+        except ConfigError as exc:
+            if not no_space(exc):
+                raise
+            self.key, self.unsaved = made, True
+            log.error(
+                "%s: %s; pseudonyms of this run come from a key kept in memory, saved once the disk "
+                "takes writes: free space on the disk of %s",
+                KEY_SETTING,
+                exc.problem,
+                path.parent,
+            )
+
+    def save(self) -> bool:
+        """Write the key in use to its file, unless it is there; whether nothing is left to write (False
+        while the disk refuses it). A key file made there meanwhile by someone else is kept, told: this
+        run's pseudonyms are then not the next start's."""
+        with self._lock:
+            if not self.unsaved:
+                return True
+            try:
+                on_disk = load_or_create_key(self.path, self.key)
+            except ConfigError as exc:
+                if no_space(exc):
+                    return False
+                log.error("%s: %s; this run's pseudonyms are not saved", KEY_SETTING, exc.problem)
+                on_disk = None
+            self.unsaved = False
+        if on_disk == self.key:
+            log.warning("%s: %s is saved: the next start keeps this run's pseudonyms", KEY_SETTING, self.path)
+        elif on_disk is not None:
+            log.error(
+                "%s: %s was made meanwhile, by someone else: this run's pseudonyms (from a key kept in "
+                "memory) are not the next start's",
+                KEY_SETTING,
+                self.path,
+            )
+        return True
 
 
 def read_key(path: Path) -> bytes:

@@ -5,7 +5,8 @@ Strategy:
   base64 characters (a trailing newline is fine). Lengths tell the three forms apart. A new key is
   written as base64 text, so an operator can `cat` it into a password manager or a provisioning tool.
 - The file is created (0600, base64) when it does not exist, like the pseudonym key: turning the
-  feature on is one config line. A key file readable by group or others is refused, never used.
+  feature on is one config line. A key file readable by group or others is refused, never used. One
+  that a full disk refuses is kept in memory, and nothing is sealed with it until it is written.
 - Every payload is sealed with a fresh random 96-bit nonce (``nonce || ciphertext || tag``) and the
   row's id and topic as associated data: a sealed payload copied into another row, or a row whose id
   or topic was edited, fails to open instead of being sent under the wrong id.
@@ -66,9 +67,11 @@ def key_file_problem(path: Path) -> str | None:
     return None
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The outbox key at `path`; created (0600, base64 text) when absent. Problems raise `ConfigError`."""
-    key = secrets.token_bytes(KEY_BYTES)
+def load_or_create_key(path: Path, key: bytes | None = None) -> bytes:
+    """The outbox key at `path`; created (0600, base64 text) when absent, holding `key` (a fresh one by
+    default). Problems raise `ConfigError`; a full disk's has the ENOSPC as its cause (the outbox then
+    keeps the key in memory and seals nothing until it is saved: `Outbox._save_keys`)."""
+    key = secrets.token_bytes(KEY_BYTES) if key is None else key
     if create_private(path, base64.b64encode(key) + b"\n", KEY_SETTING):
         return key
     problem = key_file_problem(path)

@@ -79,12 +79,14 @@ class StateSaver:
     def save(self, snapshot: StateSnapshot, between: Callable[[], None] = _nothing) -> None:
         """Write `snapshot` (on the calling thread) unless a later one was written already, calling
         `between()` between pieces of the work. A full disk loses this save, not the agent: the notes
-        stay until a later save succeeds (held_alarms)."""
+        stay until a later save succeeds (held_alarms). The keys a full disk refused are written first
+        (`Outbox.sealer_to_write`): no save before the outbox's is on disk."""
         with self._lock:
             if snapshot.taken < self._written:
                 return
-            with contextlib.suppress(*WRITE_ERRORS):
-                write_state(self.path, snapshot.state(between), self.outbox.sealer, between)
+            with contextlib.suppress(*WRITE_ERRORS):  # OSError too while a full disk refused the keys
+                sealer = self.outbox.sealer_to_write()
+                write_state(self.path, snapshot.state(between), sealer, between)
                 self._written = snapshot.taken
                 self.outbox.drop_notes(state_journal.NOTE, through=snapshot.notes_included)
 

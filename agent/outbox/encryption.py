@@ -8,18 +8,28 @@ restart with the right key delivers them. Plaintext rows found when the outbox i
 (written before encryption was switched on) are sealed in place, with ``secure_delete`` on and the WAL
 truncated, so no plaintext copy stays in the files. A damaged row (`agent.outbox.rows`) is set aside
 the same way.
+
+A key made while its file could not be written (a full disk at the first start) is kept in memory, and
+nothing is sealed with it until `_save_keys` has written it: the file is not set up before (an empty
+stand-in serves, `store`), and `pipeline.json` is not saved before (`sealer_to_write`). Otherwise the
+next start, making a new key, would find every row and the saved state undecryptable.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
+from agent.errors import ConfigError
+from agent.keyfile import no_space
 from agent.outbox.items import OutboxError, OutboxItem
 from agent.outbox.rows import _DamagedRowError, _is_text, _item
 from agent.outbox.transactions import _Transactions
-from agent.sealing import KEY_SETTING, SEAL_OVERHEAD, Sealer, SealError
+from agent.sealing import KEY_BYTES, KEY_SETTING, SEAL_OVERHEAD, Sealer, SealError, load_or_create_key
 
 log = logging.getLogger("agent.outbox")
 
@@ -32,6 +42,52 @@ class _Encryption(_Transactions):
         """The outbox's key when payloads are sealed at rest (an `encryption_key_file` is configured),
         also used for the gateway's other files holding patient values (`agent.state_file`)."""
         return self._sealer
+
+    def sealer_to_write(self) -> Sealer | None:
+        """`sealer`, for a file written now (`pipeline.json`), once the keys are saved (`_save_keys`);
+        `OSError` (ENOSPC) while the outbox's key is not on disk yet: nothing is sealed with a key
+        that the next start would not have."""
+        with self._lock:
+            unsaved = self._save_keys()
+            if unsaved is not None:
+                raise OSError(errno.ENOSPC, f"the outbox key is not saved yet ({unsaved})")
+            return self._sealer
+
+    def _load_sealer(self, key_file: Path | None) -> str | None:
+        """Set `_sealer` from `key_file` (None: payloads in clear), creating the key when absent. A
+        full disk keeps a new key in memory, unsaved: returns why (else None); other problems raise."""
+        self._sealer, self._key_to_save = None, None
+        if key_file is None:
+            return None
+        made = secrets.token_bytes(KEY_BYTES)
+        try:
+            self._sealer = Sealer(load_or_create_key(key_file, made))
+        except ConfigError as exc:
+            if not no_space(exc):
+                raise
+            self._sealer, self._key_to_save = Sealer(made), made
+            return f"{KEY_SETTING}: {exc.problem}"
+        return None
+
+    def _save_keys(self) -> str | None:
+        """Write the keys kept in memory (a full disk refused them): the pseudonym key's is tried
+        (`save_first`), the outbox's must succeed; why it did not, or None once it is on disk. A key
+        file made there meanwhile is used instead (nothing was sealed with the one in memory)."""
+        self._save_first()
+        key, key_file = self._key_to_save, self.config.encryption_key_file
+        if key is None or key_file is None:
+            return None
+        try:
+            on_disk = load_or_create_key(key_file, key)
+        except ConfigError as exc:
+            return f"{KEY_SETTING}: {exc.problem}"
+        if on_disk != key:
+            self._sealer = Sealer(on_disk)
+            log.warning("%s: %s was made meanwhile: it seals the outbox from now on", KEY_SETTING, key_file)
+        else:
+            log.warning("%s: %s is saved: the outbox is sealed with it from now on", KEY_SETTING, key_file)
+        self._key_to_save = None
+        return None
 
     def _stored_size(self, item: OutboxItem) -> int:
         return item.size + (SEAL_OVERHEAD if self._sealer is not None else 0)

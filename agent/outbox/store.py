@@ -7,7 +7,8 @@ flight with nobody waiting for their PUBACK), and seals or flags plaintext (`age
 `open_or_replace` moves a damaged file aside and starts an empty one, so a bad sector costs what was
 waiting in it, not the gateway. New files use `PAGE_SIZE` pages, since every WAL frame is a whole page
 (docs/durability.md, "Writes to the disk"). Writing and draining are the mixins `agent.outbox.writing`
-and `agent.outbox.draining`.
+and `agent.outbox.draining`. A file that cannot be set up at the start (a full disk, or an outbox key it
+refused: `agent.outbox.encryption`) is an empty stand-in in memory until the disk takes writes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from agent.outbox.rows import _lenient_text
 from agent.outbox.schema import _INDEXES, _LIVE, _META, _MIGRATE_V1, _SELECT, _TABLE, SCHEMA_VERSION
 from agent.outbox.transactions import WRITE_RETRY_S, _Taken
 from agent.outbox.writing import DROPPED, _Writing
-from agent.sealing import Sealer, load_or_create_key
 
 log = logging.getLogger("agent.outbox")
 
@@ -70,7 +70,15 @@ def _disk_full(exc: BaseException | None, folder: Path) -> bool:
 class Outbox(_Writing, _Draining, _Restamping):
     """A bounded, durable, prioritised queue of messages for the broker."""
 
-    def __init__(self, config: OutboxConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: OutboxConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        save_first: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """`save_first`: writes the pseudonym key if a full disk refused it; called with the outbox's
+        own (`_save_keys`), whenever the outbox could write."""
         self.config = config
         self.path = config.path
         self._clock = clock
@@ -90,9 +98,11 @@ class Outbox(_Writing, _Draining, _Restamping):
         self._open_writes_pending = False  # the open's own writes wait for a disk that takes them
         self._stand_in_tried_at: float | None = None  # not None: the file could not even be set up
         self._stand_in_reason = ""
-        key_file = config.encryption_key_file
-        self._sealer = None if key_file is None else Sealer(load_or_create_key(key_file))
+        self._save_first = save_first
+        unsaved = self._load_sealer(config.encryption_key_file)
         try:
+            if unsaved is not None:  # nothing is sealed with a key the next start would not have
+                raise OutboxError(self.path, unsaved) from OSError(errno.ENOSPC, unsaved)
             self._db = self._connect(self.path)
         except OutboxError as exc:
             if not _disk_full(exc.__cause__, self.path.parent):
@@ -210,11 +220,16 @@ class Outbox(_Writing, _Draining, _Restamping):
 
     def _set_up_again(self) -> None:
         """While a stand-in serves (the file could not be set up at the start), try the file once a
-        second (by the outbox's clock), from the puts; the stand-in holds nothing to carry over."""
+        second (by the outbox's clock), from the puts, its key first; the stand-in holds nothing to
+        carry over."""
         tried = self._stand_in_tried_at
         if tried is None or abs(self._clock() - tried) < WRITE_RETRY_S:  # a clock step too
             return
         self._stand_in_tried_at = self._clock()
+        unsaved = self._save_keys()
+        if unsaved is not None:
+            self._stand_in_reason = unsaved
+            return
         stand_in = self._db
         try:
             self._connect(self.path)
@@ -229,12 +244,14 @@ class Outbox(_Writing, _Draining, _Restamping):
         log.warning("the outbox %s is set up: its disk takes writes again", self.path)
 
     @classmethod
-    def open_or_replace(cls, config: OutboxConfig) -> tuple[Outbox, Path | None]:
+    def open_or_replace(
+        cls, config: OutboxConfig, *, save_first: Callable[[], bool] = lambda: True
+    ) -> tuple[Outbox, Path | None]:
         """Open the outbox; a damaged file is moved aside (with its WAL) and a fresh one opened, so a bad
         sector costs what was waiting in it, not the gateway. Returns the outbox and where the damaged
         file went (None when it was sound); its rows may be recoverable with `sqlite3 <file> .recover`."""
         try:
-            return cls(config), None
+            return cls(config, save_first=save_first), None
         except OutboxDamagedError as exc:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             aside = config.path.with_name(f"{config.path.name}.damaged-{stamp}")
@@ -248,7 +265,7 @@ class Outbox(_Writing, _Draining, _Restamping):
                 exc.reason,
                 aside,
             )
-            return cls(config), aside
+            return cls(config, save_first=save_first), aside
 
     # -- reading ----------------------------------------------------------------------------------
 

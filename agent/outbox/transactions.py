@@ -56,6 +56,8 @@ class _Transactions:
     _db: sqlite3.Connection
     _sync: str  # the synchronous pragma in force
     _sealer: Sealer | None
+    _key_to_save: bytes | None  # the outbox key in `_sealer`, not yet on disk (a full disk): see `encryption`
+    _save_first: Callable[[], bool]  # writes the pseudonym key if a full disk refused it (`_save_keys`)
     _size: int  # bytes counted against `max_bytes`
     _evicted: int
     _dropped: int  # heartbeats evicted or refused for room since the file was made (`writing.DROPPED`)

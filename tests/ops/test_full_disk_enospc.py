@@ -87,7 +87,7 @@ def _tmp_files(folder: Path) -> list[str]:
 
 
 def _start_on_a_full_disk(
-    make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path, *, first_run: bool
+    make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path, *, ran_before: bool
 ) -> None:
     broker = make_broker()
     central = Subscriber(broker, "edge/lab/gw-disk/alarm")
@@ -95,7 +95,7 @@ def _start_on_a_full_disk(
     config = _config(tmp_path, disk, broker.port)
     agent = None
     try:
-        if first_run:  # a session ran and left its state; then the disk filled and the gateway restarted
+        if ran_before:  # a session ran and left its state; then the disk filled and the gateway restarted
             agent = AgentRun(config)
             _alive(agent, lambda: len(beats.snapshot()) >= 2, "a first session's heartbeats")
             assert agent.stop() == 0
@@ -127,15 +127,81 @@ def test_an_agent_restarted_on_a_full_disk_monitors_and_sends_alarms_directly(
     make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path
 ) -> None:
     """The outbox file is there: it is read and sent; its open's own writes wait for space."""
-    _start_on_a_full_disk(make_broker, tmp_path, disk, first_run=True)
+    _start_on_a_full_disk(make_broker, tmp_path, disk, ran_before=True)
 
 
 def test_a_first_start_on_a_full_disk_monitors_and_sets_the_outbox_up_once_space_is_back(
     make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path
 ) -> None:
     """No state folder yet: the outbox cannot even be set up (an empty stand-in serves), nor the
-    pseudonym key saved (one in memory serves this run)."""
-    _start_on_a_full_disk(make_broker, tmp_path, disk, first_run=False)
+    pseudonym key saved (one in memory serves, saved once space is back)."""
+    _start_on_a_full_disk(make_broker, tmp_path, disk, ran_before=False)
+
+
+def _devices(beats: Subscriber) -> set[str]:
+    return {d["device"] for m in beats.snapshot() for d in m.json()["devices"]}
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "clear"])
+def test_keys_made_on_a_full_disk_are_saved_once_space_is_back_and_serve_the_restart(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path, disk: Path, sealed: bool
+) -> None:
+    """A first start on a full disk with the outbox sealed at rest: neither key file can be written.
+    Once space is back the same keys are saved before anything is sealed with them, so the restart opens
+    what the first run stored (alarms, `pipeline.json.sealed`) and keeps its pseudonyms. Before: the
+    start refused the unsaved outbox key (exit 1, systemd restarting it into the same refusal), and a
+    pseudonym key kept in memory was never saved, so a restart changed every pseudonym."""
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-disk/alarm")
+    beats = Subscriber(broker, "edge/lab/gw-disk/heartbeat")
+    config = _config(tmp_path, disk, broker.port)
+    state = disk / "state"
+    if sealed:
+        key = f'[outbox]\nencryption_key_file = "{state}/outbox.key"\n'
+        config.write_text(config.read_text().replace("[outbox]\n", key))
+    agent = None
+    try:
+        filler = fill(disk)
+        agent = AgentRun(config)
+        agent.wait_for("connected to")
+        _alive(agent, lambda: phases(central, "tachycardia") == ["start", "end"], "the episode sent directly")
+        _alive(agent, lambda: len(beats.snapshot()) >= 2, "heartbeats sent directly")
+        first_devices = _devices(beats)
+        assert not (state / "pseudonym.key").exists() and not (state / "outbox.key").exists()
+
+        broker.stop()  # what the outbox stores from here waits in it, sealed, for the restart
+        filler.unlink()
+        if sealed:
+            _alive(agent, lambda: (state / "outbox.key").exists(), "the outbox key saved")
+        _alive(agent, lambda: (state / "pseudonym.key").exists(), "the pseudonym key saved")
+        _alive(agent, lambda: status_json(config)["outbox"]["writable"], "the outbox set up")
+        _alive(agent, lambda: status_json(config)["outbox"]["depth"] >= 4, "the held events stored")
+        assert agent.having("pseudonym.key is saved: the next start keeps this run's pseudonyms")
+        assert agent.stop() == 0
+        assert (state / ("pipeline.json.sealed" if sealed else "pipeline.json")).exists()
+
+        broker.start()
+        central.close()
+        beats.close()
+        central = Subscriber(broker, "edge/lab/gw-disk/alarm")
+        beats = Subscriber(broker, "edge/lab/gw-disk/heartbeat")
+        agent = AgentRun(config)
+        agent.wait_for("connected to")
+        _alive(agent, lambda: phases(central, "tachycardia") == ["start", "end"], "the stored episode sent")
+        _alive(agent, lambda: status_json(config)["outbox"]["depth"] == 0, "everything stored delivered")
+        _alive(agent, lambda: len(beats.snapshot()) >= 1, "a heartbeat of the restart")
+        assert _devices(beats) == first_devices  # the same pseudonyms
+        assert {m.json()["device"] for m in central.snapshot() if m.json()["condition"] == "tachycardia"} <= (
+            first_devices
+        )
+        assert "outbox_unreadable" not in {m.json()["condition"] for m in central.snapshot()}
+        assert not agent.having("undecryptable") and not agent.having(".unreadable")
+        assert agent.stop() == 0
+    finally:
+        central.close()
+        beats.close()
+        if agent is not None and agent.proc.poll() is None:
+            agent.proc.kill()
 
 
 class _Clock:
