@@ -107,8 +107,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
     try:
-        os.fchmod(fd, PRIVATE_FILE)  # a leftover temporary file keeps its mode through O_CREAT
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # first: it closes `fd` whatever fails after
+            os.fchmod(f.fileno(), PRIVATE_FILE)  # a leftover temporary file keeps its mode through O_CREAT
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from pathlib import Path
 
+import pytest
 from test_operator_errors import AgentRun, write_config
 
 from agent.privacy import load_or_create_key
-from agent.state import next_session, write_json
+from agent.state import next_session, write_atomic, write_json
 
 UNUSED_PORT = 9  # no broker: the state is what is tested
 
@@ -84,3 +87,26 @@ def test_the_session_counter_goes_on_past_the_last_heartbeats_session(tmp_path: 
     write_json(tmp_path / "last-heartbeat.json", {"session": True})  # not a session number
     assert next_session(tmp_path) == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_temporary_file_whose_mode_cannot_be_set_is_closed_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fchmod` refused (a leftover temporary file of another user, for an agent not run as root):
+    before, the descriptor was never closed, one more at each save of each file."""
+
+    def refuse(fd: int, mode: int) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    before = _open_fds()
+    monkeypatch.setattr(os, "fchmod", refuse)
+    for _ in range(3):
+        with pytest.raises(PermissionError):
+            write_atomic(tmp_path / "pipeline.json", b"{}")
+    monkeypatch.undo()
+    assert _open_fds() == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def _open_fds() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
