@@ -187,6 +187,7 @@ def test_a_privacy_key_too_short_is_named(tmp_path: Path, capsys: pytest.Capture
     assert code == 2
     assert lines == [
         f"{tmp_path / 'agent.toml'}: privacy.key_file: {key} holds 6 bytes; a key needs at least 16"
+        " (delete it for a new one to be made: pseudonyms then change)"
     ]
 
 

@@ -171,7 +171,7 @@ def test_a_detector_whose_channels_changed_starts_fresh_and_the_rest_is_restored
     after.load_state(saved, alarms)
     assert stream_thresholds(after, "pump_ae") == {}
     assert stream_thresholds(after, "pump_pca") == kept_pca
-    assert "overheat" in [condition for condition, _ in after.open_episodes("d-pump-a")]
+    assert "overheat" in [condition for condition, _ in after.unjudged_episodes("d-pump-a")]
     cooled = after.ingest(readings(20, seed=4, start=1e6 + ROWS))  # the episode goes on under its id and ends
     assert [(e.phase, e.id) for e in cooled if e.condition == "overheat"] == [(Phase.END, episode)]
     # The same detector with a hand-edited (unfitting) state and the same digest: only it starts fresh.
@@ -185,7 +185,7 @@ def test_a_detector_whose_channels_changed_starts_fresh_and_the_rest_is_restored
         digest_kept.load_state(broken, alarms)
     assert stream_thresholds(digest_kept, "pump_ae") == {}
     assert stream_thresholds(digest_kept, "pump_pca") == kept_pca
-    assert "overheat" in [condition for condition, _ in digest_kept.open_episodes("d-pump-a")]
+    assert "overheat" in [condition for condition, _ in digest_kept.unjudged_episodes("d-pump-a")]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]  # not the INFO of `after` above
     (line,) = [r.getMessage() for r in warnings if "pump_ae" in r.getMessage()]
     assert "does not fit" in line and "state.detectors.pump_ae.streams.0.mean" in line

@@ -253,7 +253,9 @@ def _soak_config(workdir: Path, port: int, devices: int, recordings: list[Path])
             "ecg",
             '["MLII"]',
             ECG_HZ,
-            f'{{ model = "{ECG_MODEL}", backend = "onnx", precision = "int8", hop_s = {ECG_HOP / ECG_HZ} }}',
+            # input = "beats": cost only, as in scenarios.ecg_config (the scores mean nothing)
+            f'{{ model = "{ECG_MODEL}", backend = "onnx", precision = "int8", hop_s = {ECG_HOP / ECG_HZ},'
+            ' input = "beats" }',
         ),
     ]
     for det_id, kind, stream, channels, rate, params in detectors:

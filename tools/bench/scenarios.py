@@ -114,6 +114,9 @@ def ecg_config(workdir: Path, backend: str = "onnx", broker_port: int = 1883) ->
                 "backend": backend,
                 "precision": "int8",
                 "hop_s": ECG_HOP / ECG_HZ,
+                # The card's input is beat windows; the bench feeds raw ECG windows of its shape and
+                # measures cost only (the scores mean nothing), so it states the input the card needs.
+                "input": "beats",
             },
         }
     ]

@@ -74,7 +74,7 @@ type = "autoencoder"
 stream = "ecg"
 channels = ["MLII"]
 rate_hz = 250
-params = {{ model = "{model}", backend = "{backend}", precision = "int8", hop_s = 0.032 }}
+params = {{ model = "{model}", backend = "{backend}", precision = "int8", hop_s = 0.032, input = "beats" }}
 [[alarms]]
 condition = "ecg_unusual"
 detector = "ecg-ae"
