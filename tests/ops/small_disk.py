@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,9 +68,9 @@ def free_bytes(disk: Path) -> int:
 def _run_in_user_namespace(request: pytest.FixtureRequest) -> None:
     """Run this test in a child pytest under ``unshare -Urm``; pass or fail with it (never returns)."""
     unshare = shutil.which("unshare")
-    if unshare is None or subprocess.run([unshare, "-Urm", "true"], capture_output=True).returncode != 0:
+    if unshare is None or not _unshare_works():
         pytest.skip("a small real disk (tmpfs) needs root, or unprivileged user namespaces (unshare -Urm)")
-    pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid]
+    pytest_args = ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", request.node.nodeid]
     child = subprocess.run(
         [unshare, "-Urm", sys.executable, *pytest_args],
         cwd=request.config.rootpath,
@@ -79,4 +80,17 @@ def _run_in_user_namespace(request: pytest.FixtureRequest) -> None:
     )
     if child.returncode != 0:
         pytest.fail(f"in a user namespace (unshare -Urm):\n{child.stdout[-6000:]}{child.stderr[-2000:]}")
+    if not re.search(r"^1 passed\b", child.stdout, re.MULTILINE):  # exit 0 is a skip too
+        said = re.search(r"^SKIPPED \[\d+\] [^\n]*?:\d+: (.*)$", child.stdout, re.MULTILINE)
+        pytest.skip(
+            f"skipped in a child pytest in a user namespace: {said[1] if said else child.stdout[-500:]}"
+        )
     pytest.skip("passed in a child pytest in a user namespace (unshare -Urm), where it could mount its tmpfs")
+
+
+def _unshare_works() -> bool:
+    """Whether this process may make a user and mount namespace (`unshare -Urm`)."""
+    unshare = shutil.which("unshare")
+    return (
+        unshare is not None and subprocess.run([unshare, "-Urm", "true"], capture_output=True).returncode == 0
+    )
