@@ -15,9 +15,11 @@ to the alarms (and to the WAL, which grows to about 1 MiB between checkpoints at
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 from agent.config.schema import OutboxConfig
+from agent.outbox.schema import STORED_BYTES
 
 RESERVE_BYTES = 4 * 1024 * 1024
 MIB = 1024 * 1024
@@ -38,21 +40,36 @@ def disk_low(folder: Path) -> bool:
     return free is not None and free < RESERVE_BYTES
 
 
-def sizing_warning(config: OutboxConfig, stored_bytes: int | None = None) -> str | None:
-    """A line when `max_bytes` (less what is stored: by default the file's size) is more than the free
-    space of the outbox's disk less the reserve: heartbeats then stop being stored before the bound, by
-    the disk; None when not."""
+def stored_bytes(path: Path) -> int:
+    """What the outbox file at `path` counts against `max_bytes` (`Outbox.size_bytes`), read without
+    writing anything (`check-config`, with or without a running agent: no WAL files are made, which a
+    root `check-config` would leave the agent's user unable to open); 0 when there is none."""
+    if not path.exists():
+        return 0
+    live = path.with_name(path.name + "-shm").exists()  # a running agent's WAL: read it too
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}", uri=True)
+        try:
+            return int(db.execute(STORED_BYTES).fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def sizing_warning(config: OutboxConfig, stored: int | None = None) -> str | None:
+    """A line when `max_bytes` less what is stored (`stored`, the outbox's count; by default read from
+    the file: `stored_bytes`) is more than the free space of the outbox's disk less the reserve:
+    heartbeats then stop being stored before the bound, by the disk; None when not. The start and
+    `check-config` count the same bytes, so they agree about the same disk."""
     folder = next((p for p in (config.path.parent, *config.path.parents) if p.exists()), None)
     free = None if folder is None else free_bytes(folder)
     if free is None:
         return None
-    if stored_bytes is None:
-        try:
-            stored_bytes = config.path.stat().st_size
-        except OSError:
-            stored_bytes = 0
+    if stored is None:
+        stored = stored_bytes(config.path)
     room = free - RESERVE_BYTES
-    if config.max_bytes - stored_bytes <= room:
+    if config.max_bytes - stored <= room:
         return None
     return (
         f"outbox.max_bytes ({config.max_bytes / MIB:.1f} MiB) is more than the disk of {folder} has free "

@@ -60,3 +60,4 @@ PRAGMA user_version={SCHEMA_VERSION};
 COMMIT;
 """
 _LIVE = "state IN ('pending', 'inflight')"  # rows still on their way to the broker
+STORED_BYTES = "SELECT COALESCE(SUM(size), 0) FROM outbox"  # what is counted against `max_bytes`

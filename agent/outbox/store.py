@@ -29,9 +29,18 @@ from agent.config.schema import OutboxConfig
 from agent.outbox.draining import _Draining
 from agent.outbox.items import OutboxDamagedError, OutboxError, OutboxItem, OutboxStats, State
 from agent.outbox.restamping import _Restamping
-from agent.outbox.room import sizing_warning
+from agent.outbox.room import free_bytes, sizing_warning
 from agent.outbox.rows import _lenient_text
-from agent.outbox.schema import _INDEXES, _LIVE, _META, _MIGRATE_V1, _SELECT, _TABLE, SCHEMA_VERSION
+from agent.outbox.schema import (
+    _INDEXES,
+    _LIVE,
+    _META,
+    _MIGRATE_V1,
+    _SELECT,
+    _TABLE,
+    SCHEMA_VERSION,
+    STORED_BYTES,
+)
 from agent.outbox.transactions import WRITE_RETRY_S, _Taken
 from agent.outbox.writing import DROPPED, _Writing
 
@@ -60,11 +69,8 @@ def _disk_full(exc: BaseException | None, folder: Path) -> bool:
         return True
     if code != sqlite3.SQLITE_IOERR:
         return False
-    try:
-        info = os.statvfs(folder)
-    except OSError:
-        return False
-    return info.f_bavail * info.f_frsize < FULL_BELOW
+    free = free_bytes(folder)
+    return free is not None and free < FULL_BELOW
 
 
 class Outbox(_Writing, _Draining, _Restamping):
@@ -195,7 +201,7 @@ class Outbox(_Writing, _Draining, _Restamping):
             self._report_sealed_without_key()
 
     def _count_at_open(self) -> None:
-        self._size = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+        self._size = int(self._db.execute(STORED_BYTES).fetchone()[0])
         dropped = self._db.execute("SELECT value FROM outbox_meta WHERE name=?", (DROPPED,)).fetchone()
         self._dropped = int(dropped[0]) if dropped is not None and str(dropped[0]).isdigit() else 0
         newest = self._db.execute(

@@ -9,6 +9,7 @@ traceback, and systemd restarted it into the same crash, so the gateway stayed d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from agent.config.schema import OutboxConfig
 from agent.events import AlarmEvent, AlarmKind, Explanation, Heartbeat, Phase, Priority
 from agent.localbroker import LocalBroker
 from agent.outbox import DELETE_AT, Outbox
-from agent.outbox.room import RESERVE_BYTES
+from agent.outbox.room import RESERVE_BYTES, sizing_warning
 
 
 @pytest.fixture
@@ -293,3 +294,35 @@ def test_heartbeats_of_an_outage_leave_the_disk_room_for_alarms_that_survive_a_p
         assert reopened.heartbeats_dropped() == dropped  # counted across starts
     finally:
         reopened.close()
+
+
+def test_check_config_and_the_start_count_the_same_stored_bytes_in_the_sizing_warning(
+    disk_8m: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outbox whose rows were delivered and deleted: its file keeps its size, it counts nothing.
+    Before, `check-config` took the file's size for what is stored and the start the counted bytes, so
+    about the same disk and bound one warned and the other did not."""
+    path = disk_8m / "outbox.sqlite"
+    clock = _Clock()
+    outbox = Outbox(OutboxConfig(path), clock=clock)
+    try:
+        for n in range(3000):
+            _beat(outbox, n)
+        for item in outbox.take(3000):
+            outbox.delivered(item.id)
+        clock.now += 2
+        outbox.take(1)  # the last batch deleted
+        assert outbox.size_bytes() == 0
+    finally:
+        outbox.close()
+    file_size = path.stat().st_size
+    assert file_size > 1 << 20
+    config = OutboxConfig(path, max_bytes=free_bytes(disk_8m) - RESERVE_BYTES + file_size // 2)
+
+    offline = sizing_warning(config)  # what `edge-agent check-config` prints
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "agent.outbox"):
+        Outbox(config).close()  # what the start logs
+    at_start = [r.getMessage() for r in caplog.records if "is more than the disk" in r.getMessage()]
+    assert offline is not None and at_start == [offline]
+    assert sorted(p.name for p in disk_8m.iterdir()) == ["outbox.sqlite"]  # check-config wrote nothing
