@@ -10,6 +10,8 @@ traceback, and systemd restarted it into the same crash, so the gateway stayed d
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from agent.events import AlarmEvent, AlarmKind, Explanation, Heartbeat, Phase, P
 from agent.localbroker import LocalBroker
 from agent.outbox import DELETE_AT, Outbox
 from agent.outbox.room import RESERVE_BYTES, sizing_warning
+from agent.sealing import KEY_BYTES
 
 
 @pytest.fixture
@@ -326,3 +329,38 @@ def test_check_config_and_the_start_count_the_same_stored_bytes_in_the_sizing_wa
     at_start = [r.getMessage() for r in caplog.records if "is more than the disk" in r.getMessage()]
     assert offline is not None and at_start == [offline]
     assert sorted(p.name for p in disk_8m.iterdir()) == ["outbox.sqlite"]  # check-config wrote nothing
+
+
+def test_an_outbox_key_a_full_disk_refused_seals_nothing_until_it_is_saved(disk: Path) -> None:
+    """At the outbox itself: the stand-in serves and `pipeline.json` is not saved while its key is in
+    memory only; once space is back a key file someone made meanwhile is used, not the memory's, and
+    what is sealed from then on opens with the file's key at the next start."""
+    state = disk / "state"
+    state.mkdir()
+    key_file = state / "outbox.key"
+    config = OutboxConfig(state / "outbox.sqlite", encryption_key_file=key_file)
+    filler = fill(disk)
+    clock = _Clock()
+    outbox = Outbox(config, clock=clock)
+    try:
+        assert not key_file.exists() and outbox.sealer is not None
+        with pytest.raises(OSError, match="the outbox key is not saved yet"):
+            outbox.sealer_to_write()  # the state saver's road: no save sealed with it
+        with pytest.raises(sqlite3.OperationalError, match="could not be set up"):
+            outbox.put_alarm(_alarm(0), "edge/s/gw/alarm")
+        filler.unlink()
+        made = os.urandom(KEY_BYTES)
+        key_file.write_bytes(made)  # by hand, meanwhile
+        key_file.chmod(0o600)
+        clock.now += 2
+        outbox.put_alarm(_alarm(1), "edge/s/gw/alarm")  # sets the file up, sealed with the file's key
+        assert outbox.sealer_to_write() is outbox.sealer
+    finally:
+        outbox.close()
+    assert key_file.read_bytes() == made
+    reopened = Outbox(config, clock=clock)
+    try:
+        assert [item.id for item in reopened.take(10)] == ["ep-00001:0"]
+        assert reopened.undecryptable_count() == 0
+    finally:
+        reopened.close()
