@@ -165,6 +165,9 @@ INTENDED_USE = (
     "predictive maintenance of a water pump like SKAB's testbed (8 channels at 1 Hz), with per-stream"
     " adaptation on each stream's first 400 rows and the card's metrics.detector_params"
 )
+LICENCE = (
+    "weights: Apache-2.0 (edge-agent); training data: SKAB v0.9, GPL-3.0 (https://github.com/waico/SKAB)"
+)
 LIMITS = [
     "trained and evaluated on one testbed (SKAB v0.9); not validated on other pumps or sensors",
     "needs the per-stream adaptation (adapt_rows) it was evaluated with; the card threshold alone is not"
@@ -247,8 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             documentation=card_documentation(
                 input_kind="stream",
                 rate_hz=1.0,
-                licence="weights: Apache-2.0 (edge-agent); training data: SKAB v0.9, GPL-3.0"
-                " (https://github.com/waico/SKAB)",
+                licence=LICENCE,
                 intended_use=INTENDED_USE,
                 limits=LIMITS,
                 tool="tools.train.skab",

@@ -37,6 +37,7 @@ from tools.train.skab import (
     CALIBRATION_ROWS,
     CHANNELS,
     INTENDED_USE,
+    LICENCE,
     LIMITS,
     Experiment,
     experiments,
@@ -92,8 +93,7 @@ def train(args: argparse.Namespace, exps: Sequence[Experiment], free: NDArray[np
         documentation=card_documentation(
             input_kind="stream",
             rate_hz=1.0,
-            licence="weights: Apache-2.0 (edge-agent); training data: SKAB v0.9, GPL-3.0"
-            " (https://github.com/waico/SKAB)",
+            licence=LICENCE,
             intended_use=INTENDED_USE,
             limits=LIMITS,
             tool="tools.train.skab_head",
