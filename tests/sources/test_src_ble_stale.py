@@ -153,6 +153,11 @@ def seconds(n: int, *payloads: dict[str, bytes]) -> list[Step]:
     return [step] * n
 
 
+def wiring_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The wiring check's records only: another test may have left other loggers at INFO."""
+    return [r for r in caplog.records if r.name == "agent.pipeline.wiring"]
+
+
 def vitals_channels(rows: list[Reading]) -> list[tuple[str, ...]]:
     """The channel tuples of the vitals rows, each run of equal ones once."""
     out: list[tuple[str, ...]] = []
@@ -178,12 +183,11 @@ def test_a_slow_thermometer_is_missing_until_it_reports_and_after_it_goes_stale_
     assert not any(r.quality & Quality.OUT_OF_RANGE for r in rows)
     # it arrived: not a channel that "never arrives" (status), and the early warning said it may come later
     assert pipeline.missing_channels() == {}
-    told = [r.getMessage() for r in caplog.records]
+    records = wiring_lines(caplog)
+    told = [r.getMessage() for r in records]
     assert len(told) == 2, told
     assert 'detector fever watches channel "temp"' in told[0] and "have not had it yet" in told[0]
-    assert (
-        'channel "temp" of stream "vitals" arrived' in told[1] and caplog.records[1].levelno == logging.INFO
-    )
+    assert 'channel "temp" of stream "vitals" arrived' in told[1] and records[1].levelno == logging.INFO
 
 
 def test_a_plx_that_stops_is_missing_and_a_good_hr_goes_on_being_judged(
@@ -194,7 +198,7 @@ def test_a_plx_that_stops_is_missing_and_a_good_hr_goes_on_being_judged(
     caplog.set_level(logging.INFO, "agent.pipeline.wiring")
     events, rows, pipeline = asyncio.run(run(config(tmp_path, ["heart_rate", "plx"]), steps, monkeypatch))
     # SpO2 arrived before: rows without it later are no wiring problem (no line, not in the status)
-    assert caplog.records == [] and pipeline.missing_channels() == {}
+    assert wiring_lines(caplog) == [] and pipeline.missing_channels() == {}
     assert started(events) == {(AlarmKind.PHYSIOLOGICAL, "tachycardia")}  # no signal_poor
     assert vitals_channels(rows) == [("hr", "spo2", "pr"), ("hr",)]
     assert [len(r.channels) for r in rows[10:16]] == [3, 3, 3, 3, 3, 1]  # held for its 5 s hold_s
@@ -256,6 +260,6 @@ def test_a_channel_that_never_arrives_is_still_told_and_shown_by_status(
     steps = seconds(30, HR72)  # a thermometer configured, never heard of
     _, _, pipeline = asyncio.run(run(config(tmp_path, ["heart_rate", "thermometer"]), steps, monkeypatch))
     assert pipeline.missing_channels() == {"fever": ["temp"]}
-    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert [r.levelno for r in wiring_lines(caplog)] == [logging.WARNING]
     shown = render("live", {"heartbeat": {"gateway": "gw"}, "missing_channels": pipeline.missing_channels()})
     assert "detector fever: no reading of its stream has had temp so far: check its `channels`" in shown
