@@ -52,6 +52,9 @@ log = logging.getLogger("agent")  # the daemon's logger, as before the split
 
 QUEUE_READINGS = 10_000  # bounded: a stalled pipeline makes sources wait instead of eating memory
 MONITOR_PERIOD_S = 1.0
+# A monitor tick this much later than its period found the event loop stalled (a long save, SIGSTOP, a
+# starved VM): the devices' data may be waiting unread in buffers, so their silence is not judged then.
+LOOP_STALL_S = 2.0
 DETECTOR_CLEAR_S = 60.0  # detector_failing ends after this long without a failure
 MIN_TURN_S = 0.01  # at most 100 pipeline turns a second (adds at most 10 ms to an alarm's latency)
 PIPELINE_TICK_S = 1.0  # the pipeline loop turns at least this often, idle or not (watchdog proof of life)
@@ -403,13 +406,16 @@ class _Session:
 
     async def _monitor(self) -> None:
         """Gateway-side technical alarms and the sources' counters, checked once a second."""
+        last_tick = time.monotonic()
         while True:
             await asyncio.sleep(MONITOR_PERIOD_S)
             for device_id in self.sources:
                 self._copy_source_stats(device_id)
             now, now_monotonic = time.time(), time.monotonic()
+            stalled = now_monotonic - last_tick > MONITOR_PERIOD_S + LOOP_STALL_S
+            last_tick = now_monotonic
             self.follow_clock(now, now_monotonic)
-            self.check_gateway(now, now_monotonic)
+            self.check_gateway(now, now_monotonic, loop_stalled=stalled)
 
     def follow_clock(self, now: float, now_monotonic: float) -> None:
         """Move the gateway alarms' timers (kept in wall time) with a step of the wall clock noticed
@@ -431,18 +437,22 @@ class _Session:
             for alarm in self.gateway_alarms:
                 alarm.shift_times(stepped)
 
-    def check_gateway(self, now: float, now_monotonic: float) -> None:
-        """Step the gateway's technical alarms (silent devices, the outbox) and commit their events."""
+    def check_gateway(self, now: float, now_monotonic: float, *, loop_stalled: bool = False) -> None:
+        """Step the gateway's technical alarms (silent devices, the outbox) and commit their events.
+        `loop_stalled`: the loop just came back from a stall, so the devices' silence is not judged on this
+        tick (their data may wait unread: a 10 s SIGSTOP raised a device_lost that ended 1 s later)."""
         devices = self.cfg.devices
-        events = [
-            self._blinding(event)
-            for event in self.device_lost.check(
-                self.device_refs,
-                [self.health.silence_s(d.id, now_monotonic) for d in devices],
-                [d.lost_after_s for d in devices],
-                now,
-            )
-        ]
+        events = []
+        if not loop_stalled:
+            events = [
+                self._blinding(event)
+                for event in self.device_lost.check(
+                    self.device_refs,
+                    [self.health.silence_s(d.id, now_monotonic) for d in devices],
+                    [d.lost_after_s for d in devices],
+                    now,
+                )
+            ]
         outbox = self.outbox
         events += self.outbox_filling.check(
             [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from pathlib import Path
 
 from daemon_session import CONFIG, session
@@ -98,3 +99,19 @@ def test_device_lost_over_an_open_alarm_takes_its_priority_and_names_it(tmp_path
     assert [(e["phase"], e["priority"]) for e in lost] == [("start", "high"), ("end", "high")]
     assert "open and not judged meanwhile: tachycardia (high)" in lost[0]["explanation"]["text"]
     assert run.device_lost.check(run.device_refs, [45.0], [30.0], 1_200.0)[0].priority.value == "medium"
+
+
+def test_a_tick_after_a_stalled_loop_does_not_judge_the_devices_silence(tmp_path: Path) -> None:
+    """A loop back from a stall (a 10 s SIGSTOP in the device audit) found every device 'silent' while
+    their data waited unread, and raised a device_lost that ended a second later. That tick now skips the
+    devices; the next one judges them."""
+    run = session(tmp_path)
+    later = time.monotonic() + 45.0  # 45 s after the device was added, nothing read (lost_after_s 30)
+    run.check_gateway(2_000.0, later, loop_stalled=True)
+    assert run.outbox.take(10) == []
+    run.check_gateway(2_001.0, later + 1.0)
+    (item,) = run.outbox.take(10)
+    assert (json.loads(item.payload)["condition"], json.loads(item.payload)["phase"]) == (
+        "device_lost",
+        "start",
+    )
