@@ -175,8 +175,8 @@ class Pipeline:
         return totals
 
     def missing_channels(self) -> dict[str, list[str]]:
-        """Detector id -> its channels that readings of its stream arrived without, since start (each
-        logged once; `agent.pipeline.wiring`). Empty when every detector gets all its channels."""
+        """Detector id -> its channels that no reading of its stream has had since start (each logged
+        once; `agent.pipeline.wiring`). Empty when every detector's channels have all arrived."""
         out: dict[str, list[str]] = {}
         for stream in self.streams.values():
             for detector_id, channel in sorted(stream.missing.seen):

@@ -71,12 +71,12 @@ class QualityGate:
         channels: tuple[str, ...],
         ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES,
         *,
-        on_missing: Callable[[tuple[str, ...]], None] | None = None,
+        on_channels: Callable[[tuple[str, ...]], None] | None = None,
     ):
         self.channels = channels
         # told once per distinct channel tuple readings arrive with (`wiring.MissingChannels` keeps which of
         # `channels` never arrived: a BLE row lacks a slow profile's channel only until it reports)
-        self._on_missing = on_missing
+        self._on_channels = on_channels
         # A channel without a known range still has one: the finite numbers. An infinity (a float field
         # a device filled with garbage) is then out of range at no extra cost on the per-reading path.
         largest = float(np.finfo(np.float64).max)
@@ -174,8 +174,8 @@ class QualityGate:
         columns = None if channels == self.channels else np.array([index.get(c, -1) for c in self.channels])
         plan = (columns, columns is None or bool((columns >= 0).all()))
         self._plans[channels] = plan
-        if self._on_missing is not None:
-            self._on_missing(channels)
+        if self._on_channels is not None:
+            self._on_channels(channels)
         return plan
 
     def _select(self, reading: Reading, columns: IntArray) -> FloatArray:

@@ -132,7 +132,7 @@ class StreamPipeline:
         self.rates = DeclaredRates(
             name, [(d.id, rate_of.get(d.id, 1.0 / nominal_period_s)) for d, _ in detectors]
         )
-        self.gate = QualityGate(self.channels, on_missing=self.missing.arrived)
+        self.gate = QualityGate(self.channels, on_channels=self.missing.arrived)
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
