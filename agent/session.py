@@ -25,6 +25,7 @@ from agent import state_journal
 from agent.alarms import StreamRef
 from agent.clock import ClockSteps
 from agent.config.schema import AgentConfig, DeviceConfig
+from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.events import AlarmEvent, Heartbeat, Phase, Priority
 from agent.gc_pacing import CollectorPacer
 from agent.health import Health, board_temperature_c, desaturation_indices, rss_bytes
@@ -208,8 +209,10 @@ class _Session:
                     self.sources[device.id] = source
                     self.health.source_opened(device.id)
                     self._copy_source_stats(device.id)
+                    beats = RrFromEcg(device.id, device.beats) if device.beats is not None else None
                     async for reading in source:
-                        await self.queue.put(reading)
+                        for item in beats.take(reading) if beats is not None else (reading,):
+                            await self.queue.put(item)
                         delay = 1.0
                     self._source_closed(device.id)
                 return  # a finite source (replay) ended

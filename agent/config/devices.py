@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent.config.reader import Table, describe
 from agent.config.schema import (
+    BeatsConfig,
     BleConfig,
     DeviceConfig,
     EpisodeConfig,
@@ -52,6 +53,7 @@ def _device(t: Table) -> DeviceConfig:
         ble=_ble(sections["ble"]),
         replay=_replay(sections["replay"]),
         modbus=_modbus(sections["modbus"]),
+        beats=_beats(t.table("beats")),
     )
     t.finish()
     return cfg
@@ -167,6 +169,16 @@ def _modbus(t: Table | None) -> ModbusConfig | None:
     names = [r.name for r in registers]
     if len(set(names)) != len(names):
         t.problem("registers", f"register names must be unique, got {names}")
+    t.finish()
+    return cfg
+
+
+def _beats(t: Table | None) -> BeatsConfig | None:
+    if t is None:
+        return None
+    cfg = BeatsConfig(ecg_stream=t.name("ecg_stream", "ecg"), rr_stream=t.name("rr_stream", "rr"))
+    if cfg.ecg_stream == cfg.rr_stream:
+        t.problem("rr_stream", "must differ from ecg_stream (the ECG stream itself is passed on)")
     t.finish()
     return cfg
 

@@ -135,6 +135,14 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BeatsConfig:
+    """Heart beats found in a device's ECG (agent.ecg): its RR intervals become a stream of their own."""
+
+    ecg_stream: str = "ecg"  # the waveform stream to find beats in (its first channel is the lead)
+    rr_stream: str = "rr"  # where the intervals go; the device's own readings on it are replaced
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceConfig:
     id: str  # local name; only its pseudonym leaves the gateway
     kind: DeviceKind
@@ -146,6 +154,7 @@ class DeviceConfig:
     ble: BleConfig | None = None
     replay: ReplayConfig | None = None
     modbus: ModbusConfig | None = None
+    beats: BeatsConfig | None = None  # find beats in the ECG: an RR stream for ECG-only devices
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,7 @@ kind = "wearable"
 transport = "serial"
 [devices.serial]
 port = "/dev/ttyUSB0"
+[devices.beats]
 
 [[devices]]
 id = "ble"

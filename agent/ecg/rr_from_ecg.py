@@ -1,0 +1,183 @@
+"""RR intervals from a device's ECG: the stage between a source and the pipeline that finds the beats.
+
+A device that streams only ECG (a serial patch, a Polar H10's PMD stream, the simulator with
+``ecg = true``) would otherwise give the RR-based detectors (`af`, limits on ``rr``) nothing. With a
+``[devices.beats]`` table its ECG readings pass on unchanged and, beside them, every R peak the
+`QrsDetector` finds becomes one reading of the RR stream, exactly as a chest strap's own RR intervals
+arrive over BLE: one sample, the interval in seconds, stamped at the R peak that ends it.
+
+- **Intervals by sample count.** An interval is the number of samples between two R peaks times the
+  stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
+  ms over BLE. A peak's time stamp is taken from the block that holds it.
+- **No interval across a hole.** A GAP flag, a jump of more than `GAP_S` in the blocks' times, or a change
+  of rate starts a fresh detector; a NaN sample (a value the device could not give) or a block whose
+  quality says its samples are not valid (no contact, artifact, fault, motion: fed as NaN) ends the
+  current interval, so the next peak after it starts a new one. A missed interval is a missing beat for
+  the AF detector, which copes; an interval spanning a hole would be a false long RR.
+- **Poor signal is said, not silenced.** While the ECG is flagged, the RR stream receives one NaN
+  reading per `FLAGGED_EVERY_S` of ECG with the ECG's flags, so the pipeline's quality gate and the
+  technical alarms of the RR stream see the electrode off rather than a stream gone quiet.
+- **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
+  true intervals, a strap's RR) are dropped and counted, told once: two sources of RR interleaved in one
+  stream would read as chaos to the AF detector.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.config.schema import BeatsConfig
+from agent.readings import INVALIDATING_BITS, Quality, Reading, stream_id
+
+log = logging.getLogger(__name__)
+
+GAP_S = 0.25  # blocks further apart (or overlapping by more) than this are not one signal
+FLAGGED_EVERY_S = 1.0  # at most one NaN RR reading per second of flagged ECG
+KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
+
+
+class BeatFinder(Protocol):
+    """What the stage needs of a beat detector (`agent.ecg.qrs.QrsDetector`)."""
+
+    delay_s: float
+
+    def feed(self, samples: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]: ...
+
+
+def _qrs_detector(rate_hz: float) -> BeatFinder:
+    from agent.ecg.qrs import QrsDetector
+
+    return QrsDetector(rate_hz)
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    start: int  # index of its first sample since the detector started
+    wall_time: float
+    period_s: float
+    monotonic: float
+
+
+class RrFromEcg:
+    """One device's stage: `take(reading)` returns the reading itself plus any RR readings it completes."""
+
+    def __init__(
+        self,
+        device_id: str,
+        cfg: BeatsConfig,
+        make_finder: Callable[[float], BeatFinder] = _qrs_detector,
+    ) -> None:
+        self._device_id = device_id
+        self._ecg = stream_id(device_id, cfg.ecg_stream)
+        self._rr = stream_id(device_id, cfg.rr_stream)
+        self._rr_name = cfg.rr_stream
+        self._make_finder = make_finder
+        self._finder: BeatFinder | None = None
+        self._period_s = 0.0
+        self._fed = 0  # samples fed to the current detector
+        self._blocks: deque[_Block] = deque()
+        self._last_peak: int | None = None  # the newest R peak, while an interval may start there
+        self._holes: deque[npt.NDArray[np.int64]] = deque()  # recent NaN samples: no interval spans one
+        self._flagged_told_at = -math.inf
+        self.beats = 0  # R peaks found
+        self.intervals = 0  # RR readings made
+        self.restarts = 0  # fresh detectors after a gap or a change of rate
+        self.own_rr_dropped = 0  # the device's own readings on the RR stream, replaced
+
+    def take(self, reading: Reading) -> list[Reading]:
+        if reading.stream == self._ecg:
+            return [reading, *self._beats_in(reading)]
+        if reading.stream == self._rr:
+            if not self.own_rr_dropped:
+                log.info(
+                    "%s: the device's own %r readings are replaced by the RR intervals found in its ECG "
+                    "(devices.<id>.beats)",
+                    self._device_id,
+                    self._rr_name,
+                )
+            self.own_rr_dropped += 1
+            return []
+        return [reading]
+
+    def _beats_in(self, reading: Reading) -> list[Reading]:
+        period = reading.period_s
+        if not period > 0:  # a lone sample of unknown spacing cannot be placed in the signal
+            return []
+        if self._finder is None or period != self._period_s or self._is_gap(reading):
+            self._restart(period)
+        assert self._finder is not None
+        flagged = int(reading.quality) & INVALIDATING_BITS
+        samples = np.asarray(reading.values[:, 0], dtype=np.float64)
+        if flagged:
+            samples = np.full(reading.n_samples, np.nan)
+        holes = np.flatnonzero(np.isnan(samples))
+        if len(holes):
+            self._holes.append(self._fed + holes)
+        self._blocks.append(_Block(self._fed, reading.wall_time, period, reading.monotonic))
+        peaks = self._finder.feed(samples)
+        self._fed += reading.n_samples
+        out = [self._interval(int(peak), reading.monotonic) for peak in peaks]
+        self.beats += len(peaks)
+        self._forget_old_blocks()
+        made = [r for r in out if r is not None]
+        self.intervals += len(made)
+        if flagged and reading.wall_time - self._flagged_told_at >= FLAGGED_EVERY_S:
+            self._flagged_told_at = reading.wall_time
+            made.append(
+                Reading(
+                    self._rr,
+                    ("rr",),
+                    np.array([[np.nan]]),
+                    reading.wall_time,
+                    reading.monotonic,
+                    quality=Quality(flagged),
+                )
+            )
+        return made
+
+    def _is_gap(self, reading: Reading) -> bool:
+        if Quality.GAP in reading.quality or not self._blocks:
+            return True
+        last = self._blocks[-1]
+        expected = last.wall_time + (self._fed - last.start) * last.period_s
+        return abs(reading.wall_time - expected) > GAP_S
+
+    def _restart(self, period: float) -> None:
+        if self._finder is not None:
+            self.restarts += 1
+        self._finder = self._make_finder(1.0 / period)
+        self._period_s = period
+        self._fed = 0
+        self._blocks.clear()
+        self._last_peak = None
+        self._holes.clear()
+
+    def _interval(self, peak: int, monotonic: float) -> Reading | None:
+        previous, self._last_peak = self._last_peak, peak
+        if previous is None or any(((h > previous) & (h < peak)).any() for h in self._holes):
+            return None
+        rr = (peak - previous) * self._period_s
+        return Reading(self._rr, ("rr",), np.array([[rr]]), self._time_of(peak), monotonic)
+
+    def _time_of(self, peak: int) -> float:
+        starts = [b.start for b in self._blocks]
+        block = self._blocks[max(bisect.bisect_right(starts, peak) - 1, 0)]
+        return block.wall_time + (peak - block.start) * block.period_s
+
+    def _forget_old_blocks(self) -> None:
+        assert self._finder is not None
+        keep = round((self._finder.delay_s + KEEP_BLOCKS_S) / self._period_s)
+        while len(self._blocks) > 1 and self._blocks[1].start < self._fed - keep:
+            self._blocks.popleft()
+        oldest_needed = min(self._blocks[0].start, self._last_peak if self._last_peak is not None else 0)
+        while self._holes and self._holes[0][-1] < oldest_needed:
+            self._holes.popleft()
