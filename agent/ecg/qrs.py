@@ -1,0 +1,243 @@
+"""A causal, streaming QRS (R-peak) detector for one single-lead ECG stream, numpy only.
+
+Pan & Tompkins (IEEE TBME 1985) with Hamilton & Tompkins' (IEEE TBME 1986) decision rules, adapted to
+blocks of any size and to any rate from 100 to 1000 Hz:
+
+- Filters. P&T's integer filters at 200 Hz are FIRs written recursively; here they are the same FIRs with
+  their lengths in seconds: a low-pass made of two 30 ms boxcars (a triangle, ~11 Hz), a high-pass that is
+  an all-pass minus a 160 ms boxcar (~5 Hz), a central difference, squaring, and a 150 ms moving-window
+  integrator (MWI). Every kernel is symmetric, so the delay is a whole number of samples and known. Each
+  block is convolved with the previous block's tail kept as state (`np.convolve`, no per-sample Python).
+- Candidates. A peak of the MWI is a candidate when it is the largest value within +-200 ms (P&T's 200 ms
+  refractory period applied between candidates), so it is decided 200 ms after it, from samples already fed.
+- Decisions (H&T, per candidate, a few per second): QRS when above NPK + 0.25 (SPK - NPK), the signal and
+  noise peak levels being P&T's running averages (1/8 weight; 1/4 for a search-back beat). Within 360 ms of
+  the previous QRS a candidate whose steepest slope is under half of that QRS's is a T wave (noise). When no
+  QRS came 1.66 mean RR (last 8) after the last one, search back: the largest noise candidate since, above
+  half the threshold, is a QRS. The mean RR used there is capped at 1.5 s, which bounds the delay.
+- Learning. P&T's 2 s learning phase after the start and after every gap: SPK = max(MWI) / 3,
+  NPK = mean(MWI) / 2; the candidates of those 2 s are then decided like any other.
+- The R peak reported is on the raw signal: the sample of largest |x - median| in the window the MWI
+  peak covers, filter delay compensated (+-50 ms), so either polarity works and RR is sample-accurate.
+
+Changes from the papers: the MWI-candidate rule above instead of P&T's fiducial marks, the candidates of
+the learning phase decided afterwards, the capped mean RR, and no second (band-pass) threshold set.
+NaN samples (electrode off, a lost frame) are a gap: the filters, thresholds and RR history restart after
+the NaN run (a new 2 s learning phase); the sample count goes on, so indices stay absolute.
+Block-size invariance is exact: every value depends only on the samples' absolute indices, and the
+search back is replayed in the order of the candidates' decision times, whatever the blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import numpy.typing as npt
+
+MIN_RATE_HZ = 100.0
+MAX_RATE_HZ = 1000.0
+LOWPASS_BOX_S = 0.03  # P&T's (1 - z^-6)^2 / (1 - z^-1)^2 at 200 Hz: two 6-sample boxcars
+HIGHPASS_BOX_S = 0.16  # P&T's high-pass at 200 Hz: all-pass minus a 32-sample mean
+INTEGRATOR_S = 0.15
+REFRACTORY_S = 0.2
+T_WAVE_S = 0.36
+LEARN_S = 2.0
+SEARCH_BACK_RR = 1.66
+RR_CAP_S = 1.5  # the mean RR in the search-back deadline: it bounds the delay (below 40 bpm it waits longer)
+RR_DEFAULT_S = 1.0  # before two beats
+RR_HISTORY = 8
+R_MARGIN_S = 0.05  # the raw R peak is looked for this much outside the MWI window too
+THRESHOLD_FRACTION = 0.25
+LEVEL_WEIGHT = 0.125
+SEARCH_BACK_WEIGHT = 0.25
+ARTEFACT_CLIP = 2.0
+
+
+def _box(n_samples: int) -> npt.NDArray[np.float64]:
+    return np.full(n_samples, 1.0 / n_samples)
+
+
+def _odd(seconds: float, rate_hz: float) -> int:
+    return 2 * max(1, round(seconds * rate_hz / 2.0)) + 1
+
+
+class QrsDetector:
+    """R peaks of one ECG stream, fed in blocks; see the module docstring for the algorithm."""
+
+    def __init__(self, rate_hz: float) -> None:
+        if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+            raise ValueError(f"ECG rate {rate_hz} Hz is outside {MIN_RATE_HZ:g}..{MAX_RATE_HZ:g} Hz")
+        self.rate_hz = float(rate_hz)
+        lowpass_box = _box(max(1, round(LOWPASS_BOX_S * rate_hz)))
+        highpass = -_box(_odd(HIGHPASS_BOX_S, rate_hz))
+        highpass[len(highpass) // 2] += 1.0
+        band = np.convolve(np.convolve(lowpass_box, lowpass_box), highpass)
+        self._kernel = np.convolve(band, np.array([0.5, 0.0, -0.5]) * rate_hz)  # slope, mV/s
+        self._filter_delay = (len(self._kernel) - 1) // 2
+        self._integrator = _box(round(INTEGRATOR_S * rate_hz))
+        self._refractory = round(REFRACTORY_S * rate_hz)
+        self._t_wave = round(T_WAVE_S * rate_hz)
+        self._learn = round(LEARN_S * rate_hz)
+        self._margin = round(R_MARGIN_S * rate_hz)
+        self._r_lag = self._filter_delay + len(self._integrator) + self._margin  # MWI peak to earliest R
+        # Search-back beat: found <= 1.66 * RR_CAP after the last QRS, itself >= 200 ms after that QRS.
+        search_back = round(SEARCH_BACK_RR * RR_CAP_S * rate_hz) - self._refractory
+        self.delay_s: float = (max(search_back, self._learn, self._refractory) + self._r_lag) / rate_hz
+        self._count = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Start again as after a gap: filters, thresholds and RR history forgotten (a new 2 s learning
+        phase); the sample count goes on, so the indices reported stay absolute."""
+        self._restart(self._count)
+
+    def _restart(self, at: int) -> None:
+        self._raw_tail: npt.NDArray[np.float64] | None = None
+        self._squared_tail = np.zeros(len(self._integrator) - 1)
+        self._start = at  # first sample since the gap
+        self._buffer_start = at  # absolute index of the buffers' first sample
+        self._raw = np.empty(0)
+        self._slope = np.empty(0)
+        self._mwi = np.empty(0)
+        self._scan_from = at + max(self._refractory, self._r_lag)  # the filters have warmed up
+        self._learned = False
+        self._signal_level = 0.0  # P&T's running averages of the MWI's QRS and noise peaks
+        self._noise_level = 0.0
+        self._rr: list[int] = []
+        self._last_qrs = at  # MWI index of the last QRS; the start of the segment until the first
+        self._last_slope: float | None = None
+        self._last_r = -1
+        # the search-back pool: noise candidates since the last QRS, as (MWI index, height, slope, R index)
+        self._noise: list[tuple[int, float, float, int]] = []
+        self._deadline: int | None = at + self._search_back_wait()
+        self._overdue = False  # a search back found nothing: search again at each new noise candidate
+
+    def feed(self, samples: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """R peaks decided by this block, as absolute sample indices (count of samples fed since
+        construction, 0-based, gaps and resets included), ascending; each reported once, never revised."""
+        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        found: list[int] = []
+        finite = np.isfinite(x)
+        bounds = [0, *(np.flatnonzero(np.diff(finite)) + 1).tolist(), len(x)]
+        for lo, hi in itertools.pairwise(bounds):
+            if hi == lo:
+                continue
+            if finite[lo]:
+                self._process(x[lo:hi], found)
+            else:
+                self._count += hi - lo
+                self._restart(self._count)
+        return np.array(found, dtype=np.int64)
+
+    def _process(self, x: npt.NDArray[np.float64], found: list[int]) -> None:
+        if self._raw_tail is None:  # a constant past: no step for the high-pass to ring on
+            self._raw_tail = np.full(len(self._kernel) - 1, x[0])
+        extended = np.concatenate([self._raw_tail, x])
+        slope = np.convolve(extended, self._kernel, "valid")
+        self._raw_tail = extended[len(x) :]
+        squared = np.concatenate([self._squared_tail, slope * slope])
+        mwi = np.convolve(squared, self._integrator, "valid")
+        self._squared_tail = squared[len(x) :]
+        self._raw = np.concatenate([self._raw, x])
+        self._slope = np.concatenate([self._slope, slope])
+        self._mwi = np.concatenate([self._mwi, mwi])
+        self._count += len(x)
+        if not self._learned:
+            if self._count - self._start < self._learn:
+                return
+            learning = self._mwi[self._start - self._buffer_start :][: self._learn]
+            self._signal_level = float(learning.max()) / 3.0
+            self._noise_level = float(learning.mean()) / 2.0
+            self._learned = True
+        self._decide(found)
+        keep_from = self._scan_from - max(self._refractory, self._r_lag) - 1
+        if keep_from > self._buffer_start:
+            cut = keep_from - self._buffer_start
+            self._raw, self._slope, self._mwi = self._raw[cut:], self._slope[cut:], self._mwi[cut:]
+            self._buffer_start = keep_from
+
+    def _candidates(self, last: int) -> list[int]:
+        """MWI indices in [scan_from, last] that are the largest value within +-200 ms."""
+        w, base = self._refractory, self._buffer_start
+        lo, hi = self._scan_from - base, last - base
+        m = self._mwi
+        rising = (m[lo : hi + 1] > m[lo - 1 : hi]) & (m[lo : hi + 1] >= m[lo + 1 : hi + 2])
+        idx = np.flatnonzero(rising) + lo
+        if len(idx) == 0:
+            return []
+        before = m[idx[:, None] + np.arange(-w, 0)].max(axis=1)
+        after = m[idx[:, None] + np.arange(1, w + 1)].max(axis=1)
+        keep = (m[idx] > before) & (m[idx] >= after)
+        return [int(i) + base for i in idx[keep]]
+
+    def _decide(self, found: list[int]) -> None:
+        now = self._count - 1
+        last = now - self._refractory  # the last MWI index whose +-200 ms window is complete
+        if last >= self._scan_from:
+            for i in self._candidates(last):
+                while self._deadline is not None and self._deadline < i + self._refractory:
+                    self._search_back(found)
+                self._classify(i, found)
+            self._scan_from = last + 1
+        while self._deadline is not None and self._deadline <= now:
+            self._search_back(found)
+
+    def _classify(self, i: int, found: list[int]) -> None:
+        height = float(self._mwi[i - self._buffer_start])
+        slope_window = self._slope[i - self._buffer_start - len(self._integrator) + 1 :][
+            : len(self._integrator)
+        ]
+        slope = float(np.abs(slope_window).max())
+        threshold = self._threshold()
+        t_wave = (
+            self._last_slope is not None
+            and i - self._last_qrs < self._t_wave
+            and slope < 0.5 * self._last_slope
+        )
+        if height > threshold and not t_wave:
+            self._accept(i, height, slope, self._r_peak(i), LEVEL_WEIGHT, found)
+            return
+        self._noise_level += LEVEL_WEIGHT * (height - self._noise_level)
+        if t_wave:
+            return
+        self._noise.append((i, height, slope, self._r_peak(i)))
+        if self._overdue:  # the last search back found nothing: this candidate is searched at once
+            self._deadline = i + self._refractory
+
+    def _search_back(self, found: list[int]) -> None:
+        """No QRS for 1.66 mean RR: the largest noise candidate since, if above half the threshold."""
+        pool = [c for c in self._noise if c[1] > 0.5 * self._threshold()]
+        self._deadline = None
+        if not pool:  # forget them, so a beat is never found later than this (the delay bound)
+            self._noise, self._overdue = [], True
+            return
+        i, height, slope, r = max(pool, key=lambda c: c[1])
+        self._accept(i, height, slope, r, SEARCH_BACK_WEIGHT, found)
+
+    def _threshold(self) -> float:
+        return self._noise_level + THRESHOLD_FRACTION * (self._signal_level - self._noise_level)
+
+    def _accept(self, i: int, height: float, slope: float, r: int, weight: float, found: list[int]) -> None:
+        if self._last_slope is not None:
+            self._rr = [*self._rr[-(RR_HISTORY - 1) :], i - self._last_qrs]
+        height = min(height, ARTEFACT_CLIP * self._signal_level)  # a burst of noise lifts it little
+        self._signal_level += weight * (height - self._signal_level)
+        self._last_qrs, self._last_slope = i, slope
+        self._noise = [c for c in self._noise if c[0] > i]
+        self._overdue = False
+        self._deadline = i + self._search_back_wait()
+        if r > self._last_r:
+            found.append(r)
+            self._last_r = r
+
+    def _search_back_wait(self) -> int:
+        mean_rr = float(np.mean(self._rr)) if self._rr else RR_DEFAULT_S * self.rate_hz
+        return round(SEARCH_BACK_RR * min(mean_rr, RR_CAP_S * self.rate_hz))
+
+    def _r_peak(self, i: int) -> int:
+        """The raw sample of largest |x - median| where the QRS under MWI peak `i` can be."""
+        lo = max(i - self._r_lag, self._start, self._buffer_start)
+        hi = i - self._filter_delay + self._margin
+        window = self._raw[lo - self._buffer_start : hi - self._buffer_start + 1]
+        return lo + int(np.argmax(np.abs(window - np.median(window))))

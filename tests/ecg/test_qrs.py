@@ -1,0 +1,227 @@
+"""QrsDetector: block-size invariance, NaN gaps, rates 100-1000 Hz, polarity, synthetic and real ECG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.ecg.qrs import QrsDetector
+from agent.simulation import ecg
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+EXCERPT = Path(__file__).parents[1] / "data" / "mitdb_119_mlii_180s_60s.npz"
+FIRST_BEAT_S = 0.5  # the detector needs ~0.35 s of filter warm-up before a beat can be found
+LAST_BEAT_MARGIN_S = 1.0  # a beat is decided up to ~0.5 s after it
+
+
+def synthetic(
+    rate_hz: float,
+    seconds: float,
+    seed: int,
+    *,
+    af: bool = False,
+    noise_mv: float = 0.0,
+    wander_mv: float = 0.0,
+) -> tuple[FloatArray, FloatArray]:
+    """(ECG in mV at `rate_hz`, beat times in s): agent.simulation.ecg's beats rendered at its 250 Hz and
+    interpolated to `rate_hz`; sinus rhythm (~70 bpm with respiratory variation) or AF-like RR (gamma)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 1.5) + 10
+    if af:
+        rr = np.clip(rng.gamma(14.0, 0.62 / 14.0, n), 0.33, 2.0)  # ~100 bpm, CV ~0.27
+    else:
+        rr = 0.85 + 0.06 * np.sin(2 * np.pi * 0.25 * np.arange(n) * 0.85) + rng.normal(0, 0.01, n)
+    beats = FIRST_BEAT_S + np.concatenate([[0.0], np.cumsum(rr)])
+    beats = beats[beats < seconds - LAST_BEAT_MARGIN_S]
+    rr_before = np.diff(np.concatenate([[beats[0] - rr[0]], beats]))
+    t = np.arange(round(seconds * ecg.ECG_HZ)) * ecg.ECG_PERIOD_S
+    params = ecg.EcgParams.draw(seed)
+    signal = ecg.render(
+        params, t, beats, rr_before, np.full(len(t), af), np.full(len(beats), af), np.random.default_rng(seed)
+    )
+    out_t = np.arange(round(seconds * rate_hz)) / rate_hz
+    out = np.interp(out_t, t, signal)
+    out += wander_mv * np.sin(2 * np.pi * 0.3 * out_t) + rng.normal(0.0, noise_mv, len(out))
+    return out, beats
+
+
+def run(signal: FloatArray, rate_hz: float, block: int) -> IntArray:
+    detector = QrsDetector(rate_hz)
+    return np.concatenate(
+        [detector.feed(signal[i : i + block]) for i in range(0, len(signal), block)]
+        or [np.empty(0, np.int64)]
+    ).astype(np.int64)
+
+
+def matched(truth_s: FloatArray, found: IntArray, rate_hz: float, tolerance_s: float) -> tuple[int, int]:
+    """(beats with a detection within the tolerance, detections with a beat within it)."""
+    found_s = found / rate_hz
+    if len(found_s) == 0:
+        return 0, 0
+    beat_hit = np.abs(truth_s[:, None] - found_s[None, :]).min(axis=1) <= tolerance_s
+    detection_hit = np.abs(found_s[:, None] - truth_s[None, :]).min(axis=1) <= tolerance_s
+    return int(beat_hit.sum()), int(detection_hit.sum())
+
+
+def assert_every_beat_once(truth_s: FloatArray, found: IntArray, rate_hz: float) -> None:
+    beats_hit, detections_hit = matched(truth_s, found, rate_hz, 0.05)
+    assert beats_hit == len(truth_s), f"missed {len(truth_s) - beats_hit} of {len(truth_s)} beats"
+    assert detections_hit == len(found), f"{len(found) - detections_hit} extra detections"
+    assert len(found) == len(truth_s)
+
+
+# -- construction ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate_hz", [99.9, 1000.1, 0.0, -250.0])
+def test_rates_outside_100_to_1000_hz_are_refused(rate_hz: float) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        QrsDetector(rate_hz)
+
+
+@pytest.mark.parametrize("rate_hz", [100.0, 1000.0])
+def test_delay_bound_is_a_few_seconds_at_the_rate_limits(rate_hz: float) -> None:
+    delay = QrsDetector(rate_hz).delay_s
+    assert 2.0 < delay < 3.0
+
+
+# -- synthetic ECG (agent.simulation.ecg) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate_hz", [100.0, 130.0, 250.0, 500.0, 1000.0])
+@pytest.mark.parametrize("af", [False, True])
+def test_every_simulated_beat_is_found_once_within_50_ms(rate_hz: float, af: bool) -> None:
+    signal, beats = synthetic(rate_hz, 60.0, seed=3, af=af, noise_mv=0.03, wander_mv=0.4)
+    assert_every_beat_once(beats, run(signal, rate_hz, 73), rate_hz)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4, 5])
+@pytest.mark.parametrize("rate_hz", [130.0, 250.0])
+def test_simulated_beats_across_morphologies_and_af(seed: int, rate_hz: float) -> None:
+    signal, beats = synthetic(rate_hz, 45.0, seed=seed, af=seed % 2 == 0, noise_mv=0.05, wander_mv=0.6)
+    assert_every_beat_once(beats, run(signal, rate_hz, 73), rate_hz)
+
+
+@pytest.mark.parametrize("rate_hz", [130.0, 250.0])
+def test_an_inverted_lead_gives_the_same_beats(rate_hz: float) -> None:
+    signal, beats = synthetic(rate_hz, 45.0, seed=7, noise_mv=0.03, wander_mv=0.3)
+    assert_every_beat_once(beats, run(-signal, rate_hz, 73), rate_hz)
+
+
+def test_the_r_peak_is_the_raw_extremum_not_the_integrators_peak() -> None:
+    """Noise-free sinus rhythm at 250 Hz: the R wave is rendered centred on the beat time, so every R
+    peak reported is within one sample of it (the integrator's peak lags by ~0.2 s)."""
+    signal, beats = synthetic(250.0, 30.0, seed=11)
+    found = run(signal, 250.0, 73)
+    assert len(found) == len(beats)
+    assert np.abs(found / 250.0 - beats).max() <= 1.0 / 250.0 + 1e-9
+
+
+# -- block-size invariance ---------------------------------------------------------------------------------
+
+_SIGNALS = {
+    rate: synthetic(rate, 20.0, seed=5, af=True, noise_mv=0.05, wander_mv=0.5)[0] for rate in (130.0, 360.0)
+}
+_SIGNALS[360.0][2500:2600] = np.nan  # a lost stretch: the restart must not depend on the blocks either
+
+
+@pytest.mark.parametrize("rate_hz", [130.0, 360.0])
+@pytest.mark.parametrize("block", [1, 7, 73, 1000])
+def test_fixed_block_sizes_give_identical_peaks(rate_hz: float, block: int) -> None:
+    signal = _SIGNALS[rate_hz]
+    whole = QrsDetector(rate_hz).feed(signal)
+    assert len(whole) >= 15
+    np.testing.assert_array_equal(run(signal, rate_hz, block), whole)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([130.0, 360.0]), st.lists(st.integers(0, 400), min_size=1, max_size=40))
+def test_any_block_split_gives_identical_peaks(rate_hz: float, sizes: list[int]) -> None:
+    signal = _SIGNALS[rate_hz]
+    detector = QrsDetector(rate_hz)
+    cycle = [*sizes, 1]  # sizes repeat; 0 is an empty block, and the 1 makes sure the feed moves on
+    parts: list[IntArray] = []
+    start, k = 0, 0
+    while start < len(signal):
+        size = cycle[k % len(cycle)]
+        parts.append(detector.feed(signal[start : start + size]))
+        start, k = start + size, k + 1
+    np.testing.assert_array_equal(np.concatenate(parts), QrsDetector(rate_hz).feed(signal))
+
+
+def test_each_peak_is_reported_within_delay_s_and_ascending() -> None:
+    rate = 130.0
+    signal = _SIGNALS[rate]
+    detector = QrsDetector(rate)
+    reported: list[int] = []
+    for i in range(len(signal)):
+        for peak in detector.feed(signal[i : i + 1]).tolist():
+            assert 0 <= i - peak <= detector.delay_s * rate
+            reported.append(peak)
+    assert reported == sorted(set(reported))
+
+
+# -- gaps: NaN and reset -----------------------------------------------------------------------------------
+
+
+def test_nan_blocks_never_crash_and_never_make_beats() -> None:
+    detector = QrsDetector(250.0)
+    assert len(detector.feed(np.full(5000, np.nan))) == 0
+    noisy_nan = np.where(np.arange(5000) % 3 == 0, np.nan, np.random.default_rng(0).normal(0, 1, 5000))
+    assert len(detector.feed(noisy_nan)) == 0  # every NaN restarts the 2 s learning: nothing is decided
+    assert len(detector.feed(np.empty(0))) == 0
+
+
+def test_beats_after_a_nan_gap_are_found_again_and_none_inside_it() -> None:
+    rate = 250.0
+    signal, beats = synthetic(rate, 60.0, seed=9, noise_mv=0.03, wander_mv=0.3)
+    gap = (20.0, 21.5)  # a lost BLE frame's worth and more, filled with NaN
+    signal[round(gap[0] * rate) : round(gap[1] * rate)] = np.nan
+    found = run(signal, rate, 73)
+    found_s = found / rate
+    assert not np.any((found_s > gap[0] - 0.05) & (found_s < gap[1]))
+    # every beat before the gap (but one the gap cuts) and from 0.4 s after it; nothing extra anywhere
+    usable = beats[(beats < gap[0] - 0.3) | (beats > gap[1] + 0.4)]
+    assert matched(usable, found, rate, 0.05)[0] == len(usable)
+    assert matched(beats, found, rate, 0.05)[1] == len(found)
+
+
+def test_reset_keeps_counting_and_relearns() -> None:
+    rate = 250.0
+    signal, beats = synthetic(rate, 40.0, seed=2)
+    half = len(signal) // 2
+    detector = QrsDetector(rate)
+    first = detector.feed(signal[:half])
+    detector.reset()
+    second = detector.feed(signal[half:])
+    assert second.min() > half  # absolute indices, past the reset
+    found = np.concatenate([first, second])
+    usable = (beats < half / rate - 0.6) | (beats > half / rate + 0.4)
+    assert_every_beat_once(beats[usable], found, rate)
+
+
+# -- real ECG: MIT-BIH record 119, 60 s of ventricular bigeminy --------------------------------------------
+
+
+def _excerpt() -> tuple[FloatArray, IntArray, float]:
+    with np.load(EXCERPT) as data:
+        mv = data["ecg_adc"].astype(np.float64) / float(data["adc_per_mv"])
+        return mv, data["beats"].astype(np.int64), float(data["fs_hz"])
+
+
+@pytest.mark.parametrize("polarity", [1.0, -1.0])
+def test_mitdb_119_sensitivity_and_positive_predictivity(polarity: float) -> None:
+    mv, beats, rate = _excerpt()
+    found = run(polarity * mv, rate, 73)
+    scored = beats[beats > 0.4 * rate]  # the filters' warm-up
+    beats_hit, detections_hit = matched(scored / rate, found, rate, 0.15)
+    assert beats_hit / len(scored) >= 0.99
+    assert detections_hit / len(found) >= 0.99
+    errors_ms = np.abs(found[:, None] - scored[None, :]).min(axis=1) / rate * 1000.0
+    assert np.median(errors_ms) <= 10.0
