@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.config.loader import load_config
-from tools.evaluate.datasets import FloatArray, Series, load_cpsc, load_mitdb
+from tools.evaluate.beats_from_ecg import cpsc_from_ecg, mitdb_from_ecg
+from tools.evaluate.datasets import MITDB_FS, FloatArray, Series, load_cpsc, load_mitdb
 from tools.evaluate.metrics import PointMetrics
 from tools.evaluate.replay import replay
 from tools.evaluate.report import table, write_report
@@ -64,6 +65,12 @@ PREVIOUS = {
     "rate_exponent": 2.0,
     "rate_step": 0.0,
     "threshold": 0.06,
+}
+
+
+BEATS_TEXT = {
+    "annotated": "the annotated R peaks (a perfect beat detector)",
+    "ecg": "found by the gateway in the raw ECG (lead 0 / MLII, 73-sample frames, agent.ecg.qrs)",
 }
 
 
@@ -109,10 +116,17 @@ def choose(scores: dict[Setting, list[FloatArray]], series: list[Series], groups
 
 
 def external_specificity(
-    config: Path, data: Path | None, jobs: int, overrides: dict[str, float], label: str
+    config: Path,
+    data: Path | None,
+    jobs: int,
+    overrides: dict[str, float],
+    label: str,
+    beats: str = "annotated",
 ) -> str:
     """Per-record share of MIT-BIH beats flagged as AF (all are non-AF) and the pooled specificity."""
     series = load_mitdb(data)
+    if beats == "ecg":
+        series = mitdb_from_ecg(series, MITDB_FS)
     series = [dataclasses.replace(s, extra={}) for s in series]  # the ECG is not needed: lighter workers
     (af,) = [d for d in load_config(config).detectors if d.type == "af"]
     threshold = float(overrides.get("threshold", af.params.get("threshold", 0.04)))
@@ -142,8 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--mitdb", action="store_true", help="also: false positives on the MIT-BIH subset")
     parser.add_argument("--mitdb-data", type=Path, default=None, help="MIT-BIH subset folder")
+    parser.add_argument(
+        "--beats",
+        choices=("annotated", "ecg"),
+        default="annotated",
+        help="RR of the annotated beats, or of the beats the gateway finds in the raw ECG "
+        "(tools/evaluate/beats_from_ecg.py)",
+    )
     args = parser.parse_args(argv)
-    series = load_cpsc(args.data)
+    series = load_cpsc(args.data) if args.beats == "annotated" else cpsc_from_ecg(args.data)
     scores = scores_by_setting(args.config, series, args.jobs)
     groups = sorted({s.group for s in series}, key=int)
     rows, total = [], PointMetrics(0, 0, 0, 0)
@@ -170,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# af: rate exponent, rate step and threshold fitted leave-one-subject-out — `{args.config}`",
         "",
+        f"Beats: {BEATS_TEXT[args.beats]}.",
+        "",
         f"{len(series)} records, {len(groups)} subjects; exponent grid {list(EXPONENTS)}, rate step grid "
         f"{list(STEPS)}; each held-out subject is scored with the exponent, step and threshold chosen "
         "(Youden) on the other five.",
@@ -193,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "External check, MIT-BIH subset (12 records, no AF: every flagged beat is a false positive):",
             "",
-            external_specificity(args.config, args.mitdb_data, args.jobs, {}, f"`{args.config}` as given"),
+            external_specificity(
+                args.config, args.mitdb_data, args.jobs, {}, f"`{args.config}` as given", args.beats
+            ),
             external_specificity(
                 args.config, args.mitdb_data, args.jobs, PREVIOUS, f"the previous config ({PREVIOUS})"
             ),

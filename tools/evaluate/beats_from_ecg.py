@@ -1,0 +1,107 @@
+"""Beat datasets with the beats found by the gateway in the raw ECG instead of the annotated ones.
+
+`load_cpsc` and `load_mitdb` give the RR interval of each *annotated* beat: what a detector sees behind a
+perfect beat detector. A gateway reading an ECG-only device has its own: the same records are cut into
+device frames (`FRAME` samples, a Polar H10 notification), passed through `agent.ecg.rr_from_ecg.RrFromEcg`
+(the stage the daemon runs for `[devices.beats]`, with `agent.ecg.qrs.QrsDetector`), and its RR readings
+become the series. Beats the detector misses are absent, false ones present; each interval is labelled
+from the annotations at the time of its two beats (AF when the rhythm annotation says AF at both, as
+`load_cpsc` labels annotated intervals; PVC when the beat ending it matches an annotated PVC within
+`MATCH_S`). The rest of an evaluation (the pipeline replay, the fits) is unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from agent.config.schema import BeatsConfig
+from agent.ecg.rr_from_ecg import RrFromEcg
+from agent.readings import Reading
+from tools.evaluate.datasets import T0, BoolArray, FloatArray, Series, _windows_of, dataset_folder
+
+FRAME = 73  # samples per reading: a Polar H10 ECG notification
+MATCH_S = 0.150  # ANSI/AAMI EC57's beat match window
+
+
+def detected_rr(ecg: FloatArray, fs: float, frame: int = FRAME) -> tuple[FloatArray, FloatArray]:
+    """(times, rr) of the RR readings the daemon's stage makes from `ecg` (times in seconds from its
+    first sample); NaN readings (flagged ECG) are left out, as none is flagged here."""
+    stage = RrFromEcg("eval", BeatsConfig())
+    times: list[float] = []
+    rr: list[float] = []
+    for start in range(0, len(ecg), frame):
+        block = ecg[start : start + frame, None]
+        reading = Reading("eval/ecg", ("ecg",), block, start / fs, start / fs, 1.0 / fs)
+        for out in stage.take(reading):
+            if out.stream == "eval/rr" and np.isfinite(out.values[0, 0]):
+                times.append(out.wall_time)
+                rr.append(float(out.values[0, 0]))
+    return np.array(times), np.array(rr)
+
+
+def _state_at(change_times: FloatArray, states: BoolArray, t: FloatArray) -> BoolArray:
+    """The rhythm state in force at each time `t` (False before the first annotation)."""
+    idx = np.searchsorted(change_times, t, side="right") - 1
+    return np.where(idx >= 0, states[np.clip(idx, 0, None)], False)
+
+
+def cpsc_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Series]:
+    """Every CPSC-2021 record (lead 0, 200 Hz): RR per detected beat, label AF as `load_cpsc`."""
+    import wfdb  # tools-only dependency (evaluate extra)
+
+    folder = dataset_folder(root, "ECG/cpsc2021_sample", "*.hea", "CPSC-2021")
+    out: list[Series] = []
+    for header in sorted(folder.glob("*.hea")):
+        record = header.stem
+        signal = wfdb.rdrecord(str(folder / record)).p_signal[:, 0].astype(np.float64)
+        ann = wfdb.rdann(str(folder / record), "atr")
+        fs = float(ann.fs)
+        rhythm = [
+            (s / fs, n.strip().startswith("(AF"))
+            for s, sym, n in zip(ann.sample, ann.symbol, ann.aux_note, strict=True)
+            if sym == "+" and n
+        ]
+        change_t = np.array([t for t, _ in rhythm])
+        change_af = np.array([af for _, af in rhythm], dtype=bool)
+        times, rr = detected_rr(signal, fs, frame)
+        labels = _state_at(change_t, change_af, times) & _state_at(change_t, change_af, times - rr)
+        out.append(
+            Series(
+                name=record,
+                group=record.split("_")[1],
+                channels=("rr",),
+                times=T0 + times,
+                values=rr[:, None],
+                labels=labels,
+                windows=_windows_of(T0 + times, labels),
+            )
+        )
+    return out
+
+
+def mitdb_from_ecg(annotated: list[Series], fs: float, frame: int = FRAME) -> list[Series]:
+    """The MIT-BIH records of `load_mitdb` (their `extra["ecg"]`): RR per detected beat, label = the
+    beat matches an annotated PVC within `MATCH_S`."""
+    out: list[Series] = []
+    for s in annotated:
+        times, rr = detected_rr(s.extra["ecg"], fs, frame)
+        peaks_t = s.extra["r_peak"] / fs
+        pvc_t = peaks_t[s.labels]
+        nearest = np.searchsorted(pvc_t, times)
+        gaps = np.minimum(
+            np.abs(times - pvc_t[np.clip(nearest, 0, len(pvc_t) - 1)]) if len(pvc_t) else np.inf,
+            np.abs(times - pvc_t[np.clip(nearest - 1, 0, len(pvc_t) - 1)]) if len(pvc_t) else np.inf,
+        )
+        out.append(
+            Series(
+                name=s.name,
+                group=s.group,
+                channels=("rr",),
+                times=T0 + times,
+                values=rr[:, None],
+                labels=np.asarray(gaps <= MATCH_S, dtype=bool),
+            )
+        )
+    return out
