@@ -55,7 +55,15 @@ class Produces:
 
 
 def produces(device: DeviceConfig) -> Produces:
-    """The streams and channels `device` can produce, as far as its configuration tells."""
+    """The streams and channels `device` can produce, as far as its configuration tells, beats found in
+    its ECG (`[devices.beats]`) included."""
+    output = _transport_produces(device)
+    if device.beats is None or output.open:
+        return output
+    return Produces({**output.streams, device.beats.rr_stream: frozenset({"rr"})})
+
+
+def _transport_produces(device: DeviceConfig) -> Produces:
     if device.transport == "simulator":
         return _simulated(device)
     if device.transport == "ble" and device.ble is not None:
@@ -123,6 +131,16 @@ def check_wiring(config: AgentConfig) -> list[ConfigError]:
         for name, channels in output.streams.items():
             streams[name] = streams.get(name, frozenset()) | channels
     problems: list[ConfigError] = []
+    for i, device in enumerate(config.devices):
+        own = _transport_produces(device).streams
+        if device.beats is not None and device.beats.ecg_stream not in own:
+            problems.append(
+                ConfigError(
+                    f"devices[{i}].beats.ecg_stream",
+                    f'the device produces no stream "{device.beats.ecg_stream}" to find beats in '
+                    f"(it produces: {_names(own)})",
+                )
+            )
     for spec in config.detectors:
         produced = streams.get(spec.stream)
         if produced is None:

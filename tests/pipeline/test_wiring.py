@@ -232,3 +232,23 @@ def test_check_config_refuses_a_typoed_channel_naming_the_key(
     err = capsys.readouterr().err
     assert 'detectors.hr-high.channels: no configured device produces a channel "hrr"' in err
     assert '(did you mean "hr"?)' in err
+
+
+def test_beats_found_in_an_ecg_make_an_rr_stream(tmp_path: Path) -> None:
+    # a csv ECG patch has no rr stream of its own: [devices.beats] gives it one
+    patch = line_device("wearable", "ecg") | {"beats": {"ecg_stream": "vitals"}}
+    assert check_wiring(config(tmp_path, [patch], "rr", ["rr"])) == []
+    without = line_device("wearable", "ecg")
+    assert [p.path for p in check_wiring(config(tmp_path, [without], "rr", ["rr"]))] == ["detectors.d.stream"]
+
+
+def test_beats_in_a_stream_the_device_does_not_produce_are_refused(tmp_path: Path) -> None:
+    device = wearable() | {"beats": {}}  # the simulator streams ECG only with ecg = true
+    problems = check_wiring(config(tmp_path, [device], "rr", ["rr"]))
+    assert [(p.path, p.problem) for p in problems] == [
+        (
+            "devices[0].beats.ecg_stream",
+            'the device produces no stream "ecg" to find beats in (it produces: rr, vitals)',
+        )
+    ]
+    assert check_wiring(config(tmp_path, [wearable(ecg=True) | {"beats": {}}], "rr", ["rr"])) == []
