@@ -167,6 +167,23 @@ def test_each_peak_is_reported_within_delay_s_and_ascending() -> None:
     assert reported == sorted(set(reported))
 
 
+def test_a_small_beat_is_found_by_the_search_back_within_delay_s() -> None:
+    """One beat at 45 % amplitude (MWI ~20 % of the others): under the threshold, over half of it, so it
+    is found when no QRS came for 1.66 mean RR, later than a normal beat but within `delay_s`."""
+    rate = 250.0
+    signal, beats = synthetic(rate, 30.0, seed=7, noise_mv=0.02)
+    small = beats[15]
+    signal[round((small - 0.1) * rate) : round((small + 0.1) * rate)] *= 0.45
+    detector = QrsDetector(rate)
+    reported_at: dict[int, int] = {}
+    for i in range(len(signal)):
+        reported_at.update((peak, i) for peak in detector.feed(signal[i : i + 1]).tolist())
+    assert_every_beat_once(beats, np.array(sorted(reported_at), dtype=np.int64), rate)
+    peak = min(reported_at, key=lambda p: abs(p / rate - small))
+    normal_delays = [i - p for p, i in reported_at.items() if p != peak and p > 2.5 * rate]  # learnt
+    assert max(normal_delays) < reported_at[peak] - peak <= detector.delay_s * rate
+
+
 # -- gaps: NaN and reset -----------------------------------------------------------------------------------
 
 
