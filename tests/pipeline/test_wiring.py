@@ -65,8 +65,8 @@ def test_the_audits_typos_are_found_with_the_key_and_a_did_you_mean(
 def test_a_wrong_stream_names_what_the_devices_produce(tmp_path: Path) -> None:
     config = edited(tmp_path, DEMO, 'stream = "machine"', 'stream = "pump"')
     assert [str(p) for p in check_wiring(config)] == [
-        f'detectors.{d}.stream: no configured device produces a stream "pump" (they produce: machine, rr,'
-        " vitals)"
+        f'detectors.{d}.stream: no configured device produces a stream "pump" (they produce: ecg, ecg_rr,'
+        " machine, rr, vitals)"
         for d in (d.id for d in load_config(DEMO).detectors if d.stream == "machine")
     ]
 
