@@ -43,6 +43,8 @@ def detected_rr(ecg: FloatArray, fs: float, frame: int = FRAME) -> tuple[FloatAr
 
 def _state_at(change_times: FloatArray, states: BoolArray, t: FloatArray) -> BoolArray:
     """The rhythm state in force at each time `t` (False before the first annotation)."""
+    if not len(change_times):
+        return np.zeros(len(t), dtype=bool)
     idx = np.searchsorted(change_times, t, side="right") - 1
     return np.where(idx >= 0, states[np.clip(idx, 0, None)], False)
 
