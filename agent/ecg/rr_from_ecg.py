@@ -3,8 +3,10 @@
 A device that streams only ECG (a serial patch, a Polar H10's PMD stream, the simulator with
 ``ecg = true``) would otherwise give the RR-based detectors (`af`, limits on ``rr``) nothing. With a
 ``[devices.beats]`` table its ECG readings pass on unchanged and, beside them, every R peak the
-`QrsDetector` finds becomes one reading of the RR stream, exactly as a chest strap's own RR intervals
-arrive over BLE: one sample, the interval in seconds, stamped at the R peak that ends it.
+`QrsDetector` finds becomes one reading of the RR stream, as a chest strap's own RR intervals arrive
+over BLE: one sample, the interval in seconds (``rr``), stamped at the R peak that ends it, with the heart
+rate a monitor would show beside it (``hr``, bpm: 60 / the mean of the last `HR_BEATS` intervals since
+the last hole), so limits for tachycardia and bradycardia work on a device that sends only ECG.
 
 - **Intervals by sample count.** An interval is the number of samples between two R peaks times the
   stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
@@ -17,6 +19,8 @@ arrive over BLE: one sample, the interval in seconds, stamped at the R peak that
 - **Poor signal is said, not silenced.** While the ECG is flagged, the RR stream receives one NaN
   reading per `FLAGGED_EVERY_S` of ECG with the ECG's flags, so the pipeline's quality gate and the
   technical alarms of the RR stream see the electrode off rather than a stream gone quiet.
+- **A rate the detector cannot work at** (outside 100-1000 Hz) leaves the ECG passed on without beats,
+  told once in the log: a device misconfigured must not stop its own source.
 - **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
   true intervals, a strap's RR) are dropped and counted, told once: two sources of RR interleaved in one
   stream would read as chaos to the AF detector.
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 GAP_S = 0.25  # blocks further apart (or overlapping by more) than this are not one signal
 FLAGGED_EVERY_S = 1.0  # at most one NaN RR reading per second of flagged ECG
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
+HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
+CHANNELS = ("rr", "hr")
 
 
 class BeatFinder(Protocol):
@@ -83,6 +89,8 @@ class RrFromEcg:
         self._make_finder = make_finder
         self._finder: BeatFinder | None = None
         self._period_s = 0.0
+        self._unusable_period = 0.0  # a spacing the detector refused (told once)
+        self._recent: deque[float] = deque(maxlen=HR_BEATS)  # intervals since the last hole
         self._fed = 0  # samples fed to the current detector
         self._blocks: deque[_Block] = deque()
         self._last_peak: int | None = None  # the newest R peak, while an interval may start there
@@ -112,9 +120,12 @@ class RrFromEcg:
         period = reading.period_s
         if not period > 0:  # a lone sample of unknown spacing cannot be placed in the signal
             return []
+        if period == self._unusable_period:
+            return []
         if self._finder is None or period != self._period_s or self._is_gap(reading):
             self._restart(period)
-        assert self._finder is not None
+        if self._finder is None:
+            return []
         flagged = int(reading.quality) & INVALIDATING_BITS
         samples = np.asarray(reading.values[:, 0], dtype=np.float64)
         if flagged:
@@ -135,8 +146,8 @@ class RrFromEcg:
             made.append(
                 Reading(
                     self._rr,
-                    ("rr",),
-                    np.array([[np.nan]]),
+                    CHANNELS,
+                    np.array([[np.nan, np.nan]]),
                     reading.wall_time,
                     reading.monotonic,
                     quality=Quality(flagged),
@@ -154,19 +165,28 @@ class RrFromEcg:
     def _restart(self, period: float) -> None:
         if self._finder is not None:
             self.restarts += 1
-        self._finder = self._make_finder(1.0 / period)
+        try:
+            self._finder = self._make_finder(1.0 / period)
+        except ValueError as exc:
+            self._finder, self._unusable_period = None, period
+            log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._device_id, exc)
+            return
         self._period_s = period
         self._fed = 0
         self._blocks.clear()
         self._last_peak = None
         self._holes.clear()
+        self._recent.clear()
 
     def _interval(self, peak: int, monotonic: float) -> Reading | None:
         previous, self._last_peak = self._last_peak, peak
         if previous is None or any(((h > previous) & (h < peak)).any() for h in self._holes):
+            self._recent.clear()
             return None
         rr = (peak - previous) * self._period_s
-        return Reading(self._rr, ("rr",), np.array([[rr]]), self._time_of(peak), monotonic)
+        self._recent.append(rr)
+        hr = 60.0 * len(self._recent) / sum(self._recent)
+        return Reading(self._rr, CHANNELS, np.array([[rr, hr]]), self._time_of(peak), monotonic)
 
     def _time_of(self, peak: int) -> float:
         starts = [b.start for b in self._blocks]

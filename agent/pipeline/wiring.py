@@ -60,7 +60,7 @@ def produces(device: DeviceConfig) -> Produces:
     output = _transport_produces(device)
     if device.beats is None or output.open:
         return output
-    return Produces({**output.streams, device.beats.rr_stream: frozenset({"rr"})})
+    return Produces({**output.streams, device.beats.rr_stream: frozenset({"rr", "hr"})})
 
 
 def _transport_produces(device: DeviceConfig) -> Produces:

@@ -174,3 +174,32 @@ def test_a_change_of_rate_starts_a_fresh_detector() -> None:
     b = ecg_blocks(1, start=ecg_blocks(4)[3].wall_time)[0]
     stage.take(Reading(b.stream, b.channels, b.values, b.wall_time, b.monotonic, 1.0 / 130.0))
     assert made == pytest.approx([RATE, 130.0])
+
+
+def test_each_interval_carries_the_rate_over_the_last_eight_since_the_last_hole() -> None:
+    peaks = [100 + 200 * i for i in range(12)]  # 0.8 s apart: 75 bpm
+    peaks[6] += 50  # one late beat: 1.0 s, then 0.6 s
+    stage, _ = stage_with(peaks)
+    got = [r for r in run(stage, ecg_blocks(120)) if r.stream == "patch/rr"]
+    assert all(r.channels == ("rr", "hr") for r in got)
+    rr = [float(r.values[0, 0]) for r in got]
+    hr = [float(r.values[0, 1]) for r in got]
+    for i in range(len(got)):
+        recent = rr[max(0, i - 7) : i + 1]
+        assert hr[i] == pytest.approx(60.0 * len(recent) / sum(recent))
+    assert hr[0] == pytest.approx(75.0) and hr[-1] == pytest.approx(75.0)
+
+
+def test_an_ecg_at_a_rate_the_detector_cannot_work_at_is_passed_on_without_beats(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stage = RrFromEcg("patch", BeatsConfig())  # the real detector: 100..1000 Hz
+    slow = [
+        Reading("patch/ecg", ("ecg",), np.zeros((50, 1)), T0 + i, 100.0 + i, 1.0 / 50.0) for i in range(5)
+    ]
+    with caplog.at_level("WARNING"):
+        out = run(stage, slow)
+    assert out == slow and stage.beats == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "patch: no beats found in its ECG: ECG rate 50.0 Hz is outside 100..1000 Hz (devices.<id>.beats)"
+    ]
