@@ -16,7 +16,7 @@ from agent.localbroker import LocalBroker
 from agent.receiver import Receiver
 
 DEADLINE_S = 20.0
-SPEED = 60.0  # the demo's tachycardia episode starts at 100 simulated s: under 2 s real
+SPEED = 60.0  # the demo's tachycardia starts at 100 simulated s, its AF at 150 s: under 3 s real
 
 
 def test_receiver_prints_demo_heartbeats_and_alarms_from_an_amqtt_broker(tmp_path: Path) -> None:
@@ -37,6 +37,10 @@ def test_receiver_prints_demo_heartbeats_and_alarms_from_an_amqtt_broker(tmp_pat
     assert receiver.heartbeats and receiver.alarms, lines
     assert any("♥ heartbeat demo-gateway" in line for line in lines), lines
     assert any("START" in line and "tachycardia" in line for line in lines), lines
+    # the ECG patch's AF, found from the beats the gateway finds in its ECG (agent/ecg), on its own stream
+    assert any("START" in line and "atrial_fibrillation" in line and "/ecg_rr" in line for line in lines), (
+        lines
+    )
     assert all(beat["gateway"] == "demo-gateway" for beat in receiver.heartbeats)
 
 
@@ -50,13 +54,14 @@ def test_receiver_keeps_mqtt_v5_where_the_broker_speaks_it(mosquitto: LocalBroke
 
 
 async def _run_until(agent: Agent, receiver: Receiver) -> None:
-    """Run the agent until the receiver has a heartbeat and a tachycardia alarm, or the deadline."""
+    """Run the agent until the receiver has a heartbeat, a tachycardia and an AF alarm, or the deadline."""
 
     async def watch() -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DEADLINE_S
         while loop.time() < deadline:
-            if receiver.heartbeats and any(a["condition"] == "tachycardia" for a in receiver.alarms):
+            conditions = {a["condition"] for a in receiver.alarms}
+            if receiver.heartbeats and {"tachycardia", "atrial_fibrillation"} <= conditions:
                 break
             await asyncio.sleep(0.1)
         agent.stopping.set()
