@@ -5,9 +5,10 @@ Detectors that report a measured value and a limit in the channel's unit (limit,
 A value is shown at its unit's display resolution (bpm and % whole, °C and mm/s to 0.1, as a monitor
 shows them), with more decimals only where the rounded value would not be on its side of the limit
 ("spo2 89.6 % below limit 90 %", never "90 % below limit 90 %"); the event's `value` stays exact.
-Two detectors whose observed value needs its own sentence have one: the SpO2 desaturation ("spo2 drop to
-93 %, 3 points or more below its baseline 97 % (limit 94 %)") and AF ("RR irregularity 0.74 above limit
-0.057 (irregular rhythm, possible AF)"). Texts never carry device or patient ids.
+Three detectors whose observed value needs its own sentence have one: the SpO2 desaturation ("spo2 drop to
+93 %, 3 points or more below its baseline 97 % (limit 94 %)"), AF ("RR irregularity 0.74 above limit
+0.057 (irregular rhythm, possible AF)") and PVC ("PVC score 2.6 above limit 0.66 (early beat: possible
+PVC)", naming the part that drove it most). Texts never carry device or patient ids.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ EXTRA_DECIMALS = 3  # at most this many more where the rounded value would sit o
 # Quantities that are a level of the channel in its own unit, shown at the unit's resolution; others
 # ("range", "rate", "missing fraction", ...) keep 4 significant digits (a 0.5 bpm range limit is not 0).
 LEVELS = frozenset({"", "smoothed level", "velocity RMS"})
-# The `quantity` of agent.detectors.spo2.DesaturationDetector and agent.detectors.af.AtrialFibrillation-
-# Detector (a test checks they match): their sentences are worded below, not as "<channel> <quantity>".
+# The `quantity` of agent.detectors.spo2.DesaturationDetector, agent.detectors.af.AtrialFibrillation-
+# Detector and agent.detectors.pvc.PvcDetector (a test checks they match): their sentences are worded
+# below, not as "<channel> <quantity>".
 DESATURATION = "drop below baseline"
 RR_IRREGULARITY = "RR irregularity"
+PVC_SCORE = "PVC score"
+# What each channel of the pvc detector's stream says when it drove the score (its top contribution).
+PVC_CAUSES: Mapping[str, str] = {"rr": "early beat", "qrs_shape": "QRS unlike the patient's recent beats"}
 
 
 def fmt(value: float) -> str:
@@ -116,6 +121,10 @@ def crossing(
     if quantity == RR_IRREGULARITY:  # unitless: the median successive RR difference over the trend
         irregularity = _on_its_side([".2g", ".3g", ".4g"], observed, limit)
         return f"RR irregularity {irregularity} above limit {fmt(limit)} (irregular rhythm, possible AF)"
+    if quantity == PVC_SCORE:  # unitless: log QRS shape distance + weight x log(1 / prematurity)
+        value = _on_its_side([".2g", ".3g", ".4g"], observed, limit)
+        cause = PVC_CAUSES.get(channel, channel)
+        return f"PVC score {value} above limit {fmt(limit)} ({cause}: possible PVC)"
     side = "above" if observed > limit else "below"
     value = shown(observed, unit, limit) if quantity in LEVELS else fmt(observed)
     what = f"{channel} {quantity}" if quantity else channel

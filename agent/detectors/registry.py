@@ -18,6 +18,7 @@ from agent.detectors.ewma import EwmaDetector
 from agent.detectors.flatline import FlatlineDetector
 from agent.detectors.limit import LimitDetector
 from agent.detectors.new_extreme import NewExtremeDetector
+from agent.detectors.pvc import PvcDetector
 from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
 from agent.detectors.spo2 import DesaturationDetector
@@ -47,6 +48,7 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "dropout": DropoutDetector.from_config,
         "autoencoder": _autoencoder,
         "af": AtrialFibrillationDetector.from_config,
+        "pvc": PvcDetector.from_config,
         "spo2_desaturation": DesaturationDetector.from_config,
         "vibration": VibrationDetector.from_config,
         "new_extreme": NewExtremeDetector.from_config,

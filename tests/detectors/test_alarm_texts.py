@@ -13,7 +13,9 @@ import pytest
 from agent.alarms import explain
 from agent.config import parse_config
 from agent.detectors.af import AtrialFibrillationDetector
+from agent.detectors.pvc import PvcDetector
 from agent.detectors.spo2 import DesaturationDetector
+from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.events import AlarmEvent, AlarmKind, Phase
 from agent.pipeline import Pipeline
 from agent.readings import Reading
@@ -52,9 +54,18 @@ def test_af_reads_as_an_irregular_rhythm() -> None:
     assert close.startswith("RR irregularity 0.0574 above limit 0.057")
 
 
+def test_a_pvc_reads_as_a_possible_pvc_naming_the_part_that_drove_it() -> None:
+    early = explain.crossing("pvc", "rr", 2.6185, 0.66, 2.6185, 0.66, "", "PVC score")
+    assert early == "PVC score 2.6 above limit 0.66 (early beat: possible PVC)"
+    wide = explain.crossing("pvc", "qrs_shape", 0.6612, 0.66, 0.6612, 0.66, "", "PVC score")
+    assert wide == "PVC score 0.661 above limit 0.66 (QRS unlike the patient's recent beats: possible PVC)"
+
+
 def test_the_special_sentences_follow_the_detectors_quantities() -> None:
     assert DesaturationDetector.quantity == explain.DESATURATION
     assert AtrialFibrillationDetector.quantity == explain.RR_IRREGULARITY
+    assert PvcDetector.quantity == explain.PVC_SCORE
+    assert set(explain.PVC_CAUSES) == set(RR_CHANNELS) - {"hr"}  # the stage's channels pvc reads
 
 
 def pseudonym(device: str, prefix: str = "d") -> str:

@@ -41,6 +41,8 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], bool]] = {
     "autoencoder": (PUMP_CHANNELS, {"model": str(PUMP_MODEL), "precision": "fp32"}, True),
     # Domain detectors, with their units bent to AR(1) data around 70 (RR bounds, zones, ISO band).
     "af": (("x",), {"min_rr_s": 1.0, "max_rr_s": 1000.0, "window_beats": 16}, True),
+    # RR and QRS shape channels: both around 70 here, a log-scale score like any other.
+    "pvc": (CHANNELS, {}, True),
     "spo2_desaturation": (("x",), {"baseline_s": 20.0, "duration_s": 2.0}, False),
     "vibration": (CHANNELS, {"window_s": 16.0, "iso_low_hz": 0.1, "zone_boundaries": [1e5, 2e5, 4e5]}, False),
     # Nothing to calibrate (a fraction of the stream's own range): new records of normal data stay rare.

@@ -1,0 +1,182 @@
+"""Premature ventricular beats from a beat stream: how early the beat came and how unlike its QRS is.
+
+A PVC arrives early (its RR interval is short against the preceding rhythm) and, starting in the
+ventricle, is conducted abnormally: its QRS is wide and shaped unlike the patient's normal beats. The
+detector watches an RR stream of one reading per beat (the stage `agent.ecg.rr_from_ecg` makes it from
+a device's ECG) with two channels, in this order: the interval ending at the beat (s) and the beat's QRS
+shape distance (``qrs_shape``: RMS of the beat window minus the patient's template of recent beats over
+the template's RMS, from the same stage). Each beat is scored from past beats only:
+
+    score = log(qrs_shape + SHAPE_FLOOR) + weight * log(1 / prematurity)
+
+prematurity = the beat's RR over the mean of the `rr_history` (8) RR before it (below 1 = early, clipped
+to [0.2, 5]). It is the score of `tools/evaluate/pvc.py`, the evaluation-side reference on the annotated
+MIT-BIH beats (pooled ROC-AUC 0.998 there). The defaults (`DEFAULT_*` below) come from
+`python -m tools.evaluate.pvc_gateway`, which replays the beats the gateway itself finds in the raw
+MIT-BIH ECG through the pipeline; docs/benchmarks.md has the figures.
+
+No verdict (NaN) for a beat without a QRS shape (the stage's template needs 8 beats after a gap), nor
+without `rr_history` valid intervals before it. Prematurity alone is not used for a beat without a
+shape: an early beat may as well be atrial (a PAC) or a false beat on noise, and the shape is what
+tells a ventricular one apart; the score would also be on another scale than the threshold it is judged
+against. Beats right after a gap are unjudged either way: prematurity needs the same 8 beats of history.
+
+Every beat is judged: a block of several new beats (a burst of readings, a frame of several hops) is
+scored beat by beat and reported by its worst beat (`judges_whole_frames`), so `hop_beats` > 1 only
+makes the calls rarer. The `rr_history` RR before the block's beats are kept per stream (state
+`history`, persisted like af's), so prematurity needs no warm-up after a restart (the shape does
+while the stage's template refills, unless the stage keeps it).
+
+Contributions say which part drove the score: each part's excess over a normal beat (the shape's over
+`NORMAL_SHAPE`, the typical distance of a normal beat; prematurity's over 1), as shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agent.config.schema import DetectorConfig
+from agent.detectors.base import (
+    FloatArray,
+    ScoreBlock,
+    StreamingDetector,
+    WindowBlock,
+    float_rows,
+    json_rows,
+    shares,
+)
+from agent.detectors.params import ParamReader
+from agent.errors import ConfigError
+
+HISTORY = "history"  # per-stream state key: the RR intervals before the newest judged beat
+SHAPE_FLOOR = 1e-3  # a beat identical to its template scores log(1e-3), not -inf
+PREMATURITY_CLIP = (0.2, 5.0)  # a missed or doubled beat must not dominate the log
+# Typical qrs_shape of a normal beat: the median over the non-PVC beats the gateway finds in the MIT-BIH
+# subset (0.22; 0.13-0.49 by record). Only the contributions use it.
+NORMAL_SHAPE = 0.22
+# The choice on all 12 MIT-BIH records by `python -m tools.evaluate.pvc_gateway`: the weight with the best
+# pooled ROC-AUC (4 in 11 of the 12 leave-one-record-out folds, 8 in the other), the threshold with the
+# best Youden index at that weight (Se 0.976 / Sp 0.984 with both chosen leave-one-record-out).
+DEFAULT_WEIGHT = 4.0
+DEFAULT_THRESHOLD = 0.66
+DEFAULT_RR_HISTORY = 8
+
+
+class PvcDetector(StreamingDetector):
+    type_name = "pvc"
+    quantity = "PVC score"
+    judges_whole_frames = True
+
+    def __init__(
+        self,
+        id: str,
+        channels: tuple[str, ...],
+        hop: int,
+        threshold: float,
+        weight: float = DEFAULT_WEIGHT,
+        rr_history: int = DEFAULT_RR_HISTORY,
+    ) -> None:
+        # The window is the new beats alone: older ones come from the per-stream history.
+        super().__init__(id, channels, hop, hop, threshold)
+        self.weight = weight
+        self.rr_history = rr_history
+        self._history: FloatArray = np.full((0, rr_history), np.nan)
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, rate_hz: float) -> PvcDetector:
+        reader = ParamReader(config, rate_hz)
+        history = reader.count("rr_history", DEFAULT_RR_HISTORY)
+        if not 2 <= history <= 64:
+            raise reader.fail("rr_history", f"expected 2 .. 64 beats, got {history}")
+        # One call per beat by default; `hop_s` (at the stream's nominal beat rate) like other detectors.
+        hop = reader.count("hop_beats", 0) or reader.samples("hop_s", 1.0 / reader.rate_hz)
+        threshold = reader.bounded("threshold", DEFAULT_THRESHOLD)
+        weight = reader.bounded("weight", DEFAULT_WEIGHT, 0.0, 64.0)
+        reader.finish()
+        reader.channel_count(exactly=2)  # after the params, so a typo is named whatever the channels
+        return cls(config.id, config.channels, hop, threshold, weight, history)
+
+    # -- scoring -----------------------------------------------------------------------------------------
+
+    def parts(self, rr: FloatArray, shape: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(shape part, prematurity part, RR baseline) of the newest `n` beats of each row, given (S, H+n)
+        RR intervals (the `rr_history` before them first) and (S, n) shapes; NaN where a part is missing."""
+        h = self.rr_history
+        previous = np.lib.stride_tricks.sliding_window_view(rr[:, :-1], h, axis=1)  # (S, n, H)
+        baseline = previous.mean(axis=2)  # NaN unless all H are valid, as the reference's
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prematurity = rr[:, h:] / baseline
+            early = self.weight * np.log(1.0 / np.clip(prematurity, *PREMATURITY_CLIP))
+            odd = np.log(np.maximum(shape, 0.0) + SHAPE_FLOOR)
+        return odd, early, baseline
+
+    def score_hop(self, block: WindowBlock) -> ScoreBlock:
+        n_streams = block.n_streams
+        new = block.values[:, -min(block.hop, block.values.shape[1]) :, :]  # (S, n, 2)
+        rr = self._context(block.slots, new[:, :, 0])
+        odd, early, baseline = self.parts(rr, new[:, :, 1])
+        scores = odd + early  # NaN where either part is
+        # The block's worst beat speaks for it (the newest among equals, as `worst_of` picks).
+        key = np.where(np.isnan(scores), -np.inf, scores)[:, ::-1]
+        pick = scores.shape[1] - 1 - np.argmax(key, axis=1)
+        rows = np.arange(n_streams)
+        score = scores[rows, pick]
+        has = ~np.isnan(score)
+        excess = np.stack(
+            [np.maximum(early[rows, pick], 0.0), odd[rows, pick] - np.log(NORMAL_SHAPE + SHAPE_FLOOR)],
+            axis=1,
+        )
+        return ScoreBlock(
+            scores=score,
+            thresholds=self._thresholds(n_streams),
+            contributions=np.where(has[:, None], shares(excess), 0.0),
+            observed=score,
+            limits=np.where(has, self.threshold, np.nan),
+            baseline=np.stack([baseline[rows, pick], np.full(n_streams, np.nan)], axis=1),
+        )
+
+    # -- the RR history of each stream ---------------------------------------------------------------------
+
+    def _context(self, slots: np.ndarray, new_rr: FloatArray) -> FloatArray:
+        """(S, rr_history + n) RR: each stream's remembered intervals, then the block's new beats."""
+        if slots.size == 0:
+            return np.full((0, self.rr_history + new_rr.shape[1]), np.nan)
+        self._grow(int(slots.max()) + 1)
+        context = np.concatenate([self._history[slots], new_rr], axis=1)
+        self._history[slots] = context[:, -self.rr_history :]
+        return context
+
+    def _grow(self, need: int) -> None:
+        size = self._history.shape[0]
+        if need > size:
+            grown = np.full((max(need, 2 * size, 8), self.rr_history), np.nan)
+            grown[:size] = self._history
+            self._history = grown
+
+    def reset_streams(self) -> None:
+        super().reset_streams()
+        self._history = np.full((0, self.rr_history), np.nan)
+
+    def stream_state(self) -> dict[str, Any]:
+        out = super().stream_state()
+        out[HISTORY] = json_rows(self._history)
+        return out
+
+    def load_stream_state(self, state: Mapping[str, Any]) -> None:
+        super().load_stream_state({k: v for k, v in state.items() if k != HISTORY})
+        rows = state.get(HISTORY)
+        if rows is None:
+            self._history = np.full((0, self.rr_history), np.nan)
+            return
+        where = f"state.detectors.{self.id}.streams.{HISTORY}"
+        try:
+            table = float_rows(rows)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(where, f"unreadable: {exc}") from exc
+        if table.ndim != 2 or table.shape[1] != self.rr_history:
+            # Saved under another rr_history (or empty): only a warm-up cache, so streams warm up again.
+            table = np.full((0, self.rr_history), np.nan)
+        self._history = table
