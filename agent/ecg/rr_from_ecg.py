@@ -6,7 +6,9 @@ A device that streams only ECG (a serial patch, a Polar H10's PMD stream, the si
 `QrsDetector` finds becomes one reading of the RR stream, as a chest strap's own RR intervals arrive
 over BLE: one sample, the interval in seconds (``rr``), stamped at the R peak that ends it, with the heart
 rate a monitor would show beside it (``hr``, bpm: 60 / the mean of the last `HR_BEATS` intervals since
-the last hole), so limits for tachycardia and bradycardia work on a device that sends only ECG.
+the last hole), so limits for tachycardia and bradycardia work on a device that sends only ECG, and the
+beat's shape against the patient's recent beats (``qrs_shape``, agent.ecg.beat_shape) for the `pvc`
+detector. A beat's reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
 
 - **Intervals by sample count.** An interval is the number of samples between two R peaks times the
   stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
@@ -40,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config.schema import BeatsConfig
+from agent.ecg.beat_shape import BeatShapes
 from agent.readings import INVALIDATING_BITS, Quality, Reading, stream_id
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ GAP_S = 0.25  # blocks further apart (or overlapping by more) than this are not 
 FLAGGED_EVERY_S = 1.0  # at most one NaN RR reading per second of flagged ECG
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
-CHANNELS = ("rr", "hr")
+CHANNELS = ("rr", "hr", "qrs_shape")
 
 
 class BeatFinder(Protocol):
@@ -63,6 +66,17 @@ def _qrs_detector(rate_hz: float) -> BeatFinder:
     from agent.ecg.qrs import QrsDetector
 
     return QrsDetector(rate_hz)
+
+
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    """A beat found, waiting for its shape; `rr` and `hr` NaN when no interval ends at it (after a hole)."""
+
+    peak: int
+    time: float
+    rr: float
+    hr: float
+    monotonic: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,8 @@ class RrFromEcg:
         self._rr_name = cfg.rr_stream
         self._make_finder = make_finder
         self._finder: BeatFinder | None = None
+        self._shapes: BeatShapes | None = None
+        self._waiting: deque[_Beat] = deque()  # beats found whose shape is not known yet
         self._period_s = 0.0
         self._unusable_period = 0.0  # a spacing the detector refused (told once)
         self._recent: deque[float] = deque(maxlen=HR_BEATS)  # intervals since the last hole
@@ -122,10 +138,12 @@ class RrFromEcg:
             return []
         if period == self._unusable_period:
             return []
+        made: list[Reading] = []
         if self._finder is None or period != self._period_s or self._is_gap(reading):
+            made += self._shaped(everything=True)  # the old segment's last beats, shapes unknown
             self._restart(period)
-        if self._finder is None:
-            return []
+        if self._finder is None or self._shapes is None:
+            return made
         flagged = int(reading.quality) & INVALIDATING_BITS
         samples = np.asarray(reading.values[:, 0], dtype=np.float64)
         if flagged:
@@ -134,20 +152,20 @@ class RrFromEcg:
         if len(holes):
             self._holes.append(self._fed + holes)
         self._blocks.append(_Block(self._fed, reading.wall_time, period, reading.monotonic))
+        self._shapes.add(samples)
         peaks = self._finder.feed(samples)
         self._fed += reading.n_samples
-        out = [self._interval(int(peak), reading.monotonic) for peak in peaks]
+        self._waiting.extend(self._beat(int(peak), reading.monotonic) for peak in peaks)
         self.beats += len(peaks)
+        made += self._shaped()
         self._forget_old_blocks()
-        made = [r for r in out if r is not None]
-        self.intervals += len(made)
         if flagged and reading.wall_time - self._flagged_told_at >= FLAGGED_EVERY_S:
             self._flagged_told_at = reading.wall_time
             made.append(
                 Reading(
                     self._rr,
                     CHANNELS,
-                    np.array([[np.nan, np.nan]]),
+                    np.full((1, len(CHANNELS)), np.nan),
                     reading.wall_time,
                     reading.monotonic,
                     quality=Quality(flagged),
@@ -168,9 +186,10 @@ class RrFromEcg:
         try:
             self._finder = self._make_finder(1.0 / period)
         except ValueError as exc:
-            self._finder, self._unusable_period = None, period
+            self._finder, self._shapes, self._unusable_period = None, None, period
             log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._device_id, exc)
             return
+        self._shapes = BeatShapes(1.0 / period, self._finder.delay_s)
         self._period_s = period
         self._fed = 0
         self._blocks.clear()
@@ -178,15 +197,32 @@ class RrFromEcg:
         self._holes.clear()
         self._recent.clear()
 
-    def _interval(self, peak: int, monotonic: float) -> Reading | None:
+    def _beat(self, peak: int, monotonic: float) -> _Beat:
         previous, self._last_peak = self._last_peak, peak
+        time = self._time_of(peak)
         if previous is None or any(((h > previous) & (h < peak)).any() for h in self._holes):
             self._recent.clear()
-            return None
+            return _Beat(peak, time, math.nan, math.nan, monotonic)
         rr = (peak - previous) * self._period_s
         self._recent.append(rr)
-        hr = 60.0 * len(self._recent) / sum(self._recent)
-        return Reading(self._rr, CHANNELS, np.array([[rr, hr]]), self._time_of(peak), monotonic)
+        return _Beat(peak, time, rr, 60.0 * len(self._recent) / sum(self._recent), monotonic)
+
+    def _shaped(self, *, everything: bool = False) -> list[Reading]:
+        """The readings of the waiting beats whose shape is known (all of them with `everything`: the
+        segment ends, the rest get none); a beat without an interval only joins the template."""
+        out: list[Reading] = []
+        while self._waiting and self._shapes is not None:
+            beat = self._waiting[0]
+            if not self._shapes.ready(beat.peak) and not everything:
+                break
+            self._waiting.popleft()
+            shape = self._shapes.shape(beat.peak) if self._shapes.ready(beat.peak) else math.nan
+            if math.isnan(beat.rr):
+                continue
+            values = np.array([[beat.rr, beat.hr, shape]])
+            out.append(Reading(self._rr, CHANNELS, values, beat.time, beat.monotonic))
+        self.intervals += len(out)
+        return out
 
     def _time_of(self, peak: int) -> float:
         starts = [b.start for b in self._blocks]

@@ -31,6 +31,21 @@ def beat_windows(
     return out[:, :, None], ok
 
 
+TEMPLATE_BEATS = 32  # the template is the point-wise median of this many previous beats
+MIN_TEMPLATE_BEATS = 8  # no shape before this many
+SHIFTS = range(-2, 3)  # alignment jitter of the R peak, in points of the 64
+
+
+def shape_distance(beat: NDArray[np.float64], history: NDArray[np.float64]) -> float:
+    """How unlike the patient's recent beats `beat` is: the RMS difference between the beat window and
+    the point-wise median of `history` (previous beat windows, one per row), over the median's RMS,
+    minimised over +-2 points of alignment. A PVC is wide and differently shaped, so it stands out
+    against a template dominated by the patient's normal beats."""
+    template = np.median(history, axis=0)
+    best = min(float(np.sum((np.roll(beat, k) - template) ** 2)) for k in SHIFTS)
+    return float(np.sqrt(best / (float(np.sum(template**2)) + 1e-9)))
+
+
 def prematurity(rr_prev: NDArray[np.float64]) -> NDArray[np.float64]:
     """RR_prev / mean of the previous RR_HISTORY intervals; NaN until that history exists."""
     out = np.full(len(rr_prev), np.nan)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from agent.config.reader import closest
 from agent.config.schema import AgentConfig, DeviceConfig
+from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.errors import ConfigError
 from agent.rates import rates_agree
 
@@ -60,7 +61,7 @@ def produces(device: DeviceConfig) -> Produces:
     output = _transport_produces(device)
     if device.beats is None or output.open:
         return output
-    return Produces({**output.streams, device.beats.rr_stream: frozenset({"rr", "hr"})})
+    return Produces({**output.streams, device.beats.rr_stream: frozenset(RR_CHANNELS)})
 
 
 def _transport_produces(device: DeviceConfig) -> Produces:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.inference.beats import beat_windows, prematurity
+from agent.inference.beats import (
+    MIN_TEMPLATE_BEATS,
+    TEMPLATE_BEATS,
+    beat_windows,
+    prematurity,
+    shape_distance,
+)
 from tools.evaluate.datasets import MITDB_FS, FloatArray, Series
 
-TEMPLATE_BEATS = 32
-MIN_HISTORY = 8
-SHIFTS = range(-2, 3)
 WEIGHTS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -34,10 +37,8 @@ def beat_parts(series: Series) -> tuple[FloatArray, FloatArray]:
     morph = np.full(len(beats), np.nan)
     history: list[FloatArray] = []
     for i, beat in enumerate(beats):
-        if len(history) >= MIN_HISTORY and ok[i]:
-            template = np.median(np.array(history), axis=0)
-            best = min(float(np.sum((np.roll(beat, k) - template) ** 2)) for k in SHIFTS)
-            morph[i] = np.sqrt(best / (float(np.sum(template**2)) + 1e-9))
+        if len(history) >= MIN_TEMPLATE_BEATS and ok[i]:
+            morph[i] = shape_distance(beat, np.array(history))
         if ok[i]:
             history = [*history[-(TEMPLATE_BEATS - 1) :], beat]
     return prem, morph
