@@ -220,10 +220,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.config, args.mitdb_data, args.jobs, {}, f"`{args.config}` as given", args.beats
             ),
             external_specificity(
-                args.config, args.mitdb_data, args.jobs, PREVIOUS, f"the previous config ({PREVIOUS})"
+                args.config,
+                args.mitdb_data,
+                args.jobs,
+                PREVIOUS,
+                f"the previous config ({PREVIOUS})",
+                args.beats,
             ),
             external_specificity(
-                args.config, args.mitdb_data, args.jobs, BEFORE, f"the earlier detector ({BEFORE})"
+                args.config,
+                args.mitdb_data,
+                args.jobs,
+                BEFORE,
+                f"the earlier detector ({BEFORE})",
+                args.beats,
             ),
         ]
     write_report(args.out, "\n".join(lines))
