@@ -13,11 +13,14 @@ detector. A beat's reading leaves once its shape is known, 0.40 s after its R pe
 - **Intervals by sample count.** An interval is the number of samples between two R peaks times the
   stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
   ms over BLE. A peak's time stamp is taken from the block that holds it.
-- **No interval across a hole.** A GAP flag, a jump of more than `GAP_S` in the blocks' times, or a change
-  of rate starts a fresh detector; a NaN sample (a value the device could not give) or a block whose
-  quality says its samples are not valid (no contact, artifact, fault, motion: fed as NaN) ends the
-  current interval, so the next peak after it starts a new one. A missed interval is a missing beat for
-  the AF detector, which copes; an interval spanning a hole would be a false long RR.
+- **No interval across a hole.** A GAP flag (sources set it after lost frames, a sequence gap, a
+  reconnect), a block starting more than `GAP_S` away from where the previous one ended (a backstop for
+  a source that cannot tell; less is arrival jitter: BLE frames are stamped on arrival, and one that came
+  late is followed by one that overlaps it), or a change of rate starts a fresh detector; a NaN sample (a
+  value the device could not give) or a block whose quality says its samples are not valid (no contact,
+  artifact, fault, motion: fed as NaN) ends the current interval, so the next peak after it starts a new
+  one. A missed interval is a missing beat for the AF detector, which copes; an interval spanning a hole
+  would be a false long RR.
 - **Poor signal is said, not silenced.** While the ECG is flagged, the RR stream receives one NaN
   reading per `FLAGGED_EVERY_S` of ECG with the ECG's flags, so the pipeline's quality gate and the
   technical alarms of the RR stream see the electrode off rather than a stream gone quiet.
@@ -47,7 +50,7 @@ from agent.readings import INVALIDATING_BITS, Quality, Reading, stream_id
 
 log = logging.getLogger(__name__)
 
-GAP_S = 0.25  # blocks further apart (or overlapping by more) than this are not one signal
+GAP_S = 1.0  # a block this far from where the previous one ended is not the same signal
 FLAGGED_EVERY_S = 1.0  # at most one NaN RR reading per second of flagged ECG
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
@@ -115,6 +118,7 @@ class RrFromEcg:
         self.beats = 0  # R peaks found
         self.intervals = 0  # RR readings made
         self.restarts = 0  # fresh detectors after a gap or a change of rate
+        self.unspaced = 0  # ECG readings of one sample without a spacing: unusable
         self.own_rr_dropped = 0  # the device's own readings on the RR stream, replaced
 
     def take(self, reading: Reading) -> list[Reading]:
@@ -135,6 +139,13 @@ class RrFromEcg:
     def _beats_in(self, reading: Reading) -> list[Reading]:
         period = reading.period_s
         if not period > 0:  # a lone sample of unknown spacing cannot be placed in the signal
+            if not self.unspaced:
+                log.warning(
+                    "%s: ECG samples without a known spacing: no beats can be found in them; for csv or "
+                    "jsonl lines set devices.<id>.serial.rate_hz (devices.<id>.beats)",
+                    self._device_id,
+                )
+            self.unspaced += 1
             return []
         if period == self._unusable_period:
             return []

@@ -203,3 +203,24 @@ def test_an_ecg_at_a_rate_the_detector_cannot_work_at_is_passed_on_without_beats
     assert [r.getMessage() for r in caplog.records] == [
         "patch: no beats found in its ECG: ECG rate 50.0 Hz is outside 100..1000 Hz (devices.<id>.beats)"
     ]
+
+
+def test_a_block_stamped_early_by_arrival_jitter_is_the_same_signal() -> None:
+    # BLE frames are stamped on arrival: after a late one the next overlaps it; no restart, no lost beats
+    stage, finders = stage_with([100, 300, 500])
+    blocks = ecg_blocks(40)
+    for i, shift in ((11, 0.6), (25, -0.6)):  # one frame late, another stamped early
+        b = blocks[i]
+        blocks[i] = Reading(b.stream, b.channels, b.values, b.wall_time + shift, b.monotonic, b.period_s)
+    got = rr_of(run(stage, blocks))
+    assert len(finders) == 1 and stage.restarts == 0
+    assert [rr for _, rr, _ in got] == pytest.approx([200 / RATE, 200 / RATE])
+
+
+def test_single_ecg_samples_without_a_spacing_are_told_once(caplog: pytest.LogCaptureFixture) -> None:
+    stage, finders = stage_with([])
+    lines = [Reading.single("patch/ecg", {"ecg": 0.1}, T0 + i / RATE, 100.0) for i in range(3)]
+    with caplog.at_level("WARNING"):
+        assert run(stage, lines) == lines
+    assert stage.unspaced == 3 and not finders
+    assert len(caplog.records) == 1 and "serial.rate_hz" in caplog.records[0].getMessage()
