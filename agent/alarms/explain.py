@@ -7,7 +7,7 @@ shows them), with more decimals only where the rounded value would not be on its
 ("spo2 89.6 % below limit 90 %", never "90 % below limit 90 %"); the event's `value` stays exact.
 Three detectors whose observed value needs its own sentence have one: the SpO2 desaturation ("spo2 drop to
 93 %, 3 points or more below its baseline 97 % (limit 94 %)"), AF ("RR irregularity 0.74 above limit
-0.057 (irregular rhythm, possible AF)") and PVC ("PVC score 2.6 above limit 0.66 (early beat: possible
+0.057 (irregular rhythm, possible AF)") and PVC ("PVC score 2.6 above limit 0.69 (early beat: possible
 PVC)", naming the part that drove it most). Texts never carry device or patient ids.
 """
 

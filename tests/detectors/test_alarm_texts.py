@@ -55,10 +55,10 @@ def test_af_reads_as_an_irregular_rhythm() -> None:
 
 
 def test_a_pvc_reads_as_a_possible_pvc_naming_the_part_that_drove_it() -> None:
-    early = explain.crossing("pvc", "rr", 2.6185, 0.66, 2.6185, 0.66, "", "PVC score")
-    assert early == "PVC score 2.6 above limit 0.66 (early beat: possible PVC)"
-    wide = explain.crossing("pvc", "qrs_shape", 0.6612, 0.66, 0.6612, 0.66, "", "PVC score")
-    assert wide == "PVC score 0.661 above limit 0.66 (QRS unlike the patient's recent beats: possible PVC)"
+    early = explain.crossing("pvc", "rr", 2.6185, 0.69, 2.6185, 0.69, "", "PVC score")
+    assert early == "PVC score 2.6 above limit 0.69 (early beat: possible PVC)"
+    wide = explain.crossing("pvc", "qrs_shape", 0.6912, 0.69, 0.6912, 0.69, "", "PVC score")
+    assert wide == "PVC score 0.691 above limit 0.69 (QRS unlike the patient's recent beats: possible PVC)"
 
 
 def test_the_special_sentences_follow_the_detectors_quantities() -> None:

@@ -101,9 +101,24 @@ def test_a_beat_without_a_shape_has_no_verdict_however_early() -> None:
     rr[20], shape[20] = 0.3, np.nan  # very early, but the stage had no template (or a hole) for it
     s = scores(make(), beats(rr, shape))
     assert np.isnan(s[20]) and np.isfinite(s[21])
-    rr[30] = np.nan  # a flagged reading: no verdict until 8 valid intervals precede a beat again
+    rr[30] = np.nan  # a quality-gated interval: that beat has no verdict, the next ones do
     s = scores(make(), beats(rr, shape))
-    assert np.isnan(s[30:39]).all() and np.isfinite(s[39])
+    assert np.isnan(s[30]) and np.isfinite(s[31:]).all()
+
+
+def test_nan_rows_between_beats_are_skipped_not_waited_out() -> None:
+    """A pause longer than 2.5 nominal beats makes the pipeline fill NaN rows into a beat stream (MIT-BIH
+    108's 2.8 s pause); the beats after it are judged against the 8 valid intervals before them."""
+    rng = np.random.default_rng(10)
+    rr, shape = sinus(rng, 40)
+    rr[25], rr[30], shape[30] = 2.8, 0.45, WIDE_SHAPE  # a pause, then a PVC within 8 beats of it
+    plain = scores(make(), beats(rr, shape))
+    filled = beats(rr, shape)
+    filled = np.concatenate([filled[:, :25], np.full((1, 2, 2), np.nan), filled[:, 25:]], axis=1)
+    s = scores(make(), filled)
+    np.testing.assert_allclose(np.delete(s, [25, 26]), plain, rtol=1e-12)
+    assert s[32] > DEFAULT_THRESHOLD  # the PVC, 5 beats after the pause
+    assert run(make(), filled)[32].baseline[0, 0] == pytest.approx(np.mean(rr[22:30]))  # pause included
 
 
 def test_a_burst_of_beats_in_one_call_is_judged_beat_by_beat_and_reported_by_its_worst() -> None:
