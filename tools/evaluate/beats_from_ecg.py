@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config.schema import BeatsConfig
+from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.readings import Reading
 from tools.evaluate.datasets import T0, BoolArray, FloatArray, Series, _windows_of, dataset_folder
@@ -26,19 +27,20 @@ MATCH_S = 0.150  # ANSI/AAMI EC57's beat match window
 
 
 def detected_rr(ecg: FloatArray, fs: float, frame: int = FRAME) -> tuple[FloatArray, FloatArray]:
-    """(times, rr) of the RR readings the daemon's stage makes from `ecg` (times in seconds from its
-    first sample); NaN readings (flagged ECG) are left out, as none is flagged here."""
+    """(times, values) of the RR readings the daemon's stage makes from `ecg` (times in seconds from its
+    first sample; values (N, len(RR_CHANNELS)), the interval first); NaN readings (flagged ECG) are left
+    out, as none is flagged here."""
     stage = RrFromEcg("eval", BeatsConfig())
     times: list[float] = []
-    rr: list[float] = []
+    rows: list[FloatArray] = []
     for start in range(0, len(ecg), frame):
         block = ecg[start : start + frame, None]
         reading = Reading("eval/ecg", ("ecg",), block, start / fs, start / fs, 1.0 / fs)
         for out in stage.take(reading):
             if out.stream == "eval/rr" and np.isfinite(out.values[0, 0]):
                 times.append(out.wall_time)
-                rr.append(float(out.values[0, 0]))
-    return np.array(times), np.array(rr)
+                rows.append(out.values[0])
+    return np.array(times), np.array(rows).reshape(len(rows), len(RR_CHANNELS))
 
 
 def _state_at(change_times: FloatArray, states: BoolArray, t: FloatArray) -> BoolArray:
@@ -67,7 +69,8 @@ def cpsc_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Series]:
         ]
         change_t = np.array([t for t, _ in rhythm])
         change_af = np.array([af for _, af in rhythm], dtype=bool)
-        times, rr = detected_rr(signal, fs, frame)
+        times, values = detected_rr(signal, fs, frame)
+        rr = values[:, 0]
         labels = _state_at(change_t, change_af, times) & _state_at(change_t, change_af, times - rr)
         out.append(
             Series(
@@ -84,11 +87,12 @@ def cpsc_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Series]:
 
 
 def mitdb_from_ecg(annotated: list[Series], fs: float, frame: int = FRAME) -> list[Series]:
-    """The MIT-BIH records of `load_mitdb` (their `extra["ecg"]`): RR per detected beat, label = the
-    beat matches an annotated PVC within `MATCH_S`."""
+    """The MIT-BIH records of `load_mitdb` (their `extra["ecg"]`): every channel of the RR stream per
+    detected beat (`RR_CHANNELS`: rr, hr, qrs_shape), label = the beat matches an annotated PVC within
+    `MATCH_S`."""
     out: list[Series] = []
     for s in annotated:
-        times, rr = detected_rr(s.extra["ecg"], fs, frame)
+        times, values = detected_rr(s.extra["ecg"], fs, frame)
         peaks_t = s.extra["r_peak"] / fs
         pvc_t = peaks_t[s.labels]
         nearest = np.searchsorted(pvc_t, times)
@@ -100,9 +104,9 @@ def mitdb_from_ecg(annotated: list[Series], fs: float, frame: int = FRAME) -> li
             Series(
                 name=s.name,
                 group=s.group,
-                channels=("rr",),
+                channels=RR_CHANNELS,
                 times=T0 + times,
-                values=rr[:, None],
+                values=values,
                 labels=np.asarray(gaps <= MATCH_S, dtype=bool),
             )
         )
