@@ -211,7 +211,18 @@ class _Session:
                     self._copy_source_stats(device.id)
                     beats = RrFromEcg(device.id, device.beats) if device.beats is not None else None
                     async for reading in source:
-                        for item in beats.take(reading) if beats is not None else (reading,):
+                        items: list[Reading] = [reading]
+                        if beats is not None:
+                            try:
+                                items = beats.take(reading)
+                            except Exception:  # a fault in the beat finding must not lose the device
+                                log.exception(
+                                    "finding beats in the ECG of %s failed: its readings go on without "
+                                    "them until the source reconnects or the config is reloaded",
+                                    ref.device_pseudonym,
+                                )
+                                beats = None
+                        for item in items:
                             await self.queue.put(item)
                         delay = 1.0
                     self._source_closed(device.id)

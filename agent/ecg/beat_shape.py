@@ -58,7 +58,7 @@ class BeatShapes:
         """The beat's distance to the template of the previous beats (NaN: none); the beat then joins them."""
         lo = peak - self._before - self._raw_start
         segment = self._raw[max(lo, 0) : peak + self._after + 1 - self._raw_start]
-        if lo < 0 or np.isnan(segment).any():
+        if lo < 0 or not np.isfinite(segment).all():
             return float("nan")
         windows, _ = beat_windows(segment, np.array([self._before]), self.rate_hz)
         beat = windows[0, :, 0].astype(np.float64)

@@ -21,9 +21,17 @@ detector. A beat's reading leaves once its shape is known, 0.40 s after its R pe
   artifact, fault, motion: fed as NaN) ends the current interval, so the next peak after it starts a new
   one. A missed interval is a missing beat for the AF detector, which copes; an interval spanning a hole
   would be a false long RR.
-- **Poor signal is said, not silenced.** While the ECG is flagged, the RR stream receives one NaN
-  reading per `FLAGGED_EVERY_S` of ECG with the ECG's flags, so the pipeline's quality gate and the
-  technical alarms of the RR stream see the electrode off rather than a stream gone quiet.
+- **No value is said, not silenced.** While the ECG is flagged or has no values at all (NaN: the empty
+  fields of a csv patch), the RR stream receives one NaN reading per `TOLD_EVERY_S` of ECG with the
+  ECG's flags, so the pipeline's quality gate and the technical alarms of the RR stream see the
+  electrode off (`sensor_off`) or the values gone (`signal_poor`) rather than a stream gone quiet.
+- **A pause is said while it lasts.** No beat on a valid ECG for more than `PAUSE_S` (asystole, a
+  sinus arrest, or a lead off that the device does not flag) would otherwise be silence on the RR stream
+  until the next beat. From then on, once a second, the stream receives a reading of ``hr`` alone, 60 /
+  the seconds since the last beat (the other channels are missing, not "no value"), so a bradycardia or
+  asystole limit on ``hr`` fires during the pause. It is stamped `delay_s` behind the newest sample (the
+  detector's longest delay), the time up to which every beat has surely been reported, so the stream's
+  times stay in order.
 - **A rate the detector cannot work at** (outside 100-1000 Hz) leaves the ECG passed on without beats,
   told once in the log: a device misconfigured must not stop its own source.
 - **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
@@ -51,7 +59,8 @@ from agent.readings import INVALIDATING_BITS, Quality, Reading, stream_id
 log = logging.getLogger(__name__)
 
 GAP_S = 1.0  # a block this far from where the previous one ended is not the same signal
-FLAGGED_EVERY_S = 1.0  # at most one NaN RR reading per second of flagged ECG
+TOLD_EVERY_S = 1.0  # at most one reading per second saying "no value" or "no beat yet"
+PAUSE_S = 3.0  # no beat for this long on a valid ECG is a pause (monitors' asystole: 3-4 s)
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
 CHANNELS = ("rr", "hr", "qrs_shape")
@@ -66,7 +75,7 @@ class BeatFinder(Protocol):
 
 
 def _qrs_detector(rate_hz: float) -> BeatFinder:
-    from agent.ecg.qrs import QrsDetector
+    from agent.ecg.qrs import QrsDetector  # here, so tests can give the stage a scripted finder instead
 
     return QrsDetector(rate_hz)
 
@@ -87,7 +96,39 @@ class _Block:
     start: int  # index of its first sample since the detector started
     wall_time: float
     period_s: float
-    monotonic: float
+
+
+class HoleEnds:
+    """Where each run of non-finite samples ended (the first finite sample after it), as far back as a
+    question can reach: an interval (previous, peak] spans a hole iff the newest end <= peak is after
+    previous. Peaks are reported at most `reach` samples after they happen, so only the newest end
+    before that reach and the ends within it are kept: bounded however long the signal has no beats."""
+
+    def __init__(self) -> None:
+        self._ends: deque[int] = deque()
+
+    def add(self, start: int, finite: npt.NDArray[np.bool_]) -> None:
+        """A block's samples from index `start`; a run still open at its end ends, for now, there."""
+        if finite.all():
+            return
+        flips = np.flatnonzero(np.diff(finite.astype(np.int8)) == 1) + 1  # non-finite -> finite
+        ends = [start + int(i) for i in flips]
+        if not finite[-1]:
+            ends.append(start + len(finite))
+        if self._ends and not finite[0] and self._ends[-1] == start:
+            self._ends.pop()  # the run goes on from the previous block
+        self._ends.extend(ends)
+
+    def spanned(self, previous: int, peak: int) -> bool:
+        newest = bisect.bisect_right(self._ends, peak) - 1
+        return newest >= 0 and self._ends[newest] > previous
+
+    def newest(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def forget_before(self, reach_start: int) -> None:
+        while len(self._ends) > 1 and self._ends[1] <= reach_start:
+            self._ends.popleft()
 
 
 class RrFromEcg:
@@ -113,8 +154,8 @@ class RrFromEcg:
         self._fed = 0  # samples fed to the current detector
         self._blocks: deque[_Block] = deque()
         self._last_peak: int | None = None  # the newest R peak, while an interval may start there
-        self._holes: deque[npt.NDArray[np.int64]] = deque()  # recent NaN samples: no interval spans one
-        self._flagged_told_at = -math.inf
+        self._holes = HoleEnds()  # no interval spans one
+        self._told_at = -math.inf  # wall time of the last "no value" or pause reading
         self.beats = 0  # R peaks found
         self.intervals = 0  # RR readings made
         self.restarts = 0  # fresh detectors after a gap or a change of rate
@@ -156,33 +197,50 @@ class RrFromEcg:
         if self._finder is None or self._shapes is None:
             return made
         flagged = int(reading.quality) & INVALIDATING_BITS
-        samples = np.asarray(reading.values[:, 0], dtype=np.float64)
+        lead = reading.channels.index("ecg") if "ecg" in reading.channels else 0
+        samples = np.asarray(reading.values[:, lead], dtype=np.float64)
         if flagged:
             samples = np.full(reading.n_samples, np.nan)
-        holes = np.flatnonzero(np.isnan(samples))
-        if len(holes):
-            self._holes.append(self._fed + holes)
-        self._blocks.append(_Block(self._fed, reading.wall_time, period, reading.monotonic))
+        finite = np.isfinite(samples)
+        self._holes.add(self._fed, finite)
+        self._blocks.append(_Block(self._fed, reading.wall_time, period))
         self._shapes.add(samples)
         peaks = self._finder.feed(samples)
         self._fed += reading.n_samples
         self._waiting.extend(self._beat(int(peak), reading.monotonic) for peak in peaks)
         self.beats += len(peaks)
-        made += self._shaped()
-        self._forget_old_blocks()
-        if flagged and reading.wall_time - self._flagged_told_at >= FLAGGED_EVERY_S:
-            self._flagged_told_at = reading.wall_time
-            made.append(
-                Reading(
-                    self._rr,
-                    CHANNELS,
-                    np.full((1, len(CHANNELS)), np.nan),
-                    reading.wall_time,
-                    reading.monotonic,
-                    quality=Quality(flagged),
-                )
-            )
+        if not finite.any():  # no value at all: said on the RR stream, after the beats it ends
+            made += self._shaped(everything=True)
+            made += self._told(reading.wall_time, reading.monotonic, Quality(flagged))
+        else:
+            made += self._shaped()
+            made += self._pause(reading.monotonic)
+        self._forget_old()
         return made
+
+    def _told(
+        self, wall_time: float, monotonic: float, quality: Quality, hr: float | None = None
+    ) -> list[Reading]:
+        """One reading without an interval (at most one per `TOLD_EVERY_S`): every channel without a
+        value (NaN, which the quality gate calls "no value"), or in a pause only the falling ``hr`` (the
+        interval is not missing: it has not ended yet)."""
+        if wall_time - self._told_at < TOLD_EVERY_S:
+            return []
+        self._told_at = wall_time
+        if hr is not None:
+            return [Reading(self._rr, ("hr",), np.array([[hr]]), wall_time, monotonic, quality=quality)]
+        values = np.full((1, len(CHANNELS)), np.nan)
+        return [Reading(self._rr, CHANNELS, values, wall_time, monotonic, quality=quality)]
+
+    def _pause(self, monotonic: float) -> list[Reading]:
+        """A reading whose hr falls while no beat comes on a valid signal (the module docstring)."""
+        assert self._finder is not None
+        surely_decided = self._fed - 1 - round(self._finder.delay_s / self._period_s)
+        since = max(self._last_peak if self._last_peak is not None else 0, self._holes.newest())
+        pause_s = (surely_decided - since) * self._period_s
+        if pause_s <= PAUSE_S or self._waiting:
+            return []
+        return self._told(self._time_of(surely_decided), monotonic, Quality.OK, hr=60.0 / pause_s)
 
     def _is_gap(self, reading: Reading) -> bool:
         if Quality.GAP in reading.quality or not self._blocks:
@@ -205,13 +263,13 @@ class RrFromEcg:
         self._fed = 0
         self._blocks.clear()
         self._last_peak = None
-        self._holes.clear()
+        self._holes = HoleEnds()
         self._recent.clear()
 
     def _beat(self, peak: int, monotonic: float) -> _Beat:
         previous, self._last_peak = self._last_peak, peak
         time = self._time_of(peak)
-        if previous is None or any(((h > previous) & (h < peak)).any() for h in self._holes):
+        if previous is None or self._holes.spanned(previous, peak):
             self._recent.clear()
             return _Beat(peak, time, math.nan, math.nan, monotonic)
         rr = (peak - previous) * self._period_s
@@ -240,11 +298,9 @@ class RrFromEcg:
         block = self._blocks[max(bisect.bisect_right(starts, peak) - 1, 0)]
         return block.wall_time + (peak - block.start) * block.period_s
 
-    def _forget_old_blocks(self) -> None:
+    def _forget_old(self) -> None:
         assert self._finder is not None
         keep = round((self._finder.delay_s + KEEP_BLOCKS_S) / self._period_s)
         while len(self._blocks) > 1 and self._blocks[1].start < self._fed - keep:
             self._blocks.popleft()
-        oldest_needed = min(self._blocks[0].start, self._last_peak if self._last_peak is not None else 0)
-        while self._holes and self._holes[0][-1] < oldest_needed:
-            self._holes.popleft()
+        self._holes.forget_before(self._fed - keep)

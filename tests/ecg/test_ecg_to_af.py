@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config.loader import load_config
+from agent.config.loader import load_config, parse_config
 from agent.config.schema import BeatsConfig
 from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.events import Phase
@@ -75,3 +75,73 @@ def test_af_in_the_ecg_raises_atrial_fibrillation_during_the_episode_only(
     assert len(starts) == 1
     onset = starts[0].detection_time - START
     assert AF_START < onset < AF_START + 30.0
+
+
+def _through_stage(readings: list[Reading]) -> list[Reading]:
+    stage = RrFromEcg("w1", BeatsConfig())
+    return [out for r in readings for out in stage.take(r)]
+
+
+def _edited_ecg(readings: list[Reading], start: float, end: float, value: float) -> list[Reading]:
+    """The simulator's ECG with its samples in [start, end) simulated seconds set to `value`."""
+    out = []
+    for r in readings:
+        if r.stream == "w1/ecg":
+            t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
+            values = r.values.copy()
+            values[(t >= start) & (t < end), 0] = value
+            r = Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s, r.quality)
+        out.append(r)
+    return out
+
+
+def _limit_pipeline(tmp_path: Path, channel: str, below: float) -> Pipeline:
+    table = {
+        "gateway": {"id": "gw", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "outbox": {"path": "outbox.sqlite"},
+        "devices": [
+            {
+                "id": "w1",
+                "kind": "wearable",
+                "transport": "simulator",
+                "simulator": {"ecg": True},
+                "beats": {},
+            }
+        ],
+        "detectors": [
+            {"id": "low", "type": "limit", "stream": "rr", "channels": [channel], "params": {"below": below}}
+        ],
+        "alarms": [{"condition": "asystole", "detector": "low", "priority": "high", "min_duration_s": 0}],
+    }
+    return Pipeline(parse_config(table, base_dir=tmp_path), lambda device: device)
+
+
+def test_a_pause_on_a_valid_ecg_makes_hr_fall_while_it_lasts(tmp_path: Path) -> None:
+    readings, _ = simulate(wearable(5, ecg=True), 120.0, START)
+    passed = _through_stage(_edited_ecg(readings, 60.0, 80.0, 0.0))  # 20 s of flat line: no beat
+    rr = [r for r in passed if r.stream == "w1/rr"]
+    times = [r.wall_time for r in rr]
+    assert times == sorted(times)  # the pause readings keep the stream in order
+    pause = [(r.wall_time - START, float(r.values[0, 0])) for r in rr if r.channels == ("hr",)]
+    assert pause and all(60.0 < t < 80.0 for t, _ in pause)
+    assert pause[0][0] < 60.0 + 3.0 + 3.0  # the pause said within its first 6 s
+    assert len(pause) >= 12  # once a second
+    hr = [v for _, v in pause]
+    assert hr == sorted(hr, reverse=True) and hr[0] <= 20.0 and hr[-1] < 4.0
+    events = _limit_pipeline(tmp_path, "hr", 30.0).ingest(passed)
+    starts = [e for e in events if e.phase is Phase.START and e.condition == "asystole"]
+    assert len(starts) == 1 and 60.0 < starts[0].detection_time - START < 67.0
+
+
+def test_an_ecg_without_values_is_said_on_the_rr_stream_once_a_second(tmp_path: Path) -> None:
+    readings, _ = simulate(wearable(5, ecg=True), 120.0, START)
+    passed = _through_stage(_edited_ecg(readings, 60.0, 90.0, float("nan")))  # empty csv fields
+    rr = [r for r in passed if r.stream == "w1/rr"]
+    assert [r.wall_time for r in rr] == sorted(r.wall_time for r in rr)
+    no_value = [r.wall_time - START for r in rr if np.isnan(r.values).all()]
+    assert len(no_value) == 30 and all(60.0 <= t < 90.0 for t in no_value)
+    assert not [r for r in rr if r.channels == ("hr",)]  # no value is not a pause
+    # the beats come back after the hole, none spanning it
+    after = [float(r.values[0, 0]) for r in rr if r.wall_time - START > 90.0 and r.channels != ("hr",)]
+    assert len(after) > 20 and max(v for v in after if np.isfinite(v)) < 1.5

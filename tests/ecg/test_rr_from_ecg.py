@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pytest
 
 from agent.config.schema import BeatsConfig
-from agent.ecg.rr_from_ecg import RrFromEcg
+from agent.ecg.rr_from_ecg import HoleEnds, RrFromEcg
 from agent.readings import Quality, Reading
 
 RATE = 250.0
@@ -224,3 +224,44 @@ def test_single_ecg_samples_without_a_spacing_are_told_once(caplog: pytest.LogCa
         assert run(stage, lines) == lines
     assert stage.unspaced == 3 and not finders
     assert len(caplog.records) == 1 and "serial.rate_hz" in caplog.records[0].getMessage()
+
+
+def test_hole_ends_tell_which_intervals_span_a_hole() -> None:
+    holes = HoleEnds()
+    finite = np.ones(25, dtype=bool)
+    finite[[3, 4, 20]] = False  # runs [3, 5) and [20, 21)
+    holes.add(100, finite)
+    tail = np.ones(25, dtype=bool)
+    tail[22:] = False  # a run open at the block's end ...
+    holes.add(125, tail)
+    head = np.ones(25, dtype=bool)
+    head[:2] = False  # ... that goes on into the next block: one run [147, 152)
+    holes.add(150, head)
+    assert holes.spanned(90, 110) and holes.spanned(104, 121) and not holes.spanned(105, 120)
+    assert not holes.spanned(121, 146) and holes.spanned(121, 160) and not holes.spanned(152, 170)
+    assert holes.newest() == 152
+    holes.forget_before(130)  # only peaks after 130 will be asked about: 121 is the newest end they need
+    assert holes.spanned(100, 140) and not holes.spanned(121, 140) and holes.spanned(140, 152)
+
+
+def test_a_signal_full_of_holes_and_without_beats_keeps_bounded_memory() -> None:
+    import tracemalloc
+
+    stage, _ = stage_with([])
+    values = np.zeros((25, 1))
+    values[12, 0] = np.nan  # a lost sample in every block, and never a beat: 20 minutes of it
+    start = T0
+
+    def twenty_minutes() -> None:
+        nonlocal start
+        for _ in range(12_000):
+            stage.take(Reading("patch/ecg", ("ecg",), values, start, 0.0, 1.0 / RATE))
+            start += 25 / RATE
+
+    twenty_minutes()  # the first fill what is kept; the next must not add to it
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    twenty_minutes()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 200_000
