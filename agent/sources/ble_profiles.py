@@ -243,6 +243,7 @@ class ProfileReadings:
     def __init__(self, device_id: str, profiles: Sequence[Profile]) -> None:
         self.device_id = device_id
         self._held: dict[str, tuple[float, float, Quality]] = {}  # channel → (value, monotonic, quality)
+        self._contact = Quality.OK  # NO_CONTACT while the newest heart_rate update said the strap is off
         self._gap_streams: set[str] = set()
         self._had_data = False
         self.battery_percent: int | None = None
@@ -265,6 +266,7 @@ class ProfileReadings:
     def link_restarted(self) -> None:
         """After a reconnect: the next reading of each stream carries GAP; held values are dropped."""
         self._held.clear()
+        self._contact = Quality.OK
         if self._had_data:
             self.gaps += 1
             self._gap_streams = {"vitals", "rr", "bp", "ecg"}
@@ -291,6 +293,8 @@ class ProfileReadings:
                 out.append(self._vitals(wall_time, monotonic))
         if update.rr_s:
             out += self._rr(update, wall_time, monotonic)
+        if update.rr_s or "hr" in update.values:
+            self._contact = update.quality & Quality.NO_CONTACT
         if update.waveform is not None and update.waveform.shape[0]:
             out.append(self._waveform(update.waveform, update.waveform_rate_hz, wall_time, monotonic))
         if out:
@@ -327,7 +331,9 @@ class ProfileReadings:
     ) -> Reading:
         period = 1.0 / rate_hz
         first = wall - (samples.shape[0] - 1) * period  # the frame's last sample arrived just now
-        return self._reading("ecg", ("ecg",), samples, first, mono, Quality.OK, period)
+        # PMD frames say nothing of the electrodes: the strap's own contact bit (heart_rate) does, and an
+        # H10 off the skin streams noise that would read as beats (agent.ecg) if it were not flagged
+        return self._reading("ecg", ("ecg",), samples, first, mono, self._contact, period)
 
     def _reading(
         self,

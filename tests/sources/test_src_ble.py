@@ -289,3 +289,26 @@ def test_fuzz_random_notification_payloads_never_raise() -> None:
             assert stats.bytes_in > 50_000
 
     asyncio.run(main())
+
+
+def test_ecg_frames_carry_the_straps_contact_bit() -> None:
+    # PMD frames say nothing of the electrodes; an H10 off the skin streams noise that the beat finding
+    # would read as beats, so its frames are flagged by the heart_rate profile's contact bit
+    radio = FakeRadio()
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(("heart_rate", "polar_pmd"))) as source:
+            await radio.wait_subscribed(1, PMD_DATA_UUID)
+            frame = pmd_ecg_frame([100 * i for i in range(73)])
+            radio.notify(PMD_DATA_UUID, frame)
+            assert (await next_reading(source)).quality == Quality.OK
+            radio.notify(HR_UUID, hr_measurement(0, contact=False))
+            await next_reading(source)  # the vitals row
+            radio.notify(PMD_DATA_UUID, frame)
+            assert (await next_reading(source)).quality == Quality.NO_CONTACT
+            radio.notify(HR_UUID, hr_measurement(70, contact=True))
+            await next_reading(source)
+            radio.notify(PMD_DATA_UUID, frame)
+            assert (await next_reading(source)).quality == Quality.OK
+
+    asyncio.run(main())
