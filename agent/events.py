@@ -143,6 +143,7 @@ class DeviceHealth:
     # Optional fields, added within heartbeat/1 (receivers ignore fields they do not know):
     reconnects: int = 0  # links re-established after a loss, since start
     desaturation_index_per_h: float | None = None  # ODI; only with a spo2_desaturation detector
+    beats_per_min: float | None = None  # intervals found in its ECG per minute; only with [devices.beats]
     # The source's error counters by kind since start (agent.sources.counters.SourceStats.errors),
     # non-zero kinds only: {} for a device without trouble.
     errors: Mapping[str, int] = field(default_factory=dict)
@@ -160,6 +161,8 @@ class DeviceHealth:
         }
         if self.desaturation_index_per_h is not None:
             payload["desaturation_index_per_h"] = _round(self.desaturation_index_per_h)
+        if self.beats_per_min is not None:
+            payload["beats_per_min"] = _round(self.beats_per_min)
         return payload
 
 

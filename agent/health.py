@@ -58,6 +58,8 @@ class DeviceStats:
     errors: dict[str, int] = field(default_factory=dict)  # by kind, non-zero only, since start
     errors_before: Counter[str] = field(default_factory=Counter)  # of sources closed earlier
     desaturation_index_per_h: float | None = None
+    beats_stream: str | None = None  # the RR stream made of the beats found in its ECG ([devices.beats])
+    beats_since_beat: int = 0  # intervals on it since the last heartbeat
     up_s: float = 0.0  # connected seconds of the current interval, up to `up_since`
     up_since: float | None = None  # monotonic start of the current connected stretch (or interval)
     seen_up_at: float = 0.0  # when the link was last seen up
@@ -92,6 +94,7 @@ class DeviceStats:
 
     def new_interval(self, now: float) -> None:
         self.readings_since_beat = 0
+        self.beats_since_beat = 0
         self.up_s = 0.0
         if self.up_since is not None:
             self.up_since = now
@@ -106,8 +109,10 @@ class Health:
         self._last_beat = self._started
         self._last_cpu = _cpu_seconds()
 
-    def add_device(self, device_id: str, pseudonym: str, lost_after_s: float) -> None:
-        self.devices[device_id] = DeviceStats(pseudonym, lost_after_s)
+    def add_device(
+        self, device_id: str, pseudonym: str, lost_after_s: float, beats_stream: str | None = None
+    ) -> None:
+        self.devices[device_id] = DeviceStats(pseudonym, lost_after_s, beats_stream=beats_stream)
 
     def saw(self, reading: Reading) -> None:
         stats = self.devices.get(reading.device)
@@ -122,6 +127,8 @@ class Health:
                 stats.set_connected(True, time.monotonic())
         if reading.quality & Quality.GAP:
             stats.gaps += 1
+        if reading.stream == stats.beats_stream and reading.channels[0] == "rr" and reading.values[0, 0] > 0:
+            stats.beats_since_beat += 1  # an interval found (not a "no value" or a pause reading)
 
     def set_counters(
         self,
@@ -211,6 +218,7 @@ class Health:
                     reconnects=stats.reconnects,
                     errors=dict(stats.errors),
                     desaturation_index_per_h=stats.desaturation_index_per_h,
+                    beats_per_min=60.0 * stats.beats_since_beat / span if stats.beats_stream else None,
                 )
             )
             if reset:

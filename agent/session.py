@@ -35,7 +35,7 @@ from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.pipeline.technical import ThresholdAlarm, blinding
 from agent.privacy import Pseudonymizer
-from agent.readings import Reading
+from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
 from agent.sources import Source, open_source
 from agent.sources.counters import source_stats
@@ -97,7 +97,8 @@ class _Session:
         )
         self.health = Health()
         for device in cfg.devices:
-            self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s)
+            beats = stream_id(device.id, device.beats.rr_stream) if device.beats is not None else None
+            self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s, beats)
         self.queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_READINGS)
         self.sources: dict[str, Source] = {}  # device id -> its open source, for its counters
         gateway, digest = cfg.gateway.id, cfg.digest[:16]

@@ -178,6 +178,7 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
             f"{device['rate_hz']:.1f} readings/s, last seen {seen}, gaps {device['gaps']}, "
             f"bad frames {device['bad_frames']}, reconnects {device.get('reconnects', 0)}"
             + (f", ODI {odi:.1f}/h" if (odi := device.get("desaturation_index_per_h")) is not None else "")
+            + (f", beats {bpm:.0f}/min" if (bpm := device.get("beats_per_min")) is not None else "")
         )
         errors = device.get("errors") or {}  # a heartbeat written before errors were reported has none
         if errors:

@@ -10,7 +10,9 @@ import queue
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import load_config
@@ -187,3 +189,21 @@ def test_heartbeat_carries_the_desaturation_index_of_each_scored_device(
     assert "desaturation_index_per_h" not in pump  # no SpO2 stream: nothing to index
     # Earlier heartbeats, before the detector had a full window, carried no index at all.
     assert "desaturation_index_per_h" not in seen[0]["devices"][0]
+
+
+def test_beats_found_in_an_ecg_are_reported_per_minute() -> None:
+    health = Health()
+    health.add_device("patch", "d-patch", 30.0, beats_stream="patch/rr")
+    health.add_device("strap", "d-strap", 30.0)
+    t = 1_800_000_000.0
+    for i in range(10):
+        health.saw(Reading.single("patch/rr", {"rr": 0.8}, t + i, 0.0))
+    health.saw(Reading("patch/rr", ("rr", "hr", "qrs_shape"), np.full((1, 3), np.nan), t, 0.0))  # no value
+    health.saw(Reading("patch/rr", ("hr",), np.array([[18.0]]), t, 0.0))  # a pause
+    health.saw(Reading.single("strap/rr", {"rr": 0.8}, t, 0.0))
+    patch, strap = health.device_report()
+    assert patch.beats_per_min is not None and patch.beats_per_min > 0
+    assert patch.to_payload()["beats_per_min"] == pytest.approx(patch.beats_per_min, rel=1e-3)
+    assert strap.beats_per_min is None and "beats_per_min" not in strap.to_payload()
+    again, _ = health.device_report()
+    assert again.beats_per_min == 0.0  # the next interval found none: the operator sees it

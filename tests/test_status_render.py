@@ -33,6 +33,12 @@ def test_device_line_shows_reconnects_and_the_desaturation_index_only_where_scor
     assert unscored.endswith("bad frames 5, reconnects 0")  # a heartbeat from before the field existed
 
 
+def test_device_line_shows_the_beats_found_in_an_ecg_where_they_are_looked_for() -> None:
+    patch, strap = device_lines(device(beats_per_min=71.6), device(device="strap"))
+    assert patch.endswith("reconnects 0, beats 72/min")
+    assert "beats" not in strap
+
+
 def test_a_device_with_errors_gets_a_line_of_them_and_data_without_hello_is_named() -> None:
     heartbeat = {
         "devices": [

@@ -103,7 +103,7 @@ ALL_OPTIONAL = {
             calibration={"hr": {"state": "learning"}},
         ),
     ),
-    "devices": (_device(), _device(reconnects=1, desaturation_index_per_h=2.0)),
+    "devices": (_device(), _device(reconnects=1, desaturation_index_per_h=2.0, beats_per_min=72.0)),
 }
 
 
