@@ -138,7 +138,7 @@ class ReplayConfig:
 class BeatsConfig:
     """Heart beats found in a device's ECG (agent.ecg): its RR intervals become a stream of their own."""
 
-    ecg_stream: str = "ecg"  # the waveform stream to find beats in (its first channel is the lead)
+    ecg_stream: str = "ecg"  # the waveform stream to find beats in (its "ecg" channel, else its first)
     rr_stream: str = "rr"  # where the intervals go; the device's own readings on it are replaced
 
 
