@@ -1,0 +1,84 @@
+"""examples/cardiac-monitoring.toml, run as the daemon would run it, on real and simulated ECG.
+
+The example is what a cardiac unit would copy: beats found in each strap's ECG, AF, frequent PVCs, a
+pause (asystole) and tachycardia. Its rules must do what its comments say: MIT-BIH record 119's minute of
+ventricular bigeminy (tests/data, ODC-By 1.0) raises frequent PVCs and nothing else; the simulator's sinus
+rhythm raises nothing in 10 minutes; its AF raises atrial fibrillation; a flat line raises asystole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config.loader import load_config
+from agent.config.schema import AgentConfig, BeatsConfig
+from agent.ecg.rr_from_ecg import RrFromEcg
+from agent.events import AlarmEvent, Phase
+from agent.pipeline import Pipeline
+from agent.pipeline.wiring import check_wiring
+from agent.readings import Reading
+from agent.simulation.source import simulate
+from tests.simulation.simhelpers import START, wearable
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "cardiac-monitoring.toml"
+EXCERPT = ROOT / "tests" / "data" / "mitdb_119_mlii_180s_60s.npz"
+
+
+@pytest.fixture(scope="module")
+def config() -> AgentConfig:
+    return load_config(EXAMPLE)
+
+
+def starts(config: AgentConfig, device: str, readings: list[Reading]) -> list[tuple[str, float]]:
+    """(condition, detection time from START) of every alarm start, the readings through the stage."""
+    stage = RrFromEcg(device, BeatsConfig(rr_stream="ecg_rr"))
+    pipeline = Pipeline(config, lambda d: d)
+    events: list[AlarmEvent] = []
+    for reading in readings:
+        events += pipeline.ingest(stage.take(reading))
+    return [(e.condition, e.detection_time - START) for e in events if e.phase is Phase.START]
+
+
+def test_the_example_is_wired(config: AgentConfig) -> None:
+    assert check_wiring(config) == []
+
+
+def test_ventricular_bigeminy_raises_frequent_pvcs_only(config: AgentConfig) -> None:
+    d = np.load(EXCERPT)
+    fs, ecg = float(d["fs_hz"]), d["ecg_adc"] / float(d["adc_per_mv"])
+    frames = [
+        Reading("bed-4-h10/ecg", ("ecg",), ecg[s : s + 130, None], START + s / fs, s / fs, 1.0 / fs)
+        for s in range(0, len(ecg), 130)
+    ]
+    got = starts(config, "bed-4-h10", frames)
+    assert [c for c, _ in got] == ["frequent_pvcs"]
+    assert got[0][1] < 40.0
+
+
+def test_sinus_rhythm_raises_nothing_and_af_raises_atrial_fibrillation(config: AgentConfig) -> None:
+    sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
+    readings, _ = simulate(wearable(8, ("af", 600.0, 120.0), ecg=True), 800.0, START)
+    ecg = [r for r in readings if r.stream == "w1/ecg"]
+    got = starts(sim, "w1", ecg)
+    assert [t for c, t in got if c == "atrial_fibrillation"] == [pytest.approx(630.0, abs=30.0)]
+    assert all(t > 600.0 for _, t in got)  # nothing in the 10 minutes of sinus rhythm before
+
+
+def test_a_flat_line_raises_asystole(config: AgentConfig) -> None:
+    sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
+    readings, _ = simulate(wearable(8, ecg=True), 120.0, START)
+    flat = []
+    for r in readings:
+        if r.stream != "w1/ecg":
+            continue
+        if r.wall_time - START >= 60.0:
+            r = Reading(r.stream, r.channels, np.zeros_like(r.values), r.wall_time, r.monotonic, r.period_s)
+        flat.append(r)
+    got = starts(sim, "w1", flat)
+    assert [c for c, _ in got] == ["asystole"]
+    assert 60.0 < got[0][1] < 68.0
