@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +29,27 @@ def synthetic(
     af: bool = False,
     noise_mv: float = 0.0,
     wander_mv: float = 0.0,
+    rr_s: FloatArray | None = None,
+    amps_mv: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """(ECG in mV at `rate_hz`, beat times in s): agent.simulation.ecg's beats rendered at its 250 Hz and
-    interpolated to `rate_hz`; sinus rhythm (~70 bpm with respiratory variation) or AF-like RR (gamma)."""
+    interpolated to `rate_hz`; sinus rhythm (~70 bpm with respiratory variation) or AF-like RR (gamma),
+    or the intervals `rr_s`; the seed's P, Q, R, S, T amplitudes or `amps_mv`."""
     rng = np.random.default_rng(seed)
     n = int(seconds * 1.5) + 10
-    if af:
+    if rr_s is not None:
+        rr = rr_s
+    elif af:
         rr = np.clip(rng.gamma(14.0, 0.62 / 14.0, n), 0.33, 2.0)  # ~100 bpm, CV ~0.27
     else:
         rr = 0.85 + 0.06 * np.sin(2 * np.pi * 0.25 * np.arange(n) * 0.85) + rng.normal(0, 0.01, n)
     beats = FIRST_BEAT_S + np.concatenate([[0.0], np.cumsum(rr)])
     beats = beats[beats < seconds - LAST_BEAT_MARGIN_S]
     rr_before = np.diff(np.concatenate([[beats[0] - rr[0]], beats]))
-    t = np.arange(round(seconds * ecg.ECG_HZ)) * ecg.ECG_PERIOD_S
+    t = (np.arange(round(seconds * ecg.ECG_HZ)) * ecg.ECG_PERIOD_S).astype(np.float64)
     params = ecg.EcgParams.draw(seed)
+    if amps_mv is not None:
+        params = dataclasses.replace(params, amps=amps_mv)
     signal = ecg.render(
         params, t, beats, rr_before, np.full(len(t), af), np.full(len(beats), af), np.random.default_rng(seed)
     )
@@ -123,6 +131,35 @@ def test_the_r_peak_is_the_raw_extremum_not_the_integrators_peak() -> None:
     assert np.abs(found / 250.0 - beats).max() <= 1.0 / 250.0 + 1e-9
 
 
+def tall_t_wave(rate_hz: float, seed: int) -> tuple[FloatArray, FloatArray]:
+    """Sinus rhythm at ~55 bpm whose T wave (0.4 mV, 0.27 s after R at RR 1 s, broad) is taller than the
+    narrow 0.25 mV R wave, as in CPSC-2021 subject 35's lead 0 (QRS 0.15-0.3 mV, T 0.25-0.35 mV)."""
+    rng = np.random.default_rng(seed)
+    rr = 1.1 + 0.08 * np.sin(2 * np.pi * 0.25 * np.arange(80)) + rng.normal(0.0, 0.02, 80)
+    #                  P     Q      R     S      T
+    amps = np.array([0.05, -0.03, 0.25, -0.05, 0.40])
+    return synthetic(rate_hz, 60.0, seed, noise_mv=0.01, wander_mv=0.1, rr_s=rr, amps_mv=amps)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("rate_hz", [130.0, 250.0, 360.0])
+def test_a_t_wave_taller_than_the_qrs_is_not_a_beat(rate_hz: float, seed: int) -> None:
+    signal, beats = tall_t_wave(rate_hz, seed)
+    assert_every_beat_once(beats, run(signal, rate_hz, 73), rate_hz)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("rate_hz", [130.0, 250.0, 500.0])
+def test_fast_af_beats_0_22_to_0_3_s_apart_are_all_found(rate_hz: float, seed: int) -> None:
+    """AF whose intervals are a third of the time 0.22-0.30 s (the simulator's AF reaches 0.20 s): two
+    beats that close give integrator bumps only ~0.1 s apart at their tops, which the 200 ms candidate
+    window alone would merge, and the second comes inside the T-wave window."""
+    rng = np.random.default_rng(seed)
+    rr = np.where(rng.random(120) < 0.35, rng.uniform(0.22, 0.30, 120), rng.gamma(14.0, 0.55 / 14.0, 120))
+    signal, beats = synthetic(rate_hz, 45.0, seed, af=True, noise_mv=0.03, wander_mv=0.3, rr_s=rr)
+    assert_every_beat_once(beats, run(signal, rate_hz, 73), rate_hz)
+
+
 # -- block-size invariance ---------------------------------------------------------------------------------
 
 _SIGNALS = {
@@ -138,6 +175,16 @@ def test_fixed_block_sizes_give_identical_peaks(rate_hz: float, block: int) -> N
     whole = QrsDetector(rate_hz).feed(signal)
     assert len(whole) >= 15
     np.testing.assert_array_equal(run(signal, rate_hz, block), whole)
+
+
+@pytest.mark.parametrize("block", [1, 7, 73])
+def test_block_sizes_give_identical_peaks_on_fast_af_and_tall_t_waves(block: int) -> None:
+    """The paths those take (a bump beside a larger one, the shape test) look at neighbouring samples."""
+    rng = np.random.default_rng(3)
+    rr = np.where(rng.random(60) < 0.5, rng.uniform(0.2, 0.3, 60), rng.gamma(14.0, 0.55 / 14.0, 60))
+    fast_af = synthetic(250.0, 20.0, 3, af=True, noise_mv=0.05, wander_mv=0.3, rr_s=rr)[0]
+    for signal in (fast_af, tall_t_wave(250.0, 2)[0][: 20 * 250]):
+        np.testing.assert_array_equal(run(signal, 250.0, block), QrsDetector(250.0).feed(signal))
 
 
 @settings(max_examples=25, deadline=None)
