@@ -86,6 +86,15 @@ def _box(n_samples: int) -> npt.NDArray[np.float64]:
     return np.full(n_samples, 1.0 / n_samples)
 
 
+def _median(x: npt.NDArray[np.float64]) -> float:
+    """np.median's value, without its checks (a few µs per beat)."""
+    half = len(x) // 2
+    if len(x) % 2:
+        return float(np.partition(x, half)[half])
+    low, high = np.partition(x, (half - 1, half))[half - 1 : half + 1]
+    return float((low + high) / 2.0)
+
+
 def _odd(seconds: float, rate_hz: float) -> int:
     return 2 * max(1, round(seconds * rate_hz / 2.0)) + 1
 
@@ -364,4 +373,4 @@ class QrsDetector:
         lo = max(i - self._r_lag, self._start, self._buffer_start)
         hi = i - self._filter_delay + self._margin
         window = self._raw[lo - self._buffer_start : hi - self._buffer_start + 1]
-        return lo + int(np.argmax(np.abs(window - np.median(window))))
+        return lo + int(np.argmax(np.abs(window - _median(window))))
