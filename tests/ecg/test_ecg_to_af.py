@@ -52,12 +52,12 @@ def test_the_found_intervals_are_the_simulators_own(
         if abs(true_t[i] - t) <= 0.05:
             matched += 1
             errors.append(abs(true[i][1] - rr))
-    # every interval found ends at a true beat, and almost all are the true interval to within 3 samples
-    # at 250 Hz; the rest span a missed beat (AF intervals under ~0.3 s, inside the T-wave rule's 360 ms)
+    # every interval found ends at a true beat and is the true interval to within 3 samples at 250 Hz;
+    # the few true ones not found are the first of the run (the detector learns for 2 s) and the last
+    # (its shape window never completes)
     assert matched == len(found)
-    assert len(found) >= 0.98 * len(true)
-    assert np.median(errors) <= 0.004
-    assert np.mean(np.array(errors) <= 0.012) >= 0.99
+    assert len(found) >= len(true) - 3
+    assert np.median(errors) <= 0.004 and max(errors) <= 0.012
     assert all(r.quality is Quality.OK for r in passed if r.stream == "w1/rr")
     ecg_in = [r for r in readings if r.stream == "w1/ecg"]
     assert [r for r in passed if r.stream == "w1/ecg"] == ecg_in  # the ECG itself is passed on as it came
