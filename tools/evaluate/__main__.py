@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, default=None, help="dataset folder (default: ../shared/datasets/...)"
     )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for per-series replays")
+    parser.add_argument(
+        "--beats",
+        choices=("annotated", "ecg"),
+        default="annotated",
+        help="cpsc: RR of the annotated beats, or of the beats the gateway finds in the raw ECG",
+    )
     parser.add_argument("--limit", type=int, default=0, help="only the first N series (a quick look)")
     parser.add_argument(
         "--calibrate-rows",

@@ -164,7 +164,12 @@ def _youden_threshold(scores: FloatArray, truth: np.ndarray) -> float:
 
 
 def run_cpsc(args: argparse.Namespace) -> str:
-    series = load_cpsc(args.data)
+    if getattr(args, "beats", "annotated") == "ecg":
+        from tools.evaluate.beats_from_ecg import cpsc_from_ecg
+
+        series = cpsc_from_ecg(args.data)
+    else:
+        series = load_cpsc(args.data)
     results = _replay_all(args, series)
     detector = next(iter(results[0].scores))
     fixed = results[0].thresholds[detector]
@@ -202,7 +207,12 @@ def run_cpsc(args: argparse.Namespace) -> str:
         f"# CPSC-2021 sample — AF per beat — `{args.config}`",
         "",
         f"{len(series)} records, {len(groups)} subjects, {all_t.size} beats ({int(all_t.sum())} in AF). "
-        "Each beat is scored by the pipeline from past RR only.",
+        "Each beat is scored by the pipeline from past RR only; "
+        + (
+            "the beats are those the gateway finds in the raw ECG (lead 0, 73-sample frames)."
+            if getattr(args, "beats", "annotated") == "ecg"
+            else "the beats are the annotated R peaks."
+        ),
         "",
         table(
             [
