@@ -54,36 +54,13 @@ def _state_at(change_times: FloatArray, states: BoolArray, t: FloatArray) -> Boo
 
 
 def cpsc_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Series]:
-    """Every CPSC-2021 record (lead 0, 200 Hz): RR per detected beat, label AF as `load_cpsc`."""
-    import wfdb  # tools-only dependency (evaluate extra)
-
-    folder = dataset_folder(root, "ECG/cpsc2021_sample", "*.hea", "CPSC-2021")
+    """Every CPSC-2021 record (lead 0, 200 Hz): RR per detected beat, labelled AF as `load_cpsc` labels
+    an annotated interval (the rhythm annotation says AF at both of its beats)."""
     out: list[Series] = []
-    for header in sorted(folder.glob("*.hea")):
-        record = header.stem
-        signal = wfdb.rdrecord(str(folder / record)).p_signal[:, 0].astype(np.float64)
-        ann = wfdb.rdann(str(folder / record), "atr")
-        fs = float(ann.fs)
-        rhythm = [
-            (s / fs, n.strip().startswith("(AF"))
-            for s, sym, n in zip(ann.sample, ann.symbol, ann.aux_note, strict=True)
-            if sym == "+" and n
-        ]
-        change_t = np.array([t for t, _ in rhythm])
-        change_af = np.array([af for _, af in rhythm], dtype=bool)
-        times, values = detected_rr(signal, fs, frame)
-        rr = values[:, 0]
-        labels = _state_at(change_t, change_af, times) & _state_at(change_t, change_af, times - rr)
+    for s in cpsc_beats_from_ecg(root, frame):
+        labels = (s.extra["af"] > 0) & (s.extra["af_before"] > 0)
         out.append(
-            Series(
-                name=record,
-                group=record.split("_")[1],
-                channels=("rr",),
-                times=T0 + times,
-                values=rr[:, None],
-                labels=labels,
-                windows=_windows_of(T0 + times, labels),
-            )
+            Series(s.name, s.group, ("rr",), s.times, s.values[:, :1], labels, _windows_of(s.times, labels))
         )
     return out
 
@@ -94,7 +71,8 @@ AF_ONSET_BEATS = 30  # the beats of an AF episode counted as its onset (`cpsc_be
 def cpsc_beats_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Series]:
     """Every CPSC-2021 record (lead 0, 200 Hz): every channel of the RR stream per detected beat
     (`RR_CHANNELS`), label = the beat matches an annotated "V" beat within `MATCH_S`; `extra` says per
-    beat "af" (the rhythm annotation in force at the beat is AF) and "af_onset" (one of the first
+    beat "af" (the rhythm annotation in force at the beat is AF), "af_before" (the same at the beat that
+    begins its interval) and "af_onset" (one of the first
     `AF_ONSET_BEATS` detected beats of an AF episode that follows another rhythm: an episode from the
     record's first sample has no onset)."""
     import wfdb  # tools-only dependency (evaluate extra)
@@ -117,6 +95,7 @@ def cpsc_beats_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Se
         change_af = np.array([af for _, af in rhythm], dtype=bool)
         times, values = detected_rr(signal, fs, frame)
         af = _state_at(change_t, change_af, times)
+        af_before = _state_at(change_t, change_af, times - values[:, 0])
         onset = np.zeros(len(times), dtype=bool)
         for k, (t, is_af) in enumerate(rhythm):
             # Before the first annotation the rhythm counts as not AF (`_state_at`).
@@ -132,7 +111,11 @@ def cpsc_beats_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Se
                 times=T0 + times,
                 values=values,
                 labels=_matches(times, v_t),
-                extra={"af": af.astype(np.float64), "af_onset": (onset & af).astype(np.float64)},
+                extra={
+                    "af": af.astype(np.float64),
+                    "af_before": af_before.astype(np.float64),
+                    "af_onset": (onset & af).astype(np.float64),
+                },
             )
         )
     return out
