@@ -59,6 +59,7 @@ LOOP_STALL_S = 2.0
 DETECTOR_CLEAR_S = 60.0  # detector_failing ends after this long without a failure
 MIN_TURN_S = 0.01  # at most 100 pipeline turns a second (adds at most 10 ms to an alarm's latency)
 PIPELINE_TICK_S = 1.0  # the pipeline loop turns at least this often, idle or not (watchdog proof of life)
+BEATS_RETRY_S = 10.0  # after a fault in the beat finding, a fresh stage this much later
 STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding the watchdog
 
 
@@ -211,18 +212,27 @@ class _Session:
                     self.health.source_opened(device.id)
                     self._copy_source_stats(device.id)
                     beats = RrFromEcg(device.id, device.beats) if device.beats is not None else None
+                    beats_failed_at = -BEATS_RETRY_S
                     async for reading in source:
                         items: list[Reading] = [reading]
+                        now = time.monotonic()
+                        if (
+                            beats is None
+                            and device.beats is not None
+                            and now - beats_failed_at >= BEATS_RETRY_S
+                        ):
+                            beats = RrFromEcg(device.id, device.beats)  # a fresh start after a fault
                         if beats is not None:
                             try:
                                 items = beats.take(reading)
                             except Exception:  # a fault in the beat finding must not lose the device
                                 log.exception(
-                                    "finding beats in the ECG of %s failed: its readings go on without "
-                                    "them until the source reconnects or the config is reloaded",
+                                    "finding beats in the ECG of %s failed: its readings go on, without "
+                                    "beats for %.0f s (heartbeat beats_per_min 0), then it starts again",
                                     ref.device_pseudonym,
+                                    BEATS_RETRY_S,
                                 )
-                                beats = None
+                                beats, beats_failed_at = None, now
                         for item in items:
                             await self.queue.put(item)
                         delay = 1.0

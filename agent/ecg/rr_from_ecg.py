@@ -31,7 +31,10 @@ detector. A beat's reading leaves once its shape is known, 0.40 s after its R pe
   the seconds since the last beat (the other channels are missing, not "no value"), so a bradycardia or
   asystole limit on ``hr`` fires during the pause. It is stamped `delay_s` behind the newest sample (the
   detector's longest delay), the time up to which every beat has surely been reported, so the stream's
-  times stay in order.
+  times stay in order. The beat that ends a pause longer than `PAUSE_S` carries the pause's own rate
+  (60 / its interval) instead of the 8-beat mean, so a pause of 3-5 s, over before the delay, is said too.
+- **A beat without a shape yet** (the first 8 of a segment) leaves ``qrs_shape`` out of its reading rather
+  than NaN, which the quality gate would call "no value" (a slow heart would raise `signal_poor`).
 - **A rate the detector cannot work at** (outside 100-1000 Hz) leaves the ECG passed on without beats,
   told once in the log: a device misconfigured must not stop its own source.
 - **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
@@ -274,7 +277,10 @@ class RrFromEcg:
             return _Beat(peak, time, math.nan, math.nan, monotonic)
         rr = (peak - previous) * self._period_s
         self._recent.append(rr)
-        return _Beat(peak, time, rr, 60.0 * len(self._recent) / sum(self._recent), monotonic)
+        # The beat that ends a pause carries the pause's own rate: a pause shorter than the detector's
+        # delay ends before a pause reading could say it, and the 8-beat mean would hide it.
+        hr = 60.0 / rr if rr > PAUSE_S else 60.0 * len(self._recent) / sum(self._recent)
+        return _Beat(peak, time, rr, hr, monotonic)
 
     def _shaped(self, *, everything: bool = False) -> list[Reading]:
         """The readings of the waiting beats whose shape is known (all of them with `everything`: the
@@ -288,8 +294,12 @@ class RrFromEcg:
             shape = self._shapes.shape(beat.peak) if self._shapes.ready(beat.peak) else math.nan
             if math.isnan(beat.rr):
                 continue
-            values = np.array([[beat.rr, beat.hr, shape]])
-            out.append(Reading(self._rr, CHANNELS, values, beat.time, beat.monotonic))
+            channels: tuple[str, ...] = CHANNELS
+            if math.isnan(shape):  # not "no value" (the quality gate's signal_poor): no template yet
+                values, channels = np.array([[beat.rr, beat.hr]]), CHANNELS[:2]
+            else:
+                values = np.array([[beat.rr, beat.hr, shape]])
+            out.append(Reading(self._rr, channels, values, beat.time, beat.monotonic))
         self.intervals += len(out)
         return out
 

@@ -37,7 +37,11 @@ def stage_output(ecg: npt.NDArray[np.float64], fs: float) -> list[tuple[float, f
     out = []
     for start in range(0, len(ecg), FRAME):
         block = Reading("holter/ecg", ("ecg",), ecg[start : start + FRAME, None], start / fs, 0.0, 1.0 / fs)
-        out += [(r.wall_time, float(r.values[0, 2])) for r in stage.take(block) if r.stream == "holter/rr"]
+        out += [
+            (r.wall_time, float(r.values[0, 2]) if "qrs_shape" in r.channels else np.nan)
+            for r in stage.take(block)
+            if r.stream == "holter/rr"
+        ]
     return out
 
 

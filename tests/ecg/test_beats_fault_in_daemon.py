@@ -37,6 +37,7 @@ def test_a_failing_stage_leaves_the_source_running(
     mosquitto: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(agent.session, "RrFromEcg", FailingStage)
+    monkeypatch.setattr(agent.session, "BEATS_RETRY_S", 10.0)
     config = demo_config(tmp_path / "demo", mosquitto.port, 10.0, None)
     preflight(config)
     daemon = Agent(config)
@@ -48,6 +49,36 @@ def test_a_failing_stage_leaves_the_source_running(
     with caplog.at_level(logging.WARNING):
         asyncio.run(run())
     messages = [r.getMessage() for r in caplog.records]
-    assert FailingStage.calls == 1  # the stage is dropped at its first fault, not retried per reading
+    # the stage is dropped at a fault, not retried per reading: a fresh one BEATS_RETRY_S later
+    assert FailingStage.calls == 1
     assert sum("finding beats in the ECG of" in m for m in messages) == 1
     assert not [m for m in messages if m.startswith("source ") and "failed" in m], messages
+
+
+def test_a_fresh_stage_follows_a_fault(
+    mosquitto: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    made: list[int] = []
+
+    class FailingOnce:
+        def __init__(self, *_: object) -> None:
+            made.append(1)
+
+        def take(self, reading: Reading) -> list[Reading]:
+            if len(made) == 1:
+                raise RuntimeError("a bug in the beat finding")
+            return [reading]
+
+    monkeypatch.setattr(agent.session, "RrFromEcg", FailingOnce)
+    monkeypatch.setattr(agent.session, "BEATS_RETRY_S", 0.5)
+    config = demo_config(tmp_path / "demo", mosquitto.port, 10.0, None)
+    preflight(config)
+    daemon = Agent(config)
+
+    async def run() -> None:
+        asyncio.get_running_loop().call_later(RUN_S, daemon.stopping.set)
+        await daemon.run()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(run())
+    assert len(made) == 2  # one fault, then a fresh stage that works

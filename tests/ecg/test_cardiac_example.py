@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from agent.config.loader import load_config
-from agent.config.schema import AgentConfig, BeatsConfig
+from agent.config.schema import AgentConfig
 from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.events import AlarmEvent, Phase
 from agent.pipeline import Pipeline
@@ -36,7 +36,8 @@ def config() -> AgentConfig:
 
 def starts(config: AgentConfig, device: str, readings: list[Reading]) -> list[tuple[str, float]]:
     """(condition, detection time from START) of every alarm start, the readings through the stage."""
-    stage = RrFromEcg(device, BeatsConfig(rr_stream="ecg_rr"))
+    (beats,) = [d.beats for d in load_config(EXAMPLE).devices if d.beats is not None]
+    stage = RrFromEcg(device, beats)
     pipeline = Pipeline(config, lambda d: d)
     events: list[AlarmEvent] = []
     for reading in readings:
@@ -69,16 +70,31 @@ def test_sinus_rhythm_raises_nothing_and_af_raises_atrial_fibrillation(config: A
     assert all(t > 600.0 for _, t in got)  # nothing in the 10 minutes of sinus rhythm before
 
 
-def test_a_flat_line_raises_asystole(config: AgentConfig) -> None:
+@pytest.mark.parametrize(("pause_s", "by_s"), [(4.0, 66.0), (60.0, 68.0)])
+def test_a_flat_line_raises_asystole(config: AgentConfig, pause_s: float, by_s: float) -> None:
+    # 60 s: said while it lasts; 4 s: over before the detector's delay, said by the beat that ends it
     sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
-    readings, _ = simulate(wearable(8, ecg=True), 120.0, START)
+    readings, _ = simulate(wearable(8, ecg=True), 130.0, START)
     flat = []
     for r in readings:
         if r.stream != "w1/ecg":
             continue
-        if r.wall_time - START >= 60.0:
-            r = Reading(r.stream, r.channels, np.zeros_like(r.values), r.wall_time, r.monotonic, r.period_s)
-        flat.append(r)
+        t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
+        values = np.where(((t >= 60.0) & (t < 60.0 + pause_s))[:, None], 0.0, r.values)
+        flat.append(Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s))
     got = starts(sim, "w1", flat)
     assert [c for c, _ in got] == ["asystole"]
-    assert 60.0 < got[0][1] < 68.0
+    assert 60.0 < got[0][1] < by_s
+
+
+def test_a_pause_of_under_three_seconds_is_not_asystole(config: AgentConfig) -> None:
+    sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
+    readings, _ = simulate(wearable(8, ecg=True), 100.0, START)
+    flat = []
+    for r in readings:
+        if r.stream != "w1/ecg":
+            continue
+        t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
+        values = np.where(((t >= 60.0) & (t < 61.8))[:, None], 0.0, r.values)  # one or two beats dropped
+        flat.append(Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s))
+    assert starts(sim, "w1", flat) == []
