@@ -32,14 +32,15 @@ from agent.inference.beats import (
 class BeatShapes:
     """One ECG segment's raw samples and recent beat windows; `shape(peak)` once `ready(peak)`."""
 
-    def __init__(self, rate_hz: float, delay_s: float) -> None:
+    def __init__(self, rate_hz: float, delay_s: float, start: int = 0) -> None:
+        """`start`: the index (in the stage's count of samples) of the first sample it will be given."""
         self.rate_hz = rate_hz
         self._before = round(BEFORE_S * rate_hz)
         self._after = round(AFTER_S * rate_hz)
         self._keep = round((delay_s + BEFORE_S + AFTER_S + 1.0) * rate_hz)
         self._raw: npt.NDArray[np.float64] = np.empty(0)
-        self._raw_start = 0  # index (since the segment began) of _raw[0]
-        self._fed = 0
+        self._raw_start = start  # index (since the segment began) of _raw[0]
+        self._fed = start
         self._history: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
 
     def add(self, samples: npt.NDArray[np.float64]) -> None:

@@ -215,6 +215,10 @@ class RrFromEcg:
         if not finite.any():  # no value at all: said on the RR stream, after the beats it ends
             made += self._shaped(everything=True)
             made += self._told(reading.wall_time, reading.monotonic, Quality(flagged))
+            # The patient's beats after a lead-off may not be those before it (a new rhythm, the strap
+            # put back elsewhere): the shape template starts again, and with it 8 beats without shape,
+            # in which the pvc detector's RR history fills with the new rhythm.
+            self._shapes = BeatShapes(1.0 / self._period_s, self._finder.delay_s, start=self._fed)
         else:
             made += self._shaped()
             made += self._pause(reading.monotonic)

@@ -98,3 +98,18 @@ def test_a_pause_of_under_three_seconds_is_not_asystole(config: AgentConfig) -> 
         values = np.where(((t >= 60.0) & (t < 61.8))[:, None], 0.0, r.values)  # one or two beats dropped
         flat.append(Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s))
     assert starts(sim, "w1", flat) == []
+
+
+def test_a_lead_off_across_a_change_of_rate_is_not_taken_for_pvcs(config: AgentConfig) -> None:
+    # 30 s without values while a tachycardia sets in: the beats after it are faster than those before,
+    # which the pvc detector read as premature (frequent_pvcs) until the shape template restarted there
+    sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
+    readings, _ = simulate(wearable(8, ("tachycardia", 100.0, 200.0), ecg=True), 200.0, START)
+    holed = []
+    for r in readings:
+        if r.stream != "w1/ecg":
+            continue
+        t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
+        values = np.where(((t >= 95.0) & (t < 125.0))[:, None], np.nan, r.values)
+        holed.append(Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s))
+    assert [c for c, _ in starts(sim, "w1", holed)] == ["signal_poor", "tachycardia"]

@@ -29,8 +29,9 @@ MATCH_S = 0.150  # ANSI/AAMI EC57's beat match window
 
 def detected_rr(ecg: FloatArray, fs: float, frame: int = FRAME) -> tuple[FloatArray, FloatArray]:
     """(times, values) of the RR readings the daemon's stage makes from `ecg` (times in seconds from its
-    first sample; values (N, len(RR_CHANNELS)), the interval first), one per beat: NaN readings (flagged
-    ECG; none is flagged here) and a pause's readings of hr alone are left out."""
+    first sample; values (N, len(RR_CHANNELS)), the interval first, NaN for a channel a reading left
+    out: the first beats' qrs_shape), one per beat: NaN readings (flagged ECG; none is flagged here) and
+    a pause's readings of hr alone are left out."""
     stage = RrFromEcg("eval", BeatsConfig())
     times: list[float] = []
     rows: list[FloatArray] = []
@@ -39,9 +40,11 @@ def detected_rr(ecg: FloatArray, fs: float, frame: int = FRAME) -> tuple[FloatAr
         reading = Reading("eval/ecg", ("ecg",), block, start / fs, start / fs, 1.0 / fs)
         for out in stage.take(reading):
             # Beats only: a pause's reading carries hr alone, a flagged ECG's no value.
-            if out.stream == "eval/rr" and out.channels == RR_CHANNELS and np.isfinite(out.values[0, 0]):
+            if out.stream == "eval/rr" and out.channels[0] == "rr" and np.isfinite(out.values[0, 0]):
+                row = np.full(len(RR_CHANNELS), np.nan)
+                row[[RR_CHANNELS.index(c) for c in out.channels]] = out.values[0]
                 times.append(out.wall_time)
-                rows.append(out.values[0])
+                rows.append(row)
     return np.array(times), np.array(rows).reshape(len(rows), len(RR_CHANNELS))
 
 
