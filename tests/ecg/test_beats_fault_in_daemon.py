@@ -33,12 +33,9 @@ class FailingStage:
         raise RuntimeError("a bug in the beat finding")
 
 
-def test_a_failing_stage_leaves_the_source_running(
-    mosquitto: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(agent.session, "RrFromEcg", FailingStage)
-    monkeypatch.setattr(agent.session, "BEATS_RETRY_S", 10.0)
-    config = demo_config(tmp_path / "demo", mosquitto.port, 10.0, None)
+def run_demo(broker: LocalBroker, tmp_path: Path) -> None:
+    """The daemon on the demo's config (its ECG patch has [devices.beats]) for RUN_S seconds."""
+    config = demo_config(tmp_path / "demo", broker.port, 10.0, None)
     preflight(config)
     daemon = Agent(config)
 
@@ -46,8 +43,16 @@ def test_a_failing_stage_leaves_the_source_running(
         asyncio.get_running_loop().call_later(RUN_S, daemon.stopping.set)
         await daemon.run()
 
+    asyncio.run(run())
+
+
+def test_a_failing_stage_leaves_the_source_running(
+    mosquitto: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(agent.session, "RrFromEcg", FailingStage)
+    monkeypatch.setattr(agent.session, "BEATS_RETRY_S", 10.0)
     with caplog.at_level(logging.WARNING):
-        asyncio.run(run())
+        run_demo(mosquitto, tmp_path)
     messages = [r.getMessage() for r in caplog.records]
     # the stage is dropped at a fault, not retried per reading: a fresh one BEATS_RETRY_S later
     assert FailingStage.calls == 1
@@ -71,14 +76,6 @@ def test_a_fresh_stage_follows_a_fault(
 
     monkeypatch.setattr(agent.session, "RrFromEcg", FailingOnce)
     monkeypatch.setattr(agent.session, "BEATS_RETRY_S", 0.5)
-    config = demo_config(tmp_path / "demo", mosquitto.port, 10.0, None)
-    preflight(config)
-    daemon = Agent(config)
-
-    async def run() -> None:
-        asyncio.get_running_loop().call_later(RUN_S, daemon.stopping.set)
-        await daemon.run()
-
     with caplog.at_level(logging.WARNING):
-        asyncio.run(run())
+        run_demo(mosquitto, tmp_path)
     assert len(made) == 2  # one fault, then a fresh stage that works

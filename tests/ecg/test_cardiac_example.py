@@ -22,6 +22,7 @@ from agent.pipeline import Pipeline
 from agent.pipeline.wiring import check_wiring
 from agent.readings import Reading
 from agent.simulation.source import simulate
+from tests.ecg.ecg_edits import edited_ecg
 from tests.simulation.simhelpers import START, wearable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,13 +76,7 @@ def test_a_flat_line_raises_asystole(config: AgentConfig, pause_s: float, by_s: 
     # 60 s: said while it lasts; 4 s: over before the detector's delay, said by the beat that ends it
     sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
     readings, _ = simulate(wearable(8, ecg=True), 130.0, START)
-    flat = []
-    for r in readings:
-        if r.stream != "w1/ecg":
-            continue
-        t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
-        values = np.where(((t >= 60.0) & (t < 60.0 + pause_s))[:, None], 0.0, r.values)
-        flat.append(Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s))
+    flat = [r for r in edited_ecg(readings, 60.0, 60.0 + pause_s, 0.0) if r.stream == "w1/ecg"]
     got = starts(sim, "w1", flat)
     assert [c for c, _ in got] == ["asystole"]
     assert 60.0 < got[0][1] < by_s
@@ -90,13 +85,7 @@ def test_a_flat_line_raises_asystole(config: AgentConfig, pause_s: float, by_s: 
 def test_a_pause_of_under_three_seconds_is_not_asystole(config: AgentConfig) -> None:
     sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
     readings, _ = simulate(wearable(8, ecg=True), 100.0, START)
-    flat = []
-    for r in readings:
-        if r.stream != "w1/ecg":
-            continue
-        t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
-        values = np.where(((t >= 60.0) & (t < 61.8))[:, None], 0.0, r.values)  # one or two beats dropped
-        flat.append(Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s))
+    flat = [r for r in edited_ecg(readings, 60.0, 61.8, 0.0) if r.stream == "w1/ecg"]  # a beat or two lost
     assert starts(sim, "w1", flat) == []
 
 
@@ -105,11 +94,5 @@ def test_a_lead_off_across_a_change_of_rate_is_not_taken_for_pvcs(config: AgentC
     # which the pvc detector read as premature (frequent_pvcs) until the shape template restarted there
     sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
     readings, _ = simulate(wearable(8, ("tachycardia", 100.0, 200.0), ecg=True), 200.0, START)
-    holed = []
-    for r in readings:
-        if r.stream != "w1/ecg":
-            continue
-        t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
-        values = np.where(((t >= 95.0) & (t < 125.0))[:, None], np.nan, r.values)
-        holed.append(Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s))
+    holed = [r for r in edited_ecg(readings, 95.0, 125.0, np.nan) if r.stream == "w1/ecg"]
     assert [c for c, _ in starts(sim, "w1", holed)] == ["signal_poor", "tachycardia"]

@@ -21,6 +21,7 @@ from agent.events import Phase
 from agent.pipeline import Pipeline
 from agent.readings import Quality, Reading
 from agent.simulation.source import simulate
+from tests.ecg.ecg_edits import edited_ecg
 from tests.simulation.simhelpers import START, wearable
 
 AF_CONFIG = Path(__file__).resolve().parents[2] / "tools" / "evaluate" / "configs" / "cpsc.toml"
@@ -82,19 +83,6 @@ def _through_stage(readings: list[Reading]) -> list[Reading]:
     return [out for r in readings for out in stage.take(r)]
 
 
-def _edited_ecg(readings: list[Reading], start: float, end: float, value: float) -> list[Reading]:
-    """The simulator's ECG with its samples in [start, end) simulated seconds set to `value`."""
-    out = []
-    for r in readings:
-        if r.stream == "w1/ecg":
-            t = r.wall_time - START + np.arange(r.n_samples) * r.period_s
-            values = r.values.copy()
-            values[(t >= start) & (t < end), 0] = value
-            r = Reading(r.stream, r.channels, values, r.wall_time, r.monotonic, r.period_s, r.quality)
-        out.append(r)
-    return out
-
-
 def _limit_pipeline(tmp_path: Path, channel: str, below: float) -> Pipeline:
     table = {
         "gateway": {"id": "gw", "site": "s"},
@@ -119,7 +107,7 @@ def _limit_pipeline(tmp_path: Path, channel: str, below: float) -> Pipeline:
 
 def test_a_pause_on_a_valid_ecg_makes_hr_fall_while_it_lasts(tmp_path: Path) -> None:
     readings, _ = simulate(wearable(5, ecg=True), 120.0, START)
-    passed = _through_stage(_edited_ecg(readings, 60.0, 80.0, 0.0))  # 20 s of flat line: no beat
+    passed = _through_stage(edited_ecg(readings, 60.0, 80.0, 0.0))  # 20 s of flat line: no beat
     rr = [r for r in passed if r.stream == "w1/rr"]
     times = [r.wall_time for r in rr]
     assert times == sorted(times)  # the pause readings keep the stream in order
@@ -136,7 +124,7 @@ def test_a_pause_on_a_valid_ecg_makes_hr_fall_while_it_lasts(tmp_path: Path) -> 
 
 def test_an_ecg_without_values_is_said_on_the_rr_stream_once_a_second(tmp_path: Path) -> None:
     readings, _ = simulate(wearable(5, ecg=True), 120.0, START)
-    passed = _through_stage(_edited_ecg(readings, 60.0, 90.0, float("nan")))  # empty csv fields
+    passed = _through_stage(edited_ecg(readings, 60.0, 90.0, float("nan")))  # empty csv fields
     rr = [r for r in passed if r.stream == "w1/rr"]
     assert [r.wall_time for r in rr] == sorted(r.wall_time for r in rr)
     no_value = [r.wall_time - START for r in rr if np.isnan(r.values).all()]
