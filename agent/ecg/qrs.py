@@ -140,12 +140,6 @@ class QrsDetector:
         self._count = 0
         self.reset()
 
-    @property
-    def segment_start(self) -> int:
-        """Absolute index of the first sample after the latest gap (NaN run or reset), 0 before any: an RR
-        interval from a peak before it to one after it spans the gap, and beats in the gap are lost."""
-        return self._start
-
     def reset(self) -> None:
         """Start again as after a gap: filters, thresholds and RR history forgotten (a new 2 s learning
         phase); the sample count goes on, so the indices reported stay absolute."""

@@ -249,7 +249,6 @@ def test_beats_after_a_nan_gap_are_found_again_and_none_inside_it() -> None:
     signal[round(gap[0] * rate) : round(gap[1] * rate)] = np.nan
     detector = QrsDetector(rate)
     found = np.concatenate([detector.feed(signal[i : i + 73]) for i in range(0, len(signal), 73)])
-    assert detector.segment_start == round(gap[1] * rate)
     found_s = found / rate
     assert not np.any((found_s > gap[0] - 0.05) & (found_s < gap[1]))
     # every beat before the gap (but one the gap cuts) and from 0.4 s after it; nothing extra anywhere
@@ -264,9 +263,7 @@ def test_reset_keeps_counting_and_relearns() -> None:
     half = len(signal) // 2
     detector = QrsDetector(rate)
     first = detector.feed(signal[:half])
-    assert detector.segment_start == 0
     detector.reset()
-    assert detector.segment_start == half
     second = detector.feed(signal[half:])
     assert second.min() > half  # absolute indices, past the reset
     found = np.concatenate([first, second])
