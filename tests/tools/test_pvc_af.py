@@ -29,7 +29,8 @@ def excerpt() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def write_record(folder: Path, name: str, rhythm: list[tuple[float, str]]) -> None:
     """The excerpt as CPSC-2021 lays a record out: one signal, beat symbols N / V, rhythm changes '+'."""
-    wfdb = pytest.importorskip("wfdb")
+    import wfdb  # the dev extra installs it (tools-side: CPSC-2021 ships as WFDB records)
+
     ecg, peaks, is_pvc = excerpt()
     wfdb.wrsamp(
         name, fs=MITDB_FS, units=["mV"], sig_name=["ECG"], p_signal=ecg[:, None], write_dir=str(folder)
