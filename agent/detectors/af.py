@@ -82,17 +82,14 @@ from agent.detectors.base import (
     ScoreBlock,
     StreamingDetector,
     WindowBlock,
-    float_rows,
-    json_rows,
 )
+from agent.detectors.beat_history import HISTORY, BeatHistory
 from agent.detectors.params import ParamReader
 from agent.detectors.robust import nan_median
-from agent.errors import ConfigError
 
 REFERENCE_RR_S = 0.8  # the bias and the rate weighting are stated at 75 bpm
 TWO_LEVEL_MIN_BEATS = 3  # intervals in the smaller level before a two-level rhythm is believed
 TWO_LEVEL_MIN_SWITCHES = 4  # level changes in the context: a pattern, not one step in rate
-HISTORY = "history"  # per-stream state key: the context's beats older than the window
 RATE_STEP_BEATS = 3  # a rate step compares the median of this many intervals with the same before them
 # Config defaults: the settings fitted on the CPSC-2021 sample by tools/evaluate/af_fit.py (all six
 # subjects; configs/cpsc.toml). Leave-one-subject-out they gave Se 93.9 % / Sp 95.7 %, and 0 false AF
@@ -139,7 +136,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.rate_exponent = rate_exponent
         self.min_differences = (irregularity_beats + 1) // 2 if min_differences is None else min_differences
         self.rate_step = rate_step
-        self._history: FloatArray = np.full((0, self.context_beats), np.nan)
+        self._beats = BeatHistory(self.context_beats)  # each stream's context beyond the window
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> AtrialFibrillationDetector:
@@ -264,49 +261,28 @@ class AtrialFibrillationDetector(StreamingDetector):
         slots = block.slots
         if slots.size == 0:
             return np.full((0, self.context_beats), np.nan)
-        self._grow(int(slots.max()) + 1)
-        before = self._history[slots]
+        self._beats.grow(int(slots.max()) + 1)
+        before = self._beats.rows[slots]
         # The block's first (length - hop) beats were already the newest of the previous call.
         overlap = min(values.shape[1] - min(block.hop, values.shape[1]), self.context_beats)
         older = before[:, : self.context_beats - overlap]
         context = np.concatenate([older, values], axis=1)[:, -self.context_beats :]
-        self._history[slots] = context
+        self._beats.rows[slots] = context
         return context
-
-    def _grow(self, need: int) -> None:
-        size = self._history.shape[0]
-        if need > size:
-            grown = np.full((max(need, 2 * size, 8), self.context_beats), np.nan)
-            grown[:size] = self._history
-            self._history = grown
 
     def reset_streams(self) -> None:
         super().reset_streams()
-        self._history = np.full((0, self.context_beats), np.nan)
+        self._beats.clear()
 
     def stream_state(self) -> dict[str, Any]:
         out = super().stream_state()
         if self.context_beats > self.window:
-            out[HISTORY] = json_rows(self._history)
+            out[HISTORY] = self._beats.saved()
         return out
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
-        rest = {k: v for k, v in state.items() if k != HISTORY}
-        super().load_stream_state(rest)
-        rows = state.get(HISTORY)
-        if rows is None:
-            self._history = np.full((0, self.context_beats), np.nan)
-            return
-        where = f"state.detectors.{self.id}.streams.{HISTORY}"
-        try:
-            table = float_rows(rows)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(where, f"unreadable: {exc}") from exc
-        if table.ndim != 2 or table.shape[1] != self.context_beats:
-            # Saved under another window_beats (or empty): the remembered beats are only a warm-up cache,
-            # so streams simply warm up again rather than refusing the restart.
-            table = np.full((0, self.context_beats), np.nan)
-        self._history = table
+        super().load_stream_state({k: v for k, v in state.items() if k != HISTORY})
+        self._beats.load(state.get(HISTORY), f"state.detectors.{self.id}.streams.{HISTORY}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,14 +49,11 @@ from agent.detectors.base import (
     ScoreBlock,
     StreamingDetector,
     WindowBlock,
-    float_rows,
-    json_rows,
     shares,
 )
+from agent.detectors.beat_history import HISTORY, BeatHistory
 from agent.detectors.params import ParamReader
-from agent.errors import ConfigError
 
-HISTORY = "history"  # per-stream state key: the RR intervals before the newest judged beat
 SHAPE_FLOOR = 1e-3  # a beat identical to its template scores log(1e-3), not -inf
 PREMATURITY_CLIP = (0.2, 5.0)  # a missed or doubled beat must not dominate the log
 # Typical qrs_shape of a normal beat: the median over the non-PVC beats the gateway finds in the MIT-BIH
@@ -88,7 +85,7 @@ class PvcDetector(StreamingDetector):
         super().__init__(id, channels, hop, hop, threshold)
         self.weight = weight
         self.rr_history = rr_history
-        self._history: FloatArray = np.full((0, rr_history), np.nan)
+        self._beats = BeatHistory(rr_history)  # each stream's RR intervals before its newest beat
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> PvcDetector:
@@ -155,47 +152,28 @@ class PvcDetector(StreamingDetector):
         """(S, rr_history + n) RR: each stream's remembered intervals, then the block's new beats."""
         if slots.size == 0:
             return np.full((0, self.rr_history + new_rr.shape[1]), np.nan)
-        self._grow(int(slots.max()) + 1)
-        context = np.concatenate([self._history[slots], new_rr], axis=1)
+        self._beats.grow(int(slots.max()) + 1)
+        context = np.concatenate([self._beats.rows[slots], new_rr], axis=1)
         compact, valid_before = _valid_first(context)
         keep = (
             valid_before[:, -1:] + np.isfinite(context[:, -1:]) - self.rr_history + np.arange(self.rr_history)
         )
         newest = np.take_along_axis(compact, np.maximum(keep, 0), axis=1)
-        self._history[slots] = np.where(keep >= 0, newest, np.nan)  # the newest valid, NaN-padded in front
+        self._beats.rows[slots] = np.where(keep >= 0, newest, np.nan)  # the newest valid, NaN-padded in front
         return context
-
-    def _grow(self, need: int) -> None:
-        size = self._history.shape[0]
-        if need > size:
-            grown = np.full((max(need, 2 * size, 8), self.rr_history), np.nan)
-            grown[:size] = self._history
-            self._history = grown
 
     def reset_streams(self) -> None:
         super().reset_streams()
-        self._history = np.full((0, self.rr_history), np.nan)
+        self._beats.clear()
 
     def stream_state(self) -> dict[str, Any]:
         out = super().stream_state()
-        out[HISTORY] = json_rows(self._history)
+        out[HISTORY] = self._beats.saved()
         return out
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         super().load_stream_state({k: v for k, v in state.items() if k != HISTORY})
-        rows = state.get(HISTORY)
-        if rows is None:
-            self._history = np.full((0, self.rr_history), np.nan)
-            return
-        where = f"state.detectors.{self.id}.streams.{HISTORY}"
-        try:
-            table = float_rows(rows)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(where, f"unreadable: {exc}") from exc
-        if table.ndim != 2 or table.shape[1] != self.rr_history:
-            # Saved under another rr_history (or empty): only a warm-up cache, so streams warm up again.
-            table = np.full((0, self.rr_history), np.nan)
-        self._history = table
+        self._beats.load(state.get(HISTORY), f"state.detectors.{self.id}.streams.{HISTORY}")
 
 
 def _valid_first(rr: FloatArray) -> tuple[FloatArray, IntArray]:
