@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.evaluate.af_fit import _job, choose
+from tools.evaluate.af_fit import choose
 from tools.evaluate.datasets import T0, Series
+from tools.evaluate.replay import scores_with_params
 
 CPSC_CONFIG = Path(__file__).resolve().parents[2] / "tools" / "evaluate" / "configs" / "cpsc.toml"
 
@@ -38,9 +39,8 @@ def test_each_grid_point_is_a_pipeline_replay_with_that_rate_exponent() -> None:
     rng = np.random.default_rng(3)
     rr = rng.gamma(25.0, 0.5 / 25.0, 80)  # irregular, fast (RR trend ~0.5 s)
     series = beats("1", np.ones(80, dtype=bool), rr)
-    flat, weighted = (
-        _job((CPSC_CONFIG, {"rate_exponent": 0.0}, series)),
-        _job((CPSC_CONFIG, {"rate_exponent": 2.0}, series)),
+    flat, weighted = scores_with_params(
+        CPSC_CONFIG, "af", [({"rate_exponent": 0.0}, series), ({"rate_exponent": 2.0}, series)], jobs=1
     )
     assert np.isnan(flat[:2]).all() and np.isnan(weighted[:2]).all()  # the pipeline waits for 3 beats
     ratio = weighted[2:] / flat[2:]
@@ -53,9 +53,7 @@ def test_each_grid_point_replays_with_its_rate_step() -> None:
     rng = np.random.default_rng(4)
     rr = np.concatenate([np.full(40, 0.85) + rng.normal(0, 0.01, 40), rng.gamma(25.0, 0.45 / 25.0, 40)])
     series = beats("1", np.arange(80) >= 40, rr)
-    whole, cut = (
-        _job((CPSC_CONFIG, {"rate_exponent": 2.0, "rate_step": 0.0}, series)),
-        _job((CPSC_CONFIG, {"rate_exponent": 2.0, "rate_step": 0.5}, series)),
-    )
+    settings = [{"rate_exponent": 2.0, "rate_step": 0.0}, {"rate_exponent": 2.0, "rate_step": 0.5}]
+    whole, cut = scores_with_params(CPSC_CONFIG, "af", [(o, series) for o in settings], jobs=1)
     np.testing.assert_array_equal(whole[:40], cut[:40])  # no step yet: the same beats measured
     assert not np.allclose(whole[40:50], cut[40:50], equal_nan=True)  # after the step: the new rhythm alone

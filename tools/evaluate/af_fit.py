@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from agent.config.loader import load_config
 from tools.evaluate.beats_from_ecg import cpsc_from_ecg, mitdb_from_ecg
 from tools.evaluate.datasets import MITDB_FS, FloatArray, Series, load_cpsc, load_mitdb
 from tools.evaluate.metrics import PointMetrics
-from tools.evaluate.replay import replay
+from tools.evaluate.replay import scores_with_params
 from tools.evaluate.report import table, write_report
 from tools.evaluate.runs import _youden_threshold
 
@@ -74,28 +73,11 @@ BEATS_TEXT = {
 }
 
 
-def _job(job: tuple[Path, dict[str, float], Series]) -> FloatArray:
-    """The af scores of one series replayed through the pipeline with the af params overridden."""
-    config_path, overrides, series = job
-    config = load_config(config_path)
-    detectors = tuple(
-        dataclasses.replace(d, params={**d.params, **overrides}) if d.type == "af" else d
-        for d in config.detectors
-    )
-    result = replay(dataclasses.replace(config, detectors=detectors), series)
-    (scores,) = [result.scores[d.id] for d in detectors if d.type == "af"]
-    return scores
-
-
 def scores_by_setting(config: Path, series: list[Series], jobs: int) -> dict[Setting, list[FloatArray]]:
     """{(exponent, step): per-series af scores} from pipeline replays."""
     settings = [(e, step) for e in EXPONENTS for step in STEPS]
-    work = [(config, {"rate_exponent": e, "rate_step": step}, s) for e, step in settings for s in series]
-    if jobs > 1:
-        with Pool(jobs) as pool:
-            flat = pool.map(_job, work, chunksize=1)
-    else:
-        flat = [_job(w) for w in work]
+    work = [({"rate_exponent": e, "rate_step": step}, s) for e, step in settings for s in series]
+    flat = scores_with_params(config, "af", work, jobs)
     n = len(series)
     return {k: flat[i * n : (i + 1) * n] for i, k in enumerate(settings)}
 
@@ -130,12 +112,7 @@ def external_specificity(
     series = [dataclasses.replace(s, extra={}) for s in series]  # the ECG is not needed: lighter workers
     (af,) = [d for d in load_config(config).detectors if d.type == "af"]
     threshold = float(overrides.get("threshold", af.params.get("threshold", 0.04)))
-    work = [(config, overrides, s) for s in series]
-    if jobs > 1:
-        with Pool(jobs) as pool:
-            scores = pool.map(_job, work, chunksize=1)
-    else:
-        scores = [_job(w) for w in work]
+    scores = scores_with_params(config, "af", [(overrides, s) for s in series], jobs)
     flagged = [np.nan_to_num(s, nan=-np.inf) > threshold for s in scores]
     total = sum(int(f.size) for f in flagged)
     false = sum(int(f.sum()) for f in flagged)

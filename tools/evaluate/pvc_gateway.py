@@ -24,41 +24,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 
 from agent.config.loader import load_config
-from agent.config.schema import AgentConfig
 from agent.inference.beats import prematurity
 from tools.evaluate import pvc
 from tools.evaluate.beats_from_ecg import MATCH_S, mitdb_from_ecg
 from tools.evaluate.datasets import MITDB_FS, T0, FloatArray, Series, load_mitdb
 from tools.evaluate.metrics import PointMetrics, roc_auc
-from tools.evaluate.replay import replay
+from tools.evaluate.replay import scores_with_params
 from tools.evaluate.report import table, write_report
 from tools.evaluate.runs import _youden_threshold
 
 WEIGHTS = pvc.WEIGHTS  # the reference's grid, fixed in advance
-Job = tuple[Path, dict[str, float], Series]
-
-
-def _job(job: Job) -> FloatArray:
-    """The pvc scores of one series replayed through the pipeline with the pvc params overridden."""
-    config_path, overrides, series = job
-    config = _with(load_config(config_path), overrides)
-    result = replay(config, series)
-    (scores,) = [result.scores[d.id] for d in config.detectors if d.type == "pvc"]
-    return scores
-
-
-def _with(config: AgentConfig, overrides: dict[str, float]) -> AgentConfig:
-    detectors = tuple(
-        dataclasses.replace(d, params={**d.params, **overrides}) if d.type == "pvc" else d
-        for d in config.detectors
-    )
-    return dataclasses.replace(config, detectors=detectors)
 
 
 def missed_pvcs(annotated: list[Series], detected: list[Series]) -> list[int]:
@@ -95,12 +75,7 @@ def evaluate(config_path: Path, annotated: list[Series], jobs: int) -> str:
     annotated_labels = [s.labels for s in annotated]
     detected = [dataclasses.replace(s, extra={}) for s in detected]  # lighter workers
     settings: list[dict[str, float]] = [{}, *({"weight": w} for w in WEIGHTS)]
-    work = [(config_path, overrides, s) for overrides in settings for s in detected]
-    if jobs > 1:
-        with Pool(jobs) as pool:
-            flat = pool.map(_job, work, chunksize=1)
-    else:
-        flat = [_job(w) for w in work]
+    flat = scores_with_params(config_path, "pvc", [(o, s) for o in settings for s in detected], jobs)
     n = len(detected)
     configured = flat[:n]
     by_weight = {w: flat[n * (k + 1) : n * (k + 2)] for k, w in enumerate(WEIGHTS)}

@@ -10,11 +10,14 @@ first rows (its configured baseline period) with `Detector.calibrate`, as the da
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
 
 import numpy as np
 
+from agent.config.loader import load_config
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, ScoreBlock, WindowBlock
 from agent.errors import ConfigError
@@ -156,3 +159,31 @@ def replay(
         judged_against[detector_id] = limits
     thresholds = {d.id: float(getattr(d, "threshold", np.nan)) for d in pipeline.detectors}
     return Replayed(series, scores, thresholds, judged_against, events, uncalibrated)
+
+
+ScoresJob = tuple[Path, str, dict[str, float], Series]
+
+
+def _scores_job(job: ScoresJob) -> FloatArray:
+    config_path, detector_type, overrides, series = job
+    config = load_config(config_path)
+    detectors = tuple(
+        dataclasses.replace(d, params={**d.params, **overrides}) if d.type == detector_type else d
+        for d in config.detectors
+    )
+    result = replay(dataclasses.replace(config, detectors=detectors), series)
+    (scores,) = [result.scores[d.id] for d in detectors if d.type == detector_type]
+    return scores
+
+
+def scores_with_params(
+    config_path: Path, detector_type: str, work: Sequence[tuple[dict[str, float], Series]], jobs: int
+) -> list[FloatArray]:
+    """The scores of the config's one detector of `detector_type` on each (params overrides, series) of
+    `work`, each series replayed through a fresh pipeline, in `jobs` worker processes (a grid of
+    settings over a data set: tools.evaluate.af_fit, pvc_gateway)."""
+    tasks = [(config_path, detector_type, overrides, series) for overrides, series in work]
+    if jobs > 1:
+        with Pool(jobs) as pool:
+            return pool.map(_scores_job, tasks, chunksize=1)
+    return [_scores_job(t) for t in tasks]
