@@ -63,6 +63,34 @@ BEATS_RETRY_S = 10.0  # after a fault in the beat finding, a fresh stage this mu
 STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding the watchdog
 
 
+class _GuardedBeats:
+    """A device's ECG -> RR stage (agent.ecg.rr_from_ecg) where a fault (a bug) costs the beats, not the
+    source: the readings go on without beats, and a fresh stage starts `BEATS_RETRY_S` later."""
+
+    def __init__(self, device: DeviceConfig, pseudonym: str) -> None:
+        assert device.beats is not None
+        self._device_id, self._beats_config, self._pseudonym = device.id, device.beats, pseudonym
+        self._stage: RrFromEcg | None = RrFromEcg(device.id, device.beats)
+        self._failed_at = 0.0
+
+    def take(self, reading: Reading) -> list[Reading]:
+        if self._stage is None:
+            if time.monotonic() - self._failed_at < BEATS_RETRY_S:
+                return [reading]
+            self._stage = RrFromEcg(self._device_id, self._beats_config)
+        try:
+            return self._stage.take(reading)
+        except Exception:
+            log.exception(
+                "finding beats in the ECG of %s failed: its readings go on, without beats for %.0f s "
+                "(heartbeat beats_per_min 0), then it starts again",
+                self._pseudonym,
+                BEATS_RETRY_S,
+            )
+            self._stage, self._failed_at = None, time.monotonic()
+            return [reading]
+
+
 class _Session:
     """One session of the agent: the tasks and the state they share."""
 
@@ -211,28 +239,9 @@ class _Session:
                     self.sources[device.id] = source
                     self.health.source_opened(device.id)
                     self._copy_source_stats(device.id)
-                    beats = RrFromEcg(device.id, device.beats) if device.beats is not None else None
-                    beats_failed_at = -BEATS_RETRY_S
+                    beats = _GuardedBeats(device, ref.device_pseudonym) if device.beats is not None else None
                     async for reading in source:
-                        items: list[Reading] = [reading]
-                        now = time.monotonic()
-                        if (
-                            beats is None
-                            and device.beats is not None
-                            and now - beats_failed_at >= BEATS_RETRY_S
-                        ):
-                            beats = RrFromEcg(device.id, device.beats)  # a fresh start after a fault
-                        if beats is not None:
-                            try:
-                                items = beats.take(reading)
-                            except Exception:  # a fault in the beat finding must not lose the device
-                                log.exception(
-                                    "finding beats in the ECG of %s failed: its readings go on, without "
-                                    "beats for %.0f s (heartbeat beats_per_min 0), then it starts again",
-                                    ref.device_pseudonym,
-                                    BEATS_RETRY_S,
-                                )
-                                beats, beats_failed_at = None, now
+                        items = beats.take(reading) if beats is not None else (reading,)
                         for item in items:
                             await self.queue.put(item)
                         delay = 1.0
