@@ -308,8 +308,7 @@ class RrFromEcg:
         return out
 
     def _time_of(self, peak: int) -> float:
-        starts = [b.start for b in self._blocks]
-        block = self._blocks[max(bisect.bisect_right(starts, peak) - 1, 0)]
+        block = self._blocks[max(bisect.bisect_right(self._blocks, peak, key=lambda b: b.start) - 1, 0)]
         return block.wall_time + (peak - block.start) * block.period_s
 
     def _forget_old(self) -> None:
