@@ -152,9 +152,12 @@ class AlarmBook:
         quality_ok: BoolArray,
         quality_text: Sequence[str],
         rows: IntArray | None = None,
+        superseded: BoolArray | None = None,
     ) -> list[AlarmEvent]:
         """Advance every listed stream by one hop; the events to send, in stream order. `rows`, if
-        given, are the streams' `row_of` values."""
+        given, are the streams' `row_of` values. `superseded` marks the streams where a rule of the
+        rule's `superseded_by` is open (the alarm hierarchy): there this hop counts as a miss, and an
+        episode not yet started is abandoned, so none starts; one already started goes on."""
         n = len(streams)
         if not (scores.scores.shape == times.shape == quality_ok.shape == (n,) and len(quality_text) == n):
             raise ValueError(f"alarm {self.rule.condition}: {n} streams but score/time/quality sizes differ")
@@ -171,6 +174,15 @@ class AlarmBook:
         technical = rule.kind is AlarmKind.TECHNICAL
         known = np.isfinite(sc) if technical else np.isfinite(sc) & np.asarray(quality_ok, dtype=bool)
         hit = scores.exceeded & known
+        if superseded is not None and superseded.any():
+            # A miss rather than no verdict: a hop counted as none would keep a pending episode, its
+            # onset and its hits for after the higher alarm; counted as a miss, hits age out of N-of-M
+            # as beats go by, and a brief flicker of the higher rule costs one hop's hit, not the count.
+            hit = hit & ~superseded
+            abandoned = superseded & (states == AlarmState.PENDING)
+            if abandoned.any():
+                states = np.where(abandoned, AlarmState.NORMAL, states)
+                self._state[rows[abandoned]] = AlarmState.NORMAL
 
         mask = (1 << rule.confirm_m) - 1
         before = self._history[rows]
@@ -346,6 +358,12 @@ class AlarmBook:
     def active_count(self) -> int:
         states = self._state[: len(self._refs)]
         return int(np.count_nonzero((states == AlarmState.ACTIVE) | (states == AlarmState.CLEARING)))
+
+    def open_rows(self, rows: IntArray) -> BoolArray:
+        """Which of `rows` have an episode under way (PENDING, ACTIVE or CLEARING): what supersedes the
+        rules below this one in an alarm hierarchy."""
+        is_open: BoolArray = self._state[rows] != AlarmState.NORMAL
+        return is_open
 
     def state_of(self, stream: StreamRef) -> AlarmState:
         row = self._rows.get(stream)

@@ -1,8 +1,9 @@
 """Load a TOML file into `AgentConfig`, reporting every problem with its key path.
 
 Structure checks (types, ranges, unknown keys, files readable) happen here; cross-references
-(alarm → detector, duplicate ids) after the whole file is read. Detector parameters are checked
-by each detector type when the pipeline is built (`agent.pipeline.build`), which `check-config` runs too.
+(alarm → detector, duplicate ids, the alarm hierarchy of `agent.config.alarm_hierarchy`) after the whole
+file is read. Detector parameters are checked by each detector type when the pipeline is built
+(`agent.pipeline.build`), which `check-config` runs too.
 A device's tables (`[[devices]]` and its transport's) are read in `agent.config.devices`.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.config.alarm_hierarchy import hierarchy_problems
 from agent.config.devices import _device
 from agent.config.reader import Table, describe
 from agent.config.schema import (
@@ -261,6 +263,7 @@ def _alarm(t: Table) -> AlarmRuleConfig:
         cooldown_s=t.number("cooldown_s", 60.0, minimum=0.0),
         escalate_after_s=escalate,
         unit=t.text("unit", ""),
+        superseded_by=t.texts("superseded_by", ()),
     )
     if cfg.confirm_n > cfg.confirm_m:
         t.problem("confirm_n", f"must not exceed confirm_m ({cfg.confirm_m}), got {cfg.confirm_n}")
@@ -345,6 +348,7 @@ def _cross_check(
                     f"no detector with id {describe(alarm.detector)} (known: {_listing(known)})",
                 )
             )
+    root.problems.extend(hierarchy_problems(alarms, detectors))
 
 
 def _listing(names: set[str]) -> str:

@@ -197,6 +197,9 @@ class AlarmRuleConfig:
     cooldown_s: float = 60.0  # after an end, the same alarm cannot restart for this long
     escalate_after_s: float | None = None  # still active this long: raise one priority level
     unit: str = ""
+    # Conditions of rules on the same stream that outrank this one (an alarm hierarchy): while one of
+    # them is open (PENDING, ACTIVE or CLEARING) on a stream, this rule starts nothing new there.
+    superseded_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

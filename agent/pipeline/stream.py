@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar, cast, overload
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from agent.alarms import AlarmBook, StreamRef
 from agent.clock import stepped_to_gateway
+from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import Detector, WindowBlock
 from agent.events import AlarmEvent
 from agent.pipeline.calibration import LiveCalibration
@@ -53,6 +54,8 @@ class _Watch:
     columns: IntArray | None  # the detector's channels among the stream's; None: all, in order
     rows: list[IntArray]  # per book: each slot's row in that book
     calibration: LiveCalibration | None = None  # set while/after the detector learns live
+    # per book: (watch, book) positions of the books of its rule's `superseded_by` (alarm hierarchy)
+    superseders: list[list[tuple[int, int]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -109,6 +112,28 @@ def _describe(flags: int) -> str:
     return Quality(flags).describe()
 
 
+def _outranking_first(items: Sequence[T], rules: Callable[[T], list[AlarmRuleConfig]]) -> list[T]:
+    """`items` (each with the alarm rules `rules` gives) in their order, except that one holding a rule
+    that supersedes a rule of another comes before it. Items that outrank each other (through different
+    rules) keep their order: the later one's rule then sees the earlier hop's state of the rule above."""
+    remaining = list(items)
+    ordered: list[T] = []
+    while remaining:
+        for k, item in enumerate(remaining):
+            above = {name for rule in rules(item) for name in rule.superseded_by}
+            if not above or not any(
+                rule.condition in above
+                for j, other in enumerate(remaining)
+                if j != k
+                for rule in rules(other)
+            ):
+                ordered.append(remaining.pop(k))
+                break
+        else:
+            return ordered + remaining
+    return ordered
+
+
 class StreamPipeline:
     def __init__(
         self,
@@ -137,16 +162,16 @@ class StreamPipeline:
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
         calibrations = calibrations or {}
-        self.watches = [
-            _Watch(
-                d,
-                books,
-                self._column_index(d.channels),
-                [np.zeros(0, np.int64) for _ in books],
-                calibrations.get(d.id),
+        # Rules that supersede others are stepped first, so a rule sees this hop's state of the rules
+        # above it whatever the order of the configuration.
+        self.watches = []
+        for d, books in _outranking_first(detectors, lambda item: [book.rule for book in item[1]]):
+            ranked = _outranking_first(books, lambda book: [book.rule])
+            rows = [np.zeros(0, np.int64) for _ in books]
+            self.watches.append(
+                _Watch(d, ranked, self._column_index(d.channels), rows, calibrations.get(d.id))
             )
-            for d, books in detectors
-        ]
+        self._link_superseders()
         groups: dict[int, _HopGroup] = {}
         for watch in self.watches:
             hop = watch.detector.hop
@@ -180,6 +205,26 @@ class StreamPipeline:
         self.samples = 0
         self.gated_samples = 0
         self.detector_failures: Counter[str] = Counter()  # detector id -> calls that raised
+
+    def _link_superseders(self) -> None:
+        """Give each book the positions of the books of its `superseded_by` conditions (on this stream
+        name: the loader refuses a name of another stream's rule)."""
+        positions = [
+            (w, b, book) for w, watch in enumerate(self.watches) for b, book in enumerate(watch.books)
+        ]
+        for watch in self.watches:
+            watch.superseders = [
+                [(w, b) for w, b, other in positions if other.rule.condition in book.rule.superseded_by]
+                for book in watch.books
+            ]
+
+    def _superseded(self, above: list[tuple[int, int]], due: IntArray) -> npt.NDArray[np.bool_]:
+        """Which `due` slots have an episode of one of the books at `above` under way."""
+        mask = np.zeros(len(due), dtype=bool)
+        for w, b in above:
+            other = self.watches[w]
+            mask |= other.books[b].open_rows(other.rows[b][due])
+        return mask
 
     def _column_index(self, channels: tuple[str, ...]) -> IntArray | None:
         if channels == self.channels:
@@ -477,8 +522,9 @@ class StreamPipeline:
         refs = _LazyRows(due, self._refs.__getitem__)
         learning = watch.calibration if watch.calibration is not None and watch.calibration.learning else None
         events: list[AlarmEvent] = []
-        for book, rows in zip(watch.books, watch.rows, strict=True):
-            events += book.update(refs, scores, times, quality_ok, quality_text, rows[due])
+        for book, rows, above in zip(watch.books, watch.rows, watch.superseders, strict=True):
+            superseded = self._superseded(above, due) if above else None
+            events += book.update(refs, scores, times, quality_ok, quality_text, rows[due], superseded)
         if learning is not None:  # after the books: these scores were judged by the configured threshold
             if events:
                 slot_of = {(r.device_pseudonym, r.stream): s for r, s in zip(refs, due.tolist(), strict=True)}

@@ -3,7 +3,9 @@
 The example is what a cardiac unit would copy: beats found in each strap's ECG, AF, frequent PVCs, a
 pause (asystole) and tachycardia. Its rules must do what its comments say: MIT-BIH record 119's minute of
 ventricular bigeminy (tests/data, ODC-By 1.0) raises frequent PVCs and nothing else; the simulator's sinus
-rhythm raises nothing in 10 minutes; its AF raises atrial fibrillation; a flat line raises asystole.
+rhythm raises nothing in 10 minutes; its AF raises atrial fibrillation and not frequent PVCs (the alarm
+hierarchy: before it, the AF onset's early, odd-looking beats raised frequent_pvcs ~8 s in, ~22 s before
+the AF alarm); a flat line raises asystole.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def test_sinus_rhythm_raises_nothing_and_af_raises_atrial_fibrillation(config: A
     got = starts(sim, "w1", ecg)
     assert [t for c, t in got if c == "atrial_fibrillation"] == [pytest.approx(630.0, abs=30.0)]
     assert all(t > 600.0 for _, t in got)  # nothing in the 10 minutes of sinus rhythm before
+    # frequent_pvcs is superseded by atrial_fibrillation from the AF rule's first irregular beat
+    assert [c for c, _ in got] == ["atrial_fibrillation"]
 
 
 @pytest.mark.parametrize(("pause_s", "by_s"), [(4.0, 66.0), (60.0, 68.0)])

@@ -1,0 +1,111 @@
+"""Checks of the alarm hierarchy: the `superseded_by` key of `[[alarms]]` rules.
+
+A rule superseded by other conditions starts no new episode on a stream while one of theirs is open
+there (`agent.pipeline.stream`). That only means something between rules on the same stream name, so a
+name must be the condition of another rule whose detector watches the same stream as this rule's; and
+the relation must have no cycle (rules that each wait for the other to be closed). Each problem names
+the key (`alarms[i].superseded_by[j]`, or `alarms[i].superseded_by` for a cycle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agent.config.reader import describe
+from agent.config.schema import AlarmRuleConfig, DetectorConfig
+from agent.errors import ConfigError
+
+
+def hierarchy_problems(
+    alarms: Sequence[AlarmRuleConfig], detectors: Sequence[DetectorConfig]
+) -> list[ConfigError]:
+    """Every problem of the rules' `superseded_by` names (none when no rule has the key)."""
+    if not any(rule.superseded_by for rule in alarms):
+        return []
+    stream_of = {d.id: d.stream for d in detectors if isinstance(d.id, str)}
+    rules_of: dict[str, list[int]] = {}
+    for k, rule in enumerate(alarms):
+        if isinstance(rule.condition, str):
+            rules_of.setdefault(rule.condition, []).append(k)
+    problems: list[ConfigError] = []
+    outranks: dict[str, set[str]] = {}  # condition -> the conditions that supersede it (checked ones)
+    for i, rule in enumerate(alarms):
+        if not isinstance(rule.superseded_by, tuple):  # a wrong type is already a problem
+            continue
+        for j, name in enumerate(rule.superseded_by):
+            where = f"alarms[{i}].superseded_by[{j}]"
+            problem = _name_problem(i, rule, name, alarms, rules_of, stream_of)
+            if problem is not None:
+                problems.append(ConfigError(where, problem))
+            else:
+                outranks.setdefault(rule.condition, set()).add(name)
+    for cycle in _cycles(outranks):
+        first = min(k for k in rules_of[cycle[0]] if alarms[k].superseded_by)
+        shown = " -> ".join([*cycle, cycle[0]])
+        problems.append(
+            ConfigError(
+                f"alarms[{first}].superseded_by",
+                f"a cycle ({shown}: each supersedes the next): its rules would keep each other from"
+                " starting; a hierarchy must have a top",
+            )
+        )
+    return problems
+
+
+def _name_problem(
+    i: int,
+    rule: AlarmRuleConfig,
+    name: str,
+    alarms: Sequence[AlarmRuleConfig],
+    rules_of: dict[str, list[int]],
+    stream_of: dict[str, str],
+) -> str | None:
+    if name == rule.condition:
+        return f"{describe(name)} is this rule's own condition: a rule cannot supersede itself"
+    if name not in rules_of:
+        known = ", ".join(sorted(c for c in rules_of if c != rule.condition)) or "none"
+        return f"no alarm rule with condition {describe(name)} (known: {known})"
+    own = stream_of.get(rule.detector) if isinstance(rule.detector, str) else None
+    if own is None:  # this rule's detector is unknown: reported as alarms[i].detector
+        return None
+    for k in rules_of[name]:
+        other = alarms[k]
+        theirs = stream_of.get(other.detector) if isinstance(other.detector, str) else None
+        if theirs is not None and theirs != own:
+            return (
+                f"rule {describe(name)} (alarms[{k}]) judges detector {describe(other.detector)} on stream"
+                f" {describe(theirs)}, this rule's detector {describe(rule.detector)} is on stream"
+                f" {describe(own)}: a rule can only be superseded by rules of its own stream"
+            )
+    return None
+
+
+def _cycles(outranks: dict[str, set[str]]) -> list[list[str]]:
+    """Each cycle of the relation once (depth-first; a cycle is reported from the first condition of
+    it that the search reaches)."""
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+    for start in sorted(outranks):
+        if start in done:
+            continue
+        path: list[str] = []
+        on_path: set[str] = set()
+        stack: list[tuple[str, list[str]]] = [(start, sorted(outranks.get(start, ())))]
+        path.append(start)
+        on_path.add(start)
+        while stack:
+            node, todo = stack[-1]
+            if not todo:
+                stack.pop()
+                path.pop()
+                on_path.discard(node)
+                done.add(node)
+                continue
+            nxt = todo.pop(0)
+            if nxt in on_path:
+                cycles.append(path[path.index(nxt) :])
+            elif nxt not in done:
+                stack.append((nxt, sorted(outranks.get(nxt, ()))))
+                path.append(nxt)
+                on_path.add(nxt)
+    return cycles
