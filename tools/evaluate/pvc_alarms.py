@@ -3,10 +3,11 @@
     python -m tools.evaluate.pvc_alarms --config examples/cardiac-monitoring.toml --out eval/pvc-alarms
 
 The config's `af` and `pvc` detectors and the alarm rules on them (examples/cardiac-monitoring.toml:
-atrial_fibrillation, and frequent_pvcs superseded by it) run through `agent.pipeline.Pipeline` on the
-beats the daemon's ECG -> RR stage finds in raw ECG, once as configured and once with every rule's
-`superseded_by` emptied. Readings go in one at a time, so an alarm's START and END are timed by the beat
-that raised them; alarmed time is START to END (or to the record's last beat).
+atrial_fibrillation and frequent_pvcs) run through `agent.pipeline.Pipeline` on the beats the daemon's
+ECG -> RR stage finds in raw ECG, once with frequent_pvcs `superseded_by = ["atrial_fibrillation"]` and
+once with no rule superseded (whatever the config says). Readings go in one at a time, so an alarm's
+START and END are timed by the beats that raised them; alarmed time is START to END (or to the record's
+last beat).
 
 - CPSC-2021, 18 records, lead 0 (`beats_from_ecg.cpsc_beats_from_ecg`): frequent_pvcs starts within
   `ONSET_WINDOW_S` after an AF onset (the first beat of an AF episode that follows another rhythm),
@@ -51,7 +52,7 @@ ONSET_WINDOW_S = 60.0
 SIM_AF = (600.0, 120.0)  # the simulated AF episode: start and duration (s), as tests/ecg/ has it
 SIM_RUN_S = 800.0
 SIM_SEEDS = tuple(range(1, 9))
-VARIANTS = ("without", "with")  # the hierarchy off (superseded_by emptied) and as configured
+VARIANTS = ("without", "with")  # the hierarchy off, and on (`variant`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,13 @@ def rhythm_config(path: Path) -> AgentConfig:
 
 
 def variant(config: AgentConfig, name: str) -> AgentConfig:
-    if name == "with":
-        return config
-    return dataclasses.replace(
-        config, alarms=tuple(dataclasses.replace(r, superseded_by=()) for r in config.alarms)
+    """ "with": frequent_pvcs superseded by atrial_fibrillation, whatever the config says; "without": no
+    rule superseded."""
+    above = (AF,) if name == "with" else ()
+    alarms = tuple(
+        dataclasses.replace(r, superseded_by=above if r.condition == PVC else ()) for r in config.alarms
     )
+    return dataclasses.replace(config, alarms=alarms)
 
 
 def episodes(config: AgentConfig, beats: Iterable[Reading]) -> list[Episode]:
