@@ -27,26 +27,35 @@ blocks of any size and to any rate from 100 to 1000 Hz:
   the QRS's slope in P&T's band, 0.41 in this one). A candidate there under 3/4 of that QRS's slope is a
   T wave too when its shape is not the QRS's: the ECG +-40 ms around the largest deflection near each
   one's steepest slope, compared by Pearson correlation at shifts up to 8 ms, under 0.7 (a template test,
-  the last QRS as the template; not taken from a paper). When no
-  QRS came 1.66 mean RR (last 8) after the last one, search back: the largest noise candidate since, above
-  half the threshold, is a QRS; if none is, the pool is forgotten and each new noise candidate is tried
-  when it comes. The mean RR used there is capped at 1.5 s, which bounds the delay.
+  the last QRS as the template; not taken from a paper). Neither test makes a T wave of a candidate
+  over twice as steep (in that band) and 1.5 times as tall (the range of the ECG +-80 ms around its
+  largest deflection) as the patient's own T waves, the medians of the last 8 learnt: the largest
+  deflection 0.12-0.45 s (or 0.6 mean RR) after each QRS found at once (not by the search back), once
+  that stretch has been fed, if no QRS came by then; the first 3 beats after a start or gap use the
+  tests alone. An R-on-T PVC, under half the QRS's steepness at half its height, is several times
+  steeper and taller than the T wave it lands on (MIT-BIH 119's: at least 2.4 and 1.9 times; its own
+  T waves at most 1.23 and 1.13 times their medians). When no QRS came 1.66 mean RR (last 8) after the
+  last one, search back: the largest noise candidate since, above half the threshold, is a QRS; if none
+  is, the pool is forgotten and each new noise candidate is tried when it comes. The mean RR used there
+  is capped at 1.5 s, which bounds the delay.
 - Learning. P&T's 2 s learning phase after the start and after every gap: SPK = max(MWI) / 3,
   NPK = mean(MWI) / 2; the candidates of those 2 s are then decided like any other.
 - The R peak reported is on the raw signal: the sample of largest |x - median| in the window the MWI
   peak covers, filter delay compensated (+-50 ms), so either polarity works and RR is sample-accurate.
 
 Changes from the papers: the MWI-candidate rule above instead of P&T's fiducial marks (and its bumps
-beside a larger one), the slope band and shape test of the T-wave rule, the candidates of the learning
-phase decided afterwards, the clipped QRS peak, the capped mean RR, and no second (band-pass) threshold
-set. No beat is looked for in the first 0.31 s after a start or gap (the filters' warm-up).
+beside a larger one), the slope band, shape test and learnt T waves of the T-wave rule, the candidates
+of the learning phase decided afterwards, the clipped QRS peak, the capped mean RR, and no second
+(band-pass) threshold set. No beat is looked for in the first 0.31 s after a start or gap (the filters'
+warm-up).
 `delay_s` (2.6 s at every rate) is the worst case, a search-back beat: 1.66 x 1.5 s after the last QRS, less
 the 200 ms refractory, plus the filter and integrator lag (0.31 s); a beat found at once is reported about
 0.4 s after its R peak, and the beats of a learning phase by its end.
 NaN samples (electrode off, a lost frame) are a gap: the filters, thresholds and RR history restart after
 the NaN run (a new 2 s learning phase); the sample count goes on, so indices stay absolute.
 Block-size invariance is exact: every value depends only on the samples' absolute indices, and the
-search back is replayed in the order of the candidates' decision times, whatever the blocks.
+search backs and T-wave learnings are replayed in the order of their and the candidates' decision times,
+whatever the blocks.
 """
 
 from __future__ import annotations
@@ -80,6 +89,14 @@ T_UNLIKE_SLOPE = 0.75  # ... or under this and of another shape than that QRS
 SHAPE_S = 0.04  # the ECG compared: +-40 ms around the largest deflection near the steepest slope
 SHAPE_LAG_S = 0.008  # compared at shifts of up to this much
 LIKENESS = 0.7  # correlation at which two deflections are the same kind of wave
+T_FROM_S = 0.12  # a beat's T wave: the largest deflection this long after its R peak ...
+T_TO_S = 0.45  # ... up to this long after it
+T_TO_RR = 0.6  # ... or this fraction of the mean RR, if less
+T_SPAN_S = 0.08  # a wave's size: the range of the ECG +-80 ms around its peak
+T_HISTORY = 8  # T waves learnt from the last beats with one
+T_LEARNED = 3  # ... at least this many before the T-wave rule uses them
+T_STEEPER = 2.0  # a candidate this many times steeper than the learned T waves ...
+T_TALLER = 1.5  # ... and this many times taller is not one
 
 
 def _box(n_samples: int) -> npt.NDArray[np.float64]:
@@ -126,6 +143,10 @@ class QrsDetector:
         self._steep_kernel = np.convolve(steep, np.array([0.5, 0.0, -0.5]) * rate_hz)
         self._steep_delay = (len(self._steep_kernel) - 1) // 2
         self._shape_half = round(SHAPE_S * rate_hz)
+        self._t_span = round(T_SPAN_S * rate_hz)
+        self._t_from = round(T_FROM_S * rate_hz)
+        # raw samples a T wave's learning needs beyond its window, either way
+        self._t_reach = max(self._steep_delay, self._t_span)
         self._shape_lag = max(1, round(SHAPE_LAG_S * rate_hz))
         shape_reach = 2 * self._shape_half + self._shape_lag  # from the steepest point to a shape's end
         # the newest sample a shape needs is <= MWI index - filter delay + shape_reach: already fed
@@ -166,6 +187,12 @@ class QrsDetector:
         self._noise: list[tuple[int, float, float, int, int]] = []
         self._deadline: int | None = at + self._search_back_wait()
         self._overdue = False  # a search back found nothing: search again at each new noise candidate
+        # the patient's T waves, learnt from the last beats: steepest slope and size; the last QRS's
+        # is learnt when the sample count reaches _t_learn_at, if no QRS came by then
+        self._t_learn_at: int | None = None
+        self._t_to = 0  # the last QRS's T window ends this many samples after its R peak
+        self._t_slopes: list[float] = []
+        self._t_sizes: list[float] = []
 
     def feed(self, samples: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         """R peaks decided by this block, as absolute sample indices (count of samples fed since
@@ -252,12 +279,21 @@ class QrsDetector:
         last = now - self._refractory  # the last MWI index whose +-200 ms window is complete
         if last >= self._scan_from:
             for i, larger in self._candidates(last):
-                while self._deadline is not None and self._deadline < i + self._refractory:
-                    self._search_back(found)
+                self._run_events_before(i + self._refractory, found)  # its decision time
                 self._classify(i, larger, found)
             self._scan_from = last + 1
-        while self._deadline is not None and self._deadline <= now:
-            self._search_back(found)
+        self._run_events_before(now + 1, found)
+
+    def _run_events_before(self, time: int, found: list[int]) -> None:
+        """The search backs and T-wave learnings due before `time` (a sample count), in their order."""
+        while True:
+            search, learn = self._deadline, self._t_learn_at
+            if learn is not None and learn < time and (search is None or learn <= search):
+                self._learn_t_wave()
+            elif search is not None and search < time:
+                self._search_back(found)
+            else:
+                return
 
     def _classify(self, i: int, larger: int | None, found: list[int]) -> None:
         height = float(self._mwi[i - self._buffer_start])
@@ -279,6 +315,7 @@ class QrsDetector:
                     and not self._alike(steepest, self._last_steepest)
                 )
             )
+            and not self._unlike_t_waves(i, slope)
         )
         if height > threshold and not t_wave:
             self._accept(i, height, slope, steepest, self._r_peak(i), LEVEL_WEIGHT, found)
@@ -314,13 +351,49 @@ class QrsDetector:
         self._noise = [c for c in self._noise if c[0] > i]
         self._overdue = False
         self._deadline = i + self._search_back_wait()
+        self._t_learn_at = None
         if r > self._last_r:
             found.append(r)
             self._last_r = r
+            if weight == LEVEL_WEIGHT:  # a search-back beat's T wave may be out of the buffers already
+                self._t_to = round(min(T_TO_S * self.rate_hz, T_TO_RR * self._mean_rr()))
+                self._t_learn_at = r + self._t_to + self._t_reach
+
+    def _unlike_t_waves(self, i: int, slope: float) -> bool:
+        """Whether the candidate at MWI index `i` is both much steeper and much taller than this
+        patient's T waves (once enough are learnt): a QRS, e.g. an early PVC on the T wave."""
+        return (
+            len(self._t_slopes) >= T_LEARNED
+            and slope > T_STEEPER * _median(np.array(self._t_slopes))
+            and self._size(self._r_peak(i)) > T_TALLER * _median(np.array(self._t_sizes))
+        )
+
+    def _learn_t_wave(self) -> None:
+        """The last QRS's T wave (no QRS came since it): the steepest slope and the size of the largest
+        deflection T_FROM_S to T_TO_S (or T_TO_RR mean RR) after its R peak."""
+        self._t_learn_at = None
+        first = self._last_r + self._t_from
+        if first - self._t_reach < self._start or self._t_to <= self._t_from:
+            return
+        lo, hi = first - self._buffer_start, self._last_r + self._t_to + 1 - self._buffer_start
+        window = self._raw[lo:hi]
+        peak = first + int(np.argmax(np.abs(window - _median(window))))
+        reach = self._steep_delay
+        slope = np.abs(np.convolve(self._raw[lo - reach : hi + reach], self._steep_kernel, "valid"))
+        self._t_slopes = [*self._t_slopes[-(T_HISTORY - 1) :], float(slope.max())]
+        self._t_sizes = [*self._t_sizes[-(T_HISTORY - 1) :], self._size(peak)]
+
+    def _size(self, peak: int) -> float:
+        """The range of the ECG within T_SPAN_S of `peak`: a T wave's height, a QRS's R-to-S."""
+        lo = peak - self._t_span - self._buffer_start
+        near = self._raw[lo : lo + 2 * self._t_span + 1]
+        return float(near.max() - near.min())
+
+    def _mean_rr(self) -> float:
+        return sum(self._rr) / len(self._rr) if self._rr else RR_DEFAULT_S * self.rate_hz
 
     def _search_back_wait(self) -> int:
-        mean_rr = float(np.mean(self._rr)) if self._rr else RR_DEFAULT_S * self.rate_hz
-        return round(SEARCH_BACK_RR * min(mean_rr, RR_CAP_S * self.rate_hz))
+        return round(SEARCH_BACK_RR * min(self._mean_rr(), RR_CAP_S * self.rate_hz))
 
     def _steepest(self, i: int) -> tuple[float, int]:
         """(the largest |slope| in the slope band, mV/s, its raw index) over the ECG that MWI sample `i`
