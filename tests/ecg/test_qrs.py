@@ -293,22 +293,26 @@ def test_mitdb_119_sensitivity_and_positive_predictivity(polarity: float) -> Non
     assert np.median(errors_ms) <= 10.0
 
 
-def r_on_t_excerpt() -> tuple[FloatArray, IntArray, IntArray, float]:
-    """(the excerpt with 4 of its own PVCs at half height spliced in 0.30 s after normal beats of its
+def r_on_t_excerpt(height: float) -> tuple[FloatArray, IntArray, IntArray, float]:
+    """(the excerpt with 4 of its own PVCs at `height` spliced in 0.30 s after normal beats of its
     runs of sinus rhythm, where its T waves peak, ~0.3 s after R; as tools.evaluate.qrs_r_on_t does it),
     the excerpt's beats, the spliced PVCs' samples, the rate."""
     mv, beats, rate = _excerpt()
     with np.load(EXCERPT) as data:
         pvcs = beats[data["is_pvc"] > 0]
     hosts = beats[[24, 41, 44, 47]]  # normal beats between normal beats
-    spliced_ecg, spliced = splice(mv, hosts, pvcs[[2, 5, 9, 14]], 0.30, 0.5, "replace")
+    spliced_ecg, spliced = splice(mv, hosts, pvcs[[2, 5, 9, 14]], 0.30, height, "replace")
     return spliced_ecg, beats, spliced, rate
 
 
-def test_a_half_height_pvc_on_the_t_wave_is_found() -> None:
-    """R-on-T: taken for T waves before the T-wave rule learnt the patient's own T waves (a half-height
-    PVC is under half as steep as the QRS before it, but several times steeper and taller than its T)."""
-    signal, beats, spliced, rate = r_on_t_excerpt()
+@pytest.mark.parametrize("height", [0.5, 1.0])
+def test_a_pvc_on_the_t_wave_and_the_beat_before_it_are_found(height: float) -> None:
+    """R-on-T. At half height the PVCs were taken for T waves before the T-wave rule learnt the patient's
+    own T waves (such a PVC is under half as steep as the QRS before it, but several times steeper and
+    taller than its T). At full height one beat before a PVC was lost: its integrator bump lies beside
+    the PVC's larger one, and was taken only if of the PVC's shape (now also if steeper than the PVC and
+    of the last QRS's shape)."""
+    signal, beats, spliced, rate = r_on_t_excerpt(height)
     found = run(signal, rate, 73)
     assert matched(spliced / rate, found, rate, 0.15)[0] == len(spliced)
     scored = beats[beats > 0.4 * rate]
@@ -316,8 +320,9 @@ def test_a_half_height_pvc_on_the_t_wave_is_found() -> None:
     assert len(found) == len(scored) + len(spliced)
 
 
+@pytest.mark.parametrize("height", [0.5, 1.0])
 @pytest.mark.parametrize("block", [1, 7, 73])
-def test_block_sizes_give_identical_peaks_on_r_on_t_pvcs(block: int) -> None:
+def test_block_sizes_give_identical_peaks_on_r_on_t_pvcs(block: int, height: float) -> None:
     """The T waves are learnt at fixed times after each beat, in order with the search backs."""
-    signal, _, _, rate = r_on_t_excerpt()
+    signal, _, _, rate = r_on_t_excerpt(height)
     np.testing.assert_array_equal(run(signal, rate, block), QrsDetector(rate).feed(signal))
