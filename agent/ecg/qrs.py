@@ -32,15 +32,15 @@ blocks of any size and to any rate from 100 to 1000 Hz:
   one's steepest slope, compared by Pearson correlation at shifts up to 8 ms, under 0.7 (a template test,
   the last QRS as the template; not taken from a paper). Neither test makes a T wave of a candidate
   over twice as steep (in that band) and 1.5 times as tall (the range of the ECG +-80 ms around its
-  largest deflection) as the patient's own T waves, the medians of the last 8 learnt: the largest
-  deflection 0.12-0.45 s (or 0.6 mean RR) after each QRS found at once (not by the search back), once
-  that stretch has been fed, if no QRS came by then; the first 3 beats after a start or gap use the
-  tests alone. An R-on-T PVC, under half the QRS's steepness at half its height, is several times
-  steeper and taller than the T wave it lands on (MIT-BIH 119's: at least 2.4 and 1.9 times; its own
-  T waves at most 1.23 and 1.13 times their medians). When no QRS came 1.66 mean RR (last 8) after the
-  last one, search back: the largest noise candidate since, above half the threshold, is a QRS; if none
-  is, the pool is forgotten and each new noise candidate is tried when it comes. The mean RR used there
-  is capped at 1.5 s, which bounds the delay.
+  largest deflection) as the patient's own T waves, the medians of the last 8 learnt: the steepest
+  slope and the largest deflection's size 0.12-0.45 s (or 0.6 mean RR) after each QRS found at once (not
+  by the search back), once that stretch has been fed, if no QRS came by then; the first 3 beats after a
+  start or gap use the tests alone. An R-on-T PVC, under half the QRS's steepness at half its height,
+  is several times steeper and taller than the T wave it lands on (MIT-BIH 119's: at least 2.4 and 1.9
+  times; its own T waves at most 1.23 and 1.13 times their medians). When no QRS came 1.66 mean RR
+  (last 8) after the last one, search back: the largest noise candidate since, above half the threshold,
+  is a QRS; if none is, the pool is forgotten and each new noise candidate is tried when it comes. The
+  mean RR used there is capped at 1.5 s, which bounds the delay.
 - Learning. P&T's 2 s learning phase after the start and after every gap: SPK = max(MWI) / 3,
   NPK = mean(MWI) / 2; the candidates of those 2 s are then decided like any other.
 - The R peak reported is on the raw signal: the sample of largest |x - median| in the window the MWI
@@ -98,7 +98,7 @@ T_TO_RR = 0.6  # ... or this fraction of the mean RR, if less
 T_SPAN_S = 0.08  # a wave's size: the range of the ECG +-80 ms around its peak
 T_HISTORY = 8  # T waves learnt from the last beats with one
 T_LEARNED = 3  # ... at least this many before the T-wave rule uses them
-T_STEEPER = 2.0  # a candidate this many times steeper than the learned T waves ...
+T_STEEPER = 2.0  # a candidate this many times steeper than the learnt T waves ...
 T_TALLER = 1.5  # ... and this many times taller is not one
 
 
