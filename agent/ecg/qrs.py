@@ -41,6 +41,17 @@ blocks of any size and to any rate from 100 to 1000 Hz:
   (last 8) after the last one, search back: the largest noise candidate since, above half the threshold,
   is a QRS; if none is, the pool is forgotten and each new noise candidate is tried when it comes. The
   mean RR used there is capped at 1.5 s, which bounds the delay.
+- Re-learning after an amplitude drop (not in the papers). SPK follows accepted beats only, so after a
+  drop to ~0.35x or less without a gap (an electrode re-seated, a gain change) every later QRS, ~0.1x
+  in MWI, was under half the threshold and lost for good. When a search back finds nothing, the levels
+  are re-learnt as in the learning phase from the MWI of the last 2 s (from 0.6 s after the last QRS,
+  past its T wave): SPK = peak / 3, NPK = mean / 2, and the search back is tried again on the candidates
+  there. The peak is the largest noise candidate there, and it must be a dropped QRS, not noise or a P
+  wave (a flat line with P waves or noise is an asystole, and missing it is worse than missing beats):
+  under half the threshold, over 1/100 of the median of the last 8 QRS heights (~0.1x amplitude), over
+  20 times the stretch's lower quartile (white noise's MWI: at most 10.5 times; beats at RR 0.6 s: 28 or
+  more, so after a drop at RR under ~0.5 s the beats stay lost), and of the shape of the last QRS found
+  at once.
 - Learning. P&T's 2 s learning phase after the start and after every gap: SPK = max(MWI) / 3,
   NPK = mean(MWI) / 2; the candidates of those 2 s are then decided like any other.
 - The R peak reported is on the raw signal: the sample of largest |x - median| in the window the MWI
@@ -48,17 +59,18 @@ blocks of any size and to any rate from 100 to 1000 Hz:
 
 Changes from the papers: the MWI-candidate rule above instead of P&T's fiducial marks (and its bumps
 beside a larger one), the slope band, shape test and learnt T waves of the T-wave rule, the candidates
-of the learning phase decided afterwards, the clipped QRS peak, the capped mean RR, and no second
-(band-pass) threshold set. No beat is looked for in the first 0.31 s after a start or gap (the filters'
-warm-up).
+of the learning phase decided afterwards, the clipped QRS peak, the capped mean RR, the re-learning
+after a failed search back, and no second (band-pass) threshold set. No beat is looked for in the
+first 0.31 s after a start or gap (the filters' warm-up).
 `delay_s` (2.6 s at every rate) is the worst case, a search-back beat: 1.66 x 1.5 s after the last QRS, less
 the 200 ms refractory, plus the filter and integrator lag (0.31 s); a beat found at once is reported about
 0.4 s after its R peak, and the beats of a learning phase by its end.
 NaN samples (electrode off, a lost frame) are a gap: the filters, thresholds and RR history restart after
 the NaN run (a new 2 s learning phase); the sample count goes on, so indices stay absolute.
 Block-size invariance is exact: every value depends only on the samples' absolute indices, and the
-search backs and T-wave learnings are replayed in the order of their and the candidates' decision times,
-whatever the blocks.
+search backs (with their re-learnings) and T-wave learnings are replayed in the order of their and the
+candidates' decision times, whatever the blocks; a re-learning reads the 2 s of MWI before its search
+back, which the buffers keep.
 """
 
 from __future__ import annotations
@@ -100,6 +112,9 @@ T_HISTORY = 8  # T waves learnt from the last beats with one
 T_LEARNED = 3  # ... at least this many before the T-wave rule uses them
 T_STEEPER = 2.0  # a candidate this many times steeper than the learnt T waves ...
 T_TALLER = 1.5  # ... and this many times taller is not one
+RELEARN_FLOOR = 0.01  # re-learn after a failed search back from an MWI peak over this much of the QRS heights
+RELEARN_QUIET_S = T_TO_S + INTEGRATOR_S  # ... in a stretch starting this long after the last QRS (its T wave)
+RELEARN_CONTRAST = 20.0  # ... and over this many times the stretch's lower quartile: beats, not noise
 
 
 def _box(n_samples: int) -> npt.NDArray[np.float64]:
@@ -138,6 +153,7 @@ class QrsDetector:
         self._sides = np.stack([-steps, steps])  # MWI offsets within +-200 ms, nearest first each way
         self._t_wave = round(T_WAVE_S * rate_hz)
         self._learn = round(LEARN_S * rate_hz)
+        self._relearn_quiet = round(RELEARN_QUIET_S * rate_hz)
         self._margin = round(R_MARGIN_S * rate_hz)
         self._r_lag = self._filter_delay + len(self._integrator) + self._margin  # MWI peak to earliest R
         steep = highpass
@@ -180,6 +196,11 @@ class QrsDetector:
         self._learned = False
         self._signal_level = 0.0  # P&T's running averages of the MWI's QRS and noise peaks
         self._noise_level = 0.0
+        self._qrs_heights: list[float] = []  # the MWI heights of the last QRS (the learning's peak first)
+        # for a re-learning: the noise candidates of the last LEARN_S, as (MWI index, height, index of
+        # the steepest slope), kept when a search back forgets its pool; the last wave of a QRS found at once
+        self._recent: list[tuple[int, float, int]] = []
+        self._qrs_shape: npt.NDArray[np.float64] | None = None
         self._rr: list[int] = []
         self._last_qrs = at  # MWI index of the last QRS; the start of the segment until the first
         self._last_slope: float | None = None
@@ -237,11 +258,11 @@ class QrsDetector:
             learning = self._mwi[self._start - self._buffer_start :][: self._learn]
             self._signal_level = float(learning.max()) / 3.0
             self._noise_level = float(learning.mean()) / 2.0
+            self._qrs_heights = [float(learning.max())]
             self._learned = True
         self._decide(found)
-        keep_from = (
-            self._scan_from - max(self._refractory, self._t_wave) - self._raw_lag - 1
-        )  # a candidate's neighbours too
+        # a candidate's neighbours too, and the stretch a search back may re-learn from
+        keep_from = self._scan_from - max(self._refractory, self._t_wave, self._learn) - self._raw_lag - 1
         if keep_from > self._buffer_start:
             cut = keep_from - self._buffer_start
             self._raw, self._mwi = self._raw[cut:], self._mwi[cut:]
@@ -295,7 +316,7 @@ class QrsDetector:
             if learn is not None and learn < time and (search is None or learn <= search):
                 self._learn_t_wave()
             elif search is not None and search < time:
-                self._search_back(found)
+                self._search_back(search, found)
             else:
                 return
 
@@ -336,18 +357,52 @@ class QrsDetector:
         if t_wave:
             return
         self._noise.append((i, height, slope, steepest, self._r_peak(i)))
+        self._recent = [*(c for c in self._recent if c[0] > i - self._learn), (i, height, steepest)]
         if self._overdue:  # the last search back found nothing: this candidate is searched at once
             self._deadline = i + self._refractory
 
-    def _search_back(self, found: list[int]) -> None:
-        """No QRS for 1.66 mean RR: the largest noise candidate since, if above half the threshold."""
+    def _search_back(self, time: int, found: list[int]) -> None:
+        """No QRS for 1.66 mean RR: the largest noise candidate since, if above half the threshold; if
+        none is, the levels are re-learnt from the stretch before (an amplitude drop) and it is tried
+        again."""
         pool = [c for c in self._noise if c[1] > 0.5 * self._threshold()]
+        if not pool:
+            relearnt_from = self._relearn(time)
+            if relearnt_from is not None:
+                pool = [c for c in self._noise if c[0] >= relearnt_from and c[1] > 0.5 * self._threshold()]
         self._deadline = None
         if not pool:  # forget them, so a beat is never found later than this (the delay bound)
             self._noise, self._overdue = [], True
             return
         i, height, slope, steepest, r = max(pool, key=lambda c: c[1])
         self._accept(i, height, slope, steepest, r, SEARCH_BACK_WEIGHT, found)
+
+    def _relearn(self, time: int) -> int | None:
+        """P&T's learning phase over the MWI of the last LEARN_S before `time` (a search back that found
+        nothing), from RELEARN_QUIET_S after the last QRS on: SPK = peak / 3, NPK = mean / 2, the peak
+        being its largest candidate not taken for a T wave, when that is under half the threshold (why
+        the search back failed), of the shape of the last QRS found at once (a QRS whose amplitude
+        dropped, not a P wave or noise), over RELEARN_FLOOR of the median of the last QRS heights (an
+        amplitude dropped to ~0.1x or less is no QRS) and over RELEARN_CONTRAST times the stretch's lower
+        quartile (the MWI of noise, a flat line's, is never that peaked: at most 10.5 times in 2 s
+        stretches of 600 s of white noise; beats at RR 0.6 s at least 28 times). Returns the stretch's
+        first MWI index if re-learnt."""
+        first = max(time - self._learn + 1, self._last_qrs + self._relearn_quiet, self._start)
+        inside = [c for c in self._recent if first <= c[0] <= time]
+        if not inside or self._qrs_shape is None:
+            return None
+        _, peak, steepest = max(inside, key=lambda c: c[1])
+        stretch = self._mwi[first - self._buffer_start : time + 1 - self._buffer_start]
+        quartile = len(stretch) // 4
+        if (
+            peak > 0.5 * self._threshold()
+            or peak <= RELEARN_FLOOR * _median(np.array(self._qrs_heights))
+            or peak <= RELEARN_CONTRAST * float(np.partition(stretch, quartile)[quartile])
+            or not self._alike_shapes(self._shape(steepest), self._qrs_shape)
+        ):
+            return None
+        self._signal_level, self._noise_level = peak / 3.0, float(stretch.mean()) / 2.0
+        return first
 
     def _threshold(self) -> float:
         return self._noise_level + THRESHOLD_FRACTION * (self._signal_level - self._noise_level)
@@ -359,6 +414,7 @@ class QrsDetector:
             self._rr = [*self._rr[-(RR_HISTORY - 1) :], i - self._last_qrs]
         height = min(height, ARTEFACT_CLIP * self._signal_level)  # a burst of noise lifts it little
         self._signal_level += weight * (height - self._signal_level)
+        self._qrs_heights = [*self._qrs_heights[-(RR_HISTORY - 1) :], height]
         self._last_qrs, self._last_slope, self._last_steepest = i, slope, steepest
         self._noise = [c for c in self._noise if c[0] > i]
         self._overdue = False
@@ -370,6 +426,8 @@ class QrsDetector:
             if weight == LEVEL_WEIGHT:  # a search-back beat's waves may be out of the buffers already
                 shape = self._shape(steepest)
                 self._last_shape = None if shape is None else shape.copy()
+                if self._last_shape is not None:
+                    self._qrs_shape = self._last_shape
                 self._t_to = round(min(T_TO_S * self.rate_hz, T_TO_RR * self._mean_rr()))
                 self._t_learn_at = r + self._t_to + self._t_reach
 

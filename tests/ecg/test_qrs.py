@@ -326,3 +326,51 @@ def test_block_sizes_give_identical_peaks_on_r_on_t_pvcs(block: int, height: flo
     """The T waves are learnt at fixed times after each beat, in order with the search backs."""
     signal, _, _, rate = r_on_t_excerpt(height)
     np.testing.assert_array_equal(run(signal, rate, block), QrsDetector(rate).feed(signal))
+
+
+# -- amplitude steps without a gap (an electrode re-seated, a gain change) ---------------------------------
+
+
+def amplitude_step(factor: float, at_s: float = 20.0) -> tuple[FloatArray, IntArray, float]:
+    """The 119 excerpt whose amplitude is multiplied by `factor` from `at_s` on, its beats, the rate."""
+    mv, beats, rate = _excerpt()
+    stepped = mv.copy()
+    stepped[round(at_s * rate) :] *= factor
+    return stepped, beats, rate
+
+
+@pytest.mark.parametrize("factor", [0.3, 0.2])
+def test_beats_are_found_again_within_5_s_of_an_amplitude_drop(factor: float) -> None:
+    """Before, the signal level only followed accepted beats and the search back looked for half the
+    threshold, so every beat after a drop to ~0.35x or less was lost for good; now a failed search back
+    re-learns the levels from the smaller QRS."""
+    signal, beats, rate = amplitude_step(factor)
+    found = run(signal, rate, 73)
+    after = beats[beats > 25.0 * rate]  # from 5 s after the drop: every beat
+    assert matched(after / rate, found, rate, 0.15)[0] == len(after)
+    scored = beats[beats > 0.4 * rate]
+    assert matched(scored / rate, found, rate, 0.15)[1] == len(found)  # nothing else
+
+
+@pytest.mark.parametrize("block", [1, 7, 73])
+def test_block_sizes_give_identical_peaks_after_an_amplitude_drop(block: int) -> None:
+    """The re-learning is replayed at its search back's time, from samples of fixed absolute indices."""
+    signal, _, rate = amplitude_step(0.3)
+    np.testing.assert_array_equal(run(signal, rate, block), QrsDetector(rate).feed(signal))
+
+
+@pytest.mark.parametrize("noise_mv", [0.0, 0.02, 0.03])
+def test_a_flat_line_after_an_amplitude_drop_gives_no_beat(noise_mv: float) -> None:
+    """Asystole must still alarm: after a drop to 0.3x (beats found again, which failed before), a flat
+    line with or without 20-30 µV of noise is no QRS for 30 s, although the levels were re-learnt low
+    (a re-learning from the noise, were it neither peaked nor QRS-shaped, took 35 of its peaks)."""
+    rate = 250.0
+    signal, beats = synthetic(rate, 70.0, seed=4)
+    signal[round(20.0 * rate) :] *= 0.3
+    flat_from = round(40.0 * rate)
+    noise = np.random.default_rng(3).normal(0.0, noise_mv, len(signal) - flat_from)
+    signal[flat_from:] = signal[flat_from - 1] + noise
+    found = run(signal, rate, 73)
+    recovered = beats[(beats > 25.0) & (beats < 39.5)]
+    assert matched(recovered, found, rate, 0.05)[0] == len(recovered)
+    assert not np.any(found > flat_from + 0.1 * rate)
