@@ -32,10 +32,12 @@ blocks of any size and to any rate from 100 to 1000 Hz:
   one's steepest slope, compared by Pearson correlation at shifts up to 8 ms, under 0.7 (a template test,
   the last QRS as the template; not taken from a paper). Neither test makes a T wave of a candidate
   over twice as steep (in that band) and 1.5 times as tall (the range of the ECG +-80 ms around its
-  largest deflection) as the patient's own T waves, the medians of the last 8 learnt: the steepest
-  slope and the largest deflection's size 0.12-0.45 s (or 0.6 mean RR) after each QRS found at once (not
-  by the search back), once that stretch has been fed, if no QRS came by then; the first 3 beats after a
-  start or gap use the tests alone. An R-on-T PVC, under half the QRS's steepness at half its height,
+  largest deflection) as the patient's own T waves scaled to the last QRS: the medians of the last 8
+  learnt, each the steepest slope and the largest deflection's size 0.12-0.45 s (or 0.6 mean RR) after
+  a QRS found at once (not by the search back), as ratios to that QRS's slope and size (so an amplitude
+  step leaves them true: learnt in mV, x3 T waves after a step up became beats), learnt once that
+  stretch has been fed, if no QRS came by then; the first 3 beats after a start or gap use the tests
+  alone. An R-on-T PVC, under half the QRS's steepness at half its height,
   is several times steeper and taller than the T wave it lands on (MIT-BIH 119's: at least 2.4 and 1.9
   times; its own T waves at most 1.23 and 1.13 times their medians). When no QRS came 1.66 mean RR
   (last 8) after the last one, search back: the largest noise candidate since, above half the threshold,
@@ -216,6 +218,8 @@ class QrsDetector:
         # is learnt when the sample count reaches _t_learn_at, if no QRS came by then
         self._t_learn_at: int | None = None
         self._t_to = 0  # the last QRS's T window ends this many samples after its R peak
+        self._last_size: float | None = None  # the last QRS's size, if found at once
+        # ... each as a ratio to its own QRS's slope and size, so an amplitude step leaves them true
         self._t_slopes: list[float] = []
         self._t_sizes: list[float] = []
 
@@ -419,7 +423,7 @@ class QrsDetector:
         self._noise = [c for c in self._noise if c[0] > i]
         self._overdue = False
         self._deadline = i + self._search_back_wait()
-        self._t_learn_at, self._last_shape = None, None
+        self._t_learn_at, self._last_shape, self._last_size = None, None, None
         if r > self._last_r:
             found.append(r)
             self._last_r = r
@@ -428,32 +432,39 @@ class QrsDetector:
                 self._last_shape = None if shape is None else shape.copy()
                 if self._last_shape is not None:
                     self._qrs_shape = self._last_shape
+                self._last_size = self._size(r) if r - self._t_span >= self._start else None
                 self._t_to = round(min(T_TO_S * self.rate_hz, T_TO_RR * self._mean_rr()))
                 self._t_learn_at = r + self._t_to + self._t_reach
 
     def _unlike_t_waves(self, i: int, slope: float) -> bool:
         """Whether the candidate at MWI index `i` is both much steeper and much taller than this
-        patient's T waves (once enough are learnt): a QRS, e.g. an early PVC on the T wave."""
+        patient's T waves (once enough are learnt), scaled to the last QRS: a QRS, e.g. an early PVC
+        on the T wave."""
         return (
             len(self._t_slopes) >= T_LEARNED
-            and slope > T_STEEPER * _median(np.array(self._t_slopes))
-            and self._size(self._r_peak(i)) > T_TALLER * _median(np.array(self._t_sizes))
+            and self._last_slope is not None
+            and self._last_size is not None
+            and slope > T_STEEPER * _median(np.array(self._t_slopes)) * self._last_slope
+            and self._size(self._r_peak(i)) > T_TALLER * _median(np.array(self._t_sizes)) * self._last_size
         )
 
     def _learn_t_wave(self) -> None:
         """The last QRS's T wave (no QRS came since it): the steepest slope and the size of the largest
-        deflection T_FROM_S to T_TO_S (or T_TO_RR mean RR) after its R peak."""
+        deflection T_FROM_S to T_TO_S (or T_TO_RR mean RR) after its R peak, as ratios to that QRS's."""
         self._t_learn_at = None
         first = self._last_r + self._t_from
+        qrs_slope, qrs_size = self._last_slope, self._last_size
         if first - self._t_reach < self._start or self._t_to <= self._t_from:
+            return
+        if qrs_slope is None or qrs_size is None or qrs_slope <= 0.0 or qrs_size <= 0.0:
             return
         lo, hi = first - self._buffer_start, self._last_r + self._t_to + 1 - self._buffer_start
         window = self._raw[lo:hi]
         peak = first + int(np.argmax(np.abs(window - _median(window))))
         reach = self._steep_delay
         slope = np.abs(np.convolve(self._raw[lo - reach : hi + reach], self._steep_kernel, "valid"))
-        self._t_slopes = [*self._t_slopes[-(T_HISTORY - 1) :], float(slope.max())]
-        self._t_sizes = [*self._t_sizes[-(T_HISTORY - 1) :], self._size(peak)]
+        self._t_slopes = [*self._t_slopes[-(T_HISTORY - 1) :], float(slope.max()) / qrs_slope]
+        self._t_sizes = [*self._t_sizes[-(T_HISTORY - 1) :], self._size(peak) / qrs_size]
 
     def _size(self, peak: int) -> float:
         """The range of the ECG within T_SPAN_S of `peak`: a T wave's height, a QRS's R-to-S."""

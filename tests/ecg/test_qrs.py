@@ -374,3 +374,12 @@ def test_a_flat_line_after_an_amplitude_drop_gives_no_beat(noise_mv: float) -> N
     recovered = beats[(beats > 25.0) & (beats < 39.5)]
     assert matched(recovered, found, rate, 0.05)[0] == len(recovered)
     assert not np.any(found > flat_from + 0.1 * rate)
+
+
+@pytest.mark.parametrize(("rate_hz", "seed"), [(130.0, 1), (250.0, 2), (360.0, 2)])
+def test_t_waves_after_an_amplitude_step_up_are_not_beats(rate_hz: float, seed: int) -> None:
+    """The learnt T waves are ratios to their own QRS: after a x3 step the T waves, three times the
+    learnt ones, were taken for QRS complexes when the learnt T was in absolute units."""
+    signal, beats = tall_t_wave(rate_hz, seed)
+    signal[round(30.0 * rate_hz) :] *= 3.0
+    assert_every_beat_once(beats, run(signal, rate_hz, 73), rate_hz)
