@@ -200,9 +200,10 @@ class QrsDetector:
         self._noise_level = 0.0
         self._qrs_heights: list[float] = []  # the MWI heights of the last QRS (the learning's peak first)
         # for a re-learning: the noise candidates of the last LEARN_S, as (MWI index, height, index of
-        # the steepest slope), kept when a search back forgets its pool; the last wave of a QRS found at once
+        # the steepest slope), kept when a search back forgets its pool; the waves of the last QRS found
+        # at once (bigeminy has two shapes)
         self._recent: list[tuple[int, float, int]] = []
-        self._qrs_shape: npt.NDArray[np.float64] | None = None
+        self._qrs_shapes: list[npt.NDArray[np.float64]] = []
         self._rr: list[int] = []
         self._last_qrs = at  # MWI index of the last QRS; the start of the segment until the first
         self._last_slope: float | None = None
@@ -384,25 +385,29 @@ class QrsDetector:
     def _relearn(self, time: int) -> int | None:
         """P&T's learning phase over the MWI of the last LEARN_S before `time` (a search back that found
         nothing), from RELEARN_QUIET_S after the last QRS on: SPK = peak / 3, NPK = mean / 2, the peak
-        being its largest candidate not taken for a T wave, when that is under half the threshold (why
-        the search back failed), of the shape of the last QRS found at once (a QRS whose amplitude
-        dropped, not a P wave or noise), over RELEARN_FLOOR of the median of the last QRS heights (an
+        being its largest candidate not taken for a T wave and of the shape of one of the last 8 QRS
+        found at once (a QRS whose amplitude dropped, not a P wave or noise), when that is under half the
+        threshold (why the search back failed), over RELEARN_FLOOR of the median of the last QRS heights (an
         amplitude dropped to ~0.1x or less is no QRS) and over RELEARN_CONTRAST times the stretch's lower
         quartile (the MWI of noise, a flat line's, is never that peaked: at most 10.5 times in 2 s
         stretches of 600 s of white noise; beats at RR 0.6 s at least 28 times). Returns the stretch's
         first MWI index if re-learnt."""
         first = max(time - self._learn + 1, self._last_qrs + self._relearn_quiet, self._start)
-        inside = [c for c in self._recent if first <= c[0] <= time]
-        if not inside or self._qrs_shape is None:
+        inside = [
+            c
+            for c in self._recent
+            if first <= c[0] <= time
+            and any(self._alike_shapes(self._shape(c[2]), shape) for shape in self._qrs_shapes)
+        ]
+        if not inside:
             return None
-        _, peak, steepest = max(inside, key=lambda c: c[1])
+        peak = max(c[1] for c in inside)
         stretch = self._mwi[first - self._buffer_start : time + 1 - self._buffer_start]
         quartile = len(stretch) // 4
         if (
             peak > 0.5 * self._threshold()
             or peak <= RELEARN_FLOOR * _median(np.array(self._qrs_heights))
             or peak <= RELEARN_CONTRAST * float(np.partition(stretch, quartile)[quartile])
-            or not self._alike_shapes(self._shape(steepest), self._qrs_shape)
         ):
             return None
         self._signal_level, self._noise_level = peak / 3.0, float(stretch.mean()) / 2.0
@@ -431,7 +436,7 @@ class QrsDetector:
                 shape = self._shape(steepest)
                 self._last_shape = None if shape is None else shape.copy()
                 if self._last_shape is not None:
-                    self._qrs_shape = self._last_shape
+                    self._qrs_shapes = [*self._qrs_shapes[-(RR_HISTORY - 1) :], self._last_shape]
                 self._last_size = self._size(r) if r - self._t_span >= self._start else None
                 self._t_to = round(min(T_TO_S * self.rate_hz, T_TO_RR * self._mean_rr()))
                 self._t_learn_at = r + self._t_to + self._t_reach
