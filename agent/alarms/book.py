@@ -102,8 +102,14 @@ class AlarmBook:
         # Recurrences the cooldown held back since the last episode, told in the next START (not saved:
         # a restart forgets the count, not an episode).
         self._held_back = np.zeros(0, dtype=np.int64)
+        # The alarm hierarchy's counterpart: hits of this rule not alarmed because a rule above it had an
+        # episode under way (those of a pending episode it abandoned, and those while it was active), told
+        # in the next START; and the hits of the pending episode under way, counted for that (not saved).
+        self._superseded_hits = np.zeros(0, dtype=np.int64)
+        self._pending_hits = np.zeros(0, dtype=np.int64)
         # Time of each stream's last hop with a verdict, kept while something is open (not saved: after a
-        # restart an open episode counts as unjudged until its next verdict). See `unjudged_priority`.
+        # restart an open episode counts as unjudged until its next verdict). See `unjudged_priority`
+        # and `judged_states` (the alarm hierarchy).
         self._verdict_at = np.zeros(0)
         self._f: dict[str, FloatArray] = {name: np.zeros(0) for name in self._FLOAT_FIELDS}
 
@@ -136,6 +142,8 @@ class AlarmBook:
             self._peak_limit = np.concatenate([self._peak_limit, np.full(grow, np.nan)])
             self._peak_channel = np.concatenate([self._peak_channel, np.zeros(grow, dtype=np.int64)])
             self._held_back = np.concatenate([self._held_back, np.zeros(grow, dtype=np.int64)])
+            self._superseded_hits = np.concatenate([self._superseded_hits, np.zeros(grow, dtype=np.int64)])
+            self._pending_hits = np.concatenate([self._pending_hits, np.zeros(grow, dtype=np.int64)])
             self._verdict_at = np.concatenate([self._verdict_at, np.full(grow, -math.inf)])
             for name, arr in self._f.items():
                 fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
@@ -153,11 +161,14 @@ class AlarmBook:
         quality_text: Sequence[str],
         rows: IntArray | None = None,
         superseded: BoolArray | None = None,
+        held: BoolArray | None = None,
     ) -> list[AlarmEvent]:
         """Advance every listed stream by one hop; the events to send, in stream order. `rows`, if
-        given, are the streams' `row_of` values. `superseded` marks the streams where a rule of the
-        rule's `superseded_by` is open (the alarm hierarchy): there this hop counts as a miss, and an
-        episode not yet started is abandoned, so none starts; one already started goes on."""
+        given, are the streams' `row_of` values. The alarm hierarchy (rules of the rule's
+        `superseded_by`, see `agent.pipeline.stream`): `held` marks the streams where one is PENDING:
+        there the hop counts as usual but no episode may start (it stays PENDING, its onset and hits
+        kept); `superseded` those where one is ACTIVE or CLEARING: there the hop counts as a miss and an
+        episode not yet started is abandoned with its N-of-M history; one already started goes on."""
         n = len(streams)
         if not (scores.scores.shape == times.shape == quality_ok.shape == (n,) and len(quality_text) == n):
             raise ValueError(f"alarm {self.rule.condition}: {n} streams but score/time/quality sizes differ")
@@ -175,14 +186,21 @@ class AlarmBook:
         known = np.isfinite(sc) if technical else np.isfinite(sc) & np.asarray(quality_ok, dtype=bool)
         hit = scores.exceeded & known
         if superseded is not None and superseded.any():
-            # A miss rather than no verdict: a hop counted as none would keep a pending episode, its
-            # onset and its hits for after the higher alarm; counted as a miss, hits age out of N-of-M
-            # as beats go by, and a brief flicker of the higher rule costs one hop's hit, not the count.
-            hit = hit & ~superseded
+            # The higher alarm has started: this rule's pending episode and its evidence were its
+            # (abandoned, N-of-M history emptied, so its hits do not start this rule the moment the
+            # higher one ends), and a hit while it lasts is a miss, counted as held back. A miss rather
+            # than no verdict: none would keep an onset for after the higher alarm, maybe an hour later.
             abandoned = superseded & (states == AlarmState.PENDING)
             if abandoned.any():
+                gone = rows[abandoned]
                 states = np.where(abandoned, AlarmState.NORMAL, states)
-                self._state[rows[abandoned]] = AlarmState.NORMAL
+                self._state[gone] = AlarmState.NORMAL
+                self._history[gone] = 0
+                np.add.at(self._superseded_hits, gone, self._pending_hits[gone])
+                self._pending_hits[gone] = 0
+            unalarmed = hit & superseded & (states == AlarmState.NORMAL)
+            np.add.at(self._superseded_hits, rows[unalarmed], 1)
+            hit = hit & ~superseded
 
         mask = (1 << rule.confirm_m) - 1
         before = self._history[rows]
@@ -223,6 +241,15 @@ class AlarmBook:
             & (t - f["detection"][rows] >= escalate_after - TIME_SLACK_S),
         )
         new_states, actions = step(states, inputs)
+        if held is not None and held.any():
+            # A start the hierarchy holds back: the episode stays PENDING with its onset and hits, and
+            # starts at its first hit after the higher rule falls back to NORMAL without starting.
+            blocked = held & (actions == Action.START)
+            new_states[blocked] = AlarmState.PENDING
+            actions[blocked] = Action.NONE
+        if rule.superseded_by:  # the hits of each pending episode, told if the hierarchy abandons it
+            waiting = new_states == AlarmState.PENDING
+            self._pending_hits[rows] = np.where(waiting, self._pending_hits[rows] + hit, 0)
 
         began = (states == AlarmState.NORMAL) & (new_states != AlarmState.NORMAL)
         f["onset"][rows[began]] = t[began]
@@ -308,6 +335,10 @@ class AlarmBook:
             if held := int(self._held_back[row]):
                 text += f"; {held} recurrence(s) during the cooldown after the previous episode not alarmed"
                 self._held_back[row] = 0
+            if superseded := int(self._superseded_hits[row]):
+                above = " or ".join(rule.superseded_by)
+                text += f"; {superseded} abnormal hop(s) during {above} not alarmed"
+                self._superseded_hits[row] = 0
         elif action is Action.ESCALATE:
             active = explain.seconds(t - detection)
             text = f"peak {phrase}; active {active}, raised to {episode.priority.value}"
@@ -359,11 +390,13 @@ class AlarmBook:
         states = self._state[: len(self._refs)]
         return int(np.count_nonzero((states == AlarmState.ACTIVE) | (states == AlarmState.CLEARING)))
 
-    def open_rows(self, rows: IntArray) -> BoolArray:
-        """Which of `rows` have an episode under way (PENDING, ACTIVE or CLEARING): what supersedes the
-        rules below this one in an alarm hierarchy."""
-        is_open: BoolArray = self._state[rows] != AlarmState.NORMAL
-        return is_open
+    def judged_states(self, rows: IntArray, since: FloatArray) -> IntArray:
+        """The state of each of `rows`, NORMAL for one without a verdict since `since` (per row): what
+        holds back or supersedes the rules below this one in an alarm hierarchy. A rule whose detector
+        fails (or whose signal is lost) for longer must not silence the rules below it."""
+        judged = self._verdict_at[rows] >= since - TIME_SLACK_S
+        states: IntArray = np.where(judged, self._state[rows], AlarmState.NORMAL)
+        return states
 
     def state_of(self, stream: StreamRef) -> AlarmState:
         row = self._rows.get(stream)
@@ -407,6 +440,7 @@ class AlarmBook:
                 events.append(self._event(row, Action.END, last, 0, time, "ok"))
             self._state[row] = AlarmState.NORMAL
             self._history[row] = 0
+            self._pending_hits[row] = 0
         return events
 
     # -- persistence ---------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Checks of the alarm hierarchy: the `superseded_by` key of `[[alarms]]` rules.
 
-A rule superseded by other conditions starts no new episode on a stream while one of theirs is open
-there (`agent.pipeline.stream`). That only means something between rules on the same stream name, so a
-name must be the condition of another rule whose detector watches the same stream as this rule's; and
-the relation must have no cycle (rules that each wait for the other to be closed). Each problem names
-the key (`alarms[i].superseded_by[j]`, or `alarms[i].superseded_by` for a cycle).
+A rule superseded by other conditions cannot start on a stream while one of theirs is pending there and
+starts nothing while one is active (`agent.pipeline.stream`). That only means something between rules
+on the same stream name, so a name must be the condition of another rule whose detector watches the
+same stream as this rule's; and the relation must have no cycle (rules that each wait for the other to
+be closed). Each problem names the key (`alarms[i].superseded_by[j]`, or `alarms[i].superseded_by`
+for a cycle).
 """
 
 from __future__ import annotations

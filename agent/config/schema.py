@@ -197,8 +197,9 @@ class AlarmRuleConfig:
     cooldown_s: float = 60.0  # after an end, the same alarm cannot restart for this long
     escalate_after_s: float | None = None  # still active this long: raise one priority level
     unit: str = ""
-    # Conditions of rules on the same stream that outrank this one (an alarm hierarchy): while one of
-    # them is open (PENDING, ACTIVE or CLEARING) on a stream, this rule starts nothing new there.
+    # Conditions of rules on the same stream that outrank this one (an alarm hierarchy, transitive):
+    # while one of them is PENDING on a stream this rule cannot start there, and while one is ACTIVE or
+    # CLEARING it starts nothing there (agent.pipeline.stream, agent.alarms.book).
     superseded_by: tuple[str, ...] = ()
 
 

@@ -22,7 +22,7 @@ from typing import TypeVar, cast, overload
 import numpy as np
 import numpy.typing as npt
 
-from agent.alarms import AlarmBook, StreamRef
+from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.clock import stepped_to_gateway
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import Detector, WindowBlock
@@ -54,8 +54,18 @@ class _Watch:
     columns: IntArray | None  # the detector's channels among the stream's; None: all, in order
     rows: list[IntArray]  # per book: each slot's row in that book
     calibration: LiveCalibration | None = None  # set while/after the detector learns live
-    # per book: (watch, book) positions of the books of its rule's `superseded_by` (alarm hierarchy)
-    superseders: list[list[tuple[int, int]]] = field(default_factory=list)
+    # per book: the books above its rule in the alarm hierarchy (`superseded_by`, transitively)
+    superseders: list[list[_Superseder]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Superseder:
+    """A book above another in the alarm hierarchy: its (watch, book) position, and for how long after
+    its last verdict it still counts (its own clear_after_s, at least two of its detector's hops)."""
+
+    watch: int
+    book: int
+    judged_for_s: float
 
 
 @dataclass(slots=True)
@@ -177,7 +187,11 @@ class StreamPipeline:
             hop = watch.detector.hop
             groups.setdefault(hop, _HopGroup(hop, [], np.zeros(0, np.int64), np.zeros(0, np.int64)))
             groups[hop].watches.append(watch)
-        self._groups = list(groups.values())
+        # Groups holding higher rules flushed first too, so a rule judged on the same flush as one above
+        # it sees that one's state of this hop (groups that outrank each other keep their order).
+        self._groups = _outranking_first(
+            list(groups.values()), lambda group: [book.rule for w in group.watches for book in w.books]
+        )
         self.quality_alarms = quality_alarms
         self._pseudonym = pseudonym
         self._slots: dict[str, int] = {}
@@ -207,24 +221,50 @@ class StreamPipeline:
         self.detector_failures: Counter[str] = Counter()  # detector id -> calls that raised
 
     def _link_superseders(self) -> None:
-        """Give each book the positions of the books of its `superseded_by` conditions (on this stream
-        name: the loader refuses a name of another stream's rule)."""
+        """Give each book the books above its rule: those of its `superseded_by` conditions, theirs, and
+        so on (on this stream name: the loader refuses a name of another stream's rule, and cycles). The
+        closure makes a chain hold: with elevated < extreme < critical, critical holds elevated back
+        too, or elevated would be free (and start) while critical holds extreme back."""
+        above: dict[str, set[str]] = {}
+        for watch in self.watches:
+            for book in watch.books:
+                above.setdefault(book.rule.condition, set()).update(book.rule.superseded_by)
+        changed = True
+        while changed:  # to a fixed point; a few rounds (no cycles)
+            changed = False
+            for names in above.values():
+                wider = names.union(*(above.get(name, set()) for name in names))
+                if wider != names:
+                    names |= wider
+                    changed = True
         positions = [
-            (w, b, book) for w, watch in enumerate(self.watches) for b, book in enumerate(watch.books)
+            _Superseder(w, b, max(book.rule.clear_after_s, 2 * watch.detector.hop * self.nominal_period_s))
+            for w, watch in enumerate(self.watches)
+            for b, book in enumerate(watch.books)
         ]
         for watch in self.watches:
             watch.superseders = [
-                [(w, b) for w, b, other in positions if other.rule.condition in book.rule.superseded_by]
+                [
+                    p
+                    for p in positions
+                    if self.watches[p.watch].books[p.book].rule.condition in above[book.rule.condition]
+                ]
                 for book in watch.books
             ]
 
-    def _superseded(self, above: list[tuple[int, int]], due: IntArray) -> npt.NDArray[np.bool_]:
-        """Which `due` slots have an episode of one of the books at `above` under way."""
-        mask = np.zeros(len(due), dtype=bool)
-        for w, b in above:
-            other = self.watches[w]
-            mask |= other.books[b].open_rows(other.rows[b][due])
-        return mask
+    def _hierarchy(
+        self, above: list[_Superseder], due: IntArray, times: FloatArray
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """(held, superseded): which `due` slots (at `times`) have an episode of one of the books `above`
+        PENDING, and which one ACTIVE or CLEARING; a book without a recent verdict counts as NORMAL."""
+        held = np.zeros(len(due), dtype=bool)
+        superseded = np.zeros(len(due), dtype=bool)
+        for p in above:
+            other = self.watches[p.watch]
+            states = other.books[p.book].judged_states(other.rows[p.book][due], times - p.judged_for_s)
+            held |= states == AlarmState.PENDING
+            superseded |= (states == AlarmState.ACTIVE) | (states == AlarmState.CLEARING)
+        return held & ~superseded, superseded
 
     def _column_index(self, channels: tuple[str, ...]) -> IntArray | None:
         if channels == self.channels:
@@ -523,8 +563,13 @@ class StreamPipeline:
         learning = watch.calibration if watch.calibration is not None and watch.calibration.learning else None
         events: list[AlarmEvent] = []
         for book, rows, above in zip(watch.books, watch.rows, watch.superseders, strict=True):
-            superseded = self._superseded(above, due) if above else None
-            events += book.update(refs, scores, times, quality_ok, quality_text, rows[due], superseded)
+            if above:
+                held, superseded = self._hierarchy(above, due, times)
+                events += book.update(
+                    refs, scores, times, quality_ok, quality_text, rows[due], superseded, held
+                )
+            else:
+                events += book.update(refs, scores, times, quality_ok, quality_text, rows[due])
         if learning is not None:  # after the books: these scores were judged by the configured threshold
             if events:
                 slot_of = {(r.device_pseudonym, r.stream): s for r, s in zip(refs, due.tolist(), strict=True)}

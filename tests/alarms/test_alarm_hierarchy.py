@@ -1,5 +1,8 @@
 """The alarm hierarchy (`superseded_by`): a rule starts nothing on a stream while one above it is under way.
 
+While the rule above is PENDING the lower one is held (it keeps its pending episode but cannot start);
+once the rule above has started, the lower one's pending episode is abandoned and its hits are misses.
+
 Two limit rules on one hr stream: `extreme` (hr above 150 for 10 s) supersedes `elevated` (hr above 100
 for 5 s). Without the key, hr 160 raises `elevated` at 5 s, before `extreme` at 10 s: the lower, confusing
 alarm first, as frequent_pvcs before atrial_fibrillation at an AF onset (examples/cardiac-monitoring.toml).
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from alarm_drive import STREAM, T0, block, new_book, rule
 
 from agent.alarms import AlarmState, StreamRef
@@ -88,9 +92,12 @@ def test_the_lower_rule_starts_nothing_while_the_higher_is_pending_or_active(tmp
     book = pipeline._books["hr-elevated/elevated"]
     events = feed(pipeline, hr("a", [160] * 8))
     assert events == []  # 8 s: extreme is pending, elevated would have started at 5 s
-    assert book.state_of(StreamRef("a", "vitals")) is AlarmState.NORMAL
-    events = feed(pipeline, hr("a", [160] * 30 + [70] * 20, start=8.0))
+    assert book.state_of(StreamRef("a", "vitals")) is AlarmState.PENDING  # held, not abandoned
+    events = feed(pipeline, hr("a", [160] * 3, start=8.0))
     assert starts(events) == [("a", "extreme", 10.0)]
+    assert book.state_of(StreamRef("a", "vitals")) is AlarmState.NORMAL  # abandoned when extreme started
+    events = feed(pipeline, hr("a", [160] * 27 + [70] * 20, start=11.0))
+    assert starts(events) == []
 
 
 def test_the_order_of_the_configuration_does_not_matter(tmp_path: Path) -> None:
@@ -155,3 +162,122 @@ def test_a_superseded_pending_episode_is_abandoned_per_stream_in_one_update() ->
     # The next hits start over: a new pending episode, two more hits needed after this one.
     book.update([STREAM], block([5.0]), np.array([T0 + 3]), np.ones(1, bool), ["ok"])
     assert book.state_of(STREAM) is AlarmState.PENDING
+
+
+# -- the review's findings (scripts of an outside review, 2026-11-30) ----------------------------------
+
+
+def limit_rules(
+    tmp_path: Path, detectors: list[tuple[str, float, float]], alarms: list[dict[str, Any]]
+) -> AgentConfig:
+    """One device `a`; `detectors` as (id, hr limit above, hop in s) on its vitals stream."""
+    raw = {
+        "gateway": {"id": "gw", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "outbox": {"path": "outbox.sqlite"},
+        "devices": [{"id": "a", "kind": "wearable", "transport": "simulator"}],
+        "detectors": [
+            {
+                "id": name,
+                "type": "limit",
+                "stream": "vitals",
+                "channels": ["hr"],
+                "params": {"above": above, "hop_s": hop_s},
+            }
+            for name, above, hop_s in detectors
+        ],
+        "alarms": alarms,
+    }
+    return parse_config(raw, base_dir=tmp_path)
+
+
+def test_a_higher_rule_flickering_pending_does_not_restart_the_lowers_onset(tmp_path: Path) -> None:
+    # hr 145 with a 1 s spike to 155 every 8 s (at 7, 15, ... s): extreme is PENDING on each spike and
+    # NORMAL again at the next hop. elevated (10 s) keeps its onset through the spikes and starts at 10 s
+    # (it never started before: each spike abandoned it and restarted its onset).
+    values = [155 if k % 8 == 7 else 145 for k in range(180)]
+    events = feed(Pipeline(hierarchy(tmp_path, lower_min_s=10.0), str), hr("a", values))
+    assert starts(events) == [("a", "elevated", 10.0)]
+
+
+def test_a_start_held_by_a_pending_higher_rule_comes_when_it_falls_back(tmp_path: Path) -> None:
+    # elevated (7 s) would start at 7 s, when extreme is pending on a spike: held there, it starts at the
+    # next hop, extreme NORMAL again, with its onset of 0 s.
+    values = [155 if k == 7 else 145 for k in range(30)]
+    events = feed(Pipeline(hierarchy(tmp_path, lower_min_s=7.0), str), hr("a", values))
+    assert starts(events) == [("a", "elevated", 8.0)]
+    (start,) = [e for e in events if e.phase is Phase.START]
+    assert start.onset_time == T0
+
+
+def test_a_higher_rule_without_verdicts_does_not_silence_the_lower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # extreme goes pending, then its detector fails on every hop (no verdict): it stays PENDING. After its
+    # own clear_after_s (5 s) without a verdict it no longer holds elevated back, which starts at 8 s
+    # (last verdict at 2 s; 7 s is within 5 s of it).
+    pipeline = Pipeline(hierarchy(tmp_path), str)
+    events = feed(pipeline, hr("a", [160] * 3))
+
+    def failing(block: object) -> object:
+        raise RuntimeError("model file gone")
+
+    (extreme,) = [d for d in pipeline.detectors if d.id == "hr-extreme"]
+    monkeypatch.setattr(extreme, "score", failing)
+    events += feed(pipeline, hr("a", [160] * 30, start=3.0))
+    assert starts(events) == [("a", "elevated", 8.0)]
+
+
+def test_a_chain_of_rules_is_transitive(tmp_path: Path) -> None:
+    # elevated < extreme < critical, hr 200: critical's pending episode holds extreme back, and through
+    # it elevated too; when critical starts both are abandoned. Only critical starts.
+    alarms: list[dict[str, Any]] = [
+        {"condition": "critical", "detector": "c", "min_duration_s": 10, "clear_after_s": 5},
+        {
+            "condition": "extreme",
+            "detector": "e",
+            "min_duration_s": 5,
+            "clear_after_s": 5,
+            "superseded_by": ["critical"],
+        },
+        {
+            "condition": "elevated",
+            "detector": "l",
+            "min_duration_s": 3,
+            "clear_after_s": 5,
+            "superseded_by": ["extreme"],
+        },
+    ]
+    config = limit_rules(tmp_path, [("c", 180, 1), ("e", 150, 1), ("l", 100, 1)], alarms)
+    events = feed(Pipeline(config, str), hr("a", [200] * 30))
+    assert starts(events) == [("a", "critical", 10.0)]
+
+
+def test_the_hits_held_back_are_told_in_the_lower_rules_next_start(tmp_path: Path) -> None:
+    # extreme pending 0-9 s, active 10-19 s, clearing 20-24 s, ends at 25 s (hr 120 from 20 s). elevated's
+    # pending episode of 0-9 s (10 hits) is abandoned at 10 s, its hits of 10-24 s (15) count as misses:
+    # 25 hops, told when it starts at 30 s.
+    events = feed(Pipeline(hierarchy(tmp_path), str), hr("a", [160] * 20 + [120] * 30))
+    assert starts(events) == [("a", "extreme", 10.0), ("a", "elevated", 30.0)]
+    (start,) = [e for e in events if e.phase is Phase.START and e.condition == "elevated"]
+    assert start.explanation.text.endswith("; 25 abnormal hop(s) during extreme not alarmed")
+
+
+def test_hop_groups_are_stepped_higher_rules_first(tmp_path: Path) -> None:
+    # extreme's detector hops every 2 s (at 1, 3, ... s), elevated's (no minimum duration) every 1 s, in
+    # the group of an unrelated detector configured first. At 11 s both judge hr 160: extreme's group is
+    # stepped first, so elevated is held back on that hop.
+    alarms: list[dict[str, Any]] = [
+        {"condition": "x", "detector": "x"},
+        {"condition": "extreme", "detector": "e", "min_duration_s": 10, "clear_after_s": 5},
+        {
+            "condition": "elevated",
+            "detector": "l",
+            "min_duration_s": 0,
+            "clear_after_s": 5,
+            "superseded_by": ["extreme"],
+        },
+    ]
+    config = limit_rules(tmp_path, [("x", 300, 1), ("e", 150, 2), ("l", 100, 1)], alarms)
+    events = feed(Pipeline(config, str), hr("a", [70] * 11 + [160] * 19))
+    assert starts(events) == [("a", "extreme", 21.0)]
