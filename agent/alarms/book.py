@@ -91,6 +91,9 @@ class AlarmBook:
         self.model_hash = model_hash
         self.channels = channels
         self.quantity = quantity  # what `observed` measures, for the sentence: the detector's `quantity`
+        # The conditions above this rule in the alarm hierarchy, named when its START tells what they
+        # held back: its `superseded_by`, and the pipeline adds theirs (the relation is transitive).
+        self.superseding = rule.superseded_by
         self._rows: dict[StreamRef, int] = {}
         self._refs: list[StreamRef] = []
         self._episodes: dict[int, _Episode] = {}
@@ -336,7 +339,7 @@ class AlarmBook:
                 text += f"; {held} recurrence(s) during the cooldown after the previous episode not alarmed"
                 self._held_back[row] = 0
             if superseded := int(self._superseded_hits[row]):
-                above = " or ".join(rule.superseded_by)
+                above = " or ".join(self.superseding)
                 text += f"; {superseded} abnormal hop(s) during {above} not alarmed"
                 self._superseded_hits[row] = 0
         elif action is Action.ESCALATE:

@@ -243,6 +243,9 @@ class StreamPipeline:
             for b, book in enumerate(watch.books)
         ]
         for watch in self.watches:
+            for book in watch.books:
+                direct = book.rule.superseded_by
+                book.superseding = direct + tuple(sorted(above[book.rule.condition].difference(direct)))
             watch.superseders = [
                 [
                     p

@@ -249,8 +249,12 @@ def test_a_chain_of_rules_is_transitive(tmp_path: Path) -> None:
         },
     ]
     config = limit_rules(tmp_path, [("c", 180, 1), ("e", 150, 1), ("l", 100, 1)], alarms)
-    events = feed(Pipeline(config, str), hr("a", [200] * 30))
-    assert starts(events) == [("a", "critical", 10.0)]
+    events = feed(Pipeline(config, str), hr("a", [200] * 30 + [120] * 20))
+    assert starts(events)[0] == ("a", "critical", 10.0)
+    # critical ends at 35 s; elevated starts at 38 s and names both rules above it
+    assert starts(events)[1:] == [("a", "elevated", 38.0)]
+    (start,) = [e for e in events if e.phase is Phase.START and e.condition == "elevated"]
+    assert start.explanation.text.endswith("; 35 abnormal hop(s) during extreme or critical not alarmed")
 
 
 def test_the_hits_held_back_are_told_in_the_lower_rules_next_start(tmp_path: Path) -> None:
