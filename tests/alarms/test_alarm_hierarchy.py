@@ -285,3 +285,18 @@ def test_hop_groups_are_stepped_higher_rules_first(tmp_path: Path) -> None:
     config = limit_rules(tmp_path, [("x", 300, 1), ("e", 150, 2), ("l", 100, 1)], alarms)
     events = feed(Pipeline(config, str), hr("a", [70] * 11 + [160] * 19))
     assert starts(events) == [("a", "extreme", 21.0)]
+
+
+def test_a_held_start_stays_pending_per_stream_in_one_update() -> None:
+    # Two streams would start on their second hit; the first is held: it stays PENDING with its onset and
+    # history, and starts at its next hit once no longer held.
+    book = new_book(rule(confirm_n=2, confirm_m=2, min_duration_s=0.0))
+    other = StreamRef("dev-b", "vitals")
+    ok = np.ones(2, bool)
+    book.update([STREAM, other], block([5.0, 5.0]), np.full(2, T0), ok, ["ok", "ok"])
+    held = np.array([True, False])
+    events = book.update([STREAM, other], block([5.0, 5.0]), np.full(2, T0 + 1), ok, ["ok", "ok"], held=held)
+    assert [(e.device, e.phase) for e in events] == [("dev-b", Phase.START)]
+    assert book.state_of(STREAM) is AlarmState.PENDING
+    (start,) = book.update([STREAM], block([5.0]), np.array([T0 + 2]), np.ones(1, bool), ["ok"])
+    assert (start.phase, start.onset_time, start.detection_time) == (Phase.START, T0, T0 + 2)
