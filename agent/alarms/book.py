@@ -401,6 +401,12 @@ class AlarmBook:
         states: IntArray = np.where(judged, self._state[rows], AlarmState.NORMAL)
         return states
 
+    def take_superseded_hits(self, row: int) -> int:
+        """The row's hits held back by the alarm hierarchy since they were last told, now told (zeroed)."""
+        held = int(self._superseded_hits[row])
+        self._superseded_hits[row] = 0
+        return held
+
     def state_of(self, stream: StreamRef) -> AlarmState:
         row = self._rows.get(stream)
         return AlarmState.NORMAL if row is None else AlarmState(int(self._state[row]))

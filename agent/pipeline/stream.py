@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast, overload
 
 import numpy as np
@@ -26,7 +26,7 @@ from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.clock import stepped_to_gateway
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import Detector, WindowBlock
-from agent.events import AlarmEvent
+from agent.events import AlarmEvent, Phase
 from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
 from agent.pipeline.technical import QualityAlarms
@@ -56,6 +56,8 @@ class _Watch:
     calibration: LiveCalibration | None = None  # set while/after the detector learns live
     # per book: the books above its rule in the alarm hierarchy (`superseded_by`, transitively)
     superseders: list[list[_Superseder]] = field(default_factory=list)
+    # per book: the (watch, book) positions of the books below its rule, whose held-back hits its END tells
+    below: list[list[tuple[int, int]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +256,34 @@ class StreamPipeline:
                 ]
                 for book in watch.books
             ]
+        for watch in self.watches:
+            watch.below = [
+                [
+                    (w, b)
+                    for w, other in enumerate(self.watches)
+                    for b, lower in enumerate(other.books)
+                    if book.rule.condition in above[lower.rule.condition]
+                ]
+                for book in watch.books
+            ]
+
+    def _tell_held_back(self, events: list[AlarmEvent], below: list[tuple[int, int]]) -> list[AlarmEvent]:
+        """`events` of a book with rules `below` it, each END saying how many hits of theirs on its stream
+        the hierarchy kept from alarming (and not told yet): "…; 14 frequent_pvcs hop(s) during it not
+        alarmed". Told here, when the higher episode ends, rather than at the lower rule's next START
+        alone, which may never come; what is left (a higher rule gone stale) that START tells."""
+        told: list[AlarmEvent] = []
+        for event in events:
+            slot = self._slot_of_ref.get(StreamRef(event.device, event.stream))
+            if event.phase is Phase.END and slot is not None:
+                text = event.explanation.text
+                for w, b in below:
+                    lower = self.watches[w]
+                    if held := lower.books[b].take_superseded_hits(int(lower.rows[b][slot])):
+                        text += f"; {held} {lower.books[b].rule.condition} hop(s) during it not alarmed"
+                event = replace(event, explanation=replace(event.explanation, text=text))
+            told.append(event)
+        return told
 
     def _hierarchy(
         self, above: list[_Superseder], due: IntArray, times: FloatArray
@@ -565,14 +595,15 @@ class StreamPipeline:
         refs = _LazyRows(due, self._refs.__getitem__)
         learning = watch.calibration if watch.calibration is not None and watch.calibration.learning else None
         events: list[AlarmEvent] = []
-        for book, rows, above in zip(watch.books, watch.rows, watch.superseders, strict=True):
+        for book, rows, above, below in zip(
+            watch.books, watch.rows, watch.superseders, watch.below, strict=True
+        ):
             if above:
                 held, superseded = self._hierarchy(above, due, times)
-                events += book.update(
-                    refs, scores, times, quality_ok, quality_text, rows[due], superseded, held
-                )
+                got = book.update(refs, scores, times, quality_ok, quality_text, rows[due], superseded, held)
             else:
-                events += book.update(refs, scores, times, quality_ok, quality_text, rows[due])
+                got = book.update(refs, scores, times, quality_ok, quality_text, rows[due])
+            events += self._tell_held_back(got, below) if below and got else got
         if learning is not None:  # after the books: these scores were judged by the configured threshold
             if events:
                 slot_of = {(r.device_pseudonym, r.stream): s for r, s in zip(refs, due.tolist(), strict=True)}

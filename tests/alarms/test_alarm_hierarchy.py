@@ -251,20 +251,44 @@ def test_a_chain_of_rules_is_transitive(tmp_path: Path) -> None:
     config = limit_rules(tmp_path, [("c", 180, 1), ("e", 150, 1), ("l", 100, 1)], alarms)
     events = feed(Pipeline(config, str), hr("a", [200] * 30 + [120] * 20))
     assert starts(events)[0] == ("a", "critical", 10.0)
-    # critical ends at 35 s; elevated starts at 38 s and names both rules above it
+    # critical ends at 35 s, telling the hits held back of both rules below it; elevated starts at 38 s
     assert starts(events)[1:] == [("a", "elevated", 38.0)]
-    (start,) = [e for e in events if e.phase is Phase.START and e.condition == "elevated"]
-    assert start.explanation.text.endswith("; 35 abnormal hop(s) during extreme or critical not alarmed")
+    (end,) = [e for e in events if e.phase is Phase.END and e.condition == "critical"]
+    assert end.explanation.text.endswith(
+        "; 30 extreme hop(s) during it not alarmed; 35 elevated hop(s) during it not alarmed"
+    )
 
 
-def test_the_hits_held_back_are_told_in_the_lower_rules_next_start(tmp_path: Path) -> None:
+def test_the_hits_held_back_are_told_in_the_higher_rules_end(tmp_path: Path) -> None:
     # extreme pending 0-9 s, active 10-19 s, clearing 20-24 s, ends at 25 s (hr 120 from 20 s). elevated's
     # pending episode of 0-9 s (10 hits) is abandoned at 10 s, its hits of 10-24 s (15) count as misses:
-    # 25 hops, told when it starts at 30 s.
+    # 25 hops, told when extreme ends (once: not again when elevated starts at 30 s).
     events = feed(Pipeline(hierarchy(tmp_path), str), hr("a", [160] * 20 + [120] * 30))
     assert starts(events) == [("a", "extreme", 10.0), ("a", "elevated", 30.0)]
+    (end,) = [e for e in events if e.phase is Phase.END and e.condition == "extreme"]
+    assert end.explanation.text.endswith("; 25 elevated hop(s) during it not alarmed")
     (start,) = [e for e in events if e.phase is Phase.START and e.condition == "elevated"]
-    assert start.explanation.text.endswith("; 25 abnormal hop(s) during extreme not alarmed")
+    assert "not alarmed" not in start.explanation.text
+
+
+def test_hits_held_back_by_a_higher_rule_gone_stale_are_told_in_the_lower_rules_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # extreme starts at 10 s, then its detector fails from 15 s on: it stays ACTIVE without verdicts and
+    # stops superseding after its clear_after_s (5 s; last verdict at 14 s): elevated's hits of 10-19 s
+    # (10) and of its pending episode of 0-9 s (10) are told when it starts, at 25 s (pending from 20 s).
+    pipeline = Pipeline(hierarchy(tmp_path), str)
+    events = feed(pipeline, hr("a", [160] * 15))
+
+    def failing(block: object) -> object:
+        raise RuntimeError("model file gone")
+
+    (extreme,) = [d for d in pipeline.detectors if d.id == "hr-extreme"]
+    monkeypatch.setattr(extreme, "score", failing)
+    events += feed(pipeline, hr("a", [160] * 15, start=15.0))
+    assert starts(events) == [("a", "extreme", 10.0), ("a", "elevated", 25.0)]
+    (start,) = [e for e in events if e.phase is Phase.START and e.condition == "elevated"]
+    assert start.explanation.text.endswith("; 20 abnormal hop(s) during extreme not alarmed")
 
 
 def test_hop_groups_are_stepped_higher_rules_first(tmp_path: Path) -> None:
