@@ -110,6 +110,9 @@ class AlarmBook:
         # in the next START; and the hits of the pending episode under way, counted for that (not saved).
         self._superseded_hits = np.zeros(0, dtype=np.int64)
         self._pending_hits = np.zeros(0, dtype=np.int64)
+        # Pending episodes whose start the hierarchy held back (their own conditions met): they wait for
+        # the rule above, start when it falls back to NORMAL, are abandoned when it starts (not saved).
+        self._due = np.zeros(0, dtype=bool)
         # Time of each stream's last hop with a verdict, kept while something is open (not saved: after a
         # restart an open episode counts as unjudged until its next verdict). See `unjudged_priority`
         # and `judged_states` (the alarm hierarchy).
@@ -147,6 +150,7 @@ class AlarmBook:
             self._held_back = np.concatenate([self._held_back, np.zeros(grow, dtype=np.int64)])
             self._superseded_hits = np.concatenate([self._superseded_hits, np.zeros(grow, dtype=np.int64)])
             self._pending_hits = np.concatenate([self._pending_hits, np.zeros(grow, dtype=np.int64)])
+            self._due = np.concatenate([self._due, np.zeros(grow, dtype=bool)])
             self._verdict_at = np.concatenate([self._verdict_at, np.full(grow, -math.inf)])
             for name, arr in self._f.items():
                 fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
@@ -244,13 +248,10 @@ class AlarmBook:
             & (t - f["detection"][rows] >= escalate_after - TIME_SLACK_S),
         )
         new_states, actions = step(states, inputs)
-        if held is not None and held.any():
-            # A start the hierarchy holds back: the episode stays PENDING with its onset and hits, and
-            # starts at its first hit after the higher rule falls back to NORMAL without starting.
-            blocked = held & (actions == Action.START)
-            new_states[blocked] = AlarmState.PENDING
-            actions[blocked] = Action.NONE
-        if rule.superseded_by:  # the hits of each pending episode, told if the hierarchy abandons it
+        released: BoolArray | None = None
+        if rule.superseded_by or held is not None:
+            new_states, actions, released = self._hold(rows, states, new_states, actions, held)
+            # the hits of each pending episode, told if the hierarchy abandons it
             waiting = new_states == AlarmState.PENDING
             self._pending_hits[rows] = np.where(waiting, self._pending_hits[rows] + hit, 0)
 
@@ -271,8 +272,36 @@ class AlarmBook:
         events: list[AlarmEvent] = []
         for i in np.flatnonzero(actions != Action.NONE).tolist():
             action = Action(int(actions[i]))
-            events.append(self._event(int(rows[i]), action, scores, i, float(t[i]), quality_text[i]))
+            late = released is not None and bool(released[i])
+            events.append(self._event(int(rows[i]), action, scores, i, float(t[i]), quality_text[i], late))
         return events
+
+    def _hold(
+        self,
+        rows: IntArray,
+        states: IntArray,
+        new_states: IntArray,
+        actions: IntArray,
+        held: BoolArray | None,
+    ) -> tuple[IntArray, IntArray, BoolArray]:
+        """The alarm hierarchy's hold on this hop's transitions: a START while `held` (a rule above
+        PENDING) is turned back into PENDING and the episode marked due; a due episode stays PENDING
+        while held whatever its own hops say (its quiet hops do not abandon it), and starts at once on
+        the first hop it is no longer held (the rule above fell back to NORMAL without starting: its
+        conditions were met, so a condition that came and went while held is still alarmed, late).
+        (new states, actions, which STARTs are such late releases.)"""
+        due = self._due[rows] & (states == AlarmState.PENDING)
+        if held is None:
+            held = np.zeros(len(rows), dtype=bool)
+        blocked = held & (actions == Action.START)
+        waiting = held & (blocked | due)
+        new_states = np.where(waiting, AlarmState.PENDING, new_states)
+        actions = np.where(waiting, Action.NONE, actions)
+        released = due & ~held
+        new_states[released] = AlarmState.ACTIVE
+        actions[released] = Action.START
+        self._due[rows] = waiting
+        return new_states, actions, released
 
     def _track_peak(self, rows: IntArray, live: BoolArray, scores: ScoreBlock) -> None:
         f = self._f
@@ -298,7 +327,7 @@ class AlarmBook:
     # -- events ----------------------------------------------------------------------------------------
 
     def _event(
-        self, row: int, action: Action, scores: ScoreBlock, i: int, t: float, quality: str
+        self, row: int, action: Action, scores: ScoreBlock, i: int, t: float, quality: str, late: bool = False
     ) -> AlarmEvent:
         rule = self.rule
         f = self._f
@@ -322,7 +351,7 @@ class AlarmBook:
             # Data times that went back past the onset (a simulator restarted by a reload, a device
             # clock reset) must not give a back end an episode that ends before it began.
             end_time = max(end_time, onset)
-        if action is not Action.START:
+        if action is not Action.START or late:
             # The episode's worst so far: an escalation may come on a hop inside the hysteresis band
             # ("hr 116 bpm below limit 120 bpm; raised to high" read as a contradiction).
             channel = int(self._peak_channel[row])
@@ -335,6 +364,11 @@ class AlarmBook:
             # Confirmed on its first hop (no minimum duration: a detector that measures the duration
             # itself, as spo2_desaturation does): no "for 0 s".
             text = f"{phrase} for {explain.seconds(t - onset)}" if t - onset >= 0.5 else phrase
+            if late:  # held back by the hierarchy until the rule above fell back without starting
+                above = " or ".join(self.superseding)
+                text = (
+                    f"peak {phrase}, onset {explain.seconds(t - onset)} ago; held while {above} was pending"
+                )
             if held := int(self._held_back[row]):
                 text += f"; {held} recurrence(s) during the cooldown after the previous episode not alarmed"
                 self._held_back[row] = 0
@@ -450,6 +484,7 @@ class AlarmBook:
             self._state[row] = AlarmState.NORMAL
             self._history[row] = 0
             self._pending_hits[row] = 0
+            self._due[row] = False
         return events
 
     # -- persistence ---------------------------------------------------------------------------------

@@ -324,3 +324,33 @@ def test_a_held_start_stays_pending_per_stream_in_one_update() -> None:
     assert book.state_of(STREAM) is AlarmState.PENDING
     (start,) = book.update([STREAM], block([5.0]), np.array([T0 + 2]), np.ones(1, bool), ["ok"])
     assert (start.phase, start.onset_time, start.detection_time) == (Phase.START, T0, T0 + 2)
+
+
+def test_a_condition_that_came_and_went_while_held_is_alarmed_when_the_higher_falls_back(
+    tmp_path: Path,
+) -> None:
+    # extreme (1 of 20 hops, 10 s) goes pending on one hop at 155 and stays pending until 20 s, when its
+    # hit has aged out; it never starts. elevated (5 s) met its conditions at 5 s (hr 120 until 8 s),
+    # held; its own rule would have abandoned it at 9 s (hr 90). It starts, late, when extreme falls back
+    # to NORMAL at 20 s, worded by its peak, and ends by its own rule (clear from 21 s on).
+    alarms: list[dict[str, Any]] = [
+        {"condition": "extreme", "detector": "e", "min_duration_s": 10, "confirm_m": 20},
+        {
+            "condition": "elevated",
+            "detector": "l",
+            "min_duration_s": 5,
+            "clear_after_s": 5,
+            "superseded_by": ["extreme"],
+        },
+    ]
+    config = limit_rules(tmp_path, [("e", 150, 1), ("l", 100, 1)], alarms)
+    events = feed(Pipeline(config, str), hr("a", [155] + [120] * 8 + [90] * 30))
+    got = [(e.condition, e.phase, e.detection_time - T0) for e in events]
+    assert got == [("elevated", Phase.START, 20.0), ("elevated", Phase.END, 20.0)]
+    start = events[0]
+    assert start.onset_time == T0
+    assert (
+        start.explanation.text
+        == "peak hr 155 above limit 100, onset 20 s ago; held while extreme was pending"
+    )
+    assert events[1].end_time == T0 + 21.0
