@@ -281,7 +281,8 @@ class StreamPipeline:
                     lower = self.watches[w]
                     if held := lower.books[b].take_superseded_hits(int(lower.rows[b][slot])):
                         text += f"; {held} {lower.books[b].rule.condition} hop(s) during it not alarmed"
-                event = replace(event, explanation=replace(event.explanation, text=text))
+                if text != event.explanation.text:
+                    event = replace(event, explanation=replace(event.explanation, text=text))
             told.append(event)
         return told
 
