@@ -3,9 +3,9 @@
 A rule superseded by other conditions cannot start on a stream while one of theirs is pending there and
 starts nothing while one is active (`agent.pipeline.stream`). That only means something between rules
 on the same stream name, so a name must be the condition of another rule whose detector watches the
-same stream as this rule's; and the relation must have no cycle (rules that each wait for the other to
-be closed). Each problem names the key (`alarms[i].superseded_by[j]`, or `alarms[i].superseded_by`
-for a cycle).
+same stream as this rule's (the condition may have rules on other streams too); and the relation must
+have no cycle (rules that each wait for the other to be closed). Each problem names the key
+(`alarms[i].superseded_by[j]`, or `alarms[i].superseded_by` for a cycle).
 """
 
 from __future__ import annotations
@@ -69,16 +69,22 @@ def _name_problem(
     own = stream_of.get(rule.detector) if isinstance(rule.detector, str) else None
     if own is None:  # this rule's detector is unknown: reported as alarms[i].detector
         return None
+    # A condition may have rules on several streams (tachycardia from a strap's hr and from the ECG's
+    # beats): one on this rule's stream is enough (an unknown detector is reported elsewhere).
+    elsewhere: list[int] = []
     for k in rules_of[name]:
         other = alarms[k]
         theirs = stream_of.get(other.detector) if isinstance(other.detector, str) else None
-        if theirs is not None and theirs != own:
-            return (
-                f"rule {describe(name)} (alarms[{k}]) judges detector {describe(other.detector)} on stream"
-                f" {describe(theirs)}, this rule's detector {describe(rule.detector)} is on stream"
-                f" {describe(own)}: a rule can only be superseded by rules of its own stream"
-            )
-    return None
+        if theirs is None or theirs == own:
+            return None
+        elsewhere.append(k)
+    k = elsewhere[0]
+    other = alarms[k]
+    return (
+        f"rule {describe(name)} (alarms[{k}]) judges detector {describe(other.detector)} on stream"
+        f" {describe(stream_of[other.detector])}, this rule's detector {describe(rule.detector)} is on"
+        f" stream {describe(own)}: a rule can only be superseded by rules of its own stream"
+    )
 
 
 def _cycles(outranks: dict[str, set[str]]) -> list[list[str]]:

@@ -65,6 +65,20 @@ def test_a_rule_of_another_stream_is_refused(tmp_path: Path) -> None:
     assert 'stream "vitals"' in message and 'stream "ecg_rr"' in message
 
 
+def test_a_condition_with_rules_on_several_streams_is_taken_for_this_streams(tmp_path: Path) -> None:
+    # tachycardia from the vitals' hr and from the ECG's beats: the latter can supersede frequent_pvcs
+    detectors = [
+        *BASE["detectors"],
+        {"id": "ecg-hr", "type": "limit", "stream": "ecg_rr", "channels": ["hr"], "params": {"above": 130}},
+    ]
+    rules = [
+        *alarms(frequent_pvcs=["tachycardia"]),
+        {"condition": "tachycardia", "detector": "ecg-hr"},
+    ]
+    config = parse_config({**BASE, "detectors": detectors, "alarms": rules}, base_dir=tmp_path)
+    assert config.alarms[1].superseded_by == ("tachycardia",)
+
+
 def test_its_own_condition_is_refused(tmp_path: Path) -> None:
     found = problems(alarms(frequent_pvcs=["frequent_pvcs"]), tmp_path)
     assert "cannot supersede itself" in found["alarms[1].superseded_by[0]"]
