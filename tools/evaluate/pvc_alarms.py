@@ -29,7 +29,6 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ from agent.readings import Reading
 from agent.simulation import simulate
 from tools.evaluate.beats_from_ecg import cpsc_beats_from_ecg, mitdb_from_ecg
 from tools.evaluate.datasets import MITDB_FS, T0, Series, load_mitdb
-from tools.evaluate.replay import readings
+from tools.evaluate.replay import pool_map, readings
 from tools.evaluate.report import table, write_report
 
 PVC = "frequent_pvcs"
@@ -178,13 +177,6 @@ def _sim_job(job: tuple[str, Path, int]) -> list[Episode]:
     return episodes(config, [r for r in sim_beats(seed, beats) if r.stream == f"w1/{rr}"])
 
 
-def _run(jobs: int, fn: object, tasks: list[object]) -> list[list[Episode]]:
-    if jobs > 1:
-        with Pool(jobs) as pool:
-            return pool.map(fn, tasks, chunksize=1)  # type: ignore[arg-type]
-    return [fn(t) for t in tasks]  # type: ignore[operator]
-
-
 # -- the report ----------------------------------------------------------------------------------------
 
 
@@ -195,11 +187,11 @@ def evaluate(config_path: Path, data: Path | None, jobs: int) -> str:
     ]
     mitdb = mitdb_from_ecg(load_mitdb(data), MITDB_FS)
     series = cpsc + mitdb
-    tasks: list[object] = [(name, config_path, s) for name in VARIANTS for s in series]
-    flat = _run(jobs, _series_job, tasks)
+    tasks = [(name, config_path, s) for name in VARIANTS for s in series]
+    flat = pool_map(_series_job, tasks, jobs)
     found = {name: flat[k * len(series) : (k + 1) * len(series)] for k, name in enumerate(VARIANTS)}
-    sim_tasks: list[object] = [(name, config_path, seed) for name in VARIANTS for seed in SIM_SEEDS]
-    sim_flat = _run(jobs, _sim_job, sim_tasks)
+    sim_tasks = [(name, config_path, seed) for name in VARIANTS for seed in SIM_SEEDS]
+    sim_flat = pool_map(_sim_job, sim_tasks, jobs)
     sim = {name: sim_flat[k * len(SIM_SEEDS) : (k + 1) * len(SIM_SEEDS)] for k, name in enumerate(VARIANTS)}
     n_cpsc = len(cpsc)
     return "\n".join(

@@ -10,10 +10,11 @@ first rows (its configured baseline period) with `Detector.calibrate`, as the da
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +28,18 @@ from agent.readings import Reading
 from tools.evaluate.datasets import FloatArray, Series
 
 DEVICE = "eval-device"
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+
+
+def pool_map(fn: Callable[[Task], Result], tasks: Sequence[Task], jobs: int) -> list[Result]:
+    """`fn` of each task, in order, in `jobs` worker processes (in this one when jobs is 1): one
+    evaluation job per series or setting, each picklable and independent."""
+    if jobs > 1:
+        with Pool(jobs) as pool:
+            return pool.map(fn, tasks, chunksize=1)
+    return [fn(t) for t in tasks]
 
 
 @dataclass(slots=True)
@@ -183,7 +196,4 @@ def scores_with_params(
     `work`, each series replayed through a fresh pipeline, in `jobs` worker processes (a grid of
     settings over a data set: tools.evaluate.af_fit, pvc_gateway)."""
     tasks = [(config_path, detector_type, overrides, series) for overrides, series in work]
-    if jobs > 1:
-        with Pool(jobs) as pool:
-            return pool.map(_scores_job, tasks, chunksize=1)
-    return [_scores_job(t) for t in tasks]
+    return pool_map(_scores_job, tasks, jobs)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from agent.pipeline import Pipeline
 from tools.evaluate import nab_score, pvc, sim_episodes
 from tools.evaluate.datasets import T0, FloatArray, Series, load_cpsc, load_mitdb, load_nab, load_skab
 from tools.evaluate.metrics import EventMetrics, PointMetrics, event_metrics, roc_auc
-from tools.evaluate.replay import Replayed, replay
+from tools.evaluate.replay import Replayed, pool_map, replay
 from tools.evaluate.report import plot_series, table
 
 # -- NAB ------------------------------------------------------------------------------------------------
@@ -45,10 +44,7 @@ def _replay_job(job: tuple[Path, Series, int, float]) -> Replayed:
 def _replay_all(args: argparse.Namespace, series: list[Series], rows: int = 0) -> list[Replayed]:
     """Replay every series (in `args.jobs` processes); rows < 0 calibrates on NAB's probation rows."""
     jobs = [(args.config, s, _probation(s) if rows < 0 else rows, args.target_fa_per_hour) for s in series]
-    if args.jobs > 1:
-        with Pool(args.jobs) as pool:
-            return pool.map(_replay_job, jobs, chunksize=1)
-    return [_replay_job(j) for j in jobs]
+    return pool_map(_replay_job, jobs, args.jobs)
 
 
 def _probation(s: Series) -> int:
