@@ -3,6 +3,10 @@
 `mosquitto` starts a real, private mosquitto broker on a free 127.0.0.1 port for one test. The tests
 need the binary: when it is missing they FAIL (with the install command), they never skip, because a
 skipped uplink test would hide exactly the failures it exists to catch.
+
+`refusing_port` is a 127.0.0.1 port that refuses connections for the whole test: bound but not
+listening, so no other process can start listening on it meanwhile (a port that was merely free when
+chosen can be taken by a parallel test's broker, and the test then meets a listener).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import RefusingPort
 
 from agent.localbroker import LocalBroker, find_mosquitto
 
@@ -48,3 +53,11 @@ def make_broker(tmp_path: Path) -> Iterator[BrokerFactory]:
 def mosquitto(make_broker: BrokerFactory) -> LocalBroker:
     """A started private mosquitto broker (plain listener, anonymous), stopped after the test."""
     return make_broker()
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[RefusingPort]:
+    """A 127.0.0.1 port where nothing accepts connections, held for the test."""
+    held = RefusingPort()
+    yield held
+    held.release()

@@ -9,7 +9,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from test_src_modbus import Pump, free_port, modbus_device
+from ports import RefusingPort
+from test_src_modbus import Pump, modbus_device
 
 from agent.config.schema import DeviceConfig, ModbusConfig, ModbusRegisterConfig
 from agent.sources.backoff import BackoffPolicy
@@ -30,9 +31,9 @@ async def until_failed(source: ModbusSource, times: int) -> None:
 
 
 def test_a_unit_that_answers_late_is_told_once_and_polled_when_it_answers(
-    caplog: pytest.LogCaptureFixture,
+    refusing_port: RefusingPort, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = free_port()
+    port = refusing_port.port
     pump = Pump(port)
 
     async def main() -> None:
@@ -40,6 +41,7 @@ def test_a_unit_that_answers_late_is_told_once_and_polled_when_it_answers(
         async with source:
             first = asyncio.ensure_future(anext(source))
             await until_failed(source, 5)
+            refusing_port.release()  # the unit now starts on that port
             await pump.start()
             async with asyncio.timeout(20):
                 await first

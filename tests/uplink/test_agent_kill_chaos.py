@@ -34,10 +34,11 @@ from daemon_harness import (
     read_outbox,
     started_not_ended,
 )
+from ports import RefusingPort
 from uplink_probe import Subscriber
 from waiting import wait_until
 
-from agent.localbroker import LocalBroker, free_port
+from agent.localbroker import LocalBroker
 
 BrokerFactory = Callable[..., LocalBroker]
 SEED = 20261129
@@ -186,7 +187,9 @@ def test_every_committed_event_is_delivered_across_agent_sigkills(
     )
 
 
-def test_alarm_state_is_saved_with_the_events_not_at_the_next_heartbeat(tmp_path: Path) -> None:
+def test_alarm_state_is_saved_with_the_events_not_at_the_next_heartbeat(
+    refusing_port: RefusingPort, tmp_path: Path
+) -> None:
     """The agent commits its alarm episodes with their events (not at the next heartbeat's full save):
     a crash long before that save must not make it forget an episode whose start is on its way."""
     episode = """
@@ -201,7 +204,7 @@ episodes = [{ condition = "tachycardia", start_s = 20, duration_s = 200 }]
 """
     config = tmp_path / "agent.toml"
     # No broker on the port: every event stays in the outbox; no heartbeat within the test.
-    text = chaos_config(free_port(), SPEED, devices=0, heartbeat_s=3600, extra=episode).replace(
+    text = chaos_config(refusing_port.port, SPEED, devices=0, heartbeat_s=3600, extra=episode).replace(
         "above = 70", "above = 120"
     )
     config.write_text(text.replace("below = 97.5", "below = 50"))

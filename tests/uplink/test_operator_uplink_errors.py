@@ -17,10 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from ports import RefusingPort
 from uplink_probe import Pki, make_tls_material, mqtt_config
 
 from agent.config.schema import AuthConfig, MqttConfig, OutboxConfig, TlsConfig
-from agent.localbroker import BrokerTls, LocalBroker, free_port
+from agent.localbroker import BrokerTls, LocalBroker
 from agent.outbox import Kind, Outbox, OutboxItem
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.topics import Topics
@@ -91,9 +92,9 @@ def fails_several_times(
 
 
 def test_a_broker_not_running_yet_is_told_once_and_joined_when_it_starts(
-    make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_broker: BrokerFactory, refusing_port: RefusingPort, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = free_port()
+    port = refusing_port.port
     outbox = outbox_with_alarm(tmp_path)
     uplink = fast_uplink(mqtt_config(Address("127.0.0.1", port)), outbox)
 
@@ -102,7 +103,7 @@ def test_a_broker_not_running_yet_is_told_once_and_joined_when_it_starts(
         problem = uplink.counters().problem or ""
         assert f"mqtt://127.0.0.1:{port}" in problem and "connection refused" in problem
         assert "mqtt.url" in problem
-        await asyncio.to_thread(make_broker, port=port)  # the broker is started later, on that port
+        await asyncio.to_thread(make_broker, port=refusing_port.release())  # started later, on that port
         await until(lambda: outbox.depth() == 0, "the waiting alarm delivered")
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
@@ -193,10 +194,13 @@ def test_an_acl_refusal_is_logged_once_per_topic_naming_client_user_topic_and_th
 
 
 def test_a_problem_that_lasts_is_told_again_as_a_reminder_not_at_every_retry(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    refusing_port: RefusingPort,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("agent.uplink.mqtt.REMIND_S", 0.5)  # ten minutes in the field
-    port = free_port()
+    port = refusing_port.port
     uplink = fast_uplink(mqtt_config(Address("127.0.0.1", port)), outbox_with_alarm(tmp_path))
 
     async def body() -> None:
