@@ -3,8 +3,9 @@
 Per-stream machine state lives in numpy arrays indexed by a row per `StreamRef`, so one `update` computes
 the inputs of `agent.alarms.machine` for all streams at once and steps the transition table vectorised;
 Python only runs for the few streams whose step produced an event. Episode identity (UUIDv7 id, next seq,
-priority) and the machine state survive restarts through `state()` / `load_state()`, so an alarm that was
-active before a restart ends later under the same id.
+priority), the machine state and what the alarm hierarchy holds (due marks, hits held back) survive
+restarts through `state()` / `load_state()`, so an alarm that was active before a restart ends later under
+the same id, and a held start or a count of hits not alarmed is not forgotten.
 """
 
 from __future__ import annotations
@@ -107,11 +108,11 @@ class AlarmBook:
         self._held_back = np.zeros(0, dtype=np.int64)
         # The alarm hierarchy's counterpart: hits of this rule not alarmed because a rule above it had an
         # episode under way (those of a pending episode it abandoned, and those while it was active), told
-        # in the next START; and the hits of the pending episode under way, counted for that (not saved).
+        # in the next START; and the hits of the pending episode under way, counted for that (both saved).
         self._superseded_hits = np.zeros(0, dtype=np.int64)
         self._pending_hits = np.zeros(0, dtype=np.int64)
         # Pending episodes whose start the hierarchy held back (their own conditions met): they wait for
-        # the rule above, start when it falls back to NORMAL, are abandoned when it starts (not saved).
+        # the rule above, start when it falls back to NORMAL, are abandoned when it starts (saved).
         self._due = np.zeros(0, dtype=bool)
         # Time of each stream's last hop with a verdict, kept while something is open (not saved: after a
         # restart an open episode counts as unjudged until its next verdict). See `unjudged_priority`
@@ -490,7 +491,8 @@ class AlarmBook:
     # -- persistence ---------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """JSON-able: every stream not in a fresh NORMAL state, with its episode id and next seq."""
+        """JSON-able: every stream not in a fresh NORMAL state (or holding hits the alarm hierarchy kept
+        from alarming, not told yet), with its episode id and next seq."""
         return self.snapshot().state()
 
     def snapshot(self) -> BookSnapshot:
@@ -498,6 +500,7 @@ class AlarmBook:
         event loop and turns it into JSON in a thread (`BookSnapshot.state`) while the book moves on."""
         n = len(self._refs)
         keep = (self._state[:n] != AlarmState.NORMAL) | np.isfinite(self._f["cooldown_until"][:n])
+        keep |= self._superseded_hits[:n] > 0  # a NORMAL row may hold hits not told yet (the hierarchy)
         rows = np.flatnonzero(keep)
         # Looked up per open episode, not per saved row (9,000 against 22,000 in a storm).
         held = list(self._episodes.items())
@@ -520,6 +523,9 @@ class AlarmBook:
             peak_limit=self._peak_limit[rows],
             peak_channel=self._peak_channel[rows],
             floats={name: self._f[name][rows] for name in self._FLOAT_FIELDS},
+            superseded_hits=self._superseded_hits[rows],
+            pending_hits=self._pending_hits[rows],
+            due=self._due[rows],
         )
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -538,6 +544,11 @@ class AlarmBook:
                 for name in self._FLOAT_FIELDS:
                     fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
                     self._f[name][row] = _unjson(item[name], fill)
+                # The alarm hierarchy's marks, written only when set: a state saved before they were
+                # (or a state journal row) has none, which is nothing held.
+                self._superseded_hits[row] = int(item.get("superseded_hits", 0))
+                self._pending_hits[row] = int(item.get("pending_hits", 0))
+                self._due[row] = bool(item.get("due", False))
                 episode = item.get("episode")
                 if episode is not None:
                     self._episodes[row] = _Episode(
@@ -564,6 +575,10 @@ class BookSnapshot:
     peak_limit: FloatArray
     peak_channel: IntArray
     floats: dict[str, FloatArray]
+    # the alarm hierarchy's (`AlarmBook._superseded_hits`, `_pending_hits`, `_due`): zero on most rows
+    superseded_hits: IntArray
+    pending_hits: IntArray
+    due: BoolArray
 
     def state(self, between: Callable[[], None] = _nothing) -> dict[str, Any]:
         """The JSON-able rows of `AlarmBook.state`, calling `between()` after every `ROWS_BETWEEN` rows
@@ -579,12 +594,25 @@ class BookSnapshot:
         }
         for name, values in self.floats.items():
             columns[name] = [_json(v) for v in values.tolist()]
+        # Only the rows that hold something get the hierarchy's keys (a few, beside thousands of rows).
+        marked = np.flatnonzero((self.superseded_hits > 0) | (self.pending_hits > 0) | self.due)
+        hierarchy = {
+            i: {"superseded_hits": s, "pending_hits": p, "due": d}
+            for i, s, p, d in zip(
+                marked.tolist(),
+                self.superseded_hits[marked].tolist(),
+                self.pending_hits[marked].tolist(),
+                self.due[marked].tolist(),
+                strict=True,
+            )
+        }
         items = []
         for i, ref in enumerate(self.refs):
             if i % ROWS_BETWEEN == ROWS_BETWEEN - 1:
                 between()
             item: dict[str, Any] = {"device": ref.device_pseudonym, "stream": ref.stream}
             item.update({name: column[i] for name, column in columns.items()})
+            item.update(hierarchy.get(i, {}))
             episode = self.episodes.get(i)
             if episode is not None:
                 item["episode"] = {
