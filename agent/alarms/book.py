@@ -72,6 +72,7 @@ class AlarmBook:
         channels: tuple[str, ...],
         model_hash: str = "",
         quantity: str = "",
+        superseding: tuple[str, ...] | None = None,
     ) -> None:
         where = f"alarms.{rule.condition}"
         if not 1 <= rule.confirm_n <= rule.confirm_m <= MAX_CONFIRM_M:
@@ -93,8 +94,9 @@ class AlarmBook:
         self.channels = channels
         self.quantity = quantity  # what `observed` measures, for the sentence: the detector's `quantity`
         # The conditions above this rule in the alarm hierarchy, named when its START tells what they
-        # held back: its `superseded_by`, and the pipeline adds theirs (the relation is transitive).
-        self.superseding = rule.superseded_by
+        # held back: its `superseded_by` and theirs, closed over its stream's rules where the books are
+        # built (`agent.config.alarm_hierarchy.superseding_conditions`); default its own only.
+        self._superseding = rule.superseded_by if superseding is None else superseding
         self._rows: dict[StreamRef, int] = {}
         self._refs: list[StreamRef] = []
         self._episodes: dict[int, _Episode] = {}
@@ -119,6 +121,11 @@ class AlarmBook:
         # and `judged_states` (the alarm hierarchy).
         self._verdict_at = np.zeros(0)
         self._f: dict[str, FloatArray] = {name: np.zeros(0) for name in self._FLOAT_FIELDS}
+
+    @property
+    def superseding(self) -> tuple[str, ...]:
+        """The conditions above this rule in the alarm hierarchy (transitively), as given at construction."""
+        return self._superseding
 
     # -- rows ------------------------------------------------------------------------------------------
 
@@ -366,7 +373,7 @@ class AlarmBook:
             # itself, as spo2_desaturation does): no "for 0 s".
             text = f"{phrase} for {explain.seconds(t - onset)}" if t - onset >= 0.5 else phrase
             if late:  # held back by the hierarchy until the rule above fell back without starting
-                above = " or ".join(self.superseding)
+                above = " or ".join(self._superseding)
                 text = (
                     f"peak {phrase}, onset {explain.seconds(t - onset)} ago; held while {above} was pending"
                 )
@@ -374,7 +381,7 @@ class AlarmBook:
                 text += f"; {held} recurrence(s) during the cooldown after the previous episode not alarmed"
                 self._held_back[row] = 0
             if superseded := int(self._superseded_hits[row]):
-                above = " or ".join(self.superseding)
+                above = " or ".join(self._superseding)
                 text += f"; {superseded} abnormal hop(s) during {above} not alarmed"
                 self._superseded_hits[row] = 0
         elif action is Action.ESCALATE:

@@ -5,7 +5,8 @@ starts nothing while one is active (`agent.pipeline.stream`). That only means so
 on the same stream name, so a name must be the condition of another rule whose detector watches the
 same stream as this rule's (the condition may have rules on other streams too); and the relation must
 have no cycle (rules that each wait for the other to be closed). Each problem names the key
-(`alarms[i].superseded_by[j]`, or `alarms[i].superseded_by` for a cycle).
+(`alarms[i].superseded_by[j]`, or `alarms[i].superseded_by` for a cycle). `superseding_conditions` closes
+the relation transitively, once, for the alarm books built from a checked configuration.
 """
 
 from __future__ import annotations
@@ -51,6 +52,35 @@ def hierarchy_problems(
             )
         )
     return problems
+
+
+def superseding_conditions(
+    alarms: Sequence[AlarmRuleConfig], detectors: Sequence[DetectorConfig]
+) -> list[tuple[str, ...]]:
+    """Per rule (in `alarms`' order), every condition above it in the alarm hierarchy of its stream: its
+    own `superseded_by` first, in order, then theirs and so on, sorted. The closure makes a chain hold:
+    with elevated < extreme < critical, critical holds elevated back too, or elevated would be free (and
+    start) while critical holds extreme back. A condition's rules on other streams do not count (a rule
+    can only be superseded on its own stream), so it is closed per stream name, over the union of the
+    `superseded_by` of that stream's rules of each condition. For a checked configuration (no cycle)."""
+    stream_of = {d.id: d.stream for d in detectors}
+    above: dict[tuple[str, str], set[str]] = {}  # (stream, condition) -> the conditions above it there
+    for rule in alarms:
+        above.setdefault((stream_of[rule.detector], rule.condition), set()).update(rule.superseded_by)
+    changed = True
+    while changed:  # to a fixed point; a few rounds (no cycles)
+        changed = False
+        for (stream, _), names in above.items():
+            wider = names.union(*(above.get((stream, name), set()) for name in names))
+            if wider != names:
+                names |= wider
+                changed = True
+    closed = []
+    for rule in alarms:
+        direct = rule.superseded_by
+        rest = above[(stream_of[rule.detector], rule.condition)].difference(direct)
+        closed.append(direct + tuple(sorted(rest)))
+    return closed
 
 
 def _name_problem(

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.alarms import AlarmBook, BookSnapshot, StreamRef, merged_state
 from agent.clock import CLOCK_STEP_S
+from agent.config.alarm_hierarchy import superseding_conditions
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
@@ -78,7 +79,8 @@ class Pipeline:
         detectors = build_detectors(config)
         books: dict[str, list[AlarmBook]] = {d.id: [] for d in detectors}
         self._books: dict[str, AlarmBook] = {}
-        for rule in config.alarms:
+        superseding = superseding_conditions(config.alarms, config.detectors)
+        for rule, above in zip(config.alarms, superseding, strict=True):
             detector = next(d for d in detectors if d.id == rule.detector)
             book = AlarmBook(
                 rule,
@@ -87,6 +89,7 @@ class Pipeline:
                 detector.channels,
                 quantity=detector.quantity,
                 model_hash=model_version(detector).rsplit(" ", 1)[-1],
+                superseding=above,
             )
             books[rule.detector].append(book)
             self._books[f"{rule.detector}/{rule.condition}"] = book

@@ -223,31 +223,19 @@ class StreamPipeline:
         self.detector_failures: Counter[str] = Counter()  # detector id -> calls that raised
 
     def _link_superseders(self) -> None:
-        """Give each book the books above its rule: those of its `superseded_by` conditions, theirs, and
-        so on (on this stream name: the loader refuses a name of another stream's rule, and cycles). The
-        closure makes a chain hold: with elevated < extreme < critical, critical holds elevated back
-        too, or elevated would be free (and start) while critical holds extreme back."""
+        """Give each book the books above its rule: those of the conditions of its `superseding` (its
+        `superseded_by` closed transitively where the books were built, over this stream name's rules:
+        `agent.config.alarm_hierarchy.superseding_conditions`)."""
         above: dict[str, set[str]] = {}
         for watch in self.watches:
             for book in watch.books:
-                above.setdefault(book.rule.condition, set()).update(book.rule.superseded_by)
-        changed = True
-        while changed:  # to a fixed point; a few rounds (no cycles)
-            changed = False
-            for names in above.values():
-                wider = names.union(*(above.get(name, set()) for name in names))
-                if wider != names:
-                    names |= wider
-                    changed = True
+                above.setdefault(book.rule.condition, set()).update(book.superseding)
         positions = [
             _Superseder(w, b, max(book.rule.clear_after_s, 2 * watch.detector.hop * self.nominal_period_s))
             for w, watch in enumerate(self.watches)
             for b, book in enumerate(watch.books)
         ]
         for watch in self.watches:
-            for book in watch.books:
-                direct = book.rule.superseded_by
-                book.superseding = direct + tuple(sorted(above[book.rule.condition].difference(direct)))
             watch.superseders = [
                 [
                     p

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from agent.config.alarm_hierarchy import superseding_conditions
 from agent.config.loader import parse_config
 from agent.errors import InvalidConfigError
+from agent.pipeline import Pipeline
 
 BASE: dict[str, Any] = {
     "gateway": {"id": "gw-1", "site": "lab"},
@@ -98,3 +100,38 @@ def test_not_an_array_of_strings_is_refused(tmp_path: Path) -> None:
     assert found["alarms[1].superseded_by"].endswith(
         'expected an array of strings, got "atrial_fibrillation"'
     )
+
+
+def test_the_hierarchy_is_closed_per_stream_where_the_books_are_built(tmp_path: Path) -> None:
+    # elevated < extreme < critical on vitals: elevated is held by both; a rule of `extreme` on another
+    # stream (ecg_rr) superseded by nothing there does not widen vitals' chain, nor vitals' its own.
+    detectors = [
+        *BASE["detectors"],
+        {
+            "id": "hr-extreme",
+            "type": "limit",
+            "stream": "vitals",
+            "channels": ["hr"],
+            "params": {"above": 150},
+        },
+        {
+            "id": "hr-critical",
+            "type": "limit",
+            "stream": "vitals",
+            "channels": ["hr"],
+            "params": {"above": 180},
+        },
+    ]
+    rules: list[dict[str, Any]] = [
+        {"condition": "critical", "detector": "hr-critical"},
+        {"condition": "extreme", "detector": "hr-extreme", "superseded_by": ["critical"]},
+        {"condition": "elevated", "detector": "hr-high", "superseded_by": ["extreme"]},
+        {"condition": "extreme", "detector": "af"},
+        {"condition": "frequent_pvcs", "detector": "pvc", "superseded_by": ["extreme"]},
+    ]
+    config = parse_config({**BASE, "detectors": detectors, "alarms": rules}, base_dir=tmp_path)
+    closed = superseding_conditions(config.alarms, config.detectors)
+    assert closed == [(), ("critical",), ("extreme", "critical"), (), ("extreme",)]
+    books = Pipeline(config, str)._books
+    assert books["hr-high/elevated"].superseding == ("extreme", "critical")
+    assert books["pvc/frequent_pvcs"].superseding == ("extreme",)
