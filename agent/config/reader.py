@@ -47,6 +47,15 @@ def describe(value: object, *, private: bool = False) -> str:
     return repr(value)
 
 
+def kind_of(value: object) -> str:
+    """A value's type in a message's words ("an integer", "a table")."""
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return _kind(value)
+
+
 def _kind(value: object) -> str:
     if isinstance(value, str):
         return "a string"
@@ -173,14 +182,21 @@ class Table:
         return self._get(key, default, "true or false", lambda v: isinstance(v, bool))
 
     def texts(self, key: str, default: Any = REQUIRED, *, private: bool = False) -> Any:
-        value = self._get(
-            key,
-            default,
-            "an array of strings",
-            lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-            private=private,
-        )
-        return tuple(value) if isinstance(value, list) else value
+        """An array of strings; an item of another type is a problem of its own, at `key[i]` with its
+        type (`superseded_by = ["af", 3]`: `alarms[1].superseded_by[1]: expected a string, got an
+        integer (3)`), so the file's author sees which item is wrong."""
+        value = self._get(key, default, "an array of strings", lambda v: isinstance(v, list), private=private)
+        if not isinstance(value, list) or value is default:
+            return value
+        wrong = [(i, item) for i, item in enumerate(value) if not isinstance(item, str)]
+        for i, item in wrong:
+            shown = "" if private or isinstance(item, Mapping | list) else f" ({describe(item)})"
+            self.problems.append(
+                ConfigError(f"{self.key_path(key)}[{i}]", f"expected a string, got {kind_of(item)}{shown}")
+            )
+        if wrong:
+            return None if default is REQUIRED else default
+        return tuple(value)
 
     def file(self, key: str, default: Any = REQUIRED, *, readable: bool = True) -> Any:
         """A path relative to the config file's folder; checked readable when `readable`."""

@@ -135,3 +135,12 @@ def test_the_hierarchy_is_closed_per_stream_where_the_books_are_built(tmp_path: 
     books = Pipeline(config, str)._books
     assert books["hr-high/elevated"].superseding == ("extreme", "critical")
     assert books["pvc/frequent_pvcs"].superseding == ("extreme",)
+
+
+def test_an_item_that_is_no_string_is_named_with_its_index_and_type(tmp_path: Path) -> None:
+    # Before: "alarms[1].superseded_by: expected an array of strings, got an array", for the whole key.
+    found = problems(alarms(frequent_pvcs=["atrial_fibrillation", 3, ["x"]]), tmp_path)
+    assert found == {
+        "alarms[1].superseded_by[1]": "alarms[1].superseded_by[1]: expected a string, got an integer (3)",
+        "alarms[1].superseded_by[2]": "alarms[1].superseded_by[2]: expected a string, got an array",
+    }

@@ -55,3 +55,20 @@ def test_a_wrong_typed_detector_id_does_not_hide_the_other_problems(tmp_path: Pa
     found = problems({**BASE, "detectors": [detector], "alarms": [alarm]}, tmp_path)
     assert set(found) == {"detectors[0].id", "alarms[0].detector"}
     assert "known: none" in found["alarms[0].detector"]
+
+
+def test_an_array_item_of_another_type_is_named_by_index_and_type_a_private_ones_without_value(
+    tmp_path: Path,
+) -> None:
+    # Before: the whole key, "expected an array of strings, got an array". snippet_devices holds device
+    # ids (private, the reader's docstring): its item's kind is said, never its value.
+    found = problems(
+        {**BASE, "remote": {"allowed_commands": ["status", 2.5], "snippet_devices": ["w1", 991]}}, tmp_path
+    )
+    assert (
+        found["remote.allowed_commands[1]"]
+        == "remote.allowed_commands[1]: expected a string, got a number (2.5)"
+    )
+    assert (
+        found["remote.snippet_devices[1]"] == "remote.snippet_devices[1]: expected a string, got an integer"
+    )
