@@ -85,7 +85,13 @@ def variant(config: AgentConfig, name: str) -> AgentConfig:
 
 
 def episodes(config: AgentConfig, beats: Iterable[Reading]) -> list[Episode]:
-    """The PVC and AF episodes a fresh pipeline raises on `beats`, fed one reading at a time."""
+    """The PVC and AF episodes a fresh pipeline raises on `beats`, fed one reading at a time.
+
+    Not `tools.evaluate.replay.replay`, which feeds a whole `Series` in one `ingest` call: its events give
+    the same STARTs, but an END says only its `end_time` (where the clearing began), not the beat that
+    raised it `clear_after_s` later (30 s for AF, 60 s for PVCs: on MIT-BIH 105, 106, 119, 30-122 s less
+    alarmed time per rule that way, 2026-11-30), and the simulator's beats are the stage's readings (pause
+    readings with hr alone among them), not a Series."""
     pipeline = Pipeline(config, lambda device: device)
     open_at: dict[tuple[str, str], float] = {}
     out: list[Episode] = []
