@@ -115,7 +115,7 @@ class _Session:
         self.uplink = uplink
         self.session = session
         self.state_dir = state_dir
-        self.journal = state_journal.EpisodeJournal(cfg.alarms)
+        self.journal = state_journal.EpisodeJournal(cfg.alarms, cfg.detectors)
         self.saver = StateSaver(state_dir / state_journal.STATE_FILE, outbox)
         # One transaction, one fsync per turn; the episodes the events imply are committed with them.
         self.heartbeat_unwritable = False  # the last heartbeat could not be written to the outbox

@@ -23,6 +23,11 @@ later notes above the mark (even if it was replaced and starts empty); then a fu
 saved state (none yet, or an unreadable file set aside) every note is laid over an empty one, so the
 episodes they record still end under their own ids.
 
+An END of a rule above others in the alarm hierarchy (`superseded_by`) also tells, and zeroes, the hits
+of the rules below it on its stream that it kept from alarming (`superseded_hits` in their rows); its note
+names those rows (`told`), so a crash before the next full save does not bring the count back to be told
+again.
+
 When the outbox is encrypted at rest, it seals the note like the payloads.
 """
 
@@ -32,7 +37,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.config.schema import AlarmRuleConfig
+from agent.config.alarm_hierarchy import superseding_conditions
+from agent.config.schema import AlarmRuleConfig, DetectorConfig
 from agent.events import AlarmEvent, Phase, Priority
 from agent.pipeline.technical import BUILTIN_PREFIX, TECHNICAL_COOLDOWN_S
 
@@ -51,19 +57,37 @@ def notes_included(saved: Mapping[str, Any]) -> int:
 class EpisodeJournal:
     """The episode rows implied by each turn's events, as outbox notes."""
 
-    def __init__(self, rules: Sequence[AlarmRuleConfig]) -> None:
+    def __init__(self, rules: Sequence[AlarmRuleConfig], detectors: Sequence[DetectorConfig] = ()) -> None:
         # Per pipeline alarm book ("detector/condition"): its cooldown and whether it escalates.
         self.rules = {
             f"{r.detector}/{r.condition}": (r.cooldown_s, r.escalate_after_s is not None) for r in rules
         }
+        # Per book, the books below it in the alarm hierarchy on its stream, whose held-back hits its END
+        # tells (`StreamPipeline._tell_held_back`); `detectors` name the streams (none given: no hierarchy).
+        self.below: dict[str, list[str]] = {}
+        stream_of = {d.id: d.stream for d in detectors}
+        if detectors and any(r.superseded_by for r in rules):
+            for lower, above in zip(rules, superseding_conditions(rules, detectors), strict=True):
+                for higher in rules:
+                    same_stream = stream_of[higher.detector] == stream_of[lower.detector]
+                    if same_stream and higher.condition in above:
+                        key = f"{higher.detector}/{higher.condition}"
+                        self.below.setdefault(key, []).append(f"{lower.detector}/{lower.condition}")
 
     def note(self, events: Sequence[AlarmEvent]) -> tuple[str, str]:
-        """The outbox note to commit with `events`: the rows they change, in order."""
+        """The outbox note to commit with `events`: the rows they change, in order, and the rows whose
+        held-back hits an END told (`told`)."""
         rows = []
+        told = []
         for event in events:
             key = f"{event.explanation.detector}/{event.condition}"
             rows.append({"key": key, **self._row(key, event)})
-        return NOTE, json.dumps({"rows": rows})
+            if event.phase is Phase.END:
+                told += [
+                    {"key": k, "device": event.device, "stream": event.stream}
+                    for k in self.below.get(key, [])
+                ]
+        return NOTE, json.dumps({"rows": rows, "told": told} if told else {"rows": rows})
 
     def _row(self, key: str, event: AlarmEvent) -> dict[str, Any]:
         """The row `AlarmBook.load_state` takes, as the event leaves it."""
@@ -106,10 +130,10 @@ def saved_alarms(saved: Mapping[str, Any], notes: Sequence[tuple[int, str]]) -> 
     for number, note in notes:
         try:
             record = json.loads(note)
-            if legacy is not None:  # saved before notes were numbered: the notes of its generation
-                rows = record["rows"] if record.get("generation") == legacy else []
-            else:
-                rows = record["rows"] if number > included else []
+            # saved before notes were numbered (legacy): the notes of its generation
+            applies = record.get("generation") == legacy if legacy is not None else number > included
+            rows = record["rows"] if applies else []
+            told = record.get("told", []) if applies else []
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
         for row in rows if isinstance(rows, list) else []:
@@ -120,4 +144,21 @@ def saved_alarms(saved: Mapping[str, Any], notes: Sequence[tuple[int, str]]) -> 
             streams = book.get("streams", [])
             book["streams"] = [s for s in streams if (s.get("device"), s.get("stream")) != where]
             book["streams"].append(row)
+        for entry in told if isinstance(told, list) else []:
+            _told(alarms, entry)
     return alarms
+
+
+def _told(alarms: dict[str, Any], entry: Any) -> None:
+    """The row `entry` names ({key, device, stream}) without its held-back hits: a higher END told them."""
+    key = entry.get("key") if isinstance(entry, dict) else None
+    if not isinstance(key, str) or not isinstance(alarms.get(key), dict):
+        return
+    book = alarms[key] = dict(alarms[key])
+    where = (entry.get("device"), entry.get("stream"))
+    book["streams"] = [
+        {k: v for k, v in s.items() if k != "superseded_hits"}
+        if isinstance(s, dict) and (s.get("device"), s.get("stream")) == where
+        else s
+        for s in book.get("streams", [])
+    ]

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from alarm_drive import STREAM, T0, block, new_book, rule
 
+from agent import state_journal
 from agent.alarms import AlarmState, StreamRef
 from agent.config import AgentConfig, parse_config
 from agent.events import AlarmEvent, Phase
@@ -428,3 +429,28 @@ def test_a_state_saved_before_the_hierarchys_marks_loads_as_nothing_held(tmp_pat
     events = feed(after, hr("a", [160] * 5 + [120] * 30, start=15.0))
     (end,) = [e for e in events if e.phase is Phase.END and e.condition == "extreme"]
     assert end.explanation.text.endswith("; 10 elevated hop(s) during it not alarmed")
+
+
+def test_hits_told_by_a_higher_end_are_not_told_again_after_a_crash(tmp_path: Path) -> None:
+    # The full save at 15 s holds elevated's 15 held-back hops; extreme's END at 25 s tells all 25 and
+    # zeroes them, committed with its journal note; the agent dies at 27 s, before the next full save.
+    # Restored from that save with the notes laid over it, elevated's START (at 32 s: its pending hops of
+    # 25-26 s were in no note) tells nothing. (Failed before the note named the told rows: "; 15 abnormal
+    # hop(s) during extreme not alarmed" a second time.)
+    config = hierarchy(tmp_path)
+    journal = state_journal.EpisodeJournal(config.alarms, config.detectors)
+    values = [160] * 20 + [120] * 30
+    before = Pipeline(config, str)
+    feed(before, hr("a", values[:15]))
+    saved = json.loads(json.dumps({"alarms": before.alarm_state(), state_journal.JOURNAL: 0}))
+    detectors = before.detector_state()
+    events = feed(before, hr("a", values[15:27], start=15.0))
+    (end,) = [e for e in events if e.phase is Phase.END]
+    assert end.explanation.text.endswith("; 25 elevated hop(s) during it not alarmed")
+    notes = [(1, journal.note(events)[1])]
+    after = Pipeline(config, str)
+    after.load_state(detectors, state_journal.saved_alarms(saved, notes))
+    events = feed(after, hr("a", values[27:], start=27.0))
+    (start,) = [e for e in events if e.phase is Phase.START]
+    assert (start.condition, start.detection_time - T0) == ("elevated", 32.0)
+    assert "not alarmed" not in start.explanation.text
