@@ -30,8 +30,9 @@ figure was looked at; each case is fed to the detector in 73-sample blocks.
   a 20 ms cross-fade, so the QRS keeps its width and the T wave is cut short, as in a real tachycardia),
   dropped to DROPS x (1x: no drop, the reference) at FAST_DROP_S s, with the same polarity or inverted (a
   re-seated or swapped electrode: the QRS's shape changes). Counted over the FAST_AFTER_S s after the
-  drop: reference beats not matched within 150 ms (lost), and whether a gap over ALARM_GAP_S s without a
-  detection occurs (a false asystole).
+  drop: reference beats not matched within 150 ms (lost), detections from 150 ms before the drop on
+  matched to none (extra), and whether a gap over ALARM_GAP_S s without a detection occurs (a false
+  asystole).
 
 `--detector FILE` runs another version of qrs.py (e.g. main's) for a side-by-side comparison. Writes
 `<out>/qrs_asystole.json` (every case) and `.md` (the tables).
@@ -357,7 +358,7 @@ def fast_cases(detector_type: DetectorType, folder: Path) -> Iterator[FastCase]:
                         gaps = np.diff(np.concatenate([[at], peaks[peaks >= at], [len(case)]]))
                         yield FastCase(
                             host, int(start_beat), bpm, drop, shape, len(after_refs),
-                            len(after_refs) - len(refs), int((after_peaks >= at).sum()) - len(found),
+                            len(after_refs) - len(refs), len(after_peaks) - len(found),
                             bool(gaps.max() > round(ALARM_GAP_S * FS)),
                         )  # fmt: skip
 
