@@ -53,7 +53,13 @@ blocks of any size and to any rate from 100 to 1000 Hz:
   under half the threshold, over 1/100 of the median of the last 8 QRS heights (~0.1x amplitude), over
   20 times the stretch's lower quartile (white noise's MWI: at most 10.5 times; beats at RR 0.6 s: 28 or
   more, so after a drop at RR under ~0.5 s the beats stay lost), and of the shape of the last QRS found
-  at once.
+  at once. Once a search back has failed (a pause: each new candidate is then searched at once), the
+  stretch must also hold a rhythm: two such peaks (each over both floors) alike in shape, within 2x in
+  height and at least half a mean RR apart. Electrode-motion noise in an asystole (MIT-BIH 105's and 108's,
+  QRST-cancelled) has single QRS-shaped peaks over both floors: one of them was re-learnt from, SPK fell
+  200-300-fold and the noise's peaks became beats, up to 9 in 10 s, never 3 s apart (the asystole alarm
+  hidden). The first search back after a QRS (its stretch, 0.6 s to 1.66 RR after it, holds one dropped
+  beat) still re-learns from one peak: requiring two there too lost 13 more of MIT-BIH 114's small beats.
 - Learning. P&T's 2 s learning phase after the start and after every gap: SPK = max(MWI) / 3,
   NPK = mean(MWI) / 2; the candidates of those 2 s are then decided like any other.
 - The R peak reported is on the raw signal: the sample of largest |x - median| in the window the MWI
@@ -117,6 +123,8 @@ T_TALLER = 1.5  # ... and this many times taller is not one
 RELEARN_FLOOR = 0.01  # re-learn after a failed search back from an MWI peak over this much of the QRS heights
 RELEARN_QUIET_S = T_TO_S + INTEGRATOR_S  # ... in a stretch starting this long after the last QRS (its T wave)
 RELEARN_CONTRAST = 20.0  # ... and over this many times the stretch's lower quartile: beats, not noise
+RELEARN_RR = 0.5  # ... and two such peaks this many mean RR apart or more ...
+RELEARN_HEIGHTS = 2.0  # ... within this ratio of heights and alike: a rhythm, not a burst of noise
 
 
 def _box(n_samples: int) -> npt.NDArray[np.float64]:
@@ -390,8 +398,10 @@ class QrsDetector:
         threshold (why the search back failed), over RELEARN_FLOOR of the median of the last QRS heights (an
         amplitude dropped to ~0.1x or less is no QRS) and over RELEARN_CONTRAST times the stretch's lower
         quartile (the MWI of noise, a flat line's, is never that peaked: at most 10.5 times in 2 s
-        stretches of 600 s of white noise; beats at RR 0.6 s at least 28 times). Returns the stretch's
-        first MWI index if re-learnt."""
+        stretches of 600 s of white noise; beats at RR 0.6 s at least 28 times), and when two peaks over
+        both floors make a rhythm (`_a_rhythm`: electrode motion has single QRS-like peaks over them)
+        if a search back failed already (in a pause).
+        Returns the stretch's first MWI index if re-learnt."""
         first = max(time - self._learn + 1, self._last_qrs + self._relearn_quiet, self._start)
         inside = [
             c
@@ -404,14 +414,33 @@ class QrsDetector:
         peak = max(c[1] for c in inside)
         stretch = self._mwi[first - self._buffer_start : time + 1 - self._buffer_start]
         quartile = len(stretch) // 4
+        floor = max(
+            RELEARN_FLOOR * _median(np.array(self._qrs_heights)),
+            RELEARN_CONTRAST * float(np.partition(stretch, quartile)[quartile]),
+        )
         if (
             peak > 0.5 * self._threshold()
-            or peak <= RELEARN_FLOOR * _median(np.array(self._qrs_heights))
-            or peak <= RELEARN_CONTRAST * float(np.partition(stretch, quartile)[quartile])
+            or peak <= floor
+            or (self._overdue and not self._a_rhythm([c for c in inside if c[1] > floor]))
         ):
             return None
         self._signal_level, self._noise_level = peak / 3.0, float(stretch.mean()) / 2.0
         return first
+
+    def _a_rhythm(self, candidates: list[tuple[int, float, int]]) -> bool:
+        """Whether two of these candidates (MWI index, height, index of the steepest slope) are alike in
+        shape and in height (within RELEARN_HEIGHTS) and at least RELEARN_RR mean RR apart: the dropped
+        beats of a rhythm. A burst of noise (electrode motion) has QRS-like peaks too, but seldom two of
+        one height and shape that far apart."""
+        mean_rr = self._mean_rr()
+        for (i, height, steepest), (j, other, other_steepest) in itertools.combinations(candidates, 2):
+            if (
+                abs(j - i) >= RELEARN_RR * mean_rr
+                and max(height, other) <= RELEARN_HEIGHTS * min(height, other)
+                and self._alike(steepest, other_steepest)
+            ):
+                return True
+        return False
 
     def _threshold(self) -> float:
         return self._noise_level + THRESHOLD_FRACTION * (self._signal_level - self._noise_level)

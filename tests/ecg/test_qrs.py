@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agent.ecg.qrs import QrsDetector
 from agent.simulation import ecg
+from tools.evaluate.qrs_asystole import qrs_height, size, taper
 from tools.evaluate.qrs_r_on_t import splice
 
 FloatArray = npt.NDArray[np.float64]
@@ -377,6 +378,35 @@ def test_a_flat_line_after_an_amplitude_drop_gives_no_beat(noise_mv: float) -> N
     recovered = beats[(beats > 25.0) & (beats < 39.5)]
     assert matched(recovered, found, rate, 0.05)[0] == len(recovered)
     assert not np.any(found > flat_from + 0.1 * rate)
+
+
+NOISE = Path(__file__).parents[1] / "data" / "mitdb_108_noise_residual_12s.npz"
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.3])
+def test_real_noise_in_an_asystole_is_not_relearnt_as_beats(factor: float) -> None:
+    """Asystole must still alarm with electrode-motion noise in it: the 119 excerpt (x`factor` for its
+    last 20 s) until 0.6 RR after its beat before 40 s, then a flat line with 12 s of MIT-BIH 108's
+    noise (its QRST-cancelled residual) at 0.2x the median QRS height. The re-learning took one of the
+    noise's QRS-shaped peaks for a dropped QRS, re-learnt the levels from it, and then found 9 beats in
+    the noise, never 3 s apart (a hidden asystole); now, in a pause (a search back failed already), it
+    needs two peaks alike in shape and height, half a mean RR apart or more (a rhythm), which the noise
+    does not have."""
+    mv, beats, rate = _excerpt()
+    with np.load(NOISE) as data:
+        noise = data["noise_adc"].astype(np.float64) / float(data["adc_per_mv"])
+    k = int(np.searchsorted(beats, 40.0 * rate)) - 1
+    onset = int(beats[k]) + round(0.6 * (beats[k + 1] - beats[k]))
+    real = mv[:onset].copy()
+    real[onset - round(20.0 * rate) :] *= factor
+    level = float(np.median(real[-round(2.0 * rate) :]))
+    noise -= np.linspace(noise[:4].mean(), noise[-4:].mean(), len(noise))  # its ends at the flat line
+    noise = taper(noise) * 0.2 * qrs_height(mv, beats) * factor / size(noise)
+    signal = np.concatenate([real, level + noise, np.full(round(3.0 * rate), level)])
+    found = run(signal, rate, 73)
+    assert not np.any(found >= onset)
+    before = beats[(beats > onset - 15.0 * rate) & (beats < onset)]  # from 5 s after the drop
+    assert matched(before / rate, found, rate, 0.15)[0] == len(before)
 
 
 @pytest.mark.parametrize(("rate_hz", "seed"), [(130.0, 1), (250.0, 2), (360.0, 2)])
