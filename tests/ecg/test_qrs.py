@@ -380,6 +380,35 @@ def test_a_flat_line_after_an_amplitude_drop_gives_no_beat(noise_mv: float) -> N
     assert not np.any(found > flat_from + 0.1 * rate)
 
 
+@pytest.mark.parametrize("factor", [-0.3, -0.2])
+@pytest.mark.parametrize("at_s", [17.0, 20.0, 32.0])
+def test_beats_are_found_again_after_a_drop_that_inverts_the_qrs(factor: float, at_s: float) -> None:
+    """An electrode re-seated the other way: the QRS drops and turns over, so no peak after the drop
+    correlated with the last QRS's shapes and the re-learning never ran (13 and 18 beats lost at -0.3x,
+    20 s and 32 s; 25-41 at -0.2x once a pause needed a rhythm); inverted peaks count now, when two
+    make a rhythm."""
+    signal, beats, rate = amplitude_step(factor, at_s)
+    found = run(signal, rate, 73)
+    after = beats[beats > (at_s + 5.0) * rate]
+    assert matched(after / rate, found, rate, 0.15)[0] == len(after)
+    scored = beats[beats > 0.4 * rate]
+    assert len(found) - matched(scored / rate, found, rate, 0.15)[1] <= 1  # at most the step itself
+
+
+@pytest.mark.parametrize("factor", [0.3, 0.2])
+def test_a_drop_at_158_bpm_is_relearnt(factor: float) -> None:
+    """At RR 0.38 s the stretch's lower quartile is high, so a dropped QRS is seldom over 20 times it:
+    when a pause needed two peaks over that floor, 13 beats were lost after the drop; now the second
+    may be over half the first instead (alike in height)."""
+    rate, n = 250.0, 400
+    rr = np.full(n, 0.38) + np.random.default_rng(1).normal(0.0, 0.01, n)
+    signal, beats = synthetic(rate, 70.0, seed=5, rr_s=rr)
+    signal[round(30.0 * rate) :] *= factor
+    found = run(signal, rate, 73)
+    after = beats[beats > 35.0]
+    assert matched(after, found, rate, 0.15)[0] == len(after)
+
+
 NOISE = Path(__file__).parents[1] / "data" / "mitdb_108_noise_residual_12s.npz"
 
 
