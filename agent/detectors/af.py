@@ -45,6 +45,13 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
    `rate_step` is fitted with `rate_exponent` by af_fit, leave one subject out; the rule, its medians of
    3 and its veto were designed looking at the CPSC-2021 sample (docs/benchmarks.md).
 
+8. Atrial activity (optional second channel, ``p_wave`` of agent.ecg.p_wave: how alike each normal
+   beat's pre-R segment is to the recent ones, about 1 with P waves and about 0 in AF). When the channels
+   are ``["rr", "p_wave"]``, a beat whose context holds at least `p_wave_beats` (4) values and whose
+   median of them is at least `p_wave_present` (0.7) is scored 0: the P waves before the normal beats say
+   the irregularity is ectopy in sinus rhythm, not AF. Odd-shaped beats (PVCs) carry no value, so dense
+   ectopy leaves the normal beats' P waves to decide. Without the channel nothing changes.
+
 Verdicts start after `verdict_beats` beats (`min_differences` + 1 = 3 by default): that is the
 detector's window, so the pipeline scores a stream from its 3rd beat; the older beats of the
 `window_beats` context are kept per stream (state `history`, persisted like other detector state). Until
@@ -56,7 +63,8 @@ continues the previous one by `hop` beats, as the pipeline delivers them. A verd
 Parameters (all optional), with the defaults fitted on the CPSC-2021 sample (`DEFAULT_*` below):
 `threshold` 0.057, `rate_exponent` 2, `rate_step` 0.5, `min_differences` 2, `verdict_beats`
 min_differences + 1, `window_beats` 16, `irregularity_beats` 8, `hop_beats` 1, `ectopic_prematurity` 0.12,
-`bigeminy_ratio` 0.3, `two_level_fraction` 0.12, `bias` 0, `min_rr_s` 0.25, `max_rr_s` 2.5.
+`bigeminy_ratio` 0.3, `two_level_fraction` 0.12, `bias` 0, `min_rr_s` 0.25, `max_rr_s` 2.5; with a
+second channel `p_wave_present` 0.7 and `p_wave_beats` 4.
 Migration: every key keeps its meaning, but the defaults changed on 2026-11-29. The previous defaults
 (unweighted, verdicts from the 9th beat) are `threshold = 0.04, rate_exponent = 0, rate_step = 0,
 min_differences = 4, verdict_beats = 9`; the first detector's also had `verdict_beats = window_beats` and
@@ -86,11 +94,16 @@ from agent.detectors.base import (
 from agent.detectors.beat_history import HISTORY, BeatHistory
 from agent.detectors.params import ParamReader
 from agent.detectors.robust import nan_median
+from agent.errors import ConfigError
 
 REFERENCE_RR_S = 0.8  # the bias and the rate weighting are stated at 75 bpm
 TWO_LEVEL_MIN_BEATS = 3  # intervals in the smaller level before a two-level rhythm is believed
 TWO_LEVEL_MIN_SWITCHES = 4  # level changes in the context: a pattern, not one step in rate
 RATE_STEP_BEATS = 3  # a rate step compares the median of this many intervals with the same before them
+P_WAVE_HISTORY = "p_wave_history"  # the per-stream state key of the atrial-activity context
+DEFAULT_P_WAVE_PRESENT = 0.5
+DEFAULT_P_WAVE_BEATS = 4
+DEFAULT_P_WAVE_CONTEXT = 16
 # Config defaults: the settings fitted on the CPSC-2021 sample by tools/evaluate/af_fit.py (all six
 # subjects; configs/cpsc.toml). Leave-one-subject-out they gave Se 93.9 % / Sp 95.7 %, and 0 false AF
 # starts in 12 simulated wearable-hours, against 8 with the earlier defaults (threshold 0.04, no rate
@@ -123,6 +136,9 @@ class AtrialFibrillationDetector(StreamingDetector):
         rate_exponent: float = 0.0,
         min_differences: int | None = None,
         rate_step: float = 0.0,
+        p_wave_present: float = DEFAULT_P_WAVE_PRESENT,
+        p_wave_beats: int = DEFAULT_P_WAVE_BEATS,
+        p_wave_context: int = DEFAULT_P_WAVE_CONTEXT,
     ) -> None:
         super().__init__(id, channels, window, hop, threshold)
         self.irregularity_beats = irregularity_beats
@@ -137,11 +153,21 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.min_differences = (irregularity_beats + 1) // 2 if min_differences is None else min_differences
         self.rate_step = rate_step
         self._beats = BeatHistory(self.context_beats)  # each stream's context beyond the window
+        self.p_wave_present = p_wave_present
+        self.p_wave_beats = p_wave_beats
+        self.p_wave_context = min(p_wave_context, self.context_beats)
+        # The second channel, when given: the atrial activity of each beat, its context kept the same way.
+        self._p_waves = BeatHistory(self.context_beats) if len(channels) > 1 else None
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> AtrialFibrillationDetector:
         reader = ParamReader(config, rate_hz)
-        reader.channel_count(exactly=1)
+        reader.channel_count()
+        if len(config.channels) > 2:
+            where = f"detectors.{config.id}.channels"
+            raise ConfigError(
+                where, f"expected the RR channel and optionally p_wave, got {len(config.channels)}"
+            )
         irregularity = reader.count("irregularity_beats", 8)
         if irregularity < 3:
             raise reader.fail("irregularity_beats", f"expected at least 3, got {irregularity}")
@@ -170,6 +196,16 @@ class AtrialFibrillationDetector(StreamingDetector):
         exponent = reader.number("rate_exponent", DEFAULT_RATE_EXPONENT) or 0.0
         if not 0.0 <= exponent <= 4.0:
             raise reader.fail("rate_exponent", f"expected 0 .. 4, got {exponent:g}")
+        present = reader.number("p_wave_present", DEFAULT_P_WAVE_PRESENT)
+        present = DEFAULT_P_WAVE_PRESENT if present is None else present
+        if not -1.0 <= present <= 1.0:
+            raise reader.fail("p_wave_present", f"expected -1 .. 1 (a correlation), got {present:g}")
+        p_context = reader.count("p_wave_context", DEFAULT_P_WAVE_CONTEXT)
+        if not 1 <= p_context <= context:
+            raise reader.fail("p_wave_context", f"expected 1 .. window_beats ({context}), got {p_context}")
+        p_beats = reader.count("p_wave_beats", DEFAULT_P_WAVE_BEATS)
+        if not 1 <= p_beats <= p_context:
+            raise reader.fail("p_wave_beats", f"expected 1 .. p_wave_context ({p_context}), got {p_beats}")
         step = reader.number("rate_step", DEFAULT_RATE_STEP) or 0.0
         if not 0.0 <= step <= 2.0:
             raise reader.fail("rate_step", f"expected 0 (off) .. 2 (log ratio), got {step:g}")
@@ -190,6 +226,9 @@ class AtrialFibrillationDetector(StreamingDetector):
             rate_exponent=exponent,
             min_differences=needed,
             rate_step=step,
+            p_wave_present=present,
+            p_wave_beats=p_beats,
+            p_wave_context=p_context,
         )
         reader.finish()
         return detector
@@ -198,15 +237,26 @@ class AtrialFibrillationDetector(StreamingDetector):
 
     def irregularity(self, rr: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(score, RR trend) of the newest beat of each row of (S, W) RR intervals in seconds."""
+        score, trend, _ = self._irregularity(rr)
+        return score, trend
+
+    def _irregularity(self, rr: FloatArray) -> tuple[FloatArray, FloatArray, BoolArray]:
+        """`irregularity`, and the beats before each row's newest rate step (NaN-free: left out)."""
         rr = np.where((rr >= self.min_rr_s) & (rr <= self.max_rr_s), rr, np.nan)
         whole = self._measure(rr)
         if self.rate_step <= 0:
-            return whole.score, whole.trend
-        after = self._measure(_after_rate_step(rr, self.rate_step))
+            return whole.score, whole.trend, np.zeros(rr.shape, dtype=bool)
+        cut = _after_rate_step(rr, self.rate_step)
+        after = self._measure(cut)
         # A step that an ectopic pattern explains is no rhythm change; too few beats after it: no verdict
         # of its own. Rows without a step measure the same beats twice.
         use = ~np.isnan(after.score) & ~whole.patterned
-        return np.where(use, after.score, whole.score), np.where(use, after.trend, whole.trend)
+        # Every step, even one the score ignores (an ectopic pattern, too few beats after it): the beats
+        # of the rhythm before it must not veto an AF onset with their P waves (MIT-BIH 106's bigeminy
+        # gets its steps too, so its P waves veto less: docs in the brief's report).
+        left_out: BoolArray = np.isnan(cut) & ~np.isnan(rr)
+        score = np.where(use, after.score, whole.score)
+        return score, np.where(use, after.trend, whole.trend), left_out
 
     def _measure(self, rr: FloatArray) -> _Measured:
         """Score, trend and ectopic-pattern flag of each row of (S, W) in-range RR intervals (NaN gaps)."""
@@ -239,50 +289,76 @@ class AtrialFibrillationDetector(StreamingDetector):
 
     def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
-        rr = self._context(block)
-        scores, trend = self.irregularity(rr)
+        rr = self._context(block, 0, self._beats)
+        scores, trend, before_step = self._irregularity(rr)
+        baseline = np.full((n, len(self.channels)), np.nan)
+        baseline[:, 0] = trend
+        if self._p_waves is not None:
+            # The beats the score left out before a rate step (an AF onset's) are left out here too.
+            p_wave = np.where(before_step, np.nan, self._context(block, 1, self._p_waves))
+            p_wave = p_wave[:, -self.p_wave_context :]
+            present, baseline[:, 1] = self.p_waves_present(p_wave)
+            scores = np.where(present & ~np.isnan(scores), 0.0, scores)
         has = ~np.isnan(scores)
+        contributions = np.zeros((n, len(self.channels)))
+        contributions[:, 0] = np.where(has & (scores > self.threshold), 1.0, 0.0)
         return ScoreBlock(
             scores=scores,
             thresholds=self._thresholds(n),
-            contributions=np.where(has & (scores > self.threshold), 1.0, 0.0)[:, None],
+            contributions=contributions,
             observed=scores,
             limits=np.where(has, self.threshold, np.nan),
-            baseline=trend[:, None],
+            baseline=baseline,
         )
+
+    def p_waves_present(self, p_wave: FloatArray) -> tuple[BoolArray, FloatArray]:
+        """(rows whose median says P waves, the median) of (S, W) atrial-activity values: at least
+        `p_wave_beats` values (NaN ignored) and a median of at least `p_wave_present`."""
+        median, count = nan_median(p_wave)
+        with np.errstate(invalid="ignore"):
+            present: BoolArray = (count >= self.p_wave_beats) & (median >= self.p_wave_present)
+        return present, median
 
     # -- the context: the window plus the stream's older beats ---------------------------------------------
 
-    def _context(self, block: WindowBlock) -> FloatArray:
-        """(S, context_beats) newest RR of each stream: remembered older beats, then the block's window."""
-        values = block.values[:, :, 0]
+    def _context(self, block: WindowBlock, channel: int, history: BeatHistory) -> FloatArray:
+        """(S, context_beats) newest values of a channel of each stream: remembered older beats (`history`),
+        then the block's window."""
+        values = block.values[:, :, channel]
         if self.context_beats == self.window:
             return values[:, -self.window :]
         slots = block.slots
         if slots.size == 0:
             return np.full((0, self.context_beats), np.nan)
-        self._beats.grow(int(slots.max()) + 1)
-        before = self._beats.rows[slots]
+        history.grow(int(slots.max()) + 1)
+        before = history.rows[slots]
         # The block's first (length - hop) beats were already the newest of the previous call.
         overlap = min(values.shape[1] - min(block.hop, values.shape[1]), self.context_beats)
         older = before[:, : self.context_beats - overlap]
         context = np.concatenate([older, values], axis=1)[:, -self.context_beats :]
-        self._beats.rows[slots] = context
+        history.rows[slots] = context
         return context
 
     def reset_streams(self) -> None:
         super().reset_streams()
         self._beats.clear()
+        if self._p_waves is not None:
+            self._p_waves.clear()
 
     def stream_state(self) -> dict[str, Any]:
         out = super().stream_state()
         if self.context_beats > self.window:
             out[HISTORY] = self._beats.saved()
+            if self._p_waves is not None:
+                out[P_WAVE_HISTORY] = self._p_waves.saved()
         return out
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
-        super().load_stream_state({k: v for k, v in state.items() if k != HISTORY})
+        super().load_stream_state({k: v for k, v in state.items() if k not in (HISTORY, P_WAVE_HISTORY)})
         self._beats.load(state.get(HISTORY), f"state.detectors.{self.id}.streams.{HISTORY}")
+        if self._p_waves is not None:
+            where = f"state.detectors.{self.id}.streams.{P_WAVE_HISTORY}"
+            self._p_waves.load(state.get(P_WAVE_HISTORY), where)
 
 
 @dataclass(frozen=True, slots=True)

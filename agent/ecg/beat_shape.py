@@ -9,7 +9,8 @@ known 0.40 s after its R peak at the earliest; the stage holds the beat's readin
 
 The raw samples are kept only as long as a beat could still need them (the detector's delay plus the
 window). A window with a NaN (a hole in the signal) or one that began before the current segment has no
-shape (NaN) and does not enter the template; nor do beats before `MIN_TEMPLATE_BEATS`.
+shape (NaN) and does not enter the template; nor do beats before `MIN_TEMPLATE_BEATS`. `before` gives the
+raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reaches 0.35 s back.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ class BeatShapes:
     def ready(self, peak: int) -> bool:
         """The beat's window has all its samples."""
         return peak + self._after < self._fed
+
+    def before(self, peak: int, count: int) -> npt.NDArray[np.float64] | None:
+        """The `count` raw samples before the R peak and the peak's own (None: not all kept, or a NaN)."""
+        lo = peak - count - self._raw_start
+        segment = self._raw[max(lo, 0) : peak + 1 - self._raw_start]
+        if lo < 0 or len(segment) != count + 1 or not np.isfinite(segment).all():
+            return None
+        return segment
 
     def shape(self, peak: int) -> float:
         """The beat's distance to the template of the previous beats (NaN: none); the beat then joins them."""

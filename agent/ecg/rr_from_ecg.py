@@ -8,7 +8,9 @@ over BLE: one sample, the interval in seconds (``rr``), stamped at the R peak th
 rate a monitor would show beside it (``hr``, bpm: 60 / the mean of the last `HR_BEATS` intervals since
 the last hole), so limits for tachycardia and bradycardia work on a device that sends only ECG, and the
 beat's shape against the patient's recent beats (``qrs_shape``, agent.ecg.beat_shape) for the `pvc`
-detector. A beat's reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
+detector, and for a beat of normal shape how alike its pre-R segment is to the recent ones (``p_wave``,
+agent.ecg.p_wave: P waves present or not) for the `af` detector. A beat's reading leaves once its shape
+is known, 0.40 s after its R peak at the earliest.
 
 - **Intervals by sample count.** An interval is the number of samples between two R peaks times the
   stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
@@ -34,7 +36,8 @@ detector. A beat's reading leaves once its shape is known, 0.40 s after its R pe
   times stay in order. The beat that ends a pause longer than `PAUSE_S` carries the pause's own rate
   (60 / its interval) instead of the 8-beat mean, so a pause of 3-5 s, over before the delay, is said too.
 - **A beat without a shape yet** (the first 8 of a segment) leaves ``qrs_shape`` out of its reading rather
-  than NaN, which the quality gate would call "no value" (a slow heart would raise `signal_poor`).
+  than NaN, which the quality gate would call "no value" (a slow heart would raise `signal_poor`); so
+  does a beat without ``p_wave`` (an odd-shaped beat, the first 8 normal ones) leave that out.
 - **A rate the detector cannot work at** (outside 100-1000 Hz) leaves the ECG passed on without beats,
   told once in the log: a device misconfigured must not stop its own source.
 - **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
@@ -57,6 +60,7 @@ import numpy.typing as npt
 
 from agent.config.schema import BeatsConfig
 from agent.ecg.beat_shape import BeatShapes
+from agent.ecg.p_wave import MIN_RR_S, NORMAL_SHAPE, AtrialActivity, pre_r_segment, samples_needed
 from agent.readings import INVALIDATING_BITS, Quality, Reading, stream_id
 
 log = logging.getLogger(__name__)
@@ -66,7 +70,7 @@ TOLD_EVERY_S = 1.0  # at most one reading per second saying "no value" or "no be
 PAUSE_S = 3.0  # no beat for this long on a valid ECG is a pause (monitors' asystole: 3-4 s)
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
-CHANNELS = ("rr", "hr", "qrs_shape")
+CHANNELS = ("rr", "hr", "qrs_shape", "p_wave")
 
 
 class BeatFinder(Protocol):
@@ -150,6 +154,7 @@ class RrFromEcg:
         self._make_finder = make_finder
         self._finder: BeatFinder | None = None
         self._shapes: BeatShapes | None = None
+        self._atria = AtrialActivity()
         self._waiting: deque[_Beat] = deque()  # beats found whose shape is not known yet
         self._period_s = 0.0
         self._unusable_period = 0.0  # a spacing the detector refused (told once)
@@ -219,6 +224,7 @@ class RrFromEcg:
             # put back elsewhere): the shape template starts again, and with it 8 beats without shape,
             # in which the pvc detector's RR history fills with the new rhythm.
             self._shapes = BeatShapes(1.0 / self._period_s, self._finder.delay_s, start=self._fed)
+            self._atria = AtrialActivity()
         else:
             made += self._shaped()
             made += self._pause(reading.monotonic)
@@ -266,6 +272,7 @@ class RrFromEcg:
             log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._device_id, exc)
             return
         self._shapes = BeatShapes(1.0 / period, self._finder.delay_s)
+        self._atria = AtrialActivity()
         self._period_s = period
         self._fed = 0
         self._blocks.clear()
@@ -296,16 +303,24 @@ class RrFromEcg:
                 break
             self._waiting.popleft()
             shape = self._shapes.shape(beat.peak) if self._shapes.ready(beat.peak) else math.nan
+            # A short interval puts the previous beat's T wave in the pre-R segment: no reading of it.
+            atrial = self._atrial(beat.peak, shape) if beat.rr >= MIN_RR_S else math.nan
             if math.isnan(beat.rr):
                 continue
-            channels: tuple[str, ...] = CHANNELS
-            if math.isnan(shape):  # not "no value" (the quality gate's signal_poor): no template yet
-                values, channels = np.array([[beat.rr, beat.hr]]), CHANNELS[:2]
-            else:
-                values = np.array([[beat.rr, beat.hr, shape]])
-            out.append(Reading(self._rr, channels, values, beat.time, beat.monotonic))
+            # A value not known is left out, not NaN (the quality gate's "no value", signal_poor).
+            known = [v for v in (shape, atrial) if not math.isnan(v)]  # p_wave only with a shape
+            values = np.array([[beat.rr, beat.hr, *known]])
+            out.append(Reading(self._rr, CHANNELS[: 2 + len(known)], values, beat.time, beat.monotonic))
         self.intervals += len(out)
         return out
+
+    def _atrial(self, peak: int, shape: float) -> float:
+        """The beat's ``p_wave`` (NaN: an odd-shaped beat, or none yet); a normal beat joins the template."""
+        if self._shapes is None or not shape <= NORMAL_SHAPE:
+            return math.nan
+        rate_hz = 1.0 / self._period_s
+        raw = self._shapes.before(peak, samples_needed(rate_hz))
+        return math.nan if raw is None else self._atria.score(pre_r_segment(raw, rate_hz))
 
     def _time_of(self, peak: int) -> float:
         block = self._blocks[max(bisect.bisect_right(self._blocks, peak, key=lambda b: b.start) - 1, 0)]

@@ -25,6 +25,7 @@ from tools.evaluate.datasets import T0, BoolArray, FloatArray, Series, _windows_
 
 FRAME = 73  # samples per reading: a Polar H10 ECG notification
 MATCH_S = 0.150  # ANSI/AAMI EC57's beat match window
+AF_CHANNELS = ("rr", "p_wave")  # what `cpsc_from_ecg` keeps: a config's af takes rr, or rr and p_wave
 
 
 def detected_rr(ecg: FloatArray, fs: float, frame: int = FRAME) -> tuple[FloatArray, FloatArray]:
@@ -57,13 +58,16 @@ def _state_at(change_times: FloatArray, states: BoolArray, t: FloatArray) -> Boo
 
 
 def cpsc_from_ecg(root: Path | None = None, frame: int = FRAME) -> list[Series]:
-    """Every CPSC-2021 record (lead 0, 200 Hz): RR per detected beat, labelled AF as `load_cpsc` labels
-    an annotated interval (the rhythm annotation says AF at both of its beats)."""
+    """Every CPSC-2021 record (lead 0, 200 Hz): RR per detected beat and its atrial activity (`AF_CHANNELS`:
+    the channels an af detector can take), labelled AF as `load_cpsc` labels an annotated interval (the
+    rhythm annotation says AF at both of its beats)."""
+    columns = [RR_CHANNELS.index(c) for c in AF_CHANNELS]
     out: list[Series] = []
     for s in cpsc_beats_from_ecg(root, frame):
         labels = (s.extra["af"] > 0) & (s.extra["af_before"] > 0)
+        values = s.values[:, columns]
         out.append(
-            Series(s.name, s.group, ("rr",), s.times, s.values[:, :1], labels, _windows_of(s.times, labels))
+            Series(s.name, s.group, AF_CHANNELS, s.times, values, labels, _windows_of(s.times, labels))
         )
     return out
 
@@ -138,7 +142,7 @@ def _matches(times: FloatArray, targets: FloatArray) -> BoolArray:
 
 def mitdb_from_ecg(annotated: list[Series], fs: float, frame: int = FRAME) -> list[Series]:
     """The MIT-BIH records of `load_mitdb` (their `extra["ecg"]`): every channel of the RR stream per
-    detected beat (`RR_CHANNELS`: rr, hr, qrs_shape), label = the beat matches an annotated PVC within
+    detected beat (`RR_CHANNELS`: rr, hr, qrs_shape, p_wave), label = the beat matches an annotated PVC within
     `MATCH_S`."""
     out: list[Series] = []
     for s in annotated:
