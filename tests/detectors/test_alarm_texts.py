@@ -65,7 +65,8 @@ def test_the_special_sentences_follow_the_detectors_quantities() -> None:
     assert DesaturationDetector.quantity == explain.DESATURATION
     assert AtrialFibrillationDetector.quantity == explain.RR_IRREGULARITY
     assert PvcDetector.quantity == explain.PVC_SCORE
-    assert set(explain.PVC_CAUSES) == set(RR_CHANNELS) - {"hr"}  # the stage's channels pvc reads
+    # The stage's channels pvc reads (hr is for limits, p_wave for af).
+    assert set(explain.PVC_CAUSES) == set(RR_CHANNELS) - {"hr", "p_wave"}
 
 
 def pseudonym(device: str, prefix: str = "d") -> str:
