@@ -40,7 +40,9 @@ def test_the_rhythm_config_is_the_examples_af_and_pvc_rules_and_the_variants_set
 def test_the_bigeminy_minute_raises_frequent_pvcs_either_way() -> None:
     d = np.load(EXCERPT)
     times, values = detected_rr(d["ecg_adc"] / float(d["adc_per_mv"]), float(d["fs_hz"]))
-    series = Series("119", "119", ("rr", "hr", "qrs_shape"), T0 + times, values, np.zeros(len(times), bool))
+    series = Series(
+        "119", "119", ("rr", "hr", "qrs_shape", "p_wave"), T0 + times, values, np.zeros(len(times), bool)
+    )
     for name in ("without", "with"):
         found = episodes(variant(rhythm_config(EXAMPLE), name), readings(series, "ecg_rr"))
         assert [e.condition for e in found] == [PVC]
