@@ -47,10 +47,14 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
 
 8. Atrial activity (optional second channel, ``p_wave`` of agent.ecg.p_wave: how alike each normal
    beat's pre-R segment is to the recent ones, about 1 with P waves and about 0 in AF). When the channels
-   are ``["rr", "p_wave"]``, a beat whose context holds at least `p_wave_beats` (4) values and whose
-   median of them is at least `p_wave_present` (0.7) is scored 0: the P waves before the normal beats say
-   the irregularity is ectopy in sinus rhythm, not AF. Odd-shaped beats (PVCs) carry no value, so dense
-   ectopy leaves the normal beats' P waves to decide. Without the channel nothing changes.
+   are ``["rr", "p_wave"]``, a beat whose newest `p_wave_context` (16) beats hold at least `p_wave_beats`
+   (4) values with a median of at least `p_wave_present` (0.5) is scored 0: the P waves before the
+   normal beats say the irregularity is ectopy in sinus rhythm, not AF. Odd-shaped beats (PVCs) and beats
+   after short intervals carry no value, so dense ectopy leaves the normal beats' P waves to decide. The
+   values before the newest rate step (rule 7, whether or not the score used the step) are left out, so
+   the sinus beats before an AF onset do not veto it. Without the channel nothing changes. The constants
+   were chosen looking at MIT-BIH (records 106, 200) and the CPSC-2021 sample, the data they are
+   measured on (docs/benchmarks.md): not an independent test.
 
 Verdicts start after `verdict_beats` beats (`min_differences` + 1 = 3 by default): that is the
 detector's window, so the pipeline scores a stream from its 3rd beat; the older beats of the
@@ -64,7 +68,7 @@ Parameters (all optional), with the defaults fitted on the CPSC-2021 sample (`DE
 `threshold` 0.057, `rate_exponent` 2, `rate_step` 0.5, `min_differences` 2, `verdict_beats`
 min_differences + 1, `window_beats` 16, `irregularity_beats` 8, `hop_beats` 1, `ectopic_prematurity` 0.12,
 `bigeminy_ratio` 0.3, `two_level_fraction` 0.12, `bias` 0, `min_rr_s` 0.25, `max_rr_s` 2.5; with a
-second channel `p_wave_present` 0.7 and `p_wave_beats` 4.
+second channel `p_wave_present` 0.5, `p_wave_beats` 4 and `p_wave_context` 16.
 Migration: every key keeps its meaning, but the defaults changed on 2026-11-29. The previous defaults
 (unweighted, verdicts from the 9th beat) are `threshold = 0.04, rate_exponent = 0, rate_step = 0,
 min_differences = 4, verdict_beats = 9`; the first detector's also had `verdict_beats = window_beats` and
@@ -252,8 +256,8 @@ class AtrialFibrillationDetector(StreamingDetector):
         # of its own. Rows without a step measure the same beats twice.
         use = ~np.isnan(after.score) & ~whole.patterned
         # Every step, even one the score ignores (an ectopic pattern, too few beats after it): the beats
-        # of the rhythm before it must not veto an AF onset with their P waves (MIT-BIH 106's bigeminy
-        # gets its steps too, so its P waves veto less: docs in the brief's report).
+        # of the rhythm before it must not veto an AF onset with their P waves. (Only the steps the score
+        # uses kept more of MIT-BIH 106's vetoes but lost CPSC AF onsets.)
         left_out: BoolArray = np.isnan(cut) & ~np.isnan(rr)
         score = np.where(use, after.score, whole.score)
         return score, np.where(use, after.trend, whole.trend), left_out
