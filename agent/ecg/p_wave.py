@@ -11,13 +11,18 @@ combine RR irregularity with this (Babaeizadeh et al. 2009, J Electrocardiol 42:
    (muscle noise, which otherwise dominated MIT-BIH record 200's small P waves), resampled to `POINTS`
    points and linearly detrended (baseline wander);
 2. ``p_wave`` = its correlation (-1..1) with the mean of the previous `TEMPLATE_BEATS` (16) such segments:
-   about 0.9-1 with P waves, about 0 in AF (CPSC-2021 AF: median 0.0-0.1, but 0.5-0.65 on subject 101).
+   about 0.9-1 with P waves, about 0 in AF (CPSC-2021 AF, annotated beats: median 0.0-0.1 on subjects 8
+   and 84, 0.3-0.65 on 92 and 101 before the `MIN_RR_S` rule), but only about 0.5 on MIT-BIH record 200,
+   whose P waves are small beside its noise.
 
-Beats of unusual QRS shape (a PVC: no P wave of its own) and the first `MIN_TEMPLATE_BEATS` of a segment
-get none and do not join the template. Known limits: at fast rates the previous T wave reaches into the
-segment (a regular tachycardia's T waves repeat too, so read "alike", not "P wave"); atrial flutter's
-regular F waves repeat as well; a lead in which the P wave is flat (some chest positions) gives low values
-in sinus rhythm, which leaves the AF detector as it was (see agent.detectors.af, `p_wave_present`).
+Beats of unusual QRS shape (a PVC: no P wave of its own), beats after an interval under `MIN_RR_S` (0.65 s:
+the previous T wave would reach into the segment; fast AF's beats mostly) and the first
+`MIN_TEMPLATE_BEATS` of a segment get none and do not join the template. Known limits: a fast sinus or
+atrial tachycardia (intervals under 0.65 s) gets no value at all, so the AF detector is as without it;
+what repeats is "alike", not necessarily a P wave (atrial flutter's regular F waves repeat too, and so
+does a T wave that reaches into the segment at a steady rate); a lead in which the P wave is flat (some
+chest positions) or small beside noise gives low values in sinus rhythm, which leaves the AF detector as
+it was (see agent.detectors.af, `p_wave_present`).
 """
 
 from __future__ import annotations
