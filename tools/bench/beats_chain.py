@@ -1,7 +1,7 @@
 """CPU time of the ECG -> RR stage (agent.ecg.rr_from_ecg: QRS detector, beat shape, atrial activity) per
 ECG sample, on real records cut into 73-sample frames (a Polar H10 notification).
 
-    python -m tools.bench_beats_chain --data ../shared/datasets --seconds 600 --repeat 3
+    python -m tools.bench.beats_chain --data ../shared/datasets --seconds 600 --repeat 3
 
 Run it from two checkouts to compare them (each imports its own `agent`); the best of `--repeat` runs of
 process time is reported, which a machine shared with other work disturbs least.
@@ -39,7 +39,7 @@ def stage_seconds(ecg: npt.NDArray[np.float64], fs: float) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench_beats_chain", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.beats_chain", description=__doc__)
     parser.add_argument(
         "--data", type=Path, default=None, help="datasets folder (default: ../shared/datasets)"
     )
