@@ -1,0 +1,507 @@
+"""Ventricular tachycardia: do a config's alarms announce a run of PVCs, and how soon?
+
+    python -m tools.evaluate.vt_runs --config examples/cardiac-monitoring.toml --out eval/vt-runs --jobs 1
+
+Real runs are few in the MIT-BIH subset (106: one run of 3; 200: six of 3-4), so runs of each record's
+own PVCs are spliced into its own rhythm, as `tools.evaluate.qrs_r_on_t` splices single PVCs:
+
+- Records `RECORDS` (those with PVCs to take); per record `HOSTS` hosts, drawn once with seed `SEED`: a
+  normal beat with no annotated PVC in the `CLEAN_BEFORE_S` before it, at least `HOST_SPACING_S` from the
+  other hosts, with room for the longest run and `PRE_S` / `POST_S` around it; and one donor per host, an
+  annotated PVC of the record (the run is monomorphic: every beat is the donor's).
+- Each case is a host x run length `LENGTHS` x rate `RATES_BPM`: the run's first beat comes one run
+  interval after the host, the others at that interval; the record resumes at its first beat at least
+  max(the host's own RR, 0.55 s) after the run's last beat. Between the host's QRS (+0.1 s) and 0.3 s
+  before that beat the ECG becomes the straight line through the means of its own first and last 10 ms
+  there, and the donor's ECG +-0.2 s (baseline removed, tapered: `qrs_r_on_t.pvc_wave`) is added at every
+  run beat (at 240 bpm consecutive beats overlap, as they merge in a fast VT).
+- The case is the segment `PRE_S` before the host to `POST_S` after the resumed beat, cut into 73-sample
+  frames (a Polar H10 notification) and passed through the daemon's ECG -> RR stage
+  (`agent.ecg.rr_from_ecg`) and, one RR reading at a time, through `agent.pipeline.Pipeline` with the
+  config's detectors on the RR stream and their alarm rules (a fresh stage and pipeline per case).
+
+An alarm's time is when the reading that raised it left the stage: the end of the ECG frame that
+completed it (the QRS detector's delay and the beat shape's 0.4 s included), not the beat's own stamp.
+Per length x rate, for every condition of the config: how many runs it alarmed (a START from the run's
+first beat to `AFTER_S` after its last), the median and largest delay from the first beat of the run, and
+the conditions already active at the run's first beat; beats of the runs found by the QRS detector
+(within 150 ms, one-to-one). For the VT condition (`--condition`, default ventricular_tachycardia) also
+its starts outside any run's window in the spliced segments.
+
+The 12 original records (`load_mitdb`, whole) go through the same stage and pipeline: every start of the
+VT condition, and its alarmed seconds, sorted into "at a real run" (from the first beat of an annotated
+run of >= 3 PVCs at > 100 bpm to `AFTER_S` after its last) and false; couplets and bigeminy are false.
+
+The adoption rule (docs: /tmp/briefs/vtach.md, fixed before any figure) is checked at the end: runs of
+>= 5 beats at >= 150 bpm alarmed in >= 90 % of cases with a median delay <= 3 s, and <= 1 false start on
+the original records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import gzip
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.config.loader import load_config
+from agent.config.schema import AgentConfig, BeatsConfig
+from agent.ecg.rr_from_ecg import RrFromEcg
+from agent.events import Phase
+from agent.pipeline import Pipeline
+from agent.readings import Reading
+from tools.evaluate.datasets import MITDB_FS, T0, dataset_folder
+from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME, match
+from tools.evaluate.qrs_r_on_t import HALF_WIDTH_S, pvc_wave
+from tools.evaluate.replay import pool_map
+from tools.evaluate.report import table, write_report
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+RECORDS = ("106", "119", "200")
+ALL_RECORDS = ("100", "102", "104", "105", "106", "108", "114", "116", "119", "121", "123", "200")
+LENGTHS = (3, 5, 8, 15, 40)
+RATES_BPM = (110, 150, 200, 240)
+HOSTS = 8
+SEED = 2015
+CLEAN_BEFORE_S = 10.0  # no annotated PVC this long before the host: the run starts from sinus rhythm
+HOST_SPACING_S = 60.0
+PRE_S = 150.0  # ECG before the host in a case: the stage's template and the detectors' history fill
+POST_S = 30.0
+AFTER_S = 5.0  # a start this long after a run's last beat still counts for it
+AFTER_HOST_S = 0.1  # the host's QRS is kept
+BEFORE_RESUME_S = 0.3  # the resumed beat's P wave and QRS are kept
+MIN_RESUME_S = 0.55
+ENDS_S = 0.01
+REAL_RUN_BEATS = 3  # AHA/ACC: VT is >= 3 consecutive ventricular beats at > 100 bpm
+REAL_RUN_BPM = 100.0
+VT = "ventricular_tachycardia"
+
+
+# -- the records and the case set ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def load_record(root: Path | None, record: str) -> tuple[FloatArray, IntArray, BoolArray]:
+    """(MLII in mV, every annotated beat's sample, whether it is a PVC)."""
+    folder = dataset_folder(root, "ECG/mitdb_tpcp_subset", "*_beats.csv", "MIT-BIH")
+    beats = np.genfromtxt(folder / f"{record}_beats.csv", delimiter=",", names=True)
+    with gzip.open(folder / f"{record}_ecg_mlii_360hz.csv.gz", "rt") as f:
+        ecg = np.loadtxt(f, delimiter=",", skiprows=1)
+    return ecg, beats["sample"].astype(np.int64), beats["is_pvc"] > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    record: str
+    host: int  # the annotated normal beat (sample) the run follows
+    donor: int  # the annotated PVC (sample) whose ECG every beat of the run is
+    length: int
+    rate_bpm: int
+
+
+def longest_run_s() -> float:
+    return max(LENGTHS) * 60.0 / min(RATES_BPM) + 2.0
+
+
+def draw_hosts(root: Path | None, record: str) -> list[tuple[int, int]]:
+    """`HOSTS` (host, donor) pairs of `record`, drawn with the fixed seed (the same for every case)."""
+    ecg, beats, is_pvc = load_record(root, record)
+    fs = MITDB_FS
+    rng = np.random.default_rng([SEED, int(record)])
+    pvc_at = beats[is_pvc]
+    room_after = (longest_run_s() + POST_S + 5.0) * fs
+    eligible = []
+    for k in range(1, len(beats) - 1):
+        b = int(beats[k])
+        if is_pvc[k] or b < PRE_S * fs or b + room_after > len(ecg):
+            continue
+        if np.any((pvc_at >= b - CLEAN_BEFORE_S * fs) & (pvc_at <= b)):
+            continue
+        eligible.append(b)
+    hosts: list[int] = []
+    for b in rng.permutation(eligible).tolist():
+        if all(abs(b - h) >= HOST_SPACING_S * fs for h in hosts):
+            hosts.append(int(b))
+        if len(hosts) == HOSTS:
+            break
+    if len(hosts) < HOSTS:
+        raise RuntimeError(f"record {record}: only {len(hosts)} hosts {HOST_SPACING_S:.0f} s apart")
+    half = round(HALF_WIDTH_S * fs)
+    donors = pvc_at[(pvc_at >= half) & (pvc_at < len(ecg) - half)]
+    chosen = rng.choice(donors, HOSTS, replace=False)
+    return list(zip(sorted(hosts), (int(d) for d in chosen), strict=True))
+
+
+def case_set(root: Path | None) -> list[Case]:
+    return [
+        Case(record, host, donor, length, rate)
+        for record in RECORDS
+        for host, donor in draw_hosts(root, record)
+        for length in LENGTHS
+        for rate in RATES_BPM
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Spliced:
+    ecg: FloatArray  # the case's segment
+    beats: IntArray  # every beat in it (the record's kept ones and the run's), sorted, samples
+    is_run: BoolArray
+    onset: int  # the run's first beat
+    last: int  # its last beat
+
+
+def splice(root: Path | None, case: Case, jitter: float = 0.0) -> Spliced:
+    ecg, beats, _ = load_record(root, case.record)
+    fs = MITDB_FS
+    interval = round(60.0 / case.rate_bpm * fs)
+    host = case.host
+    run = host + interval * np.arange(1, case.length + 1)
+    if jitter:  # irregular runs: each interval times 1 + U(-jitter, jitter), drawn per case
+        rng = np.random.default_rng([SEED, case.host, case.length, case.rate_bpm])
+        factors = 1.0 + jitter * rng.uniform(-1.0, 1.0, case.length)
+        run = host + np.round(np.cumsum(interval * factors)).astype(np.int64)
+    k = int(np.searchsorted(beats, host))
+    host_rr = host - int(beats[k - 1])
+    resume = int(beats[np.searchsorted(beats, run[-1] + max(host_rr, round(MIN_RESUME_S * fs)))])
+    out = ecg.copy()
+    span = slice(host + round(AFTER_HOST_S * fs), resume - round(BEFORE_RESUME_S * fs))
+    ends = round(ENDS_S * fs)
+    part = out[span]
+    out[span] = np.linspace(part[:ends].mean(), part[-ends:].mean(), len(part))
+    wave = pvc_wave(ecg, case.donor)
+    half = len(wave) // 2
+    for at in run.tolist():
+        out[at - half : at + half + 1] += wave
+    kept = beats[(beats <= host) | (beats >= resume)]
+    start, stop = host - round(PRE_S * fs), resume + round(POST_S * fs)
+    every = np.concatenate([kept, run])
+    order = np.argsort(every, kind="stable")
+    is_run = np.arange(len(every))[order] >= len(kept)
+    every = every[order]
+    inside = (every >= start) & (every < stop)
+    return Spliced(
+        out[start:stop], every[inside] - start, is_run[inside], int(run[0]) - start, int(run[-1]) - start
+    )
+
+
+# -- the stage and the pipeline --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    reading: Reading
+    left_s: float  # when the stage gave it (s from the segment's first sample): its frame's end
+
+
+def stage_readings(ecg: FloatArray, rr_stream: str) -> list[Beat]:
+    """Every reading the daemon's stage puts on the RR stream, in order, with when it left."""
+    stage = RrFromEcg("eval", BeatsConfig(rr_stream=rr_stream))
+    fs = MITDB_FS
+    out = []
+    for start in range(0, len(ecg), POLAR_FRAME):
+        block = ecg[start : start + POLAR_FRAME, None]
+        reading = Reading("eval/ecg", ("ecg",), block, T0 + start / fs, start / fs, 1.0 / fs)
+        left = (start + len(block)) / fs
+        out += [Beat(r, left) for r in stage.take(reading) if r.stream == f"eval/{rr_stream}"]
+    return out
+
+
+def beat_samples(beats: Sequence[Beat]) -> IntArray:
+    """The R peak (sample) of each reading that is a beat (an interval), not a pause's or a no-value one."""
+    times = [
+        b.reading.wall_time
+        for b in beats
+        if b.reading.channels[0] == "rr" and np.isfinite(b.reading.values[0, 0])
+    ]
+    return np.round((np.array(times, dtype=np.float64) - T0) * MITDB_FS).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    condition: str
+    start_s: float  # when its START left (s from the segment's first sample)
+    end_s: float | None
+
+
+def rr_config(path: Path) -> AgentConfig:
+    """The config's detectors on its beat stream and their alarm rules, without devices."""
+    config = load_config(path)
+    streams = [d.beats.rr_stream for d in config.devices if d.beats is not None] or ["rr"]
+    detectors = tuple(d for d in config.detectors if d.stream == streams[0])
+    ids = {d.id for d in detectors}
+    alarms = tuple(r for r in config.alarms if r.detector in ids)
+    return dataclasses.replace(config, devices=(), detectors=detectors, alarms=alarms)
+
+
+def episodes(config: AgentConfig, beats: Sequence[Beat]) -> list[Episode]:
+    pipeline = Pipeline(config, lambda device: device)
+    conditions = {r.condition for r in config.alarms}
+    open_at: dict[tuple[str, str], float] = {}
+    out = []
+    for beat in beats:
+        for event in pipeline.ingest([beat.reading]):
+            if event.condition not in conditions:
+                continue
+            key = (event.condition, event.id)
+            if event.phase is Phase.START:
+                open_at[key] = beat.left_s
+            elif event.phase is Phase.END and key in open_at:
+                out.append(Episode(event.condition, open_at.pop(key), beat.left_s))
+    out += [Episode(c, s, None) for (c, _), s in open_at.items()]
+    return sorted(out, key=lambda e: e.start_s)
+
+
+# -- one case, one record ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    case: Case
+    found: int  # run beats the QRS detector found
+    starts: dict[str, float]  # condition -> delay of its first start in the run's window (s)
+    active_at_onset: tuple[str, ...]
+    vt_outside: int  # starts of the VT condition outside the run's window
+
+
+def _case_job(job: tuple[Path, Path | None, Case, str, float]) -> CaseResult:
+    config_path, root, case, vt, jitter = job
+    config = rr_config(config_path)
+    rr_stream = config.detectors[0].stream
+    spliced = splice(root, case, jitter)
+    beats = stage_readings(spliced.ecg, rr_stream)
+    peaks = beat_samples(beats)
+    refs, _ = match(spliced.beats, peaks, round(MATCH_WINDOW_S * MITDB_FS))
+    found = int(spliced.is_run[refs].sum())
+    onset_s, last_s = spliced.onset / MITDB_FS, spliced.last / MITDB_FS
+    starts: dict[str, float] = {}
+    active: list[str] = []
+    outside = 0
+    for e in episodes(config, beats):
+        in_window = onset_s <= e.start_s <= last_s + AFTER_S
+        if in_window and e.condition not in starts:
+            starts[e.condition] = e.start_s - onset_s
+        if e.start_s < onset_s and (e.end_s is None or e.end_s > onset_s):
+            active.append(e.condition)
+        if e.condition == vt and not in_window:
+            outside += 1
+    return CaseResult(case, found, starts, tuple(sorted(set(active))), outside)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    record: str
+    hours: float
+    real_runs: int  # annotated runs of >= 3 PVCs at > 100 bpm
+    true_starts: list[float]  # VT starts at a real run (s into the record)
+    false_starts: list[float]
+    true_s: float  # alarmed seconds of those episodes
+    false_s: float
+
+
+def real_runs(beats: IntArray, is_pvc: BoolArray) -> list[tuple[float, float]]:
+    """(first, last) beat times (s) of the annotated runs of >= REAL_RUN_BEATS PVCs at > REAL_RUN_BPM."""
+    out = []
+    k = 0
+    while k < len(beats):
+        if not is_pvc[k]:
+            k += 1
+            continue
+        j = k
+        while j < len(beats) and is_pvc[j]:
+            j += 1
+        if j - k >= REAL_RUN_BEATS:
+            mean_rr = (beats[j - 1] - beats[k]) / (j - 1 - k) / MITDB_FS
+            if 60.0 / mean_rr > REAL_RUN_BPM:
+                out.append((beats[k] / MITDB_FS, beats[j - 1] / MITDB_FS))
+        k = j
+    return out
+
+
+def _record_job(job: tuple[Path, Path | None, str, str]) -> RecordResult:
+    config_path, root, record, vt = job
+    config = rr_config(config_path)
+    ecg, beats, is_pvc = load_record(root, record)
+    runs = real_runs(beats, is_pvc)
+    found = [
+        e for e in episodes(config, stage_readings(ecg, config.detectors[0].stream)) if e.condition == vt
+    ]
+    last = len(ecg) / MITDB_FS
+    true_starts, false_starts, true_s, false_s = [], [], 0.0, 0.0
+    for e in found:
+        length = (e.end_s if e.end_s is not None else last) - e.start_s
+        if any(a <= e.start_s <= b + AFTER_S for a, b in runs):
+            true_starts.append(e.start_s)
+            true_s += length
+        else:
+            false_starts.append(e.start_s)
+            false_s += length
+    return RecordResult(record, last / 3600.0, len(runs), true_starts, false_starts, true_s, false_s)
+
+
+# -- the report ----------------------------------------------------------------------------------------------
+
+
+def evaluate(config_path: Path, root: Path | None, jobs: int, vt: str, jitter: float = 0.0) -> str:
+    cases = case_set(root)
+    results = pool_map(_case_job, [(config_path, root, c, vt, jitter) for c in cases], jobs)
+    records = pool_map(_record_job, [(config_path, root, r, vt) for r in ALL_RECORDS], jobs)
+    conditions = sorted({r.condition for r in rr_config(config_path).alarms})
+    return "\n".join(
+        [
+            f"# Runs of PVCs: the alarms of {config_path}",
+            "",
+            f"{len(cases)} spliced runs ({len(RECORDS)} records x {HOSTS} hosts x {len(LENGTHS)} lengths x "
+            f"{len(RATES_BPM)} rates, seed {SEED}"
+            + (f"; intervals jittered by up to +-{100 * jitter:g} %" if jitter else "; regular runs")
+            + "); beats found in the ECG by the daemon's stage, alarms "
+            "through the pipeline one reading at a time; delays from the run's first beat to the moment the "
+            f"reading that started the alarm left the stage; a start counts up to {AFTER_S:g} s after the "
+            "run's last beat.",
+            "",
+            *_runs_section(results, conditions, vt),
+            "",
+            *_records_section(records, vt),
+            "",
+            *_rule(results, records, vt),
+        ]
+    )
+
+
+def _cell(results: list[CaseResult], condition: str) -> str:
+    delays = [r.starts[condition] for r in results if condition in r.starts]
+    if not delays:
+        return f"0 / {len(results)}"
+    return f"{len(delays)} / {len(results)}, {np.median(delays):.1f} s (max {max(delays):.1f})"
+
+
+def _runs_section(results: list[CaseResult], conditions: list[str], vt: str) -> list[str]:
+    rows = []
+    for length in LENGTHS:
+        for rate in RATES_BPM:
+            cell = [r for r in results if r.case.length == length and r.case.rate_bpm == rate]
+            found = sum(r.found for r in cell)
+            active = sorted({c for r in cell for c in r.active_at_onset})
+            active_text = ", ".join(f"{c} {sum(c in r.active_at_onset for r in cell)}" for c in active)
+            rows.append(
+                (
+                    length,
+                    rate,
+                    f"{found} / {length * len(cell)}",
+                    *(_cell(cell, c) for c in conditions),
+                    active_text or "none",
+                )
+            )
+    outside = sum(r.vt_outside for r in results)
+    return [
+        "## Spliced runs",
+        "",
+        "Per condition: runs alarmed / runs, median delay (largest).",
+        "",
+        table(
+            ["beats", "bpm", "run beats found", *conditions, "already active at the run's first beat"],
+            rows,
+        ),
+        "",
+        f"{vt} starts outside the runs' windows in the spliced segments: "
+        + (str(outside) if vt in conditions else "(no such condition)"),
+    ]
+
+
+def _records_section(records: list[RecordResult], vt: str) -> list[str]:
+    rows = [
+        (
+            r.record,
+            r.real_runs,
+            len(r.true_starts),
+            f"{r.true_s:.0f}",
+            len(r.false_starts),
+            f"{r.false_s:.0f}",
+            ", ".join(f"{t:.0f}" for t in r.false_starts) or "-",
+        )
+        for r in records
+    ]
+    hours = sum(r.hours for r in records)
+    rows.append(
+        (
+            "all",
+            sum(r.real_runs for r in records),
+            sum(len(r.true_starts) for r in records),
+            f"{sum(r.true_s for r in records):.0f}",
+            sum(len(r.false_starts) for r in records),
+            f"{sum(r.false_s for r in records):.0f}",
+            "",
+        )
+    )
+    return [
+        f"## The original records ({len(records)}, {hours:.1f} h)",
+        "",
+        f"Real runs: annotated runs of >= {REAL_RUN_BEATS} PVCs at > {REAL_RUN_BPM:g} bpm.",
+        "",
+        table(
+            [
+                "record",
+                "real runs",
+                f"{vt} starts at a real run",
+                "alarmed s",
+                "false starts",
+                "false alarmed s",
+                "false starts at (s)",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _rule(results: list[CaseResult], records: list[RecordResult], vt: str) -> list[str]:
+    cell = [r for r in results if r.case.length >= 5 and r.case.rate_bpm >= 150]
+    delays = [r.starts[vt] for r in cell if vt in r.starts]
+    alarmed = len(delays) / len(cell)
+    median = float(np.median(delays)) if delays else float("inf")
+    false = sum(len(r.false_starts) for r in records)
+    ok = [alarmed >= 0.9, median <= 3.0, false <= 1]
+    return [
+        "## Adoption rule (fixed before the figures)",
+        "",
+        f"- runs of >= 5 beats at >= 150 bpm alarmed by {vt}: {len(delays)} / {len(cell)} "
+        f"({100 * alarmed:.1f} %, needs >= 90 %): {'yes' if ok[0] else 'no'}",
+        f"- their median delay from the run's first beat: {median:.2f} s (needs <= 3 s): "
+        f"{'yes' if ok[1] else 'no'}",
+        f"- false {vt} starts on the 12 original records: {false} (needs <= 1): {'yes' if ok[2] else 'no'}",
+        "- the pvc detector's per-beat figures: see `python -m tools.evaluate.pvc_gateway`",
+        f"- **{'met' if all(ok) else 'not met'}** (the spliced and record parts)",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.evaluate.vt_runs", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", type=Path, default=Path("examples/cardiac-monitoring.toml"))
+    parser.add_argument(
+        "--data", type=Path, default=None, help="datasets folder (default: ../shared/datasets)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("eval/vt-runs"))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--condition", default=VT, help="the VT alarm's condition name")
+    parser.add_argument(
+        "--jitter", type=float, default=0.0, help="irregular runs: intervals times 1 + U(-j, j) (default 0)"
+    )
+    args = parser.parse_args(argv)
+    logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
+    write_report(args.out, evaluate(args.config, args.data, args.jobs, args.condition, args.jitter))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
