@@ -5,10 +5,12 @@ Detectors that report a measured value and a limit in the channel's unit (limit,
 A value is shown at its unit's display resolution (bpm and % whole, °C and mm/s to 0.1, as a monitor
 shows them), with more decimals only where the rounded value would not be on its side of the limit
 ("spo2 89.6 % below limit 90 %", never "90 % below limit 90 %"); the event's `value` stays exact.
-Three detectors whose observed value needs its own sentence have one: the SpO2 desaturation ("spo2 drop to
+Four detectors whose observed value needs its own sentence have one: the SpO2 desaturation ("spo2 drop to
 93 %, 3 points or more below its baseline 97 % (limit 94 %)"), AF ("RR irregularity 0.74 above limit
-0.057 (irregular rhythm, possible AF)") and PVC ("PVC score 2.6 above limit 0.69 (early beat: possible
-PVC)", naming the part that drove it most). Texts never carry device or patient ids.
+0.057 (irregular rhythm, possible AF)"), PVC ("PVC score 2.6 above limit 0.69 (early beat: possible
+PVC)", naming the part that drove it most) and the ventricular run ("run of 7 ventricular beats at 150
+bpm, above limit 100 bpm (run of 5 or more: possible ventricular tachycardia)"). Texts never carry device
+or patient ids.
 """
 
 from __future__ import annotations
@@ -45,11 +47,14 @@ EXTRA_DECIMALS = 3  # at most this many more where the rounded value would sit o
 # ("range", "rate", "missing fraction", ...) keep 4 significant digits (a 0.5 bpm range limit is not 0).
 LEVELS = frozenset({"", "smoothed level", "velocity RMS"})
 # The `quantity` of agent.detectors.spo2.DesaturationDetector, agent.detectors.af.AtrialFibrillation-
-# Detector and agent.detectors.pvc.PvcDetector (a test checks they match): their sentences are worded
-# below, not as "<channel> <quantity>".
+# Detector, agent.detectors.pvc.PvcDetector and agent.detectors.ventricular_run.VentricularRunDetector (a
+# test checks they match): their sentences are worded below, not as "<channel> <quantity>".
 DESATURATION = "drop below baseline"
 RR_IRREGULARITY = "RR irregularity"
 PVC_SCORE = "PVC score"
+VENTRICULAR_RUN = (
+    "ventricular run"  # agent.detectors.ventricular_run: score = the run's beats, value = its rate
+)
 # What each channel of the pvc detector's stream says when it drove the score (its top contribution).
 PVC_CAUSES: Mapping[str, str] = {"rr": "early beat", "qrs_shape": "QRS unlike the patient's recent beats"}
 
@@ -125,6 +130,12 @@ def crossing(
         value = _on_its_side([".2g", ".3g", ".4g"], observed, limit)
         cause = PVC_CAUSES.get(channel, channel)
         return f"PVC score {value} above limit {fmt(limit)} ({cause}: possible PVC)"
+    if quantity == VENTRICULAR_RUN:
+        rate = shown(observed, "bpm", limit)
+        return (
+            f"run of {score:.0f} ventricular beats at {rate} bpm, above limit {fmt(limit)} bpm (run of"
+            f" {threshold + 1:.0f} or more: possible ventricular tachycardia)"
+        )
     side = "above" if observed > limit else "below"
     value = shown(observed, unit, limit) if quantity in LEVELS else fmt(observed)
     what = f"{channel} {quantity}" if quantity else channel

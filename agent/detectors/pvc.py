@@ -90,13 +90,7 @@ class PvcDetector(StreamingDetector):
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> PvcDetector:
         reader = ParamReader(config, rate_hz)
-        history = reader.count("rr_history", DEFAULT_RR_HISTORY)
-        if not 2 <= history <= 64:
-            raise reader.fail("rr_history", f"expected 2 .. 64 beats, got {history}")
-        # One call per beat by default; `hop_s` (at the stream's nominal beat rate) like other detectors.
-        hop = reader.count("hop_beats", 0) or reader.samples("hop_s", 1.0 / reader.rate_hz)
-        threshold = reader.bounded("threshold", DEFAULT_THRESHOLD)
-        weight = reader.bounded("weight", DEFAULT_WEIGHT, 0.0, 64.0)
+        hop, threshold, weight, history = read_pvc_params(reader)
         reader.finish()
         reader.channel_count(exactly=2)  # after the params, so a typo is named whatever the channels
         return cls(config.id, config.channels, hop, threshold, weight, history)
@@ -174,6 +168,18 @@ class PvcDetector(StreamingDetector):
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         super().load_stream_state({k: v for k, v in state.items() if k != HISTORY})
         self._beats.load(state.get(HISTORY), f"state.detectors.{self.id}.streams.{HISTORY}")
+
+
+def read_pvc_params(reader: ParamReader) -> tuple[int, float, float, int]:
+    """(hop, threshold, weight, rr_history) of a detector that judges beats as `pvc` does."""
+    history = reader.count("rr_history", DEFAULT_RR_HISTORY)
+    if not 2 <= history <= 64:
+        raise reader.fail("rr_history", f"expected 2 .. 64 beats, got {history}")
+    # One call per beat by default; `hop_s` (at the stream's nominal beat rate) like other detectors.
+    hop = reader.count("hop_beats", 0) or reader.samples("hop_s", 1.0 / reader.rate_hz)
+    threshold = reader.bounded("threshold", DEFAULT_THRESHOLD)
+    weight = reader.bounded("weight", DEFAULT_WEIGHT, 0.0, 64.0)
+    return hop, threshold, weight, history
 
 
 def _valid_first(rr: FloatArray) -> tuple[FloatArray, IntArray]:

@@ -22,6 +22,7 @@ from agent.detectors.pvc import PvcDetector
 from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
 from agent.detectors.spo2 import DesaturationDetector
+from agent.detectors.ventricular_run import VentricularRunDetector
 from agent.detectors.vibration import VibrationDetector
 from agent.detectors.window_pca import WindowPcaDetector
 from agent.errors import ConfigError
@@ -49,6 +50,7 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "autoencoder": _autoencoder,
         "af": AtrialFibrillationDetector.from_config,
         "pvc": PvcDetector.from_config,
+        "ventricular_run": VentricularRunDetector.from_config,
         "spo2_desaturation": DesaturationDetector.from_config,
         "vibration": VibrationDetector.from_config,
         "new_extreme": NewExtremeDetector.from_config,

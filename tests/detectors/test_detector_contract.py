@@ -43,6 +43,8 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], bool]] = {
     "af": (("x",), {"min_rr_s": 1.0, "max_rr_s": 1000.0, "window_beats": 16}, True),
     # RR and QRS shape channels: both around 70 here, a log-scale score like any other.
     "pvc": (CHANNELS, {}, True),
+    # pvc's beats, counted into runs: a run length and rate are settings (nothing to calibrate).
+    "ventricular_run": (CHANNELS, {}, False),
     "spo2_desaturation": (("x",), {"baseline_s": 20.0, "duration_s": 2.0}, False),
     "vibration": (CHANNELS, {"window_s": 16.0, "iso_low_hz": 0.1, "zone_boundaries": [1e5, 2e5, 4e5]}, False),
     # Nothing to calibrate (a fraction of the stream's own range): new records of normal data stay rare.
