@@ -352,15 +352,22 @@ def _record_job(job: tuple[Path, Path | None, str, str]) -> RecordResult:
 # -- the report ----------------------------------------------------------------------------------------------
 
 
-def evaluate(config_path: Path, root: Path | None, jobs: int, vt: str, jitter: float = 0.0) -> str:
-    cases = case_set(root)
+PARTS = ("all", "runs", "records")
+
+
+def evaluate(
+    config_path: Path, root: Path | None, jobs: int, vt: str, jitter: float = 0.0, part: str = "all"
+) -> str:
+    """The report; `part` "runs" or "records" runs only the spliced runs or the original records (the
+    adoption rule needs both)."""
+    cases = case_set(root) if part != "records" else []
     results = pool_map(_case_job, [(config_path, root, c, vt, jitter) for c in cases], jobs)
-    records = pool_map(_record_job, [(config_path, root, r, vt) for r in ALL_RECORDS], jobs)
+    names = ALL_RECORDS if part != "runs" else ()
+    records = pool_map(_record_job, [(config_path, root, r, vt) for r in names], jobs)
     conditions = sorted({r.condition for r in rr_config(config_path).alarms})
-    return "\n".join(
-        [
-            f"# Runs of PVCs: the alarms of {config_path}",
-            "",
+    lines = [f"# Runs of PVCs: the alarms of {config_path}", ""]
+    if results:
+        lines += [
             f"{len(cases)} spliced runs ({len(RECORDS)} records x {HOSTS} hosts x {len(LENGTHS)} lengths x "
             f"{len(RATES_BPM)} rates, seed {SEED}"
             + (f"; intervals jittered by up to +-{100 * jitter:g} %" if jitter else "; regular runs")
@@ -371,11 +378,12 @@ def evaluate(config_path: Path, root: Path | None, jobs: int, vt: str, jitter: f
             "",
             *_runs_section(results, conditions, vt),
             "",
-            *_records_section(records, vt),
-            "",
-            *_rule(results, records, vt),
         ]
-    )
+    if records:
+        lines += [*_records_section(records, vt), ""]
+    if results and records:
+        lines += _rule(results, records, vt)
+    return "\n".join(lines)
 
 
 def _cell(results: list[CaseResult], condition: str) -> str:
@@ -497,9 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jitter", type=float, default=0.0, help="irregular runs: intervals times 1 + U(-j, j) (default 0)"
     )
+    parser.add_argument("--part", choices=PARTS, default="all", help="only the spliced runs or the records")
     args = parser.parse_args(argv)
     logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
-    write_report(args.out, evaluate(args.config, args.data, args.jobs, args.condition, args.jitter))
+    report = evaluate(args.config, args.data, args.jobs, args.condition, args.jitter, args.part)
+    write_report(args.out, report)
     return 0
 
 
