@@ -52,9 +52,7 @@ LEVELS = frozenset({"", "smoothed level", "velocity RMS"})
 DESATURATION = "drop below baseline"
 RR_IRREGULARITY = "RR irregularity"
 PVC_SCORE = "PVC score"
-VENTRICULAR_RUN = (
-    "ventricular run"  # agent.detectors.ventricular_run: score = the run's beats, value = its rate
-)
+VENTRICULAR_RUN = "ventricular run"  # score: the run's beats; value: its rate in bpm
 # What each channel of the pvc detector's stream says when it drove the score (its top contribution).
 PVC_CAUSES: Mapping[str, str] = {"rr": "early beat", "qrs_shape": "QRS unlike the patient's recent beats"}
 
