@@ -104,6 +104,8 @@ REFERENCE_RR_S = 0.8  # the bias and the rate weighting are stated at 75 bpm
 TWO_LEVEL_MIN_BEATS = 3  # intervals in the smaller level before a two-level rhythm is believed
 TWO_LEVEL_MIN_SWITCHES = 4  # level changes in the context: a pattern, not one step in rate
 RATE_STEP_BEATS = 3  # a rate step compares the median of this many intervals with the same before them
+P_WAVE = "p_wave"  # the beats stream's atrial-activity channel (agent.ecg.p_wave), the optional second
+P_WAVE_KEYS = ("p_wave_present", "p_wave_beats", "p_wave_context")
 P_WAVE_HISTORY = "p_wave_history"  # the per-stream state key of the atrial-activity context
 DEFAULT_P_WAVE_PRESENT = 0.5
 DEFAULT_P_WAVE_BEATS = 4
@@ -167,11 +169,7 @@ class AtrialFibrillationDetector(StreamingDetector):
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> AtrialFibrillationDetector:
         reader = ParamReader(config, rate_hz)
         reader.channel_count()
-        if len(config.channels) > 2:
-            where = f"detectors.{config.id}.channels"
-            raise ConfigError(
-                where, f"expected the RR channel and optionally p_wave, got {len(config.channels)}"
-            )
+        _check_channels(config)
         irregularity = reader.count("irregularity_beats", 8)
         if irregularity < 3:
             raise reader.fail("irregularity_beats", f"expected at least 3, got {irregularity}")
@@ -210,6 +208,12 @@ class AtrialFibrillationDetector(StreamingDetector):
         p_beats = reader.count("p_wave_beats", DEFAULT_P_WAVE_BEATS)
         if not 1 <= p_beats <= p_context:
             raise reader.fail("p_wave_beats", f"expected 1 .. p_wave_context ({p_context}), got {p_beats}")
+        if len(config.channels) == 1:  # the veto's keys without its channel would configure nothing
+            for key in P_WAVE_KEYS:
+                if key in config.params:
+                    raise reader.fail(
+                        key, f'only with a second channel "{P_WAVE}" (channels = ["rr", "{P_WAVE}"])'
+                    )
         step = reader.number("rate_step", DEFAULT_RATE_STEP) or 0.0
         if not 0.0 <= step <= 2.0:
             raise reader.fail("rate_step", f"expected 0 (off) .. 2 (log ratio), got {step:g}")
@@ -363,6 +367,27 @@ class AtrialFibrillationDetector(StreamingDetector):
         if self._p_waves is not None:
             where = f"state.detectors.{self.id}.streams.{P_WAVE_HISTORY}"
             self._p_waves.load(state.get(P_WAVE_HISTORY), where)
+
+
+def _check_channels(config: DetectorConfig) -> None:
+    """The RR channel, then optionally p_wave by that name: channels are read by position, so another
+    second channel (hr, say) would be taken for atrial activity and could veto every beat, silencing AF."""
+    channels = config.channels
+    where = f"detectors.{config.id}.channels"
+    if len(channels) > 2:
+        raise ConfigError(
+            where, f'expected the RR channel and optionally "{P_WAVE}", got {len(channels)} channels'
+        )
+    if channels[0] == P_WAVE:
+        raise ConfigError(
+            f"{where}[0]", f'expected the RR channel first, got "{P_WAVE}" (channels = ["rr", "{P_WAVE}"])'
+        )
+    if len(channels) == 2 and channels[1] != P_WAVE:
+        raise ConfigError(
+            f"{where}[1]",
+            f'the second channel can only be "{P_WAVE}" (atrial activity, from the beats stream of'
+            f' [devices.beats]), got "{channels[1]}"',
+        )
 
 
 @dataclass(frozen=True, slots=True)

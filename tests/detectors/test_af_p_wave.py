@@ -116,3 +116,24 @@ def test_bad_p_wave_params_name_their_key(params: dict[str, Any], key: str) -> N
 def test_three_channels_are_refused() -> None:
     with pytest.raises(ConfigError, match="channels"):
         make(("rr", "p_wave", "qrs_shape"))
+
+
+@pytest.mark.parametrize(
+    ("channels", "key"),
+    [
+        (("rr", "hr"), r"channels\[1\]"),
+        (("p_wave", "rr"), r"channels\[0\]"),
+        (("rr", "qrs_shape"), r"channels\[1\]"),
+    ],
+)
+def test_a_second_channel_other_than_p_wave_is_refused(channels: tuple[str, ...], key: str) -> None:
+    """Channels are read by position: hr taken for atrial activity vetoed every beat and silenced AF (a
+    review found `["rr", "hr"]` passed check-config and never alarmed)."""
+    with pytest.raises(ConfigError, match=key):
+        make(channels)
+
+
+def test_p_wave_keys_without_the_p_wave_channel_are_refused() -> None:
+    """A site that sets the veto's keys but not its channel would believe the veto is on."""
+    with pytest.raises(ConfigError, match=r"params\.p_wave_present.*second channel"):
+        make(("rr",), p_wave_present=0.6)
