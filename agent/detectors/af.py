@@ -164,6 +164,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.p_wave_context = min(p_wave_context, self.context_beats)
         # The second channel, when given: the atrial activity of each beat, its context kept the same way.
         self._p_waves = BeatHistory(self.context_beats) if len(channels) > 1 else None
+        self.sparse_channels = tuple(channels[1:])  # p_wave: only normal beats after long intervals
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> AtrialFibrillationDetector:

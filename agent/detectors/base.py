@@ -113,6 +113,9 @@ class StreamingDetector(ABC):
     # True where `score_hop` already judges a block of several hops as its worst hop would be judged
     # (it looks at every new sample), so such blocks need not be split.
     judges_whole_frames: bool = False
+    # Channels that only some readings carry by design (af's p_wave: normal beats after long enough
+    # intervals): their absence is no wiring problem (agent.pipeline.wiring.MissingChannels).
+    sparse_channels: tuple[str, ...] = ()
 
     def __init__(self, id: str, channels: tuple[str, ...], window: int, hop: int, threshold: float) -> None:
         if hop > window:
@@ -335,3 +338,8 @@ def newest_valid(samples: FloatArray) -> FloatArray:
     picked = np.take_along_axis(samples, np.expand_dims(last, 1), axis=1)[:, 0]
     out: FloatArray = np.where(valid.any(axis=1), picked, np.nan)
     return out
+
+
+def sparse_channels(detector: Detector) -> tuple[str, ...]:
+    """A detector's channels that only some readings carry by design (none for one that says nothing)."""
+    return tuple(getattr(detector, "sparse_channels", ()))

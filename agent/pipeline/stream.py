@@ -25,7 +25,7 @@ import numpy.typing as npt
 from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.clock import stepped_to_gateway
 from agent.config.schema import AlarmRuleConfig
-from agent.detectors.base import Detector, WindowBlock
+from agent.detectors.base import Detector, WindowBlock, sparse_channels
 from agent.events import AlarmEvent, Phase
 from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
@@ -163,7 +163,10 @@ class StreamPipeline:
         for detector, _ in detectors:
             channels += [c for c in detector.channels if c not in channels]
         self.channels = tuple(channels)
-        self.missing = MissingChannels(name, [(d.id, d.channels) for d, _ in detectors])
+        # A channel only some readings carry by design (af's p_wave) is no wiring problem when absent.
+        self.missing = MissingChannels(
+            name, [(d.id, tuple(c for c in d.channels if c not in sparse_channels(d))) for d, _ in detectors]
+        )
         # each detector's rate_hz (default: the nominal rate) against the spacing readings declare
         rate_of = rates or {}
         self.rates = DeclaredRates(

@@ -252,3 +252,25 @@ def test_beats_in_a_stream_the_device_does_not_produce_are_refused(tmp_path: Pat
         )
     ]
     assert check_wiring(config(tmp_path, [wearable(ecg=True) | {"beats": {}}], "rr", ["rr"])) == []
+
+
+def test_af_s_p_wave_channel_absent_by_design_is_no_wiring_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """p_wave comes only with normal beats after intervals of 0.65 s or more (never in a fast rhythm): its
+    absence is not a channel that "never arrived" (a review saw the warning at every start), while a
+    missing rr still is."""
+    table = BASE | {
+        "devices": [wearable()],
+        "detectors": [
+            {"id": "af", "type": "af", "stream": "rr", "channels": ["rr", "p_wave"], "rate_hz": 1.0},
+            {"id": "rr-low", "type": "limit", "stream": "rr", "channels": ["rr"], "params": {"below": 0.3}},
+        ],
+    }
+    pipeline = Pipeline(parse_config(table, base_dir=tmp_path), pseudonym)
+    caplog.set_level(logging.WARNING, logger="agent.pipeline.wiring")
+    for beat in range(20):
+        pipeline.ingest([Reading("bed-7/rr", ("hr",), np.full((1, 1), 120.0), 1e6 + beat, 1e6 + beat)])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert pipeline.missing_channels() == {"af": ["rr"], "rr-low": ["rr"]}
+    assert len(warnings) == 2 and not any("p_wave" in w for w in warnings), warnings
