@@ -308,9 +308,10 @@ class RrFromEcg:
             if math.isnan(beat.rr):
                 continue
             # A value not known is left out, not NaN (the quality gate's "no value", signal_poor).
-            known = [v for v in (shape, atrial) if not math.isnan(v)]  # p_wave only with a shape
-            values = np.array([[beat.rr, beat.hr, *known]])
-            out.append(Reading(self._rr, CHANNELS[: 2 + len(known)], values, beat.time, beat.monotonic))
+            known = [(n, v) for n, v in zip(CHANNELS[2:], (shape, atrial), strict=True) if not math.isnan(v)]
+            names = (*CHANNELS[:2], *(n for n, _ in known))
+            values = np.array([[beat.rr, beat.hr, *(v for _, v in known)]])
+            out.append(Reading(self._rr, names, values, beat.time, beat.monotonic))
         self.intervals += len(out)
         return out
 
