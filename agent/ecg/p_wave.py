@@ -15,6 +15,15 @@ combine RR irregularity with this (Babaeizadeh et al. 2009, J Electrocardiol 42:
    and 84, 0.3-0.65 on 92 and 101 before the `MIN_RR_S` rule), but only about 0.5 on MIT-BIH record 200,
    whose P waves are small beside its noise.
 
+A segment that holds part of the QRS gets none either (fail safe: no value rather than a false "P waves
+present"): in a wide or multiphasic QRS (bundle branch block, an R wave 40-100 ms before a deeper broad S,
+RSR') the sample taken as the R peak (the largest deflection) comes late, so the segment's end holds the
+start of the QRS, which repeats every beat and would read as P waves even in AF. Such a segment is known by
+its slope: a P wave (at most ~0.25 mV over >= 40 ms) rises about 10x slower than a QRS (>= 0.5 mV over
+20-40 ms), so a segment whose steepest raw step is more than `MAX_SLOPE_RATIO` (0.30, above the ~0.25 of
+the tallest P beside a low-voltage QRS) of the steepest step within `QRS_HALF_S` (40 ms) of the R peak
+carries QRS, not atrial activity.
+
 Beats of unusual QRS shape (a PVC: no P wave of its own), beats after an interval under `MIN_RR_S` (0.65 s:
 the previous T wave would reach into the segment; fast AF's beats mostly) and the first
 `MIN_TEMPLATE_BEATS` of a segment get none and do not join the template. Known limits: a fast sinus or
@@ -38,6 +47,8 @@ POINTS = 24  # the segment resampled to this many points, whatever the sample ra
 TEMPLATE_BEATS = 16
 MIN_TEMPLATE_BEATS = 8
 NORMAL_SHAPE = 1.0  # qrs_shape above this: not a normally conducted beat (agent.ecg.beat_shape)
+QRS_HALF_S = 0.040  # the R peak's neighbourhood whose steepest step is the QRS's
+MAX_SLOPE_RATIO = 0.30  # a segment step steeper than this share of the QRS's: QRS in the segment, no value
 # A beat after a shorter interval has the previous T wave in its segment (QT ~0.35 s + the 0.30 s): none.
 MIN_RR_S = 0.65
 
@@ -45,6 +56,22 @@ MIN_RR_S = 0.65
 def samples_needed(rate_hz: float) -> int:
     """Raw samples before the R peak the segment of one beat uses (its start plus the smoothing)."""
     return round(P_BEFORE_S * rate_hz) + _smooth_len(rate_hz) - 1
+
+
+def samples_after(rate_hz: float) -> int:
+    """Raw samples after the R peak `holds_qrs` needs (the QRS's neighbourhood)."""
+    return round(QRS_HALF_S * rate_hz)
+
+
+def holds_qrs(raw: npt.NDArray[np.float64], rate_hz: float) -> bool:
+    """Whether the pre-R segment holds part of the QRS: its steepest raw step (the unsmoothed samples the
+    segment averages) is steeper than `MAX_SLOPE_RATIO` of the steepest within `QRS_HALF_S` of the R
+    peak. `raw`: the `samples_needed` samples before the R peak, the peak's and `samples_after` after it."""
+    peak = samples_needed(rate_hz)
+    half = samples_after(rate_hz)
+    segment_steps = np.abs(np.diff(raw[: peak - round(P_AFTER_S * rate_hz) + 1]))
+    qrs_steps = np.abs(np.diff(raw[peak - half : peak + half + 1]))
+    return bool(segment_steps.max() > MAX_SLOPE_RATIO * qrs_steps.max())
 
 
 def _smooth_len(rate_hz: float) -> int:

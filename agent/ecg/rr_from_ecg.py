@@ -37,7 +37,8 @@ is known, 0.40 s after its R peak at the earliest.
   (60 / its interval) instead of the 8-beat mean, so a pause of 3-5 s, over before the delay, is said too.
 - **A beat without a shape yet** (the first 8 of a segment) leaves ``qrs_shape`` out of its reading rather
   than NaN, which the quality gate would call "no value" (a slow heart would raise `signal_poor`); so
-  does a beat without ``p_wave`` (an odd-shaped beat, the first 8 normal ones) leave that out.
+  does a beat without ``p_wave`` (an odd-shaped beat, the first 8 normal ones, one whose pre-R segment
+  holds part of its QRS: agent.ecg.p_wave.holds_qrs) leave that out.
 - **A rate the detector cannot work at** (outside 100-1000 Hz) leaves the ECG passed on without beats,
   told once in the log: a device misconfigured must not stop its own source.
 - **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
@@ -60,7 +61,15 @@ import numpy.typing as npt
 
 from agent.config.schema import BeatsConfig
 from agent.ecg.beat_shape import BeatShapes
-from agent.ecg.p_wave import MIN_RR_S, NORMAL_SHAPE, AtrialActivity, pre_r_segment, samples_needed
+from agent.ecg.p_wave import (
+    MIN_RR_S,
+    NORMAL_SHAPE,
+    AtrialActivity,
+    holds_qrs,
+    pre_r_segment,
+    samples_after,
+    samples_needed,
+)
 from agent.readings import INVALIDATING_BITS, Quality, Reading, stream_id
 
 log = logging.getLogger(__name__)
@@ -320,8 +329,12 @@ class RrFromEcg:
         if self._shapes is None or not shape <= NORMAL_SHAPE:
             return math.nan
         rate_hz = 1.0 / self._period_s
-        raw = self._shapes.before(peak, samples_needed(rate_hz))
-        return math.nan if raw is None else self._atria.score(pre_r_segment(raw, rate_hz))
+        after = samples_after(rate_hz)  # the shape is known, so the samples just after the peak are kept
+        raw = self._shapes.before(peak + after, samples_needed(rate_hz) + after)
+        # A segment holding part of the QRS repeats like a P wave: no value, and kept out of the template.
+        if raw is None or holds_qrs(raw, rate_hz):
+            return math.nan
+        return self._atria.score(pre_r_segment(raw[: len(raw) - after], rate_hz))
 
     def _time_of(self, peak: int) -> float:
         block = self._blocks[max(bisect.bisect_right(self._blocks, peak, key=lambda b: b.start) - 1, 0)]

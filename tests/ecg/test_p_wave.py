@@ -14,7 +14,15 @@ import numpy.typing as npt
 import pytest
 
 from agent.config.schema import BeatsConfig
-from agent.ecg.p_wave import MIN_RR_S, POINTS, AtrialActivity, pre_r_segment, samples_needed
+from agent.ecg.p_wave import (
+    MIN_RR_S,
+    POINTS,
+    AtrialActivity,
+    holds_qrs,
+    pre_r_segment,
+    samples_after,
+    samples_needed,
+)
 from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.readings import Reading
 
@@ -139,3 +147,34 @@ def test_the_segment_is_detrended_and_of_fixed_length_at_any_rate() -> None:
         segment = pre_r_segment(raw, rate)
         assert segment.shape == (POINTS,)
         assert np.abs(segment).max() < 1e-9
+
+
+def multiphasic_af_ecg(
+    rr_s: npt.NDArray[np.float64], seed: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """AF (no P waves) whose QRS is an R wave 70 ms before a deeper, broad S wave: the S is the largest
+    deflection, so the sample taken as the R peak is the S and the pre-R segment's end holds the R wave."""
+    ecg, peaks = synthetic_ecg(rr_s, p_waves=False, seed=seed)
+    t = np.arange(len(ecg)) / RATE
+    for at in peaks / RATE:  # replace the narrow R at the peak by an R 70 ms before and a broad S at it
+        ecg += -_bump(t, at, 0.010, 1.5) + _bump(t, at - 0.070, 0.012, 1.0) + _bump(t, at, 0.022, -1.6)
+    return ecg, peaks
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_pre_r_segment_holding_the_qrs_onset_gives_no_p_wave(seed: int) -> None:
+    # Failed before the slope guard: the repeating R wave read as P waves
+    # (p_wave on 45 of 60 beats, median 0.61-0.68).
+    readings = p_wave_readings(*multiphasic_af_ecg(irregular_rr(60, seed), seed))
+    assert len(readings) >= 55
+    assert all("qrs_shape" in r.channels for r in readings[8:])  # the shape known: p_wave left out
+    assert not any("p_wave" in r.channels for r in readings)
+
+
+def test_holds_qrs_tells_a_p_wave_from_a_qrs_onset_at_any_rate() -> None:
+    for rate in (130.0, 250.0, 500.0):
+        before = samples_needed(rate)
+        t = (np.arange(before + 1 + samples_after(rate)) - before) / rate  # 0 at the R peak
+        qrs = _bump(t, 0.0, 0.010, 1.5)
+        assert not holds_qrs(qrs + _bump(t, -0.16, 0.025, 0.15), rate)  # a P wave at PR 0.16 s
+        assert holds_qrs(qrs + _bump(t, -0.10, 0.012, 1.0), rate)  # a QRS part 100 ms before
