@@ -22,16 +22,19 @@ start of the QRS, which repeats every beat and would read as P waves even in AF.
 its slope: a P wave (at most ~0.25 mV over >= 40 ms) rises about 10x slower than a QRS (>= 0.5 mV over
 20-40 ms), so a segment whose steepest raw step is more than `MAX_SLOPE_RATIO` (0.30, above the ~0.25 of
 the tallest P beside a low-voltage QRS) of the steepest step within `QRS_HALF_S` (40 ms) of the R peak
-carries QRS, not atrial activity.
+carries QRS, not atrial activity (so does a segment with steep noise: MIT-BIH record 200 loses 184 of
+its 1241 values, mostly low ones).
 
 Beats of unusual QRS shape (a PVC: no P wave of its own), beats after an interval under `MIN_RR_S` (0.65 s:
 the previous T wave would reach into the segment; fast AF's beats mostly) and the first
 `MIN_TEMPLATE_BEATS` of a segment get none and do not join the template. Known limits: a fast sinus or
 atrial tachycardia (intervals under 0.65 s) gets no value at all, so the AF detector is as without it;
-what repeats is "alike", not necessarily a P wave (atrial flutter's regular F waves repeat too, and so
-does a T wave that reaches into the segment at a steady rate); a lead in which the P wave is flat (some
-chest positions) or small beside noise gives low values in sinus rhythm, which leaves the AF detector as
-it was (see agent.detectors.af, `p_wave_present`).
+a slow early part of a wide QRS (e.g. 0.6 mV over ~100 ms, 60-100 ms before a sharp 1.5 mV R: a slope
+ratio of 0.2-0.25) passes the slope test and still reads as P waves; what repeats is "alike", not
+necessarily a P wave (atrial flutter's regular F waves repeat too, and so does a T wave that reaches
+into the segment at a steady rate); a lead in which the P wave is flat (some chest positions) or small
+beside noise gives low values in sinus rhythm, which leaves the AF detector as it was (see
+agent.detectors.af, `p_wave_present`).
 """
 
 from __future__ import annotations
