@@ -64,6 +64,7 @@ from agent.detectors.pvc import (
     PvcDetector,
     read_pvc_params,
 )
+from agent.detectors.robust import nan_median
 
 DEFAULT_RUN_BEATS = 5  # IntelliVue's VTach run limit; PhysioNet/CinC 2015's VT alarm
 DEFAULT_RUN_RATE_BPM = 100.0  # AHA/ACC/HRS; IntelliVue's VTach HR limit
@@ -136,20 +137,25 @@ class VentricularRunDetector(PvcDetector):
         intervals = state[:, 2:]
         scores: FloatArray = np.full(new_rr.shape, np.nan)
         rates: FloatArray = np.full(new_rr.shape, np.nan)
-        fast_rr = 60.0 / self.run_rate_bpm
         for j in range(new_rr.shape[1]):  # beat by beat: a run may start, grow and end within a hop
             rr = new_rr[:, j]
+            shifted = np.concatenate([intervals[:, 1:], rr[:, None]], axis=1)
+            # An established run waits over a row without a beat (a gap, the pipeline's fill after a
+            # pause) and goes on while the median of its last intervals is fast: one missed beat (a
+            # doubled interval) or a gap must not end it, for inside a long run pvc no longer judges
+            # its beats ventricular and nothing could start it again.
+            held = established & np.isnan(rr)
             with np.errstate(invalid="ignore"):
-                goes_on = ventricular[:, j] | (established & (rr < fast_rr))
-            length = np.where(goes_on, length + 1, 0)
-            intervals = np.where(
-                goes_on[:, None], np.concatenate([intervals[:, 1:], rr[:, None]], axis=1), np.nan
-            )
+                still_fast = established & (median_rates(shifted) > self.run_rate_bpm)
+                goes_on = ventricular[:, j] | (still_fast & np.isfinite(rr))
+            length = np.where(goes_on, length + 1, np.where(held, length, 0))
+            intervals = np.where(goes_on[:, None], shifted, np.where(held[:, None], intervals, np.nan))
             rate = run_rates(intervals)
             with np.errstate(invalid="ignore"):
-                fast = (rate > self.run_rate_bpm) & self._regular(intervals[:, 1:])
-            established = goes_on & (established | (fast & (length >= self.run_beats)))
-            judged = np.isfinite(pvc_scores[:, j]) | goes_on
+                starting = (rate > self.run_rate_bpm) & self._regular(intervals[:, 1:])
+            fast = np.where(still_fast, True, starting)
+            established = (goes_on | held) & (established | (fast & (length >= self.run_beats)))
+            judged = (np.isfinite(pvc_scores[:, j]) | goes_on) & ~held
             scores[:, j] = np.where(judged, np.where(fast, length, 0.0), np.nan)
             rates[:, j] = rate
         self._runs.rows[block.slots] = np.concatenate(
@@ -202,6 +208,15 @@ class VentricularRunDetector(PvcDetector):
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         super().load_stream_state({k: v for k, v in state.items() if k != RUN})
         self._runs.load(state.get(RUN), f"state.detectors.{self.id}.streams.{RUN}")
+
+
+def median_rates(intervals: FloatArray) -> FloatArray:
+    """60 / the median of each row's known intervals, in bpm (NaN for a row without any): a doubled
+    interval (a missed beat) among five does not move it."""
+    median, _ = nan_median(intervals)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: FloatArray = 60.0 / median
+    return out
 
 
 def run_rates(intervals: FloatArray) -> FloatArray:

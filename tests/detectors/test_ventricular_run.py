@@ -63,12 +63,13 @@ def test_a_fast_run_alarms_at_its_fifth_beat_and_its_value_is_its_rate() -> None
     d = make()
     s = scores(d, values)
     exceeded = np.flatnonzero(s > d.threshold)
-    assert exceeded.tolist() == list(range(34, 38))  # the run's 5th to 8th beats
+    # the run's 5th to 8th beats, and 2 beats after it: the median of the last 5 intervals says it is over
+    assert exceeded.tolist() == list(range(34, 40))
     assert s[34] == 5 and s[37] == 8
     block = run(make(), values)[36]
     assert block.observed[0] == pytest.approx(150.0)  # the mean of the run's last 5 intervals
     assert block.limits[0] == 100.0
-    assert (s[38:] == 0).all()  # back to sinus: over
+    assert (s[40:] == 0).all()  # back to sinus: over
 
 
 def test_a_couplet_a_run_of_four_and_bigeminy_do_not_alarm() -> None:
@@ -88,7 +89,7 @@ def test_a_slow_idioventricular_run_does_not_alarm() -> None:
     assert (pvc[30:42] > 0.69).all()
     s = scores(make(), values)
     assert np.nanmax(s) == 0
-    assert np.nanmax(scores(make(run_rate_bpm=75), values)) == 12  # above a lower rate limit it would
+    assert np.nanmax(scores(make(run_rate_bpm=75), values)) >= 12  # above a lower rate limit it would
 
 
 def test_a_long_run_goes_on_after_pvc_stops_judging_its_beats_ventricular() -> None:
@@ -100,7 +101,7 @@ def test_a_long_run_goes_on_after_pvc_stops_judging_its_beats_ventricular() -> N
     assert (pvc[45:70] < 0.69).all()  # no longer ventricular beat by beat
     s = scores(make(), values)
     assert (s[34:70] > 4).all() and s[69] == 40
-    assert (s[70:] == 0).all()
+    assert (s[72:] == 0).all()  # over 2 beats after the run (the median of its last 5 intervals)
 
 
 def test_an_irregular_run_of_false_beats_does_not_alarm_unless_regularity_is_off() -> None:
@@ -120,7 +121,32 @@ def test_several_beats_per_hop_are_judged_beat_by_beat() -> None:
         assert (framed > 4).sum() >= 1  # the hop holding the 5th beat alarms, whatever the split
 
 
-def test_a_nan_row_ends_a_run() -> None:
+def adapted_run(n: int = 60) -> np.ndarray:
+    """A sustained run at 150 bpm whose later beats no longer read as ventricular (the template adopted
+    them, prematurity 1), between sinus stretches."""
+    shapes = np.concatenate([np.full(12, WIDE_SHAPE), np.full(n - 12, NORMAL_SHAPE)]).tolist()
+    return with_run(30, [0.4] * n, shapes=shapes)
+
+
+def test_a_missed_beat_in_a_sustained_run_does_not_end_it() -> None:
+    """A review found one beat the QRS detector missed (a doubled interval) ended the run for good in
+    sustained VT: pvc no longer judges an adapted run's beats ventricular, so nothing started it again,
+    and the alarm ended 10 s later while VT went on."""
+    values = adapted_run()
+    values[0, 60, 0] = 0.8  # the 31st beat of the run missed: its interval spans two
+    s = scores(make(), values)
+    assert (s[34:90] > 4).all() and s[89] == 60
+
+
+def test_an_established_run_waits_over_a_row_without_a_beat() -> None:
+    values = adapted_run()
+    gapped = np.concatenate([values[:, :60], np.full((1, 3, 2), np.nan), values[:, 60:]], axis=1)
+    s = scores(make(), gapped)
+    assert np.isnan(s[60:63]).all()  # no verdict while no beat comes
+    assert (s[34:60] > 4).all() and (s[63:93] > 4).all() and s[92] == 60
+
+
+def test_a_nan_row_ends_a_run_not_yet_established() -> None:
     values = with_run(30, [0.4] * 8)
     gapped = np.concatenate([values[:, :33], np.full((1, 1, 2), np.nan), values[:, 33:]], axis=1)
     s = scores(make(), gapped)
