@@ -13,14 +13,18 @@ params, no copy of its code). A beat is *ventricular* when that score exceeds th
 it counts the beats of the current run:
 
 - a ventricular beat extends the run (a first one starts it);
-- once the run has alarmed (below) it also goes on through beats whose own interval is shorter than
-  60 / `run_rate_bpm` s, whatever pvc says of them: inside a steady run pvc's prematurity tends to 1 (the
-  mean of the last 8 RR becomes the run's own) and after about 16 beats the run becomes the stage's
-  shape template (the median of the last 32 beats), so a long run stops reading as ventricular beat by
-  beat (runs of 40 of MIT-BIH's own PVCs spliced into records 106, 119 and 200 at 110-240 bpm: pvc
+- once the run has alarmed (below) it also goes on through any beat while the median of its last
+  `run_beats` intervals, the beat's own included, is shorter than 60 / `run_rate_bpm` s, whatever pvc says
+  of them (a median, so one missed beat, a doubled interval, does not end it), and it waits over a row
+  without a beat (a gap, the pipeline's fill after a pause): inside a steady run pvc's prematurity tends
+  to 1 (the mean of the last 8 RR becomes the run's own) and after about 16 beats the run becomes the
+  stage's shape template (the median of the last 32 beats), so a long run stops reading as ventricular
+  beat by beat (runs of 40 of MIT-BIH's own PVCs spliced into records 106, 119 and 200 at 110-240 bpm: pvc
   flags only their first 5 to 16 beats, `tools.evaluate.vt_runs`); its rate still tells it;
-- any other beat, an unjudged one (no shape, no interval) or a NaN row (no beat: a quality-gated
-  interval, the pipeline's gap fill) ends it.
+- any other beat ends it, and so does a NaN row before the run has alarmed. Ending an established run on
+  one long interval or a gap lost sustained VT (an outside review: the alarm ended 10 s after one missed
+  beat and never came back, for pvc no longer judged the adapted run's beats ventricular); the cost is
+  that a run ends 2 beats after the rate falls.
 
 A beat's score is the length of the run it ends when the run is fast and regular, else 0 (NaN when pvc
 has no verdict for it and no run goes on): fast, its rate (60 / the mean of its last `run_beats`
@@ -35,14 +39,17 @@ highest score (`judges_whole_frames`), so "N consecutive flagged hops" of an ala
 (nor wanted: min_duration_s = 0, confirm 1 of 1). The alarm's value is the run's rate in bpm against
 `run_rate_bpm`.
 
-Known limits: a false beat on noise is early and unlike the template, so noise that the QRS detector
-reads as a fast run of `run_beats` is a false VT (as on bedside monitors); a run once established goes
-on while the rate stays above the limit, so sinus tachycardia right after a VT run keeps the alarm until
-a beat's interval is longer; a run of ventricular beats slower than `run_rate_bpm` (idioventricular
-rhythm) scores 0; an irregular run (polymorphic VT with intervals more than 1.5 apart) waits until its
-last intervals agree. The RR history and each stream's run (its length and last intervals) are kept per
-stream (state `history` and `run`), so a restart neither warms up nor loses a run in progress.
-"""
+Known limits: a false beat on noise is early and unlike the template, so noise that the QRS detector reads
+as a fast run of `run_beats` is a false VT (as on bedside monitors); a run once established goes on while
+the rate stays above the limit, so sinus tachycardia or fast AF right after a VT run keeps the alarm
+(showing that rhythm's rate) until the rate falls; a run that restarts without its saved state (another
+detector config, a state file set aside) is not re-established inside an adapted VT; at about 300 bpm the
+QRS detector's refractory period finds every third beat (MIT-BIH 119 in a review: a rate of 100, no alarm;
+270-285 bpm alarmed); `hop_beats` above 1 or readings in bursts delay the start and end; a run of
+ventricular beats slower than `run_rate_bpm` (idioventricular rhythm) scores 0; an irregular run
+(polymorphic VT with intervals more than 1.5 apart) waits until its last intervals agree. The RR history
+and each stream's run (its length and last intervals) are kept per stream (state `history` and `run`), so
+a restart neither warms up nor loses a run in progress."""
 
 from __future__ import annotations
 
