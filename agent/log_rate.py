@@ -93,6 +93,14 @@ class RateLimit(logging.Filter):
                 self._arm(min(pending))
         self._emit(summaries)
 
+    def close(self) -> None:
+        """Cancel a pending report (its handler is being replaced): a timer left armed would write to a
+        stream that may be closed by then."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
     def _key(self, record: logging.LogRecord) -> Key:
         template = str(record.msg)
         audit = any(record.name == p or record.name.startswith(p + ".") for p in AUDIT_LOGGERS)

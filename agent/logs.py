@@ -90,6 +90,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
         else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
     limit = RateLimit(report=handler.handle)  # its summaries pass the redaction too
+    close_rate_limits()  # the handler they report to is replaced
     _LIMITS[:] = [limit]
     handler.addFilter(limit)
     handler.addFilter(_REDACT)  # after the rate limit, which keys on the message template
@@ -97,6 +98,12 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("amqtt").setLevel(logging.WARNING)  # the demo's fallback broker is chatty
+
+
+def close_rate_limits() -> None:
+    """Cancel the pending reports of the rate limit `configure_logging` set up last."""
+    for limit in _LIMITS:
+        limit.close()
 
 
 def flush_suppressed() -> None:

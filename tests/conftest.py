@@ -19,6 +19,7 @@ import pytest
 from ports import RefusingPort
 
 from agent.localbroker import LocalBroker, find_mosquitto
+from agent.logs import close_rate_limits
 
 BrokerFactory = Callable[..., LocalBroker]
 
@@ -61,3 +62,11 @@ def refusing_port() -> Iterator[RefusingPort]:
     held = RefusingPort()
     yield held
     held.release()
+
+
+@pytest.fixture(autouse=True)
+def _no_log_summary_after_the_test() -> Iterator[None]:
+    """A test that set up the agent's logging leaves its rate limit's summary timer armed; fired later, it
+    wrote to a capture stream already closed ("Logging error" in the middle of a run)."""
+    yield
+    close_rate_limits()

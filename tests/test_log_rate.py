@@ -161,3 +161,17 @@ def test_refusals_over_the_answer_budget_are_logged_and_summed_up_once(
         "10 similar line(s) suppressed in 1 s by the log's rate limit; "
         "the last: remote command reload refused: bad_signature"
     ]
+
+
+def test_closing_a_limit_cancels_its_pending_report() -> None:
+    """configure_logging replaces the handler a limit reports to, and a test's ends: the report armed for
+    the end of the period must not fire into a stream that may be closed by then."""
+    reported: list[logging.LogRecord] = []
+    limit = RateLimit(burst=1, period_s=0.2, report=reported.append)
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "again", None, None)
+    assert [limit.filter(record) for _ in range(3)] == [True, False, False]
+    limit.close()
+    time.sleep(0.4)
+    assert reported == []
+    limit.flush(everything=True)  # an explicit flush still tells what was held back
+    assert len(reported) == 1 and "2 similar line(s)" in reported[0].getMessage()
