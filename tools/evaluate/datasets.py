@@ -201,17 +201,28 @@ def load_skab(root: Path | None = None, *, anomaly_free: bool = False) -> list[S
 MITDB_FS = 360.0
 
 
+def mitdb_folder(root: Path | None = None) -> Path:
+    return dataset_folder(root, "ECG/mitdb_tpcp_subset", "*_beats.csv", "MIT-BIH")
+
+
+def read_mitdb_record(
+    folder: Path, record: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """(MLII in mV at 360 Hz, every annotated beat's sample, whether it is a PVC) of one record."""
+    table = np.genfromtxt(folder / f"{record}_beats.csv", delimiter=",", names=True)
+    with gzip.open(folder / f"{record}_ecg_mlii_360hz.csv.gz", "rt") as f:
+        ecg = np.loadtxt(f, delimiter=",", skiprows=1)
+    return ecg, table["sample"].astype(np.int64), table["is_pvc"] > 0
+
+
 def load_mitdb(root: Path | None = None) -> list[Series]:
     """One series per record: RR per beat, label = PVC; `extra["ecg"]` the MLII signal (mV, 360 Hz) and
     `extra["r_peak"]` each beat's sample index into it."""
-    folder = dataset_folder(root, "ECG/mitdb_tpcp_subset", "*_beats.csv", "MIT-BIH")
+    folder = mitdb_folder(root)
     out: list[Series] = []
     for path in sorted(folder.glob("*_beats.csv")):
         record = path.name.split("_")[0]
-        table = np.genfromtxt(path, delimiter=",", names=True)
-        with gzip.open(folder / f"{record}_ecg_mlii_360hz.csv.gz", "rt") as f:
-            ecg = np.loadtxt(f, delimiter=",", skiprows=1)
-        peaks = table["sample"].astype(np.int64)
+        ecg, peaks, is_pvc = read_mitdb_record(folder, record)
         rr = np.diff(peaks) / MITDB_FS
         out.append(
             Series(
@@ -220,7 +231,7 @@ def load_mitdb(root: Path | None = None) -> list[Series]:
                 channels=("rr",),
                 times=T0 + peaks[1:] / MITDB_FS,
                 values=rr[:, None],
-                labels=table["is_pvc"][1:] > 0,
+                labels=is_pvc[1:],
                 extra={"ecg": ecg, "r_peak": peaks[1:].astype(np.float64)},
             )
         )

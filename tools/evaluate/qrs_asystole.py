@@ -41,7 +41,6 @@ figure was looked at; each case is fed to the detector in 73-sample blocks.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from collections.abc import Iterator
@@ -51,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tools.evaluate.datasets import MITDB_FS, SHARED, dataset_folder
+from tools.evaluate.datasets import MITDB_FS, SHARED, mitdb_folder, read_mitdb_record
 from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME, match
 from tools.evaluate.qrs_r_on_t import DetectorType, detect, load_detector
 
@@ -121,10 +120,8 @@ class FastCase:
 
 
 def load(folder: Path, record: str) -> tuple[FloatArray, IntArray]:
-    table = np.genfromtxt(folder / f"{record}_beats.csv", delimiter=",", names=True)
-    with gzip.open(folder / f"{record}_ecg_mlii_360hz.csv.gz", "rt") as f:
-        ecg = np.loadtxt(f, delimiter=",", skiprows=1)
-    return ecg, table["sample"].astype(np.int64)
+    ecg, beats, _ = read_mitdb_record(folder, record)
+    return ecg, beats
 
 
 def moving_mean(x: FloatArray, seconds: float) -> FloatArray:
@@ -424,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default="noise,fast", help="comma-separated: noise (with flat), fast")
     args = parser.parse_args(argv)
     detector_type = load_detector(args.detector)
-    folder = dataset_folder(args.data, "ECG/mitdb_tpcp_subset", "*_beats.csv", "MIT-BIH")
+    folder = mitdb_folder(args.data)
     families = set(args.families.split(","))
     noise: list[NoiseCase] = []
     fast: list[FastCase] = []

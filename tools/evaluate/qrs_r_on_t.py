@@ -26,7 +26,6 @@ comparison. Writes `<out>/qrs_r_on_t.json` and `.md`.
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib.util
 import json
 import sys
@@ -37,7 +36,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tools.evaluate.datasets import MITDB_FS, SHARED, dataset_folder
+from tools.evaluate.datasets import MITDB_FS, SHARED, mitdb_folder, read_mitdb_record
 from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME, match
 
 IntArray = npt.NDArray[np.int64]
@@ -76,11 +75,7 @@ class Result:
 
 def load_record(root: Path | None) -> tuple[FloatArray, IntArray, npt.NDArray[np.bool_]]:
     """(MLII in mV, every beat's sample, whether it is a PVC) of MIT-BIH 119."""
-    folder = dataset_folder(root, "ECG/mitdb_tpcp_subset", "*_beats.csv", "MIT-BIH")
-    table = np.genfromtxt(folder / f"{RECORD}_beats.csv", delimiter=",", names=True)
-    with gzip.open(folder / f"{RECORD}_ecg_mlii_360hz.csv.gz", "rt") as f:
-        ecg = np.loadtxt(f, delimiter=",", skiprows=1)
-    return ecg, table["sample"].astype(np.int64), table["is_pvc"] > 0
+    return read_mitdb_record(mitdb_folder(root), RECORD)
 
 
 def draw(beats: IntArray, is_pvc: npt.NDArray[np.bool_]) -> tuple[IntArray, IntArray]:

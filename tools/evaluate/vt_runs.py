@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import gzip
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.events import Phase
 from agent.pipeline import Pipeline
 from agent.readings import Reading
-from tools.evaluate.datasets import MITDB_FS, T0, dataset_folder
+from tools.evaluate.datasets import MITDB_FS, T0, dataset_folder, mitdb_folder, read_mitdb_record
 from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME, match
 from tools.evaluate.qrs_r_on_t import HALF_WIDTH_S, pvc_wave
 from tools.evaluate.replay import pool_map
@@ -98,11 +97,7 @@ VT = "ventricular_tachycardia"
 @functools.lru_cache(maxsize=4)
 def load_record(root: Path | None, record: str) -> tuple[FloatArray, IntArray, BoolArray]:
     """(MLII in mV, every annotated beat's sample, whether it is a PVC)."""
-    folder = dataset_folder(root, "ECG/mitdb_tpcp_subset", "*_beats.csv", "MIT-BIH")
-    beats = np.genfromtxt(folder / f"{record}_beats.csv", delimiter=",", names=True)
-    with gzip.open(folder / f"{record}_ecg_mlii_360hz.csv.gz", "rt") as f:
-        ecg = np.loadtxt(f, delimiter=",", skiprows=1)
-    return ecg, beats["sample"].astype(np.int64), beats["is_pvc"] > 0
+    return read_mitdb_record(mitdb_folder(root), record)
 
 
 @dataclass(frozen=True, slots=True)
