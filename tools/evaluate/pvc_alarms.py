@@ -36,13 +36,11 @@ import numpy as np
 from agent.config.loader import load_config
 from agent.config.schema import AgentConfig, BeatsConfig, DeviceConfig, EpisodeConfig, SimulatorConfig
 from agent.ecg.rr_from_ecg import RrFromEcg
-from agent.events import Phase
-from agent.pipeline import Pipeline
 from agent.readings import Reading
 from agent.simulation import simulate
 from tools.evaluate.beats_from_ecg import cpsc_beats_from_ecg, mitdb_from_ecg
 from tools.evaluate.datasets import MITDB_FS, T0, Series, load_mitdb
-from tools.evaluate.replay import pool_map, readings
+from tools.evaluate.replay import Episode, pool_map, readings, timed_episodes
 from tools.evaluate.report import table, write_report
 
 PVC = "frequent_pvcs"
@@ -52,15 +50,6 @@ SIM_AF = (600.0, 120.0)  # the simulated AF episode: start and duration (s), as 
 SIM_RUN_S = 800.0
 SIM_SEEDS = tuple(range(1, 9))
 VARIANTS = ("without", "with")  # the hierarchy off, and on (`variant`)
-
-
-@dataclass(frozen=True, slots=True)
-class Episode:
-    """One alarm episode, timed by the readings that raised its START and END (None: still open)."""
-
-    condition: str
-    start: float
-    end: float | None
 
 
 def rhythm_config(path: Path) -> AgentConfig:
@@ -85,27 +74,9 @@ def variant(config: AgentConfig, name: str) -> AgentConfig:
 
 
 def episodes(config: AgentConfig, beats: Iterable[Reading]) -> list[Episode]:
-    """The PVC and AF episodes a fresh pipeline raises on `beats`, fed one reading at a time.
-
-    Not `tools.evaluate.replay.replay`, which feeds a whole `Series` in one `ingest` call: its events give
-    the same STARTs, but an END says only its `end_time` (where the clearing began), not the beat that
-    raised it `clear_after_s` later (30 s for AF, 60 s for PVCs: on MIT-BIH 105, 106, 119, 30-122 s less
-    alarmed time per rule that way, 2026-11-30), and the simulator's beats are the stage's readings (pause
-    readings with hr alone among them), not a Series."""
-    pipeline = Pipeline(config, lambda device: device)
-    open_at: dict[tuple[str, str], float] = {}
-    out: list[Episode] = []
-    for reading in beats:
-        for event in pipeline.ingest([reading]):
-            if event.condition not in (PVC, AF):
-                continue
-            key = (event.condition, event.id)
-            if event.phase is Phase.START:
-                open_at[key] = reading.wall_time
-            elif event.phase is Phase.END:
-                out.append(Episode(event.condition, open_at.pop(key), reading.wall_time))
-    out += [Episode(condition, start, None) for (condition, _), start in open_at.items()]
-    return sorted(out, key=lambda e: e.start)
+    """The PVC and AF episodes a fresh pipeline raises on `beats`, fed one at a time, timed by the beats
+    (`tools.evaluate.replay.timed_episodes`)."""
+    return timed_episodes(config, ((reading, reading.wall_time) for reading in beats), (PVC, AF))
 
 
 def alarmed_s(found: Sequence[Episode], condition: str, last: float) -> float:

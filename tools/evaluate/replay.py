@@ -10,7 +10,7 @@ first rows (its configured baseline period) with `Detector.calibrate`, as the da
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
@@ -87,6 +87,42 @@ def readings(series: Series, stream: str, period_s: float = 0.0) -> Iterator[Rea
     t0 = float(series.times[0])
     for t, row in zip(series.times, series.values, strict=True):
         yield Reading(ident, series.channels, row[None, :], float(t), float(t) - t0, period_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One alarm episode, timed by the readings that raised its START and END (None: still open)."""
+
+    condition: str
+    start: float
+    end: float | None
+
+
+def timed_episodes(
+    config: AgentConfig, timed: Iterable[tuple[Reading, float]], conditions: Collection[str]
+) -> list[Episode]:
+    """The episodes of `conditions` a fresh pipeline raises on the readings, fed one at a time, each
+    START and END timed by the time given with the reading that raised it.
+
+    Not `replay`, which feeds a whole `Series` in one `ingest` call: its events give the same STARTs, but
+    an END says only its `end_time` (where the clearing began), not the beat that raised it
+    `clear_after_s` later (30 s for AF, 60 s for PVCs: on MIT-BIH 105, 106, 119, 30-122 s less alarmed
+    time per rule that way, 2026-11-30); and a stage's readings (pause readings with hr alone among
+    them) are no Series."""
+    pipeline = Pipeline(config, lambda device: device)
+    open_at: dict[tuple[str, str], float] = {}
+    out: list[Episode] = []
+    for reading, at in timed:
+        for event in pipeline.ingest([reading]):
+            if event.condition not in conditions:
+                continue
+            key = (event.condition, event.id)
+            if event.phase is Phase.START:
+                open_at[key] = at
+            elif event.phase is Phase.END and key in open_at:
+                out.append(Episode(event.condition, open_at.pop(key), at))
+    out += [Episode(condition, start, None) for (condition, _), start in open_at.items()]
+    return sorted(out, key=lambda e: e.start)
 
 
 def _tap(detector: Detector, sink: list[tuple[FloatArray, FloatArray, FloatArray]]) -> None:

@@ -58,13 +58,11 @@ import numpy.typing as npt
 from agent.config.loader import load_config
 from agent.config.schema import AgentConfig, BeatsConfig
 from agent.ecg.rr_from_ecg import RrFromEcg
-from agent.events import Phase
-from agent.pipeline import Pipeline
 from agent.readings import Reading
 from tools.evaluate.datasets import MITDB_FS, T0, dataset_folder, mitdb_folder, read_mitdb_record
 from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME, match
 from tools.evaluate.qrs_r_on_t import HALF_WIDTH_S, pvc_wave
-from tools.evaluate.replay import pool_map
+from tools.evaluate.replay import Episode, pool_map, timed_episodes
 from tools.evaluate.report import table, write_report
 
 IntArray = npt.NDArray[np.int64]
@@ -226,13 +224,6 @@ def beat_samples(beats: Sequence[Beat]) -> IntArray:
     return np.round((np.array(times, dtype=np.float64) - T0) * MITDB_FS).astype(np.int64)
 
 
-@dataclass(frozen=True, slots=True)
-class Episode:
-    condition: str
-    start_s: float  # when its START left (s from the segment's first sample)
-    end_s: float | None
-
-
 def rr_config(path: Path) -> AgentConfig:
     """The config's detectors on its beat stream and their alarm rules, without devices."""
     config = load_config(path)
@@ -244,21 +235,10 @@ def rr_config(path: Path) -> AgentConfig:
 
 
 def episodes(config: AgentConfig, beats: Sequence[Beat]) -> list[Episode]:
-    pipeline = Pipeline(config, lambda device: device)
+    """The episodes of the config's rules, timed by when the reading that raised each START and END left
+    the stage (s from the segment's first sample)."""
     conditions = {r.condition for r in config.alarms}
-    open_at: dict[tuple[str, str], float] = {}
-    out = []
-    for beat in beats:
-        for event in pipeline.ingest([beat.reading]):
-            if event.condition not in conditions:
-                continue
-            key = (event.condition, event.id)
-            if event.phase is Phase.START:
-                open_at[key] = beat.left_s
-            elif event.phase is Phase.END and key in open_at:
-                out.append(Episode(event.condition, open_at.pop(key), beat.left_s))
-    out += [Episode(c, s, None) for (c, _), s in open_at.items()]
-    return sorted(out, key=lambda e: e.start_s)
+    return timed_episodes(config, ((beat.reading, beat.left_s) for beat in beats), conditions)
 
 
 # -- one case, one record ----------------------------------------------------------------------------------
@@ -287,10 +267,10 @@ def _case_job(job: tuple[Path, Path | None, Case, str, float]) -> CaseResult:
     active: list[str] = []
     outside = 0
     for e in episodes(config, beats):
-        in_window = onset_s <= e.start_s <= last_s + AFTER_S
+        in_window = onset_s <= e.start <= last_s + AFTER_S
         if in_window and e.condition not in starts:
-            starts[e.condition] = e.start_s - onset_s
-        if e.start_s < onset_s and (e.end_s is None or e.end_s > onset_s):
+            starts[e.condition] = e.start - onset_s
+        if e.start < onset_s and (e.end is None or e.end > onset_s):
             active.append(e.condition)
         if e.condition == vt and not in_window:
             outside += 1
@@ -361,12 +341,12 @@ def judge_record(
     last = len(ecg) / fs
     true_starts, false_starts, true_s, false_s = [], [], 0.0, 0.0
     for e in found:
-        length = (e.end_s if e.end_s is not None else last) - e.start_s
-        if any(a <= e.start_s <= b + AFTER_S for a, b in runs):
-            true_starts.append(e.start_s)
+        length = (e.end if e.end is not None else last) - e.start
+        if any(a <= e.start <= b + AFTER_S for a, b in runs):
+            true_starts.append(e.start)
             true_s += length
         else:
-            false_starts.append(e.start_s)
+            false_starts.append(e.start)
             false_s += length
     return RecordResult(name, last / 3600.0, len(runs), true_starts, false_starts, true_s, false_s)
 
