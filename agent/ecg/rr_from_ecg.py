@@ -8,9 +8,15 @@ over BLE: one sample, the interval in seconds (``rr``), stamped at the R peak th
 rate a monitor would show beside it (``hr``, bpm: 60 / the mean of the last `HR_BEATS` intervals since
 the last hole), so limits for tachycardia and bradycardia work on a device that sends only ECG, and the
 beat's shape against the patient's recent beats (``qrs_shape``, agent.ecg.beat_shape) for the `pvc`
-detector, and for a beat of normal shape how alike its pre-R segment is to the recent ones (``p_wave``,
-agent.ecg.p_wave: P waves present or not) for the `af` detector. A beat's reading leaves once its shape
-is known, 0.40 s after its R peak at the earliest.
+detector, and, when a detector reads it, for a beat of normal shape how alike its pre-R segment is to the
+recent ones (``p_wave``, agent.ecg.p_wave: P waves present or not) for the `af` detector. A beat's
+reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
+
+- **``p_wave`` only when read.** It costs ~47 us per normal beat and only an `af` detector with
+  ``channels = ["rr", "p_wave"]`` reads it (no shipped config does), so the session asks for it
+  (`p_wave`, decided from the config by `agent.pipeline.wiring.p_wave_read`, again at each reload);
+  without it the channel is in none of the stream's readings and no pre-R template is kept. The default
+  (computed) is for the evaluation tools that build a stage themselves.
 
 - **Intervals by sample count.** An interval is the number of samples between two R peaks times the
   stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
@@ -155,8 +161,13 @@ class RrFromEcg:
         device_id: str,
         cfg: BeatsConfig,
         make_finder: Callable[[float], BeatFinder] = _qrs_detector,
+        *,
+        p_wave: bool = True,
     ) -> None:
         self._device_id = device_id
+        # The RR stream's channels: p_wave only if a detector reads it (the module docstring).
+        self._p_wave = p_wave
+        self._channels = CHANNELS if p_wave else CHANNELS[:3]
         self._ecg = stream_id(device_id, cfg.ecg_stream)
         self._rr = stream_id(device_id, cfg.rr_stream)
         self._rr_name = cfg.rr_stream
@@ -251,8 +262,8 @@ class RrFromEcg:
         self._told_at = wall_time
         if hr is not None:
             return [Reading(self._rr, ("hr",), np.array([[hr]]), wall_time, monotonic, quality=quality)]
-        values = np.full((1, len(CHANNELS)), np.nan)
-        return [Reading(self._rr, CHANNELS, values, wall_time, monotonic, quality=quality)]
+        values = np.full((1, len(self._channels)), np.nan)
+        return [Reading(self._rr, self._channels, values, wall_time, monotonic, quality=quality)]
 
     def _pause(self, monotonic: float) -> list[Reading]:
         """A reading whose hr falls while no beat comes on a valid signal (the module docstring)."""
@@ -313,7 +324,7 @@ class RrFromEcg:
             self._waiting.popleft()
             shape = self._shapes.shape(beat.peak) if self._shapes.ready(beat.peak) else math.nan
             # A short interval puts the previous beat's T wave in the pre-R segment: no reading of it.
-            atrial = self._atrial(beat.peak, shape) if beat.rr >= MIN_RR_S else math.nan
+            atrial = self._atrial(beat.peak, shape) if self._p_wave and beat.rr >= MIN_RR_S else math.nan
             if math.isnan(beat.rr):
                 continue
             # A value not known is left out, not NaN (the quality gate's "no value", signal_poor).

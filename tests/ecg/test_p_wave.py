@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from agent.config.schema import BeatsConfig
+from agent.ecg import rr_from_ecg
 from agent.ecg.p_wave import (
     MIN_RR_S,
     POINTS,
@@ -73,8 +74,10 @@ def synthetic_ecg(
     return ecg, np.round(peaks_s * RATE).astype(np.int64)
 
 
-def p_wave_readings(ecg: npt.NDArray[np.float64], peaks: npt.NDArray[np.int64]) -> list[Reading]:
-    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda rate: ScriptedFinder(peaks))
+def p_wave_readings(
+    ecg: npt.NDArray[np.float64], peaks: npt.NDArray[np.int64], *, p_wave: bool = True
+) -> list[Reading]:
+    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda rate: ScriptedFinder(peaks), p_wave=p_wave)
     out: list[Reading] = []
     for start in range(0, len(ecg), FRAME):
         block = Reading(
@@ -131,6 +134,31 @@ def test_odd_shaped_beats_and_short_intervals_carry_no_p_wave_and_the_rest_do() 
     assert len(with_p) == len(later) - 3
     assert all(r.channels == ("rr", "hr", "qrs_shape", "p_wave") for r in with_p)
     assert min(float(r.values[0, 3]) for r in with_p) > 0.9
+
+
+def test_a_stage_asked_for_no_p_wave_leaves_the_channel_out_and_never_runs_its_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Failed before the stage took `p_wave` (every beats stage computed it, read or not).
+    ecg, peaks = synthetic_ecg(irregular_rr(40, 5), p_waves=True, seed=5)
+    ecg = np.concatenate([ecg, np.full(round(2 * RATE), np.nan)])  # then no value: a reading says so
+    with_p = p_wave_readings(ecg, peaks)
+
+    def not_run(*_: object) -> float:
+        raise AssertionError("the p_wave code ran")
+
+    for name in ("holds_qrs", "pre_r_segment", "samples_after", "samples_needed"):
+        monkeypatch.setattr(rr_from_ecg, name, not_run)
+    monkeypatch.setattr(AtrialActivity, "score", not_run)
+    without = p_wave_readings(ecg, peaks, p_wave=False)
+    assert any("p_wave" in r.channels for r in with_p)
+    assert not any("p_wave" in r.channels for r in without)
+    assert np.isnan(without[-1].values).all() and without[-1].channels == ("rr", "hr", "qrs_shape")
+    # the other channels are those of a stage that computes p_wave
+    assert len(without) == len(with_p) >= 35
+    for a, b in zip(with_p, without, strict=True):
+        assert (b.channels, b.wall_time) == (a.channels[:3], a.wall_time)
+        np.testing.assert_array_equal(b.values, a.values[:, :3])
 
 
 def test_the_template_needs_eight_normal_beats_and_a_flat_segment_has_no_value() -> None:
