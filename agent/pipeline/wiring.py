@@ -23,6 +23,10 @@ has arrived once is no wiring problem: rows without it later (a stale BLE thermo
 of device) are neither warned about nor listed. The check runs once per distinct channel tuple (the
 quality gate's plan), not per reading.
 
+What the beats stage computes (`p_wave_read`): the ``p_wave`` channel of a `[devices.beats]` RR stream
+costs a pre-R template per device, so the session asks for it only when a detector on that stream reads
+it; the stream "produces" it for the checks above either way.
+
 Rates (`DeclaredRates`, kept by each `StreamPipeline`): a reading that declares its samples' spacing
 (a serial device's HELLO rate; a BLE or simulator block's) is compared with the `rate_hz` of each
 detector of its stream (`agent.rates.rates_agree`) when a stream's spacing is new to it (the stream
@@ -39,6 +43,7 @@ from dataclasses import dataclass
 
 from agent.config.reader import closest
 from agent.config.schema import AgentConfig, DeviceConfig
+from agent.detectors.af import P_WAVE
 from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.errors import ConfigError
 from agent.rates import rates_agree
@@ -62,6 +67,12 @@ def produces(device: DeviceConfig) -> Produces:
     if device.beats is None or output.open:
         return output
     return Produces({**output.streams, device.beats.rr_stream: frozenset(RR_CHANNELS)})
+
+
+def p_wave_read(config: AgentConfig, rr_stream: str) -> bool:
+    """Whether a detector reads the ``p_wave`` channel of the beats stream `rr_stream`: the ECG -> RR
+    stage computes it only then (agent.ecg.rr_from_ecg)."""
+    return any(d.stream == rr_stream and P_WAVE in d.channels for d in config.detectors)
 
 
 def _transport_produces(device: DeviceConfig) -> Produces:

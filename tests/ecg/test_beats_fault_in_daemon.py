@@ -25,7 +25,7 @@ RUN_S = 2.5
 class FailingStage:
     calls = 0
 
-    def __init__(self, *_: object) -> None:
+    def __init__(self, *_: object, **__: object) -> None:
         pass
 
     def take(self, reading: Reading) -> list[Reading]:
@@ -66,7 +66,7 @@ def test_a_fresh_stage_follows_a_fault(
     made: list[int] = []
 
     class FailingOnce:
-        def __init__(self, *_: object) -> None:
+        def __init__(self, *_: object, **__: object) -> None:
             made.append(1)
 
         def take(self, reading: Reading) -> list[Reading]:

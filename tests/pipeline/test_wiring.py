@@ -13,12 +13,13 @@ import pytest
 
 from agent.config import AgentConfig, load_config, parse_config
 from agent.pipeline import Pipeline
-from agent.pipeline.wiring import check_wiring, did_you_mean, produces
+from agent.pipeline.wiring import check_wiring, did_you_mean, p_wave_read, produces
 from agent.readings import Reading
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "agent" / "defaults" / "demo.toml"
 PUMP_ROOM = ROOT / "examples" / "pump-room.toml"
+CARDIAC = ROOT / "examples" / "cardiac-monitoring.toml"
 
 
 def edited(tmp_path: Path, source: Path, old: str, new: str) -> AgentConfig:
@@ -274,3 +275,13 @@ def test_af_s_p_wave_channel_absent_by_design_is_no_wiring_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert pipeline.missing_channels() == {"af": ["rr"], "rr-low": ["rr"]}
     assert len(warnings) == 2 and not any("p_wave" in w for w in warnings), warnings
+
+
+def test_the_beats_stage_computes_p_wave_only_for_a_stream_a_detector_reads_it_on(tmp_path: Path) -> None:
+    # Failed before p_wave_read: every beats stage computed p_wave, and no shipped config reads it.
+    for shipped in (CARDIAC, DEMO):
+        assert not p_wave_read(load_config(shipped), "ecg_rr")
+    af = 'id = "af"\ntype = "af"\nstream = "ecg_rr"\nchannels = ["rr"]'
+    veto = edited(tmp_path, CARDIAC, af, af.replace('["rr"]', '["rr", "p_wave"]'))
+    assert p_wave_read(veto, "ecg_rr")
+    assert not p_wave_read(veto, "rr")  # a detector of another stream name: not this stage's
