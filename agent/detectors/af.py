@@ -53,7 +53,8 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
    after short intervals carry no value, so dense ectopy leaves the normal beats' P waves to decide. The
    values before the newest rate step (rule 7, whether or not the score used the step) are left out, so
    the sinus beats before an AF onset do not veto it (with `rate_step` = 0 there is no step to cut
-   at, so they can). Without the channel nothing changes. The constants
+   at, so they can). Without the channel nothing changes (and a gateway finding beats in an ECG does
+   not compute it: agent.ecg.rr_from_ecg makes it only for a stream a detector reads it on). The constants
    were chosen looking at MIT-BIH (records 106, 200) and the CPSC-2021 sample, the data they are
    measured on (docs/benchmarks.md): not an independent test.
 

@@ -21,7 +21,7 @@ from agent.config.schema import AgentConfig
 from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.events import AlarmEvent, Phase
 from agent.pipeline import Pipeline
-from agent.pipeline.wiring import check_wiring
+from agent.pipeline.wiring import check_wiring, p_wave_read
 from agent.readings import Reading
 from agent.simulation.source import simulate
 from tests.ecg.ecg_edits import edited_ecg
@@ -40,7 +40,7 @@ def config() -> AgentConfig:
 def starts(config: AgentConfig, device: str, readings: list[Reading]) -> list[tuple[str, float]]:
     """(condition, detection time from START) of every alarm start, the readings through the stage."""
     (beats,) = [d.beats for d in load_config(EXAMPLE).devices if d.beats is not None]
-    stage = RrFromEcg(device, beats)
+    stage = RrFromEcg(device, beats, p_wave=p_wave_read(config, beats.rr_stream))  # as the session does
     pipeline = Pipeline(config, lambda d: d)
     events: list[AlarmEvent] = []
     for reading in readings:
