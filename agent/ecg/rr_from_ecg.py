@@ -12,7 +12,8 @@ detector, and, when a detector reads it, for a beat of normal shape how alike it
 recent ones (``p_wave``, agent.ecg.p_wave: P waves present or not) for the `af` detector. A beat's
 reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
 
-- **``p_wave`` only when read.** It costs ~47 us per normal beat and only an `af` detector with
+- **``p_wave`` only when read.** It costs about a tenth of the stage's CPU time (~55-65 us per beat on
+  MIT-BIH at 360 Hz, tools.bench.beats_chain) and only an `af` detector with
   ``channels = ["rr", "p_wave"]`` reads it (no shipped config does), so the session asks for it
   (`p_wave`, decided from the config by `agent.pipeline.wiring.p_wave_read`, again at each reload);
   without it the channel is in none of the stream's readings and no pre-R template is kept. The default
