@@ -18,7 +18,6 @@ reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
   (`p_wave`, decided from the config by `agent.pipeline.wiring.p_wave_read`, again at each reload);
   without it the channel is in none of the stream's readings and no pre-R template is kept. The default
   (computed) is for the evaluation tools that build a stage themselves.
-
 - **Intervals by sample count.** An interval is the number of samples between two R peaks times the
   stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
   ms over BLE. A peak's time stamp is taken from the block that holds it.
