@@ -181,12 +181,69 @@ def test_a_run_in_progress_survives_a_restart() -> None:
         ({"max_rr_ratio": 0.5}, "detectors.vt.params.max_rr_ratio"),
         ({"rr_history": 1}, "detectors.vt.params.rr_history"),
         ({"run_beat": 5}, "detectors.vt.params.run_beat"),
+        ({"min_qrs_core": -1}, "detectors.vt.params.min_qrs_core"),
+        # without the qrs_core channel the floor would configure nothing
+        ({"min_qrs_core": 0.5}, "detectors.vt.params.min_qrs_core"),
     ],
 )
 def test_bad_config_names_its_key(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         make(**params)
     assert err.value.path == key
+
+
+@pytest.mark.parametrize(
+    ("channels", "key"),
+    [
+        (("rr", "qrs_shape", "hr"), "detectors.vt.channels[2]"),  # read by position: hr taken for the core
+        (("rr",), "detectors.vt.channels"),
+        (("rr", "qrs_shape", "qrs_core", "p_wave"), "detectors.vt.channels"),
+    ],
+)
+def test_bad_channels_name_their_key(channels: tuple[str, ...], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        VentricularRunDetector.from_config(DetectorConfig("vt", "ventricular_run", "rr", channels), 1.0)
+    assert err.value.path == key
+
+
+NARROW_CORE, WIDE_CORE = 0.3, 1.4  # qrs_core of a narrow beat of fast AF, of a PVC (CPSC-2021, MIT-BIH)
+
+
+def make_with_core(**params: Any) -> VentricularRunDetector:
+    config = DetectorConfig("vt", "ventricular_run", "rr", ("rr", "qrs_shape", "qrs_core"), params=params)
+    return VentricularRunDetector.from_config(config, 1.0)
+
+
+def with_core(values: np.ndarray, core: np.ndarray) -> np.ndarray:
+    return np.concatenate([values, core[None, :, None]], axis=2)
+
+
+def test_a_fast_run_of_narrow_qrs_beats_does_not_alarm_with_the_core_channel() -> None:
+    """Fast AF onset: beats ~50 % early whose 0.65 s window takes in the neighbours' waves (qrs_shape
+    1.0, pvc judges them ventricular) while their QRS itself is the normal narrow one."""
+    values = with_run(30, [0.35] * 12, shapes=1.0)
+    narrow = np.full(values.shape[1], 0.15)
+    narrow[30:42] = NARROW_CORE
+    assert np.nanmax(scores(make(), values)) >= 12  # rr and qrs_shape alone: a false VT
+    assert np.nanmax(scores(make_with_core(), with_core(values, narrow))) == 0
+
+
+def test_a_fast_run_of_wide_qrs_beats_alarms_with_the_core_channel() -> None:
+    values = with_run(30, [0.4] * 8)
+    core = np.full(values.shape[1], 0.15)
+    core[30:38] = WIDE_CORE
+    s = scores(make_with_core(), with_core(values, core))
+    np.testing.assert_array_equal(s, scores(make(), values))  # the same run, beat for beat
+    assert s[34] == 5
+    block = run(make_with_core(), with_core(values, core))[34]
+    assert block.contributions.shape == (1, 3) and block.contributions[0, 2] > 0  # the core says why
+
+
+def test_a_beat_without_a_core_does_not_count_toward_a_run() -> None:
+    values = with_run(30, [0.4] * 8)
+    core = np.full(values.shape[1], WIDE_CORE)
+    core[32] = np.nan  # not known: not ventricular
+    assert np.nanmax(scores(make_with_core(), with_core(values, core))[:36]) == 3
 
 
 def test_through_the_pipeline_the_alarm_starts_at_once_and_says_the_run(tmp_path: Path) -> None:
