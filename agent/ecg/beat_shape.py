@@ -1,4 +1,4 @@
-"""The shape of each beat found in an ECG against the patient's own recent beats (`qrs_shape`).
+"""The shape of each beat found in an ECG against the patient's own recent beats (`qrs_shape`, `qrs_core`).
 
 A premature ventricular beat is early *and* wide, differently shaped; RR alone sees only the first. For
 each beat the stage (agent.ecg.rr_from_ecg) asks for its shape: the beat window (0.25 s before to 0.40 s
@@ -6,6 +6,16 @@ after the R peak, resampled to 64 points, median removed: `agent.inference.beats
 `ecg-beat` model's input) is compared with the point-wise median of the previous 32 windows
 (`shape_distance`): about 0.1-0.3 for the patient's usual beat, above 1 for a PVC. So the shape of a beat is
 known 0.40 s after its R peak at the earliest; the stage holds the beat's reading until then.
+
+At fast rates that window holds more than the beat: at 170 bpm (RR 0.35 s) it takes in the previous T
+wave and the next QRS, so a normal narrow beat of fast AF reads 0.7-1.6, like a PVC. The QRS core
+(``qrs_core``, `core_distance`) looks only at -`CORE_BEFORE_S` .. +`CORE_AFTER_S` around the R peak, the
+QRS itself (a narrow QRS lasts < 0.12 s; while the rate stays fast the QT shortens and the previous T
+wave ends before it, but the first early beat after a slow one may land on its T wave: 0.3-0.5),
+resampled to `CORE_POINTS` points, the core's own median removed, against the point-wise median of the
+previous 32 cores (the same beats as the template above), aligned within +-`CORE_SHIFT_S`: about 0.16
+for a normal beat and 1.4 for a PVC (medians on MIT-BIH's 12 records), 0.2-0.5 for the narrow beats at
+the onset of fast AF (CPSC-2021). `shape` gives both; they have a value for the same beats.
 
 The raw samples are kept only as long as a beat could still need them (the detector's delay plus the
 window). A window with a NaN (a hole in the signal) or one that began before the current segment has no
@@ -29,6 +39,36 @@ from agent.inference.beats import (
     shape_distance,
 )
 
+CORE_BEFORE_S, CORE_AFTER_S = 0.06, 0.10  # the QRS core around the R peak
+CORE_POINTS = 33  # 5 ms apart
+CORE_SHIFT_S = 0.015  # the R peak's jitter between beats, a PVC's "R" placed elsewhere on its complex
+_STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
+_SHIFT = round(CORE_SHIFT_S / _STEP_S)  # points each side
+
+
+def core_distance(core: npt.NDArray[np.float64], history: npt.NDArray[np.float64]) -> float:
+    """How unlike the previous cores `core` is: the RMS difference to their point-wise median over the
+    median's RMS, minimised over alignments. Cores carry `_SHIFT` extra points each side; the template is
+    compared over the centre span alone, with the beat shifted by up to that many points."""
+    template = np.median(history, axis=0)[_SHIFT : _SHIFT + CORE_POINTS]
+    best = min(
+        float(np.sum((core[_SHIFT + k : _SHIFT + k + CORE_POINTS] - template) ** 2))
+        for k in range(-_SHIFT, _SHIFT + 1)
+    )
+    return float(np.sqrt(best / (float(np.sum(template**2)) + 1e-9)))
+
+
+def qrs_core(segment: npt.NDArray[np.float64], peak: int, rate_hz: float) -> npt.NDArray[np.float64]:
+    """The core around `segment[peak]` (with the shift margin), resampled, its centre's median removed."""
+    margin = _SHIFT * _STEP_S
+    grid = (
+        peak
+        + np.linspace(-(CORE_BEFORE_S + margin), CORE_AFTER_S + margin, CORE_POINTS + 2 * _SHIFT) * rate_hz
+    )
+    core = np.interp(grid, np.arange(len(segment)), segment)
+    out: npt.NDArray[np.float64] = core - np.median(core[_SHIFT : _SHIFT + CORE_POINTS])
+    return out
+
 
 class BeatShapes:
     """One ECG segment's raw samples and recent beat windows; `shape(peak)` once `ready(peak)`."""
@@ -43,6 +83,7 @@ class BeatShapes:
         self._raw_start = start  # index (since the segment began) of _raw[0]
         self._fed = start
         self._history: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
+        self._cores: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
 
     def add(self, samples: npt.NDArray[np.float64]) -> None:
         self._raw = np.concatenate([self._raw, samples])
@@ -64,18 +105,21 @@ class BeatShapes:
             return None
         return segment
 
-    def shape(self, peak: int) -> float:
-        """The beat's distance to the template of the previous beats (NaN: none); the beat then joins them."""
+    def shape(self, peak: int) -> tuple[float, float]:
+        """The beat's (window, core) distances to the templates of the previous beats (NaN: none); the beat
+        then joins them."""
         lo = peak - self._before - self._raw_start
         segment = self._raw[max(lo, 0) : peak + self._after + 1 - self._raw_start]
         if lo < 0 or not np.isfinite(segment).all():
-            return float("nan")
+            return float("nan"), float("nan")
         windows, _ = beat_windows(segment, np.array([self._before]), self.rate_hz)
         beat = windows[0, :, 0].astype(np.float64)
-        distance = (
-            shape_distance(beat, np.array(self._history))
+        core = qrs_core(segment, self._before, self.rate_hz)
+        distances = (
+            (shape_distance(beat, np.array(self._history)), core_distance(core, np.array(self._cores)))
             if len(self._history) >= MIN_TEMPLATE_BEATS
-            else float("nan")
+            else (float("nan"), float("nan"))
         )
         self._history.append(beat)
-        return distance
+        self._cores.append(core)
+        return distances

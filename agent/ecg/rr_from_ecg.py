@@ -8,9 +8,11 @@ over BLE: one sample, the interval in seconds (``rr``), stamped at the R peak th
 rate a monitor would show beside it (``hr``, bpm: 60 / the mean of the last `HR_BEATS` intervals since
 the last hole), so limits for tachycardia and bradycardia work on a device that sends only ECG, and the
 beat's shape against the patient's recent beats (``qrs_shape``, agent.ecg.beat_shape) for the `pvc`
-detector, and, when a detector reads it, for a beat of normal shape how alike its pre-R segment is to the
-recent ones (``p_wave``, agent.ecg.p_wave: P waves present or not) for the `af` detector. A beat's
-reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
+detector, and that of its QRS alone (``qrs_core``, the same module: it holds at fast rates, where the
+beat window takes in the neighbouring beats) for `ventricular_run`, and, when a detector reads it, for a
+beat of normal shape how alike its pre-R segment is to the recent ones (``p_wave``, agent.ecg.p_wave: P
+waves present or not) for the `af` detector. A beat's reading leaves once its shape is known, 0.40 s
+after its R peak at the earliest.
 
 - **``p_wave`` only when read.** It costs about a tenth of the stage's CPU time (~55-65 us per beat on
   MIT-BIH at 360 Hz, tools.bench.beats_chain) and only an `af` detector with
@@ -41,10 +43,10 @@ reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
   detector's longest delay), the time up to which every beat has surely been reported, so the stream's
   times stay in order. The beat that ends a pause longer than `PAUSE_S` carries the pause's own rate
   (60 / its interval) instead of the 8-beat mean, so a pause of 3-5 s, over before the delay, is said too.
-- **A beat without a shape yet** (the first 8 of a segment) leaves ``qrs_shape`` out of its reading rather
-  than NaN, which the quality gate would call "no value" (a slow heart would raise `signal_poor`); so
-  does a beat without ``p_wave`` (an odd-shaped beat, the first 8 normal ones, one whose pre-R segment
-  holds part of its QRS: agent.ecg.p_wave.holds_qrs) leave that out.
+- **A beat without a shape yet** (the first 8 of a segment) leaves ``qrs_shape`` and ``qrs_core`` out of
+  its reading rather than NaN, which the quality gate would call "no value" (a slow heart would raise
+  `signal_poor`); so does a beat without ``p_wave`` (an odd-shaped beat, the first 8 normal ones, one
+  whose pre-R segment holds part of its QRS: agent.ecg.p_wave.holds_qrs) leave that out.
 - **A rate the detector cannot work at** (outside 100-1000 Hz) leaves the ECG passed on without beats,
   told once in the log: a device misconfigured must not stop its own source.
 - **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
@@ -85,7 +87,7 @@ TOLD_EVERY_S = 1.0  # at most one reading per second saying "no value" or "no be
 PAUSE_S = 3.0  # no beat for this long on a valid ECG is a pause (monitors' asystole: 3-4 s)
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
-CHANNELS = ("rr", "hr", "qrs_shape", "p_wave")
+CHANNELS = ("rr", "hr", "qrs_shape", "qrs_core", "p_wave")
 
 
 class BeatFinder(Protocol):
@@ -167,7 +169,7 @@ class RrFromEcg:
         self._device_id = device_id
         # The RR stream's channels: p_wave only if a detector reads it (the module docstring).
         self._p_wave = p_wave
-        self._channels = CHANNELS if p_wave else CHANNELS[:3]
+        self._channels = CHANNELS if p_wave else tuple(c for c in CHANNELS if c != "p_wave")
         self._ecg = stream_id(device_id, cfg.ecg_stream)
         self._rr = stream_id(device_id, cfg.rr_stream)
         self._rr_name = cfg.rr_stream
@@ -322,13 +324,16 @@ class RrFromEcg:
             if not self._shapes.ready(beat.peak) and not everything:
                 break
             self._waiting.popleft()
-            shape = self._shapes.shape(beat.peak) if self._shapes.ready(beat.peak) else math.nan
+            shape, core = (
+                self._shapes.shape(beat.peak) if self._shapes.ready(beat.peak) else (math.nan, math.nan)
+            )
             # A short interval puts the previous beat's T wave in the pre-R segment: no reading of it.
             atrial = self._atrial(beat.peak, shape) if self._p_wave and beat.rr >= MIN_RR_S else math.nan
             if math.isnan(beat.rr):
                 continue
             # A value not known is left out, not NaN (the quality gate's "no value", signal_poor).
-            known = [(n, v) for n, v in zip(CHANNELS[2:], (shape, atrial), strict=True) if not math.isnan(v)]
+            parts = (shape, core, atrial)
+            known = [(n, v) for n, v in zip(CHANNELS[2:], parts, strict=True) if not math.isnan(v)]
             names = (*CHANNELS[:2], *(n for n, _ in known))
             values = np.array([[beat.rr, beat.hr, *(v for _, v in known)]])
             out.append(Reading(self._rr, names, values, beat.time, beat.monotonic))

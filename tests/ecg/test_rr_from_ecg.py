@@ -181,9 +181,9 @@ def test_each_interval_carries_the_rate_over_the_last_eight_since_the_last_hole(
     peaks[6] += 50  # one late beat: 1.0 s, then 0.6 s
     stage, _ = stage_with(peaks)
     got = [r for r in run(stage, ecg_blocks(120)) if r.stream == "patch/rr"]
-    # the first 8 beats have no shape yet: their readings leave qrs_shape out
+    # the first 8 beats have no shape yet: their readings leave qrs_shape and qrs_core out
     assert [r.channels for r in got[:7]] == [("rr", "hr")] * 7
-    assert all(r.channels == ("rr", "hr", "qrs_shape") for r in got[8:])
+    assert all(r.channels == ("rr", "hr", "qrs_shape", "qrs_core") for r in got[8:])
     rr = [float(r.values[0, 0]) for r in got]
     hr = [float(r.values[0, 1]) for r in got]
     for i in range(len(got)):

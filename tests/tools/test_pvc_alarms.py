@@ -41,7 +41,12 @@ def test_the_bigeminy_minute_raises_frequent_pvcs_either_way() -> None:
     d = np.load(EXCERPT)
     times, values = detected_rr(d["ecg_adc"] / float(d["adc_per_mv"]), float(d["fs_hz"]))
     series = Series(
-        "119", "119", ("rr", "hr", "qrs_shape", "p_wave"), T0 + times, values, np.zeros(len(times), bool)
+        "119",
+        "119",
+        ("rr", "hr", "qrs_shape", "qrs_core", "p_wave"),
+        T0 + times,
+        values,
+        np.zeros(len(times), bool),
     )
     for name in ("without", "with"):
         found = episodes(variant(rhythm_config(EXAMPLE), name), readings(series, "ecg_rr"))

@@ -142,8 +142,8 @@ def _matches(times: FloatArray, targets: FloatArray) -> BoolArray:
 
 def mitdb_from_ecg(annotated: list[Series], fs: float, frame: int = FRAME) -> list[Series]:
     """The MIT-BIH records of `load_mitdb` (their `extra["ecg"]`): every channel of the RR stream per
-    detected beat (`RR_CHANNELS`: rr, hr, qrs_shape, p_wave), label = the beat matches an annotated PVC within
-    `MATCH_S`."""
+    detected beat (`RR_CHANNELS`: rr, hr, qrs_shape, qrs_core, p_wave), label = the beat matches an
+    annotated PVC within `MATCH_S`."""
     out: list[Series] = []
     for s in annotated:
         times, values = detected_rr(s.extra["ecg"], fs, frame)
