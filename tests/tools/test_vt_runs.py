@@ -50,3 +50,21 @@ def test_a_spliced_run_replaces_the_record_between_its_host_and_the_resumed_beat
     irregular = vt_runs.splice(None, case, jitter=0.3)
     gaps = np.diff(irregular.beats[irregular.is_run])
     assert gaps.min() >= 0.7 * interval - 1 and gaps.max() <= 1.3 * interval + 1 and len(set(gaps)) > 1
+
+
+def test_the_runs_part_says_the_rules_figure_alone() -> None:
+    """`--part runs` says the adoption rule's figure (runs of >= 5 beats at >= 150 bpm, their median
+    delay) without the records, so a variant can be judged on the spliced runs alone."""
+
+    def result(length: int, bpm: int, delay: float | None) -> vt_runs.CaseResult:
+        starts = {vt_runs.VT: delay} if delay is not None else {}
+        return vt_runs.CaseResult(vt_runs.Case("106", 0, 0, length, bpm), length, starts, (), 0)
+
+    results = [result(3, 240, 0.5), result(5, 110, 2.8), result(5, 150, 2.0), result(8, 200, 1.0)]
+    results += [result(40, 240, None)]
+    line, alarmed, cases, median = vt_runs._fast_runs(results, vt_runs.VT)
+    assert (alarmed, cases, median) == (2, 3, 1.5)
+    assert (
+        line
+        == "Runs of >= 5 beats at >= 150 bpm alarmed by ventricular_tachycardia: 2 / 3, median delay 1.50 s"
+    )

@@ -388,6 +388,8 @@ def evaluate(
             "",
             *_runs_section(results, conditions, vt),
             "",
+            _fast_runs(results, vt)[0],
+            "",
         ]
     if records:
         lines += [*_records_section(records, vt), ""]
@@ -481,17 +483,26 @@ def _records_section(records: list[RecordResult], vt: str, title: str = "") -> l
     ]
 
 
-def _rule(results: list[CaseResult], records: list[RecordResult], vt: str) -> list[str]:
+def _fast_runs(results: list[CaseResult], vt: str) -> tuple[str, int, int, float]:
+    """(a line saying it, alarmed, cases, median delay) for the runs of >= 5 beats at >= 150 bpm: the
+    adoption rule's figure, also said by `--part runs` alone."""
     cell = [r for r in results if r.case.length >= 5 and r.case.rate_bpm >= 150]
     delays = [r.starts[vt] for r in cell if vt in r.starts]
-    alarmed = len(delays) / len(cell)
     median = float(np.median(delays)) if delays else float("inf")
+    line = f"Runs of >= 5 beats at >= 150 bpm alarmed by {vt}: {len(delays)} / {len(cell)}, median delay "
+    line += f"{median:.2f} s"
+    return line, len(delays), len(cell), median
+
+
+def _rule(results: list[CaseResult], records: list[RecordResult], vt: str) -> list[str]:
+    _, n_alarmed, n_cases, median = _fast_runs(results, vt)
+    alarmed = n_alarmed / n_cases
     false = sum(len(r.false_starts) for r in records)
     ok = [alarmed >= 0.9, median <= 3.0, false <= 1]
     return [
         "## Adoption rule (fixed before the figures)",
         "",
-        f"- runs of >= 5 beats at >= 150 bpm alarmed by {vt}: {len(delays)} / {len(cell)} "
+        f"- runs of >= 5 beats at >= 150 bpm alarmed by {vt}: {n_alarmed} / {n_cases} "
         f"({100 * alarmed:.1f} %, needs >= 90 %): {'yes' if ok[0] else 'no'}",
         f"- their median delay from the run's first beat: {median:.2f} s (needs <= 3 s): "
         f"{'yes' if ok[1] else 'no'}",
