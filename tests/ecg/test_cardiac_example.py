@@ -3,7 +3,8 @@
 The example is what a cardiac unit would copy: beats found in each strap's ECG, AF, frequent PVCs, a
 pause (asystole) and tachycardia. Its rules must do what its comments say: MIT-BIH record 119's minute of
 ventricular bigeminy (tests/data, ODC-By 1.0) raises frequent PVCs and nothing else; the simulator's sinus
-rhythm raises nothing in 10 minutes; its AF raises atrial fibrillation; a flat line raises asystole.
+rhythm raises nothing in 10 minutes; its AF raises atrial fibrillation; a flat line raises asystole; a
+sudden fast rhythm of narrow beats (a synthetic ECG) is not ventricular tachycardia.
 The example leaves frequent_pvcs free to start at an AF onset (its comment says why); the alarm hierarchy
 it names (`superseded_by`) does stop that on the simulator's AF onset.
 """
@@ -25,6 +26,7 @@ from agent.pipeline.wiring import check_wiring, p_wave_read
 from agent.readings import Reading
 from agent.simulation.source import simulate
 from tests.ecg.ecg_edits import edited_ecg
+from tests.ecg.test_beat_shape import SYNTH_FS, synthetic_ecg
 from tests.simulation.simhelpers import START, wearable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,3 +121,26 @@ def test_a_lead_off_across_a_change_of_rate_is_not_taken_for_pvcs(config: AgentC
     readings, _ = simulate(wearable(8, ("tachycardia", 100.0, 200.0), ecg=True), 200.0, START)
     holed = [r for r in edited_ecg(readings, 95.0, 125.0, np.nan) if r.stream == "w1/ecg"]
     assert [c for c, _ in starts(sim, "w1", holed)] == ["signal_poor", "tachycardia"]
+
+
+def test_a_sudden_fast_rhythm_of_narrow_beats_is_not_ventricular_tachycardia(config: AgentConfig) -> None:
+    """The onset of AF with a fast ventricular response (CPSC-2021: 6 of the example's 8 false VT starts):
+    narrow beats at ~170 bpm, ~50 % early, whose 0.65 s window takes in the neighbours' waves. The vt
+    detector's third channel, qrs_core (the QRS alone), keeps them from counting as ventricular; without
+    it the example raised ventricular_tachycardia at once."""
+    rng = np.random.default_rng(7)
+    sinus = [0.5 + 0.8 * i for i in range(60)]
+    fast = list(sinus[-1] + np.cumsum(0.35 * (1 + rng.uniform(-0.1, 0.1, 60))))  # 171 bpm, +-10 %
+    ecg = synthetic_ecg(sinus + fast, "N" * 120)
+    frames = [
+        Reading(
+            "bed-4-h10/ecg", ("ecg",), ecg[s : s + 73, None], START + s / SYNTH_FS, s / SYNTH_FS, 1 / SYNTH_FS
+        )
+        for s in range(0, len(ecg), 73)
+    ]
+    assert "ventricular_tachycardia" not in [c for c, _ in starts(config, "bed-4-h10", frames)]
+    without = tuple(
+        dataclasses.replace(d, channels=("rr", "qrs_shape")) if d.id == "vt" else d for d in config.detectors
+    )
+    got = starts(dataclasses.replace(config, detectors=without), "bed-4-h10", frames)
+    assert [t for c, t in got if c == "ventricular_tachycardia"] == [pytest.approx(49.5, abs=1.0)]
