@@ -14,14 +14,13 @@ from tools.evaluate.pvc_alarms import (
     AF,
     PVC,
     CpscStarts,
-    Episode,
     af_onsets,
     alarmed_s,
     episodes,
     rhythm_config,
     variant,
 )
-from tools.evaluate.replay import readings
+from tools.evaluate.replay import Episode, readings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cardiac-monitoring.toml"
