@@ -41,9 +41,10 @@ does not look at it: inside a sustained run the core template adopts the run as 
 0.5 was chosen on MIT-BIH alone (`tools.evaluate.vt_runs`: the largest of 0.3, 0.4, 0.5, 0.6, 0.8 that
 keeps >= 264 / 288 spliced runs of >= 5 beats at >= 150 bpm alarmed: 267 at 0.5, as without the core, 258
 at 0.6); then CPSC-2021's false starts fell from 8 to 2 (both on noise). It costs irregular runs
-(intervals +-30 %) 6 of their 217 alarms: 5-beat runs of which the QRS detector found 4, which alarmed
-only because the normal beat before the run, its window holding the first PVC, counted as ventricular
-(its core does not); that beat also made 9 regular 5-beat runs at 240 bpm alarm a beat early.
+(intervals +-30 %) 6 of their 217 alarms, each of which came only because the normal beat before the
+run, its window holding the first PVC, counted as ventricular (its core does not count it) while the run
+itself fell short (the QRS detector found 4 of 5 beats, or the last intervals were irregular, or pvc's
+score fell); that beat also made 9 regular 5-beat runs at 240 bpm alarm a beat (0.2 s) early.
 
 A beat's score is the length of the run it ends when the run is fast and regular, else 0 (NaN when pvc
 has no verdict for it and no run goes on): fast, its rate (60 / the mean of its last `run_beats`
