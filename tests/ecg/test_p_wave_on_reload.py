@@ -120,7 +120,7 @@ def test_p_wave_is_computed_only_while_a_detector_reads_it_and_a_reload_switches
             daemon.stopping.set()
             await asyncio.wait_for(task, 30)
         assert [s.asked_p_wave for s in (first, second, third)] == [False, True, False]
-        assert first.channels == third.channels == {"rr", "hr", "qrs_shape"}
-        assert second.channels == {"rr", "hr", "qrs_shape", "p_wave"}
+        assert first.channels == third.channels == {"rr", "hr", "qrs_shape", "qrs_core"}
+        assert second.channels == {"rr", "hr", "qrs_shape", "qrs_core", "p_wave"}
 
     asyncio.run(main())
