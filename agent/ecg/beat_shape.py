@@ -25,10 +25,12 @@ raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reac
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.inference.beats import (
     AFTER_S,
@@ -51,21 +53,21 @@ def core_distance(core: npt.NDArray[np.float64], history: npt.NDArray[np.float64
     median's RMS, minimised over alignments. Cores carry `_SHIFT` extra points each side; the template is
     compared over the centre span alone, with the beat shifted by up to that many points."""
     template = np.median(history, axis=0)[_SHIFT : _SHIFT + CORE_POINTS]
-    best = min(
-        float(np.sum((core[_SHIFT + k : _SHIFT + k + CORE_POINTS] - template) ** 2))
-        for k in range(-_SHIFT, _SHIFT + 1)
-    )
+    aligned = sliding_window_view(core, CORE_POINTS)  # every alignment k of -_SHIFT.._SHIFT, one per row
+    best = float(np.min(np.sum((aligned - template) ** 2, axis=1)))
     return float(np.sqrt(best / (float(np.sum(template**2)) + 1e-9)))
+
+
+@functools.cache
+def _core_offsets(rate_hz: float) -> npt.NDArray[np.float64]:
+    """The core's sample positions relative to the R peak, shift margin included (one per rate)."""
+    margin = _SHIFT * _STEP_S
+    return np.linspace(-(CORE_BEFORE_S + margin), CORE_AFTER_S + margin, CORE_POINTS + 2 * _SHIFT) * rate_hz
 
 
 def qrs_core(segment: npt.NDArray[np.float64], peak: int, rate_hz: float) -> npt.NDArray[np.float64]:
     """The core around `segment[peak]` (with the shift margin), resampled, its centre's median removed."""
-    margin = _SHIFT * _STEP_S
-    grid = (
-        peak
-        + np.linspace(-(CORE_BEFORE_S + margin), CORE_AFTER_S + margin, CORE_POINTS + 2 * _SHIFT) * rate_hz
-    )
-    core = np.interp(grid, np.arange(len(segment)), segment)
+    core = np.interp(peak + _core_offsets(rate_hz), np.arange(len(segment)), segment)
     out: npt.NDArray[np.float64] = core - np.median(core[_SHIFT : _SHIFT + CORE_POINTS])
     return out
 

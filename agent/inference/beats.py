@@ -8,6 +8,8 @@ the mean of the previous 8 RR intervals: past beats only, below 1 for an early b
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -42,8 +44,16 @@ def shape_distance(beat: NDArray[np.float64], history: NDArray[np.float64]) -> f
     minimised over +-2 points of alignment. A PVC is wide and differently shaped, so it stands out
     against a template dominated by the patient's normal beats."""
     template = np.median(history, axis=0)
-    best = min(float(np.sum((np.roll(beat, k) - template) ** 2)) for k in SHIFTS)
+    shifted = beat[_rolls(len(beat))]  # row i: np.roll(beat, SHIFTS[i]), in one gather
+    best = float(np.min(np.sum((shifted - template) ** 2, axis=1)))
     return float(np.sqrt(best / (float(np.sum(template**2)) + 1e-9)))
+
+
+@functools.cache
+def _rolls(points: int) -> NDArray[np.intp]:
+    """Indices that give np.roll(beat, k) for every k of SHIFTS as the rows of one array."""
+    rolls: NDArray[np.intp] = (np.arange(points)[None, :] - np.array(SHIFTS)[:, None]) % points
+    return rolls
 
 
 def prematurity(rr_prev: NDArray[np.float64]) -> NDArray[np.float64]:
