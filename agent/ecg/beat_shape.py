@@ -30,7 +30,6 @@ from collections import deque
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.inference.beats import (
     AFTER_S,
@@ -46,6 +45,7 @@ CORE_POINTS = 33  # 5 ms apart
 CORE_SHIFT_S = 0.015  # the R peak's jitter between beats, a PVC's "R" placed elsewhere on its complex
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
 _SHIFT = round(CORE_SHIFT_S / _STEP_S)  # points each side
+_ALIGNMENTS = np.arange(2 * _SHIFT + 1)[:, None] + np.arange(CORE_POINTS)[None, :]
 
 
 def core_distance(core: npt.NDArray[np.float64], history: npt.NDArray[np.float64]) -> float:
@@ -53,7 +53,7 @@ def core_distance(core: npt.NDArray[np.float64], history: npt.NDArray[np.float64
     median's RMS, minimised over alignments. Cores carry `_SHIFT` extra points each side; the template is
     compared over the centre span alone, with the beat shifted by up to that many points."""
     template = np.median(history, axis=0)[_SHIFT : _SHIFT + CORE_POINTS]
-    aligned = sliding_window_view(core, CORE_POINTS)  # every alignment k of -_SHIFT.._SHIFT, one per row
+    aligned = core[_ALIGNMENTS]  # row j: the core shifted by j - _SHIFT points, in one gather
     best = float(np.min(np.sum((aligned - template) ** 2, axis=1)))
     return float(np.sqrt(best / (float(np.sum(template**2)) + 1e-9)))
 
