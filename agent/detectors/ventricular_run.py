@@ -172,9 +172,8 @@ class VentricularRunDetector(PvcDetector):
         with np.errstate(invalid="ignore"):
             pvc_scores = odd + early
             ventricular = pvc_scores > self.pvc_threshold
-            if (
-                core is not None
-            ):  # and a QRS of its own unlike the template's (a NaN core: not known, not one)
+            if core is not None:
+                # and a QRS of its own unlike the template's (a NaN core: not known, so not counted)
                 ventricular &= core >= self.min_qrs_core
         self._runs.grow(int(block.slots.max()) + 1 if block.slots.size else 0)
         state = self._runs.rows[block.slots]
