@@ -170,9 +170,7 @@ class Agent:
             run = _Session(
                 cfg, topics, pipeline, outbox, uplink, session, pseudonym, state_dir, remote, self.gc_pacer
             )
-            # Episodes of rules, devices or streams no longer configured end now, not never.
             now = time.time()
-            alarms, ended = retire(alarms, run.unsteppable, cfg.gateway.id, cfg.digest[:16], now)
             saved_at = saved.get(state_journal.SAVED_AT)
             if not carried_alarms and isinstance(saved_at, int | float):  # a start, not a reload
                 if now < saved_at - CLOCK_BEHIND_SLACK_S:  # the clock went back while no agent ran
@@ -184,6 +182,9 @@ class Agent:
                     alarms = shift_timers(alarms, now - saved_at)
                 else:
                     alarms = add_downtime(alarms, saved_at, now)
+            # Episodes of rules, devices or streams no longer configured end now, not never; after the
+            # downtime is added, so their END says it as a still-configured episode's would.
+            alarms, ended = retire(alarms, run.unsteppable, cfg.gateway.id, cfg.digest[:16], now)
             pipeline.load_state(saved.get("detectors", {}), alarms)
             run.load_gateway_alarms(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.

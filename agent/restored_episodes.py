@@ -6,8 +6,10 @@ its device and its stream are still configured.
 - When the new configuration removed or renamed one of them, nothing will ever step that episode again:
   until 2026-11-30 it was dropped silently and a back end that had its START held it open for good. Now
   it gets an END as the state is restored (`retire`), saying why; its `end_time` is the restore (the
-  condition was not judged after the last stop or reload), its `signal_quality` "unknown". The END is
-  journaled like any event, so a crash before the next full save does not send it twice.
+  condition was not judged after the last stop or reload), its `signal_quality` "unknown", its
+  `unjudged_s` what a still-configured episode's END would say (the saved sum, plus this stop's at a
+  start: the daemon adds the downtime before it retires). The END is journaled like any event, so a
+  crash before the next full save does not send it twice.
 - Across a stop or crash (not a reload) an episode kept open spans time when no agent judged it; its
   later events said nothing of it. Now the seconds from the state's save (or the episode's detection,
   if later: the journal recorded it after the save) to the start are added to its `unjudged_s`
@@ -24,7 +26,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.alarms import StreamRef
+from agent.alarms import StreamRef, explain
 from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
 from agent.pipeline.technical import BUILTIN_PREFIX
 
@@ -122,6 +124,11 @@ def _end(
     episode = row["episode"]
     detector = key.removesuffix(f"/{condition}")
     onset = _number(row.get("onset"), now)
+    # The saved sum (and, at a start, this stop's: `add_downtime` runs first), as a verdict's END says it.
+    unjudged_s = max(0.0, _number(episode.get("unjudged_s"), 0.0))
+    text = f"ended without a verdict: {reason} (the configuration changed)"
+    if unjudged_s > 0:
+        text += explain.unjudged(unjudged_s)
     return AlarmEvent(
         id=str(episode["id"]),
         seq=int(episode["next_seq"]),
@@ -142,10 +149,11 @@ def _end(
             score=_number(row.get("peak_score"), math.nan),
             threshold=_number(row.get("threshold"), math.nan),
             signal_quality="unknown",
-            text=f"ended without a verdict: {reason} (the configuration changed)",
+            text=text,
         ),
         end_time=max(now, onset),
         config_hash=config_hash,
+        unjudged_s=unjudged_s,
     )
 
 

@@ -153,11 +153,28 @@ def test_rows_the_configuration_can_still_step_are_kept_and_closed_rows_dropped(
     assert [r["device"] for r in kept[run.device_lost.key]["streams"]] == [bed]
     (end,) = ended
     assert (end.id, end.seq, end.device, end.kind.value) == ("e-2", 1, "gone-device", "technical")
+    assert end.unjudged_s == 0.0 and "while no agent ran" not in end.explanation.text
     assert (end.onset_time, end.end_time) == (100.0, 1_000.0)
     assert "device is no longer configured" in end.explanation.text
     # The session's own check, as `restored` asks it for each book.
     assert run.unsteppable(run.device_lost.key, StreamRef(bed, "device")) is None
     assert run.unsteppable("old-detector/old_condition", StreamRef(bed, "vitals")) is not None
+
+
+def test_a_retired_episode_carries_the_unjudged_time_it_had_saved() -> None:
+    """The reviewer's case: an AF episode open across 30 min with no agent, then a restart that renamed
+    its rule. Its END said `unjudged_s` 0 (crash/outage review, finding 1)."""
+    episode = {"id": "e-1", "next_seq": 2, "priority": "high", "unjudged_s": 1_800.0}
+    row = {"device": "d-1", "stream": "rr", "state": "ACTIVE", "onset": 100.0, "detection": 130.0}
+    saved = {
+        "af/atrial_fibrillation": {
+            "condition": "atrial_fibrillation",
+            "streams": [{**row, "episode": episode}],
+        }
+    }
+    _, (end,) = retire(saved, lambda key, ref: "its rule is no longer configured", "gw", "cfg", 2_000.0)
+    assert end.unjudged_s == 1_800.0
+    assert end.explanation.text.endswith("; not judged for about 1800 s of it while no agent ran")
 
 
 def test_an_episode_carried_across_a_stop_says_how_long_no_agent_judged_it(
@@ -190,6 +207,39 @@ def test_an_episode_carried_across_a_stop_says_how_long_no_agent_judged_it(
         wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the END after the restart")
         (end,) = events(central, id=start["id"], phase="end")
         assert 4.0 <= end["unjudged_s"] < 30.0
+        assert "while no agent ran" in end["explanation"]["text"]
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+
+
+def test_an_episode_retired_at_a_start_says_how_long_no_agent_judged_it(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    """Its rule renamed while no agent ran: the END that retires it counts the stop, as the END of a
+    still-configured episode does (it said `unjudged_s` 0: crash/outage review, finding 1)."""
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-retire/alarm")
+    config = tmp_path / "agent.toml"
+    real_time = AGENT_CONFIG.replace("speed = 20.0", "speed = 1.0").replace("above = 120", "above = 40")
+    config.write_text(real_time.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
+    agent = AgentRun(config)
+    try:
+        wait_until(lambda: events(central, phase="start"), 30, "the START")
+        (start,) = events(central, phase="start")
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+    time.sleep(3.0)  # no agent runs
+    config.write_text(real_time.format(port=broker.port, device="monitor-bed-5", condition="hr_above_40"))
+    agent = AgentRun(config)
+    try:
+        wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the retired END")
+        (end,) = events(central, id=start["id"], phase="end")
+        assert "rule is no longer configured" in end["explanation"]["text"]
+        assert 3.0 <= end["unjudged_s"] < 30.0
         assert "while no agent ran" in end["explanation"]["text"]
         assert agent.stop() == 0
     finally:
