@@ -43,6 +43,16 @@ class Phase(enum.StrEnum):
     END = "end"
 
 
+class EndCause(enum.StrEnum):
+    """Why an `end` came: what a back end needs to tell a recovery from a changed configuration."""
+
+    CLEARED = "cleared"  # the rule's own verdicts found the condition gone (every usual end)
+    # The rule changed (a reload or a restart) while the episode was open, and the changed rule never
+    # found the condition before ending it: the end may say more of the new limits than of the patient.
+    RULE_CHANGED = "rule_changed"
+    NOT_CONFIGURED = "not_configured"  # no rule, device or stream left to judge it: no verdict at all
+
+
 def iso_time(unix_s: float) -> str:
     """RFC 3339 UTC with milliseconds, the form every timestamp in a payload takes."""
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -97,6 +107,7 @@ class AlarmEvent:
     # Seconds of the episode during which no agent ran (stops and crashes it was restored across):
     # nothing judged the condition then. Added within alarm/1; 0 for most episodes.
     unjudged_s: float = 0.0
+    end_cause: EndCause = EndCause.CLEARED  # in the payload of an END only (null otherwise)
 
     def __post_init__(self) -> None:
         if self.seq < 0:
@@ -126,6 +137,7 @@ class AlarmEvent:
             "config_hash": self.config_hash,
             "model_hash": self.model_hash,
             "unjudged_s": _round(self.unjudged_s),
+            "end_cause": self.end_cause.value if self.phase is Phase.END else None,
         }
 
     def to_json(self) -> bytes:

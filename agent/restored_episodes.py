@@ -7,9 +7,9 @@ its device and its stream are still configured.
   until 2026-11-30 it was dropped silently and a back end that had its START held it open for good. Now
   it gets an END as the state is restored (`retire`), saying why; its `end_time` is the restore (the
   condition was not judged after the last stop or reload), its `signal_quality` "unknown", its
-  `unjudged_s` what a still-configured episode's END would say (the saved sum, plus this stop's at a
-  start: the daemon adds the downtime before it retires). The END is journaled like any event, so a
-  crash before the next full save does not send it twice.
+  `end_cause` "not_configured", its `unjudged_s` what a still-configured episode's END would say (the
+  saved sum, plus this stop's at a start: the daemon adds the downtime before it retires). The END is
+  journaled like any event, so a crash before the next full save does not send it twice.
 - Across a stop or crash (not a reload) an episode kept open spans time when no agent judged it; its
   later events said nothing of it. Now the seconds from the state's save (or the episode's detection,
   if later: the journal recorded it after the save) to the start are added to its `unjudged_s`
@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.alarms import StreamRef, explain
-from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
+from agent.events import AlarmEvent, AlarmKind, EndCause, Explanation, Phase, Priority
 from agent.pipeline.technical import BUILTIN_PREFIX
 
 # (key "detector/condition", stream) -> why the running configuration cannot step it, or None if it can.
@@ -154,6 +154,7 @@ def _end(
         end_time=max(now, onset),
         config_hash=config_hash,
         unjudged_s=unjudged_s,
+        end_cause=EndCause.NOT_CONFIGURED,
     )
 
 

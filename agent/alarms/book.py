@@ -6,6 +6,12 @@ Python only runs for the few streams whose step produced an event. Episode ident
 priority), the machine state and what the alarm hierarchy holds (due marks, hits held back) survive
 restarts through `state()` / `load_state()`, so an alarm that was active before a restart ends later under
 the same id, and a held start or a count of hits not alarmed is not forgotten.
+
+An episode restored under a changed judge (`verdict_digest`: the detector's configuration and model,
+the rule's hysteresis; a reload or restart raised a limit) may end at the new rule's first verdicts
+while the value has not moved: such an END read as a recovery (crash/outage review, finding 3). Until
+the changed rule finds the condition (an abnormal hop) the episode is marked, and an END it gets meanwhile
+says so: `end_cause` "rule_changed" and a clause in its text.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from agent.alarms.machine import TIME_SLACK_S, Action, AlarmState, Inputs, clear
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import BoolArray, FloatArray, IntArray, ScoreBlock
 from agent.errors import ConfigError
-from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
+from agent.events import AlarmEvent, AlarmKind, EndCause, Explanation, Phase, Priority
 from agent.ids import uuid7
 
 MAX_CONFIRM_M = 62  # the N-of-M history is a bit mask in an int64
@@ -73,6 +79,7 @@ class AlarmBook:
         model_hash: str = "",
         quantity: str = "",
         superseding: tuple[str, ...] | None = None,
+        verdict_digest: str = "",
     ) -> None:
         where = f"alarms.{rule.condition}"
         if not 1 <= rule.confirm_n <= rule.confirm_m <= MAX_CONFIRM_M:
@@ -93,6 +100,10 @@ class AlarmBook:
         self.model_hash = model_hash
         self.channels = channels
         self.quantity = quantity  # what `observed` measures, for the sentence: the detector's `quantity`
+        # What decides this rule's verdicts (saved with its state; "" for none): an episode restored under
+        # another one is marked until the rule finds its condition (module docstring).
+        self.verdict_digest = verdict_digest
+        self._rule_changed: set[int] = set()  # rows of such marked episodes
         # The conditions above this rule in the alarm hierarchy, named when its START tells what they
         # held back: its `superseded_by` and theirs, closed over its stream's rules where the books are
         # built (`agent.config.alarm_hierarchy.superseding_conditions`); default its own only.
@@ -255,6 +266,8 @@ class AlarmBook:
             escalate_due=self._can_escalate[rows]
             & (t - f["detection"][rows] >= escalate_after - TIME_SLACK_S),
         )
+        if self._rule_changed:  # the changed rule found the condition: its verdicts are its own now
+            self._rule_changed.difference_update(rows[inputs.abnormal].tolist())
         new_states, actions = step(states, inputs)
         released: BoolArray | None = None
         if rule.superseded_by or held is not None:
@@ -392,6 +405,10 @@ class AlarmBook:
             text = f"peak {phrase}; ended after {explain.seconds(end_time - onset)}"
         if action is not Action.START and episode.unjudged_s > 0:
             text += explain.unjudged(episode.unjudged_s)
+        end_cause = EndCause.CLEARED
+        if action is Action.END and row in self._rule_changed:
+            end_cause = EndCause.RULE_CHANGED
+            text += explain.RULE_CHANGED
         measured = explain.has_measure(observed, limit)
         event = AlarmEvent(
             id=episode.id,
@@ -421,10 +438,12 @@ class AlarmBook:
             config_hash=self.config_hash,
             model_hash=self.model_hash,
             unjudged_s=episode.unjudged_s,
+            end_cause=end_cause,
         )
         episode.next_seq += 1
         if action is Action.END:
             del self._episodes[row]
+            self._rule_changed.discard(row)
             f["clear_since"][row] = np.nan
             self._can_escalate[row] = False
         return event
@@ -516,12 +535,13 @@ class AlarmBook:
         kept = at < len(rows)  # an episode's row is kept (it is not NORMAL)
         kept[kept] = rows[at[kept]] == episode_rows[kept]
         episodes = {
-            i: (e.id, e.next_seq, e.priority, e.unjudged_s)
-            for i, (_, e), ok in zip(at.tolist(), held, kept.tolist(), strict=True)
+            i: (e.id, e.next_seq, e.priority, e.unjudged_s, row in self._rule_changed)
+            for i, (row, e), ok in zip(at.tolist(), held, kept.tolist(), strict=True)
             if ok
         }
         return BookSnapshot(
             condition=self.rule.condition,
+            verdict_digest=self.verdict_digest,
             refs=[self._refs[row] for row in rows.tolist()],
             episodes=episodes,
             states=self._state[rows],
@@ -540,6 +560,9 @@ class AlarmBook:
         where = f"state.alarms.{self.rule.condition}"
         if state.get("condition") != self.rule.condition:
             raise ConfigError(f"{where}.condition", f"state is for {state.get('condition')!r}")
+        # Saved under another judge (a state saved before digests were kept has none: not marked).
+        saved_digest = state.get("verdict_digest")
+        judge_changed = bool(self.verdict_digest and saved_digest) and saved_digest != self.verdict_digest
         for k, item in enumerate(state.get("streams", [])):
             try:
                 row = self._row_indices([StreamRef(str(item["device"]), str(item["stream"]))])[0]
@@ -564,6 +587,8 @@ class AlarmBook:
                         Priority(episode["priority"]),
                         float(episode.get("unjudged_s", 0.0)),
                     )
+                    if judge_changed or episode.get("rule_changed") is True:
+                        self._rule_changed.add(row)
             except (KeyError, ValueError, TypeError) as exc:
                 raise ConfigError(f"{where}.streams[{k}]", f"unreadable alarm state: {exc!r}") from exc
 
@@ -573,9 +598,10 @@ class BookSnapshot:
     """Copies of an `AlarmBook`'s saved rows (fancy indexing copies), independent of the live book."""
 
     condition: str
+    verdict_digest: str  # `AlarmBook.verdict_digest`
     refs: list[StreamRef]
-    # position in `refs` -> id, next seq, priority, unjudged seconds
-    episodes: dict[int, tuple[str, int, Priority, float]]
+    # position in `refs` -> id, next seq, priority, unjudged seconds, marked (rule changed, not found since)
+    episodes: dict[int, tuple[str, int, Priority, float, bool]]
     states: IntArray
     history: IntArray
     can_escalate: BoolArray
@@ -628,8 +654,13 @@ class BookSnapshot:
                     "priority": episode[2].value,
                     "unjudged_s": episode[3],
                 }
+                if episode[4]:  # written only when set, as the hierarchy's marks are
+                    item["episode"]["rule_changed"] = True
             items.append(item)
-        return {"condition": self.condition, "streams": items}
+        book: dict[str, Any] = {"condition": self.condition, "streams": items}
+        if self.verdict_digest:
+            book["verdict_digest"] = self.verdict_digest
+        return book
 
 
 def merged_state(
@@ -637,13 +668,15 @@ def merged_state(
 ) -> dict[str, Any]:
     """The saved alarm state: per key ("detector/condition"), the rows of all its books' snapshots
     (the signal-quality alarms keep one book per stream name under one key)."""
-    return {
-        key: {
+    merged: dict[str, Any] = {}
+    for key, books in snapshots.items():
+        merged[key] = {
             "condition": books[0].condition,
             "streams": [row for book in books for row in book.state(between)["streams"]],
         }
-        for key, books in snapshots.items()
-    }
+        if books[0].verdict_digest:  # one book per key wherever there is one (the rules' books)
+            merged[key]["verdict_digest"] = books[0].verdict_digest
+    return merged
 
 
 def _json(value: float) -> float | None:

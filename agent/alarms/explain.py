@@ -96,6 +96,13 @@ def unjudged(seconds_stopped: float) -> str:
     return f"; not judged for about {seconds(seconds_stopped)} of it while no agent ran"
 
 
+# The clause of an END the rule, changed at a reload or restart, gave before it ever found the condition.
+RULE_CHANGED = (
+    "; the rule changed (a reload or restart) and has not found the condition since:"
+    " not necessarily a recovery"
+)
+
+
 def has_measure(observed: float, limit: float) -> bool:
     return math.isfinite(observed) and math.isfinite(limit)
 

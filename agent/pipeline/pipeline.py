@@ -8,6 +8,7 @@ detector table is refused at start-up (and by `check-config`) with its key path.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -17,7 +18,7 @@ from typing import Any
 from agent.alarms import AlarmBook, BookSnapshot, StreamRef, merged_state
 from agent.clock import CLOCK_STEP_S
 from agent.config.alarm_hierarchy import superseding_conditions
-from agent.config.schema import AgentConfig
+from agent.config.schema import AgentConfig, AlarmRuleConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError, ModelError
@@ -62,6 +63,12 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
     return detectors
 
 
+def verdict_digest(detector_digest: str, rule: AlarmRuleConfig) -> str:
+    """What decides whether `rule` finds its condition on a hop: its detector (configuration and model)
+    and its hysteresis. An episode restored under another digest is marked (agent.alarms.book)."""
+    return hashlib.sha256(f"{detector_digest} {rule.hysteresis!r}".encode()).hexdigest()[:16]
+
+
 class Pipeline:
     def __init__(
         self,
@@ -79,6 +86,12 @@ class Pipeline:
         detectors = build_detectors(config)
         books: dict[str, list[AlarmBook]] = {d.id: [] for d in detectors}
         self._books: dict[str, AlarmBook] = {}
+        # Each detector's configuration digest and configured threshold: a saved threshold is only
+        # taken back for the same configuration. Detectors with a `calibration` table learn live.
+        self._digests = {
+            spec.id: config_digest(spec, model_version(detector))
+            for spec, detector in zip(config.detectors, detectors, strict=True)
+        }
         superseding = superseding_conditions(config.alarms, config.detectors)
         for rule, above in zip(config.alarms, superseding, strict=True):
             detector = next(d for d in detectors if d.id == rule.detector)
@@ -90,15 +103,10 @@ class Pipeline:
                 quantity=detector.quantity,
                 model_hash=model_version(detector).rsplit(" ", 1)[-1],
                 superseding=above,
+                verdict_digest=verdict_digest(self._digests[rule.detector], rule),
             )
             books[rule.detector].append(book)
             self._books[f"{rule.detector}/{rule.condition}"] = book
-        # Each detector's configuration digest and configured threshold: a saved threshold is only
-        # taken back for the same configuration. Detectors with a `calibration` table learn live.
-        self._digests = {
-            spec.id: config_digest(spec, model_version(detector))
-            for spec, detector in zip(config.detectors, detectors, strict=True)
-        }
         self._configured = {d.id: d.threshold for d in detectors if isinstance(d, StreamingDetector)}
         self.calibrations = {
             spec.id: LiveCalibration(detector, spec.calibration, spec.rate_hz, self._digests[spec.id])

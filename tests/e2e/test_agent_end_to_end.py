@@ -87,6 +87,7 @@ ALARM_FIELDS = {
     "config_hash",
     "model_hash",
     "unjudged_s",
+    "end_cause",
 }
 EXPLANATION_FIELDS = {"detector", "score", "threshold", "top_channels", "baseline", "signal_quality", "text"}
 
@@ -167,6 +168,7 @@ def test_tachycardia_episode_gives_one_start_one_end_heartbeats_and_a_will(
     assert [a["phase"] for a in alarms] == ["start", "end"], alarms
     start, end = alarms
     assert start["id"] == end["id"] and (start["seq"], end["seq"]) == (0, 1)
+    assert (start["end_cause"], end["end_cause"]) == (None, "cleared")
     for event in (start, end):
         assert set(event) == ALARM_FIELDS
         assert set(event["explanation"]) == EXPLANATION_FIELDS

@@ -94,7 +94,7 @@ def test_renamed_rule_and_replaced_device_end_their_open_episodes_once(
         assert end["seq"] == start["seq"] + 1 and end["priority"] == start["priority"]
         assert (end["condition"], end["device"], end["stream"]) == ("tachycardia", start["device"], "vitals")
         assert "rule is no longer configured" in end["explanation"]["text"]
-        assert end["explanation"]["signal_quality"] == "unknown"
+        assert end["explanation"]["signal_quality"] == "unknown" and end["end_cause"] == "not_configured"
         assert end["end_time"] >= end["onset_time"] == start["onset_time"]
         # The condition goes on, so the renamed rule raises its own episode.
         wait_until(lambda: events(central, condition="hr_above_120", phase="start"), 30, "the new START")
@@ -241,6 +241,42 @@ def test_an_episode_retired_at_a_start_says_how_long_no_agent_judged_it(
         assert "rule is no longer configured" in end["explanation"]["text"]
         assert 3.0 <= end["unjudged_s"] < 30.0
         assert "while no agent ran" in end["explanation"]["text"]
+        assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+
+
+def test_a_reload_that_raises_the_limit_ends_the_episode_saying_the_rule_changed(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    """A SIGHUP raised the limit above the patient's rate: the episode ended at the reload with a text
+    that read as a recovery (crash/outage review, finding 3). Now its END says `end_cause` "rule_changed"."""
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-retire/alarm")
+    config = tmp_path / "agent.toml"
+    real_time = AGENT_CONFIG.replace("speed = 20.0", "speed = 1.0").replace(
+        "min_duration_s = 2", "min_duration_s = 2\nclear_after_s = 1"
+    )
+    config.write_text(
+        real_time.replace("above = 120", "above = 40").format(
+            port=broker.port, device="monitor-bed-5", condition="tachycardia"
+        )
+    )
+    agent = AgentRun(config)
+    try:
+        wait_until(lambda: events(central, phase="start"), 30, "the START")
+        (start,) = events(central, phase="start")
+        config.write_text(
+            real_time.replace("above = 120", "above = 200").format(
+                port=broker.port, device="monitor-bed-5", condition="tachycardia"
+            )
+        )
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the END after the reload")
+        (end,) = events(central, id=start["id"], phase="end")
+        assert end["end_cause"] == "rule_changed" and end["seq"] == start["seq"] + 1
+        assert "the rule changed (a reload or restart)" in end["explanation"]["text"]
         assert agent.stop() == 0
     finally:
         if agent.proc.poll() is None:
