@@ -1,7 +1,8 @@
 """The running agent: sessions one after the other, signals, and config reloads.
 
 Strategy: `Agent` runs one session (`agent.session`: the tasks and the state they share) at a time;
-each accepted reload ends the running session and starts a new one, carrying active alarm episodes
+each accepted reload ends the running session (its MQTT client too: a clean "offline" status with
+reason "reload", then the next session's "online") and starts a new one, carrying active alarm episodes
 over by rule.
 
 Signals: SIGTERM/SIGINT stop (sources close, queued readings are processed, alarms committed,

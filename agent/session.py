@@ -204,7 +204,7 @@ class _Session:
         self._commit(self._drain_queue())  # nothing already read is lost
         if self.remote is not None:
             await self.remote.close()  # running commands are answered before the uplink stops
-        await self.uplink.stop()
+        await self.uplink.stop(reason="stop" if agent.stopping.is_set() else "reload")
         uplink.cancel()
         await asyncio.gather(uplink, return_exceptions=True)
         await self.status.close()

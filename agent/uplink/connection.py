@@ -186,8 +186,17 @@ def speaks_v5(host: str, port: int, timeout_s: float = 3.0) -> bool | None:
     return answer[3] not in (0x01, 0x84)
 
 
-def status_payload(gateway: str, session: int, state: str, now: float, *, clean: bool | None = None) -> bytes:
-    """Birth (`online`), Will (`offline`, clean false, no time: it is written at connect) or clean stop."""
+def status_payload(
+    gateway: str,
+    session: int,
+    state: str,
+    now: float,
+    *,
+    clean: bool | None = None,
+    reason: str | None = None,
+) -> bytes:
+    """Birth (`online`), Will (`offline`, clean false, no time: it is written at connect) or clean stop
+    (`reason`: "stop", or "reload" when the next session's birth follows at once)."""
     body: dict[str, object] = {
         "schema": STATUS_SCHEMA,
         "state": state,
@@ -196,6 +205,8 @@ def status_payload(gateway: str, session: int, state: str, now: float, *, clean:
     }
     if clean is not None:
         body["clean"] = clean
+    if reason is not None:
+        body["reason"] = reason
     if state == "online" or clean:
         body["time"] = iso_time(now)
     return encode(body)

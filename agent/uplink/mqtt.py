@@ -34,7 +34,9 @@ Strategy:
   to `{root}/cmd/response`); one the broker refuses (its ACL on the ResponseTopic) is counted and
   logged at most every `REMIND_S`.
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
-  `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will).
+  `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will),
+  saying why: "stop", or "reload" (each reload ends the session's client and the next one connects:
+  the offline a back end sees for some 30 ms between them must not read as a gateway stopped).
 - Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
   fallback for the demo's local amqtt broker, backoff) live in `agent.uplink.connection`.
 """
@@ -229,12 +231,13 @@ class MqttUplink(_PahoBridge):
                 elif (sock := self._client.socket()) is not None:
                     sock.close()  # MQTT 3.1.1 has no "disconnect with Will": drop the connection instead
 
-    async def stop(self, timeout_s: float = 3.0) -> None:
-        """Clean stop: retained offline status (waiting up to `timeout_s` for its PUBACK), DISCONNECT."""
+    async def stop(self, timeout_s: float = 3.0, *, reason: str = "stop") -> None:
+        """Clean stop: retained offline status (waiting up to `timeout_s` for its PUBACK), DISCONNECT.
+        `reason` ("stop" or "reload") goes in the status."""
         self._stopping = True
         self._wake.set()
         if self._connected:
-            payload = self._status("offline", clean=True)
+            payload = self._status("offline", clean=True, reason=reason)
             waiter = self._publish_status(payload)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
@@ -484,8 +487,10 @@ class MqttUplink(_PahoBridge):
 
     # -- status messages --------------------------------------------------------------------------
 
-    def _status(self, state: str, *, clean: bool | None = None) -> bytes:
-        return status_payload(self.topics.gateway, self.session, state, self._clock(), clean=clean)
+    def _status(self, state: str, *, clean: bool | None = None, reason: str | None = None) -> bytes:
+        return status_payload(
+            self.topics.gateway, self.session, state, self._clock(), clean=clean, reason=reason
+        )
 
     def _publish_status(self, payload: bytes) -> asyncio.Future[int]:
         assert self._loop is not None

@@ -1,5 +1,6 @@
 """The daemon under a service manager: READY and WATCHDOG over NOTIFY_SOCKET, `status`, SIGHUP reload
-(a bad file refused, a good one taken), SIGTERM ending with a clean offline status and exit code 0."""
+(a bad file refused, a good one taken, its clean offline saying "reload"), SIGTERM ending with a clean
+offline status ("stop") and exit code 0."""
 
 from __future__ import annotations
 
@@ -165,6 +166,10 @@ def test_notify_status_reload_and_clean_stop(
             lambda: any(m["state"] == "online" and m["session"] == 2 for m in statuses.messages), 30
         )
         assert "RELOADING=1" in notifications.lines
+        # The reload's goodbye says it is one (crash/outage review, finding 4): a back end tells the
+        # offline of a reload (an online of the next session follows at once) from a stop.
+        (reloaded,) = [m for m in statuses.messages if m["state"] == "offline"]
+        assert (reloaded["session"], reloaded["clean"], reloaded["reason"]) == (1, True, "reload")
 
         # SIGTERM: clean offline status, STOPPING, exit code 0.
         proc.send_signal(signal.SIGTERM)
@@ -172,6 +177,7 @@ def test_notify_status_reload_and_clean_stop(
         assert wait_until(lambda: any(m["state"] == "offline" for m in statuses.messages), 10)
         offline = [m for m in statuses.messages if m["state"] == "offline"]
         assert offline[-1]["clean"] is True and offline[-1]["session"] == 2
+        assert offline[-1]["reason"] == "stop"
         assert "STOPPING=1" in notifications.lines
 
         # With the agent gone, `status` falls back to the last heartbeat on disk.

@@ -39,6 +39,8 @@ def test_status_payloads() -> None:
         "clean": False,
     }
     assert json.loads(status_payload("gw1", 4, "offline", 0.0, clean=True))["clean"] is True
+    reload = json.loads(status_payload("gw1", 4, "offline", 0.0, clean=True, reason="reload"))
+    assert (reload["clean"], reload["reason"]) == (True, "reload")
 
 
 @pytest.mark.parametrize(
