@@ -31,8 +31,24 @@ makes the calls rarer. The `rr_history` RR before the block's beats are kept per
 `history`, persisted like af's), so prematurity needs no warm-up after a restart (the shape does
 while the stage's template refills, unless the stage keeps it).
 
+**The QRS core (optional third channel ``qrs_core``).** qrs_shape's 0.65 s window takes in the
+neighbouring beats' waves at fast rates: in AF ~14 % of beats look early and unlike the template, 26 %
+right after an onset (CPSC-2021), so `frequent_pvcs` started at AF onsets. With ``channels = ["rr",
+"qrs_shape", "qrs_core"]`` the shape part reads the QRS alone (-60 .. +100 ms around R, against the
+template of the last 32 beats' cores; agent.ecg.beat_shape): a beat whose core is below `min_qrs_core`
+(0.35) is scored as shaped like its template (qrs_shape read as 0: never a PVC), and above it qrs_shape
+counts at most `CORE_SHAPE_RATIO` (1.5) times the core, so a window made odd by its neighbours' waves
+weighs no more than its QRS allows. Normal beats' cores are ~0.16 (MIT-BIH, non-PVC median), narrow
+fast-AF beats' 0.15-0.53, PVCs' 1.4 (median; 1st / 3rd / 5th percentiles 0.36 / 0.50 / 0.58). Both constants
+were chosen on MIT-BIH alone (the beats the gateway finds, weight 4 and threshold 0.69 kept): the highest
+floor of 0.25 / 0.3 / 0.35 / 0.4 and ratio of 1.5 / 2 / 3 / none keeping Se >= 0.975 at 0.69 (0.35 and 1.5:
+Se 0.975, Sp 0.992; 0.4 gave 0.971). A beat without a core (none yet after a gap) has no verdict, as
+one without a shape. docs/benchmarks.md has the figures on MIT-BIH and CPSC-2021. The third channel can
+only be qrs_core (channels are read by position; `check_beat_channels`, shared with ventricular_run).
+
 Contributions say which part drove the score: each part's excess over a normal beat (the shape's over
-`NORMAL_SHAPE`, the typical distance of a normal beat; prematurity's over 1), as shares.
+`NORMAL_SHAPE`, the typical distance of a normal beat; prematurity's over 1; the core's over
+`NORMAL_QRS_CORE` when given), as shares.
 """
 
 from __future__ import annotations
@@ -53,6 +69,7 @@ from agent.detectors.base import (
 )
 from agent.detectors.beat_history import HISTORY, BeatHistory
 from agent.detectors.params import ParamReader
+from agent.errors import ConfigError
 
 SHAPE_FLOOR = 1e-3  # a beat identical to its template scores log(1e-3), not -inf
 PREMATURITY_CLIP = (0.2, 5.0)  # a missed or doubled beat must not dominate the log
@@ -65,6 +82,12 @@ NORMAL_SHAPE = 0.22
 DEFAULT_WEIGHT = 4.0
 DEFAULT_THRESHOLD = 0.69
 DEFAULT_RR_HISTORY = 8
+QRS_CORE = "qrs_core"  # the optional third channel (agent.ecg.beat_shape)
+NORMAL_QRS_CORE = 0.16  # a normal beat's typical qrs_core (MIT-BIH, non-PVC beats' median): contributions
+# With the core channel (the module docstring; chosen on MIT-BIH): a beat whose core is below this is no
+# PVC, and its qrs_shape counts at most this multiple of its core.
+DEFAULT_MIN_QRS_CORE = 0.35
+CORE_SHAPE_RATIO = 1.5
 
 
 class PvcDetector(StreamingDetector):
@@ -80,9 +103,11 @@ class PvcDetector(StreamingDetector):
         threshold: float,
         weight: float = DEFAULT_WEIGHT,
         rr_history: int = DEFAULT_RR_HISTORY,
+        min_qrs_core: float = DEFAULT_MIN_QRS_CORE,
     ) -> None:
         # The window is the new beats alone: older ones come from the per-stream history.
         super().__init__(id, channels, hop, hop, threshold)
+        self.min_qrs_core = min_qrs_core  # used only with the third channel
         self.weight = weight
         self.rr_history = rr_history
         self._beats = BeatHistory(rr_history)  # each stream's RR intervals before its newest beat
@@ -91,17 +116,31 @@ class PvcDetector(StreamingDetector):
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> PvcDetector:
         reader = ParamReader(config, rate_hz)
         hop, threshold, weight, history = read_pvc_params(reader)
+        core = reader.bounded("min_qrs_core", DEFAULT_MIN_QRS_CORE, 0.0, 100.0)
         reader.finish()
-        reader.channel_count(exactly=2)  # after the params, so a typo is named whatever the channels
-        return cls(config.id, config.channels, hop, threshold, weight, history)
+        check_beat_channels(config)  # after the params, so a typo is named whatever the channels
+        if len(config.channels) == 2 and "min_qrs_core" in config.params:  # it would configure nothing
+            raise reader.fail(
+                "min_qrs_core",
+                f'only with a third channel "{QRS_CORE}" (channels = ["rr", "qrs_shape", "{QRS_CORE}"])',
+            )
+        return cls(config.id, config.channels, hop, threshold, weight, history, core)
 
     # -- scoring -----------------------------------------------------------------------------------------
 
-    def parts(self, rr: FloatArray, shape: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def parts(
+        self, rr: FloatArray, shape: FloatArray, core: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(shape part, prematurity part, RR baseline) of the newest `n` beats of each row, given (S, H+n)
-        RR intervals (the `rr_history` before them first) and (S, n) shapes; NaN where a part is missing.
+        RR intervals (the `rr_history` before them first) and (S, n) shapes (and QRS cores: the shape read
+        through them, as the module docstring says); NaN where a part is missing.
         A beat's baseline is the mean of the `rr_history` valid intervals before it: NaN rows (a quality-
         gated interval, the pipeline's gap fill after a pause longer than 2.5 nominal beats) are skipped."""
+        if core is not None:
+            with np.errstate(invalid="ignore"):
+                # NaN where either is; a narrow QRS reads as the template's shape, whatever the window holds
+                shape = np.where(core >= self.min_qrs_core, np.minimum(shape, CORE_SHAPE_RATIO * core), 0.0)
+                shape = np.where(np.isnan(core), np.nan, shape)
         h = self.rr_history
         n = shape.shape[1]
         compact, valid_before = _valid_first(rr)
@@ -117,9 +156,10 @@ class PvcDetector(StreamingDetector):
 
     def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n_streams = block.n_streams
-        new = block.values[:, -min(block.hop, block.values.shape[1]) :, :]  # (S, n, 2)
+        new = block.values[:, -min(block.hop, block.values.shape[1]) :, :]  # (S, n, 2 or 3)
         rr = self._context(block.slots, new[:, :, 0])
-        odd, early, baseline = self.parts(rr, new[:, :, 1])
+        core = new[:, :, 2] if new.shape[2] > 2 else None
+        odd, early, baseline = self.parts(rr, new[:, :, 1], core)
         scores = odd + early  # NaN where either part is
         # The block's worst beat speaks for it (the newest among equals, as `worst_of` picks).
         key = np.where(np.isnan(scores), -np.inf, scores)[:, ::-1]
@@ -127,17 +167,21 @@ class PvcDetector(StreamingDetector):
         rows = np.arange(n_streams)
         score = scores[rows, pick]
         has = ~np.isnan(score)
-        excess = np.stack(
-            [np.maximum(early[rows, pick], 0.0), odd[rows, pick] - np.log(NORMAL_SHAPE + SHAPE_FLOOR)],
-            axis=1,
-        )
+        parts = [np.maximum(early[rows, pick], 0.0), odd[rows, pick] - np.log(NORMAL_SHAPE + SHAPE_FLOOR)]
+        if core is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                parts.append(
+                    np.log(np.maximum(core[rows, pick], 0.0) + SHAPE_FLOOR) - np.log(NORMAL_QRS_CORE)
+                )
+        excess = np.stack(parts, axis=1)
+        unset = np.full((n_streams, len(parts) - 1), np.nan)  # no baseline of the shapes
         return ScoreBlock(
             scores=score,
             thresholds=self._thresholds(n_streams),
             contributions=np.where(has[:, None], shares(excess), 0.0),
             observed=score,
             limits=np.where(has, self.threshold, np.nan),
-            baseline=np.stack([baseline[rows, pick], np.full(n_streams, np.nan)], axis=1),
+            baseline=np.concatenate([baseline[rows, pick][:, None], unset], axis=1),
         )
 
     # -- the RR history of each stream ---------------------------------------------------------------------
@@ -180,6 +224,25 @@ def read_pvc_params(reader: ParamReader) -> tuple[int, float, float, int]:
     threshold = reader.bounded("threshold", DEFAULT_THRESHOLD)
     weight = reader.bounded("weight", DEFAULT_WEIGHT, 0.0, 64.0)
     return hop, threshold, weight, history
+
+
+def check_beat_channels(config: DetectorConfig) -> None:
+    """rr and qrs_shape, then optionally qrs_core by that name: channels are read by position, so another
+    third channel (hr, say) would be taken for the QRS core and could let every beat or none count."""
+    channels = config.channels
+    where = f"detectors.{config.id}.channels"
+    if len(channels) not in (2, 3):
+        raise ConfigError(
+            where,
+            f'a {config.type} detector takes rr, qrs_shape and optionally "{QRS_CORE}", got'
+            f" {len(channels)} channel(s)",
+        )
+    if len(channels) == 3 and channels[2] != QRS_CORE:
+        raise ConfigError(
+            f"{where}[2]",
+            f'the third channel can only be "{QRS_CORE}" (the QRS alone, from the beats stream of'
+            f' [devices.beats]), got "{channels[2]}"',
+        )
 
 
 def _valid_first(rr: FloatArray) -> tuple[FloatArray, IntArray]:

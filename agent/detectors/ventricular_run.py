@@ -86,24 +86,24 @@ from agent.detectors.pvc import (
     DEFAULT_RR_HISTORY,
     DEFAULT_THRESHOLD,
     DEFAULT_WEIGHT,
+    NORMAL_QRS_CORE,
     NORMAL_SHAPE,
+    QRS_CORE,
     SHAPE_FLOOR,
     PvcDetector,
+    check_beat_channels,
     read_pvc_params,
 )
 from agent.detectors.robust import nan_median
-from agent.errors import ConfigError
 
 DEFAULT_RUN_BEATS = 5  # IntelliVue's VTach run limit; PhysioNet/CinC 2015's VT alarm
 DEFAULT_RUN_RATE_BPM = 100.0  # AHA/ACC/HRS; IntelliVue's VTach HR limit
 # A run's intervals (its first beat's coupling interval left out) span at most this, longest over shortest
 # (the module docstring).
 DEFAULT_MAX_RR_RATIO = 1.5
-QRS_CORE = "qrs_core"  # the optional third channel (agent.ecg.beat_shape)
 # A beat counts toward a run only with a QRS core at least this unlike its template, when the channel is
 # given (the module docstring: MIT-BIH's PVCs, the pooled 3rd percentile, 0.5).
 DEFAULT_MIN_QRS_CORE = 0.5
-NORMAL_QRS_CORE = 0.16  # a normal beat's typical qrs_core (MIT-BIH, non-PVC beats' median): contributions
 # The per-stream state key: [run length, 1 once the run alarmed, its last `run_beats` intervals, newest last]
 RUN = "run"
 VENTRICULAR_RUN = "ventricular run"  # the quantity: agent.alarms.explain words its sentence
@@ -149,7 +149,7 @@ class VentricularRunDetector(PvcDetector):
             raise reader.fail("max_rr_ratio", f"expected 0 (not checked) or a ratio >= 1, got {ratio:g}")
         core = reader.bounded("min_qrs_core", DEFAULT_MIN_QRS_CORE, 0.0, 100.0)
         reader.finish()
-        _check_channels(config)
+        check_beat_channels(config)
         if len(config.channels) == 2 and "min_qrs_core" in config.params:  # it would configure nothing
             raise reader.fail(
                 "min_qrs_core",
@@ -257,25 +257,6 @@ class VentricularRunDetector(PvcDetector):
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         super().load_stream_state({k: v for k, v in state.items() if k != RUN})
         self._runs.load(state.get(RUN), f"state.detectors.{self.id}.streams.{RUN}")
-
-
-def _check_channels(config: DetectorConfig) -> None:
-    """rr and qrs_shape, then optionally qrs_core by that name: channels are read by position, so another
-    third channel (hr, say) would be taken for the QRS core and could let every beat or none count."""
-    channels = config.channels
-    where = f"detectors.{config.id}.channels"
-    if len(channels) not in (2, 3):
-        raise ConfigError(
-            where,
-            f'a ventricular_run detector takes rr, qrs_shape and optionally "{QRS_CORE}", got'
-            f" {len(channels)} channel(s)",
-        )
-    if len(channels) == 3 and channels[2] != QRS_CORE:
-        raise ConfigError(
-            f"{where}[2]",
-            f'the third channel can only be "{QRS_CORE}" (the QRS alone, from the beats stream of'
-            f' [devices.beats]), got "{channels[2]}"',
-        )
 
 
 def median_rates(intervals: FloatArray) -> FloatArray:

@@ -260,3 +260,86 @@ def test_the_defaults_are_the_evaluation_configs() -> None:
         params["weight"],
         params["rr_history"],
     )
+
+
+# -- the optional third channel, qrs_core ---------------------------------------------------------------
+
+NARROW_CORE, WIDE_CORE = 0.25, 1.4  # qrs_core of a narrow beat of fast AF, of a PVC (CPSC-2021, MIT-BIH)
+
+
+def make_core(**params: Any) -> PvcDetector:
+    config = DetectorConfig("pvc", "pvc", "rr", ("rr", "qrs_shape", "qrs_core"), params=params)
+    return PvcDetector.from_config(config, 1.0)
+
+
+def beats_core(rr: np.ndarray, shape: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """(1, n, 3) one stream of beats: interval, QRS shape (0.65 s window) and QRS core."""
+    return np.stack([rr, shape, core], axis=1)[None]
+
+
+def early_odd_beat(core_at_30: float) -> np.ndarray:
+    """Sinus with beat 30 early and its 0.65 s window unlike the template; its QRS core `core_at_30`."""
+    rng = np.random.default_rng(1)
+    rr, shape = sinus(rng, 60)
+    rr[30], rr[31] = 0.5, 1.1
+    shape[30] = WIDE_SHAPE
+    core = np.full(60, 0.16)
+    core[30] = core_at_30
+    return beats_core(rr, shape, core)
+
+
+def test_with_the_core_channel_an_early_beat_with_a_narrow_qrs_is_no_pvc() -> None:
+    # As at a fast AF onset: the window takes in the neighbours' waves, the QRS alone is like the template.
+    d = make_core()
+    s = scores(d, early_odd_beat(NARROW_CORE))
+    assert s[30] < d.threshold
+    # Without the core channel the same beat is a PVC.
+    assert scores(make(), early_odd_beat(NARROW_CORE)[:, :, :2])[30] > DEFAULT_THRESHOLD
+
+
+def test_with_the_core_channel_an_early_wide_beat_is_still_a_pvc() -> None:
+    d = make_core()
+    values = early_odd_beat(WIDE_CORE)
+    s = scores(d, values)
+    assert s[30] > d.threshold + 1.0
+    assert np.nanmax(np.delete(s, 30)) < d.threshold
+    assert s[30] == scores(make(), values[:, :, :2])[30]  # its shape (2.0) below 1.5 x its core: as read
+    block = run(make_core(), values)[30]
+    assert block.contributions.shape == (1, 3) and block.baseline.shape == (1, 3)
+    assert block.contributions[0, 2] > 0  # the core's excess over a normal beat's
+
+
+def test_with_the_core_channel_the_shape_counts_at_most_a_multiple_of_the_core() -> None:
+    # A beat whose window is far more unlike the template than its QRS: its shape is read as 1.5 x core.
+    values = early_odd_beat(0.4)
+    values[0, 30, 1] = 5.0
+    capped = values.copy()
+    capped[0, 30, 1] = 1.5 * 0.4
+    assert scores(make_core(), values)[30] == pytest.approx(scores(make(), capped[:, :, :2])[30])
+
+
+def test_with_the_core_channel_a_beat_without_a_core_has_no_verdict() -> None:
+    values = early_odd_beat(np.nan)
+    s = scores(make_core(), values)
+    assert np.isnan(s[30]) and np.isfinite(s[29])
+
+
+def test_the_core_floor_is_a_param() -> None:
+    assert scores(make_core(min_qrs_core=0.2), early_odd_beat(NARROW_CORE))[30] > DEFAULT_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    ("channels", "params", "key"),
+    [
+        (("rr", "qrs_shape", "hr"), {}, "detectors.pvc.channels[2]"),
+        (("rr", "qrs_shape", "qrs_core", "p_wave"), {}, "detectors.pvc.channels"),
+        (("rr", "qrs_shape"), {"min_qrs_core": 0.35}, "detectors.pvc.params.min_qrs_core"),
+        (("rr", "qrs_shape", "qrs_core"), {"min_qrs_core": -1}, "detectors.pvc.params.min_qrs_core"),
+    ],
+)
+def test_bad_core_channels_and_params_name_their_key(
+    channels: tuple[str, ...], params: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        PvcDetector.from_config(DetectorConfig("pvc", "pvc", "rr", channels, params=params), 1.0)
+    assert err.value.path == key
