@@ -5,8 +5,9 @@ pause (asystole) and tachycardia. Its rules must do what its comments say: MIT-B
 ventricular bigeminy (tests/data, ODC-By 1.0) raises frequent PVCs and nothing else; the simulator's sinus
 rhythm raises nothing in 10 minutes; its AF raises atrial fibrillation; a flat line raises asystole; a
 sudden fast rhythm of narrow beats (a synthetic ECG) is not ventricular tachycardia.
-The example leaves frequent_pvcs free to start at an AF onset (its comment says why); the alarm hierarchy
-it names (`superseded_by`) does stop that on the simulator's AF onset.
+pvc's third channel, qrs_core, keeps the simulator's AF onset from raising frequent PVCs (it did with
+qrs_shape alone); the example leaves frequent_pvcs free to start in AF otherwise (its comment says why);
+the alarm hierarchy it names (`superseded_by`) does stop that on the simulator's AF onset.
 """
 
 from __future__ import annotations
@@ -94,6 +95,19 @@ def test_frequent_pvcs_superseded_by_af_does_not_start_at_the_af_onset(
     )
     sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),), alarms=alarms)
     assert [c for c, _ in starts(sim, "w1", af_at_600s)] == ["atrial_fibrillation"]
+
+
+def test_the_af_onset_raises_no_frequent_pvcs_with_pvcs_qrs_core(
+    config: AgentConfig, af_at_600s: list[Reading]
+) -> None:
+    # The early narrow AF beats' 0.65 s windows hold their neighbours' waves; their QRS alone does not.
+    sim = dataclasses.replace(config, devices=(wearable(8, ecg=True),))
+    assert "frequent_pvcs" not in [c for c, _ in starts(sim, "w1", af_at_600s)]
+    shape_only = tuple(
+        dataclasses.replace(d, channels=("rr", "qrs_shape")) if d.id == "pvc" else d for d in config.detectors
+    )
+    without = dataclasses.replace(sim, detectors=shape_only)
+    assert "frequent_pvcs" in [c for c, _ in starts(without, "w1", af_at_600s)]
 
 
 @pytest.mark.parametrize(("pause_s", "by_s"), [(4.0, 66.0), (60.0, 68.0)])
