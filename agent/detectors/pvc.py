@@ -5,7 +5,8 @@ ventricle, is conducted abnormally: its QRS is wide and shaped unlike the patien
 detector watches an RR stream of one reading per beat (the stage `agent.ecg.rr_from_ecg` makes it from
 a device's ECG) with two channels, in this order: the interval ending at the beat (s) and the beat's QRS
 shape distance (``qrs_shape``: RMS of the beat window minus the patient's template of recent beats over
-the template's RMS, from the same stage). Each beat is scored from past beats only:
+the template's RMS, from the same stage), and optionally a third, ``qrs_core`` (below). Each beat is
+scored from past beats only:
 
     score = log(qrs_shape + SHAPE_FLOOR) + weight * log(1 / prematurity)
 
