@@ -141,7 +141,8 @@ def test_documented_status_messages_have_the_codes_fields() -> None:
     sent = [
         set(json.loads(status_payload("gw", 1, "online", 1.0))),
         set(json.loads(status_payload("gw", 1, "offline", 1.0, clean=False))),
-        set(json.loads(status_payload("gw", 1, "offline", 1.0, clean=True))) - {"schema", "gateway"},
+        set(json.loads(status_payload("gw", 1, "offline", 1.0, clean=True, reason="stop")))
+        - {"schema", "gateway"},
     ]
     assert documented == sent
 
