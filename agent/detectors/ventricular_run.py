@@ -33,11 +33,14 @@ AF with a fast ventricular response (~170 bpm) the narrow beats come ~50 % early
 and pvc judges them ventricular (CPSC-2021: 6 of the 8 false VT starts of the example). A floor on
 qrs_shape itself cannot help (MIT-BIH 106's real PVCs have a median qrs_shape of 1.47). With
 ``channels = ["rr", "qrs_shape", "qrs_core"]`` a beat counts toward a run only if pvc judges it
-ventricular *and* its QRS alone (-60 .. +100 ms around R, against the template of the last 32 beats'
-cores) is at least `min_qrs_core` (0.5) unlike the template: about 0.16 for a normal beat on MIT-BIH (non-
-PVC median), 0.2-0.5 for the narrow beats of fast AF, 1.4 for a PVC (median; 97 % of MIT-BIH's PVCs
->= 0.5). A beat without a core (none yet) does not count. The established run's continuation (by rate)
-does not look at it: inside a sustained run the core template adopts the run as the shape template does.
+ventricular *and* its QRS alone (-60 .. +100 ms around R, against the template of the last 32 cores of
+beats that were not early: agent.ecg.beat_shape) is at least `min_qrs_core` (0.5) unlike the template:
+about 0.16 for a normal beat on MIT-BIH (non-PVC median), 0.2-0.5 for the narrow beats of fast AF, 1.4
+for a PVC (median; 97 % of MIT-BIH's PVCs >= 0.5). A beat without a core (none yet) does not count. The
+established run's continuation (by rate) does not look at it: inside a sustained run the core template
+adopts the run (its beats enter once their own intervals fill the mean they are judged early against,
+about the 8th), later than the shape template does. A run out of bigeminy reads ventricular by its core:
+the template holds no PVCs (early beats), where half of it did before and 1-3 run beats tipped it.
 0.5 was chosen on MIT-BIH alone (`tools.evaluate.vt_runs`: the largest of 0.3, 0.4, 0.5, 0.6, 0.8 that
 keeps >= 264 / 288 spliced runs of >= 5 beats at >= 150 bpm alarmed: 267 at 0.5, as without the core, 258
 at 0.6); then CPSC-2021's false starts fell from 8 to 2 (both on noise). It costs irregular runs

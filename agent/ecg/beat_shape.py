@@ -13,9 +13,21 @@ wave and the next QRS, so a normal narrow beat of fast AF reads 0.7-1.6, like a 
 QRS itself (a narrow QRS lasts < 0.12 s; while the rate stays fast the QT shortens and the previous T
 wave ends before it, but the first early beat after a slow one may land on its T wave: 0.3-0.5),
 resampled to `CORE_POINTS` points, the core's own median removed, against the point-wise median of the
-previous 32 cores (the same beats as the template above), aligned within +-`CORE_SHIFT_S`: about 0.16
-for a normal beat and 1.4 for a PVC (medians on MIT-BIH's 12 records), 0.2-0.5 for the narrow beats at
-the onset of fast AF (CPSC-2021). `shape` gives both; they have a value for the same beats.
+previous 32 admitted cores, aligned within +-`CORE_SHIFT_S`: about 0.16 for a normal beat and 1.4 for a
+PVC (medians on MIT-BIH's 12 records), 0.2-0.5 for the narrow beats at the onset of fast AF (CPSC-2021).
+`shape` gives both; they have a value for the same beats.
+
+The core template is kept to the patient's normal beat by a criterion that does not read the template: a
+beat's core is admitted only if the beat is not early, its RR at least `ADMIT_RR_RATIO` of the mean of the
+`ADMIT_RR_BEATS` intervals before it (pvc's prematurity: agent.detectors.pvc). Admitting every beat let a
+run of ventricular beats out of bigeminy (half the template PVCs) tip the median to the PVC after 1-3 run
+beats, so the run's cores read normal and ventricular_run dropped them; admitting by the core itself
+keeps a template once mixed mixed. PVCs come early (bigeminy's follow the short interval, the mean of
+short and long being the sinus interval); a lead moved changes every beat at the same rate, so the
+template follows within 32 beats; sustained VT's beats enter once its own intervals fill the mean (about
+its 8th beat), as every beat did before; a beat without an interval (the first of a segment, after a
+hole) or one with fewer than `ADMIT_RR_BEATS` intervals before it is admitted. The window's template
+(`qrs_shape`) keeps every beat, unchanged.
 
 The raw samples are kept only as long as a beat could still need them (the detector's delay plus the
 window). A window with a NaN (a hole in the signal) or one that began before the current segment has no
@@ -26,6 +38,7 @@ raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reac
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 
 import numpy as np
@@ -43,6 +56,8 @@ from agent.inference.beats import (
 CORE_BEFORE_S, CORE_AFTER_S = 0.06, 0.10  # the QRS core around the R peak
 CORE_POINTS = 33  # 5 ms apart
 CORE_SHIFT_S = 0.015  # the R peak's jitter between beats, a PVC's "R" placed elsewhere on its complex
+ADMIT_RR_RATIO = 0.9  # a beat with an RR below this share of the recent mean is early: its core stays out
+ADMIT_RR_BEATS = 8  # the intervals that mean is over (pvc's rr_history)
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
 _SHIFT = round(CORE_SHIFT_S / _STEP_S)  # points each side
 _ALIGNMENTS = np.arange(2 * _SHIFT + 1)[:, None] + np.arange(CORE_POINTS)[None, :]
@@ -86,6 +101,7 @@ class BeatShapes:
         self._fed = start
         self._history: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
         self._cores: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
+        self._intervals: deque[float] = deque(maxlen=ADMIT_RR_BEATS)  # every beat's RR, for `_early`
 
     def add(self, samples: npt.NDArray[np.float64]) -> None:
         self._raw = np.concatenate([self._raw, samples])
@@ -107,9 +123,19 @@ class BeatShapes:
             return None
         return segment
 
-    def shape(self, peak: int) -> tuple[float, float]:
+    def _early(self, rr: float) -> bool:
+        """The beat comes before `ADMIT_RR_RATIO` of the recent mean interval; its RR then joins them."""
+        known = len(self._intervals) == ADMIT_RR_BEATS
+        early = known and rr < ADMIT_RR_RATIO * sum(self._intervals) / ADMIT_RR_BEATS
+        if math.isfinite(rr):
+            self._intervals.append(rr)
+        return early
+
+    def shape(self, peak: int, rr: float) -> tuple[float, float]:
         """The beat's (window, core) distances to the templates of the previous beats (NaN: none); the beat
-        then joins them."""
+        then joins the window's template, and the core's unless it is early. `rr`: the interval ending at
+        the beat (s; NaN: none, after a hole)."""
+        early = self._early(rr)
         lo = peak - self._before - self._raw_start
         segment = self._raw[max(lo, 0) : peak + self._after + 1 - self._raw_start]
         if lo < 0 or not np.isfinite(segment).all():
@@ -117,11 +143,12 @@ class BeatShapes:
         windows, _ = beat_windows(segment, np.array([self._before]), self.rate_hz)
         beat = windows[0, :, 0].astype(np.float64)
         core = qrs_core(segment, self._before, self.rate_hz)
-        distances = (
-            (shape_distance(beat, np.array(self._history)), core_distance(core, np.array(self._cores)))
-            if len(self._history) >= MIN_TEMPLATE_BEATS
-            else (float("nan"), float("nan"))
-        )
+        distances = (float("nan"), float("nan"))
+        if len(self._history) >= MIN_TEMPLATE_BEATS:
+            # No core admitted yet (only early beats had whole windows): the core alone has no value.
+            known_core = core_distance(core, np.array(self._cores)) if self._cores else float("nan")
+            distances = (shape_distance(beat, np.array(self._history)), known_core)
         self._history.append(beat)
-        self._cores.append(core)
+        if not early:
+            self._cores.append(core)
         return distances

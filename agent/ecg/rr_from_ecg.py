@@ -325,7 +325,9 @@ class RrFromEcg:
                 break
             self._waiting.popleft()
             shape, core = (
-                self._shapes.shape(beat.peak) if self._shapes.ready(beat.peak) else (math.nan, math.nan)
+                self._shapes.shape(beat.peak, beat.rr)
+                if self._shapes.ready(beat.peak)
+                else (math.nan, math.nan)
             )
             # A short interval puts the previous beat's T wave in the pre-R segment: no reading of it.
             atrial = self._atrial(beat.peak, shape) if self._p_wave and beat.rr >= MIN_RR_S else math.nan
