@@ -170,14 +170,9 @@ class PvcDetector(StreamingDetector):
         rows = np.arange(n_streams)
         score = scores[rows, pick]
         has = ~np.isnan(score)
-        parts = [np.maximum(early[rows, pick], 0.0), odd[rows, pick] - np.log(NORMAL_SHAPE + SHAPE_FLOOR)]
-        if core is not None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                parts.append(
-                    np.log(np.maximum(core[rows, pick], 0.0) + SHAPE_FLOOR) - np.log(NORMAL_QRS_CORE)
-                )
-        excess = np.stack(parts, axis=1)
-        unset = np.full((n_streams, len(parts) - 1), np.nan)  # no baseline of the shapes
+        picked_core = None if core is None else core[rows, pick]
+        excess = excess_over_normal(early[rows, pick], odd[rows, pick], picked_core)
+        unset = np.full((n_streams, excess.shape[1] - 1), np.nan)  # no baseline of the shapes
         return ScoreBlock(
             scores=score,
             thresholds=self._thresholds(n_streams),
@@ -215,6 +210,17 @@ class PvcDetector(StreamingDetector):
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         super().load_stream_state({k: v for k, v in state.items() if k != HISTORY})
         self._beats.load(state.get(HISTORY), f"state.detectors.{self.id}.streams.{HISTORY}")
+
+
+def excess_over_normal(early: FloatArray, odd: FloatArray, core: FloatArray | None) -> FloatArray:
+    """Each part's excess over a normal beat, one column per channel (the contributions' input): the
+    prematurity term's over 0, the shape term's over `NORMAL_SHAPE` and, with the core, the core's log over
+    `NORMAL_QRS_CORE`'s."""
+    parts = [np.maximum(early, 0.0), odd - np.log(NORMAL_SHAPE + SHAPE_FLOOR)]
+    if core is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            parts.append(np.log(np.maximum(core, 0.0) + SHAPE_FLOOR) - np.log(NORMAL_QRS_CORE))
+    return np.stack(parts, axis=1)
 
 
 def read_pvc_params(reader: ParamReader) -> tuple[int, float, float, int]:

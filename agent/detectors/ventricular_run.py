@@ -89,12 +89,10 @@ from agent.detectors.pvc import (
     DEFAULT_RR_HISTORY,
     DEFAULT_THRESHOLD,
     DEFAULT_WEIGHT,
-    NORMAL_QRS_CORE,
-    NORMAL_SHAPE,
     QRS_CORE,
-    SHAPE_FLOOR,
     PvcDetector,
     check_beat_channels,
+    excess_over_normal,
     read_pvc_params,
 )
 from agent.detectors.robust import nan_median
@@ -214,13 +212,8 @@ class VentricularRunDetector(PvcDetector):
         rows = np.arange(n_streams)
         score = scores[rows, pick]
         rate_at = rates[rows, pick]
-        parts = [np.maximum(early[rows, pick], 0.0), odd[rows, pick] - np.log(NORMAL_SHAPE + SHAPE_FLOOR)]
-        if core is not None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                parts.append(
-                    np.log(np.maximum(core[rows, pick], 0.0) + SHAPE_FLOOR) - np.log(NORMAL_QRS_CORE)
-                )
-        excess = np.stack(parts, axis=1)
+        picked_core = None if core is None else core[rows, pick]
+        excess = excess_over_normal(early[rows, pick], odd[rows, pick], picked_core)
         has = np.isfinite(rate_at)
         return ScoreBlock(
             scores=score,
