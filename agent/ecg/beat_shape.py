@@ -33,6 +33,11 @@ The raw samples are kept only as long as a beat could still need them (the detec
 window). A window with a NaN (a hole in the signal) or one that began before the current segment has no
 shape (NaN) and does not enter the template; nor do beats before `MIN_TEMPLATE_BEATS`. `before` gives the
 raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reaches 0.35 s back.
+
+`continued` starts the next segment of the same signal after a short hole (the stage's GAP restart): no
+raw samples, but the window and core templates and the admission intervals go on, so the beats after the
+hole have a shape at once instead of 8 beats later (a VT starting then would otherwise build its own
+templates and read normal for its whole length).
 """
 
 from __future__ import annotations
@@ -102,6 +107,15 @@ class BeatShapes:
         self._history: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
         self._cores: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
         self._intervals: deque[float] = deque(maxlen=ADMIT_RR_BEATS)  # every beat's RR, for `_early`
+
+    @classmethod
+    def continued(cls, previous: BeatShapes, delay_s: float) -> BeatShapes:
+        """A new segment of `previous`'s signal (same rate, same electrodes): its templates and intervals
+        carried over (taken, not copied: `previous` is done), no raw samples, indices from 0."""
+        shapes = cls(previous.rate_hz, delay_s)
+        shapes._history, shapes._cores = previous._history, previous._cores
+        shapes._intervals = previous._intervals
+        return shapes
 
     def add(self, samples: npt.NDArray[np.float64]) -> None:
         self._raw = np.concatenate([self._raw, samples])

@@ -31,6 +31,13 @@ after its R peak at the earliest.
   artifact, fault, motion: fed as NaN) ends the current interval, so the next peak after it starts a new
   one. A missed interval is a missing beat for the AF detector, which copes; an interval spanning a hole
   would be a false long RR.
+- **A short hole keeps the beat shapes.** After a GAP or time jump shorter than `KEEP_SHAPES_S` at the
+  same rate (a BLE drop: the strap was not moved in that time) the new segment goes on with the previous
+  shape and core templates (agent.ecg.beat_shape.BeatShapes.continued), so its beats have ``qrs_shape``
+  and ``qrs_core`` at once: a VT starting within 8 beats of the hole would otherwise build the templates
+  of its own beats and read normal for its whole length. The detector still starts afresh (its filters
+  need it). A longer hole, a change of rate, or a lead-off (no values: see below) starts the templates
+  again.
 - **No value is said, not silenced.** While the ECG is flagged or has no values at all (NaN: the empty
   fields of a csv patch), the RR stream receives one NaN reading per `TOLD_EVERY_S` of ECG with the
   ECG's flags, so the pipeline's quality gate and the technical alarms of the RR stream see the
@@ -43,10 +50,11 @@ after its R peak at the earliest.
   detector's longest delay), the time up to which every beat has surely been reported, so the stream's
   times stay in order. The beat that ends a pause longer than `PAUSE_S` carries the pause's own rate
   (60 / its interval) instead of the 8-beat mean, so a pause of 3-5 s, over before the delay, is said too.
-- **A beat without a shape yet** (the first 8 of a segment) leaves ``qrs_shape`` and ``qrs_core`` out of
-  its reading rather than NaN, which the quality gate would call "no value" (a slow heart would raise
-  `signal_poor`); so does a beat without ``p_wave`` (an odd-shaped beat, the first 8 normal ones, one
-  whose pre-R segment holds part of its QRS: agent.ecg.p_wave.holds_qrs) leave that out.
+- **A beat without a shape yet** (the first 8 of a segment not continued from the last) leaves
+  ``qrs_shape`` and ``qrs_core`` out of its reading rather than NaN, which the quality gate would call
+  "no value" (a slow heart would raise `signal_poor`); so does a beat without ``p_wave`` (an odd-shaped
+  beat, the first 8 normal ones, one whose pre-R segment holds part of its QRS:
+  agent.ecg.p_wave.holds_qrs) leave that out.
 - **A rate the detector cannot work at** (outside 100-1000 Hz) leaves the ECG passed on without beats,
   told once in the log: a device misconfigured must not stop its own source.
 - **The configured derivation wins.** Readings the device itself sends on the RR stream (the simulator's
@@ -87,6 +95,7 @@ TOLD_EVERY_S = 1.0  # at most one reading per second saying "no value" or "no be
 PAUSE_S = 3.0  # no beat for this long on a valid ECG is a pause (monitors' asystole: 3-4 s)
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
+KEEP_SHAPES_S = 60.0  # a hole shorter than this (same rate) keeps the beat-shape templates: same electrodes
 CHANNELS = ("rr", "hr", "qrs_shape", "qrs_core", "p_wave")
 
 
@@ -223,7 +232,7 @@ class RrFromEcg:
         made: list[Reading] = []
         if self._finder is None or period != self._period_s or self._is_gap(reading):
             made += self._shaped(everything=True)  # the old segment's last beats, shapes unknown
-            self._restart(period)
+            self._restart(period, self._kept_shapes(reading, period))
         if self._finder is None or self._shapes is None:
             return made
         flagged = int(reading.quality) & INVALIDATING_BITS
@@ -284,7 +293,16 @@ class RrFromEcg:
         expected = last.wall_time + (self._fed - last.start) * last.period_s
         return abs(reading.wall_time - expected) > GAP_S
 
-    def _restart(self, period: float) -> None:
+    def _kept_shapes(self, reading: Reading, period: float) -> BeatShapes | None:
+        """The shapes to go on with after a hole: those of the same rate, the hole under `KEEP_SHAPES_S`."""
+        if self._shapes is None or period != self._period_s or not self._blocks:
+            return None
+        last = self._blocks[-1]
+        hole_s = reading.wall_time - (last.wall_time + (self._fed - last.start) * last.period_s)
+        return self._shapes if abs(hole_s) < KEEP_SHAPES_S else None  # a clock set back: not known
+
+    def _restart(self, period: float, kept: BeatShapes | None = None) -> None:
+        """A fresh detector (and segment); the shape templates go on from `kept` if given."""
         if self._finder is not None:
             self.restarts += 1
         try:
@@ -293,7 +311,11 @@ class RrFromEcg:
             self._finder, self._shapes, self._unusable_period = None, None, period
             log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._device_id, exc)
             return
-        self._shapes = BeatShapes(1.0 / period, self._finder.delay_s)
+        self._shapes = (
+            BeatShapes.continued(kept, self._finder.delay_s)
+            if kept is not None
+            else BeatShapes(1.0 / period, self._finder.delay_s)
+        )
         self._atria = AtrialActivity()
         self._period_s = period
         self._fed = 0

@@ -19,9 +19,9 @@ from agent.config.schema import BeatsConfig
 from agent.detectors.ventricular_run import DEFAULT_MIN_QRS_CORE
 from agent.ecg.beat_shape import BeatShapes
 from agent.ecg.qrs import QrsDetector
-from agent.ecg.rr_from_ecg import RrFromEcg
+from agent.ecg.rr_from_ecg import KEEP_SHAPES_S, RrFromEcg
 from agent.inference.beats import MIN_TEMPLATE_BEATS, TEMPLATE_BEATS, beat_windows, shape_distance
-from agent.readings import Reading
+from agent.readings import Quality, Reading
 
 EXCERPT = Path(__file__).resolve().parents[1] / "data" / "mitdb_119_mlii_180s_60s.npz"
 FRAME = 73
@@ -235,3 +235,41 @@ def test_a_lead_moved_during_bigeminy_the_core_template_follows() -> None:
     got = shapes_of(peaks + more, moved)
     last = [c for (_, c), k in zip(got, moved, strict=True) if k == "M"][-16:]
     assert max(last) < 0.2
+
+
+def channels_across_a_drop(hole_s: float) -> list[dict[str, float]]:
+    """40 sinus beats (75 bpm), `hole_s` of frames lost (the next block GAP-flagged), then 12 wide beats at
+    150 bpm: the channels of the RR readings after the hole (the finder restarts there, its beats given)."""
+    sinus_s, vt_s = [0.5 + 0.8 * i for i in range(40)], [0.5 + 0.4 * i for i in range(12)]
+    parts = [synthetic_ecg(sinus_s, "N" * 40), synthetic_ecg(vt_s, "V" * 12)]
+    finders = iter([_KnownPeaks([round(p * SYNTH_FS) for p in peaks]) for peaks in (sinus_s, vt_s)])
+    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda _rate: next(finders), p_wave=False)
+    after = len(parts[0]) / SYNTH_FS + hole_s  # the time the second part starts
+    got: list[dict[str, float]] = []
+    for part, (ecg, t0) in enumerate(zip(parts, (0.0, after), strict=True)):
+        for start in range(0, len(ecg), FRAME):
+            t = t0 + start / SYNTH_FS
+            flag = Quality.GAP if part and not start else Quality.OK
+            block = Reading("strap/ecg", ("ecg",), ecg[start : start + FRAME, None], t, t, 1 / SYNTH_FS, flag)
+            rr = [
+                dict(zip(r.channels, r.values[0], strict=True))
+                for r in stage.take(block)
+                if r.stream == "strap/rr"
+            ]
+            got += rr if part else []
+    return got
+
+
+def test_after_a_short_drop_a_ventricular_run_reads_ventricular_at_once() -> None:
+    # A BLE drop restarted the templates: the run's first 8 beats had no shape, the templates were then
+    # made of its own beats, and the whole run read normal (outside review, MIT-BIH 106: 60 s of VT missed).
+    got = channels_across_a_drop(2.0)
+    assert len(got) == 11  # the first beat after the hole has no interval
+    assert min(r["qrs_core"] for r in got) > DEFAULT_MIN_QRS_CORE
+    assert min(r["qrs_shape"] for r in got) > 1.0
+
+
+def test_after_a_long_drop_the_templates_start_again() -> None:
+    got = channels_across_a_drop(KEEP_SHAPES_S + 30.0)
+    assert len(got) == 11
+    assert not any("qrs_core" in r or "qrs_shape" in r for r in got[: MIN_TEMPLATE_BEATS - 1])
