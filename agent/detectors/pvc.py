@@ -122,12 +122,7 @@ class PvcDetector(StreamingDetector):
         hop, threshold, weight, history = read_pvc_params(reader)
         core = reader.bounded("min_qrs_core", DEFAULT_MIN_QRS_CORE, 0.0, 100.0)
         reader.finish()
-        check_beat_channels(config)  # after the params, so a typo is named whatever the channels
-        if len(config.channels) == 2 and "min_qrs_core" in config.params:  # it would configure nothing
-            raise reader.fail(
-                "min_qrs_core",
-                f'only with a third channel "{QRS_CORE}" (channels = ["rr", "qrs_shape", "{QRS_CORE}"])',
-            )
+        check_beat_channels(config, reader)  # after the params, so a typo is named whatever the channels
         return cls(config.id, config.channels, hop, threshold, weight, history, core)
 
     # -- scoring -----------------------------------------------------------------------------------------
@@ -236,9 +231,10 @@ def read_pvc_params(reader: ParamReader) -> tuple[int, float, float, int]:
     return hop, threshold, weight, history
 
 
-def check_beat_channels(config: DetectorConfig) -> None:
+def check_beat_channels(config: DetectorConfig, reader: ParamReader) -> None:
     """rr and qrs_shape, then optionally qrs_core by that name: channels are read by position, so another
-    third channel (hr, say) would be taken for the QRS core and could let every beat or none count."""
+    third channel (hr, say) would be taken for the QRS core and could let every beat or none count. And
+    `min_qrs_core` only with the core, where it configures something."""
     channels = config.channels
     where = f"detectors.{config.id}.channels"
     if len(channels) not in (2, 3):
@@ -252,6 +248,11 @@ def check_beat_channels(config: DetectorConfig) -> None:
             f"{where}[2]",
             f'the third channel can only be "{QRS_CORE}" (the QRS alone, from the beats stream of'
             f' [devices.beats]), got "{channels[2]}"',
+        )
+    if len(channels) == 2 and "min_qrs_core" in config.params:
+        raise reader.fail(
+            "min_qrs_core",
+            f'only with a third channel "{QRS_CORE}" (channels = ["rr", "qrs_shape", "{QRS_CORE}"])',
         )
 
 

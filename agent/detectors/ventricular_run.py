@@ -89,7 +89,6 @@ from agent.detectors.pvc import (
     DEFAULT_RR_HISTORY,
     DEFAULT_THRESHOLD,
     DEFAULT_WEIGHT,
-    QRS_CORE,
     PvcDetector,
     check_beat_channels,
     excess_over_normal,
@@ -150,12 +149,7 @@ class VentricularRunDetector(PvcDetector):
             raise reader.fail("max_rr_ratio", f"expected 0 (not checked) or a ratio >= 1, got {ratio:g}")
         core = reader.bounded("min_qrs_core", DEFAULT_MIN_QRS_CORE, 0.0, 100.0)
         reader.finish()
-        check_beat_channels(config)
-        if len(config.channels) == 2 and "min_qrs_core" in config.params:  # it would configure nothing
-            raise reader.fail(
-                "min_qrs_core",
-                f'only with a third channel "{QRS_CORE}" (channels = ["rr", "qrs_shape", "{QRS_CORE}"])',
-            )
+        check_beat_channels(config, reader)
         return cls(config.id, config.channels, hop, threshold, weight, history, run_beats, rate, ratio, core)
 
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
