@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,18 @@ from waiting import wait_until
 from agent.alarms import StreamRef
 from agent.localbroker import LocalBroker
 from agent.restored_episodes import add_downtime, retire
+
+
+@contextmanager
+def running(config: Path) -> Iterator[AgentRun]:
+    """`edge-agent run` with `config`, stopped on the way out if a test left it running."""
+    agent = AgentRun(config)
+    try:
+        yield agent
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+
 
 AGENT_CONFIG = """
 [gateway]
@@ -82,8 +95,7 @@ def test_renamed_rule_and_replaced_device_end_their_open_episodes_once(
         config.write_text(AGENT_CONFIG.format(port=broker.port, device=device, condition=condition))
 
     write("monitor-bed-5", "tachycardia")
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, condition="tachycardia", phase="start"), 30, "the START")
         (start,) = events(central, condition="tachycardia", phase="start")
 
@@ -100,30 +112,19 @@ def test_renamed_rule_and_replaced_device_end_their_open_episodes_once(
         wait_until(lambda: events(central, condition="hr_above_120", phase="start"), 30, "the new START")
         (renamed,) = events(central, condition="hr_above_120", phase="start")
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
 
     write("monitor-bed-6", "hr_above_120")  # another patient's monitor: a restart
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, id=renamed["id"], phase="end"), 30, "the replaced device's END")
         (gone,) = events(central, id=renamed["id"], phase="end")
         assert "device is no longer configured" in gone["explanation"]["text"]
         wait_until(lambda: len(events(central, condition="hr_above_120", phase="start")) == 2, 30, "bed 6")
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
 
     beats = Subscriber(broker, "edge/lab/gw-retire/heartbeat")
-    agent = AgentRun(config)  # the same config again: nothing more to end
-    try:
+    with running(config) as agent:  # the same config again: nothing more to end
         wait_until(lambda: len(beats.snapshot()) >= 3, 30, "three heartbeats after the last start")
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
     # Each retired once (a restart's simulator begins its timeline again, so bed 6's episode may end
     # on its own, with a verdict, too).
     retired = [
@@ -190,28 +191,20 @@ def test_an_episode_carried_across_a_stop_says_how_long_no_agent_judged_it(
     )
     low_limit = real_time.replace("above = 120", "above = 40")
     config.write_text(low_limit.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, phase="start"), 30, "the START")
         (start,) = events(central, phase="start")
         assert start["unjudged_s"] == 0
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
     time.sleep(4.0)  # no agent runs
     # The rule's limit back at 120 bpm: the patient's resting rate is a clear verdict, the episode ends.
     config.write_text(real_time.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the END after the restart")
         (end,) = events(central, id=start["id"], phase="end")
         assert 4.0 <= end["unjudged_s"] < 30.0
         assert "while no agent ran" in end["explanation"]["text"]
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
 
 
 def test_an_episode_retired_at_a_start_says_how_long_no_agent_judged_it(
@@ -224,27 +217,19 @@ def test_an_episode_retired_at_a_start_says_how_long_no_agent_judged_it(
     config = tmp_path / "agent.toml"
     real_time = AGENT_CONFIG.replace("speed = 20.0", "speed = 1.0").replace("above = 120", "above = 40")
     config.write_text(real_time.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, phase="start"), 30, "the START")
         (start,) = events(central, phase="start")
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
     time.sleep(3.0)  # no agent runs
     config.write_text(real_time.format(port=broker.port, device="monitor-bed-5", condition="hr_above_40"))
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, id=start["id"], phase="end"), 30, "the retired END")
         (end,) = events(central, id=start["id"], phase="end")
         assert "rule is no longer configured" in end["explanation"]["text"]
         assert 3.0 <= end["unjudged_s"] < 30.0
         assert "while no agent ran" in end["explanation"]["text"]
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
 
 
 def test_a_reload_that_raises_the_limit_ends_the_episode_saying_the_rule_changed(
@@ -263,8 +248,7 @@ def test_a_reload_that_raises_the_limit_ends_the_episode_saying_the_rule_changed
             port=broker.port, device="monitor-bed-5", condition="tachycardia"
         )
     )
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, phase="start"), 30, "the START")
         (start,) = events(central, phase="start")
         config.write_text(
@@ -278,9 +262,6 @@ def test_a_reload_that_raises_the_limit_ends_the_episode_saying_the_rule_changed
         assert end["end_cause"] == "rule_changed" and end["seq"] == start["seq"] + 1
         assert "the rule changed (a reload or restart)" in end["explanation"]["text"]
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
 
 
 def test_downtime_adds_to_every_open_episode_and_only_to_them() -> None:
@@ -333,13 +314,9 @@ def test_a_start_with_the_clock_behind_the_saved_state_moves_its_timers_back(
     cooling = AGENT_CONFIG.replace("min_duration_s = 2", "min_duration_s = 2\ncooldown_s = 1")
     ending = cooling.replace("duration_s = 36000", "duration_s = 40")
     config.write_text(ending.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         wait_until(lambda: events(central, phase="end"), 30, "the first episode's END")
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
     state_file = tmp_path / "state" / "pipeline.json"
     state = json.loads(state_file.read_text())
     hour = 3600.0
@@ -359,11 +336,7 @@ def test_a_start_with_the_clock_behind_the_saved_state_moves_its_timers_back(
     # The simulator's timeline begins again, now with a tachycardia that lasts: once the rule's cooldown
     # has passed (the first run's readings ran ahead of the wall clock at speed 20), it alarms again.
     config.write_text(cooling.format(port=broker.port, device="monitor-bed-5", condition="tachycardia"))
-    agent = AgentRun(config)
-    try:
+    with running(config) as agent:
         agent.wait_for("behind the time the state was saved")
         wait_until(lambda: len(events(central, phase="start")) == 2, 30, "the second episode's START")
         assert agent.stop() == 0
-    finally:
-        if agent.proc.poll() is None:
-            agent.stop()
