@@ -286,20 +286,21 @@ class RrFromEcg:
             return []
         return self._told(self._time_of(surely_decided), monotonic, Quality.OK, hr=60.0 / pause_s)
 
+    def _hole_s(self, reading: Reading) -> float:
+        """How far `reading` starts from where the previous block ended (negative: it overlaps)."""
+        last = self._blocks[-1]
+        return reading.wall_time - (last.wall_time + (self._fed - last.start) * last.period_s)
+
     def _is_gap(self, reading: Reading) -> bool:
         if Quality.GAP in reading.quality or not self._blocks:
             return True
-        last = self._blocks[-1]
-        expected = last.wall_time + (self._fed - last.start) * last.period_s
-        return abs(reading.wall_time - expected) > GAP_S
+        return abs(self._hole_s(reading)) > GAP_S
 
     def _kept_shapes(self, reading: Reading, period: float) -> BeatShapes | None:
         """The shapes to go on with after a hole: those of the same rate, the hole under `KEEP_SHAPES_S`."""
         if self._shapes is None or period != self._period_s or not self._blocks:
             return None
-        last = self._blocks[-1]
-        hole_s = reading.wall_time - (last.wall_time + (self._fed - last.start) * last.period_s)
-        return self._shapes if abs(hole_s) < KEEP_SHAPES_S else None  # a clock set back: not known
+        return self._shapes if abs(self._hole_s(reading)) < KEEP_SHAPES_S else None  # a clock set back too
 
     def _restart(self, period: float, kept: BeatShapes | None = None) -> None:
         """A fresh detector (and segment); the shape templates go on from `kept` if given."""
