@@ -53,6 +53,7 @@ class RateLimit(logging.Filter):
         self._windows: dict[Key, _Window] = {}
         self._lock = threading.Lock()  # records come from the loop, paho's thread and worker threads
         self._timer: threading.Timer | None = None
+        self._closed = False  # `close`d: no more timers
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "rate_limit_summary", False):
@@ -94,9 +95,10 @@ class RateLimit(logging.Filter):
         self._emit(summaries)
 
     def close(self) -> None:
-        """Cancel a pending report (its handler is being replaced): a timer left armed would write to a
-        stream that may be closed by then."""
+        """Cancel a pending report and arm no more (its handler is being replaced): a timer would write to
+        a stream that may be closed by then. Lines it still sees are limited, told only by `flush`."""
         with self._lock:
+            self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -131,7 +133,7 @@ class RateLimit(logging.Filter):
         return [summary]
 
     def _arm(self, delay_s: float) -> None:
-        if self._timer is None and self._report is not None:
+        if self._timer is None and self._report is not None and not self._closed:
             self._timer = threading.Timer(max(delay_s, 0.0) + 0.01, self.flush)
             self._timer.daemon = True  # a pending report never holds up the agent's exit
             self._timer.start()

@@ -175,3 +175,18 @@ def test_closing_a_limit_cancels_its_pending_report() -> None:
     assert reported == []
     limit.flush(everything=True)  # an explicit flush still tells what was held back
     assert len(reported) == 1 and "2 similar line(s)" in reported[0].getMessage()
+
+
+def test_a_closed_limit_arms_no_report_for_lines_held_after_it() -> None:
+    """A closed limit may still see lines (its handler stays on the root logger until the next
+    configure_logging; in the test suite, the next tests' lines): they must not arm a report either,
+    which fired into a closed capture stream in a fresh-clone run."""
+    reported: list[logging.LogRecord] = []
+    limit = RateLimit(burst=1, period_s=0.2, report=reported.append)
+    limit.close()
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "again", None, None)
+    assert [limit.filter(record) for _ in range(3)] == [True, False, False]
+    time.sleep(0.4)
+    assert reported == []
+    limit.flush(everything=True)  # an explicit flush still tells what was held back
+    assert len(reported) == 1 and "2 similar line(s)" in reported[0].getMessage()
