@@ -68,13 +68,14 @@ def test_payloads_json_cannot_hold_are_bad_requests_not_failures(
         b'{"issued_at": ' + b"9" * 5000 + b"}",  # over Python's int-from-text limit: ValueError
         b"[" * 100_000 + b"]" * 100_000,  # RecursionError
         lone_surrogate,  # the signed text cannot be UTF-8 encoded: UnicodeEncodeError
+        json.dumps(body("models/install", issued_at=10**400)).encode(),  # over a float: OverflowError
     ]
     # On the bundle command: the only one whose size cap (a bundle's) lets 200 kB reach the parser.
     with caplog.at_level(logging.INFO, logger="agent.remote"):
         answers = run_commands(
             tmp_path, [Command(f"{ROOT}/cmd/models/install", p, "r", b"1") for p in payloads]
         )
-    assert [a["error"]["code"] for a in answers] == ["bad_request"] * 3  # all three were "failed" before
+    assert [a["error"]["code"] for a in answers] == ["bad_request"] * 4  # all four were "failed" before
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
