@@ -236,11 +236,30 @@ class ModelStore:
         new = parse_version(version)
         if (self.root / name / version).exists():
             raise CommandRefusedError("refused", "this version is already installed")
+        same = self._on_disk_as(name, new)
+        if same is not None:  # 1.2 beside 1.2.0: two builds under one version, and models/list shows both
+            raise CommandRefusedError(
+                "refused",
+                f"this version is already installed (as {same})",
+                reason="this version is already installed",
+            )
         active = self.active_version(name)
         if active is not None and new <= parse_version(active):
             raise CommandRefusedError(
                 "refused", "version is not newer than the active one (anti-rollback); activate it instead"
             )
+
+    def _on_disk_as(self, name: str, version: tuple[int, ...]) -> str | None:
+        """The folder of `name` whose version has the numbers of `version` (1.2, 1.2.0, 01.2.0.0), if any."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return None
+        for entry in sorted(folder.iterdir()):
+            if entry.is_symlink() or not _VERSION.match(entry.name):  # current, previous, .incoming-*
+                continue
+            if parse_version(entry.name) == version:
+                return entry.name
+        return None
 
 
 def _check_loads(folder: Path, card: ModelCard) -> None:
