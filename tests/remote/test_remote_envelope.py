@@ -145,7 +145,12 @@ def test_foreign_topics_and_overload_are_answered_with_errors(tmp_path: Path) ->
     cfg = parse_config({**BASE, "remote": {"enabled": True, "allow_unsigned": True}}, base_dir=tmp_path)
     answers: list[dict[str, Any]] = []
     remote = RemoteCommands(
-        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+        cfg,
+        Topics("edge", "lab", "gw-1"),
+        tmp_path,
+        str,
+        check_reload=lambda **_: [],
+        request_reload=lambda: None,
     )
     remote.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), dict)
 

@@ -31,7 +31,12 @@ def run_commands(tmp_path: Path, commands: list[Command]) -> list[dict[str, Any]
     cfg = parse_config({**BASE, "remote": remote_table}, base_dir=tmp_path)
     answers: list[dict[str, Any]] = []
     remote = RemoteCommands(
-        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+        cfg,
+        Topics("edge", "lab", "gw-1"),
+        tmp_path,
+        str,
+        check_reload=lambda **_: [],
+        request_reload=lambda: None,
     )
     remote.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), dict)
     # Every refusal answered: the answer budget (a flood's bound, test_remote_flood.py) is not tested here.
