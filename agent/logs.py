@@ -3,9 +3,11 @@
 Log lines never carry device ids, patient ids or measured values: code logs pseudonyms, condition
 codes and counts only. A rate limit per kind of line (`agent.log_rate`) keeps a misbehaving device
 or a command flood from filling the disk of a gateway that runs for months, and says what it held
-back. As a safety net under that rule, the handler replaces every identifier the running config
-names (device and patient ids, serial ports, BLE addresses) by its pseudonym in each line and
-traceback (`redact_identifiers`), whatever the logger.
+back. Code names a device by `device_name` (its pseudonym), never by its configured id. As a safety
+net under that rule, the handler replaces every identifier the running config names (device and
+patient ids, serial ports, BLE addresses and names) by its pseudonym in each line and traceback
+(`redact_identifiers`), whatever the logger, and so those a source meets at run time
+(`learn_identifiers`: a BLE device found by its service UUID), and every MAC address in any spelling.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping
 
 from agent.events import iso_time
@@ -33,30 +36,50 @@ class JsonFormatter(logging.Formatter):
 
 
 class Redact(logging.Filter):
-    """Replaces registered identifiers (any letter case) by their stand-ins in a record's text."""
+    """Replaces identifiers in a record's text: the registered ones (any letter case) by their stand-ins,
+    and every MAC address, in any of its written forms, by the stand-in of the registered address it is
+    or by ``<mac>``.
+
+    A BLE stack writes one address several ways (``A4:C1:38:12:34:56``, BlueZ's D-Bus object name
+    ``dev_A4_C1_38_12_34_56``, ``a4-c1-...``), and a device found by its service UUID has an address
+    and an advertised name (often with the strap's serial) the config never names: its source
+    registers them when it finds it (`learn`)."""
 
     MIN_LENGTH = 3  # shorter strings turn up by chance in ordinary words and numbers
 
     def __init__(self) -> None:
         super().__init__()
-        self._stand_ins: dict[str, str] = {}
-        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()  # `learn` may come from any thread; lines are scrubbed in all
+        self._registered: dict[str, str] = {}  # the running config's identifiers
+        self._learnt: dict[str, str] = {}  # identifiers its sources met at run time
+        self._rules = _Rules.of({})  # replaced as a whole: a line being scrubbed keeps a consistent set
 
     def register(self, stand_ins: Mapping[str, str]) -> None:
-        kept = {k: v for k, v in stand_ins.items() if len(k) >= self.MIN_LENGTH}
-        self._stand_ins = {k.casefold(): v for k, v in kept.items()}
-        longest_first = sorted(kept, key=len, reverse=True)  # "bed-10" before "bed-1"
-        alternatives = "|".join(re.escape(k) for k in longest_first)
-        self._pattern = re.compile(alternatives, re.IGNORECASE) if kept else None
+        """The identifiers of the config now running; what was learnt for the previous one is dropped."""
+        with self._lock:
+            self._registered, self._learnt = dict(stand_ins), {}
+            self._rules = _Rules.of(self._registered)
+
+    def learn(self, stand_ins: Mapping[str, str]) -> None:
+        """More identifiers, met at run time (a BLE device found by its service UUID)."""
+        with self._lock:
+            if all(self._learnt.get(k) == v for k, v in stand_ins.items()):
+                return  # found again: nothing to compile
+            self._learnt.update(stand_ins)
+            self._rules = _Rules.of({**self._learnt, **self._registered})
+
+    def stand_in(self, identifier: str) -> str:
+        """What a log line shows for `identifier` (a device id: its pseudonym). With nothing registered
+        (outside the daemon: tests, tools) the identifier itself; an unknown one while a config is
+        registered is hidden, never shown."""
+        if not self._registered:
+            return identifier
+        return self._registered.get(identifier, "<redacted>")
 
     def scrub(self, text: str) -> str:
-        if self._pattern is None:
-            return text
-        return self._pattern.sub(lambda m: self._stand_ins.get(m.group(0).casefold(), "<redacted>"), text)
+        return self._rules.scrub(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._pattern is None:
-            return True
         message = record.getMessage()
         clean = self.scrub(message)
         if clean != message:
@@ -68,6 +91,37 @@ class Redact(logging.Filter):
         return True
 
 
+# Six pairs of hex digits joined by one separator used throughout: ':', '-', or '_' (BlueZ's dev_...).
+_MAC = re.compile(r"(?<![0-9A-Za-z])[0-9A-F]{2}([:_-])[0-9A-F]{2}(?:\1[0-9A-F]{2}){4}(?![0-9A-Za-z])", re.I)
+
+
+def _mac_key(text: str) -> str | None:
+    """`text` as one spelling of a MAC address (upper case, ':'), or None if it is not one."""
+    match = _MAC.fullmatch(text)
+    return text.upper().replace(match.group(1), ":") if match else None
+
+
+class _Rules:
+    """One compiled set of identifiers to replace (see `Redact`)."""
+
+    def __init__(self, names: dict[str, str], pattern: re.Pattern[str] | None, macs: dict[str, str]) -> None:
+        self._names, self._pattern, self._macs = names, pattern, macs
+
+    @classmethod
+    def of(cls, stand_ins: Mapping[str, str]) -> _Rules:
+        kept = {k: v for k, v in stand_ins.items() if len(k) >= Redact.MIN_LENGTH}
+        longest_first = sorted(kept, key=len, reverse=True)  # "bed-10" before "bed-1"
+        alternatives = "|".join(re.escape(k) for k in longest_first)
+        pattern = re.compile(alternatives, re.IGNORECASE) if kept else None
+        macs = {key: v for k, v in stand_ins.items() if (key := _mac_key(k)) is not None}
+        return cls({k.casefold(): v for k, v in kept.items()}, pattern, macs)
+
+    def scrub(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(lambda m: self._names.get(m.group(0).casefold(), "<redacted>"), text)
+        return _MAC.sub(lambda m: self._macs.get(m.group(0).upper().replace(m.group(1), ":"), "<mac>"), text)
+
+
 _REDACT = Redact()
 _LIMITS: list[RateLimit] = []  # the rate limit of the handler `configure_logging` set up last
 
@@ -75,6 +129,18 @@ _LIMITS: list[RateLimit] = []  # the rate limit of the handler `configure_loggin
 def redact_identifiers(stand_ins: Mapping[str, str]) -> None:
     """From now on, log lines show `stand_ins[x]` wherever identifier `x` would appear."""
     _REDACT.register(stand_ins)
+
+
+def learn_identifiers(stand_ins: Mapping[str, str]) -> None:
+    """Also hide identifiers met at run time (a BLE device's address and advertised name, found by its
+    service UUID), until the next `redact_identifiers`."""
+    _REDACT.learn(stand_ins)
+
+
+def device_name(device_id: str) -> str:
+    """What a log line calls device `device_id`: its pseudonym. Code formats this, never the id; the
+    redaction is a safety net only, and cannot hide a short id (a bed number "12") in free text."""
+    return _REDACT.stand_in(device_id)
 
 
 def scrub_identifiers(text: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from ports import RefusingPort
 
 from agent.localbroker import LocalBroker, find_mosquitto
-from agent.logs import close_rate_limits
+from agent.logs import close_rate_limits, redact_identifiers
 
 BrokerFactory = Callable[..., LocalBroker]
 
@@ -70,3 +70,11 @@ def _no_log_summary_after_the_test() -> Iterator[None]:
     wrote to a capture stream already closed ("Logging error" in the middle of a run)."""
     yield
     close_rate_limits()
+
+
+@pytest.fixture(autouse=True)
+def _no_identifiers_registered_after_the_test() -> Iterator[None]:
+    """A test that ran the agent leaves its config's identifiers registered with the log redaction, and
+    the next test's sources would name their devices by those pseudonyms (`agent.logs.device_name`)."""
+    yield
+    redact_identifiers({})

@@ -91,6 +91,7 @@ from agent.ecg.p_wave import (
     samples_after,
     samples_needed,
 )
+from agent.logs import device_name
 from agent.readings import INVALIDATING_BITS, Quality, Reading, stream_id
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class RrFromEcg:
         unknown = set(channels) - set(CHANNELS)
         if unknown:
             raise ValueError(f"the beats stage has no channel {sorted(unknown)} (it has {CHANNELS})")
-        self._device_id = device_id
+        self._name = device_name(device_id)  # what log lines call the device
         self._channels = tuple(c for c in CHANNELS if c not in OPTIONAL or c in channels)
         self._p_wave = "p_wave" in channels
         # p_wave is given only for beats of normal window shape: it needs the window's shape.
@@ -221,7 +222,7 @@ class RrFromEcg:
                 log.info(
                     "%s: the device's own %r readings are replaced by the RR intervals found in its ECG "
                     "(devices.<id>.beats)",
-                    self._device_id,
+                    self._name,
                     self._rr_name,
                 )
             self.own_rr_dropped += 1
@@ -235,7 +236,7 @@ class RrFromEcg:
                 log.warning(
                     "%s: ECG samples without a known spacing: no beats can be found in them; for csv or "
                     "jsonl lines set devices.<id>.serial.rate_hz (devices.<id>.beats)",
-                    self._device_id,
+                    self._name,
                 )
             self.unspaced += 1
             return []
@@ -322,7 +323,7 @@ class RrFromEcg:
             self._finder = self._make_finder(1.0 / period)
         except ValueError as exc:
             self._finder, self._shapes, self._unusable_period = None, None, period
-            log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._device_id, exc)
+            log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._name, exc)
             return
         self._shapes = (
             BeatShapes.continued(kept, self._finder.delay_s) if kept is not None else self._new_shapes(period)

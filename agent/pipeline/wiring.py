@@ -46,6 +46,7 @@ from agent.config.reader import closest
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.errors import ConfigError
+from agent.logs import device_name
 from agent.rates import rates_agree
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ class DeclaredRates:
             return
         if len(self._looked) < MAX_RATES_KEPT:
             self._looked.add(period_s)
-        device = stream_id.split("/", 1)[0]
+        device = device_name(stream_id.split("/", 1)[0])  # its pseudonym
         declared_hz = 1.0 / period_s
         for detector_id, rate_hz in self._rates:
             if rates_agree(declared_hz, rate_hz) or (detector_id, declared_hz) in self.told:

@@ -43,6 +43,7 @@ from bleak.exc import BleakCharacteristicNotFoundError, BleakError
 from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
 from agent.link_trouble import LinkTrouble, Tell
+from agent.logs import device_name, learn_identifiers
 from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.ble_profiles import Profile, ProfileReadings, profiles_for
@@ -90,6 +91,7 @@ class BleSource:
         if device.ble is None:
             raise ConfigError(f"devices.{device.id}.ble", "transport ble needs a [ble] table")
         self.device = device
+        self._name = device_name(device.id)  # what log lines call it
         self.config = device.ble
         self.profiles = profiles_for(self.config.profiles, f"devices.{device.id}.ble.profiles")
         self._finder = finder or BleakFinder()
@@ -131,7 +133,7 @@ class BleSource:
         return self._assembler.battery_percent
 
     async def __aenter__(self) -> BleSource:
-        self._task = asyncio.create_task(self._supervise(), name=f"ble {self.device.id}")
+        self._task = asyncio.create_task(self._supervise(), name=f"ble {self._name}")
         return self
 
     async def __aexit__(
@@ -180,9 +182,8 @@ class BleSource:
                 self._assembler.link_restarted()
             self._ever_connected = True
             log.info(
-                "%s: BLE connected to %s, %d of %d profile(s)%s",
-                self.device.id,
-                device.address,
+                "%s: BLE connected, %d of %d profile(s)%s",
+                self._name,
                 self._subscribed,
                 len(self.profiles),
                 self._trouble.recovered(),
@@ -213,6 +214,9 @@ class BleSource:
                 f"not found in a {self._scan_timeout_s:.0f} s scan",
                 f"is it on, in range and not held by another gateway or phone, and is {wanted} right?",
             )
+            return None
+        # bleak and its retry connector name the device by both in their errors; the config may not
+        learn_identifiers({seen: f"{self._name}:ble" for seen in (found.address, found.name) if seen})
         return found
 
     def _tell(self, what: str, cause: str) -> None:
@@ -223,7 +227,7 @@ class BleSource:
         again = " still" if tell is Tell.REMINDER else ""
         log.warning(
             "%s:%s %s: %s; retrying every %.0f s at most, the other devices are not affected",
-            self.device.id,
+            self._name,
             again,
             what,
             cause,
@@ -246,7 +250,7 @@ class BleSource:
             kind = classify(exc)
             self._errors[kind] += 1
             delay = self._backoff.next_delay(at_least=_backoff_hint(exc))
-            log.debug("%s: BLE connect failed (%s: %s); retry in %.1f s", self.device.id, kind, exc, delay)
+            log.debug("%s: BLE connect failed (%s: %s); retry in %.1f s", self._name, kind, exc, delay)
             self._tell(f"found, but the BLE connection failed ({kind})", f"{type(exc).__name__}: {exc}")
             if client is not None:
                 await self._disconnect_quietly(client)
@@ -272,7 +276,7 @@ class BleSource:
             names = ", ".join(p.name for p in self.profiles if p.required)
             raise MissingProfilesError(
                 f"the device has none of the configured profiles ({names});"
-                f" check devices.{self.device.id}.ble.profiles"
+                " check devices.<id>.ble.profiles"
             )
         self._assembler.use(present)
         self._subscribed = len(present)
@@ -291,7 +295,7 @@ class BleSource:
             callback(None, await client.read_gatt_char(profile.characteristic))
             await client.start_notify(profile.characteristic, callback)
         except BleakError as exc:
-            log.debug("%s: optional %s not available: %s", self.device.id, profile.name, exc)
+            log.debug("%s: optional %s not available: %s", self._name, profile.name, exc)
 
     def _lacks(self, profile: Profile, exc: BleakCharacteristicNotFoundError) -> None:
         """Count a configured profile the device does not have; log it the first time."""
@@ -302,13 +306,12 @@ class BleSource:
         channels = ", ".join(profile.channels) or profile.stream
         log.warning(
             "%s: the device has no %s (%s): profile %r left out, so %s stay missing; the device's other"
-            " profiles are read. Check devices.%s.ble.profiles%s",
-            self.device.id,
+            " profiles are read. Check devices.<id>.ble.profiles%s",
+            self._name,
             profile.title or profile.name,
             exc.char_specifier,
             profile.name,
             channels,
-            self.device.id,
             _SPOT_CHECK_HINT if profile.name == "plx" else "",
         )
 
@@ -328,11 +331,11 @@ class BleSource:
                 answer = decode_control_point_response(bytes(data))
             except GattDecodeError as exc:
                 self._bad_frames += 1
-                log.debug("%s: %s", self.device.id, exc)
+                log.debug("%s: %s", self._name, exc)
                 return
             if not answer.ok:
                 self._errors[f"{profile.name}_refused"] += 1
-                log.warning("%s: %s start refused: %s", self.device.id, profile.name, answer.status)
+                log.warning("%s: %s start refused: %s", self._name, profile.name, answer.status)
 
         return on_answer
 
@@ -345,7 +348,7 @@ class BleSource:
             readings = self._assembler.take(profile, update, self._clock(), monotonic)
         except ValueError as exc:  # GattDecodeError, or values no reading can hold: count, go on
             self._bad_frames += 1
-            log.debug("%s: %s", self.device.id, exc)
+            log.debug("%s: %s", self._name, exc)
             return
         self._backoff.reset()  # data flows: the link has proved itself
         for reading in readings:
@@ -363,14 +366,14 @@ class BleSource:
             remaining = self._last_data + limit - time.monotonic()
             if remaining <= 0:
                 self._errors["silent"] += 1
-                log.warning("%s: BLE link silent for %.0f s; reconnecting", self.device.id, limit)
+                log.warning("%s: BLE link silent for %.0f s; reconnecting", self._name, limit)
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await disconnected.wait()
             if disconnected.is_set():
                 self._errors["dropped"] += 1
-                log.warning("%s: BLE device disconnected; reconnecting", self.device.id)
+                log.warning("%s: BLE device disconnected; reconnecting", self._name)
                 return
 
     async def _disconnect_quietly(self, client: GattClient) -> None:
@@ -380,4 +383,4 @@ class BleSource:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # already gone: nothing to do
-            log.debug("%s: disconnect: %r", self.device.id, exc)
+            log.debug("%s: disconnect: %r", self._name, exc)

@@ -38,6 +38,7 @@ import numpy as np
 from agent.config.schema import DeviceConfig, ModbusConfig, ModbusRegisterConfig
 from agent.errors import ConfigError
 from agent.link_trouble import LinkTrouble, Tell
+from agent.logs import device_name
 from agent.readings import Quality, Reading, stream_id
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
@@ -151,6 +152,7 @@ class ModbusSource:
         if device.modbus is None:
             raise ConfigError(f"devices.{device.id}.modbus", "transport modbus needs a [modbus] table")
         self.device = device
+        self._name = device_name(device.id)  # what log lines call it
         self.config = device.modbus
         self._factory = client_factory
         self._backoff = Backoff(backoff)
@@ -209,7 +211,7 @@ class ModbusSource:
             async with asyncio.timeout(self.config.timeout_s + 1.0):  # not wait_for: agent.session._process
                 ok = await client.connect()
         except (OSError, TimeoutError) as exc:
-            log.debug("%s: modbus connect: %r", self.device.id, exc)
+            log.debug("%s: modbus connect: %r", self._name, exc)
             ok = False
         if not ok or not client.connected:
             client.close()
@@ -225,7 +227,7 @@ class ModbusSource:
                 self._gap_next = True
         self._ever_connected = True
         self._next_poll = None
-        log.info("%s: modbus connected%s", self.device.id, self._trouble.recovered())
+        log.info("%s: modbus connected%s", self._name, self._trouble.recovered())
 
     def _tell_connect_failure(self) -> None:
         """Log an unreachable unit at the first failure of an outage, then every REMIND_S."""
@@ -235,7 +237,7 @@ class ModbusSource:
         log.warning(
             "%s: cannot connect to the Modbus unit at %s: %s; retrying every %.0f s at most, "
             "the other devices are not affected",
-            self.device.id,
+            self._name,
             self._where(),
             hint,
             self._backoff.policy.max_s,
@@ -300,7 +302,7 @@ class ModbusSource:
                     )
         except (ModbusException, OSError, TimeoutError) as exc:
             self._errors["link_failures"] += 1
-            log.warning("%s: modbus poll failed (%s); reconnecting", self.device.id, exc)
+            log.warning("%s: modbus poll failed (%s); reconnecting", self._name, exc)
             self._drop_client()
             await asyncio.sleep(self._backoff.next_delay())
             return None

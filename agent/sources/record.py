@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 
 from agent.config.schema import DeviceConfig
+from agent.logs import device_name
 from agent.readings import Quality, Reading
 
 log = logging.getLogger("agent.sources.record")
@@ -198,7 +199,9 @@ async def record_devices(
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep recording the other devices; retry this one
-                log.warning("recording %s: source failed (%r); retrying in %.0f s", device.id, exc, delay)
+                log.warning(
+                    "recording %s: source failed (%r); retrying in %.0f s", device_name(device.id), exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
 

@@ -46,6 +46,7 @@ from typing import Protocol
 from agent.config.schema import DeviceConfig, SerialConfig
 from agent.errors import ConfigError
 from agent.link_trouble import LinkTrouble, Tell
+from agent.logs import device_name
 from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
@@ -137,6 +138,7 @@ class SerialSource:
         if device.serial is None:
             raise ConfigError(f"devices.{device.id}.serial", "transport serial needs a [serial] table")
         self.device = device
+        self._name = device_name(device.id)  # what log lines call it
         self.config = device.serial
         self._open_port = open_port
         self._backoff = Backoff(backoff)
@@ -239,7 +241,7 @@ class SerialSource:
                 self._frames.link_restarted()
                 self._lines.link_restarted()
             self._ever_open = True
-            log.info("%s: serial port %s open%s", self.device.id, self.config.port, self._trouble.recovered())
+            log.info("%s: serial port %s open%s", self._name, self.config.port, self._trouble.recovered())
             self._undecodable.link_opened()
             self._request_hello(force=True)
             return
@@ -251,13 +253,13 @@ class SerialSource:
         tell = self._trouble.failed(problem)
         if tell is Tell.QUIET:
             port = self.config.port
-            log.debug("%s: cannot open %s (%s); retry in %.2f s", self.device.id, port, exc, delay)
+            log.debug("%s: cannot open %s (%s); retry in %.2f s", self._name, port, exc, delay)
             return
         again = " still" if tell is Tell.REMINDER else ""
         log.warning(
             "%s:%s cannot open serial port %s (serial.port): %s; retrying every %.0f s at most, "
             "the other devices are not affected",
-            self.device.id,
+            self._name,
             again,
             self.config.port,
             problem,
@@ -272,7 +274,7 @@ class SerialSource:
 
     def _link_lost(self, reason: object) -> None:
         self._link_failures += 1
-        log.warning("%s: serial link lost (%s); reopening %s", self.device.id, reason, self.config.port)
+        log.warning("%s: serial link lost (%s); reopening %s", self._name, reason, self.config.port)
         self._close_port()
         # a fresh decoder: the partial frame of the old link must not glue onto the new one
         self._bad_frames_before += self._decoder.stats.rejected
@@ -330,7 +332,7 @@ class SerialSource:
             self._pending += self._lines.take(samples, self._clock(), monotonic)
         if self._pending:
             self._backoff.reset()  # the link has proved itself
-        self._undecodable.check(self.device.id, decoder.stats, decoder.buffered, monotonic)
+        self._undecodable.check(self._name, decoder.stats, decoder.buffered, monotonic)
 
     def _maybe_request_hello(self) -> None:
         if self.config.protocol == "frames" and self._frames.hello is None:
@@ -346,6 +348,6 @@ class SerialSource:
         try:
             self._port.write(encode_frame(Command(CommandCode.SEND_HELLO), 0, 0))
         except self._write_full:  # the device is not reading its input: it will send HELLO or not
-            log.debug("%s: SEND_HELLO not written, output buffer full", self.device.id)
+            log.debug("%s: SEND_HELLO not written, output buffer full", self._name)
         except self._errors as exc:
             self._link_lost(exc)

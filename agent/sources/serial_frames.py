@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from agent.logs import device_name
 from agent.readings import Quality, Reading, stream_id
 from agent.sources.serial_clock import DeviceClock, line_times, newest_in_runs
 from firmware_bridge import ChannelMapError, Frame, LineSample, channel_names, to_physical
@@ -67,23 +68,23 @@ def waveform_stream(names: tuple[str, ...]) -> str:
     return names[0]
 
 
-def _tell_dropping(device_id: str, dropped: int, over_s: float) -> None:
+def _tell_dropping(name: str, dropped: int, over_s: float) -> None:
     """DATA arrives and is all dropped: without this line the device only looks silent."""
     log.warning(
         "%s: %d DATA frame(s) over %.0f s and no HELLO: they are dropped (errors waiting_hello) until "
         "the device sends one; it does not answer SEND_HELLO, so firmware that sends HELLO only at "
         "boot needs a device reset",
-        device_id,
+        name,
         dropped,
         over_s,
     )
 
 
-def _tell_hello_after_drops(device_id: str, dropped: int, told: bool) -> None:
+def _tell_hello_after_drops(name: str, dropped: int, told: bool) -> None:
     log.log(
         logging.INFO if told else logging.DEBUG,
         "%s: HELLO received; %d DATA frame(s) before it were dropped",
-        device_id,
+        name,
         dropped,
     )
 
@@ -93,6 +94,7 @@ class FrameReadings:
 
     def __init__(self, device_id: str, default_stream: str, clock: Callable[[], float]) -> None:
         self.device_id = device_id
+        self.name = device_name(device_id)  # what log lines call it
         self.default_stream = default_stream
         self._clock = clock
         self.hello: Hello | None = None
@@ -134,10 +136,10 @@ class FrameReadings:
             what.append(f"firmware {'.'.join(map(str, new.firmware))}")
         log.warning(
             "%s: the serial device announced %s: a swapped or re-flashed device? Its readings go on "
-            "under devices.%s, with the windows, calibration and open alarms of the one before",
-            self.device_id,
+            "under this device's entry (devices.<id>), with the windows, calibration and open alarms of "
+            "the one before",
+            self.name,
             " and ".join(what),
-            self.device_id,
         )
         self.time.restart()
         self._fault_until_us = self._battery_until_us = -1  # the other device's, in its clock
@@ -170,7 +172,7 @@ class FrameReadings:
         message = frame.message
         if isinstance(message, Hello):
             if self.hello is None and self.waiting_hello:
-                _tell_hello_after_drops(self.device_id, self.waiting_hello, self._first_drop_at is None)
+                _tell_hello_after_drops(self.name, self.waiting_hello, self._first_drop_at is None)
             if self.hello is not None and message != self.hello and message.pack() != self.hello.pack():
                 self._hello_changed(self.hello, message)
             elif self.time.hello(frame.device_time_us, monotonic, newest_us):  # rebooted meanwhile
@@ -190,7 +192,7 @@ class FrameReadings:
             if self.waiting_hello == 1:
                 self._first_drop_at = monotonic
             elif self._first_drop_at is not None and monotonic - self._first_drop_at >= WAITING_HELLO_TELL_S:
-                _tell_dropping(self.device_id, self.waiting_hello, monotonic - self._first_drop_at)
+                _tell_dropping(self.name, self.waiting_hello, monotonic - self._first_drop_at)
                 self._first_drop_at = None  # once per source
             return None
         if frame.gap_before and self._had_data:
@@ -237,7 +239,7 @@ class FrameReadings:
                 log.warning(
                     "%s: the device reports a fault (code %d): its data is flagged device_fault and not "
                     "judged for %.0f s, and the device_fault alarm is raised",
-                    self.device_id,
+                    self.name,
                     event.code,
                     FAULT_HOLD_S,
                 )
@@ -247,7 +249,7 @@ class FrameReadings:
             if device_time_us > self._battery_until_us:
                 log.warning(
                     "%s: the device reports a low battery (%d %%): the battery_low alarm is raised",
-                    self.device_id,
+                    self.name,
                     event.code,
                 )
             self._battery_until_us = device_time_us + round(BATTERY_HOLD_S * 1e6)
@@ -274,7 +276,7 @@ class FrameReadings:
             '%s: blocks of stream "%s" begin every %.3g s by the device\'s clock, but its HELLO declares'
             " %g Hz (%g sample(s) span %.3g s): the samples are taken as declared, so the stream's"
             " durations are off; check the firmware's rate (docs/serial-protocol.md, HELLO)",
-            self.device_id,
+            self.name,
             stream,
             spacing_us / 1e6,
             1.0 / period,

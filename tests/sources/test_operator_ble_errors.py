@@ -71,7 +71,7 @@ def test_a_gateway_without_bluez_is_told_once_and_the_strap_joins_once_it_runs(
     assert "cannot scan for BLE devices: the system D-Bus is not reachable" in warning
     assert "systemctl status bluetooth" in warning and "the other devices are not affected" in warning
     (connected,) = lines(caplog, logging.INFO)
-    assert "BLE connected to" in connected and "failed attempt(s) over " in connected
+    assert "BLE connected, 2 of 2 profile(s)" in connected and "failed attempt(s) over " in connected
 
 
 def test_a_strap_that_does_not_advertise_is_named_by_its_configured_address(

@@ -238,7 +238,7 @@ def test_a_profile_the_device_lacks_is_left_out_once_and_the_rest_works(
     told = [r.getMessage() for r in caplog.records if "has no" in r.getMessage()]
     assert len(told) == 1
     assert "PLX Continuous Measurement (0x2A5F)" in told[0]
-    assert "devices.bed-3-strap.ble.profiles" in told[0] and "Spot-check" in told[0]
+    assert "devices.<id>.ble.profiles" in told[0] and "Spot-check" in told[0]
 
 
 def test_a_lacking_profile_is_told_once_across_reconnects(
@@ -289,4 +289,4 @@ def test_a_device_with_none_of_the_profiles_is_a_configuration_error_named_so(
     caplog.set_level(logging.WARNING, "agent.sources.ble")
     asyncio.run(go())
     told = [r.getMessage() for r in caplog.records if "none of the configured profiles" in r.getMessage()]
-    assert len(told) == 1 and "devices.bed-3-strap.ble.profiles" in told[0]
+    assert len(told) == 1 and "devices.<id>.ble.profiles" in told[0]
