@@ -275,8 +275,7 @@ class BleSource:
         if not any(p.required for p in present) and any(p.required for p in self.profiles):
             names = ", ".join(p.name for p in self.profiles if p.required)
             raise MissingProfilesError(
-                f"the device has none of the configured profiles ({names});"
-                " check devices.<id>.ble.profiles"
+                f"the device has none of the configured profiles ({names}); check devices.<id>.ble.profiles"
             )
         self._assembler.use(present)
         self._subscribed = len(present)
