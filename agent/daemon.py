@@ -27,6 +27,7 @@ from typing import Any
 from agent import state_journal
 from agent.config import load_config
 from agent.config.schema import AgentConfig
+from agent.config.withheld import without_values
 from agent.errors import AgentError, ConfigError, InvalidConfigError
 from agent.gc_pacing import CollectorPacer
 from agent.logs import redact_identifiers, scrub_identifiers
@@ -261,10 +262,10 @@ class Agent:
 
     def check_reload(self, *, log_refusal: bool = False) -> list[str]:
         """What `try_reload` would refuse in the config file now, one line each; nothing is switched.
-        The lines go off the gateway (a remote `reload`'s answer): each names the file by its name only
-        and is scrubbed as a log line is (the running config's identifiers by their pseudonyms); the
-        refused file's own identifiers are never quoted (`agent.config.reader`). With `log_refusal` (a
-        remote `reload`), the problems are also logged as `try_reload` logs them."""
+        The lines go off the gateway (a remote `reload`'s answer): each names the file by its name only,
+        then the key and the kind of problem, the values withheld (`agent.config.withheld`), and is
+        scrubbed as a log line is (the running config's identifiers by their pseudonyms). With
+        `log_refusal` (a remote `reload`), the full lines are also logged as `try_reload` logs them."""
         path = self.config.source_path
         if path is None:
             if log_refusal:
@@ -273,6 +274,7 @@ class Agent:
         problems = self._reload_candidate(path)[1]
         if log_refusal:
             _log_refused_reload(path, problems)
+        problems = without_values(problems, path)
         return [f"{path.name}: {scrub_identifiers(p)}" for p in problems]
 
     def try_reload(self) -> bool:
@@ -289,16 +291,16 @@ class Agent:
         self.config = new
         return True
 
-    def _reload_candidate(self, path: Path) -> tuple[AgentConfig | None, list[str]]:
+    def _reload_candidate(self, path: Path) -> tuple[AgentConfig | None, list[ConfigError]]:
         """The file at `path` loaded and checked as a start would check it: (the config, []), or
-        (None, its problems, one "key: problem" line each)."""
+        (None, its problems)."""
         try:
             new = load_config(path)
             preflight(new)
         except InvalidConfigError as exc:
-            return None, [str(problem) for problem in exc.errors]
+            return None, exc.errors
         except ConfigError as exc:
-            return None, [str(exc)]
+            return None, [exc]
         except Exception as exc:  # whatever the check meets is a refusal, never an end of the agent
-            return None, [failure_line(exc)]
+            return None, [ConfigError("", failure_line(exc))]
         return new, []

@@ -64,6 +64,42 @@ def test_a_refused_remote_reload_names_keys_not_identifiers(
     assert [i for i in (*IDENTIFIERS, str(config.parent)) if i in text] == []
 
 
+# Values of keys not read as private that name a patient, each with the line the answer gives instead
+# (outside review, finding 3): the refused file's values are withheld, resolved paths too.
+VALUES = (
+    (
+        'path = "recordings"',
+        'path = "recordings/MRN-0055555_Doe_Jane"',
+        "devices[2].replay.path: no recording file or folder: …",
+    ),
+    (
+        'path = "recordings"',
+        'path = "current-patient"',
+        "devices[2].replay.path: no recording file or folder: …",
+    ),
+    ('transport = "replay"', 'transport = "MRN-0055555 Doe"', "devices[2].transport: expected one of"),
+)
+NAMED = ("MRN-0055555", "Doe_Jane", "MRN-0066666", "Roe_John", "Doe")
+
+
+def test_a_refused_remote_reload_withholds_the_values_of_the_new_file(
+    with_patients: tuple[Path, Backend, RunningAgent],
+) -> None:
+    config, backend, _agent = with_patients
+    (config.parent / "current-patient").symlink_to(config.parent / "recordings" / "MRN-0066666_Roe_John")
+    good = config.read_text()
+    answers: list[dict[str, Any]] = []
+    for old, new, expected in VALUES:
+        assert good.count(old) == 1
+        config.write_text(good.replace(old, new))
+        refused = backend.call("reload", timeout=30)
+        assert refused["error"]["code"] == "refused", refused
+        assert any(p.startswith(f"agent.toml: {expected}") for p in refused["error"]["problems"]), refused
+        answers.append(refused)
+    text = repr(answers)
+    assert [i for i in (*NAMED, *IDENTIFIERS, str(config.parent)) if i in text] == []
+
+
 def test_a_refused_sighup_reload_logs_keys_not_identifiers(
     with_patients: tuple[Path, Backend, RunningAgent], caplog: pytest.LogCaptureFixture
 ) -> None:
