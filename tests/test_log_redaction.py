@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from agent.config.schema import BleConfig, DeviceConfig, SerialConfig
-from agent.logs import configure_logging, redact_identifiers
+from agent.logs import configure_logging, device_name, learn_identifiers, redact_identifiers
 from agent.privacy import Pseudonymizer, stand_ins
 
 DEVICES = (
@@ -87,3 +87,44 @@ def test_json_lines_carry_utc_times_with_milliseconds_as_the_payloads_do(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
     logged = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     assert before - 0.002 <= logged <= time.time() + 0.002
+
+
+def test_mac_addresses_are_hidden_in_every_spelling_and_other_hex_is_not(captured: io.StringIO) -> None:
+    pseudonym = Pseudonymizer(b"k" * 32)
+    redact_identifiers(stand_ins(DEVICES, pseudonym))  # bed-10's address is AA:BB:CC:DD:EE:FF
+    log = logging.getLogger("agent.sources.any")
+    log.warning("device 'dev_AA_BB_CC_DD_EE_FF' not found; aa-bb-cc-dd-ee-ff")  # bed-10's, as BlueZ writes it
+    log.warning("met A4:C1:38:12:34:56 and a4_c1_38_12_34_56 at /org/bluez/hci0/dev_A4_C1_38_12_34_56/char")
+    kept = "uuid 0000180d-0000-1000-8000-00805f9b34fb at 19:12:03, 2026-11-30, 0x2A5E, 12:34:56:78, ab:cd"
+    log.warning(kept)
+
+    messages = [json.loads(line)["message"] for line in captured.getvalue().splitlines()]
+    ble = f"{pseudonym('bed-10')}:ble"
+    assert messages[0] == f"device 'dev_{ble}' not found; {ble}"
+    assert (
+        messages[1] == "met <mac> and <mac> at /org/bluez/hci0/dev_<mac>/char"
+    )  # in no config: still hidden
+    assert messages[2] == kept
+
+
+def test_learnt_identifiers_are_hidden_until_the_next_config(captured: io.StringIO) -> None:
+    redact_identifiers({"bed-1": "d-one"})
+    learn_identifiers({"Polar H10 8C4E2F11": "d-one:ble", "A4:C1:38:12:34:56": "d-one:ble"})
+    log = logging.getLogger("agent.sources.ble")
+    log.warning("Polar H10 8C4E2F11 - a4-c1-38-12-34-56: failed")
+    redact_identifiers({"bed-1": "d-one"})  # a reload: the sources find their devices again
+    log.warning("Polar H10 8C4E2F11 - a4-c1-38-12-34-56: failed")
+    messages = [json.loads(line)["message"] for line in captured.getvalue().splitlines()]
+    assert messages == ["d-one:ble - d-one:ble: failed", "Polar H10 8C4E2F11 - <mac>: failed"]
+
+
+def test_device_name_is_the_pseudonym_whatever_the_length_of_the_id() -> None:
+    pseudonym = Pseudonymizer(b"k" * 32)
+    short = DeviceConfig(id="12", kind="wearable", transport="simulator")
+    assert device_name("12") == "12"  # nothing registered: tools and tests outside the daemon
+    redact_identifiers(stand_ins([*DEVICES, short], pseudonym))
+    try:
+        assert device_name("12") == pseudonym("12") and device_name("p2") == pseudonym("p2")
+        assert device_name("not-configured") == "<redacted>"
+    finally:
+        redact_identifiers({})
