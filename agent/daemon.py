@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import state_journal
-from agent.config import load_config
+from agent.config.loader import config_from_bytes, read_config_file
 from agent.config.schema import AgentConfig
 from agent.config.withheld import without_values
 from agent.errors import AgentError, ConfigError, InvalidConfigError
@@ -271,11 +271,10 @@ class Agent:
             if log_refusal:
                 _log_refused_reload(None, [])
             return ["the running config did not come from a file"]
-        problems = self._reload_candidate(path)[1]
+        _new, problems, text = self._reload_candidate(path)
         if log_refusal:
             _log_refused_reload(path, problems)
-        problems = without_values(problems, path)
-        return [f"{path.name}: {scrub_identifiers(p)}" for p in problems]
+        return [f"{path.name}: {scrub_identifiers(p)}" for p in without_values(problems, text)]
 
     def try_reload(self) -> bool:
         """Load and check the config file again; keep the running one if the new one is bad."""
@@ -283,7 +282,7 @@ class Agent:
         if path is None:
             _log_refused_reload(None, [])
             return False
-        new, problems = self._reload_candidate(path)
+        new, problems, _text = self._reload_candidate(path)
         _log_refused_reload(path, problems)
         if new is None:
             return False
@@ -291,16 +290,18 @@ class Agent:
         self.config = new
         return True
 
-    def _reload_candidate(self, path: Path) -> tuple[AgentConfig | None, list[ConfigError]]:
-        """The file at `path` loaded and checked as a start would check it: (the config, []), or
-        (None, its problems)."""
+    def _reload_candidate(self, path: Path) -> tuple[AgentConfig | None, list[ConfigError], bytes]:
+        """The file at `path` read once, loaded and checked as a start would check it: (the config, [],
+        its bytes), or (None, its problems, its bytes: b"" if unreadable)."""
+        text = b""
         try:
-            new = load_config(path)
+            text = read_config_file(path)
+            new = config_from_bytes(text, path)
             preflight(new)
         except InvalidConfigError as exc:
-            return None, exc.errors
+            return None, exc.errors, text
         except ConfigError as exc:
-            return None, [exc]
+            return None, [exc], text
         except Exception as exc:  # whatever the check meets is a refusal, never an end of the agent
-            return None, [ConfigError("", failure_line(exc))]
-        return new, []
+            return None, [ConfigError("", failure_line(exc))], text
+        return new, [], text

@@ -41,14 +41,23 @@ from agent.events import AlarmKind, Priority
 
 def load_config(path: str | Path) -> AgentConfig:
     """Read and check `path`; raises `InvalidConfigError` listing every problem found."""
-    path = Path(path)
-    source = str(path)
+    return config_from_bytes(read_config_file(path), Path(path))
+
+
+def read_config_file(path: str | Path) -> bytes:
+    """The bytes of the config file at `path`; `InvalidConfigError` when it cannot be read."""
     try:
-        raw = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise InvalidConfigError(
-            source, [ConfigError("", f"cannot read config file: {exc.strerror}")]
+            str(path), [ConfigError("", f"cannot read config file: {exc.strerror}")]
         ) from None
+
+
+def config_from_bytes(raw: bytes, path: Path) -> AgentConfig:
+    """Check `raw`, read from the config file at `path` (its folder resolves relative paths). A reload
+    reads the file once and uses these bytes for what it tells about them too."""
+    source = str(path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
@@ -23,9 +22,10 @@ WITHHELD = "…"
 _PATH = re.compile(r"(?<!\S)~?\.{0,2}/\S*")  # a word that starts as a path does: /…, ./…, ~/…
 
 
-def without_values(problems: Iterable[ConfigError], config_file: Path) -> list[str]:
-    """`problems` of `config_file`, one "key: kind of problem" line each, the values withheld."""
-    withhold = _value_pattern(_strings(config_file))
+def without_values(problems: Iterable[ConfigError], config_text: bytes) -> list[str]:
+    """`problems` of the config file that holds `config_text`, one "key: kind of problem" line each,
+    the values withheld."""
+    withhold = _value_pattern(_strings(config_text))
     lines = []
     for problem in problems:
         text = withhold.sub(WITHHELD, problem.problem) if withhold else problem.problem
@@ -34,12 +34,12 @@ def without_values(problems: Iterable[ConfigError], config_file: Path) -> list[s
     return lines
 
 
-def _strings(config_file: Path) -> set[str]:
+def _strings(config_text: bytes) -> set[str]:
     """Every string value in the file, at any depth, and each part of one that is a path; none when
-    the file does not read as TOML (its problem then says so, and quotes nothing of it)."""
+    it does not read as TOML (its problem then says so, and quotes nothing of it)."""
     try:
-        data = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = tomllib.loads(config_text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         return set()
     found: set[str] = set()
 
