@@ -45,7 +45,7 @@ class Redact(logging.Filter):
     and an advertised name (often with the strap's serial) the config never names: its source
     registers them when it finds it (`learn`)."""
 
-    MIN_LENGTH = 3  # shorter strings turn up by chance in ordinary words and numbers
+    MIN_LENGTH = 3  # shorter strings turn up by chance in ordinary words and numbers: see `_anywhere`
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,6 +101,14 @@ def _mac_key(text: str) -> str | None:
     return text.upper().replace(match.group(1), ":") if match else None
 
 
+def _anywhere(identifier: str) -> str:
+    """The pattern of `identifier` wherever it is written; a short one (a bed number "12", in every
+    count and time too) only as a stream id's device ("12/vitals", which exception texts quote)."""
+    if len(identifier) >= Redact.MIN_LENGTH:
+        return re.escape(identifier)
+    return rf"(?<![\w.:/-]){re.escape(identifier)}(?=/)"
+
+
 class _Rules:
     """One compiled set of identifiers to replace (see `Redact`)."""
 
@@ -109,9 +117,9 @@ class _Rules:
 
     @classmethod
     def of(cls, stand_ins: Mapping[str, str]) -> _Rules:
-        kept = {k: v for k, v in stand_ins.items() if len(k) >= Redact.MIN_LENGTH}
+        kept = {k: v for k, v in stand_ins.items() if k}
         longest_first = sorted(kept, key=len, reverse=True)  # "bed-10" before "bed-1"
-        alternatives = "|".join(re.escape(k) for k in longest_first)
+        alternatives = "|".join(_anywhere(k) for k in longest_first)
         pattern = re.compile(alternatives, re.IGNORECASE) if kept else None
         macs = {key: v for k, v in stand_ins.items() if (key := _mac_key(k)) is not None}
         return cls({k.casefold(): v for k, v in kept.items()}, pattern, macs)

@@ -128,3 +128,19 @@ def test_device_name_is_the_pseudonym_whatever_the_length_of_the_id() -> None:
         assert device_name("not-configured") == "<redacted>"
     finally:
         redact_identifiers({})
+
+
+def test_a_short_id_is_hidden_as_a_stream_ids_device_and_numbers_are_left_alone(
+    captured: io.StringIO,
+) -> None:
+    pseudonym = Pseudonymizer(b"k" * 32)
+    short = DeviceConfig(id="12", kind="wearable", transport="simulator")
+    redact_identifiers(stand_ins([short], pseudonym))
+    logging.getLogger("agent").warning(
+        "12/vitals: wall_time must be finite; 12 failed attempt(s), 19:12, 2026/12/01"
+    )
+    message = json.loads(captured.getvalue())["message"]
+    assert (
+        message
+        == f"{pseudonym('12')}/vitals: wall_time must be finite; 12 failed attempt(s), 19:12, 2026/12/01"
+    )
