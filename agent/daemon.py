@@ -50,7 +50,7 @@ log = logging.getLogger("agent")
 CLOCK_BEHIND_SLACK_S = 1.0  # a start this far behind the state's save time found the clock stepped back
 
 
-def _log_refused_reload(path: Path | None, problems: list[str]) -> None:
+def _log_refused_reload(path: Path | None, problems: list[ConfigError]) -> None:
     """A reload's refusal in the log, whether SIGHUP or a remote `reload` asked for it: each problem
     with the file's full path (`path` None: the running config did not come from a file)."""
     if path is None:
