@@ -48,7 +48,7 @@ import argparse
 import dataclasses
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +58,7 @@ import numpy.typing as npt
 from agent.config.loader import load_config
 from agent.config.schema import AgentConfig, BeatsConfig
 from agent.ecg.rr_from_ecg import RrFromEcg
-from agent.readings import Reading
+from agent.readings import Quality, Reading
 from tools.evaluate.datasets import MITDB_FS, T0, dataset_folder, mitdb_folder, read_mitdb_record
 from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME, match
 from tools.evaluate.qrs_r_on_t import HALF_WIDTH_S, pvc_wave
@@ -111,32 +111,52 @@ def longest_run_s() -> float:
     return max(LENGTHS) * 60.0 / min(RATES_BPM) + 2.0
 
 
-def draw_hosts(root: Path | None, record: str) -> list[tuple[int, int]]:
-    """`HOSTS` (host, donor) pairs of `record`, drawn with the fixed seed (the same for every case)."""
+# Whether beat k (of a record's annotated beats, PVC or not) may host a run.
+HostTest = Callable[[IntArray, BoolArray, int], bool]
+
+
+def clean_before(beats: IntArray, is_pvc: BoolArray, k: int) -> bool:
+    """A normal beat with no annotated PVC in the `CLEAN_BEFORE_S` before it: the run starts from sinus
+    rhythm (vt_runs' own hosts)."""
+    b = int(beats[k])
+    pvc_at = beats[is_pvc]
+    return not is_pvc[k] and not np.any((pvc_at >= b - CLEAN_BEFORE_S * MITDB_FS) & (pvc_at <= b))
+
+
+def draw_hosts(
+    root: Path | None,
+    record: str,
+    *,
+    eligible: HostTest = clean_before,
+    count: int = HOSTS,
+    run_s: float | None = None,
+    at_least: int | None = None,
+) -> list[tuple[int, int]]:
+    """`count` (host, donor) pairs of `record`, drawn with the fixed seed (the same for every case):
+    hosts that pass `eligible`, with room for a run of `run_s` (default: vt_runs' longest) and the case's
+    context around it; fewer than `at_least` (default `count`) is an error."""
     ecg, beats, is_pvc = load_record(root, record)
     fs = MITDB_FS
     rng = np.random.default_rng([SEED, int(record)])
     pvc_at = beats[is_pvc]
-    room_after = (longest_run_s() + POST_S + 5.0) * fs
-    eligible = []
+    room_after = ((longest_run_s() if run_s is None else run_s) + POST_S + 5.0) * fs
+    eligible_at = []
     for k in range(1, len(beats) - 1):
         b = int(beats[k])
-        if is_pvc[k] or b < PRE_S * fs or b + room_after > len(ecg):
+        if b < PRE_S * fs or b + room_after > len(ecg) or not eligible(beats, is_pvc, k):
             continue
-        if np.any((pvc_at >= b - CLEAN_BEFORE_S * fs) & (pvc_at <= b)):
-            continue
-        eligible.append(b)
+        eligible_at.append(b)
     hosts: list[int] = []
-    for b in rng.permutation(eligible).tolist():
+    for b in rng.permutation(eligible_at).tolist():
         if all(abs(b - h) >= HOST_SPACING_S * fs for h in hosts):
             hosts.append(int(b))
-        if len(hosts) == HOSTS:
+        if len(hosts) == count:
             break
-    if len(hosts) < HOSTS:
+    if len(hosts) < (count if at_least is None else at_least):
         raise RuntimeError(f"record {record}: only {len(hosts)} hosts {HOST_SPACING_S:.0f} s apart")
     half = round(HALF_WIDTH_S * fs)
     donors = pvc_at[(pvc_at >= half) & (pvc_at < len(ecg) - half)]
-    chosen = rng.choice(donors, HOSTS, replace=False)
+    chosen = rng.choice(donors, len(hosts), replace=False)
     return list(zip(sorted(hosts), (int(d) for d in chosen), strict=True))
 
 
@@ -202,14 +222,30 @@ class Beat:
     left_s: float  # when the stage gave it (s from the segment's first sample): its frame's end
 
 
-def stage_readings(ecg: FloatArray, rr_stream: str, fs: float = MITDB_FS) -> list[Beat]:
-    """Every reading the daemon's stage puts on the RR stream, in order, with when it left."""
+def frames(ecg: FloatArray, fs: float = MITDB_FS, lost: range = range(0)) -> Iterator[tuple[int, Reading]]:
+    """The segment as a Polar H10 delivers it: (first sample, reading) per `POLAR_FRAME` samples. The
+    frames numbered in `lost` are not delivered (a BLE drop); the next one carries GAP, as a BLE source
+    sets it after a sequence gap."""
+    after_drop = False
+    for index, start in enumerate(range(0, len(ecg), POLAR_FRAME)):
+        if index in lost:
+            after_drop = True
+            continue
+        block = ecg[start : start + POLAR_FRAME, None]
+        quality = Quality.GAP if after_drop else Quality.OK
+        after_drop = False
+        yield start, Reading("eval/ecg", ("ecg",), block, T0 + start / fs, start / fs, 1.0 / fs, quality)
+
+
+def stage_readings(
+    ecg: FloatArray, rr_stream: str, fs: float = MITDB_FS, lost: range = range(0)
+) -> list[Beat]:
+    """Every reading the daemon's stage puts on the RR stream, in order, with when it left (`lost`:
+    frames not delivered, `frames`)."""
     stage = RrFromEcg("eval", BeatsConfig(rr_stream=rr_stream))
     out = []
-    for start in range(0, len(ecg), POLAR_FRAME):
-        block = ecg[start : start + POLAR_FRAME, None]
-        reading = Reading("eval/ecg", ("ecg",), block, T0 + start / fs, start / fs, 1.0 / fs)
-        left = (start + len(block)) / fs
+    for start, reading in frames(ecg, fs, lost):
+        left = (start + reading.n_samples) / fs
         out += [Beat(r, left) for r in stage.take(reading) if r.stream == f"eval/{rr_stream}"]
     return out
 
@@ -255,10 +291,26 @@ class CaseResult:
 
 def _case_job(job: tuple[Path, Path | None, Case, str, float]) -> CaseResult:
     config_path, root, case, vt, jitter = job
+    return judge_case(config_path, root, case, vt, jitter)
+
+
+# The frames of a spliced segment not delivered (`frames`), chosen from where its run is.
+LostFrames = Callable[[Spliced], range]
+
+
+def judge_case(
+    config_path: Path,
+    root: Path | None,
+    case: Case,
+    vt: str,
+    jitter: float = 0.0,
+    lost: LostFrames | None = None,
+) -> CaseResult:
+    """One case spliced, through the stage and the config's pipeline (`lost`: frames not delivered)."""
     config = rr_config(config_path)
     rr_stream = config.detectors[0].stream
     spliced = splice(root, case, jitter)
-    beats = stage_readings(spliced.ecg, rr_stream)
+    beats = stage_readings(spliced.ecg, rr_stream, lost=lost(spliced) if lost else range(0))
     peaks = beat_samples(beats)
     refs, _ = match(spliced.beats, peaks, round(MATCH_WINDOW_S * MITDB_FS))
     found = int(spliced.is_run[refs].sum())
