@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.readings import Reading
 from tools.evaluate import vt_recurrent, vt_runs
-from tools.evaluate.datasets import MITDB_FS
+from tools.evaluate.datasets import MITDB_FS, T0
 from tools.evaluate.replay import Episode
 
 FS = MITDB_FS
@@ -61,3 +62,21 @@ def test_the_second_run_is_alarmed_by_a_start_in_it_or_by_an_episode_covering_80
     )
     assert start == pytest.approx(1.8) and not continued and on_at_end
     assert coverage == pytest.approx(18 / 23)
+
+
+def test_pvc_flags_judges_each_beat_as_the_pvc_detector_does() -> None:
+    """The lead part's verdicts: pvc at its defaults, one beat per call; an early wide beat is flagged, the
+    normal beats around it and a reading that is no beat (a pause's hr alone) are not."""
+    channels = ("rr", "hr", "qrs_shape", "qrs_core")
+    rows = [(0.8, 75.0, 0.2, 0.1)] * 12 + [(0.45, 80.0, 2.0, 1.4)] + [(1.15, 75.0, 0.2, 0.1)] * 3
+    beats = []
+    t = T0
+    for values in rows:
+        t += values[0]
+        beats.append(vt_runs.Beat(Reading("eval/ecg_rr", channels, np.array([values]), t, 0.0), 0.0))
+    pause = Reading("eval/ecg_rr", ("hr",), np.array([[15.0]]), t + 4.0, 0.0)
+    beats.append(vt_runs.Beat(pause, 0.0))
+    flags = vt_recurrent.pvc_flags(beats)
+    assert len(flags) == len(rows)
+    assert [i for i, (_, flagged) in enumerate(flags) if flagged] == [12]
+    assert flags[12][0] == pytest.approx(t - T0 - 3 * 1.15)

@@ -25,6 +25,13 @@ whether the episode of the first run was still on at its first beat (continued);
 is on at the segment's end. The second run counts as *alarmed* when a START came in its window or the
 coverage is at least `COVERED` (80 %). The report gives the cells (first length x sinus beats x second
 length) and every case, and `cases.tsv` beside it one line per case, to compare two branches case by case.
+
+`--part lead` checks the other side, a real change of every beat's shape that the templates must follow:
+each of the 12 MIT-BIH records (`vt_runs.ALL_RECORDS`, whole) with its ECG times `LEAD_GAIN` (-0.7: the
+QRS inverted and smaller, a lead moved) from its middle on, through the same stage and pipeline; per
+record the VT condition's starts after the change, and the beats after it that the `pvc` detector (its
+defaults, with qrs_core) flags among those not annotated as PVCs, within the first `FOLLOW_BEATS` (32)
+beats and after them.
 """
 
 from __future__ import annotations
@@ -36,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.config.schema import AgentConfig
+from agent.config.schema import AgentConfig, DetectorConfig
+from agent.detectors import WindowBlock, build_detector
 from tools.evaluate import vt_runs
-from tools.evaluate.datasets import MITDB_FS
+from tools.evaluate.datasets import MITDB_FS, T0
 from tools.evaluate.qrs import MATCH_WINDOW_S, match
 from tools.evaluate.replay import Episode, pool_map
 from tools.evaluate.report import table, write_report
@@ -49,6 +57,8 @@ SINUS_BEATS = (2, 5, 12)
 SECOND_LENGTHS = (30, 100)
 RATE_BPM = 150
 MAX_RESUME_S = 3.0  # room for the resumed beat after a run (the host's RR, > 0.55 s)
+LEAD_GAIN = -0.7  # a lead moved: from the record's middle on its QRS inverted and smaller
+FOLLOW_BEATS = 32  # the templates' length: the beats after a change of shape they take to follow it
 COVERED = 0.8  # a second run whose beats are this much inside a VT episode counts as alarmed
 
 
@@ -287,6 +297,82 @@ def report(config_path: Path, results: list[RecurrentResult], vt: str) -> str:
     )
 
 
+# -- a lead moved: the templates must follow ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeadResult:
+    record: str
+    vt_starts: int  # VT starts after the change
+    early_flags: int  # beats not annotated PVC flagged by pvc within `FOLLOW_BEATS` of the change
+    late_flags: int  # ... and after them
+    late_beats: int  # beats not annotated PVC after those
+
+
+def pvc_flags(beats: list[vt_runs.Beat]) -> list[tuple[float, bool]]:
+    """(R time s, flagged) of each beat the stage reported, judged by a `pvc` detector of its defaults on
+    rr, qrs_shape and qrs_core, one beat per call as the pipeline hands them over."""
+    channels = ("rr", "qrs_shape", "qrs_core")
+    pvc = build_detector(DetectorConfig("pvc", "pvc", "rr", channels), 1.0)
+    out = []
+    for i, b in enumerate(beats):
+        r = b.reading
+        if r.channels[0] != "rr" or not np.isfinite(r.values[0, 0]):
+            continue
+        got = dict(zip(r.channels, r.values[0], strict=False))
+        row = np.array([[[got["rr"], got.get("qrs_shape", np.nan), got.get("qrs_core", np.nan)]]])
+        score = float(pvc.score(WindowBlock(row, np.arange(1), np.array([float(i)]), 1)).scores[0])
+        out.append((r.wall_time - T0, score > pvc.threshold))
+    return out
+
+
+def _lead_job(job: tuple[Path, Path | None, str, str]) -> LeadResult:
+    config_path, root, record, vt = job
+    ecg, annotated, is_pvc = vt_runs.load_record(root, record)
+    at = len(ecg) // 2
+    moved = ecg.copy()
+    moved[at:] *= LEAD_GAIN
+    config = vt_runs.rr_config(config_path)
+    beats = vt_runs.stage_readings(moved, config.detectors[0].stream)
+    at_s = at / MITDB_FS
+    starts = sum(e.start > at_s for e in vt_runs.episodes(config, beats) if e.condition == vt)
+    pvc_times = annotated[is_pvc] / MITDB_FS
+    after = [(t, flagged) for t, flagged in pvc_flags(beats) if t > at_s]
+    normal = [f for t, f in after if not np.any(np.abs(pvc_times - t) <= MATCH_WINDOW_S)]
+    early, late = normal[:FOLLOW_BEATS], normal[FOLLOW_BEATS:]
+    return LeadResult(record, starts, sum(early), sum(late), len(late))
+
+
+def lead_report(config_path: Path, results: list[LeadResult], vt: str) -> str:
+    rows = [(r.record, r.vt_starts, r.early_flags, f"{r.late_flags} / {r.late_beats}") for r in results]
+    rows.append(
+        (
+            "all",
+            sum(r.vt_starts for r in results),
+            sum(r.early_flags for r in results),
+            f"{sum(r.late_flags for r in results)} / {sum(r.late_beats for r in results)}",
+        )
+    )
+    return "\n".join(
+        [
+            f"# A lead moved: the alarms of {config_path}",
+            "",
+            f"The 12 MIT-BIH records, ECG times {LEAD_GAIN:g} from the middle on; pvc at its defaults with "
+            "qrs_core; beats not annotated as PVCs.",
+            "",
+            table(
+                [
+                    "record",
+                    f"{vt} starts after the change",
+                    f"pvc flags, first {FOLLOW_BEATS} beats",
+                    "pvc flags after them / beats",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.evaluate.vt_recurrent", description=__doc__.split("\n\n")[0]
@@ -298,8 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("eval/vt-recurrent"))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--condition", default=vt_runs.VT, help="the VT alarm's condition name")
+    parser.add_argument(
+        "--part", choices=("recurrent", "lead"), default="recurrent", help="the two-run cases or a lead moved"
+    )
     args = parser.parse_args(argv)
     logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
+    if args.part == "lead":
+        jobs = [(args.config, args.data, r, args.condition) for r in vt_runs.ALL_RECORDS]
+        write_report(args.out, lead_report(args.config, pool_map(_lead_job, jobs, args.jobs), args.condition))
+        return 0
     cases = case_set(args.data)
     results = pool_map(_case_job, [(args.config, args.data, c, args.condition) for c in cases], args.jobs)
     write_report(args.out, report(args.config, results, args.condition))
