@@ -49,6 +49,15 @@ log = logging.getLogger("agent")
 CLOCK_BEHIND_SLACK_S = 1.0  # a start this far behind the state's save time found the clock stepped back
 
 
+def _log_refused_reload(path: Path | None, problems: list[str]) -> None:
+    """A reload's refusal in the log, whether SIGHUP or a remote `reload` asked for it: each problem
+    with the file's full path (`path` None: the running config did not come from a file)."""
+    if path is None:
+        log.error("reload refused: the running config did not come from a file")
+    for problem in problems:
+        log.error("reload refused, keeping the running config: %s: %s", path, problem)
+
+
 def failure_line(exc: BaseException) -> str:
     """A failed reload, set-up or stop in one line: the key or file, then the problem."""
     if isinstance(exc, InvalidConfigError):
@@ -250,25 +259,30 @@ class Agent:
             return f"stopped after task {self.failed} ended unexpectedly; {figures}"
         return f"stopped cleanly: {figures}"
 
-    def check_reload(self) -> list[str]:
+    def check_reload(self, *, log_refusal: bool = False) -> list[str]:
         """What `try_reload` would refuse in the config file now, one line each; nothing is switched.
         The lines go off the gateway (a remote `reload`'s answer): each names the file by its name only
         and is scrubbed as a log line is (the running config's identifiers by their pseudonyms); the
-        refused file's own identifiers are never quoted (`agent.config.reader`)."""
+        refused file's own identifiers are never quoted (`agent.config.reader`). With `log_refusal` (a
+        remote `reload`), the problems are also logged as `try_reload` logs them."""
         path = self.config.source_path
         if path is None:
+            if log_refusal:
+                _log_refused_reload(None, [])
             return ["the running config did not come from a file"]
-        return [f"{path.name}: {scrub_identifiers(p)}" for p in self._reload_candidate(path)[1]]
+        problems = self._reload_candidate(path)[1]
+        if log_refusal:
+            _log_refused_reload(path, problems)
+        return [f"{path.name}: {scrub_identifiers(p)}" for p in problems]
 
     def try_reload(self) -> bool:
         """Load and check the config file again; keep the running one if the new one is bad."""
         path = self.config.source_path
         if path is None:
-            log.error("reload refused: the running config did not come from a file")
+            _log_refused_reload(None, [])
             return False
         new, problems = self._reload_candidate(path)
-        for problem in problems:
-            log.error("reload refused, keeping the running config: %s: %s", path, problem)
+        _log_refused_reload(path, problems)
         if new is None:
             return False
         log.info("reloading config %s (sha256 %s)", path, new.digest[:16])

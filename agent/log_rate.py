@@ -3,7 +3,7 @@ it holds back is still counted in the log.
 
 A kind of line is its logger and message template: at most `burst` lines of a kind every `period_s`.
 For the audit loggers (remote commands: accepted, refused and why) a kind is also the line's arguments,
-the command's name and the refusal's code, so a flood of garbage `status` commands never hides a
+the command's name, the refusal's code and reason, so a flood of garbage `status` commands never hides a
 `reload` that was accepted or refused for a bad signature. When a period in which lines of a kind
 were held back ends, one line says how many and shows the last of them; a timer writes it then, even
 when no line of that kind comes again. At the end of the process `flush(everything=True)` tells the

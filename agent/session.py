@@ -34,7 +34,7 @@ from agent.inference.detector import AutoencoderDetector
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.pipeline.technical import ThresholdAlarm, blinding
-from agent.pipeline.wiring import p_wave_read
+from agent.pipeline.wiring import beat_channels_read
 from agent.privacy import Pseudonymizer
 from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
@@ -67,18 +67,18 @@ STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding
 class _GuardedBeats:
     """A device's ECG -> RR stage (agent.ecg.rr_from_ecg) where a fault (a bug) costs the beats, not the
     source: the readings go on without beats, and a fresh stage starts `BEATS_RETRY_S` later. It computes
-    ``p_wave`` only if a detector of `config` reads it (`p_wave_read`); a reload makes a new session, and
-    with it new stages that follow the new config."""
+    only the channels a detector of `config` reads (`beat_channels_read`); a reload makes a new session,
+    and with it new stages that follow the new config."""
 
     def __init__(self, device: DeviceConfig, pseudonym: str, config: AgentConfig) -> None:
         assert device.beats is not None
         self._device_id, self._beats_config, self._pseudonym = device.id, device.beats, pseudonym
-        self._p_wave = p_wave_read(config, device.beats.rr_stream)
+        self._channels = beat_channels_read(config, device.beats.rr_stream)
         self._stage: RrFromEcg | None = self._new_stage()
         self._failed_at = 0.0
 
     def _new_stage(self) -> RrFromEcg:
-        return RrFromEcg(self._device_id, self._beats_config, p_wave=self._p_wave)
+        return RrFromEcg(self._device_id, self._beats_config, channels=self._channels)
 
     def take(self, reading: Reading) -> list[Reading]:
         if self._stage is None:

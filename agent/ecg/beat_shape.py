@@ -51,6 +51,11 @@ raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reac
 raw samples, but the window and core templates and the admission (its intervals, a run) go on, so the
 beats after the hole have a shape at once instead of 8 beats later (a VT starting then would otherwise
 build its own templates and read normal for its whole length).
+
+Each part is computed only if asked (`window`, `core`: the stage's channels that a detector reads, see
+agent.ecg.rr_from_ecg); one not asked is NaN and keeps no template. Neither asked keeps no raw samples
+either, but `ready` answers as before: the stage's readings leave at the same times whatever it computes.
+Without the core no run is seen (it starts on an unlike core): the window's template then takes every beat.
 """
 
 from __future__ import annotations
@@ -113,9 +118,13 @@ def qrs_core(segment: npt.NDArray[np.float64], peak: int, rate_hz: float) -> npt
 class BeatShapes:
     """One ECG segment's raw samples and recent beat windows; `shape(peak)` once `ready(peak)`."""
 
-    def __init__(self, rate_hz: float, delay_s: float, start: int = 0) -> None:
-        """`start`: the index (in the stage's count of samples) of the first sample it will be given."""
+    def __init__(
+        self, rate_hz: float, delay_s: float, start: int = 0, *, window: bool = True, core: bool = True
+    ) -> None:
+        """`start`: the index (in the stage's count of samples) of the first sample it will be given;
+        `window`, `core`: which distances `shape` computes (the other is NaN)."""
         self.rate_hz = rate_hz
+        self.window, self.core = window, core
         self._before = round(BEFORE_S * rate_hz)
         self._after = round(AFTER_S * rate_hz)
         self._keep = round((delay_s + BEFORE_S + AFTER_S + 1.0) * rate_hz)
@@ -124,20 +133,23 @@ class BeatShapes:
         self._fed = start
         self._history: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
         self._cores: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
+        self._whole = 0  # beats with a whole window (shaped or not): the templates are known from the 8th
         self._admission = Admission()
 
     @classmethod
     def continued(cls, previous: BeatShapes, delay_s: float) -> BeatShapes:
         """A new segment of `previous`'s signal (same rate, same electrodes): its templates and intervals
         carried over (taken, not copied: `previous` is done), no raw samples, indices from 0."""
-        shapes = cls(previous.rate_hz, delay_s)
-        shapes._history, shapes._cores = previous._history, previous._cores
+        shapes = cls(previous.rate_hz, delay_s, window=previous.window, core=previous.core)
+        shapes._history, shapes._cores, shapes._whole = previous._history, previous._cores, previous._whole
         shapes._admission = previous._admission
         return shapes
 
     def add(self, samples: npt.NDArray[np.float64]) -> None:
-        self._raw = np.concatenate([self._raw, samples])
         self._fed += len(samples)
+        if not (self.window or self.core):  # nothing reads them: only the count, for `ready`
+            return
+        self._raw = np.concatenate([self._raw, samples])
         extra = len(self._raw) - self._keep
         if extra > 0:
             self._raw = self._raw[extra:]
@@ -159,25 +171,32 @@ class BeatShapes:
         """The beat's (window, core) distances to the templates of the previous beats (NaN: none); the beat
         then joins the templates `Admission` lets it join. `rr`: the interval ending at the beat (s; NaN:
         none, after a hole)."""
+        nan = float("nan")
         lo = peak - self._before - self._raw_start
         segment = self._raw[max(lo, 0) : peak + self._after + 1 - self._raw_start]
-        if lo < 0 or not np.isfinite(segment).all():
-            self._admission.judge(rr, float("nan"))  # its interval still joins the mean
-            return float("nan"), float("nan")
-        windows, _ = beat_windows(segment, np.array([self._before]), self.rate_hz)
-        beat = windows[0, :, 0].astype(np.float64)
-        core = qrs_core(segment, self._before, self.rate_hz)
-        distances = (float("nan"), float("nan"))
-        if len(self._history) >= MIN_TEMPLATE_BEATS:
+        if not (self.window or self.core) or lo < 0 or not np.isfinite(segment).all():
+            self._admission.judge(rr, nan)  # its interval still joins the mean
+            return nan, nan
+        beat = self._window(segment) if self.window else None
+        core = qrs_core(segment, self._before, self.rate_hz) if self.core else None
+        known_window = known_core = nan
+        if self._whole >= MIN_TEMPLATE_BEATS:
+            if beat is not None and self._history:
+                known_window = shape_distance(beat, np.array(self._history))
             # No core admitted yet (only early beats had whole windows): the core alone has no value.
-            known_core = core_distance(core, np.array(self._cores)) if self._cores else float("nan")
-            distances = (shape_distance(beat, np.array(self._history)), known_core)
-        joins_core, joins_window = self._admission.judge(rr, distances[1])
-        if joins_window:
+            if core is not None and self._cores:
+                known_core = core_distance(core, np.array(self._cores))
+        self._whole += 1
+        joins_core, joins_window = self._admission.judge(rr, known_core)
+        if beat is not None and joins_window:
             self._history.append(beat)
-        if joins_core:
+        if core is not None and joins_core:
             self._cores.append(core)
-        return distances
+        return known_window, known_core
+
+    def _window(self, segment: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        windows, _ = beat_windows(segment, np.array([self._before]), self.rate_hz)
+        return windows[0, :, 0].astype(np.float64)
 
 
 class Admission:

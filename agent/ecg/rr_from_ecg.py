@@ -9,17 +9,22 @@ rate a monitor would show beside it (``hr``, bpm: 60 / the mean of the last `HR_
 the last hole), so limits for tachycardia and bradycardia work on a device that sends only ECG, and the
 beat's shape against the patient's recent beats (``qrs_shape``, agent.ecg.beat_shape) for the `pvc`
 detector, and that of its QRS alone (``qrs_core``, the same module: it holds at fast rates, where the
-beat window takes in the neighbouring beats) for `ventricular_run`, and, when a detector reads it, for a
-beat of normal shape how alike its pre-R segment is to the recent ones (``p_wave``, agent.ecg.p_wave: P
-waves present or not) for the `af` detector. A beat's reading leaves once its shape is known, 0.40 s
-after its R peak at the earliest.
+beat window takes in the neighbouring beats) for `ventricular_run`, and for a beat of normal shape how
+alike its pre-R segment is to the recent ones (``p_wave``, agent.ecg.p_wave: P waves present or not) for
+the `af` detector. A beat's reading leaves once its shape is known, 0.40 s after its R peak at the
+earliest.
 
-- **``p_wave`` only when read.** It costs about a tenth of the stage's CPU time (~55-65 us per beat on
-  MIT-BIH at 360 Hz, tools.bench.beats_chain) and only an `af` detector with
-  ``channels = ["rr", "p_wave"]`` reads it (no shipped config does), so the session asks for it
-  (`p_wave`, decided from the config by `agent.pipeline.wiring.p_wave_read`, again at each reload);
-  without it the channel is in none of the stream's readings and no pre-R template is kept. The default
-  (computed) is for the evaluation tools that build a stage themselves.
+- **A channel only when read.** ``rr`` and ``hr`` are the beat itself and always come; each of
+  `OPTIONAL` (``qrs_shape``, ``qrs_core``, ``p_wave``) is computed only if a detector on the RR stream
+  reads it: the session asks for the set (`channels`, decided from the config by
+  `agent.pipeline.wiring.beat_channels_read`, again at each reload), as an `af` with hr limits reads
+  none of them and the window's shape, the core's and the pre-R segment together cost about half of the
+  stage's CPU time (tools.bench.beats_chain). A channel not asked for is in none of the stream's readings
+  (the "no value" ones included) and keeps no template; what the others need is still computed inside:
+  ``p_wave`` is given only for beats of normal window shape, so it needs the window's shape even when
+  ``qrs_shape`` is not emitted. The readings' times, stamps and ``rr`` / ``hr`` do not depend on the
+  set (a beat's reading leaves when its window is complete, computed or not). The default (every
+  channel) is for the evaluation tools that build a stage themselves.
 - **Intervals by sample count.** An interval is the number of samples between two R peaks times the
   stream's period: the device's own clock, not the arrival stamps of its frames, which jitter by tens of
   ms over BLE. A peak's time stamp is taken from the block that holds it.
@@ -68,7 +73,7 @@ import bisect
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,6 +102,7 @@ KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp la
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
 KEEP_SHAPES_S = 60.0  # a hole shorter than this (same rate) keeps the beat-shape templates: same electrodes
 CHANNELS = ("rr", "hr", "qrs_shape", "qrs_core", "p_wave")
+OPTIONAL = CHANNELS[2:]  # computed only when asked for (the module docstring)
 
 
 class BeatFinder(Protocol):
@@ -173,12 +179,18 @@ class RrFromEcg:
         cfg: BeatsConfig,
         make_finder: Callable[[float], BeatFinder] = _qrs_detector,
         *,
-        p_wave: bool = True,
+        channels: Collection[str] = CHANNELS,
     ) -> None:
+        """`channels`: those a detector reads (rr and hr come whatever it holds; see the module docstring)."""
+        unknown = set(channels) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"the beats stage has no channel {sorted(unknown)} (it has {CHANNELS})")
         self._device_id = device_id
-        # The RR stream's channels: p_wave only if a detector reads it (the module docstring).
-        self._p_wave = p_wave
-        self._channels = CHANNELS if p_wave else tuple(c for c in CHANNELS if c != "p_wave")
+        self._channels = tuple(c for c in CHANNELS if c not in OPTIONAL or c in channels)
+        self._p_wave = "p_wave" in channels
+        # p_wave is given only for beats of normal window shape: it needs the window's shape.
+        self._window = "qrs_shape" in channels or self._p_wave
+        self._core = "qrs_core" in channels
         self._ecg = stream_id(device_id, cfg.ecg_stream)
         self._rr = stream_id(device_id, cfg.rr_stream)
         self._rr_name = cfg.rr_stream
@@ -254,7 +266,7 @@ class RrFromEcg:
             # The patient's beats after a lead-off may not be those before it (a new rhythm, the strap
             # put back elsewhere): the shape template starts again, and with it 8 beats without shape,
             # in which the pvc detector's RR history fills with the new rhythm.
-            self._shapes = BeatShapes(1.0 / self._period_s, self._finder.delay_s, start=self._fed)
+            self._shapes = self._new_shapes(self._period_s, start=self._fed)
             self._atria = AtrialActivity()
         else:
             made += self._shaped()
@@ -313,9 +325,7 @@ class RrFromEcg:
             log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._device_id, exc)
             return
         self._shapes = (
-            BeatShapes.continued(kept, self._finder.delay_s)
-            if kept is not None
-            else BeatShapes(1.0 / period, self._finder.delay_s)
+            BeatShapes.continued(kept, self._finder.delay_s) if kept is not None else self._new_shapes(period)
         )
         self._atria = AtrialActivity()
         self._period_s = period
@@ -324,6 +334,10 @@ class RrFromEcg:
         self._last_peak = None
         self._holes = HoleEnds()
         self._recent.clear()
+
+    def _new_shapes(self, period: float, start: int = 0) -> BeatShapes:
+        assert self._finder is not None
+        return BeatShapes(1.0 / period, self._finder.delay_s, start, window=self._window, core=self._core)
 
     def _beat(self, peak: int, monotonic: float) -> _Beat:
         previous, self._last_peak = self._last_peak, peak
@@ -356,10 +370,11 @@ class RrFromEcg:
             atrial = self._atrial(beat.peak, shape) if self._p_wave and beat.rr >= MIN_RR_S else math.nan
             if math.isnan(beat.rr):
                 continue
-            # A value not known is left out, not NaN (the quality gate's "no value", signal_poor).
-            parts = (shape, core, atrial)
-            known = [(n, v) for n, v in zip(CHANNELS[2:], parts, strict=True) if not math.isnan(v)]
-            names = (*CHANNELS[:2], *(n for n, _ in known))
+            # A value not known is left out, not NaN (the quality gate's "no value", signal_poor); so is
+            # one computed only for another's sake (qrs_shape for p_wave).
+            parts = {"qrs_shape": shape, "qrs_core": core, "p_wave": atrial}
+            known = [(n, parts[n]) for n in self._channels[2:] if not math.isnan(parts[n])]
+            names = (*self._channels[:2], *(n for n, _ in known))
             values = np.array([[beat.rr, beat.hr, *(v for _, v in known)]])
             out.append(Reading(self._rr, names, values, beat.time, beat.monotonic))
         self.intervals += len(out)

@@ -23,9 +23,10 @@ has arrived once is no wiring problem: rows without it later (a stale BLE thermo
 of device) are neither warned about nor listed. The check runs once per distinct channel tuple (the
 quality gate's plan), not per reading.
 
-What the beats stage computes (`p_wave_read`): the ``p_wave`` channel of a `[devices.beats]` RR stream
-costs a pre-R template per device, so the session asks for it only when a detector on that stream reads
-it; the stream "produces" it for the checks above either way.
+What the beats stage computes (`beat_channels_read`): the optional channels of a `[devices.beats]` RR
+stream (``qrs_shape``, ``qrs_core``, ``p_wave``) cost templates and CPU per beat, so the session asks the
+stage for those a detector on that stream reads (agent.ecg.rr_from_ecg); the stream "produces" every
+channel for the checks above either way.
 
 Rates (`DeclaredRates`, kept by each `StreamPipeline`): a reading that declares its samples' spacing
 (a serial device's HELLO rate; a BLE or simulator block's) is compared with the `rate_hz` of each
@@ -43,7 +44,6 @@ from dataclasses import dataclass
 
 from agent.config.reader import closest
 from agent.config.schema import AgentConfig, DeviceConfig
-from agent.detectors.af import P_WAVE
 from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.errors import ConfigError
 from agent.rates import rates_agree
@@ -69,10 +69,11 @@ def produces(device: DeviceConfig) -> Produces:
     return Produces({**output.streams, device.beats.rr_stream: frozenset(RR_CHANNELS)})
 
 
-def p_wave_read(config: AgentConfig, rr_stream: str) -> bool:
-    """Whether a detector reads the ``p_wave`` channel of the beats stream `rr_stream`: the ECG -> RR
-    stage computes it only then (agent.ecg.rr_from_ecg)."""
-    return any(d.stream == rr_stream and P_WAVE in d.channels for d in config.detectors)
+def beat_channels_read(config: AgentConfig, rr_stream: str) -> frozenset[str]:
+    """The channels of the beats stream `rr_stream` that a detector of `config` reads: the ECG -> RR stage
+    computes only these of its optional ones (agent.ecg.rr_from_ecg)."""
+    read = {c for d in config.detectors if d.stream == rr_stream for c in d.channels}
+    return frozenset(read & set(RR_CHANNELS))
 
 
 def _transport_produces(device: DeviceConfig) -> Produces:

@@ -66,6 +66,8 @@ class ModelChanges:
                     f"installed, but not activated: {exc.message}",
                     exc.problems,
                     detail={"name": card.name, "version": card.version, "installed": True},
+                    reason=f"installed, but not activated: {exc.reason}",
+                    security_event=exc.security_event,
                 ) from None
             return result
 
@@ -101,8 +103,8 @@ class ModelChanges:
         with strict():  # the version itself must load: its predecessor loading proves nothing
             problems = self._check_reload()
         if problems:
+            # Put back; the refusal's log line, with its reason, is the command's (agent.remote.commands).
             self.store.restore(name, previous)
-            log.warning("remote: model activation refused, the previous version stays")
             raise CommandRefusedError(
                 "refused", "the config file was refused with this version; the previous one stays", problems
             )

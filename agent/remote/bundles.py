@@ -43,12 +43,14 @@ from agent.errors import ModelError
 from agent.inference.backend import available_backends, load_artifact, load_backend
 from agent.inference.card import CARD_FILE, ModelCard, load_card, parse_card
 from agent.inference.managed import CURRENT, PREVIOUS
-from agent.inference.signing import SIGNATURE_FILE, verify_model
+from agent.inference.signing import SIGNATURE_FILE, load_public_key, verify_model
 from agent.remote.envelope import CommandRefusedError
 
 LOCK_FILE = ".lock"
 _VERSION = re.compile(r"^\d{1,9}(\.\d{1,9}){0,3}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The log's reason for an artifact whose sha256 or signature does not verify (a security event).
+TAMPERED = "an artifact does not match its card or signature: the bundle was altered or signed by another key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,18 +178,34 @@ class ModelStore:
             raise CommandRefusedError(
                 "refused", "no model public key configured: cannot tell signed from unsigned"
             )
+        # The answer gets the ModelError's reason, which names files; the log gets one of these.
         try:
             card = load_card(folder)
+            load_public_key(self.public_key, card.name)  # the gateway's own key: not the bundle's fault
+        except ModelError as exc:
+            raise CommandRefusedError(
+                "refused", exc.reason, reason="its card or the model key is unusable"
+            ) from None
+        try:
             for artifact in card.artifacts.values():
                 data = (folder / artifact.file).read_bytes()
-                if hashlib.sha256(data).hexdigest() != artifact.sha256:
-                    raise ModelError(card.name, f"{artifact.file} does not match its card")
-                verify_model(folder, card, artifact.file, data, self.public_key)
+                try:
+                    if hashlib.sha256(data).hexdigest() != artifact.sha256:
+                        raise ModelError(card.name, f"{artifact.file} does not match its card")
+                    verify_model(folder, card, artifact.file, data, self.public_key)
+                except ModelError as exc:  # altered, unsigned, or signed by another key
+                    raise CommandRefusedError(
+                        "refused", exc.reason, reason=TAMPERED, security_event=True
+                    ) from None
             _check_loads(folder, card)
         except ModelError as exc:
-            raise CommandRefusedError("refused", exc.reason) from None
+            raise CommandRefusedError(
+                "refused", exc.reason, reason="an artifact does not load or run here"
+            ) from None
         except OSError as exc:
-            raise CommandRefusedError("refused", f"model files unreadable: {exc.strerror or exc}") from None
+            raise CommandRefusedError(
+                "refused", f"model files unreadable: {exc.strerror or exc}", reason="model files unreadable"
+            ) from None
         return card
 
     # -- installation -----------------------------------------------------------------------------
@@ -202,7 +220,9 @@ class ModelStore:
         try:
             card = parse_card(raw_card, "bundle")
         except ModelError as exc:
-            raise CommandRefusedError("refused", f"bad model card: {exc.reason}") from None
+            raise CommandRefusedError(
+                "refused", f"bad model card: {exc.reason}", reason="bad model card"
+            ) from None
         name, version = _plain_name(card.name, "card name"), _plain_name(card.version, "card version")
         expected = {a.file for a in card.artifacts.values()}
         if set(files) != expected:
@@ -236,11 +256,30 @@ class ModelStore:
         new = parse_version(version)
         if (self.root / name / version).exists():
             raise CommandRefusedError("refused", "this version is already installed")
+        same = self._on_disk_as(name, new)
+        if same is not None:  # 1.2 beside 1.2.0: two builds under one version, and models/list shows both
+            raise CommandRefusedError(
+                "refused",
+                f"this version is already installed (as {same})",
+                reason="this version is already installed",
+            )
         active = self.active_version(name)
         if active is not None and new <= parse_version(active):
             raise CommandRefusedError(
                 "refused", "version is not newer than the active one (anti-rollback); activate it instead"
             )
+
+    def _on_disk_as(self, name: str, version: tuple[int, ...]) -> str | None:
+        """The folder of `name` whose version has the numbers of `version` (1.2, 1.2.0, 01.2.0.0), if any."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return None
+        for entry in sorted(folder.iterdir()):
+            if entry.is_symlink() or not _VERSION.match(entry.name):  # current, previous, .incoming-*
+                continue
+            if parse_version(entry.name) == version:
+                return entry.name
+        return None
 
 
 def _check_loads(folder: Path, card: ModelCard) -> None:

@@ -12,14 +12,18 @@ gateway and this command, the command in `remote.allowed_commands`, and the comm
 before. Only then is it dispatched. Every outcome is answered on the request's ResponseTopic (or
 `{root}/cmd/response`) with its CorrelationData, as an `edge-agent/response/1` document; a ResponseTopic
 inside the fleet's topic tree (the gateway's own alarm, heartbeat, status topics) is refused
-(`Topics.may_answer_on`). Refusals are logged by code and command name only: no identifiers, topics or
-values reach the log; past a budget (`agent.remote.answer_budget`) they are counted instead of answered,
-and logged all the same (the log's rate limit sums up a flood's lines).
+(`Topics.may_answer_on`). Each command is logged once, when its outcome is known: `accepted` once it
+ran, or `refused` with its code and the refusal's `reason` (never a value of the payload: no
+identifiers, topics or file names reach the log), as a warning when the refusal tells of forgery or
+tampering (`CommandRefusedError.security_event`: a bad signature, a replay, an altered bundle), as info
+otherwise; `failed` (an error) or `interrupted`. Past a budget (`agent.remote.answer_budget`) refusals
+are counted instead of answered, and logged all the same (the log's rate limit sums up a flood's lines).
 
-Reloads take the SIGHUP road: the new file is checked here first (so problems can be answered), then
-the agent's reload event is set and the session's own `try_reload` switches over. Model installs and
-activations are `agent.remote.activation`'s: each, with its reload check, whole in one worker thread
-under the store's lock; a session end waits for a running one, so its answer says what the disk holds.
+Reloads take the SIGHUP road: the new file is checked here first (so problems can be answered, and
+logged as a refused SIGHUP reload's are), then the agent's reload event is set and the session's own
+`try_reload` switches over. Model installs and activations are `agent.remote.activation`'s: each, with
+its reload check, whole in one worker thread under the store's lock; a session end waits for a running
+one, so its answer says what the disk holds.
 Slow or blocking work (JSON of a large bundle, signatures, file writes, the reload check, which loads
 models) runs in a worker thread.
 """
@@ -70,6 +74,13 @@ class Respond(Protocol):
 Snapshot = Callable[[], dict[str, Any]]
 
 
+class CheckReload(Protocol):
+    """`Agent.check_reload`: what a reload would refuse in the config file now, one line each for the
+    answer; with `log_refusal`, also logged as a refused SIGHUP reload's are (the file's full path)."""
+
+    def __call__(self, *, log_refusal: bool = False) -> list[str]: ...
+
+
 class RemoteCommands:
     """The command handler of one session. `bind` the uplink's `respond` and the status snapshot."""
 
@@ -80,7 +91,7 @@ class RemoteCommands:
         state_dir: Path,
         pseudonym: Callable[[str], str],
         *,
-        check_reload: Callable[[], list[str]],
+        check_reload: CheckReload,
         request_reload: Callable[[], None],
     ) -> None:
         remote = cfg.remote
@@ -159,13 +170,13 @@ class RemoteCommands:
             if name not in self.cfg.remote.allowed_commands:
                 raise CommandRefusedError("not_allowed", "this command is not allowed on this gateway")
             self.guard.admit(nonce, issued_at)
-            log.info("remote command %s accepted", name)
             result = await self._dispatch(name, args)
         except CommandRefusedError as exc:
             self._refuse(command, name, exc, authenticated=authenticated)
             return
         except asyncio.CancelledError:
             interrupted = CommandRefusedError("interrupted", "the session ended first")
+            log.info("remote command %s interrupted: %s", name or "(unknown)", interrupted.reason)
             self._answer(command, name, authenticated, error=interrupted)
             raise
         except Exception as exc:  # a command must never take the session down
@@ -174,6 +185,7 @@ class RemoteCommands:
                 command, name, authenticated, error=CommandRefusedError("failed", type(exc).__name__)
             )
             return
+        log.info("remote command %s accepted", name)  # once it ran: a refusal is never "accepted" first
         self._answer(command, name, authenticated, result=result)
 
     def _name(self, topic: str) -> str:
@@ -188,7 +200,8 @@ class RemoteCommands:
         self, command: Command, name: str | None, error: CommandRefusedError, *, authenticated: bool
     ) -> None:
         """Log a refusal, and answer it within the answer budget (past it, it is counted)."""
-        log.warning("remote command %s refused: %s", name or "(unknown)", error.code)
+        level = logging.WARNING if error.security_event else logging.INFO
+        log.log(level, "remote command %s refused: %s (%s)", name or "(unknown)", error.code, error.reason)
         if self.answers.allows(authenticated=authenticated):
             self._answer(command, name, authenticated, error=error)
 
@@ -233,7 +246,7 @@ class RemoteCommands:
         raise CommandRefusedError("unknown_command", "no handler")  # REMOTE_COMMANDS and this list disagree
 
     async def _reload_checked(self) -> None:
-        problems = await asyncio.to_thread(self._check_reload)
+        problems = await asyncio.to_thread(partial(self._check_reload, log_refusal=True))
         if problems:
             raise CommandRefusedError(
                 "refused", "the config file was refused; the running one stays", problems

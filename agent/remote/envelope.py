@@ -51,10 +51,15 @@ _NONCE_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
 _ENVELOPE_KEYS = frozenset({"signed", "signature"})
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON whitespace
 _DECODER = json.JSONDecoder()
+# Refusals that tell of a forged or captured command, whoever sent it: logged as warnings.
+SECURITY_CODES = frozenset({"bad_signature", "replayed"})
 
 
 class CommandRefusedError(AgentError):
-    """A command the gateway will not run. `code` is the response's error code."""
+    """A command the gateway will not run. `code` is the response's error code, `message` the answer's
+    text; `reason` is what the gateway's log says (the message unless that may quote a value of the
+    payload, a file name say), and `security_event` whether the refusal is a sign of forgery or tampering
+    (logged as a warning, an ordinary refusal as info): a bad signature or a replay by default."""
 
     def __init__(
         self,
@@ -63,12 +68,16 @@ class CommandRefusedError(AgentError):
         problems: list[str] | None = None,
         *,
         detail: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        security_event: bool | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.problems = problems or []  # e.g. why a reload was refused, one line each
         self.detail = dict(detail or {})  # what did happen, e.g. {"installed": true} (error fields)
+        self.reason = message if reason is None else reason
+        self.security_event = code in SECURITY_CODES if security_event is None else security_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,16 +229,28 @@ def check_body(doc: Mapping[str, Any], *, target: str, command: str) -> tuple[st
         raise CommandRefusedError("bad_request", "'target' does not name this gateway")
     if doc.get("command") != command:
         raise CommandRefusedError("bad_request", "'command' does not match the topic it was sent on")
-    issued_at = doc.get("issued_at")
-    if isinstance(issued_at, bool) or not isinstance(issued_at, int | float) or not math.isfinite(issued_at):
-        raise CommandRefusedError("bad_request", "'issued_at' must be Unix seconds")
+    issued_at = _unix_seconds(doc.get("issued_at"))
     nonce = doc.get("nonce")
     if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128 or not set(nonce) <= _NONCE_CHARS:
         raise CommandRefusedError("bad_request", "'nonce' must be 16-128 characters of [A-Za-z0-9_-]")
     args = doc.get("args", {})
     if not isinstance(args, dict):
         raise CommandRefusedError("bad_request", "'args' must be a JSON object")
-    return nonce, float(issued_at), args
+    return nonce, issued_at, args
+
+
+def _unix_seconds(value: object) -> float:
+    """`issued_at` as a float; a JSON integer too large for one (10**400) is refused like any non-number
+    (math.isfinite raised OverflowError on it, answered "failed")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandRefusedError("bad_request", "'issued_at' must be Unix seconds")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise CommandRefusedError("bad_request", "'issued_at' must be Unix seconds") from None
+    if not math.isfinite(seconds):
+        raise CommandRefusedError("bad_request", "'issued_at' must be Unix seconds")
+    return seconds
 
 
 class ReplayGuard:

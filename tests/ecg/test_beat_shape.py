@@ -27,6 +27,7 @@ from agent.readings import Quality, Reading
 
 EXCERPT = Path(__file__).resolve().parents[1] / "data" / "mitdb_119_mlii_180s_60s.npz"
 FRAME = 73
+SHAPES = ("qrs_shape", "qrs_core")  # the channels these tests look at (no p_wave)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def stage_channels(peaks_s: list[float], kinds: str) -> list[dict[str, float]]:
     """The channels of each RR reading the stage makes of the synthetic ECG, its beats given."""
     ecg = synthetic_ecg(peaks_s, kinds)
     peaks = [round(p * SYNTH_FS) for p in peaks_s]
-    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda _rate: _KnownPeaks(peaks), p_wave=False)
+    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda _rate: _KnownPeaks(peaks), channels=SHAPES)
     out = []
     for start in range(0, len(ecg), FRAME):
         block = Reading(
@@ -245,7 +246,7 @@ def channels_across_a_drop(hole_s: float) -> list[dict[str, float]]:
     sinus_s, vt_s = [0.5 + 0.8 * i for i in range(40)], [0.5 + 0.4 * i for i in range(12)]
     parts = [synthetic_ecg(sinus_s, "N" * 40), synthetic_ecg(vt_s, "V" * 12)]
     finders = iter([_KnownPeaks([round(p * SYNTH_FS) for p in peaks]) for peaks in (sinus_s, vt_s)])
-    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda _rate: next(finders), p_wave=False)
+    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda _rate: next(finders), channels=SHAPES)
     after = len(parts[0]) / SYNTH_FS + hole_s  # the time the second part starts
     got: list[dict[str, float]] = []
     for part, (ecg, t0) in enumerate(zip(parts, (0.0, after), strict=True)):

@@ -23,7 +23,7 @@ from agent.config.schema import AgentConfig
 from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.events import AlarmEvent, Phase
 from agent.pipeline import Pipeline
-from agent.pipeline.wiring import check_wiring, p_wave_read
+from agent.pipeline.wiring import beat_channels_read, check_wiring
 from agent.readings import Reading
 from agent.simulation.source import simulate
 from tests.ecg.ecg_edits import edited_ecg
@@ -43,7 +43,8 @@ def config() -> AgentConfig:
 def starts(config: AgentConfig, device: str, readings: list[Reading]) -> list[tuple[str, float]]:
     """(condition, detection time from START) of every alarm start, the readings through the stage."""
     (beats,) = [d.beats for d in load_config(EXAMPLE).devices if d.beats is not None]
-    stage = RrFromEcg(device, beats, p_wave=p_wave_read(config, beats.rr_stream))  # as the session does
+    read = beat_channels_read(config, beats.rr_stream)  # the stage built as the session builds it
+    stage = RrFromEcg(device, beats, channels=read)
     pipeline = Pipeline(config, lambda d: d)
     events: list[AlarmEvent] = []
     for reading in readings:

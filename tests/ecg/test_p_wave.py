@@ -24,7 +24,7 @@ from agent.ecg.p_wave import (
     samples_after,
     samples_needed,
 )
-from agent.ecg.rr_from_ecg import RrFromEcg
+from agent.ecg.rr_from_ecg import CHANNELS, RrFromEcg
 from agent.readings import Reading
 
 RATE = 250.0
@@ -77,7 +77,8 @@ def synthetic_ecg(
 def p_wave_readings(
     ecg: npt.NDArray[np.float64], peaks: npt.NDArray[np.int64], *, p_wave: bool = True
 ) -> list[Reading]:
-    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda rate: ScriptedFinder(peaks), p_wave=p_wave)
+    channels = CHANNELS if p_wave else tuple(c for c in CHANNELS if c != "p_wave")
+    stage = RrFromEcg("strap", BeatsConfig(), make_finder=lambda _: ScriptedFinder(peaks), channels=channels)
     out: list[Reading] = []
     for start in range(0, len(ecg), FRAME):
         block = Reading(

@@ -13,7 +13,7 @@ import pytest
 
 from agent.config import AgentConfig, load_config, parse_config
 from agent.pipeline import Pipeline
-from agent.pipeline.wiring import check_wiring, did_you_mean, p_wave_read, produces
+from agent.pipeline.wiring import beat_channels_read, check_wiring, did_you_mean, produces
 from agent.readings import Reading
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,11 +277,35 @@ def test_af_s_p_wave_channel_absent_by_design_is_no_wiring_warning(
     assert len(warnings) == 2 and not any("p_wave" in w for w in warnings), warnings
 
 
-def test_the_beats_stage_computes_p_wave_only_for_a_stream_a_detector_reads_it_on(tmp_path: Path) -> None:
-    # Failed before p_wave_read: every beats stage computed p_wave, and no shipped config reads it.
-    for shipped in (CARDIAC, DEMO):
-        assert not p_wave_read(load_config(shipped), "ecg_rr")
-    af = 'id = "af"\ntype = "af"\nstream = "ecg_rr"\nchannels = ["rr"]'
-    veto = edited(tmp_path, CARDIAC, af, af.replace('["rr"]', '["rr", "p_wave"]'))
-    assert p_wave_read(veto, "ecg_rr")
-    assert not p_wave_read(veto, "rr")  # a detector of another stream name: not this stage's
+def beats_config(tmp_path: Path, *detectors: tuple[str, str, list[str]]) -> AgentConfig:
+    """An ECG wearable whose beats go to "ecg_rr", and detectors (type, stream, channels)."""
+    table = BASE | {
+        "devices": [wearable(ecg=True) | {"beats": {"rr_stream": "ecg_rr"}}],
+        "detectors": [
+            {"id": f"d{i}", "type": kind, "stream": stream, "channels": channels, "rate_hz": 1.0}
+            | ({"params": {"above": 150}} if kind == "limit" else {})
+            for i, (kind, stream, channels) in enumerate(detectors)
+        ],
+    }
+    return parse_config(table, base_dir=tmp_path)
+
+
+def test_the_beats_stage_is_asked_for_the_channels_its_detectors_read(tmp_path: Path) -> None:
+    # Failed before beat_channels_read (only p_wave_read: qrs_shape and qrs_core were computed always).
+    af, hr_high = ("af", "ecg_rr", ["rr"]), ("limit", "ecg_rr", ["hr"])
+    assert beat_channels_read(beats_config(tmp_path, af, hr_high), "ecg_rr") == {"rr", "hr"}
+    pvc = ("pvc", "ecg_rr", ["rr", "qrs_shape"])
+    assert beat_channels_read(beats_config(tmp_path, af, pvc), "ecg_rr") == {"rr", "qrs_shape"}
+    vt = ("ventricular_run", "ecg_rr", ["rr", "qrs_shape", "qrs_core"])
+    assert beat_channels_read(beats_config(tmp_path, vt), "ecg_rr") == {"rr", "qrs_shape", "qrs_core"}
+    veto = ("af", "ecg_rr", ["rr", "p_wave"])
+    assert beat_channels_read(beats_config(tmp_path, veto, hr_high), "ecg_rr") == {"rr", "hr", "p_wave"}
+    # Detectors of another stream name are not this stage's; the stage is asked only for its channels.
+    other = beats_config(tmp_path, ("af", "rr", ["rr"]), ("limit", "vitals", ["hr"]))
+    assert beat_channels_read(other, "ecg_rr") == frozenset()
+    # The shipped configs: the demo's af alone reads rr; the cardiac example reads all but p_wave.
+    assert beat_channels_read(load_config(DEMO), "ecg_rr") == {"rr"}
+    assert beat_channels_read(load_config(CARDIAC), "ecg_rr") == {"rr", "hr", "qrs_shape", "qrs_core"}
+    af_line = 'id = "af"\ntype = "af"\nstream = "ecg_rr"\nchannels = ["rr"]'
+    with_veto = edited(tmp_path, CARDIAC, af_line, af_line.replace('["rr"]', '["rr", "p_wave"]'))
+    assert beat_channels_read(with_veto, "ecg_rr") == {"rr", "hr", "qrs_shape", "qrs_core", "p_wave"}

@@ -66,6 +66,25 @@ def test_versions_not_newer_than_the_active_one_are_refused(
     assert store.activate("ecg-beat", "1.1.0") == "1.2.0"
 
 
+@pytest.mark.parametrize(
+    ("on_disk", "alias"), [("1.2.0", "1.2"), ("3.0.0", "3.0"), ("3.0.0", "3.0.0.0"), ("1.2", "01.2.0")]
+)
+def test_a_version_equal_to_one_on_disk_is_refused_as_already_installed(
+    tmp_path: Path, public_key_file: Path, make_bundle: BundleFactory, on_disk: str, alias: str
+) -> None:
+    """Review finding 6: versions compare by their numbers (1.2 == 1.2.0), but only the folder of the
+    same spelling counted as on disk: a bundle "1.2" (other weights, validly signed) was installed
+    beside an inactive 1.2.0, and models/list showed both."""
+    store = ModelStore(tmp_path / "models", public_key_file)
+    store.install(make_bundle("1.1.0"))
+    store.activate("ecg-beat", "1.1.0")
+    store.install(make_bundle(on_disk))  # newer than the active one, not active
+    error = refused(store.install, make_bundle(alias))
+    assert (error.code, error.message) == ("refused", f"this version is already installed (as {on_disk})")
+    assert [e.version for e in store.entries()] == ["1.1.0", on_disk]
+    assert "already installed (as 1.1.0)" in refused(store.install, make_bundle("1.1")).message  # active
+
+
 def test_bundles_signed_by_another_key_or_altered_are_refused(
     tmp_path: Path, public_key_file: Path, make_bundle: BundleFactory
 ) -> None:

@@ -60,6 +60,20 @@ def test_the_body_must_name_this_gateway_and_this_command() -> None:
     assert code_of(check_body, {**body, "schema": "v0"}, target=ROOT, command="reload") == "bad_request"
 
 
+@pytest.mark.parametrize(
+    "issued_at",
+    [10**400, -(10**400), float("inf"), float("nan"), True, None],
+    ids=["10**400", "-10**400", "inf", "nan", "true", "null"],
+)
+def test_issued_at_must_be_a_number_a_float_can_hold(issued_at: Any) -> None:
+    """Review finding 7: a JSON integer too large for a float (10**400) raised OverflowError from
+    math.isfinite, and the command was answered "failed" with an ERROR line, not "bad_request"."""
+    body = json.loads(json.loads(sign_command(Ed25519PrivateKey.generate(), ROOT, "status"))["signed"])
+    odd = {**body, "issued_at": issued_at}
+    assert code_of(check_body, odd, target=ROOT, command="status") == "bad_request"
+    assert check_body({**body, "issued_at": 10**9}, target=ROOT, command="status")[1] == 1e9  # an int is fine
+
+
 def test_nonces_are_accepted_once_even_across_restarts(tmp_path: Path) -> None:
     now = [1_000_000.0]
     guard = ReplayGuard(tmp_path, 60.0, clock=lambda: now[0])
@@ -131,7 +145,12 @@ def test_foreign_topics_and_overload_are_answered_with_errors(tmp_path: Path) ->
     cfg = parse_config({**BASE, "remote": {"enabled": True, "allow_unsigned": True}}, base_dir=tmp_path)
     answers: list[dict[str, Any]] = []
     remote = RemoteCommands(
-        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+        cfg,
+        Topics("edge", "lab", "gw-1"),
+        tmp_path,
+        str,
+        check_reload=lambda **_: [],
+        request_reload=lambda: None,
     )
     remote.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), dict)
 

@@ -31,7 +31,12 @@ def run_commands(tmp_path: Path, commands: list[Command]) -> list[dict[str, Any]
     cfg = parse_config({**BASE, "remote": remote_table}, base_dir=tmp_path)
     answers: list[dict[str, Any]] = []
     remote = RemoteCommands(
-        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+        cfg,
+        Topics("edge", "lab", "gw-1"),
+        tmp_path,
+        str,
+        check_reload=lambda **_: [],
+        request_reload=lambda: None,
     )
     remote.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), dict)
     # Every refusal answered: the answer budget (a flood's bound, test_remote_flood.py) is not tested here.
@@ -68,13 +73,14 @@ def test_payloads_json_cannot_hold_are_bad_requests_not_failures(
         b'{"issued_at": ' + b"9" * 5000 + b"}",  # over Python's int-from-text limit: ValueError
         b"[" * 100_000 + b"]" * 100_000,  # RecursionError
         lone_surrogate,  # the signed text cannot be UTF-8 encoded: UnicodeEncodeError
+        json.dumps(body("models/install", issued_at=10**400)).encode(),  # over a float: OverflowError
     ]
     # On the bundle command: the only one whose size cap (a bundle's) lets 200 kB reach the parser.
     with caplog.at_level(logging.INFO, logger="agent.remote"):
         answers = run_commands(
             tmp_path, [Command(f"{ROOT}/cmd/models/install", p, "r", b"1") for p in payloads]
         )
-    assert [a["error"]["code"] for a in answers] == ["bad_request"] * 3  # all three were "failed" before
+    assert [a["error"]["code"] for a in answers] == ["bad_request"] * 4  # all four were "failed" before
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -31,7 +31,12 @@ def run_signed(
     cfg = parse_config({**BASE, "remote": table}, base_dir=tmp_path)
     answers: list[dict[str, Any]] = []
     handler = RemoteCommands(
-        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+        cfg,
+        Topics("edge", "lab", "gw-1"),
+        tmp_path,
+        str,
+        check_reload=lambda **_: [],
+        request_reload=lambda: None,
     )
     handler.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), lambda: {"up": True})
 
@@ -116,7 +121,12 @@ def test_bundles_are_checked_one_at_a_time_and_the_rest_are_busy(
     cfg = parse_config({**BASE, "remote": table}, base_dir=tmp_path)
     answers: list[dict[str, Any]] = []
     handler = RemoteCommands(
-        cfg, Topics("edge", "lab", "gw-1"), tmp_path, str, check_reload=list, request_reload=lambda: None
+        cfg,
+        Topics("edge", "lab", "gw-1"),
+        tmp_path,
+        str,
+        check_reload=lambda **_: [],
+        request_reload=lambda: None,
     )
     handler.bind(lambda _c, payload, **_: answers.append(json.loads(payload)), lambda: {"up": True})
     big = padded(sign_command(private_key, ROOT, "models/install", {"bundle": {}}), MAX_COMMAND_BYTES + 1)

@@ -1,10 +1,13 @@
-"""CPU time of the ECG -> RR stage (agent.ecg.rr_from_ecg: QRS detector, beat shape, and with `--p-wave`
-atrial activity) per ECG sample, on real records cut into 73-sample frames (a Polar H10 notification).
+"""CPU time of the ECG -> RR stage (agent.ecg.rr_from_ecg: QRS detector and the channels asked for: beat
+shape, QRS core, atrial activity) per ECG sample, on real records cut into 73-sample frames (a Polar H10
+notification).
 
-    python -m tools.bench.beats_chain --data ../shared/datasets --seconds 600 --repeat 3 [--p-wave]
+    python -m tools.bench.beats_chain --data ../shared/datasets --seconds 600 --repeat 3 \
+        [--channels rr,hr,qrs_shape,qrs_core] [--p-wave]
 
-Without `--p-wave` the stage is built as the daemon builds it when no detector reads ``p_wave`` (every
-shipped config); with it, as for an `af` on ["rr", "p_wave"].
+The stage computes the channels of `--channels` (default: those of examples/cardiac-monitoring.toml, all
+but ``p_wave``), as the daemon builds it when its detectors read those; `--p-wave` adds ``p_wave`` (an
+`af` on ["rr", "p_wave"]: with the default, every channel); `--channels rr,hr` is an `af` with hr limits.
 
 Run it from two checkouts to compare them (each imports its own `agent`); the best of `--repeat` runs of
 process time is reported, which a machine shared with other work disturbs least.
@@ -20,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config.schema import BeatsConfig
-from agent.ecg.rr_from_ecg import RrFromEcg
+from agent.ecg.rr_from_ecg import CHANNELS, RrFromEcg
 from agent.readings import Reading
 from tools.evaluate.datasets import MITDB_FS, load_mitdb
 
@@ -28,9 +31,9 @@ FRAME = 73
 RECORDS = ("100", "106", "200")
 
 
-def stage_seconds(ecg: npt.NDArray[np.float64], fs: float, p_wave: bool) -> tuple[float, int]:
-    """(process seconds, beats) of one fresh stage fed `ecg` frame by frame."""
-    stage = RrFromEcg("bench", BeatsConfig(), p_wave=p_wave)
+def stage_seconds(ecg: npt.NDArray[np.float64], fs: float, channels: frozenset[str]) -> tuple[float, int]:
+    """(process seconds, beats) of one fresh stage computing `channels`, fed `ecg` frame by frame."""
+    stage = RrFromEcg("bench", BeatsConfig(), channels=channels)
     frames = [
         Reading("bench/ecg", ("ecg",), ecg[i : i + FRAME, None], i / fs, i / fs, 1.0 / fs)
         for i in range(0, len(ecg), FRAME)
@@ -48,18 +51,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=600.0, help="ECG per record")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--p-wave", action="store_true", help="compute p_wave (a detector reads it)")
+    parser.add_argument(
+        "--channels",
+        default="rr,hr,qrs_shape,qrs_core",
+        help="comma-separated channels the stage computes (rr and hr always; default: all but p_wave)",
+    )
+    parser.add_argument("--p-wave", action="store_true", help="compute p_wave too (a detector reads it)")
     args = parser.parse_args(argv)
+    channels = frozenset(args.channels.split(",")) | ({"p_wave"} if args.p_wave else set())
+    unknown = channels - set(CHANNELS)
+    if unknown:
+        parser.error(f"--channels: no such channel {sorted(unknown)} (the stage has: {', '.join(CHANNELS)})")
     n = round(args.seconds * MITDB_FS)
     ecgs = {s.name: s.extra["ecg"][:n] for s in load_mitdb(args.data) if s.name in RECORDS}
     total_s, total_n = 0.0, 0
     for name, ecg in ecgs.items():
-        runs = [stage_seconds(ecg, MITDB_FS, args.p_wave) for _ in range(args.repeat)]
+        runs = [stage_seconds(ecg, MITDB_FS, channels) for _ in range(args.repeat)]
         best = min(s for s, _ in runs)
         total_s, total_n = total_s + best, total_n + len(ecg)
         print(f"{name}: {len(ecg)} samples, {runs[0][1]} beats, {1e6 * best / len(ecg):.2f} us/sample")
-    p_wave = "with" if args.p_wave else "without"
-    print(f"all: {1e6 * total_s / total_n:.2f} us/sample (best of {args.repeat} per record, {p_wave} p_wave)")
+    computed = ", ".join(c for c in CHANNELS if c in channels or c in ("rr", "hr"))
+    print(f"all: {1e6 * total_s / total_n:.2f} us/sample (best of {args.repeat} per record; {computed})")
     return 0
 
 
