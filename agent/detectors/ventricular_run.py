@@ -18,8 +18,7 @@ it counts the beats of the current run:
   `run_beats` intervals, the beat's own included, is shorter than 60 / `run_rate_bpm` s, whatever pvc says
   of them (a median, so one missed beat, a doubled interval, does not end it), and it waits over a row
   without a beat (a gap, the pipeline's fill after a pause): inside a steady run pvc's prematurity tends
-  to 1 (the mean of the last 8 RR becomes the run's own) and after about 16 beats the run becomes the
-  stage's shape template (the median of the last 32 beats), so a long run stops reading as ventricular
+  to 1 (the mean of the last 8 RR becomes the run's own), so a long run stops reading as ventricular
   beat by beat (runs of 40 of MIT-BIH's own PVCs spliced into records 106, 119 and 200 at 110-240 bpm: pvc
   flags only their first 5 to 16 beats, `tools.evaluate.vt_runs`); its rate still tells it;
 - any other beat ends it, and so does a NaN row before the run has alarmed. Ending an established run on
@@ -37,9 +36,10 @@ ventricular *and* its QRS alone (-60 .. +100 ms around R, against the template o
 beats that were not early: agent.ecg.beat_shape) is at least `min_qrs_core` (0.5) unlike the template:
 about 0.16 for a normal beat on MIT-BIH (non-PVC median), 0.2-0.5 for the narrow beats of fast AF, 1.4
 for a PVC (median; 97 % of MIT-BIH's PVCs >= 0.5). A beat without a core (none yet) does not count. The
-established run's continuation (by rate) does not look at it: inside a sustained run the core template
-adopts the run (its beats enter once their own intervals fill the mean they are judged early against,
-about the 8th), later than the shape template does. A run out of bigeminy reads ventricular by its core:
+established run's continuation (by rate) does not look at it. The stage keeps a run's beats out of its
+core and window templates (agent.ecg.beat_shape, `Admission`): they adopted a sustained run by its 8th
+to 16th beat, and a VT that came back after 2-12 sinus beats read normal and was missed (an outside
+review; `tools.evaluate.vt_recurrent`). A run out of bigeminy reads ventricular by its core:
 the template holds no PVCs (early beats), where half of it did before and 1-3 run beats tipped it.
 0.5 was chosen on MIT-BIH alone (`tools.evaluate.vt_runs`: the largest of 0.3, 0.4, 0.5, 0.6, 0.8 that
 keeps >= 264 / 288 spliced runs of >= 5 beats at >= 150 bpm alarmed: 267 at 0.5, as without the core, 258

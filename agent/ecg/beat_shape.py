@@ -24,10 +24,23 @@ run of ventricular beats out of bigeminy (half the template PVCs) tip the median
 beats, so the run's cores read normal and ventricular_run dropped them; admitting by the core itself
 keeps a template once mixed mixed. PVCs come early (bigeminy's follow the short interval, the mean of
 short and long being the sinus interval); a lead moved changes every beat at the same rate, so the
-template follows within 32 beats; sustained VT's beats enter once its own intervals fill the mean (about
-its 8th beat), as every beat did before; a beat without an interval (the first of a segment, after a
-hole) or one with fewer than `ADMIT_RR_BEATS` intervals before it is admitted. The window's template
-(`qrs_shape`) keeps every beat, unchanged.
+template follows within 32 beats; a beat without an interval (the first of a segment, after a hole) or
+one with fewer than `ADMIT_RR_BEATS` intervals before it is admitted.
+
+**A run's beats stay out of both templates** (`Admission`). An early beat whose core is at least
+`RUN_CORE` unlike the template starts a *run*, and while it lasts "early" is judged against the mean
+before the run, frozen at its first beat, not the recent one: a sustained VT's own intervals filled that
+mean by its 8th beat, its cores then joined the template, and every beat joined the window's, so the VT
+became the patient's "normal" beat, and a VT that came back after 2-12 sinus beats read normal and was not
+alarmed (an outside review: MIT-BIH 106, 60 s of VT; `tools.evaluate.vt_recurrent`). The run ends at its
+first beat that is not early against that mean (sinus again; a missed beat in a run at 150 bpm is still
+early) or after `RUN_PLAIN_BEATS` early beats in a row whose core is below `RUN_CORE` (fast narrow beats:
+AF after a PVC, whose beats then go on joining as they did). The window's template (``qrs_shape``) keeps
+every beat but a run's from its `WINDOW_RUN_BEATS`th on, so single PVCs and couplets still join it as
+before. A moved lead brings no early beat, so no run: its beats join as before. A real change of the QRS
+that starts with an early odd beat and stays fast (rate-dependent bundle branch block entered abruptly)
+is not followed while it lasts: it reads unlike by its core, and pvc flags its beats only while they are
+early or where qrs_shape (capped at 1.5 x the core) exceeds 2 (pvc's score at a prematurity of 1).
 
 The raw samples are kept only as long as a beat could still need them (the detector's delay plus the
 window). A window with a NaN (a hole in the signal) or one that began before the current segment has no
@@ -35,13 +48,14 @@ shape (NaN) and does not enter the template; nor do beats before `MIN_TEMPLATE_B
 raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reaches 0.35 s back.
 
 `continued` starts the next segment of the same signal after a short hole (the stage's GAP restart): no
-raw samples, but the window and core templates and the admission intervals go on, so the beats after the
-hole have a shape at once instead of 8 beats later (a VT starting then would otherwise build its own
-templates and read normal for its whole length).
+raw samples, but the window and core templates and the admission (its intervals, a run) go on, so the
+beats after the hole have a shape at once instead of 8 beats later (a VT starting then would otherwise
+build its own templates and read normal for its whole length).
 
 Each part is computed only if asked (`window`, `core`: the stage's channels that a detector reads, see
 agent.ecg.rr_from_ecg); one not asked is NaN and keeps no template. Neither asked keeps no raw samples
 either, but `ready` answers as before: the stage's readings leave at the same times whatever it computes.
+Without the core no run is seen (it starts on an unlike core): the window's template then takes every beat.
 """
 
 from __future__ import annotations
@@ -67,6 +81,11 @@ CORE_POINTS = 33  # 5 ms apart
 CORE_SHIFT_S = 0.015  # the R peak's jitter between beats, a PVC's "R" placed elsewhere on its complex
 ADMIT_RR_RATIO = 0.9  # a beat with an RR below this share of the recent mean is early: its core stays out
 ADMIT_RR_BEATS = 8  # the intervals that mean is over (pvc's rr_history)
+# An early beat whose core is at least this unlike the template starts a run (pvc's min_qrs_core: below
+# it no PVC); the run goes on while its beats stay early against the mean before it (the module docstring).
+RUN_CORE = 0.35
+RUN_PLAIN_BEATS = 2  # this many early beats in a row without such a core end a run (fast AF after a PVC)
+WINDOW_RUN_BEATS = 3  # from the run's 3rd beat on (VT: >= 3 beats) the window's template refuses it too
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
 _SHIFT = round(CORE_SHIFT_S / _STEP_S)  # points each side
 _ALIGNMENTS = np.arange(2 * _SHIFT + 1)[:, None] + np.arange(CORE_POINTS)[None, :]
@@ -115,7 +134,7 @@ class BeatShapes:
         self._history: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
         self._cores: deque[npt.NDArray[np.float64]] = deque(maxlen=TEMPLATE_BEATS)
         self._whole = 0  # beats with a whole window (shaped or not): the templates are known from the 8th
-        self._intervals: deque[float] = deque(maxlen=ADMIT_RR_BEATS)  # every beat's RR, for `_early`
+        self._admission = Admission()
 
     @classmethod
     def continued(cls, previous: BeatShapes, delay_s: float) -> BeatShapes:
@@ -123,7 +142,7 @@ class BeatShapes:
         carried over (taken, not copied: `previous` is done), no raw samples, indices from 0."""
         shapes = cls(previous.rate_hz, delay_s, window=previous.window, core=previous.core)
         shapes._history, shapes._cores, shapes._whole = previous._history, previous._cores, previous._whole
-        shapes._intervals = previous._intervals
+        shapes._admission = previous._admission
         return shapes
 
     def add(self, samples: npt.NDArray[np.float64]) -> None:
@@ -148,40 +167,67 @@ class BeatShapes:
             return None
         return segment
 
-    def _early(self, rr: float) -> bool:
-        """The beat comes before `ADMIT_RR_RATIO` of the recent mean interval; its RR then joins them."""
-        known = len(self._intervals) == ADMIT_RR_BEATS
-        early = known and rr < ADMIT_RR_RATIO * sum(self._intervals) / ADMIT_RR_BEATS
-        if math.isfinite(rr):
-            self._intervals.append(rr)
-        return early
-
     def shape(self, peak: int, rr: float) -> tuple[float, float]:
         """The beat's (window, core) distances to the templates of the previous beats (NaN: none); the beat
-        then joins the window's template, and the core's unless it is early. `rr`: the interval ending at
-        the beat (s; NaN: none, after a hole)."""
+        then joins the templates `Admission` lets it join. `rr`: the interval ending at the beat (s; NaN:
+        none, after a hole)."""
         nan = float("nan")
-        early = self._early(rr)
         lo = peak - self._before - self._raw_start
         segment = self._raw[max(lo, 0) : peak + self._after + 1 - self._raw_start]
         if not (self.window or self.core) or lo < 0 or not np.isfinite(segment).all():
+            self._admission.judge(rr, nan)  # its interval still joins the mean
             return nan, nan
         beat = self._window(segment) if self.window else None
         core = qrs_core(segment, self._before, self.rate_hz) if self.core else None
         known_window = known_core = nan
         if self._whole >= MIN_TEMPLATE_BEATS:
-            if beat is not None:
+            if beat is not None and self._history:
                 known_window = shape_distance(beat, np.array(self._history))
             # No core admitted yet (only early beats had whole windows): the core alone has no value.
             if core is not None and self._cores:
                 known_core = core_distance(core, np.array(self._cores))
         self._whole += 1
-        if beat is not None:
+        joins_core, joins_window = self._admission.judge(rr, known_core)
+        if beat is not None and joins_window:
             self._history.append(beat)
-        if core is not None and not early:
+        if core is not None and joins_core:
             self._cores.append(core)
         return known_window, known_core
 
     def _window(self, segment: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         windows, _ = beat_windows(segment, np.array([self._before]), self.rate_hz)
         return windows[0, :, 0].astype(np.float64)
+
+
+class Admission:
+    """Which templates each beat joins, from its interval and its core's distance (the module docstring):
+    the core's template not an early beat, early against the mean of the `ADMIT_RR_BEATS` intervals
+    before it, or inside a run against the mean before the run; the window's template every beat but a
+    run's from its `WINDOW_RUN_BEATS`th on."""
+
+    def __init__(self) -> None:
+        self._intervals: deque[float] = deque(maxlen=ADMIT_RR_BEATS)  # every beat's RR
+        self._before_run: float | None = None  # the mean interval before the current run (None: no run)
+        self._run = 0  # the run's beats so far
+        self._plain = 0  # its latest early beats in a row without an unlike core
+
+    def judge(self, rr: float, core: float) -> tuple[bool, bool]:
+        """(joins the core's template, joins the window's) for a beat with interval `rr` (NaN: none, it
+        joins both and leaves the run as it is) and core distance `core` (NaN: not known)."""
+        if not math.isfinite(rr):
+            return True, self._run < WINDOW_RUN_BEATS
+        known = len(self._intervals) == ADMIT_RR_BEATS
+        recent = sum(self._intervals) / ADMIT_RR_BEATS if known else None
+        mean = self._before_run if self._before_run is not None else recent
+        early = mean is not None and rr < ADMIT_RR_RATIO * mean
+        unlike = core >= RUN_CORE
+        self._intervals.append(rr)
+        if self._before_run is None:
+            if early and unlike:  # a run starts: its mean stays that of the rhythm before it
+                self._before_run, self._run, self._plain = mean, 1, 0
+        elif early:
+            self._run += 1
+            self._plain = 0 if unlike else self._plain + 1
+        if self._before_run is not None and (not early or self._plain >= RUN_PLAIN_BEATS):
+            self._before_run, self._run, self._plain = None, 0, 0
+        return not early, self._run < WINDOW_RUN_BEATS

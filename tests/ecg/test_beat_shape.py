@@ -15,9 +15,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from agent.config.schema import BeatsConfig
+from agent.config.schema import BeatsConfig, DetectorConfig
+from agent.detectors import WindowBlock, build_detector
+from agent.detectors.pvc import PvcDetector
 from agent.detectors.ventricular_run import DEFAULT_MIN_QRS_CORE
-from agent.ecg.beat_shape import BeatShapes
+from agent.ecg.beat_shape import Admission, BeatShapes
 from agent.ecg.qrs import QrsDetector
 from agent.ecg.rr_from_ecg import KEEP_SHAPES_S, RrFromEcg
 from agent.inference.beats import MIN_TEMPLATE_BEATS, TEMPLATE_BEATS, beat_windows, shape_distance
@@ -274,3 +276,93 @@ def test_after_a_long_drop_the_templates_start_again() -> None:
     got = channels_across_a_drop(KEEP_SHAPES_S + 30.0)
     assert len(got) == 11
     assert not any("qrs_core" in r or "qrs_shape" in r for r in got[: MIN_TEMPLATE_BEATS - 1])
+
+
+# -- a run's beats stay out of the templates: VT that comes back, a lead moved -----------------------------
+
+
+def detector_scores(rows: list[dict[str, float]], detector: PvcDetector) -> npt.NDArray[np.float64]:
+    """The score of each beat (one reading = one hop) on the stage's channels rr, qrs_shape, qrs_core."""
+    out = []
+    for i, r in enumerate(rows):
+        values = np.array([[[r["rr"], r.get("qrs_shape", np.nan), r.get("qrs_core", np.nan)]]])
+        block = WindowBlock(values, np.arange(1), np.array([float(i)]), 1)
+        out.append(float(detector.score(block).scores[0]))
+    return np.array(out)
+
+
+def beat_detector(kind: str) -> PvcDetector:
+    channels = ("rr", "qrs_shape", "qrs_core")
+    return build_detector(DetectorConfig(kind, kind, "rr", channels), 1.0)  # type: ignore[return-value]
+
+
+def sinus_run_sinus(first: int, sinus: int, second: int) -> tuple[list[float], str]:
+    """40 sinus beats (75 bpm), a run of `first` wide beats at 150 bpm, `sinus` sinus beats (the first after
+    a 1 s pause), a second run of `second` wide beats at 150 bpm, 8 sinus beats."""
+    peaks, kinds = [0.5 + 0.8 * i for i in range(40)], "N" * 40
+    for run, after in ((first, sinus), (second, 8)):
+        peaks += [peaks[-1] + 0.4 * (i + 1) for i in range(run)]
+        peaks += [peaks[-1] + 1.0 + 0.8 * i for i in range(after)]
+        kinds += "V" * run + "N" * after
+    return peaks, kinds
+
+
+def test_a_ventricular_run_that_comes_back_after_five_sinus_beats_alarms_again() -> None:
+    # Every beat joined the window's template and a sustained run's beats the core's once their own
+    # intervals filled the mean (~8th beat): the run became the patient's "normal" beat, so the second
+    # run, 5 sinus beats later, read normal and ventricular_run missed it (outside review, MIT-BIH 106).
+    peaks, kinds = sinus_run_sinus(100, 5, 30)
+    got = stage_channels(peaks, kinds)  # got[i] is beat i + 1
+    second = [r for r, k in zip(got, kinds[1:], strict=True) if k == "V"][100:]
+    assert len(second) == 30
+    assert min(r["qrs_core"] for r in second) > DEFAULT_MIN_QRS_CORE
+    assert min(r["qrs_shape"] for r in second) > 1.0
+    vt = beat_detector("ventricular_run")
+    scores = detector_scores(got, vt)
+    start = 40 + 100 + 5 - 1  # the second run's first beat in `got`
+    assert scores[start - 1] == 0  # the first run was over
+    assert scores[start + 4] > vt.threshold  # its 5th beat alarms
+
+
+def test_through_a_sustained_run_the_templates_keep_the_normal_beat() -> None:
+    peaks, kinds = sinus_run_sinus(150, 8, 0)
+    got = stage_channels(peaks, kinds)
+    run = got[39:189]
+    assert min(r["qrs_core"] for r in run) > DEFAULT_MIN_QRS_CORE  # the 150th as the 1st
+    assert max(r["qrs_core"] for r in got[190:]) < 0.2  # sinus again reads normal at once
+    vt = beat_detector("ventricular_run")
+    assert (detector_scores(got, vt)[43:189] > vt.threshold).all()  # alarmed from the 5th beat to the end
+
+
+@pytest.mark.parametrize("rr", [0.8, 0.5])  # 75 bpm; 120 bpm, reached gradually (sinus tachycardia)
+def test_a_lead_moved_no_beat_reads_ventricular_for_long_and_no_vt(rr: float) -> None:
+    # A moved lead changes every beat at once but none comes early: no run starts, so the templates
+    # follow the new beat within 32 beats, as before; neither pvc nor ventricular_run flags beyond that.
+    steps = np.concatenate([np.linspace(0.8, rr, 20), np.full(100, rr)])
+    peaks = (0.5 + np.concatenate([[0.0], np.cumsum(steps)])).tolist()
+    kinds = "N" * 41 + "M" * 80
+    got = stage_channels(peaks, kinds)
+    pvc = beat_detector("pvc")
+    flagged = np.flatnonzero(detector_scores(got, pvc) > pvc.threshold)
+    assert flagged.size == 0 or flagged.max() < 40 + 32
+    vt = beat_detector("ventricular_run")
+    assert not (detector_scores(got, vt) > vt.threshold).any()
+    assert max(r["qrs_core"] for r in got[40 + 32 :]) < 0.1
+
+
+def test_a_run_ends_at_its_first_beat_that_is_not_early_or_after_two_narrow_early_beats() -> None:
+    admission = Admission()
+    for _ in range(8):
+        assert admission.judge(0.8, 0.1) == (True, True)
+    # a run: early against the 0.8 s before it however long it lasts; its 3rd beat on out of the window's
+    assert [admission.judge(0.4, 1.0) for _ in range(20)] == [(False, True)] * 2 + [(False, False)] * 18
+    assert admission.judge(1.0, 0.2) == (True, True)  # sinus again: over
+    # a PVC, then fast narrow beats (AF after it): the run ends at the 2nd narrow one, whose core is kept
+    # out as early; after it the recent mean decides, as without a run
+    assert [admission.judge(0.8, 0.1) for _ in range(8)] == [(True, True)] * 8
+    assert [admission.judge(rr, core) for rr, core in [(0.5, 1.0), (0.4, 0.2), (0.4, 0.2)]] == [
+        (False, True),
+        (False, True),
+        (False, True),
+    ]
+    assert admission.judge(0.4, 0.2)[0] is False  # the mean of the last 8 (0.64 s): still early

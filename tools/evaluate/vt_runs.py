@@ -179,6 +179,27 @@ class Spliced:
     last: int  # its last beat
 
 
+def resumed_beat(beats: IntArray, host: int, last: int) -> int:
+    """The record's first beat at least max(the host's own RR, `MIN_RESUME_S`) after a run's `last` beat."""
+    k = int(np.searchsorted(beats, host))
+    host_rr = host - int(beats[k - 1])
+    return int(beats[np.searchsorted(beats, last + max(host_rr, round(MIN_RESUME_S * MITDB_FS)))])
+
+
+def splice_run(out: FloatArray, ecg: FloatArray, donor: int, host: int, run: IntArray, resume: int) -> None:
+    """In `out` (a copy of `ecg`), the record between `host` and `resume` becomes a straight line with
+    the donor's wave added at every beat of `run` (the module docstring)."""
+    fs = MITDB_FS
+    span = slice(host + round(AFTER_HOST_S * fs), resume - round(BEFORE_RESUME_S * fs))
+    ends = round(ENDS_S * fs)
+    part = out[span]
+    out[span] = np.linspace(part[:ends].mean(), part[-ends:].mean(), len(part))
+    wave = pvc_wave(ecg, donor)
+    half = len(wave) // 2
+    for at in run.tolist():
+        out[at - half : at + half + 1] += wave
+
+
 def splice(root: Path | None, case: Case, jitter: float = 0.0) -> Spliced:
     ecg, beats, _ = load_record(root, case.record)
     fs = MITDB_FS
@@ -189,18 +210,9 @@ def splice(root: Path | None, case: Case, jitter: float = 0.0) -> Spliced:
         rng = np.random.default_rng([SEED, case.host, case.length, case.rate_bpm])
         factors = 1.0 + jitter * rng.uniform(-1.0, 1.0, case.length)
         run = host + np.round(np.cumsum(interval * factors)).astype(np.int64)
-    k = int(np.searchsorted(beats, host))
-    host_rr = host - int(beats[k - 1])
-    resume = int(beats[np.searchsorted(beats, run[-1] + max(host_rr, round(MIN_RESUME_S * fs)))])
+    resume = resumed_beat(beats, host, int(run[-1]))
     out = ecg.copy()
-    span = slice(host + round(AFTER_HOST_S * fs), resume - round(BEFORE_RESUME_S * fs))
-    ends = round(ENDS_S * fs)
-    part = out[span]
-    out[span] = np.linspace(part[:ends].mean(), part[-ends:].mean(), len(part))
-    wave = pvc_wave(ecg, case.donor)
-    half = len(wave) // 2
-    for at in run.tolist():
-        out[at - half : at + half + 1] += wave
+    splice_run(out, ecg, case.donor, host, run, resume)
     kept = beats[(beats <= host) | (beats >= resume)]
     start, stop = host - round(PRE_S * fs), resume + round(POST_S * fs)
     every = np.concatenate([kept, run])
