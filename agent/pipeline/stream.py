@@ -108,15 +108,18 @@ class _LazyRows(Sequence[T]):
 
 @dataclass(slots=True)
 class _Round:
-    """Readings of distinct streams, each a single sample, with what `ingest_many` has of them."""
+    """Readings of distinct streams, each of `n` samples, with what `ingest_many` has of them."""
 
     readings: Sequence[Reading]
-    values: Screened  # gated, (1, C) each
+    values: Screened  # gated, (n, C) each
     quality: Sequence[int]
     bad: Sequence[int]
     slots: IntArray
-    times: FloatArray
-    offsets: FloatArray  # wall - monotonic of each reading
+    times: FloatArray  # of each reading's first sample
+    periods: FloatArray  # the spacing its samples are written at
+    ends: FloatArray  # time of each reading's last sample, as `_ingest` has it
+    offsets: FloatArray  # wall - monotonic of each reading's last sample
+    n: int
 
 
 @functools.cache
@@ -303,10 +306,11 @@ class StreamPipeline:
     def ingest_many(self, readings: Sequence[Reading]) -> list[AlarmEvent]:
         """`ingest` each reading in order, with the quality gate applied to all of them at once.
 
-        With `rounds` on, a run of single samples of distinct, known streams (a round: the usual
-        backlog of 1 Hz wearables) is written with a few array operations, and those of its readings
-        that need a flush or a gap fill first go through `_ingest` at their place; the effects are
-        those of `_ingest` reading by reading (tests/pipeline/test_rounds.py)."""
+        With `rounds` on, a run of distinct, known streams' readings of one length (a round: single
+        samples, the usual backlog of 1 Hz wearables, or frames of an ECG backlog) is written with a few
+        array operations, and those of its readings that need a flush or a gap fill first go through
+        `_ingest` at their place; the effects are those of `_ingest` reading by reading
+        (tests/pipeline/test_rounds.py)."""
         if not readings:
             return []
         values, quality, bad = self.gate.screen_many(readings)
@@ -316,13 +320,13 @@ class StreamPipeline:
                 events += self._ingest(reading, values[i], quality[i], bad[i])
             return events
         i, count = 0, len(readings)
-        singles = isinstance(values, np.ndarray) and values.shape[1] == 1  # all single samples
+        uniform = isinstance(values, np.ndarray)  # all readings of one length (ECG frames or single samples)
         while i < count:
-            if not singles and len(values[i]) != 1:  # a device frame (ECG): never in a round
+            if not uniform and len(values[i]) != 1:  # a frame among other lengths: never in a round
                 events += self._ingest(readings[i], values[i], quality[i], bad[i])
                 i += 1
                 continue
-            slots = self._round(readings, values, i, singles)
+            slots = self._round(readings, values, i, uniform)
             if len(slots) >= MIN_ROUND:
                 events += self._ingest_round(readings, values, quality, bad, i, np.array(slots, np.int64))
                 i += len(slots)
@@ -333,9 +337,9 @@ class StreamPipeline:
             i = end
         return events
 
-    def _round(self, readings: Sequence[Reading], values: Screened, first: int, singles: bool) -> list[int]:
-        """The slots of the longest run from `first` of single samples of known streams, each stream
-        at most once. `singles`: every reading is a single sample.
+    def _round(self, readings: Sequence[Reading], values: Screened, first: int, uniform: bool) -> list[int]:
+        """The slots of the longest run from `first` of readings of known streams, each stream at most
+        once: single samples, or with `uniform` (every reading of one length) readings of that length.
 
         Looked up in chunks that double while they hold only known, new streams (a list and a set for
         each), so a round costs about one dictionary lookup a reading and a run cut short (a stream
@@ -346,7 +350,7 @@ class StreamPipeline:
         k, size = first, 64
         while True:
             end = min(len(readings), k + size)
-            if not singles:  # a device frame ends the run
+            if not uniform:  # a device frame ends the run
                 end = next((m for m in range(k, end) if len(values[m]) != 1), end)
             if end <= k:
                 break
@@ -390,9 +394,25 @@ class StreamPipeline:
             for k in np.flatnonzero(novel).tolist():
                 self.rates.declared(run[k].stream, run[k].period_s)
             self._spacing[slots[novel]] = declared[novel]
-        periods = np.where(declared > 0.0, declared, self.nominal_period_s)
-        offsets = times - np.array([r.monotonic for r in run], dtype=np.float64)
-        this = _Round(run, values[first:end], quality[first:end], bad[first:end], slots, times, offsets)
+        # `_ingest`'s `period or nominal`; one not finite and positive (a frame's last time would differ)
+        # fails `continues`, so such a reading goes through `_ingest`
+        periods = np.where(declared != 0.0, declared, self.nominal_period_s)
+        n = len(values[first])
+        # `_ingest`'s end time: the declared spacing (0 for none) and not `periods`, for identical figures
+        ends = times if n == 1 else times + (n - 1) * declared
+        offsets = ends - np.array([r.monotonic for r in run], dtype=np.float64)
+        this = _Round(
+            run,
+            values[first:end],
+            quality[first:end],
+            bad[first:end],
+            slots,
+            times,
+            periods,
+            ends,
+            offsets,
+            n,
+        )
         continues = self.windows.continues(slots, times, periods) & ~self._stepped(slots, offsets)
         due = np.zeros(len(slots), dtype=bool)  # needs a flush before its sample
         for group in self._groups:
@@ -417,23 +437,28 @@ class StreamPipeline:
             for k in range(start, stop):
                 self._ingest(this.readings[k], this.values[k], this.quality[k], this.bad[k])
             return
-        slots, times = this.slots[start:stop], this.times[start:stop]
+        slots, times, n = this.slots[start:stop], this.times[start:stop], this.n
         flags = np.array(this.quality[start:stop], dtype=np.int64)
         values = this.values[start:stop]
-        rows = values.reshape(stop - start, -1) if isinstance(values, np.ndarray) else np.concatenate(values)
-        self.windows.append_rows(slots, rows, times)
-        self._last_time[slots] = times
+        if n == 1:
+            rows = (
+                values.reshape(stop - start, -1) if isinstance(values, np.ndarray) else np.concatenate(values)
+            )
+            self.windows.append_rows(slots, rows, times)
+        else:  # frames come stacked: `ingest_many` puts only readings of one length in a round of them
+            self.windows.append_frames(slots, cast(FloatArray, values), times, this.periods[start:stop])
+        self._last_time[slots] = this.ends[start:stop]
         self._offsets[slots] = this.offsets[start:stop]
-        self.samples += stop - start
+        self.samples += (stop - start) * n
         self.gated_samples += sum(this.bad[start:stop])
         for group in self._groups:
-            group.new[slots] += 1
+            group.new[slots] += n
             group.flags[slots] |= flags
         noted = flags != 0  # what `QualityAlarms.observe` would not drop: flagged readings,
         noted |= self._watched(slots)  # and those of streams it watches
         for k in (start + np.flatnonzero(noted)).tolist():
             reading = this.readings[k]
-            end_time = reading.wall_time + 0 * reading.period_s  # as `_ingest` has it for one sample
+            end_time = reading.wall_time + (n - 1) * reading.period_s  # as `_ingest` has it
             self.quality_alarms.observe(self._refs[int(this.slots[k])], this.quality[k], end_time)
 
     def _watched(self, slots: IntArray) -> npt.NDArray[np.bool_]:

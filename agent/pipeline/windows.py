@@ -128,6 +128,39 @@ class StreamWindows:
         for slot, time in zip(slots.tolist(), times.tolist(), strict=True):
             self._last_time[slot] = time
 
+    def append_frames(
+        self, slots: IntArray, frames: FloatArray, times: FloatArray, periods: FloatArray
+    ) -> None:
+        """`append` one frame to each of `slots` at once: `frames` (k, n, C) with their first samples at
+        `times`, spaced `periods`; `slots` distinct, and each frame one `continues` allowed (no gap
+        fill). As `_write`: only the newest `window` samples are kept, and a row that would run past the
+        buffer first has its newest samples shifted to the front."""
+        n = frames.shape[1]
+        rows = frames[:, -self.window :] if n >= self.window else frames
+        m = rows.shape[1]
+        pos = self._pos[slots]
+        full = pos + m > self._cap
+        if full.any():
+            keep = self.window - m
+            if keep > 0:
+                wrap = slots[full][:, None]
+                self._buf[wrap, np.arange(keep)] = self._buf[
+                    wrap, (pos[full] - keep)[:, None] + np.arange(keep)
+                ]
+            pos[full] = keep
+        self._buf[slots[:, None], pos[:, None] + np.arange(m)] = rows
+        self._pos[slots] = pos + m
+        filled = self._filled[slots]
+        warming = filled < self.window
+        if warming.any():
+            grown, counts = slots[warming], np.minimum(self.window, filled[warming] + n)
+            self._filled[grown] = counts
+            for slot, count in zip(grown.tolist(), counts.tolist(), strict=True):
+                self._filled_list[slot] = count
+        lasts = times + (n - 1) * periods  # as `append` has it
+        for slot, time in zip(slots.tolist(), lasts.tolist(), strict=True):
+            self._last_time[slot] = time
+
     def ready(self, slots: IntArray, length: int | None = None) -> npt.NDArray[np.bool_]:
         """Which of `slots` have seen `length` samples (default: the full window) yet."""
         return self._filled[slots] >= (self.window if length is None else length)

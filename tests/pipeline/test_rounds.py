@@ -1,7 +1,8 @@
-"""Rounds of single samples written at once (`StreamPipeline.rounds`) give exactly what `_ingest` gives
-reading by reading: the same alarm events (every field), detector and alarm state, sample counters
-and windows, for the benchmark's vitals workload and for odd readings (gaps, a clock going back,
-repeats, NaN, flags, multi-sample frames, streams appearing mid-batch), in batches of many sizes."""
+"""Rounds of readings written at once (`StreamPipeline.rounds`: single samples, or frames of one length)
+give exactly what `_ingest` gives reading by reading: the same alarm events (every field), detector
+scores and state, alarm state, sample counters and windows, for the benchmark's vitals and ECG
+workloads and for odd readings (gaps, a clock going back, repeats, NaN, flags, multi-sample frames,
+streams appearing mid-batch), in batches of many sizes."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from agent.pipeline import Pipeline
 from agent.pipeline.stream import MIN_ROUND
 from agent.pipeline.windows import StreamWindows
 from agent.readings import Quality, Reading
-from tools.bench.scenarios import vitals_config, workload
+from tools.bench.scenarios import ecg_config, vitals_config, workload
 
 # Batch sizes fed in turn: single readings, runs shorter and longer than MIN_ROUND, one round of 300
 # streams and a reading either side of it, and the daemon's drain.
@@ -40,6 +41,8 @@ class Outcome:
     ready: np.ndarray[Any, Any]
     rows_in_rounds: int  # samples written by `append_rows`
     wraps: int  # of them, samples that first shifted their row to the buffer's front
+    frames_in_rounds: int  # readings written by `append_frames`
+    scores: list[np.ndarray[Any, Any]]  # every score array the detectors returned, in call order
 
 
 def run(
@@ -48,6 +51,8 @@ def run(
     rounds: bool,
     monkeypatch: pytest.MonkeyPatch,
     pseudonym: Callable[[str], str] = lambda d: f"p-{d}",
+    name: str = "vitals",
+    batches: Sequence[int] = BATCHES,
 ) -> Outcome:
     # Episode ids numbered in creation order (they are random UUIDv7s), so two runs compare.
     counter = itertools.count()
@@ -61,12 +66,30 @@ def run(
         append_rows(self, slots, values, times)
 
     monkeypatch.setattr(StreamWindows, "append_rows", counting)
+    frames = [0]
+    append_frames = StreamWindows.append_frames
+
+    def counting_frames(self: StreamWindows, slots: Any, values: Any, times: Any, periods: Any) -> None:
+        frames[0] += len(slots)
+        append_frames(self, slots, values, times, periods)
+
+    monkeypatch.setattr(StreamWindows, "append_frames", counting_frames)
     pipeline = Pipeline(config, pseudonym)
-    stream = pipeline.streams["vitals"]
+    scores: list[np.ndarray[Any, Any]] = []
+    for detector in pipeline.detectors:
+        scores_of = detector.score
+
+        def recording(block: Any, scores_of: Any = scores_of) -> Any:
+            got = scores_of(block)
+            scores.append(got.scores.copy())
+            return got
+
+        monkeypatch.setattr(detector, "score", recording)
+    stream = pipeline.streams[name]
     stream.rounds = rounds
     events = []
     i = 0
-    for size in itertools.cycle(BATCHES):
+    for size in itertools.cycle(batches):
         if i >= len(readings):
             break
         events += pipeline.ingest(readings[i : i + size])
@@ -81,6 +104,8 @@ def run(
         stream.windows.ready(slots),
         rows[0],
         rows[1],
+        frames[0],
+        scores,
     )
 
 
@@ -92,6 +117,9 @@ def assert_same(fast: Outcome, slow: Outcome) -> None:
     assert fast.counters == slow.counters
     np.testing.assert_array_equal(fast.windows, slow.windows)
     np.testing.assert_array_equal(fast.ready, slow.ready)
+    assert len(fast.scores) == len(slow.scores)
+    for got, want in zip(fast.scores, slow.scores, strict=True):
+        np.testing.assert_array_equal(got, want)  # exactly: the same windows in the same calls
 
 
 def _gapped(readings: list[Reading]) -> list[Reading]:
@@ -323,3 +351,81 @@ def test_looking_for_rounds_costs_a_few_lookups_a_reading(
     assert len(stream._slots) == 5000
     assert CountingDict.gets < 100 * len(readings)  # ~64 per new stream, then 1 per reading of a round
     assert stream.samples == len(readings)
+
+
+def _odd_frames(readings: list[Reading], seed: int) -> list[Reading]:
+    """The ECG workload with some frames lost (gaps to fill), some flagged or NaN, some sent twice, a
+    few with a spacing of their own (another rate) and clocks that go back now and then."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in readings:
+        kind = rng.random()
+        if kind < 0.01:
+            continue  # lost: the stream's next frame starts after a gap
+        values, period, wall, flags = r.values, r.period_s, r.wall_time, r.quality
+        if kind < 0.02:
+            values = np.full_like(values, np.nan)
+        elif kind < 0.03:
+            flags |= Quality(int(rng.choice([1, 2, 8, 32])))
+        elif kind < 0.035:
+            period = float(rng.choice([2 * period, period / 2]))
+        elif kind < 0.04:
+            wall -= rng.uniform(0, 1)
+        out.append(Reading(r.stream, r.channels, values, wall, r.monotonic, period, flags))
+        if rng.random() < 0.005:
+            out.append(out[-1])
+    return out
+
+
+@pytest.mark.parametrize("frame", [8, 25, 73, 300])
+@pytest.mark.parametrize("odd", [False, True])
+def test_ecg_frames_are_the_same_through_rounds(
+    frame: int, odd: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames of one length (an ECG backlog: one hop, the simulator's 25-sample blocks, a Polar H10's 73,
+    and more than the window buffer shows) go through rounds too, with the same outcome to the last
+    score; the autoencoder scores every window."""
+    load = workload("ecg", 60, 12.0 if frame < 100 else 60.0, frame=frame)
+    readings = load.readings(0, load.steps)
+    if odd:
+        readings = _odd_frames(readings, seed=frame)
+    config = ecg_config(tmp_path)
+    batches = (1, 7, MIN_ROUND, 59, 60, 61, 300, 2001)
+    fast = run(config, readings, True, monkeypatch, name="ecg", batches=batches)
+    slow = run(config, readings, False, monkeypatch, name="ecg", batches=batches)
+    assert_same(fast, slow)
+    assert fast.frames_in_rounds > (0.3 if odd else 0.8) * len(readings)  # the rounds did the work
+    assert slow.frames_in_rounds == 0
+    assert sum(np.isfinite(s).sum() for s in fast.scores) > 0.5 * len(readings)  # a verdict a frame, most
+    assert len(fast.events) > 5
+    assert fast.counters[1] > 0  # flagged frames were gated
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6])
+def test_append_frames_equals_append_across_the_buffer_end(n: int) -> None:
+    """One frame of n samples per stream per round through both (window 4: frames shorter than it, as
+    long and longer), over many wraps of the small buffer; a stream skipping a round has a gap, which
+    `append_frames` may not take."""
+    rng = np.random.default_rng(n)
+    one, many = StreamWindows(("a", "b"), 4), StreamWindows(("a", "b"), 4)
+    for name in "pqrst":
+        one.slot(name), many.slot(name)
+    slots = np.arange(5, dtype=np.int64)
+    periods = np.array([0.25, 0.5, 0.25, 0.5, 1.0])
+    taken = 0
+    for step in range(60):
+        picked = slots[rng.random(5) < 0.8]
+        frames = rng.normal(size=(picked.size, n, 2))
+        times = 100.0 + step * n * periods[picked]  # every stream's frames back to back
+        ok = many.continues(picked, times, periods[picked])
+        for k, slot in enumerate(picked.tolist()):
+            one.append(slot, frames[k], times[k], periods[slot])
+            if not ok[k]:
+                many.append(slot, frames[k], times[k], periods[slot])
+        many.append_frames(picked[ok], frames[ok], times[ok], periods[picked][ok])
+        taken += int(ok.sum())
+        for length in (1, 4):
+            np.testing.assert_array_equal(many.windows(slots, length), one.windows(slots, length))
+        np.testing.assert_array_equal(many.ready(slots), one.ready(slots))
+        assert many._last_time == one._last_time
+    assert taken > 100  # of ~240 frames: the rest came after a skipped round (a gap) or were first
