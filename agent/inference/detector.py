@@ -37,15 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
 from agent.detectors.adaptation import adaptation_quantile, collect_rows
-from agent.detectors.base import (
-    FloatArray,
-    ScoreBlock,
-    StreamingDetector,
-    WindowBlock,
-    shares,
-    split_frame,
-    worst_of,
-)
+from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.params import ParamReader
 from agent.detectors.window_pca import fit_window_pca, pca_residual
 from agent.errors import ConfigError
@@ -278,44 +270,6 @@ class AutoencoderDetector(StreamingDetector):
         err **= 2
         contributions = err.mean(axis=1) / err.shape[2]
         return contributions.sum(axis=1), contributions
-
-    def score(self, block: WindowBlock) -> ScoreBlock:
-        """As `StreamingDetector.score`, but the hops of a frame (a Polar H10's 73 samples are 9) go to
-        the backend in one batch: a backend call and the arithmetic around it cost the same for 400
-        windows as for 3,600, and hop by hop they were most of a frame's cost. Only without per-stream
-        state that steps hop by hop (adaptation, smoothing); and not when a hop has a single window to
-        score, which ONNX Runtime computes with another kernel (it differs in the last bits from the
-        same window in a larger batch): the scores are those of the hop-by-hop path, exactly."""
-        if block.hop < 2 * self.hop or self.adapt_rows or self.smooth_rows > 1 or not block.n_streams:
-            return super().score(block)
-        parts = split_frame(block, self.window, self.hop)
-        windows = np.stack([part.values[:, -self.window :] for part in parts])  # (hops, S, W, C)
-        ready = ~np.isnan(windows).any(axis=(2, 3))
-        if len(parts) == 1 or (ready.sum(axis=1) == 1).any():
-            return super().score(block)
-        n, c = block.n_streams, len(self.channels)
-        self._grow(int(block.slots.max()) + 1)
-        scores = np.full(ready.size, np.nan)
-        contributions = np.zeros((ready.size, c))
-        rows = np.flatnonzero(ready.ravel())
-        if rows.size:
-            flat = windows.reshape(-1, self.window, c)
-            slots = np.tile(block.slots, len(parts))
-            scores[rows], contributions[rows] = self._model_scores(flat[rows], slots[rows])
-        thresholds = np.where(np.isnan(self._thr[block.slots]), self.threshold, self._thr[block.slots])
-        return worst_of(
-            [
-                ScoreBlock(
-                    scores=scores[k * n : (k + 1) * n],
-                    thresholds=thresholds,
-                    contributions=shares(contributions[k * n : (k + 1) * n]),
-                    observed=np.full(n, np.nan),
-                    limits=np.full(n, np.nan),
-                    baseline=self._mean[block.slots],
-                )
-                for k in range(len(parts))
-            ]
-        )
 
     def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n, c = block.n_streams, len(self.channels)
