@@ -262,15 +262,21 @@ def split_frame(block: WindowBlock, window: int, hop: int) -> list[WindowBlock]:
     (fewer than `hop` samples), as a hop-by-hop feed whose hop boundaries fell there would, and any hops
     beyond `MAX_FRAME_HOPS` (a reconnect after a long gap must not cost hundreds of calls). The parts keep
     the frame's end times: detectors judge samples, not times."""
-    length = block.values.shape[1]
-    count = max(1, min(block.hop // hop, (length - window) // hop + 1, MAX_FRAME_HOPS))
+    ends = hop_ends(block, window, hop)
     parts = []
-    for back in range(count - 1, -1, -1):  # hops between this part's newest sample and the frame's
-        end = length - back * hop
-        new = hop if back < count - 1 else block.hop - (count - 1) * hop
+    for k, end in enumerate(ends):
+        new = hop if k > 0 else block.hop - (len(ends) - 1) * hop
         start = max(0, end - (window + new - hop))
         parts.append(WindowBlock(block.values[:, start:end], block.slots, block.end_times, new))
     return parts
+
+
+def hop_ends(block: WindowBlock, window: int, hop: int) -> list[int]:
+    """Where the newest window of each of `split_frame`'s parts ends in `block.values` (exclusive),
+    oldest first: whole hops back from the newest sample, at most `MAX_FRAME_HOPS`."""
+    length = block.values.shape[1]
+    count = max(1, min(block.hop // hop, (length - window) // hop + 1, MAX_FRAME_HOPS))
+    return [length - back * hop for back in range(count - 1, -1, -1)]
 
 
 def worst_of(blocks: Sequence[ScoreBlock]) -> ScoreBlock:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.detectors.base import Detector, ScoreBlock, WindowBlock
+from agent.detectors.base import Detector, ScoreBlock, StreamingDetector, WindowBlock
 from agent.errors import ConfigError, ModelError
 from agent.inference import load_model
 from agent.inference.card import ModelCard
@@ -314,3 +314,53 @@ def test_pca_fraction_comes_from_the_card_and_errors_name_the_key(
         AutoencoderDetector.from_config(config(residual_dir), rate_hz=1.0)  # no adapt_rows: no subspace
     with pytest.raises(ConfigError, match=r"detectors\.pump_ae\.params\.adapt_rows: 40 rows give 35"):
         AutoencoderDetector.from_config(config(residual_dir, adapt_rows=40), rate_hz=1.0)
+
+
+def _framed_blocks(
+    card: ModelCard, hop: int, frame: int, streams: int, frames: int, seed: int
+) -> list[WindowBlock]:
+    """Frames of `frame` samples per stream, as the pipeline hands them over: the window plus the
+    frame's samples beyond one hop. Stream 1 loses a sample now and then, stream 2 a long stretch, and
+    for a few frames every stream but stream 0 is NaN (one window to score in some hops)."""
+    rng = np.random.default_rng(seed)
+    mean, scale = np.asarray(card.mean), np.asarray(card.scale)
+    length = card.window + frame * frames
+    series = mean + scale * rng.standard_normal((streams, length, len(card.channels)))
+    series[1, rng.random(length) < 0.01] = np.nan
+    series[2, length // 3 : length // 2] = np.nan
+    lone = card.window + frame * (frames - 3)
+    series[1:, lone : lone + frame + card.window // 2] = np.nan
+    slots = np.arange(streams, dtype=np.int64) * 3
+    span = card.window + frame - hop
+    return [
+        WindowBlock(series[:, end - span : end], slots, np.full(streams, float(end)), frame)
+        for end in range(card.window + frame, length + 1, frame)
+    ]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+@pytest.mark.parametrize(
+    ("model", "hop", "frame"),
+    [("ecg-beat", 8, 73), ("ecg-beat", 8, 16), ("ecg-beat", 8, 300), ("pump", 1, 5)],
+)
+def test_a_frame_is_scored_exactly_as_hop_by_hop(model: str, hop: int, frame: int, backend: Any) -> None:
+    """A frame of several hops (a Polar H10's 73 ECG samples are 9 hops of 8 and one more), normalised
+    once for all its hops, gives every field of the verdict the hop-by-hop path gives, bit for bit, from
+    the same backend batches."""
+    loaded = load_model(Path(__file__).resolve().parents[2] / "models" / model, backend=backend)
+    detector = AutoencoderDetector("ae", loaded, hop=hop)
+    batches: list[np.ndarray] = []
+    run = loaded.backend.run
+    loaded.backend.run = lambda batch: batches.append(batch.copy()) or run(batch)  # type: ignore[method-assign]
+    blocks = _framed_blocks(loaded.card, hop, frame, streams=7, frames=40, seed=frame)
+    got = [detector.score(block) for block in blocks]
+    framed, batches[:] = list(batches), []
+    want = [StreamingDetector.score(detector, block) for block in blocks]  # the base class: hop by hop
+    for a, b in zip(got, want, strict=True):
+        for field in ("scores", "thresholds", "contributions", "observed", "limits", "baseline"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert len(framed) == len(batches)
+    for x, y in zip(framed, batches, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert 1 in map(len, batches)  # hops with a single window to score were among them
+    assert np.isfinite(np.concatenate([g.scores for g in got])).mean() > 0.5
