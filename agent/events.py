@@ -108,6 +108,9 @@ class AlarmEvent:
     # nothing judged the condition then. Added within alarm/1; 0 for most episodes.
     unjudged_s: float = 0.0
     end_cause: EndCause = EndCause.CLEARED  # in the payload of an END only (null otherwise)
+    # The episode is marked "rule changed, condition not found since" (agent.alarms.book): not in the
+    # payload (an END says it by `end_cause`); the state journal's row keeps the mark through a crash.
+    rule_changed: bool = False
 
     def __post_init__(self) -> None:
         if self.seq < 0:

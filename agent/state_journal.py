@@ -118,6 +118,8 @@ class EpisodeJournal:
                 "priority": event.priority.value,
                 "unjudged_s": event.unjudged_s,
             }
+            if event.rule_changed:  # as `AlarmBook.state` writes it: an escalation must not drop it
+                row["episode"]["rule_changed"] = True
         return row
 
 

@@ -439,6 +439,7 @@ class AlarmBook:
             model_hash=self.model_hash,
             unjudged_s=episode.unjudged_s,
             end_cause=end_cause,
+            rule_changed=row in self._rule_changed,
         )
         episode.next_seq += 1
         if action is Action.END:

@@ -11,6 +11,7 @@ from alarm_drive import T0, drive, new_book, rule
 
 from agent.alarms import AlarmBook
 from agent.events import EndCause, Phase
+from agent.state_journal import EpisodeJournal, saved_alarms
 
 RULE = rule(clear_after_s=2.0)
 
@@ -65,3 +66,24 @@ def test_a_state_saved_without_a_digest_marks_nothing() -> None:
     assert end.end_cause is EndCause.CLEARED
     start_payload = drive(new_book(RULE), [2.0])[0][1].to_payload()
     assert start_payload["end_cause"] is None  # on an `end` only
+
+
+def test_the_mark_survives_an_escalation_and_a_crash_before_the_next_save() -> None:
+    """The escalation's journal row replaces the saved row after a crash: it must carry the mark too."""
+    escalating = rule(clear_after_s=2.0, escalate_after_s=5.0)
+    key = f"{escalating.detector}/{escalating.condition}"
+    old = AlarmBook(escalating, "gw", "cfg", ("x",), verdict_digest="old")
+    drive(old, [2.0, 2.0])
+    book = AlarmBook(escalating, "gw", "cfg", ("x",), verdict_digest="new")
+    book.load_state(old.state())
+    saved = {"alarms": {key: book.state()}}  # the full save after the restart: marked
+    # Hops the changed rule cannot judge (bad quality): neither found nor cleared, so it escalates.
+    events = drive(book, [2.0] * 8, quality=[False] * 8, start=T0 + 10)
+    ((_, update),) = events
+    assert update.phase is Phase.UPDATE and update.rule_changed
+    assert "rule_changed" not in update.to_payload()  # the back end learns it from the END's end_cause
+    _, note = EpisodeJournal([escalating]).note([update])
+    crashed = AlarmBook(escalating, "gw", "cfg", ("x",), verdict_digest="new")
+    crashed.load_state(saved_alarms(saved, [(0, note)])[key])
+    ((_, end),) = drive(crashed, [0.5] * 4, start=T0 + 20)
+    assert end.phase is Phase.END and end.end_cause is EndCause.RULE_CHANGED
