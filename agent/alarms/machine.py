@@ -24,7 +24,7 @@ Inputs, for one hop at time t:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -86,19 +86,37 @@ class Inputs:
     escalate_due: BoolArray
 
 
+GUARDS: tuple[str, ...] = tuple(f.name for f in fields(Inputs))  # bit i + 2 of a step code (state: bits 0-1)
+_STATE_BITS = 2
+
+
+def _first_match(state: int, code: int) -> tuple[int, int]:
+    """(target, action) of the first row of `TABLE` that matches `state` with the guards set in `code`'s
+    guard bits; (state, NONE) when none does: the rule `step` applies, one combination at a time."""
+    true = {name for bit, name in enumerate(GUARDS) if code >> (bit + _STATE_BITS) & 1}
+    for row in TABLE:
+        if row.source == state and all(guard in true for guard in row.guards):
+            return int(row.target), int(row.action)
+    return state, int(Action.NONE)
+
+
+def _lookup() -> npt.NDArray[np.int64]:
+    """(next state, action) of every step code: 4 states x 2^9 guard combinations, 2,048 rows."""
+    codes = range(1 << (_STATE_BITS + len(GUARDS)))
+    return np.array([_first_match(code & ((1 << _STATE_BITS) - 1), code) for code in codes], dtype=np.int64)
+
+
+# `TABLE` evaluated once for every code, so `step` is a few array operations and one look-up instead of
+# a masked assignment per row (it was 9 % of the ECG agent's time, profile of 2026-11-30).
+_NEXT, _ACTION = _lookup().T.copy()
+
+
 def step(states: IntArray, inputs: Inputs) -> tuple[IntArray, IntArray]:
     """(next states, actions) for every stream; the first matching row of `TABLE` wins."""
-    next_states = states.copy()
-    actions = np.zeros_like(states)
-    pending = np.ones(states.shape, dtype=bool)  # not yet matched by an earlier row
-    for row in TABLE:
-        match = pending & (states == row.source)
-        for guard in row.guards:
-            match &= getattr(inputs, guard)
-        next_states[match] = row.target
-        actions[match] = row.action
-        pending &= ~match
-    return next_states, actions
+    code = states.astype(np.int64)  # a copy: 0..3, the state's bits
+    for bit, guard in enumerate(GUARDS):
+        code |= getattr(inputs, guard).astype(np.int64) << (bit + _STATE_BITS)
+    return _NEXT[code], _ACTION[code]
 
 
 def clear_level(thresholds: npt.NDArray[np.float64], hysteresis: float) -> npt.NDArray[np.float64]:
