@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.detectors.base import BoolArray, FloatArray
+from agent.detectors.base import BoolArray, FloatArray, IntArray
 
 MAD_TO_SIGMA = 1.4826  # 1 / Phi^-1(3/4)
 RELATIVE_FLOOR = 0.01  # scale is at least 1% of |median|: a flat 70 bpm baseline gets scale 0.7 bpm
@@ -45,13 +45,33 @@ def nan_median(values: FloatArray, axis: int = 1) -> tuple[FloatArray, FloatArra
 
 def robust_baseline(history: FloatArray, min_valid: float, min_scale: float) -> RobustBaseline:
     """Median and floored, scaled MAD of `history` (S, N, C) over its N samples."""
-    median, count = nan_median(history)
-    deviation = np.abs(history - median[:, None, :])
-    mad, _ = nan_median(deviation)
+    # Worked on one (S, C, N) copy, each (stream, channel) lane's samples contiguous, sorted in place:
+    # on (S, N, C) every array operation's inner loop ran over the C channels (2 for vitals), and
+    # `history - median` was the dearest line of the vitals agent (profile of 2026-11-30). Each lane
+    # is sorted from the same values in the same order as `nan_median(history)` sorts them, and the
+    # deviations of the sorted lane are the same values in another order, so their sorted lane is the
+    # same: both medians are those of `nan_median`, bit for bit (tests/detectors/test_robust.py).
+    lanes = np.moveaxis(history, 1, -1).copy()  # C order: the caller's array is never written
+    lanes.sort(axis=-1)  # NaN last
+    count = (~np.isnan(lanes)).sum(axis=-1)
+    median = _sorted_median(lanes, count)
+    np.abs(np.subtract(lanes, median[:, :, None], out=lanes), out=lanes)
+    lanes.sort(axis=-1)
+    # counted again, as `nan_median` does: an infinite median makes an infinite sample's deviation NaN
+    mad = _sorted_median(lanes, (~np.isnan(lanes)).sum(axis=-1))
     floor = np.maximum(min_scale, RELATIVE_FLOOR * np.abs(np.nan_to_num(median)))
     scale = np.maximum(np.nan_to_num(mad * MAD_TO_SIGMA, nan=0.0), floor)
-    enough = count >= max(1.0, min_valid * history.shape[1])
+    enough = count.astype(np.float64) >= max(1.0, min_valid * history.shape[1])
     return RobustBaseline(np.where(enough, median, np.nan), scale, enough)
+
+
+def _sorted_median(lanes: FloatArray, count: IntArray) -> FloatArray:
+    """`nan_median`'s median of lanes already sorted along the last axis, `count` valid (NaN last)."""
+    last = np.maximum(count - 1, 0)[..., None]
+    lo = np.take_along_axis(lanes, last // 2, axis=-1)[..., 0]
+    hi = np.take_along_axis(lanes, (last + 1) // 2, axis=-1)[..., 0]
+    median: FloatArray = np.where(count > 0, (lo + hi) / 2.0, np.nan)
+    return median
 
 
 def standardized_hop(
