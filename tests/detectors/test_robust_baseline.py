@@ -30,7 +30,9 @@ def awkward_history(rng: np.random.Generator, streams: int, samples: int, channe
     return values
 
 
-@pytest.mark.parametrize(("streams", "samples", "channels"), [(64, 60, 2), (40, 9, 1), (16, 33, 5), (1, 4, 2)])
+@pytest.mark.parametrize(
+    ("streams", "samples", "channels"), [(64, 60, 2), (40, 9, 1), (16, 33, 5), (1, 4, 2)]
+)
 def test_the_baseline_is_that_of_nan_median_bit_for_bit(streams: int, samples: int, channels: int) -> None:
     rng = np.random.default_rng(streams * samples)
     window = awkward_history(rng, streams, samples + 1, channels)
