@@ -147,7 +147,8 @@ class QualityGate:
             for j, i in enumerate(columns.tolist()):
                 if i >= 0:
                     values[:, :, j] = stacked[:, :, i]
-        quality = [int(r.quality) for r in readings]
+        ok = Quality.OK  # `int(flag)` runs enum.Flag's Python code; almost every reading is OK (a singleton)
+        quality = [0 if r.quality is ok else int(r.quality) for r in readings]
         flagged = [i for i, q in enumerate(quality) if q & INVALIDATING_BITS]  # the device's own, before ours
         bad = [0] * count
         inside = (values >= self._low) & (values <= self._high)  # NaN is not inside: see `screen`
