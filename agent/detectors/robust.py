@@ -57,8 +57,10 @@ def robust_baseline(history: FloatArray, min_valid: float, min_scale: float) -> 
     median = _sorted_median(lanes, count)
     np.abs(np.subtract(lanes, median[:, :, None], out=lanes), out=lanes)
     lanes.sort(axis=-1)
-    # counted again, as `nan_median` does: an infinite median makes an infinite sample's deviation NaN
-    mad = _sorted_median(lanes, (~np.isnan(lanes)).sum(axis=-1))
+    # A deviation is NaN where its sample is, and where an infinite sample meets an infinite median
+    # (inf - inf): only then are the valid deviations counted again, as `nan_median` would.
+    valid = (~np.isnan(lanes)).sum(axis=-1) if np.isinf(median).any() else count
+    mad = _sorted_median(lanes, valid)
     floor = np.maximum(min_scale, RELATIVE_FLOOR * np.abs(np.nan_to_num(median)))
     scale = np.maximum(np.nan_to_num(mad * MAD_TO_SIGMA, nan=0.0), floor)
     enough = count.astype(np.float64) >= max(1.0, min_valid * history.shape[1])
