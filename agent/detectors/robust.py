@@ -50,7 +50,7 @@ def robust_baseline(history: FloatArray, min_valid: float, min_scale: float) -> 
     # `history - median` was the dearest line of the vitals agent (profile of 2026-11-30). Each lane
     # is sorted from the same values in the same order as `nan_median(history)` sorts them, and the
     # deviations of the sorted lane are the same values in another order, so their sorted lane is the
-    # same: both medians are those of `nan_median`, bit for bit (tests/detectors/test_robust.py).
+    # same: both medians are those of `nan_median`, bit for bit (tests/detectors/test_robust_baseline.py).
     lanes = np.moveaxis(history, 1, -1).copy()  # C order: the caller's array is never written
     lanes.sort(axis=-1)  # NaN last
     count = (~np.isnan(lanes)).sum(axis=-1)
