@@ -11,6 +11,7 @@ chosen can be taken by a parallel test's broker, and the test then meets a liste
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,20 @@ def refusing_port() -> Iterator[RefusingPort]:
 
 
 @pytest.fixture(autouse=True)
-def _no_log_summary_after_the_test() -> Iterator[None]:
-    """A test that set up the agent's logging leaves its rate limit's summary timer armed; fired later, it
-    wrote to a capture stream already closed ("Logging error" in the middle of a run)."""
+def _no_agent_logging_after_the_test() -> Iterator[None]:
+    """A test that set up the agent's logging in-process (`cli.main`) leaves its handler on the root
+    logger: the rate limit's summary timer and the next tests' lines then wrote to a capture stream
+    already closed ("Logging error" in the middle of a run), and its redaction filter rewrote the next
+    tests' captured lines (a MAC read `<mac>` in one test only after another ran). Pytest's own
+    handlers come and go per test phase and are left to it."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
     yield
     close_rate_limits()
+    for handler in list(root.handlers):
+        if handler not in before and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
