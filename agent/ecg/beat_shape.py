@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 from collections import deque
 
 import numpy as np
@@ -86,6 +87,11 @@ ADMIT_RR_BEATS = 8  # the intervals that mean is over (pvc's rr_history)
 RUN_CORE = 0.35
 RUN_PLAIN_BEATS = 2  # this many early beats in a row without such a core end a run (fast AF after a PVC)
 WINDOW_RUN_BEATS = 3  # from the run's 3rd beat on (VT: >= 3 beats) the window's template refuses it too
+# A beat that is not early but still unlike (a VT beat after a missed one: one long interval) keeps a run
+# of `WINDOW_RUN_BEATS` or more on; a second such beat in a row ends it (a wide rhythm that slowed).
+RUN_PAUSE_BEATS = 1
+RUN_MIN_BPM = 100.0  # VT is faster: a run whose median interval is slower ends once it has these beats:
+RUN_SLOW_BEATS = ADMIT_RR_BEATS  # its own intervals fill the median (a sustained slow wide rhythm is learnt)
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
 _SHIFT = round(CORE_SHIFT_S / _STEP_S)  # points each side
 _ALIGNMENTS = np.arange(2 * _SHIFT + 1)[:, None] + np.arange(CORE_POINTS)[None, :]
@@ -202,14 +208,15 @@ class BeatShapes:
 class Admission:
     """Which templates each beat joins, from its interval and its core's distance (the module docstring):
     the core's template not an early beat, early against the mean of the `ADMIT_RR_BEATS` intervals
-    before it, or inside a run against the mean before the run; the window's template every beat but a
-    run's from its `WINDOW_RUN_BEATS`th on."""
+    before it, or inside a run against the mean before the run, nor a run's beat; the window's template
+    every beat but a run's from its `WINDOW_RUN_BEATS`th on."""
 
     def __init__(self) -> None:
         self._intervals: deque[float] = deque(maxlen=ADMIT_RR_BEATS)  # every beat's RR
         self._before_run: float | None = None  # the mean interval before the current run (None: no run)
         self._run = 0  # the run's beats so far
         self._plain = 0  # its latest early beats in a row without an unlike core
+        self._paused = 0  # its latest beats in a row that were not early but unlike (missed beats)
 
     def judge(self, rr: float, core: float) -> tuple[bool, bool]:
         """(joins the core's template, joins the window's) for a beat with interval `rr` (NaN: none, it
@@ -224,10 +231,27 @@ class Admission:
         self._intervals.append(rr)
         if self._before_run is None:
             if early and unlike:  # a run starts: its mean stays that of the rhythm before it
-                self._before_run, self._run, self._plain = mean, 1, 0
-        elif early:
+                self._before_run, self._run, self._plain, self._paused = mean, 1, 0, 0
+            return not early, self._run < WINDOW_RUN_BEATS
+        if early:
             self._run += 1
             self._plain = 0 if unlike else self._plain + 1
-        if self._before_run is not None and (not early or self._plain >= RUN_PLAIN_BEATS):
-            self._before_run, self._run, self._plain = None, 0, 0
-        return not early, self._run < WINDOW_RUN_BEATS
+            self._paused = 0
+        elif unlike and self._run >= WINDOW_RUN_BEATS and self._paused < RUN_PAUSE_BEATS:
+            # a VT's missed beat, not its end (a PVC's next beat in bigeminy ends its run of 1, as before)
+            self._run += 1
+            self._plain = 0
+            self._paused += 1
+        else:  # sinus again (or a wide rhythm that slowed): over
+            self._end_run()
+            return True, True
+        if self._plain >= RUN_PLAIN_BEATS or self._slow():
+            self._end_run()
+        return False, self._run < WINDOW_RUN_BEATS
+
+    def _slow(self) -> bool:
+        """The run is long enough for its own intervals to fill the median, and slower than VT."""
+        return self._run >= RUN_SLOW_BEATS and statistics.median(self._intervals) > 60.0 / RUN_MIN_BPM
+
+    def _end_run(self) -> None:
+        self._before_run, self._run, self._plain, self._paused = None, 0, 0, 0

@@ -366,3 +366,27 @@ def test_a_run_ends_at_its_first_beat_that_is_not_early_or_after_two_narrow_earl
         (False, True),
     ]
     assert admission.judge(0.4, 0.2)[0] is False  # the mean of the last 8 (0.64 s): still early
+
+
+def test_a_missed_beat_inside_a_run_does_not_end_it() -> None:
+    # Sinus at 0.8 s, a VT at 0.5 s with one beat missed: its interval (1.0 s) is not early against the
+    # 0.8 s before the run, but its core is still the VT's; the next VT beat is early again. The run goes
+    # on, judged against 0.8 s: no VT beat joins the core's template (before: a new run froze at the
+    # VT's own mean, ended at the first jittered beat, and the VT was learnt).
+    admission = Admission()
+    for _ in range(8):
+        admission.judge(0.8, 0.1)
+    vt = [0.5] * 10 + [1.0] + [0.5, 0.55, 0.45] * 10
+    assert not any(admission.judge(rr, 1.3)[0] for rr in vt)
+    # a wide rhythm that slowed: the second unlike beat in a row that is not early ends the run
+    assert [admission.judge(0.8, 1.3) for _ in range(2)] == [(False, False), (True, True)]
+
+
+def test_a_slow_wide_rhythm_is_learnt_after_eight_beats() -> None:
+    # A wide rhythm entered abruptly at 95 bpm (slower than VT) from sinus at 0.9 s: early against the
+    # mean before it, so a run, but one slower than 100 bpm ends once its own 8 intervals fill the median
+    admission = Admission()
+    for _ in range(8):
+        admission.judge(0.9, 0.1)
+    joins = [admission.judge(0.63, 1.3)[0] for _ in range(20)]
+    assert joins == [False] * 8 + [True] * 12
