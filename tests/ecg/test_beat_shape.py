@@ -382,11 +382,18 @@ def test_a_missed_beat_inside_a_run_does_not_end_it() -> None:
     assert [admission.judge(0.8, 1.3) for _ in range(2)] == [(False, False), (True, True)]
 
 
-def test_a_slow_wide_rhythm_is_learnt_after_eight_beats() -> None:
+def test_a_slow_wide_rhythm_is_learnt_after_32_beats_a_vt_at_105_bpm_is_not() -> None:
     # A wide rhythm entered abruptly at 95 bpm (slower than VT) from sinus at 0.9 s: early against the
-    # mean before it, so a run, but one slower than 100 bpm ends once its own 8 intervals fill the median
+    # mean before it, so a run, but one slower than 100 bpm ends at its 32nd beat (the median of its own
+    # intervals); after it the recent mean decides: not early, its cores join
     admission = Admission()
     for _ in range(8):
         admission.judge(0.9, 0.1)
-    joins = [admission.judge(0.63, 1.3)[0] for _ in range(20)]
-    assert joins == [False] * 8 + [True] * 12
+    joins = [admission.judge(0.63, 1.3)[0] for _ in range(40)]
+    assert joins == [False] * 32 + [True] * 8
+    # a VT at 105 bpm (0.571 s), its intervals in turn 8 % longer and shorter, with a missed beat: kept out
+    admission = Admission()
+    for _ in range(8):
+        admission.judge(0.9, 0.1)
+    vt = [0.571 * 1.08, 0.571 * 0.92] * 20 + [2 * 0.571] + [0.571 * 1.08, 0.571 * 0.92] * 40
+    assert not any(admission.judge(rr, 1.3)[0] for rr in vt)
