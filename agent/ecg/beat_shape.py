@@ -89,8 +89,9 @@ WINDOW_RUN_BEATS = 3  # from the run's 3rd beat on (VT: >= 3 beats) the window's
 # A beat that is not early but still unlike (a VT beat after a missed one: one long interval) keeps a run
 # of `WINDOW_RUN_BEATS` or more on; a second such beat in a row ends it (a wide rhythm that slowed).
 RUN_PAUSE_BEATS = 1
-# VT is faster: a run whose own last `RUN_SLOW_BEATS` intervals (missed beats left out) are slower
-# on average ends there. Over 32 a VT at 105 bpm with +-8 % jitter does not read slower by chance.
+# VT is faster: a run ends where both its own last `RUN_SLOW_BEATS` intervals (missed beats left out)
+# and the last `ADMIT_RR_BEATS` are slower on average. Over 32 a VT at 105 bpm with +-8 % jitter does not
+# read slower by chance; the last 8 keep a VT that follows slower beats of the same run out.
 RUN_MIN_BPM = 100.0
 RUN_SLOW_BEATS = TEMPLATE_BEATS
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
@@ -256,9 +257,13 @@ class Admission:
         return False, self._run < WINDOW_RUN_BEATS
 
     def _slow(self) -> bool:
-        """The run's own last `RUN_SLOW_BEATS` intervals are known, and slower than VT on average."""
-        intervals = self._run_intervals
-        return len(intervals) == RUN_SLOW_BEATS and sum(intervals) / RUN_SLOW_BEATS > 60.0 / RUN_MIN_BPM
+        """The run's own last `RUN_SLOW_BEATS` intervals are known, and they and the last `ADMIT_RR_BEATS`
+        are slower than VT on average."""
+        longest = 60.0 / RUN_MIN_BPM
+        run, recent = self._run_intervals, self._intervals
+        if len(run) < RUN_SLOW_BEATS:
+            return False
+        return sum(run) / len(run) > longest and sum(recent) / len(recent) > longest
 
     def _end_run(self) -> None:
         self._before_run, self._run, self._plain, self._paused = None, 0, 0, 0

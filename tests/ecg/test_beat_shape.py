@@ -397,3 +397,15 @@ def test_a_slow_wide_rhythm_is_learnt_after_32_beats_a_vt_at_105_bpm_is_not() ->
         admission.judge(0.9, 0.1)
     vt = [0.571 * 1.08, 0.571 * 0.92] * 20 + [2 * 0.571] + [0.571 * 1.08, 0.571 * 0.92] * 40
     assert not any(admission.judge(rr, 1.3)[0] for rr in vt)
+
+
+def test_a_vt_after_slower_beats_of_the_same_run_stays_out() -> None:
+    # Sinus at 1.04 s speeds up to 0.75 s while its cores read unlike (a drifting template: MIT-BIH 106,
+    # host 159484): a run of 20 slow beats, then a VT at 150 bpm. Its last 32 intervals average more
+    # than 0.6 s at the VT's 12th beat, but its last 8 do not: the VT goes on being kept out.
+    admission = Admission()
+    for _ in range(8):
+        admission.judge(1.04, 0.1)
+    for _ in range(20):
+        admission.judge(0.75, 0.8)
+    assert not any(admission.judge(0.4, 1.3)[0] for _ in range(40))
