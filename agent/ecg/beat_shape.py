@@ -28,19 +28,29 @@ template follows within 32 beats; a beat without an interval (the first of a seg
 one with fewer than `ADMIT_RR_BEATS` intervals before it is admitted.
 
 **A run's beats stay out of both templates** (`Admission`). An early beat whose core is at least
-`RUN_CORE` unlike the template starts a *run*, and while it lasts "early" is judged against the mean
-before the run, frozen at its first beat, not the recent one: a sustained VT's own intervals filled that
-mean by its 8th beat, its cores then joined the template, and every beat joined the window's, so the VT
-became the patient's "normal" beat, and a VT that came back after 2-12 sinus beats read normal and was not
-alarmed (an outside review: MIT-BIH 106, 60 s of VT; `tools.evaluate.vt_recurrent`). The run ends at its
-first beat that is not early against that mean (sinus again; a missed beat in a run at 150 bpm is still
-early) or after `RUN_PLAIN_BEATS` early beats in a row whose core is below `RUN_CORE` (fast narrow beats:
-AF after a PVC, whose beats then go on joining as they did). The window's template (``qrs_shape``) keeps
-every beat but a run's from its `WINDOW_RUN_BEATS`th on, so single PVCs and couplets still join it as
-before. A moved lead brings no early beat, so no run: its beats join as before. A real change of the QRS
-that starts with an early odd beat and stays fast (rate-dependent bundle branch block entered abruptly)
-is not followed while it lasts: it reads unlike by its core, and pvc flags its beats only while they are
-early or where qrs_shape (capped at 1.5 x the core) exceeds 2 (pvc's score at a prematurity of 1).
+`RUN_CORE` unlike the template starts a *run*, and while it lasts "early" is judged against the mean before
+the run, frozen at its first beat, not the recent one: a sustained VT's own intervals filled that mean by
+its 8th beat, its cores then joined the template, and every beat joined the window's, so the VT became the
+patient's "normal" beat, and a VT that came back after 2-12 sinus beats read normal and was not alarmed
+(an outside review: MIT-BIH 106, 60 s of VT; `tools.evaluate.vt_recurrent`). The run ends at:
+- its first beat that is not early against that mean and not unlike (sinus again). A beat that is not
+  early but still unlike, in a run of `WINDOW_RUN_BEATS` or more, is a VT's missed beat (one interval of
+  about 2 x the VT's, not early where the sinus before ran above 0.45 x the VT's rate: 67 bpm for a VT at
+  150): the run goes on through it, and only a second such beat in a row ends it (a wide rhythm that
+  slowed). Before, that beat ended the run, a new one froze at the VT's own mean and ended at its first
+  jittered beat, and the VT was learnt (outside review: 1 of 22 second runs alarmed). A PVC's next beat
+  in bigeminy ends its run of 1 as before;
+- `RUN_PLAIN_BEATS` early beats in a row whose core is below `RUN_CORE` (fast narrow beats: AF after a
+  PVC, whose beats then go on joining as they did);
+- a run slower than VT: its own last `RUN_SLOW_BEATS` (32) intervals and its last 8 (missed beats left
+  out) both average more than 60 / `RUN_MIN_BPM` s. A wide rhythm entered abruptly at < 100 bpm
+  (rate-dependent bundle branch block) is then learnt from its 32nd beat instead of never while it lasts.
+The window's template (``qrs_shape``) keeps every beat but a run's from its `WINDOW_RUN_BEATS`th on, so
+single PVCs and couplets still join it as before. A moved lead brings no early beat, so no run: its beats
+join as before. Limits: a real change of the QRS that starts with an early odd beat and stays faster than
+100 bpm is not followed while it lasts (it reads unlike by its core; pvc flags its beats only while they
+are early or where qrs_shape, capped at 1.5 x the core, exceeds 2); a VT less than 1 / `ADMIT_RR_RATIO`
+(~11 %) faster than the sinus before it is not early, starts no run and is learnt as before.
 
 The raw samples are kept only as long as a beat could still need them (the detector's delay plus the
 window). A window with a NaN (a hole in the signal) or one that began before the current segment has no
@@ -89,9 +99,9 @@ WINDOW_RUN_BEATS = 3  # from the run's 3rd beat on (VT: >= 3 beats) the window's
 # A beat that is not early but still unlike (a VT beat after a missed one: one long interval) keeps a run
 # of `WINDOW_RUN_BEATS` or more on; a second such beat in a row ends it (a wide rhythm that slowed).
 RUN_PAUSE_BEATS = 1
-# VT is faster: a run ends where both its own last `RUN_SLOW_BEATS` intervals (missed beats left out)
-# and the last `ADMIT_RR_BEATS` are slower on average. Over 32 a VT at 105 bpm with +-8 % jitter does not
-# read slower by chance; the last 8 keep a VT that follows slower beats of the same run out.
+# VT is faster: a run ends where both its own last `RUN_SLOW_BEATS` intervals and its last `ADMIT_RR_BEATS`
+# (missed beats left out) are slower on average. Over 32 a VT at 105 bpm with +-8 % jitter does not read
+# slower by chance; the last 8 keep a VT that follows slower beats of the same run out.
 RUN_MIN_BPM = 100.0
 RUN_SLOW_BEATS = TEMPLATE_BEATS
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
@@ -258,11 +268,12 @@ class Admission:
 
     def _slow(self) -> bool:
         """The run's own last `RUN_SLOW_BEATS` intervals are known, and they and the last `ADMIT_RR_BEATS`
-        are slower than VT on average."""
+        of them are slower than VT on average."""
         longest = 60.0 / RUN_MIN_BPM
-        run, recent = self._run_intervals, self._intervals
+        run = list(self._run_intervals)
         if len(run) < RUN_SLOW_BEATS:
             return False
+        recent = run[-ADMIT_RR_BEATS:]
         return sum(run) / len(run) > longest and sum(recent) / len(recent) > longest
 
     def _end_run(self) -> None:

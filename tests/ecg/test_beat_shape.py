@@ -409,3 +409,12 @@ def test_a_vt_after_slower_beats_of_the_same_run_stays_out() -> None:
     for _ in range(20):
         admission.judge(0.75, 0.8)
     assert not any(admission.judge(0.4, 1.3)[0] for _ in range(40))
+    # the same at 105 bpm with a missed beat: the last 8 leave the missed beat's interval out, and the
+    # run goes on (neither template takes a VT beat; before, a new run began with the window's open)
+    admission = Admission()
+    for _ in range(8):
+        admission.judge(1.04, 0.1)
+    for _ in range(20):
+        admission.judge(0.75, 0.8)
+    vt = [0.571] * 10 + [2 * 0.571] + [0.571] * 30
+    assert [admission.judge(rr, 1.3) for rr in vt] == [(False, False)] * len(vt)
