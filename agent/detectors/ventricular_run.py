@@ -39,7 +39,10 @@ for a PVC (median; 97 % of MIT-BIH's PVCs >= 0.5). A beat without a core (none y
 established run's continuation (by rate) does not look at it. The stage keeps a run's beats out of its
 core and window templates (agent.ecg.beat_shape, `Admission`): they adopted a sustained run by its 8th
 to 16th beat, and a VT that came back after 2-12 sinus beats read normal and was missed (an outside
-review; `tools.evaluate.vt_recurrent`). A run out of bigeminy reads ventricular by its core:
+review; `tools.evaluate.vt_recurrent`). A missed beat inside a VT does not end that run (its core still
+unlike), and a run slower than 100 bpm ends at its 32nd beat, so an abrupt wide rhythm below VT rates is
+learnt; a VT less than ~11 % faster than the sinus before it is not early and is learnt as before.
+A run out of bigeminy reads ventricular by its core:
 the template holds no PVCs (early beats), where half of it did before and 1-3 run beats tipped it.
 0.5 was chosen on MIT-BIH alone (`tools.evaluate.vt_runs`: the largest of 0.3, 0.4, 0.5, 0.6, 0.8 that
 keeps >= 264 / 288 spliced runs of >= 5 beats at >= 150 bpm alarmed: 267 at 0.5, as without the core, 258
