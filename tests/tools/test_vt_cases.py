@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.readings import Quality, Reading
-from tools.evaluate import vt_bigeminy, vt_drops, vt_runs
+from tools.evaluate import vt_bigeminy, vt_drops, vt_leadoff, vt_runs
 from tools.evaluate.datasets import MITDB_FS, T0
 from tools.evaluate.qrs import POLAR_FRAME
 from tools.evaluate.stage_digest import reading_line, record_lines
@@ -122,3 +122,52 @@ def test_a_digest_line_gives_every_channel_as_its_repr_and_the_flags() -> None:
     lines = record_lines("100", ecg, 20.0)
     assert 15 <= len(lines) <= 25 and all(x.startswith("100 ") and x.endswith(" ok") for x in lines)
     assert lines == record_lines("100", ecg, 20.0)  # a fresh stage each time: the same text
+
+
+def test_a_lead_off_sends_its_frames_with_nan_samples_and_no_contact() -> None:
+    ecg = np.arange(30 * POLAR_FRAME, dtype=np.float64)
+    delivered = dict(vt_runs.frames(ecg, off=range(10, 20)))
+    assert sorted(delivered) == [i * POLAR_FRAME for i in range(30)]  # every frame still comes
+    for start, reading in delivered.items():
+        off = 10 <= start // POLAR_FRAME < 20
+        assert reading.quality == (Quality.NO_CONTACT if off else Quality.OK)
+        assert np.isnan(reading.values).all() if off else np.isfinite(reading.values).all()
+
+
+@pytest.mark.parametrize("ends_before_s", vt_leadoff.ENDS_BEFORE_S)
+@pytest.mark.parametrize("seconds", vt_leadoff.OFF_S)
+def test_the_lead_off_lasts_its_seconds_and_ends_by_its_time_before_the_run(
+    ends_before_s: float, seconds: float
+) -> None:
+    onset = round(150.4 * FS)
+    spliced = vt_runs.Spliced(
+        np.zeros(onset + round(20 * FS)), np.zeros(0, np.int64), np.zeros(0, bool), onset, onset
+    )
+    off = vt_leadoff.frames_before(spliced, ends_before_s, seconds)
+    assert abs(len(off) * POLAR_FRAME / FS - seconds) < POLAR_FRAME / FS / 2
+    assert 0 <= onset - round(ends_before_s * FS) - off.stop * POLAR_FRAME < POLAR_FRAME
+
+
+def test_a_lead_off_through_the_stage_is_said_no_contact_and_beats_resume_after_it() -> None:
+    ecg, _, _ = synthetic_record(120)
+    off = vt_leadoff.leadoff_frames(len(ecg), 30.0)
+    readings = [b.reading for b in vt_runs.stage_readings(ecg, "rr", off=off)]
+    start_s, stop_s = off.start * POLAR_FRAME / FS, off.stop * POLAR_FRAME / FS
+    told = [r for r in readings if Quality.NO_CONTACT in r.quality]
+    assert 25 <= len(told) <= 31 and all(np.isnan(r.values).all() for r in told)  # one a second
+    beats = [r for r in readings if r.quality == Quality.OK and np.isfinite(r.values[0, 0])]
+    stamps = np.array([r.wall_time - T0 for r in beats])
+    assert not np.any((stamps > start_s) & (stamps < stop_s))
+    assert np.sum(stamps > stop_s) >= 33  # 30 s at 0.8 s, the first without an interval
+    assert all(abs(r.values[0, 0] - 0.8) < 0.01 for r in beats)  # no interval spans the lead-off
+
+
+def test_a_record_played_faster_and_a_lead_reshaped() -> None:
+    ecg, beats, _ = synthetic_record(60)
+    fast, fast_beats = vt_leadoff.compressed(ecg, beats, 1.4)
+    assert len(fast) == int(len(ecg) / 1.4)
+    assert np.all(np.abs(fast[fast_beats] - 1.0) < 0.05)  # the R peaks are where the beats went
+    reshaped = vt_leadoff.mixed(ecg)
+    scale = float(np.sqrt(np.mean(reshaped**2) / np.mean((ecg - np.median(ecg)) ** 2)))
+    assert 1.1 < scale < 1.5  # x1.5 of a mix of two parts of equal RMS, partly cancelling
+    assert np.argmax(reshaped[: round(0.8 * FS)]) != np.argmax(ecg[: round(0.8 * FS)])  # the QRS moved

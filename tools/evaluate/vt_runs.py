@@ -234,10 +234,13 @@ class Beat:
     left_s: float  # when the stage gave it (s from the segment's first sample): its frame's end
 
 
-def frames(ecg: FloatArray, fs: float = MITDB_FS, lost: range = range(0)) -> Iterator[tuple[int, Reading]]:
+def frames(
+    ecg: FloatArray, fs: float = MITDB_FS, lost: range = range(0), off: range = range(0)
+) -> Iterator[tuple[int, Reading]]:
     """The segment as a Polar H10 delivers it: (first sample, reading) per `POLAR_FRAME` samples. The
     frames numbered in `lost` are not delivered (a BLE drop); the next one carries GAP, as a BLE source
-    sets it after a sequence gap."""
+    sets it after a sequence gap. Those numbered in `off` come with NaN samples and NO_CONTACT (a lead
+    off: a patch goes on sending, its sensor-contact bit cleared)."""
     after_drop = False
     for index, start in enumerate(range(0, len(ecg), POLAR_FRAME)):
         if index in lost:
@@ -245,18 +248,20 @@ def frames(ecg: FloatArray, fs: float = MITDB_FS, lost: range = range(0)) -> Ite
             continue
         block = ecg[start : start + POLAR_FRAME, None]
         quality = Quality.GAP if after_drop else Quality.OK
+        if index in off:
+            block, quality = np.full_like(block, np.nan), quality | Quality.NO_CONTACT
         after_drop = False
         yield start, Reading("eval/ecg", ("ecg",), block, T0 + start / fs, start / fs, 1.0 / fs, quality)
 
 
 def stage_readings(
-    ecg: FloatArray, rr_stream: str, fs: float = MITDB_FS, lost: range = range(0)
+    ecg: FloatArray, rr_stream: str, fs: float = MITDB_FS, lost: range = range(0), off: range = range(0)
 ) -> list[Beat]:
     """Every reading the daemon's stage puts on the RR stream, in order, with when it left (`lost`:
-    frames not delivered, `frames`)."""
+    frames not delivered, `off`: frames of a lead off, `frames`)."""
     stage = RrFromEcg("eval", BeatsConfig(rr_stream=rr_stream))
     out = []
-    for start, reading in frames(ecg, fs, lost):
+    for start, reading in frames(ecg, fs, lost, off):
         left = (start + reading.n_samples) / fs
         out += [Beat(r, left) for r in stage.take(reading) if r.stream == f"eval/{rr_stream}"]
     return out
@@ -317,12 +322,20 @@ def judge_case(
     vt: str,
     jitter: float = 0.0,
     lost: LostFrames | None = None,
+    off: LostFrames | None = None,
 ) -> CaseResult:
-    """One case spliced, through the stage and the config's pipeline (`lost`: frames not delivered)."""
+    """One case spliced, through the stage and the config's pipeline (`lost`: frames not delivered;
+    `off`: frames of a lead off, `frames`)."""
     config = rr_config(config_path)
     rr_stream = config.detectors[0].stream
     spliced = splice(root, case, jitter)
-    beats = stage_readings(spliced.ecg, rr_stream, lost=lost(spliced) if lost else range(0))
+    no_frames = range(0)
+    beats = stage_readings(
+        spliced.ecg,
+        rr_stream,
+        lost=lost(spliced) if lost else no_frames,
+        off=off(spliced) if off else no_frames,
+    )
     peaks = beat_samples(beats)
     refs, _ = match(spliced.beats, peaks, round(MATCH_WINDOW_S * MITDB_FS))
     found = int(spliced.is_run[refs].sum())
