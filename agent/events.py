@@ -53,9 +53,17 @@ class EndCause(enum.StrEnum):
     NOT_CONFIGURED = "not_configured"  # no rule, device or stream left to judge it: no verdict at all
 
 
+# The range `datetime` can write. A time outside it (a device clock gone wild) is written as the nearest
+# end, never raised: a heartbeat's `last_seen` of year -314861 stopped the daemon (review of 2026-11-30).
+_EARLIEST_S = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_LATEST_S = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
 def iso_time(unix_s: float) -> str:
-    """RFC 3339 UTC with milliseconds, the form every timestamp in a payload takes."""
-    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 UTC with milliseconds, the form every timestamp in a payload takes. NaN is the epoch, a
+    time past `datetime`'s range the nearest end of it: it never raises."""
+    clamped = min(max(unix_s, _EARLIEST_S), _LATEST_S) if unix_s == unix_s else 0.0
+    return datetime.fromtimestamp(clamped, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

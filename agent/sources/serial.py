@@ -178,7 +178,7 @@ class SerialSource:
     @property
     def stats(self) -> SourceStats:
         dec = self._decoder.stats
-        bad = self._bad_frames_before + dec.rejected + self._frames.bad_blocks
+        bad = self._bad_frames_before + dec.rejected + self._frames.bad_blocks + self._frames.bad_times
         gaps = self._frames.gaps + self._lines.gaps
         errors = {
             **(self._decoder_errors_before + Counter(decoder_errors(dec))),
@@ -187,6 +187,7 @@ class SerialSource:
             "waiting_hello": self._frames.waiting_hello,
             "device_faults": self._frames.faults,
             "bad_blocks": self._frames.bad_blocks,  # DATA not matching the HELLO: in bad_frames too
+            "bad_block_times": self._frames.bad_times,  # samples after their frame was sent: the same
             "undecodable": self._undecodable.told,  # the 'nothing decodes' warnings logged
         }
         return SourceStats(

@@ -55,6 +55,14 @@ FAULT_HOLD_S = 15.0
 BATTERY_HOLD_S = 60.0
 EARLY_BLOCKS = 10  # blocks in a row beginning half a period or more before the HELLO rate says
 WAITING_HELLO_TELL_S = 3.0  # DATA dropped this long for want of a HELLO is told: SEND_HELLO went unanswered
+# A block's samples are taken before the frame carrying them is sent (docs/serial-protocol.md, "Device time
+# at the gateway"): a last sample later than its header by more than this, or a first one older than the
+# longest believable store-and-forward backlog, is a firmware bug. Such a block is refused: one with samples
+# an hour "ahead" pulled the clock anchor back by the hour, and every later block was stamped an hour in
+# the past (review of 2026-11-30, finding 1).
+BLOCK_AHEAD_US = 1_000_000
+BLOCK_BACKLOG_US = 30 * 86_400 * 1_000_000
+BAD_TIMES_TELL_S = 600.0  # a device sending such blocks is told at most this often
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
 
 log = logging.getLogger("agent.sources.serial")  # the serial source's logger: docs name it
@@ -111,6 +119,8 @@ class FrameReadings:
         self.waiting_hello = 0  # DATA frames dropped for want of a HELLO
         self._first_drop_at: float | None = None  # monotonic; None once told (or before any drop)
         self.bad_blocks = 0  # DATA blocks that do not match the HELLO
+        self.bad_times = 0  # DATA blocks whose sample times do not fit their frame's: refused
+        self._bad_times_told_at: float | None = None  # monotonic
         self.gaps = 0  # gap episodes (sequence gaps and reconnects after data)
         self.faults = 0
         self._had_data = False
@@ -213,6 +223,8 @@ class FrameReadings:
         stream = self.default_stream if rate <= WAVEFORM_HZ else waveform_stream(names)
         first_us = message.first_sample_us
         last_us = first_us + round((values.shape[0] - 1) * period * 1e6)
+        if not self._times_agree(frame.device_time_us, first_us, last_us, monotonic):
+            return None  # before the clock: such a block must not move its anchor
         if wall_minus_mono is None:
             wall_minus_mono = self._clock() - monotonic
         wall = self.time.wall_time(
@@ -231,6 +243,29 @@ class FrameReadings:
             period,  # also for a single sample: the pipeline checks detectors' rate_hz against it
             quality,
         )
+
+    def _times_agree(self, frame_us: int, first_us: int, last_us: int, monotonic: float) -> bool:
+        """Whether a block's sample times fit its frame's (see `BLOCK_AHEAD_US`); if not it is counted
+        in `bad_times` and told at most every `BAD_TIMES_TELL_S`."""
+        ahead_us = last_us - frame_us
+        if ahead_us <= BLOCK_AHEAD_US and frame_us - first_us <= BLOCK_BACKLOG_US:
+            return True
+        self.bad_times += 1
+        if self._bad_times_told_at is None or monotonic - self._bad_times_told_at >= BAD_TIMES_TELL_S:
+            if ahead_us > BLOCK_AHEAD_US:
+                what = f"its last sample {ahead_us / 1e6:.6g} s after the frame was sent"
+            else:
+                age_s = (frame_us - first_us) / 1e6
+                what = f"its first sample {age_s:.6g} s before the frame was sent, older than any backlog"
+            log.warning(
+                "%s: a DATA block has %s: refused (errors bad_block_times, %d so far) and the device's "
+                "clock anchor is not moved by it; check the firmware's time stamps (docs/serial-protocol.md)",
+                self.name,
+                what,
+                self.bad_times,
+            )
+            self._bad_times_told_at = monotonic
+        return False
 
     def _event(self, event: Event, device_time_us: int) -> None:
         if event.kind is EventKind.FAULT:
