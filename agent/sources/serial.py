@@ -29,6 +29,14 @@ After every (re)open of a frame-protocol port the source sends COMMAND SEND_HELL
 every `HELLO_RETRY_S` while no HELLO is known: a device that kept running while its cable was out
 will not reboot to announce itself. The last HELLO is kept across reconnects (firmware that ignores
 commands still streams usable DATA) and replaced by any new one.
+
+The gateway is a sender too (docs/serial-protocol.md, "Sequence numbers"): its frames on a port carry
+their own sequence number, +1 per frame, and its monotonic clock in µs as their time. A receiver drops
+a frame whose sequence number and time repeat a recent one as a duplicate, so every SEND_HELLO sent as
+seq 0 at time 0 was dropped by a device that had seen the previous agent's: after a restart or a reload
+with the device left powered, no HELLO came and all DATA was dropped (review of 2026-11-30, finding 2).
+The sequence starts at a random number and the time never repeats within a boot of the gateway, so a
+restarted agent's first frame is never taken for a repeat.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -54,6 +63,7 @@ from agent.sources.decoder_counts import decoder_errors
 from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
 from agent.sources.serial_undecodable import UNDECODABLE_S, UndecodableInput
 from firmware_bridge import NEED_DATA, CsvLineDecoder, FrameDecoder, JsonLineDecoder, encode_frame
+from firmware_bridge.frame_codec import SEQ_MODULO
 from firmware_bridge.frame_messages import Command, CommandCode
 
 log = logging.getLogger("agent.sources.serial")
@@ -157,6 +167,7 @@ class SerialSource:
         self._decoder_errors_before: Counter[str] = Counter()  # their kinds
         self._bytes_before = 0
         self._hello_sent_at = -1e9
+        self._seq = secrets.randbelow(SEQ_MODULO)  # of our next frame on this port; see the module docstring
         self._trouble = LinkTrouble()  # failed opens of the current outage, and what was logged
         self._undecodable = UndecodableInput(self.config, after_s=undecodable_after_s)
         default = DEFAULT_STREAM[device.kind]
@@ -335,6 +346,11 @@ class SerialSource:
             self._backoff.reset()  # the link has proved itself
         self._undecodable.check(self._name, decoder.stats, decoder.buffered, monotonic)
 
+    def _frame(self, message: Command) -> bytes:
+        """The wire bytes of our next frame: the port's next sequence number, the gateway's monotonic µs."""
+        seq, self._seq = self._seq, (self._seq + 1) % SEQ_MODULO
+        return encode_frame(message, seq, time.monotonic_ns() // 1000)
+
     def _maybe_request_hello(self) -> None:
         if self.config.protocol == "frames" and self._frames.hello is None:
             self._request_hello(force=False)
@@ -347,7 +363,7 @@ class SerialSource:
             return
         self._hello_sent_at = now
         try:
-            self._port.write(encode_frame(Command(CommandCode.SEND_HELLO), 0, 0))
+            self._port.write(self._frame(Command(CommandCode.SEND_HELLO)))
         except self._write_full:  # the device is not reading its input: it will send HELLO or not
             log.debug("%s: SEND_HELLO not written, output buffer full", self._name)
         except self._errors as exc:
