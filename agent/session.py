@@ -578,6 +578,8 @@ class _Session:
                 "writable": self.outbox_writable,
             },
             "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
+            # "pseudonym/stream" -> channels detectors read elsewhere, sent where none watches
+            "unwatched_streams": dict(self.pipeline.unwatched.listed),
             "queue": self.queue.qsize(),
             "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),
         }

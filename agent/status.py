@@ -164,6 +164,12 @@ def render(source: str, status: dict[str, Any], names: dict[str, str] | None = N
             f"  detector {detector}: no reading of its stream has had {', '.join(channels)} so far:"
             " check its `channels`"
         )
+    for stream, where in (status.get("unwatched_streams") or {}).items():
+        lines.append(
+            f"  stream {stream}: no detector watches it, but it carries {', '.join(where['channels'])},"
+            f" which detectors read on {', '.join(where['watched_on'])}: check the device's stream"
+            " (a serial HELLO rate above 10 Hz) or the detectors' `stream`"
+        )
     models = beat.get("models") or {}
     lines.append("  models: " + (", ".join(f"{k} {v}" for k, v in models.items()) or "none"))
     calibration = status.get("calibration") or beat.get("calibration") or {}

@@ -27,6 +27,7 @@ from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
+from agent.pipeline.wiring import UnwatchedStreams
 from agent.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,11 @@ class Pipeline:
         }
         self.detectors = detectors
         self.unwatched_samples = 0
+        read_on: dict[str, dict[str, list[str]]] = {}
+        for spec in config.detectors:
+            for channel in spec.channels:
+                read_on.setdefault(channel, {}).setdefault(spec.stream, []).append(spec.id)
+        self.unwatched = UnwatchedStreams(read_on, pseudonym)
         self._gateway_offset = float("nan")  # the gateway's wall - monotonic at the last ingest
 
     def ingest(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
@@ -149,6 +155,7 @@ class Pipeline:
             if batch is None:
                 if name not in self.streams:
                     self.unwatched_samples += reading.n_samples
+                    self.unwatched.arrived(reading)
                     continue
                 batch = batches[name] = []
             batch.append(reading)

@@ -39,7 +39,7 @@ reading) and the spacing new to the stream name; a mismatch is one warning namin
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.config.reader import closest
@@ -48,6 +48,7 @@ from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.errors import ConfigError
 from agent.logs import device_name
 from agent.rates import rates_agree
+from agent.readings import Reading
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +274,47 @@ class DeclaredRates:
                 detector_id,
                 declared_hz,
             )
+
+
+MAX_UNWATCHED_KEPT = 1_000  # device streams looked at; past it a new one is only counted
+
+
+class UnwatchedStreams:
+    """Readings of a stream name no detector watches, carrying a channel that detectors read on another
+    stream: the device's data goes where the detectors do not look (a serial HELLO rate above 10 Hz
+    names a waveform stream after the channels, `hr`, instead of `vitals`: review of 2026-11-30, finding
+    3). One warning per device stream names the device (pseudonym), the stream its readings went to, and
+    the detectors and stream that read those channels; `listed` keeps them for the status. A stream
+    nobody watches whose channels no detector reads (an ECG kept for the beats) is no problem."""
+
+    def __init__(self, read_on: dict[str, dict[str, list[str]]], pseudonym: Callable[[str], str]) -> None:
+        self._read_on = read_on  # channel -> stream name -> detector ids that read it there
+        self._pseudonym = pseudonym
+        self._looked: set[str] = set()  # "device/stream" ids already looked at
+        self.listed: dict[str, dict[str, list[str]]] = {}  # "pseudonym/stream" -> channels, watched_on
+
+    def arrived(self, reading: Reading) -> None:
+        """A reading of a stream name no detector watches (called for each: cheap after the first)."""
+        if reading.stream in self._looked or len(self._looked) >= MAX_UNWATCHED_KEPT:
+            return
+        self._looked.add(reading.stream)
+        read = [c for c in reading.channels if c in self._read_on]
+        if not read:
+            return
+        device_id, _, stream = reading.stream.partition("/")
+        where = sorted({s for c in read for s in self._read_on[c]})
+        detectors = sorted({d for c in read for ids in self._read_on[c].values() for d in ids})
+        self.listed[f"{self._pseudonym(device_id)}/{stream}"] = {"channels": read, "watched_on": where}
+        log.warning(
+            'device %s sends %s on stream "%s", which no detector watches; detector(s) %s read %s on stream'
+            " %s, and see none of this device's: their alarms cannot come from it. A serial device's HELLO"
+            " rate above 10 Hz makes a waveform stream named after its channels (docs/serial-protocol.md):"
+            ' fix the firmware\'s rate, or point detectors.<id>.stream (and rate_hz) at "%s"',
+            device_name(device_id),
+            _names(reading.channels),
+            stream,
+            ", ".join(detectors),
+            _names(read),
+            ", ".join(f'"{s}"' for s in where),
+            stream,
+        )

@@ -189,7 +189,9 @@ class SerialSource:
     @property
     def stats(self) -> SourceStats:
         dec = self._decoder.stats
-        bad = self._bad_frames_before + dec.rejected + self._frames.bad_blocks + self._frames.bad_times
+        frames = self._frames
+        refused = frames.bad_blocks + frames.bad_times + frames.bad_hellos
+        bad = self._bad_frames_before + dec.rejected + refused
         gaps = self._frames.gaps + self._lines.gaps
         errors = {
             **(self._decoder_errors_before + Counter(decoder_errors(dec))),
@@ -199,6 +201,7 @@ class SerialSource:
             "device_faults": self._frames.faults,
             "bad_blocks": self._frames.bad_blocks,  # DATA not matching the HELLO: in bad_frames too
             "bad_block_times": self._frames.bad_times,  # samples after their frame was sent: the same
+            "bad_hello": self._frames.bad_hellos,  # HELLOs with a rate that is none: the same
             "undecodable": self._undecodable.told,  # the 'nothing decodes' warnings logged
         }
         return SourceStats(

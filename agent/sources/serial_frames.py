@@ -36,7 +36,6 @@ samples while HELLO declared no usable rate (0, negative, NaN, inf), is counted 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -63,6 +62,11 @@ WAITING_HELLO_TELL_S = 3.0  # DATA dropped this long for want of a HELLO is told
 BLOCK_AHEAD_US = 1_000_000
 BLOCK_BACKLOG_US = 30 * 86_400 * 1_000_000
 BAD_TIMES_TELL_S = 600.0  # a device sending such blocks is told at most this often
+# A HELLO rate outside this is a firmware bug, not a device: a NaN or 1e9 Hz rate named a waveform stream
+# after the vital signs' first channel, and the `vitals` detectors saw nothing (review of 2026-11-30,
+# finding 3). A sample a day to 100 kHz (two bytes a sample already fill a 1.6 Mbit/s link).
+MIN_RATE_HZ = 1e-5
+MAX_RATE_HZ = 100_000.0
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
 
 log = logging.getLogger("agent.sources.serial")  # the serial source's logger: docs name it
@@ -76,16 +80,29 @@ def waveform_stream(names: tuple[str, ...]) -> str:
     return names[0]
 
 
-def _tell_dropping(name: str, dropped: int, over_s: float) -> None:
+def _tell_dropping(name: str, dropped: int, over_s: float, refused: int) -> None:
     """DATA arrives and is all dropped: without this line the device only looks silent."""
+    if refused:
+        why = f"its {refused} HELLO(s) were refused (errors bad_hello): fix the firmware's channel rates"
+    else:
+        why = "it does not answer SEND_HELLO, so firmware that sends HELLO only at boot needs a device reset"
     log.warning(
         "%s: %d DATA frame(s) over %.0f s and no HELLO: they are dropped (errors waiting_hello) until "
-        "the device sends one; it does not answer SEND_HELLO, so firmware that sends HELLO only at "
-        "boot needs a device reset",
+        "the device sends one; %s",
         name,
         dropped,
         over_s,
+        why,
     )
+
+
+def unusable_rate(hello: Hello) -> tuple[str, float] | None:
+    """The first channel of `hello` whose rate is not a rate (NaN, inf, <= 0, outside `MIN_RATE_HZ`..
+    `MAX_RATE_HZ`), with that rate; None when every rate is usable."""
+    for channel in hello.channels:
+        if not MIN_RATE_HZ <= channel.rate_hz <= MAX_RATE_HZ:  # False for NaN too
+            return channel.name, channel.rate_hz
+    return None
 
 
 def _tell_hello_after_drops(name: str, dropped: int, told: bool) -> None:
@@ -119,6 +136,8 @@ class FrameReadings:
         self.waiting_hello = 0  # DATA frames dropped for want of a HELLO
         self._first_drop_at: float | None = None  # monotonic; None once told (or before any drop)
         self.bad_blocks = 0  # DATA blocks that do not match the HELLO
+        self.bad_hellos = 0  # HELLOs refused for a rate that is none (`unusable_rate`)
+        self._hello_before_refusal: Hello | None = None  # the usable HELLO a refused one displaced
         self.bad_times = 0  # DATA blocks whose sample times do not fit their frame's: refused
         self._bad_times_told_at: float | None = None  # monotonic
         self.gaps = 0  # gap episodes (sequence gaps and reconnects after data)
@@ -181,10 +200,13 @@ class FrameReadings:
         gateway's at that moment (default: read now)."""
         message = frame.message
         if isinstance(message, Hello):
+            if self._refused(message):
+                return None
             if self.hello is None and self.waiting_hello:
                 _tell_hello_after_drops(self.name, self.waiting_hello, self._first_drop_at is None)
-            if self.hello is not None and message != self.hello and message.pack() != self.hello.pack():
-                self._hello_changed(self.hello, message)
+            known, self._hello_before_refusal = self.hello or self._hello_before_refusal, None
+            if known is not None and message != known and message.pack() != known.pack():
+                self._hello_changed(known, message)
             elif self.time.hello(frame.device_time_us, monotonic, newest_us):  # rebooted meanwhile
                 self._fault_until_us = self._battery_until_us = -1  # in the old clock
             self.hello = message
@@ -202,7 +224,8 @@ class FrameReadings:
             if self.waiting_hello == 1:
                 self._first_drop_at = monotonic
             elif self._first_drop_at is not None and monotonic - self._first_drop_at >= WAITING_HELLO_TELL_S:
-                _tell_dropping(self.name, self.waiting_hello, monotonic - self._first_drop_at)
+                over_s = monotonic - self._first_drop_at
+                _tell_dropping(self.name, self.waiting_hello, over_s, self.bad_hellos)
                 self._first_drop_at = None  # once per source
             return None
         if frame.gap_before and self._had_data:
@@ -213,13 +236,8 @@ class FrameReadings:
         except ChannelMapError:
             self.bad_blocks += 1
             return None
-        rate = self.hello.channels[message.channels[0]].rate_hz
-        period = 1.0 / rate if rate > 0 else 0.0
-        if not 0.0 < period < math.inf:
-            if values.shape[0] > 1:  # a block of samples needs a spacing; HELLO's rate is 0, < 0, NaN or inf
-                self.bad_blocks += 1
-                return None
-            period = 0.0  # a single sample goes without one
+        rate = self.hello.channels[message.channels[0]].rate_hz  # usable: the HELLO was checked
+        period = 1.0 / rate
         stream = self.default_stream if rate <= WAVEFORM_HZ else waveform_stream(names)
         first_us = message.first_sample_us
         last_us = first_us + round((values.shape[0] - 1) * period * 1e6)
@@ -243,6 +261,31 @@ class FrameReadings:
             period,  # also for a single sample: the pipeline checks detectors' rate_hz against it
             quality,
         )
+
+    def _refused(self, hello: Hello) -> bool:
+        """A HELLO with a rate that is none (`unusable_rate`) is refused: counted in `bad_hellos`, told
+        once per device, and the device's DATA waits (`waiting_hello`) for a usable one, as before its
+        first HELLO; the table it replaces no longer describes the device's data either."""
+        bad = unusable_rate(hello)
+        if bad is None:
+            return False
+        self.bad_hellos += 1
+        if self.hello is not None:
+            self._hello_before_refusal = self.hello
+            self.hello = None
+        if self.bad_hellos == 1:
+            log.warning(
+                '%s: the serial device\'s HELLO declares channel "%s" at %g Hz, not a usable rate (%g to %g '
+                "Hz): the HELLO is refused (errors bad_hello) and the device's DATA dropped (errors "
+                "waiting_hello) until a HELLO with usable rates comes; check the firmware's channel table "
+                "(docs/serial-protocol.md, HELLO)",
+                self.name,
+                bad[0],
+                bad[1],
+                MIN_RATE_HZ,
+                MAX_RATE_HZ,
+            )
+        return True
 
     def _times_agree(self, frame_us: int, first_us: int, last_us: int, monotonic: float) -> bool:
         """Whether a block's sample times fit its frame's (see `BLOCK_AHEAD_US`); if not it is counted

@@ -33,14 +33,20 @@ def block(n: int, t_us: int = 0) -> DataBlock:
     return DataBlock(t_us, SampleType.INT16, (0,), np.arange(n).reshape(n, 1))
 
 
-@pytest.mark.parametrize("rate", [0.0, -250.0, math.nan, math.inf, -math.inf])
-def test_a_block_without_a_usable_rate_is_a_bad_block(rate: float) -> None:
+@pytest.mark.parametrize("rate", [0.0, -250.0, math.nan, math.inf, -math.inf, 1e9, 1e-9])
+def test_a_hello_without_a_usable_rate_is_refused_and_data_waits(rate: float) -> None:
+    """Blocks of several samples raised ValueError (period_s 0) before 2026-11-30 (first review); then
+    such a HELLO was taken, and a NaN or 1e9 Hz rate named a waveform stream "ecg"/"hr" instead of the
+    kind's, silently (review of 2026-11-30, finding 3): now the HELLO is refused and the data waits."""
     readings = FrameReadings("dev", "vitals", lambda: 1.8e9)
     assert readings.take(Frame(0, 0, hello(rate)), 1.0) is None
-    assert readings.take(Frame(1, 0, block(25)), 1.0) is None  # raised ValueError (period_s 0) before
-    assert readings.bad_blocks == 1
-    single = readings.take(Frame(2, 0, block(1)), 1.0)  # one sample needs no spacing: still delivered
-    assert single is not None and single.n_samples == 1
+    assert readings.hello is None and readings.bad_hellos == 1
+    assert readings.take(Frame(1, 0, block(25)), 1.0) is None
+    assert readings.take(Frame(2, 0, block(1)), 1.0) is None
+    assert readings.waiting_hello == 2 and readings.bad_blocks == 0
+    assert readings.take(Frame(3, 0, hello(250.0)), 1.0) is None  # a usable one: the data flows
+    reading = readings.take(Frame(4, 0, block(25)), 1.0)
+    assert reading is not None and reading.stream == "dev/ecg" and reading.n_samples == 25
 
 
 def test_a_block_of_a_channel_with_an_infinite_scale_is_a_bad_block() -> None:
