@@ -10,10 +10,13 @@ Stream names. HELLO declares channels, not streams, so the name comes from the b
 a block at or below `WAVEFORM_HZ` is periodic measurements and goes to the device kind's default
 stream (``"vitals"`` for a wearable, ``"machine"`` for equipment), the names the detectors use; a
 faster block is a waveform and is named after its channels (``"ecg"``; ``acc_x, acc_y`` → ``"acc"``
-by their common part before ``_``). Firmware that keeps one rate per block (as the reference
-encoder does) therefore gets stable streams with a stable channel set. Every reading declares the
-HELLO rate as its spacing, a single sample too (the pipeline checks detectors' ``rate_hz`` against
-it), and blocks that come faster than that rate by the device's clock are told once (`_pace`).
+by their common part before ``_``). Firmware that keeps one rate per block (as the reference encoder
+does) therefore gets stable streams with a stable channel set. Vital signs a HELLO declares above
+`WAVEFORM_HZ` go to such a stream too, which the pipeline tells when detectors read them on another
+(`agent.pipeline.wiring.UnwatchedStreams`); a HELLO with a rate that is none (`unusable_rate`) is
+refused and the data waits for a usable one. Every reading declares the HELLO rate as its spacing, a
+single sample too (the pipeline checks detectors' ``rate_hz`` against it), and blocks that come faster
+than that rate by the device's clock are told once (`_pace`).
 
 Clock. A block's wall time comes from the device's own µs clock (`agent.sources.serial_clock`): its
 samples keep the device's spacing however late they are read (a stalled agent, a store-and-forward
@@ -29,8 +32,9 @@ signal-quality alarms' 10 s minimum duration (agent.pipeline.technical.QualityAl
 raises device_fault / battery_low: until 2026-11-30 the fault hold was those same 10 s, and a single
 FAULT gated 10 s of data and raised nothing (audit auddev, finding 4). Each fault and low battery is
 logged when it begins (its code and the state of charge; the fault's detail value is not logged, it
-may carry a measurement). A DATA block naming channels the HELLO did not declare, or holding several
-samples while HELLO declared no usable rate (0, negative, NaN, inf), is counted as a bad frame.
+may carry a measurement). A DATA block naming channels the HELLO did not declare, or a channel whose
+scale or offset is not finite, is counted as a bad frame (`bad_blocks`); one whose sample times do not
+fit its frame's time (`BLOCK_AHEAD_US`) too (`bad_times`), before the clock sees it.
 """
 
 from __future__ import annotations
