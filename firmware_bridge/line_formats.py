@@ -4,7 +4,8 @@ Both decoders share one splitter: bytes are buffered, cut at ``\\n`` (a trailing
 and each line is parsed into one `LineSample` holding one value per declared channel, in declared
 order. CSV: ``"72,98\\n"`` for channels ("hr", "spo2"); a first line equal to the channel names is a
 header and skipped. JSONL: ``{"hr": 72, "spo2": 98}``; other keys are ignored. An empty CSV field or a
-JSON ``null`` is a missing value (NaN). Anything else that is not a finite number, a wrong field
+JSON ``null`` is a missing value (NaN). A CSV number is ASCII decimal (sign, fraction, exponent).
+Anything else that is not a finite number, a wrong field
 count, a missing key, bad UTF-8 or a line longer than `max_line` bytes is counted and skipped —
 `next_frame()` never raises.
 """
@@ -13,12 +14,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from firmware_bridge.decoding import NEED_DATA, NeedData
 
 DEFAULT_MAX_LINE = 4096
+# A CSV field a device may send: ASCII decimal, optional sign, fraction and exponent. `float()` alone also
+# takes '1_000', Arabic-Indic or full-width digits and 'nan' (review of 2026-11-30, M2).
+_CSV_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +166,10 @@ class CsvLineDecoder(_LineDecoder):
             if not field:
                 values.append(math.nan)
                 continue
-            try:
-                number = float(field)
-            except ValueError:
-                raise _BadLineError from None
-            if not math.isfinite(number):
+            if not _CSV_NUMBER.fullmatch(field):
+                raise _BadLineError
+            number = float(field)
+            if not math.isfinite(number):  # 1e999
                 raise _BadLineError
             values.append(number)
         self._seen_data = True

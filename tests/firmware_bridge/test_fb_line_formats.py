@@ -43,7 +43,20 @@ def test_csv_values_header_crlf_and_missing_field() -> None:
 
 
 @pytest.mark.parametrize(
-    "line", [b"72\n", b"72,98,1\n", b"72,abc\n", b"nan,98\n", b"inf,1\n", b"\xff\xfe,1\n"]
+    "line",
+    [
+        b"72\n",
+        b"72,98,1\n",
+        b"72,abc\n",
+        b"nan,98\n",
+        b"inf,1\n",
+        b"1e999,1\n",
+        b"\xff\xfe,1\n",
+        b"1_000,98\n",  # float() takes these: a strict ASCII number does not (review of 2026-11-30, M2)
+        "\u0667\u0662,98\n".encode(),  # Arabic-Indic 72
+        "\uff17\uff12,98\n".encode(),  # full-width 72
+        b"0x48,98\n",
+    ],
 )
 def test_csv_bad_lines_are_counted_and_skipped(line: bytes) -> None:
     dec = CsvLineDecoder(CHANNELS)
