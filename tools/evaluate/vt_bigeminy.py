@@ -22,8 +22,6 @@ found, the delay, the conditions already active at the run's first beat, VT star
 
 from __future__ import annotations
 
-import argparse
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +32,11 @@ from tools.evaluate.report import table, write_report
 from tools.evaluate.vt_runs import (
     AFTER_S,
     SEED,
-    VT,
     BoolArray,
     Case,
     CaseResult,
     IntArray,
+    case_arguments,
     draw_hosts,
     judge_case,
     load_record,
@@ -147,18 +145,8 @@ def _summary(results: list[CaseResult], vt: str) -> list[tuple[object, ...]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.evaluate.vt_bigeminy", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--config", type=Path, default=Path("examples/cardiac-monitoring.toml"))
-    parser.add_argument(
-        "--data", type=Path, default=None, help="datasets folder (default: ../shared/datasets)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("eval/vt-bigeminy"))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--condition", default=VT, help="the VT alarm's condition name")
+    parser = case_arguments("vt_bigeminy", __doc__, "eval/vt-bigeminy")
     args = parser.parse_args(argv)
-    logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
     write_report(args.out, evaluate(args.config, args.data, args.jobs, args.condition))
     return 0
 

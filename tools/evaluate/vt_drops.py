@@ -23,9 +23,7 @@ counts), the VT starts outside that window; per drop end, runs alarmed and media
 
 from __future__ import annotations
 
-import argparse
 import functools
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +33,16 @@ from tools.evaluate.datasets import MITDB_FS
 from tools.evaluate.qrs import POLAR_FRAME
 from tools.evaluate.replay import pool_map
 from tools.evaluate.report import table, write_report
-from tools.evaluate.vt_runs import AFTER_S, VT, Case, CaseResult, Spliced, draw_hosts, judge_case, splice
+from tools.evaluate.vt_runs import (
+    AFTER_S,
+    Case,
+    CaseResult,
+    Spliced,
+    case_arguments,
+    draw_hosts,
+    judge_case,
+    splice,
+)
 
 RATE_BPM = 150
 RUNS = (("119", 2, 30), ("106", 1, 150))  # record, hosts (vt_runs' first), run beats
@@ -151,18 +158,8 @@ def evaluate(config_path: Path, root: Path | None, jobs: int, vt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.evaluate.vt_drops", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--config", type=Path, default=Path("examples/cardiac-monitoring.toml"))
-    parser.add_argument(
-        "--data", type=Path, default=None, help="datasets folder (default: ../shared/datasets)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("eval/vt-drops"))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--condition", default=VT, help="the VT alarm's condition name")
+    parser = case_arguments("vt_drops", __doc__, "eval/vt-drops")
     args = parser.parse_args(argv)
-    logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
     write_report(args.out, evaluate(args.config, args.data, args.jobs, args.condition))
     return 0
 

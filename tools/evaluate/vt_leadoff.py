@@ -34,9 +34,7 @@ apart), and the beats not annotated as PVCs that a `pvc` detector of its default
 
 from __future__ import annotations
 
-import argparse
 import functools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +46,7 @@ from tools.evaluate.datasets import MITDB_FS
 from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME
 from tools.evaluate.replay import pool_map
 from tools.evaluate.report import table, write_report
-from tools.evaluate.vt_runs import AFTER_S, VT, Case, CaseResult, FloatArray, Spliced
+from tools.evaluate.vt_runs import AFTER_S, Case, CaseResult, FloatArray, Spliced
 
 RUNS = ("106", "119", "200")
 HOSTS = 8  # per record: vt_runs' count, drawn with room for the longest run
@@ -326,19 +324,11 @@ def put_back_line(r: PutBackResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.evaluate.vt_leadoff", description=__doc__.split("\n\n")[0]
+    parser = vt_runs.case_arguments(
+        "vt_leadoff", __doc__, "eval/vt-leadoff", config="tools/evaluate/configs/vt-only.toml"
     )
-    parser.add_argument("--config", type=Path, default=Path("tools/evaluate/configs/vt-only.toml"))
-    parser.add_argument(
-        "--data", type=Path, default=None, help="datasets folder (default: ../shared/datasets)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("eval/vt-leadoff"))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--condition", default=VT, help="the VT alarm's condition name")
     parser.add_argument("--part", choices=("runs", "records"), default="runs")
     args = parser.parse_args(argv)
-    logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
     vt = args.condition
     if args.part == "records":
         put_backs = put_back_set()

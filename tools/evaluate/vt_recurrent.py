@@ -36,8 +36,6 @@ beats and after them.
 
 from __future__ import annotations
 
-import argparse
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -374,21 +372,13 @@ def lead_report(config_path: Path, results: list[LeadResult], vt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.evaluate.vt_recurrent", description=__doc__.split("\n\n")[0]
+    parser = vt_runs.case_arguments(
+        "vt_recurrent", __doc__, "eval/vt-recurrent", config="tools/evaluate/configs/vt-only.toml"
     )
-    parser.add_argument("--config", type=Path, default=Path("tools/evaluate/configs/vt-only.toml"))
-    parser.add_argument(
-        "--data", type=Path, default=None, help="datasets folder (default: ../shared/datasets)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("eval/vt-recurrent"))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--condition", default=vt_runs.VT, help="the VT alarm's condition name")
     parser.add_argument(
         "--part", choices=("recurrent", "lead"), default="recurrent", help="the two-run cases or a lead moved"
     )
     args = parser.parse_args(argv)
-    logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
     if args.part == "lead":
         jobs = [(args.config, args.data, r, args.condition) for r in vt_runs.ALL_RECORDS]
         write_report(args.out, lead_report(args.config, pool_map(_lead_job, jobs, args.jobs), args.condition))

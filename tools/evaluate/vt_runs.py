@@ -589,23 +589,32 @@ def _rule(results: list[CaseResult], records: list[RecordResult], vt: str) -> li
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def case_arguments(
+    module: str, doc: str | None, out: str, config: str = "examples/cardiac-monitoring.toml"
+) -> argparse.ArgumentParser:
+    """The arguments every VT case tool takes (--config, --data, --out, --jobs, --condition); the tool adds
+    its own. The wiring's "channel not arrived yet" warnings (a fresh stage per case) are silenced."""
+    logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(
-        prog="python -m tools.evaluate.vt_runs", description=__doc__.split("\n\n")[0]
+        prog=f"python -m tools.evaluate.{module}", description=(doc or "").split("\n\n")[0]
     )
-    parser.add_argument("--config", type=Path, default=Path("examples/cardiac-monitoring.toml"))
+    parser.add_argument("--config", type=Path, default=Path(config))
     parser.add_argument(
         "--data", type=Path, default=None, help="datasets folder (default: ../shared/datasets)"
     )
-    parser.add_argument("--out", type=Path, default=Path("eval/vt-runs"))
+    parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--condition", default=VT, help="the VT alarm's condition name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = case_arguments("vt_runs", __doc__, "eval/vt-runs")
     parser.add_argument(
         "--jitter", type=float, default=0.0, help="irregular runs: intervals times 1 + U(-j, j) (default 0)"
     )
     parser.add_argument("--part", choices=PARTS, default="all", help="only the spliced runs or the records")
     args = parser.parse_args(argv)
-    logging.getLogger("agent.pipeline.wiring").setLevel(logging.ERROR)
     report = evaluate(args.config, args.data, args.jobs, args.condition, args.jitter, args.part)
     write_report(args.out, report)
     return 0
