@@ -4,6 +4,7 @@ the lines they digest, on synthetic ECG (no dataset needed)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,54 @@ def test_a_record_played_faster_and_a_lead_reshaped() -> None:
     scale = float(np.sqrt(np.mean(reshaped**2) / np.mean((ecg - np.median(ecg)) ** 2)))
     assert 1.1 < scale < 1.5  # x1.5 of a mix of two parts of equal RMS, partly cancelling
     assert np.argmax(reshaped[: round(0.8 * FS)]) != np.argmax(ecg[: round(0.8 * FS)])  # the QRS moved
+
+
+def test_the_faster_cases_are_every_record_factor_lead_off_and_variant_once() -> None:
+    cases = vt_leadoff.faster_set()
+    keys = {(c.record, c.factor, c.seconds, c.variant) for c in cases}
+    assert len(keys) == len(cases) == 12 * 2 * 2 * 3
+    assert {c.record for c in cases} == set(vt_runs.ALL_RECORDS)
+    assert {c.factor for c in cases} == {1.4, 1.7}
+    assert {c.seconds for c in cases} == {30.0, 90.0}
+    assert {c.variant for c in cases} == {"same", "inverted x0.7", "x1.5 reshaped"}
+
+
+@pytest.mark.parametrize("variant", ["same", "inverted x0.7"])
+@pytest.mark.parametrize("factor", vt_leadoff.SPEED_UPS)
+def test_a_faster_case_keeps_the_ecg_before_the_lead_off_and_speeds_up_what_follows(
+    monkeypatch: pytest.MonkeyPatch, factor: float, variant: str
+) -> None:
+    ecg, beats, is_pvc = synthetic_record(1000)  # longer than the 900 s a case keeps
+    monkeypatch.setattr(vt_runs, "load_record", lambda root, record: (ecg, beats, is_pvc))
+    case = vt_leadoff.Faster("100", factor, 90.0, variant)
+    spliced, spliced_beats, spliced_pvc, off = vt_leadoff.faster_record(None, case)
+    head = round(900 * FS)
+    back = off.stop * POLAR_FRAME
+    assert off == vt_leadoff.leadoff_frames(head, 90.0)
+    assert abs(off.start * POLAR_FRAME / FS - 450) < 1 and abs(len(off) * POLAR_FRAME / FS - 90) < 0.5
+    assert len(spliced) == back + int((head - back) / factor)
+    np.testing.assert_array_equal(spliced[:back], ecg[:back])  # the lead-off's samples too: NaN in frames
+    fast, _ = vt_leadoff.compressed(ecg[back:head], beats[:0], factor)
+    np.testing.assert_allclose(spliced[back:], vt_leadoff.VARIANTS[variant](fast))
+    # the beats after the lead-off come `factor` times as often, each at its R peak, sign and size of the lead
+    after = spliced_beats[spliced_beats >= back]
+    assert len(spliced_beats) == np.sum(beats < head) and len(spliced_pvc) == len(spliced_beats)
+    assert np.all(np.abs(np.diff(after) / FS - 0.8 / factor) < 2 / FS)
+    assert np.all(np.abs(spliced[after] - (1.0 if variant == "same" else -0.7)) < 0.05)
+    assert np.all(np.diff(spliced_beats[spliced_beats < back]) == round(0.8 * FS))
+    delivered = dict(vt_runs.frames(spliced, off=off))
+    for start, reading in delivered.items():
+        lead_off = start // POLAR_FRAME in off
+        assert reading.quality == (Quality.NO_CONTACT if lead_off else Quality.OK)
+        assert np.isnan(reading.values).all() if lead_off else np.isfinite(reading.values).all()
+
+
+def test_a_faster_case_through_the_stage_counts_the_rates_and_no_vt(monkeypatch: pytest.MonkeyPatch) -> None:
+    ecg, beats, is_pvc = synthetic_record(1000)
+    monkeypatch.setattr(vt_runs, "load_record", lambda root, record: (ecg, beats, is_pvc))
+    config = Path(__file__).parents[2] / "tools/evaluate/configs/vt-only.toml"
+    case = vt_leadoff.Faster("100", 1.7, 30.0, "inverted x0.7")
+    result = vt_leadoff._faster_job((config, None, case, vt_runs.VT))
+    assert abs(result.rate_before_bpm - 75) < 1 and abs(result.rate_after_bpm - 75 * 1.7) < 2
+    assert (result.starts, result.real_starts) == (0, 0)
+    assert vt_leadoff.faster_line(result) == "100\t1.7\t30\tinverted x0.7\t75\t128\t0\t0"

@@ -2,7 +2,7 @@
 does a lead put back (moved or not) raise false VT or PVCs?
 
     python -m tools.evaluate.vt_leadoff --config tools/evaluate/configs/vt-only.toml \\
-        --data /work/shared/datasets --out eval/vt-leadoff --jobs 1 [--part runs|records]
+        --data /work/shared/datasets --out eval/vt-leadoff --jobs 1 [--part runs|records|faster]
 
 After a lead-off (frames with no values) or a hole of `KEEP_SHAPES_S` or more the stage starts its beat
 shape templates again (agent.ecg.rr_from_ecg); a VT that starts then could become the "normal" beat.
@@ -30,6 +30,16 @@ np.interp), with a lead-off of `OFF_S` in the middle (`LEADOFF_FRAMES`), after w
 the VT condition's starts (those at an annotated run of >= 3 PVCs at > 100 bpm, `vt_runs.real_runs`,
 apart), and the beats not annotated as PVCs that a `pvc` detector of its defaults (with qrs_core:
 `vt_recurrent.pvc_flags`) flags.
+
+`--part faster`: a lead put back moved while the rhythm is faster than before the break (a patient who got
+up, came back and had the strap re-placed). The 12 MIT-BIH records, the first `FASTER_HEAD_S` (900 s) of
+each, a lead-off of `FASTER_OFF_S` (30, 90 s) in the middle (`leadoff_frames`); the ECG after it is
+time-compressed by `SPEED_UPS` (x1.4, x1.7: `compressed`) and then `VARIANTS` (`faster_after`). Per record,
+factor, seconds and variant: the VT condition's starts in the `FASTER_FOLLOW_S` (120 s) after the lead-off
+(and which of them are at an annotated run, sped up with the rest), and the median rate in the minute
+before and in those seconds after. The compression shortens every wave, so it narrows the QRS as well as
+the intervals: a real speed-up keeps the QRS's width, so the "same" rows overstate one (their QRS also
+differs from the one before the break).
 """
 
 from __future__ import annotations
@@ -59,6 +69,10 @@ HOLE_S = 90.0
 FAST = 1.4
 FOLLOW_S = 60.0
 LEAD_GAIN = -0.7
+SPEED_UPS = (1.4, 1.7)
+FASTER_OFF_S = (30.0, 90.0)
+FASTER_HEAD_S = 900.0
+FASTER_FOLLOW_S = 120.0
 
 
 def frames_before(spliced: Spliced, ends_before_s: float, seconds: float) -> range:
@@ -323,14 +337,162 @@ def put_back_line(r: PutBackResult) -> str:
     )
 
 
+# -- a lead put back moved while the rhythm is faster than before the break --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Faster:
+    record: str
+    factor: float  # the ECG after the lead-off played this many times faster
+    seconds: float
+    variant: str
+
+
+@dataclass(frozen=True, slots=True)
+class FasterResult:
+    faster: Faster
+    rate_before_bpm: float  # the median rate over the minute before the lead-off
+    rate_after_bpm: float  # over the `FASTER_FOLLOW_S` after it
+    starts: int  # VT starts in those seconds
+    real_starts: int  # of them, at an annotated run (sped up with the rest)
+
+
+def faster_set() -> list[Faster]:
+    return [
+        Faster(record, factor, s, variant)
+        for record in vt_runs.ALL_RECORDS
+        for factor in SPEED_UPS
+        for s in FASTER_OFF_S
+        for variant in VARIANTS
+    ]
+
+
+def faster_after(
+    ecg: FloatArray, beats: vt_runs.IntArray, off: range, factor: float, variant: str
+) -> tuple[FloatArray, vt_runs.IntArray]:
+    """The ECG with what follows the lead-off `off` played `factor` times faster and then `variant`, and
+    its beats; before the lead-off's end nothing changes (its frames are NaN when delivered)."""
+    back = off.stop * POLAR_FRAME
+    after, moved = compressed(ecg[back:], beats[beats >= back] - back, factor)
+    spliced: FloatArray = np.concatenate([ecg[:back], VARIANTS[variant](after)])
+    return spliced, np.concatenate([beats[beats < back], moved + back])
+
+
+def faster_record(
+    root: Path | None, f: Faster
+) -> tuple[FloatArray, vt_runs.IntArray, vt_runs.BoolArray, range]:
+    """The case's ECG (the record's first `FASTER_HEAD_S`, spliced), its beats, which are PVCs, and the
+    lead-off's frames."""
+    raw, annotated, is_pvc = vt_runs.load_record(root, f.record)
+    head = min(len(raw), round(FASTER_HEAD_S * MITDB_FS))
+    kept = annotated < head
+    off = leadoff_frames(head, f.seconds)
+    ecg, beats = faster_after(raw[:head], annotated[kept], off, f.factor, f.variant)
+    return ecg, beats, is_pvc[kept], off
+
+
+def _median_rate(beats: vt_runs.IntArray) -> float:
+    return 60.0 * MITDB_FS / float(np.median(np.diff(beats))) if len(beats) > 2 else float("nan")
+
+
+def _faster_job(job: tuple[Path, Path | None, Faster, str]) -> FasterResult:
+    config_path, root, f, vt = job
+    ecg, beats, is_pvc, off = faster_record(root, f)
+    config = vt_runs.rr_config(config_path)
+    readings = vt_runs.stage_readings(ecg, config.detectors[0].stream, off=off)
+    back = off.stop * POLAR_FRAME
+    back_s = back / MITDB_FS
+    runs = vt_runs.real_runs(beats, is_pvc)
+    starts = [
+        e.start
+        for e in vt_runs.episodes(config, readings)
+        if e.condition == vt and back_s <= e.start <= back_s + FASTER_FOLLOW_S
+    ]
+    real = sum(any(a <= t <= b + AFTER_S for a, b in runs) for t in starts)
+    first = off.start * POLAR_FRAME
+    before = beats[(beats < first) & (beats >= first - 60 * MITDB_FS)]
+    after = beats[(beats >= back) & (beats < back + FASTER_FOLLOW_S * MITDB_FS)]
+    return FasterResult(f, _median_rate(before), _median_rate(after), len(starts), real)
+
+
+def _rates(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}"
+
+
+def faster_report(config_path: Path, results: list[FasterResult], vt: str) -> str:
+    rows = []
+    for factor in SPEED_UPS:
+        for s in FASTER_OFF_S:
+            for variant in VARIANTS:
+                cell = [
+                    r
+                    for r in results
+                    if (r.faster.factor, r.faster.seconds, r.faster.variant) == (factor, s, variant)
+                ]
+                rows.append(
+                    (
+                        f"x{factor:g}",
+                        f"{s:g}",
+                        variant,
+                        _rates([r.rate_before_bpm for r in cell]),
+                        _rates([r.rate_after_bpm for r in cell]),
+                        sum(r.starts for r in cell),
+                        ", ".join(f"{r.faster.record} ({r.starts})" for r in cell if r.starts) or "-",
+                        sum(r.real_starts for r in cell),
+                    )
+                )
+    return "\n".join(
+        [
+            f"# A lead put back moved while the rhythm is faster: the alarms of {config_path}",
+            "",
+            f"The 12 MIT-BIH records, the first {FASTER_HEAD_S:g} s of each; a lead-off (NaN frames flagged "
+            "NO_CONTACT) in the middle, after which the ECG is time-compressed (np.interp; the QRS narrows "
+            "too) and then the same, inverted x0.7 or x1.5 reshaped; the "
+            f"{vt} starts in the {FASTER_FOLLOW_S:g} s after the lead-off.",
+            "",
+            f"{vt} starts, all cases: {sum(r.starts for r in results)}",
+            "",
+            table(
+                [
+                    "faster",
+                    "lead-off (s)",
+                    "after it",
+                    "bpm before (median per record, range)",
+                    "bpm after",
+                    f"{vt} starts",
+                    "records (starts)",
+                    "at a real run",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
+FASTER_TSV_HEADER = "record\tfactor\tseconds\tvariant\trate_before_bpm\trate_after_bpm\tstarts\treal_starts"
+
+
+def faster_line(r: FasterResult) -> str:
+    f = r.faster
+    return (
+        f"{f.record}\t{f.factor:g}\t{f.seconds:g}\t{f.variant}\t{r.rate_before_bpm:.0f}\t"
+        f"{r.rate_after_bpm:.0f}\t{r.starts}\t{r.real_starts}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = vt_runs.case_arguments(
         "vt_leadoff", __doc__, "eval/vt-leadoff", config="tools/evaluate/configs/vt-only.toml"
     )
-    parser.add_argument("--part", choices=("runs", "records"), default="runs")
+    parser.add_argument("--part", choices=("runs", "records", "faster"), default="runs")
     args = parser.parse_args(argv)
     vt = args.condition
-    if args.part == "records":
+    if args.part == "faster":
+        fasters = faster_set()
+        sped = pool_map(_faster_job, [(args.config, args.data, f, vt) for f in fasters], args.jobs)
+        write_report(args.out, faster_report(args.config, sped, vt))
+        lines = [FASTER_TSV_HEADER, *(faster_line(r) for r in sped)]
+    elif args.part == "records":
         put_backs = put_back_set()
         done = pool_map(_put_back_job, [(args.config, args.data, p, vt) for p in put_backs], args.jobs)
         write_report(args.out, records_report(args.config, done, vt))
