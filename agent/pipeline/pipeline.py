@@ -27,7 +27,7 @@ from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
-from agent.pipeline.wiring import UnwatchedStreams
+from agent.pipeline.wiring import UnwatchedStreams, produces
 from agent.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,10 @@ class Pipeline:
         for spec in config.detectors:
             for channel in spec.channels:
                 read_on.setdefault(channel, {}).setdefault(spec.stream, []).append(spec.id)
-        self.unwatched = UnwatchedStreams(read_on, pseudonym)
+        # A stream the config says a device sends (a simulator's or BLE profile's, a CSV device's) is
+        # unwatched by design; only streams a device names at run time (a serial HELLO) are looked at.
+        declared = {(d.id, s) for d in config.devices for s in produces(d).streams}
+        self.unwatched = UnwatchedStreams(read_on, pseudonym, declared)
         self._gateway_offset = float("nan")  # the gateway's wall - monotonic at the last ingest
 
     def ingest(self, readings: Iterable[Reading]) -> list[AlarmEvent]:

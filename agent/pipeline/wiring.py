@@ -285,11 +285,19 @@ class UnwatchedStreams:
     names a waveform stream after the channels, `hr`, instead of `vitals`: review of 2026-11-30, finding
     3). One warning per device stream names the device (pseudonym), the stream its readings went to, and
     the detectors and stream that read those channels; `listed` keeps them for the status. A stream
-    nobody watches whose channels no detector reads (an ECG kept for the beats) is no problem."""
+    nobody watches whose channels no detector reads (an ECG kept for the beats) is no problem, nor is one
+    the config says the device sends (`declared`: (device id, stream name) from `produces`; a wearable
+    simulator's own ``rr`` beside the ``ecg_rr`` an `af` reads is unwatched by design)."""
 
-    def __init__(self, read_on: dict[str, dict[str, list[str]]], pseudonym: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        read_on: dict[str, dict[str, list[str]]],
+        pseudonym: Callable[[str], str],
+        declared: set[tuple[str, str]] | None = None,
+    ) -> None:
         self._read_on = read_on  # channel -> stream name -> detector ids that read it there
         self._pseudonym = pseudonym
+        self._declared = declared or set()
         self._looked: set[str] = set()  # "device/stream" ids already looked at
         self.listed: dict[str, dict[str, list[str]]] = {}  # "pseudonym/stream" -> channels, watched_on
 
@@ -299,9 +307,9 @@ class UnwatchedStreams:
             return
         self._looked.add(reading.stream)
         read = [c for c in reading.channels if c in self._read_on]
-        if not read:
-            return
         device_id, _, stream = reading.stream.partition("/")
+        if not read or (device_id, stream) in self._declared:
+            return
         where = sorted({s for c in read for s in self._read_on[c]})
         detectors = sorted({d for c in read for ids in self._read_on[c].values() for d in ids})
         self.listed[f"{self._pseudonym(device_id)}/{stream}"] = {"channels": read, "watched_on": where}

@@ -156,3 +156,21 @@ def test_an_unwatched_stream_no_detector_reads_is_not_told(
     with caplog.at_level(logging.WARNING):
         pipeline.ingest([ecg])
     assert pipeline.unwatched.listed == {} and not caplog.records
+
+
+def test_a_stream_the_config_says_the_device_sends_is_unwatched_by_design(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wearable simulator's own RR beside the `ecg_rr` an `af` reads (the demo): no warning, not listed."""
+    cfg = config(tmp_path)
+    cfg["devices"] = [{"id": "bed-7", "kind": "wearable", "transport": "simulator"}]
+    cfg["detectors"] = [{"id": "af", "type": "af", "stream": "ecg_rr", "channels": ["rr"]}]
+    cfg["alarms"] = [{"condition": "atrial_fibrillation", "detector": "af"}]
+    pipeline = Pipeline(parse_config(cfg, base_dir=tmp_path), lambda _: PSEUDONYM)
+    rr = Reading("bed-7/rr", ("rr",), np.full((1, 1), 0.8), 1.8e9, 1.0)
+    undeclared = Reading("bed-7/hr", ("rr",), np.full((1, 1), 0.8), 1.8e9, 1.0)
+    with caplog.at_level(logging.WARNING):
+        pipeline.ingest([rr])
+        assert pipeline.unwatched.listed == {} and not caplog.records
+        pipeline.ingest([undeclared])  # a stream the simulator does not send is still told
+    assert list(pipeline.unwatched.listed) == [f"{PSEUDONYM}/hr"]
