@@ -33,8 +33,9 @@ raises device_fault / battery_low: until 2026-11-30 the fault hold was those sam
 FAULT gated 10 s of data and raised nothing (audit auddev, finding 4). Each fault and low battery is
 logged when it begins (its code and the state of charge; the fault's detail value is not logged, it
 may carry a measurement). A DATA block naming channels the HELLO did not declare, or a channel whose
-scale or offset is not finite, is counted as a bad frame (`bad_blocks`); one whose sample times do not
-fit its frame's time (`BLOCK_AHEAD_US`) too (`bad_times`), before the clock sees it.
+scale or offset is not finite, is counted as a bad frame (`bad_blocks`); one whose first sample is more
+than a second after its frame's header time, or older than any backlog (`BLOCK_AHEAD_US`), too
+(`bad_times`), before the clock sees it.
 """
 
 from __future__ import annotations
@@ -58,18 +59,23 @@ FAULT_HOLD_S = 15.0
 BATTERY_HOLD_S = 60.0
 EARLY_BLOCKS = 10  # blocks in a row beginning half a period or more before the HELLO rate says
 WAITING_HELLO_TELL_S = 3.0  # DATA dropped this long for want of a HELLO is told: SEND_HELLO went unanswered
-# A block's samples are taken before the frame carrying them is sent (docs/serial-protocol.md, "Device time
-# at the gateway"): a last sample later than its header by more than this, or a first one older than the
-# longest believable store-and-forward backlog, is a firmware bug. Such a block is refused: one with samples
-# an hour "ahead" pulled the clock anchor back by the hour, and every later block was stamped an hour in
-# the past (review of 2026-11-30, finding 1).
+# A block's first sample is taken before the frame carrying it is sent (docs/serial-protocol.md, "Device
+# time at the gateway"): a first sample later than its header by more than this, or older than the longest
+# believable store-and-forward backlog, is a firmware bug. Such a block is refused: one with samples an hour
+# "ahead" pulled the clock anchor back by the hour, and every later block was stamped an hour in the past
+# (review of 2026-11-30, finding 1). The later samples may well be after the header: firmware that stamps
+# the header at the block's first sample, or a HELLO rate below the real one, spreads them past it. The
+# clock takes the block's end as its time (`DeviceClock.wall_time`), so they move the anchor by at most
+# the block's own length; refusing them lost every block of such devices (review of the fixes, 2026-11-30).
 BLOCK_AHEAD_US = 1_000_000
 BLOCK_BACKLOG_US = 30 * 86_400 * 1_000_000
 BAD_TIMES_TELL_S = 600.0  # a device sending such blocks is told at most this often
 # A HELLO rate outside this is a firmware bug, not a device: a NaN or 1e9 Hz rate named a waveform stream
 # after the vital signs' first channel, and the `vitals` detectors saw nothing (review of 2026-11-30,
-# finding 3). A sample a day to 100 kHz (two bytes a sample already fill a 1.6 Mbit/s link).
-MIN_RATE_HZ = 1e-5
+# finding 3). One sample every 27.8 h to 100 kHz (two bytes a sample already fill a 1.6 Mbit/s link). The
+# bounds are compared as the wire's f32 carries them: f32(1e-5) is 9.99999975e-06, and 1e-5 as sent was
+# refused (review of the fixes, 2026-11-30); 100 kHz is exact in f32.
+MIN_RATE_HZ = float(np.float32(1e-5))
 MAX_RATE_HZ = 100_000.0
 DEFAULT_STREAM = {"wearable": "vitals", "equipment": "machine"}
 
@@ -107,6 +113,14 @@ def unusable_rate(hello: Hello) -> tuple[str, float] | None:
         if not MIN_RATE_HZ <= channel.rate_hz <= MAX_RATE_HZ:  # False for NaN too
             return channel.name, channel.rate_hz
     return None
+
+
+def _seconds(us: int) -> str:
+    """Device µs as seconds for a log line, exact to the µs below 1e7 s: an overshoot of 1 µs past the
+    1 s limit must not read "1 s"."""
+    if abs(us) < 10**13:
+        return f"{us / 1e6:.6f}".rstrip("0").rstrip(".")
+    return f"{us / 1e6:.6g}"
 
 
 def _tell_hello_after_drops(name: str, dropped: int, told: bool) -> None:
@@ -245,7 +259,7 @@ class FrameReadings:
         stream = self.default_stream if rate <= WAVEFORM_HZ else waveform_stream(names)
         first_us = message.first_sample_us
         last_us = first_us + round((values.shape[0] - 1) * period * 1e6)
-        if not self._times_agree(frame.device_time_us, first_us, last_us, monotonic):
+        if not self._times_agree(frame.device_time_us, first_us, monotonic):
             return None  # before the clock: such a block must not move its anchor
         if wall_minus_mono is None:
             wall_minus_mono = self._clock() - monotonic
@@ -291,19 +305,24 @@ class FrameReadings:
             )
         return True
 
-    def _times_agree(self, frame_us: int, first_us: int, last_us: int, monotonic: float) -> bool:
-        """Whether a block's sample times fit its frame's (see `BLOCK_AHEAD_US`); if not it is counted
+    def _times_agree(self, frame_us: int, first_us: int, monotonic: float) -> bool:
+        """Whether a block's first sample time fits its frame's (see `BLOCK_AHEAD_US`); if not it is counted
         in `bad_times` and told at most every `BAD_TIMES_TELL_S`."""
-        ahead_us = last_us - frame_us
-        if ahead_us <= BLOCK_AHEAD_US and frame_us - first_us <= BLOCK_BACKLOG_US:
+        ahead_us = first_us - frame_us
+        if ahead_us <= BLOCK_AHEAD_US and -ahead_us <= BLOCK_BACKLOG_US:
             return True
         self.bad_times += 1
         if self._bad_times_told_at is None or monotonic - self._bad_times_told_at >= BAD_TIMES_TELL_S:
             if ahead_us > BLOCK_AHEAD_US:
-                what = f"its last sample {ahead_us / 1e6:.6g} s after the frame was sent"
+                what = (
+                    f"its first sample {_seconds(ahead_us)} s after its frame's header time (at most "
+                    f"{_seconds(BLOCK_AHEAD_US)} s: the first sample is taken before the frame is sent)"
+                )
             else:
-                age_s = (frame_us - first_us) / 1e6
-                what = f"its first sample {age_s:.6g} s before the frame was sent, older than any backlog"
+                what = (
+                    f"its first sample {_seconds(-ahead_us)} s before its frame's header time (at most "
+                    f"{_seconds(BLOCK_BACKLOG_US)} s: older than any store-and-forward backlog)"
+                )
             log.warning(
                 "%s: a DATA block has %s: refused (errors bad_block_times, %d so far) and the device's "
                 "clock anchor is not moved by it; check the firmware's time stamps (docs/serial-protocol.md)",

@@ -22,7 +22,8 @@ from src_pty import PtyDevice, serial_device, take
 from agent.events import iso_time
 from agent.logs import redact_identifiers
 from agent.sources.serial import SerialSource
-from firmware_bridge import encode_frame
+from agent.sources.serial_frames import FrameReadings
+from firmware_bridge import Frame, encode_frame
 from firmware_bridge.frame_messages import ChannelSpec, DataBlock, Hello, SampleType
 
 HELLO = Hello("emu-1", (1, 0, 0), (ChannelSpec("hr", "bpm", SampleType.INT16, 1.0, 1.0),))
@@ -137,3 +138,90 @@ def test_a_wall_time_out_of_range_is_written_not_raised(unix_s: float) -> None:
     """The heartbeat's `last_seen` and every payload time go through `iso_time`: it must never raise."""
     text = iso_time(unix_s)
     assert text.endswith("Z") and len(text) == len("2026-11-30T19:51:25.000Z")
+
+
+class Gateway:
+    """The gateway's clocks for sans-I/O frames: monotonic, and wall = monotonic + an offset."""
+
+    def __init__(self) -> None:
+        self.mono = 100.0
+        self.offset = 1.8e9
+
+    def wall(self) -> float:
+        return self.mono + self.offset
+
+
+def five_second_blocks(header_at_first: bool) -> tuple[list[float], int]:
+    """Wall times (relative to the device's boot, in gateway time) of 5-sample blocks of a 1 Hz HELLO,
+    each sent when its last sample is taken, its header stamped then or at its first sample; and the
+    refused count."""
+    gateway = Gateway()
+    boot = gateway.wall()
+    frames = FrameReadings("bed-7", "vitals", gateway.wall)
+    frames.take(Frame(0, 0, HELLO), gateway.mono)
+    walls = []
+    for k in range(12):
+        first_us = k * 5_000_000
+        sent_us = first_us + 4_000_000
+        gateway.mono = 100.0 + sent_us / 1e6 + 0.005  # read 5 ms after the send
+        block = DataBlock(first_us, SampleType.INT16, (0,), np.full((5, 1), 150))
+        reading = frames.take(Frame(k + 1, first_us if header_at_first else sent_us, block), gateway.mono)
+        if reading is not None:
+            walls.append(reading.wall_time - boot)
+    return walls, frames.bad_times
+
+
+def test_blocks_whose_later_samples_pass_the_header_are_taken_as_before(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Firmware stamping a multi-second block's header at its first sample (review of the fixes: device
+    `hs`) lost every block when the rule looked at the last sample; it is stamped as the same blocks with
+    their header stamped at the send, at their real times."""
+    with caplog.at_level(logging.WARNING, logger="agent.sources.serial"):
+        at_first, refused = five_second_blocks(True)
+        at_send, refused_ctl = five_second_blocks(False)
+    assert refused == refused_ctl == 0 and not caplog.records
+    assert len(at_first) == len(at_send) == 12
+    np.testing.assert_allclose(at_first, at_send, atol=1e-9)
+    np.testing.assert_allclose(at_first, [k * 5.0 for k in range(12)], atol=0.01)
+
+
+def test_a_hello_rate_below_the_real_one_still_delivers() -> None:
+    """HELLO 1 Hz, 5 samples taken in each second (review of the fixes: device `mis`): the declared span
+    (4 s) ends past the header; the blocks are delivered (the pace warning tells the rate)."""
+    gateway = Gateway()
+    frames = FrameReadings("bed-7", "vitals", gateway.wall)
+    frames.take(Frame(0, 0, HELLO), gateway.mono)
+    delivered = 0
+    for k in range(5):
+        sent_us = (k + 1) * 1_000_000
+        gateway.mono = 100.0 + sent_us / 1e6
+        block = DataBlock(sent_us - 800_000, SampleType.INT16, (0,), np.full((5, 1), 150))
+        delivered += frames.take(Frame(k + 1, sent_us, block), gateway.mono) is not None
+    assert delivered == 5 and frames.bad_times == 0
+
+
+@pytest.mark.parametrize(
+    ("ahead_us", "refused", "told"),
+    [
+        (1_000_000, False, ""),
+        (1_000_001, True, "its first sample 1.000001 s after its frame's header time (at most 1 s"),
+        (-30 * 86_400_000_000, False, ""),
+        (-30 * 86_400_000_000 - 1, True, "its first sample 2592000.000001 s before its frame's header time"),
+    ],
+)
+def test_the_limits_and_the_warning_say_by_how_much(
+    ahead_us: int, refused: bool, told: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first sample may be 1 s after the header, and 30 days before it, not 1 µs more; the warning
+    shows the overshoot to the µs (it said "1 s after" for 1.000001 s)."""
+    gateway = Gateway()
+    frames = FrameReadings("bed-7", "vitals", gateway.wall)
+    header_us = 40 * 86_400_000_000
+    frames.take(Frame(0, header_us, HELLO), gateway.mono)
+    block = DataBlock(header_us + ahead_us, SampleType.INT16, (0,), np.array([[70]]))
+    with caplog.at_level(logging.WARNING, logger="agent.sources.serial"):
+        reading = frames.take(Frame(1, header_us, block), gateway.mono)
+    assert (reading is None) == refused and frames.bad_times == int(refused)
+    messages = [r.getMessage() for r in caplog.records]
+    assert (told in messages[0]) if told else not messages

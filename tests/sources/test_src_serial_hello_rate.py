@@ -27,8 +27,9 @@ from agent.logs import redact_identifiers
 from agent.pipeline import Pipeline
 from agent.readings import Reading
 from agent.sources.serial import SerialSource
+from agent.sources.serial_frames import unusable_rate
 from agent.status import render
-from firmware_bridge import encode_frame
+from firmware_bridge import Frame, FrameDecoder, encode_frame
 from firmware_bridge.frame_messages import ChannelSpec, DataBlock, Hello, SampleType
 
 PSEUDONYM = "d-bed7pseudonym"
@@ -174,3 +175,18 @@ def test_a_stream_the_config_says_the_device_sends_is_unwatched_by_design(
         assert pipeline.unwatched.listed == {} and not caplog.records
         pipeline.ingest([undeclared])  # a stream the simulator does not send is still told
     assert list(pipeline.unwatched.listed) == [f"{PSEUDONYM}/hr"]
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "usable"),
+    [(1e-5, True), (0.99999e-5, False), (1 / 86_400, True), (100_000.0, True), (100_000.01, False)],
+)
+def test_the_documented_rate_bounds_are_usable_as_sent(rate_hz: float, usable: bool) -> None:
+    """A rate crosses the wire as an f32: the documented 1e-5 Hz arrives as 9.99999975e-06 and was
+    refused (review of the fixes, 2026-11-30). A sample a day (1.16e-05 Hz) is usable; just below
+    1e-5 Hz, or past 100 kHz, is not."""
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(hello(rate_hz), 0, 0))
+    frame = decoder.next_frame()
+    assert isinstance(frame, Frame) and isinstance(frame.message, Hello)
+    assert (unusable_rate(frame.message) is None) == usable
