@@ -50,12 +50,14 @@ log = logging.getLogger("agent")
 CLOCK_BEHIND_SLACK_S = 1.0  # a start this far behind the state's save time found the clock stepped back
 
 
-def _log_refused_reload(path: Path | None, problems: list[ConfigError]) -> None:
+def _log_refused_reload(path: Path | None, problems: list[ConfigError], config_text: bytes = b"") -> None:
     """A reload's refusal in the log, whether SIGHUP or a remote `reload` asked for it: each problem
-    with the file's full path (`path` None: the running config did not come from a file)."""
+    with the file's full path (`path` None: the running config did not come from a file), the refused
+    file's values withheld as in a remote answer (`config_text`: its bytes). The log's redaction knows
+    the running file's identifiers only: a path naming a patient in the refused file was logged whole."""
     if path is None:
         log.error("reload refused: the running config did not come from a file")
-    for problem in problems:
+    for problem in without_values(problems, config_text):
         log.error("reload refused, keeping the running config: %s: %s", path, problem)
 
 
@@ -265,7 +267,7 @@ class Agent:
         The lines go off the gateway (a remote `reload`'s answer): each names the file by its name only,
         then the key and the kind of problem, the values withheld (`agent.config.withheld`), and is
         scrubbed as a log line is (the running config's identifiers by their pseudonyms). With
-        `log_refusal` (a remote `reload`), the full lines are also logged as `try_reload` logs them."""
+        `log_refusal` (a remote `reload`), the lines are also logged as `try_reload` logs them."""
         path = self.config.source_path
         if path is None:
             if log_refusal:
@@ -273,7 +275,7 @@ class Agent:
             return ["the running config did not come from a file"]
         _new, problems, text = self._reload_candidate(path)
         if log_refusal:
-            _log_refused_reload(path, problems)
+            _log_refused_reload(path, problems, text)
         return [f"{path.name}: {scrub_identifiers(p)}" for p in without_values(problems, text)]
 
     def try_reload(self) -> bool:
@@ -282,8 +284,8 @@ class Agent:
         if path is None:
             _log_refused_reload(None, [])
             return False
-        new, problems, _text = self._reload_candidate(path)
-        _log_refused_reload(path, problems)
+        new, problems, text = self._reload_candidate(path)
+        _log_refused_reload(path, problems, text)
         if new is None:
             return False
         log.info("reloading config %s (sha256 %s)", path, new.digest[:16])

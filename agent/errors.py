@@ -8,12 +8,15 @@ class AgentError(Exception):
 
 
 class ConfigError(AgentError):
-    """A configuration value is wrong. `path` is the key path, e.g. ``devices[1].serial.baudrate``."""
+    """A configuration value is wrong. `path` is the key path, e.g. ``devices[1].serial.baudrate``;
+    `choices`: the values the key allows, when the problem lists them (the code's words, never the
+    file's, so they are not withheld where the file's values are: `agent.config.withheld`)."""
 
-    def __init__(self, path: str, problem: str) -> None:
+    def __init__(self, path: str, problem: str, choices: tuple[str, ...] = ()) -> None:
         super().__init__(f"{path}: {problem}" if path else problem)
         self.path = path
         self.problem = problem
+        self.choices = choices
 
 
 class InvalidConfigError(AgentError):

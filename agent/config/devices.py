@@ -35,7 +35,9 @@ def _device(t: Table) -> DeviceConfig:
     transport = t.text("transport", choices=TRANSPORTS)
     sections = {name: t.table(name) for name in ("simulator", "serial", "ble", "replay", "modbus")}
     for name, section in sections.items():
-        if section is not None and name != transport:
+        # transport None: missing or not one of TRANSPORTS, which is its own problem ("transport is None"
+        # named a value the file never held); a section beside it says nothing more
+        if section is not None and transport is not None and name != transport:
             t.problem(name, f"section given but transport is {describe(transport)}")
     if transport in sections and sections[transport] is None and transport not in ("simulator",):
         t.problem(
@@ -71,6 +73,7 @@ def _simulator(t: Table | None, kind: str | None, device_id: str | None) -> Simu
                 e.problem(
                     "condition",
                     f"unknown for kind {kind!r}: {describe(condition)} (one of {', '.join(sorted(valid))})",
+                    sorted(valid),
                 )
         episodes.append(
             EpisodeConfig(
@@ -130,7 +133,9 @@ def _ble(t: Table | None) -> BleConfig | None:
 
     unknown = [p for p in cfg.profiles if p not in PROFILES]
     if unknown:
-        t.problem("profiles", f"not supported: {', '.join(unknown)} (one of {', '.join(PROFILES)})")
+        t.problem(
+            "profiles", f"not supported: {', '.join(unknown)} (one of {', '.join(PROFILES)})", tuple(PROFILES)
+        )
     t.finish()
     return cfg
 

@@ -312,7 +312,9 @@ def _remote(t: Table | None, devices: tuple[DeviceConfig, ...]) -> RemoteConfig:
         unknown = [c for c in cfg.allowed_commands if c not in REMOTE_COMMANDS]
         if unknown:
             t.problem(
-                "allowed_commands", f"unknown: {', '.join(unknown)} (one of {', '.join(REMOTE_COMMANDS)})"
+                "allowed_commands",
+                f"unknown: {', '.join(unknown)} (one of {', '.join(REMOTE_COMMANDS)})",
+                REMOTE_COMMANDS,
             )
     if cfg.enabled and cfg.public_key_file is None and not cfg.allow_unsigned:
         t.problem(

@@ -81,8 +81,10 @@ class Table:
     def key_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def problem(self, key: str | None, message: str) -> None:
-        self.problems.append(ConfigError(self.path if key is None else self.key_path(key), message))
+    def problem(self, key: str | None, message: str, choices: Sequence[str] = ()) -> None:
+        """Record a problem of `key` (None: of the table); `choices`: the values it allows, if listed."""
+        path = self.path if key is None else self.key_path(key)
+        self.problems.append(ConfigError(path, message, tuple(choices)))
 
     def has(self, key: str) -> bool:
         self._known.add(key)
@@ -122,7 +124,7 @@ class Table:
             return value
         if choices is not None and value not in choices:
             shown = describe(value, private=private)
-            self.problem(key, f"expected one of {', '.join(choices)}, got {shown}")
+            self.problem(key, f"expected one of {', '.join(choices)}, got {shown}", choices)
             return None if default is REQUIRED else default
         if not value.strip() and default is REQUIRED:
             self.problem(key, "must not be empty")

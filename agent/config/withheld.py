@@ -6,7 +6,10 @@ file's identifiers are not known to the log redaction either. So the answer with
 the file holds, as a whole word, and each part of one that is a path, and every path (a value
 resolved against the file's folder, or through a symlink, is not the string written). Numbers are
 kept ("must be at least 1, got 0"), and so is what comes from elsewhere, such as a model card's
-channels. The full lines stay in the gateway's own log, which is redacted (`agent.logs`).
+channels, or the values a key allows that its problem lists (`ConfigError.choices`: "expected one of
+simulator, serial, ...", though another device's transport is "simulator"). The gateway's own log
+gets the same lines (`agent.daemon`), with the file's full path: its redaction knows the running
+file's identifiers, not the refused file's.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ _PATH = re.compile(r"(?<!\S)~?\.{0,2}/\S*")  # a word that starts as a path does
 def without_values(problems: Iterable[ConfigError], config_text: bytes) -> list[str]:
     """`problems` of the config file that holds `config_text`, one "key: kind of problem" line each,
     the values withheld."""
-    withhold = _value_pattern(_strings(config_text))
+    strings = _strings(config_text)
+    withhold_all = _value_pattern(strings)
     lines = []
     for problem in problems:
+        # the key's own allowed values are the code's words: withholding them hid what to write
+        withhold = _value_pattern(strings - set(problem.choices)) if problem.choices else withhold_all
         text = withhold.sub(WITHHELD, problem.problem) if withhold else problem.problem
         text = _PATH.sub(WITHHELD, text)
         lines.append(f"{problem.path}: {text}" if problem.path else text)

@@ -39,8 +39,8 @@ class ParamReader:
     def path(self, key: str) -> str:
         return f"detectors.{self.config.id}.params.{key}"
 
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.path(key), problem)
+    def fail(self, key: str, problem: str, choices: tuple[str, ...] = ()) -> ConfigError:
+        return ConfigError(self.path(key), problem, choices)
 
     def _get(self, key: str) -> Any:
         self._seen.add(key)
@@ -62,7 +62,7 @@ class ParamReader:
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string, got {show(value)}")
         if choices is not None and value not in choices:
-            raise self.fail(key, f"expected one of {', '.join(choices)}, got {show(value)}")
+            raise self.fail(key, f"expected one of {', '.join(choices)}, got {show(value)}", choices)
         return value
 
     def count(self, key: str, default: int) -> int:

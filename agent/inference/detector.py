@@ -391,7 +391,7 @@ def _choice(id: str, params: Mapping[str, Any], key: str, allowed: tuple[str, ..
     value = str(params.get(key, allowed[0]))
     if value not in allowed:
         raise ConfigError(
-            f"detectors.{id}.params.{key}", f"must be one of {', '.join(allowed)}, got {value!r}"
+            f"detectors.{id}.params.{key}", f"must be one of {', '.join(allowed)}, got {value!r}", allowed
         )
     return value
 

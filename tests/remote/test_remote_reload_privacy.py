@@ -1,6 +1,7 @@
 """A refused reload tells what is wrong without naming a device or a patient: neither its answer on the
-broker (remote `reload`) nor its log lines (SIGHUP) quote an identifier of the running or the refused
-file, nor the config file's folder. The real agent and a real mosquitto, as in test_remote_broker."""
+broker (remote `reload`) nor its log lines (remote or SIGHUP) quote an identifier or another value of
+the running or the refused file; the answer names the config file by its name only, the log by its
+full path. The real agent and a real mosquitto, as in test_remote_broker."""
 
 from __future__ import annotations
 
@@ -83,8 +84,11 @@ NAMED = ("MRN-0055555", "Doe_Jane", "MRN-0066666", "Roe_John", "Doe")
 
 
 def test_a_refused_remote_reload_withholds_the_values_of_the_new_file(
-    with_patients: tuple[Path, Backend, RunningAgent],
+    with_patients: tuple[Path, Backend, RunningAgent], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """In its answer and in the log: the log's redaction knows only the running file's identifiers, and
+    the refusal's log lines quoted the refused file's path naming a patient (review of the fixes)."""
+    caplog.set_level(logging.INFO)
     config, backend, _agent = with_patients
     (config.parent / "current-patient").symlink_to(config.parent / "recordings" / "MRN-0066666_Roe_John")
     good = config.read_text()
@@ -96,8 +100,12 @@ def test_a_refused_remote_reload_withholds_the_values_of_the_new_file(
         assert refused["error"]["code"] == "refused", refused
         assert any(p.startswith(f"agent.toml: {expected}") for p in refused["error"]["problems"]), refused
         answers.append(refused)
+        refusals = [m for m in messages(caplog) if "reload refused, keeping" in m]
+        assert any(f"{config}: {expected}" in line for line in refusals), refusals  # the full path
     text = repr(answers)
     assert [i for i in (*NAMED, *IDENTIFIERS, str(config.parent)) if i in text] == []
+    lines = messages(caplog)
+    assert [i for i in (*NAMED, *IDENTIFIERS) if any(i in line for line in lines)] == []
 
 
 def test_a_refused_sighup_reload_logs_keys_not_identifiers(
@@ -118,6 +126,26 @@ def test_a_refused_sighup_reload_logs_keys_not_identifiers(
         # Every line, not only the refusals: caplog sees them before the handler's redaction.
         lines = messages(caplog)
         assert [i for i in IDENTIFIERS if any(i in line for line in lines)] == []
+
+
+def test_a_refused_sighup_reload_withholds_the_values_of_the_new_file(
+    with_patients: tuple[Path, Backend, RunningAgent], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    config, _backend, running = with_patients
+    (config.parent / "current-patient").symlink_to(config.parent / "recordings" / "MRN-0066666_Roe_John")
+    good = config.read_text()
+    for old, new, expected in VALUES:
+        caplog.clear()
+        config.write_text(good.replace(old, new))
+        running.loop.call_soon_threadsafe(running.agent.reloading.set)
+        deadline = time.monotonic() + 20
+        while not (refusals := [m for m in messages(caplog) if "reload refused" in m]):
+            assert time.monotonic() < deadline, "no refusal logged"
+            time.sleep(0.1)
+        assert any(f"{config}: {expected}" in line for line in refusals), refusals
+        lines = messages(caplog)
+        assert [i for i in (*NAMED, *IDENTIFIERS) if any(i in line for line in lines)] == []
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
