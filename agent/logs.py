@@ -7,7 +7,8 @@ back. Code names a device by `device_name` (its pseudonym), never by its configu
 net under that rule, the handler replaces every identifier the running config names (device and
 patient ids, serial ports, BLE addresses and names) by its pseudonym in each line and traceback
 (`redact_identifiers`), whatever the logger, and so those a source meets at run time
-(`learn_identifiers`: a BLE device found by its service UUID), and every MAC address in any spelling.
+(`learn_identifiers`: a BLE device found by its service UUID), and every MAC address written as six
+hex pairs with one separator (':', '-' or '_'; not one without separators, see `_MAC`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class JsonFormatter(logging.Formatter):
 
 class Redact(logging.Filter):
     """Replaces identifiers in a record's text: the registered ones (any letter case) by their stand-ins,
-    and every MAC address, in any of its written forms, by the stand-in of the registered address it is
-    or by ``<mac>``.
+    and every MAC address written with separators (`_MAC`) by the stand-in of the registered address it
+    is or by ``<mac>``.
 
     A BLE stack writes one address several ways (``A4:C1:38:12:34:56``, BlueZ's D-Bus object name
     ``dev_A4_C1_38_12_34_56``, ``a4-c1-...``), and a device found by its service UUID has an address
@@ -92,6 +93,10 @@ class Redact(logging.Filter):
 
 
 # Six pairs of hex digits joined by one separator used throughout: ':', '-', or '_' (BlueZ's dev_...).
+# Text cannot tell these from other six pairs: a date-time "rec_26_11_30_12_34_56" or "30-11-26-20-25-15"
+# is masked too, and the first six pairs of a longer hex dump ("<mac>:6f:70"); hiding more is safe, and
+# sparing them (e.g. '_' only after "dev_", or all-decimal pairs) would let a real address through. Twelve
+# hex digits without separators ("A4C138123456") are not masked: as many serials and hashes look so.
 _MAC = re.compile(r"(?<![0-9A-Za-z])[0-9A-F]{2}([:_-])[0-9A-F]{2}(?:\1[0-9A-F]{2}){4}(?![0-9A-Za-z])", re.I)
 
 

@@ -14,7 +14,13 @@ from datetime import datetime
 import pytest
 
 from agent.config.schema import BleConfig, DeviceConfig, SerialConfig
-from agent.logs import configure_logging, device_name, learn_identifiers, redact_identifiers
+from agent.logs import (
+    configure_logging,
+    device_name,
+    learn_identifiers,
+    redact_identifiers,
+    scrub_identifiers,
+)
 from agent.privacy import Pseudonymizer, stand_ins
 
 DEVICES = (
@@ -105,6 +111,22 @@ def test_mac_addresses_are_hidden_in_every_spelling_and_other_hex_is_not(capture
         messages[1] == "met <mac> and <mac> at /org/bluez/hci0/dev_<mac>/char"
     )  # in no config: still hidden
     assert messages[2] == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "logged"),
+    [
+        ("mac A4C138123456", "mac A4C138123456"),  # no separators: not masked
+        ("file rec_26_11_30_12_34_56.csv", "file rec_<mac>.csv"),  # six separated pairs: masked
+        ("on 30-11-26-20-25-15", "on <mac>"),
+        ("hex 00:1a:2b:3c:4d:5e:6f:70", "hex <mac>:6f:70"),
+    ],
+)
+def test_what_docs_security_says_the_mac_masking_does(text: str, logged: str) -> None:
+    """docs/security.md said "every MAC address in any spelling" (review of the fixes): it says now
+    which spellings are masked, and which other texts are masked with them."""
+    redact_identifiers({})
+    assert scrub_identifiers(text) == logged
 
 
 def test_learnt_identifiers_are_hidden_until_the_next_config(captured: io.StringIO) -> None:
