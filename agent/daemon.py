@@ -27,7 +27,7 @@ from typing import Any
 from agent import state_journal
 from agent.config.loader import config_from_bytes, read_config_file
 from agent.config.schema import AgentConfig
-from agent.config.withheld import without_values
+from agent.config.withheld import WITHHELD, without_values
 from agent.errors import AgentError, ConfigError, InvalidConfigError
 from agent.gc_pacing import CollectorPacer
 from agent.logs import redact_identifiers, scrub_identifiers
@@ -58,7 +58,9 @@ def _log_refused_reload(path: Path | None, problems: list[ConfigError], config_t
     if path is None:
         log.error("reload refused: the running config did not come from a file")
     for problem in without_values(problems, config_text):
-        log.error("reload refused, keeping the running config: %s: %s", path, problem)
+        # The operator's way to the values: the console, not the log.
+        hint = f" (values withheld: edge-agent check-config {path} shows them)" if WITHHELD in problem else ""
+        log.error("reload refused, keeping the running config: %s: %s%s", path, problem, hint)
 
 
 def failure_line(exc: BaseException) -> str:
