@@ -50,14 +50,14 @@ log = logging.getLogger("agent")
 CLOCK_BEHIND_SLACK_S = 1.0  # a start this far behind the state's save time found the clock stepped back
 
 
-def _log_refused_reload(path: Path | None, problems: list[ConfigError], config_text: bytes = b"") -> None:
+def _log_refused_reload(path: Path | None, problems: list[str]) -> None:
     """A reload's refusal in the log, whether SIGHUP or a remote `reload` asked for it: each problem
-    with the file's full path (`path` None: the running config did not come from a file), the refused
-    file's values withheld as in a remote answer (`config_text`: its bytes). The log's redaction knows
-    the running file's identifiers only: a path naming a patient in the refused file was logged whole."""
+    (the refused file's values already withheld, `without_values`: the log's redaction knows the running
+    file's identifiers only, and a path naming a patient in the refused file was logged whole) with the
+    file's full path (`path` None: the running config did not come from a file)."""
     if path is None:
         log.error("reload refused: the running config did not come from a file")
-    for problem in without_values(problems, config_text):
+    for problem in problems:
         # The operator's way to the values: the console, not the log.
         hint = f" (values withheld: edge-agent check-config {path} shows them)" if WITHHELD in problem else ""
         log.error("reload refused, keeping the running config: %s: %s%s", path, problem, hint)
@@ -276,9 +276,10 @@ class Agent:
                 _log_refused_reload(None, [])
             return ["the running config did not come from a file"]
         _new, problems, text = self._reload_candidate(path)
+        lines = without_values(problems, text)
         if log_refusal:
-            _log_refused_reload(path, problems, text)
-        return [f"{path.name}: {scrub_identifiers(p)}" for p in without_values(problems, text)]
+            _log_refused_reload(path, lines)
+        return [f"{path.name}: {scrub_identifiers(line)}" for line in lines]
 
     def try_reload(self) -> bool:
         """Load and check the config file again; keep the running one if the new one is bad."""
@@ -287,7 +288,7 @@ class Agent:
             _log_refused_reload(None, [])
             return False
         new, problems, text = self._reload_candidate(path)
-        _log_refused_reload(path, problems, text)
+        _log_refused_reload(path, without_values(problems, text))
         if new is None:
             return False
         log.info("reloading config %s (sha256 %s)", path, new.digest[:16])
