@@ -4,7 +4,9 @@ it holds back is still counted in the log.
 A kind of line is its logger and message template: at most `burst` lines of a kind every `period_s`.
 For the audit loggers (remote commands: accepted, refused and why) a kind is also the line's arguments,
 the command's name, the refusal's code and reason, so a flood of garbage `status` commands never hides a
-`reload` that was accepted or refused for a bad signature. When a period in which lines of a kind
+`reload` that was accepted or refused for a bad signature. For every other logger a kind is also the
+devices the line names (arguments that `names_device` knows: their pseudonyms), so one flapping device
+never hides another device's line of the same template. When a period in which lines of a kind
 were held back ends, one line says how many and shows the last of them; a timer writes it then, even
 when no line of that kind comes again. At the end of the process `flush(everything=True)` tells the
 periods still open.
@@ -44,8 +46,10 @@ class RateLimit(logging.Filter):
         period_s: float = 60.0,
         *,
         report: Callable[[logging.LogRecord], object] | None = None,
+        names_device: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__()
+        self._names_device = names_device
         self.burst = burst
         self.period_s = period_s
         self.suppressed = 0
@@ -105,10 +109,14 @@ class RateLimit(logging.Filter):
 
     def _key(self, record: logging.LogRecord) -> Key:
         template = str(record.msg)
-        audit = any(record.name == p or record.name.startswith(p + ".") for p in AUDIT_LOGGERS)
-        if not audit or not isinstance(record.args, tuple):
+        if not isinstance(record.args, tuple):
             return (record.name, template, ())
-        return (record.name, template, tuple(str(a)[:MAX_ARG_CHARS] for a in record.args))
+        audit = any(record.name == p or record.name.startswith(p + ".") for p in AUDIT_LOGGERS)
+        if audit:
+            return (record.name, template, tuple(str(a)[:MAX_ARG_CHARS] for a in record.args))
+        names = self._names_device
+        devices = () if names is None else tuple(a for a in record.args if isinstance(a, str) and names(a))
+        return (record.name, template, devices)
 
     def _close_ended(self, now: float, everything: bool = False) -> list[logging.LogRecord]:
         ended = [(k, w) for k, w in self._windows.items() if everything or now - w.start > self.period_s]

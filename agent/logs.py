@@ -1,8 +1,8 @@
 """Logging set-up: readable lines, or one JSON object per line for log collectors.
 
 Log lines never carry device ids, patient ids or measured values: code logs pseudonyms, condition
-codes and counts only. A rate limit per kind of line (`agent.log_rate`) keeps a misbehaving device
-or a command flood from filling the disk of a gateway that runs for months, and says what it held
+codes and counts only. A rate limit per kind of line and device (`agent.log_rate`) keeps a misbehaving
+device or a command flood from filling the disk of a gateway that runs for months, and says what it held
 back. Code names a device by `device_name` (its pseudonym), never by its configured id. As a safety
 net under that rule, the handler replaces every identifier the running config names (device and
 patient ids, serial ports, BLE addresses and names) by its pseudonym in each line and traceback
@@ -54,12 +54,14 @@ class Redact(logging.Filter):
         self._registered: dict[str, str] = {}  # the running config's identifiers
         self._learnt: dict[str, str] = {}  # identifiers its sources met at run time
         self._rules = _Rules.of({})  # replaced as a whole: a line being scrubbed keeps a consistent set
+        self._stand_ins: frozenset[str] = frozenset()  # replaced as a whole, as `_rules`
 
     def register(self, stand_ins: Mapping[str, str]) -> None:
         """The identifiers of the config now running; what was learnt for the previous one is dropped."""
         with self._lock:
             self._registered, self._learnt = dict(stand_ins), {}
             self._rules = _Rules.of(self._registered)
+            self._stand_ins = frozenset(self._registered.values())
 
     def learn(self, stand_ins: Mapping[str, str]) -> None:
         """More identifiers, met at run time (a BLE device found by its service UUID)."""
@@ -68,6 +70,7 @@ class Redact(logging.Filter):
                 return  # found again: nothing to compile
             self._learnt.update(stand_ins)
             self._rules = _Rules.of({**self._learnt, **self._registered})
+            self._stand_ins = frozenset(self._registered.values()) | frozenset(self._learnt.values())
 
     def stand_in(self, identifier: str) -> str:
         """What a log line shows for `identifier` (a device id: its pseudonym). With nothing registered
@@ -79,6 +82,11 @@ class Redact(logging.Filter):
 
     def scrub(self, text: str) -> str:
         return self._rules.scrub(text)
+
+    def is_stand_in(self, text: str) -> bool:
+        """Whether `text` is what a log line shows for a registered or learnt identifier (a device's
+        pseudonym): the rate limit counts each device's lines apart."""
+        return text in self._stand_ins
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -168,7 +176,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
         if json_lines
         else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
-    limit = RateLimit(report=handler.handle)  # its summaries pass the redaction too
+    limit = RateLimit(report=handler.handle, names_device=_REDACT.is_stand_in)  # summaries are redacted too
     close_rate_limits()  # the handler they report to is replaced
     _LIMITS[:] = [limit]
     handler.addFilter(limit)

@@ -198,3 +198,26 @@ def test_a_closed_limit_arms_no_report_for_lines_held_after_it() -> None:
     assert reported == []
     limit.flush(everything=True)  # an explicit flush still tells what was held back
     assert len(reported) == 1 and "2 similar line(s)" in reported[0].getMessage()
+
+
+def test_one_flapping_device_does_not_hide_another_devices_line(
+    captured: tuple[io.StringIO, RateLimit],
+) -> None:
+    stream, limit = captured
+    redact_identifiers({"bed-12-strap": "d-aaaa", "pump-3": "d-bbbb"})
+    log = logging.getLogger("agent.sources.test")
+    for _ in range(limit.burst + 5):
+        log.warning("%s: disconnected; reconnecting", "d-aaaa")  # the flapping strap
+    log.warning("%s: disconnected; reconnecting", "d-bbbb")  # the pump's one line, same template
+    for i in range(3):
+        log.warning("frame %s dropped", str(i))  # an argument that names no device: one kind, as before
+    lines = messages(stream)
+    assert lines.count("d-aaaa: disconnected; reconnecting") == limit.burst
+    assert "d-bbbb: disconnected; reconnecting" in lines
+    assert lines[-3:] == ["frame 0 dropped", "frame 1 dropped", "frame 2 dropped"]
+    time.sleep(PERIOD_S + 0.5)
+    summaries = [line for line in messages(stream) if "suppressed" in line]
+    assert summaries == [
+        "5 similar line(s) suppressed in 1 s by the log's rate limit; "
+        "the last: d-aaaa: disconnected; reconnecting"
+    ]
