@@ -63,6 +63,7 @@ class _PahoBridge:
 
     # The loop-thread side, in `MqttUplink`.
     _status: Callable[..., bytes]
+    _on_attempt: Callable[[], None]
     _on_connected: Callable[[int, bool, int | None, int | None], None]
     _on_connect_failed: Callable[[str], None]
     _on_disconnected: Callable[[int], None]
@@ -82,6 +83,7 @@ class _PahoBridge:
             will=self._status("offline", clean=False),
         )
         self._set_backoff(client)
+        client.on_pre_connect = self._paho_pre_connect
         client.on_connect = self._paho_connect
         client.on_connect_fail = self._paho_connect_fail
         client.on_disconnect = self._paho_disconnect
@@ -108,6 +110,10 @@ class _PahoBridge:
         """Next reconnect delay (paho thread), set on paho just before it waits."""
         delay = backoff_delay(self._failures, self.backoff_min_s, self.backoff_max_s)
         client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # paho sleeps floats fine
+
+    def _paho_pre_connect(self, client: paho.Client, _u: Any) -> None:
+        # Marks an attempt: a disconnect with no attempt under way is not a failed CONNECT.
+        self._from_paho(self._on_attempt)
 
     def _paho_connect(
         self, client: paho.Client, _u: Any, flags: Any, reason: ReasonCode, props: Properties | None
