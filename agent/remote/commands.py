@@ -103,6 +103,8 @@ class RemoteCommands:
         self.store = ModelStore(
             remote.models_dir or state_dir / "models", remote.model_public_key_file or remote.public_key_file
         )
+        for leftover in self.store.remove_leftovers_if_idle():  # a crash during an install (kill -9)
+            log.info("remote: removed %s left in the models folder by an install cut off", leftover)
         self.guard = ReplayGuard(state_dir, remote.max_age_s)
         self.snippets = SnippetTaps(cfg, pseudonym)
         self._check_reload = check_reload
