@@ -528,12 +528,14 @@ class _Session:
             await asyncio.Event().wait()  # not under a systemd watchdog: nothing to feed
             return
         while True:
-            await asyncio.sleep(period)
+            # First at the session's start: after a reload the previous session's last ping may be a
+            # whole period old already, and the switch took some more (ops review F1).
             stalled_for = time.monotonic() - self.pipeline_tick
             if stalled_for < STALL_AFTER_S:
                 notify("WATCHDOG=1")
             else:
                 log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
+            await asyncio.sleep(period)
 
     def state_snapshot(self) -> StateSnapshot:
         """What `pipeline.json` saves, copied on the event loop (see `agent.state_saver`)."""
