@@ -100,6 +100,9 @@ MAX_ANSWERS_PENDING = 8
 # messages are in flight on a connection that does not answer), and the most stop() waits for it.
 THREAD_END_GRACE_S = 0.3
 THREAD_END_LIMIT_S = 2.0
+# Broker addresses (host, port) whose CONNECT this process saw answered: a later attempt there that gets
+# no CONNACK is a broker that hangs, not a wrong port, also in the session after a reload (a new uplink).
+_ANSWERED: set[tuple[str, int]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +398,7 @@ class MqttUplink(_PahoBridge):
         self._attempting = False
         if self._stopping:
             return  # an attempt answered after stop(): this session is over, its thread ending
+        _ANSWERED.add((self.config.host, self.config.port))  # a broker's port, even if it refused us
         if reason >= 0x80:
             self._refused_connect = True
             self._connect_failed(describe_connect_refusal(reason, self.config))
@@ -447,9 +451,8 @@ class MqttUplink(_PahoBridge):
         elif self._refused_connect:
             self._refused_connect = False  # the close that follows a refused CONNECT: already told
         elif attempt:  # closed before the CONNACK: the port took the connection and did not speak MQTT
-            self._connect_failed(
-                describe_early_close(reason, self.config, answered_before=self._connects > 0)
-            )
+            answered = (self.config.host, self.config.port) in _ANSWERED
+            self._connect_failed(describe_early_close(reason, self.config, answered_before=answered))
         else:
             # paho reports a keepalive loss twice (its keepalive check, then the unanswered PINGREQ):
             # the first report was told above; this one is no failed attempt.

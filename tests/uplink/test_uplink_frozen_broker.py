@@ -92,18 +92,27 @@ def test_stop_with_a_frozen_broker_and_messages_in_flight_is_prompt_and_loses_no
     assert sum("Keep alive timeout" in line for line in lines) == 1, lines
     assert not any("is it an MQTT broker's port" in line for line in lines), lines
 
-    # The next session (a reload, or the restarted agent) sends them once the broker answers.
+    # The next session (a reload) starts while the broker still hangs: its unanswered CONNECT is told as
+    # a broker that hangs (this process saw the address answer), not a wrong port; once the broker runs
+    # again it sends the alarms left in flight.
     second = MqttUplink(config, TOPICS, outbox, 2, poll_s=0.1, backoff_min_s=0.1, backoff_max_s=0.2)
+    caplog.clear()
 
     async def session_two() -> None:
         task = asyncio.create_task(second.run())
+        hung = "which answered before, did not answer CONNECT (within 5 s): the broker is hung or overloaded"
+        await wait_for(lambda: hung in caplog.text, 3 * KEEPALIVE_S, "the hung broker was not told")
+        mosquitto.resume()
         await wait_for(lambda: outbox.depth() == 0, 15, "the alarms in flight were not delivered later")
         await second.stop()
         await asyncio.wait_for(task, 5)
 
     try:
+        mosquitto.pause()
         asyncio.run(session_two())
         got = backend.wait_for(lambda ms: {m.json()["id"] for m in ms} >= {f"ev{n}" for n in range(5)})
     finally:
+        mosquitto.resume()
         backend.close()
+    assert "is it an MQTT broker's port" not in caplog.text
     assert {m.json()["id"] for m in got} == {f"ev{n}" for n in range(5)}
