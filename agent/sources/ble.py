@@ -125,8 +125,14 @@ class BleSource:
             bad_frames=self._bad_frames,
             gaps=self._assembler.gaps,
             reconnects=self._reconnects,
-            errors=MappingProxyType(dict(self._errors)),
+            errors=MappingProxyType(self._error_counts()),
         )
+
+    def _error_counts(self) -> dict[str, int]:
+        counts = dict(self._errors)
+        if self._assembler.bad_rr:  # non-zero kinds only, as the heartbeat lists them
+            counts["bad_rr"] = self._assembler.bad_rr
+        return counts
 
     @property
     def battery_percent(self) -> int | None:

@@ -11,7 +11,8 @@ flag; a `dropout` detector tells when that lasts). A value the device itself rep
 SFLOAT/FLOAT NaN, NRes or reserved value, PLX "measurement unavailable") stays in the row as NaN, which
 the quality gate flags (signal_poor when it lasts). So the row's channels vary; there are at most
 2^(channels) tuples, each built once (`_subsets`). RR intervals
-go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival), blood
+go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival by the later
+valid intervals; one outside `RR_RANGE_S`, 0 or 65535 ticks, is counted in `bad_rr` and dropped), blood
 pressure to ``"bp"`` (one reading per cuff measurement). battery only sets LOW_BATTERY below
 `LOW_BATTERY_PERCENT`. polar_pmd starts the Polar H10's ECG (130 Hz) through the PMD control point
 after subscribing, and each data frame becomes one ``"ecg"`` block (mV; the frame's last sample at
@@ -35,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import ConfigError
-from agent.readings import Quality, Reading, stream_id
+from agent.readings import RR_RANGE_S, Quality, Reading, stream_id
 from firmware_bridge.gatt.battery import BATTERY_LEVEL_UUID, decode_battery_level
 from firmware_bridge.gatt.blood_pressure import (
     BLOOD_PRESSURE_MEASUREMENT_UUID,
@@ -248,6 +249,7 @@ class ProfileReadings:
         self._had_data = False
         self.battery_percent: int | None = None
         self.gaps = 0
+        self.bad_rr = 0  # RR intervals outside RR_RANGE_S, dropped
         self.use(profiles)
 
     def use(self, profiles: Sequence[Profile]) -> None:
@@ -319,11 +321,19 @@ class ProfileReadings:
         return self._reading("vitals", channels, row, wall_time, monotonic, quality)
 
     def _rr(self, update: Update, wall_time: float, monotonic: float) -> list[Reading]:
-        # the last interval ended at (about) the notification; earlier ones before it
-        ends = wall_time - np.concatenate((np.cumsum(update.rr_s[::-1])[::-1][1:], [0.0]))
+        # The intervals are the beats since the previous notification, oldest first: the newest ended at
+        # (about) this notification, each earlier one a later interval before. One no heart gives (0
+        # ticks, 65535: a strap's "no value" or a counter overflow) has no known length: counted and
+        # dropped, it must not push the valid ones back in time (a 65535 moved them 64 s).
+        low, high = RR_RANGE_S
+        rr = [r for r in update.rr_s if low <= r <= high]
+        self.bad_rr += len(update.rr_s) - len(rr)
+        if not rr:
+            return []
+        ends = wall_time - np.concatenate((np.cumsum(rr[::-1])[::-1][1:], [0.0]))
         return [
-            self._reading("rr", ("rr",), [rr], float(end), monotonic, update.quality & Quality.NO_CONTACT)
-            for rr, end in zip(update.rr_s, ends, strict=True)
+            self._reading("rr", ("rr",), [r], float(end), monotonic, update.quality & Quality.NO_CONTACT)
+            for r, end in zip(rr, ends, strict=True)
         ]
 
     def _waveform(

@@ -88,6 +88,39 @@ def test_heart_rate_payloads_become_vitals_and_rr_readings() -> None:
     asyncio.run(main())
 
 
+def test_an_impossible_rr_is_counted_and_dropped_without_moving_the_valid_ones() -> None:
+    """Review BLE F5: RR ticks (0, 800, 65535, 820) stamped the valid 800 interval 63.8 s in the past (the
+    65535 counted as a 64 s interval), so the rr stream went back 64 s per notification and the pipeline
+    filled its windows with ~63 NaN rows each time. Each valid interval ends a later *valid* interval
+    before the notification; the impossible ones are counted (errors["bad_rr"]) and not emitted."""
+    radio = FakeRadio()
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(("heart_rate",))) as source:
+            await radio.wait_subscribed(1)
+            times: list[float] = []
+            for _ in range(3):
+                radio.notify(HR_UUID, hr_measurement(72, rr_ticks=(0, 200, 65535, 220)))
+                vitals, rr1, rr2 = [await next_reading(source) for _ in range(3)]
+                assert vitals.stream == "bed-3-strap/vitals"
+                assert (rr1.stream, rr2.stream) == ("bed-3-strap/rr", "bed-3-strap/rr")
+                assert (rr1.values[0, 0], rr2.values[0, 0]) == (200 / 1024, 220 / 1024)
+                assert rr2.wall_time == vitals.wall_time  # the newest beat: at the notification
+                assert rr1.wall_time == pytest.approx(vitals.wall_time - 220 / 1024)
+                assert not (rr1.quality | rr2.quality) & Quality.OUT_OF_RANGE
+                times += [rr1.wall_time, rr2.wall_time]
+                await asyncio.sleep(0.5)  # more than the notification's 0.41 s of valid beats
+            assert times == sorted(times)  # the rr stream never goes back
+            radio.notify(HR_UUID, hr_measurement(72, rr_ticks=(0, 65535)))  # nothing valid: no rr reading
+            radio.notify(HR_UUID, hr_measurement(73))
+            assert (await next_reading(source)).values[0, 0] == 72.0
+            assert (await next_reading(source)).values[0, 0] == 73.0
+            stats = source.stats
+            assert stats.errors["bad_rr"] == 3 * 2 + 2 and stats.bad_frames == 0
+
+    asyncio.run(main())
+
+
 def test_drop_after_30_s_of_notifications_reconnects_resubscribes_and_flags_gap() -> None:
     radio = FakeRadio()
 
