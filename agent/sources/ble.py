@@ -213,17 +213,25 @@ class BleSource:
             return None
         if found is None:
             self._errors["not_found"] += 1
-            config = self.config
-            criteria = {"address": config.address, "name": config.name, "service_uuid": config.service_uuid}
-            wanted = " and ".join(f"ble.{key} = {value!r}" for key, value in criteria.items() if value)
-            self._tell(
-                f"not found in a {self._scan_timeout_s:.0f} s scan",
-                f"is it on, in range and not held by another gateway or phone, and is {wanted} right?",
-            )
+            self._tell(f"not found in a {self._scan_timeout_s:.0f} s scan", self._not_found_hint())
             return None
         # bleak and its retry connector name the device by both in their errors; the config may not
         learn_identifiers({seen: f"{self._name}:ble" for seen in (found.address, found.name) if seen})
         return found
+
+    def _not_found_hint(self) -> str:
+        """What to check when the scan finds nothing: the criteria's keys, never their values (an address
+        or name is an identifier: the log's redactor would show its pseudonym where the value belongs,
+        which nobody can check), and where the operator sees which device this is."""
+        config = self.config
+        criteria = {"address": config.address, "name": config.name, "service_uuid": config.service_uuid}
+        keys = [f"ble.{key}" for key, value in criteria.items() if value] or [f"ble.{k}" for k in criteria]
+        wanted = f"{', '.join(keys[:-1])} and {keys[-1]} are" if len(keys) > 1 else f"{keys[0]} is"
+        return (
+            f"is it on, in range and not held by another gateway or phone, and {wanted} right in this"
+            " device's [[devices]] entry of the configuration file? (the log shows no identifiers;"
+            f" `edge-agent status --config FILE` says which device {self._name} is)"
+        )
 
     def _tell(self, what: str, cause: str) -> None:
         """Log a link problem when it is news for this outage (see `LinkTrouble`)."""
