@@ -35,6 +35,10 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
     "battery_low": lambda v, lim: "device battery low",
     "device_fault": lambda v, lim: "the device reports a fault",
     "device_lost": lambda v, lim: f"no data from the device for {v:.0f} s (limit {lim:.0f} s)",
+    "profile_silent": lambda v, lim: (
+        f"the BLE profile sent nothing for {v:.0f} s while the device's other profiles did (limit"
+        f" {lim:.0f} s): its channels are not monitored"
+    ),
     "outbox_filling": lambda v, lim: (
         f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
     ),

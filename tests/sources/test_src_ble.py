@@ -68,14 +68,14 @@ def test_heart_rate_payloads_become_vitals_and_rr_readings() -> None:
         async with source_for(radio) as source:
             await radio.wait_subscribed(1)
             radio.notify(HR_UUID, hr_measurement(72, contact=True, rr_ticks=(1024, 512)))
-            vitals, rr1, rr2 = [await next_reading(source) for _ in range(3)]
+            rr1, rr2, vitals = [await next_reading(source) for _ in range(3)]  # the row: a loop turn later
             assert vitals.stream == "bed-3-strap/vitals" and vitals.channels == ("hr",)
-            assert vitals.values[0, 0] == 72.0
+            assert vitals.values[0, 0] == 72.0 and vitals.period_s == 1.0  # one row a second, declared
             assert vitals.quality == Quality.LOW_BATTERY  # battery read at connect: 10 %
             assert (rr1.stream, rr1.values[0, 0], rr2.values[0, 0]) == ("bed-3-strap/rr", 1.0, 0.5)
             assert rr2.wall_time - rr1.wall_time == pytest.approx(0.5)
             radio.notify(HR_UUID, hr_measurement(300, contact=False, energy_kj=12))  # u16 value, no contact
-            off = await next_reading(source)
+            off = await next_reading(source)  # a second after the first row
             assert off.values[0, 0] == 300.0 and off.quality & Quality.NO_CONTACT
             radio.notify(HR_UUID, b"\x10\x48\x00")  # RR flag with an odd-length RR field: malformed
             radio.notify(HR_UUID, hr_measurement(70, contact=None))  # contact feature not supported
@@ -219,7 +219,7 @@ def test_silent_link_is_rebuilt() -> None:
     asyncio.run(main())
 
 
-def test_plx_held_into_the_heart_rate_paced_vitals_row() -> None:
+def test_plx_held_into_the_vitals_row() -> None:
     radio = FakeRadio()
     # PLX Continuous: flags 0x08 (device and sensor status present), SpO2 97.0, PR 71 (SFLOAT,
     # exponent 0), status u24 with SENSOR_DISPLACED (bit 13)
@@ -239,7 +239,7 @@ def test_plx_held_into_the_heart_rate_paced_vitals_row() -> None:
             assert alone.channels == ("hr",) and alone.values.tolist() == [[75.0]]
             radio.notify(PLX_UUID, plx)
             radio.notify(HR_UUID, hr_measurement(76))
-            row = await next_reading(source)
+            row = await next_reading(source)  # a second after the first: the newest of each profile
             np.testing.assert_array_equal(row.values, [[76.0, 97.0, 71.0]])
             assert row.quality == Quality.NO_CONTACT  # the oximeter's sensor is displaced
 
