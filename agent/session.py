@@ -441,6 +441,19 @@ class _Session:
         self.device_lost.raise_priority(StreamRef(event.device, event.stream), raised.priority)
         return raised
 
+    def _silent_blinding(self, event: AlarmEvent) -> AlarmEvent:
+        """A profile_silent START takes the highest priority of the device's open episodes that have had
+        no verdict since the profile's values left the rows (its silence plus their hold), and names
+        them: a stopped oximeter under an active HIGH spo2_low is high. Episodes still judged (an HR
+        rule beside it) are not hidden by it (`technical.blinding`)."""
+        if event.phase is not Phase.START:
+            return event
+        profile = PROFILES.get(event.stream.removeprefix("profile:"))
+        gone_at = event.detection_time - event.value + (profile.hold_s if profile is not None else 0.0)
+        raised = blinding(event, self.pipeline.unjudged_episodes(event.device, since=gone_at + 1.0))
+        self.profile_silent.raise_priority(StreamRef(event.device, event.stream), raised.priority)
+        return raised
+
     def unsteppable(self, key: str, ref: StreamRef) -> str | None:
         """Why this session can never step saved alarm row `ref` of book `key` (None: it can), so an
         episode open there is ended at restore (`agent.restored_episodes`)."""
@@ -519,7 +532,7 @@ class _Session:
                 [lost_after[d] for d, _ in self.profile_refs],
                 now,
             )
-            events += [_name_profile(event) for event in silent]
+            events += [self._silent_blinding(_name_profile(event)) for event in silent]
         outbox = self.outbox
         events += self.outbox_filling.check(
             [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now

@@ -98,7 +98,7 @@ def describe(event: AlarmEvent) -> AlarmEvent:
 
 # Conditions that leave a stream's (or a device's) open physiological episodes without a verdict: they
 # are held, neither confirmed nor ended, until the signal is back (agent.pipeline.quality).
-BLINDING = frozenset({"sensor_off", "signal_poor", "device_fault", "device_lost"})
+BLINDING = frozenset({"sensor_off", "signal_poor", "device_fault", "device_lost", "profile_silent"})
 
 
 def blinding(event: AlarmEvent, hidden: Sequence[tuple[str, Priority]]) -> AlarmEvent:

@@ -38,7 +38,14 @@ def plx_stops() -> list[Step]:
     return [[(PLX_UUID, plx_continuous(97, 72)), hr]] * 10 + [[off, hr]] * 3 + [[hr]] * 40
 
 
-SCENARIOS = {"hr_stops": hr_stops, "plx_stops": plx_stops}
+def plx_stops_while_low() -> list[Step]:
+    """10 s good; SpO2 80 for 12 s (spo2_low); then the PLX stops while HR goes on 30 s."""
+    hr = (HR_UUID, hr_measurement(72))
+    low = [[(PLX_UUID, plx_continuous(80, 72)), hr]] * 12
+    return [[(PLX_UUID, plx_continuous(97, 72)), hr]] * 10 + low + [[hr]] * 30
+
+
+SCENARIOS = {"hr_stops": hr_stops, "plx_stops": plx_stops, "plx_stops_while_low": plx_stops_while_low}
 
 
 async def notify(radio: FakeRadio, steps: list[Step]) -> None:

@@ -170,3 +170,21 @@ def test_a_plx_that_stops_after_sensor_unconnected_is_named(
     (start,) = [e for e in alarms.starts() if e["condition"] == "profile_silent"]
     assert start["priority"] == "medium" and "spo2, pr" in start["explanation"]["text"]
     assert "device_lost" not in {e["condition"] for e in alarms.starts()}
+
+
+def test_a_plx_that_stops_under_an_active_spo2_low_is_as_high_and_names_it(
+    tmp_path: Path, mosquitto: LocalBroker, alarms: Alarms
+) -> None:
+    # IEC 60601-1-8: a technical alarm's priority matches what it keeps from being monitored
+    proc = run_daemon(tmp_path, mosquitto.port, "plx_stops_while_low")
+    try:
+        done = alarms.wait_for(silent("plx"), DEADLINE_S)
+    finally:
+        log = stop(proc)
+    assert done, (alarms.starts(), log[-3000:])
+    starts = {e["condition"]: e for e in alarms.starts()}
+    assert starts["spo2_low"]["priority"] == "high"
+    assert starts["profile_silent"]["priority"] == "high"
+    assert starts["profile_silent"]["explanation"]["text"].endswith(
+        "open and not judged meanwhile: spo2_low (high)"
+    )
