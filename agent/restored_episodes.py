@@ -84,7 +84,8 @@ def add_downtime(alarms: Mapping[str, Any], saved_at: float, now: float) -> dict
     return _map_rows(alarms, add)
 
 
-TIMERS = ("onset", "detection", "clear_since", "cooldown_until")  # a saved row's instants (AlarmBook)
+# a saved row's instants (AlarmBook)
+TIMERS = ("onset", "detection", "clear_since", "cooldown_until", "last_hop")
 
 
 def shift_timers(alarms: Mapping[str, Any], delta: float) -> dict[str, Any]:

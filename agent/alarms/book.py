@@ -37,6 +37,9 @@ ROWS_BETWEEN = 200  # rows of a saved state converted between calls of `between`
 # goes through `EnumType.__getattr__` (4 % of the ECG agent's time in `update`, profile of 2026-11-30).
 _NORMAL, _PENDING, _ACTIVE, _CLEARING = (int(s) for s in AlarmState)
 _NONE, _START, _ESCALATE, _END = (int(a) for a in Action)
+_MINUS_INF_FIELDS = ("cooldown_until", "peak_score", "last_hop")  # "never" rather than "none" (NaN)
+# Judged clear time (`AlarmBook._hop_spans`): added to the saved rows on 2026-11-30, optional on load.
+_JUDGED_TIME_FIELDS = ("clear_judged", "last_hop", "hop_interval")
 
 
 def _nothing() -> None:
@@ -68,6 +71,9 @@ class AlarmBook:
         "onset",
         "detection",
         "clear_since",
+        "clear_judged",
+        "last_hop",
+        "hop_interval",
         "cooldown_until",
         "peak_score",
         "peak_observed",
@@ -176,7 +182,7 @@ class AlarmBook:
             self._due = np.concatenate([self._due, np.zeros(grow, dtype=bool)])
             self._verdict_at = np.concatenate([self._verdict_at, np.full(grow, -math.inf)])
             for name, arr in self._f.items():
-                fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
+                fill = -math.inf if name in _MINUS_INF_FIELDS else np.nan
                 self._f[name] = np.concatenate([arr, np.full(grow, fill)])
         return row
 
@@ -257,6 +263,12 @@ class AlarmBook:
         clear_since = np.where(clearing, f["clear_since"][rows], t)
         with np.errstate(invalid="ignore"):
             above = sc > clear_level(scores.thresholds, rule.hysteresis)
+        # Clear time is judged time: the spans of the clear hops since the first one, not the wall
+        # time since it. A gap in the data or hops without a verdict add nothing (review F1: a 35 s
+        # unplugged link ended a vibration_high after 3 s of data, and its 3600 s cooldown hid the return).
+        spans = self._hop_spans(rows, t)
+        clear_judged = np.where(clearing, np.nan_to_num(f["clear_judged"][rows]), 0.0)
+        clear_judged += np.where(clearing & known & ~above, spans, 0.0)
         escalate_after = math.inf if rule.escalate_after_s is None else rule.escalate_after_s
         inputs = Inputs(
             hit=hit,
@@ -265,7 +277,7 @@ class AlarmBook:
             quiet=count == 0,
             clear=known & ~above,
             abnormal=known & above,
-            cleared=t - clear_since >= rule.clear_after_s - TIME_SLACK_S,
+            cleared=clear_judged >= rule.clear_after_s - TIME_SLACK_S,
             cooled=t >= f["cooldown_until"][rows] - TIME_SLACK_S,
             escalate_due=self._can_escalate[rows]
             & (t - f["detection"][rows] >= escalate_after - TIME_SLACK_S),
@@ -286,6 +298,7 @@ class AlarmBook:
         to_clearing = (states == _ACTIVE) & (new_states == _CLEARING)
         f["clear_since"][rows[to_clearing]] = t[to_clearing]
         f["clear_since"][rows[clearing & (new_states == _ACTIVE)]] = np.nan
+        f["clear_judged"][rows] = np.where(new_states == _CLEARING, clear_judged, np.nan)
         live = (new_states != _NORMAL) | (actions == _END)
         self._track_peak(rows, live, scores)
         f["threshold"][rows] = scores.thresholds
@@ -300,6 +313,21 @@ class AlarmBook:
             late = released is not None and bool(released[i])
             events.append(self._event(int(rows[i]), action, scores, i, float(t[i]), quality_text[i], late))
         return events
+
+    def _hop_spans(self, rows: IntArray, t: FloatArray) -> FloatArray:
+        """The seconds of data each stream's hop at `t` judged: the time since its previous hop, but at
+        most twice the interval before that one, so a link gap, a restart or a detector refilling its
+        window after a gap (no hops at all, then one) counts as about one hop, not as the whole silence.
+        A stream whose hop interval changes for good loses at most a hop's worth once. Kept only outside
+        the all-NORMAL fast path of `update`: a stale interval there is replaced before any clearing."""
+        interval = self._f["hop_interval"][rows]
+        elapsed = t - self._f["last_hop"][rows]
+        with np.errstate(invalid="ignore"):
+            spans: FloatArray = np.where(np.isfinite(interval), np.clip(elapsed, 0.0, 2.0 * interval), 0.0)
+            moved = np.isfinite(elapsed) & (elapsed > 0)
+        self._f["hop_interval"][rows] = np.where(moved, elapsed, interval)
+        self._f["last_hop"][rows] = t
+        return spans
 
     def _hold(
         self,
@@ -348,7 +376,7 @@ class AlarmBook:
             rows = np.arange(len(self._refs))
         else:
             rows = np.array([self._rows[s] for s in streams if s in self._rows], dtype=np.int64)
-        for name in ("onset", "detection", "clear_since", "cooldown_until"):
+        for name in ("onset", "detection", "clear_since", "cooldown_until", "last_hop"):
             self._f[name][rows] += delta  # NaN and -inf (never set) stay as they are
 
     # -- events ----------------------------------------------------------------------------------------
@@ -579,8 +607,12 @@ class AlarmBook:
                 self._peak_limit[row] = _unjson(item["peak_limit"], np.nan)
                 self._peak_channel[row] = int(item["peak_channel"])
                 for name in self._FLOAT_FIELDS:
-                    fill = -math.inf if name in ("cooldown_until", "peak_score") else np.nan
-                    self._f[name][row] = _unjson(item[name], fill)
+                    fill = -math.inf if name in _MINUS_INF_FIELDS else np.nan
+                    # The judged-time fields are newer than the others: a state without them (or a
+                    # journal row) restarts a clearing episode's count, so its end comes later, never
+                    # earlier, and its first two hops count nothing.
+                    value = item.get(name) if name in _JUDGED_TIME_FIELDS else item[name]
+                    self._f[name][row] = _unjson(value, fill)
                 # The alarm hierarchy's marks, written only when set: a state saved before they were
                 # (or a state journal row) has none, which is nothing held.
                 self._superseded_hits[row] = int(item.get("superseded_hits", 0))

@@ -16,7 +16,8 @@ Inputs, for one hop at time t:
 - clear: known and score <= clear level, where clear level is threshold * (1 - hysteresis), or
   threshold - hysteresis as an absolute margin when the threshold is 0
 - abnormal: known and not clear
-- cleared: t - clear_since >= clear_after (clear_since is the first clear hop, or t itself)
+- cleared: the judged clear time since clear_since (the first clear hop, or t itself) >= clear_after: the
+  clear hops' own spans, so hops without a verdict and gaps in the data add nothing (`AlarmBook._hop_spans`)
 - cooled: t >= cooldown_until (set to end time + cooldown after every END)
 - escalate_due: escalation configured, not yet done, priority below HIGH, t - detection >= escalate_after
 """

@@ -269,3 +269,45 @@ def test_recurrences_the_cooldown_held_back_are_told_in_the_next_start() -> None
         "; 2 recurrence(s) during the cooldown after the previous episode not alarmed"
         in starts[1].explanation.text
     )
+
+
+def _drive_at(book: AlarmBook, hops: list[tuple[float, float]]) -> list[tuple[float, Phase]]:
+    """Feed one stream (time offset, score) hops; the events as (time offset, phase)."""
+    out: list[tuple[float, Phase]] = []
+    for offset, value in hops:
+        events = book.update([STREAM], block([value]), np.array([T0 + offset]), np.array([True]), ["ok"])
+        out += [(offset, e.phase) for e in events]
+    return out
+
+
+def test_a_link_gap_is_not_clear_time_so_the_faults_return_keeps_the_episode() -> None:
+    # Review "equipment" F1: 12 s high (START), 2 s clear, the serial link unplugged for 35 s (no hops),
+    # 2.5 s clear, then high for 45 s. The clear timer ran through the gap: END on the first hop after it
+    # ("ended after 12 s" on ~3 s of data), and the 3600 s cooldown hid the fault's return.
+    pump_room = rule(kind=AlarmKind.TECHNICAL, min_duration_s=10.0, clear_after_s=30.0, cooldown_s=3600.0)
+    book = new_book(pump_room)
+    hops = [(float(k), HI) for k in range(12)] + [(12.0, LO), (13.0, LO)]
+    hops += [(48.5 + k, LO) for k in range(3)] + [(51.5 + k, HI) for k in range(45)]
+    assert _drive_at(book, hops) == [(10.0, Phase.START)]
+    assert book.state_of(STREAM) is AlarmState.ACTIVE
+
+
+def test_an_episode_ends_after_clear_after_s_of_judged_data_across_a_gap() -> None:
+    book = new_book(rule(kind=AlarmKind.TECHNICAL, clear_after_s=30.0))
+    hops = [(float(k), HI) for k in range(12)] + [(12.0, LO), (13.0, LO)]
+    hops += [(48.5 + k, LO) for k in range(40)]
+    events = _drive_at(book, hops)
+    # clear from 12: 1 s before the gap, the first hop after it counts at most two hop intervals (2 s),
+    # then 1 s a hop: 30 s of judged data at 48.5 + 27, not at 48.5 (wall time 36.5 s since 12)
+    assert events == [(0.0, Phase.START), (75.5, Phase.END)]
+
+
+def test_hops_without_a_verdict_do_not_count_towards_clear_after_s() -> None:
+    # A physiological rule clearing, 40 s of lost contact (no verdict), contact back and clear: the END
+    # needs 30 s of clear verdicts, not the first verdict after 30 s of wall time.
+    book = new_book(rule(clear_after_s=30.0))
+    series = [HI] * 3 + [LO] * 2 + [np.nan] * 40 + [LO] * 40
+    quality = [True] * 5 + [False] * 40 + [True] * 40
+    events = drive(book, series, quality=quality)
+    assert [(k, e.phase) for k, e in events] == [(0, Phase.START), (73, Phase.END)]
+    assert events[1][1].end_time == T0 + 3  # still the first clear hop
