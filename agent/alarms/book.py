@@ -316,16 +316,19 @@ class AlarmBook:
 
     def _hop_spans(self, rows: IntArray, t: FloatArray) -> FloatArray:
         """The seconds of data each stream's hop at `t` judged: the time since its previous hop, but at
-        most twice the interval before that one, so a link gap, a restart or a detector refilling its
-        window after a gap (no hops at all, then one) counts as about one hop, not as the whole silence.
-        A stream whose hop interval changes for good loses at most a hop's worth once. Kept only outside
-        the all-NORMAL fast path of `update`: a stale interval there is replaced before any clearing."""
-        interval = self._f["hop_interval"][rows]
+        most twice its typical hop interval, so a link gap, a restart or a detector refilling its window
+        after a gap (no hops at all, then one) counts as about one hop, not as the whole silence. The
+        typical interval is the mean of the last one and the span just counted: it follows a jittery
+        source (hops of 0.5 and 1.5 s count in full) but a gap hardly moves it, and a source whose
+        interval grows for good loses a few hops' worth once. Kept only outside the all-NORMAL fast path
+        of `update`: a stale interval there is replaced before a clearing counts it."""
+        typical = self._f["hop_interval"][rows]
         elapsed = t - self._f["last_hop"][rows]
         with np.errstate(invalid="ignore"):
-            spans: FloatArray = np.where(np.isfinite(interval), np.clip(elapsed, 0.0, 2.0 * interval), 0.0)
+            spans: FloatArray = np.where(np.isfinite(typical), np.clip(elapsed, 0.0, 2.0 * typical), 0.0)
             moved = np.isfinite(elapsed) & (elapsed > 0)
-        self._f["hop_interval"][rows] = np.where(moved, elapsed, interval)
+        learnt = np.where(np.isfinite(typical), (typical + spans) / 2.0, elapsed)
+        self._f["hop_interval"][rows] = np.where(moved, learnt, typical)
         self._f["last_hop"][rows] = t
         return spans
 

@@ -311,3 +311,12 @@ def test_hops_without_a_verdict_do_not_count_towards_clear_after_s() -> None:
     events = drive(book, series, quality=quality)
     assert [(k, e.phase) for k, e in events] == [(0, Phase.START), (73, Phase.END)]
     assert events[1][1].end_time == T0 + 3  # still the first clear hop
+
+
+def test_a_jittery_hop_interval_counts_in_full_towards_clear_after_s() -> None:
+    # hops 0.5 and 1.5 s apart in turn (a source delivering in uneven batches): 20 s of clear data ends
+    # the episode after 20 s, as wall time did.
+    book = new_book(rule(kind=AlarmKind.TECHNICAL, clear_after_s=20.0))
+    times = [0.0, 1.0, 2.0] + [2.0 + 2 * k + d for k in range(20) for d in (0.5, 2.0)]
+    hops = [(times[0], HI), (times[1], HI)] + [(at, LO) for at in times[2:]]
+    assert _drive_at(book, hops) == [(0.0, Phase.START), (22.0, Phase.END)]
