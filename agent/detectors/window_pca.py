@@ -2,7 +2,8 @@
 
 The gateway form of the PCA/Q (squared prediction error) statistic that is strong on SKAB. Each stream
 keeps its first `adapt_rows` samples; once complete it gets its own per-channel mean/scale (the scale never
-below `min_scale`, so a channel that was flat while adapting cannot blow up) and the principal subspace of
+below `min_scale`, so a channel that was flat while adapting cannot blow up; a glitch row left out, see
+`agent.detectors.adaptation.learning_rows`) and the principal subspace of
 its standardised windows of `window` rows (W x C values flattened), keeping `components_fraction` of the
 W*C directions. A window's score is its squared distance from that subspace: the part of the window the
 stream's normal cross-channel and short-time correlations cannot explain. Scores are smoothed causally
@@ -21,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.adaptation import adaptation_quantile, collect_rows
+from agent.detectors.adaptation import adaptation_quantile, clean_windows, collect_rows, learning_rows
 from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.params import ParamReader
 from agent.errors import ConfigError
@@ -158,10 +159,17 @@ class WindowPcaDetector(StreamingDetector):
             rows, self.window, self.components, self.min_scale
         )
         windows = sliding_window_view(rows, self.window, axis=0).transpose(0, 2, 1)
-        scores = (self._residuals(windows, np.full(len(windows), slot)) ** 2).sum(axis=(1, 2))
+        with np.errstate(over="ignore"):  # a glitch of 1e300 squares to inf: its window is left out below
+            scores = (self._residuals(windows, np.full(len(windows), slot)) ** 2).sum(axis=(1, 2))
+        # Windows holding a row left out of learning (a glitch) set no threshold.
+        clean = clean_windows(learning_rows(rows, self.min_scale), self.window)
+        scores = np.where(clean, scores, np.nan)
         self._thr[slot] = self.margin * adaptation_quantile(scores, self.smooth_rows, self.quantile)
-        # The smoothing carries on from the adaptation rows' own scores: they are past data too.
-        self._recent[slot] = scores[-self.smooth_rows :]
+        # The smoothing carries on from the adaptation rows' own scores: they are past data too (a
+        # left-out window's score as the clean ones' median, or the first live hops get no verdict).
+        recent = scores[-self.smooth_rows :]
+        fill = np.nanmedian(scores) if clean.any() else 0.0
+        self._recent[slot] = np.where(np.isnan(recent), fill, recent)
 
     def _adapt(self, block: WindowBlock) -> None:
         for slot in collect_rows(block, self._rows, self._seen, self.adapt_rows):
@@ -209,10 +217,13 @@ def fit_window_pca(
     rows: FloatArray, window: int, components: int, min_scale: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(mean, scale, basis) of one stream's adaptation rows (T, C): basis is (W*C, components), the
-    leading principal directions of its standardised windows, each flattened time-major."""
-    mean = rows.mean(axis=0)
-    scale = np.maximum(rows.std(axis=0), min_scale)
+    leading principal directions of its standardised windows, each flattened time-major. Learnt from the
+    rows `learning_rows` keeps and the windows made of them only (a glitch sample must not set them)."""
+    kept = learning_rows(rows, min_scale)
+    mean = rows[kept].mean(axis=0)
+    scale = np.maximum(rows[kept].std(axis=0), min_scale)
     z = (rows - mean) / scale
     flat = sliding_window_view(z, window, axis=0).transpose(0, 2, 1).reshape(-1, window * rows.shape[1])
+    flat = flat[clean_windows(kept, window)]
     _, vectors = np.linalg.eigh(np.cov(flat.T))  # ascending eigenvalues
     return mean, scale, np.ascontiguousarray(vectors[:, ::-1][:, :components])

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.adaptation import adaptation_quantile, collect_rows
+from agent.detectors.adaptation import adaptation_quantile, clean_windows, collect_rows, learning_rows
 from agent.detectors.base import (
     FloatArray,
     ScoreBlock,
@@ -258,12 +258,17 @@ class AutoencoderDetector(StreamingDetector):
         for slot in collect_rows(block, self._rows, self._seen, self.adapt_rows):
             rows = self._rows[slot]
             floor = self.min_scale_fraction * np.asarray(self.model.card.scale)
-            self._mean[slot] = rows.mean(axis=0)
-            self._scale[slot] = np.maximum(rows.std(axis=0), floor)
+            # Learnt from the rows without a glitch (`learning_rows`; equipment review F2: one 65535 in
+            # the learning hour made window_pca's plain std the scale and the rule blind).
+            kept = learning_rows(rows, floor)
+            self._mean[slot] = rows[kept].mean(axis=0)
+            self._scale[slot] = np.maximum(rows[kept].std(axis=0), floor)
             if self.components:
                 self._basis[slot] = fit_window_pca(rows, self.window, self.components, floor)[2]
             windows = sliding_window_view(rows, self.window, axis=0).transpose(0, 2, 1)
-            scores = self._model_scores(windows, np.full(len(windows), slot))[0]
+            with np.errstate(over="ignore", invalid="ignore"):  # a glitch's window: left out below
+                scores = self._model_scores(windows, np.full(len(windows), slot))[0]
+            scores = np.where(clean_windows(kept, self.window), scores, np.nan)
             self._thr[slot] = self.margin * adaptation_quantile(scores, self.smooth_rows, self.quantile)
 
     def _model_scores(

@@ -12,7 +12,7 @@ from detector_drive import run, scores_of
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.adaptation import adaptation_quantile
+from agent.detectors.adaptation import adaptation_quantile, learning_rows
 from agent.detectors.window_pca import WindowPcaDetector, fit_window_pca
 from agent.errors import ConfigError
 
@@ -126,3 +126,30 @@ def test_config_keys_and_clear_errors() -> None:
         WindowPcaDetector("p", CHANNELS, 4, components_fraction=0.99)
     with pytest.raises(ConfigError, match=r"params\.adapt_rows"):
         WindowPcaDetector("p", CHANNELS, 30, adapt_rows=60)
+
+
+@pytest.mark.parametrize("glitch", [65535.0, 1e300])
+def test_one_glitch_sample_while_learning_does_not_blind_the_stream(glitch: float) -> None:
+    # Equipment review F2: one ADC error word (65535) or a garbage float in the learning rows made the
+    # plain std the channel's scale (3777 against 0.085), and a 15 % pressure drop went unseen.
+    values = correlated(np.random.default_rng(2), 1, 400)
+    values[0, 250:, 1] = values[0, 249, 1] + np.random.default_rng(3).normal(0, 0.1, 150)  # b stops following
+    glitched = values.copy()
+    glitched[0, 60, 0] = glitch
+    clean_blocks = run(detector(threshold_margin=3.0), values)
+    blocks = run(detector(threshold_margin=3.0), glitched)
+    assert blocks[-1].thresholds[0] == pytest.approx(clean_blocks[-1].thresholds[0], rel=0.1)
+    exceeded = np.array([b.exceeded[0] for b in blocks])
+    assert exceeded[270:].mean() > 0.9
+    assert exceeded[ADAPT:250].mean() < 0.05
+
+
+def test_learning_keeps_every_row_of_a_channel_with_few_levels() -> None:
+    # A channel that sits on one level most of the time (MAD 0) and on another for 8 % of the rows: the
+    # other level is normal, not a glitch (the central 90 % sets the spread, not only the MAD).
+    rows = np.zeros((200, 2))
+    rows[:, 1] = np.random.default_rng(4).normal(0, 1, 200)
+    rows[::12, 0] = 3.0
+    assert learning_rows(rows, np.full(2, 1e-6)).all()
+    rows[100, 1] = 65535.0
+    assert np.flatnonzero(~learning_rows(rows, np.full(2, 1e-6))).tolist() == [100]

@@ -364,3 +364,30 @@ def test_a_frame_is_scored_exactly_as_hop_by_hop(model: str, hop: int, frame: in
         np.testing.assert_array_equal(x, y)
     assert 1 in map(len, batches)  # hops with a single window to score were among them
     assert np.isfinite(np.concatenate([g.scores for g in got])).mean() > 0.5
+
+
+def test_one_glitch_sample_while_adapting_does_not_blind_the_stream(
+    detector: AutoencoderDetector, pump_card: ModelCard, pump_dir: Path
+) -> None:
+    # Equipment review F2 (as for window_pca): a 65535 error word among the adaptation rows set the
+    # stream's learnt scale by a plain std, hiding the 6-sigma step from row 200.
+    series = _series(pump_card, 1, 300, seed=2)
+    glitched = series.copy()
+    glitched[0, 50, 0] = 65535.0
+    clean_blocks = _run(detector, series, np.arange(1))
+    fresh = AutoencoderDetector(
+        "pump",
+        load_model(pump_dir, backend="onnx"),
+        hop=1,
+        adapt_rows=ADAPT,
+        smooth_rows=5,
+        threshold_margin=3.0,
+    )
+    blocks = _run(fresh, glitched, np.arange(1))
+    np.testing.assert_allclose(
+        fresh.state()["streams"]["0"]["scale"], detector.state()["streams"]["0"]["scale"], rtol=0.1
+    )
+    assert blocks[-1].thresholds[0] == pytest.approx(clean_blocks[-1].thresholds[0], rel=0.2)
+    t0 = detector.window - 1
+    step = np.array([b.scores[0] for b in blocks[200 + 10 - t0 :]])
+    assert (step > blocks[-1].thresholds[0]).mean() > 0.95
