@@ -43,6 +43,17 @@ Screened = FloatArray | list[FloatArray]
 #   The AF detector drops intervals outside its own [min_rr_s, max_rr_s] as artefacts anyway.
 # - skin_temp: 0..50 °C, the sensor's span: a cold, shut-down periphery can read below 20 °C.
 # - "temp" (the BLE thermometer) has no range here: equipment registers are often named "temp" too.
+# Equipment channels get the span of the sensors themselves, not of a healthy machine: a machine shaking
+# itself apart or a burning bearing is exactly the reading that must alarm. Until 2026-11-30 these were
+# 0..100 mm/s, -40..200 °C and 0..1000 A: a Modbus vibration of 150 mm/s gave only a LOW signal_poor
+# ("out of range"), no vibration_high, and held an active vibration_high "not judged" (equipment
+# review, F5). What stays out is a sensor fault: a negative RMS or current, an ADC error word (65535),
+# a garbage float. `unreachable_limit` refuses a `limit` detector whose limit lies outside its range.
+# - vibration_rms: 0..2000 mm/s. ISO 10816 zone D starts at 4.5..18 mm/s (class I..IV); velocity
+#   transmitters span 25..1000 mm/s, IEPE velocity sensors about 1270 mm/s peak.
+# - bearing_temp: -200..850 °C, the Pt100 span of IEC 60751 (thermocouples read higher, but a bearing
+#   has long seized before 850 °C).
+# - motor_current: 0..50000 A: large low-voltage motors draw several kA, 6-8 times that while starting.
 PHYSICAL_RANGES: Mapping[str, tuple[float, float]] = {
     "hr": (1.0, 350.0),  # bpm
     "pr": (1.0, 350.0),  # bpm, the pulse oximeter's pulse rate
@@ -50,10 +61,23 @@ PHYSICAL_RANGES: Mapping[str, tuple[float, float]] = {
     "skin_temp": (0.0, 50.0),  # °C
     "rr": RR_RANGE_S,  # s between beats (350..6 bpm)
     "ecg": (-10.0, 10.0),  # mV
-    "vibration_rms": (0.0, 100.0),  # mm/s
-    "bearing_temp": (-40.0, 200.0),  # °C
-    "motor_current": (0.0, 1000.0),  # A
+    "vibration_rms": (0.0, 2000.0),  # mm/s
+    "bearing_temp": (-200.0, 850.0),  # °C
+    "motor_current": (0.0, 50000.0),  # A
 }
+
+
+def unreachable_limit(
+    channel: str, above: float, below: float, ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES
+) -> tuple[str, str] | None:
+    """(parameter, why) for a limit on `channel` (`above`, `below`; ±inf for none) that could never
+    alarm, the gate making every value beyond it missing; None when both can."""
+    low, high = ranges.get(channel, (-np.inf, np.inf))
+    if np.isfinite(above) and above >= high:
+        return "above", f"{above:g} is not below the highest {channel} the quality gate accepts ({high:g})"
+    if np.isfinite(below) and below <= low:
+        return "below", f"{below:g} is not above the lowest {channel} the quality gate accepts ({low:g})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
