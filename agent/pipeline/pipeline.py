@@ -20,11 +20,13 @@ from agent.clock import CLOCK_STEP_S
 from agent.config.alarm_hierarchy import superseding_conditions
 from agent.config.schema import AgentConfig, AlarmRuleConfig
 from agent.detectors.base import Detector, StreamingDetector
+from agent.detectors.limit import LimitDetector
 from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError, ModelError
 from agent.events import AlarmEvent, Phase, Priority
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
+from agent.pipeline.quality import unreachable_limit
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
 from agent.pipeline.wiring import UnwatchedStreams, produces
@@ -55,13 +57,25 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
         except ModelError as exc:  # a missing or wrong model: listed like a bad key, and a reload refused
             problems.append(ConfigError(f"detectors.{spec.id}.params.model", str(exc)))
             continue
-        problem = calibration_problem(spec, detector)
+        problem = calibration_problem(spec, detector) or _unreachable_limit(detector)
         if problem is not None:
             problems.append(problem)
         detectors.append(detector)
     if problems:
         raise InvalidConfigError(str(config.source_path or "<config>"), problems)
     return detectors
+
+
+def _unreachable_limit(detector: Detector) -> ConfigError | None:
+    """A `limit` detector whose limit the quality gate would never let a value reach: every value beyond
+    it made missing as a sensor fault, the alarm could never start (equipment review F5)."""
+    if not isinstance(detector, LimitDetector):
+        return None
+    unreachable = unreachable_limit(detector.channels[0], detector.above, detector.below)
+    if unreachable is None:
+        return None
+    key, why = unreachable
+    return ConfigError(f"detectors.{detector.id}.params.{key}", f"{why}: it could never alarm")
 
 
 def verdict_digest(detector_digest: str, rule: AlarmRuleConfig) -> str:

@@ -26,11 +26,9 @@ from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.clock import stepped_to_gateway
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import Detector, WindowBlock, sparse_channels
-from agent.detectors.limit import LimitDetector
-from agent.errors import ConfigError
 from agent.events import AlarmEvent, Phase
 from agent.pipeline.calibration import LiveCalibration
-from agent.pipeline.quality import QualityGate, Screened, unreachable_limit
+from agent.pipeline.quality import QualityGate, Screened
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
 from agent.pipeline.wiring import DeclaredRates, MissingChannels
@@ -178,12 +176,6 @@ class StreamPipeline:
             name, [(d.id, rate_of.get(d.id, 1.0 / nominal_period_s)) for d, _ in detectors]
         )
         self.gate = QualityGate(self.channels, on_channels=self.missing.arrived)
-        for detector, _ in detectors:  # a value beyond a limit must never be made missing by the gate
-            if isinstance(detector, LimitDetector):
-                unreachable = unreachable_limit(detector.channels[0], detector.above, detector.below)
-                if unreachable is not None:
-                    key, why = unreachable
-                    raise ConfigError(f"detectors.{detector.id}.params.{key}", f"{why}: it could never alarm")
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
