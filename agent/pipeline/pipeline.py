@@ -57,7 +57,8 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
         except ModelError as exc:  # a missing or wrong model: listed like a bad key, and a reload refused
             problems.append(ConfigError(f"detectors.{spec.id}.params.model", str(exc)))
             continue
-        problem = calibration_problem(spec, detector) or _unreachable_limit(detector)
+        _warn_unreachable_limit(detector)
+        problem = calibration_problem(spec, detector)
         if problem is not None:
             problems.append(problem)
         detectors.append(detector)
@@ -66,16 +67,17 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
     return detectors
 
 
-def _unreachable_limit(detector: Detector) -> ConfigError | None:
-    """A `limit` detector whose limit the quality gate would never let a value reach: every value beyond
-    it made missing as a sensor fault, the alarm could never start (equipment review F5)."""
+def _warn_unreachable_limit(detector: Detector) -> None:
+    """Warn about a `limit` detector whose limit the quality gate never lets a value reach (every value
+    beyond it is made missing as a sensor fault, so its alarm can never start; equipment review F5).
+    A warning, not a refusal: a limit far out of reach is also how a configuration switches a rule off,
+    and refusing it would stop an agent that started yesterday (check-config, start and reload log it)."""
     if not isinstance(detector, LimitDetector):
-        return None
+        return
     unreachable = unreachable_limit(detector.channels[0], detector.above, detector.below)
-    if unreachable is None:
-        return None
-    key, why = unreachable
-    return ConfigError(f"detectors.{detector.id}.params.{key}", f"{why}: it could never alarm")
+    if unreachable is not None:
+        key, why = unreachable
+        log.warning("detectors.%s.params.%s: %s: it can never alarm", detector.id, key, why)
 
 
 def verdict_digest(detector_digest: str, rule: AlarmRuleConfig) -> str:

@@ -48,7 +48,8 @@ Screened = FloatArray | list[FloatArray]
 # 0..100 mm/s, -40..200 °C and 0..1000 A: a Modbus vibration of 150 mm/s gave only a LOW signal_poor
 # ("out of range"), no vibration_high, and held an active vibration_high "not judged" (equipment
 # review, F5). What stays out is a sensor fault: a negative RMS or current, an ADC error word (65535),
-# a garbage float. A `limit` detector whose limit lies outside its range is refused (`unreachable_limit`).
+# a garbage float. A `limit` detector whose limit lies outside its range is warned about
+# (`unreachable_limit`).
 # - vibration_rms: 0..2000 mm/s. ISO 10816 zone D starts at 4.5..18 mm/s (class I..IV); velocity
 #   transmitters span 25..1000 mm/s, IEPE velocity sensors about 1270 mm/s peak.
 # - bearing_temp: -200..850 °C, the Pt100 span of IEC 60751 (thermocouples read higher, but a bearing
