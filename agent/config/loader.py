@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from agent.config.alarm_hierarchy import hierarchy_problems
 from agent.config.devices import _device
+from agent.config.host_names import host_name_problem
 from agent.config.reader import Table, describe
 from agent.config.schema import (
     REMOTE_COMMANDS,
@@ -186,6 +187,9 @@ def _broker_url(t: Table, url: str) -> tuple[str, int, bool]:
         return "", 0, False
     if not parts.hostname:
         t.problem("url", f"no host in {describe(url)}")
+        return "", 0, False
+    if (problem := host_name_problem(parts.hostname)) is not None:
+        t.problem("url", problem)
         return "", 0, False
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         t.problem("url", f"expected only scheme, host and port, without a path or query, got {describe(url)}")

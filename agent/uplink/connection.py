@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.config.host_names import host_name_problem
 from agent.config.schema import MqttConfig, TlsConfig
 from agent.errors import ConfigError
 from agent.events import encode, iso_time
@@ -51,7 +52,10 @@ def is_loopback(host: str) -> bool:
 
 
 def check_transport(config: MqttConfig) -> None:
-    """ConfigError for a connection the agent must not make."""
+    """ConfigError for a connection the agent must not make (or cannot: a host name the socket layer
+    cannot encode would kill paho's network thread at its first attempt)."""
+    if (problem := host_name_problem(config.host)) is not None:
+        raise ConfigError("mqtt.url", problem)
     if config.tls is None and not config.insecure and not is_loopback(config.host):
         raise ConfigError(
             "mqtt.host",
