@@ -226,9 +226,12 @@ def backoff_delay(
 
 class RecordingClient(paho.Client):
     """paho's client, keeping the exception of its last failed connection attempt: paho's own
-    `on_connect_fail` is told that an attempt failed, not why (DNS, refused, TLS)."""
+    `on_connect_fail` is told that an attempt failed, not why (DNS, refused, TLS); and telling
+    `on_network_death` what ended its network thread, which paho lets die unseen."""
 
     last_connect_error: OSError | None = None  # set and read in paho's network thread only
+    # Called in the dying network thread with the exception that ended its loop.
+    on_network_death: Callable[[Exception], None] | None = None
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -236,6 +239,19 @@ class RecordingClient(paho.Client):
         except OSError as exc:  # what paho's loop catches before calling on_connect_fail
             self.last_connect_error = exc
             raise
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> MQTTErrorCode:
+        """paho's loop (the body of `loop_start`'s thread). paho retries an OSError from a connection
+        attempt only: anything else (a `UnicodeError` from the host's look-up, an OSError from its
+        reconnect wait's `time.sleep`, an error in a callback) ends the loop and so the thread, with
+        a traceback on stderr and no word to the agent. It is handed to `on_network_death` instead."""
+        try:
+            return super().loop_forever(timeout, retry_first_connection)
+        except Exception as exc:
+            if self.on_network_death is None:
+                raise
+            self.on_network_death(exc)
+            return MQTTErrorCode.MQTT_ERR_UNKNOWN
 
 
 def new_client(

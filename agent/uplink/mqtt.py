@@ -25,6 +25,12 @@ Strategy:
   broker address and the config key to check, and stays in `counters().problem` for
   `edge-agent status` until a connect succeeds. A refused PUBLISH is logged once per topic and
   reason code per connection.
+- paho's network thread dies of any exception but a connection attempt's OSError (a host name its
+  look-up cannot encode, an OSError from `time.sleep` in its reconnect wait, a bug in a callback):
+  the uplink is told (`RecordingClient.on_network_death`), logs it once per cause with its traceback
+  (then every `REMIND_S`), keeps the words in `counters().problem`, holds `network_failed` (the
+  session's technical alarm `uplink_failing`) until a connection succeeds, and starts the thread
+  again after a capped backoff.
 - Commands arrive through a bounded gate (`agent.uplink.command_gate`: a flood is dropped in paho's
   thread, counted as `commands_dropped`). Their answers are QoS 1 PUBLISHes like the outbox's rows;
   an answer to a command whose signature never verified is dropped (counted) while
@@ -60,6 +66,7 @@ from agent.link_trouble import REMIND_S, LinkTrouble, Tell  # REMIND_S: tests sh
 from agent.outbox import Outbox, OutboxItem
 from agent.uplink.command_gate import CommandGate
 from agent.uplink.connection import (
+    backoff_delay,
     check_transport,
     is_loopback,
     new_properties,
@@ -71,6 +78,7 @@ from agent.uplink.paho_bridge import Command, _PahoBridge, publish_packet_size
 from agent.uplink.problems import (
     describe_connect_refusal,
     describe_early_close,
+    describe_network_death,
     describe_publish_refusal,
     reason_name,
 )
@@ -152,6 +160,10 @@ class MqttUplink(_PahoBridge):
         self._status_waiters: dict[int, asyncio.Future[int]] = {}
         self._published = self._delivered = self._refused = self._connects = 0
         self._trouble = LinkTrouble(REMIND_S)  # failed attempts of this outage, and what was logged
+        self._deaths = LinkTrouble(REMIND_S)  # deaths of paho's network thread since the last connection
+        self._network_failed = False  # the network thread died and has not connected since
+        self._network_deaths = 0  # deaths of the network thread over this uplink's life
+        self._problem: str | None = None  # the words of the last failure, for status
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
         self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
         self._refusals_told: set[tuple[str, int]] = set()  # (topic, reason) logged this connection
@@ -173,6 +185,16 @@ class MqttUplink(_PahoBridge):
         return self._connected
 
     @property
+    def network_failed(self) -> bool:
+        """paho's network thread died (and was started again) and has not connected since."""
+        return self._network_failed
+
+    @property
+    def network_deaths(self) -> int:
+        """Deaths of paho's network thread since this uplink was made (each followed by a restart)."""
+        return self._network_deaths
+
+    @property
     def commands_ready(self) -> bool:
         """The broker acknowledged the command subscription (only with an `on_command` handler)."""
         return self._commands_ready
@@ -186,7 +208,7 @@ class MqttUplink(_PahoBridge):
             self._connects,
             max(0, self._connects - 1),
             len(self._inflight),
-            None if self._connected else self._trouble.cause,
+            None if self._connected else self._problem,
             self._trouble.failures,
             None if self._down_since is None else round(time.monotonic() - self._down_since, 1),
             commands_dropped=self._commands.dropped,
@@ -357,6 +379,9 @@ class MqttUplink(_PahoBridge):
             self._connect_failed(describe_connect_refusal(reason, self.config))
             return
         recovered = self._trouble.recovered()
+        self._deaths.recovered()
+        self._network_failed = False
+        self._problem = None
         self._connected = True
         self._connects += 1
         self._down_since = None
@@ -414,6 +439,7 @@ class MqttUplink(_PahoBridge):
         """One failed connection attempt: log its cause when new or changed, else every REMIND_S."""
         if self._down_since is None:
             self._down_since = time.monotonic()
+        self._problem = problem
         tell = self._trouble.failed(problem)
         if tell is Tell.QUIET:
             return
@@ -429,6 +455,34 @@ class MqttUplink(_PahoBridge):
                 problem,
                 waiting,
             )
+
+    def _on_network_died(self, error: Exception) -> None:
+        """paho's network thread ended on `error`: told once per cause (with its traceback), then every
+        REMIND_S; flagged for `uplink_failing` until a connection succeeds; started again after a backoff
+        (`_deaths` counts the deaths of this outage, apart from the failed attempts, so a thread that
+        dies after each refused attempt does not make each alternate line news)."""
+        if self._stopping or self._loop is None:
+            return
+        self._connected = False
+        self._network_failed = True
+        self._network_deaths += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._problem = problem = describe_network_death(error)
+        tell = self._deaths.failed(problem)
+        delay = backoff_delay(self._deaths.failures, self.backoff_min_s, self.backoff_max_s)
+        if tell is Tell.QUIET:
+            log.debug("uplink: %s; restarting it in %.1f s", problem, delay)
+        else:
+            log.error(
+                "uplink: %s; restarting it in %.1f s, and again with backoff while it fails; "
+                "%d message(s) wait in the outbox",
+                problem,
+                delay,
+                self.outbox.depth(),
+                exc_info=error if tell is Tell.NEW else None,
+            )
+        self._loop.call_later(delay, self._restart_network)
 
     def _on_puback(self, mid: int, reason: int) -> None:
         waiter = self._status_waiters.pop(mid, None)

@@ -7,6 +7,9 @@ the bounded `agent.uplink.command_gate` first, which wakes the loop once per bat
 in-flight map, the outbox, the counters) is touched on the loop thread only, by the `_on_*` handlers
 (`agent.uplink.mqtt`). The one thing done in paho's thread is choosing the next reconnect delay: capped
 exponential backoff with jitter, set on paho just before it waits (`_failures` is paho-thread state).
+paho lets its thread die of any exception but the OSError of a connection attempt: the client hands
+that death over too (`RecordingClient.on_network_death`), and the loop thread starts the thread again
+after a backoff (`_restart_network`).
 
 `_PahoBridge` is a part of `MqttUplink`, its base class: it declares the state it reads, which
 `MqttUplink.__init__` sets, and the loop-thread handlers it hands paho's news to. Also here: `Command`,
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -55,6 +59,7 @@ class _PahoBridge:
     backoff_min_s: float
     backoff_max_s: float
     _loop: asyncio.AbstractEventLoop | None
+    _stopping: bool
     _v5: bool
     _password: str | None
     _client: paho.Client
@@ -69,6 +74,7 @@ class _PahoBridge:
     _on_puback: Callable[[int, int], None]
     _on_subscribed: Callable[[bool], None]
     _on_commands: Callable[[], None]
+    _on_network_died: Callable[[Exception], None]
 
     # -- paho setup and the bridge ----------------------------------------------------------------
 
@@ -88,11 +94,21 @@ class _PahoBridge:
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
+        client.on_network_death = self._paho_network_died
         return client
 
     def _start_client(self) -> None:
         connect_async(self._client, self.config, v5=self._v5)
         self._client.loop_start()
+
+    def _restart_network(self) -> None:
+        """Start paho's network thread again after it died (loop thread, after a backoff). The same
+        client: the unacknowledged PUBLISHes it holds are resent after the reconnect, as after any."""
+        if self._stopping:
+            return
+        connect_async(self._client, self.config, v5=self._v5)  # attempt at once, retrying as at start
+        if self._client.loop_start() is MQTTErrorCode.MQTT_ERR_INVAL and self._loop is not None:
+            self._loop.call_later(0.1, self._restart_network)  # the dead thread has not quite ended
 
     def _from_paho(self, handler: Callable[..., None], *args: Any) -> bool:
         """THE bridge from paho's network thread to the asyncio loop; False when there is no loop to
@@ -108,6 +124,9 @@ class _PahoBridge:
         """Next reconnect delay (paho thread), set on paho just before it waits."""
         delay = backoff_delay(self._failures, self.backoff_min_s, self.backoff_max_s)
         client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # paho sleeps floats fine
+
+    def _paho_network_died(self, error: Exception) -> None:
+        self._from_paho(self._on_network_died, error)
 
     def _paho_connect(
         self, client: paho.Client, _u: Any, flags: Any, reason: ReasonCode, props: Properties | None

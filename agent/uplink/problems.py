@@ -155,3 +155,12 @@ def describe_publish_refusal(code: int, topic: str, config: MqttConfig, client_i
     if code == 0x97:
         return f"{refused}: {who} is over a quota of the broker"
     return f"{refused}: see the broker's log"
+
+
+def describe_network_death(error: Exception) -> str:
+    """What ended paho's network thread: an error paho does not retry on (it retries an OSError from a
+    connection attempt only). The uplink starts the thread again; the words name the error."""
+    died = f"the MQTT network thread stopped on an error it does not handle ({type(error).__name__}: {error})"
+    if isinstance(error, UnicodeError):
+        return f"{died}: the broker host in mqtt.url cannot be looked up; check mqtt.url"
+    return f"{died}; see the traceback logged with the first occurrence"
