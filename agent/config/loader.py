@@ -22,6 +22,9 @@ from agent.config.devices import _device
 from agent.config.host_names import host_name_problem
 from agent.config.reader import Table, describe
 from agent.config.schema import (
+    MQTT_311,
+    MQTT_311_PROBLEM,
+    PROTOCOLS,
     REMOTE_COMMANDS,
     AgentConfig,
     AlarmRuleConfig,
@@ -166,7 +169,10 @@ def _mqtt(t: Table | None) -> MqttConfig | None:
         session_expiry_s=t.integer("session_expiry_s", 7 * 24 * 3600, minimum=0, maximum=0xFFFFFFFF),
         max_inflight=t.integer("max_inflight", 20, minimum=2, maximum=65535),
         heartbeat_expiry_s=t.integer("heartbeat_expiry_s", 120, minimum=1),
+        protocol=t.text("protocol", "5", choices=PROTOCOLS),
     )
+    if cfg.protocol == MQTT_311 and host and (secure or not _is_loopback(host)):
+        t.problem("protocol", MQTT_311_PROBLEM)
     t.finish()
     return cfg
 

@@ -7,8 +7,10 @@ is checked once and can be tested without a broker:
   verifies the server (system trust store or `tls.ca_file`), with an optional client certificate;
 - the password comes from `auth.password_file` (one trailing newline stripped), never the config;
   that file and the TLS client key are refused when group or others can read them (`agent.keyfile`);
-- MQTT v5 with clean_start=False and SessionExpiryInterval; MQTT 3.1.1 (persistent session) only for
-  a plain loopback broker that `speaks_v5` proves cannot do v5 (the demo's embedded amqtt);
+- MQTT v5 with clean_start=False and SessionExpiryInterval; MQTT 3.1.1 (persistent session) only when
+  `mqtt.protocol = "3.1.1"` chose it, for a plain loopback broker (the demo's embedded amqtt): it has no
+  PUBACK reason codes, so a refusal would look like a delivery. `speaks_v5` tells a plain loopback
+  broker that cannot do v5, which the uplink then refuses with a clear line;
 - reconnect delays grow exponentially to a cap, each drawn in [1/2, 1] x the step ("equal jitter"),
   so a fleet of gateways does not reconnect in lockstep after a broker restart.
 """
@@ -30,7 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config.host_names import host_name_problem
-from agent.config.schema import MqttConfig, TlsConfig
+from agent.config.schema import MQTT_311, MQTT_311_PROBLEM, MqttConfig, TlsConfig
 from agent.errors import ConfigError
 from agent.events import encode, iso_time
 from agent.keyfile import loose_mode_problem
@@ -62,6 +64,8 @@ def check_transport(config: MqttConfig) -> None:
             f"plain mqtt:// to non-loopback host {config.host!r} sends alarms in clear text; "
             "use mqtts:// or set mqtt.insecure = true",
         )
+    if config.protocol == MQTT_311 and (config.tls is not None or not is_loopback(config.host)):
+        raise ConfigError("mqtt.protocol", MQTT_311_PROBLEM)
     if config.tls is not None and (config.tls.cert_file is None) != (config.tls.key_file is None):
         raise ConfigError("mqtt.tls", "cert_file and key_file go together (mutual TLS)")
     if config.max_inflight < 2:

@@ -43,8 +43,9 @@ Strategy:
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will),
   saying why: "stop", or "reload" (each reload ends the session's client and the next one connects:
   the offline a back end sees for some 30 ms between them must not read as a gateway stopped).
-- Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
-  fallback for the demo's local amqtt broker, backoff) live in `agent.uplink.connection`.
+- Transport rules (TLS verification, no plain MQTT to remote hosts, password file, MQTT 3.1.1 only
+  where `mqtt.protocol` chose it, backoff) live in `agent.uplink.connection`. A plain loopback broker
+  that proves it cannot do v5 gets nothing (`_until_the_broker_may_speak_v5`), as a remote one refuses.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config.schema import MqttConfig
+from agent.config.schema import MQTT_311, MqttConfig
 from agent.link_trouble import REMIND_S, LinkTrouble, Tell  # REMIND_S: tests shorten it here
 from agent.outbox import Outbox, OutboxItem
 from agent.uplink.command_gate import CommandGate
@@ -79,6 +80,7 @@ from agent.uplink.problems import (
     describe_connect_refusal,
     describe_early_close,
     describe_network_death,
+    describe_no_v5,
     describe_publish_refusal,
     reason_name,
 )
@@ -174,7 +176,7 @@ class MqttUplink(_PahoBridge):
         # Paho-thread state: consecutive failed attempts, for the backoff.
         self._failures = 0
 
-        self._v5 = True
+        self._v5 = mqtt.protocol != MQTT_311
         self._password = read_password(mqtt)
         self._client = self._make_client()
 
@@ -224,15 +226,11 @@ class MqttUplink(_PahoBridge):
         """Connect (retrying forever) and drain the outbox until `stop()`."""
         self._loop = asyncio.get_running_loop()
         self.outbox.requeue_inflight()  # rows a previous process left in flight: this client holds none
-        local = self.config.tls is None and is_loopback(self.config.host)
-        if local and await asyncio.to_thread(speaks_v5, self.config.host, self.config.port) is False:
-            # The demo's embedded amqtt broker speaks 3.1.1 only. Never done for a remote broker:
-            # 3.1.1 has no PUBACK reason codes, so an ACL refusal would look like a delivery.
-            log.warning("local broker does not speak MQTT v5: using MQTT 3.1.1")
-            self._v5 = False
-            self._client = self._make_client()
-        self._start_client()
         try:
+            if self._v5 and self.config.tls is None and is_loopback(self.config.host):
+                await self._until_the_broker_may_speak_v5()
+            if not self._stopping:
+                self._start_client()
             while not self._stopping:
                 self._pump()
                 with contextlib.suppress(TimeoutError):
@@ -252,6 +250,21 @@ class MqttUplink(_PahoBridge):
                     )
                 elif (sock := self._client.socket()) is not None:
                     sock.close()  # MQTT 3.1.1 has no "disconnect with Will": drop the connection instead
+
+    async def _until_the_broker_may_speak_v5(self) -> None:
+        """A plain loopback broker that proves it cannot do MQTT v5 (amqtt, an old broker, a tunnel to
+        one) gets nothing: told as a failed attempt, probed again with backoff until it answers v5 or
+        not at all (paho's attempts then take over), or the uplink stops. `mqtt.protocol = "3.1.1"`
+        opts out (the demo's amqtt); a remote broker refuses a v5 CONNECT itself."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if await asyncio.to_thread(speaks_v5, self.config.host, self.config.port) is not False:
+                return
+            self._connect_failed(describe_no_v5(self.config))
+            delay = backoff_delay(self._trouble.failures, self.backoff_min_s, self.backoff_max_s)
+            wake_at = loop.time() + delay
+            while not self._stopping and loop.time() < wake_at:
+                await asyncio.sleep(min(0.1, wake_at - loop.time()))  # not _wake: puts would shorten it
 
     async def stop(self, timeout_s: float = 3.0, *, reason: str = "stop") -> None:
         """Clean stop: retained offline status (waiting up to `timeout_s` for its PUBACK), DISCONNECT.

@@ -164,3 +164,13 @@ def describe_network_death(error: Exception) -> str:
     if isinstance(error, UnicodeError):
         return f"{died}: the broker host in mqtt.url cannot be looked up; check mqtt.url"
     return f"{died}; see the traceback logged with the first occurrence"
+
+
+def describe_no_v5(config: MqttConfig) -> str:
+    """A plain loopback broker answered a bare MQTT v5 CONNECT with "unsupported protocol version"."""
+    return (
+        f"the broker at {broker_address(config)} does not speak MQTT v5: nothing is sent to it, because "
+        "with MQTT 3.1.1 a broker's refusal of an alarm (its ACL) looks like a delivery and the alarm "
+        'would be deleted; use an MQTT v5 broker (mosquitto 2), or set mqtt.protocol = "3.1.1" to accept '
+        "that risk"
+    )

@@ -130,6 +130,16 @@ BAD_CASES = [
         id="host-label-over-63",
     ),
     pytest.param(
+        GOOD.replace('"mqtt://127.0.0.1:1883"', '"mqtt://127.0.0.1:1883"\nprotocol = "3"'),
+        'mqtt.protocol: expected one of 5, 3.1.1, got "3"',
+        id="bad-protocol",
+    ),
+    pytest.param(  # 3.1.1 hides refusals: only for a broker on the gateway itself (the demo's amqtt)
+        GOOD.replace('"mqtt://127.0.0.1:1883"', '"mqtts://broker.example.org:8883"\nprotocol = "3.1.1"'),
+        'mqtt.protocol: "3.1.1" is only for a broker on this gateway',
+        id="mqtt-311-to-a-remote-broker",
+    ),
+    pytest.param(
         GOOD.replace("params = { above = 120 }", "params = { abovee = 120 }"),
         "detectors.hr-high.params.abovee: unknown parameter for a limit detector",
         id="misspelt-limit",
