@@ -166,6 +166,7 @@ class MqttUplink(_PahoBridge):
         self._network_failed = False  # the network thread died and has not connected since
         self._network_deaths = 0  # deaths of the network thread over this uplink's life
         self._problem: str | None = None  # the words of the last failure, for status
+        self._password_trouble = LinkTrouble(REMIND_S)  # the password file unreadable at an attempt
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
         self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
         self._refusals_told: set[tuple[str, int]] = set()  # (topic, reason) logged this connection
@@ -393,6 +394,7 @@ class MqttUplink(_PahoBridge):
             return
         recovered = self._trouble.recovered()
         self._deaths.recovered()
+        self._password_trouble.recovered()
         self._network_failed = False
         self._problem = None
         self._connected = True
@@ -496,6 +498,12 @@ class MqttUplink(_PahoBridge):
                 exc_info=error if tell is Tell.NEW else None,
             )
         self._loop.call_later(delay, self._restart_network)
+
+    def _on_password_unreadable(self, problem: str) -> None:
+        """The password file could not be read again before an attempt: told once per cause (then
+        every REMIND_S); the attempt goes on with the last password read."""
+        if self._password_trouble.failed(problem) is not Tell.QUIET:
+            log.warning("uplink: %s; the last password read is used meanwhile", problem)
 
     def _on_puback(self, mid: int, reason: int) -> None:
         waiter = self._status_waiters.pop(mid, None)

@@ -5,11 +5,12 @@ reconnects. Every paho callback (`_paho_*`, the only code here run by paho's thr
 asyncio loop at ONE place, `_from_paho`, through `call_soon_threadsafe` (received commands through
 the bounded `agent.uplink.command_gate` first, which wakes the loop once per batch); all state (the
 in-flight map, the outbox, the counters) is touched on the loop thread only, by the `_on_*` handlers
-(`agent.uplink.mqtt`). The one thing done in paho's thread is choosing the next reconnect delay: capped
-exponential backoff with jitter, set on paho just before it waits (`_failures` is paho-thread state).
-paho lets its thread die of any exception but the OSError of a connection attempt: the client hands
-that death over too (`RecordingClient.on_network_death`), and the loop thread starts the thread again
-after a backoff (`_restart_network`).
+(`agent.uplink.mqtt`). The two things done in paho's thread: choosing the next reconnect delay, capped
+exponential backoff with jitter, set on paho just before it waits (`_failures` is paho-thread state);
+and reading the password file again before each connection attempt (`_paho_pre_connect`), so fixing
+the file is enough. paho lets its thread die of any exception but the OSError of a connection attempt:
+the client hands that death over too (`RecordingClient.on_network_death`), and the loop thread starts
+the thread again after a backoff (`_restart_network`).
 
 `_PahoBridge` is a part of `MqttUplink`, its base class: it declares the state it reads, which
 `MqttUplink.__init__` sets, and the loop-thread handlers it hands paho's news to. Also here: `Command`,
@@ -31,7 +32,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.schema import MqttConfig
-from agent.uplink.connection import backoff_delay, connect_async, new_client
+from agent.errors import ConfigError
+from agent.uplink.connection import backoff_delay, connect_async, new_client, read_password
 from agent.uplink.problems import describe_connect_error
 from agent.uplink.topics import Topics
 
@@ -75,6 +77,7 @@ class _PahoBridge:
     _on_subscribed: Callable[[bool], None]
     _on_commands: Callable[[], None]
     _on_network_died: Callable[[Exception], None]
+    _on_password_unreadable: Callable[[str], None]
 
     # -- paho setup and the bridge ----------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class _PahoBridge:
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
         client.on_network_death = self._paho_network_died
+        client.on_pre_connect = self._paho_pre_connect
         return client
 
     def _start_client(self) -> None:
@@ -124,6 +128,20 @@ class _PahoBridge:
         """Next reconnect delay (paho thread), set on paho just before it waits."""
         delay = backoff_delay(self._failures, self.backoff_min_s, self.backoff_max_s)
         client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # paho sleeps floats fine
+
+    def _paho_pre_connect(self, client: paho.Client, _u: Any) -> None:
+        """Read the password file again before each connection attempt, so a corrected file is used at
+        the next attempt without a reload (a small file; the password never reaches a log line). A
+        file that cannot be read now keeps the last password read; the loop thread tells it."""
+        auth = self.config.auth
+        if auth is None:
+            return
+        try:
+            password = read_password(self.config)
+        except ConfigError as exc:
+            self._from_paho(self._on_password_unreadable, str(exc))
+            return
+        client.username_pw_set(auth.username, password)
 
     def _paho_network_died(self, error: Exception) -> None:
         self._from_paho(self._on_network_died, error)
