@@ -20,6 +20,12 @@ from agent import __version__
 from agent.errors import AgentError, ConfigError, InvalidConfigError, ModelError
 
 EXIT_CONFIG = 2
+# `edge-agent status`: 0 the agent answered (live); 1 nothing to show (no agent answered, no heartbeat
+# yet, or the folder is not readable); 3 not running (no socket, or nobody listens: the last heartbeat
+# is shown); 4 the agent did not answer in time (hung or far too busy: the last heartbeat is shown).
+STATUS_NOTHING = 1
+STATUS_NOT_RUNNING = 3
+STATUS_HUNG = 4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +98,10 @@ def _main(argv: Sequence[str] | None) -> int:
     check.add_argument("--config", "-c", type=Path, dest="config_option", metavar="CONFIG", help=CONFIG_HELP)
 
     status = sub.add_parser(
-        "status", parents=common, help="the running agent's health (or its last heartbeat)"
+        "status",
+        parents=common,
+        help="the running agent's health (or its last heartbeat): exit 0 live, 1 nothing to show, "
+        "3 agent not running, 4 agent did not answer (hung)",
     )
     where = status.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", "-c", type=Path, help="the agent's config file (finds its state_dir)")
@@ -214,7 +223,7 @@ def _status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
     import json
 
     from agent.config import load_config
-    from agent.status import access_problem, device_names, read_status, render
+    from agent.status import access_problem, device_names, not_live_text, read_status, render
 
     config = load_config(config_path) if config_path is not None else None
     folder = state_dir if state_dir is not None else config.gateway.state_dir if config else Path()
@@ -222,11 +231,18 @@ def _status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
     if found is None:
         why = access_problem(folder) or f"no running agent and no heartbeat yet in {folder}"
         print(f"edge-agent status: {why}", file=sys.stderr)
-        return 1
-    source, status = found
+        return STATUS_NOTHING
+    if found.not_live is not None:
+        print(access_problem(folder) or not_live_text(found, folder), file=sys.stderr)
     names = device_names(config) if config is not None else {}
-    print(json.dumps(status, indent=1) if as_json else render(source, status, names))
-    return 0
+    print(
+        json.dumps(found.status, indent=1)
+        if as_json
+        else render(found.source, found.status, names, found.age_s)
+    )
+    if found.not_live is None:
+        return 0
+    return STATUS_NOT_RUNNING if found.not_live in ("no socket", "refused") else STATUS_HUNG
 
 
 def _retry_refused(config_path: Path) -> int:

@@ -65,6 +65,7 @@ class DeviceStats:
     seen_up_at: float = 0.0  # when the link was last seen up
     down_at: float = field(default_factory=time.monotonic)  # when it was last seen not connected
     first_after_down: float | None = None  # arrival of the first reading since then
+    profiles_heard: dict[str, float] = field(default_factory=dict)  # BLE: `SourceStats.profiles_heard`
 
     def set_connected(self, connected: bool, now: float) -> None:
         """Follow the link state, accounting connected time for the rate. The copy that shows a change
@@ -172,6 +173,7 @@ class Health:
         stats.reconnects = stats.reconnects_before + source.reconnects
         errors = stats.errors_before + Counter(source.errors)  # `+` keeps positive counts only
         stats.errors = dict(sorted(errors.items()))
+        stats.profiles_heard = dict(source.profiles_heard)
 
     def source_closed(self, device_id: str) -> None:
         """The device's source ended or failed (copy its last counters first): not connected, and its
@@ -193,6 +195,16 @@ class Health:
         stats = self.devices[device_id]
         last = stats.last_seen_monotonic if stats.last_seen_monotonic is not None else stats.since_monotonic
         return max(0.0, now_monotonic - last)
+
+    def profile_silence_s(self, device_id: str, profile: str, now_monotonic: float) -> float:
+        """Seconds a BLE profile that notifies all the time has been silent while the device delivers
+        readings; 0 while the whole device is silent for its `lost_after_s` (that is device_lost), or
+        when the source has not subscribed to the profile."""
+        stats = self.devices[device_id]
+        heard = stats.profiles_heard.get(profile)
+        if heard is None or self.silence_s(device_id, now_monotonic) >= stats.lost_after_s:
+            return 0.0
+        return max(0.0, now_monotonic - heard)
 
     def uptime_s(self) -> float:
         return time.monotonic() - self._started

@@ -56,6 +56,11 @@ INVALIDATING_BITS = int(INVALIDATING)
 # channel must keep its own (an oximeter's SpO2 0, "no value", must not hide a tachycardia on a good HR).
 VOIDS_HOP_BITS = int(INVALIDATING & ~Quality.OUT_OF_RANGE)
 
+# Seconds between beats a heart can give (350..6 bpm; a sinus pause or AV block of 3-10 s is real): the
+# quality gate's range for "rr" (agent.pipeline.quality.PHYSICAL_RANGES), and what the BLE source keeps
+# of a notification's RR intervals (0 ticks and 65535 are none, and must not move the others' times).
+RR_RANGE_S = (0.17, 10.0)
+
 
 def stream_id(device: str, stream: str) -> str:
     """The id of one stream of one device: ``"{device}/{stream}"``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ from agent.privacy import Pseudonymizer
 from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
 from agent.sources import Source, open_source
+from agent.sources.ble_profiles import PROFILES
 from agent.sources.counters import source_stats
 from agent.state import write_json
 from agent.state_saver import StateSaver, StateSnapshot
@@ -139,6 +141,17 @@ class _Session:
         self.sources: dict[str, Source] = {}  # device id -> its open source, for its counters
         gateway, digest = cfg.gateway.id, cfg.digest[:16]
         self.device_lost = ThresholdAlarm("device_lost", Priority.MEDIUM, gateway, digest)
+        # A BLE profile that notifies all the time gone silent while the device's others talk (a stopped
+        # oximeter beside a strap): its channels are missing, and device_lost cannot tell (review of
+        # 2026-11-30, finding 2). One row per (device, profile), its stream "profile:<name>".
+        self.profile_silent = ThresholdAlarm("profile_silent", Priority.MEDIUM, gateway, digest)
+        self.profile_refs = {
+            (d.id, name): StreamRef(pseudonym(d.id), f"profile:{name}")
+            for d in cfg.devices
+            if d.ble is not None
+            for name in dict.fromkeys(d.ble.profiles)
+            if name in PROFILES and PROFILES[name].continuous
+        }
         self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
@@ -160,6 +173,7 @@ class _Session:
         ]
         self.gateway_alarms = (
             self.device_lost,
+            self.profile_silent,
             self.outbox_filling,
             self.publish_refused,
             self.outbox_unreadable,
@@ -431,6 +445,19 @@ class _Session:
         self.device_lost.raise_priority(StreamRef(event.device, event.stream), raised.priority)
         return raised
 
+    def _silent_blinding(self, event: AlarmEvent) -> AlarmEvent:
+        """A profile_silent START takes the highest priority of the device's open episodes that have had
+        no verdict since the profile's values left the rows (its silence plus their hold), and names
+        them: a stopped oximeter under an active HIGH spo2_low is high. Episodes still judged (an HR
+        rule beside it) are not hidden by it (`technical.blinding`)."""
+        if event.phase is not Phase.START:
+            return event
+        profile = PROFILES.get(event.stream.removeprefix("profile:"))
+        gone_at = event.detection_time - event.value + (profile.hold_s if profile is not None else 0.0)
+        raised = blinding(event, self.pipeline.unjudged_episodes(event.device, since=gone_at + 1.0))
+        self.profile_silent.raise_priority(StreamRef(event.device, event.stream), raised.priority)
+        return raised
+
     def unsteppable(self, key: str, ref: StreamRef) -> str | None:
         """Why this session can never step saved alarm row `ref` of book `key` (None: it can), so an
         episode open there is ended at restore (`agent.restored_episodes`)."""
@@ -438,6 +465,8 @@ class _Session:
             return self.pipeline.unsteppable(key, ref)
         if ref.stream == "device" and ref not in self.device_refs:
             return "its device is no longer configured"
+        if ref.stream.startswith("profile:") and ref not in self.profile_refs.values():
+            return "its device or BLE profile is no longer configured"
         if ref.stream.startswith("detector:") and ref not in self.detector_refs.values():
             return "its detector is no longer configured"
         if ref.stream == "uplink" and ref != self.gateway_ref:
@@ -500,6 +529,14 @@ class _Session:
                     now,
                 )
             ]
+            lost_after = {d.id: d.lost_after_s for d in devices}
+            silent = self.profile_silent.check(
+                list(self.profile_refs.values()),
+                [self.health.profile_silence_s(d, name, now_monotonic) for d, name in self.profile_refs],
+                [lost_after[d] for d, _ in self.profile_refs],
+                now,
+            )
+            events += [self._silent_blinding(_name_profile(event)) for event in silent]
         outbox = self.outbox
         events += self.outbox_filling.check(
             [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now
@@ -537,12 +574,14 @@ class _Session:
             await asyncio.Event().wait()  # not under a systemd watchdog: nothing to feed
             return
         while True:
-            await asyncio.sleep(period)
+            # First at the session's start: after a reload the previous session's last ping may be a
+            # whole period old already, and the switch took some more (ops review F1).
             stalled_for = time.monotonic() - self.pipeline_tick
             if stalled_for < STALL_AFTER_S:
                 notify("WATCHDOG=1")
             else:
                 log.error("pipeline stalled for %.0f s: not feeding the watchdog", stalled_for)
+            await asyncio.sleep(period)
 
     def state_snapshot(self) -> StateSnapshot:
         """What `pipeline.json` saves, copied on the event loop (see `agent.state_saver`)."""
@@ -592,3 +631,14 @@ class _Session:
             "queue": self.queue.qsize(),
             "pipeline_tick_age_s": round(time.monotonic() - self.pipeline_tick, 3),
         }
+
+
+def _name_profile(event: AlarmEvent) -> AlarmEvent:
+    """A profile_silent event's text names its profile and channels (its stream is "profile:<name>")."""
+    profile = PROFILES.get(event.stream.removeprefix("profile:"))
+    if profile is None:
+        return event
+    channels = ", ".join(profile.channels) or profile.stream
+    named = f"BLE profile {profile.name} ({profile.title}; {channels})"
+    text = event.explanation.text.replace("the BLE profile", named)
+    return dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))

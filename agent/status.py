@@ -3,7 +3,8 @@
 The daemon serves one JSON document per connection on a unix socket in its state folder (0600,
 so only the service user and root can read it), and also writes each heartbeat to
 `last-heartbeat.json` there; `status` prefers the live socket and falls back to that file when the
-agent is not running.
+agent does not answer, saying why (`Reading.not_live`: no socket, refused, or no answer in time: hung)
+and how old that heartbeat is, so a stopped or hung agent is never shown as if it ran.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,18 +62,74 @@ class StatusServer:
             writer.close()
 
 
-def read_status(state_dir: Path, timeout_s: float = 2.0) -> tuple[str, dict[str, Any]] | None:
-    """("live", status) from the socket, ("last heartbeat", payload) from the file, or None."""
-    with contextlib.suppress(OSError, ValueError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What `read_status` found: the live status, or the last heartbeat and why the agent gave none."""
+
+    source: str  # "live" or "last heartbeat"
+    status: dict[str, Any]
+    not_live: str | None = None  # "no socket", "refused", "timeout" or "bad answer" (with the heartbeat)
+    age_s: float | None = None  # the heartbeat's age, from its time (else the file's), when known
+
+
+def read_status(state_dir: Path, timeout_s: float = 2.0) -> Reading | None:
+    """The live status from the socket; else the last heartbeat from the file, with why the socket gave
+    nothing; None when neither is there (the caller says why: `access_problem`)."""
+    try:
+        return Reading("live", _ask(state_dir / SOCKET_NAME, timeout_s))
+    except FileNotFoundError:
+        not_live = "no socket"  # not running, or between two sessions of a reload
+    except ConnectionRefusedError:
+        not_live = "refused"  # the socket file of a killed agent: nobody listens
+    except TimeoutError:
+        not_live = "timeout"  # connected (the kernel's backlog) but no answer: hung, or far too busy
+    except (OSError, ValueError):
+        not_live = "bad answer"
+    path = state_dir / LAST_HEARTBEAT
+    try:
+        beat = json.loads(path.read_text())
+        written = path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    return Reading("last heartbeat", beat, not_live, _age_s(beat, written))
+
+
+def _ask(path: Path, timeout_s: float) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
-        sock.connect(str(state_dir / SOCKET_NAME))
+        sock.connect(str(path))
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-        return "live", json.loads(data)
-    with contextlib.suppress(OSError, ValueError):
-        return "last heartbeat", json.loads((state_dir / LAST_HEARTBEAT).read_text())
-    return None
+    status = json.loads(data)
+    if not isinstance(status, dict):
+        raise ValueError("not a JSON object")
+    return status
+
+
+def _age_s(beat: dict[str, Any], written: float) -> float:
+    """Seconds since the heartbeat was made: its `time`, or the file's modification time."""
+    try:
+        made = datetime.fromisoformat(str(beat.get("time"))).timestamp()
+    except ValueError:
+        made = written
+    return max(0.0, time.time() - made)
+
+
+NOT_LIVE = {  # Reading.not_live -> what it means, for the operator
+    "no socket": "is not running (no socket {path}; or between two sessions of a reload: look again)",
+    "refused": "is not running (nobody listens on {path}: stopped or killed)",
+    "timeout": "did not answer on {path} within {timeout:.0f} s: it is hung or far too busy",
+    "bad answer": "gave no readable answer on {path}",
+}
+
+
+def not_live_text(reading: Reading, state_dir: Path, timeout_s: float = 2.0) -> str:
+    """One line: the agent did not answer, why, and what is shown instead."""
+    why = NOT_LIVE[reading.not_live or "bad answer"].format(path=state_dir / SOCKET_NAME, timeout=timeout_s)
+    age = "" if reading.age_s is None else f", {reading.age_s:.0f} s old"
+    shown = f"showing its last heartbeat{age}: the state at that time, not now"
+    return f"edge-agent status: the agent {why}; {shown}"
 
 
 def device_names(config: AgentConfig) -> dict[str, str]:
@@ -114,11 +174,16 @@ def describe_calibration(progress: dict[str, Any]) -> str:
     return f"calibrated threshold {progress.get('threshold')} at {progress.get('at')}"
 
 
-def render(source: str, status: dict[str, Any], names: dict[str, str] | None = None) -> str:
+def render(
+    source: str, status: dict[str, Any], names: dict[str, str] | None = None, age_s: float | None = None
+) -> str:
     """A readable multi-line report of a status snapshot (live) or a heartbeat payload (file);
-    `names` (pseudonym -> device id, see `device_names`) adds each device's configured id."""
+    `names` (pseudonym -> device id, see `device_names`) adds each device's configured id; `age_s`, a
+    heartbeat's age, is told in the title, which marks everything below as the state at that time."""
     beat = status.get("heartbeat", status)
     outbox = status.get("outbox") or {}  # live figures; a heartbeat file has none
+    if age_s is not None:
+        source = f"{source}, {age_s:.0f} s old: the state then, not now"
     lines = [
         f"edge-agent status ({source}) — gateway {beat.get('gateway')}, session {beat.get('session')}, "
         f"up {beat.get('uptime_s', 0):.0f} s, at {beat.get('time')}"

@@ -4,8 +4,10 @@ Both decoders share one splitter: bytes are buffered, cut at ``\\n`` (a trailing
 and each line is parsed into one `LineSample` holding one value per declared channel, in declared
 order. CSV: ``"72,98\\n"`` for channels ("hr", "spo2"); a first line equal to the channel names is a
 header and skipped. JSONL: ``{"hr": 72, "spo2": 98}``; other keys are ignored. An empty CSV field or a
-JSON ``null`` is a missing value (NaN). A CSV number is ASCII decimal (sign, fraction, exponent).
-Anything else that is not a finite number, a wrong field
+JSON ``null`` is a missing value (NaN), and so is a field the device wrote as no number: ``nan``, ``inf``,
+``ovf`` (what printf and Arduino's `print` write for a dead probe or an overflow), JSON's ``NaN`` /
+``Infinity`` (counted in `no_value_fields`): one dead channel must not take the line's others with it.
+A CSV number is ASCII decimal (sign, fraction, exponent). Anything else that is not a number, a wrong field
 count, a missing key, bad UTF-8 or a line longer than `max_line` bytes is counted and skipped —
 `next_frame()` never raises.
 """
@@ -24,6 +26,9 @@ DEFAULT_MAX_LINE = 4096
 # A CSV field a device may send: ASCII decimal, optional sign, fraction and exponent. `float()` alone also
 # takes '1_000', Arabic-Indic or full-width digits and 'nan' (review of 2026-11-30, M2).
 _CSV_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# What devices write for a value they do not have: C's printf ("nan", "-nan", "inf"), Arduino's Print
+# ("nan", "inf", "ovf" beyond +-4e9), Python/JSON ("NaN", "Infinity"). Taken as that channel's no value.
+_NO_VALUE = re.compile(r"[+-]?(?:nan|inf|infinity|ovf)", re.ASCII | re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class LineDecoderStats:
     lines: int = 0  # complete lines seen, blank ones included
     frames: int = 0
     blank_lines: int = 0
+    no_value_fields: int = 0  # fields written as nan / inf / ovf: that value missing, the line kept
     header_lines: int = 0
     bad_lines: int = 0  # wrong field count, not a number, missing key, bad UTF-8 / JSON
     oversized_lines: int = 0  # longer than max_line: dropped up to the next newline
@@ -127,16 +133,22 @@ class _LineDecoder:
         raise NotImplementedError
 
 
+_NO_VALUE_CONSTANT = object()  # JSON's NaN, Infinity, -Infinity as parsed (`parse_constant`)
+
+
 def _number(value: object) -> float:
+    """A JSON value as a number: NaN for null, inf for a no-value constant (NaN, Infinity)."""
     if value is None:
         return math.nan
+    if value is _NO_VALUE_CONSTANT:
+        return math.inf
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _BadLineError
     try:
         number = float(value)
-    except OverflowError:  # an integer too large for a double
+    except OverflowError:  # an integer too large for a double: not a device's reading
         raise _BadLineError from None
-    if not math.isfinite(number):
+    if not math.isfinite(number):  # 1e999
         raise _BadLineError
     return number
 
@@ -166,18 +178,18 @@ class CsvLineDecoder(_LineDecoder):
             if not field:
                 values.append(math.nan)
                 continue
+            if _NO_VALUE.fullmatch(field):
+                self.stats.no_value_fields += 1
+                values.append(math.nan)
+                continue
             if not _CSV_NUMBER.fullmatch(field):
                 raise _BadLineError
             number = float(field)
-            if not math.isfinite(number):  # 1e999
+            if not math.isfinite(number):  # 1e999: not a device's reading
                 raise _BadLineError
             values.append(number)
         self._seen_data = True
         return tuple(values)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number a device may send")
 
 
 class JsonLineDecoder(_LineDecoder):
@@ -185,12 +197,14 @@ class JsonLineDecoder(_LineDecoder):
 
     def _parse(self, line: bytes) -> tuple[float, ...] | None:
         try:
-            obj = json.loads(line, parse_constant=_reject_constant)
+            obj = json.loads(line, parse_constant=lambda _name: _NO_VALUE_CONSTANT)
         except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge ints, deep nesting
             raise _BadLineError from None
         if not isinstance(obj, dict):
             raise _BadLineError
         try:
-            return tuple(_number(obj[name]) for name in self.channels)
+            numbers = [_number(obj[name]) for name in self.channels]
         except KeyError:
             raise _BadLineError from None
+        self.stats.no_value_fields += sum(math.isinf(n) for n in numbers)
+        return tuple(n if math.isfinite(n) else math.nan for n in numbers)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.status import StatusServer, read_status
+from agent.status import Reading, StatusServer, read_status
 
 HANGUPS = 50
 
@@ -25,7 +25,7 @@ def snapshot() -> dict[str, Any]:
 def test_clients_that_hang_up_at_once_log_no_error_and_the_next_client_is_answered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def main() -> tuple[str, dict[str, Any]] | None:
+    async def main() -> Reading | None:
         server = StatusServer(tmp_path, snapshot)
         await server.start()
         try:
@@ -39,6 +39,6 @@ def test_clients_that_hang_up_at_once_log_no_error_and_the_next_client_is_answer
 
     with caplog.at_level(logging.DEBUG):
         answer = asyncio.run(main())
-    assert answer is not None and answer[0] == "live" and answer[1]["uplink"] == {"connected": True}
+    assert answer is not None and answer.source == "live" and answer.status["uplink"] == {"connected": True}
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert loud == [], [f"{r.name}: {r.getMessage()}" for r in loud][:3]

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from agent.detectors.base import FloatArray
+from agent.detectors.spo2 import DROP_TOLERANCE
 
 TOP_CHANNELS = 3
 
@@ -87,6 +88,20 @@ def shown(value: float, unit: str, limit: float = math.nan) -> str:
     return _on_its_side(formats, value, limit)
 
 
+def shown_with_decimals(value: float, unit: str) -> str:
+    """`value` at the display resolution of `unit`, with the decimals it has beyond it (up to
+    `EXTRA_DECIMALS` more): a baseline of 97 % is "97", one of 97.3 % from a decimal oximeter "97.3",
+    so a limit derived from it is never shown on the wrong side of the value it is compared with."""
+    decimals = DISPLAY_DECIMALS.get(unit)
+    if decimals is None or not math.isfinite(value):
+        return fmt(value)
+    finest = round(value, decimals + EXTRA_DECIMALS)
+    for d in range(decimals, decimals + EXTRA_DECIMALS):
+        if round(value, d) == finest:
+            return format(value, f".{d}f")
+    return format(value, f".{decimals + EXTRA_DECIMALS}f")
+
+
 def seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 else f"{value:.3g} s"
 
@@ -124,9 +139,14 @@ def crossing(
     suffix = f" {unit}" if unit else ""
     if quantity == DESATURATION:  # observed: the SpO2 held for duration_s; limit: baseline - threshold
         baseline = limit + threshold
+        # a drop of exactly `drop` (the limit itself, within the detector's tolerance) shows the value
+        # as the limit is shown: "drop to 94.3 % ... (limit 94.3 %)", not "94 %"
+        at_limit = observed > limit - DROP_TOLERANCE
+        value = shown_with_decimals(observed, unit) if at_limit else shown(observed, unit, limit)
         return (
-            f"{channel} drop to {shown(observed, unit, limit)}{suffix}, {fmt(threshold)} points or more"
-            f" below its baseline {shown(baseline, unit)}{suffix} (limit {shown(limit, unit)}{suffix})"
+            f"{channel} drop to {value}{suffix}, {fmt(threshold)} points or more"
+            f" below its baseline {shown_with_decimals(baseline, unit)}{suffix}"
+            f" (limit {shown_with_decimals(limit, unit)}{suffix})"
         )
     if quantity == RR_IRREGULARITY:  # unitless: the median successive RR difference over the trend
         irregularity = _on_its_side([".2g", ".3g", ".4g"], observed, limit)

@@ -4,10 +4,15 @@ The window (`baseline_s` + `duration_s`, 300 + 10 s by default) is split in two:
 the baseline, its `baseline_quantile` (0.9: an upper quantile, so the baseline is the patient's usual
 saturation and a slow slide or a desaturation already under way does not drag it down), and the newest
 `duration_s` samples are the candidate event. The score is the *smallest* drop below the baseline over
-those newest samples — baseline minus their maximum — so it exceeds the threshold (3 percentage points)
+those newest samples — baseline minus their maximum — so it reaches the threshold (3 percentage points)
 only when every sample of the last `duration_s` seconds is that far down: the minimum duration is part of
 the score, and the alarm machine needs no extra delay. NaN samples (gated) never count as low: a hop
 whose recent part is mostly missing gives no verdict.
+
+A drop of exactly `drop` is an event (">= 3 %": 97 -> 94, the commonest smallest one with whole-percent
+oximeters), but the alarm machine, like every detector's contract, alarms on score > threshold, and a
+decimal drop (97.3 -> 94.3) can come out a hair below 3 in floats. So a drop within `DROP_TOLERANCE` of
+`drop` is scored just past it (`at_least`); the threshold, the limit and the observed SpO2 stay exact.
 
 The oxygen desaturation index (ODI, events per hour) counts rising edges of that condition per stream
 slot, over the hours the stream was scored; `desaturation_index(slots)` gives it to the heartbeat or a
@@ -24,6 +29,10 @@ import numpy as np
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.params import ParamReader
+
+# Percentage points: a hundredth of the finest oximeter resolution (0.1 %), far above the float error of
+# a difference of decimal readings (1e-13 in doubles, 1e-5 for values that went through float32).
+DROP_TOLERANCE = 1e-3
 
 
 class DesaturationDetector(StreamingDetector):
@@ -83,16 +92,25 @@ class DesaturationDetector(StreamingDetector):
         drop = np.where(base_ok & recent_ok, baseline - highest, np.nan)
         return drop, baseline
 
+    def at_least(self, drop: FloatArray) -> FloatArray:
+        """Scores of sustained drops such that score > threshold exactly when drop >= `drop` points,
+        up to `DROP_TOLERANCE`: a drop that reaches the threshold within it is lifted just past it."""
+        reaches = drop >= self.threshold - DROP_TOLERANCE  # NaN: False
+        past = np.nextafter(self.threshold, np.inf)
+        scores: FloatArray = np.where(reaches, np.maximum(drop, past), drop)
+        return scores
+
     def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
-        scores, baseline = self.drop(block.values[:, -self.window :, 0])
+        drop, baseline = self.drop(block.values[:, -self.window :, 0])
+        scores = self.at_least(drop)
         self._count_events(block.slots, scores, min(block.hop, block.values.shape[1]))
         has = ~np.isnan(scores)
         return ScoreBlock(
             scores=scores,
             thresholds=self._thresholds(n),
             contributions=np.where(has & (scores > self.threshold), 1.0, 0.0)[:, None],
-            observed=np.where(has, baseline - scores, np.nan),  # the SpO2 held for duration_s
+            observed=np.where(has, baseline - drop, np.nan),  # the SpO2 held for duration_s
             limits=np.where(has, baseline - self.threshold, np.nan),
             baseline=baseline[:, None],
         )
@@ -104,7 +122,8 @@ class DesaturationDetector(StreamingDetector):
         return "a desaturation is a clinical definition (a drop of >= 3 points for >= 10 s), never learned"
 
     def _count_events(self, slots: IntArray, scores: FloatArray, hop: int) -> None:
-        """Rising edges of drop > threshold, and scored time, per slot (for the ODI)."""
+        """Rising edges of score > threshold (a drop of at least `drop`), and scored time, per slot
+        (for the ODI)."""
         inside = self._slot_state("inside", slots, 0.0)[:, 0]
         events = self._slot_state("events", slots, 0.0)[:, 0]
         seconds = self._slot_state("seconds", slots, 0.0)[:, 0]

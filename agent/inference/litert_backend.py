@@ -7,6 +7,7 @@ re-allocates, which costs far less than a call per window, and the size is kept 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,10 @@ from numpy.typing import NDArray
 
 from agent.errors import ModelError
 from agent.inference.card import ModelCard
+from agent.native_stderr import logged_native_stderr
 
 _TFLITE_MAGIC = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8
+log = logging.getLogger(__name__)
 
 
 def _interpreter_class(model: str) -> Any:
@@ -53,8 +56,11 @@ class LiteRtBackend:
             )
         cls = _interpreter_class(card.name)
         try:
-            interp = cls(model_content=model_bytes, num_threads=1)
-            interp.allocate_tensors()
+            # LiteRT prints on fd 2 when it applies its default delegate (made here or at the first
+            # allocation): logged instead, or a JSON log (`--log-json`) would hold a plain-text line.
+            with logged_native_stderr(log):
+                interp = cls(model_content=model_bytes, num_threads=1)
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(card.name, f"LiteRT cannot load the model: {exc}") from None
         detail = interp.get_input_details()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.readings import INVALIDATING_BITS, FloatArray, Quality, Reading
+from agent.readings import INVALIDATING_BITS, RR_RANGE_S, FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
 # Screened values of many readings: one (k, n, C) array when they were checked at once, else a list.
@@ -48,7 +48,7 @@ PHYSICAL_RANGES: Mapping[str, tuple[float, float]] = {
     "pr": (1.0, 350.0),  # bpm, the pulse oximeter's pulse rate
     "spo2": (1.0, 100.0),  # %
     "skin_temp": (0.0, 50.0),  # °C
-    "rr": (0.17, 10.0),  # s between beats (350..6 bpm)
+    "rr": RR_RANGE_S,  # s between beats (350..6 bpm)
     "ecg": (-10.0, 10.0),  # mV
     "vibration_rms": (0.0, 100.0),  # mm/s
     "bearing_temp": (-40.0, 200.0),  # °C

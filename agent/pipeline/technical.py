@@ -35,6 +35,10 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
     "battery_low": lambda v, lim: "device battery low",
     "device_fault": lambda v, lim: "the device reports a fault",
     "device_lost": lambda v, lim: f"no data from the device for {v:.0f} s (limit {lim:.0f} s)",
+    "profile_silent": lambda v, lim: (
+        f"the BLE profile sent nothing for {v:.0f} s while the device's other profiles did (limit"
+        f" {lim:.0f} s): its channels are not monitored"
+    ),
     "outbox_filling": lambda v, lim: (
         f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
     ),
@@ -98,7 +102,7 @@ def describe(event: AlarmEvent) -> AlarmEvent:
 
 # Conditions that leave a stream's (or a device's) open physiological episodes without a verdict: they
 # are held, neither confirmed nor ended, until the signal is back (agent.pipeline.quality).
-BLINDING = frozenset({"sensor_off", "signal_poor", "device_fault", "device_lost"})
+BLINDING = frozenset({"sensor_off", "signal_poor", "device_fault", "device_lost", "profile_silent"})
 
 
 def blinding(event: AlarmEvent, hidden: Sequence[tuple[str, Priority]]) -> AlarmEvent:

@@ -20,6 +20,9 @@ refused before it is written or made current, whether or not the config uses it 
 Whoever changes the store holds `locked()` (an flock on `<models_dir>/.lock`) around the change and its
 checks, so concurrent commands, or a command still running when its session ends and the next
 session's, never interleave their swaps.
+A crash (kill -9, power) during an install leaves its hidden `.incoming-*` folder (up to a bundle's
+size) or a `.current.tmp` link: `remove_leftovers` deletes them at each session's start (if no change
+holds the lock) and before each install. Hidden names are never listed, at any level.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from agent.inference.signing import SIGNATURE_FILE, load_public_key, verify_mode
 from agent.remote.envelope import CommandRefusedError
 
 LOCK_FILE = ".lock"
+INCOMING = ".incoming-"  # the prefix of an install's temporary folder
 _VERSION = re.compile(r"^\d{1,9}(\.\d{1,9}){0,3}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # The log's reason for an artifact whose sha256 or signature does not verify (a security event).
@@ -108,6 +112,36 @@ class ModelStore:
         finally:
             os.close(fd)  # releases the lock
 
+    def remove_leftovers_if_idle(self) -> list[str]:
+        """`remove_leftovers` unless a change holds the lock now (it is one's own folder, then: the next
+        install removes what is left); never blocks. For a session's start."""
+        if not self.root.is_dir():
+            return []
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []
+            return self.remove_leftovers()
+        finally:
+            os.close(fd)
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete what a crashed install or activation left (`<name>/.incoming-*`, `<name>/.*.tmp`);
+        returns their paths under the models folder. The caller holds the lock."""
+        removed: list[str] = []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for entry in sorted(folder.iterdir()):
+                if entry.name.startswith(INCOMING) and entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                elif entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_symlink():
+                    entry.unlink(missing_ok=True)
+                else:
+                    continue
+                removed.append(f"{folder.name}/{entry.name}")
+        return removed
+
     def active_version(self, name: str) -> str | None:
         link = self.root / name / CURRENT
         if not link.is_symlink():
@@ -126,6 +160,8 @@ class ModelStore:
                 continue
             active = self.active_version(folder.name)
             for sub in sorted(folder.iterdir()):
+                if sub.name.startswith("."):  # an install's temporary folder, never a version
+                    continue
                 if sub.is_dir() and not sub.is_symlink() and (sub / CARD_FILE).is_file():
                     found.append(ModelEntry(folder.name, sub.name, sub.name == active, managed=True))
         return found
@@ -237,7 +273,8 @@ class ModelStore:
             )
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder))
+        self.remove_leftovers()  # of an install a crash cut off: the caller holds the lock
+        tmp = Path(tempfile.mkdtemp(prefix=INCOMING, dir=folder))
         try:
             for file_name, data in blobs.items():
                 _write_synced(tmp / file_name, data)

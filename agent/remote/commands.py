@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -103,6 +104,8 @@ class RemoteCommands:
         self.store = ModelStore(
             remote.models_dir or state_dir / "models", remote.model_public_key_file or remote.public_key_file
         )
+        for leftover in self.store.remove_leftovers_if_idle():  # a crash during an install (kill -9)
+            log.info("remote: removed %s left in the models folder by an install cut off", leftover)
         self.guard = ReplayGuard(state_dir, remote.max_age_s)
         self.snippets = SnippetTaps(cfg, pseudonym)
         self._check_reload = check_reload
@@ -180,10 +183,9 @@ class RemoteCommands:
             self._answer(command, name, authenticated, error=interrupted)
             raise
         except Exception as exc:  # a command must never take the session down
-            log.error("remote command %s failed: %s", name or "(unknown)", type(exc).__name__)
-            self._answer(
-                command, name, authenticated, error=CommandRefusedError("failed", type(exc).__name__)
-            )
+            why = failure_text(exc)
+            log.error("remote command %s failed: %s", name or "(unknown)", why)
+            self._answer(command, name, authenticated, error=CommandRefusedError("failed", why))
             return
         log.info("remote command %s accepted", name)  # once it ran: a refusal is never "accepted" first
         self._answer(command, name, authenticated, result=result)
@@ -271,6 +273,15 @@ async def _finished(change: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         if future.cancelled():
             raise
         return await future  # the task ends with the change's own answer
+
+
+def failure_text(exc: Exception) -> str:
+    """What a command's unexpected failure says, in its answer and the log: the exception's kind, and for
+    an OSError its errno's text ("OSError: No space left on device"). Never the exception's message: an
+    OSError's names the file, under a folder whose path may name a patient (`agent.config.withheld`)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{type(exc).__name__}: {os.strerror(exc.errno)}"
+    return type(exc).__name__
 
 
 def payload_limit(name: str, max_bundle_bytes: int) -> int:

@@ -23,7 +23,18 @@ then every 10 minutes while it lasts (`LinkTrouble`), never once per retry.
 
 Notifications arrive as callbacks on the event loop and are decoded at once (firmware_bridge.gatt);
 readings wait in a bounded deque for the consumer. The first reading of each stream after a
-reconnect carries Quality.GAP; see `agent.sources.ble_profiles` for channels and quality flags.
+reconnect carries Quality.GAP; see `agent.sources.ble_profiles` for channels and quality flags. The
+`vitals` row comes once a second whatever the notification rates: made just after a notification that
+finds it due (so notifications of one instant share it), or by the watch when none comes.
+
+A profile that notifies all the time (heart_rate, plx, polar_pmd: `Profile.continuous`) and stops while
+the device's other profiles go on is a profile, not the device, gone silent: its channels go missing
+from the row while the others' values keep coming. After `lost_after_s` it is counted
+(`errors["profile_silent"]`), logged naming it, and the link is rebuilt once (a subscription BlueZ
+dropped comes back with it); if it stays silent after that the link is kept for the other profiles. The
+time each was last heard (`SourceStats.profiles_heard`) gives the daemon's `profile_silent` alarm. Until
+2026-11-30 any notification kept the link "alive": an oximeter's SpO2 hid a stopped HR and the reverse,
+and nothing told (review of 2026-11-30, finding 2).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -70,6 +82,7 @@ log = logging.getLogger("agent.sources.ble")
 
 QUEUE_READINGS = 4096
 SCAN_TIMEOUT_S = 10.0
+_ROW_LATE_S = 0.05  # the watch makes a row this late, when no notification made it on time
 _SPOT_CHECK_HINT = (
     " (an oximeter that offers only PLX Spot-check, 0x2A5E, is not read: the agent reads PLX Continuous)"
 )
@@ -114,7 +127,13 @@ class BleSource:
         self._client_generation = 0
         self._trouble = LinkTrouble()  # failed attempts of the current outage, and what was logged
         self._missing_told: set[str] = set()  # configured profiles the device lacked, already logged
+        self._link_up_at = time.monotonic()
         self._subscribed = 0  # profiles of the last subscription the device had
+        self._continuous: tuple[str, ...] = ()  # its profiles that notify all the time (silence = stopped)
+        self._heard: dict[str, float] = {}  # profile → monotonic of its last notification (or link up)
+        self._last_notified = -math.inf  # any profile's last notification
+        self._rebuilt_for: set[str] = set()  # silent profiles the link was already rebuilt for
+        self._row_soon = False  # a vitals row is scheduled for the loop's next turn
 
     @property
     def stats(self) -> SourceStats:
@@ -125,8 +144,17 @@ class BleSource:
             bad_frames=self._bad_frames,
             gaps=self._assembler.gaps,
             reconnects=self._reconnects,
-            errors=MappingProxyType(dict(self._errors)),
+            errors=MappingProxyType(self._error_counts()),
+            profiles_heard=MappingProxyType(
+                {p: self._heard[p] for p in self._continuous if p in self._heard}
+            ),
         )
+
+    def _error_counts(self) -> dict[str, int]:
+        counts = dict(self._errors)
+        if self._assembler.bad_rr:  # non-zero kinds only, as the heartbeat lists them
+            counts["bad_rr"] = self._assembler.bad_rr
+        return counts
 
     @property
     def battery_percent(self) -> int | None:
@@ -207,17 +235,25 @@ class BleSource:
             return None
         if found is None:
             self._errors["not_found"] += 1
-            config = self.config
-            criteria = {"address": config.address, "name": config.name, "service_uuid": config.service_uuid}
-            wanted = " and ".join(f"ble.{key} = {value!r}" for key, value in criteria.items() if value)
-            self._tell(
-                f"not found in a {self._scan_timeout_s:.0f} s scan",
-                f"is it on, in range and not held by another gateway or phone, and is {wanted} right?",
-            )
+            self._tell(f"not found in a {self._scan_timeout_s:.0f} s scan", self._not_found_hint())
             return None
         # bleak and its retry connector name the device by both in their errors; the config may not
         learn_identifiers({seen: f"{self._name}:ble" for seen in (found.address, found.name) if seen})
         return found
+
+    def _not_found_hint(self) -> str:
+        """What to check when the scan finds nothing: the criteria's keys, never their values (an address
+        or name is an identifier: the log's redactor would show its pseudonym where the value belongs,
+        which nobody can check), and where the operator sees which device this is."""
+        config = self.config
+        criteria = {"address": config.address, "name": config.name, "service_uuid": config.service_uuid}
+        keys = [f"ble.{key}" for key, value in criteria.items() if value] or [f"ble.{k}" for k in criteria]
+        wanted = f"{', '.join(keys[:-1])} and {keys[-1]} are" if len(keys) > 1 else f"{keys[0]} is"
+        return (
+            f"is it on, in range and not held by another gateway or phone, and {wanted} right in this"
+            " device's [[devices]] entry of the configuration file? (the log shows no identifiers;"
+            f" `edge-agent status --config FILE` says which device {self._name} is)"
+        )
 
     def _tell(self, what: str, cause: str) -> None:
         """Log a link problem when it is news for this outage (see `LinkTrouble`)."""
@@ -279,6 +315,11 @@ class BleSource:
             )
         self._assembler.use(present)
         self._subscribed = len(present)
+        self._continuous = tuple(p.name for p in present if p.continuous)
+        now = time.monotonic()
+        for name in self._continuous:  # silent since the link came up, if never heard
+            self._heard.setdefault(name, now)
+        self._link_up_at = now
 
     async def _subscribe_one(self, client: GattClient, profile: Profile, generation: int) -> None:
         callback = self._callback(profile, generation)
@@ -342,6 +383,9 @@ class BleSource:
         self._bytes_in += len(data)
         monotonic = time.monotonic()
         self._last_data = monotonic
+        self._last_notified = monotonic
+        self._heard[profile.name] = monotonic
+        self._rebuilt_for.discard(profile.name)
         try:
             update = profile.decode(data)
             readings = self._assembler.take(profile, update, self._clock(), monotonic)
@@ -350,6 +394,19 @@ class BleSource:
             log.debug("%s: %s", self._name, exc)
             return
         self._backoff.reset()  # data flows: the link has proved itself
+        self._push(readings)
+        if not self._row_soon and self._assembler.row_due(monotonic):
+            # on the loop's next turn: notifications of one instant (PLX and HR of one beat) share the row
+            self._row_soon = True
+            asyncio.get_running_loop().call_soon(self._emit_row)
+
+    def _emit_row(self) -> None:
+        self._row_soon = False
+        row = self._assembler.row(self._clock(), time.monotonic())
+        if row is not None:
+            self._push([row])
+
+    def _push(self, readings: list[Reading]) -> None:
         for reading in readings:
             if len(self._pending) >= QUEUE_READINGS:  # the consumer stalled: drop, and say so
                 self._errors["overflow"] += 1
@@ -359,21 +416,54 @@ class BleSource:
             self._arrived.set()
 
     async def _watch(self, disconnected: asyncio.Event) -> None:
-        """Return when the link drops or goes silent for `lost_after_s`."""
+        """Make the vitals rows no notification made; return when the link drops, goes silent for
+        `lost_after_s`, or a continuous profile does while the others talk (once per silence)."""
         limit = self.device.lost_after_s
         while True:
-            remaining = self._last_data + limit - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if self._assembler.row_due(now) and not self._row_soon:
+                self._emit_row()
+            if self._last_data + limit - now <= 0:
                 self._errors["silent"] += 1
                 log.warning("%s: BLE link silent for %.0f s; reconnecting", self._name, limit)
                 return
+            if (silent := self._silent_profile(now, limit)) is not None:
+                self._errors["profile_silent"] += 1
+                self._rebuilt_for.add(silent.name)
+                log.warning(
+                    "%s: no %s notification for %.0f s while the device's other profiles notify, so %s"
+                    " are missing; rebuilding the link (once: if it stays silent the link is kept for the"
+                    " others, and the profile_silent alarm stays)",
+                    self._name,
+                    silent.title or silent.name,
+                    limit,
+                    ", ".join(silent.channels) or silent.stream,
+                )
+                return
+            # wake for the next row (a notification usually makes it first), or each second: one overdue
+            # and not made has no fresh value, and the next notification makes it
+            to_row = self._assembler.next_row - now + _ROW_LATE_S
+            wake = min(self._last_data + limit - now, to_row if to_row > 0 else 1.0, 1.0)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(wake):
                     await disconnected.wait()
             if disconnected.is_set():
                 self._errors["dropped"] += 1
                 log.warning("%s: BLE device disconnected; reconnecting", self._name)
                 return
+
+    def _silent_profile(self, now: float, limit: float) -> Profile | None:
+        """A continuous profile silent for `limit` on this link while another notified within it, that
+        the link was not rebuilt for yet."""
+        if now - self._last_notified >= limit:
+            return None  # the whole device is silent: the link check above is for that
+        for profile in self.profiles:
+            if profile.name not in self._continuous or profile.name in self._rebuilt_for:
+                continue
+            since = max(self._heard.get(profile.name, self._link_up_at), self._link_up_at)
+            if now - since >= limit:
+                return profile
+        return None
 
     async def _disconnect_quietly(self, client: GattClient) -> None:
         try:

@@ -3,16 +3,24 @@ values (firmware_bridge.gatt) become channels and quality flags.
 
 Streams. The vital-sign profiles share one ``"vitals"`` stream, as the simulator's wearable does, so
 detectors see one row per second with every channel: heart_rate → ``hr``; plx → ``spo2``, ``pr``;
-thermometer → ``temp`` (°C). The first configured of heart_rate, plx, thermometer *paces* the stream:
-each of its notifications emits a row; the other profiles' latest values are held into that row
-until they are older than their `hold_s`. A channel whose profile has not reported since the link came
-up, or whose value is older than that, is left out of the row: the pipeline sees it as missing (no
-flag; a `dropout` detector tells when that lasts). A value the device itself reports as "no value" (an
-SFLOAT/FLOAT NaN, NRes or reserved value, PLX "measurement unavailable") stays in the row as NaN, which
-the quality gate flags (signal_poor when it lasts). So the row's channels vary; there are at most
-2^(channels) tuples, each built once (`_subsets`). RR intervals
-go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival), blood
-pressure to ``"bp"`` (one reading per cuff measurement). battery only sets LOW_BATTERY below
+thermometer → ``temp`` (°C). No profile paces the stream: the rows come once a second of the gateway's
+clock (`ROW_PERIOD_S`, declared as the row's `period_s`), whatever the devices' notification rates, and
+each holds every channel's newest value while it is younger than its profile's `hold_s` (3 s for HR and
+SpO2: a 1 Hz notification lost or late; a per-beat strap down to 20 bpm). Until 2026-11-30 every
+heart-rate notification made a row: only HR made rows, so SpO2 80 % from an oximeter whose HR had stopped
+raised nothing, and a strap notifying per beat at 2 Hz made 2 rows a second, which the detectors count as
+seconds (a 6 s dip alarmed as a 10 s desaturation; review of 2026-11-30, findings 2 and 4). A row is due
+a second after the last (`row_due`, at most `ROW_EARLY_S` early, so notifications on a 1 Hz beat make one
+row each); the source builds it when a notification finds it due, or at its own timer when none comes
+(`agent.sources.ble`). A channel whose profile has not reported since the link came up, or whose newest
+value is older than its `hold_s`, is left out of the row: the pipeline sees it as missing (no flag; the
+source tells of a continuous profile that stops, `silent_profiles`), and no row is made while none is
+fresh. A value the device itself reports as "no value" (an SFLOAT/FLOAT NaN, NRes or reserved value, PLX
+"measurement unavailable") stays in the row as NaN, which the quality gate flags (signal_poor when it
+lasts). So the row's channels vary; there are at most 2^(channels) tuples, each built once (`_subsets`).
+RR intervals go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival by
+the later valid intervals; one outside `RR_RANGE_S`, 0 or 65535 ticks, is counted in `bad_rr` and
+dropped), blood pressure to ``"bp"`` (one reading per cuff measurement). battery only sets LOW_BATTERY below
 `LOW_BATTERY_PERCENT`. polar_pmd starts the Polar H10's ECG (130 Hz) through the PMD control point
 after subscribing, and each data frame becomes one ``"ecg"`` block (mV; the frame's last sample at
 its arrival time). Its accelerometer is not requested yet.
@@ -35,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import ConfigError
-from agent.readings import Quality, Reading, stream_id
+from agent.readings import RR_RANGE_S, Quality, Reading, stream_id
 from firmware_bridge.gatt.battery import BATTERY_LEVEL_UUID, decode_battery_level
 from firmware_bridge.gatt.blood_pressure import (
     BLOOD_PRESSURE_MEASUREMENT_UUID,
@@ -60,6 +68,8 @@ from firmware_bridge.gatt.pulse_oximeter import (
 from firmware_bridge.gatt.thermometer import TEMPERATURE_MEASUREMENT_UUID, decode_temperature_measurement
 
 LOW_BATTERY_PERCENT = 15
+ROW_PERIOD_S = 1.0  # one vitals row a second: the detectors' windows count rows as seconds
+ROW_EARLY_S = 0.25  # a row may come this early, so a notification on a 1 Hz beat with jitter makes one
 POLAR_ECG_HZ = 130
 KPA_TO_MMHG = 7.500615
 # What each PLX status bit (Pulse Oximeter Service 1.0, 3.2.1.3 and 3.2.1.4) means for the sample; the
@@ -122,7 +132,8 @@ class Profile:
     characteristic: str  # 128-bit UUID as bleak names it
     channels: tuple[str, ...]  # channels it contributes to "vitals" (or "bp")
     decode: Callable[[bytes], Update]  # raises GattDecodeError
-    hold_s: float = 5.0  # a held value older than this is missing
+    hold_s: float = 3.0  # a value older than this is missing from the row
+    continuous: bool = False  # notifies all the time while measuring: silence means it stopped
     stream: str = "vitals"
     required: bool = True  # False: a device without it is still usable (battery)
     control_point: str = ""  # written with `start_command` after subscribing (Polar PMD)
@@ -190,10 +201,16 @@ PROFILES: dict[str, Profile] = {
             HEART_RATE_MEASUREMENT_UUID,
             ("hr",),
             _heart_rate,
+            continuous=True,
             title="Heart Rate Measurement (0x2A37)",
         ),
         Profile(
-            "plx", PLX_CONTINUOUS_UUID, ("spo2", "pr"), _plx, title="PLX Continuous Measurement (0x2A5F)"
+            "plx",
+            PLX_CONTINUOUS_UUID,
+            ("spo2", "pr"),
+            _plx,
+            continuous=True,
+            title="PLX Continuous Measurement (0x2A5F)",
         ),
         Profile(
             "thermometer",
@@ -220,11 +237,11 @@ PROFILES: dict[str, Profile] = {
             stream="ecg",
             control_point=PMD_CONTROL_POINT_UUID,
             start_command=ecg_start_request(POLAR_ECG_HZ),
+            continuous=True,
             title="Polar PMD control point and data",
         ),
     )
 }
-PACING_ORDER = ("heart_rate", "plx", "thermometer")
 
 
 def profiles_for(names: Sequence[str], key: str) -> tuple[Profile, ...]:
@@ -246,8 +263,10 @@ class ProfileReadings:
         self._contact = Quality.OK  # NO_CONTACT while the newest heart_rate update said the strap is off
         self._gap_streams: set[str] = set()
         self._had_data = False
+        self._next_row = -math.inf  # monotonic time the next vitals row is due
         self.battery_percent: int | None = None
         self.gaps = 0
+        self.bad_rr = 0  # RR intervals outside RR_RANGE_S, dropped
         self.use(profiles)
 
     def use(self, profiles: Sequence[Profile]) -> None:
@@ -259,14 +278,13 @@ class ProfileReadings:
         # the row's channels by bit mask of those present: the same tuple object for the same subset,
         # so the pipeline's per-tuple plan and batch check find it at once
         self._subsets: dict[int, tuple[str, ...]] = {(1 << len(self.channels)) - 1: self.channels}
-        pacers = [n for n in PACING_ORDER if any(p.name == n for p in vitals)]
-        self.pacer = pacers[0] if pacers else None
         self._hold_s = {c: p.hold_s for p in vitals for c in p.channels}
 
     def link_restarted(self) -> None:
         """After a reconnect: the next reading of each stream carries GAP; held values are dropped."""
         self._held.clear()
         self._contact = Quality.OK
+        self._next_row = -math.inf
         if self._had_data:
             self.gaps += 1
             self._gap_streams = {"vitals", "rr", "bp", "ecg"}
@@ -289,8 +307,6 @@ class ProfileReadings:
         elif profile.channels:
             for name, value in update.values.items():
                 self._held[name] = (value, monotonic, update.quality)
-            if profile.name == self.pacer:
-                out.append(self._vitals(wall_time, monotonic))
         if update.rr_s:
             out += self._rr(update, wall_time, monotonic)
         if update.rr_s or "hr" in update.values:
@@ -301,29 +317,60 @@ class ProfileReadings:
             self._had_data = True
         return out
 
-    def _vitals(self, wall_time: float, monotonic: float) -> Reading:
+    @property
+    def next_row(self) -> float:
+        """Monotonic time the next vitals row is due (-inf: at the first value)."""
+        return self._next_row
+
+    def row_due(self, monotonic: float) -> bool:
+        """A vitals row is due (a second since the last, `ROW_EARLY_S` early at most) and has a value."""
+        return monotonic >= self._next_row - ROW_EARLY_S and self._fresh(monotonic) != 0
+
+    def row(self, wall_time: float, monotonic: float) -> Reading | None:
+        """The vitals row of this moment: each channel's newest value younger than its `hold_s`; None
+        when no channel has one. The next is due a second later."""
+        present = self._fresh(monotonic)
+        if not present:
+            return None
+        # on the same beat while rows come early or on time; a late one moves the beat (0.75 s apart at least)
+        self._next_row = max(self._next_row + ROW_PERIOD_S, monotonic + ROW_PERIOD_S)
         row: list[float] = []
-        present = 0
         quality = Quality.OK
         for bit, channel in enumerate(self.channels):
-            held = self._held.get(channel)
-            if held is None or monotonic - held[1] > self._hold_s[channel]:
-                continue  # not reported yet, or stale: missing, not a "no value" (the docstring)
-            row.append(held[0])  # NaN when the device said "no value": flagged downstream
-            present |= 1 << bit
-            quality |= held[2]
-        channels = self._subsets.get(present)  # never empty: the pacer's own values are fresh
+            if present >> bit & 1:
+                value, _, q = self._held[channel]
+                row.append(value)  # NaN when the device said "no value": flagged downstream
+                quality |= q
+        channels = self._subsets.get(present)
         if channels is None:
             channels = tuple(c for i, c in enumerate(self.channels) if present >> i & 1)
             self._subsets[present] = channels
-        return self._reading("vitals", channels, row, wall_time, monotonic, quality)
+        self._had_data = True
+        return self._reading("vitals", channels, row, wall_time, monotonic, quality, ROW_PERIOD_S)
+
+    def _fresh(self, monotonic: float) -> int:
+        """Bit mask of the channels whose newest value is younger than its profile's `hold_s`."""
+        present = 0
+        for bit, channel in enumerate(self.channels):
+            held = self._held.get(channel)
+            if held is not None and monotonic - held[1] <= self._hold_s[channel]:
+                present |= 1 << bit
+        return present
 
     def _rr(self, update: Update, wall_time: float, monotonic: float) -> list[Reading]:
-        # the last interval ended at (about) the notification; earlier ones before it
-        ends = wall_time - np.concatenate((np.cumsum(update.rr_s[::-1])[::-1][1:], [0.0]))
+        # The intervals are the beats since the previous notification, oldest first: the newest ended at
+        # (about) this notification, each earlier one a later interval before. One no heart gives (0
+        # ticks, 65535: a strap's "no value" or a counter overflow) has no known length: counted and
+        # dropped, it must not push the valid ones back in time (a 65535 moved them 64 s).
+        low, high = RR_RANGE_S
+        rr = [r for r in update.rr_s if low <= r <= high]
+        self.bad_rr += len(update.rr_s) - len(rr)
+        if not rr:
+            return []
+        ends = wall_time - np.concatenate((np.cumsum(rr[::-1])[::-1][1:], [0.0]))
         return [
-            self._reading("rr", ("rr",), [rr], float(end), monotonic, update.quality & Quality.NO_CONTACT)
-            for rr, end in zip(update.rr_s, ends, strict=True)
+            self._reading("rr", ("rr",), [r], float(end), monotonic, update.quality & Quality.NO_CONTACT)
+            for r, end in zip(rr, ends, strict=True)
         ]
 
     def _waveform(
@@ -352,7 +399,4 @@ class ProfileReadings:
             q |= Quality.LOW_BATTERY
         values = np.array(rows, dtype=np.float64).reshape(-1, len(channels))
         values.flags.writeable = False
-        n = values.shape[0]
-        return Reading(
-            stream_id(self.device_id, stream), channels, values, wall, mono, period if n > 1 else 0.0, q
-        )
+        return Reading(stream_id(self.device_id, stream), channels, values, wall, mono, period, q)

@@ -24,6 +24,9 @@ class SourceStats:
     gaps: int = 0
     reconnects: int = 0
     errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # BLE: gateway monotonic time each profile that notifies all the time was last heard (since the link
+    # first came up, if never), for the daemon's profile_silent alarm
+    profiles_heard: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @runtime_checkable

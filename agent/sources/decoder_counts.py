@@ -22,7 +22,7 @@ FRAME_KINDS = (
     "lost_frames",
     "duplicates",
 )
-LINE_KINDS = ("bad_lines", "oversized_lines")
+LINE_KINDS = ("bad_lines", "oversized_lines", "no_value_fields")  # the last: fields, not lines, rejected
 
 
 def decoder_errors(stats: FrameDecoderStats | LineDecoderStats) -> dict[str, int]:

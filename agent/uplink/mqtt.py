@@ -43,6 +43,9 @@ Strategy:
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will),
   saying why: "stop", or "reload" (each reload ends the session's client and the next one connects:
   the offline a back end sees for some 30 ms between them must not read as a gateway stopped).
+  `stop()` is bounded: with a hung broker paho's thread would wait for its CONNECT attempt to time out
+  (`keepalive_s`) while messages are in flight; their rows stay in the outbox, so the socket is shut
+  down instead (`_end_network_thread`) and the next session sends them.
 - Transport rules (TLS verification, no plain MQTT to remote hosts, password file, MQTT 3.1.1 only
   where `mqtt.protocol` chose it, backoff) live in `agent.uplink.connection`. A plain loopback broker
   that proves it cannot do v5 gets nothing (`_until_the_broker_may_speak_v5`), as a remote one refuses.
@@ -53,6 +56,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +106,13 @@ RECONNECT_MAX_S = 15.0
 # to authenticated commands are always sent (they count here): only a key holder can cause them, at
 # most the command gate's rate, and an operator must learn what a command did.
 MAX_ANSWERS_PENDING = 8
+# Ending paho's network thread at stop(): the time it gets to end by itself (it ends at once unless
+# messages are in flight on a connection that does not answer), and the most stop() waits for it.
+THREAD_END_GRACE_S = 0.3
+THREAD_END_LIMIT_S = 2.0
+# Broker addresses (host, port) whose CONNECT this process saw answered: a later attempt there that gets
+# no CONNACK is a broker that hangs, not a wrong port, also in the session after a reload (a new uplink).
+_ANSWERED: set[tuple[str, int]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +181,7 @@ class MqttUplink(_PahoBridge):
         self._password_trouble = LinkTrouble(REMIND_S)  # the password file unreadable at an attempt
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
         self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
+        self._attempting = False  # paho began a connection attempt not yet answered nor failed
         self._refusals_told: set[tuple[str, int]] = set()  # (topic, reason) logged this connection
         self._commands = CommandGate()
         self._answers: dict[int, str] = {}  # mid -> topic of answers awaiting their PUBACK
@@ -280,8 +293,35 @@ class MqttUplink(_PahoBridge):
                     await waiter
             # A normal disconnection (reason 0) tells the broker not to send the Will.
             self._client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection"))
-        await asyncio.to_thread(self._client.loop_stop)
+        await self._end_network_thread()
         self._connected = False
+
+    async def _end_network_thread(self) -> None:
+        """End paho's network thread within about `THREAD_END_LIMIT_S`. paho's loop does not end while
+        messages are in flight: with a hung broker (the kernel still takes the connection, CONNECT is
+        never answered) it would wait for the attempt to time out after `keepalive_s`, holding up a stop
+        past the service manager's limit and a reload with every source unread. What is in flight is
+        still in the outbox (a row leaves it only on its PUBACK) and the next session sends it again:
+        once paho had `THREAD_END_GRACE_S` to finish, its socket is shut down, which ends the attempt.
+        The broker then sends the Will, unless the clean offline and DISCONNECT went out above."""
+        client = self._client
+        stopper = threading.Thread(target=client.loop_stop, name="uplink-stop", daemon=True)
+        stopper.start()  # loop_stop tells the thread to end, then joins it: not in the loop's executor
+        started = time.monotonic()
+        while stopper.is_alive():
+            waited = time.monotonic() - started
+            if waited >= THREAD_END_LIMIT_S:
+                log.warning(
+                    "uplink: paho's network thread did not end within %.0f s; left to end on its own "
+                    "(messages in flight stay in the outbox)",
+                    THREAD_END_LIMIT_S,
+                )
+                return
+            sock = client.socket()
+            if waited >= THREAD_END_GRACE_S and isinstance(sock, socket.socket):  # TLS: a subclass
+                with contextlib.suppress(OSError):  # already closed, or never connected
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes paho's select: the attempt ends at once
+            await asyncio.sleep(0.05)
 
     def respond(self, command: Command, payload: bytes, *, authenticated: bool = False) -> None:
         """Answer a command (QoS 1) on its ResponseTopic, where `Topics.may_answer_on` allows it, else on
@@ -385,9 +425,16 @@ class MqttUplink(_PahoBridge):
 
     # -- paho callbacks, on the loop thread -------------------------------------------------------
 
+    def _on_attempt(self) -> None:
+        self._attempting = True
+
     def _on_connected(
         self, reason: int, session_present: bool, receive_maximum: int | None, max_packet: int | None
     ) -> None:
+        self._attempting = False
+        if self._stopping:
+            return  # an attempt answered after stop(): this session is over, its thread ending
+        _ANSWERED.add((self.config.host, self.config.port))  # a broker's port, even if it refused us
         if reason >= 0x80:
             self._refused_connect = True
             self._connect_failed(describe_connect_refusal(reason, self.config))
@@ -427,6 +474,7 @@ class MqttUplink(_PahoBridge):
         self._commands_ready = granted
 
     def _on_disconnected(self, reason: int) -> None:
+        attempt, self._attempting = self._attempting, False
         if self._stopping:
             self._connected = False
             return
@@ -442,11 +490,17 @@ class MqttUplink(_PahoBridge):
             )
         elif self._refused_connect:
             self._refused_connect = False  # the close that follows a refused CONNECT: already told
+        elif attempt:  # closed before the CONNACK: the port took the connection and did not speak MQTT
+            answered = (self.config.host, self.config.port) in _ANSWERED
+            self._connect_failed(describe_early_close(reason, self.config, answered_before=answered))
         else:
-            self._connect_failed(describe_early_close(reason, self.config))
+            # paho reports a keepalive loss twice (its keepalive check, then the unanswered PINGREQ):
+            # the first report was told above; this one is no failed attempt.
+            log.debug("disconnect reported again (0x%02x): no attempt was under way", reason)
 
     def _on_connect_failed(self, problem: str) -> None:
         self._connected = False
+        self._attempting = False
         if not self._stopping:
             self._connect_failed(problem)
 
@@ -479,6 +533,7 @@ class MqttUplink(_PahoBridge):
         if self._stopping or self._loop is None:
             return
         self._connected = False
+        self._attempting = False  # the attempt under way, if any, ended with the thread
         self._network_failed = True
         self._network_deaths += 1
         if self._down_since is None:

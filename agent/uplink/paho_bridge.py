@@ -70,6 +70,7 @@ class _PahoBridge:
 
     # The loop-thread side, in `MqttUplink`.
     _status: Callable[..., bytes]
+    _on_attempt: Callable[[], None]
     _on_connected: Callable[[int, bool, int | None, int | None], None]
     _on_connect_failed: Callable[[str], None]
     _on_disconnected: Callable[[int], None]
@@ -91,6 +92,7 @@ class _PahoBridge:
             will=self._status("offline", clean=False),
         )
         self._set_backoff(client)
+        client.on_pre_connect = self._paho_pre_connect
         client.on_connect = self._paho_connect
         client.on_connect_fail = self._paho_connect_fail
         client.on_disconnect = self._paho_disconnect
@@ -98,7 +100,6 @@ class _PahoBridge:
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
         client.on_network_death = self._paho_network_died
-        client.on_pre_connect = self._paho_pre_connect
         return client
 
     def _start_client(self) -> None:
@@ -132,7 +133,9 @@ class _PahoBridge:
     def _paho_pre_connect(self, client: paho.Client, _u: Any) -> None:
         """Read the password file again before each connection attempt, so a corrected file is used at
         the next attempt without a reload (a small file; the password never reaches a log line). A
-        file that cannot be read now keeps the last password read; the loop thread tells it."""
+        file that cannot be read now keeps the last password read; the loop thread tells it. It also
+        marks an attempt: a disconnect with no attempt under way is not a failed CONNECT."""
+        self._from_paho(self._on_attempt)
         auth = self.config.auth
         if auth is None:
             return

@@ -125,8 +125,15 @@ def describe_connect_refusal(code: int, config: MqttConfig) -> str:
     return f"{refused}: a problem on the broker's side; see the broker's log"
 
 
-def describe_early_close(code: int, config: MqttConfig) -> str:
-    """The connection ended before the broker answered CONNECT (no CONNACK)."""
+def describe_early_close(code: int, config: MqttConfig, *, answered_before: bool = False) -> str:
+    """The connection ended before the broker answered CONNECT (no CONNACK); `answered_before`: a
+    CONNECT to this address was answered earlier (the port is right: the broker stopped answering)."""
+    if code == KEEPALIVE_TIMEOUT and answered_before:  # a hung broker: its kernel still takes connections
+        return (
+            f"{broker_address(config)} took the connection but its broker, which answered before, did not "
+            f"answer CONNECT (within {config.keepalive_s} s): the broker is hung or overloaded; "
+            "see the broker's host and log"
+        )
     if code == KEEPALIVE_TIMEOUT:  # paho gave up: the port took the connection and said nothing
         return (
             f"{broker_address(config)} took the connection but never answered CONNECT (within "

@@ -120,3 +120,51 @@ def test_through_the_pipeline_texts_round_and_values_stay_exact(tmp_path: Path) 
     )
     assert (desat.value, desat.threshold) == (89.64, 94.0)
     assert not any("bed-7" in e.explanation.text or "MRN" in e.explanation.text for e in events)
+
+
+@pytest.mark.parametrize(
+    ("observed", "limit", "text"),
+    [
+        (94.0, 94.0, "spo2 drop to 94 %, 3 points or more below its baseline 97 % (limit 94 %)"),
+        (94.3, 94.3, "spo2 drop to 94.3 %, 3 points or more below its baseline 97.3 % (limit 94.3 %)"),
+        (94.1, 94.3, "spo2 drop to 94 %, 3 points or more below its baseline 97.3 % (limit 94.3 %)"),
+        (93.96, 94.0, "spo2 drop to 93.96 %, 3 points or more below its baseline 97 % (limit 94 %)"),
+    ],
+)
+def test_a_desaturation_at_its_limit_reads_the_value_as_the_limit(
+    observed: float, limit: float, text: str
+) -> None:
+    """A drop of exactly 3 points is an event: the sentence must not show a decimal baseline and limit
+    rounded to whole percent ("drop to 94.3 % ... (limit 94 %)" reads as above the limit)."""
+    phrase = explain.crossing("desat", "spo2", observed, limit, 3.0, 3.0, "%", DesaturationDetector.quantity)
+    assert phrase == text
+
+
+@pytest.mark.parametrize(
+    ("baseline", "low", "text"),
+    [
+        (97.0, 94.0, "spo2 drop to 94 %, 3 points or more below its baseline 97 % (limit 94 %)"),
+        (97.3, 94.3, "spo2 drop to 94.3 %, 3 points or more below its baseline 97.3 % (limit 94.3 %)"),
+    ],
+)
+def test_a_drop_of_exactly_3_points_raises_a_desaturation(
+    tmp_path: Path, baseline: float, low: float, text: str
+) -> None:
+    config = {
+        "gateway": {"id": "gw", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "outbox": {"path": "outbox.sqlite"},
+        "devices": [{"id": "bed-7", "kind": "wearable", "transport": "simulator"}],
+        "detectors": [{"id": "desat", "type": "spo2_desaturation", "stream": "vitals", "channels": ["spo2"]}],
+        "alarms": [{"condition": "spo2_desaturation", "detector": "desat", "min_duration_s": 0, "unit": "%"}],
+    }
+    pipeline = Pipeline(parse_config(config, base_dir=tmp_path), pseudonym)
+    events: list[AlarmEvent] = []
+    for t in range(400):
+        spo2 = low if 350 <= t < 370 else baseline  # 20 s exactly 3 points down
+        events += pipeline.ingest([Reading.single("bed-7/vitals", {"spo2": spo2}, T0 + t, t)])
+    starts = [e for e in events if e.phase is Phase.START]
+    assert len(starts) == 1
+    assert starts[0].explanation.text == text
+    assert (starts[0].value, starts[0].threshold) == (low, low)
+    assert starts[0].detection_time == T0 + 359  # the 10th low second

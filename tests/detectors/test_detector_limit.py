@@ -48,6 +48,18 @@ def test_one_sided_limits() -> None:
     np.testing.assert_allclose(out.limits, [90, 90])
 
 
+def test_a_value_on_a_limit_is_inside_it() -> None:
+    """docs/detectors.md: a limit is strict ("hr 121 bpm above limit 120 bpm"); `above = 119.5` for
+    "120 or more". Pins the documented behaviour (the BLE review of 2026-11-30 asked; unchanged)."""
+    hr = make("limit", ("hr",), above=120, below=40)
+    out = score(hr, [[120.0], [121.0], [40.0], [39.0]], 1)
+    assert out.exceeded.tolist() == [False, True, False, True]
+    spo2 = make("limit", ("spo2",), below=90)
+    assert score(spo2, [[90.0], [89.0]], 1).exceeded.tolist() == [False, True]
+    or_more = make("limit", ("hr",), above=119.5)
+    assert score(or_more, [[119.0], [120.0]], 1).exceeded.tolist() == [False, True]
+
+
 def test_only_the_new_samples_of_the_hop_count() -> None:
     d = make("limit", ("hr",), above=120, window_s=5.0)
     out = score(d, [[200, 200, 200, 200, 100]], 1)

@@ -12,6 +12,7 @@ from detector_drive import run, scores_of
 from agent.config.schema import DetectorConfig
 from agent.detectors.spo2 import DesaturationDetector
 from agent.errors import ConfigError
+from firmware_bridge.gatt.ieee11073 import decode_sfloat, encode_sfloat
 
 
 def make(**params: Any) -> DesaturationDetector:
@@ -53,6 +54,52 @@ def test_a_drop_of_less_than_3_points_is_not_an_event() -> None:
     d = make()
     assert np.nanmax(scores(d, spo2)) == pytest.approx(2.0)
     assert d.desaturation_index(np.array([0]))[0] == 0.0
+
+
+def sfloat(mantissa: int, exponent: int) -> float:
+    """A PLX SpO2 as the device sends it (an SFLOAT), decoded as the BLE source decodes it."""
+    return decode_sfloat(encode_sfloat(mantissa, exponent))
+
+
+@pytest.mark.parametrize(
+    ("baseline", "low"),
+    [
+        (97.0, 94.0),  # whole percent: the commonest smallest desaturation
+        (sfloat(973, -1), sfloat(943, -1)),  # 97.3 -> 94.3 from a decimal oximeter
+        (97.3, 97.3 - 2.9999999999999716),  # the review's float difference, a hair below 3
+        (float(np.float32(97.3)), float(np.float32(94.3))),  # readings that went through float32
+    ],
+)
+def test_a_drop_of_exactly_3_points_is_an_event_and_counts_in_the_index(baseline: float, low: float) -> None:
+    spo2 = np.full(900, baseline)
+    spo2[400:420] = low  # 20 s exactly 3 points down
+    d = make()
+    s = scores(d, spo2)
+    hits = np.flatnonzero(s > d.threshold)
+    assert hits.size > 0 and hits[0] == 409  # the 10th low second, as for a deeper drop
+    assert hits[-1] == 419
+    events = d._slot_state("events", np.array([0]), 0.0)[0, 0]
+    assert events == 1.0
+    assert d.desaturation_index(np.array([0]))[0] > 0
+
+
+@pytest.mark.parametrize("low", [94.1, 94.01, sfloat(941, -1), float(np.float32(94.01))])
+def test_a_drop_a_resolution_step_short_of_3_points_is_not_an_event(low: float) -> None:
+    spo2 = np.full(900, 97.0)
+    spo2[400:460] = low  # 2.9 or 2.99 points down for a minute
+    d = make()
+    assert not (scores(d, spo2) > d.threshold).any()
+    assert d.desaturation_index(np.array([0]))[0] == 0.0
+
+
+def test_a_drop_at_the_limit_keeps_the_exact_spo2_and_limit() -> None:
+    spo2 = np.full(400, 97.0)
+    spo2[380:] = 94.0
+    d = make()
+    block = run(d, spo2[None, :, None])[-1]
+    assert block.exceeded[0]
+    assert (block.observed[0], block.limits[0], block.thresholds[0]) == (94.0, 94.0, 3.0)
+    assert block.scores[0] == pytest.approx(3.0, abs=1e-12)
 
 
 def test_the_index_counts_events_per_hour() -> None:

@@ -48,9 +48,8 @@ def test_csv_values_header_crlf_and_missing_field() -> None:
         b"72\n",
         b"72,98,1\n",
         b"72,abc\n",
-        b"nan,98\n",
-        b"inf,1\n",
         b"1e999,1\n",
+        b"nand,1\n",
         b"\xff\xfe,1\n",
         b"1_000,98\n",  # float() takes these: a strict ASCII number does not (review of 2026-11-30, M2)
         "\u0667\u0662,98\n".encode(),  # Arabic-Indic 72
@@ -62,6 +61,22 @@ def test_csv_bad_lines_are_counted_and_skipped(line: bytes) -> None:
     dec = CsvLineDecoder(CHANNELS)
     assert decode(dec, line + b"60,99\n") == [(60.0, 99.0)]
     assert dec.stats.bad_lines == 1 and dec.stats.garbage_bytes == len(line)
+
+
+def test_csv_fields_written_as_no_number_are_missing_values_not_bad_lines() -> None:
+    """printf and Arduino write nan / inf / ovf for a dead probe: that channel is missing, the others kept
+    (review of 2026-11-30: '5.000,nan,10.00' dropped the 5 mm/s and its alarm)."""
+    dec = CsvLineDecoder(("vib", "temp", "current"))
+    got = decode(dec, b"5.000,nan,10.00\n-nan,1,2\nINF,ovf,-inf\n1,2,3\n")
+    assert same(got, [(5.0, math.nan, 10.0), (math.nan, 1.0, 2.0), (math.nan,) * 3, (1.0, 2.0, 3.0)])
+    assert (dec.stats.no_value_fields, dec.stats.bad_lines) == (5, 0)
+
+
+def test_jsonl_no_value_constants_are_missing_values() -> None:
+    dec = JsonLineDecoder(CHANNELS)
+    got = decode(dec, b'{"hr":NaN,"spo2":98}\n{"hr":72,"spo2":-Infinity}\n{"hr":NaN}\n')
+    assert same(got, [(math.nan, 98.0), (72.0, math.nan)])
+    assert (dec.stats.no_value_fields, dec.stats.bad_lines) == (2, 1)  # the third lacks spo2: bad, uncounted
 
 
 def test_csv_custom_delimiter_and_line_numbers() -> None:
@@ -83,7 +98,6 @@ def test_jsonl_values_extra_keys_and_null() -> None:
         b'{"hr":72}',  # missing key
         b'{"hr":"72","spo2":98}',  # string value
         b'{"hr":true,"spo2":98}',  # bool is not a number
-        b'{"hr":NaN,"spo2":98}',  # JSON extension constants refused
         b'{"hr":1e999,"spo2":98}',  # overflows to inf
         b"[72, 98]",  # not an object
         b'{"hr":72,"spo2":',  # truncated

@@ -129,7 +129,12 @@ def test_notify_status_reload_and_clean_stop(
     config = tmp_path / "agent.toml"
     config.write_text(CONFIG.format(port=mosquitto.port, heartbeat=0.5))
     notifications = Notifications(tmp_path / "notify.sock")
-    env = {**os.environ, "NOTIFY_SOCKET": str(notifications.path), "WATCHDOG_USEC": "1000000"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # this checkout's code, from tmp_path
+        "NOTIFY_SOCKET": str(notifications.path),
+        "WATCHDOG_USEC": "1000000",
+    }
     log = (tmp_path / "agent.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
@@ -180,9 +185,10 @@ def test_notify_status_reload_and_clean_stop(
         assert offline[-1]["reason"] == "stop"
         assert "STOPPING=1" in notifications.lines
 
-        # With the agent gone, `status` falls back to the last heartbeat on disk.
+        # With the agent gone, `status` falls back to the last heartbeat on disk, says so, exits 3.
         last = status_of(config)
-        assert last.returncode == 0 and "(last heartbeat)" in last.stdout
+        assert last.returncode == 3 and "(last heartbeat, " in last.stdout
+        assert "the agent is not running (no socket" in last.stderr
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from bleak.backends.device import BLEDevice
@@ -16,7 +17,10 @@ from fake_ble import ADDRESS, FakeFinder, FakeRadio
 from test_src_ble import FAST, ble_device
 
 from agent.config.schema import BleConfig
+from agent.logs import device_name
 from agent.sources.ble import BleSource, retry_connector
+
+HRS = "0000180d-0000-1000-8000-00805f9b34fb"  # the Heart Rate service
 
 LOGGER = "agent.sources.ble"
 
@@ -74,18 +78,32 @@ def test_a_gateway_without_bluez_is_told_once_and_the_strap_joins_once_it_runs(
     assert "BLE connected, 2 of 2 profile(s)" in connected and "failed attempt(s) over " in connected
 
 
-def test_a_strap_that_does_not_advertise_is_named_by_its_configured_address(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    ("ble", "keys"),
+    [
+        (BleConfig(address=ADDRESS), "ble.address is right"),
+        (BleConfig(address=ADDRESS, name="Polar H10 6A1234BC"), "ble.address and ble.name are right"),
+        (BleConfig(name="Polar H10 6A1234BC", service_uuid=HRS), "ble.name and ble.service_uuid are right"),
+    ],
+)
+def test_a_strap_that_does_not_advertise_is_told_which_keys_to_check_without_their_values(
+    caplog: pytest.LogCaptureFixture, ble: BleConfig, keys: str
 ) -> None:
+    """Review BLE F6: the hint quoted the configured address and name, which the log's redactor then
+    replaced by the device's pseudonym ("is ble.address = 'd-...:ble' right?"): nothing an operator can
+    check. It names the keys, where they are, and how to tell which device the line is about."""
     radio = FakeRadio()
     radio.advertising = False
+    device = replace(ble_device(), ble=replace(ble, profiles=("heart_rate", "battery")))
     source = BleSource(
-        ble_device(), finder=FakeFinder(radio), connector=retry_connector(radio.client_class()), backoff=FAST
+        device, finder=FakeFinder(radio), connector=retry_connector(radio.client_class()), backoff=FAST
     )
     with caplog.at_level(logging.INFO, logger=LOGGER):
         connect_after(source, radio, "not_found", lambda: setattr(radio, "advertising", True))
     (warning,) = lines(caplog, logging.WARNING)
     assert "not found in a 10 s scan: is it on, in range and not held by another gateway or phone" in warning
-    assert f"ble.address = '{ADDRESS}' right?" in warning
+    assert f"and {keys} in this device's [[devices]] entry of the configuration file?" in warning
+    assert f"`edge-agent status --config FILE` says which device {device_name(device.id)} is" in warning
+    assert ADDRESS not in warning and "6A1234BC" not in warning and "= '" not in warning
     (connected,) = lines(caplog, logging.INFO)
     assert "failed attempt(s) over " in connected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import numpy as np
 import pytest
@@ -68,14 +69,14 @@ def test_heart_rate_payloads_become_vitals_and_rr_readings() -> None:
         async with source_for(radio) as source:
             await radio.wait_subscribed(1)
             radio.notify(HR_UUID, hr_measurement(72, contact=True, rr_ticks=(1024, 512)))
-            vitals, rr1, rr2 = [await next_reading(source) for _ in range(3)]
+            rr1, rr2, vitals = [await next_reading(source) for _ in range(3)]  # the row: a loop turn later
             assert vitals.stream == "bed-3-strap/vitals" and vitals.channels == ("hr",)
-            assert vitals.values[0, 0] == 72.0
+            assert vitals.values[0, 0] == 72.0 and vitals.period_s == 1.0  # one row a second, declared
             assert vitals.quality == Quality.LOW_BATTERY  # battery read at connect: 10 %
             assert (rr1.stream, rr1.values[0, 0], rr2.values[0, 0]) == ("bed-3-strap/rr", 1.0, 0.5)
             assert rr2.wall_time - rr1.wall_time == pytest.approx(0.5)
             radio.notify(HR_UUID, hr_measurement(300, contact=False, energy_kj=12))  # u16 value, no contact
-            off = await next_reading(source)
+            off = await next_reading(source)  # a second after the first row
             assert off.values[0, 0] == 300.0 and off.quality & Quality.NO_CONTACT
             radio.notify(HR_UUID, b"\x10\x48\x00")  # RR flag with an odd-length RR field: malformed
             radio.notify(HR_UUID, hr_measurement(70, contact=None))  # contact feature not supported
@@ -88,21 +89,58 @@ def test_heart_rate_payloads_become_vitals_and_rr_readings() -> None:
     asyncio.run(main())
 
 
-def test_drop_after_30_s_of_notifications_reconnects_resubscribes_and_flags_gap() -> None:
+def test_an_impossible_rr_is_counted_and_dropped_without_moving_the_valid_ones() -> None:
+    """Review BLE F5: RR ticks (0, 800, 65535, 820) stamped the valid 800 interval 63.8 s in the past (the
+    65535 counted as a 64 s interval), so the rr stream went back 64 s per notification and the pipeline
+    filled its windows with ~63 NaN rows each time. Each valid interval ends a later *valid* interval
+    before the notification; the impossible ones are counted (errors["bad_rr"]) and not emitted."""
+    radio = FakeRadio()
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(("heart_rate",))) as source:
+            await radio.wait_subscribed(1)
+            times: list[float] = []
+            for _ in range(3):
+                radio.notify(HR_UUID, hr_measurement(72, rr_ticks=(0, 200, 65535, 220)))
+                rr: list[Reading] = []
+                while len(rr) < 2:  # the vitals rows come once a second, on their own
+                    if (reading := await next_reading(source)).stream == "bed-3-strap/rr":
+                        rr.append(reading)
+                rr1, rr2 = rr
+                assert (rr1.values[0, 0], rr2.values[0, 0]) == (200 / 1024, 220 / 1024)
+                assert rr2.wall_time == pytest.approx(time.time(), abs=0.5)  # the newest beat: at arrival
+                assert rr1.wall_time == pytest.approx(rr2.wall_time - 220 / 1024)
+                assert not (rr1.quality | rr2.quality) & Quality.OUT_OF_RANGE
+                times += [rr1.wall_time, rr2.wall_time]
+                await asyncio.sleep(0.5)  # more than the notification's 0.41 s of valid beats
+            assert times == sorted(times)  # the rr stream never goes back
+            radio.notify(HR_UUID, hr_measurement(72, rr_ticks=(0, 65535)))  # nothing valid: no rr reading
+            radio.notify(HR_UUID, hr_measurement(73))
+            while (reading := await next_reading(source)).stream == "bed-3-strap/vitals":
+                if reading.values[0, 0] == 73.0:
+                    break
+            assert reading.stream == "bed-3-strap/vitals" and reading.values[0, 0] == 73.0  # no rr between
+            stats = source.stats
+            assert stats.errors["bad_rr"] == 3 * 2 + 2 and stats.bad_frames == 0
+
+    asyncio.run(main())
+
+
+def test_drop_after_notifications_reconnects_resubscribes_and_flags_gap() -> None:
     radio = FakeRadio()
 
     async def main() -> None:
         async with source_for(radio) as source:
             await radio.wait_subscribed(1)
             first: list[Reading] = []
-            for second in range(30):  # 30 s of 1 Hz notifications, accelerated
+            for second in range(4):  # 1 Hz notifications: a row each second, in real time here
                 radio.notify(HR_UUID, hr_measurement(60 + second))
                 first.append(await next_reading(source))
             radio.drop()
             await radio.wait_subscribed(2)  # re-scanned, reconnected and subscribed again
             radio.notify(HR_UUID, hr_measurement(95))
             after = await next_reading(source)
-            assert [r.values[0, 0] for r in first] == [60.0 + s for s in range(30)]
+            assert [r.values[0, 0] for r in first] == [60.0 + s for s in range(4)]
             assert all(r.quality == Quality.OK for r in first)
             assert after.values[0, 0] == 95.0 and after.quality == Quality.GAP
             radio.notify(HR_UUID, hr_measurement(96))
@@ -186,7 +224,7 @@ def test_silent_link_is_rebuilt() -> None:
     asyncio.run(main())
 
 
-def test_plx_held_into_the_heart_rate_paced_vitals_row() -> None:
+def test_plx_held_into_the_vitals_row() -> None:
     radio = FakeRadio()
     # PLX Continuous: flags 0x08 (device and sensor status present), SpO2 97.0, PR 71 (SFLOAT,
     # exponent 0), status u24 with SENSOR_DISPLACED (bit 13)
@@ -206,7 +244,7 @@ def test_plx_held_into_the_heart_rate_paced_vitals_row() -> None:
             assert alone.channels == ("hr",) and alone.values.tolist() == [[75.0]]
             radio.notify(PLX_UUID, plx)
             radio.notify(HR_UUID, hr_measurement(76))
-            row = await next_reading(source)
+            row = await next_reading(source)  # a second after the first: the newest of each profile
             np.testing.assert_array_equal(row.values, [[76.0, 97.0, 71.0]])
             assert row.quality == Quality.NO_CONTACT  # the oximeter's sensor is displaced
 
@@ -310,5 +348,38 @@ def test_ecg_frames_carry_the_straps_contact_bit() -> None:
             await next_reading(source)
             radio.notify(PMD_DATA_UUID, frame)
             assert (await next_reading(source)).quality == Quality.OK
+
+    asyncio.run(main())
+
+
+def test_a_profile_silent_while_another_talks_rebuilds_the_link_once_per_silence() -> None:
+    # review of 2026-11-30, finding 2: every notification kept the link "alive", so a PLX that stopped
+    # beside a working HR was never noticed, nor re-subscribed
+    radio = FakeRadio()
+    plx = bytes([0x00]) + (97).to_bytes(2, "little") + (71).to_bytes(2, "little")
+
+    async def notify_for(seconds: float, *uuids_payloads: tuple[str, bytes]) -> None:
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end:
+            client = radio.client
+            for uuid, payload in uuids_payloads:
+                if client is not None and client.is_connected and uuid in client.callbacks:
+                    radio.notify(uuid, payload)
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        async with source_for(radio, ble_device(("heart_rate", "plx"), lost_after_s=0.5)) as source:
+            await radio.wait_subscribed(1, PLX_UUID)
+            hr = (HR_UUID, hr_measurement(72))
+            await notify_for(0.3, hr, (PLX_UUID, plx))
+            plx_last = source.stats.profiles_heard["plx"]
+            await notify_for(2.5, hr)  # the PLX stops: one rebuild, then the link is kept for the HR
+            stats = source.stats
+            assert stats.errors["profile_silent"] == 1 and radio.connects == 2 and stats.connected
+            assert stats.profiles_heard["plx"] == plx_last and stats.profiles_heard["heart_rate"] > plx_last
+            assert "silent" not in stats.errors  # the device itself never went quiet
+            await notify_for(0.3, hr, (PLX_UUID, plx))  # back, then stops again: a new silence
+            await notify_for(1.5, hr)
+            assert source.stats.errors["profile_silent"] == 2 and radio.connects == 3
 
     asyncio.run(main())

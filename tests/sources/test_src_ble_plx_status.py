@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fake_ble import HR_UUID, PLX_UUID, FakeFinder, FakeRadio, hr_measurement, plx_continuous, sfloat
 
+import agent.sources.ble
 from agent.config.loader import parse_config
 from agent.config.schema import AgentConfig
 from agent.events import AlarmEvent, AlarmKind, Phase
@@ -74,18 +75,27 @@ def config(tmp_path: Path, profiles: list[str]) -> AgentConfig:
 
 
 class Clock:
+    """The gateway's wall clock, and the BLE source's monotonic one: one second a step, so each step's
+    notifications make that second's vitals row without waiting for it (rows come once a second)."""
+
     def __init__(self) -> None:
         self.t = 1.8e9
 
     def __call__(self) -> float:
         return self.t
 
+    def time(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t - 1.8e9 + 1000.0
+
 
 Step = tuple[bytes | None, bytes | None]  # (heart rate payload, PLX payload) for one second
 
 
 async def run(cfg: AgentConfig, radio: FakeRadio, steps: list[Step]) -> tuple[list[AlarmEvent], BleSource]:
-    """Each step is one second: the PLX notification (if any), then the HR one, which paces the row."""
+    """Each step is one second: the PLX notification (if any), then the HR one; its row holds both."""
     clock = Clock()
     source = BleSource(
         cfg.devices[0],
@@ -96,6 +106,20 @@ async def run(cfg: AgentConfig, radio: FakeRadio, steps: list[Step]) -> tuple[li
     )
     pipeline = Pipeline(cfg, lambda device, prefix="d": f"{prefix}-x", clock=clock)
     events: list[AlarmEvent] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(agent.sources.ble, "time", clock)
+        await steps_through(source, radio, pipeline, clock, steps, events)
+    return events, source
+
+
+async def steps_through(
+    source: BleSource,
+    radio: FakeRadio,
+    pipeline: Pipeline,
+    clock: Clock,
+    steps: list[Step],
+    events: list[AlarmEvent],
+) -> None:
     async with source:
         await radio.wait_subscribed(1, HR_UUID)
         for hr, plx in steps:
@@ -105,11 +129,10 @@ async def run(cfg: AgentConfig, radio: FakeRadio, steps: list[Step]) -> tuple[li
             if hr is not None:
                 radio.notify(HR_UUID, hr)
             readings: list[Reading] = []
-            if hr is not None:  # an HR notification paces one vitals row (no RR in these payloads)
+            if hr is not None:  # each step makes one vitals row (no RR in these payloads)
                 async with asyncio.timeout(DEADLINE_S):
                     readings.append(await anext(source))
             events += pipeline.ingest(readings)
-    return events, source
 
 
 def started(events: list[AlarmEvent]) -> set[tuple[AlarmKind, str]]:

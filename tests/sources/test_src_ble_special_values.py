@@ -31,7 +31,9 @@ def test_every_flag_byte_and_special_value(name: str) -> None:
                     refused += 1
                     continue
                 decoded += 1
-                readings = ProfileReadings("dev", [profile]).take(profile, update, 1.8e9, 1.0)
-                for reading in readings:
+                assembler = ProfileReadings("dev", [profile])
+                readings = assembler.take(profile, update, 1.8e9, 1.0)
+                row = assembler.row(1.8e9, 1.0)  # the vitals row of that moment, if the profile has one
+                for reading in [*readings, *([row] if row is not None else [])]:
                     assert reading.values.ndim == 2 and reading.values.shape[1] == len(reading.channels)
     assert decoded and refused  # both paths were taken

@@ -56,10 +56,14 @@ def rule(condition: str, detector: str) -> dict[str, object]:
 
 
 def config(
-    tmp_path: Path, profiles: list[str], *extra: tuple[dict[str, object], dict[str, object]]
+    tmp_path: Path,
+    profiles: list[str],
+    *extra: tuple[dict[str, object], dict[str, object]],
+    lost_after_s: float = 30.0,
 ) -> AgentConfig:
     """One BLE device with `profiles`, a HIGH limit alarm on each vital sign they give, and `extra`
-    (detector, rule) pairs."""
+    (detector, rule) pairs. A profile silent for `lost_after_s` while another talks rebuilds the link,
+    which these fake-clock runs do not follow: runs where one stops set it longer than they last."""
     watched = [(limit("hr-high", "hr", "above", 120), rule("tachycardia", "hr-high")), *extra]
     if "plx" in profiles:
         watched.append((limit("spo2-low", "spo2", "below", 90), rule("spo2_low", "spo2-low")))
@@ -75,7 +79,7 @@ def config(
                     "id": "bed-3-strap",
                     "kind": "wearable",
                     "transport": "ble",
-                    "lost_after_s": 30,
+                    "lost_after_s": lost_after_s,
                     "ble": {"address": "C4:7C:8D:6A:12:34", "profiles": profiles},
                 }
             ],
@@ -88,7 +92,7 @@ def config(
 
 class Clock:
     """The gateway's wall clock, and the BLE source's monotonic one (it stamps held values with
-    `time.monotonic()`): one second a step, so a `hold_s` (5 s PLX, 120 s thermometer) passes without
+    `time.monotonic()`): one second a step, so a `hold_s` (3 s PLX, 120 s thermometer) passes without
     waiting. Only the source module's `time` is replaced: the event loop keeps the real clock."""
 
     def __init__(self) -> None:
@@ -196,12 +200,13 @@ def test_a_plx_that_stops_is_missing_and_a_good_hr_goes_on_being_judged(
     plx = {PLX_UUID: plx_continuous(98, 72)}
     steps = seconds(10, HR72, plx) + seconds(60, {HR_UUID: hr_measurement(150)})
     caplog.set_level(logging.INFO, "agent.pipeline.wiring")
-    events, rows, pipeline = asyncio.run(run(config(tmp_path, ["heart_rate", "plx"]), steps, monkeypatch))
+    cfg = config(tmp_path, ["heart_rate", "plx"], lost_after_s=300)
+    events, rows, pipeline = asyncio.run(run(cfg, steps, monkeypatch))
     # SpO2 arrived before: rows without it later are no wiring problem (no line, not in the status)
     assert wiring_lines(caplog) == [] and pipeline.missing_channels() == {}
     assert started(events) == {(AlarmKind.PHYSIOLOGICAL, "tachycardia")}  # no signal_poor
     assert vitals_channels(rows) == [("hr", "spo2", "pr"), ("hr",)]
-    assert [len(r.channels) for r in rows[10:16]] == [3, 3, 3, 3, 3, 1]  # held for its 5 s hold_s
+    assert [len(r.channels) for r in rows[10:16]] == [3, 3, 3, 1, 1, 1]  # kept for its 3 s hold_s
 
 
 def test_a_dropout_detector_tells_that_a_stopped_plx_stays_away(
@@ -215,7 +220,7 @@ def test_a_dropout_detector_tells_that_a_stopped_plx_stays_away(
         "kind": "technical",
         "min_duration_s": 5,
     }
-    cfg = config(tmp_path, ["heart_rate", "plx"], (dropout, missing))
+    cfg = config(tmp_path, ["heart_rate", "plx"], (dropout, missing), lost_after_s=300)
     steps = seconds(40, HR72, {PLX_UUID: plx_continuous(98, 72)}) + seconds(60, HR72)
     events, _, _ = asyncio.run(run(cfg, steps, monkeypatch))
     assert started(events) == {(AlarmKind.TECHNICAL, "spo2_missing")}

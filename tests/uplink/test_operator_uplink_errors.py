@@ -24,6 +24,7 @@ from agent.config.schema import AuthConfig, MqttConfig, OutboxConfig, TlsConfig
 from agent.localbroker import BrokerTls, LocalBroker
 from agent.outbox import Kind, Outbox, OutboxItem
 from agent.uplink.mqtt import MqttUplink
+from agent.uplink.problems import KEEPALIVE_TIMEOUT, describe_early_close
 from agent.uplink.topics import Topics
 
 BrokerFactory = Callable[..., LocalBroker]
@@ -336,3 +337,15 @@ def test_a_port_that_takes_the_connection_but_never_answers_is_named(
     assert f"mqtt://127.0.0.1:{port} took the connection but never answered CONNECT (within 1 s)" in warning
     assert "is it an MQTT broker's port? check mqtt.url" in warning
     assert uplink.counters().connects == 0 and held
+
+
+def test_a_broker_that_answered_before_and_stopped_answering_is_not_called_a_wrong_port() -> None:
+    """Ops review F2: a frozen broker's kernel still takes connections, so paho's attempts end with no
+    CONNACK like a wrong port's; once the address has answered CONNECT, the line says the broker hangs."""
+    config = mqtt_config(Address("127.0.0.1", 1883))
+    hung = describe_early_close(KEEPALIVE_TIMEOUT, config, answered_before=True)
+    assert hung == (
+        "mqtt://127.0.0.1:1883 took the connection but its broker, which answered before, did not answer "
+        "CONNECT (within 10 s): the broker is hung or overloaded; see the broker's host and log"
+    )
+    assert "is it an MQTT broker's port" in describe_early_close(KEEPALIVE_TIMEOUT, config)
