@@ -19,13 +19,18 @@ from importlib import resources
 from pathlib import Path
 
 from agent.config import AgentConfig, load_config, parse_config
+from agent.config.schema import MQTT_5, MQTT_311
 from agent.daemon import Agent, preflight
 from agent.localbroker import LocalBroker
 from agent.receiver import Receiver
 
 
-def demo_config(workdir: Path, port: int, speed: float | None, config_path: Path | None) -> AgentConfig:
-    """The config to demo, pointed at the private broker and a throw-away state folder."""
+def demo_config(
+    workdir: Path, port: int, speed: float | None, config_path: Path | None, *, protocol: str = MQTT_5
+) -> AgentConfig:
+    """The config to demo, pointed at the private broker and a throw-away state folder; `protocol`
+    "3.1.1" for the embedded amqtt broker (no MQTT v5: its refusals would go unseen, which a demo
+    without an ACL can live with; a gateway's config must choose that itself, `mqtt.protocol`)."""
     if config_path is not None:
         config = load_config(config_path)
     else:
@@ -43,7 +48,9 @@ def demo_config(workdir: Path, port: int, speed: float | None, config_path: Path
     return dataclasses.replace(
         config,
         gateway=dataclasses.replace(config.gateway, state_dir=state),
-        mqtt=dataclasses.replace(config.mqtt, host="127.0.0.1", port=port, tls=None, auth=None),
+        mqtt=dataclasses.replace(
+            config.mqtt, host="127.0.0.1", port=port, tls=None, auth=None, protocol=protocol
+        ),
         outbox=dataclasses.replace(config.outbox, path=state / "outbox.sqlite"),
         devices=devices,
     )
@@ -52,7 +59,8 @@ def demo_config(workdir: Path, port: int, speed: float | None, config_path: Path
 def run_demo(*, duration: float | None, config_path: Path | None, speed: float | None) -> int:
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp, LocalBroker() as broker:
         workdir = Path(tmp)
-        config = demo_config(workdir, broker.port, speed, config_path)
+        protocol = MQTT_311 if broker.backend == "amqtt" else MQTT_5  # amqtt speaks 3.1.1 only
+        config = demo_config(workdir, broker.port, speed, config_path, protocol=protocol)
         preflight(config)
         print(
             f"edge-agent demo: broker {broker.backend} on {broker.url}; gateway {config.gateway.id} with "

@@ -164,6 +164,9 @@ class _Session:
         )
         # Held for the session: a detector runs on its model's previous version (agent.inference.managed).
         self.model_fallback = ThresholdAlarm("model_fallback", Priority.MEDIUM, gateway, digest)
+        # paho's network thread died: from the death (seen at one check at least) until it connects again.
+        self.uplink_failing = ThresholdAlarm("uplink_failing", Priority.HIGH, gateway, digest)
+        self._network_deaths_seen = uplink.network_deaths
         self._fallbacks = [
             float(bool(d.model.fallback)) if isinstance(d, AutoencoderDetector) else 0.0
             for d in pipeline.detectors
@@ -178,6 +181,7 @@ class _Session:
             self.outbox_unwritable,
             self.detector_failing,
             self.model_fallback,
+            self.uplink_failing,
         )
         self.device_refs = [StreamRef(pseudonym(d.id), "device") for d in cfg.devices]
         self.gateway_ref = StreamRef(pseudonym(gateway, "g"), "uplink")
@@ -556,6 +560,11 @@ class _Session:
         )
         refs = [self.detector_refs[d.id] for d in self.pipeline.detectors]
         events += self.model_fallback.check(refs, self._fallbacks, [0.5] * len(refs), now)
+        # A death and the reconnect within one check still raise it (and end it at the next).
+        deaths = self.uplink.network_deaths
+        failing = float(self.uplink.network_failed or deaths > self._network_deaths_seen)
+        self._network_deaths_seen = deaths
+        events += self.uplink_failing.check([self.gateway_ref], [failing], [0.5], now)
         self.publish(events, retry_held=True)
 
     async def _watchdog(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.config.schema import AgentConfig
 
+log = logging.getLogger(__name__)
 SOCKET_NAME = "agent.sock"
 LAST_HEARTBEAT = "last-heartbeat.json"
 
@@ -52,6 +54,10 @@ class StatusServer:
         try:
             writer.write(json.dumps(self._snapshot(), default=str).encode() + b"\n")
             await writer.drain()
+        except (ConnectionResetError, BrokenPipeError):
+            # The client hung up first (`status` gave up on a busy agent, a probe): nothing is wrong
+            # here, and a traceback per hang-up would flood the log.
+            log.debug("a status client hung up before its answer was written")
         finally:
             writer.close()
 

@@ -22,7 +22,7 @@ SPEED = 60.0  # the demo's tachycardia starts at 100 simulated s, its AF at 150 
 def test_receiver_prints_demo_heartbeats_and_alarms_from_an_amqtt_broker(tmp_path: Path) -> None:
     lines: list[str] = []
     with LocalBroker(workdir=tmp_path / "amqtt", backend="amqtt") as broker:
-        config = demo_config(tmp_path / "demo", broker.port, SPEED, None)
+        config = demo_config(tmp_path / "demo", broker.port, SPEED, None, protocol="3.1.1")  # as run_demo
         config = dataclasses.replace(
             config, gateway=dataclasses.replace(config.gateway, heartbeat_interval_s=0.5)
         )

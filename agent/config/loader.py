@@ -19,8 +19,12 @@ from urllib.parse import urlsplit
 
 from agent.config.alarm_hierarchy import hierarchy_problems
 from agent.config.devices import _device
+from agent.config.host_names import host_name_problem
 from agent.config.reader import Table, describe
 from agent.config.schema import (
+    MQTT_311,
+    MQTT_311_PROBLEM,
+    PROTOCOLS,
     REMOTE_COMMANDS,
     AgentConfig,
     AlarmRuleConfig,
@@ -165,7 +169,10 @@ def _mqtt(t: Table | None) -> MqttConfig | None:
         session_expiry_s=t.integer("session_expiry_s", 7 * 24 * 3600, minimum=0, maximum=0xFFFFFFFF),
         max_inflight=t.integer("max_inflight", 20, minimum=2, maximum=65535),
         heartbeat_expiry_s=t.integer("heartbeat_expiry_s", 120, minimum=1),
+        protocol=t.text("protocol", "5", choices=PROTOCOLS),
     )
+    if cfg.protocol == MQTT_311 and host and (secure or not _is_loopback(host)):
+        t.problem("protocol", MQTT_311_PROBLEM)
     t.finish()
     return cfg
 
@@ -186,6 +193,9 @@ def _broker_url(t: Table, url: str) -> tuple[str, int, bool]:
         return "", 0, False
     if not parts.hostname:
         t.problem("url", f"no host in {describe(url)}")
+        return "", 0, False
+    if (problem := host_name_problem(parts.hostname)) is not None:
+        t.problem("url", problem)
         return "", 0, False
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         t.problem("url", f"expected only scheme, host and port, without a path or query, got {describe(url)}")

@@ -14,6 +14,12 @@ from typing import Any, Literal
 from agent.events import AlarmKind, Priority
 
 DeviceKind = Literal["wearable", "equipment"]
+MQTT_5, MQTT_311 = "5", "3.1.1"
+PROTOCOLS = (MQTT_5, MQTT_311)  # mqtt.protocol's values
+MQTT_311_PROBLEM = (
+    '"3.1.1" is only for a broker on this gateway (a plain mqtt:// loopback url, such as the demo\'s '
+    "amqtt): with MQTT 3.1.1 a broker's refusal of an alarm looks like its delivery; use an MQTT v5 broker"
+)
 Transport = Literal["simulator", "serial", "ble", "replay", "modbus"]
 
 
@@ -51,6 +57,9 @@ class MqttConfig:
     session_expiry_s: int = 7 * 24 * 3600  # the broker keeps our session (and our QoS 1 state) this long
     max_inflight: int = 20
     heartbeat_expiry_s: int = 120  # a heartbeat older than this is worthless to the receiver
+    # "5", or "3.1.1" (opt-in, a loopback broker only: the demo's amqtt): 3.1.1 has no PUBACK reason
+    # codes, so a broker's refusal of an alarm looks like its delivery and the alarm is deleted.
+    protocol: str = MQTT_5
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,10 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         "the detector's model (current version) does not load; it runs on the previous version (the"
         " gateway log says why; activate a version that loads)"
     ),
+    "uplink_failing": lambda v, lim: (
+        "the gateway's MQTT network thread stopped on an error; restarted with backoff, events wait in"
+        " the outbox meanwhile (the gateway log says why)"
+    ),
     "outbox_unwritable": lambda v, lim: (
         "the outbox cannot be written (a full disk?): alarm events wait in memory until it can and"
         " are sent directly while the broker is connected; heartbeats likewise (see the gateway log)"

@@ -7,8 +7,10 @@ is checked once and can be tested without a broker:
   verifies the server (system trust store or `tls.ca_file`), with an optional client certificate;
 - the password comes from `auth.password_file` (one trailing newline stripped), never the config;
   that file and the TLS client key are refused when group or others can read them (`agent.keyfile`);
-- MQTT v5 with clean_start=False and SessionExpiryInterval; MQTT 3.1.1 (persistent session) only for
-  a plain loopback broker that `speaks_v5` proves cannot do v5 (the demo's embedded amqtt);
+- MQTT v5 with clean_start=False and SessionExpiryInterval; MQTT 3.1.1 (persistent session) only when
+  `mqtt.protocol = "3.1.1"` chose it, for a plain loopback broker (the demo's embedded amqtt): it has no
+  PUBACK reason codes, so a refusal would look like a delivery. `speaks_v5` tells a plain loopback
+  broker that cannot do v5, which the uplink then refuses with a clear line;
 - reconnect delays grow exponentially to a cap, each drawn in [1/2, 1] x the step ("equal jitter"),
   so a fleet of gateways does not reconnect in lockstep after a broker restart.
 """
@@ -29,7 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config.schema import MqttConfig, TlsConfig
+from agent.config.host_names import host_name_problem
+from agent.config.schema import MQTT_311, MQTT_311_PROBLEM, MqttConfig, TlsConfig
 from agent.errors import ConfigError
 from agent.events import encode, iso_time
 from agent.keyfile import loose_mode_problem
@@ -51,13 +54,18 @@ def is_loopback(host: str) -> bool:
 
 
 def check_transport(config: MqttConfig) -> None:
-    """ConfigError for a connection the agent must not make."""
+    """ConfigError for a connection the agent must not make (or cannot: a host name the socket layer
+    cannot encode would kill paho's network thread at its first attempt)."""
+    if (problem := host_name_problem(config.host)) is not None:
+        raise ConfigError("mqtt.url", problem)
     if config.tls is None and not config.insecure and not is_loopback(config.host):
         raise ConfigError(
             "mqtt.host",
             f"plain mqtt:// to non-loopback host {config.host!r} sends alarms in clear text; "
             "use mqtts:// or set mqtt.insecure = true",
         )
+    if config.protocol == MQTT_311 and (config.tls is not None or not is_loopback(config.host)):
+        raise ConfigError("mqtt.protocol", MQTT_311_PROBLEM)
     if config.tls is not None and (config.tls.cert_file is None) != (config.tls.key_file is None):
         raise ConfigError("mqtt.tls", "cert_file and key_file go together (mutual TLS)")
     if config.max_inflight < 2:
@@ -222,9 +230,12 @@ def backoff_delay(
 
 class RecordingClient(paho.Client):
     """paho's client, keeping the exception of its last failed connection attempt: paho's own
-    `on_connect_fail` is told that an attempt failed, not why (DNS, refused, TLS)."""
+    `on_connect_fail` is told that an attempt failed, not why (DNS, refused, TLS); and telling
+    `on_network_death` what ended its network thread, which paho lets die unseen."""
 
     last_connect_error: OSError | None = None  # set and read in paho's network thread only
+    # Called in the dying network thread with the exception that ended its loop.
+    on_network_death: Callable[[Exception], None] | None = None
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -232,6 +243,19 @@ class RecordingClient(paho.Client):
         except OSError as exc:  # what paho's loop catches before calling on_connect_fail
             self.last_connect_error = exc
             raise
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> MQTTErrorCode:
+        """paho's loop (the body of `loop_start`'s thread). paho retries an OSError from a connection
+        attempt only: anything else (a `UnicodeError` from the host's look-up, an OSError from its
+        reconnect wait's `time.sleep`, an error in a callback) ends the loop and so the thread, with
+        a traceback on stderr and no word to the agent. It is handed to `on_network_death` instead."""
+        try:
+            return super().loop_forever(timeout, retry_first_connection)
+        except Exception as exc:
+            if self.on_network_death is None:
+                raise
+            self.on_network_death(exc)
+            return MQTTErrorCode.MQTT_ERR_UNKNOWN
 
 
 def new_client(

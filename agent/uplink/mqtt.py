@@ -25,6 +25,12 @@ Strategy:
   broker address and the config key to check, and stays in `counters().problem` for
   `edge-agent status` until a connect succeeds. A refused PUBLISH is logged once per topic and
   reason code per connection.
+- paho's network thread dies of any exception but a connection attempt's OSError (a host name its
+  look-up cannot encode, an OSError from `time.sleep` in its reconnect wait, a bug in a callback):
+  the uplink is told (`RecordingClient.on_network_death`), logs it once per cause with its traceback
+  (then every `REMIND_S`), keeps the words in `counters().problem`, holds `network_failed` (the
+  session's technical alarm `uplink_failing`) until a connection succeeds, and starts the thread
+  again after a capped backoff.
 - Commands arrive through a bounded gate (`agent.uplink.command_gate`: a flood is dropped in paho's
   thread, counted as `commands_dropped`). Their answers are QoS 1 PUBLISHes like the outbox's rows;
   an answer to a command whose signature never verified is dropped (counted) while
@@ -40,8 +46,9 @@ Strategy:
   `stop()` is bounded: with a hung broker paho's thread would wait for its CONNECT attempt to time out
   (`keepalive_s`) while messages are in flight; their rows stay in the outbox, so the socket is shut
   down instead (`_end_network_thread`) and the next session sends them.
-- Transport rules (TLS verification, no plain MQTT to remote hosts, password file, the MQTT 3.1.1
-  fallback for the demo's local amqtt broker, backoff) live in `agent.uplink.connection`.
+- Transport rules (TLS verification, no plain MQTT to remote hosts, password file, MQTT 3.1.1 only
+  where `mqtt.protocol` chose it, backoff) live in `agent.uplink.connection`. A plain loopback broker
+  that proves it cannot do v5 gets nothing (`_until_the_broker_may_speak_v5`), as a remote one refuses.
 """
 
 from __future__ import annotations
@@ -60,11 +67,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config.schema import MqttConfig
+from agent.config.schema import MQTT_311, MqttConfig
 from agent.link_trouble import REMIND_S, LinkTrouble, Tell  # REMIND_S: tests shorten it here
 from agent.outbox import Outbox, OutboxItem
 from agent.uplink.command_gate import CommandGate
 from agent.uplink.connection import (
+    backoff_delay,
     check_transport,
     is_loopback,
     new_properties,
@@ -76,6 +84,8 @@ from agent.uplink.paho_bridge import Command, _PahoBridge, publish_packet_size
 from agent.uplink.problems import (
     describe_connect_refusal,
     describe_early_close,
+    describe_network_death,
+    describe_no_v5,
     describe_publish_refusal,
     reason_name,
 )
@@ -164,6 +174,11 @@ class MqttUplink(_PahoBridge):
         self._status_waiters: dict[int, asyncio.Future[int]] = {}
         self._published = self._delivered = self._refused = self._connects = 0
         self._trouble = LinkTrouble(REMIND_S)  # failed attempts of this outage, and what was logged
+        self._deaths = LinkTrouble(REMIND_S)  # deaths of paho's network thread since the last connection
+        self._network_failed = False  # the network thread died and has not connected since
+        self._network_deaths = 0  # deaths of the network thread over this uplink's life
+        self._problem: str | None = None  # the words of the last failure, for status
+        self._password_trouble = LinkTrouble(REMIND_S)  # the password file unreadable at an attempt
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
         self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
         self._attempting = False  # paho began a connection attempt not yet answered nor failed
@@ -175,7 +190,7 @@ class MqttUplink(_PahoBridge):
         # Paho-thread state: consecutive failed attempts, for the backoff.
         self._failures = 0
 
-        self._v5 = True
+        self._v5 = mqtt.protocol != MQTT_311
         self._password = read_password(mqtt)
         self._client = self._make_client()
 
@@ -184,6 +199,16 @@ class MqttUplink(_PahoBridge):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def network_failed(self) -> bool:
+        """paho's network thread died (and was started again) and has not connected since."""
+        return self._network_failed
+
+    @property
+    def network_deaths(self) -> int:
+        """Deaths of paho's network thread since this uplink was made (each followed by a restart)."""
+        return self._network_deaths
 
     @property
     def commands_ready(self) -> bool:
@@ -199,7 +224,7 @@ class MqttUplink(_PahoBridge):
             self._connects,
             max(0, self._connects - 1),
             len(self._inflight),
-            None if self._connected else self._trouble.cause,
+            None if self._connected else self._problem,
             self._trouble.failures,
             None if self._down_since is None else round(time.monotonic() - self._down_since, 1),
             commands_dropped=self._commands.dropped,
@@ -215,15 +240,11 @@ class MqttUplink(_PahoBridge):
         """Connect (retrying forever) and drain the outbox until `stop()`."""
         self._loop = asyncio.get_running_loop()
         self.outbox.requeue_inflight()  # rows a previous process left in flight: this client holds none
-        local = self.config.tls is None and is_loopback(self.config.host)
-        if local and await asyncio.to_thread(speaks_v5, self.config.host, self.config.port) is False:
-            # The demo's embedded amqtt broker speaks 3.1.1 only. Never done for a remote broker:
-            # 3.1.1 has no PUBACK reason codes, so an ACL refusal would look like a delivery.
-            log.warning("local broker does not speak MQTT v5: using MQTT 3.1.1")
-            self._v5 = False
-            self._client = self._make_client()
-        self._start_client()
         try:
+            if self._v5 and self.config.tls is None and is_loopback(self.config.host):
+                await self._until_the_broker_may_speak_v5()
+            if not self._stopping:
+                self._start_client()
             while not self._stopping:
                 self._pump()
                 with contextlib.suppress(TimeoutError):
@@ -243,6 +264,21 @@ class MqttUplink(_PahoBridge):
                     )
                 elif (sock := self._client.socket()) is not None:
                     sock.close()  # MQTT 3.1.1 has no "disconnect with Will": drop the connection instead
+
+    async def _until_the_broker_may_speak_v5(self) -> None:
+        """A plain loopback broker that proves it cannot do MQTT v5 (amqtt, an old broker, a tunnel to
+        one) gets nothing: told as a failed attempt, probed again with backoff until it answers v5 or
+        not at all (paho's attempts then take over), or the uplink stops. `mqtt.protocol = "3.1.1"`
+        opts out (the demo's amqtt); a remote broker refuses a v5 CONNECT itself."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if await asyncio.to_thread(speaks_v5, self.config.host, self.config.port) is not False:
+                return
+            self._connect_failed(describe_no_v5(self.config))
+            delay = backoff_delay(self._trouble.failures, self.backoff_min_s, self.backoff_max_s)
+            wake_at = loop.time() + delay
+            while not self._stopping and loop.time() < wake_at:
+                await asyncio.sleep(min(0.1, wake_at - loop.time()))  # not _wake: puts would shorten it
 
     async def stop(self, timeout_s: float = 3.0, *, reason: str = "stop") -> None:
         """Clean stop: retained offline status (waiting up to `timeout_s` for its PUBACK), DISCONNECT.
@@ -404,6 +440,10 @@ class MqttUplink(_PahoBridge):
             self._connect_failed(describe_connect_refusal(reason, self.config))
             return
         recovered = self._trouble.recovered()
+        self._deaths.recovered()
+        self._password_trouble.recovered()
+        self._network_failed = False
+        self._problem = None
         self._connected = True
         self._connects += 1
         self._down_since = None
@@ -468,6 +508,7 @@ class MqttUplink(_PahoBridge):
         """One failed connection attempt: log its cause when new or changed, else every REMIND_S."""
         if self._down_since is None:
             self._down_since = time.monotonic()
+        self._problem = problem
         tell = self._trouble.failed(problem)
         if tell is Tell.QUIET:
             return
@@ -483,6 +524,41 @@ class MqttUplink(_PahoBridge):
                 problem,
                 waiting,
             )
+
+    def _on_network_died(self, error: Exception) -> None:
+        """paho's network thread ended on `error`: told once per cause (with its traceback), then every
+        REMIND_S; flagged for `uplink_failing` until a connection succeeds; started again after a backoff
+        (`_deaths` counts the deaths of this outage, apart from the failed attempts, so a thread that
+        dies after each refused attempt does not make each alternate line news)."""
+        if self._stopping or self._loop is None:
+            return
+        self._connected = False
+        self._attempting = False  # the attempt under way, if any, ended with the thread
+        self._network_failed = True
+        self._network_deaths += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._problem = problem = describe_network_death(error)
+        tell = self._deaths.failed(problem)
+        delay = backoff_delay(self._deaths.failures, self.backoff_min_s, self.backoff_max_s)
+        if tell is Tell.QUIET:
+            log.debug("uplink: %s; restarting it in %.1f s", problem, delay)
+        else:
+            log.error(
+                "uplink: %s; restarting it in %.1f s, and again with backoff while it fails; "
+                "%d message(s) wait in the outbox",
+                problem,
+                delay,
+                self.outbox.depth(),
+                exc_info=error if tell is Tell.NEW else None,
+            )
+        self._loop.call_later(delay, self._restart_network)
+
+    def _on_password_unreadable(self, problem: str) -> None:
+        """The password file could not be read again before an attempt: told once per cause (then
+        every REMIND_S); the attempt goes on with the last password read."""
+        if self._password_trouble.failed(problem) is not Tell.QUIET:
+            log.warning("uplink: %s; the last password read is used meanwhile", problem)
 
     def _on_puback(self, mid: int, reason: int) -> None:
         waiter = self._status_waiters.pop(mid, None)

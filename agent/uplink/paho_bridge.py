@@ -5,8 +5,12 @@ reconnects. Every paho callback (`_paho_*`, the only code here run by paho's thr
 asyncio loop at ONE place, `_from_paho`, through `call_soon_threadsafe` (received commands through
 the bounded `agent.uplink.command_gate` first, which wakes the loop once per batch); all state (the
 in-flight map, the outbox, the counters) is touched on the loop thread only, by the `_on_*` handlers
-(`agent.uplink.mqtt`). The one thing done in paho's thread is choosing the next reconnect delay: capped
-exponential backoff with jitter, set on paho just before it waits (`_failures` is paho-thread state).
+(`agent.uplink.mqtt`). The two things done in paho's thread: choosing the next reconnect delay, capped
+exponential backoff with jitter, set on paho just before it waits (`_failures` is paho-thread state);
+and reading the password file again before each connection attempt (`_paho_pre_connect`), so fixing
+the file is enough. paho lets its thread die of any exception but the OSError of a connection attempt:
+the client hands that death over too (`RecordingClient.on_network_death`), and the loop thread starts
+the thread again after a backoff (`_restart_network`).
 
 `_PahoBridge` is a part of `MqttUplink`, its base class: it declares the state it reads, which
 `MqttUplink.__init__` sets, and the loop-thread handlers it hands paho's news to. Also here: `Command`,
@@ -23,11 +27,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.schema import MqttConfig
-from agent.uplink.connection import backoff_delay, connect_async, new_client
+from agent.errors import ConfigError
+from agent.uplink.connection import backoff_delay, connect_async, new_client, read_password
 from agent.uplink.problems import describe_connect_error
 from agent.uplink.topics import Topics
 
@@ -55,6 +61,7 @@ class _PahoBridge:
     backoff_min_s: float
     backoff_max_s: float
     _loop: asyncio.AbstractEventLoop | None
+    _stopping: bool
     _v5: bool
     _password: str | None
     _client: paho.Client
@@ -70,6 +77,8 @@ class _PahoBridge:
     _on_puback: Callable[[int, int], None]
     _on_subscribed: Callable[[bool], None]
     _on_commands: Callable[[], None]
+    _on_network_died: Callable[[Exception], None]
+    _on_password_unreadable: Callable[[str], None]
 
     # -- paho setup and the bridge ----------------------------------------------------------------
 
@@ -90,11 +99,21 @@ class _PahoBridge:
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
+        client.on_network_death = self._paho_network_died
         return client
 
     def _start_client(self) -> None:
         connect_async(self._client, self.config, v5=self._v5)
         self._client.loop_start()
+
+    def _restart_network(self) -> None:
+        """Start paho's network thread again after it died (loop thread, after a backoff). The same
+        client: the unacknowledged PUBLISHes it holds are resent after the reconnect, as after any."""
+        if self._stopping:
+            return
+        connect_async(self._client, self.config, v5=self._v5)  # attempt at once, retrying as at start
+        if self._client.loop_start() is MQTTErrorCode.MQTT_ERR_INVAL and self._loop is not None:
+            self._loop.call_later(0.1, self._restart_network)  # the dead thread has not quite ended
 
     def _from_paho(self, handler: Callable[..., None], *args: Any) -> bool:
         """THE bridge from paho's network thread to the asyncio loop; False when there is no loop to
@@ -112,8 +131,23 @@ class _PahoBridge:
         client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # paho sleeps floats fine
 
     def _paho_pre_connect(self, client: paho.Client, _u: Any) -> None:
-        # Marks an attempt: a disconnect with no attempt under way is not a failed CONNECT.
+        """Read the password file again before each connection attempt, so a corrected file is used at
+        the next attempt without a reload (a small file; the password never reaches a log line). A
+        file that cannot be read now keeps the last password read; the loop thread tells it. It also
+        marks an attempt: a disconnect with no attempt under way is not a failed CONNECT."""
         self._from_paho(self._on_attempt)
+        auth = self.config.auth
+        if auth is None:
+            return
+        try:
+            password = read_password(self.config)
+        except ConfigError as exc:
+            self._from_paho(self._on_password_unreadable, str(exc))
+            return
+        client.username_pw_set(auth.username, password)
+
+    def _paho_network_died(self, error: Exception) -> None:
+        self._from_paho(self._on_network_died, error)
 
     def _paho_connect(
         self, client: paho.Client, _u: Any, flags: Any, reason: ReasonCode, props: Properties | None

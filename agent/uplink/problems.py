@@ -162,3 +162,22 @@ def describe_publish_refusal(code: int, topic: str, config: MqttConfig, client_i
     if code == 0x97:
         return f"{refused}: {who} is over a quota of the broker"
     return f"{refused}: see the broker's log"
+
+
+def describe_network_death(error: Exception) -> str:
+    """What ended paho's network thread: an error paho does not retry on (it retries an OSError from a
+    connection attempt only). The uplink starts the thread again; the words name the error."""
+    died = f"the MQTT network thread stopped on an error it does not handle ({type(error).__name__}: {error})"
+    if isinstance(error, UnicodeError):
+        return f"{died}: the broker host in mqtt.url cannot be looked up; check mqtt.url"
+    return f"{died}; see the traceback logged with the first occurrence"
+
+
+def describe_no_v5(config: MqttConfig) -> str:
+    """A plain loopback broker answered a bare MQTT v5 CONNECT with "unsupported protocol version"."""
+    return (
+        f"the broker at {broker_address(config)} does not speak MQTT v5: nothing is sent to it, because "
+        "with MQTT 3.1.1 a broker's refusal of an alarm (its ACL) looks like a delivery and the alarm "
+        'would be deleted; use an MQTT v5 broker (mosquitto 2), or set mqtt.protocol = "3.1.1" to accept '
+        "that risk"
+    )

@@ -118,6 +118,27 @@ BAD_CASES = [
         'mqtt.url: expected only scheme, host and port, without a path or query, got "mqtt://127.0.0.1:1883/edge"',
         id="path-in-url",
     ),
+    pytest.param(  # a typed double dot: the connection would raise UnicodeError (idna), not retry
+        GOOD.replace('"mqtt://127.0.0.1:1883"', '"mqtt://broker..hospital.example:1883"\ninsecure = true'),
+        "mqtt.url: the host 'broker..hospital.example' is not a valid host name: a label (the text "
+        "between dots) is empty or longer than 63 characters",
+        id="empty-host-label",
+    ),
+    pytest.param(
+        GOOD.replace("mqtt://127.0.0.1:1883", f"mqtts://{'b' * 64}.hospital.example:8883"),
+        f"mqtt.url: the host '{'b' * 64}.hospital.example' is not a valid host name: a label",
+        id="host-label-over-63",
+    ),
+    pytest.param(
+        GOOD.replace('"mqtt://127.0.0.1:1883"', '"mqtt://127.0.0.1:1883"\nprotocol = "3"'),
+        'mqtt.protocol: expected one of 5, 3.1.1, got "3"',
+        id="bad-protocol",
+    ),
+    pytest.param(  # 3.1.1 hides refusals: only for a broker on the gateway itself (the demo's amqtt)
+        GOOD.replace('"mqtt://127.0.0.1:1883"', '"mqtts://broker.example.org:8883"\nprotocol = "3.1.1"'),
+        'mqtt.protocol: "3.1.1" is only for a broker on this gateway',
+        id="mqtt-311-to-a-remote-broker",
+    ),
     pytest.param(
         GOOD.replace("params = { above = 120 }", "params = { abovee = 120 }"),
         "detectors.hr-high.params.abovee: unknown parameter for a limit detector",

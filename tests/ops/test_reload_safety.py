@@ -1,8 +1,9 @@
 """A reload never stops a running agent. A file that fails at session start (a privacy key readable by
 others, a state_dir that cannot be made, a TLS file that is no PEM) is refused by the reload's
-preflight, and the agent keeps running the old config (a real process, SIGHUP, real mosquitto). Should
-a session still fail while it is set up (something preflight cannot see, or a race), the agent logs
-why and runs the previous config again. A stop ends with one log line saying so."""
+preflight (a broker host name with an empty label too), and the agent keeps running the old config (a
+real process, SIGHUP, real mosquitto). Should a session still fail while it is set up (something
+preflight cannot see, or a race), the agent logs why and runs the previous config again. A stop ends
+with one log line saying so."""
 
 from __future__ import annotations
 
@@ -77,10 +78,18 @@ def ca_file_not_pem(tmp_path: Path, text: str) -> str:
     return text.replace(url, url.replace("mqtt://", "mqtts://") + f'\n[mqtt.tls]\nca_file = "{ca}"')
 
 
+def host_with_an_empty_label(tmp_path: Path, text: str) -> str:
+    """A typed double dot: paho's thread met UnicodeError (idna) at its first connect and died."""
+    url = next(line for line in text.splitlines() if line.startswith("url = "))
+    bad = url.replace("127.0.0.1", "broker..hospital.example")
+    return text.replace(url, bad + "\ninsecure = true")
+
+
 BAD_FILES = {
     "privacy.key_file": loose_privacy_key,
     "gateway.state_dir": uncreatable_state_dir,
     "mqtt.tls.ca_file": ca_file_not_pem,
+    "mqtt.url": host_with_an_empty_label,
 }
 
 

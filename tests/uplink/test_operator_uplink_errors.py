@@ -171,6 +171,51 @@ def test_a_wrong_password_is_told_once_naming_the_user_and_the_password_file(
     assert uplink.counters().problem is not None
 
 
+def test_a_corrected_password_file_is_used_at_the_next_attempt_without_a_reload(
+    make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # troubleshooting.md says "fix the password file": the file was read once, at start, and every later
+    # attempt was refused until a reload (review link F3).
+    broker = make_broker(allow_anonymous=False, users={"gw1": "s3cret-new"})
+    auth = password_file_for(tmp_path, "gw1", "s3cret-old")
+    outbox = outbox_with_alarm(tmp_path)
+    uplink = fast_uplink(mqtt_config(broker, auth=auth), outbox)
+
+    async def body() -> None:
+        await until(lambda: uplink.counters().failed_attempts >= 2, "the old password refused")
+        auth.password_file.write_text("s3cret-new\n")  # the operator's fix, mode 600 kept
+        await until(lambda: outbox.depth() == 0, "the waiting alarm delivered with the new password")
+
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        drive(uplink, body)
+    assert uplink.counters().delivered == 1
+    assert not any("s3cret" in r.getMessage() for r in caplog.records)  # the password never in a line
+
+
+def test_an_unreadable_password_file_keeps_the_last_password_and_is_told_once(
+    make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker(allow_anonymous=False, users={"gw1": "s3cret"})
+    auth = password_file_for(tmp_path, "gw1", "s3cret")
+    outbox = outbox_with_alarm(tmp_path)
+    uplink = fast_uplink(mqtt_config(broker, auth=auth), outbox)
+
+    async def body() -> None:
+        await until(lambda: outbox.depth() == 0, "the first alarm delivered")
+        auth.password_file.chmod(0o644)  # now refused as readable by others: the last password stays
+        await asyncio.to_thread(broker.restart)  # every reconnection reads the file again
+        outbox.put(OutboxItem("a2", TOPICS.alarm, b'{"id": "a2"}', Kind.ALARM, 0, 0.0))
+        uplink.notify()
+        await until(lambda: outbox.depth() == 0, "the second alarm delivered with the last password")
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        drive(uplink, body)
+    warnings = [line for line in uplink_lines(caplog, logging.WARNING) if "password_file" in line]
+    assert len(warnings) == 1 and "readable by group or others" in warnings[0], warnings
+    assert "the last password read is used" in warnings[0]
+    assert not any("s3cret" in r.getMessage() for r in caplog.records)
+
+
 def test_an_acl_refusal_is_logged_once_per_topic_naming_client_user_topic_and_the_way_back(
     make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

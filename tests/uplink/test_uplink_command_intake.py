@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def test_own_answers_coming_back_over_mqtt_311_do_not_use_the_command_budget(tmp
     sent = BURST  # the whole burst: each answer that came back through the gate would cost one more
     with LocalBroker(workdir=tmp_path / "amqtt", backend="amqtt") as broker:  # MQTT 3.1.1 only
         outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
-        uplink = MqttUplink(mqtt_config(broker), TOPICS, outbox, 1, on_command=on_command, backoff_min_s=0.1)
+        config = replace(mqtt_config(broker), protocol="3.1.1")  # amqtt: 3.1.1 is opt-in
+        uplink = MqttUplink(config, TOPICS, outbox, 1, on_command=on_command, backoff_min_s=0.1)
 
         async def body() -> None:
             client = sender(broker, paho.MQTTv311)

@@ -81,3 +81,25 @@ def test_after_a_long_outage_the_uplink_tries_again_within_15_s(tmp_path: Path) 
         uplink = MqttUplink(config, Topics("edge", "s", "gw"), outbox, 1)  # never run: no connection
         waits = [backoff_delay(n, uplink.backoff_min_s, uplink.backoff_max_s) for n in range(1, 500)]
     assert max(waits) <= 15.0 and min(waits[10:]) >= 7.5
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "broker..hospital.example",
+        "b" * 64 + ".hospital.example",
+        ".broker.example",
+        "broker example",
+        "a\x00b",
+    ],
+)
+def test_a_host_the_socket_layer_cannot_look_up_is_refused_naming_mqtt_url(host: str) -> None:
+    # The idna codec's UnicodeError (and a NUL's ValueError) is no OSError: paho's thread died of it.
+    with pytest.raises(ConfigError) as info:
+        check_transport(MqttConfig(host=host, port=8883, tls=TlsConfig()))
+    assert info.value.path == "mqtt.url" and repr(host) in info.value.problem
+
+
+@pytest.mark.parametrize("host", ["broker.example.", "bröker.example", "::1", "127.0.0.1", "a" * 63 + ".x"])
+def test_hosts_the_socket_layer_can_look_up_pass(host: str) -> None:
+    check_transport(MqttConfig(host=host, port=8883, tls=TlsConfig()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -288,12 +289,40 @@ def test_commands_are_delivered_and_answered_on_their_response_topic(
     assert bytes.fromhex(answer.properties["CorrelationData"]) == b"req-1"
 
 
-def test_falls_back_to_mqtt_311_for_a_local_broker_without_v5(tmp_path: Path) -> None:
+def test_a_local_broker_without_v5_gets_nothing_unless_mqtt_311_is_chosen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With MQTT 3.1.1 an ACL refusal is acknowledged like a delivery (the review's amqtt with a deny
+    # ACL: 2 alarms deleted as delivered). So no fallback of its own, even for a loopback broker.
     outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
     for n in range(5):
         outbox.put(alarm_item(n))
     with LocalBroker(workdir=tmp_path / "amqtt", backend="amqtt") as broker:  # MQTT 3.1.1 only
-        uplink = MqttUplink(mqtt_config(broker), TOPICS, outbox, 1, backoff_min_s=0.1)
+        uplink = MqttUplink(mqtt_config(broker), TOPICS, outbox, 1, backoff_min_s=0.05, backoff_max_s=0.1)
+
+        async def body() -> None:
+            for _ in range(100):
+                if uplink.counters().failed_attempts >= 3:
+                    return
+                await asyncio.sleep(0.05)
+
+        with caplog.at_level(logging.INFO, logger="agent.uplink.mqtt"):
+            asyncio.run(with_uplink(uplink, body))
+    assert outbox.depth() == 5 and uplink.counters().connects == 0
+    problem = uplink.counters().problem or ""
+    assert uplink.counters().failed_attempts >= 3, problem
+    assert "does not speak MQTT v5" in problem and 'mqtt.protocol = "3.1.1"' in problem
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and problem in warnings[0], warnings  # once, not per probe
+
+
+def test_mqtt_311_chosen_for_a_local_broker_without_v5_delivers(tmp_path: Path) -> None:
+    outbox = Outbox(OutboxConfig(tmp_path / "o.db"))
+    for n in range(5):
+        outbox.put(alarm_item(n))
+    with LocalBroker(workdir=tmp_path / "amqtt", backend="amqtt") as broker:  # MQTT 3.1.1 only
+        config = replace(mqtt_config(broker), protocol="3.1.1")
+        uplink = MqttUplink(config, TOPICS, outbox, 1, backoff_min_s=0.1)
 
         async def body() -> None:
             for _ in range(300):
