@@ -3,7 +3,7 @@
 The daemon serves one JSON document per connection on a unix socket in its state folder (0600,
 so only the service user and root can read it), and also writes each heartbeat to
 `last-heartbeat.json` there; `status` prefers the live socket and falls back to that file when the
-agent does not answer, saying why (`Reading.not_live`: no socket, refused, or no answer in time: hung)
+agent does not answer, saying why (`FoundStatus.not_live`: no socket, refused, or no answer in time: hung)
 and how old that heartbeat is, so a stopped or hung agent is never shown as if it ran.
 """
 
@@ -63,7 +63,7 @@ class StatusServer:
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
+class FoundStatus:
     """What `read_status` found: the live status, or the last heartbeat and why the agent gave none."""
 
     source: str  # "live" or "last heartbeat"
@@ -72,11 +72,11 @@ class Reading:
     age_s: float | None = None  # the heartbeat's age, from its time (else the file's), when known
 
 
-def read_status(state_dir: Path, timeout_s: float = 2.0) -> Reading | None:
+def read_status(state_dir: Path, timeout_s: float = 2.0) -> FoundStatus | None:
     """The live status from the socket; else the last heartbeat from the file, with why the socket gave
     nothing; None when neither is there (the caller says why: `access_problem`)."""
     try:
-        return Reading("live", _ask(state_dir / SOCKET_NAME, timeout_s))
+        return FoundStatus("live", _ask(state_dir / SOCKET_NAME, timeout_s))
     except FileNotFoundError:
         not_live = "no socket"  # not running, or between two sessions of a reload
     except ConnectionRefusedError:
@@ -91,7 +91,7 @@ def read_status(state_dir: Path, timeout_s: float = 2.0) -> Reading | None:
         written = path.stat().st_mtime
     except (OSError, ValueError):
         return None
-    return Reading("last heartbeat", beat, not_live, _age_s(beat, written))
+    return FoundStatus("last heartbeat", beat, not_live, _age_s(beat, written))
 
 
 def _ask(path: Path, timeout_s: float) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def _age_s(beat: dict[str, Any], written: float) -> float:
     return max(0.0, time.time() - made)
 
 
-NOT_LIVE = {  # Reading.not_live -> what it means, for the operator
+NOT_LIVE = {  # FoundStatus.not_live -> what it means, for the operator
     "no socket": "is not running (no socket {path}; or between two sessions of a reload: look again)",
     "refused": "is not running (nobody listens on {path}: stopped or killed)",
     "timeout": "did not answer on {path} within {timeout:.0f} s: it is hung or far too busy",
@@ -124,10 +124,10 @@ NOT_LIVE = {  # Reading.not_live -> what it means, for the operator
 }
 
 
-def not_live_text(reading: Reading, state_dir: Path, timeout_s: float = 2.0) -> str:
+def not_live_text(found: FoundStatus, state_dir: Path, timeout_s: float = 2.0) -> str:
     """One line: the agent did not answer, why, and what is shown instead."""
-    why = NOT_LIVE[reading.not_live or "bad answer"].format(path=state_dir / SOCKET_NAME, timeout=timeout_s)
-    age = "" if reading.age_s is None else f", {reading.age_s:.0f} s old"
+    why = NOT_LIVE[found.not_live or "bad answer"].format(path=state_dir / SOCKET_NAME, timeout=timeout_s)
+    age = "" if found.age_s is None else f", {found.age_s:.0f} s old"
     shown = f"showing its last heartbeat{age}: the state at that time, not now"
     return f"edge-agent status: the agent {why}; {shown}"
 

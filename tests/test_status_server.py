@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.status import Reading, StatusServer, read_status
+from agent.status import FoundStatus, StatusServer, read_status
 
 HANGUPS = 50
 
@@ -25,7 +25,7 @@ def snapshot() -> dict[str, Any]:
 def test_clients_that_hang_up_at_once_log_no_error_and_the_next_client_is_answered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def main() -> Reading | None:
+    async def main() -> FoundStatus | None:
         server = StatusServer(tmp_path, snapshot)
         await server.start()
         try:

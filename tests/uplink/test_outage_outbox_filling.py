@@ -122,8 +122,8 @@ def episodes(condition: str, first_s: int) -> str:
 
 def live_status(state_dir: Path) -> dict[str, Any]:
     found = read_status(state_dir)
-    assert found is not None and found[0] == "live", found
-    return found[1]
+    assert found is not None and found.source == "live", found
+    return found.status
 
 
 def beat_key(payload: dict[str, Any]) -> tuple[int, str]:
