@@ -35,7 +35,7 @@ from agent.inference.detector import AutoencoderDetector
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.pipeline.technical import ThresholdAlarm, blinding
-from agent.pipeline.wiring import beat_channels_read
+from agent.pipeline.wiring import beat_channels_read, expected_units
 from agent.privacy import Pseudonymizer
 from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
@@ -258,9 +258,10 @@ class _Session:
         """Move one device's readings into the queue; a failing source is reopened with backoff."""
         delay = 1.0
         ref = self.device_refs[self.cfg.devices.index(device)]
+        units = expected_units(self.cfg)  # a reload makes a new session, with the new config's
         while True:
             try:
-                async with open_source(device, start_time=sim_start_time) as source:
+                async with open_source(device, start_time=sim_start_time, expected_units=units) as source:
                     self.sources[device.id] = source
                     self.health.source_opened(device.id)
                     self._copy_source_stats(device.id)

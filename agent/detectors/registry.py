@@ -23,7 +23,7 @@ from agent.detectors.rate_of_change import RateOfChangeDetector
 from agent.detectors.robust_z import RobustZDetector
 from agent.detectors.spo2 import DesaturationDetector
 from agent.detectors.ventricular_run import VentricularRunDetector
-from agent.detectors.vibration import VibrationDetector
+from agent.detectors.vibration import VibrationDetector, input_unit
 from agent.detectors.window_pca import WindowPcaDetector
 from agent.errors import ConfigError
 
@@ -58,6 +58,10 @@ TYPES: Mapping[str, Factory] = MappingProxyType(
         "context": ContextDetector.from_config,
     }
 )
+
+# Types whose samples must be in one unit, and that unit for a config (canonical, agent.units): a serial
+# device declaring another unit of the same quantity is converted to it (agent.sources.serial_units).
+INPUT_UNITS: Mapping[str, Callable[[DetectorConfig], str]] = MappingProxyType({"vibration": input_unit})
 
 
 def build_detector(config: DetectorConfig, rate_hz: float) -> StreamingDetector:

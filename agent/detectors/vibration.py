@@ -25,8 +25,9 @@ import numpy as np
 
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock, shares
-from agent.detectors.params import ParamReader
+from agent.detectors.params import ParamReader, show
 from agent.errors import ConfigError
+from agent.units import canonical, factor, names_of
 
 # ISO 10816-1 zone boundaries (velocity RMS, mm/s): A/B, B/C, C/D.
 ISO_10816_CLASSES: Mapping[str, tuple[float, float, float]] = MappingProxyType(
@@ -38,7 +39,8 @@ ISO_10816_CLASSES: Mapping[str, tuple[float, float, float]] = MappingProxyType(
     }
 )
 ZONES = ("A", "B", "C", "D")
-TO_M_S2 = MappingProxyType({"g": 9.80665, "m/s2": 1.0, "mm/s2": 1e-3})
+ACCELERATION_UNITS = names_of("acceleration")  # `unit`: any spelling of these (agent.units.canonical)
+DEFAULT_UNIT = "g"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,10 @@ class VibrationDetector(StreamingDetector):
         self.rate_hz = rate_hz
         self.boundaries = boundaries
         self.alarm_zone = alarm_zone
-        self.to_m_s2 = TO_M_S2[unit]
+        to_m_s2 = factor(unit, "m/s2")
+        if to_m_s2 is None:
+            raise ValueError(f"not an acceleration unit: {unit!r}")
+        self.to_m_s2 = to_m_s2
         self.iso_band = iso_band
         self.bands = bands
         freqs = np.fft.rfftfreq(window, 1.0 / rate_hz)
@@ -106,7 +111,8 @@ class VibrationDetector(StreamingDetector):
                 raise reader.fail("zone_boundaries", f"expected 3 increasing mm/s values, got {custom!r}")
             boundaries = (float(custom[0]), float(custom[1]), float(custom[2]))
         alarm_zone = reader.text("alarm_zone", "C", choices=("B", "C", "D"))
-        unit = reader.text("unit", "g", choices=tuple(TO_M_S2))
+        reader.text("unit", DEFAULT_UNIT)  # a string; its spelling is checked by `input_unit`
+        unit = input_unit(config)
         nyquist = reader.rate_hz / 2
         low = reader.positive("iso_low_hz", 10.0)
         high = min(reader.positive("iso_high_hz", 1000.0), nyquist)
@@ -184,6 +190,21 @@ class VibrationDetector(StreamingDetector):
 
     def calibration_refusal(self) -> str:
         return "its ISO 10816 zone boundaries are a standard's settings, never learned"
+
+
+def input_unit(config: DetectorConfig) -> str:
+    """The canonical unit (agent.units) the detector takes its samples in: params `unit`, "g" by default.
+    The serial source converts a HELLO's other acceleration unit to it (agent.sources.serial_units)."""
+    raw = config.params.get("unit", DEFAULT_UNIT)
+    unit = canonical(raw) if isinstance(raw, str) else None
+    if unit is None or unit not in ACCELERATION_UNITS:
+        raise ConfigError(
+            f"detectors.{config.id}.params.unit",
+            f"expected an acceleration unit ({', '.join(ACCELERATION_UNITS)}, or another spelling of one"
+            f' such as "m/s^2"), got {show(raw)}',
+            ACCELERATION_UNITS,
+        )
+    return unit
 
 
 def _bands(reader: ParamReader, config: DetectorConfig, nyquist: float) -> tuple[tuple[float, float], ...]:

@@ -49,6 +49,7 @@ from agent.errors import ConfigError
 from agent.logs import device_name
 from agent.rates import rates_agree
 from agent.readings import Reading
+from agent.units import ExpectedUnit
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +136,70 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
+def expected_units(config: AgentConfig) -> dict[tuple[str, str], ExpectedUnit]:
+    """(stream name, channel) -> the unit a detector reads it in, for the detector types that take their
+    samples in one unit (`registry.INPUT_UNITS`: the vibration detector's `unit`). A serial device whose
+    HELLO declares another unit for such a channel is converted to it (agent.sources.serial_units). Where
+    two detectors disagree the first one's is kept (`check_wiring` refuses such a config)."""
+    from agent.detectors.registry import INPUT_UNITS
+
+    expected: dict[tuple[str, str], ExpectedUnit] = {}
+    for spec in config.detectors:
+        unit_of = INPUT_UNITS.get(spec.type)
+        if unit_of is None:
+            continue
+        try:
+            unit = unit_of(spec)
+        except ConfigError:  # told by the detector's own check
+            continue
+        for channel in spec.channels:
+            expected.setdefault((spec.stream, channel), ExpectedUnit(unit, spec.id))
+    return expected
+
+
+def _unit_disagreements(config: AgentConfig) -> list[ConfigError]:
+    """Two detectors reading one channel of one stream in different units: its samples have one unit, so
+    one of the two judges them wrongly by a constant factor (9.81 between g and m/s2)."""
+    from agent.detectors.registry import INPUT_UNITS
+
+    first = expected_units(config)
+    problems = []
+    for spec in config.detectors:
+        unit_of = INPUT_UNITS.get(spec.type)
+        if unit_of is None:
+            continue
+        try:
+            unit = unit_of(spec)
+        except ConfigError:
+            continue
+        other = next(
+            (e for c in spec.channels if (e := first[(spec.stream, c)]).unit != unit),
+            None,
+        )
+        if other is not None:
+            problems.append(
+                ConfigError(
+                    f"detectors.{spec.id}.params.unit",
+                    f'is "{unit}", but detector {other.detector} reads the same channels of stream'
+                    f' "{spec.stream}" in "{other.unit}" ({other.key}): a channel\'s samples have one unit',
+                )
+            )
+    return problems
+
+
 def check_wiring(config: AgentConfig) -> list[ConfigError]:
     """A `ConfigError` for each detector stream or channel that no configured device can produce,
-    where what the devices produce is known before start (see the module docstring)."""
+    where what the devices produce is known before start (see the module docstring), and for two
+    detectors that read one channel in different units."""
     streams: dict[str, frozenset[str]] = {}
+    unit_problems = _unit_disagreements(config)
     for device in config.devices:
         output = produces(device)
         if output.open:  # it may send any stream with any channels: the run-time warning must do
-            return []
+            return unit_problems
         for name, channels in output.streams.items():
             streams[name] = streams.get(name, frozenset()) | channels
-    problems: list[ConfigError] = []
+    problems: list[ConfigError] = unit_problems
     for i, device in enumerate(config.devices):
         own = _transport_produces(device).streams
         if device.beats is not None and device.beats.ecg_stream not in own:

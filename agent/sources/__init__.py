@@ -16,6 +16,7 @@ from typing import Protocol
 from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
 from agent.readings import Reading
+from agent.units import ExpectedUnits
 
 
 class Source(AbstractAsyncContextManager["Source"], Protocol):
@@ -39,8 +40,11 @@ def check_transport(device: DeviceConfig, index: int) -> None:
         )
 
 
-def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Source:
-    """The source for `device`; the caller enters it with ``async with``."""
+def open_source(
+    device: DeviceConfig, *, start_time: float | None = None, expected_units: ExpectedUnits | None = None
+) -> Source:
+    """The source for `device`; the caller enters it with ``async with``. `expected_units`: the unit each
+    detector reads a (stream, channel) in, for a device that declares its own (a serial HELLO)."""
     if device.transport == "simulator":
         from agent.simulation import SimulatorSource
 
@@ -48,7 +52,7 @@ def open_source(device: DeviceConfig, *, start_time: float | None = None) -> Sou
     if device.transport == "serial":
         from agent.sources.serial import SerialSource
 
-        return SerialSource(device)
+        return SerialSource(device, expected_units=expected_units)
     if device.transport == "ble":
         from agent.sources.ble import BleSource
 

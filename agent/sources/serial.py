@@ -28,7 +28,9 @@ the same for frames, CSV and JSON lines; the rejected input itself is only count
 After every (re)open of a frame-protocol port the source sends COMMAND SEND_HELLO, and repeats it
 every `HELLO_RETRY_S` while no HELLO is known: a device that kept running while its cable was out
 will not reboot to announce itself. The last HELLO is kept across reconnects (firmware that ignores
-commands still streams usable DATA) and replaced by any new one.
+commands still streams usable DATA) and replaced by any new one. `expected_units` (from the pipeline's
+wiring: the unit each detector reads a channel in) turns the HELLO's declared units into those
+(`agent.sources.serial_units`).
 
 The gateway is a sender too (docs/serial-protocol.md, "Sequence numbers"): its frames on a port carry
 their own sequence number, +1 per frame, and its monotonic clock in µs as their time. A receiver drops
@@ -62,6 +64,7 @@ from agent.sources.counters import SourceStats
 from agent.sources.decoder_counts import decoder_errors
 from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
 from agent.sources.serial_undecodable import UNDECODABLE_S, UndecodableInput
+from agent.units import ExpectedUnits
 from firmware_bridge import NEED_DATA, CsvLineDecoder, FrameDecoder, JsonLineDecoder, encode_frame
 from firmware_bridge.frame_codec import SEQ_MODULO
 from firmware_bridge.frame_messages import Command, CommandCode
@@ -144,6 +147,7 @@ class SerialSource:
         backoff: BackoffPolicy | None = None,
         clock: Callable[[], float] = time.time,
         undecodable_after_s: float = UNDECODABLE_S,
+        expected_units: ExpectedUnits | None = None,
     ) -> None:
         if device.serial is None:
             raise ConfigError(f"devices.{device.id}.serial", "transport serial needs a [serial] table")
@@ -171,7 +175,7 @@ class SerialSource:
         self._trouble = LinkTrouble()  # failed opens of the current outage, and what was logged
         self._undecodable = UndecodableInput(self.config, after_s=undecodable_after_s)
         default = DEFAULT_STREAM[device.kind]
-        self._frames = FrameReadings(device.id, default, clock)
+        self._frames = FrameReadings(device.id, default, clock, expected_units)
         self._lines = LineReadings(device.id, default, self.config.channels, self.config.rate_hz)
         self._decoder: FrameDecoder | CsvLineDecoder | JsonLineDecoder = self._new_decoder()
 

@@ -36,6 +36,9 @@ may carry a measurement). A DATA block naming channels the HELLO did not declare
 scale or offset is not finite, is counted as a bad frame (`bad_blocks`); one whose first sample is more
 than a second after its frame's header time, or older than any backlog (`BLOCK_AHEAD_US`), too
 (`bad_times`), before the clock sees it.
+
+Units. A channel's declared unit is brought to the unit the detectors read it in, where one is known
+(`agent.sources.serial_units`): converted, or no value when it cannot be.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ import numpy as np
 from agent.logs import device_name
 from agent.readings import Quality, Reading, stream_id
 from agent.sources.serial_clock import DeviceClock, line_times, newest_in_runs
+from agent.sources.serial_units import HelloUnits
+from agent.units import ExpectedUnits
 from firmware_bridge import ChannelMapError, Frame, LineSample, channel_names, to_physical
 from firmware_bridge.frame_messages import DataBlock, Event, EventKind, Hello
 
@@ -135,9 +140,16 @@ def _tell_hello_after_drops(name: str, dropped: int, told: bool) -> None:
 class FrameReadings:
     """Turns frames of one device link into readings; keeps HELLO, clock anchor and pending flags."""
 
-    def __init__(self, device_id: str, default_stream: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        default_stream: str,
+        clock: Callable[[], float],
+        expected_units: ExpectedUnits | None = None,
+    ) -> None:
         self.device_id = device_id
         self.name = device_name(device_id)  # what log lines call it
+        self.units = HelloUnits(self.name, expected_units or {})
         self.default_stream = default_stream
         self._clock = clock
         self.hello: Hello | None = None
@@ -257,6 +269,9 @@ class FrameReadings:
         rate = self.hello.channels[message.channels[0]].rate_hz  # usable: the HELLO was checked
         period = 1.0 / rate
         stream = self.default_stream if rate <= WAVEFORM_HZ else waveform_stream(names)
+        factors = self.units.factors(self.hello, message.channels, names, stream)
+        if factors is not None:  # into the units the detectors read (`serial_units`)
+            values *= factors
         first_us = message.first_sample_us
         last_us = first_us + round((values.shape[0] - 1) * period * 1e6)
         if not self._times_agree(frame.device_time_us, first_us, monotonic):

@@ -112,10 +112,23 @@ def test_a_gappy_window_gives_no_verdict() -> None:
         ({"zone_boundaries": [3.0, 2.0, 4.0]}, "zone_boundaries"),
         ({"iso_low_hz": 3000.0}, "iso_high_hz"),
         ({"bands": [[10, 5000]]}, "bands[0]"),
-        ({"unit": "mg"}, "unit"),
+        ({"unit": "mV"}, "unit"),
+        ({"unit": 9.81}, "unit"),
     ],
 )
 def test_bad_params_name_their_key(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         make(**params)
     assert err.value.path == f"detectors.vib.params.{key}"
+
+
+@pytest.mark.parametrize("unit", ["g", "G", "mg", "m/s2", "m/s^2", "m/s²", "mm/s2", "mm/s^2"])
+def test_the_unit_may_be_any_acceleration_unit_in_any_usual_spelling(unit: str) -> None:
+    """The same physical tone, 4 mm/s at 50 Hz, written in `unit`, gives 4 mm/s ("mg" was refused)."""
+    in_unit = {"g": 1.0, "mg": 1e3, "m/s2": G, "mm/s2": G * 1e3}[
+        unit.lower().replace("^", "").replace("²", "2")
+    ]
+    d = make(unit=unit)
+    x = in_unit * sine_in_g(4.0, 50.0, d.window)
+    velocity = d.features(np.stack([x, x, x], axis=-1)[None]).velocity_rms
+    np.testing.assert_allclose(velocity, 4.0, rtol=0.01)

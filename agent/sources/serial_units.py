@@ -1,0 +1,110 @@
+"""A serial HELLO's channel units against the unit the detectors read those channels in.
+
+A HELLO declares each channel's unit ("physical value = raw x scale + offset, in `unit`",
+docs/serial-protocol.md), and a detector such as vibration takes its samples in its own configured unit.
+Until 2026-11-30 the declared unit was thrown away: an accelerometer declaring "m/s2" was read as g, and
+a 2.0 mm/s machine (zone B) alarmed at 19.6 mm/s (zone D) while it ran (equipment review, F3).
+
+The pipeline's wiring tells the source the unit expected on each (stream name, channel)
+(`agent.pipeline.wiring.expected_units`). A block's stream is known only once its channels and rate are
+(`serial_frames.waveform_stream`), so the factors are worked out per combination of HELLO channels a
+block carries, once per HELLO, and kept:
+- no expected unit for the channel, or an empty declared unit: as before, taken as it comes;
+- the same unit in another spelling ("m/s^2" for "m/s2"): taken as it comes;
+- another unit of the same quantity ("m/s2" or "mg" for g): converted, said once at INFO;
+- a unit that is not one of that quantity ("mV", an unknown word): the channel's samples become NaN
+  ("no value"), warned once per HELLO naming the device, channel, both units and the config key.
+  NaN rather than refusing the block: the block's other channels stay judged, and a watched channel
+  without a value is flagged by the quality gate, so it raises the signal_poor technical alarm instead
+  of the silence (device_lost, "no data") a refused block would look like; the data is never judged as
+  if it were in the expected unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from agent.readings import FloatArray
+from agent.units import ExpectedUnits, factor
+from firmware_bridge.frame_messages import ChannelSpec, Hello
+
+log = logging.getLogger("agent.sources.serial")  # the serial source's logger: docs name it
+
+MAX_KEPT = 256  # channel combinations whose factors are kept per HELLO (a device chooses them)
+
+
+class HelloUnits:
+    """Per DATA block: the factors that bring its columns into the expected units, or None (no change)."""
+
+    def __init__(self, name: str, expected: ExpectedUnits) -> None:
+        self.name = name  # the device's pseudonym, for log lines
+        self._expected = expected
+        self._hello: Hello | None = None
+        self._kept: dict[tuple[int, ...], FloatArray | None] = {}
+        self._told: set[tuple[str, str, str]] = set()  # (stream, channel, declared unit) of this HELLO
+
+    def factors(
+        self, hello: Hello, indices: tuple[int, ...], names: tuple[str, ...], stream: str
+    ) -> FloatArray | None:
+        """Column factors for a block of `hello`'s channels `indices` (named `names`) on `stream`."""
+        if not self._expected:
+            return None
+        if hello is not self._hello:
+            if hello != self._hello:  # another table: its units are looked at afresh
+                self._kept.clear()
+                self._told.clear()
+            self._hello = hello
+        if indices in self._kept:
+            return self._kept[indices]
+        specs = [hello.channels[i] for i in indices]
+        found = [self._factor(stream, name, spec) for name, spec in zip(names, specs, strict=True)]
+        result = None if all(f == 1.0 for f in found) else np.array(found, dtype=np.float64)
+        if len(self._kept) < MAX_KEPT:
+            self._kept[indices] = result
+        return result
+
+    def _factor(self, stream: str, name: str, spec: ChannelSpec) -> float:
+        expected = self._expected.get((stream, name))
+        declared = spec.unit.strip()
+        if expected is None or not declared:
+            return 1.0
+        found = factor(declared, expected.unit)
+        told = (stream, name, declared) in self._told
+        self._told.add((stream, name, declared))
+        if found is None:
+            if not told:
+                _tell_unconvertible(self.name, stream, name, declared, expected.unit, expected.key)
+            return math.nan
+        if found != 1.0 and not told:
+            log.info(
+                '%s: the serial device\'s HELLO declares channel "%s" (stream "%s") in "%s"; its samples'
+                ' are converted to "%s" (x %.6g), the unit detector %s reads it in (%s)',
+                self.name,
+                name,
+                stream,
+                declared,
+                expected.unit,
+                found,
+                expected.detector,
+                expected.key,
+            )
+        return found
+
+
+def _tell_unconvertible(name: str, stream: str, channel: str, declared: str, unit: str, key: str) -> None:
+    log.warning(
+        '%s: the serial device\'s HELLO declares channel "%s" (stream "%s") in "%s", which is not a unit'
+        ' convertible to "%s", the unit it is read in (%s): its samples are taken as no value (NaN), so'
+        " they are not judged and the signal_poor alarm is raised; fix the firmware's unit"
+        " (docs/serial-protocol.md, HELLO) or %s",
+        name,
+        channel,
+        stream,
+        declared,
+        unit,
+        key,
+        key,
+    )
