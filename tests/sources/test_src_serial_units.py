@@ -23,11 +23,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from src_pty import PtyDevice
+from uplink_probe import Received, Subscriber
 
-from agent.config import parse_config
+from agent.config import load_config, parse_config
 from agent.config.schema import AgentConfig
+from agent.daemon import Agent
 from agent.detectors.vibration import VibrationDetector
 from agent.events import AlarmEvent, Phase
+from agent.localbroker import LocalBroker
 from agent.logs import redact_identifiers
 from agent.pipeline import Pipeline
 from agent.pipeline.wiring import check_wiring, expected_units
@@ -258,3 +261,73 @@ def test_two_detectors_reading_one_channel_in_two_units_is_a_config_error(tmp_pa
     [problem] = check_wiring(cfg)
     assert problem.path == "detectors.fan-vibration-2.params.unit"
     assert "detector fan-vibration reads the same channels" in problem.problem
+
+
+DAEMON_CONFIG = """
+[gateway]
+id = "gw-vib"
+site = "rev"
+heartbeat_interval_s = 10
+state_dir = "state"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+[outbox]
+path = "state/outbox.sqlite"
+[[devices]]
+id = "fan-acc"
+kind = "equipment"
+transport = "serial"
+[devices.serial]
+port = "{link}"
+[[detectors]]
+id = "fan-vibration"
+type = "vibration"
+stream = "acc"
+channels = ["acc_x", "acc_y", "acc_z"]
+rate_hz = 3200
+params = {{ machine_class = "II" }}
+[[alarms]]
+condition = "vibration_zone_c"
+detector = "fan-vibration"
+priority = "low"
+min_duration_s = 2
+unit = "mm/s"
+"""
+
+
+def test_the_daemon_converts_what_the_review_saw_alarm_at_ten_times_the_velocity(
+    tmp_path: Path, pty: PtyDevice, mosquitto: LocalBroker
+) -> None:
+    """The review's daemon setup (its agent.toml), an m/s2 device at 10 mm/s (zone D): the published
+    alarm says 10 mm/s, not 98. The session hands the config's expected units to the source."""
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(DAEMON_CONFIG.format(port=mosquitto.port, link=pty.link))
+    agent = Agent(load_config(config_file))
+    central = Subscriber(mosquitto, "edge/#")
+    emulator = SerialDeviceEmulator(pty.master, "acc-node-7", axes(("m/s2",) * 3, 10.0))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=emulator.run, args=(stop,), kwargs={"answer_commands": True}, daemon=True
+    )
+
+    def started(messages: list[Received]) -> bool:
+        return any(m.topic.endswith("/alarm") and m.json()["phase"] == "start" for m in messages)
+
+    async def main() -> list[Received]:
+        runner = asyncio.create_task(agent.run())
+        try:
+            thread.start()
+            return await asyncio.to_thread(central.wait_for, started, 30.0)
+        finally:
+            agent.stopping.set()
+            await runner
+
+    try:
+        messages = asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        central.close()
+    [alarm] = [m.json() for m in messages if m.topic.endswith("/alarm")]
+    assert alarm["condition"] == "vibration_zone_c"
+    assert alarm["value"] == pytest.approx(10.0, rel=0.05)
