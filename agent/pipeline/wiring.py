@@ -34,6 +34,11 @@ detector of its stream (`agent.rates.rates_agree`) when a stream's spacing is ne
 pipeline keeps each device stream's last spacing, so devices declaring two rates cost nothing per
 reading) and the spacing new to the stream name; a mismatch is one warning naming
 `detectors.<id>.rate_hz`, the first device seen declaring that rate and both rates.
+
+Units (`expected_units`): the unit each detector that takes its samples in one unit reads a (stream,
+channel) in (`registry.INPUT_UNITS`: the vibration detector's `unit`), handed to the sources of devices
+that declare their own (a serial HELLO: `agent.sources.serial_units` converts or refuses); two detectors
+reading one channel in different units are a `ConfigError` (`check_wiring`).
 """
 
 from __future__ import annotations
