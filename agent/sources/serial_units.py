@@ -11,7 +11,8 @@ The pipeline's wiring tells the source the unit expected on each (stream name, c
 block carries, once per HELLO, and kept:
 - no expected unit for the channel, or an empty declared unit: as before, taken as it comes;
 - the same unit in another spelling ("m/s^2" for "m/s2"): taken as it comes;
-- another unit of the same quantity ("m/s2" or "mg" for g): converted, said once at INFO;
+- another unit of the same quantity ("m/s2" or "mg" for g): converted, said once per HELLO at INFO
+  (one line for the channels of a block that share their units);
 - a unit that is not one of that quantity ("mV", an unknown word): the channel's samples become NaN
   ("no value"), warned once per HELLO naming the device, channel, both units and the config key.
   NaN rather than refusing the block: the block's other channels stay judged, and a watched channel
@@ -28,7 +29,7 @@ import math
 import numpy as np
 
 from agent.readings import FloatArray
-from agent.units import ExpectedUnits, factor
+from agent.units import ExpectedUnit, ExpectedUnits, factor
 from firmware_bridge.frame_messages import ChannelSpec, Hello
 
 log = logging.getLogger("agent.sources.serial")  # the serial source's logger: docs name it
@@ -59,14 +60,38 @@ class HelloUnits:
             self._hello = hello
         if indices in self._kept:
             return self._kept[indices]
-        specs = [hello.channels[i] for i in indices]
-        found = [self._factor(stream, name, spec) for name, spec in zip(names, specs, strict=True)]
+        converted: dict[tuple[str, ExpectedUnit, float], list[str]] = {}  # told together
+        found = [
+            self._factor(stream, name, hello.channels[i], converted)
+            for name, i in zip(names, indices, strict=True)
+        ]
+        for (declared, expected, k), channels in converted.items():
+            log.info(
+                '%s: the serial device\'s HELLO declares %s %s (stream "%s") in "%s"; the samples are'
+                ' converted to "%s" (x %.6g), the unit detector %s reads them in (%s)',
+                self.name,
+                "channel" if len(channels) == 1 else "channels",
+                ", ".join(f'"{c}"' for c in channels),
+                stream,
+                declared,
+                expected.unit,
+                k,
+                expected.detector,
+                expected.key,
+            )
         result = None if all(f == 1.0 for f in found) else np.array(found, dtype=np.float64)
         if len(self._kept) < MAX_KEPT:
             self._kept[indices] = result
         return result
 
-    def _factor(self, stream: str, name: str, spec: ChannelSpec) -> float:
+    def _factor(
+        self,
+        stream: str,
+        name: str,
+        spec: ChannelSpec,
+        converted: dict[tuple[str, ExpectedUnit, float], list[str]],
+    ) -> float:
+        """The factor of one channel; a conversion not yet told is added to `converted`."""
         expected = self._expected.get((stream, name))
         declared = spec.unit.strip()
         if expected is None or not declared:
@@ -79,18 +104,7 @@ class HelloUnits:
                 _tell_unconvertible(self.name, stream, name, declared, expected.unit, expected.key)
             return math.nan
         if found != 1.0 and not told:
-            log.info(
-                '%s: the serial device\'s HELLO declares channel "%s" (stream "%s") in "%s"; its samples'
-                ' are converted to "%s" (x %.6g), the unit detector %s reads it in (%s)',
-                self.name,
-                name,
-                stream,
-                declared,
-                expected.unit,
-                found,
-                expected.detector,
-                expected.key,
-            )
+            converted.setdefault((declared, expected, found), []).append(name)
         return found
 
 
