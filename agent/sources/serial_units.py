@@ -19,6 +19,8 @@ block carries, once per HELLO, and kept:
   without a value is flagged by the quality gate, so it raises the signal_poor technical alarm instead
   of the silence (device_lost, "no data") a refused block would look like; the data is never judged as
   if it were in the expected unit.
+"Once per HELLO" is once per channel table: the same HELLO sent again (after a reconnect) is not told
+again, one with another table is.
 """
 
 from __future__ import annotations
