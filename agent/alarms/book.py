@@ -155,6 +155,15 @@ class AlarmBook:
         over keep it and pass `rows=` to `update`, which then skips a dictionary lookup per stream."""
         return int(self._row_indices([stream])[0])
 
+    def rows_of(self, streams: Sequence[StreamRef]) -> IntArray:
+        """`row_of` of each stream, in one call."""
+        return self._row_indices(streams)
+
+    def states_at(self, rows: IntArray) -> IntArray:
+        """The machine state (an `AlarmState` value) of each of `rows`."""
+        states: IntArray = self._state[rows]
+        return states
+
     def _row_indices(self, streams: Sequence[StreamRef]) -> IntArray:
         rows = np.empty(len(streams), dtype=np.int64)
         for i, ref in enumerate(streams):

@@ -8,6 +8,7 @@ exactly as for physiological alarms.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -16,8 +17,9 @@ import numpy as np
 
 from agent.alarms import AlarmBook, AlarmState, BookSnapshot, StreamRef, explain
 from agent.config.schema import AlarmRuleConfig
-from agent.detectors.base import ScoreBlock
+from agent.detectors.base import IntArray, ScoreBlock
 from agent.events import AlarmEvent, AlarmKind, Phase, Priority
+from agent.pipeline.bad_share import OFF_SHARE, ON_SHARE, WINDOW_S, BadShare
 from agent.readings import Quality
 
 # condition -> (flags that mean it, priority)
@@ -122,6 +124,9 @@ def blinding(event: AlarmEvent, hidden: Sequence[tuple[str, Priority]]) -> Alarm
     )
 
 
+# The states as plain ints for the per-reading code: `AlarmState.X` goes through `EnumType.__getattr__`
+# on Python 3.11 (see agent.alarms.book).
+_NORMAL, _PENDING, _CLEARING = (int(s) for s in (AlarmState.NORMAL, AlarmState.PENDING, AlarmState.CLEARING))
 MAX_CHANGES_KEPT = 10_000  # `take_engaged_changes` then says "any"
 TECHNICAL_COOLDOWN_S = 30.0  # every built-in technical rule's cooldown
 BUILTIN_PREFIX = "builtin."  # built-in rules' detector names: "builtin.<condition>"
@@ -175,7 +180,16 @@ class QualityAlarms:
         # Per condition, the streams whose book is not NORMAL: a mirror of the books' states, kept by
         # `drain` for the streams it steps (a book changes no other) and by `load_state`.
         self._abnormal: dict[str, set[StreamRef]] = {condition: set() for condition in self._alarms}
-        self._engaged: set[StreamRef] = set()  # streams with some condition not NORMAL: the union
+        # Per condition, each stream's bad time of the last minute (the intermittent rule, `drain`), the
+        # streams with a bad stretch under way (their next reading ends it, so it is noted), and those
+        # whose pending episode the rule kept over good readings (their START says so). A tracker is
+        # kept per stream that ever had the flag, as the book keeps a row. Not saved: after a restart
+        # the share is measured afresh while an open episode goes on by the 10 s rule.
+        self._shares: dict[str, dict[StreamRef, BadShare]] = {condition: {} for condition in self._alarms}
+        self._open: dict[str, dict[StreamRef, BadShare]] = {condition: {} for condition in self._alarms}
+        self._bridged: dict[str, set[StreamRef]] = {condition: set() for condition in self._alarms}
+        # Streams with some condition not NORMAL or a bad stretch open: the union of the above.
+        self._engaged: set[StreamRef] = set()
         # Streams whose engagement changed since `take_engaged_changes` (None: any may have), for a
         # caller that keeps its own copy of `_engaged` as a mask over its streams.
         self._changed: list[StreamRef] | None = []
@@ -186,20 +200,22 @@ class QualityAlarms:
         """Note one reading's flags; the books are stepped by `drain()`, once per flush.
 
         An OK reading of a stream whose conditions are all NORMAL (with an empty hit history: the
-        technical rules confirm on 1 of 1 hops) steps nothing, so it is not even noted: that is
-        almost every reading."""
+        technical rules confirm on 1 of 1 hops) and that has no bad stretch under way steps nothing,
+        so it is not even noted: that is almost every reading."""
         if quality or ref in self._engaged or ref in self._noted:
             self._pending.append((ref, quality, time))
             self._noted.add(ref)
 
     def watching(self) -> set[StreamRef]:
-        """The streams whose OK readings `observe` notes too (some condition engaged, or noted since
-        the last drain), so a caller with many OK readings can skip the rest without asking."""
+        """The streams whose OK readings `observe` notes too (some condition engaged or a bad stretch
+        under way, or noted since the last drain), so a caller with many OK readings can skip the rest
+        without asking."""
         return self._engaged | self._noted
 
     @property
     def engaged(self) -> AbstractSet[StreamRef]:
-        """The streams with some condition not NORMAL (`observe` notes their OK readings)."""
+        """The streams with some condition not NORMAL or a bad stretch under way (`observe` notes their
+        OK readings)."""
         return self._engaged
 
     @property
@@ -215,38 +231,60 @@ class QualityAlarms:
 
     def drain(self) -> list[AlarmEvent]:
         """Step the books with every noted reading, in rounds where each stream appears once (so each
-        stream's readings are taken in order), one vectorised update per condition and round."""
+        stream's readings are taken in order), one vectorised update per condition and round.
+
+        A reading's verdict is its flag (1 or 0 against 0.5), but for the intermittent rule (module
+        `bad_share`): a good reading is a hit while the condition's episode is PENDING and the stream
+        was bad for at least `ON_SHARE` of the last minute, so one good second in ten no longer
+        abandons it (it starts after `min_duration_s` as ever); and a flagged reading is no verdict
+        while the episode is CLEARING and the stream was bad for at most `OFF_SHARE` of the last
+        minute, so rare blips no longer hold it open (10 s of good readings end it as ever)."""
         if not self._pending:
             return []
         rounds = noted_rounds(self._pending)
         self._pending = []
         self._noted = set()
         events: list[AlarmEvent] = []
-        abnormal_sets = self._abnormal.values()
         for batch in rounds:
-            stepped: set[StreamRef] = set()
+            touched: list[StreamRef] = []  # streams that entered or left some book's or tracker's set
             for condition, (flags, alarm) in self._alarms.items():
                 # A book steps a stream with a reading that has its flags, or while it is not NORMAL.
-                abnormal = self._abnormal[condition]
-                due = [
-                    (ref, 1.0 if quality & flags else 0.0, time)
-                    for ref, quality, time in batch
-                    if quality & flags or ref in abnormal
-                ]
+                due = self._due(condition, flags, batch, touched)
                 if not due:
                     continue
-                refs, values, times = zip(*due, strict=True)
-                events += alarm.check(refs, values, [0.5] * len(refs), times)
-                for ref in refs:
-                    if alarm.state_of(ref) is AlarmState.NORMAL:
-                        abnormal.discard(ref)
-                    else:
-                        abnormal.add(ref)
-                stepped.update(refs)
-            # A stream no book stepped is NORMAL in all of them, so it was not engaged and is not now.
+                refs = [ref for ref, _, _, _ in due]
+                rows = alarm.rows_of(refs)
+                before = alarm.states_at(rows)
+                values = [
+                    self._verdict(condition, ref, share, bad, time, state)
+                    for (ref, bad, time, share), state in zip(due, before.tolist(), strict=True)
+                ]
+                times = [time for _, _, time, _ in due]
+                stepped = alarm.check(refs, values, [0.5] * len(refs), times, rows=rows)
+                events += self._told_intermittent(condition, stepped)
+                after = alarm.states_at(rows)
+                moved = np.flatnonzero((before == _NORMAL) != (after == _NORMAL))
+                if moved.size:
+                    abnormal, bridged = self._abnormal[condition], self._bridged[condition]
+                    now_normal = after[moved] == _NORMAL
+                    for i, normal in zip(moved.tolist(), now_normal.tolist(), strict=True):
+                        ref = refs[i]
+                        if normal:
+                            abnormal.discard(ref)
+                            bridged.discard(ref)
+                        else:
+                            abnormal.add(ref)
+                        touched.append(ref)
+            # Engagement changes only where a set did (a storm's streams stay engaged: nothing to do).
             engaged, changed = self._engaged, self._changed
-            for ref in stepped:
-                if any(ref in refs_of for refs_of in abnormal_sets) is (ref in engaged):
+            holders = [refs_of for refs_of in (*self._abnormal.values(), *self._open.values()) if refs_of]
+            for ref in touched:
+                now = False
+                for refs_of in holders:
+                    if ref in refs_of:
+                        now = True
+                        break
+                if now is (ref in engaged):
                     continue
                 if ref in engaged:
                     engaged.discard(ref)
@@ -258,10 +296,82 @@ class QualityAlarms:
                 self._changed = None
         return events
 
+    def _due(
+        self,
+        condition: str,
+        flags: int,
+        batch: Sequence[tuple[StreamRef, int, float]],
+        touched: list[StreamRef],
+    ) -> list[tuple[StreamRef, bool, float, BadShare | None]]:
+        """(stream, flagged, time, its open tracker or None) of the readings `condition`'s book steps in
+        one round. Feeds the trackers, and adds to `touched` the streams whose bad stretch began or
+        ended. (A set is tested for being empty before a look-up: hashing a `StreamRef` costs more
+        than the rest of a reading's work here.)"""
+        abnormal, opened, shares = self._abnormal[condition], self._open[condition], self._shares[condition]
+        due: list[tuple[StreamRef, bool, float, BadShare | None]] = []
+        for ref, quality, time in batch:
+            if quality & flags:
+                share = shares.get(ref)
+                if share is None:
+                    share = shares[ref] = BadShare()
+                if not share.open:
+                    opened[ref] = share
+                    touched.append(ref)
+                share.note(time, True)
+                due.append((ref, True, time, share))
+                continue
+            share = opened.get(ref) if opened else None
+            if share is not None:
+                share.note(time, False)
+                if not share.open:
+                    del opened[ref]
+                    touched.append(ref)
+            if abnormal and ref in abnormal:
+                due.append((ref, False, time, share))
+        return due
+
+    def _verdict(
+        self, condition: str, ref: StreamRef, share: BadShare | None, bad: bool, time: float, state: int
+    ) -> float:
+        """A reading's verdict, given the book's `state` of its stream before it (see `drain`)."""
+        if bad:
+            if state == _CLEARING and share is not None and share.bad_s(time) <= OFF_SHARE * WINDOW_S:
+                return math.nan
+            return 1.0
+        if state != _PENDING:
+            return 0.0
+        share = share or self._shares[condition].get(ref)
+        if share is not None and share.bad_s(time) >= ON_SHARE * WINDOW_S:
+            self._bridged[condition].add(ref)
+            return 1.0
+        return 0.0
+
+    def _told_intermittent(self, condition: str, events: list[AlarmEvent]) -> list[AlarmEvent]:
+        """The STARTs of episodes the intermittent rule kept pending say so, with the share."""
+        bridged = self._bridged[condition]
+        if not bridged:
+            return events
+        told: list[AlarmEvent] = []
+        for event in events:
+            ref = StreamRef(event.device, event.stream)
+            if event.phase is Phase.START and ref in bridged:
+                bridged.discard(ref)
+                bad_s = self._shares[condition][ref].bad_s(event.detection_time)
+                what = DESCRIPTIONS[condition](event.value, event.threshold)
+                text = f"{what}, intermittently: {bad_s:.0f} s of the last {WINDOW_S:.0f} s"
+                event = dataclasses.replace(
+                    event, explanation=dataclasses.replace(event.explanation, text=text)
+                )
+            told.append(event)
+        return told
+
     def shift_times(self, ref: StreamRef, delta: float) -> None:
         """The clock of `ref`'s readings stepped by `delta` s: its timers and noted times move with it."""
         for _, alarm in self._alarms.values():
             alarm.shift_times(delta, [ref])
+        for shares in self._shares.values():
+            if ref in shares:
+                shares[ref].shift(delta)
         self._pending = [(r, q, t + delta if r == ref else t) for r, q, t in self._pending]
 
     def raise_priority(self, condition: str, ref: StreamRef, priority: Priority) -> None:
@@ -317,8 +427,10 @@ class ThresholdAlarm:
         values: Sequence[float],
         limits: Sequence[float],
         now: float | Sequence[float],
+        rows: IntArray | None = None,
     ) -> list[AlarmEvent]:
-        """Step each stream with its value against its limit at `now` (one time, or one per stream)."""
+        """Step each stream with its value against its limit at `now` (one time, or one per stream);
+        `rows`, if given, are the streams' `rows_of`."""
         n = len(refs)
         if n == 0:
             return []
@@ -331,7 +443,7 @@ class ThresholdAlarm:
             baseline=np.full((n, 1), np.nan),
         )
         times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,)).copy()
-        events = self._book.update(list(refs), block, times, np.ones(n, dtype=bool), ["ok"] * n)
+        events = self._book.update(list(refs), block, times, np.ones(n, dtype=bool), ["ok"] * n, rows=rows)
         return [describe(e) for e in events]
 
     def shift_times(self, delta: float, refs: Sequence[StreamRef] | None = None) -> None:
@@ -347,6 +459,14 @@ class ThresholdAlarm:
 
     def state_of(self, ref: StreamRef) -> AlarmState:
         return self._book.state_of(ref)
+
+    def rows_of(self, refs: Sequence[StreamRef]) -> IntArray:
+        """The streams' rows in the book (created on first sight), for `states_at` and `check`."""
+        return self._book.rows_of(refs)
+
+    def states_at(self, rows: IntArray) -> IntArray:
+        """The machine state (an `AlarmState` value) of each of `rows`."""
+        return self._book.states_at(rows)
 
     @property
     def key(self) -> str:

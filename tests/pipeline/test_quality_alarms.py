@@ -1,8 +1,9 @@
 """`QualityAlarms.drain` steps the technical books exactly as stepping every noted reading's stream in
 every book would (the reference below, the code before 2026-11-29 evening): a stream is stepped in a
-condition's book when its reading has that condition's flags or while that book is not NORMAL. The
-fast version keeps which streams are not NORMAL per condition instead of asking every book about
-every reading."""
+condition's book when its reading has that condition's flags or while that book is not NORMAL, and its
+bad-share tracker takes a reading that has the flags or comes while a bad stretch is open. The fast
+version keeps which streams are not NORMAL or open per condition instead of asking every book and
+tracker about every reading."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from agent.alarms import AlarmState, StreamRef
 from agent.events import AlarmEvent
+from agent.pipeline.bad_share import BadShare
 from agent.pipeline.technical import QualityAlarms, noted_rounds
 from agent.readings import Quality
 
@@ -30,26 +32,41 @@ FLAGS = (
 
 
 class ReferenceAlarms(QualityAlarms):
-    """Every noted reading checked against every book, and engagement asked of every book."""
+    """Every noted reading checked against every book and tracker, and engagement asked of every book
+    and tracker. The verdicts of the intermittent rule (`_verdict`, agent.pipeline.bad_share, since
+    2026-11-30) are shared: what is compared is which streams are stepped and noted."""
 
     def drain(self) -> list[AlarmEvent]:
         rounds = noted_rounds(self._pending)  # unchanged: the rounds are not what is compared
         self._pending = []
         self._noted = set()
         events: list[AlarmEvent] = []
-        books = [(Quality(flags), alarm) for flags, alarm in self._alarms.values()]
+        books = [(condition, Quality(flags), alarm) for condition, (flags, alarm) in self._alarms.items()]
         for batch in rounds:
-            for flags, alarm in books:
-                due = [
-                    (ref, 1.0 if quality & flags else 0.0, time)
-                    for ref, quality, time in batch
-                    if quality & flags or alarm.state_of(ref) is not AlarmState.NORMAL
-                ]
+            for condition, flags, alarm in books:
+                shares = self._shares[condition]
+                due = []
+                for ref, quality, time in batch:
+                    bad = bool(quality & flags)
+                    if bad or (ref in shares and shares[ref].open):
+                        shares.setdefault(ref, BadShare()).note(time, bad)
+                    if bad or alarm.state_of(ref) is not AlarmState.NORMAL:
+                        state = int(alarm.state_of(ref))
+                        verdict = self._verdict(condition, ref, shares.get(ref), bad, time, state)
+                        due.append((ref, verdict, time))
                 if due:
                     refs, values, times = zip(*due, strict=True)
-                    events += alarm.check(refs, values, [0.5] * len(refs), times)
+                    events += self._told_intermittent(
+                        condition, alarm.check(refs, values, [0.5] * len(refs), times)
+                    )
+                    for ref in refs:
+                        if alarm.state_of(ref) is AlarmState.NORMAL:
+                            self._bridged[condition].discard(ref)
             for ref, _, _ in batch:
-                if any(alarm.state_of(ref) is not AlarmState.NORMAL for _, alarm in books):
+                if any(alarm.state_of(ref) is not AlarmState.NORMAL for _, _, alarm in books) or any(
+                    ref in self._shares[condition] and self._shares[condition][ref].open
+                    for condition, _, _ in books
+                ):
                     self._engaged.add(ref)
                 else:
                     self._engaged.discard(ref)
@@ -104,3 +121,4 @@ def test_drain_steps_the_books_as_every_book_for_every_reading(
     assert conditions == {"sensor_off", "signal_poor", "battery_low", "device_fault"}
     assert {e["phase"].value for e in fast[0]} >= {"start", "end"}
     assert fast[3]  # some episode was open across the restart
+    assert any("intermittently" in e["explanation"]["text"] for e in fast[0])  # the share rule had a say
