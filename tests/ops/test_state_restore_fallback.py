@@ -69,7 +69,7 @@ def run_until_live(config: AgentConfig) -> None:
             deadline = loop.time() + 15.0
             while loop.time() < deadline and not runner.done():
                 status = await asyncio.to_thread(read_status, state_dir)
-                if status is not None and status[0] == "live":
+                if status is not None and status.source == "live":
                     return
                 await asyncio.sleep(0.05)
             raise AssertionError(f"the agent never served its status; runner done: {runner.done()}")

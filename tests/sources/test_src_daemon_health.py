@@ -81,12 +81,12 @@ async def live_status(state_dir: Path, until: Callable[[Device], bool]) -> dict[
     deadline = loop.time() + DEADLINE_S
     while loop.time() < deadline:
         status = await asyncio.to_thread(read_status, state_dir)
-        if status is not None and status[0] == "live":
-            devices = status[1]["heartbeat"].get("devices", [])
+        if status is not None and status.source == "live":
+            devices = status.status["heartbeat"].get("devices", [])
             if devices:
                 last = devices[0]
                 if until(last):
-                    return status[1]
+                    return status.status
         await asyncio.sleep(0.05)
     raise AssertionError(f"condition never held within {DEADLINE_S} s; last device health: {last}")
 
