@@ -39,11 +39,12 @@ from uplink_probe import Subscriber
 from waiting import wait_until
 
 from agent.localbroker import LocalBroker
+from agent.status import read_status
 
 BrokerFactory = Callable[..., LocalBroker]
 SEED = 20261129
 KILLS = 12
-LIFETIME_S = (0.8, 3.0)  # a run lasts this long (uniform, seeded) before its SIGKILL; start-up is ~1 s
+LIFETIME_S = (0.8, 3.0)  # a session lives this long (uniform, seeded) before its SIGKILL
 FROZEN_S = (0.3, 1.0)  # how long the broker is frozen before a kill (two kills in three)
 DEVICES = 12
 SPEED = 50.0  # simulated seconds per real second: episodes start and end several times a second
@@ -113,6 +114,20 @@ cooldown_s = 0
 """
 
 
+def sessions_started(agent: DaemonProcess) -> int:
+    """The sessions the agent's log (all its runs) says were started."""
+    return (
+        agent.log_path.read_text(errors="replace").count("detector(s), uplink")
+        if agent.log_path.exists()
+        else 0
+    )
+
+
+def answers_live(state_dir: Path) -> bool:
+    found = read_status(state_dir, timeout_s=0.5)
+    return found is not None and found.source == "live"
+
+
 def test_every_committed_event_is_delivered_across_agent_sigkills(
     make_broker: BrokerFactory, tmp_path: Path
 ) -> None:
@@ -129,6 +144,9 @@ def test_every_committed_event_is_delivered_across_agent_sigkills(
     try:
         for n in range(KILLS):
             agent.start()
+            # The life counts from the session's start: on a loaded machine the start-up alone can
+            # outlast LIFETIME_S, and kills during the imports would test nothing.
+            wait_until(lambda: sessions_started(agent) >= agent.starts, 60, "the agent's session to start")
             life = rng.uniform(*LIFETIME_S)
             frozen = rng.uniform(*FROZEN_S) if n % 3 else 0.0
             time.sleep(max(0.0, life - frozen))  # the seeded random kill point is the experiment
@@ -149,6 +167,8 @@ def test_every_committed_event_is_delivered_across_agent_sigkills(
         # The drain run: same outbox and state, simulators crawling, until no alarm is left to send.
         config.write_text(chaos_config(broker.port, QUIET_SPEED))
         agent.start()
+        # Up first (its SIGTERM handler installed): an outbox already empty must not stop it mid-start.
+        wait_until(lambda: answers_live(tmp_path / "state"), 30, "the agent to answer status")
         wait_until(lambda: not read_outbox(outbox_path).ids(), 30, "the outbox to drain its alarms")
         assert agent.terminate() == 0, agent.log_tail()
         final = read_outbox(outbox_path)
