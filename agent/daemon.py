@@ -28,6 +28,8 @@ from agent import state_journal
 from agent.config.loader import config_from_bytes, read_config_file
 from agent.config.schema import AgentConfig
 from agent.config.withheld import WITHHELD, without_values
+from agent.ecg import kept_shapes
+from agent.ecg.kept_shapes import Handed, KeptShapes
 from agent.errors import AgentError, ConfigError, InvalidConfigError
 from agent.gc_pacing import CollectorPacer
 from agent.logs import redact_identifiers, scrub_identifiers
@@ -74,6 +76,19 @@ def failure_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _kept_shapes(
+    run: _Session, saved: dict[str, Any], handed: dict[str, Handed] | None
+) -> dict[str, KeptShapes]:
+    """The beat-shape templates `run`'s ECG devices go on with: a reload's `handed`, or at a start those
+    `saved` holds, younger than `KEEP_SHAPES_S` (agent.ecg.kept_shapes)."""
+    if handed is not None:
+        return kept_shapes.adopted(
+            handed, run.beat_signatures, run.beat_names, "the previous session had none"
+        )
+    entries = kept_shapes.restored(saved.get(kept_shapes.SAVED_KEY), run.beat_names)
+    return kept_shapes.adopted(entries, run.beat_signatures, run.beat_names, "none saved", now=time.time())
+
+
 class Agent:
     def __init__(self, config: AgentConfig, *, sim_start_time: float | None = None) -> None:
         self.config = config
@@ -96,12 +111,13 @@ class Agent:
         """Run sessions until stopped; each accepted reload starts a new session. A reloaded config
         whose session fails during its set-up gives way to the config that ran before it."""
         carried: dict[str, Any] = {}
+        handed: dict[str, Handed] | None = None  # the beat-shape templates of a reload (None: a start)
         running: AgentConfig | None = None  # the config of the last session that started
         try:
             while True:
                 self.reloading.clear()
                 try:
-                    run = self._start(self.config, carried)
+                    run = self._start(self.config, carried, handed)
                 except Exception as exc:
                     if running is None or running is self.config:
                         raise  # the first start (or the previous config itself) fails: nothing to go back to
@@ -112,6 +128,7 @@ class Agent:
                     continue
                 running = self.config
                 carried = await self._serve(run)
+                handed = run.beat_handover()
                 if self.stopping.is_set():
                     return
         finally:
@@ -128,7 +145,9 @@ class Agent:
             self._state_lock.release()
         self._state_lock = lock
 
-    def _start(self, cfg: AgentConfig, carried_alarms: dict[str, Any]) -> _Session:
+    def _start(
+        self, cfg: AgentConfig, carried_alarms: dict[str, Any], handed: dict[str, Handed] | None = None
+    ) -> _Session:
         """Set up a session (state, keys, outbox, uplink, pipeline) without serving it yet."""
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
         self._lock(state_dir)
@@ -139,7 +158,7 @@ class Agent:
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         outbox, damaged_outbox = Outbox.open_or_replace(cfg.outbox, save_first=site_key.save)
         try:
-            run = self._restore(cfg, carried_alarms, state_dir, session, pseudonym, topics, outbox)
+            run = self._restore(cfg, carried_alarms, state_dir, session, pseudonym, topics, outbox, handed)
         except BaseException:
             outbox.close()  # a failed set-up leaves no file open: the previous config opens it again
             raise
@@ -163,7 +182,10 @@ class Agent:
         pseudonym: Pseudonymizer,
         topics: Topics,
         outbox: Outbox,
+        handed: dict[str, Handed] | None = None,
     ) -> _Session:
+        """`handed`: the previous session's beat-shape templates (a reload); None: a start, which takes
+        those saved in the state."""
         state_path = state_dir / state_journal.STATE_FILE
         saved = read_state(state_path, outbox.sealer) or {}
         remote = None
@@ -211,6 +233,7 @@ class Agent:
             # Episodes committed with events since the last full save live in the outbox (state_journal).
             alarms = carried_alarms or state_journal.saved_alarms(saved, outbox.notes(state_journal.NOTE))
             run = restored(saved, alarms)
+            run.kept_shapes = _kept_shapes(run, saved, handed)
         except Exception as exc:  # JSON of the wrong shape (a version change, a hand edit): start fresh
             # rather than never start; the file is kept aside for whoever wants to look at it.
             # The key of what failed, never the message: it may quote a saved (patient) value.
@@ -219,6 +242,7 @@ class Agent:
             where = f" at {exc.path}" if isinstance(exc, ConfigError) else ""
             run = restored({}, {})
             set_aside_state(state_path, f"it cannot be restored ({type(exc).__name__}{where})")
+            run.kept_shapes = _kept_shapes(run, {}, handed)
         run.save_state()  # folds the outbox's episode notes into pipeline.json and drops them
         return run
 

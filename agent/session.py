@@ -26,6 +26,8 @@ from agent import state_journal
 from agent.alarms import StreamRef
 from agent.clock import ClockSteps
 from agent.config.schema import AgentConfig, DeviceConfig
+from agent.ecg import kept_shapes
+from agent.ecg.kept_shapes import Handed, KeptShapes
 from agent.ecg.rr_from_ecg import RrFromEcg
 from agent.events import AlarmEvent, Heartbeat, Phase, Priority
 from agent.gc_pacing import CollectorPacer
@@ -72,15 +74,22 @@ class _GuardedBeats:
     only the channels a detector of `config` reads (`beat_channels_read`); a reload makes a new session,
     and with it new stages that follow the new config."""
 
-    def __init__(self, device: DeviceConfig, pseudonym: str, config: AgentConfig) -> None:
+    def __init__(
+        self, device: DeviceConfig, pseudonym: str, config: AgentConfig, kept: KeptShapes | None = None
+    ) -> None:
+        """`kept`: the device's templates from the stage before this one (agent.ecg.kept_shapes)."""
         assert device.beats is not None
         self._device_id, self._beats_config, self._pseudonym = device.id, device.beats, pseudonym
         self._channels = beat_channels_read(config, device.beats.rr_stream)
-        self._stage: RrFromEcg | None = self._new_stage()
+        self._stage: RrFromEcg | None = self._new_stage(kept)
         self._failed_at = 0.0
 
-    def _new_stage(self) -> RrFromEcg:
-        return RrFromEcg(self._device_id, self._beats_config, channels=self._channels)
+    def _new_stage(self, kept: KeptShapes | None = None) -> RrFromEcg:
+        return RrFromEcg(self._device_id, self._beats_config, channels=self._channels, kept=kept)
+
+    def handover(self) -> KeptShapes | None:
+        """The stage's templates for the next one (after a fault: none, the fresh stage starts afresh)."""
+        return self._stage.handover() if self._stage is not None else None
 
     def take(self, reading: Reading) -> list[Reading]:
         if self._stage is None:
@@ -133,6 +142,15 @@ class _Session:
             lambda events: outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events)),
             str(cfg.outbox.path),
         )
+        # Each ECG device's beats stage, and the templates the next one goes on with (agent.ecg.kept_shapes).
+        self.kept_shapes: dict[str, KeptShapes] = {}  # given by the daemon: a reload's or the saved ones
+        self.beat_stages: dict[str, _GuardedBeats] = {}
+        self.beat_signatures = {
+            d.id: kept_shapes.signature(d, beat_channels_read(cfg, d.beats.rr_stream), pseudonym)
+            for d in cfg.devices
+            if d.beats is not None
+        }
+        self.beat_names = {d: pseudonym(d) for d in self.beat_signatures}
         self.health = Health()
         for device in cfg.devices:
             beats = stream_id(device.id, device.beats.rr_stream) if device.beats is not None else None
@@ -267,7 +285,8 @@ class _Session:
                     self._copy_source_stats(device.id)
                     beats = None
                     if device.beats is not None:
-                        beats = _GuardedBeats(device, ref.device_pseudonym, self.cfg)
+                        beats = _GuardedBeats(device, ref.device_pseudonym, self.cfg, self._kept(device.id))
+                        self.beat_stages[device.id] = beats
                     async for reading in source:
                         items = beats.take(reading) if beats is not None else (reading,)
                         for item in items:
@@ -288,6 +307,33 @@ class _Session:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+    def _kept(self, device_id: str) -> KeptShapes | None:
+        """The templates a device's new stage goes on with: its previous stage's in this session (the
+        source reopened), else those the session was given."""
+        previous = self.beat_stages.get(device_id)
+        if previous is not None:
+            return previous.handover()
+        return self.kept_shapes.pop(device_id, None)
+
+    def beat_handover(self) -> dict[str, Handed]:
+        """Each ECG device's templates for the next session (call once its sources are closed)."""
+        out = {}
+        for device_id, signature in self.beat_signatures.items():
+            kept = self._kept(device_id)
+            if kept is not None:
+                out[device_id] = Handed(kept, signature)
+        return out
+
+    def _saved_shapes(self) -> dict[str, Any]:
+        """The templates as `pipeline.json` keeps them, by device pseudonym (copies: the stages go on)."""
+        out = {}
+        for device_id, signature in self.beat_signatures.items():
+            stage = self.beat_stages.get(device_id)
+            kept = stage.handover() if stage is not None else self.kept_shapes.get(device_id)
+            if kept is not None:
+                out[self.beat_names[device_id]] = kept_shapes.saved(Handed(kept, signature))
+        return out
 
     async def _process(self) -> None:
         last_turn = 0.0
@@ -587,7 +633,8 @@ class _Session:
     def state_snapshot(self) -> StateSnapshot:
         """What `pipeline.json` saves, copied on the event loop (see `agent.state_saver`)."""
         gateway = {a.key: [a.snapshot()] for a in self.gateway_alarms}
-        return self.saver.snapshot(self.pipeline.detector_state(), self.pipeline.alarm_snapshot() | gateway)
+        alarms = self.pipeline.alarm_snapshot() | gateway
+        return self.saver.snapshot(self.pipeline.detector_state(), alarms, self._saved_shapes())
 
     def save_state(self) -> None:
         """Save `pipeline.json` now, on the event loop (start-up and shutdown)."""

@@ -30,6 +30,7 @@ from typing import Any
 
 from agent import state_journal
 from agent.alarms import BookSnapshot, merged_state
+from agent.ecg import kept_shapes
 from agent.held_alarms import WRITE_ERRORS
 from agent.outbox import Outbox
 from agent.state_file import write_state
@@ -50,6 +51,7 @@ class StateSnapshot:
     notes_included: int  # the number of the last journal note this state includes
     taken: int  # the order in which snapshots were taken
     taken_at: float  # wall time of the snapshot: a restart counts its open episodes' unjudged time from it
+    beat_shapes: dict[str, Any]  # the ECG devices' beat-shape templates (agent.ecg.kept_shapes)
 
     def state(self, between: Callable[[], None] = _nothing) -> dict[str, Any]:
         """The JSON-able content of `pipeline.json`."""
@@ -58,6 +60,7 @@ class StateSnapshot:
             "alarms": merged_state(self.alarms, between),
             state_journal.JOURNAL: self.notes_included,
             state_journal.SAVED_AT: self.taken_at,
+            kept_shapes.SAVED_KEY: self.beat_shapes,
         }
 
 
@@ -71,10 +74,15 @@ class StateSaver:
         self._lock = threading.Lock()  # one write at a time: they share the temporary file
         self._written = -1  # `taken` of the last snapshot written
 
-    def snapshot(self, detectors: dict[str, Any], alarms: dict[str, list[BookSnapshot]]) -> StateSnapshot:
+    def snapshot(
+        self,
+        detectors: dict[str, Any],
+        alarms: dict[str, list[BookSnapshot]],
+        beat_shapes: dict[str, Any] | None = None,
+    ) -> StateSnapshot:
         """Call on the event loop, where notes are committed: the state and the note number agree."""
         included = self.outbox.last_note(state_journal.NOTE)
-        return StateSnapshot(detectors, alarms, included, next(self._count), time.time())
+        return StateSnapshot(detectors, alarms, included, next(self._count), time.time(), beat_shapes or {})
 
     def save(self, snapshot: StateSnapshot, between: Callable[[], None] = _nothing) -> None:
         """Write `snapshot` (on the calling thread) unless a later one was written already, calling

@@ -70,9 +70,12 @@ Without the core no run is seen (it starts on an unlike core): the window's temp
 
 from __future__ import annotations
 
+import base64
 import functools
 import math
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +84,7 @@ from agent.inference.beats import (
     AFTER_S,
     BEFORE_S,
     MIN_TEMPLATE_BEATS,
+    POINTS,
     TEMPLATE_BEATS,
     beat_windows,
     shape_distance,
@@ -163,6 +167,36 @@ class BeatShapes:
         shapes._admission = previous._admission
         return shapes
 
+    def saved(self) -> dict[str, Any]:
+        """The templates and the admission as JSON-able values (the windows float32 as computed, the
+        cores rounded to float32), for `restored` after an agent restart (agent.ecg.kept_shapes)."""
+        return {
+            "rate_hz": self.rate_hz,
+            "window": self.window,
+            "core": self.core,
+            "whole": self._whole,
+            "windows": _packed(list(self._history), POINTS),
+            "cores": _packed(list(self._cores), CORE_POINTS + 2 * _SHIFT),
+            "admission": self._admission.saved(),
+        }
+
+    @classmethod
+    def restored(cls, saved: Mapping[str, Any]) -> BeatShapes:
+        """What `saved` gave, to be `continued` (no raw samples); `ValueError` / `TypeError` / `KeyError`
+        when it is not such a table (damaged, another version)."""
+        rate_hz, whole = saved["rate_hz"], saved["whole"]
+        window, core = saved["window"], saved["core"]
+        if not (isinstance(rate_hz, float) and rate_hz > 0 and isinstance(whole, int) and whole >= 0):
+            raise ValueError("rate_hz or whole out of range")
+        if not (isinstance(window, bool) and isinstance(core, bool)):
+            raise TypeError("window and core are booleans")
+        shapes = cls(rate_hz, 0.0, window=window, core=core)
+        shapes._whole = whole
+        shapes._history.extend(_unpacked(saved["windows"], POINTS).astype(np.float64))
+        shapes._cores.extend(_unpacked(saved["cores"], CORE_POINTS + 2 * _SHIFT).astype(np.float64))
+        shapes._admission = Admission.restored(saved["admission"])
+        return shapes
+
     def add(self, samples: npt.NDArray[np.float64]) -> None:
         self._fed += len(samples)
         if not (self.window or self.core):  # nothing reads them: only the count, for `ready`
@@ -217,6 +251,25 @@ class BeatShapes:
         return windows[0, :, 0].astype(np.float64)
 
 
+def _packed(rows: list[npt.NDArray[np.float64]], points: int) -> str:
+    """Rows of `points` values as base64 of little-endian float32 (a template's 32 rows: 8 kB, not 40 kB
+    of JSON numbers): the state file is rewritten with every heartbeat."""
+    block = np.asarray(rows, dtype="<f4").reshape(len(rows), points)
+    return base64.b64encode(block.tobytes()).decode("ascii")
+
+
+def _unpacked(text: Any, points: int) -> npt.NDArray[np.float32]:
+    if not isinstance(text, str):
+        raise TypeError("packed rows are text")
+    data = base64.b64decode(text, validate=True)
+    if len(data) % (4 * points) or len(data) > 4 * points * TEMPLATE_BEATS:
+        raise ValueError("packed rows of the wrong size")
+    rows = np.frombuffer(data, dtype="<f4").reshape(-1, points)
+    if not np.isfinite(rows).all():
+        raise ValueError("packed rows hold a non-finite value")
+    return rows
+
+
 class Admission:
     """Which templates each beat joins, from its interval and its core's distance (the module docstring):
     the core's template not an early beat, early against the mean of the `ADMIT_RR_BEATS` intervals
@@ -230,6 +283,32 @@ class Admission:
         self._plain = 0  # its latest early beats in a row without an unlike core
         self._paused = 0  # its latest beats in a row that were not early but unlike (missed beats)
         self._run_intervals: deque[float] = deque(maxlen=RUN_SLOW_BEATS)  # the run's own, for its rate
+
+    def saved(self) -> dict[str, Any]:
+        return {
+            "intervals": list(self._intervals),
+            "before_run": self._before_run,
+            "counts": [self._run, self._plain, self._paused],
+            "run_intervals": list(self._run_intervals),
+        }
+
+    @classmethod
+    def restored(cls, saved: Mapping[str, Any]) -> Admission:
+        """What `saved` gave; `ValueError` / `TypeError` / `KeyError` when it is not such a table."""
+        admission = cls()
+        intervals, run_intervals = _intervals(saved["intervals"]), _intervals(saved["run_intervals"])
+        before_run, counts = saved["before_run"], saved["counts"]
+        if before_run is not None and not (isinstance(before_run, float) and 0 < before_run < math.inf):
+            raise ValueError("before_run out of range")
+        if not (
+            isinstance(counts, list) and len(counts) == 3 and all(type(c) is int and c >= 0 for c in counts)
+        ):
+            raise ValueError("counts are three counts")
+        admission._intervals.extend(intervals)
+        admission._run_intervals.extend(run_intervals)
+        admission._before_run = before_run
+        admission._run, admission._plain, admission._paused = counts
+        return admission
 
     def judge(self, rr: float, core: float) -> tuple[bool, bool]:
         """(joins the core's template, joins the window's) for a beat with interval `rr` (NaN: none, it
@@ -278,3 +357,11 @@ class Admission:
 
     def _end_run(self) -> None:
         self._before_run, self._run, self._plain, self._paused = None, 0, 0, 0
+
+
+def _intervals(values: Any) -> list[float]:
+    if not (isinstance(values, list) and len(values) <= RUN_SLOW_BEATS):
+        raise ValueError("intervals are a short list")
+    if not all(isinstance(v, float) and 0 < v < math.inf for v in values):
+        raise ValueError("intervals are positive numbers")
+    return values

@@ -82,6 +82,7 @@ import numpy.typing as npt
 
 from agent.config.schema import BeatsConfig
 from agent.ecg.beat_shape import BeatShapes
+from agent.ecg.kept_shapes import KEEP_SHAPES_S, KeptShapes
 from agent.ecg.p_wave import (
     MIN_RR_S,
     NORMAL_SHAPE,
@@ -101,7 +102,6 @@ TOLD_EVERY_S = 1.0  # at most one reading per second saying "no value" or "no be
 PAUSE_S = 3.0  # no beat for this long on a valid ECG is a pause (monitors' asystole: 3-4 s)
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
-KEEP_SHAPES_S = 60.0  # a hole shorter than this (same rate) keeps the beat-shape templates: same electrodes
 CHANNELS = ("rr", "hr", "qrs_shape", "qrs_core", "p_wave")
 OPTIONAL = CHANNELS[2:]  # computed only when asked for (the module docstring)
 
@@ -181,8 +181,11 @@ class RrFromEcg:
         make_finder: Callable[[float], BeatFinder] = _qrs_detector,
         *,
         channels: Collection[str] = CHANNELS,
+        kept: KeptShapes | None = None,
     ) -> None:
-        """`channels`: those a detector reads (rr and hr come whatever it holds; see the module docstring)."""
+        """`channels`: those a detector reads (rr and hr come whatever it holds; see the module docstring);
+        `kept`: a previous stage's templates of this device (a reload, a restart: agent.ecg.kept_shapes),
+        gone on with if its first block is as after a short hole."""
         unknown = set(channels) - set(CHANNELS)
         if unknown:
             raise ValueError(f"the beats stage has no channel {sorted(unknown)} (it has {CHANNELS})")
@@ -198,6 +201,7 @@ class RrFromEcg:
         self._make_finder = make_finder
         self._finder: BeatFinder | None = None
         self._shapes: BeatShapes | None = None
+        self._handed = kept  # until the first block: then gone on with, or not
         self._atria = AtrialActivity()
         self._waiting: deque[_Beat] = deque()  # beats found whose shape is not known yet
         self._period_s = 0.0
@@ -309,11 +313,45 @@ class RrFromEcg:
             return True
         return abs(self._hole_s(reading)) > GAP_S
 
+    def handover(self) -> KeptShapes | None:
+        """This stage's templates for the next stage of the device (taken: this one is done), or None
+        before it has any; templates handed to it and not used yet pass on."""
+        if self._shapes is None or not self._blocks:
+            return self._handed
+        last = self._blocks[-1]
+        return KeptShapes(
+            self._shapes, self._period_s, last.wall_time + (self._fed - last.start) * last.period_s
+        )
+
     def _kept_shapes(self, reading: Reading, period: float) -> BeatShapes | None:
-        """The shapes to go on with after a hole: those of the same rate, the hole under `KEEP_SHAPES_S`."""
+        """The shapes to go on with after a hole: those of the same rate, the hole under `KEEP_SHAPES_S`;
+        at the first block, those handed over by the same rule."""
+        if self._handed is not None:
+            return self._handed_shapes(self._handed, reading, period)
         if self._shapes is None or period != self._period_s or not self._blocks:
             return None
         return self._shapes if abs(self._hole_s(reading)) < KEEP_SHAPES_S else None  # a clock set back too
+
+    def _handed_shapes(self, handed: KeptShapes, reading: Reading, period: float) -> BeatShapes | None:
+        self._handed = None
+        shapes = handed.shapes
+        hole_s = reading.wall_time - handed.ended_at
+        why = None
+        if period != handed.period_s:
+            why = f"its rate changed ({1.0 / handed.period_s:g} -> {1.0 / period:g} Hz)"
+        elif (shapes.window, shapes.core) != (self._window, self._core):
+            why = "the beat channels read changed"
+        elif not abs(hole_s) < KEEP_SHAPES_S:
+            why = (
+                f"its ECG came back {hole_s:.0f} s after they were current (kept under {KEEP_SHAPES_S:.0f} s)"
+            )
+        if why is not None:
+            log.info("%s: beat-shape templates start afresh: %s", self._name, why)
+            return None
+        log.info(
+            "%s: beat-shape templates go on from the previous stage's (a %.1f s break)", self._name, hole_s
+        )
+        return shapes
 
     def _restart(self, period: float, kept: BeatShapes | None = None) -> None:
         """A fresh detector (and segment); the shape templates go on from `kept` if given."""
