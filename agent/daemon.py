@@ -128,9 +128,9 @@ class Agent:
                     continue
                 running = self.config
                 carried = await self._serve(run)
-                handed = run.beat_handover()
                 if self.stopping.is_set():
                     return
+                handed = run.beat_handover()
         finally:
             if self._state_lock is not None:
                 self._state_lock.release()

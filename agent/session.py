@@ -88,8 +88,17 @@ class _GuardedBeats:
         return RrFromEcg(self._device_id, self._beats_config, channels=self._channels, kept=kept)
 
     def handover(self) -> KeptShapes | None:
-        """The stage's templates for the next one (after a fault: none, the fresh stage starts afresh)."""
-        return self._stage.handover() if self._stage is not None else None
+        """The stage's templates for the next one (after a fault: none, the fresh stage starts afresh). A
+        fault here costs the templates, never a reload or a save."""
+        if self._stage is None:
+            return None
+        try:
+            return self._stage.handover()
+        except Exception:
+            log.exception(
+                "the beat-shape templates of %s cannot be handed on: they start afresh", self._pseudonym
+            )
+            return None
 
     def take(self, reading: Reading) -> list[Reading]:
         if self._stage is None:
