@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,8 @@ def patch_ecg() -> npt.NDArray[np.float64]:
 
 
 @pytest.fixture
-def patch_on_a_pty(tmp_path: Path) -> Iterator[tuple[Path, SerialDeviceEmulator, threading.Event]]:
+def patch_on_a_pty(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """The patch's pty (its slave behind a link) and a call that starts it sending, in real time."""
     master, slave = os.openpty()
     tty.setraw(slave)
     link = tmp_path / "patch-tty"
@@ -103,8 +104,13 @@ def patch_on_a_pty(tmp_path: Path) -> Iterator[tuple[Path, SerialDeviceEmulator,
     channel = EmulatedChannel(ChannelSpec("ecg", "mV", SampleType.INT16, SYNTH_FS, 0.001), values)
     emulator = SerialDeviceEmulator(master, "patch", [channel], speed=1.0)
     stop = threading.Event()
-    yield link, emulator, stop
+    thread = threading.Thread(
+        target=emulator.run, args=(stop,), kwargs={"answer_commands": True}, daemon=True
+    )
+    yield link, thread.start
     stop.set()
+    if thread.is_alive():
+        thread.join(5)
     os.close(master)
     os.close(slave)
 
@@ -133,9 +139,9 @@ def _wait(predicate: Any, timeout: float) -> bool:
 def test_a_vt_starting_right_after_a_sighup_is_alarmed(
     mosquitto: LocalBroker,
     tmp_path: Path,
-    patch_on_a_pty: tuple[Path, SerialDeviceEmulator, threading.Event],
+    patch_on_a_pty: tuple[Path, Callable[[], None]],
 ) -> None:
-    link, emulator, stop = patch_on_a_pty
+    link, start_sending = patch_on_a_pty
     config = tmp_path / "agent.toml"
     config.write_text(CONFIG.format(port=mosquitto.port, link=link))
     got: list[tuple[str, dict[str, Any]]] = []
@@ -158,9 +164,7 @@ def test_a_vt_starting_right_after_a_sighup_is_alarmed(
     try:
         assert _wait(lambda: online(1), 30), got
         started = time.monotonic()
-        threading.Thread(
-            target=emulator.run, args=(stop,), kwargs={"answer_commands": True}, daemon=True
-        ).start()
+        start_sending()
         time.sleep(VT_AT_S - SIGHUP_BEFORE_S)  # 30 sinus beats: the templates are made
         proc.send_signal(signal.SIGHUP)
         assert _wait(lambda: online(2), 20), got
