@@ -60,7 +60,9 @@ raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reac
 `continued` starts the next segment of the same signal after a short hole (the stage's GAP restart): no
 raw samples, but the window and core templates and the admission (its intervals, a run) go on, so the
 beats after the hole have a shape at once instead of 8 beats later (a VT starting then would otherwise
-build its own templates and read normal for its whole length).
+build its own templates and read normal for its whole length). `saved` and `restored` carry the same
+(the window rows float32 as computed, the cores rounded to float32) through the agent's state file to the
+next start (agent.ecg.kept_shapes).
 
 Each part is computed only if asked (`window`, `core`: the stage's channels that a detector reads, see
 agent.ecg.rr_from_ecg); one not asked is NaN and keeps no template. Neither asked keeps no raw samples

@@ -42,7 +42,8 @@ earliest.
   and ``qrs_core`` at once: a VT starting within 8 beats of the hole would otherwise build the templates
   of its own beats and read normal for its whole length. The detector still starts afresh (its filters
   need it). A longer hole, a change of rate, or a lead-off (no values: see below) starts the templates
-  again.
+  again. A new stage of the same device (a reload's session, a restart: `kept`, agent.ecg.kept_shapes)
+  takes its predecessor's templates by the same rule at its first block (`handover` gives them).
 - **No value is said, not silenced.** While the ECG is flagged or has no values at all (NaN: the empty
   fields of a csv patch), the RR stream receives one NaN reading per `TOLD_EVERY_S` of ECG with the
   ECG's flags, so the pipeline's quality gate and the technical alarms of the RR stream see the
