@@ -52,6 +52,22 @@ run, its window holding the first PVC, counted as ventricular (its core does not
 itself fell short (the QRS detector found 4 of 5 beats, or the last intervals were irregular, or pvc's
 score fell); that beat also made 9 regular 5-beat runs at 240 bpm alarm a beat (0.2 s) early.
 
+**Right after a break, the QRS width (optional fourth channel ``qrs_width``).** After a lead-off, a hole
+of 60 s or more or a change of rate the stage starts its shape templates again (agent.ecg.rr_from_ecg):
+the first 8 beats have no shape and the templates are then made of whatever came first, so a VT under way
+when the lead is put back becomes the "normal" beat and never reads ventricular (`tools.evaluate.
+vt_leadoff`: 0 of 576 such runs alarmed). Keeping the old templates as a reference alarmed them but also a
+lead put back moved while the sinus rhythm was faster (38 false starts against 1). With
+``channels = ["rr", "qrs_shape", "qrs_core", "qrs_width"]`` the stage gives, for the first 32 beats after
+such a break only, each beat's width from the beat alone (agent.ecg.qrs_width, no template), and a beat
+with one counts as ventricular, whatever pvc says, when it is wide (>= `min_qrs_width_s`, 0.09 s: the
+equal-error point of MIT-BIH's PVCs against its other non-paced beats), fast (its own interval <= 60 /
+`wide_rate_bpm`, 120 bpm) and early against pvc's RR baseline where that is known (RR < 0.9 x the mean
+of the 8 valid intervals before it; NaN rows do not enter that history, so after a lead-off it is the
+rhythm before the break). The run then alarms as any other. A wide-complex tachycardia of unknown origin
+is treated as VT, so a wide rhythm >= 120 bpm (bundle branch block, paced) right after a break alarms
+too; a narrow one (a faster sinus rhythm with the lead moved) does not, nor a wide one below 120 bpm.
+
 A beat's score is the length of the run it ends when the run is fast and regular, else 0 (NaN when pvc
 has no verdict for it and no run goes on): fast, its rate (60 / the mean of its last `run_beats`
 intervals, the first beat's coupling interval included while the run is that short) above
@@ -92,12 +108,14 @@ from agent.detectors.pvc import (
     DEFAULT_RR_HISTORY,
     DEFAULT_THRESHOLD,
     DEFAULT_WEIGHT,
+    QRS_CORE,
     PvcDetector,
     check_beat_channels,
     excess_over_normal,
     read_pvc_params,
 )
 from agent.detectors.robust import nan_median
+from agent.errors import ConfigError
 
 DEFAULT_RUN_BEATS = 5  # IntelliVue's VTach run limit; PhysioNet/CinC 2015's VT alarm
 DEFAULT_RUN_RATE_BPM = 100.0  # AHA/ACC/HRS; IntelliVue's VTach HR limit
@@ -107,6 +125,14 @@ DEFAULT_MAX_RR_RATIO = 1.5
 # A beat counts toward a run only with a QRS core at least this unlike its template, when the channel is
 # given (the module docstring: MIT-BIH's PVCs, the pooled 3rd percentile, 0.5).
 DEFAULT_MIN_QRS_CORE = 0.5
+# With the fourth channel (qrs_width, given only while the stage's templates are young after a break), a
+# beat counts as ventricular without a template when at least this wide (s; agent.ecg.qrs_width: the
+# equal-error point of MIT-BIH's PVCs against its other non-paced beats, rounded to 10 ms) ...
+DEFAULT_MIN_QRS_WIDTH_S = 0.09
+DEFAULT_WIDE_RATE_BPM = 120.0  # ... at least this fast (its own interval): a wide rhythm >= 120 bpm is VT
+WIDE_EARLY_RATIO = 0.9  # ... and early, RR below this share of pvc's baseline where that is known
+QRS_WIDTH = "qrs_width"
+NORMAL_QRS_WIDTH_S = 0.067  # a normal beat's typical width (MIT-BIH, non-PVC non-paced median): contributions
 # The per-stream state key: [run length, 1 once the run alarmed, its last `run_beats` intervals, newest last]
 RUN = "run"
 VENTRICULAR_RUN = "ventricular run"  # the quantity: agent.alarms.explain words its sentence
@@ -129,9 +155,12 @@ class VentricularRunDetector(PvcDetector):
         run_rate_bpm: float = DEFAULT_RUN_RATE_BPM,
         max_rr_ratio: float = DEFAULT_MAX_RR_RATIO,
         min_qrs_core: float = DEFAULT_MIN_QRS_CORE,
+        min_qrs_width_s: float = DEFAULT_MIN_QRS_WIDTH_S,
+        wide_rate_bpm: float = DEFAULT_WIDE_RATE_BPM,
     ) -> None:
         super().__init__(id, channels, hop, pvc_threshold, weight, rr_history)
         self.min_qrs_core = min_qrs_core  # used only with the third channel
+        self.min_qrs_width_s, self.wide_rate_bpm = min_qrs_width_s, wide_rate_bpm  # only with the fourth
         self.pvc_threshold = pvc_threshold
         self.threshold = float(run_beats - 1)  # score = run length: exceeded from `run_beats` on
         self.run_beats = run_beats
@@ -151,9 +180,24 @@ class VentricularRunDetector(PvcDetector):
         if 0.0 < ratio < 1.0:
             raise reader.fail("max_rr_ratio", f"expected 0 (not checked) or a ratio >= 1, got {ratio:g}")
         core = reader.bounded("min_qrs_core", DEFAULT_MIN_QRS_CORE, 0.0, 100.0)
+        width = reader.bounded("min_qrs_width_s", DEFAULT_MIN_QRS_WIDTH_S, 0.0, 1.0)
+        wide_rate = reader.bounded("wide_rate_bpm", DEFAULT_WIDE_RATE_BPM, 30.0, 400.0)
         reader.finish()
-        check_beat_channels(config, reader)
-        return cls(config.id, config.channels, hop, threshold, weight, history, run_beats, rate, ratio, core)
+        _check_channels(config, reader)
+        return cls(
+            config.id,
+            config.channels,
+            hop,
+            threshold,
+            weight,
+            history,
+            run_beats,
+            rate,
+            ratio,
+            core,
+            width,
+            wide_rate,
+        )
 
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """A run length is a clinical setting, not learned: nothing to calibrate."""
@@ -165,14 +209,21 @@ class VentricularRunDetector(PvcDetector):
         n_streams = block.n_streams
         new = block.values[:, -min(block.hop, block.values.shape[1]) :, :]  # (S, n, 2 or 3)
         new_rr = new[:, :, 0]
-        odd, early, _ = self.parts(self._context(block.slots, new_rr), new[:, :, 1])
+        odd, early, baseline = self.parts(self._context(block.slots, new_rr), new[:, :, 1])
         core = new[:, :, 2] if new.shape[2] > 2 else None
+        width = new[:, :, 3] if new.shape[2] > 3 else None
         with np.errstate(invalid="ignore"):
             pvc_scores = odd + early
             ventricular = pvc_scores > self.pvc_threshold
             if core is not None:
                 # and a QRS of its own unlike the template's (a NaN core: not known, so not counted)
                 ventricular &= core >= self.min_qrs_core
+            if width is not None:
+                # right after a break the templates hold whatever came first (a VT under way): a wide,
+                # fast beat, early against the rhythm before where that is known, is ventricular alone
+                wide = (width >= self.min_qrs_width_s) & (new_rr <= 60.0 / self.wide_rate_bpm)
+                wide &= np.isnan(baseline) | (new_rr < WIDE_EARLY_RATIO * baseline)
+                ventricular |= wide
         self._runs.grow(int(block.slots.max()) + 1 if block.slots.size else 0)
         state = self._runs.rows[block.slots]
         length = np.nan_to_num(state[:, 0]).astype(np.int64)
@@ -211,6 +262,10 @@ class VentricularRunDetector(PvcDetector):
         rate_at = rates[rows, pick]
         picked_core = None if core is None else core[rows, pick]
         excess = excess_over_normal(early[rows, pick], odd[rows, pick], picked_core)
+        if width is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                wider = np.log(width[rows, pick] / NORMAL_QRS_WIDTH_S)
+            excess = np.concatenate([excess, np.where(np.isfinite(wider), wider, 0.0)[:, None]], axis=1)
         has = np.isfinite(rate_at)
         return ScoreBlock(
             scores=score,
@@ -268,3 +323,21 @@ def run_rates(intervals: FloatArray) -> FloatArray:
     count = known.sum(axis=1)
     out: FloatArray = np.divide(60.0 * count, total, out=np.full(len(total), np.nan), where=total > 0)
     return out
+
+
+def _check_channels(config: DetectorConfig, reader: ParamReader) -> None:
+    """pvc's channels (rr, qrs_shape, optionally qrs_core), or those three and then qrs_width; the width's
+    params only with it."""
+    channels = config.channels
+    if len(channels) == 4:
+        if tuple(channels[2:]) != (QRS_CORE, QRS_WIDTH):
+            raise ConfigError(
+                f"detectors.{config.id}.channels",
+                f'four channels are rr, qrs_shape, "{QRS_CORE}" and "{QRS_WIDTH}" (the beats stream of'
+                f" [devices.beats]), got {list(channels)}",
+            )
+        return
+    for key in ("min_qrs_width_s", "wide_rate_bpm"):
+        if key in config.params:
+            raise reader.fail(key, f'only with a fourth channel "{QRS_WIDTH}"')
+    check_beat_channels(config, reader)

@@ -57,6 +57,11 @@ window). A window with a NaN (a hole in the signal) or one that began before the
 shape (NaN) and does not enter the template; nor do beats before `MIN_TEMPLATE_BEATS`. `before` gives the
 raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reaches 0.35 s back.
 
+`width` gives a beat's QRS width from the beat alone (agent.ecg.qrs_width) while the templates are young
+after a break: for the first `YOUNG_BEATS` beats of templates made `after_break` (a lead-off, a long hole,
+a change of rate; the stage says which), NaN otherwise. Those templates hold whatever came first, a VT
+under way included; the width needs none.
+
 `continued` starts the next segment of the same signal after a short hole (the stage's GAP restart): no
 raw samples, but the window and core templates and the admission (its intervals, a run) go on, so the
 beats after the hole have a shape at once instead of 8 beats later (a VT starting then would otherwise
@@ -82,6 +87,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.ecg.qrs_width import margin, qrs_width
 from agent.inference.beats import (
     AFTER_S,
     BEFORE_S,
@@ -110,6 +116,9 @@ RUN_PAUSE_BEATS = 1
 # slower by chance; the last 8 keep a VT that follows slower beats of the same run out.
 RUN_MIN_BPM = 100.0
 RUN_SLOW_BEATS = TEMPLATE_BEATS
+# After a break the templates hold the beats that follow it, whatever they are: the width (no template) is
+# given for this many beats, until the templates are made of beats after the break alone.
+YOUNG_BEATS = TEMPLATE_BEATS
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
 _SHIFT = round(CORE_SHIFT_S / _STEP_S)  # points each side
 _ALIGNMENTS = np.arange(2 * _SHIFT + 1)[:, None] + np.arange(CORE_POINTS)[None, :]
@@ -143,12 +152,23 @@ class BeatShapes:
     """One ECG segment's raw samples and recent beat windows; `shape(peak)` once `ready(peak)`."""
 
     def __init__(
-        self, rate_hz: float, delay_s: float, start: int = 0, *, window: bool = True, core: bool = True
+        self,
+        rate_hz: float,
+        delay_s: float,
+        start: int = 0,
+        *,
+        window: bool = True,
+        core: bool = True,
+        width: bool = False,
+        after_break: bool = False,
     ) -> None:
         """`start`: the index (in the stage's count of samples) of the first sample it will be given;
-        `window`, `core`: which distances `shape` computes (the other is NaN)."""
+        `window`, `core`: which distances `shape` computes (the other is NaN); `width`: whether `width`
+        measures, and `after_break` whether these templates start after a break (a lead-off, a long hole,
+        a change of rate), so that it does for their first `YOUNG_BEATS` beats."""
         self.rate_hz = rate_hz
-        self.window, self.core = window, core
+        self.window, self.core, self.width_asked = window, core, width
+        self._young = YOUNG_BEATS if after_break and width else 0  # beats left with a width
         self._before = round(BEFORE_S * rate_hz)
         self._after = round(AFTER_S * rate_hz)
         self._keep = round((delay_s + BEFORE_S + AFTER_S + 1.0) * rate_hz)
@@ -167,6 +187,7 @@ class BeatShapes:
         shapes = cls(previous.rate_hz, delay_s, window=previous.window, core=previous.core)
         shapes._history, shapes._cores, shapes._whole = previous._history, previous._cores, previous._whole
         shapes._admission = previous._admission
+        shapes.width_asked, shapes._young = previous.width_asked, previous._young
         return shapes
 
     def saved(self) -> dict[str, Any]:
@@ -201,7 +222,7 @@ class BeatShapes:
 
     def add(self, samples: npt.NDArray[np.float64]) -> None:
         self._fed += len(samples)
-        if not (self.window or self.core):  # nothing reads them: only the count, for `ready`
+        if not (self.window or self.core or self.width_asked):  # nothing reads them: only the count
             return
         self._raw = np.concatenate([self._raw, samples])
         extra = len(self._raw) - self._keep
@@ -221,11 +242,25 @@ class BeatShapes:
             return None
         return segment
 
+    def width(self, peak: int) -> float:
+        """The beat's QRS width (s, agent.ecg.qrs_width) while the templates are young after a break (NaN
+        otherwise, or without its samples). Asked before `shape`, which counts the beat."""
+        if not self._young:
+            return float("nan")
+        before, _ = margin(self.rate_hz)
+        lo = max(peak - before - self._raw_start, 0)
+        return qrs_width(
+            self._raw[lo : peak + self._after + 1 - self._raw_start],
+            peak - self._raw_start - lo,
+            self.rate_hz,
+        )
+
     def shape(self, peak: int, rr: float) -> tuple[float, float]:
         """The beat's (window, core) distances to the templates of the previous beats (NaN: none); the beat
         then joins the templates `Admission` lets it join. `rr`: the interval ending at the beat (s; NaN:
         none, after a hole)."""
         nan = float("nan")
+        self._young = max(self._young - 1, 0)
         lo = peak - self._before - self._raw_start
         segment = self._raw[max(lo, 0) : peak + self._after + 1 - self._raw_start]
         if not (self.window or self.core) or lo < 0 or not np.isfinite(segment).all():

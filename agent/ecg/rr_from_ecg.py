@@ -11,12 +11,14 @@ beat's shape against the patient's recent beats (``qrs_shape``, agent.ecg.beat_s
 detector, and that of its QRS alone (``qrs_core``, the same module: it holds at fast rates, where the
 beat window takes in the neighbouring beats) for `ventricular_run`, and for a beat of normal shape how
 alike its pre-R segment is to the recent ones (``p_wave``, agent.ecg.p_wave: P waves present or not) for
-the `af` detector. A beat's reading leaves once its shape is known, 0.40 s after its R peak at the
-earliest.
+the `af` detector, and for the first beats after the shape templates start again the QRS's width from the
+beat alone (``qrs_width``, agent.ecg.qrs_width: no template, so a VT under way when a lead is put back,
+which the new templates take for the normal beat, still reads wide) for `ventricular_run`. A beat's
+reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
 
 - **A channel only when read.** ``rr`` and ``hr`` are the beat itself and always come; each of
-  `OPTIONAL` (``qrs_shape``, ``qrs_core``, ``p_wave``) is computed only if a detector on the RR stream
-  reads it: the session asks for the set (`channels`, decided from the config by
+  `OPTIONAL` (``qrs_shape``, ``qrs_core``, ``p_wave``, ``qrs_width``) is computed only if a detector on the RR
+  stream reads it: the session asks for the set (`channels`, decided from the config by
   `agent.pipeline.wiring.beat_channels_read`, again at each reload), as an `af` with hr limits reads
   none of them and the window's shape, the core's and the pre-R segment together cost about half of the
   stage's CPU time (tools.bench.beats_chain). A channel not asked for is in none of the stream's readings
@@ -42,8 +44,10 @@ earliest.
   and ``qrs_core`` at once: a VT starting within 8 beats of the hole would otherwise build the templates
   of its own beats and read normal for its whole length. The detector still starts afresh (its filters
   need it). A longer hole, a change of rate, or a lead-off (no values: see below) starts the templates
-  again. A new stage of the same device (a reload's session, a restart: `kept`, agent.ecg.kept_shapes)
-  takes its predecessor's templates by the same rule at its first block (`handover` gives them).
+  again; beats then carry ``qrs_width`` (when asked) for `YOUNG_BEATS` (32) beats, until the templates
+  are made of beats after the break alone (not at the stream's first start: there was no break). A new
+  stage of the same device (a reload's session, a restart: `kept`, agent.ecg.kept_shapes) takes its
+  predecessor's templates by the same rule at its first block (`handover` gives them).
 - **No value is said, not silenced.** While the ECG is flagged or has no values at all (NaN: the empty
   fields of a csv patch), the RR stream receives one NaN reading per `TOLD_EVERY_S` of ECG with the
   ECG's flags, so the pipeline's quality gate and the technical alarms of the RR stream see the
@@ -57,7 +61,8 @@ earliest.
   times stay in order. The beat that ends a pause longer than `PAUSE_S` carries the pause's own rate
   (60 / its interval) instead of the 8-beat mean, so a pause of 3-5 s, over before the delay, is said too.
 - **A beat without a shape yet** (the first 8 of a segment not continued from the last) leaves
-  ``qrs_shape`` and ``qrs_core`` out of its reading rather than NaN, which the quality gate would call
+  ``qrs_shape`` and ``qrs_core`` out of its reading (and every beat but the young ones ``qrs_width``)
+  rather than NaN, which the quality gate would call
   "no value" (a slow heart would raise `signal_poor`); so does a beat without ``p_wave`` (an odd-shaped
   beat, the first 8 normal ones, one whose pre-R segment holds part of its QRS:
   agent.ecg.p_wave.holds_qrs) leave that out.
@@ -103,7 +108,7 @@ TOLD_EVERY_S = 1.0  # at most one reading per second saying "no value" or "no be
 PAUSE_S = 3.0  # no beat for this long on a valid ECG is a pause (monitors' asystole: 3-4 s)
 KEEP_BLOCKS_S = 5.0  # block times kept beyond the detector's delay, to stamp late-decided peaks
 HR_BEATS = 8  # the heart rate shown is over this many intervals, as bedside monitors average
-CHANNELS = ("rr", "hr", "qrs_shape", "qrs_core", "p_wave")
+CHANNELS = ("rr", "hr", "qrs_shape", "qrs_core", "p_wave", "qrs_width")
 OPTIONAL = CHANNELS[2:]  # computed only when asked for (the module docstring)
 
 
@@ -196,6 +201,7 @@ class RrFromEcg:
         # p_wave is given only for beats of normal window shape: it needs the window's shape.
         self._window = "qrs_shape" in channels or self._p_wave
         self._core = "qrs_core" in channels
+        self._width = "qrs_width" in channels
         self._ecg = stream_id(device_id, cfg.ecg_stream)
         self._rr = stream_id(device_id, cfg.rr_stream)
         self._rr_name = cfg.rr_stream
@@ -272,7 +278,7 @@ class RrFromEcg:
             # The patient's beats after a lead-off may not be those before it (a new rhythm, the strap
             # put back elsewhere): the shape template starts again, and with it 8 beats without shape,
             # in which the pvc detector's RR history fills with the new rhythm.
-            self._shapes = self._new_shapes(self._period_s, start=self._fed)
+            self._shapes = self._new_shapes(self._period_s, start=self._fed, after_break=True)
             self._atria = AtrialActivity()
         else:
             made += self._shaped()
@@ -365,7 +371,9 @@ class RrFromEcg:
             log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._name, exc)
             return
         self._shapes = (
-            BeatShapes.continued(kept, self._finder.delay_s) if kept is not None else self._new_shapes(period)
+            BeatShapes.continued(kept, self._finder.delay_s)
+            if kept is not None
+            else self._new_shapes(period, after_break=self.restarts > 0)
         )
         self._atria = AtrialActivity()
         self._period_s = period
@@ -375,9 +383,17 @@ class RrFromEcg:
         self._holes = HoleEnds()
         self._recent.clear()
 
-    def _new_shapes(self, period: float, start: int = 0) -> BeatShapes:
+    def _new_shapes(self, period: float, start: int = 0, *, after_break: bool = False) -> BeatShapes:
         assert self._finder is not None
-        return BeatShapes(1.0 / period, self._finder.delay_s, start, window=self._window, core=self._core)
+        return BeatShapes(
+            1.0 / period,
+            self._finder.delay_s,
+            start,
+            window=self._window,
+            core=self._core,
+            width=self._width,
+            after_break=after_break,
+        )
 
     def _beat(self, peak: int, monotonic: float) -> _Beat:
         previous, self._last_peak = self._last_peak, peak
@@ -401,18 +417,16 @@ class RrFromEcg:
             if not self._shapes.ready(beat.peak) and not everything:
                 break
             self._waiting.popleft()
-            shape, core = (
-                self._shapes.shape(beat.peak, beat.rr)
-                if self._shapes.ready(beat.peak)
-                else (math.nan, math.nan)
-            )
+            ready = self._shapes.ready(beat.peak)
+            width = self._shapes.width(beat.peak) if ready and self._width else math.nan
+            shape, core = self._shapes.shape(beat.peak, beat.rr) if ready else (math.nan, math.nan)
             # A short interval puts the previous beat's T wave in the pre-R segment: no reading of it.
             atrial = self._atrial(beat.peak, shape) if self._p_wave and beat.rr >= MIN_RR_S else math.nan
             if math.isnan(beat.rr):
                 continue
             # A value not known is left out, not NaN (the quality gate's "no value", signal_poor); so is
             # one computed only for another's sake (qrs_shape for p_wave).
-            parts = {"qrs_shape": shape, "qrs_core": core, "p_wave": atrial}
+            parts = {"qrs_shape": shape, "qrs_core": core, "p_wave": atrial, "qrs_width": width}
             known = [(n, parts[n]) for n in self._channels[2:] if not math.isnan(parts[n])]
             names = (*self._channels[:2], *(n for n, _ in known))
             values = np.array([[beat.rr, beat.hr, *(v for _, v in known)]])

@@ -299,3 +299,80 @@ def test_through_the_pipeline_the_alarm_starts_at_once_and_says_the_run(tmp_path
 
 def test_the_quantity_is_the_one_explain_words() -> None:
     assert VentricularRunDetector.quantity == explain.VENTRICULAR_RUN
+
+
+# -- the fourth channel, qrs_width: a VT right after a break, judged without a template ------------------
+
+WIDE_QRS_S, NARROW_QRS_S = 0.11, 0.06  # agent.ecg.qrs_width: a PVC's (MIT-BIH median 0.106), a normal beat's
+
+
+def make_with_width(**params: Any) -> VentricularRunDetector:
+    channels = ("rr", "qrs_shape", "qrs_core", "qrs_width")
+    return VentricularRunDetector.from_config(
+        DetectorConfig("vt", "ventricular_run", "rr", channels, params=params), 1.0
+    )
+
+
+def after_a_lead_off(rr_after: float, width: float, rr_before: float = 0.8, n: int = 40) -> np.ndarray:
+    """(1, 30 + 3 + n, 4): sinus at `rr_before` with its shapes, 3 "no value" rows (a lead-off), then `n`
+    beats at `rr_after` as the stage gives them after a break: no shape for 8 beats, then the shape and
+    core of templates made of these very beats (normal), and their width for the first 32."""
+    rows = 30 + 3 + n
+    values = np.full((1, rows, 4), np.nan)
+    values[0, :30, 0], values[0, :30, 1] = sinus(30, rr_before)
+    values[0, :30, 2] = 0.15
+    after = slice(33, rows)
+    values[0, after, 0] = rr_after
+    values[0, 41:, 1], values[0, 41:, 2] = NORMAL_SHAPE, 0.15  # the template is the run itself
+    values[0, 33 : 33 + 32, 3] = width
+    return values
+
+
+def test_a_wide_fast_run_right_after_a_lead_off_alarms_with_the_width() -> None:
+    # Failed before: four channels were refused, and without the width the run never alarms (below).
+    values = after_a_lead_off(0.4, WIDE_QRS_S)
+    s = scores(make_with_width(), values)
+    assert s[33 + 4] == 5  # its fifth beat
+    assert np.nanmax(scores(make_with_core(), values[:, :, :3])) == 0  # the run is the template
+    block = run(make_with_width(), values)[33 + 4]
+    assert block.contributions.shape == (1, 4) and block.contributions[0, 3] > 0  # the width says why
+
+
+def test_a_narrow_fast_rhythm_after_a_lead_off_does_not_alarm() -> None:
+    assert np.nanmax(scores(make_with_width(), after_a_lead_off(0.4, NARROW_QRS_S))) == 0
+
+
+def test_a_wide_rhythm_after_a_lead_off_below_the_wide_rate_does_not_alarm() -> None:
+    """A paced or bundle-branch-block rhythm at 110 bpm: wide, above VT's 100 bpm, below 120."""
+    assert np.nanmax(scores(make_with_width(), after_a_lead_off(60 / 110, WIDE_QRS_S))) == 0
+    assert np.nanmax(scores(make_with_width(wide_rate_bpm=100), after_a_lead_off(60 / 110, WIDE_QRS_S))) >= 5
+
+
+def test_a_wide_rhythm_as_fast_as_before_the_lead_off_does_not_alarm() -> None:
+    """Not early against the rhythm before the break (pvc's RR baseline keeps it over the NaN rows)."""
+    assert np.nanmax(scores(make_with_width(), after_a_lead_off(0.44, WIDE_QRS_S, rr_before=0.45))) == 0
+    assert np.nanmax(scores(make_with_width(), after_a_lead_off(0.44, WIDE_QRS_S, rr_before=0.6))) >= 5
+
+
+@pytest.mark.parametrize(
+    ("channels", "params", "key"),
+    [
+        (("rr", "qrs_shape", "qrs_width", "qrs_core"), {}, "detectors.vt.channels"),
+        (("rr", "qrs_shape", "qrs_core", "hr"), {}, "detectors.vt.channels"),
+        (("rr", "qrs_shape", "qrs_core"), {"min_qrs_width_s": 0.1}, "detectors.vt.params.min_qrs_width_s"),
+        (("rr", "qrs_shape", "qrs_core"), {"wide_rate_bpm": 130}, "detectors.vt.params.wide_rate_bpm"),
+        (
+            ("rr", "qrs_shape", "qrs_core", "qrs_width"),
+            {"min_qrs_width_s": 2},
+            "detectors.vt.params.min_qrs_width_s",
+        ),
+    ],
+)
+def test_the_width_channel_and_its_params_are_checked(
+    channels: tuple[str, ...], params: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        VentricularRunDetector.from_config(
+            DetectorConfig("vt", "ventricular_run", "rr", channels, params=params), 1.0
+        )
+    assert err.value.path == key

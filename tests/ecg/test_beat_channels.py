@@ -67,12 +67,15 @@ def test_the_recording_gives_every_kind_of_reading(every_channel: list[Reading])
     assert ("rr", "hr") in kinds and ("hr",) in kinds  # beats before their templates, a pause
     assert CHANNELS in kinds  # a normal beat with all three
     assert ("rr", "hr", "qrs_shape", "qrs_core") in kinds  # a PVC: no p_wave
+    assert ("rr", "hr", "qrs_shape", "qrs_core", "qrs_width") in kinds  # a PVC soon after the lead-off
     assert any(np.isnan(r.values).all() for r in every_channel)  # the lead-off said
     assert sum(len(r.channels) == 5 for r in every_channel) >= 10
 
 
 @pytest.mark.parametrize(
-    "asked", [subset for n in range(4) for subset in itertools.combinations(OPTIONAL, n)], ids=str
+    "asked",
+    [subset for n in range(len(OPTIONAL) + 1) for subset in itertools.combinations(OPTIONAL, n)],
+    ids=str,
 )
 def test_a_stage_gives_exactly_the_channels_asked_and_the_rest_of_each_reading_unchanged(
     every_channel: list[Reading], asked: tuple[str, ...]
@@ -98,7 +101,7 @@ def test_channels_not_asked_for_run_none_of_their_code(monkeypatch: pytest.Monke
     def not_run(*_: object) -> float:
         raise AssertionError("code for a channel not asked for ran")
 
-    for name in ("beat_windows", "shape_distance", "qrs_core", "core_distance"):
+    for name in ("beat_windows", "shape_distance", "qrs_core", "core_distance", "qrs_width"):
         monkeypatch.setattr(beat_shape, name, not_run)
     for name in ("holds_qrs", "pre_r_segment", "samples_after", "samples_needed"):
         monkeypatch.setattr(rr_from_ecg, name, not_run)
@@ -119,5 +122,5 @@ def test_p_wave_alone_computes_the_window_shape_but_not_the_core(monkeypatch: py
 
 
 def test_a_channel_the_stage_does_not_have_is_refused() -> None:
-    with pytest.raises(ValueError, match="qrs_width"):
-        RrFromEcg("holter", BeatsConfig(), channels=("rr", "qrs_width"))
+    with pytest.raises(ValueError, match="qrs_axis"):
+        RrFromEcg("holter", BeatsConfig(), channels=("rr", "qrs_axis"))

@@ -2,7 +2,7 @@
 does a lead put back (moved or not) raise false VT or PVCs?
 
     python -m tools.evaluate.vt_leadoff --config tools/evaluate/configs/vt-only.toml \\
-        --data /work/shared/datasets --out eval/vt-leadoff --jobs 1 [--part runs|records|faster]
+        --data /work/shared/datasets --out eval/vt-leadoff --jobs 1 [--part runs|records|faster|wide]
 
 After a lead-off (frames with no values) or a hole of `KEEP_SHAPES_S` or more the stage starts its beat
 shape templates again (agent.ecg.rr_from_ecg); a VT that starts then could become the "normal" beat.
@@ -40,6 +40,15 @@ factor, seconds and variant: the VT condition's starts in the `FASTER_FOLLOW_S` 
 before and in those seconds after. The compression shortens every wave, so it narrows the QRS as well as
 the intervals: a real speed-up keeps the QRS's width, so the "same" rows overstate one (their QRS also
 differs from the one before the break).
+
+`--part wide`: a wide rhythm that is not VT, sped up after a lead-off, for a rule that reads the QRS width
+(agent.ecg.qrs_width). `WIDE_RECORDS`: the paced records 102 and 104 and the four whose other beats read
+widest by that measure (105, 108, 114, 121), the first `FASTER_HEAD_S` of each, a lead-off of
+`WIDE_OFF_S` in the middle; after it the intervals are shortened to `WIDE_BPM` (the median rate before
+times a factor) while each QRS keeps its own duration (`qrs_kept`: -`KEEP_BEFORE_S` .. +`KEEP_AFTER_S`
+around every annotated beat at the original speed, the rest compressed), then `VARIANTS`. The VT
+condition's starts in the `FASTER_FOLLOW_S` after the lead-off, by the rate after it: below 120 bpm a
+start is false, from 120 on a wide rhythm read as VT is the accepted clinical call.
 """
 
 from __future__ import annotations
@@ -73,6 +82,10 @@ SPEED_UPS = (1.4, 1.7)
 FASTER_OFF_S = (30.0, 90.0)
 FASTER_HEAD_S = 900.0
 FASTER_FOLLOW_S = 120.0
+WIDE_RECORDS = ("102", "104", "105", "108", "114", "121")
+WIDE_BPM = (100.0, 110.0, 120.0, 140.0, 160.0)
+WIDE_OFF_S = 30.0
+KEEP_BEFORE_S, KEEP_AFTER_S = 0.1, 0.14  # the QRS, kept at its own speed when the rhythm is sped up
 
 
 def frames_before(spliced: Spliced, ends_before_s: float, seconds: float) -> range:
@@ -480,14 +493,151 @@ def faster_line(r: FasterResult) -> str:
     )
 
 
+# -- a wide rhythm that is not VT, sped up after a lead-off ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Wide:
+    record: str
+    bpm: float  # the rate after the lead-off aimed at
+    variant: str
+
+
+def wide_set() -> list[Wide]:
+    return [Wide(record, bpm, variant) for record in WIDE_RECORDS for bpm in WIDE_BPM for variant in VARIANTS]
+
+
+def qrs_kept(ecg: FloatArray, beats: vt_runs.IntArray, factor: float) -> tuple[FloatArray, vt_runs.IntArray]:
+    """The ECG with every interval `factor` times shorter but each QRS (-`KEEP_BEFORE_S` .. +`KEEP_AFTER_S`
+    around an annotated beat) at its own speed, and its beats: a piecewise-linear time warp. A stretch
+    between two QRS spans shorter than they would leave is compressed to nothing: not used here."""
+    before, after = round(KEEP_BEFORE_S * MITDB_FS), round(KEEP_AFTER_S * MITDB_FS)
+    inside = beats[(beats - before > 0) & (beats + after < len(ecg) - 1)]
+    old = [0.0]
+    new = [0.0]
+    for b in inside:
+        lo, hi = float(b - before), float(b + after)
+        if lo <= old[-1]:
+            continue
+        gap = lo - old[-1]  # since the last QRS ended: its new length keeps the interval `factor` shorter
+        new.append(new[-1] + max((gap + before + after) / factor - (before + after), 0.0))
+        old.append(lo)
+        new.append(new[-1] + (hi - lo))
+        old.append(hi)
+    end = float(len(ecg) - 1)
+    new.append(new[-1] + (end - old[-1]) / factor)
+    old.append(end)
+    times = np.arange(int(new[-1]) + 1, dtype=np.float64)
+    warped: FloatArray = np.interp(np.interp(times, new, old), np.arange(len(ecg)), ecg)
+    moved = np.round(np.interp(beats.astype(np.float64), old, new)).astype(np.int64)
+    return warped, moved
+
+
+@dataclass(frozen=True, slots=True)
+class WideResult:
+    wide: Wide
+    rate_before_bpm: float
+    rate_after_bpm: float  # over the `FASTER_FOLLOW_S` after the lead-off
+    starts: int
+    real_starts: int  # at an annotated run of PVCs (sped up with the rest)
+
+
+def _wide_job(job: tuple[Path, Path | None, Wide, str]) -> WideResult:
+    config_path, root, w, vt = job
+    raw, annotated, is_pvc = vt_runs.load_record(root, w.record)
+    head = min(len(raw), round(FASTER_HEAD_S * MITDB_FS))
+    kept = annotated < head
+    beats, is_pvc = annotated[kept], is_pvc[kept]
+    off = leadoff_frames(head, WIDE_OFF_S)
+    first, back = off.start * POLAR_FRAME, off.stop * POLAR_FRAME
+    rate_before = _median_rate(beats[(beats < first) & (beats >= first - 60 * MITDB_FS)])
+    after, moved = qrs_kept(raw[back:head], beats[beats >= back] - back, w.bpm / rate_before)
+    ecg: FloatArray = np.concatenate([raw[:back], VARIANTS[w.variant](after)])
+    beats = np.concatenate([beats[beats < back], moved + back])
+    config = vt_runs.rr_config(config_path)
+    readings = vt_runs.stage_readings(ecg, config.detectors[0].stream, off=off)
+    back_s = back / MITDB_FS
+    runs = vt_runs.real_runs(beats, is_pvc)
+    starts = [
+        e.start
+        for e in vt_runs.episodes(config, readings)
+        if e.condition == vt and back_s <= e.start <= back_s + FASTER_FOLLOW_S
+    ]
+    real = sum(any(a <= t <= b + AFTER_S for a, b in runs) for t in starts)
+    rate_after = _median_rate(beats[(beats >= back) & (beats < back + FASTER_FOLLOW_S * MITDB_FS)])
+    return WideResult(w, rate_before, rate_after, len(starts), real)
+
+
+def wide_report(config_path: Path, results: list[WideResult], vt: str) -> str:
+    rows = []
+    for bpm in WIDE_BPM:
+        for variant in VARIANTS:
+            cell = [r for r in results if (r.wide.bpm, r.wide.variant) == (bpm, variant)]
+            rows.append(
+                (
+                    f"{bpm:g}",
+                    variant,
+                    _rates([r.rate_before_bpm for r in cell]),
+                    _rates([r.rate_after_bpm for r in cell]),
+                    sum(r.starts - r.real_starts for r in cell),
+                    ", ".join(f"{r.wide.record} ({r.starts})" for r in cell if r.starts) or "-",
+                    sum(r.real_starts for r in cell),
+                )
+            )
+    slow = sum(r.starts - r.real_starts for r in results if r.rate_after_bpm < 120.0)
+    return "\n".join(
+        [
+            f"# A wide rhythm sped up after a lead-off: the alarms of {config_path}",
+            "",
+            f"MIT-BIH {', '.join(WIDE_RECORDS)} (paced 102, 104), the first {FASTER_HEAD_S:g} s of each; a "
+            f"lead-off of {WIDE_OFF_S:g} s (NaN frames flagged NO_CONTACT) in the middle, after which the "
+            "intervals are shortened to the rate aimed at while each QRS keeps its duration, then the ECG is "
+            f"the same, inverted x0.7 or x1.5 reshaped; the {vt} starts in the {FASTER_FOLLOW_S:g} s after "
+            "the lead-off (not at an annotated PVC run).",
+            "",
+            f"{vt} starts not at a run, rate after the lead-off below 120 bpm: {slow}; from 120 bpm: "
+            f"{sum(r.starts - r.real_starts for r in results) - slow}",
+            "",
+            table(
+                [
+                    "bpm aimed at",
+                    "after it",
+                    "bpm before (median per record, range)",
+                    "bpm after",
+                    f"{vt} starts not at a run",
+                    "records (starts)",
+                    "at a real run",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
+WIDE_TSV_HEADER = "record\tbpm\tvariant\trate_before_bpm\trate_after_bpm\tstarts\treal_starts"
+
+
+def wide_line(r: WideResult) -> str:
+    w = r.wide
+    return (
+        f"{w.record}\t{w.bpm:g}\t{w.variant}\t{r.rate_before_bpm:.0f}\t{r.rate_after_bpm:.0f}\t{r.starts}\t"
+        f"{r.real_starts}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = vt_runs.case_arguments(
         "vt_leadoff", __doc__, "eval/vt-leadoff", config="tools/evaluate/configs/vt-only.toml"
     )
-    parser.add_argument("--part", choices=("runs", "records", "faster"), default="runs")
+    parser.add_argument("--part", choices=("runs", "records", "faster", "wide"), default="runs")
     args = parser.parse_args(argv)
     vt = args.condition
-    if args.part == "faster":
+    if args.part == "wide":
+        wides = wide_set()
+        done_wide = pool_map(_wide_job, [(args.config, args.data, w, vt) for w in wides], args.jobs)
+        write_report(args.out, wide_report(args.config, done_wide, vt))
+        lines = [WIDE_TSV_HEADER, *(wide_line(r) for r in done_wide)]
+    elif args.part == "faster":
         fasters = faster_set()
         sped = pool_map(_faster_job, [(args.config, args.data, f, vt) for f in fasters], args.jobs)
         write_report(args.out, faster_report(args.config, sped, vt))
