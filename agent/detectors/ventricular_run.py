@@ -161,6 +161,8 @@ class VentricularRunDetector(PvcDetector):
         super().__init__(id, channels, hop, pvc_threshold, weight, rr_history)
         self.min_qrs_core = min_qrs_core  # used only with the third channel
         self.min_qrs_width_s, self.wide_rate_bpm = min_qrs_width_s, wide_rate_bpm  # only with the fourth
+        # qrs_width comes only for the beats right after a break: its absence is no wiring problem
+        self.sparse_channels = tuple(c for c in channels if c == QRS_WIDTH)
         self.pvc_threshold = pvc_threshold
         self.threshold = float(run_beats - 1)  # score = run length: exceeded from `run_beats` on
         self.run_beats = run_beats

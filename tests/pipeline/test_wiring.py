@@ -277,6 +277,28 @@ def test_af_s_p_wave_channel_absent_by_design_is_no_wiring_warning(
     assert len(warnings) == 2 and not any("p_wave" in w for w in warnings), warnings
 
 
+def test_ventricular_run_s_qrs_width_absent_by_design_is_no_wiring_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """qrs_width comes only for the 32 beats after the shape templates start again (a lead-off, a long
+    hole): without a break it never arrives, and that is no wiring problem; the other channels still warn."""
+    # Failed before ventricular_run declared it sparse (and before it took a fourth channel).
+    channels = ["rr", "qrs_shape", "qrs_core", "qrs_width"]
+    table = BASE | {
+        "devices": [wearable()],
+        "detectors": [
+            {"id": "vt", "type": "ventricular_run", "stream": "rr", "channels": channels, "rate_hz": 1.0}
+        ],
+    }
+    pipeline = Pipeline(parse_config(table, base_dir=tmp_path), pseudonym)
+    caplog.set_level(logging.WARNING, logger="agent.pipeline.wiring")
+    for beat in range(20):
+        pipeline.ingest([Reading("bed-7/rr", ("rr",), np.full((1, 1), 0.8), 1e6 + beat, 1e6 + beat)])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert pipeline.missing_channels() == {"vt": ["qrs_core", "qrs_shape"]}
+    assert len(warnings) == 2 and not any("qrs_width" in w for w in warnings), warnings
+
+
 def beats_config(tmp_path: Path, *detectors: tuple[str, str, list[str]]) -> AgentConfig:
     """An ECG wearable whose beats go to "ecg_rr", and detectors (type, stream, channels)."""
     table = BASE | {
@@ -305,7 +327,8 @@ def test_the_beats_stage_is_asked_for_the_channels_its_detectors_read(tmp_path: 
     assert beat_channels_read(other, "ecg_rr") == frozenset()
     # The shipped configs: the demo's af alone reads rr; the cardiac example reads all but p_wave.
     assert beat_channels_read(load_config(DEMO), "ecg_rr") == {"rr"}
-    assert beat_channels_read(load_config(CARDIAC), "ecg_rr") == {"rr", "hr", "qrs_shape", "qrs_core"}
+    example = {"rr", "hr", "qrs_shape", "qrs_core", "qrs_width"}
+    assert beat_channels_read(load_config(CARDIAC), "ecg_rr") == example
     af_line = 'id = "af"\ntype = "af"\nstream = "ecg_rr"\nchannels = ["rr"]'
     with_veto = edited(tmp_path, CARDIAC, af_line, af_line.replace('["rr"]', '["rr", "p_wave"]'))
-    assert beat_channels_read(with_veto, "ecg_rr") == {"rr", "hr", "qrs_shape", "qrs_core", "p_wave"}
+    assert beat_channels_read(with_veto, "ecg_rr") == example | {"p_wave"}
