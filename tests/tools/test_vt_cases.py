@@ -174,6 +174,28 @@ def test_a_record_played_faster_and_a_lead_reshaped() -> None:
     assert np.argmax(reshaped[: round(0.8 * FS)]) != np.argmax(ecg[: round(0.8 * FS)])  # the QRS moved
 
 
+def test_a_rhythm_sped_up_with_each_qrs_kept() -> None:
+    """vt_leadoff.qrs_kept: intervals `factor` shorter, each QRS (-0.1 .. +0.14 s) at its own speed."""
+    ecg, beats, _ = synthetic_record(60, lambda n: np.ones(n, dtype=bool))  # wide beats (sigma 15 samples)
+    kept, moved = vt_leadoff.qrs_kept(ecg, beats, 2.0)
+    np.testing.assert_allclose(np.diff(moved[1:-1]), round(0.8 * FS) / 2.0, atol=1.0)
+    assert abs(len(kept) - len(ecg) / 2.0) < 0.8 * FS
+    b, m = beats[5], moved[5]
+    around = np.arange(-30, 31)
+    np.testing.assert_allclose(kept[m + around], ecg[b + around], atol=1e-6)  # the QRS itself unchanged
+    fast, fast_beats = vt_leadoff.compressed(ecg, beats, 2.0)
+    assert np.sum(fast[fast_beats[5] + around] > 0.3) < np.sum(
+        kept[m + around] > 0.3
+    )  # compression narrows it
+
+
+def test_the_wide_and_narrow_cases_split_the_records() -> None:
+    assert set(vt_leadoff.WIDE_RECORDS) | set(vt_leadoff.NARROW_RECORDS) == set(vt_runs.ALL_RECORDS)
+    assert {"102", "104"} <= set(vt_leadoff.WIDE_RECORDS)  # the paced records
+    cases = vt_leadoff.wide_set()
+    assert len(cases) == len(set(cases)) == 6 * len(vt_leadoff.WIDE_BPM) * len(vt_leadoff.VARIANTS)
+
+
 def test_the_faster_cases_are_every_record_factor_lead_off_and_variant_once() -> None:
     cases = vt_leadoff.faster_set()
     keys = {(c.record, c.factor, c.seconds, c.variant) for c in cases}
