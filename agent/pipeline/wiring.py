@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.config.reader import closest
-from agent.config.schema import AgentConfig, DeviceConfig
+from agent.config.schema import AgentConfig, DetectorConfig, DeviceConfig
 from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.errors import ConfigError
 from agent.logs import device_name
@@ -141,21 +141,27 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
+def _input_unit(spec: DetectorConfig) -> str | None:
+    """The unit a detector of `spec` takes its samples in, if its type has one (`registry.INPUT_UNITS`)."""
+    from agent.detectors.registry import INPUT_UNITS
+
+    unit_of = INPUT_UNITS.get(spec.type)
+    if unit_of is None:
+        return None
+    try:
+        return unit_of(spec)
+    except ConfigError:  # told by the detector's own check
+        return None
+
+
 def expected_units(config: AgentConfig) -> dict[tuple[str, str], ExpectedUnit]:
     """(stream name, channel) -> the unit a detector reads it in, for the detector types that take their
     samples in one unit (`registry.INPUT_UNITS`: the vibration detector's `unit`). A serial device whose
     HELLO declares another unit for such a channel is converted to it (agent.sources.serial_units). Where
     two detectors disagree the first one's is kept (`check_wiring` refuses such a config)."""
-    from agent.detectors.registry import INPUT_UNITS
-
     expected: dict[tuple[str, str], ExpectedUnit] = {}
     for spec in config.detectors:
-        unit_of = INPUT_UNITS.get(spec.type)
-        if unit_of is None:
-            continue
-        try:
-            unit = unit_of(spec)
-        except ConfigError:  # told by the detector's own check
+        if (unit := _input_unit(spec)) is None:
             continue
         for channel in spec.channels:
             expected.setdefault((spec.stream, channel), ExpectedUnit(unit, spec.id))
@@ -165,17 +171,10 @@ def expected_units(config: AgentConfig) -> dict[tuple[str, str], ExpectedUnit]:
 def _unit_disagreements(config: AgentConfig) -> list[ConfigError]:
     """Two detectors reading one channel of one stream in different units: its samples have one unit, so
     one of the two judges them wrongly by a constant factor (9.81 between g and m/s2)."""
-    from agent.detectors.registry import INPUT_UNITS
-
     first = expected_units(config)
     problems = []
     for spec in config.detectors:
-        unit_of = INPUT_UNITS.get(spec.type)
-        if unit_of is None:
-            continue
-        try:
-            unit = unit_of(spec)
-        except ConfigError:
+        if (unit := _input_unit(spec)) is None:
             continue
         other = next(
             (e for c in spec.channels if (e := first[(spec.stream, c)]).unit != unit),
