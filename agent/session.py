@@ -682,6 +682,8 @@ class _Session:
                 "held_in_memory": self.held.count,  # alarm events the outbox could not take yet
                 "writable": self.outbox_writable,
             },
+            # "pseudonym/stream" -> operating state of machines with `running_when` (off / settling / running)
+            "running": self.pipeline.running_status(),
             "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
             # "pseudonym/stream" -> channels detectors read elsewhere, sent where none watches
             "unwatched_streams": dict(self.pipeline.unwatched.listed),

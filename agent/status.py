@@ -246,6 +246,10 @@ def render(
     calibration = status.get("calibration") or beat.get("calibration") or {}
     for detector, progress in calibration.items():  # "learning 37 %" / "calibrated threshold X at <time>"
         lines.append(f"  calibration {detector}: {describe_calibration(progress)}")
+    for stream, state in (status.get("running") or {}).items():  # running_when: machines that stop
+        since = f" since {state['since']}" if state.get("since") else ""
+        verdict = "judged" if state.get("state") == "running" else "no verdict, nothing learnt"
+        lines.append(f"  machine {stream}: {state.get('state')}{since} ({verdict})")
     for device in beat.get("devices", []):
         seen = device.get("last_seen") or "never"
         known = (names or {}).get(device["device"])

@@ -77,3 +77,17 @@ def test_the_outbox_line_names_heartbeats_dropped_for_room_only_when_some_were()
     assert "dropped" not in render("live", {"heartbeat": beat | {"outbox_heartbeats_dropped": 0}})
     lines = render("live", {"heartbeat": beat | {"outbox_heartbeats_dropped": 367}}).splitlines()
     assert "  outbox: 108 waiting, 367 heartbeat(s) dropped for room so far" in lines
+
+
+def test_a_gated_machine_gets_a_line_of_its_operating_state() -> None:
+    """`running_when` (docs/detectors.md, "Operating state"): a stopped pump's rules give no verdict, and
+    status says so rather than leaving an operator to wonder why a pump is not judged."""
+    beat = {"gateway": "gw1", "session": 3, "uptime_s": 10, "devices": []}
+    running = {
+        "p-1/machine": {"state": "off", "since": "2026-11-30T22:00:00.000Z"},
+        "p-2/machine": {"state": "running", "since": None},
+    }
+    lines = render("live", {"heartbeat": beat, "running": running}).splitlines()
+    assert "  machine p-1/machine: off since 2026-11-30T22:00:00.000Z (no verdict, nothing learnt)" in lines
+    assert "  machine p-2/machine: running (judged)" in lines
+    assert not [line for line in render("live", {"heartbeat": beat}).splitlines() if "machine " in line]

@@ -22,6 +22,7 @@ from agent.config.schema import (
     ModbusConfig,
     ModbusRegisterConfig,
     ReplayConfig,
+    RunningWhenConfig,
     SerialConfig,
     SimulatorConfig,
 )
@@ -56,6 +57,19 @@ def _device(t: Table) -> DeviceConfig:
         replay=_replay(sections["replay"]),
         modbus=_modbus(sections["modbus"]),
         beats=_beats(t.table("beats")),
+        running_when=_running_when(t.table("running_when")),
+    )
+    t.finish()
+    return cfg
+
+
+def _running_when(t: Table | None) -> RunningWhenConfig | None:
+    if t is None:
+        return None
+    cfg = RunningWhenConfig(
+        channel=t.text("channel"),
+        above=t.number("above"),
+        settle_s=t.number("settle_s", 0.0, minimum=0.0),
     )
     t.finish()
     return cfg

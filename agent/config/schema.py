@@ -152,6 +152,16 @@ class BeatsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RunningWhenConfig:
+    """When a machine counts as running: its `channel` above `above` (motor current, speed). While it
+    does not, and for `settle_s` after it starts, its streams get no verdict (agent.pipeline.running)."""
+
+    channel: str
+    above: float
+    settle_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceConfig:
     id: str  # local name; only its pseudonym leaves the gateway
     kind: DeviceKind
@@ -164,6 +174,7 @@ class DeviceConfig:
     replay: ReplayConfig | None = None
     modbus: ModbusConfig | None = None
     beats: BeatsConfig | None = None  # find beats in the ECG: an RR stream for ECG-only devices
+    running_when: RunningWhenConfig | None = None  # None: always judged (no operating-state gate)
 
 
 @dataclass(frozen=True, slots=True)

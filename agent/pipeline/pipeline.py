@@ -18,7 +18,7 @@ from typing import Any
 from agent.alarms import AlarmBook, BookSnapshot, StreamRef, merged_state
 from agent.clock import CLOCK_STEP_S
 from agent.config.alarm_hierarchy import superseding_conditions
-from agent.config.schema import AgentConfig, AlarmRuleConfig
+from agent.config.schema import AgentConfig, AlarmRuleConfig, RunningWhenConfig
 from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.limit import LimitDetector
 from agent.detectors.registry import build_detector
@@ -140,6 +140,14 @@ class Pipeline:
         for spec, detector in zip(config.detectors, detectors, strict=True):
             by_stream.setdefault(spec.stream, []).append((detector, books[detector.id]))
             rates[spec.stream] = max(rates.get(spec.stream, 0.0), spec.rate_hz)
+        # Each stream name's gated machines: device id -> its operating-state gate (agent.pipeline.running)
+        gates: dict[str, dict[str, RunningWhenConfig]] = {name: {} for name in by_stream}
+        for device in config.devices:
+            if device.running_when is not None:
+                output = produces(device)
+                for name, held in gates.items():
+                    if output.open or device.running_when.channel in output.streams.get(name, ()):
+                        held[device.id] = device.running_when
         self.streams = {
             name: StreamPipeline(
                 name,
@@ -149,6 +157,7 @@ class Pipeline:
                 1.0 / rates[name],
                 self.calibrations,
                 rate_of,
+                gates[name],
             )
             for name, watched in by_stream.items()
         }
@@ -218,6 +227,13 @@ class Pipeline:
         for stream in self.streams.values():
             for detector_id, channel in sorted(stream.missing.seen):
                 out.setdefault(detector_id, []).append(channel)
+        return out
+
+    def running_status(self) -> dict[str, dict[str, Any]]:
+        """The operating state of every stream of a device with `running_when`, by "pseudonym/stream"."""
+        out: dict[str, dict[str, Any]] = {}
+        for stream in self.streams.values():
+            out |= stream.running_status()
         return out
 
     def active_alarms(self) -> int:

@@ -17,18 +17,19 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar, cast, overload
+from typing import Any, TypeVar, cast, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.clock import stepped_to_gateway
-from agent.config.schema import AlarmRuleConfig
-from agent.detectors.base import Detector, WindowBlock, sparse_channels
+from agent.config.schema import AlarmRuleConfig, RunningWhenConfig
+from agent.detectors.base import Detector, ScoreBlock, WindowBlock, sparse_channels
 from agent.events import AlarmEvent, Phase
 from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
+from agent.pipeline.running import RunningStates
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
 from agent.pipeline.wiring import DeclaredRates, MissingChannels
@@ -122,6 +123,21 @@ class _Round:
     n: int
 
 
+def _unjudged(n: int, channels: int) -> ScoreBlock:
+    """No verdict for `n` streams (a detector with `channels` channels)."""
+    nan = np.full(n, np.nan)
+    return ScoreBlock(
+        nan, nan.copy(), np.zeros((n, channels)), nan.copy(), nan.copy(), np.full((n, channels), np.nan)
+    )
+
+
+def _scatter(into: ScoreBlock, rows: IntArray, got: ScoreBlock) -> ScoreBlock:
+    """`into` with `got`'s verdicts at `rows`."""
+    for name in ("scores", "thresholds", "contributions", "observed", "limits", "baseline"):
+        getattr(into, name)[rows] = getattr(got, name)
+    return into
+
+
 @functools.cache
 def _describe(flags: int) -> str:
     return Quality(flags).describe()
@@ -159,13 +175,18 @@ class StreamPipeline:
         nominal_period_s: float,
         calibrations: Mapping[str, LiveCalibration] | None = None,
         rates: Mapping[str, float] | None = None,
+        running_when: Mapping[str, RunningWhenConfig] | None = None,
     ) -> None:
         self.name = name
         self.nominal_period_s = nominal_period_s
         channels: list[str] = []
         for detector, _ in detectors:
             channels += [c for c in detector.channels if c not in channels]
+        # A machine's operating-state channel is kept in the windows even when no detector reads it.
+        gates = running_when or {}
+        channels += sorted({g.channel for g in gates.values()} - set(channels))
         self.channels = tuple(channels)
+        self.running = RunningStates(self.channels, gates, nominal_period_s) if gates else None
         # A channel only some readings carry by design (af's p_wave) is no wiring problem when absent.
         self.missing = MissingChannels(
             name, [(d.id, tuple(c for c in d.channels if c not in sparse_channels(d))) for d, _ in detectors]
@@ -449,6 +470,8 @@ class StreamPipeline:
             self.windows.append_frames(slots, cast(FloatArray, values), times, this.periods[start:stop])
         self._last_time[slots] = this.ends[start:stop]
         self._offsets[slots] = this.offsets[start:stop]
+        if self.running is not None:
+            self.running.pending[slots] += n
         self.samples += (stop - start) * n
         self.gated_samples += sum(this.bad[start:stop])
         for group in self._groups:
@@ -515,6 +538,8 @@ class StreamPipeline:
         period = period or self.nominal_period_s  # single samples without one: the stream's nominal rate
         added = self.windows.append(slot, values, reading.wall_time, period)
         self._last_time[slot] = end_time
+        if self.running is not None:
+            self.running.pending[slot] += added
         self.samples += n
         self.gated_samples += bad
         for group in self._groups:
@@ -561,6 +586,8 @@ class StreamPipeline:
         can never be judged and are forgotten, or a warming-up stream would trigger a flush
         (scoring only its neighbours) on every reading."""
         events = self.quality_alarms.drain()
+        if self.running is not None:
+            self.running.update(self.windows, self._last_time)
         for group in self._groups:
             due = np.flatnonzero(group.new >= group.hop)
             if due.size == 0:
@@ -596,8 +623,20 @@ class StreamPipeline:
         if watch.columns is not None:
             values = values[:, :, watch.columns]
         times = self._last_time[due]
+        # A machine off or still settling: its windows are not shown to the detector (no verdict, and
+        # nothing learnt), and its books get the hop as no verdict (agent.pipeline.running).
+        blocked = self.running.blocked(due, length) if self.running is not None else None
+        judged = None if blocked is None or not blocked.any() else np.flatnonzero(~blocked)
         try:
-            scores = detector.score(WindowBlock(values=values, slots=due, end_times=times, hop=new_samples))
+            if judged is None:
+                scores = detector.score(WindowBlock(values, due, times, new_samples))
+            else:
+                scores = _unjudged(len(due), len(detector.channels))
+                if judged.size:
+                    part = detector.score(
+                        WindowBlock(values[judged], due[judged], times[judged], new_samples)
+                    )
+                    scores = _scatter(scores, judged, part)
         except Exception as exc:
             # One detector's bug must not take every other detector and stream down with it (a crashed
             # turn restarts the gateway, and the same data crash it again): these streams get no verdict
@@ -625,8 +664,17 @@ class StreamPipeline:
             if events:
                 slot_of = {(r.device_pseudonym, r.stream): s for r, s in zip(refs, due.tolist(), strict=True)}
                 learning.note_events(events, slot_of)
-            learning.observe(due, values[:, -new_samples:], scores.scores, times)
+            if judged is None:
+                learning.observe(due, values[:, -new_samples:], scores.scores, times)
+            else:  # a baseline learns from running data only
+                learning.observe(
+                    due[judged], values[judged, -new_samples:], scores.scores[judged], times[judged]
+                )
         return events
+
+    def running_status(self) -> dict[str, dict[str, Any]]:
+        """The operating state of this stream name's gated machines by "pseudonym/stream" (none: {})."""
+        return {} if self.running is None else self.running.status(self._refs)
 
     def _add_slot(self, stream: str) -> int:
         slot = self.windows.slot(stream)
@@ -649,6 +697,8 @@ class StreamPipeline:
             self._spacing = np.concatenate([self._spacing, np.zeros(grow)])
             self._engaged = np.concatenate([self._engaged, np.zeros(grow, dtype=bool)])
         self._engaged[slot] = ref in self.quality_alarms.engaged  # a restored episode
+        if self.running is not None:
+            self.running.add_slot(slot, stream)
         for watch in self.watches:
             for book, rows in zip(watch.books, watch.rows, strict=True):
                 rows[slot] = book.row_of(ref)

@@ -206,6 +206,16 @@ def check_wiring(config: AgentConfig) -> list[ConfigError]:
     problems: list[ConfigError] = unit_problems
     for i, device in enumerate(config.devices):
         own = _transport_produces(device).streams
+        gate = device.running_when
+        sent = frozenset().union(*own.values())
+        if gate is not None and gate.channel not in sent:
+            problems.append(
+                ConfigError(
+                    f"devices[{i}].running_when.channel",
+                    f'the device sends no channel "{gate.channel}"{did_you_mean(gate.channel, sent)}'
+                    f" (it sends: {_names(sent)})",
+                )
+            )
         if device.beats is not None and device.beats.ecg_stream not in own:
             problems.append(
                 ConfigError(

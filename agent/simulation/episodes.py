@@ -30,7 +30,8 @@ WEARABLE_CONDITIONS = frozenset(
         "stuck_sensor",
     }
 )
-EQUIPMENT_CONDITIONS = frozenset({"bearing_wear", "temperature_drift", "stuck_sensor", "dropout"})
+# "stopped" is no fault: the machine switched off (a standby pump, a duty rotation), then started again.
+EQUIPMENT_CONDITIONS = frozenset({"bearing_wear", "temperature_drift", "stuck_sensor", "dropout", "stopped"})
 
 CONDITIONS_BY_KIND: Mapping[str, frozenset[str]] = MappingProxyType(
     {"wearable": WEARABLE_CONDITIONS, "equipment": EQUIPMENT_CONDITIONS}

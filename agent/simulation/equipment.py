@@ -9,7 +9,10 @@ first-order thermal lag (time constant 10-20 min) of a load-dependent temperatur
 the only value carried between chunks. Episodes: bearing_wear multiplies vibration by up to 3-6x
 (quadratic growth) and adds friction heat into the thermal lag; temperature_drift adds a linear drift of
 8-15 °C to the bearing temperature reading; both end with the episode (the bearing is replaced, the sensor
-recalibrated). Dropout and stuck sensors come from `faults`.
+recalibrated). A stopped episode switches the motor off: no current (sensor noise), vibration at the
+sensor's floor, no heat input (the bearing cools to ambient); at its end the motor starts with an inrush
+current and a run-up vibration that die out in seconds, and the load ramps up from 0 in 10 s. Dropout and
+stuck sensors come from `faults`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from agent.simulation.episodes import (
     TAG_PARAMS,
     GroundTruth,
     ground_truth,
+    inside,
     progress,
     seeded_rng,
     validate_simulator,
@@ -37,6 +41,9 @@ from agent.simulation.processes import Drift, first_order_lag
 CHUNK_S = 60.0
 MACHINE_CHANNELS = ("vibration_rms", "bearing_temp", "motor_current")
 LOAD_RAMP_S = 10.0
+INRUSH_S = 1.5  # time constant of a start's inrush current (x5 full-load current at the start)
+RUN_UP_S = 5.0  # time constant of a start's extra vibration (x2.5 at the start)
+OFF_VIBRATION_MM_S = 0.02  # what a vibration sensor reads on a stopped machine
 DAY_S = 86400.0
 
 
@@ -98,6 +105,7 @@ class EquipmentGenerator:
                 self.faults.append(Fault(ep, float(rng.uniform(3.0, 6.0)), float(rng.uniform(8.0, 15.0))))
             elif ep.condition == "temperature_drift":
                 self.faults.append(Fault(ep, 1.0, float(rng.uniform(8.0, 15.0))))
+        self.stops = tuple(ep for ep in episodes if ep.condition == "stopped")
         self.dropout = Dropout.of(episodes)
         self.stuck = StuckChannels.of(self.seed, episodes, MACHINE_CHANNELS)
         self.ground_truth: list[GroundTruth] = ground_truth(
@@ -132,7 +140,22 @@ class EquipmentGenerator:
         for f in self.faults:
             if f.config.condition == "bearing_wear":
                 heat = heat + f.heat_c * progress(t, f.config) ** 2
-        return heat
+        return np.where(self._off(t), 0.0, heat)
+
+    def _off(self, t: FloatArray) -> np.ndarray:
+        """Where the motor is switched off (a stopped episode)."""
+        off = np.zeros(len(t), dtype=bool)
+        for stop in self.stops:
+            off |= inside(t, stop)
+        return off
+
+    def _since_start(self, t: FloatArray) -> FloatArray:
+        """Seconds since the end of the latest stop before each time (inf: none)."""
+        since = np.full(len(t), np.inf)
+        for stop in self.stops:
+            dt = t - (stop.start_s + stop.duration_s)
+            since = np.where((dt >= 0) & (dt < since), dt, since)
+        return since
 
     def chunk(self, index: int) -> list[Reading]:
         """Every reading in simulated seconds [index * 60, (index + 1) * 60), in time order."""
@@ -145,6 +168,14 @@ class EquipmentGenerator:
         load = np.clip(self._load(t) + rng.normal(0.0, 0.02, len(t)), 0.0, 1.1)
         current = p.idle_a + (p.full_a - p.idle_a) * load + rng.normal(0.0, 0.05, len(t))
         vibration = p.vib_mm_s * (0.7 + 0.3 * load) * rng.lognormal(0.0, 0.06, len(t))
+        if self.stops:  # drawn only with stops, so a pump without them is as it always was
+            off, since = self._off(t), self._since_start(t)
+            load = load * np.clip(since / LOAD_RAMP_S, 0.0, 1.0)
+            current = p.idle_a + (p.full_a - p.idle_a) * load + rng.normal(0.0, 0.05, len(t))
+            current = current + 5.0 * p.full_a * np.exp(-since / INRUSH_S)
+            vibration = vibration * (1.0 + 1.5 * np.exp(-since / RUN_UP_S))
+            current = np.where(off, np.abs(rng.normal(0.0, 0.05, len(t))), current)
+            vibration = np.where(off, OFF_VIBRATION_MM_S * rng.lognormal(0.0, 0.3, len(t)), vibration)
         ambient = p.ambient_c + 2.0 * np.sin(2.0 * np.pi * t / DAY_S + p.ambient_phase) + p.ambient_drift(t)
         rise = first_order_lag(self._heat_input(t, load), self._thermal, 1.0, p.tau_s)
         self._thermal = float(rise[-1])

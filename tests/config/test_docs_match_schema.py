@@ -173,6 +173,9 @@ kind = "wearable"
 transport = "simulator"
 [devices.simulator]
 episodes = [{ condition = "tachycardia", start_s = 1, duration_s = 1 }]
+[devices.running_when]
+channel = "motor_current"
+above = 1.0
 
 [[devices]]
 id = "serial"

@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="simulator --episodes: an alarm start this long after an episode's end still detects it",
     )
+    parser.add_argument(
+        "--stops",
+        action="store_true",
+        help="simulator --episodes: each pump is also switched off, 15 min in its learning hour and 20 min"
+        " in each hour between faults; its gate (running_when) is the config's equipment device's",
+    )
     parser.add_argument("--plots", type=int, default=4, help="series to plot")
     args = parser.parse_args(argv)
     if args.dataset != "mitdb" and args.config is None:

@@ -424,8 +424,12 @@ def run_simulator(args: argparse.Namespace) -> str:
     config = load_config(args.config)
     if args.episodes:
         seeds = [args.seed_base + i for i in range(args.devices)]
-        tallies = sim_episodes.evaluate_pumps(config, seeds, args.hours, args.episode_s, args.grace_s)
-        return sim_episodes.report(str(args.config), tallies, seeds, args.hours, args.episode_s, args.grace_s)
+        tallies = sim_episodes.evaluate_pumps(
+            config, seeds, args.hours, args.episode_s, args.grace_s, stops=args.stops
+        )
+        return sim_episodes.report(
+            str(args.config), tallies, seeds, args.hours, args.episode_s, args.grace_s, stops=args.stops
+        )
     rows = []
     total_starts, total_hours = 0, 0.0
     for kind in ("wearable", "equipment"):

@@ -9,12 +9,18 @@ the run is left out. An episode counts as detected by a rule when one of that ru
 its end, so a later start is not credited); the delay is from the episode's start to that first start.
 Every other start of the rule is a false alarm, per hour of the time outside those credited spans.
 Only rules whose detector reads a stream the pump produces ("machine") are reported.
+
+With `stops`, each pump is also switched off (the simulator's "stopped" episode, no fault: a standby pump,
+a duty rotation) for 15 min inside its first hour, where the rules learn (the first fault then comes 20
+min later, after an hour of running), and for 20 min in every hour
+between faults, 15 min after the fault's end; the pump's operating-state gate (`running_when`) is taken
+from the config's equipment device, if it has one. Stops are not faults: a start during one is false.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,19 +32,30 @@ from tools.evaluate.datasets import T0
 from tools.evaluate.report import table
 
 FAULTS = ("bearing_wear", "temperature_drift")
+LEARNING_STOP = (600.0, 900.0)  # start and length of the stop inside the first hour, s
+LEARNING_SETTLE_S = 300.0  # with the learning stop: room for a gate's settling before the first fault
+GAP_STOP = (900.0, 1200.0)  # after a fault's end: start and length of the stop between faults, s
 LEAD_S = 3600.0  # normal running before the first episode
 GAP_S = 3600.0  # normal running between episodes
 PUMP_STREAM = "machine"
 
 
-def pump_episodes(hours: float, episode_s: float) -> tuple[EpisodeConfig, ...]:
-    """bearing_wear and temperature_drift alternating, as the module docstring lays them out."""
+def pump_episodes(hours: float, episode_s: float, stops: bool = False) -> tuple[EpisodeConfig, ...]:
+    """bearing_wear and temperature_drift alternating, as the module docstring lays them out (with
+    `stops`, the pump's stops among them)."""
     episodes: list[EpisodeConfig] = []
-    start = LEAD_S
+    start = LEAD_S + (LEARNING_STOP[1] + LEARNING_SETTLE_S if stops else 0.0)  # an hour of running first
     while start + episode_s <= hours * 3600.0:
         episodes.append(EpisodeConfig(FAULTS[len(episodes) % 2], start, episode_s))
         start += episode_s + GAP_S
-    return tuple(episodes)
+    if not stops:
+        return tuple(episodes)
+    halts = [EpisodeConfig("stopped", *LEARNING_STOP)]
+    for fault in episodes:
+        begin = fault.start_s + fault.duration_s + GAP_STOP[0]
+        if begin + GAP_STOP[1] <= hours * 3600.0:
+            halts.append(EpisodeConfig("stopped", begin, GAP_STOP[1]))
+    return tuple(episodes) + tuple(halts)
 
 
 @dataclass(slots=True)
@@ -90,10 +107,17 @@ def alarm_starts(events: Sequence[AlarmEvent]) -> dict[str, list[float]]:
 
 
 def evaluate_pumps(
-    config: AgentConfig, seeds: Sequence[int], hours: float, episode_s: float, grace_s: float
+    config: AgentConfig,
+    seeds: Sequence[int],
+    hours: float,
+    episode_s: float,
+    grace_s: float,
+    *,
+    stops: bool = False,
 ) -> dict[str, RuleTally]:
     """Run every seed's pump with episodes through the pipeline; one tally per pump rule."""
-    episodes = pump_episodes(hours, episode_s)
+    episodes = pump_episodes(hours, episode_s, stops)
+    gate = next((d.running_when for d in config.devices if d.kind == "equipment"), None)
     tallies = {rule: RuleTally() for rule in pump_rules(config)}
     for seed in seeds:
         device = DeviceConfig(
@@ -101,9 +125,12 @@ def evaluate_pumps(
             "equipment",
             "simulator",
             simulator=SimulatorConfig(seed=seed, episodes=episodes),
+            running_when=gate if stops else None,
         )
-        readings, truth = simulate(device, hours * 3600.0, T0)
-        starts = alarm_starts(Pipeline(config, lambda d: d).ingest(readings))
+        pumps = replace(config, devices=(device,))
+        readings, everything = simulate(device, hours * 3600.0, T0)
+        truth = [g for g in everything if g.condition in FAULTS]
+        starts = alarm_starts(Pipeline(pumps, lambda d: d).ingest(readings))
         for rule, tally in tallies.items():
             tally.add(starts.get(rule, []), truth, (T0, T0 + hours * 3600.0), grace_s)
     return tallies
@@ -116,13 +143,17 @@ def report(
     hours: float,
     episode_s: float,
     grace_s: float,
+    *,
+    stops: bool = False,
 ) -> str:
     rows = []
     for rule, t in tallies.items():
         wear, drift = t.row("bearing_wear"), t.row("temperature_drift")
         per_hour = t.false_starts / t.outside_hours if t.outside_hours else float("nan")
         rows.append((rule, *wear, *drift, t.false_starts, f"{t.outside_hours:.2f}", f"{per_hour:.3f}"))
-    layout = ", ".join(f"{e.condition} at {e.start_s / 60:g} min" for e in pump_episodes(hours, episode_s))
+    layout = ", ".join(
+        f"{e.condition} at {e.start_s / 60:g} min" for e in pump_episodes(hours, episode_s, stops)
+    )
     return "\n".join(
         [
             f"# Simulator, pumps with injected episodes — `{config_name}`",
