@@ -71,3 +71,16 @@ def test_stuck_sensor_holds_the_last_value() -> None:
     assert len(frozen) == 1
     assert truth[0].channel == m.channels[frozen[0]]
     assert during[0, frozen[0]] == m.between(89, 90).values[0, frozen[0]]
+
+
+def test_a_stopped_pump_draws_no_current_cools_down_and_starts_with_an_inrush() -> None:
+    """The `stopped` episode (a standby pump, duty rotation): no fault, what a switched-off motor reads."""
+    m = series(simulate(equipment(4, ("stopped", 1200, 1200)), 3000, START)[0], "pump7/machine")
+    t = m.t - m.t[0]
+    vib, temp, cur = m.col("vibration_rms"), m.col("bearing_temp"), m.col("motor_current")
+    off = (t >= 1200) & (t < 2400)
+    assert cur[off].max() < 0.3 and cur[~off].min() > 1.5  # idle draws 2.5 A or more
+    assert vib[off].max() < 0.2 and vib[~off].min() > 0.5
+    assert temp[t < 1200][-60:].mean() - temp[off][-60:].mean() > 5  # cooling toward ambient
+    start = np.flatnonzero(t >= 2400)[0]
+    assert cur[start] > 3 * cur[start + 120 : start + 180].mean()  # the inrush, gone within a minute
