@@ -65,9 +65,9 @@ def test_the_special_sentences_follow_the_detectors_quantities() -> None:
     assert DesaturationDetector.quantity == explain.DESATURATION
     assert AtrialFibrillationDetector.quantity == explain.RR_IRREGULARITY
     assert PvcDetector.quantity == explain.PVC_SCORE
-    # The stage's channels pvc reads (hr is for limits, p_wave for af, qrs_core for ventricular_run,
-    # whose sentence names no cause).
-    assert set(explain.PVC_CAUSES) == set(RR_CHANNELS) - {"hr", "p_wave", "qrs_core"}
+    # The stage's channels pvc reads (hr is for limits, p_wave for af, qrs_core and qrs_width for
+    # ventricular_run, whose sentence names no cause).
+    assert set(explain.PVC_CAUSES) == set(RR_CHANNELS) - {"hr", "p_wave", "qrs_core", "qrs_width"}
 
 
 def pseudonym(device: str, prefix: str = "d") -> str:
