@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from fake_ble import HR_UUID, PLX_UUID, FakeFinder, FakeRadio, hr_measurement, plx_continuous
 
+import agent.sources.ble
 from agent.config.loader import parse_config
 from agent.config.schema import AgentConfig
 from agent.events import AlarmEvent, AlarmKind
@@ -67,11 +68,20 @@ def config(tmp_path: Path) -> AgentConfig:
 
 
 class Clock:
+    """The gateway's wall clock, and the BLE source's monotonic one: one second a step, so each step's
+    notifications make that second's vitals row at once (rows come once a second of the source's clock)."""
+
     def __init__(self) -> None:
         self.t = 1.8e9
 
     def __call__(self) -> float:
         return self.t
+
+    def time(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t - 1.8e9 + 1000.0
 
 
 Step = tuple[bytes, bytes]  # (PLX payload, heart rate payload) for one second
@@ -102,15 +112,19 @@ async def run(tmp_path: Path, steps: list[Step]) -> list[tuple[int, AlarmEvent]]
     )
     pipeline = Pipeline(cfg, lambda device, prefix="d": f"{prefix}-x", clock=clock)
     events: list[tuple[int, AlarmEvent]] = []
-    async with source:
-        async with asyncio.timeout(DEADLINE_S):
-            await radio.wait_subscribed(1, HR_UUID)
-            await radio.wait_subscribed(1, PLX_UUID)
-        for second, (plx, hr) in enumerate(steps):
-            clock.t += 1.0
-            radio.notify(PLX_UUID, plx)
-            radio.notify(HR_UUID, hr)
-            events += [(second, e) for e in pipeline.ingest(await ready(source))]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(agent.sources.ble, "time", clock)
+        async with source:
+            async with asyncio.timeout(DEADLINE_S):
+                await radio.wait_subscribed(1, HR_UUID)
+                await radio.wait_subscribed(1, PLX_UUID)
+            for second, (plx, hr) in enumerate(steps):
+                clock.t += 1.0
+                radio.notify(PLX_UUID, plx)
+                radio.notify(HR_UUID, hr)
+                async with asyncio.timeout(DEADLINE_S):
+                    row = await anext(source)  # the second's row, made on the loop's next turn
+                events += [(second, e) for e in pipeline.ingest([row, *await ready(source)])]
     return events
 
 
