@@ -61,7 +61,7 @@ def test_beats_carry_every_channel_and_the_labels_of_the_annotations(records: Pa
     onset_then_sinus, af_from_start = cpsc_beats_from_ecg(records)
     _, _, is_pvc = excerpt()
     for s in (onset_then_sinus, af_from_start):
-        assert s.channels == ("rr", "hr", "qrs_shape", "qrs_core", "p_wave")
+        assert s.channels == ("rr", "hr", "qrs_shape", "qrs_core", "p_wave", "qrs_width")
         # A beat found is a PVC when an annotated V lies within 150 ms; the excerpt's first beat (a PVC)
         # has no interval, and the last PVC's window runs past the end of the excerpt.
         assert int(is_pvc.sum()) - 2 <= int(s.labels.sum()) <= int(is_pvc.sum())
@@ -94,6 +94,6 @@ def test_a_pause_in_the_ecg_leaves_no_row_without_an_interval() -> None:
     paused = ecg.copy()
     paused[round(20 * MITDB_FS) : round(26 * MITDB_FS)] = paused[round(20 * MITDB_FS)]  # 6 s flat
     times, values = detected_rr(paused, MITDB_FS)
-    assert values.shape == (len(times), 5)
+    assert values.shape == (len(times), 6)
     assert np.isfinite(values[:, :2]).all()
     assert not ((times > 21.0) & (times < 26.0)).any()

@@ -42,7 +42,7 @@ def test_the_bigeminy_minute_raises_frequent_pvcs_either_way() -> None:
     series = Series(
         "119",
         "119",
-        ("rr", "hr", "qrs_shape", "qrs_core", "p_wave"),
+        ("rr", "hr", "qrs_shape", "qrs_core", "p_wave", "qrs_width"),
         T0 + times,
         values,
         np.zeros(len(times), bool),

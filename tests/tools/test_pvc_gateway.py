@@ -45,8 +45,8 @@ def test_detected_beats_carry_rr_hr_and_qrs_shape_and_pvcs_are_matched() -> None
     annotated = halves()
     detected = mitdb_from_ecg(annotated, MITDB_FS)
     for a, d in zip(annotated, detected, strict=True):
-        assert d.channels == ("rr", "hr", "qrs_shape", "qrs_core", "p_wave")
-        assert d.values.shape == (len(d.times), 5)
+        assert d.channels == ("rr", "hr", "qrs_shape", "qrs_core", "p_wave", "qrs_width")
+        assert d.values.shape == (len(d.times), 6)
         assert np.isfinite(d.values[8:, 2]).all()  # a shape for every beat once 8 are in the template
         assert abs(int(d.labels.sum()) - int(a.labels.sum())) <= 1  # the first PVC may have no interval
     assert sum(missed_pvcs(annotated, detected)) <= 1  # one in the last 0.4 s: its window never completes
