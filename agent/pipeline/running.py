@@ -27,6 +27,7 @@ import numpy.typing as npt
 from agent.alarms import StreamRef
 from agent.config.schema import RunningWhenConfig
 from agent.events import iso_time
+from agent.logs import device_name
 from agent.pipeline.windows import StreamWindows
 from agent.readings import FloatArray
 
@@ -50,7 +51,7 @@ class RunningStates:
         self._settle = np.zeros(0)  # samples of running before its windows are judged
         self._on = np.zeros(0)  # running samples since the last start; 0 off, inf found running
         self._changed = np.zeros(0)  # wall time of the last start or stop, NaN: none seen
-        self._names: list[str] = []  # each slot's stream id ("device/stream"), for the log
+        self._names: list[str] = []  # each slot's stream as log lines name it ("<pseudonym>/stream")
         self.pending = np.zeros(0, np.int64)  # samples written since the last `update`
 
     def add_slot(self, slot: int, stream: str) -> None:
@@ -65,8 +66,9 @@ class RunningStates:
             self.pending = np.concatenate([self.pending, np.zeros(grow, np.int64)])
         while len(self._names) <= slot:
             self._names.append("")
-        self._names[slot] = stream
-        gate = self._gates.get(stream.split("/", 1)[0])
+        device, _, name = stream.partition("/")
+        self._names[slot] = f"{device_name(device)}/{name}"  # never the configured device id
+        gate = self._gates.get(device)
         if gate is not None and gate.channel in self._channels:
             self._column[slot] = self._channels.index(gate.channel)
             self._above[slot] = gate.above
