@@ -44,6 +44,9 @@ from agent.status import read_status
 BrokerFactory = Callable[..., LocalBroker]
 SEED = 20261129
 KILLS = 12
+# On a loaded machine a session commits fewer alarms in its life: it is killed again (seeded lives
+# still) until the outbox was seen busy, up to this many kills.
+MAX_KILLS = 36
 LIFETIME_S = (0.8, 3.0)  # a session lives this long (uniform, seeded) before its SIGKILL
 FROZEN_S = (0.3, 1.0)  # how long the broker is frozen before a kill (two kills in three)
 DEVICES = 12
@@ -141,14 +144,18 @@ def test_every_committed_event_is_delivered_across_agent_sigkills(
     committed: set[str] = set()  # alarm ids found in the outbox after a crash
     inflight_at_kill = 0
     kills = 0
+
+    def busy_enough() -> bool:
+        return len(committed) >= 20 and inflight_at_kill >= 5
+
     try:
-        for n in range(KILLS):
+        while kills < KILLS or (not busy_enough() and kills < MAX_KILLS):
             agent.start()
             # The life counts from the session's start: on a loaded machine the start-up alone can
             # outlast LIFETIME_S, and kills during the imports would test nothing.
             wait_until(lambda: sessions_started(agent) >= agent.starts, 60, "the agent's session to start")
             life = rng.uniform(*LIFETIME_S)
-            frozen = rng.uniform(*FROZEN_S) if n % 3 else 0.0
+            frozen = rng.uniform(*FROZEN_S) if kills % 3 else 0.0
             time.sleep(max(0.0, life - frozen))  # the seeded random kill point is the experiment
             if frozen:
                 broker.pause()
@@ -181,11 +188,11 @@ def test_every_committed_event_is_delivered_across_agent_sigkills(
 
     received = central.snapshot()
     copies = alarm_copies(received)
-    assert kills == KILLS and agent.starts == KILLS + 1
+    assert kills >= KILLS and agent.starts == kills + 1
     missing = committed - set(copies)
     assert not missing, f"{len(missing)} committed alarm ids never arrived, e.g. {sorted(missing)[:5]}"
     # The crashes must have hit a busy outbox, or the test proves nothing.
-    assert len(committed) >= 20 and inflight_at_kill >= 5, (len(committed), inflight_at_kill)
+    assert busy_enough(), (len(committed), inflight_at_kill)
     assert len(copies) >= 80, len(copies)
     # Duplicates are removable by id: every copy of a key is the same transition of the same episode.
     assert not (clashes := identity_clashes(copies)), clashes[:3]
