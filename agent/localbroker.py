@@ -318,7 +318,7 @@ class LocalBroker:
         except ImportError as exc:
             raise LocalBrokerError(
                 f"neither mosquitto nor amqtt is available: {INSTALL_HINT}, "
-                "or `pip install 'edge-agent[demo]'`"
+                "or `pip install amqtt`"
             ) from exc
 
     def _write_amqtt(self) -> list[str]:

@@ -65,7 +65,7 @@ def load_backend(name: BackendName) -> InferenceBackend:
         found = available_backends()
         if not found:
             raise ModelError(
-                "-", "no inference runtime installed: pip install 'edge-agent[onnx]' or '[tflite]'"
+                "-", "no inference runtime installed: pip install onnxruntime or ai-edge-litert"
             )
         name = "onnx" if "onnx" in found else "tflite"
     if name == "onnx":

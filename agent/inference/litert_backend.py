@@ -34,7 +34,7 @@ def _interpreter_class(model: str) -> Any:
         return Interpreter
     except ImportError:
         raise ModelError(
-            model, "no LiteRT runtime: pip install 'edge-agent[tflite]' (or tflite-runtime)"
+            model, "no LiteRT runtime: pip install ai-edge-litert (or tflite-runtime)"
         ) from None
 
 

@@ -45,7 +45,7 @@ class OnnxBackend:
             ort = import_onnxruntime()
         except ImportError:
             raise ModelError(
-                card.name, "onnxruntime is not installed: pip install 'edge-agent[onnx]'"
+                card.name, "onnxruntime is not installed: pip install onnxruntime"
             ) from None
         self._model = card.name
         if not model_bytes.startswith(b"\x08"):  # field 1 (ir_version, varint) opens every ONNX ModelProto

@@ -36,7 +36,7 @@ def check_transport(device: DeviceConfig, index: int) -> None:
     if device.transport == "modbus" and importlib.util.find_spec("pymodbus") is None:
         raise ConfigError(
             f"devices[{index}].transport",
-            "transport 'modbus' needs pymodbus: pip install 'edge-agent[modbus]'",
+            "transport 'modbus' needs pymodbus: pip install pymodbus",
         )
 
 
