@@ -6,8 +6,11 @@ unit many ways ("m/s2", "m/s^2", "m/s²", "M/S2"); a detector that reads acceler
 value in one unit is multiplied by to be in the other, or None when they are not the same quantity or
 one is not known: such a value must not be taken as if it were in the expected unit.
 
-Only linear units without offset are here (acceleration), so a conversion is one factor on the HELLO's
-scale and offset alike. Add a quantity by adding its units and their size in its SI unit.
+Only linear units without offset are here (acceleration, velocity), so a conversion is one factor on
+the HELLO's scale and offset alike. Add a quantity by adding its units and their size in its SI unit.
+Velocity is here so that a device's `units` (agent.config.devices) can say a channel is a vibration
+velocity: "mm/s" on an axis a vibration detector reads as acceleration is refused before start
+(agent.pipeline.wiring), not taken as an unknown word; no detector reads velocity in a unit yet.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ UNITS: Mapping[str, tuple[str, float]] = MappingProxyType(
         "mg": ("acceleration", STANDARD_GRAVITY * 1e-3),
         "m/s2": ("acceleration", 1.0),
         "mm/s2": ("acceleration", 1e-3),
+        "m/s": ("velocity", 1.0),
+        "mm/s": ("velocity", 1e-3),
+        "in/s": ("velocity", 0.0254),
     }
 )
 
@@ -40,6 +46,7 @@ _SPELLINGS: Mapping[str, str] = MappingProxyType(
         "m/s/s": "m/s2",
         "mm/s/s": "mm/s2",
         "mms-2": "mm/s2",
+        "ips": "in/s",
     }
 )
 

@@ -58,9 +58,33 @@ def _device(t: Table) -> DeviceConfig:
         modbus=_modbus(sections["modbus"]),
         beats=_beats(t.table("beats")),
         running_when=_running_when(t.table("running_when")),
+        units=_units(t.table("units"), transport),
     )
     t.finish()
     return cfg
+
+
+def _units(t: Table | None, transport: str | None) -> tuple[tuple[str, str], ...]:
+    """`units = { vibration_rms = "g" }`: each value a unit `agent.units` knows, in any spelling of it;
+    whether it converts to the unit a detector reads the channel in is `agent.pipeline.wiring`'s check."""
+    if t is None:
+        return ()
+    from agent.units import UNITS, canonical
+
+    if transport in ("ble", "simulator"):
+        # their readings' units are fixed by the GATT profile or the simulator, never the device's choice
+        t.problem(None, f"not for transport {describe(transport)}: its channels' units are fixed")
+    pairs = []
+    for channel in t.data:
+        unit = t.text(channel)
+        if not isinstance(unit, str):
+            continue
+        if canonical(unit) is None:
+            t.problem(channel, f"unknown unit {describe(unit)} (one of {', '.join(UNITS)})", tuple(UNITS))
+            continue
+        pairs.append((str(channel), unit))
+    t.finish()
+    return tuple(pairs)
 
 
 def _running_when(t: Table | None) -> RunningWhenConfig | None:

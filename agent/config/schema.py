@@ -175,6 +175,10 @@ class DeviceConfig:
     modbus: ModbusConfig | None = None
     beats: BeatsConfig | None = None  # find beats in the ECG: an RR stream for ECG-only devices
     running_when: RunningWhenConfig | None = None  # None: always judged (no operating-state gate)
+    # (channel, unit): the unit each listed channel is sent in (agent.units spellings), converted to the
+    # unit its detectors read it in; over a serial HELLO's own (agent.sources.declared_units). Pairs, not
+    # a dict: the config stays hashable.
+    units: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

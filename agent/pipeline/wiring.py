@@ -38,7 +38,10 @@ reading) and the spacing new to the stream name; a mismatch is one warning namin
 Units (`expected_units`): the unit each detector that takes its samples in one unit reads a (stream,
 channel) in (`registry.INPUT_UNITS`: the vibration detector's `unit`), handed to the sources of devices
 that declare their own (a serial HELLO: `agent.sources.serial_units` converts or refuses); two detectors
-reading one channel in different units are a `ConfigError` (`check_wiring`).
+reading one channel in different units are a `ConfigError` (`check_wiring`). A device's `units` key
+declares the unit of channels that do not say it themselves (CSV / JSON lines, Modbus, or over a HELLO's
+own: `agent.sources.declared_units`); one for a channel the device does not send, or in a unit that
+does not convert to a detector's, is a `ConfigError` naming `devices[i].units.<channel>`.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from agent.errors import ConfigError
 from agent.logs import device_name
 from agent.rates import rates_agree
 from agent.readings import Reading
-from agent.units import ExpectedUnit
+from agent.units import ExpectedUnit, factor
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +194,49 @@ def _unit_disagreements(config: AgentConfig) -> list[ConfigError]:
     return problems
 
 
+def _declared_unit_problems(config: AgentConfig) -> list[ConfigError]:
+    """A device's `units` for a channel it does not send (where its channels are known before start), or
+    in a unit that does not convert to the unit a detector reads that channel in ("mV" for a detector in
+    g): its samples could only be judged wrongly or not at all."""
+    expected = expected_units(config)
+    problems = []
+    for i, device in enumerate(config.devices):
+        if not device.units:
+            continue
+        output = _transport_produces(device)
+        sent = frozenset().union(*output.streams.values())
+        for channel, unit in device.units:
+            key = f"devices[{i}].units.{channel}"
+            if not output.open and channel not in sent:
+                problems.append(
+                    ConfigError(
+                        key,
+                        f'the device sends no channel "{channel}"{did_you_mean(channel, sent)}'
+                        f" (it sends: {_names(sent)})",
+                    )
+                )
+                continue
+            for (stream, read), want in expected.items():
+                if read != channel or not (output.open or channel in output.streams.get(stream, ())):
+                    continue
+                if factor(unit, want.unit) is None:
+                    problems.append(
+                        ConfigError(
+                            key,
+                            f'"{unit}" does not convert to "{want.unit}", the unit detector {want.detector}'
+                            f' reads channel "{channel}" of stream "{stream}" in ({want.key})',
+                        )
+                    )
+    return problems
+
+
 def check_wiring(config: AgentConfig) -> list[ConfigError]:
     """A `ConfigError` for each detector stream or channel that no configured device can produce,
-    where what the devices produce is known before start (see the module docstring), and for two
-    detectors that read one channel in different units."""
+    where what the devices produce is known before start (see the module docstring), for two
+    detectors that read one channel in different units, and for a device's `units` that name a channel
+    it does not send or do not convert to its detectors' units."""
     streams: dict[str, frozenset[str]] = {}
-    unit_problems = _unit_disagreements(config)
+    unit_problems = _unit_disagreements(config) + _declared_unit_problems(config)
     for device in config.devices:
         output = produces(device)
         if output.open:  # it may send any stream with any channels: the run-time warning must do
