@@ -79,6 +79,10 @@ class Reading:
     period_s: float = 0.0  # spacing of samples in the block; a single sample's: the spacing its source
     # declares for the stream (a serial HELLO's rate), or 0
     quality: Quality = Quality.OK
+    # The unit each channel's values are in, as its source knows it ("" for one it does not), or () for
+    # none known: a serial HELLO's, the config's `units`, a recording's (agent.sources.declared_units).
+    # A recording keeps them, so a replay converts as the device's own source would.
+    units: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.values.ndim != 2 or self.values.shape[1] != len(self.channels):
@@ -86,6 +90,8 @@ class Reading:
                 f"{self.stream}: values must be (samples, {len(self.channels)} channels), "
                 f"got shape {self.values.shape}"
             )
+        if self.units and len(self.units) != len(self.channels):
+            raise ValueError(f"{self.stream}: {len(self.units)} units for {len(self.channels)} channels")
         if self.values.shape[0] > 1 and not self.period_s > 0:
             raise ValueError(f"{self.stream}: a block of {self.values.shape[0]} samples needs period_s > 0")
         if not math.isfinite(self.wall_time):

@@ -44,7 +44,8 @@ def open_source(
     device: DeviceConfig, *, start_time: float | None = None, expected_units: ExpectedUnits | None = None
 ) -> Source:
     """The source for `device`; the caller enters it with ``async with``. `expected_units`: the unit each
-    detector reads a (stream, channel) in, for a device that declares its own (a serial HELLO)."""
+    detector reads a (stream, channel) in, for a device that declares its own (a serial HELLO, a
+    recording) or whose config does (`units`): agent.sources.declared_units."""
     if device.transport == "simulator":
         from agent.simulation import SimulatorSource
 
@@ -60,9 +61,9 @@ def open_source(
     if device.transport == "replay":
         from agent.sources.replay import ReplaySource
 
-        return ReplaySource(device)
+        return ReplaySource(device, expected_units=expected_units)
     if device.transport == "modbus":
         from agent.sources.modbus import ModbusSource
 
-        return ModbusSource(device)
+        return ModbusSource(device, expected_units=expected_units)
     raise ConfigError(f"devices.{device.id}.transport", f"transport {device.transport!r} is not available")

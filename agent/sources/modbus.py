@@ -42,6 +42,8 @@ from agent.logs import device_name
 from agent.readings import Quality, Reading, stream_id
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
+from agent.sources.declared_units import DeclaredUnits
+from agent.units import ExpectedUnits
 
 log = logging.getLogger("agent.sources.modbus")
 
@@ -148,6 +150,7 @@ class ModbusSource:
         client_factory: ClientFactory = pymodbus_client,
         backoff: BackoffPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        expected_units: ExpectedUnits | None = None,
     ) -> None:
         if device.modbus is None:
             raise ConfigError(f"devices.{device.id}.modbus", "transport modbus needs a [modbus] table")
@@ -169,6 +172,8 @@ class ModbusSource:
         self._errors: Counter[str] = Counter()
         self._readings = self._bad = self._gaps = self._reconnects = 0
         self._trouble = LinkTrouble()  # failed connects of the current outage, and what was logged
+        # registers carry no unit: the config's `units` say them, converted to the detectors'
+        self._units = DeclaredUnits(self._name, dict(device.units), expected_units or {})
 
     @property
     def stats(self) -> SourceStats:
@@ -202,7 +207,7 @@ class ModbusSource:
             reading = await self._poll(self._client)
             if reading is not None:
                 self._readings += 1
-                return reading
+                return self._units.apply(reading)
         raise StopAsyncIteration
 
     async def _connect(self) -> None:

@@ -1,7 +1,9 @@
 """Recording raw readings for training: JSON lines in rotating, size-bounded files.
 
 One line per `Reading`: ``{"s": stream, "c": channels, "v": [[...]], "w": wall_time, "m": monotonic,
-"p": period_s, "q": quality}``. Python's JSON float repr round-trips float64 exactly, so a replay
+"p": period_s, "q": quality}``, and ``"u": units`` when the reading has them (a serial HELLO's, the
+device's `units`: a replay converts them as the live source did). Python's JSON float repr round-trips
+float64 exactly, so a replay
 gives back bit-identical values (NaN is written as ``NaN``, which Python's reader accepts). The first
 line of every file is a header naming the format, so a stray file is refused rather than misread.
 
@@ -45,18 +47,18 @@ _NAME = re.compile(r"^readings-(\d{6})\.jsonl(\.gz)?$")
 
 
 def encode_reading(reading: Reading) -> str:
-    return json.dumps(
-        {
-            "s": reading.stream,
-            "c": list(reading.channels),
-            "v": reading.values.tolist(),
-            "w": reading.wall_time,
-            "m": reading.monotonic,
-            "p": reading.period_s,
-            "q": int(reading.quality),
-        },
-        separators=(",", ":"),
-    )
+    line: dict[str, Any] = {
+        "s": reading.stream,
+        "c": list(reading.channels),
+        "v": reading.values.tolist(),
+        "w": reading.wall_time,
+        "m": reading.monotonic,
+        "p": reading.period_s,
+        "q": int(reading.quality),
+    }
+    if reading.units:  # only then: a reading without units is recorded as before
+        line["u"] = list(reading.units)
+    return json.dumps(line, separators=(",", ":"))
 
 
 def decode_reading(line: str) -> Reading:
@@ -73,6 +75,7 @@ def decode_reading(line: str) -> Reading:
         float(obj["m"]),
         float(obj["p"]),
         Quality(int(obj["q"])),
+        tuple(str(u) for u in obj.get("u", ())),
     )
 
 

@@ -2,8 +2,10 @@
 
 The device part of each stream id is replaced by the configured device's id, so a recording of
 ``bed-7`` can run as any device; channels, values, wall times, periods and quality flags come back
-exactly as recorded, and `monotonic` is the gateway's clock at emission. Pacing follows the recorded
-wall times like the simulator's: a reading `s` recorded seconds after the first is released no
+exactly as recorded, and `monotonic` is the gateway's clock at emission. Units recorded with the
+readings (a serial HELLO's, a device's `units`), or the replay device's own `units` over them, are
+converted to the detectors' as the live source did (`agent.sources.declared_units`). Pacing follows
+the recorded wall times like the simulator's: a reading `s` recorded seconds after the first is released no
 earlier than `s / speed` real seconds after the first one went out; speed 0 is as fast as possible,
 yielding to the event loop every `UNPACED_BATCH` readings. The source ends (StopAsyncIteration) at
 the end of the recording, and the daemon then stops pumping that device.
@@ -19,9 +21,12 @@ from types import MappingProxyType, TracebackType
 
 from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
+from agent.logs import device_name
 from agent.readings import Reading, stream_id
 from agent.sources.counters import SourceStats
+from agent.sources.declared_units import DeclaredUnits
 from agent.sources.record import read_recording
+from agent.units import ExpectedUnits
 
 MIN_SLEEP_S = 0.02
 UNPACED_BATCH = 256
@@ -34,6 +39,7 @@ class ReplaySource:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        expected_units: ExpectedUnits | None = None,
     ) -> None:
         if device.replay is None:
             raise ConfigError(f"devices.{device.id}.replay", "transport replay needs a [replay] table")
@@ -48,6 +54,8 @@ class ReplaySource:
         self._readings: Iterator[Reading] | None = None
         self._first: tuple[float, float] | None = None  # (recorded wall time, real clock) of the first
         self._count = 0
+        # the recorded units (a HELLO's, a config's) or the config's `units`: converted as live
+        self._units = DeclaredUnits(device_name(device.id), dict(device.units), expected_units or {})
 
     @property
     def stats(self) -> SourceStats:
@@ -86,4 +94,5 @@ class ReplaySource:
             await self._sleep(0.0)
         self._count += 1
         name = reading.stream.split("/", 1)[-1]
-        return replace(reading, stream=stream_id(self.device.id, name), monotonic=time.monotonic())
+        own = replace(reading, stream=stream_id(self.device.id, name), monotonic=time.monotonic())
+        return self._units.apply(own)

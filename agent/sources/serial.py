@@ -61,6 +61,7 @@ from agent.logs import device_name
 from agent.readings import Reading
 from agent.sources.backoff import Backoff, BackoffPolicy
 from agent.sources.counters import SourceStats
+from agent.sources.declared_units import DeclaredUnits
 from agent.sources.decoder_counts import decoder_errors
 from agent.sources.serial_frames import DEFAULT_STREAM, FrameReadings, LineReadings
 from agent.sources.serial_undecodable import UNDECODABLE_S, UndecodableInput
@@ -175,8 +176,10 @@ class SerialSource:
         self._trouble = LinkTrouble()  # failed opens of the current outage, and what was logged
         self._undecodable = UndecodableInput(self.config, after_s=undecodable_after_s)
         default = DEFAULT_STREAM[device.kind]
-        self._frames = FrameReadings(device.id, default, clock, expected_units)
+        self._frames = FrameReadings(device.id, default, clock, expected_units, dict(device.units))
         self._lines = LineReadings(device.id, default, self.config.channels, self.config.rate_hz)
+        # lines carry no unit (a CSV header is the channel names only): the config's `units` say them
+        self._line_units = DeclaredUnits(self._name, dict(device.units), expected_units or {})
         self._decoder: FrameDecoder | CsvLineDecoder | JsonLineDecoder = self._new_decoder()
 
     def _new_decoder(self) -> FrameDecoder | CsvLineDecoder | JsonLineDecoder:
@@ -348,7 +351,7 @@ class SerialSource:
             samples = []
             while (sample := decoder.next_frame()) is not NEED_DATA:
                 samples.append(sample)
-            self._pending += self._lines.take(samples, self._clock(), monotonic)
+            self._pending += map(self._line_units.apply, self._lines.take(samples, self._clock(), monotonic))
         if self._pending:
             self._backoff.reset()  # the link has proved itself
         self._undecodable.check(self._name, decoder.stats, decoder.buffered, monotonic)

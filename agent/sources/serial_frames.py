@@ -44,7 +44,7 @@ Units. A channel's declared unit is brought to the unit the detectors read it in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -146,10 +146,11 @@ class FrameReadings:
         default_stream: str,
         clock: Callable[[], float],
         expected_units: ExpectedUnits | None = None,
+        configured_units: Mapping[str, str] | None = None,
     ) -> None:
         self.device_id = device_id
         self.name = device_name(device_id)  # what log lines call it
-        self.units = HelloUnits(self.name, expected_units or {})
+        self.units = HelloUnits(self.name, expected_units or {}, configured_units)
         self.default_stream = default_stream
         self._clock = clock
         self.hello: Hello | None = None
@@ -272,6 +273,7 @@ class FrameReadings:
         factors = self.units.factors(self.hello, message.channels, names, stream)
         if factors is not None:  # into the units the detectors read (`serial_units`)
             values *= factors
+        units = self.units.units_of(self.hello, message.channels, names, stream)
         first_us = message.first_sample_us
         last_us = first_us + round((values.shape[0] - 1) * period * 1e6)
         if not self._times_agree(frame.device_time_us, first_us, monotonic):
@@ -293,6 +295,7 @@ class FrameReadings:
             monotonic,
             period,  # also for a single sample: the pipeline checks detectors' rate_hz against it
             quality,
+            units,
         )
 
     def _refused(self, hello: Hello) -> bool:
