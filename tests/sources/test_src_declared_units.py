@@ -28,6 +28,7 @@ from agent.errors import ConfigError, InvalidConfigError
 from agent.logs import redact_identifiers
 from agent.pipeline.wiring import check_wiring, expected_units
 from agent.readings import Reading
+from agent.sources import open_source
 from agent.sources.declared_units import DeclaredUnits
 from agent.sources.modbus import ModbusSource
 from agent.sources.record import ReadingRecorder, read_recording
@@ -180,7 +181,9 @@ def test_a_modbus_register_in_mg_is_converted_to_the_detectors_g(tmp_path: Path)
         pump = Pump(port)
         await pump.start()
         try:
-            async with ModbusSource(device_cfg, expected_units=expected_units(cfg)) as source:
+            # as the session opens it (agent.session._pump): open_source hands the units on
+            async with open_source(device_cfg, expected_units=expected_units(cfg)) as source:
+                assert isinstance(source, ModbusSource)
                 return await take(source, 2)
         finally:
             await pump.stop()
@@ -323,7 +326,7 @@ def replay(
     assert expected_units(cfg) == expected_units(live)
 
     async def main() -> list[Reading]:
-        async with ReplaySource(cfg.devices[0], expected_units=expected_units(cfg)) as source:
+        async with open_source(cfg.devices[0], expected_units=expected_units(cfg)) as source:
             return [r async for r in source]
 
     out = asyncio.run(main())
