@@ -77,7 +77,7 @@ def _units(t: Table | None, transport: str | None) -> tuple[tuple[str, str], ...
     pairs = []
     for channel in t.data:
         unit = t.text(channel)
-        if not isinstance(unit, str):
+        if not isinstance(unit, str) or not unit.strip():  # not a string, or empty: told by `text`
             continue
         if canonical(unit) is None:
             t.problem(channel, f"unknown unit {describe(unit)} (one of {', '.join(UNITS)})", tuple(UNITS))
