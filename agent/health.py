@@ -19,6 +19,7 @@ a burst.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -66,6 +67,8 @@ class DeviceStats:
     down_at: float = field(default_factory=time.monotonic)  # when it was last seen not connected
     first_after_down: float | None = None  # arrival of the first reading since then
     profiles_heard: dict[str, float] = field(default_factory=dict)  # BLE: `SourceStats.profiles_heard`
+    rr_invalid_s: float = 0.0  # BLE: `SourceStats.rr_invalid_s`, as of the last copy
+    rr_invalid_last: float = -math.inf  # BLE: `SourceStats.rr_invalid_last`
 
     def set_connected(self, connected: bool, now: float) -> None:
         """Follow the link state, accounting connected time for the rate. The copy that shows a change
@@ -174,6 +177,7 @@ class Health:
         errors = stats.errors_before + Counter(source.errors)  # `+` keeps positive counts only
         stats.errors = dict(sorted(errors.items()))
         stats.profiles_heard = dict(source.profiles_heard)
+        stats.rr_invalid_s, stats.rr_invalid_last = source.rr_invalid_s, source.rr_invalid_last
 
     def source_closed(self, device_id: str) -> None:
         """The device's source ended or failed (copy its last counters first): not connected, and its
@@ -205,6 +209,12 @@ class Health:
         if heard is None or self.silence_s(device_id, now_monotonic) >= stats.lost_after_s:
             return 0.0
         return max(0.0, now_monotonic - heard)
+
+    def rr_invalid(self, device_id: str) -> tuple[float, float]:
+        """(seconds of the last minute the device's RR intervals were mostly impossible, monotonic time
+        of the latest notification where they were), as of the last copy of its source's counters."""
+        stats = self.devices[device_id]
+        return stats.rr_invalid_s, stats.rr_invalid_last
 
     def uptime_s(self) -> float:
         return time.monotonic() - self._started

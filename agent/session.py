@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import state_journal
-from agent.alarms import StreamRef
+from agent.alarms import AlarmState, StreamRef
 from agent.clock import ClockSteps
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.ecg import kept_shapes
@@ -41,7 +41,7 @@ from agent.pipeline.wiring import beat_channels_read, expected_units
 from agent.privacy import Pseudonymizer
 from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
-from agent.sources import Source, open_source
+from agent.sources import Source, open_source, rr_validity
 from agent.sources.ble_profiles import PROFILES
 from agent.sources.counters import source_stats
 from agent.state import write_json
@@ -179,6 +179,15 @@ class _Session:
             for name in dict.fromkeys(d.ble.profiles)
             if name in PROFILES and PROFILES[name].continuous
         }
+        # A heart-rate strap whose RR intervals are mostly impossible (dropped): the RR rules get no beats
+        # while its HR looks fine (agent.sources.rr_validity). One row per BLE device with heart_rate,
+        # its stream "rr" (the stream those rules watch).
+        self.rr_invalid = ThresholdAlarm("rr_invalid", Priority.LOW, gateway, digest)
+        self.rr_refs = {
+            d.id: StreamRef(pseudonym(d.id), "rr")
+            for d in cfg.devices
+            if d.ble is not None and "heart_rate" in d.ble.profiles
+        }
         self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
@@ -201,6 +210,7 @@ class _Session:
         self.gateway_alarms = (
             self.device_lost,
             self.profile_silent,
+            self.rr_invalid,
             self.outbox_filling,
             self.publish_refused,
             self.outbox_unreadable,
@@ -514,6 +524,29 @@ class _Session:
         self.profile_silent.raise_priority(StreamRef(event.device, event.stream), raised.priority)
         return raised
 
+    def _check_rr_invalid(self, now: float, now_monotonic: float) -> list[AlarmEvent]:
+        """Step rr_invalid for every BLE heart-rate device (`rr_validity.judged`); a START takes the
+        priority of the device's RR-stream episodes left without a verdict since its onset."""
+        if not self.rr_refs:
+            return []
+        refs = list(self.rr_refs.values())
+        values, limits = [], []
+        for device, ref in self.rr_refs.items():
+            active = self.rr_invalid.state_of(ref) in (AlarmState.ACTIVE, AlarmState.CLEARING)
+            bad_s, last_bad = self.health.rr_invalid(device)
+            value, limit = rr_validity.judged(bad_s, last_bad, now_monotonic, active)
+            values.append(value)
+            limits.append(limit)
+        events = []
+        for event in self.rr_invalid.check(refs, values, limits, now):
+            if event.phase is Phase.START:
+                hidden = self.pipeline.unjudged_episodes(event.device, event.stream, event.onset_time)
+                raised = blinding(event, hidden)
+                self.rr_invalid.raise_priority(StreamRef(event.device, event.stream), raised.priority)
+                event = raised
+            events.append(event)
+        return events
+
     def unsteppable(self, key: str, ref: StreamRef) -> str | None:
         """Why this session can never step saved alarm row `ref` of book `key` (None: it can), so an
         episode open there is ended at restore (`agent.restored_episodes`)."""
@@ -521,6 +554,8 @@ class _Session:
             return self.pipeline.unsteppable(key, ref)
         if ref.stream == "device" and ref not in self.device_refs:
             return "its device is no longer configured"
+        if key == self.rr_invalid.key and ref not in self.rr_refs.values():
+            return "its device or its BLE heart_rate profile is no longer configured"
         if ref.stream.startswith("profile:") and ref not in self.profile_refs.values():
             return "its device or BLE profile is no longer configured"
         if ref.stream.startswith("detector:") and ref not in self.detector_refs.values():
@@ -593,6 +628,7 @@ class _Session:
                 now,
             )
             events += [self._silent_blinding(_name_profile(event)) for event in silent]
+            events += self._check_rr_invalid(now, now_monotonic)
         outbox = self.outbox
         events += self.outbox_filling.check(
             [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now

@@ -41,6 +41,10 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         f"the BLE profile sent nothing for {v:.0f} s while the device's other profiles did (limit"
         f" {lim:.0f} s): its channels are not monitored"
     ),
+    "rr_invalid": lambda v, lim: (
+        f"RR intervals impossible (outside 0.17-10 s: 0 or 65535 ticks) in {v:.0%} of the last 60 s (limit"
+        f" {lim:.0%}), dropped: the RR-based rules (AF) get no beats while the heart rate goes on"
+    ),
     "outbox_filling": lambda v, lim: (
         f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
     ),
@@ -93,6 +97,13 @@ def describe(event: AlarmEvent) -> AlarmEvent:
             f"cleared: the outbox is below its warning level ({event.threshold:.0%}) again, after a peak of"
             f" {event.value:.0%}; alarm lasted {lasted:.0f} s"
         )
+    elif event.phase is Phase.END and event.condition == "rr_invalid":
+        # "the RR rules get no beats" is no longer true at the END: valid intervals came back.
+        lasted = (event.end_time or event.onset_time) - event.onset_time
+        text = (
+            f"cleared: valid RR intervals again, none impossible for 10 s (at worst {event.value:.0%} of"
+            f" a minute impossible); alarm lasted {lasted:.0f} s"
+        )
     elif event.phase is Phase.END:
         text = f"cleared: {what}; lasted {(event.end_time or event.onset_time) - event.onset_time:.0f} s"
     else:
@@ -104,7 +115,9 @@ def describe(event: AlarmEvent) -> AlarmEvent:
 
 # Conditions that leave a stream's (or a device's) open physiological episodes without a verdict: they
 # are held, neither confirmed nor ended, until the signal is back (agent.pipeline.quality).
-BLINDING = frozenset({"sensor_off", "signal_poor", "device_fault", "device_lost", "profile_silent"})
+BLINDING = frozenset(
+    {"sensor_off", "signal_poor", "device_fault", "device_lost", "profile_silent", "rr_invalid"}
+)
 
 
 def blinding(event: AlarmEvent, hidden: Sequence[tuple[str, Priority]]) -> AlarmEvent:

@@ -148,6 +148,8 @@ class BleSource:
             profiles_heard=MappingProxyType(
                 {p: self._heard[p] for p in self._continuous if p in self._heard}
             ),
+            rr_invalid_s=self._assembler.rr_validity.bad_s(time.monotonic()),
+            rr_invalid_last=self._assembler.rr_validity.last_bad,
         )
 
     def _error_counts(self) -> dict[str, int]:

@@ -20,10 +20,11 @@ fresh. A value the device itself reports as "no value" (an SFLOAT/FLOAT NaN, NRe
 lasts). So the row's channels vary; there are at most 2^(channels) tuples, each built once (`_subsets`).
 RR intervals go to ``"rr"`` (one reading per interval, stamped back from the notification's arrival by
 the later valid intervals; one outside `RR_RANGE_S`, 0 or 65535 ticks, is counted in `bad_rr` and
-dropped), blood pressure to ``"bp"`` (one reading per cuff measurement). battery only sets LOW_BATTERY below
-`LOW_BATTERY_PERCENT`. polar_pmd starts the Polar H10's ECG (130 Hz) through the PMD control point
-after subscribing, and each data frame becomes one ``"ecg"`` block (mV; the frame's last sample at
-its arrival time). Its accelerometer is not requested yet.
+dropped, and how much of the last minute they were mostly such is measured for the `rr_invalid` alarm,
+`agent.sources.rr_validity`), blood pressure to ``"bp"`` (one reading per cuff measurement). battery
+only sets LOW_BATTERY below `LOW_BATTERY_PERCENT`. polar_pmd starts the Polar H10's ECG (130 Hz)
+through the PMD control point after subscribing, and each data frame becomes one ``"ecg"`` block (mV;
+the frame's last sample at its arrival time). Its accelerometer is not requested yet.
 
 Quality. NO_CONTACT when the Heart Rate sensor-contact feature is supported and contact is not
 detected, or PLX reports the sensor off/unconnected/displaced; every PLX status bit that says the
@@ -44,6 +45,7 @@ import numpy.typing as npt
 
 from agent.errors import ConfigError
 from agent.readings import RR_RANGE_S, Quality, Reading, stream_id
+from agent.sources.rr_validity import RrValidity
 from firmware_bridge.gatt.battery import BATTERY_LEVEL_UUID, decode_battery_level
 from firmware_bridge.gatt.blood_pressure import (
     BLOOD_PRESSURE_MEASUREMENT_UUID,
@@ -267,6 +269,7 @@ class ProfileReadings:
         self.battery_percent: int | None = None
         self.gaps = 0
         self.bad_rr = 0  # RR intervals outside RR_RANGE_S, dropped
+        self.rr_validity = RrValidity()  # how much of the last minute they were mostly impossible
         self.use(profiles)
 
     def use(self, profiles: Sequence[Profile]) -> None:
@@ -364,7 +367,10 @@ class ProfileReadings:
         # dropped, it must not push the valid ones back in time (a 65535 moved them 64 s).
         low, high = RR_RANGE_S
         rr = [r for r in update.rr_s if low <= r <= high]
-        self.bad_rr += len(update.rr_s) - len(rr)
+        invalid = len(update.rr_s) - len(rr)
+        self.bad_rr += invalid
+        if not update.quality & Quality.NO_CONTACT:  # off the skin: sensor_off tells, not rr_invalid
+            self.rr_validity.note(monotonic, len(rr), invalid)
         if not rr:
             return []
         ends = wall_time - np.concatenate((np.cumsum(rr[::-1])[::-1][1:], [0.0]))
