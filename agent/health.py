@@ -67,6 +67,7 @@ class DeviceStats:
     down_at: float = field(default_factory=time.monotonic)  # when it was last seen not connected
     first_after_down: float | None = None  # arrival of the first reading since then
     profiles_heard: dict[str, float] = field(default_factory=dict)  # BLE: `SourceStats.profiles_heard`
+    battery_heard: float | None = None  # BLE: `SourceStats.battery_heard`
     rr_invalid_s: float = 0.0  # BLE: `SourceStats.rr_invalid_s`, as of the last copy
     rr_invalid_last: float = -math.inf  # BLE: `SourceStats.rr_invalid_last`
 
@@ -177,6 +178,7 @@ class Health:
         errors = stats.errors_before + Counter(source.errors)  # `+` keeps positive counts only
         stats.errors = dict(sorted(errors.items()))
         stats.profiles_heard = dict(source.profiles_heard)
+        stats.battery_heard = source.battery_heard
         stats.rr_invalid_s, stats.rr_invalid_last = source.rr_invalid_s, source.rr_invalid_last
 
     def source_closed(self, device_id: str) -> None:
@@ -209,6 +211,12 @@ class Health:
         if heard is None or self.silence_s(device_id, now_monotonic) >= stats.lost_after_s:
             return 0.0
         return max(0.0, now_monotonic - heard)
+
+    def only_battery(self, device_id: str, now_monotonic: float) -> bool:
+        """The battery level came from the device during its current silence (a BLE device whose
+        measurement profiles send nothing still answers the battery read and may notify it)."""
+        heard = self.devices[device_id].battery_heard
+        return heard is not None and heard >= now_monotonic - self.silence_s(device_id, now_monotonic)
 
     def rr_invalid(self, device_id: str) -> tuple[float, float]:
         """(seconds of the last minute the device's RR intervals were mostly impossible, monotonic time

@@ -524,6 +524,22 @@ class _Session:
         self.profile_silent.raise_priority(StreamRef(event.device, event.stream), raised.priority)
         return raised
 
+    def _battery_only(self, event: AlarmEvent, now_monotonic: float) -> AlarmEvent:
+        """A device_lost START of a device whose battery level came during the silence says so: "no data"
+        was untrue of a strap that answers and notifies its battery while its measurement profiles are
+        silent (review "ble", left over)."""
+        if event.phase is not Phase.START:
+            return event
+        refs = zip(self.cfg.devices, self.device_refs, strict=True)
+        device = next((d.id for d, ref in refs if ref.device_pseudonym == event.device), None)
+        if device is None or not self.health.only_battery(device, now_monotonic):
+            return event
+        text = event.explanation.text.replace(
+            "no data from the device", "only the battery level came from the device", 1
+        )
+        text += "; no measurement profile is sending"
+        return dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))
+
     def _check_rr_invalid(self, now: float, now_monotonic: float) -> list[AlarmEvent]:
         """Step rr_invalid for every BLE heart-rate device (`rr_validity.judged`); a START takes the
         priority of the device's RR-stream episodes left without a verdict since its onset."""
@@ -612,7 +628,7 @@ class _Session:
         events = []
         if not loop_stalled:
             events = [
-                self._blinding(event)
+                self._blinding(self._battery_only(event, now_monotonic))
                 for event in self.device_lost.check(
                     self.device_refs,
                     [self.health.silence_s(d.id, now_monotonic) for d in devices],

@@ -27,6 +27,9 @@ class SourceStats:
     # BLE: gateway monotonic time each profile that notifies all the time was last heard (since the link
     # first came up, if never), for the daemon's profile_silent alarm
     profiles_heard: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # BLE: gateway monotonic time the battery level last came (read at connect or notified), for the
+    # device_lost text of a device that sends nothing else
+    battery_heard: float | None = None
     # BLE heart rate: seconds of the last minute its RR intervals were mostly impossible, and the monotonic
     # time of the latest notification where they were (`agent.sources.rr_validity`), for rr_invalid
     rr_invalid_s: float = 0.0
