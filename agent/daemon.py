@@ -34,7 +34,7 @@ from agent.errors import AgentError, ConfigError, InvalidConfigError
 from agent.gc_pacing import CollectorPacer
 from agent.logs import redact_identifiers, scrub_identifiers
 from agent.outbox import Outbox
-from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline, bad_share
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
 from agent.privacy import Pseudonymizer, SiteKey, stand_ins
 from agent.remote import RemoteCommands
@@ -223,6 +223,7 @@ class Agent:
             # downtime is added, so their END says it as a still-configured episode's would.
             alarms, ended = retire(alarms, run.unsteppable, cfg.gateway.id, cfg.digest[:16], now)
             pipeline.load_state(saved.get("detectors", {}), alarms)
+            pipeline.load_bad_shares(saved.get(bad_share.SAVED_KEY), now)  # after the books: see there
             run.load_gateway_alarms(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.
             outbox.number_notes_after(state_journal.NOTE, state_journal.notes_included(saved))

@@ -24,7 +24,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from agent.alarms import BookSnapshot, merged_state
 from agent.ecg import kept_shapes
 from agent.held_alarms import WRITE_ERRORS
 from agent.outbox import Outbox
+from agent.pipeline import bad_share
 from agent.state_file import write_state
 
 GIVE_WAY_S = 0.0005
@@ -52,6 +53,8 @@ class StateSnapshot:
     taken: int  # the order in which snapshots were taken
     taken_at: float  # wall time of the snapshot: a restart counts its open episodes' unjudged time from it
     beat_shapes: dict[str, Any]  # the ECG devices' beat-shape templates (agent.ecg.kept_shapes)
+    # the signal-quality alarms' intermittent-rule trackers (agent.pipeline.bad_share), copied at `taken_at`
+    bad_shares: list[tuple[str, str, str, bad_share.Copy]] = field(default_factory=list)
 
     def state(self, between: Callable[[], None] = _nothing) -> dict[str, Any]:
         """The JSON-able content of `pipeline.json`."""
@@ -61,6 +64,7 @@ class StateSnapshot:
             state_journal.JOURNAL: self.notes_included,
             state_journal.SAVED_AT: self.taken_at,
             kept_shapes.SAVED_KEY: self.beat_shapes,
+            bad_share.SAVED_KEY: {"taken_at": self.taken_at, "rows": bad_share.saved_rows(self.bad_shares)},
         }
 
 
@@ -79,10 +83,13 @@ class StateSaver:
         detectors: dict[str, Any],
         alarms: dict[str, list[BookSnapshot]],
         beat_shapes: dict[str, Any] | None = None,
+        bad_shares: list[tuple[str, str, str, bad_share.Copy]] | None = None,
     ) -> StateSnapshot:
         """Call on the event loop, where notes are committed: the state and the note number agree."""
         included = self.outbox.last_note(state_journal.NOTE)
-        return StateSnapshot(detectors, alarms, included, next(self._count), time.time(), beat_shapes or {})
+        return StateSnapshot(
+            detectors, alarms, included, next(self._count), time.time(), beat_shapes or {}, bad_shares or []
+        )
 
     def save(self, snapshot: StateSnapshot, between: Callable[[], None] = _nothing) -> None:
         """Write `snapshot` (on the calling thread) unless a later one was written already, calling

@@ -25,6 +25,7 @@ from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError, ModelError
 from agent.events import AlarmEvent, Phase, Priority
 from agent.inference.detector import AutoencoderDetector
+from agent.pipeline import bad_share
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.quality import unreachable_limit
 from agent.pipeline.stream import StreamPipeline
@@ -335,6 +336,49 @@ class Pipeline:
                 book.load_state(alarms[key])
         for name, stream in self.streams.items():
             stream.quality_alarms.load_state(alarms, name)
+
+    def bad_shares_copied(self) -> list[tuple[str, str, str, bad_share.Copy]]:
+        """The signal-quality alarms' intermittent-rule trackers of every stream name, copied
+        (`QualityAlarms.shares_copied`), for `pipeline.json`'s `bad_share.SAVED_KEY`."""
+        return [copy for stream in self.streams.values() for copy in stream.quality_alarms.shares_copied()]
+
+    def load_bad_shares(self, saved: Any, now: float) -> None:
+        """Take back the trackers saved (`{"taken_at": wall time, "rows": bad_share.saved_rows(...)}`)
+        when they were copied less than `bad_share.WINDOW_S` before `now`, for the configured devices and
+        watched stream names (as the quality books are); otherwise they start afresh, saying why (INFO)."""
+        if not isinstance(saved, dict) or not saved.get("rows"):
+            return
+        taken_at, rows = saved.get("taken_at"), saved["rows"]
+        if isinstance(taken_at, bool) or not isinstance(taken_at, int | float) or not isinstance(rows, list):
+            log.info("the saved intermittent-quality trackers do not parse: they start afresh")
+            return
+        if not 0.0 <= now - taken_at < bad_share.WINDOW_S:
+            log.info(
+                "the intermittent-quality trackers were saved %.0f s before this start (kept under %.0f s):"
+                " the share of the last minute with bad signal quality is measured afresh",
+                now - taken_at,
+                bad_share.WINDOW_S,
+            )
+            return
+        by_name: dict[str, list[Any]] = {}
+        damaged = 0
+        for row in rows:
+            if isinstance(row, list) and len(row) == 6 and isinstance(row[2], str):
+                by_name.setdefault(row[2], []).append(row)
+            else:
+                damaged += 1
+        taken = 0
+        for name, stream in self.streams.items():
+            damaged += stream.quality_alarms.load_shares(by_name.get(name, []), name, self._devices)
+            taken += stream.quality_alarms.shares_count()
+        log.info(
+            "%d intermittent-quality tracker(s) (signal-quality alarms) go on from the state saved %.0f s"
+            " before this start",
+            taken,
+            now - taken_at,
+        )
+        if damaged:
+            log.info("%d saved intermittent-quality tracker(s) do not parse: they start afresh", damaged)
 
     def _restore_detector(self, detector: Detector, saved: Any) -> None:
         """Take one detector's saved threshold and per-stream state back, only under the configuration

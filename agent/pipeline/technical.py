@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -19,7 +19,7 @@ from agent.alarms import AlarmBook, AlarmState, BookSnapshot, StreamRef, explain
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import IntArray, ScoreBlock
 from agent.events import AlarmEvent, AlarmKind, Phase, Priority
-from agent.pipeline.bad_share import OFF_SHARE, ON_SHARE, WINDOW_S, BadShare
+from agent.pipeline.bad_share import OFF_SHARE, ON_SHARE, WINDOW_S, BadShare, Copy
 from agent.readings import Quality
 
 # condition -> (flags that mean it, priority)
@@ -196,8 +196,8 @@ class QualityAlarms:
         # Per condition, each stream's bad time of the last minute (the intermittent rule, `drain`), the
         # streams with a bad stretch under way (their next reading ends it, so it is noted), and those
         # whose pending episode the rule kept over good readings (their START says so). A tracker is
-        # kept per stream that ever had the flag, as the book keeps a row. Not saved: after a restart
-        # the share is measured afresh while an open episode goes on by the 10 s rule.
+        # kept per stream that ever had the flag, as the book keeps a row. Saved with the books
+        # (`shares_saved`, `load_shares`: a restart within the window goes on with the minute).
         self._shares: dict[str, dict[StreamRef, BadShare]] = {condition: {} for condition in self._alarms}
         self._open: dict[str, dict[StreamRef, BadShare]] = {condition: {} for condition in self._alarms}
         self._bridged: dict[str, set[StreamRef]] = {condition: set() for condition in self._alarms}
@@ -390,6 +390,41 @@ class QualityAlarms:
     def raise_priority(self, condition: str, ref: StreamRef, priority: Priority) -> None:
         """Raise `ref`'s open `condition` episode to `priority` (see `blinding`)."""
         self._alarms[condition][1].raise_priority(ref, priority)
+
+    def shares_copied(self) -> list[tuple[str, str, str, Copy]]:
+        """Every tracker of the intermittent rule, copied: (condition, device pseudonym, stream,
+        `BadShare.copied()`); `bad_share.saved_rows` makes them the rows `load_shares` takes back."""
+        return [
+            (condition, ref.device_pseudonym, ref.stream, share.copied())
+            for condition, shares in self._shares.items()
+            for ref, share in shares.items()
+        ]
+
+    def shares_count(self) -> int:
+        """The trackers kept (each condition's of each stream that had its flag)."""
+        return sum(len(shares) for shares in self._shares.values())
+
+    def load_shares(self, rows: Iterable[Any], stream: str, devices: AbstractSet[str]) -> int:
+        """Take back the `bad_share.saved_rows` rows of stream name `stream` and device pseudonyms `devices`
+        (the streams whose books `load_state` restores); a stream with a bad stretch under way is
+        engaged again, so its next reading ends it. Returns the rows that did not parse (left out)."""
+        damaged = 0
+        for row in rows:
+            try:
+                condition, device, name, open_since, last_bad, closed = row
+                if name != stream or device not in devices or condition not in self._shares:
+                    continue
+                share = BadShare.restored(open_since, last_bad, closed)
+            except (ValueError, TypeError):
+                damaged += 1
+                continue
+            ref = StreamRef(device, name)
+            self._shares[condition][ref] = share
+            if share.open:
+                self._open[condition][ref] = share
+                self._engaged.add(ref)
+        self._changed = None
+        return damaged
 
     def active_count(self) -> int:
         return sum(alarm.active_count() for _, alarm in self._alarms.values())
