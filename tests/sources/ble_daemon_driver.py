@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_ble import HR_UUID, PLX_UUID, FakeFinder, FakeRadio, hr_measurement, plx_continuous
+from fake_ble import BATTERY_UUID, HR_UUID, PLX_UUID, FakeFinder, FakeRadio, hr_measurement, plx_continuous
 
 import agent.sources.ble as ble_module
 from agent.cli import main
@@ -45,7 +45,24 @@ def plx_stops_while_low() -> list[Step]:
     return [[(PLX_UUID, plx_continuous(97, 72)), hr]] * 10 + low + [[hr]] * 30
 
 
-SCENARIOS = {"hr_stops": hr_stops, "plx_stops": plx_stops, "plx_stops_while_low": plx_stops_while_low}
+def rr_impossible() -> list[Step]:
+    """5 s of HR with valid RR; 40 s of HR whose RR intervals are 0 and 65535 ticks; 20 s valid again."""
+    good = [[(HR_UUID, hr_measurement(72, rr_ticks=(853,)))]]
+    return good * 5 + [[(HR_UUID, hr_measurement(72, rr_ticks=(0, 65535)))]] * 40 + good * 20
+
+
+def battery_only() -> list[Step]:
+    """The strap notifies its battery level (Battery Level 0x2A19: one u8 percent) and nothing else."""
+    return [[(BATTERY_UUID, bytes([80 - k // 10]))] for k in range(30)]
+
+
+SCENARIOS = {
+    "hr_stops": hr_stops,
+    "plx_stops": plx_stops,
+    "plx_stops_while_low": plx_stops_while_low,
+    "rr_impossible": rr_impossible,
+    "battery_only": battery_only,
+}
 
 
 async def notify(radio: FakeRadio, steps: list[Step]) -> None:

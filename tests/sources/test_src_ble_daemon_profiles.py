@@ -110,9 +110,9 @@ def alarms(mosquitto: LocalBroker) -> Iterator[Alarms]:
     client.loop_stop()
 
 
-def run_daemon(tmp_path: Path, port: int, scenario: str) -> subprocess.Popen[str]:
+def run_daemon(tmp_path: Path, port: int, scenario: str, text: str = CONFIG) -> subprocess.Popen[str]:
     config = tmp_path / "agent.toml"
-    config.write_text(CONFIG.replace("{port}", str(port)))
+    config.write_text(text.replace("{port}", str(port)))
     return subprocess.Popen(
         [sys.executable, str(DRIVER), scenario, str(config)],
         stdout=subprocess.PIPE,
