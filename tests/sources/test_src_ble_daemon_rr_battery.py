@@ -24,7 +24,9 @@ RR_CONFIG = (
     .replace("params = { below = 90 }", "params = { above = 1.5 }")
     .replace('condition = "spo2_low"\ndetector = "spo2-low"', 'condition = "rr_long"\ndetector = "rr-long"')
 )
-BATTERY_CONFIG = CONFIG.replace('profiles = ["heart_rate", "plx"]', 'profiles = ["heart_rate", "plx", "battery"]')
+BATTERY_CONFIG = CONFIG.replace(
+    'profiles = ["heart_rate", "plx"]', 'profiles = ["heart_rate", "plx", "battery"]'
+)
 
 
 def every(alarms: Alarms, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float) -> bool:
