@@ -19,7 +19,6 @@ a burst.
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import time
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 from agent.detectors.spo2 import DesaturationDetector
 from agent.events import DeviceHealth
 from agent.readings import Quality, Reading
-from agent.sources.counters import SourceStats
+from agent.sources.counters import RrSeen, SourceStats
 
 if TYPE_CHECKING:
     from agent.pipeline.stream import StreamPipeline
@@ -68,8 +67,7 @@ class DeviceStats:
     first_after_down: float | None = None  # arrival of the first reading since then
     profiles_heard: dict[str, float] = field(default_factory=dict)  # BLE: `SourceStats.profiles_heard`
     battery_heard: float | None = None  # BLE: `SourceStats.battery_heard`
-    rr_invalid_s: float = 0.0  # BLE: `SourceStats.rr_invalid_s`, as of the last copy
-    rr_invalid_last: float = -math.inf  # BLE: `SourceStats.rr_invalid_last`
+    rr: RrSeen = field(default_factory=RrSeen)  # BLE: `SourceStats.rr`, as of the last copy
 
     def set_connected(self, connected: bool, now: float) -> None:
         """Follow the link state, accounting connected time for the rate. The copy that shows a change
@@ -179,7 +177,7 @@ class Health:
         stats.errors = dict(sorted(errors.items()))
         stats.profiles_heard = dict(source.profiles_heard)
         stats.battery_heard = source.battery_heard
-        stats.rr_invalid_s, stats.rr_invalid_last = source.rr_invalid_s, source.rr_invalid_last
+        stats.rr = source.rr
 
     def source_closed(self, device_id: str) -> None:
         """The device's source ended or failed (copy its last counters first): not connected, and its
@@ -218,11 +216,10 @@ class Health:
         heard = self.devices[device_id].battery_heard
         return heard is not None and heard >= now_monotonic - self.silence_s(device_id, now_monotonic)
 
-    def rr_invalid(self, device_id: str) -> tuple[float, float]:
-        """(seconds of the last minute the device's RR intervals were mostly impossible, monotonic time
-        of the latest notification where they were), as of the last copy of its source's counters."""
-        stats = self.devices[device_id]
-        return stats.rr_invalid_s, stats.rr_invalid_last
+    def rr_seen(self, device_id: str) -> RrSeen:
+        """How much of the last minute the device's RR intervals were mostly impossible, as of the last
+        copy of its source's counters (`agent.sources.rr_validity`)."""
+        return self.devices[device_id].rr
 
     def uptime_s(self) -> float:
         return time.monotonic() - self._started

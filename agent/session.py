@@ -545,14 +545,14 @@ class _Session:
         priority of the device's RR-stream episodes left without a verdict since its onset."""
         if not self.rr_refs:
             return []
-        refs = list(self.rr_refs.values())
-        values, limits = [], []
+        refs, values, limits = [], [], []
         for device, ref in self.rr_refs.items():
             active = self.rr_invalid.state_of(ref) in (AlarmState.ACTIVE, AlarmState.CLEARING)
-            bad_s, last_bad = self.health.rr_invalid(device)
-            value, limit = rr_validity.judged(bad_s, last_bad, now_monotonic, active)
-            values.append(value)
-            limits.append(limit)
+            judged = rr_validity.judged(self.health.rr_seen(device), now_monotonic, active)
+            if judged is not None:  # no RR intervals lately: held as it is
+                refs.append(ref)
+                values.append(judged[0])
+                limits.append(judged[1])
         events = []
         for event in self.rr_invalid.check(refs, values, limits, now):
             if event.phase is Phase.START:

@@ -149,8 +149,7 @@ class BleSource:
                 {p: self._heard[p] for p in self._continuous if p in self._heard}
             ),
             battery_heard=self._heard.get("battery"),
-            rr_invalid_s=self._assembler.rr_validity.bad_s(time.monotonic()),
-            rr_invalid_last=self._assembler.rr_validity.last_bad,
+            rr=self._assembler.rr_validity.seen(time.monotonic()),
         )
 
     def _error_counts(self) -> dict[str, int]:

@@ -16,6 +16,17 @@ from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
+class RrSeen:
+    """A device's measure at one moment (monotonic times), as its source hands it to the daemon
+    (`agent.sources.rr_validity`)."""
+
+    bad_s: float = 0.0  # seconds of the last minute its RR intervals were mostly impossible
+    last_bad: float = float("-inf")  # the latest notification where they were
+    last_rr: float = float("-inf")  # the latest notification with RR intervals at all
+    first_rr: float = float("-inf")  # the first one since the source started (its measure is this old)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStats:
     connected: bool = False
     readings: int = 0
@@ -30,10 +41,8 @@ class SourceStats:
     # BLE: gateway monotonic time the battery level last came (read at connect or notified), for the
     # device_lost text of a device that sends nothing else
     battery_heard: float | None = None
-    # BLE heart rate: seconds of the last minute its RR intervals were mostly impossible, and the monotonic
-    # time of the latest notification where they were (`agent.sources.rr_validity`), for rr_invalid
-    rr_invalid_s: float = 0.0
-    rr_invalid_last: float = float("-inf")
+    # BLE heart rate: how much of the last minute its RR intervals were mostly impossible, for rr_invalid
+    rr: RrSeen = field(default_factory=RrSeen)
 
 
 @runtime_checkable

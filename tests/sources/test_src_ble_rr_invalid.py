@@ -24,7 +24,7 @@ from agent.config.schema import BleConfig, DeviceConfig
 from agent.sources.backoff import BackoffPolicy
 from agent.sources.ble import BleSource, retry_connector
 from agent.sources.ble_profiles import PROFILES, ProfileReadings
-from agent.sources.counters import SourceStats
+from agent.sources.counters import RrSeen, SourceStats
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "ops"))
 from daemon_session import CONFIG, session
@@ -73,9 +73,21 @@ class Strap:
 
     def __init__(self, tmp_path: Path, config: dict[str, Any] = BLE) -> None:
         self.run = session(tmp_path, config)
+        self.config = config
         self.assembler = ProfileReadings(DEVICE, [PROFILES["heart_rate"]])
         self.wall, self.mono = START, time.monotonic()
         self.events: list[dict[str, Any]] = []
+
+    def restart(self, tmp_path: Path, break_s: float) -> None:
+        """The agent restarts after `break_s`: a new session restores the saved alarm state (as pipeline.json
+        holds it), and a new source measures afresh."""
+        saved = json.loads(json.dumps(self.run.alarm_state()))
+        self.run.outbox.close()
+        self.run = session(tmp_path, self.config)
+        self.run.load_gateway_alarms(saved)
+        self.assembler = ProfileReadings(DEVICE, [PROFILES["heart_rate"]])
+        self.wall += break_s
+        self.mono += break_s
 
     def second(self, payload: bytes) -> None:
         """One notification, then the monitor's copy of the counters and its gateway check."""
@@ -88,10 +100,7 @@ class Strap:
         for reading in readings:
             self.run.health.saw(reading)
         self.run.publish(self.run.pipeline.ingest(readings))
-        validity = self.assembler.rr_validity
-        stats = SourceStats(
-            connected=True, rr_invalid_s=validity.bad_s(self.mono), rr_invalid_last=validity.last_bad
-        )
+        stats = SourceStats(connected=True, rr=self.assembler.rr_validity.seen(self.mono))
         self.run.health.copy_source_stats(DEVICE, stats)
         self.run.check_gateway(self.wall, self.mono)
         self.events += [json.loads(item.payload) for item in self.run.outbox.take(100)]
@@ -175,14 +184,31 @@ def test_the_ble_source_reports_the_impossible_rr_share_in_its_counters() -> Non
         )
         async with source:
             await radio.wait_subscribed(1)
-            assert source.stats.rr_invalid_s == 0.0 and source.stats.rr_invalid_last == float("-inf")
-            radio.notify(HR_UUID, BAD)
+            assert source.stats.rr == RrSeen()
             first = time.monotonic()
+            radio.notify(HR_UUID, BAD)
             await asyncio.sleep(0.3)
             radio.notify(HR_UUID, BAD)
             await asyncio.sleep(0.3)
             stats = source.stats
-            assert stats.rr_invalid_last >= first and stats.errors["bad_rr"] == 4
-            assert 0.5 <= stats.rr_invalid_s <= 1.0  # bad from the first until now, in the source's clock
+            assert stats.rr.first_rr >= first and stats.rr.last_bad > stats.rr.first_rr
+            assert stats.rr.last_rr == stats.rr.last_bad and stats.errors["bad_rr"] == 4
+            assert 0.5 <= stats.rr.bad_s <= 1.0  # bad from the first until now, in the source's clock
 
     asyncio.run(main())
+
+
+def test_an_open_rr_invalid_is_held_while_no_rr_come_and_across_a_restart(tmp_path: Path) -> None:
+    """Without RR intervals (the strap stops sending them, or a restart's fresh source has none yet) it is not
+    judged: held, not ended with an untrue "valid again". After a restart the fresh measure (a partial minute)
+    holds it on impossible intervals alone; it ends 10 s after valid ones return."""
+    strap = Strap(tmp_path / "a")
+    strap.play([BAD] * 40 + [hr_measurement(72)] * 20)  # then HR without any RR interval
+    assert [e["phase"] for e in strap.rr_invalid()] == ["start"]
+    strap.restart(tmp_path / "b", 5.0)
+    strap.play([BAD] * 20)
+    assert [e["phase"] for e in strap.rr_invalid()] == ["start"]
+    strap.play([GOOD] * 12)
+    start, end = strap.rr_invalid()
+    assert end["phase"] == "end" and end["id"] == start["id"]
+    assert 60 + 5 + 20 + 9 <= seconds(end["end_time"]) <= 60 + 5 + 20 + 12  # 10 s after the last bad one
