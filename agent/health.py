@@ -68,6 +68,9 @@ class DeviceStats:
     profiles_heard: dict[str, float] = field(default_factory=dict)  # BLE: `SourceStats.profiles_heard`
     battery_heard: float | None = None  # BLE: `SourceStats.battery_heard`
     rr: RrSeen = field(default_factory=RrSeen)  # BLE: `SourceStats.rr`, as of the last copy
+    # BLE profiles whose restored profile_silent episode is still open: profile -> (monotonic start of
+    # the silence, the time the open source first reported for it or None). See `resume_profile_silence`.
+    profiles_resumed: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
     def set_connected(self, connected: bool, now: float) -> None:
         """Follow the link state, accounting connected time for the rate. The copy that shows a change
@@ -178,6 +181,14 @@ class Health:
         stats.profiles_heard = dict(source.profiles_heard)
         stats.battery_heard = source.battery_heard
         stats.rr = source.rr
+        for profile, (origin, link_up) in list(stats.profiles_resumed.items()):
+            heard = stats.profiles_heard.get(profile)
+            if heard is None:
+                continue
+            if link_up is None:
+                stats.profiles_resumed[profile] = (origin, heard)  # the link's start, not a notification
+            elif heard != link_up:
+                del stats.profiles_resumed[profile]  # a notification: the profile is heard again
 
     def source_closed(self, device_id: str) -> None:
         """The device's source ended or failed (copy its last counters first): not connected, and its
@@ -188,11 +199,30 @@ class Health:
         stats.bad_frames_before = stats.bad_frames
         stats.reconnects_before = stats.reconnects
         stats.errors_before = Counter(stats.errors)
+        for profile, (origin, _) in stats.profiles_resumed.items():
+            stats.profiles_resumed[profile] = (origin, None)  # the next source's link starts anew
 
     def set_desaturation_indices(self, by_device: Mapping[str, float]) -> None:
         """Oxygen desaturation index (events/h) per device id; devices left out carry none."""
         for device_id, stats in self.devices.items():
             stats.desaturation_index_per_h = by_device.get(device_id)
+
+    def resume_silence(self, device_id: str, silent_s: float, now_monotonic: float) -> None:
+        """The device has been silent `silent_s` already (a restored device_lost episode: see
+        `agent.resumed_silence`): its silence goes on from there, not from this session's start."""
+        stats = self.devices.get(device_id)
+        if stats is not None and stats.last_seen_monotonic is None:
+            stats.since_monotonic = min(stats.since_monotonic, now_monotonic - silent_s)
+
+    def resume_profile_silence(
+        self, device_id: str, profile: str, silent_s: float, now_monotonic: float
+    ) -> None:
+        """The BLE profile has been silent `silent_s` already (a restored profile_silent episode). A new
+        source reports a silent profile as heard when its link came up (its grace before counting), so
+        that first time is not taken for a notification: the silence goes on until the time changes."""
+        stats = self.devices.get(device_id)
+        if stats is not None:
+            stats.profiles_resumed[profile] = (now_monotonic - silent_s, None)
 
     def silence_s(self, device_id: str, now_monotonic: float) -> float:
         """Seconds since the device last delivered anything (since start if never)."""
@@ -205,7 +235,8 @@ class Health:
         readings; 0 while the whole device is silent for its `lost_after_s` (that is device_lost), or
         when the source has not subscribed to the profile."""
         stats = self.devices[device_id]
-        heard = stats.profiles_heard.get(profile)
+        resumed = stats.profiles_resumed.get(profile)
+        heard = resumed[0] if resumed is not None else stats.profiles_heard.get(profile)
         if heard is None or self.silence_s(device_id, now_monotonic) >= stats.lost_after_s:
             return 0.0
         return max(0.0, now_monotonic - heard)

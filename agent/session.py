@@ -41,6 +41,7 @@ from agent.pipeline.wiring import beat_channels_read, expected_units
 from agent.privacy import Pseudonymizer
 from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
+from agent.resumed_silence import open_silences
 from agent.sources import Source, open_source, rr_validity
 from agent.sources.ble_profiles import PROFILES
 from agent.sources.counters import source_stats
@@ -203,6 +204,7 @@ class _Session:
         # paho's network thread died: from the death (seen at one check at least) until it connects again.
         self.uplink_failing = ThresholdAlarm("uplink_failing", Priority.HIGH, gateway, digest)
         self._network_deaths_seen = uplink.network_deaths
+        self._uplink_failing_held = False  # a restored uplink_failing episode, until the uplink connects
         self._fallbacks = [
             float(bool(d.model.fallback)) if isinstance(d, AutoencoderDetector) else 0.0
             for d in pipeline.detectors
@@ -580,12 +582,29 @@ class _Session:
             return "the gateway's id changed"
         return None
 
-    def load_gateway_alarms(self, alarms: dict[str, Any]) -> None:
-        """Restore the gateway alarms of `alarm_state()`: an episode open at a restart keeps its id
-        and ends when its condition clears, rather than being raised again under a new one."""
+    def load_gateway_alarms(
+        self, alarms: dict[str, Any], now: float | None = None, now_monotonic: float | None = None
+    ) -> None:
+        """Restore the gateway alarms of `alarm_state()`: an episode open at a restart or a reload keeps
+        its id and ends when its condition clears, rather than being raised again under a new one.
+        The conditions this session measures from its own start go on from the saved episodes: the
+        silences of device_lost and profile_silent (`agent.resumed_silence`), and uplink_failing,
+        held until the new uplink connects (its network thread has not died yet, nor connected)."""
         for alarm in self.gateway_alarms:
             if alarm.key in alarms:
                 alarm.load_state(alarms[alarm.key])
+        now = time.time() if now is None else now
+        now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
+        devices = {ref: d.id for ref, d in zip(self.device_refs, self.cfg.devices, strict=True)}
+        for ref, silent_s in open_silences(alarms.get(self.device_lost.key), now):
+            if ref in devices:
+                self.health.resume_silence(devices[ref], silent_s, now_monotonic)
+        profiles = {ref: key for key, ref in self.profile_refs.items()}
+        for ref, silent_s in open_silences(alarms.get(self.profile_silent.key), now):
+            if ref in profiles:
+                device_id, profile = profiles[ref]
+                self.health.resume_profile_silence(device_id, profile, silent_s, now_monotonic)
+        self._uplink_failing_held = self.uplink_failing.state_of(self.gateway_ref) is not AlarmState.NORMAL
 
     async def _monitor(self) -> None:
         """Gateway-side technical alarms and the sources' counters, checked once a second."""
@@ -670,7 +689,11 @@ class _Session:
         events += self.model_fallback.check(refs, self._fallbacks, [0.5] * len(refs), now)
         # A death and the reconnect within one check still raise it (and end it at the next).
         deaths = self.uplink.network_deaths
-        failing = float(self.uplink.network_failed or deaths > self._network_deaths_seen)
+        if self._uplink_failing_held and self.uplink.counters().connected:
+            self._uplink_failing_held = False  # the restored episode ends when the new uplink connects
+        failing = float(
+            self.uplink.network_failed or deaths > self._network_deaths_seen or self._uplink_failing_held
+        )
         self._network_deaths_seen = deaths
         events += self.uplink_failing.check([self.gateway_ref], [failing], [0.5], now)
         self.publish(events, retry_held=True)
