@@ -225,6 +225,7 @@ class Agent:
             pipeline.load_state(saved.get("detectors", {}), alarms)
             pipeline.load_bad_shares(saved.get(bad_share.SAVED_KEY), now)  # after the books: see there
             run.load_gateway_alarms(alarms)
+            run.resume_timelines(alarms)
             # Later notes are numbered above those `saved` includes, even in a replaced, empty outbox.
             outbox.number_notes_after(state_journal.NOTE, state_journal.notes_included(saved))
             run.publish(ended)

@@ -42,6 +42,7 @@ from agent.privacy import Pseudonymizer
 from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
 from agent.resumed_silence import open_silences
+from agent.simulation.resumed_timeline import newest_instants
 from agent.sources import Source, open_source, rr_validity
 from agent.sources.ble_profiles import PROFILES
 from agent.sources.counters import source_stats
@@ -205,6 +206,9 @@ class _Session:
         self.uplink_failing = ThresholdAlarm("uplink_failing", Priority.HIGH, gateway, digest)
         self._network_deaths_seen = uplink.network_deaths
         self._uplink_failing_held = False  # a restored uplink_failing episode, until the uplink connects
+        # Simulated device id -> where its timeline starts (a restored state's newest time: see
+        # `resume_timelines`); the others, and a start without restored state, start at the wall clock.
+        self.timeline_starts: dict[str, float] = {}
         self._fallbacks = [
             float(bool(d.model.fallback)) if isinstance(d, AutoencoderDetector) else 0.0
             for d in pipeline.detectors
@@ -300,7 +304,8 @@ class _Session:
         units = expected_units(self.cfg)  # a reload makes a new session, with the new config's
         while True:
             try:
-                async with open_source(device, start_time=sim_start_time, expected_units=units) as source:
+                start = sim_start_time if sim_start_time is not None else self._timeline_start(device)
+                async with open_source(device, start_time=start, expected_units=units) as source:
                     self.sources[device.id] = source
                     self.health.source_opened(device.id)
                     self._copy_source_stats(device.id)
@@ -605,6 +610,30 @@ class _Session:
                 device_id, profile = profiles[ref]
                 self.health.resume_profile_silence(device_id, profile, silent_s, now_monotonic)
         self._uplink_failing_held = self.uplink_failing.state_of(self.gateway_ref) is not AlarmState.NORMAL
+
+    def resume_timelines(self, alarms: dict[str, Any]) -> None:
+        """Note where each simulated device's timeline is to start: after the newest instant of its
+        restored alarm rows (`agent.simulation.resumed_timeline`)."""
+        newest = newest_instants(alarms, skip={a.key for a in self.gateway_alarms})
+        self.timeline_starts = {
+            d.id: newest[ref.device_pseudonym]
+            for d, ref in zip(self.cfg.devices, self.device_refs, strict=True)
+            if d.transport == "simulator" and ref.device_pseudonym in newest
+        }
+
+    def _timeline_start(self, device: DeviceConfig) -> float | None:
+        """The start of `device`'s simulated timeline: None (the wall clock) unless its restored rows
+        hold a time ahead of it (a sped-up simulator's), which it then goes on from."""
+        start = self.timeline_starts.get(device.id)
+        if start is None or start <= time.time():
+            return None
+        log.info(
+            "the simulator of %s goes on %.0f s ahead of the wall clock, after the newest time its "
+            "restored alarm state holds (its timeline does not go back)",
+            self.device_refs[self.cfg.devices.index(device)].device_pseudonym,
+            start - time.time(),
+        )
+        return start
 
     async def _monitor(self) -> None:
         """Gateway-side technical alarms and the sources' counters, checked once a second."""
