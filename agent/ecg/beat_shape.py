@@ -57,10 +57,11 @@ window). A window with a NaN (a hole in the signal) or one that began before the
 shape (NaN) and does not enter the template; nor do beats before `MIN_TEMPLATE_BEATS`. `before` gives the
 raw samples before a peak for its atrial activity (agent.ecg.p_wave), which reaches 0.35 s back.
 
-`width` gives a beat's QRS width from the beat alone (agent.ecg.qrs_width) while the templates are young
-after a break: for the first `YOUNG_BEATS` beats of templates made `after_break` (a lead-off, a long hole,
-a change of rate; the stage says which), NaN otherwise. Those templates hold whatever came first, a VT
-under way included; the width needs none.
+`width` gives a beat's QRS width from the beat alone (agent.ecg.qrs_width) while the templates are young:
+for the first `YOUNG_BEATS` beats of templates made `fresh` (the stream's first start, a start whose
+templates were not handed over or restored, a lead-off, a long hole, a change of rate; the stage says
+which), NaN otherwise and for templates `continued`. Those templates hold whatever came first, a VT under
+way included; the width needs none.
 
 `continued` starts the next segment of the same signal after a short hole (the stage's GAP restart): no
 raw samples, but the window and core templates and the admission (its intervals, a run) go on, so the
@@ -116,8 +117,8 @@ RUN_PAUSE_BEATS = 1
 # slower by chance; the last 8 keep a VT that follows slower beats of the same run out.
 RUN_MIN_BPM = 100.0
 RUN_SLOW_BEATS = TEMPLATE_BEATS
-# After a break the templates hold the beats that follow it, whatever they are: the width (no template) is
-# given for this many beats, until the templates are made of beats after the break alone.
+# Templates made afresh (a start, a break) hold the beats that come first, whatever they are: the width (no
+# template) is given for this many beats, until the templates are made of later beats alone.
 YOUNG_BEATS = TEMPLATE_BEATS
 _STEP_S = (CORE_BEFORE_S + CORE_AFTER_S) / (CORE_POINTS - 1)
 _SHIFT = round(CORE_SHIFT_S / _STEP_S)  # points each side
@@ -160,15 +161,16 @@ class BeatShapes:
         window: bool = True,
         core: bool = True,
         width: bool = False,
-        after_break: bool = False,
+        fresh: bool = False,
     ) -> None:
         """`start`: the index (in the stage's count of samples) of the first sample it will be given;
         `window`, `core`: which distances `shape` computes (the other is NaN); `width`: whether `width`
-        measures, and `after_break` whether these templates start after a break (a lead-off, a long hole,
-        a change of rate), so that it does for their first `YOUNG_BEATS` beats."""
+        measures, and `fresh` whether these templates start afresh (the stream's first start, a start
+        whose templates were not handed over or restored, a lead-off, a long hole, a change of rate), so
+        that it does for their first `YOUNG_BEATS` beats."""
         self.rate_hz = rate_hz
         self.window, self.core, self.width_asked = window, core, width
-        self._young = YOUNG_BEATS if after_break and width else 0  # beats left with a width
+        self._young = YOUNG_BEATS if fresh and width else 0  # beats left with a width
         self._before = round(BEFORE_S * rate_hz)
         self._after = round(AFTER_S * rate_hz)
         self._keep = round((delay_s + BEFORE_S + AFTER_S + 1.0) * rate_hz)

@@ -45,7 +45,9 @@ reading leaves once its shape is known, 0.40 s after its R peak at the earliest.
   of its own beats and read normal for its whole length. The detector still starts afresh (its filters
   need it). A longer hole, a change of rate, or a lead-off (no values: see below) starts the templates
   again; beats then carry ``qrs_width`` (when asked) for `YOUNG_BEATS` (32) beats, until the templates
-  are made of beats after the break alone (not at the stream's first start: there was no break). A new
+  are made of beats after the break alone. So do the first beats of the stream (a patient connected
+  while in VT: its first beats become the templates too) and those of a start whose templates were not
+  handed over (a restart after `KEEP_SHAPES_S` or more). A new
   stage of the same device (a reload's session, a restart: `kept`, agent.ecg.kept_shapes) takes its
   predecessor's templates by the same rule at its first block (`handover` gives them).
 - **No value is said, not silenced.** While the ECG is flagged or has no values at all (NaN: the empty
@@ -278,7 +280,7 @@ class RrFromEcg:
             # The patient's beats after a lead-off may not be those before it (a new rhythm, the strap
             # put back elsewhere): the shape template starts again, and with it 8 beats without shape,
             # in which the pvc detector's RR history fills with the new rhythm.
-            self._shapes = self._new_shapes(self._period_s, start=self._fed, after_break=True)
+            self._shapes = self._new_shapes(self._period_s, start=self._fed)
             self._atria = AtrialActivity()
         else:
             made += self._shaped()
@@ -371,9 +373,7 @@ class RrFromEcg:
             log.warning("%s: no beats found in its ECG: %s (devices.<id>.beats)", self._name, exc)
             return
         self._shapes = (
-            BeatShapes.continued(kept, self._finder.delay_s)
-            if kept is not None
-            else self._new_shapes(period, after_break=self.restarts > 0)
+            BeatShapes.continued(kept, self._finder.delay_s) if kept is not None else self._new_shapes(period)
         )
         self._atria = AtrialActivity()
         self._period_s = period
@@ -383,7 +383,8 @@ class RrFromEcg:
         self._holes = HoleEnds()
         self._recent.clear()
 
-    def _new_shapes(self, period: float, start: int = 0, *, after_break: bool = False) -> BeatShapes:
+    def _new_shapes(self, period: float, start: int = 0) -> BeatShapes:
+        """Templates afresh (the stream's start, one not handed or kept, a break): young, so with a width."""
         assert self._finder is not None
         return BeatShapes(
             1.0 / period,
@@ -392,7 +393,7 @@ class RrFromEcg:
             window=self._window,
             core=self._core,
             width=self._width,
-            after_break=after_break,
+            fresh=True,
         )
 
     def _beat(self, peak: int, monotonic: float) -> _Beat:

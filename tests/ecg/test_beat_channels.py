@@ -64,7 +64,7 @@ def every_channel() -> list[Reading]:
 
 def test_the_recording_gives_every_kind_of_reading(every_channel: list[Reading]) -> None:
     kinds = {r.channels for r in every_channel}
-    assert ("rr", "hr") in kinds and ("hr",) in kinds  # beats before their templates, a pause
+    assert ("rr", "hr", "qrs_width") in kinds and ("hr",) in kinds  # beats before their templates, a pause
     assert CHANNELS in kinds  # a normal beat with all three
     assert ("rr", "hr", "qrs_shape", "qrs_core") in kinds  # a PVC: no p_wave
     assert ("rr", "hr", "qrs_shape", "qrs_core", "qrs_width") in kinds  # a PVC soon after the lead-off

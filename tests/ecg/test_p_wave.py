@@ -133,7 +133,8 @@ def test_odd_shaped_beats_and_short_intervals_carry_no_p_wave_and_the_rest_do() 
     later = [by_beat[int(p)] for p in peaks[16:] if int(p) in by_beat]  # 8 normal beats after the shape's 8
     with_p = [r for r in later if "p_wave" in r.channels]
     assert len(with_p) == len(later) - 3
-    assert all(r.channels == ("rr", "hr", "qrs_shape", "qrs_core", "p_wave") for r in with_p)
+    young = ("rr", "hr", "qrs_shape", "qrs_core", "p_wave", "qrs_width")  # the stream's first 32 beats
+    assert all(r.channels in (young, young[:-1]) for r in with_p)
     assert min(float(r.values[0, r.channels.index("p_wave")]) for r in with_p) > 0.9
 
 

@@ -1,5 +1,6 @@
 """The QRS width from a beat alone (agent.ecg.qrs_width) and when the stage gives it (``qrs_width``: only
-while the shape templates are young after a break, agent.ecg.beat_shape.YOUNG_BEATS)."""
+while the shape templates are young: at the stream's start and after a break,
+agent.ecg.beat_shape.YOUNG_BEATS)."""
 
 from __future__ import annotations
 
@@ -44,17 +45,27 @@ def test_no_width_without_the_samples_around_the_peak() -> None:
     assert math.isnan(qrs_width(np.zeros(720), 360, FS))  # flat
 
 
-def test_the_stage_gives_the_width_only_for_the_young_templates_after_a_break() -> None:
-    """MIT-BIH 119's bigeminy, a lead-off at 25-27 s then a short GAP (the templates go on): widths only
-    after the lead-off (none at the stream's start, which is no break), for at most `YOUNG_BEATS` beats,
-    the PVCs (qrs_shape > 1) wider than the normal beats."""
+def test_the_stage_gives_the_width_only_for_the_young_templates_at_the_start_and_after_a_break() -> None:
+    """MIT-BIH 119's bigeminy, a lead-off at 25-27 s then a short GAP (the templates go on): widths for
+    the first beats of the stream (its templates are made afresh: a patient connected in VT) and after the
+    lead-off, for at most `YOUNG_BEATS` beats each, none after the GAP; the PVCs (qrs_shape > 1) wider
+    than the normal beats."""
     stage = RrFromEcg("holter", BeatsConfig(), channels=CHANNELS)
     got = [r for frame in record_frames() for r in stage.take(frame) if r.stream == "holter/rr"]
     with_width = [
         r for r in got if "qrs_width" in r.channels and not np.isnan(r.values).all()
     ]  # not "no value"
-    assert YOUNG_BEATS - 2 <= len(with_width) <= YOUNG_BEATS  # the first beat after a break: no interval
-    assert min(r.wall_time for r in with_width) > 27.0
+    at_start = [r for r in with_width if r.wall_time < 25.0]
+    after = [r for r in with_width if r.wall_time > 27.0]
+    assert len(at_start) + len(after) == len(with_width)
+    beats_before = [
+        r for r in got if r.wall_time < 25.0 and "rr" in r.channels and np.isfinite(r.values[0, 0])
+    ]
+    assert len(at_start) == min(len(beats_before), YOUNG_BEATS - 1)  # the stream's first beat: no interval
+    assert min(r.wall_time for r in at_start) < 3.0
+    assert YOUNG_BEATS - 2 <= len(after) <= YOUNG_BEATS  # the first beat after a break: no interval
+    later = [r for r in got if r.wall_time > max(r.wall_time for r in after) and "rr" in r.channels]
+    assert later and not any("qrs_width" in r.channels for r in later)  # not again after the GAP
     width = {r.wall_time: float(r.values[0, r.channels.index("qrs_width")]) for r in with_width}
     shaped = [r for r in with_width if "qrs_shape" in r.channels]
     pvc = [width[r.wall_time] for r in shaped if r.values[0, r.channels.index("qrs_shape")] > 1.0]
