@@ -59,12 +59,14 @@ when the lead is put back becomes the "normal" beat and never reads ventricular 
 vt_leadoff`: 0 of 576 such runs alarmed). Keeping the old templates as a reference alarmed them but also a
 lead put back moved while the sinus rhythm was faster (38 false starts against 1). With
 ``channels = ["rr", "qrs_shape", "qrs_core", "qrs_width"]`` the stage gives, for the first 32 beats after
-such a break only, each beat's width from the beat alone (agent.ecg.qrs_width, no template), and a beat
+such a break and of a stream's start (its first, or one whose templates were not handed over: a patient
+connected while in VT), each beat's width from the beat alone (agent.ecg.qrs_width, no template), and a beat
 with one counts as ventricular, whatever pvc says, when it is wide (>= `min_qrs_width_s`, 0.09 s: the
 equal-error point of MIT-BIH's PVCs against its other non-paced beats), fast (its own interval <= 60 /
 `wide_rate_bpm`, 120 bpm) and early against pvc's RR baseline where that is known (RR < 0.9 x the mean
 of the 8 valid intervals before it; NaN rows do not enter that history, so after a lead-off it is the
-rhythm before the break). The run then alarms as any other. A wide-complex tachycardia of unknown origin
+rhythm before the break; at a stream's first start there is none, and the first 8 intervals are judged
+without it). The run then alarms as any other. A wide-complex tachycardia of unknown origin
 is treated as VT, so a wide rhythm >= 120 bpm (bundle branch block, paced) right after a break alarms
 too; a narrow one (a faster sinus rhythm with the lead moved) does not, nor a wide one below 120 bpm.
 
