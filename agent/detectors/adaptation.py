@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from agent.detectors.base import BoolArray, FloatArray, WindowBlock
+from agent.detectors.base import BoolArray, FloatArray, IntArray, WindowBlock
 from agent.detectors.robust import MAD_TO_SIGMA
 
 # A learning row is left out when a channel sits further than this many robust spreads from its median.
@@ -20,6 +20,15 @@ OUTLIER_SPREADS = 10.0
 # end) can ever be left out.
 CENTRAL_QUANTILES = (0.05, 0.95)
 CENTRAL_SIGMAS = 3.29
+
+
+def counted(seen: np.ndarray[Any, Any], slots: IntArray) -> IntArray:
+    """`seen[slot]` for each of `slots`, 0 for slots the detector has not grown to yet (never fed: a
+    machine off since the start)."""
+    out = np.zeros(len(slots), np.int64)
+    known = slots < len(seen)
+    out[known] = seen[slots[known]]
+    return out
 
 
 def collect_rows(

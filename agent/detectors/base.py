@@ -224,6 +224,15 @@ class StreamingDetector(ABC):
         clone.reset_streams()
         return clone
 
+    # -- learning before the first verdict --------------------------------------------------------------
+
+    def learning(self, slots: IntArray) -> tuple[IntArray, int]:
+        """Samples each of `slots` has learnt from, and how many a stream needs before its first verdict
+        (its own baseline: `adapt_rows`, a `warmup_s`), for `edge-agent status` and the heartbeat: an
+        engineer must tell a detector still learning from one that finds nothing. Needed 0: the
+        detector judges from its first window (the default)."""
+        return np.zeros(len(slots), np.int64), 0
+
     # -- persistence -----------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
+from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.context_memory import ContextMemory, Facts
 from agent.detectors.params import ParamReader
 from agent.errors import ConfigError
@@ -213,6 +213,18 @@ class ContextDetector(StreamingDetector):
         return reported
 
     # -- per-stream state -----------------------------------------------------------------------------
+
+    def learning(self, slots: IntArray) -> tuple[IntArray, int]:
+        """Warm-up samples per slot, of its most-fed channel (a memory started over learns a warm-up's
+        worth again without verdicts: counted the same)."""
+        seen = np.zeros(len(slots), np.int64)
+        index = {slot: row for row, slot in enumerate(slots.tolist())}
+        for (slot, _), stream in self._streams.items():
+            row = index.get(slot)
+            if row is not None:
+                done = len(stream.warmup) if stream.memory is None else self.warmup - stream.relearning
+                seen[row] = max(int(seen[row]), done)
+        return seen, self.warmup
 
     def reset_streams(self) -> None:
         super().reset_streams()

@@ -25,6 +25,7 @@ import numpy as np
 from agent.config.schema import DetectorConfig
 from agent.detectors.base import (
     FloatArray,
+    IntArray,
     ScoreBlock,
     StreamingDetector,
     WindowBlock,
@@ -80,6 +81,15 @@ class NewExtremeDetector(StreamingDetector):
 
     def calibration_refusal(self) -> str:
         return "its threshold is a fraction of each stream's own range, and its warm-up is the baseline"
+
+    def learning(self, slots: IntArray) -> tuple[IntArray, int]:
+        """Valid samples seen per slot (its most-fed channel: the stream judges once one is warm)."""
+        table = self._slots.get("seen")
+        seen = np.zeros(len(slots), np.int64)
+        if table is not None:
+            known = slots < table.shape[0]
+            seen[known] = np.nanmax(table[slots[known]], axis=1, initial=0.0).astype(np.int64)
+        return np.minimum(seen, self.warmup), self.warmup  # it counts on after the warm-up
 
     def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams

@@ -22,8 +22,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.adaptation import adaptation_quantile, clean_windows, collect_rows, learning_rows
-from agent.detectors.base import FloatArray, ScoreBlock, StreamingDetector, WindowBlock, shares
+from agent.detectors.adaptation import (
+    adaptation_quantile,
+    clean_windows,
+    collect_rows,
+    counted,
+    learning_rows,
+)
+from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.detectors.params import ParamReader
 from agent.errors import ConfigError
 
@@ -145,6 +151,10 @@ class WindowPcaDetector(StreamingDetector):
             self._basis[slot] = basis
             self._thr[slot] = float(entry["threshold"])
             self._seen[slot] = self.adapt_rows
+
+    def learning(self, slots: IntArray) -> tuple[IntArray, int]:
+        """Rows collected towards each slot's adaptation (`adapt_rows`): no verdict before."""
+        return counted(self._seen, slots), self.adapt_rows
 
     # -- scoring -----------------------------------------------------------------------------------------
 

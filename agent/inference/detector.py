@@ -36,9 +36,16 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.adaptation import adaptation_quantile, clean_windows, collect_rows, learning_rows
+from agent.detectors.adaptation import (
+    adaptation_quantile,
+    clean_windows,
+    collect_rows,
+    counted,
+    learning_rows,
+)
 from agent.detectors.base import (
     FloatArray,
+    IntArray,
     ScoreBlock,
     StreamingDetector,
     WindowBlock,
@@ -250,6 +257,13 @@ class AutoencoderDetector(StreamingDetector):
             self._scale[slot] = entry["scale"]
             self._thr[slot] = float(entry["threshold"])
             self._seen[slot] = self.adapt_rows
+
+    def learning(self, slots: IntArray) -> tuple[IntArray, int]:
+        """Rows collected towards each slot's adaptation (`adapt_rows`, 0: none, the card's threshold
+        judges from the first window)."""
+        if not self.adapt_rows:
+            return super().learning(slots)
+        return counted(self._seen, slots), self.adapt_rows
 
     # -- scoring -----------------------------------------------------------------------------------------
 

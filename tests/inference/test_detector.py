@@ -391,3 +391,19 @@ def test_one_glitch_sample_while_adapting_does_not_blind_the_stream(
     t0 = detector.window - 1
     step = np.array([b.scores[0] for b in blocks[200 + 10 - t0 :]])
     assert (step > blocks[-1].thresholds[0]).mean() > 0.95
+
+
+def test_learning_progress_counts_adaptation_rows_until_the_first_verdict(
+    detector: AutoencoderDetector, pump_card: ModelCard, pump_dir: Path
+) -> None:
+    """What `edge-agent status` shows as "learning N of M s": rows adapted per stream, until it judges."""
+    series = _series(pump_card, 2, ADAPT + 20, seed=4)
+    slots = np.array([0, 1])
+    assert detector.learning(slots)[0].tolist() == [0, 0]  # never fed
+    _run(detector, series[:, : ADAPT - 10], slots)
+    assert detector.learning(slots)[0].tolist() == [ADAPT - 10] * 2
+    assert detector.learning(slots)[1] == ADAPT
+    blocks = _run(detector, series, slots)
+    assert detector.learning(slots)[0].tolist() == [ADAPT] * 2 and np.isfinite(blocks[-1].scores).all()
+    unadapted = AutoencoderDetector("pump", load_model(pump_dir, backend="onnx"))
+    assert unadapted.learning(slots)[1] == 0  # the card's threshold judges from the first window
