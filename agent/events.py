@@ -210,6 +210,12 @@ class Heartbeat:
     # Within heartbeat/1: heartbeats the outbox evicted or refused for room (its bound, or a disk down to
     # the reserve kept for alarms), since its file was made: an outage's lost heartbeats, counted.
     outbox_heartbeats_dropped: int = 0
+    # Optional, within heartbeat/1, so an engineer can tell "machine off" or "still learning" from
+    # "nothing wrong": "pseudonym/stream" -> a gated machine's state (`running_when`; a word and times,
+    # never the gate channel's value), and detector id -> "pseudonym/stream" -> {learnt_s, of_s} of the
+    # streams still learning their own baseline. Each is left out when empty.
+    running: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    learning: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -233,6 +239,13 @@ class Heartbeat:
         }
         if self.calibration:
             payload["calibration"] = {key: dict(value) for key, value in self.calibration.items()}
+        if self.running:
+            payload["running"] = {key: dict(value) for key, value in self.running.items()}
+        if self.learning:
+            payload["learning"] = {
+                key: {stream: dict(progress) for stream, progress in streams.items()}
+                for key, streams in self.learning.items()
+            }
         return payload
 
     def to_json(self) -> bytes:

@@ -489,6 +489,8 @@ class _Session:
             rss_bytes=rss_bytes(),
             temperature_c=board_temperature_c(),
             calibration=self.pipeline.calibration_status(),
+            running=self.pipeline.running_status(),
+            learning=self.pipeline.learning_status(),
         )
 
     async def _heartbeats(self) -> None:
@@ -793,6 +795,8 @@ class _Session:
             },
             # "pseudonym/stream" -> operating state of machines with `running_when` (off / settling / running)
             "running": self.pipeline.running_status(),
+            # detector id -> "pseudonym/stream" -> {learnt_s, of_s}: streams still learning, no verdict yet
+            "learning": self.pipeline.learning_status(),
             "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
             # "pseudonym/stream" -> channels detectors read elsewhere, sent where none watches
             "unwatched_streams": dict(self.pipeline.unwatched.listed),

@@ -170,8 +170,32 @@ def access_problem(state_dir: Path) -> str | None:
 def describe_calibration(progress: dict[str, Any]) -> str:
     """One detector's live calibration (agent.pipeline.calibration.LiveCalibration.status) as text."""
     if progress.get("state") == "learning":
-        return f"learning {100.0 * float(progress.get('progress', 0.0)):.0f} %"
+        share = float(progress.get("progress", 0.0))
+        baseline = progress.get("baseline_s")
+        if baseline is None:  # a heartbeat from before the field
+            return f"learning {100.0 * share:.0f} %"
+        done = f"{share * float(baseline):.0f} of {float(baseline):.0f} s ({100.0 * share:.0f} %)"
+        return f"learning {done}; its configured threshold judges meanwhile"
     return f"calibrated threshold {progress.get('threshold')} at {progress.get('at')}"
+
+
+def describe_machine(state: dict[str, Any]) -> str:
+    """A gated machine's state (agent.pipeline.running.RunningStates.status) as text."""
+    word = state.get("state")
+    since = f" since {state['since']}" if state.get("since") else ""
+    if word == "running":
+        return f"running{since} (judged)"
+    if word == "settling":
+        left = state.get("settle_left_s")
+        after = "" if left is None else f" in {float(left):.0f} s"
+        return f"settling{since}: started, judged again{after} (no verdict, nothing learnt meanwhile)"
+    return f"{word}{since} (no verdict, nothing learnt)"
+
+
+def _stream_label(key: str, names: dict[str, str] | None) -> str:
+    """ "pseudonym/stream", with the device's configured id where the reader may know it."""
+    known = (names or {}).get(key.split("/", 1)[0])
+    return f"{key} ({known})" if known else key
 
 
 def render(
@@ -246,10 +270,18 @@ def render(
     calibration = status.get("calibration") or beat.get("calibration") or {}
     for detector, progress in calibration.items():  # "learning 37 %" / "calibrated threshold X at <time>"
         lines.append(f"  calibration {detector}: {describe_calibration(progress)}")
-    for stream, state in (status.get("running") or {}).items():  # running_when: machines that stop
-        since = f" since {state['since']}" if state.get("since") else ""
-        verdict = "judged" if state.get("state") == "running" else "no verdict, nothing learnt"
-        lines.append(f"  machine {stream}: {state.get('state')}{since} ({verdict})")
+    # running_when: machines that stop. Live, or the heartbeat's (a file's `status` is the heartbeat).
+    running = status.get("running") or {}
+    for stream, state in running.items():
+        lines.append(f"  machine {_stream_label(stream, names)}: {describe_machine(state)}")
+    for detector, streams in (status.get("learning") or {}).items():  # per-stream baselines, no verdict yet
+        for stream, progress in streams.items():
+            paused = running.get(stream, {}).get("state") not in (None, "running")
+            lines.append(
+                f"  learning {detector} on {_stream_label(stream, names)}: {progress.get('learnt_s', 0):.0f}"
+                f" of {progress.get('of_s', 0):.0f} s, no verdict from it until then"
+                + (" (paused: it learns from the running machine only)" if paused else "")
+            )
     for device in beat.get("devices", []):
         seen = device.get("last_seen") or "never"
         known = (names or {}).get(device["device"])

@@ -237,6 +237,15 @@ class Pipeline:
             out |= stream.running_status()
         return out
 
+    def learning_status(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Detector id -> "pseudonym/stream" -> {learnt_s, of_s} of the streams still learning their own
+        baseline (no verdict yet); empty once every stream judges."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for stream in self.streams.values():
+            for detector_id, streams in stream.learning_status().items():
+                out.setdefault(detector_id, {}).update(streams)
+        return out
+
     def active_alarms(self) -> int:
         return sum(
             book.active_count() for s in self.streams.values() for w in s.watches for book in w.books

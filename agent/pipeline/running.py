@@ -145,8 +145,10 @@ class RunningStates:
         return bool((self._column >= 0).any())
 
     def status(self, refs: Sequence[StreamRef]) -> dict[str, dict[str, Any]]:
-        """For `edge-agent status`: each gated stream seen, by "pseudonym/stream", with its state (off,
-        settling, running) and the time of its last start or stop ("since", None: none seen)."""
+        """For `edge-agent status` and the heartbeat: each gated stream seen, by "pseudonym/stream", with
+        its state (off, settling, running), the time of its last start or stop ("since", None: none seen)
+        and, while settling, the seconds of running left before it is judged ("settle_left_s"). A word
+        and times only: never the gate channel's value."""
         out: dict[str, dict[str, Any]] = {}
         for slot in np.flatnonzero(self._column >= 0).tolist():
             if slot >= len(refs):
@@ -155,8 +157,11 @@ class RunningStates:
             state = "off" if on <= 0 else "settling" if on < settle else "running"
             changed = float(self._changed[slot])
             ref = refs[slot]
-            out[f"{ref.device_pseudonym}/{ref.stream}"] = {
+            entry: dict[str, Any] = {
                 "state": state,
                 "since": iso_time(changed) if math.isfinite(changed) else None,
             }
+            if state == "settling":
+                entry["settle_left_s"] = round((settle - on) * self._period_s, 1)
+            out[f"{ref.device_pseudonym}/{ref.stream}"] = entry
         return out

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.clock import stepped_to_gateway
 from agent.config.schema import AlarmRuleConfig, RunningWhenConfig
-from agent.detectors.base import Detector, ScoreBlock, WindowBlock, sparse_channels
+from agent.detectors.base import Detector, ScoreBlock, StreamingDetector, WindowBlock, sparse_channels
 from agent.events import AlarmEvent, Phase
 from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
@@ -193,9 +193,8 @@ class StreamPipeline:
         )
         # each detector's rate_hz (default: the nominal rate) against the spacing readings declare
         rate_of = rates or {}
-        self.rates = DeclaredRates(
-            name, [(d.id, rate_of.get(d.id, 1.0 / nominal_period_s)) for d, _ in detectors]
-        )
+        self._rate_hz = {d.id: rate_of.get(d.id, 1.0 / nominal_period_s) for d, _ in detectors}
+        self.rates = DeclaredRates(name, list(self._rate_hz.items()))
         self.gate = QualityGate(self.channels, on_channels=self.missing.arrived)
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
@@ -675,6 +674,28 @@ class StreamPipeline:
     def running_status(self) -> dict[str, dict[str, Any]]:
         """The operating state of this stream name's gated machines by "pseudonym/stream" (none: {})."""
         return {} if self.running is None else self.running.status(self._refs)
+
+    def learning_status(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Detector id -> "pseudonym/stream" -> seconds learnt and needed ("learnt_s", "of_s") of every
+        stream still learning its own baseline before its first verdict (`StreamingDetector.learning`);
+        a stream that judges is left out, so the heartbeat carries nothing once learning is done."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        slots = np.arange(len(self._refs), dtype=np.int64)
+        for watch in self.watches:
+            detector = watch.detector
+            if not isinstance(detector, StreamingDetector) or not slots.size:
+                continue
+            have, need = detector.learning(slots)
+            if need <= 0:
+                continue
+            rate = self._rate_hz[detector.id]
+            for slot in np.flatnonzero(have < need).tolist():
+                ref = self._refs[slot]
+                out.setdefault(detector.id, {})[f"{ref.device_pseudonym}/{ref.stream}"] = {
+                    "learnt_s": round(float(have[slot]) / rate),
+                    "of_s": round(need / rate),
+                }
+        return out
 
     def _add_slot(self, stream: str) -> int:
         slot = self.windows.slot(stream)

@@ -101,6 +101,8 @@ ALL_OPTIONAL = {
             rss_bytes=1,
             temperature_c=40.0,
             calibration={"hr": {"state": "learning"}},
+            running={"d-aaaaaaaaaaaaaaaa/machine": {"state": "off", "since": None}},
+            learning={"pump-wear": {"d-aaaaaaaaaaaaaaaa/machine": {"learnt_s": 10, "of_s": 3600}}},
         ),
     ),
     "devices": (_device(), _device(reconnects=1, desaturation_index_per_h=2.0, beats_per_min=72.0)),

@@ -129,7 +129,8 @@ def test_the_baseline_sets_the_threshold_replay_calibration_gives(
     status = pipeline.calibration_status()["hr-change"]
     assert status["state"] == "learning" and robust.threshold == configured
     assert status["progress"] == pytest.approx((BASELINE_S // 2 - WINDOW_S + WINDOW_S) / BASELINE_S, abs=0.01)
-    assert describe_calibration(status) == f"learning {100 * status['progress']:.0f} %"
+    done = f"{status['progress'] * BASELINE_S:.0f} of {BASELINE_S} s ({100 * status['progress']:.0f} %)"
+    assert describe_calibration(status) == f"learning {done}; its configured threshold judges meanwhile"
     feed(pipeline, baseline[:, WINDOW_S + BASELINE_S // 2 :], T0 + WINDOW_S + BASELINE_S // 2)
     status = pipeline.calibration_status()["hr-change"]
     assert status["state"] == "calibrated"
@@ -314,8 +315,11 @@ def test_heartbeat_and_status_show_calibration(tmp_path: Path, baseline: np.ndar
     beat = Heartbeat("gw", T0, 1.0, 1, (), 0, None, 0, calibration=pipeline.calibration_status())
     payload = json.loads(encode(beat.to_payload()))
     assert payload["calibration"]["hr-change"]["state"] == "learning"
-    learning = f"{100 * (300 - WINDOW_S) / BASELINE_S:.0f} %"
-    assert f"  calibration hr-change: learning {learning}" in render("last heartbeat", payload).splitlines()
+    share = payload["calibration"]["hr-change"]["progress"]
+    assert share == pytest.approx((300 - WINDOW_S) / BASELINE_S, abs=0.01)
+    learning = f"{share * BASELINE_S:.0f} of {BASELINE_S} s ({100 * share:.0f} %)"
+    line = f"  calibration hr-change: learning {learning}; its configured threshold judges meanwhile"
+    assert line in render("last heartbeat", payload).splitlines()
     feed(pipeline, baseline[:, 300:], T0 + 300)
     live = {"heartbeat": payload, "calibration": pipeline.calibration_status()}  # the daemon's snapshot
     threshold = live["calibration"]["hr-change"]["threshold"]
