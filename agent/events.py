@@ -212,10 +212,10 @@ class Heartbeat:
     outbox_heartbeats_dropped: int = 0
     # Optional, within heartbeat/1, so an engineer can tell "machine off" or "still learning" from
     # "nothing wrong": "pseudonym/stream" -> a gated machine's state (`running_when`; a word and times,
-    # never the gate channel's value), and detector id -> "pseudonym/stream" -> {learnt_s, of_s} of the
-    # streams still learning their own baseline. Each is left out when empty.
+    # never the gate channel's value), and detector id -> {of_s, learnt_s: {"pseudonym/stream": s}} of
+    # the streams still learning their own baseline. Each is left out when empty.
     running: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    learning: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+    learning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -243,8 +243,8 @@ class Heartbeat:
             payload["running"] = {key: dict(value) for key, value in self.running.items()}
         if self.learning:
             payload["learning"] = {
-                key: {stream: dict(progress) for stream, progress in streams.items()}
-                for key, streams in self.learning.items()
+                key: {"of_s": value["of_s"], "learnt_s": dict(value["learnt_s"])}
+                for key, value in self.learning.items()
             }
         return payload
 

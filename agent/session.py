@@ -795,7 +795,7 @@ class _Session:
             },
             # "pseudonym/stream" -> operating state of machines with `running_when` (off / settling / running)
             "running": self.pipeline.running_status(),
-            # detector id -> "pseudonym/stream" -> {learnt_s, of_s}: streams still learning, no verdict yet
+            # detector id -> {of_s, learnt_s: {"pseudonym/stream": s}}: streams still learning, no verdict yet
             "learning": self.pipeline.learning_status(),
             "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
             # "pseudonym/stream" -> channels detectors read elsewhere, sent where none watches

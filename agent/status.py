@@ -274,11 +274,11 @@ def render(
     running = status.get("running") or {}
     for stream, state in running.items():
         lines.append(f"  machine {_stream_label(stream, names)}: {describe_machine(state)}")
-    for detector, streams in (status.get("learning") or {}).items():  # per-stream baselines, no verdict yet
-        for stream, progress in streams.items():
+    for detector, progress in (status.get("learning") or {}).items():  # per-stream baselines, no verdict yet
+        for stream, learnt in (progress.get("learnt_s") or {}).items():
             paused = running.get(stream, {}).get("state") not in (None, "running")
             lines.append(
-                f"  learning {detector} on {_stream_label(stream, names)}: {progress.get('learnt_s', 0):.0f}"
+                f"  learning {detector} on {_stream_label(stream, names)}: {learnt:.0f}"
                 f" of {progress.get('of_s', 0):.0f} s, no verdict from it until then"
                 + (" (paused: it learns from the running machine only)" if paused else "")
             )

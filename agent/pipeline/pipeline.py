@@ -237,13 +237,13 @@ class Pipeline:
             out |= stream.running_status()
         return out
 
-    def learning_status(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Detector id -> "pseudonym/stream" -> {learnt_s, of_s} of the streams still learning their own
-        baseline (no verdict yet); empty once every stream judges."""
-        out: dict[str, dict[str, dict[str, float]]] = {}
+    def learning_status(self) -> dict[str, dict[str, Any]]:
+        """Detector id -> {"of_s", "learnt_s": {"pseudonym/stream": seconds}} of the streams still learning
+        their own baseline (no verdict yet); empty once every stream judges. A detector watches one
+        stream name, so one stream pipeline gives each detector's entry."""
+        out: dict[str, dict[str, Any]] = {}
         for stream in self.streams.values():
-            for detector_id, streams in stream.learning_status().items():
-                out.setdefault(detector_id, {}).update(streams)
+            out |= stream.learning_status()
         return out
 
     def active_alarms(self) -> int:

@@ -675,11 +675,12 @@ class StreamPipeline:
         """The operating state of this stream name's gated machines by "pseudonym/stream" (none: {})."""
         return {} if self.running is None else self.running.status(self._refs)
 
-    def learning_status(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Detector id -> "pseudonym/stream" -> seconds learnt and needed ("learnt_s", "of_s") of every
-        stream still learning its own baseline before its first verdict (`StreamingDetector.learning`);
-        a stream that judges is left out, so the heartbeat carries nothing once learning is done."""
-        out: dict[str, dict[str, dict[str, float]]] = {}
+    def learning_status(self) -> dict[str, dict[str, Any]]:
+        """Detector id -> {"of_s": seconds a stream needs, "learnt_s": {"pseudonym/stream": seconds learnt}}
+        of every stream still learning its own baseline before its first verdict
+        (`StreamingDetector.learning`). A stream that judges is left out, so the heartbeat carries nothing
+        once learning is done; the seconds needed are told once per detector (one `need` and rate)."""
+        out: dict[str, dict[str, Any]] = {}
         slots = np.arange(len(self._refs), dtype=np.int64)
         for watch in self.watches:
             detector = watch.detector
@@ -689,12 +690,14 @@ class StreamPipeline:
             if need <= 0:
                 continue
             rate = self._rate_hz[detector.id]
-            for slot in np.flatnonzero(have < need).tolist():
-                ref = self._refs[slot]
-                out.setdefault(detector.id, {})[f"{ref.device_pseudonym}/{ref.stream}"] = {
-                    "learnt_s": round(float(have[slot]) / rate),
-                    "of_s": round(need / rate),
-                }
+            learnt = {
+                f"{self._refs[slot].device_pseudonym}/{self._refs[slot].stream}": round(
+                    float(have[slot]) / rate
+                )
+                for slot in np.flatnonzero(have < need).tolist()
+            }
+            if learnt:
+                out[detector.id] = {"of_s": round(need / rate), "learnt_s": learnt}
         return out
 
     def _add_slot(self, stream: str) -> int:

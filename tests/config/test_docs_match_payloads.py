@@ -102,7 +102,7 @@ ALL_OPTIONAL = {
             temperature_c=40.0,
             calibration={"hr": {"state": "learning"}},
             running={"d-aaaaaaaaaaaaaaaa/machine": {"state": "off", "since": None}},
-            learning={"pump-wear": {"d-aaaaaaaaaaaaaaaa/machine": {"learnt_s": 10, "of_s": 3600}}},
+            learning={"pump-wear": {"of_s": 3600, "learnt_s": {"d-aaaaaaaaaaaaaaaa/machine": 10}}},
         ),
     ),
     "devices": (_device(), _device(reconnects=1, desaturation_index_per_h=2.0, beats_per_min=72.0)),
