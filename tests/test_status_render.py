@@ -91,3 +91,28 @@ def test_a_gated_machine_gets_a_line_of_its_operating_state() -> None:
     assert "  machine p-1/machine: off since 2026-11-30T22:00:00.000Z (no verdict, nothing learnt)" in lines
     assert "  machine p-2/machine: running (judged)" in lines
     assert not [line for line in render("live", {"heartbeat": beat}).splitlines() if "machine " in line]
+
+
+def test_learning_and_settling_lines_name_the_device_and_say_when_learning_waits_for_the_machine() -> None:
+    beat = {"gateway": "gw1", "session": 3, "uptime_s": 10, "devices": []}
+    status = beat | {  # a heartbeat file: its own `running` and `learning`
+        "running": {
+            "p-1/machine": {"state": "off", "since": "2026-11-30T22:00:00.000Z"},
+            "p-2/machine": {"state": "settling", "since": "2026-11-30T22:05:00.000Z", "settle_left_s": 41.6},
+        },
+        "learning": {"wear": {"of_s": 3600, "learnt_s": {"p-1/machine": 0, "p-3/machine": 1240}}},
+    }
+    lines = render("last heartbeat", status, names={"p-1": "pump-1"}).splitlines()
+    assert (
+        "  machine p-1/machine (pump-1): off since 2026-11-30T22:00:00.000Z (no verdict, nothing learnt)"
+        in lines
+    )
+    assert (
+        "  machine p-2/machine: settling since 2026-11-30T22:05:00.000Z: started, judged again in 42 s"
+        " (no verdict, nothing learnt meanwhile)"
+    ) in lines
+    assert (
+        "  learning wear on p-1/machine (pump-1): 0 of 3600 s, no verdict from it until then"
+        " (paused: it learns from the running machine only)"
+    ) in lines
+    assert "  learning wear on p-3/machine: 1240 of 3600 s, no verdict from it until then" in lines
