@@ -114,7 +114,10 @@ def test_status_and_heartbeat_show_calibration_which_survives_a_restart(
     proc = start(config, log)
     try:
         learning = wait_for(
-            lambda: re.search(r"calibration hr-change: learning (\d+) %", status_text(config)), 20
+            lambda: re.search(
+                r"calibration hr-change: learning \d+ of 120 s \((\d+) %\)", status_text(config)
+            ),
+            20,
         )
         assert learning, log.read_text()
         calibrated = wait_for(lambda: CALIBRATED.search(status_text(config)), 30)
