@@ -196,9 +196,11 @@ def _check(path: Path) -> int:
     config = load_config(path)
     preflight(config)
     from agent.outbox.room import sizing_warning
+    from agent.pipeline.stuck_alarms import nothing_can_alarm
 
-    if (warning := sizing_warning(config.outbox)) is not None:  # a warning: the config stays "ok"
-        print(f"{path}: warning: {warning}", file=sys.stderr)
+    for warning in (sizing_warning(config.outbox), nothing_can_alarm(config)):
+        if warning is not None:  # a warning: the config stays "ok"
+            print(f"{path}: warning: {warning}", file=sys.stderr)
     devices = ", ".join(f"{d.id} ({d.kind}, {d.transport})" for d in config.devices)
     print(
         f"{path}: ok — gateway {config.gateway.id}, {len(config.devices)} device(s): {devices}; "

@@ -35,6 +35,7 @@ from agent.gc_pacing import CollectorPacer
 from agent.logs import redact_identifiers, scrub_identifiers
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline, bad_share
+from agent.pipeline.stuck_alarms import nothing_can_alarm
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
 from agent.privacy import Pseudonymizer, SiteKey, stand_ins
 from agent.remote import RemoteCommands
@@ -171,6 +172,8 @@ class Agent:
             cfg.mqtt.host,
             cfg.mqtt.port,
         )
+        if (nothing := nothing_can_alarm(cfg)) is not None:  # a start or a reload (review M2)
+            log.warning("session %d: %s", session, nothing)
         return run
 
     def _restore(

@@ -82,6 +82,7 @@ beat is decided from past RR as it arrives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,8 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.irregularity_beats = irregularity_beats
         self.ectopic_prematurity = ectopic_prematurity
         self.bias = bias
+        # a median of |ΔRR| is never negative; a `bias` subtracted from it can make it so
+        self.lowest_score = 0.0 if bias <= 0 else -math.inf
         self.bigeminy_ratio = bigeminy_ratio
         self.min_rr_s = min_rr_s
         self.max_rr_s = max_rr_s

@@ -116,6 +116,10 @@ class StreamingDetector(ABC):
     # Channels that only some readings carry by design (af's p_wave: normal beats after long enough
     # intervals): their absence is no wiring problem (agent.pipeline.wiring.MissingChannels).
     sparse_channels: tuple[str, ...] = ()
+    # The lowest score the type can give: 0 for the scores that are a distance, a ratio or a count; -inf
+    # where a normal score is negative (limit, new_extreme, pvc, spo2_desaturation). A rule whose clear
+    # level lies below it could never end (agent.pipeline.stuck_alarms).
+    lowest_score: float = -math.inf
 
     def __init__(self, id: str, channels: tuple[str, ...], window: int, hop: int, threshold: float) -> None:
         if hop > window:

@@ -69,6 +69,7 @@ class _Stream:
 
 class ContextDetector(StreamingDetector):
     type_name = "context"
+    lowest_score = 0.0
     judges_whole_frames = True  # every new sample is judged; the frame gets its worst
     quantity = "context anomaly"  # observed is the reported score, not a value of the channel
 

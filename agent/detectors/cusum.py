@@ -33,6 +33,7 @@ CAP_FACTOR = 2.0  # the sums saturate at this multiple of the threshold
 
 class CusumDetector(StreamingDetector):
     type_name = "cusum"
+    lowest_score = 0.0
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from agent.detectors.params import ParamReader
 
 class DropoutDetector(StreamingDetector):
     type_name = "dropout"
+    lowest_score = 0.0
     quantity = "missing fraction"
 
     @classmethod

@@ -29,6 +29,7 @@ from agent.detectors.robust import standardized_hop
 
 class EwmaDetector(StreamingDetector):
     type_name = "ewma"
+    lowest_score = 0.0
     quantity = "smoothed level"
 
     def __init__(

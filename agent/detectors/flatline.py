@@ -29,6 +29,7 @@ MAX_FLATNESS = 1e6
 
 class FlatlineDetector(StreamingDetector):
     type_name = "flatline"
+    lowest_score = 0.0
     quantity = "range"
 
     def __init__(

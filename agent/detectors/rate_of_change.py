@@ -27,6 +27,7 @@ from agent.detectors.params import ParamReader
 
 class RateOfChangeDetector(StreamingDetector):
     type_name = "rate_of_change"
+    lowest_score = 0.0
     quantity = "rate"
 
     def __init__(

@@ -26,6 +26,7 @@ from agent.detectors.robust import robust_baseline
 
 class RobustZDetector(StreamingDetector):
     type_name = "robust_z"
+    lowest_score = 0.0
 
     def __init__(
         self,

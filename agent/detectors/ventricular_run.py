@@ -142,6 +142,7 @@ VENTRICULAR_RUN = "ventricular run"  # the quantity: agent.alarms.explain words 
 
 class VentricularRunDetector(PvcDetector):
     type_name = "ventricular_run"
+    lowest_score = 0.0
     quantity = VENTRICULAR_RUN
     judges_whole_frames = True
 

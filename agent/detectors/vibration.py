@@ -57,6 +57,7 @@ class VibrationFeatures:
 
 class VibrationDetector(StreamingDetector):
     type_name = "vibration"
+    lowest_score = 0.0
     quantity = "velocity RMS"
 
     def __init__(

@@ -36,6 +36,7 @@ from agent.errors import ConfigError
 
 class WindowPcaDetector(StreamingDetector):
     type_name = "window_pca"
+    lowest_score = 0.0
 
     def __init__(
         self,

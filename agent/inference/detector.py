@@ -64,6 +64,7 @@ from agent.rates import rates_agree
 
 class AutoencoderDetector(StreamingDetector):
     type_name = "autoencoder"
+    lowest_score = 0.0
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ from agent.pipeline import bad_share
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.quality import unreachable_limit
 from agent.pipeline.stream import StreamPipeline
+from agent.pipeline.stuck_alarms import always_alarming, unclearable_rules
 from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
 from agent.pipeline.wiring import UnwatchedStreams, produces
 from agent.readings import Reading
@@ -46,8 +47,8 @@ def model_version(detector: Detector) -> str:
 
 def build_detectors(config: AgentConfig) -> list[Detector]:
     """Every configured detector, or `InvalidConfigError` with all of their parameter and
-    calibration problems."""
-    detectors: list[Detector] = []
+    calibration problems and the rules they could never end (`stuck_alarms.unclearable`)."""
+    detectors: list[StreamingDetector] = []
     problems: list[ConfigError] = []
     for spec in config.detectors:
         try:
@@ -58,19 +59,21 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
         except ModelError as exc:  # a missing or wrong model: listed like a bad key, and a reload refused
             problems.append(ConfigError(f"detectors.{spec.id}.params.model", str(exc)))
             continue
-        _warn_unreachable_limit(detector)
+        _warn_limit_mistakes(detector)
         problem = calibration_problem(spec, detector)
         if problem is not None:
             problems.append(problem)
         detectors.append(detector)
+    problems += unclearable_rules(config, detectors)
     if problems:
         raise InvalidConfigError(str(config.source_path or "<config>"), problems)
-    return detectors
+    return list(detectors)
 
 
-def _warn_unreachable_limit(detector: Detector) -> None:
+def _warn_limit_mistakes(detector: Detector) -> None:
     """Warn about a `limit` detector whose limit the quality gate never lets a value reach (every value
-    beyond it is made missing as a sensor fault, so its alarm can never start; equipment review F5).
+    beyond it is made missing as a sensor fault, so its alarm can never start; equipment review F5), or
+    one that alarms on every reading or on the channel's whole normal range (`stuck_alarms`).
     A warning, not a refusal: a limit far out of reach is also how a configuration switches a rule off,
     and refusing it would stop an agent that started yesterday (check-config, start and reload log it)."""
     if not isinstance(detector, LimitDetector):
@@ -79,6 +82,10 @@ def _warn_unreachable_limit(detector: Detector) -> None:
     if unreachable is not None:
         key, why = unreachable
         log.warning("detectors.%s.params.%s: %s: it can never alarm", detector.id, key, why)
+    always = always_alarming(detector.channels[0], detector.above, detector.below)
+    if always is not None:  # the opposite slip (review S4): a warning too, for the same reason
+        key, why = always
+        log.warning("detectors.%s.params.%s: %s", detector.id, key, why)
 
 
 def verdict_digest(detector_digest: str, rule: AlarmRuleConfig) -> str:
