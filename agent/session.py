@@ -777,6 +777,7 @@ class _Session:
                 "problem": counters.problem,  # why the broker cannot be reached, while it cannot
                 "failed_attempts": counters.failed_attempts,
                 "down_for_s": counters.down_for_s,
+                "takeover": counters.takeover,  # another client seems to use our client id
             },
             # A command flood's cost, bounded: what was dropped or left unanswered (remote-management.md).
             "commands": {

@@ -225,6 +225,8 @@ def render(
                 f"    for {down or 0:.0f} s, {uplink.get('failed_attempts', 0)} failed attempt(s): "
                 f"{uplink['problem']}"
             )
+        elif uplink.get("takeover"):  # connected now, but not for long: the connections keep dropping
+            lines.append(f"    connections keep dropping: {uplink['takeover']}")
         if outbox.get("refused"):
             lines.append("    refused messages stay aside: fix the broker, then `edge-agent retry-refused`")
     commands = status.get("commands") or {}  # remote commands: what a flood or an ACL cost

@@ -89,6 +89,7 @@ from agent.uplink.problems import (
     describe_publish_refusal,
     reason_name,
 )
+from agent.uplink.takeover import TakeoverWatch
 from agent.uplink.topics import Topics
 
 # Importable from here as before the split (agent.remote and tests import Command from here).
@@ -130,6 +131,7 @@ class UplinkCounters:
     commands_dropped: int = 0  # commands the gate dropped unanswered (a flood: agent.uplink.command_gate)
     answers_dropped: int = 0  # unauthenticated commands' answers not sent: MAX_ANSWERS_PENDING waited
     answers_refused: int = 0  # answers the broker refused (PUBACK >= 0x80: its ACL on the ResponseTopic)
+    takeover: str | None = None  # another client seems to use this client id (agent.uplink.takeover)
 
 
 class MqttUplink(_PahoBridge):
@@ -178,6 +180,7 @@ class MqttUplink(_PahoBridge):
         self._network_failed = False  # the network thread died and has not connected since
         self._network_deaths = 0  # deaths of the network thread over this uplink's life
         self._problem: str | None = None  # the words of the last failure, for status
+        self._takeover = TakeoverWatch(self.client_id)  # another client with this id (review M1)
         self._password_trouble = LinkTrouble(REMIND_S)  # the password file unreadable at an attempt
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
         self._refused_connect = False  # a CONNACK refusal was told: its disconnect says nothing new
@@ -230,6 +233,7 @@ class MqttUplink(_PahoBridge):
             commands_dropped=self._commands.dropped,
             answers_dropped=self._answers_dropped,
             answers_refused=self._answers_refused,
+            takeover=self._takeover.current(),
         )
 
     def notify(self) -> None:
@@ -447,6 +451,7 @@ class MqttUplink(_PahoBridge):
         self._connected = True
         self._connects += 1
         self._down_since = None
+        self._takeover.connected()
         self._refusals_told.clear()
         self._answers.clear()  # paho resends those still unacknowledged; the window starts afresh
         if receive_maximum is not None:
@@ -488,6 +493,9 @@ class MqttUplink(_PahoBridge):
                 reason,
                 reason_name(PacketTypes.DISCONNECT, reason),
             )
+            if (takeover := self._takeover.dropped(reason)) is not None:
+                log.warning("uplink: %s", takeover)  # once: the flapping goes on, the cause is known
+            self._problem = self._takeover.suspected  # the status's reason while down (None: none known)
         elif self._refused_connect:
             self._refused_connect = False  # the close that follows a refused CONNECT: already told
         elif attempt:  # closed before the CONNACK: the port took the connection and did not speak MQTT
