@@ -43,6 +43,10 @@ channels = ["hr"]
 params = { window_s = 60, hop_s = 2 }
 @CALIBRATION@
 
+[[alarms]]
+condition = "hr_change"
+detector = "hr-change"
+
 [[detectors]]
 @SECOND@
 """

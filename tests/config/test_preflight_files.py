@@ -38,6 +38,18 @@ path = "{outbox}"
 id = "wearable-1"
 kind = "wearable"
 transport = "simulator"
+
+# a rule: without one check-config warns (tests/ops/test_nothing_alarms.py)
+[[detectors]]
+id = "hr-high"
+type = "limit"
+stream = "vitals"
+channels = ["hr"]
+params = {{ above = 120 }}
+
+[[alarms]]
+condition = "tachycardia"
+detector = "hr-high"
 """
 
 

@@ -48,6 +48,10 @@ stream = "{stream}"
 channels = {channels}
 rate_hz = {rate_hz}
 params = {{ model = "{model}", public_key = "{key}"{extra} }}
+
+[[alarms]]
+condition = "anomaly"
+detector = "{id}"
 """
 
 

@@ -435,6 +435,10 @@ stream = "machine"
 channels = ["acc_x"]
 rate_hz = 100
 params = {{ iso_high_hz = 40 }}
+
+[[alarms]]
+condition = "vibration_high"
+detector = "fan-vibration"
 """
 
 
