@@ -36,7 +36,7 @@ from agent.held_alarms import WRITE_ERRORS, HeldAlarms
 from agent.inference.detector import AutoencoderDetector
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
-from agent.pipeline.technical import ThresholdAlarm, blinding
+from agent.pipeline.technical import DESCRIPTIONS, ThresholdAlarm, blinding
 from agent.pipeline.wiring import beat_channels_read, expected_units
 from agent.privacy import Pseudonymizer
 from agent.readings import Reading, stream_id
@@ -190,6 +190,11 @@ class _Session:
             for d in cfg.devices
             if d.ble is not None and "heart_rate" in d.ble.profiles
         }
+        # A detector reading a channel its device does not send on that stream (a typo against a serial
+        # HELLO): it judges nothing there (new-user review S3; agent.pipeline.blind). One row per device
+        # stream; what blinded it is kept for the END's text.
+        self.channel_missing = ThresholdAlarm("channel_missing", Priority.MEDIUM, gateway, digest)
+        self.blind_texts: dict[StreamRef, str] = {}
         self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
@@ -217,6 +222,7 @@ class _Session:
             self.device_lost,
             self.profile_silent,
             self.rr_invalid,
+            self.channel_missing,
             self.outbox_filling,
             self.publish_refused,
             self.outbox_unreadable,
@@ -572,11 +578,48 @@ class _Session:
             events.append(event)
         return events
 
+    def _blind_named(self, event: AlarmEvent) -> AlarmEvent:
+        """A channel_missing event's text names the detectors, channels and what the device sends; its
+        START takes the highest priority of the blinded detectors' rules (and of open episodes of the
+        stream it leaves unjudged: `technical.blinding`)."""
+        ref = StreamRef(event.device, event.stream)
+        blind = self.pipeline.blind.of(ref)
+        if blind:
+            self.blind_texts[ref] = "; ".join(b.text() for b in blind)
+        named = self.blind_texts.get(ref)
+        if named is not None:
+            generic = DESCRIPTIONS["channel_missing"](event.value, event.threshold)
+            text = event.explanation.text.replace(generic, named)
+            event = dataclasses.replace(event, explanation=dataclasses.replace(event.explanation, text=text))
+        if event.phase is not Phase.START:
+            return event
+        priority = self.pipeline.blind.priority(ref)
+        if priority.rank < event.priority.rank:
+            event = dataclasses.replace(event, priority=priority)
+        raised = blinding(event, self.pipeline.unjudged_episodes(event.device, event.stream))
+        self.channel_missing.raise_priority(ref, raised.priority)
+        return raised
+
+    def _step_blind(self, now: float, now_monotonic: float) -> list[AlarmEvent]:
+        """Step channel_missing for every watched device stream seen this session. An episode still open
+        from before a reload or restart goes on, without a new grace, while the stream is still blind."""
+        refs, values, limits = self.pipeline.blind.check(now_monotonic)
+        for i, ref in enumerate(refs):
+            if values[i] > 0 and self.channel_missing.state_of(ref) is not AlarmState.NORMAL:
+                values[i] = max(values[i], limits[i] + 1.0)
+        return [self._blind_named(e) for e in self.channel_missing.check(refs, values, limits, now)]
+
     def unsteppable(self, key: str, ref: StreamRef) -> str | None:
         """Why this session can never step saved alarm row `ref` of book `key` (None: it can), so an
         episode open there is ended at restore (`agent.restored_episodes`)."""
         if key not in {alarm.key for alarm in self.gateway_alarms}:
             return self.pipeline.unsteppable(key, ref)
+        if key == self.channel_missing.key:
+            if ref.device_pseudonym not in {r.device_pseudonym for r in self.device_refs}:
+                return "its device is no longer configured"
+            if not self.pipeline.blind.watches(ref.stream):
+                return f"no detector watches its stream {ref.stream!r} any more"
+            return None
         if ref.stream == "device" and ref not in self.device_refs:
             return "its device is no longer configured"
         if key == self.rr_invalid.key and ref not in self.rr_refs.values():
@@ -695,6 +738,7 @@ class _Session:
             )
             events += [self._silent_blinding(_name_profile(event)) for event in silent]
             events += self._check_rr_invalid(now, now_monotonic)
+        events += self._step_blind(now, now_monotonic)
         outbox = self.outbox
         events += self.outbox_filling.check(
             [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now
@@ -799,6 +843,8 @@ class _Session:
             # detector id -> {of_s, learnt_s: {"pseudonym/stream": s}}: streams still learning, no verdict yet
             "learning": self.pipeline.learning_status(),
             "missing_channels": self.pipeline.missing_channels(),  # detector id -> channels never fed
+            # "pseudonym/stream" -> detectors it blinds (channel_missing): channel, what the device sends
+            "blind_streams": self.pipeline.blind.listed(),
             # "pseudonym/stream" -> channels detectors read elsewhere, sent where none watches
             "unwatched_streams": dict(self.pipeline.unwatched.listed),
             "queue": self.queue.qsize(),

@@ -261,6 +261,8 @@ def render(
             f"  detector {detector}: no reading of its stream has had {', '.join(channels)} so far:"
             " check its `channels`"
         )
+    for stream, texts in (status.get("blind_streams") or {}).items():  # agent.pipeline.blind
+        lines += [f"  stream {stream}: {text} (technical alarm channel_missing)" for text in texts]
     for stream, where in (status.get("unwatched_streams") or {}).items():
         lines.append(
             f"  stream {stream}: no detector watches it, but it carries {', '.join(where['channels'])},"

@@ -26,6 +26,7 @@ from agent.errors import ConfigError, InvalidConfigError, ModelError
 from agent.events import AlarmEvent, Phase, Priority
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline import bad_share
+from agent.pipeline.blind import BlindDetectors
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.quality import unreachable_limit
 from agent.pipeline.stream import StreamPipeline
@@ -156,6 +157,9 @@ class Pipeline:
                 for name, held in gates.items():
                     if output.open or device.running_when.channel in output.streams.get(name, ()):
                         held[device.id] = device.running_when
+        # Device streams a detector cannot judge for a channel their device does not send (the
+        # channel_missing alarm, stepped by the session): those channels are told there, at ERROR.
+        self.blind = BlindDetectors(config, detectors, pseudonym)
         self.streams = {
             name: StreamPipeline(
                 name,
@@ -166,6 +170,7 @@ class Pipeline:
                 self.calibrations,
                 rate_of,
                 gates[name],
+                known_channels=self.blind.known(name),
             )
             for name, watched in by_stream.items()
         }
@@ -185,7 +190,9 @@ class Pipeline:
         """Feed readings in arrival order; returns the alarm events they caused, in order for each
         stream name (each stream name's readings are taken as one batch, in their arrival order)."""
         batches: dict[str, list[Reading]] = {}
+        blind = self.blind.saw
         for reading in readings:
+            blind(reading)
             name = reading.stream.split("/", 1)[-1]
             batch = batches.get(name)
             if batch is None:

@@ -176,7 +176,10 @@ class StreamPipeline:
         calibrations: Mapping[str, LiveCalibration] | None = None,
         rates: Mapping[str, float] | None = None,
         running_when: Mapping[str, RunningWhenConfig] | None = None,
+        known_channels: frozenset[str] | None = None,
     ) -> None:
+        """`known_channels`: those a device known before start produces on this stream name (None: all
+        warned about; `wiring.MissingChannels`)."""
         self.name = name
         self.nominal_period_s = nominal_period_s
         channels: list[str] = []
@@ -189,7 +192,9 @@ class StreamPipeline:
         self.running = RunningStates(self.channels, gates, nominal_period_s) if gates else None
         # A channel only some readings carry by design (af's p_wave) is no wiring problem when absent.
         self.missing = MissingChannels(
-            name, [(d.id, tuple(c for c in d.channels if c not in sparse_channels(d))) for d, _ in detectors]
+            name,
+            [(d.id, tuple(c for c in d.channels if c not in sparse_channels(d))) for d, _ in detectors],
+            known_channels,
         )
         # each detector's rate_hz (default: the nominal rate) against the spacing readings declare
         rate_of = rates or {}

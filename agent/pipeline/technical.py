@@ -45,6 +45,9 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         f"RR intervals impossible (outside 0.17-10 s: 0 or 65535 ticks) in {v:.0%} of the last 60 s (limit"
         f" {lim:.0%}), dropped: the RR-based rules (AF) get no beats while the heart rate goes on"
     ),
+    "channel_missing": lambda v, lim: (
+        "a detector reads a channel the device does not send: it cannot judge the stream"
+    ),
     "outbox_filling": lambda v, lim: (
         f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
     ),
@@ -116,7 +119,15 @@ def describe(event: AlarmEvent) -> AlarmEvent:
 # Conditions that leave a stream's (or a device's) open physiological episodes without a verdict: they
 # are held, neither confirmed nor ended, until the signal is back (agent.pipeline.quality).
 BLINDING = frozenset(
-    {"sensor_off", "signal_poor", "device_fault", "device_lost", "profile_silent", "rr_invalid"}
+    {
+        "sensor_off",
+        "signal_poor",
+        "device_fault",
+        "device_lost",
+        "profile_silent",
+        "rr_invalid",
+        "channel_missing",
+    }
 )
 
 

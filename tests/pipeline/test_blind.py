@@ -1,0 +1,122 @@
+"""Which device streams a detector is blinded on (`agent.pipeline.blind`, the channel_missing alarm)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.alarms import StreamRef
+from agent.config import parse_config
+from agent.events import Priority
+from agent.logs import redact_identifiers
+from agent.pipeline import Pipeline
+from agent.pipeline.blind import GRACE_S
+from agent.readings import Reading
+
+BASE = {
+    "gateway": {"id": "gw", "site": "s"},
+    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+    "outbox": {"path": "outbox.sqlite"},
+}
+FRAMES = {"id": "vib-1", "kind": "equipment", "transport": "serial", "serial": {"port": "/dev/ttyV"}}
+CSV = {
+    "id": "temp-1",
+    "kind": "equipment",
+    "transport": "serial",
+    "serial": {"port": "/dev/ttyT", "protocol": "csv", "channels": ["bearing_temp", "acc_w"]},
+}
+
+
+def pipeline(
+    tmp_path: Path, devices: list[dict[str, Any]], channels: list[str], priority: str, stream: str = "acc"
+) -> Pipeline:
+    table = BASE | {
+        "devices": devices,
+        "detectors": [
+            {
+                "id": "vib",
+                "type": "vibration",
+                "stream": stream,
+                "channels": channels,
+                "rate_hz": 100.0,
+                "params": {"machine_class": "II", "unit": "g"},
+            }
+        ],
+        "alarms": [{"condition": "vibration_zone_c", "detector": "vib", "priority": priority}],
+    }
+    return Pipeline(parse_config(table, base_dir=tmp_path), lambda d: f"p-{d}")
+
+
+def acc(device: str, channels: tuple[str, ...], t: float, stream: str = "acc") -> Reading:
+    values = np.zeros((10, len(channels)))
+    return Reading(f"{device}/{stream}", channels, values, 1e6 + t, t, period_s=0.01)
+
+
+XYZ = ("acc_x", "acc_y", "acc_z")
+
+
+def test_a_channel_the_run_time_device_does_not_send_blinds_its_stream(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    redact_identifiers({"vib-1": "d-vibpseudo"})  # as the daemon does (conftest undoes it)
+    p = pipeline(tmp_path, [FRAMES], ["acc_x", "acc_y", "acc_w"], "high")
+    caplog.set_level(logging.WARNING, logger="agent.pipeline")
+    for k in range(20):
+        p.ingest([acc("vib-1", XYZ, 100.0 + k * 0.1)])
+    ref = StreamRef("p-vib-1", "acc")
+    [blind] = p.blind.of(ref)
+    assert (blind.detector, blind.channel, blind.sends) == ("vib", "acc_w", XYZ)
+    assert 'did you mean "acc_' in blind.text() and "detectors.vib.channels" in blind.text()
+    assert p.blind.priority(ref) is Priority.HIGH
+    refs, values, limits = p.blind.check(100.0 + GRACE_S + 1)
+    assert refs == [ref] and values == [pytest.approx(GRACE_S + 1)] and limits == [GRACE_S]
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert caplog.records[0].levelno == logging.ERROR
+    assert "device d-vibpseudo" in line and "vib-1" not in line and "fix detectors.vib.channels" in line
+    assert p.blind.listed() == {"p-vib-1/acc": [blind.text()]}
+
+
+def test_the_right_channels_blind_nothing_and_a_low_rule_keeps_medium(tmp_path: Path) -> None:
+    p = pipeline(tmp_path, [FRAMES], list(XYZ), "low")
+    p.ingest([acc("vib-1", XYZ, 100.0)])
+    assert p.blind.of(StreamRef("p-vib-1", "acc")) == []
+    assert p.blind.check(200.0)[1] == [0.0]
+    typo = pipeline(tmp_path, [FRAMES], ["acc_x", "acc_w"], "low")
+    typo.ingest([acc("vib-1", XYZ, 100.0)])
+    assert typo.blind.priority(StreamRef("p-vib-1", "acc")) is Priority.MEDIUM
+
+
+def test_a_stream_name_two_kinds_of_device_share_is_no_blind_spot(tmp_path: Path) -> None:
+    """As for `wiring.MissingChannels`: a channel that arrives from another device of the stream name
+    ends it, and one a device known before start produces there (a CSV device's map) never starts it."""
+    p = pipeline(tmp_path, [FRAMES, FRAMES | {"id": "vib-2"}], ["acc_x", "acc_w"], "high")
+    p.ingest([acc("vib-1", XYZ, 100.0)])
+    assert p.blind.check(120.0)[1] == [pytest.approx(20.0)]
+    p.ingest([acc("vib-2", ("acc_x", "acc_w"), 121.0)])
+    assert p.blind.check(122.0)[1] == [0.0, 0.0]
+    mixed = pipeline(tmp_path, [FRAMES, CSV], ["acc_x", "acc_w"], "high", stream="machine")
+    mixed.ingest([acc("vib-1", XYZ, 100.0, stream="machine")])
+    assert mixed.blind.check(200.0)[1] == [0.0]
+
+
+def test_check_config_still_refuses_what_it_can_know(tmp_path: Path) -> None:
+    from agent.pipeline.wiring import check_wiring
+
+    table = BASE | {
+        "devices": [CSV],
+        "detectors": [
+            {
+                "id": "t",
+                "type": "limit",
+                "stream": "machine",
+                "channels": ["bearing_tmp"],
+                "params": {"above": 1},
+            }
+        ],
+    }
+    [problem] = check_wiring(parse_config(table, base_dir=tmp_path))
+    assert problem.path == "detectors.t.channels" and 'did you mean "bearing_temp"' in str(problem)
