@@ -84,7 +84,10 @@ class FrameDecoderStats:
     frames: int = 0
     frame_bytes: int = 0  # encoded bytes of accepted frames, delimiters excluded
     delimiters: int = 0
-    garbage_bytes: int = 0  # bytes of every rejected chunk
+    garbage_bytes: int = 0  # bytes of every rejected chunk, and of the resync chunk
+    # Bytes before the first delimiter a decoder sees: the tail of a frame the port was opened in the
+    # middle of (a device that streams all the time). No error: it cannot be a whole frame.
+    resync_bytes: int = 0
     truncated: int = 0  # COBS structure cut short, or shorter than header + CRC
     bad_crc: int = 0
     oversized: int = 0  # no delimiter within the largest legal encoded frame
@@ -110,6 +113,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._skipping = False  # inside an oversized chunk: drop bytes until the next delimiter
+        self._synced = False  # a delimiter was seen: what follows it starts a frame
         self._next_seq: int | None = None
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_FRAMES)  # (seq, time) accepted
         self.stats = FrameDecoderStats()
@@ -138,6 +142,14 @@ class FrameDecoder:
                 self._pos = 0
             if self._skipping:
                 self._skipping = False
+                self._synced = True
+                stats.garbage_bytes += len(chunk)
+                continue
+            if not self._synced:
+                # Every frame starts with a delimiter: bytes before the first one are the end of a frame
+                # sent before the port was opened (or its input flushed at opening), not a damaged frame.
+                self._synced = True
+                stats.resync_bytes += len(chunk)
                 stats.garbage_bytes += len(chunk)
                 continue
             if not chunk:

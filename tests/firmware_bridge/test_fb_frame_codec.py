@@ -173,3 +173,21 @@ def test_data_block_validates_samples_without_touching_the_callers_array() -> No
         DataBlock(0, SampleType.INT16, (0,), np.array([[1.5]]))
     with pytest.raises(PayloadError, match="twice"):
         DataBlock(0, SampleType.INT16, (1, 1), np.zeros((1, 2), dtype=np.int16))
+
+
+def test_the_tail_of_a_frame_before_the_first_delimiter_is_resync_not_a_crc_error() -> None:
+    """A port opened while the device streams (pyserial flushes the input at open, a pty or UART buffer
+    full of a device that sent for a while) starts in the middle of a frame: every start of the
+    emulated vibration node showed `bad_crc 1` (new-user review S3). Its tail is counted as resync."""
+    block = DataBlock(0, SampleType.INT16, (0, 1, 2), np.arange(480).reshape(160, 3))
+    first, second = encode_frame(block, 0, 0), encode_frame(block, 1, 100_000)
+    tail = first[len(first) // 3 :]  # ends with the frame's closing delimiter
+    frames, dec = decode_all(tail + second)
+    assert [f.seq for f in frames] == [1]
+    assert dec.stats.rejected == 0 and dec.stats.bad_crc == 0
+    assert dec.stats.resync_bytes == len(tail) - 1 == dec.stats.garbage_bytes
+    # Once in step, a damaged frame is an error again.
+    raw = bytearray(cobs.decode(second[1:-1]))
+    raw[HEADER.size] ^= 0x01
+    dec.feed(b"\x00" + cobs.encode(bytes(raw)) + b"\x00")
+    assert drain(dec) == [] and dec.stats.bad_crc == 1
