@@ -75,7 +75,7 @@ class Blind:
         """What the alarm and `status` say: the detector, the channel, what the device sends instead."""
         return (
             f'detector {self.detector} reads channel "{self.channel}", which the device does not send'
-            f" (it sends {', '.join(self.sends) or 'no channel'}{did_you_mean(self.channel, self.sends)}):"
+            f" (it sends {', '.join(self.sends) or 'no channel'}){did_you_mean(self.channel, self.sends)}:"
             f" the detector cannot judge the stream; fix {self.key}"
         )
 

@@ -46,3 +46,9 @@ def test_status_names_a_detector_whose_channel_never_arrives() -> None:
     text = render("live", {"heartbeat": {"gateway": "gw"}, "missing_channels": {"hr-high": ["hrr"]}})
     assert "detector hr-high: no reading of its stream has had hrr so far: check its `channels`" in text
     assert "detector" not in render("live", {"heartbeat": {"gateway": "gw"}, "missing_channels": {}})
+
+
+def test_status_names_a_device_stream_a_detector_is_blind_on() -> None:
+    said = 'detector vib reads channel "acc_w", which the device does not send (it sends acc_x, acc_y, acc_z)'
+    text = render("live", {"heartbeat": {"gateway": "gw"}, "blind_streams": {"d-p/acc": [said]}})
+    assert f"stream d-p/acc: {said} (technical alarm channel_missing)" in text
