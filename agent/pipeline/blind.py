@@ -96,6 +96,9 @@ class BlindDetectors:
             needed = tuple(c for c in detector.channels if c not in sparse)
             priority = highest.get(spec.id, Priority.MEDIUM)
             self._watchers.setdefault(spec.stream, []).append(_Watcher(spec.id, index, needed, priority))
+        # stream name -> the channels its detectors need; -> those of them missing there (see `_looked`)
+        self._needed = {name: {c for w in ws for c in w.channels} for name, ws in self._watchers.items()}
+        self._missing: dict[str, set[str]] = {}
         self._known: dict[str, set[str]] = {}  # stream name -> channels known devices produce there
         for device in config.devices:
             for name, channels in produces(device).streams.items():
@@ -126,36 +129,46 @@ class BlindDetectors:
         self._looked(reading)
 
     def _looked(self, reading: Reading) -> None:
-        sid = reading.stream
+        sid, channels = reading.stream, reading.channels
         device, _, name = sid.partition("/")
         watchers = self._watchers.get(name)
         if watchers is None:
             if len(self._last) < MAX_STREAMS_KEPT:
-                self._last[sid] = reading.channels
+                self._last[sid] = channels
             return
-        self._last[sid] = reading.channels
-        if sid not in self.refs:
+        self._last[sid] = channels
+        carried = self._carried.get(sid)
+        if carried is None:
             self.refs[sid] = StreamRef(self._pseudonym(device), name)
             self._ids.setdefault(name, []).append(sid)
-            self._carried[sid] = set()
-        self._carried[sid].update(reading.channels)
-        self._arrived.setdefault(name, set()).update(reading.channels)
-        for other in self._ids[name]:
-            self._judge(other, name, watchers, reading.monotonic)
+            carried = self._carried[sid] = set()
+        elif carried.issuperset(channels):  # a layout it had before (BLE rows with and without a profile)
+            return
+        carried.update(channels)
+        arrived = self._arrived.setdefault(name, set())
+        arrived.update(channels)
+        missing = self._needed[name] - arrived - self._known.get(name, set())
+        if missing != self._missing.get(name):  # a channel arrived (or first sight): every stream anew
+            self._missing[name] = missing
+            for other in self._ids[name]:
+                self._judge(other, name, watchers, missing, reading.monotonic)
+        else:
+            self._judge(sid, name, watchers, missing, reading.monotonic)
 
-    def _judge(self, sid: str, name: str, watchers: list[_Watcher], now: float) -> None:
-        arrived, known = self._arrived[name], self._known.get(name, set())
+    def _judge(self, sid: str, name: str, watchers: list[_Watcher], missing: set[str], now: float) -> None:
+        """Judge device stream `sid` of stream name `name`, given the channels `missing` there."""
+        if not missing:
+            self.blind[sid] = []
+            self._since.pop(sid, None)
+            return
         sends = tuple(sorted(self._carried[sid]))
         blind = [
             Blind(w.detector, w.index, channel, sends)
             for w in watchers
             for channel in w.channels
-            if channel not in arrived and channel not in known
+            if channel in missing
         ]
         self.blind[sid] = blind
-        if not blind:
-            self._since.pop(sid, None)
-            return
         self._since.setdefault(sid, now)
         for item in blind:
             told = (item.detector, item.channel, name)

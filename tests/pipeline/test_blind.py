@@ -120,3 +120,30 @@ def test_check_config_still_refuses_what_it_can_know(tmp_path: Path) -> None:
     }
     [problem] = check_wiring(parse_config(table, base_dir=tmp_path))
     assert problem.path == "detectors.t.channels" and 'did you mean "bearing_temp"' in str(problem)
+
+
+def test_many_devices_and_alternating_layouts_cost_one_judgement_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first version judged every device stream of the name at each new layout: 1000 wearables made
+    their first batch a million judgements (Pipeline.ingest 4x slower). Now a stream is judged at its
+    first sight and when its own channels grow, all of them only when a missing channel arrives."""
+    from agent.pipeline.blind import BlindDetectors
+
+    calls = 0
+    judge = BlindDetectors._judge
+
+    def counted(self: BlindDetectors, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        judge(self, *args)
+
+    monkeypatch.setattr(BlindDetectors, "_judge", counted)
+    p = pipeline(tmp_path, [FRAMES], ["acc_x", "acc_w"], "high")
+    for t in range(3):  # layouts that alternate, as BLE rows with and without a slower profile's channel
+        p.ingest([acc(f"vib-{k}", XYZ if (k + t) % 2 else ("acc_x",), 100.0 + t) for k in range(200)])
+    assert calls <= 2 * 200
+    assert len(p.blind.listed()) == 200
+    p.ingest([acc("vib-0", ("acc_x", "acc_w"), 104.0)])  # it arrives: every stream judged anew, once
+    assert p.blind.listed() == {}
+    assert calls <= 3 * 200 + 1
