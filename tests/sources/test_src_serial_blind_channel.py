@@ -129,6 +129,7 @@ def run_daemon(
     fixed: Path | None = None,
     until_fixed: Any = None,
     linger_s: float = 0.0,
+    fixed_timeout_s: float = 30.0,
 ) -> tuple[list[Received], float]:
     """Run the daemon on `config_file` with the emulated device until `until(messages)` (or
     `timeout_s`), then `linger_s` more; with `fixed`, then copy that config over and reload, until
@@ -160,7 +161,10 @@ def run_daemon(
             if fixed is not None:
                 config_file.write_text(fixed.read_text())
                 agent.reloading.set()
-                messages = await asyncio.to_thread(central.wait_for, until_fixed, 30.0)
+                try:
+                    messages = await asyncio.to_thread(central.wait_for, until_fixed, fixed_timeout_s)
+                except TimeoutError:
+                    messages = central.snapshot()
             return messages
         finally:
             agent.stopping.set()
@@ -232,3 +236,27 @@ def test_the_right_channels_raise_no_channel_missing_and_the_vibration_alarms(
     assert blind_events(messages) == []
     assert any(m.topic.endswith("/alarm") and m.json()["condition"] == "vibration_zone_c" for m in messages)
     assert took + linger_s > GRACE_S + 4  # channel_missing would have come by now
+
+
+def test_a_reload_that_keeps_the_typo_keeps_the_episode_open(
+    tmp_path: Path, pty: PtyDevice, mosquitto: LocalBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The next session goes on with the restored episode while the stream is still blind: no END and
+    no new START after another grace (a reload of an unrelated change must not flap the alarm)."""
+    config_file, other = tmp_path / "agent.toml", tmp_path / "other.toml"
+    write_config(config_file, tmp_path, mosquitto.port, pty.link, TYPO)
+    write_config(other, tmp_path, mosquitto.port, pty.link, TYPO)
+    other.write_text(other.read_text().replace("heartbeat_interval_s = 60", "heartbeat_interval_s = 30"))
+
+    def started(messages: list[Received]) -> bool:
+        return any(e["phase"] == "start" for e in blind_events(messages))
+
+    def ended(messages: list[Received]) -> bool:
+        return any(e["phase"] == "end" for e in blind_events(messages))
+
+    with caplog.at_level(logging.INFO):
+        messages, _ = run_daemon(
+            pty, config_file, mosquitto, started, 40.0, other, ended, fixed_timeout_s=GRACE_S + 6
+        )
+    assert any("session 2:" in r.getMessage() for r in caplog.records)  # the reload happened
+    assert [e["phase"] for e in blind_events(messages)] == ["start"]
