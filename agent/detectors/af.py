@@ -58,6 +58,17 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
    were chosen looking at MIT-BIH (records 106, 200) and the CPSC-2021 sample, the data they are
    measured on (docs/benchmarks.md): not an independent test.
 
+9. ΔRR distribution (`ks_beats`, 0 = off): after Tateno & Glass (2001), the Kolmogorov-Smirnov distance
+   D of the newest `ks_beats` (32) intervals' ΔRR / mean RR from an AF reference, Normal(0, `ks_scale`)
+   (agent.detectors.rr_distribution), divides the score: score / D ** `ks_exponent`, with the threshold
+   fitted for it. A window whose differences are spread like AF's (D ~0.1) gains far more than a regular
+   one (all ΔRR near 0: D ~0.5) or an ectopic one (a few large ΔRR among small ones). The distance sees the raw in-range intervals (no ectopic removal, no rate-step cut: the score
+   has those) and needs 2 differences; fewer leave the score as it is. The context kept per stream is
+   then `ks_beats` long while the rules above still measure the newest `window_beats`. The family, the
+   window and the combination were chosen offline on the CPSC-2021 sample, leave one subject out
+   (tools/evaluate/af_density.py); `ks_scale` and `ks_exponent` are fitted by af_fit --ks
+   (docs/benchmarks.md).
+
 Verdicts start after `verdict_beats` beats (`min_differences` + 1 = 3 by default): that is the
 detector's window, so the pipeline scores a stream from its 3rd beat; the older beats of the
 `window_beats` context are kept per stream (state `history`, persisted like other detector state). Until
@@ -70,7 +81,8 @@ Parameters (all optional), with the defaults fitted on the CPSC-2021 sample (`DE
 `threshold` 0.057, `rate_exponent` 2, `rate_step` 0.5, `min_differences` 2, `verdict_beats`
 min_differences + 1, `window_beats` 16, `irregularity_beats` 8, `hop_beats` 1, `ectopic_prematurity` 0.12,
 `bigeminy_ratio` 0.3, `two_level_fraction` 0.12, `bias` 0, `min_rr_s` 0.25, `max_rr_s` 2.5; with a
-second channel `p_wave_present` 0.5, `p_wave_beats` 4 and `p_wave_context` 16.
+second channel `p_wave_present` 0.5, `p_wave_beats` 4 and `p_wave_context` 16; `ks_beats` 0 (off),
+`ks_scale` 0.34, `ks_exponent` 1.5.
 Migration: every key keeps its meaning, but the defaults changed on 2026-11-29. The previous defaults
 (unweighted, verdicts from the 9th beat) are `threshold = 0.04, rate_exponent = 0, rate_step = 0,
 min_differences = 4, verdict_beats = 9`; the first detector's also had `verdict_beats = window_beats` and
@@ -101,6 +113,7 @@ from agent.detectors.base import (
 from agent.detectors.beat_history import HISTORY, BeatHistory
 from agent.detectors.params import ParamReader
 from agent.detectors.robust import nan_median
+from agent.detectors.rr_distribution import af_distance
 from agent.errors import ConfigError
 
 REFERENCE_RR_S = 0.8  # the bias and the rate weighting are stated at 75 bpm
@@ -121,6 +134,9 @@ DEFAULT_THRESHOLD = 0.057
 DEFAULT_RATE_EXPONENT = 2.0
 DEFAULT_RATE_STEP = 0.5
 DEFAULT_MIN_DIFFERENCES = 2  # verdicts from the 3rd beat (min_differences + 1)
+DEFAULT_KS_SCALE = 0.34  # AF's ΔRR / mean RR spread (the CPSC-2021 sample's, all six subjects)
+DEFAULT_KS_EXPONENT = 1.5
+KS_FLOOR = 1e-3  # a distance below this is as AF-like as it gets: bounds the score's boost
 
 
 class AtrialFibrillationDetector(StreamingDetector):
@@ -148,6 +164,9 @@ class AtrialFibrillationDetector(StreamingDetector):
         p_wave_present: float = DEFAULT_P_WAVE_PRESENT,
         p_wave_beats: int = DEFAULT_P_WAVE_BEATS,
         p_wave_context: int = DEFAULT_P_WAVE_CONTEXT,
+        ks_beats: int = 0,
+        ks_scale: float = DEFAULT_KS_SCALE,
+        ks_exponent: float = DEFAULT_KS_EXPONENT,
     ) -> None:
         super().__init__(id, channels, window, hop, threshold)
         self.irregularity_beats = irregularity_beats
@@ -158,7 +177,12 @@ class AtrialFibrillationDetector(StreamingDetector):
         self.bigeminy_ratio = bigeminy_ratio
         self.min_rr_s = min_rr_s
         self.max_rr_s = max_rr_s
-        self.context_beats = window if context_beats is None else max(context_beats, window)
+        # The rules measure the newest `score_beats`; the ΔRR distribution may look further back.
+        self.score_beats = window if context_beats is None else max(context_beats, window)
+        self.context_beats = max(self.score_beats, ks_beats)
+        self.ks_beats = ks_beats
+        self.ks_scale = ks_scale
+        self.ks_exponent = ks_exponent
         self.two_level_fraction = two_level_fraction
         self.rate_exponent = rate_exponent
         self.min_differences = (irregularity_beats + 1) // 2 if min_differences is None else min_differences
@@ -166,7 +190,7 @@ class AtrialFibrillationDetector(StreamingDetector):
         self._beats = BeatHistory(self.context_beats)  # each stream's context beyond the window
         self.p_wave_present = p_wave_present
         self.p_wave_beats = p_wave_beats
-        self.p_wave_context = min(p_wave_context, self.context_beats)
+        self.p_wave_context = min(p_wave_context, self.score_beats)
         # The second channel, when given: the atrial activity of each beat, its context kept the same way.
         self._p_waves = BeatHistory(self.context_beats) if len(channels) > 1 else None
         self.sparse_channels = tuple(channels[1:])  # p_wave: only normal beats after long intervals
@@ -223,6 +247,16 @@ class AtrialFibrillationDetector(StreamingDetector):
         step = reader.number("rate_step", DEFAULT_RATE_STEP) or 0.0
         if not 0.0 <= step <= 2.0:
             raise reader.fail("rate_step", f"expected 0 (off) .. 2 (log ratio), got {step:g}")
+        ks_beats = reader.count("ks_beats", 0)
+        if ks_beats and not context <= ks_beats <= 256:
+            raise reader.fail(
+                "ks_beats", f"expected 0 (off) or window_beats ({context}) .. 256, got {ks_beats}"
+            )
+        ks_scale = reader.positive("ks_scale", DEFAULT_KS_SCALE)
+        ks_exponent = reader.number("ks_exponent", DEFAULT_KS_EXPONENT)
+        ks_exponent = DEFAULT_KS_EXPONENT if ks_exponent is None else ks_exponent
+        if not 0.0 <= ks_exponent <= 4.0:
+            raise reader.fail("ks_exponent", f"expected 0 .. 4, got {ks_exponent:g}")
         detector = cls(
             config.id,
             config.channels,
@@ -243,6 +277,9 @@ class AtrialFibrillationDetector(StreamingDetector):
             p_wave_present=present,
             p_wave_beats=p_beats,
             p_wave_context=p_context,
+            ks_beats=ks_beats,
+            ks_scale=ks_scale,
+            ks_exponent=ks_exponent,
         )
         reader.finish()
         return detector
@@ -250,13 +287,27 @@ class AtrialFibrillationDetector(StreamingDetector):
     # -- scoring -----------------------------------------------------------------------------------------
 
     def irregularity(self, rr: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """(score, RR trend) of the newest beat of each row of (S, W) RR intervals in seconds."""
+        """(score, RR trend) of the newest beat of each row of (S, W) RR intervals in seconds (W: the
+        context, `context_beats`; the rules use its newest `score_beats`)."""
         score, trend, _ = self._irregularity(rr)
         return score, trend
 
     def _irregularity(self, rr: FloatArray) -> tuple[FloatArray, FloatArray, BoolArray]:
         """`irregularity`, and the beats before each row's newest rate step (NaN-free: left out)."""
-        rr = np.where((rr >= self.min_rr_s) & (rr <= self.max_rr_s), rr, np.nan)
+        wide = np.where((rr >= self.min_rr_s) & (rr <= self.max_rr_s), rr, np.nan)
+        rr = wide[:, -self.score_beats :]
+        score, trend, left_out = self._rules(rr)
+        if self.ks_beats > 0:
+            distance = np.nan_to_num(af_distance(wide[:, -self.ks_beats :], self.ks_scale), nan=1.0)
+            score = score / np.maximum(distance, KS_FLOOR) ** self.ks_exponent
+        if wide.shape[1] > rr.shape[1]:  # beats older than the rules' context: before any step they saw
+            stepped: BoolArray = np.any(left_out, axis=1)
+            older = ~np.isnan(wide[:, : wide.shape[1] - rr.shape[1]]) & stepped[:, None]
+            left_out = np.concatenate([older, left_out], axis=1)
+        return score, trend, left_out
+
+    def _rules(self, rr: FloatArray) -> tuple[FloatArray, FloatArray, BoolArray]:
+        """Rules 1-7 on (S, score_beats) in-range RR: score, trend, the beats before the newest step."""
         whole = self._measure(rr)
         if self.rate_step <= 0:
             return whole.score, whole.trend, np.zeros(rr.shape, dtype=bool)
