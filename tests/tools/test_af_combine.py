@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from agent.config.loader import load_config
+from agent.config.schema import DetectorConfig
+from agent.detectors.af import AtrialFibrillationDetector
 from tools.evaluate.af_combine import Variant, check, fit, leave_one_subject_out, record_features
-from tools.evaluate.af_features import NAMES, RECENT, contexts
+from tools.evaluate.af_features import NAMES, RECENT, contexts, features
 from tools.evaluate.af_models import boosted_trees, logistic
 from tools.evaluate.datasets import T0, Series
 
@@ -93,3 +95,22 @@ def test_each_held_out_subject_is_scored_by_a_fit_on_the_others() -> None:
     assert by_subject == {"1": (0.0, 0.0), "2": (0.0, 0.0), "3": (0.0, 0.0)}
     peeked = fit(variant, [f for _, f in parts], [t for t, _ in parts])
     assert (peeked.model(parts[2][1]) > peeked.youden).tolist() == parts[2][0].tolist()
+
+
+def test_features_measure_the_rules_newest_beats_when_the_ks_term_widens_the_context() -> None:
+    rng = np.random.default_rng(7)
+    rr = np.concatenate([np.full(40, 0.8) + rng.normal(0, 0.01, 40), rng.gamma(25.0, 0.5 / 25.0, 60)])
+
+    def detector(**params: float) -> AtrialFibrillationDetector:
+        base = {"verdict_beats": 3, "min_differences": 2, "rate_exponent": 2.0, "rate_step": 0.5}
+        return AtrialFibrillationDetector.from_config(
+            DetectorConfig("af", "af", "rr", ("rr",), params=base | params), 1.0
+        )
+
+    wide, plain = detector(ks_beats=32), detector()
+    with_ks = features(wide, contexts(rr, wide.context_beats))
+    without = features(plain, contexts(rr, plain.context_beats))
+    for name in NAMES:
+        if name != "log_score":  # the score carries the ks term; the rules' features do not
+            np.testing.assert_array_equal(with_ks[name], without[name], err_msg=name)
+    assert not np.array_equal(with_ks["score"], without["score"], equal_nan=True)

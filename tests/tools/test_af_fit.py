@@ -63,7 +63,7 @@ def test_the_ks_grid_keeps_the_configs_rate_settings_and_includes_the_option_off
     settings = grid(CPSC_CONFIG, ks=True)
     assert settings[0][3] == 0.0 and all(s[:2] == (2.0, 0.5) for s in settings)
     assert len(settings) == 1 + len(KS_SCALES) * len(KS_EXPONENTS)
-    assert "ks_beats" not in params_of(settings[0])
+    assert params_of(settings[0]) == {"rate_exponent": 2.0, "rate_step": 0.5, "ks_beats": 0}
     assert params_of(settings[1]) == {
         "rate_exponent": 2.0,
         "rate_step": 0.5,

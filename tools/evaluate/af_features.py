@@ -58,6 +58,7 @@ def contexts(rr: FloatArray, width: int) -> FloatArray:
 def features(detector: AtrialFibrillationDetector, rr_contexts: FloatArray) -> dict[str, FloatArray]:
     """NAMES -> (T,) features of (T, W) contexts, plus `score`, the detector's own (NaN: no verdict)."""
     score, _ = detector.irregularity(rr_contexts)
+    rr_contexts = rr_contexts[:, -detector.score_beats :]  # the rules' beats (the ks term may see more)
     in_range = (rr_contexts >= detector.min_rr_s) & (rr_contexts <= detector.max_rr_s)
     rr = np.where(in_range, rr_contexts, np.nan)
     whole = _parts(detector, rr)

@@ -66,6 +66,7 @@ class Choice:
 FOLD_COLUMNS = ["held-out subject", "AF beats", "non-AF beats", "rate_exponent", "rate_step", "threshold"]
 FOLD_COLUMNS += ["Se", "Sp"]
 BEFORE = {
+    "ks_beats": 0,
     "verdict_beats": 16,
     "min_differences": 4,
     "two_level_fraction": 0.0,
@@ -75,6 +76,7 @@ BEFORE = {
 }
 # The config shipped before rate steps and verdicts from the 3rd beat (its own all-subject fit).
 PREVIOUS = {
+    "ks_beats": 0,
     "verdict_beats": 9,
     "min_differences": 4,
     "rate_exponent": 2.0,
@@ -102,8 +104,9 @@ def grid(config: Path, ks: bool) -> list[Setting]:
 
 def params_of(setting: Setting) -> dict[str, float]:
     out = {"rate_exponent": setting[0], "rate_step": setting[1]}
-    if len(setting) > 2 and setting[3] > 0:
-        out |= {"ks_beats": KS_BEATS, "ks_scale": setting[2], "ks_exponent": setting[3]}
+    if len(setting) > 2:  # off explicitly: the config may have the option on
+        on = {"ks_beats": KS_BEATS, "ks_scale": setting[2], "ks_exponent": setting[3]}
+        out |= on if setting[3] > 0 else {"ks_beats": 0}
     return out
 
 

@@ -110,7 +110,9 @@ def rhythm_state(score: FloatArray, rules: Rules, reset: BoolArray | None = None
 
 def af_detector(config: AgentConfig, setting: Setting) -> AtrialFibrillationDetector:
     (spec,) = [d for d in config.detectors if d.type == "af"]
-    params = {**spec.params, "rate_exponent": setting[0], "rate_step": setting[1]}
+    # These experiments (and af_offset, af_slow_step, af_bigeminy on top) study the rules' score without
+    # the ΔRR-distribution term that configs/cpsc.toml turned on later (2026-12-01): it stays off here.
+    params = {**spec.params, "rate_exponent": setting[0], "rate_step": setting[1], "ks_beats": 0}
     return AtrialFibrillationDetector.from_config(dataclasses.replace(spec, params=params), spec.rate_hz)
 
 

@@ -38,7 +38,12 @@ import numpy as np
 
 from agent.config.loader import load_config
 from agent.config.schema import AgentConfig
-from agent.detectors.af import RATE_STEP_BEATS, AtrialFibrillationDetector, _after_rate_step
+from agent.detectors.af import (
+    DEFAULT_THRESHOLD,
+    RATE_STEP_BEATS,
+    AtrialFibrillationDetector,
+    _after_rate_step,
+)
 from agent.detectors.robust import nan_median
 from tools.evaluate.af_features import _parts, contexts
 from tools.evaluate.af_fit import EXPONENTS, STEPS
@@ -271,7 +276,9 @@ def offset_causes(config: AgentConfig, series: list[Series]) -> tuple[dict[str, 
     own γ, step and threshold (fitted on all six subjects): a description, not a held-out result."""
     (spec,) = [d for d in config.detectors if d.type == "af"]
     setting = (float(spec.params["rate_exponent"]), float(spec.params["rate_step"]))
-    threshold = float(spec.params["threshold"])
+    # The rules are scored without the ΔRR-distribution term (af_hysteresis.af_detector); a config with
+    # it on has a threshold for the rescaled score, so the rules' own fit (the default) applies instead.
+    threshold = DEFAULT_THRESHOLD if spec.params.get("ks_beats") else float(spec.params["threshold"])
     causes = dict.fromkeys(OFFSET_CAUSES, 0)
     seen = offsets = 0
     for s in series:
