@@ -244,7 +244,10 @@ def check_wiring(config: AgentConfig) -> list[ConfigError]:
             streams[name] = streams.get(name, frozenset()) | channels
     problems: list[ConfigError] = _unit_disagreements(config) + _declared_unit_problems(config)
     for i, device in enumerate(config.devices):
-        own = _transport_produces(device).streams
+        transport = _transport_produces(device)
+        if transport.open:
+            continue  # its streams and channels are known at run time only (a serial HELLO, a replay)
+        own = transport.streams
         gate = device.running_when
         sent = frozenset().union(*own.values())
         if gate is not None and gate.channel not in sent:

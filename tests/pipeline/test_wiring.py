@@ -350,3 +350,20 @@ def test_a_known_device_s_own_keys_are_checked_beside_a_device_that_names_its_ch
     [problem] = check_wiring(config(tmp_path, [frames, pump], "machine", ["flow"]))
     assert problem.path == "devices[1].running_when.channel"
     assert 'did you mean "current"' in str(problem)
+
+
+def test_a_device_that_names_its_streams_at_run_time_keeps_its_own_beats_and_gate_unchecked(
+    tmp_path: Path,
+) -> None:
+    """An ECG patch on the frame protocol says in its HELLO that it sends stream "ecg": its
+    `[devices.beats]` and `running_when` cannot be checked before start (once they were, and the
+    cardiac set-up on a serial patch was refused: "the device produces no stream "ecg" ...")."""
+    patch = {
+        "id": "patch",
+        "kind": "wearable",
+        "transport": "serial",
+        "serial": {"port": "/dev/ttyZ"},
+        "beats": {"rr_stream": "ecg_rr"},
+        "running_when": {"channel": "ecg", "above": 0.1},
+    }
+    assert check_wiring(config(tmp_path, [patch], "ecg_rr", ["rr"])) == []
