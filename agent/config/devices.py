@@ -11,6 +11,7 @@ runs too (`agent.sources.check_transport`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from agent.config.reader import Table, describe
@@ -59,6 +60,7 @@ def _device(t: Table) -> DeviceConfig:
         beats=_beats(t.table("beats")),
         running_when=_running_when(t.table("running_when")),
         units=_units(t.table("units"), transport),
+        ranges=_ranges(t.table("ranges")),
     )
     t.finish()
     return cfg
@@ -97,6 +99,31 @@ def _running_when(t: Table | None) -> RunningWhenConfig | None:
     )
     t.finish()
     return cfg
+
+
+def _ranges(t: Table | None) -> dict[str, tuple[float, float]]:
+    """`ranges = { vibration_rms = [0, 50] }`: each channel's measurable span [low, high], low < high."""
+    if t is None:
+        return {}
+    spans: dict[str, tuple[float, float]] = {}
+    for channel in list(t.data):
+        value = t.raw(channel)
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            t.problem(channel, f"expected [low, high], two numbers, got {describe(value)}")
+            continue
+        low, high = float(value[0]), float(value[1])
+        if not (math.isfinite(low) and math.isfinite(high)):
+            t.problem(channel, f"expected finite numbers, got [{low:g}, {high:g}]")
+        elif not low < high:
+            t.problem(channel, f"low must be below high, got [{low:g}, {high:g}]")
+        else:
+            spans[channel] = (low, high)
+    t.finish()
+    return spans
 
 
 def _simulator(t: Table | None, kind: str | None, device_id: str | None) -> SimulatorConfig:

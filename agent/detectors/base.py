@@ -167,6 +167,12 @@ class StreamingDetector(ABC):
     def _store(self, name: str, slots: IntArray, rows: FloatArray) -> None:
         self._slots[name][slots] = rows
 
+    def set_spans(self, slot: int, spans: Mapping[str, tuple[float, float]]) -> None:
+        """The configured measurable span (low, high) of the channels of the stream at `slot`: its device's
+        `ranges`, empty for none. Told when the stream first arrives; only a detector that quantises a
+        value range (`context`) uses it."""
+        return  # the others judge values as they come
+
     def reset_streams(self) -> None:
         """Forget all per-stream state (a scratch copy for calibration starts from here)."""
         self._slots = {}

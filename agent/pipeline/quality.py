@@ -50,6 +50,8 @@ Screened = FloatArray | list[FloatArray]
 # review, F5). What stays out is a sensor fault: a negative RMS or current, an ADC error word (65535),
 # a garbage float. A `limit` detector whose limit lies outside its range is warned about
 # (`unreachable_limit`).
+# A device's configured `ranges` (`[[devices]] ranges = { vibration_rms = [0, 50] }`, its sensor's
+# datasheet span) replace these for that device's channels, in both directions: outside is a fault.
 # - vibration_rms: 0..2000 mm/s. ISO 10816 zone D starts at 4.5..18 mm/s (class I..IV); velocity
 #   transmitters span 25..1000 mm/s, IEPE velocity sensors about 1270 mm/s peak.
 # - bearing_temp: -200..850 °C, the Pt100 span of IEC 60751 (thermocouples read higher, but a bearing
@@ -97,6 +99,7 @@ class QualityGate:
         ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES,
         *,
         on_channels: Callable[[tuple[str, ...]], None] | None = None,
+        device_ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     ):
         self.channels = channels
         # told once per distinct channel tuple readings arrive with (`wiring.MissingChannels` keeps which of
@@ -108,6 +111,23 @@ class QualityGate:
         self._low = np.array([max(ranges.get(c, (-largest, largest))[0], -largest) for c in channels])
         self._high = np.array([min(ranges.get(c, (-largest, largest))[1], largest) for c in channels])
         self._plans: dict[tuple[str, ...], tuple[IntArray | None, bool]] = {}
+        # device id -> (low, high) for the devices whose configured `ranges` replace a channel's range
+        self._by_device: dict[str, tuple[FloatArray, FloatArray]] = {}
+        for device, spans in (device_ranges or {}).items():
+            mine = [i for i, c in enumerate(channels) if c in spans]
+            if mine:
+                low, high = self._low.copy(), self._high.copy()
+                for i in mine:
+                    low[i], high[i] = spans[channels[i]]
+                self._by_device[device] = (low, high)
+
+    def _bounds(self, reading: Reading) -> tuple[FloatArray, FloatArray]:
+        """The (low, high) of each channel for `reading`'s device."""
+        if self._by_device:
+            own = self._by_device.get(reading.device)
+            if own is not None:
+                return own
+        return self._low, self._high
 
     def apply(self, reading: Reading) -> Gated:
         return Gated(*self.screen(reading))
@@ -128,7 +148,8 @@ class QualityGate:
         if int(quality) & INVALIDATING_BITS:  # the device itself says the block is untrustworthy
             return np.full_like(values, np.nan), quality, values.shape[0]
         # NaN compares False both ways: "no value" (an SFLOAT NaN/NRes, an empty CSV field) is not inside
-        inside = (values >= self._low) & (values <= self._high)
+        low, high = self._bounds(reading)
+        inside = (values >= low) & (values <= high)
         if inside.all():
             return values, quality, 0
         outside = ~inside
@@ -176,7 +197,12 @@ class QualityGate:
         quality = [0 if r.quality is ok else int(r.quality) for r in readings]
         flagged = [i for i, q in enumerate(quality) if q & INVALIDATING_BITS]  # the device's own, before ours
         bad = [0] * count
-        inside = (values >= self._low) & (values <= self._high)  # NaN is not inside: see `screen`
+        low, high = self._low, self._high
+        if self._by_device and any(r.device in self._by_device for r in readings):  # (k, 1, C) per reading
+            bounds = [self._bounds(r) for r in readings]
+            low = np.stack([b[0] for b in bounds])[:, None, :]
+            high = np.stack([b[1] for b in bounds])[:, None, :]
+        inside = (values >= low) & (values <= high)  # NaN is not inside: see `screen`
         outside = None if inside.all() else ~inside
         if outside is not None and columns is not None and not complete:
             outside[:, :, columns < 0] = False

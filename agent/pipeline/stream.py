@@ -177,6 +177,7 @@ class StreamPipeline:
         rates: Mapping[str, float] | None = None,
         running_when: Mapping[str, RunningWhenConfig] | None = None,
         known_channels: frozenset[str] | None = None,
+        ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     ) -> None:
         """`known_channels`: those a device known before start produces on this stream name (None: all
         warned about; `wiring.MissingChannels`)."""
@@ -200,7 +201,9 @@ class StreamPipeline:
         rate_of = rates or {}
         self._rate_hz = {d.id: rate_of.get(d.id, 1.0 / nominal_period_s) for d, _ in detectors}
         self.rates = DeclaredRates(name, list(self._rate_hz.items()))
-        self.gate = QualityGate(self.channels, on_channels=self.missing.arrived)
+        # device id -> its configured channel spans (`ranges`): the gate's range, and `context`'s levels
+        self._ranges = {device: spans for device, spans in (ranges or {}).items() if spans}
+        self.gate = QualityGate(self.channels, on_channels=self.missing.arrived, device_ranges=self._ranges)
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)
@@ -726,6 +729,10 @@ class StreamPipeline:
             self._spacing = np.concatenate([self._spacing, np.zeros(grow)])
             self._engaged = np.concatenate([self._engaged, np.zeros(grow, dtype=bool)])
         self._engaged[slot] = ref in self.quality_alarms.engaged  # a restored episode
+        spans = self._ranges.get(device, {})
+        for watch in self.watches:  # told even when empty: a span removed since a restored state
+            if isinstance(watch.detector, StreamingDetector):
+                watch.detector.set_spans(slot, spans)
         if self.running is not None:
             self.running.add_slot(slot, stream)
         for watch in self.watches:

@@ -9,9 +9,11 @@ says what it can produce (`produces`), from the code that makes its readings: th
 a CSV/JSON-lines serial device's or a Modbus unit's configured channel map (on the kind's default
 stream), the BLE profiles' streams and channels. A detector whose stream none of them produces, or one
 of whose channels none of them produces on that stream, is a `ConfigError` naming the key, with a
-"did you mean" when a produced name is close. A device that names its streams and channels only at run
-time (the serial frame protocol's HELLO, a replay's recording) may send anything: with one configured,
-nothing is checked before start and the run-time warning is what is left.
+"did you mean" when a produced name is close; so is a device's `ranges` entry for a channel that device
+does not send. A device that names its streams and channels only at run time (the serial frame
+protocol's HELLO, a replay's recording) may send anything: with one configured, no detector is checked
+before start (its own `ranges` neither; the other devices' still are) and the run-time warning is what
+is left.
 
 At run time (`MissingChannels`, kept by each `StreamPipeline`): the first time readings of a watched
 stream arrive without one of a detector's channels that no reading of the stream has had yet (a device
@@ -230,6 +232,27 @@ def _declared_unit_problems(config: AgentConfig) -> list[ConfigError]:
     return problems
 
 
+def _unknown_range_channels(config: AgentConfig) -> list[ConfigError]:
+    """A `ConfigError` for each channel of a device's `ranges` that the device cannot send, where what
+    it sends is known before start (a frame-protocol or replay device may send anything)."""
+    problems: list[ConfigError] = []
+    for i, device in enumerate(config.devices):
+        output = produces(device)
+        if not device.ranges or output.open:
+            continue
+        sent = frozenset().union(*output.streams.values())
+        for channel in device.ranges:
+            if channel not in sent:
+                problems.append(
+                    ConfigError(
+                        f"devices[{i}].ranges.{channel}",
+                        f'the device sends no channel "{channel}"{did_you_mean(channel, sent)}'
+                        f" (it sends: {_names(sent)})",
+                    )
+                )
+    return problems
+
+
 def check_wiring(config: AgentConfig) -> list[ConfigError]:
     """A `ConfigError` for each detector stream or channel that no configured device can produce,
     where what the devices produce is known before start (see the module docstring), for two
@@ -242,7 +265,9 @@ def check_wiring(config: AgentConfig) -> list[ConfigError]:
         any_open = any_open or output.open
         for name, channels in output.streams.items():
             streams[name] = streams.get(name, frozenset()) | channels
-    problems: list[ConfigError] = _unit_disagreements(config) + _declared_unit_problems(config)
+    problems: list[ConfigError] = (
+        _unit_disagreements(config) + _declared_unit_problems(config) + _unknown_range_channels(config)
+    )
     for i, device in enumerate(config.devices):
         transport = _transport_produces(device)
         if transport.open:
