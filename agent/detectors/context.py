@@ -5,12 +5,17 @@ CAD OSE scored 69.9 on NAB's standard profile (the NAB scoreboard). Each sample 
 (agent.detectors.context_memory) learns which fact sets follow which; the raw score is high when the
 sample was not predicted and the memory's contexts failed and had to grow (see that module).
 
-The range: NAB hands CAD OSE the minimum and maximum of the *whole* series, future anomalies included; a
-gateway cannot know them. Here each stream learns its range causally from its first `warmup_s` valid
+The range: NAB hands CAD OSE the minimum and maximum of the *whole* series (NAB's `inputMin`/`inputMax`),
+future anomalies included. A gateway has the same kind of range only when it is configured: a device's
+`ranges` (the sensor's measurable span, from its datasheet). With one for the channel, the stream is
+quantised as CAD OSE does it: 2^bits - 1 steps from low to high (high alone is the top level), no
+warm-up, verdicts from the first sample; a value beyond the span takes the edge level (the quality gate
+already makes values outside the configured span missing, so this only guards a state restored under
+another span). Without one, each stream learns its range causally from its first `warmup_s` valid
 samples (widened by `range_margin` of that span on both sides); those samples are then replayed through
 the memory so it starts with what they taught, and verdicts start with the next sample. Values outside
 the learned range get levels below 0 or above 2^bits - 1, whose facts the memory has never seen, so they
-score as surprises (no clipping).
+score as surprises (no clipping). A stream whose configured span changes (or is removed) starts over.
 
 The memory only grows (about 300 bytes per context in CPython; NAB's series reach 3,000 - 11,000 contexts
 in 4,000 - 22,000 rows). When a stream's memory reaches `max_contexts` it starts over: a fresh memory
@@ -65,6 +70,7 @@ class _Stream:
         self.memory: ContextMemory | None = None
         self.since_high = 1  # raw scores since the last one >= rest_level, counting that one (CAD OSE: 1)
         self.relearning = 0  # samples left without verdict after the memory started over
+        self.span = False  # quantised within a configured span (clipped to its levels), not a learned range
 
 
 class ContextDetector(StreamingDetector):
@@ -101,6 +107,7 @@ class ContextDetector(StreamingDetector):
         self.max_contexts = max_contexts
         self.min_scale = min_scale
         self._streams: dict[tuple[int, int], _Stream] = {}
+        self._spans: dict[tuple[int, int], tuple[float, float]] = {}  # (slot, channel) -> configured span
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> ContextDetector:
@@ -167,10 +174,37 @@ class ContextDetector(StreamingDetector):
             baseline=np.full((n, channels), np.nan),
         )
 
+    def set_spans(self, slot: int, spans: Mapping[str, tuple[float, float]]) -> None:
+        for c, name in enumerate(self.channels):
+            key = (slot, c)
+            span = spans.get(name)
+            if span is None:
+                self._spans.pop(key, None)
+            else:
+                self._spans[key] = span
+            stream = self._streams.get(key)
+            if stream is None:
+                continue
+            if span is None:
+                if stream.span:  # quantised within a span no longer configured: learn a range afresh
+                    del self._streams[key]
+            elif not (stream.span and (stream.low, stream.step) == self._span_levels(span)):
+                del self._streams[key]  # learned, or under another span: start over within this one
+
+    def _span_levels(self, span: tuple[float, float]) -> tuple[float, float]:
+        """(low, step) of CAD OSE's quantisation of `span`: 2^bits - 1 steps from low to high."""
+        low, high = span
+        return low, (high - low) / (2**self.bits - 1)
+
     def _stream(self, slot: int, channel: int) -> _Stream:
         stream = self._streams.get((slot, channel))
         if stream is None:
             stream = self._streams[(slot, channel)] = _Stream()
+            span = self._spans.get((slot, channel))
+            if span is not None:  # no warm-up: the span is known before the first sample
+                stream.low, stream.step = self._span_levels(span)
+                stream.span = True
+                stream.memory = ContextMemory(self.max_left_facts, self.max_active, self.max_contexts)
         return stream
 
     def _feed(self, stream: _Stream, samples: FloatArray) -> float:
@@ -208,6 +242,8 @@ class ContextDetector(StreamingDetector):
     def _step(self, stream: _Stream, value: float) -> float:
         assert stream.memory is not None
         level = math.floor((value - stream.low) / stream.step)
+        if stream.span:  # CAD OSE's levels 0 .. 2^bits - 1; beyond the span is its edge
+            level = min(max(level, 0), 2**self.bits - 1)
         raw = stream.memory.step(level_facts(level, self.bits))
         reported = raw if stream.since_high > self.rest else 0.0
         stream.since_high = 1 if raw >= self.rest_level else stream.since_high + 1
@@ -229,7 +265,7 @@ class ContextDetector(StreamingDetector):
 
     def reset_streams(self) -> None:
         super().reset_streams()
-        self._streams = {}
+        self._streams = {}  # the configured spans stay: they belong to the streams' devices
 
     def stream_state(self) -> dict[str, Any]:
         return {
@@ -239,6 +275,7 @@ class ContextDetector(StreamingDetector):
                 "step": stream.step if stream.memory is not None else None,
                 "since_high": stream.since_high,
                 "relearning": stream.relearning,
+                "span": stream.span,
                 "memory": None if stream.memory is None else stream.memory.to_json(),
             }
             for (slot, channel), stream in self._streams.items()
@@ -256,6 +293,7 @@ class ContextDetector(StreamingDetector):
                 stream.warmup = [float(v) for v in saved["warmup"]]
                 stream.since_high = int(saved["since_high"])
                 stream.relearning = int(saved.get("relearning", 0))
+                stream.span = bool(saved.get("span", False))
                 if saved["memory"] is not None:
                     stream.low, stream.step = float(saved["low"]), float(saved["step"])
                     stream.memory = ContextMemory.from_json(

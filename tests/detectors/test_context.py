@@ -115,3 +115,78 @@ def test_an_out_of_range_param_says_the_range() -> None:
         make("context", threshold=1.5)
     with pytest.raises(ConfigError, match=r"expected a number >= 0, got -1"):
         make("context", rest_s=-1.0)
+
+
+# -- a configured span (the device's `ranges`): CAD OSE's own quantisation, no warm-up -------------------
+
+
+def cad_ose_reference(values: np.ndarray, low: float, high: float, bits: int = 3) -> np.ndarray:
+    """CAD OSE's raw scores, written out: levels int((v - min) / ((max - min) / (2^bits - 1))), clipped."""
+    memory = ContextMemory(7, 15)
+    top = 2**bits - 1
+    step = (high - low) / top
+    levels = [min(max(int((v - low) // step), 0), top) for v in values]
+    return np.array([memory.step(level_facts(level, bits)) for level in levels])
+
+
+def test_a_configured_span_quantises_as_cad_ose_from_the_first_sample() -> None:
+    values = pattern(40)
+    values[150] = 3.3
+    detector = make("context", rest_s=0.0, rest_level=1.0)
+    detector.set_spans(0, {"x": (0.0, 7.0)})
+    out = scores_of(run(detector, values[None, :, None]))[:, 0]
+    assert np.isfinite(out).all()  # no warm-up: a verdict for every sample
+    assert out.tolist() == cad_ose_reference(values, 0.0, 7.0).tolist()
+
+
+def test_values_beyond_the_span_take_its_edge_levels() -> None:
+    values = pattern(30)
+    beyond = values.copy()
+    beyond[values == 7.0] = 40.0  # above the span: the top level, as 7 is
+    beyond[values == 0.0] = -3.0  # below it: the lowest level
+    spans = {"x": (0.0, 7.0)}
+    inside, outside = make("context", rest_s=0.0), make("context", rest_s=0.0)
+    inside.set_spans(0, spans)
+    outside.set_spans(0, spans)
+    a = scores_of(run(inside, values[None, :, None]))
+    b = scores_of(run(outside, beyond[None, :, None]))
+    assert a.tolist() == b.tolist()
+
+
+def test_without_a_span_the_scores_are_those_of_the_learned_range_bit_for_bit() -> None:
+    """Scores of the detector before spans existed (main at 3ee2344), hashed: no span, an empty one, or
+    a span of another channel leave them unchanged."""
+    import hashlib
+
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.normal(0, 1, (2, 300, 1)), rng.normal(4, 1, (2, 200, 1))], axis=1)
+    values[1, 350, 0] = np.nan
+    for spans in (None, {}, {"y": (0.0, 1.0)}):
+        detector = make("context", warmup_s=50.0, rest_s=20.0, max_contexts=400)
+        if spans is not None:
+            detector.set_spans(0, spans)
+            detector.set_spans(1, spans)
+        out = scores_of(run(detector, values))
+        digest = hashlib.sha256(np.nan_to_num(out, nan=-1.0).tobytes()).hexdigest()
+        assert digest == "3c57664ee479fede166db8ba8d3d5d0ef63fc58d98c0d076229f9673b75384bf"
+
+
+def test_a_spanned_stream_survives_a_restart_and_starts_over_when_its_span_changes() -> None:
+    values = pattern(20)[None, :, None]
+    detector = make("context", rest_s=0.0)
+    detector.set_spans(0, {"x": (0.0, 7.0)})
+    run(detector, values)
+    saved = json.loads(json.dumps(detector.state()))
+    restored = make("context", rest_s=0.0)
+    restored.load_state(saved)
+    restored.set_spans(0, {"x": (0.0, 7.0)})  # the same span: the memory is kept
+    assert isinstance(restored, ContextDetector)
+    kept = restored._streams[(0, 0)]
+    assert kept.span and kept.memory is not None and kept.memory.size > 0
+    restored.set_spans(0, {"x": (0.0, 14.0)})  # another span: the stream starts over within it
+    assert (0, 0) not in restored._streams
+    fresh = make("context", rest_s=0.0)
+    fresh.set_spans(0, {"x": (0.0, 14.0)})
+    assert scores_of(run(restored, values)).tolist() == scores_of(run(fresh, values)).tolist()
+    restored.set_spans(0, {})  # the span removed: the range is learned again, with a warm-up
+    assert (0, 0) not in restored._streams
