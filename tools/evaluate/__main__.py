@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="baseline rows per series (default: skab 400, nab its probation rows, others none)",
     )
+    parser.add_argument(
+        "--input-range",
+        choices=("causal", "file"),
+        default="causal",
+        help="nab: 'file' gives each series' min and max as the device's configured span of the channel"
+        " (NAB's inputMin/inputMax); default: none configured, detectors learn from the rows seen",
+    )
     parser.add_argument("--target-fa-per-hour", type=float, default=1.0, help="calibration target")
     parser.add_argument("--hours", type=float, default=24.0, help="simulator: hours per device")
     parser.add_argument("--devices", type=int, default=4, help="simulator: devices (seeds)")
@@ -73,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset != "mitdb" and args.config is None:
         parser.error(f"--config is required for --dataset {args.dataset}")
+    if args.input_range != "causal" and args.dataset != "nab":
+        parser.error("--input-range is for --dataset nab")
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         results = runs.DATASETS[args.dataset](args)

@@ -10,7 +10,7 @@ first rows (its configured baseline period) with `Detector.calibrate`, as the da
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from agent.config.loader import load_config
-from agent.config.schema import AgentConfig
+from agent.config.schema import AgentConfig, DeviceConfig
 from agent.detectors.base import Detector, ScoreBlock, WindowBlock
 from agent.errors import ConfigError
 from agent.events import AlarmEvent, Phase
@@ -166,14 +166,17 @@ def replay(
     *,
     calibrate_rows: int = 0,
     target_per_hour: float = 1.0,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> Replayed:
-    """Feed `series` through a fresh pipeline built from `config`; the detectors' stream name is used."""
+    """Feed `series` through a fresh pipeline built from `config`; the detectors' stream name is used.
+    `ranges`: the replayed device's configured channel spans (`[[devices]] ranges`), none by default."""
     streams = {d.stream for d in config.detectors}
     if len(streams) != 1:
         raise ValueError(f"evaluation expects detectors on one stream, config has {sorted(streams)}")
     stream = streams.pop()
     rates = {d.rate_hz for d in config.detectors}
-    config = dataclasses.replace(config, devices=())
+    device = DeviceConfig(id=DEVICE, kind="equipment", transport="replay", ranges=dict(ranges or {}))
+    config = dataclasses.replace(config, devices=(device,) if ranges else ())
     own_targets = {
         d.id: d.calibration.target_false_alarms_per_hour for d in config.detectors if d.calibration
     }

@@ -33,18 +33,35 @@ from tools.evaluate.report import plot_series, table
 # -- NAB ------------------------------------------------------------------------------------------------
 
 
-def _replay_job(job: tuple[Path, Series, int, float]) -> Replayed:
-    config_path, series, rows, target = job
+def _replay_job(job: tuple[Path, Series, int, float, bool]) -> Replayed:
+    config_path, series, rows, target, file_range = job
+    ranges = file_spans(series) if file_range else None
     try:
-        return replay(load_config(config_path), series, calibrate_rows=rows, target_per_hour=target)
+        config = load_config(config_path)
+        return replay(config, series, calibrate_rows=rows, target_per_hour=target, ranges=ranges)
     except Exception as exc:  # agent errors do not pickle back from a worker: say which series failed
         raise RuntimeError(f"{series.name}: {type(exc).__name__}: {exc}") from None
 
 
 def _replay_all(args: argparse.Namespace, series: list[Series], rows: int = 0) -> list[Replayed]:
     """Replay every series (in `args.jobs` processes); rows < 0 calibrates on NAB's probation rows."""
-    jobs = [(args.config, s, _probation(s) if rows < 0 else rows, args.target_fa_per_hour) for s in series]
+    file_range = getattr(args, "input_range", "causal") == "file"
+    jobs = [
+        (args.config, s, _probation(s) if rows < 0 else rows, args.target_fa_per_hour, file_range)
+        for s in series
+    ]
     return pool_map(_replay_job, jobs, args.jobs)
+
+
+def file_spans(series: Series) -> dict[str, tuple[float, float]]:
+    """Each channel's span as NAB's runner gives it (`inputMin`/`inputMax`: the whole file's minimum and
+    maximum, anomalies included), as the replayed device's configured `ranges`. A constant channel gets
+    [v, v + 1]: its values all take the lowest level, as CAD OSE's unit step for a zero range gives."""
+    spans = {}
+    for c, name in enumerate(series.channels):
+        low, high = float(np.nanmin(series.values[:, c])), float(np.nanmax(series.values[:, c]))
+        spans[name] = (low, high if high > low else low + 1.0)
+    return spans
 
 
 def _probation(s: Series) -> int:
@@ -67,6 +84,12 @@ def run_nab(args: argparse.Namespace) -> str:
         f"{len(series)} series, {sum(len(s.times) for s in series)} rows.",
         "",
     ]
+    if args.input_range == "file":
+        lines += [
+            "Input range: each series' own minimum and maximum (NAB's inputMin/inputMax, the whole file) is"
+            " the device's configured span of the channel (`ranges`), not known to a gateway otherwise.",
+            "",
+        ]
     rows = []
     for profile in nab_score.PROFILES:
         fixed_corpus, start_corpus, ensemble_corpus = [], [], []
