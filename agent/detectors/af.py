@@ -62,8 +62,9 @@ short (8-beat) window, normalised by the heart-rate trend, and one threshold. Wh
    D of the newest `ks_beats` (32) intervals' ΔRR / mean RR from an AF reference, Normal(0, `ks_scale`)
    (agent.detectors.rr_distribution), divides the score: score / D ** `ks_exponent`, with the threshold
    fitted for it. A window whose differences are spread like AF's (D ~0.1) gains far more than a regular
-   one (all ΔRR near 0: D ~0.5) or an ectopic one (a few large ΔRR among small ones). The distance sees the raw in-range intervals (no ectopic removal, no rate-step cut: the score
-   has those) and needs 2 differences; fewer leave the score as it is. The context kept per stream is
+   one (all ΔRR near 0: D ~0.5) or an ectopic one (a few large ΔRR among small ones). The distance
+   sees the raw in-range intervals (no ectopic removal, no rate-step cut: the score has those) and
+   needs 2 differences; fewer leave the score as it is. The context kept per stream is
    then `ks_beats` long while the rules above still measure the newest `window_beats`. The family, the
    window and the combination were chosen offline on the CPSC-2021 sample, leave one subject out
    (tools/evaluate/af_density.py); `ks_scale` and `ks_exponent` are fitted by af_fit --ks
