@@ -319,16 +319,9 @@ def _mitdb_job(job: tuple[Path, Path | None, str, str, str]) -> RecordResult:
 
 
 def _cpsc_job(job: tuple[Path, Path, str, str]) -> RecordResult:
-    import wfdb  # tools-only dependency (evaluate extra)
-
     config_path, header, vt, way = job
-    path = str(header.with_suffix(""))
-    ecg = wfdb.rdrecord(path).p_signal[:, 0].astype(np.float64)
-    ann = wfdb.rdann(path, "atr")
-    symbols = np.array(ann.symbol)
-    is_beat = np.isin(symbols, list(vt_runs.BEAT_SYMBOLS))
-    beats = np.asarray(ann.sample)[is_beat].astype(np.int64)
-    return judge_record(config_path, header.stem, ecg, float(ann.fs), beats, symbols[is_beat] == "V", vt, way)
+    ecg, fs, beats, is_pvc = vt_runs.load_cpsc_record(header)
+    return judge_record(config_path, header.stem, ecg, fs, beats, is_pvc, vt, way)
 
 
 def records_report(config_path: Path, title: str, results: list[RecordResult]) -> str:

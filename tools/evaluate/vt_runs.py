@@ -394,17 +394,23 @@ def _record_job(job: tuple[Path, Path | None, str, str]) -> RecordResult:
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 
 
-def _cpsc_job(job: tuple[Path, Path, str]) -> RecordResult:
+def load_cpsc_record(header: Path) -> tuple[FloatArray, float, IntArray, BoolArray]:
+    """A CPSC-2021 record: (lead 0, its sampling rate, every annotated beat's sample, whether it is a PVC)."""
     import wfdb  # tools-only dependency (evaluate extra)
 
-    config_path, header, vt = job
     path = str(header.with_suffix(""))
     ecg = wfdb.rdrecord(path).p_signal[:, 0].astype(np.float64)
     ann = wfdb.rdann(path, "atr")
     symbols = np.array(ann.symbol)
     is_beat = np.isin(symbols, list(BEAT_SYMBOLS))
     beats = np.asarray(ann.sample)[is_beat].astype(np.int64)
-    return judge_record(config_path, header.stem, ecg, float(ann.fs), beats, symbols[is_beat] == "V", vt)
+    return ecg, float(ann.fs), beats, symbols[is_beat] == "V"
+
+
+def _cpsc_job(job: tuple[Path, Path, str]) -> RecordResult:
+    config_path, header, vt = job
+    ecg, fs, beats, is_pvc = load_cpsc_record(header)
+    return judge_record(config_path, header.stem, ecg, fs, beats, is_pvc, vt)
 
 
 def judge_record(

@@ -217,17 +217,9 @@ def _record_job(job: tuple[Path, Path | None, str, float, str]) -> Started:
 
 
 def _cpsc_job(job: tuple[Path, Path, float, str]) -> Started:
-    import wfdb  # tools-only dependency (evaluate extra)
-
     config_path, header, offset, vt = job
-    path = str(header.with_suffix(""))
-    ecg = wfdb.rdrecord(path).p_signal[:, 0].astype(np.float64)
-    ann = wfdb.rdann(path, "atr")
-    symbols = np.array(ann.symbol)
-    is_beat = np.isin(symbols, list(vt_runs.BEAT_SYMBOLS))
-    beats = np.asarray(ann.sample)[is_beat].astype(np.int64)
-    pvc = symbols[is_beat] == "V"
-    return judge_start(config_path, header.stem, ecg, float(ann.fs), beats, pvc, offset, vt)
+    ecg, fs, beats, is_pvc = vt_runs.load_cpsc_record(header)
+    return judge_start(config_path, header.stem, ecg, fs, beats, is_pvc, offset, vt)
 
 
 def records_report(config_path: Path, results: list[Started], vt: str, title: str) -> str:
