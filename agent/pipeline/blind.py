@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from agent.alarms import StreamRef
 from agent.config.schema import AgentConfig
 from agent.detectors.base import Detector, sparse_channels
+from agent.ecg.rr_from_ecg import CHANNELS as RR_CHANNELS
 from agent.events import Priority
 from agent.logs import device_name
 from agent.pipeline.wiring import did_you_mean, produces
@@ -103,6 +104,9 @@ class BlindDetectors:
         for device in config.devices:
             for name, channels in produces(device).streams.items():
                 self._known.setdefault(name, set()).update(channels)
+            if device.beats is not None:  # the gateway's own ECG -> RR stage, whatever the transport: its
+                # optional channels come late (qrs_shape once its templates are made), never missing
+                self._known.setdefault(device.beats.rr_stream, set()).update(RR_CHANNELS)
         self._pseudonym = pseudonym
         self._last: dict[str, tuple[str, ...]] = {}  # "device/stream" -> its last readings' channels
         self._carried: dict[str, set[str]] = {}  # watched "device/stream" -> channels it has had

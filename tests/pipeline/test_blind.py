@@ -147,3 +147,36 @@ def test_many_devices_and_alternating_layouts_cost_one_judgement_each(
     p.ingest([acc("vib-0", ("acc_x", "acc_w"), 104.0)])  # it arrives: every stream judged anew, once
     assert p.blind.listed() == {}
     assert calls <= 3 * 200 + 1
+
+
+def test_the_beats_stage_s_late_channels_on_a_run_time_device_blind_nothing(tmp_path: Path) -> None:
+    """A serial ECG patch (HELLO) with `[devices.beats]`: the gateway's own ECG -> RR stage gives
+    qrs_shape and qrs_core only once its templates are made, so the first beats carry rr, hr and
+    qrs_width alone. Those channels are the stage's, known before start: no channel_missing (it started
+    10 s into every such stream before, while the templates were being made)."""
+    patch = {
+        "id": "patch",
+        "kind": "wearable",
+        "transport": "serial",
+        "serial": {"port": "/dev/ttyP"},
+        "beats": {"rr_stream": "ecg_rr"},
+    }
+    table = BASE | {
+        "devices": [patch],
+        "detectors": [
+            {
+                "id": "vt",
+                "type": "ventricular_run",
+                "stream": "ecg_rr",
+                "channels": ["rr", "qrs_shape", "qrs_core"],
+                "rate_hz": 1.0,
+            }
+        ],
+        "alarms": [{"condition": "ventricular_tachycardia", "detector": "vt", "priority": "high"}],
+    }
+    p = Pipeline(parse_config(table, base_dir=tmp_path), lambda d: f"p-{d}")
+    for k in range(30):
+        beat = Reading("patch/ecg_rr", ("hr", "qrs_width", "rr"), np.array([[70.0, 0.07, 0.86]]), 1e6 + k, k)
+        p.ingest([beat])
+    assert p.blind.of(StreamRef("p-patch", "ecg_rr")) == []
+    assert p.blind.check(40.0)[1] == [0.0]
