@@ -101,11 +101,11 @@ def _running_when(t: Table | None) -> RunningWhenConfig | None:
     return cfg
 
 
-def _ranges(t: Table | None) -> dict[str, tuple[float, float]]:
+def _ranges(t: Table | None) -> tuple[tuple[str, tuple[float, float]], ...]:
     """`ranges = { vibration_rms = [0, 50] }`: each channel's measurable span [low, high], low < high."""
     if t is None:
-        return {}
-    spans: dict[str, tuple[float, float]] = {}
+        return ()
+    spans: list[tuple[str, tuple[float, float]]] = []
     for channel in list(t.data):
         value = t.raw(channel)
         if not (
@@ -121,9 +121,9 @@ def _ranges(t: Table | None) -> dict[str, tuple[float, float]]:
         elif not low < high:
             t.problem(channel, f"low must be below high, got [{low:g}, {high:g}]")
         else:
-            spans[channel] = (low, high)
+            spans.append((str(channel), (low, high)))
     t.finish()
-    return spans
+    return tuple(spans)
 
 
 def _simulator(t: Table | None, kind: str | None, device_id: str | None) -> SimulatorConfig:

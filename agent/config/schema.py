@@ -179,9 +179,10 @@ class DeviceConfig:
     # unit its detectors read it in; over a serial HELLO's own (agent.sources.declared_units). Pairs, not
     # a dict: the config stays hashable.
     units: tuple[tuple[str, str], ...] = ()
-    # channel -> (low, high): the span the sensor can measure (its datasheet), replacing the quality
-    # gate's built-in range for this device's channel; `context` quantises within it (docs/config.md)
-    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # (channel, (low, high)): the span the sensor can measure (its datasheet), replacing the quality
+    # gate's built-in range for this device's channel; `context` quantises within it (docs/config.md).
+    # Pairs, as `units`: `dict(device.ranges)` where a lookup is wanted.
+    ranges: tuple[tuple[str, tuple[float, float]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

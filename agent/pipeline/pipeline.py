@@ -171,7 +171,7 @@ class Pipeline:
                 rate_of,
                 gates[name],
                 known_channels=self.blind.known(name),
-                ranges={device.id: device.ranges for device in config.devices if device.ranges},
+                ranges={device.id: dict(device.ranges) for device in config.devices if device.ranges},
             )
             for name, watched in by_stream.items()
         }

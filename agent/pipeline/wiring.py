@@ -241,7 +241,7 @@ def _unknown_range_channels(config: AgentConfig) -> list[ConfigError]:
         if not device.ranges or output.open:
             continue
         sent = frozenset().union(*output.streams.values())
-        for channel in device.ranges:
+        for channel, _ in device.ranges:
             if channel not in sent:
                 problems.append(
                     ConfigError(

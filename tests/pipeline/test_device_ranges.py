@@ -56,8 +56,18 @@ def problems(tmp_path: Path, ranges: Any) -> dict[str, str]:
 
 def test_ranges_are_read_per_channel(tmp_path: Path) -> None:
     cfg = config(tmp_path, {"vibration_rms": [0, 50], "bearing_temp": [-20.5, 150]})
-    assert cfg.devices[0].ranges == {"vibration_rms": (0.0, 50.0), "bearing_temp": (-20.5, 150.0)}
-    assert config(tmp_path).devices[0].ranges == {}
+    assert cfg.devices[0].ranges == (("vibration_rms", (0.0, 50.0)), ("bearing_temp", (-20.5, 150.0)))
+    assert config(tmp_path).devices[0].ranges == ()
+
+
+def test_a_device_with_ranges_is_hashable_and_equal_loaded_twice(tmp_path: Path) -> None:
+    """Pairs, as `units`: a frozen config that holds a dict cannot be hashed (a set of devices, a cache
+    keyed by the device), and a reload must compare equal to the same file loaded before."""
+    spans = {"vibration_rms": [0, 50], "bearing_temp": [-20.5, 150]}
+    first, second = config(tmp_path, spans).devices[0], config(tmp_path, spans).devices[0]
+    assert first == second and hash(first) == hash(second)
+    assert len({first, second, config(tmp_path).devices[0]}) == 2
+    assert config(tmp_path, {"vibration_rms": [0, 40]}).devices[0] != config(tmp_path, spans).devices[0]
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,8 @@ def replay(
         raise ValueError(f"evaluation expects detectors on one stream, config has {sorted(streams)}")
     stream = streams.pop()
     rates = {d.rate_hz for d in config.detectors}
-    device = DeviceConfig(id=DEVICE, kind="equipment", transport="replay", ranges=dict(ranges or {}))
+    spans = tuple((ranges or {}).items())  # pairs, as a loaded config holds them
+    device = DeviceConfig(id=DEVICE, kind="equipment", transport="replay", ranges=spans)
     config = dataclasses.replace(config, devices=(device,) if ranges else ())
     own_targets = {
         d.id: d.calibration.target_false_alarms_per_hour for d in config.detectors if d.calibration
