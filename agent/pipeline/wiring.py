@@ -146,6 +146,12 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
+def _not_sent(key: str, channel: str, sent: frozenset[str]) -> ConfigError:
+    """A device's key naming a channel the device does not send (where what it sends is known)."""
+    nearest = did_you_mean(channel, sent)
+    return ConfigError(key, f'the device sends no channel "{channel}"{nearest} (it sends: {_names(sent)})')
+
+
 def _input_unit(spec: DetectorConfig) -> str | None:
     """The unit a detector of `spec` takes its samples in, if its type has one (`registry.INPUT_UNITS`)."""
     from agent.detectors.registry import INPUT_UNITS
@@ -210,13 +216,7 @@ def _declared_unit_problems(config: AgentConfig) -> list[ConfigError]:
         for channel, unit in device.units:
             key = f"devices[{i}].units.{channel}"
             if not output.open and channel not in sent:
-                problems.append(
-                    ConfigError(
-                        key,
-                        f'the device sends no channel "{channel}"{did_you_mean(channel, sent)}'
-                        f" (it sends: {_names(sent)})",
-                    )
-                )
+                problems.append(_not_sent(key, channel, sent))
                 continue
             for (stream, read), want in expected.items():
                 if read != channel or not (output.open or channel in output.streams.get(stream, ())):
@@ -243,13 +243,7 @@ def _unknown_range_channels(config: AgentConfig) -> list[ConfigError]:
         sent = frozenset().union(*output.streams.values())
         for channel, _ in device.ranges:
             if channel not in sent:
-                problems.append(
-                    ConfigError(
-                        f"devices[{i}].ranges.{channel}",
-                        f'the device sends no channel "{channel}"{did_you_mean(channel, sent)}'
-                        f" (it sends: {_names(sent)})",
-                    )
-                )
+                problems.append(_not_sent(f"devices[{i}].ranges.{channel}", channel, sent))
     return problems
 
 
@@ -276,13 +270,7 @@ def check_wiring(config: AgentConfig) -> list[ConfigError]:
         gate = device.running_when
         sent = frozenset().union(*own.values())
         if gate is not None and gate.channel not in sent:
-            problems.append(
-                ConfigError(
-                    f"devices[{i}].running_when.channel",
-                    f'the device sends no channel "{gate.channel}"{did_you_mean(gate.channel, sent)}'
-                    f" (it sends: {_names(sent)})",
-                )
-            )
+            problems.append(_not_sent(f"devices[{i}].running_when.channel", gate.channel, sent))
         if device.beats is not None and device.beats.ecg_stream not in own:
             problems.append(
                 ConfigError(
