@@ -114,7 +114,7 @@ class StreamingDetector(ABC):
     # (it looks at every new sample), so such blocks need not be split.
     judges_whole_frames: bool = False
     # Channels that only some readings carry by design (af's p_wave: normal beats after long enough
-    # intervals): their absence is no wiring problem (agent.pipeline.wiring.MissingChannels).
+    # intervals): their absence is no wiring problem (agent.pipeline.blind).
     sparse_channels: tuple[str, ...] = ()
     # The lowest score the type can give: 0 for the scores that are a distance, a ratio or a count; -inf
     # where a normal score is negative (limit, new_extreme, pvc, spo2_desaturation). A rule whose clear

@@ -1,32 +1,38 @@
-"""A detector blinded by a channel its device does not send: the `channel_missing` technical alarm.
+"""What each watched stream name has delivered of its detectors' channels: the run-time wiring lines and
+the `channel_missing` technical alarm, from one tracker.
 
-A serial frame device declares its channels in its HELLO; check-config cannot know them, so a detector
-reading `channels = ["acc_x", "acc_y", "acc_w"]` (one typo) from a device sending acc_x, acc_y, acc_z
-was accepted, the detector saw acc_w as missing and judged nothing: 4.0 mm/s for 52 s gave no alarm of
-any kind, one WARNING at start and a line in `status` (new-user review S3). A blind spot must reach
-the back end like any other loss of monitoring.
+A detector binds to a stream name and channels by text (`agent.pipeline.wiring` checks them before start
+where the devices' output is known). At run time a channel a detector reads (its sparse ones aside:
+af's p_wave, ventricular_run's qrs_width) may not have come in any reading of its stream name yet. Two
+cases, told apart by whether a device whose channels are known before start (`wiring.produces`: the
+simulator, BLE profiles, CSV / JSON-lines serial and Modbus channel maps, the beats stage's) produces it
+on that stream name:
 
-The rule, per device stream (device, stream name) whose stream name a detector watches: it is *blind*
-for a detector while a channel the detector reads (its sparse ones aside: af's p_wave) has arrived in
-no reading of that stream name since the session started, from any device, and no device whose
-channels are known before start (`wiring.produces`: the simulator, BLE profiles, CSV / JSON-lines
-serial and Modbus channel maps) produces it on that stream name. So it concerns the devices that
-declare their channels at run time (a serial HELLO, a replay's recording), whose readings carry what
-they declared from the first one. A known device's channel that is only late (a BLE profile that has
-not reported yet) is no wiring problem (`profile_silent` tells a profile gone silent), check-config
-refuses a channel no known device produces when no run-time device is configured, and a stream name
-two kinds of device share, one of them sending the channel, is none either (`wiring.MissingChannels`).
+- *Late* (a known device produces it: a BLE profile that has not reported yet, its channel left out of
+  the row until it does; an oximeter sharing the stream that connects later). One WARNING per
+  (detector, stream name, channel) at the stream name's first readings, naming the three, never a device
+  or a value; `profile_silent` tells a profile gone silent.
+- *Missing* (no known device produces it: a serial HELLO or a replay's recording declares channels only
+  at run time). A serial frame device declaring acc_x, acc_y, acc_z under a detector reading `acc_w` (one
+  typo) was accepted by check-config, and 4.0 mm/s for 52 s gave no alarm of any kind, one WARNING and a
+  line in `status` (new-user review S3): a blind spot must reach the back end like any other loss of
+  monitoring. Each device stream of the name is *blind* for the detector: one ERROR per (detector,
+  channel, stream name) names the config key to fix and the device by its pseudonym only, and the
+  session (`agent.session`) raises `channel_missing` on the device stream once it has been blind for
+  `GRACE_S` from the first reading that showed it (a second device may still bring the channel).
 
-The alarm (`agent.session`): condition `channel_missing` on the device stream, raised once it has been
-blind for `GRACE_S` (a second device may still bring the channel), ended as soon as it is not: the
-channel arrives, or a reload with a fixed config makes a new session whose tracker finds the device's
-first readings fine and steps the restored episode to its end. Its priority is the highest of MEDIUM
-and the priorities of the blinded detectors' alarm rules (what it keeps from being monitored), raised
-further by open episodes it leaves unjudged (`technical.blinding`). Each (detector, channel, stream
-name) is logged once at ERROR, naming the config key to fix and the device by its pseudonym only.
+Either way the (detector, channel) is listed for the status (`missing_channels`) until a reading of the
+stream name, from any device, brings the channel: one INFO line then, and the alarm ends at its next
+check (a reload with a fixed config makes a new session whose tracker finds the device's first
+readings fine and steps the restored episode to its end). A channel that has arrived once is no wiring
+problem: rows without it later (a stale BLE thermometer, a second kind of device) are neither warned
+about, listed nor blind. The alarm's priority is the highest of MEDIUM and the priorities of the blinded
+detectors' alarm rules (what it keeps from being monitored), raised further by open episodes it leaves
+unjudged (`technical.blinding`).
 
-Cost: one dictionary look-up and a tuple comparison per reading (`saw`); the work is done only when a
-device stream brings a channel tuple other than its last one.
+Cost: `saw` takes a stream name's readings a batch at a time (`Pipeline.ingest`): a set of their (device
+stream, channels) pairs compared with those already taken, in C; the readings are walked in Python only
+when a device stream brings a layout new to it, and judged only when it brings a channel it had not had.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from agent.alarms import StreamRef
 from agent.config.schema import AgentConfig
@@ -45,10 +52,14 @@ from agent.pipeline.wiring import did_you_mean, produces
 from agent.readings import Reading
 
 log = logging.getLogger(__name__)
+# The late-channel lines keep the logger they were born under: docs and tools/evaluate filter on it.
+wiring_log = logging.getLogger("agent.pipeline.wiring")
 
 CONDITION = "channel_missing"
 GRACE_S = 10.0  # blind this long (from the first reading that shows it) before the alarm starts
-MAX_STREAMS_KEPT = 10_000  # device streams remembered; past it a new unwatched one is looked at each time
+MAX_LAYOUTS_KEPT = 100_000  # (device stream, channels) pairs remembered; past it a new one is walked again
+_STREAM = attrgetter("stream")
+_CHANNELS = attrgetter("channels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +93,8 @@ class Blind:
 
 
 class BlindDetectors:
-    """The device streams blinded for a detector (see the module docstring), fed every reading."""
+    """What each watched stream name's readings have delivered of its detectors' channels: the late ones
+    warned about, the missing ones' blind device streams (see the module docstring), fed batch by batch."""
 
     def __init__(
         self, config: AgentConfig, detectors: Sequence[Detector], pseudonym: Callable[[str], str]
@@ -108,7 +120,7 @@ class BlindDetectors:
                 # optional channels come late (qrs_shape once its templates are made), never missing
                 self._known.setdefault(device.beats.rr_stream, set()).update(RR_CHANNELS)
         self._pseudonym = pseudonym
-        self._last: dict[str, tuple[str, ...]] = {}  # "device/stream" -> its last readings' channels
+        self._taken: set[tuple[str, tuple[str, ...]]] = set()  # ("device/stream", channels) looked at
         self._carried: dict[str, set[str]] = {}  # watched "device/stream" -> channels it has had
         self._arrived: dict[str, set[str]] = {}  # stream name -> channels any of its readings had
         self._ids: dict[str, list[str]] = {}  # stream name -> its "device/stream" ids seen
@@ -117,30 +129,32 @@ class BlindDetectors:
         self.refs: dict[str, StreamRef] = {}  # watched "device/stream" -> its alarm row
         self.blind: dict[str, list[Blind]] = {}  # watched "device/stream" -> what blinds it now
 
-    def known(self, stream: str) -> frozenset[str]:
-        """The channels devices known before start produce on stream name `stream`."""
-        return frozenset(self._known.get(stream, ()))
-
     def watches(self, stream: str) -> bool:
         """Whether some detector watches stream name `stream` (a row there can be stepped)."""
         return stream in self._watchers
 
-    def saw(self, reading: Reading) -> None:
-        """One reading (called for every one: a look-up unless its channels changed)."""
-        last = self._last.get(reading.stream)
-        if last is not None and (last is reading.channels or last == reading.channels):
+    def saw(self, readings: Sequence[Reading]) -> None:
+        """A batch of readings of one watched stream name, in arrival order. Only the first reading of
+        each (device stream, channels) pair new to the tracker is looked at: a later one of the pair
+        could change nothing, and the alarm's timing is that first reading's."""
+        pairs = set(zip(map(_STREAM, readings), map(_CHANNELS, readings), strict=True))
+        if self._taken.issuperset(pairs):
             return
-        self._looked(reading)
+        new = pairs - self._taken
+        for reading in readings:
+            pair = (reading.stream, reading.channels)
+            if pair in new:
+                new.discard(pair)
+                if len(self._taken) < MAX_LAYOUTS_KEPT:
+                    self._taken.add(pair)
+                self._looked(reading)
+                if not new:
+                    return
 
     def _looked(self, reading: Reading) -> None:
         sid, channels = reading.stream, reading.channels
         device, _, name = sid.partition("/")
-        watchers = self._watchers.get(name)
-        if watchers is None:
-            if len(self._last) < MAX_STREAMS_KEPT:
-                self._last[sid] = channels
-            return
-        self._last[sid] = channels
+        watchers = self._watchers[name]
         carried = self._carried.get(sid)
         if carried is None:
             self.refs[sid] = StreamRef(self._pseudonym(device), name)
@@ -149,8 +163,10 @@ class BlindDetectors:
         elif carried.issuperset(channels):  # a layout it had before (BLE rows with and without a profile)
             return
         carried.update(channels)
+        first = name not in self._arrived  # the stream name's first readings
         arrived = self._arrived.setdefault(name, set())
-        arrived.update(channels)
+        fresh = set(channels) - arrived
+        arrived |= fresh
         missing = self._needed[name] - arrived - self._known.get(name, set())
         if missing != self._missing.get(name):  # a channel arrived (or first sight): every stream anew
             self._missing[name] = missing
@@ -158,6 +174,46 @@ class BlindDetectors:
                 self._judge(other, name, watchers, missing, reading.monotonic)
         else:
             self._judge(sid, name, watchers, missing, reading.monotonic)
+        if first:
+            self._tell_late(name, watchers, channels)
+        elif fresh:
+            self._tell_arrived(name, watchers, fresh)
+
+    def _tell_late(self, name: str, watchers: list[_Watcher], channels: tuple[str, ...]) -> None:
+        """The first readings of stream name `name` came with `channels`: one WARNING per (detector,
+        channel) they lack that a known device produces there (the others are blind: told at ERROR by
+        `_judge`). Only names from the configuration and the readings' channel names are logged."""
+        known = self._known.get(name, set())
+        for watcher in watchers:
+            for channel in dict.fromkeys(watcher.channels):  # a channel listed twice is told once
+                if channel in channels or channel not in known:
+                    continue
+                wiring_log.warning(
+                    'detector %s watches channel "%s" of stream "%s", but readings of that stream have not'
+                    " had it yet (their channels: %s): the detector sees it as missing, and cannot alarm on"
+                    " it, until it arrives (a device or BLE profile slower than the stream may not have"
+                    " reported yet; a line tells when it arrives). If it never does, check"
+                    " detectors.%s.channels against the device",
+                    watcher.detector,
+                    channel,
+                    name,
+                    ", ".join(sorted(channels)) or "none",
+                    watcher.detector,
+                )
+
+    @staticmethod
+    def _tell_arrived(name: str, watchers: list[_Watcher], fresh: set[str]) -> None:
+        """Channels `fresh` came for the first time in a reading of `name`, after its first ones: each
+        was listed as missing for the detectors that read it (late or blind); one INFO line each."""
+        for watcher in watchers:
+            for channel in dict.fromkeys(watcher.channels):
+                if channel in fresh:
+                    wiring_log.info(
+                        'channel "%s" of stream "%s" arrived: detector %s sees it from now on',
+                        channel,
+                        name,
+                        watcher.detector,
+                    )
 
     def _judge(self, sid: str, name: str, watchers: list[_Watcher], missing: set[str], now: float) -> None:
         """Judge device stream `sid` of stream name `name`, given the channels `missing` there."""
@@ -211,6 +267,19 @@ class BlindDetectors:
         ids = {b.detector for b in self.of(ref)}
         found = [w.priority for ws in self._watchers.values() for w in ws if w.detector in ids]
         return min([Priority.MEDIUM, *found], key=lambda p: p.rank)
+
+    def missing_channels(self) -> dict[str, list[str]]:
+        """Detector id -> its channels that no reading of its stream name has had since the first ones
+        came (late or blind: each logged once). Empty when every detector has had all its channels."""
+        out: dict[str, list[str]] = {}
+        for name, watchers in self._watchers.items():
+            arrived = self._arrived.get(name)
+            if arrived is None:  # no reading yet: nothing told
+                continue
+            pairs = {(w.detector, c) for w in watchers for c in w.channels if c not in arrived}
+            for detector, channel in sorted(pairs):
+                out.setdefault(detector, []).append(channel)
+        return out
 
     def listed(self) -> dict[str, list[str]]:
         """ "pseudonym/stream" -> what blinds it, for `status` (blind streams only)."""

@@ -157,8 +157,8 @@ class Pipeline:
                 for name, held in gates.items():
                     if output.open or device.running_when.channel in output.streams.get(name, ()):
                         held[device.id] = device.running_when
-        # Device streams a detector cannot judge for a channel their device does not send (the
-        # channel_missing alarm, stepped by the session): those channels are told there, at ERROR.
+        # What each watched stream name has delivered of its detectors' channels: the late ones warned
+        # about, the device streams blinded by a missing one (channel_missing, stepped by the session).
         self.blind = BlindDetectors(config, detectors, pseudonym)
         self.streams = {
             name: StreamPipeline(
@@ -170,7 +170,6 @@ class Pipeline:
                 self.calibrations,
                 rate_of,
                 gates[name],
-                known_channels=self.blind.known(name),
                 ranges={device.id: dict(device.ranges) for device in config.devices if device.ranges},
             )
             for name, watched in by_stream.items()
@@ -191,9 +190,7 @@ class Pipeline:
         """Feed readings in arrival order; returns the alarm events they caused, in order for each
         stream name (each stream name's readings are taken as one batch, in their arrival order)."""
         batches: dict[str, list[Reading]] = {}
-        blind = self.blind.saw
         for reading in readings:
-            blind(reading)
             name = reading.stream.split("/", 1)[-1]
             batch = batches.get(name)
             if batch is None:
@@ -214,6 +211,7 @@ class Pipeline:
         for name, batch in batches.items():
             stream = self.streams[name]
             stream.gateway_offset = offset
+            self.blind.saw(batch)
             events += stream.ingest_many(batch)
         if self.clock_steps() > steps:
             log.warning(
@@ -238,12 +236,8 @@ class Pipeline:
 
     def missing_channels(self) -> dict[str, list[str]]:
         """Detector id -> its channels that no reading of its stream has had since start (each logged
-        once; `agent.pipeline.wiring`). Empty when every detector's channels have all arrived."""
-        out: dict[str, list[str]] = {}
-        for stream in self.streams.values():
-            for detector_id, channel in sorted(stream.missing.seen):
-                out.setdefault(detector_id, []).append(channel)
-        return out
+        once; `agent.pipeline.blind`). Empty when every detector's channels have all arrived."""
+        return self.blind.missing_channels()
 
     def running_status(self) -> dict[str, dict[str, Any]]:
         """The operating state of every stream of a device with `running_when`, by "pseudonym/stream"."""

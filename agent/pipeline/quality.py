@@ -15,7 +15,7 @@ nothing: they say nothing about these samples (the battery_low technical alarm s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,13 +98,9 @@ class QualityGate:
         channels: tuple[str, ...],
         ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES,
         *,
-        on_channels: Callable[[tuple[str, ...]], None] | None = None,
         device_ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     ):
         self.channels = channels
-        # told once per distinct channel tuple readings arrive with (`wiring.MissingChannels` keeps which of
-        # `channels` never arrived: a BLE row lacks a slow profile's channel only until it reports)
-        self._on_channels = on_channels
         # A channel without a known range still has one: the finite numbers. An infinity (a float field
         # a device filled with garbage) is then out of range at no extra cost on the per-reading path.
         largest = float(np.finfo(np.float64).max)
@@ -153,7 +149,7 @@ class QualityGate:
         if inside.all():
             return values, quality, 0
         outside = ~inside
-        if columns is not None and not complete:  # a channel the reading lacks is missing (wiring.py)
+        if columns is not None and not complete:  # a channel the reading lacks: missing (blind.py)
             outside[:, columns < 0] = False
             if not outside.any():
                 return values, quality, 0
@@ -226,8 +222,6 @@ class QualityGate:
         columns = None if channels == self.channels else np.array([index.get(c, -1) for c in self.channels])
         plan = (columns, columns is None or bool((columns >= 0).all()))
         self._plans[channels] = plan
-        if self._on_channels is not None:
-            self._on_channels(channels)
         return plan
 
     def _select(self, reading: Reading, columns: IntArray) -> FloatArray:

@@ -25,14 +25,14 @@ import numpy.typing as npt
 from agent.alarms import AlarmBook, AlarmState, StreamRef
 from agent.clock import stepped_to_gateway
 from agent.config.schema import AlarmRuleConfig, RunningWhenConfig
-from agent.detectors.base import Detector, ScoreBlock, StreamingDetector, WindowBlock, sparse_channels
+from agent.detectors.base import Detector, ScoreBlock, StreamingDetector, WindowBlock
 from agent.events import AlarmEvent, Phase
 from agent.pipeline.calibration import LiveCalibration
 from agent.pipeline.quality import QualityGate, Screened
 from agent.pipeline.running import RunningStates
 from agent.pipeline.technical import QualityAlarms
 from agent.pipeline.windows import StreamWindows
-from agent.pipeline.wiring import DeclaredRates, MissingChannels
+from agent.pipeline.wiring import DeclaredRates
 from agent.readings import VOIDS_HOP_BITS, FloatArray, Quality, Reading
 
 IntArray = npt.NDArray[np.int64]
@@ -176,11 +176,8 @@ class StreamPipeline:
         calibrations: Mapping[str, LiveCalibration] | None = None,
         rates: Mapping[str, float] | None = None,
         running_when: Mapping[str, RunningWhenConfig] | None = None,
-        known_channels: frozenset[str] | None = None,
         ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     ) -> None:
-        """`known_channels`: those a device known before start produces on this stream name (None: all
-        warned about; `wiring.MissingChannels`)."""
         self.name = name
         self.nominal_period_s = nominal_period_s
         channels: list[str] = []
@@ -191,19 +188,13 @@ class StreamPipeline:
         channels += sorted({g.channel for g in gates.values()} - set(channels))
         self.channels = tuple(channels)
         self.running = RunningStates(self.channels, gates, nominal_period_s) if gates else None
-        # A channel only some readings carry by design (af's p_wave) is no wiring problem when absent.
-        self.missing = MissingChannels(
-            name,
-            [(d.id, tuple(c for c in d.channels if c not in sparse_channels(d))) for d, _ in detectors],
-            known_channels,
-        )
         # each detector's rate_hz (default: the nominal rate) against the spacing readings declare
         rate_of = rates or {}
         self._rate_hz = {d.id: rate_of.get(d.id, 1.0 / nominal_period_s) for d, _ in detectors}
         self.rates = DeclaredRates(name, list(self._rate_hz.items()))
         # device id -> its configured channel spans (`ranges`): the gate's range, and `context`'s levels
         self._ranges = {device: spans for device, spans in (ranges or {}).items() if spans}
-        self.gate = QualityGate(self.channels, on_channels=self.missing.arrived, device_ranges=self._ranges)
+        self.gate = QualityGate(self.channels, device_ranges=self._ranges)
         # Room for the longest window plus one device block of new samples (a Polar H10 ECG frame is
         # 73 samples, a simulator ECG block 25): a block spanning several hops is scored in one call.
         self.windows = StreamWindows(self.channels, max(d.window for d, _ in detectors) + MAX_BLOCK_SAMPLES)

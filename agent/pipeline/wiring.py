@@ -15,15 +15,10 @@ protocol's HELLO, a replay's recording) may send anything: with one configured, 
 before start (its own `ranges` neither; the other devices' still are) and the run-time warning is what
 is left.
 
-At run time (`MissingChannels`, kept by each `StreamPipeline`): the first time readings of a watched
-stream arrive without one of a detector's channels that no reading of the stream has had yet (a device
-unknowable before start, one of two kinds of device sharing a stream name, or a BLE profile that has
-not reported yet: its channel is left out of the row until it does), one warning per (detector, stream
-name, channel) names the three, never a device or a value, and the triple is kept for the status
-(`Pipeline.missing_channels`) until a reading brings the channel (one INFO line then). A channel that
-has arrived once is no wiring problem: rows without it later (a stale BLE thermometer, a second kind
-of device) are neither warned about nor listed. The check runs once per distinct channel tuple (the
-quality gate's plan), not per reading.
+At run time (`agent.pipeline.blind`): a detector's channel that no reading of its stream has had yet is
+warned about when a device known before start produces it there (late: a BLE profile that has not
+reported yet), and raises the technical alarm `channel_missing` when none does (a typo against a
+serial HELLO); both are listed for the status until the channel arrives.
 
 What the beats stage computes (`beat_channels_read`): the optional channels of a `[devices.beats]` RR
 stream (``qrs_shape``, ``qrs_core``, ``p_wave``) cost templates and CPU per beat, so the session asks the
@@ -305,65 +300,6 @@ def check_wiring(config: AgentConfig) -> list[ConfigError]:
                     )
                 )
     return problems
-
-
-class MissingChannels:
-    """The run-time check of one stream name: a detector's channels that readings arrived without and
-    that none has had since start (see the module docstring)."""
-
-    def __init__(
-        self,
-        stream: str,
-        watched: Sequence[tuple[str, tuple[str, ...]]],
-        known: frozenset[str] | None = None,
-    ) -> None:
-        """`known`: the channels devices known before start produce on this stream; one outside them
-        that never arrived is told at ERROR by `agent.pipeline.blind` (its alarm), not warned about here
-        (None: every one is)."""
-        self.stream = stream
-        self._watched = watched  # (detector id, its channels)
-        self._known = known
-        self.seen: set[tuple[str, str]] = set()  # (detector id, channel) warned about, not arrived since
-        self._told: set[tuple[str, str]] = set()  # warned about once: never again
-        self._arrived: set[str] = set()  # channels some reading of this stream has had
-
-    def arrived(self, channels: tuple[str, ...]) -> None:
-        """Readings of this stream came with `channels` (a tuple seen for the first time): warn once per
-        (detector, channel) they lack that has never arrived; tell when a missing one arrives. Only names
-        from the configuration and the readings' channel names are logged: no device, no value."""
-        present = set(channels)
-        self._arrived |= present
-        for detector_id, wanted in self._watched:
-            for channel in wanted:
-                key = (detector_id, channel)
-                if channel in present:
-                    if key in self.seen:
-                        self.seen.discard(key)
-                        log.info(
-                            'channel "%s" of stream "%s" arrived: detector %s sees it from now on',
-                            channel,
-                            self.stream,
-                            detector_id,
-                        )
-                    continue
-                if channel in self._arrived or key in self._told:
-                    continue
-                self._told.add(key)
-                self.seen.add(key)
-                if self._known is not None and channel not in self._known:
-                    continue  # no device can be late with it: a wiring error, told at ERROR (blind)
-                log.warning(
-                    'detector %s watches channel "%s" of stream "%s", but readings of that stream have not'
-                    " had it yet (their channels: %s): the detector sees it as missing, and cannot alarm on"
-                    " it, until it arrives (a device or BLE profile slower than the stream may not have"
-                    " reported yet; a line tells when it arrives). If it never does, check"
-                    " detectors.%s.channels against the device",
-                    detector_id,
-                    channel,
-                    self.stream,
-                    _names(channels),
-                    detector_id,
-                )
 
 
 MAX_RATES_KEPT = 10_000  # spacings remembered; past it a spacing may be looked at again

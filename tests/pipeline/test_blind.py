@@ -180,3 +180,49 @@ def test_the_beats_stage_s_late_channels_on_a_run_time_device_blind_nothing(tmp_
         p.ingest([beat])
     assert p.blind.of(StreamRef("p-patch", "ecg_rr")) == []
     assert p.blind.check(40.0)[1] == [0.0]
+
+
+def test_a_long_batch_is_judged_from_the_first_reading_that_shows_each_layout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tracker takes a stream name's readings a batch at a time, and the alarm's timing stays that of
+    its first reading of each layout: a batch whose first reading lacks the channel and a later one (of
+    another device) has it is told at ERROR and ends blind-free; one that never brings it is blind from
+    its first reading, not from the batch's last."""
+    caplog.set_level(logging.INFO, logger="agent.pipeline")
+    p = pipeline(tmp_path, [FRAMES, FRAMES | {"id": "vib-2"}], ["acc_x", "acc_w"], "high")
+    batch = [acc("vib-1", XYZ, 100.0 + k * 0.1) for k in range(100)]
+    p.ingest([*batch[:50], acc("vib-2", ("acc_x", "acc_w"), 105.0), *batch[50:]])
+    assert [r.levelno for r in caplog.records if r.name == "agent.pipeline.blind"] == [logging.ERROR]
+    arrived = [r.getMessage() for r in caplog.records if r.name == "agent.pipeline.wiring"]
+    assert arrived == ['channel "acc_w" of stream "acc" arrived: detector vib sees it from now on']
+    assert p.blind.listed() == {} and p.missing_channels() == {}
+    assert p.blind.check(120.0)[1] == [0.0, 0.0]
+    late = pipeline(tmp_path, [FRAMES], ["acc_x", "acc_w"], "high")
+    late.ingest([acc("vib-1", XYZ, 100.0 + k * 0.1) for k in range(100)])
+    assert late.blind.check(110.0)[1] == [pytest.approx(10.0)]
+    assert late.missing_channels() == {"vib": ["acc_w"]}
+
+
+def test_the_tracker_is_fed_once_per_batch_of_a_stream_name_not_per_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It needs only which (device stream, channels) arrived and when: a call per reading (a dictionary
+    look-up and a comparison each, in Python) was per-reading work on the hot path. Readings of streams no
+    detector watches are not its business at all."""
+    from agent.pipeline.blind import BlindDetectors
+
+    calls = 0
+    saw = BlindDetectors.saw
+
+    def counted(self: BlindDetectors, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        saw(self, *args)
+
+    monkeypatch.setattr(BlindDetectors, "saw", counted)
+    p = pipeline(tmp_path, [FRAMES], list(XYZ), "high")
+    unwatched = [acc(f"vib-{k}", ("temp",), 100.0, stream="temps") for k in range(50)]
+    p.ingest([acc(f"vib-{k}", XYZ, 100.0 + t) for t in range(3) for k in range(200)] + unwatched)
+    assert calls == 1
+    assert p.blind.check(200.0)[1] == [0.0] * 200
