@@ -30,9 +30,9 @@ about, listed nor blind. The alarm's priority is the highest of MEDIUM and the p
 detectors' alarm rules (what it keeps from being monitored), raised further by open episodes it leaves
 unjudged (`technical.blinding`).
 
-Cost: `saw` takes a stream name's readings a batch at a time (`Pipeline.ingest`): a set of their (device
-stream, channels) pairs compared with those already taken, in C; the readings are walked in Python only
-when a device stream brings a layout new to it, and judged only when it brings a channel it had not had.
+Cost: `saw` takes a stream name's readings a batch at a time (`Pipeline.ingest`). Until the name has had
+every channel its detectors need, a look-up and a tuple comparison a reading, and work only when a
+device stream's channels change; after, one set look-up a reading in C (a new device stream's row).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 from agent.alarms import StreamRef
 from agent.config.schema import AgentConfig
@@ -57,9 +56,6 @@ wiring_log = logging.getLogger("agent.pipeline.wiring")
 
 CONDITION = "channel_missing"
 GRACE_S = 10.0  # blind this long (from the first reading that shows it) before the alarm starts
-MAX_LAYOUTS_KEPT = 100_000  # (device stream, channels) pairs remembered; past it a new one is walked again
-_STREAM = attrgetter("stream")
-_CHANNELS = attrgetter("channels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +116,8 @@ class BlindDetectors:
                 # optional channels come late (qrs_shape once its templates are made), never missing
                 self._known.setdefault(device.beats.rr_stream, set()).update(RR_CHANNELS)
         self._pseudonym = pseudonym
-        self._taken: set[tuple[str, tuple[str, ...]]] = set()  # ("device/stream", channels) looked at
+        self._last: dict[str, tuple[str, ...]] = {}  # watched "device/stream" -> its last readings' channels
+        self._settled: set[str] = set()  # stream names that have had every channel their detectors need
         self._carried: dict[str, set[str]] = {}  # watched "device/stream" -> channels it has had
         self._arrived: dict[str, set[str]] = {}  # stream name -> channels any of its readings had
         self._ids: dict[str, list[str]] = {}  # stream name -> its "device/stream" ids seen
@@ -133,31 +130,34 @@ class BlindDetectors:
         """Whether some detector watches stream name `stream` (a row there can be stepped)."""
         return stream in self._watchers
 
-    def saw(self, readings: Sequence[Reading]) -> None:
-        """A batch of readings of one watched stream name, in arrival order. Only the first reading of
-        each (device stream, channels) pair new to the tracker is looked at: a later one of the pair
-        could change nothing, and the alarm's timing is that first reading's."""
-        pairs = set(zip(map(_STREAM, readings), map(_CHANNELS, readings), strict=True))
-        if self._taken.issuperset(pairs):
+    def saw(self, name: str, readings: Sequence[Reading]) -> None:
+        """A batch of readings of watched stream name `name`, in arrival order. Once the name has had
+        every channel its detectors need nothing can be late, missing or blind there any more: only a
+        device stream new to the tracker counts (its alarm row), found by one set look-up a reading in
+        C. Before, each reading whose channels differ from its device stream's last ones is looked at,
+        at its place in the batch (the alarm's timing is that of the first reading that shows it)."""
+        carried = self._carried
+        if name in self._settled:
+            if all(map(carried.__contains__, [r.stream for r in readings])):
+                return
+            for reading in readings:
+                if reading.stream not in carried:
+                    self._looked(name, reading)
             return
-        new = pairs - self._taken
+        last = self._last
         for reading in readings:
-            pair = (reading.stream, reading.channels)
-            if pair in new:
-                new.discard(pair)
-                if len(self._taken) < MAX_LAYOUTS_KEPT:
-                    self._taken.add(pair)
-                self._looked(reading)
-                if not new:
-                    return
+            before = last.get(reading.stream)
+            if before is not None and (before is reading.channels or before == reading.channels):
+                continue
+            last[reading.stream] = reading.channels
+            self._looked(name, reading)
 
-    def _looked(self, reading: Reading) -> None:
+    def _looked(self, name: str, reading: Reading) -> None:
         sid, channels = reading.stream, reading.channels
-        device, _, name = sid.partition("/")
         watchers = self._watchers[name]
         carried = self._carried.get(sid)
         if carried is None:
-            self.refs[sid] = StreamRef(self._pseudonym(device), name)
+            self.refs[sid] = StreamRef(self._pseudonym(reading.device), name)
             self._ids.setdefault(name, []).append(sid)
             carried = self._carried[sid] = set()
         elif carried.issuperset(channels):  # a layout it had before (BLE rows with and without a profile)
@@ -167,6 +167,8 @@ class BlindDetectors:
         arrived = self._arrived.setdefault(name, set())
         fresh = set(channels) - arrived
         arrived |= fresh
+        if self._needed[name] <= arrived:
+            self._settled.add(name)
         missing = self._needed[name] - arrived - self._known.get(name, set())
         if missing != self._missing.get(name):  # a channel arrived (or first sight): every stream anew
             self._missing[name] = missing

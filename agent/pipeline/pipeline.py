@@ -211,7 +211,7 @@ class Pipeline:
         for name, batch in batches.items():
             stream = self.streams[name]
             stream.gateway_offset = offset
-            self.blind.saw(batch)
+            self.blind.saw(name, batch)
             events += stream.ingest_many(batch)
         if self.clock_steps() > steps:
             log.warning(

@@ -226,3 +226,8 @@ def test_the_tracker_is_fed_once_per_batch_of_a_stream_name_not_per_reading(
     p.ingest([acc(f"vib-{k}", XYZ, 100.0 + t) for t in range(3) for k in range(200)] + unwatched)
     assert calls == 1
     assert p.blind.check(200.0)[1] == [0.0] * 200
+    # Every channel has arrived: a new device stream still gets its row, and one lacking a channel that
+    # another device brings is no blind spot (as before).
+    p.ingest([acc("vib-7", XYZ, 104.0), acc("vib-new", ("acc_x",), 104.0), acc("vib-new", XYZ, 104.1)])
+    assert calls == 2
+    assert p.blind.check(200.0)[1] == [0.0] * 201 and p.blind.listed() == {}
