@@ -106,7 +106,7 @@ def test_the_right_channels_blind_nothing_and_a_low_rule_keeps_medium(tmp_path: 
 
 
 def test_a_stream_name_two_kinds_of_device_share_is_no_blind_spot(tmp_path: Path) -> None:
-    """As for `wiring.MissingChannels`: a channel that arrives from another device of the stream name
+    """As for the late-channel warning: a channel that arrives from another device of the stream name
     ends it, and one a device known before start produces there (a CSV device's map) never starts it."""
     p = pipeline(tmp_path, [FRAMES, FRAMES | {"id": "vib-2"}], ["acc_x", "acc_w"], "high")
     p.ingest([acc("vib-1", XYZ, 100.0)])
