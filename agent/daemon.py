@@ -21,6 +21,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,13 @@ class Agent:
         whose session fails during its set-up gives way to the config that ran before it."""
         carried: dict[str, Any] = {}
         handed: dict[str, Handed] | None = None  # the beat-shape templates of a reload (None: a start)
+        silences: dict[str, float] = {}  # a reload's: when each device's silence began (`_Session`)
         running: AgentConfig | None = None  # the config of the last session that started
         try:
             while True:
                 self.reloading.clear()
                 try:
-                    run = self._start(self.config, carried, handed)
+                    run = self._start(self.config, carried, handed, silences)
                 except Exception as exc:
                     if running is None or running is self.config:
                         raise  # the first start (or the previous config itself) fails: nothing to go back to
@@ -132,6 +134,7 @@ class Agent:
                 if self.stopping.is_set():
                     return
                 handed = run.beat_handover()
+                silences = run.silence_handover()
         finally:
             if self._state_lock is not None:
                 self._state_lock.release()
@@ -147,9 +150,14 @@ class Agent:
         self._state_lock = lock
 
     def _start(
-        self, cfg: AgentConfig, carried_alarms: dict[str, Any], handed: dict[str, Handed] | None = None
+        self,
+        cfg: AgentConfig,
+        carried_alarms: dict[str, Any],
+        handed: dict[str, Handed] | None = None,
+        silences: Mapping[str, float] | None = None,
     ) -> _Session:
-        """Set up a session (state, keys, outbox, uplink, pipeline) without serving it yet."""
+        """Set up a session (state, keys, outbox, uplink, pipeline) without serving it yet; `silences`:
+        the previous session's (a reload), which its devices' silences go on from."""
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
         self._lock(state_dir)
         session = next_session(state_dir)
@@ -160,6 +168,7 @@ class Agent:
         outbox, damaged_outbox = Outbox.open_or_replace(cfg.outbox, save_first=site_key.save)
         try:
             run = self._restore(cfg, carried_alarms, state_dir, session, pseudonym, topics, outbox, handed)
+            run.resume_silences(silences or {}, time.monotonic())
         except BaseException:
             outbox.close()  # a failed set-up leaves no file open: the previous config opens it again
             raise

@@ -214,6 +214,12 @@ class Health:
         if stats is not None and stats.last_seen_monotonic is None:
             stats.since_monotonic = min(stats.since_monotonic, now_monotonic - silent_s)
 
+    def silent_since(self, device_id: str) -> float:
+        """The monotonic time the device's silence began: its last reading, or the session's start if
+        none came (or the start of a silence resumed from before it)."""
+        stats = self.devices[device_id]
+        return stats.last_seen_monotonic if stats.last_seen_monotonic is not None else stats.since_monotonic
+
     def resume_profile_silence(
         self, device_id: str, profile: str, silent_s: float, now_monotonic: float
     ) -> None:
@@ -226,9 +232,7 @@ class Health:
 
     def silence_s(self, device_id: str, now_monotonic: float) -> float:
         """Seconds since the device last delivered anything (since start if never)."""
-        stats = self.devices[device_id]
-        last = stats.last_seen_monotonic if stats.last_seen_monotonic is not None else stats.since_monotonic
-        return max(0.0, now_monotonic - last)
+        return max(0.0, now_monotonic - self.silent_since(device_id))
 
     def profile_silence_s(self, device_id: str, profile: str, now_monotonic: float) -> float:
         """Seconds a BLE profile that notifies all the time has been silent while the device delivers

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -169,11 +170,15 @@ class _Session:
         self.queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_READINGS)
         self.sources: dict[str, Source] = {}  # device id -> its open source, for its counters
         gateway, digest = cfg.gateway.id, cfg.digest[:16]
-        self.device_lost = ThresholdAlarm("device_lost", Priority.MEDIUM, gateway, digest)
+        self.device_lost = ThresholdAlarm(
+            "device_lost", Priority.MEDIUM, gateway, digest, configured_limit=True
+        )
         # A BLE profile that notifies all the time gone silent while the device's others talk (a stopped
         # oximeter beside a strap): its channels are missing, and device_lost cannot tell (review of
         # 2026-11-30, finding 2). One row per (device, profile), its stream "profile:<name>".
-        self.profile_silent = ThresholdAlarm("profile_silent", Priority.MEDIUM, gateway, digest)
+        self.profile_silent = ThresholdAlarm(
+            "profile_silent", Priority.MEDIUM, gateway, digest, configured_limit=True
+        )
         self.profile_refs = {
             (d.id, name): StreamRef(pseudonym(d.id), f"profile:{name}")
             for d in cfg.devices
@@ -195,7 +200,9 @@ class _Session:
         # stream; what blinded it is kept for the END's text.
         self.channel_missing = ThresholdAlarm("channel_missing", Priority.MEDIUM, gateway, digest)
         self.blind_texts: dict[StreamRef, str] = {}
-        self.outbox_filling = ThresholdAlarm("outbox_filling", Priority.HIGH, gateway, digest)
+        self.outbox_filling = ThresholdAlarm(
+            "outbox_filling", Priority.HIGH, gateway, digest, configured_limit=True
+        )
         self.publish_refused = ThresholdAlarm("publish_refused", Priority.HIGH, gateway, digest)
         self.outbox_unreadable = ThresholdAlarm("outbox_unreadable", Priority.HIGH, gateway, digest)
         self.outbox_damaged = ThresholdAlarm("outbox_damaged", Priority.HIGH, gateway, digest)
@@ -655,6 +662,24 @@ class _Session:
                 device_id, profile = profiles[ref]
                 self.health.resume_profile_silence(device_id, profile, silent_s, now_monotonic)
         self._uplink_failing_held = self.uplink_failing.state_of(self.gateway_ref) is not AlarmState.NORMAL
+
+    def silence_handover(self) -> dict[str, float]:
+        """Device pseudonym -> the monotonic time its silence began (its last reading, or this session's
+        start), for the next session of a reload (`resume_silences`)."""
+        return {
+            ref.device_pseudonym: self.health.silent_since(d.id)
+            for d, ref in zip(self.cfg.devices, self.device_refs, strict=True)
+        }
+
+    def resume_silences(self, handed: Mapping[str, float], now_monotonic: float) -> None:
+        """Go on counting the silences the previous session of a reload counted (`silence_handover`), for
+        the devices it had (by pseudonym): a device silent for 25 s of a 30 s `lost_after_s` at the
+        reload is lost 5 s later, not 30 s (new-user review of 2026-12-01). A device that talks again
+        ends it as ever; a new device counts from this session's start."""
+        for d, ref in zip(self.cfg.devices, self.device_refs, strict=True):
+            since = handed.get(ref.device_pseudonym)
+            if since is not None:
+                self.health.resume_silence(d.id, max(0.0, now_monotonic - since), now_monotonic)
 
     def resume_timelines(self, alarms: dict[str, Any]) -> None:
         """Note where each simulated device's timeline is to start: after the newest instant of its

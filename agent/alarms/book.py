@@ -534,6 +534,21 @@ class AlarmBook:
         if episode is not None and priority.rank < episode.priority.rank:
             episode.priority = priority
 
+    def mark_rule_changed(self, stream: StreamRef) -> None:
+        """Mark `stream`'s open episode as judged by a changed rule from now on, as a changed
+        `verdict_digest` marks a restored book's: for a limit given per stream at each `update` (a
+        device's `lost_after_s`), which the book's digest does not hold (`ThresholdAlarm`)."""
+        row = self._rows.get(stream)
+        if row is not None and row in self._episodes:
+            self._rule_changed.add(row)
+
+    def lift_cooldown(self, stream: StreamRef) -> None:
+        """No cooldown after `stream`'s last END: it was no recovery, so a condition the rule finds
+        again at once is no recurrence to hold back (`ThresholdAlarm.check`)."""
+        row = self._rows.get(stream)
+        if row is not None:
+            self._f["cooldown_until"][row] = -math.inf
+
     def close_all(self, time: float, streams: Sequence[StreamRef] | None = None) -> list[AlarmEvent]:
         """End every confirmed episode (of `streams`, default all) at `time`, without cooldown.
 

@@ -18,7 +18,7 @@ import numpy as np
 from agent.alarms import AlarmBook, AlarmState, BookSnapshot, StreamRef, explain
 from agent.config.schema import AlarmRuleConfig
 from agent.detectors.base import IntArray, ScoreBlock
-from agent.events import AlarmEvent, AlarmKind, Phase, Priority
+from agent.events import AlarmEvent, AlarmKind, EndCause, Phase, Priority
 from agent.pipeline.bad_share import OFF_SHARE, ON_SHARE, WINDOW_S, BadShare, Copy
 from agent.readings import Quality
 
@@ -78,6 +78,20 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
     ),
 }
 
+# The END of a silence alarm whose limit (the device's `lost_after_s`) a reload or restart changed to
+# above the silence: nothing came, so "cleared: data again" would tell the back end a lie. f(silence,
+# new limit) -> text (`ThresholdAlarm`; its `rule_changed` end cause).
+CHANGED_LIMIT_ENDS: dict[str, Callable[[float, float], str]] = {
+    "device_lost": lambda v, lim: (
+        f"ended without data: lost_after_s changed to {lim:.0f} s (a reload or restart), and the device's"
+        f" silence of {v:.0f} s is within it; device_lost starts again if the silence reaches it"
+    ),
+    "profile_silent": lambda v, lim: (
+        f"ended without a notification: lost_after_s changed to {lim:.0f} s (a reload or restart), and the"
+        f" BLE profile's silence of {v:.0f} s is within it; profile_silent starts again if it reaches it"
+    ),
+}
+
 
 def describe(event: AlarmEvent) -> AlarmEvent:
     """The event with a readable explanation of the technical condition instead of score vs threshold."""
@@ -85,6 +99,17 @@ def describe(event: AlarmEvent) -> AlarmEvent:
     held_s = event.detection_time - event.onset_time
     if event.phase is Phase.START:
         text = f"{what}, for {held_s:.0f} s" if held_s >= 1 else what
+    elif event.phase is Phase.END and event.end_cause is EndCause.RULE_CHANGED:
+        # The condition holds as before, under a limit a reload or restart changed: no "cleared".
+        lasted = (event.end_time or event.onset_time) - event.onset_time
+        changed = CHANGED_LIMIT_ENDS.get(event.condition)
+        if changed is not None:
+            text = f"{changed(event.value, event.threshold)}; alarm lasted {lasted:.0f} s"
+        else:
+            text = (
+                f"ended without a recovery: {what}: the limit changed (a reload or restart) and the"
+                f" condition is within it; alarm lasted {lasted:.0f} s"
+            )
     elif event.phase is Phase.END and event.condition == "device_lost":
         # Two durations, each named: the longest silence measured and the alarm's own span (a reader
         # took "no data for 40 s; lasted 25 s" for a contradiction).
@@ -476,9 +501,18 @@ class ThresholdAlarm:
         config_hash: str,
         min_duration_s: float = 0.0,
         clear_after_s: float = 0.0,
+        *,
+        configured_limit: bool = False,
     ) -> None:
         rule = technical_rule(condition, priority, min_duration_s, clear_after_s)
         self._book = AlarmBook(rule, gateway, config_hash, (condition,))
+        # With a `configured_limit` (a device's `lost_after_s`, the outbox's `warn_fraction`): the open
+        # episodes restored by `load_state`, with the limit they were last checked against, until their
+        # first `check`. One whose limit changed meanwhile (a reload raised `lost_after_s`) is judged by
+        # a changed rule, and an END it gets before that rule finds the condition is no recovery
+        # ("cleared: data again" though no data came, new-user review of 2026-12-01).
+        self._configured_limit = configured_limit
+        self._restored_limits: dict[StreamRef, float] = {}
 
     def check(
         self,
@@ -502,8 +536,19 @@ class ThresholdAlarm:
             baseline=np.full((n, 1), np.nan),
         )
         times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,)).copy()
+        if self._restored_limits:
+            self._mark_changed_limits(refs, limits)
         events = self._book.update(list(refs), block, times, np.ones(n, dtype=bool), ["ok"] * n, rows=rows)
+        for event in events:
+            if event.end_cause is EndCause.RULE_CHANGED:  # no recovery: a new episode is no recurrence
+                self._book.lift_cooldown(StreamRef(event.device, event.stream))
         return [describe(e) for e in events]
+
+    def _mark_changed_limits(self, refs: Sequence[StreamRef], limits: Sequence[float]) -> None:
+        for ref, limit in zip(refs, limits, strict=True):
+            saved = self._restored_limits.pop(ref, None)
+            if saved is not None and not math.isclose(saved, limit):
+                self._book.mark_rule_changed(ref)
 
     def shift_times(self, delta: float, refs: Sequence[StreamRef] | None = None) -> None:
         """The wall clock stepped by `delta` s: the timers of `refs` (default all) move with it."""
@@ -542,4 +587,8 @@ class ThresholdAlarm:
         """Restore `state()`, only the rows of stream name `stream` when given; the streams restored."""
         rows = [r for r in state.get("streams", []) if stream is None or r.get("stream") == stream]
         self._book.load_state({**state, "streams": rows})
+        for row in rows if self._configured_limit else ():
+            limit = row.get("threshold")  # the limit of the row's last check
+            if isinstance(row.get("episode"), Mapping) and isinstance(limit, int | float):
+                self._restored_limits[StreamRef(str(row["device"]), str(row["stream"]))] = float(limit)
         return [StreamRef(str(r["device"]), str(r["stream"])) for r in rows]

@@ -13,6 +13,7 @@ import json
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -200,3 +201,138 @@ def test_the_daemon_keeps_device_lost_open_through_a_sighup_and_a_restart(
         if agent.proc.poll() is None:
             assert agent.stop() == 0
     assert [e["phase"] for e in lost()] == ["start"]
+
+
+def _with_lost_after(seconds: float) -> dict[str, Any]:
+    device = {**CONFIG["devices"][0], "lost_after_s": seconds}
+    return {**CONFIG, "devices": [device]}
+
+
+def _lost_start(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A device_lost START at 31 s of silence against lost_after_s 30, and the state a reload carries."""
+    first = session(tmp_path)
+    first.check_gateway(2_000.0, time.monotonic() + 31.0)
+    (start,) = [json.loads(item.payload) for item in first.outbox.take(10)]
+    assert (start["condition"], start["phase"]) == ("device_lost", "start")
+    state = saved(first)
+    first.outbox.close()
+    return start, state
+
+
+def test_a_reload_that_raises_lost_after_s_ends_device_lost_as_a_rule_change_not_as_data(
+    tmp_path: Path,
+) -> None:
+    """Raised to 40 s while silent for 32 s: the END says the limit changed, no data came, and the back
+    end is not told the device is back; at 40 s of silence the device is lost again, under the new limit
+    (the ended episode's cooldown does not hold it back)."""
+    start, state = _lost_start(tmp_path)
+    second = later(tmp_path, _with_lost_after(40))
+    mono = time.monotonic()
+    second.load_gateway_alarms(state, now=2_002.0, now_monotonic=mono)  # silent 32 s at the reload
+    second.check_gateway(2_003.0, mono + 1.0)
+    (end,) = [json.loads(item.payload) for item in second.outbox.take(10)]
+    assert (end["id"], end["phase"], end["end_cause"]) == (start["id"], "end", "rule_changed")
+    text = end["explanation"]["text"]
+    assert "data again" not in text and "cleared" not in text
+    assert text.startswith(
+        "ended without data: lost_after_s changed to 40 s (a reload or restart), and the device's silence"
+        " of 33 s is within it"
+    )
+    starts = []
+    for t in range(2, 12):
+        second.check_gateway(2_002.0 + t, mono + t)
+        starts += [(t, json.loads(item.payload)) for item in second.outbox.take(10)]
+    [(at, again)] = starts
+    assert at == 9  # 32 + 9 = 41 s, the first check beyond 40 s (as 31 s was beyond 30), not 30 s later
+    assert (again["phase"], again["condition"]) == ("start", "device_lost") and again["id"] != start["id"]
+
+
+def test_a_reload_that_raises_lost_after_s_below_the_silence_keeps_device_lost_open(
+    tmp_path: Path,
+) -> None:
+    start, state = _lost_start(tmp_path)
+    second = later(tmp_path, _with_lost_after(32))
+    mono = time.monotonic()
+    second.load_gateway_alarms(state, now=2_005.0, now_monotonic=mono)  # silent 35 s: beyond 32 still
+    for t in range(1, 5):
+        second.check_gateway(2_005.0 + t, mono + t)
+    assert second.outbox.take(10) == []
+    second._commit([Reading.single("bed-4/vitals", {"hr": 70.0}, 2_010.0, mono + 4.5)])
+    second.check_gateway(2_011.0, mono + 5.0)
+    (end,) = [json.loads(item.payload) for item in second.outbox.take(10)]
+    assert (end["id"], end["end_cause"]) == (start["id"], "cleared")
+    assert "cleared: data again after a silence of 39 s (limit 32 s)" in end["explanation"]["text"]
+
+
+def test_a_device_silent_but_not_yet_lost_at_a_reload_goes_on_counting(tmp_path: Path) -> None:
+    """25 s silent of a 30 s lost_after_s at the reload: lost 5 s later, not 30 s later."""
+    first = session(tmp_path)
+    mono = time.monotonic()
+    first.check_gateway(2_000.0, mono + 25.0)
+    assert first.outbox.take(10) == []
+    silences = first.silence_handover()
+    first.outbox.close()
+
+    second = later(tmp_path)
+    second.resume_silences(silences, mono + 25.0)
+    starts = []
+    for t in range(1, 10):
+        second.check_gateway(2_000.0 + t, mono + 25.0 + t)
+        starts += [(t, json.loads(item.payload)) for item in second.outbox.take(10)]
+    [(at, lost)] = starts
+    assert at == 5 and (lost["condition"], lost["phase"]) == ("device_lost", "start")
+
+
+def test_a_device_heard_before_the_reload_counts_from_its_last_reading(tmp_path: Path) -> None:
+    first = session(tmp_path)
+    heard = time.monotonic() - 10.0
+    first._commit([Reading.single("bed-4/vitals", {"hr": 70.0}, 2_000.0, heard)])
+    silences = first.silence_handover()
+    first.outbox.close()
+    second = later(tmp_path)
+    now = time.monotonic()
+    second.resume_silences(silences, now)
+    assert second.health.silence_s("bed-4", now) == now - heard  # not 0: the session's own start
+    second._commit([Reading.single("bed-4/vitals", {"hr": 70.0}, 2_011.0, now + 1.0)])
+    assert second.health.silence_s("bed-4", now + 2.0) == 1.0
+
+
+def test_the_daemon_goes_on_counting_a_silence_through_a_sighup_and_ends_device_lost_on_a_raised_limit(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path
+) -> None:
+    """The real agent, a serial port that does not exist, lost_after_s 8. A SIGHUP 4 s into the
+    silence: device_lost starts about 4 s later, before 8 s after the SIGHUP (its silence was counted
+    from the new session's start). A second SIGHUP raising lost_after_s to 600: the episode ends as a
+    changed limit, not as data."""
+    broker = make_broker()
+    central = Subscriber(broker, "edge/lab/gw-lost/alarm")
+    config = tmp_path / "agent.toml"
+    text = AGENT_CONFIG.format(port=broker.port, port_path=tmp_path / "no-such-tty")
+    config.write_text(text.replace("lost_after_s = 2", "lost_after_s = 8"))
+
+    def lost() -> list[dict[str, Any]]:
+        return [e for e in (m.json() for m in central.snapshot()) if e["condition"] == "device_lost"]
+
+    agent = AgentRun(config)
+    try:
+        agent.wait_for("session 1:")
+        time.sleep(4.0)
+        assert lost() == []
+        reloaded_at = time.time()
+        agent.proc.send_signal(signal.SIGHUP)
+        agent.wait_for("session 2:")
+        wait_until(lambda: bool(lost()), 30, "the device_lost START")
+        (start,) = lost()
+        detected = datetime.fromisoformat(start["detection_time"]).timestamp()
+        assert detected < reloaded_at + 8.0, (detected - reloaded_at, agent.lines)
+
+        config.write_text(text.replace("lost_after_s = 2", "lost_after_s = 600"))
+        agent.proc.send_signal(signal.SIGHUP)
+        agent.wait_for("session 3:")
+        wait_until(lambda: len(lost()) == 2, 30, "the device_lost END")
+    finally:
+        if agent.proc.poll() is None:
+            assert agent.stop() == 0
+    end = lost()[1]
+    assert (end["id"], end["phase"], end["end_cause"]) == (start["id"], "end", "rule_changed")
+    assert end["explanation"]["text"].startswith("ended without data: lost_after_s changed to 600 s")
