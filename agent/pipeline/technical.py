@@ -100,15 +100,17 @@ def describe(event: AlarmEvent) -> AlarmEvent:
     if event.phase is Phase.START:
         text = f"{what}, for {held_s:.0f} s" if held_s >= 1 else what
     elif event.phase is Phase.END and event.end_cause is EndCause.RULE_CHANGED:
-        # The condition holds as before, under a limit a reload or restart changed: no "cleared".
+        # The condition holds as before, under a limit a reload or restart changed: no "cleared". Told
+        # with the ending check's value and limit (the explanation's), not the peak's (the old limit).
         lasted = (event.end_time or event.onset_time) - event.onset_time
+        now, limit = event.explanation.score, event.explanation.threshold
         changed = CHANGED_LIMIT_ENDS.get(event.condition)
         if changed is not None:
-            text = f"{changed(event.value, event.threshold)}; alarm lasted {lasted:.0f} s"
+            text = f"{changed(now, limit)}; alarm lasted {lasted:.0f} s"
         else:
             text = (
-                f"ended without a recovery: {what}: the limit changed (a reload or restart) and the"
-                f" condition is within it; alarm lasted {lasted:.0f} s"
+                f"ended without a recovery: {DESCRIPTIONS[event.condition](now, limit)}: the limit changed"
+                f" (a reload or restart) and the condition is within it; alarm lasted {lasted:.0f} s"
             )
     elif event.phase is Phase.END and event.condition == "device_lost":
         # Two durations, each named: the longest silence measured and the alarm's own span (a reader
