@@ -30,7 +30,7 @@ from agent.pipeline.blind import BlindDetectors
 from agent.pipeline.calibration import LiveCalibration, calibration_problem, config_digest
 from agent.pipeline.quality import unreachable_limit
 from agent.pipeline.stream import StreamPipeline
-from agent.pipeline.stuck_alarms import always_alarming, unclearable_rules
+from agent.pipeline.stuck_alarms import always_alarming, gate_spans, unclearable_rules
 from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
 from agent.pipeline.wiring import UnwatchedStreams, produces
 from agent.readings import Reading
@@ -60,7 +60,7 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
         except ModelError as exc:  # a missing or wrong model: listed like a bad key, and a reload refused
             problems.append(ConfigError(f"detectors.{spec.id}.params.model", str(exc)))
             continue
-        _warn_limit_mistakes(detector)
+        _warn_limit_mistakes(detector, config, spec.stream)
         problem = calibration_problem(spec, detector)
         if problem is not None:
             problems.append(problem)
@@ -71,22 +71,28 @@ def build_detectors(config: AgentConfig) -> list[Detector]:
     return list(detectors)
 
 
-def _warn_limit_mistakes(detector: Detector) -> None:
+def _warn_limit_mistakes(detector: Detector, config: AgentConfig, stream: str) -> None:
     """Warn about a `limit` detector whose limit the quality gate never lets a value reach (every value
     beyond it is made missing as a sensor fault, so its alarm can never start; equipment review F5), or
-    one that alarms on every reading or on the channel's whole normal range (`stuck_alarms`).
+    one that alarms on every reading or on the channel's whole normal range (`stuck_alarms`), under
+    each range the gate applies to the channel: a device's own span (`ranges`) for that device.
     A warning, not a refusal: a limit far out of reach is also how a configuration switches a rule off,
     and refusing it would stop an agent that started yesterday (check-config, start and reload log it)."""
     if not isinstance(detector, LimitDetector):
         return
-    unreachable = unreachable_limit(detector.channels[0], detector.above, detector.below)
-    if unreachable is not None:
-        key, why = unreachable
-        log.warning("detectors.%s.params.%s: %s: it can never alarm", detector.id, key, why)
-    always = always_alarming(detector.channels[0], detector.above, detector.below)
-    if always is not None:  # the opposite slip (review S4): a warning too, for the same reason
-        key, why = always
-        log.warning("detectors.%s.params.%s: %s", detector.id, key, why)
+    channel = detector.channels[0]
+    told: dict[str, None] = {}  # each line once (the normal range's is the same under every span)
+    for span in gate_spans(config, stream, channel):
+        unreachable = unreachable_limit(channel, detector.above, detector.below, span.ranges, span.set_by)
+        if unreachable is not None:
+            key, why = unreachable
+            told[f"detectors.{detector.id}.params.{key}: {why}: it can never alarm"] = None
+        always = always_alarming(channel, detector.above, detector.below, span.ranges, span.set_by)
+        if always is not None:  # the opposite slip (review S4): a warning too, for the same reason
+            key, why = always
+            told[f"detectors.{detector.id}.params.{key}: {why}"] = None
+    for line in told:
+        log.warning("%s", line)
 
 
 def verdict_digest(detector_digest: str, rule: AlarmRuleConfig) -> str:

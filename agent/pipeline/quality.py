@@ -71,15 +71,22 @@ PHYSICAL_RANGES: Mapping[str, tuple[float, float]] = {
 
 
 def unreachable_limit(
-    channel: str, above: float, below: float, ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES
+    channel: str,
+    above: float,
+    below: float,
+    ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES,
+    set_by: Sequence[str] = (),
 ) -> tuple[str, str] | None:
     """(parameter, why) for a limit on `channel` (`above`, `below`; ±inf for none) that could never
-    alarm, the gate making every value beyond it missing; None when both can."""
+    alarm, the gate making every value beyond it missing; None when both can. `set_by`: the keys that
+    set `ranges`' span of the channel (devices' `ranges`), named beside it."""
     low, high = ranges.get(channel, (-np.inf, np.inf))
+    keys = "".join(f", {key}" for key in set_by)
+    accepts = f"{channel} the quality gate accepts"
     if np.isfinite(above) and above >= high:
-        return "above", f"{above:g} is not below the highest {channel} the quality gate accepts ({high:g})"
+        return "above", f"{above:g} is not below the highest {accepts} ({high:g}{keys})"
     if np.isfinite(below) and below <= low:
-        return "below", f"{below:g} is not above the lowest {channel} the quality gate accepts ({low:g})"
+        return "below", f"{below:g} is not above the lowest {accepts} ({low:g}{keys})"
     return None
 
 

@@ -13,6 +13,11 @@ mistake, a limit the quality gate never lets a value reach, was already told (`u
   odd but can be meant (a test bench alarming on purpose, a neonatal ward's limits, a gateway that
   only forwards technical alarms while its rules are being written), and refusing a reload would keep
   the old configuration running instead.
+
+A limit is judged against each range the quality gate applies to its channel (`gate_spans`): a device's
+own span (`[[devices]] ranges`) replaces the built-in one for that device, so a 0–50 mm/s transmitter
+makes `above = 60` a limit that can never alarm there, and the built-in span is judged only when some
+device that may send the channel has none (until 2026-12-01 only the built-in ranges were used).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from agent.detectors.base import StreamingDetector
 from agent.detectors.limit import LimitDetector
 from agent.errors import ConfigError
 from agent.pipeline.quality import PHYSICAL_RANGES
+from agent.pipeline.wiring import produces
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +42,25 @@ class NormalRange:
     what: str  # "heart rate": the words of the warning
 
 
-# Documented clinical normal ranges; a limit that alarms on all of it alarms on (nearly) every patient:
-# - hr, pr: 60–100 bpm, the adult resting heart rate (American Heart Association, "All About Heart
-#   Rate"; pr is the oximeter's pulse rate, the same quantity). A neonatal ward's bradycardia limit
-#   above 100 bpm is legitimate and gets the warning: hence a warning, not a refusal.
-# - spo2: 95–100 % in healthy people at sea level (WHO, Pulse Oximetry Training Manual, 2011).
-# - temp (a BLE Health Thermometer's body temperature): 36.5–37.5 °C (WHO, Thermal Protection of the
-#   Newborn, 1997; the usual adult oral range, Mackowiak et al., JAMA 1992, lies around it).
+# Documented clinical normal ranges; a limit that alarms on all of it alarms on (nearly) every patient.
+# Each was re-read on 2026-12-01 (they had been written from memory); none disagreed, none was changed:
+# - hr, pr: 60–100 bpm, the adult resting heart rate. The American Heart Association's "All About Heart
+#   Rate (Pulse)" (heart.org) gives 60 to 100 bpm for adults, as quoted at
+#   https://www.reference.com/health/resting-heart-rate-chart-eeea2e87bd9e37cb; the same range as a
+#   definition (bradycardia below 60, tachycardia above 100) in most clinical references. pr is the
+#   oximeter's pulse rate, the same quantity. A neonatal ward's bradycardia limit above 100 bpm is
+#   legitimate and gets the warning: hence a warning, not a refusal.
+# - spo2: 95–100 % in healthy adults at sea level (Cleveland Clinic, Yale Medicine, as quoted at
+#   https://askvity.info/pulse-oximetry/what-is-a-normal-oximeter-reading-for-adults; "typically above
+#   95 %", https://allwales.icst.org.uk/education/spo2-normal-range/). MedlinePlus is quoted with 94–100 %
+#   (95 warns about `above = 94.5` too, a slip more). The WHO Pulse Oximetry Training Manual (2011), cited
+#   here before, could not be re-read.
+# - temp (a BLE Health Thermometer's body temperature): 36.5–37.5 °C, WHO's normothermia of the newborn
+#   (Thermal Protection of the Newborn, 1997: hypothermia < 36.5, hyperthermia > 37.5 °C), as tabled in
+#   J Investig Med (jim.bmj.com, "Published guidelines for hypothermia, normothermia and hyperthermia",
+#   table 2). Adults' normal range is wider and holds it: oral 35.7–37.4 °C as mean ± 2 SD over 36
+#   studies (Geneva et al., Open Forum Infect Dis 2019, PMC6456186), an upper limit of 37.7 °C (Mackowiak
+#   et al., JAMA 1992, PMID 1302471); a limit that covers 36.5–37.5 still alarms on nearly everybody.
 # skin_temp has none: peripheral skin temperature follows the room (roughly 28–36 °C); its physical
 # range (quality.PHYSICAL_RANGES) still catches a limit out of every reading.
 NORMAL_RANGES: Mapping[str, NormalRange] = {
@@ -64,19 +82,54 @@ def _unit_hint(channel: str, limit: float) -> str:
     return ""
 
 
+@dataclass(frozen=True, slots=True)
+class GateSpan:
+    """A range the quality gate applies to a channel for some devices: `ranges` (the built-in ones, the
+    channel's replaced by the devices' own span) and the keys that set it (none: the built-in)."""
+
+    ranges: Mapping[str, tuple[float, float]]
+    set_by: tuple[str, ...] = ()
+
+
+def gate_spans(config: AgentConfig, stream: str, channel: str) -> list[GateSpan]:
+    """The distinct ranges the quality gate applies to `channel` of `stream`: each configured span of a
+    device that may send it (`devices[i].ranges.<channel>` replaces the built-in one for that device),
+    and the built-in range if such a device has none, or if no device is known to send it."""
+    own: dict[tuple[float, float], list[str]] = {}
+    built_in = False
+    for i, device in enumerate(config.devices):
+        output = produces(device)
+        if not output.open and channel not in output.streams.get(stream, frozenset()):
+            continue
+        span = device.ranges.get(channel)
+        if span is None:
+            built_in = True
+        else:
+            own.setdefault((float(span[0]), float(span[1])), []).append(f"devices[{i}].ranges.{channel}")
+    spans = [GateSpan(PHYSICAL_RANGES)] if built_in or not own else []
+    spans += [GateSpan({**PHYSICAL_RANGES, channel: span}, tuple(keys)) for span, keys in own.items()]
+    return spans
+
+
 def always_alarming(
-    channel: str, above: float, below: float, ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES
+    channel: str,
+    above: float,
+    below: float,
+    ranges: Mapping[str, tuple[float, float]] = PHYSICAL_RANGES,
+    set_by: Sequence[str] = (),
 ) -> tuple[str, str] | None:
     """(parameter, why) for a limit on `channel` (`above`, `below`; ±inf for none) that alarms on every
-    reading the quality gate accepts, or on the whole normal range of the channel; None otherwise."""
+    reading the quality gate accepts, or on the whole normal range of the channel; None otherwise.
+    `set_by`: the keys that set `ranges`' span of the channel (devices' `ranges`), named beside it."""
     low, high = ranges.get(channel, (-math.inf, math.inf))
+    keys = "".join(f", {key}" for key in set_by)
     if math.isfinite(below) and below >= high:
         but = "" if below > high else f" but {high:g} itself"
-        why = f"{below:g} is not below the highest {channel} the quality gate accepts ({high:g})"
+        why = f"{below:g} is not below the highest {channel} the quality gate accepts ({high:g}{keys})"
         return "below", f"{why}: it alarms on every reading{but}{_unit_hint(channel, below)}"
     if math.isfinite(above) and above <= low:
         but = "" if above < low else f" but {low:g} itself"
-        why = f"{above:g} is not above the lowest {channel} the quality gate accepts ({low:g})"
+        why = f"{above:g} is not above the lowest {channel} the quality gate accepts ({low:g}{keys})"
         return "above", f"{why}: it alarms on every reading{but}{_unit_hint(channel, above)}"
     normal = NORMAL_RANGES.get(channel)
     if normal is None:

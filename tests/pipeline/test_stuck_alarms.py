@@ -169,3 +169,61 @@ def test_the_shipped_configurations_get_no_warning(
     with caplog.at_level(logging.WARNING, logger=WARNINGS):
         build_detectors(config_from_bytes(text, path))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- a device's own span (`[[devices]] ranges`) replaces the built-in one for its channels -----------------
+
+
+def pumps(vibration: dict[str, float], *spans: list[float] | None) -> dict[str, Any]:
+    """Equipment devices (one per span; None: no `ranges`) and a vibration_rms limit on them."""
+    devices: list[dict[str, Any]] = []
+    for i, span in enumerate(spans):
+        device: dict[str, Any] = {"id": f"pump-{i}", "kind": "equipment", "transport": "simulator"}
+        if span is not None:
+            device["ranges"] = {"vibration_rms": span}
+        devices.append(device)
+    detector = {"id": "vib", "type": "limit", "stream": "machine", "channels": ["vibration_rms"]}
+    return {
+        **config(limit("hr")),
+        "devices": devices,
+        "detectors": [{**detector, "params": vibration}],
+        "alarms": [{"condition": "vibration_high", "detector": "vib"}],
+    }
+
+
+def test_a_limit_beyond_a_devices_span_is_warned_naming_its_ranges_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 0-50 mm/s transmitter: above = 60 can never alarm on it, below = 55 alarms on every reading."""
+    [never] = warnings(tmp_path, pumps({"above": 60}, [0, 50]), caplog)
+    assert never == (
+        "detectors.vib.params.above: 60 is not below the highest vibration_rms the quality gate accepts"
+        " (50, devices[0].ranges.vibration_rms): it can never alarm"
+    )
+    [always] = warnings(tmp_path, pumps({"below": 55}, [0, 50]), caplog)
+    assert always.startswith(
+        "detectors.vib.params.below: 55 is not below the highest vibration_rms the quality gate accepts"
+        " (50, devices[0].ranges.vibration_rms): it alarms on every reading"
+    )
+
+
+def test_a_devices_wider_span_takes_away_the_built_in_ranges_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The built-in span (0-2000 mm/s) is nobody's here: the only device has its own, 0-5000."""
+    assert warnings(tmp_path, pumps({"above": 3000}, [0, 5000]), caplog) == []
+    [built_in] = warnings(tmp_path, pumps({"above": 3000}, [0, 5000], None), caplog)  # pump-1 has none
+    assert built_in == (
+        "detectors.vib.params.above: 3000 is not below the highest vibration_rms the quality gate accepts"
+        " (2000): it can never alarm"
+    )
+
+
+def test_each_span_a_limit_meets_is_told_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    lines = warnings(tmp_path, pumps({"above": 60}, [0, 50], None, [0, 50], [0, 40]), caplog)
+    assert lines == [
+        "detectors.vib.params.above: 60 is not below the highest vibration_rms the quality gate accepts"
+        " (50, devices[0].ranges.vibration_rms, devices[2].ranges.vibration_rms): it can never alarm",
+        "detectors.vib.params.above: 60 is not below the highest vibration_rms the quality gate accepts"
+        " (40, devices[3].ranges.vibration_rms): it can never alarm",
+    ]
