@@ -40,7 +40,7 @@ from agent.readings import Reading
 from agent.simulation import simulate
 from tools.evaluate.beats_from_ecg import cpsc_beats_from_ecg, mitdb_from_ecg
 from tools.evaluate.datasets import MITDB_FS, T0, Series, load_mitdb
-from tools.evaluate.replay import Episode, pool_map, readings, timed_episodes
+from tools.evaluate.replay import Episode, pool_map, readings, stage_device, timed_episodes
 from tools.evaluate.report import table, write_report
 
 PVC = "frequent_pvcs"
@@ -53,14 +53,16 @@ VARIANTS = ("without", "with")  # the hierarchy off, and on (`variant`)
 
 
 def rhythm_config(path: Path) -> AgentConfig:
-    """The config's af and pvc detectors and the alarm rules on them, nothing else."""
+    """The config's af and pvc detectors and the alarm rules on them; its devices replaced by the
+    stand-in of the stage's device (`replay.stage_device`)."""
     config = load_config(path)
     detectors = tuple(d for d in config.detectors if d.type in ("af", "pvc"))
     ids = {d.id for d in detectors}
     alarms = tuple(r for r in config.alarms if r.detector in ids)
     if {r.condition for r in alarms} != {PVC, AF}:
         raise SystemExit(f"{path}: expected alarm rules {PVC} and {AF} on its af and pvc detectors")
-    return dataclasses.replace(config, devices=(), detectors=detectors, alarms=alarms)
+    devices = tuple(stage_device(stream) for stream in sorted({d.stream for d in detectors}))
+    return dataclasses.replace(config, devices=devices, detectors=detectors, alarms=alarms)
 
 
 def variant(config: AgentConfig, name: str) -> AgentConfig:

@@ -62,7 +62,7 @@ from agent.readings import Quality, Reading
 from tools.evaluate.datasets import MITDB_FS, T0, dataset_folder, mitdb_folder, read_mitdb_record
 from tools.evaluate.qrs import MATCH_WINDOW_S, POLAR_FRAME, match
 from tools.evaluate.qrs_r_on_t import HALF_WIDTH_S, pvc_wave
-from tools.evaluate.replay import Episode, pool_map, timed_episodes
+from tools.evaluate.replay import Episode, pool_map, stage_device, timed_episodes
 from tools.evaluate.report import table, write_report
 
 IntArray = npt.NDArray[np.int64]
@@ -278,13 +278,15 @@ def beat_samples(beats: Sequence[Beat]) -> IntArray:
 
 
 def rr_config(path: Path) -> AgentConfig:
-    """The config's detectors on its beat stream and their alarm rules, without devices."""
+    """The config's detectors on its beat stream and their alarm rules; its devices replaced by the
+    stand-in of the stage's device (`replay.stage_device`)."""
     config = load_config(path)
     streams = [d.beats.rr_stream for d in config.devices if d.beats is not None] or ["rr"]
     detectors = tuple(d for d in config.detectors if d.stream == streams[0])
     ids = {d.id for d in detectors}
     alarms = tuple(r for r in config.alarms if r.detector in ids)
-    return dataclasses.replace(config, devices=(), detectors=detectors, alarms=alarms)
+    devices = (stage_device(streams[0]),)
+    return dataclasses.replace(config, devices=devices, detectors=detectors, alarms=alarms)
 
 
 def episodes(config: AgentConfig, beats: Sequence[Beat]) -> list[Episode]:
