@@ -101,7 +101,7 @@ def gate_spans(config: AgentConfig, stream: str, channel: str) -> list[GateSpan]
         output = produces(device)
         if not output.open and channel not in output.streams.get(stream, frozenset()):
             continue
-        span = device.ranges.get(channel)
+        span = dict(device.ranges).get(channel)
         if span is None:
             built_in = True
         else:
