@@ -74,6 +74,57 @@ class DenseAE(nn.Module):
         ]
 
 
+class TrendFreeDenseAE(nn.Module):
+    """A DenseAE that restores each window's least-squares polynomial trend (per channel, `trend_order`)
+    exactly and learns only the rest: out = core(x - Px) + Px, P the projection onto the trend. So a
+    baseline offset or drift costs nothing in the score, and the gateway needs no preprocessing for it:
+    everything before the first ReLU is linear, and `as_dense` folds the whole model into a plain dense
+    chain (P into the first layer; the trend coefficients carried through every hidden layer as pairs of
+    units, relu(a) - relu(-a) = a; restored by the last layer) that ONNX, the TFLite writer and the
+    gateway run like any DenseAE."""
+
+    trend_basis: torch.Tensor  # (W * C, (order + 1) * C) orthonormal, a buffer
+
+    def __init__(self, window: int, channels: int, hidden: Sequence[int], trend_order: int) -> None:
+        super().__init__()
+        self.window, self.channels = window, channels
+        self.core = DenseAE(window, channels, hidden)
+        t = np.linspace(-1.0, 1.0, window)
+        basis = np.linalg.qr(np.vander(t, trend_order + 1, increasing=True))[0]  # (W, k) orthonormal
+        # flattened (W, C) rows are w * C + c, so the per-channel basis is the Kronecker product
+        self.register_buffer("trend_basis", torch.from_numpy(np.kron(basis, np.eye(channels))).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        trend = (flat @ self.trend_basis) @ self.trend_basis.T
+        out: torch.Tensor = self.core.net(flat - trend) + trend
+        return out.reshape(x.shape[0], self.window, self.channels)
+
+    def as_dense(self) -> DenseAE:
+        """The same function as a DenseAE whose hidden layers are 2 x (trend coefficients) units wider."""
+        u = self.trend_basis.detach().double()
+        m = u.shape[1]
+        linears = [layer for layer in self.core.net if isinstance(layer, nn.Linear)]
+        hidden = [layer.out_features + 2 * m for layer in linears[:-1]]
+        dense = DenseAE(self.window, self.channels, hidden[: (len(hidden) + 1) // 2])
+        targets = [layer for layer in dense.net if isinstance(layer, nn.Linear)]
+        eye = torch.eye(m, dtype=torch.float64)
+        with torch.no_grad():
+            for i, (src, dst) in enumerate(zip(linears, targets, strict=True)):
+                w, b = src.weight.double(), src.bias.double()
+                if i == 0:  # remove the trend, and start carrying its coefficients (+a, -a)
+                    w = torch.cat([w @ (torch.eye(u.shape[0], dtype=torch.float64) - u @ u.T), u.T, -u.T])
+                    b = torch.cat([b, torch.zeros(2 * m, dtype=torch.float64)])
+                elif i < len(linears) - 1:  # pass the carried pairs through unchanged
+                    w = torch.block_diag(w, eye, eye)  # type: ignore[no-untyped-call]
+                    b = torch.cat([b, torch.zeros(2 * m, dtype=torch.float64)])
+                else:  # restore the trend: relu(a) - relu(-a) = a
+                    w = torch.cat([w, u, -u], dim=1)
+                dst.weight.copy_(w.float())
+                dst.bias.copy_(b.float())
+        return dense.eval()
+
+
 class ConvAE(nn.Module):
     """1-D convolutions over time (channels as conv channels), stride 2 down and transposed back up."""
 
@@ -188,9 +239,12 @@ class ModelSpec:
     epochs: int
     noise: float = 0.0
     threshold_quantile: float = 0.995
+    trend_order: int | None = None  # dense only: restore each window's polynomial trend (TrendFreeDenseAE)
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
+    if spec.trend_order is not None:
+        return TrendFreeDenseAE(spec.window, len(spec.channels), spec.hidden, spec.trend_order)
     cls = DenseAE if spec.architecture == "dense" else ConvAE
     return cls(spec.window, len(spec.channels), spec.hidden)
 
@@ -225,6 +279,8 @@ def build_artifacts(
         f"{len(spec.channels)}, {sum(p.numel() for p in model.parameters())} parameters"
     )
     history = train(model, train_x, val_x, epochs=spec.epochs, noise=spec.noise)
+    if isinstance(model, TrendFreeDenseAE):  # what ships is the equivalent plain dense chain
+        model = model.as_dense()
     stem = spec.name
     files = {"onnx_fp32": f"{stem}.fp32.onnx", "onnx_int8": f"{stem}.int8.onnx"}
     export_onnx(model, out / files["onnx_fp32"], spec.window, len(spec.channels))
