@@ -3,10 +3,12 @@
 Test data: synthetic normal and step-anomaly windows for `pump` (never SKAB data), synthetic pump streams
 scored through AutoencoderDetector for `pump-residual` (its input is each stream's residual, so only the
 detector can feed it), and the first 60 s of MIT-BIH record 200 (ODC-By, tests/fixtures/mitdb) for
-`ecg-beat`. Stated tolerance: the two fp32
-runtimes agree to 1e-4 relative; each int8 model's scores are within 2 % (median) of fp32, and its
-alarm flags equal fp32's on every window whose fp32 score is more than 5 % away from the threshold (a
-window right at the threshold may flip under any rounding; at most 1 % of windows may do so).
+`ecg-beat` (its beat windows) and `ecg-window` (every hop's 2 s window of it resampled to 250 Hz; a PVC
+R peak inside is anomalous, windows with one within 0.4 s of their edges are left out). Stated
+tolerance: the two fp32 runtimes agree to 1e-4 relative; each int8 model's scores are within 2 %
+(median) of fp32, and its alarm flags equal fp32's on every window whose fp32 score is more than 5 %
+away from the threshold (a window right at the threshold may flip under any rounding; at most 1 % of
+windows may do so).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.signal import resample_poly
 
 from agent.detectors.base import WindowBlock
 from agent.inference import load_model
@@ -34,6 +37,26 @@ def _ecg_excerpt() -> tuple[np.ndarray, np.ndarray]:
     return windows[ok].astype(np.float64), beats[ok, 1] == 1
 
 
+def record_200_at_250_hz() -> tuple[np.ndarray, np.ndarray]:
+    """(signal in mV at 250 Hz, PVC R peaks as sample indices at 250 Hz), resampled as
+    tools/train/ecg_window.py does."""
+    signal = np.loadtxt(FIXTURES / "200_mlii_0-60s.csv", skiprows=1)
+    beats = np.genfromtxt(FIXTURES / "200_beats_0-60s.csv", delimiter=",", skip_header=1)
+    pvc = np.round(beats[beats[:, 1] == 1, 0] * 250 / 360).astype(np.int64)
+    return resample_poly(signal, 25, 36), pvc
+
+
+def sliding_ecg_windows(window: int, hop: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every hop's window of the 250 Hz excerpt: (windows (N, W, 1), a PVC R peak inside, no PVC R peak
+    within 0.4 s of the window)."""
+    signal, pvc = record_200_at_250_hz()
+    ends = np.arange(window, len(signal) + 1, hop)
+    x = np.stack([signal[e - window : e] for e in ends])[:, :, None]
+    inside = np.array([((pvc >= e - window) & (pvc < e)).any() for e in ends])
+    near = np.array([((pvc >= e - window - 100) & (pvc < e + 100)).any() for e in ends])
+    return x, inside, ~near
+
+
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     pos, neg = scores[labels], scores[~labels]
     return float((pos[:, None] > neg[None, :]).mean())
@@ -43,15 +66,19 @@ def _scores(model_dir: Path, x: np.ndarray) -> dict[tuple[str, str], np.ndarray]
     return {(b, p): load_model(model_dir, backend=b, precision=p).score(x)[0] for b, p in ARTIFACTS}  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("model", ["pump", "ecg-beat"])
+@pytest.mark.parametrize("model", ["pump", "ecg-beat", "ecg-window"])
 def test_all_backends_raise_the_same_alarms(model: str, pump_dir: Path) -> None:
     model_dir = pump_dir.parent / model
     if model == "pump":
         card = load_model(model_dir).card
         x, anomalous = synthetic_pump_windows(card, 400)
-    else:
+    elif model == "ecg-beat":
         x, anomalous = _ecg_excerpt()
         assert anomalous.sum() >= 20 and (~anomalous).sum() >= 20
+    else:
+        x, inside, clear_of = sliding_ecg_windows(load_model(model_dir).card.window)
+        x, anomalous = x[inside | clear_of], inside[inside | clear_of]
+        assert anomalous.sum() >= 100 and (~anomalous).sum() >= 100
     scores = _scores(model_dir, x)
     threshold = load_model(model_dir).card.threshold
     ref = scores[("onnx", "fp32")]

@@ -103,7 +103,7 @@ def test_sign_model_tool_round_trip(pump_copy: Path, tmp_path: Path) -> None:
     load_model(pump_copy, backend="tflite", public_key=pub)
 
 
-@pytest.mark.parametrize("model", ["pump", "ecg-beat", "pump-residual"])
+@pytest.mark.parametrize("model", ["pump", "ecg-beat", "pump-residual", "ecg-window"])
 def test_shipped_models_verify_with_the_shipped_public_key(pump_dir: Path, model: str) -> None:
     models = pump_dir.parent
     for backend in ("onnx", "tflite"):
