@@ -50,8 +50,11 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
     by_backend: dict[str, Any] = {}
     backends = args.backends if args.ecg_streams > 0 else []
     if backends:
-        ecg = workload("ecg", args.ecg_streams, 4.0 + args.ecg_seconds, frame=args.ecg_frame)
+        ecg = workload(
+            "ecg", args.ecg_streams, 4.0 + args.ecg_seconds, frame=args.ecg_frame, ecg_model=args.ecg_model
+        )
         out["ecg_frame_samples"] = args.ecg_frame
+        out["ecg_model"] = args.ecg_model
     for backend in backends:
         runs = [flat_out(ecg, 4.0, backend) for _ in range(args.runs)]
         us = _median([r.us_per_sample for r in runs])
@@ -85,7 +88,13 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
             "core_share": round(share, 4),
             "us_per_sample": round(us, 2),
         }
-        load = workload("ecg", args.real_ecg_streams, 4.0 + args.real_seconds, frame=args.ecg_frame)
+        load = workload(
+            "ecg",
+            args.real_ecg_streams,
+            4.0 + args.real_seconds,
+            frame=args.ecg_frame,
+            ecg_model=args.ecg_model,
+        )
         share, us = real_rate(load, 4.0, args.backends[0])
         out["ecg_real_rate"] = {
             "streams": args.real_ecg_streams,
@@ -175,6 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ecg-streams", type=int, default=500, help="0 skips the ECG runs")
     p.add_argument("--ecg-seconds", type=float, default=8.0, help="timed simulated seconds")
     p.add_argument("--ecg-frame", type=int, default=8, help="ECG samples per reading (the model's hop is 8)")
+    p.add_argument(
+        "--ecg-model",
+        choices=("ecg-window", "ecg-beat"),
+        default="ecg-window",
+        help="the ECG autoencoder: ecg-window (made for a sliding 250 Hz window), or ecg-beat (64 samples,"
+        " cost only; the figures before 2026-12-01)",
+    )
     p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
     p.add_argument("--real-seconds", type=float, default=20.0, help="0 skips the real-rate runs")
     p.add_argument("--real-vitals-streams", type=int, default=5000)

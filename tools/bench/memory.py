@@ -2,7 +2,7 @@
 real daemon with faults, sampling its RSS, open file descriptors and threads.
 
 RSS: a child process builds what the daemon builds for N wearables that each send 1 Hz vitals and a
-250 Hz ECG (the vitals detectors of `scenarios.vitals_config` plus the ecg-beat autoencoder on the
+250 Hz ECG (the vitals detectors of `scenarios.vitals_config` plus the ecg-window autoencoder on the
 ECG, with the one runtime asked for), opens an outbox and an MQTT uplink object (sqlite3 and paho
 loaded, not connected), and plays `seconds` simulated seconds of both workloads through the pipeline.
 It reports VmHWM (peak RSS) and VmRSS at the end, and the RSS of a bare `python -c "import numpy"`
@@ -253,9 +253,7 @@ def _soak_config(workdir: Path, port: int, devices: int, recordings: list[Path])
             "ecg",
             '["MLII"]',
             ECG_HZ,
-            # input = "beats": cost only, as in scenarios.ecg_config (the scores mean nothing)
-            f'{{ model = "{ECG_MODEL}", backend = "onnx", precision = "int8", hop_s = {ECG_HOP / ECG_HZ},'
-            ' input = "beats" }',
+            f'{{ model = "{ECG_MODEL}", backend = "onnx", precision = "int8", hop_s = {ECG_HOP / ECG_HZ} }}',
         ),
     ]
     for det_id, kind, stream, channels, rate, params in detectors:

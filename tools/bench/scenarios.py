@@ -3,13 +3,14 @@
 - "vitals": wearables sending hr/spo2/skin_temp at 1 Hz, watched by limit detectors (hr high/low, SpO2
   low) and a robust z-score over hr+spo2 (60 s window, 1 s hop), each with an alarm rule; the pipeline
   adds its technical quality alarms (sensor off, signal poor, battery, fault) on every stream.
-- "ecg": a 250 Hz single-lead ECG scored by the shipped `models/ecg-beat` autoencoder (64 × 1 input) on a
-  sliding 64-sample window every 8 samples. ecg-beat was trained on beat-centred, resampled windows, so
-  its scores on a sliding window mean nothing clinically: the workload measures the compute path with the
-  real model shape and runtime, not detection. The simulator's 25-sample ECG blocks are re-cut into
-  readings of `frame` samples, by default 8 (32 ms frames, one hop each: the figures before 2026-11-29
-  were taken so); a longer frame is split into hops by the detector, as a Polar H10's 73-sample frames
-  are, and costs fewer readings per window.
+- "ecg": a 250 Hz single-lead ECG scored every 8 samples by an autoencoder on a sliding window of raw
+  samples: by default `models/ecg-window` (2 s = 500 × 1 input, trained on sliding 250 Hz MIT-BIH windows:
+  the workload it was made for). `ecg-beat` (64 × 1; `--ecg-model ecg-beat`) keeps the figures before
+  2026-12-01 comparable: it was trained on beat-centred, resampled windows, so its scores on a sliding
+  window mean nothing clinically and it runs with the config's `input = "beats"` (cost only). The
+  simulator's 25-sample ECG blocks are re-cut into readings of `frame` samples, by default 8 (32 ms
+  frames, one hop each: the figures before 2026-11-29 were taken so); a longer frame is split into hops
+  by the detector, as a Polar H10's 73-sample frames are, and costs fewer readings per window.
 
 Readings are simulated for a few distinct seeds and tiled to N streams by renaming the device, which
 keeps generation cheap; each copy plays its seed's recording from its own starting point (wrapping
@@ -35,7 +36,8 @@ from agent.readings import Quality, Reading
 from agent.simulation import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
-ECG_MODEL = ROOT / "models" / "ecg-beat"
+ECG_MODELS = {name: ROOT / "models" / name for name in ("ecg-window", "ecg-beat")}
+ECG_MODEL = ECG_MODELS["ecg-window"]  # the default; made for a sliding 250 Hz window
 ECG_HOP = 8
 ECG_HZ = 250.0
 START_TIME = 1_700_000_000.0
@@ -100,7 +102,10 @@ def vitals_config(workdir: Path, broker_port: int = 1883, *, instant: bool = Fal
     return parse_config(table, base_dir=workdir)
 
 
-def ecg_config(workdir: Path, backend: str = "onnx", broker_port: int = 1883) -> AgentConfig:
+def ecg_config(
+    workdir: Path, backend: str = "onnx", broker_port: int = 1883, model: str = "ecg-window"
+) -> AgentConfig:
+    """The ECG workload's config with `model` (a key of ECG_MODELS)."""
     table = _base(workdir, broker_port)
     table["detectors"] = [
         {
@@ -110,14 +115,14 @@ def ecg_config(workdir: Path, backend: str = "onnx", broker_port: int = 1883) ->
             "channels": ["MLII"],
             "rate_hz": ECG_HZ,
             "params": {
-                "model": str(ECG_MODEL),
+                "model": str(ECG_MODELS[model]),
                 "backend": backend,
                 "precision": "int8",
                 "hop_s": ECG_HOP / ECG_HZ,
-                # The card's input is beat windows; the bench feeds raw ECG windows of its shape and
-                # measures cost only (the scores mean nothing), so it states the input the card needs.
-                "input": "beats",
-            },
+            }
+            # ecg-beat's input is beat windows; the bench feeds it raw ECG windows of its shape and
+            # measures cost only (the scores mean nothing), so it states the input the card needs.
+            | ({"input": "beats"} if model == "ecg-beat" else {}),
         }
     ]
     table["alarms"] = [{"condition": "ecg_unusual", "detector": "ecg-ae", "min_duration_s": 1.0}]
@@ -132,9 +137,16 @@ class Workload:
     a run over thousands of streams never holds more than one chunk of readings."""
 
     def __init__(
-        self, kind: str, streams: int, seconds: float, faults: bool = True, frame: int = ECG_HOP
+        self,
+        kind: str,
+        streams: int,
+        seconds: float,
+        faults: bool = True,
+        frame: int = ECG_HOP,
+        ecg_model: str = "ecg-window",
     ) -> None:
         ecg = kind == "ecg"
+        self.ecg_model = ecg_model  # the ECG autoencoder the pipeline is built with (ECG_MODELS)
         episodes = (ECG_EPISODES if ecg else VITALS_EPISODES) if faults else {}
         per_seed = _simulated(ecg, seconds, episodes)
         if ecg:
@@ -223,8 +235,15 @@ def _recut_ecg(readings: Sequence[Reading], frame: int) -> list[Reading]:
     return out
 
 
-def workload(kind: str, streams: int, seconds: float, faults: bool = True, frame: int = ECG_HOP) -> Workload:
+def workload(
+    kind: str,
+    streams: int,
+    seconds: float,
+    faults: bool = True,
+    frame: int = ECG_HOP,
+    ecg_model: str = "ecg-window",
+) -> Workload:
     """`streams` streams of `kind` ("vitals" or "ecg") for `seconds` simulated seconds; `faults`:
     with the episodes above (about half the streams go through one within a recording); `frame`: ECG
-    samples per reading."""
-    return Workload(kind, streams, seconds, faults, frame)
+    samples per reading; `ecg_model`: the ECG autoencoder (a key of ECG_MODELS)."""
+    return Workload(kind, streams, seconds, faults, frame, ecg_model)

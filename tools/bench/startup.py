@@ -2,9 +2,10 @@
 
 Start-up: the parent notes the wall clock, then launches a fresh `python` that does what `edge-agent
 run` does before its first alarm can exist: import `agent.cli` and `agent.daemon`, load and check a TOML
-config with the ecg-beat autoencoder (the runtime asked for), build the pipeline (which reads the model,
-checks its sha256 against the card and loads it into the runtime), and feed one stream 64 samples in
-8-sample readings; the first flush runs the model. The child prints the wall clock at that moment and
+config with the ecg-window autoencoder (the runtime asked for; ecg-beat before 2026-12-01), build the
+pipeline (which reads the model, checks its sha256 against the card and loads it into the runtime), and
+feed one stream a window of samples in 8-sample readings (500 for ecg-window, 64 for ecg-beat); the
+first flush runs the model. The child prints the wall clock at that moment and
 at each step; the parent reports the differences (median of `runs` launches). Broker and sources are
 left out: they do not stand between start and the first inference.
 
@@ -48,7 +49,7 @@ def first(batch):
     return out
 detector.model.backend.run = first
 t = 1_700_000_000.0
-for i in range(9):
+for i in range(detector.window // 8 + 1):
     values = np.sin(np.arange(8) / 5.0 + i)[:, None] * 0.5
     pipeline.ingest([Reading("bed-1/ecg", ("MLII",), values, t + i * 8 / 250.0, 0.0, 1 / 250.0)])
 marks["first_inference"] = ran[0]
@@ -74,7 +75,7 @@ type = "autoencoder"
 stream = "ecg"
 channels = ["MLII"]
 rate_hz = 250
-params = {{ model = "{model}", backend = "{backend}", precision = "int8", hop_s = 0.032, input = "beats" }}
+params = {{ model = "{model}", backend = "{backend}", precision = "int8", hop_s = 0.032 }}
 [[alarms]]
 condition = "ecg_unusual"
 detector = "ecg-ae"

@@ -68,8 +68,12 @@ def _pseudonym(device: str, prefix: str = "d") -> str:
     return f"{prefix}-{device}"
 
 
-def build(kind: str, workdir: Path, backend: str = "onnx") -> Pipeline:
-    cfg = vitals_config(workdir) if kind == "vitals" else ecg_config(workdir, backend)
+def build(load: Workload, workdir: Path, backend: str = "onnx") -> Pipeline:
+    cfg = (
+        vitals_config(workdir)
+        if load.name == "vitals"
+        else ecg_config(workdir, backend, model=load.ecg_model)
+    )
     return Pipeline(cfg, _pseudonym)
 
 
@@ -101,7 +105,7 @@ def _warm(pipeline: Pipeline, health: Health, load: Workload, warmup_s: float) -
 
 def flat_out(load: Workload, warmup_s: float, backend: str = "onnx") -> Throughput:
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = build(load.name, Path(tmp), backend)
+        pipeline = build(load, Path(tmp), backend)
         health = Health()
         first = _warm(pipeline, health, load, warmup_s)
         cpu, events, samples, readings = 0.0, 0, 0, 0
@@ -119,7 +123,7 @@ def real_rate(load: Workload, warmup_s: float, backend: str = "onnx") -> tuple[f
 
     Only the pipeline's CPU counts (thread CPU around ingest); making up the readings does not."""
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = build(load.name, Path(tmp), backend)
+        pipeline = build(load, Path(tmp), backend)
         health = Health()
         first = _warm(pipeline, health, load, warmup_s)
         cpu, samples = 0.0, 0
@@ -172,7 +176,7 @@ class RuntimeRatio:
 def runtime_ratio(load: Workload, warmup_s: float, backend: str = "onnx") -> RuntimeRatio:
     """Agent vs bare runtime, side by side on the batches of one flat-out run."""
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = build(load.name, Path(tmp), backend)
+        pipeline = build(load, Path(tmp), backend)
         detector = next(d for d in pipeline.detectors if isinstance(d, AutoencoderDetector))
         health = Health()
         first = _warm(pipeline, health, load, warmup_s)
