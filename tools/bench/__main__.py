@@ -136,7 +136,7 @@ def cmd_capacity(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_rss(args: argparse.Namespace) -> dict[str, Any]:
     from tools.bench.memory import rss_per_backend
 
-    return rss_per_backend(args.streams, args.seconds, args.backends)
+    return rss_per_backend(args.streams, args.seconds, args.backends, args.ecg_model)
 
 
 def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,7 +148,7 @@ def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_startup(args: argparse.Namespace) -> dict[str, Any]:
     from tools.bench.startup import measure_startup
 
-    return measure_startup(args.runs, args.backends)
+    return measure_startup(args.runs, args.backends, args.ecg_model)
 
 
 def cmd_disk(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,6 +169,16 @@ def cmd_restamp(args: argparse.Namespace) -> dict[str, Any]:
     return restamp_cost(args.alarms, args.runs)
 
 
+def _ecg_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ecg-model",
+        choices=("ecg-window", "ecg-beat"),
+        default="ecg-window",
+        help="the ECG autoencoder: ecg-window (made for a sliding 250 Hz window), or ecg-beat (64 samples,"
+        " cost only; the figures before 2026-12-01)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
@@ -184,13 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ecg-streams", type=int, default=500, help="0 skips the ECG runs")
     p.add_argument("--ecg-seconds", type=float, default=8.0, help="timed simulated seconds")
     p.add_argument("--ecg-frame", type=int, default=8, help="ECG samples per reading (the model's hop is 8)")
-    p.add_argument(
-        "--ecg-model",
-        choices=("ecg-window", "ecg-beat"),
-        default="ecg-window",
-        help="the ECG autoencoder: ecg-window (made for a sliding 250 Hz window), or ecg-beat (64 samples,"
-        " cost only; the figures before 2026-12-01)",
-    )
+    _ecg_model_option(p)
     p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
     p.add_argument("--real-seconds", type=float, default=20.0, help="0 skips the real-rate runs")
     p.add_argument("--real-vitals-streams", type=int, default=5000)
@@ -234,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--seconds", type=float, default=70.0)
     p.add_argument("--backends", nargs="+", default=["tflite", "onnx"])
+    _ecg_model_option(p)
     p.set_defaults(fn=cmd_rss)
 
     p = sub.add_parser("soak", help="run the daemon with simulated faults; sample RSS, fds, threads")
@@ -245,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("startup", help="start-up to first inference, and import time")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--backends", nargs="+", default=["onnx", "tflite"])
+    _ecg_model_option(p)
     p.set_defaults(fn=cmd_startup)
 
     p = sub.add_parser("disk", help="bytes the outbox writes to the disk per alarm event and heartbeat")

@@ -62,7 +62,7 @@ def _reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def rss_child(backend: str, streams: int, seconds: float) -> dict[str, Any]:
+def rss_child(backend: str, streams: int, seconds: float, ecg_model: str = "ecg-window") -> dict[str, Any]:
     """Runs in the fresh child process. The bench's input (the simulated recordings the workloads
     replay) is made first and the peak is reset after it: simulating the devices is not the
     gateway's work, and its transient peak used to count as the gateway's. What the input keeps
@@ -84,7 +84,7 @@ def rss_child(backend: str, streams: int, seconds: float) -> dict[str, Any]:
     _reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        vitals, ecg = vitals_config(workdir), ecg_config(workdir, backend)
+        vitals, ecg = vitals_config(workdir), ecg_config(workdir, backend, model=ecg_model)
         cfg = dataclasses.replace(
             vitals, detectors=vitals.detectors + ecg.detectors, alarms=vitals.alarms + ecg.alarms
         )
@@ -101,6 +101,7 @@ def rss_child(backend: str, streams: int, seconds: float) -> dict[str, Any]:
         del uplink
     return {
         "backend": backend,
+        "ecg_model": ecg_model,
         "streams": streams,
         "peak_rss_mb": round(status["VmHWM"] / 1024, 1),
         "rss_mb": round(status["VmRSS"] / 1024, 1),
@@ -120,7 +121,9 @@ def _bare_python_rss_mb() -> float:
     return round(int(out.stdout) / 1024, 1)
 
 
-def rss_per_backend(streams: int, seconds: float, backends: list[str]) -> dict[str, Any]:
+def rss_per_backend(
+    streams: int, seconds: float, backends: list[str], ecg_model: str = "ecg-window"
+) -> dict[str, Any]:
     result: dict[str, Any] = {"python_numpy_only_mb": _bare_python_rss_mb()}
     for backend in backends:
         command = [
@@ -131,6 +134,7 @@ def rss_per_backend(streams: int, seconds: float, backends: list[str]) -> dict[s
             backend,
             str(streams),
             str(seconds),
+            ecg_model,
         ]
         out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
         result[backend] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -376,4 +380,4 @@ def _cpu_s(pid: int) -> float:
 
 if __name__ == "__main__":
     if sys.argv[1] == "rss-child":
-        print(json.dumps(rss_child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
+        print(json.dumps(rss_child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])))

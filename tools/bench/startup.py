@@ -75,7 +75,7 @@ type = "autoencoder"
 stream = "ecg"
 channels = ["MLII"]
 rate_hz = 250
-params = {{ model = "{model}", backend = "{backend}", precision = "int8", hop_s = 0.032 }}
+params = {{ model = "{model}", backend = "{backend}", precision = "int8", hop_s = 0.032{extra} }}
 [[alarms]]
 condition = "ecg_unusual"
 detector = "ecg-ae"
@@ -92,14 +92,15 @@ def _launch(config: Path) -> dict[str, float]:
     return {k: 1e3 * (v - t0) for k, v in marks.items()}
 
 
-def measure_startup(runs: int, backends: list[str]) -> dict[str, Any]:
-    from tools.bench.scenarios import ECG_MODEL
+def measure_startup(runs: int, backends: list[str], ecg_model: str = "ecg-window") -> dict[str, Any]:
+    from tools.bench.scenarios import ECG_MODELS
 
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             config = Path(tmp) / f"{backend}.toml"
-            config.write_text(CONFIG.format(state=tmp, model=ECG_MODEL, backend=backend))
+            model, extra = ECG_MODELS[ecg_model], ', input = "beats"' if ecg_model == "ecg-beat" else ""
+            config.write_text(CONFIG.format(state=tmp, model=model, backend=backend, extra=extra))
             launches = [_launch(config) for _ in range(runs)]
             result[backend] = {
                 f"{k}_ms": round(statistics.median(x[k] for x in launches), 1) for k in launches[0]
