@@ -341,7 +341,7 @@ def _framed_blocks(
 @pytest.mark.parametrize("backend", ["onnx", "tflite"])
 @pytest.mark.parametrize(
     ("model", "hop", "frame"),
-    [("ecg-beat", 8, 73), ("ecg-beat", 8, 16), ("ecg-beat", 8, 300), ("pump", 1, 5)],
+    [("ecg-beat", 8, 73), ("ecg-beat", 8, 16), ("ecg-beat", 8, 300), ("ecg-window", 8, 73), ("pump", 1, 5)],
 )
 def test_a_frame_is_scored_exactly_as_hop_by_hop(model: str, hop: int, frame: int, backend: Any) -> None:
     """A frame of several hops (a Polar H10's 73 ECG samples are 9 hops of 8 and one more), normalised
