@@ -407,3 +407,30 @@ def test_learning_progress_counts_adaptation_rows_until_the_first_verdict(
     assert detector.learning(slots)[0].tolist() == [ADAPT] * 2 and np.isfinite(blocks[-1].scores).all()
     unadapted = AutoencoderDetector("pump", load_model(pump_dir, backend="onnx"))
     assert unadapted.learning(slots)[1] == 0  # the card's threshold judges from the first window
+
+
+@pytest.mark.parametrize("model", ["pump", "ecg-window"])
+def test_scores_are_bit_for_bit_the_plain_float64_arithmetic(model: str) -> None:
+    """The scoring path's fewer passes (float32 written by the division, a zero mean not subtracted, the
+    error cast and differenced in one pass) give exactly what the plain formula gives: ((x - mean) / scale)
+    cast to float32, then the mean over the window of the float64 squared error. Streams with the card's
+    mean (zero for ecg-window) and with an adapted, non-zero one; -0.0 and NaN samples among them."""
+    loaded = load_model(Path(__file__).resolve().parents[2] / "models" / model, backend="onnx")
+    detector = AutoencoderDetector("ae", loaded)
+    card = loaded.card
+    rng = np.random.default_rng(7)
+    n, w, c = 6, card.window, len(card.channels)
+    windows = np.asarray(card.mean) + np.asarray(card.scale) * rng.standard_normal((n, w, c))
+    windows[1, 3, 0] = -0.0
+    windows[2, 5, 0] = np.nan
+    slots = np.arange(n)
+    detector._grow(n)
+    detector._mean[4] = detector._mean[4] + 0.3 * np.asarray(card.scale)  # as adapted streams have
+    detector._scale[5] = detector._scale[5] * 1.7
+    for rows in (slots, slots[:2], slots[3:]):  # all streams on the card's zero mean, and mixed
+        scores, contributions = detector._model_scores(windows[rows], rows)
+        x = ((windows[rows] - detector._mean[rows, None, :]) / detector._scale[rows, None, :]).astype(np.float32)
+        err = (loaded.backend.run(x).astype(np.float64) - x.astype(np.float64)) ** 2
+        want = err.mean(axis=1) / c
+        assert contributions.tobytes() == want.tobytes()
+        assert scores.tobytes() == want.sum(axis=1).tobytes()
