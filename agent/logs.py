@@ -5,9 +5,9 @@ codes and counts only. A rate limit per kind of line and device (`agent.log_rate
 device or a command flood from filling the disk of a gateway that runs for months, and says what it held
 back. Code names a device by `device_name` (its pseudonym), never by its configured id. As a safety
 net under that rule, the handler replaces every identifier the running config names (device and
-patient ids, serial ports, BLE addresses and names) by its pseudonym in each line and traceback
-(`redact_identifiers`), whatever the logger, and so those a source meets at run time
-(`learn_identifiers`: a BLE device found by its service UUID), and every MAC address written as six
+patient ids, serial ports, BLE addresses and names, replay recording paths) by its pseudonym in each
+line and traceback (`redact_identifiers`), whatever the logger, and so those a source meets at run
+time (`learn_identifiers`: a BLE device found by its service UUID), and every MAC address written as six
 hex pairs with one separator (':', '-' or '_'; not one without separators, see `_MAC`).
 """
 

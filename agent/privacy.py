@@ -121,6 +121,14 @@ def _replaceable(path: Path) -> bool:
     return os.access(path.parent, os.W_OK | os.X_OK)
 
 
+def _resolved(path: Path) -> Path:
+    """`path` through its symlinks, or as it is when that cannot be told (a loop, a missing part)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path
+
+
 class Pseudonymizer:
     """Maps local identifiers to stable, unlinkable pseudonyms like ``"d-5k2x7q9m4r1t"``."""
 
@@ -139,8 +147,10 @@ class Pseudonymizer:
 
 
 def stand_ins(devices: Iterable[DeviceConfig], pseudonym: Pseudonymizer) -> dict[str, str]:
-    """Each identifier a device's config holds (id, patient, serial port, BLE address and name),
-    mapped to what a log line may show instead: the device's pseudonym (`agent.logs` redaction)."""
+    """Each identifier a device's config holds (id, patient, serial port, BLE address and name, a
+    replay's recording path, which may name the patient), mapped to what a log line may show instead:
+    the device's pseudonym (`agent.logs` redaction). A recording path is masked as a whole, written as
+    configured or resolved (through a symlink), and so is every file path under it."""
     names: dict[str, str] = {}
     for device in devices:
         ref = pseudonym(device.id)
@@ -155,4 +165,7 @@ def stand_ins(devices: Iterable[DeviceConfig], pseudonym: Pseudonymizer) -> dict
             for value in (device.ble.address, device.ble.name):
                 if value:
                     names[value] = f"{ref}:ble"
+        if device.replay is not None:
+            for path in (device.replay.path, _resolved(device.replay.path)):
+                names[str(path)] = f"{ref}:recording"
     return names

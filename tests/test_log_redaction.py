@@ -10,10 +10,11 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from agent.config.schema import BleConfig, DeviceConfig, SerialConfig
+from agent.config.schema import BleConfig, DeviceConfig, ReplayConfig, SerialConfig
 from agent.logs import (
     configure_logging,
     device_name,
@@ -166,3 +167,27 @@ def test_a_short_id_is_hidden_as_a_stream_ids_device_and_numbers_are_left_alone(
         message
         == f"{pseudonym('12')}/vitals: wall_time must be finite; 12 failed attempt(s), 19:12, 2026/12/01"
     )
+
+
+def test_a_replay_recording_path_is_masked_as_written_and_through_its_symlink(
+    captured: io.StringIO, tmp_path: Path
+) -> None:
+    real = tmp_path / "recordings" / "MRN-0055555_Kowalski_Anna"
+    real.mkdir(parents=True)
+    linked = tmp_path / "current"
+    linked.symlink_to(real)
+    device = DeviceConfig(id="bed-6", kind="wearable", transport="replay", replay=ReplayConfig(linked, 0.0))
+    pseudonym = Pseudonymizer(b"k" * 32)
+    redact_identifiers(stand_ins([device], pseudonym))
+    log = logging.getLogger("agent.sources.any")
+    try:
+        (real / "readings-000003.jsonl").open()  # raises: its message quotes the path
+    except OSError:
+        log.exception("replay of %s failed", linked)
+
+    (line,) = [json.loads(line) for line in captured.getvalue().splitlines()]
+    text = json.dumps(line)
+    assert "Kowalski" not in text and str(tmp_path) not in text, text
+    ref = pseudonym("bed-6")
+    assert line["message"] == f"replay of {ref}:recording failed"
+    assert f"{ref}:recording/readings-000003.jsonl" in line["exception"]

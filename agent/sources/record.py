@@ -155,17 +155,26 @@ class ReadingRecorder:
             old.unlink(missing_ok=True)
 
 
-def read_recording(path: Path) -> Iterator[Reading]:
+def read_recording(path: Path, device: str = "replay") -> Iterator[Reading]:
     """Every reading in a recording file or folder, in order; a corrupt line is skipped and logged, and so
-    is the rest of a file that cannot be read on (a truncated or damaged gzip stream)."""
-    for file in recording_files(path):
+    is the rest of a file that cannot be read on (a truncated or damaged gzip stream).
+
+    A log line names the recording by `device` (what the log calls the replayed device: its pseudonym),
+    the file's place in it and the line's number, and the problem by its kind: never the path (a folder
+    may be named after the patient) nor the line's text or the exception's message, which quote recorded
+    values."""
+    files = recording_files(path)
+    for index, file in enumerate(files, start=1):
+        where = f"{device}: recording file {index} of {len(files)}"
         try:
-            yield from _read_file(file)
+            yield from _read_file(file, where)
         except (EOFError, OSError, zlib.error) as exc:  # raised by the read; not by the consumer
-            log.warning("%s: unreadable from here on, rest of the file skipped (%s)", file, exc)
+            log.warning(
+                "%s: unreadable from here on, rest of the file skipped (%s)", where, type(exc).__name__
+            )
 
 
-def _read_file(file: Path) -> Iterator[Reading]:
+def _read_file(file: Path, where: str) -> Iterator[Reading]:
     opener = gzip.open if file.name.endswith(".gz") else open
     # errors="replace": a damaged byte spoils its own line (skipped below), not the rest of the file
     with opener(file, "rt", encoding="utf-8", errors="replace") as text:
@@ -175,13 +184,15 @@ def _read_file(file: Path) -> Iterator[Reading]:
         except (ValueError, AttributeError, RecursionError):
             ok = False
         if not ok:
-            log.warning("%s: not an edge-agent recording, skipped", file)
+            log.warning("%s: not an edge-agent recording, skipped", where)
             return
         for number, line in enumerate(text, start=2):
             try:
                 yield decode_reading(line)
             except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                log.warning("%s:%d: bad recorded reading skipped (%s)", file, number, exc)
+                log.warning(
+                    "%s, line %d: bad recorded reading skipped (%s)", where, number, type(exc).__name__
+                )
 
 
 async def record_devices(

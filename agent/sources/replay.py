@@ -65,7 +65,7 @@ class ReplaySource:
 
     async def __aenter__(self) -> ReplaySource:
         assert self.device.replay is not None
-        self._readings = read_recording(self.device.replay.path)
+        self._readings = read_recording(self.device.replay.path, device_name(self.device.id))
         return self
 
     async def __aexit__(
