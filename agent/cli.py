@@ -96,6 +96,13 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     check.add_argument("config", type=Path, nargs="?", help=CONFIG_HELP + "; or give it with -c/--config")
     check.add_argument("--config", "-c", type=Path, dest="config_option", metavar="CONFIG", help=CONFIG_HELP)
+    check.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="for a service manager's journal (the unit's ExecStartPre): nothing when the file is good, "
+        "its problems with the file's values withheld when it is not",
+    )
 
     status = sub.add_parser(
         "status",
@@ -157,7 +164,7 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(args.log_level or default_level, json_lines=args.log_json)
     try:
         if args.command == "check-config":
-            return _check(args.config)
+            return _check(args.config, quiet=args.quiet)
         if args.command == "run":
             return _run(args.config)
         if args.command == "status":
@@ -189,24 +196,51 @@ def _config_failure(source: str, errors: Sequence[ConfigError]) -> int:
     return EXIT_CONFIG
 
 
-def _check(path: Path) -> int:
+def _check(path: Path, *, quiet: bool = False) -> int:
     from agent.config import load_config
     from agent.daemon import preflight
 
-    config = load_config(path)
-    preflight(config)
+    try:
+        config = load_config(path)
+        preflight(config)
+    except (ConfigError, InvalidConfigError, ModelError) as exc:
+        if not quiet:
+            raise
+        return _withheld_failure(path, exc)
     from agent.outbox.room import sizing_warning
     from agent.pipeline.stuck_alarms import nothing_can_alarm
 
     for warning in (sizing_warning(config.outbox), nothing_can_alarm(config)):
         if warning is not None:  # a warning: the config stays "ok"
             print(f"{path}: warning: {warning}", file=sys.stderr)
+    if quiet:  # the "ok" line lists every device id: not for a journal
+        return 0
     devices = ", ".join(f"{d.id} ({d.kind}, {d.transport})" for d in config.devices)
     print(
         f"{path}: ok — gateway {config.gateway.id}, {len(config.devices)} device(s): {devices}; "
         f"{len(config.detectors)} detector(s), {len(config.alarms)} alarm rule(s)"
     )
     return 0
+
+
+def _withheld_failure(path: Path, exc: AgentError) -> int:
+    """`check-config --quiet` on a bad file: each problem as a refused reload logs it, the key and the
+    kind of problem with the file's values withheld (`agent.config.withheld`): any value may name a
+    patient (a replay path), and a journal keeps the lines of every restart."""
+    from agent.config.loader import read_config_file
+    from agent.config.withheld import with_hint, without_values
+
+    if isinstance(exc, InvalidConfigError):
+        problems = list(exc.errors)
+    else:
+        problems = [exc if isinstance(exc, ConfigError) else ConfigError("", str(exc))]
+    try:
+        text = read_config_file(path)
+    except InvalidConfigError:
+        text = b""  # unreadable: its problem says so, and quotes nothing of it
+    for line in without_values(problems, text):
+        print(f"{path}: {with_hint(line, path)}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def _run(path: Path) -> int:

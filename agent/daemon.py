@@ -28,7 +28,7 @@ from typing import Any
 from agent import state_journal
 from agent.config.loader import config_from_bytes, read_config_file
 from agent.config.schema import AgentConfig
-from agent.config.withheld import WITHHELD, without_values
+from agent.config.withheld import with_hint, without_values
 from agent.ecg import kept_shapes
 from agent.ecg.kept_shapes import Handed, KeptShapes
 from agent.errors import AgentError, ConfigError, InvalidConfigError
@@ -63,8 +63,7 @@ def _log_refused_reload(path: Path | None, problems: list[str]) -> None:
         log.error("reload refused: the running config did not come from a file")
     for problem in problems:
         # The operator's way to the values: the console, not the log.
-        hint = f" (values withheld: edge-agent check-config {path} shows them)" if WITHHELD in problem else ""
-        log.error("reload refused, keeping the running config: %s: %s%s", path, problem, hint)
+        log.error("reload refused, keeping the running config: %s: %s", path, with_hint(problem, path))
 
 
 def failure_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, get_args
 
 from agent.config.schema import DeviceKind, Transport
@@ -70,6 +71,14 @@ def without_values(problems: Iterable[ConfigError], config_text: bytes) -> list[
         text = _PATH.sub(WITHHELD, text)
         lines.append(f"{problem.path}: {text}" if problem.path else text)
     return lines
+
+
+def with_hint(line: str, path: Path | None) -> str:
+    """`line` (one of `without_values`), with where to see what it withholds when it withholds anything:
+    the console of whoever runs `check-config`, not the log or the journal."""
+    return (
+        f"{line} (values withheld: edge-agent check-config {path} shows them)" if WITHHELD in line else line
+    )
 
 
 def _strings(config_text: bytes) -> set[str]:
