@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import state_journal
+from agent.config.exposure import exposure_warnings
 from agent.config.loader import config_from_bytes, read_config_file
 from agent.config.schema import AgentConfig
 from agent.config.withheld import with_hint, without_values
@@ -182,6 +183,8 @@ class Agent:
         )
         if (nothing := nothing_can_alarm(cfg)) is not None:  # a start or a reload (review M2)
             log.warning("session %d: %s", session, nothing)
+        for exposure in exposure_warnings(cfg):  # privacy review M2, m3
+            log.warning("session %d: %s", session, exposure)
         return run
 
     def _restore(
