@@ -144,3 +144,23 @@ def test_the_daemon_warns_at_start_when_unsigned_commands_can_fetch_raw_snippets
     log = daemon_log(write(tmp_path, UNSIGNED_SNIPPETS, url=f"mqtt://127.0.0.1:{mosquitto.port}"))
     (line,) = [line for line in log.splitlines() if "allow_unsigned" in line]
     assert "WARNING" in line and SNIPPET_WARNING in line, log
+
+
+def test_check_config_warns_when_insecure_sends_to_another_host_in_clear_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = checked(write(tmp_path, url="mqtt://192.0.2.1:1883", mqtt="insecure = true"), capsys)
+    assert PLAIN_WARNING in err, err
+
+
+def test_insecure_to_a_loopback_broker_is_not_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = checked(write(tmp_path, url="mqtt://127.0.0.1:1883", mqtt="insecure = true"), capsys)
+    assert "insecure" not in err, err
+
+
+def test_the_daemon_warns_at_start_when_insecure_sends_to_another_host(tmp_path: Path) -> None:
+    log = daemon_log(write(tmp_path, url="mqtt://192.0.2.1:1883", mqtt="insecure = true"))
+    (line,) = [line for line in log.splitlines() if "mqtt.insecure" in line]
+    assert "WARNING" in line and PLAIN_WARNING in line, log
