@@ -246,8 +246,10 @@ def _withheld_failure(path: Path, exc: AgentError) -> int:
 
 def _run(path: Path) -> int:
     from agent.config import load_config
+    from agent.core_dumps import forbid_core_dumps
     from agent.daemon import Agent, preflight
 
+    forbid_core_dumps()  # before the config's ids are in memory
     config = load_config(path)
     preflight(config)
     logging.getLogger("agent").info("starting gateway agent, config sha256 %s", config.digest[:16])
