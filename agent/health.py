@@ -109,7 +109,11 @@ class DeviceStats:
 
 
 class Health:
-    def __init__(self) -> None:
+    def __init__(self, *, vitals: bool = True) -> None:
+        """`vitals` (`privacy.vitals_in_heartbeat`): whether device reports carry the health-derived
+        figures (beats per minute, the desaturation index) and count readings that come one per heart
+        beat (RR intervals) in `rate_hz`, which would then follow the heart rate."""
+        self.vitals = vitals
         self.devices: dict[str, DeviceStats] = {}
         self._started = time.monotonic()
         self._last_beat = self._started
@@ -126,7 +130,8 @@ class Health:
             return
         stats.last_seen_wall = reading.end_time
         stats.last_seen_monotonic = reading.monotonic
-        stats.readings_since_beat += 1
+        if self.vitals or reading.channels[0] != "rr":  # one RR reading per beat: a heart rate
+            stats.readings_since_beat += 1
         if stats.up_since is None:
             stats.arrived(reading.monotonic)
             if not stats.link_reported:
@@ -279,8 +284,10 @@ class Health:
                     connected=stats.connected,
                     reconnects=stats.reconnects,
                     errors=dict(stats.errors),
-                    desaturation_index_per_h=stats.desaturation_index_per_h,
-                    beats_per_min=60.0 * stats.beats_since_beat / span if stats.beats_stream else None,
+                    desaturation_index_per_h=stats.desaturation_index_per_h if self.vitals else None,
+                    beats_per_min=60.0 * stats.beats_since_beat / span
+                    if stats.beats_stream and self.vitals
+                    else None,
                 )
             )
             if reset:

@@ -163,7 +163,7 @@ class _Session:
             if d.beats is not None
         }
         self.beat_names = {d: pseudonym(d) for d in self.beat_signatures}
-        self.health = Health()
+        self.health = Health(vitals=cfg.privacy.vitals_in_heartbeat)
         for device in cfg.devices:
             beats = stream_id(device.id, device.beats.rr_stream) if device.beats is not None else None
             self.health.add_device(device.id, pseudonym(device.id), device.lost_after_s, beats)

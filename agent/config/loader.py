@@ -294,7 +294,9 @@ def _privacy(t: Table | None) -> PrivacyConfig:
     if t is None:
         return PrivacyConfig()
     cfg = PrivacyConfig(
-        key_file=t.file("key_file", None, readable=False), raw_snippets=t.flag("raw_snippets", False)
+        key_file=t.file("key_file", None, readable=False),
+        raw_snippets=t.flag("raw_snippets", False),
+        vitals_in_heartbeat=t.flag("vitals_in_heartbeat", True),
     )
     t.finish()
     return cfg

@@ -235,6 +235,8 @@ class AlarmRuleConfig:
 class PrivacyConfig:
     key_file: Path | None = None  # per-site HMAC key (0600); None: <state_dir>/pseudonym.key
     raw_snippets: bool = False
+    # beats_per_min and desaturation_index_per_h in each heartbeat (payloads.md); False: left out
+    vitals_in_heartbeat: bool = True
 
 
 REMOTE_COMMANDS = ("status", "reload", "models/list", "models/activate", "models/install", "snippet")
