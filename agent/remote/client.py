@@ -4,8 +4,9 @@
     python -m agent.remote.client send ... models/install --bundle build/ecg-beat --args '{"activate": true}'
     python -m agent.remote.client sign --root edge/lab/gw-1 --key ops.key status > cmd.json  # mosquitto_pub
 
-`send` publishes on `{root}/cmd/<name>` (QoS 1) with a fresh ResponseTopic and CorrelationData, waits
-for the answer carrying that correlation data and prints it; exit status 0 if it says ok, 1 if not, 2
+`send` publishes on `{root}/cmd/<name>` (QoS 1) with a fresh ResponseTopic, named in the signed body's
+`reply_to` so that the gateway answers there only, and CorrelationData, waits for the answer carrying
+that correlation data and prints it; exit status 0 if it says ok, 1 if not, 2
 on timeout or when a file or option cannot be used (one line naming it: a missing key, an invalid
 card). The private key stays on the operator's machine; this module is never used by the agent.
 """
@@ -54,7 +55,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def build_payload(args: argparse.Namespace) -> bytes:
+def build_payload(args: argparse.Namespace, reply_to: str | None = None) -> bytes:
     try:
         command_args = json.loads(args.args) if args.args else {}
     except json.JSONDecodeError as exc:
@@ -68,13 +69,19 @@ def build_payload(args: argparse.Namespace) -> bytes:
             raise ClientError(f"--bundle {_file_problem(exc, args.bundle)}") from None
         except (ModelError, ValueError) as exc:  # an invalid card, signature.json not JSON
             raise ClientError(f"--bundle {args.bundle / 'card.json'}: {exc}") from None
-    return sign_command(load_private_key(args.key), args.root, args.command, command_args)
+    return sign_command(load_private_key(args.key), args.root, args.command, command_args, reply_to=reply_to)
 
 
-def send(args: argparse.Namespace, payload: bytes) -> dict[str, Any] | None:
+def reply_topic(args: argparse.Namespace) -> str:
+    """A fresh topic for one answer, under `--reply-prefix`."""
+    return f"{args.reply_prefix}/{uuid.uuid4().hex}"
+
+
+def send(args: argparse.Namespace, payload: bytes, reply_topic: str) -> dict[str, Any] | None:
+    """Publish `payload` with `reply_topic` as its ResponseTopic (the one its body's `reply_to` names)
+    and wait for the answer."""
     url = urlsplit(args.url)
     correlation = uuid.uuid4().bytes
-    reply_topic = f"{args.reply_prefix}/{uuid.uuid4().hex}"
     answer: dict[str, Any] = {}
     got = threading.Event()
     ready = threading.Event()
@@ -140,13 +147,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             s.add_argument("--password-file")
             s.add_argument("--reply-prefix", default="edge-ops/replies")
             s.add_argument("--timeout", type=float, default=30.0)
+        else:
+            s.add_argument(
+                "--reply-to",
+                help="the ResponseTopic it will be sent with: the gateway answers it only there",
+            )
     args = p.parse_args(argv)
     try:
-        payload = build_payload(args)
         if args.action == "sign":
-            sys.stdout.write(payload.decode() + "\n")
+            sys.stdout.write(build_payload(args, args.reply_to).decode() + "\n")
             return 0
-        answer = send(args, payload)
+        topic = reply_topic(args)  # signed into the body: the answer goes there only
+        answer = send(args, build_payload(args, topic), topic)
     except ClientError as exc:
         p.exit(2, f"{p.prog} {args.action}: {exc}\n")
     if answer is None:

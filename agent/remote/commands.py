@@ -1,23 +1,24 @@
 """Remote commands: authenticate, check, dispatch and answer each message of `{root}/cmd/<name>`.
 
 Strategy: `RemoteCommands.submit` is the uplink's `on_command` (called on the asyncio loop). It starts
-one task per command (at most MAX_PENDING at once, and one payload over MAX_COMMAND_BYTES, a bundle;
-more are answered "busy"), so a snippet that waits for data or a bundle being verified never holds up
-the pipeline, and bundles are checked one at a time (each holds several copies of up to 16 MB). Each
-task runs the same gauntlet: the topic must be this gateway's command topic with a known name, the
-payload within that command's size (`payload_limit`: checked on the raw bytes, before any parsing, since
-the signature can only be checked after the envelope's JSON is parsed, and 16 MB of small JSON values
-cost about 400 MB), the envelope's signature valid (`agent.remote.envelope`), the body aimed at this
-gateway and this command, the command in `remote.allowed_commands`, and the command fresh and never seen
-before. Only then is it dispatched. Every outcome is answered on the request's ResponseTopic (or
-`{root}/cmd/response`) with its CorrelationData, as an `edge-agent/response/1` document; a ResponseTopic
-inside the fleet's topic tree (the gateway's own alarm, heartbeat, status topics) is refused
-(`Topics.may_answer_on`). Each command is logged once, when its outcome is known: `accepted` once it
-ran, or `refused` with its code and the refusal's `reason` (never a value of the payload: no
-identifiers, topics or file names reach the log), as a warning when the refusal tells of forgery or
-tampering (`CommandRefusedError.security_event`: a bad signature, a replay, an altered bundle), as info
-otherwise; `failed` (an error) or `interrupted`. Past a budget (`agent.remote.answer_budget`) refusals
-are counted instead of answered, and logged all the same (the log's rate limit sums up a flood's lines).
+one task per command (at most MAX_PENDING at once, and one payload over MAX_COMMAND_BYTES, a bundle; more
+are answered "busy"), so a snippet that waits for data or a bundle being verified never holds up the
+pipeline, and bundles are checked one at a time (each holds several copies of up to 16 MB). Each task
+runs the same gauntlet: the topic must be this gateway's command topic with a known name, the payload
+within that command's size (`payload_limit`: checked on the raw bytes, before any parsing, since the
+signature can only be checked after the envelope's JSON is parsed, and 16 MB of small JSON values cost
+about 400 MB), the envelope's signature valid (`agent.remote.envelope`), the body aimed at this gateway
+and this command (and to its ResponseTopic, when it names its `reply_to`), the command in
+`remote.allowed_commands`, and the command fresh and never seen before. Only then is it dispatched. Every
+outcome is answered on the request's ResponseTopic (or `{root}/cmd/response`) with its CorrelationData,
+as an `edge-agent/response/1` document; a ResponseTopic inside the fleet's topic tree (the gateway's own
+alarm, heartbeat, status topics) is refused (`Topics.may_answer_on`). Each command is logged once, when
+its outcome is known: `accepted` once it ran, or `refused` with its code and the refusal's `reason`
+(never a value of the payload: no identifiers, topics or file names reach the log), as a warning when the
+refusal tells of forgery or tampering (`CommandRefusedError.security_event`: a bad signature, a replay,
+an altered bundle), as info otherwise; `failed` (an error) or `interrupted`. Past a budget
+(`agent.remote.answer_budget`) refusals are counted instead of answered, and logged all the same (the
+log's rate limit sums up a flood's lines).
 
 Reloads take the SIGHUP road: the new file is checked here first (so problems can be answered, and
 logged as a refused SIGHUP reload's are), then the agent's reload event is set and the session's own
@@ -34,6 +35,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -49,7 +51,14 @@ from agent.remote.heap_trim import trim_heap
 
 if TYPE_CHECKING:  # cryptography is imported where keys are used (see agent.inference.signing)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from agent.remote.envelope import CommandRefusedError, ReplayGuard, check_body, open_envelope, response
+from agent.remote.envelope import (
+    CommandRefusedError,
+    ReplayGuard,
+    check_body,
+    check_reply_to,
+    open_envelope,
+    response,
+)
 from agent.remote.snippets import SnippetTaps
 from agent.uplink.mqtt import Command
 from agent.uplink.topics import Topics
@@ -170,6 +179,11 @@ class RemoteCommands:
                 raise CommandRefusedError("bad_signature", "unsigned commands are not accepted")
             authenticated = True  # signed, or unsigned where allow_unsigned accepts that
             nonce, issued_at, args = check_body(doc, target=self.topics.root, command=name)
+            try:  # before its nonce is spent: the operator's own copy still runs
+                check_reply_to(doc, command.response_topic)
+            except CommandRefusedError:
+                command = replace(command, response_topic=None)  # the refusal too: never to that topic
+                raise
             if name not in self.cfg.remote.allowed_commands:
                 raise CommandRefusedError("not_allowed", "this command is not allowed on this gateway")
             self.guard.admit(nonce, issued_at)

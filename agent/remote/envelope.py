@@ -1,15 +1,16 @@
 """The wire format of remote commands: signed envelopes in, versioned responses out, replays refused.
 
 Strategy: a command is a small JSON *body* ({"schema", "target", "command", "issued_at", "nonce",
-"args"}). With a public key configured the payload is an envelope {"signed": <the body as a JSON
-text>, "signature": <base64 Ed25519>} and the signature covers a domain tag plus the exact UTF-8 bytes
-of that text, so no canonical JSON form is needed and any language can sign. The body binds itself to
-one gateway (`target` is the topic root `{prefix}/{site}/{gateway}`) and to one command (it must name
-the command of the topic it came on), so a signed command cannot be redirected to another gateway or
-turned into another command. Freshness: `issued_at` must be within `max_age_s` of the gateway clock
-and each `nonce` is accepted once; nonces are kept (atomically, in the state dir) for twice that age,
-with the time before which they were forgotten (`complete_after`): a command issued at or before it is
-refused, so neither a restart nor a reload, not even one that widens `max_age_s`, reopens the window
+"args"}). With a public key configured the payload is an envelope {"signed": <the body as a JSON text>,
+"signature": <base64 Ed25519>} and the signature covers a domain tag plus the exact UTF-8 bytes of that
+text, so no canonical JSON form is needed and any language can sign. The body binds itself to one gateway
+(`target` is the topic root `{prefix}/{site}/{gateway}`) and to one command (it must name the command of
+the topic it came on), so a signed command cannot be redirected to another gateway or turned into another
+command; an optional `reply_to` binds it to the ResponseTopic it is published with (`check_reply_to`),
+which the signature cannot cover itself. Freshness: `issued_at` must be within `max_age_s` of the gateway
+clock and each `nonce` is accepted once; nonces are kept (atomically, in the state dir) for twice that
+age, with the time before which they were forgotten (`complete_after`): a command issued at or before it
+is refused, so neither a restart nor a reload, not even one that widens `max_age_s`, reopens the window
 for a replay of a forgotten nonce.
 
 With a key configured the envelope is read by a scanner that accepts only its shape, an object of the
@@ -99,19 +100,21 @@ def sign_command(
     *,
     issued_at: float | None = None,
     nonce: str | None = None,
+    reply_to: str | None = None,
 ) -> bytes:
-    """The payload to publish on `{target}/cmd/{command}` (operator side; the key never is on a gateway)."""
-    body = json.dumps(
-        {
-            "schema": COMMAND_SCHEMA,
-            "target": target,
-            "command": command,
-            "issued_at": time.time() if issued_at is None else issued_at,
-            "nonce": nonce or base64.urlsafe_b64encode(_random(18)).decode().rstrip("="),
-            "args": dict(args or {}),
-        },
-        separators=(",", ":"),
-    )
+    """The payload to publish on `{target}/cmd/{command}` (operator side; the key never is on a gateway);
+    with `reply_to`, the ResponseTopic it must be published with (`check_reply_to`)."""
+    fields: dict[str, Any] = {
+        "schema": COMMAND_SCHEMA,
+        "target": target,
+        "command": command,
+        "issued_at": time.time() if issued_at is None else issued_at,
+        "nonce": nonce or base64.urlsafe_b64encode(_random(18)).decode().rstrip("="),
+        "args": dict(args or {}),
+    }
+    if reply_to is not None:
+        fields["reply_to"] = reply_to
+    body = json.dumps(fields, separators=(",", ":"))
     signature = key.sign(DOMAIN + body.encode("utf-8"))
     return json.dumps({"signed": body, "signature": base64.b64encode(signature).decode()}).encode()
 
@@ -237,6 +240,24 @@ def check_body(doc: Mapping[str, Any], *, target: str, command: str) -> tuple[st
     if not isinstance(args, dict):
         raise CommandRefusedError("bad_request", "'args' must be a JSON object")
     return nonce, issued_at, args
+
+
+def check_reply_to(doc: Mapping[str, Any], response_topic: str | None) -> None:
+    """A body that names its `reply_to` came with that ResponseTopic, or is refused (a sign of a command
+    read on its way and sent on with the reader's own ResponseTopic: privacy review m4). The signature
+    covers the body, not the PUBLISH's properties; a body without `reply_to` is answered on any allowed
+    ResponseTopic, as before."""
+    if "reply_to" not in doc:
+        return
+    reply_to = doc["reply_to"]
+    if not isinstance(reply_to, str) or not reply_to:
+        raise CommandRefusedError("bad_request", "'reply_to' must be a topic")
+    if reply_to != response_topic:
+        raise CommandRefusedError(
+            "bad_request",
+            "'reply_to' is not the ResponseTopic the command came with (answered on cmd/response instead)",
+            security_event=True,
+        )
 
 
 def _unix_seconds(value: object) -> float:

@@ -335,6 +335,27 @@ def test_a_response_topic_on_the_gateways_own_event_topics_is_refused(
     assert posing == []
 
 
+def test_a_signed_reply_to_binds_the_answer_to_its_response_topic(
+    running: tuple[Path, Backend, dict[str, Any]],
+) -> None:
+    """Privacy review m4: the signature covered the body, not the ResponseTopic, so whoever could read a
+    signed command before the gateway took it and write cmd/# could send it on first with a ResponseTopic
+    of its own and read the answer (a snippet's raw values). A body that names its `reply_to` is
+    answered only on that topic: sent with another ResponseTopic it is refused, on cmd/response, before
+    its nonce is spent, so the operator's own copy still runs; a body without it is accepted as before."""
+    _config, backend, _first = running
+    payload = sign_command(backend.key, ROOT, "status", reply_to="replies/ops")
+    stolen = backend.answer(backend.publish("status", payload, reply_to="replies/thief"))
+    assert stolen["_topic"] == f"{ROOT}/cmd/response" and stolen["error"]["code"] == "bad_request"
+    assert "reply_to" in stolen["error"]["message"] and "result" not in stolen
+    without = backend.answer(backend.publish("status", payload, reply=False))
+    assert without["_topic"] == f"{ROOT}/cmd/response" and without["error"]["code"] == "bad_request"
+    genuine = backend.answer(backend.publish("status", payload, reply_to="replies/ops"))
+    assert genuine["ok"] and genuine["_topic"] == "replies/ops", genuine
+    old_style = backend.call("status")  # no reply_to: any allowed ResponseTopic, as before
+    assert old_style["ok"] and old_style["_topic"] == "replies/ops"
+
+
 def bundle_at(tmp_path: Path, backend: Backend, version: str) -> dict[str, Any]:
     return pack_bundle(signed_model(tmp_path / "build" / version, version, backend.key))
 
@@ -357,9 +378,22 @@ def test_the_operator_client_sends_and_prints_the_answer(
         )
     )
     common = ["--root", ROOT, "--key", str(key_file), "--url", f"mqtt://127.0.0.1:{mosquitto.port}"]
-    assert client_main(["send", "models/list", *common]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["ok"] and printed["result"]["models"][0]["version"] == "1.0.0"
+    sent = Subscriber(mosquitto, f"{ROOT}/cmd/models/list")
+    try:
+        assert client_main(["send", "models/list", *common]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["ok"] and printed["result"]["models"][0]["version"] == "1.0.0"
+        (command,) = sent.snapshot()
+    finally:
+        sent.close()
+    # its body names the ResponseTopic it went with (privacy review m4): answered there only
+    body = json.loads(command.json()["signed"])
+    assert body["reply_to"] == command.properties["ResponseTopic"]
+    assert body["reply_to"].startswith("edge-ops/replies/")
+    assert (
+        client_main(["sign", "status", "--root", ROOT, "--key", str(key_file), "--reply-to", "ops/r1"]) == 0
+    )
+    assert json.loads(json.loads(capsys.readouterr().out)["signed"])["reply_to"] == "ops/r1"
     bundle_dir = signed_model(tmp_path / "build" / "0.1.0", "0.1.0", private_key)
     assert client_main(["send", "models/install", *common, "--bundle", str(bundle_dir)]) == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "refused"  # older than the active one
