@@ -210,8 +210,14 @@ def _check(path: Path, *, quiet: bool = False) -> int:
     from agent.config.exposure import exposure_warnings
     from agent.outbox.room import sizing_warning
     from agent.pipeline.stuck_alarms import nothing_can_alarm
+    from agent.preflight import preflight_warnings
 
-    for warning in (sizing_warning(config.outbox), nothing_can_alarm(config), *exposure_warnings(config)):
+    for warning in (
+        *preflight_warnings(config),
+        sizing_warning(config.outbox),
+        nothing_can_alarm(config),
+        *exposure_warnings(config),
+    ):
         if warning is not None:  # a warning: the config stays "ok"
             print(f"{path}: warning: {warning}", file=sys.stderr)
     if quiet:  # the "ok" line lists every device id: not for a journal

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from agent.events import AlarmEvent
 from agent.link_trouble import LinkTrouble, Tell
+from agent.read_only import remedy
 
 MAX_HELD = 10_000  # events; a few MB. Past this the oldest are dropped (counted, logged)
 log = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ class HeldAlarms:
         if tell is not Tell.QUIET:
             log.error(
                 "cannot write the outbox %s (%s): %d alarm event(s) held in memory and retried every "
-                "second; free space on its disk. Detection goes on; a stop now loses what is held",
+                "second; %s. Detection goes on; a stop now loses what is held",
                 self._where,
                 exc,
                 len(batch),
+                remedy(Path(self._where).parent),
             )

@@ -40,9 +40,10 @@ def create_private(path: Path, data: bytes, setting: str) -> bool:
     return True
 
 
-def no_space(exc: ConfigError) -> bool:
-    """Whether `create_private` failed for want of space (ENOSPC): the key may serve from memory."""
-    return isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
+def cannot_write_now(exc: ConfigError) -> bool:
+    """Whether `create_private` failed for want of space (ENOSPC) or on a read-only file system
+    (EROFS, a failing SD card): the key may serve from memory."""
+    return isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (errno.ENOSPC, errno.EROFS)
 
 
 def create_problem(path: Path) -> str | None:

@@ -9,7 +9,8 @@ privacy key's `read_key`). Where the start-up acts, a look-only prediction next 
 `agent.state.folder_problem` (which `ensure_state_dir` also asks first) for the folders it makes,
 `agent.keyfile.create_problem` for the key files `create_private` makes. Every check returns its
 problems as `ConfigError`s naming the key; `preflight` raises them together. A new check is one more
-function in `CHECKS`.
+function in `CHECKS`. What a start goes past but an operator should hear of (the state folder on a
+read-only file system: a failing SD card) is `preflight_warnings`, which `check-config` prints.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from agent.pipeline import build_detectors
 from agent.pipeline.wiring import check_wiring
 from agent.privacy import KEY_SETTING as PRIVACY_KEY_SETTING
 from agent.privacy import read_key
+from agent.read_only import on_read_only_fs
 from agent.remote import check_remote
 from agent.sources import check_transport as check_source
-from agent.state import folder_problem
+from agent.state import folder_problem, read_only_warning
 from agent.status import SOCKET_NAME
 from agent.uplink import connection
 from agent.uplink.topics import Topics
 
-__all__ = ["CHECKS", "preflight"]
+__all__ = ["CHECKS", "preflight", "preflight_warnings"]
 
 Check = Callable[[AgentConfig], list[ConfigError]]
 UNIX_PATH_MAX = 107  # bytes of an AF_UNIX socket path on Linux (108 with the final NUL)
@@ -45,6 +47,21 @@ def preflight(config: AgentConfig) -> None:
     problems = [problem for check in CHECKS for problem in check(config)]
     if problems:
         raise InvalidConfigError(str(config.source_path or "<config>"), problems)
+
+
+def preflight_warnings(config: AgentConfig) -> list[str]:
+    """What a start would go past with a warning, each naming its key: the state folder and the
+    outbox's on a read-only file system (they start as on a full disk: docs/robustness.md)."""
+    warnings = []
+    for key, folder in (
+        ("gateway.state_dir", config.gateway.state_dir),
+        ("outbox.path", config.outbox.path.parent),
+    ):
+        if folder_problem(folder) is None and folder.is_dir() and (note := read_only_warning(folder)):
+            warnings.append(f"{key}: {note}")
+    if len(warnings) == 2 and config.outbox.path.parent == config.gateway.state_dir:
+        warnings.pop()  # one folder, one line
+    return warnings
 
 
 def _topics(config: AgentConfig) -> list[ConfigError]:
@@ -127,6 +144,9 @@ def _outbox(config: AgentConfig) -> list[ConfigError]:
     else:
         if not stat.S_ISREG(mode):
             problems.append(ConfigError("outbox.path", f"{path} is not a file"))
+        elif on_read_only_fs(path):  # read and sent, not written: see `preflight_warnings`
+            if not os.access(path, os.R_OK):
+                problems.append(ConfigError("outbox.path", f"{path} is not readable by this user"))
         elif not os.access(path, os.R_OK | os.W_OK):
             problems.append(ConfigError("outbox.path", f"{path} is not readable and writable by this user"))
     key_file = config.outbox.encryption_key_file

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from agent.config.schema import DeviceConfig
 from agent.errors import ConfigError
-from agent.keyfile import create_private, no_space, read_private
+from agent.keyfile import cannot_write_now, create_private, read_private
+from agent.read_only import disk_remedy
 
 KEY_BYTES = 32
 KEY_SETTING = "privacy.key_file"
@@ -64,15 +65,15 @@ class SiteKey:
         try:
             self.key = load_or_create_key(path, made)
         except ConfigError as exc:
-            if not no_space(exc):
+            if not cannot_write_now(exc):
                 raise
             self.key, self.unsaved = made, True
             log.error(
                 "%s: %s; pseudonyms of this run come from a key kept in memory, saved once the disk "
-                "takes writes: free space on the disk of %s",
+                "takes writes: %s",
                 KEY_SETTING,
                 exc.problem,
-                path.parent,
+                disk_remedy(path.parent),
             )
 
     def save(self) -> bool:
@@ -85,7 +86,7 @@ class SiteKey:
             try:
                 on_disk = load_or_create_key(self.path, self.key)
             except ConfigError as exc:
-                if no_space(exc):
+                if cannot_write_now(exc):
                     return False
                 log.error("%s: %s; this run's pseudonyms are not saved", KEY_SETTING, exc.problem)
                 on_disk = None

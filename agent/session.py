@@ -40,6 +40,7 @@ from agent.pipeline import Pipeline
 from agent.pipeline.technical import DESCRIPTIONS, ThresholdAlarm, blinding
 from agent.pipeline.wiring import beat_channels_read, expected_units
 from agent.privacy import Pseudonymizer
+from agent.read_only import remedy
 from agent.readings import Reading, stream_id
 from agent.remote import RemoteCommands
 from agent.resumed_silence import open_silences
@@ -469,9 +470,10 @@ class _Session:
             if not self.heartbeat_unwritable:
                 log.error(
                     "cannot write the outbox %s (%s): heartbeats are sent directly while the broker is"
-                    " connected, and lost while it is not; free space on its disk",
+                    " connected, and lost while it is not; %s",
                     self.cfg.outbox.path,
                     exc,
+                    remedy(self.cfg.outbox.path.parent),
                 )
             self.heartbeat_unwritable = True
             self.uplink.publish_now(self.topics.heartbeat, beat.to_json(), expiry_s)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.read_only import disk_remedy, on_read_only_fs
 
 log = logging.getLogger("agent.state")
 PRIVATE_FOLDER = 0o700
@@ -31,7 +32,9 @@ def folder_problem(path: Path) -> str | None:
     """Why `path` cannot be, or be made (`mkdir -p`), a folder this process writes in; None when it can.
 
     Looks only: the folder itself when it exists, else its nearest existing ancestor. The start-up
-    (`ensure_state_dir`) and `preflight` both ask this, so they refuse the same folders.
+    (`ensure_state_dir`) and `preflight` both ask this, so they refuse the same folders. An existing,
+    readable folder on a read-only file system (a failing SD card) is no problem here: the start goes
+    past it as past a full disk (`read_only_warning` says so).
     """
     for folder in (path, *path.parents):
         try:
@@ -45,11 +48,29 @@ def folder_problem(path: Path) -> str | None:
                 return f"{path} is not a directory"
             return f"cannot create {path}: {os.strerror(errno.ENOTDIR)}"
         if not os.access(folder, os.W_OK | os.X_OK):
+            if on_read_only_fs(folder):
+                if folder != path:
+                    return f"cannot create {path}: {folder} is on a read-only file system"
+                if not os.access(folder, os.R_OK | os.X_OK):
+                    return f"{path} is on a read-only file system and not readable by this user"
+                return None
             if folder == path:
                 return f"{path} is not writable"
             return f"cannot create {path}: {os.strerror(errno.EACCES)} ({folder} is not writable)"
         return None
     return None
+
+
+def read_only_warning(path: Path) -> str | None:
+    """What a start with the existing folder `path` on a read-only file system does without writing,
+    or None when its file system takes writes."""
+    if not on_read_only_fs(path):
+        return None
+    return (
+        f"{path} is on a read-only file system (EROFS): the agent monitors and sends what its outbox "
+        "holds, keeps new alarm events in memory and sends them directly, and saves no state (session "
+        "counter, pipeline.json, keys) until the card is repaired or replaced"
+    )
 
 
 def _is_link(path: Path) -> bool:
@@ -61,8 +82,12 @@ def _is_link(path: Path) -> bool:
 
 def ensure_state_dir(path: Path) -> Path:
     """`path` made (0700) when absent, and made 0700 when others may enter it; `ConfigError` naming
-    `gateway.state_dir` when it cannot be a folder this process writes in."""
+    `gateway.state_dir` when it cannot be a folder this process writes in. An existing folder on a
+    read-only file system is used as it is, said once."""
     problem = folder_problem(path)
+    if problem is None and (read_only := read_only_warning(path)) is not None:
+        log.warning("gateway.state_dir %s", read_only)
+        return path
     if problem is None:
         try:
             path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
@@ -160,11 +185,11 @@ def next_session(state_dir: Path) -> int:
     except OSError as exc:
         log.error(
             "cannot save the session counter %s (%s): this is session %d, and a start before the disk "
-            "takes writes again may repeat it; free space on the disk of %s",
+            "takes writes again may repeat it; %s",
             path,
             exc.strerror,
             session,
-            state_dir,
+            disk_remedy(state_dir),
         )
     return session
 

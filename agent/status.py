@@ -38,15 +38,27 @@ class StatusServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # left by a killed predecessor
-        self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
+        """Listen on the socket; a folder that takes no new file (a read-only file system, a full
+        disk) leaves `edge-agent status` without an answer, said once, and the agent runs on."""
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # left by a killed predecessor
+            self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
+        except OSError as exc:
+            log.error(
+                "cannot make the status socket %s (%s): `edge-agent status` shows the last heartbeat "
+                "saved before, if any; the agent runs on",
+                self.path,
+                exc.strerror or exc,
+            )
+            return
         self.path.chmod(0o600)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._server is None:
+            return  # never listened: a socket file there is not this agent's to remove
+        self._server.close()
+        await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

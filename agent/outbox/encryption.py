@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.errors import ConfigError
-from agent.keyfile import no_space
+from agent.keyfile import cannot_write_now
 from agent.outbox.items import OutboxError, OutboxItem
 from agent.outbox.rows import _DamagedRowError, _is_text, _item
 from agent.outbox.transactions import _Transactions
@@ -63,7 +63,7 @@ class _Encryption(_Transactions):
         try:
             self._sealer = Sealer(load_or_create_key(key_file, made))
         except ConfigError as exc:
-            if not no_space(exc):
+            if not cannot_write_now(exc):
                 raise
             self._sealer, self._key_to_save = Sealer(made), made
             return f"{KEY_SETTING}: {exc.problem}"

@@ -9,6 +9,12 @@ waiting in it, not the gateway. New files use `PAGE_SIZE` pages, since every WAL
 (docs/durability.md, "Writes to the disk"). Writing and draining are the mixins `agent.outbox.writing`
 and `agent.outbox.draining`. A file that cannot be set up at the start (a full disk, or an outbox key it
 refused: `agent.outbox.encryption`) is an empty stand-in in memory until the disk takes writes.
+
+A file on a read-only file system (a failing SD card: `agent.read_only`) is read and sent as on a full
+disk, its writes held in memory. SQLite cannot open a WAL file read-write there once it was closed
+cleanly (its WAL index, `-shm`, was removed and cannot be made), so such a file, having no WAL to
+read, is opened ``immutable``: read as it is, written never by that connection. A file with a WAL
+left by a power cut opens as usual (SQLite reads it, read-only).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from agent.outbox.schema import (
 )
 from agent.outbox.transactions import WRITE_RETRY_S, _Taken
 from agent.outbox.writing import DROPPED, _Writing
+from agent.read_only import is_read_only_error, on_read_only_fs, remedy
 
 log = logging.getLogger("agent.outbox")
 
@@ -57,20 +64,33 @@ PAGE_SIZE = 1024
 FULL_BELOW = 64 * 1024
 
 
-def _disk_full(exc: BaseException | None, folder: Path) -> bool:
-    """SQLite's "database or disk is full", the OS's ENOSPC, or SQLite's "disk I/O error" on a file
-    system with (almost) no room left in `folder`."""
+def _disk_refuses(exc: BaseException | None, folder: Path) -> bool:
+    """A disk that takes no writes now: SQLite's "database or disk is full", the OS's ENOSPC, SQLite's
+    "disk I/O error" on a file system with (almost) no room left in `folder`; or a read-only file
+    system (EROFS, or SQLite's "readonly database" or "unable to open" there)."""
     if isinstance(exc, OSError):
-        return exc.errno == errno.ENOSPC
+        return exc.errno == errno.ENOSPC or is_read_only_error(exc)
     if not isinstance(exc, sqlite3.Error):
         return False
     code = exc.sqlite_errorcode & 0xFF
     if code == sqlite3.SQLITE_FULL:
         return True
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+        return on_read_only_fs(folder)
     if code != sqlite3.SQLITE_IOERR:
         return False
     free = free_bytes(folder)
     return free is not None and free < FULL_BELOW
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection to the file at `path`; ``immutable`` on a read-only file system when it has no WAL
+    (see the module's docstring)."""
+    wal = path.with_name(path.name + "-wal")
+    if on_read_only_fs(path) and path.exists() and not wal.exists():
+        uri = f"{path.resolve().as_uri()}?immutable=1"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
 class Outbox(_Writing, _Draining, _Restamping):
@@ -111,16 +131,16 @@ class Outbox(_Writing, _Draining, _Restamping):
                 raise OutboxError(self.path, unsaved) from OSError(errno.ENOSPC, unsaved)
             self._db = self._connect(self.path)
         except OutboxError as exc:
-            if not _disk_full(exc.__cause__, self.path.parent):
+            if not _disk_refuses(exc.__cause__, self.path.parent):
                 raise
             # A full disk at a start: monitor all the same. Alarm events are held in memory and sent
             # directly (agent.held_alarms), and the file is set up once the disk takes writes.
             log.error(
                 "cannot set up the outbox %s (%s): alarm events are held in memory and sent directly while "
-                "the broker is connected, and it is set up once its disk takes writes again; free space on "
-                "its disk",
+                "the broker is connected, and it is set up once its disk takes writes again; %s",
                 self.path,
                 exc.reason,
+                remedy(self.path.parent),
             )
             self._db = self._stand_in()
             self._stand_in_tried_at, self._stand_in_reason = self._clock(), exc.reason
@@ -138,7 +158,7 @@ class Outbox(_Writing, _Draining, _Restamping):
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):  # alarms are patient data: the agent's user only
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            db = self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db = self._db = _open(path)
             self._sync = ""
             db.text_factory = _lenient_text
             db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect on an existing file
@@ -157,15 +177,16 @@ class Outbox(_Writing, _Draining, _Restamping):
             try:
                 self._open_writes()
             except sqlite3.OperationalError as exc:
-                if not _disk_full(exc, path.parent):
+                if not _disk_refuses(exc, path.parent):
                     raise
                 self._rollback()
                 self._open_writes_pending = True
                 log.error(
                     "cannot write the outbox %s (%s): it is read and sent, new alarm events are held in "
-                    "memory and sent directly until its disk takes writes again; free space on its disk",
+                    "memory and sent directly until its disk takes writes again; %s",
                     path,
                     exc,
+                    remedy(path.parent),
                 )
             self._count_at_open()
         except (sqlite3.Error, UnicodeDecodeError, OSError) as exc:  # a damaged schema may not be UTF-8
@@ -186,7 +207,8 @@ class Outbox(_Writing, _Draining, _Restamping):
         elif version not in (0, SCHEMA_VERSION):
             raise OutboxError(self.path, f"schema version {version}, this agent knows {SCHEMA_VERSION}")
         db.executescript(_TABLE.format(name="outbox") + _INDEXES + _META)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:  # no write when it is set: a read-only file opens too
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _open_writes(self) -> None:
         """What the open writes: a crash leaves rows in flight with nobody waiting for their PUBACK (sent

@@ -28,7 +28,7 @@ def mount_small_disk(request: pytest.FixtureRequest, where: Path, size: str = SI
     """`where` as a tmpfs of `size` for the duration; without root, the test runs in a child in a user
     namespace instead (see the module's docstring)."""
     if os.geteuid() != 0 or os.environ.get(VIA_NAMESPACE) == "1":
-        _run_in_user_namespace(request)
+        run_in_user_namespace(request)
         return
     where.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], check=True)
@@ -65,11 +65,11 @@ def free_bytes(disk: Path) -> int:
     return info.f_bavail * info.f_frsize
 
 
-def _run_in_user_namespace(request: pytest.FixtureRequest) -> None:
+def run_in_user_namespace(request: pytest.FixtureRequest) -> None:
     """Run this test in a child pytest under ``unshare -Urm``; pass or fail with it (never returns)."""
     unshare = shutil.which("unshare")
     if unshare is None or not _unshare_works():
-        pytest.skip("a small real disk (tmpfs) needs root, or unprivileged user namespaces (unshare -Urm)")
+        pytest.skip("a real mount (tmpfs, bind) needs root, or unprivileged user namespaces (unshare -Urm)")
     pytest_args = ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", request.node.nodeid]
     child = subprocess.run(
         [unshare, "-Urm", sys.executable, *pytest_args],
@@ -85,7 +85,7 @@ def _run_in_user_namespace(request: pytest.FixtureRequest) -> None:
         pytest.skip(
             f"skipped in a child pytest in a user namespace: {said[1] if said else child.stdout[-500:]}"
         )
-    pytest.skip("passed in a child pytest in a user namespace (unshare -Urm), where it could mount its tmpfs")
+    pytest.skip("passed in a child pytest in a user namespace (unshare -Urm), where it could mount")
 
 
 def _unshare_works() -> bool:
