@@ -2,10 +2,11 @@
 the agent makes are created 0600 on first use, and every secret file is refused when group or others
 can read it, so a secret is never used after it may have leaked on the gateway.
 
-A key made while its file cannot be written for want of space (a full disk at the first start) serves
-from memory and is written, the same bytes, once the disk takes them (`agent.privacy.SiteKey`, the
-outbox's `_save_keys`): what was sealed or pseudonymised with it then still opens, or maps the same,
-after a restart. Nothing is sealed with an outbox key before its file holds it."""
+A key made while its file cannot be written for want of space (a full disk at the first start), or on a
+read-only file system (a failing SD card), serves from memory and is written, the same bytes, once the
+disk takes them (`agent.privacy.SiteKey`, the outbox's `_save_keys`): what was sealed or pseudonymised
+with it then still opens, or maps the same, after a restart. Nothing is sealed with an outbox key before
+its file holds it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import stat
 from pathlib import Path
 
 from agent.errors import ConfigError
+from agent.read_only import on_read_only_fs
 
 
 def create_private(path: Path, data: bytes, setting: str) -> bool:
@@ -57,6 +59,8 @@ def create_problem(path: Path) -> str | None:
     if not is_folder:
         return f"cannot create {path}: {folder} is not a directory"
     if not os.access(folder, os.W_OK | os.X_OK):
+        if on_read_only_fs(folder):  # a failing card: the key serves from memory (see the docstring above)
+            return None
         return f"cannot create {path}: {folder} is not writable"
     return None
 

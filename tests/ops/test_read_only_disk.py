@@ -104,6 +104,41 @@ def test_an_agent_restarted_on_a_read_only_card_sends_what_is_queued_and_monitor
             agent.proc.kill()
 
 
+def test_a_start_on_a_read_only_card_with_an_empty_state_folder_monitors_one_agent_only(
+    make_broker: Callable[..., LocalBroker], tmp_path: Path, card: Path
+) -> None:
+    """The folder was made (by the unit's StateDirectory=, an admin), then the card failed before a
+    first run: no outbox, no keys, no lock file. The keys serve from memory, an empty outbox stand-in
+    takes nothing, and the folder itself is the lock: a second agent is still refused."""
+    (card / "state").mkdir(mode=0o700)
+    set_read_only(card)
+    broker = make_broker()
+    config = _config(tmp_path, card, broker.port)
+    central = Subscriber(broker, "edge/lab/gw-disk/alarm")
+    agent = AgentRun(config)
+    try:
+        agent.wait_for("connected to")
+        second = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=config.parent,
+        )
+        assert second.returncode == 2
+        assert f"another edge-agent (pid ?) runs with {card}/state" in second.stderr
+        _alive(agent, lambda: phases(central, "tachycardia") == ["start", "end"], "the episode sent directly")
+        _alive(agent, lambda: phases(central, "outbox_unwritable") == ["start"], "outbox_unwritable sent")
+        assert agent.having("privacy.key_file: cannot create") and agent.having("cannot set up the outbox")
+        assert "Traceback" not in "\n".join(agent.lines)
+        assert agent.stop() == 0
+        assert sorted(p.name for p in (card / "state").iterdir()) == []
+    finally:
+        central.close()
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+
+
 def test_a_first_start_on_a_read_only_card_is_refused_naming_the_file_system(
     tmp_path: Path, card: Path
 ) -> None:
