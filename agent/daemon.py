@@ -100,6 +100,7 @@ class Agent:
         self.failed: str | None = None  # the worker that ended on its own: the process exits non-zero
         self.gc_pacer: CollectorPacer | None = None  # process-wide: only the daemon process turns it on
         self._state_lock: StateLock | None = None  # held from the first session's start to the stop
+        self._site_key: SiteKey | None = None  # the last session's pseudonym key
 
     async def run_until_signalled(self) -> None:
         self.gc_pacer = CollectorPacer()  # this process is the daemon: keep full GC passes off alarms
@@ -149,6 +150,14 @@ class Agent:
             self._state_lock.release()
         self._state_lock = lock
 
+    def _pseudonym_key(self, path: Path) -> SiteKey:
+        """The pseudonym key at `path`. One kept in memory (a full or read-only disk refused its file)
+        serves the next session too: a reload must not change every pseudonym."""
+        kept = self._site_key
+        if kept is None or kept.path != path or not kept.unsaved:
+            kept = self._site_key = SiteKey(path)
+        return kept
+
     def _start(
         self,
         cfg: AgentConfig,
@@ -161,7 +170,7 @@ class Agent:
         state_dir = ensure_state_dir(cfg.gateway.state_dir)
         self._lock(state_dir)
         session = next_session(state_dir)
-        site_key = SiteKey(cfg.privacy.key_file or state_dir / DEFAULT_PRIVACY_KEY)  # a full disk: in memory
+        site_key = self._pseudonym_key(cfg.privacy.key_file or state_dir / DEFAULT_PRIVACY_KEY)
         pseudonym = Pseudonymizer(site_key.key)
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)

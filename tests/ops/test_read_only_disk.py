@@ -12,6 +12,7 @@ memory and sent directly, `outbox_unwritable` is raised, and the log says "read-
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -47,6 +48,10 @@ def _check_config(config: Path, prefix: tuple[str, ...] = ()) -> subprocess.Comp
         timeout=60,
         cwd=config.parent,
     )
+
+
+def _devices(beats: Subscriber) -> set[str]:
+    return {d["device"] for m in beats.snapshot() for d in m.json()["devices"]}
 
 
 def _alive(agent: AgentRun, predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
@@ -109,12 +114,14 @@ def test_a_start_on_a_read_only_card_with_an_empty_state_folder_monitors_one_age
 ) -> None:
     """The folder was made (by the unit's StateDirectory=, an admin), then the card failed before a
     first run: no outbox, no keys, no lock file. The keys serve from memory, an empty outbox stand-in
-    takes nothing, and the folder itself is the lock: a second agent is still refused."""
+    takes nothing, and the folder itself is the lock: a second agent is still refused. A reload keeps
+    the pseudonym key kept in memory (before, each session made a new one: every pseudonym changed)."""
     (card / "state").mkdir(mode=0o700)
     set_read_only(card)
     broker = make_broker()
     config = _config(tmp_path, card, broker.port)
     central = Subscriber(broker, "edge/lab/gw-disk/alarm")
+    beats = Subscriber(broker, "edge/lab/gw-disk/heartbeat")
     agent = AgentRun(config)
     try:
         agent.wait_for("connected to")
@@ -130,11 +137,21 @@ def test_a_start_on_a_read_only_card_with_an_empty_state_folder_monitors_one_age
         _alive(agent, lambda: phases(central, "tachycardia") == ["start", "end"], "the episode sent directly")
         _alive(agent, lambda: phases(central, "outbox_unwritable") == ["start"], "outbox_unwritable sent")
         assert agent.having("privacy.key_file: cannot create") and agent.having("cannot set up the outbox")
+        _alive(agent, lambda: len(beats.snapshot()) >= 1, "a heartbeat sent directly")
+        before = _devices(beats)
+
+        agent.proc.send_signal(signal.SIGHUP)
+        agent.wait_for("reloading config")
+        _alive(agent, lambda: len(agent.having("session 1: 1 device(s)")) == 2, "the reloaded session")
+        reloaded = len(beats.snapshot())
+        _alive(agent, lambda: len(beats.snapshot()) >= reloaded + 2, "heartbeats of the reloaded session")
+        assert _devices(beats) == before  # the same pseudonyms: the same key
         assert "Traceback" not in "\n".join(agent.lines)
         assert agent.stop() == 0
         assert sorted(p.name for p in (card / "state").iterdir()) == []
     finally:
         central.close()
+        beats.close()
         if agent.proc.poll() is None:
             agent.proc.kill()
 
