@@ -69,8 +69,8 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         " the outbox meanwhile (the gateway log says why)"
     ),
     "outbox_unwritable": lambda v, lim: (
-        "the outbox cannot be written (a full disk?): alarm events wait in memory until it can and"
-        " are sent directly while the broker is connected; heartbeats likewise (see the gateway log)"
+        "the outbox cannot be written (a full or read-only disk?): alarm events wait in memory until it"
+        " can and are sent directly while the broker is connected; heartbeats likewise (see the gateway log)"
     ),
     "outbox_unreadable": lambda v, lim: (
         f"{v:.0f} outbox message(s) cannot be decrypted (wrong outbox key?) or are damaged in the file"
