@@ -168,12 +168,11 @@ def test_a_first_start_on_a_read_only_card_is_refused_naming_the_file_system(
     )
 
 
-def test_a_state_folder_of_another_user_on_a_writable_card_is_still_refused(
-    tmp_path: Path, card: Path
-) -> None:
+def test_a_state_folder_of_another_user_on_a_writable_card_is_still_refused(tmp_path: Path) -> None:
     """A permissions problem is the operator's to fix, not a fault to go past: refused as before."""
+    card = tmp_path / "card"
     state = card / "state"
-    state.mkdir(mode=0o700)
+    state.mkdir(mode=0o700, parents=True)
     subprocess.run(["chown", "65534:65534", str(state)], check=True)  # nobody's
     checked = _check_config(_config(tmp_path, card, 1), without_file_permission_override())
     assert checked.returncode == 2
