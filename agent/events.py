@@ -210,6 +210,9 @@ class Heartbeat:
     # Within heartbeat/1: heartbeats the outbox evicted or refused for room (its bound, or a disk down to
     # the reserve kept for alarms), since its file was made: an outage's lost heartbeats, counted.
     outbox_heartbeats_dropped: int = 0
+    # Within heartbeat/1: heartbeats the outbox dropped past `mqtt.heartbeat_expiry_s` (an outage: nothing
+    # is taken, so puts drop them), since its file was made: a gateway that beat through an outage.
+    outbox_heartbeats_expired: int = 0
     # Optional, within heartbeat/1, so an engineer can tell "machine off" or "still learning" from
     # "nothing wrong": "pseudonym/stream" -> a gated machine's state (`running_when`; a word and times,
     # never the gate channel's value), and detector id -> {of_s, learnt_s: {"pseudonym/stream": s}} of
@@ -231,6 +234,7 @@ class Heartbeat:
             ),
             "outbox_refused": self.outbox_refused,
             "outbox_heartbeats_dropped": self.outbox_heartbeats_dropped,
+            "outbox_heartbeats_expired": self.outbox_heartbeats_expired,
             "active_alarms": self.active_alarms,
             "models": dict(self.models),
             "cpu_percent": None if self.cpu_percent is None else round(self.cpu_percent, 1),

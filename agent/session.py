@@ -498,6 +498,7 @@ class _Session:
             oldest_undelivered_age_s=self.outbox.oldest_age(),
             outbox_refused=self.outbox.refused_count(),
             outbox_heartbeats_dropped=self.outbox.heartbeats_dropped(),
+            outbox_heartbeats_expired=self.outbox.heartbeats_expired(),
             active_alarms=self.pipeline.active_alarms() + self._technical_active(),
             models=self.pipeline.models(),
             cpu_percent=self.health.cpu_percent(reset),
@@ -768,7 +769,7 @@ class _Session:
         events += self._step_blind(now, now_monotonic)
         outbox = self.outbox
         events += self.outbox_filling.check(
-            [self.gateway_ref], [outbox.fill_fraction()], [self.cfg.outbox.warn_fraction], now
+            [self.gateway_ref], [outbox.alarm_fill_fraction()], [self.cfg.outbox.warn_fraction], now
         )
         events += self.publish_refused.check([self.gateway_ref], [float(outbox.refused_count())], [0.5], now)
         events += self.outbox_unreadable.check(

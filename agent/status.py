@@ -251,11 +251,13 @@ def render(
     age = beat.get("oldest_undelivered_age_s")
     refused = beat.get("outbox_refused")
     dropped = beat.get("outbox_heartbeats_dropped")
+    expired = beat.get("outbox_heartbeats_expired")
     lines.append(
         f"  outbox: {beat.get('outbox_depth')} waiting"
         + (f", oldest {age:.0f} s" if age else "")
         + (f", {refused} refused by the broker" if refused else "")
         + (f", {dropped} heartbeat(s) dropped for room so far" if dropped else "")
+        + (f", {expired} heartbeat(s) expired undelivered so far" if expired else "")
     )
     held = outbox.get("held_in_memory")
     if held:

@@ -79,6 +79,13 @@ def test_the_outbox_line_names_heartbeats_dropped_for_room_only_when_some_were()
     assert "  outbox: 108 waiting, 367 heartbeat(s) dropped for room so far" in lines
 
 
+def test_the_outbox_line_names_heartbeats_expired_undelivered_only_when_some_were() -> None:
+    beat = {"gateway": "gw1", "session": 3, "uptime_s": 10, "devices": [], "outbox_depth": 4}
+    assert "expired" not in render("live", {"heartbeat": beat | {"outbox_heartbeats_expired": 0}})
+    lines = render("live", {"heartbeat": beat | {"outbox_heartbeats_expired": 8636}}).splitlines()
+    assert "  outbox: 4 waiting, 8636 heartbeat(s) expired undelivered so far" in lines
+
+
 def test_a_gated_machine_gets_a_line_of_its_operating_state() -> None:
     """`running_when` (docs/detectors.md, "Operating state"): a stopped pump's rules give no verdict, and
     status says so rather than leaving an operator to wonder why a pump is not judged."""

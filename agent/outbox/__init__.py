@@ -13,20 +13,21 @@ what it guarantees):
 - `writing`: puts and batched puts, the bound in bytes, the eviction of heartbeats.
 - `room`: the room on the disk itself: a reserve kept for alarms, and the warning on a `max_bytes` the
   disk cannot hold.
-- `draining`: `take` in drain order, rows in flight, acknowledgements and batched deletes, refusals,
-  expired heartbeats.
+- `draining`: `take` in drain order, rows in flight, acknowledgements and batched deletes, refusals.
+- `expiring`: heartbeats past their expiry dropped (by puts and `take`) and counted in the file.
 - `restamping`: the alarms this outbox queued before a step of the wall clock, moved by the step.
 - `store`: the `Outbox` itself: opening the file, replacing a damaged one, counts, closing.
 
 The parts are mixins of one class: `Outbox(_Writing, _Draining, _Restamping)`,
-`_Writing(_Notes, _Encryption)`, `_Draining(_Encryption)`, `_Restamping(_Encryption)`, all on
-`_Transactions`, which declares the state `Outbox.__init__` sets.
+`_Writing(_Notes, _Expiring, _Encryption)`, `_Draining(_Expiring, _Encryption)`,
+`_Restamping(_Encryption)`, all on `_Transactions`, which declares the state `Outbox.__init__` sets.
 
 The tunables are read in the module that defines them (`draining.DELETE_AT`, `store.PAGE_SIZE`, ...):
 a test changes them there; the names re-exported here are copies, and setting them changes nothing.
 """
 
-from agent.outbox.draining import DELETE_AFTER_S, DELETE_AT, EXPIRED_SCAN_S
+from agent.outbox.draining import DELETE_AFTER_S, DELETE_AT
+from agent.outbox.expiring import EXPIRED_SCAN_S
 from agent.outbox.items import (
     HEARTBEAT_RANK,
     ROW_OVERHEAD,

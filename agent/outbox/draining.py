@@ -6,7 +6,7 @@ Strategy:
   state cost a commit per row and nothing needs it, since every row is pending again when the file is
   opened (after a crash). The next put marks the rows still in flight in the file, for whoever looks
   at it; on a working link the PUBACK comes first, so that is rare.
-  Heartbeats past their expiry are dropped instead of sent.
+  Heartbeats past their expiry are dropped instead of sent (`expiring`, which the puts share).
 - A broker refusal (reason code >= 0x80) sets the row aside as "refused": kept, counted, never
   retried automatically (`retry_refused` is the operator's action) and never deleted, so a
   misconfigured ACL cannot silently eat alarms (a refused heartbeat can still be evicted for room).
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from agent.outbox.encryption import _Encryption
+from agent.outbox.expiring import _Expiring
 from agent.outbox.items import Kind, OutboxItem, State
 from agent.outbox.rows import _DamagedRowError
 from agent.outbox.schema import _SELECT, RETRY_REFUSED
@@ -38,10 +39,6 @@ log = logging.getLogger("agent.outbox")
 # acknowledged in the last DELETE_AFTER_S: duplicates, which receivers drop by id.
 DELETE_AT = 256
 DELETE_AFTER_S = 1.0
-# How often `take` looks through every pending heartbeat for expired ones (by the outbox's clock). The
-# heartbeats it hands out are checked one by one, so an expired one is never sent; the full look costs
-# reading each heartbeat's overflow pages (its expiry is stored after the payload).
-EXPIRED_SCAN_S = 30.0
 
 
 @dataclass(slots=True)
@@ -55,7 +52,7 @@ class _Scan:
     expired: list[tuple[int, int]] = field(default_factory=list)
 
 
-class _Draining(_Encryption):
+class _Draining(_Expiring, _Encryption):
     """Handing rows out to the uplink and settling them: delivered, refused or back to pending."""
 
     def take(self, limit: int) -> list[OutboxItem]:
@@ -76,13 +73,14 @@ class _Draining(_Encryption):
                     or abs(self._clock() - self._delivered_since) >= DELETE_AFTER_S  # a clock step too
                 )
             )
-            before = (self._size, self._expired)
+            before, expiry_before = self._size, self._expiry_counts()
             try:
                 # Writes only to delete rows (delivered or expired) or to set rows aside.
                 with self._transaction("NORMAL", delete=due):
                     scan = self._scan_and_drop(limit)
             except sqlite3.OperationalError as exc:  # a full disk: hand rows out all the same
-                self._size, self._expired = before
+                self._size = before
+                self._restore_expiry(expiry_before)
                 self._write_failed(exc)
                 scan = self._scan_pending(limit, self._clock())  # reading only: nothing dropped or set aside
             found, unopened, damaged = scan.found, scan.unopened, scan.damaged
@@ -90,7 +88,9 @@ class _Draining(_Encryption):
             for item, seq, size in found:
                 # In memory only: every row is pending again when the file is next opened, and on a
                 # working link the PUBACK comes before anything else is written (see `_write_back`).
-                self._inflight[item.id] = _Taken(seq, size, item.attempts + 1)
+                self._inflight[item.id] = _Taken(
+                    seq, size, item.attempts + 1, alarm=item.kind is not Kind.HEARTBEAT
+                )
                 items.append(replace(item, state=State.INFLIGHT, attempts=item.attempts + 1))
             if unopened:
                 self._undecryptable += len(unopened)
@@ -100,12 +100,10 @@ class _Draining(_Encryption):
             return items
 
     def _scan_and_drop(self, limit: int) -> _Scan:
-        """`_scan_pending`, dropping the expired heartbeats met (and all of them every `EXPIRED_SCAN_S`)
+        """`_scan_pending`, dropping the expired heartbeats met (and all of them when due: `expiring`)
         and setting aside the rows that do not open; in the caller's transaction."""
+        self._drop_expired_if_due()
         now = self._clock()
-        if abs(now - self._expired_scan_at) >= EXPIRED_SCAN_S:  # a clock step too
-            self._drop_expired()
-            self._expired_scan_at = now
         scan = self._scan_pending(limit, now)
         self._drop(scan.expired)
         aside = scan.unopened + scan.damaged  # by seq: a damaged id may not even be text
@@ -163,7 +161,7 @@ class _Draining(_Encryption):
                 self._set_sync("NORMAL")
                 try:
                     row = self._db.execute(
-                        "DELETE FROM outbox WHERE id=? RETURNING CAST(size AS INTEGER)", (item_id,)
+                        "DELETE FROM outbox WHERE id=? RETURNING CAST(size AS INTEGER), kind", (item_id,)
                     ).fetchone()
                 except sqlite3.OperationalError as exc:  # a full disk: a duplicate after a restart
                     self._rollback()
@@ -171,11 +169,15 @@ class _Draining(_Encryption):
                     return
                 if row is not None:
                     self._size -= int(row[0])
+                    if row[1] != Kind.HEARTBEAT.value:
+                        self._alarm_size -= int(row[0])
                 return
             if not self._delivered:
                 self._delivered_since = self._clock()
             self._delivered[item_id] = taken.seq
             self._size -= taken.size
+            if taken.alarm:
+                self._alarm_size -= taken.size
             if len(self._delivered) >= DELETE_AT and self._write_back_due():
                 try:
                     with self._transaction("NORMAL"):  # a lost deletion means a duplicate, dropped by id
@@ -237,21 +239,3 @@ class _Draining(_Encryption):
             # undone with the next write that works. The others are pending in the file already.
             self._write_failed(exc)
             self._requeue_later.update((t.seq, t.attempts) for t in taken if t.marked)
-
-    def _drop(self, expired: Sequence[tuple[int, int]]) -> None:
-        """Delete expired heartbeats, by (seq, stored size)."""
-        self._db.executemany("DELETE FROM outbox WHERE seq=?", [(seq,) for seq, _ in expired])
-        self._size -= sum(size for _, size in expired)
-        self._expired += len(expired)
-
-    def _drop_expired(self) -> None:
-        rows = [  # not those in flight (their PUBACK is awaited) nor those delivered (not counted)
-            (seq, size)
-            for seq, item_id, size in self._db.execute(
-                "SELECT seq, id, CAST(size AS INTEGER) FROM outbox WHERE kind='heartbeat' "
-                "AND state='pending' AND expiry_s IS NOT NULL AND created + expiry_s <= ?",
-                (self._clock(),),
-            ).fetchall()
-            if not self._handed_out(item_id)
-        ]
-        self._drop([(int(seq), int(size)) for seq, size in rows])

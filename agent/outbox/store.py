@@ -33,6 +33,7 @@ from pathlib import Path
 
 from agent.config.schema import OutboxConfig
 from agent.outbox.draining import _Draining
+from agent.outbox.expiring import EXPIRED
 from agent.outbox.items import OutboxDamagedError, OutboxError, OutboxItem, OutboxStats, State
 from agent.outbox.restamping import _Restamping
 from agent.outbox.room import free_bytes, sizing_warning
@@ -44,6 +45,7 @@ from agent.outbox.schema import (
     _MIGRATE_V1,
     _SELECT,
     _TABLE,
+    ALARM_BYTES,
     SCHEMA_VERSION,
     STORED_BYTES,
 )
@@ -111,7 +113,7 @@ class Outbox(_Writing, _Draining, _Restamping):
         self._lock = threading.Lock()
         self._sync = ""
         self._evicted = self._expired = self._rejected = self._undecryptable = 0
-        self._dropped = 0
+        self._dropped = self._expired_total = self._expired_written = self._size = self._alarm_size = 0
         self._dropping_since: float | None = None
         self._dropping_told = -math.inf
         self._next_note: dict[str, int] = {}
@@ -224,8 +226,9 @@ class Outbox(_Writing, _Draining, _Restamping):
 
     def _count_at_open(self) -> None:
         self._size = int(self._db.execute(STORED_BYTES).fetchone()[0])
-        dropped = self._db.execute("SELECT value FROM outbox_meta WHERE name=?", (DROPPED,)).fetchone()
-        self._dropped = int(dropped[0]) if dropped is not None and str(dropped[0]).isdigit() else 0
+        self._alarm_size = int(self._db.execute(ALARM_BYTES).fetchone()[0])
+        self._dropped = self._meta_count(DROPPED)
+        self._expired_total = self._expired_written = self._meta_count(EXPIRED)
         newest = self._db.execute(
             "SELECT MAX(created) FROM outbox WHERE kind != 'heartbeat' "
             "AND typeof(created) IN ('real', 'integer')"
@@ -234,6 +237,11 @@ class Outbox(_Writing, _Draining, _Restamping):
         # Rows above this seq are this outbox's: a step of the clock moves them (`restamping`).
         self._seq_at_open = self._steady_seq = self._highest_seq()
         self._created_at_open = self._alarms_created
+
+    def _meta_count(self, name: str) -> int:
+        """A count kept in ``outbox_meta`` (0 when absent or damaged)."""
+        row = self._db.execute("SELECT value FROM outbox_meta WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row is not None and str(row[0]).isdigit() else 0
 
     def _stand_in(self) -> sqlite3.Connection:
         """An empty outbox in memory that refuses every write (``query_only``): puts fail as on a full
@@ -376,9 +384,11 @@ class Outbox(_Writing, _Draining, _Restamping):
         """Close the file, deleting the delivered rows and marking those still in flight first."""
         with self._lock:
             with contextlib.suppress(sqlite3.Error):  # a full or failing disk: they are sent again
-                if self._delivered or not all(t.marked for t in self._inflight.values()):
+                unwritten = self._expired_total != self._expired_written and self._stand_in_tried_at is None
+                if unwritten or self._delivered or not all(t.marked for t in self._inflight.values()):
                     with self._transaction("NORMAL", mark=True):
-                        pass
+                        if unwritten:
+                            self._write_expired()
             self._db.close()
 
     def __enter__(self) -> Outbox:

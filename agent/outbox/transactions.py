@@ -42,6 +42,7 @@ class _Taken:
     seq: int
     size: int
     attempts: int
+    alarm: bool = False  # an alarm row, not a heartbeat: counted in `_alarm_size`
     marked: bool = False  # the file says "inflight" (a later commit carried the mark)
 
 
@@ -59,11 +60,14 @@ class _Transactions:
     _key_to_save: bytes | None  # the outbox key in `_sealer`, not yet on disk (a full disk): see `encryption`
     _save_first: Callable[[], bool]  # writes the pseudonym key if a full disk refused it (`_save_keys`)
     _size: int  # bytes counted against `max_bytes`
+    _alarm_size: int  # of them, the bytes of alarm rows (not heartbeats): `alarm_fill_fraction`
     _evicted: int
     _dropped: int  # heartbeats evicted or refused for room since the file was made (`writing.DROPPED`)
     _dropping_since: float | None  # `_dropped` when the told streak of drops began; None: not dropping
     _dropping_told: float  # time.monotonic() of the last "drops heartbeats" line
-    _expired: int
+    _expired: int  # heartbeats dropped past their expiry since open (`OutboxStats.expired`)
+    _expired_total: int  # ... since the file was made (`expiring.EXPIRED`)
+    _expired_written: int  # `_expired_total` as last written to the file
     _rejected: int
     _undecryptable: int
     _next_note: dict[str, int]

@@ -4,8 +4,11 @@ Strategy:
 - The outbox is bounded in payload bytes (`max_bytes`, counting topic + payload + a fixed row
   overhead). When a put would pass the bound, the oldest heartbeats are evicted first. Alarms are
   never evicted: if only alarms remain, a new heartbeat is refused and a new alarm is still stored
-  past the bound. Each put returns a `PutResult` saying when the fill level crosses `warn_fraction`,
-  so the caller raises the technical alarm "outbox_filling" once per crossing.
+  past the bound. Each put returns a `PutResult` saying when the fill level crosses `warn_fraction`.
+  The technical alarm "outbox_filling" watches `alarm_fill_fraction`, the alarm rows' share of the
+  bound: heartbeats make room for alarms by themselves, so a fill of heartbeats alone threatens no
+  alarm (offline review M1: an outage of heartbeats raised it at HIGH).
+- Before storing, a put drops expired heartbeats when a look is due (`expiring`), in its transaction.
 - `put_many` commits a batch (one turn's alarms) in one transaction: one fsync for the lot, and a
   crash leaves all of them or none. `put` is `put_many` of one.
 - An alarm's `created` is never earlier than that of an alarm put before it, so a step back of the
@@ -27,6 +30,7 @@ from dataclasses import replace
 from agent.events import AlarmEvent, AlarmKind, Heartbeat
 from agent.ids import uuid7
 from agent.outbox.encryption import _Encryption
+from agent.outbox.expiring import _Expiring
 from agent.outbox.items import HEARTBEAT_RANK, Kind, OutboxItem, PutResult
 from agent.outbox.notes import _Notes
 from agent.outbox.room import RESERVE_BYTES, disk_low
@@ -38,7 +42,7 @@ DROPPED = "heartbeats_dropped"  # outbox_meta: heartbeats evicted or refused for
 TELL_DROPPING_S = 600.0  # at most one "drops heartbeats" line this often
 
 
-class _Writing(_Notes, _Encryption):
+class _Writing(_Notes, _Expiring, _Encryption):
     """Putting items (and notes) in the file within its bound."""
 
     def put(self, item: OutboxItem) -> PutResult:
@@ -60,13 +64,15 @@ class _Writing(_Notes, _Encryption):
             self._set_up_again()
             if self._stand_in_tried_at is not None:  # as a full disk fails a put (agent.held_alarms)
                 raise sqlite3.OperationalError(f"it could not be set up: {self._stand_in_reason}")
-            before = (self._size, self._evicted, self._rejected)
+            before = (self._size, self._evicted, self._rejected, self._alarm_size)
+            expiry_before = self._expiry_counts()
             dropped_before = self._dropped
             outcomes: list[tuple[bool, int, float]] = []
             heartbeats_only = all(i.kind is Kind.HEARTBEAT for i in items)
             low = disk_low(self.path.parent)  # the disk is down to its reserve for alarms (`room`)
             try:
                 with self._transaction("NORMAL" if heartbeats_only else "FULL", mark=True):
+                    self._drop_expired_if_due()  # first: the pages they free take the new items
                     for item in items:
                         if item.kind is not Kind.HEARTBEAT:
                             item = self._after_earlier_alarms(item)
@@ -89,7 +95,8 @@ class _Writing(_Notes, _Encryption):
                         self._db.execute("INSERT INTO outbox_meta VALUES (?, ?)", self._note_row(*note))
                     self._count_dropped(self._evicted - before[1] + self._rejected - before[2])
             except BaseException:
-                self._size, self._evicted, self._rejected = before
+                self._size, self._evicted, self._rejected, self._alarm_size = before
+                self._restore_expiry(expiry_before)
                 self._dropped = dropped_before
                 raise
             self._tell_dropping(self._dropped - dropped_before, items, outcomes, low)
@@ -175,6 +182,11 @@ class _Writing(_Notes, _Encryption):
             )
             self._dropping_since = None
 
+    def alarm_fill_fraction(self) -> float:
+        """The bytes of alarm rows (physiological and technical, waiting or refused) over `max_bytes`:
+        what "outbox_filling" watches. Past 1 alarms are kept beyond the bound, growing the file."""
+        return self._alarm_size / self.config.max_bytes if self.config.max_bytes > 0 else 1.0
+
     def _fill(self) -> float:
         return self._size / self.config.max_bytes if self.config.max_bytes > 0 else 1.0
 
@@ -202,6 +214,7 @@ class _Writing(_Notes, _Encryption):
         if cur.rowcount:
             self._size += size
             if item.kind is not Kind.HEARTBEAT:
+                self._alarm_size += size
                 self._drain_episode_in_order(item)
 
     def _drain_episode_in_order(self, item: OutboxItem) -> None:

@@ -49,7 +49,8 @@ DESCRIPTIONS: dict[str, Callable[[float, float], str]] = {
         "a detector reads a channel the device does not send: it cannot judge the stream"
     ),
     "outbox_filling": lambda v, lim: (
-        f"outbox {v:.0%} full (warning level {lim:.0%}); the uplink is not draining"
+        f"alarm events waiting fill {v:.0%} of the outbox (warning level {lim:.0%}); the uplink is not"
+        " draining, and past 100% they are kept beyond outbox.max_bytes"
     ),
     "publish_refused": lambda v, lim: f"{v:.0f} message(s) refused by the broker (ACL or size); kept aside",
     "outbox_damaged": lambda v, lim: (
@@ -124,7 +125,8 @@ def describe(event: AlarmEvent) -> AlarmEvent:
         # END's "the uplink is not draining" as the state now).
         lasted = (event.end_time or event.onset_time) - event.onset_time
         text = (
-            f"cleared: the outbox is below its warning level ({event.threshold:.0%}) again, after a peak of"
+            f"cleared: the alarm events waiting are below the outbox's warning level ({event.threshold:.0%})"
+            f" again, after a peak of"
             f" {event.value:.0%}; alarm lasted {lasted:.0f} s"
         )
     elif event.phase is Phase.END and event.condition == "rr_invalid":

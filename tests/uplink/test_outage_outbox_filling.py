@@ -5,10 +5,12 @@ desaturation episodes, beating every 0.05 s into an outbox bounded at about 50 h
 subscriber with a persistent session is connected before the broker stops (gracefully, so the broker
 keeps the session and subscription in its persistence file). While the broker is down the outbox file
 is read (read-only) again and again: no alarm row ever disappears, the technical "outbox_filling"
-alarm is committed, and the agent's status socket counts evicted heartbeats. When the broker comes
+alarm is committed once the alarm rows fill its warning level, and the agent's status socket counts
+evicted heartbeats. When the broker comes
 back on the same port, every alarm reaches the subscriber, every alarm queued during the outage
 arrives before any heartbeat queued during it (the outbox drains by priority, heartbeats last), and
-"outbox_filling" ends once the outbox has drained.
+"outbox_filling" ends once the outbox has drained. A second run without episodes fills the outbox
+with heartbeats alone: they are evicted for room, and "outbox_filling" (HIGH) is not raised.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from agent.status import read_status
 BrokerFactory = Callable[..., LocalBroker]
 MAX_BYTES = 65_536  # the smallest bound the config accepts: about 50 heartbeats of 8 devices
 QUIET_DEVICES = 6  # wearables without episodes: they make heartbeats bigger, the outbox fills sooner
-WARN_FRACTION = 0.5
+# outbox_filling watches the alarm rows' share of the bound (heartbeats make room for alarms): 10 %,
+# the least the config accepts, is 6.5 KiB, a few alarm events.
+WARN_FRACTION = 0.1
 GATEWAY_TOPICS = "edge/lab/gw-outage/#"
 
 CONFIG = """
@@ -236,7 +240,7 @@ def test_outage_evicts_heartbeats_first_keeps_every_alarm_and_drains_alarms_firs
     assert all(e["priority"] == "high" for e in technical if e["condition"] == "outbox_filling")
     # The END says the outbox drained, not the START's "not draining" (audit audoff, finding 6).
     end = next(e for e in technical if e["condition"] == "outbox_filling" and e["phase"] == "end")
-    assert "below its warning level" in end["explanation"]["text"], end["explanation"]
+    assert "below the outbox's warning level" in end["explanation"]["text"], end["explanation"]
     assert "not draining" not in end["explanation"]["text"]
     # The outage's lost heartbeats are told: a log line, and a count in the heartbeats themselves.
     log = agent.log_path.read_text(errors="replace")
@@ -273,3 +277,43 @@ def test_outage_evicts_heartbeats_first_keeps_every_alarm_and_drains_alarms_firs
         f"\nqueued during the outage: {len(committed)} alarms, {len(queued_beats)} heartbeats kept, "
         f"{status['outbox']['evicted']} evicted; outbox_filling {filling}"
     )
+
+
+def test_an_outbox_full_of_heartbeats_alone_evicts_them_and_raises_no_outbox_filling(
+    make_broker: BrokerFactory, tmp_path: Path
+) -> None:
+    """Offline review M1: heartbeats fill the outbox past its warning level in an outage, are evicted for
+    room as they should be, and raise no HIGH outbox_filling: no alarm is threatened by them."""
+    broker = make_broker()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        CONFIG.format(
+            port=broker.port,
+            max_bytes=MAX_BYTES,
+            warn=0.5,
+            episodes_a="",
+            episodes_b="",
+            quiet="".join(QUIET.format(n=n) for n in range(QUIET_DEVICES)),
+        )
+    )
+    state_dir = tmp_path / "state"
+    agent = DaemonProcess(config, tmp_path)
+    try:
+        agent.start()
+        wait_until(lambda: (state_dir / "agent.sock").exists(), 30, "the agent's status socket")
+        broker.stop()
+
+        def evicting() -> bool:
+            agent.check_alive()
+            return int(live_status(state_dir)["outbox"]["evicted"]) >= 10
+
+        wait_until(evicting, 40, "heartbeats evicted for room")
+        full = live_status(state_dir)["outbox"]["size_bytes"]
+        wait_until(lambda: int(live_status(state_dir)["outbox"]["evicted"]) >= 60, 40, "more evictions")
+        rows = read_outbox(state_dir / "outbox.sqlite")  # the gateway checks once a second: a few checks
+        assert agent.terminate() == 0, agent.log_tail()
+    finally:
+        agent.close()
+    assert full > 0.5 * MAX_BYTES  # the whole outbox was past the warning level
+    assert "outbox_filling" not in conditions(rows), sorted(conditions(rows))
+    assert "outbox_filling" not in agent.log_path.read_text(errors="replace"), agent.log_tail()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import agent.outbox.draining as draining_module  # DELETE_AT, DELETE_AFTER_S, EXPIRED_SCAN_S are read there
+import agent.outbox.draining as draining_module  # DELETE_AT, DELETE_AFTER_S are read there
+import agent.outbox.expiring as expiring_module  # EXPIRED_SCAN_S is read there
 import agent.outbox.store as store_module  # PAGE_SIZE is read there
 from agent.config.schema import OutboxConfig
 from agent.outbox import HEARTBEAT_RANK, ROW_OVERHEAD, Kind, Outbox, OutboxItem, State
@@ -332,6 +333,6 @@ def test_expired_heartbeats_are_never_handed_out_and_the_full_look_is_paced(tmp_
     assert box.stats().expired == 1 and box.get("hb") is None
     box.put(item("hb2", T0 + 11, Kind.HEARTBEAT, expiry_s=10))
     box.put(item("a2", T0 + 11))
-    clock.t = T0 + 11 + draining_module.EXPIRED_SCAN_S
+    clock.t = T0 + 11 + expiring_module.EXPIRED_SCAN_S
     assert [i.id for i in box.take(1)] == ["a2"]  # the full look is due: hb2 goes though not reached
     assert box.stats().expired == 2 and box.get("hb2") is None

@@ -274,3 +274,47 @@ def test_sigkilled_writer_leaves_a_sound_file_with_every_acknowledged_put(tmp_pa
     # Nothing unknown appears: at most the put the kill interrupted after its commit.
     assert len(remaining - put) <= 1
     assert box.size_bytes() == len(remaining) * (len("t") + 300 + ROW_OVERHEAD)
+
+
+def test_an_outage_keeps_only_unexpired_heartbeats_and_counts_the_expired_across_starts(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Offline review M1: with nothing taken (the link down), puts drop expired heartbeats themselves, so
+    an outage neither fills the outbox nor wears the card with heartbeats the broker would never get;
+    each one dropped is counted in the file, for the heartbeats' `outbox_heartbeats_expired`."""
+    box = open_box(tmp_path, clock)
+    for _ in range(360):  # 3 hours of heartbeats every 30 s, expiry 120 s, nothing taken
+        clock.tick(30)
+        box.put_heartbeat(heartbeat(clock()), "hb", 120)
+    # At most the last 120 s, and the EXPIRED_SCAN_S (30 s) between looks: 5 heartbeats.
+    assert box.depth() <= 5
+    assert box.heartbeats_expired() == 360 - box.depth()
+    assert box.heartbeats_dropped() == 0  # none was evicted for room
+    box.close()
+    reopened = open_box(tmp_path, clock)
+    assert reopened.heartbeats_expired() == 360 - reopened.depth()
+    clock.tick(200)
+    assert reopened.take(10) == []  # what was left expired while the gateway was off
+    assert reopened.heartbeats_expired() == 360
+    reopened.close()
+
+
+def test_heartbeats_alone_leave_the_alarm_fill_at_zero(tmp_path: Path, clock: Clock) -> None:
+    """`outbox_filling` (HIGH) watches the alarm rows' share of the bound: heartbeats make room for alarms
+    by themselves, so an outbox full of heartbeats does not raise it; alarm rows do, until delivered."""
+    box = open_box(tmp_path, clock, max_bytes=1000, warn=0.5)
+    for n in range(12):
+        box.put(item(f"hb{n}", Kind.HEARTBEAT, HEARTBEAT_RANK, clock.tick()))
+    assert box.fill_fraction() == 1.0 and box.alarm_fill_fraction() == 0.0
+    for n in range(6):
+        box.put(item(f"a{n}", Kind.ALARM, 0, clock.tick()))
+    box.put(item("t0", Kind.TECHNICAL, 0, clock.tick()))
+    assert box.alarm_fill_fraction() == pytest.approx(0.7)
+    box.close()
+    box = open_box(tmp_path, clock, max_bytes=1000, warn=0.5)  # counted again from the file
+    assert box.alarm_fill_fraction() == pytest.approx(0.7)
+    for taken in box.take(3):
+        box.delivered(taken.id)
+    box.delivered("a5")  # acknowledged without being taken by this outbox
+    assert box.alarm_fill_fraction() == pytest.approx(0.3)
+    box.close()

@@ -154,7 +154,9 @@ def cmd_startup(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_disk(args: argparse.Namespace) -> dict[str, Any]:
     from tools.bench.disk import disk_report
 
-    return disk_report(args.events, args.heartbeats, args.devices, args.rate)
+    return disk_report(
+        args.events, args.heartbeats, args.devices, args.rate, offline=args.offline, max_bytes=args.max_bytes
+    )
 
 
 def cmd_save(args: argparse.Namespace) -> dict[str, Any]:
@@ -258,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--heartbeats", type=int, default=80)
     p.add_argument("--devices", type=int, default=100, help="devices reported in each heartbeat")
     p.add_argument("--rate", type=float, default=0.5, help="alarm events per simulated second")
+    p.add_argument("--offline", action="store_true", help="the link down: heartbeats alone, nothing taken")
+    p.add_argument("--max-bytes", type=int, default=0, help="the outbox's bound (0: its default, 64 MiB)")
     p.set_defaults(fn=cmd_disk)
 
     p = sub.add_parser("save", help="the heartbeat's state save in an alarm storm: on the loop, in a thread")

@@ -7,6 +7,9 @@ does), then the uplink's drain as `MqttUplink` does it (`take(window)`, the PUBA
 drained the same way and the notes are dropped (the full save of `pipeline.json`, not counted here).
 The uplink also polls `take` once per simulated second. The events arrive at seeded random times
 over `events / rate` seconds (a Poisson process), one per pipeline turn.
+With `offline` (`--offline`) the link is down: nothing is taken, heartbeats alone are put (at the
+default expiry of 120 s), and the report says how many rows are left at the end; `--max-bytes` sets
+the outbox's bound (a small one shows the steady state of an outbox full of heartbeats).
 
 It reports the bytes the process sent to the block device (/proc/self/io `write_bytes`, counted when a
 page is first dirtied, so an fsync'd commit costs whole 4 KiB blocks) and the bytes handed to write()
@@ -38,6 +41,7 @@ ALARM_TOPIC = "edge/lab/gw-soak/alarm"
 HEARTBEAT_TOPIC = "edge/lab/gw-soak/heartbeat"
 HEARTBEAT_EXPIRY_S = 120
 START = 1_790_000_000.0
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the outbox's default bound (agent.config.schema.OutboxConfig)
 
 
 class _SimClock:
@@ -126,13 +130,21 @@ class _Commits:
 
 
 def outbox_writes(
-    events: int, heartbeats: int, devices: int, rate: float = 0.5, heartbeat_s: float = 30.0, seed: int = 1
+    events: int,
+    heartbeats: int,
+    devices: int,
+    rate: float = 0.5,
+    heartbeat_s: float = 30.0,
+    seed: int = 1,
+    *,
+    offline: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dict[str, Any]:
     """Drive an outbox through `events` alarm events and `heartbeats` heartbeats; see the module doc."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DISK_DIR")) as tmp:
         path = Path(tmp) / "outbox.sqlite"
         clock = _SimClock(START)
-        box = Outbox(OutboxConfig(path), clock=clock)
+        box = Outbox(OutboxConfig(path, max_bytes), clock=clock)
         box.requeue_inflight()  # what `MqttUplink.run` does first
         commits = _Commits(path)
         journal = EpisodeJournal([])
@@ -160,8 +172,8 @@ def outbox_writes(
                 box.put_heartbeat(beat, HEARTBEAT_TOPIC, HEARTBEAT_EXPIRY_S)
                 sizes.setdefault("heartbeat_payload", len(beat.to_json()))
             commits.check()
-            taken = box.take(WINDOW)  # the drain after notify(), or the uplink's poll
-            commits.check()
+            taken = [] if offline else box.take(WINDOW)  # the drain after notify(), or the uplink's poll
+            commits.check()  # (offline: the uplink takes nothing while it is not connected)
             for item in taken:
                 box.delivered(item.id)  # the PUBACK arrives within milliseconds on a working link
                 commits.check()
@@ -174,6 +186,7 @@ def outbox_writes(
             wal = path.with_name(path.name + "-wal")
             wal_max = max(wal_max, wal.stat().st_size if wal.exists() else 0)
         page_size = int(sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0])
+        rows_left = box.depth()
         box.close()
         commits.check()
         commits.close()
@@ -204,12 +217,21 @@ def outbox_writes(
         "written_mb_per_h_at_rate": round(written / 2**20 / span * 3600, 2),
         "wal_max_kib": round(wal_max / 1024, 1),
         "db_kib_at_end": round(db_bytes / 1024, 1),
+        "rows_left": rows_left,
         "elapsed_s": round(elapsed, 2),
     }
 
 
-def disk_report(events: int, heartbeats: int, devices: int, rate: float) -> dict[str, Any]:
-    """Alarm events alone, heartbeats alone (their costs per unit), and the two mixed as in the soak."""
+def disk_report(
+    events: int, heartbeats: int, devices: int, rate: float, *, offline: bool = False, max_bytes: int = 0
+) -> dict[str, Any]:
+    """Alarm events alone, heartbeats alone (their costs per unit), and the two mixed as in the soak;
+    with `offline`, heartbeats alone with the link down. `max_bytes` 0: the default bound."""
+    bound = max_bytes or DEFAULT_MAX_BYTES
+    if offline:
+        return {
+            "heartbeats_offline": outbox_writes(0, heartbeats, devices, rate, offline=True, max_bytes=bound)
+        }
     return {
         "alarms": outbox_writes(events, 0, devices, rate),
         "heartbeats": outbox_writes(0, heartbeats, devices, rate),
