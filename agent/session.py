@@ -864,6 +864,8 @@ class _Session:
                 "size_bytes": stats.size_bytes,
                 "evicted": stats.evicted,
                 "held_in_memory": self.held.count,  # alarm events the outbox could not take yet
+                # committed transactions the outbox's WAL lost before this start (a card that lost data)
+                "wal_lost_at_start": torn.lost_transactions if (torn := self.outbox.torn_wal) else 0,
                 "writable": self.outbox_writable,
             },
             # "pseudonym/stream" -> operating state of machines with `running_when` (off / settling / running)

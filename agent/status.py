@@ -259,6 +259,12 @@ def render(
         + (f", {dropped} heartbeat(s) dropped for room so far" if dropped else "")
         + (f", {expired} heartbeat(s) expired undelivered so far" if expired else "")
     )
+    torn = outbox.get("wal_lost_at_start")
+    if torn:
+        lines.append(
+            f"    its WAL lost at least {torn} committed transaction(s) before this start (the card lost"
+            " data it had confirmed: see the log); the back end reconciles open episodes by active_alarms"
+        )
     held = outbox.get("held_in_memory")
     if held:
         lines.append(f"    {held} alarm event(s) held in memory: the outbox cannot be written (a full disk?)")

@@ -16,6 +16,7 @@ what it guarantees):
 - `draining`: `take` in drain order, rows in flight, acknowledgements and batched deletes, refusals.
 - `expiring`: heartbeats past their expiry dropped (by puts and `take`) and counted in the file.
 - `restamping`: the alarms this outbox queued before a step of the wall clock, moved by the step.
+- `wal_tail`: committed transactions a torn end of the WAL loses at the open, found and told.
 - `store`: the `Outbox` itself: opening the file, replacing a damaged one, counts, closing.
 
 The parts are mixins of one class: `Outbox(_Writing, _Draining, _Restamping)`,

@@ -4,11 +4,13 @@ Strategy: `Outbox.__init__` sets the file up in one pass (WAL, ``secure_delete``
 a damaged file naming it (``integrity_check``), migrates or refuses an old or newer schema
 (`agent.outbox.schema`), puts every row in flight or set aside back to pending (a crash leaves rows in
 flight with nobody waiting for their PUBACK), and seals or flags plaintext (`agent.outbox.encryption`).
-`open_or_replace` moves a damaged file aside and starts an empty one, so a bad sector costs what was
-waiting in it, not the gateway. New files use `PAGE_SIZE` pages, since every WAL frame is a whole page
-(docs/durability.md, "Writes to the disk"). Writing and draining are the mixins `agent.outbox.writing`
-and `agent.outbox.draining`. A file that cannot be set up at the start (a full disk, or an outbox key it
-refused: `agent.outbox.encryption`) is an empty stand-in in memory until the disk takes writes.
+A WAL whose end the disk lost or damaged (committed transactions SQLite will drop) is told first
+(`agent.outbox.wal_tail`). `open_or_replace` moves a damaged file aside and starts an empty one, so a bad
+sector costs what was waiting in it, not the gateway. New files use `PAGE_SIZE` pages, since every WAL frame
+is a whole page (docs/durability.md, "Writes to the disk"). Writing and draining are the mixins
+`agent.outbox.writing` and `agent.outbox.draining`. A file that cannot be set up at the start (a full disk, or
+an outbox key it refused: `agent.outbox.encryption`) is an empty stand-in in memory until the disk takes
+writes.
 
 A file on a read-only file system (a failing SD card: `agent.read_only`) is read and sent as on a full
 disk, its writes held in memory. SQLite cannot open a WAL file read-write there once it was closed
@@ -50,6 +52,7 @@ from agent.outbox.schema import (
     STORED_BYTES,
 )
 from agent.outbox.transactions import WRITE_RETRY_S, _Taken
+from agent.outbox.wal_tail import WalTail, read_wal_tail
 from agent.outbox.writing import DROPPED, _Writing
 from agent.read_only import is_read_only_error, on_read_only_fs, remedy
 
@@ -126,6 +129,7 @@ class Outbox(_Writing, _Draining, _Restamping):
         self._open_writes_pending = False  # the open's own writes wait for a disk that takes them
         self._stand_in_tried_at: float | None = None  # not None: the file could not even be set up
         self._stand_in_reason = ""
+        self.torn_wal: WalTail | None = None  # committed transactions the WAL lost, found at the open
         self._save_first = save_first
         unsaved = self._load_sealer(config.encryption_key_file)
         try:
@@ -160,6 +164,7 @@ class Outbox(_Writing, _Draining, _Restamping):
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):  # alarms are patient data: the agent's user only
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            self._tell_torn_wal(path)  # before SQLite replays the WAL and drops what it cannot
             db = self._db = _open(path)
             self._sync = ""
             db.text_factory = _lenient_text
@@ -201,6 +206,28 @@ class Outbox(_Writing, _Draining, _Restamping):
             reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
             raise (OutboxDamagedError if damaged else OutboxError)(path, reason) from exc
         return db
+
+    def _tell_torn_wal(self, path: Path) -> None:
+        """One WARNING when the WAL left by the last process ends in committed transactions SQLite will
+        discard (`agent.outbox.wal_tail`: a card that lost or damaged data after it was written)."""
+        if self.torn_wal is not None:
+            return  # told once (a full disk at the start retries the open every second)
+        tail = read_wal_tail(path)
+        if tail is None or not tail.lost:
+            return
+        self.torn_wal = tail
+        log.warning(
+            "the outbox %s: the end of its WAL (%s-wal) was lost or damaged after it was written (the "
+            "disk lost data it had confirmed): at least %d committed transaction(s) (%d page(s)) are "
+            "discarded. Alarm events queued in the last moments before the stop may be lost, and "
+            "acknowledged ones sent again; an episode whose start was delivered may never get its end: "
+            "the back end reconciles it from the heartbeat's active_alarms (docs/payloads.md). Check "
+            "the card",
+            path,
+            path,
+            tail.lost_transactions,
+            tail.lost_frames,
+        )
 
     def _create_schema(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
