@@ -262,8 +262,9 @@ def render(
     torn = outbox.get("wal_lost_at_start")
     if torn:
         lines.append(
-            f"    its WAL lost at least {torn} committed transaction(s) before this start (the card lost"
-            " data it had confirmed: see the log); the back end reconciles open episodes by active_alarms"
+            f"    its WAL lost at least {torn} committed transaction(s) before this start (a power cut, or"
+            " a card that loses written data: see the log); the back end reconciles open episodes by"
+            " active_alarms"
         )
     held = outbox.get("held_in_memory")
     if held:

@@ -14,7 +14,7 @@ filled the outbox with 8,640 heartbeats of which the broker would get the last 4
   count risen by about as many is an outage the gateway beat through, not a gateway that was off. The
   count is written with every `EXPIRED_WRITE_EVERY`-th drop and at `close`, not with each: its page
   written with each drop made an outage of small heartbeats write 12 % more than keeping them all
-  (docs/durability.md, "Writes to the disk"); a crash may leave it that many low.
+  (docs/durability.md, "Heartbeats in an outage"); a crash may leave it that many low.
 """
 
 from __future__ import annotations

@@ -61,5 +61,7 @@ COMMIT;
 """
 _LIVE = "state IN ('pending', 'inflight')"  # rows still on their way to the broker
 STORED_BYTES = "SELECT COALESCE(SUM(size), 0) FROM outbox"  # what is counted against `max_bytes`
-# Of them, the alarm rows' bytes: what "outbox_filling" watches (`Outbox.alarm_fill_fraction`).
-ALARM_BYTES = "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE kind != 'heartbeat'"
+# Those and, of them, the alarm rows' bytes (what "outbox_filling" watches), in one pass over the rows.
+STORED_AND_ALARM_BYTES = (
+    "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN kind != 'heartbeat' THEN size END), 0) FROM outbox"
+)

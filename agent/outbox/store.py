@@ -47,9 +47,8 @@ from agent.outbox.schema import (
     _MIGRATE_V1,
     _SELECT,
     _TABLE,
-    ALARM_BYTES,
     SCHEMA_VERSION,
-    STORED_BYTES,
+    STORED_AND_ALARM_BYTES,
 )
 from agent.outbox.transactions import WRITE_RETRY_S, _Taken
 from agent.outbox.wal_tail import WalTail, read_wal_tail
@@ -209,7 +208,7 @@ class Outbox(_Writing, _Draining, _Restamping):
 
     def _tell_torn_wal(self, path: Path) -> None:
         """One WARNING when the WAL left by the last process ends in committed transactions SQLite will
-        discard (`agent.outbox.wal_tail`: a card that lost or damaged data after it was written)."""
+        discard (`agent.outbox.wal_tail`: data lost or damaged after it was written)."""
         if self.torn_wal is not None:
             return  # told once (a full disk at the start retries the open every second)
         tail = read_wal_tail(path)
@@ -217,12 +216,12 @@ class Outbox(_Writing, _Draining, _Restamping):
             return
         self.torn_wal = tail
         log.warning(
-            "the outbox %s: the end of its WAL (%s-wal) was lost or damaged after it was written (the "
-            "disk lost data it had confirmed): at least %d committed transaction(s) (%d page(s)) are "
-            "discarded. Alarm events queued in the last moments before the stop may be lost, and "
-            "acknowledged ones sent again; an episode whose start was delivered may never get its end: "
-            "the back end reconciles it from the heartbeat's active_alarms (docs/payloads.md). Check "
-            "the card",
+            "the outbox %s: the end of its WAL (%s-wal) was lost or damaged after it was written (a "
+            "power cut before it reached the disk, or a disk that loses data it confirmed): at least %d "
+            "committed transaction(s) (%d page(s)) are discarded. Alarm events queued in the last "
+            "moments before the stop may be lost, and acknowledged ones sent again; an episode whose "
+            "start was delivered may never get its end: the back end reconciles it from the heartbeat's "
+            "active_alarms (docs/payloads.md). If it comes without a power cut, check the card",
             path,
             path,
             tail.lost_transactions,
@@ -252,8 +251,8 @@ class Outbox(_Writing, _Draining, _Restamping):
             self._report_sealed_without_key()
 
     def _count_at_open(self) -> None:
-        self._size = int(self._db.execute(STORED_BYTES).fetchone()[0])
-        self._alarm_size = int(self._db.execute(ALARM_BYTES).fetchone()[0])
+        stored, alarms = self._db.execute(STORED_AND_ALARM_BYTES).fetchone()
+        self._size, self._alarm_size = int(stored), int(alarms)
         self._dropped = self._meta_count(DROPPED)
         self._expired_total = self._expired_written = self._meta_count(EXPIRED)
         newest = self._db.execute(

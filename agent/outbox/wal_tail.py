@@ -13,8 +13,11 @@ https://sqlite.org/fileformat2.html#the_write_ahead_log) and finds two signs of 
 - the WAL index (`-shm`, https://sqlite.org/walformat.html) the last process left: when its header is
   sound and of the same WAL, its `mxFrame` is how many frames that process had committed; more than
   SQLite will replay means the end of the WAL was lost (cut, or never reached the card).
-Neither sign appears after a crash on a sound card. A WAL cut on a card that lost the `-shm` too
-leaves no sign: that loss is not told. Reading costs one pass over the WAL (at most about 1 MiB at
+Neither sign appears after a kill (the page cache keeps every write). After a power cut they can
+also mean commits made with ``synchronous=NORMAL`` (heartbeats, deletions: `transactions`), which a
+power cut may lose by design, caught half written; which transactions were lost cannot be told, so
+the warning says what may be lost. A WAL cut on a card that lost the `-shm` too leaves no sign: that
+loss is not told. Reading costs one pass over the WAL (at most about 1 MiB at
 1 KiB pages between checkpoints) at the open, and only when a WAL was left (a crash: a clean close
 folds the WAL into the file and deletes it).
 """

@@ -106,4 +106,4 @@ def test_status_tells_the_transactions_the_wal_lost_at_this_start() -> None:
     beat = {"gateway": "gw1", "session": 3, "uptime_s": 10, "devices": [], "outbox_depth": 2}
     assert "WAL" not in render("live", {"heartbeat": beat, "outbox": {"wal_lost_at_start": 0}})
     lines = render("live", {"heartbeat": beat, "outbox": {"wal_lost_at_start": 1}})
-    assert "its WAL lost at least 1 committed transaction(s) before this start" in lines
+    assert "its WAL lost at least 1 committed transaction(s) before this start (a power cut" in lines
