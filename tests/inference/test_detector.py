@@ -427,9 +427,10 @@ def test_scores_are_bit_for_bit_the_plain_float64_arithmetic(model: str) -> None
     detector._grow(n)
     detector._mean[4] = detector._mean[4] + 0.3 * np.asarray(card.scale)  # as adapted streams have
     detector._scale[5] = detector._scale[5] * 1.7
-    for rows in (slots, slots[:2], slots[3:]):  # all streams on the card's zero mean, and mixed
+    for rows in (slots, slots[:2], slots[3:]):  # only the card's mean and scale, and mixed with adapted ones
         scores, contributions = detector._model_scores(windows[rows], rows)
-        x = ((windows[rows] - detector._mean[rows, None, :]) / detector._scale[rows, None, :]).astype(np.float32)
+        z = (windows[rows] - detector._mean[rows, None, :]) / detector._scale[rows, None, :]
+        x = z.astype(np.float32)
         err = (loaded.backend.run(x).astype(np.float64) - x.astype(np.float64)) ** 2
         want = err.mean(axis=1) / c
         assert contributions.tobytes() == want.tobytes()
