@@ -1,5 +1,6 @@
-"""`python -m tools.bench disk --offline`: the link down, heartbeats alone, nothing taken (docs/durability.md,
-"Heartbeats in an outage"): the outbox keeps the last heartbeat_expiry_s of them, and the bytes are counted."""
+"""`python -m tools.bench disk --offline`: the link down, heartbeats alone, nothing taken
+(docs/durability.md, "Heartbeats in an outage"): the outbox keeps the last heartbeat_expiry_s of them, and
+the bytes are counted."""
 
 from __future__ import annotations
 
