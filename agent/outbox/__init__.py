@@ -15,13 +15,15 @@ what it guarantees):
   disk cannot hold.
 - `draining`: `take` in drain order, rows in flight, acknowledgements and batched deletes, refusals.
 - `expiring`: heartbeats past their expiry dropped (by puts and `take`) and counted in the file.
+- `episode_clock`: every event of an episode in one clock (the onset its first one is told with).
 - `restamping`: the alarms this outbox queued before a step of the wall clock, moved by the step.
 - `wal_tail`: committed transactions a torn end of the WAL loses at the open, found and told.
 - `store`: the `Outbox` itself: opening the file, replacing a damaged one, counts, closing.
 
 The parts are mixins of one class: `Outbox(_Writing, _Draining, _Restamping)`,
-`_Writing(_Notes, _Expiring, _Encryption)`, `_Draining(_Expiring, _Encryption)`,
-`_Restamping(_Encryption)`, all on `_Transactions`, which declares the state `Outbox.__init__` sets.
+`_Writing(_Notes, _Expiring, _EpisodeClock)`, `_Draining(_Expiring, _Encryption)`,
+`_Restamping(_EpisodeClock)`, `_EpisodeClock(_Encryption)`, all on `_Transactions`, which declares the
+state `Outbox.__init__` sets.
 
 The tunables are read in the module that defines them (`draining.DELETE_AT`, `store.PAGE_SIZE`, ...):
 a test changes them there; the names re-exported here are copies, and setting them changes nothing.

@@ -17,6 +17,7 @@ next start, making a new key, would find every row and the saved state undecrypt
 
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import secrets
@@ -32,6 +33,29 @@ from agent.outbox.transactions import _Transactions
 from agent.sealing import KEY_BYTES, KEY_SETTING, SEAL_OVERHEAD, Sealer, SealError, load_or_create_key
 
 log = logging.getLogger("agent.outbox")
+
+
+# Values of outbox_meta whose name starts so (the onsets kept by `episode_clock`) are sealed like the
+# payloads when the outbox is encrypted (`sealed_meta_value`), and by the open that finds them in clear.
+SEALED_META_NAME = "onset:"
+SEALED_META = "sealed:"  # prefix of such a value stored sealed (base64 of the AES-GCM box)
+
+
+def sealed_meta_value(sealer: Sealer, name: str, text: str) -> str:
+    """`text`, the value of the outbox_meta row `name`, sealed (its name is the associated data)."""
+    return SEALED_META + base64.b64encode(sealer.seal(text.encode(), name, "")).decode()
+
+
+def opened_meta_value(sealer: Sealer | None, name: str, value: str) -> str | None:
+    """The value of the outbox_meta row `name` in clear; None when sealed and it does not open."""
+    if not value.startswith(SEALED_META):
+        return value
+    if sealer is None:
+        return None
+    try:
+        return sealer.open(base64.b64decode(value[len(SEALED_META) :]), name, "").decode()
+    except (SealError, ValueError, UnicodeDecodeError):
+        return None
 
 
 class _Encryption(_Transactions):
@@ -147,8 +171,16 @@ class _Encryption(_Transactions):
         flagged = self._db.execute("SELECT 1 FROM outbox_meta WHERE name='cleartext'").fetchone()
         if not rows and not flagged:
             return
+        kept = self._db.execute(  # values kept in clear (an episode's onset: `SEALED_META_NAME`)
+            "SELECT name, value FROM outbox_meta WHERE substr(name, 1, ?) = ? AND substr(value, 1, ?) != ?",
+            (len(SEALED_META_NAME), SEALED_META_NAME, len(SEALED_META), SEALED_META),
+        ).fetchall()
         self._begin("FULL")
         try:
+            for name, value in kept:
+                if _is_text(name) and _is_text(value):
+                    sealed = sealed_meta_value(sealer, str(name), str(value))
+                    self._db.execute("UPDATE outbox_meta SET value=? WHERE name=?", (sealed, name))
             for item_id, topic, payload in rows:
                 self._db.execute(
                     "UPDATE outbox SET payload=?, sealed=1, size=size+? WHERE id=?",

@@ -24,14 +24,12 @@ it and above every alarm of the file at open; the clamp of later puts (`_alarms_
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime, timedelta
 
-from agent.events import encode
-from agent.outbox.encryption import _Encryption
+from agent.outbox.episode_clock import _EpisodeClock, onset_of, restamped
 from agent.outbox.rows import _is_text
-from agent.sealing import SealError
+
+__all__ = ["MOVE_AT_MOST", "restamped"]
 
 log = logging.getLogger("agent.outbox")
 
@@ -41,29 +39,8 @@ log = logging.getLogger("agent.outbox")
 # Past it, none are moved (a partial correction would mix two clocks within episodes), and an error says so.
 MOVE_AT_MOST = 20_000
 
-# The absolute wall times of an alarm payload (`AlarmEvent.to_payload`); the rest are values or durations.
-_TIMES = ("onset_time", "detection_time", "end_time")
 
-
-def restamped(payload: bytes, step: float) -> bytes:
-    """The alarm payload with its wall times moved by `step` seconds (to the millisecond, as written) and
-    every other byte as it was. `ValueError` (or `OverflowError`) when it is not such a payload."""
-    doc = json.loads(payload)
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    shift = timedelta(milliseconds=round(step * 1000))
-    for name in _TIMES:
-        value = doc.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise ValueError(f"{name} is not a time")
-        moved = datetime.fromisoformat(value) + shift  # the form of `agent.events.iso_time`
-        doc[name] = moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return encode(doc)
-
-
-class _Restamping(_Encryption):
+class _Restamping(_EpisodeClock):
     """Moving the times of this outbox's queued alarms by a step of the wall clock."""
 
     _seq_at_open: int  # the highest seq in the file when it was opened: rows above are this outbox's
@@ -98,13 +75,18 @@ class _Restamping(_Encryption):
             "AND typeof(created) IN ('real', 'integer') ORDER BY seq",
             (self._seq_at_open,),
         ).fetchall()
-        due = {
-            seq
+        before_step = {
+            seq: str(item_id).rpartition(":")[0]
             for seq, item_id, created, state in rows
             if state == "pending"
+            and _is_text(item_id)
             and not self._handed_out(item_id)
             and (seq <= self._steady_seq or abs(created - (now - step)) < abs(created - now))
         }
+        # Whole episodes only: one whose START has left (or an event is in flight, refused, set
+        # aside) keeps the clock the back end has it in (`episode_clock`).
+        whole = {episode for episode in set(before_step.values()) if self._queued_whole(episode)}
+        due = {seq for seq, episode in before_step.items() if episode in whole}
         if len(due) > MOVE_AT_MOST:
             log.error(
                 "outbox %s: %d queued alarm events predate the clock's step of %+.0f s, more than the %d "
@@ -131,23 +113,23 @@ class _Restamping(_Encryption):
                 grown += growth
             elif new_created != created:  # kept after the rows moved before it (the drain order)
                 self._db.execute("UPDATE outbox SET created=? WHERE seq=?", (new_created, seq))
+        for episode in {before_step[seq] for seq in due}:  # its START and events of an earlier run too
+            moved += self._to_its_moved_onset(episode, due)
         return moved, grown, floor
 
-    def _restamped_row(self, seq: int, step: float) -> tuple[bytes, int] | None:
-        """The row's stored payload moved by `step` (sealed again if it was) and the bytes it grew by;
-        None when it does not open (a damaged row, another key: `take` sets it aside) or is not an alarm
-        payload."""
-        item_id, topic, payload, sealed = self._db.execute(
-            "SELECT id, topic, payload, sealed FROM outbox WHERE seq=?", (seq,)
-        ).fetchone()
-        if not (_is_text(item_id) and _is_text(topic) and isinstance(payload, bytes)):
-            return None
-        sealer = self._sealer if sealed else None
-        if sealed and sealer is None:
-            return None
-        try:
-            moved = restamped(payload if sealer is None else sealer.open(payload, item_id, topic), step)
-        except (SealError, ValueError, OverflowError, UnicodeDecodeError):
-            return None
-        stored = moved if sealer is None else sealer.seal(moved, item_id, topic)
-        return stored, len(stored) - len(payload)
+    def _to_its_moved_onset(self, episode: str, due: set[int]) -> int:
+        """After a step moved `due` rows of `episode`: its other queued events (put by an earlier run,
+        which carried the same onset into this one) join their onset, and so does the onset kept for it
+        (`episode_clock`). Returns how many more were moved."""
+        rows = self._episode_rows(episode)
+        others = any(seq not in due for seq, _, _ in rows)
+        if not others and not self._kept_onset(episode):
+            return 0  # the common case: nothing else to open
+        payload = self._payload_of(next(seq for seq, _, _ in rows if seq in due))
+        onset = None if payload is None else onset_of(payload)
+        if onset is None:
+            return 0
+        if others:
+            return self._one_onset(episode, onset)
+        self._move_kept_onset(episode, onset)
+        return 0

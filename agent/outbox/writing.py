@@ -13,6 +13,7 @@ Strategy:
   crash leaves all of them or none. `put` is `put_many` of one.
 - An alarm's `created` is never earlier than that of an alarm put before it, so a step back of the
   wall clock cannot send an episode's END before its START.
+- An UPDATE or END is put in the clock its episode is told with (`agent.outbox.episode_clock`).
 - The disk itself bounds the outbox too (`agent.outbox.room`): while it is down to its reserve for
   alarms, a heartbeat only replaces older ones and each alarm takes old heartbeats' room first.
 - Heartbeats evicted or refused for room are counted in the file (`DROPPED`, across starts; reported
@@ -29,7 +30,7 @@ from dataclasses import replace
 
 from agent.events import AlarmEvent, AlarmKind, Heartbeat
 from agent.ids import uuid7
-from agent.outbox.encryption import _Encryption
+from agent.outbox.episode_clock import _EpisodeClock
 from agent.outbox.expiring import _Expiring
 from agent.outbox.items import HEARTBEAT_RANK, Kind, OutboxItem, PutResult
 from agent.outbox.notes import _Notes
@@ -42,7 +43,7 @@ DROPPED = "heartbeats_dropped"  # outbox_meta: heartbeats evicted or refused for
 TELL_DROPPING_S = 600.0  # at most one "drops heartbeats" line this often
 
 
-class _Writing(_Notes, _Expiring, _Encryption):
+class _Writing(_Notes, _Expiring, _EpisodeClock):
     """Putting items (and notes) in the file within its bound."""
 
     def put(self, item: OutboxItem) -> PutResult:
@@ -75,7 +76,7 @@ class _Writing(_Notes, _Expiring, _Encryption):
                     self._drop_expired_if_due()  # first: the pages they free take the new items
                     for item in items:
                         if item.kind is not Kind.HEARTBEAT:
-                            item = self._after_earlier_alarms(item)
+                            item = self._after_earlier_alarms(self._in_its_episodes_clock(item))
                         need = self._stored_size(item)
                         over = self._size + need - self.config.max_bytes
                         if low:  # take the room of old heartbeats, not the disk's
@@ -216,6 +217,7 @@ class _Writing(_Notes, _Expiring, _Encryption):
             if item.kind is not Kind.HEARTBEAT:
                 self._alarm_size += size
                 self._drain_episode_in_order(item)
+                self._after_put(item)
 
     def _drain_episode_in_order(self, item: OutboxItem) -> None:
         """An episode's events leave in seq order: its waiting events are raised to the newest one's

@@ -45,10 +45,13 @@ class Clock:
         return self.t
 
 
-def event(n: int, at: float, phase: Phase = Phase.START) -> AlarmEvent:
-    """Seq `n` of one episode, detected at `at` (its onset 8 s before; an END ends at `at`)."""
+def event(
+    n: int, at: float, phase: Phase = Phase.START, *, onset: float | None = None, episode: int = 1
+) -> AlarmEvent:
+    """Seq `n` of episode number `episode`, detected at `at` (an END ends at `at`). Its onset: `onset`,
+    else 8 s before `at` (a later event of an episode carries its START's: pass it)."""
     return AlarmEvent(
-        id="0190a0b0-0000-7000-8000-000000000001",
+        id=f"0190a0b0-0000-7000-8000-{episode:012d}",
         seq=n,
         phase=phase,
         gateway="gw",
@@ -57,7 +60,7 @@ def event(n: int, at: float, phase: Phase = Phase.START) -> AlarmEvent:
         condition="tachycardia",
         priority=Priority.HIGH,
         kind=AlarmKind.PHYSIOLOGICAL,
-        onset_time=at - 8.0,
+        onset_time=at - 8.0 if onset is None else onset,
         detection_time=at,
         value=142.25,
         threshold=120.0,
@@ -100,7 +103,8 @@ def test_alarms_queued_before_a_forward_step_are_sent_moved_by_it(tmp_path: Path
     step = 3 * DAY_S
     with open_box(tmp_path, clock, sealed=sealed) as box:
         box.follow_clock(0.0, clock())
-        first, end = event(0, clock()), event(1, clock() + 30.0, Phase.END)
+        first = event(0, clock())
+        end = event(1, clock() + 30.0, Phase.END, onset=first.onset_time)
         box.put_alarm(first, TOPIC)
         clock.t += 30.0
         box.put_alarm(end, TOPIC)
@@ -109,11 +113,11 @@ def test_alarms_queued_before_a_forward_step_are_sent_moved_by_it(tmp_path: Path
         clock.t += step  # NTP's first sync, once the link is back
         assert box.follow_clock(step, clock()) == 2
         clock.t += 1.0
-        box.put_alarm(after := event(2, clock()), TOPIC)  # put after the step: already right
+        box.put_alarm(after := event(0, clock(), episode=2), TOPIC)  # put after the step: already right
         assert sent(box) == {
             f"{first.id}:0": moved(first, step).to_json(),
             f"{end.id}:1": moved(end, step).to_json(),
-            f"{after.id}:2": after.to_json(),
+            f"{after.id}:0": after.to_json(),
         }
     with sqlite3.connect(tmp_path / "outbox.db") as db:
         rows = db.execute("SELECT sealed, payload FROM outbox").fetchall()
@@ -125,7 +129,7 @@ def test_rows_in_flight_keep_their_bytes_and_are_resent_as_they_were(tmp_path: P
     with open_box(tmp_path, clock) as box:
         box.follow_clock(0.0, clock())
         box.put_alarm(handed := event(0, clock()), TOPIC)
-        box.put_alarm(queued := event(1, clock() + 5.0), TOPIC)
+        box.put_alarm(queued := event(0, clock() + 5.0, episode=2), TOPIC)
         assert [i.id for i in box.take(1)] == [f"{handed.id}:0"]  # handed to paho: sent already
         clock.t += 10.0 + DAY_S
         box.follow_clock(0.0, clock() - DAY_S)
@@ -133,18 +137,19 @@ def test_rows_in_flight_keep_their_bytes_and_are_resent_as_they_were(tmp_path: P
         assert box.requeue_inflight() == 1  # a new connection: sent again, byte for byte
         assert sent(box) == {
             f"{handed.id}:0": handed.to_json(),
-            f"{queued.id}:1": moved(queued, DAY_S).to_json(),
+            f"{queued.id}:0": moved(queued, DAY_S).to_json(),
         }
 
 
-def test_an_end_in_flight_still_drains_after_its_start_moved_forward(tmp_path: Path) -> None:
-    """The START's publish could not be handed to the client (pending again), its END's could: the
-    START is moved by the step, the END keeps its bytes but not an earlier `created`."""
+def test_a_later_alarm_in_flight_still_drains_after_an_earlier_one_moved_forward(tmp_path: Path) -> None:
+    """The first alarm's publish could not be handed to the client (pending again), a later one's
+    (another episode) could: the first is moved by the step, the later one keeps its bytes but not an
+    earlier `created`."""
     clock = Clock(BOOT)
     with open_box(tmp_path, clock) as box:
         box.follow_clock(0.0, clock())
         box.put_alarm(start := event(0, clock()), TOPIC)
-        box.put_alarm(end := event(1, clock() + 20.0, Phase.END), TOPIC)
+        box.put_alarm(end := event(0, clock() + 20.0, episode=2), TOPIC)
         assert len(box.take(2)) == 2
         box.requeue(f"{start.id}:0")
         clock.t += 30.0
@@ -154,7 +159,7 @@ def test_an_end_in_flight_still_drains_after_its_start_moved_forward(tmp_path: P
         box.requeue_inflight()  # the connection dropped: the END goes again
         assert [(i.id, i.payload) for i in box.take(10)] == [
             (f"{start.id}:0", moved(start, DAY_S).to_json()),
-            (f"{end.id}:1", end.to_json()),
+            (f"{end.id}:0", end.to_json()),
         ]
 
 
@@ -165,7 +170,7 @@ def test_rows_of_an_earlier_process_are_left_and_still_drain_first(tmp_path: Pat
     clock.t += 60.0
     with open_box(tmp_path, clock) as box:
         box.follow_clock(0.0, clock())
-        box.put_alarm(ours := event(1, clock()), TOPIC)
+        box.put_alarm(ours := event(0, clock(), episode=2), TOPIC)  # another episode
         clock.t += 1.0
         box.follow_clock(0.0, clock())
         clock.t -= 3_600.0  # a step back: ours would go before the earlier row, by created
@@ -173,9 +178,125 @@ def test_rows_of_an_earlier_process_are_left_and_still_drain_first(tmp_path: Pat
         items = box.take(10)
     assert [(i.id, i.payload) for i in items] == [
         (f"{earlier.id}:0", earlier.to_json()),
-        (f"{ours.id}:1", moved(ours, -3_600.0).to_json()),
+        (f"{ours.id}:0", moved(ours, -3_600.0).to_json()),
     ]
     assert items[1].created >= items[0].created  # the drain order holds across the restart
+
+
+def test_an_episode_carried_across_a_restart_is_moved_whole(tmp_path: Path) -> None:
+    """Offline review S2, the END queued before the step: run 1 queued the START (link down) and was
+    killed; run 2 carried the episode on (same onset) and queued its END; NTP then stepped the clock.
+    Before, only run 2's END was moved: one episode, two onsets three days apart."""
+    clock = Clock(BOOT)
+    step = 3 * DAY_S
+    with open_box(tmp_path, clock, sealed=True) as box:
+        box.put_alarm(start := event(0, clock()), TOPIC)
+    clock.t += 60.0
+    with open_box(tmp_path, clock, sealed=True) as box:
+        box.follow_clock(0.0, clock())
+        box.put_alarm(end := event(1, clock(), Phase.END, onset=start.onset_time), TOPIC)
+        clock.t += 1.0
+        box.follow_clock(0.0, clock())
+        clock.t += step
+        assert box.follow_clock(step, clock()) == 2
+        assert sent(box) == {
+            f"{start.id}:0": moved(start, step).to_json(),
+            f"{end.id}:1": moved(end, step).to_json(),
+        }
+
+
+def test_an_end_put_after_the_step_takes_its_queued_start_of_an_earlier_run_along(tmp_path: Path) -> None:
+    """Offline review S2 as received: the episode was still open at the step, so its END was made after
+    it, its onset moved by the book; the START run 1 queued is moved to the same onset when it is put."""
+    clock = Clock(BOOT)
+    step = 3 * DAY_S
+    with open_box(tmp_path, clock) as box:
+        box.put_alarm(start := event(0, clock()), TOPIC)
+    clock.t += 60.0
+    with open_box(tmp_path, clock) as box:
+        box.follow_clock(0.0, clock())
+        clock.t += step
+        assert box.follow_clock(step, clock()) == 0  # not this run's row: nothing says which clock it had
+        clock.t += 50.0
+        end = event(1, clock(), Phase.END, onset=start.onset_time + step)  # the book moved with the step
+        box.put_alarm(end, TOPIC)
+        items = {i.id: i.payload for i in box.take(10)}
+    assert items == {f"{start.id}:0": moved(start, step).to_json(), f"{end.id}:1": end.to_json()}
+    assert len({json.loads(p)["onset_time"] for p in items.values()}) == 1
+
+
+@pytest.mark.parametrize(
+    ("sealed", "sealed_later"),
+    [(False, False), (True, True), (False, True)],
+    ids=["plain", "sealed", "key_added"],
+)
+def test_an_end_after_a_start_that_was_delivered_keeps_the_onset_told(
+    tmp_path: Path, sealed: bool, sealed_later: bool
+) -> None:
+    """The START went out with onset T before the step (and was deleted, across a restart): the END made
+    after the step keeps onset T, and its end minus its onset is the episode's real length. The onset
+    kept for it in the file is sealed with the payloads (also when the key comes with the restart)."""
+    clock = Clock(BOOT)
+    step = 3 * DAY_S
+    with open_box(tmp_path, clock, sealed=sealed) as box:
+        box.put_alarm(start := event(0, clock()), TOPIC)
+        (item,) = box.take(1)
+        box.delivered(item.id)
+    told = start.to_payload()["onset_time"]
+    clock.t += 30.0
+    with open_box(tmp_path, clock, sealed=sealed_later) as box:
+        with sqlite3.connect(tmp_path / "outbox.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0  # deleted on close
+            kept = db.execute("SELECT name, value FROM outbox_meta WHERE name LIKE 'onset:%'").fetchall()
+        assert len(kept) == 1 and start.id not in kept[0][0] and (told in kept[0][1]) != sealed_later
+        box.follow_clock(0.0, clock())
+        clock.t += step
+        box.follow_clock(step, clock())
+        clock.t += 10.0
+        end = event(1, clock(), Phase.END, onset=start.onset_time + step)
+        box.put_alarm(end, TOPIC)
+        (sent_end,) = [json.loads(i.payload) for i in box.take(10)]
+    assert sent_end["onset_time"] == told
+    assert _seconds(sent_end["end_time"]) - _seconds(sent_end["onset_time"]) == pytest.approx(48.0)
+    with sqlite3.connect(tmp_path / "outbox.db") as db:  # the END dropped it: nothing follows an END
+        assert db.execute("SELECT COUNT(*) FROM outbox_meta WHERE name LIKE 'onset:%'").fetchone()[0] == 0
+
+
+def test_an_update_queued_after_a_start_in_flight_is_not_moved_by_the_step(tmp_path: Path) -> None:
+    """The START was handed out (the back end may have it with onset T): its queued UPDATE keeps T."""
+    clock = Clock(BOOT)
+    with open_box(tmp_path, clock) as box:
+        box.follow_clock(0.0, clock())
+        box.put_alarm(start := event(0, clock()), TOPIC)
+        box.put_alarm(update := event(1, clock() + 5.0, Phase.UPDATE, onset=start.onset_time), TOPIC)
+        assert [i.id for i in box.take(1)] == [f"{start.id}:0"]
+        clock.t += 10.0
+        box.follow_clock(0.0, clock())
+        clock.t += DAY_S
+        assert box.follow_clock(DAY_S, clock()) == 0
+        assert box.requeue_inflight() == 1
+        assert sent(box) == {f"{start.id}:0": start.to_json(), f"{update.id}:1": update.to_json()}
+
+
+def test_the_onset_kept_for_a_started_episode_follows_its_start_moved_by_a_step(tmp_path: Path) -> None:
+    """A queued START is moved by the step, then delivered: the END made later, in the new clock, has
+    the onset the START went out with, and is left as it is."""
+    clock = Clock(BOOT)
+    step = DAY_S
+    with open_box(tmp_path, clock) as box:
+        box.follow_clock(0.0, clock())
+        box.put_alarm(start := event(0, clock()), TOPIC)
+        clock.t += 1.0
+        box.follow_clock(0.0, clock())
+        clock.t += step
+        assert box.follow_clock(step, clock()) == 1
+        (item,) = box.take(1)
+        box.delivered(item.id)
+    with open_box(tmp_path, clock) as box:
+        clock.t += 20.0
+        end = event(1, clock(), Phase.END, onset=start.onset_time + step)
+        box.put_alarm(end, TOPIC)
+        assert sent(box) == {f"{end.id}:1": end.to_json()}
 
 
 def test_the_correction_survives_a_restart_and_is_not_made_twice(tmp_path: Path) -> None:
@@ -207,11 +328,11 @@ def test_a_backward_step_moves_them_back_and_later_alarms_are_not_held_to_the_ol
         clock.t -= 7_200.0
         assert box.follow_clock(-7_200.0, clock()) == 1
         clock.t += 10.0
-        box.put_alarm(later := event(1, clock()), TOPIC)
+        box.put_alarm(later := event(0, clock(), episode=2), TOPIC)
         items = box.take(10)
     assert [(i.id, i.payload) for i in items] == [
         (f"{first.id}:0", moved(first, -7_200.0).to_json()),
-        (f"{later.id}:1", later.to_json()),
+        (f"{later.id}:0", later.to_json()),
     ]
     assert [i.created for i in items] == [BOOT - 7_200.0, clock()]  # not clamped to BOOT
 
@@ -249,12 +370,12 @@ def test_a_row_put_in_the_second_of_the_step_is_judged_by_its_created(tmp_path: 
         clock.t += 0.3
         box.put_alarm(before := event(0, clock()), TOPIC)  # the old clock
         clock.t += step + 0.3
-        box.put_alarm(after := event(1, clock()), TOPIC)  # the new one
+        box.put_alarm(after := event(0, clock(), episode=2), TOPIC)  # the new one
         clock.t += 0.3
         assert box.follow_clock(step, clock()) == 1
         assert sent(box) == {
             f"{before.id}:0": moved(before, step).to_json(),
-            f"{after.id}:1": after.to_json(),
+            f"{after.id}:0": after.to_json(),
         }
 
 
@@ -266,7 +387,7 @@ def test_past_the_limit_none_are_moved_and_an_error_says_so(
     with open_box(tmp_path, clock) as box:
         box.follow_clock(0.0, clock())
         box.put_alarm(start := event(0, clock()), TOPIC)
-        box.put_alarm(end := event(1, clock() + 5.0, Phase.END), TOPIC)
+        box.put_alarm(end := event(1, clock() + 5.0, Phase.END, onset=start.onset_time), TOPIC)
         clock.t += 10.0
         box.follow_clock(0.0, clock())
         clock.t += DAY_S

@@ -14,10 +14,13 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent.config.schema import OutboxConfig
+from agent.events import AlarmEvent
+from agent.ids import uuid7
 from agent.outbox import Outbox
 from tools.bench.disk import alarm_event
 
@@ -37,6 +40,13 @@ def restamp_cost(alarms: int, runs: int = 5) -> dict[str, Any]:
     return result
 
 
+def _in_episode(n: int, t0: float, episodes: dict[int, str]) -> AlarmEvent:
+    """The disk bench's n-th event, its episode's id and onset shared by its three events (one clock
+    per episode: `agent/outbox/episode_clock.py`); `episodes`: ids by the number of the first event."""
+    first = n - n % 3
+    return replace(alarm_event(n, t0 + n), id=episodes[first], onset_time=t0 + first - 12.0)
+
+
 def _one_run(alarms: int, sealed: bool) -> tuple[float, float]:
     """(median seconds of a call without a step, seconds of the step)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,8 +55,9 @@ def _one_run(alarms: int, sealed: bool) -> tuple[float, float]:
         config = OutboxConfig(Path(tmp) / "outbox.sqlite", 1 << 30, 0.8, encryption_key_file=key_file)
         with Outbox(config, clock=lambda: now[0]) as outbox:
             outbox.follow_clock(0.0, now[0])
+            episodes = {first: str(uuid7()) for first in range(0, alarms, 3)}
             for start in range(0, alarms, 500):
-                batch = [alarm_event(i, now[0] + i) for i in range(start, min(alarms, start + 500))]
+                batch = [_in_episode(i, now[0], episodes) for i in range(start, min(alarms, start + 500))]
                 outbox.put_alarms(batch, "edge/s/gw/alarm")
             ticks = []
             for _ in range(TICKS):
