@@ -119,6 +119,9 @@ class AlarmEvent:
     # The episode is marked "rule changed, condition not found since" (agent.alarms.book): not in the
     # payload (an END says it by `end_cause`); the state journal's row keeps the mark through a crash.
     rule_changed: bool = False
+    # Whether the kernel said the gateway's wall clock was synchronised (NTP) when the event was
+    # committed (agent.clock_sync); None: unknown. Added within alarm/1.
+    clock_synced: bool | None = None
 
     def __post_init__(self) -> None:
         if self.seq < 0:
@@ -149,6 +152,7 @@ class AlarmEvent:
             "model_hash": self.model_hash,
             "unjudged_s": _round(self.unjudged_s),
             "end_cause": self.end_cause.value if self.phase is Phase.END else None,
+            "clock_synced": self.clock_synced,
         }
 
     def to_json(self) -> bytes:
@@ -219,6 +223,9 @@ class Heartbeat:
     # the streams still learning their own baseline. Each is left out when empty.
     running: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     learning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Within heartbeat/1: whether the kernel says the wall clock (and so `time`) is synchronised
+    # (agent.clock_sync); None: unknown.
+    clock_synced: bool | None = None
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -240,6 +247,7 @@ class Heartbeat:
             "cpu_percent": None if self.cpu_percent is None else round(self.cpu_percent, 1),
             "rss_bytes": self.rss_bytes,
             "temperature_c": None if self.temperature_c is None else round(self.temperature_c, 1),
+            "clock_synced": self.clock_synced,
         }
         if self.calibration:
             payload["calibration"] = {key: dict(value) for key, value in self.calibration.items()}

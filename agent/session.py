@@ -19,13 +19,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import state_journal
 from agent.alarms import AlarmState, StreamRef
 from agent.clock import ClockSteps
+from agent.clock_sync import clock_synced
 from agent.config.schema import AgentConfig, DeviceConfig
 from agent.ecg import kept_shapes
 from agent.ecg.kept_shapes import Handed, KeptShapes
@@ -151,6 +152,8 @@ class _Session:
         # One transaction, one fsync per turn; the episodes the events imply are committed with them.
         self.heartbeat_unwritable = False  # the last heartbeat could not be written to the outbox
         self._sent_directly: set[str] = set()  # "{id}:{seq}" of held events already sent directly
+        # Asked for each batch of alarm events and each heartbeat (agent.clock_sync); a test sets its own.
+        self.clock_synced: Callable[[], bool | None] = clock_synced
         self.held = HeldAlarms(
             lambda events: outbox.put_alarms(events, self.topics.alarm, note=self.journal.note(events)),
             str(cfg.outbox.path),
@@ -431,6 +434,9 @@ class _Session:
         held ones even when there is nothing new (the monitor, once a second)."""
         if not events and not (retry_held and self.held.count):
             return
+        if events:  # told with each event: the back end knows which times to distrust
+            synced = self.clock_synced()
+            events = [dataclasses.replace(event, clock_synced=synced) for event in events]
         committed = self.held.commit(events)
         if self.held.count:
             self._send_held_directly()
@@ -507,6 +513,7 @@ class _Session:
             calibration=self.pipeline.calibration_status(),
             running=self.pipeline.running_status(),
             learning=self.pipeline.learning_status(),
+            clock_synced=self.clock_synced(),
         )
 
     async def _heartbeats(self) -> None:
@@ -840,6 +847,7 @@ class _Session:
             # Before the session's first heartbeat: the same figures, looked at now.
             "heartbeat": self.last_heartbeat or self._heartbeat(reset=False).to_payload(),
             "calibration": self.pipeline.calibration_status(),  # live, between heartbeats too
+            "clock_synced": self.clock_synced(),  # live too: NTP's first sync may come between heartbeats
             "uplink": {
                 "connected": counters.connected,
                 "delivered": counters.delivered,
@@ -847,6 +855,7 @@ class _Session:
                 "reconnects": counters.reconnects,
                 "inflight": counters.inflight,
                 "problem": counters.problem,  # why the broker cannot be reached, while it cannot
+                "first_problem": counters.first_problem,  # the outage's first cause, when another came since
                 "failed_attempts": counters.failed_attempts,
                 "down_for_s": counters.down_for_s,
                 "takeover": counters.takeover,  # another client seems to use our client id

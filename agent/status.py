@@ -224,6 +224,12 @@ def render(
         f"edge-agent status ({source}) — gateway {beat.get('gateway')}, session {beat.get('session')}, "
         f"up {beat.get('uptime_s', 0):.0f} s, at {beat.get('time')}"
     ]
+    synced = status.get("clock_synced", beat.get("clock_synced"))  # live, else the heartbeat's
+    if synced is False:
+        lines.append(
+            "  clock: NOT synchronised, the kernel says (no NTP sync since boot): the times sent now may be"
+            " off by days; alarm events and heartbeats carry clock_synced false"
+        )
     uplink = status.get("uplink")
     if uplink:
         lines.append(
@@ -237,6 +243,8 @@ def render(
                 f"    for {down or 0:.0f} s, {uplink.get('failed_attempts', 0)} failed attempt(s): "
                 f"{uplink['problem']}"
             )
+            if uplink.get("first_problem"):  # an earlier cause the latest would hide (a clock behind TLS)
+                lines.append(f"    first cause in this outage: {uplink['first_problem']}")
         elif uplink.get("takeover"):  # connected now, but not for long: the connections keep dropping
             lines.append(f"    connections keep dropping: {uplink['takeover']}")
         if outbox.get("refused"):

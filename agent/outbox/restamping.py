@@ -17,6 +17,11 @@ acknowledged keep their bytes (a re-send must be byte-identical for the receiver
 refused or set aside, heartbeats (they expire on their own) and rows that do not open are left as they are.
 More than `MOVE_AT_MOST` rows due: none is moved, and an error says so.
 
+Whole episodes only (`episode_clock`): the rows of an episode whose START has left the outbox, or of which
+an event is in flight, refused or set aside, keep their times (the back end has, or may have, the episode
+in the old clock). An episode that is moved takes its events queued by an earlier run along (the same
+onset was carried into this run's events); other rows of an earlier run keep theirs.
+
 Order: an alarm's `created` is never earlier than that of one put before it (`agent.outbox.writing`).
 Going through this outbox's alarm rows in `seq` order, each `created` is kept at or above the one before
 it and above every alarm of the file at open; the clamp of later puts (`_alarms_created`) follows.

@@ -132,6 +132,9 @@ class UplinkCounters:
     answers_dropped: int = 0  # unauthenticated commands' answers not sent: MAX_ANSWERS_PENDING waited
     answers_refused: int = 0  # answers the broker refused (PUBACK >= 0x80: its ACL on the ResponseTopic)
     takeover: str | None = None  # another client seems to use this client id (agent.uplink.takeover)
+    # The first failure's words since the last connection, while not connected and unlike `problem`
+    # (an earlier cause a later one would hide: a clock too far behind for TLS, say); else None.
+    first_problem: str | None = None
 
 
 class MqttUplink(_PahoBridge):
@@ -180,6 +183,10 @@ class MqttUplink(_PahoBridge):
         self._network_failed = False  # the network thread died and has not connected since
         self._network_deaths = 0  # deaths of the network thread over this uplink's life
         self._problem: str | None = None  # the words of the last failure, for status
+        # The first failure's words since the last connection (or the start), kept for status when a
+        # later, different one follows: a TLS "not valid yet: set the clock" is not hidden by a later
+        # generic error (offline review m2).
+        self._first_problem: str | None = None
         self._takeover = TakeoverWatch(self.client_id)  # another client with this id (review M1)
         self._password_trouble = LinkTrouble(REMIND_S)  # the password file unreadable at an attempt
         self._down_since: float | None = time.monotonic()  # monotonic; None while connected
@@ -234,6 +241,9 @@ class MqttUplink(_PahoBridge):
             answers_dropped=self._answers_dropped,
             answers_refused=self._answers_refused,
             takeover=self._takeover.current(),
+            first_problem=(
+                None if self._connected or self._first_problem == self._problem else self._first_problem
+            ),
         )
 
     def notify(self) -> None:
@@ -447,7 +457,7 @@ class MqttUplink(_PahoBridge):
         self._deaths.recovered()
         self._password_trouble.recovered()
         self._network_failed = False
-        self._problem = None
+        self._problem = self._first_problem = None
         self._connected = True
         self._connects += 1
         self._down_since = None
@@ -495,7 +505,8 @@ class MqttUplink(_PahoBridge):
             )
             if (takeover := self._takeover.dropped(reason)) is not None:
                 log.warning("uplink: %s", takeover)  # once: the flapping goes on, the cause is known
-            self._problem = self._takeover.suspected  # the status's reason while down (None: none known)
+            self._first_problem = None  # a new streak of failures
+            self._failed_for(self._takeover.suspected)  # the status's reason while down (None: none known)
         elif self._refused_connect:
             self._refused_connect = False  # the close that follows a refused CONNECT: already told
         elif attempt:  # closed before the CONNACK: the port took the connection and did not speak MQTT
@@ -516,7 +527,7 @@ class MqttUplink(_PahoBridge):
         """One failed connection attempt: log its cause when new or changed, else every REMIND_S."""
         if self._down_since is None:
             self._down_since = time.monotonic()
-        self._problem = problem
+        self._failed_for(problem)
         tell = self._trouble.failed(problem)
         if tell is Tell.QUIET:
             return
@@ -533,6 +544,12 @@ class MqttUplink(_PahoBridge):
                 waiting,
             )
 
+    def _failed_for(self, problem: str | None) -> None:
+        """The words of the latest failure, and of the streak's first if it is the first."""
+        self._problem = problem
+        if self._first_problem is None:
+            self._first_problem = problem
+
     def _on_network_died(self, error: Exception) -> None:
         """paho's network thread ended on `error`: told once per cause (with its traceback), then every
         REMIND_S; flagged for `uplink_failing` until a connection succeeds; started again after a backoff
@@ -546,7 +563,7 @@ class MqttUplink(_PahoBridge):
         self._network_deaths += 1
         if self._down_since is None:
             self._down_since = time.monotonic()
-        self._problem = problem = describe_network_death(error)
+        self._failed_for(problem := describe_network_death(error))
         tell = self._deaths.failed(problem)
         delay = backoff_delay(self._deaths.failures, self.backoff_min_s, self.backoff_max_s)
         if tell is Tell.QUIET:

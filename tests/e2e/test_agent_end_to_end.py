@@ -88,6 +88,7 @@ ALARM_FIELDS = {
     "model_hash",
     "unjudged_s",
     "end_cause",
+    "clock_synced",
 }
 EXPLANATION_FIELDS = {"detector", "score", "threshold", "top_channels", "baseline", "signal_quality", "text"}
 
