@@ -7,6 +7,8 @@ once a second, with the step (0.0 most of the time). On a step, every alarm row 
 before it that is still pending gets its payload's wall times (`_TIMES`) and its `created` moved by the
 step, re-sealed when the outbox is encrypted, all in one FULL transaction: the drain order and the
 heartbeat's `oldest_undelivered_age_s` follow, and a restart keeps the correction. Two steps add up.
+The `created` of every other row this run put before the step (heartbeats, alarms whose times are kept)
+moves too: it is a time of this run's clock, and ages and heartbeat expiry must count real seconds.
 
 Which rows: those with a `seq` above the highest at open (this outbox's: the clock of an earlier
 process's rows cannot be known), up to the highest seen at the previous `follow_clock` (certainly before
@@ -80,13 +82,18 @@ class _Restamping(_EpisodeClock):
             "AND typeof(created) IN ('real', 'integer') ORDER BY seq",
             (self._seq_at_open,),
         ).fetchall()
+        put_before = {  # put by this run before the step: `created` moves with it (ages, expiry)
+            seq
+            for seq, _, created, _ in rows
+            if seq <= self._steady_seq or abs(created - (now - step)) < abs(created - now)
+        }
         before_step = {
             seq: str(item_id).rpartition(":")[0]
-            for seq, item_id, created, state in rows
-            if state == "pending"
+            for seq, item_id, _, state in rows
+            if seq in put_before
+            and state == "pending"
             and _is_text(item_id)
             and not self._handed_out(item_id)
-            and (seq <= self._steady_seq or abs(created - (now - step)) < abs(created - now))
         }
         # Whole episodes only: one whose START has left (or an event is in flight, refused, set
         # aside) keeps the clock the back end has it in (`episode_clock`).
@@ -106,7 +113,7 @@ class _Restamping(_EpisodeClock):
         moved = grown = 0
         for seq, _, created, _ in rows:
             restamped_row = self._restamped_row(seq, step) if seq in due else None
-            new_created = max(floor, created + step if restamped_row is not None else created)
+            new_created = max(floor, created + step if seq in put_before else created)
             floor = new_created
             if restamped_row is not None:
                 payload, growth = restamped_row
@@ -116,8 +123,13 @@ class _Restamping(_EpisodeClock):
                 )
                 moved += 1
                 grown += growth
-            elif new_created != created:  # kept after the rows moved before it (the drain order)
+            elif new_created != created:  # its times kept (in flight, ...): its age and drain order move
                 self._db.execute("UPDATE outbox SET created=? WHERE seq=?", (new_created, seq))
+        self._db.execute(  # this run's heartbeats too: their age and expiry count real seconds
+            "UPDATE outbox SET created=created+? WHERE kind='heartbeat' AND seq > ? AND typeof(created) "
+            "IN ('real', 'integer') AND (seq <= ? OR abs(created - ?) < abs(created - ?))",
+            (step, self._seq_at_open, self._steady_seq, now - step, now),
+        )
         for episode in {before_step[seq] for seq in due}:  # its START and events of an earlier run too
             moved += self._to_its_moved_onset(episode, due)
         return moved, grown, floor

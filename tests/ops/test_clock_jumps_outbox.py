@@ -21,7 +21,7 @@ from daemon_session import CONFIG
 
 from agent.config import parse_config
 from agent.config.schema import OutboxConfig
-from agent.events import AlarmEvent, AlarmKind, Explanation, Phase, Priority
+from agent.events import AlarmEvent, AlarmKind, Explanation, Heartbeat, Phase, Priority
 from agent.outbox import Outbox, restamping
 from agent.outbox.restamping import restamped
 from agent.pipeline import Pipeline
@@ -360,6 +360,26 @@ def test_the_oldest_undelivered_age_no_longer_counts_the_step(tmp_path: Path) ->
         clock.t += 3 * DAY_S
         box.follow_clock(3 * DAY_S, clock())
         assert box.oldest_age() == pytest.approx(40.0)  # 3 days and 40 s before
+
+
+def test_the_oldest_undelivered_age_counts_no_step_for_kept_rows_and_heartbeats(tmp_path: Path) -> None:
+    """Offline review m1: the first heartbeat after a +3 day step said oldest_undelivered_age_s 259240.
+    This run's rows put before the step whose times are kept (a heartbeat; an UPDATE of an episode whose
+    START is in flight) count real seconds too, and the heartbeat is not expired by the step."""
+    clock = Clock(BOOT)
+    with open_box(tmp_path, clock) as box:
+        box.follow_clock(0.0, clock())
+        box.put_heartbeat(Heartbeat("gw", clock(), 1.0, 1, (), 0, None, 0), "edge/s/gw/heartbeat", 120)
+        box.put_alarm(start := event(0, clock()), TOPIC)
+        box.put_alarm(event(1, clock(), Phase.UPDATE, onset=start.onset_time), TOPIC)
+        assert [i.id for i in box.take(1)] == [f"{start.id}:0"]  # in flight: the UPDATE keeps its times
+        clock.t += 40.0
+        box.follow_clock(0.0, clock())
+        clock.t += 3 * DAY_S
+        assert box.follow_clock(3 * DAY_S, clock()) == 0
+        assert box.oldest_age() == pytest.approx(40.0)
+        box.requeue_inflight()
+        assert [i.kind.value for i in box.take(10)] == ["alarm", "alarm", "heartbeat"]
 
 
 def test_a_row_put_in_the_second_of_the_step_is_judged_by_its_created(tmp_path: Path) -> None:
