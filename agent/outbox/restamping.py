@@ -16,7 +16,7 @@ the step). A row put since then (the second in which the step happened) is judge
 before the step if it is nearer the clock before it (`now - step`) than the clock now (after a step back,
 one put in that second took the `created` of the alarm before it, and is moved with it). Rows in flight or
 acknowledged keep their bytes (a re-send must be byte-identical for the receiver's dedup by id); rows
-refused or set aside, heartbeats (they expire on their own) and rows that do not open are left as they are.
+refused or set aside, heartbeats (only their `created` moves) and rows that do not open keep their bytes.
 More than `MOVE_AT_MOST` rows due: none is moved, and an error says so.
 
 Whole episodes only (`episode_clock`): the rows of an episode whose START has left the outbox, or of which
