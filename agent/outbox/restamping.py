@@ -95,9 +95,21 @@ class _Restamping(_EpisodeClock):
             and _is_text(item_id)
             and not self._handed_out(item_id)
         }
+        # An episode with an event put since the step was brought into one clock by that put
+        # (`episode_clock`: the stream's book had already moved its onset, up to a second before this
+        # call): moved again here, it would be off by the step twice.
+        put_since = {
+            str(item_id).rpartition(":")[0]
+            for seq, item_id, _, _ in rows
+            if seq not in put_before and _is_text(item_id)
+        }
         # Whole episodes only: one whose START has left (or an event is in flight, refused, set
         # aside) keeps the clock the back end has it in (`episode_clock`).
-        whole = {episode for episode in set(before_step.values()) if self._queued_whole(episode)}
+        whole = {
+            episode
+            for episode in set(before_step.values())
+            if episode not in put_since and self._queued_whole(episode)
+        }
         due = {seq for seq, episode in before_step.items() if episode in whole}
         if len(due) > MOVE_AT_MOST:
             log.error(

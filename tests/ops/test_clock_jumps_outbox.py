@@ -225,6 +225,25 @@ def test_an_end_put_after_the_step_takes_its_queued_start_of_an_earlier_run_alon
     assert len({json.loads(p)["onset_time"] for p in items.values()}) == 1
 
 
+def test_an_end_put_in_the_second_before_the_step_is_followed_moves_its_episode_once(tmp_path: Path) -> None:
+    """The stream's book moves its onset at the first reading after the step; the session follows the clock
+    at its next tick, up to a second later. An END put in between brings its queued START to its onset;
+    the step then must not move the episode again (it came out 6 days ahead, not 3; the diff review)."""
+    clock = Clock(BOOT)
+    step = 3 * DAY_S
+    with open_box(tmp_path, clock) as box:
+        box.follow_clock(0.0, clock())
+        box.put_alarm(start := event(0, clock()), TOPIC)
+        clock.t += 1.0
+        box.follow_clock(0.0, clock())  # a quiet tick: the START is put before any step
+        clock.t += step + 0.5
+        end = event(1, clock(), Phase.END, onset=start.onset_time + step)  # the book moved with the step
+        box.put_alarm(end, TOPIC)
+        box.follow_clock(step, clock())  # the session's tick, within the second
+        items = {i.id: i.payload for i in box.take(10)}
+    assert items == {f"{start.id}:0": moved(start, step).to_json(), f"{end.id}:1": end.to_json()}
+
+
 @pytest.mark.parametrize(
     ("sealed", "sealed_later"),
     [(False, False), (True, True), (False, True)],
