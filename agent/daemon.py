@@ -135,7 +135,7 @@ class Agent:
                 if self.stopping.is_set():
                     return
                 handed = run.beat_handover()
-                silences = run.silence_handover()
+                silences = run.silence_handover(time.monotonic())
         finally:
             if self._state_lock is not None:
                 self._state_lock.release()

@@ -71,6 +71,7 @@ MIN_TURN_S = 0.01  # at most 100 pipeline turns a second (adds at most 10 ms to 
 PIPELINE_TICK_S = 1.0  # the pipeline loop turns at least this often, idle or not (watchdog proof of life)
 BEATS_RETRY_S = 10.0  # after a fault in the beat finding, a fresh stage this much later
 STALL_AFTER_S = 10.0  # no turn of the pipeline loop for this long: stop feeding the watchdog
+HANDED_OVER_SILENCE_S = 5.0  # a reload goes on counting a silence at least this long (`silence_handover`)
 
 
 class _GuardedBeats:
@@ -673,13 +674,18 @@ class _Session:
                 self.health.resume_profile_silence(device_id, profile, silent_s, now_monotonic)
         self._uplink_failing_held = self.uplink_failing.state_of(self.gateway_ref) is not AlarmState.NORMAL
 
-    def silence_handover(self) -> dict[str, float]:
+    def silence_handover(self, now_monotonic: float) -> dict[str, float]:
         """Device pseudonym -> the monotonic time its silence began (its last reading, or this session's
-        start), for the next session of a reload (`resume_silences`)."""
-        return {
-            ref.device_pseudonym: self.health.silent_since(d.id)
-            for d, ref in zip(self.cfg.devices, self.device_refs, strict=True)
-        }
+        start), for the next session of a reload (`resume_silences`): only devices silent for at least
+        `HANDED_OVER_SILENCE_S`. One that spoke just before is not: the reload's own gap (the new
+        session's models, a BLE link made again) would count against its `lost_after_s`, which a restart
+        does not do either (the diff review of 2026-12-01); it counts from the new session's start."""
+        handed = {}
+        for d, ref in zip(self.cfg.devices, self.device_refs, strict=True):
+            since = self.health.silent_since(d.id)
+            if now_monotonic - since >= HANDED_OVER_SILENCE_S:
+                handed[ref.device_pseudonym] = since
+        return handed
 
     def resume_silences(self, handed: Mapping[str, float], now_monotonic: float) -> None:
         """Go on counting the silences the previous session of a reload counted (`silence_handover`), for

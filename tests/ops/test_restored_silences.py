@@ -270,7 +270,7 @@ def test_a_device_silent_but_not_yet_lost_at_a_reload_goes_on_counting(tmp_path:
     mono = time.monotonic()
     first.check_gateway(2_000.0, mono + 25.0)
     assert first.outbox.take(10) == []
-    silences = first.silence_handover()
+    silences = first.silence_handover(mono + 25.0)
     first.outbox.close()
 
     second = later(tmp_path)
@@ -287,7 +287,7 @@ def test_a_device_heard_before_the_reload_counts_from_its_last_reading(tmp_path:
     first = session(tmp_path)
     heard = time.monotonic() - 10.0
     first._commit([Reading.single("bed-4/vitals", {"hr": 70.0}, 2_000.0, heard)])
-    silences = first.silence_handover()
+    silences = first.silence_handover(time.monotonic())
     first.outbox.close()
     second = later(tmp_path)
     now = time.monotonic()
@@ -297,12 +297,26 @@ def test_a_device_heard_before_the_reload_counts_from_its_last_reading(tmp_path:
     assert second.health.silence_s("bed-4", now + 2.0) == 1.0
 
 
+def test_a_device_that_spoke_just_before_the_reload_counts_from_the_new_session(tmp_path: Path) -> None:
+    """The reload's own gap (the new session's set-up, a BLE link made again) is not the device's silence:
+    one heard 1 s before the reload is not handed over, as a restart would not count it either."""
+    first = session(tmp_path)
+    heard = time.monotonic() - 1.0
+    first._commit([Reading.single("bed-4/vitals", {"hr": 70.0}, 2_000.0, heard)])
+    assert first.silence_handover(time.monotonic()) == {}
+    first.outbox.close()
+    second = later(tmp_path)
+    start = second.health.silent_since("bed-4")
+    second.resume_silences({}, time.monotonic())
+    assert second.health.silent_since("bed-4") == start > heard
+
+
 def test_the_daemon_goes_on_counting_a_silence_through_a_sighup_and_ends_device_lost_on_a_raised_limit(
     make_broker: Callable[..., LocalBroker], tmp_path: Path
 ) -> None:
-    """The real agent, a serial port that does not exist, lost_after_s 8. A SIGHUP 4 s into the
-    silence: device_lost starts about 4 s later, before 8 s after the SIGHUP (its silence was counted
-    from the new session's start). A second SIGHUP raising lost_after_s to 600: the episode ends as a
+    """The real agent, a serial port that does not exist, lost_after_s 8. A SIGHUP 6 s into the
+    silence (past HANDED_OVER_SILENCE_S): device_lost starts about 2 s later, before 8 s after the SIGHUP
+    (its silence was counted from the new session's start). A second SIGHUP raising lost_after_s to 600: the episode ends as a
     changed limit, not as data."""
     broker = make_broker()
     central = Subscriber(broker, "edge/lab/gw-lost/alarm")
@@ -316,7 +330,7 @@ def test_the_daemon_goes_on_counting_a_silence_through_a_sighup_and_ends_device_
     agent = AgentRun(config)
     try:
         agent.wait_for("session 1:")
-        time.sleep(4.0)
+        time.sleep(6.0)
         assert lost() == []
         reloaded_at = time.time()
         agent.proc.send_signal(signal.SIGHUP)
