@@ -289,11 +289,18 @@ def _io(pid: int) -> dict[str, int]:
 
 
 def _sample(pid: int) -> dict[str, float]:
-    status, io = _status(pid), _io(pid)
+    try:
+        status, io = _status(pid), _io(pid)
+        fds = sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+    except PermissionError:  # the agent clears its dumpable flag (no core dumps of patient ids)
+        raise SystemExit(
+            f"soak: cannot read /proc/{pid}/io and fd: the agent is not dumpable (docs/security.md, core "
+            "dumps), so only root may read them: run the soak as root"
+        ) from None
     return {
         "rss_mb": round(status["VmRSS"] / 1024, 1),
         "threads": status["Threads"],
-        "fds": sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()),
+        "fds": fds,
         "written_mb": round(io["write_bytes"] / 2**20, 2),
         "wchar_mb": round(io["wchar"] / 2**20, 2),
     }
