@@ -143,6 +143,7 @@ class _EpisodeClock(_Encryption):
                     "UPDATE outbox SET payload=?, size=size+? WHERE seq=?", (stored[0], stored[1], seq)
                 )
                 self._size += stored[1]
+                self._alarm_size += stored[1]  # an alarm row
                 moved += 1
         self._move_kept_onset(episode, onset)
         return moved

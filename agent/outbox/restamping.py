@@ -63,6 +63,7 @@ class _Restamping(_EpisodeClock):
                 with self._transaction("FULL"):  # alarms: the correction survives a power cut
                     moved, grown, latest = self._restamp(step, now)
                 self._size += grown
+                self._alarm_size += grown  # every restamped row is an alarm
                 self._alarms_created = latest
             else:
                 moved = 0
