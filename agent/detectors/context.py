@@ -18,7 +18,7 @@ the learned range get levels below 0 or above 2^bits - 1, whose facts the memory
 score as surprises (no clipping). A stream whose configured span changes (or is removed) starts over.
 
 The memory follows CAD OSE step for step, tie-breaks included (see context_memory), and only grows: about
-190 - 270 bytes per context in CPython; with NAB's spans its series reach 1 - 12,405 contexts, and
+300 - 330 bytes per context in CPython; with NAB's spans its series reach 1 - 12,405 contexts, and
 art_noisy (pure noise) 63,892 in 4,032 rows. At `max_contexts` a stream's memory stops storing new
 contexts but keeps what it has, keeps updating it and keeps counting what it could not store as new, so
 verdicts go on without a gap (an earlier version started the memory over, blind for `warmup_s`).
