@@ -31,7 +31,9 @@ def test_a_raised_warn_level_ends_the_episode_as_a_rule_change_and_a_new_one_sta
     alarm = restored(filling_at(0.8))
     (end,) = alarm.check([REF], [0.85], [0.9], 1_010.0)
     assert (end.phase, end.end_cause) == (Phase.END, EndCause.RULE_CHANGED)
-    assert end.explanation.text.startswith("ended without a recovery: outbox 85% full (warning level 90%)")
+    assert end.explanation.text.startswith(
+        "ended without a recovery: alarm events waiting fill 85% of the outbox (warning level 90%)"
+    )
     (again,) = alarm.check([REF], [0.95], [0.9], 1_012.0)  # within the 30 s cooldown: no recurrence
     assert again.phase is Phase.START and again.id != end.id
 
