@@ -304,16 +304,23 @@ def worst_of(blocks: Sequence[ScoreBlock]) -> ScoreBlock:
     if len(blocks) == 1:
         return blocks[0]
     scores = np.stack([b.scores for b in blocks])  # (k, S)
-    with np.errstate(invalid="ignore"):
-        exceeded = scores > np.stack([b.thresholds for b in blocks])
-    key = np.where(np.isnan(scores), -np.inf, scores)
-    rank = np.where(exceeded.any(axis=0), np.where(exceeded, key, -np.inf), key)
-    newest_first = rank[::-1]
-    pick = len(blocks) - 1 - np.argmax(newest_first, axis=0)  # argmax takes the first of equals
+    pick = worst_index(scores, np.stack([b.thresholds for b in blocks]))
     columns = np.arange(scores.shape[1])
     fields = ("scores", "thresholds", "contributions", "observed", "limits", "baseline")
     picked = [np.stack([getattr(b, name) for b in blocks])[pick, columns] for name in fields]
     return ScoreBlock(*picked)
+
+
+def worst_index(scores: FloatArray, thresholds: FloatArray) -> IntArray:
+    """Per stream (column) of (k, S) scores in time order, the row `worst_of` picks; `thresholds` is
+    (k, S) or, when every row has the same, (S,)."""
+    with np.errstate(invalid="ignore"):
+        exceeded = scores > thresholds
+    key = np.where(np.isnan(scores), -np.inf, scores)
+    rank = np.where(exceeded.any(axis=0), np.where(exceeded, key, -np.inf), key)
+    newest_first = rank[::-1]
+    pick: IntArray = len(scores) - 1 - np.argmax(newest_first, axis=0)  # argmax takes the first of equals
+    return pick
 
 
 def _json_float(value: float) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from agent.detectors.base import Detector, ScoreBlock, StreamingDetector, Window
 from agent.errors import ConfigError, ModelError
 from agent.inference import load_model
 from agent.inference.card import ModelCard
-from agent.inference.detector import AutoencoderDetector
+from agent.inference.detector import ERROR_BLOCK_VALUES, AutoencoderDetector
 
 ADAPT = 120
 
@@ -409,17 +410,22 @@ def test_learning_progress_counts_adaptation_rows_until_the_first_verdict(
     assert unadapted.learning(slots)[1] == 0  # the card's threshold judges from the first window
 
 
+@pytest.mark.parametrize("blocks", [False, True])
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
 @pytest.mark.parametrize("model", ["pump", "ecg-window"])
-def test_scores_are_bit_for_bit_the_plain_float64_arithmetic(model: str) -> None:
+def test_scores_are_bit_for_bit_the_plain_float64_arithmetic(model: str, backend: str, blocks: bool) -> None:
     """The scoring path's fewer passes (float32 written by the division, a zero mean not subtracted, the
-    error cast and differenced in one pass) give exactly what the plain formula gives: ((x - mean) / scale)
-    cast to float32, then the mean over the window of the float64 squared error. Streams with the card's
-    mean (zero for ecg-window) and with an adapted, non-zero one; -0.0 and NaN samples among them."""
-    loaded = load_model(Path(__file__).resolve().parents[2] / "models" / model, backend="onnx")
+    error cast, differenced, squared and summed `ERROR_BLOCK_VALUES` at a time) give exactly what the plain
+    formula gives: ((x - mean) / scale) cast to float32, then the mean over the window of the float64
+    squared error. Streams with the card's mean (zero for ecg-window) and with an adapted, non-zero one;
+    -0.0 and NaN samples among them; batches within one error block, and (`blocks`) across two and a
+    part of a third."""
+    loaded = load_model(Path(__file__).resolve().parents[2] / "models" / model, backend=backend)  # type: ignore[arg-type]
     detector = AutoencoderDetector("ae", loaded)
     card = loaded.card
     rng = np.random.default_rng(7)
-    n, w, c = 6, card.window, len(card.channels)
+    w, c = card.window, len(card.channels)
+    n = 2 * (ERROR_BLOCK_VALUES // (w * c)) + 3 if blocks else 6
     windows = np.asarray(card.mean) + np.asarray(card.scale) * rng.standard_normal((n, w, c))
     windows[1, 3, 0] = -0.0
     windows[2, 5, 0] = np.nan
@@ -435,3 +441,27 @@ def test_scores_are_bit_for_bit_the_plain_float64_arithmetic(model: str) -> None
         want = err.mean(axis=1) / c
         assert contributions.tobytes() == want.tobytes()
         assert scores.tobytes() == want.sum(axis=1).tobytes()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_the_error_is_taken_in_cache_sized_blocks(backend: str) -> None:
+    """The float64 error of a batch is not held whole (400 ecg-window windows: 1.6 MB, out of a core's
+    cache): beyond what the runtime's own call peaks at, scoring holds less than two error blocks."""
+    loaded = load_model(Path(__file__).resolve().parents[2] / "models" / "ecg-window", backend=backend)  # type: ignore[arg-type]
+    detector = AutoencoderDetector("ae", loaded)
+    card = loaded.card
+    x = np.random.default_rng(3).standard_normal((400, card.window, len(card.channels))).astype(np.float32)
+
+    def peak(call: Any) -> int:
+        tracemalloc.start()
+        try:
+            call()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    detector._reconstruction_scores(x)  # the runtime sized for this batch before either is measured
+    bare = peak(lambda: loaded.backend.run(x))
+    scoring = peak(lambda: detector._reconstruction_scores(x))
+    assert x.nbytes * 2 > 2 * 8 * ERROR_BLOCK_VALUES  # the whole error would not pass
+    assert scoring - bare < 2 * 8 * ERROR_BLOCK_VALUES
