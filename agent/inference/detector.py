@@ -339,7 +339,7 @@ class AutoencoderDetector(StreamingDetector):
         """As `StreamingDetector.score`: a frame of several hops is scored hop by hop, each hop's windows
         in one backend call as `score_hop` would, and judged by its worst hop (`worst_index`, as
         `worst_of` picks). What does not depend on the hop is done once per frame: the missing samples
-        are counted (a running count: a window has one when the count grows across it) and the samples
+        are found (and looked for hop by hop only in the streams that have any) and the samples
         normalised (the stream's mean and scale: the same values as window by window) once each, not once
         per window holding them (nine times for a Polar H10's 73 samples); the contributions are made
         shares for the picked hop only (shares are per stream: the same values)."""
@@ -350,14 +350,16 @@ class AutoencoderDetector(StreamingDetector):
             return super().score(block)
         n, c, w = block.n_streams, len(self.channels), self.window
         self._grow(int(block.slots.max()) + 1)
-        missing = np.isnan(block.values).any(axis=2)  # (S, length)
-        counted_missing = np.zeros((n, missing.shape[1] + 1), np.int64)
-        np.cumsum(missing, axis=1, out=counted_missing[:, 1:])
+        nan = np.asarray(np.isnan(block.values))
+        missing = nan[:, :, 0] if c == 1 else np.asarray(nan.any(axis=2))  # (S, length)
+        gappy = np.flatnonzero(missing.any(axis=1))  # usually none or a few
+        gappy_missing = missing[gappy]
         x = self._normalised(block.values, block.slots)
         thresholds = np.where(np.isnan(self._thr[block.slots]), self.threshold, self._thr[block.slots])
         scores, contributions = np.full((len(ends), n), np.nan), np.zeros((len(ends), n, c))
+        clean = np.ones(n, bool)
         for hop, end in enumerate(ends):
-            clean = counted_missing[:, end] == counted_missing[:, end - w]
+            clean[gappy] = ~gappy_missing[:, end - w : end].any(axis=1)
             if clean.all():  # the same batches as `score_hop`: the runtime sees what it saw
                 scores[hop], contributions[hop] = self._reconstruction_scores(x[:, end - w : end])
             elif clean.any():
