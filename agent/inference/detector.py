@@ -391,6 +391,11 @@ class AutoencoderDetector(StreamingDetector):
         rows = np.flatnonzero(ready)
         if rows.size == n > 0:  # the usual case: no copy of the windows to pick rows
             scores, contributions = self._model_scores(windows, block.slots)
+        elif rows.size and not self.components:
+            # All normalised, then the rows picked: the copy is of float32, half the bytes (per sample,
+            # the same values; a window with missing samples is normalised to NaN and left out)
+            x = self._normalised(windows, block.slots)
+            scores[rows], contributions[rows] = self._reconstruction_scores(x[rows])
         elif rows.size:
             scores[rows], contributions[rows] = self._model_scores(windows[rows], block.slots[rows])
         if self.smooth_rows > 1:

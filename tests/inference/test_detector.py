@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.detectors.base import Detector, ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.base import Detector, ScoreBlock, StreamingDetector, WindowBlock, shares
 from agent.errors import ConfigError, ModelError
 from agent.inference import load_model
 from agent.inference.card import ModelCard
@@ -441,6 +441,15 @@ def test_scores_are_bit_for_bit_the_plain_float64_arithmetic(model: str, backend
         want = err.mean(axis=1) / c
         assert contributions.tobytes() == want.tobytes()
         assert scores.tobytes() == want.sum(axis=1).tobytes()
+    # A hop with a window holding NaN: the others' scores are the formula's, the NaN window has none
+    got = detector.score_hop(WindowBlock(windows, slots, np.zeros(n), card.hop))
+    clean = np.flatnonzero(~np.isnan(windows).any(axis=(1, 2)))
+    z = (windows[clean] - detector._mean[clean, None, :]) / detector._scale[clean, None, :]
+    x = z.astype(np.float32)
+    want = ((loaded.backend.run(x).astype(np.float64) - x.astype(np.float64)) ** 2).mean(axis=1) / c
+    assert clean.size == n - 1 and np.isnan(got.scores[2])
+    assert got.scores[clean].tobytes() == want.sum(axis=1).tobytes()
+    assert got.contributions[clean].tobytes() == shares(want).tobytes()
 
 
 @pytest.mark.parametrize("backend", ["onnx", "tflite"])
