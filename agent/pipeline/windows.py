@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.readings import FloatArray
 
@@ -172,18 +173,27 @@ class StreamWindows:
     def windows(self, slots: IntArray, length: int | None = None) -> FloatArray:
         """(len(slots), length, C) newest windows, oldest sample first; a copy.
 
-        Gathered as rows of the buffer seen as one (slots * 2W, C) array: `take` along its first axis
-        costs a tenth of indexing the (slot, position) pairs (60-sample vitals windows of 2,000
-        streams: 0.2 ms against 3.4 ms)."""
+        Each window is a contiguous run of rows of the buffer seen as one (slots * 2W, C) array, so
+        when every slot holds `length` samples the windows are picked by their first row from that
+        array's sliding-window view: one fancy index of len(slots) rows, no (len(slots), length) index
+        array (500 ECG windows of 565 samples: ~0.25 against ~0.65-1.6 ms, 2,000 60-sample vitals
+        windows: 0.23 against 0.38 ms; /tmp/ratiolite/micro7.py). Otherwise (a slot still filling) the
+        rows are gathered with `take` along its first axis, which costs a tenth of indexing the
+        (slot, position) pairs (60-sample vitals windows of 2,000 streams: 0.2 ms against 3.4 ms)."""
         length = self.window if length is None else length
         channels = self._buf.shape[2]
         ends = self._pos[slots]
-        steps = np.arange(length)
-        index = (slots * self._cap + (ends - length))[:, None] + steps[None, :]
+        rows = self._buf.reshape(-1, channels)
+        starts = slots * self._cap + (ends - length)
         short = ends < length  # rows not yet filled that far: read the missing samples as NaN
+        if len(slots) and length and not short.any():
+            runs = sliding_window_view(rows, length, axis=0)  # (rows - length + 1, C, length), a view
+            picked: FloatArray = np.ascontiguousarray(runs[starts].transpose(0, 2, 1))
+            return picked
+        steps = np.arange(length)
+        index = starts[:, None] + steps[None, :]
         if short.any():
             index = np.maximum(index, (slots * self._cap)[:, None])
-        rows = self._buf.reshape(-1, channels)
         out: FloatArray = np.take(rows, index.ravel(), axis=0).reshape(len(slots), length, channels)
         if short.any():
             out[(ends - length)[:, None] + steps[None, :] < 0] = np.nan
