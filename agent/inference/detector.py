@@ -318,7 +318,7 @@ class AutoencoderDetector(StreamingDetector):
         taken `ERROR_BLOCK_VALUES` at a time into one reused buffer that stays in the core's cache (a
         batch's whole float64 error, 390 windows of 500 samples, is 1.6 MB), and the model's float32 is
         cast into it first: a subtraction of two float32 into float64 costs more than a cast and a
-        float64 subtraction (together 0.97 -> 0.63 µs per ecg-window window, /tmp/ratiolite/micro3.py)."""
+        float64 subtraction (together 0.97 -> 0.63 µs per ecg-window window in a micro-benchmark)."""
         y = self.model.backend.run(x)
         batch, w, c = x.shape
         step = max(1, ERROR_BLOCK_VALUES // (w * c))

@@ -177,7 +177,7 @@ class StreamWindows:
         when every slot holds `length` samples the windows are picked by their first row from that
         array's sliding-window view: one fancy index of len(slots) rows, no (len(slots), length) index
         array (500 ECG windows of 565 samples: ~0.25 against ~0.65-1.6 ms, 2,000 60-sample vitals
-        windows: 0.23 against 0.38 ms; /tmp/ratiolite/micro7.py). Otherwise (a slot still filling) the
+        windows: 0.23 against 0.38 ms, micro-benchmarks). Otherwise (a slot still filling) the
         rows are gathered with `take` along its first axis, which costs a tenth of indexing the
         (slot, position) pairs (60-sample vitals windows of 2,000 streams: 0.2 ms against 3.4 ms)."""
         length = self.window if length is None else length
