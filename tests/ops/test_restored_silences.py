@@ -315,9 +315,9 @@ def test_the_daemon_goes_on_counting_a_silence_through_a_sighup_and_ends_device_
     make_broker: Callable[..., LocalBroker], tmp_path: Path
 ) -> None:
     """The real agent, a serial port that does not exist, lost_after_s 8. A SIGHUP 6 s into the
-    silence (past HANDED_OVER_SILENCE_S): device_lost starts about 2 s later, before 8 s after the SIGHUP
-    (its silence was counted from the new session's start). A second SIGHUP raising lost_after_s to 600: the episode ends as a
-    changed limit, not as data."""
+    silence (past HANDED_OVER_SILENCE_S): device_lost starts about 2 s later, before 8 s after the
+    SIGHUP (its silence was counted from the new session's start). A second SIGHUP raising
+    lost_after_s to 600: the episode ends as a changed limit, not as data."""
     broker = make_broker()
     central = Subscriber(broker, "edge/lab/gw-lost/alarm")
     config = tmp_path / "agent.toml"
