@@ -36,6 +36,7 @@ from agent.errors import AgentError, ConfigError, InvalidConfigError
 from agent.gc_pacing import CollectorPacer
 from agent.logs import redact_identifiers, scrub_identifiers
 from agent.outbox import Outbox
+from agent.outbox.wal_tail import WalTail
 from agent.pipeline import Pipeline, bad_share
 from agent.pipeline.stuck_alarms import nothing_can_alarm
 from agent.preflight import DEFAULT_PRIVACY_KEY, preflight
@@ -101,6 +102,7 @@ class Agent:
         self.gc_pacer: CollectorPacer | None = None  # process-wide: only the daemon process turns it on
         self._state_lock: StateLock | None = None  # held from the first session's start to the stop
         self._site_key: SiteKey | None = None  # the last session's pseudonym key
+        self._torn_wal: WalTail | None = None  # what a torn WAL lost, found at the process's first open
 
     async def run_until_signalled(self) -> None:
         self.gc_pacer = CollectorPacer()  # this process is the daemon: keep full GC passes off alarms
@@ -175,6 +177,9 @@ class Agent:
         redact_identifiers(stand_ins(cfg.devices, pseudonym))  # a safety net: no id in any log line
         topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.site, cfg.gateway.id)
         outbox, damaged_outbox = Outbox.open_or_replace(cfg.outbox, save_first=site_key.save)
+        # What the process's first open found a torn WAL had lost stays in status for the process's
+        # life: a reload's open finds the WAL already replayed (the diff review of 2026-12-01).
+        self._torn_wal = outbox.torn_wal = outbox.torn_wal or self._torn_wal
         try:
             run = self._restore(cfg, carried_alarms, state_dir, session, pseudonym, topics, outbox, handed)
             run.resume_silences(silences or {}, time.monotonic())

@@ -8,6 +8,7 @@ overwritten in the last frame), or cut short, and the outbox opened again."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -17,10 +18,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_reload_safety import CONFIG, no_broker_port
 
+from agent.config import load_config
 from agent.config.schema import OutboxConfig
+from agent.daemon import Agent
 from agent.outbox import Outbox
-from agent.status import render
+from agent.status import read_status, render
 
 EPISODES = 20
 
@@ -107,3 +111,38 @@ def test_status_tells_the_transactions_the_wal_lost_at_this_start() -> None:
     assert "WAL" not in render("live", {"heartbeat": beat, "outbox": {"wal_lost_at_start": 0}})
     lines = render("live", {"heartbeat": beat, "outbox": {"wal_lost_at_start": 1}})
     assert "its WAL lost at least 1 committed transaction(s) before this start (a power cut" in lines
+
+
+def test_a_reload_keeps_what_the_wal_lost_at_the_process_start_in_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first open of the process finds the torn WAL; a reload opens the outbox again, with the WAL
+    already replayed: its status still says what was lost at the start (the diff review, minor 7)."""
+    monkeypatch.chdir(tmp_path)  # the config's state_dir and outbox path are relative
+    config = tmp_path / "agent.toml"
+    config.write_text(CONFIG.format(port=no_broker_port()))  # no broker needed: the uplink keeps trying
+    (tmp_path / "state").mkdir(mode=0o700)
+    wal = killed_writer(tmp_path / "state" / "outbox.sqlite")
+    os.truncate(wal, wal.stat().st_size - 3000)
+    agent = Agent(load_config(config))
+
+    async def lost_in_status(session: int) -> int:
+        for _ in range(200):
+            found = await asyncio.to_thread(read_status, tmp_path / "state")
+            live = found is not None and found.source == "live"
+            if live and found is not None and found.status["heartbeat"]["session"] == session:
+                return int(found.status["outbox"]["wal_lost_at_start"])
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no live status of session {session}")
+
+    async def main() -> tuple[int, int]:
+        task = asyncio.create_task(agent.run())
+        first = await lost_in_status(1)
+        agent.reloading.set()
+        second = await lost_in_status(2)
+        agent.stopping.set()
+        await asyncio.wait_for(task, 30)
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first >= 1 and second == first
