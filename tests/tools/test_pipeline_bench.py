@@ -32,6 +32,28 @@ def test_workload_is_time_ordered_and_tiles_every_stream() -> None:
     assert len(set(first_step)) > DISTINCT_SEEDS // 2
 
 
+@pytest.mark.parametrize(
+    ("kind", "frame", "seconds"), [("vitals", 1, 45.0), ("ecg", ECG_HOP, 8.0), ("ecg", 73, 8.0)]
+)
+def test_input_simulated_apart_is_the_same_readings(kind: str, frame: int, seconds: float) -> None:
+    """The memory bench simulates in a forked child and keeps packed arrays: every reading must come
+    back equal, field by field and bit by bit, to the one simulated in this process."""
+    here = workload(kind, 11, seconds, frame=frame)
+    apart = workload(kind, 11, seconds, frame=frame, apart=True)
+    assert here.steps == apart.steps > 0
+    for a, b in zip(here.readings(0, here.steps), apart.readings(0, apart.steps), strict=True):
+        assert (a.stream, a.channels, a.wall_time, a.monotonic, a.period_s) == (
+            b.stream,
+            b.channels,
+            b.wall_time,
+            b.monotonic,
+            b.period_s,
+        )
+        assert type(a.quality) is type(b.quality) and a.quality == b.quality
+        assert a.values.dtype == b.values.dtype and a.values.tobytes() == b.values.tobytes()
+    assert any(r.quality for r in here.readings(0, here.steps))  # the faults are in what was compared
+
+
 def test_flat_out_counts_the_timed_samples_only() -> None:
     load = workload("vitals", 10, 70.0)
     result = flat_out(load, 60.0)

@@ -64,9 +64,10 @@ def _reset_peak_rss() -> None:
 
 def rss_child(backend: str, streams: int, seconds: float, ecg_model: str = "ecg-window") -> dict[str, Any]:
     """Runs in the fresh child process. The bench's input (the simulated recordings the workloads
-    replay) is made first and the peak is reset after it: simulating the devices is not the
-    gateway's work, and its transient peak used to count as the gateway's. What the input keeps
-    resident still counts, and is reported as `input_mb` (RSS growth while making it)."""
+    replay) is made first, in a forked child (`apart`), and the peak is reset after it: simulating the
+    devices is not the gateway's work, and its transient peak and the heap it left fragmented used to
+    count as the gateway's. The packed recordings it keeps still count (`input_mb`: RSS growth while
+    they were made), so `peak_rss_mb` is the whole process's peak."""
     import gc
 
     from agent.outbox import Outbox
@@ -76,8 +77,8 @@ def rss_child(backend: str, streams: int, seconds: float, ecg_model: str = "ecg-
     from tools.bench.scenarios import ecg_config, vitals_config, workload
 
     before_input = _status()["VmRSS"]
-    v_load = workload("vitals", streams, seconds)
-    e_load = workload("ecg", streams, seconds)
+    v_load = workload("vitals", streams, seconds, apart=True)
+    e_load = workload("ecg", streams, seconds, apart=True)
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what simulating freed (glibc keeps it otherwise)
     input_kb = _status()["VmRSS"] - before_input
