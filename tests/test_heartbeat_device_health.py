@@ -4,16 +4,12 @@ end to end through the daemon and a real mosquitto broker."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import queue
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from heartbeat_watch import heartbeats_until
 
 from agent.config import load_config
 from agent.daemon import Agent
@@ -151,37 +147,17 @@ def test_heartbeat_carries_the_desaturation_index_of_each_scored_device(
     config_file = tmp_path / "agent.toml"
     config_file.write_text(CONFIG.format(port=mosquitto.port))
     agent = Agent(load_config(config_file))
-    beats: queue.Queue[dict[str, Any]] = queue.Queue()
-    central = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="central", protocol=mqtt.MQTTv5)
-    central.on_connect = lambda c, *_: c.subscribe("edge/ward-2/gw-odi/heartbeat", qos=1)
-    central.on_message = lambda _c, _u, m: beats.put(json.loads(m.payload))
-    central.connect("127.0.0.1", mosquitto.port)
-    central.loop_start()
 
     def desaturated(devices: list[dict[str, Any]]) -> bool:
         return (devices[0].get("desaturation_index_per_h") or 0) > 0
 
-    seen: list[dict[str, Any]] = []
-
-    async def main() -> None:
-        runner = asyncio.create_task(agent.run())
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + DEADLINE_S
-            while loop.time() < deadline and not (seen and desaturated(seen[-1]["devices"])):
-                try:
-                    seen.append(await asyncio.to_thread(beats.get, timeout=0.5))
-                except queue.Empty:
-                    continue
-        finally:
-            agent.stopping.set()
-            await runner
-
-    try:
-        asyncio.run(main())
-    finally:
-        central.loop_stop()
-        central.disconnect()
+    seen = heartbeats_until(
+        agent,
+        mosquitto.port,
+        "edge/ward-2/gw-odi/heartbeat",
+        lambda s: bool(s) and desaturated(s[-1]["devices"]),
+        DEADLINE_S,
+    )
     assert seen, "no heartbeat received"
     desaturating, quiet, pump = seen[-1]["devices"]
     assert desaturated([desaturating]), [b["devices"] for b in seen]

@@ -10,14 +10,11 @@ configured by default (the fields come), then with the switch off for longer tha
 
 from __future__ import annotations
 
-import asyncio
 import json
-import queue
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from heartbeat_watch import heartbeats_until
 
 from agent.config import load_config
 from agent.daemon import Agent
@@ -84,41 +81,16 @@ def heartbeats(tmp_path: Path, port: int, privacy: str, until_uptime_s: float | 
     config_file = tmp_path / "agent.toml"
     config_file.write_text(CONFIG.format(port=port, privacy=privacy))
     agent = Agent(load_config(config_file))
-    received: queue.Queue[dict[str, Any]] = queue.Queue()
-    central = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="central", protocol=mqtt.MQTTv5)
-    central.on_connect = lambda c, *_: c.subscribe("edge/ward-2/gw-vitals/heartbeat", qos=1)
-    central.on_message = lambda _c, _u, m: received.put(json.loads(m.payload))
-    central.connect("127.0.0.1", port)
-    central.loop_start()
-    seen: list[dict[str, Any]] = []
 
-    def done() -> bool:
+    def done(seen: list[dict[str, Any]]) -> bool:
         if not seen:
             return False
         if until_uptime_s is None:
             return has_vitals(seen[-1])
         return bool(seen[-1]["uptime_s"] >= until_uptime_s)
 
-    async def main() -> None:
-        runner = asyncio.create_task(agent.run())
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30.0
-            while loop.time() < deadline and not done():
-                try:
-                    seen.append(await asyncio.to_thread(received.get, timeout=0.5))
-                except queue.Empty:
-                    continue
-        finally:
-            agent.stopping.set()
-            await runner
-
-    try:
-        asyncio.run(main())
-    finally:
-        central.loop_stop()
-        central.disconnect()
-    assert done(), seen
+    seen = heartbeats_until(agent, port, "edge/ward-2/gw-vitals/heartbeat", done, 30.0)
+    assert done(seen), seen
     return seen
 
 
