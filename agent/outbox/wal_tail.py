@@ -17,9 +17,8 @@ Neither sign appears after a kill (the page cache keeps every write). After a po
 also mean commits made with ``synchronous=NORMAL`` (heartbeats, deletions: `transactions`), which a
 power cut may lose by design, caught half written; which transactions were lost cannot be told, so
 the warning says what may be lost. A WAL cut on a card that lost the `-shm` too leaves no sign: that
-loss is not told. Reading costs one pass over the WAL (at most about 1 MiB at
-1 KiB pages between checkpoints) at the open, and only when a WAL was left (a crash: a clean close
-folds the WAL into the file and deletes it).
+loss is not told. Reading costs one pass over the WAL, a frame at a time, at the open, and only when
+a WAL was left (a crash: a clean close folds the WAL into the file and deletes it).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -68,48 +68,60 @@ class WalTail:
 
 def read_wal_tail(db_path: Path) -> WalTail | None:
     """The WAL of `db_path` as SQLite will replay it; None when there is none to replay (no file,
-    nothing past the header) or it cannot be read."""
+    nothing past the header) or it cannot be read. Read a frame at a time: a WAL keeps the size it
+    once grew to (an alarm storm's transaction, a long outage's backlog), and this runs at the start of
+    a gateway that may have little memory to spare."""
     wal = db_path.with_name(db_path.name + "-wal")
     try:
-        data = wal.read_bytes()
+        with wal.open("rb") as file:
+            return _read(file, wal.stat().st_size, db_path)
     except OSError:
         return None
-    if len(data) < WAL_HEADER:
+
+
+def _read(file: BinaryIO, size: int, db_path: Path) -> WalTail | None:
+    header = file.read(WAL_HEADER)
+    if len(header) < WAL_HEADER:
         return None
-    magic, _version, page_size, _checkpoint, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:WAL_HEADER])
+    magic, _version, page_size, _checkpoint, salt1, salt2, c1, c2 = struct.unpack(">8I", header)
     if magic not in _MAGIC or page_size < 512 or page_size & (page_size - 1):
         return None  # not a WAL SQLite would read: nothing it replays, nothing told here
     order = ">" if magic & 1 else "<"
     frame_size = FRAME_HEADER + page_size
-    frames = (len(data) - WAL_HEADER) // frame_size
+    frames = (size - WAL_HEADER) // frame_size
     if frames == 0:
         return None
     indexed = _indexed_frames(db_path, salt1, salt2)
-    s = _checksum(data[:24], order, 0, 0)
+    s = _checksum(header[:24], order, 0, 0)
     if s != (c1, c2):  # a damaged header: SQLite ignores the whole WAL
-        return WalTail(frames, 0, _commits(data, 0, frames, frame_size, salt1, salt2), indexed)
+        return WalTail(frames, 0, _commits(file, 0, frames, frame_size, salt1, salt2), indexed)
     replayed = 0
     for n in range(frames):
-        at = WAL_HEADER + n * frame_size
-        _page, commit, f_salt1, f_salt2, f_c1, f_c2 = struct.unpack(">6I", data[at : at + FRAME_HEADER])
+        frame = file.read(frame_size)
+        if len(frame) < frame_size:
+            break  # the file shrank while read
+        _page, commit, f_salt1, f_salt2, f_c1, f_c2 = struct.unpack(">6I", frame[:FRAME_HEADER])
         if (f_salt1, f_salt2) != (salt1, salt2):
             break
-        s = _checksum(data[at : at + 8], order, *s)
-        s = _checksum(data[at + FRAME_HEADER : at + frame_size], order, *s)
+        s = _checksum(frame[:8], order, *s)
+        s = _checksum(frame[FRAME_HEADER:], order, *s)
         if s != (f_c1, f_c2):
             break
         if commit:
             replayed = n + 1
-    lost = _commits(data, replayed, frames, frame_size, salt1, salt2)
+    lost = _commits(file, replayed, frames, frame_size, salt1, salt2)
     return WalTail(frames, replayed, lost, indexed)
 
 
-def _commits(data: bytes, first: int, frames: int, frame_size: int, salt1: int, salt2: int) -> int:
-    """Commit frames of this WAL (its salts) among frames `first`.. ."""
+def _commits(file: BinaryIO, first: int, frames: int, frame_size: int, salt1: int, salt2: int) -> int:
+    """Commit frames of this WAL (its salts) among frames `first`.. (their headers only)."""
     count = 0
     for n in range(first, frames):
-        at = WAL_HEADER + n * frame_size
-        _page, commit, f_salt1, f_salt2 = struct.unpack(">4I", data[at : at + 16])
+        file.seek(WAL_HEADER + n * frame_size)
+        head = file.read(16)
+        if len(head) < 16:
+            break
+        _page, commit, f_salt1, f_salt2 = struct.unpack(">4I", head)
         count += bool(commit) and (f_salt1, f_salt2) == (salt1, salt2)
     return count
 

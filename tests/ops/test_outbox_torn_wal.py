@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from agent.config import load_config
 from agent.config.schema import OutboxConfig
 from agent.daemon import Agent
 from agent.outbox import Outbox
+from agent.outbox.wal_tail import read_wal_tail
 from agent.status import read_status, render
 
 EPISODES = 20
@@ -104,6 +106,36 @@ def test_a_kill_on_a_sound_card_and_a_clean_close_tell_nothing(
     with Outbox(OutboxConfig(path)) as outbox:  # after a clean close: no WAL
         assert outbox.torn_wal is None
     assert torn_warnings(caplog) == []
+
+
+BIG_WRITER = textwrap.dedent(
+    """
+    import os, sqlite3, sys
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # the WAL keeps every frame, as one in a long outage
+    db.execute("CREATE TABLE t (b BLOB)")
+    for _ in range(40):
+        db.execute("INSERT INTO t VALUES (?)", (os.urandom(200_000),))
+    os._exit(0)  # no close: the WAL stays, as after a crash
+    """
+)
+
+
+def test_a_large_wal_is_read_a_frame_at_a_time(tmp_path: Path) -> None:
+    """The WAL keeps the size it grew to; its reader must not hold it in memory at the gateway's start."""
+    path = tmp_path / "big.sqlite"
+    subprocess.run([sys.executable, "-c", BIG_WRITER, str(path)], check=True, timeout=60)
+    wal_size = path.with_name(path.name + "-wal").stat().st_size
+    assert wal_size > 8_000_000
+    tracemalloc.start()
+    try:
+        tail = read_wal_tail(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tail is not None and tail.replayed == tail.frames > 1000 and not tail.lost
+    assert peak < 256 * 1024, f"{peak} bytes held to read a WAL of {wal_size}"
 
 
 def test_status_tells_the_transactions_the_wal_lost_at_this_start() -> None:
