@@ -83,3 +83,43 @@ def test_bad_ks_params_name_their_key(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         make(**params)
     assert err.value.path == f"detectors.af.params.{key}"
+
+
+def chance_alternation(rng: np.random.Generator) -> np.ndarray:
+    """AF whose newest intervals alternate short-long by chance: the lag-2 rule calls the window bigeminal."""
+    alternating = np.array([0.45, 0.78, 0.47, 0.75, 0.44, 0.79, 0.46, 0.76, 0.45, 0.77])
+    return np.concatenate([rng.gamma(12.0, 0.6 / 12.0, 24), alternating])
+
+
+def test_ks_bigeminy_scores_bigeminal_windows_with_an_af_like_spread_only() -> None:
+    rng = np.random.default_rng(3)
+    rr = chance_alternation(rng)
+    bigeminy = np.tile([0.5, 1.1], 20)  # two-point ΔRR: far from AF's (D > 0.3)
+    gated = {**KS, "ks_bigeminy": 0.25}
+    assert make(**KS).ks_bigeminy == 0.0  # off by default
+    assert np.isnan(scores(make(**KS), rr)[-1])  # bigeminal: no verdict
+    assert af_distance(rr[None, -32:], 0.34)[0] < 0.25
+    lifted = scores(make(**gated), rr)
+    assert np.isfinite(lifted[-1])  # the spread is AF's: judged, and as AF
+    assert lifted[-1] > make(**gated).threshold
+    # The lifted score is the rules' score without the bigeminal suppression (no rate steps here).
+    free = scores(make(**KS, bigeminy_ratio=0.0), rr)
+    assert lifted[-1] == pytest.approx(free[-1], rel=1e-12)
+    assert np.isnan(scores(make(**gated), bigeminy)[-10:]).all()  # bigeminy proper: still no verdict
+    # Windows with a verdict are scored as before.
+    plain = scores(make(**KS), rr)
+    has = ~np.isnan(plain)
+    np.testing.assert_array_equal(lifted[has], plain[has])
+
+
+def test_ks_bigeminy_is_off_with_the_distance() -> None:
+    rr = chance_alternation(np.random.default_rng(3))
+    np.testing.assert_array_equal(scores(make(ks_bigeminy=0.25), rr), scores(make(), rr))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_bad_ks_bigeminy_names_its_key(value: float) -> None:
+    with pytest.raises(ConfigError) as err:
+        make(**KS, ks_bigeminy=value)
+    assert err.value.path == "detectors.af.params.ks_bigeminy"
+    assert "expected 0 (off) .. below 1" in str(err.value)

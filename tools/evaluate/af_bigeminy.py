@@ -57,7 +57,7 @@ class StricterBigeminy(AtrialFibrillationDetector):
 
     missing: int | None = None
 
-    def _measure(self, rr: FloatArray) -> _Measured:
+    def _measure(self, rr: FloatArray, suppress_bigeminy: bool = True) -> _Measured:
         # A copy of AtrialFibrillationDetector._measure; only the `bigeminal` line differs.
         trend, _ = nan_median(rr)
         ratio = rr / trend[:, None]
@@ -71,7 +71,8 @@ class StricterBigeminy(AtrialFibrillationDetector):
             bigeminal = lag2 < self.bigeminy_ratio * lag1
         if self.missing is not None:
             bigeminal &= alternating(ratio, self.irregularity_beats, self.missing)
-        enough &= ~bigeminal
+        if suppress_bigeminy:
+            enough &= ~bigeminal
         patterned = bigeminal | pair[:, -self.irregularity_beats :].any(axis=1)
         if self.two_level_fraction > 0:
             two_level, residual = _two_levels(ratio, self.two_level_fraction)

@@ -68,8 +68,8 @@ class KsVariants(AtrialFibrillationDetector):
     ks_after_step: int = 0
     _lifting = False  # while set, `_measure` scores bigeminal windows too
 
-    def _measure(self, rr: FloatArray) -> _Measured:
-        shipped = super()._measure(rr)
+    def _measure(self, rr: FloatArray, suppress_bigeminy: bool = True) -> _Measured:
+        shipped = super()._measure(rr, suppress_bigeminy)
         if not self._lifting:
             return shipped
         ratio, self.bigeminy_ratio = self.bigeminy_ratio, 0.0  # lag-2 < 0: never bigeminal
