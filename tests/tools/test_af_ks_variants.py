@@ -18,7 +18,7 @@ from tools.evaluate.af_ks_variants import Setting, fewest_missed, ks_window, lea
 from tools.evaluate.datasets import T0, Series
 
 CPSC_CONFIG = Path(__file__).resolve().parents[2] / "tools" / "evaluate" / "configs" / "cpsc.toml"
-SHIPPED: Setting = (0.34, 1.5, 0.0, 0)  # configs/cpsc.toml's ks_scale and ks_exponent
+SHIPPED: Setting = (0.34, 1.5, 0.0, 0)  # configs/cpsc.toml's ks_scale and ks_exponent, idea 1 off
 
 
 def score(setting: Setting, rr: np.ndarray) -> np.ndarray:
@@ -41,6 +41,12 @@ def rhythm(seed: int) -> np.ndarray:
 def test_with_both_options_off_the_scores_are_the_shipped_detectors() -> None:
     rr = rhythm(1)
     shipped = af_detector(load_config(CPSC_CONFIG))
+    # cpsc.toml has idea 1 on since branch afboost (the detector's ks_bigeminy = 0.15): the same scores
+    assert shipped.ks_bigeminy == 0.15
+    np.testing.assert_array_equal(
+        score((0.34, 1.5, 0.15, 0), rr), shipped.irregularity(contexts(rr, shipped.context_beats))[0]
+    )
+    shipped.ks_bigeminy = 0.0  # and with it off, the detector before it
     expected = shipped.irregularity(contexts(rr, shipped.context_beats))[0]
     np.testing.assert_array_equal(score(SHIPPED, rr), expected)
     np.testing.assert_array_equal(score((0.34, 1.5, 0.0, 6), rr)[:45], expected[:45])  # before 6 beats of AF
