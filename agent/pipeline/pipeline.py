@@ -36,6 +36,9 @@ from agent.pipeline.wiring import UnwatchedStreams, produces
 from agent.readings import Reading
 
 log = logging.getLogger(__name__)
+# Device stream ids whose stream name `ingest` remembers: far more than a gateway has; past it (stream ids
+# made up at run time, e.g. serial HELLOs) the memo starts over rather than grow without bound.
+MAX_NAMES = 100_000
 
 
 def model_version(detector: Detector) -> str:
@@ -191,13 +194,20 @@ class Pipeline:
         declared = {(d.id, s) for d in config.devices for s in produces(d).streams}
         self.unwatched = UnwatchedStreams(read_on, pseudonym, declared)
         self._gateway_offset = float("nan")  # the gateway's wall - monotonic at the last ingest
+        # device stream id -> its stream name: a dictionary look-up costs a third of the split it saves
+        self._names: dict[str, str] = {}
 
     def ingest(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
         """Feed readings in arrival order; returns the alarm events they caused, in order for each
         stream name (each stream name's readings are taken as one batch, in their arrival order)."""
         batches: dict[str, list[Reading]] = {}
+        names = self._names
         for reading in readings:
-            name = reading.stream.split("/", 1)[-1]
+            name = names.get(reading.stream)
+            if name is None:  # a device stream's first reading (or after the memo was full)
+                if len(names) >= MAX_NAMES:
+                    names.clear()
+                name = names[reading.stream] = reading.stream.split("/", 1)[-1]
             batch = batches.get(name)
             if batch is None:
                 if name not in self.streams:

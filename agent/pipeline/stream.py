@@ -444,7 +444,7 @@ class StreamPipeline:
             self._append_run(this, start, stop)
             events += self._ingest(run[stop], this.values[stop], this.quality[stop], this.bad[stop])
             if due[stop]:  # that flush reset every due counter: only gaps stop the rest
-                stops = [k for k in stops if not continues[k]]
+                stops = (stop + 1 + np.flatnonzero(~continues[stop + 1 :])).tolist()
             start = stop + 1
         self._append_run(this, start, len(slots))
         return events

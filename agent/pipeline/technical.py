@@ -539,7 +539,9 @@ class ThresholdAlarm:
             limits=np.asarray(limits, dtype=np.float64),
             baseline=np.full((n, 1), np.nan),
         )
-        times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,)).copy()
+        times = np.array(now, dtype=np.float64)
+        if times.shape != (n,):  # one time for all (`broadcast_to` costs more than the rest of this)
+            times = np.broadcast_to(times, (n,)).copy()
         if self._restored_limits:
             self._mark_changed_limits(refs, limits)
         events = self._book.update(list(refs), block, times, np.ones(n, dtype=bool), ["ok"] * n, rows=rows)

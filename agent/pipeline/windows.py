@@ -143,11 +143,9 @@ class StreamWindows:
         full = pos + m > self._cap
         if full.any():
             keep = self.window - m
-            if keep > 0:
-                wrap = slots[full][:, None]
-                self._buf[wrap, np.arange(keep)] = self._buf[
-                    wrap, (pos[full] - keep)[:, None] + np.arange(keep)
-                ]
+            if keep > 0:  # a few slots a round: a slice copy each costs a tenth of one fancy-indexed copy
+                for slot, end in zip(slots[full].tolist(), pos[full].tolist(), strict=True):
+                    self._buf[slot, :keep] = self._buf[slot, end - keep : end]
             pos[full] = keep
         # Along the buffer's (slots * 2W, C) rows, as `windows` reads: half the cost of (slot, position)
         # pairs (500 frames of 73 samples: 53 against 105 µs). A view, or the write would be lost.
