@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from agent.detectors.spo2 import DesaturationDetector
 from agent.events import DeviceHealth
-from agent.readings import Quality, Reading
+from agent.readings import MAX_STREAM_IDS, Quality, Reading
 from agent.sources.counters import RrSeen, SourceStats
 
 if TYPE_CHECKING:
@@ -115,6 +115,7 @@ class Health:
         beat (RR intervals) in `rate_hz`, which would then follow the heart rate."""
         self.vitals = vitals
         self.devices: dict[str, DeviceStats] = {}
+        self._device_of: dict[str, str] = {}  # device stream id -> device id, for `saw`
         self._started = time.monotonic()
         self._last_beat = self._started
         self._last_cpu = _cpu_seconds()
@@ -125,7 +126,12 @@ class Health:
         self.devices[device_id] = DeviceStats(pseudonym, lost_after_s, beats_stream=beats_stream)
 
     def saw(self, reading: Reading) -> None:
-        stats = self.devices.get(reading.device)
+        device = self._device_of.get(reading.stream)
+        if device is None:  # a device stream's first reading: `Reading.device` splits the id each time
+            if len(self._device_of) >= MAX_STREAM_IDS:
+                self._device_of.clear()
+            device = self._device_of[reading.stream] = reading.device
+        stats = self.devices.get(device)
         if stats is None:
             return
         stats.last_seen_wall = reading.end_time

@@ -62,6 +62,11 @@ VOIDS_HOP_BITS = int(INVALIDATING & ~Quality.OUT_OF_RANGE)
 RR_RANGE_S = (0.17, 10.0)
 
 
+# Device stream ids a per-reading memo (stream id -> its device, or its stream name) keeps: far more than a
+# gateway has; past it (ids made up at run time, e.g. serial HELLOs) the memo starts over, not grows.
+MAX_STREAM_IDS = 100_000
+
+
 def stream_id(device: str, stream: str) -> str:
     """The id of one stream of one device: ``"{device}/{stream}"``."""
     return f"{device}/{stream}"

@@ -33,12 +33,9 @@ from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.stuck_alarms import always_alarming, gate_spans, unclearable_rules
 from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
 from agent.pipeline.wiring import UnwatchedStreams, produces
-from agent.readings import Reading
+from agent.readings import MAX_STREAM_IDS, Reading
 
 log = logging.getLogger(__name__)
-# Device stream ids whose stream name `ingest` remembers: far more than a gateway has; past it (stream ids
-# made up at run time, e.g. serial HELLOs) the memo starts over rather than grow without bound.
-MAX_NAMES = 100_000
 
 
 def model_version(detector: Detector) -> str:
@@ -205,7 +202,7 @@ class Pipeline:
         for reading in readings:
             name = names.get(reading.stream)
             if name is None:  # a device stream's first reading (or after the memo was full)
-                if len(names) >= MAX_NAMES:
+                if len(names) >= MAX_STREAM_IDS:
                     names.clear()
                 name = names[reading.stream] = reading.stream.split("/", 1)[-1]
             batch = batches.get(name)
