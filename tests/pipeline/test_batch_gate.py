@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agent.pipeline.quality import QualityGate
+from agent.pipeline.quality import QualityGate, stacked_values
 from agent.readings import Quality, Reading
 
 
@@ -76,3 +76,31 @@ def test_lengths_that_only_add_up_fall_back() -> None:
             np.testing.assert_array_equal(values[i], one_values)
             assert (quality[i], bad[i]) == (int(one_quality), one_bad)
             np.testing.assert_array_equal(reading.values, before[i])  # the readings' own arrays untouched
+
+
+def test_stacked_values_equal_concatenate() -> None:
+    """Readings' values joined as bytes (native float64, C-contiguous) or concatenated (anything else):
+    the same dtype, shape and bytes as `np.concatenate`, whatever arrays a source made."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(6, 8, 2))
+    base[1, 2, 0] = np.nan
+    base[2, 3, 1] = -0.0
+    kinds = {
+        "float64": list(base),
+        "fortran": [np.asfortranarray(a) for a in base],
+        "column views": [np.ascontiguousarray(np.repeat(a, 2, axis=1))[:, ::2] for a in base],
+        "float32": [a.astype(np.float32) for a in base],
+        "big-endian": [a.astype(">f8") for a in base],
+        # 8 bytes a value too: must not be read as floats
+        "int64": [np.round(np.nan_to_num(a) * 100).astype(np.int64) for a in base],
+        "mixed": [*list(base[:3]), *[a.astype(np.float32) for a in base[3:]]],
+    }
+    for kind, arrays in kinds.items():
+        first = arrays[0].copy()
+        expected = np.concatenate(arrays).reshape(6, 8, 2)
+        got = stacked_values(arrays, (6, 8, 2))
+        assert got.dtype == expected.dtype, kind
+        assert got.shape == expected.shape, kind
+        assert got.tobytes() == expected.tobytes(), kind
+        got[0] = 7  # the gate writes NaN into its copy: never into a reading's own array
+        assert arrays[0].tobytes() == first.tobytes(), kind
