@@ -289,6 +289,19 @@ def _io(pid: int) -> dict[str, int]:
     return {"wchar": int(fields["wchar"]), "write_bytes": int(fields["write_bytes"])}
 
 
+def _backlog(workdir: Path) -> dict[str, float]:
+    """Readings waiting in the daemon's queue and alarm events held in memory, from its status socket:
+    RSS that grows with them is a backlog (the machine too busy for the load), bounded by the queue,
+    not a leak."""
+    from agent.status import read_status
+
+    found = read_status(workdir / "state")
+    if found is None or found.source != "live":
+        return {}
+    status = found.status
+    return {"queue": status.get("queue", -1), "held": status.get("outbox", {}).get("held_in_memory", -1)}
+
+
 def _sample(pid: int) -> dict[str, float]:
     try:
         status, io = _status(pid), _io(pid)
@@ -333,7 +346,7 @@ def soak(minutes: float, devices: int, every_s: float) -> dict[str, Any]:
                 time.sleep(min(every_s, max(0.0, seconds - (time.monotonic() - t0))))
                 if proc.poll() is not None:
                     break
-                sample = {"t_s": round(time.monotonic() - t0), **_sample(proc.pid)}
+                sample = {"t_s": round(time.monotonic() - t0), **_sample(proc.pid), **_backlog(workdir)}
                 samples.append(sample)
                 print(f"soak {sample}", file=sys.stderr, flush=True)
                 if not restarted and time.monotonic() - t0 > seconds / 2:
