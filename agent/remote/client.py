@@ -5,10 +5,11 @@
     python -m agent.remote.client sign --root edge/lab/gw-1 --key ops.key status > cmd.json  # mosquitto_pub
 
 `send` publishes on `{root}/cmd/<name>` (QoS 1) with a fresh ResponseTopic, named in the signed body's
-`reply_to` so that the gateway answers there only, and CorrelationData, waits for the answer carrying
-that correlation data and prints it; exit status 0 if it says ok, 1 if not, 2
-on timeout or when a file or option cannot be used (one line naming it: a missing key, an invalid
-card). The private key stays on the operator's machine; this module is never used by the agent.
+`reply_to` so that the gateway answers there only, and CorrelationData, waits for the first answer on
+that topic carrying that correlation data and prints it (others are told on stderr, never merged);
+exit status 0 if it says ok, 1 if not, 2 on timeout or when a file or option cannot be used (one line
+naming it: a missing key, an invalid card). The private key stays on the operator's machine; this
+module is never used by the agent.
 """
 
 from __future__ import annotations
@@ -79,17 +80,38 @@ def reply_topic(args: argparse.Namespace) -> str:
 
 def send(args: argparse.Namespace, payload: bytes, reply_topic: str) -> dict[str, Any] | None:
     """Publish `payload` with `reply_topic` as its ResponseTopic (the one its body's `reply_to` names)
-    and wait for the answer."""
+    and wait for the answer: the first one on `reply_topic` with this request's CorrelationData that
+    is not a refusal of an unverified command (the gateway answers there only commands whose signature
+    verified). Any other answer carrying that CorrelationData is not taken: it is told on stderr, and a
+    refusal of an unverified command (on `{root}/cmd/response`: a wrong key, or someone else's copy of
+    this request) is returned only if no other answer came within the timeout."""
     url = urlsplit(args.url)
     correlation = uuid.uuid4().bytes
-    answer: dict[str, Any] = {}
+    taken: list[dict[str, Any]] = []
+    unverified: list[dict[str, Any]] = []
     got = threading.Event()
     ready = threading.Event()
+    refusals = f"{args.root}/cmd/response"
 
     def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if getattr(msg.properties, "CorrelationData", None) == correlation:
-            answer.update(json.loads(msg.payload))
+        if getattr(msg.properties, "CorrelationData", None) != correlation:
+            return
+        try:
+            doc = json.loads(msg.payload)
+        except ValueError:
+            doc = None
+        refusal = isinstance(doc, dict) and (msg.topic == refusals or _code(doc) in UNVERIFIED_CODES)
+        if msg.topic == reply_topic and not refusal and not taken and isinstance(doc, dict):
+            taken.append(doc)  # the first: never merged with, nor replaced by, a later one
             got.set()
+            return
+        if refusal:
+            unverified.append(doc)
+        print(
+            f"warning: another answer with this request's correlation data on {msg.topic}, not taken "
+            f"({_gist(doc)}): {_WHY_OTHER[refusal]}",
+            file=sys.stderr,
+        )
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if url.scheme == "mqtts":
@@ -111,17 +133,50 @@ def send(args: argparse.Namespace, payload: bytes, reply_topic: str) -> dict[str
         raise ClientError(f"--url {args.url}: cannot connect ({exc.strerror or exc})") from None
     client.loop_start()
     try:
-        client.subscribe(reply_topic, qos=1)
+        client.subscribe([(reply_topic, 1), (refusals, 1)])
         if not ready.wait(args.timeout):
             return None
         props = new_properties(PacketTypes.PUBLISH)
         props.ResponseTopic = reply_topic
         props.CorrelationData = correlation
         client.publish(f"{args.root}/cmd/{args.command}", payload, qos=1, properties=props)
-        return answer if got.wait(args.timeout) else None
+        if got.wait(args.timeout):
+            return taken[0]
+        if unverified:
+            print(
+                f"warning: no other answer came; the one below refuses a command the gateway could not "
+                "verify that carried this request's correlation data (on "
+                f"{refusals}: the wrong --key, or someone else's copy of this request)",
+                file=sys.stderr,
+            )
+            return unverified[0]
+        return None
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+# Refusals only a command whose signature never verified gets: an agent before 2026-12-01 answered them
+# on the request's ResponseTopic, so an insider's `{}` copy of a request put one there.
+UNVERIFIED_CODES = frozenset({"bad_signature"})
+_WHY_OTHER = {
+    False: "the gateway answers a command once, so it is not the gateway's answer to this request",
+    True: "the gateway refused a command it could not verify that carried this correlation data "
+    "(the wrong --key, or someone else's copy of this request)",
+}
+
+
+def _code(doc: dict[str, Any]) -> Any:
+    error = doc.get("error")
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _gist(doc: Any) -> str:
+    """A short line for an answer not taken: ok, or its error code."""
+    if not isinstance(doc, dict):
+        return "not a response document"
+    code = _code(doc)
+    return f"ok: {str(doc.get('ok')).lower()}" + (f", error {code}" if code else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

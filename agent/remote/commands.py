@@ -9,9 +9,13 @@ within that command's size (`payload_limit`: checked on the raw bytes, before an
 signature can only be checked after the envelope's JSON is parsed, and 16 MB of small JSON values cost
 about 400 MB), the envelope's signature valid (`agent.remote.envelope`), the body aimed at this gateway
 and this command (and to its ResponseTopic, when it names its `reply_to`), the command in
-`remote.allowed_commands`, and the command fresh and never seen before. Only then is it dispatched. Every
-outcome is answered on the request's ResponseTopic (or `{root}/cmd/response`) with its CorrelationData,
-as an `edge-agent/response/1` document; a ResponseTopic inside the fleet's topic tree (the gateway's own
+`remote.allowed_commands`, and the command fresh and never seen before (its nonce is spent once it
+verified, whatever follows), and a state-changing one not issued before the last one taken up
+(`superseded`: `ReplayGuard.admit`; they are admitted in their order of arrival). Only then is it
+dispatched. Every outcome is answered on the request's ResponseTopic (or `{root}/cmd/response`; always
+there for a command whose signature never verified) with its CorrelationData,
+as an `edge-agent/response/1` document (one the broker would not take, over its Maximum Packet Size,
+is replaced by a `too_large` error); a ResponseTopic inside the fleet's topic tree (the gateway's own
 alarm, heartbeat, status topics) is refused (`Topics.may_answer_on`). Each command is logged once, when
 its outcome is known: `accepted` once it ran, or `refused` with its code and the refusal's `reason`
 (never a value of the payload: no identifiers, topics or file names reach the log), as a warning when the
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -60,7 +65,7 @@ from agent.remote.envelope import (
     response,
 )
 from agent.remote.snippets import SnippetTaps
-from agent.uplink.mqtt import Command
+from agent.uplink.mqtt import AnswerTooLargeError, Command
 from agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,11 @@ BUNDLE_COMMAND = "models/install"  # the only command that carries a large paylo
 # A bundle's payload is the bundle's JSON plus its envelope: the other fields, the signature and the
 # escaping of the bundle's quotes in the signed text (about 450 bytes for the shipped models).
 BUNDLE_ENVELOPE_BYTES = MAX_COMMAND_BYTES
+# Commands that change the config or the models: one issued before the last of them the gateway took up
+# is refused `superseded` (ReplayGuard.admit).
+CHANGES_STATE = frozenset({"reload", "models/activate", "models/install"})
+# Of the seconds a too-large snippet's answer shows would fit, the share suggested: values' JSON lengths vary.
+FIT_MARGIN = 0.9
 
 
 class Respond(Protocol):
@@ -124,6 +134,10 @@ class RemoteCommands:
         self._snapshot: Snapshot | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._large: set[asyncio.Task[None]] = set()  # those with a payload over MAX_COMMAND_BYTES
+        # Set once the last state-changing command to arrive is past its admission (or ended): the next
+        # one waits for it, so they are admitted in the order they arrived, whatever their signature
+        # checks take, and two sent in the order signed are never `superseded` by each other.
+        self._last_turn: asyncio.Event | None = None
         self.answers = AnswerBudget()
         self._prefix = f"{topics.root}/cmd/"
 
@@ -142,7 +156,12 @@ class RemoteCommands:
             why = "a bundle is being checked" if large and self._large else "too many commands in progress"
             self._refuse(command, None, CommandRefusedError("busy", why), authenticated=False)
             return
-        task = asyncio.get_running_loop().create_task(self._handle(command), name="remote command")
+        previous, turn = None, None
+        if command.topic.removeprefix(self._prefix) in CHANGES_STATE:
+            previous, turn = self._last_turn, asyncio.Event()
+            self._last_turn = turn
+        handle = self._handle(command, previous, turn)
+        task = asyncio.get_running_loop().create_task(handle, name="remote command")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if large:
@@ -160,7 +179,20 @@ class RemoteCommands:
 
     # -- the gauntlet -----------------------------------------------------------------------------
 
-    async def _handle(self, command: Command) -> None:
+    async def _handle(
+        self, command: Command, previous: asyncio.Event | None = None, turn: asyncio.Event | None = None
+    ) -> None:
+        """Run the gauntlet; a state-changing command is admitted after `previous` (the one that
+        arrived before it) and sets `turn` once admitted or ended."""
+        try:
+            await self._gauntlet(command, previous, turn)
+        finally:
+            if turn is not None:
+                turn.set()
+
+    async def _gauntlet(
+        self, command: Command, previous: asyncio.Event | None, turn: asyncio.Event | None
+    ) -> None:
         name: str | None = None
         authenticated = False
         try:
@@ -184,9 +216,18 @@ class RemoteCommands:
             except CommandRefusedError:
                 command = replace(command, response_topic=None)  # the refusal too: never to that topic
                 raise
-            if name not in self.cfg.remote.allowed_commands:
+            allowed = name in self.cfg.remote.allowed_commands
+            # The nonce is spent here whatever follows (a not_allowed one stays spent after a reload
+            # allows it); a state-changing command issued before the last one taken up is refused.
+            if previous is not None:
+                await previous.wait()
+            try:
+                self.guard.admit(nonce, issued_at, changes_state=allowed and name in CHANGES_STATE)
+            finally:
+                if turn is not None:
+                    turn.set()
+            if not allowed:
                 raise CommandRefusedError("not_allowed", "this command is not allowed on this gateway")
-            self.guard.admit(nonce, issued_at)
             result = await self._dispatch(name, args)
         except CommandRefusedError as exc:
             self._refuse(command, name, exc, authenticated=authenticated)
@@ -232,9 +273,27 @@ class RemoteCommands:
     ) -> None:
         if self._respond is None:
             return
+        if not authenticated:
+            # Nobody proved to have sent it: on the request's ResponseTopic, with its CorrelationData, an
+            # insider's `{}` copy of an operator's command put a refusal in the operator's tool (review
+            # remote #3). On cmd/response the CorrelationData still tells a sender with the wrong key.
+            command = replace(command, response_topic=None)
         try:
             payload = response(name, result=result, error=error)
-            self._respond(command, payload, authenticated=authenticated)
+            try:
+                self._respond(command, payload, authenticated=authenticated)
+            except AnswerTooLargeError as exc:
+                too_large = answer_too_large(name, result, len(payload), exc)
+                log.warning(
+                    "remote command %s: its answer (%d bytes) is over the broker's maximum packet size "
+                    "(%d bytes); answered too_large instead",
+                    name or "(unknown)",
+                    exc.size,
+                    exc.limit,
+                )
+                self._respond(command, response(name, error=too_large), authenticated=authenticated)
+        except AnswerTooLargeError as exc:  # not even the error fits: the broker's limit is absurd
+            log.error("remote command %s: no answer fits in %d bytes", name or "(unknown)", exc.limit)
         except ValueError:  # a response topic paho will not publish to (wildcards)
             log.warning("remote command %s: response topic unusable", name or "(unknown)")
 
@@ -287,6 +346,31 @@ async def _finished(change: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         if future.cancelled():
             raise
         return await future  # the task ends with the change's own answer
+
+
+def answer_too_large(
+    name: str | None, result: Any, size: int, exc: AnswerTooLargeError
+) -> CommandRefusedError:
+    """The error that replaces an answer of `size` payload bytes the broker would not take: the limit
+    and the size, and for a snippet about how many seconds of its stream would fit."""
+    detail: dict[str, Any] = {"limit": exc.limit, "size": exc.size}
+    message = f"the answer is {exc.size} bytes, over the broker's maximum packet size of {exc.limit} bytes"
+    if name == "snippet" and isinstance(result, dict) and (span := _snippet_span(result)) > 0:
+        base = len(response(name, result={**result, "blocks": []}))  # the answer without its values
+        room = exc.limit - exc.overhead - base
+        fits = math.floor(span * max(0, room) / max(1, size - base) * FIT_MARGIN * 10) / 10
+        detail["seconds_that_fit"] = fits
+        message += f": about {fits:g} s of this stream would fit"
+    return CommandRefusedError("too_large", message, detail=detail)
+
+
+def _snippet_span(result: Mapping[str, Any]) -> float:
+    """The seconds of stream a snippet's answer holds: the seconds asked, or less where it was cut."""
+    blocks = result.get("blocks") or []
+    if not blocks or not result.get("truncated"):
+        return float(result.get("seconds") or 0.0)
+    last = blocks[-1]
+    return float(last["time"] + len(last["values"]) * last["period_s"] - blocks[0]["time"])
 
 
 def failure_text(exc: Exception) -> str:

@@ -277,17 +277,25 @@ def _unix_seconds(value: object) -> float:
 class ReplayGuard:
     """Accepts each nonce once and only fresh commands; remembers nonces across restarts.
 
-    The file is `{"complete_after": t, "nonces": {nonce: issued_at}}`: every nonce accepted with an
-    `issued_at` after `t` is in it. Nonces are forgotten `2 * max_age_s` after their `issued_at`, which
-    moves `t` up; a command issued at or before `t` is refused as stale, whatever `max_age_s` is now.
-    Pruning by the current window alone let a reload that widened it accept a captured command again
-    (audit audsec, finding 4)."""
+    The file is `{"complete_after": t, "nonces": {nonce: issued_at}, "last_change": c}`: every nonce
+    admitted with an `issued_at` after `t` is in it. Nonces are forgotten `2 * max_age_s` after their
+    `issued_at`, which moves `t` up; a command issued at or before `t` is refused as stale, whatever
+    `max_age_s` is now. Pruning by the current window alone let a reload that widened it accept a
+    captured command again (audit audsec, finding 4).
+
+    A nonce is spent as soon as its signed command is fresh, whatever follows (not allowed,
+    superseded, refused, failed). `c` is the `issued_at` of the last state-changing command admitted
+    (a reload, a model install or activation): one issued before it is refused as `superseded`. A
+    signed command dropped on arrival (the command gate during a flood, `busy`) was never verified, so
+    its nonce cannot be spent; without this order a captured copy of it could undo a later change
+    within `max_age_s` (review remote #2)."""
 
     def __init__(self, state_dir: Path, max_age_s: float, clock: Any = time.time) -> None:
         self.path = state_dir / NONCE_FILE
         self.max_age_s = max_age_s
         self._clock = clock
         self._complete_after = -math.inf  # commands issued at or before this time are refused
+        self._last_change = -math.inf  # state-changing commands issued before this time are refused
         self._seen = self._load()
 
     def _load(self) -> dict[str, float]:
@@ -299,6 +307,8 @@ class ReplayGuard:
             if isinstance(nonces, dict):
                 if after is not None:
                     self._complete_after = _seconds(after)
+                if (last_change := saved.get("last_change")) is not None:
+                    self._last_change = _seconds(last_change)
             else:
                 # The format before complete_after (a bare {nonce: issued_at}): what was pruned, and
                 # when, is unknown. Every nonce forgotten was issued before the oldest one kept and
@@ -318,8 +328,11 @@ class ReplayGuard:
             log.error("remote: %s is damaged; commands issued before now are refused", self.path)
             return {}
 
-    def admit(self, nonce: str, issued_at: float) -> None:
-        """Raise CommandRefusedError for a stale or replayed command; otherwise remember its nonce."""
+    def admit(self, nonce: str, issued_at: float, *, changes_state: bool = False) -> None:
+        """Raise CommandRefusedError for a stale or replayed command; otherwise spend its nonce, and
+        then refuse a `changes_state` one issued before the last change (`superseded`), or make it the
+        last change. A stale command's nonce is not spent: it may be fresh once the gateway's clock is
+        set (tests/ops/test_clock_jumps_gateway.py)."""
         now = self._clock()
         if abs(now - issued_at) > self.max_age_s:
             raise CommandRefusedError(
@@ -335,9 +348,26 @@ class ReplayGuard:
             raise CommandRefusedError("replayed", "this nonce was already used")
         if len(self._seen) >= MAX_NONCES:
             raise CommandRefusedError("busy", "too many commands within the freshness window")
-        self._seen[nonce] = issued_at
+        self._seen[nonce] = issued_at  # spent from here on, whatever follows
+        superseded = changes_state and issued_at < self._last_change
+        if changes_state and not superseded:
+            self._last_change = issued_at
+        self._save()
+        if superseded:
+            raise CommandRefusedError(
+                "superseded",
+                "issued before the last state-changing command this gateway took up (a reload, a model "
+                "install or activation): not run; sign it again if it is still wanted",
+                detail={"last_change_issued_at": self._last_change},
+                security_event=True,
+            )
+
+    def _save(self) -> None:
         after = None if math.isinf(self._complete_after) else self._complete_after
-        write_json(self.path, {"complete_after": after, "nonces": dict(self._seen)})
+        saved: dict[str, Any] = {"complete_after": after, "nonces": dict(self._seen)}
+        if not math.isinf(self._last_change):
+            saved["last_change"] = self._last_change
+        write_json(self.path, saved)
 
 
 def _seconds(value: object) -> float:

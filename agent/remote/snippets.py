@@ -3,10 +3,12 @@
 Strategy: the daemon hands every batch of readings to `SnippetTaps.feed` right after the pipeline sees
 it. With no snippet open that is one truthiness test; with one open, the readings of the requested
 `{device}/{stream}` are copied (values as lists) until `seconds` of gateway time have passed or the
-sample cap is reached. Requests name a device by its pseudonym, the only name that leaves the gateway,
-and answers carry the pseudonym too. Permission is the site switch `privacy.raw_snippets` and, when
-`remote.snippet_devices` lists devices, membership of that list; anything else is refused before any
-reading is copied.
+sample caps (rows, and values: rows x channels) are reached. Requests name a device by its pseudonym,
+the only name that leaves the gateway, and answers carry the pseudonym too. Permission is the site
+switch `privacy.raw_snippets` and, when `remote.snippet_devices` lists devices, membership of that
+list; anything else is refused before any reading is copied. An answer the broker would not take (its
+Maximum Packet Size) is replaced by a `too_large` error saying how many seconds would fit
+(`agent.remote.commands.answer_too_large`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from agent.readings import Reading
 from agent.remote.envelope import CommandRefusedError
 
 MAX_SAMPLES = 20_000  # per snippet, all channels' rows together (80 s of 250 Hz ECG)
+# Per snippet, rows x channels: the answer's size grows with the values, not the rows (a 12-lead ECG's
+# 20,000 rows made a 1.5 MB answer: review remote #1). 40,000 values of at most about 20 JSON bytes
+# stay under the 1 MiB of payload a broker with `max_packet_size 1114112` takes.
+MAX_VALUES = 40_000
 
 
 @dataclass(slots=True)
@@ -30,6 +36,7 @@ class _Tap:
     stream_id: str  # local "{device}/{stream}"
     blocks: list[dict[str, Any]] = field(default_factory=list)
     samples: int = 0
+    values: int = 0  # samples x channels
     truncated: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -55,8 +62,14 @@ class SnippetTaps:
                         break
 
     def _copy(self, tap: _Tap, reading: Reading) -> None:
-        room = MAX_SAMPLES - tap.samples
-        rows = reading.values[:room]
+        width = max(1, len(reading.channels))
+        room = min(MAX_SAMPLES - tap.samples, (MAX_VALUES - tap.values) // width)
+        rows = reading.values[: max(0, room)]
+        if len(rows) < len(reading.values):
+            tap.truncated = True  # the stream went on; the copy stops here
+            tap.done.set()
+        if not len(rows):
+            return
         tap.blocks.append(
             {
                 "time": reading.wall_time,
@@ -67,8 +80,9 @@ class SnippetTaps:
             }
         )
         tap.samples += len(rows)
+        tap.values += len(rows) * width
         if tap.samples >= MAX_SAMPLES:
-            tap.truncated = True  # the stream went on; the copy stops here
+            tap.truncated = True
             tap.done.set()
 
     def check(self, args: Mapping[str, Any]) -> tuple[str, str, str, float]:

@@ -38,7 +38,8 @@ Strategy:
   ahead of alarms and heartbeats; answers to authenticated commands, results or refusals, are always
   sent. An answer goes to the request's ResponseTopic only where `Topics.may_answer_on` allows (else
   to `{root}/cmd/response`); one the broker refuses (its ACL on the ResponseTopic) is counted and
-  logged at most every `REMIND_S`.
+  logged at most every `REMIND_S`. An answer over the broker's Maximum Packet Size is not sent (the
+  caller gets `AnswerTooLargeError` and answers a small `too_large` error instead).
 - Status: a retained birth on every connect and a retained Will, both carrying the session counter;
   `stop()` publishes a retained clean "offline" before a normal DISCONNECT (which suppresses the Will),
   saying why: "stop", or "reload" (each reload ends the session's client and the next one connects:
@@ -93,7 +94,7 @@ from agent.uplink.takeover import TakeoverWatch
 from agent.uplink.topics import Topics
 
 # Importable from here as before the split (agent.remote and tests import Command from here).
-__all__ = ["Command", "MqttUplink", "UplinkCounters", "publish_packet_size"]
+__all__ = ["AnswerTooLargeError", "Command", "MqttUplink", "UplinkCounters", "publish_packet_size"]
 
 LOCAL_REFUSAL = 0x83  # "Implementation specific error": paho itself rejected the message (too large)
 PACKET_TOO_LARGE = 0x95
@@ -107,6 +108,8 @@ RECONNECT_MAX_S = 15.0
 # to authenticated commands are always sent (they count here): only a key holder can cause them, at
 # most the command gate's rate, and an operator must learn what a command did.
 MAX_ANSWERS_PENDING = 8
+# The characters of a ResponseTopic a log line keeps (the sender chooses it, up to 64 KB: review remote #4).
+TOPIC_LOGGED_CHARS = 80
 # Ending paho's network thread at stop(): the time it gets to end by itself (it ends at once unless
 # messages are in flight on a connection that does not answer), and the most stop() waits for it.
 THREAD_END_GRACE_S = 0.3
@@ -114,6 +117,17 @@ THREAD_END_LIMIT_S = 2.0
 # Broker addresses (host, port) whose CONNECT this process saw answered: a later attempt there that gets
 # no CONNACK is a broker that hangs, not a wrong port, also in the session after a reload (a new uplink).
 _ANSWERED: set[tuple[str, int]] = set()
+
+
+class AnswerTooLargeError(Exception):
+    """An answer whose PUBLISH (`size` bytes, `overhead` of them topic and properties) is over the
+    broker's Maximum Packet Size `limit`: it was not sent."""
+
+    def __init__(self, size: int, limit: int, overhead: int) -> None:
+        super().__init__(f"answer of {size} bytes over the broker's maximum packet size {limit}")
+        self.size = size
+        self.limit = limit
+        self.overhead = overhead
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +355,8 @@ class MqttUplink(_PahoBridge):
         """Answer a command (QoS 1) on its ResponseTopic, where `Topics.may_answer_on` allows it, else on
         the gateway's response topic. The answer of a command whose signature never verified is dropped
         (counted) while MAX_ANSWERS_PENDING answers await their PUBACK; an `authenticated` one (its
-        result, or its refusal) is always sent."""
+        result, or its refusal) is always sent. An answer whose PUBLISH would be over the broker's
+        Maximum Packet Size is not sent: AnswerTooLargeError (the caller answers something smaller)."""
         if not authenticated and len(self._answers) >= MAX_ANSWERS_PENDING:
             self._answers_dropped += 1
             return
@@ -350,6 +365,12 @@ class MqttUplink(_PahoBridge):
             props.CorrelationData = command.correlation_data
         requested = command.response_topic
         topic = requested if requested and self.topics.may_answer_on(requested) else self.topics.response
+        if self._max_packet is not None:
+            # paho does not enforce the broker's limit: the broker would drop the connection and paho
+            # resend the answer after every reconnect, starving alarms and heartbeats (review remote #1).
+            size = publish_packet_size(topic, payload, props if self._v5 else None)
+            if size > self._max_packet:
+                raise AnswerTooLargeError(size, self._max_packet, size - len(payload))
         info = self._client.publish(topic, payload, qos=1, properties=props if self._v5 else None)
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             self._answers[info.mid] = topic
@@ -629,7 +650,7 @@ class MqttUplink(_PahoBridge):
         if now - self._answer_refusal_told < REMIND_S:
             return
         self._answer_refusal_told = now
-        why = describe_publish_refusal(reason, topic, self.config, self.client_id)
+        why = describe_publish_refusal(reason, shorten_topic(topic), self.config, self.client_id)
         log.warning(
             "broker refused the answer to a remote command: %s (the request's ResponseTopic: grant the "
             "gateway write access there, or answer on %s); %d answer(s) refused so far, further ones "
@@ -653,3 +674,10 @@ class MqttUplink(_PahoBridge):
         info = self._client.publish(self.topics.status, payload, qos=1, retain=True)
         self._status_waiters[info.mid] = waiter
         return waiter
+
+
+def shorten_topic(topic: str, keep: int = TOPIC_LOGGED_CHARS) -> str:
+    """A topic for the log: a request's ResponseTopic is chosen by whoever sent it, up to 64 KB."""
+    if len(topic) <= keep:
+        return topic
+    return f"{topic[:keep]}… ({len(topic)} characters)"

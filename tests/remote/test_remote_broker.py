@@ -277,6 +277,9 @@ def test_forged_replayed_stale_old_and_unknown_commands_are_refused_and_logged(
     assert forged["ok"] is False and forged["error"]["code"] == "bad_signature"
     unsigned = backend.call("status", payload=json.dumps({"command": "status"}).encode())
     assert unsigned["error"]["code"] == "bad_signature"
+    # Refusals of commands that never verified go to cmd/response only, never to the request's
+    # ResponseTopic (review remote #3: an insider's `{}` copy put one in the operator's tool).
+    assert forged["_topic"] == unsigned["_topic"] == f"{ROOT}/cmd/response"
 
     listing = sign_command(backend.key, ROOT, "models/list")
     assert backend.call("models/list", payload=listing)["ok"]

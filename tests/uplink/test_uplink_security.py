@@ -371,6 +371,37 @@ def test_answers_go_only_where_an_answer_may_go_and_a_refused_one_is_counted_and
     assert gw2.counters().answers_refused == 2 and gw2.counters().refused == 0
 
 
+def test_a_refused_answers_long_response_topic_is_shortened_in_the_log(
+    make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review remote #4: the ResponseTopic is the sender's choice, up to 64 KB, and the refusal's
+    warning quoted it whole; it keeps its first 80 characters and says how long it was."""
+    broker = fleet_broker(make_broker)
+    gw2: MqttUplink
+
+    def answer(command: Command) -> None:
+        gw2.respond(command, b'{"ok":false}')
+
+    gw2 = uplink_for(
+        mqtt_config(broker, auth=password_file(tmp_path, "gw2"), client_id="gw2"),
+        GW2,
+        Outbox(OutboxConfig(tmp_path / "gw2.db")),
+        on_command=answer,
+    )
+    long_topic = "ops-private/" + "x" * 65_000  # outside the gateway's ACL grant: refused (0x87)
+
+    async def body() -> None:
+        await wait_until(lambda: gw2.commands_ready, "gw2's command subscription")
+        await asyncio.to_thread(send_command, broker, f"{GW2.root}/cmd/status", long_topic)
+        await wait_until(lambda: gw2.counters().answers_refused == 1, "the refusal counted")
+
+    with caplog.at_level(logging.WARNING, logger="agent.uplink"):
+        drive([gw2], body)
+    (told,) = [r.getMessage() for r in caplog.records if "answer to a remote command" in r.getMessage()]
+    assert len(told) < 1500, len(told)  # failed before: the whole 65,012 characters
+    assert f"{long_topic[:80]}… ({len(long_topic)} characters)" in told and "0x87" in told
+
+
 def send_command(broker: LocalBroker, topic: str, response_topic: str | None) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.username_pw_set("central", PASSWORDS["central"])
