@@ -122,6 +122,10 @@ class AlarmEvent:
     # Whether the kernel said the gateway's wall clock was synchronised (NTP) when the event was
     # committed (agent.clock_sync); None: unknown. Added within alarm/1.
     clock_synced: bool | None = None
+    # The id of the previous episode of the same rule on the same stream, when this one's onset fell
+    # within the rule's cooldown after that one's END (a recurrence: `agent.alarms.book`); on every event
+    # of the episode. None otherwise, or when that id was not kept. Added within alarm/1.
+    recurrence_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.seq < 0:
@@ -153,6 +157,7 @@ class AlarmEvent:
             "unjudged_s": _round(self.unjudged_s),
             "end_cause": self.end_cause.value if self.phase is Phase.END else None,
             "clock_synced": self.clock_synced,
+            "recurrence_of": self.recurrence_of or None,  # "": a recurrence whose predecessor was not kept
         }
 
     def to_json(self) -> bytes:

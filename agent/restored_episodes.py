@@ -156,6 +156,7 @@ def _end(
         config_hash=config_hash,
         unjudged_s=unjudged_s,
         end_cause=EndCause.NOT_CONFIGURED,
+        recurrence_of=None if episode.get("recurrence_of") is None else str(episode["recurrence_of"]),
     )
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from agent.config.alarm_hierarchy import superseding_conditions
 from agent.config.schema import AlarmRuleConfig, DetectorConfig
-from agent.events import AlarmEvent, Phase, Priority
+from agent.events import AlarmEvent, EndCause, Phase, Priority
 from agent.pipeline.technical import BUILTIN_PREFIX, TECHNICAL_COOLDOWN_S
 
 NOTE = "episodes"  # the outbox notes' name
@@ -94,6 +94,7 @@ class EpisodeJournal:
         builtin = (TECHNICAL_COOLDOWN_S if key.startswith(BUILTIN_PREFIX) else 0.0, False)
         cooldown_s, escalates = self.rules.get(key, builtin)
         ended = event.phase is Phase.END
+        cools = ended and event.end_cause is not EndCause.RULE_CHANGED
         row: dict[str, Any] = {
             "condition": event.condition,
             "device": event.device,
@@ -106,7 +107,8 @@ class EpisodeJournal:
             "onset": event.onset_time,
             "detection": event.detection_time,
             "clear_since": None,
-            "cooldown_until": (event.end_time or event.detection_time) + cooldown_s if ended else None,
+            # An END by a changed rule was no recovery: no cooldown (`AlarmBook.update`).
+            "cooldown_until": (event.end_time or event.detection_time) + cooldown_s if cools else None,
             "peak_score": event.explanation.score,
             "peak_observed": event.value,
             "threshold": event.explanation.threshold,
@@ -120,6 +122,10 @@ class EpisodeJournal:
             }
             if event.rule_changed:  # as `AlarmBook.state` writes it: an escalation must not drop it
                 row["episode"]["rule_changed"] = True
+            if event.recurrence_of is not None:  # a recurrence clears after its cooldown, after a crash too
+                row["episode"]["recurrence_of"] = event.recurrence_of
+        elif cools:
+            row["last_episode"] = event.id  # named by a recurrence within the cooldown
         return row
 
 

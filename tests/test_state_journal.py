@@ -165,5 +165,9 @@ def test_a_builtin_technical_alarm_keeps_its_30_s_cooldown_through_a_crash(tmp_p
     assert row["cooldown_until"] == 1_010.0 + TECHNICAL_COOLDOWN_S
     restarted = ThresholdAlarm("device_lost", Priority.MEDIUM, "gw", "cfg")
     restarted.load_state(alarms[lost.key])
-    assert restarted.check([ref], [45.0], [30.0], 1_020.0) == []  # still cooling down
-    assert [e.phase for e in restarted.check([ref], [45.0], [30.0], 1_041.0)] == [Phase.START]
+    # lost again within the cooldown: a recurrence of the journalled episode, which clears after 30 s
+    (again,) = restarted.check([ref], [45.0], [30.0], 1_020.0)
+    assert again.phase is Phase.START and again.recurrence_of == start[0].id
+    checks = [(t, restarted.check([ref], [0.0], [30.0], float(t))) for t in range(1_021, 1_060)]
+    ends = [(t, e.phase) for t, events in checks for e in events]
+    assert ends == [(1_051, Phase.END)]  # clear from 1021, 30 s (not the rule's clear_after_s 0)

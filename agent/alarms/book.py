@@ -7,6 +7,14 @@ priority), the machine state and what the alarm hierarchy holds (due marks, hits
 restarts through `state()` / `load_state()`, so an alarm that was active before a restart ends later under
 the same id, and a held start or a count of hits not alarmed is not forgotten.
 
+The cooldown holds nothing back: an episode whose onset falls within `cooldown_s` of the previous END of the
+same rule on the same stream (a recurrence) starts like any other, its events carry the previous episode's
+id (`recurrence_of`), and it ends only after max(clear_after_s, cooldown_s) of clear signal. A condition
+that comes back is alarmed after its minimum duration (a 40 s SpO2 of 84 % that the cooldown used to hide,
+ward review of 2026-12-01), while a signal flapping at a limit gets one recurrence that stays active through
+the flapping: at most one START per cooldown, as before, but no silence. An END by a changed rule (below)
+was no recovery and starts no cooldown.
+
 An episode restored under a changed judge (`verdict_digest`: the detector's configuration and model,
 the rule's hysteresis; a reload or restart raised a limit) may end at the new rule's first verdicts
 while the value has not moved: such an END read as a recovery (crash/outage review, finding 3). Until
@@ -70,6 +78,9 @@ class _Episode:
     next_seq: int
     priority: Priority
     unjudged_s: float = 0.0  # seconds of it with no agent running (restored across stops)
+    # A recurrence (onset within the cooldown after the previous END): that episode's id, "" if it was not
+    # kept; None for an episode that is no recurrence.
+    recurrence_of: str | None = None
 
 
 def raised(priority: Priority) -> Priority:
@@ -136,9 +147,13 @@ class AlarmBook:
         self._can_escalate = np.zeros(0, dtype=bool)
         self._peak_limit = np.zeros(0)
         self._peak_channel = np.zeros(0, dtype=np.int64)
-        # Recurrences the cooldown held back since the last episode, told in the next START (not saved:
-        # a restart forgets the count, not an episode).
-        self._held_back = np.zeros(0, dtype=np.int64)
+        # Whether each row's open episode (pending or confirmed) is a recurrence: its onset fell within the
+        # cooldown after the previous END. It then clears after max(clear_after_s, cooldown_s).
+        self._recurrent = np.zeros(0, dtype=bool)
+        # The id of each row's last ended episode, named by a recurrence's events; saved while its
+        # cooldown runs (`_latest`: the latest hop time seen, the book's notion of now for that).
+        self._last_id: dict[int, str] = {}
+        self._latest = -math.inf
         # The alarm hierarchy's counterpart: hits of this rule not alarmed because a rule above it had an
         # episode under way (those of a pending episode it abandoned, and those while it was active), told
         # in the next START; and the hits of the pending episode under way, counted for that (both saved).
@@ -195,7 +210,7 @@ class AlarmBook:
             self._can_escalate = np.concatenate([self._can_escalate, np.zeros(grow, dtype=bool)])
             self._peak_limit = np.concatenate([self._peak_limit, np.full(grow, np.nan)])
             self._peak_channel = np.concatenate([self._peak_channel, np.zeros(grow, dtype=np.int64)])
-            self._held_back = np.concatenate([self._held_back, np.zeros(grow, dtype=np.int64)])
+            self._recurrent = np.concatenate([self._recurrent, np.zeros(grow, dtype=bool)])
             self._superseded_hits = np.concatenate([self._superseded_hits, np.zeros(grow, dtype=np.int64)])
             self._pending_hits = np.concatenate([self._pending_hits, np.zeros(grow, dtype=np.int64)])
             self._due = np.concatenate([self._due, np.zeros(grow, dtype=bool)])
@@ -261,13 +276,8 @@ class AlarmBook:
         before = self._history[rows]
         history = np.where(known, ((before << 1) | hit.astype(np.int64)) & mask, before)
         self._history[rows] = history
-        # A run of hits that ended inside the cooldown, unalarmed: counted, so the next START says how
-        # many recurrences the cooldown hid. (A run still going when the cooldown ends is alarmed then.)
-        if before.any():  # the usual hop follows no hit at all: one test
-            run_ended = known & ~hit & ((before & 1) == 1) & (states == _NORMAL)
-            if run_ended.any():
-                cooling = t < f["cooldown_until"][rows] - TIME_SLACK_S
-                np.add.at(self._held_back, rows[run_ended & cooling], 1)
+        if t.size:
+            self._latest = max(self._latest, float(t.max()))
         if not hit.any() and not states.any():
             # All NORMAL and no hit (the usual hop): every transition out of NORMAL needs a hit, so
             # nothing moves; only the threshold is kept, skipping the table and the peak tracking.
@@ -289,6 +299,10 @@ class AlarmBook:
         clear_judged = _finite(np.where(clearing, f["clear_judged"][rows], 0.0))
         clear_judged += np.where(clearing & known & ~above, spans, 0.0)
         escalate_after = math.inf if rule.escalate_after_s is None else rule.escalate_after_s
+        # A recurrence's clear delay is the cooldown: a signal flapping at the limit keeps it open.
+        clear_after = np.where(
+            self._recurrent[rows], max(rule.clear_after_s, rule.cooldown_s), rule.clear_after_s
+        )
         inputs = Inputs(
             hit=hit,
             confirmed=count >= rule.confirm_n,
@@ -296,8 +310,7 @@ class AlarmBook:
             quiet=count == 0,
             clear=known & ~above,
             abnormal=known & above,
-            cleared=clear_judged >= rule.clear_after_s - TIME_SLACK_S,
-            cooled=t >= f["cooldown_until"][rows] - TIME_SLACK_S,
+            cleared=clear_judged >= clear_after - TIME_SLACK_S,
             escalate_due=self._can_escalate[rows]
             & (t - f["detection"][rows] >= escalate_after - TIME_SLACK_S),
         )
@@ -313,6 +326,7 @@ class AlarmBook:
 
         began = (states == _NORMAL) & (new_states != _NORMAL)
         f["onset"][rows[began]] = t[began]
+        self._recurrent[rows[began]] = t[began] < f["cooldown_until"][rows[began]] - TIME_SLACK_S
         f["peak_score"][rows[began]] = -math.inf
         to_clearing = (states == _ACTIVE) & (new_states == _CLEARING)
         f["clear_since"][rows[to_clearing]] = t[to_clearing]
@@ -323,7 +337,12 @@ class AlarmBook:
         f["threshold"][rows] = scores.thresholds
         ending = actions == _END
         end_times = np.where(ending, clear_since, np.nan)
-        f["cooldown_until"][rows[ending]] = end_times[ending] + rule.cooldown_s
+        if ending.any():
+            # An END by a changed rule was no recovery: a condition it finds again is no recurrence.
+            changed = np.isin(rows, list(self._rule_changed)) if self._rule_changed else np.zeros_like(ending)
+            cooling = ending & ~changed
+            f["cooldown_until"][rows[cooling]] = end_times[cooling] + rule.cooldown_s
+            f["cooldown_until"][rows[ending & changed]] = -math.inf
         self._state[rows] = new_states
 
         events: list[AlarmEvent] = []
@@ -411,7 +430,8 @@ class AlarmBook:
         f = self._f
         onset = float(f["onset"][row])
         if action is Action.START:
-            episode = _Episode(str(uuid7()), 0, rule.priority)
+            recurrence_of = self._last_id.get(row, "") if self._recurrent[row] else None
+            episode = _Episode(str(uuid7()), 0, rule.priority, recurrence_of=recurrence_of)
             self._episodes[row] = episode
             f["detection"][row] = t
             self._can_escalate[row] = rule.escalate_after_s is not None and rule.priority is not Priority.HIGH
@@ -447,9 +467,9 @@ class AlarmBook:
                 text = (
                     f"peak {phrase}, onset {explain.seconds(t - onset)} ago; held while {above} was pending"
                 )
-            if held := int(self._held_back[row]):
-                text += f"; {held} recurrence(s) during the cooldown after the previous episode not alarmed"
-                self._held_back[row] = 0
+            if episode.recurrence_of is not None:
+                after = explain.seconds(max(0.0, onset - (float(f["cooldown_until"][row]) - rule.cooldown_s)))
+                text += f"; recurred {after} after the previous episode ended (within cooldown_s)"
             if superseded := int(self._superseded_hits[row]):
                 above = " or ".join(self._superseding)
                 text += f"; {superseded} abnormal hop(s) during {above} not alarmed"
@@ -460,6 +480,9 @@ class AlarmBook:
         else:
             assert end_time is not None
             text = f"peak {phrase}; ended after {explain.seconds(end_time - onset)}"
+            if episode.recurrence_of is not None and rule.cooldown_s > rule.clear_after_s:
+                cooldown = explain.seconds(rule.cooldown_s)
+                text += f"; a recurrence: clear for {cooldown} (cooldown_s) before its end"
         if action is not Action.START and episode.unjudged_s > 0:
             text += explain.unjudged(episode.unjudged_s)
         end_cause = EndCause.CLEARED
@@ -497,9 +520,11 @@ class AlarmBook:
             unjudged_s=episode.unjudged_s,
             end_cause=end_cause,
             rule_changed=row in self._rule_changed,
+            recurrence_of=episode.recurrence_of,
         )
         episode.next_seq += 1
         if action is Action.END:
+            self._last_id[row] = episode.id
             del self._episodes[row]
             self._rule_changed.discard(row)
             f["clear_since"][row] = np.nan
@@ -553,13 +578,6 @@ class AlarmBook:
         if row is not None and row in self._episodes:
             self._rule_changed.add(row)
 
-    def lift_cooldown(self, stream: StreamRef) -> None:
-        """No cooldown after `stream`'s last END: it was no recovery, so a condition the rule finds
-        again at once is no recurrence to hold back (`ThresholdAlarm.check`)."""
-        row = self._rows.get(stream)
-        if row is not None:
-            self._f["cooldown_until"][row] = -math.inf
-
     def close_all(self, time: float, streams: Sequence[StreamRef] | None = None) -> list[AlarmEvent]:
         """End every confirmed episode (of `streams`, default all) at `time`, without cooldown.
 
@@ -608,10 +626,14 @@ class AlarmBook:
         kept = at < len(rows)  # an episode's row is kept (it is not NORMAL)
         kept[kept] = rows[at[kept]] == episode_rows[kept]
         episodes = {
-            i: (e.id, e.next_seq, e.priority, e.unjudged_s, row in self._rule_changed)
+            i: (e.id, e.next_seq, e.priority, e.unjudged_s, row in self._rule_changed, e.recurrence_of)
             for i, (row, e), ok in zip(at.tolist(), held, kept.tolist(), strict=True)
             if ok
         }
+        # The last episode's id of the rows still in their cooldown (a recurrence names it).
+        cooling = rows[self._f["cooldown_until"][rows] > self._latest].tolist() if self._last_id else []
+        position = {row: i for i, row in enumerate(rows.tolist())} if cooling else {}
+        last_ids = {position[row]: self._last_id[row] for row in cooling if row in self._last_id}
         return BookSnapshot(
             condition=self.rule.condition,
             verdict_digest=self.verdict_digest,
@@ -626,6 +648,7 @@ class AlarmBook:
             superseded_hits=self._superseded_hits[rows],
             pending_hits=self._pending_hits[rows],
             due=self._due[rows],
+            last_ids=last_ids,
         )
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -656,16 +679,27 @@ class AlarmBook:
                 self._superseded_hits[row] = int(item.get("superseded_hits", 0))
                 self._pending_hits[row] = int(item.get("pending_hits", 0))
                 self._due[row] = bool(item.get("due", False))
+                last_id = item.get("last_episode")  # written while the cooldown runs (since 2026-12-01)
+                if isinstance(last_id, str):
+                    self._last_id[row] = last_id
                 episode = item.get("episode")
+                recurrence_of = None if episode is None else episode.get("recurrence_of")
                 if episode is not None:
                     self._episodes[row] = _Episode(
                         str(episode["id"]),
                         int(episode["next_seq"]),
                         Priority(episode["priority"]),
                         float(episode.get("unjudged_s", 0.0)),
+                        None if recurrence_of is None else str(recurrence_of),
                     )
                     if judge_changed or episode.get("rule_changed") is True:
                         self._rule_changed.add(row)
+                # A confirmed episode says whether it recurred; a pending one by its onset in the cooldown.
+                pending = self._state[row] == AlarmState.PENDING
+                onset, cooldown_until = self._f["onset"][row], self._f["cooldown_until"][row]
+                self._recurrent[row] = recurrence_of is not None or (
+                    bool(pending) and bool(onset < cooldown_until - TIME_SLACK_S)
+                )
             except (KeyError, ValueError, TypeError) as exc:
                 raise ConfigError(f"{where}.streams[{k}]", f"unreadable alarm state: {exc!r}") from exc
 
@@ -677,8 +711,9 @@ class BookSnapshot:
     condition: str
     verdict_digest: str  # `AlarmBook.verdict_digest`
     refs: list[StreamRef]
-    # position in `refs` -> id, next seq, priority, unjudged seconds, marked (rule changed, not found since)
-    episodes: dict[int, tuple[str, int, Priority, float, bool]]
+    # position in `refs` -> id, next seq, priority, unjudged seconds, marked (rule changed, not found since),
+    # recurrence of (`_Episode.recurrence_of`)
+    episodes: dict[int, tuple[str, int, Priority, float, bool, str | None]]
     states: IntArray
     history: IntArray
     can_escalate: BoolArray
@@ -689,6 +724,7 @@ class BookSnapshot:
     superseded_hits: IntArray
     pending_hits: IntArray
     due: BoolArray
+    last_ids: dict[int, str]  # position in `refs` -> its last ended episode's id, while its cooldown runs
 
     def state(self, between: Callable[[], None] = _nothing) -> dict[str, Any]:
         """The JSON-able rows of `AlarmBook.state`, calling `between()` after every `ROWS_BETWEEN` rows
@@ -723,6 +759,8 @@ class BookSnapshot:
             item: dict[str, Any] = {"device": ref.device_pseudonym, "stream": ref.stream}
             item.update({name: column[i] for name, column in columns.items()})
             item.update(hierarchy.get(i, {}))
+            if i in self.last_ids:
+                item["last_episode"] = self.last_ids[i]
             episode = self.episodes.get(i)
             if episode is not None:
                 item["episode"] = {
@@ -733,6 +771,8 @@ class BookSnapshot:
                 }
                 if episode[4]:  # written only when set, as the hierarchy's marks are
                     item["episode"]["rule_changed"] = True
+                if episode[5] is not None:
+                    item["episode"]["recurrence_of"] = episode[5]
             items.append(item)
         book: dict[str, Any] = {"condition": self.condition, "streams": items}
         if self.verdict_digest:

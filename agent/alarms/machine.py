@@ -16,9 +16,10 @@ Inputs, for one hop at time t:
 - clear: known and score <= clear level, where clear level is threshold * (1 - hysteresis), or
   threshold - hysteresis as an absolute margin when the threshold is 0
 - abnormal: known and not clear
-- cleared: the judged clear time since clear_since (the first clear hop, or t itself) >= clear_after: the
-  clear hops' own spans, so hops without a verdict and gaps in the data add nothing (`AlarmBook._hop_spans`)
-- cooled: t >= cooldown_until (set to end time + cooldown after every END)
+- cleared: the judged clear time since clear_since (the first clear hop, or t itself) >= the episode's clear
+  delay: the clear hops' own spans, so hops without a verdict and gaps in the data add nothing
+  (`AlarmBook._hop_spans`). The delay is clear_after, or max(clear_after, cooldown) for a recurrence: an
+  episode whose onset fell within cooldown of the previous END of the same rule on the same stream
 - escalate_due: escalation configured, not yet done, priority below HIGH, t - detection >= escalate_after
 """
 
@@ -47,7 +48,7 @@ class Action(enum.IntEnum):
     NONE = 0
     START = 1  # the episode is confirmed: START event
     ESCALATE = 2  # priority raised one level: UPDATE event
-    END = 3  # the episode is over: END event, cooldown begins
+    END = 3  # the episode is over: END event, cooldown begins (not after an END by a changed rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,11 @@ class Transition:
 
 S = AlarmState
 TABLE: tuple[Transition, ...] = (
-    # No minimum duration and N-of-M already met by this hit: confirm at once.
-    Transition(S.NORMAL, ("hit", "cooled", "confirmed", "matured"), S.ACTIVE, Action.START),
-    Transition(S.NORMAL, ("hit", "cooled"), S.PENDING, Action.NONE),
+    # No minimum duration and N-of-M already met by this hit: confirm at once. No cooldown guard here: a
+    # recurrence is alarmed like any episode (a cooldown that held it back hid a 40 s SpO2 84 %, ward
+    # review 2026-12-01); the cooldown lengthens the recurrence's clear delay instead (`cleared`).
+    Transition(S.NORMAL, ("hit", "confirmed", "matured"), S.ACTIVE, Action.START),
+    Transition(S.NORMAL, ("hit",), S.PENDING, Action.NONE),
     Transition(S.PENDING, ("hit", "confirmed", "matured"), S.ACTIVE, Action.START),
     Transition(S.PENDING, ("quiet",), S.NORMAL, Action.NONE),
     # No clear delay: end at the first clear hop.
@@ -83,7 +86,6 @@ class Inputs:
     clear: BoolArray
     abnormal: BoolArray
     cleared: BoolArray
-    cooled: BoolArray
     escalate_due: BoolArray
 
 
@@ -102,7 +104,7 @@ def _first_match(state: int, code: int) -> tuple[int, int]:
 
 
 def _lookup() -> npt.NDArray[np.int64]:
-    """(next state, action) of every step code: 4 states x 2^9 guard combinations, 2,048 rows."""
+    """(next state, action) of every step code: 4 states x 2^8 guard combinations, 1,024 rows."""
     codes = range(1 << (_STATE_BITS + len(GUARDS)))
     return np.array([_first_match(code & ((1 << _STATE_BITS) - 1), code) for code in codes], dtype=np.int64)
 

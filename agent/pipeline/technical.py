@@ -544,10 +544,8 @@ class ThresholdAlarm:
             times = np.broadcast_to(times, (n,)).copy()
         if self._restored_limits:
             self._mark_changed_limits(refs, limits)
+        # (An END by a changed limit starts no cooldown: the book knows it was no recovery.)
         events = self._book.update(list(refs), block, times, np.ones(n, dtype=bool), ["ok"] * n, rows=rows)
-        for event in events:
-            if event.end_cause is EndCause.RULE_CHANGED:  # no recovery: a new episode is no recurrence
-                self._book.lift_cooldown(StreamRef(event.device, event.stream))
         return [describe(e) for e in events]
 
     def _mark_changed_limits(self, refs: Sequence[StreamRef], limits: Sequence[float]) -> None:

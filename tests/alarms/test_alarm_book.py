@@ -110,14 +110,26 @@ def test_hysteresis_with_threshold_zero_is_an_absolute_margin() -> None:
     assert [(k, e.phase) for k, e in events] == [(0, Phase.START), (5, Phase.END)]
 
 
-def test_cooldown_blocks_a_restart_for_that_long() -> None:
-    series = [HI, LO, HI, HI, LO, LO, LO, LO, LO, LO, HI]
+def test_a_restart_within_the_cooldown_is_a_recurrence_that_clears_after_the_cooldown() -> None:
+    series = [HI, LO, HI, HI, LO, LO, LO, LO, LO, LO, LO, LO, LO, LO, LO, HI]
     book = new_book(rule(cooldown_s=9.0))
     events = drive(book, series)
-    assert [(k, e.phase) for k, e in events] == [(0, Phase.START), (1, Phase.END), (10, Phase.START)]
-    book = new_book(rule(cooldown_s=0.0))
-    starts = [k for k, e in drive(book, series) if e.phase is Phase.START]
-    assert starts == [0, 2, 10]
+    # the hit at 2 is a recurrence: alarmed at once (min_duration 0), open until 9 s clear (hops 4..13)
+    assert [(k, e.phase) for k, e in events] == [
+        (0, Phase.START),
+        (1, Phase.END),
+        (2, Phase.START),
+        (13, Phase.END),
+        (15, Phase.START),
+    ]
+    first, end, again, again_end, later = (e for _, e in events)
+    assert first.recurrence_of is None and end.recurrence_of is None
+    assert again.recurrence_of == again_end.recurrence_of == first.id != again.id
+    assert again.to_payload()["recurrence_of"] == first.id and first.to_payload()["recurrence_of"] is None
+    assert "; recurred 1 s after the previous episode ended (within cooldown_s)" in again.explanation.text
+    assert "; a recurrence: clear for 9 s (cooldown_s) before its end" in again_end.explanation.text
+    # the recurrence ended at 4 (its first clear hop), told at 13: its own cooldown ran out meanwhile
+    assert later.recurrence_of is None
 
 
 def test_escalation_emits_one_update_with_a_higher_priority() -> None:
@@ -257,18 +269,73 @@ def test_the_sentence_names_what_a_detector_measures() -> None:
     assert event.explanation.signal_quality == "motion"
 
 
-def test_recurrences_the_cooldown_held_back_are_told_in_the_next_start() -> None:
-    # Runs of 5 hits with 5 clear hops between, a 30 s cooldown: the runs inside it are not alarmed,
-    # and the next START says how many (clinical review, finding 5: they used to vanish).
-    book = new_book(rule(min_duration_s=2.0, clear_after_s=1.0, cooldown_s=30.0))
-    events = drive(book, ([HI] * 5 + [LO] * 5) * 6)
-    starts = [e for _, e in events if e.phase is Phase.START]
-    assert len(starts) == 2
-    assert "recurrence" not in starts[0].explanation.text
-    assert (
-        "; 2 recurrence(s) during the cooldown after the previous episode not alarmed"
-        in starts[1].explanation.text
-    )
+# The ward example's timing (7 of 10, min_duration 10 s, clear_after 10 s, cooldown 60 s), at 1 Hz.
+WARD_RULE = rule(
+    priority=Priority.HIGH,
+    min_duration_s=10.0,
+    confirm_n=7,
+    confirm_m=10,
+    clear_after_s=10.0,
+    cooldown_s=60.0,
+)
+
+
+def test_a_recurrence_within_the_cooldown_is_alarmed_after_its_min_duration() -> None:
+    # Ward review 2026-12-01: SpO2 low for 25 s (START, END), then low again for 40 s from 5 s after the
+    # END. The cooldown kept it NORMAL: nothing was sent for the 40 s.
+    book = new_book(WARD_RULE)
+    events = drive(book, [LO] * 15 + [HI] * 25 + [LO] * 15 + [HI] * 40 + [LO] * 120)
+    assert [(k, e.phase) for k, e in events] == [
+        (25, Phase.START),  # onset 15, 10 s
+        (50, Phase.END),  # clear from 40, 10 s: END told at 50 (end_time 40)
+        (65, Phase.START),  # the recurrence: onset 55, 5 s after the END, started after 10 s like the first
+        (155, Phase.END),  # clear from 95, for the 60 s cooldown (told at 155, end_time 95)
+    ]
+    (_, first), _, (_, again), (_, again_end) = events
+    assert again.onset_time == T0 + 55 and again.detection_time == T0 + 65 and again.recurrence_of == first.id
+    assert again_end.end_time == T0 + 95 and again_end.id == again.id
+    assert "recurred 15 s after the previous episode ended" in again.explanation.text
+
+
+def test_a_signal_flapping_at_the_limit_gives_a_bounded_number_of_events() -> None:
+    # The cooldown's purpose kept: a value hovering at a limit must not alarm on every swing. Every 3 s
+    # for 10 min under the barest rule (no minimum duration, no clear delay, 1 of 1): START, END, then
+    # one recurrence that stays open through the flapping and ends 60 s after it stops.
+    book = new_book(rule(cooldown_s=60.0))
+    events = drive(book, ([HI] * 3 + [LO] * 3) * 100 + [LO] * 100)
+    assert [(k, e.phase) for k, e in events] == [
+        (0, Phase.START),
+        (3, Phase.END),
+        (6, Phase.START),
+        (597 + 60, Phase.END),
+    ]
+    # and 12 s over, 12 s under with the ward's timing: no more than that either
+    book = new_book(WARD_RULE)
+    events = drive(book, ([HI] * 12 + [LO] * 12) * 25 + [LO] * 100)
+    assert [e.phase for _, e in events] == [Phase.START, Phase.END, Phase.START, Phase.END]
+    # without a cooldown each swing is an episode of its own: 2 events per 6 s
+    assert len(drive(new_book(rule()), ([HI] * 3 + [LO] * 3) * 100)) == 200
+
+
+def test_a_recurrence_keeps_its_mark_and_its_predecessor_across_a_restart() -> None:
+    book = new_book(WARD_RULE)
+    events = drive(book, [HI] * 25 + [LO] * 15)  # START, END (end_time 25, told at 34)
+    first = events[0][1]
+    saved = json.loads(json.dumps(book.state()))
+    assert saved["streams"][0]["last_episode"] == first.id  # while its cooldown runs
+    restarted = new_book(WARD_RULE)
+    restarted.load_state(saved)
+    events = drive(restarted, [HI] * 20 + [LO] * 5, start=T0 + 40)  # a recurrence, clearing from 60
+    (_, again) = events[0]
+    assert again.recurrence_of == first.id
+    saved = json.loads(json.dumps(restarted.state()))
+    assert saved["streams"][0]["episode"]["recurrence_of"] == first.id
+    again_restarted = new_book(WARD_RULE)
+    again_restarted.load_state(saved)
+    ends = drive(again_restarted, [LO] * 80, start=T0 + 65)
+    # clear since 60: 10 s would end it at 70; as a recurrence it needs the 60 s cooldown
+    assert [(k, e.phase, e.id) for k, e in ends] == [(55, Phase.END, again.id)]  # at 120, not 70
+    assert ends[0][1].end_time == T0 + 60
 
 
 def _drive_at(book: AlarmBook, hops: list[tuple[float, float]]) -> list[tuple[float, Phase]]:

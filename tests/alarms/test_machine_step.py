@@ -23,7 +23,7 @@ def row_by_row(states: np.ndarray, inputs: Inputs) -> tuple[np.ndarray, np.ndarr
 
 
 def every_combination() -> tuple[np.ndarray, Inputs]:
-    """One stream per (state, guard values) combination: 4 x 2^9."""
+    """One stream per (state, guard values) combination: 4 x 2^(guards)."""
     combos = np.arange(len(AlarmState) << len(GUARDS))
     states = (combos % len(AlarmState)).astype(np.int64)
     guards = {name: (combos >> (2 + bit)) & 1 == 1 for bit, name in enumerate(GUARDS)}

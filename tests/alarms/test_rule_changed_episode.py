@@ -5,6 +5,7 @@ Now such an END says `end_cause` "rule_changed", until the changed rule finds th
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from alarm_drive import T0, drive, new_book, rule
@@ -87,3 +88,23 @@ def test_the_mark_survives_an_escalation_and_a_crash_before_the_next_save() -> N
     crashed.load_state(saved_alarms(saved, [(0, note)])[key])
     ((_, end),) = drive(crashed, [0.5] * 4, start=T0 + 20)
     assert end.phase is Phase.END and end.end_cause is EndCause.RULE_CHANGED
+
+
+def test_an_end_by_a_changed_rule_starts_no_cooldown() -> None:
+    """Ward review 2026-12-01: an END with end_cause rule_changed set the 60 s cooldown like a recovery,
+    so a rule restored while the value was still bad started its HIGH alarm only after the cooldown."""
+    cooling = rule(clear_after_s=2.0, cooldown_s=60.0, min_duration_s=3.0)
+    old = AlarmBook(cooling, "gw", "cfg", ("x",), verdict_digest="old")
+    drive(old, [2.0] * 4)
+    book = AlarmBook(cooling, "gw", "cfg", ("x",), verdict_digest="new")
+    book.load_state(old.state())
+    ((_, end),) = drive(book, [0.5] * 3, start=T0 + 10)
+    assert end.end_cause is EndCause.RULE_CHANGED and book.state()["streams"] == []  # no cooldown to keep
+    key = f"{cooling.detector}/{cooling.condition}"
+    (row,) = json.loads(EpisodeJournal([cooling]).note([end])[1])["rows"]
+    assert row["key"] == key and row["cooldown_until"] is None and "last_episode" not in row
+    # the condition found again 2 s later: a new episode after its min_duration, no recurrence, and it
+    # ends after clear_after_s, not after a cooldown's worth of clear signal
+    events = drive(book, [2.0] * 5 + [0.5] * 4, start=T0 + 13)
+    assert [(k, e.phase) for k, e in events] == [(3, Phase.START), (7, Phase.END)]
+    assert events[0][1].recurrence_of is None and events[0][1].id != end.id

@@ -91,3 +91,24 @@ def test_a_drop_from_97_to_93_alarms_as_a_desaturation_not_as_spo2_low(tmp_path:
     conditions = {(e.condition, e.phase) for e in events}
     assert ("spo2_desaturation", Phase.START) in conditions
     assert not [e for e in events if e.condition == "spo2_low"]
+
+
+def test_spo2_low_coming_back_5_s_after_its_end_is_alarmed_after_10_s(tmp_path: Path) -> None:
+    """Ward review 2026-12-01 (the daemon on this example): SpO2 84 % for 25 s, then 97 %, then 84 % for
+    40 s from 5 s after the END. The 60 s cooldown held the recurrence back: nothing was sent for it."""
+
+    def spo2(t: int) -> float:
+        return 84.0 if 15 <= t < 40 or 55 <= t < 95 else 97.0
+
+    events = run(tmp_path, 200, lambda t: 72, spo2)
+    low = [(e.phase, e.detection_time - T0, e) for e in events if e.condition == "spo2_low"]
+    assert [(phase, at) for phase, at, _ in low] == [
+        (Phase.START, 25),
+        (Phase.END, 25),  # told at 50, end_time 40
+        (Phase.START, 65),  # the recurrence, 10 s after its onset as the first
+        (Phase.END, 65),  # told 60 s after its end time 95 (the cooldown is its clear delay)
+    ]
+    first, end, again, again_end = (e for _, _, e in low)
+    assert end.end_time == T0 + 40 and again.onset_time == T0 + 55 and again_end.end_time == T0 + 95
+    assert again.priority.value == "high" and again.recurrence_of == first.id != again.id
+

@@ -65,7 +65,9 @@ def test_a_pump_switched_off_after_learning_raises_nothing(tmp_path: Path) -> No
     off = EpisodeConfig("stopped", 4800, 1800)  # learnt in the first hour, normal 20 min, off 30 min, on
     _, ungated = run(config(tmp_path, None), 7800, off)
     assert {c for c, _ in starts(ungated)} >= {"equipment_anomaly"}  # the review's false alarm, reproduced
-    assert all(4800 <= t <= 6600 for _, t in starts(ungated)), starts(ungated)
+    # (a recurrence within the cooldown is alarmed since 2026-12-01: bearing_temp again 60 s after the
+    # restart at 6600, which the cooldown used to hold back)
+    assert all(4800 <= t <= 6600 + 60 for _, t in starts(ungated)), starts(ungated)
 
     pipeline, gated = run(config(tmp_path, GATE), 7800, off)
     assert starts(gated) == []

@@ -34,15 +34,16 @@ def test_a_raised_warn_level_ends_the_episode_as_a_rule_change_and_a_new_one_sta
     assert end.explanation.text.startswith(
         "ended without a recovery: alarm events waiting fill 85% of the outbox (warning level 90%)"
     )
-    (again,) = alarm.check([REF], [0.95], [0.9], 1_012.0)  # within the 30 s cooldown: no recurrence
-    assert again.phase is Phase.START and again.id != end.id
+    (again,) = alarm.check([REF], [0.95], [0.9], 1_012.0)  # within 30 s: no cooldown after such an END
+    assert again.phase is Phase.START and again.id != end.id and again.recurrence_of is None
 
 
 def test_an_unchanged_limit_ends_the_episode_as_cleared_with_its_cooldown() -> None:
     alarm = restored(filling_at(0.8))
     (end,) = alarm.check([REF], [0.5], [0.8], 1_010.0)
     assert (end.end_cause, end.explanation.text[:8]) == (EndCause.CLEARED, "cleared:")
-    assert alarm.check([REF], [0.95], [0.8], 1_012.0) == []  # the cooldown holds a recurrence back
+    (again,) = alarm.check([REF], [0.95], [0.8], 1_012.0)  # a recurrence within the cooldown: alarmed
+    assert again.phase is Phase.START and again.recurrence_of == end.id != again.id
 
 
 def test_a_limit_not_from_the_configuration_is_not_compared() -> None:

@@ -37,8 +37,8 @@ def test_the_emulated_rules_give_the_pipelines_starts_and_cooldowns_matter() -> 
     run = nab_alarms._cache_job((NAB_SPAN, noisy_series(), True))
     assert sum(len(v) for v in run.starts.values()) >= 6  # enough starts to compare
     assert nab_alarms.check([run], cooldowns) == 0
-    # the check can fail: without cooldowns the same scores give other starts
-    assert nab_alarms.check([run], dict.fromkeys(cooldowns, 0.0)) > 0
+    # the check can fail: with longer cooldowns (a recurrence stays open for them) other starts
+    assert nab_alarms.check([run], dict.fromkeys(cooldowns, 1000.0)) > 0
 
 
 def test_emulable_refuses_rules_it_does_not_copy(tmp_path: Path) -> None:
@@ -62,9 +62,12 @@ def test_a_hold_keeps_the_other_members_quiet_for_its_rows() -> None:
     cd = {"a": 100.0, "b": 0.0}
     assert nab_alarms.member_starts(s, t, cd) == {"a": [10, 300], "b": [50, 150]}
     assert nab_alarms.member_starts(s, t, cd, hold=100) == {"a": [10, 300], "b": [150]}
-    # a member's cooldown counts from its first clear row (11): 11 + 289 = 300 may start, 11 + 290 not
-    assert nab_alarms.member_starts(s, t, {"a": 289.0, "b": 0.0})["a"] == [10, 300]
-    assert nab_alarms.member_starts(s, t, {"a": 290.0, "b": 0.0})["a"] == [10]
+    # a member's cooldown counts from its first clear row (11): a start at 300 is a recurrence under a
+    # cooldown of 290 (11 + 290 > 300), not of 289; a recurrence stays open for its cooldown's clear rows,
+    # so a hit at 350 starts nothing, while after an ordinary episode (ended at 302) it starts one
+    s["a"][350] = 2.0
+    assert nab_alarms.member_starts(s, t, {"a": 289.0, "b": 0.0})["a"] == [10, 300, 350]
+    assert nab_alarms.member_starts(s, t, {"a": 290.0, "b": 0.0})["a"] == [10, 300]
 
 
 def test_contexts_probation_threshold_allows_at_most_k_starts() -> None:
@@ -73,5 +76,5 @@ def test_contexts_probation_threshold_allows_at_most_k_starts() -> None:
     assert nab_alarms.probation_threshold(s, 500, 1, 100.0) == 0.8
     assert nab_alarms.probation_threshold(s, 500, 2, 100.0) == 0.75
     assert nab_alarms.probation_threshold(s, 150, 0, 100.0) == 0.8
-    # starts, not exceedances: within the rule's cooldown the 0.92 starts nothing
-    assert nab_alarms.probation_threshold(s, 500, 1, 250.0) == 0.75
+    # a recurrence within the rule's cooldown starts (as in the pipeline): the 0.92 at 300 too
+    assert nab_alarms.probation_threshold(s, 500, 1, 250.0) == 0.8

@@ -102,8 +102,9 @@ def subset(runs: Sequence[Cached], which: str) -> list[Cached]:
 
 
 class _Rule:
-    """One member's 1-of-1 rule: START at a hit (score > threshold) once cooled; the episode ENDs at the
-    second clear hop in a row (clear after one hop's span) and the cooldown counts from the first."""
+    """One member's 1-of-1 rule: START at a hit (score > threshold); the episode ENDs at the second clear
+    hop in a row (clear after one hop's span), and the cooldown counts from the first. A START within the
+    cooldown is a recurrence: it ENDs only after `cooldown` clear hops (`agent.alarms.book`)."""
 
     def __init__(self, scores: FloatArray, thresholds: FloatArray, cooldown: float) -> None:
         known = np.isfinite(scores)
@@ -112,7 +113,8 @@ class _Rule:
         self.known, self.clear = known, known & ~above
         self.hits = np.flatnonzero(known & above)
         self.cooldown = cooldown
-        self.free_from = 0  # the first row it may start at: after its last END and its cooldown
+        self.free_from = 0  # the first row it may start at: after its last END
+        self.cool_until = -math.inf  # the last END's time (its first clear hop) + the cooldown
 
     def next_start(self, row: int) -> int | None:
         k = int(np.searchsorted(self.hits, max(row, self.free_from)))
@@ -120,20 +122,26 @@ class _Rule:
 
     def start(self, row: int) -> None:
         n = len(self.clear)
+        needed = max(1, math.ceil(self.cooldown - 1e-6)) if row < self.cool_until - 1e-6 else 1
         since: int | None = None
+        counted = 0  # clear hops after `since` (rows are 1 s apart: each counts its 1 s)
         j = row + 1
         while j < n:
-            if since is None:
-                since = j if self.clear[j] else None
-            elif self.clear[j]:
-                break
+            if self.clear[j]:
+                if since is None:
+                    since, counted = j, 0
+                else:
+                    counted += 1
+                    if counted >= needed:
+                        break
             elif self.known[j]:  # abnormal again: still active
                 since = None
             j += 1
         if since is None or j >= n:
             self.free_from = n  # still open at the end of the series
         else:
-            self.free_from = max(j + 1, since + math.ceil(self.cooldown - 1e-6))
+            self.free_from = j + 1
+            self.cool_until = since + self.cooldown
 
 
 def member_starts(
