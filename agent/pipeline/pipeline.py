@@ -23,7 +23,7 @@ from agent.detectors.base import Detector, StreamingDetector
 from agent.detectors.limit import LimitDetector
 from agent.detectors.registry import build_detector
 from agent.errors import ConfigError, InvalidConfigError, ModelError
-from agent.events import AlarmEvent, Phase, Priority
+from agent.events import AlarmEvent, AlarmKind, Phase, Priority
 from agent.inference.detector import AutoencoderDetector
 from agent.pipeline import bad_share
 from agent.pipeline.blind import BlindDetectors
@@ -31,7 +31,7 @@ from agent.pipeline.calibration import LiveCalibration, calibration_problem, con
 from agent.pipeline.quality import unreachable_limit
 from agent.pipeline.stream import StreamPipeline
 from agent.pipeline.stuck_alarms import always_alarming, gate_spans, unclearable_rules
-from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding
+from agent.pipeline.technical import BLINDING, QUALITY_KEYS, QualityAlarms, blinding, unusable
 from agent.pipeline.wiring import UnwatchedStreams, produces
 from agent.readings import MAX_STREAM_IDS, Reading
 
@@ -342,12 +342,27 @@ class Pipeline:
         Only those without a verdict since: a "no value" on one channel does not blind a rule on another."""
         if event.phase is not Phase.START or event.condition not in BLINDING:
             return event
+        ref = StreamRef(event.device, event.stream)
+        named = event
+        if event.condition == "signal_poor":
+            stream = self.streams[event.stream]
+            channels = stream.unusable_channels(ref)
+            moving = stream.quality_alarms.device_flagged(ref)
+            named = unusable(event, channels, self._rules_of_channels(event.stream), moving)
         hidden = self.unjudged_episodes(event.device, event.stream, event.onset_time)
-        raised = blinding(event, hidden)
-        if raised is not event:
-            ref = StreamRef(event.device, event.stream)
+        raised = blinding(named, hidden)
+        if raised.priority is not event.priority:
             self.streams[event.stream].quality_alarms.raise_priority(event.condition, ref, raised.priority)
         return raised
+
+    def _rules_of_channels(self, stream: str) -> dict[str, list[tuple[str, Priority]]]:
+        """Channel of stream name `stream` -> condition and priority of the physiological rules reading it."""
+        rules: dict[str, list[tuple[str, Priority]]] = {}
+        for key, book in self._books.items():
+            if self._book_streams[key] == stream and book.rule.kind is AlarmKind.PHYSIOLOGICAL:
+                for channel in book.channels:
+                    rules.setdefault(channel, []).append((book.rule.condition, book.rule.priority))
+        return rules
 
     def load_state(self, detectors: dict[str, Any], alarms: dict[str, Any]) -> None:
         """Restore `detector_state()` and `alarm_state()`; entries of rules that no longer exist are

@@ -482,6 +482,17 @@ class StreamPipeline:
             end_time = reading.wall_time + (n - 1) * reading.period_s  # as `_ingest` has it
             self.quality_alarms.observe(self._refs[int(this.slots[k])], this.quality[k], end_time)
 
+    def unusable_channels(self, ref: StreamRef, rows: int = 10) -> tuple[str, ...]:
+        """The channels of `ref`'s stream with no usable sample (NaN after the quality gate: out of range,
+        "no value", flagged by the device, or missing) in its last `rows` samples, for a signal_poor START
+        to name (ward review 2026-12-01: a strap's HR 0 gave "signal unusable" without saying which)."""
+        slot = self._slot_of_ref.get(ref)
+        if slot is None:
+            return ()
+        recent = self.windows.windows(np.array([slot]), min(rows, self.windows.window))[0]
+        dead = np.isnan(recent).all(axis=0).tolist()
+        return tuple(c for c, gone in zip(self.channels, dead, strict=True) if gone)
+
     def _watched(self, slots: IntArray) -> npt.NDArray[np.bool_]:
         """Which of `slots` (distinct) have a stream `QualityAlarms.observe` notes even when OK: engaged
         ones, from a mask per slot kept up to date with the streams whose engagement changed (in a storm

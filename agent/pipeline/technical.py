@@ -160,6 +160,38 @@ BLINDING = frozenset(
 )
 
 
+def unusable(
+    event: AlarmEvent,
+    channels: Sequence[str],
+    rules: Mapping[str, Sequence[tuple[str, Priority]]],
+    moving: bool,
+) -> AlarmEvent:
+    """A signal_poor START naming the `channels` without a usable sample. MEDIUM, as sensor_off, when
+    only values out of range (not the device's motion or artifact flag: `moving`) made them unusable and
+    one of them is read by a physiological alarm rule of medium or high priority (`rules`: channel -> its
+    rules' conditions and priorities; no higher than the highest of them, so a LOW rule's channel stays
+    LOW): a
+    strap sending HR 0 in contact has the same effect as one off the skin, its rules cannot judge the
+    patient until someone sees to it, and it does not pass by itself. A LOW "signal unusable" for it left
+    tachycardia and bradycardia unmonitored without a word (ward review 2026-12-01). Motion and
+    artifact stay LOW: they come with a patient moving and pass when the patient rests, and a MEDIUM for
+    each would be alarm fatigue; a channel no rule reads stays LOW too. (An open episode it blinds
+    raises it further: `blinding`.)"""
+    if event.phase is not Phase.START or event.condition != "signal_poor" or not channels:
+        return event
+    text = event.explanation.text.replace("signal unusable:", f"signal unusable on {', '.join(channels)}:", 1)
+    blind = sorted({rule for channel in channels for rule in rules.get(channel, ())}, key=lambda r: r[0])
+    priority = event.priority
+    highest = min((p for _, p in blind), key=lambda p: p.rank, default=Priority.LOW)
+    raised = max(Priority.MEDIUM, highest, key=lambda p: p.rank)  # at most MEDIUM, at most their highest
+    if blind and not moving and raised.rank < priority.rank:
+        priority = raised
+        text += f"; not monitored meanwhile: {', '.join(condition for condition, _ in blind)}"
+    return dataclasses.replace(
+        event, priority=priority, explanation=dataclasses.replace(event.explanation, text=text)
+    )
+
+
 def blinding(event: AlarmEvent, hidden: Sequence[tuple[str, Priority]]) -> AlarmEvent:
     """A START of a BLINDING condition while physiological episodes are open (`hidden`: their conditions
     and priorities) takes the highest of their priorities and names them. A LOW "signal unusable" that
@@ -246,6 +278,9 @@ class QualityAlarms:
         # Streams whose engagement changed since `take_engaged_changes` (None: any may have), for a
         # caller that keeps its own copy of `_engaged` as a mask over its streams.
         self._changed: list[StreamRef] | None = []
+        # Per stream, the signal_poor flags of its last reading that had one: whether the device said
+        # motion or artifact, or only the quality gate found a value out of range (`unusable`).
+        self._poor_flags: dict[StreamRef, int] = {}
         self._pending: list[tuple[StreamRef, int, float]] = []  # flags noted since the last drain
         self._noted: set[StreamRef] = set()  # streams in `_pending`
 
@@ -361,9 +396,12 @@ class QualityAlarms:
         ended. (A set is tested for being empty before a look-up: hashing a `StreamRef` costs more
         than the rest of a reading's work here.)"""
         abnormal, opened, shares = self._abnormal[condition], self._open[condition], self._shares[condition]
+        poor = self._poor_flags if condition == "signal_poor" else None
         due: list[tuple[StreamRef, bool, float, BadShare | None]] = []
         for ref, quality, time in batch:
             if quality & flags:
+                if poor is not None:
+                    poor[ref] = quality & flags
                 share = shares.get(ref)
                 if share is None:
                     share = shares[ref] = BadShare()
@@ -417,6 +455,11 @@ class QualityAlarms:
                 )
             told.append(event)
         return told
+
+    def device_flagged(self, ref: StreamRef) -> bool:
+        """Whether `ref`'s last signal_poor reading carried the device's own motion or artifact flag
+        (else only a value out of range, or "no value", made it poor)."""
+        return bool(self._poor_flags.get(ref, 0) & int(Quality.MOTION | Quality.ARTIFACT))
 
     def shift_times(self, ref: StreamRef, delta: float) -> None:
         """The clock of `ref`'s readings stepped by `delta` s: its timers and noted times move with it."""

@@ -112,3 +112,17 @@ def test_spo2_low_coming_back_5_s_after_its_end_is_alarmed_after_10_s(tmp_path: 
     assert end.end_time == T0 + 40 and again.onset_time == T0 + 55 and again_end.end_time == T0 + 95
     assert again.priority.value == "high" and again.recurrence_of == first.id != again.id
 
+
+def test_a_strap_sending_hr_0_in_contact_names_the_channel_and_is_medium(tmp_path: Path) -> None:
+    """Ward review 2026-12-01: HR 0 with contact gave a LOW "signal unusable ... for 11 s" naming no channel,
+    while tachycardia and bradycardia could judge nothing."""
+    pipeline = Pipeline(ward(tmp_path), pseudonym)
+    events: list[AlarmEvent] = []
+    for t in range(60):
+        values = {"hr": 0.0 if t >= 20 else 72.0, "spo2": 97.0, "skin_temp": 33.5}
+        events += pipeline.ingest([Reading.single("bed-12-strap/vitals", values, T0 + t, t)])
+    (poor,) = [e for e in events if e.condition == "signal_poor"]
+    assert poor.phase is Phase.START and poor.priority.value == "medium"
+    assert poor.explanation.text.startswith("signal unusable on hr: out of range, no value")
+    assert poor.explanation.text.endswith("; not monitored meanwhile: bradycardia, tachycardia")
+    assert not [e for e in events if e.kind is AlarmKind.PHYSIOLOGICAL]  # no false bradycardia from the 0

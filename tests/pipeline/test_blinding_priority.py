@@ -75,6 +75,10 @@ def test_signal_poor_with_nothing_open_keeps_its_own_priority(tmp_path: Path) ->
     poor_start, poor_end = of(events, "signal_poor")
     assert poor_start.priority is poor_end.priority is Priority.LOW
     assert "not judged" not in poor_start.explanation.text
+    # the channel is named; motion (the device's flag, passing when the patient rests) stays LOW even
+    # though spo2_low reads it: an HR 0 in contact, which does not pass, is MEDIUM (test_ward_example_rules)
+    assert poor_start.explanation.text.startswith("signal unusable on spo2: ")
+    assert "not monitored" not in poor_start.explanation.text
 
 
 def test_no_value_on_one_channel_does_not_blind_a_rule_on_another(tmp_path: Path) -> None:
