@@ -81,7 +81,7 @@ def rss_child(backend: str, streams: int, seconds: float, ecg_model: str = "ecg-
     e_load = workload("ecg", streams, seconds, apart=True)
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what simulating freed (glibc keeps it otherwise)
-    input_kb = _status()["VmRSS"] - before_input
+    input_kb = max(0, _status()["VmRSS"] - before_input)  # a tiny input can measure below the noise: 0
     _reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
