@@ -120,7 +120,7 @@ _GUARD_WEIGHTS = np.array([1 << (bit + _STATE_BITS) for bit in range(len(GUARDS)
 
 def step(states: IntArray, inputs: Inputs) -> tuple[IntArray, IntArray]:
     """(next states, actions) for every stream; the first matching row of `TABLE` wins."""
-    # The guards as one (9, streams) array of 0/1 weighted in one product: a shift and an OR per guard
+    # The guards as one (guards, streams) array of 0/1 weighted in one product: a shift and an OR per guard
     # were 36 array calls, most of `step`'s time at the few streams a flush steps in a technical book.
     guards = np.array([getattr(inputs, guard) for guard in GUARDS], dtype=np.int64).reshape(len(GUARDS), -1)
     code = states.astype(np.int64) + _GUARD_WEIGHTS @ guards
