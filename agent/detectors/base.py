@@ -236,6 +236,12 @@ class StreamingDetector(ABC):
 
     # -- learning before the first verdict --------------------------------------------------------------
 
+    def ready_after(self) -> int:
+        """Samples a stream must have before the pipeline shows it to this detector (the rest of the
+        window reads as NaN): the full window, unless the type can judge a partly filled one
+        (`spo2_desaturation` against a baseline kept across a restart)."""
+        return self.window
+
     def learning(self, slots: IntArray) -> tuple[IntArray, int]:
         """Samples each of `slots` has learnt from, and how many a stream needs before its first verdict
         (its own baseline: `adapt_rows`, a `warmup_s`), for `edge-agent status` and the heartbeat: an

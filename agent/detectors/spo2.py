@@ -17,17 +17,25 @@ decimal drop (97.3 -> 94.3) can come out a hair below 3 in floats. So a drop wit
 The oxygen desaturation index (ODI, events per hour) counts rising edges of that condition per stream
 slot, over the hours the stream was scored; `desaturation_index(slots)` gives it to the heartbeat or a
 report. Counts persist with the detector state.
+
+Each slot also keeps its last own baseline and the end time of the window that measured it (one float and
+one time: no SpO2 samples are kept). After a restart or a reload the window starts empty; while its older
+part is under half filled, a kept baseline measured no more than `baseline_s` before the window's end is
+scored against instead of giving no verdict for minutes (issue 5). `baseline_s` because a full window's
+own baseline already rests on samples that old. A kept baseline is never refreshed by its own use, so it
+ages out; without one (a first start, a new strap) the stream reports itself learning (`learning`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from agent.config.schema import DetectorConfig
-from agent.detectors.base import FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
+from agent.detectors.base import BoolArray, FloatArray, IntArray, ScoreBlock, StreamingDetector, WindowBlock
 from agent.detectors.params import ParamReader
 
 # Percentage points: a hundredth of the finest oximeter resolution (0.1 %), far above the float error of
@@ -56,6 +64,10 @@ class DesaturationDetector(StreamingDetector):
         self.rate_hz = rate_hz
         self.baseline_quantile = baseline_quantile
         self.min_valid = min_valid
+        self.baseline_s = (window - duration) / rate_hz  # how long a kept baseline stays usable
+        # Valid samples of each slot's baseline part at its last hop, this session only (never saved:
+        # the window starts empty after a restart), for `learning`; NaN until the slot is scored.
+        self._filled: FloatArray = np.full(0, np.nan)
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> DesaturationDetector:
@@ -80,17 +92,30 @@ class DesaturationDetector(StreamingDetector):
         reader.finish()
         return detector
 
-    def drop(self, spo2: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """(sustained drop, baseline) of each row of (S, W) SpO2 samples, oldest first."""
-        older, recent = spo2[:, : -self.duration], spo2[:, -self.duration :]
+    def drop(self, spo2: FloatArray, kept: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+        """(sustained drop, baseline) of each row of (S, W) SpO2 samples, oldest first. `kept`: per row, a
+        baseline to score against where the window's own older part is under half valid (NaN: none)."""
+        own, own_ok = self.own_baseline(spo2)
+        return self.drop_below(spo2, np.where(own_ok, own, np.nan if kept is None else kept))
+
+    def drop_below(self, spo2: FloatArray, baseline: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(sustained drop, baseline) against `baseline` per row (NaN: no verdict)."""
+        recent = spo2[:, -self.duration :]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN
+            highest = np.nanmax(recent, axis=1)
+        recent_ok = (~np.isnan(recent)).mean(axis=1) >= self.min_valid
+        drop = np.where(~np.isnan(baseline) & recent_ok, baseline - highest, np.nan)
+        return drop, baseline
+
+    def own_baseline(self, spo2: FloatArray) -> tuple[FloatArray, BoolArray]:
+        """The baseline of each row's older part, and whether that part is at least half valid."""
+        older = spo2[:, : -self.duration]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN
             baseline = np.nanquantile(older, self.baseline_quantile, axis=1)
-            highest = np.nanmax(recent, axis=1)
-        base_ok = (~np.isnan(older)).mean(axis=1) >= 0.5
-        recent_ok = (~np.isnan(recent)).mean(axis=1) >= self.min_valid
-        drop = np.where(base_ok & recent_ok, baseline - highest, np.nan)
-        return drop, baseline
+        ok: BoolArray = (~np.isnan(older)).mean(axis=1) >= 0.5
+        return baseline, ok
 
     def at_least(self, drop: FloatArray) -> FloatArray:
         """Scores of sustained drops such that score > threshold exactly when drop >= `drop` points,
@@ -102,7 +127,10 @@ class DesaturationDetector(StreamingDetector):
 
     def score_hop(self, block: WindowBlock) -> ScoreBlock:
         n = block.n_streams
-        drop, baseline = self.drop(block.values[:, -self.window :, 0])
+        spo2 = block.values[:, -self.window :, 0]
+        own, own_ok = self.own_baseline(spo2)
+        kept = self._kept_baseline(block, spo2, own, own_ok)
+        drop, baseline = self.drop_below(spo2, np.where(own_ok, own, kept))
         scores = self.at_least(drop)
         self._count_events(block.slots, scores, min(block.hop, block.values.shape[1]))
         has = ~np.isnan(scores)
@@ -114,6 +142,56 @@ class DesaturationDetector(StreamingDetector):
             limits=np.where(has, baseline - self.threshold, np.nan),
             baseline=baseline[:, None],
         )
+
+    def _kept_baseline(
+        self, block: WindowBlock, spo2: FloatArray, own: FloatArray, own_ok: BoolArray
+    ) -> FloatArray:
+        """Keep each slot's own baseline (and when) where its window measures one; give the kept ones
+        still fresh (measured at most `baseline_s` before the window's end, not after it) per row."""
+        slots, ends = block.slots, block.end_times
+        kept = self._slot_state("kept_baseline", slots, np.nan)[:, 0]
+        kept_at = self._slot_state("kept_at", slots, np.nan)[:, 0]
+        age = ends - kept_at  # NaN: none kept
+        with np.errstate(invalid="ignore"):
+            fresh = (age >= 0.0) & (age <= self.baseline_s)
+        usable = np.where(fresh, kept, np.nan)
+        ok = own_ok & ~np.isnan(own)
+        self._store("kept_baseline", slots, np.where(ok, own, kept)[:, None])
+        self._store("kept_at", slots, np.where(ok, ends, kept_at)[:, None])
+        valid = (~np.isnan(spo2[:, : -self.duration])).sum(axis=1).astype(np.float64)
+        self._note_filled(slots, np.where(ok | fresh, float(self._need()), valid))
+        return usable
+
+    def ready_after(self) -> int:
+        """Scored from a full candidate part on: a kept baseline may judge it before the window fills,
+        and `learning` counts the baseline part's samples as they come."""
+        return self.duration
+
+    def _need(self) -> int:
+        """Valid samples the older part needs for a baseline of its own (half of it)."""
+        return math.ceil((self.window - self.duration) / 2)
+
+    def _note_filled(self, slots: IntArray, filled: FloatArray) -> None:
+        need = int(slots.max()) + 1 if slots.size else 0
+        if self._filled.shape[0] < need:
+            grown = np.full(max(need, 2 * self._filled.shape[0], 8), np.nan)
+            grown[: self._filled.shape[0]] = self._filled
+            self._filled = grown
+        self._filled[slots] = filled
+
+    def learning(self, slots: IntArray) -> tuple[IntArray, int]:
+        """Valid baseline samples per slot at its last hop (a fresh kept baseline counts as all needed):
+        a stream with neither a half-filled baseline part nor a fresh kept baseline gives no verdict. A
+        slot not scored yet in this session counts 0."""
+        have = np.zeros(len(slots), np.int64)
+        known = slots < self._filled.shape[0]
+        filled = self._filled[slots[known]]
+        have[known] = np.where(np.isnan(filled), 0.0, filled).astype(np.int64)
+        return have, self._need()
+
+    def reset_streams(self) -> None:
+        super().reset_streams()
+        self._filled = np.full(0, np.nan)
 
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """A desaturation is a clinical definition (>= 3 points for >= 10 s): nothing to learn."""

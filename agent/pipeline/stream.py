@@ -607,7 +607,8 @@ class StreamPipeline:
             group.flags[due] = 0
             for watch in group.watches:
                 detector = watch.detector
-                ready = self.windows.ready(due, detector.window)
+                needs = detector.ready_after() if isinstance(detector, StreamingDetector) else detector.window
+                ready = self.windows.ready(due, needs)
                 if ready.all():
                     slots, new, why = due, counts, flags
                 else:

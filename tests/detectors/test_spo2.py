@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from detector_drive import run, scores_of
+from detector_drive import T0, run, scores_of
 
 from agent.config.schema import DetectorConfig
+from agent.detectors.base import WindowBlock
 from agent.detectors.spo2 import DesaturationDetector
 from agent.errors import ConfigError
 from firmware_bridge.gatt.ieee11073 import decode_sfloat, encode_sfloat
@@ -160,3 +161,67 @@ def test_indices_by_stream_for_the_heartbeat() -> None:
     odi = d.desaturation_indices(["a/vitals", "b/vitals", "c/vitals"])
     assert odi["a/vitals"] == 0.0 and odi["b/vitals"] > 0
     assert "c/vitals" not in odi  # never scored
+
+
+def session(detector: DesaturationDetector, spo2: np.ndarray, t0: float) -> list[Any]:
+    """Feed `spo2` (1 Hz, first sample at `t0`) hop by hop into an empty window, as a new session does."""
+    padded = np.concatenate([np.full(detector.window, np.nan), spo2])
+    blocks = []
+    for end in range(1, len(spo2) + 1):
+        window = padded[end : end + detector.window][None, :, None]
+        blocks.append(detector.score(WindowBlock(window, np.array([0]), np.array([t0 + end - 1.0]), 1)))
+    return blocks
+
+
+def restarted(gap_s: float) -> tuple[DesaturationDetector, float]:
+    """A detector that scored 10 min of 97 % from T0, its state saved as JSON and loaded into a fresh
+    one (a restart); and the time of the new session's first sample, `gap_s` after the last one."""
+    before = make()
+    session(before, np.full(600, 97.0), T0)
+    after = make()
+    after.load_state(json.loads(json.dumps(before.state())))
+    return after, T0 + 599.0 + gap_s
+
+
+def test_a_restarted_detector_scores_a_drop_at_once_against_its_kept_baseline() -> None:
+    # Issue 5 / clinical review: after a restart or reload the window is empty and, before, the detector
+    # gave no verdict until half of its 300 s baseline part had filled: a 97 -> 93 % drop went unseen.
+    after, t0 = restarted(gap_s=30.0)
+    spo2 = np.concatenate([np.full(3, 97.0), np.full(12, 93.0)])
+    blocks = session(after, spo2, t0)
+    last = blocks[-1]
+    assert last.scores[0] > after.threshold  # 12 s at 93 %: the newest 10 s all 4 points down
+    assert last.baseline[0, 0] == 97.0 and last.observed[0] == 93.0  # the kept baseline, told as such
+    # it judges once min_valid of the newest 10 s are in (8 samples), as a filled window would
+    assert np.isnan(blocks[6].scores[0]) and not np.isnan(blocks[7].scores[0])
+    assert after.learning(np.array([0]))[0][0] >= after.learning(np.array([0]))[1]  # not "learning"
+
+
+def test_a_kept_baseline_older_than_baseline_s_is_not_used() -> None:
+    # freshness is judged at each window's end: measured at the last saved sample, 301 s before
+    after, t0 = restarted(gap_s=301.0)
+    blocks = session(after, np.concatenate([np.full(3, 97.0), np.full(12, 93.0)]), t0)
+    assert np.isnan(scores_of(blocks)).all()  # no verdict, as before: the stream is learning again
+    have, need = after.learning(np.array([0]))
+    assert need == 150 and have[0] < need
+    # 285 s: the last window of the 15 s session ends 299 s after the kept baseline; still used
+    fresh, t1 = restarted(gap_s=285.0)
+    assert session(fresh, np.concatenate([np.full(3, 97.0), np.full(12, 93.0)]), t1)[-1].scores[0] > 3.0
+
+
+def test_the_kept_baseline_is_one_number_and_one_time_per_slot() -> None:
+    d = make()
+    session(d, np.full(400, 97.0), T0)
+    streams = d.state()["streams"]
+    assert streams["kept_baseline"][0] == [97.0] and streams["kept_at"][0] == [T0 + 399.0]
+    assert set(streams) == {"inside", "events", "seconds", "kept_baseline", "kept_at"}  # no samples kept
+
+
+def test_a_first_start_lists_the_stream_as_learning_until_its_baseline_part_is_half_full() -> None:
+    d = make()
+    blocks = session(d, np.full(100, 97.0), T0)
+    assert np.isnan(blocks[-1].scores[0])
+    have, need = d.learning(np.array([0]))
+    assert need == 150 and have[0] == 90  # 100 samples, the newest 10 in the candidate part
+    session(d, np.full(200, 97.0), T0 + 100.0)  # a new session window: starts empty again
+    assert d.learning(np.array([0]))[0][0] == need  # its own baseline was kept 100 s ago: fresh
