@@ -173,6 +173,12 @@ class StreamingDetector(ABC):
         value range (`context`) uses it."""
         return  # the others judge values as they come
 
+    def set_stream(self, slot: int, stream: str) -> None:
+        """The stream ("pseudonym/name") now at `slot`, told when it first arrives in a session. Slots
+        follow arrival order, which a restart may change; only a detector whose saved per-slot state must
+        not land on another patient's stream (`spo2_desaturation`'s kept baseline) uses it."""
+        return
+
     def reset_streams(self) -> None:
         """Forget all per-stream state (a scratch copy for calibration starts from here)."""
         self._slots = {}

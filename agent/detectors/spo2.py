@@ -24,13 +24,18 @@ part is under half filled, a kept baseline measured no more than `baseline_s` be
 scored against instead of giving no verdict for minutes (issue 5). `baseline_s` because a full window's
 own baseline already rests on samples that old. A kept baseline is never refreshed by its own use, so it
 ages out; without one (a first start, a new strap) the stream reports itself learning (`learning`).
+Slots follow arrival order, which a restart may change, so each kept baseline also keeps a tag of its
+stream (`stream_tag`: a hash of "pseudonym/name") and goes to that stream's new slot (`set_stream`): a
+baseline of 97 % kept for one patient must never judge another whose usual SpO2 is 92 %.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +73,8 @@ class DesaturationDetector(StreamingDetector):
         # Valid samples of each slot's baseline part at its last hop, this session only (never saved:
         # the window starts empty after a restart), for `learning`; NaN until the slot is scored.
         self._filled: FloatArray = np.full(0, np.nan)
+        # Stream tag -> (kept baseline, when), as loaded: each stream takes its own at its new slot.
+        self._loaded: dict[float, tuple[float, float]] = {}
 
     @classmethod
     def from_config(cls, config: DetectorConfig, rate_hz: float) -> DesaturationDetector:
@@ -149,6 +156,7 @@ class DesaturationDetector(StreamingDetector):
         """Keep each slot's own baseline (and when) where its window measures one; give the kept ones
         still fresh (measured at most `baseline_s` before the window's end, not after it) per row."""
         slots, ends = block.slots, block.end_times
+        self._slot_state("kept_of", slots, np.nan)  # NaN until `set_stream`: used by slot (no pipeline)
         kept = self._slot_state("kept_baseline", slots, np.nan)[:, 0]
         kept_at = self._slot_state("kept_at", slots, np.nan)[:, 0]
         age = ends - kept_at  # NaN: none kept
@@ -192,6 +200,35 @@ class DesaturationDetector(StreamingDetector):
     def reset_streams(self) -> None:
         super().reset_streams()
         self._filled = np.full(0, np.nan)
+        self._loaded = {}
+
+    def load_stream_state(self, state: Mapping[str, Any]) -> None:
+        super().load_stream_state(state)
+        tags = self._slots.get("kept_of")
+        self._loaded = {}
+        if tags is None:  # saved before streams were tagged: whose baseline is unknown, so none is kept
+            self._slots.pop("kept_baseline", None)
+            self._slots.pop("kept_at", None)
+            return
+        base, at = self._slots.get("kept_baseline"), self._slots.get("kept_at")
+        if base is None or at is None or not base.shape == at.shape == tags.shape:
+            raise ValueError("kept_baseline, kept_at and kept_of must have one row per slot")
+        for tag, value, when in zip(tags[:, 0].tolist(), base[:, 0].tolist(), at[:, 0].tolist(), strict=True):
+            if math.isfinite(tag) and math.isfinite(value) and math.isfinite(when):
+                self._loaded[tag] = (value, when)
+
+    def set_stream(self, slot: int, stream: str) -> None:
+        """The stream's own kept baseline, if one was loaded, goes to its slot in this session; any other
+        stream's that the slot held is dropped from it."""
+        slots = np.array([slot], dtype=np.int64)
+        tag = stream_tag(stream)
+        value, when = self._loaded.get(tag, (math.nan, math.nan))
+        self._slot_state("kept_of", slots, math.nan)  # grow the tables to the slot
+        self._store("kept_of", slots, np.array([[tag]]))
+        self._slot_state("kept_baseline", slots, math.nan)
+        self._store("kept_baseline", slots, np.array([[value]]))
+        self._slot_state("kept_at", slots, math.nan)
+        self._store("kept_at", slots, np.array([[when]]))
 
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """A desaturation is a clinical definition (>= 3 points for >= 10 s): nothing to learn."""
@@ -228,3 +265,9 @@ class DesaturationDetector(StreamingDetector):
             return {}
         odi = self.desaturation_index(np.arange(len(streams), dtype=np.int64))
         return {name: float(v) for name, v in zip(streams, odi, strict=True) if np.isfinite(v)}
+
+
+def stream_tag(stream: str) -> float:
+    """A stream's tag in the saved state: 48 bits of the SHA-256 of its "pseudonym/name", exact in a
+    float64 and in JSON (no device id is written, only what the pseudonym already shows)."""
+    return float(int.from_bytes(hashlib.sha256(stream.encode()).digest()[:6], "big"))

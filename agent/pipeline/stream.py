@@ -736,6 +736,7 @@ class StreamPipeline:
         for watch in self.watches:  # told even when empty: a span removed since a restored state
             if isinstance(watch.detector, StreamingDetector):
                 watch.detector.set_spans(slot, spans)
+                watch.detector.set_stream(slot, f"{ref.device_pseudonym}/{ref.stream}")
         if self.running is not None:
             self.running.add_slot(slot, stream)
         for watch in self.watches:

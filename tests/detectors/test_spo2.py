@@ -214,7 +214,7 @@ def test_the_kept_baseline_is_one_number_and_one_time_per_slot() -> None:
     session(d, np.full(400, 97.0), T0)
     streams = d.state()["streams"]
     assert streams["kept_baseline"][0] == [97.0] and streams["kept_at"][0] == [T0 + 399.0]
-    assert set(streams) == {"inside", "events", "seconds", "kept_baseline", "kept_at"}  # no samples kept
+    assert set(streams) == {"inside", "events", "seconds", "kept_baseline", "kept_at", "kept_of"}
 
 
 def test_a_first_start_lists_the_stream_as_learning_until_its_baseline_part_is_half_full() -> None:

@@ -26,7 +26,10 @@ def config(tmp_path: Path) -> AgentConfig:
         "gateway": {"id": "gw", "site": "s"},
         "mqtt": {"url": "mqtt://127.0.0.1:1883"},
         "outbox": {"path": "outbox.sqlite"},
-        "devices": [{"id": "bed-1", "kind": "wearable", "transport": "simulator"}],
+        "devices": [
+            {"id": "bed-1", "kind": "wearable", "transport": "simulator"},
+            {"id": "bed-2", "kind": "wearable", "transport": "simulator"},
+        ],
         "detectors": [
             {
                 "id": "spo2-drop",
@@ -41,9 +44,9 @@ def config(tmp_path: Path) -> AgentConfig:
     return parse_config(raw, base_dir=tmp_path)
 
 
-def readings(spo2: list[float], start: float) -> list[Reading]:
+def readings(spo2: list[float], start: float, device: str = "bed-1") -> list[Reading]:
     return [
-        Reading("bed-1/vitals", ("spo2",), np.array([[v]]), start + t, start + t, 1.0)
+        Reading(f"{device}/vitals", ("spo2",), np.array([[v]]), start + t, start + t, 1.0)
         for t, v in enumerate(spo2)
     ]
 
@@ -78,3 +81,24 @@ def test_a_first_start_says_the_stream_is_learning(tmp_path: Path) -> None:
     status = p.learning_status()
     assert status["spo2-drop"]["of_s"] == 150
     assert list(status["spo2-drop"]["learnt_s"].values()) == [5]  # 15 in, the newest 10 the candidate
+
+
+def test_a_kept_baseline_follows_its_stream_when_the_arrival_order_changes(tmp_path: Path) -> None:
+    # Slots follow arrival order. Before the first session bed-1 (usual 97 %) came first, bed-2 (usual
+    # 92 %) second; after the restart bed-2 comes first. By slot, bed-2 would be judged against bed-1's 97 %
+    # ("drop to 92") and bed-1 against 92 % (its drop to 93 unseen).
+    cfg = config(tmp_path)
+    before = pipeline(cfg)
+    first = readings([97.0] * 400, START) + readings([92.0] * 400, START, "bed-2")
+    first.sort(key=lambda r: (r.wall_time, r.stream))
+    assert not starts(before.ingest(first))
+    after = pipeline(cfg)
+    after.load_state(
+        json.loads(json.dumps(before.detector_state())), json.loads(json.dumps(before.alarm_state()))
+    )
+    second = readings([92.0] * 15, START + 420.0, "bed-2") + readings([97.0] * 3 + [93.0] * 12, START + 421.0)
+    second.sort(key=lambda r: (r.wall_time, r.stream))
+    raised = starts(after.ingest(second))
+    assert [(getattr(e, "device", None), getattr(e, "condition", None)) for e in raised] == [
+        ("d-bed-1", "spo2_desaturation")
+    ]
