@@ -89,6 +89,7 @@ ALARM_FIELDS = {
     "unjudged_s",
     "end_cause",
     "clock_synced",
+    "recurrence_of",
 }
 EXPLANATION_FIELDS = {"detector", "score", "threshold", "top_channels", "baseline", "signal_quality", "text"}
 
