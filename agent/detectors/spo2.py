@@ -99,14 +99,9 @@ class DesaturationDetector(StreamingDetector):
         reader.finish()
         return detector
 
-    def drop(self, spo2: FloatArray, kept: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
-        """(sustained drop, baseline) of each row of (S, W) SpO2 samples, oldest first. `kept`: per row, a
-        baseline to score against where the window's own older part is under half valid (NaN: none)."""
-        own, own_ok = self.own_baseline(spo2)
-        return self.drop_below(spo2, np.where(own_ok, own, np.nan if kept is None else kept))
-
     def drop_below(self, spo2: FloatArray, baseline: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """(sustained drop, baseline) against `baseline` per row (NaN: no verdict)."""
+        """(sustained drop, baseline) of each row of (S, W) SpO2 samples, oldest first, against `baseline`
+        per row (NaN: no verdict)."""
         recent = spo2[:, -self.duration :]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN
@@ -223,12 +218,9 @@ class DesaturationDetector(StreamingDetector):
         slots = np.array([slot], dtype=np.int64)
         tag = stream_tag(stream)
         value, when = self._loaded.get(tag, (math.nan, math.nan))
-        self._slot_state("kept_of", slots, math.nan)  # grow the tables to the slot
-        self._store("kept_of", slots, np.array([[tag]]))
-        self._slot_state("kept_baseline", slots, math.nan)
-        self._store("kept_baseline", slots, np.array([[value]]))
-        self._slot_state("kept_at", slots, math.nan)
-        self._store("kept_at", slots, np.array([[when]]))
+        for name, kept in (("kept_of", tag), ("kept_baseline", value), ("kept_at", when)):
+            self._slot_state(name, slots, math.nan)  # grow the table to the slot
+            self._store(name, slots, np.array([[kept]]))
 
     def calibrate(self, normal: WindowBlock, target_false_alarms_per_hour: float, hop_seconds: float) -> None:
         """A desaturation is a clinical definition (>= 3 points for >= 10 s): nothing to learn."""

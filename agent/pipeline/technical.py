@@ -170,8 +170,7 @@ def unusable(
     only values out of range (not the device's motion or artifact flag: `moving`) made them unusable and
     one of them is read by a physiological alarm rule of medium or high priority (`rules`: channel -> its
     rules' conditions and priorities; no higher than the highest of them, so a LOW rule's channel stays
-    LOW): a
-    strap sending HR 0 in contact has the same effect as one off the skin, its rules cannot judge the
+    LOW): a strap sending HR 0 in contact has the same effect as one off the skin, its rules cannot judge the
     patient until someone sees to it, and it does not pass by itself. A LOW "signal unusable" for it left
     tachycardia and bradycardia unmonitored without a word (ward review 2026-12-01). Motion and
     artifact stay LOW: they come with a patient moving and pass when the patient rests, and a MEDIUM for

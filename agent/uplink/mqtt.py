@@ -65,6 +65,7 @@ from dataclasses import dataclass
 
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -365,12 +366,11 @@ class MqttUplink(_PahoBridge):
             props.CorrelationData = command.correlation_data
         requested = command.response_topic
         topic = requested if requested and self.topics.may_answer_on(requested) else self.topics.response
-        if self._max_packet is not None:
-            # paho does not enforce the broker's limit: the broker would drop the connection and paho
-            # resend the answer after every reconnect, starving alarms and heartbeats (review remote #1).
-            size = publish_packet_size(topic, payload, props if self._v5 else None)
-            if size > self._max_packet:
-                raise AnswerTooLargeError(size, self._max_packet, size - len(payload))
+        # paho does not enforce the broker's limit: the broker would drop the connection and paho resend
+        # the answer after every reconnect, starving alarms and heartbeats (review remote #1).
+        if (over := self._oversize(topic, payload, props)) is not None:
+            size, limit = over
+            raise AnswerTooLargeError(size, limit, size - len(payload))
         info = self._client.publish(topic, payload, qos=1, properties=props if self._v5 else None)
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             self._answers[info.mid] = topic
@@ -401,22 +401,22 @@ class MqttUplink(_PahoBridge):
                 self._publish(item)
             room = self._window - len(self._inflight)
 
+    def _oversize(self, topic: str, payload: bytes, props: Properties) -> tuple[int, int] | None:
+        """(the PUBLISH's bytes, the broker's Maximum Packet Size) when it is over that limit, else None."""
+        if self._max_packet is None:
+            return None
+        size = publish_packet_size(topic, payload, props if self._v5 else None)
+        return (size, self._max_packet) if size > self._max_packet else None
+
     def _publish(self, item: OutboxItem) -> None:
         props = new_properties(PacketTypes.PUBLISH)
         expiry = item.remaining_expiry(self._clock())
         if expiry is not None:
             props.MessageExpiryInterval = expiry
-        if self._max_packet is not None:
-            size = publish_packet_size(item.topic, item.payload, props if self._v5 else None)
-            if size > self._max_packet:
-                log.error(
-                    "outbox item %s is %d bytes, over the broker's maximum packet size %d",
-                    item.id,
-                    size,
-                    self._max_packet,
-                )
-                self._refuse(item, PACKET_TOO_LARGE)
-                return
+        if (over := self._oversize(item.topic, item.payload, props)) is not None:
+            log.error("outbox item %s is %d bytes, over the broker's maximum packet size %d", item.id, *over)
+            self._refuse(item, PACKET_TOO_LARGE)
+            return
         try:
             info = self._client.publish(
                 item.topic, item.payload, qos=1, retain=False, properties=props if self._v5 else None
